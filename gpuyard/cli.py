@@ -1,0 +1,74 @@
+"""The `gpuyard` command: a thin dispatcher to each component's own command module.
+
+Each subcommand lives in the package that owns it, as a module with
+`add_arguments(parser)` and `run(args) -> int`; this file only names them, so that
+start-up imports nothing but the command that runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+# name -> (module, one-line help)
+COMMANDS: dict[str, tuple[str, str]] = {
+    "apiserver": ("gpuyard.apiserver.cli", "run the embedded Kubernetes-compatible API server"),
+    "up": ("gpuyard.cluster.cli", "run an embedded GPU cluster: API server, nodes, controllers"),
+    "fault": ("gpuyard.cluster.faultcli", "inject a fault into a simulated node"),
+    "scheduler": ("gpuyard.scheduling.cli", "run the gang scheduler against a cluster"),
+    "controllers": ("gpuyard.controllers", "run gpuyard's controllers against a cluster"),
+    "submit": ("gpuyard.jobs.cli", "submit a TrainingJob from a file"),
+    "jobs": ("gpuyard.jobs.cli", "list TrainingJobs"),
+    "describe": ("gpuyard.jobs.cli", "describe a TrainingJob"),
+    "delete": ("gpuyard.jobs.cli", "delete a TrainingJob"),
+    "nodes": ("gpuyard.jobs.cli", "list nodes with GPU use and health"),
+    "status": ("gpuyard.jobs.cli", "summarise the cluster: GPUs, gangs, health"),
+    "health": ("gpuyard.health.cli", "node health agent and controllers"),
+    "gpu-test": ("gpuyard.health.gputest", "run the active GPU test on this machine"),
+    "twin": ("gpuyard.twin.cli", "replay workloads through the scheduling policy"),
+}
+
+
+def _module_for(name: str):  # type: ignore[no-untyped-def]
+    modname, _ = COMMANDS[name]
+    return importlib.import_module(modname)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = argparse.ArgumentParser(prog="gpuyard", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version="gpuyard 0.1.0")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    # Only the chosen command's module is imported; the others get a bare help line.
+    chosen = next((a for a in argv if not a.startswith("-")), None)
+    for name, (_, helptext) in COMMANDS.items():
+        p = sub.add_parser(name, help=helptext, description=helptext)
+        if name == chosen:
+            try:
+                mod = _module_for(name)
+            except ModuleNotFoundError as exc:
+                print(f"gpuyard: command {name!r} is not available: {exc}", file=sys.stderr)
+                return 2
+            mod.add_arguments(p, name) if _takes_name(mod) else mod.add_arguments(p)
+            p.set_defaults(_module=mod)
+    args = parser.parse_args(argv)
+    if not args.command:
+        parser.print_help()
+        return 2
+    mod = args._module
+    try:
+        return int(mod.run(args) or 0)
+    except KeyboardInterrupt:
+        return 130
+
+
+def _takes_name(mod) -> bool:  # type: ignore[no-untyped-def]
+    """Modules that serve several commands take the command's name too."""
+    import inspect
+
+    return len(inspect.signature(mod.add_arguments).parameters) >= 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,2 @@
+"""The one way to talk to a Kubernetes API: client, informers, leader election,
+and helpers over plain objects (see `gpuyard.kube.objects`)."""

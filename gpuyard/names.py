@@ -1,0 +1,44 @@
+"""Names shared by every component (see DESIGN.md): API groups, labels, taints,
+priority classes, the scheduler's name."""
+
+GROUP = "gpuyard.io"
+VERSION = "v1alpha1"
+API_VERSION = f"{GROUP}/{VERSION}"
+
+PODGROUP_API_VERSION = "scheduling.x-k8s.io/v1alpha1"
+POD_GROUP_LABEL = "scheduling.x-k8s.io/pod-group"
+
+SCHEDULER_NAME = "gpuyard-scheduler"
+
+TAINT_PREFLIGHT = "gpuyard.io/preflight"
+TAINT_UNHEALTHY = "gpuyard.io/unhealthy"
+TAINT_TEAM = "gpuyard.io/team"
+TAINT_TESTING = "gpuyard.io/testing"
+TAINT_UNREACHABLE = "node.kubernetes.io/unreachable"
+TAINT_NOT_READY = "node.kubernetes.io/not-ready"
+
+LABEL_TEAM = "gpuyard.io/team"
+LABEL_POOL = "gpuyard.io/pool"
+LABEL_RACK = "gpuyard.io/rack"
+LABEL_PREFLIGHT = "gpuyard.io/preflight"
+LABEL_ZONE = "topology.kubernetes.io/zone"
+LABEL_HOSTNAME = "kubernetes.io/hostname"
+LABEL_GPU_PRODUCT = "nvidia.com/gpu.product"
+
+RESOURCE_GPU = "nvidia.com/gpu"
+
+PRIORITY_BALLOON = "gpuyard-balloon"
+PRIORITY_LOW = "gpuyard-low"
+PRIORITY_NORMAL = "gpuyard-normal"
+PRIORITY_HIGH = "gpuyard-high"
+
+# name -> value, as installed by `gpuyard up` and the Helm chart.
+PRIORITY_CLASSES = {
+    PRIORITY_BALLOON: -1000,
+    PRIORITY_LOW: 0,
+    PRIORITY_NORMAL: 1000,
+    PRIORITY_HIGH: 10000,
+}
+
+ANN_SIM_DURATION = "gpuyard.io/sim-duration"
+ANN_SIM_EXIT_CODE = "gpuyard.io/sim-exit-code"
