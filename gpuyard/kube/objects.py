@@ -51,7 +51,9 @@ def parse_quantity(value: str | int | float) -> Decimal:
         return cached
     m = _QTY.match(value.strip())
     if not m:
-        raise QuantityError(f"quantities must match the regular expression '{_QTY.pattern}': {value!r}")
+        raise QuantityError(
+            f"quantities must match the regular expression '{_QTY.pattern}': {value!r}"
+        )
     number, suffix = m.groups()
     try:
         n = Decimal(number)
@@ -223,7 +225,9 @@ Requirement = tuple[str, str, tuple[str, ...]]
 
 def _split_top(text: str) -> list[str]:
     """Split on commas that are not inside parentheses."""
-    parts, depth, cur = [], 0, []
+    parts: list[str] = []
+    depth = 0
+    cur: list[str] = []
     for ch in text:
         if ch == "(":
             depth += 1
@@ -278,7 +282,9 @@ def parse_label_selector(text: str | None) -> list[Requirement]:
         m = _EQ_RE.match(part)
         if m:
             key, op, value = m.groups()
-            reqs.append((_check_key(key, text), "!=" if op == "!=" else "=", (_check_value(value, text),)))
+            reqs.append(
+                (_check_key(key, text), "!=" if op == "!=" else "=", (_check_value(value, text),))
+            )
             continue
         if part.startswith("!"):
             reqs.append((_check_key(part[1:].strip(), text), "!", ()))
@@ -319,12 +325,16 @@ def label_selector_requirements(selector: Mapping[str, Any] | None) -> list[Requ
     """A metav1.LabelSelector ({matchLabels, matchExpressions}) as requirements."""
     if not selector:
         return []
-    reqs: list[Requirement] = [(k, "=", (str(v),)) for k, v in (selector.get("matchLabels") or {}).items()]
+    reqs: list[Requirement] = [
+        (k, "=", (str(v),)) for k, v in (selector.get("matchLabels") or {}).items()
+    ]
     for expr in selector.get("matchExpressions") or []:
         op = expr.get("operator")
         key = expr.get("key", "")
         values = tuple(str(v) for v in expr.get("values") or [])
-        mapped = {"In": "in", "NotIn": "notin", "Exists": "exists", "DoesNotExist": "!"}.get(op or "")
+        mapped = {"In": "in", "NotIn": "notin", "Exists": "exists", "DoesNotExist": "!"}.get(
+            op or ""
+        )
         if mapped is None:
             raise SelectorError(f"{op!r} is not a valid label selector operator")
         reqs.append((key, mapped, values))
@@ -406,12 +416,9 @@ def node_matches_pod(pod: Mapping[str, Any], node: Mapping[str, Any]) -> bool:
     for k, v in (spec.get("nodeSelector") or {}).items():
         if labels.get(k) != v:
             return False
-    required = (
-        ((spec.get("affinity") or {}).get("nodeAffinity") or {}).get(
-            "requiredDuringSchedulingIgnoredDuringExecution"
-        )
-        or {}
-    )
+    required = ((spec.get("affinity") or {}).get("nodeAffinity") or {}).get(
+        "requiredDuringSchedulingIgnoredDuringExecution"
+    ) or {}
     terms = required.get("nodeSelectorTerms")
     if terms is None:
         return True
@@ -460,14 +467,24 @@ def set_condition(
     out = [dict(c) for c in conditions or []]
     for c in out:
         if c.get("type") == ctype:
-            if c.get("status") == status and c.get("reason", "") == reason and c.get("message", "") == message:
+            if (
+                c.get("status") == status
+                and c.get("reason", "") == reason
+                and c.get("message", "") == message
+            ):
                 return out, False
             if c.get("status") != status:
                 c["lastTransitionTime"] = now
             c.update(status=status, reason=reason, message=message)
             return out, True
     out.append(
-        {"type": ctype, "status": status, "reason": reason, "message": message, "lastTransitionTime": now}
+        {
+            "type": ctype,
+            "status": status,
+            "reason": reason,
+            "message": message,
+            "lastTransitionTime": now,
+        }
     )
     return out, True
 
@@ -488,7 +505,7 @@ def namespace_of(obj: Mapping[str, Any]) -> str:
 
 
 def key_of(obj: Mapping[str, Any]) -> str:
-    """"namespace/name" for namespaced objects, "name" for cluster-scoped ones."""
+    """ "namespace/name" for namespaced objects, "name" for cluster-scoped ones."""
     m = obj.get("metadata") or {}
     ns = m.get("namespace")
     return f"{ns}/{m.get('name', '')}" if ns else m.get("name", "")
