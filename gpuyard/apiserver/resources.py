@@ -1,0 +1,376 @@
+"""Resource registry of the embedded API server: which kinds exist and how they are served.
+
+A `Resource` describes one REST resource (group, version, kind, plural, scope,
+subresources, ...). `Registry` holds the built-in resources plus those defined by
+CustomResourceDefinitions, and answers look-ups by (group, version, plural), by kind and
+by short name, and lists API groups for discovery. Pure: no I/O.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+from typing import Any
+
+ALL_VERBS: tuple[str, ...] = (
+    "create",
+    "delete",
+    "deletecollection",
+    "get",
+    "list",
+    "patch",
+    "update",
+    "watch",
+)
+
+
+@dataclass(frozen=True)
+class Resource:
+    """One servable REST resource (one group/version/plural)."""
+
+    group: str  # "" for core
+    version: str
+    kind: str
+    plural: str
+    singular: str
+    namespaced: bool
+    short_names: tuple[str, ...] = ()
+    subresources: tuple[str, ...] = ()  # e.g. ("status",), ("status", "binding", "eviction")
+    categories: tuple[str, ...] = ()
+    verbs: tuple[str, ...] = ALL_VERBS
+    schema: dict[str, Any] | None = field(default=None, compare=False, hash=False)
+    printer_columns: tuple[dict[str, Any], ...] = field(default=(), compare=False, hash=False)
+    custom: bool = False  # defined by a CRD
+
+    @property
+    def group_version(self) -> str:
+        """ "v1" for core, "apps/v1" otherwise."""
+        return f"{self.group}/{self.version}" if self.group else self.version
+
+    @property
+    def api_version(self) -> str:
+        return self.group_version
+
+    @property
+    def list_kind(self) -> str:
+        return self.kind + "List"
+
+    @property
+    def key(self) -> tuple[str, str]:
+        """(group, plural): identifies the stored collection across versions."""
+        return (self.group, self.plural)
+
+    @property
+    def group_resource(self) -> str:
+        """ "pods" or "deployments.apps", as used in Status details and messages."""
+        return f"{self.plural}.{self.group}" if self.group else self.plural
+
+    def path_prefix(self) -> str:
+        """ "/api/v1" or "/apis/apps/v1"."""
+        return f"/apis/{self.group}/{self.version}" if self.group else f"/api/{self.version}"
+
+
+_R = Resource
+_CORE_SUB = ("status",)
+
+
+def builtin_resources() -> list[Resource]:
+    """The resources the server knows without any CRD."""
+    return [
+        _R(
+            "",
+            "v1",
+            "Namespace",
+            "namespaces",
+            "namespace",
+            False,
+            ("ns",),
+            _CORE_SUB,
+            verbs=("create", "delete", "get", "list", "patch", "update", "watch"),
+        ),
+        _R("", "v1", "Node", "nodes", "node", False, ("no",), _CORE_SUB),
+        _R(
+            "",
+            "v1",
+            "Pod",
+            "pods",
+            "pod",
+            True,
+            ("po",),
+            ("status", "binding", "eviction"),
+            ("all",),
+        ),
+        _R(
+            "",
+            "v1",
+            "Service",
+            "services",
+            "service",
+            True,
+            ("svc",),
+            _CORE_SUB,
+            ("all",),
+            verbs=(
+                "create",
+                "delete",
+                "deletecollection",
+                "get",
+                "list",
+                "patch",
+                "update",
+                "watch",
+            ),
+        ),
+        _R("", "v1", "ConfigMap", "configmaps", "configmap", True, ("cm",)),
+        _R("", "v1", "Secret", "secrets", "secret", True),
+        _R("", "v1", "ServiceAccount", "serviceaccounts", "serviceaccount", True, ("sa",)),
+        _R("", "v1", "Event", "events", "event", True, ("ev",)),
+        _R("coordination.k8s.io", "v1", "Lease", "leases", "lease", True),
+        _R(
+            "scheduling.k8s.io",
+            "v1",
+            "PriorityClass",
+            "priorityclasses",
+            "priorityclass",
+            False,
+            ("pc",),
+        ),
+        _R(
+            "apps",
+            "v1",
+            "Deployment",
+            "deployments",
+            "deployment",
+            True,
+            ("deploy",),
+            ("status", "scale"),
+            ("all",),
+        ),
+        _R(
+            "apps", "v1", "DaemonSet", "daemonsets", "daemonset", True, ("ds",), _CORE_SUB, ("all",)
+        ),
+        _R(
+            "policy",
+            "v1",
+            "PodDisruptionBudget",
+            "poddisruptionbudgets",
+            "poddisruptionbudget",
+            True,
+            ("pdb",),
+            _CORE_SUB,
+        ),
+        _R(
+            "apiextensions.k8s.io",
+            "v1",
+            "CustomResourceDefinition",
+            "customresourcedefinitions",
+            "customresourcedefinition",
+            False,
+            ("crd", "crds"),
+            _CORE_SUB,
+            ("api-extensions",),
+        ),
+        _R(
+            "admissionregistration.k8s.io",
+            "v1",
+            "MutatingWebhookConfiguration",
+            "mutatingwebhookconfigurations",
+            "mutatingwebhookconfiguration",
+            False,
+            categories=("api-extensions",),
+        ),
+        _R("events.k8s.io", "v1", "Event", "events", "event", True, ("ev",)),
+    ]
+
+
+# Preferred group order for discovery (legacy core is served separately under /api).
+_GROUP_ORDER = (
+    "apps",
+    "events.k8s.io",
+    "policy",
+    "coordination.k8s.io",
+    "scheduling.k8s.io",
+    "apiextensions.k8s.io",
+    "admissionregistration.k8s.io",
+)
+
+
+class CRDError(ValueError):
+    """A CustomResourceDefinition that cannot be turned into resources."""
+
+
+def resources_from_crd(crd: dict[str, Any]) -> list[Resource]:
+    """The resources (one per served version) a CustomResourceDefinition defines."""
+    spec = crd.get("spec") or {}
+    names = spec.get("names") or {}
+    group = spec.get("group")
+    plural = names.get("plural")
+    kind = names.get("kind")
+    if not group or not plural or not kind:
+        raise CRDError("spec.group, spec.names.plural and spec.names.kind are required")
+    singular = names.get("singular") or kind.lower()
+    scope = spec.get("scope", "Namespaced")
+    if scope not in ("Namespaced", "Cluster"):
+        raise CRDError(f'spec.scope: Unsupported value: "{scope}"')
+    out: list[Resource] = []
+    for ver in spec.get("versions") or []:
+        if not ver.get("served", True):
+            continue
+        subs = ver.get("subresources") or {}
+        subresources = tuple(s for s in ("status", "scale") if s in subs)
+        schema = (ver.get("schema") or {}).get("openAPIV3Schema")
+        out.append(
+            Resource(
+                group=group,
+                version=ver["name"],
+                kind=kind,
+                plural=plural,
+                singular=singular,
+                namespaced=scope == "Namespaced",
+                short_names=tuple(names.get("shortNames") or ()),
+                subresources=subresources,
+                categories=tuple(names.get("categories") or ()),
+                schema=schema,
+                printer_columns=tuple(ver.get("additionalPrinterColumns") or ()),
+                custom=True,
+            )
+        )
+    return out
+
+
+def crd_storage_version(crd: dict[str, Any]) -> str | None:
+    for ver in (crd.get("spec") or {}).get("versions") or []:
+        if ver.get("storage"):
+            return str(ver["name"])
+    return None
+
+
+class Registry:
+    """All servable resources: built-ins plus CRD-defined ones.
+
+    Look-ups: `get(group, version, plural)`, `by_kind(kind, group=None)`,
+    `by_short_name(name)`, `find(name)` (plural, singular, short name or kind, with an
+    optional ".group" suffix as kubectl writes it). `groups()` gives discovery order.
+    """
+
+    def __init__(self, resources: list[Resource] | None = None) -> None:
+        self._lock = threading.Lock()
+        self._by_gvp: dict[tuple[str, str, str], Resource] = {}
+        self._crds: dict[str, list[Resource]] = {}  # CRD name -> resources
+        self._builtin_keys: set[tuple[str, str, str]] = set()
+        for r in builtin_resources() if resources is None else resources:
+            self._by_gvp[(r.group, r.version, r.plural)] = r
+            self._builtin_keys.add((r.group, r.version, r.plural))
+
+    # -- CRDs ---------------------------------------------------------------------------
+
+    def add_crd(self, crd: dict[str, Any]) -> list[Resource]:
+        """Register (or re-register after an update) the resources of a CRD."""
+        name = (crd.get("metadata") or {}).get("name", "")
+        new = resources_from_crd(crd)
+        with self._lock:
+            for r in self._crds.pop(name, []):
+                self._by_gvp.pop((r.group, r.version, r.plural), None)
+            for r in new:
+                k = (r.group, r.version, r.plural)
+                if k in self._builtin_keys:
+                    raise CRDError(f"{r.group_resource} is a built-in resource")
+            for r in new:
+                self._by_gvp[(r.group, r.version, r.plural)] = r
+            self._crds[name] = new
+        return new
+
+    def remove_crd(self, name: str) -> list[Resource]:
+        with self._lock:
+            gone = self._crds.pop(name, [])
+            for r in gone:
+                self._by_gvp.pop((r.group, r.version, r.plural), None)
+        return gone
+
+    def crd_resources(self, name: str) -> list[Resource]:
+        return list(self._crds.get(name, []))
+
+    # -- look-ups -----------------------------------------------------------------------
+
+    def all(self) -> list[Resource]:
+        return list(self._by_gvp.values())
+
+    def get(self, group: str, version: str, plural: str) -> Resource | None:
+        return self._by_gvp.get((group, version, plural))
+
+    def versions_of(self, group: str, plural: str) -> list[Resource]:
+        return [r for r in self._by_gvp.values() if r.group == group and r.plural == plural]
+
+    def by_kind(
+        self, kind: str, group: str | None = None, version: str | None = None
+    ) -> Resource | None:
+        for r in self._by_gvp.values():
+            if (
+                r.kind == kind
+                and (group is None or r.group == group)
+                and (version is None or r.version == version)
+            ):
+                return r
+        return None
+
+    def by_short_name(self, name: str) -> Resource | None:
+        for r in self._by_gvp.values():
+            if name in r.short_names:
+                return r
+        return None
+
+    def find(self, name: str) -> Resource | None:
+        """Resolve a kubectl-style resource name: "pods", "po", "pod", "Pod",
+        "deployments.apps", "trainingjobs.gpuyard.io"."""
+        group: str | None = None
+        base = name
+        if "." in name:
+            base, group = name.split(".", 1)
+        low = base.lower()
+        cands = [r for r in self._by_gvp.values() if group is None or r.group == group]
+        # Prefer core group for ambiguous names (e.g. "events").
+        cands.sort(key=lambda r: (r.group != "", r.group))
+        for test in (
+            lambda r: r.plural == low,
+            lambda r: r.singular == low,
+            lambda r: low in r.short_names,
+            lambda r: r.kind.lower() == low,
+        ):
+            for r in cands:
+                if test(r):
+                    return r
+        return None
+
+    def groups(self) -> list[tuple[str, list[str]]]:
+        """Named API groups (not core) with their versions, for /apis discovery.
+
+        The first version of each list is the preferred one.
+        """
+        found: dict[str, list[str]] = {}
+        for r in self._by_gvp.values():
+            if r.group == "":
+                continue
+            vs = found.setdefault(r.group, [])
+            if r.version not in vs:
+                vs.append(r.version)
+        order = {g: i for i, g in enumerate(_GROUP_ORDER)}
+        out = []
+        for g in sorted(found, key=lambda g: (order.get(g, len(order)), g)):
+            out.append((g, sorted(found[g], key=_version_priority)))
+        return out
+
+    def resources_in(self, group: str, version: str) -> list[Resource]:
+        return [r for r in self._by_gvp.values() if r.group == group and r.version == version]
+
+
+def _version_priority(v: str) -> tuple[int, int, int]:
+    """Kubernetes version order: GA > beta > alpha, higher numbers first."""
+    import re
+
+    m = re.fullmatch(r"v(\d+)(?:(alpha|beta)(\d+))?", v)
+    if not m:
+        return (3, 0, 0)
+    major = int(m.group(1))
+    stage = {"": 0, "beta": 1, "alpha": 2}[m.group(2) or ""]
+    minor = int(m.group(3) or 0)
+    return (stage, -major, -minor)
