@@ -63,6 +63,8 @@ class XidTracker:
     app_times: deque[float] = field(default_factory=deque)
     latched: dict[tuple[str, int, bool], XidEvent] = field(default_factory=dict)
     total: int = 0
+    # Faults reported before a restart (from the node's condition), kept until a reset.
+    restored: list[Finding] = field(default_factory=list)
 
     def observe(self, events: list[XidEvent], now: float) -> None:
         for ev in events:
@@ -81,11 +83,12 @@ class XidTracker:
         """The GPUs were reset (host rebooted, or a person said so)."""
         self.latched.clear()
         self.app_times.clear()
+        self.restored.clear()
 
     def findings(self, now: float) -> list[Finding]:
         while self.app_times and self.app_times[0] <= now - self.app_window_s:
             self.app_times.popleft()
-        out: list[Finding] = []
+        out: list[Finding] = list(self.restored) if not self.latched else []
         for ev in self.latched.values():
             fatal = ev.cls == XidClass.FATAL
             out.append(
