@@ -143,7 +143,7 @@ def builtin_resources() -> list[Resource]:
             "deployment",
             True,
             ("deploy",),
-            ("status", "scale"),
+            _CORE_SUB,
             ("all",),
         ),
         _R(
@@ -217,7 +217,7 @@ def resources_from_crd(crd: dict[str, Any]) -> list[Resource]:
         if not ver.get("served", True):
             continue
         subs = ver.get("subresources") or {}
-        subresources = tuple(s for s in ("status", "scale") if s in subs)
+        subresources = ("status",) if "status" in subs else ()
         schema = (ver.get("schema") or {}).get("openAPIV3Schema")
         out.append(
             Resource(

@@ -1,0 +1,89 @@
+"""`gpuyard apiserver`: run the embedded Kubernetes-compatible API server on its own."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import signal
+import sys
+import tempfile
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--data-dir",
+        default=None,
+        help="directory for the SQLite store and the kubeconfig "
+        "(default ./.gpuyard-apiserver; with --in-memory only the "
+        "kubeconfig goes there)",
+    )
+    parser.add_argument(
+        "--port", type=int, default=6443, help="TCP port (0 = pick a free one; default 6443)"
+    )
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    parser.add_argument(
+        "--in-memory",
+        action="store_true",
+        help="keep everything in memory (nothing survives a restart)",
+    )
+    parser.add_argument(
+        "--watch-log",
+        type=int,
+        default=50_000,
+        help="events kept per resource for resuming watches",
+    )
+
+
+async def _serve(args: argparse.Namespace) -> int:
+    from gpuyard.apiserver.server import APIServer
+
+    data_dir = args.data_dir
+    if data_dir is None:
+        data_dir = (
+            tempfile.mkdtemp(prefix="gpuyard-apiserver-")
+            if args.in_memory
+            else os.path.abspath(".gpuyard-apiserver")
+        )
+    server = APIServer(
+        data_dir,
+        host=args.host,
+        port=args.port,
+        persist=not args.in_memory,
+        log_size=args.watch_log,
+    )
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        url = await server.start()
+    except OSError as exc:
+        print(
+            f"gpuyard apiserver: cannot listen on {args.host}:{args.port}: {exc}", file=sys.stderr
+        )
+        await server.stop()
+        return 1
+    store = "in memory" if args.in_memory else f"stored in {data_dir}"
+    print(f"gpuyard apiserver listening on {url} ({store})", flush=True)
+    print(f"kubeconfig: {server.kubeconfig_path}", flush=True)
+    print(f"  export KUBECONFIG={server.kubeconfig_path}; kubectl get namespaces", flush=True)
+    await stop.wait()
+    await server.stop()
+    print("gpuyard apiserver stopped", flush=True)
+    return 0
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        import uvloop
+
+        return int(uvloop.run(_serve(args)))
+    except ImportError:
+        return asyncio.run(_serve(args))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="gpuyard apiserver", description=__doc__)
+    add_arguments(parser)
+    return run(parser.parse_args(argv))

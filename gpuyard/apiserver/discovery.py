@@ -1,0 +1,118 @@
+"""Legacy (plain JSON) API discovery documents and /version. Pure: built from a Registry."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from gpuyard.apiserver.resources import Registry, Resource
+
+VERSION_INFO = {
+    "major": "1",
+    "minor": "36",
+    "gitVersion": "v1.36.0+gpuyard",
+    "gitCommit": "0000000000000000000000000000000000000000",
+    "gitTreeState": "clean",
+    "buildDate": "2026-01-01T00:00:00Z",
+    "goVersion": "go1.24.0",
+    "compiler": "gc",
+    "platform": "linux/amd64",
+}
+
+
+def api_versions(server_address: str) -> dict[str, Any]:
+    return {
+        "kind": "APIVersions",
+        "versions": ["v1"],
+        "serverAddressByClientCIDRs": [
+            {"clientCIDR": "0.0.0.0/0", "serverAddress": server_address}
+        ],
+    }
+
+
+def _group(name: str, versions: list[str]) -> dict[str, Any]:
+    vs = [{"groupVersion": f"{name}/{v}", "version": v} for v in versions]
+    return {"name": name, "versions": vs, "preferredVersion": vs[0]}
+
+
+def api_group_list(registry: Registry) -> dict[str, Any]:
+    return {
+        "kind": "APIGroupList",
+        "apiVersion": "v1",
+        "groups": [_group(g, vs) for g, vs in registry.groups()],
+    }
+
+
+def api_group(registry: Registry, group: str) -> dict[str, Any] | None:
+    for g, vs in registry.groups():
+        if g == group:
+            return {"kind": "APIGroup", "apiVersion": "v1", **_group(g, vs)}
+    return None
+
+
+def _entry(r: Resource) -> dict[str, Any]:
+    e: dict[str, Any] = {
+        "name": r.plural,
+        "singularName": r.singular,
+        "namespaced": r.namespaced,
+        "kind": r.kind,
+        "verbs": list(r.verbs),
+    }
+    if r.short_names:
+        e["shortNames"] = list(r.short_names)
+    if r.categories:
+        e["categories"] = list(r.categories)
+    return e
+
+
+def _sub_entries(r: Resource) -> list[dict[str, Any]]:
+    out = []
+    for sub in r.subresources:
+        if sub == "status":
+            out.append(
+                {
+                    "name": f"{r.plural}/status",
+                    "singularName": "",
+                    "namespaced": r.namespaced,
+                    "kind": r.kind,
+                    "verbs": ["get", "patch", "update"],
+                }
+            )
+        elif sub == "binding":
+            out.append(
+                {
+                    "name": f"{r.plural}/binding",
+                    "singularName": "",
+                    "namespaced": r.namespaced,
+                    "kind": "Binding",
+                    "verbs": ["create"],
+                }
+            )
+        elif sub == "eviction":
+            out.append(
+                {
+                    "name": f"{r.plural}/eviction",
+                    "singularName": "",
+                    "namespaced": r.namespaced,
+                    "group": "policy",
+                    "version": "v1",
+                    "kind": "Eviction",
+                    "verbs": ["create"],
+                }
+            )
+    return out
+
+
+def api_resource_list(registry: Registry, group: str, version: str) -> dict[str, Any] | None:
+    rs = registry.resources_in(group, version)
+    if not rs:
+        return None
+    resources: list[dict[str, Any]] = []
+    for r in sorted(rs, key=lambda r: r.plural):
+        resources.append(_entry(r))
+        resources.extend(_sub_entries(r))
+    return {
+        "kind": "APIResourceList",
+        "apiVersion": "v1",
+        "groupVersion": f"{group}/{version}" if group else version,
+        "resources": resources,
+    }

@@ -1,0 +1,310 @@
+"""The embedded Kubernetes-compatible API server: `APIServer`, and its thin HTTP layer.
+
+Use from asyncio code (tests, `gpuyard up`):
+
+    server = APIServer(data_dir=None, host="127.0.0.1", port=0)   # None = in memory
+    url = await server.start()          # listening; server.token, server.kubeconfig_path
+    ...
+    await server.stop()
+
+In-process entry point (no sockets, no auth, same semantics and metrics as HTTP):
+
+    resp = await server.dispatch("GET", "/api/v1/nodes", {"limit": "10"}, {}, b"")
+    resp.status, resp.headers, resp.body   # body: bytes, or for a watch an async
+                                           # iterator of byte chunks (JSON lines; an
+                                           # empty chunk is an idle heartbeat to skip)
+
+A caller that stops reading a watch should `aclose()` its iterator so the watcher is
+unregistered. `dispatch` works after `start()`, or after `await server.start(listen=False)`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import time
+from collections.abc import Mapping
+from typing import Any
+
+import orjson
+from aiohttp import web
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+
+from gpuyard.apiserver import compat, discovery
+from gpuyard.apiserver.errors import APIError, status_obj
+from gpuyard.apiserver.handlers import MAX_BODY, Core, Response
+from gpuyard.apiserver.kubeconfig import new_token, read_token, write_kubeconfig
+from gpuyard.apiserver.resources import Registry
+from gpuyard.apiserver.store import Store
+from gpuyard.apiserver.tls import server_tls
+
+OPEN_PATHS = frozenset({"/healthz", "/readyz", "/livez", "/version"})
+_TEXT = {"Content-Type": "text/plain; charset=utf-8"}
+
+
+def _verb_and_resource(method: str, path: str, query: Mapping[str, str]) -> tuple[str, str]:
+    parts = [p for p in path.split("/") if p]
+    if not parts or parts[0] not in ("api", "apis"):
+        return method.lower(), path if len(path) < 40 else "other"
+    rest = parts[2:] if parts[0] == "api" else parts[3:]
+    if len(parts) >= 2 and parts[0] == "apis" and len(parts) < 3:
+        rest = []
+    if not rest:
+        return "discovery", ""
+    watch = rest[0] == "watch"
+    if watch:
+        rest = rest[1:]
+    if (
+        len(rest) >= 3
+        and rest[0] == "namespaces"
+        and not (len(rest) == 3 and rest[2] in ("status", "finalize"))
+    ):
+        rest = rest[2:]
+    resource = rest[0] if rest else ""
+    if len(rest) > 2:
+        resource += "/" + rest[2]
+    named = len(rest) > 1
+    if method == "GET":
+        if watch or query.get("watch") in ("true", "1"):
+            verb = "watch"
+        else:
+            verb = "get" if named else "list"
+    elif method == "POST":
+        verb = "create"
+    elif method == "PUT":
+        verb = "update"
+    elif method == "PATCH":
+        verb = "patch"
+    elif method == "DELETE":
+        verb = "delete" if named else "deletecollection"
+    else:
+        verb = method.lower()
+    return verb, resource
+
+
+class APIServer(Core):
+    """The API server. See the module docstring for the two ways to call it."""
+
+    def __init__(
+        self,
+        data_dir: str | None = None,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        token: str | None = None,
+        *,
+        log_size: int = 50_000,
+        watch_buffer: int = 20_000,
+        bookmark_interval: float = 10.0,
+        persist: bool = True,
+        tls: bool = True,
+    ) -> None:
+        self.data_dir = data_dir
+        self.host = host
+        self.port = port
+        self.kubeconfig_path = os.path.join(data_dir, "kubeconfig") if data_dir else None
+        if token is None and self.kubeconfig_path and os.path.exists(self.kubeconfig_path):
+            token = read_token(self.kubeconfig_path)
+        self.token = token or new_token()
+        self.url = ""
+        self.tls = tls
+        self.ca_pem: bytes | None = None
+        self.ca_path: str | None = None
+        compat.load()
+        store = Store(
+            data_dir if (data_dir and persist) else None,
+            log_size=log_size,
+            watch_buffer=watch_buffer,
+        )
+        super().__init__(store, Registry(), bookmark_interval=bookmark_interval)
+        self._runner: web.AppRunner | None = None
+        self._started = False
+        self.metrics = CollectorRegistry()
+        self._m_requests = Counter(
+            "apiserver_request_total",
+            "API requests by verb, resource and code",
+            ["verb", "resource", "code"],
+            registry=self.metrics,
+        )
+        self._m_latency = Histogram(
+            "apiserver_request_duration_seconds",
+            "API request latency (until the response starts)",
+            ["verb", "resource"],
+            registry=self.metrics,
+            buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
+        )
+        self._m_agents = Counter(
+            "apiserver_requests_by_user_agent_total",
+            "API requests by user agent",
+            ["user_agent", "verb"],
+            registry=self.metrics,
+        )
+
+    # ------------------------------------------------------------------ life cycle
+
+    async def start(self, listen: bool = True) -> str:
+        """Load state, create defaults, and (with listen) serve HTTP; returns the URL."""
+        if not self._started:
+            await self.bootstrap()
+            self._started = True
+        if not listen:
+            return ""
+        app = web.Application(client_max_size=MAX_BODY + 1024 * 1024)
+        app.router.add_route("*", "/{tail:.*}", self._http)
+        self._runner = web.AppRunner(app, handler_cancellation=True, access_log=None)
+        await self._runner.setup()
+        ssl_ctx = None
+        if self.tls:
+            ssl_ctx, self.ca_pem = server_tls(self.data_dir, self.host)
+            if self.data_dir:
+                self.ca_path = os.path.join(self.data_dir, "ca.crt")
+        site = web.TCPSite(self._runner, self.host, self.port, backlog=1024, ssl_context=ssl_ctx)
+        await site.start()
+        server = getattr(site, "_server", None)
+        sockets = getattr(server, "sockets", None) or []
+        if sockets:
+            self.port = int(sockets[0].getsockname()[1])
+        scheme = "https" if self.tls else "http"
+        self.url = f"{scheme}://{self.host}:{self.port}"
+        if self.kubeconfig_path:
+            self.write_kubeconfig(self.kubeconfig_path)
+        return self.url
+
+    def write_kubeconfig(self, path: str) -> str:
+        """Write a kubeconfig (mode 0600) for this server: URL, CA data, token."""
+        return write_kubeconfig(path, self.url, self.token, ca_pem=self.ca_pem)
+
+    async def stop(self) -> None:
+        """Stop serving, close watches, flush and close the store."""
+        for c in self.store.colls.values():
+            for w in tuple(c.watchers):
+                w.close()
+        if self._runner is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._runner.cleanup(), 5)
+            self._runner = None
+        await self.shutdown()
+        await self.store.close()
+
+    # ------------------------------------------------------------------ dispatch
+
+    async def dispatch(
+        self,
+        method: str,
+        path: str,
+        query: Mapping[str, str] | None = None,
+        headers: Mapping[str, str] | None = None,
+        body: bytes = b"",
+    ) -> Response:
+        t0 = time.perf_counter()
+        q = query or {}
+        h = headers or {}
+        resp = await super().dispatch(method, path, q, h, body)
+        try:
+            verb, resource = _verb_and_resource(method.upper(), path, q)
+            self._m_requests.labels(verb, resource, str(resp.status)).inc()
+            self._m_latency.labels(verb, resource).observe(time.perf_counter() - t0)
+            ua = h.get("User-Agent") or h.get("user-agent") or ""
+            self._m_agents.labels(ua.split(" ")[0][:80] or "unknown", verb).inc()
+        except Exception:  # metrics never break a request
+            pass
+        return resp
+
+    async def serve_other(
+        self, kind: str, info: Any, query: Mapping[str, str], headers: Mapping[str, str]
+    ) -> Response:
+        def js(obj: Any) -> Response:
+            return Response(200, orjson.dumps(obj))
+
+        if kind == "api":
+            return js(discovery.api_versions(f"{self.host}:{self.port}"))
+        if kind == "apis":
+            return js(discovery.api_group_list(self.registry))
+        if kind == "group":
+            g = discovery.api_group(self.registry, info)
+            if g is not None:
+                return js(g)
+        elif kind == "gv":
+            group, version = info
+            rl = discovery.api_resource_list(self.registry, group, version)
+            if rl is not None:
+                return js(rl)
+        elif kind == "other":
+            path = info
+            if path in ("/healthz", "/readyz", "/livez") or path.startswith(
+                ("/healthz/", "/readyz/", "/livez/")
+            ):
+                return Response(200, b"ok", dict(_TEXT))
+            if path == "/version":
+                return js(discovery.VERSION_INFO)
+            if path == "/metrics":
+                return Response(
+                    200,
+                    generate_latest(self.metrics),
+                    {"Content-Type": "text/plain; version=0.0.4; charset=utf-8"},
+                )
+            if path.startswith("/openapi/") and compat.openapi is not None:
+                doc = None
+                if path == "/openapi/v2":
+                    doc = compat.openapi.openapi_v2(self.registry)
+                elif path == "/openapi/v3":
+                    doc = compat.openapi.openapi_v3_paths(self.registry)
+                elif path.startswith("/openapi/v3/"):
+                    doc = compat.openapi.openapi_v3_doc(self.registry, path[len("/openapi/v3/") :])
+                if doc is not None:
+                    return js(doc)
+        raise APIError(404, "NotFound", "the server could not find the requested resource")
+
+    # ------------------------------------------------------------------ HTTP
+
+    def _authorized(self, request: web.Request) -> bool:
+        auth = request.headers.get("Authorization", "")
+        return auth == f"Bearer {self.token}"
+
+    async def _http(self, request: web.Request) -> web.StreamResponse:
+        path = request.path
+        if path not in OPEN_PATHS and not self._authorized(request):
+            return web.Response(
+                status=401,
+                body=orjson.dumps(status_obj(401, "Unauthorized", "Unauthorized")),
+                content_type="application/json",
+            )
+        try:
+            body = await request.read() if request.can_read_body else b""
+        except web.HTTPRequestEntityTooLarge:
+            return web.Response(
+                status=413,
+                body=orjson.dumps(
+                    status_obj(
+                        413,
+                        "RequestEntityTooLarge",
+                        f"the request body is too large: limit is {MAX_BODY} bytes",
+                    )
+                ),
+                content_type="application/json",
+            )
+        resp = await self.dispatch(request.method, path, request.query, request.headers, body)
+        if not resp.streaming:
+            assert isinstance(resp.body, bytes | bytearray)
+            return web.Response(status=resp.status, body=resp.body, headers=resp.headers)
+        out = web.StreamResponse(
+            status=resp.status,
+            headers={"Content-Type": resp.headers.get("Content-Type", "application/json")},
+        )
+        out.enable_chunked_encoding()
+        it: Any = resp.body
+        try:
+            await out.prepare(request)
+            async for chunk in it:
+                if chunk:
+                    await out.write(chunk)
+                elif request.transport is None or request.transport.is_closing():
+                    break
+        except (ConnectionResetError, asyncio.CancelledError):
+            pass
+        finally:
+            with contextlib.suppress(Exception):
+                await it.aclose()
+        with contextlib.suppress(Exception):
+            await out.write_eof()
+        return out

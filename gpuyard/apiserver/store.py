@@ -1,0 +1,499 @@
+"""Revisioned object store of the embedded API server, with watch fan-out and persistence.
+
+- Every write takes the next value of one global revision counter; that value is the
+  object's resourceVersion (a string on the wire).
+- Objects live in memory as their serialized JSON bytes (`Entry.raw`), plus the few
+  things lists and watches filter on (labels, selectable fields), so that a list is a
+  byte concatenation and a watch event is serialized once for every watcher.
+- Each collection keeps a bounded log of recent events for resuming watches; asking
+  for a version older than that log is answered with 410 Expired.
+- With a data directory, every write goes to SQLite (one row per key holding its current
+  state, plus the revision counter) and is acknowledged only after its transaction
+  commits. Writes waiting at the same time share one commit (group commit). WAL with
+  synchronous=NORMAL: a committed transaction is in the WAL file once `commit()`
+  returns, so it survives the process being killed (kill -9); only an operating-system
+  crash or power loss could lose the last transactions, which is not what we guard.
+- Watchers get events only after they are durable, in revision order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sqlite3
+from collections import deque
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import orjson
+
+from gpuyard.apiserver.selectors import Filter, fields_of
+
+CollKey = tuple[str, str]  # (group, plural)
+
+
+class StoreError(Exception):
+    """A store-level refusal; the server turns it into a Status."""
+
+    def __init__(self, code: int, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.reason = reason
+        self.message = message
+
+
+class Entry:
+    """The stored state of one object."""
+
+    __slots__ = ("rv", "raw", "namespace", "name", "labels", "fields", "uid", "owners")
+
+    def __init__(
+        self,
+        rv: int,
+        raw: bytes,
+        namespace: str,
+        name: str,
+        labels: dict[str, str] | None,
+        fields: dict[str, str] | None,
+        uid: str,
+        owners: tuple[str, ...],
+    ) -> None:
+        self.rv = rv
+        self.raw = raw
+        self.namespace = namespace
+        self.name = name
+        self.labels = labels
+        self.fields = fields
+        self.uid = uid
+        self.owners = owners
+
+    def obj(self) -> dict[str, Any]:
+        """A fresh, mutable copy of the object."""
+        out: dict[str, Any] = orjson.loads(self.raw)
+        return out
+
+    def matches(self, flt: Filter) -> bool:
+        return flt.trivial or flt.matches(self.namespace, self.name, self.labels, self.fields)
+
+
+def make_key(namespace: str, name: str) -> str:
+    return f"{namespace}/{name}" if namespace else name
+
+
+def _entry_for(group: str, plural: str, obj: dict[str, Any], raw: bytes, rv: int) -> Entry:
+    md = obj.get("metadata") or {}
+    return Entry(
+        rv,
+        raw,
+        md.get("namespace") or "",
+        md.get("name") or "",
+        md.get("labels") or None,
+        fields_of(group, plural, obj),
+        md.get("uid") or "",
+        tuple(o.get("uid", "") for o in md.get("ownerReferences") or () if isinstance(o, dict)),
+    )
+
+
+class Event:
+    """One change, serialized once per watch event type it may be shown as."""
+
+    __slots__ = ("rv", "type", "entry", "prev", "_lines")
+
+    def __init__(self, rv: int, type_: str, entry: Entry, prev: Entry | None) -> None:
+        self.rv = rv
+        self.type = type_
+        self.entry = entry
+        self.prev = prev
+        self._lines: dict[str, bytes] = {}
+
+    def line(self, type_: str | None = None) -> bytes:
+        t = type_ or self.type
+        b = self._lines.get(t)
+        if b is None:
+            b = b'{"type":"' + t.encode() + b'","object":' + self.entry.raw + b"}\n"
+            self._lines[t] = b
+        return b
+
+    def line_for(self, flt: Filter) -> bytes | None:
+        """The line a watcher with this filter sees, or None (with the Kubernetes rule:
+        an object that stops matching is shown DELETED, one that starts matching ADDED)."""
+        if flt.trivial:
+            return self.line()
+        new_m = self.entry.matches(flt)
+        if self.type != "MODIFIED":
+            return self.line() if new_m else None
+        old_m = self.prev is not None and self.prev.matches(flt)
+        if new_m:
+            return self.line() if old_m else self.line("ADDED")
+        return self.line("DELETED") if old_m else None
+
+
+class Watcher:
+    """A subscriber to one collection, with its own bounded buffer."""
+
+    __slots__ = ("flt", "buf", "size", "limit", "wake", "closed", "overflowed", "min_rv")
+
+    def __init__(self, flt: Filter, limit: int) -> None:
+        self.flt = flt
+        self.buf: deque[bytes] = deque()
+        self.size = 0
+        self.limit = limit
+        self.wake = asyncio.Event()
+        self.closed = False
+        self.overflowed = False
+        self.min_rv = 0  # events at or below this were already delivered (list/backlog)
+
+    def offer(self, ev: Event) -> None:
+        if self.closed or ev.rv <= self.min_rv:
+            return
+        line = ev.line_for(self.flt)
+        if line is None:
+            return
+        if self.size >= self.limit:
+            # Too slow: close the watch; the client will relist.
+            self.closed = True
+            self.overflowed = True
+            self.buf.clear()
+        else:
+            self.buf.append(line)
+            self.size += 1
+        self.wake.set()
+
+    def drain(self) -> list[bytes]:
+        out = list(self.buf)
+        self.buf.clear()
+        self.size = 0
+        self.wake.clear()
+        return out
+
+    def close(self) -> None:
+        self.closed = True
+        self.wake.set()
+
+
+class Collection:
+    """All objects of one (group, plural), its event log and its watchers."""
+
+    def __init__(self, key: CollKey, log_size: int, start_rv: int) -> None:
+        self.key = key
+        self.items: dict[str, Entry] = {}
+        self.log: deque[Event] = deque()
+        self.log_size = log_size
+        self.compacted_rv = start_rv  # events at or before this are not in the log
+        self.watchers: set[Watcher] = set()
+
+    def publish(self, ev: Event) -> None:
+        log = self.log
+        log.append(ev)
+        if len(log) > self.log_size:
+            self.compacted_rv = log.popleft().rv
+        for w in tuple(self.watchers):
+            w.offer(ev)
+
+
+class _SQLite:
+    """The durable copy: one row per key with its current state, plus the revision."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+        self.db.execute("PRAGMA journal_mode=WAL")
+        # NORMAL in WAL mode: durable against process kill -9 (see module docstring).
+        self.db.execute("PRAGMA synchronous=NORMAL")
+        self.db.execute(
+            "CREATE TABLE IF NOT EXISTS objects (coll TEXT NOT NULL, key TEXT NOT NULL, "
+            "rv INTEGER NOT NULL, data BLOB NOT NULL, PRIMARY KEY (coll, key)) WITHOUT ROWID"
+        )
+        self.db.execute("CREATE TABLE IF NOT EXISTS meta (k TEXT PRIMARY KEY, v INTEGER)")
+
+    def load(self) -> tuple[int, list[tuple[str, str, int, bytes]]]:
+        row = self.db.execute("SELECT v FROM meta WHERE k='revision'").fetchone()
+        rev = int(row[0]) if row else 0
+        rows = self.db.execute("SELECT coll, key, rv, data FROM objects").fetchall()
+        return rev, rows
+
+    def write(self, ops: list[tuple[str, str, int, bytes | None]], rev: int) -> None:
+        db = self.db
+        db.execute("BEGIN")
+        try:
+            puts = [(c, k, rv, d) for c, k, rv, d in ops if d is not None]
+            dels = [(c, k) for c, k, _, d in ops if d is None]
+            if puts:
+                db.executemany("INSERT OR REPLACE INTO objects VALUES (?,?,?,?)", puts)
+            if dels:
+                db.executemany("DELETE FROM objects WHERE coll=? AND key=?", dels)
+            db.execute("INSERT OR REPLACE INTO meta VALUES ('revision', ?)", (rev,))
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+
+    def close(self) -> None:
+        self.db.close()
+
+
+def _coll_name(key: CollKey) -> str:
+    return f"{key[1]}.{key[0]}" if key[0] else key[1]
+
+
+def _coll_key(name: str) -> CollKey:
+    plural, _, group = name.partition(".")
+    return (group, plural)
+
+
+class Store:
+    """The revisioned store. All methods run on the event loop; writes are awaited
+    until durable (immediately when in memory)."""
+
+    def __init__(
+        self, data_dir: str | None = None, log_size: int = 50_000, watch_buffer: int = 20_000
+    ) -> None:
+        self.rev = 0
+        self.log_size = log_size
+        self.watch_buffer = watch_buffer
+        self.colls: dict[CollKey, Collection] = {}
+        self.owner_index: dict[str, set[tuple[CollKey, str]]] = {}
+        self.uids: dict[str, tuple[CollKey, str]] = {}
+        self._db: _SQLite | None = None
+        self._pending: list[tuple[CollKey, str, int, bytes | None, Event, asyncio.Future[None]]]
+        self._pending = []
+        self._committer: asyncio.Task[None] | None = None
+        self.published_rv = 0
+        self.listeners: list[Callable[[CollKey, Event], None]] = []
+        if data_dir is not None:
+            os.makedirs(data_dir, exist_ok=True)
+            self._db = _SQLite(os.path.join(data_dir, "store.db"))
+            rev, rows = self._db.load()
+            for coll, key, rv, data in rows:
+                ck = _coll_key(coll)
+                obj = orjson.loads(data)
+                e = _entry_for(ck[0], ck[1], obj, bytes(data), rv)
+                self.coll(ck).items[key] = e
+                self._index_owners(ck, key, None, e)
+                rev = max(rev, rv)
+            self.rev = rev
+            for c in self.colls.values():
+                c.compacted_rv = rev
+        self.published_rv = self.rev
+
+    @property
+    def persistent(self) -> bool:
+        return self._db is not None
+
+    def coll(self, key: CollKey) -> Collection:
+        c = self.colls.get(key)
+        if c is None:
+            c = self.colls[key] = Collection(key, self.log_size, self.rev)
+        return c
+
+    # -- reads ----------------------------------------------------------------------
+
+    def get(self, ck: CollKey, key: str) -> Entry | None:
+        c = self.colls.get(ck)
+        return c.items.get(key) if c else None
+
+    def entries(self, ck: CollKey, flt: Filter | None = None) -> Iterable[Entry]:
+        c = self.colls.get(ck)
+        if c is None:
+            return ()
+        if flt is None or flt.trivial:
+            return c.items.values()
+        return (e for e in c.items.values() if e.matches(flt))
+
+    def list_sorted(
+        self, ck: CollKey, flt: Filter, start_after: str = "", limit: int = 0
+    ) -> tuple[list[Entry], str]:
+        """Entries in key order; with a limit, also the last key returned when more remain."""
+        c = self.colls.get(ck)
+        if c is None:
+            return [], ""
+        items = c.items
+        keys = sorted(items)
+        if start_after:
+            import bisect
+
+            keys = keys[bisect.bisect_right(keys, start_after) :]
+        out: list[Entry] = []
+        for k in keys:
+            e = items[k]
+            if flt.trivial or e.matches(flt):
+                if limit and len(out) >= limit:
+                    return out, _key_of(out[-1])
+                out.append(e)
+        return out, ""
+
+    def dependents(self, owner_uid: str) -> list[tuple[CollKey, str]]:
+        return list(self.owner_index.get(owner_uid, ()))
+
+    # -- writes ---------------------------------------------------------------------
+
+    def _index_owners(self, ck: CollKey, key: str, old: Entry | None, new: Entry | None) -> None:
+        if old is not None and new is None:
+            self.uids.pop(old.uid, None)
+        if new is not None:
+            self.uids[new.uid] = (ck, key)
+        if old is not None:
+            for u in old.owners:
+                s = self.owner_index.get(u)
+                if s is not None:
+                    s.discard((ck, key))
+                    if not s:
+                        del self.owner_index[u]
+        if new is not None:
+            for u in new.owners:
+                self.owner_index.setdefault(u, set()).add((ck, key))
+
+    def put_nowait(
+        self,
+        ck: CollKey,
+        obj: dict[str, Any],
+        *,
+        create: bool = False,
+        expect_rv: int | None = None,
+    ) -> tuple[Entry, asyncio.Future[None] | None]:
+        """Store obj (its metadata.resourceVersion is set here). Checks and memory update
+        happen at once; the returned future (None when in memory) resolves when durable."""
+        md = obj["metadata"]
+        key = make_key(md.get("namespace") or "", md["name"])
+        c = self.coll(ck)
+        old = c.items.get(key)
+        if create and old is not None:
+            raise StoreError(409, "AlreadyExists", "exists")
+        if not create and old is None:
+            raise StoreError(404, "NotFound", "not found")
+        if expect_rv is not None and old is not None and old.rv != expect_rv:
+            raise StoreError(409, "Conflict", "conflict")
+        self.rev += 1
+        rv = self.rev
+        md["resourceVersion"] = str(rv)
+        raw = orjson.dumps(obj)
+        e = _entry_for(ck[0], ck[1], obj, raw, rv)
+        c.items[key] = e
+        self._index_owners(ck, key, old, e)
+        ev = Event(rv, "ADDED" if old is None else "MODIFIED", e, old)
+        return e, self._persist(ck, key, rv, raw, ev)
+
+    def delete_nowait(
+        self, ck: CollKey, key: str, expect_rv: int | None = None
+    ) -> tuple[Entry, asyncio.Future[None] | None]:
+        c = self.coll(ck)
+        old = c.items.get(key)
+        if old is None:
+            raise StoreError(404, "NotFound", "not found")
+        if expect_rv is not None and old.rv != expect_rv:
+            raise StoreError(409, "Conflict", "conflict")
+        self.rev += 1
+        rv = self.rev
+        obj = old.obj()
+        obj["metadata"]["resourceVersion"] = str(rv)
+        raw = orjson.dumps(obj)
+        e = Entry(rv, raw, old.namespace, old.name, old.labels, old.fields, old.uid, old.owners)
+        del c.items[key]
+        self._index_owners(ck, key, old, None)
+        ev = Event(rv, "DELETED", e, old)
+        return e, self._persist(ck, key, rv, None, ev)
+
+    async def put(
+        self,
+        ck: CollKey,
+        obj: dict[str, Any],
+        *,
+        create: bool = False,
+        expect_rv: int | None = None,
+    ) -> Entry:
+        e, fut = self.put_nowait(ck, obj, create=create, expect_rv=expect_rv)
+        if fut is not None:
+            await fut
+        return e
+
+    async def delete(self, ck: CollKey, key: str, expect_rv: int | None = None) -> Entry:
+        e, fut = self.delete_nowait(ck, key, expect_rv)
+        if fut is not None:
+            await fut
+        return e
+
+    def _persist(
+        self, ck: CollKey, key: str, rv: int, raw: bytes | None, ev: Event
+    ) -> asyncio.Future[None] | None:
+        if self._db is None:
+            self._publish(ck, ev)
+            return None
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._pending.append((ck, key, rv, raw, ev, fut))
+        if self._committer is None or self._committer.done():
+            self._committer = asyncio.get_running_loop().create_task(self._commit_loop())
+        return fut
+
+    def _publish(self, ck: CollKey, ev: Event) -> None:
+        self.published_rv = ev.rv
+        self.coll(ck).publish(ev)
+        for fn in self.listeners:
+            fn(ck, ev)
+
+    async def _commit_loop(self) -> None:
+        assert self._db is not None
+        while self._pending:
+            # Yield once so writes issued in the same loop iteration join this batch.
+            await asyncio.sleep(0)
+            batch, self._pending = self._pending, []
+            ops = [(_coll_name(ck), key, rv, raw) for ck, key, rv, raw, _, _ in batch]
+            try:
+                await asyncio.to_thread(self._db.write, ops, batch[-1][2])
+            except Exception as exc:  # disk full, I/O error: fail these writes loudly
+                for *_, fut in batch:
+                    if not fut.done():
+                        fut.set_exception(StoreError(500, "InternalError", f"storage: {exc}"))
+                continue
+            for ck, _, _, _, ev, fut in batch:
+                self._publish(ck, ev)
+                if not fut.done():
+                    fut.set_result(None)
+
+    async def flush(self) -> None:
+        while self._committer is not None and not self._committer.done():
+            await asyncio.shield(self._committer)
+
+    async def close(self) -> None:
+        await self.flush()
+        for c in self.colls.values():
+            for w in tuple(c.watchers):
+                w.close()
+        if self._db is not None:
+            self._db.close()
+            self._db = None
+
+    # -- watch ----------------------------------------------------------------------
+
+    def watch(
+        self, ck: CollKey, flt: Filter, since_rv: int | None
+    ) -> tuple[Watcher, list[bytes] | None]:
+        """Subscribe. With since_rv, also the buffered lines after it, or None if that
+        version is older than the log (the caller answers 410 Expired)."""
+        c = self.coll(ck)
+        w = Watcher(flt, self.watch_buffer)
+        backlog: list[bytes] | None = []
+        if since_rv is not None:
+            w.min_rv = since_rv
+            if since_rv < c.compacted_rv:
+                return w, None
+            assert backlog is not None
+            for ev in c.log:
+                if ev.rv > since_rv:
+                    line = ev.line_for(flt)
+                    if line is not None:
+                        backlog.append(line)
+        c.watchers.add(w)
+        return w, backlog
+
+    def unwatch(self, ck: CollKey, w: Watcher) -> None:
+        c = self.colls.get(ck)
+        if c is not None:
+            c.watchers.discard(w)
+        w.closed = True
+
+    def compacted_rv(self, ck: CollKey) -> int:
+        return self.coll(ck).compacted_rv
+
+
+def _key_of(e: Entry) -> str:
+    return make_key(e.namespace, e.name)
