@@ -1,0 +1,131 @@
+"""Helpers for tests and benchmarks: run the API server as a subprocess and talk to it.
+
+    with run_apiserver_process(in_memory=True) as srv:
+        srv.url, srv.token, srv.kubeconfig, srv.data_dir, srv.ca_file, srv.pid
+        srv.headers            # {"Authorization": "Bearer ..."}
+        srv.ssl_context()      # an SSLContext that trusts the server's CA
+
+The process runs in its own process group and is killed (SIGKILL to the group) when
+the block ends, whatever happens inside it. `srv.kill9()` kills it at once (restart
+tests); `srv.terminate()` asks it to stop cleanly.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import signal
+import ssl
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+
+@dataclass
+class ServerProcess:
+    url: str
+    token: str
+    kubeconfig: str
+    data_dir: str
+    ca_file: str
+    proc: subprocess.Popen[bytes]
+    output: list[str] = field(default_factory=list)
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token}"}
+
+    def ssl_context(self) -> ssl.SSLContext:
+        return ssl.create_default_context(cafile=self.ca_file)
+
+    def kill9(self) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc.wait(10)
+
+    def terminate(self, timeout: float = 10) -> int:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.proc.pid, signal.SIGTERM)
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.kill9()
+            return -9
+
+
+def start_apiserver_process(
+    data_dir: str | None = None,
+    in_memory: bool = False,
+    extra_args: tuple[str, ...] = (),
+    timeout: float = 30,
+) -> ServerProcess:
+    """Start `python -m gpuyard.apiserver --port 0` and wait until /readyz answers."""
+    data_dir = data_dir or tempfile.mkdtemp(prefix="gpuyard-apiserver-test-")
+    cmd = [sys.executable, "-m", "gpuyard.apiserver", "--port", "0", "--data-dir", data_dir]
+    if in_memory:
+        cmd.append("--in-memory")
+    cmd.extend(extra_args)
+    proc = subprocess.Popen(
+        cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True
+    )
+    out: list[str] = []
+    try:
+        url = ""
+        deadline = time.monotonic() + timeout
+        assert proc.stdout is not None
+        while time.monotonic() < deadline:
+            line = proc.stdout.readline().decode(errors="replace")
+            if not line:
+                raise RuntimeError("apiserver exited early:\n" + "".join(out))
+            out.append(line)
+            m = re.search(r"listening on (\S+)", line)
+            if m:
+                url = m.group(1)
+                break
+        if not url:
+            raise RuntimeError("apiserver did not start:\n" + "".join(out))
+        kubeconfig = os.path.join(data_dir, "kubeconfig")
+        import yaml
+
+        with open(kubeconfig) as f:
+            cfg = yaml.safe_load(f)
+        token = cfg["users"][0]["user"]["token"]
+        srv = ServerProcess(
+            url, token, kubeconfig, data_dir, os.path.join(data_dir, "ca.crt"), proc, out
+        )
+        ctx = srv.ssl_context()
+        while time.monotonic() < deadline:
+            try:
+                with urllib.request.urlopen(f"{url}/readyz", context=ctx, timeout=2) as r:
+                    if r.status == 200:
+                        return srv
+            except OSError:
+                time.sleep(0.05)
+        raise RuntimeError("apiserver not ready in time:\n" + "".join(out))
+    except BaseException:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(10)
+        raise
+
+
+@contextlib.contextmanager
+def run_apiserver_process(
+    data_dir: str | None = None, in_memory: bool = False, extra_args: tuple[str, ...] = ()
+) -> Iterator[ServerProcess]:
+    srv = start_apiserver_process(data_dir, in_memory, extra_args)
+    try:
+        yield srv
+    finally:
+        srv.kill9()
+        if srv.proc.stdout is not None:
+            srv.proc.stdout.close()
