@@ -1,0 +1,158 @@
+"""CustomResourceDefinitions: serving, status subresource, scope, validation, removal."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+
+from gpuyard.apiserver import compat
+
+from .api import Api
+
+CRD_PATH = "/apis/apiextensions.k8s.io/v1/customresourcedefinitions"
+
+
+def crd(scope: str = "Namespaced", plural: str = "widgets", kind: str = "Widget") -> dict[str, Any]:
+    return {
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
+        "metadata": {"name": f"{plural}.example.com"},
+        "spec": {
+            "group": "example.com",
+            "scope": scope,
+            "names": {
+                "plural": plural,
+                "singular": kind.lower(),
+                "kind": kind,
+                "shortNames": ["wd"] if plural == "widgets" else [],
+            },
+            "versions": [
+                {
+                    "name": "v1",
+                    "served": True,
+                    "storage": True,
+                    "subresources": {"status": {}},
+                    "additionalPrinterColumns": [
+                        {"name": "Size", "type": "integer", "jsonPath": ".spec.size"}
+                    ],
+                    "schema": {
+                        "openAPIV3Schema": {
+                            "type": "object",
+                            "properties": {
+                                "spec": {
+                                    "type": "object",
+                                    "required": ["size"],
+                                    "properties": {"size": {"type": "integer", "minimum": 1}},
+                                },
+                                "status": {
+                                    "type": "object",
+                                    "x-kubernetes-preserve-unknown-fields": True,
+                                },
+                            },
+                        }
+                    },
+                }
+            ],
+        },
+    }
+
+
+def widget(name: str, size: int = 3) -> dict[str, Any]:
+    return {
+        "apiVersion": "example.com/v1",
+        "kind": "Widget",
+        "metadata": {"name": name},
+        "spec": {"size": size},
+    }
+
+
+W = "/apis/example.com/v1/namespaces/default/widgets"
+
+
+async def test_crd_makes_resource_servable(api: Api) -> None:
+    assert (await api.get(W))[0] == 404
+    st, c = await api.post(CRD_PATH, crd())
+    assert st == 201
+    conds = {x["type"]: x["status"] for x in c["status"]["conditions"]}
+    assert conds == {"NamesAccepted": "True", "Established": "True"}
+    st, disc = await api.get("/apis/example.com/v1")
+    assert st == 200
+    res = {r["name"]: r for r in disc["resources"]}
+    assert res["widgets"]["kind"] == "Widget" and res["widgets"]["shortNames"] == ["wd"]
+    assert "widgets/status" in res
+    _, groups = await api.get("/apis")
+    assert "example.com" in {g["name"] for g in groups["groups"]}
+
+    st, w = await api.post(W, widget("w1"))
+    assert st == 201 and w["metadata"]["generation"] == 1
+    st, lst = await api.get(W)
+    assert st == 200 and lst["kind"] == "WidgetList" and len(lst["items"]) == 1
+    st, lst = await api.get("/apis/example.com/v1/widgets")
+    assert len(lst["items"]) == 1
+
+    # status subresource: main resource ignores status, /status ignores spec
+    w["status"] = {"phase": "Ready"}
+    w["spec"]["size"] = 5
+    _, w2 = await api.put(f"{W}/w1", w)
+    assert "status" not in w2 and w2["spec"]["size"] == 5 and w2["metadata"]["generation"] == 2
+    w2["status"] = {"phase": "Ready"}
+    w2["spec"]["size"] = 9
+    st, w3 = await api.put(f"{W}/w1/status", w2)
+    assert st == 200 and w3["status"] == {"phase": "Ready"} and w3["spec"]["size"] == 5
+
+    # merge patch works, strategic merge patch is refused for custom resources
+    st, _ = await api.patch(f"{W}/w1", {"metadata": {"labels": {"a": "b"}}})
+    assert st == 200
+    st, err = await api.patch(
+        f"{W}/w1", {"spec": {"size": 2}}, ctype="application/strategic-merge-patch+json"
+    )
+    assert st == 415 and err["reason"] == "UnsupportedMediaType"
+
+
+async def test_cluster_scoped_crd(api: Api) -> None:
+    await api.post(CRD_PATH, crd("Cluster", "gadgets", "Gadget"))
+    body = widget("g1")
+    body["kind"] = "Gadget"
+    st, g = await api.post("/apis/example.com/v1/gadgets", body)
+    assert st == 201 and "namespace" not in g["metadata"]
+    assert (await api.get("/apis/example.com/v1/namespaces/default/gadgets"))[0] == 404
+
+
+async def test_crd_deletion_removes_resource_and_objects(api: Api) -> None:
+    await api.post(CRD_PATH, crd())
+    await api.post(W, widget("w1"))
+    st, _ = await api.delete(f"{CRD_PATH}/widgets.example.com")
+    assert st == 200
+    for _ in range(50):
+        if (await api.get(W))[0] == 404:
+            break
+        await asyncio.sleep(0.02)
+    assert (await api.get(W))[0] == 404
+    await api.post(CRD_PATH, crd())
+    _, lst = await api.get(W)
+    assert lst["items"] == []
+
+
+async def test_bad_crd_is_refused(api: Api) -> None:
+    bad = crd()
+    bad["metadata"]["name"] = "wrong.name"
+    st, err = await api.post(CRD_PATH, bad)
+    assert st == 422 and err["reason"] == "Invalid"
+    bad = crd()
+    bad["spec"]["scope"] = "Galaxy"
+    assert (await api.post(CRD_PATH, bad))[0] == 422
+    assert (await api.get("/apis/example.com/v1"))[0] == 404
+
+
+@pytest.mark.skipif(compat.validation is None, reason="validation module not present yet")
+async def test_schema_validation(api: Api) -> None:
+    await api.post(CRD_PATH, crd())
+    st, err = await api.post(W, widget("bad", size=0))
+    assert st == 422 and err["reason"] == "Invalid"
+    body = widget("bad2")
+    del body["spec"]["size"]
+    st, err = await api.post(W, body)
+    assert st == 422
+    assert (await api.get(f"{W}/bad"))[0] == 404
