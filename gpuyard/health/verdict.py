@@ -21,6 +21,10 @@ from gpuyard.health.checks import AREAS, Finding, Severity
 from gpuyard.kube.objects import NO_EXECUTE, NO_SCHEDULE
 
 CONDITION_TYPES = {"gpu": "GPUHealthy", "disk": "DiskHealthy", "network": "NetworkHealthy"}
+# Written by the preflight and periodic active-test controllers, not by the agent.
+GPU_TEST_CONDITION = "GPUTestPassed"
+# The conditions whose False status calls for the unhealthy taint, in priority order.
+TAINT_CONDITIONS = (*CONDITION_TYPES.values(), GPU_TEST_CONDITION)
 FATAL_PREFIX = "fatal: "
 HEALTHY_REASON = "Healthy"
 HEALTHY_MESSAGE = "all checks passed"
@@ -187,12 +191,12 @@ def conditions_patch(
 
 def wanted_taint(node: dict[str, Any]) -> tuple[str, str] | None:
     """(value, effect) of the `gpuyard.io/unhealthy` taint the node's health conditions
-    call for, or None when all are healthy. The worst area decides: a fatal finding
-    means NoExecute; GPU before disk before network among equals."""
+    call for, or None when all are healthy. The worst decides: a fatal finding means
+    NoExecute; GPU before disk before network before the active GPU test among equals."""
     best: tuple[int, str, str] | None = None
     conds = {c.get("type"): c for c in (node.get("status") or {}).get("conditions") or []}
-    for rank, area in enumerate(AREAS):
-        c = conds.get(CONDITION_TYPES[area])
+    for rank, ctype in enumerate(TAINT_CONDITIONS):
+        c = conds.get(ctype)
         if not c or c.get("status") != "False":
             continue
         fatal = str(c.get("message", "")).startswith(FATAL_PREFIX)
