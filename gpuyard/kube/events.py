@@ -1,0 +1,205 @@
+"""Kubernetes Events for decisions a person would ask about ("why is my job pending?").
+
+`EventRecorder(client, component).record(obj, "Warning", "Unschedulable", "...")`
+creates a core/v1 Event about `obj`, or bumps `count`/`lastTimestamp` of a recent
+identical one (same object, type, reason, message) instead of creating a new one.
+Recording is rate limited per involved object (a token bucket) so a hot loop cannot
+flood the API server; dropped events are counted in `recorder.dropped`.
+`emit(...)` is the fire-and-forget form for code that must not wait.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from gpuyard.kube.errors import KubeError, NotFound
+from gpuyard.kube.resources import EVENTS
+
+if TYPE_CHECKING:
+    from gpuyard.kube.client import Client
+
+Obj = dict[str, Any]
+
+EVENT_TYPES = ("Normal", "Warning")
+
+
+def _rfc3339(ts: float) -> str:
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def involved_object(obj: Mapping[str, Any]) -> Obj:
+    """The ObjectReference of an object, as Events carry it."""
+    m = obj.get("metadata") or {}
+    ref: Obj = {
+        "apiVersion": obj.get("apiVersion", "v1"),
+        "kind": obj.get("kind", ""),
+        "name": m.get("name", ""),
+    }
+    if m.get("namespace"):
+        ref["namespace"] = m["namespace"]
+    if m.get("uid"):
+        ref["uid"] = m["uid"]
+    if m.get("resourceVersion"):
+        ref["resourceVersion"] = m["resourceVersion"]
+    return ref
+
+
+def build_event(
+    involved: Mapping[str, Any],
+    type_: str,
+    reason: str,
+    message: str,
+    component: str,
+    now: str | None = None,
+    wall: float | None = None,
+) -> Obj:
+    """A core/v1 Event dict (pure; `now` is the RFC 3339 timestamp to stamp)."""
+    if type_ not in EVENT_TYPES:
+        raise ValueError(f"event type must be Normal or Warning, not {type_!r}")
+    if not reason:
+        raise ValueError("event reason must not be empty")
+    wall = time.time() if wall is None else wall
+    stamp = now or _rfc3339(wall)
+    ref = involved_object(involved) if "metadata" in involved else dict(involved)
+    ns = ref.get("namespace") or "default"
+    name = f"{ref.get('name') or 'object'}.{int(wall * 1e9):x}"
+    return {
+        "apiVersion": "v1",
+        "kind": "Event",
+        "metadata": {"name": name, "namespace": ns},
+        "involvedObject": ref,
+        "type": type_,
+        "reason": reason,
+        "message": message[:1024],
+        "source": {"component": component},
+        "reportingComponent": component,
+        "firstTimestamp": stamp,
+        "lastTimestamp": stamp,
+        "count": 1,
+    }
+
+
+@dataclass
+class _Seen:
+    name: str
+    namespace: str
+    count: int
+    last: float
+
+
+class _Bucket:
+    __slots__ = ("tokens", "stamp")
+
+    def __init__(self, tokens: float, stamp: float) -> None:
+        self.tokens = tokens
+        self.stamp = stamp
+
+
+class EventRecorder:
+    """Creates or aggregates Events; rate limited per involved object."""
+
+    def __init__(
+        self,
+        client: Client,
+        component: str,
+        *,
+        burst: int = 10,
+        refill_per_s: float = 1 / 30,
+        aggregate_window_s: float = 600.0,
+        max_tracked: int = 4096,
+        clock: Callable[[], float] = time.monotonic,
+        wall: Callable[[], float] = time.time,
+    ) -> None:
+        self.client = client
+        self.component = component
+        self.burst = burst
+        self.refill_per_s = refill_per_s
+        self.aggregate_window_s = aggregate_window_s
+        self.max_tracked = max_tracked
+        self.clock = clock
+        self.wall = wall
+        self.dropped = 0
+        self.sent = 0
+        self._seen: OrderedDict[tuple[Any, ...], _Seen] = OrderedDict()
+        self._buckets: OrderedDict[tuple[str, str, str], _Bucket] = OrderedDict()
+        self._tasks: set[asyncio.Task[Any]] = set()
+
+    def allow(self, ref: Mapping[str, Any], now: float) -> bool:
+        """Token bucket per involved object (pure given `now`)."""
+        key = (str(ref.get("kind")), str(ref.get("namespace", "")), str(ref.get("name")))
+        b = self._buckets.get(key)
+        if b is None:
+            b = self._buckets[key] = _Bucket(float(self.burst), now)
+            if len(self._buckets) > self.max_tracked:
+                self._buckets.popitem(last=False)
+        b.tokens = min(float(self.burst), b.tokens + (now - b.stamp) * self.refill_per_s)
+        b.stamp = now
+        if b.tokens < 1.0:
+            return False
+        b.tokens -= 1.0
+        return True
+
+    async def record(
+        self, obj: Mapping[str, Any], type_: str, reason: str, message: str
+    ) -> Obj | None:
+        """Create (or aggregate into) an Event; None when rate limited or the API failed."""
+        ref = involved_object(obj) if "metadata" in obj else dict(obj)
+        now = self.clock()
+        if not self.allow(ref, now):
+            self.dropped += 1
+            return None
+        key = (
+            ref.get("kind"),
+            ref.get("namespace"),
+            ref.get("name"),
+            ref.get("uid"),
+            type_,
+            reason,
+            message,
+        )
+        seen = self._seen.get(key)
+        wall = self.wall()
+        try:
+            if seen is not None and now - seen.last <= self.aggregate_window_s:
+                try:
+                    out = await self.client.patch(
+                        EVENTS,
+                        seen.name,
+                        {"count": seen.count + 1, "lastTimestamp": _rfc3339(wall)},
+                        seen.namespace,
+                    )
+                    seen.count += 1
+                    seen.last = now
+                    self._seen.move_to_end(key)
+                    self.sent += 1
+                    return out
+                except NotFound:
+                    self._seen.pop(key, None)
+            ev = build_event(ref, type_, reason, message, self.component, wall=wall)
+            out = await self.client.create(ev, ev["metadata"]["namespace"])
+        except KubeError:
+            self.dropped += 1
+            return None
+        m = out.get("metadata") or ev["metadata"]
+        self._seen[key] = _Seen(str(m["name"]), str(m.get("namespace") or "default"), 1, now)
+        if len(self._seen) > self.max_tracked:
+            self._seen.popitem(last=False)
+        self.sent += 1
+        return out
+
+    def emit(self, obj: Mapping[str, Any], type_: str, reason: str, message: str) -> None:
+        """Fire and forget (needs a running event loop)."""
+        task = asyncio.get_running_loop().create_task(self.record(obj, type_, reason, message))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def flush(self) -> None:
+        """Wait for events emitted with `emit` to be sent."""
+        while self._tasks:
+            await asyncio.gather(*list(self._tasks), return_exceptions=True)

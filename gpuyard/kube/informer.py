@@ -1,0 +1,441 @@
+"""Informers: list then watch one resource into a local, indexed cache.
+
+`Informer(client, PODS, namespace=None, label_selector=..., field_selector=...)` keeps
+`cache` (key "ns/name" or "name" -> object) current from one list and then a watch,
+with indexes by namespace and by `spec.nodeName` plus any `add_index(name, fn)`.
+Handlers `on_add(obj)`, `on_update(old, new)`, `on_delete(obj)` (plain functions or
+coroutines) run from a queue on a separate task, so a slow handler never stalls the
+watch. When the watch ends with 410 Gone or breaks, the informer relists and diffs
+the result against its cache, so deletes that happened while it was blind are still
+delivered. Bookmarks keep its resourceVersion fresh; errors back off exponentially.
+
+`InformerFactory(client)` hands out one shared informer per (resource, namespace,
+selectors), so components in one process never watch the same thing twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+import random
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from gpuyard.kube.errors import Gone
+from gpuyard.kube.objects import key_of
+
+if TYPE_CHECKING:
+    from gpuyard.kube.client import Client, ResLike
+
+from gpuyard.kube.resources import Res
+
+log = logging.getLogger(__name__)
+
+Obj = dict[str, Any]
+Objs = list[Obj]
+IndexFn = Callable[[Obj], "Iterable[str] | str | None"]
+
+INDEX_NAMESPACE = "namespace"
+INDEX_NODE = "node"
+
+
+def _ns_index(obj: Obj) -> str | None:
+    return (obj.get("metadata") or {}).get("namespace") or None
+
+
+def _node_index(obj: Obj) -> str | None:
+    return (obj.get("spec") or {}).get("nodeName") or None
+
+
+def _rv(obj: Obj) -> str:
+    return str((obj.get("metadata") or {}).get("resourceVersion") or "")
+
+
+@dataclass
+class _Handlers:
+    on_add: Callable[..., Any] | None
+    on_update: Callable[..., Any] | None
+    on_delete: Callable[..., Any] | None
+
+
+class Cache:
+    """Objects by key with secondary indexes. Pure data structure."""
+
+    def __init__(self) -> None:
+        self.objects: dict[str, Obj] = {}
+        self._index_fns: dict[str, IndexFn] = {}
+        self._indexes: dict[str, dict[str, set[str]]] = {}
+        self.add_index(INDEX_NAMESPACE, _ns_index)
+        self.add_index(INDEX_NODE, _node_index)
+
+    def add_index(self, name: str, fn: IndexFn) -> None:
+        """Index objects by `fn(obj)` (a value, several values, or None)."""
+        self._index_fns[name] = fn
+        idx: dict[str, set[str]] = {}
+        self._indexes[name] = idx
+        for key, obj in self.objects.items():
+            for v in self._values(fn, obj):
+                idx.setdefault(v, set()).add(key)
+
+    @staticmethod
+    def _values(fn: IndexFn, obj: Obj) -> Iterable[str]:
+        v = fn(obj)
+        if v is None:
+            return ()
+        if isinstance(v, str):
+            return (v,)
+        return v
+
+    def _unindex(self, key: str, obj: Obj) -> None:
+        for name, fn in self._index_fns.items():
+            idx = self._indexes[name]
+            for v in self._values(fn, obj):
+                keys = idx.get(v)
+                if keys is not None:
+                    keys.discard(key)
+                    if not keys:
+                        del idx[v]
+
+    def _index(self, key: str, obj: Obj) -> None:
+        for name, fn in self._index_fns.items():
+            idx = self._indexes[name]
+            for v in self._values(fn, obj):
+                idx.setdefault(v, set()).add(key)
+
+    def put(self, obj: Obj) -> Obj | None:
+        """Insert or replace; returns the previous object."""
+        key = key_of(obj)
+        old = self.objects.get(key)
+        if old is not None:
+            self._unindex(key, old)
+        self.objects[key] = obj
+        self._index(key, obj)
+        return old
+
+    def remove(self, key: str) -> Obj | None:
+        old = self.objects.pop(key, None)
+        if old is not None:
+            self._unindex(key, old)
+        return old
+
+    def replace_all(self, objs: Iterable[Obj]) -> None:
+        self.objects = {key_of(o): o for o in objs}
+        for name in list(self._index_fns):
+            self.add_index(name, self._index_fns[name])
+
+    def get(self, key: str) -> Obj | None:
+        return self.objects.get(key)
+
+    def keys_by(self, index: str, value: str) -> set[str]:
+        if index not in self._indexes:
+            raise KeyError(f"no index named {index!r}")
+        return set(self._indexes[index].get(value, ()))
+
+    def by_index(self, index: str, value: str) -> list[Obj]:
+        """Objects whose index value is `value` (sorted by key, for stable output)."""
+        return [self.objects[k] for k in sorted(self.keys_by(index, value))]
+
+    def index_values(self, index: str) -> list[str]:
+        return sorted(self._indexes[index])
+
+    def __len__(self) -> int:
+        return len(self.objects)
+
+
+class Informer:
+    """List+watch cache of one resource. Call `start()`, then `await wait_synced()`."""
+
+    def __init__(
+        self,
+        client: Client,
+        res: ResLike,
+        namespace: str | None = None,
+        *,
+        label_selector: str | None = None,
+        field_selector: str | None = None,
+        page_size: int = 500,
+        watch_timeout_s: int = 300,
+        backoff_base: float = 0.2,
+        backoff_max: float = 10.0,
+        name: str | None = None,
+    ) -> None:
+        self.client = client
+        self._res_like = res
+        self.res: Res | None = res if isinstance(res, Res) else None
+        self.namespace = namespace
+        self.label_selector = label_selector
+        self.field_selector = field_selector
+        self.page_size = page_size
+        self.watch_timeout_s = watch_timeout_s
+        self.backoff_base = backoff_base
+        self.backoff_max = backoff_max
+        self.name = name or (f"{res.plural}" if isinstance(res, Res) else str(res))
+        self.store = Cache()
+        self.resource_version = ""
+        self.relists = 0
+        self.watch_restarts = 0
+        self.events_seen = 0
+        self.handler_errors = 0
+        self.last_error: BaseException | None = None
+        self._handlers: list[_Handlers] = []
+        self._queue: asyncio.Queue[tuple[str, Any, Any] | None] = asyncio.Queue()
+        self._synced = asyncio.Event()
+        self._stopping = False
+        self._task: asyncio.Task[None] | None = None
+        self._dispatch_task: asyncio.Task[None] | None = None
+        self._processed = 0
+        self._enqueued = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    # ------------------------------------------------------------ cache access
+
+    @property
+    def cache(self) -> dict[str, Obj]:
+        return self.store.objects
+
+    def add_index(self, name: str, fn: IndexFn) -> None:
+        self.store.add_index(name, fn)
+
+    def get(self, name: str, namespace: str | None = None) -> Obj | None:
+        return self.store.get(f"{namespace}/{name}" if namespace else name)
+
+    def list(self) -> Objs:
+        return list(self.store.objects.values())
+
+    def by_index(self, index: str, value: str) -> Objs:
+        return self.store.by_index(index, value)
+
+    def by_namespace(self, namespace: str) -> Objs:
+        return self.store.by_index(INDEX_NAMESPACE, namespace)
+
+    def by_node(self, node: str) -> Objs:
+        return self.store.by_index(INDEX_NODE, node)
+
+    # ------------------------------------------------------------ handlers
+
+    def add_handler(
+        self,
+        on_add: Callable[..., Any] | None = None,
+        on_update: Callable[..., Any] | None = None,
+        on_delete: Callable[..., Any] | None = None,
+    ) -> None:
+        """Register handlers. A handler added after sync first gets on_add for every
+        cached object."""
+        h = _Handlers(on_add, on_update, on_delete)
+        self._handlers.append(h)
+        if self._synced.is_set() and on_add is not None:
+            for obj in list(self.store.objects.values()):
+                self._enqueue("replay", obj, h)
+
+    def _enqueue(self, kind: str, a: Any, b: Any = None) -> None:
+        self._enqueued += 1
+        self._idle.clear()
+        self._queue.put_nowait((kind, a, b))
+
+    async def _call(self, fn: Callable[..., Any] | None, *args: Any) -> None:
+        if fn is None:
+            return
+        try:
+            res = fn(*args)
+            if inspect.isawaitable(res):
+                await res
+        except Exception as e:  # a handler's bug must not kill the informer
+            self.handler_errors += 1
+            log.exception("informer %s: handler failed: %s", self.name, e)
+
+    async def _dispatch(self) -> None:
+        while True:
+            item = await self._queue.get()
+            if item is None:
+                return
+            kind, a, b = item
+            if kind == "replay":
+                await self._call(b.on_add, a)
+            else:
+                for h in list(self._handlers):
+                    if kind == "add":
+                        await self._call(h.on_add, a)
+                    elif kind == "update":
+                        await self._call(h.on_update, a, b)
+                    elif kind == "delete":
+                        await self._call(h.on_delete, a)
+            self._processed += 1
+            if self._processed >= self._enqueued:
+                self._idle.set()
+
+    async def wait_idle(self, timeout: float | None = None) -> None:
+        """Wait until every queued event has been handed to the handlers."""
+        await asyncio.wait_for(self._idle.wait(), timeout)
+
+    # ------------------------------------------------------------ lifecycle
+
+    @property
+    def has_synced(self) -> bool:
+        return self._synced.is_set()
+
+    async def wait_synced(self, timeout: float | None = None) -> None:
+        await asyncio.wait_for(self._synced.wait(), timeout)
+
+    def start(self) -> Informer:
+        if self._task is None:
+            self._stopping = False
+            self._dispatch_task = asyncio.get_running_loop().create_task(self._dispatch())
+            self._task = asyncio.get_running_loop().create_task(self._run())
+        return self
+
+    async def stop(self) -> None:
+        self._stopping = True
+        for t in (self._task, self._dispatch_task):
+            if t is not None:
+                t.cancel()
+        for t in (self._task, self._dispatch_task):
+            if t is not None:
+                try:
+                    await t
+                except (asyncio.CancelledError, Exception):
+                    pass
+        self._task = None
+        self._dispatch_task = None
+
+    async def __aenter__(self) -> Informer:
+        self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    # ------------------------------------------------------------ list + watch
+
+    async def _relist(self) -> None:
+        lst = await self.client.list(
+            self._res_like,
+            self.namespace,
+            label_selector=self.label_selector,
+            field_selector=self.field_selector,
+            limit=self.page_size,
+        )
+        self.relists += 1
+        items: list[Obj] = lst.get("items") or []
+        old = self.store.objects
+        fresh = {key_of(o): o for o in items}
+        for key, obj in fresh.items():
+            prev = old.get(key)
+            if prev is None:
+                self._enqueue("add", obj)
+            elif _rv(prev) != _rv(obj):
+                self._enqueue("update", prev, obj)
+        for key, prev in old.items():
+            if key not in fresh:
+                self._enqueue("delete", prev)
+        self.store.replace_all(items)
+        self.resource_version = str((lst.get("metadata") or {}).get("resourceVersion") or "")
+        self._synced.set()
+
+    def _apply(self, etype: str, obj: Obj) -> None:
+        self.events_seen += 1
+        rv = _rv(obj)
+        if rv:
+            self.resource_version = rv
+        if etype == "BOOKMARK":
+            return
+        if etype in ("ADDED", "MODIFIED"):
+            old = self.store.put(obj)
+            if old is None:
+                self._enqueue("add", obj)
+            else:
+                self._enqueue("update", old, obj)
+        elif etype == "DELETED":
+            old = self.store.remove(key_of(obj))
+            self._enqueue("delete", obj if obj.get("metadata") else old)
+
+    def _delay(self, failures: int) -> float:
+        d = min(self.backoff_base * (2 ** min(failures, 16)), self.backoff_max)
+        return d * (0.5 + random.random() / 2)
+
+    async def _run(self) -> None:
+        need_list = True
+        failures = 0
+        while not self._stopping:
+            try:
+                if self.res is None:
+                    self.res = await self.client.resource(self._res_like)
+                if need_list:
+                    await self._relist()
+                    need_list = False
+                async for etype, obj in self.client.watch(
+                    self.res,
+                    self.namespace,
+                    label_selector=self.label_selector,
+                    field_selector=self.field_selector,
+                    resource_version=self.resource_version or None,
+                    allow_bookmarks=True,
+                    timeout_seconds=self.watch_timeout_s,
+                ):
+                    self._apply(etype, obj)
+                    failures = 0
+                # The server closed the watch cleanly (timeout): resume from our RV.
+                self.watch_restarts += 1
+            except asyncio.CancelledError:
+                raise
+            except Gone as e:
+                self.last_error = e
+                need_list = True
+            except Exception as e:  # KubeError, OSError, TimeoutError, ...
+                # A broken connection or server error: relist after a backoff, so
+                # changes made while we were blind (deletes included) are seen.
+                self.last_error = e
+                need_list = True
+                log.warning("informer %s: %s: %s", self.name, type(e).__name__, e)
+                await asyncio.sleep(self._delay(failures))
+                failures += 1
+
+
+class InformerFactory:
+    """One shared informer per (resource, namespace, label selector, field selector)."""
+
+    def __init__(self, client: Client, **informer_kw: Any) -> None:
+        self.client = client
+        self.informer_kw = informer_kw
+        self._informers: dict[tuple[Any, ...], Informer] = {}
+
+    def informer(
+        self,
+        res: ResLike,
+        namespace: str | None = None,
+        *,
+        label_selector: str | None = None,
+        field_selector: str | None = None,
+    ) -> Informer:
+        key = (res, namespace, label_selector or "", field_selector or "")
+        inf = self._informers.get(key)
+        if inf is None:
+            inf = Informer(
+                self.client,
+                res,
+                namespace,
+                label_selector=label_selector,
+                field_selector=field_selector,
+                **self.informer_kw,
+            )
+            self._informers[key] = inf
+        return inf
+
+    def start(self) -> None:
+        for inf in self._informers.values():
+            inf.start()
+
+    async def wait_synced(self, timeout: float | None = None) -> None:
+        await asyncio.wait_for(
+            asyncio.gather(*(i.wait_synced() for i in self._informers.values())), timeout
+        )
+
+    async def stop(self) -> None:
+        for inf in self._informers.values():
+            await inf.stop()
+
+    @property
+    def informers(self) -> list[Informer]:
+        return list(self._informers.values())

@@ -1,0 +1,218 @@
+"""Connection settings for a Kubernetes API: kubeconfig files and in-cluster config.
+
+`load_kubeconfig(path=None, context=None)` reads a kubeconfig (explicit path, else the
+first file of `$KUBECONFIG`, else `~/.kube/config`), picks the current (or named)
+context and returns a `ConnectionConfig`: server URL, bearer token, client certificate,
+CA and TLS settings, default namespace. `in_cluster_config()` reads the service-account
+environment of a pod. `load_config()` tries both in the usual order. `ssl_context()`
+turns the TLS settings into an `ssl.SSLContext`.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import ssl
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from gpuyard.kube.errors import ConfigError
+
+SA_DIR = Path("/var/run/secrets/kubernetes.io/serviceaccount")
+
+
+@dataclass
+class ConnectionConfig:
+    """Where and how to reach one API server."""
+
+    server: str
+    token: str | None = None
+    token_file: str | None = None
+    ca_data: bytes | None = None  # PEM
+    ca_file: str | None = None
+    client_cert_data: bytes | None = None  # PEM
+    client_cert_file: str | None = None
+    client_key_data: bytes | None = None  # PEM
+    client_key_file: str | None = None
+    insecure_skip_tls_verify: bool = False
+    namespace: str = "default"
+    username: str | None = None
+    password: str | None = None
+    context: str | None = None
+
+    def bearer_token(self) -> str | None:
+        """The token, re-read from token_file each time (service-account tokens rotate)."""
+        if self.token_file:
+            try:
+                return Path(self.token_file).read_text().strip()
+            except OSError as e:
+                raise ConfigError(f"cannot read token file {self.token_file}: {e}") from e
+        return self.token
+
+    def ssl_context(self) -> ssl.SSLContext | None:
+        """TLS settings for https servers; None for plain http."""
+        if not self.server.startswith("https"):
+            return None
+        ctx = ssl.create_default_context()
+        if self.insecure_skip_tls_verify:
+            ctx.check_hostname = False
+            ctx.verify_mode = ssl.CERT_NONE
+        elif self.ca_data:
+            ctx = ssl.create_default_context(cadata=self.ca_data.decode())
+        elif self.ca_file:
+            ctx = ssl.create_default_context(cafile=self.ca_file)
+        cert_file, key_file = self.client_cert_file, self.client_key_file
+        if self.client_cert_data or self.client_key_data:
+            # ssl wants files; write the PEMs into private temporary files.
+            cert_file = _private_tempfile(self.client_cert_data or b"")
+            key_file = _private_tempfile(self.client_key_data or b"")
+        if cert_file:
+            try:
+                ctx.load_cert_chain(cert_file, key_file)
+            except (OSError, ssl.SSLError) as e:
+                raise ConfigError(f"cannot load client certificate: {e}") from e
+            finally:
+                if self.client_cert_data or self.client_key_data:
+                    for f in (cert_file, key_file):
+                        if f:
+                            os.unlink(f)
+        return ctx
+
+
+def _private_tempfile(data: bytes) -> str:
+    fd, name = tempfile.mkstemp(prefix="gpuyard-kube-", suffix=".pem")
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
+    return name
+
+
+def _b64(value: Any, what: str) -> bytes:
+    try:
+        return base64.b64decode(str(value), validate=False)
+    except ValueError as e:
+        raise ConfigError(f"{what} is not valid base64") from e
+
+
+def _named(items: Any, name: str, what: str) -> dict[str, Any]:
+    for item in items or []:
+        if isinstance(item, dict) and item.get("name") == name:
+            body = item.get(what)
+            return body if isinstance(body, dict) else {}
+    raise ConfigError(f"kubeconfig has no {what} named {name!r}")
+
+
+def _resolve(path: Any, base: Path) -> str | None:
+    if not path:
+        return None
+    p = Path(os.path.expanduser(str(path)))
+    return str(p if p.is_absolute() else base / p)
+
+
+def default_kubeconfig_path() -> Path:
+    env = os.environ.get("KUBECONFIG")
+    if env:
+        for part in env.split(os.pathsep):
+            if part and Path(part).exists():
+                return Path(part)
+        first = next((p for p in env.split(os.pathsep) if p), None)
+        if first:
+            return Path(first)
+    return Path.home() / ".kube" / "config"
+
+
+def parse_kubeconfig(
+    doc: dict[str, Any], context: str | None = None, base_dir: Path | None = None
+) -> ConnectionConfig:
+    """Pick a context from a parsed kubeconfig document. Relative file paths are
+    resolved against `base_dir` (the kubeconfig's folder)."""
+    if not isinstance(doc, dict):
+        raise ConfigError("kubeconfig is not a mapping")
+    base = base_dir or Path.cwd()
+    ctx_name = context or doc.get("current-context")
+    if not ctx_name:
+        raise ConfigError("kubeconfig has no current-context and none was given")
+    ctx = _named(doc.get("contexts"), ctx_name, "context")
+    cluster_name = ctx.get("cluster")
+    if not cluster_name:
+        raise ConfigError(f"context {ctx_name!r} names no cluster")
+    cluster = _named(doc.get("clusters"), cluster_name, "cluster")
+    server = cluster.get("server")
+    if not server:
+        raise ConfigError(f"cluster {cluster_name!r} has no server")
+    user: dict[str, Any] = {}
+    if ctx.get("user"):
+        user = _named(doc.get("users"), ctx["user"], "user")
+    cfg = ConnectionConfig(
+        server=str(server).rstrip("/"),
+        namespace=str(ctx.get("namespace") or "default"),
+        insecure_skip_tls_verify=bool(cluster.get("insecure-skip-tls-verify", False)),
+        context=str(ctx_name),
+    )
+    if cluster.get("certificate-authority-data"):
+        cfg.ca_data = _b64(cluster["certificate-authority-data"], "certificate-authority-data")
+    cfg.ca_file = _resolve(cluster.get("certificate-authority"), base)
+    if user.get("token"):
+        cfg.token = str(user["token"])
+    cfg.token_file = _resolve(user.get("tokenFile"), base)
+    if user.get("client-certificate-data"):
+        cfg.client_cert_data = _b64(user["client-certificate-data"], "client-certificate-data")
+    if user.get("client-key-data"):
+        cfg.client_key_data = _b64(user["client-key-data"], "client-key-data")
+    cfg.client_cert_file = _resolve(user.get("client-certificate"), base)
+    cfg.client_key_file = _resolve(user.get("client-key"), base)
+    if user.get("username"):
+        cfg.username = str(user["username"])
+        cfg.password = str(user.get("password") or "")
+    if user.get("exec") or user.get("auth-provider"):
+        if not (cfg.token or cfg.token_file or cfg.client_cert_data or cfg.client_cert_file):
+            raise ConfigError(
+                f"user {ctx.get('user')!r} uses exec/auth-provider credentials, "
+                "which gpuyard does not support; use a token or client certificate"
+            )
+    return cfg
+
+
+def load_kubeconfig(path: str | Path | None = None, context: str | None = None) -> ConnectionConfig:
+    """Read a kubeconfig file (path, else $KUBECONFIG, else ~/.kube/config)."""
+    p = Path(path) if path else default_kubeconfig_path()
+    try:
+        text = p.read_text()
+    except OSError as e:
+        raise ConfigError(f"cannot read kubeconfig {p}: {e.strerror or e}") from e
+    try:
+        doc = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        raise ConfigError(f"kubeconfig {p} is not valid YAML: {e}") from e
+    return parse_kubeconfig(doc, context, p.parent)
+
+
+def in_cluster_config(sa_dir: Path = SA_DIR) -> ConnectionConfig:
+    """Settings for a pod's service account (KUBERNETES_SERVICE_HOST/PORT + token)."""
+    host = os.environ.get("KUBERNETES_SERVICE_HOST")
+    port = os.environ.get("KUBERNETES_SERVICE_PORT", "443")
+    if not host:
+        raise ConfigError("not running in a cluster: KUBERNETES_SERVICE_HOST is not set")
+    token_file = sa_dir / "token"
+    if not token_file.exists():
+        raise ConfigError(f"service-account token {token_file} does not exist")
+    if ":" in host:  # IPv6
+        host = f"[{host}]"
+    ns_file = sa_dir / "namespace"
+    ca_file = sa_dir / "ca.crt"
+    return ConnectionConfig(
+        server=f"https://{host}:{port}",
+        token_file=str(token_file),
+        ca_file=str(ca_file) if ca_file.exists() else None,
+        namespace=ns_file.read_text().strip() if ns_file.exists() else "default",
+    )
+
+
+def load_config(path: str | Path | None = None, context: str | None = None) -> ConnectionConfig:
+    """An explicit path wins; else in-cluster when in a pod; else $KUBECONFIG / ~/.kube/config."""
+    if path is None and os.environ.get("KUBERNETES_SERVICE_HOST") and SA_DIR.exists():
+        return in_cluster_config()
+    return load_kubeconfig(path, context)

@@ -1,0 +1,232 @@
+"""How `Client` requests reach an API server: over HTTP (aiohttp, pooled keep-alive
+connections) or in-process (calling the embedded server's `dispatch` without sockets).
+
+A transport answers `request(...)` with a `RawResponse`: status, headers, and either
+the whole body (`read()`) or a stream of JSON lines (`lines()`, for watches).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import ssl
+from collections.abc import AsyncIterator, Mapping
+from typing import Any, Protocol
+
+import aiohttp
+
+
+class RawResponse(Protocol):
+    status: int
+    headers: Mapping[str, str]
+
+    async def read(self) -> bytes: ...
+
+    def lines(self) -> AsyncIterator[bytes]: ...
+
+    async def close(self) -> None: ...
+
+
+class Transport(Protocol):
+    async def request(
+        self,
+        method: str,
+        path: str,
+        query: list[tuple[str, str]],
+        headers: dict[str, str],
+        body: bytes | None,
+        *,
+        stream: bool = False,
+        timeout: float | None = None,
+    ) -> RawResponse: ...
+
+    async def close(self) -> None: ...
+
+
+async def split_lines(chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    """Re-chunk a byte stream into newline-terminated lines (without the newline)."""
+    buf = b""
+    async for chunk in chunks:
+        if not chunk:
+            continue
+        buf += chunk
+        while True:
+            i = buf.find(b"\n")
+            if i < 0:
+                break
+            line, buf = buf[:i], buf[i + 1 :]
+            if line.strip():
+                yield line
+    if buf.strip():
+        yield buf
+
+
+class _HttpResponse:
+    def __init__(self, resp: aiohttp.ClientResponse) -> None:
+        self._resp = resp
+        self.status = resp.status
+        self.headers: Mapping[str, str] = resp.headers
+
+    async def read(self) -> bytes:
+        try:
+            return await self._resp.read()
+        finally:
+            self._resp.release()
+
+    async def lines(self) -> AsyncIterator[bytes]:
+        content = self._resp.content
+        try:
+            while True:
+                line = await content.readline()
+                if not line:
+                    return
+                if line.strip():
+                    yield line.rstrip(b"\r\n")
+        finally:
+            self._resp.close()
+
+    async def close(self) -> None:
+        self._resp.close()
+
+
+class HttpTransport:
+    """aiohttp with one pooled session per event loop (connection reuse)."""
+
+    def __init__(
+        self,
+        base_url: str,
+        ssl_context: ssl.SSLContext | None = None,
+        *,
+        max_connections: int = 64,
+        timeout: float = 30.0,
+    ) -> None:
+        self.base_url = base_url.rstrip("/")
+        self._ssl = ssl_context
+        self._max_connections = max_connections
+        self._timeout = timeout
+        self._session: aiohttp.ClientSession | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def _get_session(self) -> aiohttp.ClientSession:
+        loop = asyncio.get_running_loop()
+        if self._session is None or self._session.closed or self._loop is not loop:
+            connector = aiohttp.TCPConnector(
+                limit=self._max_connections,
+                ssl=self._ssl if self._ssl is not None else False,
+                keepalive_timeout=60,
+            )
+            self._session = aiohttp.ClientSession(
+                connector=connector,
+                timeout=aiohttp.ClientTimeout(total=None, sock_connect=10),
+                auto_decompress=True,
+                skip_auto_headers=("User-Agent",),
+            )
+            self._loop = loop
+        return self._session
+
+    async def request(
+        self,
+        method: str,
+        path: str,
+        query: list[tuple[str, str]],
+        headers: dict[str, str],
+        body: bytes | None,
+        *,
+        stream: bool = False,
+        timeout: float | None = None,
+    ) -> RawResponse:
+        session = self._get_session()
+        if stream:
+            # A watch: no total limit; a read stall longer than the server-side
+            # timeout plus a margin means the connection is dead.
+            t = aiohttp.ClientTimeout(total=None, sock_connect=10, sock_read=timeout)
+        else:
+            t = aiohttp.ClientTimeout(total=timeout or self._timeout, sock_connect=10)
+        resp = await session.request(
+            method,
+            self.base_url + path,
+            params=query or None,
+            headers=headers,
+            data=body,
+            timeout=t,
+        )
+        return _HttpResponse(resp)
+
+    async def close(self) -> None:
+        if self._session is not None and not self._session.closed:
+            await self._session.close()
+        self._session = None
+
+
+class _InProcessResponse:
+    def __init__(self, status: int, headers: Mapping[str, str], body: Any) -> None:
+        self.status = status
+        self.headers = headers
+        self._body = body
+
+    async def read(self) -> bytes:
+        body = self._body
+        if body is None:
+            return b""
+        if isinstance(body, bytes | bytearray | memoryview):
+            return bytes(body)
+        if isinstance(body, str):
+            return body.encode()
+        parts = [bytes(c) async for c in body]
+        return b"".join(parts)
+
+    async def lines(self) -> AsyncIterator[bytes]:
+        body = self._body
+        if isinstance(body, bytes | bytearray | memoryview | str | type(None)):
+            data = await self.read()
+            for line in data.splitlines():
+                if line.strip():
+                    yield line
+            return
+        try:
+            async for line in split_lines(_as_bytes(body)):
+                yield line
+        finally:
+            await self.close()
+
+    async def close(self) -> None:
+        aclose = getattr(self._body, "aclose", None)
+        if aclose is not None:
+            res = aclose()
+            if inspect.isawaitable(res):
+                await res
+
+
+async def _as_bytes(body: AsyncIterator[Any]) -> AsyncIterator[bytes]:
+    async for chunk in body:
+        yield chunk.encode() if isinstance(chunk, str) else bytes(chunk)
+
+
+class InProcessTransport:
+    """Calls `await server.dispatch(method, path, query, headers, body)` directly.
+
+    The server answers an object with `status`, `headers` and `body` (bytes or an
+    async iterator of bytes for watches)."""
+
+    def __init__(self, server: Any) -> None:
+        self.server = server
+
+    async def request(
+        self,
+        method: str,
+        path: str,
+        query: list[tuple[str, str]],
+        headers: dict[str, str],
+        body: bytes | None,
+        *,
+        stream: bool = False,
+        timeout: float | None = None,
+    ) -> RawResponse:
+        q: dict[str, str] = dict(query)
+        resp = await self.server.dispatch(method, path, q, headers, body)
+        return _InProcessResponse(
+            int(resp.status), dict(getattr(resp, "headers", None) or {}), resp.body
+        )
+
+    async def close(self) -> None:
+        return None
