@@ -1,0 +1,300 @@
+"""Benchmark of the embedded API server; prints JSON.
+
+Measures, against `python -m gpuyard.apiserver` in a subprocess with persistence on:
+- acknowledged writes/s creating 7,500 nodes and 75,000 pods (concurrent connections,
+  from client worker processes);
+- the time of a full node list over HTTP (ms, median of 5);
+- watch delivery latency p50/p99 with 100 watchers under ~1,000 writes/s;
+- peak RSS of the server process.
+
+    python benchmarks/apiserver.py [--quick] [--nodes N] [--pods N]
+
+Targets on a 2-core machine: >= 2,000 writes/s, list <= 300 ms, watch p99 <= 50 ms,
+RSS <= 1.5 GiB. The client runs on the same machine and competes for the cores.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import multiprocessing as mp
+import os
+import ssl
+import statistics
+import sys
+import tempfile
+import time
+from typing import Any
+
+import aiohttp
+import orjson
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from gpuyard.apiserver.testing import run_apiserver_process  # noqa: E402
+
+
+def node(i: int) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Node",
+        "metadata": {
+            "name": f"node-{i:05d}",
+            "labels": {
+                "gpuyard.io/pool": "gpu",
+                "gpuyard.io/rack": f"rack-{i // 32}",
+                "nvidia.com/gpu.product": "NVIDIA-H100-80GB-HBM3",
+                "topology.kubernetes.io/zone": f"zone-{i % 3}",
+            },
+        },
+        "spec": {"podCIDR": f"10.{i // 256}.{i % 256}.0/24"},
+        "status": {
+            "capacity": {"cpu": "96", "memory": "1843Gi", "nvidia.com/gpu": "8", "pods": "110"},
+            "allocatable": {"cpu": "94", "memory": "1800Gi", "nvidia.com/gpu": "8", "pods": "110"},
+            "conditions": [
+                {
+                    "type": "Ready",
+                    "status": "True",
+                    "reason": "KubeletReady",
+                    "lastHeartbeatTime": "2026-01-01T00:00:00Z",
+                }
+            ],
+            "addresses": [{"type": "InternalIP", "address": f"10.0.{i // 256}.{i % 256}"}],
+            "nodeInfo": {"kubeletVersion": "v1.36.0-gpuyard"},
+        },
+    }
+
+
+def pod(i: int, nodes: int) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {
+            "name": f"job-{i // 8:05d}-{i % 8}",
+            "labels": {"app": "train", "scheduling.x-k8s.io/pod-group": f"job-{i // 8:05d}"},
+        },
+        "spec": {
+            "schedulerName": "gpuyard-scheduler",
+            "nodeName": f"node-{i % nodes:05d}",
+            "containers": [
+                {
+                    "name": "main",
+                    "image": "trainer:latest",
+                    "resources": {
+                        "requests": {"nvidia.com/gpu": "1", "cpu": "10"},
+                        "limits": {"nvidia.com/gpu": "1"},
+                    },
+                }
+            ],
+        },
+    }
+
+
+def _ctx(ca_file: str) -> ssl.SSLContext:
+    return ssl.create_default_context(cafile=ca_file)
+
+
+async def _post_many(
+    url: str, token: str, ca: str, items: list[tuple[str, bytes]], conns: int
+) -> int:
+    hdr = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
+    ok = 0
+    async with aiohttp.ClientSession(
+        connector=aiohttp.TCPConnector(ssl=_ctx(ca), limit=conns)
+    ) as s:
+        it = iter(items)
+
+        async def worker() -> None:
+            nonlocal ok
+            for path, body in it:
+                async with s.post(url + path, data=body, headers=hdr) as r:
+                    await r.read()
+                    if r.status == 201:
+                        ok += 1
+
+        await asyncio.gather(*[worker() for _ in range(conns)])
+    return ok
+
+
+def _client_proc(args: tuple[str, str, str, list[tuple[str, bytes]], int]) -> int:
+    url, token, ca, items, conns = args
+    return asyncio.run(_post_many(url, token, ca, items, conns))
+
+
+def write_phase(
+    url: str, token: str, ca: str, items: list[tuple[str, bytes]], procs: int = 2, conns: int = 32
+) -> tuple[int, float]:
+    chunks = [items[i::procs] for i in range(procs)]
+    t0 = time.perf_counter()
+    with mp.get_context("fork").Pool(procs) as pool:
+        oks = pool.map(_client_proc, [(url, token, ca, c, conns) for c in chunks])
+    return sum(oks), time.perf_counter() - t0
+
+
+async def list_nodes(url: str, token: str, ca: str, reps: int = 5) -> tuple[float, int]:
+    hdr = {"Authorization": f"Bearer {token}"}
+    times = []
+    n = 0
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=_ctx(ca))) as s:
+        for _ in range(reps):
+            t0 = time.perf_counter()
+            async with s.get(url + "/api/v1/nodes", headers=hdr) as r:
+                body = await r.read()
+            times.append(time.perf_counter() - t0)
+            n = len(orjson.loads(body)["items"])
+    return statistics.median(times) * 1000, n
+
+
+async def watch_latency(
+    url: str, token: str, ca: str, watchers: int, rate: int, seconds: float
+) -> dict[str, Any]:
+    hdr = {"Authorization": f"Bearer {token}"}
+    path = "/api/v1/namespaces/default/configmaps"
+    lat: list[float] = []
+    received = 0
+    ready = 0
+    stop = asyncio.Event()
+    async with aiohttp.ClientSession(
+        connector=aiohttp.TCPConnector(ssl=_ctx(ca), limit=watchers + 16)
+    ) as s:
+        async with s.get(url + path, headers=hdr) as r:
+            rv = orjson.loads(await r.read())["metadata"]["resourceVersion"]
+
+        async def watcher() -> None:
+            nonlocal received, ready
+            async with s.get(
+                url + path,
+                headers=hdr,
+                params={"watch": "true", "resourceVersion": rv},
+                timeout=aiohttp.ClientTimeout(total=None, sock_read=None),
+            ) as r:
+                ready += 1
+                async for line in r.content:
+                    now = time.time()
+                    i = line.find(b'"sent":"')
+                    if i >= 0:
+                        j = line.find(b'"', i + 8)
+                        lat.append(now - float(line[i + 8 : j]))
+                        received += 1
+                    if stop.is_set():
+                        return
+
+        tasks = [asyncio.create_task(watcher()) for _ in range(watchers)]
+        while ready < watchers:
+            await asyncio.sleep(0.05)
+        await asyncio.sleep(0.3)
+        whdr = {**hdr, "Content-Type": "application/json"}
+        t0 = time.perf_counter()
+        sent = 0
+        total = int(rate * seconds)
+        sem = asyncio.Semaphore(16)
+
+        async def write(i: int) -> None:
+            async with sem:
+                body = orjson.dumps(
+                    {
+                        "metadata": {"name": f"w{i}", "annotations": {"sent": repr(time.time())}},
+                        "data": {"i": str(i)},
+                    }
+                )
+                async with s.post(url + path, data=body, headers=whdr) as r:
+                    await r.read()
+
+        pending = []
+        while sent < total:
+            due = int((time.perf_counter() - t0) * rate) + 1
+            while sent < min(due, total):
+                pending.append(asyncio.create_task(write(sent)))
+                sent += 1
+            await asyncio.sleep(0.002)
+        await asyncio.gather(*pending)
+        elapsed = time.perf_counter() - t0
+        end = time.monotonic() + 10
+        while received < total * watchers and time.monotonic() < end:
+            await asyncio.sleep(0.05)
+        stop.set()
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+    lat.sort()
+
+    def pct(p: float) -> float:
+        return round(lat[min(len(lat) - 1, int(p * len(lat)))] * 1000, 2) if lat else -1.0
+
+    return {
+        "watchers": watchers,
+        "writes": total,
+        "write_rate_achieved": round(total / elapsed, 1),
+        "events_expected": total * watchers,
+        "events_received": received,
+        "p50_ms": pct(0.50),
+        "p99_ms": pct(0.99),
+        "max_ms": pct(1.0),
+    }
+
+
+def peak_rss_mib(pid: int) -> float:
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    return -1.0
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="10x smaller run")
+    ap.add_argument("--nodes", type=int, default=None)
+    ap.add_argument("--pods", type=int, default=None)
+    ap.add_argument("--watchers", type=int, default=100)
+    ap.add_argument("--rate", type=int, default=1000)
+    ap.add_argument("--watch-seconds", type=float, default=None)
+    a = ap.parse_args()
+    nodes = a.nodes or (750 if a.quick else 7500)
+    pods = a.pods or (7500 if a.quick else 75000)
+    wsec = a.watch_seconds or (3 if a.quick else 10)
+    out: dict[str, Any] = {"cpus": os.cpu_count(), "nodes": nodes, "pods": pods}
+    d = tempfile.mkdtemp(prefix="gpuyard-bench-")
+    with run_apiserver_process(d) as srv:
+        ca = srv.ca_file
+        items = [("/api/v1/nodes", orjson.dumps(node(i))) for i in range(nodes)]
+        ok, secs = write_phase(srv.url, srv.token, ca, items)
+        out["create_nodes"] = {
+            "ok": ok,
+            "seconds": round(secs, 2),
+            "writes_per_s": round(ok / secs, 1),
+        }
+        items = [
+            ("/api/v1/namespaces/default/pods", orjson.dumps(pod(i, nodes))) for i in range(pods)
+        ]
+        ok, secs = write_phase(srv.url, srv.token, ca, items)
+        out["create_pods"] = {
+            "ok": ok,
+            "seconds": round(secs, 2),
+            "writes_per_s": round(ok / secs, 1),
+        }
+        ms, n = asyncio.run(list_nodes(srv.url, srv.token, ca))
+        out["list_nodes"] = {"items": n, "median_ms": round(ms, 1)}
+        out["watch"] = asyncio.run(watch_latency(srv.url, srv.token, ca, a.watchers, a.rate, wsec))
+        out["server_peak_rss_mib"] = round(peak_rss_mib(srv.pid), 1)
+        out["store_bytes"] = sum(
+            os.path.getsize(os.path.join(d, f)) for f in os.listdir(d) if f.startswith("store.db")
+        )
+        try:
+            from benchmarks.client_compare import compare_clients  # type: ignore
+
+            out["client"] = (
+                asyncio.run(compare_clients(srv.url, srv.token))
+                if asyncio.iscoroutinefunction(compare_clients)
+                else compare_clients(srv.url, srv.token)
+            )
+        except ImportError:
+            pass
+        except Exception as exc:  # the comparison is someone else's; report, don't die
+            out["client"] = {"error": repr(exc)}
+    out["targets"] = {"writes_per_s": 2000, "list_ms": 300, "watch_p99_ms": 50, "rss_mib": 1536}
+    print(orjson.dumps(out, option=orjson.OPT_INDENT_2).decode())
+
+
+if __name__ == "__main__":
+    main()
