@@ -20,7 +20,7 @@ from typing import Any
 import orjson
 import yaml
 
-from gpuyard.apiserver import compat
+from gpuyard.apiserver import compat, protobuf
 from gpuyard.apiserver.errors import (
     APIError,
     already_exists,
@@ -124,6 +124,13 @@ _BODY_TYPES = frozenset(
 
 def parse_body(body: bytes, content_type: str) -> Any:
     ct = content_type.split(";")[0].strip().lower()
+    if ct == protobuf.CONTENT_TYPE:
+        try:
+            return protobuf.decode(body)
+        except protobuf.ProtobufError as exc:
+            raise APIError(415, "UnsupportedMediaType", str(exc)) from None
+        except (UnicodeDecodeError, ValueError) as exc:
+            raise bad_request(f"the protobuf body could not be decoded: {exc}") from None
     if ct and ct not in _BODY_TYPES:
         raise APIError(
             415,
