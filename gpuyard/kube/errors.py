@@ -75,6 +75,8 @@ class ApiError(KubeError):
             cls = Forbidden
         elif code == 400:
             cls = BadRequest
+        elif code >= 500:
+            cls = ServerError
         return cls(code, reason, message, body)
 
 
@@ -108,6 +110,10 @@ class Gone(ApiError):
 
 class Invalid(ApiError):
     """422: the object failed validation (see body.details.causes)."""
+
+
+class ServerError(ApiError):
+    """5xx: the server failed (after the client's bounded retries)."""
 
 
 class TooManyRequests(ApiError):

@@ -223,7 +223,7 @@ class InProcessTransport:
         timeout: float | None = None,
     ) -> RawResponse:
         q: dict[str, str] = dict(query)
-        resp = await self.server.dispatch(method, path, q, headers, body)
+        resp = await self.server.dispatch(method, path, q, headers, body or b"")
         return _InProcessResponse(
             int(resp.status), dict(getattr(resp, "headers", None) or {}), resp.body
         )

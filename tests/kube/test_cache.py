@@ -1,0 +1,73 @@
+"""The informer's cache and its indexes (pure data structure)."""
+
+from __future__ import annotations
+
+from gpuyard.kube.informer import Cache
+
+
+def pod(name: str, ns: str = "default", node: str = "", rv: str = "1", team: str = "") -> dict:
+    p: dict = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name, "namespace": ns, "resourceVersion": rv, "labels": {}},
+        "spec": {},
+    }
+    if node:
+        p["spec"]["nodeName"] = node
+    if team:
+        p["metadata"]["labels"]["team"] = team
+    return p
+
+
+def names(objs: list[dict]) -> list[str]:
+    return [o["metadata"]["name"] for o in objs]
+
+
+def test_namespace_and_node_indexes_follow_updates_and_removals() -> None:
+    c = Cache()
+    c.put(pod("a", "ns1", "n1"))
+    c.put(pod("b", "ns1"))
+    c.put(pod("c", "ns2", "n1"))
+    assert names(c.by_index("namespace", "ns1")) == ["a", "b"]
+    assert names(c.by_index("node", "n1")) == ["a", "c"]
+    # b gets bound: moves into the node index
+    old = c.put(pod("b", "ns1", "n2", rv="2"))
+    assert old is not None and old["metadata"]["resourceVersion"] == "1"
+    assert names(c.by_index("node", "n2")) == ["b"]
+    # a moves nodes: leaves n1
+    c.put(pod("a", "ns1", "n2", rv="3"))
+    assert names(c.by_index("node", "n1")) == ["c"]
+    assert c.remove("ns2/c") is not None
+    assert c.by_index("node", "n1") == []
+    assert "n1" not in c.index_values("node")
+    assert c.remove("ns2/c") is None
+    assert len(c) == 2
+
+
+def test_custom_index_added_late_covers_existing_objects() -> None:
+    c = Cache()
+    c.put(pod("a", team="vision"))
+    c.put(pod("b", team="lang"))
+    c.put(pod("c"))
+    c.add_index("team", lambda o: o["metadata"]["labels"].get("team"))
+    assert names(c.by_index("team", "vision")) == ["a"]
+    c.put(pod("c", team="vision", rv="2"))
+    assert names(c.by_index("team", "vision")) == ["a", "c"]
+    # multi-valued index functions
+    c.add_index("letters", lambda o: list(o["metadata"]["name"] * 2))
+    assert names(c.by_index("letters", "b")) == ["b"]
+
+
+def test_replace_all_rebuilds_indexes() -> None:
+    c = Cache()
+    c.put(pod("a", node="n1"))
+    c.replace_all([pod("x", node="n2"), {"metadata": {"name": "node-1"}}])
+    assert c.by_index("node", "n1") == []
+    assert names(c.by_index("node", "n2")) == ["x"]
+    assert c.get("node-1") is not None  # cluster-scoped key is the bare name
+    try:
+        c.by_index("nope", "x")
+    except KeyError as e:
+        assert "nope" in str(e)
+    else:
+        raise AssertionError("unknown index must raise")
