@@ -748,6 +748,7 @@ class Core:
             namespace=md.get("namespace") or "",
             dry_run=dry,
             namespace_object=ns_obj,
+            namespace_labels=((ns_obj or {}).get("metadata") or {}).get("labels") or {},
             sub_resource="",
         )
         try:
