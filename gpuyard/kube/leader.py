@@ -97,8 +97,9 @@ class LeaderElector:
             spec["leaseTransitions"] = int(old.get("leaseTransitions") or 0)
         else:
             spec["acquireTime"] = stamp
+            # A new holder of an existing Lease (even a released one) is a transition.
             transitions = int(old.get("leaseTransitions") or 0)
-            spec["leaseTransitions"] = transitions + 1 if old.get("holderIdentity") else transitions
+            spec["leaseTransitions"] = transitions + 1 if old else 0
         return spec
 
     async def try_acquire_or_renew(self) -> bool:

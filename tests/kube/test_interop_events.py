@@ -1,0 +1,103 @@
+"""Interop: objects written by the official `kubernetes` client reach our informer;
+the event recorder creates and aggregates Events that the official client reads."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from gpuyard.kube.client import Client
+from gpuyard.kube.events import EventRecorder
+from gpuyard.kube.informer import Informer
+from gpuyard.kube.resources import EVENTS, NODES
+
+from .test_informer_live import Recorder, eventually
+
+
+def _official(apiserver: Any) -> Any:
+    from kubernetes import client as k8s
+    from kubernetes import config as k8s_config
+
+    api_client = k8s_config.new_client_from_config(config_file=apiserver.kubeconfig)
+    return k8s, api_client
+
+
+async def test_informer_sees_writes_from_the_official_client(kube: Client, apiserver: Any) -> None:
+    k8s, api_client = _official(apiserver)
+    core = k8s.CoreV1Api(api_client)
+    rec = Recorder()
+    inf = Informer(kube, NODES)
+    inf.add_handler(rec.on_add, rec.on_update, rec.on_delete)
+    try:
+        async with inf:
+            await inf.wait_synced(10)
+
+            def writes() -> None:
+                for i in range(3):
+                    core.create_node(
+                        k8s.V1Node(
+                            metadata=k8s.V1ObjectMeta(
+                                name=f"gpu-{i}", labels={"gpuyard.io/pool": "gpu"}
+                            )
+                        )
+                    )
+                core.patch_node("gpu-1", {"spec": {"unschedulable": True}})
+                core.delete_node("gpu-2")
+
+            await asyncio.to_thread(writes)
+            await eventually(lambda: set(inf.cache) == {"gpu-0", "gpu-1"})
+            await inf.wait_idle(5)
+            assert inf.cache["gpu-1"]["spec"]["unschedulable"] is True
+            assert inf.cache["gpu-0"]["metadata"]["labels"] == {"gpuyard.io/pool": "gpu"}
+            assert ("add", "gpu-2") in rec.events and ("delete", "gpu-2") in rec.events
+            assert ("update", "gpu-1") in rec.events
+    finally:
+        api_client.close()
+
+
+async def test_event_recorder_creates_aggregates_and_rate_limits(
+    kube: Client, apiserver: Any
+) -> None:
+    pod = await kube.create(
+        {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {"name": "job-0", "namespace": "default"},
+            "spec": {"containers": [{"name": "c", "image": "x"}]},
+        }
+    )
+    rec = EventRecorder(kube, "gpuyard-scheduler", burst=4, refill_per_s=0.0)
+    msg = "0/8 nodes are available: 8 Insufficient nvidia.com/gpu."
+    for _ in range(3):
+        await rec.record(pod, "Warning", "FailedScheduling", msg)
+    await rec.record(pod, "Normal", "Scheduled", "assigned to n1")
+    assert await rec.record(pod, "Normal", "Scheduled", "again") is None  # over the burst
+    assert rec.dropped == 1 and rec.sent == 4
+    evs = (await kube.list(EVENTS, "default"))["items"]
+    by_reason = {e["reason"]: e for e in evs}
+    assert set(by_reason) == {"FailedScheduling", "Scheduled"}
+    assert by_reason["FailedScheduling"]["count"] == 3
+    assert by_reason["FailedScheduling"]["involvedObject"]["uid"] == pod["metadata"]["uid"]
+    assert by_reason["FailedScheduling"]["source"]["component"] == "gpuyard-scheduler"
+
+    k8s, api_client = _official(apiserver)
+    try:
+        core = k8s.CoreV1Api(api_client)
+        found = await asyncio.to_thread(
+            core.list_namespaced_event,
+            "default",
+            field_selector="involvedObject.name=job-0,reason=FailedScheduling",
+        )
+        assert [e.count for e in found.items] == [3]
+        assert found.items[0].message == msg
+    finally:
+        api_client.close()
+
+
+async def test_emit_is_fire_and_forget(kube: Client) -> None:
+    rec = EventRecorder(kube, "gpuyard-test")
+    node = {"apiVersion": "v1", "kind": "Node", "metadata": {"name": "n9", "uid": "u9"}}
+    rec.emit(node, "Warning", "Unhealthy", "xid 79")
+    await rec.flush()
+    evs = (await kube.list(EVENTS, "default", field_selector="involvedObject.name=n9"))["items"]
+    assert [(e["reason"], e["involvedObject"]["kind"]) for e in evs] == [("Unhealthy", "Node")]
