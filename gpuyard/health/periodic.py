@@ -27,6 +27,7 @@ from gpuyard.health import kubeio
 from gpuyard.health.testpods import (
     LABEL_TEST,
     ActiveTestConfig,
+    create_test_pod,
     gpu_test_condition,
     make_test_pod,
     outcome,
@@ -227,7 +228,7 @@ async def start_test(client: Any, name: str, now: float, cfg: PeriodicConfig) ->
             await client.delete_if_exists(PODS, m["name"], m["namespace"])
     attempt = int(now)
     pod = make_test_pod(node, KIND, attempt, cfg.pods)
-    await client.create(pod, cfg.pods.namespace, res=PODS)
+    await create_test_pod(client, pod)
     await kubeio.record(
         client,
         node,

@@ -32,6 +32,7 @@ from gpuyard.health.testpods import (
     LABEL_TEST,
     ActiveTestConfig,
     Outcome,
+    create_test_pod,
     gpu_test_condition,
     make_test_pod,
     outcome,
@@ -176,7 +177,7 @@ async def apply(client: Any, nodes: Mapping[str, Any], a: Action, now: float) ->
             NODES, a.node, {"metadata": {"annotations": {ANN_ATTEMPTS: str(a.attempt)}}}
         )
     elif a.kind == "create" and a.pod is not None:
-        await client.create(a.pod, a.pod["metadata"]["namespace"], res=PODS)
+        await create_test_pod(client, a.pod)
     elif a.kind == "delete" and a.pod is not None:
         m = a.pod["metadata"]
         await client.delete_if_exists(PODS, m["name"], m["namespace"], grace_period_seconds=0)

@@ -184,3 +184,19 @@ def timeout_condition(kind: str, attempts: int) -> Condition:
 def pod_age(pod: dict[str, Any], now: float) -> float:
     t = parse_time((pod.get("metadata") or {}).get("creationTimestamp"))
     return 0.0 if t is None else now - t.timestamp()
+
+
+async def create_test_pod(client: Any, pod: dict[str, Any]) -> dict[str, Any]:
+    """Create the pod; where the cluster lacks gpuyard's PriorityClasses, without one."""
+    from gpuyard.kube.errors import Forbidden
+    from gpuyard.kube.resources import PODS
+
+    ns = pod["metadata"]["namespace"]
+    try:
+        out: dict[str, Any] = await client.create(pod, ns, res=PODS)
+    except Forbidden as exc:
+        if "PriorityClass" not in str(exc):
+            raise
+        bare = {**pod, "spec": {k: v for k, v in pod["spec"].items() if k != "priorityClassName"}}
+        out = await client.create(bare, ns, res=PODS)
+    return out

@@ -1,0 +1,108 @@
+"""Node health inside `gpuyard up` (the embedded cluster's component registry).
+
+`run(ctx)` runs, in the `gpuyard up` process and on its in-process client:
+- the agents of every simulated node as ONE task over DATA/hosts/<node>/ (check
+  interval grows with the cluster: max(2 s, 1.5 ms x nodes), so 7,500 nodes are swept
+  every ~11 s at well under a tenth of a core);
+- the health controller (conditions -> taints, with the 5% brake);
+- the preflight gate (idle unless nodes register with the preflight taint and label);
+- periodic active tests, only when the option `health_periodic` is true (they take idle
+  nodes away for a while, which a demo cluster may not want).
+
+Options read from ctx.options (a dict or an object), all optional: health_interval_s,
+health_quiet_s (recovery quiet period; 15 s here, 300 s on real clusters),
+health_max_share, health_window_s, health_preflight_concurrency,
+health_preflight_timeout_s, health_periodic.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger("gpuyard.health")
+
+
+async def supervise(name: str, factory: Any, stop: asyncio.Event) -> None:
+    """Run factory() until stop; restart it (with backoff) if it fails."""
+    backoff = 1.0
+    while not stop.is_set():
+        try:
+            await factory()
+            return
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("health: %s failed; restarting in %.0fs", name, backoff)
+            try:
+                await asyncio.wait_for(stop.wait(), backoff)
+            except TimeoutError:
+                pass
+            backoff = min(backoff * 2, 30.0)
+
+
+def _opt(ctx: Any, name: str, default: Any) -> Any:
+    opts = getattr(ctx, "options", None) or {}
+    if isinstance(opts, dict):
+        v = opts.get(name, default)
+    else:
+        v = getattr(opts, name, default)
+    return default if v is None else v
+
+
+async def run(ctx: Any) -> None:
+    from gpuyard.health.agent import AgentConfig, SimAgents
+    from gpuyard.health.brake import BrakeConfig
+    from gpuyard.health.controller import run_controller
+    from gpuyard.health.kubeio import KubeWriter
+    from gpuyard.health.periodic import PeriodicConfig, run_periodic
+    from gpuyard.health.preflight import PreflightConfig, run_preflight
+    from gpuyard.health.verdict import VerdictConfig
+    from gpuyard.kube.resources import NODES
+
+    client = ctx.client
+    stop: asyncio.Event = ctx.stop
+    hosts = Path(ctx.data_dir) / "hosts"
+    quiet = float(_opt(ctx, "health_quiet_s", 15.0))
+
+    async def seed() -> dict[str, dict[str, Any]]:
+        items = (await client.list(NODES))["items"]
+        return {n["metadata"]["name"]: n for n in items}
+
+    n_hosts = sum(1 for _ in hosts.iterdir()) if hosts.is_dir() else 0
+    interval = float(_opt(ctx, "health_interval_s", max(2.0, 0.0015 * n_hosts)))
+    cfg = AgentConfig(interval_s=interval, verdict=VerdictConfig(quiet_s=quiet))
+    agents = SimAgents(hosts, KubeWriter(client), cfg, seed=seed)
+    brake = BrakeConfig(
+        max_share=float(_opt(ctx, "health_max_share", 0.05)),
+        window_s=float(_opt(ctx, "health_window_s", 3600.0)),
+    )
+    pre = PreflightConfig(
+        max_concurrent=int(_opt(ctx, "health_preflight_concurrency", 10)),
+        timeout_s=float(_opt(ctx, "health_preflight_timeout_s", 120.0)),
+    )
+    parts: dict[str, Any] = {
+        "agents": lambda: agents.run(stop),
+        "controller": lambda: run_controller(client, stop, brake),
+        "preflight": lambda: run_preflight(client, stop, pre),
+    }
+    if _opt(ctx, "health_periodic", False):
+        parts["periodic"] = lambda: run_periodic(client, stop, PeriodicConfig())
+    tasks = [
+        asyncio.create_task(supervise(name, f, stop), name=f"health-{name}")
+        for name, f in parts.items()
+    ]
+    log.info(
+        "health: agents for %d simulated hosts every %.1fs; controller, preflight%s",
+        n_hosts,
+        interval,
+        ", periodic" if len(tasks) > 3 else "",
+    )
+    try:
+        await asyncio.gather(*tasks)
+    finally:
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
