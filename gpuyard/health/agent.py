@@ -64,7 +64,9 @@ class AgentConfig:
 class Writer(Protocol):
     """Where verdicts go (the API through gpuyard.kube, or a recorder in tests)."""
 
-    async def write_conditions(self, node: str, changed: list[Condition]) -> None: ...
+    async def write_conditions(self, node: str, changed: list[Condition]) -> bool | None:
+        """Write the changed conditions; False if the node does not exist (yet)."""
+        ...
 
     async def event(self, node: str, ev: Event) -> None: ...
 
@@ -196,6 +198,12 @@ class NodeChecker:
         self.last_findings = findings
         return findings, unavailable
 
+    def unreport(self) -> None:
+        """Forget that the conditions were written (so the next tick writes them)."""
+        self.health = NodeHealth(
+            {a: replace(s, reported=False) for a, s in self.health.areas.items()}
+        )
+
     async def tick(self, now: float) -> Verdict:
         findings, unavailable = await self.check(now)
         self.health, verdict = decide(findings, self.health, now, self.cfg.verdict, unavailable)
@@ -275,10 +283,16 @@ class AgentStats:
     cpu_s: float = 0.0
 
 
-async def apply_verdict(writer: Writer, node: str, verdict: Verdict, stats: AgentStats) -> None:
+async def apply_verdict(
+    writer: Writer, checker: NodeChecker, verdict: Verdict, stats: AgentStats
+) -> None:
+    node = checker.node
     if verdict.changed:
-        await writer.write_conditions(node, verdict.changed)
+        ok = await writer.write_conditions(node, verdict.changed)
         stats.writes += 1
+        if ok is False:  # no such Node yet: report again on the next check
+            checker.unreport()
+            return
     for ev in verdict.events:
         await writer.event(node, ev)
         stats.events += 1
@@ -333,7 +347,7 @@ class SimAgents:
             try:
                 verdict = await ch.tick(self.clock())
                 self.stats.ticks += 1
-                await apply_verdict(self.writer, name, verdict, self.stats)
+                await apply_verdict(self.writer, ch, verdict, self.stats)
             except Exception as exc:  # one node's failure must not stop the others
                 log.warning("health agent %s: %s", name, exc)
             if i % batch == batch - 1:
@@ -366,7 +380,7 @@ async def run_host_agent(
         try:
             verdict = await checker.tick(time.time())
             stats.ticks += 1
-            await apply_verdict(writer, checker.node, verdict, stats)
+            await apply_verdict(writer, checker, verdict, stats)
         except Exception as exc:
             log.warning("health agent %s: %s", checker.node, exc)
         try:

@@ -138,8 +138,8 @@ class KubeWriter:
         self.client = client
         self.component = component
 
-    async def write_conditions(self, node: str, changed: list[Condition]) -> None:
-        await write_node_conditions(self.client, node, changed)
+    async def write_conditions(self, node: str, changed: list[Condition]) -> bool:
+        return await write_node_conditions(self.client, node, changed) is not None
 
     async def event(self, node: str, ev: Event) -> None:
         involved = {"apiVersion": "v1", "kind": "Node", "metadata": {"name": node}}

@@ -42,9 +42,11 @@ class RecordingWriter:
     def __init__(self) -> None:
         self.writes: list[tuple[str, list[Condition]]] = []
         self.events: list[tuple[str, Event]] = []
+        self.missing: set[str] = set()  # nodes the "API" does not know yet
 
-    async def write_conditions(self, node: str, changed: list[Condition]) -> None:
+    async def write_conditions(self, node: str, changed: list[Condition]) -> bool:
         self.writes.append((node, changed))
+        return node not in self.missing
 
     async def event(self, node: str, ev: Event) -> None:
         self.events.append((node, ev))

@@ -134,3 +134,20 @@ async def test_restart_seeds_from_node_and_writes_nothing(tmp_path: Path) -> Non
         await restarted.tick_all()
     assert w2.writes == []  # Xid 79 stays reported: nothing written again
     assert health_from_node(node, 0).areas["gpu"].reason == "Xid79"
+
+
+async def test_node_not_registered_yet_is_reported_again(tmp_path: Path) -> None:
+    make_host(tmp_path, "node-0")
+    w, clock = RecordingWriter(), Clock()
+    w.missing.add("node-0")
+    agents = SimAgents(tmp_path, w, CFG, clock)
+    await agents.tick_all()
+    clock.t += 10
+    await agents.tick_all()
+    assert len(w.writes) == 2  # tried again: the node did not exist
+    w.missing.clear()
+    clock.t += 10
+    await agents.tick_all()
+    clock.t += 10
+    await agents.tick_all()
+    assert len(w.writes) == 3  # written once it exists, then nothing
