@@ -123,6 +123,10 @@ class TaintReconciler:
         current: dict[str, Taint | None] = {}
         for name, node in nodes.items():
             w, c = wanted_taint(dict(node)), current_taint(node)
+            if c is not None and ANN_UNHEALTHY_SINCE not in (
+                (node.get("metadata") or {}).get("annotations") or {}
+            ):
+                continue  # a taint a person (or another tool) set: theirs to remove
             if w != c:
                 wanted[name], current[name] = w, c
         plan = plan_taints(wanted, current, len(nodes), self.state, now, self.cfg)

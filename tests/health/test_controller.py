@@ -99,3 +99,12 @@ def test_gpu_test_condition_taints_too() -> None:
     nodes = {"a": node("a", [("GPUTestPassed", "False", "GPUTestMatmul", "matmul.gpu3")])}
     r = TaintReconciler().reconcile(nodes, 0.0)
     assert [(p.node, p.taint) for p in r.patches] == [("a", ("GPUTestMatmul", "NoSchedule"))]
+
+
+def test_taints_set_by_a_person_are_left_alone() -> None:
+    manual = [{"key": "gpuyard.io/unhealthy", "value": "bad-fan", "effect": "NoSchedule"}]
+    nodes = {
+        "a": node("a", [("GPUHealthy", "True", "Healthy", "")], manual),
+        "b": node("b", [("GPUHealthy", "False", "Xid79", "fatal: x")], manual),
+    }
+    assert TaintReconciler().reconcile(nodes, 0.0).patches == []
