@@ -151,3 +151,42 @@ async def test_node_not_registered_yet_is_reported_again(tmp_path: Path) -> None
     clock.t += 10
     await agents.tick_all()
     assert len(w.writes) == 3  # written once it exists, then nothing
+
+
+async def test_host_agent_loop_reads_the_real_host(tmp_path: Path) -> None:
+    import asyncio
+
+    from gpuyard.health.agent import host_checker, run_host_agent
+
+    ib = tmp_path / "ib" / "mlx5_0" / "ports" / "1"
+    ib.mkdir(parents=True)
+    (ib / "state").write_text("4: ACTIVE\n")
+    (ib / "phys_state").write_text("5: LinkUp\n")
+    log = tmp_path / "kern.log"
+    log.write_text(format_xid_line("0000:13:00", 79, "old, before the agent started") + "\n")
+    cfg = AgentConfig(interval_s=0.05, verdict=VerdictConfig(quiet_s=60))
+    ch = host_checker("me", cfg, [str(tmp_path)], [], str(tmp_path / "ib"), str(log))
+    w = RecordingWriter()
+    stop = asyncio.Event()
+
+    async def get_node() -> dict:  # type: ignore[type-arg]
+        return {"metadata": {"name": "me"}, "status": {"capacity": {}}}
+
+    task = asyncio.create_task(run_host_agent(ch, w, get_node, stop, cfg))
+    await asyncio.sleep(0.2)
+    first = {c.type: (c.status, c.reason) for _, cs in w.writes for c in cs}
+    # No NVML here: GPU is Unknown (said once); disk and network are checked.
+    assert first["GPUHealthy"][0] in ("Unknown", "True")
+    assert first["DiskHealthy"] == ("True", "Healthy")
+    assert first["NetworkHealthy"] == ("True", "Healthy")
+    n = len(w.writes)
+    (ib / "state").write_text("1: DOWN\n")
+    with open(log, "a") as f:
+        f.write(format_xid_line("0000:13:00", 79, "GPU has fallen off the bus.") + "\n")
+    await asyncio.sleep(0.3)
+    stop.set()
+    stats = await task
+    later = {c.type: (c.status, c.reason) for _, cs in w.writes[n:] for c in cs}
+    assert later["NetworkHealthy"] == ("False", "InfiniBandDown")
+    assert later["GPUHealthy"] == ("False", "Xid79")
+    assert stats.ticks >= 3
