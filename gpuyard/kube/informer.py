@@ -5,9 +5,12 @@
 with indexes by namespace and by `spec.nodeName` plus any `add_index(name, fn)`.
 Handlers `on_add(obj)`, `on_update(old, new)`, `on_delete(obj)` (plain functions or
 coroutines) run from a queue on a separate task, so a slow handler never stalls the
-watch. When the watch ends with 410 Gone or breaks, the informer relists and diffs
+watch. Cached objects and the objects handed to handlers are shared: treat them as
+read-only (copy before changing). When the watch ends with 410 Gone or breaks, the informer relists and diffs
 the result against its cache, so deletes that happened while it was blind are still
-delivered. Bookmarks keep its resourceVersion fresh; errors back off exponentially.
+delivered; so does a watch that the server closes long before its timeout (a
+restarted or overloaded server). A watch that ends at its timeout resumes from the
+last resourceVersion without a relist. Bookmarks keep its resourceVersion fresh; errors back off exponentially.
 
 `InformerFactory(client)` hands out one shared informer per (resource, namespace,
 selectors), so components in one process never watch the same thing twice.
@@ -29,7 +32,7 @@ from gpuyard.kube.objects import key_of
 if TYPE_CHECKING:
     from gpuyard.kube.client import Client, ResLike
 
-from gpuyard.kube.resources import Res
+from gpuyard.kube.resources import BUILTIN, Res
 
 log = logging.getLogger(__name__)
 
@@ -358,6 +361,8 @@ class Informer:
     async def _run(self) -> None:
         need_list = True
         failures = 0
+        gones = 0
+        loop = asyncio.get_running_loop()
         while not self._stopping:
             try:
                 if self.res is None:
@@ -365,6 +370,7 @@ class Informer:
                 if need_list:
                     await self._relist()
                     need_list = False
+                started = loop.time()
                 async for etype, obj in self.client.watch(
                     self.res,
                     self.namespace,
@@ -375,14 +381,25 @@ class Informer:
                     timeout_seconds=self.watch_timeout_s,
                 ):
                     self._apply(etype, obj)
-                    failures = 0
-                # The server closed the watch cleanly (timeout): resume from our RV.
+                    failures = gones = 0
                 self.watch_restarts += 1
+                if loop.time() - started < self.watch_timeout_s * 0.5:
+                    # Closed long before its timeout: the server went away or dropped us
+                    # (a slow watcher). Its history may be gone: relist, after a pause
+                    # if this keeps happening.
+                    need_list = True
+                    failures += 1
+                    await asyncio.sleep(self._delay(failures - 1) if failures > 1 else 0)
+                # else: a normal end at timeoutSeconds; resume from our resourceVersion.
             except asyncio.CancelledError:
                 raise
             except Gone as e:
+                # Expired resourceVersion: relist at once, unless it keeps happening.
                 self.last_error = e
                 need_list = True
+                gones += 1
+                if gones > 1:
+                    await asyncio.sleep(self._delay(gones - 2))
             except Exception as e:  # KubeError, OSError, TimeoutError, ...
                 # A broken connection or server error: relist after a backoff, so
                 # changes made while we were blind (deletes included) are seen.
@@ -409,6 +426,8 @@ class InformerFactory:
         label_selector: str | None = None,
         field_selector: str | None = None,
     ) -> Informer:
+        if isinstance(res, tuple) and res in BUILTIN:
+            res = BUILTIN[res]
         key = (res, namespace, label_selector or "", field_selector or "")
         inf = self._informers.get(key)
         if inf is None:

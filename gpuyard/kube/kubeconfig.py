@@ -14,7 +14,7 @@ import base64
 import os
 import ssl
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -43,12 +43,20 @@ class ConnectionConfig:
     username: str | None = None
     password: str | None = None
     context: str | None = None
+    _file_token: str | None = field(default=None, repr=False, compare=False)
+    _token_stamp: tuple[int, int, int] | None = field(default=None, repr=False, compare=False)
 
     def bearer_token(self) -> str | None:
-        """The token, re-read from token_file each time (service-account tokens rotate)."""
+        """The token; a token_file is re-read when it changes (service-account tokens
+        rotate)."""
         if self.token_file:
             try:
-                return Path(self.token_file).read_text().strip()
+                st = os.stat(self.token_file)
+                stamp = (st.st_mtime_ns, st.st_size, st.st_ino)
+                if stamp != self._token_stamp:
+                    self._file_token = Path(self.token_file).read_text().strip()
+                    self._token_stamp = stamp
+                return self._file_token
             except OSError as e:
                 raise ConfigError(f"cannot read token file {self.token_file}: {e}") from e
         return self.token

@@ -44,21 +44,29 @@ class Transport(Protocol):
 
 
 async def split_lines(chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
-    """Re-chunk a byte stream into newline-terminated lines (without the newline)."""
-    buf = b""
+    """Re-chunk a byte stream into lines (without the newline), in linear time and
+    with no limit on line length (a watch event can carry a large object)."""
+    pending: list[bytes] = []
     async for chunk in chunks:
         if not chunk:
             continue
-        buf += chunk
-        while True:
-            i = buf.find(b"\n")
-            if i < 0:
-                break
-            line, buf = buf[:i], buf[i + 1 :]
+        if b"\n" not in chunk:
+            pending.append(chunk)
+            continue
+        parts = chunk.split(b"\n")
+        if pending:
+            pending.append(parts[0])
+            parts[0] = b"".join(pending)
+            pending = []
+        tail = parts.pop()
+        if tail:
+            pending.append(tail)
+        for line in parts:
             if line.strip():
                 yield line
-    if buf.strip():
-        yield buf
+    rest = b"".join(pending)
+    if rest.strip():
+        yield rest
 
 
 class _HttpResponse:
@@ -74,14 +82,9 @@ class _HttpResponse:
             self._resp.release()
 
     async def lines(self) -> AsyncIterator[bytes]:
-        content = self._resp.content
         try:
-            while True:
-                line = await content.readline()
-                if not line:
-                    return
-                if line.strip():
-                    yield line.rstrip(b"\r\n")
+            async for line in split_lines(self._resp.content.iter_any()):
+                yield line.rstrip(b"\r")
         finally:
             self._resp.close()
 

@@ -71,3 +71,19 @@ def test_replace_all_rebuilds_indexes() -> None:
         assert "nope" in str(e)
     else:
         raise AssertionError("unknown index must raise")
+
+
+async def test_split_lines_handles_any_chunking_and_long_lines() -> None:
+    from gpuyard.kube.transport import split_lines
+
+    lines = [b'{"a":1}', b"x" * 300_000, b'{"b":2}', b"last-without-newline"]
+    data = b"\n".join(lines) + b"\n\n"
+    data = data[:-2]  # the final line has no newline
+    for size in (7, 4096, 65536, len(data)):
+
+        async def chunks(size: int = size):  # type: ignore[no-untyped-def]
+            for i in range(0, len(data), size):
+                yield data[i : i + size]
+
+        got = [line async for line in split_lines(chunks())]
+        assert got == lines, size

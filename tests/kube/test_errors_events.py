@@ -89,3 +89,23 @@ def test_rate_limit_is_per_object_and_refills() -> None:
     assert rec.allow(b, 0.0)  # another object has its own bucket
     assert not rec.allow(a, 0.5)
     assert rec.allow(a, 1.6)  # refilled
+
+
+def test_request_counter_rates_and_prometheus_export() -> None:
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    from gpuyard.kube.metrics import RequestCounter, register_prometheus
+
+    c = RequestCounter(started_at=100.0)
+    for _ in range(30):
+        c.record("list", 200)
+    c.record("watch", 200)
+    c.record("create", 409)
+    c.record_retry()
+    assert c.per_minute(now=130.0) == {"create": 2.0, "list": 60.0, "watch": 2.0}
+    assert c.snapshot()["by_code"] == {"2xx": 31, "4xx": 1}
+    reg = CollectorRegistry()
+    register_prometheus(c, "scheduler", reg)
+    text = generate_latest(reg).decode()
+    assert 'gpuyard_kube_requests_total{component="scheduler",verb="list"} 30.0' in text
+    assert 'gpuyard_kube_request_retries_total{component="scheduler"} 1.0' in text

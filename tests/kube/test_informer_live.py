@@ -184,8 +184,12 @@ async def test_informer_converges_after_server_restart(tmp_path: Any) -> None:
         await c.create(cm("drop"))
         async with inf:
             await inf.wait_synced(10)
-            srv.kill9()
-            srv2 = start_apiserver_process(data, extra_args=("--port", port))
+            await c.create(cm("probe"))  # seen only through the watch: it is live
+            await eventually(lambda: "default/probe" in inf.cache)
+            await c.delete(CONFIGMAPS, "probe", "default")
+            await eventually(lambda: "default/probe" not in inf.cache)
+            await asyncio.to_thread(srv.kill9)
+            srv2 = await asyncio.to_thread(start_apiserver_process, data, False, ("--port", port))
             # a second client (the informer's may be backing off) makes changes
             async with Client.from_kubeconfig(srv2.kubeconfig) as c2:
                 await c2.delete(CONFIGMAPS, "drop", "default")
@@ -193,7 +197,7 @@ async def test_informer_converges_after_server_restart(tmp_path: Any) -> None:
             await eventually(lambda: set(inf.cache) == {"default/keep", "default/new"}, 20)
             await inf.wait_idle(5)
             assert ("delete", "drop") in rec.events and ("add", "new") in rec.events
-            assert inf.relists >= 2
+            assert inf.relists >= 2  # the broken watch led to a relist
         await c.close()
     finally:
         for s in (srv, srv2):

@@ -142,5 +142,6 @@ def test_in_cluster(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     assert cfg.server == "https://10.0.0.1:443"
     assert cfg.namespace == "gpuyard-system"
     assert cfg.bearer_token() == "tok-1"
-    (tmp_path / "token").write_text("tok-2\n")  # rotated tokens are re-read
-    assert cfg.bearer_token() == "tok-2"
+    (tmp_path / "token.new").write_text("tok-two\n")  # rotated atomically, as kubelet does
+    os.replace(tmp_path / "token.new", tmp_path / "token")
+    assert cfg.bearer_token() == "tok-two"
