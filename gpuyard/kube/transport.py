@@ -109,6 +109,7 @@ class HttpTransport:
         self._timeout = timeout
         self._session: aiohttp.ClientSession | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        self.connections_opened = 0  # TCP(+TLS) connections made: shows connection reuse
 
     def _get_session(self) -> aiohttp.ClientSession:
         loop = asyncio.get_running_loop()
@@ -118,8 +119,15 @@ class HttpTransport:
                 ssl=self._ssl if self._ssl is not None else False,
                 keepalive_timeout=60,
             )
+            trace = aiohttp.TraceConfig()
+
+            async def _opened(*_: Any) -> None:
+                self.connections_opened += 1
+
+            trace.on_connection_create_end.append(_opened)
             self._session = aiohttp.ClientSession(
                 connector=connector,
+                trace_configs=[trace],
                 timeout=aiohttp.ClientTimeout(total=None, sock_connect=10),
                 auto_decompress=True,
                 skip_auto_headers=("User-Agent",),

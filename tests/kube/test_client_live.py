@@ -304,3 +304,11 @@ async def test_in_process_transport(apiserver_inproc: Any) -> None:
         raise AssertionError("no watch event in process")
     with pytest.raises(NotFound):
         await c.get(CONFIGMAPS, "nope", "default")
+
+
+async def test_connections_are_reused(kube: Client) -> None:
+    for i in range(30):
+        await kube.create(cm(f"r{i}"))
+        await kube.get(CONFIGMAPS, f"r{i}", "default")
+    assert kube.requests.total == 60
+    assert kube._transport.connections_opened == 1  # type: ignore[attr-defined]

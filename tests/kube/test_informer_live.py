@@ -209,3 +209,29 @@ async def test_informer_converges_after_server_restart(tmp_path: Any) -> None:
                 s.proc.wait(10)
                 if s.proc.stdout is not None:
                     s.proc.stdout.close()
+
+
+async def test_informer_in_process_and_bookmarks_keep_its_version_fresh(
+    apiserver_inproc: Any,
+) -> None:
+    """The embedded cluster's components use the in-process transport; an informer on
+    a quiet resource still moves its resourceVersion forward through bookmarks."""
+    c = Client.in_process(apiserver_inproc)
+    rec = Recorder()
+    inf = Informer(c, CONFIGMAPS, "default")
+    inf.add_handler(rec.on_add, rec.on_update, rec.on_delete)
+    async with inf:
+        await inf.wait_synced(10)
+        await c.create(cm("x"))
+        await eventually(lambda: "default/x" in inf.cache)
+        rv_after_x = int(inf.resource_version)
+        for i in range(5):  # changes elsewhere: the global resourceVersion moves on
+            await c.create(pod(f"p{i}"))
+        latest = int((await c.list(PODS, "default"))["metadata"]["resourceVersion"])
+        await eventually(lambda: int(inf.resource_version) >= latest, timeout=5)
+        assert int(inf.resource_version) > rv_after_x
+        assert set(inf.cache) == {"default/x"}  # bookmarks add nothing to the cache
+        await c.delete(CONFIGMAPS, "x", "default")
+        await eventually(lambda: not inf.cache)
+        await inf.wait_idle(5)
+        assert rec.events == [("add", "x"), ("delete", "x")]
