@@ -6,25 +6,25 @@ updates consumed from a watch; medians of 3 runs on a shared 2-core machine, so
 noisy; "x" is the ratio to the thin layer measured in the same run):
 
     job                                  wall s   client CPU s   x wall   x CPU
-    list 7,500 nodes, thin (this module)  0.339      0.243        1.00     1.00
-      thin, pages of 500                  0.438      0.247        1.29     1.01
-      lightkube (typed models, lazy)      0.335      0.306        0.99     1.26
-      lightkube, pages of 500             0.365      0.323        1.08     1.33
-      lightkube, converted to dicts       0.403      0.352        1.19     1.44
-      kr8s (API objects)                  5.419      5.207       15.99    21.40
-      kr8s raw dicts                      0.868      0.731        2.56     3.00
-    watch 5,000 events, thin              0.085      0.070        1.00     1.00
-      lightkube                           0.144      0.116        1.70     1.65
-      kr8s                                2.755      2.731       32.57    39.02
+    list 7,500 nodes, thin (this module)  0.323      0.226        1.00     1.00
+      thin, pages of 500                  0.391      0.200        1.21     0.89
+      lightkube (typed models, lazy)      0.327      0.292        1.01     1.29
+      lightkube, pages of 500             0.313      0.277        0.97     1.23
+      lightkube, converted to dicts       0.360      0.326        1.12     1.44
+      kr8s (API objects)                  3.926      3.800       12.16    16.81
+      kr8s raw dicts                      0.569      0.459        1.76     2.03
+    watch 5,000 events, thin              0.077      0.063        1.00     1.00
+      lightkube                           0.126      0.107        1.64     1.71
+      kr8s                                2.402      2.379       31.32    38.06
 
-Decision: the thin layer over aiohttp + orjson. kr8s is far slower (16-39x). lightkube
+Decision: the thin layer over aiohttp + orjson. kr8s is far slower (12-38x). lightkube
 is NOT far slower on a full list (on par in wall time, ~1.3x client CPU) but costs
-1.7x on consuming watch events, the path every informer sits on; and the thin layer
+about 1.7x on consuming watch events, the path every informer sits on; and the thin layer
 keeps objects as plain dicts end to end (DESIGN), gives an in-process transport to the
 embedded server, per-component user agents and per-verb request counts, which a
-library would need wrapping for. (Before pausing the cyclic GC while decoding big
-bodies, the thin list was 0.443 s wall / 0.360 s CPU, i.e. 1.3x slower than lightkube:
-JSON decoding dominates a full list.)
+library would need wrapping for. (JSON decoding dominates a full list: in an earlier
+run, before the cyclic GC was paused while decoding big bodies, the thin list took
+0.443 s wall / 0.360 s CPU against lightkube's 0.330 / 0.302.)
 
 `Client` talks to any Kubernetes API server (embedded or real):
 
