@@ -145,91 +145,169 @@ async def list_nodes(url: str, token: str, ca: str, reps: int = 5) -> tuple[floa
     return statistics.median(times) * 1000, n
 
 
-async def watch_latency(
-    url: str, token: str, ca: str, watchers: int, rate: int, seconds: float
-) -> dict[str, Any]:
+async def _watchers(
+    url: str,
+    token: str,
+    ca: str,
+    path: str,
+    rv: str,
+    n: int,
+    expected: int,
+    ready: Any,
+    deadline: float,
+) -> list[float]:
     hdr = {"Authorization": f"Bearer {token}"}
-    path = "/api/v1/namespaces/default/configmaps"
     lat: list[float] = []
-    received = 0
-    ready = 0
-    stop = asyncio.Event()
     async with aiohttp.ClientSession(
-        connector=aiohttp.TCPConnector(ssl=_ctx(ca), limit=watchers + 16)
+        connector=aiohttp.TCPConnector(ssl=_ctx(ca), limit=n + 4)
     ) as s:
-        async with s.get(url + path, headers=hdr) as r:
-            rv = orjson.loads(await r.read())["metadata"]["resourceVersion"]
 
         async def watcher() -> None:
-            nonlocal received, ready
+            got = 0
             async with s.get(
                 url + path,
                 headers=hdr,
                 params={"watch": "true", "resourceVersion": rv},
                 timeout=aiohttp.ClientTimeout(total=None, sock_read=None),
             ) as r:
-                ready += 1
+                with ready.get_lock():
+                    ready.value += 1
                 async for line in r.content:
                     now = time.time()
                     i = line.find(b'"sent":"')
                     if i >= 0:
                         j = line.find(b'"', i + 8)
                         lat.append(now - float(line[i + 8 : j]))
-                        received += 1
-                    if stop.is_set():
-                        return
+                        got += 1
+                        if got >= expected:
+                            return
 
-        tasks = [asyncio.create_task(watcher()) for _ in range(watchers)]
-        while ready < watchers:
-            await asyncio.sleep(0.05)
-        await asyncio.sleep(0.3)
-        whdr = {**hdr, "Content-Type": "application/json"}
-        t0 = time.perf_counter()
-        sent = 0
-        total = int(rate * seconds)
-        sem = asyncio.Semaphore(16)
+        tasks = [asyncio.create_task(watcher()) for _ in range(n)]
+        try:
+            await asyncio.wait_for(asyncio.gather(*tasks), max(1.0, deadline - time.time()))
+        except TimeoutError:
+            pass
+    return lat
 
-        async def write(i: int) -> None:
-            async with sem:
-                body = orjson.dumps(
-                    {
-                        "metadata": {"name": f"w{i}", "annotations": {"sent": repr(time.time())}},
-                        "data": {"i": str(i)},
-                    }
-                )
-                async with s.post(url + path, data=body, headers=whdr) as r:
-                    await r.read()
 
-        pending = []
-        while sent < total:
-            due = int((time.perf_counter() - t0) * rate) + 1
-            while sent < min(due, total):
-                pending.append(asyncio.create_task(write(sent)))
-                sent += 1
-            await asyncio.sleep(0.002)
-        await asyncio.gather(*pending)
-        elapsed = time.perf_counter() - t0
-        end = time.monotonic() + 10
-        while received < total * watchers and time.monotonic() < end:
-            await asyncio.sleep(0.05)
-        stop.set()
-        for t in tasks:
-            t.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-    lat.sort()
+def _watch_proc(args: tuple[Any, ...], q: Any) -> None:
+    try:
+        q.put(asyncio.run(_watchers(*args)))
+    except BaseException as exc:
+        q.put(repr(exc))
+
+
+def _cpu_seconds(pid: int) -> float:
+    with open(f"/proc/{pid}/stat") as f:
+        parts = f.read().rsplit(")", 1)[1].split()
+    return (int(parts[11]) + int(parts[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def watch_latency(
+    url: str,
+    token: str,
+    ca: str,
+    watchers: int,
+    rate: int,
+    seconds: float,
+    server_pid: int,
+    procs: int = 2,
+) -> dict[str, Any]:
+    """Watchers in `procs` client processes; the writer in this one at `rate` writes/s."""
+    path = "/api/v1/namespaces/default/configmaps"
+    hdr = {"Authorization": f"Bearer {token}"}
+    total = int(rate * seconds)
+
+    async def current_rv() -> str:
+        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=_ctx(ca))) as s:
+            async with s.get(url + path, headers=hdr) as r:
+                return str(orjson.loads(await r.read())["metadata"]["resourceVersion"])
+
+    rv = asyncio.run(current_rv())
+    ctx = mp.get_context("fork")
+    ready = ctx.Value("i", 0)
+    deadline = time.time() + seconds + 30
+    per = [watchers // procs + (1 if i < watchers % procs else 0) for i in range(procs)]
+    q = ctx.Queue()
+    workers = [
+        ctx.Process(
+            target=_watch_proc,
+            args=((url, token, ca, path, rv, n, total, ready, deadline), q),
+            daemon=True,
+        )
+        for n in per
+    ]
+    for w in workers:
+        w.start()
+    try:
+        while ready.value < watchers:
+            if not all(w.is_alive() for w in workers):
+                raise RuntimeError(f"a watcher process ended early: {q.get(timeout=5)}")
+            time.sleep(0.05)
+        time.sleep(0.3)
+        cpu0 = _cpu_seconds(server_pid)
+
+        async def writer() -> float:
+            whdr = {**hdr, "Content-Type": "application/json"}
+            sem = asyncio.Semaphore(32)
+            async with aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(ssl=_ctx(ca), limit=32)
+            ) as s:
+
+                async def write(i: int) -> None:
+                    async with sem:
+                        body = orjson.dumps(
+                            {
+                                "metadata": {
+                                    "name": f"w{i}",
+                                    "annotations": {"sent": repr(time.time())},
+                                },
+                                "data": {"i": str(i)},
+                            }
+                        )
+                        async with s.post(url + path, data=body, headers=whdr) as r:
+                            await r.read()
+
+                t0 = time.perf_counter()
+                sent = 0
+                pending = []
+                while sent < total:
+                    due = int((time.perf_counter() - t0) * rate) + 1
+                    while sent < min(due, total):
+                        pending.append(asyncio.create_task(write(sent)))
+                        sent += 1
+                    await asyncio.sleep(0.002)
+                await asyncio.gather(*pending)
+                return time.perf_counter() - t0
+
+        elapsed = asyncio.run(writer())
+        cpu = _cpu_seconds(server_pid) - cpu0
+        lats = []
+        for _ in workers:
+            part = q.get(timeout=max(5.0, deadline - time.time() + 5))
+            if isinstance(part, str):
+                raise RuntimeError(f"watcher process failed: {part}")
+            lats.extend(part)
+    finally:
+        for w in workers:
+            if w.is_alive():
+                w.kill()
+            w.join(5)
+    lats.sort()
 
     def pct(p: float) -> float:
-        return round(lat[min(len(lat) - 1, int(p * len(lat)))] * 1000, 2) if lat else -1.0
+        return round(lats[min(len(lats) - 1, int(p * len(lats)))] * 1000, 2) if lats else -1.0
 
     return {
         "watchers": watchers,
         "writes": total,
         "write_rate_achieved": round(total / elapsed, 1),
         "events_expected": total * watchers,
-        "events_received": received,
+        "events_received": len(lats),
         "p50_ms": pct(0.50),
         "p99_ms": pct(0.99),
         "max_ms": pct(1.0),
+        "server_cpu_share_during_writes": round(cpu / elapsed, 2),
     }
 
 
@@ -275,7 +353,7 @@ def main() -> None:
         }
         ms, n = asyncio.run(list_nodes(srv.url, srv.token, ca))
         out["list_nodes"] = {"items": n, "median_ms": round(ms, 1)}
-        out["watch"] = asyncio.run(watch_latency(srv.url, srv.token, ca, a.watchers, a.rate, wsec))
+        out["watch"] = watch_latency(srv.url, srv.token, ca, a.watchers, a.rate, wsec, srv.pid)
         out["server_peak_rss_mib"] = round(peak_rss_mib(srv.pid), 1)
         out["store_bytes"] = sum(
             os.path.getsize(os.path.join(d, f)) for f in os.listdir(d) if f.startswith("store.db")

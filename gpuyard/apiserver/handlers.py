@@ -368,7 +368,10 @@ class Core:
                         query = dict(query)
                         fs = _qget(query, "fieldSelector")
                         query["fieldSelector"] = (fs + "," if fs else "") + f"metadata.name={name}"
-                    return self.watch_objects(res, ns, query)
+                    resp = self.watch_objects(res, ns, query)
+                    if self._wants_table(hget("accept")):
+                        resp.body = self._table_stream(res, resp.body, query)  # type: ignore
+                    return resp
                 return self.list_objects(res, ns, query, hget("accept"))
             return self.get_object(res, ns, name, query, hget("accept"))
         if watch:
@@ -550,6 +553,36 @@ class Core:
 
     # ------------------------------------------------------------------ watch
 
+    async def _table_stream(
+        self, res: Resource, lines: AsyncIterator[bytes], query: Mapping[str, str]
+    ) -> AsyncIterator[bytes]:
+        """Watch events whose objects are one-row Tables (kubectl get -w)."""
+        assert compat.tables is not None
+        inc = _qget(query, "includeObject", "Metadata")
+        first = True
+        try:
+            async for chunk in lines:
+                if not chunk:
+                    yield chunk
+                    continue
+                out = []
+                for line in chunk.splitlines():
+                    ev = orjson.loads(line)
+                    obj = ev.get("object") or {}
+                    if ev.get("type") in ("ADDED", "MODIFIED", "DELETED"):
+                        table = compat.tables.to_table(res, [obj], inc, None)
+                        if not first:
+                            table.pop("columnDefinitions", None)
+                            table["columnDefinitions"] = None
+                        first = False
+                        ev["object"] = table
+                    out.append(orjson.dumps(ev) + b"\n")
+                yield b"".join(out)
+        finally:
+            aclose = getattr(lines, "aclose", None)
+            if aclose is not None:
+                await aclose()
+
     def watch_objects(self, res: Resource, ns: str | None, query: Mapping[str, str]) -> Response:
         flt = self._filter(res, ns, query)
         rvs = _qget(query, "resourceVersion")
@@ -625,9 +658,7 @@ class Core:
                     wait = min(5.0, next_bm - now if bookmarks else 5.0)
                     if deadline is not None:
                         wait = min(wait, deadline - now)
-                    try:
-                        await asyncio.wait_for(w.wake.wait(), max(wait, 0.0))
-                    except TimeoutError:
+                    if not await w.wait(max(wait, 0.0)):
                         if bookmarks and time.monotonic() >= next_bm:
                             next_bm = time.monotonic() + interval
                             yield bookmark()
