@@ -51,7 +51,7 @@ async def test_exactly_one_leads_and_release_hands_over(apiserver: Any) -> None:
         t0 = asyncio.get_running_loop().time()
         await a.stop()  # releases the lease
         await b.wait_leading(5)
-        assert asyncio.get_running_loop().time() - t0 < 1.0  # no need to wait for expiry
+        assert asyncio.get_running_loop().time() - t0 < 1.2  # no wait for expiry (>= 1.3 s)
         assert not a.is_leader and b.is_leader
         lease = await cb.get(LEASES, "gpuyard-test", "default")
         assert lease["spec"]["holderIdentity"] == "b"
