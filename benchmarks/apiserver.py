@@ -172,15 +172,18 @@ async def _watchers(
             ) as r:
                 with ready.get_lock():
                     ready.value += 1
-                async for line in r.content:
+                # Read whole chunks and find the send stamps in them: far cheaper for
+                # the client than splitting lines, so it measures the server more.
+                async for chunk in r.content.iter_any():
                     now = time.time()
-                    i = line.find(b'"sent":"')
-                    if i >= 0:
-                        j = line.find(b'"', i + 8)
-                        lat.append(now - float(line[i + 8 : j]))
+                    i = chunk.find(b'"sent":"')
+                    while i >= 0:
+                        j = chunk.find(b'"', i + 8)
+                        lat.append(now - float(chunk[i + 8 : j]))
                         got += 1
-                        if got >= expected:
-                            return
+                        i = chunk.find(b'"sent":"', j)
+                    if got >= expected:
+                        return
 
         tasks = [asyncio.create_task(watcher()) for _ in range(n)]
         try:
