@@ -60,7 +60,18 @@ def node(i: int) -> dict[str, Any]:
                 }
             ],
             "addresses": [{"type": "InternalIP", "address": f"10.0.{i // 256}.{i % 256}"}],
-            "nodeInfo": {"kubeletVersion": "v1.36.0-gpuyard"},
+            "nodeInfo": {
+                "architecture": "amd64",
+                "bootID": f"boot-{i}",
+                "containerRuntimeVersion": "containerd://2.0.0",
+                "kernelVersion": "6.8.0",
+                "kubeProxyVersion": "",
+                "kubeletVersion": "v1.36.0-gpuyard",
+                "machineID": f"m-{i}",
+                "operatingSystem": "linux",
+                "osImage": "Ubuntu 24.04",
+                "systemUUID": f"u-{i}",
+            },
         },
     }
 

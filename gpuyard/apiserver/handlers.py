@@ -1216,6 +1216,13 @@ class Core:
                 if not dry:
                     await self._remove(res, e, obj)
                 return obj, True
+            if res.key == PODS and grace == 0 and md.get("deletionGracePeriodSeconds"):
+                # Forced, but finalizers remain: the pod goes when they are removed.
+                md["deletionGracePeriodSeconds"] = 0
+                if not dry:
+                    ne = await self.store.put(res.key, obj, expect_rv=e.rv)
+                    return ne.obj(), False
+                return obj, False
             if policy == "Foreground" and deps and "foregroundDeletion" not in finalizers:
                 finalizers.append("foregroundDeletion")
                 md["finalizers"] = finalizers

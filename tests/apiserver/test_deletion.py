@@ -150,3 +150,15 @@ async def test_delete_preconditions(api: Api) -> None:
     assert st == 409
     st, _ = await api.delete(f"{NS}/configmaps/a", {"preconditions": {"uid": o["metadata"]["uid"]}})
     assert st == 200
+
+
+async def test_forced_pod_deletion_with_finalizer(api: Api) -> None:
+    p = pod("fp", nodeName="n1")
+    p["metadata"]["finalizers"] = ["x/hold"]
+    await api.post(f"{NS}/pods", p)
+    await api.delete(f"{NS}/pods/fp")
+    await api.delete(f"{NS}/pods/fp", gracePeriodSeconds=0)
+    _, got = await api.get(f"{NS}/pods/fp")
+    assert got["metadata"]["deletionGracePeriodSeconds"] == 0
+    await api.patch(f"{NS}/pods/fp", {"metadata": {"finalizers": None}})
+    assert await gone(api, f"{NS}/pods/fp")
