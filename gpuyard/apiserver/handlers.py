@@ -361,6 +361,20 @@ class Core:
             return await self.serve_other(kind, info, query, headers)
         res, ns, name, sub, watch = info
         hget = _header_getter(headers)
+        if res.plural == "bindings" and res.group == "":
+            if method != "POST" or name is not None:
+                raise APIError(
+                    405,
+                    "MethodNotAllowed",
+                    "the server does not allow this method on the requested resource",
+                )
+            body_obj = self._body_obj(body, hget("content-type"))
+            pod_name = str(body_obj["metadata"].get("name") or "")
+            if not pod_name:
+                raise bad_request("metadata.name of the Binding is required")
+            return await self.bind(
+                self._res("", "pods"), ns or "", pod_name, body_obj, self._dry_run(query)
+            )
         if method == "GET":
             if name is None or watch:
                 if watch or _qbool(query, "watch"):

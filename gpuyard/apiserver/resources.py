@@ -122,6 +122,7 @@ def builtin_resources() -> list[Resource]:
             ),
         ),
         _R("", "v1", "ConfigMap", "configmaps", "configmap", True, ("cm",)),
+        _R("", "v1", "Binding", "bindings", "binding", True, verbs=("create",)),
         _R("", "v1", "Secret", "secrets", "secret", True),
         _R("", "v1", "ServiceAccount", "serviceaccounts", "serviceaccount", True, ("sa",)),
         _R("", "v1", "Event", "events", "event", True, ("ev",)),

@@ -106,3 +106,12 @@ async def test_eviction_max_unavailable(api: Api) -> None:
     assert st == 201
     _, p = await api.get(f"{NS}/pods/a")
     assert p["metadata"]["deletionTimestamp"]
+
+
+async def test_bindings_resource(api: Api) -> None:
+    await api.post(f"{NS}/pods", pod("p"))
+    st, _ = await api.post(f"{NS}/bindings", binding("p", "n7"))
+    assert st == 201
+    _, p = await api.get(f"{NS}/pods/p")
+    assert p["spec"]["nodeName"] == "n7"
+    assert (await api.get(f"{NS}/bindings"))[0] == 405
