@@ -759,17 +759,20 @@ class Core:
     def _validate(
         self, res: Resource, obj: dict[str, Any], old: dict[str, Any] | None
     ) -> list[dict[str, Any]]:
+        causes = _meta_causes(obj)
+        if causes:
+            return causes  # the store relies on these shapes; checked whatever else runs
         if compat.validation is not None:
-            return list(compat.validation.validate_object(res, obj, old))
-        md = obj.get("metadata") or {}
-        if not md.get("name"):
-            return [
-                {
-                    "reason": "FieldValueRequired",
-                    "field": "metadata.name",
-                    "message": "Required value: name or generateName is required",
-                }
-            ]
+            try:
+                return list(compat.validation.validate_object(res, obj, old))
+            except Exception as exc:  # a validator bug must not become a 500 for the user
+                return [
+                    {
+                        "reason": "FieldValueInvalid",
+                        "field": "",
+                        "message": f"could not validate the object: {exc}",
+                    }
+                ]
         return []
 
     async def _admit(
@@ -1622,6 +1625,53 @@ class Core:
             await self.store.delete(NS_KEY, ns, expect_rv=nse.rv)
         except StoreError:
             self._ns_dirty.add(ns)
+
+
+def _is_str_map(v: Any) -> bool:
+    return isinstance(v, dict) and all(
+        isinstance(k, str) and isinstance(x, str) for k, x in v.items()
+    )
+
+
+def _meta_causes(obj: dict[str, Any]) -> list[dict[str, Any]]:
+    """Shape checks on metadata that the store and selectors depend on."""
+    md = obj.get("metadata")
+    out: list[dict[str, Any]] = []
+
+    def bad(field: str, msg: str, reason: str = "FieldValueInvalid") -> None:
+        out.append({"reason": reason, "field": field, "message": msg})
+
+    if not isinstance(md, dict):
+        bad("metadata", "Invalid value: must be an object")
+        return out
+    name = md.get("name")
+    if not name:
+        bad(
+            "metadata.name",
+            "Required value: name or generateName is required",
+            "FieldValueRequired",
+        )
+    elif not isinstance(name, str) or len(name) > 253 or "/" in name or name in (".", ".."):
+        bad("metadata.name", f"Invalid value: {name!r}: must be a valid object name")
+    for f in ("labels", "annotations"):
+        if md.get(f) is not None and not _is_str_map(md[f]):
+            bad(f"metadata.{f}", "Invalid value: must be a map of strings to strings")
+    fins = md.get("finalizers")
+    if fins is not None and not (isinstance(fins, list) and all(isinstance(x, str) for x in fins)):
+        bad("metadata.finalizers", "Invalid value: must be a list of strings")
+    refs = md.get("ownerReferences")
+    if refs is not None:
+        if not isinstance(refs, list) or not all(
+            isinstance(r, dict) and isinstance(r.get("uid"), str) and r.get("uid") for r in refs
+        ):
+            bad("metadata.ownerReferences", "Invalid value: each needs a uid")
+    for f in ("namespace", "generateName", "resourceVersion"):
+        if md.get(f) is not None and not isinstance(md[f], str):
+            bad(f"metadata.{f}", "Invalid value: must be a string")
+    for f in ("spec", "status"):
+        if obj.get(f) is not None and not isinstance(obj[f], dict) and f in obj:
+            bad(f, "Invalid value: must be an object")
+    return out
 
 
 def _header_getter(headers: Mapping[str, str]) -> Any:
