@@ -9,6 +9,7 @@ import stat
 from gpuyard.apiserver.testing import run_apiserver_process
 
 from .api import Api, cm
+from .test_crd import CRD_PATH, W, crd, widget
 
 
 async def test_kill9_and_restart_keeps_every_acknowledged_write(tmp_path: object) -> None:
@@ -26,6 +27,10 @@ async def test_kill9_and_restart_keeps_every_acknowledged_write(tmp_path: object
                 ]
             )
             assert all(st == 201 for st, _ in results)
+            st, _ = await api.post(CRD_PATH, crd())
+            assert st == 201
+            st, _ = await api.post(W, widget("w1"))
+            assert st == 201
             st, _ = await api.delete("/api/v1/namespaces/default/configmaps/c0")
             assert st == 200
             st, last = await api.patch(
@@ -49,6 +54,8 @@ async def test_kill9_and_restart_keeps_every_acknowledged_write(tmp_path: object
             assert int(lst["metadata"]["resourceVersion"]) >= last_rv
             st, new = await api.post("/api/v1/namespaces/default/configmaps", cm("after"))
             assert st == 201 and int(new["metadata"]["resourceVersion"]) > last_rv
+            st, w = await api.get(f"{W}/w1")  # CRDs are served again after the restart
+            assert st == 200 and w["spec"]["size"] == 3
             # a watch from a version before the restart is too old: 410 in the stream
             ev = await api.watch(
                 "/api/v1/namespaces/default/configmaps",
