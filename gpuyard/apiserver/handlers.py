@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextvars
 import time
 import uuid
 from collections.abc import AsyncIterator, Mapping
@@ -41,6 +42,9 @@ from gpuyard.kube.objects import (
 )
 
 MAX_BODY = 3 * 1024 * 1024
+_WARNINGS: contextvars.ContextVar[list[str] | None] = contextvars.ContextVar(
+    "gpuyard_apiserver_warnings", default=None
+)
 JSON = "application/json"
 NS_KEY: CollKey = ("", "namespaces")
 PODS: CollKey = ("", "pods")
@@ -269,7 +273,18 @@ class Core:
         """Answer one API request without any transport. Never raises for bad input:
         every refusal is a Status response."""
         try:
-            return await self._dispatch(method.upper(), path, query or {}, headers or {}, body)
+            token = _WARNINGS.set([])
+            try:
+                resp = await self._dispatch(method.upper(), path, query or {}, headers or {}, body)
+                warns = _WARNINGS.get()
+                if warns:
+                    # One header line per warning, as kube-apiserver sends them.
+                    resp.headers["Warning"] = ", ".join(
+                        '299 - "' + w.replace('"', "'") + '"' for w in warns
+                    )
+                return resp
+            finally:
+                _WARNINGS.reset(token)
         except APIError as e:
             r = _json(e.code, e.status())
             r.headers.update(e.headers)
@@ -811,7 +826,11 @@ class Core:
                 500: "InternalError",
             }.get(code, "Forbidden")
             raise APIError(code, reason, msg) from None
-        return new_obj, list(warnings or [])
+        ws = [str(w) for w in warnings or []]
+        acc = _WARNINGS.get()
+        if acc is not None:
+            acc.extend(ws)
+        return new_obj, ws
 
     def _defaults_on_create(self, res: Resource, obj: dict[str, Any]) -> None:
         if res.key == PODS:
