@@ -209,3 +209,14 @@ async def test_slow_watcher_is_closed(apiserver_inproc: APIServer) -> None:
     chunks = [c async for c in it]
     assert chunks == []  # closed without delivering a partial history
     assert not srv.store.coll(("", "configmaps")).watchers
+
+
+async def test_watcher_removed_when_client_goes(apiserver_inproc: APIServer, api: Api) -> None:
+    coll = apiserver_inproc.store.coll(("", "configmaps"))
+    events = await api.watch(f"{NS}/configmaps", 1, timeout=0.5)
+    assert events == []
+    for _ in range(100):
+        if not coll.watchers:
+            break
+        await asyncio.sleep(0.02)
+    assert not coll.watchers
