@@ -1462,13 +1462,16 @@ class Core:
                 continue
             if not requirements_match(reqs, labels):
                 continue
-            pods = [p.obj() for p in self.store.entries(PODS, Filter(ns))]
+            # Match on the stored labels first; parse only the pods that match.
+            pods = [
+                p.obj()
+                for p in self.store.entries(PODS, Filter(ns))
+                if requirements_match(reqs, p.labels or {})
+            ]
             matching = [
                 p
                 for p in pods
-                if requirements_match(reqs, p["metadata"].get("labels") or {})
-                and not p["metadata"].get("deletionTimestamp")
-                and not _pod_terminal(p)
+                if not p["metadata"].get("deletionTimestamp") and not _pod_terminal(p)
             ]
             expected = len(matching)
             healthy = sum(1 for p in matching if _pod_ready(p))
