@@ -526,7 +526,7 @@ class Core:
 
     def _filter(self, res: Resource, ns: str | None, query: Mapping[str, str]) -> Filter:
         try:
-            return Filter.parse(
+            flt = Filter.parse(
                 ns,
                 _qget(query, "labelSelector"),
                 _qget(query, "fieldSelector"),
@@ -535,6 +535,8 @@ class Core:
             )
         except SelectorError as exc:
             raise bad_request(str(exc)) from None
+        flt.cluster_scoped = not res.namespaced
+        return flt
 
     def list_objects(
         self, res: Resource, ns: str | None, query: Mapping[str, str], accept: str = ""

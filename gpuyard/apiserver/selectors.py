@@ -130,7 +130,7 @@ def parse_field_selector(text: str | None, group: str, plural: str) -> list[Fiel
 class Filter:
     """What a list or watch selects: namespace, label and field requirements."""
 
-    __slots__ = ("namespace", "labels", "fields", "trivial")
+    __slots__ = ("namespace", "labels", "fields", "trivial", "cluster_scoped")
 
     def __init__(
         self,
@@ -142,6 +142,22 @@ class Filter:
         self.labels = labels or []
         self.fields = fields or []
         self.trivial = self.namespace is None and not self.labels and not self.fields
+        self.cluster_scoped = False  # set by callers listing a cluster-scoped resource
+
+    def eq(self, field: str) -> str | None:
+        """The value an "=" requirement pins this field to, if any."""
+        for f, op, v in self.fields:
+            if f == field and op == "=":
+                return v
+        return None
+
+    def index_key(self) -> tuple[str, str] | None:
+        """(field, value) to index a watcher by: a pinned node name or object name."""
+        for field in ("spec.nodeName", "metadata.name"):
+            v = self.eq(field)
+            if v is not None:
+                return (field, v)
+        return None
 
     @classmethod
     def parse(

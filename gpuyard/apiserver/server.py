@@ -191,7 +191,7 @@ class APIServer(Core):
     async def stop(self) -> None:
         """Stop serving, close watches, flush and close the store."""
         for c in self.store.colls.values():
-            for w in tuple(c.watchers):
+            for w in c.all_watchers():
                 w.close()
         if self._runner is not None:
             with contextlib.suppress(Exception):

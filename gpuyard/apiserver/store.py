@@ -131,7 +131,17 @@ class Event:
 class Watcher:
     """A subscriber to one collection, with its own bounded buffer."""
 
-    __slots__ = ("flt", "buf", "size", "limit", "waiter", "closed", "overflowed", "min_rv")
+    __slots__ = (
+        "flt",
+        "buf",
+        "size",
+        "limit",
+        "waiter",
+        "closed",
+        "overflowed",
+        "min_rv",
+        "index_key",
+    )
 
     def __init__(self, flt: Filter, limit: int) -> None:
         self.flt = flt
@@ -142,6 +152,7 @@ class Watcher:
         self.closed = False
         self.overflowed = False
         self.min_rv = 0  # events at or below this were already delivered (list/backlog)
+        self.index_key: tuple[str, str] | None = None
 
     def offer(self, ev: Event) -> None:
         if self.closed or ev.rv <= self.min_rv:
@@ -197,8 +208,23 @@ def _expire(fut: asyncio.Future[None]) -> None:
         fut.set_result(None)
 
 
+INDEX_FIELD = "spec.nodeName"  # pods by node: every kubelet lists and watches this way
+
+
+def _node_of(e: Entry | None) -> str | None:
+    if e is None or e.fields is None:
+        return None
+    return e.fields.get(INDEX_FIELD)
+
+
 class Collection:
-    """All objects of one (group, plural), its event log and its watchers."""
+    """All objects of one (group, plural), its event log and its watchers.
+
+    Watchers whose selector pins spec.nodeName or metadata.name to one value are kept in
+    an index, so an event is offered only to the watchers it can concern (7,500
+    kubelets each watching their own node's pods must not cost 7,500 filter checks per
+    pod change). Items are indexed by spec.nodeName for the same kind of lists.
+    """
 
     def __init__(self, key: CollKey, log_size: int, start_rv: int) -> None:
         self.key = key
@@ -206,7 +232,47 @@ class Collection:
         self.log: deque[Event] = deque()
         self.log_size = log_size
         self.compacted_rv = start_rv  # events at or before this are not in the log
-        self.watchers: set[Watcher] = set()
+        self.watchers: set[Watcher] = set()  # not indexed
+        self.by_field: dict[tuple[str, str], set[Watcher]] = {}
+        self.by_node: dict[str, set[str]] = {}  # spec.nodeName -> keys
+
+    def all_watchers(self) -> list[Watcher]:
+        out = list(self.watchers)
+        for ws in self.by_field.values():
+            out.extend(ws)
+        return out
+
+    def add_watcher(self, w: Watcher) -> None:
+        k = w.flt.index_key()
+        w.index_key = k
+        if k is None:
+            self.watchers.add(w)
+        else:
+            self.by_field.setdefault(k, set()).add(w)
+
+    def remove_watcher(self, w: Watcher) -> None:
+        k = w.index_key
+        if k is None:
+            self.watchers.discard(w)
+            return
+        ws = self.by_field.get(k)
+        if ws is not None:
+            ws.discard(w)
+            if not ws:
+                del self.by_field[k]
+
+    def index_item(self, key: str, old: Entry | None, new: Entry | None) -> None:
+        a, b = _node_of(old), _node_of(new)
+        if a == b:
+            return
+        if a is not None:
+            keys = self.by_node.get(a)
+            if keys is not None:
+                keys.discard(key)
+                if not keys:
+                    del self.by_node[a]
+        if b is not None:
+            self.by_node.setdefault(b, set()).add(key)
 
     def publish(self, ev: Event) -> None:
         log = self.log
@@ -215,6 +281,22 @@ class Collection:
             self.compacted_rv = log.popleft().rv
         for w in tuple(self.watchers):
             w.offer(ev)
+        if self.by_field:
+            by = self.by_field
+            targets: set[Watcher] = set()
+            for e in (ev.entry, ev.prev):
+                if e is None:
+                    continue
+                ws = by.get(("metadata.name", e.name))
+                if ws:
+                    targets.update(ws)
+                node = _node_of(e)
+                if node is not None:
+                    ws = by.get((INDEX_FIELD, node))
+                    if ws:
+                        targets.update(ws)
+            for w in targets:
+                w.offer(ev)
 
 
 class _SQLite:
@@ -295,6 +377,7 @@ class Store:
                 obj = orjson.loads(data)
                 e = _entry_for(ck[0], ck[1], obj, bytes(data), rv)
                 self.coll(ck).items[key] = e
+                self.coll(ck).index_item(key, None, e)
                 self._index_owners(ck, key, None, e)
                 rev = max(rev, rv)
             self.rev = rev
@@ -324,7 +407,19 @@ class Store:
             return ()
         if flt is None or flt.trivial:
             return c.items.values()
-        return (e for e in c.items.values() if e.matches(flt))
+        return (e for e in self._candidates(c, flt) if e.matches(flt))
+
+    def _candidates(self, c: Collection, flt: Filter) -> Iterable[Entry]:
+        """Entries that may match: narrowed by the name or node index when it can."""
+        name = flt.eq("metadata.name")
+        if name is not None and (flt.namespace is not None or flt.cluster_scoped):
+            e = c.items.get(make_key(flt.namespace or "", name))
+            return (e,) if e is not None else ()
+        node = flt.eq(INDEX_FIELD)
+        if node is not None and c.key == ("", "pods"):
+            items = c.items
+            return [items[k] for k in c.by_node.get(node, ()) if k in items]
+        return c.items.values()
 
     def list_sorted(
         self, ck: CollKey, flt: Filter, start_after: str = "", limit: int = 0
@@ -334,7 +429,11 @@ class Store:
         if c is None:
             return [], ""
         items = c.items
-        keys = sorted(items)
+        keys = (
+            sorted(items)
+            if flt.trivial
+            else sorted(make_key(e.namespace, e.name) for e in self._candidates(c, flt))
+        )
         if start_after:
             import bisect
 
@@ -395,6 +494,7 @@ class Store:
         raw = orjson.dumps(obj)
         e = _entry_for(ck[0], ck[1], obj, raw, rv)
         c.items[key] = e
+        c.index_item(key, old, e)
         self._index_owners(ck, key, old, e)
         ev = Event(rv, "ADDED" if old is None else "MODIFIED", e, old)
         return e, self._persist(ck, key, rv, raw, ev)
@@ -415,6 +515,7 @@ class Store:
         raw = orjson.dumps(obj)
         e = Entry(rv, raw, old.namespace, old.name, old.labels, old.fields, old.uid, old.owners)
         del c.items[key]
+        c.index_item(key, old, None)
         self._index_owners(ck, key, old, None)
         ev = Event(rv, "DELETED", e, old)
         return e, self._persist(ck, key, rv, None, ev)
@@ -482,7 +583,7 @@ class Store:
     async def close(self) -> None:
         await self.flush()
         for c in self.colls.values():
-            for w in tuple(c.watchers):
+            for w in c.all_watchers():
                 w.close()
         if self._db is not None:
             self._db.close()
@@ -508,13 +609,13 @@ class Store:
                     line = ev.line_for(flt)
                     if line is not None:
                         backlog.append(line)
-        c.watchers.add(w)
+        c.add_watcher(w)
         return w, backlog
 
     def unwatch(self, ck: CollKey, w: Watcher) -> None:
         c = self.colls.get(ck)
         if c is not None:
-            c.watchers.discard(w)
+            c.remove_watcher(w)
         w.closed = True
 
     def compacted_rv(self, ck: CollKey) -> int:

@@ -220,3 +220,31 @@ async def test_watcher_removed_when_client_goes(apiserver_inproc: APIServer, api
             break
         await asyncio.sleep(0.02)
     assert not coll.watchers
+
+
+async def test_node_pinned_watches_and_lists(api: Api) -> None:
+    """Per-node watches (indexed) see a pod arrive on their node and leave the pending set."""
+    await api.post(f"{NS}/pods", pod("p"))
+
+    async def writes() -> None:
+        await asyncio.sleep(0.3)
+        await api.post(f"{NS}/pods/p/binding", {"target": {"name": "n1"}})
+        await api.delete(f"{NS}/pods/p", gracePeriodSeconds=0)
+
+    t = asyncio.create_task(writes())
+    on_n1, pending, on_n2 = await asyncio.gather(
+        api.watch("/api/v1/pods", 2, timeout=3, fieldSelector="spec.nodeName=n1"),
+        api.watch("/api/v1/pods", 2, timeout=3, fieldSelector="spec.nodeName="),
+        api.watch("/api/v1/pods", 1, timeout=1.5, fieldSelector="spec.nodeName=n2"),
+    )
+    await t
+    assert [e["type"] for e in on_n1] == ["ADDED", "DELETED"]
+    assert on_n1[0]["object"]["spec"]["nodeName"] == "n1"
+    assert [e["type"] for e in pending] == ["ADDED", "DELETED"]
+    assert on_n2 == []
+    await api.post(f"{NS}/pods", pod("q", nodeName="n3"))
+    await api.post(f"{NS}/pods", pod("r"))
+    assert await _names(api, "/api/v1/pods", fieldSelector="spec.nodeName=n3") == ["q"]
+    assert await _names(api, "/api/v1/pods", fieldSelector="spec.nodeName=") == ["r"]
+    assert await _names(api, fieldSelector="metadata.name=r") == ["r"]
+    assert await _names(api, "/api/v1/pods", fieldSelector="metadata.name=r") == ["r"]
