@@ -95,10 +95,11 @@ async def run(ctx: Any) -> None:
         for name, f in parts.items()
     ]
     log.info(
-        "health: agents for %d simulated hosts every %.1fs; controller, preflight%s",
+        "health: agents for %d simulated hosts every %.1fs; controller (brake %.0f%%), %s",
         n_hosts,
         interval,
-        ", periodic" if len(tasks) > 3 else "",
+        brake.max_share * 100,
+        ", ".join(parts),
     )
     try:
         await asyncio.gather(*tasks)

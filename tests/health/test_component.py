@@ -81,10 +81,22 @@ def _node(name: str, preflight: bool) -> dict[str, Any]:
 
 
 @pytest.fixture
-async def env(apiserver_inproc: Any, tmp_path: Path) -> AsyncIterator[tuple[Client, Path]]:
+def max_share(request: pytest.FixtureRequest) -> float:
+    return float(getattr(request, "param", 0.5))
+
+
+@pytest.fixture
+def n_nodes(request: pytest.FixtureRequest) -> int:
+    return int(getattr(request, "param", 6))
+
+
+@pytest.fixture
+async def env(
+    apiserver_inproc: Any, tmp_path: Path, max_share: float, n_nodes: int
+) -> AsyncIterator[tuple[Client, Path]]:
     c = Client.from_kubeconfig(apiserver_inproc.kubeconfig_path, component="health-test")
     hosts = tmp_path / "hosts"
-    for i in range(6):
+    for i in range(n_nodes):
         name = f"node-{i}"
         make_host(hosts, name)
         await c.create(_node(name, preflight=i < 2), res=NODES)
@@ -108,7 +120,7 @@ async def env(apiserver_inproc: Any, tmp_path: Path) -> AsyncIterator[tuple[Clie
         client=c,
         data_dir=str(tmp_path),
         stop=stop,
-        options={"health_interval_s": 0.3, "health_quiet_s": 1.0, "health_max_share": 0.5},
+        options={"health_interval_s": 0.3, "health_quiet_s": 1.0, "health_max_share": max_share},
     )
     tasks = [
         asyncio.create_task(component.run(ctx)),
@@ -176,3 +188,38 @@ async def test_faults_taint_and_recover_and_preflight(env: tuple[Client, Path]) 
     # Xid 79 stays until the GPU is reset.
     assert _taint(await c.get(NODES, "node-3"), "gpuyard.io/unhealthy") == ("Xid79", "NoExecute")
     assert json.dumps(n4)  # plain dicts on the wire
+
+
+@pytest.mark.parametrize(("max_share", "n_nodes"), [(0.05, 20)], indirect=True)
+async def test_faults_on_a_fifth_of_nodes_trip_the_brake(env: tuple[Client, Path]) -> None:
+    from gpuyard.health.controller import BRAKE_CONFIGMAP, NAMESPACE
+    from gpuyard.kube.resources import CONFIGMAPS
+
+    c, hosts = env
+
+    # The two preflight nodes finish first (node-1 fails and takes the one taint the
+    # 5% brake allows in 20 nodes); then 4 more nodes (20%) lose their disks at once.
+    async def one_tainted() -> bool:
+        nodes = (await c.list(NODES))["items"]
+        return sum(1 for n in nodes if _taint(n, "gpuyard.io/unhealthy")) == 1
+
+    await _until(one_tainted, 30)
+    for i in range(2, 6):
+        write_disk(hosts / f"node-{i}", free=1 << 20)
+
+    async def tripped() -> Any:
+        cm = await c.get_or_none(CONFIGMAPS, BRAKE_CONFIGMAP, NAMESPACE)
+        return cm if cm and cm["data"]["state"] == "tripped" else None
+
+    cm = await _until(tripped)
+    assert "limit 1" in cm["data"]["message"]
+    await asyncio.sleep(1.0)
+    nodes = (await c.list(NODES))["items"]
+    assert sum(1 for n in nodes if _taint(n, "gpuyard.io/unhealthy")) == 1
+    held = set(cm["data"]["held"].split(","))
+    assert {f"node-{i}" for i in range(2, 6)} <= held
+    # Conditions still say what is wrong, for a person to look at.
+    n2 = await c.get(NODES, "node-2")
+    assert any(
+        x["type"] == "DiskHealthy" and x["status"] == "False" for x in n2["status"]["conditions"]
+    )
