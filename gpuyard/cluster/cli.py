@@ -1,0 +1,131 @@
+"""`gpuyard up`: an embedded GPU cluster in one process (API server, simulated nodes,
+node lifecycle, fault injection and gpuyard's components)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--nodes", type=int, default=8, help="simulated 8-GPU nodes (default 8)")
+    parser.add_argument("--cpu-nodes", type=int, default=0, help="simulated CPU-only nodes")
+    parser.add_argument(
+        "--shapes",
+        help="node shapes: a shapes YAML file or openb:PATH[*K] (a real node list); "
+        "replaces --nodes",
+    )
+    parser.add_argument("--data-dir", default=".gpuyard", help="state directory (default .gpuyard)")
+    parser.add_argument("--port", type=int, default=6443, help="API port (0 = any free port)")
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    parser.add_argument("--in-memory", action="store_true", help="keep the store in memory")
+    parser.add_argument("--lease-seconds", type=float, default=10.0, help="node lease period")
+    parser.add_argument(
+        "--node-grace", type=float, default=40.0, help="seconds without a lease before NotReady"
+    )
+    parser.add_argument("--start-delay", type=float, default=0.5, help="pod start delay (s)")
+    parser.add_argument(
+        "--preflight", action="store_true", help="nodes register with the preflight taint"
+    )
+    parser.add_argument(
+        "--components",
+        help="comma-separated components to run (default: all available; 'none' for none)",
+    )
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a component option, such as health_quiet_s=5 (repeatable)",
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="log at debug level")
+
+
+def _value(text: str) -> object:
+    for conv in (int, float):
+        try:
+            return conv(text)
+        except ValueError:
+            pass
+    return {"true": True, "false": False}.get(text.lower(), text)
+
+
+async def _main(args: argparse.Namespace) -> int:
+    from gpuyard.cluster.shapes import ShapeError
+    from gpuyard.cluster.up import EmbeddedCluster, UpOptions
+
+    options = {}
+    for item in args.set:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            print(f"gpuyard up: --set wants KEY=VALUE, got {item!r}", file=sys.stderr)
+            return 2
+        options[key] = _value(value)
+    comps = None
+    if args.components:
+        comps = [] if args.components == "none" else [c.strip() for c in args.components.split(",")]
+    opts = UpOptions(
+        nodes=args.nodes,
+        cpu_nodes=args.cpu_nodes,
+        shapes=args.shapes,
+        data_dir=args.data_dir,
+        host=args.host,
+        port=args.port,
+        in_memory=args.in_memory,
+        lease_seconds=args.lease_seconds,
+        node_grace=args.node_grace,
+        start_delay=args.start_delay,
+        preflight=args.preflight,
+        components=comps,
+        options=options,
+    )
+    if opts.nodes < 0 or opts.cpu_nodes < 0:
+        print("gpuyard up: node counts cannot be negative", file=sys.stderr)
+        return 2
+    cluster = EmbeddedCluster(opts)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await cluster.start()
+    except (ShapeError, ValueError) as exc:
+        print(f"gpuyard up: {exc}", file=sys.stderr)
+        await cluster.stop()
+        return 2
+    except OSError as exc:
+        print(f"gpuyard up: cannot start: {exc}", file=sys.stderr)
+        await cluster.stop()
+        return 1
+    assert cluster.sim is not None
+    print(
+        f"gpuyard cluster up: {len(cluster.sim.nodes)} simulated nodes at {cluster.url}", flush=True
+    )
+    print(f"components: {', '.join(cluster.started) or 'none'}", flush=True)
+    if cluster.missing:
+        print(f"not available: {', '.join(cluster.missing)}", flush=True)
+    print("use it from another terminal:", flush=True)
+    print(f"  export KUBECONFIG={cluster.kubeconfig}; kubectl get nodes", flush=True)
+    print("Ctrl-C stops it; running it again resumes from the data directory.", flush=True)
+    await stop.wait()
+    print("stopping...", flush=True)
+    await cluster.stop()
+    print("stopped", flush=True)
+    return 0
+
+
+def run(args: argparse.Namespace) -> int:
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(name)s %(levelname)s %(message)s",
+    )
+    try:
+        import uvloop
+
+        uvloop.install()
+    except ImportError:
+        pass
+    return asyncio.run(_main(args))

@@ -1,0 +1,88 @@
+"""The components `gpuyard up` runs in its process, beside the API server and the
+simulated nodes.
+
+Each entry names a coroutine `run(ctx: Context)` by import path. `gpuyard up` starts
+every default component whose module imports, restarts one that fails (with backoff),
+and says which ones it could not start. `--components a,b` picks a set; `none` runs
+only the API server and the nodes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger("gpuyard.up")
+
+# name -> "module:function"; the order is the start order.
+COMPONENTS: dict[str, str] = {
+    "scheduler": "gpuyard.scheduling.component:run",
+    "jobs": "gpuyard.jobs.component:run",
+    "teams": "gpuyard.teams.component:run",
+    "balloons": "gpuyard.balloons.component:run",
+    "health": "gpuyard.health.component:run",
+}
+
+# Modules whose `crds()` lists CustomResourceDefinitions `gpuyard up` installs.
+CRD_MODULES = ("gpuyard.scheduling.crds", "gpuyard.jobs.crds", "gpuyard.teams.crds")
+
+
+@dataclass
+class Context:
+    """What a component gets: the in-process client, the API server, the data
+    directory, the stop event, the options given to `gpuyard up`, the simulated cluster."""
+
+    client: Any
+    server: Any
+    data_dir: Path
+    stop: asyncio.Event
+    options: dict[str, Any] = field(default_factory=dict)
+    sim: Any = None
+
+
+def resolve(name: str) -> Callable[[Context], Awaitable[None]] | None:
+    """The component's run function, or None when its package is not there."""
+    target = COMPONENTS[name]
+    modname, _, func = target.partition(":")
+    try:
+        mod = importlib.import_module(modname)
+    except ModuleNotFoundError as exc:
+        if exc.name and (modname == exc.name or modname.startswith(exc.name + ".")):
+            return None
+        raise
+    fn: Callable[[Context], Awaitable[None]] = getattr(mod, func)
+    return fn
+
+
+async def supervise(name: str, fn: Callable[[Context], Awaitable[None]], ctx: Context) -> None:
+    """Run a component until stop, restarting it with backoff if it fails."""
+    backoff = 1.0
+    while not ctx.stop.is_set():
+        try:
+            await fn(ctx)
+            return
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("component %s failed; restarting in %.0fs", name, backoff)
+            try:
+                await asyncio.wait_for(ctx.stop.wait(), backoff)
+            except TimeoutError:
+                pass
+            backoff = min(backoff * 2, 30.0)
+
+
+def crd_objects() -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = []
+    for modname in CRD_MODULES:
+        try:
+            mod = importlib.import_module(modname)
+        except ModuleNotFoundError:
+            continue
+        out.extend(mod.crds())
+    return out

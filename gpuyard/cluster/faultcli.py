@@ -1,0 +1,87 @@
+"""`gpuyard fault KIND NODE ...`: inject a fault into a simulated node of a running
+`gpuyard up`, or list the faults injected so far."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+from typing import Any
+
+KINDS = ("node-down", "node-up", "gpu-xid", "disk-full", "net-partition", "slow-gpu", "clear")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("kind", choices=(*KINDS, "list"), help="the fault, or list")
+    parser.add_argument("node", nargs="?", help="the simulated node")
+    parser.add_argument("--gpu", type=int, default=0, help="GPU index (gpu-xid, slow-gpu)")
+    parser.add_argument("--xid", type=int, default=79, help="Xid number (gpu-xid)")
+    parser.add_argument("--factor", type=float, default=0.5, help="speed factor (slow-gpu)")
+    parser.add_argument("--path", default="/", help="mount point (disk-full)")
+    parser.add_argument(
+        "--kubeconfig", help="kubeconfig (default: DATA_DIR/kubeconfig, KUBECONFIG)"
+    )
+    parser.add_argument("--data-dir", default=".gpuyard", help="the gpuyard up data directory")
+
+
+def _kubeconfig(args: argparse.Namespace) -> str | None:
+    if args.kubeconfig:
+        return str(args.kubeconfig)
+    local = os.path.join(args.data_dir, "kubeconfig")
+    if os.path.exists(local):
+        return local
+    return None
+
+
+async def _main(args: argparse.Namespace) -> int:
+    from gpuyard.cluster.faults import FaultError, inject, list_faults
+    from gpuyard.kube.client import Client
+    from gpuyard.kube.errors import KubeError
+
+    try:
+        client = Client.from_kubeconfig(_kubeconfig(args), component="fault")
+    except KubeError as exc:
+        print(f"gpuyard fault: {exc}", file=sys.stderr)
+        return 2
+    try:
+        if args.kind == "list":
+            for cm in await list_faults(client):
+                d = cm["data"]
+                ann = cm["metadata"].get("annotations") or {}
+                extra = " ".join(
+                    f"{k}={v}" for k, v in d.items() if k not in ("kind", "node", "time")
+                )
+                print(
+                    f"{d.get('time', '')}  {d.get('kind', ''):14} {d.get('node', ''):20} {extra}  -> {ann.get('gpuyard.io/fault-result', 'pending')}"
+                )
+            return 0
+        if not args.node:
+            print(f"gpuyard fault {args.kind}: name the node", file=sys.stderr)
+            return 2
+        params: dict[str, Any] = {}
+        if args.kind in ("gpu-xid", "slow-gpu"):
+            params["gpu"] = args.gpu
+        if args.kind == "gpu-xid":
+            params["xid"] = args.xid
+        if args.kind == "slow-gpu":
+            params["factor"] = args.factor
+        if args.kind == "disk-full":
+            params["path"] = args.path
+        cm = await inject(client, args.kind, args.node, **params)
+        print(
+            f"{args.kind} {args.node}: {cm['metadata']['annotations'].get('gpuyard.io/fault-result', '')}"
+        )
+        return 0
+    except FaultError as exc:
+        print(f"gpuyard fault: {exc}", file=sys.stderr)
+        return 1
+    except (KubeError, OSError) as exc:
+        print(f"gpuyard fault: cannot reach the cluster: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        await client.close()
+
+
+def run(args: argparse.Namespace) -> int:
+    return asyncio.run(_main(args))

@@ -1,0 +1,153 @@
+"""Node lifecycle for the embedded cluster (what kube-controller-manager does on a real one).
+
+Every `period` seconds it lists the node Leases (one list, not a watch of 750
+renewals a second) and compares each node's renewTime with the grace period:
+
+- a node whose lease is older than the grace period gets Ready=Unknown (reason
+  NodeStatusUnknown) and the taint node.kubernetes.io/unreachable:NoExecute;
+- pods on such a node that do not tolerate the taint are deleted (graceful: they stay
+  Terminating until the kubelet comes back, as on a real cluster); a toleration with
+  tolerationSeconds delays that by its seconds;
+- when the kubelet renews again and reports Ready=True, the taint is removed.
+
+Only nodes that changed are written to.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any
+
+from gpuyard import names
+from gpuyard.kube import objects as o
+from gpuyard.kube.errors import NotFound
+from gpuyard.kube.informer import Informer
+from gpuyard.kube.resources import LEASES, NODES, PODS
+
+log = logging.getLogger("gpuyard.cluster.lifecycle")
+LEASE_NS = "kube-node-lease"
+
+
+def unreachable_taint() -> dict[str, Any]:
+    return {"key": names.TAINT_UNREACHABLE, "effect": o.NO_EXECUTE, "timeAdded": o.now_rfc3339()}
+
+
+def toleration_seconds(pod: dict[str, Any], taint: dict[str, Any]) -> float | None:
+    """None: not tolerated (evict now); inf: tolerated forever; else seconds."""
+    best: float | None = None
+    for t in (pod.get("spec") or {}).get("tolerations") or []:
+        if o.toleration_matches(t, taint):
+            secs = t.get("tolerationSeconds")
+            value = float("inf") if secs is None else max(0.0, float(secs))
+            best = value if best is None else max(best, value)
+    return best
+
+
+class NodeLifecycle:
+    def __init__(
+        self,
+        client: Any,
+        nodes: Informer,
+        pods: Informer,
+        grace: float = 40.0,
+        period: float | None = None,
+    ) -> None:
+        self.client = client
+        self.nodes = nodes
+        self.pods = pods
+        self.grace = grace
+        self.period = period if period is not None else max(0.5, min(5.0, grace / 4))
+        self.marked: dict[str, float] = {}  # node -> monotonic time it was marked
+
+    async def run(self, stop: asyncio.Event) -> None:
+        await self.nodes.wait_synced()
+        await self.pods.wait_synced()
+        while not stop.is_set():
+            try:
+                await self.tick()
+            except Exception as exc:
+                log.warning("node lifecycle: %s", exc)
+            try:
+                await asyncio.wait_for(stop.wait(), self.period)
+            except TimeoutError:
+                pass
+
+    async def tick(self) -> None:
+        leases = (await self.client.list(LEASES, LEASE_NS))["items"]
+        renewed = {}
+        for lease in leases:
+            t = o.parse_time((lease.get("spec") or {}).get("renewTime"))
+            if t is not None:
+                renewed[lease["metadata"]["name"]] = t.timestamp()
+        now = time.time()
+        for node in list(self.nodes.cache.values()):
+            name = o.name_of(node)
+            last = renewed.get(name)
+            stale = last is None or now - last > self.grace
+            taint = o.find_taint(node, names.TAINT_UNREACHABLE, o.NO_EXECUTE)
+            ready = o.get_condition(node, "Ready") or {}
+            if stale:
+                if ready.get("status") != "Unknown" or taint is None:
+                    await self._mark_unreachable(node, taint is None)
+                await self._evict(node)
+            elif taint is not None and ready.get("status") == "True":
+                await self.client.patch(
+                    NODES,
+                    name,
+                    {
+                        "spec": {
+                            "taints": o.without_taint(
+                                (node.get("spec") or {}).get("taints"), names.TAINT_UNREACHABLE
+                            )
+                        }
+                    },
+                )
+                self.marked.pop(name, None)
+                log.info("node %s is reachable again", name)
+
+    async def _mark_unreachable(self, node: dict[str, Any], add_taint: bool) -> None:
+        name = o.name_of(node)
+        now = o.now_rfc3339()
+        conds = []
+        for c in (node.get("status") or {}).get("conditions") or []:
+            c = dict(c)
+            if c.get("status") != "Unknown":
+                c.update(
+                    status="Unknown",
+                    reason="NodeStatusUnknown",
+                    message="Kubelet stopped posting node status.",
+                    lastTransitionTime=now,
+                )
+            conds.append(c)
+        try:
+            await self.client.patch_status(NODES, name, {"status": {"conditions": conds}})
+            if add_taint:
+                taints = [
+                    t
+                    for t in (node.get("spec") or {}).get("taints") or []
+                    if t.get("key") != names.TAINT_UNREACHABLE
+                ] + [unreachable_taint()]
+                await self.client.patch(NODES, name, {"spec": {"taints": taints}})
+        except NotFound:
+            return
+        self.marked.setdefault(name, time.monotonic())
+        log.info("node %s stopped renewing its lease: marked unreachable", name)
+
+    async def _evict(self, node: dict[str, Any]) -> None:
+        name = o.name_of(node)
+        since = self.marked.get(name, time.monotonic())
+        taint = {"key": names.TAINT_UNREACHABLE, "effect": o.NO_EXECUTE}
+        for pod in list(self.pods.by_node(name)):
+            md = pod.get("metadata") or {}
+            if md.get("deletionTimestamp") or o.is_pod_terminal(pod):
+                continue
+            wait = toleration_seconds(pod, taint)
+            if wait is not None and time.monotonic() - since < wait:
+                continue
+            try:
+                await self.client.delete(PODS, md["name"], md.get("namespace"))
+            except NotFound:
+                pass
+            log.info("evicted pod %s from unreachable node %s", o.key_of(pod), name)

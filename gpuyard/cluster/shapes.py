@@ -1,0 +1,199 @@
+"""Node shapes: what simulated (or twin) nodes look like.
+
+`load_shapes(spec)` reads either a gpuyard shapes YAML file or a real node list in the
+Alibaba openb format (`openb:PATH`), optionally repeated K times (`...*K`, names kept
+unique). Both the embedded cluster and the digital twin use it, so a cluster described
+once is the same cluster in both.
+
+Shapes YAML:
+
+    nodes:
+      - name: gpu            # prefix; nodes are gpu-0000, gpu-0001, ...
+        count: 16
+        gpus: 8
+        gpuProduct: NVIDIA-H100-80GB-HBM3
+        cpu: "96"            # quantity
+        memory: 1Ti
+        pool: gpu            # gpu | cpu (default: gpu when gpus > 0)
+        labels: {}
+        taints: []
+
+Racks and zones are assigned deterministically: 32 nodes a rack, racks dealt round
+robin over three zones.
+"""
+
+from __future__ import annotations
+
+import csv
+import re
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from gpuyard.kube.objects import QuantityError, quantity_to_int, quantity_to_milli
+
+NODES_PER_RACK = 32
+ZONES = ("zone-a", "zone-b", "zone-c")
+DEFAULT_PRODUCT = "NVIDIA-H100-80GB-HBM3"
+
+
+class ShapeError(ValueError):
+    """A node-shape file or spec that cannot be used; the message names file and line."""
+
+
+@dataclass
+class NodeShape:
+    """One node (count == 1 after `expand`) or a group of alike nodes."""
+
+    name: str
+    cpu_milli: int
+    memory_bytes: int
+    gpus: int
+    gpu_product: str = ""
+    pool: str = "gpu"
+    labels: dict[str, str] = field(default_factory=dict)
+    taints: list[dict[str, Any]] = field(default_factory=list)
+    count: int = 1
+    rack: str = ""
+    zone: str = ""
+
+
+def default_shapes(n_gpu_nodes: int, n_cpu_nodes: int = 0) -> list[NodeShape]:
+    """H100-like 8-GPU nodes, plus optional CPU-only nodes, expanded one per node."""
+    groups = []
+    if n_gpu_nodes:
+        groups.append(
+            NodeShape(
+                "gpu-node", 96_000, 1024 * 2**30, 8, DEFAULT_PRODUCT, "gpu", count=n_gpu_nodes
+            )
+        )
+    if n_cpu_nodes:
+        groups.append(NodeShape("cpu-node", 64_000, 256 * 2**30, 0, "", "cpu", count=n_cpu_nodes))
+    return expand(groups, numbered=True)
+
+
+def expand(groups: list[NodeShape], numbered: bool = False) -> list[NodeShape]:
+    """One shape per node, with unique names, racks and zones. Groups of more than one
+    node (or every group, with `numbered`) get numbered names."""
+    out: list[NodeShape] = []
+    for g in groups:
+        if g.count == 1 and not numbered:
+            out.append(replace(g, count=1))
+            continue
+        width = max(4, len(str(g.count - 1)))
+        for i in range(g.count):
+            out.append(replace(g, name=f"{g.name}-{i:0{width}d}", count=1))
+    for i, s in enumerate(out):
+        rack = i // NODES_PER_RACK
+        s.rack = s.rack or f"rack-{rack:04d}"
+        s.zone = s.zone or ZONES[rack % len(ZONES)]
+    return out
+
+
+_REPEAT = re.compile(r"^(.*)\*(\d+)$")
+
+
+def load_shapes(spec: str, base: Path | None = None) -> list[NodeShape]:
+    """Shapes from `openb:PATH[*K]` or a YAML file `PATH[*K]`, one per node."""
+    k = 1
+    m = _REPEAT.match(spec)
+    if m:
+        spec, k = m.group(1), int(m.group(2))
+        if k < 1:
+            raise ShapeError(f"{spec}: repeat count must be at least 1")
+    if spec.startswith("openb:"):
+        nodes = _read_openb(Path(spec[len("openb:") :]))
+    else:
+        nodes = _read_yaml(Path(spec))
+    if k > 1:
+        nodes = [replace(n, name=f"{n.name}-r{c}") for c in range(k) for n in nodes]
+    for n in nodes:
+        n.rack = n.zone = ""
+    return expand(nodes)
+
+
+def _read_openb(path: Path) -> list[NodeShape]:
+    try:
+        fh = path.open(newline="")
+    except OSError as exc:
+        raise ShapeError(f"{path}: cannot read node list: {exc.strerror}") from exc
+    nodes: list[NodeShape] = []
+    with fh:
+        reader = csv.DictReader(fh)
+        need = {"sn", "cpu_milli", "memory_mib", "gpu", "model"}
+        if not reader.fieldnames or not need <= set(reader.fieldnames):
+            raise ShapeError(f"{path}:1: expected columns {','.join(sorted(need))}")
+        for row in reader:
+            line = reader.line_num
+            try:
+                gpus = int(row["gpu"] or 0)
+                nodes.append(
+                    NodeShape(
+                        name=row["sn"].strip(),
+                        cpu_milli=int(row["cpu_milli"]),
+                        memory_bytes=int(row["memory_mib"]) * 2**20,
+                        gpus=gpus,
+                        gpu_product=(row["model"] or "").strip(),
+                        pool="gpu" if gpus else "cpu",
+                    )
+                )
+            except (TypeError, ValueError) as exc:
+                raise ShapeError(f"{path}:{line}: bad node row: {exc}") from exc
+            if not nodes[-1].name:
+                raise ShapeError(f"{path}:{line}: empty node name")
+    if not nodes:
+        raise ShapeError(f"{path}: no nodes")
+    return nodes
+
+
+def _read_yaml(path: Path) -> list[NodeShape]:
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise ShapeError(f"{path}: cannot read shapes file: {exc.strerror}") from exc
+    try:
+        doc = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}" if mark else str(path)
+        raise ShapeError(f"{where}: not valid YAML: {getattr(exc, 'problem', exc)}") from exc
+    items = doc.get("nodes") if isinstance(doc, dict) else None
+    if not isinstance(items, list) or not items:
+        raise ShapeError(f"{path}:1: expected a 'nodes:' list of node shapes")
+    lines = _item_lines(text)
+    out = []
+    for i, item in enumerate(items):
+        where = f"{path}:{lines[i] if i < len(lines) else 1}"
+        if not isinstance(item, dict) or not item.get("name"):
+            raise ShapeError(f"{where}: each node shape needs a name")
+        try:
+            gpus = int(item.get("gpus", 0))
+            count = int(item.get("count", 1))
+            shape = NodeShape(
+                name=str(item["name"]),
+                cpu_milli=quantity_to_milli(item.get("cpu", "32")),
+                memory_bytes=quantity_to_int(item.get("memory", "256Gi")),
+                gpus=gpus,
+                gpu_product=str(item.get("gpuProduct", DEFAULT_PRODUCT if gpus else "")),
+                pool=str(item.get("pool", "gpu" if gpus else "cpu")),
+                labels={str(k): str(v) for k, v in (item.get("labels") or {}).items()},
+                taints=list(item.get("taints") or []),
+                count=count,
+            )
+        except (TypeError, ValueError, QuantityError) as exc:
+            raise ShapeError(f"{where}: {exc}") from exc
+        if count < 1 or gpus < 0:
+            raise ShapeError(f"{where}: count must be >= 1 and gpus >= 0")
+        if shape.pool not in ("gpu", "cpu"):
+            raise ShapeError(f"{where}: pool must be gpu or cpu, not {shape.pool!r}")
+        if count > 1:
+            shape.name = shape.name.rstrip("-")
+        out.append(shape)
+    return out
+
+
+def _item_lines(text: str) -> list[int]:
+    """1-based line numbers of the `- ` items under `nodes:` (for error messages)."""
+    return [i + 1 for i, line in enumerate(text.splitlines()) if re.match(r"^\s*-\s", line)]

@@ -1,0 +1,596 @@
+"""Simulated GPU nodes and their kubelets, acting only through the Kubernetes API.
+
+Like KWOK, `SimCluster` plays every kubelet of the embedded cluster from one place:
+
+- it registers one Node per shape (capacity, labels, pod CIDR, addresses, optional
+  register-with-taints) and one Lease per node in kube-node-lease;
+- one timer loop renews the leases: every second it renews the nodes whose turn it is
+  (node index modulo the lease period), so renewals are spread evenly, and nothing per
+  node runs in between; node status is written only when it changes;
+- one pod informer drives the kubelet state machine: a pod bound to a simulated node
+  goes Pending -> Running after the start delay (or Failed with OutOf<resource> when
+  the node lacks room, as kubelet rejects it), runs until deleted or for
+  `gpuyard.io/sim-duration` seconds and ends Succeeded/Failed with
+  `gpuyard.io/sim-exit-code`; a pod with a deletionTimestamp is finalised and removed;
+  a pod whose container runs `gpuyard gpu-test` ends with the report its host's
+  injected faults imply (from gpuyard.health.gputest.simulate_report), marked simulated;
+- a downed node (fault node-down) stops renewing its lease and stops acting on its
+  pods, exactly as a dead kubelet would; node-up resumes both.
+
+Each node also has a simulated host directory (gpuyard.cluster.simhost) that fault
+injection writes and the health agent reads.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from gpuyard import names
+from gpuyard.cluster.shapes import NodeShape
+from gpuyard.cluster.simhost import SimHost
+from gpuyard.kube import objects as o
+from gpuyard.kube.errors import ApiError, Conflict, NotFound
+from gpuyard.kube.informer import Informer
+from gpuyard.kube.resources import LEASES, NODES, PODS
+
+log = logging.getLogger("gpuyard.cluster")
+
+LEASE_NS = "kube-node-lease"
+SIM_LABEL = "gpuyard.io/simulated"
+KUBELET_VERSION = "v1.31.0-gpuyard"
+RESOURCES = ("cpu", "memory", names.RESOURCE_GPU, "pods")
+
+
+def micro_now() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+@dataclass
+class SimConfig:
+    lease_seconds: float = 10.0
+    status_seconds: float = 300.0
+    start_delay: float = 0.5
+    gpu_test_seconds: float = 2.0
+    register_taints: list[dict[str, Any]] = field(default_factory=list)
+    register_labels: dict[str, str] = field(default_factory=dict)
+    concurrency: int = 64
+
+
+@dataclass
+class SimNode:
+    index: int
+    shape: NodeShape
+    host: SimHost
+    allocatable: dict[str, int]
+    lease: dict[str, Any] | None = None
+    down: bool = False
+    used: dict[str, int] = field(default_factory=dict)
+    pods: set[str] = field(default_factory=set)
+    next_ip: int = 1
+
+    @property
+    def name(self) -> str:
+        return self.shape.name
+
+    @property
+    def node_ip(self) -> str:
+        return f"172.{16 + self.index // 65536}.{self.index // 256 % 256}.{self.index % 256}"
+
+    def pod_ip(self) -> str:
+        ip = f"10.{64 + self.index // 256}.{self.index % 256}.{self.next_ip}"
+        self.next_ip = self.next_ip % 253 + 1
+        return ip
+
+
+def node_object(n: SimNode, cfg: SimConfig) -> dict[str, Any]:
+    s = n.shape
+    labels = {
+        names.LABEL_HOSTNAME: s.name,
+        "kubernetes.io/os": "linux",
+        "kubernetes.io/arch": "amd64",
+        names.LABEL_POOL: s.pool,
+        names.LABEL_RACK: s.rack,
+        names.LABEL_ZONE: s.zone,
+        SIM_LABEL: "true",
+        **cfg.register_labels,
+        **s.labels,
+    }
+    capacity = {
+        "cpu": o.format_quantity(s.cpu_milli, "cpu"),
+        "memory": o.format_quantity(s.memory_bytes),
+        "pods": "110",
+        "ephemeral-storage": "500Gi",
+    }
+    if s.gpus:
+        labels[names.LABEL_GPU_PRODUCT] = s.gpu_product
+        capacity[names.RESOURCE_GPU] = str(s.gpus)
+    taints = [dict(t) for t in s.taints] + [dict(t) for t in cfg.register_taints]
+    cidr = f"10.{64 + n.index // 256}.{n.index % 256}.0/24"
+    now = o.now_rfc3339()
+    return {
+        "apiVersion": "v1",
+        "kind": "Node",
+        "metadata": {"name": s.name, "labels": labels},
+        "spec": {"podCIDR": cidr, "podCIDRs": [cidr], **({"taints": taints} if taints else {})},
+        "status": {
+            "capacity": capacity,
+            "allocatable": dict(capacity),
+            "conditions": ready_conditions(now),
+            "addresses": [
+                {"type": "InternalIP", "address": n.node_ip},
+                {"type": "Hostname", "address": s.name},
+            ],
+            "nodeInfo": {
+                "kubeletVersion": KUBELET_VERSION,
+                "kubeProxyVersion": KUBELET_VERSION,
+                "containerRuntimeVersion": "simulated://1.0",
+                "operatingSystem": "linux",
+                "architecture": "amd64",
+                "osImage": "gpuyard simulated host",
+                "kernelVersion": "6.1.0-gpuyard",
+                "machineID": f"sim-{n.index:08d}",
+                "systemUUID": f"sim-{n.index:08d}",
+                "bootID": f"sim-{n.index:08d}",
+            },
+            "daemonEndpoints": {"kubeletEndpoint": {"Port": 10250}},
+        },
+    }
+
+
+def ready_conditions(now: str) -> list[dict[str, Any]]:
+    def cond(t: str, status: str, reason: str, message: str) -> dict[str, Any]:
+        return {
+            "type": t,
+            "status": status,
+            "reason": reason,
+            "message": message,
+            "lastHeartbeatTime": now,
+            "lastTransitionTime": now,
+        }
+
+    return [
+        cond(
+            "MemoryPressure",
+            "False",
+            "KubeletHasSufficientMemory",
+            "kubelet has sufficient memory available",
+        ),
+        cond("DiskPressure", "False", "KubeletHasNoDiskPressure", "kubelet has no disk pressure"),
+        cond(
+            "PIDPressure",
+            "False",
+            "KubeletHasSufficientPID",
+            "kubelet has sufficient PID available",
+        ),
+        cond("Ready", "True", "KubeletReady", "kubelet is posting ready status"),
+    ]
+
+
+def is_gpu_test(pod: dict[str, Any]) -> bool:
+    for c in (pod.get("spec") or {}).get("containers") or []:
+        words = [str(w) for w in (c.get("command") or []) + (c.get("args") or [])]
+        if any("gpu-test" in w for w in words):
+            return True
+    return False
+
+
+class SimCluster:
+    """All simulated nodes and kubelets of one embedded cluster."""
+
+    def __init__(
+        self,
+        client: Any,
+        data_dir: str | Path,
+        shapes: list[NodeShape],
+        config: SimConfig | None = None,
+    ) -> None:
+        self.client = client
+        self.cfg = config or SimConfig()
+        self.hosts_dir = Path(data_dir) / "hosts"
+        self.nodes: dict[str, SimNode] = {}
+        for i, s in enumerate(shapes):
+            alloc = {
+                "cpu": s.cpu_milli,
+                "memory": s.memory_bytes,
+                names.RESOURCE_GPU: s.gpus,
+                "pods": 110,
+            }
+            self.nodes[s.name] = SimNode(i, s, SimHost(self.hosts_dir / s.name), alloc)
+        self.pods = Informer(client, PODS, name="sim-kubelet-pods")
+        self._pod_state: dict[str, tuple[str, dict[str, int]]] = {}  # key -> (node, requests)
+        self._timers: dict[str, asyncio.TimerHandle] = {}
+        self._busy: set[str] = set()
+        self._tasks: list[asyncio.Task[Any]] = []
+        self._sem = asyncio.Semaphore(self.cfg.concurrency)
+        self.started_at = 0.0
+        self.writes = 0
+
+    # ------------------------------------------------------------------ start/stop
+
+    async def start(self) -> None:
+        self.started_at = time.monotonic()
+        for n in self.nodes.values():
+            n.host.ensure(n.shape.gpus, n.shape.gpu_product)
+            n.down = (n.host.path / "down").exists()
+        await self.register_nodes()
+        self.pods.add_handler(self._on_pod, lambda old, new: self._on_pod(new), self._on_pod_delete)
+        self.pods.start()
+        await self.pods.wait_synced()
+        self._tasks.append(asyncio.create_task(self._lease_loop(), name="sim-leases"))
+
+    async def stop(self) -> None:
+        for t in self._tasks:
+            t.cancel()
+        for t in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await t
+        for h in self._timers.values():
+            h.cancel()
+        await self.pods.stop()
+
+    async def _bounded(self, coro: Any) -> Any:
+        async with self._sem:
+            return await coro
+
+    async def register_nodes(self) -> None:
+        """Create every missing Node and Lease; adopt those already there (restart)."""
+        existing = {
+            x["metadata"]["name"]
+            for x in (await self.client.list(NODES, label_selector=SIM_LABEL))["items"]
+        }
+        leases = {
+            x["metadata"]["name"]: x for x in (await self.client.list(LEASES, LEASE_NS))["items"]
+        }
+        todo = []
+        for n in self.nodes.values():
+            n.lease = leases.get(n.name)
+            if n.name not in existing:
+                todo.append(self._bounded(self._register(n)))
+            elif n.lease is None and not n.down:
+                todo.append(self._bounded(self._renew(n)))
+        for i in range(0, len(todo), 1000):
+            await asyncio.gather(*todo[i : i + 1000])
+
+    async def _register(self, n: SimNode) -> None:
+        try:
+            await self.client.create(node_object(n, self.cfg))
+            self.writes += 1
+        except ApiError as exc:
+            if exc.status != 409:
+                raise
+        if not n.down:
+            await self._renew(n)
+
+    # ------------------------------------------------------------------ leases
+
+    def _lease_obj(self, n: SimNode) -> dict[str, Any]:
+        now = micro_now()
+        if n.lease is None:
+            return {
+                "apiVersion": "coordination.k8s.io/v1",
+                "kind": "Lease",
+                "metadata": {"name": n.name, "namespace": LEASE_NS},
+                "spec": {
+                    "holderIdentity": n.name,
+                    "leaseDurationSeconds": 40,
+                    "renewTime": now,
+                },
+            }
+        lease = dict(n.lease)
+        lease["spec"] = {**(lease.get("spec") or {}), "renewTime": now}
+        return lease
+
+    async def _renew(self, n: SimNode) -> None:
+        obj = self._lease_obj(n)
+        try:
+            if n.lease is None:
+                try:
+                    n.lease = await self.client.create(obj)
+                except ApiError as exc:
+                    if exc.status != 409:
+                        raise
+                    n.lease = await self.client.get(LEASES, n.name, LEASE_NS)
+                    n.lease = await self.client.replace(self._lease_obj(n))
+            else:
+                n.lease = await self.client.replace(obj)
+        except (Conflict, NotFound):
+            n.lease = await self.client.get_or_none(LEASES, n.name, LEASE_NS)
+            n.lease = await (self.client.replace if n.lease else self.client.create)(
+                self._lease_obj(n)
+            )
+        self.writes += 1
+
+    async def _lease_loop(self) -> None:
+        period = max(1, int(round(self.cfg.lease_seconds)))
+        buckets: list[list[SimNode]] = [[] for _ in range(period)]
+        for n in self.nodes.values():
+            buckets[n.index % period].append(n)
+        tick = 0
+        next_at = time.monotonic()
+        while True:
+            next_at += 1.0
+            await asyncio.sleep(max(0.0, next_at - time.monotonic()))
+            batch = [n for n in buckets[tick % period] if not n.down]
+            tick += 1
+            results = await asyncio.gather(
+                *(self._bounded(self._renew(n)) for n in batch), return_exceptions=True
+            )
+            for r in results:
+                if isinstance(r, Exception):
+                    log.warning("lease renewal failed: %s", r)
+
+    # ------------------------------------------------------------------ node up/down
+
+    async def set_down(self, node: str, down: bool) -> None:
+        n = self.nodes.get(node)
+        if n is None:
+            raise KeyError(f"no simulated node named {node!r}")
+        marker = n.host.path / "down"
+        if down:
+            n.down = True
+            marker.touch()
+            return
+        marker.unlink(missing_ok=True)
+        if not n.down:
+            return
+        n.down = False
+        await self._renew(n)
+        # The kubelet comes back and posts a Ready status at once.
+        await self.client.patch_status(
+            NODES, n.name, {"status": {"conditions": ready_conditions(o.now_rfc3339())}}
+        )
+        self.writes += 1
+        for pod in self.pods.by_node(n.name):
+            self._on_pod(pod)
+
+    # ------------------------------------------------------------------ kubelet
+
+    def _on_pod(self, pod: dict[str, Any]) -> None:
+        node = (pod.get("spec") or {}).get("nodeName")
+        n = self.nodes.get(node or "")
+        if n is None or n.down:
+            return
+        key = o.key_of(pod)
+        md = pod.get("metadata") or {}
+        phase = (pod.get("status") or {}).get("phase") or "Pending"
+        if md.get("deletionTimestamp"):
+            self._release(key)
+            self._spawn(key + "#delete", self._finalise(pod))
+            return
+        if phase in ("Succeeded", "Failed"):
+            self._release(key)
+            return
+        if phase == "Running":
+            self._account(key, n, pod)
+            self._arm_finish(key, pod)
+            return
+        if key not in self._pod_state and key not in self._timers:
+            self._timers[key] = asyncio.get_running_loop().call_later(
+                self.cfg.start_delay, lambda: self._spawn(key, self._start(key))
+            )
+
+    def _on_pod_delete(self, pod: dict[str, Any]) -> None:
+        key = o.key_of(pod)
+        self._release(key)
+        h = self._timers.pop(key, None)
+        if h:
+            h.cancel()
+
+    def _spawn(self, key: str, coro: Any) -> None:
+        if key in self._busy:
+            coro.close()
+            return
+        self._busy.add(key)
+
+        async def run() -> None:
+            try:
+                await self._bounded(coro)
+            except NotFound:
+                pass
+            except Exception as exc:  # keep the kubelet loop alive
+                log.warning("simulated kubelet: %s: %s", key, exc)
+            finally:
+                self._busy.discard(key)
+
+        self._tasks.append(asyncio.create_task(run()))
+        if len(self._tasks) > 256:
+            self._tasks = [t for t in self._tasks if not t.done()]
+
+    def _account(self, key: str, n: SimNode, pod: dict[str, Any]) -> None:
+        if key in self._pod_state:
+            return
+        req = o.pod_requests(pod)
+        req["pods"] = 1
+        self._pod_state[key] = (n.name, req)
+        for r in RESOURCES:
+            n.used[r] = n.used.get(r, 0) + req.get(r, 0)
+        n.pods.add(key)
+
+    def _release(self, key: str) -> None:
+        st = self._pod_state.pop(key, None)
+        if st is None:
+            return
+        n = self.nodes[st[0]]
+        for r in RESOURCES:
+            n.used[r] = n.used.get(r, 0) - st[1].get(r, 0)
+        n.pods.discard(key)
+
+    async def _start(self, key: str) -> None:
+        self._timers.pop(key, None)
+        pod = self.pods.cache.get(key)
+        if pod is None or (pod.get("status") or {}).get("phase") not in (None, "Pending"):
+            return
+        if (pod.get("metadata") or {}).get("deletionTimestamp"):
+            return
+        n = self.nodes[pod["spec"]["nodeName"]]
+        if n.down:
+            return
+        req = o.pod_requests(pod)
+        req["pods"] = 1
+        for r in RESOURCES:
+            want = req.get(r, 0)
+            if want and n.used.get(r, 0) + want > n.allocatable.get(r, 0):
+                await self._reject(pod, n, r, want)
+                return
+        self._account(key, n, pod)
+        now = o.now_rfc3339()
+        pod_ip = n.pod_ip()
+        status = {
+            "phase": "Running",
+            "hostIP": n.node_ip,
+            "hostIPs": [{"ip": n.node_ip}],
+            "podIP": pod_ip,
+            "podIPs": [{"ip": pod_ip}],
+            "startTime": now,
+            "qosClass": "Burstable",
+            "conditions": [
+                {"type": t, "status": "True", "lastTransitionTime": now}
+                for t in ("PodScheduled", "Initialized", "ContainersReady", "Ready")
+            ],
+            "containerStatuses": [
+                {
+                    "name": c.get("name", "main"),
+                    "image": c.get("image", ""),
+                    "imageID": f"sim://{c.get('image', '')}",
+                    "containerID": f"sim://{key.replace('/', '-')}-{c.get('name', 'main')}",
+                    "ready": True,
+                    "started": True,
+                    "restartCount": 0,
+                    "state": {"running": {"startedAt": now}},
+                }
+                for c in (pod.get("spec") or {}).get("containers") or []
+            ],
+        }
+        try:
+            await self.client.patch_status(
+                PODS, pod["metadata"]["name"], {"status": status}, o.namespace_of(pod)
+            )
+        except ApiError:
+            self._release(key)
+            raise
+        self.writes += 1
+        self._arm_finish(key, {**pod, "status": status})
+
+    async def _reject(self, pod: dict[str, Any], n: SimNode, resource: str, want: int) -> None:
+        reason = f"OutOf{resource}"
+        msg = (
+            f"Pod Node didn't have enough resource: {resource}, requested: {want}, "
+            f"used: {n.used.get(resource, 0)}, capacity: {n.allocatable.get(resource, 0)}"
+        )
+        await self.client.patch_status(
+            PODS,
+            pod["metadata"]["name"],
+            {"status": {"phase": "Failed", "reason": reason, "message": msg}},
+            o.namespace_of(pod),
+        )
+        self.writes += 1
+
+    def _arm_finish(self, key: str, pod: dict[str, Any]) -> None:
+        if key in self._timers:
+            return
+        ann = (pod.get("metadata") or {}).get("annotations") or {}
+        gpu_test = is_gpu_test(pod)
+        dur_s = ann.get(names.ANN_SIM_DURATION)
+        if dur_s is None and not gpu_test:
+            return
+        try:
+            duration = float(dur_s) if dur_s is not None else self.cfg.gpu_test_seconds
+        except ValueError:
+            log.warning(
+                "pod %s: %s=%r is not a number of seconds", key, names.ANN_SIM_DURATION, dur_s
+            )
+            return
+        started = o.parse_time((pod.get("status") or {}).get("startTime"))
+        elapsed = (datetime.now(UTC) - started).total_seconds() if started else 0.0
+        delay = max(0.0, duration - elapsed)
+        self._timers[key] = asyncio.get_running_loop().call_later(
+            delay, lambda: self._spawn(key + "#finish", self._finish(key))
+        )
+
+    def _outcome(self, pod: dict[str, Any], n: SimNode) -> tuple[int, str]:
+        if is_gpu_test(pod):
+            try:
+                from gpuyard.health.gputest import simulate_report
+            except ImportError:
+                return 2, orjson.dumps({"simulated": True, "could_not_run": "no gpu-test"}).decode()
+            report, code = simulate_report(
+                n.host, expected_gpus=n.shape.gpus, product=n.shape.gpu_product
+            )
+            return code, orjson.dumps(report).decode()
+        ann = (pod.get("metadata") or {}).get("annotations") or {}
+        try:
+            return int(ann.get(names.ANN_SIM_EXIT_CODE, "0")), ""
+        except ValueError:
+            return 1, f"bad {names.ANN_SIM_EXIT_CODE} annotation"
+
+    async def _finish(self, key: str) -> None:
+        self._timers.pop(key, None)
+        pod = self.pods.cache.get(key)
+        if pod is None or (pod.get("status") or {}).get("phase") != "Running":
+            return
+        if (pod.get("metadata") or {}).get("deletionTimestamp"):
+            return
+        n = self.nodes[pod["spec"]["nodeName"]]
+        if n.down:
+            return
+        code, message = self._outcome(pod, n)
+        now = o.now_rfc3339()
+        statuses = []
+        for cs in (pod.get("status") or {}).get("containerStatuses") or []:
+            term: dict[str, Any] = {
+                "exitCode": code,
+                "reason": "Completed" if code == 0 else "Error",
+                "startedAt": ((cs.get("state") or {}).get("running") or {}).get("startedAt", now),
+                "finishedAt": now,
+            }
+            if message:
+                term["message"] = message
+            statuses.append({**cs, "ready": False, "started": False, "state": {"terminated": term}})
+        conds = [
+            {
+                "type": t,
+                "status": "True" if t in ("PodScheduled", "Initialized") else "False",
+                "lastTransitionTime": now,
+                **({} if t in ("PodScheduled", "Initialized") else {"reason": "PodCompleted"}),
+            }
+            for t in ("PodScheduled", "Initialized", "ContainersReady", "Ready")
+        ]
+        phase = "Succeeded" if code == 0 else "Failed"
+        await self.client.patch_status(
+            PODS,
+            pod["metadata"]["name"],
+            {"status": {"phase": phase, "conditions": conds, "containerStatuses": statuses}},
+            o.namespace_of(pod),
+        )
+        self.writes += 1
+        self._release(key)
+
+    async def _finalise(self, pod: dict[str, Any]) -> None:
+        """Graceful deletion: the containers stop, then the kubelet removes the pod."""
+        md = pod["metadata"]
+        with contextlib.suppress(NotFound):
+            await self.client.delete(
+                PODS,
+                md["name"],
+                md.get("namespace"),
+                grace_period_seconds=0,
+                preconditions={"uid": md.get("uid")} if md.get("uid") else None,
+            )
+            self.writes += 1
+
+    # ------------------------------------------------------------------ helpers
+
+    def host(self, node: str) -> SimHost:
+        n = self.nodes.get(node)
+        if n is None:
+            raise KeyError(f"no simulated node named {node!r}")
+        return n.host

@@ -1,0 +1,216 @@
+"""`EmbeddedCluster`: the API server, simulated nodes, node lifecycle, fault injection
+and gpuyard's components in one asyncio loop — what `gpuyard up` runs.
+
+    cluster = EmbeddedCluster(UpOptions(nodes=16, data_dir="/tmp/y", port=0))
+    await cluster.start()          # cluster.url, cluster.kubeconfig
+    ...
+    await cluster.stop()
+
+It resumes from its data directory: nodes already registered are adopted, not
+duplicated, and the store keeps every object and its resourceVersion.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from gpuyard import names
+from gpuyard.cluster import components
+from gpuyard.cluster.faults import FaultApplier
+from gpuyard.cluster.lifecycle import NodeLifecycle
+from gpuyard.cluster.shapes import NodeShape, default_shapes, load_shapes
+from gpuyard.cluster.sim import SimCluster, SimConfig
+from gpuyard.kube.errors import AlreadyExists
+from gpuyard.kube.informer import Informer
+from gpuyard.kube.resources import NODES
+
+log = logging.getLogger("gpuyard.up")
+
+STATE_FILE = "up.json"
+
+
+@dataclass
+class UpOptions:
+    nodes: int = 8
+    cpu_nodes: int = 0
+    shapes: str | None = None
+    data_dir: str = ".gpuyard"
+    host: str = "127.0.0.1"
+    port: int = 6443
+    in_memory: bool = False
+    lease_seconds: float = 10.0
+    node_grace: float = 40.0
+    start_delay: float = 0.5
+    preflight: bool = False
+    components: list[str] | None = None  # None: all defaults
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+def build_shapes(opts: UpOptions) -> list[NodeShape]:
+    if opts.shapes:
+        shapes = load_shapes(opts.shapes)
+        if opts.cpu_nodes:
+            shapes += default_shapes(0, opts.cpu_nodes)
+        return shapes
+    return default_shapes(opts.nodes, opts.cpu_nodes)
+
+
+class EmbeddedCluster:
+    def __init__(self, opts: UpOptions) -> None:
+        self.opts = opts
+        self.data_dir = Path(opts.data_dir).resolve()
+        self.stop_event = asyncio.Event()
+        self.server: Any = None
+        self.client: Any = None
+        self.sim: SimCluster | None = None
+        self.faults: FaultApplier | None = None
+        self.started: list[str] = []
+        self.missing: list[str] = []
+        self._tasks: list[asyncio.Task[Any]] = []
+        self._informers: list[Informer] = []
+        self.url = ""
+
+    @property
+    def kubeconfig(self) -> str:
+        return str(self.data_dir / "kubeconfig")
+
+    async def start(self) -> None:
+        from gpuyard.apiserver.server import APIServer
+        from gpuyard.kube.client import Client
+
+        shapes = build_shapes(self.opts)  # fail on a bad shapes file before starting anything
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        os.chmod(self.data_dir, 0o700)
+        self.server = APIServer(
+            str(self.data_dir),
+            host=self.opts.host,
+            port=self.opts.port,
+            persist=not self.opts.in_memory,
+        )
+        self.url = await self.server.start()
+        self.client = Client.in_process(self.server, component="cluster")
+        await self.install_defaults()
+        register_taints = []
+        register_labels = {}
+        if self.opts.preflight:
+            register_taints = [{"key": names.TAINT_PREFLIGHT, "effect": "NoSchedule"}]
+            register_labels = {names.LABEL_PREFLIGHT: "pending"}
+        self.sim = SimCluster(
+            self.client,
+            self.data_dir,
+            shapes,
+            SimConfig(
+                lease_seconds=self.opts.lease_seconds,
+                start_delay=self.opts.start_delay,
+                register_taints=register_taints,
+                register_labels=register_labels,
+            ),
+        )
+        await self.sim.start()
+        nodes = Informer(self.client, NODES, name="lifecycle-nodes")
+        nodes.start()
+        self._informers.append(nodes)
+        lifecycle = NodeLifecycle(self.client, nodes, self.sim.pods, grace=self.opts.node_grace)
+        self._tasks.append(asyncio.create_task(lifecycle.run(self.stop_event), name="lifecycle"))
+        self.faults = FaultApplier(self.client, self.sim)
+        await self.faults.start()
+        await self.start_components()
+        self.write_state()
+
+    async def install_defaults(self) -> None:
+        """PriorityClasses and the CRDs of the components that ship them."""
+        for name, value in names.PRIORITY_CLASSES.items():
+            pc = {
+                "apiVersion": "scheduling.k8s.io/v1",
+                "kind": "PriorityClass",
+                "metadata": {"name": name},
+                "value": value,
+                "globalDefault": False,
+                "preemptionPolicy": "Never"
+                if name == names.PRIORITY_BALLOON
+                else "PreemptLowerPriority",
+                "description": f"gpuyard priority {name}",
+            }
+            with contextlib.suppress(AlreadyExists):
+                await self.client.create(pc)
+        for crd in components.crd_objects():
+            with contextlib.suppress(AlreadyExists):
+                await self.client.create(crd)
+
+    async def start_components(self) -> None:
+        wanted = self.opts.components
+        names_ = list(components.COMPONENTS) if wanted is None else wanted
+        ctx = components.Context(
+            client=self.client,
+            server=self.server,
+            data_dir=self.data_dir,
+            stop=self.stop_event,
+            options=dict(self.opts.options),
+            sim=self.sim,
+        )
+        for name in names_:
+            if name not in components.COMPONENTS:
+                raise ValueError(
+                    f"unknown component {name!r}; known: {', '.join(components.COMPONENTS)}"
+                )
+            fn = components.resolve(name)
+            if fn is None:
+                self.missing.append(name)
+                continue
+            self.started.append(name)
+            self._tasks.append(
+                asyncio.create_task(components.supervise(name, fn, ctx), name=f"component-{name}")
+            )
+
+    def write_state(self) -> None:
+        state = {
+            "url": self.url,
+            "pid": os.getpid(),
+            "kubeconfig": self.kubeconfig,
+            "nodes": len(self.sim.nodes) if self.sim else 0,
+            "components": self.started,
+            "started": time.time(),
+        }
+        (self.data_dir / STATE_FILE).write_text(json.dumps(state, indent=1))
+
+    async def wait_ready(self, timeout: float = 60.0) -> None:
+        """Until every simulated node reports Ready."""
+        from gpuyard.kube.objects import is_node_ready
+
+        deadline = time.monotonic() + timeout
+        assert self.sim is not None
+        want = set(self.sim.nodes)
+        while time.monotonic() < deadline:
+            items = (await self.client.list(NODES, label_selector="gpuyard.io/simulated"))["items"]
+            if want <= {n["metadata"]["name"] for n in items if is_node_ready(n)}:
+                return
+            await asyncio.sleep(0.2)
+        raise TimeoutError("nodes did not all become Ready")
+
+    async def stop(self) -> None:
+        self.stop_event.set()
+        for t in self._tasks:
+            t.cancel()
+        for t in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await asyncio.wait_for(t, 5)
+        if self.faults:
+            await self.faults.stop()
+        if self.sim:
+            await self.sim.stop()
+        for inf in self._informers:
+            await inf.stop()
+        if self.client:
+            await self.client.close()
+        if self.server:
+            await self.server.stop()
+        with contextlib.suppress(OSError):
+            (self.data_dir / STATE_FILE).unlink()
