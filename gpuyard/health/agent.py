@@ -145,6 +145,9 @@ class NodeChecker:
         self.expected_gpus = cfg.expected_gpus
         self._said_unavailable: set[str] = set()
         self.last_findings: list[Finding] = []
+        self.host_dir: Path | None = None  # simulated hosts: boot and down markers live here
+        self._boot: int | None = None
+        self.last_write = float("-inf")
 
     def seed(self, node_obj: dict[str, Any], now: float) -> None:
         self.health = health_from_node(node_obj, now)
@@ -183,6 +186,14 @@ class NodeChecker:
         findings, why = self._gpu_findings()
         if why:
             unavailable["gpu"] = why
+        if self.host_dir is not None:
+            try:
+                boot = os.stat(self.host_dir / "boot").st_mtime_ns
+            except OSError:
+                boot = None
+            if boot is not None and self._boot is not None and boot != self._boot:
+                self.xids.clear()  # the simulated host rebooted: its GPUs were reset
+            self._boot = boot
         if self.tail is not None:
             lines = self.tail.read_new()
             if self.tail.rotated:  # new boot: GPUs were reset
@@ -197,6 +208,22 @@ class NodeChecker:
             findings += check_network(status, self.cfg.max_unreachable_fraction)
         self.last_findings = findings
         return findings, unavailable
+
+    def drifted(self, node_obj: dict[str, Any]) -> bool:
+        """Whether the Node's health conditions differ from what this agent reported
+        (someone replaced the condition list, or marked it Unknown)."""
+        conds = {c.get("type"): c for c in (node_obj.get("status") or {}).get("conditions") or []}
+        for area, st in self.health.areas.items():
+            if not st.reported:
+                continue
+            c = conds.get(CONDITION_TYPES[area])
+            if c is None or (c.get("status"), c.get("reason", ""), c.get("message", "")) != (
+                st.status,
+                st.reason,
+                st.message,
+            ):
+                return True
+        return False
 
     def unreport(self) -> None:
         """Forget that the conditions were written (so the next tick writes them)."""
@@ -243,7 +270,7 @@ class _CachedNet:
 def sim_checker(node: str, host_dir: str | Path, cfg: AgentConfig = AgentConfig()) -> NodeChecker:
     """A checker reading a simulated host's directory through the double sources."""
     d = Path(host_dir)
-    return NodeChecker(
+    ch = NodeChecker(
         node,
         _CachedGpu(d / "gpus.json"),
         _CachedDisk(d / "disk.json"),
@@ -251,6 +278,8 @@ def sim_checker(node: str, host_dir: str | Path, cfg: AgentConfig = AgentConfig(
         d / "kern.log",
         cfg,
     )
+    ch.host_dir = d
+    return ch
 
 
 def host_checker(
@@ -280,6 +309,7 @@ class AgentStats:
     ticks: int = 0
     writes: int = 0
     events: int = 0
+    drift: int = 0  # times a node's conditions were found changed by someone else
     cpu_s: float = 0.0
 
 
@@ -290,6 +320,7 @@ async def apply_verdict(
     if verdict.changed:
         ok = await writer.write_conditions(node, verdict.changed)
         stats.writes += 1
+        checker.last_write = time.monotonic()
         if ok is False:  # no such Node yet: report again on the next check
             checker.unreport()
             return
@@ -308,8 +339,12 @@ class SimAgents:
         cfg: AgentConfig = AgentConfig(),
         clock: Callable[[], float] = time.time,
         seed: Callable[[], Awaitable[dict[str, dict[str, Any]]]] | None = None,
+        node_view: Callable[[str], dict[str, Any] | None] | None = None,
+        drift_grace_s: float = 30.0,
     ) -> None:
         self.hosts_dir = Path(hosts_dir)
+        self.node_view = node_view  # the latest Node objects (e.g. a shared watch cache)
+        self.drift_grace_s = drift_grace_s
         self.writer = writer
         self.cfg = cfg
         self.clock = clock
@@ -344,7 +379,10 @@ class SimAgents:
         self.discover()
         t_cpu = time.process_time()
         for i, (name, ch) in enumerate(list(self.checkers.items())):
+            if ch.host_dir is not None and (ch.host_dir / "down").exists():
+                continue  # the simulated node is down: so is its agent
             try:
+                self._check_drift(ch)
                 verdict = await ch.tick(self.clock())
                 self.stats.ticks += 1
                 await apply_verdict(self.writer, ch, verdict, self.stats)
@@ -353,6 +391,14 @@ class SimAgents:
             if i % batch == batch - 1:
                 await asyncio.sleep(0)
         self.stats.cpu_s += time.process_time() - t_cpu
+
+    def _check_drift(self, ch: NodeChecker) -> None:
+        if self.node_view is None or time.monotonic() - ch.last_write < self.drift_grace_s:
+            return
+        node = self.node_view(ch.node)
+        if node is not None and ch.drifted(node):
+            self.stats.drift += 1
+            ch.unreport()
 
     async def run(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
@@ -371,13 +417,20 @@ async def run_host_agent(
     get_node: Callable[[], Awaitable[dict[str, Any]]],
     stop: asyncio.Event,
     cfg: AgentConfig = AgentConfig(),
+    resync_s: float = 300.0,
 ) -> AgentStats:
     """The DaemonSet loop on a real host: seed from its own Node, then check every
     interval and write only on change."""
     stats = AgentStats()
     checker.seed(await get_node(), time.time())
+    last_get = time.monotonic()
     while not stop.is_set():
         try:
+            if time.monotonic() - last_get > resync_s:  # rarely: did someone drop ours?
+                last_get = time.monotonic()
+                if checker.drifted(await get_node()):
+                    stats.drift += 1
+                    checker.unreport()
             verdict = await checker.tick(time.time())
             stats.ticks += 1
             await apply_verdict(writer, checker, verdict, stats)

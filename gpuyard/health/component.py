@@ -53,6 +53,7 @@ def _opt(ctx: Any, name: str, default: Any) -> Any:
 
 
 async def run(ctx: Any) -> None:
+    from gpuyard.health import kubeio
     from gpuyard.health.agent import AgentConfig, SimAgents
     from gpuyard.health.brake import BrakeConfig
     from gpuyard.health.controller import run_controller
@@ -74,7 +75,11 @@ async def run(ctx: Any) -> None:
     n_hosts = sum(1 for _ in hosts.iterdir()) if hosts.is_dir() else 0
     interval = float(_opt(ctx, "health_interval_s", max(2.0, 0.0015 * n_hosts)))
     cfg = AgentConfig(interval_s=interval, verdict=VerdictConfig(quiet_s=quiet))
-    agents = SimAgents(hosts, KubeWriter(client), cfg, seed=seed)
+    nodes = kubeio.Cache(client, NODES)  # one node watch for the controller and agents
+    nodes.start()
+    agents = SimAgents(
+        hosts, KubeWriter(client), cfg, seed=seed, node_view=lambda n: nodes.items.get(n)
+    )
     brake = BrakeConfig(
         max_share=float(_opt(ctx, "health_max_share", 0.05)),
         window_s=float(_opt(ctx, "health_window_s", 3600.0)),
@@ -85,7 +90,7 @@ async def run(ctx: Any) -> None:
     )
     parts: dict[str, Any] = {
         "agents": lambda: agents.run(stop),
-        "controller": lambda: run_controller(client, stop, brake),
+        "controller": lambda: run_controller(client, stop, brake, informer=nodes),
         "preflight": lambda: run_preflight(client, stop, pre),
     }
     if _opt(ctx, "health_periodic", False):
@@ -107,3 +112,4 @@ async def run(ctx: Any) -> None:
         for t in tasks:
             t.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        await nodes.stop()

@@ -28,7 +28,14 @@ from typing import Any
 from gpuyard.health import kubeio
 from gpuyard.health.brake import BrakeConfig, BrakeState, Taint, plan_taints, reset
 from gpuyard.health.verdict import wanted_taint
-from gpuyard.kube.objects import NO_EXECUTE, NO_SCHEDULE, name_of, parse_time, without_taint
+from gpuyard.kube.objects import (
+    NO_EXECUTE,
+    NO_SCHEDULE,
+    is_node_ready,
+    name_of,
+    parse_time,
+    without_taint,
+)
 from gpuyard.names import TAINT_UNHEALTHY
 
 log = logging.getLogger("gpuyard.health.controller")
@@ -122,6 +129,8 @@ class TaintReconciler:
         wanted: dict[str, Taint | None] = {}
         current: dict[str, Taint | None] = {}
         for name, node in nodes.items():
+            if not is_node_ready(dict(node)):
+                continue  # stale health from a node that stopped reporting: leave as is
             w, c = wanted_taint(dict(node)), current_taint(node)
             if c is not None and ANN_UNHEALTHY_SINCE not in (
                 (node.get("metadata") or {}).get("annotations") or {}
@@ -187,10 +196,16 @@ async def run_controller(
     cfg: BrakeConfig | None = None,
     events: bool = True,
     period_s: float = 0.5,
+    informer: kubeio.Cache | None = None,
 ) -> None:
-    """Watch nodes; keep their unhealthy taints in line with their conditions."""
+    """Watch nodes; keep their unhealthy taints in line with their conditions. Pass a
+    started node `informer` to share one watch with other parts of the process."""
     metrics = _metrics()
-    informer = await kubeio.node_informer(client)
+    own = informer is None
+    if informer is None:
+        informer = await kubeio.node_informer(client)
+    else:
+        await informer.wait_synced()
     try:
         rec = TaintReconciler(cfg)
         cm = await kubeio.get_configmap(client, NAMESPACE, BRAKE_CONFIGMAP)
@@ -220,7 +235,8 @@ async def run_controller(
                 pass
             await asyncio.sleep(period_s)
     finally:
-        await informer.stop()
+        if own:
+            await informer.stop()
 
 
 async def _apply(

@@ -190,3 +190,42 @@ async def test_host_agent_loop_reads_the_real_host(tmp_path: Path) -> None:
     assert later["NetworkHealthy"] == ("False", "InfiniBandDown")
     assert later["GPUHealthy"] == ("False", "Xid79")
     assert stats.ticks >= 3
+
+
+async def test_drift_down_marker_and_reboot(tmp_path: Path) -> None:
+    import os
+
+    h = make_host(tmp_path, "node-0")
+    (h / "boot").write_text("1")
+    w, clock = RecordingWriter(), Clock()
+    view: dict[str, dict] = {}  # type: ignore[type-arg]
+    agents = SimAgents(tmp_path, w, CFG, clock, node_view=view.get, drift_grace_s=0.0)
+    await agents.tick_all()
+    assert len(w.writes) == 1
+    # Someone replaced the node's conditions (a kubelet posting its own list): rewrite.
+    view["node-0"] = {"status": {"conditions": [{"type": "Ready", "status": "True"}]}}
+    clock.t += 10
+    await agents.tick_all()
+    assert len(w.writes) == 2 and agents.stats.drift == 1
+    view["node-0"] = {"status": {"conditions": conditions_patch(w.writes[-1][1], "t")}}
+    clock.t += 10
+    await agents.tick_all()
+    assert len(w.writes) == 2
+    # A down node's agent does not run.
+    (h / "down").touch()
+    with open(h / "kern.log", "a") as f:
+        f.write(format_xid_line("0000:13:00", 79, "GPU has fallen off the bus.") + "\n")
+    clock.t += 10
+    await agents.tick_all()
+    assert len(w.writes) == 2
+    (h / "down").unlink()
+    clock.t += 10
+    await agents.tick_all()
+    assert w.writes[-1][1][0].reason == "Xid79"
+    # The host reboots (GPUs reset): the latched Xid clears after the quiet period.
+    (h / "boot").write_text("2")
+    os.utime(h / "boot", ns=(1, 10**18))
+    for _ in range(8):
+        clock.t += 10
+        await agents.tick_all()
+    assert w.writes[-1][1][0].status == "True"
