@@ -1,0 +1,599 @@
+"""The scheduling policy: from a `ClusterState` to decisions. Pure: no I/O, no clock.
+
+    decisions = schedule(state, now, PolicyConfig())
+
+Work is taken in order: higher priority first, then older. A unit of work is a gang
+(every pending pod of a PodGroup, placed all at once or not at all) or a single pod.
+
+- Filters, as kube-scheduler defines them: node Ready and schedulable; NoSchedule and
+  NoExecute taints against tolerations; nodeSelector; required node affinity; required
+  pod anti-affinity on kubernetes.io/hostname (both ways); resource fit of cpu,
+  memory, nvidia.com/gpu and pod slots against allocatable minus every bound pod.
+  Static filters are evaluated once per equivalence class of pods, not once per pod.
+- Scores: a gang is packed into as few zones and racks as possible; single pods are
+  bin-packed onto the most allocated node that fits (best fit on free GPUs), so whole
+  nodes stay free for gangs.
+- Reservations: the first gang that does not fit holds the nodes it could use now,
+  and gains each node that frees up, until it fits; later work may only backfill onto
+  nodes it does not hold. A gang past its scheduleTimeoutSeconds drops its hold and
+  backs off for a while, so a hold never lasts forever.
+- Preemption: when a unit does not fit, the cheapest set of lower-priority victims is
+  chosen (lowest priority first, so balloons go before borrowed low-priority work),
+  counting a victim's whole gang as one unit, and only if the whole preemptor then
+  fits. Victims are returned as evictions and the nodes the preemptor will use as
+  nominations, which later cycles hold for it.
+- Every unit left pending gets a reason a person can read.
+
+`schedule` records the bindings it returns in the state (as if they succeeded); the
+driver calls `state.unbind(key)` for a binding the API refused. Evictions are not
+applied: the victims leave the state when the driver sees them deleted.
+
+`PolicyConfig(gangs=False)` is plain FIFO (gang labels ignored, pods bound one by one);
+`PolicyConfig(reservations=False)` is gangs without reservations. The digital twin
+runs those through this same code for its comparisons.
+"""
+
+from __future__ import annotations
+
+from collections import Counter, defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from gpuyard import names
+from gpuyard.kube import objects as o
+from gpuyard.scheduling.state import GPU, NRES, RESOURCES, ClusterState, NodeInfo, PodInfo
+
+__all__ = ["ClusterState", "Decisions", "Eviction", "PolicyConfig", "schedule"]
+
+
+@dataclass(frozen=True)
+class PolicyConfig:
+    gangs: bool = True
+    reservations: bool = True
+    preemption: bool = True
+    pack_topology: bool = True
+    max_reservations: int = 1
+    timeout_backoff: float = 30.0
+    max_units: int | None = None  # cap on units examined per call (None: all)
+
+
+@dataclass
+class Eviction:
+    pod: str
+    preemptor: str
+    reason: str
+
+
+@dataclass
+class Decisions:
+    bindings: list[tuple[str, str]] = field(default_factory=list)
+    nominations: dict[str, str] = field(default_factory=dict)
+    evictions: list[Eviction] = field(default_factory=list)
+    unschedulable: dict[str, str] = field(default_factory=dict)  # unit -> reason
+    reservations: dict[str, list[str]] = field(default_factory=dict)  # gang -> nodes held
+    timed_out: list[str] = field(default_factory=list)
+
+    @property
+    def empty(self) -> bool:
+        return not (self.bindings or self.evictions or self.nominations)
+
+
+@dataclass
+class Unit:
+    key: str  # "gang ns/name" or "pod ns/name"
+    pods: list[PodInfo]
+    priority: int
+    seq: int
+    group: str | None = None
+    bound: int = 0  # members already bound (gangs)
+
+    @property
+    def is_gang(self) -> bool:
+        return self.group is not None
+
+    @property
+    def label(self) -> str:
+        return f"gang {self.group.split('/', 1)[-1]}" if self.group else f"pod {self.pods[0].name}"
+
+
+# --------------------------------------------------------------------------- filters
+
+
+def _static_ok(p: PodInfo, n: NodeInfo) -> str | None:
+    """Why the node can never take the pod (None: it can, given room)."""
+    if not n.ready:
+        return "not Ready"
+    if n.unschedulable:
+        return "cordoned"
+    for t in n.taints:
+        if not o.tolerates(p.tolerations, t):
+            return f"untolerated taint {o.taint_str(t).rsplit(':', 1)[0]}"
+    for k, v in p.node_selector:
+        if n.labels.get(k) != v:
+            return "node selector mismatch"
+    if p.affinity is not None:
+        node = n.obj or {"metadata": {"name": n.name, "labels": n.labels}}
+        if not any(o.node_selector_term_matches(term, node) for term in p.affinity):
+            return "node affinity mismatch"
+    return None
+
+
+def _anti_ok(p: PodInfo, n: NodeInfo, extra: Iterable[PodInfo] = ()) -> bool:
+    """Required pod anti-affinity on the hostname key, both ways."""
+    others = list(n.pods.values()) + list(extra)
+    if not others:
+        return True
+    for sel in p.anti_affinity:
+        reqs = o.label_selector_requirements(sel)
+        if any(o.requirements_match(reqs, q.labels) for q in others if q.key != p.key):
+            return False
+    for q in others:
+        for sel in q.anti_affinity:
+            if q.key != p.key and o.requirements_match(
+                o.label_selector_requirements(sel), p.labels
+            ):
+                return False
+    return True
+
+
+def _fits(req: list[int], n: NodeInfo) -> bool:
+    alloc, used = n.alloc, n.used
+    for i in range(NRES):
+        if req[i] and used[i] + req[i] > alloc[i]:
+            return False
+    return True
+
+
+def _short(req: list[int], n: NodeInfo) -> str | None:
+    for i in range(NRES):
+        if req[i] and n.used[i] + req[i] > n.alloc[i]:
+            return RESOURCES[i]
+    return None
+
+
+def _capacity(req: list[int], n: NodeInfo) -> int:
+    """How many more pods with these requests fit on the node."""
+    k = 1 << 30
+    for i in range(NRES):
+        if req[i]:
+            k = min(k, (n.alloc[i] - n.used[i]) // req[i])
+    return max(k, 0)
+
+
+# --------------------------------------------------------------------------- the pass
+
+
+class _Pass:
+    """One scheduling pass over the queue."""
+
+    def __init__(self, state: ClusterState, now: float, cfg: PolicyConfig) -> None:
+        self.s = state
+        self.now = now
+        self.cfg = cfg
+        self.d = Decisions()
+        self.held: dict[str, str] = {}  # node -> unit key holding it (reservation/nomination)
+        self.classes: dict[tuple[Any, ...], list[NodeInfo]] = {}
+        # Per class, the candidate nodes bucketed by free GPUs (for best fit).
+        self.buckets: dict[tuple[Any, ...], list[dict[str, NodeInfo]]] = {}
+        self.victims: set[str] = set()
+
+    # -- static candidates per equivalence class
+    def candidates(self, p: PodInfo) -> list[NodeInfo]:
+        ck = p.class_key()
+        c = self.classes.get(ck)
+        if c is None:
+            c = [n for n in self.s.nodes.values() if _static_ok(p, n) is None]
+            self.classes[ck] = c
+        return c
+
+    def free_for(self, n: NodeInfo, unit: Unit) -> bool:
+        h = self.held.get(n.name)
+        return h is None or h == unit.key
+
+    # -- queue
+    def units(self) -> list[Unit]:
+        gangs: dict[str, list[PodInfo]] = defaultdict(list)
+        singles: list[Unit] = []
+        for p in self.s.pending.values():
+            if p.key in self.victims:
+                continue
+            if self.cfg.gangs and p.group:
+                gangs[p.group].append(p)
+            else:
+                singles.append(Unit(f"pod {p.key}", [p], p.priority, p.seq))
+        out = singles
+        for g, pods in gangs.items():
+            pods.sort(key=lambda q: q.seq)
+            members = self.s.members.get(g, {})
+            bound = sum(1 for q in members.values() if q.node and not q.terminating)
+            prio = max(q.priority for q in pods)
+            out.append(Unit(f"gang {g}", pods, prio, min(q.seq for q in pods), g, bound))
+        out.sort(key=lambda u: (-u.priority, u.seq))
+        return out
+
+    def run(self) -> Decisions:
+        # Nominated pods hold their nodes against lower-ranked work.
+        for p in self.s.pending.values():
+            if p.nominated and p.nominated in self.s.nodes:
+                unit = f"gang {p.group}" if (self.cfg.gangs and p.group) else f"pod {p.key}"
+                self.held.setdefault(p.nominated, unit)
+        reservations = 0
+        units = self.units()
+        if self.cfg.max_units is not None:
+            units = units[: self.cfg.max_units]
+        for u in units:
+            if u.is_gang and not self.gang_ready(u):
+                continue
+            placed = self.place(u)
+            if placed is not None:
+                for p, n in placed:
+                    before = n.alloc[GPU] - n.used[GPU]
+                    self.s.bind(p.key, n.name)
+                    self.d.bindings.append((p.key, n.name))
+                    self._rebucket(n, before)
+                self.release(u)
+                continue
+            if self.cfg.preemption and self.preempt(u):
+                continue
+            self.d.unschedulable[u.key] = self.explain(u)
+            if u.is_gang and self.cfg.reservations and reservations < self.cfg.max_reservations:
+                reservations += 1
+                self.reserve(u)
+        return self.d
+
+    def release(self, u: Unit) -> None:
+        for name in [k for k, v in self.held.items() if v == u.key]:
+            del self.held[name]
+
+    # -- gangs
+    def gang_ready(self, u: Unit) -> bool:
+        assert u.group is not None
+        g = self.s.groups.get(u.group)
+        name = u.group.split("/", 1)[-1]
+        if g is None:
+            self.d.unschedulable[u.key] = f"gang {name}: PodGroup {u.group} not found"
+            return False
+        have = len(u.pods) + u.bound
+        if have < g.min_member:
+            self.d.unschedulable[u.key] = (
+                f"gang {name} waits for members: {have} of minMember {g.min_member} exist"
+            )
+            return False
+        until = self.s.backoff_until.get(u.group)
+        if until is not None and self.now < until:
+            self.d.unschedulable[u.key] = (
+                f"gang {name} timed out after {g.timeout:g}s and backs off for "
+                f"{until - self.now:.0f}s more"
+            )
+            return False
+        first = self.s.group_first_seen.get(u.group, g.created) or g.created
+        if g.timeout and u.bound == 0 and first and self.now - first > g.timeout:
+            # Past its timeout: drop any hold, back off, and start the clock again.
+            self.s.backoff_until[u.group] = self.now + self.cfg.timeout_backoff
+            self.s.group_first_seen[u.group] = self.now + self.cfg.timeout_backoff
+            self.d.timed_out.append(u.group)
+            self.release(u)
+            self.d.unschedulable[u.key] = (
+                f"gang {name} did not fit within scheduleTimeoutSeconds={g.timeout:g}; backing off"
+            )
+            return False
+        if g.min_resources is not None:
+            free = [0] * NRES
+            for n in self.s.nodes.values():
+                if n.ready and not n.unschedulable:
+                    for i in range(NRES):
+                        free[i] += n.alloc[i] - n.used[i]
+            for i, r in enumerate(RESOURCES):
+                if g.min_resources[i] > free[i]:
+                    self.d.unschedulable[u.key] = (
+                        f"gang {name}: minResources {r}={g.min_resources[i]} exceeds the "
+                        f"{free[i]} free in the cluster"
+                    )
+                    return False
+        return True
+
+    def place(self, u: Unit) -> list[tuple[PodInfo, NodeInfo]] | None:
+        """All pods of the unit on nodes, or None; the state is left unchanged."""
+        if not u.is_gang:
+            n = self.place_single(u.pods[0], u)
+            return None if n is None else [(u.pods[0], n)]
+        return self.place_gang(u)
+
+    def place_single(self, p: PodInfo, u: Unit) -> NodeInfo | None:
+        if p.nominated:
+            n = self.s.nodes.get(p.nominated)
+            if (
+                n
+                and self.free_for(n, u)
+                and _static_ok(p, n) is None
+                and _fits(p.req, n)
+                and _anti_ok(p, n)
+            ):
+                return n
+        g = p.req[GPU]
+        if g:
+            # Best fit: the node with the fewest free GPUs that still fits.
+            buckets = self._buckets(p)
+            for f in range(g, len(buckets)):
+                bucket = buckets[f]
+                for name, n in list(bucket.items()):
+                    actual = n.alloc[GPU] - n.used[GPU]
+                    if actual != f:  # stale: it moved since the bucket was filled
+                        del bucket[name]
+                        if 0 <= actual < len(buckets):
+                            buckets[actual][name] = n
+                        if actual < g or actual > f:
+                            continue
+                    if _fits(p.req, n) and self.free_for(n, u) and _anti_ok(p, n):
+                        return n
+            return None
+        # No GPUs wanted: nodes without GPUs first, then the least free cpu.
+        best: NodeInfo | None = None
+        best_key: tuple[int, int, str] | None = None
+        for n in self.candidates(p):
+            if not _fits(p.req, n) or not self.free_for(n, u):
+                continue
+            key = (n.alloc[GPU], n.alloc[0] - n.used[0], n.name)
+            if (best_key is None or key < best_key) and _anti_ok(p, n):
+                best, best_key = n, key
+        return best
+
+    def _buckets(self, p: PodInfo) -> list[dict[str, NodeInfo]]:
+        ck = p.class_key()
+        b = self.buckets.get(ck)
+        if b is None:
+            cands = self.candidates(p)
+            top = max((n.alloc[GPU] for n in cands), default=0)
+            b = [{} for _ in range(top + 1)]
+            for n in cands:
+                f = n.alloc[GPU] - n.used[GPU]
+                if 0 <= f <= top:
+                    b[f][n.name] = n
+            self.buckets[ck] = b
+        return b
+
+    def _rebucket(self, n: NodeInfo, before: int) -> None:
+        after = n.alloc[GPU] - n.used[GPU]
+        if after == before:
+            return
+        for b in self.buckets.values():
+            if (
+                0 <= before < len(b)
+                and b[before].pop(n.name, None) is not None
+                and 0 <= after < len(b)
+            ):
+                b[after][n.name] = n
+
+    def _gang_order(self, nodes: list[NodeInfo], req: list[int]) -> list[NodeInfo]:
+        """Nodes in the order a gang fills them: fullest zones and racks first, so the
+        gang spans as few of them as it can; most allocated nodes first within a rack."""
+        if not self.cfg.pack_topology:
+            return sorted(nodes, key=lambda n: n.name)
+        rack_cap: Counter[tuple[str, str]] = Counter()
+        zone_cap: Counter[str] = Counter()
+        caps = {}
+        for n in nodes:
+            k = _capacity(req, n)
+            caps[n.name] = k
+            rack_cap[(n.zone, n.rack)] += k
+            zone_cap[n.zone] += k
+        return sorted(
+            (n for n in nodes if caps[n.name] > 0),
+            key=lambda n: (
+                -zone_cap[n.zone],
+                n.zone,
+                -rack_cap[(n.zone, n.rack)],
+                n.rack,
+                n.alloc[GPU] - n.used[GPU],
+                n.name,
+            ),
+        )
+
+    def place_gang(self, u: Unit) -> list[tuple[PodInfo, NodeInfo]] | None:
+        placed: list[tuple[PodInfo, NodeInfo]] = []
+        by_class: dict[tuple[Any, ...], list[PodInfo]] = defaultdict(list)
+        for p in u.pods:
+            by_class[(p.class_key(), tuple(p.req))].append(p)
+        try:
+            for pods in by_class.values():
+                p0 = pods[0]
+                nodes = [n for n in self.candidates(p0) if self.free_for(n, u)]
+                # Prefer nodes nominated for this gang.
+                nominated = {p.nominated for p in pods if p.nominated}
+                order = self._gang_order(nodes, p0.req)
+                if nominated:
+                    order.sort(key=lambda n: n.name not in nominated)
+                i = 0
+                for n in order:
+                    if i == len(pods):
+                        break
+                    while i < len(pods) and _fits(pods[i].req, n) and _anti_ok(pods[i], n):
+                        self._tentative(pods[i], n, placed)
+                        i += 1
+                if i < len(pods):
+                    return None
+            return list(placed)
+        finally:
+            for p, n in placed:
+                self._untentative(p, n)
+
+    def _tentative(self, p: PodInfo, n: NodeInfo, placed: list[tuple[PodInfo, NodeInfo]]) -> None:
+        n.pods[p.key] = p
+        for i in range(NRES):
+            n.used[i] += p.req[i]
+        placed.append((p, n))
+
+    def _untentative(self, p: PodInfo, n: NodeInfo) -> None:
+        if n.pods.pop(p.key, None) is not None:
+            for i in range(NRES):
+                n.used[i] -= p.req[i]
+
+    # -- reservations
+    def reserve(self, u: Unit) -> None:
+        """Hold, for the gang, the nodes it could use now (up to what it needs)."""
+        need: list[PodInfo] = list(u.pods)
+        held: list[str] = []
+        seen: set[str] = set()
+        p0 = u.pods[0]
+        for n in self._gang_order([n for n in self.candidates(p0) if self.free_for(n, u)], p0.req):
+            if not need:
+                break
+            k = _capacity(p0.req, n)
+            if k <= 0 or n.name in seen:
+                continue
+            seen.add(n.name)
+            self.held[n.name] = u.key
+            held.append(n.name)
+            del need[:k]
+        if held:
+            self.d.reservations[u.key] = held
+
+    # -- preemption
+    def _victim_unit(self, q: PodInfo) -> list[PodInfo]:
+        if q.group and self.cfg.gangs:
+            return [
+                m for m in self.s.members.get(q.group, {}).values() if m.node and not m.terminating
+            ]
+        return [q]
+
+    def preempt(self, u: Unit) -> bool:
+        if any(p.preemption_never or p.priority_class in self.s.preempt_never for p in u.pods):
+            return False
+        prio = u.priority
+        p0 = u.pods[0]
+        # Victim units with a cost: (highest priority in the unit, pods in it).
+        cost: dict[str, tuple[int, int]] = {}
+        unit_of: dict[str, list[PodInfo]] = {}
+        for n in self.candidates(p0):
+            if not self.free_for(n, u):
+                continue
+            for q in n.pods.values():
+                if q.priority >= prio or q.terminating or q.key in self.victims:
+                    continue
+                vk = f"gang {q.group}" if (q.group and self.cfg.gangs) else f"pod {q.key}"
+                if vk in unit_of:
+                    continue
+                members = self._victim_unit(q)
+                if any(m.priority >= prio for m in members):
+                    continue
+                unit_of[vk] = members
+                cost[vk] = (max(m.priority for m in members), len(members))
+        if not unit_of:
+            return False
+        # Take victim units, cheapest first, until the whole preemptor fits.
+        chosen: list[str] = []
+        removed: list[PodInfo] = []
+        placement = None
+        cands = {n.name: n for n in self.candidates(p0) if self.free_for(n, u)}
+        caps = {name: _capacity(p0.req, n) for name, n in cands.items()}
+        slots = sum(caps.values())
+        try:
+            for vk in sorted(unit_of, key=lambda k: (cost[k], k)):
+                chosen.append(vk)
+                for m in unit_of[vk]:
+                    vn = self.s.nodes.get(m.node or "")
+                    if vn is not None and m.key in vn.pods:
+                        self._untentative(m, vn)
+                        removed.append(m)
+                        if vn.name in caps:
+                            c = _capacity(p0.req, vn)
+                            slots += c - caps[vn.name]
+                            caps[vn.name] = c
+                if slots >= len(u.pods):
+                    placement = self.place(u)
+                    if placement is not None:
+                        break
+            if placement is None:
+                return False
+            # Give back victims that turn out not to be needed (most expensive first);
+            # bounded, since each try is a whole placement.
+            for vk in sorted(chosen, key=lambda k: (cost[k], k), reverse=True)[:32]:
+                back = [m for m in unit_of[vk] if m in removed]
+                for m in back:
+                    self.s.nodes[m.node or ""].pods[m.key] = m
+                    for i in range(NRES):
+                        self.s.nodes[m.node or ""].used[i] += m.req[i]
+                trial = self.place(u)
+                if trial is not None:
+                    placement = trial
+                    chosen.remove(vk)
+                    for m in back:
+                        removed.remove(m)
+                else:
+                    for m in back:
+                        self._untentative(m, self.s.nodes[m.node or ""])
+        finally:
+            for m in removed:
+                rn = self.s.nodes.get(m.node or "")
+                if rn is not None and m.key not in rn.pods:
+                    rn.pods[m.key] = m
+                    for i in range(NRES):
+                        rn.used[i] += m.req[i]
+        who = u.label
+        for vk in chosen:
+            for m in unit_of[vk]:
+                self.victims.add(m.key)
+                what = f"gang {m.group.split('/', 1)[-1]}" if m.group and self.cfg.gangs else "pod"
+                node = self.s.nodes.get(m.node or "")
+                owner = node.labels.get(names.LABEL_TEAM) if node else None
+                reason = f"preempted by {who} (priority {prio}); evicting whole {what}"
+                if owner:
+                    reason += f"; reclaiming team {owner}'s capacity"
+                self.d.evictions.append(Eviction(m.key, u.key, reason))
+        for p, n in placement:
+            p.nominated = n.name
+            self.d.nominations[p.key] = n.name
+            self.held[n.name] = u.key
+        self.d.unschedulable[u.key] = (
+            f"{who} preempts {sum(len(unit_of[v]) for v in chosen)} lower-priority pods "
+            f"({len(chosen)} units) and waits for them to leave"
+        )
+        return True
+
+    # -- reasons
+    def explain(self, u: Unit) -> str:
+        p0 = u.pods[0]
+        why: Counter[str] = Counter()
+        fit_slots = 0
+        for n in self.s.nodes.values():
+            r = _static_ok(p0, n)
+            if r is None:
+                if not self.free_for(n, u):
+                    r = f"held for {self.held[n.name]}"
+                elif (short := _short(p0.req, n)) is not None:
+                    r = f"lack {short}"
+                elif not _anti_ok(p0, n):
+                    r = "conflict by pod anti-affinity"
+            if r is None:
+                why["fit"] += 1
+                fit_slots += _capacity(p0.req, n)
+            else:
+                why[r] += 1
+        parts = []
+        if u.is_gang:
+            parts.append(f"{u.label} needs {len(u.pods)} pods at once")
+            parts.append(f"{min(fit_slots, len(u.pods))} fit on {why.pop('fit', 0)} nodes")
+        else:
+            parts.append(f"{u.label} fits on no node of {len(self.s.nodes)}")
+            why.pop("fit", None)
+        for r, k in why.most_common():
+            verb = (
+                "carry an"
+                if r.startswith("untolerated")
+                else ("are" if r.startswith(("not", "cordoned", "held")) else "")
+            )
+            if r.startswith("lack"):
+                parts.append(f"{k} {r}")
+            elif r.startswith("untolerated"):
+                parts.append(f"{k} {verb} {r}")
+            elif verb:
+                parts.append(f"{k} {verb} {r}")
+            else:
+                parts.append(f"{k}: {r}")
+        return "; ".join(parts)
+
+
+def schedule(state: ClusterState, now: float, config: PolicyConfig | None = None) -> Decisions:
+    """One scheduling pass. See the module docstring."""
+    return _Pass(state, now, config or PolicyConfig()).run()

@@ -1,0 +1,367 @@
+"""The scheduler's incremental snapshot of a cluster: compact node and pod records.
+
+`ClusterState` is fed one change at a time (a node or pod added, updated, removed; a
+PodGroup or PriorityClass set) by whichever driver runs the policy: the live
+scheduler from its informers, the digital twin from a trace in virtual time. Nothing
+is rebuilt per decision. Resources are small integer vectors in the order of
+`RESOURCES`: milli-cpu, memory bytes, GPUs, pod slots.
+
+The twin, which creates hundreds of thousands of pods, uses `add_node_fast` and
+`add_pod_fast` to skip building Kubernetes dicts; live drivers pass real objects.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from gpuyard import names
+from gpuyard.kube import objects as o
+
+RESOURCES = ("cpu", "memory", names.RESOURCE_GPU, "pods")
+GPU = 2
+NRES = len(RESOURCES)
+
+
+def vector(amounts: Mapping[str, int]) -> list[int]:
+    return [int(amounts.get(r, 0)) for r in RESOURCES]
+
+
+@dataclass(eq=False)
+class NodeInfo:
+    name: str
+    alloc: list[int]
+    labels: dict[str, str] = field(default_factory=dict)
+    taints: list[dict[str, Any]] = field(default_factory=list)  # NoSchedule / NoExecute only
+    ready: bool = True
+    unschedulable: bool = False
+    used: list[int] = field(default_factory=lambda: [0] * NRES)
+    pods: dict[str, PodInfo] = field(default_factory=dict)
+    obj: dict[str, Any] | None = None
+
+    @property
+    def rack(self) -> str:
+        return self.labels.get(names.LABEL_RACK, "")
+
+    @property
+    def zone(self) -> str:
+        return self.labels.get(names.LABEL_ZONE, "")
+
+    def free(self) -> list[int]:
+        return [a - u for a, u in zip(self.alloc, self.used, strict=True)]
+
+
+@dataclass(eq=False)
+class PodInfo:
+    key: str  # namespace/name
+    req: list[int]
+    priority: int = 0
+    seq: int = 0  # creation order (ties broken by it)
+    created: float = 0.0
+    group: str | None = None  # namespace/podgroup
+    node: str | None = None  # bound node
+    nominated: str | None = None
+    tolerations: tuple[dict[str, Any], ...] = ()
+    node_selector: tuple[tuple[str, str], ...] = ()
+    affinity: Any = None  # required node affinity (nodeSelectorTerms), or None
+    anti_affinity: tuple[Any, ...] = ()  # label selectors, topology kubernetes.io/hostname
+    labels: dict[str, str] = field(default_factory=dict)
+    priority_class: str = ""
+    preemption_never: bool = False
+    terminating: bool = False
+    scheduler: str = names.SCHEDULER_NAME
+    obj: dict[str, Any] | None = None
+
+    @property
+    def name(self) -> str:
+        return self.key.split("/", 1)[-1]
+
+    def class_key(self) -> tuple[Any, ...]:
+        """Pods with equal class keys pass the same static node filters."""
+        return (
+            repr(self.tolerations),
+            self.node_selector,
+            repr(self.affinity),
+            repr(self.anti_affinity),
+        )
+
+
+@dataclass
+class GroupInfo:
+    key: str
+    min_member: int = 1
+    min_resources: list[int] | None = None
+    timeout: float | None = None
+    created: float = 0.0
+    priority: int | None = None
+    obj: dict[str, Any] | None = None
+
+
+class ClusterState:
+    """Nodes, pods, PodGroups and PriorityClasses, kept current by a driver."""
+
+    def __init__(self, scheduler_name: str = names.SCHEDULER_NAME) -> None:
+        self.scheduler_name = scheduler_name
+        self.nodes: dict[str, NodeInfo] = {}
+        self.pods: dict[str, PodInfo] = {}
+        self.pending: dict[str, PodInfo] = {}  # ours, unbound, not terminating
+        self.groups: dict[str, GroupInfo] = {}
+        self.members: dict[str, dict[str, PodInfo]] = {}  # group -> pods
+        self.priority_classes: dict[str, int] = dict(names.PRIORITY_CLASSES)
+        self.preempt_never: set[str] = {names.PRIORITY_BALLOON}
+        self.group_first_seen: dict[str, float] = {}
+        self.backoff_until: dict[str, float] = {}
+        self._seq = 0
+        self.generation = 0  # bumps on every change; drivers use it to skip idle cycles
+
+    # ------------------------------------------------------------------ nodes
+
+    def add_node(self, node: Mapping[str, Any]) -> NodeInfo:
+        spec = node.get("spec") or {}
+        info = NodeInfo(
+            name=o.name_of(node),
+            alloc=vector(o.node_allocatable(node)),
+            labels=dict(o.labels_of(node)),
+            taints=[
+                t
+                for t in spec.get("taints") or []
+                if t.get("effect") in (o.NO_SCHEDULE, o.NO_EXECUTE)
+            ],
+            ready=o.is_node_ready(node),
+            unschedulable=bool(spec.get("unschedulable")),
+            obj=dict(node),
+        )
+        return self._put_node(info)
+
+    update_node = add_node
+
+    def add_node_fast(
+        self,
+        name: str,
+        allocatable: Mapping[str, int],
+        labels: Mapping[str, str] | None = None,
+        taints: Iterable[Mapping[str, Any]] = (),
+        ready: bool = True,
+    ) -> NodeInfo:
+        """allocatable in scheduler units: {"cpu": milli, "memory": bytes, ...}."""
+        alloc = dict(allocatable)
+        alloc.setdefault("pods", 110)
+        info = NodeInfo(name, vector(alloc), dict(labels or {}), [dict(t) for t in taints], ready)
+        return self._put_node(info)
+
+    def _put_node(self, info: NodeInfo) -> NodeInfo:
+        old = self.nodes.get(info.name)
+        if old is not None:
+            info.used, info.pods = old.used, old.pods
+        self.nodes[info.name] = info
+        self.generation += 1
+        return info
+
+    def remove_node(self, name: str) -> None:
+        if self.nodes.pop(name, None) is not None:
+            self.generation += 1
+
+    def set_node_ready(self, name: str, ready: bool) -> None:
+        n = self.nodes.get(name)
+        if n is not None and n.ready != ready:
+            n.ready = ready
+            self.generation += 1
+
+    # ------------------------------------------------------------------ pods
+
+    def pod_priority(self, spec: Mapping[str, Any]) -> int:
+        if spec.get("priority") is not None:
+            return int(spec["priority"])
+        return self.priority_classes.get(spec.get("priorityClassName") or "", 0)
+
+    def add_pod(self, pod: Mapping[str, Any]) -> PodInfo | None:
+        """Add or update a pod from its object. Terminal pods are removed."""
+        key = o.key_of(pod)
+        if o.is_pod_terminal(pod):
+            self.remove_pod(key)
+            return None
+        md = pod.get("metadata") or {}
+        spec = pod.get("spec") or {}
+        affinity = spec.get("affinity") or {}
+        required = (affinity.get("nodeAffinity") or {}).get(
+            "requiredDuringSchedulingIgnoredDuringExecution"
+        ) or {}
+        anti = tuple(
+            t.get("labelSelector") or {}
+            for t in (affinity.get("podAntiAffinity") or {}).get(
+                "requiredDuringSchedulingIgnoredDuringExecution"
+            )
+            or []
+            if t.get("topologyKey") == names.LABEL_HOSTNAME
+        )
+        labels = dict(md.get("labels") or {})
+        old = self.pods.get(key)
+        created = o.parse_time(md.get("creationTimestamp"))
+        info = PodInfo(
+            key=key,
+            req=vector({**o.pod_requests(pod), "pods": 1}),
+            priority=self.pod_priority(spec),
+            seq=old.seq if old else self._next_seq(),
+            created=created.timestamp() if created else 0.0,
+            group=f"{md.get('namespace', '')}/{labels[names.POD_GROUP_LABEL]}"
+            if labels.get(names.POD_GROUP_LABEL)
+            else None,
+            node=spec.get("nodeName") or None,
+            nominated=(pod.get("status") or {}).get("nominatedNodeName")
+            or (old.nominated if old else None),
+            tolerations=tuple(spec.get("tolerations") or ()),
+            node_selector=tuple(sorted((spec.get("nodeSelector") or {}).items())),
+            affinity=required.get("nodeSelectorTerms"),
+            anti_affinity=anti,
+            labels=labels,
+            priority_class=spec.get("priorityClassName") or "",
+            preemption_never=spec.get("preemptionPolicy") == "Never",
+            terminating=bool(md.get("deletionTimestamp")),
+            scheduler=spec.get("schedulerName") or "default-scheduler",
+            obj=dict(pod),
+        )
+        self._put_pod(info)
+        return info
+
+    update_pod = add_pod
+
+    def add_pod_fast(
+        self,
+        key: str,
+        requests: Mapping[str, int],
+        priority: int = 0,
+        group: str | None = None,
+        node: str | None = None,
+        created: float = 0.0,
+        labels: Mapping[str, str] | None = None,
+        tolerations: Iterable[Mapping[str, Any]] = (),
+        node_selector: Mapping[str, str] | None = None,
+        anti_affinity: Iterable[Mapping[str, Any]] = (),
+        priority_class: str = "",
+    ) -> PodInfo:
+        """A pod from its scheduling facts (requests in scheduler units)."""
+        info = PodInfo(
+            key=key,
+            req=vector({**requests, "pods": 1}),
+            priority=priority,
+            seq=self._next_seq(),
+            created=created,
+            group=group,
+            node=node,
+            tolerations=tuple(dict(t) for t in tolerations),
+            node_selector=tuple(sorted((node_selector or {}).items())),
+            anti_affinity=tuple(anti_affinity),
+            labels=dict(labels or {}),
+            priority_class=priority_class,
+            scheduler=self.scheduler_name,
+        )
+        self._put_pod(info)
+        return info
+
+    def _next_seq(self) -> int:
+        self._seq += 1
+        return self._seq
+
+    def _put_pod(self, info: PodInfo) -> None:
+        old = self.pods.get(info.key)
+        if old is not None:
+            self._unaccount(old)
+            if old.group:
+                self.members.get(old.group, {}).pop(old.key, None)
+        self.pods[info.key] = info
+        self.pending.pop(info.key, None)
+        if info.node:
+            self._account(info)
+        elif not info.terminating and info.scheduler == self.scheduler_name:
+            self.pending[info.key] = info
+        if info.group:
+            self.members.setdefault(info.group, {})[info.key] = info
+            self.group_first_seen.setdefault(info.group, info.created)
+        self.generation += 1
+
+    def remove_pod(self, key: str) -> None:
+        info = self.pods.pop(key, None)
+        if info is None:
+            return
+        self._unaccount(info)
+        self.pending.pop(key, None)
+        if info.group:
+            m = self.members.get(info.group)
+            if m is not None:
+                m.pop(key, None)
+                if not m and info.group not in self.groups:
+                    del self.members[info.group]
+        self.generation += 1
+
+    def _account(self, p: PodInfo) -> None:
+        n = self.nodes.get(p.node or "")
+        if n is None or p.key in n.pods:
+            return
+        n.pods[p.key] = p
+        for i in range(NRES):
+            n.used[i] += p.req[i]
+
+    def _unaccount(self, p: PodInfo) -> None:
+        n = self.nodes.get(p.node or "")
+        if n is None or n.pods.pop(p.key, None) is None:
+            return
+        for i in range(NRES):
+            n.used[i] -= p.req[i]
+
+    def bind(self, key: str, node: str) -> None:
+        """Record a binding (the policy does this for the bindings it decides)."""
+        p = self.pods[key]
+        self._unaccount(p)
+        p.node = node
+        p.nominated = None
+        self.pending.pop(key, None)
+        self._account(p)
+        self.generation += 1
+
+    def unbind(self, key: str) -> None:
+        """A binding the driver could not make: the pod is pending again."""
+        p = self.pods.get(key)
+        if p is None or p.node is None:
+            return
+        self._unaccount(p)
+        p.node = None
+        if not p.terminating:
+            self.pending[key] = p
+        self.generation += 1
+
+    # ------------------------------------------------------------------ groups, classes
+
+    def set_pod_group(self, pg: Mapping[str, Any]) -> GroupInfo:
+        spec = pg.get("spec") or {}
+        created = o.parse_time((pg.get("metadata") or {}).get("creationTimestamp"))
+        mr = spec.get("minResources")
+        info = GroupInfo(
+            key=o.key_of(pg),
+            min_member=max(1, int(spec.get("minMember") or 1)),
+            min_resources=vector(o.resource_list(mr)) if mr else None,
+            timeout=float(spec["scheduleTimeoutSeconds"])
+            if spec.get("scheduleTimeoutSeconds")
+            else None,
+            created=created.timestamp() if created else 0.0,
+            obj=dict(pg),
+        )
+        return self.set_group(info)
+
+    def set_group(self, info: GroupInfo) -> GroupInfo:
+        self.groups[info.key] = info
+        self.members.setdefault(info.key, {})
+        self.generation += 1
+        return info
+
+    def remove_pod_group(self, key: str) -> None:
+        if self.groups.pop(key, None) is not None:
+            self.generation += 1
+
+    def set_priority_class(self, name: str, value: int, preempt_never: bool = False) -> None:
+        self.priority_classes[name] = int(value)
+        if preempt_never:
+            self.preempt_never.add(name)
+        else:
+            self.preempt_never.discard(name)
+        self.generation += 1
