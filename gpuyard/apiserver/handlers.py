@@ -1718,6 +1718,8 @@ def _merge(target: Any, patch: Any) -> Any:
         return patch
     out = dict(target) if isinstance(target, dict) else {}
     for k, v in patch.items():
+        if k.startswith("$"):  # strategic-merge directives: not understood here, dropped
+            continue
         if v is None:
             out.pop(k, None)
         else:
