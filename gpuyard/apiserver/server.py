@@ -31,6 +31,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily
 
 from gpuyard.apiserver import compat, discovery
 from gpuyard.apiserver.errors import APIError, status_obj
@@ -82,6 +83,28 @@ def _verb_and_resource(method: str, path: str, query: Mapping[str, str]) -> tupl
     else:
         verb = method.lower()
     return verb, resource
+
+
+class _StoreCollector:
+    """Gauges read at scrape time: stored objects and open watches per resource."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    def collect(self) -> Any:
+        objs = GaugeMetricFamily(
+            "apiserver_storage_objects", "Stored objects per resource", labels=["resource"]
+        )
+        watches = GaugeMetricFamily(
+            "apiserver_watchers", "Open watches per resource", labels=["resource"]
+        )
+        for (group, plural), c in list(self.store.colls.items()):
+            name = f"{plural}.{group}" if group else plural
+            objs.add_metric([name], len(c.items))
+            watches.add_metric([name], len(c.all_watchers()))
+        rev = GaugeMetricFamily("apiserver_resource_version", "Current revision")
+        rev.add_metric([], self.store.rev)
+        return [objs, watches, rev]
 
 
 class APIServer(Core):
@@ -140,6 +163,8 @@ class APIServer(Core):
             ["user_agent", "verb"],
             registry=self.metrics,
         )
+
+        self.metrics.register(_StoreCollector(self.store))  # type: ignore[arg-type]
 
     # ------------------------------------------------------------------ life cycle
 

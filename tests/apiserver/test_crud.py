@@ -202,6 +202,7 @@ async def test_metrics_count_requests_by_user_agent(api: Api) -> None:
     t = text.decode()
     assert 'apiserver_requests_by_user_agent_total{user_agent="tester/1.0",verb="list"} 1.0' in t
     assert 'apiserver_request_total{code="200",resource="namespaces",verb="list"}' in t
+    assert 'apiserver_storage_objects{resource="namespaces"} 4.0' in t
 
 
 async def test_priority_class_sets_pod_priority(api: Api) -> None:
