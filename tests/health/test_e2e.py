@@ -1,0 +1,194 @@
+"""End to end on `gpuyard up` (a subprocess; faults injected with `gpuyard fault`):
+a slow GPU fails preflight while a healthy node passes; an injected Xid 79 taints its
+node NoExecute; a full disk taints with the disk reason and clears after recovery;
+faults on 20% of the nodes trip the brake, which a person resets.
+
+The TrainingJob scenario (a worker on the Xid node restarting elsewhere) belongs to
+the jobs issue's end-to-end tests; see the report."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from gpuyard.cluster.shapes import default_shapes
+from gpuyard.cluster.testing import ClusterProcess, start_cluster_process
+from gpuyard.kube.resources import CONFIGMAPS, EVENTS, NODES
+
+FAST = [
+    "--lease-seconds",
+    "1",
+    "--node-grace",
+    "5",
+    "--start-delay",
+    "0.2",
+    "--set",
+    "health_interval_s=0.5",
+    "--set",
+    "health_quiet_s=2",
+]
+
+
+def _start(
+    tmp_path: Path, nodes: int, args: list[str], slow: dict[str, float] | None = None
+) -> ClusterProcess:
+    data = tmp_path / "c"
+    for name, factor in (slow or {}).items():  # a host that is slow from the start
+        host = data / "hosts" / name
+        host.mkdir(parents=True)
+        product = default_shapes(1)[0].gpu_product
+        (host / "gpus.json").write_text(
+            json.dumps(
+                {
+                    "gpus": [
+                        {
+                            "index": i,
+                            "pci": f"0000:{0x18 + 0x10 * i:02x}:00.0",
+                            "product": product,
+                            "present": True,
+                            "perf_factor": factor if i == 2 else 1.0,
+                        }
+                        for i in range(8)
+                    ]
+                }
+            )
+        )
+    return start_cluster_process(data, nodes, [*FAST, *args])
+
+
+@pytest.fixture
+def preflight_cluster(tmp_path: Path) -> Iterator[ClusterProcess]:
+    c = _start(
+        tmp_path, 5, ["--preflight", "--set", "health_max_share=1.0"], slow={"gpu-node-0001": 0.5}
+    )
+    try:
+        yield c
+    finally:
+        c.kill()
+
+
+@pytest.fixture
+def ten_nodes(tmp_path: Path) -> Iterator[ClusterProcess]:
+    c = _start(tmp_path, 10, [])
+    try:
+        yield c
+    finally:
+        c.kill()
+
+
+def _taint(node: dict[str, Any], key: str) -> tuple[str, str] | None:
+    for t in (node.get("spec") or {}).get("taints") or []:
+        if t["key"] == key:
+            return (t.get("value", ""), t["effect"])
+    return None
+
+
+async def _until(pred: Any, timeout: float = 40.0) -> Any:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        got = await pred()
+        if got:
+            return got
+        if loop.time() > deadline:
+            raise AssertionError("condition not reached in time")
+        await asyncio.sleep(0.2)
+
+
+@pytest.mark.slow
+async def test_preflight_xid_and_disk_on_gpuyard_up(preflight_cluster: ClusterProcess) -> None:
+    c = preflight_cluster
+    async with c.client() as k:
+
+        async def preflight_done() -> Any:
+            n0, n1 = await k.get(NODES, "gpu-node-0000"), await k.get(NODES, "gpu-node-0001")
+            return (
+                _taint(n0, "gpuyard.io/preflight") is None
+                and _taint(n1, "gpuyard.io/unhealthy") is not None
+            ) and (n0, n1)
+
+        try:
+            n0, n1 = await _until(preflight_done, 60)
+        except AssertionError:
+            print(c.log()[-4000:])
+            raise
+        assert n0["metadata"]["annotations"]["gpuyard.io/preflight-result"] == "pass"
+        assert "gpuyard.io/preflight" not in n0["metadata"]["labels"]
+        assert _taint(n1, "gpuyard.io/unhealthy") == ("GPUTestMatmul", "NoSchedule")
+        assert "matmul.gpu2" in n1["metadata"]["annotations"]["gpuyard.io/preflight-detail"]
+
+        c.fault("gpu-xid", "gpu-node-0002", "--gpu", "3", "--xid", "79")
+        c.fault("disk-full", "gpu-node-0003")
+
+        async def tainted() -> bool:
+            n2, n3 = await k.get(NODES, "gpu-node-0002"), await k.get(NODES, "gpu-node-0003")
+            return _taint(n2, "gpuyard.io/unhealthy") == ("Xid79", "NoExecute") and _taint(
+                n3, "gpuyard.io/unhealthy"
+            ) == ("DiskFull", "NoSchedule")
+
+        try:
+            await _until(tainted)
+        except AssertionError:
+            for nm in ("gpu-node-0002", "gpu-node-0003"):
+                n = await k.get(NODES, nm)
+                print(
+                    nm,
+                    n["spec"].get("taints"),
+                    n["metadata"].get("annotations"),
+                    [(x["type"], x["status"], x.get("reason")) for x in n["status"]["conditions"]],
+                )
+            print(c.log()[-5000:])
+            raise
+        out = c.kubectl("get", "node", "gpu-node-0003", "-o", "json")
+        conds = {x["type"]: x for x in json.loads(out.stdout)["status"]["conditions"]}
+        assert conds["DiskHealthy"]["status"] == "False"
+        assert conds["DiskHealthy"]["reason"] == "DiskFull"
+        assert conds["Ready"]["status"] == "True"
+
+        c.fault("clear", "gpu-node-0003")
+
+        async def cleared() -> bool:
+            return _taint(await k.get(NODES, "gpu-node-0003"), "gpuyard.io/unhealthy") is None
+
+        await _until(cleared)
+        # The Xid 79 stays until the GPU is reset: the node is still out.
+        assert _taint(await k.get(NODES, "gpu-node-0002"), "gpuyard.io/unhealthy") == (
+            "Xid79",
+            "NoExecute",
+        )
+        evs = (await k.list(EVENTS, "default"))["items"]
+        reasons = {e["reason"] for e in evs}
+        assert {"GPUUnhealthy", "DiskUnhealthy", "DiskRecovered", "NodeTainted"} <= reasons
+
+
+@pytest.mark.slow
+async def test_faults_on_a_fifth_of_nodes_trip_the_brake(ten_nodes: ClusterProcess) -> None:
+    c = ten_nodes
+    async with c.client() as k:
+        c.fault("disk-full", "gpu-node-0004")
+        c.fault("disk-full", "gpu-node-0007")
+
+        async def tripped() -> Any:
+            cm = await k.get_or_none(CONFIGMAPS, "gpuyard-health-brake", "gpuyard-system")
+            return cm if cm and cm["data"].get("state") == "tripped" else None
+
+        cm = await _until(tripped)
+        assert "limit 1" in cm["data"]["message"]
+        nodes = (await k.list(NODES))["items"]
+        assert sum(1 for n in nodes if _taint(n, "gpuyard.io/unhealthy")) == 1
+        evs = (await k.list(EVENTS, "gpuyard-system"))["items"]
+        assert any(e["reason"] == "HealthBrakeTripped" for e in evs)
+
+        out = c.gpuyard("health", "brake", "reset", "--kubeconfig", c.kubeconfig)
+        assert out.returncode == 0, out.stderr
+
+        async def both() -> bool:
+            nodes = (await k.list(NODES))["items"]
+            return sum(1 for n in nodes if _taint(n, "gpuyard.io/unhealthy")) == 2
+
+        await _until(both)
