@@ -50,3 +50,42 @@ async def apiserver_inproc() -> AsyncIterator[object]:
         for name in os.listdir(d):
             os.unlink(os.path.join(d, name))
         os.rmdir(d)
+
+
+# ---------------------------------------------------------------- the embedded cluster
+# - `cluster`: `gpuyard up` in a subprocess, 4 nodes, short lease (1 s) and node grace
+#   (3 s), all components that are available. Yields a
+#   `gpuyard.cluster.testing.ClusterProcess` (`.kubeconfig`, `.kubectl(...)`,
+#   `.client()`, `.fault(kind, node)`, `.data_dir`, `.log()`); killed at the end.
+# - `make_cluster(nodes=..., args=[...])`: the same with your own size and flags.
+
+from collections.abc import Callable  # noqa: E402
+from pathlib import Path  # noqa: E402
+from typing import Any  # noqa: E402
+
+from gpuyard.cluster.testing import ClusterProcess, start_cluster_process  # noqa: E402
+
+FAST = ["--lease-seconds", "1", "--node-grace", "3", "--start-delay", "0.2"]
+
+
+@pytest.fixture
+def make_cluster(tmp_path: Path) -> Iterator[Callable[..., ClusterProcess]]:
+    started: list[ClusterProcess] = []
+
+    def make(nodes: int = 4, args: list[str] | None = None, **kw: Any) -> ClusterProcess:
+        c = start_cluster_process(
+            tmp_path / f"c{len(started)}", nodes, [*FAST, *(args or [])], **kw
+        )
+        started.append(c)
+        return c
+
+    try:
+        yield make
+    finally:
+        for c in started:
+            c.kill()
+
+
+@pytest.fixture
+def cluster(make_cluster: Callable[..., ClusterProcess]) -> ClusterProcess:
+    return make_cluster()

@@ -1,0 +1,363 @@
+"""The live gang scheduler (`gpuyard-scheduler`): informers in, bindings out.
+
+Informers on pods, nodes, PodGroups and PriorityClasses keep an incremental
+`ClusterState` current (no snapshot is rebuilt per pod). Whenever something changed,
+a short debounce later the loop runs `policy.schedule` once and applies its
+decisions: bindings through the binding subresource, concurrently and bounded (a
+binding the API refuses puts the pod back in the queue, where it is placed again
+beside the rest of its gang); victims through the Eviction API; nominations as
+status.nominatedNodeName. Readable reasons go to Events on the PodGroup or pod and to
+the pods' PodScheduled=False condition, only when they change. PodGroup status
+(phase, scheduled, running, succeeded, failed) is kept current. Leader election on a
+Lease makes a second replica safe. Only pods with schedulerName gpuyard-scheduler are
+scheduled; every bound pod counts against its node, whoever bound it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+import time
+from collections import defaultdict
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from gpuyard import names
+from gpuyard.kube import objects as o
+from gpuyard.kube.errors import ApiError, Conflict, NotFound, TooManyRequests
+from gpuyard.kube.events import EventRecorder
+from gpuyard.kube.informer import Informer
+from gpuyard.kube.leader import LeaderElector
+from gpuyard.kube.resources import NODES, POD_GROUPS, PODS, PRIORITY_CLASSES
+from gpuyard.scheduling.policy import Decisions, PolicyConfig, schedule
+from gpuyard.scheduling.state import ClusterState
+
+log = logging.getLogger("gpuyard.scheduler")
+
+
+class Metrics:
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        r = self.registry
+        self.queue = Gauge(
+            "gpuyard_scheduler_pending_pods", "pods waiting to be placed", registry=r
+        )
+        self.bindings = Counter("gpuyard_scheduler_bindings_total", "pods bound", registry=r)
+        self.binding_errors = Counter(
+            "gpuyard_scheduler_binding_errors_total", "bindings refused", registry=r
+        )
+        self.preemptions = Counter(
+            "gpuyard_scheduler_preemptions_total", "pods evicted to make room", registry=r
+        )
+        self.latency = Histogram(
+            "gpuyard_scheduler_decision_seconds",
+            "time of one policy pass",
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
+            registry=r,
+        )
+
+
+def _group_of(pod: dict[str, Any]) -> str | None:
+    g = o.labels_of(pod).get(names.POD_GROUP_LABEL)
+    return f"{o.namespace_of(pod)}/{g}" if g else None
+
+
+class Scheduler:
+    def __init__(
+        self,
+        client: Any,
+        config: PolicyConfig | None = None,
+        *,
+        name: str = names.SCHEDULER_NAME,
+        bind_concurrency: int = 128,
+        debounce: float = 0.02,
+        leader_elect: bool = True,
+        identity: str | None = None,
+        metrics: Metrics | None = None,
+    ) -> None:
+        self.client = client
+        self.config = config or PolicyConfig()
+        self.name = name
+        self.state = ClusterState(name)
+        self.debounce = debounce
+        self.leader_elect = leader_elect
+        self.identity = identity or f"{socket.gethostname()}-{os.getpid()}-{id(self):x}"
+        self.metrics = metrics or Metrics()
+        self.recorder = EventRecorder(client, name)
+        self._sem = asyncio.Semaphore(bind_concurrency)
+        self._dirty = asyncio.Event()
+        self._groups_dirty: set[str] = set()
+        self._reasons: dict[str, str] = {}
+        self._group_status: dict[str, tuple[Any, ...]] = {}
+        self.pods = Informer(client, PODS, name="scheduler-pods")
+        self.pods.add_index("group", _group_of)
+        self.nodes = Informer(client, NODES, name="scheduler-nodes")
+        self.groups = Informer(client, POD_GROUPS, name="scheduler-podgroups")
+        self.classes = Informer(client, PRIORITY_CLASSES, name="scheduler-priorityclasses")
+        self.passes = 0
+        self.bound = 0
+
+    # ------------------------------------------------------------------ feeding the state
+
+    def _changed(self, group: str | None = None) -> None:
+        if group:
+            self._groups_dirty.add(group)
+        self._dirty.set()
+
+    def _wire(self) -> None:
+        s = self.state
+
+        def pod_add(pod: dict[str, Any]) -> None:
+            s.add_pod(pod)
+            self._changed(_group_of(pod))
+
+        def pod_del(pod: dict[str, Any]) -> None:
+            s.remove_pod(o.key_of(pod))
+            self._changed(_group_of(pod))
+
+        def node_add(node: dict[str, Any]) -> None:
+            s.add_node(node)
+            for p in self.pods.by_node(o.name_of(node)):
+                s.add_pod(p)
+            self._changed()
+
+        def node_del(node: dict[str, Any]) -> None:
+            s.remove_node(o.name_of(node))
+            self._changed()
+
+        def group_set(pg: dict[str, Any]) -> None:
+            s.set_pod_group(pg)
+            self._changed(o.key_of(pg))
+
+        def group_del(pg: dict[str, Any]) -> None:
+            s.remove_pod_group(o.key_of(pg))
+            self._changed()
+
+        self.pods.add_handler(pod_add, lambda old, new: pod_add(new), pod_del)
+        self.nodes.add_handler(node_add, lambda old, new: node_add(new), node_del)
+        self.groups.add_handler(group_set, lambda old, new: group_set(new), group_del)
+
+        def pc(obj: dict[str, Any]) -> None:
+            s.set_priority_class(
+                o.name_of(obj), int(obj.get("value") or 0), obj.get("preemptionPolicy") == "Never"
+            )
+            self._changed()
+
+        self.classes.add_handler(pc, lambda old, new: pc(new), None)
+
+    # ------------------------------------------------------------------ running
+
+    async def run(self, stop: asyncio.Event | None = None) -> None:
+        stop = stop or asyncio.Event()
+        self._wire()
+        for inf in (self.classes, self.nodes, self.groups, self.pods):
+            inf.start()
+        try:
+            for inf in (self.classes, self.nodes, self.groups, self.pods):
+                await inf.wait_synced()
+            # Pods seen before their nodes were known: account them now.
+            for node in list(self.nodes.cache.values()):
+                for p in self.pods.by_node(o.name_of(node)):
+                    self.state.add_pod(p)
+            elector = None
+            if self.leader_elect:
+                elector = LeaderElector(
+                    self.client,
+                    self.name,
+                    "kube-system",
+                    self.identity,
+                    lease_duration_s=15,
+                    renew_deadline_s=10,
+                    retry_period_s=2,
+                ).start()
+            loop_task = asyncio.create_task(self._loop(elector))
+            stop_task = asyncio.create_task(stop.wait())
+            await asyncio.wait({loop_task, stop_task}, return_when=asyncio.FIRST_COMPLETED)
+            for t in (loop_task, stop_task):
+                t.cancel()
+            await asyncio.gather(loop_task, stop_task, return_exceptions=True)
+            if elector is not None:
+                await elector.stop()
+        finally:
+            for inf in (self.classes, self.nodes, self.groups, self.pods):
+                await inf.stop()
+            await self.recorder.flush()
+
+    async def _loop(self, elector: LeaderElector | None) -> None:
+        self._dirty.set()
+        while True:
+            await self._dirty.wait()
+            if elector is not None and not elector.is_leader:
+                await elector.wait_leading()
+            await asyncio.sleep(self.debounce)
+            self._dirty.clear()
+            await self.run_once()
+
+    async def run_once(self) -> Decisions:
+        """One pass: decide, then apply. Returns the decisions."""
+        self.metrics.queue.set(len(self.state.pending))
+        t0 = time.perf_counter()
+        d = schedule(self.state, time.time(), self.config)
+        self.metrics.latency.observe(time.perf_counter() - t0)
+        self.passes += 1
+        await asyncio.gather(
+            self._apply_bindings(d),
+            self._apply_evictions(d),
+            self._apply_nominations(d),
+        )
+        await self._report(d)
+        await self._update_groups()
+        if d.timed_out:
+            self._dirty.set()
+        return d
+
+    async def _bind_one(self, key: str, node: str) -> None:
+        ns, name = key.split("/", 1)
+        async with self._sem:
+            try:
+                await self.client.bind(name, node, ns)
+                self.metrics.bindings.inc()
+                self.bound += 1
+            except (ApiError, OSError) as exc:
+                self.metrics.binding_errors.inc()
+                log.info("binding %s to %s failed: %s", key, node, exc)
+                self.state.unbind(key)
+                self._changed()
+
+    async def _apply_bindings(self, d: Decisions) -> None:
+        if d.bindings:
+            await asyncio.gather(*(self._bind_one(k, n) for k, n in d.bindings))
+            for k, _ in d.bindings:
+                self._reasons.pop(k, None)
+                p = self.state.pods.get(k)
+                if p and p.group:
+                    self._groups_dirty.add(p.group)
+                    self._reasons.pop(f"gang {p.group}", None)
+
+    async def _apply_evictions(self, d: Decisions) -> None:
+        async def evict(key: str, reason: str) -> None:
+            ns, name = key.split("/", 1)
+            pod = self.pods.get(name, ns)
+            async with self._sem:
+                try:
+                    await self.client.evict(name, ns)
+                    self.metrics.preemptions.inc()
+                    if pod:
+                        self.recorder.emit(pod, "Normal", "Preempted", reason)
+                except NotFound:
+                    pass
+                except TooManyRequests as exc:
+                    log.info("eviction of %s refused by a disruption budget: %s", key, exc)
+
+        if d.evictions:
+            await asyncio.gather(*(evict(e.pod, e.reason) for e in d.evictions))
+
+    async def _apply_nominations(self, d: Decisions) -> None:
+        async def nominate(key: str, node: str) -> None:
+            ns, name = key.split("/", 1)
+            async with self._sem:
+                try:
+                    await self.client.patch_status(
+                        PODS, name, {"status": {"nominatedNodeName": node}}, ns
+                    )
+                except (NotFound, Conflict):
+                    pass
+
+        if d.nominations:
+            await asyncio.gather(*(nominate(k, n) for k, n in d.nominations.items()))
+
+    async def _report(self, d: Decisions) -> None:
+        """Events and PodScheduled=False conditions, only for reasons that changed."""
+        writes = []
+        for unit, reason in d.unschedulable.items():
+            if self._reasons.get(unit) == reason:
+                continue
+            self._reasons[unit] = reason
+            kind, _, key = unit.partition(" ")
+            ns, name = key.split("/", 1)
+            if kind == "gang":
+                pg = self.groups.get(name, ns)
+                if pg:
+                    self.recorder.emit(pg, "Warning", "Unschedulable", reason)
+                pods = self.pods.by_index("group", key)
+            else:
+                pod = self.pods.get(name, ns)
+                pods = [pod] if pod else []
+                if pod:
+                    self.recorder.emit(pod, "Warning", "FailedScheduling", reason)
+            for pod in pods:
+                if pod.get("spec", {}).get("nodeName"):
+                    continue
+                conds, changed = o.set_condition(
+                    (pod.get("status") or {}).get("conditions"),
+                    "PodScheduled",
+                    "False",
+                    "Unschedulable",
+                    reason,
+                )
+                if changed:
+                    writes.append(self._patch_conditions(pod, conds))
+        if writes:
+            await asyncio.gather(*writes)
+
+    async def _patch_conditions(self, pod: dict[str, Any], conds: list[dict[str, Any]]) -> None:
+        async with self._sem:
+            try:
+                await self.client.patch_status(
+                    PODS, o.name_of(pod), {"status": {"conditions": conds}}, o.namespace_of(pod)
+                )
+            except (NotFound, Conflict):
+                pass
+
+    async def _update_groups(self) -> None:
+        dirty, self._groups_dirty = self._groups_dirty, set()
+        for key in dirty:
+            ns, name = key.split("/", 1)
+            pg = self.groups.get(name, ns)
+            if pg is None:
+                continue
+            counts: dict[str, int] = defaultdict(int)
+            for pod in self.pods.by_index("group", key):
+                phase = (pod.get("status") or {}).get("phase") or "Pending"
+                if pod.get("spec", {}).get("nodeName"):
+                    counts["scheduled"] += 1
+                if phase == "Running":
+                    counts["running"] += 1
+                elif phase == "Succeeded":
+                    counts["succeeded"] += 1
+                elif phase == "Failed":
+                    counts["failed"] += 1
+            min_member = int((pg.get("spec") or {}).get("minMember") or 1)
+            if counts["failed"]:
+                phase = "Failed"
+            elif counts["succeeded"] >= min_member:
+                phase = "Finished"
+            elif counts["running"] >= min_member:
+                phase = "Running"
+            elif counts["scheduled"] >= min_member:
+                phase = "Scheduled"
+            elif counts["scheduled"]:
+                phase = "Scheduling"
+            else:
+                phase = "Pending"
+            status = {
+                "phase": phase,
+                **{k: counts[k] for k in ("scheduled", "running", "succeeded", "failed")},
+            }
+            sig = tuple(sorted(status.items()))
+            old = pg.get("status") or {}
+            if self._group_status.get(key) == sig or all(
+                old.get(k) == v for k, v in status.items()
+            ):
+                self._group_status[key] = sig
+                continue
+            try:
+                await self.client.patch_status(POD_GROUPS, name, {"status": status}, ns)
+                self._group_status[key] = sig
+            except (NotFound, Conflict):
+                pass
+            except ApiError as exc:
+                log.warning("PodGroup %s status: %s", key, exc)

@@ -1,0 +1,152 @@
+"""The live scheduler on `gpuyard up`: gangs all-or-nothing, readable reasons, node loss."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from gpuyard.cluster.testing import ClusterProcess
+from gpuyard.kube.resources import EVENTS, POD_GROUPS, PODS
+
+
+def gang(name: str, n: int, gpus: int = 8, ns: str = "default", **extra: Any) -> list[dict[str, Any]]:
+    pg = {
+        "apiVersion": "scheduling.x-k8s.io/v1alpha1",
+        "kind": "PodGroup",
+        "metadata": {"name": name, "namespace": ns},
+        "spec": {"minMember": n, **extra},
+    }
+    pods = [
+        {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {"name": f"{name}-{i}", "namespace": ns, "labels": {"scheduling.x-k8s.io/pod-group": name}},
+            "spec": {
+                "schedulerName": "gpuyard-scheduler",
+                "containers": [{"name": "w", "image": "trainer", "resources": {"limits": {"nvidia.com/gpu": gpus}}}],
+            },
+        }
+        for i in range(n)
+    ]
+    return [pg, *pods]
+
+
+def single(name: str, gpus: int = 1) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name, "namespace": "default"},
+        "spec": {
+            "schedulerName": "gpuyard-scheduler",
+            "containers": [{"name": "w", "image": "x", "resources": {"limits": {"nvidia.com/gpu": gpus}}}],
+        },
+    }
+
+
+async def until(fn: Callable[[], Any], timeout: float = 30) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        v = await fn()
+        if v:
+            return v
+        if time.monotonic() > deadline:
+            raise AssertionError("timed out")
+        await asyncio.sleep(0.2)
+
+
+@pytest.mark.slow
+def test_gang_and_singles_on_a_96_node_cluster(make_cluster: Callable[..., ClusterProcess]) -> None:
+    c = make_cluster(nodes=96, args=["--components", "scheduler"])
+
+    async def scenario() -> None:
+        async with c.client() as k:
+            for obj in gang("train", 64):
+                await k.create(obj)
+            await asyncio.gather(*(k.create(single(f"sweep-{i}")) for i in range(200)))
+
+            async def all_bound() -> bool:
+                pods = (await k.list(PODS, "default"))["items"]
+                return len(pods) == 264 and all(p["spec"].get("nodeName") for p in pods)
+
+            await until(all_bound, 60)
+            pods = (await k.list(PODS, "default"))["items"]
+            train_nodes = {p["spec"]["nodeName"] for p in pods if p["metadata"]["name"].startswith("train-")}
+            assert len(train_nodes) == 64, "whole-node workers, one per node"
+            sweep_nodes = {p["spec"]["nodeName"] for p in pods if p["metadata"]["name"].startswith("sweep-")}
+            assert not (train_nodes & sweep_nodes)
+            assert len(sweep_nodes) == 25, "200 one-GPU pods packed onto 25 nodes"
+
+            async def group_running() -> bool:
+                pg = await k.get(POD_GROUPS, "train", "default")
+                return (pg.get("status") or {}).get("phase") == "Running" and pg["status"]["running"] == 64
+
+            await until(group_running, 30)
+
+    asyncio.run(scenario())
+    out = c.kubectl("get", "podgroups").stdout
+    assert "train" in out
+
+
+def test_gang_that_cannot_fit_binds_nothing_and_says_why(make_cluster: Callable[..., ClusterProcess]) -> None:
+    c = make_cluster(nodes=4, args=["--components", "scheduler"])
+
+    async def scenario() -> None:
+        async with c.client() as k:
+            for obj in gang("huge", 6):
+                await k.create(obj)
+            for obj in gang("fits", 3):
+                await k.create(obj)
+
+            async def event() -> str | None:
+                evs = (await k.list(EVENTS, "default"))["items"]
+                for e in evs:
+                    if e["involvedObject"]["name"] == "huge" and e["reason"] == "Unschedulable":
+                        return str(e["message"])
+                return None
+
+            msg = await until(event, 30)
+            assert msg.startswith("gang huge needs 6 pods at once; 4 fit on 4 nodes"), msg
+            await asyncio.sleep(1.0)
+            pods = {p["metadata"]["name"]: p for p in (await k.list(PODS, "default"))["items"]}
+            assert not any(pods[f"huge-{i}"]["spec"].get("nodeName") for i in range(6))
+            cond = [x for x in pods["huge-0"]["status"].get("conditions", []) if x["type"] == "PodScheduled"]
+            assert cond and cond[0]["status"] == "False" and cond[0]["reason"] == "Unschedulable"
+            # The gang that fits is not starved by reservations of the one that cannot:
+            # it is older-first, and 'huge' holds only nodes it could use.
+            assert sum(1 for i in range(3) if pods[f"fits-{i}"]["spec"].get("nodeName")) in (0, 3)
+
+    asyncio.run(scenario())
+
+
+def test_node_failure_midway_pods_on_it_are_evicted_and_others_keep_running(
+    make_cluster: Callable[..., ClusterProcess],
+) -> None:
+    c = make_cluster(nodes=6, args=["--components", "scheduler"])
+
+    async def scenario() -> None:
+        async with c.client() as k:
+            for obj in gang("job", 4):
+                await k.create(obj)
+
+            async def bound() -> list[dict[str, Any]] | None:
+                pods = (await k.list(PODS, "default"))["items"]
+                ok = len(pods) == 4 and all(p["status"].get("phase") == "Running" for p in pods)
+                return pods if ok else None
+
+            pods = await until(bound, 30)
+            victim = pods[0]["spec"]["nodeName"]
+            c.fault("node-down", victim)
+
+            async def evicted() -> bool:
+                p = await k.get(PODS, pods[0]["metadata"]["name"], "default")
+                return bool(p["metadata"].get("deletionTimestamp"))
+
+            await until(evicted, 20)
+            others = [await k.get(PODS, p["metadata"]["name"], "default") for p in pods[1:]]
+            assert all(o["status"]["phase"] == "Running" for o in others)
+
+    asyncio.run(scenario())
