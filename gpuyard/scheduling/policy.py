@@ -172,7 +172,9 @@ class _Pass:
         self.now = now
         self.cfg = cfg
         self.d = Decisions()
-        self.held: dict[str, str] = {}  # node -> unit key holding it (reservation/nomination)
+        # node -> (unit key, priority) holding it (a reservation or a nomination); only
+        # higher-priority work may use a node another unit holds.
+        self.held: dict[str, tuple[str, int]] = {}
         self.classes: dict[tuple[Any, ...], list[NodeInfo]] = {}
         # Per class, the candidate nodes bucketed by free GPUs (for best fit).
         self.buckets: dict[tuple[Any, ...], list[dict[str, NodeInfo]]] = {}
@@ -189,7 +191,7 @@ class _Pass:
 
     def free_for(self, n: NodeInfo, unit: Unit) -> bool:
         h = self.held.get(n.name)
-        return h is None or h == unit.key
+        return h is None or h[0] == unit.key or unit.priority > h[1]
 
     # -- queue
     def units(self) -> list[Unit]:
@@ -217,7 +219,7 @@ class _Pass:
         for p in self.s.pending.values():
             if p.nominated and p.nominated in self.s.nodes:
                 unit = f"gang {p.group}" if (self.cfg.gangs and p.group) else f"pod {p.key}"
-                self.held.setdefault(p.nominated, unit)
+                self.held.setdefault(p.nominated, (unit, p.priority))
         reservations = 0
         units = self.units()
         if self.cfg.max_units is not None:
@@ -243,7 +245,7 @@ class _Pass:
         return self.d
 
     def release(self, u: Unit) -> None:
-        for name in [k for k, v in self.held.items() if v == u.key]:
+        for name in [k for k, v in self.held.items() if v[0] == u.key]:
             del self.held[name]
 
     # -- gangs
@@ -267,8 +269,10 @@ class _Pass:
                 f"{until - self.now:.0f}s more"
             )
             return False
-        first = self.s.group_first_seen.get(u.group, g.created) or g.created
-        if g.timeout and u.bound == 0 and first and self.now - first > g.timeout:
+        first = self.s.group_first_seen.get(u.group)
+        if first is None:
+            first = g.created
+        if g.timeout and u.bound == 0 and self.now - first > g.timeout:
             # Past its timeout: drop any hold, back off, and start the clock again.
             self.s.backoff_until[u.group] = self.now + self.cfg.timeout_backoff
             self.s.group_first_seen[u.group] = self.now + self.cfg.timeout_backoff
@@ -431,21 +435,34 @@ class _Pass:
 
     # -- reservations
     def reserve(self, u: Unit) -> None:
-        """Hold, for the gang, the nodes it could use now (up to what it needs)."""
-        need: list[PodInfo] = list(u.pods)
-        held: list[str] = []
-        seen: set[str] = set()
+        """Hold, for the gang, the nodes it will run on: those with the most free room
+        now (they free up first), packed by topology, enough for every member once
+        their current occupants leave. Nothing new lands on them meanwhile."""
         p0 = u.pods[0]
-        for n in self._gang_order([n for n in self.candidates(p0) if self.free_for(n, u)], p0.req):
-            if not need:
-                break
-            k = _capacity(p0.req, n)
-            if k <= 0 or n.name in seen:
+        req = p0.req
+        nodes = []
+        for n in self.candidates(p0):
+            if not self.free_for(n, u):
                 continue
-            seen.add(n.name)
-            self.held[n.name] = u.key
+            k = min((n.alloc[i] // req[i] for i in range(NRES) if req[i]), default=0)
+            if k > 0:
+                nodes.append((n, k))
+        nodes.sort(
+            key=lambda nk: (
+                -(nk[0].alloc[GPU] - nk[0].used[GPU]),
+                -_capacity(req, nk[0]),
+                nk[0].rack,
+                nk[0].name,
+            )
+        )
+        need = len(u.pods)
+        held: list[str] = []
+        for n, k in nodes:
+            if need <= 0:
+                break
+            self.held[n.name] = (u.key, u.priority)
             held.append(n.name)
-            del need[:k]
+            need -= k
         if held:
             self.d.reservations[u.key] = held
 
@@ -544,7 +561,7 @@ class _Pass:
         for p, n in placement:
             p.nominated = n.name
             self.d.nominations[p.key] = n.name
-            self.held[n.name] = u.key
+            self.held[n.name] = (u.key, u.priority)
         self.d.unschedulable[u.key] = (
             f"{who} preempts {sum(len(unit_of[v]) for v in chosen)} lower-priority pods "
             f"({len(chosen)} units) and waits for them to leave"
@@ -560,7 +577,7 @@ class _Pass:
             r = _static_ok(p0, n)
             if r is None:
                 if not self.free_for(n, u):
-                    r = f"held for {self.held[n.name]}"
+                    r = f"held for {self.held[n.name][0]}"
                 elif (short := _short(p0.req, n)) is not None:
                     r = f"lack {short}"
                 elif not _anti_ok(p0, n):

@@ -13,7 +13,9 @@ from gpuyard.cluster.testing import ClusterProcess
 from gpuyard.kube.resources import EVENTS, POD_GROUPS, PODS
 
 
-def gang(name: str, n: int, gpus: int = 8, ns: str = "default", **extra: Any) -> list[dict[str, Any]]:
+def gang(
+    name: str, n: int, gpus: int = 8, ns: str = "default", **extra: Any
+) -> list[dict[str, Any]]:
     pg = {
         "apiVersion": "scheduling.x-k8s.io/v1alpha1",
         "kind": "PodGroup",
@@ -24,10 +26,20 @@ def gang(name: str, n: int, gpus: int = 8, ns: str = "default", **extra: Any) ->
         {
             "apiVersion": "v1",
             "kind": "Pod",
-            "metadata": {"name": f"{name}-{i}", "namespace": ns, "labels": {"scheduling.x-k8s.io/pod-group": name}},
+            "metadata": {
+                "name": f"{name}-{i}",
+                "namespace": ns,
+                "labels": {"scheduling.x-k8s.io/pod-group": name},
+            },
             "spec": {
                 "schedulerName": "gpuyard-scheduler",
-                "containers": [{"name": "w", "image": "trainer", "resources": {"limits": {"nvidia.com/gpu": gpus}}}],
+                "containers": [
+                    {
+                        "name": "w",
+                        "image": "trainer",
+                        "resources": {"limits": {"nvidia.com/gpu": gpus}},
+                    }
+                ],
             },
         }
         for i in range(n)
@@ -42,7 +54,9 @@ def single(name: str, gpus: int = 1) -> dict[str, Any]:
         "metadata": {"name": name, "namespace": "default"},
         "spec": {
             "schedulerName": "gpuyard-scheduler",
-            "containers": [{"name": "w", "image": "x", "resources": {"limits": {"nvidia.com/gpu": gpus}}}],
+            "containers": [
+                {"name": "w", "image": "x", "resources": {"limits": {"nvidia.com/gpu": gpus}}}
+            ],
         },
     }
 
@@ -74,15 +88,21 @@ def test_gang_and_singles_on_a_96_node_cluster(make_cluster: Callable[..., Clust
 
             await until(all_bound, 60)
             pods = (await k.list(PODS, "default"))["items"]
-            train_nodes = {p["spec"]["nodeName"] for p in pods if p["metadata"]["name"].startswith("train-")}
+            train_nodes = {
+                p["spec"]["nodeName"] for p in pods if p["metadata"]["name"].startswith("train-")
+            }
             assert len(train_nodes) == 64, "whole-node workers, one per node"
-            sweep_nodes = {p["spec"]["nodeName"] for p in pods if p["metadata"]["name"].startswith("sweep-")}
+            sweep_nodes = {
+                p["spec"]["nodeName"] for p in pods if p["metadata"]["name"].startswith("sweep-")
+            }
             assert not (train_nodes & sweep_nodes)
             assert len(sweep_nodes) == 25, "200 one-GPU pods packed onto 25 nodes"
 
             async def group_running() -> bool:
                 pg = await k.get(POD_GROUPS, "train", "default")
-                return (pg.get("status") or {}).get("phase") == "Running" and pg["status"]["running"] == 64
+                return (pg.get("status") or {}).get("phase") == "Running" and pg["status"][
+                    "running"
+                ] == 64
 
             await until(group_running, 30)
 
@@ -91,7 +111,9 @@ def test_gang_and_singles_on_a_96_node_cluster(make_cluster: Callable[..., Clust
     assert "train" in out
 
 
-def test_gang_that_cannot_fit_binds_nothing_and_says_why(make_cluster: Callable[..., ClusterProcess]) -> None:
+def test_gang_that_cannot_fit_binds_nothing_and_says_why(
+    make_cluster: Callable[..., ClusterProcess],
+) -> None:
     c = make_cluster(nodes=4, args=["--components", "scheduler"])
 
     async def scenario() -> None:
@@ -113,7 +135,11 @@ def test_gang_that_cannot_fit_binds_nothing_and_says_why(make_cluster: Callable[
             await asyncio.sleep(1.0)
             pods = {p["metadata"]["name"]: p for p in (await k.list(PODS, "default"))["items"]}
             assert not any(pods[f"huge-{i}"]["spec"].get("nodeName") for i in range(6))
-            cond = [x for x in pods["huge-0"]["status"].get("conditions", []) if x["type"] == "PodScheduled"]
+            cond = [
+                x
+                for x in pods["huge-0"]["status"].get("conditions", [])
+                if x["type"] == "PodScheduled"
+            ]
             assert cond and cond[0]["status"] == "False" and cond[0]["reason"] == "Unschedulable"
             # The gang that fits is not starved by reservations of the one that cannot:
             # it is older-first, and 'huge' holds only nodes it could use.
