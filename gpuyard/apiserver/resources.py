@@ -259,6 +259,7 @@ class Registry:
         self._by_gvp: dict[tuple[str, str, str], Resource] = {}
         self._crds: dict[str, list[Resource]] = {}  # CRD name -> resources
         self._builtin_keys: set[tuple[str, str, str]] = set()
+        self.generation = 0  # grows whenever the set of resources changes (cache key)
         for r in builtin_resources() if resources is None else resources:
             self._by_gvp[(r.group, r.version, r.plural)] = r
             self._builtin_keys.add((r.group, r.version, r.plural))
@@ -279,6 +280,7 @@ class Registry:
             for r in new:
                 self._by_gvp[(r.group, r.version, r.plural)] = r
             self._crds[name] = new
+            self.generation += 1
         return new
 
     def remove_crd(self, name: str) -> list[Resource]:
@@ -286,6 +288,8 @@ class Registry:
             gone = self._crds.pop(name, [])
             for r in gone:
                 self._by_gvp.pop((r.group, r.version, r.plural), None)
+            if gone:
+                self.generation += 1
         return gone
 
     def crd_resources(self, name: str) -> list[Resource]:
