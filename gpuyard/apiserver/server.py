@@ -290,6 +290,10 @@ class APIServer(Core):
                     doc = compat.openapi.openapi_v3_paths(self.registry)
                 elif path.startswith("/openapi/v3/"):
                     doc = compat.openapi.openapi_v3_doc(self.registry, path[len("/openapi/v3/") :])
+                if isinstance(doc, bytes | bytearray):  # already serialized (and cached)
+                    return Response(200, bytes(doc))
+                if isinstance(doc, tuple):  # (bytes, content type)
+                    return Response(200, bytes(doc[0]), {"Content-Type": str(doc[1])})
                 if doc is not None:
                     return js(doc)
         raise APIError(404, "NotFound", "the server could not find the requested resource")
