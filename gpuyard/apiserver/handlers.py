@@ -1172,7 +1172,9 @@ class Core:
     ) -> dict[str, Any]:
         if compat.patch is not None:
             try:
-                out = compat.patch.apply_patch(obj, body, ct, res)
+                out = compat.patch.apply_patch(
+                    obj, body, ct, res, query.get("fieldManager"), query.get("force") == "true"
+                )
             except compat.patch.PatchError as exc:  # type: ignore[misc]
                 code = int(getattr(exc, "code", 400))
                 raise APIError(

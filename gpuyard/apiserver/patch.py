@@ -1,0 +1,267 @@
+"""Patches, as the API server applies them: JSON patch (RFC 6902), merge patch
+(RFC 7386), strategic merge patch (built-in kinds only) and server-side apply.
+
+Strategic merge follows Kubernetes' list merge keys: containers, initContainers,
+ephemeralContainers, env, volumes and imagePullSecrets merge by `name`; container
+ports by `containerPort` and service ports by `port`; volumeMounts by `mountPath`;
+conditions and node addresses by `type`; ownerReferences by `uid`; finalizers as a set.
+Lists without a merge key (taints, tolerations, args) are replaced. The directives
+kubectl sends are honoured: `$patch: delete|replace|merge`, `$retainKeys`,
+`$deleteFromPrimitiveList/<field>` and `$setElementOrder/<field>`.
+
+Server-side apply merges the applied configuration the same way (merge patch for
+custom resources) and records the field manager in metadata.managedFields.
+
+Every failure is a `PatchError` with an HTTP code, never another exception.
+"""
+
+from __future__ import annotations
+
+import copy
+from datetime import UTC, datetime
+from typing import Any
+
+import jsonpatch
+import orjson
+import yaml
+
+from gpuyard.apiserver.resources import Resource
+
+
+class PatchError(Exception):
+    def __init__(self, code: int, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.reason = reason
+        self.message = message
+
+
+_BY_NAME = {
+    "containers",
+    "initContainers",
+    "ephemeralContainers",
+    "env",
+    "volumes",
+    "imagePullSecrets",
+}
+_MERGE_KEYS = {
+    "volumeMounts": "mountPath",
+    "conditions": "type",
+    "addresses": "type",
+    "ownerReferences": "uid",
+    "volumeDevices": "devicePath",
+}
+_SETS = {"finalizers"}
+_DELETE = object()
+
+
+def _merge_key(field: str, path: tuple[str, ...], kind: str) -> str | None:
+    if field in _BY_NAME:
+        return "name"
+    if field == "ports":
+        return "port" if kind == "Service" and path[-1:] == ("spec",) else "containerPort"
+    return _MERGE_KEYS.get(field)
+
+
+def merge_patch(target: Any, patch: Any) -> Any:
+    """RFC 7386."""
+    if not isinstance(patch, dict):
+        return copy.deepcopy(patch)
+    out = dict(target) if isinstance(target, dict) else {}
+    for k, v in patch.items():
+        if v is None:
+            out.pop(k, None)
+        else:
+            out[k] = merge_patch(out.get(k), v)
+    return out
+
+
+def _merge_list(
+    cur: list[Any], patch: list[Any], key: str, path: tuple[str, ...], kind: str
+) -> list[Any]:
+    if any(isinstance(p, dict) and p.get("$patch") == "replace" for p in patch):
+        return [copy.deepcopy(p) for p in patch if not (isinstance(p, dict) and "$patch" in p)]
+    out = [copy.deepcopy(x) for x in cur]
+    for item in patch:
+        if not isinstance(item, dict):
+            raise PatchError(
+                400,
+                "BadRequest",
+                f"list items at {'.'.join(path)} must be objects with a {key!r} key",
+            )
+        if key not in item:
+            raise PatchError(
+                400, "BadRequest", f"a list item at {'.'.join(path)} has no merge key {key!r}"
+            )
+        idx = next(
+            (i for i, x in enumerate(out) if isinstance(x, dict) and x.get(key) == item[key]), None
+        )
+        if item.get("$patch") == "delete":
+            if idx is not None:
+                del out[idx]
+            continue
+        if idx is None:
+            out.append(_strategic(None, item, path, kind))
+        else:
+            out[idx] = _strategic(out[idx], item, path, kind)
+    return out
+
+
+def _strategic(cur: Any, patch: Any, path: tuple[str, ...], kind: str) -> Any:
+    if not isinstance(patch, dict):
+        return copy.deepcopy(patch)
+    directive = patch.get("$patch")
+    if directive == "delete":
+        return _DELETE
+    body = {k: v for k, v in patch.items() if k != "$patch"}
+    if directive == "replace":
+        return {k: copy.deepcopy(v) for k, v in body.items() if not k.startswith("$")}
+    if directive not in (None, "merge"):
+        raise PatchError(400, "BadRequest", f"unknown $patch directive {directive!r}")
+    out = dict(cur) if isinstance(cur, dict) else {}
+    retain = body.pop("$retainKeys", None)
+    for k, v in body.items():
+        if k.startswith("$setElementOrder/"):
+            continue
+        if k.startswith("$deleteFromPrimitiveList/"):
+            field = k.split("/", 1)[1]
+            if isinstance(out.get(field), list) and isinstance(v, list):
+                out[field] = [x for x in out[field] if x not in v]
+            continue
+        if v is None:
+            out.pop(k, None)
+            continue
+        key = _merge_key(k, path, kind)
+        if isinstance(v, list) and key is not None:
+            out[k] = _merge_list(out.get(k) or [], v, key, (*path, k), kind)
+        elif isinstance(v, list) and k in _SETS:
+            have = list(out.get(k) or [])
+            out[k] = have + [x for x in v if x not in have]
+        elif isinstance(v, dict):
+            merged = _strategic(out.get(k), v, (*path, k), kind)
+            if merged is _DELETE:
+                out.pop(k, None)
+            else:
+                out[k] = merged
+        else:
+            out[k] = copy.deepcopy(v)
+    if isinstance(retain, list):
+        out = {k: v for k, v in out.items() if k in retain}
+    return out
+
+
+def strategic_merge_patch(
+    obj: dict[str, Any], patch: dict[str, Any], kind: str = ""
+) -> dict[str, Any]:
+    out = _strategic(obj, patch, (), kind)
+    if out is _DELETE or not isinstance(out, dict):
+        raise PatchError(422, "Invalid", "the patch deletes the whole object")
+    return out
+
+
+def _decode_json(body: bytes) -> Any:
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise PatchError(400, "BadRequest", f"the patch is not valid JSON: {exc}") from None
+
+
+def apply_patch(
+    obj: dict[str, Any],
+    patch: bytes,
+    content_type: str,
+    resource: Resource,
+    field_manager: str | None = None,
+    force: bool = False,
+) -> dict[str, Any]:
+    ct = content_type.split(";")[0].strip().lower()
+    if ct == "application/json-patch+json":
+        ops = _decode_json(patch)
+        if not isinstance(ops, list):
+            raise PatchError(400, "BadRequest", "a JSON patch must be a list of operations")
+        try:
+            out = jsonpatch.apply_patch(obj, ops)
+        except (jsonpatch.JsonPatchException, jsonpatch.JsonPointerException) as exc:
+            raise PatchError(
+                422, "Invalid", f"the JSON patch could not be applied: {exc}"
+            ) from None
+        except (TypeError, ValueError, KeyError, IndexError, AttributeError) as exc:
+            raise PatchError(400, "BadRequest", f"the JSON patch is malformed: {exc}") from None
+        if not isinstance(out, dict):
+            raise PatchError(422, "Invalid", "the JSON patch must leave an object")
+        return dict(out)
+    if ct == "application/merge-patch+json":
+        p = _decode_json(patch)
+        if not isinstance(p, dict):
+            raise PatchError(400, "BadRequest", "a merge patch must be a JSON object")
+        return dict(merge_patch(obj, p))
+    if ct == "application/strategic-merge-patch+json":
+        if resource.custom:
+            raise PatchError(
+                415,
+                "UnsupportedMediaType",
+                "strategic merge patch is not supported for custom resources; "
+                "use a merge patch or a JSON patch",
+            )
+        p = _decode_json(patch)
+        if not isinstance(p, dict):
+            raise PatchError(400, "BadRequest", "a strategic merge patch must be a JSON object")
+        return strategic_merge_patch(obj, p, resource.kind)
+    if ct == "application/apply-patch+yaml":
+        try:
+            p = yaml.safe_load(patch)
+        except yaml.YAMLError as exc:
+            raise PatchError(
+                400, "BadRequest", f"the applied configuration is not valid YAML: {exc}"
+            ) from None
+        if not isinstance(p, dict):
+            raise PatchError(400, "BadRequest", "the applied configuration must be an object")
+        if p.get("kind") not in (None, resource.kind) or p.get("apiVersion") not in (
+            None,
+            resource.api_version,
+        ):
+            raise PatchError(
+                400,
+                "BadRequest",
+                f"the applied configuration is {p.get('apiVersion')}/{p.get('kind')}, "
+                f"not {resource.api_version}/{resource.kind}",
+            )
+        if isinstance(p.get("metadata"), dict):
+            p["metadata"].pop("managedFields", None)
+        out = (
+            dict(merge_patch(obj, p))
+            if resource.custom
+            else strategic_merge_patch(obj, p, resource.kind)
+        )
+        manager = field_manager or "unknown"
+        md = out.setdefault("metadata", {})
+        entries = [
+            e
+            for e in md.get("managedFields") or []
+            if isinstance(e, dict) and e.get("manager") != manager
+        ]
+        entries.append(
+            {
+                "manager": manager,
+                "operation": "Apply",
+                "apiVersion": resource.api_version,
+                "time": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+                "fieldsType": "FieldsV1",
+                "fieldsV1": _fields(p),
+            }
+        )
+        md["managedFields"] = entries
+        return out
+    raise PatchError(415, "UnsupportedMediaType", f"unsupported patch type {content_type!r}")
+
+
+def _fields(applied: Any) -> dict[str, Any]:
+    """A FieldsV1-shaped set of the fields an apply configuration sets."""
+    if not isinstance(applied, dict):
+        return {}
+    out: dict[str, Any] = {}
+    for k, v in applied.items():
+        if k in ("apiVersion", "kind"):
+            continue
+        out[f"f:{k}"] = _fields(v) if isinstance(v, dict) else {}
+    return out

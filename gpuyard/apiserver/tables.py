@@ -1,0 +1,297 @@
+"""Table output (meta.k8s.io/v1 Table) for `kubectl get`: the columns people know.
+
+Pods, nodes, namespaces, events, leases, services, configmaps, priority classes and
+CRDs get kubectl's familiar columns; custom resources get their CRD's
+additionalPrinterColumns (JSONPath subset `.a.b[0].c`); anything else NAME and AGE.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+from gpuyard.apiserver.resources import Resource
+
+Obj = dict[str, Any]
+
+
+def age(ts: str | None, now: datetime | None = None) -> str:
+    if not ts:
+        return "<unknown>"
+    try:
+        t = datetime.fromisoformat(ts.replace("Z", "+00:00"))
+    except ValueError:
+        return "<invalid>"
+    s = int(((now or datetime.now(UTC)) - t).total_seconds())
+    if s < 0:
+        s = 0
+    if s < 120:
+        return f"{s}s"
+    m = s // 60
+    if m < 10:
+        return f"{m}m{s % 60}s" if s % 60 else f"{m}m"
+    if m < 180:
+        return f"{m}m"
+    h = m // 60
+    if h < 48:
+        return f"{h}h"
+    d = h // 24
+    return f"{d}d" if d < 365 * 2 else f"{d // 365}y"
+
+
+def _meta(o: Obj) -> Obj:
+    return o.get("metadata") or {}
+
+
+def _age(o: Obj) -> str:
+    return age(_meta(o).get("creationTimestamp"))
+
+
+def _pod_row(p: Obj) -> list[Any]:
+    st = p.get("status") or {}
+    spec = p.get("spec") or {}
+    cs = st.get("containerStatuses") or []
+    total = len(spec.get("containers") or [])
+    ready = sum(1 for c in cs if c.get("ready"))
+    restarts = sum(int(c.get("restartCount") or 0) for c in cs)
+    status = st.get("reason") or st.get("phase") or "Pending"
+    for c in cs:
+        state = c.get("state") or {}
+        if "waiting" in state and state["waiting"].get("reason"):
+            status = state["waiting"]["reason"]
+        elif (
+            "terminated" in state and st.get("phase") not in ("Succeeded",) and status == "Running"
+        ):
+            status = state["terminated"].get("reason") or "Terminated"
+    if st.get("phase") == "Succeeded":
+        status = "Completed"
+    if _meta(p).get("deletionTimestamp"):
+        status = "Terminating"
+    return [
+        _meta(p).get("name"),
+        f"{ready}/{total}",
+        status,
+        restarts,
+        _age(p),
+        st.get("podIP") or "<none>",
+        spec.get("nodeName") or "<none>",
+        st.get("nominatedNodeName") or "<none>",
+        "<none>",
+    ]
+
+
+def _node_row(n: Obj) -> list[Any]:
+    st = n.get("status") or {}
+    ready = next((c for c in st.get("conditions") or [] if c.get("type") == "Ready"), None)
+    status = "Unknown"
+    if ready is not None:
+        status = {"True": "Ready", "False": "NotReady"}.get(ready.get("status"), "Unknown")
+    if (n.get("spec") or {}).get("unschedulable"):
+        status += ",SchedulingDisabled"
+    labels = _meta(n).get("labels") or {}
+    roles = sorted(k.split("/", 1)[1] for k in labels if k.startswith("node-role.kubernetes.io/"))
+    addr = {a.get("type"): a.get("address") for a in st.get("addresses") or []}
+    info = st.get("nodeInfo") or {}
+    return [
+        _meta(n).get("name"),
+        status,
+        ",".join(roles) or "<none>",
+        _age(n),
+        info.get("kubeletVersion", ""),
+        addr.get("InternalIP", "<none>"),
+        addr.get("ExternalIP", "<none>"),
+        info.get("osImage", ""),
+        info.get("kernelVersion", ""),
+        info.get("containerRuntimeVersion", ""),
+    ]
+
+
+def _event_row(e: Obj) -> list[Any]:
+    io = e.get("involvedObject") or {}
+    last = e.get("lastTimestamp") or e.get("eventTime") or _meta(e).get("creationTimestamp")
+    return [
+        age(last),
+        e.get("type", ""),
+        e.get("reason", ""),
+        f"{str(io.get('kind', '')).lower()}/{io.get('name', '')}",
+        e.get("message", ""),
+    ]
+
+
+_C = tuple[str, str, int]  # name, type, priority (1 = wide only)
+_BUILTIN: dict[str, tuple[list[_C], Callable[[Obj], list[Any]]]] = {
+    "Pod": (
+        [
+            ("Name", "string", 0),
+            ("Ready", "string", 0),
+            ("Status", "string", 0),
+            ("Restarts", "integer", 0),
+            ("Age", "string", 0),
+            ("IP", "string", 1),
+            ("Node", "string", 1),
+            ("Nominated Node", "string", 1),
+            ("Readiness Gates", "string", 1),
+        ],
+        _pod_row,
+    ),
+    "Node": (
+        [
+            ("Name", "string", 0),
+            ("Status", "string", 0),
+            ("Roles", "string", 0),
+            ("Age", "string", 0),
+            ("Version", "string", 0),
+            ("Internal-IP", "string", 1),
+            ("External-IP", "string", 1),
+            ("OS-Image", "string", 1),
+            ("Kernel-Version", "string", 1),
+            ("Container-Runtime", "string", 1),
+        ],
+        _node_row,
+    ),
+    "Namespace": (
+        [("Name", "string", 0), ("Status", "string", 0), ("Age", "string", 0)],
+        lambda o: [_meta(o).get("name"), (o.get("status") or {}).get("phase", "Active"), _age(o)],
+    ),
+    "Event": (
+        [
+            ("Last Seen", "string", 0),
+            ("Type", "string", 0),
+            ("Reason", "string", 0),
+            ("Object", "string", 0),
+            ("Message", "string", 0),
+        ],
+        _event_row,
+    ),
+    "Lease": (
+        [("Name", "string", 0), ("Holder", "string", 0), ("Age", "string", 0)],
+        lambda o: [_meta(o).get("name"), (o.get("spec") or {}).get("holderIdentity", ""), _age(o)],
+    ),
+    "ConfigMap": (
+        [("Name", "string", 0), ("Data", "integer", 0), ("Age", "string", 0)],
+        lambda o: [
+            _meta(o).get("name"),
+            len(o.get("data") or {}) + len(o.get("binaryData") or {}),
+            _age(o),
+        ],
+    ),
+    "Service": (
+        [
+            ("Name", "string", 0),
+            ("Type", "string", 0),
+            ("Cluster-IP", "string", 0),
+            ("Ports", "string", 0),
+            ("Age", "string", 0),
+        ],
+        lambda o: [
+            _meta(o).get("name"),
+            (o.get("spec") or {}).get("type", "ClusterIP"),
+            (o.get("spec") or {}).get("clusterIP") or "None",
+            ",".join(
+                f"{p.get('port')}/{p.get('protocol', 'TCP')}"
+                for p in (o.get("spec") or {}).get("ports") or []
+            )
+            or "<none>",
+            _age(o),
+        ],
+    ),
+    "PriorityClass": (
+        [
+            ("Name", "string", 0),
+            ("Value", "integer", 0),
+            ("Global-Default", "boolean", 0),
+            ("Age", "string", 0),
+        ],
+        lambda o: [_meta(o).get("name"), o.get("value", 0), bool(o.get("globalDefault")), _age(o)],
+    ),
+    "CustomResourceDefinition": (
+        [("Name", "string", 0), ("Created At", "date", 0)],
+        lambda o: [_meta(o).get("name"), _meta(o).get("creationTimestamp", "")],
+    ),
+}
+
+_SEG = re.compile(r"\.([^.\[\]]+)|\[(\d+)\]")
+
+
+def jsonpath(obj: Any, path: str) -> Any:
+    """The subset of JSONPath that printer columns use: `.a.b[0].c`."""
+    cur = obj
+    for m in _SEG.finditer(path.strip().lstrip("$").replace("{", "").replace("}", "")):
+        key, idx = m.groups()
+        if key is not None:
+            cur = cur.get(key) if isinstance(cur, dict) else None
+        else:
+            cur = cur[int(idx)] if isinstance(cur, list) and int(idx) < len(cur) else None
+        if cur is None:
+            return None
+    return cur
+
+
+def _custom(res: Resource) -> tuple[list[_C], Callable[[Obj], list[Any]]]:
+    cols = [c for c in res.printer_columns if c.get("name")]
+    defs: list[_C] = [("Name", "string", 0)]
+    for c in cols:
+        defs.append((str(c["name"]), str(c.get("type", "string")), int(c.get("priority", 0))))
+    has_age = any(str(c["name"]).lower() == "age" for c in cols)
+    if not has_age:
+        defs.append(("Age", "string", 0))
+
+    def row(o: Obj) -> list[Any]:
+        out: list[Any] = [_meta(o).get("name")]
+        for c in cols:
+            v = jsonpath(o, str(c.get("jsonPath", "")))
+            if c.get("type") == "date" and isinstance(v, str):
+                v = age(v)
+            out.append("<none>" if v is None else v)
+        if not has_age:
+            out.append(_age(o))
+        return out
+
+    return defs, row
+
+
+def to_table(
+    resource: Resource,
+    objs: list[Obj],
+    include_object: str = "Metadata",
+    list_meta: Obj | None = None,
+) -> Obj:
+    if resource.custom:
+        defs, row = _custom(resource)
+    elif resource.kind in _BUILTIN:
+        defs, row = _BUILTIN[resource.kind]
+    else:
+        defs, row = (
+            [("Name", "string", 0), ("Age", "string", 0)],
+            lambda o: [_meta(o).get("name"), _age(o)],
+        )
+    rows = []
+    for o in objs:
+        r: Obj = {"cells": row(o)}
+        if include_object == "Object":
+            r["object"] = o
+        elif include_object != "None":
+            r["object"] = {
+                "kind": "PartialObjectMetadata",
+                "apiVersion": "meta.k8s.io/v1",
+                "metadata": _meta(o),
+            }
+        rows.append(r)
+    return {
+        "kind": "Table",
+        "apiVersion": "meta.k8s.io/v1",
+        "metadata": dict(list_meta or {}),
+        "columnDefinitions": [
+            {
+                "name": n,
+                "type": t,
+                "format": "name" if n == "Name" else "",
+                "description": "",
+                "priority": p,
+            }
+            for n, t, p in defs
+        ],
+        "rows": rows,
+    }

@@ -1,0 +1,335 @@
+"""Validation of objects before they are stored: a list of causes, empty when valid.
+
+Causes are Kubernetes-shaped (`{"reason", "message", "field"}`, field as a JSON path
+like `spec.containers[0].image`) and become a 422 Invalid Status. Covered: object
+names (DNS-1123 subdomain, or label for namespaces and services), label keys and
+values, pods' containers and resource quantities, node capacity quantities, and for
+custom resources their CRD's openAPIV3Schema (type, required, properties,
+additionalProperties, items, enum, minimum/maximum, minLength/maxLength, pattern,
+minItems/maxItems, x-kubernetes-int-or-string, x-kubernetes-preserve-unknown-fields).
+Fields a schema does not know are reported (what kubectl's strict field validation
+asks for), so a typo such as `replcas` is an error, not silently dropped.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from gpuyard.apiserver.resources import Resource
+from gpuyard.kube.objects import QuantityError, parse_quantity
+
+Cause = dict[str, str]
+
+_DNS1123_SUBDOMAIN = re.compile(
+    r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
+)
+_DNS1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+_LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
+_QUALIFIED = re.compile(r"^([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]$")
+_LABEL_NAMES = {"Namespace", "Service"}
+
+
+def _cause(field: str, message: str, reason: str = "FieldValueInvalid") -> Cause:
+    return {"reason": reason, "message": message, "field": field}
+
+
+def _key_ok(key: str) -> bool:
+    prefix, _, name = key.rpartition("/")
+    if prefix and (len(prefix) > 253 or not _DNS1123_SUBDOMAIN.match(prefix)):
+        return False
+    return 0 < len(name) <= 63 and bool(_QUALIFIED.match(name))
+
+
+def _metadata(res: Resource, obj: dict[str, Any]) -> list[Cause]:
+    out: list[Cause] = []
+    md = obj.get("metadata") or {}
+    name = md.get("name")
+    if isinstance(name, str) and name:
+        if res.kind in _LABEL_NAMES:
+            if len(name) > 63 or not _DNS1123_LABEL.match(name):
+                out.append(
+                    _cause(
+                        "metadata.name",
+                        f"Invalid value: {name!r}: a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-', and must start and end with an alphanumeric character",
+                    )
+                )
+        elif len(name) > 253 or not _DNS1123_SUBDOMAIN.match(name):
+            out.append(
+                _cause(
+                    "metadata.name",
+                    f"Invalid value: {name!r}: a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character",
+                )
+            )
+    for section in ("labels", "annotations"):
+        items = md.get(section)
+        if items is None:
+            continue
+        if not isinstance(items, dict):
+            out.append(_cause(f"metadata.{section}", "must be a map of strings"))
+            continue
+        for k, v in items.items():
+            if not isinstance(k, str) or not _key_ok(k):
+                out.append(
+                    _cause(
+                        f"metadata.{section}",
+                        f"Invalid value: {k!r}: not a valid key (an optional DNS subdomain prefix and '/', then a name of at most 63 characters)",
+                    )
+                )
+            if not isinstance(v, str):
+                out.append(_cause(f"metadata.{section}.{k}", "must be a string"))
+            elif section == "labels" and (len(v) > 63 or not _LABEL_VALUE.match(v)):
+                out.append(
+                    _cause(
+                        f"metadata.labels.{k}",
+                        f"Invalid value: {v!r}: a valid label must be 63 characters or less and consist of alphanumerics, '-', '_' or '.'",
+                    )
+                )
+    return out
+
+
+def _quantities(values: Any, field: str) -> list[Cause]:
+    if values is None:
+        return []
+    if not isinstance(values, dict):
+        return [_cause(field, "must be a map of resource quantities")]
+    out = []
+    for k, v in values.items():
+        try:
+            parse_quantity(v)
+        except QuantityError as exc:
+            out.append(_cause(f"{field}.{k}", f"Invalid value: {v!r}: {exc}"))
+    return out
+
+
+def _pod_spec(spec: Any, field: str) -> list[Cause]:
+    if not isinstance(spec, dict):
+        return [_cause(field, "Required value", "FieldValueRequired")]
+    out: list[Cause] = []
+    containers = spec.get("containers")
+    if not isinstance(containers, list) or not containers:
+        out.append(_cause(f"{field}.containers", "Required value", "FieldValueRequired"))
+        containers = []
+    for kind in ("initContainers", "containers"):
+        seen: set[str] = set()
+        for i, c in enumerate(spec.get(kind) or []):
+            f = f"{field}.{kind}[{i}]"
+            if not isinstance(c, dict):
+                out.append(_cause(f, "must be an object"))
+                continue
+            name = c.get("name")
+            if not isinstance(name, str) or not name:
+                out.append(_cause(f"{f}.name", "Required value", "FieldValueRequired"))
+            elif not _DNS1123_LABEL.match(name):
+                out.append(
+                    _cause(f"{f}.name", f"Invalid value: {name!r}: must be a DNS-1123 label")
+                )
+            elif name in seen:
+                out.append(_cause(f"{f}.name", f"Duplicate value: {name!r}", "FieldValueDuplicate"))
+            else:
+                seen.add(name)
+            if not c.get("image"):
+                out.append(_cause(f"{f}.image", "Required value", "FieldValueRequired"))
+            res = c.get("resources") or {}
+            if isinstance(res, dict):
+                out += _quantities(res.get("requests"), f"{f}.resources.requests")
+                out += _quantities(res.get("limits"), f"{f}.resources.limits")
+    return out
+
+
+# ------------------------------------------------------------------- openAPIV3Schema
+
+_TYPES = {
+    "object": dict,
+    "array": list,
+    "string": str,
+    "boolean": bool,
+}
+
+
+def _type_ok(t: str, v: Any) -> bool:
+    if t == "integer":
+        return isinstance(v, int) and not isinstance(v, bool)
+    if t == "number":
+        return isinstance(v, int | float) and not isinstance(v, bool)
+    py = _TYPES.get(t)
+    return True if py is None else isinstance(v, py)
+
+
+def schema_errors(schema: dict[str, Any], value: Any, field: str, top: bool = False) -> list[Cause]:
+    """Errors of `value` against an openAPIV3Schema node."""
+    out: list[Cause] = []
+    if value is None:
+        if schema.get("nullable"):
+            return out
+        return [_cause(field, "Invalid value: null: must not be null", "FieldValueTypeInvalid")]
+    if schema.get("x-kubernetes-int-or-string"):
+        if not (isinstance(value, str) or (isinstance(value, int) and not isinstance(value, bool))):
+            return [
+                _cause(
+                    field,
+                    f"Invalid value: {value!r}: must be an integer or a string",
+                    "FieldValueTypeInvalid",
+                )
+            ]
+    elif (t := schema.get("type")) and not _type_ok(t, value):
+        return [
+            _cause(field, f"Invalid value: {value!r}: must be of type {t}", "FieldValueTypeInvalid")
+        ]
+    if "enum" in schema and value not in schema["enum"]:
+        allowed = ", ".join(repr(e) for e in schema["enum"])
+        out.append(
+            _cause(
+                field,
+                f"Unsupported value: {value!r}: supported values: {allowed}",
+                "FieldValueNotSupported",
+            )
+        )
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        if "minimum" in schema and value < schema["minimum"]:
+            out.append(
+                _cause(
+                    field,
+                    f"Invalid value: {value}: must be greater than or equal to {schema['minimum']}",
+                )
+            )
+        if "maximum" in schema and value > schema["maximum"]:
+            out.append(
+                _cause(
+                    field,
+                    f"Invalid value: {value}: must be less than or equal to {schema['maximum']}",
+                )
+            )
+    if isinstance(value, str):
+        if "minLength" in schema and len(value) < schema["minLength"]:
+            out.append(
+                _cause(
+                    field,
+                    f"Invalid value: {value!r}: should be at least {schema['minLength']} chars long",
+                )
+            )
+        if "maxLength" in schema and len(value) > schema["maxLength"]:
+            out.append(
+                _cause(
+                    field,
+                    f"Too long: may not be longer than {schema['maxLength']}",
+                    "FieldValueTooLong",
+                )
+            )
+        if "pattern" in schema:
+            try:
+                if not re.search(schema["pattern"], value):
+                    out.append(
+                        _cause(
+                            field, f"Invalid value: {value!r}: should match {schema['pattern']!r}"
+                        )
+                    )
+            except re.error:
+                pass
+    if isinstance(value, list):
+        if "minItems" in schema and len(value) < schema["minItems"]:
+            out.append(
+                _cause(field, f"Invalid value: should have at least {schema['minItems']} items")
+            )
+        if "maxItems" in schema and len(value) > schema["maxItems"]:
+            out.append(
+                _cause(
+                    field,
+                    f"Too many: must have at most {schema['maxItems']} items",
+                    "FieldValueTooMany",
+                )
+            )
+        items = schema.get("items")
+        if isinstance(items, dict):
+            for i, v in enumerate(value):
+                out += schema_errors(items, v, f"{field}[{i}]")
+    if isinstance(value, dict):
+        props = schema.get("properties") or {}
+        for req in schema.get("required") or []:
+            if req not in value:
+                out.append(
+                    _cause(f"{field}.{req}".lstrip("."), "Required value", "FieldValueRequired")
+                )
+        addl = schema.get("additionalProperties")
+        preserve = schema.get("x-kubernetes-preserve-unknown-fields")
+        for k, v in value.items():
+            f = f"{field}.{k}".lstrip(".")
+            if top and k in ("apiVersion", "kind", "metadata"):
+                continue
+            if k in props:
+                out += schema_errors(props[k], v, f)
+            elif isinstance(addl, dict):
+                out += schema_errors(addl, v, f)
+            elif addl is True or preserve or (not props and schema.get("type") != "object"):
+                continue
+            else:
+                out.append(_cause(f, f'unknown field "{f}"', "FieldValueInvalid"))
+    return out
+
+
+def validate_object(
+    resource: Resource, obj: dict[str, Any], old: dict[str, Any] | None
+) -> list[Cause]:
+    out = _metadata(resource, obj)
+    if resource.custom:
+        if resource.schema:
+            out += schema_errors(resource.schema, obj, "", top=True)
+        return out
+    if resource.kind == "Pod":
+        out += _pod_spec(obj.get("spec"), "spec")
+    elif resource.kind in ("Deployment", "DaemonSet"):
+        tpl = (obj.get("spec") or {}).get("template")
+        if isinstance(tpl, dict):
+            out += _pod_spec(tpl.get("spec"), "spec.template.spec")
+    elif resource.kind == "Node":
+        st = obj.get("status") or {}
+        if isinstance(st, dict):
+            out += _quantities(st.get("capacity"), "status.capacity")
+            out += _quantities(st.get("allocatable"), "status.allocatable")
+    elif resource.kind == "CustomResourceDefinition":
+        out += validate_crd(obj)
+    return out
+
+
+def validate_crd(crd: dict[str, Any]) -> list[Cause]:
+    out: list[Cause] = []
+    spec = crd.get("spec")
+    if not isinstance(spec, dict):
+        return [_cause("spec", "Required value", "FieldValueRequired")]
+    group = spec.get("group")
+    names = spec.get("names") or {}
+    if not group or not isinstance(group, str) or "." not in group:
+        out.append(
+            _cause(
+                "spec.group", f"Invalid value: {group!r}: should be a domain with at least one dot"
+            )
+        )
+    plural = names.get("plural") if isinstance(names, dict) else None
+    if not plural or not isinstance(names, dict) or not names.get("kind"):
+        out.append(_cause("spec.names", "Required value: plural and kind", "FieldValueRequired"))
+    elif group and (crd.get("metadata") or {}).get("name") != f"{plural}.{group}":
+        out.append(
+            _cause(
+                "metadata.name",
+                f'Invalid value: must be spec.names.plural+"."+spec.group ({plural}.{group})',
+            )
+        )
+    if spec.get("scope") not in ("Namespaced", "Cluster"):
+        out.append(
+            _cause(
+                "spec.scope",
+                f'Unsupported value: {spec.get("scope")!r}: supported values: "Cluster", "Namespaced"',
+                "FieldValueNotSupported",
+            )
+        )
+    versions = spec.get("versions")
+    if not isinstance(versions, list) or not versions:
+        out.append(_cause("spec.versions", "Required value", "FieldValueRequired"))
+    elif sum(1 for v in versions if isinstance(v, dict) and v.get("storage")) != 1:
+        out.append(
+            _cause(
+                "spec.versions",
+                "Invalid value: must have exactly one version marked as storage version",
+            )
+        )
+    return out
