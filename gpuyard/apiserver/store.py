@@ -357,6 +357,7 @@ class Store:
         self, data_dir: str | None = None, log_size: int = 50_000, watch_buffer: int = 20_000
     ) -> None:
         self.rev = 0
+        self.start_rv = 0
         self.log_size = log_size
         self.watch_buffer = watch_buffer
         self.colls: dict[CollKey, Collection] = {}
@@ -384,6 +385,10 @@ class Store:
             for c in self.colls.values():
                 c.compacted_rv = rev
         self.published_rv = self.rev
+        # Events before this revision (before a restart) are unknown to every collection.
+        # A collection first touched later has missed nothing since: any change to it
+        # would have created it.
+        self.start_rv = self.rev
 
     @property
     def persistent(self) -> bool:
@@ -392,7 +397,7 @@ class Store:
     def coll(self, key: CollKey) -> Collection:
         c = self.colls.get(key)
         if c is None:
-            c = self.colls[key] = Collection(key, self.log_size, self.rev)
+            c = self.colls[key] = Collection(key, self.log_size, self.start_rv)
         return c
 
     # -- reads ----------------------------------------------------------------------

@@ -248,3 +248,15 @@ async def test_node_pinned_watches_and_lists(api: Api) -> None:
     assert await _names(api, "/api/v1/pods", fieldSelector="spec.nodeName=") == ["r"]
     assert await _names(api, fieldSelector="metadata.name=r") == ["r"]
     assert await _names(api, "/api/v1/pods", fieldSelector="metadata.name=r") == ["r"]
+
+
+async def test_watch_of_untouched_resource_from_list_version(api: Api) -> None:
+    """List an empty, never-written resource; writes elsewhere; then watch from the list's
+    version: no spurious 410."""
+    _, lst = await api.get("/apis/apps/v1/namespaces/default/daemonsets")
+    rv = lst["metadata"]["resourceVersion"]
+    await api.post(f"{NS}/configmaps", cm("other"))
+    events = await api.watch(
+        "/apis/apps/v1/namespaces/default/daemonsets", 1, timeout=0.7, resourceVersion=rv
+    )
+    assert events == []
