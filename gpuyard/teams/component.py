@@ -1,0 +1,107 @@
+"""Team capacity inside `gpuyard up` (see gpuyard.cluster.components): starts the
+admission webhook (HTTPS, its own CA under <data-dir>/teams-webhook), installs or
+updates the MutatingWebhookConfiguration with its URL and caBundle, rotates the
+certificate when due, and runs the team manager."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import logging
+from pathlib import Path
+from typing import Any
+
+from gpuyard.kube.errors import AlreadyExists, KubeError
+from gpuyard.kube.informer import Informer
+from gpuyard.kube.resources import TEAMS
+from gpuyard.teams.admission import TeamInfo
+from gpuyard.teams.webhook import (
+    CONFIG_NAME,
+    WebhookServer,
+    teams_by_namespace,
+    webhook_configuration,
+)
+
+log = logging.getLogger("gpuyard.teams")
+
+MWC = ("admissionregistration.k8s.io/v1", "MutatingWebhookConfiguration")
+ROTATE_CHECK_S = 3600.0
+
+
+class TeamLookup:
+    """namespace -> TeamInfo, rebuilt from a Team informer when Teams change."""
+
+    def __init__(self, teams: Informer) -> None:
+        self.teams = teams
+        self._map: dict[str, TeamInfo] = {}
+        teams.add_handler(self._rebuild, lambda o, n: self._rebuild(n), self._rebuild)
+
+    def _rebuild(self, _obj: Any = None) -> None:
+        self._map = teams_by_namespace(self.teams.list())
+
+    def __call__(self, namespace: str) -> TeamInfo | None:
+        return self._map.get(namespace)
+
+
+async def install_webhook(client: Any, url: str, ca_pem: bytes) -> None:
+    """Create the MutatingWebhookConfiguration, or update it when URL or CA changed."""
+    want = webhook_configuration(url, ca_pem)
+    try:
+        await client.create(want)
+        return
+    except AlreadyExists:
+        pass
+    have = await client.get(MWC, CONFIG_NAME)
+    hw = (have.get("webhooks") or [{}])[0].get("clientConfig") or {}
+    cc = want["webhooks"][0]["clientConfig"]
+    if hw.get("url") == cc["url"] and hw.get("caBundle") == cc["caBundle"]:
+        return
+    want["metadata"]["resourceVersion"] = have["metadata"]["resourceVersion"]
+    await client.replace(want)
+
+
+async def run(ctx: Any) -> None:
+    from gpuyard.kube.client import Client
+    from gpuyard.teams.manager import TeamManager
+
+    client = Client.in_process(ctx.server, component="teams")
+    teams = Informer(client, TEAMS, name="teams-webhook-teams")
+    lookup = TeamLookup(teams)
+    opts = ctx.options or {}
+    server = WebhookServer(
+        lookup,
+        Path(ctx.data_dir) / "teams-webhook",
+        port=int(opts.get("teams_webhook_port", 0)),
+    )
+    manager = TeamManager(client, informers={"teams": teams})
+    teams.start()
+    try:
+        await teams.wait_synced()
+        lookup._rebuild()
+        url = await server.start()
+        await install_webhook(client, url, server.ca_pem)
+
+        async def rotate() -> None:
+            while not ctx.stop.is_set():
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(ctx.stop.wait(), ROTATE_CHECK_S)
+                if ctx.stop.is_set():
+                    return
+                if server.rotate(dt.datetime.now(dt.UTC)):
+                    try:
+                        await install_webhook(client, url, server.ca_pem)
+                    except KubeError as exc:
+                        log.warning("could not update the webhook caBundle: %s", exc)
+
+        rot = asyncio.create_task(rotate(), name="teams-cert-rotation")
+        try:
+            await manager.run(ctx.stop)
+        finally:
+            rot.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await rot
+    finally:
+        await server.stop()
+        await teams.stop()
+        await client.close()

@@ -1,0 +1,260 @@
+"""The team manager (live): keeps every Team's nodes labelled and tainted as
+`gpuyard.teams.assign.plan` says, labels team namespaces (the webhook's
+namespaceSelector), and writes each Team's status.
+
+Level-triggered: informers on Teams, Nodes, Pods and Namespaces mark the state dirty;
+one loop plans from the caches (after a short debounce) and writes only what differs:
+one merge patch per node whose owner changes (guarded by its resourceVersion, so a
+concurrent taint change by another controller makes it retry instead of losing it),
+one status patch per Team whose status changed, nothing when nothing changed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import Any
+
+from gpuyard import names
+from gpuyard.kube.errors import Conflict, KubeError, NotFound
+from gpuyard.kube.events import EventRecorder
+from gpuyard.kube.informer import Informer
+from gpuyard.kube.resources import NAMESPACES, NODES, PODS, TEAMS
+from gpuyard.teams.assign import (
+    NodeView,
+    Plan,
+    TeamSpec,
+    TeamSpecError,
+    node_patch,
+    node_view,
+    parse_team,
+    plan,
+)
+
+log = logging.getLogger("gpuyard.teams")
+
+
+class TeamManager:
+    def __init__(
+        self,
+        client: Any,
+        *,
+        debounce_s: float = 0.2,
+        write_concurrency: int = 64,
+        informers: dict[str, Informer] | None = None,
+    ) -> None:
+        self.client = client
+        self.debounce_s = debounce_s
+        self.write_concurrency = write_concurrency
+        inf = informers or {}
+        self.teams = inf.get("teams") or Informer(client, TEAMS, name="teams-teams")
+        self.nodes = inf.get("nodes") or Informer(client, NODES, name="teams-nodes")
+        self.pods = inf.get("pods") or Informer(client, PODS, name="teams-pods")
+        self.namespaces = inf.get("namespaces") or Informer(
+            client, NAMESPACES, name="teams-namespaces"
+        )
+        self._own = [i for k, i in self.informer_map().items() if k not in inf]
+        self.recorder = EventRecorder(client, "gpuyard-teams")
+        self._dirty = asyncio.Event()
+        self.rounds = 0
+        self.node_writes = 0
+        self.status_writes = 0
+        self.namespace_writes = 0
+        self.last_plan: Plan | None = None
+        self.idle = asyncio.Event()
+        for i in self.informer_map().values():
+            i.add_handler(self._on_add, self._on_update, self._on_delete)
+
+    def informer_map(self) -> dict[str, Informer]:
+        return {
+            "teams": self.teams,
+            "nodes": self.nodes,
+            "pods": self.pods,
+            "namespaces": self.namespaces,
+        }
+
+    # -- triggers
+    def _on_add(self, obj: Any) -> None:
+        self._dirty.set()
+        self.idle.clear()
+
+    def _on_update(self, old: Any, new: Any) -> None:
+        if old is not None and new is not None and old.get("kind") == "Pod":
+            # Only where a pod runs and whether it is finished matter here.
+            o, n = old.get("spec") or {}, new.get("spec") or {}
+            if o.get("nodeName") == n.get("nodeName") and (old.get("status") or {}).get(
+                "phase"
+            ) == (new.get("status") or {}).get("phase"):
+                return
+        self._dirty.set()
+        self.idle.clear()
+
+    def _on_delete(self, obj: Any) -> None:
+        self._dirty.set()
+        self.idle.clear()
+
+    # -- snapshot
+    def specs(self) -> tuple[list[TeamSpec], dict[str, str]]:
+        specs: list[TeamSpec] = []
+        for obj in self.teams.list():
+            try:
+                specs.append(parse_team(obj))
+            except TeamSpecError as exc:
+                log.warning("team %s ignored: %s", obj["metadata"].get("name"), exc)
+        team_of_ns: dict[str, str] = {}
+        for s in sorted(specs, key=lambda t: t.name):
+            for ns in s.namespaces:
+                team_of_ns.setdefault(ns, s.name)
+        return specs, team_of_ns
+
+    def views(self, team_of_ns: dict[str, str]) -> list[NodeView]:
+        return [
+            node_view(n, self.pods.by_node(n["metadata"]["name"]), team_of_ns)
+            for n in self.nodes.list()
+        ]
+
+    # -- one round
+    async def reconcile(self) -> bool:
+        """Plan from the caches and write the differences. True when all writes landed."""
+        specs, team_of_ns = self.specs()
+        p = plan(specs, self.views(team_of_ns))
+        self.last_plan = p
+        self.rounds += 1
+        ok = True
+        sem = asyncio.Semaphore(self.write_concurrency)
+
+        async def write_node(name: str, team: str | None) -> bool:
+            node = self.nodes.get(name)
+            if node is None:
+                return True
+            async with sem:
+                try:
+                    await self.client.patch(NODES, name, node_patch(node, team))
+                    self.node_writes += 1
+                    return True
+                except (Conflict, NotFound):
+                    return False
+                except KubeError as exc:
+                    log.warning("could not write node %s: %s", name, exc)
+                    return False
+
+        if p.changes:
+            results = await asyncio.gather(*(write_node(n, t) for n, t in p.changes.items()))
+            ok = all(results)
+            self._events(p, specs)
+        ok = await self._write_namespaces(team_of_ns) and ok
+        ok = await self._write_status(p) and ok
+        return ok
+
+    def _events(self, p: Plan, specs: list[TeamSpec]) -> None:
+        gained: dict[str, list[str]] = {}
+        released: dict[str, list[str]] = {}
+        for name, team in p.changes.items():
+            node = self.nodes.get(name)
+            before = ((node or {}).get("metadata") or {}).get("labels", {}).get(names.LABEL_TEAM)
+            if team is not None and before != team:
+                gained.setdefault(team, []).append(name)
+            if before is not None and before != team:
+                released.setdefault(before, []).append(name)
+        for s in specs:
+            obj = self.teams.get(s.name)
+            if obj is None or (s.name not in gained and s.name not in released):
+                continue
+            g, r = sorted(gained.get(s.name, [])), sorted(released.get(s.name, []))
+            parts = []
+            if g:
+                parts.append(f"assigned {len(g)} nodes ({_few(g)})")
+            if r:
+                parts.append(f"released {len(r)} nodes ({_few(r)})")
+            st = p.status[s.name]
+            if st.shortfall:
+                parts.append(f"short of {st.shortfall}: {st.reason}")
+            self.recorder.emit(
+                obj, "Warning" if st.shortfall else "Normal", "NodesAssigned", "; ".join(parts)
+            )
+
+    async def _write_namespaces(self, team_of_ns: dict[str, str]) -> bool:
+        ok = True
+        for ns in self.namespaces.list():
+            name = ns["metadata"]["name"]
+            have = (ns["metadata"].get("labels") or {}).get(names.LABEL_TEAM)
+            want = team_of_ns.get(name)
+            if have == want:
+                continue
+            try:
+                await self.client.patch(
+                    NAMESPACES, name, {"metadata": {"labels": {names.LABEL_TEAM: want}}}
+                )
+                self.namespace_writes += 1
+            except KubeError as exc:
+                log.warning("could not label namespace %s: %s", name, exc)
+                ok = False
+        return ok
+
+    async def _write_status(self, p: Plan) -> bool:
+        ok = True
+        for name, st in p.status.items():
+            obj = self.teams.get(name)
+            if obj is None:
+                continue
+            want = st.as_dict()
+            have = obj.get("status") or {}
+            if all(have.get(k) == v for k, v in want.items()):
+                continue
+            try:
+                await self.client.patch_status(TEAMS, name, {"status": want})
+                self.status_writes += 1
+            except NotFound:
+                pass
+            except KubeError as exc:
+                log.warning("could not write status of team %s: %s", name, exc)
+                ok = False
+        return ok
+
+    # -- loop
+    async def start(self) -> None:
+        for i in self._own:
+            i.start()
+        for i in self.informer_map().values():
+            await i.wait_synced()
+
+    async def run(self, stop: asyncio.Event) -> None:
+        await self.start()
+        try:
+            self._dirty.set()
+            failures = 0
+            while not stop.is_set():
+                waiter = asyncio.ensure_future(self._dirty.wait())
+                stopper = asyncio.ensure_future(stop.wait())
+                await asyncio.wait({waiter, stopper}, return_when=asyncio.FIRST_COMPLETED)
+                waiter.cancel()
+                stopper.cancel()
+                if stop.is_set():
+                    break
+                await asyncio.sleep(self.debounce_s)
+                self._dirty.clear()
+                try:
+                    ok = await self.reconcile()
+                except Exception:  # noqa: BLE001 - keep managing; retry with backoff
+                    log.exception("team reconcile failed")
+                    ok = False
+                if ok:
+                    failures = 0
+                    if not self._dirty.is_set():
+                        self.idle.set()
+                else:
+                    failures += 1
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(stop.wait(), min(0.1 * 2**failures, 5.0))
+                    self._dirty.set()
+        finally:
+            await self.stop()
+
+    async def stop(self) -> None:
+        for i in self._own:
+            await i.stop()
+
+
+def _few(items: list[str], n: int = 5) -> str:
+    return ", ".join(items[:n]) + (f" and {len(items) - n} more" if len(items) > n else "")

@@ -1,0 +1,192 @@
+"""The team mutating admission webhook: an HTTPS server (its own CA, see certs.py) that
+answers admission.k8s.io/v1 AdmissionReviews for pod creation with the decision of
+`gpuyard.teams.admission.mutate_pod`, and the MutatingWebhookConfiguration that
+registers it (failurePolicy Fail, scoped to team namespaces by a namespaceSelector).
+
+    server = WebhookServer(lookup, cert_dir)      # lookup(namespace) -> TeamInfo | None
+    url = await server.start()                   # https://127.0.0.1:PORT/mutate-pods
+    config = webhook_configuration(url, server.ca_pem)
+    server.rotate(now)                           # new cert when due; True if changed
+    await server.stop()
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import logging
+import ssl
+from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+from gpuyard import names
+from gpuyard.teams import certs
+from gpuyard.teams.admission import TeamInfo, mutate_pod
+
+log = logging.getLogger("gpuyard.teams.webhook")
+
+CONFIG_NAME = "gpuyard-teams"
+WEBHOOK_NAME = "pods.teams.gpuyard.io"
+PATH = "/mutate-pods"
+
+Lookup = Callable[[str], TeamInfo | None]
+
+
+def teams_by_namespace(teams: Iterable[Mapping[str, Any]]) -> dict[str, TeamInfo]:
+    """namespace -> TeamInfo from Team objects (a namespace claimed twice goes to the
+    team first by name)."""
+    out: dict[str, TeamInfo] = {}
+    for t in sorted(teams, key=lambda o: (o.get("metadata") or {}).get("name") or ""):
+        name = (t.get("metadata") or {}).get("name") or ""
+        spec = t.get("spec") or {}
+        info = TeamInfo(name, bool(spec.get("borrow", False)))
+        for ns in spec.get("namespaces") or []:
+            if isinstance(ns, str):
+                out.setdefault(ns, info)
+    return out
+
+
+def review(body: Mapping[str, Any], lookup: Lookup) -> dict[str, Any]:
+    """AdmissionReview request -> AdmissionReview response (pure apart from lookup)."""
+    req = body.get("request") or {}
+    uid = req.get("uid") or ""
+    resp: dict[str, Any] = {"uid": uid, "allowed": True}
+    out = {"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "response": resp}
+    res = req.get("resource") or {}
+    if req.get("operation") != "CREATE" or res.get("resource") != "pods" or req.get("subResource"):
+        return out
+    obj = req.get("object") or {}
+    ns = req.get("namespace") or (obj.get("metadata") or {}).get("namespace") or ""
+    decision = mutate_pod(obj, lookup(ns), ns)
+    if not decision.allowed:
+        resp["allowed"] = False
+        resp["status"] = {
+            "status": "Failure",
+            "code": 403,
+            "reason": "Forbidden",
+            "message": decision.message,
+        }
+        return out
+    if decision.patch:
+        resp["patchType"] = "JSONPatch"
+        resp["patch"] = base64.b64encode(orjson.dumps(decision.patch)).decode()
+    return out
+
+
+def webhook_configuration(url: str, ca_pem: bytes, timeout_s: int = 10) -> dict[str, Any]:
+    return {
+        "apiVersion": "admissionregistration.k8s.io/v1",
+        "kind": "MutatingWebhookConfiguration",
+        "metadata": {"name": CONFIG_NAME, "labels": {"app.kubernetes.io/part-of": "gpuyard"}},
+        "webhooks": [
+            {
+                "name": WEBHOOK_NAME,
+                "clientConfig": {"url": url, "caBundle": base64.b64encode(ca_pem).decode()},
+                "rules": [
+                    {
+                        "operations": ["CREATE"],
+                        "apiGroups": [""],
+                        "apiVersions": ["v1"],
+                        "resources": ["pods"],
+                        "scope": "Namespaced",
+                    }
+                ],
+                "namespaceSelector": {
+                    "matchExpressions": [{"key": names.LABEL_TEAM, "operator": "Exists"}]
+                },
+                "failurePolicy": "Fail",
+                "sideEffects": "None",
+                "admissionReviewVersions": ["v1"],
+                "timeoutSeconds": timeout_s,
+                "reinvocationPolicy": "IfNeeded",
+            }
+        ],
+    }
+
+
+class WebhookServer:
+    def __init__(
+        self,
+        lookup: Lookup,
+        cert_dir: str | Path,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        hosts: list[str] | None = None,
+    ) -> None:
+        self.lookup = lookup
+        self.cert_dir = Path(cert_dir)
+        self.host = host
+        self.port = port
+        self.hosts = hosts or [host, "localhost"]
+        self.bundle: certs.Bundle | None = None
+        self.requests = 0
+        self.denied = 0
+        self._ssl: ssl.SSLContext | None = None
+        self._runner: web.AppRunner | None = None
+
+    @property
+    def ca_pem(self) -> bytes:
+        assert self.bundle is not None, "start() first"
+        return self.bundle.ca_pem
+
+    @property
+    def url(self) -> str:
+        return f"https://{self.host}:{self.port}{PATH}"
+
+    def _context(self) -> ssl.SSLContext:
+        assert self.bundle is not None
+        ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        ctx.load_cert_chain(str(self.bundle.cert_file), str(self.bundle.key_file))
+        return ctx
+
+    def rotate(self, now: dt.datetime | None = None) -> bool:
+        """Issue new key material when due; new connections use it. True if it changed."""
+        now = now or dt.datetime.now(dt.UTC)
+        old = self.bundle
+        self.bundle = certs.ensure(self.cert_dir, self.hosts, now)
+        changed = old is None or self.bundle.cert_pem != old.cert_pem
+        if changed and self._ssl is not None:
+            # Existing context: new handshakes present the new certificate.
+            self._ssl.load_cert_chain(str(self.bundle.cert_file), str(self.bundle.key_file))
+        return changed
+
+    async def handle(self, request: web.Request) -> web.Response:
+        self.requests += 1
+        try:
+            body = orjson.loads(await request.read())
+            if not isinstance(body, dict):
+                raise ValueError("not an object")
+        except ValueError as exc:
+            return web.Response(status=400, text=f"bad AdmissionReview: {exc}")
+        out = review(body, self.lookup)
+        if not out["response"]["allowed"]:
+            self.denied += 1
+        return web.Response(body=orjson.dumps(out), content_type="application/json")
+
+    async def healthz(self, request: web.Request) -> web.Response:
+        return web.Response(text="ok")
+
+    async def start(self) -> str:
+        self.rotate()
+        self._ssl = self._context()
+        app = web.Application(client_max_size=16 << 20)
+        app.router.add_post(PATH, self.handle)
+        app.router.add_get("/healthz", self.healthz)
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, self.host, self.port, ssl_context=self._ssl)
+        await site.start()
+        server = getattr(site, "_server", None)
+        if self.port == 0 and server is not None and server.sockets:
+            self.port = int(server.sockets[0].getsockname()[1])
+        log.info("team webhook listening on %s", self.url)
+        return self.url
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
