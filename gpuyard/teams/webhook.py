@@ -143,11 +143,14 @@ class WebhookServer:
         ctx.load_cert_chain(str(self.bundle.cert_file), str(self.bundle.key_file))
         return ctx
 
-    def rotate(self, now: dt.datetime | None = None) -> bool:
-        """Issue new key material when due; new connections use it. True if it changed."""
+    def rotate(
+        self, now: dt.datetime | None = None, renew_before: dt.timedelta = certs.RENEW_BEFORE
+    ) -> bool:
+        """Issue new key material when due (within renew_before of its end); new
+        connections use it. True if it changed."""
         now = now or dt.datetime.now(dt.UTC)
         old = self.bundle
-        self.bundle = certs.ensure(self.cert_dir, self.hosts, now)
+        self.bundle = certs.ensure(self.cert_dir, self.hosts, now, renew_before=renew_before)
         changed = old is None or self.bundle.cert_pem != old.cert_pem
         if changed and self._ssl is not None:
             # Existing context: new handshakes present the new certificate.

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import replace
+from typing import Any
 
 import pytest
 
@@ -205,7 +206,7 @@ def test_bad_team_specs_name_the_field(spec: dict[str, object], field: str) -> N
 
 
 def test_node_view_and_patch() -> None:
-    node = {
+    node: dict[str, Any] = {
         "metadata": {"name": "n1", "resourceVersion": "7", "labels": {names.LABEL_POOL: "gpu"}},
         "spec": {"taints": [{"key": names.TAINT_TESTING, "effect": "NoSchedule"}]},
         "status": {"conditions": [{"type": "Ready", "status": "True"}]},

@@ -1,0 +1,135 @@
+"""The webhook over real HTTPS (its own CA), and certificate rotation."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import datetime as dt
+import ssl
+import uuid
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import orjson
+import pytest
+from cryptography import x509
+
+from gpuyard import names
+from gpuyard.teams import certs
+from gpuyard.teams.admission import TeamInfo, apply_json_patch
+from gpuyard.teams.webhook import WebhookServer, teams_by_namespace, webhook_configuration
+
+TEAMS = [
+    {"metadata": {"name": "a"}, "spec": {"namespaces": ["ns-a"], "borrow": True}},
+    {"metadata": {"name": "b"}, "spec": {"namespaces": ["ns-b"]}},
+]
+
+
+def review(ns: str, spec: dict[str, Any]) -> dict[str, Any]:
+    obj = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "p", "namespace": ns},
+        "spec": spec,
+    }
+    return {
+        "apiVersion": "admission.k8s.io/v1",
+        "kind": "AdmissionReview",
+        "request": {
+            "uid": str(uuid.uuid4()),
+            "kind": {"group": "", "version": "v1", "kind": "Pod"},
+            "resource": {"group": "", "version": "v1", "resource": "pods"},
+            "operation": "CREATE",
+            "namespace": ns,
+            "name": "p",
+            "object": obj,
+        },
+    }
+
+
+async def test_webhook_answers_over_https_verified_by_its_ca(tmp_path: Path) -> None:
+    table = teams_by_namespace(TEAMS)
+    server = WebhookServer(table.get, tmp_path / "certs")
+    url = await server.start()
+    try:
+        assert url.startswith("https://127.0.0.1:")
+        cfg = webhook_configuration(url, server.ca_pem)
+        wh = cfg["webhooks"][0]
+        assert wh["failurePolicy"] == "Fail"
+        assert wh["namespaceSelector"]["matchExpressions"][0]["key"] == names.LABEL_TEAM
+        ctx = ssl.create_default_context(
+            cadata=base64.b64decode(wh["clientConfig"]["caBundle"]).decode()
+        )
+        async with aiohttp.ClientSession() as s:
+            body = review("ns-b", {"containers": []})
+            async with s.post(url, data=orjson.dumps(body), ssl=ctx) as r:
+                assert r.status == 200
+                out = await r.json()
+            resp = out["response"]
+            assert resp["uid"] == body["request"]["uid"] and resp["allowed"]
+            ops = orjson.loads(base64.b64decode(resp["patch"]))
+            pod = apply_json_patch(body["request"]["object"], ops)
+            assert pod["spec"]["priorityClassName"] == names.PRIORITY_NORMAL
+            assert {
+                "key": names.TAINT_TEAM,
+                "operator": "Equal",
+                "value": "b",
+                "effect": "NoSchedule",
+            } in pod["spec"]["tolerations"]
+
+            bad = review("ns-a", {"tolerations": [{"key": names.TAINT_TEAM, "value": "b"}]})
+            async with s.post(url, data=orjson.dumps(bad), ssl=ctx) as r:
+                out = await r.json()
+            assert out["response"]["allowed"] is False
+            assert "team b's toleration" in out["response"]["status"]["message"]
+
+            # A client that trusts only the system roots refuses the certificate.
+            with pytest.raises(aiohttp.ClientConnectorCertificateError):
+                async with s.post(url, data=b"{}", ssl=ssl.create_default_context()):
+                    pass
+        assert server.requests == 2 and server.denied == 1
+    finally:
+        await server.stop()
+
+
+async def test_rotation_serves_the_new_certificate(tmp_path: Path) -> None:
+    server = WebhookServer(lambda ns: TeamInfo("a") if ns == "ns-a" else None, tmp_path)
+    url = await server.start()
+    try:
+        first = server.bundle
+        assert first is not None
+        assert not server.rotate(dt.datetime.now(dt.UTC))  # not due
+        # A renewal window longer than the certificate's remaining life: due now.
+        assert server.rotate(dt.datetime.now(dt.UTC), renew_before=dt.timedelta(days=60))
+        second = server.bundle
+        assert second is not None and second.cert_pem != first.cert_pem
+        ctx = ssl.create_default_context(cadata=server.ca_pem.decode())
+        async with aiohttp.ClientSession() as s:
+            async with s.post(url, data=orjson.dumps(review("ns-a", {})), ssl=ctx) as r:
+                assert r.status == 200
+        _, writer = await asyncio.open_connection("127.0.0.1", server.port, ssl=ctx)
+        peer = writer.get_extra_info("ssl_object").getpeercert(True)
+        writer.close()
+        want = x509.load_pem_x509_certificate(second.cert_pem)
+        assert x509.load_der_x509_certificate(peer) == want
+    finally:
+        await server.stop()
+
+
+def test_certs_kept_reused_and_ca_rotated(tmp_path: Path) -> None:
+    now = dt.datetime.now(dt.UTC)
+    b1 = certs.ensure(tmp_path, ["127.0.0.1"], now)
+    assert b1.rotated
+    assert (tmp_path / "tls.key").stat().st_mode & 0o077 == 0
+    b2 = certs.ensure(tmp_path, ["127.0.0.1"], now)
+    assert not b2.rotated and b2.cert_pem == b1.cert_pem and b2.ca_pem == b1.ca_pem
+    # A new host name means a new serving certificate from the same CA.
+    b3 = certs.ensure(tmp_path, ["127.0.0.1", "teams.gpuyard.svc"], now)
+    assert b3.rotated and b3.ca_pem == b1.ca_pem
+    # Close to the CA's end: a new CA and a new certificate signed by it.
+    ca = x509.load_pem_x509_certificate(b1.ca_pem)
+    b4 = certs.ensure(tmp_path, ["127.0.0.1"], ca.not_valid_after_utc - dt.timedelta(days=1))
+    assert b4.rotated and b4.ca_pem != b1.ca_pem
+    cert = x509.load_pem_x509_certificate(b4.cert_pem)
+    cert.verify_directly_issued_by(x509.load_pem_x509_certificate(b4.ca_pem))
