@@ -329,6 +329,13 @@ async def apply_verdict(
         stats.events += 1
 
 
+def _rv(obj: dict[str, Any]) -> int | None:
+    try:
+        return int((obj.get("metadata") or {}).get("resourceVersion", ""))
+    except (TypeError, ValueError):
+        return None
+
+
 class SimAgents:
     """Every simulated node's agent as one task over DATA/hosts/<node>/."""
 
@@ -393,10 +400,21 @@ class SimAgents:
         self.stats.cpu_s += time.process_time() - t_cpu
 
     def _check_drift(self, ch: NodeChecker) -> None:
-        if self.node_view is None or time.monotonic() - ch.last_write < self.drift_grace_s:
+        if self.node_view is None:
             return
         node = self.node_view(ch.node)
-        if node is not None and ch.drifted(node):
+        if node is None:
+            return
+        # Compare only with a view at least as new as our last write; without
+        # resourceVersions to go by, give the watch a grace period instead.
+        written = getattr(self.writer, "last_rv", {}).get(ch.node)
+        seen = _rv(node)
+        if written is not None and seen is not None:
+            if seen < written:
+                return
+        elif time.monotonic() - ch.last_write < self.drift_grace_s:
+            return
+        if ch.drifted(node):
             self.stats.drift += 1
             ch.unreport()
 

@@ -27,7 +27,7 @@ from typing import Any
 
 from gpuyard.health import kubeio
 from gpuyard.health.brake import BrakeConfig, BrakeState, Taint, plan_taints, reset
-from gpuyard.health.verdict import wanted_taint
+from gpuyard.health.verdict import TAINT_CONDITIONS, wanted_taint
 from gpuyard.kube.objects import (
     NO_EXECUTE,
     NO_SCHEDULE,
@@ -54,6 +54,13 @@ def current_taint(node: Mapping[str, Any]) -> Taint | None:
         if t.get("key") == TAINT_UNHEALTHY and t.get("effect") in (NO_SCHEDULE, NO_EXECUTE):
             return (str(t.get("value") or ""), str(t["effect"]))
     return None
+
+
+def has_health_conditions(node: Mapping[str, Any]) -> bool:
+    return any(
+        c.get("type") in TAINT_CONDITIONS and c.get("status") in ("True", "False")
+        for c in (node.get("status") or {}).get("conditions") or []
+    )
 
 
 @dataclass(frozen=True)
@@ -132,6 +139,8 @@ class TaintReconciler:
             if not is_node_ready(dict(node)):
                 continue  # stale health from a node that stopped reporting: leave as is
             w, c = wanted_taint(dict(node)), current_taint(node)
+            if w is None and c is not None and not has_health_conditions(node):
+                continue  # health unknown (conditions dropped): not a recovery
             if c is not None and ANN_UNHEALTHY_SINCE not in (
                 (node.get("metadata") or {}).get("annotations") or {}
             ):

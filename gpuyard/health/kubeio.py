@@ -131,15 +131,30 @@ async def record(
         log.info("event %s/%s not recorded: %s", reason, message[:60], exc)
 
 
+def rv_int(obj: Mapping[str, Any] | None) -> int | None:
+    """The resourceVersion as a number where it is one (etcd and the embedded store)."""
+    try:
+        return int(((obj or {}).get("metadata") or {}).get("resourceVersion", ""))
+    except (TypeError, ValueError):
+        return None
+
+
 class KubeWriter:
     """The agents' Writer over gpuyard.kube."""
 
     def __init__(self, client: Any, component: str = "gpuyard-health-agent") -> None:
         self.client = client
         self.component = component
+        self.last_rv: dict[str, int] = {}  # node -> resourceVersion our last write made
 
     async def write_conditions(self, node: str, changed: list[Condition]) -> bool:
-        return await write_node_conditions(self.client, node, changed) is not None
+        out = await write_node_conditions(self.client, node, changed)
+        if out is None:
+            return False
+        rv = rv_int(out)
+        if rv is not None:
+            self.last_rv[node] = rv
+        return True
 
     async def event(self, node: str, ev: Event) -> None:
         involved = {"apiVersion": "v1", "kind": "Node", "metadata": {"name": node}}

@@ -108,3 +108,14 @@ def test_taints_set_by_a_person_are_left_alone() -> None:
         "b": node("b", [("GPUHealthy", "False", "Xid79", "fatal: x")], manual),
     }
     assert TaintReconciler().reconcile(nodes, 0.0).patches == []
+
+
+def test_dropped_conditions_are_not_a_recovery() -> None:
+    ours = [{"key": "gpuyard.io/unhealthy", "value": "Xid79", "effect": "NoExecute"}]
+    ann = {ANN_UNHEALTHY_SINCE: "2026-01-01T00:00:00Z"}
+    nodes = {
+        "a": node("a", [], ours, ann),  # only Ready: someone replaced the list
+        "b": node("b", [("GPUHealthy", "True", "Healthy", "ok")], ours, ann),
+    }
+    r = TaintReconciler().reconcile(nodes, 0.0)
+    assert [(p.node, p.taint) for p in r.patches] == [("b", None)]

@@ -192,3 +192,53 @@ async def test_faults_on_a_fifth_of_nodes_trip_the_brake(ten_nodes: ClusterProce
             return sum(1 for n in nodes if _taint(n, "gpuyard.io/unhealthy")) == 2
 
         await _until(both)
+
+
+@pytest.fixture
+def three_nodes(tmp_path: Path) -> Iterator[ClusterProcess]:
+    c = _start(tmp_path, 3, ["--set", "health_max_share=1.0"])
+    try:
+        yield c
+    finally:
+        c.kill()
+
+
+@pytest.mark.slow
+async def test_taint_survives_node_down_and_up(three_nodes: ClusterProcess) -> None:
+    c = three_nodes
+    async with c.client() as k:
+        c.fault("gpu-xid", "gpu-node-0000", "--gpu", "0", "--xid", "48")
+
+        async def tainted() -> bool:
+            n = await k.get(NODES, "gpu-node-0000")
+            # The Xid line and NVML's ECC counter tell the same story; either names it.
+            return _taint(n, "gpuyard.io/unhealthy") in (
+                ("Xid48", "NoExecute"),
+                ("GPUUncorrectableECC", "NoExecute"),
+            )
+
+        await _until(tainted)
+        c.fault("node-down", "gpu-node-0000")
+
+        async def unknown() -> bool:
+            n = await k.get(NODES, "gpu-node-0000")
+            return any(
+                x["type"] == "Ready" and x["status"] != "True" for x in n["status"]["conditions"]
+            )
+
+        await _until(unknown)
+        await asyncio.sleep(1.0)
+        assert await tainted()  # stale health is left alone while the node is away
+        c.fault("node-up", "gpu-node-0000")
+
+        async def back() -> bool:
+            n = await k.get(NODES, "gpu-node-0000")
+            conds = {x["type"]: x for x in n["status"]["conditions"]}
+            return (
+                conds.get("Ready", {}).get("status") == "True"
+                and conds.get("GPUHealthy", {}).get("status") == "False"
+                and conds["GPUHealthy"].get("message", "").startswith("fatal: ")
+            )
+
+        await _until(back, 60)
+        assert await tainted()
