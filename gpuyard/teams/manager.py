@@ -140,9 +140,9 @@ class TeamManager:
                     return False
 
         if p.changes:
+            self._events(p, specs)  # before the writes: it reads the old owners from the cache
             results = await asyncio.gather(*(write_node(n, t) for n, t in p.changes.items()))
             ok = all(results)
-            self._events(p, specs)
         ok = await self._write_namespaces(team_of_ns) and ok
         ok = await self._write_status(p) and ok
         return ok
