@@ -12,7 +12,9 @@
 Options read from ctx.options (a dict or an object), all optional: health_interval_s,
 health_quiet_s (recovery quiet period; 15 s here, 300 s on real clusters),
 health_max_share, health_window_s, health_preflight_concurrency,
-health_preflight_timeout_s, health_periodic.
+health_preflight_timeout_s, health_periodic, health_evict_no_execute (default true:
+the embedded cluster has no NoExecute taint manager, so the health controller deletes
+the pods that do not tolerate its NoExecute taints).
 """
 
 from __future__ import annotations
@@ -67,6 +69,8 @@ async def run(ctx: Any) -> None:
     stop: asyncio.Event = ctx.stop
     hosts = Path(ctx.data_dir) / "hosts"
     quiet = float(_opt(ctx, "health_quiet_s", 15.0))
+    # The embedded cluster has no taint manager: evict for our NoExecute taints here.
+    evict = bool(_opt(ctx, "health_evict_no_execute", True))
 
     async def seed() -> dict[str, dict[str, Any]]:
         items = (await client.list(NODES))["items"]
@@ -90,7 +94,9 @@ async def run(ctx: Any) -> None:
     )
     parts: dict[str, Any] = {
         "agents": lambda: agents.run(stop),
-        "controller": lambda: run_controller(client, stop, brake, informer=nodes),
+        "controller": lambda: run_controller(
+            client, stop, brake, informer=nodes, evict_no_execute=evict
+        ),
         "preflight": lambda: run_preflight(client, stop, pre),
     }
     if _opt(ctx, "health_periodic", False):

@@ -206,9 +206,13 @@ async def run_controller(
     events: bool = True,
     period_s: float = 0.5,
     informer: kubeio.Cache | None = None,
+    evict_no_execute: bool = False,
 ) -> None:
     """Watch nodes; keep their unhealthy taints in line with their conditions. Pass a
-    started node `informer` to share one watch with other parts of the process."""
+    started node `informer` to share one watch with other parts of the process.
+    `evict_no_execute`: also delete the pods that do not tolerate a NoExecute taint we
+    set — what kube-controller-manager's taint manager does on a real cluster; for
+    clusters without one (the embedded cluster)."""
     metrics = _metrics()
     own = informer is None
     if informer is None:
@@ -233,6 +237,8 @@ async def run_controller(
             for p in result.patches:
                 await _apply(client, informer, rec, p, nodes, events)
                 metrics.writes.inc()
+                if evict_no_execute and p.taint is not None and p.taint[1] == NO_EXECUTE:
+                    await evict_untolerating(client, p.node, p.taint)
             if result.tripped_now:
                 await _announce_trip(client, result, nodes, now, events)
             metrics.tripped.set(1 if rec.state.tripped else 0)
@@ -290,3 +296,36 @@ async def _announce_trip(
             await kubeio.record(
                 client, nodes[name], "Warning", "TaintHeldByBrake", result.state.message
             )
+
+
+async def evict_untolerating(client: Any, node: str, taint: Taint) -> int:
+    """Delete the pods on `node` that do not tolerate our NoExecute taint."""
+    from gpuyard.kube.objects import is_pod_terminal, tolerates
+    from gpuyard.kube.resources import PODS
+
+    full = {"key": TAINT_UNHEALTHY, "value": taint[0], "effect": taint[1]}
+    try:
+        pods = (await client.list(PODS, None, field_selector=f"spec.nodeName={node}"))["items"]
+    except Exception as exc:
+        log.info("evict on %s: %s", node, exc)
+        return 0
+    n = 0
+    for pod in pods:
+        md = pod.get("metadata") or {}
+        if md.get("deletionTimestamp") or is_pod_terminal(pod):
+            continue
+        if tolerates((pod.get("spec") or {}).get("tolerations"), full):
+            continue
+        try:
+            await client.delete(PODS, md["name"], md.get("namespace"))
+            n += 1
+            await kubeio.record(
+                client,
+                pod,
+                "Warning",
+                "TaintManagerEviction",
+                f"evicted: node {node} has {TAINT_UNHEALTHY}={taint[0]}:{taint[1]}",
+            )
+        except Exception as exc:
+            log.info("evict %s/%s: %s", md.get("namespace"), md.get("name"), exc)
+    return n

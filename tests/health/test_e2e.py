@@ -242,3 +242,71 @@ async def test_taint_survives_node_down_and_up(three_nodes: ClusterProcess) -> N
 
         await _until(back, 60)
         assert await tainted()
+
+
+@pytest.fixture
+def jobs_cluster(tmp_path: Path) -> Iterator[ClusterProcess]:
+    c = _start(
+        tmp_path, 4, ["--components", "scheduler,jobs,health", "--set", "health_max_share=1.0"]
+    )
+    try:
+        yield c
+    finally:
+        c.kill()
+
+
+@pytest.mark.slow
+async def test_xid79_under_a_training_job_restarts_its_gang_elsewhere(
+    jobs_cluster: ClusterProcess, tmp_path: Path
+) -> None:
+    pytest.importorskip("gpuyard.jobs.component")
+    from gpuyard.kube.resources import PODS, TRAINING_JOBS
+
+    c = jobs_cluster
+    job = {
+        "apiVersion": "gpuyard.io/v1alpha1",
+        "kind": "TrainingJob",
+        "metadata": {"name": "llm", "namespace": "default"},
+        "spec": {
+            "replicas": 2,
+            "gpusPerReplica": 8,
+            "backoffLimit": 3,
+            "template": {"spec": {"containers": [{"name": "t", "image": "img"}]}},
+        },
+    }
+    async with c.client() as k:
+        await k.create(job, "default", res=TRAINING_JOBS)
+
+        async def running_pods() -> Any:
+            tj = await k.get(TRAINING_JOBS, "llm", "default")
+            pods = (await k.list(PODS, "default", label_selector="gpuyard.io/job=llm"))["items"]
+            live = [
+                p
+                for p in pods
+                if p["status"].get("phase") == "Running"
+                and not p["metadata"].get("deletionTimestamp")
+            ]
+            return (tj.get("status") or {}).get("phase") == "Running" and len(live) == 2 and live
+
+        pods = await _until(running_pods, 60)
+        node = pods[0]["spec"]["nodeName"]
+        c.fault("gpu-xid", node, "--gpu", "1", "--xid", "79")
+
+        async def tainted() -> bool:
+            n = await k.get(NODES, node)
+            return _taint(n, "gpuyard.io/unhealthy") == ("Xid79", "NoExecute")
+
+        await _until(tainted)
+
+        async def elsewhere() -> Any:
+            tj = await k.get(TRAINING_JOBS, "llm", "default")
+            live = await running_pods()
+            return (
+                live
+                and (tj.get("status") or {}).get("restarts", 0) >= 1
+                and node not in {p["spec"]["nodeName"] for p in live}
+            )
+
+        await _until(elsewhere, 60)
+        evs = (await k.list(EVENTS, "default"))["items"]
+        assert any(e["reason"] == "TaintManagerEviction" for e in evs)
