@@ -145,23 +145,29 @@ def test_assignment_exact_and_lost_node_replaced(
 
 
 @needs_webhooks
+@pytest.mark.parametrize(
+    "scale", [pytest.param(1, id="12-nodes"), pytest.param(10, id="120-nodes-60-40-20")]
+)
 def test_webhook_places_refuses_borrows_and_reclaims(
-    make_cluster: Callable[..., ClusterProcess],
+    make_cluster: Callable[..., ClusterProcess], scale: int
 ) -> None:
-    c = make_cluster(nodes=12, args=ARGS)
+    """Three teams split the cluster 6/4/2 (x scale): a's sweep borrows b's idle nodes
+    and is evicted when b's gang needs them."""
+    na, nb, nc = 6 * scale, 4 * scale, 2 * scale
+    c = make_cluster(nodes=na + nb + nc, args=ARGS)
 
     async def scenario() -> None:
         async with c.client() as k:
-            await setup_teams(k, {"a": 6, "b": 4, "c": 2}, {"a"})
+            await setup_teams(k, {"a": na, "b": nb, "c": nc}, {"a"})
             owner = await team_nodes(k)
 
             # Normal pods of team c: only c's nodes (the shared pool is empty here).
-            for i in range(2):
+            for i in range(nc):
                 await k.create(pod(f"c-{i}", "ns-c"))
 
             async def c_bound() -> list[dict[str, Any]] | None:
                 pods = (await k.list(PODS, "ns-c"))["items"]
-                ok = len(pods) == 2 and all(p["spec"].get("nodeName") for p in pods)
+                ok = len(pods) == nc and all(p["spec"].get("nodeName") for p in pods)
                 return pods if ok else None
 
             for p in await until(c_bound, 30):
@@ -169,12 +175,12 @@ def test_webhook_places_refuses_borrows_and_reclaims(
                 assert p["spec"]["priorityClassName"] == names.PRIORITY_NORMAL
 
             # Team a's low-priority sweep borrows every idle node, b's included.
-            for i in range(10):
+            for i in range(na + nb):
                 await k.create(pod(f"sweep-{i}", "ns-a", priorityClassName=names.PRIORITY_LOW))
 
             async def sweep_bound() -> list[dict[str, Any]] | None:
                 pods = (await k.list(PODS, "ns-a"))["items"]
-                ok = len(pods) == 10 and all(p["spec"].get("nodeName") for p in pods)
+                ok = len(pods) == na + nb and all(p["spec"].get("nodeName") for p in pods)
                 return pods if ok else None
 
             sweep = await until(sweep_bound, 30)
@@ -182,7 +188,7 @@ def test_webhook_places_refuses_borrows_and_reclaims(
 
             async def lent() -> bool:
                 st = (await k.get(TEAMS, "b")).get("status") or {}
-                return st.get("lentOut") == 4
+                return st.get("lentOut") == nb
 
             await until(lent, 10)
 
@@ -193,15 +199,15 @@ def test_webhook_places_refuses_borrows_and_reclaims(
                     "apiVersion": names.PODGROUP_API_VERSION,
                     "kind": "PodGroup",
                     "metadata": {"name": "train", "namespace": "ns-b"},
-                    "spec": {"minMember": 4},
+                    "spec": {"minMember": nb},
                 }
             )
-            for i in range(4):
+            for i in range(nb):
                 await k.create(pod(f"train-{i}", "ns-b", labels={names.POD_GROUP_LABEL: "train"}))
 
             async def gang_bound() -> list[dict[str, Any]] | None:
                 pods = (await k.list(PODS, "ns-b"))["items"]
-                ok = len(pods) == 4 and all(p["spec"].get("nodeName") for p in pods)
+                ok = len(pods) == nb and all(p["spec"].get("nodeName") for p in pods)
                 return pods if ok else None
 
             gang = await until(gang_bound, 30)
