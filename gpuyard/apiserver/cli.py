@@ -75,12 +75,15 @@ async def _serve(args: argparse.Namespace) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
-    try:
-        import uvloop
-
-        return int(uvloop.run(_serve(args)))
-    except ImportError:
-        return asyncio.run(_serve(args))
+    # uvloop when available (GPUYARD_NO_UVLOOP=1 turns it off, for comparisons).
+    if not os.environ.get("GPUYARD_NO_UVLOOP"):
+        try:
+            import uvloop
+        except ImportError:
+            pass
+        else:
+            return int(uvloop.run(_serve(args)))
+    return asyncio.run(_serve(args))
 
 
 def main(argv: list[str] | None = None) -> int:
