@@ -447,6 +447,8 @@ class _Pass:
             k = min((n.alloc[i] // req[i] for i in range(NRES) if req[i]), default=0)
             if k > 0:
                 nodes.append((n, k))
+        if sum(k for _, k in nodes) < len(u.pods):
+            return  # it could not fit even on an empty cluster: holding nodes helps no one
         nodes.sort(
             key=lambda nk: (
                 -(nk[0].alloc[GPU] - nk[0].used[GPU]),

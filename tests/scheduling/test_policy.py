@@ -260,3 +260,12 @@ def test_single_pods_are_bin_packed() -> None:
         s.add_pod_fast(f"ns/p{i}", {GPU: 1})
     d = schedule(s, 0.0)
     assert len({n for _, n in d.bindings}) == 2
+
+
+def test_a_gang_larger_than_the_cluster_holds_nothing() -> None:
+    s = cluster(4)
+    add_gang(s, "huge", 6)
+    add_gang(s, "small", 3)
+    d = schedule(s, 0.0)
+    assert "gang ns/huge" not in d.reservations
+    assert sum(1 for k, _ in d.bindings if k.startswith("ns/small")) == 3

@@ -1,0 +1,90 @@
+"""`gpuyard controllers`: gpuyard's controllers against any Kubernetes cluster.
+
+On a real cluster the scheduler runs as its own Deployment (`gpuyard scheduler`); the
+controllers here run together in one process with leader election, so two replicas
+are safe. `--only jobs,...` picks a subset.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import importlib
+import logging
+import os
+import signal
+import socket
+import sys
+from typing import Any
+
+# name -> "module:function" taking (client, stop_event)
+CONTROLLERS = {
+    "jobs": "gpuyard.jobs.controller:run",
+}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--kubeconfig", help="kubeconfig (default: in-cluster, KUBECONFIG, ~/.kube/config)"
+    )
+    parser.add_argument("--only", help=f"comma-separated subset of: {', '.join(CONTROLLERS)}")
+    parser.add_argument("--no-leader-elect", action="store_true", help="skip leader election")
+    parser.add_argument(
+        "--install-crds", action="store_true", help="create gpuyard's CRDs if missing"
+    )
+
+
+async def _main(args: argparse.Namespace) -> int:
+    from gpuyard.cluster.components import crd_objects
+    from gpuyard.kube.client import Client
+    from gpuyard.kube.errors import AlreadyExists, KubeError
+    from gpuyard.kube.leader import LeaderElector
+
+    names = list(CONTROLLERS) if not args.only else [n.strip() for n in args.only.split(",")]
+    unknown = [n for n in names if n not in CONTROLLERS]
+    if unknown:
+        print(f"gpuyard controllers: unknown controller(s) {', '.join(unknown)}", file=sys.stderr)
+        return 2
+    try:
+        client = Client.from_env(args.kubeconfig, component="controllers")
+    except KubeError as exc:
+        print(f"gpuyard controllers: {exc}", file=sys.stderr)
+        return 2
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        if args.install_crds:
+            for crd in crd_objects():
+                try:
+                    await client.create(crd)
+                except AlreadyExists:
+                    pass
+        if not args.no_leader_elect:
+            elector = LeaderElector(
+                client,
+                "gpuyard-controllers",
+                "kube-system",
+                f"{socket.gethostname()}-{os.getpid()}",
+            ).start()
+            await elector.wait_leading()
+        tasks: list[asyncio.Task[Any]] = []
+        for name in names:
+            mod, _, fn = CONTROLLERS[name].partition(":")
+            tasks.append(
+                asyncio.create_task(getattr(importlib.import_module(mod), fn)(client, stop))
+            )
+        await stop.wait()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        return 0
+    except (KubeError, OSError) as exc:
+        print(f"gpuyard controllers: cannot reach the cluster: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        await client.close()
+
+
+def run(args: argparse.Namespace) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    return asyncio.run(_main(args))

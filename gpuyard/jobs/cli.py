@@ -1,0 +1,358 @@
+"""The researcher's command line: submit, jobs, describe, delete, nodes, status.
+
+Works against any cluster through a kubeconfig (`--kubeconfig`, then KUBECONFIG, then
+~/.kube/config), with `-n`/`-A` and `-o json|yaml` as kubectl users expect. A job file
+is checked locally before anything is sent; a bad one gets one line naming the field.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from gpuyard import names
+from gpuyard.kube import objects as o
+
+
+def add_arguments(parser: argparse.ArgumentParser, command: str) -> None:
+    parser.add_argument(
+        "--kubeconfig", help="kubeconfig file (default: KUBECONFIG, ~/.kube/config)"
+    )
+    parser.add_argument(
+        "-n", "--namespace", help="namespace (default: the kubeconfig's, else default)"
+    )
+    if command in ("jobs", "describe", "nodes", "status", "submit"):
+        parser.add_argument("-o", "--output", choices=("table", "json", "yaml"), default="table")
+    if command == "jobs":
+        parser.add_argument(
+            "-A", "--all-namespaces", action="store_true", help="jobs in every namespace"
+        )
+    if command == "submit":
+        parser.add_argument(
+            "-f",
+            "--filename",
+            required=True,
+            help="a TrainingJob YAML or JSON file ('-' for stdin)",
+        )
+        parser.add_argument("--dry-run", action="store_true", help="validate, send nothing")
+    if command in ("describe", "delete"):
+        parser.add_argument(
+            "kind", choices=("job", "jobs", "trainingjob", "tj"), help="what to act on"
+        )
+        parser.add_argument("name", help="the job's name")
+    parser.set_defaults(_command=command)
+
+
+class CliError(Exception):
+    pass
+
+
+def _print(obj: Any, fmt: str) -> None:
+    if fmt == "json":
+        print(json.dumps(obj, indent=2, default=str))
+    else:
+        print(yaml.safe_dump(obj, sort_keys=False).rstrip())
+
+
+def _table(columns: list[str], rows: list[list[Any]]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    t = Table(box=None, pad_edge=False, show_edge=False, header_style="bold")
+    for c in columns:
+        t.add_column(c, overflow="fold")
+    for r in rows:
+        t.add_row(*[str(x) for x in r])
+    Console(width=200, soft_wrap=False).print(t)
+
+
+def _load_job(path: str) -> dict[str, Any]:
+    try:
+        text = sys.stdin.read() if path == "-" else Path(path).read_text()
+    except OSError as exc:
+        raise CliError(f"cannot read {path}: {exc.strerror}") from None
+    try:
+        docs = [d for d in yaml.safe_load_all(text) if d is not None]
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}" if mark else path
+        raise CliError(f"{where}: not valid YAML: {getattr(exc, 'problem', exc)}") from None
+    if len(docs) != 1:
+        raise CliError(f"{path}: expected one TrainingJob, found {len(docs)} documents")
+    return docs[0]  # type: ignore[no-any-return]
+
+
+def _age(ts: str | None) -> str:
+    from gpuyard.apiserver.tables import age
+
+    return age(ts)
+
+
+async def _client(args: argparse.Namespace) -> Any:
+    from gpuyard.kube.client import Client
+    from gpuyard.kube.errors import KubeError
+
+    try:
+        return Client.from_kubeconfig(args.kubeconfig, component="cli")
+    except KubeError as exc:
+        raise CliError(str(exc)) from None
+
+
+async def _run(args: argparse.Namespace) -> int:
+    from gpuyard.kube.errors import ApiError, KubeError
+
+    cmd = args._command
+    if cmd == "submit":
+        job = _load_job(args.filename)
+        from gpuyard.jobs.spec import validate_job
+
+        errors = validate_job(job)
+        if errors:
+            raise CliError(
+                f"{args.filename}: {errors[0]}"
+                + (f" (and {len(errors) - 1} more)" if len(errors) > 1 else "")
+            )
+        if args.dry_run:
+            print(f"trainingjob/{job['metadata'].get('name')} is valid (dry run, nothing sent)")
+            return 0
+    client = await _client(args)
+    ns = args.namespace or client.namespace
+    try:
+        return await _dispatch(client, args, ns, cmd)
+    except ApiError as exc:
+        raise CliError(exc.message or str(exc)) from None
+    except (KubeError, OSError) as exc:
+        raise CliError(f"cannot reach the cluster at {client.config.server}: {exc}") from None
+    finally:
+        await client.close()
+
+
+async def _dispatch(client: Any, args: argparse.Namespace, ns: str, cmd: str) -> int:
+    from gpuyard.kube.errors import NotFound
+    from gpuyard.kube.resources import EVENTS, NODES, POD_GROUPS, PODS, TRAINING_JOBS
+
+    if cmd == "submit":
+        job = _load_job(args.filename)
+        job.setdefault("metadata", {})["namespace"] = (
+            args.namespace or job["metadata"].get("namespace") or ns
+        )
+        out = await client.create(job)
+        if args.output == "table":
+            print(
+                f"trainingjob/{out['metadata']['name']} created in {out['metadata']['namespace']}"
+            )
+        else:
+            _print(out, args.output)
+        return 0
+    if cmd == "jobs":
+        items = (await client.list(TRAINING_JOBS, None if args.all_namespaces else ns))["items"]
+        if args.output != "table":
+            _print({"apiVersion": "v1", "kind": "List", "items": items}, args.output)
+            return 0
+        rows = []
+        for j in items:
+            st = j.get("status") or {}
+            spec = j.get("spec") or {}
+            phase = st.get("phase", "Pending")
+            why = (
+                st.get("message", "")
+                if phase in ("Pending", "Restarting", "Failed", "Scheduling")
+                else ""
+            )
+            row = [
+                j["metadata"]["name"],
+                spec.get("team") or j["metadata"]["namespace"],
+                spec.get("replicas"),
+                phase,
+                st.get("restarts", 0),
+                _age(j["metadata"].get("creationTimestamp")),
+                why,
+            ]
+            rows.append(([j["metadata"]["namespace"]] if args.all_namespaces else []) + row)
+        cols = ["NAME", "TEAM", "REPLICAS", "PHASE", "RESTARTS", "AGE", "WHY"]
+        if not rows:
+            print(
+                "No TrainingJobs found"
+                + ("" if args.all_namespaces else f" in namespace {ns}")
+                + "."
+            )
+            return 0
+        _table((["NAMESPACE"] if args.all_namespaces else []) + cols, rows)
+        return 0
+    if cmd in ("describe", "delete"):
+        if cmd == "delete":
+            try:
+                await client.delete(TRAINING_JOBS, args.name, ns, propagation_policy="Foreground")
+            except NotFound:
+                raise CliError(f"trainingjob {args.name!r} not found in namespace {ns}") from None
+            print(
+                f"trainingjob/{args.name} deleted (its workers, PodGroup, Service and hostfile go with it)"
+            )
+            return 0
+        try:
+            job = await client.get(TRAINING_JOBS, args.name, ns)
+        except NotFound:
+            raise CliError(f"trainingjob {args.name!r} not found in namespace {ns}") from None
+        events = (await client.list(EVENTS, ns))["items"]
+        pods = (await client.list(PODS, ns, label_selector=f"gpuyard.io/job={args.name}"))["items"]
+        uids = {job["metadata"].get("uid")} | {p["metadata"].get("uid") for p in pods}
+        try:
+            uids.add((await client.get(POD_GROUPS, args.name, ns))["metadata"].get("uid"))
+        except NotFound:
+            pass
+        evs = sorted(
+            (e for e in events if (e.get("involvedObject") or {}).get("uid") in uids),
+            key=lambda e: e.get("lastTimestamp") or e.get("eventTime") or "",
+        )
+        if args.output != "table":
+            _print({"job": job, "events": evs}, args.output)
+            return 0
+        st = job.get("status") or {}
+        spec = job.get("spec") or {}
+        print(f"Name:         {args.name}")
+        print(f"Namespace:    {ns}")
+        print(f"Team:         {spec.get('team') or ns}")
+        print(f"Replicas:     {spec.get('replicas')} x {spec.get('gpusPerReplica', 8)} GPUs")
+        print(f"Priority:     {spec.get('priorityClassName', names.PRIORITY_NORMAL)}")
+        print(f"Phase:        {st.get('phase', 'Pending')}  ({st.get('reason', '')})")
+        print(f"Message:      {st.get('message', '')}")
+        print(f"Restarts:     {st.get('restarts', 0)} of {spec.get('backoffLimit', 3)}")
+        print(
+            f"Workers:      {st.get('runningWorkers', 0)} running, {st.get('readyWorkers', 0)} ready"
+        )
+        print(
+            f"Started:      {st.get('startTime', '-')}   Completed: {st.get('completionTime', '-')}"
+        )
+        try:
+            pg = await client.get(POD_GROUPS, args.name, ns)
+            pst = pg.get("status") or {}
+            print(
+                f"PodGroup:     {pst.get('phase', 'Pending')} (scheduled {pst.get('scheduled', 0)}, running {pst.get('running', 0)})"
+            )
+        except NotFound:
+            pass
+        print("Workers:")
+        for p in sorted(
+            pods, key=lambda p: int(o.labels_of(p).get("gpuyard.io/replica-index", "0"))
+        ):
+            pst = p.get("status") or {}
+            print(
+                f"  {p['metadata']['name']:<32} {pst.get('phase', 'Pending'):<10} {p['spec'].get('nodeName') or '-'}"
+            )
+        print("Events:")
+        for e in evs[-20:]:
+            print(
+                f"  {_age(e.get('lastTimestamp') or e.get('eventTime')):>6}  {e.get('type', ''):<8} {e.get('reason', ''):<18} {e['involvedObject']['name']}: {e.get('message', '')}"
+            )
+        if not evs:
+            print("  <none>")
+        return 0
+    if cmd in ("nodes", "status"):
+        nodes = (await client.list(NODES))["items"]
+        pods = (
+            await client.list(
+                PODS, None, field_selector="status.phase!=Succeeded,status.phase!=Failed"
+            )
+        )["items"]
+        used: Counter[str] = Counter()
+        for p in pods:
+            node = (p.get("spec") or {}).get("nodeName")
+            if node:
+                used[node] += o.pod_requests(p).get(names.RESOURCE_GPU, 0)
+        if cmd == "nodes":
+            rows = []
+            for n in sorted(nodes, key=o.name_of):
+                alloc = o.node_allocatable(n).get(names.RESOURCE_GPU, 0)
+                taints = [o.taint_str(t) for t in (n.get("spec") or {}).get("taints") or []]
+                ready = "Ready" if o.is_node_ready(n) else "NotReady"
+                if (n.get("spec") or {}).get("unschedulable"):
+                    ready += ",Cordoned"
+                labels = o.labels_of(n)
+                rows.append(
+                    [
+                        o.name_of(n),
+                        ready,
+                        f"{used[o.name_of(n)]}/{alloc}",
+                        labels.get(names.LABEL_TEAM, "-"),
+                        labels.get(names.LABEL_RACK, "-"),
+                        ", ".join(taints) or "-",
+                    ]
+                )
+            if args.output != "table":
+                _print(
+                    {
+                        "nodes": [
+                            dict(
+                                zip(
+                                    ["name", "status", "gpus", "team", "rack", "taints"],
+                                    r,
+                                    strict=True,
+                                )
+                            )
+                            for r in rows
+                        ]
+                    },
+                    args.output,
+                )
+                return 0
+            _table(["NAME", "STATUS", "GPUS", "TEAM", "RACK", "TAINTS"], rows)
+            return 0
+        total = sum(o.node_allocatable(n).get(names.RESOURCE_GPU, 0) for n in nodes)
+        allocated = sum(used.values())
+        unhealthy = [
+            o.name_of(n)
+            for n in nodes
+            if o.find_taint(n, names.TAINT_UNHEALTHY) or not o.is_node_ready(n)
+        ]
+        preflight = [o.name_of(n) for n in nodes if o.find_taint(n, names.TAINT_PREFLIGHT)]
+        groups = (await client.list(POD_GROUPS))["items"]
+        pending = [
+            g
+            for g in groups
+            if (g.get("status") or {}).get("phase", "Pending") in ("Pending", "Scheduling")
+        ]
+        pending_names = [f"{o.namespace_of(g)}/{o.name_of(g)}" for g in pending]
+        summary: dict[str, Any] = {
+            "nodes": len(nodes),
+            "gpus": {"total": total, "allocated": allocated, "idle": total - allocated},
+            "pendingGangs": pending_names,
+            "unhealthyNodes": unhealthy,
+            "preflightNodes": preflight,
+        }
+        if args.output != "table":
+            _print(summary, args.output)
+            return 0
+        pct = f" ({100 * allocated / total:.0f}%)" if total else ""
+        print(f"Nodes:           {len(nodes)}")
+        print(
+            f"GPUs:            {total} total, {allocated} allocated{pct}, {total - allocated} idle"
+        )
+        print(
+            f"Pending gangs:   {len(pending)}"
+            + (f"  ({', '.join(pending_names[:10])})" if pending else "")
+        )
+        print(
+            f"Unhealthy nodes: {len(unhealthy)}"
+            + (f"  ({', '.join(unhealthy[:10])})" if unhealthy else "")
+        )
+        print(
+            f"Preflight nodes: {len(preflight)}"
+            + (f"  ({', '.join(preflight[:10])})" if preflight else "")
+        )
+        return 0
+    raise CliError(f"unknown command {cmd}")
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        return asyncio.run(_run(args))
+    except CliError as exc:
+        print(f"gpuyard {args._command}: {exc}", file=sys.stderr)
+        return 1

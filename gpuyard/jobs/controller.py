@@ -1,0 +1,161 @@
+"""The TrainingJob controller: informers in, `reconcile` decisions out.
+
+Level-triggered: any change to a job, one of its pods (label gpuyard.io/job), or a
+node's readiness queues the jobs concerned; a worker loop reconciles each queued job
+once (coalescing bursts), applies the actions (creates concurrently, deletes, status
+only when it changed) and records Events. Nothing polls.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any
+
+from gpuyard.jobs.reconcile import LABEL_JOB, Observed, reconcile
+from gpuyard.kube import objects as o
+from gpuyard.kube.errors import AlreadyExists, ApiError, Conflict, NotFound
+from gpuyard.kube.events import EventRecorder
+from gpuyard.kube.informer import Informer
+from gpuyard.kube.resources import NODES, POD_GROUPS, PODS, TRAINING_JOBS
+
+log = logging.getLogger("gpuyard.jobs")
+
+
+class JobController:
+    def __init__(self, client: Any, concurrency: int = 128) -> None:
+        self.client = client
+        self.jobs = Informer(client, TRAINING_JOBS, name="jobs")
+        self.pods = Informer(client, PODS, label_selector=LABEL_JOB, name="jobs-pods")
+        self.nodes = Informer(client, NODES, name="jobs-nodes")
+        self.groups = Informer(client, POD_GROUPS, label_selector=LABEL_JOB, name="jobs-podgroups")
+        self.pods.add_index("job", lambda p: f"{o.namespace_of(p)}/{o.labels_of(p).get(LABEL_JOB)}")
+        self.recorder = EventRecorder(client, "gpuyard-jobs")
+        self._queue: set[str] = set()
+        self._wake = asyncio.Event()
+        self._sem = asyncio.Semaphore(concurrency)
+        self._children: set[str] = set()  # "ns/job/kind" known to exist
+        self.reconciles = 0
+
+    def _enqueue(self, key: str) -> None:
+        self._queue.add(key)
+        self._wake.set()
+
+    def _wire(self) -> None:
+        def job_ev(job: dict[str, Any]) -> None:
+            self._enqueue(o.key_of(job))
+
+        def pod_ev(pod: dict[str, Any]) -> None:
+            name = o.labels_of(pod).get(LABEL_JOB)
+            if name:
+                self._enqueue(f"{o.namespace_of(pod)}/{name}")
+
+        def node_ev(old: dict[str, Any] | None, new: dict[str, Any]) -> None:
+            if old is not None and self._ready(old) == self._ready(new):
+                return
+            for p in self.pods.by_node(o.name_of(new)):
+                pod_ev(p)
+
+        self.jobs.add_handler(
+            job_ev, lambda old, new: job_ev(new), lambda j: self._forget(o.key_of(j))
+        )
+        self.pods.add_handler(pod_ev, lambda old, new: pod_ev(new), pod_ev)
+        self.nodes.add_handler(lambda n: node_ev(None, n), node_ev, lambda n: node_ev(None, n))
+
+    def _forget(self, key: str) -> None:
+        self._children = {c for c in self._children if not c.startswith(key + "/")}
+
+    @staticmethod
+    def _ready(node: dict[str, Any]) -> bool:
+        if not o.is_node_ready(node):
+            return False
+        return o.find_taint(node, "node.kubernetes.io/unreachable") is None and not any(
+            t.get("effect") == "NoExecute" for t in (node.get("spec") or {}).get("taints") or []
+        )
+
+    def node_ready(self, name: str) -> bool:
+        node = self.nodes.get(name)
+        return node is not None and self._ready(node)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        self._wire()
+        infs = (self.nodes, self.groups, self.pods, self.jobs)
+        for inf in infs:
+            inf.start()
+        try:
+            for inf in infs:
+                await inf.wait_synced()
+            while not stop.is_set():
+                waiter = asyncio.create_task(self._wake.wait())
+                stopper = asyncio.create_task(stop.wait())
+                await asyncio.wait({waiter, stopper}, return_when=asyncio.FIRST_COMPLETED)
+                waiter.cancel()
+                stopper.cancel()
+                if stop.is_set():
+                    break
+                await asyncio.sleep(0.02)  # coalesce a burst of events
+                self._wake.clear()
+                keys, self._queue = self._queue, set()
+                await asyncio.gather(*(self._reconcile_safe(k) for k in keys))
+        finally:
+            for inf in infs:
+                await inf.stop()
+            await self.recorder.flush()
+
+    async def _reconcile_safe(self, key: str) -> None:
+        try:
+            await self.reconcile(key)
+        except (ApiError, OSError) as exc:
+            log.warning("job %s: %s; will retry", key, exc)
+            asyncio.get_running_loop().call_later(1.0, self._enqueue, key)
+
+    async def reconcile(self, key: str) -> None:
+        ns, name = key.split("/", 1)
+        job = self.jobs.get(name, ns)
+        if job is None or (job.get("metadata") or {}).get("deletionTimestamp"):
+            return
+        self.reconciles += 1
+        have = {k.rsplit("/", 1)[1] for k in self._children if k.startswith(key + "/")}
+        if self.groups.get(name, ns) is not None:
+            have.add("podgroup")
+        pods = self.pods.by_index("job", key)
+        act = reconcile(
+            Observed(job=job, pods=pods, now=time.time(), node_ready=self.node_ready, have=have)
+        )
+        kinds = {"PodGroup": "podgroup", "Service": "service", "ConfigMap": "configmap"}
+
+        async def create(obj: dict[str, Any]) -> None:
+            async with self._sem:
+                try:
+                    await self.client.create(obj)
+                except AlreadyExists:
+                    pass
+                if obj["kind"] in kinds:
+                    self._children.add(f"{key}/{kinds[obj['kind']]}")
+
+        async def delete(pod: str, force: bool) -> None:
+            async with self._sem:
+                try:
+                    await self.client.delete(
+                        PODS, pod, ns, grace_period_seconds=0 if force else None
+                    )
+                except NotFound:
+                    pass
+
+        await asyncio.gather(*(delete(p, f) for p, f in act.delete))
+        await asyncio.gather(*(create(obj) for obj in act.create))
+        if act.status is not None:
+            try:
+                await self.client.patch_status(TRAINING_JOBS, name, {"status": act.status}, ns)
+            except (NotFound, Conflict):
+                self._enqueue(key)
+        for etype, reason, message in act.events:
+            self.recorder.emit(job, etype, reason, message)
+
+
+async def run(client: Any, stop: asyncio.Event) -> None:
+    await JobController(client).run(stop)
+
+
+__all__ = ["JobController", "run"]

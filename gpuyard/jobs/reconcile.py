@@ -1,0 +1,394 @@
+"""What a TrainingJob needs, and what to do about what is there. Pure: no I/O, no clock.
+
+For a job the controller keeps: a PodGroup (minMember = replicas, so the gang scheduler
+places all workers at once or none), a headless Service (stable DNS names
+`<job>-worker-<i>.<job>.<ns>.svc`), a hostfile ConfigMap (one line per worker,
+`slots=<gpus>`, for mpirun), and the workers `<job>-worker-<i>` with RANK, WORLD_SIZE,
+LOCAL_WORLD_SIZE, MASTER_ADDR and MASTER_PORT (for torchrun and mpirun alike), all
+owned by the job.
+
+`reconcile(observed)` returns the actions: objects to create, workers to delete, the
+new status (None when unchanged) and Events. A worker that fails, or whose node is
+lost, fails the whole gang: every worker is deleted and a new gang (the next
+generation) is created, until backoffLimit restarts are spent.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from gpuyard import names
+from gpuyard.jobs.spec import JobSpec
+from gpuyard.kube import objects as o
+
+LABEL_JOB = "gpuyard.io/job"
+LABEL_GEN = "gpuyard.io/job-generation"
+LABEL_INDEX = "gpuyard.io/replica-index"
+HOSTFILE_PATH = "/etc/gpuyard"
+
+
+def rfc3339(ts: float) -> str:
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def worker_name(job: str, i: int) -> str:
+    return f"{job}-worker-{i}"
+
+
+def worker_dns(js: JobSpec, i: int) -> str:
+    return f"{worker_name(js.name, i)}.{js.name}.{js.namespace}.svc"
+
+
+def owner_ref(job: dict[str, Any]) -> dict[str, Any]:
+    return o.owner_reference(job, controller=True, block=True)
+
+
+def hostfile(js: JobSpec) -> str:
+    return "".join(f"{worker_dns(js, i)} slots={max(js.gpus, 1)}\n" for i in range(js.replicas))
+
+
+def desired_podgroup(job: dict[str, Any], js: JobSpec) -> dict[str, Any]:
+    spec: dict[str, Any] = {"minMember": js.replicas}
+    if js.schedule_timeout:
+        spec["scheduleTimeoutSeconds"] = js.schedule_timeout
+    return {
+        "apiVersion": names.PODGROUP_API_VERSION,
+        "kind": "PodGroup",
+        "metadata": {
+            "name": js.name,
+            "namespace": js.namespace,
+            "labels": {LABEL_JOB: js.name},
+            "ownerReferences": [owner_ref(job)],
+        },
+        "spec": spec,
+    }
+
+
+def desired_service(job: dict[str, Any], js: JobSpec) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {
+            "name": js.name,
+            "namespace": js.namespace,
+            "labels": {LABEL_JOB: js.name},
+            "ownerReferences": [owner_ref(job)],
+        },
+        "spec": {
+            "clusterIP": "None",
+            "selector": {LABEL_JOB: js.name},
+            "ports": [{"name": "master", "port": js.master_port, "protocol": "TCP"}],
+            "publishNotReadyAddresses": True,
+        },
+    }
+
+
+def desired_configmap(job: dict[str, Any], js: JobSpec) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {
+            "name": f"{js.name}-hostfile",
+            "namespace": js.namespace,
+            "labels": {LABEL_JOB: js.name},
+            "ownerReferences": [owner_ref(job)],
+        },
+        "data": {"hostfile": hostfile(js)},
+    }
+
+
+def _set_env(env: list[dict[str, Any]] | None, values: dict[str, str]) -> list[dict[str, Any]]:
+    out = [e for e in env or [] if e.get("name") not in values]
+    out.extend({"name": k, "value": v} for k, v in values.items())
+    return out
+
+
+def worker_pod(job: dict[str, Any], js: JobSpec, i: int, generation: int) -> dict[str, Any]:
+    tpl = copy.deepcopy(js.template)
+    tmd = tpl.get("metadata") or {}
+    spec = tpl.get("spec") or {}
+    labels = {
+        **(tmd.get("labels") or {}),
+        LABEL_JOB: js.name,
+        LABEL_GEN: str(generation),
+        LABEL_INDEX: str(i),
+        names.POD_GROUP_LABEL: js.name,
+        names.LABEL_TEAM: js.team,
+    }
+    env = {
+        "RANK": str(i),
+        "WORLD_SIZE": str(js.replicas),
+        "LOCAL_WORLD_SIZE": str(max(js.gpus, 1)),
+        "MASTER_ADDR": worker_dns(js, 0),
+        "MASTER_PORT": str(js.master_port),
+        "GPUYARD_JOB": js.name,
+        "GPUYARD_HOSTFILE": f"{HOSTFILE_PATH}/hostfile",
+    }
+    containers = []
+    for ci, c in enumerate(spec.get("containers") or []):
+        c = dict(c)
+        c["env"] = _set_env(c.get("env"), env)
+        if ci == 0 and js.gpus:
+            res = dict(c.get("resources") or {})
+            limits = dict(res.get("limits") or {})
+            limits.setdefault(names.RESOURCE_GPU, js.gpus)
+            res["limits"] = limits
+            c["resources"] = res
+        mounts = [m for m in c.get("volumeMounts") or [] if m.get("name") != "gpuyard-hostfile"]
+        mounts.append({"name": "gpuyard-hostfile", "mountPath": HOSTFILE_PATH, "readOnly": True})
+        c["volumeMounts"] = mounts
+        containers.append(c)
+    volumes = [v for v in spec.get("volumes") or [] if v.get("name") != "gpuyard-hostfile"]
+    volumes.append({"name": "gpuyard-hostfile", "configMap": {"name": f"{js.name}-hostfile"}})
+    pod_spec = {
+        **spec,
+        "containers": containers,
+        "volumes": volumes,
+        "restartPolicy": "Never",
+        "schedulerName": names.SCHEDULER_NAME,
+        "hostname": worker_name(js.name, i),
+        "subdomain": js.name,
+        "priorityClassName": js.priority_class,
+    }
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {
+            "name": worker_name(js.name, i),
+            "namespace": js.namespace,
+            "labels": labels,
+            "annotations": dict(tmd.get("annotations") or {}),
+            "ownerReferences": [owner_ref(job)],
+        },
+        "spec": pod_spec,
+    }
+
+
+@dataclass
+class Observed:
+    job: dict[str, Any]
+    pods: list[dict[str, Any]]
+    now: float
+    node_ready: Callable[[str], bool] = lambda name: True
+    have: set[str] = field(default_factory=set)  # "podgroup", "service", "configmap"
+    namespace_team: str | None = None
+
+
+@dataclass
+class Actions:
+    create: list[dict[str, Any]] = field(default_factory=list)
+    delete: list[tuple[str, bool]] = field(default_factory=list)  # (pod name, force)
+    status: dict[str, Any] | None = None
+    events: list[tuple[str, str, str]] = field(default_factory=list)  # (type, reason, message)
+
+
+def _lost(pod: dict[str, Any], node_ready: Callable[[str], bool]) -> str | None:
+    """Why a worker is gone or failed (None: it is fine)."""
+    st = pod.get("status") or {}
+    name = o.name_of(pod)
+    node = (pod.get("spec") or {}).get("nodeName")
+    if st.get("phase") == "Failed":
+        code = None
+        for cs in st.get("containerStatuses") or []:
+            term = (cs.get("state") or {}).get("terminated") or {}
+            if term.get("exitCode") is not None:
+                code = term["exitCode"]
+        why = st.get("reason") or (f"exit code {code}" if code is not None else "failed")
+        return f"{name} failed on {node or 'no node'} ({why})"
+    if (pod.get("metadata") or {}).get("deletionTimestamp"):
+        return f"{name} was evicted from {node or 'its node'}"
+    if node and not node_ready(node):
+        return f"{name} lost its node {node}"
+    return None
+
+
+def _scheduler_reason(pods: list[dict[str, Any]]) -> str | None:
+    for p in pods:
+        for c in (p.get("status") or {}).get("conditions") or []:
+            if c.get("type") == "PodScheduled" and c.get("status") == "False" and c.get("message"):
+                return str(c["message"])
+    return None
+
+
+def reconcile(obs: Observed) -> Actions:
+    job = obs.job
+    js = JobSpec.of(job, obs.namespace_team)
+    old = dict(job.get("status") or {})
+    st = dict(old)
+    st.setdefault("restarts", 0)
+    st.setdefault("phase", "Pending")
+    gen = int(st.get("generation") or 0)
+    st["generation"] = gen
+    act = Actions()
+    phase = st["phase"]
+
+    def finish(new_phase: str, reason: str, message: str, etype: str = "Normal") -> None:
+        st["phase"] = new_phase
+        st["reason"], st["message"] = reason, message
+        st["completionTime"] = st.get("completionTime") or rfc3339(obs.now)
+        act.events.append((etype, reason, message))
+
+    if phase in ("Succeeded", "Failed"):
+        if phase == "Failed":
+            for p in obs.pods:
+                if not o.is_pod_terminal(p) and not (p.get("metadata") or {}).get(
+                    "deletionTimestamp"
+                ):
+                    act.delete.append(
+                        (
+                            o.name_of(p),
+                            not obs.node_ready((p.get("spec") or {}).get("nodeName") or ""),
+                        )
+                    )
+        return _with_status(act, old, st, obs, js, [])
+
+    for kind, make in (
+        ("podgroup", desired_podgroup),
+        ("service", desired_service),
+        ("configmap", desired_configmap),
+    ):
+        if kind not in obs.have:
+            act.create.append(make(job, js))
+
+    current = [p for p in obs.pods if o.labels_of(p).get(LABEL_GEN) == str(gen)]
+    stale = [p for p in obs.pods if o.labels_of(p).get(LABEL_GEN) != str(gen)]
+    for p in stale:
+        if not (p.get("metadata") or {}).get("deletionTimestamp") or not obs.node_ready(
+            (p.get("spec") or {}).get("nodeName") or ""
+        ):
+            act.delete.append((o.name_of(p), _force(p, obs)))
+
+    # Deadline.
+    started = o.parse_time(st.get("startTime")) or o.parse_time(
+        (job.get("metadata") or {}).get("creationTimestamp")
+    )
+    if js.deadline and started and obs.now - started.timestamp() > js.deadline:
+        for p in current:
+            act.delete.append((o.name_of(p), _force(p, obs)))
+        finish(
+            "Failed",
+            "DeadlineExceeded",
+            f"job ran longer than activeDeadlineSeconds={js.deadline}",
+            "Warning",
+        )
+        return _with_status(act, old, st, obs, js, current)
+
+    # Gang failure: any worker failed or lost.
+    problems = [why for p in current if (why := _lost(p, obs.node_ready))]
+    by_index = {o.labels_of(p).get(LABEL_INDEX): p for p in current}
+    if phase in ("Running", "Scheduling") and st.get("runningWorkers") == js.replicas:
+        for i in range(js.replicas):
+            if str(i) not in by_index:
+                problems.append(f"{worker_name(js.name, i)} disappeared")
+    if problems and not all(
+        o.is_pod_terminal(p) and (p.get("status") or {}).get("phase") == "Succeeded"
+        for p in current
+    ):
+        why = problems[0] + (f" (and {len(problems) - 1} more)" if len(problems) > 1 else "")
+        for p in current:
+            if not (p.get("metadata") or {}).get("deletionTimestamp") or not obs.node_ready(
+                (p.get("spec") or {}).get("nodeName") or ""
+            ):
+                act.delete.append((o.name_of(p), _force(p, obs)))
+        if js.restart_policy == "Never":
+            finish("Failed", "WorkerFailed", why, "Warning")
+        elif st["restarts"] >= js.backoff_limit:
+            finish(
+                "Failed",
+                "BackoffLimitExceeded",
+                f"{why}; backoffLimit {js.backoff_limit} reached",
+                "Warning",
+            )
+        else:
+            st["restarts"] += 1
+            st["generation"] = gen + 1
+            st["phase"] = "Restarting"
+            st["reason"] = "RestartingGang"
+            st["message"] = (
+                f"{why}; restarting all {js.replicas} workers (restart {st['restarts']} of {js.backoff_limit})"
+            )
+            st["runningWorkers"] = 0
+            act.events.append(("Warning", "RestartingGang", st["message"]))
+        return _with_status(act, old, st, obs, js, [])
+
+    # All done?
+    succeeded = [p for p in current if (p.get("status") or {}).get("phase") == "Succeeded"]
+    if len(succeeded) == js.replicas:
+        finish("Succeeded", "Completed", f"all {js.replicas} workers succeeded")
+        return _with_status(act, old, st, obs, js, current)
+
+    # Create missing workers of this generation (once older ones with the same names left).
+    taken = {o.name_of(p) for p in obs.pods}
+    for i in range(js.replicas):
+        if str(i) not in by_index and worker_name(js.name, i) not in taken:
+            act.create.append(worker_pod(job, js, i, gen))
+
+    running = sum(1 for p in current if (p.get("status") or {}).get("phase") == "Running")
+    bound = sum(1 for p in current if (p.get("spec") or {}).get("nodeName"))
+    if running == js.replicas:
+        st["phase"] = "Running"
+        st["reason"], st["message"] = "AllWorkersRunning", f"all {js.replicas} workers running"
+        st["startTime"] = st.get("startTime") or rfc3339(obs.now)
+    elif bound:
+        st["phase"] = (
+            "Scheduling" if phase != "Restarting" or bound == js.replicas else "Restarting"
+        )
+        st["reason"], st["message"] = "Starting", f"{running} of {js.replicas} workers running"
+    else:
+        waiting = _scheduler_reason(current)
+        st["phase"] = "Restarting" if phase == "Restarting" else "Pending"
+        st["reason"] = "Unschedulable" if waiting else "Waiting"
+        st["message"] = waiting or f"waiting for {js.replicas} workers to be scheduled as one gang"
+    return _with_status(act, old, st, obs, js, current)
+
+
+def _force(pod: dict[str, Any], obs: Observed) -> bool:
+    node = (pod.get("spec") or {}).get("nodeName")
+    return bool(node) and not obs.node_ready(str(node))
+
+
+def _with_status(
+    act: Actions,
+    old: dict[str, Any],
+    st: dict[str, Any],
+    obs: Observed,
+    js: JobSpec,
+    current: list[dict[str, Any]],
+) -> Actions:
+    if st["phase"] not in ("Restarting",) and current:
+        st["runningWorkers"] = sum(
+            1 for p in current if (p.get("status") or {}).get("phase") == "Running"
+        )
+        st["readyWorkers"] = sum(
+            1
+            for p in current
+            if o.condition_true(p, "Ready") and (p.get("status") or {}).get("phase") == "Running"
+        )
+    st.setdefault("runningWorkers", 0)
+    st.setdefault("readyWorkers", 0)
+    conds = st.get("conditions")
+    conds, _ = o.set_condition(
+        conds,
+        "Scheduled",
+        "True" if st["phase"] in ("Running", "Succeeded") or st.get("runningWorkers") else "False",
+        st.get("reason", ""),
+        st.get("message", ""),
+        now=rfc3339(obs.now),
+    )
+    conds, _ = o.set_condition(
+        conds,
+        "Complete" if st["phase"] != "Failed" else "Failed",
+        "True" if st["phase"] in ("Succeeded", "Failed") else "False",
+        st.get("reason", ""),
+        st.get("message", ""),
+        now=rfc3339(obs.now),
+    )
+    st["conditions"] = conds
+    st["observedGeneration"] = (obs.job.get("metadata") or {}).get("generation", 0)
+    if st != old:
+        act.status = st
+    return act

@@ -1,0 +1,217 @@
+"""TrainingJob pure parts: validation, the children it gets, restart decisions."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from gpuyard.jobs.reconcile import LABEL_GEN, Observed, hostfile, reconcile, worker_pod
+from gpuyard.jobs.spec import JobSpec, validate_job
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+
+
+def job(**spec: Any) -> dict[str, Any]:
+    return {
+        "apiVersion": "gpuyard.io/v1alpha1",
+        "kind": "TrainingJob",
+        "metadata": {
+            "name": "llm",
+            "namespace": "vision",
+            "uid": "u1",
+            "creationTimestamp": "2026-01-01T00:00:00Z",
+        },
+        "spec": {
+            "replicas": 3,
+            "template": {"spec": {"containers": [{"name": "t", "image": "img"}]}},
+            **spec,
+        },
+    }
+
+
+def pods_of(
+    j: dict[str, Any], phase: str = "Running", gen: int = 0, node: str = "n{}"
+) -> list[dict[str, Any]]:
+    js = JobSpec.of(j)
+    out = []
+    for i in range(js.replicas):
+        p = worker_pod(j, js, i, gen)
+        p["spec"]["nodeName"] = node.format(i)
+        p["status"] = {"phase": phase}
+        out.append(p)
+    return out
+
+
+def test_every_example_is_a_valid_job() -> None:
+    files = sorted(EXAMPLES.glob("*.yaml"))
+    assert len(files) >= 3
+    docs = [d for f in files for d in yaml.safe_load_all(f.read_text()) if d]
+    assert len(docs) >= 102
+    for d in docs:
+        assert validate_job(d) == [], d["metadata"]["name"]
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"replicas": "four"}, "spec.replicas: Invalid value: 'four': must be of type integer"),
+        ({"replicas": 0}, "spec.replicas: Invalid value: 0: must be greater than or equal to 1"),
+        ({"restartPolicy": "Sometimes"}, "spec.restartPolicy: Unsupported value: 'Sometimes'"),
+        ({"replcas": 3}, 'spec.replcas: unknown field "spec.replcas"'),
+        (
+            {"template": {"spec": {"containers": [{"name": "t"}]}}},
+            "spec.template.spec.containers[0].image: required",
+        ),
+    ],
+)
+def test_bad_jobs_get_one_line_naming_the_field(change: dict[str, Any], message: str) -> None:
+    errors = validate_job(job(**change))
+    assert errors and errors[0].startswith(message), errors
+
+
+def test_missing_replicas_and_wrong_kind() -> None:
+    j = job()
+    del j["spec"]["replicas"]
+    j["kind"] = "Job"
+    errors = validate_job(j)
+    assert "kind: must be TrainingJob, not 'Job'" in errors
+    assert "spec.replicas: Required value" in errors
+
+
+def test_new_job_gets_its_children_and_workers_with_rank_env() -> None:
+    j = job(gpusPerReplica=4)
+    act = reconcile(Observed(j, [], now=0.0))
+    kinds = [o["kind"] for o in act.create]
+    assert kinds.count("Pod") == 3 and {"PodGroup", "Service", "ConfigMap"} <= set(kinds)
+    pg = next(o for o in act.create if o["kind"] == "PodGroup")
+    assert pg["spec"]["minMember"] == 3
+    w1 = next(o for o in act.create if o["metadata"]["name"] == "llm-worker-1")
+    env = {e["name"]: e["value"] for e in w1["spec"]["containers"][0]["env"]}
+    assert env == {
+        "RANK": "1",
+        "WORLD_SIZE": "3",
+        "LOCAL_WORLD_SIZE": "4",
+        "MASTER_ADDR": "llm-worker-0.llm.vision.svc",
+        "MASTER_PORT": "29500",
+        "GPUYARD_JOB": "llm",
+        "GPUYARD_HOSTFILE": "/etc/gpuyard/hostfile",
+    }
+    assert w1["spec"]["schedulerName"] == "gpuyard-scheduler"
+    assert w1["metadata"]["labels"]["scheduling.x-k8s.io/pod-group"] == "llm"
+    assert w1["spec"]["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] == 4
+    assert all(o["metadata"]["ownerReferences"][0]["uid"] == "u1" for o in act.create)
+    assert hostfile(JobSpec.of(j)).splitlines() == [
+        f"llm-worker-{i}.llm.vision.svc slots=4" for i in range(3)
+    ]
+    assert act.status and act.status["phase"] == "Pending"
+
+
+def test_all_running_sets_running_and_start_time() -> None:
+    j = job()
+    act = reconcile(Observed(j, pods_of(j), now=100.0, have={"podgroup", "service", "configmap"}))
+    assert not act.create and not act.delete
+    assert (
+        act.status is not None
+        and act.status["phase"] == "Running"
+        and act.status["runningWorkers"] == 3
+    )
+    assert act.status["startTime"]
+
+
+def test_failed_worker_restarts_the_whole_gang_then_backoff_limit_fails_it() -> None:
+    j = job(backoffLimit=1)
+    pods = pods_of(j)
+    pods[1]["status"] = {
+        "phase": "Failed",
+        "containerStatuses": [{"state": {"terminated": {"exitCode": 137}}}],
+    }
+    act = reconcile(Observed(j, pods, now=1.0, have={"podgroup", "service", "configmap"}))
+    assert sorted(n for n, _ in act.delete) == ["llm-worker-0", "llm-worker-1", "llm-worker-2"]
+    assert (
+        act.status is not None
+        and act.status["phase"] == "Restarting"
+        and act.status["restarts"] == 1
+    )
+    assert "llm-worker-1 failed on n1 (exit code 137)" in act.events[0][2]
+    j["status"] = act.status
+    # The new generation is created once the old workers are gone.
+    act2 = reconcile(Observed(j, [], now=2.0, have={"podgroup", "service", "configmap"}))
+    new = [o for o in act2.create if o["kind"] == "Pod"]
+    assert len(new) == 3 and all(o["metadata"]["labels"][LABEL_GEN] == "1" for o in new)
+    j["status"] = act2.status or j["status"]
+    again = pods_of(j, gen=1)
+    again[0]["status"] = {"phase": "Failed"}
+    act3 = reconcile(Observed(j, again, now=3.0, have={"podgroup", "service", "configmap"}))
+    assert act3.status is not None and act3.status["phase"] == "Failed"
+    assert act3.status["reason"] == "BackoffLimitExceeded"
+
+
+def test_lost_node_is_a_gang_failure_and_its_pods_are_force_deleted() -> None:
+    j = job()
+    act = reconcile(
+        Observed(
+            j,
+            pods_of(j),
+            now=1.0,
+            node_ready=lambda n: n != "n2",
+            have={"podgroup", "service", "configmap"},
+        )
+    )
+    assert ("llm-worker-2", True) in act.delete and ("llm-worker-0", False) in act.delete
+    assert act.status is not None and "llm-worker-2 lost its node n2" in act.status["message"]
+
+
+def test_all_succeeded_is_success_and_never_policy_fails_at_once() -> None:
+    j = job()
+    act = reconcile(
+        Observed(
+            j, pods_of(j, phase="Succeeded"), now=1.0, have={"podgroup", "service", "configmap"}
+        )
+    )
+    assert (
+        act.status is not None
+        and act.status["phase"] == "Succeeded"
+        and act.status["completionTime"]
+    )
+    j2 = job(restartPolicy="Never")
+    pods = pods_of(j2)
+    pods[0]["status"] = {"phase": "Failed"}
+    act2 = reconcile(Observed(j2, pods, now=1.0, have={"podgroup", "service", "configmap"}))
+    assert (
+        act2.status is not None
+        and act2.status["phase"] == "Failed"
+        and act2.status["restarts"] == 0
+    )
+
+
+def test_waiting_job_carries_the_schedulers_reason_and_nothing_changes_twice() -> None:
+    j = job()
+    pods = pods_of(j, phase="Pending", node="")
+    for p in pods:
+        p["status"]["conditions"] = [
+            {
+                "type": "PodScheduled",
+                "status": "False",
+                "message": "gang llm needs 3 pods at once; 1 fit on 1 nodes",
+            }
+        ]
+    act = reconcile(Observed(j, pods, now=1.0, have={"podgroup", "service", "configmap"}))
+    assert act.status is not None and act.status["message"].startswith("gang llm needs 3 pods")
+    j["status"] = act.status
+    assert (
+        reconcile(Observed(j, pods, now=2.0, have={"podgroup", "service", "configmap"})).status
+        is None
+    )
+
+
+def test_deadline_fails_the_job() -> None:
+    j = job(activeDeadlineSeconds=60)
+    j["status"] = {"phase": "Running", "startTime": "2026-01-01T00:00:00Z"}
+    act = reconcile(
+        Observed(j, pods_of(j), now=1767225600.0 + 61, have={"podgroup", "service", "configmap"})
+    )
+    assert act.status is not None and act.status["reason"] == "DeadlineExceeded"
+    assert len(act.delete) == 3
