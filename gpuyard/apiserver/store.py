@@ -19,6 +19,8 @@
 from __future__ import annotations
 
 import asyncio
+import bisect
+import itertools
 import os
 import sqlite3
 from collections import deque
@@ -235,6 +237,12 @@ class Collection:
         self.watchers: set[Watcher] = set()  # not indexed
         self.by_field: dict[tuple[str, str], set[Watcher]] = {}
         self.by_node: dict[str, set[str]] = {}  # spec.nodeName -> keys
+        self._sorted: list[str] | None = None  # cached key order, reset when keys change
+
+    def sorted_keys(self) -> list[str]:
+        if self._sorted is None:
+            self._sorted = sorted(self.items)
+        return self._sorted
 
     def all_watchers(self) -> list[Watcher]:
         out = list(self.watchers)
@@ -262,6 +270,8 @@ class Collection:
                 del self.by_field[k]
 
     def index_item(self, key: str, old: Entry | None, new: Entry | None) -> None:
+        if old is None or new is None:
+            self._sorted = None
         a, b = _node_of(old), _node_of(new)
         if a == b:
             return
@@ -435,16 +445,13 @@ class Store:
             return [], ""
         items = c.items
         keys = (
-            sorted(items)
+            c.sorted_keys()
             if flt.trivial
             else sorted(make_key(e.namespace, e.name) for e in self._candidates(c, flt))
         )
-        if start_after:
-            import bisect
-
-            keys = keys[bisect.bisect_right(keys, start_after) :]
+        start = bisect.bisect_right(keys, start_after) if start_after else 0
         out: list[Entry] = []
-        for k in keys:
+        for k in itertools.islice(keys, start, None):
             e = items[k]
             if flt.trivial or e.matches(flt):
                 if limit and len(out) >= limit:
