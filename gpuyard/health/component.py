@@ -65,8 +65,15 @@ async def run(ctx: Any) -> None:
     from gpuyard.health.verdict import VerdictConfig
     from gpuyard.kube.resources import NODES
 
-    client = ctx.client
     stop: asyncio.Event = ctx.stop
+    own_client = None
+    if getattr(ctx, "server", None) is not None:
+        # Our own in-process client, so the API server and our log can tell health's
+        # requests from other components' (DESIGN principle 4).
+        from gpuyard.kube.client import Client
+
+        own_client = Client.in_process(ctx.server, component="health")
+    client = own_client or ctx.client
     hosts = Path(ctx.data_dir) / "hosts"
     quiet = float(_opt(ctx, "health_quiet_s", 15.0))
     # The embedded cluster has no taint manager: evict for our NoExecute taints here.
@@ -101,6 +108,7 @@ async def run(ctx: Any) -> None:
     }
     if _opt(ctx, "health_periodic", False):
         parts["periodic"] = lambda: run_periodic(client, stop, PeriodicConfig())
+    parts["report"] = lambda: _report_requests(client, stop, lambda: len(agents.checkers))
     tasks = [
         asyncio.create_task(supervise(name, f, stop), name=f"health-{name}")
         for name, f in parts.items()
@@ -119,3 +127,31 @@ async def run(ctx: Any) -> None:
             t.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         await nodes.stop()
+        if own_client is not None:
+            await own_client.close()
+
+
+async def _report_requests(
+    client: Any, stop: asyncio.Event, n_nodes: Any, every_s: float = 300.0
+) -> None:
+    """Log health's API requests per node per minute now and then."""
+    import time
+
+    counter = getattr(client, "requests", None)
+    if counter is None:
+        return
+    last_t, last = time.monotonic(), dict(counter.snapshot()["by_verb"])
+    while not stop.is_set():
+        try:
+            await asyncio.wait_for(stop.wait(), every_s)
+        except TimeoutError:
+            pass
+        now, cur = time.monotonic(), dict(counter.snapshot()["by_verb"])
+        minutes = max(now - last_t, 1.0) / 60
+        nodes = max(int(n_nodes()), 1)
+        rates = {v: (cur.get(v, 0) - last.get(v, 0)) / minutes / nodes for v in cur}
+        log.info(
+            "health: API requests per node per minute: %s",
+            ", ".join(f"{v} {r:.4f}" for v, r in sorted(rates.items())) or "none",
+        )
+        last_t, last = now, cur
