@@ -13,6 +13,12 @@ full disk) on 1% of nodes (under the 5% brake) at random moments.
 Prints JSON: fault_to_taint_s p50/p99 (agent check interval dominates), healthy API
 writes per node per hour (target 0), agent CPU seconds per node per hour and its share
 of one core per node.
+
+    python benchmarks/health.py --embedded [--nodes 1000] [--window 60]
+
+measures the same on a real `gpuyard up --components health` subprocess: the health
+component's own API requests (the API server counts them by user agent) over a healthy
+window, and seconds from `gpuyard fault disk-full` to the taint seen through a watch.
 """
 
 from __future__ import annotations
@@ -197,11 +203,140 @@ async def main(nodes: int, interval: float, n_faults: int, healthy_passes: int) 
         shutil.rmtree(root, ignore_errors=True)
 
 
+def _metrics_text(kubeconfig: str) -> str:
+    import urllib.request
+
+    from gpuyard.kube.kubeconfig import load_kubeconfig
+
+    cfg = load_kubeconfig(kubeconfig)
+    req = urllib.request.Request(cfg.server + "/metrics")
+    tok = cfg.bearer_token()
+    if tok:
+        req.add_header("Authorization", f"Bearer {tok}")
+    with urllib.request.urlopen(req, context=cfg.ssl_context(), timeout=30) as r:
+        return str(r.read().decode())
+
+
+def health_requests(kubeconfig: str) -> dict[str, float]:
+    """The health component's API requests by verb, from the server's metrics."""
+    out: dict[str, float] = {}
+    for line in _metrics_text(kubeconfig).splitlines():
+        if line.startswith("apiserver_requests_by_user_agent_total{") and "health" in line:
+            labels, value = line.rsplit(" ", 1)
+            verb = labels.split('verb="', 1)[1].split('"', 1)[0]
+            out[verb] = out.get(verb, 0.0) + float(value)
+    return out
+
+
+def embedded(nodes: int, window: float, n_faults: int) -> dict[str, Any]:
+    import os
+    import subprocess
+    import sys
+
+    from gpuyard.cluster.testing import start_cluster_process
+    from gpuyard.kube.resources import NODES
+
+    root = Path(tempfile.mkdtemp(prefix="gpuyard-health-embedded-"))
+    t0 = time.perf_counter()
+    c = start_cluster_process(root, nodes, ["--components", "health", "--in-memory"], timeout=600)
+    try:
+        ready_s = time.perf_counter() - t0
+        interval = max(2.0, 0.0015 * nodes)
+        # Let the first report (one condition write per node) finish.
+        settle_deadline = time.monotonic() + 300
+        prev = -1.0
+        while time.monotonic() < settle_deadline:
+            time.sleep(max(interval, 5.0))
+            cur = health_requests(c.kubeconfig).get("patch", 0.0)
+            if cur == prev and cur >= nodes:
+                break
+            prev = cur
+        first = health_requests(c.kubeconfig)
+        time.sleep(window)
+        after = health_requests(c.kubeconfig)
+        writes = sum(
+            after.get(v, 0) - first.get(v, 0) for v in ("create", "update", "patch", "delete")
+        )
+        reads = sum(after.get(v, 0) - first.get(v, 0) for v in ("get", "list", "watch"))
+        per_hour = 3600 / window / nodes
+
+        async def watch_taints(victims: set[str], t_inject: dict[str, float]) -> list[float]:
+            seen: dict[str, float] = {}
+            async with c.client("bench") as k:
+                rv = (await k.list(NODES, limit=1))["metadata"]["resourceVersion"]
+                async for _etype, obj in k.watch(
+                    NODES, resource_version=rv, timeout_seconds=int(3 * interval + 60)
+                ):
+                    name = obj["metadata"]["name"]
+                    if name in victims and name not in seen and current_taint(obj):
+                        seen[name] = time.monotonic()
+                        if len(seen) == len(victims):
+                            break
+            return sorted(seen[n] - t_inject[n] for n in seen)
+
+        names = [f"gpu-node-{i:04d}" for i in range(nodes)]
+        victims = random.Random(3).sample(names, n_faults)
+        t_inject: dict[str, float] = {}
+
+        async def run_faults() -> list[float]:
+            task = asyncio.create_task(watch_taints(set(victims), t_inject))
+            await asyncio.sleep(1.0)
+            for v in victims:
+                t_inject[v] = time.monotonic()
+                await asyncio.to_thread(
+                    subprocess.run,
+                    [
+                        sys.executable,
+                        "-m",
+                        "gpuyard.cli",
+                        "fault",
+                        "disk-full",
+                        v,
+                        "--kubeconfig",
+                        c.kubeconfig,
+                    ],
+                    capture_output=True,
+                    check=True,
+                    env={**os.environ},
+                )
+            return await task
+
+        lat = asyncio.run(run_faults())
+        return {
+            "mode": "embedded gpuyard up --components health",
+            "nodes": nodes,
+            "agent_interval_s": interval,
+            "cluster_ready_s": round(ready_s, 1),
+            "healthy_window_s": window,
+            "healthy": {
+                "api_writes_per_node_per_hour": writes * per_hour,
+                "api_reads_per_node_per_hour": round(reads * per_hour, 4),
+            },
+            "faults": {
+                "injected": n_faults,
+                "tainted": len(lat),
+                "fault_to_taint_s": {
+                    "p50": round(statistics.median(lat), 2) if lat else None,
+                    "p99": round(lat[min(len(lat) - 1, int(0.99 * len(lat)))], 2) if lat else None,
+                },
+            },
+        }
+    finally:
+        c.kill()
+        shutil.rmtree(root, ignore_errors=True)
+
+
 if __name__ == "__main__":
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--nodes", type=int, default=7500)
     ap.add_argument("--interval", type=float, default=10.0)
     ap.add_argument("--faults", type=int, default=75)
     ap.add_argument("--healthy-passes", type=int, default=5)
+    ap.add_argument("--embedded", action="store_true", help="measure on gpuyard up")
+    ap.add_argument("--window", type=float, default=60.0, help="healthy window (embedded)")
     a = ap.parse_args()
-    print(json.dumps(asyncio.run(main(a.nodes, a.interval, a.faults, a.healthy_passes)), indent=2))
+    if a.embedded:
+        result = embedded(a.nodes, a.window, min(a.faults, max(1, a.nodes // 20)))
+    else:
+        result = asyncio.run(main(a.nodes, a.interval, a.faults, a.healthy_passes))
+    print(json.dumps(result, indent=2))
