@@ -398,8 +398,11 @@ class Core:
                         fs = _qget(query, "fieldSelector")
                         query["fieldSelector"] = (fs + "," if fs else "") + f"metadata.name={name}"
                     resp = self.watch_objects(res, ns, query)
+                    stream: Any = resp.body
                     if self._wants_table(hget("accept")):
-                        resp.body = self._table_stream(res, resp.body, query)  # type: ignore
+                        resp.body = self._table_stream(res, stream, query)
+                    elif "as=PartialObjectMetadata" in hget("accept"):
+                        resp.body = self._table_stream(res, stream, query, partial=True)
                     return resp
                 return self.list_objects(res, ns, query, hget("accept"))
             return self.get_object(res, ns, name, query, hget("accept"))
@@ -509,6 +512,8 @@ class Core:
         e = self._entry(res, ns or "", name)
         if self._wants_table(accept):
             return self._table(res, [e], query, None)
+        if "as=PartialObjectMetadata" in accept:
+            return _json(200, _partial(e.obj()))
         return _raw(200, self._raw_for(res, e))
 
     def _table(
@@ -576,6 +581,16 @@ class Core:
             )
         if self._wants_table(accept):
             return self._table(res, entries, query, meta)
+        if "as=PartialObjectMetadata" in accept:
+            return _json(
+                200,
+                {
+                    "kind": "PartialObjectMetadataList",
+                    "apiVersion": "meta.k8s.io/v1",
+                    "metadata": meta,
+                    "items": [_partial(e.obj()) for e in entries],
+                },
+            )
         head = orjson.dumps(
             {"kind": res.list_kind, "apiVersion": res.api_version, "metadata": meta}
         )
@@ -585,10 +600,14 @@ class Core:
     # ------------------------------------------------------------------ watch
 
     async def _table_stream(
-        self, res: Resource, lines: AsyncIterator[bytes], query: Mapping[str, str]
+        self,
+        res: Resource,
+        lines: AsyncIterator[bytes],
+        query: Mapping[str, str],
+        partial: bool = False,
     ) -> AsyncIterator[bytes]:
-        """Watch events whose objects are one-row Tables (kubectl get -w)."""
-        assert compat.tables is not None
+        """Watch events whose objects are one-row Tables (kubectl get -w), or with
+        partial, PartialObjectMetadata."""
         inc = _qget(query, "includeObject", "Metadata")
         first = True
         try:
@@ -600,7 +619,10 @@ class Core:
                 for line in chunk.splitlines():
                     ev = orjson.loads(line)
                     obj = ev.get("object") or {}
-                    if ev.get("type") in ("ADDED", "MODIFIED", "DELETED"):
+                    if partial and ev.get("type") in ("ADDED", "MODIFIED", "DELETED"):
+                        ev["object"] = _partial(obj)
+                    elif ev.get("type") in ("ADDED", "MODIFIED", "DELETED"):
+                        assert compat.tables is not None
                         table = compat.tables.to_table(res, [obj], inc, None)
                         if not first:
                             table.pop("columnDefinitions", None)
@@ -1651,6 +1673,15 @@ class Core:
             await self.store.delete(NS_KEY, ns, expect_rv=nse.rv)
         except StoreError:
             self._ns_dirty.add(ns)
+
+
+def _partial(obj: dict[str, Any]) -> dict[str, Any]:
+    """An object as meta.k8s.io/v1 PartialObjectMetadata (metadata-only clients)."""
+    return {
+        "kind": "PartialObjectMetadata",
+        "apiVersion": "meta.k8s.io/v1",
+        "metadata": obj.get("metadata") or {},
+    }
 
 
 def _is_str_map(v: Any) -> bool:
