@@ -58,8 +58,13 @@ def make_admission_attributes(**values: Any) -> Any:
         return values
     values.setdefault("user_info", {"username": "gpuyard", "groups": ["system:masters"]})
     if dataclasses.is_dataclass(cls):
-        names = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in values.items() if k in names})  # type: ignore[operator]
+        args: dict[str, Any] = {}
+        for f in dataclasses.fields(cls):
+            if f.name in values:
+                args[f.name] = values[f.name]
+            elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+                args[f.name] = None  # a field this server does not know: leave it empty
+        return cls(**args)  # type: ignore[operator]
     return cls(**values)
 
 
