@@ -175,9 +175,33 @@ class _Pass:
         # node -> (unit key, priority) holding it (a reservation or a nomination); only
         # higher-priority work may use a node another unit holds.
         self.held: dict[str, tuple[str, int]] = {}
-        self.classes: dict[tuple[Any, ...], list[NodeInfo]] = {}
-        # Per class, the candidate nodes bucketed by free GPUs (for best fit).
-        self.buckets: dict[tuple[Any, ...], list[dict[str, NodeInfo]]] = {}
+        # Caches kept in the state across passes: the static candidates of each class
+        # of pods (valid while no node changes), and per class the candidates bucketed
+        # by free GPUs for best fit (nodes whose use changed are re-bucketed here).
+        cache = state.cache
+        if cache.get("node_gen") != state.node_gen:
+            cache.clear()
+            cache["node_gen"] = state.node_gen
+            state.dirty_nodes.clear()
+        self.classes: dict[tuple[Any, ...], list[NodeInfo]] = cache.setdefault("classes", {})
+        self.buckets: dict[tuple[Any, ...], list[dict[str, NodeInfo]]] = cache.setdefault(
+            "buckets", {}
+        )
+        # unit -> (freed_gen, lower-priority binds, reason, reservation) at its last failure
+        self.blocked: dict[str, tuple[int, int, str, list[str]]] = cache.setdefault("blocked", {})
+        if state.dirty_nodes and self.buckets:
+            for name in state.dirty_nodes:
+                n = state.nodes.get(name)
+                if n is None:
+                    continue
+                f = n.alloc[GPU] - n.used[GPU]
+                for b in self.buckets.values():
+                    for bucket in b:
+                        if bucket.pop(name, None) is not None:
+                            if 0 <= f < len(b):
+                                b[f][name] = n
+                            break
+        state.dirty_nodes.clear()
         self.victims: set[str] = set()
 
     # -- static candidates per equivalence class
@@ -222,10 +246,26 @@ class _Pass:
                 self.held.setdefault(p.nominated, (unit, p.priority))
         reservations = 0
         units = self.units()
+        live = {u.key for u in units}
+        for key in [k for k in self.blocked if k not in live]:
+            del self.blocked[key]
         if self.cfg.max_units is not None:
             units = units[: self.cfg.max_units]
         for u in units:
             if u.is_gang and not self.gang_ready(u):
+                continue
+            low = sum(c for prio, c in self.s.low_binds.items() if prio < u.priority)
+            last = self.blocked.get(u.key)
+            if last is not None and last[0] == self.s.freed_gen and last[1] == low:
+                # Nothing was freed and nothing it could preempt arrived since it last
+                # failed: it still does not fit. Keep its reason and its hold.
+                self.d.unschedulable[u.key] = last[2]
+                if last[3] and reservations < self.cfg.max_reservations:
+                    reservations += 1
+                    for name in last[3]:
+                        if name in self.s.nodes:
+                            self.held[name] = (u.key, u.priority)
+                    self.d.reservations[u.key] = list(last[3])
                 continue
             placed = self.place(u)
             if placed is not None:
@@ -235,6 +275,7 @@ class _Pass:
                     self.d.bindings.append((p.key, n.name))
                     self._rebucket(n, before)
                 self.release(u)
+                self.blocked.pop(u.key, None)
                 continue
             if self.cfg.preemption and self.preempt(u):
                 continue
@@ -242,6 +283,12 @@ class _Pass:
             if u.is_gang and self.cfg.reservations and reservations < self.cfg.max_reservations:
                 reservations += 1
                 self.reserve(u)
+            self.blocked[u.key] = (
+                self.s.freed_gen,
+                low,
+                self.d.unschedulable[u.key],
+                list(self.d.reservations.get(u.key, [])),
+            )
         return self.d
 
     def release(self, u: Unit) -> None:

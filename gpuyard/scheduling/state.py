@@ -12,6 +12,7 @@ The twin, which creates hundreds of thousands of pods, uses `add_node_fast` and
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -114,6 +115,12 @@ class ClusterState:
         self.backoff_until: dict[str, float] = {}
         self._seq = 0
         self.generation = 0  # bumps on every change; drivers use it to skip idle cycles
+        # For the policy's caches across passes (see policy._Pass):
+        self.node_gen = 0  # nodes added, removed, relabelled, retainted, ready or not
+        self.freed_gen = 0  # capacity freed somewhere (a pod left, a node came)
+        self.dirty_nodes: set[str] = set()  # nodes whose use changed since the last pass
+        self.low_binds: Counter[int] = Counter()  # bindings so far, by priority
+        self.cache: dict[str, Any] = {}
 
     # ------------------------------------------------------------------ nodes
 
@@ -156,17 +163,23 @@ class ClusterState:
             info.used, info.pods = old.used, old.pods
         self.nodes[info.name] = info
         self.generation += 1
+        self.node_gen += 1
+        self.freed_gen += 1
+        self.dirty_nodes.add(info.name)
         return info
 
     def remove_node(self, name: str) -> None:
         if self.nodes.pop(name, None) is not None:
             self.generation += 1
+            self.node_gen += 1
 
     def set_node_ready(self, name: str, ready: bool) -> None:
         n = self.nodes.get(name)
         if n is not None and n.ready != ready:
             n.ready = ready
             self.generation += 1
+            self.node_gen += 1
+            self.freed_gen += 1
 
     # ------------------------------------------------------------------ pods
 
@@ -301,6 +314,8 @@ class ClusterState:
         n.pods[p.key] = p
         for i in range(NRES):
             n.used[i] += p.req[i]
+        self.dirty_nodes.add(n.name)
+        self.low_binds[p.priority] += 1
 
     def _unaccount(self, p: PodInfo) -> None:
         n = self.nodes.get(p.node or "")
@@ -308,6 +323,8 @@ class ClusterState:
             return
         for i in range(NRES):
             n.used[i] -= p.req[i]
+        self.dirty_nodes.add(n.name)
+        self.freed_gen += 1
 
     def bind(self, key: str, node: str) -> None:
         """Record a binding (the policy does this for the bindings it decides)."""
