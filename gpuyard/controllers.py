@@ -20,6 +20,7 @@ from typing import Any
 # name -> "module:function" taking (client, stop_event)
 CONTROLLERS = {
     "jobs": "gpuyard.jobs.controller:run",
+    "teams": "gpuyard.teams.manager:run",
 }
 
 

@@ -258,3 +258,9 @@ class TeamManager:
 
 def _few(items: list[str], n: int = 5) -> str:
     return ", ".join(items[:n]) + (f" and {len(items) - n} more" if len(items) > n else "")
+
+
+async def run(client: Any, stop: asyncio.Event) -> None:
+    """Entry point for `gpuyard controllers` (the manager alone; on a real cluster the
+    webhook runs as its own Deployment behind a Service)."""
+    await TeamManager(client).run(stop)
