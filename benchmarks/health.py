@@ -267,7 +267,9 @@ def embedded(nodes: int, window: float, n_faults: int) -> dict[str, Any]:
                 async for _etype, obj in k.watch(
                     NODES, resource_version=rv, timeout_seconds=int(3 * interval + 60)
                 ):
-                    name = obj["metadata"]["name"]
+                    if _etype == "BOOKMARK":
+                        continue
+                    name = obj["metadata"].get("name", "")
                     if name in victims and name not in seen and current_taint(obj):
                         seen[name] = time.monotonic()
                         if len(seen) == len(victims):
