@@ -1,0 +1,400 @@
+"""Mutating admission webhooks: match MutatingWebhookConfigurations against a request,
+call each matching webhook with an admission.k8s.io/v1 AdmissionReview over HTTPS
+(server verified with the webhook's caBundle), and apply the JSONPatch it returns.
+
+`admit(configs, attrs, obj, old)` is what the API server calls before validation and
+storage. Webhooks run in configuration-name order, then in list order; a webhook with
+`reinvocationPolicy: IfNeeded` runs once more when a later webhook changed the object.
+A refusal (`allowed: false`) raises `AdmissionDenied(status.code or 403, message)`; an
+unreachable, slow or malformed webhook raises `AdmissionDenied(500, "failed calling
+webhook ...")` under failurePolicy Fail (the default) and is skipped under Ignore.
+
+Matching (`webhook_matches`) is pure. HTTP uses one aiohttp session per event loop with
+keep-alive connections and one SSL context per caBundle, so a busy webhook costs one
+round trip per admission, not a TLS handshake.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import copy
+import ssl
+import uuid
+import weakref
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+import jsonpatch
+import orjson
+
+from gpuyard.apiserver.resources import Resource
+from gpuyard.kube.objects import SelectorError, selector_matches
+
+DEFAULT_TIMEOUT_S = 10
+MAX_TIMEOUT_S = 30
+OPERATIONS = ("CREATE", "UPDATE", "DELETE", "CONNECT")
+
+
+@dataclass
+class AdmissionAttributes:
+    """What an admission request is about (the server fills these)."""
+
+    operation: str  # CREATE | UPDATE | DELETE | CONNECT
+    resource: Resource
+    sub_resource: str = ""
+    namespace: str = ""
+    name: str = ""
+    user_info: dict[str, Any] = field(default_factory=dict)
+    dry_run: bool = False
+    namespace_labels: dict[str, str] = field(default_factory=dict)
+    namespace_object: dict[str, Any] | None = None
+
+
+class AdmissionDenied(Exception):
+    """A webhook refused the request, or failed under failurePolicy Fail."""
+
+    def __init__(self, code: int, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+class WebhookError(Exception):
+    """A webhook could not be called or answered something unusable."""
+
+
+# ------------------------------------------------------------------ matching (pure)
+
+
+def _listed(values: Any, want: str) -> bool:
+    if not isinstance(values, list):
+        return False
+    return "*" in values or want in values
+
+
+def _resource_listed(values: Any, plural: str, sub: str) -> bool:
+    if not isinstance(values, list):
+        return False
+    full = f"{plural}/{sub}" if sub else plural
+    for v in values:
+        if not isinstance(v, str):
+            continue
+        if v == "*/*" or v == full:
+            return True
+        if v == "*" and not sub:
+            return True
+        if sub and v == f"{plural}/*":
+            return True
+        if sub and v == f"*/{sub}":
+            return True
+    return False
+
+
+def rule_matches(rule: dict[str, Any], attrs: AdmissionAttributes) -> bool:
+    """Whether one RuleWithOperations covers the request."""
+    if not isinstance(rule, dict):
+        return False
+    res = attrs.resource
+    if not _listed(rule.get("operations"), attrs.operation):
+        return False
+    if not _listed(rule.get("apiGroups"), res.group):
+        return False
+    if not _listed(rule.get("apiVersions"), res.version):
+        return False
+    if not _resource_listed(rule.get("resources"), res.plural, attrs.sub_resource or ""):
+        return False
+    scope = rule.get("scope") or "*"
+    if scope == "Namespaced" and not res.namespaced:
+        return False
+    if scope == "Cluster" and res.namespaced:
+        return False
+    return True
+
+
+def _labels(obj: dict[str, Any] | None) -> dict[str, str]:
+    if not isinstance(obj, dict):
+        return {}
+    md = obj.get("metadata")
+    labels = md.get("labels") if isinstance(md, dict) else None
+    return labels if isinstance(labels, dict) else {}
+
+
+def _selector_ok(selector: Any, labels: dict[str, str]) -> bool:
+    if not selector:
+        return True
+    if not isinstance(selector, dict):
+        return False
+    try:
+        return selector_matches(selector, labels)
+    except (SelectorError, TypeError, AttributeError):
+        return False
+
+
+def webhook_matches(
+    hook: dict[str, Any],
+    attrs: AdmissionAttributes,
+    obj: dict[str, Any] | None,
+    old: dict[str, Any] | None,
+) -> bool:
+    """Rules, namespaceSelector and objectSelector of one webhook against a request."""
+    rules = hook.get("rules")
+    if not isinstance(rules, list) or not any(rule_matches(r, attrs) for r in rules):
+        return False
+    ns_sel = hook.get("namespaceSelector")
+    if ns_sel:
+        if attrs.resource.kind == "Namespace" and not attrs.resource.group:
+            if not _selector_ok(ns_sel, _labels(obj) or _labels(old)):
+                return False
+        elif attrs.resource.namespaced:
+            if not _selector_ok(ns_sel, dict(attrs.namespace_labels or {})):
+                return False
+    obj_sel = hook.get("objectSelector")
+    if obj_sel:
+        if not (_selector_ok(obj_sel, _labels(obj)) or _selector_ok(obj_sel, _labels(old))):
+            return False
+    return True
+
+
+def matching_webhooks(
+    configs: list[dict[str, Any]],
+    attrs: AdmissionAttributes,
+    obj: dict[str, Any] | None,
+    old: dict[str, Any] | None,
+) -> list[dict[str, Any]]:
+    """The webhooks to call, in order (configurations by name, then as listed)."""
+
+    def cname(c: dict[str, Any]) -> str:
+        md = c.get("metadata") if isinstance(c, dict) else None
+        return str((md or {}).get("name") or "")
+
+    out = []
+    for cfg in sorted((c for c in configs if isinstance(c, dict)), key=cname):
+        for hook in cfg.get("webhooks") or []:
+            if isinstance(hook, dict) and webhook_matches(hook, attrs, obj, old):
+                out.append(hook)
+    return out
+
+
+def review_request(
+    hook: dict[str, Any],
+    attrs: AdmissionAttributes,
+    obj: dict[str, Any] | None,
+    old: dict[str, Any] | None,
+) -> dict[str, Any]:
+    """The AdmissionReview sent to a webhook."""
+    res = attrs.resource
+    kind = {"group": res.group, "version": res.version, "kind": res.kind}
+    resource = {"group": res.group, "version": res.version, "resource": res.plural}
+    req: dict[str, Any] = {
+        "uid": str(uuid.uuid4()),
+        "kind": kind,
+        "resource": resource,
+        "requestKind": kind,
+        "requestResource": resource,
+        "name": attrs.name or "",
+        "operation": attrs.operation,
+        "userInfo": attrs.user_info or {},
+        "object": obj if attrs.operation != "DELETE" else None,
+        "oldObject": old if attrs.operation in ("UPDATE", "DELETE") else None,
+        "dryRun": bool(attrs.dry_run),
+        "options": {
+            "apiVersion": "meta.k8s.io/v1",
+            "kind": {"CREATE": "CreateOptions", "UPDATE": "UpdateOptions"}.get(
+                attrs.operation, "DeleteOptions"
+            ),
+        },
+    }
+    if attrs.sub_resource:
+        req["subResource"] = attrs.sub_resource
+        req["requestSubResource"] = attrs.sub_resource
+    if res.namespaced and attrs.namespace:
+        req["namespace"] = attrs.namespace
+    return {"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "request": req}
+
+
+def hook_url(hook: dict[str, Any]) -> str:
+    cc = hook.get("clientConfig") or {}
+    if not isinstance(cc, dict):
+        raise WebhookError("clientConfig is not an object")
+    url = cc.get("url")
+    if isinstance(url, str) and url:
+        if not url.startswith("https://"):
+            raise WebhookError(f"webhook URL {url!r} must use https")
+        return url
+    svc = cc.get("service")
+    if isinstance(svc, dict) and svc.get("name") and svc.get("namespace"):
+        path = svc.get("path") or "/"
+        port = int(svc.get("port") or 443)
+        return f"https://{svc['name']}.{svc['namespace']}.svc:{port}{path}"
+    raise WebhookError("clientConfig has neither url nor service")
+
+
+def hook_timeout(hook: dict[str, Any]) -> float:
+    t = hook.get("timeoutSeconds")
+    if not isinstance(t, int) or isinstance(t, bool) or t <= 0:
+        return float(DEFAULT_TIMEOUT_S)
+    return float(min(t, MAX_TIMEOUT_S))
+
+
+def apply_response(
+    review: Any, uid: str, obj: dict[str, Any] | None
+) -> tuple[dict[str, Any] | None, list[str], bool]:
+    """Read a webhook's AdmissionReview answer: (patched object, warnings, changed).
+
+    Raises AdmissionDenied for a refusal and WebhookError for an unusable answer."""
+    if not isinstance(review, dict) or not isinstance(review.get("response"), dict):
+        raise WebhookError("the answer is not an AdmissionReview with a response")
+    resp = review["response"]
+    if resp.get("uid") not in (uid, None, ""):
+        raise WebhookError(f"response uid {resp.get('uid')!r} does not match request {uid!r}")
+    warnings = [str(w) for w in resp.get("warnings") or [] if isinstance(w, str)]
+    if resp.get("allowed") is not True:
+        status = resp.get("status") if isinstance(resp.get("status"), dict) else {}
+        code = status.get("code")
+        code = code if isinstance(code, int) and 400 <= code < 600 else 403
+        message = str(status.get("message") or status.get("reason") or "")
+        raise AdmissionDenied(code, message or "admission webhook denied the request")
+    raw = resp.get("patch")
+    if not raw or obj is None:
+        return obj, warnings, False
+    ptype = resp.get("patchType") or "JSONPatch"
+    if ptype != "JSONPatch":
+        raise WebhookError(f"unsupported patchType {ptype!r}")
+    try:
+        ops = orjson.loads(base64.b64decode(raw, validate=True))
+        if not isinstance(ops, list):
+            raise WebhookError("the patch is not a JSON array")
+        new = jsonpatch.JsonPatch(ops).apply(copy.deepcopy(obj))
+    except WebhookError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - any decoding or patch error of theirs
+        raise WebhookError(f"could not apply the returned patch: {exc}") from None
+    if not isinstance(new, dict):
+        raise WebhookError("the patched object is not an object")
+    return new, warnings, new != obj
+
+
+# ------------------------------------------------------------------ HTTP (edges)
+
+_contexts: dict[str, ssl.SSLContext] = {}
+_sessions: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, aiohttp.ClientSession] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def ssl_context(ca_bundle: str | None) -> ssl.SSLContext:
+    """An SSL context trusting caBundle (base64 PEM), or the system roots without one."""
+    key = ca_bundle or ""
+    ctx = _contexts.get(key)
+    if ctx is None:
+        if key:
+            try:
+                pem = base64.b64decode(key, validate=True).decode()
+                ctx = ssl.create_default_context(cadata=pem)
+            except (ValueError, ssl.SSLError, UnicodeDecodeError) as exc:
+                raise WebhookError(f"caBundle is not a base64 PEM certificate: {exc}") from None
+        else:
+            ctx = ssl.create_default_context()
+        if len(_contexts) > 256:
+            _contexts.clear()
+        _contexts[key] = ctx
+    return ctx
+
+
+def _session() -> aiohttp.ClientSession:
+    loop = asyncio.get_running_loop()
+    s = _sessions.get(loop)
+    if s is None or s.closed:
+        s = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=512, limit_per_host=256, keepalive_timeout=30),
+            json_serialize=lambda v: orjson.dumps(v).decode(),
+        )
+        _sessions[loop] = s
+    return s
+
+
+async def close() -> None:
+    """Close this event loop's webhook session (server shutdown)."""
+    loop = asyncio.get_running_loop()
+    s = _sessions.pop(loop, None)
+    if s is not None:
+        await s.close()
+
+
+async def call_webhook(hook: dict[str, Any], review: dict[str, Any]) -> Any:
+    """POST one AdmissionReview; the decoded answer. Raises WebhookError."""
+    url = hook_url(hook)
+    cc = hook.get("clientConfig") or {}
+    ctx = ssl_context(cc.get("caBundle"))
+    timeout = hook_timeout(hook)
+    body = orjson.dumps(review)
+    try:
+        async with asyncio.timeout(timeout):
+            async with _session().post(
+                url,
+                data=body,
+                ssl=ctx,
+                headers={"Content-Type": "application/json", "Accept": "application/json"},
+            ) as r:
+                raw = await r.read()
+                if r.status != 200:
+                    raise WebhookError(f"the webhook answered HTTP {r.status}")
+    except TimeoutError:
+        raise WebhookError(f"timed out after {timeout:g}s") from None
+    except (aiohttp.ClientError, OSError, ValueError) as exc:
+        raise WebhookError(str(exc) or type(exc).__name__) from None
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise WebhookError(f"the answer is not JSON: {exc}") from None
+
+
+async def _run_one(
+    hook: dict[str, Any],
+    attrs: AdmissionAttributes,
+    obj: dict[str, Any] | None,
+    old: dict[str, Any] | None,
+) -> tuple[dict[str, Any] | None, list[str], bool]:
+    name = str(hook.get("name") or "")
+    review = review_request(hook, attrs, obj, old)
+    try:
+        answer = await call_webhook(hook, review)
+        return apply_response(answer, review["request"]["uid"], obj)
+    except AdmissionDenied as exc:
+        msg = f'admission webhook "{name}" denied the request'
+        raise AdmissionDenied(exc.code, f"{msg}: {exc.message}" if exc.message else msg) from None
+    except WebhookError as exc:
+        if (hook.get("failurePolicy") or "Fail") == "Ignore":
+            return obj, [], False
+        raise AdmissionDenied(500, f'failed calling webhook "{name}": {exc}') from None
+
+
+async def admit(
+    configs: list[dict[str, Any]],
+    attrs: AdmissionAttributes,
+    obj: dict[str, Any] | None,
+    old: dict[str, Any] | None,
+) -> tuple[dict[str, Any], list[str]]:
+    """Run the mutating webhooks that match; the (possibly patched) object and warnings."""
+    hooks = matching_webhooks(configs, attrs, obj, old)
+    warnings: list[str] = []
+    if not hooks:
+        return obj, warnings  # type: ignore[return-value]
+    changed_after: list[bool] = []  # per hook run: did a later hook change the object?
+    for hook in hooks:
+        obj, ws, changed = await _run_one(hook, attrs, obj, old)
+        warnings.extend(ws)
+        if changed:
+            changed_after = [True] * len(changed_after)
+        changed_after.append(False)
+    again = [
+        h
+        for h, later in zip(hooks, changed_after, strict=True)
+        if later and h.get("reinvocationPolicy") == "IfNeeded"
+    ]
+    for hook in again:
+        obj, ws, _ = await _run_one(hook, attrs, obj, old)
+        warnings.extend(ws)
+    return obj, warnings  # type: ignore[return-value]
