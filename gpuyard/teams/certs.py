@@ -50,11 +50,15 @@ def _key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
 def new_ca(now: dt.datetime, days: int = CA_DAYS) -> tuple[bytes, bytes]:
     """(ca_cert_pem, ca_key_pem)."""
     key = ec.generate_private_key(ec.SECP256R1())
+    # A distinct name per CA: right after a rotation clients trust the old and the new
+    # CA at once and must pick the right issuer for either certificate.
+    name = _name(f"gpuyard-teams-webhook-ca-{now:%Y%m%d%H%M%S}-{os.urandom(3).hex()}")
     cert = (
         x509.CertificateBuilder()
-        .subject_name(_name("gpuyard-teams-webhook-ca"))
-        .issuer_name(_name("gpuyard-teams-webhook-ca"))
+        .subject_name(name)
+        .issuer_name(name)
         .public_key(key.public_key())
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), False)
         .serial_number(x509.random_serial_number())
         .not_valid_before(now - dt.timedelta(minutes=5))
         .not_valid_after(now + dt.timedelta(days=days))
@@ -101,6 +105,9 @@ def new_serving_cert(
         .not_valid_before(now - dt.timedelta(minutes=5))
         .not_valid_after(min(now + dt.timedelta(days=days), ca.not_valid_after_utc))
         .add_extension(x509.SubjectAlternativeName(sans), critical=False)
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), False
+        )
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
         .sign(ca_key, hashes.SHA256())

@@ -80,7 +80,7 @@ async def run(ctx: Any) -> None:
         await teams.wait_synced()
         lookup._rebuild()
         url = await server.start()
-        await install_webhook(client, url, server.ca_pem)
+        await install_webhook(client, url, server.ca_bundle)
 
         async def rotate() -> None:
             while not ctx.stop.is_set():
@@ -88,11 +88,13 @@ async def run(ctx: Any) -> None:
                     await asyncio.wait_for(ctx.stop.wait(), ROTATE_CHECK_S)
                 if ctx.stop.is_set():
                     return
-                if server.rotate(dt.datetime.now(dt.UTC)):
+                if server.rotate(dt.datetime.now(dt.UTC), activate=False):
+                    # Publish a caBundle trusting old and new CA, then switch.
                     try:
-                        await install_webhook(client, url, server.ca_pem)
+                        await install_webhook(client, url, server.ca_bundle)
                     except KubeError as exc:
                         log.warning("could not update the webhook caBundle: %s", exc)
+                    server.activate()
 
         rot = asyncio.create_task(rotate(), name="teams-cert-rotation")
         try:

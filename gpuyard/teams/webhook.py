@@ -5,8 +5,10 @@ registers it (failurePolicy Fail, scoped to team namespaces by a namespaceSelect
 
     server = WebhookServer(lookup, cert_dir)      # lookup(namespace) -> TeamInfo | None
     url = await server.start()                   # https://127.0.0.1:PORT/mutate-pods
-    config = webhook_configuration(url, server.ca_pem)
-    server.rotate(now)                           # new cert when due; True if changed
+    config = webhook_configuration(url, server.ca_bundle)
+    if server.rotate(now, activate=False):       # new key material when due
+        publish(webhook_configuration(url, server.ca_bundle))   # trusts old and new CA
+        server.activate()                        # then present the new certificate
     await server.stop()
 """
 
@@ -123,6 +125,7 @@ class WebhookServer:
         self.port = port
         self.hosts = hosts or [host, "localhost"]
         self.bundle: certs.Bundle | None = None
+        self.previous_ca = b""
         self.requests = 0
         self.denied = 0
         self._ssl: ssl.SSLContext | None = None
@@ -143,19 +146,37 @@ class WebhookServer:
         ctx.load_cert_chain(str(self.bundle.cert_file), str(self.bundle.key_file))
         return ctx
 
+    @property
+    def ca_bundle(self) -> bytes:
+        """What the MutatingWebhookConfiguration should trust: the current CA, plus the
+        one before it right after a CA rotation (so the switch never refuses a call)."""
+        if self.previous_ca and self.previous_ca != self.ca_pem:
+            return self.ca_pem + self.previous_ca
+        return self.ca_pem
+
     def rotate(
-        self, now: dt.datetime | None = None, renew_before: dt.timedelta = certs.RENEW_BEFORE
+        self,
+        now: dt.datetime | None = None,
+        renew_before: dt.timedelta = certs.RENEW_BEFORE,
+        activate: bool = True,
     ) -> bool:
-        """Issue new key material when due (within renew_before of its end); new
-        connections use it. True if it changed."""
+        """Issue new key material when due (within renew_before of its end). True if it
+        changed. With activate=False the server keeps presenting the old certificate
+        until `activate()`: publish `ca_bundle` first, then switch."""
         now = now or dt.datetime.now(dt.UTC)
         old = self.bundle
         self.bundle = certs.ensure(self.cert_dir, self.hosts, now, renew_before=renew_before)
+        if old is not None and old.ca_pem != self.bundle.ca_pem:
+            self.previous_ca = old.ca_pem
         changed = old is None or self.bundle.cert_pem != old.cert_pem
-        if changed and self._ssl is not None:
-            # Existing context: new handshakes present the new certificate.
-            self._ssl.load_cert_chain(str(self.bundle.cert_file), str(self.bundle.key_file))
+        if changed and activate:
+            self.activate()
         return changed
+
+    def activate(self) -> None:
+        """Present the current certificate on new connections."""
+        if self._ssl is not None and self.bundle is not None:
+            self._ssl.load_cert_chain(str(self.bundle.cert_file), str(self.bundle.key_file))
 
     async def handle(self, request: web.Request) -> web.Response:
         self.requests += 1

@@ -133,3 +133,35 @@ def test_certs_kept_reused_and_ca_rotated(tmp_path: Path) -> None:
     assert b4.rotated and b4.ca_pem != b1.ca_pem
     cert = x509.load_pem_x509_certificate(b4.cert_pem)
     cert.verify_directly_issued_by(x509.load_pem_x509_certificate(b4.ca_pem))
+
+
+async def peer_cert(port: int, ctx: ssl.SSLContext) -> x509.Certificate:
+    _, writer = await asyncio.open_connection("127.0.0.1", port, ssl=ctx)
+    der = writer.get_extra_info("ssl_object").getpeercert(True)
+    writer.close()
+    return x509.load_der_x509_certificate(der)
+
+
+async def test_ca_rotation_publishes_both_cas_before_switching(tmp_path: Path) -> None:
+    server = WebhookServer(lambda ns: None, tmp_path)
+    await server.start()
+    try:
+        first = server.bundle
+        assert first is not None and server.ca_bundle == first.ca_pem
+        # A renewal window longer than the CA's life: the CA itself is due.
+        assert server.rotate(dt.datetime.now(dt.UTC), dt.timedelta(days=400), activate=False)
+        second = server.bundle
+        assert second is not None and second.ca_pem != first.ca_pem
+        assert server.ca_bundle == second.ca_pem + first.ca_pem
+        both = ssl.create_default_context(cadata=server.ca_bundle.decode())
+        # Not switched yet: still the old certificate, which the published bundle trusts.
+        old = await peer_cert(server.port, both)
+        assert old == x509.load_pem_x509_certificate(first.cert_pem)
+        server.activate()
+        new = await peer_cert(server.port, both)
+        assert new == x509.load_pem_x509_certificate(second.cert_pem)
+        only_old = ssl.create_default_context(cadata=first.ca_pem.decode())
+        with pytest.raises(ssl.SSLCertVerificationError):
+            await peer_cert(server.port, only_old)
+    finally:
+        await server.stop()
