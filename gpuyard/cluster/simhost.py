@@ -20,6 +20,7 @@ reader never sees half a file.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import time
@@ -90,7 +91,7 @@ class SimHost:
         bus = 0x18 + 0x10 * i
         return {
             "index": i,
-            "uuid": f"GPU-{abs(hash((self.name, i))) % 16**8:08x}-sim",
+            "uuid": self.gpu_uuid(i),
             "pci": f"0000:{bus:02x}:00.0",
             "product": product,
             "memory_mib": 81559,
@@ -103,6 +104,11 @@ class SimHost:
             "hw_slowdown": False,
             "perf_factor": 1.0,
         }
+
+    def gpu_uuid(self, i: int) -> str:
+        """A stable UUID-shaped id for GPU `i` of this host (same on every run)."""
+        h = hashlib.sha1(f"{self.name}/{i}".encode()).hexdigest()
+        return f"GPU-{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:32]}"
 
     @staticmethod
     def _healthy_mounts() -> list[dict[str, Any]]:
