@@ -211,7 +211,8 @@ def _spread_pick(cands: list[NodeView], need: int, have: Iterable[NodeView]) -> 
         zone_n[n.zone] += 1
         rack_n[n.rack] += 1
     by_zone: dict[str, dict[str, list[NodeView]]] = defaultdict(lambda: defaultdict(list))
-    for n in sorted(cands, key=lambda v: v.name, reverse=True):  # pop() yields name order
+    # pop() yields idle nodes first, then by name
+    for n in sorted(cands, key=lambda v: (bool(v.pod_teams), v.name), reverse=True):
         by_zone[n.zone][n.rack].append(n)
     out: list[NodeView] = []
     while len(out) < need and by_zone:

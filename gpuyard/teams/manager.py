@@ -2,8 +2,9 @@
 `gpuyard.teams.assign.plan` says, labels team namespaces (the webhook's
 namespaceSelector), and writes each Team's status.
 
-Level-triggered: informers on Teams, Nodes, Pods and Namespaces mark the state dirty;
-one loop plans from the caches (after a short debounce) and writes only what differs:
+Level-triggered: informers on Teams, Nodes, Pods and Namespaces mark the state dirty
+(pod changes on a slower timer: they only move usage figures and busy nodes); one loop
+plans from the caches (after a short debounce) and writes only what differs:
 one merge patch per node whose owner changes (guarded by its resourceVersion, so a
 concurrent taint change by another controller makes it retry instead of losing it),
 one status patch per Team whose status changed, nothing when nothing changed.
@@ -41,11 +42,13 @@ class TeamManager:
         client: Any,
         *,
         debounce_s: float = 0.2,
+        pod_debounce_s: float = 1.0,
         write_concurrency: int = 64,
         informers: dict[str, Informer] | None = None,
     ) -> None:
         self.client = client
         self.debounce_s = debounce_s
+        self.pod_debounce_s = pod_debounce_s
         self.write_concurrency = write_concurrency
         inf = informers or {}
         self.teams = inf.get("teams") or Informer(client, TEAMS, name="teams-teams")
@@ -63,8 +66,12 @@ class TeamManager:
         self.namespace_writes = 0
         self.last_plan: Plan | None = None
         self.idle = asyncio.Event()
-        for i in self.informer_map().values():
-            i.add_handler(self._on_add, self._on_update, self._on_delete)
+        self._pod_timer: asyncio.TimerHandle | None = None
+        for key, i in self.informer_map().items():
+            if key == "pods":
+                i.add_handler(self._on_pod_add, self._on_pod_update, self._on_pod_delete)
+            else:
+                i.add_handler(self._on_add, self._on_update, self._on_delete)
 
     def informer_map(self) -> dict[str, Informer]:
         return {
@@ -80,19 +87,39 @@ class TeamManager:
         self.idle.clear()
 
     def _on_update(self, old: Any, new: Any) -> None:
-        if old is not None and new is not None and old.get("kind") == "Pod":
-            # Only where a pod runs and whether it is finished matter here.
-            o, n = old.get("spec") or {}, new.get("spec") or {}
-            if o.get("nodeName") == n.get("nodeName") and (old.get("status") or {}).get(
-                "phase"
-            ) == (new.get("status") or {}).get("phase"):
-                return
         self._dirty.set()
         self.idle.clear()
 
     def _on_delete(self, obj: Any) -> None:
         self._dirty.set()
         self.idle.clear()
+
+    def _pod_changed(self) -> None:
+        # Pods only move the usage figures and which nodes are busy: batch them on a
+        # slower timer so a busy cluster does not replan on every pod event.
+        self.idle.clear()
+        if self._pod_timer is None:
+            self._pod_timer = asyncio.get_running_loop().call_later(
+                self.pod_debounce_s, self._pod_fire
+            )
+
+    def _pod_fire(self) -> None:
+        self._pod_timer = None
+        self._dirty.set()
+
+    def _on_pod_add(self, obj: Any) -> None:
+        self._pod_changed()
+
+    def _on_pod_update(self, old: Any, new: Any) -> None:
+        o, n = (old or {}).get("spec") or {}, (new or {}).get("spec") or {}
+        if o.get("nodeName") == n.get("nodeName") and ((old or {}).get("status") or {}).get(
+            "phase"
+        ) == ((new or {}).get("status") or {}).get("phase"):
+            return
+        self._pod_changed()
+
+    def _on_pod_delete(self, obj: Any) -> None:
+        self._pod_changed()
 
     # -- snapshot
     def specs(self) -> tuple[list[TeamSpec], dict[str, str]]:
@@ -252,6 +279,9 @@ class TeamManager:
             await self.stop()
 
     async def stop(self) -> None:
+        if self._pod_timer is not None:
+            self._pod_timer.cancel()
+            self._pod_timer = None
         for i in self._own:
             await i.stop()
 

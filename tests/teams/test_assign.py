@@ -229,3 +229,11 @@ def test_node_view_and_patch() -> None:
     assert back["spec"]["taints"] == [{"key": names.TAINT_TESTING, "effect": "NoSchedule"}]
     node["spec"]["taints"].append({"key": names.TAINT_UNHEALTHY, "effect": "NoSchedule"})
     assert not node_view(node, [], {}).healthy
+
+
+def test_idle_shared_nodes_are_picked_before_busy_ones() -> None:
+    nodes = cluster(8, racks_of=8, zones=1)
+    busy = {"n000", "n001", "n002"}
+    nodes = [replace(n, pod_teams=frozenset({"b"})) if n.name in busy else n for n in nodes]
+    p = plan([team("a", 5)], nodes)
+    assert {n for n, t in p.owner.items() if t == "a"} == {f"n{i:03d}" for i in range(3, 8)}
