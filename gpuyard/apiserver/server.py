@@ -224,6 +224,10 @@ class APIServer(Core):
             self._runner = None
         await self.shutdown()
         await self.store.close()
+        close = getattr(compat.webhooks, "close", None)
+        if close is not None:
+            with contextlib.suppress(Exception):
+                await close()  # this loop's webhook client session
 
     # ------------------------------------------------------------------ dispatch
 
