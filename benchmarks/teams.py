@@ -11,6 +11,10 @@ includes the client's own scheduling delays on this shared 2-core machine (the l
 generator's garbage collector is paused during the run: its pauses are not the
 webhook's).
 
+A third part creates pods through the embedded API server at the same rate, half in a
+team namespace (the API server calls the webhook over HTTPS) and half in a plain one,
+and reports both latencies.
+
     python benchmarks/teams.py [--quick] [--nodes 7500] [--teams 20] [--rate 500]
 
 Prints JSON. Targets (issue 6): one write per node assigned and none when nothing
@@ -305,10 +309,106 @@ async def webhook_part(rate: int, seconds: float, n_teams: int) -> dict[str, Any
         proc.wait()
 
 
+async def through_apiserver_part(rate: int, seconds: float) -> dict[str, Any]:
+    """Pod creations through the embedded API server at `rate`/s, as `gpuyard up` runs
+    it: API server and webhook in one process and event loop, the webhook called over
+    HTTPS. Team namespace (webhook called) against a plain namespace (not called) in
+    the same run; the difference is what the webhook adds."""
+    from gpuyard.apiserver import compat
+    from gpuyard.apiserver.server import APIServer
+    from gpuyard.kube.client import Client
+    from gpuyard.teams.admission import TeamInfo
+    from gpuyard.teams.component import install_webhook
+    from gpuyard.teams.webhook import WebhookServer
+
+    if compat.webhooks is None:
+        return {"apiserver_webhook": "skipped: the API server has no webhook support"}
+    d = tempfile.mkdtemp(prefix="gpuyard-bench-teams-api-")
+    srv = APIServer(d, port=0, persist=False)
+    await srv.start()
+    client = Client.in_process(srv, component="bench")
+    hook = WebhookServer({"ns-team": TeamInfo("t")}.get, Path(d) / "certs")
+    try:
+        for ns, labels in (("ns-team", {names.LABEL_TEAM: "t"}), ("ns-plain", {})):
+            await client.create(
+                {
+                    "apiVersion": "v1",
+                    "kind": "Namespace",
+                    "metadata": {"name": ns, "labels": labels},
+                }
+            )
+        for name, value in names.PRIORITY_CLASSES.items():
+            await client.create(
+                {
+                    "apiVersion": "scheduling.k8s.io/v1",
+                    "kind": "PriorityClass",
+                    "metadata": {"name": name},
+                    "value": value,
+                }
+            )
+        url = await hook.start()
+        await install_webhook(client, url, hook.ca_bundle)
+        lat: dict[str, list[float]] = {"ns-team": [], "ns-plain": []}
+        errors = 0
+
+        async def one(ns: str, i: int) -> None:
+            nonlocal errors
+            pod = {
+                "apiVersion": "v1",
+                "kind": "Pod",
+                "metadata": {"name": f"p{i}", "namespace": ns},
+                "spec": {"containers": [{"name": "w", "image": "x"}]},
+            }
+            t = time.perf_counter()
+            try:
+                await client.create(pod)
+            except Exception:  # noqa: BLE001 - counted
+                errors += 1
+            lat[ns].append(time.perf_counter() - t)
+
+        for i in range(50):
+            await one("ns-team", 100_000 + i)
+            await one("ns-plain", 100_000 + i)
+        for v in lat.values():
+            v.clear()
+        gc.collect()
+        gc.freeze()
+        gc.disable()
+        total = int(rate * seconds)
+        tasks = []
+        t0 = time.perf_counter()
+        for i in range(total):
+            delay = t0 + i / rate - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            tasks.append(asyncio.create_task(one("ns-team" if i % 2 else "ns-plain", i)))
+        await asyncio.gather(*tasks)
+        elapsed = time.perf_counter() - t0
+        gc.enable()
+        gc.unfreeze()
+        mutated = await client.get(("v1", "Pod"), "p1", "ns-team")
+        out: dict[str, Any] = {
+            "apiserver_rate_achieved_per_s": round(total / elapsed, 1),
+            "apiserver_create_errors": errors,
+            "apiserver_pod_mutated": mutated["spec"].get("priorityClassName")
+            == names.PRIORITY_NORMAL,
+        }
+        for ns, key in (("ns-team", "with_webhook"), ("ns-plain", "without_webhook")):
+            ms = sorted(x * 1000 for x in lat[ns])
+            out[f"apiserver_create_{key}_p50_ms"] = round(statistics.median(ms), 2)
+            out[f"apiserver_create_{key}_p99_ms"] = round(ms[int(len(ms) * 0.99) - 1], 2)
+        return out
+    finally:
+        await hook.stop()
+        await client.close()
+        await srv.stop()
+
+
 def main(args: argparse.Namespace) -> dict[str, Any]:
     # Webhook load first, in its own event loop, so the manager run's leftovers (a big
     # heap, background tasks) do not disturb the load generator.
     hook = asyncio.run(webhook_part(args.rate, args.seconds, args.teams))
+    hook.update(asyncio.run(through_apiserver_part(args.rate, args.seconds)))
     out = asyncio.run(manager_part(args.nodes, args.teams, args.per_team))
     out.update(hook)
     out["targets"] = {"writes_per_node_assigned": 1, "writes_when_unchanged": 0, "p99_ms": 20}
