@@ -8,8 +8,13 @@ renewals a second) and compares each node's renewTime with the grace period:
 - pods on such a node that do not tolerate the taint are deleted (graceful: they stay
   Terminating until the kubelet comes back, as on a real cluster); a toleration with
   tolerationSeconds delays that by its seconds;
-- when the kubelet renews again and reports Ready=True, the taint is removed.
+- when the lease is renewed again on a node marked Unknown, the kubelet (the `kubelet_ready`
+  callback: the simulator) posts Ready=True, and then the taint is removed.
 
+Only the kubelet's own conditions (Ready, MemoryPressure, DiskPressure, PIDPressure) are
+set to Unknown, by a strategic merge patch keyed by condition type, so conditions other
+components own survive. Taint changes carry the node's resourceVersion: a concurrent
+change by someone else makes the write fail and the next pass retries on fresh data.
 Only nodes that changed are written to.
 """
 
@@ -18,16 +23,22 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from gpuyard import names
 from gpuyard.kube import objects as o
-from gpuyard.kube.errors import NotFound
+from gpuyard.kube.errors import Conflict, NotFound
 from gpuyard.kube.informer import Informer
 from gpuyard.kube.resources import LEASES, NODES, PODS
 
 log = logging.getLogger("gpuyard.cluster.lifecycle")
 LEASE_NS = "kube-node-lease"
+KUBELET_CONDITIONS = ("Ready", "MemoryPressure", "DiskPressure", "PIDPressure")
+
+
+def _rv(obj: dict[str, Any]) -> str:
+    return str((obj.get("metadata") or {}).get("resourceVersion") or "")
 
 
 def unreachable_taint() -> dict[str, Any]:
@@ -53,6 +64,7 @@ class NodeLifecycle:
         pods: Informer,
         grace: float = 40.0,
         period: float | None = None,
+        kubelet_ready: Callable[[str], Awaitable[None]] | None = None,
     ) -> None:
         self.client = client
         self.nodes = nodes
@@ -60,6 +72,7 @@ class NodeLifecycle:
         self.grace = grace
         self.period = period if period is not None else max(0.5, min(5.0, grace / 4))
         self.marked: dict[str, float] = {}  # node -> monotonic time it was marked
+        self.kubelet_ready = kubelet_ready
 
     async def run(self, stop: asyncio.Event) -> None:
         await self.nodes.wait_synced()
@@ -92,18 +105,25 @@ class NodeLifecycle:
                 if ready.get("status") != "Unknown" or taint is None:
                     await self._mark_unreachable(node, taint is None)
                 await self._evict(node)
+            elif ready.get("status") == "Unknown" and self.kubelet_ready is not None:
+                await self.kubelet_ready(name)  # its kubelet is back: it posts Ready
             elif taint is not None and ready.get("status") == "True":
-                await self.client.patch(
-                    NODES,
-                    name,
-                    {
-                        "spec": {
-                            "taints": o.without_taint(
-                                (node.get("spec") or {}).get("taints"), names.TAINT_UNREACHABLE
-                            )
-                        }
-                    },
-                )
+                try:
+                    await self.client.patch(
+                        NODES,
+                        name,
+                        {
+                            "metadata": {"resourceVersion": _rv(node)},
+                            "spec": {
+                                "taints": o.without_taint(
+                                    (node.get("spec") or {}).get("taints"),
+                                    names.TAINT_UNREACHABLE,
+                                )
+                            },
+                        },
+                    )
+                except (Conflict, NotFound):
+                    continue
                 self.marked.pop(name, None)
                 log.info("node %s is reachable again", name)
 
@@ -112,24 +132,34 @@ class NodeLifecycle:
         now = o.now_rfc3339()
         conds = []
         for c in (node.get("status") or {}).get("conditions") or []:
-            c = dict(c)
-            if c.get("status") != "Unknown":
-                c.update(
-                    status="Unknown",
-                    reason="NodeStatusUnknown",
-                    message="Kubelet stopped posting node status.",
-                    lastTransitionTime=now,
+            if c.get("type") in KUBELET_CONDITIONS and c.get("status") != "Unknown":
+                conds.append(
+                    {
+                        "type": c["type"],
+                        "status": "Unknown",
+                        "reason": "NodeStatusUnknown",
+                        "message": "Kubelet stopped posting node status.",
+                        "lastTransitionTime": now,
+                    }
                 )
-            conds.append(c)
         try:
-            await self.client.patch_status(NODES, name, {"status": {"conditions": conds}})
-            if add_taint:
+            if add_taint:  # first: it fails if the node changed since we read it
                 taints = [
                     t
                     for t in (node.get("spec") or {}).get("taints") or []
                     if t.get("key") != names.TAINT_UNREACHABLE
                 ] + [unreachable_taint()]
-                await self.client.patch(NODES, name, {"spec": {"taints": taints}})
+                await self.client.patch(
+                    NODES,
+                    name,
+                    {"metadata": {"resourceVersion": _rv(node)}, "spec": {"taints": taints}},
+                )
+            if conds:
+                await self.client.patch_status(
+                    NODES, name, {"status": {"conditions": conds}}, patch_type="strategic"
+                )
+        except Conflict:
+            return  # changed meanwhile: the next pass sees the new version
         except NotFound:
             return
         self.marked.setdefault(name, time.monotonic())

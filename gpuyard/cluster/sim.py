@@ -6,7 +6,7 @@ Like KWOK, `SimCluster` plays every kubelet of the embedded cluster from one pla
   register-with-taints) and one Lease per node in kube-node-lease;
 - one timer loop renews the leases: every second it renews the nodes whose turn it is
   (node index modulo the lease period), so renewals are spread evenly, and nothing per
-  node runs in between; node status is written only when it changes;
+  node runs in between;
 - one pod informer drives the kubelet state machine: a pod bound to a simulated node
   goes Pending -> Running after the start delay (or Failed with OutOf<resource> when
   the node lacks room, as kubelet rejects it), runs until deleted or for
@@ -14,6 +14,10 @@ Like KWOK, `SimCluster` plays every kubelet of the embedded cluster from one pla
   `gpuyard.io/sim-exit-code`; a pod with a deletionTimestamp is finalised and removed;
   a pod whose container runs `gpuyard gpu-test` ends with the report its host's
   injected faults imply (from gpuyard.health.gputest.simulate_report), marked simulated;
+- node status (the kubelet's conditions, Ready=True) is posted again every
+  `status_seconds` (300 s, like kubelet's report frequency), spread the same way, and at
+  once when the node lifecycle controller finds a live lease on a node it had marked
+  Unknown; conditions of other owners are kept (strategic merge by condition type);
 - a downed node (fault node-down) stops renewing its lease and stops acting on its
   pods, exactly as a dead kubelet would; node-up resumes both.
 
@@ -310,23 +314,51 @@ class SimCluster:
         self.writes += 1
 
     async def _lease_loop(self) -> None:
+        """Renew every lease once a period and post every node's status once every
+        `status_seconds`, a slice of the nodes each second (no per-node timers)."""
         period = max(1, int(round(self.cfg.lease_seconds)))
+        status_period = max(period, int(round(self.cfg.status_seconds)))
         buckets: list[list[SimNode]] = [[] for _ in range(period)]
+        status_buckets: list[list[SimNode]] = [[] for _ in range(status_period)]
         for n in self.nodes.values():
             buckets[n.index % period].append(n)
+            # Spread status posts over the period, away from the start-up moment.
+            status_buckets[(n.index * 7919 + status_period // 2) % status_period].append(n)
         tick = 0
         next_at = time.monotonic()
         while True:
             next_at += 1.0
             await asyncio.sleep(max(0.0, next_at - time.monotonic()))
             batch = [n for n in buckets[tick % period] if not n.down]
+            posts = [n for n in status_buckets[tick % status_period] if not n.down]
             tick += 1
             results = await asyncio.gather(
-                *(self._bounded(self._renew(n)) for n in batch), return_exceptions=True
+                *(self._bounded(self._renew(n)) for n in batch),
+                *(self._bounded(self.post_ready(n.name, transition=False)) for n in posts),
+                return_exceptions=True,
             )
             for r in results:
                 if isinstance(r, Exception):
-                    log.warning("lease renewal failed: %s", r)
+                    log.warning("lease renewal or status update failed: %s", r)
+
+    async def post_ready(self, node: str, transition: bool = True) -> None:
+        """The kubelet's status update: its own conditions, Ready=True, fresh heartbeat.
+
+        A strategic merge patch keyed by condition type, so conditions other components
+        own (health checks) are left as they are. `transition=False` (a periodic
+        heartbeat) keeps each condition's lastTransitionTime. Nothing for a downed node."""
+        n = self.nodes.get(node)
+        if n is None or n.down:
+            return
+        conds = ready_conditions(o.now_rfc3339())
+        if not transition:
+            for c in conds:
+                del c["lastTransitionTime"]
+        with contextlib.suppress(NotFound):
+            await self.client.patch_status(
+                NODES, n.name, {"status": {"conditions": conds}}, patch_type="strategic"
+            )
+            self.writes += 1
 
     # ------------------------------------------------------------------ node up/down
 
@@ -345,10 +377,7 @@ class SimCluster:
         n.down = False
         await self._renew(n)
         # The kubelet comes back and posts a Ready status at once.
-        await self.client.patch_status(
-            NODES, n.name, {"status": {"conditions": ready_conditions(o.now_rfc3339())}}
-        )
-        self.writes += 1
+        await self.post_ready(n.name)
         for pod in self.pods.by_node(n.name):
             self._on_pod(pod)
 

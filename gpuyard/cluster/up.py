@@ -118,7 +118,13 @@ class EmbeddedCluster:
         nodes = Informer(self.client, NODES, name="lifecycle-nodes")
         nodes.start()
         self._informers.append(nodes)
-        lifecycle = NodeLifecycle(self.client, nodes, self.sim.pods, grace=self.opts.node_grace)
+        lifecycle = NodeLifecycle(
+            self.client,
+            nodes,
+            self.sim.pods,
+            grace=self.opts.node_grace,
+            kubelet_ready=self.sim.post_ready,
+        )
         self._tasks.append(asyncio.create_task(lifecycle.run(self.stop_event), name="lifecycle"))
         self.faults = FaultApplier(self.client, self.sim)
         await self.faults.start()

@@ -124,6 +124,12 @@ def test_node_down_evicts_and_node_up_recovers(cluster: ClusterProcess) -> None:
         "create", "--validate=false", "-f", "-", input=pod_manifest("victim", "gpu-node-0003")
     )
     wait_for(lambda: kjson(cluster, "pod", "victim")["status"]["phase"] == "Running")
+    # A condition another component owns must survive the lifecycle's and kubelet's writes.
+    mine = {"type": "ExampleCheck", "status": "False", "reason": "Fine", "message": "ok"}
+    cluster.kubectl(
+        "patch", "node", "gpu-node-0003", "--subresource=status", "--type=strategic",
+        "-p", json.dumps({"status": {"conditions": [mine]}}),
+    )  # fmt: skip
     cluster.fault("node-down", "gpu-node-0003")
     node = wait_for(
         lambda: (n := kjson(cluster, "node", "gpu-node-0003")) and ready(n) == "Unknown" and n,
@@ -139,7 +145,14 @@ def test_node_down_evicts_and_node_up_recovers(cluster: ClusterProcess) -> None:
     assert pod["status"]["phase"] == "Running"  # Terminating: its kubelet is gone
     cluster.fault("node-up", "gpu-node-0003")
     wait_for(lambda: ready(kjson(cluster, "node", "gpu-node-0003")) == "True", timeout=15)
-    wait_for(lambda: not kjson(cluster, "node", "gpu-node-0003")["spec"].get("taints"), timeout=15)
+    node = wait_for(
+        lambda: (
+            (n := kjson(cluster, "node", "gpu-node-0003")) and not n["spec"].get("taints") and n
+        ),
+        timeout=15,
+    )
+    kept = [c for c in node["status"]["conditions"] if c["type"] == "ExampleCheck"]
+    assert [(c["status"], c["reason"]) for c in kept] == [("False", "Fine")]
     wait_for(lambda: "victim" not in cluster.kubectl("get", "pods", "-o", "name").stdout)
     listed = cluster.gpuyard("fault", "list", "--kubeconfig", cluster.kubeconfig)
     assert "node-down" in listed.stdout and "node-up" in listed.stdout
