@@ -27,6 +27,7 @@ from gpuyard.teams.assign import (
     Plan,
     TeamSpec,
     TeamSpecError,
+    TeamStatus,
     node_patch,
     node_view,
     parse_team,
@@ -60,6 +61,8 @@ class TeamManager:
         self._own = [i for k, i in self.informer_map().items() if k not in inf]
         self.recorder = EventRecorder(client, "gpuyard-teams")
         self._dirty = asyncio.Event()
+        self._last_good: dict[str, TeamSpec] = {}
+        self.invalid: dict[str, str] = {}
         self.rounds = 0
         self.node_writes = 0
         self.status_writes = 0
@@ -124,11 +127,24 @@ class TeamManager:
     # -- snapshot
     def specs(self) -> tuple[list[TeamSpec], dict[str, str]]:
         specs: list[TeamSpec] = []
+        self.invalid = {}
+        names_now = set()
         for obj in self.teams.list():
+            name = obj["metadata"].get("name") or ""
+            names_now.add(name)
             try:
-                specs.append(parse_team(obj))
+                spec = parse_team(obj)
+                self._last_good[name] = spec
             except TeamSpecError as exc:
-                log.warning("team %s ignored: %s", obj["metadata"].get("name"), exc)
+                # Bad input changes nothing: keep managing by the last good spec.
+                self.invalid[name] = f"invalid spec ({exc}); using the last valid spec"
+                if name not in self._last_good:
+                    self.invalid[name] = f"invalid spec ({exc}); no nodes assigned"
+                    continue
+                spec = self._last_good[name]
+            specs.append(spec)
+        for gone in set(self._last_good) - names_now:
+            del self._last_good[gone]
         team_of_ns: dict[str, str] = {}
         for s in sorted(specs, key=lambda t: t.name):
             for ns in s.namespaces:
@@ -146,6 +162,9 @@ class TeamManager:
         """Plan from the caches and write the differences. True when all writes landed."""
         specs, team_of_ns = self.specs()
         p = plan(specs, self.views(team_of_ns))
+        for name, why in self.invalid.items():
+            st = p.status.setdefault(name, TeamStatus())
+            st.reason = f"{why}; {st.reason}" if st.reason else why
         self.last_plan = p
         self.rounds += 1
         ok = True

@@ -85,6 +85,17 @@ def test_controllers_process_assigns_team_nodes(apiserver: ServerProcess) -> Non
                 assert time.monotonic() < deadline, st
                 await asyncio.sleep(0.2)
             assert st["assigned"] == 8 and "10 nodes wanted, 8" in st["reason"]
+            # A malformed spec changes nothing and says why in the status.
+            await k.patch(TEAMS, "a", {"spec": {"capacity": {"gpu": "ten"}}})
+            while True:
+                st = (await k.get(TEAMS, "a")).get("status") or {}
+                if "invalid spec" in st.get("reason", ""):
+                    break
+                assert time.monotonic() < deadline, st
+                await asyncio.sleep(0.2)
+            assert "spec.capacity.gpu" in st["reason"] and "last valid spec" in st["reason"]
+            items = (await k.list(NODES))["items"]
+            assert all(n["metadata"]["labels"].get(names.LABEL_TEAM) == "a" for n in items)
 
     try:
         asyncio.run(scenario())
