@@ -75,7 +75,7 @@ def is_status(body: Any, code: int) -> bool:
     )
 
 
-GOOD_POD = {
+GOOD_POD: dict[str, Any] = {
     "apiVersion": "v1",
     "kind": "Pod",
     "metadata": {"name": "q"},
