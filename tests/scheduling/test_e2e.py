@@ -126,7 +126,13 @@ def test_gang_that_cannot_fit_binds_nothing_and_says_why(
             async def event() -> str | None:
                 evs = (await k.list(EVENTS, "default"))["items"]
                 for e in evs:
-                    if e["involvedObject"]["name"] == "huge" and e["reason"] == "Unschedulable":
+                    # Pods arrive one by one: earlier Events may say the gang still
+                    # waits for members; wait for the one about fitting.
+                    if (
+                        e["involvedObject"]["name"] == "huge"
+                        and e["reason"] == "Unschedulable"
+                        and "needs 6 pods" in e["message"]
+                    ):
                         return str(e["message"])
                 return None
 
