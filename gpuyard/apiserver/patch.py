@@ -234,7 +234,9 @@ def apply_patch(
             else strategic_merge_patch(obj, p, resource.kind)
         )
         manager = field_manager or "unknown"
-        md = out.setdefault("metadata", {})
+        md_in = out.get("metadata")
+        md = dict(md_in) if isinstance(md_in, dict) else {}  # a copy: input stays as it was
+        out["metadata"] = md
         entries = [
             e
             for e in md.get("managedFields") or []
