@@ -1,0 +1,269 @@
+"""The gang scheduler's speed: policy decision time, and end-to-end binding throughput.
+
+1. policy: one pass of `gpuyard.scheduling.policy.schedule` deciding one 1,000-pod gang
+   (8 GPUs per pod, whole nodes) on 7,500 simulated 8-GPU nodes (8 zones, 16 racks
+   each), with a quarter of the nodes already busy with single-GPU pods. Measured:
+   - cold: a fresh state each run (the gang's class of pods is filtered against every
+     node for the first time), p50/p99 over the runs;
+   - warm: the state keeps its caches (another gang of the same shape arrives after the
+     previous one finished), p50/p99.
+   Target: <= 50 ms. State building is not timed. Both wall time and this process's
+   CPU time are given: on a shared machine the wall time includes waiting for a core.
+2. e2e (skipped with --no-e2e): `gpuyard up` with N nodes and no components; 7 gangs of
+   1,000 pods plus 5,000 single one-GPU pods are created while no scheduler runs, then
+   `gpuyard scheduler` starts as its own process. Measured: seconds from the scheduler's
+   start until every pod is bound (informer sync included) and from its first binding
+   to its last; pods bound per second over the latter; the scheduler process's CPU
+   seconds per 1,000 pods. Target: >= 2,000 pods/s.
+
+    python benchmarks/scheduler.py            # 7,500 nodes
+    python benchmarks/scheduler.py --quick    # 1,000 nodes, 7 gangs of 100 + 500 pods
+
+Prints JSON. The machine is shared with other work, so figures are noisy.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from typing import Any
+
+GPU = "nvidia.com/gpu"
+
+
+def _state(nodes: int, busy_fraction: float = 0.25) -> Any:
+    from gpuyard.scheduling.state import ClusterState
+
+    s = ClusterState()
+    for i in range(nodes):
+        s.add_node_fast(
+            f"node-{i:05d}",
+            {"cpu": 96_000, "memory": 1024 * 2**30, GPU: 8},
+            {
+                "topology.kubernetes.io/zone": f"z{i % 8}",
+                "gpuyard.io/rack": f"z{i % 8}-r{(i // 8) % 16}",
+                "kubernetes.io/hostname": f"node-{i:05d}",
+            },
+        )
+    busy = int(nodes * busy_fraction)
+    for i in range(busy):
+        s.add_pod_fast(f"bg/p{i}", {"cpu": 1000, GPU: 1}, node=f"node-{i * 4 % nodes:05d}")
+    return s
+
+
+def _add_gang(s: Any, name: str, size: int) -> None:
+    from gpuyard.scheduling.state import GroupInfo
+
+    s.set_group(GroupInfo(f"ns/{name}", min_member=size))
+    for i in range(size):
+        s.add_pod_fast(
+            f"ns/{name}-{i}", {"cpu": 8000, "memory": 64 * 2**30, GPU: 8}, group=f"ns/{name}"
+        )
+
+
+def _pct(xs: list[float], q: float) -> float:
+    xs = sorted(xs)
+    return xs[min(len(xs) - 1, int(round(q * (len(xs) - 1))))]
+
+
+def _stats(xs: list[float]) -> dict[str, float]:
+    return {
+        "p50": round(1e3 * _pct(xs, 0.5), 1),
+        "p99": round(1e3 * _pct(xs, 0.99), 1),
+        "mean": round(1e3 * statistics.mean(xs), 1),
+    }
+
+
+def bench_policy(nodes: int, gang: int, runs: int) -> dict[str, Any]:
+    from gpuyard.scheduling.policy import schedule
+
+    cold: list[float] = []
+    cold_cpu: list[float] = []
+    for r in range(runs):
+        s = _state(nodes)
+        _add_gang(s, f"g{r}", gang)
+        c0, t0 = time.process_time(), time.perf_counter()
+        d = schedule(s, 0.0)
+        cold.append(time.perf_counter() - t0)
+        cold_cpu.append(time.process_time() - c0)
+        assert len(d.bindings) == gang, (len(d.bindings), d.unschedulable)
+    s = _state(nodes)
+    warm: list[float] = []
+    warm_cpu: list[float] = []
+    for r in range(runs + 1):
+        _add_gang(s, f"w{r}", gang)
+        c0, t0 = time.process_time(), time.perf_counter()
+        d = schedule(s, float(r))
+        dt = time.perf_counter() - t0
+        dc = time.process_time() - c0
+        assert len(d.bindings) == gang, (len(d.bindings), d.unschedulable)
+        if r:
+            warm.append(dt)  # the first one fills the caches
+            warm_cpu.append(dc)
+        for k, _ in d.bindings:
+            s.remove_pod(k)  # the gang finishes
+    return {
+        "nodes": nodes,
+        "gang_pods": gang,
+        "runs": runs,
+        "cold_wall_ms": _stats(cold),
+        "cold_cpu_ms": _stats(cold_cpu),
+        "warm_wall_ms": _stats(warm),
+        "warm_cpu_ms": _stats(warm_cpu),
+        "target_ms": 50,
+    }
+
+
+def _pod(name: str, gpus: int, group: str | None = None) -> dict[str, Any]:
+    md: dict[str, Any] = {"name": name, "namespace": "default"}
+    if group:
+        md["labels"] = {"scheduling.x-k8s.io/pod-group": group}
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": md,
+        "spec": {
+            "schedulerName": "gpuyard-scheduler",
+            "containers": [{"name": "w", "image": "x", "resources": {"limits": {GPU: str(gpus)}}}],
+        },
+    }
+
+
+def _cpu_seconds(pid: int) -> float:
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def _create_all(kubeconfig: str, gangs: int, gang: int, singles: int) -> int:
+    from gpuyard.kube.client import Client
+
+    objs: list[dict[str, Any]] = []
+    for g in range(gangs):
+        objs += [_pod(f"g{g}-{i}", 8, f"g{g}") for i in range(gang)]
+    objs += [_pod(f"s-{i}", 1) for i in range(singles)]
+    async with Client.from_kubeconfig(kubeconfig, component="bench") as c:
+        for g in range(gangs):
+            await c.create(
+                {
+                    "apiVersion": "scheduling.x-k8s.io/v1alpha1",
+                    "kind": "PodGroup",
+                    "metadata": {"name": f"g{g}", "namespace": "default"},
+                    "spec": {"minMember": gang},
+                }
+            )
+        sem = asyncio.Semaphore(64)
+
+        async def one(obj: dict[str, Any]) -> None:
+            async with sem:
+                await c.create(obj)
+
+        await asyncio.gather(*(one(x) for x in objs))
+    return len(objs)
+
+
+async def _wait_bound(kubeconfig: str, total: int, timeout: float) -> tuple[float, float]:
+    """Watch pods until `total` are bound; (first binding, last binding) monotonic times."""
+    from gpuyard.kube.client import Client
+    from gpuyard.kube.resources import PODS
+
+    bound: set[str] = set()
+    first = last = 0.0
+    deadline = time.monotonic() + timeout
+    async with Client.from_kubeconfig(kubeconfig, component="bench") as c:
+        lst = await c.list(PODS, "default")
+        for p in lst["items"]:
+            if p["spec"].get("nodeName"):
+                bound.add(p["metadata"]["name"])
+        rv = lst["metadata"]["resourceVersion"]
+        while len(bound) < total:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{len(bound)} of {total} pods bound")
+            async for etype, obj in c.watch(
+                PODS, "default", resource_version=rv, timeout_seconds=30
+            ):
+                rv = obj["metadata"].get("resourceVersion", rv)
+                if etype in ("ADDED", "MODIFIED") and (obj.get("spec") or {}).get("nodeName"):
+                    name = obj["metadata"]["name"]
+                    if name not in bound:
+                        bound.add(name)
+                        last = time.monotonic()
+                        first = first or last
+                if len(bound) >= total or time.monotonic() > deadline:
+                    break
+    return first, last
+
+
+def bench_e2e(nodes: int, gangs: int, gang: int, singles: int) -> dict[str, Any]:
+    from gpuyard.cluster.testing import run_cluster_process
+
+    with tempfile.TemporaryDirectory(prefix="gpuyard-sched-bench-") as d:
+        with run_cluster_process(
+            d, nodes=nodes, args=["--components", "none", "--in-memory"], timeout=600
+        ) as c:
+            t0 = time.monotonic()
+            total = asyncio.run(_create_all(c.kubeconfig, gangs, gang, singles))
+            create_s = time.monotonic() - t0
+            log = open(os.path.join(d, "scheduler.log"), "wb")
+            sched = subprocess.Popen(
+                [sys.executable, "-m", "gpuyard.cli", "scheduler", "--no-leader-elect"],
+                env={**c.env, "KUBECONFIG": c.kubeconfig},
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+            start = time.monotonic()
+            try:
+                first, last = asyncio.run(_wait_bound(c.kubeconfig, total, 600))
+                cpu = _cpu_seconds(sched.pid)
+            finally:
+                sched.terminate()
+                try:
+                    sched.wait(15)
+                except subprocess.TimeoutExpired:
+                    os.killpg(sched.pid, 9)
+                    sched.wait()
+                log.close()
+    window = max(last - first, 1e-9)
+    return {
+        "nodes": nodes,
+        "pods": total,
+        "gangs": f"{gangs} x {gang}",
+        "singles": singles,
+        "create_s": round(create_s, 2),
+        "start_to_all_bound_s": round(last - start, 2),
+        "first_to_last_binding_s": round(last - first, 2),
+        "pods_bound_per_s": round(total / window),
+        "pods_bound_per_s_incl_startup": round(total / max(last - start, 1e-9)),
+        "scheduler_cpu_s_per_1000_pods": round(1000 * cpu / total, 3),
+        "target_pods_per_s": 2000,
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="small sizes, a few runs")
+    ap.add_argument("--nodes", type=int, default=None)
+    ap.add_argument("--runs", type=int, default=None)
+    ap.add_argument("--no-e2e", action="store_true", help="policy timing only")
+    a = ap.parse_args()
+    nodes = a.nodes or (1000 if a.quick else 7500)
+    runs = a.runs or (5 if a.quick else 20)
+    out: dict[str, Any] = {"policy": bench_policy(7500 if not a.nodes else nodes, 1000, runs)}
+    if not a.no_e2e:
+        if a.quick:
+            out["e2e"] = bench_e2e(nodes, 7, 100, 500)
+        else:
+            out["e2e"] = bench_e2e(nodes, 7, 1000, 5000)
+    print(json.dumps(out, indent=2))
+
+
+if __name__ == "__main__":
+    main()
