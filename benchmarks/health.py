@@ -18,7 +18,8 @@ of one core per node.
 
 measures the same on a real `gpuyard up --components health` subprocess: the health
 component's own API requests (the API server counts them by user agent) over a healthy
-window, and seconds from `gpuyard fault disk-full` to the taint seen through a watch.
+window, and seconds from a full disk (written to the simulated host, as `gpuyard fault
+disk-full` does) to the taint seen through a watch.
 """
 
 from __future__ import annotations
@@ -229,10 +230,6 @@ def health_requests(kubeconfig: str) -> dict[str, float]:
 
 
 def embedded(nodes: int, window: float, n_faults: int) -> dict[str, Any]:
-    import os
-    import subprocess
-    import sys
-
     from gpuyard.cluster.testing import start_cluster_process
     from gpuyard.kube.resources import NODES
 
@@ -281,26 +278,15 @@ def embedded(nodes: int, window: float, n_faults: int) -> dict[str, Any]:
         t_inject: dict[str, float] = {}
 
         async def run_faults() -> list[float]:
+            from gpuyard.cluster.simhost import SimHost
+
             task = asyncio.create_task(watch_taints(set(victims), t_inject))
             await asyncio.sleep(1.0)
-            for v in victims:
+            rng = random.Random(5)
+            for v in victims:  # at the host, as `gpuyard fault disk-full` ends up doing
+                await asyncio.sleep(rng.uniform(0, 2 * interval / len(victims)))
                 t_inject[v] = time.monotonic()
-                await asyncio.to_thread(
-                    subprocess.run,
-                    [
-                        sys.executable,
-                        "-m",
-                        "gpuyard.cli",
-                        "fault",
-                        "disk-full",
-                        v,
-                        "--kubeconfig",
-                        c.kubeconfig,
-                    ],
-                    capture_output=True,
-                    check=True,
-                    env={**os.environ},
-                )
+                SimHost(root / "hosts" / v).disk_full()
             return await task
 
         lat = asyncio.run(run_faults())
