@@ -44,6 +44,8 @@ def _key_ok(key: str) -> bool:
 def _metadata(res: Resource, obj: dict[str, Any]) -> list[Cause]:
     out: list[Cause] = []
     md = obj.get("metadata") or {}
+    if not isinstance(md, dict):
+        return [_cause("metadata", "must be an object")]
     name = md.get("name")
     if isinstance(name, str) and name:
         if res.kind in _LABEL_NAMES:
@@ -112,7 +114,11 @@ def _pod_spec(spec: Any, field: str) -> list[Cause]:
         containers = []
     for kind in ("initContainers", "containers"):
         seen: set[str] = set()
-        for i, c in enumerate(spec.get(kind) or []):
+        listed = spec.get(kind) or []
+        if not isinstance(listed, list):
+            out.append(_cause(f"{field}.{kind}", "must be a list"))
+            continue
+        for i, c in enumerate(listed):
             f = f"{field}.{kind}[{i}]"
             if not isinstance(c, dict):
                 out.append(_cause(f, "must be an object"))
@@ -278,7 +284,8 @@ def validate_object(
     if resource.kind == "Pod":
         out += _pod_spec(obj.get("spec"), "spec")
     elif resource.kind in ("Deployment", "DaemonSet"):
-        tpl = (obj.get("spec") or {}).get("template")
+        spec = obj.get("spec")
+        tpl = spec.get("template") if isinstance(spec, dict) else None
         if isinstance(tpl, dict):
             out += _pod_spec(tpl.get("spec"), "spec.template.spec")
     elif resource.kind == "Node":
