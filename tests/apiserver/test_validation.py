@@ -263,7 +263,7 @@ def test_never_raises_on_arbitrary_json(resource: Resource, o: dict[str, Any]) -
 
 
 def test_odd_shapes_are_causes_not_crashes() -> None:
-    assert fields(validate_object(PODS, {"metadata": [1]}, None)) == ["metadata"]
+    assert fields(validate_object(CONFIGMAPS, {"metadata": [1]}, None)) == ["metadata"]
     o = obj(spec={"containers": [{"name": "c", "image": "x"}], "initContainers": 5})
     assert fields(validate_object(PODS, o, None)) == ["spec.initContainers"]
     assert validate_object(DEPLOYMENTS, obj(spec=[1]), None) == []
