@@ -152,6 +152,18 @@ def _short(req: list[int], n: NodeInfo) -> str | None:
     return None
 
 
+def _fits_after_terminating(req: list[int], n: NodeInfo) -> bool:
+    """Whether the pod fits once the node's terminating pods (e.g. victims) are gone."""
+    gone = [0] * NRES
+    for q in n.pods.values():
+        if q.terminating:
+            for i in range(NRES):
+                gone[i] += q.req[i]
+    if not any(gone):
+        return False
+    return all(not req[i] or n.used[i] - gone[i] + req[i] <= n.alloc[i] for i in range(NRES))
+
+
 def _capacity(req: list[int], n: NodeInfo) -> int:
     """How many more pods with these requests fit on the node."""
     k = 1 << 30
@@ -629,6 +641,8 @@ class _Pass:
                     r = f"held for {self.held[n.name][0]}"
                 elif (short := _short(p0.req, n)) is not None:
                     r = f"lack {short}"
+                    if _fits_after_terminating(p0.req, n):
+                        r = "freeing (pods terminating)"
                 elif not _anti_ok(p0, n):
                     r = "conflict by pod anti-affinity"
             if r is None:
@@ -647,7 +661,7 @@ class _Pass:
             verb = (
                 "carry an"
                 if r.startswith("untolerated")
-                else ("are" if r.startswith(("not", "cordoned", "held")) else "")
+                else ("are" if r.startswith(("not", "cordoned", "held", "freeing")) else "")
             )
             if r.startswith("lack"):
                 parts.append(f"{k} {r}")

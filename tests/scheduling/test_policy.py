@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
+from typing import Any
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -34,13 +35,13 @@ def cluster(n: int, gpus: int = 8, racks: int = 4, taint_every: int = 0) -> Clus
 
 
 def add_gang(
-    s: ClusterState, name: str, n: int, gpus: int = 8, priority: int = 0, **kw: object
+    s: ClusterState, name: str, n: int, gpus: int = 8, priority: int = 0, **kw: Any
 ) -> None:
     s.set_group(GroupInfo(f"ns/{name}", min_member=n))
     for i in range(n):
         s.add_pod_fast(
             f"ns/{name}-{i}", {"cpu": 1000, GPU: gpus}, priority=priority, group=f"ns/{name}", **kw
-        )  # type: ignore[arg-type]
+        )
 
 
 def check_invariants(s: ClusterState, d: Decisions) -> None:
@@ -59,6 +60,7 @@ def check_invariants(s: ClusterState, d: Decisions) -> None:
     # Never binds part of a gang.
     by_group = Counter(s.pods[k].group for k, _ in d.bindings if s.pods[k].group)
     for g, count in by_group.items():
+        assert g is not None
         members = s.members[g]
         assert all(m.node for m in members.values()), f"gang {g} partly bound ({count})"
 
@@ -269,3 +271,21 @@ def test_a_gang_larger_than_the_cluster_holds_nothing() -> None:
     d = schedule(s, 0.0)
     assert "gang ns/huge" not in d.reservations
     assert sum(1 for k, _ in d.bindings if k.startswith("ns/small")) == 3
+
+
+def test_reason_says_nodes_are_freeing_while_victims_terminate() -> None:
+    s = cluster(2)
+    for i in range(2):
+        s.add_pod_fast(f"ns/low-{i}", {GPU: 8}, priority=0, node=f"n{i:03d}")
+    add_gang(s, "urgent", 2, priority=1000)
+    d = schedule(s, 0.0)
+    assert {e.pod for e in d.evictions} == {"ns/low-0", "ns/low-1"}
+    for e in d.evictions:  # the driver sees the victims terminating
+        s.pods[e.pod].terminating = True
+    d = schedule(s, 1.0)
+    assert not d.evictions and not d.bindings
+    assert "2 are freeing (pods terminating)" in d.unschedulable["gang ns/urgent"]
+    for i in range(2):
+        s.remove_pod(f"ns/low-{i}")
+    d = schedule(s, 2.0)
+    assert sorted(n for _, n in d.bindings) == ["n000", "n001"]
