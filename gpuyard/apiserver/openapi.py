@@ -11,12 +11,14 @@ fields that have merge keys; custom resources are applied with merge patches and
 their CRD's schema.
 
 `openapi_v2` gives a Swagger 2.0 document with the same definitions, for clients that
-read v2 as JSON. Documents are cached per registry state.
+read v2 as JSON. Documents are cached per registry generation (shared: do not modify).
 """
 
 from __future__ import annotations
 
 import hashlib
+import weakref
+from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -230,8 +232,38 @@ def _doc_v3(resources: list[Resource]) -> dict[str, Any]:
     }
 
 
+_cache: weakref.WeakKeyDictionary[Registry, tuple[int, dict[str, Any]]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _cached(
+    registry: Registry, key: str, build: Callable[[], dict[str, Any] | None]
+) -> dict[str, Any] | None:
+    """One document per registry generation (the set of resources changes only with CRDs).
+    Callers get the shared document: they must not modify it."""
+    gen = int(getattr(registry, "generation", 0))
+    entry = _cache.get(registry)
+    if entry is None or entry[0] != gen:
+        entry = (gen, {})
+        _cache[registry] = entry
+    docs = entry[1]
+    doc = docs.get(key)
+    if doc is None:
+        doc = build()
+        if doc is not None:  # unknown group-versions are not remembered
+            docs[key] = doc
+    return doc
+
+
 def openapi_v3_paths(registry: Registry) -> dict[str, Any]:
     """The /openapi/v3 index: one entry per served group-version."""
+    doc = _cached(registry, "v3", lambda: _v3_paths(registry))
+    assert doc is not None
+    return doc
+
+
+def _v3_paths(registry: Registry) -> dict[str, Any]:
     sig = _signature(registry)
     gvs = sorted({_gv_path(r) for r in registry.all()})
     return {"paths": {gv: {"serverRelativeURL": f"/openapi/v3/{gv}?hash={sig}"} for gv in gvs}}
@@ -240,6 +272,10 @@ def openapi_v3_paths(registry: Registry) -> dict[str, Any]:
 def openapi_v3_doc(registry: Registry, gv_path: str) -> dict[str, Any] | None:
     """The OpenAPI 3.0 document of one group-version ("api/v1", "apis/apps/v1")."""
     gv_path = gv_path.split("?", 1)[0].strip("/")
+    return _cached(registry, "v3:" + gv_path, lambda: _v3_doc(registry, gv_path))
+
+
+def _v3_doc(registry: Registry, gv_path: str) -> dict[str, Any] | None:
     resources = [r for r in registry.all() if _gv_path(r) == gv_path]
     if not resources:
         return None
@@ -248,6 +284,12 @@ def openapi_v3_doc(registry: Registry, gv_path: str) -> dict[str, Any] | None:
 
 def openapi_v2(registry: Registry) -> dict[str, Any]:
     """A Swagger 2.0 document covering every served kind."""
+    doc = _cached(registry, "v2", lambda: _v2(registry))
+    assert doc is not None
+    return doc
+
+
+def _v2(registry: Registry) -> dict[str, Any]:
     paths: dict[str, Any] = {}
     defs: dict[str, Any] = {}
     for r in sorted(registry.all(), key=lambda r: (r.group, r.version, r.plural)):
