@@ -38,6 +38,7 @@ from __future__ import annotations
 from collections import Counter, defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from itertools import chain
 from typing import Any
 
 from gpuyard import names
@@ -121,19 +122,20 @@ def _static_ok(p: PodInfo, n: NodeInfo) -> str | None:
 
 def _anti_ok(p: PodInfo, n: NodeInfo, extra: Iterable[PodInfo] = ()) -> bool:
     """Required pod anti-affinity on the hostname key, both ways."""
-    others = list(n.pods.values()) + list(extra)
-    if not others:
+    pods = n.pods
+    if not pods and not extra:
         return True
-    for sel in p.anti_affinity:
-        reqs = o.label_selector_requirements(sel)
-        if any(o.requirements_match(reqs, q.labels) for q in others if q.key != p.key):
-            return False
-    for q in others:
-        for sel in q.anti_affinity:
-            if q.key != p.key and o.requirements_match(
-                o.label_selector_requirements(sel), p.labels
-            ):
+    others = chain(pods.values(), extra)
+    if p.anti_affinity:
+        reqs = [o.label_selector_requirements(sel) for sel in p.anti_affinity]
+        for q in chain(pods.values(), extra):
+            if q.key != p.key and any(o.requirements_match(r, q.labels) for r in reqs):
                 return False
+    for q in others:
+        if q.anti_affinity and q.key != p.key:
+            for sel in q.anti_affinity:
+                if o.requirements_match(o.label_selector_requirements(sel), p.labels):
+                    return False
     return True
 
 
@@ -433,25 +435,21 @@ class _Pass:
         gang spans as few of them as it can; most allocated nodes first within a rack."""
         if not self.cfg.pack_topology:
             return sorted(nodes, key=lambda n: n.name)
-        rack_cap: Counter[tuple[str, str]] = Counter()
-        zone_cap: Counter[str] = Counter()
-        caps = {}
+        rack_cap: defaultdict[tuple[str, str], int] = defaultdict(int)
+        zone_cap: defaultdict[str, int] = defaultdict(int)
+        rows = []
         for n in nodes:
             k = _capacity(req, n)
-            caps[n.name] = k
-            rack_cap[(n.zone, n.rack)] += k
-            zone_cap[n.zone] += k
-        return sorted(
-            (n for n in nodes if caps[n.name] > 0),
-            key=lambda n: (
-                -zone_cap[n.zone],
-                n.zone,
-                -rack_cap[(n.zone, n.rack)],
-                n.rack,
-                n.alloc[GPU] - n.used[GPU],
-                n.name,
-            ),
-        )
+            if k <= 0:
+                continue
+            labels = n.labels
+            z = labels.get(names.LABEL_ZONE, "")
+            r = labels.get(names.LABEL_RACK, "")
+            rack_cap[(z, r)] += k
+            zone_cap[z] += k
+            rows.append((z, r, n.alloc[GPU] - n.used[GPU], n.name, n))
+        rows.sort(key=lambda t: (-zone_cap[t[0]], t[0], -rack_cap[(t[0], t[1])], t[1], t[2], t[3]))
+        return [t[4] for t in rows]
 
     def place_gang(self, u: Unit) -> list[tuple[PodInfo, NodeInfo]] | None:
         placed: list[tuple[PodInfo, NodeInfo]] = []
