@@ -1,0 +1,354 @@
+"""The digital twin's discrete-event engine, in virtual time.
+
+It drives `gpuyard.scheduling.policy.schedule` unchanged — the very function the live
+scheduler runs — over a `ClusterState` built from node shapes. Events: job arrivals,
+completions, node failures and repairs (a repaired node is back only after its
+preflight test), and Xid-style faults that kill the jobs on a node. A job runs only
+when every one of its pods is bound (that is what a gang means); when it loses a pod
+to a failure or a preemption, the whole gang restarts from its last checkpoint and
+the work since then is counted as lost goodput. All events at one virtual instant are
+applied before the policy runs once.
+
+Not modelled here (the report says so): team capacity carved out with taints, and
+balloon pods (they only shape what the autoscaler sees, not what the policy decides).
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+import random
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from gpuyard import names
+from gpuyard.cluster.shapes import NodeShape
+from gpuyard.scheduling.policy import PolicyConfig, schedule
+from gpuyard.scheduling.state import GPU, ClusterState, GroupInfo
+from gpuyard.twin.traces import TraceJob
+
+_UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+
+
+def parse_duration(text: str) -> float:
+    m = re.fullmatch(r"\s*([0-9.]+)\s*([smhd]?)\s*", text)
+    if not m:
+        raise ValueError(f"not a duration: {text!r} (use 30d, 4h, 20m, 90s)")
+    return float(m.group(1)) * _UNITS[m.group(2) or "s"]
+
+
+@dataclass(frozen=True)
+class FailureSpec:
+    """`mtbf=30d,xid=0.1,repair=4h,preflight=20m`: each node fails on average once per
+    mtbf; a share `xid` of failures are GPU faults that kill its jobs and need only a
+    reset and preflight, the rest take the node away for repair, then preflight."""
+
+    mtbf: float = 0.0
+    xid: float = 0.0
+    repair: float = 4 * 3600.0
+    preflight: float = 20 * 60.0
+
+    @classmethod
+    def parse(cls, text: str | None) -> FailureSpec:
+        if not text:
+            return cls()
+        vals: dict[str, float] = {}
+        for part in text.split(","):
+            key, sep, value = part.partition("=")
+            key = key.strip()
+            if not sep or key not in ("mtbf", "xid", "repair", "preflight"):
+                raise ValueError(
+                    f"bad failure spec {part!r}: expected mtbf=, xid=, repair=, preflight="
+                )
+            vals[key] = float(value) if key == "xid" else parse_duration(value)
+        if not 0 <= vals.get("xid", 0.0) <= 1:
+            raise ValueError("xid is a share between 0 and 1")
+        return cls(**vals)
+
+
+@dataclass
+class JobRun:
+    job: TraceJob
+    gen: int = 0
+    pods: list[str] = field(default_factory=list)
+    bound: int = 0
+    running: bool = False
+    last_start: float = 0.0
+    progress: float = 0.0
+    first_start: float | None = None
+    end: float | None = None
+    restarts: int = 0
+    preemptions: int = 0
+    lost_gpu_s: float = 0.0
+    partial_since: float | None = None
+    partial_gpu_s: float = 0.0
+
+    @property
+    def gpus(self) -> int:
+        return self.job.gpus * self.job.replicas
+
+
+@dataclass
+class Result:
+    policy: str
+    jobs: list[JobRun]
+    samples: list[tuple[float, int, int, float]]  # (t, allocated GPUs, running GPUs, fragmentation)
+    total_gpus: int
+    end_time: float
+    passes: int
+    events: int
+    node_failures: int
+    xid_faults: int
+    counts: dict[str, int] = field(default_factory=dict)
+
+
+POLICIES: dict[str, PolicyConfig] = {
+    "fifo": PolicyConfig(gangs=False, reservations=False, preemption=False),
+    "gangs": PolicyConfig(gangs=True, reservations=False, preemption=True),
+    "gpuyard": PolicyConfig(),
+}
+
+
+class Engine:
+    def __init__(
+        self,
+        shapes: list[NodeShape],
+        jobs: list[TraceJob],
+        policy: str = "gpuyard",
+        failures: FailureSpec | None = None,
+        seed: int = 0,
+        samples: int = 400,
+        progress: Callable[[float], None] | None = None,
+    ) -> None:
+        if policy not in POLICIES:
+            raise ValueError(f"unknown policy {policy!r}; known: {', '.join(POLICIES)}")
+        self.policy = policy
+        self.cfg = POLICIES[policy]
+        self.failures = failures or FailureSpec()
+        self.rng = random.Random(seed)
+        self.state = ClusterState()
+        self.total_gpus = 0
+        for s in shapes:
+            labels = {
+                names.LABEL_RACK: s.rack,
+                names.LABEL_ZONE: s.zone,
+                names.LABEL_POOL: s.pool,
+                names.LABEL_HOSTNAME: s.name,
+            }
+            if s.gpu_product:
+                labels[names.LABEL_GPU_PRODUCT] = s.gpu_product
+            self.state.add_node_fast(
+                s.name,
+                {"cpu": s.cpu_milli, "memory": s.memory_bytes, names.RESOURCE_GPU: s.gpus},
+                labels,
+            )
+            self.total_gpus += s.gpus
+        self.runs = {j.name: JobRun(j) for j in jobs}
+        self.pod_job: dict[str, JobRun] = {}
+        self.heap: list[tuple[float, int, str, Any]] = []
+        self._seq = 0
+        self.horizon = max((j.submit for j in jobs), default=0.0)
+        self.n_samples = samples
+        self.progress = progress
+        self.allocated = 0
+        self.running_gpus = 0
+        self.samples: list[tuple[float, int, int, float]] = []
+        self.passes = 0
+        self.events = 0
+        self.node_failures = 0
+        self.xid_faults = 0
+        self.down: set[str] = set()
+        for j in jobs:
+            self._push(j.submit, "arrive", j.name)
+        # Failures happen while work can still be running; after that the queue drains.
+        self.fail_until = self.horizon + max((j.duration for j in jobs), default=0.0)
+        if self.failures.mtbf > 0:
+            for name in self.state.nodes:
+                self._push_failure(0.0, name)
+
+    def _push_failure(self, now: float, node: str) -> None:
+        t = now + self.rng.expovariate(1 / self.failures.mtbf)
+        if t < self.fail_until:
+            self._push(t, "fail", node)
+
+    def _push(self, t: float, kind: str, data: Any) -> None:
+        self._seq += 1
+        heapq.heappush(self.heap, (t, self._seq, kind, data))
+
+    # ------------------------------------------------------------------ jobs
+
+    def _add_pods(self, run: JobRun) -> None:
+        j = run.job
+        group = f"{j.team}/{j.name}" if j.replicas > 1 else None
+        if group and group not in self.state.groups:
+            self.state.set_group(GroupInfo(group, min_member=j.replicas, created=j.submit))
+        sel = {names.LABEL_GPU_PRODUCT: j.gpu_model} if j.gpu_model else None
+        run.pods = []
+        for i in range(j.replicas):
+            key = f"{j.team}/{j.name}-g{run.gen}-{i}"
+            self.state.add_pod_fast(
+                key,
+                {"cpu": j.cpu_milli, "memory": j.memory, names.RESOURCE_GPU: j.gpus},
+                priority=j.priority,
+                group=group,
+                created=j.submit,
+                node_selector=sel,
+            )
+            self.pod_job[key] = run
+            run.pods.append(key)
+        run.bound = 0
+
+    def _remove_pods(self, run: JobRun) -> None:
+        for key in run.pods:
+            p = self.state.pods.get(key)
+            if p is not None and p.node:
+                self.allocated -= p.req[GPU]
+            self.state.remove_pod(key)
+            self.pod_job.pop(key, None)
+        run.pods = []
+        run.bound = 0
+
+    def _stop_running(self, run: JobRun, now: float) -> None:
+        if run.running:
+            done = run.progress + (now - run.last_start)
+            ck = run.job.checkpoint
+            saved = math.floor(done / ck) * ck if ck > 0 else 0.0
+            run.lost_gpu_s += (done - saved) * run.gpus
+            run.progress = saved
+            run.running = False
+            self.running_gpus -= run.gpus
+        self._close_partial(run, now)
+
+    def _close_partial(self, run: JobRun, now: float) -> None:
+        if run.partial_since is not None:
+            run.partial_gpu_s += (now - run.partial_since) * run.job.gpus * run.bound
+            run.partial_since = None
+
+    def _restart(self, run: JobRun, now: float, preempted: bool) -> None:
+        self._stop_running(run, now)
+        self._remove_pods(run)
+        run.gen += 1
+        if preempted:
+            run.preemptions += 1
+        else:
+            run.restarts += 1
+        self._add_pods(run)
+
+    # ------------------------------------------------------------------ events
+
+    def _apply(self, now: float, kind: str, data: Any) -> None:
+        self.events += 1
+        if kind == "arrive":
+            self._add_pods(self.runs[data])
+        elif kind == "done":
+            name, gen = data
+            run = self.runs[name]
+            if run.gen != gen or not run.running:
+                return  # a stale completion of an earlier gang
+            run.progress = run.job.duration
+            run.running = False
+            self.running_gpus -= run.gpus
+            run.end = now
+            self._remove_pods(run)
+        elif kind == "fail":
+            node = data
+            if node in self.down or node not in self.state.nodes:
+                return
+            xid = self.rng.random() < self.failures.xid
+            if xid:
+                self.xid_faults += 1
+            else:
+                self.node_failures += 1
+            self.down.add(node)
+            self.state.set_node_ready(node, False)
+            for p in list(self.state.nodes[node].pods.values()):
+                victim = self.pod_job.get(p.key)
+                if victim is not None and victim.pods:
+                    self._restart(victim, now, preempted=False)
+            back = self.failures.preflight + (0.0 if xid else self.failures.repair)
+            self._push(now + back, "repaired", node)
+        elif kind == "repaired":
+            node = data
+            self.down.discard(node)
+            self.state.set_node_ready(node, True)
+            if self.failures.mtbf > 0:
+                self._push_failure(now, node)
+
+    def _decide(self, now: float) -> None:
+        if not self.state.pending:
+            return
+        self.passes += 1
+        d = schedule(self.state, now, self.cfg)
+        for key, _node in d.bindings:
+            p = self.state.pods[key]
+            self.allocated += p.req[GPU]
+            run = self.pod_job[key]
+            run.bound += 1
+            if run.bound == run.job.replicas and not run.running:
+                self._close_partial(run, now)
+                run.running = True
+                run.last_start = now
+                self.running_gpus += run.gpus
+                if run.first_start is None:
+                    run.first_start = now
+                self._push(
+                    now + max(0.0, run.job.duration - run.progress), "done", (run.job.name, run.gen)
+                )
+            elif run.bound < run.job.replicas and run.partial_since is None:
+                run.partial_since = now
+        victims: dict[str, JobRun] = {}
+        for e in d.evictions:
+            victim = self.pod_job.get(e.pod)
+            if victim is not None:
+                victims[victim.job.name] = victim
+        for run in victims.values():
+            self._restart(run, now, preempted=True)
+        if victims:
+            self._decide(now)
+
+    def _sample(self, t: float) -> None:
+        free_total = 0
+        free_fragmented = 0
+        for n in self.state.nodes.values():
+            if not n.ready:
+                continue
+            free = n.alloc[GPU] - n.used[GPU]
+            free_total += free
+            if 0 < free < n.alloc[GPU]:
+                free_fragmented += free
+        frag = free_fragmented / free_total if free_total else 0.0
+        self.samples.append((t, self.allocated, self.running_gpus, frag))
+
+    def run(self) -> Result:
+        step = max(self.horizon, 1.0) / self.n_samples
+        next_sample = 0.0
+        now = 0.0
+        while self.heap:
+            now = self.heap[0][0]
+            while next_sample <= now:
+                self._sample(next_sample)
+                next_sample += step
+            while self.heap and self.heap[0][0] == now:
+                _, _, kind, data = heapq.heappop(self.heap)
+                self._apply(now, kind, data)
+            self._decide(now)
+            if self.progress is not None:
+                self.progress(now)
+        self._sample(now)
+        for run in self.runs.values():
+            self._close_partial(run, now)
+            if run.running:
+                run.progress += now - run.last_start
+        return Result(
+            policy=self.policy,
+            jobs=list(self.runs.values()),
+            samples=self.samples,
+            total_gpus=self.total_gpus,
+            end_time=now,
+            passes=self.passes,
+            events=self.events,
+            node_failures=self.node_failures,
+            xid_faults=self.xid_faults,
+        )
