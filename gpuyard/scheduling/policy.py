@@ -451,6 +451,17 @@ class _Pass:
         rows.sort(key=lambda t: (-zone_cap[t[0]], t[0], -rack_cap[(t[0], t[1])], t[1], t[2], t[3]))
         return [t[4] for t in rows]
 
+    def _bound_places(self, u: Unit) -> tuple[set[str], set[str]]:
+        """The zones and racks where the gang's bound members run."""
+        zones: set[str] = set()
+        racks: set[str] = set()
+        for m in self.s.members.get(u.group or "", {}).values():
+            n = self.s.nodes.get(m.node or "")
+            if n is not None and not m.terminating:
+                zones.add(n.zone)
+                racks.add(n.rack)
+        return zones, racks
+
     def place_gang(self, u: Unit) -> list[tuple[PodInfo, NodeInfo]] | None:
         placed: list[tuple[PodInfo, NodeInfo]] = []
         by_class: dict[tuple[Any, ...], list[PodInfo]] = defaultdict(list)
@@ -463,6 +474,11 @@ class _Pass:
                 # Prefer nodes nominated for this gang.
                 nominated = {p.nominated for p in pods if p.nominated}
                 order = self._gang_order(nodes, p0.req)
+                if u.bound and self.cfg.pack_topology:
+                    # Members already run (a binding was refused, or one was replaced):
+                    # the rest go to the same racks, then the same zones, if they can.
+                    near = self._bound_places(u)
+                    order.sort(key=lambda n: (n.rack not in near[1], n.zone not in near[0]))
                 if nominated:
                     order.sort(key=lambda n: n.name not in nominated)
                 i = 0

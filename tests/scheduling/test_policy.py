@@ -289,3 +289,18 @@ def test_reason_says_nodes_are_freeing_while_victims_terminate() -> None:
         s.remove_pod(f"ns/low-{i}")
     d = schedule(s, 2.0)
     assert sorted(n for _, n in d.bindings) == ["n000", "n001"]
+
+
+def test_a_member_whose_binding_failed_is_placed_again_beside_its_gang() -> None:
+    s = cluster(32, racks=4)
+    add_gang(s, "g", 4)
+    d = schedule(s, 0.0)
+    assert len(d.bindings) == 4
+    rack = {s.nodes[n].labels["gpuyard.io/rack"] for _, n in d.bindings}
+    assert len(rack) == 1
+    key, node = d.bindings[2]
+    s.unbind(key)  # the API refused this one binding
+    d2 = schedule(s, 1.0)
+    assert d2.bindings and d2.bindings[0][0] == key
+    assert s.nodes[d2.bindings[0][1]].labels["gpuyard.io/rack"] in rack
+    assert all(p.node for p in s.members["ns/g"].values())
