@@ -90,6 +90,24 @@ SCHEMAS: dict[str, Schema] = {
         4: ("uid", "string", None),
         5: ("apiVersion", "string", None),
     },
+    "SelfSubjectAccessReview": {
+        1: ("metadata", "msg", "ObjectMeta"),
+        2: ("spec", "msg", "SelfSubjectAccessReviewSpec"),
+    },
+    "SelfSubjectAccessReviewSpec": {
+        1: ("resourceAttributes", "msg", "ResourceAttributes"),
+        2: ("nonResourceAttributes", "msg", "NonResourceAttributes"),
+    },
+    "ResourceAttributes": {
+        1: ("namespace", "string", None),
+        2: ("verb", "string", None),
+        3: ("group", "string", None),
+        4: ("version", "string", None),
+        5: ("resource", "string", None),
+        6: ("subresource", "string", None),
+        7: ("name", "string", None),
+    },
+    "NonResourceAttributes": {1: ("path", "string", None), 2: ("verb", "string", None)},
     "TypeMeta": {1: ("apiVersion", "string", None), 2: ("kind", "string", None)},
     "Unknown": {
         1: ("typeMeta", "msg", "TypeMeta"),
@@ -147,7 +165,9 @@ def decode_message(buf: bytes, schema_name: str) -> dict[str, Any]:
             continue  # fields we do not need (timestamps, managed fields)
         name, typ, sub = spec
         if typ == "string":
-            out[name] = bytes(v).decode()
+            text = bytes(v).decode()
+            if text:  # Go encodes empty strings; JSON omits them
+                out[name] = text
         elif typ == "bytes":
             out[name] = bytes(v)
         elif typ == "int":

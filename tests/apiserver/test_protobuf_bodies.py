@@ -73,7 +73,11 @@ def test_kubectl_typed_creates_and_drain(apiserver: Any) -> None:
     r = _kubectl(apiserver, "create", "secret", "generic", "s1", "--from-literal=x=y")
     assert r.returncode == 0, r.stderr
     r = _kubectl(apiserver, "get", "configmap", "c1", "-o", "json")
-    assert orjson.loads(r.stdout)["data"] == {"a": "b"}
+    got = orjson.loads(r.stdout)
+    assert got["data"] == {"a": "b"}
+    assert "generateName" not in got["metadata"]  # empty protobuf strings are omitted
+    r = _kubectl(apiserver, "auth", "can-i", "create", "pods")
+    assert r.returncode == 0 and r.stdout.strip() == "yes", r.stderr
     r = _kubectl(apiserver, "get", "secret", "s1", "-o", "jsonpath={.data.x}")
     assert r.stdout == "eQ=="
     manifest = (
