@@ -10,7 +10,8 @@
    Target: <= 50 ms. State building is not timed. Both wall time and this process's
    CPU time are given: on a shared machine the wall time includes waiting for a core.
 2. e2e (skipped with --no-e2e): `gpuyard up` with N nodes and no components; 7 gangs of
-   1,000 pods plus 5,000 single one-GPU pods are created while no scheduler runs, then
+   1,000 four-GPU pods plus 5,000 single one-GPU pods (33,000 of the 60,000 GPUs of
+   7,500 nodes, so everything fits) are created while no scheduler runs, then
    `gpuyard scheduler` starts as its own process. Measured: seconds from the scheduler's
    start until every pod is bound (informer sync included) and from its first binding
    to its last; pods bound per second over the latter; the scheduler process's CPU
@@ -147,7 +148,7 @@ async def _create_all(kubeconfig: str, gangs: int, gang: int, singles: int) -> i
 
     objs: list[dict[str, Any]] = []
     for g in range(gangs):
-        objs += [_pod(f"g{g}-{i}", 8, f"g{g}") for i in range(gang)]
+        objs += [_pod(f"g{g}-{i}", 4, f"g{g}") for i in range(gang)]
     objs += [_pod(f"s-{i}", 1) for i in range(singles)]
     async with Client.from_kubeconfig(kubeconfig, component="bench") as c:
         for g in range(gangs):

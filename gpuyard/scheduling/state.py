@@ -279,7 +279,18 @@ class ClusterState:
     def _put_pod(self, info: PodInfo) -> None:
         old = self.pods.get(info.key)
         if old is not None:
-            self._unaccount(old)
+            n = self.nodes.get(old.node or "")
+            if (
+                n is not None
+                and info.node == old.node
+                and info.req == old.req
+                and old.key in n.pods
+            ):
+                # Same node, same requests (a status update, say): swap the record in
+                # place; nothing was freed, so the policy's caches stay valid.
+                n.pods[info.key] = info
+            else:
+                self._unaccount(old)
             if old.group:
                 self.members.get(old.group, {}).pop(old.key, None)
         self.pods[info.key] = info

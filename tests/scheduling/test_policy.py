@@ -304,3 +304,30 @@ def test_a_member_whose_binding_failed_is_placed_again_beside_its_gang() -> None
     assert d2.bindings and d2.bindings[0][0] == key
     assert s.nodes[d2.bindings[0][1]].labels["gpuyard.io/rack"] in rack
     assert all(p.node for p in s.members["ns/g"].values())
+
+
+def test_state_accounting_follows_pod_updates() -> None:
+    s = ClusterState()
+    for name in ("a", "b"):
+        s.add_node_fast(name, {"cpu": 8000, "memory": 2**30, GPU: 8})
+
+    def pod(node: str | None, gpus: int, phase: str = "Pending") -> dict[str, Any]:
+        return {
+            "metadata": {"name": "p", "namespace": "ns"},
+            "spec": {
+                "nodeName": node,
+                "schedulerName": "gpuyard-scheduler",
+                "containers": [{"name": "c", "resources": {"requests": {GPU: str(gpus)}}}],
+            },
+            "status": {"phase": phase},
+        }
+
+    s.add_pod(pod("a", 2))
+    freed = s.freed_gen
+    s.update_pod(pod("a", 2, "Running"))  # a status update frees nothing
+    assert s.nodes["a"].used[2] == 2 and s.freed_gen == freed
+    assert s.nodes["a"].pods["ns/p"] is s.pods["ns/p"]
+    s.update_pod(pod("b", 2, "Running"))  # moved (re-created elsewhere)
+    assert (s.nodes["a"].used[2], s.nodes["b"].used[2]) == (0, 2) and s.freed_gen > freed
+    s.update_pod(pod("b", 2, "Succeeded"))  # finished: gone from the node
+    assert s.nodes["b"].used == [0, 0, 0, 0] and "ns/p" not in s.pods
