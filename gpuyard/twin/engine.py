@@ -160,6 +160,7 @@ class Engine:
         self.node_failures = 0
         self.xid_faults = 0
         self.down: set[str] = set()
+        self._arriving: list[JobRun] = []
         for j in jobs:
             self._push(j.submit, "arrive", j.name)
         # Failures happen while work can still be running; after that the queue drains.
@@ -180,25 +181,35 @@ class Engine:
     # ------------------------------------------------------------------ jobs
 
     def _add_pods(self, run: JobRun) -> None:
-        j = run.job
-        group = f"{j.team}/{j.name}" if j.replicas > 1 else None
-        if group and group not in self.state.groups:
-            self.state.set_group(GroupInfo(group, min_member=j.replicas, created=j.submit))
-        sel = {names.LABEL_GPU_PRODUCT: j.gpu_model} if j.gpu_model else None
-        run.pods = []
-        for i in range(j.replicas):
-            key = f"{j.team}/{j.name}-g{run.gen}-{i}"
-            self.state.add_pod_fast(
-                key,
-                {"cpu": j.cpu_milli, "memory": j.memory, names.RESOURCE_GPU: j.gpus},
-                priority=j.priority,
-                group=group,
-                created=j.submit,
-                node_selector=sel,
-            )
-            self.pod_job[key] = run
-            run.pods.append(key)
-        run.bound = 0
+        self._add_pods_many([run])
+
+    def _add_pods_many(self, runs: list[JobRun]) -> None:
+        """Create the pods of jobs that arrive at one instant. As a controller creating
+        several gangs at once does, their pods are interleaved (replica 0 of each job,
+        then replica 1, ...), so without gang scheduling they bind one by one."""
+        for run in runs:
+            j = run.job
+            group = f"{j.team}/{j.name}" if j.replicas > 1 else None
+            if group and group not in self.state.groups:
+                self.state.set_group(GroupInfo(group, min_member=j.replicas, created=j.submit))
+            run.pods = []
+            run.bound = 0
+        for i in range(max((r.job.replicas for r in runs), default=0)):
+            for run in runs:
+                j = run.job
+                if i >= j.replicas:
+                    continue
+                key = f"{j.team}/{j.name}-g{run.gen}-{i}"
+                self.state.add_pod_fast(
+                    key,
+                    {"cpu": j.cpu_milli, "memory": j.memory, names.RESOURCE_GPU: j.gpus},
+                    priority=j.priority,
+                    group=f"{j.team}/{j.name}" if j.replicas > 1 else None,
+                    created=j.submit,
+                    node_selector={names.LABEL_GPU_PRODUCT: j.gpu_model} if j.gpu_model else None,
+                )
+                self.pod_job[key] = run
+                run.pods.append(key)
 
     def _remove_pods(self, run: JobRun) -> None:
         for key in run.pods:
@@ -241,7 +252,7 @@ class Engine:
     def _apply(self, now: float, kind: str, data: Any) -> None:
         self.events += 1
         if kind == "arrive":
-            self._add_pods(self.runs[data])
+            self._arriving.append(self.runs[data])
         elif kind == "done":
             name, gen = data
             run = self.runs[name]
@@ -322,7 +333,8 @@ class Engine:
         self.samples.append((t, self.allocated, self.running_gpus, frag))
 
     def run(self) -> Result:
-        step = max(self.horizon, 1.0) / self.n_samples
+        est = max((r.job.submit + r.job.duration for r in self.runs.values()), default=1.0)
+        step = max(est, 1.0) / self.n_samples
         next_sample = 0.0
         now = 0.0
         while self.heap:
@@ -330,9 +342,16 @@ class Engine:
             while next_sample <= now:
                 self._sample(next_sample)
                 next_sample += step
+                if len(self.samples) >= 2 * self.n_samples:  # ran long: halve the resolution
+                    self.samples = self.samples[::2]
+                    step *= 2
+                    next_sample = self.samples[-1][0] + step
             while self.heap and self.heap[0][0] == now:
                 _, _, kind, data = heapq.heappop(self.heap)
                 self._apply(now, kind, data)
+            if self._arriving:
+                self._add_pods_many(self._arriving)
+                self._arriving = []
             self._decide(now)
             if self.progress is not None:
                 self.progress(now)

@@ -1,0 +1,293 @@
+"""Outputs of a twin run: metrics.json, jobs.csv per job, and a self-contained
+report.html (matplotlib Agg PNGs embedded as base64).
+
+Metrics a reader checks first: jobs finished / never started, queueing delay
+percentiles (overall, by team, by job size), the wait of large gangs (max, and how many
+never started), "deadlocked gangs" (gangs that ended the run partly bound: they hold
+GPUs and will never run), GPU-hours held by partly bound gangs, goodput lost to
+restarts, mean fragmentation of free GPUs.
+"""
+
+from __future__ import annotations
+
+import base64
+import csv
+import html
+import io
+import json
+from pathlib import Path
+from typing import Any
+
+from gpuyard.twin.engine import JobRun, Result
+
+LARGE_GANG_GPUS = 64
+
+
+def size_class(gpus: int) -> str:
+    if gpus <= 1:
+        return "1 GPU"
+    if gpus <= 8:
+        return "2-8 GPUs"
+    if gpus < LARGE_GANG_GPUS:
+        return "9-63 GPUs"
+    return "64+ GPUs"
+
+
+def _pct(values: list[float], q: float) -> float | None:
+    if not values:
+        return None
+    s = sorted(values)
+    i = min(len(s) - 1, max(0, int(round(q * (len(s) - 1)))))
+    return round(s[i], 3)
+
+
+def _dist(values: list[float]) -> dict[str, Any]:
+    return {
+        "n": len(values),
+        "p50": _pct(values, 0.5),
+        "p90": _pct(values, 0.9),
+        "p99": _pct(values, 0.99),
+        "max": round(max(values), 3) if values else None,
+    }
+
+
+def wait_of(r: JobRun) -> float | None:
+    return None if r.first_start is None else r.first_start - r.job.submit
+
+
+def wait_or_end(r: JobRun, end: float) -> float:
+    """How long it waited to start, or waited until the end of the run if it never did."""
+    return (r.first_start if r.first_start is not None else end) - r.job.submit
+
+
+def metrics(res: Result, counts: dict[str, int] | None = None) -> dict[str, Any]:
+    runs = res.jobs
+    waits = [w for r in runs if (w := wait_of(r)) is not None]
+    by_team: dict[str, list[float]] = {}
+    by_size: dict[str, list[float]] = {}
+    for r in runs:
+        w = wait_of(r)
+        if w is None:
+            continue
+        by_team.setdefault(r.job.team, []).append(w)
+        by_size.setdefault(size_class(r.gpus), []).append(w)
+    large = [r for r in runs if r.gpus >= LARGE_GANG_GPUS and r.job.replicas > 1]
+    large_wait = [wait_or_end(r, res.end_time) for r in large]
+    deadlocked = [
+        r for r in runs if r.job.replicas > 1 and not r.running and r.end is None and r.bound > 0
+    ]
+    never = [r for r in runs if r.first_start is None]
+    trace_cmp = [
+        (w, r.job.trace_wait)
+        for r in runs
+        if r.job.trace_wait is not None and (w := wait_of(r)) is not None
+    ]
+    held = [r.partial_gpu_s for r in runs]
+    gpu_s = sum(r.gpus * r.job.duration for r in runs)
+    m: dict[str, Any] = {
+        "policy": res.policy,
+        "jobs": len(runs),
+        "finished": sum(1 for r in runs if r.end is not None),
+        "never_started": len(never),
+        "running_at_end": sum(1 for r in runs if r.running),
+        "virtual_days": round(res.end_time / 86400, 3),
+        "scheduling_passes": res.passes,
+        "events": res.events,
+        "wait_s": _dist(waits),
+        "wait_s_by_team": {k: _dist(v) for k, v in sorted(by_team.items())},
+        "wait_s_by_size": {k: _dist(v) for k, v in sorted(by_size.items())},
+        "large_gangs": len(large),
+        "large_gangs_never_started": sum(1 for r in large if r.first_start is None),
+        "large_gang_max_wait_s": round(max(large_wait), 3) if large_wait else None,
+        "deadlocked_gangs": len(deadlocked),
+        "partial_gang_gpu_hours": round(sum(held) / 3600, 3),
+        "restarts": sum(r.restarts for r in runs),
+        "preemptions": sum(r.preemptions for r in runs),
+        "goodput_lost_gpu_hours": round(sum(r.lost_gpu_s for r in runs) / 3600, 3),
+        "demand_gpu_hours": round(gpu_s / 3600, 3),
+        "node_failures": res.node_failures,
+        "xid_faults": res.xid_faults,
+        "mean_fragmentation": round(sum(s[3] for s in res.samples) / len(res.samples), 4)
+        if res.samples
+        else 0.0,
+        "mean_gpu_allocation": round(
+            sum(s[1] for s in res.samples) / len(res.samples) / res.total_gpus, 4
+        )
+        if res.samples and res.total_gpus
+        else 0.0,
+    }
+    if trace_cmp:
+        m["trace_wait_s"] = _dist([t for _, t in trace_cmp])
+        m["twin_wait_s_same_tasks"] = _dist([w for w, _ in trace_cmp])
+    if counts:
+        m["trace_counts"] = dict(counts)
+    return m
+
+
+def write_jobs_csv(res: Result, path: Path) -> None:
+    with open(path, "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(
+            ["name", "team", "priority", "replicas", "gpus", "submit", "first_start", "end",
+             "wait_s", "trace_wait_s", "restarts", "preemptions", "lost_gpu_s", "flags"]
+        )  # fmt: skip
+        for r in res.jobs:
+            j = r.job
+            wt = wait_of(r)
+            w.writerow(
+                [j.name, j.team, j.priority, j.replicas, r.gpus, round(j.submit, 3),
+                 "" if r.first_start is None else round(r.first_start, 3),
+                 "" if r.end is None else round(r.end, 3),
+                 "" if wt is None else round(wt, 3),
+                 "" if j.trace_wait is None else round(j.trace_wait, 3),
+                 r.restarts, r.preemptions, round(r.lost_gpu_s, 1), "|".join(sorted(j.flags))]
+            )  # fmt: skip
+
+
+def _png(fig: Any) -> str:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=90, bbox_inches="tight")
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)
+    return base64.b64encode(buf.getvalue()).decode()
+
+
+def _cdf(ax: Any, values: list[float], label: str) -> None:
+    if not values:
+        return
+    s = sorted(max(v, 0.5) for v in values)
+    n = len(s)
+    ax.step(s, [(i + 1) / n for i in range(n)], where="post", label=f"{label} (n={n})")
+
+
+def figures(results: list[Result]) -> list[tuple[str, str]]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out: list[tuple[str, str]] = []
+    fig, ax = plt.subplots(figsize=(9, 3.5))
+    for res in results:
+        days = [s[0] / 86400 for s in res.samples]
+        ax.plot(
+            days,
+            [s[1] / max(1, res.total_gpus) for s in res.samples],
+            label=f"{res.policy} allocated",
+        )
+        ax.plot(
+            days,
+            [s[2] / max(1, res.total_gpus) for s in res.samples],
+            "--",
+            label=f"{res.policy} running",
+        )
+    ax.set_xlabel("virtual days")
+    ax.set_ylabel("share of GPUs")
+    ax.legend(fontsize=7)
+    out.append(("GPU allocation over time (allocated includes partly bound gangs)", _png(fig)))
+    for key, title in ((lambda r: r.job.team, "team"), (lambda r: size_class(r.gpus), "job size")):
+        fig, axes = plt.subplots(1, len(results), figsize=(4.5 * len(results), 3.2), squeeze=False)
+        for ax, res in zip(axes[0], results, strict=True):
+            groups: dict[str, list[float]] = {}
+            for r in res.jobs:
+                w = wait_of(r)
+                if w is not None:
+                    groups.setdefault(key(r), []).append(w)
+            for g, vals in sorted(groups.items()):
+                _cdf(ax, vals, g)
+            ax.set_xscale("log")
+            ax.set_title(res.policy)
+            ax.set_xlabel("queueing delay (s)")
+            ax.legend(fontsize=6)
+        out.append((f"Queueing-delay CDF by {title}", _png(fig)))
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.2))
+    names_ = [r.policy for r in results]
+    gang_waits = []
+    for res in results:
+        gw = [wait_or_end(r, res.end_time) for r in res.jobs if r.job.replicas > 1]
+        gang_waits.append(max(gw) / 3600 if gw else 0.0)
+    axes[0].bar(names_, gang_waits)
+    axes[0].set_title("max gang wait (h; unstarted: until end)")
+    axes[1].bar(names_, [sum(r.lost_gpu_s for r in res.jobs) / 3600 for res in results])
+    axes[1].set_title("goodput lost to restarts (GPU-h)")
+    for res in results:
+        axes[2].plot(
+            [s[0] / 86400 for s in res.samples], [s[3] for s in res.samples], label=res.policy
+        )
+    axes[2].set_title("fragmentation: free GPUs on partly used nodes")
+    axes[2].set_xlabel("virtual days")
+    axes[2].legend(fontsize=7)
+    out.append(("Gang wait, goodput lost, fragmentation", _png(fig)))
+    return out
+
+
+MODEL_NOTES = [
+    "Time is virtual; the scheduling policy (gpuyard.scheduling.policy.schedule) runs "
+    "unchanged, once per virtual instant at which something changed.",
+    "A gang runs only when all its pods are bound; a partly bound gang holds its GPUs "
+    "without doing work. A gang that loses a pod restarts from its last checkpoint.",
+    "openb GPU sharing (num_gpu 1, gpu_milli < 1000) is modelled as one whole GPU "
+    "(the scheduler allocates whole nvidia.com/gpu); such tasks are counted as gpu-shared.",
+    "openb tasks with no scheduled_time start counting from creation_time; tasks with no "
+    "deletion_time run until the end of the trace; both are counted, none dropped.",
+    "gpu_spec constrains the node's GPU product label (first listed model).",
+    "Not modelled: team capacity taints and balloon pods.",
+]
+
+
+def write(
+    outdir: Path, results: list[Result], counts: dict[str, int] | None = None
+) -> dict[str, Any]:
+    outdir.mkdir(parents=True, exist_ok=True)
+    ms = [metrics(r, counts) for r in results]
+    doc: dict[str, Any] = ms[0] if len(ms) == 1 else {"compare": {m["policy"]: m for m in ms}}
+    (outdir / "metrics.json").write_text(json.dumps(doc, indent=2))
+    if len(results) == 1:
+        write_jobs_csv(results[0], outdir / "jobs.csv")
+    else:
+        for r in results:
+            write_jobs_csv(r, outdir / f"jobs-{r.policy}.csv")
+        write_jobs_csv(results[-1], outdir / "jobs.csv")
+    keys = ["jobs", "finished", "never_started", "deadlocked_gangs", "large_gangs_never_started",
+            "large_gang_max_wait_s", "partial_gang_gpu_hours", "goodput_lost_gpu_hours",
+            "mean_gpu_allocation", "mean_fragmentation"]  # fmt: skip
+    rows = "".join(
+        f"<tr><th>{html.escape(k)}</th>"
+        + "".join(f"<td>{html.escape(str(m.get(k)))}</td>" for m in ms)
+        + "</tr>"
+        for k in keys
+    )
+    waits = "".join(
+        f"<tr><th>wait p{q}</th>"
+        + "".join(f"<td>{m['wait_s'].get('p' + q)}</td>" for m in ms)
+        + "</tr>"
+        for q in ("50", "90", "99")
+    )
+    heads = "".join(f"<th>{html.escape(m['policy'])}</th>" for m in ms)
+    imgs = "".join(
+        f"<h2>{html.escape(t)}</h2><img src='data:image/png;base64,{b}'>"
+        for t, b in figures(results)
+    )
+    notes = "".join(f"<li>{html.escape(n)}</li>" for n in MODEL_NOTES)
+    trace = ""
+    if "trace_wait_s" in ms[-1]:
+        trace = (
+            "<h2>Twin vs trace queueing delay (same tasks)</h2><pre>"
+            + html.escape(json.dumps({m["policy"]: {"twin": m["twin_wait_s_same_tasks"],
+                                                    "trace": m["trace_wait_s"]} for m in ms}, indent=1))
+            + "</pre>"
+        )  # fmt: skip
+    cnt = (
+        f"<h2>Trace counts</h2><pre>{html.escape(json.dumps(counts, indent=1))}</pre>"
+        if counts
+        else ""
+    )
+    (outdir / "report.html").write_text(
+        "<!doctype html><html><head><meta charset='utf-8'><title>gpuyard twin report</title>"
+        "<style>body{font-family:sans-serif;margin:2em}td,th{padding:2px 8px;text-align:right}"
+        "img{max-width:100%}</style></head><body><h1>gpuyard twin report</h1>"
+        f"<table><tr><th></th>{heads}</tr>{rows}{waits}</table>{trace}{cnt}{imgs}"
+        f"<h2>Model</h2><ul>{notes}</ul></body></html>"
+    )
+    return doc
