@@ -12,7 +12,7 @@ import urllib3
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from gpuyard.apiserver.testing import ServerProcess
+from gpuyard.apiserver.testing import ServerProcess, run_apiserver_process
 
 NS = "/api/v1/namespaces/default"
 
@@ -47,18 +47,28 @@ class Http:
         return out
 
 
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    """One server for the module (starting one per case would dominate the run time);
+    each test re-seeds the objects it looks at."""
+    with run_apiserver_process(str(tmp_path_factory.mktemp("bad-input")), in_memory=True) as srv:
+        yield srv
+
+
 @pytest.fixture
-def http(apiserver: ServerProcess) -> Iterator[Http]:
-    h = Http(apiserver)
+def http(server: ServerProcess) -> Iterator[Http]:
+    h = Http(server)
     pod = {
         "apiVersion": "v1",
         "kind": "Pod",
         "metadata": {"name": "p", "labels": {"a": "1"}},
         "spec": {"containers": [{"name": "c", "image": "x"}]},
     }
-    assert h.req("POST", f"{NS}/pods", pod)[0] == 201
     cm = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c"}, "data": {"k": "v"}}
-    assert h.req("POST", f"{NS}/configmaps", cm)[0] == 201
+    for path, body in ((f"{NS}/pods/p", pod), (f"{NS}/configmaps/c", cm)):
+        assert h.req("DELETE", path + "?gracePeriodSeconds=0")[0] in (200, 404)
+        collection = path.rsplit("/", 1)[0]
+        assert h.req("POST", collection, body)[0] == 201
     try:
         yield h
     finally:
