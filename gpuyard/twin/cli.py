@@ -29,6 +29,12 @@ def add_arguments(parser: argparse.ArgumentParser, name: str = "twin") -> None:
     )
     parser.add_argument("--failures", help='e.g. "mtbf=30d,xid=0.1,repair=4h,preflight=20m"')
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--batch",
+        type=float,
+        default=0.0,
+        help="run the policy on ticks of this many virtual seconds (0: at every change)",
+    )
     parser.add_argument("--quiet", action="store_true")
     parser.add_argument("--nodes", type=int, default=7500)
     parser.add_argument("--days", type=float, default=30)

@@ -175,3 +175,10 @@ def test_openb_default_trace_on_its_node_list(tmp_path: Path) -> None:
     assert m["twin_wait_s_same_tasks"]["n"] == m["trace_wait_s"]["n"] == scheduled_in_trace
     assert m["never_started"] == 0
     assert "Twin vs trace queueing delay" in (out / "report.html").read_text()
+
+
+def test_batch_ticks_delay_decisions_to_the_tick() -> None:
+    jobs = [TraceJob("a", 3, 100, gpus=8), TraceJob("b", 12, 10, gpus=8)]
+    res = by_name(Engine(nodes(2), jobs, "gpuyard", batch=10).run())
+    assert res["a"].first_start == 10 and res["b"].first_start == 20
+    assert res["a"].end == 110

@@ -1,0 +1,120 @@
+"""Benchmark of the digital twin; prints JSON.
+
+1. openb default pod list ×5 on the all-node list ×5 (target ≤ 30 s).
+2. a synthetic 30-day, 100,000-job workload on 7,500 nodes (target ≤ 60 s, ≤ 2 GiB).
+
+Each case runs in its own process (peak RSS is per case) and reports wall seconds,
+peak RSS, simulated days per wall second, scheduling passes, and whether it reached the
+end; a case that passes its wall budget (--budget, default 300 s) is stopped and reports
+how far it got in virtual time. `--quick`: ×1 openb and a 750-node, 3-day, 10,000-job
+synthetic run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing as mp
+import resource
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "traces" / "alibaba-openb"
+
+
+class _Stop(Exception):
+    pass
+
+
+def _case(kind: str, scale: dict[str, Any], budget: float, q: Any) -> None:
+    from gpuyard.cluster.shapes import default_shapes, expand, load_shapes
+    from gpuyard.twin.engine import Engine
+    from gpuyard.twin.synth import synth
+    from gpuyard.twin.traces import load_trace
+
+    t0 = time.perf_counter()
+    if kind == "openb":
+        k = scale["k"]
+        shapes = expand(load_shapes(f"openb:{SHARED / 'openb_node_list_all_node.csv'}*{k}"))
+        jobs = load_trace(f"openb:{SHARED / 'openb_pod_list_default.csv'}*{k}").jobs
+    else:
+        shapes = expand(default_shapes(scale["nodes"]))
+        jobs = synth(scale["nodes"], scale["days"], scale["jobs"], seed=1)
+    t_load = time.perf_counter() - t0
+    reached = [0.0]
+    deadline = time.perf_counter() + budget
+
+    def progress(t: float) -> None:
+        reached[0] = t
+        if time.perf_counter() > deadline:
+            raise _Stop
+
+    eng = Engine(shapes, jobs, "gpuyard", progress=progress)
+    t1 = time.perf_counter()
+    done = True
+    try:
+        eng.run()
+    except _Stop:
+        done = False
+    wall = time.perf_counter() - t1
+    q.put(
+        {
+            "case": kind,
+            **scale,
+            "nodes_built": len(shapes),
+            "jobs_loaded": len(jobs),
+            "completed": done,
+            "load_s": round(t_load, 2),
+            "sim_wall_s": round(wall, 2),
+            "wall_s": round(t_load + wall, 2),
+            "virtual_days_reached": round(reached[0] / 86400, 3),
+            "sim_days_per_wall_s": round(reached[0] / 86400 / wall, 4) if wall else None,
+            "scheduling_passes": eng.passes,
+            "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        }
+    )
+
+
+def run_case(kind: str, scale: dict[str, Any], budget: float) -> dict[str, Any]:
+    ctx = mp.get_context("spawn")
+    q = ctx.Queue()
+    p = ctx.Process(target=_case, args=(kind, scale, budget, q))
+    p.start()
+    try:
+        res: dict[str, Any] = q.get(timeout=budget + 300)
+    finally:
+        p.join(timeout=30)
+        if p.is_alive():
+            p.kill()
+    return res
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--budget", type=float, default=300.0, help="wall seconds per case")
+    args = ap.parse_args()
+    out: dict[str, Any] = {"cases": []}
+    if SHARED.exists():
+        r = run_case("openb", {"k": 1 if args.quick else 5}, args.budget)
+        r["target_wall_s"] = 30
+        out["cases"].append(r)
+    else:
+        out["openb"] = f"skipped: {SHARED} missing"
+    scale = (
+        {"nodes": 750, "days": 3, "jobs": 10_000}
+        if args.quick
+        else {"nodes": 7500, "days": 30, "jobs": 100_000}
+    )
+    r = run_case("synth", scale, args.budget)
+    r["target_wall_s"], r["target_rss_mib"] = 60, 2048
+    out["cases"].append(r)
+    json.dump(out, sys.stdout, indent=2)
+    print()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
