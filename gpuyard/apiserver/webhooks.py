@@ -35,6 +35,10 @@ from gpuyard.kube.objects import SelectorError, selector_matches
 DEFAULT_TIMEOUT_S = 10
 MAX_TIMEOUT_S = 30
 OPERATIONS = ("CREATE", "UPDATE", "DELETE", "CONNECT")
+# Kept-alive connections per webhook host. Bounded: a burst then waits briefly for a free
+# connection instead of opening hundreds of TLS connections at once (each handshake
+# costs both sides milliseconds of CPU, and a storm of them stalls everything).
+CONNECTIONS_PER_HOST = 64
 
 
 @dataclass
@@ -308,7 +312,11 @@ def _session() -> aiohttp.ClientSession:
     s = _sessions.get(loop)
     if s is None or s.closed:
         s = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(limit=512, limit_per_host=256, keepalive_timeout=30),
+            connector=aiohttp.TCPConnector(
+                limit=4 * CONNECTIONS_PER_HOST,
+                limit_per_host=CONNECTIONS_PER_HOST,
+                keepalive_timeout=30,
+            ),
             json_serialize=lambda v: orjson.dumps(v).decode(),
         )
         _sessions[loop] = s
