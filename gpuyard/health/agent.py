@@ -348,10 +348,14 @@ class SimAgents:
         seed: Callable[[], Awaitable[dict[str, dict[str, Any]]]] | None = None,
         node_view: Callable[[str], dict[str, Any] | None] | None = None,
         drift_grace_s: float = 30.0,
+        batch: int = 200,
     ) -> None:
         self.hosts_dir = Path(hosts_dir)
         self.node_view = node_view  # the latest Node objects (e.g. a shared watch cache)
         self.drift_grace_s = drift_grace_s
+        # Nodes checked between yields to the event loop. In a busy process each yield
+        # waits behind other tasks, which stretches a pass well beyond its CPU time.
+        self.batch = batch
         self.writer = writer
         self.cfg = cfg
         self.clock = clock
@@ -375,8 +379,9 @@ class SimAgents:
         for gone in set(self.checkers) - set(names):
             del self.checkers[gone]
 
-    async def tick_all(self, batch: int = 200) -> None:
+    async def tick_all(self, batch: int | None = None) -> None:
         """One pass over all nodes; yields to the loop between batches."""
+        batch = batch or self.batch
         if self._seeded is None and self.seed is not None:
             try:
                 self._seeded = await self.seed()
