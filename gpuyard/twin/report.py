@@ -210,7 +210,7 @@ def figures(results: list[Result]) -> list[tuple[str, str]]:
     axes[0].bar(names_, gang_waits)
     axes[0].set_title("max gang wait (h; unstarted: until end)")
     axes[1].bar(names_, [sum(r.lost_gpu_s for r in res.jobs) / 3600 for res in results])
-    axes[1].set_title("goodput lost to restarts (GPU-h)")
+    axes[1].set_title("goodput lost: restarts + preemptions (GPU-h)")
     for res in results:
         axes[2].plot(
             [s[0] / 86400 for s in res.samples], [s[3] for s in res.samples], label=res.policy
@@ -232,7 +232,12 @@ MODEL_NOTES = [
     "openb tasks with no scheduled_time start counting from creation_time; tasks with no "
     "deletion_time run until the end of the trace; both are counted, none dropped.",
     "gpu_spec constrains the node's GPU product label (first listed model).",
-    "Not modelled: team capacity taints and balloon pods.",
+    "Goodput lost is the work since the last checkpoint of every gang stopped by a node "
+    "failure, an Xid fault or a preemption, times its GPUs.",
+    "Node failures: exponential with the given MTBF per node; a failed node returns after "
+    "repair (not for Xid faults) plus preflight; preflight always passes.",
+    "Teams are labels for the charts and priorities come from the trace; team capacity "
+    "taints, borrowing and balloon pods are not modelled.",
 ]
 
 
