@@ -77,9 +77,10 @@ def run(args: argparse.Namespace) -> int:
     for pol in policies:
         prog: Any = None
         if show:
+            from rich.console import Console
             from rich.progress import Progress
 
-            prog = Progress(transient=True, console=None)
+            prog = Progress(transient=True, console=Console(stderr=True))
             prog.start()
             task = prog.add_task(f"{pol}", total=horizon)
 
