@@ -140,11 +140,13 @@ def _anti_ok(p: PodInfo, n: NodeInfo, extra: Iterable[PodInfo] = ()) -> bool:
 
 
 def _fits(req: list[int], n: NodeInfo) -> bool:
-    alloc, used = n.alloc, n.used
-    for i in range(NRES):
-        if req[i] and used[i] + req[i] > alloc[i]:
-            return False
-    return True
+    a, u = n.alloc, n.used
+    return (
+        req[2] + u[2] <= a[2]
+        and req[0] + u[0] <= a[0]
+        and req[1] + u[1] <= a[1]
+        and req[3] + u[3] <= a[3]
+    )
 
 
 def _short(req: list[int], n: NodeInfo) -> str | None:
@@ -175,6 +177,44 @@ def _capacity(req: list[int], n: NodeInfo) -> int:
     return max(k, 0)
 
 
+# --------------------------------------------------------------------------- buckets
+
+CPU_STEP = 2000  # milli-cpu per level when single pods without GPUs are best-fitted
+CPU_LEVELS = 128
+
+
+class _Buckets:
+    """A class's candidate nodes, bucketed by free room (free GPUs, or free cpu in
+    steps), so best fit looks at a few nodes instead of all of them."""
+
+    def __init__(self, nodes: list[NodeInfo], mode: str) -> None:
+        self.mode = mode
+        top = max((n.alloc[GPU] for n in nodes), default=0) if mode == "gpu" else CPU_LEVELS
+        self.levels: list[dict[str, NodeInfo]] = [{} for _ in range(top + 1)]
+        self.pos: dict[str, int] = {}
+        for n in nodes:
+            self.put(n)
+
+    def level(self, n: NodeInfo) -> int:
+        if self.mode == "gpu":
+            return max(0, n.alloc[GPU] - n.used[GPU])
+        return max(0, min(CPU_LEVELS, (n.alloc[0] - n.used[0]) // CPU_STEP))
+
+    def put(self, n: NodeInfo) -> None:
+        lv = min(self.level(n), len(self.levels) - 1)
+        old = self.pos.get(n.name)
+        if old == lv:
+            return
+        if old is not None:
+            self.levels[old].pop(n.name, None)
+        self.levels[lv][n.name] = n
+        self.pos[n.name] = lv
+
+    def moved(self, n: NodeInfo) -> None:
+        if n.name in self.pos:
+            self.put(n)
+
+
 # --------------------------------------------------------------------------- the pass
 
 
@@ -198,23 +238,15 @@ class _Pass:
             cache["node_gen"] = state.node_gen
             state.dirty_nodes.clear()
         self.classes: dict[tuple[Any, ...], list[NodeInfo]] = cache.setdefault("classes", {})
-        self.buckets: dict[tuple[Any, ...], list[dict[str, NodeInfo]]] = cache.setdefault(
-            "buckets", {}
-        )
+        self.buckets: dict[tuple[Any, ...], _Buckets] = cache.setdefault("buckets", {})
         # unit -> (freed_gen, lower-priority binds, reason, reservation) at its last failure
         self.blocked: dict[str, tuple[int, int, str, list[str]]] = cache.setdefault("blocked", {})
         if state.dirty_nodes and self.buckets:
-            for name in state.dirty_nodes:
+            for name in sorted(state.dirty_nodes):
                 n = state.nodes.get(name)
-                if n is None:
-                    continue
-                f = n.alloc[GPU] - n.used[GPU]
-                for b in self.buckets.values():
-                    for bucket in b:
-                        if bucket.pop(name, None) is not None:
-                            if 0 <= f < len(b):
-                                b[f][name] = n
-                            break
+                if n is not None:
+                    for bk in self.buckets.values():
+                        bk.moved(n)
         state.dirty_nodes.clear()
         self.victims: set[str] = set()
 
@@ -379,56 +411,46 @@ class _Pass:
         g = p.req[GPU]
         if g:
             # Best fit: the node with the fewest free GPUs that still fits.
-            buckets = self._buckets(p)
-            for f in range(g, len(buckets)):
-                bucket = buckets[f]
-                for name, n in list(bucket.items()):
-                    actual = n.alloc[GPU] - n.used[GPU]
-                    if actual != f:  # stale: it moved since the bucket was filled
-                        del bucket[name]
-                        if 0 <= actual < len(buckets):
-                            buckets[actual][name] = n
-                        if actual < g or actual > f:
-                            continue
-                    if _fits(p.req, n) and self.free_for(n, u) and _anti_ok(p, n):
-                        return n
-            return None
+            return self._scan(self._buckets(p, "gpu"), g, p, u)
         # No GPUs wanted: nodes without GPUs first, then the least free cpu.
-        best: NodeInfo | None = None
-        best_key: tuple[int, int, str] | None = None
-        for n in self.candidates(p):
-            if not _fits(p.req, n) or not self.free_for(n, u):
-                continue
-            key = (n.alloc[GPU], n.alloc[0] - n.used[0], n.name)
-            if (best_key is None or key < best_key) and _anti_ok(p, n):
-                best, best_key = n, key
-        return best
+        need = p.req[0] // CPU_STEP
+        return self._scan(self._buckets(p, "cpu0"), need, p, u) or self._scan(
+            self._buckets(p, "cpug"), need, p, u
+        )
 
-    def _buckets(self, p: PodInfo) -> list[dict[str, NodeInfo]]:
-        ck = p.class_key()
-        b = self.buckets.get(ck)
+    def _scan(self, b: _Buckets, start: int, p: PodInfo, u: Unit) -> NodeInfo | None:
+        held = self.held
+        for lv in range(min(start, len(b.levels)), len(b.levels)):
+            for n in b.levels[lv].values():
+                if not _fits(p.req, n):
+                    continue
+                if held:
+                    h = held.get(n.name)
+                    if h is not None and h[0] != u.key and u.priority <= h[1]:
+                        continue
+                if (
+                    p.anti_affinity or any(q.anti_affinity for q in n.pods.values())
+                ) and not _anti_ok(p, n):
+                    continue
+                return n
+        return None
+
+    def _buckets(self, p: PodInfo, mode: str) -> _Buckets:
+        key = (p.class_key(), mode)
+        b = self.buckets.get(key)
         if b is None:
             cands = self.candidates(p)
-            top = max((n.alloc[GPU] for n in cands), default=0)
-            b = [{} for _ in range(top + 1)]
-            for n in cands:
-                f = n.alloc[GPU] - n.used[GPU]
-                if 0 <= f <= top:
-                    b[f][n.name] = n
-            self.buckets[ck] = b
+            if mode == "cpu0":
+                cands = [n for n in cands if n.alloc[GPU] == 0]
+            elif mode == "cpug":
+                cands = [n for n in cands if n.alloc[GPU] > 0]
+            b = _Buckets(cands, mode)
+            self.buckets[key] = b
         return b
 
     def _rebucket(self, n: NodeInfo, before: int) -> None:
-        after = n.alloc[GPU] - n.used[GPU]
-        if after == before:
-            return
         for b in self.buckets.values():
-            if (
-                0 <= before < len(b)
-                and b[before].pop(n.name, None) is not None
-                and 0 <= after < len(b)
-            ):
-                b[after][n.name] = n
+            b.moved(n)
 
     def _gang_order(self, nodes: list[NodeInfo], req: list[int]) -> list[NodeInfo]:
         """Nodes in the order a gang fills them: fullest zones and racks first, so the
