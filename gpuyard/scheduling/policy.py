@@ -57,6 +57,9 @@ class PolicyConfig:
     max_reservations: int = 1
     timeout_backoff: float = 30.0
     max_units: int | None = None  # cap on units examined per call (None: all)
+    # Write a reason for every unit left pending (the live scheduler's Events); the
+    # twin turns it off, as it only counts what happened.
+    explain: bool = True
 
 
 @dataclass
@@ -249,6 +252,7 @@ class _Pass:
                         bk.moved(n)
         state.dirty_nodes.clear()
         self.victims: set[str] = set()
+        self.trial = False  # inside a preemption trial: buckets do not follow trial moves
 
     # -- static candidates per equivalence class
     def candidates(self, p: PodInfo) -> list[NodeInfo]:
@@ -291,6 +295,8 @@ class _Pass:
                 unit = f"gang {p.group}" if (self.cfg.gangs and p.group) else f"pod {p.key}"
                 self.held.setdefault(p.nominated, (unit, p.priority))
         reservations = 0
+        failed_shapes: dict[tuple[Any, ...], int] = {}
+        failed_reason: dict[tuple[Any, ...], str] = {}
         units = self.units()
         live = {u.key for u in units}
         for key in [k for k in self.blocked if k not in live]:
@@ -313,6 +319,13 @@ class _Pass:
                             self.held[name] = (u.key, u.priority)
                     self.d.reservations[u.key] = list(last[3])
                 continue
+            shape = self._shape(u)
+            failed_at = failed_shapes.get(shape) if shape is not None else None
+            if shape is not None and failed_at is not None and failed_at >= u.priority:
+                # A unit of the same shape and no lower priority failed earlier in this
+                # pass; room has only shrunk since, so this one cannot fit either.
+                self.d.unschedulable[u.key] = failed_reason[shape]
+                continue
             placed = self.place(u)
             if placed is not None:
                 for p, n in placed:
@@ -325,7 +338,10 @@ class _Pass:
                 continue
             if self.cfg.preemption and self.preempt(u):
                 continue
-            self.d.unschedulable[u.key] = self.explain(u)
+            self.d.unschedulable[u.key] = self.explain(u) if self.cfg.explain else "does not fit"
+            if shape is not None:
+                failed_shapes[shape] = u.priority
+                failed_reason[shape] = self.d.unschedulable[u.key]
             if u.is_gang and self.cfg.reservations and reservations < self.cfg.max_reservations:
                 reservations += 1
                 self.reserve(u)
@@ -336,6 +352,18 @@ class _Pass:
                 list(self.d.reservations.get(u.key, [])),
             )
         return self.d
+
+    @staticmethod
+    def _shape(u: Unit) -> tuple[Any, ...] | None:
+        """Units with one shape fit in exactly the same places (None: no shape)."""
+        if u.bound or any(p.nominated for p in u.pods):
+            return None
+        p0 = u.pods[0]
+        if any(p.req != p0.req or p.class_key() != p0.class_key() for p in u.pods[1:]):
+            return None
+        if p0.anti_affinity:
+            return None
+        return (p0.class_key(), tuple(p0.req), len(u.pods), u.is_gang)
 
     def release(self, u: Unit) -> None:
         for name in [k for k, v in self.held.items() if v[0] == u.key]:
@@ -489,6 +517,14 @@ class _Pass:
         by_class: dict[tuple[Any, ...], list[PodInfo]] = defaultdict(list)
         for p in u.pods:
             by_class[(p.class_key(), tuple(p.req))].append(p)
+        for pods in by_class.values():
+            # A quick bound from the free-GPU buckets: if even every node with enough
+            # free GPUs cannot hold the pods, skip the full ordering.
+            g = pods[0].req[GPU]
+            if g and not self.trial:
+                levels = self._buckets(pods[0], "gpu").levels
+                if sum(len(levels[lv]) * (lv // g) for lv in range(g, len(levels))) < len(pods):
+                    return None
         try:
             for pods in by_class.values():
                 p0 = pods[0]
@@ -572,6 +608,13 @@ class _Pass:
         return [q]
 
     def preempt(self, u: Unit) -> bool:
+        self.trial = True
+        try:
+            return self._preempt(u)
+        finally:
+            self.trial = False
+
+    def _preempt(self, u: Unit) -> bool:
         if any(p.preemption_never or p.priority_class in self.s.preempt_never for p in u.pods):
             return False
         prio = u.priority

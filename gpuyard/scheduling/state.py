@@ -80,12 +80,16 @@ class PodInfo:
 
     def class_key(self) -> tuple[Any, ...]:
         """Pods with equal class keys pass the same static node filters."""
-        return (
-            repr(self.tolerations),
-            self.node_selector,
-            repr(self.affinity),
-            repr(self.anti_affinity),
-        )
+        ck = self.__dict__.get("_ck")
+        if ck is None:
+            ck = (
+                repr(self.tolerations),
+                self.node_selector,
+                repr(self.affinity),
+                repr(self.anti_affinity),
+            )
+            self.__dict__["_ck"] = ck
+        return ck
 
 
 @dataclass

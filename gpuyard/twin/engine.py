@@ -105,9 +105,9 @@ class Result:
 
 
 POLICIES: dict[str, PolicyConfig] = {
-    "fifo": PolicyConfig(gangs=False, reservations=False, preemption=False),
-    "gangs": PolicyConfig(gangs=True, reservations=False, preemption=True),
-    "gpuyard": PolicyConfig(),
+    "fifo": PolicyConfig(gangs=False, reservations=False, preemption=False, explain=False),
+    "gangs": PolicyConfig(gangs=True, reservations=False, preemption=True, explain=False),
+    "gpuyard": PolicyConfig(explain=False),
 }
 
 
