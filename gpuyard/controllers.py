@@ -21,6 +21,7 @@ from typing import Any
 CONTROLLERS = {
     "jobs": "gpuyard.jobs.controller:run",
     "teams": "gpuyard.teams.manager:run",
+    "balloons": "gpuyard.balloons.controller:run",
 }
 
 

@@ -32,9 +32,11 @@ PRIORITY_LOW = "gpuyard-low"
 PRIORITY_NORMAL = "gpuyard-normal"
 PRIORITY_HIGH = "gpuyard-high"
 
-# name -> value, as installed by `gpuyard up` and the Helm chart.
+# name -> value, as installed by `gpuyard up` and the Helm chart. gpuyard-balloon sits
+# just above the cluster-autoscaler's default expendable-pods cutoff (-10): pods below
+# the cutoff neither hold a node nor call for one, and balloons must do both.
 PRIORITY_CLASSES = {
-    PRIORITY_BALLOON: -1000,
+    PRIORITY_BALLOON: -5,
     PRIORITY_LOW: 0,
     PRIORITY_NORMAL: 1000,
     PRIORITY_HIGH: 10000,

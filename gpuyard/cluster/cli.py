@@ -31,6 +31,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--preflight", action="store_true", help="nodes register with the preflight taint"
     )
     parser.add_argument(
+        "--autoscale",
+        metavar="POOL=MIN:MAX[,...]",
+        help="run the simulated cluster-autoscaler with these node groups, such as gpu=0:64",
+    )
+    parser.add_argument(
+        "--join-rate",
+        type=float,
+        default=0.0,
+        help="nodes the autoscaler lets join per second (default 0: all at once)",
+    )
+    parser.add_argument(
+        "--balloons",
+        action="store_true",
+        help="keep a BalloonPool of warm capacity for each node pool",
+    )
+    parser.add_argument(
         "--components",
         help="comma-separated components to run (default: all available; 'none' for none)",
     )
@@ -64,6 +80,8 @@ async def _main(args: argparse.Namespace) -> int:
             print(f"gpuyard up: --set wants KEY=VALUE, got {item!r}", file=sys.stderr)
             return 2
         options[key] = _value(value)
+    if args.balloons:
+        options["balloons"] = True
     comps = None
     if args.components:
         comps = [] if args.components == "none" else [c.strip() for c in args.components.split(",")]
@@ -79,9 +97,14 @@ async def _main(args: argparse.Namespace) -> int:
         node_grace=args.node_grace,
         start_delay=args.start_delay,
         preflight=args.preflight,
+        autoscale=args.autoscale,
+        join_rate=args.join_rate,
         components=comps,
         options=options,
     )
+    if opts.join_rate < 0:
+        print("gpuyard up: --join-rate cannot be negative", file=sys.stderr)
+        return 2
     if opts.nodes < 0 or opts.cpu_nodes < 0:
         print("gpuyard up: node counts cannot be negative", file=sys.stderr)
         return 2

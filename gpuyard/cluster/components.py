@@ -29,7 +29,12 @@ COMPONENTS: dict[str, str] = {
 }
 
 # Modules whose `crds()` lists CustomResourceDefinitions `gpuyard up` installs.
-CRD_MODULES = ("gpuyard.scheduling.crds", "gpuyard.jobs.crds", "gpuyard.teams.crds")
+CRD_MODULES = (
+    "gpuyard.scheduling.crds",
+    "gpuyard.jobs.crds",
+    "gpuyard.teams.crds",
+    "gpuyard.balloons.crds",
+)
 
 
 @dataclass

@@ -39,7 +39,7 @@ from typing import Any
 import orjson
 
 from gpuyard import names
-from gpuyard.cluster.shapes import NodeShape
+from gpuyard.cluster.shapes import NODES_PER_RACK, ZONES, NodeShape
 from gpuyard.cluster.simhost import SimHost
 from gpuyard.kube import objects as o
 from gpuyard.kube.errors import ApiError, Conflict, NotFound
@@ -52,6 +52,7 @@ LEASE_NS = "kube-node-lease"
 SIM_LABEL = "gpuyard.io/simulated"
 KUBELET_VERSION = "v1.31.0-gpuyard"
 RESOURCES = ("cpu", "memory", names.RESOURCE_GPU, "pods")
+REMOVED_MARKER = "removed"
 
 
 def micro_now() -> str:
@@ -217,14 +218,27 @@ class SimCluster:
         self._sem = asyncio.Semaphore(self.cfg.concurrency)
         self.started_at = 0.0
         self.writes = 0
+        self._next_index = len(shapes)
+        self.node_groups: dict[str, Any] = {}  # the autoscaler's, when it runs
+        self._buckets: list[list[SimNode]] = []
+        self._status_buckets: list[list[SimNode]] = []
 
     # ------------------------------------------------------------------ start/stop
 
     async def start(self) -> None:
         self.started_at = time.monotonic()
-        for n in self.nodes.values():
+        for name, n in list(self.nodes.items()):
+            if (n.host.path / REMOVED_MARKER).exists():  # scaled down before a restart
+                del self.nodes[name]
+                continue
             n.host.ensure(n.shape.gpus, n.shape.gpu_product)
             n.down = (n.host.path / "down").exists()
+        period = max(1, int(round(self.cfg.lease_seconds)))
+        status_period = max(period, int(round(self.cfg.status_seconds)))
+        self._buckets = [[] for _ in range(period)]
+        self._status_buckets = [[] for _ in range(status_period)]
+        for n in self.nodes.values():
+            self._place(n)
         await self.register_nodes()
         self.pods.add_handler(self._on_pod, lambda old, new: self._on_pod(new), self._on_pod_delete)
         self.pods.start()
@@ -316,14 +330,10 @@ class SimCluster:
     async def _lease_loop(self) -> None:
         """Renew every lease once a period and post every node's status once every
         `status_seconds`, a slice of the nodes each second (no per-node timers)."""
-        period = max(1, int(round(self.cfg.lease_seconds)))
-        status_period = max(period, int(round(self.cfg.status_seconds)))
-        buckets: list[list[SimNode]] = [[] for _ in range(period)]
-        status_buckets: list[list[SimNode]] = [[] for _ in range(status_period)]
-        for n in self.nodes.values():
-            buckets[n.index % period].append(n)
-            # Spread status posts over the period, away from the start-up moment.
-            status_buckets[(n.index * 7919 + status_period // 2) % status_period].append(n)
+        buckets = self._buckets
+        status_buckets = self._status_buckets
+        period = len(buckets)
+        status_period = len(status_buckets)
         tick = 0
         next_at = time.monotonic()
         while True:
@@ -340,6 +350,87 @@ class SimCluster:
             for r in results:
                 if isinstance(r, Exception):
                     log.warning("lease renewal or status update failed: %s", r)
+
+    def _place(self, n: SimNode) -> None:
+        """Put a node in its lease and status buckets."""
+        period = len(self._buckets)
+        status_period = len(self._status_buckets)
+        self._buckets[n.index % period].append(n)
+        # Spread status posts over the period, away from the start-up moment.
+        self._status_buckets[(n.index * 7919 + status_period // 2) % status_period].append(n)
+
+    # ------------------------------------------------------------------ nodes joining, leaving
+
+    async def add_node(
+        self,
+        shape: NodeShape,
+        taints: list[dict[str, Any]] | None = None,
+        labels: dict[str, str] | None = None,
+        register: bool = True,
+    ) -> SimNode:
+        """A new simulated node (a machine the autoscaler bought): its host, its Node
+        (with `taints` and `labels` besides the shape's) and its Lease. `register=False`
+        adopts a Node that is already in the API (after a restart)."""
+        if shape.name in self.nodes:
+            raise ValueError(f"a simulated node named {shape.name!r} exists")
+        index = self._next_index
+        self._next_index += 1
+        if not shape.rack:
+            rack = index // NODES_PER_RACK
+            shape.rack = f"rack-{rack:04d}"
+            shape.zone = shape.zone or ZONES[rack % len(ZONES)]
+        shape.taints = [*shape.taints, *(taints or [])]
+        shape.labels = {**shape.labels, **(labels or {})}
+        alloc = {
+            "cpu": shape.cpu_milli,
+            "memory": shape.memory_bytes,
+            names.RESOURCE_GPU: shape.gpus,
+            "pods": 110,
+        }
+        n = SimNode(index, shape, SimHost(self.hosts_dir / shape.name), alloc)
+        n.host.ensure(shape.gpus, shape.gpu_product)
+        (n.host.path / REMOVED_MARKER).unlink(missing_ok=True)
+        self.nodes[shape.name] = n
+        if self._buckets:
+            self._place(n)
+        if register:
+            await self._bounded(self._register(n))
+        else:
+            n.lease = await self.client.get_or_none(LEASES, n.name, LEASE_NS)
+            for pod in self.pods.by_node(n.name):
+                self._on_pod(pod)
+        return n
+
+    async def remove_node(self, name: str) -> None:
+        """The machine is gone: its kubelet stops, its Node and Lease are deleted, and
+        pods still bound to it are removed (what pod garbage collection does for pods
+        of a node that no longer exists)."""
+        n = self.nodes.pop(name, None)
+        if n is None:
+            raise KeyError(f"no simulated node named {name!r}")
+        n.down = True
+        (n.host.path / REMOVED_MARKER).touch()
+        for b in (*self._buckets, *self._status_buckets):
+            if n in b:
+                b.remove(n)
+        for key in list(n.pods):
+            self._release(key)
+        with contextlib.suppress(NotFound):
+            await self.client.delete(NODES, name)
+            self.writes += 1
+        with contextlib.suppress(NotFound):
+            await self.client.delete(LEASES, name, LEASE_NS)
+            self.writes += 1
+        for pod in self.pods.by_node(name):
+            md = pod["metadata"]
+            h = self._timers.pop(o.key_of(pod), None)
+            if h:
+                h.cancel()
+            with contextlib.suppress(NotFound):
+                await self.client.delete(
+                    PODS, md["name"], md.get("namespace"), grace_period_seconds=0
+                )
+                self.writes += 1
 
     async def post_ready(self, node: str, transition: bool = True) -> None:
         """The kubelet's status update: its own conditions, Ready=True, fresh heartbeat.

@@ -24,6 +24,7 @@ from typing import Any
 
 from gpuyard import names
 from gpuyard.cluster import components
+from gpuyard.cluster.autoscaler import Autoscaler, AutoscalerConfig, parse_groups
 from gpuyard.cluster.faults import FaultApplier
 from gpuyard.cluster.lifecycle import NodeLifecycle
 from gpuyard.cluster.shapes import NodeShape, default_shapes, load_shapes
@@ -50,6 +51,8 @@ class UpOptions:
     node_grace: float = 40.0
     start_delay: float = 0.5
     preflight: bool = False
+    autoscale: str | None = None  # node groups, such as "gpu=0:64,cpu=0:8"
+    join_rate: float = 0.0  # nodes joining per second; 0: all at once
     components: list[str] | None = None  # None: all defaults
     options: dict[str, Any] = field(default_factory=dict)
 
@@ -63,6 +66,34 @@ def build_shapes(opts: UpOptions) -> list[NodeShape]:
     return default_shapes(opts.nodes, opts.cpu_nodes)
 
 
+# `--set` keys for the simulated autoscaler, and their defaults in the embedded cluster
+# (shorter than the real cluster-autoscaler's, so that a demo shows them in minutes).
+AUTOSCALER_OPTIONS = {
+    "autoscaler_scan_s": ("scan_interval", 2.0),
+    "autoscaler_unneeded_s": ("scale_down_unneeded_time", 60.0),
+    "autoscaler_delay_after_add_s": ("scale_down_delay_after_add", 60.0),
+    "autoscaler_unready_s": ("scale_down_unready_time", 120.0),
+    "autoscaler_remediate_s": ("remediate_after", 10.0),
+    "autoscaler_utilization": ("scale_down_utilization_threshold", 0.5),
+    "autoscaler_preflight": ("preflight", True),
+}
+
+
+def autoscaler_config(opts: UpOptions) -> AutoscalerConfig:
+    cfg = AutoscalerConfig(join_rate=opts.join_rate)
+    for key, (attr, default) in AUTOSCALER_OPTIONS.items():
+        value = opts.options.get(key, default)
+        if isinstance(default, bool):
+            value = value if isinstance(value, bool) else str(value).lower() == "true"
+        else:
+            try:
+                value = float(value)
+            except (TypeError, ValueError):
+                raise ValueError(f"--set {key}: want a number, got {value!r}") from None
+        setattr(cfg, attr, value)
+    return cfg
+
+
 class EmbeddedCluster:
     def __init__(self, opts: UpOptions) -> None:
         self.opts = opts
@@ -72,6 +103,7 @@ class EmbeddedCluster:
         self.client: Any = None
         self.sim: SimCluster | None = None
         self.faults: FaultApplier | None = None
+        self.autoscaler: Autoscaler | None = None
         self.started: list[str] = []
         self.missing: list[str] = []
         self._tasks: list[asyncio.Task[Any]] = []
@@ -87,6 +119,7 @@ class EmbeddedCluster:
         from gpuyard.kube.client import Client
 
         shapes = build_shapes(self.opts)  # fail on a bad shapes file before starting anything
+        groups = parse_groups(self.opts.autoscale, shapes) if self.opts.autoscale else None
         self.data_dir.mkdir(parents=True, exist_ok=True)
         os.chmod(self.data_dir, 0o700)
         self.server = APIServer(
@@ -126,6 +159,14 @@ class EmbeddedCluster:
             kubelet_ready=self.sim.post_ready,
         )
         self._tasks.append(asyncio.create_task(lifecycle.run(self.stop_event), name="lifecycle"))
+        if groups:
+            self.sim.node_groups = groups
+            self.autoscaler = Autoscaler(
+                self.client, self.sim, groups, nodes, self.sim.pods, autoscaler_config(self.opts)
+            )
+            self._tasks.append(
+                asyncio.create_task(self.autoscaler.run(self.stop_event), name="autoscaler")
+            )
         self.faults = FaultApplier(self.client, self.sim)
         await self.faults.start()
         await self.start_components()

@@ -45,6 +45,7 @@ from gpuyard.kube.objects import (
 )
 from gpuyard.names import (
     PRIORITY_BALLOON,
+    PRIORITY_CLASSES,
     TAINT_NOT_READY,
     TAINT_PREFLIGHT,
     TAINT_TESTING,
@@ -82,7 +83,7 @@ def is_balloon(pod: Mapping[str, Any]) -> bool:
     if spec.get("priorityClassName") == PRIORITY_BALLOON:
         return True
     prio = spec.get("priority")
-    return isinstance(prio, int) and prio <= -100
+    return isinstance(prio, int) and prio <= PRIORITY_CLASSES[PRIORITY_BALLOON]
 
 
 def _ignorable(pod: Mapping[str, Any]) -> bool:

@@ -533,3 +533,17 @@ def owner_reference(owner: Mapping[str, Any], controller: bool = True, block: bo
         "controller": controller,
         "blockOwnerDeletion": block,
     }
+
+
+def is_daemonset_pod(pod: Mapping[str, Any]) -> bool:
+    """A pod controlled by a DaemonSet (one per node; the autoscaler ignores them)."""
+    return any(
+        r.get("kind") == "DaemonSet" and r.get("controller")
+        for r in (pod.get("metadata") or {}).get("ownerReferences") or []
+    )
+
+
+def is_mirror_pod(pod: Mapping[str, Any]) -> bool:
+    """A static pod's mirror object, created by the kubelet."""
+    ann = (pod.get("metadata") or {}).get("annotations") or {}
+    return "kubernetes.io/config.mirror" in ann

@@ -99,6 +99,7 @@ _TABLE = [
     _r("rbac.authorization.k8s.io/v1", "RoleBinding", "rolebindings", True),
     _r(names.API_VERSION, "TrainingJob", "trainingjobs", True),
     _r(names.API_VERSION, "Team", "teams", False),
+    _r(names.API_VERSION, "BalloonPool", "balloonpools", False),
     _r(names.PODGROUP_API_VERSION, "PodGroup", "podgroups", True),
 ]
 
@@ -116,6 +117,7 @@ PDBS = BUILTIN[("policy/v1", "PodDisruptionBudget")]
 CRDS = BUILTIN[("apiextensions.k8s.io/v1", "CustomResourceDefinition")]
 TRAINING_JOBS = BUILTIN[(names.API_VERSION, "TrainingJob")]
 TEAMS = BUILTIN[(names.API_VERSION, "Team")]
+BALLOON_POOLS = BUILTIN[(names.API_VERSION, "BalloonPool")]
 POD_GROUPS = BUILTIN[(names.PODGROUP_API_VERSION, "PodGroup")]
 
 

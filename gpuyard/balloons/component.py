@@ -1,0 +1,41 @@
+"""Balloons inside `gpuyard up` (see gpuyard.cluster.components): runs the balloon
+controller; with `gpuyard up --balloons` it also creates a BalloonPool for each node
+pool the embedded cluster has (gpu, cpu), unless one exists."""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Any
+
+from gpuyard import names
+from gpuyard.balloons.crds import KIND
+
+
+def default_pools(sim: Any) -> list[str]:
+    pools = {n.shape.pool for n in sim.nodes.values()} if sim is not None else set()
+    groups = getattr(sim, "node_groups", None) or {}
+    pools |= {g.pool for g in groups.values()}
+    return sorted(pools)
+
+
+async def run(ctx: Any) -> None:
+    from gpuyard.balloons.controller import BalloonController
+    from gpuyard.kube.client import Client
+    from gpuyard.kube.errors import AlreadyExists
+
+    client = Client.in_process(ctx.server, component="balloons")
+    try:
+        if ctx.options.get("balloons"):
+            for pool in default_pools(ctx.sim):
+                with contextlib.suppress(AlreadyExists):
+                    await client.create(
+                        {
+                            "apiVersion": names.API_VERSION,
+                            "kind": KIND,
+                            "metadata": {"name": pool},
+                            "spec": {"pool": pool},
+                        }
+                    )
+        await BalloonController(client).run(ctx.stop)
+    finally:
+        await client.close()

@@ -1,0 +1,242 @@
+"""The balloon controller: keeps each BalloonPool's balloon pods, level-triggered.
+
+It watches BalloonPools, Nodes, Pods and the cluster-autoscaler's status ConfigMap
+(kube-system/cluster-autoscaler-status, for the node groups' maxSize), and on any change
+makes each pool's balloon pods match `gpuyard.balloons.sizing.plan`: missing ordinals
+are created (an evicted balloon comes back at once and waits, Pending, for room), extra
+or finished ones deleted. Status (desired, running, pending, nodesHeld, evictions, size)
+is written only when it changes. A balloon deleted by anyone else while it held a node
+counts as an eviction.
+
+Metrics: gpuyard_balloons_running, gpuyard_balloons_nodes_held,
+gpuyard_balloons_evictions_total (by pool).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+import yaml
+from prometheus_client import CollectorRegistry, Counter, Gauge
+
+from gpuyard.balloons import sizing
+from gpuyard.kube import objects as o
+from gpuyard.kube.errors import AlreadyExists, ApiError, Conflict, NotFound
+from gpuyard.kube.informer import Informer
+from gpuyard.kube.resources import BALLOON_POOLS, CONFIGMAPS, NODES, PODS
+
+log = logging.getLogger("gpuyard.balloons")
+
+CA_STATUS = ("kube-system", "cluster-autoscaler-status")
+
+
+class Metrics:
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        r = self.registry
+        self.running = Gauge(
+            "gpuyard_balloons_running", "balloon pods running", ["pool"], registry=r
+        )
+        self.held = Gauge(
+            "gpuyard_balloons_nodes_held", "nodes held by a balloon", ["pool"], registry=r
+        )
+        self.evictions = Counter(
+            "gpuyard_balloons_evictions_total", "balloons evicted from a node", ["pool"], registry=r
+        )
+
+
+def group_max_sizes(cm: Mapping[str, Any] | None) -> dict[str, int]:
+    """Node group -> maxSize from the cluster-autoscaler's status ConfigMap (YAML)."""
+    if not cm:
+        return {}
+    try:
+        doc = yaml.safe_load((cm.get("data") or {}).get("status") or "")
+    except yaml.YAMLError:
+        return {}
+    out: dict[str, int] = {}
+    for g in (doc or {}).get("nodeGroups") or [] if isinstance(doc, dict) else []:
+        if not isinstance(g, dict):
+            continue
+        mx = (g.get("health") or {}).get("maxSize")
+        if isinstance(g.get("name"), str) and isinstance(mx, int):
+            out[g["name"]] = mx
+    return out
+
+
+class BalloonController:
+    def __init__(
+        self, client: Any, *, metrics: Metrics | None = None, debounce: float = 0.05
+    ) -> None:
+        self.client = client
+        self.metrics = metrics or Metrics()
+        self.debounce = debounce
+        self.pools = Informer(client, BALLOON_POOLS, name="balloons-pools")
+        self.nodes = Informer(client, NODES, name="balloons-nodes")
+        self.pods = Informer(client, PODS, name="balloons-pods")
+        self.pods.add_index("balloon", lambda p: o.labels_of(p).get(sizing.LABEL_BALLOON))
+        self.ca = Informer(
+            client,
+            CONFIGMAPS,
+            CA_STATUS[0],
+            field_selector=f"metadata.name={CA_STATUS[1]}",
+            name="balloons-ca-status",
+        )
+        self._dirty = asyncio.Event()
+        self._deleting: set[str] = set()
+        self._evictions: dict[str, int] = {}
+        self._status: dict[str, dict[str, Any]] = {}
+        self._sem = asyncio.Semaphore(32)
+        self.writes = 0
+
+    def _changed(self, *_: Any) -> None:
+        self._dirty.set()
+
+    def _pod_gone(self, pod: dict[str, Any]) -> None:
+        self._dirty.set()
+        pool = o.labels_of(pod).get(sizing.LABEL_BALLOON)
+        name = o.name_of(pod)
+        if not pool or o.namespace_of(pod) != sizing.NAMESPACE:
+            return
+        if name in self._deleting:
+            self._deleting.discard(name)
+            return
+        if (pod.get("spec") or {}).get("nodeName") and not o.is_pod_terminal(pod):
+            self._evictions[pool] = self._evictions.get(pool, 0) + 1
+            self.metrics.evictions.labels(pool).inc()
+
+    async def run(self, stop: asyncio.Event) -> None:
+        for inf in (self.pools, self.nodes, self.ca):
+            inf.add_handler(self._changed, lambda a, b: self._changed(), self._changed)
+        self.pods.add_handler(self._changed, lambda a, b: self._changed(), self._pod_gone)
+        for inf in (self.pools, self.nodes, self.pods, self.ca):
+            inf.start()
+        try:
+            for inf in (self.pools, self.nodes, self.pods, self.ca):
+                await inf.wait_synced()
+            for bp in self.pools.list():
+                pool = (bp.get("spec") or {}).get("pool")
+                if pool:
+                    self._evictions[pool] = int((bp.get("status") or {}).get("evictions") or 0)
+            await self._ensure_namespace()
+            self._dirty.set()
+            while not stop.is_set():
+                waiter = asyncio.ensure_future(self._dirty.wait())
+                stopper = asyncio.ensure_future(stop.wait())
+                await asyncio.wait({waiter, stopper}, return_when=asyncio.FIRST_COMPLETED)
+                waiter.cancel()
+                stopper.cancel()
+                if stop.is_set():
+                    break
+                await asyncio.sleep(self.debounce)
+                self._dirty.clear()
+                try:
+                    await self.reconcile()
+                except (ApiError, OSError) as exc:
+                    log.warning("balloons: reconcile failed, retrying: %s", exc)
+                    await asyncio.sleep(1.0)
+                    self._dirty.set()
+        finally:
+            for inf in (self.pools, self.nodes, self.pods, self.ca):
+                await inf.stop()
+
+    async def _ensure_namespace(self) -> None:
+        with contextlib.suppress(AlreadyExists):
+            await self.client.create(
+                {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": sizing.NAMESPACE}}
+            )
+            self.writes += 1
+
+    async def reconcile(self) -> None:
+        nodes = self.nodes.list()
+        ca = self.ca.get(CA_STATUS[1], CA_STATUS[0])
+        gmax = group_max_sizes(ca)
+        for bp in self.pools.list():
+            if (bp.get("metadata") or {}).get("deletionTimestamp"):
+                continue
+            await self._reconcile_pool(bp, nodes, gmax)
+
+    async def _reconcile_pool(
+        self, bp: dict[str, Any], nodes: list[dict[str, Any]], gmax: dict[str, int]
+    ) -> None:
+        spec = bp.get("spec") or {}
+        pool = spec["pool"]
+        members = sizing.pool_nodes(nodes, pool)
+        pods_by_node = {o.name_of(n): self.pods.by_node(o.name_of(n)) for n in members}
+        requests = sizing.balloon_requests(members, pods_by_node)
+        replicas = sizing.desired_replicas(spec, gmax, len(members))
+        existing = [
+            p for p in self.pods.by_index("balloon", pool) if o.namespace_of(p) == sizing.NAMESPACE
+        ]
+        p = sizing.plan(bp, replicas, requests, existing)
+        await asyncio.gather(
+            *(self._create(pod) for pod in p.create), *(self._delete(n) for n in p.delete)
+        )
+        await self._write_status(bp, pool, replicas, requests, existing)
+
+    async def _create(self, pod: dict[str, Any]) -> None:
+        async with self._sem:
+            try:
+                await self.client.create(pod)
+                self.writes += 1
+            except AlreadyExists:
+                pass
+            except ApiError as exc:
+                log.warning("balloons: cannot create %s: %s", pod["metadata"]["name"], exc)
+
+    async def _delete(self, name: str) -> None:
+        async with self._sem:
+            self._deleting.add(name)
+            try:
+                await self.client.delete(PODS, name, sizing.NAMESPACE, grace_period_seconds=0)
+                self.writes += 1
+            except NotFound:
+                self._deleting.discard(name)
+
+    async def _write_status(
+        self,
+        bp: dict[str, Any],
+        pool: str,
+        replicas: int,
+        requests: dict[str, int] | None,
+        existing: list[dict[str, Any]],
+    ) -> None:
+        live = [p for p in existing if not o.is_pod_terminal(p)]
+        bound = [p for p in live if (p.get("spec") or {}).get("nodeName")]
+        running = [p for p in bound if (p.get("status") or {}).get("phase") == "Running"]
+        held = {p["spec"]["nodeName"] for p in bound}
+        status: dict[str, Any] = {
+            "desired": replicas,
+            "running": len(running),
+            "pending": len(live) - len(bound),
+            "nodesHeld": len(held),
+            "evictions": self._evictions.get(pool, 0),
+        }
+        if requests is None:
+            status["message"] = f"no Ready node in pool {pool} to size balloons from"
+        else:
+            status["size"] = {r: o.format_quantity(v, r) for r, v in sorted(requests.items())}
+        self.metrics.running.labels(pool).set(len(running))
+        self.metrics.held.labels(pool).set(len(held))
+        name = o.name_of(bp)
+        if self._status.get(name) == status and bp.get("status") == status:
+            return
+        if bp.get("status") == status:
+            self._status[name] = status
+            return
+        old = bp.get("status") or {}
+        patch = {**status, **{k: None for k in old if k not in status}}
+        try:
+            await self.client.patch_status(BALLOON_POOLS, name, {"status": patch})
+            self.writes += 1
+            self._status[name] = status
+        except (NotFound, Conflict):
+            pass
+
+
+async def run(client: Any, stop: asyncio.Event) -> None:
+    """`gpuyard controllers` entry point."""
+    await BalloonController(client).run(stop)
