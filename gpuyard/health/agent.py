@@ -369,6 +369,8 @@ class SimAgents:
             names = [p.name for p in self.hosts_dir.iterdir() if p.is_dir()]
         except OSError:
             return
+        # A host the autoscaler removed has no node any more, and no agent.
+        names = [n for n in names if not (self.hosts_dir / n / "removed").exists()]
         for name in names:
             if name not in self.checkers:
                 ch = sim_checker(name, self.hosts_dir / name, self.cfg)

@@ -74,9 +74,7 @@ def test_balloons_keep_idle_nodes_that_are_scaled_down_without_them(
     assert "ScaleDown" in events
 
     # With balloons every node holds one, so none is unneeded: the four stay.
-    _until(
-        lambda: _phase_counts(_balloons(with_b)).get("Running") == 4, 30, "4 running balloons"
-    )
+    _until(lambda: _phase_counts(_balloons(with_b)).get("Running") == 4, 30, "4 running balloons")
     time.sleep(4)  # longer than the 2 s unneeded time, several autoscaler passes
     nodes = _nodes(with_b)
     assert len(nodes) == 4
@@ -117,9 +115,7 @@ def test_gang_displaces_balloons_which_wait_again(
     make_cluster: Callable[..., ClusterProcess],
 ) -> None:
     c = make_cluster(40, ["--balloons", "--components", "scheduler,balloons"])
-    _until(
-        lambda: _phase_counts(_balloons(c)).get("Running") == 40, 60, "40 running balloons"
-    )
+    _until(lambda: _phase_counts(_balloons(c)).get("Running") == 40, 60, "40 running balloons")
     manifest = GANG.format(n=32) + "".join(POD.format(i=i) for i in range(32))
     t0 = time.monotonic()
     c.kubectl("apply", "-f", "-", input=manifest)
@@ -140,13 +136,8 @@ def test_gang_displaces_balloons_which_wait_again(
     bp = _json(c, "get", "balloonpool", "gpu")
     assert bp["status"]["evictions"] == 32
     assert bp["status"]["pending"] == 32
-    gang_nodes = {
-        p["spec"]["nodeName"]
-        for p in _json(c, "get", "pods", "-n", "default")["items"]
-    }
-    balloon_nodes = {
-        p["spec"]["nodeName"] for p in _balloons(c) if p["spec"].get("nodeName")
-    }
+    gang_nodes = {p["spec"]["nodeName"] for p in _json(c, "get", "pods", "-n", "default")["items"]}
+    balloon_nodes = {p["spec"]["nodeName"] for p in _balloons(c) if p["spec"].get("nodeName")}
     assert len(gang_nodes) == 32 and not gang_nodes & balloon_nodes
 
 
@@ -170,3 +161,55 @@ def test_unhealthy_node_is_replaced_by_a_new_node(
     assert {"key": "gpuyard.io/preflight", "effect": "NoSchedule"} in node["spec"]["taints"]
     events = c.kubectl("get", "events", "-A").stdout
     assert "RemediateNode" in events and "xid-79" in events
+
+
+@pytest.mark.slow
+def test_a_500_node_scale_up_respects_the_join_rate(
+    make_cluster: Callable[..., ClusterProcess],
+) -> None:
+    rate = 100
+    c = make_cluster(
+        0,
+        [
+            "--lease-seconds",
+            "10",
+            "--node-grace",
+            "40",
+            "--autoscale",
+            "gpu=0:500",
+            "--join-rate",
+            str(rate),
+            "--components",
+            "scheduler",
+            *AUTOSCALE_FAST,
+            "--set",
+            "autoscaler_preflight=false",
+            "--set",
+            "autoscaler_unneeded_s=600",
+        ],
+    )
+    pods = "".join(
+        POD.format(i=i).replace("scheduling.x-k8s.io/pod-group: big", "app: wide")
+        for i in range(500)
+    )
+    c.kubectl("apply", "-f", "-", input=pods, timeout=120)
+
+    def all_joined() -> list[dict[str, Any]] | None:
+        nodes = _nodes(c)
+        return nodes if len(nodes) >= 500 else None
+
+    nodes = _until(all_joined, 120, "500 nodes to join")
+    assert len(nodes) == 500  # one 8-GPU pod each: no more than needed
+    stamps = sorted(n["metadata"]["creationTimestamp"] for n in nodes)
+    per_second: dict[str, int] = {}
+    for s in stamps:
+        per_second[s] = per_second.get(s, 0) + 1
+    # Timestamps have one-second resolution: allow one second's slack at the edges.
+    assert max(per_second.values()) <= 2 * rate, per_second
+    assert len(per_second) >= 500 // rate, per_second
+
+    def all_running() -> bool:
+        items = _json(c, "get", "pods", "-n", "default", "-l", "app=wide")["items"]
+        return _phase_counts(items).get("Running") == 500
+
+    _until(all_running, 120, "the 500 pods to run on the new nodes")
