@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import re
 import socket
 import time
 from collections import defaultdict
@@ -36,6 +37,11 @@ from gpuyard.scheduling.policy import Decisions, PolicyConfig, schedule
 from gpuyard.scheduling.state import ClusterState
 
 log = logging.getLogger("gpuyard.scheduler")
+
+# A pending unit's PodScheduled message is rewritten at most this often when only its
+# numbers change (node counts move while nodes join or leave); other changes at once.
+REASON_REFRESH_S = 5.0
+_DIGITS = re.compile(r"\d+")
 
 
 class Metrics:
@@ -91,6 +97,8 @@ class Scheduler:
         self._dirty = asyncio.Event()
         self._groups_dirty: set[str] = set()
         self._reasons: dict[str, str] = {}
+        self._reason_at: dict[str, float] = {}
+        self._refresh_armed = False
         self._group_status: dict[str, tuple[Any, ...]] = {}
         self.pods = Informer(client, PODS, name="scheduler-pods")
         self.pods.add_index("group", _group_of)
@@ -231,11 +239,11 @@ class Scheduler:
         if d.bindings:
             await asyncio.gather(*(self._bind_one(k, n) for k, n in d.bindings))
             for k, _ in d.bindings:
-                self._reasons.pop(k, None)
+                self._forget_reason(f"pod {k}")
                 p = self.state.pods.get(k)
                 if p and p.group:
                     self._groups_dirty.add(p.group)
-                    self._reasons.pop(f"gang {p.group}", None)
+                    self._forget_reason(f"gang {p.group}")
 
     async def _apply_evictions(self, d: Decisions) -> None:
         async def evict(key: str, reason: str) -> None:
@@ -269,13 +277,29 @@ class Scheduler:
         if d.nominations:
             await asyncio.gather(*(nominate(k, n) for k, n in d.nominations.items()))
 
+    def _forget_reason(self, unit: str) -> None:
+        self._reasons.pop(unit, None)
+        self._reason_at.pop(unit, None)
+
     async def _report(self, d: Decisions) -> None:
         """Events and PodScheduled=False conditions, only for reasons that changed."""
         writes = []
+        now = time.monotonic()
+        deferred = False
         for unit, reason in d.unschedulable.items():
             if self._reasons.get(unit) == reason:
                 continue
+            if (
+                unit in self._reasons
+                and now - self._reason_at.get(unit, 0.0) < REASON_REFRESH_S
+                and _DIGITS.sub("#", self._reasons[unit]) == _DIGITS.sub("#", reason)
+            ):
+                # Only the message changed (node counts move while nodes join): rewrite
+                # it at most every REASON_REFRESH_S per unit, not on every pass.
+                deferred = True
+                continue
             self._reasons[unit] = reason
+            self._reason_at[unit] = now
             kind, _, key = unit.partition(" ")
             ns, name = key.split("/", 1)
             if kind == "gang":
@@ -300,6 +324,14 @@ class Scheduler:
                 )
                 if changed:
                     writes.append(self._patch_conditions(pod, conds))
+        if deferred and not self._refresh_armed:
+            self._refresh_armed = True
+
+            def refresh() -> None:
+                self._refresh_armed = False
+                self._dirty.set()
+
+            asyncio.get_running_loop().call_later(REASON_REFRESH_S, refresh)
         if writes:
             await asyncio.gather(*writes)
 
