@@ -9,8 +9,8 @@ it has them, so that balloons tested against it behave as they would on a real c
 - Scale-up: pods that the scheduler marked unschedulable (PodScheduled=False, reason
   Unschedulable), not nominated to a node, and not *expendable* (priority below
   `expendable_pods_priority_cutoff`, default -10) are packed first-fit-decreasing onto
-  the nodes already coming (asked for, or registered but still behind a startup taint
-  such as gpuyard.io/preflight) and then onto new template nodes of the first group
+  the nodes already coming (asked for, or registered and still empty: behind a startup
+  taint such as gpuyard.io/preflight, or not yet given pods) and then onto new template nodes of the first group
   whose template fits them (nodeSelector, required node affinity, taints, resources;
   a pod with required anti-affinity on the hostname takes a node of its own). The
   group grows by the new nodes it needs, up to its max; and to its min at least.
@@ -381,8 +381,14 @@ class Autoscaler:
             want = max(0, g.min_size - size)
             fit = [p for p in left if template_fits(p, g)]
             if fit:
+                # Nodes asked for, and nodes registered but empty (still behind a
+                # startup taint, or not yet given their pods by the scheduler): the
+                # pending pods go there first, as the real one's "filter out
+                # schedulable pods" step finds.
                 coming = st.asked + sum(
-                    1 for n in members[name] if is_starting(n) and not self._holds_work(n)
+                    1
+                    for n in members[name]
+                    if not o.find_taint(n, names.TAINT_UNHEALTHY) and not self._holds_work(n)
                 )
                 need, helped = nodes_needed(fit, g, coming)
                 want = max(want, need)

@@ -394,12 +394,21 @@ class SimCluster:
         if self._buckets:
             self._place(n)
         if register:
-            await self._bounded(self._register(n))
+            await self._bounded(self._join(n))
         else:
             n.lease = await self.client.get_or_none(LEASES, n.name, LEASE_NS)
             for pod in self.pods.by_node(n.name):
                 self._on_pod(pod)
         return n
+
+    async def _join(self, n: SimNode) -> None:
+        """A kubelet's first moments on a new machine, request for request: register
+        the Node, read it back, post its status, take its Lease, and list the pods
+        bound to it (its pod reflector's initial list)."""
+        await self._register(n)
+        await self.client.get(NODES, n.name)
+        await self.post_ready(n.name)
+        await self.client.list(PODS, field_selector=f"spec.nodeName={n.name}")
 
     async def remove_node(self, name: str) -> None:
         """The machine is gone: its kubelet stops, its Node and Lease are deleted, and
