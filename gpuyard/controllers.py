@@ -34,6 +34,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--install-crds", action="store_true", help="create gpuyard's CRDs if missing"
     )
+    parser.add_argument(
+        "--metrics-port", type=int, default=0, help="serve Prometheus metrics on this port"
+    )
 
 
 async def _main(args: argparse.Namespace) -> int:
@@ -52,6 +55,10 @@ async def _main(args: argparse.Namespace) -> int:
     except KubeError as exc:
         print(f"gpuyard controllers: {exc}", file=sys.stderr)
         return 2
+    if args.metrics_port:
+        from prometheus_client import start_http_server
+
+        start_http_server(args.metrics_port)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

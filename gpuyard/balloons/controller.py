@@ -172,12 +172,14 @@ class BalloonController:
             p for p in self.pods.by_index("balloon", pool) if o.namespace_of(p) == sizing.NAMESPACE
         ]
         p = sizing.plan(bp, replicas, requests, existing)
-        await asyncio.gather(
+        errors = await asyncio.gather(
             *(self._create(pod) for pod in p.create), *(self._delete(n) for n in p.delete)
         )
-        await self._write_status(bp, pool, replicas, requests, existing)
+        error = next((e for e in errors if e), None)
+        await self._write_status(bp, pool, replicas, requests, existing, error)
 
-    async def _create(self, pod: dict[str, Any]) -> None:
+    async def _create(self, pod: dict[str, Any]) -> str | None:
+        """None, or why the API server refused the balloon."""
         async with self._sem:
             try:
                 await self.client.create(pod)
@@ -186,6 +188,8 @@ class BalloonController:
                 pass
             except ApiError as exc:
                 log.warning("balloons: cannot create %s: %s", pod["metadata"]["name"], exc)
+                return f"cannot create balloon pods: {exc}"
+        return None
 
     async def _delete(self, name: str) -> None:
         async with self._sem:
@@ -203,6 +207,7 @@ class BalloonController:
         replicas: int,
         requests: dict[str, int] | None,
         existing: list[dict[str, Any]],
+        error: str | None = None,
     ) -> None:
         live = [p for p in existing if not o.is_pod_terminal(p)]
         bound = [p for p in live if (p.get("spec") or {}).get("nodeName")]
@@ -215,7 +220,9 @@ class BalloonController:
             "nodesHeld": len(held),
             "evictions": self._evictions.get(pool, 0),
         }
-        if requests is None:
+        if error:
+            status["message"] = error
+        elif requests is None:
             status["message"] = f"no Ready node in pool {pool} to size balloons from"
         else:
             status["size"] = {r: o.format_quantity(v, r) for r, v in sorted(requests.items())}
@@ -237,6 +244,15 @@ class BalloonController:
             pass
 
 
+_process_metrics: Metrics | None = None
+
+
 async def run(client: Any, stop: asyncio.Event) -> None:
-    """`gpuyard controllers` entry point."""
-    await BalloonController(client).run(stop)
+    """`gpuyard controllers` entry point; metrics in the process's default registry
+    (served by `gpuyard controllers --metrics-port`)."""
+    global _process_metrics
+    if _process_metrics is None:
+        from prometheus_client import REGISTRY
+
+        _process_metrics = Metrics(REGISTRY)
+    await BalloonController(client, metrics=_process_metrics).run(stop)
