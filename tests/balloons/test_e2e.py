@@ -213,3 +213,31 @@ def test_a_500_node_scale_up_respects_the_join_rate(
         return _phase_counts(items).get("Running") == 500
 
     _until(all_running, 120, "the 500 pods to run on the new nodes")
+
+
+def test_restart_keeps_the_nodes_the_autoscaler_added_and_removed(
+    tmp_path: Any,
+) -> None:
+    from gpuyard.cluster.testing import run_cluster_process
+
+    fast = ["--lease-seconds", "1", "--node-grace", "3", "--start-delay", "0.2"]
+    args = [*fast, "--autoscale", "gpu=3:3", *AUTOSCALE_FAST, "--components", "none"]
+    with run_cluster_process(tmp_path, 3, args) as c:
+        c.kubectl("taint", "node", "gpu-node-0001", "gpuyard.io/unhealthy=test:NoSchedule")
+        nodes = _until(
+            lambda: (lambda ns: ns if len(ns) == 3 and "gpu-node-0001" not in ns else None)(
+                {n["metadata"]["name"] for n in _nodes(c)}
+            ),
+            30,
+            "gpu-node-0001 to be replaced",
+        )
+        assert c.terminate() == 0
+    with run_cluster_process(tmp_path, 3, args, ready_nodes=3) as c:
+        # The replacement is simulated again (its lease renewed: Ready), and the removed
+        # node is not registered again.
+        time.sleep(4)  # past the 3 s node grace: a node nobody renews would go Unknown
+        after = {n["metadata"]["name"]: n for n in _nodes(c)}
+        assert set(after) == nodes
+        for n in after.values():
+            ready = [x for x in n["status"]["conditions"] if x["type"] == "Ready"][0]
+            assert ready["status"] == "True", n["metadata"]["name"]
