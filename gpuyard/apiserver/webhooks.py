@@ -11,19 +11,25 @@ webhook ...")` under failurePolicy Fail (the default) and is skipped under Ignor
 
 Matching (`webhook_matches`) is pure. HTTP uses one aiohttp session per event loop with
 keep-alive connections and one SSL context per caBundle, so a busy webhook costs one
-round trip per admission, not a TLS handshake.
+round trip per admission, not a TLS handshake; a gate per host (`_Gate`) lets a burst
+open only a couple of new connections at a time, so it never turns into a storm of
+handshakes. `observers` get each call's latency (the webhook's own, at the caller).
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import collections
 import copy
 import ssl
+import time
 import uuid
 import weakref
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlsplit
 
 import aiohttp
 import jsonpatch
@@ -242,6 +248,91 @@ def hook_timeout(hook: dict[str, Any]) -> float:
     return float(min(t, MAX_TIMEOUT_S))
 
 
+def _copy(obj: dict[str, Any]) -> Any:
+    """An independent copy of a JSON object: through orjson, much cheaper than deepcopy
+    (which is the fallback for anything orjson cannot encode)."""
+    try:
+        return orjson.loads(orjson.dumps(obj))
+    except (orjson.JSONEncodeError, TypeError):
+        return copy.deepcopy(obj)
+
+
+class _SlowPath(Exception):
+    """An operation the fast path leaves to the jsonpatch library."""
+
+
+def _pointer(path: Any) -> list[str]:
+    if not isinstance(path, str) or not path.startswith("/"):
+        raise _SlowPath
+    return [p.replace("~1", "/").replace("~0", "~") for p in path[1:].split("/")]
+
+
+def _index(token: str, size: int, append_ok: bool) -> int:
+    if append_ok and token == "-":
+        return size
+    if not token.isdigit() or (len(token) > 1 and token[0] == "0"):
+        raise jsonpatch.JsonPatchConflict(f"{token!r} is not an array index")
+    i = int(token)
+    if i > size or (i == size and not append_ok):
+        raise jsonpatch.JsonPatchConflict(f"index {i} is out of range")
+    return i
+
+
+def _apply_fast(doc: Any, op: dict[str, Any]) -> None:
+    kind = op.get("op")
+    if kind not in ("add", "replace", "remove"):
+        raise _SlowPath
+    parts = _pointer(op.get("path"))
+    if kind != "remove" and "value" not in op:
+        raise jsonpatch.InvalidJsonPatch(f"{kind} without a value")
+    parent = doc
+    for token in parts[:-1]:
+        if isinstance(parent, dict):
+            if token not in parent:
+                raise jsonpatch.JsonPatchConflict(f"{op['path']}: {token!r} does not exist")
+            parent = parent[token]
+        elif isinstance(parent, list):
+            parent = parent[_index(token, len(parent), False)]
+        else:
+            raise jsonpatch.JsonPatchConflict(f"{op['path']}: {token!r} is not a container")
+    last = parts[-1]
+    if isinstance(parent, dict):
+        if kind != "add" and last not in parent:
+            raise jsonpatch.JsonPatchConflict(f"{op['path']} does not exist")
+        if kind == "remove":
+            del parent[last]
+        else:
+            parent[last] = op["value"]
+    elif isinstance(parent, list):
+        i = _index(last, len(parent), kind == "add")
+        if kind == "add":
+            parent.insert(i, op["value"])
+        elif kind == "replace":
+            parent[i] = op["value"]
+        else:
+            del parent[i]
+    else:
+        raise jsonpatch.JsonPatchConflict(f"{op['path']}: the parent is not a container")
+
+
+def apply_patch(doc: Any, ops: list[Any]) -> Any:
+    """Apply a JSON Patch (RFC 6902) to `doc` in place (the result, which is `doc` unless
+    the root is replaced). Values are taken as they are, so `ops` must be freshly decoded.
+
+    add, replace and remove on a path below the root (what mutating webhooks send) are
+    applied directly; anything else goes through the jsonpatch library, from that
+    operation on. Raises jsonpatch.JsonPatchException (or KeyError/IndexError/TypeError)
+    for a patch that does not apply."""
+    for n, op in enumerate(ops):
+        if not isinstance(op, dict):
+            raise jsonpatch.InvalidJsonPatch("an operation is not an object")
+        try:
+            _apply_fast(doc, op)
+        except _SlowPath:
+            return jsonpatch.JsonPatch(ops[n:]).apply(doc, in_place=True)
+    return doc
+
+
 def apply_response(
     review: Any, uid: str, obj: dict[str, Any] | None
 ) -> tuple[dict[str, Any] | None, list[str], bool]:
@@ -270,7 +361,7 @@ def apply_response(
         ops = orjson.loads(base64.b64decode(raw, validate=True))
         if not isinstance(ops, list):
             raise WebhookError("the patch is not a JSON array")
-        new = jsonpatch.JsonPatch(ops).apply(copy.deepcopy(obj))
+        new = apply_patch(_copy(obj), ops)
     except WebhookError:
         raise
     except Exception as exc:  # noqa: BLE001 - any decoding or patch error of theirs
@@ -283,9 +374,124 @@ def apply_response(
 # ------------------------------------------------------------------ HTTP (edges)
 
 _contexts: dict[str, ssl.SSLContext] = {}
-_sessions: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, aiohttp.ClientSession] = (
-    weakref.WeakKeyDictionary()
-)
+# Kept-alive connections idle longer than this are closed by the client session.
+KEEPALIVE_S = 30.0
+# New connections a burst may open at once towards one webhook host; the other calls
+# of the burst wait for whichever comes first, a connection freed by a finished call or
+# a new one.
+OPENING_PER_HOST = 2
+
+# Called after every webhook call with (webhook name, seconds, ok): the webhook's own
+# latency as its caller sees it (metrics, benchmarks). An observer must not raise.
+observers: list[Callable[[str, float, bool], None]] = []
+
+
+class _Gate:
+    """Admission of calls to one webhook host's kept-alive connections.
+
+    A call reuses an idle connection when there is one. Otherwise it opens a new one,
+    but only while fewer than OPENING_PER_HOST are being opened and the host has fewer
+    than CONNECTIONS_PER_HOST; else it waits. Without this, a burst (after any stall of
+    the event loop) opens a connection per call, and the TLS handshakes, all at once,
+    cost both sides milliseconds of CPU each: a storm that stalls everything for tens
+    to hundreds of milliseconds. With it, a burst is served by the warm connections
+    while the pool grows a couple of connections at a time.
+
+    The gate mirrors the session's pool: idle connections are a stack of release times
+    (the most recently used one is reused first, as the session does), and those idle
+    for longer than the session keeps them are forgotten.
+    """
+
+    def __init__(self, limit: int, opening: int) -> None:
+        self.limit = max(1, limit)
+        self.max_opening = max(1, opening)
+        self.idle: list[float] = []
+        self.busy = 0
+        self.opening = 0
+        self.waiters: collections.deque[asyncio.Future[bool]] = collections.deque()
+
+    def _prune(self, now: float) -> None:
+        cutoff = now - (KEEPALIVE_S - 2.0)
+        drop = 0
+        while drop < len(self.idle) and self.idle[drop] < cutoff:
+            drop += 1
+        if drop:
+            del self.idle[:drop]
+
+    def _take(self, now: float) -> bool | None:
+        """A slot if one is free now: False to reuse an idle connection, True to open a
+        new one; None when the call must wait."""
+        self._prune(now)
+        if self.idle:
+            self.idle.pop()
+            self.busy += 1
+            return False
+        if self.opening < self.max_opening and self.busy < self.limit:
+            self.opening += 1
+            self.busy += 1
+            return True
+        return None
+
+    async def acquire(self) -> bool:
+        """Wait for a slot; True when this call opens a new connection."""
+        loop = asyncio.get_running_loop()
+        if not self.waiters:
+            got = self._take(loop.time())
+            if got is not None:
+                return got
+        fut: asyncio.Future[bool] = loop.create_future()
+        self.waiters.append(fut)
+        try:
+            return await fut
+        except asyncio.CancelledError:
+            if fut.done() and not fut.cancelled():
+                self.release(fut.result(), reusable=not fut.result())  # hand it on
+            raise
+
+    def release(self, opened: bool, reusable: bool) -> None:
+        """A call is done with its slot; `reusable` when its connection is kept alive."""
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        self.busy -= 1
+        if opened:
+            self.opening -= 1
+        if reusable:
+            self.idle.append(now)
+        while self.waiters:
+            if self.waiters[0].done():  # cancelled while waiting
+                self.waiters.popleft()
+                continue
+            got = self._take(now)
+            if got is None:
+                break
+            self.waiters.popleft().set_result(got)
+
+
+class _Pool:
+    """One event loop's webhook client: an aiohttp session and a gate per host."""
+
+    def __init__(self) -> None:
+        self.session = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(
+                limit=4 * CONNECTIONS_PER_HOST,
+                limit_per_host=CONNECTIONS_PER_HOST,
+                keepalive_timeout=KEEPALIVE_S,
+            ),
+            json_serialize=lambda v: orjson.dumps(v).decode(),
+        )
+        self.gates: dict[tuple[str, str], _Gate] = {}
+
+    def gate(self, url: str, ca_bundle: str) -> _Gate:
+        key = (urlsplit(url).netloc, ca_bundle)
+        g = self.gates.get(key)
+        if g is None:
+            if len(self.gates) > 256:
+                self.gates.clear()
+            g = self.gates[key] = _Gate(CONNECTIONS_PER_HOST, OPENING_PER_HOST)
+        return g
+
+
+_pools: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Pool] = weakref.WeakKeyDictionary()
 
 
 def ssl_context(ca_bundle: str | None) -> ssl.SSLContext:
@@ -307,52 +513,66 @@ def ssl_context(ca_bundle: str | None) -> ssl.SSLContext:
     return ctx
 
 
-def _session() -> aiohttp.ClientSession:
+def _pool() -> _Pool:
     loop = asyncio.get_running_loop()
-    s = _sessions.get(loop)
-    if s is None or s.closed:
-        s = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(
-                limit=4 * CONNECTIONS_PER_HOST,
-                limit_per_host=CONNECTIONS_PER_HOST,
-                keepalive_timeout=30,
-            ),
-            json_serialize=lambda v: orjson.dumps(v).decode(),
-        )
-        _sessions[loop] = s
-    return s
+    p = _pools.get(loop)
+    if p is None or p.session.closed:
+        p = _pools[loop] = _Pool()
+    return p
 
 
 async def close() -> None:
     """Close this event loop's webhook session (server shutdown)."""
     loop = asyncio.get_running_loop()
-    s = _sessions.pop(loop, None)
-    if s is not None:
-        await s.close()
+    p = _pools.pop(loop, None)
+    if p is not None:
+        await p.session.close()
+
+
+def _observe(name: str, seconds: float, ok: bool) -> None:
+    for fn in observers:
+        fn(name, seconds, ok)
 
 
 async def call_webhook(hook: dict[str, Any], review: dict[str, Any]) -> Any:
     """POST one AdmissionReview; the decoded answer. Raises WebhookError."""
+    t0 = time.perf_counter()
+    name = str(hook.get("name") or "")
     url = hook_url(hook)
     cc = hook.get("clientConfig") or {}
-    ctx = ssl_context(cc.get("caBundle"))
+    ca = cc.get("caBundle") or ""
+    ctx = ssl_context(ca)
     timeout = hook_timeout(hook)
     body = orjson.dumps(review)
+    pool = _pool()
+    gate = pool.gate(url, str(ca))
+    ok = False
     try:
         async with asyncio.timeout(timeout):
-            async with _session().post(
-                url,
-                data=body,
-                ssl=ctx,
-                headers={"Content-Type": "application/json", "Accept": "application/json"},
-            ) as r:
-                raw = await r.read()
-                if r.status != 200:
-                    raise WebhookError(f"the webhook answered HTTP {r.status}")
+            opened = await gate.acquire()
+            reusable = False
+            try:
+                async with pool.session.post(
+                    url,
+                    data=body,
+                    ssl=ctx,
+                    headers={"Content-Type": "application/json", "Accept": "application/json"},
+                ) as r:
+                    raw = await r.read()
+                    reusable = True
+                    if r.status != 200:
+                        raise WebhookError(f"the webhook answered HTTP {r.status}")
+            finally:
+                gate.release(opened, reusable)
     except TimeoutError:
         raise WebhookError(f"timed out after {timeout:g}s") from None
     except (aiohttp.ClientError, OSError, ValueError) as exc:
         raise WebhookError(str(exc) or type(exc).__name__) from None
+    else:
+        ok = True
+    finally:
+        if observers:
+            _observe(name, time.perf_counter() - t0, ok)
     try:
         return orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
