@@ -1,5 +1,6 @@
 """Team capacity inside `gpuyard up` (see gpuyard.cluster.components): starts the
-admission webhook (HTTPS, its own CA under <data-dir>/teams-webhook), installs or
+admission webhook (HTTPS, its own CA under <data-dir>/teams-webhook, served from its
+own thread and event loop, answering from the Team informer's cache), installs or
 updates the MutatingWebhookConfiguration with its URL and caBundle, rotates the
 certificate when due, and runs the team manager."""
 
@@ -79,7 +80,10 @@ async def run(ctx: Any) -> None:
     try:
         await teams.wait_synced()
         lookup._rebuild()
-        url = await server.start()
+        # Served from a thread with its own event loop: the API server's loop (this one)
+        # never waits behind the webhook's TLS and request handling, nor the webhook
+        # behind the API server's work; the lookup reads the informer's current map.
+        url = await server.start(thread=True)
         await install_webhook(client, url, server.ca_bundle)
 
         async def rotate() -> None:

@@ -5,6 +5,7 @@ registers it (failurePolicy Fail, scoped to team namespaces by a namespaceSelect
 
     server = WebhookServer(lookup, cert_dir)      # lookup(namespace) -> TeamInfo | None
     url = await server.start()                   # https://127.0.0.1:PORT/mutate-pods
+    # (start(thread=True): served from a thread with its own event loop)
     config = webhook_configuration(url, server.ca_bundle)
     if server.rotate(now, activate=False):       # new key material when due
         publish(webhook_configuration(url, server.ca_bundle))   # trusts old and new CA
@@ -14,10 +15,14 @@ registers it (failurePolicy Fail, scoped to team namespaces by a namespaceSelect
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import concurrent.futures
+import contextlib
 import datetime as dt
 import logging
 import ssl
+import threading
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -130,6 +135,9 @@ class WebhookServer:
         self.denied = 0
         self._ssl: ssl.SSLContext | None = None
         self._runner: web.AppRunner | None = None
+        self._thread: threading.Thread | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._quit: asyncio.Event | None = None
 
     @property
     def ca_pem(self) -> bytes:
@@ -175,8 +183,25 @@ class WebhookServer:
 
     def activate(self) -> None:
         """Present the current certificate on new connections."""
-        if self._ssl is not None and self.bundle is not None:
-            self._ssl.load_cert_chain(str(self.bundle.cert_file), str(self.bundle.key_file))
+        if self._ssl is None or self.bundle is None:
+            return
+        ctx, cert, key = self._ssl, str(self.bundle.cert_file), str(self.bundle.key_file)
+        loop = self._loop
+        if loop is None or self._thread is None:
+            ctx.load_cert_chain(cert, key)
+            return
+        # Served from its own thread: switch there, between two handshakes.
+        done: concurrent.futures.Future[None] = concurrent.futures.Future()
+
+        def switch() -> None:
+            try:
+                ctx.load_cert_chain(cert, key)
+                done.set_result(None)
+            except BaseException as exc:  # noqa: BLE001 - handed to the caller
+                done.set_exception(exc)
+
+        loop.call_soon_threadsafe(switch)
+        done.result(timeout=10)
 
     async def handle(self, request: web.Request) -> web.Response:
         self.requests += 1
@@ -194,9 +219,7 @@ class WebhookServer:
     async def healthz(self, request: web.Request) -> web.Response:
         return web.Response(text="ok")
 
-    async def start(self) -> str:
-        self.rotate()
-        self._ssl = self._context()
+    async def _serve(self) -> None:
         app = web.Application(client_max_size=16 << 20)
         app.router.add_post(PATH, self.handle)
         app.router.add_get("/healthz", self.healthz)
@@ -207,10 +230,66 @@ class WebhookServer:
         server = getattr(site, "_server", None)
         if self.port == 0 and server is not None and server.sockets:
             self.port = int(server.sockets[0].getsockname()[1])
-        log.info("team webhook listening on %s", self.url)
+
+    async def start(self, thread: bool = False) -> str:
+        """Serve; the URL. With thread=True the server runs in a thread of its own with
+        its own event loop (as `gpuyard up` runs it), so the caller's event loop (the API
+        server's) never waits behind the webhook's TLS and request handling, nor the
+        webhook behind the caller's work."""
+        self.rotate()
+        self._ssl = self._context()
+        if not thread:
+            await self._serve()
+        else:
+            ready: concurrent.futures.Future[None] = concurrent.futures.Future()
+            self._thread = threading.Thread(
+                target=self._thread_main, args=(ready,), name="gpuyard-teams-webhook", daemon=True
+            )
+            self._thread.start()
+            try:
+                await asyncio.wrap_future(ready)
+            except BaseException:
+                await asyncio.to_thread(self._thread.join, 10)
+                self._thread = None
+                raise
+        log.info("team webhook listening on %s%s", self.url, " (own thread)" if thread else "")
         return self.url
 
-    async def stop(self) -> None:
+    def _thread_main(self, ready: concurrent.futures.Future[None]) -> None:
+        loop = asyncio.new_event_loop()
+        asyncio.set_event_loop(loop)
+        self._loop = loop
+        self._quit = quit_ = asyncio.Event()
+
+        async def main() -> None:
+            try:
+                await self._serve()
+            except BaseException as exc:  # noqa: BLE001 - handed to start()
+                ready.set_exception(exc)
+                await self._cleanup()
+                return
+            ready.set_result(None)
+            await quit_.wait()
+            await self._cleanup()
+
+        try:
+            loop.run_until_complete(main())
+        finally:
+            self._loop = None
+            loop.close()
+
+    async def _cleanup(self) -> None:
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
+
+    async def stop(self) -> None:
+        thread, loop = self._thread, self._loop
+        if thread is not None:
+            if loop is not None and self._quit is not None:
+                with contextlib.suppress(RuntimeError):  # loop already closed
+                    loop.call_soon_threadsafe(self._quit.set)
+            await asyncio.to_thread(thread.join, 10)
+            self._thread = None
+            return
+        await self._cleanup()

@@ -48,10 +48,11 @@ def review(ns: str, spec: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-async def test_webhook_answers_over_https_verified_by_its_ca(tmp_path: Path) -> None:
+@pytest.mark.parametrize("thread", [False, True], ids=["same-loop", "own-thread"])
+async def test_webhook_answers_over_https_verified_by_its_ca(tmp_path: Path, thread: bool) -> None:
     table = teams_by_namespace(TEAMS)
     server = WebhookServer(table.get, tmp_path / "certs")
-    url = await server.start()
+    url = await server.start(thread=thread)
     try:
         assert url.startswith("https://127.0.0.1:")
         cfg = webhook_configuration(url, server.ca_pem)
@@ -93,9 +94,10 @@ async def test_webhook_answers_over_https_verified_by_its_ca(tmp_path: Path) -> 
         await server.stop()
 
 
-async def test_rotation_serves_the_new_certificate(tmp_path: Path) -> None:
+@pytest.mark.parametrize("thread", [False, True], ids=["same-loop", "own-thread"])
+async def test_rotation_serves_the_new_certificate(tmp_path: Path, thread: bool) -> None:
     server = WebhookServer(lambda ns: TeamInfo("a") if ns == "ns-a" else None, tmp_path)
-    url = await server.start()
+    url = await server.start(thread=thread)
     try:
         first = server.bundle
         assert first is not None
@@ -142,9 +144,12 @@ async def peer_cert(port: int, ctx: ssl.SSLContext) -> x509.Certificate:
     return x509.load_der_x509_certificate(der)
 
 
-async def test_ca_rotation_publishes_both_cas_before_switching(tmp_path: Path) -> None:
+@pytest.mark.parametrize("thread", [False, True], ids=["same-loop", "own-thread"])
+async def test_ca_rotation_publishes_both_cas_before_switching(
+    tmp_path: Path, thread: bool
+) -> None:
     server = WebhookServer(lambda ns: None, tmp_path)
-    await server.start()
+    await server.start(thread=thread)
     try:
         first = server.bundle
         assert first is not None and server.ca_bundle == first.ca_pem
@@ -165,3 +170,30 @@ async def test_ca_rotation_publishes_both_cas_before_switching(tmp_path: Path) -
             await peer_cert(server.port, only_old)
     finally:
         await server.stop()
+
+
+async def test_own_thread_stops_cleanly_and_frees_its_port(tmp_path: Path) -> None:
+    import threading
+
+    def webhook_threads() -> int:
+        return sum(1 for t in threading.enumerate() if t.name == "gpuyard-teams-webhook")
+
+    server = WebhookServer(lambda ns: None, tmp_path)
+    await server.start(thread=True)
+    port = server.port
+    assert webhook_threads() == 1
+    await server.stop()
+    assert webhook_threads() == 0
+    with pytest.raises(OSError):
+        await asyncio.open_connection("127.0.0.1", port)
+    # A port already taken: start() raises, and leaves no thread behind.
+    blocker = await asyncio.start_server(lambda r, w: None, "127.0.0.1", 0)
+    try:
+        taken = blocker.sockets[0].getsockname()[1]
+        busy = WebhookServer(lambda ns: None, tmp_path, port=taken)
+        with pytest.raises(OSError):
+            await busy.start(thread=True)
+        assert webhook_threads() == 0
+    finally:
+        blocker.close()
+        await blocker.wait_closed()
