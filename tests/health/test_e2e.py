@@ -3,8 +3,8 @@ a slow GPU fails preflight while a healthy node passes; an injected Xid 79 taint
 node NoExecute; a full disk taints with the disk reason and clears after recovery;
 faults on 20% of the nodes trip the brake, which a person resets.
 
-The TrainingJob scenario (a worker on the Xid node restarting elsewhere) belongs to
-the jobs issue's end-to-end tests; see the report."""
+A TrainingJob worker on an Xid 79 node restarts elsewhere (below); the node's
+replacement by the autoscaler and its preflight are in test_replacement.py."""
 
 from __future__ import annotations
 

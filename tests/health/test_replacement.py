@@ -1,6 +1,7 @@
-"""Node replacement on `gpuyard up`: an Xid 79 (GPU fallen off the bus) taints a node
-unhealthy; the simulated cluster-autoscaler removes it and buys a new one; the new node
-joins behind the preflight taint and only takes work once its GPU test passes."""
+"""The whole remediation path on `gpuyard up`: an Xid 79 (GPU fallen off the bus) on a
+node running a TrainingJob worker taints the node NoExecute, the job restarts its gang
+elsewhere, the simulated cluster-autoscaler removes the node and buys a new one, and the
+new node joins behind the preflight taint and takes work once its GPU test passes."""
 
 from __future__ import annotations
 
@@ -14,13 +15,16 @@ import pytest
 from gpuyard.cluster.testing import ClusterProcess
 
 
+def _get(c: ClusterProcess, *args: str) -> Any:
+    return json.loads(c.kubectl("get", *args, "-o", "json").stdout)
+
+
 def _nodes(c: ClusterProcess) -> dict[str, dict[str, Any]]:
-    items = json.loads(c.kubectl("get", "nodes", "-o", "json").stdout)["items"]
-    return {n["metadata"]["name"]: n for n in items}
+    return {n["metadata"]["name"]: n for n in _get(c, "nodes")["items"]}
 
 
-def _taints(n: dict[str, Any]) -> set[str]:
-    return {t["key"] for t in n["spec"].get("taints") or []}
+def _taints(n: dict[str, Any]) -> dict[str, tuple[str, str]]:
+    return {t["key"]: (t.get("value", ""), t["effect"]) for t in n["spec"].get("taints") or []}
 
 
 def _until(fn: Callable[[], Any], timeout: float, what: str) -> Any:
@@ -34,8 +38,20 @@ def _until(fn: Callable[[], Any], timeout: float, what: str) -> Any:
     raise AssertionError(f"timed out waiting for {what}; last: {last!r}")
 
 
+JOB = """
+apiVersion: gpuyard.io/v1alpha1
+kind: TrainingJob
+metadata: {name: llm, namespace: default}
+spec:
+  replicas: 2
+  gpusPerReplica: 8
+  backoffLimit: 3
+  template: {spec: {containers: [{name: t, image: trainer}]}}
+"""
+
+
 @pytest.mark.slow
-def test_xid_node_is_replaced_and_the_new_node_passes_preflight(
+def test_xid79_restarts_the_gang_elsewhere_and_the_node_is_replaced_and_preflighted(
     make_cluster: Callable[..., ClusterProcess],
 ) -> None:
     c = make_cluster(
@@ -43,45 +59,67 @@ def test_xid_node_is_replaced_and_the_new_node_passes_preflight(
         [
             "--preflight",
             "--autoscale",
-            "gpu=0:4",
+            "gpu=4:4",
             "--components",
-            "scheduler,health",
+            "scheduler,jobs,health",
             "--set",
             "health_max_share=1.0",
             "--set",
             "autoscaler_scan_s=0.5",
             "--set",
             "autoscaler_remediate_s=1",
-            "--set",
-            "autoscaler_unneeded_s=600",
         ],
     )
-    # The first four nodes pass their preflight test.
     _until(
-        lambda: all(not _taints(n) for n in _nodes(c).values()) and len(_nodes(c)) == 4,
+        lambda: len(_nodes(c)) == 4 and all(not _taints(n) for n in _nodes(c).values()),
         90,
         "the initial nodes to pass preflight",
     )
     before = set(_nodes(c))
-    c.fault("gpu-xid", "gpu-node-0002", "--gpu", "3", "--xid", "79")
+    c.kubectl("apply", "-f", "-", input=JOB)
+
+    def running() -> list[dict[str, Any]] | None:
+        tj = _get(c, "trainingjob", "llm", "-n", "default")
+        pods = _get(c, "pods", "-n", "default", "-l", "gpuyard.io/job=llm")["items"]
+        live = [
+            p
+            for p in pods
+            if p["status"].get("phase") == "Running" and not p["metadata"].get("deletionTimestamp")
+        ]
+        ok = (tj.get("status") or {}).get("phase") == "Running" and len(live) == 2
+        return live if ok else None
+
+    pods = _until(running, 60, "the job to run")
+    node = pods[0]["spec"]["nodeName"]
+    c.fault("gpu-xid", node, "--gpu", "3", "--xid", "79")
+
+    def restarted_elsewhere() -> list[dict[str, Any]] | None:
+        live = running()
+        tj = _get(c, "trainingjob", "llm", "-n", "default")
+        if live and tj["status"].get("restarts", 0) >= 1:
+            if node not in {p["spec"]["nodeName"] for p in live}:
+                return live
+        return None
+
+    _until(restarted_elsewhere, 60, "the gang to restart on other nodes")
 
     def replaced() -> dict[str, dict[str, Any]] | None:
         nodes = _nodes(c)
-        return nodes if "gpu-node-0002" not in nodes and len(nodes) == 4 else None
+        return nodes if node not in nodes and len(nodes) == 4 else None
 
-    nodes = _until(replaced, 90, "gpu-node-0002 to be removed and replaced")
+    nodes = _until(replaced, 90, f"{node} to be removed and replaced")
     (new,) = set(nodes) - before
     assert nodes[new]["metadata"]["labels"]["gpuyard.io/node-group"] == "gpu"
 
     def passed() -> dict[str, Any] | None:
         n = _nodes(c).get(new)
-        ok = (
-            n and not _taints(n) and n["metadata"]["annotations"].get("gpuyard.io/preflight-result")
-        )
-        return n if ok else None
+        ann = (n or {}).get("metadata", {}).get("annotations") or {}
+        return n if n and not _taints(n) and ann.get("gpuyard.io/preflight-result") else None
 
-    node = _until(passed, 90, f"{new} to pass preflight")
-    assert node["metadata"]["annotations"]["gpuyard.io/preflight-result"] == "pass"
-    assert "gpuyard.io/preflight" not in node["metadata"]["labels"]
+    n = _until(passed, 90, f"{new} to pass preflight")
+    assert n["metadata"]["annotations"]["gpuyard.io/preflight-result"] == "pass"
+    assert "gpuyard.io/preflight" not in n["metadata"]["labels"]
+    ready = [x for x in n["status"]["conditions"] if x["type"] == "Ready"][0]
+    assert ready["status"] == "True"
     events = c.kubectl("get", "events", "-A").stdout
-    assert "RemediateNode" in events
+    assert "RemediateNode" in events and "Xid79" in events
