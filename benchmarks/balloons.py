@@ -78,7 +78,7 @@ async def gang_case(nodes: int, gang: int) -> dict[str, Any]:
             timeout=600,
         )
         try:
-            async with Client.from_kubeconfig(cp.kubeconfig, component="bench") as c:
+            async with Client.from_kubeconfig(cp.kubeconfig, component="bench", timeout=120) as c:
                 while await count_running(c, "gpuyard-system", "gpuyard.io/balloon") < nodes:
                     await asyncio.sleep(0.5)
                 warm = time.monotonic() - t0
@@ -97,7 +97,9 @@ async def gang_case(nodes: int, gang: int) -> dict[str, Any]:
                     await asyncio.sleep(0.2)
                 to_running = time.monotonic() - t1
                 await asyncio.sleep(2)
-                balloons = (await c.list(PODS, "gpuyard-system"))["items"]
+                balloons = (
+                    await c.list(PODS, "gpuyard-system", label_selector="gpuyard.io/balloon")
+                )["items"]
                 pending = sum(1 for p in balloons if not p["spec"].get("nodeName"))
         finally:
             cp.kill()

@@ -69,7 +69,7 @@ def group_max_sizes(cm: Mapping[str, Any] | None) -> dict[str, int]:
 
 class BalloonController:
     def __init__(
-        self, client: Any, *, metrics: Metrics | None = None, debounce: float = 0.05
+        self, client: Any, *, metrics: Metrics | None = None, debounce: float = 0.2
     ) -> None:
         self.client = client
         self.metrics = metrics or Metrics()
@@ -90,12 +90,38 @@ class BalloonController:
         self._evictions: dict[str, int] = {}
         self._status: dict[str, dict[str, Any]] = {}
         self._sem = asyncio.Semaphore(32)
+        self._rooms: dict[str, tuple[Any, dict[str, int]]] = {}
         self.writes = 0
 
     def _changed(self, *_: Any) -> None:
         self._dirty.set()
 
+    @staticmethod
+    def _pod_matters(pod: dict[str, Any]) -> bool:
+        """Balloons, and the DaemonSet and mirror pods a balloon's size leaves room for."""
+        return (
+            sizing.LABEL_BALLOON in o.labels_of(pod)
+            or o.is_daemonset_pod(pod)
+            or o.is_mirror_pod(pod)
+        )
+
+    def _pod_changed(self, pod: dict[str, Any]) -> None:
+        if self._pod_matters(pod):
+            self._dirty.set()
+
+    def _node_updated(self, old: dict[str, Any], new: dict[str, Any]) -> None:
+        """Only what sizing and pool membership read: labels, allocatable, Ready."""
+        if (
+            o.labels_of(old) != o.labels_of(new)
+            or (old.get("status") or {}).get("allocatable")
+            != (new.get("status") or {}).get("allocatable")
+            or o.is_node_ready(old) != o.is_node_ready(new)
+        ):
+            self._dirty.set()
+
     def _pod_gone(self, pod: dict[str, Any]) -> None:
+        if not self._pod_matters(pod):
+            return
         self._dirty.set()
         pool = o.labels_of(pod).get(sizing.LABEL_BALLOON)
         name = o.name_of(pod)
@@ -109,9 +135,10 @@ class BalloonController:
             self.metrics.evictions.labels(pool).inc()
 
     async def run(self, stop: asyncio.Event) -> None:
-        for inf in (self.pools, self.nodes, self.ca):
+        for inf in (self.pools, self.ca):
             inf.add_handler(self._changed, lambda a, b: self._changed(), self._changed)
-        self.pods.add_handler(self._changed, lambda a, b: self._changed(), self._pod_gone)
+        self.nodes.add_handler(self._changed, self._node_updated, self._changed)
+        self.pods.add_handler(self._pod_changed, lambda a, b: self._pod_changed(b), self._pod_gone)
         for inf in (self.pools, self.nodes, self.pods, self.ca):
             inf.start()
         try:
@@ -165,8 +192,7 @@ class BalloonController:
         spec = bp.get("spec") or {}
         pool = spec["pool"]
         members = sizing.pool_nodes(nodes, pool)
-        pods_by_node = {o.name_of(n): self.pods.by_node(o.name_of(n)) for n in members}
-        requests = sizing.balloon_requests(members, pods_by_node)
+        requests = self._size(members)
         replicas = sizing.desired_replicas(spec, gmax, len(members))
         existing = [
             p for p in self.pods.by_index("balloon", pool) if o.namespace_of(p) == sizing.NAMESPACE
@@ -177,6 +203,32 @@ class BalloonController:
         )
         error = next((e for e in errors if e), None)
         await self._write_status(bp, pool, replicas, requests, existing, error)
+
+    def _size(self, members: list[Mapping[str, Any]]) -> dict[str, int] | None:
+        """sizing.balloon_requests, with each node's room cached until the node or its
+        DaemonSet/mirror pods change (quantities are slow to parse at 7,500 nodes)."""
+        rooms = []
+        for n in members:
+            if not o.is_node_ready(n):
+                continue
+            name = o.name_of(n)
+            fixed = [
+                p
+                for p in self.pods.by_node(name)
+                if (o.is_daemonset_pod(p) or o.is_mirror_pod(p)) and not o.is_pod_terminal(p)
+            ]
+            key = (
+                (n.get("metadata") or {}).get("resourceVersion"),
+                tuple(sorted((p.get("metadata") or {}).get("uid", "") for p in fixed)),
+            )
+            hit = self._rooms.get(name)
+            if hit is None or hit[0] != key:
+                hit = (key, sizing.node_room(n, fixed))
+                self._rooms[name] = hit
+            rooms.append(hit[1])
+        if len(self._rooms) > 2 * len(members) + 1000:
+            self._rooms.clear()
+        return sizing.least_room(rooms)
 
     async def _create(self, pod: dict[str, Any]) -> str | None:
         """None, or why the API server refused the balloon."""

@@ -59,18 +59,20 @@ def balloon_requests(
 ) -> dict[str, int] | None:
     """The balloon size for a pool: per resource, the least room over its Ready nodes.
     None when the pool has no Ready node to measure."""
+    return least_room(
+        node_room(n, pods_by_node.get(o.name_of(n), ())) for n in nodes if o.is_node_ready(n)
+    )
+
+
+def least_room(rooms: Iterable[Mapping[str, int]]) -> dict[str, int] | None:
+    """Per resource, the least of the rooms (None for none); resources at 0 dropped."""
     size: dict[str, int] | None = None
-    for n in nodes:
-        if not o.is_node_ready(n):
-            continue
-        room = node_room(n, pods_by_node.get(o.name_of(n), ()))
+    for room in rooms:
         if size is None:
-            size = room
+            size = dict(room)
         else:
             size = {r: min(size.get(r, 0), room.get(r, 0)) for r in set(size) | set(room)}
-    if size is None:
-        return None
-    return {r: v for r, v in size.items() if v > 0}
+    return None if size is None else {r: v for r, v in size.items() if v > 0}
 
 
 def desired_replicas(
