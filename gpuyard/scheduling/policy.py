@@ -361,9 +361,12 @@ class _Pass:
         p0 = u.pods[0]
         if any(p.req != p0.req or p.class_key() != p0.class_key() for p in u.pods[1:]):
             return None
-        if p0.anti_affinity:
+        # Pods with anti-affinity fit alike only if their own labels match too (labels
+        # decide whom they repel and who repels them); balloons all do.
+        labels = tuple(sorted(p0.labels.items())) if p0.anti_affinity else ()
+        if labels and any(p.labels != p0.labels for p in u.pods[1:]):
             return None
-        return (p0.class_key(), tuple(p0.req), len(u.pods), u.is_gang)
+        return (p0.class_key(), tuple(p0.req), len(u.pods), u.is_gang, labels)
 
     def release(self, u: Unit) -> None:
         for name in [k for k, v in self.held.items() if v[0] == u.key]:
