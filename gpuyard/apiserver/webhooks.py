@@ -9,11 +9,12 @@ A refusal (`allowed: false`) raises `AdmissionDenied(status.code or 403, message
 unreachable, slow or malformed webhook raises `AdmissionDenied(500, "failed calling
 webhook ...")` under failurePolicy Fail (the default) and is skipped under Ignore.
 
-Matching (`webhook_matches`) is pure. HTTP uses one aiohttp session per event loop with
-keep-alive connections and one SSL context per caBundle, so a busy webhook costs one
-round trip per admission, not a TLS handshake; a gate per host (`_Gate`) lets a burst
-open only a couple of new connections at a time, so it never turns into a storm of
-handshakes. `observers` get each call's latency (the webhook's own, at the caller).
+Matching (`webhook_matches`) is pure. HTTP is a small HTTP/1.1 client on asyncio
+protocols (`_Conn`) with kept-alive connections per event loop and one SSL context per
+caBundle, so a busy webhook costs one round trip per admission, not a TLS handshake; a
+gate per host (`_Gate`) lets a burst open only a couple of new connections at a time,
+so it never turns into a storm of handshakes. `observers` get each call's latency (the
+webhook's own, as the API server sees it).
 """
 
 from __future__ import annotations
@@ -28,10 +29,9 @@ import uuid
 import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 from urllib.parse import urlsplit
 
-import aiohttp
 import jsonpatch
 import orjson
 
@@ -374,121 +374,300 @@ def apply_response(
 # ------------------------------------------------------------------ HTTP (edges)
 
 _contexts: dict[str, ssl.SSLContext] = {}
-# Kept-alive connections idle longer than this are closed by the client session.
+# Kept-alive connections idle longer than this are closed (before the webhook's server
+# would close them: a request never races a server-side idle close).
 KEEPALIVE_S = 30.0
 # New connections a burst may open at once towards one webhook host; the other calls
 # of the burst wait for whichever comes first, a connection freed by a finished call or
 # a new one.
 OPENING_PER_HOST = 2
+# The largest answer read from a webhook.
+MAX_ANSWER_BYTES = 16 << 20
 
 # Called after every webhook call with (webhook name, seconds, ok): the webhook's own
 # latency as its caller sees it (metrics, benchmarks). An observer must not raise.
 observers: list[Callable[[str, float, bool], None]] = []
 
 
+class _Stale(Exception):
+    """A kept-alive connection was closed before any answer arrived (try a new one)."""
+
+
+class _Conn(asyncio.Protocol):
+    """One kept-alive HTTPS connection to a webhook: one request at a time, the answer
+    read by Content-Length, chunked transfer encoding, or until the connection closes.
+
+    A minimal HTTP/1.1 client on an asyncio protocol: about a third of the CPU a general
+    client library spends per call, which matters at hundreds of admissions a second."""
+
+    def __init__(self) -> None:
+        self.transport: asyncio.Transport | None = None
+        self.buf = bytearray()
+        self.waiter: asyncio.Future[tuple[int, bytes, bool]] | None = None
+        self.head: tuple[int, dict[str, str], bool] | None = None
+        self.until_eof = False
+        self.closed = False
+        self.last_used = 0.0
+
+    # asyncio.Protocol
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # (uvloop's transports are not asyncio.Transport subclasses, but behave as one)
+        self.transport = cast(asyncio.Transport, transport)
+
+    def data_received(self, data: bytes) -> None:
+        if self.waiter is None or self.waiter.done():
+            self.close()  # an answer nobody asked for: the connection is not usable
+            return
+        self.buf += data
+        if len(self.buf) > MAX_ANSWER_BYTES:
+            self._fail(WebhookError(f"the answer is larger than {MAX_ANSWER_BYTES} bytes"))
+            return
+        try:
+            self._parse()
+        except (ValueError, IndexError) as exc:
+            self._fail(WebhookError(f"malformed HTTP answer: {exc}"))
+
+    def eof_received(self) -> bool:
+        return False  # close; connection_lost delivers or fails the answer
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        w = self.waiter
+        if w is None or w.done():
+            return
+        if self.head is not None and self.until_eof:
+            w.set_result((self.head[0], bytes(self.buf), False))
+        elif self.head is None and not self.buf:
+            w.set_exception(_Stale())
+        else:
+            w.set_exception(WebhookError("the webhook closed the connection mid-answer"))
+
+    # client side
+    def close(self) -> None:
+        self.closed = True
+        if self.transport is not None:
+            self.transport.close()
+
+    def _fail(self, exc: Exception) -> None:
+        if self.waiter is not None and not self.waiter.done():
+            self.waiter.set_exception(exc)
+        self.close()
+
+    def _parse(self) -> None:
+        assert self.waiter is not None
+        if self.head is None:
+            end = self.buf.find(b"\r\n\r\n")
+            if end < 0:
+                return
+            lines = bytes(self.buf[:end]).decode("latin-1").split("\r\n")
+            del self.buf[: end + 4]
+            version, code = lines[0].split(" ", 2)[:2]
+            status = int(code)
+            headers: dict[str, str] = {}
+            for line in lines[1:]:
+                k, _, v = line.partition(":")
+                headers[k.strip().lower()] = v.strip()
+            if 100 <= status < 200:  # an interim answer: the real one follows
+                self._parse()
+                return
+            conn = headers.get("connection", "").lower()
+            keep = conn != "close" if version == "HTTP/1.1" else conn == "keep-alive"
+            self.head = (status, headers, keep)
+        status, headers, keep = self.head
+        if "chunked" in headers.get("transfer-encoding", "").lower():
+            body = self._chunked()
+            if body is None:
+                return
+        elif "content-length" in headers:
+            n = int(headers["content-length"])
+            if n < 0 or len(self.buf) < n:
+                return
+            body = bytes(self.buf[:n])
+            del self.buf[:n]
+        else:
+            self.until_eof = True  # delivered when the webhook closes the connection
+            return
+        self.head = None
+        self.waiter.set_result((status, body, keep))
+
+    def _chunked(self) -> bytes | None:
+        buf, pos = self.buf, 0
+        out: list[bytes] = []
+        while True:
+            eol = buf.find(b"\r\n", pos)
+            if eol < 0:
+                return None
+            size = int(bytes(buf[pos:eol]).split(b";")[0].strip(), 16)
+            pos = eol + 2
+            if size == 0:
+                while True:  # trailers, up to an empty line
+                    eol = buf.find(b"\r\n", pos)
+                    if eol < 0:
+                        return None
+                    if eol == pos:
+                        del buf[: pos + 2]
+                        return b"".join(out)
+                    pos = eol + 2
+            if len(buf) < pos + size + 2:
+                return None
+            out.append(bytes(buf[pos : pos + size]))
+            pos += size + 2
+
+    async def request(self, head: bytes, body: bytes) -> tuple[int, bytes, bool]:
+        """Send one request; (status, body, connection kept alive)."""
+        if self.closed or self.transport is None or self.transport.is_closing():
+            raise _Stale()
+        self.waiter = asyncio.get_running_loop().create_future()
+        self.head, self.until_eof = None, False
+        self.buf.clear()
+        self.transport.write(head + body)
+        try:
+            return await self.waiter
+        except BaseException:
+            if not self.waiter.done() or self.waiter.cancelled():
+                self.close()  # timed out or cancelled mid-request: never reuse it
+            raise
+        finally:
+            self.waiter = None
+
+
 class _Gate:
-    """Admission of calls to one webhook host's kept-alive connections.
+    """The kept-alive connections of one webhook host, and admission of calls to them.
 
-    A call reuses an idle connection when there is one. Otherwise it opens a new one,
-    but only while fewer than OPENING_PER_HOST are being opened and the host has fewer
-    than CONNECTIONS_PER_HOST; else it waits. Without this, a burst (after any stall of
-    the event loop) opens a connection per call, and the TLS handshakes, all at once,
-    cost both sides milliseconds of CPU each: a storm that stalls everything for tens
-    to hundreds of milliseconds. With it, a burst is served by the warm connections
-    while the pool grows a couple of connections at a time.
+    A call reuses an idle connection when there is one (the most recently used first).
+    Otherwise it opens a new one, but only while fewer than OPENING_PER_HOST are being
+    opened and the host has fewer than CONNECTIONS_PER_HOST; else it waits. Without
+    this, a burst (after any stall of the event loop) opens a connection per call, and
+    the TLS handshakes, all at once, cost both sides milliseconds of CPU each: a storm
+    that stalls everything for tens to hundreds of milliseconds. With it, a burst is
+    served by the warm connections while the pool grows a couple at a time.
 
-    The gate mirrors the session's pool: idle connections are a stack of release times
-    (the most recently used one is reused first, as the session does), and those idle
-    for longer than the session keeps them are forgotten.
-    """
+    `acquire()` gives an idle connection, or None: the caller opens one. `release()`
+    takes it back (kept when reusable, else closed)."""
 
     def __init__(self, limit: int, opening: int) -> None:
         self.limit = max(1, limit)
         self.max_opening = max(1, opening)
-        self.idle: list[float] = []
+        self.idle: list[_Conn] = []
         self.busy = 0
         self.opening = 0
-        self.waiters: collections.deque[asyncio.Future[bool]] = collections.deque()
+        self.closed = False
+        self.waiters: collections.deque[asyncio.Future[_Conn | None]] = collections.deque()
 
     def _prune(self, now: float) -> None:
-        cutoff = now - (KEEPALIVE_S - 2.0)
-        drop = 0
-        while drop < len(self.idle) and self.idle[drop] < cutoff:
-            drop += 1
-        if drop:
-            del self.idle[:drop]
+        cutoff = now - KEEPALIVE_S
+        if any(c.closed or c.last_used < cutoff for c in self.idle):
+            keep = []
+            for c in self.idle:
+                if c.closed or c.last_used < cutoff:
+                    c.close()
+                else:
+                    keep.append(c)
+            self.idle = keep
 
-    def _take(self, now: float) -> bool | None:
-        """A slot if one is free now: False to reuse an idle connection, True to open a
-        new one; None when the call must wait."""
+    def _take(self, now: float) -> tuple[bool, _Conn | None]:
+        """(got a slot, the idle connection to reuse or None to open one)."""
         self._prune(now)
         if self.idle:
-            self.idle.pop()
             self.busy += 1
-            return False
+            return True, self.idle.pop()
         if self.opening < self.max_opening and self.busy < self.limit:
             self.opening += 1
             self.busy += 1
-            return True
-        return None
+            return True, None
+        return False, None
 
-    async def acquire(self) -> bool:
-        """Wait for a slot; True when this call opens a new connection."""
+    async def acquire(self) -> _Conn | None:
         loop = asyncio.get_running_loop()
         if not self.waiters:
-            got = self._take(loop.time())
-            if got is not None:
-                return got
-        fut: asyncio.Future[bool] = loop.create_future()
+            ok, conn = self._take(loop.time())
+            if ok:
+                return conn
+        fut: asyncio.Future[_Conn | None] = loop.create_future()
         self.waiters.append(fut)
         try:
             return await fut
         except asyncio.CancelledError:
-            if fut.done() and not fut.cancelled():
-                self.release(fut.result(), reusable=not fut.result())  # hand it on
+            if fut.done() and not fut.cancelled():  # handed a slot: hand it on
+                conn = fut.result()
+                self.release(conn, opened=conn is None, reusable=conn is not None)
             raise
 
-    def release(self, opened: bool, reusable: bool) -> None:
-        """A call is done with its slot; `reusable` when its connection is kept alive."""
-        loop = asyncio.get_running_loop()
-        now = loop.time()
+    def release(self, conn: _Conn | None, opened: bool, reusable: bool) -> None:
+        now = asyncio.get_running_loop().time()
         self.busy -= 1
         if opened:
             self.opening -= 1
-        if reusable:
-            self.idle.append(now)
+        if conn is not None:
+            if reusable and not conn.closed and not self.closed:
+                conn.last_used = now
+                self.idle.append(conn)
+            else:
+                conn.close()
         while self.waiters:
             if self.waiters[0].done():  # cancelled while waiting
                 self.waiters.popleft()
                 continue
-            got = self._take(now)
-            if got is None:
+            ok, got = self._take(now)
+            if not ok:
                 break
             self.waiters.popleft().set_result(got)
 
+    def close(self) -> None:
+        self.closed = True
+        for c in self.idle:
+            c.close()
+        self.idle.clear()
+
+
+class _Target:
+    """Where a webhook URL points: host, port, request head, TLS context."""
+
+    def __init__(self, url: str, ctx: ssl.SSLContext) -> None:
+        parts = urlsplit(url)
+        if not parts.hostname:
+            raise WebhookError(f"webhook URL {url!r} has no host")
+        self.host = parts.hostname
+        try:
+            self.port = parts.port or 443
+        except ValueError as exc:
+            raise WebhookError(f"webhook URL {url!r}: {exc}") from None
+        path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+        self.ctx = ctx
+        self.head = (
+            f"POST {path} HTTP/1.1\r\nHost: {parts.netloc}\r\n"
+            "Content-Type: application/json\r\nAccept: application/json\r\n"
+            "User-Agent: gpuyard-apiserver\r\nContent-Length: "
+        ).encode()
+
+    async def open(self) -> _Conn:
+        loop = asyncio.get_running_loop()
+        _, conn = await loop.create_connection(
+            _Conn, self.host, self.port, ssl=self.ctx, server_hostname=self.host
+        )
+        return conn
+
 
 class _Pool:
-    """One event loop's webhook client: an aiohttp session and a gate per host."""
+    """One event loop's webhook client: a gate (with its connections) per host."""
 
     def __init__(self) -> None:
-        self.session = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(
-                limit=4 * CONNECTIONS_PER_HOST,
-                limit_per_host=CONNECTIONS_PER_HOST,
-                keepalive_timeout=KEEPALIVE_S,
-            ),
-            json_serialize=lambda v: orjson.dumps(v).decode(),
-        )
-        self.gates: dict[tuple[str, str], _Gate] = {}
+        self.gates: dict[tuple[str, str], tuple[_Target, _Gate]] = {}
 
-    def gate(self, url: str, ca_bundle: str) -> _Gate:
-        key = (urlsplit(url).netloc, ca_bundle)
-        g = self.gates.get(key)
-        if g is None:
+    def get(self, url: str, ca_bundle: str) -> tuple[_Target, _Gate]:
+        key = (url, ca_bundle)
+        got = self.gates.get(key)
+        if got is None:
             if len(self.gates) > 256:
-                self.gates.clear()
-            g = self.gates[key] = _Gate(CONNECTIONS_PER_HOST, OPENING_PER_HOST)
-        return g
+                self.close()
+            target = _Target(url, ssl_context(ca_bundle))
+            got = self.gates[key] = (target, _Gate(CONNECTIONS_PER_HOST, OPENING_PER_HOST))
+        return got
+
+    def close(self) -> None:
+        for _, gate in self.gates.values():
+            gate.close()
+        self.gates.clear()
 
 
 _pools: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Pool] = weakref.WeakKeyDictionary()
@@ -516,17 +695,16 @@ def ssl_context(ca_bundle: str | None) -> ssl.SSLContext:
 def _pool() -> _Pool:
     loop = asyncio.get_running_loop()
     p = _pools.get(loop)
-    if p is None or p.session.closed:
+    if p is None:
         p = _pools[loop] = _Pool()
     return p
 
 
 async def close() -> None:
-    """Close this event loop's webhook session (server shutdown)."""
-    loop = asyncio.get_running_loop()
-    p = _pools.pop(loop, None)
+    """Close this event loop's kept-alive webhook connections (server shutdown)."""
+    p = _pools.pop(asyncio.get_running_loop(), None)
     if p is not None:
-        await p.session.close()
+        p.close()
 
 
 def _observe(name: str, seconds: float, ok: bool) -> None:
@@ -534,49 +712,58 @@ def _observe(name: str, seconds: float, ok: bool) -> None:
         fn(name, seconds, ok)
 
 
+async def _post(target: _Target, gate: _Gate, body: bytes) -> tuple[int, bytes]:
+    head = target.head + str(len(body)).encode() + b"\r\n\r\n"
+    conn = await gate.acquire()
+    opened = conn is None
+    reusable = False
+    try:
+        if conn is not None:
+            try:
+                status, raw, reusable = await conn.request(head, body)
+                return status, raw
+            except _Stale:
+                # Closed by the webhook while idle: once more on a new connection.
+                conn.close()
+        conn = await target.open()
+        try:
+            status, raw, reusable = await conn.request(head, body)
+        except _Stale:
+            raise WebhookError("the webhook closed the connection") from None
+        return status, raw
+    finally:
+        gate.release(conn, opened, reusable)
+
+
 async def call_webhook(hook: dict[str, Any], review: dict[str, Any]) -> Any:
     """POST one AdmissionReview; the decoded answer. Raises WebhookError."""
     t0 = time.perf_counter()
     name = str(hook.get("name") or "")
-    url = hook_url(hook)
-    cc = hook.get("clientConfig") or {}
-    ca = cc.get("caBundle") or ""
-    ctx = ssl_context(ca)
-    timeout = hook_timeout(hook)
-    body = orjson.dumps(review)
-    pool = _pool()
-    gate = pool.gate(url, str(ca))
     ok = False
     try:
-        async with asyncio.timeout(timeout):
-            opened = await gate.acquire()
-            reusable = False
-            try:
-                async with pool.session.post(
-                    url,
-                    data=body,
-                    ssl=ctx,
-                    headers={"Content-Type": "application/json", "Accept": "application/json"},
-                ) as r:
-                    raw = await r.read()
-                    reusable = True
-                    if r.status != 200:
-                        raise WebhookError(f"the webhook answered HTTP {r.status}")
-            finally:
-                gate.release(opened, reusable)
-    except TimeoutError:
-        raise WebhookError(f"timed out after {timeout:g}s") from None
-    except (aiohttp.ClientError, OSError, ValueError) as exc:
-        raise WebhookError(str(exc) or type(exc).__name__) from None
-    else:
+        url = hook_url(hook)
+        cc = hook.get("clientConfig") or {}
+        target, gate = _pool().get(url, str(cc.get("caBundle") or ""))
+        timeout = hook_timeout(hook)
+        body = orjson.dumps(review)
+        try:
+            async with asyncio.timeout(timeout):
+                status, raw = await _post(target, gate, body)
+        except TimeoutError:
+            raise WebhookError(f"timed out after {timeout:g}s") from None
+        except (OSError, ValueError) as exc:
+            raise WebhookError(str(exc) or type(exc).__name__) from None
+        if status != 200:
+            raise WebhookError(f"the webhook answered HTTP {status}")
+        try:
+            answer = orjson.loads(raw)
+        except orjson.JSONDecodeError as exc:
+            raise WebhookError(f"the answer is not JSON: {exc}") from None
         ok = True
+        return answer
     finally:
         if observers:
             _observe(name, time.perf_counter() - t0, ok)
-    try:
-        return orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        raise WebhookError(f"the answer is not JSON: {exc}") from None
 
 
 async def _run_one(

@@ -160,8 +160,9 @@ async def test_failures_give_their_slot_back(hooks: list[Hook]) -> None:
     )
     assert all(isinstance(r, wh.AdmissionDenied) and r.code == 500 for r in results)
     assert time.monotonic() - t0 < 4.0
-    gate = wh._pool().gate(h.configs(port)[0]["webhooks"][0]["clientConfig"]["url"], "x")
-    assert gate.busy == 0
+    cc = h.configs(port)[0]["webhooks"][0]["clientConfig"]
+    _, gate = wh._pool().get(cc["url"], cc["caBundle"])
+    assert gate.busy == 0 and gate.opening == 0 and not gate.waiters
     # A live webhook is still reached afterwards from the same pool.
     live = await start(hooks)
     outs = await burst(live.configs(), 10)
@@ -172,28 +173,33 @@ async def test_gate_slots_waiting_cancellation_and_idle_expiry(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     gate = wh._Gate(limit=2, opening=1)
-    assert await gate.acquire() is True  # nothing idle: this call opens one
+    assert await gate.acquire() is None  # nothing idle: this call opens one
     second = asyncio.create_task(gate.acquire())
     await asyncio.sleep(0)
     assert not second.done()  # one opening at a time
-    gate.release(True, reusable=True)
-    assert await second is False  # handed the connection just freed
+    conn = wh._Conn()
+    gate.release(conn, opened=True, reusable=True)
+    assert await second is conn  # handed the connection just freed
     third = asyncio.create_task(gate.acquire())
     fourth = asyncio.create_task(gate.acquire())
     await asyncio.sleep(0)
-    assert third.done() and await third is True  # under the limit, nothing opening
+    assert third.done() and await third is None  # under the limit, nothing opening
     assert not fourth.done()  # limit 2 reached
     fourth.cancel()
     with pytest.raises(asyncio.CancelledError):
         await fourth
-    gate.release(False, reusable=True)
-    gate.release(True, reusable=True)
-    assert gate.busy == 0 and len(gate.idle) == 2 and not gate.waiters
-    # Idle connections older than the session keeps them are forgotten: opening again.
-    monkeypatch.setattr(wh, "KEEPALIVE_S", 2.02)
+    gate.release(conn, opened=False, reusable=True)
+    other = wh._Conn()
+    gate.release(other, opened=True, reusable=True)
+    assert gate.busy == 0 and gate.idle == [conn, other] and not gate.waiters
+    assert await gate.acquire() is other  # the most recently used first
+    gate.release(other, opened=False, reusable=False)  # not reusable: closed, dropped
+    assert other.closed and gate.idle == [conn]
+    # Idle connections older than the pool keeps them are closed and forgotten.
+    monkeypatch.setattr(wh, "KEEPALIVE_S", 0.02)
     await asyncio.sleep(0.05)
-    assert await gate.acquire() is True
-    assert gate.idle == []
+    assert await gate.acquire() is None
+    assert gate.idle == [] and conn.closed
 
 
 async def test_observers_see_each_call(hooks: list[Hook]) -> None:
@@ -279,3 +285,176 @@ def test_a_patch_that_does_not_apply_leaves_the_object_alone() -> None:
     with pytest.raises(wh.WebhookError):
         wh.apply_response(review, "", obj)
     assert obj == DOC
+
+
+class Raw:
+    """A TLS server answering each request with canned bytes (to exercise the client's
+    HTTP reading): `answers` in turn, then the last one again; `close_after` closes the
+    connection after that many answers."""
+
+    def __init__(self, answers: list[bytes], close_after: int = 0) -> None:
+        self.answers = answers
+        self.close_after = close_after
+        self.count = 0
+        self.connections = 0
+        ca, cert, key = make_ca_and_cert(["127.0.0.1"])
+        self.ca = ca
+        d = tempfile.mkdtemp(prefix="gpuyard-test-whraw-")
+        with open(f"{d}/c.pem", "wb") as f:
+            f.write(cert)
+        with open(f"{d}/k.pem", "wb") as f:
+            f.write(key)
+        self.ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        self.ctx.load_cert_chain(f"{d}/c.pem", f"{d}/k.pem")
+        self.server: asyncio.Server | None = None
+        self.port = 0
+
+    async def handle(self, r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        served = 0
+        try:
+            while True:
+                head = await r.readuntil(b"\r\n\r\n")
+                n = int(head.lower().split(b"content-length:")[1].split(b"\r\n")[0])
+                await r.readexactly(n)
+                answer = self.answers[min(self.count, len(self.answers) - 1)]
+                self.count += 1
+                served += 1
+                w.write(answer)
+                await w.drain()
+                if b"Connection: close" in answer or served == self.close_after:
+                    break
+        except (asyncio.IncompleteReadError, ConnectionError, ssl.SSLError):
+            pass
+        finally:
+            w.close()
+
+    async def start(self) -> None:
+        self.server = await asyncio.start_server(self.handle, "127.0.0.1", 0, ssl=self.ctx)
+        self.port = self.server.sockets[0].getsockname()[1]
+
+    async def stop(self) -> None:
+        if self.server is not None:
+            self.server.close()
+            await self.server.wait_closed()
+
+    def hook(self) -> dict[str, Any]:
+        return {
+            "name": "raw.example.com",
+            "clientConfig": {
+                "url": f"https://127.0.0.1:{self.port}/m?x=1",
+                "caBundle": base64.b64encode(self.ca).decode(),
+            },
+            "timeoutSeconds": 2,
+        }
+
+
+def answer_body(uid: str = "") -> bytes:
+    resp = {"uid": uid, "allowed": True, "patchType": "JSONPatch", "patch": PATCH}
+    return orjson.dumps({"response": resp})
+
+
+def http(body: bytes, *headers: str, status: str = "200 OK", length: bool = True) -> bytes:
+    lines = [f"HTTP/1.1 {status}", *headers]
+    if length:
+        lines.append(f"Content-Length: {len(body)}")
+    return ("\r\n".join(lines) + "\r\n\r\n").encode() + body
+
+
+def chunked(body: bytes) -> bytes:
+    head = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nX-A: b\r\n\r\n"
+    parts = [body[:7], body[7:30], body[30:]]
+    out = b"".join(b"%x;ext=1\r\n%s\r\n" % (len(p), p) for p in parts if p)
+    return head + out + b"0\r\nX-Trailer: t\r\n\r\n"
+
+
+@pytest.mark.parametrize(
+    ("answers", "close_after", "want_connections"),
+    [
+        ([http(answer_body())], 0, 1),
+        ([chunked(answer_body())], 0, 1),
+        ([http(b"", status="100 Continue", length=False) + http(answer_body())], 0, 1),
+        ([http(answer_body(), "Connection: close")], 0, 3),
+        ([http(answer_body(), "Connection: close", length=False)], 0, 3),
+        # The webhook closes a kept-alive connection while it is idle: the next call
+        # notices and goes once more over a new connection, without failing.
+        # Without a pause the close may arrive just as the connection is reused.
+        ([http(answer_body())], 1, 3),
+        ([http(answer_body())], -1, 3),
+    ],
+    ids=["length", "chunked", "interim-100", "close", "until-eof", "idle-closed", "race"],
+)
+async def test_http_answers_are_read(
+    answers: list[bytes], close_after: int, want_connections: int
+) -> None:
+    raw = Raw(answers, abs(close_after))
+    await raw.start()
+    try:
+        for _ in range(3):
+            out = await wh.call_webhook(raw.hook(), {"request": {"uid": ""}})
+            assert out["response"]["allowed"] is True
+            if close_after > 0:
+                await asyncio.sleep(0.05)  # the close reaches the client while idle
+        assert raw.count == 3 and raw.connections == want_connections
+    finally:
+        await raw.stop()
+        await wh.close()
+
+
+@pytest.mark.parametrize(
+    ("answer", "message"),
+    [
+        (http(b"nope", status="503 Service Unavailable"), "HTTP 503"),
+        (http(b"not json"), "not JSON"),
+        (b"HTTP/1.1 abc\r\n\r\n", "malformed"),
+        (b"HTTP/1.1 200 OK\r\nContent-Length: 50\r\n\r\n{}", "closed the connection"),
+    ],
+    ids=["status", "json", "status-line", "short-body"],
+)
+async def test_bad_http_answers_are_webhook_errors(answer: bytes, message: str) -> None:
+    raw = Raw([answer], close_after=1)
+    await raw.start()
+    try:
+        with pytest.raises(wh.WebhookError, match=message):
+            await wh.call_webhook(raw.hook(), {"request": {"uid": ""}})
+    finally:
+        await raw.stop()
+        await wh.close()
+
+
+async def test_an_oversized_answer_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(wh, "MAX_ANSWER_BYTES", 1000)
+    raw = Raw([http(b"x" * 5000)])
+    await raw.start()
+    try:
+        with pytest.raises(wh.WebhookError, match="larger than 1000"):
+            await wh.call_webhook(raw.hook(), {"request": {"uid": ""}})
+    finally:
+        await raw.stop()
+        await wh.close()
+
+
+def test_the_client_under_uvloop() -> None:
+    # `gpuyard up` runs on uvloop: its TLS transports are uvloop's own.
+    uvloop = pytest.importorskip("uvloop")
+
+    async def main() -> None:
+        h = Hook()
+        await h.start()
+        raw = Raw([chunked(answer_body())])
+        await raw.start()
+        try:
+            outs = await burst(h.configs(), 20)
+            assert all(o["metadata"]["labels"] == {"seen": "yes"} for o in outs)
+            assert len(h.connections) <= 12
+            for _ in range(3):
+                out = await wh.call_webhook(raw.hook(), {"request": {"uid": ""}})
+                assert out["response"]["allowed"] is True
+            assert raw.connections == 1
+        finally:
+            await h.stop()
+            await raw.stop()
+            await wh.close()
+
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        runner.run(main())
