@@ -241,10 +241,14 @@ def plan(teams: Iterable[TeamSpec], nodes: Iterable[NodeView]) -> Plan:
     # 1. What each team keeps: its healthy labelled nodes (up to its count, busy first),
     #    plus unhealthy or surplus ones that still run its work (kept, not counted).
     kept: dict[tuple[str, str], list[NodeView]] = {}
+    labelled: dict[str, list[NodeView]] = defaultdict(list)
+    for n in views.values():
+        if n.team_label:
+            labelled[n.team_label].append(n)
     for team in team_list:
         st = status[team.name] = TeamStatus(wanted=team.wanted)
         mine = sorted(
-            (n for n in views.values() if n.team_label == team.name),
+            labelled.get(team.name, ()),
             key=lambda n: (team.name not in n.pod_teams, n.name),
         )
         claimed: set[str] = set()

@@ -83,7 +83,8 @@ async def run(ctx: Any) -> None:
         # Served from a thread with its own event loop: the API server's loop (this one)
         # never waits behind the webhook's TLS and request handling, nor the webhook
         # behind the API server's work; the lookup reads the informer's current map.
-        url = await server.start(thread=True)
+        # (Option teams_webhook_thread=False serves it from this loop, for comparison.)
+        url = await server.start(thread=bool(opts.get("teams_webhook_thread", True)))
         await install_webhook(client, url, server.ca_bundle)
 
         async def rotate() -> None:
