@@ -65,6 +65,20 @@ async def count_running(c: Any, ns: str, selector: str) -> int:
     return sum(1 for p in items if (p.get("status") or {}).get("phase") == "Running")
 
 
+async def until_running(c: Any, selector: str, rv: str, n: int) -> None:
+    """Until n pods matching the selector are Running, from a watch (no polling load)."""
+    running: set[str] = set()
+    while True:
+        async for typ, pod in c.watch(
+            PODS, "default", label_selector=selector, resource_version=rv
+        ):
+            rv = pod["metadata"]["resourceVersion"]
+            if typ != "DELETED" and (pod.get("status") or {}).get("phase") == "Running":
+                running.add(pod["metadata"]["name"])
+                if len(running) >= n:
+                    return
+
+
 async def gang_case(nodes: int, gang: int) -> dict[str, Any]:
     from gpuyard.kube.client import Client
 
@@ -88,13 +102,16 @@ async def gang_case(nodes: int, gang: int) -> dict[str, Any]:
                     "metadata": {"name": "big", "namespace": "default"},
                     "spec": {"minMember": gang},
                 }
+                sel = "scheduling.x-k8s.io/pod-group=big"
+                rv = (await c.list(PODS, "default", label_selector=sel, limit=1))["metadata"][
+                    "resourceVersion"
+                ]
+                watcher = asyncio.create_task(until_running(c, sel, rv, gang))
                 t1 = time.monotonic()
                 await c.create(pg)
                 await create_all(c, [gang_pod(i, "big") for i in range(gang)])
                 created = time.monotonic() - t1
-                sel = "scheduling.x-k8s.io/pod-group=big"
-                while await count_running(c, "default", sel) < gang:
-                    await asyncio.sleep(0.2)
+                await asyncio.wait_for(watcher, 600)
                 to_running = time.monotonic() - t1
                 await asyncio.sleep(2)
                 balloons = (

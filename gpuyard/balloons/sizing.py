@@ -167,9 +167,10 @@ def plan(
             have[i] = p
             continue
         pending = not (p.get("spec") or {}).get("nodeName")
-        have_req = {r: v for r, v in o.pod_requests(p).items() if r in SIZED and v}
-        if pending and requests is not None and have_req != want_req:
-            out.delete.append(o.name_of(p))
+        if pending and requests is not None:
+            have_req = {r: v for r, v in o.pod_requests(p).items() if r in SIZED and v}
+            if have_req != want_req:
+                out.delete.append(o.name_of(p))
         have[i] = p
     if requests is None:
         return out
