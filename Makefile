@@ -15,7 +15,7 @@ install-test: $(BIN)/python
 	$(BIN)/pip install -q -e '.[test]'
 
 demo: install
-	$(BIN)/gpuyard up --nodes 16 --data-dir .gpuyard
+	$(BIN)/gpuyard up --nodes 16 --autoscale gpu=16:24 --balloons --data-dir .gpuyard
 
 lint:
 	$(BIN)/ruff check gpuyard tests benchmarks
