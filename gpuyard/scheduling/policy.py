@@ -440,6 +440,9 @@ class _Pass:
             ):
                 return n
         g = p.req[GPU]
+        if self.trial:
+            # A preemption trial moved victims off nodes the buckets do not follow.
+            return self._best_fit_scan(p, u)
         if g:
             # Best fit: the node with the fewest free GPUs that still fits.
             return self._scan(self._buckets(p, "gpu"), g, p, u)
@@ -448,6 +451,23 @@ class _Pass:
         return self._scan(self._buckets(p, "cpu0"), need, p, u) or self._scan(
             self._buckets(p, "cpug"), need, p, u
         )
+
+    def _best_fit_scan(self, p: PodInfo, u: Unit) -> NodeInfo | None:
+        """Best fit by a plain scan of the pod's candidate nodes: fewest free GPUs
+        (then least free cpu) among the nodes it fits on now."""
+        best: NodeInfo | None = None
+        best_key: tuple[int, int] | None = None
+        for n in self.candidates(p):
+            if not _fits(p.req, n) or not self.free_for(n, u):
+                continue
+            if (p.anti_affinity or any(q.anti_affinity for q in n.pods.values())) and not _anti_ok(
+                p, n
+            ):
+                continue
+            key = (n.alloc[GPU] - n.used[GPU], n.alloc[0] - n.used[0])
+            if best_key is None or key < best_key:
+                best, best_key = n, key
+        return best
 
     def _scan(self, b: _Buckets, start: int, p: PodInfo, u: Unit) -> NodeInfo | None:
         held = self.held
@@ -674,7 +694,13 @@ class _Pass:
                     self.s.nodes[m.node or ""].pods[m.key] = m
                     for i in range(NRES):
                         self.s.nodes[m.node or ""].used[i] += m.req[i]
-                trial = self.place(u)
+                if not u.is_gang:
+                    # One pod on one node: it still fits there, or it does not.
+                    target = placement[0][1]
+                    ok = _fits(p0.req, target) and _anti_ok(p0, target)
+                    trial = placement if ok else None
+                else:
+                    trial = self.place(u)
                 if trial is not None:
                     placement = trial
                     chosen.remove(vk)
