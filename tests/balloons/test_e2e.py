@@ -241,3 +241,24 @@ def test_restart_keeps_the_nodes_the_autoscaler_added_and_removed(
         for n in after.values():
             ready = [x for x in n["status"]["conditions"] if x["type"] == "Ready"][0]
             assert ready["status"] == "True", n["metadata"]["name"]
+
+
+def test_single_pods_displace_balloons_too(make_cluster: Callable[..., ClusterProcess]) -> None:
+    c = make_cluster(4, ["--balloons", "--components", "scheduler,balloons"])
+    _until(lambda: _phase_counts(_balloons(c)).get("Running") == 4, 30, "4 running balloons")
+    pods = "".join(
+        POD.format(i=i).replace("scheduling.x-k8s.io/pod-group: big", "app: sweep")
+        for i in range(2)
+    )
+    c.kubectl("apply", "-f", "-", input=pods)
+
+    def running() -> bool:
+        items = _json(c, "get", "pods", "-n", "default", "-l", "app=sweep")["items"]
+        return _phase_counts(items).get("Running") == 2
+
+    _until(running, 30, "two whole-node pods to run in place of balloons")
+    _until(
+        lambda: _phase_counts(_balloons(c)) == {"Running": 2, "Pending": 2},
+        30,
+        "2 balloons displaced and pending",
+    )
