@@ -1,0 +1,181 @@
+"""Team capacity and balloons in the twin, through the live system's own pure code.
+
+- Teams: Team objects (the same YAML `kubectl apply` takes) are parsed by
+  `gpuyard.teams.assign.parse_team` and the nodes carved by `gpuyard.teams.assign.plan`,
+  so the twin's team nodes carry exactly the label and NoSchedule taint the team
+  manager would write. A job's team is its namespace; its pods are built as the
+  TrainingJob controller builds them and mutated by `gpuyard.teams.admission.mutate_pod`
+  (team toleration, affinity to the team's nodes or the shared pool, gpuyard-normal by
+  default, the "any team" toleration for gpuyard-low pods of a team that borrows), then
+  enter the scheduling state through `ClusterState.add_pod`, the live scheduler's path.
+- Balloons: one per node of a pool, built by `gpuyard.balloons.sizing.balloon_pod`
+  (PriorityClass gpuyard-balloon, hostname anti-affinity); the policy places them and
+  evicts them first, and an evicted balloon is put back Pending, as the controller does.
+
+Pure: no I/O except reading the teams file.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from gpuyard import names
+from gpuyard.balloons import sizing
+from gpuyard.cluster.shapes import NodeShape
+from gpuyard.kube import objects as o
+from gpuyard.teams import admission, assign
+
+NAMESPACE_OF_BALLOONS = sizing.NAMESPACE
+
+
+class TeamsFileError(ValueError):
+    """A teams file that cannot be used; the message names the file and the Team."""
+
+
+def load_teams(path: str | Path) -> list[assign.TeamSpec]:
+    """Team objects from a YAML file (several documents, a list, or a v1 List)."""
+    p = Path(path)
+    try:
+        docs = list(yaml.safe_load_all(p.read_text()))
+    except OSError as exc:
+        raise TeamsFileError(f"{p}: cannot read: {exc.strerror or exc}") from None
+    except yaml.YAMLError as exc:
+        raise TeamsFileError(f"{p}: not YAML: {exc}") from None
+    objs: list[Any] = []
+    for d in docs:
+        if d is None:
+            continue
+        if isinstance(d, list):
+            objs.extend(d)
+        elif isinstance(d, dict) and d.get("kind") == "List":
+            objs.extend(d.get("items") or [])
+        else:
+            objs.append(d)
+    teams = []
+    for i, obj in enumerate(objs):
+        if not isinstance(obj, dict) or obj.get("kind") != "Team":
+            raise TeamsFileError(f"{p}: object {i + 1} is not a Team")
+        try:
+            teams.append(assign.parse_team(obj))
+        except assign.TeamSpecError as exc:
+            name = (obj.get("metadata") or {}).get("name") or f"#{i + 1}"
+            raise TeamsFileError(f"{p}: Team {name}: {exc}") from None
+    if not teams:
+        raise TeamsFileError(f"{p}: no Team objects")
+    return teams
+
+
+def shape_labels(s: NodeShape) -> dict[str, str]:
+    labels = {
+        names.LABEL_RACK: s.rack,
+        names.LABEL_ZONE: s.zone,
+        names.LABEL_POOL: s.pool,
+        names.LABEL_HOSTNAME: s.name,
+        **s.labels,
+    }
+    if s.gpu_product:
+        labels[names.LABEL_GPU_PRODUCT] = s.gpu_product
+    return labels
+
+
+def carve(teams: Iterable[assign.TeamSpec], shapes: Iterable[NodeShape]) -> assign.Plan:
+    """The team manager's assignment of fresh, healthy, idle nodes."""
+    views = [assign.NodeView(s.name, shape_labels(s), True, None, None) for s in shapes]
+    return assign.plan(teams, views)
+
+
+def team_decoration(team: str | None) -> tuple[dict[str, str], list[dict[str, Any]]]:
+    """The label and taint the team manager puts on a team's node."""
+    if not team:
+        return {}, []
+    return {names.LABEL_TEAM: team}, [
+        {"key": names.TAINT_TEAM, "value": team, "effect": "NoSchedule"}
+    ]
+
+
+def priority_class_for(priority: int) -> str:
+    """The gpuyard PriorityClass of that value ('' when none has it)."""
+    for name, value in names.PRIORITY_CLASSES.items():
+        if value == priority:
+            return name
+    return ""
+
+
+def job_pod(
+    key: str,
+    requests: Mapping[str, int],
+    priority: int,
+    group: str | None,
+    gpu_model: str = "",
+) -> dict[str, Any]:
+    """A worker pod as the TrainingJob controller would create it (namespace = team)."""
+    ns, name = key.split("/", 1)
+    labels = {names.POD_GROUP_LABEL: group.split("/", 1)[1]} if group else {}
+    spec: dict[str, Any] = {
+        "schedulerName": names.SCHEDULER_NAME,
+        "containers": [
+            {
+                "name": "worker",
+                "image": "trainer",
+                "resources": {
+                    "requests": {r: o.format_quantity(v, r) for r, v in requests.items() if v}
+                },
+            }
+        ],
+    }
+    pc = priority_class_for(priority)
+    if pc:
+        spec["priorityClassName"] = pc
+    else:
+        spec["priority"] = priority
+    if gpu_model:
+        spec["nodeSelector"] = {names.LABEL_GPU_PRODUCT: gpu_model}
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name, "namespace": ns, "labels": labels},
+        "spec": spec,
+    }
+
+
+@dataclass
+class Teams:
+    """Admission for the twin's pods: namespace -> team, as the webhook sees it."""
+
+    specs: list[assign.TeamSpec]
+    by_ns: dict[str, admission.TeamInfo] = field(default_factory=dict)
+    refused: int = 0
+
+    def __post_init__(self) -> None:
+        for t in self.specs:
+            for ns in (*t.namespaces, t.name):
+                self.by_ns.setdefault(ns, admission.TeamInfo(t.name, t.borrow))
+
+    def admit(self, pod: dict[str, Any]) -> dict[str, Any] | None:
+        """The pod as the webhook lets it in, or None when it is refused."""
+        ns = o.namespace_of(pod)
+        d = admission.mutate_pod(pod, self.by_ns.get(ns), ns)
+        if not d.allowed:
+            self.refused += 1
+            return None
+        return admission.apply_json_patch(pod, d.patch) if d.patch else pod
+
+
+def balloon_pods(pool: str, count: int, requests: Mapping[str, int]) -> list[dict[str, Any]]:
+    """`count` balloon pods of a pool, as the balloon controller makes them."""
+    owner = {
+        "apiVersion": names.API_VERSION,
+        "kind": "BalloonPool",
+        "metadata": {"name": pool, "uid": f"twin-{pool}"},
+        "spec": {"pool": pool},
+    }
+    return [sizing.balloon_pod(owner, i, requests) for i in range(count)]
+
+
+def is_balloon_key(key: str) -> bool:
+    return key.startswith(f"{NAMESPACE_OF_BALLOONS}/balloon-")
