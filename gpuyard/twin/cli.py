@@ -35,6 +35,14 @@ def add_arguments(parser: argparse.ArgumentParser, name: str = "twin") -> None:
         default=0.0,
         help="run the policy on ticks of this many virtual seconds (0: at every change)",
     )
+    parser.add_argument(
+        "--teams",
+        metavar="FILE",
+        help="Team objects (YAML): carve team nodes and admit pods as the live system does",
+    )
+    parser.add_argument(
+        "--balloons", action="store_true", help="a balloon pod on every idle node, as live"
+    )
     parser.add_argument("--quiet", action="store_true")
     parser.add_argument("--nodes", type=int, default=7500)
     parser.add_argument("--days", type=float, default=30)
@@ -59,12 +67,14 @@ def run(args: argparse.Namespace) -> int:
     if not (args.cluster and args.trace and args.out):
         print("gpuyard twin: --cluster, --trace and --out are required", file=sys.stderr)
         return 2
+    from gpuyard.twin.capacity import load_teams
     from gpuyard.twin.engine import Engine, FailureSpec
 
     try:
         shapes = expand(load_shapes(args.cluster))
         wl = load_trace(args.trace)
         failures = FailureSpec.parse(args.failures)
+        teams = load_teams(args.teams) if args.teams else None
     except (TraceError, ShapeError, ValueError) as exc:
         print(f"gpuyard twin: {exc}", file=sys.stderr)
         return 2
@@ -88,7 +98,15 @@ def run(args: argparse.Namespace) -> int:
                 prog.update(task, completed=min(t, horizon))
 
         eng = Engine(
-            shapes, wl.jobs, pol, failures, seed=args.seed, progress=tick if show else None
+            shapes,
+            wl.jobs,
+            pol,
+            failures,
+            seed=args.seed,
+            progress=tick if show else None,
+            batch=args.batch,
+            teams=teams,
+            balloons=args.balloons,
         )
         try:
             results.append(eng.run())

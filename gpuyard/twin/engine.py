@@ -9,8 +9,12 @@ to a failure or a preemption, the whole gang restarts from its last checkpoint a
 the work since then is counted as lost goodput. All events at one virtual instant are
 applied before the policy runs once.
 
-Not modelled here (the report says so): team capacity carved out with taints, and
-balloon pods (they only shape what the autoscaler sees, not what the policy decides).
+With `teams` (Team objects) the nodes are carved as the team manager carves them and
+each pod passes the team webhook's mutation before it enters the scheduling state, so
+team taints, affinity to the team's nodes or the shared pool, and borrowing by
+gpuyard-low work follow the live rules (gpuyard.twin.capacity); a job is in the
+namespace named by its team. With `balloons` every node of a pool gets a balloon pod
+that the policy places and evicts first; an evicted balloon waits, Pending, again.
 """
 
 from __future__ import annotations
@@ -27,6 +31,8 @@ from gpuyard import names
 from gpuyard.cluster.shapes import NodeShape
 from gpuyard.scheduling.policy import PolicyConfig, schedule
 from gpuyard.scheduling.state import GPU, ClusterState, GroupInfo
+from gpuyard.teams.assign import TeamSpec
+from gpuyard.twin import capacity
 from gpuyard.twin.traces import TraceJob
 
 _UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
@@ -122,6 +128,8 @@ class Engine:
         samples: int = 400,
         progress: Callable[[float], None] | None = None,
         batch: float = 0.0,
+        teams: list[TeamSpec] | None = None,
+        balloons: bool = False,
     ) -> None:
         """batch: 0 runs the policy at every virtual instant where something changed;
         B > 0 runs it on ticks every B seconds (like the live scheduler's debounce, longer),
@@ -134,21 +142,26 @@ class Engine:
         self.rng = random.Random(seed)
         self.state = ClusterState()
         self.total_gpus = 0
+        self.teams = capacity.Teams(teams) if teams else None
+        owner = capacity.carve(teams, shapes).owner if teams else {}
+        if teams or balloons:
+            for pc, value in names.PRIORITY_CLASSES.items():
+                self.state.set_priority_class(pc, value, pc == names.PRIORITY_BALLOON)
         for s in shapes:
-            labels = {
-                names.LABEL_RACK: s.rack,
-                names.LABEL_ZONE: s.zone,
-                names.LABEL_POOL: s.pool,
-                names.LABEL_HOSTNAME: s.name,
-            }
-            if s.gpu_product:
-                labels[names.LABEL_GPU_PRODUCT] = s.gpu_product
+            labels = capacity.shape_labels(s)
+            team_labels, taints = capacity.team_decoration(owner.get(s.name))
             self.state.add_node_fast(
                 s.name,
                 {"cpu": s.cpu_milli, "memory": s.memory_bytes, names.RESOURCE_GPU: s.gpus},
-                labels,
+                {**labels, **team_labels},
+                taints,
             )
             self.total_gpus += s.gpus
+        self.refused: list[str] = []  # jobs the team webhook refused
+        self.balloons: dict[str, dict[str, Any]] = {}  # key -> pod object
+        self.balloon_evictions = 0
+        if balloons:
+            self._add_balloons(shapes)
         self.runs = {j.name: JobRun(j) for j in jobs}
         self.pod_job: dict[str, JobRun] = {}
         self.heap: list[tuple[float, int, str, Any]] = []
@@ -168,11 +181,33 @@ class Engine:
         self.batch = batch
         for j in jobs:
             self._push(j.submit, "arrive", j.name)
+        if self.balloons:
+            self._push(0.0, "tick", None)  # balloons fill the idle cluster first
         # Failures happen while work can still be running; after that the queue drains.
         self.fail_until = self.horizon + max((j.duration for j in jobs), default=0.0)
         if self.failures.mtbf > 0:
             for name in self.state.nodes:
                 self._push_failure(0.0, name)
+
+    def _add_balloons(self, shapes: list[NodeShape]) -> None:
+        pools: dict[str, list[NodeShape]] = {}
+        for s in shapes:
+            pools.setdefault(s.pool, []).append(s)
+        for pool, members in sorted(pools.items()):
+            req = capacity.sizing.least_room(
+                {"cpu": s.cpu_milli, "memory": s.memory_bytes, names.RESOURCE_GPU: s.gpus}
+                for s in members
+            )
+            for pod in capacity.balloon_pods(pool, len(members), req or {}):
+                key = f"{pod['metadata']['namespace']}/{pod['metadata']['name']}"
+                self.balloons[key] = pod
+                self.state.add_pod(pod)
+
+    def _balloon_back(self, key: str) -> None:
+        """An evicted balloon is gone and its controller makes it again, Pending."""
+        self.balloon_evictions += 1
+        self.state.remove_pod(key)
+        self.state.add_pod(self.balloons[key])
 
     def _push_failure(self, now: float, node: str) -> None:
         t = now + self.rng.expovariate(1 / self.failures.mtbf)
@@ -205,14 +240,28 @@ class Engine:
                 if i >= j.replicas:
                     continue
                 key = f"{j.team}/{j.name}-g{run.gen}-{i}"
-                self.state.add_pod_fast(
-                    key,
-                    {"cpu": j.cpu_milli, "memory": j.memory, names.RESOURCE_GPU: j.gpus},
-                    priority=j.priority,
-                    group=f"{j.team}/{j.name}" if j.replicas > 1 else None,
-                    created=j.submit,
-                    node_selector={names.LABEL_GPU_PRODUCT: j.gpu_model} if j.gpu_model else None,
-                )
+                req = {"cpu": j.cpu_milli, "memory": j.memory, names.RESOURCE_GPU: j.gpus}
+                group = f"{j.team}/{j.name}" if j.replicas > 1 else None
+                if self.teams is not None:
+                    pod = self.teams.admit(
+                        capacity.job_pod(key, req, j.priority, group, j.gpu_model)
+                    )
+                    if pod is None:
+                        if j.name not in self.refused:
+                            self.refused.append(j.name)
+                        continue
+                    self.state.add_pod(pod).created = j.submit  # type: ignore[union-attr]
+                else:
+                    self.state.add_pod_fast(
+                        key,
+                        req,
+                        priority=j.priority,
+                        group=group,
+                        created=j.submit,
+                        node_selector={names.LABEL_GPU_PRODUCT: j.gpu_model}
+                        if j.gpu_model
+                        else None,
+                    )
                 self.pod_job[key] = run
                 run.pods.append(key)
 
@@ -283,6 +332,8 @@ class Engine:
                 victim = self.pod_job.get(p.key)
                 if victim is not None and victim.pods:
                     self._restart(victim, now, preempted=False)
+                elif p.key in self.balloons:
+                    self._balloon_back(p.key)
             back = self.failures.preflight + (0.0 if xid else self.failures.repair)
             self._push(now + back, "repaired", node)
         elif kind == "repaired":
@@ -298,6 +349,8 @@ class Engine:
         self.passes += 1
         d = schedule(self.state, now, self.cfg)
         for key, _node in d.bindings:
+            if key in self.balloons:
+                continue  # holds its node; not work
             p = self.state.pods[key]
             self.allocated += p.req[GPU]
             run = self.pod_job[key]
@@ -315,13 +368,16 @@ class Engine:
             elif run.bound < run.job.replicas and run.partial_since is None:
                 run.partial_since = now
         victims: dict[str, JobRun] = {}
+        balloons = [e.pod for e in d.evictions if e.pod in self.balloons]
         for e in d.evictions:
             victim = self.pod_job.get(e.pod)
             if victim is not None:
                 victims[victim.job.name] = victim
         for run in victims.values():
             self._restart(run, now, preempted=True)
-        if victims:
+        for key in balloons:
+            self._balloon_back(key)
+        if victims or balloons:
             self._decide(now)
 
     def _sample(self, t: float) -> None:
@@ -377,4 +433,8 @@ class Engine:
             events=self.events,
             node_failures=self.node_failures,
             xid_faults=self.xid_faults,
+            counts={
+                **({"team-refused-jobs": len(self.refused)} if self.teams else {}),
+                **({"balloon-evictions": self.balloon_evictions} if self.balloons else {}),
+            },
         )

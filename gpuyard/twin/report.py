@@ -121,6 +121,8 @@ def metrics(res: Result, counts: dict[str, int] | None = None) -> dict[str, Any]
         m["twin_wait_s_same_tasks"] = _dist([w for w, _ in trace_cmp])
     if counts:
         m["trace_counts"] = dict(counts)
+    if res.counts:
+        m["capacity"] = dict(res.counts)
     return m
 
 
@@ -236,8 +238,11 @@ MODEL_NOTES = [
     "failure, an Xid fault or a preemption, times its GPUs.",
     "Node failures: exponential with the given MTBF per node; a failed node returns after "
     "repair (not for Xid faults) plus preflight; preflight always passes.",
-    "Teams are labels for the charts and priorities come from the trace; team capacity "
-    "taints, borrowing and balloon pods are not modelled.",
+    "Priorities come from the trace. With --teams, nodes are carved by the team "
+    "manager's own assignment and pods pass the team webhook's own mutation (team "
+    "taints, affinity, borrowing by gpuyard-low work, reclaim by preemption); without "
+    "it, teams are labels for the charts. With --balloons, a balloon holds every idle "
+    "node and is evicted first.",
 ]
 
 
