@@ -25,10 +25,9 @@ import ssl
 import threading
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import orjson
-from aiohttp import web
 
 from gpuyard import names
 from gpuyard.teams import certs
@@ -134,7 +133,8 @@ class WebhookServer:
         self.requests = 0
         self.denied = 0
         self._ssl: ssl.SSLContext | None = None
-        self._runner: web.AppRunner | None = None
+        self._server: asyncio.AbstractServer | None = None
+        self._conns: set[_HTTPServer] = set()
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._quit: asyncio.Event | None = None
@@ -203,33 +203,27 @@ class WebhookServer:
         loop.call_soon_threadsafe(switch)
         done.result(timeout=10)
 
-    async def handle(self, request: web.Request) -> web.Response:
+    def answer(self, raw: bytes) -> tuple[int, bytes]:
+        """An AdmissionReview request body -> (HTTP status, body)."""
         self.requests += 1
         try:
-            body = orjson.loads(await request.read())
+            body = orjson.loads(raw)
             if not isinstance(body, dict):
                 raise ValueError("not an object")
         except ValueError as exc:
-            return web.Response(status=400, text=f"bad AdmissionReview: {exc}")
+            return 400, f"bad AdmissionReview: {exc}".encode()
         out = review(body, self.lookup)
         if not out["response"]["allowed"]:
             self.denied += 1
-        return web.Response(body=orjson.dumps(out), content_type="application/json")
-
-    async def healthz(self, request: web.Request) -> web.Response:
-        return web.Response(text="ok")
+        return 200, orjson.dumps(out)
 
     async def _serve(self) -> None:
-        app = web.Application(client_max_size=16 << 20)
-        app.router.add_post(PATH, self.handle)
-        app.router.add_get("/healthz", self.healthz)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, self.host, self.port, ssl_context=self._ssl)
-        await site.start()
-        server = getattr(site, "_server", None)
-        if self.port == 0 and server is not None and server.sockets:
-            self.port = int(server.sockets[0].getsockname()[1])
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_server(
+            lambda: _HTTPServer(self), self.host, self.port, ssl=self._ssl
+        )
+        if self.port == 0 and self._server.sockets:
+            self.port = int(self._server.sockets[0].getsockname()[1])
 
     async def start(self, thread: bool = False) -> str:
         """Serve; the URL. With thread=True the server runs in a thread of its own with
@@ -279,9 +273,12 @@ class WebhookServer:
             loop.close()
 
     async def _cleanup(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
+        if self._server is not None:
+            self._server.close()
+            for conn in list(self._conns):
+                conn.close()
+            await self._server.wait_closed()
+            self._server = None
 
     async def stop(self) -> None:
         thread, loop = self._thread, self._loop
@@ -293,3 +290,116 @@ class WebhookServer:
             self._thread = None
             return
         await self._cleanup()
+
+
+MAX_REQUEST_BYTES = 16 << 20
+IDLE_CLOSE_S = 90.0  # kept-alive connections idle this long are closed
+_REASONS = {
+    200: "OK",
+    400: "Bad Request",
+    404: "Not Found",
+    405: "Method Not Allowed",
+    411: "Length Required",
+    413: "Content Too Large",
+}
+
+
+class _HTTPServer(asyncio.Protocol):
+    """One HTTPS connection to the webhook: HTTP/1.1 with keep-alive, requests answered
+    in order as they arrive (bodies by Content-Length; a chunked body is refused with
+    411, as API servers send the length). Small on purpose: at hundreds of admissions a
+    second the webhook's CPU per request is what its latency depends on."""
+
+    def __init__(self, server: WebhookServer) -> None:
+        self.server = server
+        self.transport: asyncio.Transport | None = None
+        self.buf = bytearray()
+        self.idle: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)  # (uvloop's are not subclasses)
+        self.server._conns.add(self)
+        self._arm()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.server._conns.discard(self)
+        if self.idle is not None:
+            self.idle.cancel()
+
+    def close(self) -> None:
+        if self.transport is not None:
+            self.transport.close()
+
+    def _arm(self) -> None:
+        if self.idle is not None:
+            self.idle.cancel()
+        self.idle = asyncio.get_running_loop().call_later(IDLE_CLOSE_S, self.close)
+
+    def data_received(self, data: bytes) -> None:
+        self.buf += data
+        self._arm()
+        while self.transport is not None and not self.transport.is_closing():
+            if not self._one():
+                return
+
+    def _send(self, status: int, body: bytes, ctype: str, close: bool) -> None:
+        assert self.transport is not None
+        head = (
+            f"HTTP/1.1 {status} {_REASONS.get(status, '')}\r\n"
+            f"Content-Type: {ctype}\r\nContent-Length: {len(body)}\r\n"
+        )
+        if close:
+            head += "Connection: close\r\n"
+        self.transport.write(head.encode() + b"\r\n" + body)
+        if close:
+            self.transport.close()
+
+    def _one(self) -> bool:
+        """Answer the first complete request in the buffer; False when there is none."""
+        end = self.buf.find(b"\r\n\r\n")
+        if end < 0:
+            if len(self.buf) > 65536:
+                self._send(400, b"request head too large", "text/plain", True)
+            return False
+        lines = bytes(self.buf[:end]).decode("latin-1").split("\r\n")
+        parts = lines[0].split(" ")
+        if len(parts) != 3 or not parts[2].startswith("HTTP/1."):
+            self._send(400, b"malformed request line", "text/plain", True)
+            return False
+        method, target, version = parts
+        headers: dict[str, str] = {}
+        for line in lines[1:]:
+            k, _, v = line.partition(":")
+            headers[k.strip().lower()] = v.strip()
+        conn = headers.get("connection", "").lower()
+        close = conn == "close" if version == "HTTP/1.1" else conn != "keep-alive"
+        if "chunked" in headers.get("transfer-encoding", "").lower():
+            self._send(411, b"a Content-Length is required", "text/plain", True)
+            return False
+        try:
+            n = int(headers.get("content-length") or 0)
+            if n < 0:
+                raise ValueError
+        except ValueError:
+            self._send(400, b"bad Content-Length", "text/plain", True)
+            return False
+        if n > MAX_REQUEST_BYTES:
+            self._send(413, b"request body too large", "text/plain", True)
+            return False
+        if len(self.buf) < end + 4 + n:
+            return False
+        body = bytes(self.buf[end + 4 : end + 4 + n])
+        del self.buf[: end + 4 + n]
+        path = target.split("?", 1)[0]
+        if path == PATH:
+            if method != "POST":
+                self._send(405, b"POST an AdmissionReview", "text/plain", close)
+            else:
+                status, out = self.server.answer(body)
+                ctype = "application/json" if status == 200 else "text/plain"
+                self._send(status, out, ctype, close)
+        elif path == "/healthz" and method == "GET":
+            self._send(200, b"ok", "text/plain", close)
+        else:
+            self._send(404, b"not found", "text/plain", close)
+        return True

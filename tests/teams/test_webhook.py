@@ -197,3 +197,72 @@ async def test_own_thread_stops_cleanly_and_frees_its_port(tmp_path: Path) -> No
     finally:
         blocker.close()
         await blocker.wait_closed()
+
+
+async def _exchange(port: int, ctx: ssl.SSLContext, data: bytes, answers: int) -> list[bytes]:
+    """Send raw bytes; read `answers` HTTP answers (by Content-Length), then what
+    follows until the server closes or 0.3 s pass."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port, ssl=ctx)
+    out: list[bytes] = []
+    try:
+        writer.write(data)
+        for _ in range(answers):
+            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+            n = int(head.lower().split(b"content-length:")[1].split(b"\r\n")[0])
+            out.append(head + await reader.readexactly(n))
+        try:
+            out.append(await asyncio.wait_for(reader.read(), 0.3))  # b"": closed by server
+        except TimeoutError:
+            out.append(b"<open>")
+    finally:
+        writer.close()
+    return out
+
+
+def _post(path: str, body: bytes, *extra: str) -> bytes:
+    head = [f"POST {path} HTTP/1.1", "Host: x", f"Content-Length: {len(body)}", *extra]
+    return ("\r\n".join(head) + "\r\n\r\n").encode() + body
+
+
+async def test_http_keep_alive_pipelining_and_refusals(tmp_path: Path) -> None:
+    table = teams_by_namespace(TEAMS)
+    server = WebhookServer(table.get, tmp_path)
+    await server.start()
+    ctx = ssl.create_default_context(cadata=server.ca_pem.decode())
+    good = orjson.dumps(review("ns-b", {"containers": []}))
+    try:
+        # Two requests in one write: two answers, in order, connection kept open.
+        a, b, rest = await _exchange(
+            server.port, ctx, _post("/mutate-pods", good) + _post("/mutate-pods?x=1", good), 2
+        )
+        assert a.startswith(b"HTTP/1.1 200 ") and b.startswith(b"HTTP/1.1 200 ")
+        assert b'"allowed":true' in a and rest == b"<open>"
+        # Connection: close is honoured.
+        a, rest = await _exchange(
+            server.port, ctx, _post("/mutate-pods", good, "Connection: close"), 1
+        )
+        assert a.startswith(b"HTTP/1.1 200 ") and rest == b""
+        checks = [
+            (b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n", b"200", b"ok"),
+            (b"GET /mutate-pods HTTP/1.1\r\nHost: x\r\n\r\n", b"405", b""),
+            (_post("/elsewhere", good), b"404", b""),
+            (_post("/mutate-pods", b"[1, 2"), b"400", b"bad AdmissionReview"),
+        ]
+        for data, code, text in checks:
+            got, _ = await _exchange(server.port, ctx, data, 1)
+            assert got.startswith(b"HTTP/1.1 " + code), got
+            assert text in got
+        chunked = (
+            b"POST /mutate-pods HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n2\r\n{}\r\n0\r\n\r\n"
+        )
+        got, rest = await _exchange(server.port, ctx, chunked, 1)
+        assert got.startswith(b"HTTP/1.1 411 ") and rest == b""
+        assert server.requests == 4  # the four AdmissionReviews posted to /mutate-pods
+        # stop() closes kept-alive connections too.
+        reader, writer = await asyncio.open_connection("127.0.0.1", server.port, ssl=ctx)
+        writer.write(_post("/mutate-pods", good))
+        await reader.readuntil(b"\r\n\r\n")
+    finally:
+        await server.stop()
+    await asyncio.wait_for(reader.read(), 5)  # returns at end of stream: closed by stop()
+    writer.close()
