@@ -19,81 +19,50 @@ from __future__ import annotations
 from typing import Any
 
 from gpuyard import names
+from gpuyard.kube.crd import column, crd, object_schema
 
 KIND = "BalloonPool"
 PLURAL = "balloonpools"
 
 
 def balloon_pool_crd() -> dict[str, Any]:
-    return {
-        "apiVersion": "apiextensions.k8s.io/v1",
-        "kind": "CustomResourceDefinition",
-        "metadata": {"name": f"{PLURAL}.{names.GROUP}"},
-        "spec": {
-            "group": names.GROUP,
-            "scope": "Cluster",
-            "names": {
-                "plural": PLURAL,
-                "singular": "balloonpool",
-                "kind": KIND,
-                "listKind": f"{KIND}List",
-                "shortNames": ["bp"],
+    spec = {
+        "type": "object",
+        "required": ["pool"],
+        "properties": {
+            "pool": {
+                "type": "string",
+                "minLength": 1,
+                "description": "the node pool (label gpuyard.io/pool)",
             },
-            "versions": [
-                {
-                    "name": names.VERSION,
-                    "served": True,
-                    "storage": True,
-                    "subresources": {"status": {}},
-                    "additionalPrinterColumns": [
-                        {"name": "Pool", "type": "string", "jsonPath": ".spec.pool"},
-                        {"name": "Desired", "type": "integer", "jsonPath": ".status.desired"},
-                        {"name": "Running", "type": "integer", "jsonPath": ".status.running"},
-                        {"name": "Pending", "type": "integer", "jsonPath": ".status.pending"},
-                        {"name": "Evictions", "type": "integer", "jsonPath": ".status.evictions"},
-                        {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
-                    ],
-                    "schema": {
-                        "openAPIV3Schema": {
-                            "type": "object",
-                            "properties": {
-                                "apiVersion": {"type": "string"},
-                                "kind": {"type": "string"},
-                                "metadata": {"type": "object"},
-                                "spec": {
-                                    "type": "object",
-                                    "required": ["pool"],
-                                    "properties": {
-                                        "pool": {
-                                            "type": "string",
-                                            "minLength": 1,
-                                            "description": "the node pool (label gpuyard.io/pool)",
-                                        },
-                                        "replicas": {
-                                            "type": "integer",
-                                            "minimum": 0,
-                                            "description": "balloon pods to keep; default: "
-                                            "the pool's maximum size",
-                                        },
-                                        "nodeGroups": {
-                                            "type": "array",
-                                            "items": {"type": "string"},
-                                            "description": "cluster-autoscaler node groups "
-                                            "of the pool (default: [pool])",
-                                        },
-                                    },
-                                },
-                                "status": {
-                                    "type": "object",
-                                    "x-kubernetes-preserve-unknown-fields": True,
-                                },
-                            },
-                        }
-                    },
-                }
-            ],
+            "replicas": {
+                "type": "integer",
+                "minimum": 0,
+                "description": "balloon pods to keep; default: the pool's maximum size",
+            },
+            "nodeGroups": {
+                "type": "array",
+                "items": {"type": "string"},
+                "description": "cluster-autoscaler node groups of the pool (default: [pool])",
+            },
         },
     }
+    return crd(
+        names.GROUP,
+        names.VERSION,
+        KIND,
+        PLURAL,
+        namespaced=False,
+        schema=object_schema(spec),
+        columns=[
+            column("Pool", "string", ".spec.pool"),
+            column("Desired", "integer", ".status.desired"),
+            column("Running", "integer", ".status.running"),
+            column("Pending", "integer", ".status.pending"),
+            column("Evictions", "integer", ".status.evictions"),
+        ],
+        short_names=["bp"],
+    )
 
 
 def crds() -> list[dict[str, Any]]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from gpuyard import names
+from gpuyard.kube.crd import column, crd
 
 PHASES = ["Pending", "Scheduling", "Running", "Restarting", "Succeeded", "Failed"]
 
@@ -73,49 +74,23 @@ def trainingjob_schema() -> dict[str, Any]:
 
 
 def trainingjob_crd() -> dict[str, Any]:
-    return {
-        "apiVersion": "apiextensions.k8s.io/v1",
-        "kind": "CustomResourceDefinition",
-        "metadata": {"name": f"trainingjobs.{names.GROUP}"},
-        "spec": {
-            "group": names.GROUP,
-            "scope": "Namespaced",
-            "names": {
-                "plural": "trainingjobs",
-                "singular": "trainingjob",
-                "kind": "TrainingJob",
-                "listKind": "TrainingJobList",
-                "shortNames": ["tj"],
-                "categories": ["gpuyard"],
-            },
-            "versions": [
-                {
-                    "name": names.VERSION,
-                    "served": True,
-                    "storage": True,
-                    "subresources": {"status": {}},
-                    "additionalPrinterColumns": [
-                        {"name": "Replicas", "type": "integer", "jsonPath": ".spec.replicas"},
-                        {"name": "Phase", "type": "string", "jsonPath": ".status.phase"},
-                        {"name": "Restarts", "type": "integer", "jsonPath": ".status.restarts"},
-                        {
-                            "name": "Running",
-                            "type": "integer",
-                            "jsonPath": ".status.runningWorkers",
-                        },
-                        {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
-                        {
-                            "name": "Message",
-                            "type": "string",
-                            "jsonPath": ".status.message",
-                            "priority": 1,
-                        },
-                    ],
-                    "schema": {"openAPIV3Schema": trainingjob_schema()},
-                }
-            ],
-        },
-    }
+    return crd(
+        names.GROUP,
+        names.VERSION,
+        "TrainingJob",
+        "trainingjobs",
+        namespaced=True,
+        schema=trainingjob_schema(),
+        columns=[
+            column("Replicas", "integer", ".spec.replicas"),
+            column("Phase", "string", ".status.phase"),
+            column("Restarts", "integer", ".status.restarts"),
+            column("Running", "integer", ".status.runningWorkers"),
+            column("Message", "string", ".status.message", priority=1),
+        ],
+        short_names=["tj"],
+        categories=["gpuyard"],
+    )
 
 
 def crds() -> list[dict[str, Any]]:
