@@ -55,8 +55,8 @@ import yaml
 from gpuyard import names
 from gpuyard.cluster.shapes import NodeShape, default_shapes
 from gpuyard.kube import objects as o
-from gpuyard.kube.errors import AlreadyExists, ApiError, NotFound
-from gpuyard.kube.resources import CONFIGMAPS, PODS
+from gpuyard.kube.errors import AlreadyExists, ApiError
+from gpuyard.kube.resources import CONFIGMAPS
 
 log = logging.getLogger("gpuyard.cluster.autoscaler")
 
@@ -535,18 +535,7 @@ class Autoscaler:
                 msg = f"node removed for repair ({why}); a new node of its group replaces it"
             await self.recorder.record(node, "Normal", reason, msg)
             log.info("%s: %s", name, msg)
-            # Expendable and DaemonSet pods go with the node.
-            for p in self.pods.by_node(name):
-                if o.is_pod_terminal(p):
-                    continue
-                md = p["metadata"]
-                with contextlib.suppress(NotFound):
-                    await self.client.delete(
-                        PODS,
-                        md["name"],
-                        md.get("namespace"),
-                        grace_period_seconds=0,
-                    )
+            # Expendable and DaemonSet pods go with the node (pod garbage collection).
             with contextlib.suppress(KeyError):
                 await self.sim.remove_node(name)
             self.removed.append((time.monotonic(), name, reason))
