@@ -29,6 +29,7 @@ import argparse
 import asyncio
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -177,6 +178,7 @@ async def _wait_bound(kubeconfig: str, total: int, timeout: float) -> tuple[floa
 
     bound: set[str] = set()
     first = last = 0.0
+    c0 = time.process_time()
     deadline = time.monotonic() + timeout
     async with Client.from_kubeconfig(kubeconfig, component="bench") as c:
         lst = await c.list(PODS, "default")
@@ -199,7 +201,54 @@ async def _wait_bound(kubeconfig: str, total: int, timeout: float) -> tuple[floa
                         first = first or last
                 if len(bound) >= total or time.monotonic() > deadline:
                     break
+    _WATCHER_CPU[0] = time.process_time() - c0
     return first, last
+
+
+_WATCHER_CPU = [0.0]
+
+
+async def _gc_seconds(kubeconfig: str) -> list[float]:
+    """The cluster process's time in the garbage collector so far (its /metrics)."""
+    from gpuyard.kube.client import Client
+
+    async with Client.from_kubeconfig(kubeconfig, component="bench") as c:
+        resp = await c._send("GET", "/metrics")
+        text = (await resp.read()).decode()
+    return [
+        float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith("gpuyard_process_gc_seconds_total{")
+    ]
+
+
+def _start_profilers(pids: dict[str, int]) -> list[subprocess.Popen[bytes]]:
+    """With GPUYARD_BENCH_PYSPY=<py-spy binary> (and GPUYARD_BENCH_PROFILE_DIR), sample
+    the cluster and scheduler processes while the pods are being bound."""
+    spy = os.environ.get("GPUYARD_BENCH_PYSPY")
+    if not spy:
+        return []
+    out = os.environ.get("GPUYARD_BENCH_PROFILE_DIR", ".")
+    return [
+        subprocess.Popen(
+            [spy, "record", "--nonblocking", "-r", "100", "--format", "raw", "-p", str(pid)]
+            + ["-o", os.path.join(out, f"{name}.txt")],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        for name, pid in pids.items()
+    ]
+
+
+def _stop_profilers(procs: list[subprocess.Popen[bytes]]) -> None:
+    for p in procs:
+        p.send_signal(2)
+    for p in procs:
+        try:
+            p.wait(30)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
 
 
 def bench_e2e(nodes: int, gangs: int, gang: int, singles: int) -> dict[str, Any]:
@@ -212,19 +261,26 @@ def bench_e2e(nodes: int, gangs: int, gang: int, singles: int) -> dict[str, Any]
             t0 = time.monotonic()
             total = asyncio.run(_create_all(c.kubeconfig, gangs, gang, singles))
             create_s = time.monotonic() - t0
+            server_cpu0 = _cpu_seconds(c.proc.pid)
+            gc0 = asyncio.run(_gc_seconds(c.kubeconfig))
             log = open(os.path.join(d, "scheduler.log"), "wb")
             sched = subprocess.Popen(
-                [sys.executable, "-m", "gpuyard.cli", "scheduler", "--no-leader-elect"],
+                [sys.executable, "-m", "gpuyard.cli", "scheduler", "--no-leader-elect", "-v"],
                 env={**c.env, "KUBECONFIG": c.kubeconfig},
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
             start = time.monotonic()
+            profilers = _start_profilers({"cluster": c.proc.pid, "scheduler": sched.pid})
             try:
                 first, last = asyncio.run(_wait_bound(c.kubeconfig, total, 600))
                 cpu = _cpu_seconds(sched.pid)
+                server_cpu = _cpu_seconds(c.proc.pid) - server_cpu0
+                gc1 = asyncio.run(_gc_seconds(c.kubeconfig))
+                server_gc = sum(gc1) - sum(gc0)
             finally:
+                _stop_profilers(profilers)
                 sched.terminate()
                 try:
                     sched.wait(15)
@@ -232,6 +288,9 @@ def bench_e2e(nodes: int, gangs: int, gang: int, singles: int) -> dict[str, Any]
                     os.killpg(sched.pid, 9)
                     sched.wait()
                 log.close()
+                keep = os.environ.get("GPUYARD_BENCH_PROFILE_DIR")
+                if keep:
+                    shutil.copy(os.path.join(d, "scheduler.log"), keep)
     window = max(last - first, 1e-9)
     return {
         "nodes": nodes,
@@ -244,6 +303,12 @@ def bench_e2e(nodes: int, gangs: int, gang: int, singles: int) -> dict[str, Any]
         "pods_bound_per_s": round(total / window),
         "pods_bound_per_s_incl_startup": round(total / max(last - start, 1e-9)),
         "scheduler_cpu_s_per_1000_pods": round(1000 * cpu / total, 3),
+        "cluster_process_cpu_s_per_1000_pods": round(1000 * server_cpu / total, 3),
+        "cluster_process_gc_s_per_1000_pods": round(1000 * server_gc / total, 3),
+        "cluster_process_gc_s_by_generation": [
+            round(b - a, 3) for a, b in zip(gc0, gc1, strict=True)
+        ],
+        "benchmark_watcher_cpu_s_per_1000_pods": round(1000 * _WATCHER_CPU[0] / total, 3),
         "target_pods_per_s": 2000,
     }
 

@@ -77,6 +77,21 @@ def _ts(t: datetime) -> str:
     return t.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+_NOW_TS: list[Any] = [0, ""]
+
+
+def _now_ts() -> str:
+    """`_ts(_now())`, formatted at most once a second (hot write paths)."""
+    sec = int(time.time())
+    if _NOW_TS[0] != sec:
+        _NOW_TS[0] = sec
+        _NOW_TS[1] = _ts(datetime.fromtimestamp(sec, UTC))
+    return str(_NOW_TS[1])
+
+
+_BIND_OK = orjson.dumps(status_obj(201, "", ""))
+
+
 def _json(status: int, obj: Any) -> Response:
     return Response(status, orjson.dumps(obj))
 
@@ -1463,7 +1478,7 @@ class Core:
                 "type": "PodScheduled",
                 "status": "True",
                 "lastProbeTime": None,
-                "lastTransitionTime": _ts(_now()),
+                "lastTransitionTime": _now_ts(),
             }
         )
         status["conditions"] = conds
@@ -1472,7 +1487,7 @@ class Core:
                 await self.store.put(res.key, pod, expect_rv=e.rv)
             except StoreError:
                 raise conflict("pods", name, "pods") from None
-        return _json(201, status_obj(201, "", ""))
+        return _raw(201, _BIND_OK)
 
     async def evict(
         self, res: Resource, ns: str, name: str, body: dict[str, Any], dry: bool

@@ -55,10 +55,11 @@ from typing import Any
 import orjson
 
 from gpuyard.kube.errors import ApiError, ConfigError, Gone, KubeError, NotFound
+from gpuyard.kube.fasthttp import FastTransport
 from gpuyard.kube.kubeconfig import ConnectionConfig, load_config, load_kubeconfig
 from gpuyard.kube.metrics import RequestCounter
 from gpuyard.kube.resources import BUILTIN, Res
-from gpuyard.kube.transport import HttpTransport, InProcessTransport, RawResponse, Transport
+from gpuyard.kube.transport import InProcessTransport, RawResponse, Transport
 
 __version__ = "0.1"
 
@@ -142,7 +143,7 @@ class Client:
         self.timeout = timeout
         self.clock = clock
         self.requests = RequestCounter(clock())
-        self._transport: Transport = transport or HttpTransport(
+        self._transport: Transport = transport or FastTransport(
             config.server, config.ssl_context(), timeout=timeout
         )
         self._discovered: dict[str, list[Obj]] = {}

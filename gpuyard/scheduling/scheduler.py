@@ -16,6 +16,7 @@ scheduled; every bound pod counts against its node, whoever bound it.
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import os
 import re
@@ -66,6 +67,19 @@ class Metrics:
         )
 
 
+async def _gc_freezer(every: float) -> None:
+    """Keep the informer caches out of the cyclic garbage collector's reach.
+
+    Cached pods and nodes are long-lived and free of reference cycles (reference
+    counting frees them), but every full collection walks all of them: with 20,000
+    cached objects that was 40% of the scheduler's CPU while binding 12,000 pods.
+    Freezing moves what exists into the permanent generation (O(1)); cyclic garbage
+    made since the last young collection stays, a few objects a second at most."""
+    while True:
+        await asyncio.sleep(every)
+        gc.freeze()
+
+
 def _group_of(pod: dict[str, Any]) -> str | None:
     g = o.labels_of(pod).get(names.POD_GROUP_LABEL)
     return f"{o.namespace_of(pod)}/{g}" if g else None
@@ -83,8 +97,10 @@ class Scheduler:
         leader_elect: bool = True,
         identity: str | None = None,
         metrics: Metrics | None = None,
+        freeze_gc: float = 1.0,
     ) -> None:
         self.client = client
+        self.freeze_gc = freeze_gc
         self.config = config or PolicyConfig()
         self.name = name
         self.state = ClusterState(name)
@@ -161,6 +177,7 @@ class Scheduler:
     async def run(self, stop: asyncio.Event | None = None) -> None:
         stop = stop or asyncio.Event()
         self._wire()
+        freezer = asyncio.create_task(_gc_freezer(self.freeze_gc)) if self.freeze_gc else None
         for inf in (self.classes, self.nodes, self.groups, self.pods):
             inf.start()
         try:
@@ -183,13 +200,17 @@ class Scheduler:
                 ).start()
             loop_task = asyncio.create_task(self._loop(elector))
             stop_task = asyncio.create_task(stop.wait())
+            tasks = [loop_task, stop_task]
             await asyncio.wait({loop_task, stop_task}, return_when=asyncio.FIRST_COMPLETED)
-            for t in (loop_task, stop_task):
+            for t in tasks:
                 t.cancel()
-            await asyncio.gather(loop_task, stop_task, return_exceptions=True)
+            await asyncio.gather(*tasks, return_exceptions=True)
             if elector is not None:
                 await elector.stop()
         finally:
+            if freezer is not None:
+                freezer.cancel()
+                await asyncio.gather(freezer, return_exceptions=True)
             for inf in (self.classes, self.nodes, self.groups, self.pods):
                 await inf.stop()
             await self.recorder.flush()
@@ -209,7 +230,8 @@ class Scheduler:
         self.metrics.queue.set(len(self.state.pending))
         t0 = time.perf_counter()
         d = schedule(self.state, time.time(), self.config)
-        self.metrics.latency.observe(time.perf_counter() - t0)
+        decided = time.perf_counter() - t0
+        self.metrics.latency.observe(decided)
         self.passes += 1
         await asyncio.gather(
             self._apply_bindings(d),
@@ -218,6 +240,16 @@ class Scheduler:
         )
         await self._report(d)
         await self._update_groups()
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug(
+                "pass %d: %d pending, %d bound, %d evicted; decided in %.1f ms, applied in %.1f ms",
+                self.passes,
+                len(self.state.pending),
+                len(d.bindings),
+                len(d.evictions),
+                1e3 * decided,
+                1e3 * (time.perf_counter() - t0 - decided),
+            )
         if d.timed_out:
             self._dirty.set()
         return d
