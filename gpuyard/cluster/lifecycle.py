@@ -11,6 +11,10 @@ renewals a second) and compares each node's renewTime with the grace period:
 - when the lease is renewed again on a node marked Unknown, the kubelet (the `kubelet_ready`
   callback: the simulator) posts Ready=True, and then the taint is removed.
 
+Pods bound to a node that no longer exists (deleted by a person, or by the autoscaler)
+are deleted once it has been gone for `pod_gc_after` seconds, as the pod garbage
+collector does.
+
 Only the kubelet's own conditions (Ready, MemoryPressure, DiskPressure, PIDPressure) are
 set to Unknown, by a strategic merge patch keyed by condition type, so conditions other
 components own survive. Taint changes carry the node's resourceVersion: a concurrent
@@ -29,7 +33,7 @@ from typing import Any
 from gpuyard import names
 from gpuyard.kube import objects as o
 from gpuyard.kube.errors import Conflict, NotFound
-from gpuyard.kube.informer import Informer
+from gpuyard.kube.informer import INDEX_NODE, Informer
 from gpuyard.kube.resources import LEASES, NODES, PODS
 
 log = logging.getLogger("gpuyard.cluster.lifecycle")
@@ -65,6 +69,7 @@ class NodeLifecycle:
         grace: float = 40.0,
         period: float | None = None,
         kubelet_ready: Callable[[str], Awaitable[None]] | None = None,
+        pod_gc_after: float = 40.0,
     ) -> None:
         self.client = client
         self.nodes = nodes
@@ -73,6 +78,8 @@ class NodeLifecycle:
         self.period = period if period is not None else max(0.5, min(5.0, grace / 4))
         self.marked: dict[str, float] = {}  # node -> monotonic time it was marked
         self.kubelet_ready = kubelet_ready
+        self.pod_gc_after = pod_gc_after
+        self.orphaned: dict[str, float] = {}  # missing node -> monotonic time first seen
 
     async def run(self, stop: asyncio.Event) -> None:
         await self.nodes.wait_synced()
@@ -88,6 +95,7 @@ class NodeLifecycle:
                 pass
 
     async def tick(self) -> None:
+        await self._collect_orphans()
         leases = (await self.client.list(LEASES, LEASE_NS))["items"]
         renewed = {}
         for lease in leases:
@@ -126,6 +134,29 @@ class NodeLifecycle:
                     continue
                 self.marked.pop(name, None)
                 log.info("node %s is reachable again", name)
+
+    async def _collect_orphans(self) -> None:
+        """Pod garbage collection: pods bound to a node that no longer exists are deleted
+        at once (grace 0) once the node has been gone for `pod_gc_after` seconds."""
+        now = time.monotonic()
+        bound_to = set(self.pods.store.index_values(INDEX_NODE))
+        missing = {n for n in bound_to if n and self.nodes.get(n) is None}
+        for n in list(self.orphaned):
+            if n not in missing:
+                del self.orphaned[n]
+        for n in missing:
+            since = self.orphaned.setdefault(n, now)
+            if now - since < self.pod_gc_after:
+                continue
+            for pod in list(self.pods.by_node(n)):
+                md = pod.get("metadata") or {}
+                try:
+                    await self.client.delete(
+                        PODS, md["name"], md.get("namespace"), grace_period_seconds=0
+                    )
+                except NotFound:
+                    continue
+                log.info("deleted pod %s of node %s, which no longer exists", o.key_of(pod), n)
 
     async def _mark_unreachable(self, node: dict[str, Any], add_taint: bool) -> None:
         name = o.name_of(node)

@@ -157,6 +157,7 @@ class EmbeddedCluster:
             self.sim.pods,
             grace=self.opts.node_grace,
             kubelet_ready=self.sim.post_ready,
+            pod_gc_after=min(40.0, self.opts.node_grace),
         )
         self._tasks.append(asyncio.create_task(lifecycle.run(self.stop_event), name="lifecycle"))
         if groups:
