@@ -67,7 +67,7 @@ class Metrics:
         )
 
 
-async def _gc_freezer(every: float) -> None:
+async def _gc_freezer(every: float, synced: asyncio.Event | None = None) -> None:
     """Keep the informer caches out of the cyclic garbage collector's reach.
 
     Cached pods and nodes are long-lived and free of reference cycles (reference
@@ -76,7 +76,8 @@ async def _gc_freezer(every: float) -> None:
     Freezing moves what exists into the permanent generation (O(1)); cyclic garbage
     made since the last young collection stays, a few objects a second at most."""
     while True:
-        await asyncio.sleep(every)
+        # Five times as often while the informers fill their caches.
+        await asyncio.sleep(every if synced is None or synced.is_set() else every / 5)
         gc.freeze()
 
 
@@ -177,12 +178,16 @@ class Scheduler:
     async def run(self, stop: asyncio.Event | None = None) -> None:
         stop = stop or asyncio.Event()
         self._wire()
-        freezer = asyncio.create_task(_gc_freezer(self.freeze_gc)) if self.freeze_gc else None
+        synced = asyncio.Event()
+        freezer = (
+            asyncio.create_task(_gc_freezer(self.freeze_gc, synced)) if self.freeze_gc else None
+        )
         for inf in (self.classes, self.nodes, self.groups, self.pods):
             inf.start()
         try:
             for inf in (self.classes, self.nodes, self.groups, self.pods):
                 await inf.wait_synced()
+            synced.set()
             # Pods seen before their nodes were known: account them now.
             for node in list(self.nodes.cache.values()):
                 for p in self.pods.by_node(o.name_of(node)):
