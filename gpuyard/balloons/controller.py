@@ -28,6 +28,7 @@ from gpuyard.kube import objects as o
 from gpuyard.kube.errors import AlreadyExists, ApiError, Conflict, NotFound
 from gpuyard.kube.informer import Informer
 from gpuyard.kube.resources import BALLOON_POOLS, CONFIGMAPS, NODES, PODS
+from gpuyard.kube.waits import woken
 
 log = logging.getLogger("gpuyard.balloons")
 
@@ -150,14 +151,7 @@ class BalloonController:
                     self._evictions[pool] = int((bp.get("status") or {}).get("evictions") or 0)
             await self._ensure_namespace()
             self._dirty.set()
-            while not stop.is_set():
-                waiter = asyncio.ensure_future(self._dirty.wait())
-                stopper = asyncio.ensure_future(stop.wait())
-                await asyncio.wait({waiter, stopper}, return_when=asyncio.FIRST_COMPLETED)
-                waiter.cancel()
-                stopper.cancel()
-                if stop.is_set():
-                    break
+            while await woken(self._dirty, stop):
                 await asyncio.sleep(self.debounce)
                 self._dirty.clear()
                 try:

@@ -202,6 +202,7 @@ async def _until_signal(
         from gpuyard.health.controller import NAMESPACE
         from gpuyard.health.kubeio import ensure_namespace
         from gpuyard.kube.leader import LeaderElector
+        from gpuyard.kube.waits import first_of
 
         await ensure_namespace(client, NAMESPACE)
         elector = LeaderElector(
@@ -211,11 +212,7 @@ async def _until_signal(
             f"{socket.gethostname()}-{os.getpid()}",
             on_stopped_leading=stop.set,
         ).start()
-        waiter = asyncio.create_task(elector.wait_leading())
-        stopper = asyncio.create_task(stop.wait())
-        await asyncio.wait({waiter, stopper}, return_when=asyncio.FIRST_COMPLETED)
-        waiter.cancel()
-        stopper.cancel()
+        await first_of(elector.wait_leading(), stop)
     try:
         if not stop.is_set():
             await body(stop)

@@ -20,6 +20,7 @@ from gpuyard.health.verdict import Condition, Event
 from gpuyard.kube.errors import AlreadyExists, Conflict, Gone, NotFound
 from gpuyard.kube.objects import now_rfc3339, set_condition
 from gpuyard.kube.resources import CONFIGMAPS, EVENTS, NAMESPACES, NODES, Res
+from gpuyard.kube.waits import woken
 
 log = logging.getLogger("gpuyard.health.kube")
 
@@ -196,13 +197,7 @@ class Cache:
         return self.items
 
     async def changed(self, stop: asyncio.Event) -> None:
-        waiter = asyncio.create_task(self._event.wait())
-        stopper = asyncio.create_task(stop.wait())
-        try:
-            await asyncio.wait({waiter, stopper}, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            waiter.cancel()
-            stopper.cancel()
+        await woken(self._event, stop)
         self._event.clear()
 
     async def _run(self) -> None:

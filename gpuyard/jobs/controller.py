@@ -19,6 +19,7 @@ from gpuyard.kube.errors import AlreadyExists, ApiError, Conflict, NotFound
 from gpuyard.kube.events import EventRecorder
 from gpuyard.kube.informer import Informer
 from gpuyard.kube.resources import NODES, POD_GROUPS, PODS, TRAINING_JOBS
+from gpuyard.kube.waits import woken
 
 log = logging.getLogger("gpuyard.jobs")
 
@@ -86,14 +87,7 @@ class JobController:
         try:
             for inf in infs:
                 await inf.wait_synced()
-            while not stop.is_set():
-                waiter = asyncio.create_task(self._wake.wait())
-                stopper = asyncio.create_task(stop.wait())
-                await asyncio.wait({waiter, stopper}, return_when=asyncio.FIRST_COMPLETED)
-                waiter.cancel()
-                stopper.cancel()
-                if stop.is_set():
-                    break
+            while await woken(self._wake, stop):
                 await asyncio.sleep(0.02)  # coalesce a burst of events
                 self._wake.clear()
                 keys, self._queue = self._queue, set()
