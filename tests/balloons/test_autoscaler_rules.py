@@ -115,3 +115,29 @@ def test_utilization_counts_gpus_and_ignores_daemonsets_and_expendable_pods() ->
     assert u == 1.0 and len(movable) == 1
     u, movable = a.utilization(n, [bound(2)], -10)
     assert u == 0.25 and len(movable) == 1
+
+
+def test_gpuyard_up_refuses_a_bad_node_group_before_starting(tmp_path: Any) -> None:
+    import subprocess
+    import sys
+
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "gpuyard.cli",
+            "up",
+            "--autoscale",
+            "gpu=5:2",
+            "--data-dir",
+            str(tmp_path / "d"),
+            "--port",
+            "0",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode == 2
+    assert "node group 'gpu=5:2': want 0 <= MIN <= MAX" in out.stderr
+    assert not (tmp_path / "d" / "up.json").exists()
