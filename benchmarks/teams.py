@@ -18,9 +18,9 @@ holding the same nodes and Teams, with the teams component of `gpuyard up` runni
 the team namespaces (the API server calls the webhook over HTTPS) alternate with rounds
 in a plain namespace (no call) at the same rate; the difference is the webhook's cost.
 The webhook's own latency is measured where the API server calls it. Run with the
-webhook served from its own thread (`thread`, what `gpuyard up` does), from a process
-of its own (`process`, as on a real cluster) and from the API server's event loop
-(`loop`, what `gpuyard up` did before). Latencies count from when each request was due,
+webhook served from a process of its own (`process`, what `gpuyard up` does, as on a
+real cluster), from its own thread and event loop (`thread`) and from the API server's
+event loop (`loop`, what `gpuyard up` did before). Latencies count from when each request was due,
 so a stall of the event loop shows in them. The event loop is uvloop, as in
 `gpuyard up`. This machine is shared: the load average is reported with each run.
 
@@ -322,49 +322,6 @@ async def webhook_part(rate: int, seconds: float, n_teams: int) -> dict[str, Any
         proc.wait()
 
 
-API_WEBHOOK_CHILD = """
-import asyncio, sys
-from gpuyard.teams.admission import TeamInfo
-from gpuyard.teams.webhook import WebhookServer
-async def main():
-    n = int(sys.argv[2])
-    teams = {f"ns-t{i:02d}": TeamInfo(f"t{i:02d}", borrow=i % 2 == 0) for i in range(n)}
-    s = WebhookServer(teams.get, sys.argv[1])
-    await s.start()
-    print(s.port, flush=True)
-    await asyncio.Event().wait()
-asyncio.run(main())
-"""
-
-
-class ChildWebhook:
-    """The team webhook in a process of its own (as a real deployment runs it)."""
-
-    def __init__(self, cert_dir: Path, n_teams: int) -> None:
-        self.cert_dir = cert_dir
-        self.n_teams = n_teams
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.ca_bundle = b""
-
-    async def start(self) -> str:
-        self.proc = subprocess.Popen(
-            [sys.executable, "-c", API_WEBHOOK_CHILD, str(self.cert_dir), str(self.n_teams)],
-            stdout=subprocess.PIPE,
-            start_new_session=True,
-        )
-        assert self.proc.stdout is not None
-        port = int(await asyncio.to_thread(self.proc.stdout.readline))
-        self.ca_bundle = (self.cert_dir / "ca.crt").read_bytes()
-        return f"https://127.0.0.1:{port}/mutate-pods"
-
-    async def stop(self) -> None:
-        if self.proc is not None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait()
-            self.proc = None
-
-
 def pct(ms: list[float], q: float) -> float | None:
     xs = sorted(ms)
     return round(xs[min(len(xs) - 1, max(0, int(len(xs) * q) - 1))], 2) if xs else None
@@ -381,10 +338,10 @@ async def cluster_load_part(
     machine; the difference is the webhook's cost. The webhook's own latency is measured
     where the API server calls it (`gpuyard.apiserver.webhooks.observers`).
 
-    `where` the webhook is served: "thread" (its own thread and event loop in the API
-    server's process: what `gpuyard up` does), "loop" (the API server's event loop: what
-    `gpuyard up` did before) or "process" (a process of its own, as on a real cluster;
-    the component still runs, its configuration pointed at that process)."""
+    `where` the webhook is served (the component's option teams_webhook_mode):
+    "process" (a process of its own, fed the team table: what `gpuyard up` does),
+    "thread" (its own thread and event loop in the API server's process) or "loop" (the
+    API server's event loop: what `gpuyard up` did before)."""
     from gpuyard.apiserver import compat
     from gpuyard.apiserver import webhooks as wh
     from gpuyard.apiserver.server import APIServer
@@ -402,7 +359,6 @@ async def cluster_load_part(
     client = Client.in_process(srv, component="bench")
     stop = asyncio.Event()
     task: asyncio.Task[None] | None = None
-    child = ChildWebhook(d / "child-certs", n_teams) if where == "process" else None
     calls: list[float] = []
     failed_calls = 0
 
@@ -451,7 +407,7 @@ async def cluster_load_part(
             server=srv,
             data_dir=d,
             stop=stop,
-            options={"teams_webhook_thread": where != "loop"},
+            options={"teams_webhook_mode": where},
         )
         task = asyncio.create_task(component.run(ctx))
         want = n_teams * per_team
@@ -471,9 +427,6 @@ async def cluster_load_part(
             if time.monotonic() - t0 > 300:
                 raise TimeoutError("teams not assigned")
             await asyncio.sleep(0.1)
-        if child is not None:
-            url = await child.start()
-            await component.install_webhook(client, url, child.ca_bundle)
         await asyncio.sleep(1.0)  # the assignment's status writes settle
 
         lat: dict[str, list[float]] = {"team": [], "plain": []}
@@ -574,8 +527,6 @@ async def cluster_load_part(
         if task is not None:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(task, 30)
-        if child is not None:
-            await child.stop()
         await client.close()
         await srv.stop()
 
@@ -603,7 +554,7 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
     out["event_loop"] = loop_kind
     out["webhook_alone"] = alone
     out["pod_creations_through_apiserver"] = load
-    main_run = load.get("thread") or next(iter(load.values()), {})
+    main_run = load.get("process") or next(iter(load.values()), {})
     if "webhook_call_p99_ms" in main_run:
         out["webhook_under_load"] = {
             "served_from": main_run["webhook_served_from"],
@@ -629,9 +580,9 @@ if __name__ == "__main__":
     ap.add_argument("--no-uvloop", action="store_true", help="the plain asyncio event loop")
     ap.add_argument(
         "--webhook-in",
-        default="thread,process,loop",
-        help="where the webhook is served in the API-server runs: thread (gpuyard up), "
-        "process (a real deployment), loop (the API server's own event loop)",
+        default="process,thread,loop",
+        help="where the webhook is served in the API-server runs: process (gpuyard up, "
+        "as a real deployment), thread, loop (the API server's own event loop)",
     )
     a = ap.parse_args()
     if a.quick:

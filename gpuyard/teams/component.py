@@ -1,6 +1,6 @@
 """Team capacity inside `gpuyard up` (see gpuyard.cluster.components): starts the
-admission webhook (HTTPS, its own CA under <data-dir>/teams-webhook, served from its
-own thread and event loop, answering from the Team informer's cache), installs or
+admission webhook (HTTPS, its own CA under <data-dir>/teams-webhook, served from a
+process of its own fed the Team informer's namespace table), installs or
 updates the MutatingWebhookConfiguration with its URL and caBundle, rotates the
 certificate when due, and runs the team manager."""
 
@@ -11,6 +11,7 @@ import contextlib
 import datetime as dt
 import logging
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +25,7 @@ from gpuyard.teams.webhook import (
     teams_by_namespace,
     webhook_configuration,
 )
+from gpuyard.teams.webhook_proc import ProcessWebhook
 
 log = logging.getLogger("gpuyard.teams")
 
@@ -37,10 +39,16 @@ class TeamLookup:
     def __init__(self, teams: Informer) -> None:
         self.teams = teams
         self._map: dict[str, TeamInfo] = {}
+        self.listeners: list[Callable[[dict[str, TeamInfo]], None]] = []
         teams.add_handler(self._rebuild, lambda o, n: self._rebuild(n), self._rebuild)
 
     def _rebuild(self, _obj: Any = None) -> None:
-        self._map = teams_by_namespace(self.teams.list())
+        new = teams_by_namespace(self.teams.list())
+        changed = new != self._map
+        self._map = new
+        if changed:
+            for fn in self.listeners:
+                fn(new)
 
     def __call__(self, namespace: str) -> TeamInfo | None:
         return self._map.get(namespace)
@@ -81,24 +89,34 @@ async def run(ctx: Any) -> None:
     teams = Informer(client, TEAMS, name="teams-webhook-teams")
     lookup = TeamLookup(teams)
     opts = ctx.options or {}
-    server = WebhookServer(
-        lookup,
-        Path(ctx.data_dir) / "teams-webhook",
-        port=int(opts.get("teams_webhook_port", 0)),
-    )
+    # Where the webhook is served (option teams_webhook_mode): "process", a process of
+    # its own fed the team table (default: the API server's process never shares an
+    # event loop or the interpreter lock with it, as in a real deployment); "thread",
+    # its own thread and event loop in this process; "loop", this event loop.
+    mode = str(opts.get("teams_webhook_mode", "process"))
+    if mode not in ("process", "thread", "loop"):
+        raise ValueError(f"teams_webhook_mode {mode!r}: expected process, thread or loop")
+    cert_dir = Path(ctx.data_dir) / "teams-webhook"
+    port = int(opts.get("teams_webhook_port", 0))
+    server: WebhookServer | ProcessWebhook
+    if mode == "process":
+        server = ProcessWebhook(cert_dir, port=port)
+        lookup.listeners.append(server.set_teams)
+    else:
+        server = WebhookServer(lookup, cert_dir, port=port)
     manager = TeamManager(client, informers={"teams": teams})
     teams.start()
     try:
         await teams.wait_synced()
         lookup._rebuild()
-        # Served from a thread with its own event loop: the API server's loop (this one)
-        # never waits behind the webhook's TLS and request handling, nor the webhook
-        # behind the API server's work; the lookup reads the informer's current map.
-        # (Option teams_webhook_thread=False serves it from this loop, for comparison.)
-        thread = bool(opts.get("teams_webhook_thread", True))
-        if thread:
-            _prompt_thread_switches(float(opts.get("teams_webhook_switch_interval_ms", 1.0)))
-        url = await server.start(thread=thread)
+        if isinstance(server, ProcessWebhook):
+            server.set_teams(lookup._map)
+            url = await server.start()
+        else:
+            if mode == "thread":
+                ms = float(opts.get("teams_webhook_switch_interval_ms", 1.0))
+                _prompt_thread_switches(ms)
+            url = await server.start(thread=mode == "thread")
         await install_webhook(client, url, server.ca_bundle)
 
         async def rotate() -> None:

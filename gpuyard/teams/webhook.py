@@ -132,6 +132,7 @@ class WebhookServer:
         self.previous_ca = b""
         self.requests = 0
         self.denied = 0
+        self.ready = True
         self._ssl: ssl.SSLContext | None = None
         self._server: asyncio.AbstractServer | None = None
         self._conns: set[_HTTPServer] = set()
@@ -206,6 +207,8 @@ class WebhookServer:
     def answer(self, raw: bytes) -> tuple[int, bytes]:
         """An AdmissionReview request body -> (HTTP status, body)."""
         self.requests += 1
+        if not self.ready:  # no team table yet: fail (the API server refuses the pod)
+            return 503, b"the webhook has no team table yet"
         try:
             body = orjson.loads(raw)
             if not isinstance(body, dict):
@@ -225,13 +228,18 @@ class WebhookServer:
         if self.port == 0 and self._server.sockets:
             self.port = int(self._server.sockets[0].getsockname()[1])
 
-    async def start(self, thread: bool = False) -> str:
+    async def start(self, thread: bool = False, files: tuple[Path, Path] | None = None) -> str:
         """Serve; the URL. With thread=True the server runs in a thread of its own with
-        its own event loop (as `gpuyard up` runs it), so the caller's event loop (the API
-        server's) never waits behind the webhook's TLS and request handling, nor the
-        webhook behind the caller's work."""
-        self.rotate()
-        self._ssl = self._context()
+        its own event loop, so the caller's event loop (the API server's) never waits
+        behind the webhook's TLS and request handling, nor the webhook behind the
+        caller's work. With `files` (certificate, key) it serves those and issues
+        nothing (key material kept by another process; see webhook_proc.py)."""
+        if files is None:
+            self.rotate()
+            self._ssl = self._context()
+        else:
+            self._ssl = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+            self._ssl.load_cert_chain(str(files[0]), str(files[1]))
         if not thread:
             await self._serve()
         else:
@@ -301,6 +309,7 @@ _REASONS = {
     405: "Method Not Allowed",
     411: "Length Required",
     413: "Content Too Large",
+    503: "Service Unavailable",
 }
 
 

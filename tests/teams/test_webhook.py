@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import datetime as dt
 import ssl
 import uuid
@@ -266,3 +267,69 @@ async def test_http_keep_alive_pipelining_and_refusals(tmp_path: Path) -> None:
         await server.stop()
     await asyncio.wait_for(reader.read(), 5)  # returns at end of stream: closed by stop()
     writer.close()
+
+
+async def test_process_webhook_follows_its_table_rotates_and_restarts(tmp_path: Path) -> None:
+    from gpuyard.teams.webhook_proc import ProcessWebhook
+
+    hook = ProcessWebhook(tmp_path, restart_s=0.1)
+    url = await hook.start()
+    try:
+        assert hook.proc is not None and hook.proc.returncode is None
+        ctx = ssl.create_default_context(cadata=hook.ca_bundle.decode())
+
+        async def tolerated(ns: str) -> set[str]:
+            async with aiohttp.ClientSession() as s:
+                body = review(ns, {"containers": []})
+                async with s.post(url, data=orjson.dumps(body), ssl=ctx) as r:
+                    assert r.status == 200
+                    resp = (await r.json())["response"]
+            if not resp.get("patch"):
+                return set()
+            pod = apply_json_patch(
+                body["request"]["object"], orjson.loads(base64.b64decode(resp["patch"]))
+            )
+            return {t.get("value") for t in pod["spec"].get("tolerations") or []}
+
+        async def until(ns: str, want: set[str]) -> None:
+            for _ in range(100):
+                with contextlib.suppress(aiohttp.ClientConnectorError):  # restarting
+                    if await tolerated(ns) == want:
+                        return
+                await asyncio.sleep(0.05)
+            raise AssertionError(f"{ns}: never {want}")
+
+        assert await tolerated("ns-b") == set()  # no team owns ns-b yet
+        hook.set_teams(teams_by_namespace(TEAMS))
+        await until("ns-b", {"b"})
+
+        # Rotation: the published bundle trusts both CAs before the child switches.
+        first = hook.bundle
+        assert first is not None
+        assert hook.rotate(dt.datetime.now(dt.UTC), dt.timedelta(days=400), activate=False)
+        second = hook.bundle
+        assert second is not None and second.ca_pem != first.ca_pem
+        both = ssl.create_default_context(cadata=hook.ca_bundle.decode())
+        assert await peer_cert(hook.port, both) == x509.load_pem_x509_certificate(first.cert_pem)
+        hook.activate()
+        for _ in range(100):
+            if await peer_cert(hook.port, both) == x509.load_pem_x509_certificate(second.cert_pem):
+                break
+            await asyncio.sleep(0.05)
+        else:
+            raise AssertionError("the child never presented the new certificate")
+        ctx = both
+
+        # A child that dies is started again on the same port, with the current table.
+        old = hook.proc
+        assert old is not None
+        old.kill()
+        for _ in range(200):
+            if hook.proc is not old and hook.restarts == 1 and hook.proc is not None:
+                break
+            await asyncio.sleep(0.05)
+        await until("ns-b", {"b"})
+        assert hook.url == url
+    finally:
+        await hook.stop()
+    assert hook.proc is None
