@@ -579,6 +579,8 @@ class _Gate:
 
     async def acquire(self) -> _Conn | None:
         loop = asyncio.get_running_loop()
+        while self.waiters and self.waiters[0].done():  # gave up waiting (timed out)
+            self.waiters.popleft()
         if not self.waiters:
             ok, conn = self._take(loop.time())
             if ok:

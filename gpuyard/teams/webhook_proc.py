@@ -39,6 +39,7 @@ from gpuyard.teams.webhook import PATH, WebhookServer
 log = logging.getLogger("gpuyard.teams.webhook")
 
 START_TIMEOUT_S = 30.0
+CONTROL_LINE_LIMIT = 256 << 20
 
 
 class ProcessWebhook:
@@ -190,7 +191,7 @@ async def child(host: str, port: int, cert: Path, key: Path) -> None:
     await server.start(files=(cert, key))
     assert server._ssl is not None
     loop = asyncio.get_running_loop()
-    reader = asyncio.StreamReader()
+    reader = asyncio.StreamReader(limit=CONTROL_LINE_LIMIT)  # a big team table is one line
     await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
     sys.stdout.write(orjson.dumps({"port": server.port}).decode() + "\n")
     sys.stdout.flush()

@@ -330,6 +330,11 @@ async def test_process_webhook_follows_its_table_rotates_and_restarts(tmp_path: 
             await asyncio.sleep(0.05)
         await until("ns-b", {"b"})
         assert hook.url == url
+        # A big table (one control line of ~200 KB) is taken as well.
+        big = {f"ns-x{i}": TeamInfo(f"x{i}") for i in range(6000)}
+        hook.set_teams({**big, **teams_by_namespace(TEAMS)})
+        await until("ns-x5999", {"x5999"})
+        assert hook.restarts == 1
     finally:
         await hook.stop()
     assert hook.proc is None
