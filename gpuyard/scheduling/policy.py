@@ -218,6 +218,70 @@ class _Buckets:
             self.put(n)
 
 
+class _GangIndex:
+    """For one class of pods and one request vector: how many such pods each candidate
+    node can still take, summed per rack and per zone, kept current as nodes' use
+    changes. A gang's capacity is then a sum over a few zones, and its fill order is
+    built rack by rack, only as far as the gang needs."""
+
+    def __init__(self, nodes: list[NodeInfo], req: list[int]) -> None:
+        self.req = req
+        self.members = {n.name for n in nodes}
+        self.cap: dict[str, int] = {}  # node -> pods it can take (> 0 only)
+        self.where: dict[str, tuple[str, str]] = {}  # node -> (zone, rack)
+        self.rack_nodes: dict[tuple[str, str], dict[str, NodeInfo]] = {}
+        self.rack_cap: dict[tuple[str, str], int] = {}
+        self.zone_cap: dict[str, int] = {}
+        self.zone_racks: dict[str, set[tuple[str, str]]] = {}
+        self.total = 0
+        for n in nodes:
+            self.put(n)
+
+    def put(self, n: NodeInfo) -> None:
+        k = _capacity(self.req, n)
+        old = self.cap.get(n.name, 0)
+        if k == old:
+            return
+        zr = self.where.get(n.name)
+        if zr is None:
+            zr = (n.labels.get(names.LABEL_ZONE, ""), n.labels.get(names.LABEL_RACK, ""))
+            self.where[n.name] = zr
+        z = zr[0]
+        d = k - old
+        self.total += d
+        self.rack_cap[zr] = self.rack_cap.get(zr, 0) + d
+        self.zone_cap[z] = self.zone_cap.get(z, 0) + d
+        if k > 0:
+            self.cap[n.name] = k
+            if old == 0:
+                self.rack_nodes.setdefault(zr, {})[n.name] = n
+                self.zone_racks.setdefault(z, set()).add(zr)
+        else:
+            del self.cap[n.name]
+            rn = self.rack_nodes[zr]
+            del rn[n.name]
+            if not rn:
+                del self.rack_nodes[zr]
+                del self.rack_cap[zr]
+                self.zone_racks[z].discard(zr)
+            if not self.zone_cap[z]:
+                del self.zone_cap[z]
+
+    def moved(self, n: NodeInfo) -> None:
+        if n.name in self.members:
+            self.put(n)
+
+
+@dataclass
+class _HeldCap:
+    """Capacity, in one gang index, of the nodes one holder holds."""
+
+    total: int = 0
+    zone: Counter[str] = field(default_factory=Counter)
+    rack: Counter[tuple[str, str]] = field(default_factory=Counter)
+    nodes: set[str] = field(default_factory=set)
+
+
 # --------------------------------------------------------------------------- the pass
 
 
@@ -244,13 +308,21 @@ class _Pass:
         self.buckets: dict[tuple[Any, ...], _Buckets] = cache.setdefault("buckets", {})
         # unit -> (freed_gen, lower-priority binds, reason, reservation) at its last failure
         self.blocked: dict[str, tuple[int, int, str, list[str]]] = cache.setdefault("blocked", {})
-        if state.dirty_nodes and self.buckets:
+        # per (class, requests) of gang pods: capacity summed per rack and zone
+        self.gang_index: dict[tuple[Any, ...], _GangIndex] = cache.setdefault("gang_index", {})
+        if state.dirty_nodes and (self.buckets or self.gang_index):
             for name in sorted(state.dirty_nodes):
                 n = state.nodes.get(name)
                 if n is not None:
                     for bk in self.buckets.values():
                         bk.moved(n)
+                    for gi in self.gang_index.values():
+                        gi.moved(n)
         state.dirty_nodes.clear()
+        # Units that hold nodes in `held`, and per gang index the capacity of held nodes
+        # by holder (rebuilt when `held` changes).
+        self.holders: set[str] = set()
+        self._held_sum: dict[tuple[Any, ...], dict[tuple[str, int], _HeldCap]] = {}
         self.victims: set[str] = set()
         self.trial = False  # inside a preemption trial: buckets do not follow trial moves
 
@@ -294,6 +366,7 @@ class _Pass:
             if p.nominated and p.nominated in self.s.nodes:
                 unit = f"gang {p.group}" if (self.cfg.gangs and p.group) else f"pod {p.key}"
                 self.held.setdefault(p.nominated, (unit, p.priority))
+                self.holders.add(unit)
         reservations = 0
         failed_shapes: dict[tuple[Any, ...], int] = {}
         failed_reason: dict[tuple[Any, ...], str] = {}
@@ -317,6 +390,8 @@ class _Pass:
                     for name in last[3]:
                         if name in self.s.nodes:
                             self.held[name] = (u.key, u.priority)
+                    self.holders.add(u.key)
+                    self._held_sum.clear()
                     self.d.reservations[u.key] = list(last[3])
                 continue
             shape = self._shape(u)
@@ -369,8 +444,12 @@ class _Pass:
         return (p0.class_key(), tuple(p0.req), len(u.pods), u.is_gang, labels)
 
     def release(self, u: Unit) -> None:
+        if u.key not in self.holders:
+            return
+        self.holders.discard(u.key)
         for name in [k for k, v in self.held.items() if v[0] == u.key]:
             del self.held[name]
+        self._held_sum.clear()
 
     # -- gangs
     def gang_ready(self, u: Unit) -> bool:
@@ -502,6 +581,82 @@ class _Pass:
     def _rebucket(self, n: NodeInfo, before: int) -> None:
         for b in self.buckets.values():
             b.moved(n)
+        for gi in self.gang_index.values():
+            gi.moved(n)
+        if n.name in self.held:
+            self._held_sum.clear()  # a held node's capacity changed
+
+    def _index(self, p: PodInfo) -> tuple[tuple[Any, ...], _GangIndex]:
+        key = (p.class_key(), tuple(p.req))
+        gi = self.gang_index.get(key)
+        if gi is None:
+            gi = _GangIndex(self.candidates(p), p.req)
+            self.gang_index[key] = gi
+        return key, gi
+
+    def _held_caps(self, key: tuple[Any, ...], gi: _GangIndex) -> dict[tuple[str, int], _HeldCap]:
+        """The capacity (in the index) of the nodes each holder holds."""
+        hs = self._held_sum.get(key)
+        if hs is None:
+            hs = {}
+            cap = gi.cap
+            for name, h in self.held.items():
+                k = cap.get(name)
+                if k:
+                    hc = hs.get(h)
+                    if hc is None:
+                        hc = hs[h] = _HeldCap()
+                    zr = gi.where[name]
+                    hc.total += k
+                    hc.zone[zr[0]] += k
+                    hc.rack[zr] += k
+                    hc.nodes.add(name)
+            self._held_sum[key] = hs
+        return hs
+
+    def _fast_gang_order(self, u: Unit, p0: PodInfo, need: int) -> Iterable[NodeInfo] | None:
+        """The order `_gang_order` gives over the nodes free for the unit, from the gang
+        index: None at once when their capacity is short of `need` pods."""
+        key, gi = self._index(p0)
+        if gi.total < need:
+            return None
+        excluded = [
+            hc
+            for h, hc in self._held_caps(key, gi).items()
+            if not (h[0] == u.key or u.priority > h[1])
+        ]
+        if gi.total - sum(hc.total for hc in excluded) < need:
+            return None
+        return self._fast_order_iter(gi, excluded)
+
+    @staticmethod
+    def _fast_order_iter(gi: _GangIndex, excluded: list[_HeldCap]) -> Iterable[NodeInfo]:
+        zone_cap = dict(gi.zone_cap)
+        rack_cap = gi.rack_cap
+        ex_rack: Counter[tuple[str, str]] = Counter()
+        ex_nodes: set[str] = set()
+        for hc in excluded:
+            for z, k in hc.zone.items():
+                zone_cap[z] -= k
+            ex_rack.update(hc.rack)
+            ex_nodes |= hc.nodes
+        zones = sorted((-k, z) for z, k in zone_cap.items() if k > 0)
+        for _, z in zones:
+            racks = []
+            for zr in gi.zone_racks.get(z, ()):
+                k = rack_cap[zr] - ex_rack[zr] if ex_rack else rack_cap[zr]
+                if k > 0:
+                    racks.append((-k, zr[1], zr))
+            racks.sort()
+            for _, _, zr in racks:
+                rows = [
+                    (n.alloc[GPU] - n.used[GPU], name, n)
+                    for name, n in gi.rack_nodes[zr].items()
+                    if name not in ex_nodes
+                ]
+                rows.sort(key=lambda t: (t[0], t[1]))
+                for t in rows:
+                    yield t[2]
 
     def _gang_order(self, nodes: list[NodeInfo], req: list[int]) -> list[NodeInfo]:
         """Nodes in the order a gang fills them: fullest zones and racks first, so the
@@ -542,12 +697,21 @@ class _Pass:
             by_class[(p.class_key(), tuple(p.req))].append(p)
         for pods in by_class.values():
             # A quick bound from the free-GPU buckets: if even every node with enough
-            # free GPUs cannot hold the pods, skip the full ordering.
+            # free GPUs cannot hold the pods, skip the full ordering. (The buckets are
+            # made here even when a gang index answers: their order breaks best-fit ties.)
             g = pods[0].req[GPU]
             if g and not self.trial:
                 levels = self._buckets(pods[0], "gpu").levels
                 if sum(len(levels[lv]) * (lv // g) for lv in range(g, len(levels))) < len(pods):
                     return None
+        if (
+            len(by_class) == 1
+            and not u.bound
+            and not self.trial
+            and self.cfg.pack_topology
+            and not any(p.nominated for p in u.pods)
+        ):
+            return self._place_gang_fast(u, next(iter(by_class.values())))
         try:
             for pods in by_class.values():
                 p0 = pods[0]
@@ -571,6 +735,30 @@ class _Pass:
                         i += 1
                 if i < len(pods):
                     return None
+            return list(placed)
+        finally:
+            for p, n in placed:
+                self._untentative(p, n)
+
+    def _place_gang_fast(
+        self, u: Unit, pods: list[PodInfo]
+    ) -> list[tuple[PodInfo, NodeInfo]] | None:
+        """`place_gang` for a gang of one class with nothing bound or nominated, in the
+        same order, from the gang index."""
+        order = self._fast_gang_order(u, pods[0], len(pods))
+        if order is None:
+            return None
+        placed: list[tuple[PodInfo, NodeInfo]] = []
+        try:
+            i = 0
+            for n in order:
+                if i == len(pods):
+                    break
+                while i < len(pods) and _fits(pods[i].req, n) and _anti_ok(pods[i], n):
+                    self._tentative(pods[i], n, placed)
+                    i += 1
+            if i < len(pods):
+                return None
             return list(placed)
         finally:
             for p, n in placed:
@@ -619,6 +807,8 @@ class _Pass:
             self.held[n.name] = (u.key, u.priority)
             held.append(n.name)
             need -= k
+        self.holders.add(u.key)
+        self._held_sum.clear()
         if held:
             self.d.reservations[u.key] = held
 
@@ -731,6 +921,8 @@ class _Pass:
             p.nominated = n.name
             self.d.nominations[p.key] = n.name
             self.held[n.name] = (u.key, u.priority)
+        self.holders.add(u.key)
+        self._held_sum.clear()
         self.d.unschedulable[u.key] = (
             f"{who} preempts {sum(len(unit_of[v]) for v in chosen)} lower-priority pods "
             f"({len(chosen)} units) and waits for them to leave"
