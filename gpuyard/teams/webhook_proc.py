@@ -4,11 +4,12 @@ loop, nor the interpreter lock, with the webhook's TLS and request handling.
 
 The parent (`ProcessWebhook`, in the teams component) keeps the key material (issue,
 rotation: certs.py), starts the child, and feeds it over its stdin, one JSON object a
-line: `{"teams": {namespace: [team, borrow]}}` whenever Teams change, and
-`{"reload": true}` after a certificate rotation was published. The child answers 503
-until it has its first team table (failurePolicy Fail: the API server refuses team pods
-rather than letting them through unchanged), prints `{"port": N}` once listening, and
-exits when its stdin closes (the parent is gone). A child that dies is started again
+line: `{"teams": {namespace: [team, borrow]}}` first and whenever Teams change, and
+`{"reload": true}` after a certificate rotation was published. The child reads the
+first table before it listens (and would answer 503 without one: under failurePolicy
+Fail the API server then refuses team pods rather than letting them through unchanged),
+prints `{"port": N}` once listening, and exits when its stdin closes (the parent is
+gone). A child that dies is started again
 on the same port.
 
     hook = ProcessWebhook(cert_dir)
@@ -124,6 +125,7 @@ class ProcessWebhook:
             stdout=asyncio.subprocess.PIPE,
         )
         self.proc = proc
+        self._send(self._teams_msg())  # read before it listens: ready from its first call
         assert proc.stdout is not None
         try:
             line = await asyncio.wait_for(proc.stdout.readline(), START_TIMEOUT_S)
@@ -133,7 +135,6 @@ class ProcessWebhook:
                 proc.kill()
             await proc.wait()
             raise RuntimeError(f"the webhook process did not start: {exc!r}") from None
-        self._send(self._teams_msg())
 
     async def start(self) -> str:
         self.keys.rotate()
@@ -188,29 +189,37 @@ async def child(host: str, port: int, cert: Path, key: Path) -> None:
     table: dict[str, TeamInfo] = {}
     server = WebhookServer(table.get, cert.parent, host=host, port=port)
     server.ready = False
-    await server.start(files=(cert, key))
-    assert server._ssl is not None
     loop = asyncio.get_running_loop()
     reader = asyncio.StreamReader(limit=CONTROL_LINE_LIMIT)  # a big team table is one line
     await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
+
+    def apply(line: bytes) -> None:
+        try:
+            msg = orjson.loads(line)
+        except orjson.JSONDecodeError:
+            log.warning("ignored a malformed control line")
+            return
+        if "teams" in msg:
+            new = {ns: TeamInfo(str(v[0]), bool(v[1])) for ns, v in msg["teams"].items()}
+            server.lookup = new.get
+            server.ready = True
+        if msg.get("reload") and server._ssl is not None:
+            try:
+                server._ssl.load_cert_chain(str(cert), str(key))
+            except (OSError, ValueError) as exc:
+                log.warning("could not load the new certificate: %s", exc)
+
+    # The parent sends the team table first: apply it before listening.
+    first = await reader.readline()
+    if not first:
+        return
+    apply(first)
+    await server.start(files=(cert, key))
     sys.stdout.write(orjson.dumps({"port": server.port}).decode() + "\n")
     sys.stdout.flush()
     try:
         while line := await reader.readline():
-            try:
-                msg = orjson.loads(line)
-            except orjson.JSONDecodeError:
-                log.warning("ignored a malformed control line")
-                continue
-            if "teams" in msg:
-                new = {ns: TeamInfo(str(v[0]), bool(v[1])) for ns, v in msg["teams"].items()}
-                server.lookup = new.get
-                server.ready = True
-            if msg.get("reload"):
-                try:
-                    server._ssl.load_cert_chain(str(cert), str(key))
-                except (OSError, ValueError) as exc:
-                    log.warning("could not load the new certificate: %s", exc)
+            apply(line)
     finally:
         await server.stop()
 
