@@ -244,6 +244,12 @@ class APIServer(Core):
         with 20 s between freezes. Freezing is O(1); what it keeps from the collector is
         cyclic garbage made since the last young collection, a few objects at most."""
         gc.freeze()
+        t0, t1, t2 = gc.get_threshold()
+        if t0 < 20_000:
+            # Young collections every 20,000 net allocations, not 700: with the store
+            # frozen, the 700-object ones still cost this process about 0.7 s while
+            # 12,000 pods were bound (benchmarks/scheduler.py), mostly fixed overhead.
+            gc.set_threshold(20_000, t1, t2)
         while True:
             await asyncio.sleep(every)
             gc.freeze()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import logging
 import os
 import signal
@@ -43,6 +44,7 @@ async def _main(args: argparse.Namespace) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     gc_time = _GcTimer() if args.verbose else None
+    _fewer_young_collections()
     try:
         await sched.run(stop)
     except (KubeError, OSError) as exc:
@@ -55,11 +57,20 @@ async def _main(args: argparse.Namespace) -> int:
     return 0
 
 
+def _fewer_young_collections(every: int = 20_000) -> None:
+    """A young collection every `every` net allocations instead of 700. Measured while
+    binding 12,000 pods (benchmarks/scheduler.py): the collector's time in this process
+    went from 0.65-0.9 s to 0.1-0.17 s (1,100 young collections to 24); the informer
+    caches, frozen out of its reach, are what a collection would otherwise revisit."""
+    t0, t1, t2 = gc.get_threshold()
+    if t0 < every:
+        gc.set_threshold(every, t1, t2)
+
+
 class _GcTimer:
     """With --verbose: time spent in the cyclic garbage collector, logged at exit."""
 
     def __init__(self) -> None:
-        import gc
         import time
 
         self._clock = time.perf_counter
