@@ -81,6 +81,21 @@ async def _gc_freezer(every: float, synced: asyncio.Event | None = None) -> None
         gc.freeze()
 
 
+def _same_for_scheduling(old: dict[str, Any], new: dict[str, Any]) -> bool:
+    """Whether two versions of a pod are the same to `ClusterState.add_pod`: what it
+    reads is the spec, labels, deletion, whether the pod has finished, and the nominated
+    node. (Every pod bound produces such an update when its kubelet starts it.)"""
+    om, nm = old.get("metadata") or {}, new.get("metadata") or {}
+    ost, nst = old.get("status") or {}, new.get("status") or {}
+    return (
+        old.get("spec") == new.get("spec")
+        and om.get("labels") == nm.get("labels")
+        and om.get("deletionTimestamp") == nm.get("deletionTimestamp")
+        and o.is_pod_terminal(old) == o.is_pod_terminal(new)
+        and ost.get("nominatedNodeName") == nst.get("nominatedNodeName")
+    )
+
+
 def _group_of(pod: dict[str, Any]) -> str | None:
     g = o.labels_of(pod).get(names.POD_GROUP_LABEL)
     return f"{o.namespace_of(pod)}/{g}" if g else None
@@ -139,6 +154,16 @@ class Scheduler:
             s.add_pod(pod)
             self._changed(_group_of(pod))
 
+        def pod_update(old: dict[str, Any], new: dict[str, Any]) -> None:
+            if _same_for_scheduling(old, new) and o.key_of(new) in s.pods:
+                # A status change of a placed pod (the kubelet starting it, say): the
+                # snapshot is unchanged; only its PodGroup's counts may be.
+                group = _group_of(new)
+                if group:
+                    self._changed(group)
+                return
+            pod_add(new)
+
         def pod_del(pod: dict[str, Any]) -> None:
             s.remove_pod(o.key_of(pod))
             self._changed(_group_of(pod))
@@ -161,7 +186,7 @@ class Scheduler:
             s.remove_pod_group(o.key_of(pg))
             self._changed()
 
-        self.pods.add_handler(pod_add, lambda old, new: pod_add(new), pod_del)
+        self.pods.add_handler(pod_add, pod_update, pod_del)
         self.nodes.add_handler(node_add, lambda old, new: node_add(new), node_del)
         self.groups.add_handler(group_set, lambda old, new: group_set(new), group_del)
 
