@@ -305,6 +305,9 @@ class _Pass:
             cache["node_gen"] = state.node_gen
             state.dirty_nodes.clear()
         self.classes: dict[tuple[Any, ...], list[NodeInfo]] = cache.setdefault("classes", {})
+        self.cand_names: dict[tuple[Any, ...], set[str]] = cache.setdefault("cand_names", {})
+        # per (class, requests): how many such pods each candidate holds when empty (> 0)
+        self.alloc_caps: dict[tuple[Any, ...], dict[str, int]] = cache.setdefault("alloc_caps", {})
         self.buckets: dict[tuple[Any, ...], _Buckets] = cache.setdefault("buckets", {})
         # unit -> (freed_gen, lower-priority binds, reason, reservation) at its last failure
         self.blocked: dict[str, tuple[int, int, str, list[str]]] = cache.setdefault("blocked", {})
@@ -334,6 +337,14 @@ class _Pass:
             c = [n for n in self.s.nodes.values() if _static_ok(p, n) is None]
             self.classes[ck] = c
         return c
+
+    def candidate_names(self, p: PodInfo) -> set[str]:
+        ck = p.class_key()
+        names_ = self.cand_names.get(ck)
+        if names_ is None:
+            names_ = {n.name for n in self.candidates(p)}
+            self.cand_names[ck] = names_
+        return names_
 
     def free_for(self, n: NodeInfo, unit: Unit) -> bool:
         h = self.held.get(n.name)
@@ -782,6 +793,11 @@ class _Pass:
         their current occupants leave. Nothing new lands on them meanwhile."""
         p0 = u.pods[0]
         req = p0.req
+        if req[GPU]:
+            b = self.buckets.get((p0.class_key(), "gpu"))
+            if b is not None:
+                self._reserve_from_buckets(u, b)
+                return
         nodes = []
         for n in self.candidates(p0):
             if not self.free_for(n, u):
@@ -812,6 +828,46 @@ class _Pass:
         if held:
             self.d.reservations[u.key] = held
 
+    def _reserve_from_buckets(self, u: Unit, b: _Buckets) -> None:
+        """`reserve`, in the same order, from the free-GPU buckets: nodes are taken from
+        the most free GPUs down, only as far as the gang needs."""
+        p0 = u.pods[0]
+        req = p0.req
+        key = (p0.class_key(), tuple(req))
+        ks = self.alloc_caps.get(key)
+        if ks is None:
+            ks = {}
+            for n in self.candidates(p0):
+                k = min((n.alloc[i] // req[i] for i in range(NRES) if req[i]), default=0)
+                if k > 0:
+                    ks[n.name] = k
+            self.alloc_caps[key] = ks
+        total = sum(ks.values())
+        for name, h in self.held.items():
+            if name in ks and not (h[0] == u.key or u.priority > h[1]):
+                total -= ks[name]
+        if total < len(u.pods):
+            return  # it could not fit even on an empty cluster: holding nodes helps no one
+        need = len(u.pods)
+        held: list[str] = []
+        for lv in range(len(b.levels) - 1, -1, -1):
+            if need <= 0:
+                break
+            rows = [n for n in b.levels[lv].values() if n.name in ks and self.free_for(n, u)]
+            rows.sort(
+                key=lambda n: (-(n.alloc[GPU] - n.used[GPU]), -_capacity(req, n), n.rack, n.name)
+            )
+            for n in rows:
+                if need <= 0:
+                    break
+                self.held[n.name] = (u.key, u.priority)
+                held.append(n.name)
+                need -= ks[n.name]
+        self.holders.add(u.key)
+        self._held_sum.clear()
+        if held:
+            self.d.reservations[u.key] = held
+
     # -- preemption
     def _victim_unit(self, q: PodInfo) -> list[PodInfo]:
         if q.group and self.cfg.gangs:
@@ -835,11 +891,23 @@ class _Pass:
         # Victim units with a cost: (highest priority in the unit, pods in it).
         cost: dict[str, tuple[int, int]] = {}
         unit_of: dict[str, list[PodInfo]] = {}
-        for n in self.candidates(p0):
-            if not self.free_for(n, u):
+        # Only bound pods below its priority can be victims (the order they are found in
+        # does not matter: victim units are taken by cost, then key).
+        cset = self.candidate_names(p0)
+        nodes = self.s.nodes
+        for qprio, bound in self.s.bound_by_prio.items():
+            if qprio >= prio:
                 continue
-            for q in n.pods.values():
+            for q in bound.values():
                 if q.priority >= prio or q.terminating or q.key in self.victims:
+                    continue
+                n = nodes.get(q.node or "")
+                if (
+                    n is None
+                    or n.name not in cset
+                    or n.pods.get(q.key) is not q
+                    or not self.free_for(n, u)
+                ):
                     continue
                 vk = f"gang {q.group}" if (q.group and self.cfg.gangs) else f"pod {q.key}"
                 if vk in unit_of:

@@ -124,6 +124,9 @@ class ClusterState:
         self.freed_gen = 0  # capacity freed somewhere (a pod left, a node came)
         self.dirty_nodes: set[str] = set()  # nodes whose use changed since the last pass
         self.low_binds: Counter[int] = Counter()  # bindings so far, by priority
+        # bound pods (those counted on their nodes), by priority: preemption looks
+        # only at pods below the preemptor's priority
+        self.bound_by_prio: dict[int, dict[str, PodInfo]] = {}
         self.cache: dict[str, Any] = {}
 
     # ------------------------------------------------------------------ nodes
@@ -293,6 +296,8 @@ class ClusterState:
                 # Same node, same requests (a status update, say): swap the record in
                 # place; nothing was freed, so the policy's caches stay valid.
                 n.pods[info.key] = info
+                self.bound_by_prio.get(old.priority, {}).pop(old.key, None)
+                self.bound_by_prio.setdefault(info.priority, {})[info.key] = info
             else:
                 self._unaccount(old)
             if old.group:
@@ -329,13 +334,22 @@ class ClusterState:
         n.pods[p.key] = p
         for i in range(NRES):
             n.used[i] += p.req[i]
+        self.bound_by_prio.setdefault(p.priority, {})[p.key] = p
         self.dirty_nodes.add(n.name)
         self.low_binds[p.priority] += 1
 
     def _unaccount(self, p: PodInfo) -> None:
         n = self.nodes.get(p.node or "")
-        if n is None or n.pods.pop(p.key, None) is None:
+        if n is None:
             return
+        q = n.pods.pop(p.key, None)
+        if q is None:
+            return
+        bp = self.bound_by_prio.get(q.priority)
+        if bp is not None:
+            bp.pop(q.key, None)
+            if not bp:
+                del self.bound_by_prio[q.priority]
         for i in range(NRES):
             n.used[i] -= p.req[i]
         self.dirty_nodes.add(n.name)
