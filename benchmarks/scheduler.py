@@ -251,7 +251,10 @@ def _stop_profilers(procs: list[subprocess.Popen[bytes]]) -> None:
             p.wait()
 
 
-def bench_e2e(nodes: int, gangs: int, gang: int, singles: int) -> dict[str, Any]:
+def bench_e2e(
+    nodes: int, gangs: int, gang: int, singles: int, sched_args: list[str] | None = None
+) -> dict[str, Any]:
+    sched_args = sched_args or []
     from gpuyard.cluster.testing import run_cluster_process
 
     with tempfile.TemporaryDirectory(prefix="gpuyard-sched-bench-") as d:
@@ -270,7 +273,8 @@ def bench_e2e(nodes: int, gangs: int, gang: int, singles: int) -> dict[str, Any]
             gc0 = asyncio.run(_gc_seconds(c.kubeconfig))
             log = open(os.path.join(d, "scheduler.log"), "wb")
             sched = subprocess.Popen(
-                [sys.executable, "-m", "gpuyard.cli", "scheduler", "--no-leader-elect", "-v"],
+                [sys.executable, "-m", "gpuyard.cli", "scheduler", "--no-leader-elect", "-v"]
+                + sched_args,
                 env={**c.env, "KUBECONFIG": c.kubeconfig},
                 stdout=log,
                 stderr=subprocess.STDOUT,
@@ -325,15 +329,22 @@ def main() -> None:
     ap.add_argument("--nodes", type=int, default=None)
     ap.add_argument("--runs", type=int, default=None)
     ap.add_argument("--no-e2e", action="store_true", help="policy timing only")
+    ap.add_argument("--no-policy", action="store_true", help="end to end only")
+    ap.add_argument(
+        "--scheduler-args", default="", help="extra `gpuyard scheduler` arguments (e2e)"
+    )
     a = ap.parse_args()
     nodes = a.nodes or (1000 if a.quick else 7500)
     runs = a.runs or (5 if a.quick else 20)
-    out: dict[str, Any] = {"policy": bench_policy(7500 if not a.nodes else nodes, 1000, runs)}
+    out: dict[str, Any] = {}
+    if not a.no_policy:
+        out["policy"] = bench_policy(7500 if not a.nodes else nodes, 1000, runs)
     if not a.no_e2e:
+        extra = a.scheduler_args.split()
         if a.quick:
-            out["e2e"] = bench_e2e(nodes, 7, 100, 500)
+            out["e2e"] = bench_e2e(nodes, 7, 100, 500, extra)
         else:
-            out["e2e"] = bench_e2e(nodes, 7, 1000, 5000)
+            out["e2e"] = bench_e2e(nodes, 7, 1000, 5000, extra)
     print(json.dumps(out, indent=2))
 
 

@@ -20,6 +20,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-reservations", action="store_true", help="gangs without reservations")
     parser.add_argument("--no-preemption", action="store_true", help="never preempt")
     parser.add_argument("-v", "--verbose", action="store_true", help="log every scheduling pass")
+    parser.add_argument(
+        "--bind-concurrency",
+        type=int,
+        default=128,
+        help="bindings (and other writes) in flight at once (default 128)",
+    )
 
 
 async def _main(args: argparse.Namespace) -> int:
@@ -36,7 +42,15 @@ async def _main(args: argparse.Namespace) -> int:
         print(f"gpuyard scheduler: {exc}", file=sys.stderr)
         return 2
     cfg = PolicyConfig(reservations=not args.no_reservations, preemption=not args.no_preemption)
-    sched = Scheduler(client, cfg, leader_elect=not args.no_leader_elect)
+    if args.bind_concurrency < 1:
+        print("gpuyard scheduler: --bind-concurrency must be at least 1", file=sys.stderr)
+        return 2
+    sched = Scheduler(
+        client,
+        cfg,
+        leader_elect=not args.no_leader_elect,
+        bind_concurrency=args.bind_concurrency,
+    )
     if args.metrics_port:
         start_http_server(args.metrics_port, registry=sched.metrics.registry)
     stop = asyncio.Event()
