@@ -130,10 +130,12 @@ class Engine:
         batch: float = 0.0,
         teams: list[TeamSpec] | None = None,
         balloons: bool = False,
+        record_bindings: bool = False,
     ) -> None:
         """batch: 0 runs the policy at every virtual instant where something changed;
         B > 0 runs it on ticks every B seconds (like the live scheduler's debounce, longer),
-        fewer passes for long replays."""
+        fewer passes for long replays. record_bindings: keep every binding, in the order
+        the policy made them, as (virtual time, pod key, node) in `bindings`."""
         if policy not in POLICIES:
             raise ValueError(f"unknown policy {policy!r}; known: {', '.join(POLICIES)}")
         self.policy = policy
@@ -179,6 +181,7 @@ class Engine:
         self.down: set[str] = set()
         self._arriving: list[JobRun] = []
         self.batch = batch
+        self.bindings: list[tuple[float, str, str]] | None = [] if record_bindings else None
         for j in jobs:
             self._push(j.submit, "arrive", j.name)
         if self.balloons:
@@ -348,6 +351,8 @@ class Engine:
             return
         self.passes += 1
         d = schedule(self.state, now, self.cfg)
+        if self.bindings is not None:
+            self.bindings.extend((now, key, node) for key, node in d.bindings)
         for key, _node in d.bindings:
             if key in self.balloons:
                 continue  # holds its node; not work
