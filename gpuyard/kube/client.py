@@ -26,6 +26,11 @@ library would need wrapping for. (JSON decoding dominates a full list: in an ear
 run, before the cyclic GC was paused while decoding big bodies, the thin list took
 0.443 s wall / 0.360 s CPU against lightkube's 0.330 / 0.302.)
 
+Over HTTP, unary requests (gets, creates, patches, bindings) go through
+`gpuyard.kube.fasthttp.FastTransport`, a lean HTTP/1.1 layer over kept-alive
+connections; watches go through aiohttp. Binding 4,000 pods against the embedded
+server, the client's CPU per request fell from 0.28-0.43 ms to 0.15-0.20 ms with it.
+
 `Client` talks to any Kubernetes API server (embedded or real):
 
     async with Client.from_kubeconfig(component="scheduler") as c:
