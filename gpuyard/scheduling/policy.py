@@ -360,7 +360,10 @@ class _Pass:
             if self.cfg.gangs and p.group:
                 gangs[p.group].append(p)
             else:
-                singles.append(Unit(f"pod {p.key}", [p], p.priority, p.seq))
+                su = p.__dict__.get("_unit")  # made once per pod record
+                if su is None:
+                    su = p.__dict__["_unit"] = Unit(f"pod {p.key}", [p], p.priority, p.seq)
+                singles.append(su)
         out = singles
         for g, pods in gangs.items():
             pods.sort(key=lambda q: q.seq)
@@ -442,6 +445,17 @@ class _Pass:
     @staticmethod
     def _shape(u: Unit) -> tuple[Any, ...] | None:
         """Units with one shape fit in exactly the same places (None: no shape)."""
+        if u.group is None:
+            # A single pod's shape is fixed for the record's life; computed once.
+            p1 = u.pods[0]
+            if p1.nominated:
+                return None
+            sh = p1.__dict__.get("_shape1")
+            if sh is None:
+                labels1 = tuple(sorted(p1.labels.items())) if p1.anti_affinity else ()
+                sh = (p1.class_key(), tuple(p1.req), 1, False, labels1)
+                p1.__dict__["_shape1"] = sh
+            return sh  # type: ignore[no-any-return]
         if u.bound or any(p.nominated for p in u.pods):
             return None
         p0 = u.pods[0]
@@ -561,17 +575,19 @@ class _Pass:
 
     def _scan(self, b: _Buckets, start: int, p: PodInfo, u: Unit) -> NodeInfo | None:
         held = self.held
+        key, prio = u.key, u.priority
+        r0, r1, r2, r3 = p.req
+        anti = p.anti_affinity
         for lv in range(min(start, len(b.levels)), len(b.levels)):
             for n in b.levels[lv].values():
-                if not _fits(p.req, n):
-                    continue
                 if held:
                     h = held.get(n.name)
-                    if h is not None and h[0] != u.key and u.priority <= h[1]:
+                    if h is not None and h[0] != key and prio <= h[1]:
                         continue
-                if (
-                    p.anti_affinity or any(q.anti_affinity for q in n.pods.values())
-                ) and not _anti_ok(p, n):
+                a, us = n.alloc, n.used  # _fits, inlined: this loop is hot
+                if r2 + us[2] > a[2] or r0 + us[0] > a[0] or r1 + us[1] > a[1] or r3 + us[3] > a[3]:
+                    continue
+                if (anti or any(q.anti_affinity for q in n.pods.values())) and not _anti_ok(p, n):
                     continue
                 return n
         return None
