@@ -390,10 +390,19 @@ class _Pass:
             del self.blocked[key]
         if self.cfg.max_units is not None:
             units = units[: self.cfg.max_units]
+        # lower-priority binds by priority, recounted only when the state changed
+        low_memo: dict[int, int] = {}
+        low_gen = self.s.generation
         for u in units:
-            if u.is_gang and not self.gang_ready(u):
+            if u.group is not None and not self.gang_ready(u):
                 continue
-            low = sum(c for prio, c in self.s.low_binds.items() if prio < u.priority)
+            if self.s.generation != low_gen:
+                low_memo.clear()
+                low_gen = self.s.generation
+            low = low_memo.get(u.priority, -1)
+            if low < 0:
+                low = sum(c for prio, c in self.s.low_binds.items() if prio < u.priority)
+                low_memo[u.priority] = low
             last = self.blocked.get(u.key)
             if last is not None and last[0] == self.s.freed_gen and last[1] == low:
                 # Nothing was freed and nothing it could preempt arrived since it last
