@@ -29,12 +29,13 @@ import uuid
 import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, cast
+from typing import Any
 from urllib.parse import urlsplit
 
 import jsonpatch
 import orjson
 
+from gpuyard import http1
 from gpuyard.apiserver.resources import Resource
 from gpuyard.kube.objects import SelectorError, selector_matches
 
@@ -389,146 +390,13 @@ MAX_ANSWER_BYTES = 16 << 20
 observers: list[Callable[[str, float, bool], None]] = []
 
 
-class _Stale(Exception):
-    """A kept-alive connection was closed before any answer arrived (try a new one)."""
+class _Conn(http1.Connection):
+    """A kept-alive HTTPS connection to a webhook (gpuyard.http1: one request at a time,
+    a third of the CPU a general client library spends per call, which matters at
+    hundreds of admissions a second); answers over MAX_ANSWER_BYTES are refused."""
 
-
-class _Conn(asyncio.Protocol):
-    """One kept-alive HTTPS connection to a webhook: one request at a time, the answer
-    read by Content-Length, chunked transfer encoding, or until the connection closes.
-
-    A minimal HTTP/1.1 client on an asyncio protocol: about a third of the CPU a general
-    client library spends per call, which matters at hundreds of admissions a second."""
-
-    def __init__(self) -> None:
-        self.transport: asyncio.Transport | None = None
-        self.buf = bytearray()
-        self.waiter: asyncio.Future[tuple[int, bytes, bool]] | None = None
-        self.head: tuple[int, dict[str, str], bool] | None = None
-        self.until_eof = False
-        self.closed = False
-        self.last_used = 0.0
-
-    # asyncio.Protocol
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        # (uvloop's transports are not asyncio.Transport subclasses, but behave as one)
-        self.transport = cast(asyncio.Transport, transport)
-
-    def data_received(self, data: bytes) -> None:
-        if self.waiter is None or self.waiter.done():
-            self.close()  # an answer nobody asked for: the connection is not usable
-            return
-        self.buf += data
-        if len(self.buf) > MAX_ANSWER_BYTES:
-            self._fail(WebhookError(f"the answer is larger than {MAX_ANSWER_BYTES} bytes"))
-            return
-        try:
-            self._parse()
-        except (ValueError, IndexError) as exc:
-            self._fail(WebhookError(f"malformed HTTP answer: {exc}"))
-
-    def eof_received(self) -> bool:
-        return False  # close; connection_lost delivers or fails the answer
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.closed = True
-        w = self.waiter
-        if w is None or w.done():
-            return
-        if self.head is not None and self.until_eof:
-            w.set_result((self.head[0], bytes(self.buf), False))
-        elif self.head is None and not self.buf:
-            w.set_exception(_Stale())
-        else:
-            w.set_exception(WebhookError("the webhook closed the connection mid-answer"))
-
-    # client side
-    def close(self) -> None:
-        self.closed = True
-        if self.transport is not None:
-            self.transport.close()
-
-    def _fail(self, exc: Exception) -> None:
-        if self.waiter is not None and not self.waiter.done():
-            self.waiter.set_exception(exc)
-        self.close()
-
-    def _parse(self) -> None:
-        assert self.waiter is not None
-        if self.head is None:
-            end = self.buf.find(b"\r\n\r\n")
-            if end < 0:
-                return
-            lines = bytes(self.buf[:end]).decode("latin-1").split("\r\n")
-            del self.buf[: end + 4]
-            version, code = lines[0].split(" ", 2)[:2]
-            status = int(code)
-            headers: dict[str, str] = {}
-            for line in lines[1:]:
-                k, _, v = line.partition(":")
-                headers[k.strip().lower()] = v.strip()
-            if 100 <= status < 200:  # an interim answer: the real one follows
-                self._parse()
-                return
-            conn = headers.get("connection", "").lower()
-            keep = conn != "close" if version == "HTTP/1.1" else conn == "keep-alive"
-            self.head = (status, headers, keep)
-        status, headers, keep = self.head
-        if "chunked" in headers.get("transfer-encoding", "").lower():
-            body = self._chunked()
-            if body is None:
-                return
-        elif "content-length" in headers:
-            n = int(headers["content-length"])
-            if n < 0 or len(self.buf) < n:
-                return
-            body = bytes(self.buf[:n])
-            del self.buf[:n]
-        else:
-            self.until_eof = True  # delivered when the webhook closes the connection
-            return
-        self.head = None
-        self.waiter.set_result((status, body, keep))
-
-    def _chunked(self) -> bytes | None:
-        buf, pos = self.buf, 0
-        out: list[bytes] = []
-        while True:
-            eol = buf.find(b"\r\n", pos)
-            if eol < 0:
-                return None
-            size = int(bytes(buf[pos:eol]).split(b";")[0].strip(), 16)
-            pos = eol + 2
-            if size == 0:
-                while True:  # trailers, up to an empty line
-                    eol = buf.find(b"\r\n", pos)
-                    if eol < 0:
-                        return None
-                    if eol == pos:
-                        del buf[: pos + 2]
-                        return b"".join(out)
-                    pos = eol + 2
-            if len(buf) < pos + size + 2:
-                return None
-            out.append(bytes(buf[pos : pos + size]))
-            pos += size + 2
-
-    async def request(self, head: bytes, body: bytes) -> tuple[int, bytes, bool]:
-        """Send one request; (status, body, connection kept alive)."""
-        if self.closed or self.transport is None or self.transport.is_closing():
-            raise _Stale()
-        self.waiter = asyncio.get_running_loop().create_future()
-        self.head, self.until_eof = None, False
-        self.buf.clear()
-        self.transport.write(head + body)
-        try:
-            return await self.waiter
-        except BaseException:
-            if not self.waiter.done() or self.waiter.cancelled():
-                self.close()  # timed out or cancelled mid-request: never reuse it
-            raise
-        finally:
-            self.waiter = None
+    def body_limit(self) -> int:
+        return MAX_ANSWER_BYTES
 
 
 class _Gate:
@@ -714,25 +582,37 @@ def _observe(name: str, seconds: float, ok: bool) -> None:
         fn(name, seconds, ok)
 
 
+def _failure(conn: _Conn, exc: ConnectionError) -> WebhookError:
+    if isinstance(exc, http1.Malformed):
+        return WebhookError(str(exc))
+    if conn.got_bytes:
+        return WebhookError("the webhook closed the connection mid-answer")
+    return WebhookError("the webhook closed the connection")
+
+
 async def _post(target: _Target, gate: _Gate, body: bytes) -> tuple[int, bytes]:
-    head = target.head + str(len(body)).encode() + b"\r\n\r\n"
+    raw = target.head + str(len(body)).encode() + b"\r\n\r\n" + body
     conn = await gate.acquire()
     opened = conn is None
     reusable = False
     try:
         if conn is not None:
             try:
-                status, raw, reusable = await conn.request(head, body)
-                return status, raw
-            except _Stale:
+                ans = await conn.exchange(raw)
+                reusable = conn.keep_alive and not conn.closed and not conn.buf
+                return ans.status, await ans.read()
+            except ConnectionError as exc:
+                if conn.got_bytes or isinstance(exc, http1.Malformed):
+                    raise _failure(conn, exc) from None
                 # Closed by the webhook while idle: once more on a new connection.
                 conn.close()
         conn = await target.open()
         try:
-            status, raw, reusable = await conn.request(head, body)
-        except _Stale:
-            raise WebhookError("the webhook closed the connection") from None
-        return status, raw
+            ans = await conn.exchange(raw)
+        except ConnectionError as exc:
+            raise _failure(conn, exc) from None
+        reusable = conn.keep_alive and not conn.closed and not conn.buf
+        return ans.status, await ans.read()
     finally:
         gate.release(conn, opened, reusable)
 

@@ -23,200 +23,14 @@ import asyncio
 import ssl
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Mapping
-from typing import Any
 from urllib.parse import quote, urlsplit
 
+from gpuyard.http1 import Connection
 from gpuyard.kube.transport import HttpTransport, RawResponse
-
-_NO_BODY_STATUS = (204, 304)
-_MAX_HEAD = 256 * 1024
-
-
-class _Answer:
-    """A complete unary answer (`RawResponse` for `Client`)."""
-
-    __slots__ = ("status", "headers", "_body")
-
-    def __init__(self, status: int, headers: dict[str, str], body: bytes) -> None:
-        self.status = status
-        self.headers: Mapping[str, str] = _Headers(headers)
-        self._body = body
-
-    async def read(self) -> bytes:
-        return self._body
-
-    async def lines(self) -> AsyncIterator[bytes]:
-        for line in self._body.splitlines():
-            if line.strip():
-                yield line
-
-    async def close(self) -> None:
-        return None
-
-
-class _Headers(dict[str, str]):
-    """Header lookup by any capitalisation (names are stored in lower case)."""
-
-    def get(self, key: str, default: Any = None) -> Any:  # type: ignore[override]
-        return super().get(key.lower(), default)
-
-    def __getitem__(self, key: str) -> str:
-        return super().__getitem__(key.lower())
-
-    def __contains__(self, key: object) -> bool:
-        return isinstance(key, str) and super().__contains__(key.lower())
-
-
-class _Conn(asyncio.Protocol):
-    """One connection; parses one answer at a time."""
-
-    def __init__(self) -> None:
-        self.transport: asyncio.Transport | None = None
-        self.buf = bytearray()
-        self.closed = False
-        self.waiter: asyncio.Future[_Answer] | None = None
-        self.head_request = False
-        self.last_used = 0.0
-        self.got_bytes = False
-        self._reset()
-
-    def _reset(self) -> None:
-        self.status = 0
-        self.headers: dict[str, str] = {}
-        self.mode = ""  # "", "length", "chunked", "close"
-        self.length = 0
-        self.pos = 0  # chunked: where parsing continues in buf
-        self.parts: list[bytes] = []
-        self.keep_alive = True
-
-    # -- protocol callbacks
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
-
-    def data_received(self, data: bytes) -> None:
-        self.got_bytes = True
-        self.buf += data
-        if self.waiter is not None and not self.waiter.done():
-            try:
-                ans = self._parse()
-            except ValueError as exc:
-                self._fail(ConnectionError(f"bad HTTP answer: {exc}"))
-                return
-            if ans is not None:
-                self.waiter.set_result(ans)
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.closed = True
-        w = self.waiter
-        if w is not None and not w.done():
-            if self.mode == "close" and self.status:
-                body = bytes(self.buf)
-                self.buf.clear()
-                w.set_result(_Answer(self.status, self.headers, body))
-            else:
-                w.set_exception(
-                    ConnectionError(f"connection closed before a full answer: {exc or 'EOF'}")
-                )
-
-    def _fail(self, exc: Exception) -> None:
-        if self.waiter is not None and not self.waiter.done():
-            self.waiter.set_exception(exc)
-        self.abort()
-
-    def abort(self) -> None:
-        self.closed = True
-        if self.transport is not None:
-            self.transport.abort()
-
-    # -- parsing
-
-    def _parse(self) -> _Answer | None:
-        buf = self.buf
-        if not self.status:
-            end = buf.find(b"\r\n\r\n")
-            if end < 0:
-                if len(buf) > _MAX_HEAD:
-                    raise ValueError("header section too large")
-                return None
-            head = bytes(buf[:end]).decode("latin-1").split("\r\n")
-            del buf[: end + 4]
-            parts = head[0].split(" ", 2)
-            if len(parts) < 2 or not parts[0].startswith("HTTP/1."):
-                raise ValueError(f"status line {head[0][:80]!r}")
-            status = int(parts[1])
-            headers: dict[str, str] = {}
-            for line in head[1:]:
-                k, sep, v = line.partition(":")
-                if sep:
-                    k = k.strip().lower()
-                    v = v.strip()
-                    headers[k] = f"{headers[k]}, {v}" if k in headers else v
-            if 100 <= status < 200:
-                return self._parse()  # an interim answer (100 Continue): skip it
-            self.status = status
-            self.headers = headers
-            conn = headers.get("connection", "").lower()
-            self.keep_alive = "close" not in conn and parts[0] != "HTTP/1.0"
-            if self.head_request or status in _NO_BODY_STATUS:
-                self.mode, self.length = "length", 0
-            elif "chunked" in headers.get("transfer-encoding", "").lower():
-                self.mode = "chunked"
-            elif "content-length" in headers:
-                self.mode, self.length = "length", int(headers["content-length"])
-            else:
-                self.mode = "close"
-                self.keep_alive = False
-        if self.mode == "length":
-            if len(buf) < self.length:
-                return None
-            body = bytes(buf[: self.length])
-            del buf[: self.length]
-            return self._done(body)
-        if self.mode == "chunked":
-            return self._parse_chunks()
-        return None  # read until close
-
-    def _parse_chunks(self) -> _Answer | None:
-        buf = self.buf
-        pos = self.pos
-        while True:
-            nl = buf.find(b"\r\n", pos)
-            if nl < 0:
-                break
-            size = int(bytes(buf[pos:nl]).split(b";", 1)[0].strip() or b"0", 16)
-            if size == 0:
-                # Trailers (rare) end with an empty line.
-                end = buf.find(b"\r\n\r\n", nl)
-                if end < 0:
-                    break
-                body = b"".join(self.parts)
-                del buf[: end + 4]
-                self.pos = 0
-                return self._done(body)
-            start = nl + 2
-            if len(buf) < start + size + 2:
-                break
-            self.parts.append(bytes(buf[start : start + size]))
-            pos = start + size + 2
-        # Drop what was consumed so the buffer does not grow with a long answer.
-        if pos:
-            del buf[:pos]
-            pos = 0
-        self.pos = pos
-        return None
-
-    def _done(self, body: bytes) -> _Answer:
-        ans = _Answer(self.status, self.headers, body)
-        keep = self.keep_alive
-        self._reset()
-        self.keep_alive = keep
-        return ans
 
 
 class FastTransport:
-    """Unary requests through `_Conn`s; streams (watches) through aiohttp."""
+    """Unary requests through `Connection`s; streams (watches) through aiohttp."""
 
     def __init__(
         self,
@@ -244,7 +58,7 @@ class FastTransport:
         self._timeout = timeout
         self._idle_s = idle_s
         self._max = max_connections
-        self._idle: deque[_Conn] = deque()
+        self._idle: deque[Connection] = deque()
         self._sem: asyncio.Semaphore | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._fast_opened = 0
@@ -272,10 +86,10 @@ class FastTransport:
             self._sem = asyncio.Semaphore(self._max)
         return self._sem
 
-    async def _connect(self) -> _Conn:
+    async def _connect(self) -> Connection:
         loop = asyncio.get_running_loop()
         _, conn = await loop.create_connection(
-            _Conn,
+            Connection,
             self._host,
             self._port,
             ssl=self._ssl,
@@ -284,7 +98,7 @@ class FastTransport:
         self._fast_opened += 1
         return conn
 
-    def _take_idle(self) -> _Conn | None:
+    def _take_idle(self) -> Connection | None:
         now = time.monotonic()
         while self._idle:
             c = self._idle.pop()
@@ -326,7 +140,7 @@ class FastTransport:
                     if conn is None:
                         conn = await self._connect()
                     try:
-                        ans = await self._exchange(conn, method, raw)
+                        ans = await conn.exchange(raw, head_request=method == "HEAD")
                     except ConnectionError:
                         conn.abort()
                         if reused and method == "GET" and not conn.got_bytes:
@@ -341,23 +155,6 @@ class FastTransport:
                     else:
                         conn.abort()
                     return ans
-
-    async def _exchange(self, conn: _Conn, method: str, raw: bytes) -> _Answer:
-        if conn.closed or conn.transport is None:
-            raise ConnectionError("connection closed")
-        fut: asyncio.Future[_Answer] = asyncio.get_running_loop().create_future()
-        conn.waiter = fut
-        conn.got_bytes = False
-        conn.head_request = method == "HEAD"
-        try:
-            conn.transport.write(raw)
-            if conn.buf:  # bytes that arrived early (should not happen): parse them
-                ans = conn._parse()
-                if ans is not None:
-                    return ans
-            return await fut
-        finally:
-            conn.waiter = None
 
     async def close(self) -> None:
         while self._idle:
