@@ -39,6 +39,7 @@ from collections import Counter, defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from itertools import chain
+from operator import attrgetter
 from typing import Any
 
 from gpuyard import names
@@ -282,6 +283,9 @@ class _HeldCap:
     nodes: set[str] = field(default_factory=set)
 
 
+_SEQ = attrgetter("seq")
+_PRIORITY = attrgetter("priority")
+
 # --------------------------------------------------------------------------- the pass
 
 
@@ -366,11 +370,11 @@ class _Pass:
                 singles.append(su)
         out = singles
         for g, pods in gangs.items():
-            pods.sort(key=lambda q: q.seq)
+            pods.sort(key=_SEQ)
             members = self.s.members.get(g, {})
             bound = sum(1 for q in members.values() if q.node and not q.terminating)
-            prio = max(q.priority for q in pods)
-            out.append(Unit(f"gang {g}", pods, prio, min(q.seq for q in pods), g, bound))
+            prio = max(map(_PRIORITY, pods))
+            out.append(Unit(f"gang {g}", pods, prio, pods[0].seq, g, bound))
         out.sort(key=lambda u: (-u.priority, u.seq))
         return out
 
