@@ -766,14 +766,7 @@ class _Pass:
                     order.sort(key=lambda n: (n.rack not in near[1], n.zone not in near[0]))
                 if nominated:
                     order.sort(key=lambda n: n.name not in nominated)
-                i = 0
-                for n in order:
-                    if i == len(pods):
-                        break
-                    while i < len(pods) and _fits(pods[i].req, n) and _anti_ok(pods[i], n):
-                        self._tentative(pods[i], n, placed)
-                        i += 1
-                if i < len(pods):
+                if not self._fill(order, pods, placed):
                     return None
             return list(placed)
         finally:
@@ -790,19 +783,26 @@ class _Pass:
             return None
         placed: list[tuple[PodInfo, NodeInfo]] = []
         try:
-            i = 0
-            for n in order:
-                if i == len(pods):
-                    break
-                while i < len(pods) and _fits(pods[i].req, n) and _anti_ok(pods[i], n):
-                    self._tentative(pods[i], n, placed)
-                    i += 1
-            if i < len(pods):
-                return None
-            return list(placed)
+            return list(placed) if self._fill(order, pods, placed) else None
         finally:
             for p, n in placed:
                 self._untentative(p, n)
+
+    def _fill(
+        self,
+        order: Iterable[NodeInfo],
+        pods: list[PodInfo],
+        placed: list[tuple[PodInfo, NodeInfo]],
+    ) -> bool:
+        """Put the pods, in order, on the nodes in order (tentatively); all placed?"""
+        i = 0
+        for n in order:
+            if i == len(pods):
+                break
+            while i < len(pods) and _fits(pods[i].req, n) and _anti_ok(pods[i], n):
+                self._tentative(pods[i], n, placed)
+                i += 1
+        return i == len(pods)
 
     def _tentative(self, p: PodInfo, n: NodeInfo, placed: list[tuple[PodInfo, NodeInfo]]) -> None:
         n.pods[p.key] = p
