@@ -20,7 +20,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -164,3 +164,16 @@ def run_cluster_process(
         yield c
     finally:
         c.kill()
+
+
+def wait_for(fn: Callable[[], Any], timeout: float, what: str, every: float = 0.3) -> Any:
+    """Call `fn` until it returns something true (which is returned), or fail after
+    `timeout` seconds naming `what` and the last value seen."""
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        last = fn()
+        if last:
+            return last
+        time.sleep(every)
+    raise AssertionError(f"timed out waiting for {what}; last: {last!r}")

@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from gpuyard.cluster.testing import ClusterProcess
+from gpuyard.cluster.testing import wait_for as _until
 
 AUTOSCALE_FAST = [
     "--set",
@@ -40,17 +41,6 @@ def _balloons(c: ClusterProcess) -> list[dict[str, Any]]:
         c, "get", "pods", "-n", "gpuyard-system", "-l", "gpuyard.io/balloon"
     )["items"]
     return items
-
-
-def _until(fn: Callable[[], Any], timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        last = fn()
-        if last:
-            return last
-        time.sleep(0.3)
-    raise AssertionError(f"timed out waiting for {what}; last: {last!r}")
 
 
 def _phase_counts(pods: list[dict[str, Any]]) -> dict[str, int]:

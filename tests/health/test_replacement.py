@@ -6,13 +6,13 @@ new node joins behind the preflight taint and takes work once its GPU test passe
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Callable
 from typing import Any
 
 import pytest
 
 from gpuyard.cluster.testing import ClusterProcess
+from gpuyard.cluster.testing import wait_for as _until
 
 
 def _get(c: ClusterProcess, *args: str) -> Any:
@@ -25,17 +25,6 @@ def _nodes(c: ClusterProcess) -> dict[str, dict[str, Any]]:
 
 def _taints(n: dict[str, Any]) -> dict[str, tuple[str, str]]:
     return {t["key"]: (t.get("value", ""), t["effect"]) for t in n["spec"].get("taints") or []}
-
-
-def _until(fn: Callable[[], Any], timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        last = fn()
-        if last:
-            return last
-        time.sleep(0.5)
-    raise AssertionError(f"timed out waiting for {what}; last: {last!r}")
 
 
 JOB = """
