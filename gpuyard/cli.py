@@ -27,6 +27,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "health": ("gpuyard.health.cli", "node health agent and controllers"),
     "gpu-test": ("gpuyard.health.gputest", "run the active GPU test on this machine"),
     "twin": ("gpuyard.twin.cli", "replay workloads through the scheduling policy"),
+    "manifests": ("gpuyard.manifests", "print the YAML that installs gpuyard on a real cluster"),
 }
 
 

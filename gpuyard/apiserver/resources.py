@@ -190,6 +190,20 @@ def builtin_resources() -> list[Resource]:
             categories=("api-extensions",),
         ),
         _R("events.k8s.io", "v1", "Event", "events", "event", True, ("ev",)),
+        # RBAC objects are stored and served so that installs (`gpuyard manifests`,
+        # Helm charts) apply here as on a real cluster; the embedded server has one
+        # bearer token and does not enforce them.
+        _R("rbac.authorization.k8s.io", "v1", "ClusterRole", "clusterroles", "clusterrole", False),
+        _R(
+            "rbac.authorization.k8s.io",
+            "v1",
+            "ClusterRoleBinding",
+            "clusterrolebindings",
+            "clusterrolebinding",
+            False,
+        ),
+        _R("rbac.authorization.k8s.io", "v1", "Role", "roles", "role", True),
+        _R("rbac.authorization.k8s.io", "v1", "RoleBinding", "rolebindings", "rolebinding", True),
     ]
 
 
@@ -202,6 +216,7 @@ _GROUP_ORDER = (
     "scheduling.k8s.io",
     "apiextensions.k8s.io",
     "admissionregistration.k8s.io",
+    "rbac.authorization.k8s.io",
 )
 
 

@@ -175,18 +175,9 @@ class EmbeddedCluster:
 
     async def install_defaults(self) -> None:
         """PriorityClasses and the CRDs of the components that ship them."""
-        for name, value in names.PRIORITY_CLASSES.items():
-            pc = {
-                "apiVersion": "scheduling.k8s.io/v1",
-                "kind": "PriorityClass",
-                "metadata": {"name": name},
-                "value": value,
-                "globalDefault": False,
-                "preemptionPolicy": "Never"
-                if name == names.PRIORITY_BALLOON
-                else "PreemptLowerPriority",
-                "description": f"gpuyard priority {name}",
-            }
+        from gpuyard.manifests import priority_classes
+
+        for pc in priority_classes():
             with contextlib.suppress(AlreadyExists):
                 await self.client.create(pc)
         for crd in components.crd_objects():

@@ -1,0 +1,73 @@
+"""The real-cluster install (`gpuyard manifests`, deploy/gpuyard.yaml): up to date,
+every command in it is one gpuyard has, and a Kubernetes API server takes all of it."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+from gpuyard import manifests
+from gpuyard.apiserver.testing import ServerProcess
+from gpuyard.cluster.components import crd_objects
+
+ROOT = Path(__file__).resolve().parents[1]
+KUBECTL = shutil.which("kubectl", path=str(Path(sys.executable).parent)) or "kubectl"
+
+
+def test_deploy_yaml_is_the_generated_output() -> None:
+    # Regenerate with: gpuyard manifests > deploy/gpuyard.yaml
+    assert (ROOT / "deploy" / "gpuyard.yaml").read_text() == manifests.render()
+
+
+def test_every_container_runs_a_gpuyard_command() -> None:
+    docs = [d for d in yaml.safe_load_all(manifests.render("example/img:1")) if d]
+    commands = []
+    for d in docs:
+        if d["kind"] in ("Deployment", "DaemonSet"):
+            for c in d["spec"]["template"]["spec"]["containers"]:
+                assert c["image"] == "example/img:1"
+                commands.append(c["command"])
+    assert {tuple(c[:2]) for c in commands} >= {
+        ("gpuyard", "scheduler"),
+        ("gpuyard", "controllers"),
+    }
+    for cmd in commands:
+        assert cmd[0] == "gpuyard"
+        out = subprocess.run(
+            [sys.executable, "-m", "gpuyard.cli", *cmd[1:], "--help"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert out.returncode == 0, (cmd, out.stderr)
+    # The CRDs are exactly those `gpuyard up` installs.
+    assert [d for d in docs if d["kind"] == "CustomResourceDefinition"] == crd_objects()
+
+
+def test_an_api_server_accepts_the_whole_install(apiserver: ServerProcess) -> None:
+    def kubectl(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [KUBECTL, "--kubeconfig", apiserver.kubeconfig, *args],
+            capture_output=True,
+            text=True,
+            input=manifests.render(),
+            timeout=120,
+        )
+
+    out = kubectl("apply", "-f", "-")
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.count("created") == len(manifests.objects())
+    got = json.loads(kubectl("get", "deployments", "-n", "gpuyard-system", "-o", "json").stdout)
+    assert sorted(d["metadata"]["name"] for d in got["items"]) == [
+        "gpuyard-controllers",
+        "gpuyard-health-controllers",
+        "gpuyard-scheduler",
+    ]
+    again = kubectl("apply", "-f", "-")  # applying twice changes nothing
+    assert again.returncode == 0 and "created" not in again.stdout
+    assert kubectl("get", "balloonpools").returncode == 0  # the CRDs are served
