@@ -12,9 +12,10 @@ from gpuyard.balloons.crds import KIND
 
 
 def default_pools(sim: Any) -> list[str]:
-    pools = {n.shape.pool for n in sim.nodes.values()} if sim is not None else set()
-    groups = getattr(sim, "node_groups", None) or {}
-    pools |= {g.pool for g in groups.values()}
+    if sim is None:
+        return []
+    pools = {n.shape.pool for n in sim.nodes.values()}
+    pools |= {g.pool for g in sim.node_groups.values()}
     return sorted(pools)
 
 

@@ -89,7 +89,6 @@ class BalloonController:
         self._dirty = asyncio.Event()
         self._deleting: set[str] = set()
         self._evictions: dict[str, int] = {}
-        self._status: dict[str, dict[str, Any]] = {}
         self._sem = asyncio.Semaphore(32)
         self._rooms: dict[str, tuple[Any, dict[str, int]]] = {}
         self.writes = 0
@@ -274,18 +273,13 @@ class BalloonController:
             status["size"] = {r: o.format_quantity(v, r) for r, v in sorted(requests.items())}
         self.metrics.running.labels(pool).set(len(running))
         self.metrics.held.labels(pool).set(len(held))
-        name = o.name_of(bp)
-        if self._status.get(name) == status and bp.get("status") == status:
-            return
         if bp.get("status") == status:
-            self._status[name] = status
             return
         old = bp.get("status") or {}
         patch = {**status, **{k: None for k in old if k not in status}}
         try:
-            await self.client.patch_status(BALLOON_POOLS, name, {"status": patch})
+            await self.client.patch_status(BALLOON_POOLS, o.name_of(bp), {"status": patch})
             self.writes += 1
-            self._status[name] = status
         except (NotFound, Conflict):
             pass
 

@@ -264,10 +264,8 @@ def utilization(
 
 
 def is_starting(node: Mapping[str, Any]) -> bool:
-    """Registered but behind a startup taint, or not Ready yet: still coming."""
-    if any(o.find_taint(node, k) for k in STARTUP_TAINTS):
-        return True
-    return False
+    """Registered but still behind a startup taint (such as the preflight gate)."""
+    return any(o.find_taint(node, k) for k in STARTUP_TAINTS)
 
 
 # ---------------------------------------------------------------------- live

@@ -553,16 +553,25 @@ class SimCluster:
             n.used[r] = n.used.get(r, 0) - st[1].get(r, 0)
         n.pods.discard(key)
 
-    async def _start(self, key: str) -> None:
+    def _acting_on(self, key: str, phases: tuple[str | None, ...]) -> tuple[Any, SimNode] | None:
+        """The pod (in one of `phases`, not being deleted) and its node, when this
+        kubelet should act on it now: the node still exists and is not down."""
         self._timers.pop(key, None)
         pod = self.pods.cache.get(key)
-        if pod is None or (pod.get("status") or {}).get("phase") not in (None, "Pending"):
-            return
+        if pod is None or (pod.get("status") or {}).get("phase") not in phases:
+            return None
         if (pod.get("metadata") or {}).get("deletionTimestamp"):
+            return None
+        n = self.nodes.get((pod.get("spec") or {}).get("nodeName") or "")
+        if n is None or n.down:
+            return None
+        return pod, n
+
+    async def _start(self, key: str) -> None:
+        got = self._acting_on(key, (None, "Pending"))
+        if got is None:
             return
-        n = self.nodes[pod["spec"]["nodeName"]]
-        if n.down:
-            return
+        pod, n = got
         req = o.pod_requests(pod)
         req["pods"] = 1
         for r in RESOURCES:
@@ -662,15 +671,10 @@ class SimCluster:
             return 1, f"bad {names.ANN_SIM_EXIT_CODE} annotation"
 
     async def _finish(self, key: str) -> None:
-        self._timers.pop(key, None)
-        pod = self.pods.cache.get(key)
-        if pod is None or (pod.get("status") or {}).get("phase") != "Running":
+        got = self._acting_on(key, ("Running",))
+        if got is None:
             return
-        if (pod.get("metadata") or {}).get("deletionTimestamp"):
-            return
-        n = self.nodes[pod["spec"]["nodeName"]]
-        if n.down:
-            return
+        pod, n = got
         code, message = self._outcome(pod, n)
         now = o.now_rfc3339()
         statuses = []

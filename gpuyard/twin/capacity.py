@@ -166,6 +166,22 @@ class Teams:
         return admission.apply_json_patch(pod, d.patch) if d.patch else pod
 
 
+def balloons_for(shapes: Iterable[NodeShape]) -> list[dict[str, Any]]:
+    """A balloon per node of each pool, sized to the pool's smallest node (the twin's
+    nodes run no DaemonSet pods)."""
+    pools: dict[str, list[NodeShape]] = {}
+    for s in shapes:
+        pools.setdefault(s.pool, []).append(s)
+    out: list[dict[str, Any]] = []
+    for pool, members in sorted(pools.items()):
+        req = sizing.least_room(
+            {"cpu": s.cpu_milli, "memory": s.memory_bytes, names.RESOURCE_GPU: s.gpus}
+            for s in members
+        )
+        out.extend(balloon_pods(pool, len(members), req or {}))
+    return out
+
+
 def balloon_pods(pool: str, count: int, requests: Mapping[str, int]) -> list[dict[str, Any]]:
     """`count` balloon pods of a pool, as the balloon controller makes them."""
     owner = {

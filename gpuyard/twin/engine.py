@@ -193,18 +193,10 @@ class Engine:
                 self._push_failure(0.0, name)
 
     def _add_balloons(self, shapes: list[NodeShape]) -> None:
-        pools: dict[str, list[NodeShape]] = {}
-        for s in shapes:
-            pools.setdefault(s.pool, []).append(s)
-        for pool, members in sorted(pools.items()):
-            req = capacity.sizing.least_room(
-                {"cpu": s.cpu_milli, "memory": s.memory_bytes, names.RESOURCE_GPU: s.gpus}
-                for s in members
-            )
-            for pod in capacity.balloon_pods(pool, len(members), req or {}):
-                key = f"{pod['metadata']['namespace']}/{pod['metadata']['name']}"
-                self.balloons[key] = pod
-                self.state.add_pod(pod)
+        for pod in capacity.balloons_for(shapes):
+            key = f"{pod['metadata']['namespace']}/{pod['metadata']['name']}"
+            self.balloons[key] = pod
+            self.state.add_pod(pod)
 
     def _balloon_back(self, key: str) -> None:
         """An evicted balloon is gone and its controller makes it again, Pending."""
