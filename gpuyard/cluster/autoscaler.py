@@ -310,6 +310,8 @@ class Autoscaler:
     # ------------------------------------------------------------ helpers
 
     def members(self) -> dict[str, list[dict[str, Any]]]:
+        """Each group's nodes, without those being removed or just removed."""
+        self.removing = {n for n in self.removing if self.nodes.get(n) is not None}
         out: dict[str, list[dict[str, Any]]] = {g: [] for g in self.groups}
         for n in self.nodes.list():
             g = group_of(n, self.groups)
@@ -541,8 +543,11 @@ class Autoscaler:
             if replace_it is not None:
                 self.state[replace_it].asked += 1
                 self.joins.put_nowait(replace_it)
-        finally:
+        except BaseException:
             self.removing.discard(name)
+            raise
+        # On success it stays in `removing` until the node informer has seen it go
+        # (members() prunes it then), so a removed node is never counted as a member.
 
     # ------------------------------------------------------------ status
 
