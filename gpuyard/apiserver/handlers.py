@@ -21,7 +21,7 @@ from typing import Any
 import orjson
 import yaml
 
-from gpuyard.apiserver import compat, protobuf
+from gpuyard.apiserver import patch, protobuf, tables, validation, webhooks
 from gpuyard.apiserver.errors import (
     APIError,
     already_exists,
@@ -532,7 +532,7 @@ class Core:
         return e.raw
 
     def _wants_table(self, accept: str) -> bool:
-        return "as=Table" in accept and compat.tables is not None
+        return "as=Table" in accept
 
     def get_object(
         self, res: Resource, ns: str | None, name: str, query: Mapping[str, str], accept: str
@@ -551,10 +551,9 @@ class Core:
         query: Mapping[str, str],
         list_meta: dict[str, Any] | None,
     ) -> Response:
-        assert compat.tables is not None
         objs = [orjson.loads(self._raw_for(res, e)) for e in entries]
         inc = _qget(query, "includeObject", "Metadata")
-        table = compat.tables.to_table(res, objs, inc, list_meta)
+        table = tables.to_table(res, objs, inc, list_meta)
         return _json(200, table)
 
     def _filter(self, res: Resource, ns: str | None, query: Mapping[str, str]) -> Filter:
@@ -650,8 +649,7 @@ class Core:
                     if partial and ev.get("type") in ("ADDED", "MODIFIED", "DELETED"):
                         ev["object"] = _partial(obj)
                     elif ev.get("type") in ("ADDED", "MODIFIED", "DELETED"):
-                        assert compat.tables is not None
-                        table = compat.tables.to_table(res, [obj], inc, None)
+                        table = tables.to_table(res, [obj], inc, None)
                         if not first:
                             table.pop("columnDefinitions", None)
                             table["columnDefinitions"] = None
@@ -829,23 +827,21 @@ class Core:
         causes = _meta_causes(obj)
         if causes:
             return causes  # the store relies on these shapes; checked whatever else runs
-        if compat.validation is not None:
-            try:
-                return list(compat.validation.validate_object(res, obj, old))
-            except Exception as exc:  # a validator bug must not become a 500 for the user
-                return [
-                    {
-                        "reason": "FieldValueInvalid",
-                        "field": "",
-                        "message": f"could not validate the object: {exc}",
-                    }
-                ]
-        return []
+        try:
+            return list(validation.validate_object(res, obj, old))
+        except Exception as exc:  # a validator bug must not become a 500 for the user
+            return [
+                {
+                    "reason": "FieldValueInvalid",
+                    "field": "",
+                    "message": f"could not validate the object: {exc}",
+                }
+            ]
 
     async def _admit(
         self, res: Resource, op: str, obj: dict[str, Any], old: dict[str, Any] | None, dry: bool
     ) -> tuple[dict[str, Any], list[str]]:
-        if compat.webhooks is None or res.key == WEBHOOKS:
+        if res.key == WEBHOOKS:
             return obj, []
         configs = [e.obj() for e in self.store.entries(WEBHOOKS)]
         if not configs:
@@ -856,21 +852,21 @@ class Core:
             nse = self.store.get(NS_KEY, ns)
             ns_obj = nse.obj() if nse is not None else None
         md = obj.get("metadata") or {}
-        attrs = compat.make_admission_attributes(
-            resource=res,
+        attrs = webhooks.AdmissionAttributes(
             operation=op,
+            resource=res,
             name=md.get("name") or "",
             namespace=md.get("namespace") or "",
+            user_info={"username": "gpuyard", "groups": ["system:masters"]},
             dry_run=dry,
-            namespace_object=ns_obj,
             namespace_labels=((ns_obj or {}).get("metadata") or {}).get("labels") or {},
-            sub_resource="",
+            namespace_object=ns_obj,
         )
         try:
-            new_obj, warnings = await compat.webhooks.admit(configs, attrs, obj, old)
-        except compat.webhooks.AdmissionDenied as exc:  # type: ignore[misc]
-            code = int(getattr(exc, "code", 403) or 403)
-            msg = str(getattr(exc, "message", "") or exc)
+            new_obj, warnings = await webhooks.admit(configs, attrs, obj, old)
+        except webhooks.AdmissionDenied as exc:
+            code = exc.code or 403
+            msg = exc.message or str(exc)
             reason = {
                 400: "BadRequest",
                 403: "Forbidden",
@@ -1222,22 +1218,15 @@ class Core:
     def _apply_patch(
         self, res: Resource, obj: dict[str, Any], body: bytes, ct: str, query: Mapping[str, str]
     ) -> dict[str, Any]:
-        if compat.patch is not None:
-            try:
-                out = compat.patch.apply_patch(
-                    obj, body, ct, res, query.get("fieldManager"), query.get("force") == "true"
-                )
-            except compat.patch.PatchError as exc:  # type: ignore[misc]
-                code = int(getattr(exc, "code", 400))
-                raise APIError(
-                    code,
-                    str(getattr(exc, "reason", "BadRequest")),
-                    str(getattr(exc, "message", exc)),
-                ) from None
-            if not isinstance(out, dict):
-                raise bad_request("the patch produced something that is not an object")
-            return out
-        return _fallback_patch(obj, body, ct)
+        try:
+            out = patch.apply_patch(
+                obj, body, ct, res, query.get("fieldManager"), query.get("force") == "true"
+            )
+        except patch.PatchError as exc:
+            raise APIError(exc.code, exc.reason, exc.message) from None
+        if not isinstance(out, dict):
+            raise bad_request("the patch produced something that is not an object")
+        return out
 
     # ------------------------------------------------------------------ delete
 
@@ -1774,39 +1763,6 @@ def _header_getter(headers: Mapping[str, str]) -> Any:
         return v or ""
 
     return get
-
-
-def _merge(target: Any, patch: Any) -> Any:
-    if not isinstance(patch, dict):
-        return patch
-    out = dict(target) if isinstance(target, dict) else {}
-    for k, v in patch.items():
-        if k.startswith("$"):  # strategic-merge directives: not understood here, dropped
-            continue
-        if v is None:
-            out.pop(k, None)
-        else:
-            out[k] = _merge(out.get(k), v)
-    return out
-
-
-def _fallback_patch(obj: dict[str, Any], body: bytes, ct: str) -> dict[str, Any]:
-    """JSON patch and merge patch, used only while the full patch module is absent."""
-    try:
-        p = orjson.loads(body) if ct != "application/apply-patch+yaml" else yaml.safe_load(body)
-    except (orjson.JSONDecodeError, yaml.YAMLError) as exc:
-        raise bad_request(f"the patch could not be decoded: {exc}") from None
-    if ct == "application/json-patch+json":
-        import jsonpatch
-
-        try:
-            out = jsonpatch.apply_patch(obj, p)
-        except Exception as exc:
-            raise APIError(422, "Invalid", f"the JSON patch could not be applied: {exc}") from None
-        return dict(out)
-    if not isinstance(p, dict):
-        raise bad_request("a merge patch must be a JSON object")
-    return dict(_merge(obj, p))
 
 
 __all__ = ["Core", "Response", "parse_body", "status_bytes"]

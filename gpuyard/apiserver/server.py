@@ -33,7 +33,7 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
-from gpuyard.apiserver import compat, discovery
+from gpuyard.apiserver import discovery, openapi, webhooks
 from gpuyard.apiserver.errors import APIError, status_obj
 from gpuyard.apiserver.handlers import MAX_BODY, Core, Response
 from gpuyard.apiserver.kubeconfig import new_token, read_token, write_kubeconfig
@@ -167,7 +167,6 @@ class APIServer(Core):
         self.tls = tls
         self.ca_pem: bytes | None = None
         self.ca_path: str | None = None
-        compat.load()
         store = Store(
             data_dir if (data_dir and persist) else None,
             log_size=log_size,
@@ -269,10 +268,8 @@ class APIServer(Core):
             self._runner = None
         await self.shutdown()
         await self.store.close()
-        close = getattr(compat.webhooks, "close", None)
-        if close is not None:
-            with contextlib.suppress(Exception):
-                await close()  # this loop's webhook client session
+        with contextlib.suppress(Exception):
+            await webhooks.close()  # this loop's kept-alive webhook connections
 
     # ------------------------------------------------------------------ dispatch
 
@@ -345,14 +342,14 @@ class APIServer(Core):
                     generate_latest(self.metrics),
                     {"Content-Type": "text/plain; version=0.0.4; charset=utf-8"},
                 )
-            if path.startswith("/openapi/") and compat.openapi is not None:
+            if path.startswith("/openapi/"):
                 doc = None
                 if path == "/openapi/v2":
-                    doc = compat.openapi.openapi_v2(self.registry)
+                    doc = openapi.openapi_v2(self.registry)
                 elif path == "/openapi/v3":
-                    doc = compat.openapi.openapi_v3_paths(self.registry)
+                    doc = openapi.openapi_v3_paths(self.registry)
                 elif path.startswith("/openapi/v3/"):
-                    doc = compat.openapi.openapi_v3_doc(self.registry, path[len("/openapi/v3/") :])
+                    doc = openapi.openapi_v3_doc(self.registry, path[len("/openapi/v3/") :])
                 if isinstance(doc, bytes | bytearray):  # already serialized (and cached)
                     return Response(200, bytes(doc))
                 if isinstance(doc, tuple):  # (bytes, content type)

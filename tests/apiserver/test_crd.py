@@ -5,10 +5,6 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-import pytest
-
-from gpuyard.apiserver import compat
-
 from .api import Api
 
 CRD_PATH = "/apis/apiextensions.k8s.io/v1/customresourcedefinitions"
@@ -146,7 +142,6 @@ async def test_bad_crd_is_refused(api: Api) -> None:
     assert (await api.get("/apis/example.com/v1"))[0] == 404
 
 
-@pytest.mark.skipif(compat.validation is None, reason="validation module not present yet")
 async def test_schema_validation(api: Api) -> None:
     await api.post(CRD_PATH, crd())
     st, err = await api.post(W, widget("bad", size=0))

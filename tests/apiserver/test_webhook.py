@@ -12,12 +12,9 @@ import orjson
 import pytest
 from aiohttp import web
 
-from gpuyard.apiserver import compat
 from gpuyard.apiserver.tls import make_ca_and_cert
 
 from .api import Api, pod
-
-pytestmark = pytest.mark.skipif(compat.webhooks is None, reason="webhooks module not present yet")
 
 NS = "/api/v1/namespaces/default"
 WH = "/apis/admissionregistration.k8s.io/v1/mutatingwebhookconfigurations"

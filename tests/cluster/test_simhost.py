@@ -63,7 +63,8 @@ def test_xid_79_line_has_the_driver_format_and_drops_the_gpu(tmp_path: Path) -> 
 
 
 def test_xid_line_is_understood_by_the_health_parser(tmp_path: Path) -> None:
-    xid = pytest.importorskip("gpuyard.health.xid")
+    from gpuyard.health import xid
+
     h = SimHost(tmp_path / "n1")
     h.ensure(4, "H100")
     lines = [h.append_xid(0, 79), h.append_xid(3, 64)]

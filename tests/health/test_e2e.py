@@ -259,7 +259,6 @@ def jobs_cluster(tmp_path: Path) -> Iterator[ClusterProcess]:
 async def test_xid79_under_a_training_job_restarts_its_gang_elsewhere(
     jobs_cluster: ClusterProcess, tmp_path: Path
 ) -> None:
-    pytest.importorskip("gpuyard.jobs.component")
     from gpuyard.kube.resources import PODS, TRAINING_JOBS
 
     c = jobs_cluster

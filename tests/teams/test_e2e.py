@@ -13,15 +13,10 @@ from typing import Any
 import pytest
 
 from gpuyard import names
-from gpuyard.apiserver import compat
 from gpuyard.cluster.testing import ClusterProcess
 from gpuyard.kube.resources import EVENTS, NAMESPACES, NODES, PODS, TEAMS
 
 ARGS = ["--components", "scheduler,teams"]
-needs_webhooks = pytest.mark.skipif(
-    compat.webhooks is None,
-    reason="API server webhook calls (gpuyard/apiserver/webhooks.py) missing",
-)
 
 
 async def until(fn: Callable[[], Any], timeout: float = 30) -> Any:
@@ -144,7 +139,6 @@ def test_assignment_exact_and_lost_node_replaced(
     assert "SHORTFALL" in out and "b " in out
 
 
-@needs_webhooks
 @pytest.mark.parametrize(
     "scale", [pytest.param(1, id="12-nodes"), pytest.param(10, id="120-nodes-60-40-20")]
 )
