@@ -85,9 +85,5 @@ async def supervise(name: str, fn: Callable[[Context], Awaitable[None]], ctx: Co
 def crd_objects() -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = []
     for modname in CRD_MODULES:
-        try:
-            mod = importlib.import_module(modname)
-        except ModuleNotFoundError:
-            continue
-        out.extend(mod.crds())
+        out.extend(importlib.import_module(modname).crds())
     return out
