@@ -3,8 +3,8 @@ Kubernetes client's unary requests (gpuyard.kube.fasthttp) and the API server's 
 to admission webhooks (gpuyard.apiserver.webhooks).
 
 Both call it hundreds to thousands of times a second on a 2-core machine, where a
-general-purpose client library's per-request machinery costs two to three times the
-CPU (measured: benchmarks/scheduler.py, benchmarks/teams.py). A request is one
+general-purpose client library's per-request machinery showed up as the client's main
+cost in profiles of benchmarks/scheduler.py and benchmarks/teams.py. A request is one
 pre-formatted write; the answer is read by Content-Length, chunked transfer encoding
 (with trailers), or until the server closes; interim 1xx answers are skipped;
 "Connection: close" and HTTP/1.0 end reuse. One request at a time per connection.

@@ -392,8 +392,8 @@ observers: list[Callable[[str, float, bool], None]] = []
 
 class _Conn(http1.Connection):
     """A kept-alive HTTPS connection to a webhook (gpuyard.http1: one request at a time,
-    a third of the CPU a general client library spends per call, which matters at
-    hundreds of admissions a second); answers over MAX_ANSWER_BYTES are refused."""
+    little CPU per call, which matters at hundreds of admissions a second); answers over
+    MAX_ANSWER_BYTES are refused."""
 
     def body_limit(self) -> int:
         return MAX_ANSWER_BYTES

@@ -3,7 +3,7 @@
 Every unary request a controller makes (a binding, a status patch, a get) costs the
 client far less here than through aiohttp's general-purpose session (measured on a
 pod binding against the embedded server: see benchmarks/scheduler.py): the request
-is one pre-formatted write, the answer is parsed by a small protocol object, and
+is one pre-formatted write, the answer is read by `gpuyard.http1.Connection`, and
 nothing else runs per request. Watches (long-lived streams) still go through
 `HttpTransport`, which this wraps.
 
