@@ -218,18 +218,24 @@ def _signature(registry: Registry) -> str:
 
 def _doc_v3(resources: list[Resource]) -> dict[str, Any]:
     paths: dict[str, Any] = {}
-    schemas: dict[str, Any] = {}
     for r in resources:
         paths.update(_paths(r, True))
-        schema = _custom_schema(r) if r.custom else _builtin_schema(r)
-        schema["x-kubernetes-group-version-kind"] = [_gvk(r)]
-        schemas[_def_name(r)] = schema
     return {
         "openapi": "3.0.0",
         "info": {"title": "gpuyard", "version": "v1"},
         "paths": paths,
-        "components": {"schemas": schemas},
+        "components": {"schemas": _schemas(resources)},
     }
+
+
+def _schemas(resources: list[Resource]) -> dict[str, Any]:
+    """Definition name -> schema, each tagged with its group-version-kind."""
+    out: dict[str, Any] = {}
+    for r in resources:
+        schema = _custom_schema(r) if r.custom else _builtin_schema(r)
+        schema["x-kubernetes-group-version-kind"] = [_gvk(r)]
+        out[_def_name(r)] = schema
+    return out
 
 
 _cache: weakref.WeakKeyDictionary[Registry, tuple[int, dict[str, Any]]] = (
@@ -290,16 +296,13 @@ def openapi_v2(registry: Registry) -> dict[str, Any]:
 
 
 def _v2(registry: Registry) -> dict[str, Any]:
+    resources = sorted(registry.all(), key=lambda r: (r.group, r.version, r.plural))
     paths: dict[str, Any] = {}
-    defs: dict[str, Any] = {}
-    for r in sorted(registry.all(), key=lambda r: (r.group, r.version, r.plural)):
+    for r in resources:
         paths.update(_paths(r, False))
-        schema = _custom_schema(r) if r.custom else _builtin_schema(r)
-        schema["x-kubernetes-group-version-kind"] = [_gvk(r)]
-        defs[_def_name(r)] = schema
     return {
         "swagger": "2.0",
         "info": {"title": "gpuyard", "version": "v1"},
         "paths": paths,
-        "definitions": defs,
+        "definitions": _schemas(resources),
     }
