@@ -159,6 +159,15 @@ def strategic_merge_patch(
     return out
 
 
+def _string_keys(v: Any) -> bool:
+    """Every mapping key a string, as in JSON (YAML allows null, numbers, ...)."""
+    if isinstance(v, dict):
+        return all(isinstance(k, str) and _string_keys(x) for k, x in v.items())
+    if isinstance(v, list):
+        return all(_string_keys(x) for x in v)
+    return True
+
+
 def _decode_json(body: bytes) -> Any:
     try:
         return orjson.loads(body)
@@ -216,6 +225,10 @@ def apply_patch(
             ) from None
         if not isinstance(p, dict):
             raise PatchError(400, "BadRequest", "the applied configuration must be an object")
+        if not _string_keys(p):
+            raise PatchError(
+                400, "BadRequest", "the applied configuration has a key that is not a string"
+            )
         if p.get("kind") not in (None, resource.kind) or p.get("apiVersion") not in (
             None,
             resource.api_version,

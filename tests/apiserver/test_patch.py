@@ -235,3 +235,11 @@ def test_strategic_never_crashes_on_odd_patches(patch: dict[str, Any]) -> None:
     except PatchError:
         return
     assert isinstance(out, dict)
+
+
+def test_applied_yaml_with_a_key_that_is_not_a_string_is_a_bad_request() -> None:
+    # YAML allows null or number keys; JSON (and Kubernetes objects) do not.
+    for body in (b"null: 1", b"spec: {null: 1}", b"metadata: {labels: {1: x}}"):
+        with pytest.raises(PatchError) as err:
+            apply_patch(pod(), body, APPLY, PODS, field_manager="m")
+        assert err.value.code == 400 and "not a string" in err.value.message
