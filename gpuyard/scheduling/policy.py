@@ -35,8 +35,10 @@ runs those through this same code for its comparisons.
 
 from __future__ import annotations
 
+import heapq
+from bisect import bisect_left, insort
 from collections import Counter, defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator, MutableMapping
 from dataclasses import dataclass, field
 from itertools import chain
 from operator import attrgetter
@@ -57,7 +59,6 @@ class PolicyConfig:
     pack_topology: bool = True
     max_reservations: int = 1
     timeout_backoff: float = 30.0
-    max_units: int | None = None  # cap on units examined per call (None: all)
     # Write a reason for every unit left pending (the live scheduler's Events); the
     # twin turns it off, as it only counts what happened.
     explain: bool = True
@@ -70,12 +71,53 @@ class Eviction:
     reason: str
 
 
+class Reasons(MutableMapping[str, str]):
+    """unit -> why it stays pending. Whole runs of units that fail alike are added as
+    one slice of the queue with one reason and spelled out only when read, so a pass
+    over a long blocked queue costs no more than its number of shapes."""
+
+    def __init__(self) -> None:
+        self._d: dict[str, str] = {}
+        self._bulk: list[tuple[list[tuple[int, int, str]], str]] = []
+
+    def add_run(self, entries: list[tuple[int, int, str]], reason: str) -> None:
+        if entries:
+            self._bulk.append((entries, reason))
+
+    def _flat(self) -> dict[str, str]:
+        if self._bulk:
+            for entries, reason in self._bulk:
+                for e in entries:
+                    self._d[e[2]] = reason
+            self._bulk.clear()
+        return self._d
+
+    def __getitem__(self, key: str) -> str:
+        return self._flat()[key]
+
+    def __setitem__(self, key: str, value: str) -> None:
+        # A unit is given one reason per pass: never one that is also in a run.
+        self._d[key] = value
+
+    def __delitem__(self, key: str) -> None:
+        del self._flat()[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._flat())
+
+    def __len__(self) -> int:
+        return len(self._flat())
+
+    def __repr__(self) -> str:
+        return f"Reasons({self._flat()!r})"
+
+
 @dataclass
 class Decisions:
     bindings: list[tuple[str, str]] = field(default_factory=list)
     nominations: dict[str, str] = field(default_factory=dict)
     evictions: list[Eviction] = field(default_factory=list)
-    unschedulable: dict[str, str] = field(default_factory=dict)  # unit -> reason
+    unschedulable: Reasons = field(default_factory=Reasons)  # unit -> reason
     reservations: dict[str, list[str]] = field(default_factory=dict)  # gang -> nodes held
     timed_out: list[str] = field(default_factory=list)
 
@@ -196,6 +238,9 @@ class _Buckets:
         top = max((n.alloc[GPU] for n in nodes), default=0) if mode == "gpu" else CPU_LEVELS
         self.levels: list[dict[str, NodeInfo]] = [{} for _ in range(top + 1)]
         self.pos: dict[str, int] = {}
+        self.version = [0] * (top + 1)  # per level: bumps when a node enters or leaves
+        # per level: (version, holds signature, nodes no one holds, holders of the rest)
+        self.views: dict[int, tuple[int, Any, list[NodeInfo], set[tuple[str, int]]]] = {}
         for n in nodes:
             self.put(n)
 
@@ -211,8 +256,10 @@ class _Buckets:
             return
         if old is not None:
             self.levels[old].pop(n.name, None)
+            self.version[old] += 1
         self.levels[lv][n.name] = n
         self.pos[n.name] = lv
+        self.version[lv] += 1
 
     def moved(self, n: NodeInfo) -> None:
         if n.name in self.pos:
@@ -283,10 +330,139 @@ class _HeldCap:
     nodes: set[str] = field(default_factory=set)
 
 
+@dataclass
+class _Hold:
+    """A reservation kept in a failure memo, ready to be put back in one step."""
+
+    h: tuple[str, int]  # (unit key, priority)
+    names: list[str]
+    mapping: dict[str, tuple[str, int]]
+    fp: tuple[int, int]  # (count, xor of the names' hashes)
+
+    @classmethod
+    def of(cls, h: tuple[str, int], names_: list[str]) -> _Hold:
+        x = 0
+        for name in names_:
+            x ^= hash(name)
+        return cls(h, list(names_), dict.fromkeys(names_, h), (len(names_), x))
+
+
 _SEQ = attrgetter("seq")
 _PRIORITY = attrgetter("priority")
 
 # --------------------------------------------------------------------------- the pass
+
+
+_LOOSE: tuple[Any, ...] = ("loose",)
+_Entry = tuple[int, int, str]  # (-priority, seq, unit key): queue order
+
+
+class _Queue:
+    """The pending units in queue order, kept in the state across passes and updated
+    from what changed since the last one (state.queue_pods, state.queue_groups).
+
+    Units of one shape and one priority share a lane, oldest first: when the head of a
+    lane cannot be placed, none behind it can, so a pass costs the number of lanes,
+    not of units. Units without a shape (nominated pods, gangs with members bound,
+    gangs waiting for members or with timeouts) are in the loose lane and are taken one
+    by one. The pass merges the lanes by their heads."""
+
+    def __init__(self, s: ClusterState, gangs: bool) -> None:
+        self.gangs = gangs
+        self.units: dict[str, Unit] = {}
+        self.entry: dict[str, _Entry] = {}
+        self.lane_of: dict[str, tuple[Any, ...]] = {}
+        self.lanes: dict[tuple[Any, ...], list[_Entry]] = {}
+        keys = {self._key(p.key, p.group) for p in s.pending.values()}
+        for k in keys:
+            self._put(s, k, ordered=False)
+        for lane in self.lanes.values():
+            lane.sort()
+        s.queue_pods.clear()
+        s.queue_groups.clear()
+
+    def _key(self, key: str, group: str | None) -> str:
+        return f"gang {group}" if (self.gangs and group) else f"pod {key}"
+
+    def sync(self, s: ClusterState) -> set[str]:
+        """Apply what changed; returns the units that left the queue."""
+        touched: set[str] = set()
+        for key, group in s.queue_pods.items():
+            pk = f"pod {key}"
+            if self.gangs and group:
+                touched.add(f"gang {group}")
+                if pk in self.units:  # it joined a group
+                    touched.add(pk)
+            else:
+                touched.add(pk)
+        if self.gangs:
+            touched.update(f"gang {g}" for g in s.queue_groups)
+        s.queue_pods.clear()
+        s.queue_groups.clear()
+        return {k for k in touched if not self._put(s, k)}
+
+    def _make(self, s: ClusterState, ukey: str) -> Unit | None:
+        kind, _, key = ukey.partition(" ")
+        if kind == "pod":
+            p = s.pending.get(key)
+            if p is None or (self.gangs and p.group):
+                return None
+            su = p.__dict__.get("_unit")  # made once per pod record
+            if su is None:
+                su = p.__dict__["_unit"] = Unit(ukey, [p], p.priority, p.seq)
+            return su  # type: ignore[no-any-return]
+        members = s.members.get(key, {})
+        pending = s.pending
+        pods = [q for q in members.values() if pending.get(q.key) is q]
+        if not pods:
+            return None
+        pods.sort(key=_SEQ)
+        bound = sum(1 for q in members.values() if q.node and not q.terminating)
+        return Unit(ukey, pods, max(map(_PRIORITY, pods)), pods[0].seq, key, bound)
+
+    @staticmethod
+    def _lane(s: ClusterState, u: Unit) -> tuple[Any, ...]:
+        shape = _Pass._shape(u)
+        if shape is None:
+            return _LOOSE
+        if u.group is not None:
+            g = s.groups.get(u.group)
+            if (
+                g is None
+                or g.timeout
+                or g.min_resources is not None
+                or len(u.pods) < g.min_member
+                or u.group in s.backoff_until
+            ):
+                return _LOOSE  # gang_ready has something to say: taken on its own
+        return (shape, u.priority)
+
+    def _put(self, s: ClusterState, ukey: str, ordered: bool = True) -> bool:
+        """(Re)place one unit; False when it is no longer pending."""
+        old = self.entry.pop(ukey, None)
+        if old is not None:
+            lid = self.lane_of.pop(ukey)
+            lane = self.lanes[lid]
+            del lane[bisect_left(lane, old)]
+            if not lane:
+                del self.lanes[lid]
+            del self.units[ukey]
+        u = self._make(s, ukey)
+        if u is None:
+            return False
+        e = (-u.priority, u.seq, ukey)
+        lid = self._lane(s, u)
+        self.units[ukey] = u
+        self.entry[ukey] = e
+        self.lane_of[ukey] = lid
+        lane = self.lanes.setdefault(lid, [])
+        if ordered:
+            insort(lane, e)
+        else:
+            lane.append(e)
+        return True
+
+
 
 
 class _Pass:
@@ -313,8 +489,10 @@ class _Pass:
         # per (class, requests): how many such pods each candidate holds when empty (> 0)
         self.alloc_caps: dict[tuple[Any, ...], dict[str, int]] = cache.setdefault("alloc_caps", {})
         self.buckets: dict[tuple[Any, ...], _Buckets] = cache.setdefault("buckets", {})
-        # unit -> (freed_gen, lower-priority binds, reason, reservation) at its last failure
-        self.blocked: dict[str, tuple[int, int, str, list[str]]] = cache.setdefault("blocked", {})
+        # unit of the loose lane -> (memo, reason, reservation) at its last failure;
+        # lane -> (memo, reason, reservation, head unit) at its head's last failure
+        self.blocked: dict[str, tuple[Any, ...]] = cache.setdefault("blocked", {})
+        self.lane_blocked: dict[Any, tuple[Any, ...]] = cache.setdefault("lane_blocked", {})
         # per (class, requests) of gang pods: capacity summed per rack and zone
         self.gang_index: dict[tuple[Any, ...], _GangIndex] = cache.setdefault("gang_index", {})
         if state.dirty_nodes and (self.buckets or self.gang_index):
@@ -329,9 +507,19 @@ class _Pass:
         # Units that hold nodes in `held`, and per gang index the capacity of held nodes
         # by holder (rebuilt when `held` changes).
         self.holders: set[str] = set()
+        self.held_by: dict[str, set[str]] = {}  # unit key -> nodes it holds
+        self.hold_fp: dict[tuple[str, int], list[int]] = {}  # holder -> (count, xor)
         self._held_sum: dict[tuple[Any, ...], dict[tuple[str, int], _HeldCap]] = {}
         self.victims: set[str] = set()
         self.trial = False  # inside a preemption trial: buckets do not follow trial moves
+        self.preempt_complete = False  # the last preemption attempt looked at every victim
+        self._hi_memo: dict[int, int] = {}
+        self._held_ver = 0  # bumps on every change to `held`
+        self._sig_at = -1
+        self._sig: tuple[Any, ...] = ()
+        self.reservations = 0
+        self.failed_shapes: dict[tuple[Any, ...], int] = {}
+        self.failed_reason: dict[tuple[Any, ...], str] = {}
 
     # -- static candidates per equivalence class
     def candidates(self, p: PodInfo) -> list[NodeInfo]:
@@ -354,106 +542,182 @@ class _Pass:
         h = self.held.get(n.name)
         return h is None or h[0] == unit.key or unit.priority > h[1]
 
-    # -- queue
-    def units(self) -> list[Unit]:
-        gangs: dict[str, list[PodInfo]] = defaultdict(list)
-        singles: list[Unit] = []
-        for p in self.s.pending.values():
-            if p.key in self.victims:
-                continue
-            if self.cfg.gangs and p.group:
-                gangs[p.group].append(p)
-            else:
-                su = p.__dict__.get("_unit")  # made once per pod record
-                if su is None:
-                    su = p.__dict__["_unit"] = Unit(f"pod {p.key}", [p], p.priority, p.seq)
-                singles.append(su)
-        out = singles
-        for g, pods in gangs.items():
-            pods.sort(key=_SEQ)
-            members = self.s.members.get(g, {})
-            bound = sum(1 for q in members.values() if q.node and not q.terminating)
-            prio = max(map(_PRIORITY, pods))
-            out.append(Unit(f"gang {g}", pods, prio, pods[0].seq, g, bound))
-        out.sort(key=lambda u: (-u.priority, u.seq))
-        return out
-
+    # -- the pass
     def run(self) -> Decisions:
-        # Nominated pods hold their nodes against lower-ranked work.
-        for p in self.s.pending.values():
-            if p.nominated and p.nominated in self.s.nodes:
-                unit = f"gang {p.group}" if (self.cfg.gangs and p.group) else f"pod {p.key}"
-                self.held.setdefault(p.nominated, (unit, p.priority))
-                self.holders.add(unit)
-        reservations = 0
-        failed_shapes: dict[tuple[Any, ...], int] = {}
-        failed_reason: dict[tuple[Any, ...], str] = {}
-        units = self.units()
-        live = {u.key for u in units}
-        for key in [k for k in self.blocked if k not in live]:
-            del self.blocked[key]
-        if self.cfg.max_units is not None:
-            units = units[: self.cfg.max_units]
-        # lower-priority binds by priority, recounted only when the state changed
-        low_memo: dict[int, int] = {}
-        low_gen = self.s.generation
-        for u in units:
-            if u.group is not None and not self.gang_ready(u):
-                continue
-            if self.s.generation != low_gen:
-                low_memo.clear()
-                low_gen = self.s.generation
-            low = low_memo.get(u.priority, -1)
-            if low < 0:
-                low = sum(c for prio, c in self.s.low_binds.items() if prio < u.priority)
-                low_memo[u.priority] = low
-            last = self.blocked.get(u.key)
-            if last is not None and last[0] == self.s.freed_gen and last[1] == low:
-                # Nothing was freed and nothing it could preempt arrived since it last
-                # failed: it still does not fit. Keep its reason and its hold.
-                self.d.unschedulable[u.key] = last[2]
-                if last[3] and reservations < self.cfg.max_reservations:
-                    reservations += 1
-                    for name in last[3]:
-                        if name in self.s.nodes:
-                            self.held[name] = (u.key, u.priority)
-                    self.holders.add(u.key)
-                    self._held_sum.clear()
-                    self.d.reservations[u.key] = list(last[3])
-                continue
-            shape = self._shape(u)
-            failed_at = failed_shapes.get(shape) if shape is not None else None
-            if shape is not None and failed_at is not None and failed_at >= u.priority:
-                # A unit of the same shape and no lower priority failed earlier in this
-                # pass; room has only shrunk since, so this one cannot fit either.
-                self.d.unschedulable[u.key] = failed_reason[shape]
-                continue
-            placed = self.place(u)
-            if placed is not None:
-                for p, n in placed:
-                    before = n.alloc[GPU] - n.used[GPU]
-                    self.s.bind(p.key, n.name)
-                    self.d.bindings.append((p.key, n.name))
-                    self._rebucket(n, before)
-                self.release(u)
-                self.blocked.pop(u.key, None)
-                continue
-            if self.cfg.preemption and self.preempt(u):
-                continue
-            self.d.unschedulable[u.key] = self.explain(u) if self.cfg.explain else "does not fit"
-            if shape is not None:
-                failed_shapes[shape] = u.priority
-                failed_reason[shape] = self.d.unschedulable[u.key]
-            if u.is_gang and self.cfg.reservations and reservations < self.cfg.max_reservations:
-                reservations += 1
-                self.reserve(u)
-            self.blocked[u.key] = (
-                self.s.freed_gen,
-                low,
-                self.d.unschedulable[u.key],
-                list(self.d.reservations.get(u.key, [])),
-            )
+        s = self.s
+        q = s.queue
+        if not isinstance(q, _Queue) or q.gangs != self.cfg.gangs:
+            q = s.queue = _Queue(s, self.cfg.gangs)
+            self.blocked.clear()
+            self.lane_blocked.clear()
+        else:
+            for key in q.sync(s):
+                self.blocked.pop(key, None)
+        for lid in [k for k in self.lane_blocked if k not in q.lanes]:
+            del self.lane_blocked[lid]
+        # Nominated pods hold their nodes against lower-ranked work (they are all in
+        # the loose lane: a nominated pod has no shape).
+        for e in q.lanes.get(_LOOSE, ()):
+            u = q.units[e[2]]
+            for p in u.pods:
+                if p.nominated and p.nominated in s.nodes and p.nominated not in self.held:
+                    self._hold(p.nominated, (u.key, p.priority))
+        heap = [(lane[0], i, lid) for i, (lid, lane) in enumerate(q.lanes.items())]
+        heapq.heapify(heap)
+        cursor: dict[Any, int] = {}
+        units = q.units
+        while heap:
+            head, i, lid = heapq.heappop(heap)
+            lane = q.lanes[lid]
+            c = cursor.get(lid, 0)
+            u = units[head[2]]
+            if lid == _LOOSE:
+                self._step(u)
+                go_on = True
+            else:
+                go_on = self._lane_step(u, lid, lane, c)
+            if go_on and c + 1 < len(lane):
+                cursor[lid] = c + 1
+                heapq.heappush(heap, (lane[c + 1], i, lid))
         return self.d
+
+    def _memo(self, u: Unit) -> tuple[Any, ...]:
+        """What must stay unchanged for a unit that failed to fail again: no room freed
+        that it could not already have taken by preemption (after a complete
+        preemption attempt, frees of lower-priority work do not count: that room was
+        already counted as preemptable), no node changed (the caches are then dropped),
+        and the same holds against it."""
+        if self.preempt_complete:
+            return ("hi", self._hi_freed(u.priority), self._hold_sig(u))
+        return ("all", self.s.freed_gen, self._hold_sig(u))
+
+    def _memo_valid(self, memo: tuple[Any, ...], u: Unit) -> bool:
+        if memo[0] == "hi":
+            if memo[1] != self._hi_freed(u.priority):
+                return False
+        elif memo[1] != self.s.freed_gen:
+            return False
+        return bool(memo[2] == self._hold_sig(u))
+
+    def _hi_freed(self, prio: int) -> int:
+        v = self._hi_memo.get(prio)
+        if v is None:
+            v = self.s.freed_terminating + sum(
+                c for q, c in self.s.freed_by_prio.items() if q >= prio
+            )
+            self._hi_memo[prio] = v
+        return v
+
+    def _hold_sig(self, u: Unit) -> tuple[Any, ...]:
+        key, prio = u.key, u.priority
+        return tuple(
+            sorted(
+                (h, fp[0], fp[1])
+                for h, fp in self.hold_fp.items()
+                if h[0] != key and prio <= h[1]
+            )
+        )
+
+    def _restore_hold(self, u: Unit, hold: _Hold | None) -> None:
+        if hold is None or self.reservations >= self.cfg.max_reservations:
+            return
+        self.reservations += 1
+        h = (u.key, u.priority)
+        if (
+            hold.h == h
+            and h not in self.hold_fp
+            and u.key not in self.held_by
+            and self.held.keys().isdisjoint(hold.mapping)
+        ):
+            # The common case, in one step: none of its nodes is held by anyone else.
+            self.held.update(hold.mapping)
+            self._held_ver += 1
+            self.held_by[u.key] = set(hold.names)
+            self.hold_fp[h] = list(hold.fp)
+        else:
+            for name in hold.names:
+                self._hold(name, h)
+        self.holders.add(u.key)
+        self._held_sum.clear()
+        self.d.reservations[u.key] = list(hold.names)
+
+    def _step(self, u: Unit) -> None:
+        """One unit of the loose lane, on its own."""
+        if u.group is not None and not self.gang_ready(u):
+            return
+        last = self.blocked.get(u.key)
+        if last is not None and self._memo_valid(last[0], u):
+            # Nothing it could use was freed since it last failed: keep reason and hold.
+            self.d.unschedulable[u.key] = last[1]
+            self._restore_hold(u, last[2])
+            return
+        shape = self._shape(u)
+        failed_at = self.failed_shapes.get(shape) if shape is not None else None
+        if shape is not None and failed_at is not None and failed_at >= u.priority:
+            # A unit of the same shape and no lower priority failed earlier in this
+            # pass; room has only shrunk since, so this one cannot fit either.
+            self.d.unschedulable[u.key] = self.failed_reason[shape]
+            return
+        memo = self._attempt(u, shape)
+        if memo is None:
+            self.blocked.pop(u.key, None)
+        else:
+            self.blocked[u.key] = memo
+
+    def _lane_step(self, u: Unit, lid: tuple[Any, ...], lane: list[Any], c: int) -> bool:
+        """The head of a lane of one shape and priority. False: the rest of the lane
+        fails with it (given reasons in one run)."""
+        shape, prio = lid
+        memo = self.lane_blocked.get(lid)
+        if memo is not None and memo[3] == u.key and self._memo_valid(memo[0], u):
+            reason = memo[1]
+            self.d.unschedulable[u.key] = reason
+            self._restore_hold(u, memo[2])
+        elif (failed_at := self.failed_shapes.get(shape)) is not None and failed_at >= prio:
+            reason = self.failed_reason[shape]
+            self.d.unschedulable[u.key] = reason
+        else:
+            m = self._attempt(u, shape)
+            if m is None:
+                self.lane_blocked.pop(lid, None)
+                return True
+            self.lane_blocked[lid] = (*m, u.key)
+            reason = m[1]
+        if self.failed_shapes.get(shape, prio - 1) < prio:
+            self.failed_shapes[shape] = prio
+            self.failed_reason[shape] = reason
+        self.d.unschedulable.add_run(lane[c + 1 :], reason)
+        return False
+
+    def _attempt(
+        self, u: Unit, shape: tuple[Any, ...] | None
+    ) -> tuple[tuple[Any, ...], str, _Hold | None] | None:
+        """Place the unit, or preempt for it, or give its reason (and maybe reserve).
+        Returns the memo of a failure, None when it was placed or preempts."""
+        placed = self.place(u)
+        if placed is not None:
+            for p, n in placed:
+                before = n.alloc[GPU] - n.used[GPU]
+                self.s.bind(p.key, n.name)
+                self.d.bindings.append((p.key, n.name))
+                self._rebucket(n, before)
+            self.release(u)
+            return None
+        self.preempt_complete = False
+        if self.cfg.preemption and self.preempt(u):
+            return None
+        memo = self._memo(u)
+        reason = self.d.unschedulable[u.key] = (
+            self.explain(u) if self.cfg.explain else "does not fit"
+        )
+        if shape is not None:
+            self.failed_shapes[shape] = u.priority
+            self.failed_reason[shape] = reason
+        if u.is_gang and self.cfg.reservations and self.reservations < self.cfg.max_reservations:
+            self.reservations += 1
+            self.reserve(u)
+        held = self.d.reservations.get(u.key)
+        return memo, reason, _Hold.of((u.key, u.priority), held) if held else None
 
     @staticmethod
     def _shape(u: Unit) -> tuple[Any, ...] | None:
@@ -481,12 +745,37 @@ class _Pass:
             return None
         return (p0.class_key(), tuple(p0.req), len(u.pods), u.is_gang, labels)
 
+    # -- holds
+    def _hold(self, name: str, h: tuple[str, int]) -> None:
+        old = self.held.get(name)
+        if old == h:
+            return
+        self._held_ver += 1
+        if old is not None:
+            self._fp(old, name, -1)
+            self.held_by[old[0]].discard(name)
+        self.held[name] = h
+        self._fp(h, name, 1)
+        self.held_by.setdefault(h[0], set()).add(name)
+
+    def _fp(self, h: tuple[str, int], name: str, d: int) -> None:
+        """Add (d=1) or take (d=-1) a node in its holder's fingerprint: the count and
+        the xor of the names' hashes."""
+        fp = self.hold_fp.get(h)
+        if fp is None:
+            fp = self.hold_fp[h] = [0, 0]
+        fp[0] += d
+        fp[1] ^= hash(name)
+        if not fp[0]:
+            del self.hold_fp[h]
+
     def release(self, u: Unit) -> None:
         if u.key not in self.holders:
             return
         self.holders.discard(u.key)
-        for name in [k for k, v in self.held.items() if v[0] == u.key]:
-            del self.held[name]
+        self._held_ver += 1
+        for name in self.held_by.pop(u.key, ()):
+            self._fp(self.held.pop(name), name, -1)
         self._held_sum.clear()
 
     # -- gangs
@@ -592,8 +881,16 @@ class _Pass:
         r0, r1, r2, r3 = p.req
         anti = p.anti_affinity
         for lv in range(min(start, len(b.levels)), len(b.levels)):
-            for n in b.levels[lv].values():
-                if held:
+            nodes: Iterable[NodeInfo] = b.levels[lv].values()
+            check = bool(held)
+            if check and len(b.levels[lv]) > 64:
+                # Many nodes here: when every holder at this level holds against the
+                # unit, walk only the nodes no one holds (same order).
+                unheld, holders = self._level_view(b, lv)
+                if all(h[0] != key and prio <= h[1] for h in holders):
+                    nodes, check = unheld, False
+            for n in nodes:
+                if check:
                     h = held.get(n.name)
                     if h is not None and h[0] != key and prio <= h[1]:
                         continue
@@ -604,6 +901,34 @@ class _Pass:
                     continue
                 return n
         return None
+
+    def _level_view(
+        self, b: _Buckets, lv: int
+    ) -> tuple[list[NodeInfo], set[tuple[str, int]]]:
+        """The nodes of a bucket level that no one holds, and the holders of the others;
+        kept (across passes too) while the level and the holds are the same."""
+        sig = self._held_sig()
+        v = b.views.get(lv)
+        if v is not None and v[0] == b.version[lv] and v[1] == sig:
+            return v[2], v[3]
+        held = self.held
+        unheld = []
+        holders = set()
+        for name, n in b.levels[lv].items():
+            h = held.get(name)
+            if h is None:
+                unheld.append(n)
+            else:
+                holders.add(h)
+        b.views[lv] = (b.version[lv], sig, unheld, holders)
+        return unheld, holders
+
+    def _held_sig(self) -> tuple[Any, ...]:
+        """What is held, by whom, as a value (from the holders' fingerprints)."""
+        if self._sig_at != self._held_ver:
+            self._sig = tuple(sorted((h, fp[0], fp[1]) for h, fp in self.hold_fp.items()))
+            self._sig_at = self._held_ver
+        return self._sig
 
     def _buckets(self, p: PodInfo, mode: str) -> _Buckets:
         key = (p.class_key(), mode)
@@ -849,7 +1174,7 @@ class _Pass:
         for n, k in nodes:
             if need <= 0:
                 break
-            self.held[n.name] = (u.key, u.priority)
+            self._hold(n.name, (u.key, u.priority))
             held.append(n.name)
             need -= k
         self.holders.add(u.key)
@@ -889,7 +1214,7 @@ class _Pass:
             for n in rows:
                 if need <= 0:
                     break
-                self.held[n.name] = (u.key, u.priority)
+                self._hold(n.name, (u.key, u.priority))
                 held.append(n.name)
                 need -= ks[n.name]
         self.holders.add(u.key)
@@ -915,6 +1240,10 @@ class _Pass:
     def _preempt(self, u: Unit) -> bool:
         if any(p.preemption_never or p.priority_class in self.s.preempt_never for p in u.pods):
             return False
+        # Past here every possible victim is looked at (unless some were taken by an
+        # earlier preemptor in this pass): a failure then stands until room is freed
+        # that was not preemptable (see _memo).
+        self.preempt_complete = not self.victims
         prio = u.priority
         p0 = u.pods[0]
         # Victim units with a cost: (highest priority in the unit, pods in it).
@@ -952,9 +1281,15 @@ class _Pass:
         chosen: list[str] = []
         removed: list[PodInfo] = []
         placement = None
-        cands = {n.name: n for n in self.candidates(p0) if self.free_for(n, u)}
-        caps = {name: _capacity(p0.req, n) for name, n in cands.items()}
-        slots = sum(caps.values())
+        # Slots for its pods on the nodes free for it, from the gang index (less what
+        # other holders hold), then kept current as victims come off nodes.
+        key, gi = self._index(p0)
+        slots = gi.total - sum(
+            hc.total
+            for h, hc in self._held_caps(key, gi).items()
+            if not (h[0] == u.key or prio > h[1])
+        )
+        caps: dict[str, int] = {}
         try:
             for vk in sorted(unit_of, key=lambda k: (cost[k], k)):
                 chosen.append(vk)
@@ -963,9 +1298,9 @@ class _Pass:
                     if vn is not None and m.key in vn.pods:
                         self._untentative(m, vn)
                         removed.append(m)
-                        if vn.name in caps:
+                        if vn.name in cset and self.free_for(vn, u):
                             c = _capacity(p0.req, vn)
-                            slots += c - caps[vn.name]
+                            slots += c - caps.get(vn.name, gi.cap.get(vn.name, 0))
                             caps[vn.name] = c
                 if slots >= len(u.pods):
                     placement = self.place(u)
@@ -1016,8 +1351,9 @@ class _Pass:
                 self.d.evictions.append(Eviction(m.key, u.key, reason))
         for p, n in placement:
             p.nominated = n.name
+            self.s.queue_pods[p.key] = p.group  # nominated now: its unit changes lane
             self.d.nominations[p.key] = n.name
-            self.held[n.name] = (u.key, u.priority)
+            self._hold(n.name, (u.key, u.priority))
         self.holders.add(u.key)
         self._held_sum.clear()
         self.d.unschedulable[u.key] = (

@@ -123,11 +123,21 @@ class ClusterState:
         self.node_gen = 0  # nodes added, removed, relabelled, retainted, ready or not
         self.freed_gen = 0  # capacity freed somewhere (a pod left, a node came)
         self.dirty_nodes: set[str] = set()  # nodes whose use changed since the last pass
-        self.low_binds: Counter[int] = Counter()  # bindings so far, by priority
         # bound pods (those counted on their nodes), by priority: preemption looks
         # only at pods below the preemptor's priority
         self.bound_by_prio: dict[int, dict[str, PodInfo]] = {}
+        # Room freed, counted by the priority that decides who could already have
+        # preempted it: a pod's own priority, or its gang's highest (a gang is evicted
+        # whole); a terminating pod's room (never preemptable) is counted apart.
+        self.freed_by_prio: Counter[int] = Counter()
+        self.freed_terminating = 0
+        self.group_prio: dict[str, int] = {}  # group -> highest priority of a member seen
         self.cache: dict[str, Any] = {}
+        # The policy's queue of pending units, kept across passes, and what changed for
+        # it since the last pass: pods (with their group) and groups.
+        self.queue: Any = None
+        self.queue_pods: dict[str, str | None] = {}
+        self.queue_groups: set[str] = set()
 
     # ------------------------------------------------------------------ nodes
 
@@ -302,7 +312,9 @@ class ClusterState:
                 self._unaccount(old)
             if old.group:
                 self.members.get(old.group, {}).pop(old.key, None)
+                self.queue_groups.add(old.group)
         self.pods[info.key] = info
+        self.queue_pods[info.key] = info.group
         self.pending.pop(info.key, None)
         if info.node:
             self._account(info)
@@ -311,6 +323,8 @@ class ClusterState:
         if info.group:
             self.members.setdefault(info.group, {})[info.key] = info
             self.group_first_seen.setdefault(info.group, info.created)
+            if info.priority > self.group_prio.get(info.group, info.priority - 1):
+                self.group_prio[info.group] = info.priority
         self.generation += 1
 
     def remove_pod(self, key: str) -> None:
@@ -319,12 +333,14 @@ class ClusterState:
             return
         self._unaccount(info)
         self.pending.pop(key, None)
+        self.queue_pods[key] = info.group
         if info.group:
             m = self.members.get(info.group)
             if m is not None:
                 m.pop(key, None)
                 if not m and info.group not in self.groups:
                     del self.members[info.group]
+                    self.group_prio.pop(info.group, None)
         self.generation += 1
 
     def _account(self, p: PodInfo) -> None:
@@ -336,7 +352,6 @@ class ClusterState:
             n.used[i] += p.req[i]
         self.bound_by_prio.setdefault(p.priority, {})[p.key] = p
         self.dirty_nodes.add(n.name)
-        self.low_binds[p.priority] += 1
 
     def _unaccount(self, p: PodInfo) -> None:
         n = self.nodes.get(p.node or "")
@@ -354,6 +369,13 @@ class ClusterState:
             n.used[i] -= p.req[i]
         self.dirty_nodes.add(n.name)
         self.freed_gen += 1
+        if q.terminating:
+            self.freed_terminating += 1
+        else:
+            prio = q.priority
+            if q.group:
+                prio = max(prio, self.group_prio.get(q.group, prio))
+            self.freed_by_prio[prio] += 1
 
     def bind(self, key: str, node: str) -> None:
         """Record a binding (the policy does this for the bindings it decides)."""
@@ -362,6 +384,7 @@ class ClusterState:
         p.node = node
         p.nominated = None
         self.pending.pop(key, None)
+        self.queue_pods[key] = p.group
         self._account(p)
         self.generation += 1
 
@@ -374,6 +397,7 @@ class ClusterState:
         p.node = None
         if not p.terminating:
             self.pending[key] = p
+        self.queue_pods[key] = p.group
         self.generation += 1
 
     # ------------------------------------------------------------------ groups, classes
@@ -397,11 +421,13 @@ class ClusterState:
     def set_group(self, info: GroupInfo) -> GroupInfo:
         self.groups[info.key] = info
         self.members.setdefault(info.key, {})
+        self.queue_groups.add(info.key)
         self.generation += 1
         return info
 
     def remove_pod_group(self, key: str) -> None:
         if self.groups.pop(key, None) is not None:
+            self.queue_groups.add(key)
             self.generation += 1
 
     def set_priority_class(self, name: str, value: int, preempt_never: bool = False) -> None:
