@@ -223,6 +223,21 @@ def _capacity(req: list[int], n: NodeInfo) -> int:
     return max(k, 0)
 
 
+def _capacity_below(req: list[int], n: NodeInfo, prio: int) -> int:
+    """How many pods with these requests fit on the node once every pod below `prio`
+    that is not already terminating is gone (what preemption could free there)."""
+    free = [a - u for a, u in zip(n.alloc, n.used, strict=True)]
+    for q in n.pods.values():
+        if q.priority < prio and not q.terminating:
+            for i in range(NRES):
+                free[i] += q.req[i]
+    k = 1 << 30
+    for i in range(NRES):
+        if req[i]:
+            k = min(k, free[i] // req[i])
+    return max(k, 0)
+
+
 # --------------------------------------------------------------------------- buckets
 
 CPU_STEP = 2000  # milli-cpu per level when single pods without GPUs are best-fitted
@@ -282,8 +297,29 @@ class _GangIndex:
         self.zone_cap: dict[str, int] = {}
         self.zone_racks: dict[str, set[tuple[str, str]]] = {}
         self.total = 0
+        # capacity of the nodes of a few reservations kept in memos (_Hold), by id,
+        # kept current here so a restored reservation costs nothing to count
+        self.hold_caps: dict[int, tuple[_Hold, _HeldCap]] = {}
         for n in nodes:
             self.put(n)
+
+    def held_cap(self, hold: _Hold) -> _HeldCap:
+        got = self.hold_caps.get(id(hold))
+        if got is not None and got[0] is hold:
+            return got[1]
+        hc = _HeldCap()
+        for name in hold.names:
+            k = self.cap.get(name)
+            if k:
+                zr = self.where[name]
+                hc.total += k
+                hc.zone[zr[0]] += k
+                hc.rack[zr] += k
+                hc.nodes.add(name)
+        if len(self.hold_caps) >= 4:
+            del self.hold_caps[next(iter(self.hold_caps))]
+        self.hold_caps[id(hold)] = (hold, hc)
+        return hc
 
     def put(self, n: NodeInfo) -> None:
         k = _capacity(self.req, n)
@@ -296,6 +332,15 @@ class _GangIndex:
             self.where[n.name] = zr
         z = zr[0]
         d = k - old
+        for hold, hc in self.hold_caps.values():
+            if n.name in hold.mapping:
+                hc.total += d
+                hc.zone[z] += d
+                hc.rack[zr] += d
+                if k > 0:
+                    hc.nodes.add(n.name)
+                else:
+                    hc.nodes.discard(n.name)
         self.total += d
         self.rack_cap[zr] = self.rack_cap.get(zr, 0) + d
         self.zone_cap[z] = self.zone_cap.get(z, 0) + d
@@ -345,6 +390,24 @@ class _Hold:
         for name in names_:
             x ^= hash(name)
         return cls(h, list(names_), dict.fromkeys(names_, h), (len(names_), x))
+
+
+@dataclass(eq=False)
+class _Memo:
+    """Why a failed unit is sure to fail again while it holds (see _Pass._memo_valid).
+    mode "all": until any room is freed (gen: the state's freed_gen); "plain" (the
+    unit cannot preempt) and "hi" (a complete preemption attempt failed): until the
+    room freed since (gen: the freed-log epoch, pos: positions in the logs), counted
+    per node in `counted`, could add up to the `need - slots` pods it lacked."""
+
+    mode: str
+    sig: tuple[Any, ...]
+    gen: int
+    pos: dict[int, int] = field(default_factory=dict)
+    slots: int = 0
+    need: int = 0
+    counted: dict[str, int] = field(default_factory=dict)
+    extra: int = 0
 
 
 _SEQ = attrgetter("seq")
@@ -509,11 +572,12 @@ class _Pass:
         self.holders: set[str] = set()
         self.held_by: dict[str, set[str]] = {}  # unit key -> nodes it holds
         self.hold_fp: dict[tuple[str, int], list[int]] = {}  # holder -> (count, xor)
+        self.hold_src: dict[tuple[str, int], _Hold] = {}  # holder -> reservation restored
         self._held_sum: dict[tuple[Any, ...], dict[tuple[str, int], _HeldCap]] = {}
         self.victims: set[str] = set()
         self.trial = False  # inside a preemption trial: buckets do not follow trial moves
         self.preempt_complete = False  # the last preemption attempt looked at every victim
-        self._hi_memo: dict[int, int] = {}
+        self.preempt_slots = 0  # ...and the slots it found with all of them gone
         self._held_ver = 0  # bumps on every change to `held`
         self._sig_at = -1
         self._sig: tuple[Any, ...] = ()
@@ -581,32 +645,76 @@ class _Pass:
                 heapq.heappush(heap, (lane[c + 1], i, lid))
         return self.d
 
-    def _memo(self, u: Unit) -> tuple[Any, ...]:
-        """What must stay unchanged for a unit that failed to fail again: no room freed
-        that it could not already have taken by preemption (after a complete
-        preemption attempt, frees of lower-priority work do not count: that room was
-        already counted as preemptable), no node changed (the caches are then dropped),
-        and the same holds against it."""
-        if self.preempt_complete:
-            return ("hi", self._hi_freed(u.priority), self._hold_sig(u))
-        return ("all", self.s.freed_gen, self._hold_sig(u))
-
-    def _memo_valid(self, memo: tuple[Any, ...], u: Unit) -> bool:
-        if memo[0] == "hi":
-            if memo[1] != self._hi_freed(u.priority):
-                return False
-        elif memo[1] != self.s.freed_gen:
-            return False
-        return bool(memo[2] == self._hold_sig(u))
-
-    def _hi_freed(self, prio: int) -> int:
-        v = self._hi_memo.get(prio)
-        if v is None:
-            v = self.s.freed_terminating + sum(
-                c for q, c in self.s.freed_by_prio.items() if q >= prio
+    def _memo(self, u: Unit) -> _Memo:
+        """What a unit that just failed needs to fail again, checked by `_memo_valid`."""
+        p0 = u.pods[0]
+        uniform = all(p.req == p0.req and p.class_key() == p0.class_key() for p in u.pods)
+        never = not self.cfg.preemption or any(
+            p.preemption_never or p.priority_class in self.s.preempt_never for p in u.pods
+        )
+        if uniform and (never or self.preempt_complete):
+            slots = self.preempt_slots if not never else self._slots(u)
+            logs = self.s.freed_log
+            pos = {q: len(log) for q, log in logs.items() if never or q >= u.priority}
+            return _Memo(
+                "plain" if never else "hi",
+                self._hold_sig(u),
+                self.s.freed_epoch,
+                pos,
+                slots,
+                len(u.pods),
             )
-            self._hi_memo[prio] = v
-        return v
+        return _Memo("all", self._hold_sig(u), self.s.freed_gen)
+
+    def _slots(self, u: Unit) -> int:
+        """Pods like the unit's first that fit now on the nodes free for it."""
+        key, gi = self._index(u.pods[0])
+        return gi.total - sum(
+            hc.total
+            for h, hc in self._held_caps(key, gi).items()
+            if not (h[0] == u.key or u.priority > h[1])
+        )
+
+    def _memo_valid(self, m: _Memo, u: Unit) -> bool:
+        """Whether a unit fails again for sure: the holds against it then still hold the
+        same nodes (new ones only take room away), and the room
+        freed since its failure (only room it could not already have preempted, after a
+        complete preemption attempt) cannot make up the pods it lacked. Each check
+        reads only the frees logged since the last one."""
+        fps = self.hold_fp
+        for h, count, x in m.sig:  # holds added since only take room away
+            fp = fps.get(h)
+            if fp is None or fp[0] != count or fp[1] != x:
+                return False
+        if m.mode == "all":
+            return bool(m.gen == self.s.freed_gen)
+        if m.gen != self.s.freed_epoch:
+            return False
+        prio = u.priority
+        hi = m.mode == "hi"
+        p0 = u.pods[0]
+        req = p0.req
+        cset: set[str] | None = None
+        nodes = self.s.nodes
+        for q, log in self.s.freed_log.items():
+            if hi and q < prio:
+                continue
+            start = m.pos.get(q, 0)
+            if start >= len(log):
+                continue
+            m.pos[q] = len(log)
+            if cset is None:
+                cset = self.candidate_names(p0)
+            for name in log[start:]:
+                n = nodes.get(name)
+                if n is None or name not in cset or not self.free_for(n, u):
+                    continue
+                c = _capacity_below(req, n, prio) if hi else _capacity(req, n)
+                before = m.counted.get(name, 0)
+                if c > before:
+                    m.counted[name] = c
+                    m.extra += c - before
+        return m.slots + m.extra < m.need
 
     def _hold_sig(self, u: Unit) -> tuple[Any, ...]:
         key, prio = u.key, u.priority
@@ -634,6 +742,7 @@ class _Pass:
             self._held_ver += 1
             self.held_by[u.key] = set(hold.names)
             self.hold_fp[h] = list(hold.fp)
+            self.hold_src[h] = hold
         else:
             for name in hold.names:
                 self._hold(name, h)
@@ -691,7 +800,7 @@ class _Pass:
 
     def _attempt(
         self, u: Unit, shape: tuple[Any, ...] | None
-    ) -> tuple[tuple[Any, ...], str, _Hold | None] | None:
+    ) -> tuple[_Memo, str, _Hold | None] | None:
         """Place the unit, or preempt for it, or give its reason (and maybe reserve).
         Returns the memo of a failure, None when it was placed or preempts."""
         placed = self.place(u)
@@ -751,7 +860,9 @@ class _Pass:
         if old == h:
             return
         self._held_ver += 1
+        self.hold_src.pop(h, None)
         if old is not None:
+            self.hold_src.pop(old, None)
             self._fp(old, name, -1)
             self.held_by[old[0]].discard(name)
         self.held[name] = h
@@ -775,7 +886,9 @@ class _Pass:
         self.holders.discard(u.key)
         self._held_ver += 1
         for name in self.held_by.pop(u.key, ()):
-            self._fp(self.held.pop(name), name, -1)
+            h = self.held.pop(name)
+            self.hold_src.pop(h, None)
+            self._fp(h, name, -1)
         self._held_sum.clear()
 
     # -- gangs
@@ -965,17 +1078,21 @@ class _Pass:
         if hs is None:
             hs = {}
             cap = gi.cap
-            for name, h in self.held.items():
-                k = cap.get(name)
-                if k:
-                    hc = hs.get(h)
-                    if hc is None:
-                        hc = hs[h] = _HeldCap()
-                    zr = gi.where[name]
-                    hc.total += k
-                    hc.zone[zr[0]] += k
-                    hc.rack[zr] += k
-                    hc.nodes.add(name)
+            held = self.held
+            for h in self.hold_fp:
+                src = self.hold_src.get(h)
+                if src is not None:
+                    hs[h] = gi.held_cap(src)  # a reservation restored as it was
+                    continue
+                hc = hs[h] = _HeldCap()
+                for name in self.held_by.get(h[0], ()):
+                    k = cap.get(name)
+                    if k and held[name] == h:
+                        zr = gi.where[name]
+                        hc.total += k
+                        hc.zone[zr[0]] += k
+                        hc.rack[zr] += k
+                        hc.nodes.add(name)
             self._held_sum[key] = hs
         return hs
 
@@ -1002,7 +1119,8 @@ class _Pass:
         ex_nodes: set[str] = set()
         for hc in excluded:
             for z, k in hc.zone.items():
-                zone_cap[z] -= k
+                if k:
+                    zone_cap[z] -= k
             ex_rack.update(hc.rack)
             ex_nodes |= hc.nodes
         zones = sorted((-k, z) for z, k in zone_cap.items() if k > 0)
@@ -1275,20 +1393,17 @@ class _Pass:
                     continue
                 unit_of[vk] = members
                 cost[vk] = (max(m.priority for m in members), len(members))
+        # Slots for its pods on the nodes free for it, from the gang index (less what
+        # other holders hold), then kept current as victims come off nodes.
+        key, gi = self._index(p0)
+        slots = self._slots(u)
         if not unit_of:
+            self.preempt_slots = slots
             return False
         # Take victim units, cheapest first, until the whole preemptor fits.
         chosen: list[str] = []
         removed: list[PodInfo] = []
         placement = None
-        # Slots for its pods on the nodes free for it, from the gang index (less what
-        # other holders hold), then kept current as victims come off nodes.
-        key, gi = self._index(p0)
-        slots = gi.total - sum(
-            hc.total
-            for h, hc in self._held_caps(key, gi).items()
-            if not (h[0] == u.key or prio > h[1])
-        )
         caps: dict[str, int] = {}
         try:
             for vk in sorted(unit_of, key=lambda k: (cost[k], k)):
@@ -1307,6 +1422,7 @@ class _Pass:
                     if placement is not None:
                         break
             if placement is None:
+                self.preempt_slots = slots
                 return False
             # Give back victims that turn out not to be needed (most expensive first);
             # bounded, since each try is a whole placement.

@@ -12,7 +12,6 @@ The twin, which creates hundreds of thousands of pods, uses `add_node_fast` and
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -23,6 +22,8 @@ from gpuyard.kube import objects as o
 RESOURCES = ("cpu", "memory", names.RESOURCE_GPU, "pods")
 GPU = 2
 NRES = len(RESOURCES)
+FREED_TERMINATING = 1 << 62  # freed_log key of room terminating pods freed
+FREED_LOG_MAX = 1 << 16
 
 
 def vector(amounts: Mapping[str, int]) -> list[int]:
@@ -126,11 +127,12 @@ class ClusterState:
         # bound pods (those counted on their nodes), by priority: preemption looks
         # only at pods below the preemptor's priority
         self.bound_by_prio: dict[int, dict[str, PodInfo]] = {}
-        # Room freed, counted by the priority that decides who could already have
-        # preempted it: a pod's own priority, or its gang's highest (a gang is evicted
-        # whole); a terminating pod's room (never preemptable) is counted apart.
-        self.freed_by_prio: Counter[int] = Counter()
-        self.freed_terminating = 0
+        # Nodes where room was freed, logged by the priority that decides who could
+        # already have preempted it: the pod's own priority, or its gang's highest (a
+        # gang is evicted whole); a terminating pod's room (never preemptable) under
+        # FREED_TERMINATING. A log past FREED_LOG_MAX starts over in a new epoch.
+        self.freed_log: dict[int, list[str]] = {}
+        self.freed_epoch = 0
         self.group_prio: dict[str, int] = {}  # group -> highest priority of a member seen
         self.cache: dict[str, Any] = {}
         # The policy's queue of pending units, kept across passes, and what changed for
@@ -370,12 +372,18 @@ class ClusterState:
         self.dirty_nodes.add(n.name)
         self.freed_gen += 1
         if q.terminating:
-            self.freed_terminating += 1
+            prio = FREED_TERMINATING
         else:
             prio = q.priority
             if q.group:
                 prio = max(prio, self.group_prio.get(q.group, prio))
-            self.freed_by_prio[prio] += 1
+        log = self.freed_log.get(prio)
+        if log is None:
+            log = self.freed_log[prio] = []
+        elif len(log) >= FREED_LOG_MAX:
+            log.clear()
+            self.freed_epoch += 1
+        log.append(n.name)
 
     def bind(self, key: str, node: str) -> None:
         """Record a binding (the policy does this for the bindings it decides)."""
