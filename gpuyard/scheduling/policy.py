@@ -549,6 +549,7 @@ class _Pass:
             state.dirty_nodes.clear()
         self.classes: dict[tuple[Any, ...], list[NodeInfo]] = cache.setdefault("classes", {})
         self.cand_names: dict[tuple[Any, ...], set[str]] = cache.setdefault("cand_names", {})
+        self.cand_pos: dict[tuple[Any, ...], dict[str, int]] = cache.setdefault("cand_pos", {})
         # per (class, requests): how many such pods each candidate holds when empty (> 0)
         self.alloc_caps: dict[tuple[Any, ...], dict[str, int]] = cache.setdefault("alloc_caps", {})
         self.buckets: dict[tuple[Any, ...], _Buckets] = cache.setdefault("buckets", {})
@@ -578,6 +579,7 @@ class _Pass:
         self.trial = False  # inside a preemption trial: buckets do not follow trial moves
         self.preempt_complete = False  # the last preemption attempt looked at every victim
         self.preempt_slots = 0  # ...and the slots it found with all of them gone
+        self.trial_only: dict[str, NodeInfo] | None = None  # see _best_fit_scan
         self._held_ver = 0  # bumps on every change to `held`
         self._sig_at = -1
         self._sig: tuple[Any, ...] = ()
@@ -692,6 +694,8 @@ class _Pass:
             return False
         prio = u.priority
         hi = m.mode == "hi"
+        held = self.held
+        was_held = {h for h, _, _ in m.sig}
         p0 = u.pods[0]
         req = p0.req
         cset: set[str] | None = None
@@ -707,8 +711,11 @@ class _Pass:
                 cset = self.candidate_names(p0)
             for name in log[start:]:
                 n = nodes.get(name)
-                if n is None or name not in cset or not self.free_for(n, u):
+                if n is None or name not in cset:
                     continue
+                h = held.get(name)
+                if h is not None and h in was_held and not self.free_for(n, u):
+                    continue  # held against it then and still (checked above)
                 c = _capacity_below(req, n, prio) if hi else _capacity(req, n)
                 before = m.counted.get(name, 0)
                 if c > before:
@@ -973,20 +980,35 @@ class _Pass:
 
     def _best_fit_scan(self, p: PodInfo, u: Unit) -> NodeInfo | None:
         """Best fit by a plain scan of the pod's candidate nodes: fewest free GPUs
-        (then least free cpu) among the nodes it fits on now."""
+        (then least free cpu, then candidate order) among the nodes it fits on now.
+        In a preemption trial only the nodes victims came off are looked at: the pod
+        fitted nowhere before they did."""
         best: NodeInfo | None = None
-        best_key: tuple[int, int] | None = None
-        for n in self.candidates(p):
+        best_key: tuple[int, int, int] | None = None
+        only = self.trial_only
+        if only is not None:
+            pos = self._cand_pos(p)
+            nodes: Iterable[tuple[int, NodeInfo]] = ((pos[name], n) for name, n in only.items())
+        else:
+            nodes = enumerate(self.candidates(p))
+        for i, n in nodes:
             if not _fits(p.req, n) or not self.free_for(n, u):
                 continue
             if (p.anti_affinity or any(q.anti_affinity for q in n.pods.values())) and not _anti_ok(
                 p, n
             ):
                 continue
-            key = (n.alloc[GPU] - n.used[GPU], n.alloc[0] - n.used[0])
+            key = (n.alloc[GPU] - n.used[GPU], n.alloc[0] - n.used[0], i)
             if best_key is None or key < best_key:
                 best, best_key = n, key
         return best
+
+    def _cand_pos(self, p: PodInfo) -> dict[str, int]:
+        ck = p.class_key()
+        pos = self.cand_pos.get(ck)
+        if pos is None:
+            pos = self.cand_pos[ck] = {n.name: i for i, n in enumerate(self.candidates(p))}
+        return pos
 
     def _scan(self, b: _Buckets, start: int, p: PodInfo, u: Unit) -> NodeInfo | None:
         held = self.held
@@ -1405,6 +1427,27 @@ class _Pass:
         removed: list[PodInfo] = []
         placement = None
         caps: dict[str, int] = {}
+        touched: dict[str, NodeInfo] = {}  # candidate nodes free for it victims came off
+        need = len(u.pods)
+        # A gang of one kind of pod, with no pod anti-affinity anywhere, fits exactly
+        # when the slots add up (its fill is greedy by capacity): then slots decide,
+        # and the placement is made once, at the end.
+        by_slots = (
+            u.is_gang
+            and not self.s.anti_bound
+            and all(p.req == p0.req and p.class_key() == p0.class_key() for p in u.pods)
+            and not any(p.anti_affinity for p in u.pods)
+        )
+
+        def recount(vn: NodeInfo) -> int:
+            if vn.name not in cset or not self.free_for(vn, u):
+                return 0
+            c = _capacity(p0.req, vn)
+            d = c - caps.get(vn.name, gi.cap.get(vn.name, 0))
+            caps[vn.name] = c
+            touched[vn.name] = vn
+            return d
+
         try:
             for vk in sorted(unit_of, key=lambda k: (cost[k], k)):
                 chosen.append(vk)
@@ -1413,40 +1456,57 @@ class _Pass:
                     if vn is not None and m.key in vn.pods:
                         self._untentative(m, vn)
                         removed.append(m)
-                        if vn.name in cset and self.free_for(vn, u):
-                            c = _capacity(p0.req, vn)
-                            slots += c - caps.get(vn.name, gi.cap.get(vn.name, 0))
-                            caps[vn.name] = c
-                if slots >= len(u.pods):
-                    placement = self.place(u)
+                        slots += recount(vn)
+                if slots >= need:
+                    if by_slots:
+                        break
+                    self.trial_only = None if u.is_gang else touched
+                    try:
+                        placement = self.place(u)
+                    finally:
+                        self.trial_only = None
                     if placement is not None:
                         break
-            if placement is None:
+            if slots < need or (placement is None and not by_slots):
                 self.preempt_slots = slots
                 return False
             # Give back victims that turn out not to be needed (most expensive first);
-            # bounded, since each try is a whole placement.
+            # bounded, since each try may be a whole placement.
             for vk in sorted(chosen, key=lambda k: (cost[k], k), reverse=True)[:32]:
                 back = [m for m in unit_of[vk] if m in removed]
                 for m in back:
                     self.s.nodes[m.node or ""].pods[m.key] = m
                     for i in range(NRES):
                         self.s.nodes[m.node or ""].used[i] += m.req[i]
-                if not u.is_gang:
+                if by_slots:
+                    saved = dict(caps)
+                    after = slots + sum(recount(self.s.nodes[m.node or ""]) for m in back)
+                    ok = after >= need
+                    if ok:
+                        slots = after
+                    else:
+                        caps = saved
+                elif not u.is_gang:
                     # One pod on one node: it still fits there, or it does not.
+                    assert placement is not None
                     target = placement[0][1]
                     ok = _fits(p0.req, target) and _anti_ok(p0, target)
-                    trial = placement if ok else None
                 else:
                     trial = self.place(u)
-                if trial is not None:
-                    placement = trial
+                    ok = trial is not None
+                    if ok:
+                        placement = trial
+                if ok:
                     chosen.remove(vk)
                     for m in back:
                         removed.remove(m)
                 else:
                     for m in back:
                         self._untentative(m, self.s.nodes[m.node or ""])
+            if by_slots:
+                placement = self.place(u)
+                if placement is None:  # cannot happen: the slots add up
+                    return False
         finally:
             for m in removed:
                 rn = self.s.nodes.get(m.node or "")
@@ -1465,6 +1525,7 @@ class _Pass:
                 if owner:
                     reason += f"; reclaiming team {owner}'s capacity"
                 self.d.evictions.append(Eviction(m.key, u.key, reason))
+        assert placement is not None
         for p, n in placement:
             p.nominated = n.name
             self.s.queue_pods[p.key] = p.group  # nominated now: its unit changes lane

@@ -134,6 +134,7 @@ class ClusterState:
         self.freed_log: dict[int, list[str]] = {}
         self.freed_epoch = 0
         self.group_prio: dict[str, int] = {}  # group -> highest priority of a member seen
+        self.anti_bound = 0  # bound pods with required pod anti-affinity
         self.cache: dict[str, Any] = {}
         # The policy's queue of pending units, kept across passes, and what changed for
         # it since the last pass: pods (with their group) and groups.
@@ -354,6 +355,8 @@ class ClusterState:
             n.used[i] += p.req[i]
         self.bound_by_prio.setdefault(p.priority, {})[p.key] = p
         self.dirty_nodes.add(n.name)
+        if p.anti_affinity:
+            self.anti_bound += 1
 
     def _unaccount(self, p: PodInfo) -> None:
         n = self.nodes.get(p.node or "")
@@ -371,6 +374,8 @@ class ClusterState:
             n.used[i] -= p.req[i]
         self.dirty_nodes.add(n.name)
         self.freed_gen += 1
+        if q.anti_affinity:
+            self.anti_bound -= 1
         if q.terminating:
             prio = FREED_TERMINATING
         else:

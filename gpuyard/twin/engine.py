@@ -323,7 +323,9 @@ class Engine:
                 self.node_failures += 1
             self.down.add(node)
             self.state.set_node_ready(node, False)
-            for p in list(self.state.nodes[node].pods.values()):
+            # In creation order: a node's pod table is also reordered by the policy's
+            # preemption trials, which must not decide the order jobs restart in.
+            for p in sorted(self.state.nodes[node].pods.values(), key=lambda q: q.seq):
                 victim = self.pod_job.get(p.key)
                 if victim is not None and victim.pods:
                     self._restart(victim, now, preempted=False)
