@@ -1,0 +1,182 @@
+"""The policy's queue across passes: lanes of one shape and priority, failure memos
+that skip units no freed room can help, reasons given to whole blocked lanes.
+
+The strongest check is an equivalence: the same workloads, with failures and
+preemption, decided with the memos and with every failed unit retried on every pass,
+must give the same bindings, nominations and evictions, pass for pass."""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+import pytest
+
+import gpuyard.twin.engine as engine_mod
+from gpuyard.cluster.shapes import default_shapes, expand
+from gpuyard.scheduling import policy
+from gpuyard.scheduling.policy import PolicyConfig, schedule
+from gpuyard.scheduling.state import ClusterState
+from gpuyard.twin.engine import Engine, FailureSpec
+from gpuyard.twin.synth import synth
+
+GPU = "nvidia.com/gpu"
+
+
+def run_twin(
+    monkeypatch: pytest.MonkeyPatch, policy_name: str, seed: int, nodes: int = 120
+) -> tuple[str, int]:
+    """Digest of every pass's decisions of a small synthetic run with failures."""
+    digest = hashlib.sha1()
+    passes = 0
+    real = engine_mod.schedule
+
+    def recording(state: ClusterState, now: float, cfg: PolicyConfig) -> Any:
+        nonlocal passes
+        d = real(state, now, cfg)
+        passes += 1
+        digest.update(
+            repr(
+                (
+                    now,
+                    d.bindings,
+                    sorted(d.nominations.items()),
+                    [(e.pod, e.preemptor) for e in d.evictions],
+                )
+            ).encode()
+        )
+        return d
+
+    monkeypatch.setattr(engine_mod, "schedule", recording)
+    eng = Engine(
+        expand(default_shapes(nodes)),
+        synth(nodes, 1.5, 1500, seed=seed),
+        policy_name,
+        failures=FailureSpec.parse("mtbf=2d,xid=0.5"),
+        seed=seed,
+    )
+    eng.run()
+    return digest.hexdigest(), passes
+
+
+@pytest.mark.parametrize("policy_name,seed", [("gangs", 7), ("gangs", 11), ("fifo", 7)])
+def test_memos_change_no_decision(
+    monkeypatch: pytest.MonkeyPatch, policy_name: str, seed: int
+) -> None:
+    used = 0
+    real_valid = policy._Pass._memo_valid
+
+    def counting(self: Any, m: Any, u: Any) -> bool:
+        nonlocal used
+        ok = real_valid(self, m, u)
+        used += ok
+        return ok
+
+    monkeypatch.setattr(policy._Pass, "_memo_valid", counting)
+    with_memos = run_twin(monkeypatch, policy_name, seed)
+    assert used > 100, "the workload never exercised a memo"
+    monkeypatch.setattr(policy._Pass, "_memo_valid", lambda self, m, u: False)
+    assert run_twin(monkeypatch, policy_name, seed) == with_memos
+
+
+def test_preemption_by_slot_count_matches_trial_placements(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Gang preemption decided by counting slots gives the victims and nominations that
+    whole trial placements give (forced by pretending a pod has anti-affinity)."""
+    fast = run_twin(monkeypatch, "gpuyard", 5)
+    real_init = ClusterState.__init__
+
+    def pretend(self: ClusterState, *a: Any, **k: Any) -> None:
+        real_init(self, *a, **k)
+        self.anti_bound = 1
+
+    monkeypatch.setattr(ClusterState, "__init__", pretend)
+    assert run_twin(monkeypatch, "gpuyard", 5) == fast
+
+
+def small(n: int = 2) -> ClusterState:
+    s = ClusterState()
+    for i in range(n):
+        s.add_node_fast(f"n{i}", {"cpu": 64_000, "memory": 512 * 2**30, GPU: 8})
+    return s
+
+
+def test_blocked_lane_every_unit_gets_a_reason_and_oldest_go_first() -> None:
+    s = small(1)
+    s.add_pod_fast("ns/big", {"cpu": 1000, GPU: 8}, priority=100, node="n0")
+    for i in range(40):
+        s.add_pod_fast(f"ns/one-{i:02d}", {"cpu": 1000, GPU: 1})
+    for i in range(3):
+        s.add_pod_fast(f"ns/two-{i}", {"cpu": 1000, GPU: 2})
+    d = schedule(s, 0.0)
+    assert not d.bindings
+    assert len(d.unschedulable) == 43
+    assert set(d.unschedulable) == {f"pod ns/one-{i:02d}" for i in range(40)} | {
+        f"pod ns/two-{i}" for i in range(3)
+    }
+    assert all("fits on no node" in r for r in d.unschedulable.values())
+    # Nothing changed: the same reasons, still no binding.
+    d = schedule(s, 1.0)
+    assert not d.bindings and len(d.unschedulable) == 43
+    # The big pod leaves: the oldest pods bind, in creation order, until the node is full.
+    s.remove_pod("ns/big")
+    d = schedule(s, 2.0)
+    assert [k for k, _ in d.bindings] == [f"ns/one-{i:02d}" for i in range(8)]
+    assert len(d.unschedulable) == 35
+    assert "pod ns/one-00" not in d.unschedulable
+    assert dict(d.unschedulable)["pod ns/one-08"]
+
+
+def test_queue_follows_deletes_and_priority_changes() -> None:
+    s = small(1)
+    s.add_pod_fast("ns/hold", {"cpu": 1000, GPU: 8}, priority=1000, node="n0")
+    s.add_pod_fast("ns/a", {"cpu": 1000, GPU: 8}, priority=0)
+    s.add_pod_fast("ns/b", {"cpu": 1000, GPU: 8}, priority=0)
+    s.add_pod_fast("ns/c", {"cpu": 1000, GPU: 8}, priority=0)
+    assert set(schedule(s, 0.0).unschedulable) == {"pod ns/a", "pod ns/b", "pod ns/c"}
+    # a is deleted while pending; c is raised above b (a new record, the same pod).
+    s.remove_pod("ns/a")
+    seq_c = s.pods["ns/c"].seq
+    s.add_pod_fast("ns/c", {"cpu": 1000, GPU: 8}, priority=10)
+    s.pods["ns/c"].seq = seq_c
+    d = schedule(s, 1.0)
+    assert set(d.unschedulable) == {"pod ns/b", "pod ns/c"}
+    s.remove_pod("ns/hold")
+    d = schedule(s, 2.0)
+    assert d.bindings == [("ns/c", "n0")]
+    assert set(d.unschedulable) == {"pod ns/b"}
+
+
+def test_failed_unit_is_retried_when_a_lower_priority_pod_frees_room_it_cannot_preempt() -> (
+    None
+):
+    """A unit that cannot preempt (preemptionPolicy Never) must see room that pods of
+    any priority free, not only room freed by its own priority or above."""
+    s = small(1)
+    s.add_pod_fast("ns/low", {"cpu": 1000, GPU: 8}, priority=0, node="n0")
+    s.add_pod_fast("ns/want", {"cpu": 1000, GPU: 8}, priority=100)
+    s.pods["ns/want"].preemption_never = True
+    d = schedule(s, 0.0)
+    assert not d.evictions and "pod ns/want" in d.unschedulable
+    s.remove_pod("ns/low")
+    assert schedule(s, 1.0).bindings == [("ns/want", "n0")]
+
+
+def test_preempting_unit_blocked_by_equal_priority_work_binds_when_it_leaves() -> None:
+    s = small(2)
+    s.add_pod_fast("ns/peer-0", {"cpu": 1000, GPU: 8}, priority=100, node="n0")
+    s.add_pod_fast("ns/peer-1", {"cpu": 1000, GPU: 4}, priority=100, node="n1")
+    s.add_pod_fast("ns/low", {"cpu": 1000, GPU: 4}, priority=0, node="n1")
+    s.add_pod_fast("ns/want", {"cpu": 1000, GPU: 8}, priority=100)
+    d = schedule(s, 0.0)
+    assert not d.evictions and "pod ns/want" in d.unschedulable  # peers cannot be evicted
+    # A low pod elsewhere leaving frees nothing it could not already preempt.
+    s.add_pod_fast("ns/other-low", {"cpu": 1000, GPU: 1}, priority=0, node="n0")
+    s.remove_pod("ns/other-low")
+    assert not schedule(s, 1.0).bindings
+    # Its peer leaving n1: it preempts the low pod there and is nominated to n1.
+    s.remove_pod("ns/peer-1")
+    d = schedule(s, 2.0)
+    assert [e.pod for e in d.evictions] == ["ns/low"]
+    assert d.nominations == {"ns/want": "n1"}
