@@ -526,8 +526,6 @@ class _Queue:
         return True
 
 
-
-
 class _Pass:
     """One scheduling pass over the queue."""
 
@@ -727,9 +725,7 @@ class _Pass:
         key, prio = u.key, u.priority
         return tuple(
             sorted(
-                (h, fp[0], fp[1])
-                for h, fp in self.hold_fp.items()
-                if h[0] != key and prio <= h[1]
+                (h, fp[0], fp[1]) for h, fp in self.hold_fp.items() if h[0] != key and prio <= h[1]
             )
         )
 
@@ -1037,9 +1033,7 @@ class _Pass:
                 return n
         return None
 
-    def _level_view(
-        self, b: _Buckets, lv: int
-    ) -> tuple[list[NodeInfo], set[tuple[str, int]]]:
+    def _level_view(self, b: _Buckets, lv: int) -> tuple[list[NodeInfo], set[tuple[str, int]]]:
         """The nodes of a bucket level that no one holds, and the holders of the others;
         kept (across passes too) while the level and the holds are the same."""
         sig = self._held_sig()

@@ -148,9 +148,7 @@ def test_queue_follows_deletes_and_priority_changes() -> None:
     assert set(d.unschedulable) == {"pod ns/b"}
 
 
-def test_failed_unit_is_retried_when_a_lower_priority_pod_frees_room_it_cannot_preempt() -> (
-    None
-):
+def test_failed_unit_is_retried_when_a_lower_priority_pod_frees_room_it_cannot_preempt() -> None:
     """A unit that cannot preempt (preemptionPolicy Never) must see room that pods of
     any priority free, not only room freed by its own priority or above."""
     s = small(1)
