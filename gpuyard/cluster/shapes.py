@@ -96,7 +96,13 @@ _REPEAT = re.compile(r"^(.*)\*(\d+)$")
 
 
 def load_shapes(spec: str, base: Path | None = None) -> list[NodeShape]:
-    """Shapes from `openb:PATH[*K]` or a YAML file `PATH[*K]`, one per node."""
+    """Shapes from `openb:PATH[*K]`, a YAML file `PATH[*K]`, or `nodes:N` (N of the
+    8-GPU nodes `gpuyard up --nodes N` makes), one per node."""
+    if spec.startswith("nodes:"):
+        count = spec[len("nodes:") :]
+        if not count.isdigit() or int(count) < 1:
+            raise ShapeError(f"{spec}: expected nodes:N with N a whole number >= 1")
+        return default_shapes(int(count))
     k = 1
     m = _REPEAT.match(spec)
     if m:

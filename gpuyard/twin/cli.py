@@ -1,7 +1,7 @@
 """`gpuyard twin`: replay a workload through the scheduling policy in virtual time.
 
     gpuyard twin --cluster openb:nodes.csv --trace openb:pods.csv --out DIR [--compare]
-    gpuyard twin synth --nodes 7500 --days 30 --jobs 100000 --seed 1 --out jobs.jsonl
+    gpuyard twin synth --nodes 7500 --days 30 --jobs 100000 --seed 1 --out jobs.jsonl|.csv
 
 Inputs are read and checked in full before anything is simulated; a malformed line
 exits non-zero with "FILE:LINE: what is wrong".
@@ -15,12 +15,14 @@ from pathlib import Path
 from typing import Any
 
 from gpuyard.cluster.shapes import ShapeError, expand, load_shapes
-from gpuyard.twin.traces import TraceError, load_trace, write_jsonl
+from gpuyard.twin.traces import TraceError, load_trace, write_trace
 
 
 def add_arguments(parser: argparse.ArgumentParser, name: str = "twin") -> None:
     parser.add_argument("action", nargs="?", choices=["run", "synth"], default="run")
-    parser.add_argument("--cluster", help="node shapes YAML or openb:PATH[*K]")
+    parser.add_argument(
+        "--cluster", help="node shapes YAML[*K], openb:PATH[*K], or nodes:N (8-GPU nodes)"
+    )
     parser.add_argument("--trace", help="openb:PATH[*K], or a gpuyard CSV / JSON-lines file")
     parser.add_argument("--out", help="output folder (run) or file (synth)")
     parser.add_argument("--policy", default="gpuyard", choices=["gpuyard", "gangs", "fifo"])
@@ -61,7 +63,11 @@ def run(args: argparse.Namespace) -> int:
         except ValueError as exc:
             print(f"gpuyard twin synth: {exc}", file=sys.stderr)
             return 2
-        write_jsonl(jobs, args.out)
+        try:
+            write_trace(jobs, args.out)
+        except OSError as exc:
+            print(f"gpuyard twin synth: cannot write {args.out}: {exc}", file=sys.stderr)
+            return 2
         print(f"wrote {len(jobs)} jobs to {args.out}")
         return 0
     if not (args.cluster and args.trace and args.out):

@@ -248,23 +248,33 @@ def _read_gpuyard(path: Path) -> Workload:
     return Workload(jobs, {"tasks": len(jobs)}, str(path))
 
 
-def write_jsonl(jobs: list[TraceJob], path: str | Path) -> None:
-    with open(path, "w") as fh:
-        for j in jobs:
-            fh.write(
-                json.dumps(
-                    {
-                        "name": j.name,
-                        "submit_time": round(j.submit, 3),
-                        "team": j.team,
-                        "priority": j.priority,
-                        "replicas": j.replicas,
-                        "gpus_per_replica": j.gpus,
-                        "duration": round(j.duration, 3),
-                        "checkpoint_interval": j.checkpoint,
-                        "cpu_milli": j.cpu_milli,
-                        "memory_mib": j.memory // 2**20,
-                    }
-                )
-                + "\n"
-            )
+def write_trace(jobs: list[TraceJob], path: str | Path) -> None:
+    """Write jobs in gpuyard's own format: CSV when the name ends in .csv, else JSON
+    lines. Missing parent folders are made."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    rows = [
+        {
+            "name": j.name,
+            "submit_time": round(j.submit, 3),
+            "team": j.team,
+            "priority": j.priority,
+            "replicas": j.replicas,
+            "gpus_per_replica": j.gpus,
+            "duration": round(j.duration, 3),
+            "checkpoint_interval": j.checkpoint,
+            "cpu_milli": j.cpu_milli,
+            "memory_mib": j.memory // 2**20,
+            **({"gpu_model": j.gpu_model} if j.gpu_model else {}),
+        }
+        for j in jobs
+    ]
+    with open(path, "w", newline="") as fh:
+        if path.suffix.lower() == ".csv":
+            fields = ["name", *_FIELDS, "cpu_milli", "memory_mib", "gpu_model"]
+            w = csv.DictWriter(fh, fieldnames=fields)
+            w.writeheader()
+            w.writerows(rows)
+        else:
+            for row in rows:
+                fh.write(json.dumps(row) + "\n")

@@ -159,6 +159,38 @@ def test_gpuyard_format_via_cli(tmp_path: Path) -> None:
     assert rows[0].startswith("name,team") and len(rows) == 4
 
 
+@pytest.mark.parametrize("name", ["jobs.csv", "jobs.jsonl"])
+def test_synth_file_replays_on_nodes_n(tmp_path: Path, name: str) -> None:
+    """`twin synth` writes CSV or JSON lines by the name, into a folder it makes; the
+    twin reads it back on `nodes:N` and every job runs."""
+    trace = tmp_path / "new" / "folder" / name
+    rc = main(["twin", "synth", "--nodes", "20", "--days", "0.5", "--jobs", "120", "--seed",
+               "2", "--out", str(trace)])  # fmt: skip
+    assert rc == 0
+    first = trace.read_text().splitlines()[0]
+    assert first.startswith("name,submit_time") if name.endswith(".csv") else first[0] == "{"
+    assert [j.name for j in load_trace(str(trace)).jobs] == [
+        j.name for j in synth(20, 0.5, 120, seed=2)
+    ]
+    out = tmp_path / "out"
+    rc = main(["twin", "--cluster", "nodes:20", "--trace", str(trace), "--out", str(out),
+               "--quiet"])  # fmt: skip
+    assert rc == 0
+    doc = json.loads((out / "metrics.json").read_text())
+    assert doc["finished"] == doc["jobs"] == 120
+
+
+def test_bad_cluster_and_unwritable_out_are_clear_errors(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    rc = main(["twin", "--cluster", "nodes:0", "--trace", "x.csv", "--out", str(tmp_path)])
+    assert rc == 2 and "nodes:N" in capsys.readouterr().err
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    rc = main(["twin", "synth", "--jobs", "10", "--out", str(blocker / "jobs.csv")])
+    assert rc == 2 and "cannot write" in capsys.readouterr().err
+
+
 @pytest.mark.skipif(not SHARED.exists(), reason="shared openb traces not present")
 def test_openb_default_trace_on_its_node_list(tmp_path: Path) -> None:
     out = tmp_path / "out"
