@@ -23,6 +23,9 @@ from gpuyard.twin.engine import JobRun, Result
 LARGE_GANG_GPUS = 64
 
 
+SIZE_ORDER = ("1 GPU", "2-8 GPUs", "9-63 GPUs", "64+ GPUs")
+
+
 def size_class(gpus: int) -> str:
     if gpus <= 1:
         return "1 GPU"
@@ -196,28 +199,30 @@ def figures(results: list[Result]) -> list[tuple[str, str]]:
                 w = wait_of(r)
                 if w is not None:
                     groups.setdefault(key(r), []).append(w)
-            for g, vals in sorted(groups.items()):
-                _cdf(ax, vals, g)
+            order = SIZE_ORDER if title == "job size" else sorted(groups)
+            for g in order:
+                if g in groups:
+                    _cdf(ax, groups[g], g)
             ax.set_xscale("log")
             ax.set_title(res.policy)
             ax.set_xlabel("queueing delay (s)")
             ax.legend(fontsize=6)
         out.append((f"Queueing-delay CDF by {title}", _png(fig)))
-    fig, axes = plt.subplots(1, 3, figsize=(13, 3.2))
+    fig, axes = plt.subplots(1, 3, figsize=(14, 3.4), layout="constrained")
     names_ = [r.policy for r in results]
     gang_waits = []
     for res in results:
         gw = [wait_or_end(r, res.end_time) for r in res.jobs if r.job.replicas > 1]
         gang_waits.append(max(gw) / 3600 if gw else 0.0)
     axes[0].bar(names_, gang_waits)
-    axes[0].set_title("max gang wait (h; unstarted: until end)")
+    axes[0].set_title("longest gang wait (h)\nunstarted gangs: until the end", fontsize=9)
     axes[1].bar(names_, [sum(r.lost_gpu_s for r in res.jobs) / 3600 for res in results])
-    axes[1].set_title("goodput lost: restarts + preemptions (GPU-h)")
+    axes[1].set_title("goodput lost (GPU-h)\nwork redone after restarts and preemptions", fontsize=9)
     for res in results:
         axes[2].plot(
             [s[0] / 86400 for s in res.samples], [s[3] for s in res.samples], label=res.policy
         )
-    axes[2].set_title("fragmentation: free GPUs on partly used nodes")
+    axes[2].set_title("fragmentation\nshare of free GPUs on partly used nodes", fontsize=9)
     axes[2].set_xlabel("virtual days")
     axes[2].legend(fontsize=7)
     out.append(("Gang wait, goodput lost, fragmentation", _png(fig)))
