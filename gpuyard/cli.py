@@ -28,6 +28,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "gpu-test": ("gpuyard.health.gputest", "run the active GPU test on this machine"),
     "twin": ("gpuyard.twin.cli", "replay workloads through the scheduling policy"),
     "manifests": ("gpuyard.manifests", "print the YAML that installs gpuyard on a real cluster"),
+    "teams-webhook": ("gpuyard.teams.webhook_cmd", "serve the team admission webhook on a cluster"),
 }
 
 

@@ -21,6 +21,7 @@ import concurrent.futures
 import contextlib
 import datetime as dt
 import logging
+import socket
 import ssl
 import threading
 from collections.abc import Callable, Iterable, Mapping
@@ -84,6 +85,24 @@ def review(body: Mapping[str, Any], lookup: Lookup) -> dict[str, Any]:
 
 
 def webhook_configuration(url: str, ca_pem: bytes, timeout_s: int = 10) -> dict[str, Any]:
+    """The configuration in url form: the API server calls `url`, trusting ca_pem."""
+    return _configuration({"url": url, "caBundle": base64.b64encode(ca_pem).decode()}, timeout_s)
+
+
+def service_webhook_configuration(
+    namespace: str, service: str, ca_pem: bytes = b"", port: int = 443, timeout_s: int = 10
+) -> dict[str, Any]:
+    """The same in service form: the API server calls the Service `service` in
+    `namespace` on `port`, path /mutate-pods (how a real cluster reaches the webhook)."""
+    cc: dict[str, Any] = {
+        "service": {"namespace": namespace, "name": service, "path": PATH, "port": port}
+    }
+    if ca_pem:
+        cc["caBundle"] = base64.b64encode(ca_pem).decode()
+    return _configuration(cc, timeout_s)
+
+
+def _configuration(client_config: dict[str, Any], timeout_s: int) -> dict[str, Any]:
     return {
         "apiVersion": "admissionregistration.k8s.io/v1",
         "kind": "MutatingWebhookConfiguration",
@@ -91,7 +110,7 @@ def webhook_configuration(url: str, ca_pem: bytes, timeout_s: int = 10) -> dict[
         "webhooks": [
             {
                 "name": WEBHOOK_NAME,
-                "clientConfig": {"url": url, "caBundle": base64.b64encode(ca_pem).decode()},
+                "clientConfig": client_config,
                 "rules": [
                     {
                         "operations": ["CREATE"],
@@ -122,8 +141,10 @@ class WebhookServer:
         host: str = "127.0.0.1",
         port: int = 0,
         hosts: list[str] | None = None,
+        sock: socket.socket | None = None,
     ) -> None:
         self.lookup = lookup
+        self.sock = sock  # an already bound socket to listen on (host and port then unused)
         self.cert_dir = Path(cert_dir)
         self.host = host
         self.port = port
@@ -204,6 +225,12 @@ class WebhookServer:
         loop.call_soon_threadsafe(switch)
         done.result(timeout=10)
 
+    def load_files(self, cert: str | Path, key: str | Path) -> None:
+        """Present the certificate in these files on new connections (kept-alive ones go
+        on); for a server started with `files` and served from the caller's loop."""
+        assert self._ssl is not None, "start() first"
+        self._ssl.load_cert_chain(str(cert), str(key))
+
     def answer(self, raw: bytes) -> tuple[int, bytes]:
         """An AdmissionReview request body -> (HTTP status, body)."""
         self.requests += 1
@@ -222,9 +249,14 @@ class WebhookServer:
 
     async def _serve(self) -> None:
         loop = asyncio.get_running_loop()
-        self._server = await loop.create_server(
-            lambda: _HTTPServer(self), self.host, self.port, ssl=self._ssl
-        )
+        if self.sock is not None:
+            self._server = await loop.create_server(
+                lambda: _HTTPServer(self), sock=self.sock, ssl=self._ssl
+            )
+        else:
+            self._server = await loop.create_server(
+                lambda: _HTTPServer(self), self.host, self.port, ssl=self._ssl
+            )
         if self.port == 0 and self._server.sockets:
             self.port = int(self._server.sockets[0].getsockname()[1])
 
@@ -409,6 +441,11 @@ class _HTTPServer(asyncio.Protocol):
                 self._send(status, out, ctype, close)
         elif path == "/healthz" and method == "GET":
             self._send(200, b"ok", "text/plain", close)
+        elif path == "/readyz" and method == "GET":
+            ok = self.server.ready
+            self._send(
+                200 if ok else 503, b"ok" if ok else b"no team table yet", "text/plain", close
+            )
         else:
             self._send(404, b"not found", "text/plain", close)
         return True
