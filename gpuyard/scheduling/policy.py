@@ -71,24 +71,40 @@ class Eviction:
     reason: str
 
 
+def _label(unit_key: str) -> str:
+    """The label of a unit key, as Unit.label gives it: "gang ns/name" -> "gang name"."""
+    kind, _, key = unit_key.partition(" ")
+    return f"{kind} {key.split('/', 1)[-1]}"
+
+
+def relabel(reason: str, src: str, dst: str) -> str:
+    """A reason written for unit `src`, told of unit `dst` (reasons start with the
+    unit's label; units of one shape share everything after it)."""
+    if src == dst:
+        return reason
+    a = _label(src)
+    return _label(dst) + reason[len(a) :] if reason.startswith(a) else reason
+
+
 class Reasons(MutableMapping[str, str]):
     """unit -> why it stays pending. Whole runs of units that fail alike are added as
-    one slice of the queue with one reason and spelled out only when read, so a pass
-    over a long blocked queue costs no more than its number of shapes."""
+    one slice of the queue with the reason of the unit they fail like, and spelled out
+    (each with its own name) only when read, so a pass over a long blocked queue costs
+    no more than its number of shapes."""
 
     def __init__(self) -> None:
         self._d: dict[str, str] = {}
-        self._bulk: list[tuple[list[tuple[int, int, str]], str]] = []
+        self._bulk: list[tuple[list[tuple[int, int, str]], str, str]] = []
 
-    def add_run(self, entries: list[tuple[int, int, str]], reason: str) -> None:
+    def add_run(self, entries: list[tuple[int, int, str]], reason: str, like: str) -> None:
         if entries:
-            self._bulk.append((entries, reason))
+            self._bulk.append((entries, reason, like))
 
     def _flat(self) -> dict[str, str]:
         if self._bulk:
-            for entries, reason in self._bulk:
+            for entries, reason, like in self._bulk:
                 for e in entries:
-                    self._d[e[2]] = reason
+                    self._d[e[2]] = relabel(reason, like, e[2])
             self._bulk.clear()
         return self._d
 
@@ -583,7 +599,7 @@ class _Pass:
         self._sig: tuple[Any, ...] = ()
         self.reservations = 0
         self.failed_shapes: dict[tuple[Any, ...], int] = {}
-        self.failed_reason: dict[tuple[Any, ...], str] = {}
+        self.failed_reason: dict[tuple[Any, ...], tuple[str, str]] = {}  # (reason, unit)
 
     # -- static candidates per equivalence class
     def candidates(self, p: PodInfo) -> list[NodeInfo]:
@@ -768,7 +784,7 @@ class _Pass:
         if shape is not None and failed_at is not None and failed_at >= u.priority:
             # A unit of the same shape and no lower priority failed earlier in this
             # pass; room has only shrunk since, so this one cannot fit either.
-            self.d.unschedulable[u.key] = self.failed_reason[shape]
+            self.d.unschedulable[u.key] = relabel(*self.failed_reason[shape], u.key)
             return
         memo = self._attempt(u, shape)
         if memo is None:
@@ -786,7 +802,7 @@ class _Pass:
             self.d.unschedulable[u.key] = reason
             self._restore_hold(u, memo[2])
         elif (failed_at := self.failed_shapes.get(shape)) is not None and failed_at >= prio:
-            reason = self.failed_reason[shape]
+            reason = relabel(*self.failed_reason[shape], u.key)
             self.d.unschedulable[u.key] = reason
         else:
             m = self._attempt(u, shape)
@@ -797,8 +813,8 @@ class _Pass:
             reason = m[1]
         if self.failed_shapes.get(shape, prio - 1) < prio:
             self.failed_shapes[shape] = prio
-            self.failed_reason[shape] = reason
-        self.d.unschedulable.add_run(lane[c + 1 :], reason)
+            self.failed_reason[shape] = (reason, u.key)
+        self.d.unschedulable.add_run(lane[c + 1 :], reason, u.key)
         return False
 
     def _attempt(
@@ -824,7 +840,7 @@ class _Pass:
         )
         if shape is not None:
             self.failed_shapes[shape] = u.priority
-            self.failed_reason[shape] = reason
+            self.failed_reason[shape] = (reason, u.key)
         if u.is_gang and self.cfg.reservations and self.reservations < self.cfg.max_reservations:
             self.reservations += 1
             self.reserve(u)
