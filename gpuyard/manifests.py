@@ -2,7 +2,11 @@
 `kubectl apply -f -`: the namespace, the CustomResourceDefinitions (the same objects
 `gpuyard up` installs), the PriorityClasses, and for the scheduler and the controllers
 a ServiceAccount, a ClusterRole with what each one calls, its binding and a Deployment
-of two leader-elected replicas; then the node-health manifests (gpuyard/health/deploy.yaml).
+of two leader-elected replicas; the team admission webhook (`gpuyard teams-webhook`:
+its RBAC, a Role for its certificate Secret, a Service 443 -> 8443, a Deployment of two
+replicas that all serve, and the MutatingWebhookConfiguration in service form, whose
+caBundle the webhook fills in at start); then the node-health manifests
+(gpuyard/health/deploy.yaml).
 
 deploy/gpuyard.yaml is this command's output for the default image; a test keeps the two
 the same.
@@ -18,6 +22,7 @@ from typing import Any
 import yaml
 
 from gpuyard import names
+from gpuyard.teams.webhook import service_webhook_configuration
 
 NAMESPACE = "gpuyard-system"
 IMAGE = "ghcr.io/gpuyard/gpuyard:0.1.0"
@@ -47,6 +52,23 @@ CONTROLLER_RULES: list[Rule] = [
     (names.GROUP, ["trainingjobs", "teams", "balloonpools"], WATCH),
     (names.GROUP, ["trainingjobs/status", "teams/status", "balloonpools/status"], ["patch"]),
     ("coordination.k8s.io", ["leases"], ["get", "create", "update"]),
+]
+
+
+WEBHOOK = "gpuyard-teams-webhook"
+WEBHOOK_PORT = 8443
+
+WEBHOOK_RULES: list[Rule] = [
+    (names.GROUP, ["teams"], WATCH),
+    (
+        "admissionregistration.k8s.io",
+        ["mutatingwebhookconfigurations"],
+        ["get", "create", "patch", "update"],
+    ),
+]
+# In its own namespace only: the Secret that holds its CA and serving certificate.
+WEBHOOK_NAMESPACE_RULES: list[Rule] = [
+    ("", ["secrets"], [*WATCH, "create", "update"]),
 ]
 
 
@@ -112,6 +134,54 @@ def _deployment(name: str, image: str, command: list[str]) -> dict[str, Any]:
     }
 
 
+def _webhook() -> list[dict[str, Any]]:
+    """Role and binding for the Secret, the Service and the webhook configuration."""
+    role = {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "Role",
+        "metadata": _meta(WEBHOOK),
+        "rules": [
+            {"apiGroups": [g], "resources": list(res), "verbs": list(verbs)}
+            for g, res, verbs in WEBHOOK_NAMESPACE_RULES
+        ],
+    }
+    binding = {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "RoleBinding",
+        "metadata": _meta(WEBHOOK),
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": WEBHOOK},
+        "subjects": [{"kind": "ServiceAccount", "name": WEBHOOK, "namespace": NAMESPACE}],
+    }
+    service = {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": _meta(WEBHOOK),
+        "spec": {
+            "selector": {"app.kubernetes.io/name": WEBHOOK},
+            "ports": [{"name": "https", "port": 443, "targetPort": "https", "protocol": "TCP"}],
+        },
+    }
+    return [role, binding, service]
+
+
+def _webhook_deployment(image: str) -> dict[str, Any]:
+    command = ["gpuyard", "teams-webhook", "--namespace", NAMESPACE, "--service", WEBHOOK]
+    command += ["--listen", f"0.0.0.0:{WEBHOOK_PORT}"]
+    dep = _deployment(WEBHOOK, image, command)
+    dep["spec"]["replicas"] = 2  # all serve: no leader election
+    c = dep["spec"]["template"]["spec"]["containers"][0]
+    c["ports"] = [{"name": "https", "containerPort": WEBHOOK_PORT}]
+    c["resources"] = {"requests": {"cpu": "250m", "memory": "256Mi"}}
+    probe = {"scheme": "HTTPS", "port": "https"}
+    c["readinessProbe"] = {"httpGet": {"path": "/readyz", **probe}, "periodSeconds": 5}
+    c["livenessProbe"] = {
+        "httpGet": {"path": "/healthz", **probe},
+        "periodSeconds": 10,
+        "failureThreshold": 6,
+    }
+    return dep
+
+
 def priority_classes() -> list[dict[str, Any]]:
     """gpuyard's PriorityClasses, as `gpuyard up` installs them."""
     return [
@@ -143,6 +213,10 @@ def objects(image: str = IMAGE) -> list[dict[str, Any]]:
         _deployment(
             "gpuyard-controllers", image, ["gpuyard", "controllers", "--metrics-port", "9100"]
         ),
+        *_rbac(WEBHOOK, WEBHOOK_RULES),
+        *_webhook(),
+        _webhook_deployment(image),
+        service_webhook_configuration(NAMESPACE, WEBHOOK),
     ]
     for doc in yaml.safe_load_all(HEALTH.read_text()):
         if not doc or doc.get("kind") == "Namespace":

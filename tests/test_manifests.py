@@ -35,6 +35,7 @@ def test_every_container_runs_a_gpuyard_command() -> None:
     assert {tuple(c[:2]) for c in commands} >= {
         ("gpuyard", "scheduler"),
         ("gpuyard", "controllers"),
+        ("gpuyard", "teams-webhook"),
     }
     for cmd in commands:
         assert cmd[0] == "gpuyard"
@@ -47,6 +48,30 @@ def test_every_container_runs_a_gpuyard_command() -> None:
         assert out.returncode == 0, (cmd, out.stderr)
     # The CRDs are exactly those `gpuyard up` installs.
     assert [d for d in docs if d["kind"] == "CustomResourceDefinition"] == crd_objects()
+
+
+def test_the_team_webhook_is_reached_through_its_service() -> None:
+    docs = {(d["kind"], d["metadata"]["name"]): d for d in manifests.objects()}
+    hook = docs[("MutatingWebhookConfiguration", "gpuyard-teams")]["webhooks"][0]
+    svc_ref = hook["clientConfig"]["service"]
+    assert "caBundle" not in hook["clientConfig"]  # filled in by the webhook at start
+    assert hook["failurePolicy"] == "Fail"
+    svc = docs[("Service", svc_ref["name"])]
+    assert svc["metadata"]["namespace"] == svc_ref["namespace"] == manifests.NAMESPACE
+    assert svc["spec"]["ports"][0]["port"] == svc_ref["port"] == 443
+    dep = docs[("Deployment", svc_ref["name"])]
+    pod = dep["spec"]["template"]
+    assert svc["spec"]["selector"].items() <= pod["metadata"]["labels"].items()
+    c = pod["spec"]["containers"][0]
+    port = next(p for p in c["ports"] if p["name"] == svc["spec"]["ports"][0]["targetPort"])
+    assert c["command"][c["command"].index("--listen") + 1].endswith(f":{port['containerPort']}")
+    assert c["readinessProbe"]["httpGet"]["scheme"] == "HTTPS"
+    assert c["command"][c["command"].index("--service") + 1] == svc_ref["name"]
+    assert dep["spec"]["replicas"] == 2
+    # It may read and write its certificate Secret in its own namespace only.
+    role = docs[("Role", svc_ref["name"])]
+    assert role["metadata"]["namespace"] == manifests.NAMESPACE
+    assert role["rules"][0]["resources"] == ["secrets"]
 
 
 def test_an_api_server_accepts_the_whole_install(apiserver: ServerProcess) -> None:
@@ -67,7 +92,12 @@ def test_an_api_server_accepts_the_whole_install(apiserver: ServerProcess) -> No
         "gpuyard-controllers",
         "gpuyard-health-controllers",
         "gpuyard-scheduler",
+        "gpuyard-teams-webhook",
     ]
+    hooks = json.loads(kubectl("get", "mutatingwebhookconfigurations", "-o", "json").stdout)
+    assert [h["metadata"]["name"] for h in hooks["items"]] == ["gpuyard-teams"]
+    svc = kubectl("get", "service", "gpuyard-teams-webhook", "-n", "gpuyard-system", "-o", "json")
+    assert json.loads(svc.stdout)["spec"]["ports"][0]["port"] == 443
     again = kubectl("apply", "-f", "-")  # applying twice changes nothing
     assert again.returncode == 0 and "created" not in again.stdout
     assert kubectl("get", "balloonpools").returncode == 0  # the CRDs are served
