@@ -41,7 +41,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from gpuyard import pki
-from gpuyard.kube.errors import AlreadyExists, Conflict, KubeError, NotFound
+from gpuyard.kube.errors import AlreadyExists, ApiError, Conflict, KubeError, NotFound
 from gpuyard.kube.resources import BUILTIN, TEAMS
 from gpuyard.teams import certs
 from gpuyard.teams.webhook import (
@@ -68,6 +68,10 @@ Publish = Callable[[bytes], Awaitable[Any]]
 
 class BadInput(Exception):
     """Bad options or files: exit code 2."""
+
+
+class Unusable(Exception):
+    """The cluster answers but lacks what the webhook needs: exit code 1."""
 
 
 # ------------------------------------------------------------------ key material
@@ -420,7 +424,13 @@ class Command:
         from gpuyard.teams.component import TeamLookup
 
         args, client = self.args, self.client
-        await client.list(TEAMS)  # reachable, and the Team CRD is installed
+        try:
+            await client.list(TEAMS)  # reachable, and the Team CRD is installed
+        except NotFound:
+            raise Unusable(
+                "the cluster serves no Teams (gpuyard.io/v1alpha1): install gpuyard's "
+                "CRDs first (gpuyard manifests)"
+            ) from None
         files: tuple[Path, Path]
         secret: dict[str, Any] = {}
         if args.tls_cert_file:
@@ -505,8 +515,14 @@ async def _main(args: argparse.Namespace) -> int:
         if run.done():
             run.result()  # raises what stopped it
         return 0
+    except Unusable as exc:
+        print(f"gpuyard teams-webhook: {exc}", file=sys.stderr)
+        return 1
     except NotFound as exc:
         print(f"gpuyard teams-webhook: not found on the cluster: {exc}", file=sys.stderr)
+        return 1
+    except ApiError as exc:
+        print(f"gpuyard teams-webhook: the cluster refused: {exc}", file=sys.stderr)
         return 1
     except (KubeError, OSError) as exc:
         print(f"gpuyard teams-webhook: cannot reach the cluster: {exc}", file=sys.stderr)

@@ -10,7 +10,9 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import dataclasses
 import datetime as dt
+import http.client
 import os
 import signal
 import socket
@@ -39,6 +41,7 @@ from gpuyard.teams.webhook_cmd import (
     MWC,
     SECRETS,
     Material,
+    issue,
     load_or_create_secret,
     register,
     rotate_if_due,
@@ -240,6 +243,49 @@ def test_replicas_mutate_team_pods_share_one_ca_and_fail_closed(
     assert create_pod(apiserver, "p5", "ns-other")["metadata"]["name"] == "p5"
     pods = kube(apiserver, lambda k: k.list(PODS, "ns-a"))
     assert sorted(p["metadata"]["name"] for p in pods["items"]) == ["p1", "p3"]
+
+
+def test_replicas_follow_a_rotated_secret_without_dropping_connections(
+    apiserver: ServerProcess, replicas: Callable[..., Replica]
+) -> None:
+    setup_cluster(apiserver)
+    r = replicas(apiserver)
+    secret = wait_for(lambda: get_secret(apiserver), 10, "the Secret")
+    old = Material.from_secret(secret)
+    wait_for(lambda: mwc_ca(apiserver) == old.ca_pem, 10, "the caBundle")
+    conn = http.client.HTTPSConnection(
+        "127.0.0.1", r.port, context=ssl.create_default_context(cadata=old.ca_pem.decode())
+    )
+    try:
+        conn.request("GET", "/healthz")
+        assert conn.getresponse().read() == b"ok"
+        kept = conn.sock
+        # Another replica rotated the CA (and published old + new): this one follows.
+        svc = "gpuyard-teams-webhook"
+        hosts = [svc, f"{svc}.{NS}", f"{svc}.{NS}.svc", f"{svc}.{NS}.svc.cluster.local"]
+        fresh = issue(None, [*hosts, "127.0.0.1"], dt.datetime.now(dt.UTC))
+        assert fresh is not None
+        new = dataclasses.replace(fresh, previous_ca=old.ca_pem)
+        secret["data"] = new.data()
+        kube(apiserver, lambda k: k.replace(secret))
+        wait_for(lambda: r.served_cert() == fingerprint(new.cert_pem), 10, "the new cert")
+        assert mwc_ca(apiserver) == new.ca_pem + old.ca_pem
+        # The connection opened before the switch goes on; the API server trusts the new.
+        conn.request("GET", "/healthz")
+        assert conn.getresponse().read() == b"ok" and conn.sock is kept
+        assert team_tolerations(create_pod(apiserver, "p1", "ns-a"))
+    finally:
+        conn.close()
+
+
+def test_a_cluster_without_the_team_crd_is_exit_1(apiserver: ServerProcess) -> None:
+    out = run_cmd("--kubeconfig", apiserver.kubeconfig, "--listen", f"127.0.0.1:{free_port()}")
+    assert out.returncode == 1
+    assert (
+        out.stderr.strip()
+        .splitlines()[-1]
+        .endswith("install gpuyard's CRDs first (gpuyard manifests)")
+    )
 
 
 def write_pair(d: Path, ca: tuple[bytes, bytes], now: dt.datetime) -> tuple[bytes, Path, Path]:
