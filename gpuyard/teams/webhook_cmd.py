@@ -337,13 +337,15 @@ class Command:
         self.client = client
         self.stop = asyncio.Event()
         self.dir = Path(tempfile.mkdtemp(prefix="gpuyard-teams-webhook-"))
-        self.server = WebhookServer(lambda ns: None, self.dir, sock=sock)
+        host, port = sock.getsockname()[:2]
+        self.server = WebhookServer(lambda ns: None, self.dir, host=host, port=port, sock=sock)
         self.server.ready = False
         self.secret_name = f"{args.service}-tls"
         self.hosts = serving_hosts(args)
         self.serving = b""  # the certificate now presented
         self.tasks: list[asyncio.Task[Any]] = []
         self.informers: list[Any] = []
+        self._lock = asyncio.Lock()
 
     # -- serving material
 
@@ -361,40 +363,53 @@ class Command:
         if await register(self.client, wanted_configuration(self.args, ca_bundle)):
             log.info("published the caBundle of %s", CONFIG_NAME)
 
-    async def _follow(self, secret: dict[str, Any]) -> None:
-        """The Secret changed (or was re-read): present its certificate, make sure the
-        webhook configuration trusts its CA."""
+    async def _secret(self) -> Material | None:
+        """The Secret's material as it is now (None, with a warning, when unusable)."""
+        obj = await self.client.get_or_none(SECRETS, self.secret_name, self.args.namespace)
+        if obj is None:
+            log.warning("the Secret %s is gone; the next check creates it", self.secret_name)
+            return None
         try:
-            m = Material.from_secret(secret)
+            return Material.from_secret(obj)
         except ValueError as exc:
             log.warning("ignored the Secret: %s", exc)
-            return
-        await self._publish(m.ca_bundle)
-        if m.cert_pem != self.serving:
-            self._present(m.cert_pem, m.key_pem)
+            return None
 
-    async def _on_secret(self, *objs: Any) -> None:
+    async def _follow(self, *_: Any) -> None:
+        """Make sure the webhook configuration trusts the Secret's CA, then present its
+        certificate. The Secret is read afresh (under a lock), so an older copy never
+        overwrites what a newer one published."""
         try:
-            await self._follow(objs[-1])
+            async with self._lock:
+                m = await self._secret()
+                if m is None:
+                    return
+                await self._publish(m.ca_bundle)
+                if m.cert_pem != self.serving:
+                    self._present(m.cert_pem, m.key_pem)
         except KubeError as exc:
             log.warning("could not follow the Secret: %s", exc)
 
+    async def _rotate(self) -> Material:
+        """Create the Secret if absent, rotate when due; what it now holds."""
+        now = dt.datetime.now(dt.UTC)
+        ns, name = self.args.namespace, self.secret_name
+        async with self._lock:
+            secret = await load_or_create_secret(self.client, ns, name, self.hosts, now)
+            await rotate_if_due(self.client, secret, self.hosts, now, self._publish)
+            return Material.from_secret(await self.client.get(SECRETS, name, ns))
+
     async def _check_loop(self) -> None:
-        ns = self.args.namespace
         while not self.stop.is_set():
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.stop.wait(), self.args.check_seconds)
             if self.stop.is_set():
                 return
             try:
-                now = dt.datetime.now(dt.UTC)
-                secret = await load_or_create_secret(
-                    self.client, ns, self.secret_name, self.hosts, now
-                )
-                new = await rotate_if_due(self.client, secret, self.hosts, now, self._publish)
-                await self._follow(new or secret)
+                await self._rotate()
             except (KubeError, OSError, ValueError) as exc:
                 log.warning("certificate check failed: %s", exc)
+            await self._follow()
 
     async def _watch_files(self) -> None:
         cert, key = self.args.tls_cert_file, self.args.tls_key_file
@@ -432,17 +447,11 @@ class Command:
                 "CRDs first (gpuyard manifests)"
             ) from None
         files: tuple[Path, Path]
-        secret: dict[str, Any] = {}
         if args.tls_cert_file:
             files = (Path(args.tls_cert_file), Path(args.tls_key_file))
         else:
-            now = dt.datetime.now(dt.UTC)
-            ns, name = args.namespace, self.secret_name
-            secret = await load_or_create_secret(client, ns, name, self.hosts, now)
-            if await rotate_if_due(client, secret, self.hosts, now, self._publish) is not None:
-                secret = await client.get(SECRETS, name, ns)
-            m = Material.from_secret(secret)
-            files = self._present(m.cert_pem, m.key_pem)
+            m = await self._rotate()
+            files = self._present(m.cert_pem, m.key_pem)  # registered once ready, below
         await self.server.start(files=files)
         teams = Informer(client, TEAMS, name="teams-webhook-teams")
         self.informers.append(teams)
@@ -456,7 +465,7 @@ class Command:
             await register(client, wanted_configuration(args, b""), keep_ca=True)
             self.tasks.append(asyncio.create_task(self._watch_files()))
         else:
-            await self._follow(secret)
+            await self._follow()
             secrets = Informer(
                 client,
                 SECRETS,
@@ -464,7 +473,7 @@ class Command:
                 field_selector=f"metadata.name={self.secret_name}",
                 name="teams-webhook-secret",
             )
-            secrets.add_handler(self._on_secret, self._on_secret, None)
+            secrets.add_handler(self._follow, self._follow, None)
             self.informers.append(secrets)
             secrets.start()
             self.tasks.append(asyncio.create_task(self._check_loop()))
