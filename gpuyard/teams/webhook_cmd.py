@@ -261,7 +261,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--webhook-url",
         help="register this https URL instead of the Service (API servers that reach "
-        "the webhook by address)",
+        "the webhook by address; give every replica the same one)",
     )
     parser.add_argument(
         "--check-seconds",
