@@ -432,6 +432,78 @@ _PRIORITY = attrgetter("priority")
 # --------------------------------------------------------------------------- the pass
 
 
+class _Victims:
+    """The bound pods preemption may take, kept across passes and updated from
+    state.bound_log: single pods in a key-ordered list per priority, and per bound gang
+    its entry (cost, key, members). `order(prio)` yields the units whose pods are all
+    below prio by (cost, key): cost is (highest priority in the unit, pods in it)."""
+
+    def __init__(self, s: ClusterState, gangs: bool) -> None:
+        self.gangs = gangs
+        self.singles: dict[int, list[str]] = {}  # priority -> sorted "pod ns/name"
+        self.where: dict[str, tuple[int, str | None]] = {}  # pod key -> (prio, group)
+        self.gang: dict[str, tuple[tuple[int, int], str, list[PodInfo]]] = {}
+        for bound in s.bound_by_prio.values():
+            for key in bound:
+                s.bound_log[key] = s.pods[key].group if key in s.pods else None
+        self.sync(s)
+
+    def sync(self, s: ClusterState) -> None:
+        groups: set[str] = set()
+        for key, group in s.bound_log.items():
+            old = self.where.pop(key, None)
+            if old is not None:
+                if old[1] is None:
+                    lane = self.singles[old[0]]
+                    i = bisect_left(lane, f"pod {key}")
+                    del lane[i]
+                    if not lane:
+                        del self.singles[old[0]]
+                else:
+                    groups.add(old[1])
+            p = s.pods.get(key)
+            if p is None:
+                if group and self.gangs:
+                    groups.add(group)
+                continue
+            b = s.bound_by_prio.get(p.priority)
+            if b is None or b.get(key) is not p:
+                if p.group and self.gangs:
+                    groups.add(p.group)
+                continue  # not bound
+            if p.group and self.gangs:
+                groups.add(p.group)
+                self.where[key] = (p.priority, p.group)
+            else:
+                insort(self.singles.setdefault(p.priority, []), f"pod {key}")
+                self.where[key] = (p.priority, None)
+        s.bound_log.clear()
+        for g in groups:
+            # as _Pass._victim_unit gives them (preemption needs one of them bound)
+            members = [m for m in s.members.get(g, {}).values() if m.node and not m.terminating]
+            if members:
+                top = max(m.priority for m in members)
+                self.gang[g] = ((top, len(members)), f"gang {g}", members)
+            else:
+                self.gang.pop(g, None)
+
+    def order(
+        self, s: ClusterState, prio: int
+    ) -> Iterator[tuple[tuple[int, int], str, list[PodInfo]]]:
+        pods = s.pods
+
+        def singles(level: int, lane: list[str]) -> Iterator[Any]:
+            cost = (level, 1)
+            for vk in lane:
+                yield (cost, vk, [pods[vk[4:]]])
+
+        runs: list[Iterable[Any]] = [
+            singles(level, lane) for level, lane in self.singles.items() if level < prio
+        ]
+        runs.append(sorted(e for e in self.gang.values() if e[0][0] < prio))
+        return heapq.merge(*runs)
+
+
 _LOOSE: tuple[Any, ...] = ("loose",)
 _Entry = tuple[int, int, str]  # (-priority, seq, unit key): queue order
 
@@ -1380,6 +1452,16 @@ class _Pass:
             ]
         return [q]
 
+    def _victim_order(self, prio: int) -> Iterator[tuple[tuple[int, int], str, list[PodInfo]]]:
+        """Every unit of bound pods all below `prio`, cheapest first: (cost, key,
+        members), from the victim index kept across passes."""
+        vi = self.s.victim_index
+        if not isinstance(vi, _Victims) or vi.gangs != self.cfg.gangs:
+            vi = self.s.victim_index = _Victims(self.s, self.cfg.gangs)
+        else:
+            vi.sync(self.s)
+        return vi.order(self.s, prio)
+
     def preempt(self, u: Unit) -> bool:
         self.trial = True
         try:
@@ -1396,42 +1478,25 @@ class _Pass:
         self.preempt_complete = not self.victims
         prio = u.priority
         p0 = u.pods[0]
-        # Victim units with a cost: (highest priority in the unit, pods in it).
-        cost: dict[str, tuple[int, int]] = {}
-        unit_of: dict[str, list[PodInfo]] = {}
-        # Only bound pods below its priority can be victims (the order they are found in
-        # does not matter: victim units are taken by cost, then key).
         cset = self.candidate_names(p0)
         nodes = self.s.nodes
-        for qprio, bound in self.s.bound_by_prio.items():
-            if qprio >= prio:
-                continue
-            for q in bound.values():
-                if q.priority >= prio or q.terminating or q.key in self.victims:
-                    continue
-                n = nodes.get(q.node or "")
-                if (
-                    n is None
-                    or n.name not in cset
-                    or n.pods.get(q.key) is not q
-                    or not self.free_for(n, u)
-                ):
-                    continue
-                vk = f"gang {q.group}" if (q.group and self.cfg.gangs) else f"pod {q.key}"
-                if vk in unit_of:
-                    continue
-                members = self._victim_unit(q)
-                if any(m.priority >= prio for m in members):
-                    continue
-                unit_of[vk] = members
-                cost[vk] = (max(m.priority for m in members), len(members))
+        victims = self.victims
         # Slots for its pods on the nodes free for it, from the gang index (less what
         # other holders hold), then kept current as victims come off nodes.
         key, gi = self._index(p0)
         slots = self._slots(u)
-        if not unit_of:
-            self.preempt_slots = slots
-            return False
+        cost: dict[str, tuple[int, int]] = {}
+        unit_of: dict[str, list[PodInfo]] = {}
+
+        def seed(m: PodInfo) -> bool:
+            """A pod through which its unit can be a victim of this preemptor."""
+            if m.terminating or m.key in victims:
+                return False
+            n = nodes.get(m.node or "")
+            return (
+                n is not None and n.name in cset and n.pods.get(m.key) is m and self.free_for(n, u)
+            )
+
         # Take victim units, cheapest first, until the whole preemptor fits.
         chosen: list[str] = []
         removed: list[PodInfo] = []
@@ -1439,14 +1504,18 @@ class _Pass:
         caps: dict[str, int] = {}
         touched: dict[str, NodeInfo] = {}  # candidate nodes free for it victims came off
         need = len(u.pods)
-        # A gang of one kind of pod, with no pod anti-affinity anywhere, fits exactly
+        # A gang of one kind of pod that no pod anti-affinity touches fits exactly
         # when the slots add up (its fill is greedy by capacity): then slots decide,
         # and the placement is made once, at the end.
         by_slots = (
             u.is_gang
-            and not self.s.anti_bound
             and all(p.req == p0.req and p.class_key() == p0.class_key() for p in u.pods)
             and not any(p.anti_affinity for p in u.pods)
+            and not any(
+                o.requirements_match(o.label_selector_requirements(sel), p.labels)
+                for _, sel in self.s.anti_bound.values()
+                for p in u.pods
+            )
         )
 
         def recount(vn: NodeInfo) -> int:
@@ -1459,7 +1528,13 @@ class _Pass:
             return d
 
         try:
-            for vk in sorted(unit_of, key=lambda k: (cost[k], k)):
+            # Victim units, cheapest first: (highest priority in the unit, pods in it),
+            # then key; a unit counts if one of its pods is a seed.
+            for c, vk, members in self._victim_order(prio):
+                if not any(seed(m) for m in members):
+                    continue
+                unit_of[vk] = members
+                cost[vk] = c
                 chosen.append(vk)
                 for m in unit_of[vk]:
                     vn = self.s.nodes.get(m.node or "")
@@ -1477,7 +1552,7 @@ class _Pass:
                         self.trial_only = None
                     if placement is not None:
                         break
-            if slots < need or (placement is None and not by_slots):
+            if not unit_of or slots < need or (placement is None and not by_slots):
                 self.preempt_slots = slots
                 return False
             # Give back victims that turn out not to be needed (most expensive first);

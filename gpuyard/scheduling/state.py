@@ -127,6 +127,10 @@ class ClusterState:
         # bound pods (those counted on their nodes), by priority: preemption looks
         # only at pods below the preemptor's priority
         self.bound_by_prio: dict[int, dict[str, PodInfo]] = {}
+        # bound pods whose record or binding changed since the policy last looked
+        # (key -> group), and the policy's index of victims kept across passes
+        self.bound_log: dict[str, str | None] = {}
+        self.victim_index: Any = None
         # Nodes where room was freed, logged by the priority that decides who could
         # already have preempted it: the pod's own priority, or its gang's highest (a
         # gang is evicted whole); a terminating pod's room (never preemptable) under
@@ -134,7 +138,8 @@ class ClusterState:
         self.freed_log: dict[int, list[str]] = {}
         self.freed_epoch = 0
         self.group_prio: dict[str, int] = {}  # group -> highest priority of a member seen
-        self.anti_bound = 0  # bound pods with required pod anti-affinity
+        # required pod anti-affinity selectors of bound pods: repr -> [count, selector]
+        self.anti_bound: dict[str, list[Any]] = {}
         self.cache: dict[str, Any] = {}
         # The policy's queue of pending units, kept across passes, and what changed for
         # it since the last pass: pods (with their group) and groups.
@@ -311,6 +316,7 @@ class ClusterState:
                 n.pods[info.key] = info
                 self.bound_by_prio.get(old.priority, {}).pop(old.key, None)
                 self.bound_by_prio.setdefault(info.priority, {})[info.key] = info
+                self.bound_log[info.key] = info.group
             else:
                 self._unaccount(old)
             if old.group:
@@ -354,9 +360,15 @@ class ClusterState:
         for i in range(NRES):
             n.used[i] += p.req[i]
         self.bound_by_prio.setdefault(p.priority, {})[p.key] = p
+        self.bound_log[p.key] = p.group
         self.dirty_nodes.add(n.name)
-        if p.anti_affinity:
-            self.anti_bound += 1
+        for sel in p.anti_affinity:
+            k = repr(sel)
+            got = self.anti_bound.get(k)
+            if got is None:
+                self.anti_bound[k] = [1, sel]
+            else:
+                got[0] += 1
 
     def _unaccount(self, p: PodInfo) -> None:
         n = self.nodes.get(p.node or "")
@@ -365,6 +377,7 @@ class ClusterState:
         q = n.pods.pop(p.key, None)
         if q is None:
             return
+        self.bound_log[q.key] = q.group
         bp = self.bound_by_prio.get(q.priority)
         if bp is not None:
             bp.pop(q.key, None)
@@ -374,8 +387,13 @@ class ClusterState:
             n.used[i] -= p.req[i]
         self.dirty_nodes.add(n.name)
         self.freed_gen += 1
-        if q.anti_affinity:
-            self.anti_bound -= 1
+        for sel in q.anti_affinity:
+            k = repr(sel)
+            got = self.anti_bound.get(k)
+            if got is not None:
+                got[0] -= 1
+                if not got[0]:
+                    del self.anti_bound[k]
         if q.terminating:
             prio = FREED_TERMINATING
         else:

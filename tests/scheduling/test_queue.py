@@ -83,13 +83,13 @@ def test_preemption_by_slot_count_matches_trial_placements(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """Gang preemption decided by counting slots gives the victims and nominations that
-    whole trial placements give (forced by pretending a pod has anti-affinity)."""
+    whole trial placements give (forced by pretending a bound pod repels every pod)."""
     fast = run_twin(monkeypatch, "gpuyard", 5)
     real_init = ClusterState.__init__
 
     def pretend(self: ClusterState, *a: Any, **k: Any) -> None:
         real_init(self, *a, **k)
-        self.anti_bound = 1
+        self.anti_bound = {"everything": [1, {}]}  # an empty selector matches all
 
     monkeypatch.setattr(ClusterState, "__init__", pretend)
     assert run_twin(monkeypatch, "gpuyard", 5) == fast
@@ -180,3 +180,60 @@ def test_preempting_unit_blocked_by_equal_priority_work_binds_when_it_leaves() -
     d = schedule(s, 2.0)
     assert [e.pod for e in d.evictions] == ["ns/low"]
     assert d.nominations == {"ns/want": "n1"}
+
+
+def test_victim_index_kept_across_changes_equals_one_built_afresh() -> None:
+    """The preemption victim order kept across passes (updated from what changed)
+    equals the order built from scratch, after binds, deletions, terminations,
+    priority changes and gangs coming and going."""
+    import random
+
+    from gpuyard.scheduling.state import GroupInfo
+
+    rng = random.Random(4)
+    s = small(12)
+    kept = policy._Victims(s, gangs=True)
+    groups = [f"ns/g{i}" for i in range(4)]
+    for g in groups:
+        s.set_group(GroupInfo(g, min_member=1))
+    live: list[str] = []
+    for step in range(400):
+        act = rng.random()
+        if act < 0.45 or not live:
+            key = f"ns/p{step}"
+            s.add_pod_fast(
+                key,
+                {"cpu": 1000, GPU: rng.choice((1, 2))},
+                priority=rng.choice((-5, 0, 100, 1000)),
+                group=rng.choice([None, None, *groups]),
+                node=f"n{rng.randrange(12)}" if rng.random() < 0.8 else None,
+            )
+            live.append(key)
+        elif act < 0.65:
+            s.remove_pod(live.pop(rng.randrange(len(live))))
+        elif act < 0.8:
+            p = s.pods[rng.choice(live)]
+            if p.node is None:
+                s.bind(p.key, f"n{rng.randrange(12)}")
+            else:
+                s.unbind(p.key)
+        else:  # a new record for a bound pod: same node and requests, new priority
+            p = s.pods[rng.choice(live)]
+            if p.node is not None:
+                seq = p.seq
+                s.add_pod_fast(
+                    p.key,
+                    {"cpu": p.req[0], GPU: p.req[2]},
+                    priority=rng.choice((-5, 0, 100, 1000)),
+                    group=p.group,
+                    node=p.node,
+                )
+                s.pods[p.key].seq = seq
+        if step % 7 == 0:
+            kept.sync(s)
+            fresh = policy._Victims(s, gangs=True)
+            for prio in (0, 100, 1001):
+                got = [(c, k, [m.key for m in ms]) for c, k, ms in kept.order(s, prio)]
+                want = [(c, k, [m.key for m in ms]) for c, k, ms in fresh.order(s, prio)]
+                assert got == want, (step, prio)
+    assert any(True for _ in kept.order(s, 1001))
