@@ -443,6 +443,8 @@ class _Victims:
         self.singles: dict[int, list[str]] = {}  # priority -> sorted "pod ns/name"
         self.where: dict[str, tuple[int, str | None]] = {}  # pod key -> (prio, group)
         self.gang: dict[str, tuple[tuple[int, int], str, list[PodInfo]]] = {}
+        self.dirty: set[str] = set()  # gangs whose entry is out of date
+        s.bound_log.clear()  # what it logged before is in bound_by_prio
         for bound in s.bound_by_prio.values():
             for key in bound:
                 s.bound_log[key] = s.pods[key].group if key in s.pods else None
@@ -478,7 +480,10 @@ class _Victims:
                 insort(self.singles.setdefault(p.priority, []), f"pod {key}")
                 self.where[key] = (p.priority, None)
         s.bound_log.clear()
-        for g in groups:
+        self.dirty.update(groups)  # their entries are made again when next asked for
+
+    def _gangs(self, s: ClusterState) -> None:
+        for g in self.dirty:
             # as _Pass._victim_unit gives them (preemption needs one of them bound)
             members = [m for m in s.members.get(g, {}).values() if m.node and not m.terminating]
             if members:
@@ -486,11 +491,14 @@ class _Victims:
                 self.gang[g] = ((top, len(members)), f"gang {g}", members)
             else:
                 self.gang.pop(g, None)
+        self.dirty.clear()
 
     def order(
         self, s: ClusterState, prio: int
     ) -> Iterator[tuple[tuple[int, int], str, list[PodInfo]]]:
         pods = s.pods
+        if self.dirty:
+            self._gangs(s)
 
         def singles(level: int, lane: list[str]) -> Iterator[Any]:
             cost = (level, 1)
@@ -705,6 +713,8 @@ class _Pass:
         else:
             for key in q.sync(s):
                 self.blocked.pop(key, None)
+        if isinstance(s.victim_index, _Victims) and s.bound_log:
+            s.victim_index.sync(s)  # keeps the log short even when nothing preempts
         for lid in [k for k in self.lane_blocked if k not in q.lanes]:
             del self.lane_blocked[lid]
         # Nominated pods hold their nodes against lower-ranked work (they are all in

@@ -128,7 +128,8 @@ class ClusterState:
         # only at pods below the preemptor's priority
         self.bound_by_prio: dict[int, dict[str, PodInfo]] = {}
         # bound pods whose record or binding changed since the policy last looked
-        # (key -> group), and the policy's index of victims kept across passes
+        # (key -> group; kept only once the policy has its index of victims, which
+        # it brings up to date on every pass)
         self.bound_log: dict[str, str | None] = {}
         self.victim_index: Any = None
         # Nodes where room was freed, logged by the priority that decides who could
@@ -316,7 +317,8 @@ class ClusterState:
                 n.pods[info.key] = info
                 self.bound_by_prio.get(old.priority, {}).pop(old.key, None)
                 self.bound_by_prio.setdefault(info.priority, {})[info.key] = info
-                self.bound_log[info.key] = info.group
+                if self.victim_index is not None:
+                    self.bound_log[info.key] = info.group
             else:
                 self._unaccount(old)
             if old.group:
@@ -360,7 +362,8 @@ class ClusterState:
         for i in range(NRES):
             n.used[i] += p.req[i]
         self.bound_by_prio.setdefault(p.priority, {})[p.key] = p
-        self.bound_log[p.key] = p.group
+        if self.victim_index is not None:
+            self.bound_log[p.key] = p.group
         self.dirty_nodes.add(n.name)
         for sel in p.anti_affinity:
             k = repr(sel)
@@ -377,7 +380,8 @@ class ClusterState:
         q = n.pods.pop(p.key, None)
         if q is None:
             return
-        self.bound_log[q.key] = q.group
+        if self.victim_index is not None:
+            self.bound_log[q.key] = q.group
         bp = self.bound_by_prio.get(q.priority)
         if bp is not None:
             bp.pop(q.key, None)

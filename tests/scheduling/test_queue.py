@@ -192,7 +192,7 @@ def test_victim_index_kept_across_changes_equals_one_built_afresh() -> None:
 
     rng = random.Random(4)
     s = small(12)
-    kept = policy._Victims(s, gangs=True)
+    kept = s.victim_index = policy._Victims(s, gangs=True)
     groups = [f"ns/g{i}" for i in range(4)]
     for g in groups:
         s.set_group(GroupInfo(g, min_member=1))
@@ -237,3 +237,29 @@ def test_victim_index_kept_across_changes_equals_one_built_afresh() -> None:
                 want = [(c, k, [m.key for m in ms]) for c, k, ms in fresh.order(s, prio)]
                 assert got == want, (step, prio)
     assert any(True for _ in kept.order(s, 1001))
+
+
+def test_change_logs_stay_short_on_a_long_running_scheduler() -> None:
+    """Nothing the policy keeps across passes grows with the pods that came and went."""
+    s = small(4)
+    for i in range(300):
+        s.add_pod_fast(f"ns/p{i}", {"cpu": 1000, GPU: 8}, priority=0)
+        schedule(s, float(i))
+        if i >= 4:
+            s.remove_pod(f"ns/p{i - 4}")  # the oldest running pod finishes
+    assert len(s.bound_log) <= 2 and len(s.queue_pods) <= 2
+    fresh = small(4)
+    for i in range(50):  # never a preemption attempt: no victim index, no log kept
+        fresh.add_pod_fast(f"ns/q{i}", {"cpu": 1000, GPU: 1}, node=f"n{i % 4}")
+        fresh.remove_pod(f"ns/q{i}")
+    assert fresh.victim_index is None and not fresh.bound_log
+    # After a preemption, later passes keep the log drained.
+    schedule(s, 299.5)  # the last pending pod takes the node the last one freed
+    s.add_pod_fast("ns/urgent", {"cpu": 1000, GPU: 8}, priority=10)
+    assert schedule(s, 300.0).evictions
+    for i in range(300, 400):
+        s.remove_pod(f"ns/p{i - 4}")
+        s.add_pod_fast(f"ns/p{i}", {"cpu": 1000, GPU: 8}, priority=0)
+        schedule(s, float(i))
+    assert len(s.bound_log) <= 2
+    assert all(len(log) < 1000 for log in s.freed_log.values())
