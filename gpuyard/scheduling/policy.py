@@ -232,11 +232,17 @@ def _fits_after_terminating(req: list[int], n: NodeInfo) -> bool:
 
 def _capacity(req: list[int], n: NodeInfo) -> int:
     """How many more pods with these requests fit on the node."""
+    a, u = n.alloc, n.used
     k = 1 << 30
     for i in range(NRES):
-        if req[i]:
-            k = min(k, (n.alloc[i] - n.used[i]) // req[i])
-    return max(k, 0)
+        r = req[i]
+        if r:
+            v = (a[i] - u[i]) // r
+            if v < k:
+                if v <= 0:
+                    return 0
+                k = v
+    return k
 
 
 def _capacity_below(req: list[int], n: NodeInfo, prio: int) -> int:
@@ -316,6 +322,7 @@ class _GangIndex:
         # capacity of the nodes of a few reservations kept in memos (_Hold), by id,
         # kept current here so a restored reservation costs nothing to count
         self.hold_caps: dict[int, tuple[_Hold, _HeldCap]] = {}
+        self.stale: dict[str, NodeInfo] = {}
         for n in nodes:
             self.put(n)
 
@@ -377,8 +384,17 @@ class _GangIndex:
                 del self.zone_cap[z]
 
     def moved(self, n: NodeInfo) -> None:
+        """A node's use changed: counted again when the index is next read (`fresh`),
+        once however often it changed meanwhile."""
         if n.name in self.members:
-            self.put(n)
+            self.stale[n.name] = n
+
+    def fresh(self) -> _GangIndex:
+        if self.stale:
+            for n in self.stale.values():
+                self.put(n)
+            self.stale.clear()
+        return self
 
 
 @dataclass
@@ -1184,7 +1200,7 @@ class _Pass:
         if gi is None:
             gi = _GangIndex(self.candidates(p), p.req)
             self.gang_index[key] = gi
-        return key, gi
+        return key, gi.fresh()
 
     def _held_caps(self, key: tuple[Any, ...], gi: _GangIndex) -> dict[tuple[str, int], _HeldCap]:
         """The capacity (in the index) of the nodes each holder holds."""
