@@ -41,7 +41,7 @@ from collections import Counter, defaultdict
 from collections.abc import Iterable, Iterator, MutableMapping
 from dataclasses import dataclass, field
 from itertools import chain
-from operator import attrgetter
+from operator import attrgetter, itemgetter
 from typing import Any
 
 from gpuyard import names
@@ -443,6 +443,7 @@ class _Memo:
 
 
 _SEQ = attrgetter("seq")
+_FIRST4 = itemgetter(0, 1, 2, 3)
 _PRIORITY = attrgetter("priority")
 
 # --------------------------------------------------------------------------- the pass
@@ -1455,11 +1456,19 @@ class _Pass:
         for lv in range(len(b.levels) - 1, -1, -1):
             if need <= 0:
                 break
-            rows = [n for n in b.levels[lv].values() if n.name in ks and self.free_for(n, u)]
-            rows.sort(
-                key=lambda n: (-(n.alloc[GPU] - n.used[GPU]), -_capacity(req, n), n.rack, n.name)
-            )
-            for n in rows:
+            rows = [
+                (
+                    n.used[GPU] - n.alloc[GPU],
+                    -_capacity(req, n),
+                    n.labels.get(names.LABEL_RACK, ""),
+                    name,
+                    n,
+                )
+                for name, n in b.levels[lv].items()
+                if name in ks and self.free_for(n, u)
+            ]
+            rows.sort(key=_FIRST4)  # most free GPUs, capacity, rack, name
+            for *_, n in rows:
                 if need <= 0:
                     break
                 self._hold(n.name, (u.key, u.priority))
