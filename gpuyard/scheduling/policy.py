@@ -679,9 +679,8 @@ class _Pass:
                     for gi in self.gang_index.values():
                         gi.moved(n)
         state.dirty_nodes.clear()
-        # Units that hold nodes in `held`, and per gang index the capacity of held nodes
-        # by holder (rebuilt when `held` changes).
-        self.holders: set[str] = set()
+        # The nodes each unit holds in `held`, and per gang index the capacity of held
+        # nodes by holder (rebuilt when `held` changes).
         self.held_by: dict[str, set[str]] = {}  # unit key -> nodes it holds
         self.hold_fp: dict[tuple[str, int], list[int]] = {}  # holder -> (count, xor)
         self.hold_src: dict[tuple[str, int], _Hold] = {}  # holder -> reservation restored
@@ -864,7 +863,6 @@ class _Pass:
         else:
             for name in hold.names:
                 self._hold(name, h)
-        self.holders.add(u.key)
         self._held_sum.clear()
         self.d.reservations[u.key] = list(hold.names)
 
@@ -999,11 +997,12 @@ class _Pass:
             del self.hold_fp[h]
 
     def release(self, u: Unit) -> None:
-        if u.key not in self.holders:
+        """Drop every hold the unit has (it is placed, or backs off)."""
+        mine = self.held_by.pop(u.key, None)
+        if not mine:
             return
-        self.holders.discard(u.key)
         self._held_ver += 1
-        for name in self.held_by.pop(u.key, ()):
+        for name in mine:
             h = self.held.pop(name)
             self.hold_src.pop(h, None)
             self._fp(h, name, -1)
@@ -1426,7 +1425,6 @@ class _Pass:
             self._hold(n.name, (u.key, u.priority))
             held.append(n.name)
             need -= k
-        self.holders.add(u.key)
         self._held_sum.clear()
         if held:
             self.d.reservations[u.key] = held
@@ -1474,7 +1472,6 @@ class _Pass:
                 self._hold(n.name, (u.key, u.priority))
                 held.append(n.name)
                 need -= ks[n.name]
-        self.holders.add(u.key)
         self._held_sum.clear()
         if held:
             self.d.reservations[u.key] = held
@@ -1651,7 +1648,6 @@ class _Pass:
             self.s.queue_pods[p.key] = p.group  # nominated now: its unit changes lane
             self.d.nominations[p.key] = n.name
             self._hold(n.name, (u.key, u.priority))
-        self.holders.add(u.key)
         self._held_sum.clear()
         self.d.unschedulable[u.key] = (
             f"{who} preempts {sum(len(unit_of[v]) for v in chosen)} lower-priority pods "

@@ -263,3 +263,20 @@ def test_change_logs_stay_short_on_a_long_running_scheduler() -> None:
         schedule(s, float(i))
     assert len(s.bound_log) <= 2
     assert all(len(log) < 1000 for log in s.freed_log.values())
+
+
+def test_a_nominated_pod_placed_elsewhere_frees_its_node_for_others_at_once() -> None:
+    """A pod nominated to a node (its victim still leaving) that fits on another node
+    binds there, and its hold on the nominated node ends in the same pass."""
+    s = small(2)
+    s.add_pod_fast("ns/leaving", {"cpu": 1000, GPU: 4}, priority=0, node="n0")
+    s.pods["ns/leaving"].terminating = True
+    s.add_pod_fast("ns/busy", {"cpu": 1000, GPU: 8}, priority=1000, node="n1")
+    s.add_pod_fast("ns/urgent", {"cpu": 1000, GPU: 8}, priority=100)
+    s.pods["ns/urgent"].nominated = "n0"
+    s.add_pod_fast("ns/small", {"cpu": 1000, GPU: 4}, priority=0)
+    d = schedule(s, 0.0)
+    assert d.bindings == []  # n0 has 4 GPUs free, held for urgent; n1 is full
+    s.remove_pod("ns/busy")
+    d = schedule(s, 1.0)
+    assert d.bindings == [("ns/urgent", "n1"), ("ns/small", "n0")]
