@@ -29,7 +29,13 @@ _write = pki.write_private
 def server_tls(data_dir: str | None, host: str) -> tuple[ssl.SSLContext, bytes]:
     """An SSL context for serving, and the CA PEM for clients."""
     hosts = sorted({host, "127.0.0.1", "localhost", "::1"} - {"0.0.0.0", "::", ""})
-    d = data_dir or tempfile.mkdtemp(prefix="gpuyard-tls-")
+    if data_dir is None:  # nothing kept: the files live only while they are loaded
+        with tempfile.TemporaryDirectory(prefix="gpuyard-tls-") as d:
+            return _load(d, hosts)
+    return _load(data_dir, hosts)
+
+
+def _load(d: str, hosts: list[str]) -> tuple[ssl.SSLContext, bytes]:
     ca_p, crt_p, key_p = (os.path.join(d, n) for n in ("ca.crt", "apiserver.crt", "apiserver.key"))
     if not all(os.path.exists(p) for p in (ca_p, crt_p, key_p)):
         ca, crt, key = make_ca_and_cert(hosts)

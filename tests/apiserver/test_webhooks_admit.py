@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import ssl
-import tempfile
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -16,7 +14,7 @@ from aiohttp import web
 
 from gpuyard.apiserver import webhooks as wh
 from gpuyard.apiserver.resources import Resource
-from gpuyard.apiserver.tls import make_ca_and_cert
+from gpuyard.apiserver.tls import server_tls
 
 PODS = Resource("", "v1", "Pod", "pods", "pod", True, subresources=("status", "binding"))
 NODES = Resource("", "v1", "Node", "nodes", "node", False)
@@ -133,14 +131,7 @@ class Server:
     def __init__(self, answer: Answer, delay: float = 0.0) -> None:
         self.answer = answer
         self.delay = delay
-        self.ca, cert, key = make_ca_and_cert(["127.0.0.1"])
-        d = tempfile.mkdtemp(prefix="gpuyard-wh-")
-        with open(f"{d}/tls.crt", "wb") as f:
-            f.write(cert)
-        with open(f"{d}/tls.key", "wb") as f:
-            f.write(key)
-        self.ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-        self.ctx.load_cert_chain(f"{d}/tls.crt", f"{d}/tls.key")
+        self.ctx, self.ca = server_tls(None, "127.0.0.1")
         self.seen: list[dict[str, Any]] = []
         self.runner: web.AppRunner | None = None
         self.port = 0

@@ -9,7 +9,6 @@ import asyncio
 import base64
 import copy
 import ssl
-import tempfile
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -21,7 +20,7 @@ from aiohttp import web
 
 from gpuyard.apiserver import webhooks as wh
 from gpuyard.apiserver.resources import Resource
-from gpuyard.apiserver.tls import make_ca_and_cert
+from gpuyard.apiserver.tls import server_tls
 
 PODS = Resource("", "v1", "Pod", "pods", "pod", True)
 PATCH = base64.b64encode(
@@ -35,15 +34,7 @@ class Hook:
 
     def __init__(self, delay: float = 0.0) -> None:
         self.delay = delay
-        ca, cert, key = make_ca_and_cert(["127.0.0.1"])
-        self.ca = ca
-        d = tempfile.mkdtemp(prefix="gpuyard-test-whpool-")
-        with open(f"{d}/c.pem", "wb") as f:
-            f.write(cert)
-        with open(f"{d}/k.pem", "wb") as f:
-            f.write(key)
-        self.ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-        self.ctx.load_cert_chain(f"{d}/c.pem", f"{d}/k.pem")
+        self.ctx, self.ca = server_tls(None, "127.0.0.1")
         self.connections: set[int] = set()
         self.calls = 0
         self.runner: web.AppRunner | None = None
@@ -297,15 +288,7 @@ class Raw:
         self.close_after = close_after
         self.count = 0
         self.connections = 0
-        ca, cert, key = make_ca_and_cert(["127.0.0.1"])
-        self.ca = ca
-        d = tempfile.mkdtemp(prefix="gpuyard-test-whraw-")
-        with open(f"{d}/c.pem", "wb") as f:
-            f.write(cert)
-        with open(f"{d}/k.pem", "wb") as f:
-            f.write(key)
-        self.ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-        self.ctx.load_cert_chain(f"{d}/c.pem", f"{d}/k.pem")
+        self.ctx, self.ca = server_tls(None, "127.0.0.1")
         self.server: asyncio.Server | None = None
         self.port = 0
 
