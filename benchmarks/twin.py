@@ -2,12 +2,15 @@
 
 1. openb default pod list ×5 on the all-node list ×5 (target ≤ 30 s).
 2. a synthetic 30-day, 100,000-job workload on 7,500 nodes (target ≤ 60 s, ≤ 2 GiB).
+3. the same workload with teams and balloons (`gpuyard twin --teams --balloons`): five
+   teams owning 5,000 of the nodes, a balloon on every idle node; 5 days, 17,000 jobs
+   (no target: it shows what team capacity and warm capacity cost the replay).
 
 Each case runs in its own process (peak RSS is per case) and reports wall seconds,
 peak RSS, simulated days per wall second, scheduling passes, and whether it reached the
 end; a case that passes its wall budget (--budget, default 300 s) is stopped and reports
 how far it got in virtual time. `--quick`: ×1 openb and a 750-node, 3-day, 10,000-job
-synthetic run.
+synthetic run, and 2 days, 3,000 jobs with teams and balloons.
 """
 
 from __future__ import annotations
@@ -22,6 +25,24 @@ from pathlib import Path
 from typing import Any
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "traces" / "alibaba-openb"
+
+
+def teams_yaml(n: int) -> str:
+    """Five teams owning two thirds of n nodes (capacity gpu: nodes of the gpu pool),
+    the two largest may borrow."""
+    teams = (
+        ("language", 4 * n // 15, True),
+        ("vision", 2 * n // 15, True),
+        ("multimodal", 2 * n // 15, False),
+        ("rl", n // 15, False),
+        ("safety", n // 15, False),
+    )
+    return "---\n".join(
+        "apiVersion: gpuyard.io/v1alpha1\nkind: Team\n"
+        f"metadata: {{name: {name}}}\n"
+        f"spec: {{capacity: {{gpu: {count}}}, borrow: {str(borrow).lower()}}}\n"
+        for name, count, borrow in teams
+    )
 
 
 class _Stop(Exception):
@@ -42,6 +63,16 @@ def _case(kind: str, scale: dict[str, Any], budget: float, q: Any) -> None:
     else:
         shapes = expand(default_shapes(scale["nodes"]))
         jobs = synth(scale["nodes"], scale["days"], scale["jobs"], seed=1)
+    teams = None
+    if kind == "synth_teams":
+        import tempfile
+
+        from gpuyard.twin.capacity import load_teams
+
+        with tempfile.TemporaryDirectory() as d:
+            f = Path(d) / "teams.yaml"
+            f.write_text(teams_yaml(scale["nodes"]))
+            teams = load_teams(f)
     t_load = time.perf_counter() - t0
     reached = [0.0]
     deadline = time.perf_counter() + budget
@@ -51,7 +82,7 @@ def _case(kind: str, scale: dict[str, Any], budget: float, q: Any) -> None:
         if time.perf_counter() > deadline:
             raise _Stop
 
-    eng = Engine(shapes, jobs, "gpuyard", progress=progress)
+    eng = Engine(shapes, jobs, "gpuyard", progress=progress, teams=teams, balloons=bool(teams))
     t1 = time.perf_counter()
     done = True
     try:
@@ -111,6 +142,12 @@ def main() -> int:
     r = run_case("synth", scale, args.budget)
     r["target_wall_s"], r["target_rss_mib"] = 60, 2048
     out["cases"].append(r)
+    scale = (
+        {"nodes": 750, "days": 2, "jobs": 3_000}
+        if args.quick
+        else {"nodes": 7500, "days": 5, "jobs": 17_000}
+    )
+    out["cases"].append(run_case("synth_teams", scale, args.budget))
     json.dump(out, sys.stdout, indent=2)
     print()
     return 0
