@@ -326,12 +326,10 @@ class _GangIndex:
         for n in nodes:
             self.put(n)
 
-    def held_cap(self, hold: _Hold) -> _HeldCap:
-        got = self.hold_caps.get(id(hold))
-        if got is not None and got[0] is hold:
-            return got[1]
+    def count(self, names_: Iterable[str]) -> _HeldCap:
+        """The capacity of these nodes, in total and per zone and rack."""
         hc = _HeldCap()
-        for name in hold.names:
+        for name in names_:
             k = self.cap.get(name)
             if k:
                 zr = self.where[name]
@@ -339,6 +337,13 @@ class _GangIndex:
                 hc.zone[zr[0]] += k
                 hc.rack[zr] += k
                 hc.nodes.add(name)
+        return hc
+
+    def held_cap(self, hold: _Hold) -> _HeldCap:
+        got = self.hold_caps.get(id(hold))
+        if got is not None and got[0] is hold:
+            return got[1]
+        hc = self.count(hold.names)
         if len(self.hold_caps) >= 4:
             del self.hold_caps[next(iter(self.hold_caps))]
         self.hold_caps[id(hold)] = (hold, hc)
@@ -1207,22 +1212,14 @@ class _Pass:
         hs = self._held_sum.get(key)
         if hs is None:
             hs = {}
-            cap = gi.cap
             held = self.held
             for h in self.hold_fp:
                 src = self.hold_src.get(h)
                 if src is not None:
                     hs[h] = gi.held_cap(src)  # a reservation restored as it was
                     continue
-                hc = hs[h] = _HeldCap()
-                for name in self.held_by.get(h[0], ()):
-                    k = cap.get(name)
-                    if k and held[name] == h:
-                        zr = gi.where[name]
-                        hc.total += k
-                        hc.zone[zr[0]] += k
-                        hc.rack[zr] += k
-                        hc.nodes.add(name)
+                mine = self.held_by.get(h[0], ())
+                hs[h] = gi.count(name for name in mine if held[name] == h)
             self._held_sum[key] = hs
         return hs
 
