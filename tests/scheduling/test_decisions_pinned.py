@@ -1,0 +1,123 @@
+"""The policy's decisions, pinned: digests of every pass's bindings, nominations,
+evictions (with their reasons), pending reasons, reservations and timeouts on twin runs
+with node failures, preemption, teams and balloons.
+
+The digests were recorded from the policy as it stood before it was cut into rooms
+(commit a046785, `gpuyard/scheduling/policy.py` in one module). Work on how the policy
+is built must leave them as they are; a change that means to decide differently
+records the new digests in the same commit and says why."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import gpuyard.twin.engine as engine_mod
+from gpuyard.cluster.shapes import default_shapes, expand
+from gpuyard.scheduling.policy import PolicyConfig
+from gpuyard.scheduling.state import ClusterState
+from gpuyard.twin.capacity import load_teams
+from gpuyard.twin.engine import Engine, FailureSpec
+from gpuyard.twin.synth import synth
+
+
+def teams_yaml(n: int) -> str:
+    """Five teams owning two thirds of n nodes; the two largest may borrow."""
+    teams = (
+        ("language", 4 * n // 15, True),
+        ("vision", 2 * n // 15, True),
+        ("multimodal", 2 * n // 15, False),
+        ("rl", n // 15, False),
+        ("safety", n // 15, False),
+    )
+    return "---\n".join(
+        "apiVersion: gpuyard.io/v1alpha1\nkind: Team\n"
+        f"metadata: {{name: {name}}}\n"
+        f"spec: {{capacity: {{gpu: {count}}}, borrow: {str(borrow).lower()}}}\n"
+        for name, count, borrow in teams
+    )
+
+
+def digest_of_run(
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    policy: str,
+    seed: int,
+    nodes: int,
+    jobs: int,
+    days: float,
+    teams: bool,
+    explain: bool,
+) -> tuple[str, int]:
+    digest = hashlib.sha1()
+    passes = 0
+    real = engine_mod.schedule
+
+    def recording(state: ClusterState, now: float, cfg: PolicyConfig) -> Any:
+        nonlocal passes
+        d = real(state, now, cfg)
+        passes += 1
+        digest.update(
+            repr(
+                (
+                    now,
+                    d.bindings,
+                    sorted(d.nominations.items()),
+                    [(e.pod, e.preemptor, e.reason) for e in d.evictions],
+                    sorted(d.unschedulable.items()),
+                    sorted(d.reservations.items()),
+                    d.timed_out,
+                )
+            ).encode()
+        )
+        return d
+
+    monkeypatch.setattr(engine_mod, "schedule", recording)
+    specs = None
+    if teams:
+        f = tmp_path / "teams.yaml"
+        f.write_text(teams_yaml(nodes))
+        specs = load_teams(f)
+    eng = Engine(
+        expand(default_shapes(nodes)),
+        synth(nodes, days, jobs, seed=seed),
+        policy,
+        failures=FailureSpec.parse("mtbf=2d,xid=0.5"),
+        seed=seed,
+        teams=specs,
+        balloons=teams,
+    )
+    if explain:
+        # the live scheduler's configuration: every pending unit gets its reason
+        eng.cfg = PolicyConfig(explain=True)
+    eng.run()
+    return digest.hexdigest(), passes
+
+
+CASES = [
+    # policy, seed, nodes, jobs, days, teams and balloons, reasons -> digest, passes
+    (("gangs", 7, 120, 1500, 1.5, False, False), "7c92d23fadf7acb3f5e64f3f26457af6313c097b", 2883),
+    (("fifo", 7, 120, 1500, 1.5, False, False), "e55102ade3b0e93e1a872d264fbd5b5082acaba1", 2365),
+    (
+        ("gpuyard", 5, 120, 1500, 1.5, False, False),
+        "4eebf68396bff94492e353f828db757ddffdf0f0",
+        3952,
+    ),
+    (("gpuyard", 3, 120, 1500, 1.5, True, False), "afc62ce14402163fe6d54953789dc3023408fc54", 5180),
+    (("gpuyard", 9, 60, 600, 1.0, False, True), "9a4df5a8eff3050e4858ce8ff0d524d8d336f440", 1640),
+    (("gpuyard", 4, 60, 600, 1.0, True, True), "c8e434e7de29ad1f122d864fc0f847e91abe596e", 1928),
+]
+
+
+@pytest.mark.parametrize("case,want,passes", CASES, ids=["-".join(map(str, c[0])) for c in CASES])
+def test_every_pass_decides_as_before(
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    case: tuple[Any, ...],
+    want: str,
+    passes: int,
+) -> None:
+    assert digest_of_run(monkeypatch, tmp_path, *case) == (want, passes)
