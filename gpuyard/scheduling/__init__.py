@@ -1,1 +1,40 @@
-"""gpuyard.scheduling."""
+"""gpuyard.scheduling: the gang scheduler, one room per decision.
+
+The policy is pure (a `ClusterState` and the policy's `Memory` in, `Decisions` out) and
+shared line for line by the two drivers: the live scheduler (scheduler.py, fed by
+informers) and the digital twin (gpuyard.twin.engine, fed by a trace).
+
+    decision or concern                      module
+    ---------------------------------------  ----------------------------------------
+    the snapshot: nodes, pods, PodGroups,     state.py         ClusterState, NodeInfo,
+      PriorityClasses and the change logs                      PodInfo, GroupInfo
+    the policy's memory across passes         memory.py        Memory
+    what the policy is told and answers       config.py        PolicyConfig, Decisions,
+                                                               Eviction
+    the pass, top-down as a story             policy.py        schedule, Pass
+    filters and fit (taints, selectors,       filters.py       static_ok, anti_ok, fits,
+      affinity, anti-affinity, resources)                      capacity
+    indexes: candidates per class of pods,    indexes.py       candidates, Buckets,
+      free-room buckets, gang index                            GangIndex
+    the queue: units, shapes, lanes           queue.py         Unit, shape_of, Queue
+    placement: single best fit, gang order    placement.py     place
+      and fill
+    holds (reservations' and nominations'     holds.py         Holds, Hold, HeldCap
+      nodes)
+    reservations: which nodes a gang holds    reservations.py  reserve
+    preemption: the victim index, which       preemption.py    Victims, preempt
+      victims, evictions and nominations
+    failure memos: when a failed unit is      memos.py         Memo, memo_of,
+      sure to fail again                                       still_fails
+    reasons a person can read                 reasons.py       explain, Reasons
+    gang timeouts, minMember, minResources    policy.py        Pass.gang_ready
+    the live driver and binder                scheduler.py     Scheduler
+    the PodGroup CRD                          crds.py
+    `gpuyard scheduler`, the component        cli.py, component.py
+
+Arrows between the rooms point one way: policy.py calls the rooms; preemption uses
+placement, memos and indexes; placement, reservations and memos use indexes, holds and
+filters; the queue reads only the state. Rooms take the pass (`policy.Pass`: the state,
+the memory, this pass's decisions, holds, preemption trial and failed shapes) as their
+first argument; nothing in them keeps state of its own.
+"""

@@ -34,7 +34,7 @@ from gpuyard.kube.events import EventRecorder
 from gpuyard.kube.informer import Informer
 from gpuyard.kube.leader import LeaderElector
 from gpuyard.kube.resources import NODES, POD_GROUPS, PODS, PRIORITY_CLASSES
-from gpuyard.scheduling.policy import Decisions, PolicyConfig, schedule
+from gpuyard.scheduling.policy import Decisions, Memory, PolicyConfig, schedule
 from gpuyard.scheduling.state import ClusterState
 
 log = logging.getLogger("gpuyard.scheduler")
@@ -120,6 +120,7 @@ class Scheduler:
         self.config = config or PolicyConfig()
         self.name = name
         self.state = ClusterState(name)
+        self.memory = Memory()  # what the policy keeps across passes over the state
         self.debounce = debounce
         self.leader_elect = leader_elect
         self.identity = identity or f"{socket.gethostname()}-{os.getpid()}-{id(self):x}"
@@ -259,7 +260,7 @@ class Scheduler:
         """One pass: decide, then apply. Returns the decisions."""
         self.metrics.queue.set(len(self.state.pending))
         t0 = time.perf_counter()
-        d = schedule(self.state, time.time(), self.config)
+        d = schedule(self.state, time.time(), self.config, self.memory)
         decided = time.perf_counter() - t0
         self.metrics.latency.observe(decided)
         self.passes += 1

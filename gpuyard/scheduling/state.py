@@ -74,6 +74,7 @@ class PodInfo:
     terminating: bool = False
     scheduler: str = names.SCHEDULER_NAME
     obj: dict[str, Any] | None = None
+    _ck: tuple[Any, ...] | None = field(default=None, init=False, repr=False)
 
     @property
     def name(self) -> str:
@@ -81,15 +82,14 @@ class PodInfo:
 
     def class_key(self) -> tuple[Any, ...]:
         """Pods with equal class keys pass the same static node filters."""
-        ck = self.__dict__.get("_ck")
+        ck = self._ck
         if ck is None:
-            ck = (
+            ck = self._ck = (
                 repr(self.tolerations),
                 self.node_selector,
                 repr(self.affinity),
                 repr(self.anti_affinity),
             )
-            self.__dict__["_ck"] = ck
         return ck
 
 
@@ -120,7 +120,7 @@ class ClusterState:
         self.backoff_until: dict[str, float] = {}
         self._seq = 0
         self.generation = 0  # bumps on every change; drivers use it to skip idle cycles
-        # For the policy's caches across passes (see policy._Pass):
+        # Change logs, read (and emptied) by the policy's memory (see memory.Memory):
         self.node_gen = 0  # nodes added, removed, relabelled, retainted, ready or not
         self.freed_gen = 0  # capacity freed somewhere (a pod left, a node came)
         self.dirty_nodes: set[str] = set()  # nodes whose use changed since the last pass
@@ -129,9 +129,9 @@ class ClusterState:
         self.bound_by_prio: dict[int, dict[str, PodInfo]] = {}
         # bound pods whose record or binding changed since the policy last looked
         # (key -> group; kept only once the policy has its index of victims, which
-        # it brings up to date on every pass)
+        # sets log_bound and brings itself up to date on every pass)
         self.bound_log: dict[str, str | None] = {}
-        self.victim_index: Any = None
+        self.log_bound = False
         # Nodes where room was freed, logged by the priority that decides who could
         # already have preempted it: the pod's own priority, or its gang's highest (a
         # gang is evicted whole); a terminating pod's room (never preemptable) under
@@ -141,10 +141,8 @@ class ClusterState:
         self.group_prio: dict[str, int] = {}  # group -> highest priority of a member seen
         # required pod anti-affinity selectors of bound pods: repr -> [count, selector]
         self.anti_bound: dict[str, list[Any]] = {}
-        self.cache: dict[str, Any] = {}
-        # The policy's queue of pending units, kept across passes, and what changed for
-        # it since the last pass: pods (with their group) and groups.
-        self.queue: Any = None
+        # What changed for the policy's queue since its last pass: pods (with their
+        # group) and groups.
         self.queue_pods: dict[str, str | None] = {}
         self.queue_groups: set[str] = set()
 
@@ -317,7 +315,7 @@ class ClusterState:
                 n.pods[info.key] = info
                 self.bound_by_prio.get(old.priority, {}).pop(old.key, None)
                 self.bound_by_prio.setdefault(info.priority, {})[info.key] = info
-                if self.victim_index is not None:
+                if self.log_bound:
                     self.bound_log[info.key] = info.group
             else:
                 self._unaccount(old)
@@ -362,7 +360,7 @@ class ClusterState:
         for i in range(NRES):
             n.used[i] += p.req[i]
         self.bound_by_prio.setdefault(p.priority, {})[p.key] = p
-        if self.victim_index is not None:
+        if self.log_bound:
             self.bound_log[p.key] = p.group
         self.dirty_nodes.add(n.name)
         for sel in p.anti_affinity:
@@ -380,7 +378,7 @@ class ClusterState:
         q = n.pods.pop(p.key, None)
         if q is None:
             return
-        if self.victim_index is not None:
+        if self.log_bound:
             self.bound_log[q.key] = q.group
         bp = self.bound_by_prio.get(q.priority)
         if bp is not None:

@@ -29,7 +29,7 @@ from typing import Any
 
 from gpuyard import names
 from gpuyard.cluster.shapes import NodeShape
-from gpuyard.scheduling.policy import PolicyConfig, schedule
+from gpuyard.scheduling.policy import Memory, PolicyConfig, schedule
 from gpuyard.scheduling.state import GPU, ClusterState, GroupInfo
 from gpuyard.teams.assign import TeamSpec
 from gpuyard.twin import capacity
@@ -143,6 +143,7 @@ class Engine:
         self.failures = failures or FailureSpec()
         self.rng = random.Random(seed)
         self.state = ClusterState()
+        self.memory = Memory()  # what the policy keeps across passes over the state
         self.total_gpus = 0
         self.teams = capacity.Teams(teams) if teams else None
         owner = capacity.carve(teams, shapes).owner if teams else {}
@@ -344,7 +345,7 @@ class Engine:
         if not self.state.pending:
             return
         self.passes += 1
-        d = schedule(self.state, now, self.cfg)
+        d = schedule(self.state, now, self.cfg, self.memory)
         if self.bindings is not None:
             self.bindings.extend((now, key, node) for key, node in d.bindings)
         for key, _node in d.bindings:

@@ -56,9 +56,9 @@ def digest_of_run(
     passes = 0
     real = engine_mod.schedule
 
-    def recording(state: ClusterState, now: float, cfg: PolicyConfig) -> Any:
+    def recording(state: ClusterState, now: float, cfg: PolicyConfig, *memory: Any) -> Any:
         nonlocal passes
-        d = real(state, now, cfg)
+        d = real(state, now, cfg, *memory)
         passes += 1
         digest.update(
             repr(

@@ -14,8 +14,9 @@ import pytest
 
 import gpuyard.twin.engine as engine_mod
 from gpuyard.cluster.shapes import default_shapes, expand
-from gpuyard.scheduling import policy
+from gpuyard.scheduling import memos, policy
 from gpuyard.scheduling.policy import PolicyConfig, schedule
+from gpuyard.scheduling.preemption import Victims
 from gpuyard.scheduling.state import ClusterState
 from gpuyard.twin.engine import Engine, FailureSpec
 from gpuyard.twin.synth import synth
@@ -31,9 +32,9 @@ def run_twin(
     passes = 0
     real = engine_mod.schedule
 
-    def recording(state: ClusterState, now: float, cfg: PolicyConfig) -> Any:
+    def recording(state: ClusterState, now: float, cfg: PolicyConfig, *memory: Any) -> Any:
         nonlocal passes
-        d = real(state, now, cfg)
+        d = real(state, now, cfg, *memory)
         passes += 1
         digest.update(
             repr(
@@ -64,18 +65,18 @@ def test_memos_change_no_decision(
     monkeypatch: pytest.MonkeyPatch, policy_name: str, seed: int
 ) -> None:
     used = 0
-    real_valid = policy._Pass._memo_valid
+    real_valid = memos.still_fails
 
-    def counting(self: Any, m: Any, u: Any) -> bool:
+    def counting(ps: Any, m: Any, u: Any) -> bool:
         nonlocal used
-        ok = real_valid(self, m, u)
+        ok = real_valid(ps, m, u)
         used += ok
         return ok
 
-    monkeypatch.setattr(policy._Pass, "_memo_valid", counting)
+    monkeypatch.setattr(policy, "still_fails", counting)
     with_memos = run_twin(monkeypatch, policy_name, seed)
     assert used > 100, "the workload never exercised a memo"
-    monkeypatch.setattr(policy._Pass, "_memo_valid", lambda self, m, u: False)
+    monkeypatch.setattr(policy, "still_fails", lambda ps, m, u: False)
     assert run_twin(monkeypatch, policy_name, seed) == with_memos
 
 
@@ -192,7 +193,7 @@ def test_victim_index_kept_across_changes_equals_one_built_afresh() -> None:
 
     rng = random.Random(4)
     s = small(12)
-    kept = s.victim_index = policy._Victims(s, gangs=True)
+    kept = Victims(s, gangs=True)
     groups = [f"ns/g{i}" for i in range(4)]
     for g in groups:
         s.set_group(GroupInfo(g, min_member=1))
@@ -231,7 +232,7 @@ def test_victim_index_kept_across_changes_equals_one_built_afresh() -> None:
                 s.pods[p.key].seq = seq
         if step % 7 == 0:
             kept.sync(s)
-            fresh = policy._Victims(s, gangs=True)
+            fresh = Victims(s, gangs=True)
             for prio in (0, 100, 1001):
                 got = [(c, k, [m.key for m in ms]) for c, k, ms in kept.order(s, prio)]
                 want = [(c, k, [m.key for m in ms]) for c, k, ms in fresh.order(s, prio)]
@@ -252,7 +253,7 @@ def test_change_logs_stay_short_on_a_long_running_scheduler() -> None:
     for i in range(50):  # never a preemption attempt: no victim index, no log kept
         fresh.add_pod_fast(f"ns/q{i}", {"cpu": 1000, GPU: 1}, node=f"n{i % 4}")
         fresh.remove_pod(f"ns/q{i}")
-    assert fresh.victim_index is None and not fresh.bound_log
+    assert not fresh.log_bound and not fresh.bound_log
     # After a preemption, later passes keep the log drained.
     schedule(s, 299.5)  # the last pending pod takes the node the last one freed
     s.add_pod_fast("ns/urgent", {"cpu": 1000, GPU: 8}, priority=10)

@@ -1,0 +1,143 @@
+"""Failure memos: when a unit that failed is sure to fail again, so a pass can skip it
+(keeping its reason and putting its reservation back) instead of trying it afresh.
+
+A memo (`Memo`) is made when a unit fails (`memo_of`) and checked on the next pass
+(`still_fails`): the holds against the unit must be the same, and the room freed since
+(read from the state's freed log) must not add up to the pods it lacked. Within one
+pass, `FailedShapes` remembers the shapes that failed at a priority: room only shrinks
+during a pass, so later units of that shape and no higher priority fail too."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from gpuyard.scheduling.filters import capacity, capacity_below
+from gpuyard.scheduling.holds import Hold
+from gpuyard.scheduling.indexes import candidate_names, gang_index
+
+if TYPE_CHECKING:
+    from gpuyard.scheduling.policy import Pass
+    from gpuyard.scheduling.queue import Shape, Unit
+
+
+@dataclass(eq=False)
+class Memo:
+    """Why a failed unit is sure to fail again while it holds (see `still_fails`).
+    mode "all": until any room is freed (gen: the state's freed_gen); "plain" (the
+    unit cannot preempt) and "hi" (a complete preemption attempt failed): until the
+    room freed since (gen: the freed-log epoch, pos: positions in the logs), counted
+    per node in `counted`, could add up to the `need - slots` pods it lacked."""
+
+    mode: str
+    sig: tuple[Any, ...]
+    gen: int
+    pos: dict[int, int] = field(default_factory=dict)
+    slots: int = 0
+    need: int = 0
+    counted: dict[str, int] = field(default_factory=dict)
+    extra: int = 0
+
+
+# What a failed unit leaves for its next pass: the memo, its reason, its reservation.
+Failure = tuple[Memo, str, Hold | None]
+
+
+@dataclass
+class FailedShapes:
+    """Shapes that failed in this pass: shape -> (priority, reason, unit)."""
+
+    at: dict[Shape, int] = field(default_factory=dict)
+    reason: dict[Shape, tuple[str, str]] = field(default_factory=dict)
+
+    def failed(self, shape: Shape, prio: int, reason: str, unit_key: str) -> None:
+        self.at[shape] = prio
+        self.reason[shape] = (reason, unit_key)
+
+
+def slots(ps: Pass, u: Unit) -> int:
+    """Pods like the unit's first that fit now on the nodes free for it."""
+    key, gi = gang_index(ps, u.pods[0])
+    return gi.total - sum(hc.total for hc in ps.holds.excluding(u, key, gi))
+
+
+def memo_of(ps: Pass, u: Unit) -> Memo:
+    """What a unit that just failed needs to fail again, checked by `still_fails`."""
+    s = ps.s
+    p0 = u.pods[0]
+    uniform = all(p.req == p0.req and p.class_key() == p0.class_key() for p in u.pods)
+    never = not ps.cfg.preemption or any(
+        p.preemption_never or p.priority_class in s.preempt_never for p in u.pods
+    )
+    if uniform and (never or ps.trial.complete):
+        got = ps.trial.slots if not never else slots(ps, u)
+        logs = s.freed_log
+        pos = {q: len(log) for q, log in logs.items() if never or q >= u.priority}
+        return Memo(
+            "plain" if never else "hi",
+            ps.holds.against(u),
+            s.freed_epoch,
+            pos,
+            got,
+            len(u.pods),
+        )
+    return Memo("all", ps.holds.against(u), s.freed_gen)
+
+
+def still_fails(ps: Pass, m: Memo, u: Unit) -> bool:
+    """Whether a unit fails again for sure: the holds against it then still hold the
+    same nodes (new ones only take room away), and the room
+    freed since its failure (only room it could not already have preempted, after a
+    complete preemption attempt) cannot make up the pods it lacked. Each check
+    reads only the frees logged since the last one."""
+    s = ps.s
+    holds = ps.holds
+    fps = holds.fp
+    for h, count, x in m.sig:  # holds added since only take room away
+        fp = fps.get(h)
+        if fp is None or fp[0] != count or fp[1] != x:
+            return False
+    if m.mode == "all":
+        return bool(m.gen == s.freed_gen)
+    if m.gen != s.freed_epoch:
+        return False
+    prio = u.priority
+    hi = m.mode == "hi"
+    held = holds.held
+    was_held = {h for h, _, _ in m.sig}
+    p0 = u.pods[0]
+    req = p0.req
+    cset: set[str] | None = None
+    nodes = s.nodes
+    for q, log in s.freed_log.items():
+        if hi and q < prio:
+            continue
+        start = m.pos.get(q, 0)
+        if start >= len(log):
+            continue
+        m.pos[q] = len(log)
+        if cset is None:
+            cset = candidate_names(ps, p0)
+        for name in log[start:]:
+            n = nodes.get(name)
+            if n is None or name not in cset:
+                continue
+            h = held.get(name)
+            if h is not None and h in was_held and not holds.free_for(n, u):
+                continue  # held against it then and still (checked above)
+            c = capacity_below(req, n, prio) if hi else capacity(req, n)
+            before = m.counted.get(name, 0)
+            if c > before:
+                m.counted[name] = c
+                m.extra += c - before
+    return m.slots + m.extra < m.need
+
+
+def restore(ps: Pass, u: Unit, hold: Hold | None) -> None:
+    """Put back the reservation a unit held when it last failed (if reservations are
+    still to be had in this pass)."""
+    if hold is None or ps.reservations >= ps.cfg.max_reservations:
+        return
+    ps.reservations += 1
+    ps.holds.restore((u.key, u.priority), hold)
+    ps.d.reservations[u.key] = list(hold.names)

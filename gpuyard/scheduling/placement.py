@@ -1,0 +1,285 @@
+"""Placement: where a unit's pods go, or None; the state is left as it was.
+
+- A single pod: on its nominated node if it still fits there, else best fit, the node
+  with the fewest free GPUs that still fits (pods without GPUs: nodes without GPUs
+  first, then the least free cpu), so whole nodes stay free for gangs. Read from the
+  best-fit buckets; a plain scan inside a preemption trial.
+- A gang: packed into as few zones and racks as possible (fullest zones and racks
+  first, most allocated nodes first within a rack), nominated nodes first, near its
+  bound members if some run; filled greedily in that order. A gang of one class with
+  nothing bound or nominated takes its order from the gang index, only as far as it
+  needs.
+"""
+
+from __future__ import annotations
+
+from collections import Counter, defaultdict
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
+
+from gpuyard import names
+from gpuyard.scheduling.filters import (
+    anti_ok,
+    capacity,
+    fits,
+    static_ok,
+    tentative,
+    untentative,
+)
+from gpuyard.scheduling.holds import HeldCap
+from gpuyard.scheduling.indexes import (
+    CPU_STEP,
+    Buckets,
+    GangIndex,
+    buckets,
+    candidate_pos,
+    candidates,
+    gang_index,
+)
+from gpuyard.scheduling.state import GPU, NodeInfo, PodInfo
+
+if TYPE_CHECKING:
+    from gpuyard.scheduling.policy import Pass
+    from gpuyard.scheduling.queue import Unit
+
+Placement = list[tuple[PodInfo, NodeInfo]]
+
+
+def place(ps: Pass, u: Unit) -> Placement | None:
+    """All pods of the unit on nodes, or None; the state is left unchanged."""
+    if not u.is_gang:
+        n = place_single(ps, u.pods[0], u)
+        return None if n is None else [(u.pods[0], n)]
+    return place_gang(ps, u)
+
+
+# ------------------------------------------------------------------ single pods
+
+
+def place_single(ps: Pass, p: PodInfo, u: Unit) -> NodeInfo | None:
+    if p.nominated:
+        n = ps.s.nodes.get(p.nominated)
+        if (
+            n
+            and ps.holds.free_for(n, u)
+            and static_ok(p, n) is None
+            and fits(p.req, n)
+            and anti_ok(p, n)
+        ):
+            return n
+    g = p.req[GPU]
+    if ps.trial.on:
+        # A preemption trial moved victims off nodes the buckets do not follow.
+        return _best_fit_scan(ps, p, u)
+    if g:
+        # Best fit: the node with the fewest free GPUs that still fits.
+        return _scan(ps, buckets(ps, p, "gpu"), g, p, u)
+    # No GPUs wanted: nodes without GPUs first, then the least free cpu.
+    need = p.req[0] // CPU_STEP
+    return _scan(ps, buckets(ps, p, "cpu0"), need, p, u) or _scan(
+        ps, buckets(ps, p, "cpug"), need, p, u
+    )
+
+
+def _best_fit_scan(ps: Pass, p: PodInfo, u: Unit) -> NodeInfo | None:
+    """Best fit by a plain scan of the pod's candidate nodes: fewest free GPUs
+    (then least free cpu, then candidate order) among the nodes it fits on now.
+    In a preemption trial only the nodes victims came off are looked at: the pod
+    fitted nowhere before they did."""
+    best: NodeInfo | None = None
+    best_key: tuple[int, int, int] | None = None
+    only = ps.trial.only
+    if only is not None:
+        pos = candidate_pos(ps, p)
+        nodes: Iterable[tuple[int, NodeInfo]] = ((pos[name], n) for name, n in only.items())
+    else:
+        nodes = enumerate(candidates(ps, p))
+    free_for = ps.holds.free_for
+    for i, n in nodes:
+        if not fits(p.req, n) or not free_for(n, u):
+            continue
+        if (p.anti_affinity or any(q.anti_affinity for q in n.pods.values())) and not anti_ok(p, n):
+            continue
+        key = (n.alloc[GPU] - n.used[GPU], n.alloc[0] - n.used[0], i)
+        if best_key is None or key < best_key:
+            best, best_key = n, key
+    return best
+
+
+def _scan(ps: Pass, b: Buckets, start: int, p: PodInfo, u: Unit) -> NodeInfo | None:
+    holds = ps.holds
+    held = holds.held
+    key, prio = u.key, u.priority
+    r0, r1, r2, r3 = p.req
+    anti = p.anti_affinity
+    for lv in range(min(start, len(b.levels)), len(b.levels)):
+        nodes: Iterable[NodeInfo] = b.levels[lv].values()
+        check = bool(held)
+        if check and len(b.levels[lv]) > 64:
+            # Many nodes here: when every holder at this level holds against the
+            # unit, walk only the nodes no one holds (same order).
+            unheld, holders = holds.level_view(b, lv)
+            if all(h[0] != key and prio <= h[1] for h in holders):
+                nodes, check = unheld, False
+        for n in nodes:
+            if check:
+                h = held.get(n.name)
+                if h is not None and h[0] != key and prio <= h[1]:
+                    continue
+            a, us = n.alloc, n.used  # fits, inlined: this loop is hot
+            if r2 + us[2] > a[2] or r0 + us[0] > a[0] or r1 + us[1] > a[1] or r3 + us[3] > a[3]:
+                continue
+            if (anti or any(q.anti_affinity for q in n.pods.values())) and not anti_ok(p, n):
+                continue
+            return n
+    return None
+
+
+# ------------------------------------------------------------------ gangs
+
+
+def place_gang(ps: Pass, u: Unit) -> Placement | None:
+    placed: Placement = []
+    by_class: dict[tuple[Any, ...], list[PodInfo]] = defaultdict(list)
+    for p in u.pods:
+        by_class[(p.class_key(), tuple(p.req))].append(p)
+    trial = ps.trial.on
+    for pods in by_class.values():
+        # A quick bound from the free-GPU buckets: if even every node with enough
+        # free GPUs cannot hold the pods, skip the full ordering. (The buckets are
+        # made here even when a gang index answers: their order breaks best-fit ties.)
+        g = pods[0].req[GPU]
+        if g and not trial:
+            levels = buckets(ps, pods[0], "gpu").levels
+            if sum(len(levels[lv]) * (lv // g) for lv in range(g, len(levels))) < len(pods):
+                return None
+    pack = ps.cfg.pack_topology
+    if (
+        len(by_class) == 1
+        and not u.bound
+        and not trial
+        and pack
+        and not any(p.nominated for p in u.pods)
+    ):
+        return _place_gang_fast(ps, u, next(iter(by_class.values())))
+    free_for = ps.holds.free_for
+    try:
+        for pods in by_class.values():
+            p0 = pods[0]
+            nodes = [n for n in candidates(ps, p0) if free_for(n, u)]
+            # Prefer nodes nominated for this gang.
+            nominated = {p.nominated for p in pods if p.nominated}
+            order = _gang_order(nodes, p0.req) if pack else sorted(nodes, key=lambda n: n.name)
+            if u.bound and pack:
+                # Members already run (a binding was refused, or one was replaced):
+                # the rest go to the same racks, then the same zones, if they can.
+                near = _bound_places(ps, u)
+                order.sort(key=lambda n: (n.rack not in near[1], n.zone not in near[0]))
+            if nominated:
+                order.sort(key=lambda n: n.name not in nominated)
+            if not fill(order, pods, placed):
+                return None
+        return list(placed)
+    finally:
+        for p, n in placed:
+            untentative(p, n)
+
+
+def _place_gang_fast(ps: Pass, u: Unit, pods: list[PodInfo]) -> Placement | None:
+    """`place_gang` for a gang of one class with nothing bound or nominated, in the
+    same order, from the gang index."""
+    order = _fast_gang_order(ps, u, pods[0], len(pods))
+    if order is None:
+        return None
+    placed: Placement = []
+    try:
+        return list(placed) if fill(order, pods, placed) else None
+    finally:
+        for p, n in placed:
+            untentative(p, n)
+
+
+def fill(order: Iterable[NodeInfo], pods: list[PodInfo], placed: Placement) -> bool:
+    """Put the pods, in order, on the nodes in order (tentatively); all placed?"""
+    i = 0
+    for n in order:
+        if i == len(pods):
+            break
+        while i < len(pods) and fits(pods[i].req, n) and anti_ok(pods[i], n):
+            tentative(pods[i], n, placed)
+            i += 1
+    return i == len(pods)
+
+
+def _fast_gang_order(ps: Pass, u: Unit, p0: PodInfo, need: int) -> Iterable[NodeInfo] | None:
+    """The order `_gang_order` gives over the nodes free for the unit, from the gang
+    index: None at once when their capacity is short of `need` pods."""
+    key, gi = gang_index(ps, p0)
+    if gi.total < need:
+        return None
+    excluded = ps.holds.excluding(u, key, gi)
+    if gi.total - sum(hc.total for hc in excluded) < need:
+        return None
+    return _fast_order_iter(gi, excluded)
+
+
+def _fast_order_iter(gi: GangIndex, excluded: list[HeldCap]) -> Iterable[NodeInfo]:
+    zone_cap = dict(gi.zone_cap)
+    rack_cap = gi.rack_cap
+    ex_rack: Counter[tuple[str, str]] = Counter()
+    ex_nodes: set[str] = set()
+    for hc in excluded:
+        for z, k in hc.zone.items():
+            if k:
+                zone_cap[z] -= k
+        ex_rack.update(hc.rack)
+        ex_nodes |= hc.nodes
+    zones = sorted((-k, z) for z, k in zone_cap.items() if k > 0)
+    for _, z in zones:
+        racks = []
+        for zr in gi.zone_racks.get(z, ()):
+            k = rack_cap[zr] - ex_rack[zr] if ex_rack else rack_cap[zr]
+            if k > 0:
+                racks.append((-k, zr[1], zr))
+        racks.sort()
+        for _, _, zr in racks:
+            rows = [
+                (n.alloc[GPU] - n.used[GPU], name, n)
+                for name, n in gi.rack_nodes[zr].items()
+                if name not in ex_nodes
+            ]
+            rows.sort(key=lambda t: (t[0], t[1]))
+            for t in rows:
+                yield t[2]
+
+
+def _gang_order(nodes: list[NodeInfo], req: list[int]) -> list[NodeInfo]:
+    """Nodes in the order a gang fills them: fullest zones and racks first, so the
+    gang spans as few of them as it can; most allocated nodes first within a rack."""
+    rack_cap: defaultdict[tuple[str, str], int] = defaultdict(int)
+    zone_cap: defaultdict[str, int] = defaultdict(int)
+    rows = []
+    for n in nodes:
+        k = capacity(req, n)
+        if k <= 0:
+            continue
+        labels = n.labels
+        z = labels.get(names.LABEL_ZONE, "")
+        r = labels.get(names.LABEL_RACK, "")
+        rack_cap[(z, r)] += k
+        zone_cap[z] += k
+        rows.append((z, r, n.alloc[GPU] - n.used[GPU], n.name, n))
+    rows.sort(key=lambda t: (-zone_cap[t[0]], t[0], -rack_cap[(t[0], t[1])], t[1], t[2], t[3]))
+    return [t[4] for t in rows]
+
+
+def _bound_places(ps: Pass, u: Unit) -> tuple[set[str], set[str]]:
+    """The zones and racks where the gang's bound members run."""
+    zones: set[str] = set()
+    racks: set[str] = set()
+    for m in ps.s.members.get(u.group or "", {}).values():
+        n = ps.s.nodes.get(m.node or "")
+        if n is not None and not m.terminating:
+            zones.add(n.zone)
+            racks.add(n.rack)
+    return zones, racks

@@ -1,0 +1,308 @@
+"""Preemption: when a unit does not fit, which lower-priority work it evicts.
+
+Victims are whole units (a bound gang counts as one), taken cheapest first: lowest
+priority first (so balloons go before borrowed low-priority work), then fewest pods,
+then key (`Victims`, an index kept across passes). Units are taken until the whole
+preemptor fits, then those not needed are given back (most expensive first). A gang
+of one kind of pod that no anti-affinity touches is decided by counting slots;
+others by trial placements. The victims become evictions, the nodes the preemptor
+will use nominations, which later passes hold for it (holds.py)."""
+
+from __future__ import annotations
+
+import heapq
+from bisect import bisect_left, insort
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from gpuyard import names
+from gpuyard.kube import objects as o
+from gpuyard.scheduling.config import Eviction
+from gpuyard.scheduling.filters import anti_ok, capacity, fits, put_back, untentative
+from gpuyard.scheduling.indexes import candidate_names, gang_index
+from gpuyard.scheduling.memos import slots as free_slots
+from gpuyard.scheduling.placement import Placement, place
+from gpuyard.scheduling.state import ClusterState, NodeInfo, PodInfo
+
+if TYPE_CHECKING:
+    from gpuyard.scheduling.policy import Pass
+    from gpuyard.scheduling.queue import Unit
+
+VictimUnit = tuple[tuple[int, int], str, list[PodInfo]]  # (cost, key, members)
+
+
+class Victims:
+    """The bound pods preemption may take, kept across passes and updated from
+    state.bound_log: single pods in a key-ordered list per priority, and per bound gang
+    its entry (cost, key, members). `order(prio)` yields the units whose pods are all
+    below prio by (cost, key): cost is (highest priority in the unit, pods in it)."""
+
+    def __init__(self, s: ClusterState, gangs: bool) -> None:
+        self.gangs = gangs
+        self.singles: dict[int, list[str]] = {}  # priority -> sorted "pod ns/name"
+        self.where: dict[str, tuple[int, str | None]] = {}  # pod key -> (prio, group)
+        self.gang: dict[str, VictimUnit] = {}
+        self.dirty: set[str] = set()  # gangs whose entry is out of date
+        s.log_bound = True  # from now on the state logs changes of bound pods
+        s.bound_log.clear()  # what it logged before is in bound_by_prio
+        for bound in s.bound_by_prio.values():
+            for key in bound:
+                s.bound_log[key] = s.pods[key].group if key in s.pods else None
+        self.sync(s)
+
+    def sync(self, s: ClusterState) -> None:
+        groups: set[str] = set()
+        for key, group in s.bound_log.items():
+            old = self.where.pop(key, None)
+            if old is not None:
+                if old[1] is None:
+                    lane = self.singles[old[0]]
+                    i = bisect_left(lane, f"pod {key}")
+                    del lane[i]
+                    if not lane:
+                        del self.singles[old[0]]
+                else:
+                    groups.add(old[1])
+            p = s.pods.get(key)
+            if p is None:
+                if group and self.gangs:
+                    groups.add(group)
+                continue
+            b = s.bound_by_prio.get(p.priority)
+            if b is None or b.get(key) is not p:
+                if p.group and self.gangs:
+                    groups.add(p.group)
+                continue  # not bound
+            if p.group and self.gangs:
+                groups.add(p.group)
+                self.where[key] = (p.priority, p.group)
+            else:
+                insort(self.singles.setdefault(p.priority, []), f"pod {key}")
+                self.where[key] = (p.priority, None)
+        s.bound_log.clear()
+        self.dirty.update(groups)  # their entries are made again when next asked for
+
+    def _gangs(self, s: ClusterState) -> None:
+        for g in self.dirty:
+            # every bound member not terminating (preemption needs one of them bound)
+            members = [m for m in s.members.get(g, {}).values() if m.node and not m.terminating]
+            if members:
+                top = max(m.priority for m in members)
+                self.gang[g] = ((top, len(members)), f"gang {g}", members)
+            else:
+                self.gang.pop(g, None)
+        self.dirty.clear()
+
+    def order(self, s: ClusterState, prio: int) -> Iterator[VictimUnit]:
+        pods = s.pods
+        if self.dirty:
+            self._gangs(s)
+
+        def singles(level: int, lane: list[str]) -> Iterator[Any]:
+            cost = (level, 1)
+            for vk in lane:
+                yield (cost, vk, [pods[vk[4:]]])
+
+        runs: list[Iterable[Any]] = [
+            singles(level, lane) for level, lane in self.singles.items() if level < prio
+        ]
+        runs.append(sorted(e for e in self.gang.values() if e[0][0] < prio))
+        return heapq.merge(*runs)
+
+
+@dataclass
+class Trial:
+    """Preemption's part of one pass."""
+
+    on: bool = False  # inside a trial: the buckets do not follow trial moves
+    only: dict[str, NodeInfo] | None = None  # best fit looks only here (see placement)
+    taken: set[str] = field(default_factory=set)  # pods already chosen as victims
+    complete: bool = False  # the last attempt looked at every victim
+    slots: int = 0  # ...and the slots it found with all of them gone
+
+
+def victim_order(ps: Pass, prio: int) -> Iterator[VictimUnit]:
+    """Every unit of bound pods all below `prio`, cheapest first: (cost, key,
+    members), from the victim index kept across passes."""
+    vi = ps.mem.victims
+    if vi is None or vi.gangs != ps.cfg.gangs:
+        vi = ps.mem.victims = Victims(ps.s, ps.cfg.gangs)
+    else:
+        vi.sync(ps.s)
+    return vi.order(ps.s, prio)
+
+
+def preempt(ps: Pass, u: Unit) -> bool:
+    """Evict the cheapest set of lower-priority victims the whole unit then fits with;
+    False when there is none."""
+    ps.trial.on = True
+    try:
+        return _preempt(ps, u)
+    finally:
+        ps.trial.on = False
+
+
+def _preempt(ps: Pass, u: Unit) -> bool:
+    s = ps.s
+    trial = ps.trial
+    if any(p.preemption_never or p.priority_class in s.preempt_never for p in u.pods):
+        return False
+    # Past here every possible victim is looked at (unless some were taken by an
+    # earlier preemptor in this pass): a failure then stands until room is freed
+    # that was not preemptable (see memos.memo_of).
+    trial.complete = not trial.taken
+    prio = u.priority
+    p0 = u.pods[0]
+    cset = candidate_names(ps, p0)
+    nodes = s.nodes
+    victims = trial.taken
+    free_for = ps.holds.free_for
+    # Slots for its pods on the nodes free for it, from the gang index (less what
+    # other holders hold), then kept current as victims come off nodes.
+    _, gi = gang_index(ps, p0)
+    slots = free_slots(ps, u)
+    cost: dict[str, tuple[int, int]] = {}
+    unit_of: dict[str, list[PodInfo]] = {}
+
+    def seed(m: PodInfo) -> bool:
+        """A pod through which its unit can be a victim of this preemptor."""
+        if m.terminating or m.key in victims:
+            return False
+        n = nodes.get(m.node or "")
+        return n is not None and n.name in cset and n.pods.get(m.key) is m and free_for(n, u)
+
+    # Take victim units, cheapest first, until the whole preemptor fits.
+    chosen: list[str] = []
+    removed: list[PodInfo] = []
+    placement: Placement | None = None
+    caps: dict[str, int] = {}
+    touched: dict[str, NodeInfo] = {}  # candidate nodes free for it victims came off
+    need = len(u.pods)
+    # A gang of one kind of pod that no pod anti-affinity touches fits exactly
+    # when the slots add up (its fill is greedy by capacity): then slots decide,
+    # and the placement is made once, at the end.
+    by_slots = (
+        u.is_gang
+        and all(p.req == p0.req and p.class_key() == p0.class_key() for p in u.pods)
+        and not any(p.anti_affinity for p in u.pods)
+        and not any(
+            o.requirements_match(o.label_selector_requirements(sel), p.labels)
+            for _, sel in s.anti_bound.values()
+            for p in u.pods
+        )
+    )
+
+    def recount(vn: NodeInfo) -> int:
+        if vn.name not in cset or not free_for(vn, u):
+            return 0
+        c = capacity(p0.req, vn)
+        d = c - caps.get(vn.name, gi.cap.get(vn.name, 0))
+        caps[vn.name] = c
+        touched[vn.name] = vn
+        return d
+
+    try:
+        # Victim units, cheapest first: (highest priority in the unit, pods in it),
+        # then key; a unit counts if one of its pods is a seed.
+        for c, vk, members in victim_order(ps, prio):
+            if not any(seed(m) for m in members):
+                continue
+            unit_of[vk] = members
+            cost[vk] = c
+            chosen.append(vk)
+            for m in unit_of[vk]:
+                vn = nodes.get(m.node or "")
+                if vn is not None and m.key in vn.pods:
+                    untentative(m, vn)
+                    removed.append(m)
+                    slots += recount(vn)
+            if slots >= need:
+                if by_slots:
+                    break
+                trial.only = None if u.is_gang else touched
+                try:
+                    placement = place(ps, u)
+                finally:
+                    trial.only = None
+                if placement is not None:
+                    break
+        if not unit_of or slots < need or (placement is None and not by_slots):
+            trial.slots = slots
+            return False
+        # Give back victims that turn out not to be needed (most expensive first);
+        # bounded, since each try may be a whole placement.
+        for vk in sorted(chosen, key=lambda k: (cost[k], k), reverse=True)[:32]:
+            back = [m for m in unit_of[vk] if m in removed]
+            for m in back:
+                put_back(m, nodes[m.node or ""])
+            if by_slots:
+                saved = dict(caps)
+                after = slots + sum(recount(nodes[m.node or ""]) for m in back)
+                ok = after >= need
+                if ok:
+                    slots = after
+                else:
+                    caps = saved
+            elif not u.is_gang:
+                # One pod on one node: it still fits there, or it does not.
+                assert placement is not None
+                target = placement[0][1]
+                ok = fits(p0.req, target) and anti_ok(p0, target)
+            else:
+                again = place(ps, u)
+                ok = again is not None
+                if ok:
+                    placement = again
+            if ok:
+                chosen.remove(vk)
+                for m in back:
+                    removed.remove(m)
+            else:
+                for m in back:
+                    untentative(m, nodes[m.node or ""])
+        if by_slots:
+            placement = place(ps, u)
+            if placement is None:  # cannot happen: the slots add up
+                return False
+    finally:
+        for m in removed:
+            rn = nodes.get(m.node or "")
+            if rn is not None and m.key not in rn.pods:
+                put_back(m, rn)
+    _decide(ps, u, chosen, unit_of, placement)
+    return True
+
+
+def _decide(
+    ps: Pass,
+    u: Unit,
+    chosen: list[str],
+    unit_of: dict[str, list[PodInfo]],
+    placement: Placement | None,
+) -> None:
+    """The victims chosen become evictions, the preemptor's placement nominations."""
+    s, d = ps.s, ps.d
+    who = u.label
+    prio = u.priority
+    for vk in chosen:
+        for m in unit_of[vk]:
+            ps.trial.taken.add(m.key)
+            what = f"gang {m.group.split('/', 1)[-1]}" if m.group and ps.cfg.gangs else "pod"
+            node = s.nodes.get(m.node or "")
+            owner = node.labels.get(names.LABEL_TEAM) if node else None
+            reason = f"preempted by {who} (priority {prio}); evicting whole {what}"
+            if owner:
+                reason += f"; reclaiming team {owner}'s capacity"
+            d.evictions.append(Eviction(m.key, u.key, reason))
+    assert placement is not None
+    for p, n in placement:
+        p.nominated = n.name
+        s.queue_pods[p.key] = p.group  # nominated now: its unit changes lane
+        d.nominations[p.key] = n.name
+        ps.holds.hold(n.name, (u.key, u.priority))
+    ps.holds.sums.clear()
+    d.unschedulable[u.key] = (
+        f"{who} preempts {sum(len(unit_of[v]) for v in chosen)} lower-priority pods "
+        f"({len(chosen)} units) and waits for them to leave"
+    )

@@ -1,0 +1,122 @@
+"""Reasons: why a unit stays pending, in words a person can read.
+
+`explain` counts, over every node, why the unit's first pod cannot go there (a static
+filter, a hold, a lacking resource, pods still terminating, anti-affinity) and writes
+one line of it. `Reasons` is the map unit -> reason of one pass; whole runs of units
+that fail like another are stored once and told each with its own name (`relabel`).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterator, MutableMapping
+from typing import TYPE_CHECKING
+
+from gpuyard.scheduling.filters import anti_ok, capacity, fits_after_terminating, short, static_ok
+
+if TYPE_CHECKING:
+    from gpuyard.scheduling.policy import Pass
+    from gpuyard.scheduling.queue import Unit
+
+
+def _label(unit_key: str) -> str:
+    """The label of a unit key, as Unit.label gives it: "gang ns/name" -> "gang name"."""
+    kind, _, key = unit_key.partition(" ")
+    return f"{kind} {key.split('/', 1)[-1]}"
+
+
+def relabel(reason: str, src: str, dst: str) -> str:
+    """A reason written for unit `src`, told of unit `dst` (reasons start with the
+    unit's label; units of one shape share everything after it)."""
+    if src == dst:
+        return reason
+    a = _label(src)
+    return _label(dst) + reason[len(a) :] if reason.startswith(a) else reason
+
+
+class Reasons(MutableMapping[str, str]):
+    """unit -> why it stays pending. Whole runs of units that fail alike are added as
+    one slice of the queue with the reason of the unit they fail like, and spelled out
+    (each with its own name) only when read, so a pass over a long blocked queue costs
+    no more than its number of shapes."""
+
+    def __init__(self) -> None:
+        self._d: dict[str, str] = {}
+        self._bulk: list[tuple[list[tuple[int, int, str]], str, str]] = []
+
+    def add_run(self, entries: list[tuple[int, int, str]], reason: str, like: str) -> None:
+        if entries:
+            self._bulk.append((entries, reason, like))
+
+    def _flat(self) -> dict[str, str]:
+        if self._bulk:
+            for entries, reason, like in self._bulk:
+                for e in entries:
+                    self._d[e[2]] = relabel(reason, like, e[2])
+            self._bulk.clear()
+        return self._d
+
+    def __getitem__(self, key: str) -> str:
+        return self._flat()[key]
+
+    def __setitem__(self, key: str, value: str) -> None:
+        # A unit is given one reason per pass: never one that is also in a run.
+        self._d[key] = value
+
+    def __delitem__(self, key: str) -> None:
+        del self._flat()[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._flat())
+
+    def __len__(self) -> int:
+        return len(self._flat())
+
+    def __repr__(self) -> str:
+        return f"Reasons({self._flat()!r})"
+
+
+def explain(ps: Pass, u: Unit) -> str:
+    """Why the unit fits nowhere now, counted over every node."""
+    p0 = u.pods[0]
+    holds = ps.holds
+    why: Counter[str] = Counter()
+    fit_slots = 0
+    for n in ps.s.nodes.values():
+        r = static_ok(p0, n)
+        if r is None:
+            if not holds.free_for(n, u):
+                r = f"held for {holds.held[n.name][0]}"
+            elif (lacks := short(p0.req, n)) is not None:
+                r = f"lack {lacks}"
+                if fits_after_terminating(p0.req, n):
+                    r = "freeing (pods terminating)"
+            elif not anti_ok(p0, n):
+                r = "conflict by pod anti-affinity"
+        if r is None:
+            why["fit"] += 1
+            fit_slots += capacity(p0.req, n)
+        else:
+            why[r] += 1
+    parts = []
+    if u.is_gang:
+        parts.append(f"{u.label} needs {len(u.pods)} pods at once")
+        parts.append(f"{min(fit_slots, len(u.pods))} fit on {why.pop('fit', 0)} nodes")
+    else:
+        parts.append(f"{u.label} fits on no node of {len(ps.s.nodes)}")
+        why.pop("fit", None)
+    for r, k in why.most_common():
+        verb = (
+            "carry an"
+            if r.startswith("untolerated")
+            else ("are" if r.startswith(("not", "cordoned", "held", "freeing")) else "")
+        )
+        if r.startswith("lack"):
+            parts.append(f"{k} {r}")
+        elif r.startswith("untolerated"):
+            parts.append(f"{k} {verb} {r}")
+        elif verb:
+            parts.append(f"{k} {verb} {r}")
+        else:
+            parts.append(f"{k}: {r}")
+    return "; ".join(parts)
