@@ -1,9 +1,13 @@
-"""What the policy is told (`PolicyConfig`) and what it answers (`Decisions`): the one
-interface between the policy and its drivers, the live scheduler and the twin."""
+"""What the policy is told (`PolicyConfig`) and what it answers (`Decisions`), and how
+a driver takes the answer (`Sink`, `deliver`): the one interface between the policy and
+its two drivers. The live scheduler's sink writes to the API (bindings, evictions,
+nominatedNodeName, Events and conditions); the twin's updates its jobs in virtual time.
+The drivers differ only in where the state comes from and where the decisions go."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from gpuyard.scheduling.reasons import Reasons
 
@@ -40,3 +44,31 @@ class Decisions:
     @property
     def empty(self) -> bool:
         return not (self.bindings or self.evictions or self.nominations)
+
+
+class Sink(Protocol):
+    """Where a driver's decisions go."""
+
+    def bind(self, pod: str, node: str) -> None:
+        """The pod goes to the node (the state already counts it there)."""
+
+    def evict(self, eviction: Eviction) -> None:
+        """A victim of preemption is to leave its node."""
+
+    def nominate(self, pod: str, node: str) -> None:
+        """The pod will go to the node once its victims have left."""
+
+    def explain(self, reasons: Reasons) -> None:
+        """Why each unit left pending stays pending (unit -> reason)."""
+
+
+def deliver(d: Decisions, sink: Sink) -> None:
+    """Hand one pass's decisions to a driver, in the order both drivers take them:
+    bindings (in the order the policy made them), evictions, nominations, reasons."""
+    for pod, node in d.bindings:
+        sink.bind(pod, node)
+    for e in d.evictions:
+        sink.evict(e)
+    for pod, node in d.nominations.items():
+        sink.nominate(pod, node)
+    sink.explain(d.unschedulable)

@@ -33,7 +33,7 @@ import heapq
 import weakref
 from typing import Any
 
-from gpuyard.scheduling.config import Decisions, Eviction, PolicyConfig
+from gpuyard.scheduling.config import Decisions, Eviction, PolicyConfig, Sink, deliver
 from gpuyard.scheduling.holds import Hold, Holds
 from gpuyard.scheduling.memory import Memory
 from gpuyard.scheduling.memos import FailedShapes, Failure, memo_of, restore, still_fails
@@ -44,7 +44,16 @@ from gpuyard.scheduling.reasons import explain, relabel
 from gpuyard.scheduling.reservations import reserve
 from gpuyard.scheduling.state import NRES, RESOURCES, ClusterState
 
-__all__ = ["ClusterState", "Decisions", "Eviction", "Memory", "PolicyConfig", "schedule"]
+__all__ = [
+    "ClusterState",
+    "Decisions",
+    "Eviction",
+    "Memory",
+    "PolicyConfig",
+    "Sink",
+    "deliver",
+    "schedule",
+]
 
 
 class Pass:

@@ -3,7 +3,7 @@
 Informers on pods, nodes, PodGroups and PriorityClasses keep an incremental
 `ClusterState` current (no snapshot is rebuilt per pod). Whenever something changed,
 a short debounce later the loop runs `policy.schedule` once and applies its
-decisions: bindings through the binding subresource, concurrently and bounded (a
+decisions, taken through the `config.Sink` interface the twin takes them through too: bindings through the binding subresource, concurrently and bounded (a
 binding the API refuses puts the pod back in the queue, where it is placed again
 beside the rest of its gang); victims through the Eviction API; nominations as
 status.nominatedNodeName. Readable reasons go to Events on the PodGroup or pod and to
@@ -34,7 +34,8 @@ from gpuyard.kube.events import EventRecorder
 from gpuyard.kube.informer import Informer
 from gpuyard.kube.leader import LeaderElector
 from gpuyard.kube.resources import NODES, POD_GROUPS, PODS, PRIORITY_CLASSES
-from gpuyard.scheduling.policy import Decisions, Memory, PolicyConfig, schedule
+from gpuyard.scheduling.policy import Decisions, Eviction, Memory, PolicyConfig, deliver, schedule
+from gpuyard.scheduling.reasons import Reasons
 from gpuyard.scheduling.state import ClusterState
 
 log = logging.getLogger("gpuyard.scheduler")
@@ -99,6 +100,28 @@ def _same_for_scheduling(old: dict[str, Any], new: dict[str, Any]) -> bool:
 def _group_of(pod: dict[str, Any]) -> str | None:
     g = o.labels_of(pod).get(names.POD_GROUP_LABEL)
     return f"{o.namespace_of(pod)}/{g}" if g else None
+
+
+class _Writes:
+    """The live scheduler's sink: a pass's decisions, as the API writes they become."""
+
+    def __init__(self) -> None:
+        self.bindings: list[tuple[str, str]] = []
+        self.evictions: list[Eviction] = []
+        self.nominations: list[tuple[str, str]] = []
+        self.reasons: Reasons = Reasons()
+
+    def bind(self, pod: str, node: str) -> None:
+        self.bindings.append((pod, node))
+
+    def evict(self, eviction: Eviction) -> None:
+        self.evictions.append(eviction)
+
+    def nominate(self, pod: str, node: str) -> None:
+        self.nominations.append((pod, node))
+
+    def explain(self, reasons: Reasons) -> None:
+        self.reasons = reasons
 
 
 class Scheduler:
@@ -264,12 +287,14 @@ class Scheduler:
         decided = time.perf_counter() - t0
         self.metrics.latency.observe(decided)
         self.passes += 1
+        w = _Writes()
+        deliver(d, w)
         await asyncio.gather(
-            self._apply_bindings(d),
-            self._apply_evictions(d),
-            self._apply_nominations(d),
+            self._apply_bindings(w.bindings),
+            self._apply_evictions(w.evictions),
+            self._apply_nominations(w.nominations),
         )
-        await self._report(d)
+        await self._report(w.reasons)
         await self._update_groups()
         if log.isEnabledFor(logging.DEBUG):
             log.debug(
@@ -298,17 +323,17 @@ class Scheduler:
                 self.state.unbind(key)
                 self._changed()
 
-    async def _apply_bindings(self, d: Decisions) -> None:
-        if d.bindings:
-            await asyncio.gather(*(self._bind_one(k, n) for k, n in d.bindings))
-            for k, _ in d.bindings:
+    async def _apply_bindings(self, bindings: list[tuple[str, str]]) -> None:
+        if bindings:
+            await asyncio.gather(*(self._bind_one(k, n) for k, n in bindings))
+            for k, _ in bindings:
                 self._forget_reason(f"pod {k}")
                 p = self.state.pods.get(k)
                 if p and p.group:
                     self._groups_dirty.add(p.group)
                     self._forget_reason(f"gang {p.group}")
 
-    async def _apply_evictions(self, d: Decisions) -> None:
+    async def _apply_evictions(self, evictions: list[Eviction]) -> None:
         async def evict(key: str, reason: str) -> None:
             ns, name = key.split("/", 1)
             pod = self.pods.get(name, ns)
@@ -323,10 +348,10 @@ class Scheduler:
                 except TooManyRequests as exc:
                     log.info("eviction of %s refused by a disruption budget: %s", key, exc)
 
-        if d.evictions:
-            await asyncio.gather(*(evict(e.pod, e.reason) for e in d.evictions))
+        if evictions:
+            await asyncio.gather(*(evict(e.pod, e.reason) for e in evictions))
 
-    async def _apply_nominations(self, d: Decisions) -> None:
+    async def _apply_nominations(self, nominations: list[tuple[str, str]]) -> None:
         async def nominate(key: str, node: str) -> None:
             ns, name = key.split("/", 1)
             async with self._sem:
@@ -337,19 +362,19 @@ class Scheduler:
                 except (NotFound, Conflict):
                     pass
 
-        if d.nominations:
-            await asyncio.gather(*(nominate(k, n) for k, n in d.nominations.items()))
+        if nominations:
+            await asyncio.gather(*(nominate(k, n) for k, n in nominations))
 
     def _forget_reason(self, unit: str) -> None:
         self._reasons.pop(unit, None)
         self._reason_at.pop(unit, None)
 
-    async def _report(self, d: Decisions) -> None:
+    async def _report(self, reasons: Reasons) -> None:
         """Events and PodScheduled=False conditions, only for reasons that changed."""
         writes = []
         now = time.monotonic()
         deferred = False
-        for unit, reason in d.unschedulable.items():
+        for unit, reason in reasons.items():
             if self._reasons.get(unit) == reason:
                 continue
             if (

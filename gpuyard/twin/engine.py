@@ -1,7 +1,8 @@
 """The digital twin's discrete-event engine, in virtual time.
 
 It drives `gpuyard.scheduling.policy.schedule` unchanged — the very function the live
-scheduler runs — over a `ClusterState` built from node shapes. Events: job arrivals,
+scheduler runs — over a `ClusterState` built from node shapes, and takes its decisions
+through the same interface (the engine is a `gpuyard.scheduling.config.Sink`). Events: job arrivals,
 completions, node failures and repairs (a repaired node is back only after its
 preflight test), and Xid-style faults that kill the jobs on a node. A job runs only
 when every one of its pods is bound (that is what a gang means); when it loses a pod
@@ -29,7 +30,8 @@ from typing import Any
 
 from gpuyard import names
 from gpuyard.cluster.shapes import NodeShape
-from gpuyard.scheduling.policy import Memory, PolicyConfig, schedule
+from gpuyard.scheduling.policy import Eviction, Memory, PolicyConfig, deliver, schedule
+from gpuyard.scheduling.reasons import Reasons
 from gpuyard.scheduling.state import GPU, ClusterState, GroupInfo
 from gpuyard.teams.assign import TeamSpec
 from gpuyard.twin import capacity
@@ -183,6 +185,10 @@ class Engine:
         self._arriving: list[JobRun] = []
         self.batch = batch
         self.bindings: list[tuple[float, str, str]] | None = [] if record_bindings else None
+        # what the pass being delivered decided to evict (see evict)
+        self._now = 0.0
+        self._victims: dict[str, JobRun] = {}
+        self._evicted_balloons: list[str] = []
         for j in jobs:
             self._push(j.submit, "arrive", j.name)
         if self.balloons:
@@ -346,39 +352,57 @@ class Engine:
             return
         self.passes += 1
         d = schedule(self.state, now, self.cfg, self.memory)
-        if self.bindings is not None:
-            self.bindings.extend((now, key, node) for key, node in d.bindings)
-        for key, _node in d.bindings:
-            if key in self.balloons:
-                continue  # holds its node; not work
-            p = self.state.pods[key]
-            self.allocated += p.req[GPU]
-            run = self.pod_job[key]
-            run.bound += 1
-            if run.bound == run.job.replicas and not run.running:
-                self._close_partial(run, now)
-                run.running = True
-                run.last_start = now
-                self.running_gpus += run.gpus
-                if run.first_start is None:
-                    run.first_start = now
-                self._push(
-                    now + max(0.0, run.job.duration - run.progress), "done", (run.job.name, run.gen)
-                )
-            elif run.bound < run.job.replicas and run.partial_since is None:
-                run.partial_since = now
-        victims: dict[str, JobRun] = {}
-        balloons = [e.pod for e in d.evictions if e.pod in self.balloons]
-        for e in d.evictions:
-            victim = self.pod_job.get(e.pod)
-            if victim is not None:
-                victims[victim.job.name] = victim
+        self._now = now
+        self._victims = {}
+        self._evicted_balloons = []
+        deliver(d, self)
+        victims, balloons = self._victims, self._evicted_balloons
         for run in victims.values():
             self._restart(run, now, preempted=True)
         for key in balloons:
             self._balloon_back(key)
         if victims or balloons:
             self._decide(now)
+
+    # ------------------------------------------------------------------ the policy's sink
+
+    def bind(self, pod: str, node: str) -> None:
+        now = self._now
+        if self.bindings is not None:
+            self.bindings.append((now, pod, node))
+        if pod in self.balloons:
+            return  # holds its node; not work
+        p = self.state.pods[pod]
+        self.allocated += p.req[GPU]
+        run = self.pod_job[pod]
+        run.bound += 1
+        if run.bound == run.job.replicas and not run.running:
+            self._close_partial(run, now)
+            run.running = True
+            run.last_start = now
+            self.running_gpus += run.gpus
+            if run.first_start is None:
+                run.first_start = now
+            self._push(
+                now + max(0.0, run.job.duration - run.progress), "done", (run.job.name, run.gen)
+            )
+        elif run.bound < run.job.replicas and run.partial_since is None:
+            run.partial_since = now
+
+    def evict(self, eviction: Eviction) -> None:
+        """A victim's whole job restarts (once, however many of its pods are victims);
+        an evicted balloon comes back Pending. Both after the pass's bindings."""
+        if eviction.pod in self.balloons:
+            self._evicted_balloons.append(eviction.pod)
+        victim = self.pod_job.get(eviction.pod)
+        if victim is not None:
+            self._victims[victim.job.name] = victim
+
+    def nominate(self, pod: str, node: str) -> None:
+        """Nothing to write: the state already holds the nomination."""
+
+    def explain(self, reasons: Reasons) -> None:
+        """The twin counts what happened, not why."""
 
     def _sample(self, t: float) -> None:
         free_total = 0
