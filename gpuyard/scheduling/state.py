@@ -6,8 +6,15 @@ scheduler from its informers, the digital twin from a trace in virtual time. Not
 is rebuilt per decision. Resources are small integer vectors in the order of
 `RESOURCES`: milli-cpu, memory bytes, GPUs, pod slots.
 
+This is the snapshot and nothing else: nodes, pods, PodGroups, PriorityClasses and
+the change logs the policy's memory reads (gpuyard.scheduling.memory).
+
 The twin, which creates hundreds of thousands of pods, uses `add_node_fast` and
-`add_pod_fast` to skip building Kubernetes dicts; live drivers pass real objects.
+`add_pod_fast` to skip building Kubernetes dicts; live drivers pass real objects (so
+does the twin for team and balloon pods, which pass the live webhook's mutation). The
+fast records are the records the objects give (tests/scheduling/test_state.py) except
+for what the fast path cannot say: no object is kept (`obj` is None), no required node
+affinity, no preemptionPolicy, no nominated node, and the creation time is a number.
 """
 
 from __future__ import annotations

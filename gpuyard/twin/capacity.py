@@ -90,12 +90,11 @@ def carve(teams: Iterable[assign.TeamSpec], shapes: Iterable[NodeShape]) -> assi
 
 
 def team_decoration(team: str | None) -> tuple[dict[str, str], list[dict[str, Any]]]:
-    """The label and taint the team manager puts on a team's node."""
-    if not team:
-        return {}, []
-    return {names.LABEL_TEAM: team}, [
-        {"key": names.TAINT_TEAM, "value": team, "effect": "NoSchedule"}
-    ]
+    """The label and taint the team manager puts on a fresh node it gives to `team`
+    (None or "": the shared pool), from the manager's own node patch."""
+    patch = assign.node_patch({}, team or None)
+    labels = {k: v for k, v in patch["metadata"]["labels"].items() if v is not None}
+    return labels, list(patch["spec"]["taints"] or [])
 
 
 def priority_class_for(priority: int) -> str:
