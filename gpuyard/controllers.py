@@ -40,7 +40,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 async def _main(args: argparse.Namespace) -> int:
-    from gpuyard.cluster.components import crd_objects
+    from gpuyard.crds import crd_objects
     from gpuyard.kube.client import Client
     from gpuyard.kube.errors import AlreadyExists, KubeError
     from gpuyard.kube.leader import LeaderElector

@@ -201,7 +201,7 @@ def priority_classes() -> list[dict[str, Any]]:
 
 
 def objects(image: str = IMAGE) -> list[dict[str, Any]]:
-    from gpuyard.cluster.components import crd_objects
+    from gpuyard.crds import crd_objects
 
     out: list[dict[str, Any]] = [
         {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NAMESPACE}},

@@ -13,7 +13,7 @@ import yaml
 
 from gpuyard import manifests
 from gpuyard.apiserver.testing import ServerProcess
-from gpuyard.cluster.components import crd_objects
+from gpuyard.crds import crd_objects
 
 ROOT = Path(__file__).resolve().parents[1]
 KUBECTL = shutil.which("kubectl", path=str(Path(sys.executable).parent)) or "kubectl"

@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from gpuyard import crds
+
 log = logging.getLogger("gpuyard.up")
 
 # name -> "module:function"; the order is the start order.
@@ -28,13 +30,9 @@ COMPONENTS: dict[str, str] = {
     "health": "gpuyard.health.component:run",
 }
 
-# Modules whose `crds()` lists CustomResourceDefinitions `gpuyard up` installs.
-CRD_MODULES = (
-    "gpuyard.scheduling.crds",
-    "gpuyard.jobs.crds",
-    "gpuyard.teams.crds",
-    "gpuyard.balloons.crds",
-)
+# The CustomResourceDefinitions `gpuyard up` installs: gpuyard.crds.
+CRD_MODULES = crds.CRD_MODULES
+crd_objects = crds.crd_objects
 
 
 @dataclass
@@ -80,10 +78,3 @@ async def supervise(name: str, fn: Callable[[Context], Awaitable[None]], ctx: Co
             except TimeoutError:
                 pass
             backoff = min(backoff * 2, 30.0)
-
-
-def crd_objects() -> list[dict[str, Any]]:
-    out: list[dict[str, Any]] = []
-    for modname in CRD_MODULES:
-        out.extend(importlib.import_module(modname).crds())
-    return out

@@ -12,7 +12,7 @@ from typing import Any
 from gpuyard import names
 from gpuyard.apiserver.server import APIServer
 from gpuyard.balloons.controller import BalloonController
-from gpuyard.cluster.components import crd_objects
+from gpuyard.crds import crd_objects
 from gpuyard.kube.client import Client
 from gpuyard.kube.resources import BALLOON_POOLS, NODES, PODS
 

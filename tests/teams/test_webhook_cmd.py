@@ -29,8 +29,8 @@ from cryptography import x509
 
 from gpuyard import names
 from gpuyard.apiserver.testing import ServerProcess
-from gpuyard.cluster.components import crd_objects
 from gpuyard.cluster.testing import wait_for
+from gpuyard.crds import crd_objects
 from gpuyard.kube.client import Client
 from gpuyard.kube.errors import ApiError
 from gpuyard.kube.resources import PODS
