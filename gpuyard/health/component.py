@@ -63,6 +63,7 @@ async def run(ctx: Any) -> None:
     from gpuyard.health.periodic import PeriodicConfig, run_periodic
     from gpuyard.health.preflight import PreflightConfig, run_preflight
     from gpuyard.health.verdict import VerdictConfig
+    from gpuyard.kube.informer import InformerFactory
     from gpuyard.kube.resources import NODES
 
     stop: asyncio.Event = ctx.stop
@@ -86,7 +87,10 @@ async def run(ctx: Any) -> None:
     n_hosts = sum(1 for _ in hosts.iterdir()) if hosts.is_dir() else 0
     interval = float(_opt(ctx, "health_interval_s", max(2.0, 0.0015 * n_hosts)))
     cfg = AgentConfig(interval_s=interval, verdict=VerdictConfig(quiet_s=quiet))
-    nodes = kubeio.Cache(client, NODES)  # one node watch for the controller and agents
+    # one watch per kind of object for every part of health (controller, agents,
+    # preflight, periodic tests)
+    informers = InformerFactory(client)
+    nodes = kubeio.Cache(client, NODES, factory=informers)
     nodes.start()
     agents = SimAgents(
         hosts, KubeWriter(client), cfg, seed=seed, node_view=lambda n: nodes.items.get(n)
@@ -104,10 +108,12 @@ async def run(ctx: Any) -> None:
         "controller": lambda: run_controller(
             client, stop, brake, informer=nodes, evict_no_execute=evict
         ),
-        "preflight": lambda: run_preflight(client, stop, pre),
+        "preflight": lambda: run_preflight(client, stop, pre, informers=informers),
     }
     if _opt(ctx, "health_periodic", False):
-        parts["periodic"] = lambda: run_periodic(client, stop, PeriodicConfig())
+        parts["periodic"] = lambda: run_periodic(
+            client, stop, PeriodicConfig(), informers=informers
+        )
     parts["report"] = lambda: _report_requests(client, stop, lambda: len(agents.checkers))
     tasks = [
         asyncio.create_task(supervise(name, f, stop), name=f"health-{name}")
@@ -126,7 +132,7 @@ async def run(ctx: Any) -> None:
         for t in tasks:
             t.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-        await nodes.stop()
+        await informers.stop()
         if own_client is not None:
             await own_client.close()
 

@@ -269,7 +269,7 @@ async def _apply(
         if p.taint is not None and current_taint(nodes[p.node]) is None:
             rec.state.tainted_at.pop(p.node, None)
         return
-    informer.items[p.node] = out  # don't plan the same change again before the watch says so
+    informer.put(out)  # don't plan the same change again before the watch says so
     if events:
         what = f"{p.taint[0]}:{p.taint[1]}" if p.taint else "removed"
         await kubeio.record(

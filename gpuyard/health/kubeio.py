@@ -1,4 +1,5 @@
-"""The health components' edge to the Kubernetes API (all through gpuyard.kube).
+"""The health components' edge to the Kubernetes API (all through gpuyard.kube: its
+client, its informers, shared through an `InformerFactory`, and its Event builder).
 
 Conditions are written read-modify-write: GET the node, set the changed conditions on
 its status.conditions (others, such as Ready, kept), and merge-patch the status with
@@ -11,14 +12,15 @@ the whole list is sent).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Mapping
 from typing import Any
 
 from gpuyard.health.verdict import Condition, Event
-from gpuyard.kube.errors import AlreadyExists, Conflict, Gone, NotFound
-from gpuyard.kube.objects import now_rfc3339, set_condition
+from gpuyard.kube.errors import AlreadyExists, Conflict, NotFound
+from gpuyard.kube.events import build_event
+from gpuyard.kube.informer import Informer, InformerFactory
+from gpuyard.kube.objects import key_of, now_rfc3339, set_condition
 from gpuyard.kube.resources import CONFIGMAPS, EVENTS, NAMESPACES, NODES, Res
 from gpuyard.kube.waits import woken
 
@@ -88,34 +90,6 @@ async def put_configmap(client: Any, cm: dict[str, Any]) -> None:
         await client.patch(CONFIGMAPS, name, {"data": cm["data"]}, ns)
 
 
-def build_event(
-    involved: Mapping[str, Any], type_: str, reason: str, message: str, component: str
-) -> dict[str, Any]:
-    meta = involved.get("metadata") or {}
-    ns = meta.get("namespace") or "default"
-    now = now_rfc3339()
-    return {
-        "apiVersion": "v1",
-        "kind": "Event",
-        "metadata": {"generateName": f"{meta.get('name', 'x')}.", "namespace": ns},
-        "involvedObject": {
-            "apiVersion": involved.get("apiVersion", "v1"),
-            "kind": involved.get("kind", "Node"),
-            "name": meta.get("name", ""),
-            "uid": meta.get("uid", ""),
-            **({"namespace": meta["namespace"]} if meta.get("namespace") else {}),
-        },
-        "type": type_,
-        "reason": reason,
-        "message": message[:1000],
-        "source": {"component": component},
-        "reportingComponent": component,
-        "firstTimestamp": now,
-        "lastTimestamp": now,
-        "count": 1,
-    }
-
-
 async def record(
     client: Any,
     involved: Mapping[str, Any],
@@ -125,8 +99,8 @@ async def record(
     component: str = "gpuyard-health",
 ) -> None:
     """Create an Event (best effort: an Event that cannot be written is logged)."""
-    ev = build_event(involved, type_, reason, message, component)
     try:
+        ev = build_event(involved, type_, reason, message, component)
         await client.create(ev, ev["metadata"]["namespace"], res=EVENTS)
     except Exception as exc:
         log.info("event %s/%s not recorded: %s", reason, message[:60], exc)
@@ -163,9 +137,11 @@ class KubeWriter:
 
 
 class Cache:
-    """A list+watch cache of one resource (the health controllers' informer): `items`
-    by name (namespace/name for namespaced ones), `changed()` to wait for the next
-    event. Relists when the watch ends or its resourceVersion expired."""
+    """The health controllers' view of one resource, over a `gpuyard.kube` informer:
+    `items` by key (namespace/name for namespaced objects), `changed()` to wait for the
+    next change. With an `InformerFactory` the informer is the factory's, shared with
+    every other part of the process that watches the same objects (the factory's owner
+    starts and stops it); without, it is this view's own."""
 
     def __init__(
         self,
@@ -174,81 +150,59 @@ class Cache:
         namespace: str | None = None,
         label_selector: str | None = None,
         field_selector: str | None = None,
+        factory: InformerFactory | None = None,
     ) -> None:
-        self.client, self.res, self.namespace = client, res, namespace
-        self.label_selector, self.field_selector = label_selector, field_selector
-        self.items: dict[str, dict[str, Any]] = {}
+        if factory is not None:
+            self.informer = factory.informer(
+                res, namespace, label_selector=label_selector, field_selector=field_selector
+            )
+        else:
+            self.informer = Informer(
+                client,
+                res,
+                namespace,
+                label_selector=label_selector,
+                field_selector=field_selector,
+                name=f"health-{res.plural}",
+            )
+        self._own = factory is None
         self._event = asyncio.Event()
-        self._synced = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
 
-    @staticmethod
-    def key(obj: Mapping[str, Any]) -> str:
-        m = obj.get("metadata") or {}
-        return f"{m['namespace']}/{m.get('name', '')}" if m.get("namespace") else m.get("name", "")
+        def wake(*_: Any) -> None:
+            self._event.set()
+
+        self.informer.add_handler(wake, wake, wake)
+
+    key = staticmethod(key_of)
+
+    @property
+    def items(self) -> dict[str, dict[str, Any]]:
+        return self.informer.cache
 
     def start(self) -> None:
-        self._task = asyncio.create_task(self._run())
+        self.informer.start()  # a shared one that runs already is left as it is
 
     async def wait_synced(self, timeout: float = 30.0) -> None:
-        await asyncio.wait_for(self._synced.wait(), timeout)
+        await self.informer.wait_synced(timeout)
 
     def cache_dict(self) -> dict[str, dict[str, Any]]:
         return self.items
+
+    def put(self, obj: dict[str, Any]) -> None:
+        """An object as our own write returned it, seen before the watch brings it."""
+        self.informer.store.put(obj)
 
     async def changed(self, stop: asyncio.Event) -> None:
         await woken(self._event, stop)
         self._event.clear()
 
-    async def _run(self) -> None:
-        backoff = 0.2
-        while True:
-            try:
-                lst = await self.client.list(
-                    self.res,
-                    self.namespace,
-                    label_selector=self.label_selector,
-                    field_selector=self.field_selector,
-                )
-                self.items = {self.key(o): o for o in lst.get("items") or []}
-                rv = (lst.get("metadata") or {}).get("resourceVersion")
-                self._synced.set()
-                self._event.set()
-                backoff = 0.2
-                async for etype, obj in self.client.watch(
-                    self.res,
-                    self.namespace,
-                    label_selector=self.label_selector,
-                    field_selector=self.field_selector,
-                    resource_version=rv,
-                    timeout_seconds=300,
-                ):
-                    if etype == "BOOKMARK":
-                        continue
-                    k = self.key(obj)
-                    if etype == "DELETED":
-                        self.items.pop(k, None)
-                    else:
-                        self.items[k] = obj
-                    self._event.set()
-            except asyncio.CancelledError:
-                raise
-            except Gone:
-                continue
-            except Exception as exc:
-                log.info("watch %s: %s", self.res.plural, exc)
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 5.0)
-
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._task
+        if self._own:
+            await self.informer.stop()
 
 
-async def node_informer(client: Any) -> Cache:
-    c = Cache(client, NODES)
+async def node_informer(client: Any, factory: InformerFactory | None = None) -> Cache:
+    c = Cache(client, NODES, factory=factory)
     c.start()
     await c.wait_synced()
     return c

@@ -36,6 +36,7 @@ from gpuyard.health.testpods import (
     timeout_condition,
 )
 from gpuyard.health.verdict import Condition
+from gpuyard.kube.informer import InformerFactory
 from gpuyard.kube.objects import (
     find_taint,
     is_node_ready,
@@ -280,15 +281,24 @@ def _share_gauge() -> Any:
 
 
 async def run_periodic(
-    client: Any, stop: asyncio.Event, cfg: PeriodicConfig | None = None, period_s: float = 5.0
+    client: Any,
+    stop: asyncio.Event,
+    cfg: PeriodicConfig | None = None,
+    period_s: float = 5.0,
+    informers: InformerFactory | None = None,
 ) -> None:
+    """Start and finish periodic tests. `informers`: share the watches with the rest of
+    the process."""
     from gpuyard.kube.resources import PODS
 
     cfg = cfg or PeriodicConfig()
     await kubeio.ensure_namespace(client, cfg.pods.namespace)
-    nodes = kubeio.Cache(client, kubeio.NODES)
-    all_pods = kubeio.Cache(client, PODS, field_selector="spec.nodeName!=")
-    tests = kubeio.Cache(client, PODS, cfg.pods.namespace, label_selector=f"{LABEL_TEST}={KIND}")
+    shared = informers
+    nodes = kubeio.Cache(client, kubeio.NODES, factory=shared)
+    all_pods = kubeio.Cache(client, PODS, field_selector="spec.nodeName!=", factory=shared)
+    tests = kubeio.Cache(
+        client, PODS, cfg.pods.namespace, label_selector=f"{LABEL_TEST}={KIND}", factory=shared
+    )
     caches = (nodes, all_pods, tests)
     for c in caches:
         c.start()

@@ -41,6 +41,7 @@ from gpuyard.health.testpods import (
     timeout_condition,
 )
 from gpuyard.health.verdict import Condition
+from gpuyard.kube.informer import InformerFactory
 from gpuyard.kube.objects import is_node_ready, is_pod_terminal, labels_of, parse_time
 from gpuyard.names import LABEL_PREFLIGHT, TAINT_PREFLIGHT
 
@@ -230,14 +231,23 @@ async def apply(client: Any, nodes: Mapping[str, Any], a: Action, now: float) ->
 
 
 async def run_preflight(
-    client: Any, stop: asyncio.Event, cfg: PreflightConfig | None = None, period_s: float = 1.0
+    client: Any,
+    stop: asyncio.Event,
+    cfg: PreflightConfig | None = None,
+    period_s: float = 1.0,
+    informers: InformerFactory | None = None,
 ) -> None:
+    """Test new nodes before they take work. `informers`: share the watches with the
+    rest of the process."""
     from gpuyard.kube.resources import PODS
 
     cfg = cfg or PreflightConfig()
     await kubeio.ensure_namespace(client, cfg.pods.namespace)
-    nodes = kubeio.Cache(client, kubeio.NODES, label_selector=LABEL_PREFLIGHT)
-    pods = kubeio.Cache(client, PODS, cfg.pods.namespace, label_selector=f"{LABEL_TEST}={KIND}")
+    shared = informers
+    nodes = kubeio.Cache(client, kubeio.NODES, label_selector=LABEL_PREFLIGHT, factory=shared)
+    pods = kubeio.Cache(
+        client, PODS, cfg.pods.namespace, label_selector=f"{LABEL_TEST}={KIND}", factory=shared
+    )
     nodes.start()
     pods.start()
     try:

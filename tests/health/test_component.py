@@ -223,3 +223,37 @@ async def test_faults_on_a_fifth_of_nodes_trip_the_brake(env: tuple[Client, Path
     assert any(
         x["type"] == "DiskHealthy" and x["status"] == "False" for x in n2["status"]["conditions"]
     )
+
+
+async def test_parts_share_one_watch_per_kind_of_object(
+    apiserver_inproc: Any, tmp_path: Path
+) -> None:
+    """Controller, agents, preflight and periodic tests watch through one informer
+    factory: all nodes (controller, agents and periodic tests alike), nodes in
+    preflight, bound pods, and the test pods of each kind: five watches in all, not
+    one per part that reads them."""
+    c = Client.from_kubeconfig(apiserver_inproc.kubeconfig_path, component="health-test")
+    hosts = tmp_path / "hosts"
+    make_host(hosts, "node-0")
+    await c.create(_node("node-0", preflight=False), res=NODES)
+    stop = asyncio.Event()
+    ctx = types.SimpleNamespace(
+        client=c,
+        data_dir=str(tmp_path),
+        stop=stop,
+        options={"health_interval_s": 0.3, "health_periodic": True},
+    )
+    task = asyncio.create_task(component.run(ctx))
+    try:
+
+        async def watching() -> bool:
+            return c.requests.by_verb["watch"] >= 5
+
+        await _until(watching)
+        await asyncio.sleep(1.0)  # every part has started by now
+        assert c.requests.by_verb["watch"] == 5
+    finally:
+        stop.set()
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(task, 10)
+        await c.close()
