@@ -21,11 +21,11 @@ import copy
 from datetime import UTC, datetime
 from typing import Any
 
-import jsonpatch
 import orjson
 import yaml
 
 from gpuyard.apiserver.resources import Resource
+from gpuyard.kube import json_patch
 
 
 class PatchError(Exception):
@@ -189,8 +189,8 @@ def apply_patch(
         if not isinstance(ops, list):
             raise PatchError(400, "BadRequest", "a JSON patch must be a list of operations")
         try:
-            out = jsonpatch.apply_patch(obj, ops)
-        except (jsonpatch.JsonPatchException, jsonpatch.JsonPointerException) as exc:
+            out = json_patch.applied(obj, ops)
+        except json_patch.PatchFailed as exc:
             raise PatchError(
                 422, "Invalid", f"the JSON patch could not be applied: {exc}"
             ) from None

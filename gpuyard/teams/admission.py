@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from gpuyard import names
+from gpuyard.kube import json_patch
 
 ANY_TEAM_TOLERATION = {"key": names.TAINT_TEAM, "operator": "Exists", "effect": "NoSchedule"}
 
@@ -186,22 +187,7 @@ def _same_toleration(a: Mapping[str, Any], b: Mapping[str, Any]) -> bool:
 
 
 def apply_json_patch(obj: Mapping[str, Any], ops: list[dict[str, Any]]) -> dict[str, Any]:
-    """Apply the "add" operations this module produces (tests and the benchmark use it
-    to see the pod the API server would store)."""
-    out = copy.deepcopy(dict(obj))
-    for op in ops:
-        if op["op"] != "add":
-            raise ValueError(f"unsupported op {op['op']}")
-        parts = [p.replace("~1", "/").replace("~0", "~") for p in op["path"].split("/")[1:]]
-        cur: Any = out
-        for p in parts[:-1]:
-            cur = cur.setdefault(p, {}) if isinstance(cur, dict) else cur[int(p)]
-        last = parts[-1]
-        if isinstance(cur, list):
-            if last == "-":
-                cur.append(copy.deepcopy(op["value"]))
-            else:
-                cur.insert(int(last), copy.deepcopy(op["value"]))
-        else:
-            cur[last] = copy.deepcopy(op["value"])
+    """The pod as the API server stores it after this module's patch (the twin, tests
+    and the benchmark use it), through the API server's own JSON Patch applier."""
+    out: dict[str, Any] = json_patch.applied(obj, ops)
     return out
