@@ -16,6 +16,7 @@ keep theirs beside their state."""
 
 from __future__ import annotations
 
+import weakref
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -47,9 +48,18 @@ class Memory:
     lane_blocked: dict[LaneId, tuple[Memo, str, Hold | None, str]] = field(default_factory=dict)
     queue: Queue | None = None
     victims: Victims | None = None
+    # the state this memory follows (weakly: a memory kept beside a state must not
+    # keep it alive)
+    _state: weakref.ReferenceType[ClusterState] | None = field(default=None, repr=False)
 
     def follow(self, s: ClusterState) -> None:
         """Bring the node indexes up to date with what changed in the state."""
+        if self._state is None:
+            self._state = weakref.ref(s)
+        elif self._state() is not s:
+            raise ValueError(
+                "this policy memory follows another ClusterState: keep one Memory per state"
+            )
         if self.node_gen != s.node_gen:
             self.node_gen = s.node_gen
             self.classes = {}

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+
 from gpuyard import names
 from gpuyard.scheduling.state import ClusterState
 
@@ -112,3 +114,19 @@ def test_fast_constructors_give_the_records_objects_give() -> None:
     assert live.bound_by_prio.keys() == fast.bound_by_prio.keys()
     assert set(live.members) == set(fast.members) == {"vision/job"}
     assert live.anti_bound.keys() == fast.anti_bound.keys()
+
+
+def test_a_policy_memory_follows_one_state() -> None:
+    """A memory read against a second state would apply the first one's caches and
+    change logs to it: refused, with a clear error."""
+    from gpuyard.scheduling.policy import Memory, schedule
+
+    mem = Memory()
+    a, b = ClusterState(), ClusterState()
+    for s in (a, b):
+        s.add_node_fast("n1", {"cpu": 8000, "memory": 2**34, GPU: 8})
+        s.add_pod_fast("ns/p", {"cpu": 1000, GPU: 1})
+    assert schedule(a, 0.0, None, mem).bindings == [("ns/p", "n1")]
+    with pytest.raises(ValueError, match="one Memory per state"):
+        schedule(b, 0.0, None, mem)
+    assert schedule(b, 0.0).bindings == [("ns/p", "n1")]  # the state's own memory
