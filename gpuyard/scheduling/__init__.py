@@ -9,8 +9,8 @@ informers) and the digital twin (gpuyard.twin.engine, fed by a trace).
     the snapshot: nodes, pods, PodGroups,     state.py         ClusterState, NodeInfo,
       PriorityClasses and the change logs                      PodInfo, GroupInfo
     the policy's memory across passes         memory.py        Memory
-    what the policy is told and answers       config.py        PolicyConfig, Decisions,
-                                                               Eviction
+    what the policy is told and answers,      config.py        PolicyConfig, Decisions,
+      and how both drivers take the answer                     Eviction, Sink, deliver
     the pass, top-down as a story             policy.py        schedule, Pass
     filters and fit (taints, selectors,       filters.py       static_ok, anti_ok, fits,
       affinity, anti-affinity, resources)                      capacity
@@ -34,7 +34,11 @@ informers) and the digital twin (gpuyard.twin.engine, fed by a trace).
 
 Arrows between the rooms point one way: policy.py calls the rooms; preemption uses
 placement, memos and indexes; placement, reservations and memos use indexes, holds and
-filters; the queue reads only the state. Rooms take the pass (`policy.Pass`: the state,
-the memory, this pass's decisions, holds, preemption trial and failed shapes) as their
-first argument; nothing in them keeps state of its own.
+filters; the queue reads only the state. The rooms' functions take the pass
+(`policy.Pass`: the state, the memory, this pass's decisions, holds, preemption trial
+and failed shapes) as their first argument: what they change lives in the pass (for
+this pass) or in the memory (across passes), nowhere else.
+
+To change how preemption picks its victims, open preemption.py (`Victims.order` gives
+the order victims are taken in, `_preempt` the choice).
 """
