@@ -21,7 +21,14 @@ from typing import Any
 import orjson
 import yaml
 
-from gpuyard.apiserver import patch, protobuf, tables, validation, webhooks
+from gpuyard.apiserver import (
+    patch,
+    protobuf,
+    schemas,
+    tables,
+    validation,
+    webhooks,
+)
 from gpuyard.apiserver.errors import (
     APIError,
     already_exists,
@@ -42,6 +49,7 @@ from gpuyard.kube.objects import (
 )
 
 MAX_BODY = 3 * 1024 * 1024
+_WRITE_OPTIONS = {"POST": "CreateOptions", "PUT": "UpdateOptions", "PATCH": "PatchOptions"}
 _WARNINGS: contextvars.ContextVar[list[str] | None] = contextvars.ContextVar(
     "gpuyard_apiserver_warnings", default=None
 )
@@ -223,6 +231,7 @@ class Core:
     async def bootstrap(self) -> None:
         """Register stored CRDs, create default namespaces and priority classes, start
         the garbage collector and the namespace controller."""
+        schemas.definitions().compile_all()  # the built-in kinds' checkers, made once
         for e in list(self.store.entries(CRDS)):
             try:
                 self.registry.add_crd(e.obj())
@@ -289,16 +298,15 @@ class Core:
         every refusal is a Status response."""
         try:
             token = _WARNINGS.set([])
+            fv_token = schemas.FIELD_VALIDATION.set("Warn")
             try:
                 resp = await self._dispatch(method.upper(), path, query or {}, headers or {}, body)
                 warns = _WARNINGS.get()
                 if warns:
-                    # One header line per warning, as kube-apiserver sends them.
-                    resp.headers["Warning"] = ", ".join(
-                        '299 - "' + w.replace('"', "'") + '"' for w in warns
-                    )
+                    resp.headers["Warning"] = schemas.warning_header(warns)
                 return resp
             finally:
+                schemas.FIELD_VALIDATION.reset(fv_token)
                 _WARNINGS.reset(token)
         except APIError as e:
             r = _json(e.code, e.status())
@@ -442,6 +450,8 @@ class Core:
             )
         ctype = hget("content-type")
         dry = self._dry_run(query)
+        if method in _WRITE_OPTIONS:
+            schemas.FIELD_VALIDATION.set(schemas.directive(query, _WRITE_OPTIONS[method]))
         if method == "POST":
             if name is None:
                 obj = self._body_obj(body, ctype)
@@ -764,6 +774,13 @@ class Core:
         rest = {k: v for k, v in obj.items() if k not in ("apiVersion", "kind")}
         return {"apiVersion": res.api_version, "kind": res.kind, **rest}
 
+    def _decode(self, res: Resource, obj: dict[str, Any], origin: str) -> None:
+        """Types, unknown and required fields as kube-apiserver decodes the body."""
+        warnings = schemas.decode(res, obj, origin, schemas.FIELD_VALIDATION.get())
+        acc = _WARNINGS.get()
+        if warnings and acc is not None:
+            acc.extend(warnings)
+
     def _check_ns(self, res: Resource, ns: str, obj: dict[str, Any], creating: bool) -> None:
         md = obj["metadata"]
         if not res.namespaced:
@@ -1022,6 +1039,7 @@ class Core:
                 "the server does not allow this method on the requested resource",
             )
         obj = self._normalize(res, obj)
+        self._decode(res, obj, "create")
         md = obj["metadata"]
         self._check_ns(res, ns, obj, creating=True)
         if md.get("generateName") == "":
@@ -1056,6 +1074,7 @@ class Core:
         self, res: Resource, ns: str, name: str, sub: str | None, obj: dict[str, Any], dry: bool
     ) -> Response:
         obj = self._normalize(res, obj)
+        self._decode(res, obj, "update")
         md = obj["metadata"]
         if md.get("name") and md["name"] != name:
             raise bad_request(
@@ -1205,6 +1224,7 @@ class Core:
             if want is not None and want != e.rv:
                 raise conflict(res.group_resource, name, res.plural)
             obj = self._normalize(res, obj)
+            self._decode(res, obj, "patch")
             self._check_ns(res, ns, obj, creating=False)
             try:
                 out = await self._write_update(res, e, obj, sub, dry)

@@ -7,8 +7,9 @@ values, pods' containers and resource quantities, node capacity quantities, and 
 custom resources their CRD's openAPIV3Schema (type, required, properties,
 additionalProperties, items, enum, minimum/maximum, minLength/maxLength, pattern,
 minItems/maxItems, x-kubernetes-int-or-string, x-kubernetes-preserve-unknown-fields).
-Fields a schema does not know are reported (what kubectl's strict field validation
-asks for), so a typo such as `replcas` is an error, not silently dropped.
+Fields a custom resource's schema does not know are pruned before validation, by the
+request's fieldValidation (`schemas.decode`); `schema_errors` reports them when asked
+(client-side checks such as `gpuyard submit`), so a typo such as `replcas` is an error.
 """
 
 from __future__ import annotations
@@ -162,8 +163,12 @@ def _type_ok(t: str, v: Any) -> bool:
     return True if py is None else isinstance(v, py)
 
 
-def schema_errors(schema: dict[str, Any], value: Any, field: str, top: bool = False) -> list[Cause]:
-    """Errors of `value` against an openAPIV3Schema node."""
+def schema_errors(
+    schema: dict[str, Any], value: Any, field: str, top: bool = False, unknown: bool = True
+) -> list[Cause]:
+    """Errors of `value` against an openAPIV3Schema node; with unknown=False, fields the
+    schema does not declare are not errors (the API server prunes them by the request's
+    fieldValidation before validating, see schemas.decode)."""
     out: list[Cause] = []
     if value is None:
         if schema.get("nullable"):
@@ -248,7 +253,7 @@ def schema_errors(schema: dict[str, Any], value: Any, field: str, top: bool = Fa
         items = schema.get("items")
         if isinstance(items, dict):
             for i, v in enumerate(value):
-                out += schema_errors(items, v, f"{field}[{i}]")
+                out += schema_errors(items, v, f"{field}[{i}]", unknown=unknown)
     if isinstance(value, dict):
         props = schema.get("properties") or {}
         for req in schema.get("required") or []:
@@ -263,10 +268,15 @@ def schema_errors(schema: dict[str, Any], value: Any, field: str, top: bool = Fa
             if top and k in ("apiVersion", "kind", "metadata"):
                 continue
             if k in props:
-                out += schema_errors(props[k], v, f)
+                out += schema_errors(props[k], v, f, unknown=unknown)
             elif isinstance(addl, dict):
-                out += schema_errors(addl, v, f)
-            elif addl is True or preserve or (not props and schema.get("type") != "object"):
+                out += schema_errors(addl, v, f, unknown=unknown)
+            elif (
+                not unknown
+                or addl is True
+                or preserve
+                or (not props and schema.get("type") != "object")
+            ):
                 continue
             else:
                 out.append(_cause(f, f'unknown field "{f}"', "FieldValueInvalid"))
@@ -279,7 +289,7 @@ def validate_object(
     out = _metadata(resource, obj)
     if resource.custom:
         if resource.schema:
-            out += schema_errors(resource.schema, obj, "", top=True)
+            out += schema_errors(resource.schema, obj, "", top=True, unknown=False)
         return out
     if resource.kind == "Pod":
         out += _pod_spec(obj.get("spec"), "spec")

@@ -154,7 +154,7 @@ CASES: list[tuple[str, str, str, Any, str, int]] = [
         422,
     ),
     (
-        "bad quantity",
+        "bad quantity (not decodable, as in kube-apiserver)",
         "POST",
         f"{NS}/pods",
         {
@@ -166,7 +166,7 @@ CASES: list[tuple[str, str, str, Any, str, int]] = [
             },
         },
         "application/json",
-        422,
+        400,
     ),
     (
         "existing name",

@@ -1,0 +1,343 @@
+# mypy: disable-error-code="union-attr,index,attr-defined,arg-type"
+"""The embedded API server decodes bodies as kube-apiserver 1.37 does, by the official API
+definitions: wrong types refused (400 on create, 422 `patch` on a patch), unknown fields
+by fieldValidation (Strict refuses naming them, Warn drops them with a Warning header that
+kubectl prints, Ignore drops them), required fields, the same for custom resources by their
+CRD's structural schema.
+
+Shown with kubectl, the official Python client and raw HTTP."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import aiohttp
+import orjson
+import pytest
+from kubernetes import client, config
+from kubernetes.client.rest import ApiException
+from kubernetes.dynamic import DynamicClient
+
+from gpuyard.apiserver.testing import ServerProcess
+
+from .test_kubectl import k, kj
+
+NS = "/api/v1/namespaces/default"
+
+POD_TYPO = """
+apiVersion: v1
+kind: Pod
+metadata: {name: typo}
+spec:
+  bogus: 1
+  containers:
+  - name: main
+    image: nginx:1
+    imagee: nginx:1
+"""
+
+CRD = """
+apiVersion: apiextensions.k8s.io/v1
+kind: CustomResourceDefinition
+metadata: {name: podgroups.scheduling.x-k8s.io}
+spec:
+  group: scheduling.x-k8s.io
+  scope: Namespaced
+  names: {plural: podgroups, singular: podgroup, kind: PodGroup}
+  versions:
+  - name: v1alpha1
+    served: true
+    storage: true
+    subresources: {status: {}}
+    schema:
+      openAPIV3Schema:
+        type: object
+        properties:
+          spec:
+            type: object
+            properties:
+              minMember: {type: integer}
+              extra:
+                type: object
+                x-kubernetes-preserve-unknown-fields: true
+          status:
+            type: object
+            properties:
+              phase: {type: string}
+"""
+
+
+# ------------------------------------------------------------------ kubectl
+
+
+def test_kubectl_unknown_fields_strict_warn_ignore(apiserver: ServerProcess) -> None:
+    s = apiserver
+    # kubectl's default validation is Strict: refused, naming every unknown field.
+    r = k(s, "create", "-f", "-", input=POD_TYPO, check=False)
+    assert r.returncode != 0
+    assert "Error from server (BadRequest)" in r.stderr, r.stderr
+    assert 'Pod in version "v1" cannot be handled as a Pod: strict decoding error' in r.stderr
+    assert 'unknown field "spec.bogus"' in r.stderr
+    assert 'unknown field "spec.containers[0].imagee"' in r.stderr
+    assert k(s, "get", "pods", "-o", "name").stdout.strip() == ""
+    # Warn: created without the unknown fields, and kubectl prints the server's warnings.
+    r = k(s, "create", "--validate=warn", "-f", "-", input=POD_TYPO)
+    assert 'Warning: unknown field "spec.bogus"' in r.stderr, r.stderr
+    assert 'Warning: unknown field "spec.containers[0].imagee"' in r.stderr
+    pod = kj(s, "pod", "typo")
+    assert "bogus" not in pod["spec"]
+    assert "imagee" not in pod["spec"]["containers"][0]
+    # Ignore: created, unknown fields dropped, nothing said.
+    r = k(s, "create", "--validate=false", "-f", "-", input=POD_TYPO.replace("typo", "quiet"))
+    assert "Warning" not in r.stderr
+    assert "bogus" not in kj(s, "pod", "quiet")["spec"]
+
+
+def test_kubectl_wrong_types_are_refused(apiserver: ServerProcess) -> None:
+    s = apiserver
+    r = k(
+        s,
+        "create",
+        "-f",
+        "-",
+        input=POD_TYPO.replace("  bogus: 1\n", "")
+        .replace("    imagee: nginx:1\n", "")
+        .replace("image: nginx:1", "image: 5"),
+        check=False,
+    )
+    assert r.returncode != 0
+    assert "Go struct field Container.spec.containers.image of type string" in r.stderr, r.stderr
+    # The JSON patch of the issue: a number where a ConfigMap holds strings.
+    k(s, "create", "configmap", "x", "--from-literal=k=v")
+    r = k(
+        s,
+        "patch",
+        "cm",
+        "x",
+        "--type",
+        "json",
+        "-p",
+        '[{"op":"replace","path":"/data/k","value":1}]',
+        check=False,
+    )
+    assert r.returncode != 0
+    assert "is invalid: patch: Invalid value" in r.stderr, r.stderr
+    assert "Go struct field ConfigMap.data of type string" in r.stderr
+    assert kj(s, "cm", "x")["data"] == {"k": "v"}
+    # A bad quantity is not decodable either.
+    bad_qty = """
+apiVersion: v1
+kind: Pod
+metadata: {name: q}
+spec:
+  containers:
+  - {name: c, image: x, resources: {limits: {cpu: lots}}}
+"""
+    r = k(s, "apply", "-f", "-", input=bad_qty, check=False)
+    assert r.returncode != 0 and "quantities must match the regular expression" in r.stderr
+
+
+@pytest.fixture
+def api(apiserver: ServerProcess) -> Iterator[client.ApiClient]:
+    c = config.new_client_from_config(config_file=apiserver.kubeconfig)
+    try:
+        yield c
+    finally:
+        c.close()
+
+
+def _pod(name: str, **spec: Any) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name},
+        "spec": {"containers": [{"name": "main", "image": "busybox"}], **spec},
+    }
+
+
+def test_official_client_field_validation(api: client.ApiClient) -> None:
+    # The typed API refuses unknown fields on the client already; the dynamic client
+    # sends plain objects, as kubectl does.
+    pods = DynamicClient(api).resources.get(api_version="v1", kind="Pod")
+
+    def create(body: dict[str, Any], mode: str | None = None) -> Any:
+        q = [("fieldValidation", mode)] if mode else []
+        return pods.create(body=body, namespace="default", query_params=q)
+
+    with pytest.raises(ApiException) as e:
+        create(_pod("a", bogus=1), "Strict")
+    assert e.value.status == 400
+    body = json.loads(e.value.body)
+    assert body["reason"] == "BadRequest"
+    assert body["message"].endswith('strict decoding error: unknown field "spec.bogus"')
+    with pytest.raises(ApiException) as e:
+        create(_pod("a"), "Loose")
+    assert e.value.status == 422
+    assert json.loads(e.value.body)["details"]["causes"][0]["field"] == "fieldValidation"
+    # Warn (the default when none is given) and Ignore keep the object, without the field.
+    assert "bogus" not in create(_pod("a", bogus=1)).to_dict()["spec"]
+    create(_pod("b", bogus=1), "Ignore")
+    core = client.CoreV1Api(api)
+    assert core.read_namespaced_pod("b", "default").metadata.name == "b"
+    # A missing required field is a 422 naming it.
+    no_name = _pod("c")
+    del no_name["spec"]["containers"][0]["name"]
+    with pytest.raises(ApiException) as e:
+        create(no_name)
+    assert e.value.status == 422
+    causes = json.loads(e.value.body)["details"]["causes"]
+    assert causes == [
+        {
+            "reason": "FieldValueRequired",
+            "message": "Required value",
+            "field": "spec.containers[0].name",
+        }
+    ]
+
+
+# ------------------------------------------------------------------ raw HTTP
+
+
+async def _req(
+    s: Any, method: str, path: str, body: Any, ctype: str = "application/json", **q: str
+) -> tuple[int, Any, str]:
+    import ssl
+
+    ctx = ssl.create_default_context(cadata=s.ca_pem.decode())
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=ctx)) as sess:
+        async with sess.request(
+            method,
+            s.url + path,
+            data=orjson.dumps(body),
+            params=q,
+            headers={"Authorization": f"Bearer {s.token}", "Content-Type": ctype},
+        ) as r:
+            raw = await r.read()
+            return r.status, orjson.loads(raw), r.headers.get("Warning", "")
+
+
+async def test_types_formats_and_ranges_over_http(apiserver_inproc: Any) -> None:
+    s = apiserver_inproc
+    cases: list[tuple[dict[str, Any], str]] = [
+        (_pod("p1", activeDeadlineSeconds="10"), "of type int64"),
+        (_pod("p2", hostNetwork="yes"), "of type bool"),
+        (
+            _pod(
+                "p3", containers=[{"name": "m", "image": "x", "ports": [{"containerPort": 2**31}]}]
+            ),
+            "number 2147483648",
+        ),
+        (_pod("p4", containers={"name": "m"}), "of type []v1.Container"),
+        (
+            _pod("p5", nodeSelector={"a": 1}),
+            "Go struct field PodSpec.spec.nodeSelector of type string",
+        ),
+    ]
+    for body, want in cases:
+        st, out, _ = await _req(s, "POST", f"{NS}/pods", body)
+        assert st == 400 and out["reason"] == "BadRequest", out
+        assert want in out["message"], (want, out["message"])
+    st, out, _ = await _req(
+        s,
+        "POST",
+        f"{NS}/secrets",
+        {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "s"}, "data": {"k": "%%%"}},
+    )
+    assert st == 400 and "illegal base64 data" in out["message"]
+    st, out, _ = await _req(
+        s,
+        "POST",
+        f"{NS}/pods",
+        {**_pod("t"), "metadata": {"name": "t", "creationTimestamp": "yesterday"}},
+    )
+    assert st == 400 and 'parsing time "yesterday"' in out["message"]
+    st, _, _ = await _req(s, "GET", f"{NS}/pods", None)
+    # Nothing was stored by any of the refused requests.
+    st, listed, _ = await _req(s, "GET", f"{NS}/pods", None)
+    assert listed["items"] == []
+
+
+async def test_warning_header_and_patch_modes(apiserver_inproc: Any) -> None:
+    s = apiserver_inproc
+    st, _, warn = await _req(s, "POST", f"{NS}/pods", _pod("w", bogus=1))
+    assert st == 201
+    assert warn == '299 - "unknown field \\"spec.bogus\\""'
+    patch = {"spec": {"containers": [{"name": "main", "imagee": "x"}]}}
+    st, out, _ = await _req(
+        s,
+        "PATCH",
+        f"{NS}/pods/w",
+        patch,
+        "application/strategic-merge-patch+json",
+        fieldValidation="Strict",
+    )
+    assert st == 400 and out["message"] == (
+        'strict decoding error: unknown field "spec.containers[0].imagee"'
+    ), out
+    st, out, warn = await _req(
+        s, "PATCH", f"{NS}/pods/w", patch, "application/strategic-merge-patch+json"
+    )
+    assert st == 200 and "imagee" not in out["spec"]["containers"][0]
+    assert 'unknown field \\"spec.containers[0].imagee\\"' in warn
+    # A field name no header may carry is escaped, not a dropped connection.
+    st, _, warn = await _req(s, "POST", f"{NS}/pods", {**_pod("w2"), "x\fé": 1})
+    assert st == 201 and warn == '299 - "unknown field \\"x\\\\u000c\\\\u00e9\\""', warn
+
+
+async def test_custom_resources_prune_by_field_validation(apiserver_inproc: Any) -> None:
+    import yaml
+
+    s = apiserver_inproc
+    st, _, _ = await _req(
+        s, "POST", "/apis/apiextensions.k8s.io/v1/customresourcedefinitions", yaml.safe_load(CRD)
+    )
+    assert st == 201
+    path = "/apis/scheduling.x-k8s.io/v1alpha1/namespaces/default/podgroups"
+    pg = {
+        "apiVersion": "scheduling.x-k8s.io/v1alpha1",
+        "kind": "PodGroup",
+        "metadata": {"name": "g", "labels": {"a": "b"}},
+        "spec": {"minMember": 2, "unknown": 1, "extra": {"kept": {"deep": True}}},
+    }
+    st, out, _ = await _req(s, "POST", path, pg, fieldValidation="Strict")
+    assert st == 400 and 'unknown field "spec.unknown"' in out["message"], out
+    st, out, warn = await _req(s, "POST", path, pg)
+    assert st == 201, out
+    assert out["spec"] == {"minMember": 2, "extra": {"kept": {"deep": True}}}
+    assert 'unknown field \\"spec.unknown\\"' in warn
+    # A controller writing a status field the installed CRD lacks is not broken by it.
+    st, out, warn = await _req(
+        s,
+        "PATCH",
+        f"{path}/g/status",
+        {"status": {"phase": "Running", "scheduled": 2}},
+        "application/merge-patch+json",
+    )
+    assert st == 200 and out["status"] == {"phase": "Running"}, out
+    assert 'unknown field \\"status.scheduled\\"' in warn
+    # Types are still validated as the schema says: 422.
+    st, out, _ = await _req(
+        s, "POST", path, {**pg, "metadata": {"name": "h"}, "spec": {"minMember": "x"}}
+    )
+    assert st == 422 and out["details"]["causes"][0]["field"] == "spec.minMember"
+
+
+def test_duplicate_fields_found_by_the_parser_are_reported_by_mode() -> None:
+    from gpuyard.apiserver import schemas
+    from gpuyard.apiserver.errors import APIError
+    from gpuyard.apiserver.resources import Registry
+
+    pods = Registry().get("", "v1", "pods")
+    assert pods is not None
+    with pytest.raises(APIError) as e:
+        schemas.decode(pods, _pod("d", bogus=1), "update", "Strict", ["metadata.name"])
+    assert e.value.code == 400 and e.value.message == (
+        'Pod in version "v1" cannot be handled as a Pod: strict decoding error: '
+        'unknown field "spec.bogus", duplicate field "metadata.name"'
+    )
+    assert schemas.decode(pods, _pod("d"), "patch", "Warn", ["spec.hostname"]) == [
+        'duplicate field "spec.hostname"'
+    ]
+    assert schemas.decode(pods, _pod("d"), "patch", "Ignore", ["spec.hostname"]) == []
