@@ -25,6 +25,7 @@ from gpuyard.apiserver import (
     patch,
     protobuf,
     schemas,
+    strategies,
     tables,
     validation,
     webhooks,
@@ -898,6 +899,7 @@ class Core:
         return new_obj, ws
 
     def _defaults_on_create(self, res: Resource, obj: dict[str, Any]) -> None:
+        strategies.prepare_for_create(res, obj)
         if res.key == PODS:
             spec = obj.setdefault("spec", {})
             if isinstance(spec, dict):
@@ -1127,6 +1129,7 @@ class Core:
             if omd.get("deletionTimestamp"):
                 # Finalizers may only be removed once deletion started.
                 pass
+            strategies.prepare_for_update(res, new, old)
             new, _ = await self._admit_and_validate(res, "UPDATE", new, old, dry, None)
             md = new["metadata"]
             if "generation" in omd:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from gpuyard.apiserver import strategies
 from gpuyard.apiserver.resources import Resource
 from gpuyard.kube.objects import QuantityError, parse_quantity
 
@@ -28,7 +29,6 @@ _DNS1123_SUBDOMAIN = re.compile(
 _DNS1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 _LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
 _QUALIFIED = re.compile(r"^([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]$")
-_LABEL_NAMES = {"Namespace", "Service"}
 
 
 def _cause(field: str, message: str, reason: str = "FieldValueInvalid") -> Cause:
@@ -47,23 +47,8 @@ def _metadata(res: Resource, obj: dict[str, Any]) -> list[Cause]:
     md = obj.get("metadata") or {}
     if not isinstance(md, dict):
         return [_cause("metadata", "must be an object")]
-    name = md.get("name")
-    if isinstance(name, str) and name:
-        if res.kind in _LABEL_NAMES:
-            if len(name) > 63 or not _DNS1123_LABEL.match(name):
-                out.append(
-                    _cause(
-                        "metadata.name",
-                        f"Invalid value: {name!r}: a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-', and must start and end with an alphanumeric character",
-                    )
-                )
-        elif len(name) > 253 or not _DNS1123_SUBDOMAIN.match(name):
-            out.append(
-                _cause(
-                    "metadata.name",
-                    f"Invalid value: {name!r}: a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character",
-                )
-            )
+    out += strategies.name_causes(res, md)
+    out += strategies.annotation_causes(md)
     for section in ("labels", "annotations"):
         items = md.get(section)
         if items is None:
@@ -291,6 +276,7 @@ def validate_object(
         if resource.schema:
             out += schema_errors(resource.schema, obj, "", top=True, unknown=False)
         return out
+    out += strategies.validate(resource, obj, old)
     if resource.kind == "Pod":
         out += _pod_spec(obj.get("spec"), "spec")
     elif resource.kind in ("Deployment", "DaemonSet"):

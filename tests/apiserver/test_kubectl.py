@@ -101,11 +101,13 @@ spec:
 def test_pod_verbs(apiserver: ServerProcess) -> None:
     s = apiserver
     assert "pod/web created" in k(s, "apply", "-f", "-", input=POD).stdout
-    # Client-side apply again with one env var and one label removed: 3-way strategic merge.
-    changed = POD.replace(', {name: B, value: "2"}', "").replace(", tier: front", "")
+    # Client-side apply again with one label removed and a new image (a pod's spec may
+    # change only there): 3-way strategic merge.
+    changed = POD.replace(", tier: front", "").replace("nginx:1", "nginx:stable")
     assert "configured" in k(s, "apply", "-f", "-", input=changed).stdout
     pod = kj(s, "pod", "web")
-    assert pod["spec"]["containers"][0]["env"] == [{"name": "A", "value": "1"}]
+    assert pod["spec"]["containers"][0]["image"] == "nginx:stable"
+    assert [e["name"] for e in pod["spec"]["containers"][0]["env"]] == ["A", "B"]
     assert pod["metadata"]["labels"] == {"app": "web"}
     # Human table with the familiar columns, and the other output formats.
     table = k(s, "get", "pods").stdout.splitlines()
@@ -127,9 +129,10 @@ def test_pod_verbs(apiserver: ServerProcess) -> None:
         "pod",
         "web",
         "-p",
-        '{"spec":{"containers":[{"name":"main","env":[{"name":"C","value":"3"}]}]}}',
+        '{"spec":{"containers":[{"name":"main","image":"nginx:1.1"}]}}',
     )
-    assert [e["name"] for e in kj(s, "pod", "web")["spec"]["containers"][0]["env"]] == ["A", "C"]
+    main = kj(s, "pod", "web")["spec"]["containers"][0]
+    assert main["image"] == "nginx:1.1" and [e["name"] for e in main["env"]] == ["A", "B"]
     k(s, "patch", "pod", "web", "--type", "merge", "-p", '{"metadata":{"labels":{"merged":"yes"}}}')
     k(
         s,
@@ -159,9 +162,9 @@ def test_pod_verbs(apiserver: ServerProcess) -> None:
     assert "kubectl" in managers
     assert "Containers:" in k(s, "describe", "pod", "web").stdout
     # replace, dry run, create of an existing object.
-    k(s, "replace", "-f", "-", input=changed.replace("nginx:1", "nginx:2"))
+    k(s, "replace", "-f", "-", input=changed.replace("nginx:stable", "nginx:2"))
     assert kj(s, "pod", "web")["spec"]["containers"][0]["image"] == "nginx:2"
-    k(s, "apply", "--dry-run=server", "-f", "-", input=changed.replace("nginx:1", "nginx:3"))
+    k(s, "apply", "--dry-run=server", "-f", "-", input=changed.replace("nginx:stable", "nginx:3"))
     assert kj(s, "pod", "web")["spec"]["containers"][0]["image"] == "nginx:2"
     dup = k(s, "create", "-f", "-", input=changed, check=False)
     assert dup.returncode != 0 and "AlreadyExists" in dup.stderr

@@ -161,12 +161,14 @@ def test_watch_and_resume_from_resource_version(api: client.ApiClient) -> None:
 def test_patch_types(api: client.ApiClient) -> None:
     core = client.CoreV1Api(api)
     core.create_namespaced_pod(NS, pod("p", {"a": "1"}))
-    # strategic merge (the client's default for dicts): env merged by name
+    # strategic merge (the client's default for dicts): containers merged by name (a pod's
+    # spec may change only in its images)
     core.patch_namespaced_pod(
-        "p", NS, {"spec": {"containers": [{"name": "main", "env": [{"name": "B", "value": "2"}]}]}}
+        "p", NS, {"spec": {"containers": [{"name": "main", "image": "busybox:2"}]}}
     )
     p = core.read_namespaced_pod("p", NS)
-    assert [e.name for e in p.spec.containers[0].env] == ["A", "B"]
+    assert p.spec.containers[0].image == "busybox:2"
+    assert [e.name for e in p.spec.containers[0].env] == ["A"]
     # JSON patch (a list body)
     core.patch_namespaced_pod(
         "p", NS, [{"op": "replace", "path": "/metadata/labels/a", "value": "2"}]

@@ -3,13 +3,16 @@
 definitions: wrong types refused (400 on create, 422 `patch` on a patch), unknown fields
 by fieldValidation (Strict refuses naming them, Warn drops them with a Warning header that
 kubectl prints, Ignore drops them), required fields, the same for custom resources by their
-CRD's structural schema.
+CRD's structural schema; and the per-kind rules: immutable fields, names, annotation size.
 
 Shown with kubectl, the official Python client and raw HTTP."""
 
 from __future__ import annotations
 
 import json
+import os
+import re
+import subprocess
 from collections.abc import Iterator
 from typing import Any
 
@@ -22,7 +25,7 @@ from kubernetes.dynamic import DynamicClient
 
 from gpuyard.apiserver.testing import ServerProcess
 
-from .test_kubectl import k, kj
+from .test_kubectl import KUBECTL, k, kj
 
 NS = "/api/v1/namespaces/default"
 
@@ -341,3 +344,243 @@ def test_duplicate_fields_found_by_the_parser_are_reported_by_mode() -> None:
         'duplicate field "spec.hostname"'
     ]
     assert schemas.decode(pods, _pod("d"), "patch", "Ignore", ["spec.hostname"]) == []
+
+
+def test_kubectl_immutable_fields(apiserver: ServerProcess) -> None:
+    s = apiserver
+    k(
+        s,
+        "apply",
+        "-f",
+        "-",
+        input="""
+apiVersion: v1
+kind: Pod
+metadata: {name: bound}
+spec:
+  nodeName: node-a
+  containers:
+  - {name: main, image: nginx:1}
+""",
+    )
+    # The image may change; the node a pod is bound to may not.
+    k(s, "set", "image", "pod/bound", "main=nginx:2")
+    assert kj(s, "pod", "bound")["spec"]["containers"][0]["image"] == "nginx:2"
+    r = k(s, "patch", "pod", "bound", "-p", '{"spec":{"nodeName":"node-b"}}', check=False)
+    assert r.returncode != 0
+    assert "spec.nodeName: Forbidden: pod updates may not change fields" in r.stderr, r.stderr
+    r = k(
+        s,
+        "patch",
+        "pod",
+        "bound",
+        "-p",
+        '{"spec":{"containers":[{"name":"main","workingDir":"/x"}]}}',
+        check=False,
+    )
+    assert r.returncode != 0 and "pod updates may not change fields" in r.stderr
+    assert kj(s, "pod", "bound")["spec"]["nodeName"] == "node-a"
+    # A Deployment's selector cannot move, and must match its template.
+    k(
+        s,
+        "apply",
+        "-f",
+        "-",
+        input="""
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: web}
+spec:
+  selector: {matchLabels: {app: web}}
+  template:
+    metadata: {labels: {app: web}}
+    spec:
+      containers:
+      - {name: main, image: nginx:1}
+""",
+    )
+    r = k(
+        s,
+        "patch",
+        "deployment",
+        "web",
+        "--type",
+        "merge",
+        "-p",
+        '{"spec":{"selector":{"matchLabels":{"app":"other"}},'
+        '"template":{"metadata":{"labels":{"app":"other"}}}}}',
+        check=False,
+    )
+    assert r.returncode != 0
+    assert "spec.selector: Invalid value" in r.stderr and "field is immutable" in r.stderr
+    r = k(
+        s,
+        "patch",
+        "deployment",
+        "web",
+        "--type",
+        "merge",
+        "-p",
+        '{"spec":{"template":{"metadata":{"labels":{"app":"other"}}}}}',
+        check=False,
+    )
+    assert r.returncode != 0
+    assert "`selector` does not match template `labels`" in r.stderr, r.stderr
+    # kubectl edit goes through the same rules.
+    env = dict(os.environ, KUBE_EDITOR="sed -i -e s/app:\\ web/app:\\ moved/g")
+    r2 = subprocess.run(
+        [KUBECTL, "--kubeconfig", s.kubeconfig, "edit", "deployment", "web"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
+    assert r2.returncode != 0
+    assert 'deployments.apps "web" is invalid' in r2.stderr, r2.stderr
+    # kubectl keeps the edit with the server's reasons written at its top.
+    kept = re.search(r'stored to "([^"]+)"', r2.stderr)
+    assert kept is not None, r2.stderr
+    with open(kept.group(1)) as f:
+        assert "spec.selector: Invalid value" in f.read()
+    os.unlink(kept.group(1))
+    dep = kj(s, "deployment", "web")
+    assert dep["spec"]["selector"] == {"matchLabels": {"app": "web"}}
+
+
+async def test_names_and_annotation_size(apiserver_inproc: Any) -> None:
+    s = apiserver_inproc
+    svc = {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": "1web"},
+        "spec": {"ports": [{"port": 80}]},
+    }
+    st, out, _ = await _req(s, "POST", f"{NS}/services", svc)
+    assert st == 422 and "DNS-1035 label" in out["message"], out
+    st, out, _ = await _req(
+        s,
+        "POST",
+        f"{NS}/configmaps",
+        {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"generateName": "Bad-"}},
+    )
+    assert st == 422
+    assert "metadata.generateName" in [c["field"] for c in out["details"]["causes"]], out
+    role = {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "ClusterRole",
+        "metadata": {"name": "system:Controller:x"},
+        "rules": [],
+    }
+    st, out, _ = await _req(s, "POST", "/apis/rbac.authorization.k8s.io/v1/clusterroles", role)
+    assert st == 201, out
+    big = {"a": "x" * (256 * 1024)}
+    st, out, _ = await _req(
+        s,
+        "POST",
+        f"{NS}/configmaps",
+        {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c", "annotations": big}},
+    )
+    assert st == 422, out
+    assert out["details"]["causes"][0] == {
+        "reason": "FieldValueTooLong",
+        "message": "Too long: must have at most 262144 bytes",
+        "field": "metadata.annotations",
+    }
+
+
+async def test_more_immutable_fields(apiserver_inproc: Any) -> None:
+    s = apiserver_inproc
+    cm = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "frozen"}}
+    st, _, _ = await _req(
+        s, "POST", f"{NS}/configmaps", {**cm, "data": {"a": "1"}, "immutable": True}
+    )
+    assert st == 201
+    st, out, _ = await _req(
+        s, "PATCH", f"{NS}/configmaps/frozen", {"data": {"a": "2"}}, "application/merge-patch+json"
+    )
+    assert st == 422 and out["details"]["causes"][0]["field"] == "data", out
+    node = {
+        "apiVersion": "v1",
+        "kind": "Node",
+        "metadata": {"name": "n"},
+        "spec": {"podCIDR": "10.0.0.0/24"},
+    }
+    st, _, _ = await _req(s, "POST", "/api/v1/nodes", node)
+    assert st == 201
+    st, out, _ = await _req(
+        s,
+        "PATCH",
+        "/api/v1/nodes/n",
+        {"spec": {"podCIDR": "10.0.1.0/24"}},
+        "application/merge-patch+json",
+    )
+    assert st == 422 and out["details"]["causes"][0]["field"] == "spec.podCIDR", out
+    # Changing what may change still works on both.
+    st, _, _ = await _req(
+        s,
+        "PATCH",
+        "/api/v1/nodes/n",
+        {"spec": {"unschedulable": True}},
+        "application/merge-patch+json",
+    )
+    assert st == 200
+    pc = {
+        "apiVersion": "scheduling.k8s.io/v1",
+        "kind": "PriorityClass",
+        "metadata": {"name": "p"},
+        "value": 5,
+    }
+    st, _, _ = await _req(s, "POST", "/apis/scheduling.k8s.io/v1/priorityclasses", pc)
+    assert st == 201
+    st, out, _ = await _req(
+        s,
+        "PATCH",
+        "/apis/scheduling.k8s.io/v1/priorityclasses/p",
+        {"value": 6},
+        "application/merge-patch+json",
+    )
+    assert st == 422 and out["details"]["causes"][0]["field"] == "value"
+
+
+async def test_service_rolebinding_and_pod_tolerations(apiserver_inproc: Any) -> None:
+    s = apiserver_inproc
+    merge = "application/merge-patch+json"
+    svc = {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": "web"},
+        "spec": {"clusterIP": "10.96.0.10", "ports": [{"port": 80}]},
+    }
+    assert (await _req(s, "POST", f"{NS}/services", svc))[0] == 201
+    st, out, _ = await _req(
+        s, "PATCH", f"{NS}/services/web", {"spec": {"clusterIP": "10.96.0.11"}}, merge
+    )
+    assert st == 422 and out["details"]["causes"][0]["field"] == "spec.clusterIP", out
+    # A replace that leaves clusterIP out keeps the allocated one, as Kubernetes does.
+    st, out, _ = await _req(
+        s, "PUT", f"{NS}/services/web", {**svc, "spec": {"ports": [{"port": 81}]}}
+    )
+    assert st == 200 and out["spec"]["clusterIP"] == "10.96.0.10", out
+    rb = {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "RoleBinding",
+        "metadata": {"name": "rb"},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "a"},
+        "subjects": [{"kind": "User", "name": "u", "apiGroup": "rbac.authorization.k8s.io"}],
+    }
+    rbs = "/apis/rbac.authorization.k8s.io/v1/namespaces/default/rolebindings"
+    assert (await _req(s, "POST", rbs, rb))[0] == 201
+    st, out, _ = await _req(s, "PATCH", f"{rbs}/rb", {"roleRef": {"name": "b"}}, merge)
+    assert st == 422 and "cannot change roleRef" in out["message"], out
+    # Tolerations may be added to a pod, not taken away.
+    tol = {"key": "gpuyard.io/team", "operator": "Exists"}
+    assert (await _req(s, "POST", f"{NS}/pods", _pod("t", tolerations=[tol])))[0] == 201
+    more = [tol, {"key": "x", "operator": "Exists"}]
+    st, _, _ = await _req(s, "PATCH", f"{NS}/pods/t", {"spec": {"tolerations": more}}, merge)
+    assert st == 200
+    st, out, _ = await _req(s, "PATCH", f"{NS}/pods/t", {"spec": {"tolerations": [tol]}}, merge)
+    assert st == 422 and out["details"]["causes"][0]["field"] == "spec.tolerations", out
+    st, out, _ = await _req(
+        s, "PATCH", f"{NS}/pods/t", {"spec": {"terminationGracePeriodSeconds": 5}}, merge
+    )
+    assert st == 422, out
