@@ -266,8 +266,8 @@ def _pod_mutable_blanked(spec: Any, grace_from_negative: bool = False) -> Any:
 
 def _pod_update(new: Obj, old: Obj) -> list[Cause]:
     ns, os_ = new.get("spec"), old.get("spec")
-    if not isinstance(ns, dict) or not isinstance(os_, dict):
-        return []
+    if ns == os_ or not isinstance(ns, dict) or not isinstance(os_, dict):
+        return []  # status writes and metadata changes: nothing to compare
     out: list[Cause] = []
     old_grace = os_.get("terminationGracePeriodSeconds")
     from_negative = (
