@@ -21,7 +21,9 @@ Decoding a body does what kube-apiserver's JSON decoder does to it:
   error: unknown field "spec.x"`), `Warn` (the default) drops them and says so in a
   `Warning` header, `Ignore` drops them;
 - required fields (strings, objects and lists the definition marks required, outside
-  status) that are missing: 422 Invalid, as validation reports them.
+  status) that are missing: 422 Invalid, as validation reports them;
+- a custom object gets the `default`s of its CRD's structural schema for the fields it
+  leaves out.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from __future__ import annotations
 import base64
 import binascii
 import contextvars
+import copy
 import re
 from collections.abc import Callable, Mapping
 from datetime import datetime
@@ -478,6 +481,11 @@ def _prune_custom(schema: dict[str, Any], v: Any, path: str, ctx: _Ctx, top: boo
         if ctx.prune:
             for k in unknown:
                 del v[k]
+        for k, sub in props.items():
+            if k not in v and isinstance(sub, dict) and "default" in sub:
+                # Structural defaults, themselves pruned and defaulted.
+                v[k] = copy.deepcopy(sub["default"])
+                _prune_custom(sub, v[k], f"{path}.{k}" if path else k, ctx)
     elif isinstance(v, list):
         items = schema.get("items")
         if isinstance(items, dict):

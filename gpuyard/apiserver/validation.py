@@ -17,7 +17,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from gpuyard.apiserver import strategies
+from gpuyard.apiserver import strategies, structural
 from gpuyard.apiserver.resources import Resource
 from gpuyard.kube.objects import QuantityError, parse_quantity
 
@@ -325,6 +325,7 @@ def validate_crd(crd: dict[str, Any]) -> list[Cause]:
                 "FieldValueNotSupported",
             )
         )
+    out += structural.crd_schema_causes(spec)
     versions = spec.get("versions")
     if not isinstance(versions, list) or not versions:
         out.append(_cause("spec.versions", "Required value", "FieldValueRequired"))

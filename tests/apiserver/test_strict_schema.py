@@ -584,3 +584,96 @@ async def test_service_rolebinding_and_pod_tolerations(apiserver_inproc: Any) ->
         s, "PATCH", f"{NS}/pods/t", {"spec": {"terminationGracePeriodSeconds": 5}}, merge
     )
     assert st == 422, out
+
+
+NON_STRUCTURAL = """
+apiVersion: apiextensions.k8s.io/v1
+kind: CustomResourceDefinition
+metadata: {name: gadgets.example.com}
+spec:
+  group: example.com
+  scope: Namespaced
+  names: {plural: gadgets, singular: gadget, kind: Gadget}
+  versions:
+  - name: v1
+    served: true
+    storage: true
+    schema:
+      openAPIV3Schema:
+        type: object
+        properties:
+          spec:
+            type: object
+            properties:
+              size: {minimum: 1}
+              tags: {type: array}
+              both:
+                type: object
+                properties: {a: {type: string}}
+                additionalProperties: {type: string}
+              loose: {type: object, x-kubernetes-preserve-unknown-fields: false}
+"""
+
+
+def test_kubectl_refuses_non_structural_crds_and_defaults_by_schema(
+    apiserver: ServerProcess,
+) -> None:
+    s = apiserver
+    r = k(s, "apply", "-f", "-", input=NON_STRUCTURAL, check=False)
+    assert r.returncode != 0
+    assert 'The CustomResourceDefinition "gadgets.example.com" is invalid' in r.stderr, r.stderr
+    base = "spec.versions[0].schema.openAPIV3Schema.properties[spec].properties"
+    for want in (
+        f"{base}[size].type: Required value: must not be empty for specified object fields",
+        f"{base}[tags].items: Required value: must be specified",
+        f"{base}[both].additionalProperties: Forbidden: additionalProperties and properties "
+        "are mutual exclusive",
+        f"{base}[loose].x-kubernetes-preserve-unknown-fields: Invalid value: false: must be "
+        "true or undefined",
+    ):
+        assert want in r.stderr, (want, r.stderr)
+    assert k(s, "get", "crd", "-o", "name").stdout.strip() == ""
+    # Without a schema at all: refused too.
+    no_schema = NON_STRUCTURAL.split("    schema:")[0]
+    r = k(s, "apply", "-f", "-", input=no_schema, check=False)
+    assert r.returncode != 0
+    assert "spec.versions[0].schema.openAPIV3Schema: Required value: schemas are required" in (
+        r.stderr
+    ), r.stderr
+    # A structural one with defaults: custom objects get them.
+    good = """
+apiVersion: apiextensions.k8s.io/v1
+kind: CustomResourceDefinition
+metadata: {name: gadgets.example.com}
+spec:
+  group: example.com
+  scope: Namespaced
+  names: {plural: gadgets, singular: gadget, kind: Gadget}
+  versions:
+  - name: v1
+    served: true
+    storage: true
+    schema:
+      openAPIV3Schema:
+        type: object
+        properties:
+          spec:
+            type: object
+            properties:
+              size: {type: integer, default: 3}
+              policy:
+                type: object
+                default: {}
+                properties:
+                  mode: {type: string, default: Fair}
+"""
+    k(s, "apply", "-f", "-", input=good)
+    k(s, "wait", "--for=condition=Established", "crd/gadgets.example.com", "--timeout=20s")
+    k(
+        s,
+        "apply",
+        "-f",
+        "-",
+        input="apiVersion: example.com/v1\nkind: Gadget\nmetadata: {name: g}\nspec: {}\n",
+    )
+    assert kj(s, "gadget", "g")["spec"] == {"size": 3, "policy": {"mode": "Fair"}}
