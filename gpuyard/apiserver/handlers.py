@@ -43,7 +43,14 @@ from gpuyard.apiserver.errors import (
 )
 from gpuyard.apiserver.resources import CRDError, Registry, Resource, resources_from_crd
 from gpuyard.apiserver.selectors import Filter, SelectorError
-from gpuyard.apiserver.store import CollKey, Entry, Store, StoreError, make_key
+from gpuyard.apiserver.store import (
+    CollKey,
+    Entry,
+    StorageFailure,
+    Store,
+    StoreError,
+    make_key,
+)
 from gpuyard.kube.objects import (
     label_selector_requirements,
     requirements_match,
@@ -243,6 +250,14 @@ class Core:
         self._ns_wake = asyncio.Event()
         self._gc_task = loop.create_task(self._gc_loop())
         self._ns_task = loop.create_task(self._ns_loop())
+        # Resume namespace deletions and foreground deletions cut short by a restart.
+        for e in list(self.store.entries(NS_KEY)):
+            if b'"deletionTimestamp"' in e.raw:
+                self._ns_dirty.add(e.name)
+        if self._ns_dirty:
+            self._ns_wake.set()
+        if self.store.read_only:
+            return  # a full disk: serve what is stored; nothing can be created now
         ns_res = self._res("", "namespaces")
         for ns in DEFAULT_NAMESPACES:
             if self.store.get(NS_KEY, ns) is None:
@@ -262,12 +277,6 @@ class Core:
                         "description": "Used for system critical pods.",
                     },
                 )
-        # Resume namespace deletions and foreground deletions cut short by a restart.
-        for e in list(self.store.entries(NS_KEY)):
-            if b'"deletionTimestamp"' in e.raw:
-                self._ns_dirty.add(e.name)
-        if self._ns_dirty:
-            self._ns_wake.set()
 
     async def shutdown(self) -> None:
         for t in (self._gc_task, self._ns_task, *self._bg):
@@ -313,7 +322,7 @@ class Core:
             r = _json(e.code, e.status())
             r.headers.update(e.headers)
             return r
-        except StoreError as e:
+        except (StoreError, StorageFailure) as e:
             return _json(e.code, status_obj(e.code, e.reason, e.message))
         except asyncio.CancelledError:
             raise
@@ -527,8 +536,11 @@ class Core:
 
     # ------------------------------------------------------------------ reads
 
-    def _entry(self, res: Resource, ns: str, name: str) -> Entry:
-        e = self.store.get(res.key, make_key(ns, name))
+    def _entry(self, res: Resource, ns: str, name: str, latest: bool = False) -> Entry:
+        """The committed object (what reads show), or with latest the newest state,
+        pending writes included (what a write is checked against)."""
+        store = self.store
+        e = (store.latest if latest else store.get)(res.key, make_key(ns, name))
         if e is None:
             raise not_found(res.group_resource, name, res.plural, res.group)
         return e
@@ -589,7 +601,7 @@ class Core:
         if limit < 0:
             raise bad_request("limit must not be negative")
         cont = _qget(query, "continue")
-        rv = self.store.rev
+        rv = self.store.published_rv
         start = ""
         if cont:
             rvq = _qget(query, "resourceVersion")
@@ -686,8 +698,7 @@ class Core:
         store = self.store
         if initial:
             w, _ = store.watch(res.key, flt, None)
-            pub = store.published_rv
-            snapshot = [e for e in store.entries(res.key, flt) if e.rv <= pub]
+            snapshot = list(store.entries(res.key, flt))
             backlog: list[bytes] | None = []
             if since is not None and since > 0:
                 snapshot = snapshot  # NotOlderThan: the current state qualifies
@@ -1059,17 +1070,17 @@ class Core:
         self._defaults_on_create(res, obj)
         if dry_run:
             key = make_key(md.get("namespace") or "", md["name"])
-            if self.store.get(res.key, key) is not None:
+            if self.store.latest(res.key, key) is not None:
                 raise already_exists(res.group_resource, md["name"], res.plural, res.group)
             return 201, orjson.dumps(obj)
         try:
             e, fut = self.store.put_nowait(res.key, obj, create=True)
         except StoreError:
             raise already_exists(res.group_resource, md["name"], res.plural, res.group) from None
-        if res.key == CRDS:
-            self.registry.add_crd(obj)
         if fut is not None:
             await fut
+        if res.key == CRDS:
+            self.registry.add_crd(obj)  # once stored: a failed write serves nothing
         return 201, self._stored_response(res, e.raw)
 
     async def update(
@@ -1084,7 +1095,7 @@ class Core:
             )
         md["name"] = name
         self._check_ns(res, ns, obj, creating=False)
-        e = self.store.get(res.key, make_key(ns, name))
+        e = self.store.latest(res.key, make_key(ns, name))
         if e is None:
             raise not_found(res.group_resource, name, res.plural, res.group)
         want = _rv_int(md.get("resourceVersion"))
@@ -1144,7 +1155,13 @@ class Core:
             self._crd_status(new)
         new["metadata"]["resourceVersion"] = str(e.rv)
         if new == old:
-            return self._stored_response(res, e.raw)  # no-op update: nothing written
+            # No-op update: nothing written. Answer with committed state only.
+            key = make_key(e.namespace, e.name)
+            await self.store.settled(res.key, key)
+            cur = self.store.get(res.key, key)
+            if cur is None or cur.rv != e.rv:
+                raise conflict(res.group_resource, e.name, res.plural)
+            return self._stored_response(res, cur.raw)
         nmd = new["metadata"]
         if (
             nmd.get("deletionTimestamp")
@@ -1164,13 +1181,13 @@ class Core:
             if se.code == 404:
                 raise not_found(res.group_resource, e.name, res.plural, res.group) from None
             raise conflict(res.group_resource, e.name, res.plural) from None
+        if fut is not None:
+            await fut
         if res.key == CRDS:
             try:
                 self.registry.add_crd(new)
             except CRDError:
                 pass
-        if fut is not None:
-            await fut
         return self._stored_response(res, ne.raw)
 
     async def patch(
@@ -1200,7 +1217,7 @@ class Core:
                 f"media types include: {', '.join(accepted)}",
             )
         for _attempt in range(5):
-            e = self.store.get(res.key, make_key(ns, name))
+            e = self.store.latest(res.key, make_key(ns, name))
             if e is None:
                 if ct == "application/apply-patch+yaml" and sub is None:
                     base = {
@@ -1264,7 +1281,7 @@ class Core:
     async def delete(
         self, res: Resource, ns: str, name: str, opts: dict[str, Any], dry: bool
     ) -> Response:
-        e = self._entry(res, ns, name)
+        e = self._entry(res, ns, name, latest=True)
         obj, gone = await self.delete_entry(res, e, opts, dry)
         if res.key in (PODS, NS_KEY, CRDS) or res.custom or not gone:
             return _json(200, obj)
@@ -1333,7 +1350,17 @@ class Core:
                 if not dry:
                     ne = await self.store.put(res.key, obj, expect_rv=e.rv)
                     return ne.obj(), False
-            return obj, False
+            if dry:
+                return obj, False
+            # Nothing to write: answer with the committed state, never a pending one.
+            key = make_key(e.namespace, e.name)
+            await self.store.settled(res.key, key)
+            cur = self.store.get(res.key, key)
+            if cur is None:
+                return obj, True
+            if cur.rv != e.rv:
+                raise conflict(res.group_resource, e.name, res.plural)
+            return cur.obj(), False
         if policy == "Orphan" and deps and not dry:
             await self._orphan(e.uid, deps)
         if policy == "Foreground" and deps:
@@ -1388,7 +1415,7 @@ class Core:
 
     async def _orphan(self, uid: str, deps: list[tuple[CollKey, str]]) -> None:
         for ck, key in deps:
-            de = self.store.get(ck, key)
+            de = self.store.latest(ck, key)
             if de is None:
                 continue
             d = de.obj()
@@ -1430,7 +1457,7 @@ class Core:
             {
                 "kind": res.list_kind,
                 "apiVersion": res.api_version,
-                "metadata": {"resourceVersion": str(self.store.rev)},
+                "metadata": {"resourceVersion": str(self.store.published_rv)},
                 "items": items,
             },
         )
@@ -1469,7 +1496,7 @@ class Core:
                     }
                 ],
             )
-        e = self._entry(res, ns, name)
+        e = self._entry(res, ns, name, latest=True)
         pod = e.obj()
         md = pod["metadata"]
         if md.get("deletionTimestamp"):
@@ -1506,7 +1533,7 @@ class Core:
     ) -> Response:
         if body.get("kind") not in (None, "Eviction"):
             raise bad_request(f"the kind in the data ({body.get('kind')}) is not Eviction")
-        e = self._entry(res, ns, name)
+        e = self._entry(res, ns, name, latest=True)
         pod = e.obj()
         opts = body.get("deleteOptions") or {}
         if not isinstance(opts, dict):
@@ -1601,6 +1628,10 @@ class Core:
                 await self._gc_one(what, uid)
             except asyncio.CancelledError:
                 raise
+            except StorageFailure:
+                # Not stored (disk full): the work stays to do; try again shortly.
+                await asyncio.sleep(1.0)
+                self._gc_kick(what, uid)
             except Exception:
                 import logging
 
@@ -1612,7 +1643,7 @@ class Core:
         if loc is None:
             # Owner gone: delete dependents whose owners are all gone.
             for ck, key in store.dependents(uid):
-                de = store.get(ck, key)
+                de = store.latest(ck, key)
                 res = self._resource_for(ck)
                 if de is None or res is None:
                     continue
@@ -1624,7 +1655,7 @@ class Core:
                     pass
             return
         ck, key = loc
-        e = store.get(ck, key)
+        e = store.latest(ck, key)
         res = self._resource_for(ck)
         if e is None or res is None:
             return
@@ -1635,7 +1666,7 @@ class Core:
             return
         blocking = 0
         for dck, dkey in store.dependents(uid):
-            de = store.get(dck, dkey)
+            de = store.latest(dck, dkey)
             dres = self._resource_for(dck)
             if de is None or dres is None:
                 continue
@@ -1651,7 +1682,7 @@ class Core:
                 except (APIError, StoreError):
                     pass
         if blocking == 0:
-            e = store.get(ck, key)
+            e = store.latest(ck, key)
             if e is None:
                 return
             obj = e.obj()
@@ -1674,6 +1705,9 @@ class Core:
                     await self._ns_one(ns)
                 except asyncio.CancelledError:
                     raise
+                except StorageFailure:
+                    await asyncio.sleep(1.0)  # disk full: the namespace stays dirty
+                    self._ns_wake.set()
                 except Exception:
                     import logging
 
@@ -1704,7 +1738,7 @@ class Core:
             )
             if still:
                 return
-        nse = self.store.get(NS_KEY, ns)
+        nse = self.store.latest(NS_KEY, ns)
         if nse is None:
             return
         obj = nse.obj()

@@ -36,13 +36,28 @@ def write_kubeconfig(
     path: str, url: str, token: str, name: str = "gpuyard", ca_pem: bytes | None = None
 ) -> str:
     """Write (atomically, mode 0600) a kubeconfig with context `name`; returns the path."""
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    os.makedirs(os.path.dirname(os.path.abspath(path)), mode=0o700, exist_ok=True)
+    text = yaml.safe_dump(kubeconfig_dict(url, token, name, ca_pem), sort_keys=False)
+    try:
+        with open(path) as f:
+            same = f.read() == text
+        if same and not os.stat(path).st_mode & 0o077:
+            return path  # unchanged: no write (a restart on a full disk needs none)
+    except OSError:
+        pass
     tmp = f"{path}.tmp{os.getpid()}"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        yaml.safe_dump(kubeconfig_dict(url, token, name, ca_pem), f, sort_keys=False)
-    os.chmod(tmp, 0o600)
-    os.replace(tmp, path)
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.chmod(tmp, 0o600)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
     return path
 
 

@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import logging
 import os
 import time
 from collections.abc import Mapping
@@ -103,7 +104,7 @@ class _StoreCollector:
             objs.add_metric([name], len(c.items))
             watches.add_metric([name], len(c.all_watchers()))
         rev = GaugeMetricFamily("apiserver_resource_version", "Current revision")
-        rev.add_metric([], self.store.rev)
+        rev.add_metric([], self.store.published_rv)
         return [objs, watches, rev]
 
 
@@ -155,6 +156,7 @@ class APIServer(Core):
         bookmark_interval: float = 10.0,
         persist: bool = True,
         tls: bool = True,
+        fsync: bool = False,
     ) -> None:
         self.data_dir = data_dir
         self.host = host
@@ -171,6 +173,7 @@ class APIServer(Core):
             data_dir if (data_dir and persist) else None,
             log_size=log_size,
             watch_buffer=watch_buffer,
+            fsync=fsync,
         )
         super().__init__(store, Registry(), bookmark_interval=bookmark_interval)
         self._runner: web.AppRunner | None = None
@@ -229,7 +232,18 @@ class APIServer(Core):
         scheme = "https" if self.tls else "http"
         self.url = f"{scheme}://{self.host}:{self.port}"
         if self.kubeconfig_path:
-            self.write_kubeconfig(self.kubeconfig_path)
+            try:
+                self.write_kubeconfig(self.kubeconfig_path)
+            except OSError as exc:  # a full disk: serve anyway, say why there is none
+                logging.getLogger("gpuyard.apiserver").error(
+                    "cannot write the kubeconfig %s: %s", self.kubeconfig_path, exc
+                )
+        if self.store.read_only:
+            logging.getLogger("gpuyard.apiserver").warning(
+                "no space left on device under %s: serving reads only; writes answer 507 "
+                "until there is space again",
+                self.data_dir,
+            )
         return self.url
 
     async def _gc_freezer(self, every: float = 1.0) -> None:

@@ -11,16 +11,27 @@
   state, plus the revision counter) and is acknowledged only after its transaction
   commits. Writes waiting at the same time share one commit (group commit). WAL with
   synchronous=NORMAL: a committed transaction is in the WAL file once `commit()`
-  returns, so it survives the process being killed (kill -9); only an operating-system
-  crash or power loss could lose the last transactions, which is not what we guard.
-- Watchers get events only after they are durable, in revision order.
+  returns, so it survives the process being killed (kill -9); an operating-system crash
+  or power loss can lose the last transactions unless `fsync=True` (synchronous=FULL).
+- Reads (GET, lists, watches, the indexes) show only committed state: a write is
+  checked against the newest state, pending writes included (`latest`), but it reaches
+  the collections, the indexes and the watchers when its transaction has committed, in
+  revision order. So no client is ever shown an object or a resourceVersion that a
+  crash could take back, and a restart never reuses a version anyone saw.
+- A failed commit (disk full, I/O error) fails its writes and every write queued behind
+  them (they may build on them) and leaves memory exactly as it was: the revision
+  counter goes back to the last committed one. On no space left the store turns
+  read-only (writes answered 507 at once) and probes the disk until writes fit again;
+  it also opens read-only when the disk is full at start.
 """
 
 from __future__ import annotations
 
 import asyncio
 import bisect
+import errno
 import itertools
+import logging
 import os
 import sqlite3
 from collections import deque
@@ -42,6 +53,82 @@ class StoreError(Exception):
         self.code = code
         self.reason = reason
         self.message = message
+
+
+log = logging.getLogger("gpuyard.apiserver.store")
+
+# Free space a full disk must have again before the store accepts writes after a
+# refusal (so it does not flap between read-only and writable on every small free).
+MIN_FREE_BYTES = 256 * 1024
+
+
+class StorageFailure(Exception):
+    """The durable copy could not be written: nothing of the write was kept. Not a
+    StoreError, so code that treats a StoreError as "not there" or "conflict" lets it
+    through to the client."""
+
+    def __init__(self, code: int, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.reason = reason
+        self.message = message
+
+
+def _is_no_space(exc: BaseException) -> bool:
+    if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
+        return True
+    code = getattr(exc, "sqlite_errorcode", None)
+    if code is not None and code & 0xFF == sqlite3.SQLITE_FULL:
+        return True
+    return "disk is full" in str(exc) or "No space left" in str(exc)
+
+
+def _is_read_only(exc: BaseException) -> bool:
+    if isinstance(exc, OSError) and exc.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
+        return True
+    code = getattr(exc, "sqlite_errorcode", None)
+    if code is not None and code & 0xFF == sqlite3.SQLITE_READONLY:
+        return True
+    return "readonly database" in str(exc)
+
+
+def storage_error(exc: BaseException) -> StorageFailure:
+    """The Status a failed commit is answered with: the cause named, and that nothing
+    was stored."""
+    if isinstance(exc, StorageFailure):
+        return exc
+    if _is_no_space(exc):
+        return StorageFailure(
+            507, "InsufficientStorage", "storage: no space left on device; the write was not stored"
+        )
+    if _is_read_only(exc):
+        return StorageFailure(
+            500,
+            "InternalError",
+            "storage: the data directory is not writable (read-only file system or "
+            "permissions); the write was not stored",
+        )
+    return StorageFailure(500, "InternalError", f"storage: {exc}; the write was not stored")
+
+
+def private_dir(path: str) -> None:
+    """Make a data directory readable by its owner only (it holds Secrets)."""
+    os.makedirs(path, mode=0o700, exist_ok=True)
+    try:
+        if os.stat(path).st_mode & 0o077:
+            os.chmod(path, 0o700)
+    except OSError as exc:  # not ours, or read-only: the open says what is wrong
+        log.warning("cannot make %s private: %s", path, exc)
+
+
+def _private_file(path: str) -> None:
+    """Create the file 0600 if missing; make it 0600 if it exists with wider modes."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        if os.fstat(fd).st_mode & 0o077:
+            os.fchmod(fd, 0o600)
+    finally:
+        os.close(fd)
 
 
 class Entry:
@@ -359,23 +446,82 @@ class Collection:
 class _SQLite:
     """The durable copy: one row per key with its current state, plus the revision."""
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, fsync: bool = False) -> None:
         self.path = path
-        self.db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
-        self.db.execute("PRAGMA journal_mode=WAL")
-        # NORMAL in WAL mode: durable against process kill -9 (see module docstring).
-        self.db.execute("PRAGMA synchronous=NORMAL")
-        self.db.execute(
-            "CREATE TABLE IF NOT EXISTS objects (coll TEXT NOT NULL, key TEXT NOT NULL, "
-            "rv INTEGER NOT NULL, data BLOB NOT NULL, PRIMARY KEY (coll, key)) WITHOUT ROWID"
-        )
-        self.db.execute("CREATE TABLE IF NOT EXISTS meta (k TEXT PRIMARY KEY, v INTEGER)")
+        self.read_only = False  # no space: refuse writes until probe() succeeds
+        try:
+            if not os.path.exists(path):
+                _private_file(path)
+            for suffix in ("", "-wal", "-shm"):
+                if os.path.exists(path + suffix) and os.stat(path + suffix).st_mode & 0o077:
+                    os.chmod(path + suffix, 0o600)
+        except OSError as exc:
+            if not (_is_no_space(exc) and os.path.exists(path)):
+                raise StorageFailure(
+                    500, "InternalError", f"cannot open the store {path}: {exc}"
+                ) from exc
+        try:
+            self.db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+            self.db.execute("PRAGMA journal_mode=WAL")
+            # NORMAL in WAL mode: durable against process kill -9 (see module docstring);
+            # FULL also against power loss, at the price of an fsync per commit.
+            self.db.execute(f"PRAGMA synchronous={'FULL' if fsync else 'NORMAL'}")
+        except sqlite3.Error as exc:
+            raise StorageFailure(
+                500, "InternalError", f"cannot open the store {path}: {exc}"
+            ) from exc
+        try:
+            self.db.execute(
+                "CREATE TABLE IF NOT EXISTS objects (coll TEXT NOT NULL, key TEXT NOT NULL, "
+                "rv INTEGER NOT NULL, data BLOB NOT NULL, PRIMARY KEY (coll, key)) WITHOUT ROWID"
+            )
+            self.db.execute("CREATE TABLE IF NOT EXISTS meta (k TEXT PRIMARY KEY, v INTEGER)")
+        except sqlite3.Error as exc:
+            if not _is_no_space(exc):
+                raise StorageFailure(
+                    500, "InternalError", f"cannot open the store {path}: {exc}"
+                ) from exc
+            self.read_only = True
+            self._rollback()
+        if not self.read_only and not self.probe():
+            self.read_only = True
+
+    def _rollback(self) -> None:
+        if self.db.in_transaction:
+            try:
+                self.db.execute("ROLLBACK")
+            except sqlite3.Error:
+                pass
 
     def load(self) -> tuple[int, list[tuple[str, str, int, bytes]]]:
-        row = self.db.execute("SELECT v FROM meta WHERE k='revision'").fetchone()
+        try:
+            row = self.db.execute("SELECT v FROM meta WHERE k='revision'").fetchone()
+            rows = self.db.execute("SELECT coll, key, rv, data FROM objects").fetchall()
+        except sqlite3.OperationalError as exc:
+            if self.read_only and "no such table" in str(exc):
+                return 0, []  # a new store on a full disk: empty until there is space
+            raise
         rev = int(row[0]) if row else 0
-        rows = self.db.execute("SELECT coll, key, rv, data FROM objects").fetchall()
         return rev, rows
+
+    def probe(self) -> bool:
+        """Whether writes fit again: some free space, and a real (tiny) commit works."""
+        try:
+            st = os.statvfs(os.path.dirname(self.path) or ".")
+            if st.f_bavail * st.f_frsize < MIN_FREE_BYTES:
+                return False
+            self.db.execute("BEGIN IMMEDIATE")
+            self.db.execute(
+                "CREATE TABLE IF NOT EXISTS objects (coll TEXT NOT NULL, key TEXT NOT NULL, "
+                "rv INTEGER NOT NULL, data BLOB NOT NULL, PRIMARY KEY (coll, key)) WITHOUT ROWID"
+            )
+            self.db.execute("CREATE TABLE IF NOT EXISTS meta (k TEXT PRIMARY KEY, v INTEGER)")
+            self.db.execute("INSERT OR REPLACE INTO meta VALUES ('probe', 0)")
+            self.db.execute("COMMIT")
+            return True
+        except (OSError, sqlite3.Error):
+            self._rollback()
+            return False
 
     def write(self, ops: list[tuple[str, str, int, bytes | None]], rev: int) -> None:
         db = self.db
@@ -390,11 +536,18 @@ class _SQLite:
             db.execute("INSERT OR REPLACE INTO meta VALUES ('revision', ?)", (rev,))
             db.execute("COMMIT")
         except BaseException:
-            db.execute("ROLLBACK")
+            # SQLite may have rolled back already (it does on SQLITE_FULL): a ROLLBACK
+            # then would fail and hide the cause.
+            self._rollback()
             raise
 
     def close(self) -> None:
         self.db.close()
+
+
+# A write waiting for its commit: (collection, key, rv, stored bytes or None for a
+# delete, the new entry or None, its event, its future).
+_Pending = tuple[CollKey, str, int, "bytes | None", "Entry | None", Event, "asyncio.Future[None]"]
 
 
 def _coll_name(key: CollKey) -> str:
@@ -411,24 +564,40 @@ class Store:
     until durable (immediately when in memory)."""
 
     def __init__(
-        self, data_dir: str | None = None, log_size: int = 50_000, watch_buffer: int = 20_000
+        self,
+        data_dir: str | None = None,
+        log_size: int = 50_000,
+        watch_buffer: int = 20_000,
+        *,
+        fsync: bool = False,
+        probe_interval: float = 2.0,
     ) -> None:
-        self.rev = 0
+        self.rev = 0  # the newest revision handed out (pending writes included)
         self.start_rv = 0
         self.log_size = log_size
         self.watch_buffer = watch_buffer
+        self.probe_interval = probe_interval
         self.colls: dict[CollKey, Collection] = {}
         self.owner_index: dict[str, set[tuple[CollKey, str]]] = {}
         self.uids: dict[str, tuple[CollKey, str]] = {}
         self._db: _SQLite | None = None
-        self._pending: list[tuple[CollKey, str, int, bytes | None, Event, asyncio.Future[None]]]
-        self._pending = []
+        self._pending: list[_Pending] = []
+        # The newest pending (not yet committed) write of each key: (rv, entry or None
+        # for a delete, its future). Writers check against it; readers never see it.
+        self._overlay: dict[tuple[CollKey, str], tuple[int, Entry | None, asyncio.Future[None]]]
+        self._overlay = {}
         self._committer: asyncio.Task[None] | None = None
-        self.published_rv = 0
+        self._prober: asyncio.Task[None] | None = None
+        self.published_rv = 0  # the newest committed revision: what reads report
         self.listeners: list[Callable[[CollKey, Event], None]] = []
         if data_dir is not None:
-            os.makedirs(data_dir, exist_ok=True)
-            self._db = _SQLite(os.path.join(data_dir, "store.db"))
+            try:
+                private_dir(data_dir)
+            except OSError as exc:
+                raise StorageFailure(
+                    500, "InternalError", f"cannot create the data directory {data_dir}: {exc}"
+                ) from exc
+            self._db = _SQLite(os.path.join(data_dir, "store.db"), fsync=fsync)
             rev, rows = self._db.load()
             for coll, key, rv, data in rows:
                 ck = _coll_key(coll)
@@ -441,11 +610,21 @@ class Store:
             self.rev = rev
             for c in self.colls.values():
                 c.compacted_rv = rev
+            if self._db.read_only:
+                log.warning(
+                    "the disk of %s is full: serving reads only until there is space again",
+                    data_dir,
+                )
         self.published_rv = self.rev
         # Events before this revision (before a restart) are unknown to every collection.
         # A collection first touched later has missed nothing since: any change to it
         # would have created it.
         self.start_rv = self.rev
+
+    @property
+    def read_only(self) -> bool:
+        """True while writes are refused for want of space."""
+        return self._db is not None and self._db.read_only
 
     @property
     def persistent(self) -> bool:
@@ -460,8 +639,26 @@ class Store:
     # -- reads ----------------------------------------------------------------------
 
     def get(self, ck: CollKey, key: str) -> Entry | None:
+        """The committed state of one object."""
         c = self.colls.get(ck)
         return c.items.get(key) if c else None
+
+    def latest(self, ck: CollKey, key: str) -> Entry | None:
+        """The newest state of one object, pending writes included: what a write is
+        checked against and builds on (never shown to a reader)."""
+        p = self._overlay.get((ck, key))
+        if p is not None:
+            return p[1]
+        c = self.colls.get(ck)
+        return c.items.get(key) if c else None
+
+    async def settled(self, ck: CollKey, key: str) -> None:
+        """Wait until no write of this key is pending (committed or failed)."""
+        while (p := self._overlay.get((ck, key))) is not None and not p[2].done():
+            try:
+                await asyncio.shield(p[2])
+            except Exception:
+                pass
 
     def entries(self, ck: CollKey, flt: Filter | None = None) -> Iterable[Entry]:
         c = self.colls.get(ck)
@@ -535,49 +732,44 @@ class Store:
         create: bool = False,
         expect_rv: int | None = None,
     ) -> tuple[Entry, asyncio.Future[None] | None]:
-        """Store obj (its metadata.resourceVersion is set here). Checks and memory update
-        happen at once; the returned future (None when in memory) resolves when durable."""
+        """Store obj (its metadata.resourceVersion is set here). Checks happen at once,
+        against the newest state; the returned future (None when in memory) resolves
+        when the write is durable and visible, or fails with a StorageFailure."""
         md = obj["metadata"]
         key = make_key(md.get("namespace") or "", md["name"])
-        c = self.coll(ck)
-        old = c.items.get(key)
+        old = self.latest(ck, key)
         if create and old is not None:
             raise StoreError(409, "AlreadyExists", "exists")
         if not create and old is None:
             raise StoreError(404, "NotFound", "not found")
         if expect_rv is not None and old is not None and old.rv != expect_rv:
             raise StoreError(409, "Conflict", "conflict")
+        self._check_writable()
         self.rev += 1
         rv = self.rev
         md["resourceVersion"] = str(rv)
         raw = orjson.dumps(obj)
         e = _entry_for(ck[0], ck[1], obj, raw, rv)
-        c.items[key] = e
-        c.index_item(key, old, e)
-        self._index_owners(ck, key, old, e)
         ev = Event(rv, "ADDED" if old is None else "MODIFIED", e, old)
-        return e, self._persist(ck, key, rv, raw, ev)
+        return e, self._persist(ck, key, rv, raw, e, ev)
 
     def delete_nowait(
         self, ck: CollKey, key: str, expect_rv: int | None = None
     ) -> tuple[Entry, asyncio.Future[None] | None]:
-        c = self.coll(ck)
-        old = c.items.get(key)
+        old = self.latest(ck, key)
         if old is None:
             raise StoreError(404, "NotFound", "not found")
         if expect_rv is not None and old.rv != expect_rv:
             raise StoreError(409, "Conflict", "conflict")
+        self._check_writable()
         self.rev += 1
         rv = self.rev
         obj = old.obj()
         obj["metadata"]["resourceVersion"] = str(rv)
         raw = orjson.dumps(obj)
         e = Entry(rv, raw, old.namespace, old.name, old.labels, old.fields, old.uid, old.owners)
-        del c.items[key]
-        c.index_item(key, old, None)
-        self._index_owners(ck, key, old, None)
         ev = Event(rv, "DELETED", e, old)
-        return e, self._persist(ck, key, rv, None, ev)
+        return e, self._persist(ck, key, rv, None, None, ev)
 
     async def put(
         self,
@@ -598,21 +790,41 @@ class Store:
             await fut
         return e
 
+    def _check_writable(self) -> None:
+        if self._db is not None and self._db.read_only:
+            self._start_probe()
+            raise StorageFailure(
+                507,
+                "InsufficientStorage",
+                "storage: no space left on device; the server is read-only until there "
+                "is space again; the write was not stored",
+            )
+
     def _persist(
-        self, ck: CollKey, key: str, rv: int, raw: bytes | None, ev: Event
+        self, ck: CollKey, key: str, rv: int, raw: bytes | None, new: Entry | None, ev: Event
     ) -> asyncio.Future[None] | None:
         if self._db is None:
-            self._publish(ck, ev)
+            self._apply(ck, key, new, ev)
             return None
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._pending.append((ck, key, rv, raw, ev, fut))
+        self._pending.append((ck, key, rv, raw, new, ev, fut))
+        self._overlay[(ck, key)] = (rv, new, fut)
         if self._committer is None or self._committer.done():
             self._committer = asyncio.get_running_loop().create_task(self._commit_loop())
         return fut
 
-    def _publish(self, ck: CollKey, ev: Event) -> None:
+    def _apply(self, ck: CollKey, key: str, new: Entry | None, ev: Event) -> None:
+        """A committed write reaches memory: items, indexes, then the watchers."""
+        c = self.coll(ck)
+        old = c.items.get(key)
+        if new is None:
+            c.items.pop(key, None)
+        else:
+            c.items[key] = new
+        c.index_item(key, old, new)
+        self._index_owners(ck, key, old, new)
         self.published_rv = ev.rv
-        self.coll(ck).publish(ev)
+        c.publish(ev)
         for fn in self.listeners:
             fn(ck, ev)
 
@@ -622,18 +834,52 @@ class Store:
             # Yield once so writes issued in the same loop iteration join this batch.
             await asyncio.sleep(0)
             batch, self._pending = self._pending, []
-            ops = [(_coll_name(ck), key, rv, raw) for ck, key, rv, raw, _, _ in batch]
+            ops = [(_coll_name(p[0]), p[1], p[2], p[3]) for p in batch]
             try:
                 await asyncio.to_thread(self._db.write, ops, batch[-1][2])
-            except Exception as exc:  # disk full, I/O error: fail these writes loudly
-                for *_, fut in batch:
-                    if not fut.done():
-                        fut.set_exception(StoreError(500, "InternalError", f"storage: {exc}"))
+            except Exception as exc:  # disk full, I/O error: nothing of it was kept
+                self._fail(batch, exc)
                 continue
-            for ck, _, _, _, ev, fut in batch:
-                self._publish(ck, ev)
-                if not fut.done():
-                    fut.set_result(None)
+            overlay = self._overlay
+            for ck, key, rv, _, new, ev, _ in batch:
+                self._apply(ck, key, new, ev)
+                cur = overlay.get((ck, key))
+                if cur is not None and cur[0] == rv:
+                    del overlay[(ck, key)]
+            for p in batch:
+                if not p[6].done():
+                    p[6].set_result(None)
+
+    def _fail(self, batch: list[_Pending], exc: BaseException) -> None:
+        """A commit failed: fail its writes and all queued behind them (they were
+        checked against, and may build on, the failed ones), and forget them: memory
+        is as it was at the last commit, the revision counter included."""
+        err = storage_error(exc)
+        queued, self._pending = self._pending, []
+        self._overlay.clear()
+        self.rev = self.published_rv
+        if err.code == 507 and self._db is not None and not self._db.read_only:
+            log.error("storage: no space left on device: read-only until there is space")
+            self._db.read_only = True
+            self._start_probe()
+        else:
+            log.error("storage: commit failed: %s", exc)
+        for p in (*batch, *queued):
+            fut = p[6]
+            if not fut.done():
+                fut.set_exception(StorageFailure(err.code, err.reason, err.message))
+
+    def _start_probe(self) -> None:
+        if self._prober is None or self._prober.done():
+            self._prober = asyncio.get_running_loop().create_task(self._probe_loop())
+
+    async def _probe_loop(self) -> None:
+        db = self._db
+        while db is not None and db is self._db and db.read_only:
+            await asyncio.sleep(self.probe_interval)
+            if db is self._db and not self._pending and await asyncio.to_thread(db.probe):
+                db.read_only = False
+                log.warning("storage: there is space again: writes are accepted")
 
     async def flush(self) -> None:
         while self._committer is not None and not self._committer.done():
@@ -641,6 +887,8 @@ class Store:
 
     async def close(self) -> None:
         await self.flush()
+        if self._prober is not None:
+            self._prober.cancel()
         for c in self.colls.values():
             for w in c.all_watchers():
                 w.close()

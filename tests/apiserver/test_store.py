@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import sqlite3
 import threading
 from typing import Any
 
+import pytest
+
 from gpuyard.apiserver.selectors import Filter
-from gpuyard.apiserver.store import Store
+from gpuyard.apiserver.store import StorageFailure, Store, StoreError
 
 CK = ("", "configmaps")
 
@@ -59,11 +62,80 @@ async def test_watchers_and_writers_wait_for_the_commit(tmp_path: Any) -> None:
     await asyncio.sleep(0.1)
     assert not task.done()  # not acknowledged before the commit
     assert not w.buf  # and not shown to watchers either
-    assert store.get(CK, "default/a") is not None  # but conflicts are already checked
+    assert store.get(CK, "default/a") is None  # nor to readers
+    assert list(store.entries(CK)) == []
+    assert store.published_rv == 0
+    with pytest.raises(StoreError) as ei:  # but conflicts are already checked
+        store.put_nowait(CK, obj("a"), create=True)
+    assert ei.value.code == 409
     gate.set()
     await asyncio.wait_for(task, 5)
     assert len(w.buf) == 1 and b'"ADDED"' in w.buf[0]
+    assert store.get(CK, "default/a") is not None
+    assert store.published_rv == store.rev == 1
     await store.close()
+
+
+async def test_a_failed_commit_leaves_memory_as_it_was(tmp_path: Any) -> None:
+    """A commit that fails (here: the disk is full) fails its writes and those queued
+    behind them, shows none of them, and reuses no revision a reader saw."""
+    store = Store(str(tmp_path))
+    kept = await store.put(CK, obj("kept"), create=True)
+    assert store._db is not None
+    real = store._db.write
+    full = True
+
+    def write(ops: Any, rev: int) -> None:
+        if full:
+            raise sqlite3.OperationalError("database or disk is full")
+        real(ops, rev)
+
+    store._db.write = write  # type: ignore[method-assign]
+    w, _ = store.watch(CK, Filter(), store.published_rv)
+    a = asyncio.ensure_future(store.put(CK, obj("a"), create=True))
+    d = asyncio.ensure_future(store.delete(CK, "default/kept"))
+    results = await asyncio.gather(a, d, return_exceptions=True)
+    for r in results:
+        assert isinstance(r, StorageFailure) and r.code == 507, r
+        assert "no space left" in r.message
+    assert store.get(CK, "default/a") is None
+    assert store.get(CK, "default/kept") is kept
+    assert store.latest(CK, "default/kept") is kept
+    assert not w.buf
+    assert store.rev == store.published_rv == kept.rv
+    # Read-only now: refused at once, until a probe finds space.
+    assert store.read_only
+    with pytest.raises(StorageFailure):
+        store.put_nowait(CK, obj("b"), create=True)
+    full = False
+    store.probe_interval = 0.05
+    for _ in range(100):
+        if not store.read_only:
+            break
+        await asyncio.sleep(0.05)
+    assert not store.read_only
+    b = await store.put(CK, obj("b"), create=True)
+    assert b.rv == kept.rv + 1
+    await store.close()
+    again = Store(str(tmp_path))
+    assert sorted(e.name for e in again.entries(CK)) == ["b", "kept"]
+    await again.close()
+
+
+async def test_data_directory_and_files_are_private(tmp_path: Any) -> None:
+    d = tmp_path / "data"
+    store = Store(str(d))
+    await store.put(CK, obj("s"), create=True)
+    assert os.stat(d).st_mode & 0o777 == 0o700
+    for f in os.listdir(d):
+        assert os.stat(d / f).st_mode & 0o077 == 0, f
+    await store.close()
+    os.chmod(d, 0o755)
+    os.chmod(d / "store.db", 0o644)
+    again = Store(str(d))
+    assert os.stat(d).st_mode & 0o777 == 0o700
+    assert os.stat(d / "store.db").st_mode & 0o777 == 0o600
+    await again.close()
 
 
 async def test_reload_restores_items_revision_and_indexes(tmp_path: Any) -> None:
