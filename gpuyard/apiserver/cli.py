@@ -28,6 +28,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="keep everything in memory (nothing survives a restart)",
     )
     parser.add_argument(
+        "--fsync",
+        action="store_true",
+        help="fsync every commit (synchronous=FULL): acknowledged writes survive an "
+        "operating-system crash or power loss too, at a cost in write throughput "
+        "(benchmarks/durability.py); without it they survive the process being killed",
+    )
+    parser.add_argument(
         "--watch-log",
         type=int,
         default=50_000,
@@ -51,6 +58,7 @@ async def _serve(args: argparse.Namespace) -> int:
         port=args.port,
         persist=not args.in_memory,
         log_size=args.watch_log,
+        fsync=args.fsync,
     )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
