@@ -23,6 +23,7 @@ import yaml
 
 from gpuyard.apiserver import (
     patch,
+    paths,
     protobuf,
     schemas,
     strategies,
@@ -335,54 +336,28 @@ class Core:
             return _json(500, status_obj(500, "InternalError", f"internal error: {exc!r}"))
 
     def route(self, path: str) -> tuple[str, Any]:
-        """Classify a path: ("discovery", ...) or ("resource", (res, ns, name, sub, watch))."""
-        parts = [p for p in path.split("?")[0].split("/") if p]
-        if not parts:
-            return "root", None
-        head = parts[0]
-        if head == "api":
-            if len(parts) == 1:
-                return "api", None
-            group, version, rest = "", parts[1], parts[2:]
-        elif head == "apis":
-            if len(parts) == 1:
-                return "apis", None
-            if len(parts) == 2:
-                return "group", parts[1]
-            group, version, rest = parts[1], parts[2], parts[3:]
-        else:
-            return "other", "/" + "/".join(parts)
-        if not rest:
-            return "gv", (group, version)
-        watch = False
-        if rest[0] == "watch":
-            watch = True
-            rest = rest[1:]
-            if not rest:
-                raise APIError(404, "NotFound", "the server could not find the requested resource")
-        ns: str | None = None
-        if (
-            rest[0] == "namespaces"
-            and len(rest) >= 3
-            and not (len(rest) == 3 and rest[2] in ("status", "finalize"))
-        ):
-            ns = rest[1]
-            rest = rest[2:]
-        if len(rest) > 3:
-            raise APIError(404, "NotFound", "the server could not find the requested resource")
-        plural = rest[0]
-        name = rest[1] if len(rest) > 1 else None
-        sub = rest[2] if len(rest) > 2 else None
-        res = self.registry.get(group, version, plural)
+        """Classify a raw (percent-encoded) path with `paths.parse`: ("root"|"api"|
+        "apis"|"group"|"gv"|"other", info) or ("resource", (res, ns, name, sub, watch))."""
+        r = paths.parse(path)
+        if r.kind in ("root", "api", "apis"):
+            return r.kind, None
+        if r.kind == "group":
+            return "group", r.group
+        if r.kind == "gv":
+            return "gv", (r.group, r.version)
+        if r.kind == "other":
+            return "other", r.other
+        res = self.registry.get(r.group, r.version, r.plural)
         if res is None:
             raise APIError(404, "NotFound", "the server could not find the requested resource")
+        ns, name, sub = r.namespace, r.name, r.sub
         if (ns is not None and not res.namespaced) or (
             ns is None and res.namespaced and name is not None
         ):
             raise APIError(404, "NotFound", "the server could not find the requested resource")
         if sub is not None and sub not in res.subresources:
             raise APIError(404, "NotFound", "the server could not find the requested resource")
-        return "resource", (res, ns, name, sub, watch)
+        return "resource", (res, ns, name, sub, r.watch)
 
     async def _dispatch(
         self,
@@ -398,6 +373,9 @@ class Core:
                 "RequestEntityTooLarge",
                 f"the request body is too large: limit is {MAX_BODY} bytes",
             )
+        if "?" in path:  # an in-process caller's target with its query string
+            path, more = paths.split_target(path)
+            query = {**more, **query}
         kind, info = self.route(path)
         if kind != "resource":
             if method not in ("GET", "HEAD"):

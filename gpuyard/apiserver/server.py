@@ -34,7 +34,7 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
-from gpuyard.apiserver import discovery, openapi, webhooks
+from gpuyard.apiserver import discovery, openapi, paths, webhooks
 from gpuyard.apiserver.errors import APIError, status_obj
 from gpuyard.apiserver.handlers import MAX_BODY, Core, Response
 from gpuyard.apiserver.kubeconfig import new_token, read_token, write_kubeconfig
@@ -47,29 +47,18 @@ _TEXT = {"Content-Type": "text/plain; charset=utf-8"}
 
 
 def _verb_and_resource(method: str, path: str, query: Mapping[str, str]) -> tuple[str, str]:
-    parts = [p for p in path.split("/") if p]
-    if not parts or parts[0] not in ("api", "apis"):
-        return method.lower(), path if len(path) < 40 else "other"
-    rest = parts[2:] if parts[0] == "api" else parts[3:]
-    if len(parts) >= 2 and parts[0] == "apis" and len(parts) < 3:
-        rest = []
-    if not rest:
+    try:
+        r = paths.parse(paths.split_target(path)[0])
+    except APIError:
+        return method.lower(), "invalid-path"
+    if r.kind == "other":
+        return method.lower(), r.other if len(r.other) < 40 else "other"
+    if r.kind != "resource":
         return "discovery", ""
-    watch = rest[0] == "watch"
-    if watch:
-        rest = rest[1:]
-    if (
-        len(rest) >= 3
-        and rest[0] == "namespaces"
-        and not (len(rest) == 3 and rest[2] in ("status", "finalize"))
-    ):
-        rest = rest[2:]
-    resource = rest[0] if rest else ""
-    if len(rest) > 2:
-        resource += "/" + rest[2]
-    named = len(rest) > 1
+    resource = r.plural + ("/" + r.sub if r.sub else "")
+    named = r.name is not None
     if method == "GET":
-        if watch or query.get("watch") in ("true", "1"):
+        if r.watch or query.get("watch") in ("true", "1"):
             verb = "watch"
         else:
             verb = "get" if named else "list"
@@ -379,7 +368,8 @@ class APIServer(Core):
         return auth == f"Bearer {self.token}"
 
     async def _http(self, request: web.Request) -> web.StreamResponse:
-        path = request.path
+        # The path as sent, still percent-encoded: `paths` decodes each segment once.
+        path = request.raw_path.partition("?")[0]
         if path not in OPEN_PATHS and not self._authorized(request):
             return web.Response(
                 status=401,
