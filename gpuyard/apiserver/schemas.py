@@ -86,13 +86,14 @@ def directive(query: Mapping[str, str], kind: str = "CreateOptions") -> str:
 class _Ctx:
     """What one decode found: the first type error, unknown fields, missing fields."""
 
-    __slots__ = ("prune", "error", "unknown", "missing")
+    __slots__ = ("prune", "error", "unknown", "missing", "unsupported")
 
     def __init__(self, prune: bool) -> None:
         self.prune = prune
         self.error: str | None = None
         self.unknown: list[str] = []
         self.missing: list[str] = []
+        self.unsupported: list[dict[str, str]] = []
 
     def bad(self, value: Any, path: str, owner: str, gotype: str, overflow: bool = False) -> None:
         if self.error is not None:
@@ -252,7 +253,7 @@ class Definitions:
             box[0](v, path, owner, ctx)
 
         self._compiled[name] = late  # recursive types meet the placeholder
-        compiled = self._node(self.defs.get(name) or {}, _short(name).split(".")[-1])
+        compiled = self._node(self.defs.get(name) or {}, _short(name).split(".")[-1], name)
         box.append(compiled)
         self._compiled[name] = compiled
         return compiled
@@ -262,7 +263,7 @@ class Definitions:
             self.checker(name)
         return len(self._compiled)
 
-    def _node(self, schema: dict[str, Any], struct: str) -> Check:
+    def _node(self, schema: dict[str, Any], struct: str, defname: str = "") -> Check:
         ref = schema.get("$ref")
         if ref:
             return self.checker(ref.rsplit("/", 1)[-1])
@@ -276,7 +277,7 @@ class Definitions:
             props = schema.get("properties")
             addl = schema.get("additionalProperties")
             if props:
-                return self._struct(schema, struct, nullable, gotype)
+                return self._struct(schema, struct, nullable, gotype, defname)
             if isinstance(addl, dict):
                 return self._map(self._node(addl, struct), nullable, gotype)
             return self._free_object(nullable, gotype)
@@ -369,10 +370,15 @@ class Definitions:
 
         return check
 
-    def _struct(self, schema: dict[str, Any], struct: str, nullable: bool, gotype: str) -> Check:
+    def _struct(
+        self, schema: dict[str, Any], struct: str, nullable: bool, gotype: str, defname: str = ""
+    ) -> Check:
         props: dict[str, Check] = {}
+        enums = ENUMS.get(defname, {})
         for k, sub in (schema.get("properties") or {}).items():
             props[k] = self._node(sub, struct)
+            if k in enums:
+                props[k] = _enum(props[k], enums[k])
         required = tuple(
             k
             for k in schema.get("required") or ()
@@ -417,6 +423,73 @@ class Definitions:
             return True
         t = _types(schema)
         return bool(t & {"string", "array", "object"})
+
+
+_CORE = "io.k8s.api.core.v1."
+_PULL = ("Always", "IfNotPresent", "Never")
+_PROTOCOLS = ("SCTP", "TCP", "UDP")
+_CONTAINER = {
+    "imagePullPolicy": _PULL,
+    "terminationMessagePolicy": ("FallbackToLogsOnError", "File"),
+}
+# Closed sets of string values that kube-apiserver's validation enforces and the
+# definitions do not list (definition -> field -> values); an empty string is left to
+# defaulting, as Kubernetes does.
+ENUMS: dict[str, dict[str, tuple[str, ...]]] = {
+    _CORE + "PodSpec": {
+        "restartPolicy": ("Always", "Never", "OnFailure"),
+        "dnsPolicy": ("ClusterFirst", "ClusterFirstWithHostNet", "Default", "None"),
+        "preemptionPolicy": ("Never", "PreemptLowerPriority"),
+    },
+    _CORE + "Container": _CONTAINER,
+    _CORE + "EphemeralContainer": _CONTAINER,
+    _CORE + "ContainerPort": {"protocol": _PROTOCOLS},
+    _CORE + "ServicePort": {"protocol": _PROTOCOLS},
+    _CORE + "ServiceSpec": {
+        "type": ("ClusterIP", "ExternalName", "LoadBalancer", "NodePort"),
+        "sessionAffinity": ("ClientIP", "None"),
+        "externalTrafficPolicy": ("Cluster", "Local"),
+        "internalTrafficPolicy": ("Cluster", "Local"),
+    },
+    _CORE + "Toleration": {
+        "operator": ("Equal", "Exists"),
+        "effect": ("NoExecute", "NoSchedule", "PreferNoSchedule"),
+    },
+    _CORE + "Taint": {"effect": ("NoExecute", "NoSchedule", "PreferNoSchedule")},
+    _CORE + "NodeSelectorRequirement": {
+        "operator": ("DoesNotExist", "Exists", "Gt", "In", "Lt", "NotIn")
+    },
+    _CORE + "TopologySpreadConstraint": {"whenUnsatisfiable": ("DoNotSchedule", "ScheduleAnyway")},
+    "io.k8s.apimachinery.pkg.apis.meta.v1.LabelSelectorRequirement": {
+        "operator": ("DoesNotExist", "Exists", "In", "NotIn")
+    },
+    "io.k8s.api.apps.v1.DeploymentStrategy": {"type": ("Recreate", "RollingUpdate")},
+    "io.k8s.api.apps.v1.DaemonSetUpdateStrategy": {"type": ("OnDelete", "RollingUpdate")},
+    "io.k8s.api.scheduling.v1.PriorityClass": {
+        "preemptionPolicy": ("Never", "PreemptLowerPriority")
+    },
+    "io.k8s.api.policy.v1.PodDisruptionBudgetSpec": {
+        "unhealthyPodEvictionPolicy": ("AlwaysAllow", "IfHealthyBudget")
+    },
+}
+
+
+def _enum(inner: Check, values: tuple[str, ...]) -> Check:
+    allowed = frozenset(values)
+    listed = ", ".join(f'"{v}"' for v in sorted(values))
+
+    def check(v: Any, path: str, owner: str, ctx: _Ctx) -> None:
+        inner(v, path, owner, ctx)
+        if type(v) is str and v and v not in allowed:
+            ctx.unsupported.append(
+                {
+                    "reason": "FieldValueNotSupported",
+                    "message": f'Unsupported value: "{v}": supported values: {listed}',
+                    "field": path,
+                }
+            )
+
+    return check
 
 
 def _base64_offset(s: str) -> int:
@@ -550,7 +623,7 @@ def decode(
             raise bad_request(msg)
         if field_validation == "Warn":
             warnings = notes
-    if ctx.missing:
+    if ctx.missing or ctx.unsupported:
         md = obj.get("metadata") if isinstance(obj.get("metadata"), dict) else {}
         name = (md or {}).get("name") or (md or {}).get("generateName") or ""
         raise invalid(
@@ -559,7 +632,8 @@ def decode(
             [
                 {"reason": "FieldValueRequired", "message": "Required value", "field": f}
                 for f in ctx.missing
-            ],
+            ]
+            + ctx.unsupported,
             res.group,
         )
     return warnings

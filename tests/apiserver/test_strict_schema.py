@@ -677,3 +677,47 @@ spec:
         input="apiVersion: example.com/v1\nkind: Gadget\nmetadata: {name: g}\nspec: {}\n",
     )
     assert kj(s, "gadget", "g")["spec"] == {"size": 3, "policy": {"mode": "Fair"}}
+
+
+async def test_closed_value_sets(apiserver_inproc: Any) -> None:
+    s = apiserver_inproc
+    st, out, _ = await _req(s, "POST", f"{NS}/pods", _pod("r", restartPolicy="Sometimes"))
+    assert st == 422, out
+    assert out["details"]["causes"] == [
+        {
+            "reason": "FieldValueNotSupported",
+            "message": 'Unsupported value: "Sometimes": supported values: "Always", "Never", '
+            '"OnFailure"',
+            "field": "spec.restartPolicy",
+        }
+    ]
+    dep = {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": "d"},
+        "spec": {
+            "selector": {"matchLabels": {"app": "d"}},
+            "template": {
+                "metadata": {"labels": {"app": "d"}},
+                "spec": {
+                    "containers": [{"name": "m", "image": "x", "imagePullPolicy": "Sometimes"}]
+                },
+            },
+        },
+    }
+    st, out, _ = await _req(s, "POST", "/apis/apps/v1/namespaces/default/deployments", dep)
+    assert st == 422, out
+    assert [c["field"] for c in out["details"]["causes"]] == [
+        "spec.template.spec.containers[0].imagePullPolicy"
+    ]
+    node = {
+        "apiVersion": "v1",
+        "kind": "Node",
+        "metadata": {"name": "n"},
+        "spec": {"taints": [{"key": "k", "effect": "NoSchedul"}]},
+    }
+    st, out, _ = await _req(s, "POST", "/api/v1/nodes", node)
+    assert st == 422 and out["details"]["causes"][0]["field"] == "spec.taints[0].effect", out
+    # An empty value is left to defaulting.
+    st, _, _ = await _req(s, "POST", f"{NS}/pods", _pod("e", dnsPolicy=""))
+    assert st == 201
