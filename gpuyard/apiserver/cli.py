@@ -9,6 +9,8 @@ import signal
 import sys
 import tempfile
 
+from gpuyard.apiserver import flow
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
@@ -40,6 +42,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=50_000,
         help="events kept per resource for resuming watches",
     )
+    flow.add_arguments(parser)
 
 
 async def _serve(args: argparse.Namespace) -> int:
@@ -59,6 +62,7 @@ async def _serve(args: argparse.Namespace) -> int:
         persist=not args.in_memory,
         log_size=args.watch_log,
         fsync=args.fsync,
+        flow=flow.limits_from_args(args),
     )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

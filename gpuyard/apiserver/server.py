@@ -36,6 +36,18 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 from gpuyard.apiserver import discovery, openapi, paths, webhooks
 from gpuyard.apiserver.errors import APIError, status_obj
+from gpuyard.apiserver.flow import (
+    TOO_MANY,
+    FlowCollector,
+    FlowControl,
+    FlowLimits,
+    Listener,
+    client_of,
+    connection_cap,
+    is_long_running,
+    raise_file_limit,
+    request_kind,
+)
 from gpuyard.apiserver.handlers import MAX_BODY, Core, Response
 from gpuyard.apiserver.kubeconfig import new_token, read_token, write_kubeconfig
 from gpuyard.apiserver.resources import Registry
@@ -146,6 +158,7 @@ class APIServer(Core):
         persist: bool = True,
         tls: bool = True,
         fsync: bool = False,
+        flow: FlowLimits | None = None,
     ) -> None:
         self.data_dir = data_dir
         self.host = host
@@ -165,7 +178,9 @@ class APIServer(Core):
             fsync=fsync,
         )
         super().__init__(store, Registry(), bookmark_interval=bookmark_interval)
-        self._runner: web.AppRunner | None = None
+        self.flow_limits = (flow or FlowLimits()).check()
+        self.flow = FlowControl(self.flow_limits)
+        self._listener: Listener | None = None
         self._started = False
         self.metrics = CollectorRegistry()
         self._m_requests = Counter(
@@ -192,6 +207,9 @@ class APIServer(Core):
         self.metrics.register(_StoreCollector(self.store))  # type: ignore[arg-type]
         _GcTime.install()
         self.metrics.register(_GcTime)  # type: ignore[arg-type]
+        self.metrics.register(
+            FlowCollector(self.flow, lambda: self._listener)  # type: ignore[arg-type]
+        )
 
     # ------------------------------------------------------------------ life cycle
 
@@ -203,21 +221,23 @@ class APIServer(Core):
             self._bg.add(asyncio.get_running_loop().create_task(self._gc_freezer()))
         if not listen:
             return ""
-        app = web.Application(client_max_size=MAX_BODY + 1024 * 1024)
-        app.router.add_route("*", "/{tail:.*}", self._http)
-        self._runner = web.AppRunner(app, handler_cancellation=True, access_log=None)
-        await self._runner.setup()
         ssl_ctx = None
         if self.tls:
             ssl_ctx, self.ca_pem = server_tls(self.data_dir, self.host)
             if self.data_dir:
                 self.ca_path = os.path.join(self.data_dir, "ca.crt")
-        site = web.TCPSite(self._runner, self.host, self.port, backlog=1024, ssl_context=ssl_ctx)
-        await site.start()
-        server = getattr(site, "_server", None)
-        sockets = getattr(server, "sockets", None) or []
-        if sockets:
-            self.port = int(sockets[0].getsockname()[1])
+        # The listener owns the socket (flow.py): connections are counted from accept,
+        # held below the file limit, and timed out when slow to say what they want.
+        cap = self.flow_limits.max_connections or connection_cap(raise_file_limit())
+        listener = Listener(
+            self._http,
+            self.flow_limits,
+            ssl_context=ssl_ctx,
+            client_max_size=MAX_BODY + 1024 * 1024,
+            max_connections=cap,
+        )
+        self.port = await listener.start(self.host, self.port)
+        self._listener = listener
         scheme = "https" if self.tls else "http"
         self.url = f"{scheme}://{self.host}:{self.port}"
         if self.kubeconfig_path:
@@ -265,10 +285,10 @@ class APIServer(Core):
         for c in self.store.colls.values():
             for w in c.all_watchers():
                 w.close()
-        if self._runner is not None:
+        if self._listener is not None:
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(self._runner.cleanup(), 5)
-            self._runner = None
+                await asyncio.wait_for(self._listener.close(), 10)
+            self._listener = None
         await self.shutdown()
         await self.store.close()
         with contextlib.suppress(Exception):
@@ -363,19 +383,66 @@ class APIServer(Core):
 
     # ------------------------------------------------------------------ HTTP
 
-    def _authorized(self, request: web.Request) -> bool:
+    def _authorized(self, request: web.BaseRequest) -> bool:
         auth = request.headers.get("Authorization", "")
         return auth == f"Bearer {self.token}"
 
-    async def _http(self, request: web.Request) -> web.StreamResponse:
+    async def _http(self, request: web.BaseRequest) -> web.StreamResponse:
         # The path as sent, still percent-encoded: `paths` decodes each segment once.
         path = request.raw_path.partition("?")[0]
-        if path not in OPEN_PATHS and not self._authorized(request):
-            return web.Response(
-                status=401,
-                body=orjson.dumps(status_obj(401, "Unauthorized", "Unauthorized")),
-                content_type="application/json",
-            )
+        listener = self._listener
+        if path in OPEN_PATHS:  # probes: answered however busy the server is
+            if listener is not None:
+                listener.request_started(request.protocol, False)
+            try:
+                return await self._serve_http(request, path)
+            finally:
+                if listener is not None:
+                    listener.request_done(request.protocol)
+        authed = self._authorized(request)
+        if listener is not None:
+            listener.request_started(request.protocol, authed)
+        try:
+            if not authed:
+                return web.Response(
+                    status=401,
+                    body=orjson.dumps(status_obj(401, "Unauthorized", "Unauthorized")),
+                    content_type="application/json",
+                )
+            method = request.method
+            if is_long_running(method, path, request.query):
+                return await self._serve_http(request, path)
+            kind = request_kind(method)
+            client = client_of(request.headers)
+            flow = self.flow
+            if not flow.try_enter(kind, client):
+                refused = await flow.enter(kind, client)
+                if refused is not None:
+                    return self._too_many(method, path, request.query)
+            try:
+                return await self._serve_http(request, path)
+            finally:
+                flow.leave(kind, client)
+        finally:
+            if listener is not None:
+                listener.request_done(request.protocol)
+
+    def _too_many(self, method: str, path: str, query: Mapping[str, str]) -> web.Response:
+        """429 as kube-apiserver answers when its flow control refuses a request."""
+        secs = self.flow_limits.retry_after
+        with contextlib.suppress(Exception):
+            verb, resource = _verb_and_resource(method, path, query)
+            self._m_requests.labels(verb, resource, "429").inc()
+        return web.Response(
+            status=429,
+            body=orjson.dumps(
+                status_obj(429, "TooManyRequests", TOO_MANY, {"retryAfterSeconds": secs})
+            ),
+            headers={"Retry-After": str(secs)},
+            content_type="application/json",
+        )
+
+    async def _serve_http(self, request: web.BaseRequest, path: str) -> web.StreamResponse:
         try:
             body = await request.read() if request.can_read_body else b""
         except web.HTTPRequestEntityTooLarge:

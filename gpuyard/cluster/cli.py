@@ -9,6 +9,8 @@ import logging
 import signal
 import sys
 
+from gpuyard.apiserver import flow
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--nodes", type=int, default=8, help="simulated 8-GPU nodes (default 8)")
@@ -58,6 +60,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="a component option, such as health_quiet_s=5 (repeatable)",
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="log at debug level")
+    flow.add_arguments(parser)
 
 
 def _value(text: str) -> object:
@@ -101,6 +104,7 @@ async def _main(args: argparse.Namespace) -> int:
         join_rate=args.join_rate,
         components=comps,
         options=options,
+        flow=flow.limits_from_args(args),
     )
     if opts.join_rate < 0:
         print("gpuyard up: --join-rate cannot be negative", file=sys.stderr)

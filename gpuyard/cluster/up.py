@@ -55,6 +55,7 @@ class UpOptions:
     join_rate: float = 0.0  # nodes joining per second; 0: all at once
     components: list[str] | None = None  # None: all defaults
     options: dict[str, Any] = field(default_factory=dict)
+    flow: Any = None  # gpuyard.apiserver.flow.FlowLimits; None: its defaults
 
 
 def build_shapes(opts: UpOptions) -> list[NodeShape]:
@@ -127,6 +128,7 @@ class EmbeddedCluster:
             host=self.opts.host,
             port=self.opts.port,
             persist=not self.opts.in_memory,
+            flow=self.opts.flow,
         )
         self.url = await self.server.start()
         self.client = Client.in_process(self.server, component="cluster")
