@@ -200,11 +200,18 @@ class Client:
         return h
 
     def _delay(self, attempt: int, retry_after: str | None) -> float:
+        """Seconds before retry `attempt` (0-based). A Retry-After in seconds is
+        honoured (bounded by 3x backoff_max) plus up to half of it again, at random,
+        so that clients refused together do not all come back in the same instant;
+        without one, bounded exponential backoff with jitter."""
         if retry_after:
             try:
-                return min(max(float(retry_after), 0.0), self.backoff_max * 3)
+                ra = float(retry_after)
             except ValueError:
-                pass
+                ra = -1.0
+            if ra == ra and ra >= 0:  # not NaN
+                d = min(ra, self.backoff_max * 3)
+                return d + max(d, self.backoff_base) * random.random() / 2
         d = min(self.backoff_base * (2**attempt), self.backoff_max)
         return d * (0.5 + random.random() / 2)
 
