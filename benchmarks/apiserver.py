@@ -8,6 +8,7 @@ Measures, against `python -m gpuyard.apiserver` in a subprocess with persistence
 - peak RSS of the server process.
 
     python benchmarks/apiserver.py [--quick] [--nodes N] [--pods N]
+    python benchmarks/apiserver.py --baseline-commit REV [--rounds N]   # ratios to REV
 
 Targets on a 2-core machine: >= 2,000 writes/s, list <= 300 ms, watch p99 <= 50 ms,
 RSS <= 1.5 GiB. The client runs on the same machine and competes for the cores.
@@ -19,8 +20,10 @@ import argparse
 import asyncio
 import multiprocessing as mp
 import os
+import shutil
 import ssl
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -333,6 +336,124 @@ def peak_rss_mib(pid: int) -> float:
     return -1.0
 
 
+def measure(
+    nodes: int, pods: int, watchers: int, rate: int, wsec: float, code_dir: str | None = None
+) -> dict[str, Any]:
+    """One run of every phase against a fresh server (from `code_dir` if given)."""
+    out: dict[str, Any] = {}
+    d = tempfile.mkdtemp(prefix="gpuyard-bench-")
+    try:
+        with run_apiserver_process(d, code_dir=code_dir) as srv:
+            ca = srv.ca_file
+            items = [("/api/v1/nodes", orjson.dumps(node(i))) for i in range(nodes)]
+            ok, secs = write_phase(srv.url, srv.token, ca, items)
+            out["create_nodes"] = {
+                "ok": ok,
+                "seconds": round(secs, 2),
+                "writes_per_s": round(ok / secs, 1),
+            }
+            items = [
+                ("/api/v1/namespaces/default/pods", orjson.dumps(pod(i, nodes)))
+                for i in range(pods)
+            ]
+            ok, secs = write_phase(srv.url, srv.token, ca, items)
+            out["create_pods"] = {
+                "ok": ok,
+                "seconds": round(secs, 2),
+                "writes_per_s": round(ok / secs, 1),
+            }
+            ms, n = asyncio.run(list_nodes(srv.url, srv.token, ca))
+            out["list_nodes"] = {"items": n, "median_ms": round(ms, 1)}
+            out["watch"] = watch_latency(srv.url, srv.token, ca, watchers, rate, wsec, srv.pid)
+            out["server_peak_rss_mib"] = round(peak_rss_mib(srv.pid), 1)
+            out["store_bytes"] = sum(
+                os.path.getsize(os.path.join(d, f))
+                for f in os.listdir(d)
+                if f.startswith("store.db")
+            )
+            if code_dir is None:
+                out["client"] = _client_figures(srv)
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
+    return out
+
+
+def _client_figures(srv: Any) -> Any:
+    try:
+        from benchmarks.client_compare import compare_clients  # type: ignore
+    except ImportError:
+        return None
+    try:
+        return (
+            asyncio.run(compare_clients(srv.url, srv.token))
+            if asyncio.iscoroutinefunction(compare_clients)
+            else compare_clients(srv.url, srv.token)
+        )
+    except Exception as exc:  # the comparison is someone else's; report, don't die
+        return {"error": repr(exc)}
+
+
+# The figures compared with --baseline-commit: (section, key, higher is better).
+COMPARED = [
+    ("create_nodes", "writes_per_s", True),
+    ("create_pods", "writes_per_s", True),
+    ("list_nodes", "median_ms", False),
+    ("watch", "p50_ms", False),
+    ("watch", "p99_ms", False),
+    ("server_peak_rss_mib", None, False),
+]
+
+
+def _figure(run: dict[str, Any], section: str, key: str | None) -> float:
+    v = run[section] if key is None else run[section][key]
+    return float(v)
+
+
+def compare(rev: str, rounds: int, *args: Any) -> dict[str, Any]:
+    """Measure `rev` (in a temporary git worktree) and this checkout in turns,
+    `rounds` times each, so both see the same machine; medians and their ratios
+    (this code / baseline: above 1 is better for throughput, below 1 for times)."""
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    sha = subprocess.run(
+        ["git", "-C", repo, "rev-parse", "--verify", rev + "^{commit}"],
+        capture_output=True,
+        text=True,
+    )
+    if sha.returncode != 0:
+        raise SystemExit(f"benchmarks/apiserver.py: not a commit: {rev!r}")
+    commit = sha.stdout.strip()
+    tree = tempfile.mkdtemp(prefix="gpuyard-baseline-")
+    subprocess.run(
+        ["git", "-C", repo, "worktree", "add", "--detach", tree, commit],
+        check=True,
+        capture_output=True,
+    )
+    runs: dict[str, list[dict[str, Any]]] = {"baseline": [], "current": []}
+    try:
+        for _ in range(rounds):
+            runs["baseline"].append(measure(*args, code_dir=tree))
+            runs["current"].append(measure(*args, code_dir=repo))
+    finally:
+        subprocess.run(
+            ["git", "-C", repo, "worktree", "remove", "--force", tree], capture_output=True
+        )
+        shutil.rmtree(tree, ignore_errors=True)
+    out: dict[str, Any] = {"baseline_commit": commit, "rounds": rounds, "figures": {}}
+    for section, key, higher in COMPARED:
+        name = section if key is None else f"{section}.{key}"
+        base = statistics.median(_figure(r, section, key) for r in runs["baseline"])
+        cur = statistics.median(_figure(r, section, key) for r in runs["current"])
+        out["figures"][name] = {
+            "baseline": base,
+            "current": cur,
+            "ratio": round(cur / base, 3) if base else None,
+            "higher_is_better": higher,
+            "all_baseline": [_figure(r, section, key) for r in runs["baseline"]],
+            "all_current": [_figure(r, section, key) for r in runs["current"]],
+        }
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="10x smaller run")
@@ -341,49 +462,27 @@ def main() -> None:
     ap.add_argument("--watchers", type=int, default=100)
     ap.add_argument("--rate", type=int, default=1000)
     ap.add_argument("--watch-seconds", type=float, default=None)
+    ap.add_argument(
+        "--baseline-commit",
+        metavar="REV",
+        default=None,
+        help="also measure the code of commit REV (in a temporary git worktree), in "
+        "turns with this checkout, and print the ratios",
+    )
+    ap.add_argument(
+        "--rounds", type=int, default=2, help="runs of each side with --baseline-commit"
+    )
     a = ap.parse_args()
     nodes = a.nodes or (750 if a.quick else 7500)
     pods = a.pods or (7500 if a.quick else 75000)
     wsec = a.watch_seconds or (3 if a.quick else 10)
     out: dict[str, Any] = {"cpus": os.cpu_count(), "nodes": nodes, "pods": pods}
-    d = tempfile.mkdtemp(prefix="gpuyard-bench-")
-    with run_apiserver_process(d) as srv:
-        ca = srv.ca_file
-        items = [("/api/v1/nodes", orjson.dumps(node(i))) for i in range(nodes)]
-        ok, secs = write_phase(srv.url, srv.token, ca, items)
-        out["create_nodes"] = {
-            "ok": ok,
-            "seconds": round(secs, 2),
-            "writes_per_s": round(ok / secs, 1),
-        }
-        items = [
-            ("/api/v1/namespaces/default/pods", orjson.dumps(pod(i, nodes))) for i in range(pods)
-        ]
-        ok, secs = write_phase(srv.url, srv.token, ca, items)
-        out["create_pods"] = {
-            "ok": ok,
-            "seconds": round(secs, 2),
-            "writes_per_s": round(ok / secs, 1),
-        }
-        ms, n = asyncio.run(list_nodes(srv.url, srv.token, ca))
-        out["list_nodes"] = {"items": n, "median_ms": round(ms, 1)}
-        out["watch"] = watch_latency(srv.url, srv.token, ca, a.watchers, a.rate, wsec, srv.pid)
-        out["server_peak_rss_mib"] = round(peak_rss_mib(srv.pid), 1)
-        out["store_bytes"] = sum(
-            os.path.getsize(os.path.join(d, f)) for f in os.listdir(d) if f.startswith("store.db")
-        )
-        try:
-            from benchmarks.client_compare import compare_clients  # type: ignore
-
-            out["client"] = (
-                asyncio.run(compare_clients(srv.url, srv.token))
-                if asyncio.iscoroutinefunction(compare_clients)
-                else compare_clients(srv.url, srv.token)
-            )
-        except ImportError:
-            pass
-        except Exception as exc:  # the comparison is someone else's; report, don't die
-            out["client"] = {"error": repr(exc)}
+    if a.baseline_commit:
+        if a.rounds < 1:
+            raise SystemExit("benchmarks/apiserver.py: --rounds must be at least 1")
+        out.update(compare(a.baseline_commit, a.rounds, nodes, pods, a.watchers, a.rate, wsec))
+    else:
+        out.update(measure(nodes, pods, a.watchers, a.rate, wsec))
     out["targets"] = {"writes_per_s": 2000, "list_ms": 300, "watch_p99_ms": 50, "rss_mib": 1536}
     print(orjson.dumps(out, option=orjson.OPT_INDENT_2).decode())
 

@@ -67,15 +67,25 @@ def start_apiserver_process(
     in_memory: bool = False,
     extra_args: tuple[str, ...] = (),
     timeout: float = 30,
+    code_dir: str | None = None,
 ) -> ServerProcess:
-    """Start `python -m gpuyard.apiserver --port 0` and wait until /readyz answers."""
+    """Start `python -m gpuyard.apiserver --port 0` and wait until /readyz answers.
+    With `code_dir`, the gpuyard package is imported from that checkout instead."""
     data_dir = data_dir or tempfile.mkdtemp(prefix="gpuyard-apiserver-test-")
     cmd = [sys.executable, "-m", "gpuyard.apiserver", "--port", "0", "--data-dir", data_dir]
     if in_memory:
         cmd.append("--in-memory")
     cmd.extend(extra_args)
+    env = None
+    if code_dir is not None:
+        env = {**os.environ, "PYTHONPATH": os.path.abspath(code_dir)}
     proc = subprocess.Popen(
-        cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True
+        cmd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+        env=env,
+        cwd=code_dir,  # `-m` puts the working directory first on sys.path
     )
     out: list[str] = []
     try:
@@ -120,9 +130,12 @@ def start_apiserver_process(
 
 @contextlib.contextmanager
 def run_apiserver_process(
-    data_dir: str | None = None, in_memory: bool = False, extra_args: tuple[str, ...] = ()
+    data_dir: str | None = None,
+    in_memory: bool = False,
+    extra_args: tuple[str, ...] = (),
+    code_dir: str | None = None,
 ) -> Iterator[ServerProcess]:
-    srv = start_apiserver_process(data_dir, in_memory, extra_args)
+    srv = start_apiserver_process(data_dir, in_memory, extra_args, code_dir=code_dir)
     try:
         yield srv
     finally:
