@@ -1,0 +1,394 @@
+"""Back-pressure and connection limits under hostile load, against `gpuyard apiserver`
+in a subprocess (flow.py): idle and slow-header connections cannot starve a
+legitimate client, and a burst of creates gets 429 with Retry-After that kubectl,
+the official Python client and gpuyard's own client retry until all succeed.
+
+The idle flood holds 20,000 connections from two helper processes (the hard file
+limit here is 20,000 per process, so one process cannot hold them; the server's own
+cap is that limit less its reserve, so the flood goes past it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import resource
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+from collections import Counter
+from typing import Any
+
+import aiohttp
+import orjson
+import pytest
+
+from gpuyard.apiserver.flow import connection_cap
+from gpuyard.apiserver.testing import ServerProcess, run_apiserver_process
+from gpuyard.kube.client import Client
+from gpuyard.kube.fasthttp import FastTransport
+from gpuyard.kube.kubeconfig import load_kubeconfig
+from gpuyard.kube.resources import CONFIGMAPS
+
+from .test_kubectl import KUBECTL
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+CM = "/api/v1/namespaces/default/configmaps"
+
+
+def metrics(srv: ServerProcess) -> dict[str, float]:
+    req = urllib.request.Request(srv.url + "/metrics", headers=srv.headers)
+    with urllib.request.urlopen(req, context=srv.ssl_context(), timeout=60) as r:
+        text = r.read().decode()
+    out: dict[str, float] = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            name, _, value = line.rpartition(" ")
+            out[name] = float(value)
+    return out
+
+
+def helper(*args: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "tests.apiserver.load_clients", *args],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+
+
+def finish(proc: subprocess.Popen[str], timeout: float = 90) -> dict[str, Any]:
+    try:
+        out, _ = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        out, _ = proc.communicate()
+    last = (out or "").strip().splitlines()
+    return json.loads(last[-1]) if last else {}
+
+
+def fd_count(pid: int) -> int:
+    try:
+        return len(os.listdir(f"/proc/{pid}/fd"))
+    except OSError:
+        return -1
+
+
+def pct(xs: list[float], p: float) -> float:
+    xs = sorted(xs)
+    return round(xs[min(len(xs) - 1, int(p * len(xs)))] * 1000, 1) if xs else -1.0
+
+
+@pytest.mark.slow
+async def test_idle_and_slow_header_floods_do_not_starve_a_legitimate_client() -> None:
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    if hard < 12_000:
+        pytest.skip(f"the hard file limit ({hard}) is too low to hold a flood that fills the cap")
+    per_helper = min(10_000, hard - 200)
+    idle_total = 2 * per_helper  # 20,000 here
+    flood_s = 45.0
+    with run_apiserver_process(in_memory=True, extra_args=("--request-header-timeout", "3")) as srv:
+        host, port = srv.url.split("//")[1].rsplit(":", 1)
+        limit_text = open(f"/proc/{srv.pid}/limits").read()
+        server_limit = next(
+            int(line.split()[3]) for line in limit_text.splitlines() if "open files" in line
+        )
+        assert server_limit == hard  # raised to the hard limit at start
+        cap = connection_cap(server_limit)
+        assert idle_total > cap  # the flood goes past the cap
+        idlers = [helper("idle", host, port, str(per_helper), str(flood_s)) for _ in range(2)]
+        slow = helper("slow", host, port, "300", "30", srv.ca_file)
+        client = Client.from_kubeconfig(srv.kubeconfig, component="legit")
+        fresh_lat: list[float] = []
+        kept_lat: list[float] = []
+        max_fds = 0
+        try:
+            # Wait until the flood has filled the server up to its cap.
+            deadline = time.monotonic() + 60
+            opened = 0.0
+            while time.monotonic() < deadline:
+                m = await asyncio.to_thread(metrics, srv)
+                opened = m['gpuyard_apiserver_connections{state="open"}']
+                if opened >= cap - 50:
+                    break
+                await asyncio.sleep(0.5)
+            assert opened >= cap - 50, f"the flood reached only {opened} of {cap} connections"
+            ctx = srv.ssl_context()
+            # The legitimate client at work while the flood goes on: a kept-alive
+            # client creating and reading objects, and a fresh connection per request.
+            t_end = time.monotonic() + 15
+            i = 0
+            while time.monotonic() < t_end:
+                t0 = time.perf_counter()
+                created = await client.create(
+                    {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": f"ok-{i}"}},
+                    namespace="default",
+                )
+                got = await client.get(CONFIGMAPS, f"ok-{i}", namespace="default")
+                assert got["metadata"]["uid"] == created["metadata"]["uid"]
+                kept_lat.append(time.perf_counter() - t0)
+                t0 = time.perf_counter()
+                async with aiohttp.ClientSession(
+                    connector=aiohttp.TCPConnector(ssl=ctx, force_close=True),
+                    timeout=aiohttp.ClientTimeout(total=30),
+                ) as s:
+                    async with s.get(srv.url + CM + f"/ok-{i}", headers=srv.headers) as r:
+                        assert r.status == 200, await r.text()
+                        assert (await r.json())["metadata"]["name"] == f"ok-{i}"
+                fresh_lat.append(time.perf_counter() - t0)
+                max_fds = max(max_fds, fd_count(srv.pid))
+                i += 1
+            assert i >= 10, f"only {i} rounds of legitimate requests in 15 s"
+            m = await asyncio.to_thread(metrics, srv)
+            assert m['gpuyard_apiserver_connections{state="open"}'] <= cap
+            assert m["gpuyard_apiserver_connection_limit"] == cap
+            shed = (
+                m['gpuyard_apiserver_connections_closed_total{reason="evicted"}']
+                + m['gpuyard_apiserver_connections_closed_total{reason="connection-limit"}']
+            )
+            assert shed > 0
+            assert 0 < max_fds < server_limit
+        finally:
+            await client.close()
+            slow_stats = finish(slow)
+            idle_stats = [finish(p) for p in idlers]
+        # Every slow-header client was cut off by the server long before it ended
+        # its 30 s trickle (header timeout 3 s; evicted ones went sooner).
+        assert slow_stats["completed"] == 0, slow_stats
+        assert slow_stats["closed_by_server"] + slow_stats["connect_failed"] == 300, slow_stats
+        assert slow_stats["closed_by_server"] > 0, slow_stats
+        m = await asyncio.to_thread(metrics, srv)
+        assert m['gpuyard_apiserver_connections_closed_total{reason="header-timeout"}'] > 0
+        assert sum(s["max_open"] for s in idle_stats) >= cap - 50, idle_stats
+        assert sum(s["closed_by_server"] for s in idle_stats) > 0, idle_stats
+        print(
+            json.dumps(
+                {
+                    "idle_connections": idle_total,
+                    "server_cap": cap,
+                    "legit_rounds": i,
+                    "kept_alive_p99_ms": pct(kept_lat, 0.99),
+                    "fresh_connection_p99_ms": pct(fresh_lat, 0.99),
+                    "idle": idle_stats,
+                    "slow": slow_stats,
+                }
+            )
+        )
+
+
+async def _burst(srv: ServerProcess, n: int, prefix: str) -> list[tuple[int, Any, Any]]:
+    hdr = {**srv.headers, "Content-Type": "application/json"}
+    async with aiohttp.ClientSession(
+        connector=aiohttp.TCPConnector(ssl=srv.ssl_context(), limit=0)
+    ) as s:
+
+        async def one(i: int) -> tuple[int, Any, Any]:
+            body = orjson.dumps({"metadata": {"name": f"{prefix}{i}"}, "data": {"i": str(i)}})
+            async with s.post(srv.url + CM, data=body, headers=hdr) as r:
+                return r.status, r.headers.get("Retry-After"), await r.json()
+
+        return await asyncio.gather(*(one(i) for i in range(n)))
+
+
+async def test_a_burst_of_creates_gets_429_with_retry_after_and_clients_retry() -> None:
+    with run_apiserver_process() as srv:  # persistent store: writes wait for commits
+        res = await _burst(srv, 1000, "b")
+        codes = Counter(st for st, _, _ in res)
+        assert set(codes) <= {201, 429}, codes
+        assert codes[429] > 0 and codes[201] > 0, codes
+        for st, retry_after, body in res:
+            if st == 429:
+                assert retry_after is not None and int(retry_after) >= 1
+                assert body["kind"] == "Status" and body["reason"] == "TooManyRequests"
+                assert body["code"] == 429
+                assert body["details"]["retryAfterSeconds"] == int(retry_after)
+        m = metrics(srv)
+        rejected = m[
+            'apiserver_flowcontrol_rejected_requests_total{reason="queue-full",'
+            'request_kind="mutating"}'
+        ]
+        assert rejected == codes[429]
+        # Nothing refused was stored; what was acknowledged is there.
+        async with Client.from_kubeconfig(srv.kubeconfig) as c:
+            names = {
+                o["metadata"]["name"]
+                for o in (await c.list(CONFIGMAPS, namespace="default"))["items"]
+            }
+        want = {body["metadata"]["name"] for st, _, body in res if st == 201}
+        assert {n for n in names if n.startswith("b")} == want
+
+        # gpuyard's own client: the same burst, retried honouring Retry-After (with
+        # 1,000 connections: by default it keeps at most 64 requests in flight).
+        cfg = load_kubeconfig(srv.kubeconfig)
+        wide = FastTransport(cfg.server, cfg.ssl_context(), max_connections=1000)
+        async with Client(config=cfg, transport=wide, component="burst") as c:
+            made = await asyncio.gather(
+                *(
+                    c.create(
+                        {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": f"g{i}"}},
+                        namespace="default",
+                    )
+                    for i in range(1000)
+                )
+            )
+            assert len({o["metadata"]["uid"] for o in made}) == 1000
+        assert (
+            metrics(srv)[
+                'apiserver_flowcontrol_rejected_requests_total{reason="queue-full",'
+                'request_kind="mutating"}'
+            ]
+            > rejected
+        )
+
+
+def _official_client(srv: ServerProcess) -> Any:
+    from kubernetes import client as k8s
+    from kubernetes import config as k8s_config
+    from urllib3.util.retry import Retry
+
+    cfg = k8s.Configuration()
+    k8s_config.load_kube_config(config_file=srv.kubeconfig, client_configuration=cfg)
+    # As a user would configure it: retry 429 (POST too: a 429 was not processed),
+    # honouring Retry-After, with a bound on the attempts.
+    cfg.retries = Retry(
+        total=20,
+        status_forcelist=[429],
+        allowed_methods=None,
+        respect_retry_after_header=True,
+        backoff_factor=0.1,
+        raise_on_status=True,
+    )
+    cfg.connection_pool_maxsize = 64
+    return k8s.CoreV1Api(k8s.ApiClient(cfg))
+
+
+class SlotHog(threading.Thread):
+    """A create whose body arrives `hold` seconds after its head, sent with the user
+    agent `agent`: it holds one of that client's in-flight slots all that time."""
+
+    def __init__(self, srv: ServerProcess, agent: str, name: str, hold: float) -> None:
+        super().__init__(daemon=True)
+        self.srv, self.agent, self.obj, self.hold = srv, agent, name, hold
+        self.status = 0
+        self.started_head = threading.Event()
+
+    def run(self) -> None:
+        host, port = self.srv.url.split("//")[1].rsplit(":", 1)
+        body = json.dumps({"metadata": {"name": self.obj}}).encode()
+        head = (
+            f"POST {CM} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: {self.agent}\r\n"
+            f"Authorization: Bearer {self.srv.token}\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+        ).encode()
+        raw = socket.create_connection((host, int(port)), timeout=60)
+        with self.srv.ssl_context().wrap_socket(raw, server_hostname=host) as s:
+            s.sendall(head + body[:5])
+            self.started_head.set()
+            time.sleep(self.hold)
+            s.sendall(body[5:])
+            answer = b""
+            while b"\r\n" not in answer:
+                chunk = s.recv(4096)
+                if not chunk:
+                    break
+                answer += chunk
+        self.status = int(answer.split(b" ", 2)[1]) if answer else -1
+
+
+def hog(srv: ServerProcess, agent: str, slots: int, hold: float) -> list[SlotHog]:
+    hogs = [
+        SlotHog(srv, agent, f"hog-{agent.split('/')[0].lower()}-{i}", hold) for i in range(slots)
+    ]
+    for h in hogs:
+        h.start()
+    for h in hogs:
+        assert h.started_head.wait(30)
+    time.sleep(0.3)  # the server has read their heads and holds the slots
+    return hogs
+
+
+# Each client may have 4 requests in flight and none waiting: while a client's
+# 4 slots are held (by SlotHog) every request it makes gets 429 at once.
+SMALL = ("--max-client-requests-inflight", "4", "--max-queued-requests", "0")
+
+
+def test_official_client_retries_429_until_every_create_succeeds() -> None:
+    from kubernetes import __version__ as k8s_version
+
+    with run_apiserver_process(extra_args=SMALL) as srv:
+        api = _official_client(srv)
+        errors: list[BaseException] = []
+        created: list[str] = []
+        agent = f"OpenAPI-Generator/{k8s_version}/python"  # the client's own user agent
+        hogs = hog(srv, agent, 4, 3.0)
+
+        def worker(part: range) -> None:
+            for i in part:
+                try:
+                    body = {"metadata": {"name": f"py-{i}"}, "data": {"i": str(i)}}
+                    obj = api.create_namespaced_config_map("default", body)
+                    created.append(obj.metadata.name)
+                except BaseException as exc:
+                    errors.append(exc)
+
+        threads = [threading.Thread(target=worker, args=(range(t, 1000, 8),)) for t in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(300)
+        for h in hogs:
+            h.join(60)
+            assert h.status == 201
+        assert not errors, errors[:3]
+        assert len(set(created)) == 1000
+        m = metrics(srv)
+        assert m['apiserver_request_total{code="429",resource="configmaps",verb="create"}'] >= 8
+        names = {o["metadata"]["name"] for o in _list_configmaps(srv)}
+        assert {f"py-{i}" for i in range(1000)} <= names
+
+
+def test_kubectl_retries_429_until_every_create_succeeds() -> None:
+    with run_apiserver_process(extra_args=SMALL) as srv:
+        hogs = hog(srv, "kubectl/hog", 4, 3.0)
+        tmp = tempfile.mkdtemp(prefix="gpuyard-load-")
+        kubectls = []
+        for p in range(2):
+            path = os.path.join(tmp, f"list-{p}.json")
+            items = [
+                {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": f"kc-{p}-{j}"}}
+                for j in range(20)
+            ]
+            with open(path, "w") as f:
+                json.dump({"apiVersion": "v1", "kind": "List", "items": items}, f)
+            kubectls.append(
+                subprocess.Popen(
+                    [KUBECTL, "--kubeconfig", srv.kubeconfig, "create", "-f", path]
+                    + ["--validate=false", "-v=4"],
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.PIPE,
+                    text=True,
+                )
+            )
+        outs = [p.communicate(timeout=300) for p in kubectls]
+        for h in hogs:
+            h.join(60)
+            assert h.status == 201
+        for p, (out, err) in zip(kubectls, outs, strict=True):
+            assert p.returncode == 0, err[-2000:]
+            assert out.count("created") == 20, out
+            assert "Retry-After" in err, "kubectl was never refused"
+        names = {o["metadata"]["name"] for o in _list_configmaps(srv)}
+        assert {f"kc-{p}-{j}" for p in range(2) for j in range(20)} <= names
+
+
+def _list_configmaps(srv: ServerProcess) -> list[dict[str, Any]]:
+    with urllib.request.urlopen(
+        urllib.request.Request(srv.url + CM, headers=srv.headers), context=srv.ssl_context()
+    ) as r:
+        return list(json.loads(r.read())["items"])
