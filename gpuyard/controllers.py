@@ -2,7 +2,11 @@
 
 On a real cluster the scheduler runs as its own Deployment (`gpuyard scheduler`); the
 controllers here run together in one process with leader election, so two replicas
-are safe. `--only jobs,...` picks a subset.
+are safe: only the holder of the Lease kube-system/gpuyard-controllers runs them, its
+client refuses every write once the Lease is lost (`gpuyard.kube.leader`), and a
+replica that loses it stops its controllers and exits with status 1 (as Kubernetes'
+own controller manager does), to be restarted with fresh caches. `--only jobs,...`
+picks a subset.
 """
 
 from __future__ import annotations
@@ -15,7 +19,14 @@ import os
 import signal
 import socket
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from gpuyard.kube.client import Client
+    from gpuyard.kube.leader import LeaseTimings
+
+LEASE_NAME = "gpuyard-controllers"
+LEASE_NAMESPACE = "kube-system"
 
 # name -> "module:function" taking (client, stop_event)
 CONTROLLERS = {
@@ -32,6 +43,27 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--only", help=f"comma-separated subset of: {', '.join(CONTROLLERS)}")
     parser.add_argument("--no-leader-elect", action="store_true", help="skip leader election")
     parser.add_argument(
+        "--leader-elect-lease-duration",
+        type=float,
+        default=15.0,
+        metavar="SECONDS",
+        help="how long a standby waits before taking an unrenewed lease (default 15)",
+    )
+    parser.add_argument(
+        "--leader-elect-renew-deadline",
+        type=float,
+        default=10.0,
+        metavar="SECONDS",
+        help="the leader stops acting if it could not renew for this long (default 10)",
+    )
+    parser.add_argument(
+        "--leader-elect-retry-period",
+        type=float,
+        default=2.0,
+        metavar="SECONDS",
+        help="between attempts to take or renew the lease (default 2)",
+    )
+    parser.add_argument(
         "--install-crds", action="store_true", help="create gpuyard's CRDs if missing"
     )
     parser.add_argument(
@@ -39,17 +71,63 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+async def _run_all(client: Client, names: list[str], stop: asyncio.Event) -> None:
+    tasks: list[asyncio.Task[Any]] = []
+    for name in names:
+        mod, _, fn = CONTROLLERS[name].partition(":")
+        tasks.append(asyncio.create_task(getattr(importlib.import_module(mod), fn)(client, stop)))
+    try:
+        await stop.wait()
+    finally:
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
+async def run_controllers(
+    client: Client,
+    names: list[str],
+    stop: asyncio.Event,
+    timings: LeaseTimings | None = None,
+    identity: str | None = None,
+) -> bool:
+    """Run the named controllers until `stop`; with `timings`, only while this replica
+    holds the controllers' Lease. False when the Lease was lost (they have stopped)."""
+    if timings is None:
+        await _run_all(client, names, stop)
+        return True
+    from gpuyard.kube.leader import LeaderElector, run_leading
+
+    elector = LeaderElector(
+        client,
+        LEASE_NAME,
+        LEASE_NAMESPACE,
+        identity or f"{socket.gethostname()}-{os.getpid()}",
+        timings=timings,
+    )
+    return await run_leading(elector, lambda done: _run_all(client, names, done), stop)
+
+
 async def _main(args: argparse.Namespace) -> int:
     from gpuyard.crds import crd_objects
     from gpuyard.kube.client import Client
     from gpuyard.kube.errors import AlreadyExists, KubeError
-    from gpuyard.kube.leader import LeaderElector
+    from gpuyard.kube.leader import LeaseTimings
 
     names = list(CONTROLLERS) if not args.only else [n.strip() for n in args.only.split(",")]
     unknown = [n for n in names if n not in CONTROLLERS]
     if unknown:
         print(f"gpuyard controllers: unknown controller(s) {', '.join(unknown)}", file=sys.stderr)
         return 2
+    timings = None
+    if not args.no_leader_elect:
+        try:
+            timings = LeaseTimings(
+                args.leader_elect_lease_duration,
+                args.leader_elect_renew_deadline,
+                args.leader_elect_retry_period,
+            )
+        except ValueError as exc:
+            print(f"gpuyard controllers: {exc}", file=sys.stderr)
+            return 2
     try:
         client = Client.from_env(args.kubeconfig, component="controllers")
     except KubeError as exc:
@@ -70,22 +148,10 @@ async def _main(args: argparse.Namespace) -> int:
                     await client.create(crd)
                 except AlreadyExists:
                     pass
-        if not args.no_leader_elect:
-            elector = LeaderElector(
-                client,
-                "gpuyard-controllers",
-                "kube-system",
-                f"{socket.gethostname()}-{os.getpid()}",
-            ).start()
-            await elector.wait_leading()
-        tasks: list[asyncio.Task[Any]] = []
-        for name in names:
-            mod, _, fn = CONTROLLERS[name].partition(":")
-            tasks.append(
-                asyncio.create_task(getattr(importlib.import_module(mod), fn)(client, stop))
-            )
-        await stop.wait()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        kept = await run_controllers(client, names, stop, timings)
+        if not kept:
+            print("gpuyard controllers: lost the leader lease; exiting", file=sys.stderr)
+            return 1
         return 0
     except (KubeError, OSError) as exc:
         print(f"gpuyard controllers: cannot reach the cluster: {exc}", file=sys.stderr)

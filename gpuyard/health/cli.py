@@ -197,29 +197,15 @@ async def _until_signal(
     for sig in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError):
             loop.add_signal_handler(sig, stop.set)
-    elector = None
-    if leader:
-        from gpuyard.health.controller import NAMESPACE
-        from gpuyard.health.kubeio import ensure_namespace
-        from gpuyard.kube.leader import LeaderElector
-        from gpuyard.kube.waits import first_of
+    from gpuyard.health.leading import run_component
 
-        await ensure_namespace(client, NAMESPACE)
-        elector = LeaderElector(
-            client,
-            name,
-            NAMESPACE,
-            f"{socket.gethostname()}-{os.getpid()}",
-            on_stopped_leading=stop.set,
-        ).start()
-        await first_of(elector.wait_leading(), stop)
     try:
-        if not stop.is_set():
-            await body(stop)
+        kept = await run_component(client, name, body, stop, leader=leader)
     finally:
-        if elector is not None:
-            await elector.stop()
         await client.close()
+    if not kept:
+        print(f"gpuyard health: {name} lost its leader lease; exiting", file=sys.stderr)
+        return 1
     return 0
 
 

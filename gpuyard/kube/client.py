@@ -45,6 +45,8 @@ Errors raise `ApiError` subclasses (`NotFound`, `Conflict`, `AlreadyExists`, `Go
 backoff, honouring Retry-After. Each client sends a per-component user agent and
 counts its requests by verb (`client.requests`), so components can report requests
 per minute. `Client.in_process(server)` reaches an embedded server without sockets.
+`client.fence` (a `Fence`, e.g. a `gpuyard.kube.leader.LeaderElector`) may refuse a
+write before it is sent: a replica that lost its Lease writes nothing.
 """
 
 from __future__ import annotations
@@ -55,7 +57,7 @@ import random
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
 
@@ -84,6 +86,11 @@ RETRY_STATUSES = {429, 500, 502, 503, 504}
 
 
 BIG_BODY = 1 << 20
+
+
+class Fence(Protocol):
+    def permit(self, method: str, path: str) -> None:
+        """Raise (an ApiError) to keep a write from being sent."""
 
 
 def _loads(raw: bytes) -> Any:
@@ -148,6 +155,7 @@ class Client:
         self.timeout = timeout
         self.clock = clock
         self.requests = RequestCounter(clock())
+        self.fence: Fence | None = None
         self._transport: Transport = transport or FastTransport(
             config.server, config.ssl_context(), timeout=timeout
         )
@@ -242,6 +250,8 @@ class Client:
         q = query or []
         attempt = 0
         while True:
+            if self.fence is not None and method not in ("GET", "HEAD"):
+                self.fence.permit(method, path)  # before every attempt, retries too
             try:
                 resp = await self._transport.request(
                     method, path, q, headers, data, stream=stream, timeout=timeout

@@ -9,6 +9,14 @@ the Lease's resourceVersion, so two candidates can never both win. Callbacks
 `on_started_leading()` / `on_stopped_leading()` may be plain functions or coroutines
 and should return quickly. `stop()` releases the Lease (unless release_on_stop=False)
 so a standby takes over at its next retry instead of after expiry.
+
+Fencing: `client.fence = elector` makes the client refuse (with `NotLeader`, before
+anything is sent) every write except the elector's own Lease writes while this
+candidate does not hold the Lease: as soon as a renewal observes another holder, and
+once the last successful renewal is `renew_deadline_s` old (a standby may take over
+`lease_duration_s` after it saw that renewal). So a reconcile that was started by a
+leader that has since lost its Lease cannot write after the loss is known.
+`run_leading()` runs a component's body only while it leads and ends it on loss.
 """
 
 from __future__ import annotations
@@ -17,11 +25,12 @@ import asyncio
 import inspect
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from gpuyard.kube.errors import AlreadyExists, Conflict, KubeError, NotFound
+from gpuyard.kube.errors import AlreadyExists, ApiError, Conflict, KubeError, NotFound
 from gpuyard.kube.resources import LEASES
 
 if TYPE_CHECKING:
@@ -30,6 +39,34 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 Obj = dict[str, Any]
+
+
+class NotLeader(ApiError):
+    """A write refused by the client itself: its replica does not hold its Lease."""
+
+    def __init__(self, lease: str, identity: str, method: str, path: str) -> None:
+        super().__init__(
+            0,
+            "NotLeader",
+            f"{identity} does not hold the lease {lease}: {method} {path} not sent",
+        )
+
+
+@dataclass(frozen=True)
+class LeaseTimings:
+    """Lease duration, renew deadline and retry period, in seconds (the defaults of
+    Kubernetes' own components)."""
+
+    lease_duration_s: float = 15.0
+    renew_deadline_s: float = 10.0
+    retry_period_s: float = 2.0
+
+    def __post_init__(self) -> None:
+        if not (self.lease_duration_s > self.renew_deadline_s > self.retry_period_s > 0):
+            raise ValueError(
+                "need lease duration > renew deadline > retry period > 0, got "
+                f"{self.lease_duration_s:g}, {self.renew_deadline_s:g}, {self.retry_period_s:g}"
+            )
 
 
 def micro_time(ts: float) -> str:
@@ -53,7 +90,12 @@ class LeaderElector:
         release_on_stop: bool = True,
         clock: Callable[[], float] = time.monotonic,
         wall: Callable[[], float] = time.time,
+        timings: LeaseTimings | None = None,
     ) -> None:
+        if timings is not None:
+            lease_duration_s = timings.lease_duration_s
+            renew_deadline_s = timings.renew_deadline_s
+            retry_period_s = timings.retry_period_s
         if not identity:
             raise ValueError("leader election needs a non-empty identity")
         if not (lease_duration_s > renew_deadline_s > retry_period_s > 0):
@@ -81,6 +123,30 @@ class LeaderElector:
         self._task: asyncio.Task[None] | None = None
         self._leading = asyncio.Event()
         self._stopping = False
+        self._lease_paths = (LEASES.path(namespace), LEASES.path(namespace, name))
+        self.writes_refused = 0  # writes the fence kept from being sent
+
+    # ---------------------------------------------------------------- fencing
+
+    def holds_lease(self) -> bool:
+        """Whether this candidate may act now: it leads, its last look at the Lease
+        showed itself as holder, and that renewal is younger than the renew deadline."""
+        return (
+            self.is_leader
+            and not self._stopping
+            and self._observed is not None
+            and self._observed[0] == self.identity
+            and self.clock() - self._last_renew < self.renew_deadline_s
+        )
+
+    def permit(self, method: str, path: str) -> None:
+        """A client's fence: raise NotLeader for a write while the Lease is not held
+        (the elector's own Lease writes always pass)."""
+        if method in ("GET", "HEAD") or path in self._lease_paths:
+            return
+        if not self.holds_lease():
+            self.writes_refused += 1
+            raise NotLeader(self.name, self.identity, method, path)
 
     # ---------------------------------------------------------------- one attempt
 
@@ -120,6 +186,7 @@ class LeaderElector:
                 return False
             self._observed = (self.identity, body["spec"]["renewTime"])
             self._observed_at = now
+            self._last_renew = now
             return True
         spec = lease.get("spec") or {}
         holder = str(spec.get("holderIdentity") or "")
@@ -137,6 +204,7 @@ class LeaderElector:
             return False
         self._observed = (self.identity, lease["spec"]["renewTime"])
         self._observed_at = now
+        self._last_renew = now
         return True
 
     async def release(self) -> None:
@@ -184,7 +252,6 @@ class LeaderElector:
                 if not await self._attempt():
                     await asyncio.sleep(self.retry_period_s)
                     continue
-                self._last_renew = self.clock()
                 self.is_leader = True
                 self.transitions_seen += 1
                 self._leading.set()
@@ -193,7 +260,6 @@ class LeaderElector:
                 while not self._stopping:
                     await asyncio.sleep(self.retry_period_s)
                     if await self._attempt():
-                        self._last_renew = self.clock()
                         continue
                     if self._observed and self._observed[0] not in ("", self.identity):
                         break  # another candidate holds the Lease now
@@ -239,3 +305,54 @@ class LeaderElector:
         """Stop without releasing (as if the process died): the Lease must expire."""
         self.release_on_stop = False
         await self.stop()
+
+
+async def run_leading(
+    elector: LeaderElector,
+    body: Callable[[asyncio.Event], Awaitable[Any]],
+    stop: asyncio.Event,
+    *,
+    grace_s: float | None = None,
+) -> bool:
+    """Campaign with `elector` until it leads (or `stop`), then run `body(done)` with the
+    elector's client fenced; `done` is set on `stop` and on losing the Lease. A body
+    still running `grace_s` (default: the retry period) after `done` is cancelled, so
+    nothing of it runs a lease duration after the loss. Returns True when `stop` ended
+    it, False when the Lease was lost (Kubernetes' own components exit then and start
+    afresh, with new caches). The Lease is released on the way out if still held."""
+    lost = asyncio.Event()
+    chained = elector.on_stopped_leading
+
+    def stopped() -> Any:
+        lost.set()
+        return chained() if chained is not None else None
+
+    elector.on_stopped_leading = stopped
+    elector.client.fence = elector
+    elector.start()
+    from gpuyard.kube.waits import first_of
+
+    try:
+        if not await first_of(elector.wait_leading(), stop):
+            return True
+        done = asyncio.Event()
+        task = asyncio.ensure_future(body(done))
+        watchers = [asyncio.ensure_future(stop.wait()), asyncio.ensure_future(lost.wait())]
+        try:
+            await asyncio.wait({task, *watchers}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for w in watchers:
+                w.cancel()
+        done.set()
+        if not task.done():
+            grace = elector.retry_period_s if grace_s is None else grace_s
+            finished, _ = await asyncio.wait({task}, timeout=grace)
+            if not finished:
+                log.warning("leader %s: stopping the work that outlived the lease", elector.name)
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
+        if not task.cancelled() and task.exception() is not None:
+            raise task.exception()  # type: ignore[misc]
+        return not lost.is_set() or stop.is_set()
+    finally:
+        await elector.stop()

@@ -32,7 +32,7 @@ from gpuyard.kube import objects as o
 from gpuyard.kube.errors import ApiError, Conflict, NotFound, TooManyRequests
 from gpuyard.kube.events import EventRecorder
 from gpuyard.kube.informer import Informer
-from gpuyard.kube.leader import LeaderElector
+from gpuyard.kube.leader import LeaderElector, LeaseTimings
 from gpuyard.kube.resources import NODES, POD_GROUPS, PODS, PRIORITY_CLASSES
 from gpuyard.scheduling.policy import Decisions, Eviction, Memory, PolicyConfig, deliver, schedule
 from gpuyard.scheduling.reasons import Reasons
@@ -135,6 +135,7 @@ class Scheduler:
         debounce: float = 0.02,
         leader_elect: bool = True,
         identity: str | None = None,
+        lease: LeaseTimings | None = None,
         metrics: Metrics | None = None,
         freeze_gc: float = 1.0,
     ) -> None:
@@ -147,6 +148,7 @@ class Scheduler:
         self.debounce = debounce
         self.leader_elect = leader_elect
         self.identity = identity or f"{socket.gethostname()}-{os.getpid()}-{id(self):x}"
+        self.lease = lease or LeaseTimings()
         self.metrics = metrics or Metrics()
         self.recorder = EventRecorder(client, name)
         self._sem = asyncio.Semaphore(bind_concurrency)
@@ -248,10 +250,12 @@ class Scheduler:
                     self.name,
                     "kube-system",
                     self.identity,
-                    lease_duration_s=15,
-                    renew_deadline_s=10,
-                    retry_period_s=2,
-                ).start()
+                    on_started_leading=self._changed,
+                    timings=self.lease,
+                )
+                # Writes of a pass that outlives the Lease are refused, not sent.
+                self.client.fence = elector
+                elector.start()
             loop_task = asyncio.create_task(self._loop(elector))
             stop_task = asyncio.create_task(stop.wait())
             tasks = [loop_task, stop_task]

@@ -114,3 +114,38 @@ def test_bad_timings_are_refused() -> None:
         LeaderElector(None, "x", "ns", "me", lease_duration_s=1, renew_deadline_s=2)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="identity"):
         LeaderElector(None, "x", "ns", "")  # type: ignore[arg-type]
+
+
+async def test_fenced_client_refuses_writes_once_the_lease_is_lost(apiserver: Any) -> None:
+    """A reconcile still running when its replica lost the Lease cannot write: the
+    write is refused before it is sent, while reads and the elector's own Lease
+    requests go on."""
+    from gpuyard.kube.errors import NotFound
+    from gpuyard.kube.leader import NotLeader
+    from gpuyard.kube.resources import CONFIGMAPS
+
+    c = Client.from_kubeconfig(apiserver.kubeconfig)
+    log: list[str] = []
+    a = elector(c, "a", log)
+    c.fence = a
+    cm = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "x"}}
+    try:
+        a.start()
+        await a.wait_leading(5)
+        await c.create(dict(cm, metadata={"name": "while-leading"}))
+        lease = await c.get(LEASES, "gpuyard-test", "default")
+        lease["spec"]["holderIdentity"] = "intruder"
+        await c.replace(lease)
+        for _ in range(50):
+            if not a.is_leader:
+                break
+            await asyncio.sleep(0.05)
+        with pytest.raises(NotLeader, match="a does not hold the lease gpuyard-test"):
+            await c.create(dict(cm, metadata={"name": "after-loss"}))
+        assert a.writes_refused == 1
+        with pytest.raises(NotFound):
+            await c.get(CONFIGMAPS, "after-loss", "default")
+        await c.get(CONFIGMAPS, "while-leading", "default")
+    finally:
+        await a.stop()
+        await c.close()
