@@ -19,7 +19,6 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import orjson
-import yaml
 
 from gpuyard.apiserver import (
     patch,
@@ -52,6 +51,7 @@ from gpuyard.apiserver.store import (
     StoreError,
     make_key,
 )
+from gpuyard.k8s import decode
 from gpuyard.kube.objects import (
     label_selector_requirements,
     requirements_match,
@@ -178,15 +178,22 @@ def parse_body(body: bytes, content_type: str) -> Any:
         raise bad_request("the request body is empty")
     try:
         if ct in ("application/yaml", "application/x-yaml", "text/yaml"):
-            return yaml.safe_load(body)
+            return decode.loads_yaml(body, MAX_BODY)
         try:
-            return orjson.loads(body)
-        except orjson.JSONDecodeError:
-            if ct in ("", "application/json"):
+            return decode.loads_json(body, MAX_BODY)
+        except decode.DecodeError as exc:
+            if ct in ("", "application/json") or "JSON" not in exc.message:
                 raise
-            return yaml.safe_load(body)
-    except (orjson.JSONDecodeError, yaml.YAMLError, UnicodeDecodeError, ValueError) as exc:
-        raise bad_request(f"the body of the request could not be decoded: {exc}") from None
+            return decode.loads_yaml(body, MAX_BODY)
+    except decode.DecodeError as exc:
+        raise decode_error(exc, "the body of the request") from None
+
+
+def decode_error(exc: decode.DecodeError, what: str) -> APIError:
+    """The Status for a body that `gpuyard.k8s.decode` refused: 400, or 413."""
+    if exc.code == 413:
+        return APIError(413, "RequestEntityTooLarge", f"{what} is too large: {exc.message}")
+    return bad_request(f"{what} could not be decoded: {exc.message}")
 
 
 def _spec_part(obj: dict[str, Any]) -> dict[str, Any]:

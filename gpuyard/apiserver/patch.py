@@ -21,10 +21,8 @@ import copy
 from datetime import UTC, datetime
 from typing import Any
 
-import orjson
-import yaml
-
 from gpuyard.apiserver.resources import Resource
+from gpuyard.k8s import decode
 from gpuyard.kube import json_patch
 
 
@@ -168,11 +166,17 @@ def _string_keys(v: Any) -> bool:
     return True
 
 
+def _decode_error(exc: decode.DecodeError, what: str) -> PatchError:
+    if exc.code == 413:
+        return PatchError(413, "RequestEntityTooLarge", f"{what} is too large: {exc.message}")
+    return PatchError(400, "BadRequest", f"{what} could not be decoded: {exc.message}")
+
+
 def _decode_json(body: bytes) -> Any:
     try:
-        return orjson.loads(body)
-    except orjson.JSONDecodeError as exc:
-        raise PatchError(400, "BadRequest", f"the patch is not valid JSON: {exc}") from None
+        return decode.loads_json(body)
+    except decode.DecodeError as exc:
+        raise _decode_error(exc, "the patch") from None
 
 
 def apply_patch(
@@ -218,11 +222,9 @@ def apply_patch(
         return strategic_merge_patch(obj, p, resource.kind)
     if ct == "application/apply-patch+yaml":
         try:
-            p = yaml.safe_load(patch)
-        except yaml.YAMLError as exc:
-            raise PatchError(
-                400, "BadRequest", f"the applied configuration is not valid YAML: {exc}"
-            ) from None
+            p = decode.loads_yaml(patch)
+        except decode.DecodeError as exc:
+            raise _decode_error(exc, "the applied configuration") from None
         if not isinstance(p, dict):
             raise PatchError(400, "BadRequest", "the applied configuration must be an object")
         if not _string_keys(p):

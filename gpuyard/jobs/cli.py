@@ -51,7 +51,11 @@ def add_arguments(parser: argparse.ArgumentParser, command: str) -> None:
 
 
 class CliError(Exception):
-    pass
+    """A one-line error for the user; exit status `code` (2: the input was unusable)."""
+
+    def __init__(self, message: str, code: int = 1) -> None:
+        super().__init__(message)
+        self.code = code
 
 
 def _print(obj: Any, fmt: str) -> None:
@@ -74,19 +78,21 @@ def _table(columns: list[str], rows: list[list[Any]]) -> None:
 
 
 def _load_job(path: str) -> dict[str, Any]:
+    from gpuyard.k8s.decode import DecodeError, loads_yaml_all
+
     try:
-        text = sys.stdin.read() if path == "-" else Path(path).read_text()
+        data = sys.stdin.buffer.read() if path == "-" else Path(path).read_bytes()
     except OSError as exc:
         raise CliError(f"cannot read {path}: {exc.strerror}") from None
     try:
-        docs = [d for d in yaml.safe_load_all(text) if d is not None]
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"{path}:{mark.line + 1}" if mark else path
-        raise CliError(f"{where}: not valid YAML: {getattr(exc, 'problem', exc)}") from None
+        docs = [d for d in loads_yaml_all(data) if d is not None]
+    except DecodeError as exc:
+        raise CliError(f"{path}: {exc.message}", code=2) from None
     if len(docs) != 1:
         raise CliError(f"{path}: expected one TrainingJob, found {len(docs)} documents")
-    return docs[0]  # type: ignore[no-any-return]
+    if not isinstance(docs[0], dict):
+        raise CliError(f"{path}: expected a TrainingJob object, found {type(docs[0]).__name__}")
+    return docs[0]
 
 
 def _age(ts: str | None) -> str:
@@ -355,4 +361,4 @@ def run(args: argparse.Namespace) -> int:
         return asyncio.run(_run(args))
     except CliError as exc:
         print(f"gpuyard {args._command}: {exc}", file=sys.stderr)
-        return 1
+        return exc.code

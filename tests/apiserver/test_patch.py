@@ -238,8 +238,11 @@ def test_strategic_never_crashes_on_odd_patches(patch: dict[str, Any]) -> None:
 
 
 def test_applied_yaml_with_a_key_that_is_not_a_string_is_a_bad_request() -> None:
-    # YAML allows null or number keys; JSON (and Kubernetes objects) do not.
-    for body in (b"null: 1", b"spec: {null: 1}", b"metadata: {labels: {1: x}}"):
+    # YAML allows null or number keys; JSON (and Kubernetes objects) do not: numbers and
+    # booleans become their strings, as Kubernetes converts YAML to JSON; null is refused.
+    for body in (b"null: 1", b"spec: {null: 1}", b"metadata: {labels: {~: x}}"):
         with pytest.raises(PatchError) as err:
             apply_patch(pod(), body, APPLY, PODS, field_manager="m")
-        assert err.value.code == 400 and "not a string" in err.value.message
+        assert err.value.code == 400 and "key must be a string" in err.value.message
+    out = apply_patch(pod(), b"metadata: {labels: {1: x, true: y}}", APPLY, PODS, field_manager="m")
+    assert out["metadata"]["labels"]["1"] == "x" and out["metadata"]["labels"]["true"] == "y"

@@ -167,7 +167,7 @@ def test_sweep_and_big_job_share_the_cluster_and_bad_files_change_nothing(
         and len(bad.stderr.strip().splitlines()) == 1
     )
     bad2 = submit(c, tmp_path, "kind: TrainingJob\nmetadata: {name: x\n")
-    assert bad2.returncode == 1 and "not valid YAML" in bad2.stderr
+    assert bad2.returncode == 2 and "not valid YAML" in bad2.stderr
     assert [j["metadata"]["name"] for j in get(c, "trainingjobs")["items"]] == [
         j["metadata"]["name"] for j in before
     ]
