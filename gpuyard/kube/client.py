@@ -245,10 +245,12 @@ class Client:
         else:
             data = orjson.dumps(body)
             content_type = content_type or "application/json"
+        await self.config.refresh()
         headers = self._headers(content_type)
         verb = _verb(method, named, stream)
         q = query or []
         attempt = 0
+        reauthenticated = False
         while True:
             if self.fence is not None and method not in ("GET", "HEAD"):
                 self.fence.permit(method, path)  # before every attempt, retries too
@@ -269,6 +271,12 @@ class Client:
             if resp.status < 400:
                 return resp
             raw = await resp.read()
+            if resp.status == 401 and not reauthenticated and self.config.unauthorized():
+                # An expired or rotated credential: fetch it again, retry once.
+                reauthenticated = True
+                await self.config.refresh()
+                headers = self._headers(content_type)
+                continue
             retryable = resp.status in RETRY_STATUSES and (
                 # A POST that failed with 500 may have been applied; 429/503 were not.
                 method != "POST" or resp.status in (429, 503)

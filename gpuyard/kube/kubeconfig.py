@@ -1,11 +1,22 @@
 """Connection settings for a Kubernetes API: kubeconfig files and in-cluster config.
 
-`load_kubeconfig(path=None, context=None)` reads a kubeconfig (explicit path, else the
-first file of `$KUBECONFIG`, else `~/.kube/config`), picks the current (or named)
-context and returns a `ConnectionConfig`: server URL, bearer token, client certificate,
-CA and TLS settings, default namespace. `in_cluster_config()` reads the service-account
-environment of a pod. `load_config()` tries both in the usual order. `ssl_context()`
-turns the TLS settings into an `ssl.SSLContext`.
+`load_kubeconfig(path=None, context=None)` reads a kubeconfig (explicit path, else
+every file of `$KUBECONFIG` merged as kubectl merges them, else `~/.kube/config`),
+picks the current (or named) context and returns a `ConnectionConfig`: server URL,
+bearer token, client certificate, CA and TLS settings, proxy, default namespace.
+`in_cluster_config()` reads the service-account environment of a pod. `load_config()`
+tries both in the usual order. `ssl_context()` turns the TLS settings into an
+`ssl.SSLContext`.
+
+Merging (`merge_kubeconfigs`): files in order; the first file to name a cluster, user
+or context wins for that name (entries are not mixed), the first to set
+current-context wins, preferences and extensions are merged key by key (first wins).
+Relative paths are resolved against the folder of the file that holds them. Missing
+files are skipped.
+
+Credentials: a token, a `tokenFile` (re-read when the file changes: service-account
+tokens rotate), basic auth, client certificates, or an exec plugin
+(`gpuyard.kube.execcred`, client.authentication.k8s.io v1 and v1beta1).
 """
 
 from __future__ import annotations
@@ -21,6 +32,7 @@ from typing import Any
 import yaml
 
 from gpuyard.kube.errors import ConfigError
+from gpuyard.kube.execcred import ExecPlugin
 
 SA_DIR = Path("/var/run/secrets/kubernetes.io/serviceaccount")
 
@@ -43,12 +55,16 @@ class ConnectionConfig:
     username: str | None = None
     password: str | None = None
     context: str | None = None
+    proxy_url: str | None = None  # a cluster's proxy-url; else the environment's
+    exec_plugin: ExecPlugin | None = None
     _file_token: str | None = field(default=None, repr=False, compare=False)
     _token_stamp: tuple[int, int, int] | None = field(default=None, repr=False, compare=False)
 
     def bearer_token(self) -> str | None:
         """The token; a token_file is re-read when it changes (service-account tokens
-        rotate)."""
+        rotate); an exec plugin's token once `refresh()` has run it."""
+        if self.exec_plugin is not None and self.exec_plugin.token:
+            return self.exec_plugin.token
         if self.token_file:
             try:
                 st = os.stat(self.token_file)
@@ -60,6 +76,23 @@ class ConnectionConfig:
             except OSError as e:
                 raise ConfigError(f"cannot read token file {self.token_file}: {e}") from e
         return self.token
+
+    async def refresh(self) -> None:
+        """Make credentials current: run the exec plugin if its token is missing or
+        expired (a no-op otherwise)."""
+        if self.exec_plugin is not None:
+            await self.exec_plugin.ensure()
+
+    def unauthorized(self) -> bool:
+        """The server answered 401: drop credentials that can be renewed. True when
+        a retry may help (an exec plugin will run again)."""
+        if self.exec_plugin is not None:
+            self.exec_plugin.expire()
+            return True
+        if self.token_file:
+            self._token_stamp = None  # read it again
+            return True
+        return False
 
     def ssl_context(self) -> ssl.SSLContext | None:
         """TLS settings for https servers; None for plain http."""
@@ -120,6 +153,91 @@ def _resolve(path: Any, base: Path) -> str | None:
     return str(p if p.is_absolute() else base / p)
 
 
+_PATH_FIELDS = {
+    "clusters": ("certificate-authority",),
+    "users": ("client-certificate", "client-key", "tokenFile"),
+}
+
+
+def _absolute(doc: dict[str, Any], base: Path) -> dict[str, Any]:
+    """The document with the relative paths of its entries made absolute."""
+    for section, fields in _PATH_FIELDS.items():
+        for item in doc.get(section) or []:
+            body = item.get(section[:-1]) if isinstance(item, dict) else None
+            if not isinstance(body, dict):
+                continue
+            for f in fields:
+                if body.get(f):
+                    body[f] = _resolve(body[f], base)
+            ex = body.get("exec") if section == "users" else None
+            if isinstance(ex, dict) and ex.get("command"):
+                cmd = str(ex["command"])
+                if os.sep in cmd and not os.path.isabs(cmd):
+                    ex["command"] = str(base / cmd)
+    return doc
+
+
+def _read_doc(p: Path) -> dict[str, Any]:
+    try:
+        text = p.read_text()
+    except OSError as e:
+        raise ConfigError(f"cannot read kubeconfig {p}: {e.strerror or e}") from e
+    try:
+        doc = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        raise ConfigError(f"kubeconfig {p} is not valid YAML: {e}") from e
+    if doc is None:
+        return {}
+    if not isinstance(doc, dict):
+        raise ConfigError(f"kubeconfig {p} is not a mapping")
+    return _absolute(doc, p.parent)
+
+
+def merge_kubeconfigs(paths: list[Path]) -> dict[str, Any]:
+    """One kubeconfig document from several files, merged as kubectl merges them."""
+    merged: dict[str, Any] = {"apiVersion": "v1", "kind": "Config"}
+    named: dict[str, dict[str, Any]] = {"clusters": {}, "users": {}, "contexts": {}}
+    maps: dict[str, dict[str, Any]] = {"preferences": {}, "extensions": {}}
+    for p in paths:
+        if not p.exists():
+            continue
+        doc = _read_doc(p)
+        if doc.get("current-context") and "current-context" not in merged:
+            merged["current-context"] = doc["current-context"]
+        for section, seen in named.items():
+            for item in doc.get(section) or []:
+                if isinstance(item, dict) and item.get("name") and item["name"] not in seen:
+                    seen[item["name"]] = item
+        for section, into in maps.items():
+            value = doc.get(section)
+            if section == "extensions" and isinstance(value, list):
+                for ext in value:
+                    if isinstance(ext, dict) and ext.get("name"):
+                        into.setdefault(ext["name"], ext)
+            elif isinstance(value, dict):
+                for key, v in value.items():
+                    into.setdefault(key, v)
+    for section, seen in named.items():
+        merged[section] = list(seen.values())
+    merged["preferences"] = maps["preferences"]
+    if maps["extensions"]:
+        merged["extensions"] = list(maps["extensions"].values())
+    return merged
+
+
+def kubeconfig_paths() -> list[Path]:
+    """The files of $KUBECONFIG (in order, duplicates dropped), else ~/.kube/config."""
+    env = os.environ.get("KUBECONFIG")
+    if env:
+        out: list[Path] = []
+        for part in env.split(os.pathsep):
+            if part and Path(part) not in out:
+                out.append(Path(part))
+        if out:
+            return out
+    return [Path.home() / ".kube" / "config"]
+
+
 def default_kubeconfig_path() -> Path:
     env = os.environ.get("KUBECONFIG")
     if env:
@@ -175,27 +293,31 @@ def parse_kubeconfig(
     if user.get("username"):
         cfg.username = str(user["username"])
         cfg.password = str(user.get("password") or "")
-    if user.get("exec") or user.get("auth-provider"):
+    if cluster.get("proxy-url"):
+        cfg.proxy_url = str(cluster["proxy-url"])
+    if user.get("exec"):
+        cfg.exec_plugin = ExecPlugin.from_config(user["exec"], base, str(ctx.get("user")))
+        cfg.exec_plugin.cluster = cluster
+    elif user.get("auth-provider"):
         if not (cfg.token or cfg.token_file or cfg.client_cert_data or cfg.client_cert_file):
             raise ConfigError(
-                f"user {ctx.get('user')!r} uses exec/auth-provider credentials, "
-                "which gpuyard does not support; use a token or client certificate"
+                f"user {ctx.get('user')!r} uses an auth-provider, which kubectl removed "
+                "(use an exec plugin, a token or a client certificate)"
             )
     return cfg
 
 
 def load_kubeconfig(path: str | Path | None = None, context: str | None = None) -> ConnectionConfig:
-    """Read a kubeconfig file (path, else $KUBECONFIG, else ~/.kube/config)."""
-    p = Path(path) if path else default_kubeconfig_path()
-    try:
-        text = p.read_text()
-    except OSError as e:
-        raise ConfigError(f"cannot read kubeconfig {p}: {e.strerror or e}") from e
-    try:
-        doc = yaml.safe_load(text)
-    except yaml.YAMLError as e:
-        raise ConfigError(f"kubeconfig {p} is not valid YAML: {e}") from e
-    return parse_kubeconfig(doc, context, p.parent)
+    """Read a kubeconfig (path, else the files of $KUBECONFIG merged, else
+    ~/.kube/config)."""
+    if path:
+        p = Path(path)
+        return parse_kubeconfig(_read_doc(p), context, p.parent)
+    paths = kubeconfig_paths()
+    if not any(p.exists() for p in paths):
+        names = os.pathsep.join(str(p) for p in paths)
+        raise ConfigError(f"cannot read kubeconfig {names}: No such file or directory")
+    return parse_kubeconfig(merge_kubeconfigs(paths), context)
 
 
 def in_cluster_config(sa_dir: Path = SA_DIR) -> ConnectionConfig:

@@ -110,7 +110,7 @@ def test_kubeconfig_env_is_used(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
         ({"current-context": "x", "contexts": []}, None, "no context named 'x'"),
         ({"contexts": []}, None, "no current-context"),
         (None, "broken", "no cluster named 'missing'"),
-        (None, "exec", "exec/auth-provider"),
+        (None, "exec", "exec: apiVersion '' is not supported (use one of client.authentication"),
         ("just a string", None, "not a mapping"),
     ],
 )
