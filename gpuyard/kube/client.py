@@ -65,6 +65,7 @@ from gpuyard.kube.errors import ApiError, ConfigError, Gone, KubeError, NotFound
 from gpuyard.kube.fasthttp import FastTransport
 from gpuyard.kube.kubeconfig import ConnectionConfig, load_config, load_kubeconfig
 from gpuyard.kube.metrics import RequestCounter
+from gpuyard.kube.proxy import proxy_for
 from gpuyard.kube.resources import BUILTIN, Res
 from gpuyard.kube.transport import InProcessTransport, RawResponse, Transport
 
@@ -157,7 +158,11 @@ class Client:
         self.requests = RequestCounter(clock())
         self.fence: Fence | None = None
         self._transport: Transport = transport or FastTransport(
-            config.server, config.ssl_context(), timeout=timeout
+            config.server,
+            config.ssl_context(),
+            timeout=timeout,
+            proxy=proxy_for(config.server, config.proxy_url),
+            server_hostname=config.tls_server_name,
         )
         self._discovered: dict[str, list[Obj]] = {}
         self._res_cache: dict[tuple[str, str], Res] = {}

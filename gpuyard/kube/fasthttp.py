@@ -26,6 +26,7 @@ from collections import deque
 from urllib.parse import quote, urlsplit
 
 from gpuyard.http1 import Connection
+from gpuyard.kube.proxy import open_tunnel
 from gpuyard.kube.transport import HttpTransport, RawResponse
 
 
@@ -40,6 +41,8 @@ class FastTransport:
         max_connections: int = 64,
         timeout: float = 30.0,
         idle_s: float = 15.0,
+        proxy: str | None = None,
+        server_hostname: str | None = None,
     ) -> None:
         self.base_url = base_url.rstrip("/")
         u = urlsplit(self.base_url)
@@ -62,8 +65,15 @@ class FastTransport:
         self._sem: asyncio.Semaphore | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._fast_opened = 0
+        self._proxy = proxy
+        self._server_hostname = server_hostname or self._host
         self.streams = HttpTransport(
-            base_url, ssl_context, max_connections=max_connections, timeout=timeout
+            base_url,
+            ssl_context,
+            max_connections=max_connections,
+            timeout=timeout,
+            proxy=proxy,
+            server_hostname=server_hostname,
         )
 
     @property
@@ -88,13 +98,16 @@ class FastTransport:
 
     async def _connect(self) -> Connection:
         loop = asyncio.get_running_loop()
-        _, conn = await loop.create_connection(
-            Connection,
-            self._host,
-            self._port,
-            ssl=self._ssl,
-            server_hostname=self._host if self._ssl is not None else None,
-        )
+        hostname = self._server_hostname if self._ssl is not None else None
+        if self._proxy is not None:
+            sock = await open_tunnel(self._proxy, self._host, self._port)
+            _, conn = await loop.create_connection(
+                Connection, sock=sock, ssl=self._ssl, server_hostname=hostname
+            )
+        else:
+            _, conn = await loop.create_connection(
+                Connection, self._host, self._port, ssl=self._ssl, server_hostname=hostname
+            )
         self._fast_opened += 1
         return conn
 

@@ -56,6 +56,7 @@ class ConnectionConfig:
     password: str | None = None
     context: str | None = None
     proxy_url: str | None = None  # a cluster's proxy-url; else the environment's
+    tls_server_name: str | None = None  # the name to check the server's certificate for
     exec_plugin: ExecPlugin | None = None
     _file_token: str | None = field(default=None, repr=False, compare=False)
     _token_stamp: tuple[int, int, int] | None = field(default=None, repr=False, compare=False)
@@ -295,6 +296,8 @@ def parse_kubeconfig(
         cfg.password = str(user.get("password") or "")
     if cluster.get("proxy-url"):
         cfg.proxy_url = str(cluster["proxy-url"])
+    if cluster.get("tls-server-name"):
+        cfg.tls_server_name = str(cluster["tls-server-name"])
     if user.get("exec"):
         cfg.exec_plugin = ExecPlugin.from_config(user["exec"], base, str(ctx.get("user")))
         cfg.exec_plugin.cluster = cluster

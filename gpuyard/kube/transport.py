@@ -102,9 +102,21 @@ class HttpTransport:
         *,
         max_connections: int = 64,
         timeout: float = 30.0,
+        proxy: str | None = None,
+        server_hostname: str | None = None,
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self._ssl = ssl_context
+        self._proxy: str | None = None
+        self._proxy_headers: dict[str, str] | None = None
+        if proxy is not None:
+            from gpuyard.kube.proxy import proxy_parts
+
+            host, port, auth = proxy_parts(proxy)
+            self._proxy = f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+            if auth:
+                self._proxy_headers = {"Proxy-Authorization": auth}
+        self._server_hostname = server_hostname
         self._max_connections = max_connections
         self._timeout = timeout
         self._session: aiohttp.ClientSession | None = None
@@ -160,6 +172,9 @@ class HttpTransport:
             headers=headers,
             data=body,
             timeout=t,
+            proxy=self._proxy,
+            proxy_headers=self._proxy_headers,
+            server_hostname=self._server_hostname,
         )
         return _HttpResponse(resp)
 
