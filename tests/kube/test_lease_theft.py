@@ -244,6 +244,65 @@ async def preflight_done(k: Client, i: int) -> bool:
     return any(p["spec"].get("nodeName") == f"new{i}" for p in pods["items"])
 
 
+async def health_controller_replica(c: Client, ident: str, stop: asyncio.Event) -> bool:
+    from gpuyard.health.brake import BrakeConfig
+    from gpuyard.health.controller import run_controller
+    from gpuyard.health.leading import run_component
+
+    return await run_component(
+        c,
+        "gpuyard-health-controller",
+        lambda done: run_controller(c, done, BrakeConfig(max_share=1.0), period_s=0.2),
+        stop,
+        leader=True,
+        timings=TIMINGS,
+        identity=ident,
+    )
+
+
+async def health_controller_work(k: Client, i: int) -> None:
+    await k.create(node(f"sick{i}"))
+    status = dict(NODE_STATUS)
+    status["conditions"] = [
+        {"type": "Ready", "status": "True"},
+        {"type": "DiskHealthy", "status": "False", "reason": "DiskFull", "message": "/ full"},
+    ]
+    await k.patch_status(NODES, f"sick{i}", {"status": status})
+
+
+async def health_controller_done(k: Client, i: int) -> bool:
+    n = await k.get(NODES, f"sick{i}")
+    taints = (n.get("spec") or {}).get("taints") or []
+    return any(t.get("key") == names.TAINT_UNHEALTHY for t in taints)
+
+
+async def periodic_replica(c: Client, ident: str, stop: asyncio.Event) -> bool:
+    from gpuyard.health.leading import run_component
+    from gpuyard.health.periodic import PeriodicConfig, run_periodic
+
+    cfg = PeriodicConfig(retest_after_s=3600, max_starts_per_hour=1000)
+    return await run_component(
+        c,
+        "gpuyard-health-periodic",
+        lambda done: run_periodic(c, done, cfg, period_s=0.2),
+        stop,
+        leader=True,
+        timings=TIMINGS,
+        identity=ident,
+    )
+
+
+async def periodic_work(k: Client, i: int) -> None:
+    await add_nodes(k, [node(f"idle{i}")])
+
+
+async def periodic_done(k: Client, i: int) -> bool:
+    from gpuyard.health.testpods import LABEL_TEST
+
+    pods = await k.list(PODS, "gpuyard-system", label_selector=f"{LABEL_TEST}=periodic")
+    return any(p["spec"].get("nodeName") == f"idle{i}" for p in pods["items"])
+
+
 COMPONENTS = {
     "jobs": Component(
         ("kube-system", "gpuyard-controllers"),
@@ -279,6 +338,20 @@ COMPONENTS = {
         preflight_setup,
         preflight_work,
         preflight_done,
+    ),
+    "health-controller": Component(
+        ("gpuyard-system", "gpuyard-health-controller"),
+        health_controller_replica,
+        preflight_setup,
+        health_controller_work,
+        health_controller_done,
+    ),
+    "health-periodic": Component(
+        ("gpuyard-system", "gpuyard-health-periodic"),
+        periodic_replica,
+        preflight_setup,
+        periodic_work,
+        periodic_done,
     ),
 }
 
@@ -357,3 +430,53 @@ async def test_component_stops_writing_when_its_lease_is_stolen(
                     t.cancel()
         for c in (k, ca, cb):
             await c.close()
+
+
+def test_gpuyard_controllers_exits_when_kubectl_takes_its_lease(apiserver: ServerProcess) -> None:
+    """The command itself: once its Lease is taken (kubectl patch), it stops its
+    controllers and exits 1 saying why, to be restarted with fresh caches."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    kubectl = ["/usr/bin/kubectl", "--kubeconfig", apiserver.kubeconfig, "-n", "kube-system"]
+    timings = ["--leader-elect-lease-duration", "3", "--leader-elect-renew-deadline", "2"]
+    timings += ["--leader-elect-retry-period", "0.5"]
+    cmd = [sys.executable, "-m", "gpuyard.cli", "controllers", "--only", "teams"]
+    cmd += ["--install-crds", "--kubeconfig", apiserver.kubeconfig, *timings]
+    bad = subprocess.run(
+        [*cmd[:-6], "--leader-elect-renew-deadline", "30"], capture_output=True, text=True
+    )
+    assert bad.returncode == 2
+    assert "need lease duration > renew deadline > retry period" in bad.stderr
+    proc = subprocess.Popen(
+        cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True, text=True
+    )
+    try:
+        deadline = time.monotonic() + 30
+        jsonpath = "-o=jsonpath={.spec.holderIdentity}"
+        while True:
+            got = subprocess.run(
+                [*kubectl, "get", "lease", "gpuyard-controllers", jsonpath],
+                capture_output=True,
+                text=True,
+            )
+            if got.returncode == 0 and got.stdout.strip():
+                break
+            assert time.monotonic() < deadline and proc.poll() is None, got.stderr
+            time.sleep(0.2)
+        patch = '{"spec":{"holderIdentity":"other-replica"}}'
+        subprocess.run(
+            [*kubectl, "patch", "lease", "gpuyard-controllers", "--type=merge", "-p", patch],
+            check=True,
+            capture_output=True,
+        )
+        out, _ = proc.communicate(timeout=30)
+        assert proc.returncode == 1, out
+        assert "gpuyard controllers: lost the leader lease; exiting" in out
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(10)
