@@ -42,27 +42,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--only", help=f"comma-separated subset of: {', '.join(CONTROLLERS)}")
     parser.add_argument("--no-leader-elect", action="store_true", help="skip leader election")
-    parser.add_argument(
-        "--leader-elect-lease-duration",
-        type=float,
-        default=15.0,
-        metavar="SECONDS",
-        help="how long a standby waits before taking an unrenewed lease (default 15)",
-    )
-    parser.add_argument(
-        "--leader-elect-renew-deadline",
-        type=float,
-        default=10.0,
-        metavar="SECONDS",
-        help="the leader stops acting if it could not renew for this long (default 10)",
-    )
-    parser.add_argument(
-        "--leader-elect-retry-period",
-        type=float,
-        default=2.0,
-        metavar="SECONDS",
-        help="between attempts to take or renew the lease (default 2)",
-    )
+    from gpuyard.kube.leader import add_timing_arguments
+
+    add_timing_arguments(parser)
     parser.add_argument(
         "--install-crds", action="store_true", help="create gpuyard's CRDs if missing"
     )
@@ -110,7 +92,7 @@ async def _main(args: argparse.Namespace) -> int:
     from gpuyard.crds import crd_objects
     from gpuyard.kube.client import Client
     from gpuyard.kube.errors import AlreadyExists, KubeError
-    from gpuyard.kube.leader import LeaseTimings
+    from gpuyard.kube.leader import timings_from
 
     names = list(CONTROLLERS) if not args.only else [n.strip() for n in args.only.split(",")]
     unknown = [n for n in names if n not in CONTROLLERS]
@@ -120,11 +102,7 @@ async def _main(args: argparse.Namespace) -> int:
     timings = None
     if not args.no_leader_elect:
         try:
-            timings = LeaseTimings(
-                args.leader_elect_lease_duration,
-                args.leader_elect_renew_deadline,
-                args.leader_elect_retry_period,
-            )
+            timings = timings_from(args)
         except ValueError as exc:
             print(f"gpuyard controllers: {exc}", file=sys.stderr)
             return 2

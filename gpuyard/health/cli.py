@@ -31,6 +31,8 @@ from typing import Any
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--kubeconfig", default=None)
+    from gpuyard.kube.leader import add_timing_arguments
+
     sub = parser.add_subparsers(dest="health_cmd", metavar="SUBCOMMAND")
 
     a = sub.add_parser("agent", help="run the node health agent")
@@ -75,6 +77,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     c.add_argument("--window", type=float, default=3600.0, help="brake window in seconds")
     c.add_argument("--leader-elect", action="store_true")
+    add_timing_arguments(c)
 
     p = sub.add_parser("preflight", help="run the preflight gate")
     p.add_argument("--max-concurrent", type=int, default=10)
@@ -82,6 +85,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--retries", type=int, default=1)
     p.add_argument("--image", default=None)
     p.add_argument("--leader-elect", action="store_true")
+    add_timing_arguments(p)
 
     q = sub.add_parser("periodic", help="run periodic active tests on idle nodes")
     q.add_argument("--max-concurrent", type=int, default=5)
@@ -90,6 +94,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     q.add_argument("--timeout", type=float, default=900.0)
     q.add_argument("--image", default=None)
     q.add_argument("--leader-elect", action="store_true")
+    add_timing_arguments(q)
 
     b = sub.add_parser("brake", help="show or reset the cluster-wide brake")
     b.add_argument("action", choices=["status", "reset"])
@@ -190,7 +195,11 @@ def _client(args: argparse.Namespace, component: str) -> Any:
 
 
 async def _until_signal(
-    body: Callable[[asyncio.Event], Awaitable[Any]], client: Any, name: str, leader: bool
+    body: Callable[[asyncio.Event], Awaitable[Any]],
+    client: Any,
+    name: str,
+    leader: bool,
+    timings: Any = None,
 ) -> int:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -200,7 +209,7 @@ async def _until_signal(
     from gpuyard.health.leading import run_component
 
     try:
-        kept = await run_component(client, name, body, stop, leader=leader)
+        kept = await run_component(client, name, body, stop, leader=leader, timings=timings)
     finally:
         await client.close()
     if not kept:
@@ -213,6 +222,15 @@ async def _live(args: argparse.Namespace) -> int:
     cmd = args.health_cmd
     if cmd == "agent":
         return await _agent(args)
+    lease = None
+    if cmd in ("controller", "preflight", "periodic"):
+        from gpuyard.kube.leader import timings_from
+
+        try:
+            lease = timings_from(args)
+        except ValueError as exc:
+            print(f"gpuyard health {cmd}: {exc}", file=sys.stderr)
+            return 2
     client = _client(args, f"health-{cmd}")
     if cmd == "controller":
         from gpuyard.health.brake import BrakeConfig
@@ -224,6 +242,7 @@ async def _live(args: argparse.Namespace) -> int:
             client,
             "gpuyard-health-controller",
             args.leader_elect,
+            lease,
         )
     if cmd == "preflight":
         from gpuyard.health.preflight import PreflightConfig, run_preflight
@@ -241,6 +260,7 @@ async def _live(args: argparse.Namespace) -> int:
             client,
             "gpuyard-health-preflight",
             args.leader_elect,
+            lease,
         )
     if cmd == "periodic":
         from gpuyard.health.periodic import PeriodicConfig, run_periodic
@@ -259,6 +279,7 @@ async def _live(args: argparse.Namespace) -> int:
             client,
             "gpuyard-health-periodic",
             args.leader_elect,
+            lease,
         )
     if cmd == "brake":
         return await _brake(client, args.action)

@@ -69,6 +69,37 @@ class LeaseTimings:
             )
 
 
+def add_timing_arguments(parser: Any) -> None:
+    """--leader-elect-lease-duration, -renew-deadline and -retry-period (Kubernetes'
+    components' names and defaults) on an argparse parser."""
+    d = LeaseTimings()
+    for flag, default, text in (
+        ("lease-duration", d.lease_duration_s, "a standby takes a Lease not renewed for this long"),
+        (
+            "renew-deadline",
+            d.renew_deadline_s,
+            "the leader stops acting if it cannot renew in this",
+        ),
+        ("retry-period", d.retry_period_s, "between attempts to take or renew the Lease"),
+    ):
+        parser.add_argument(
+            f"--leader-elect-{flag}",
+            type=float,
+            default=default,
+            metavar="SECONDS",
+            help=f"{text} (default {default:g})",
+        )
+
+
+def timings_from(args: Any) -> LeaseTimings:
+    """The timings given by add_timing_arguments' flags; ValueError when inconsistent."""
+    return LeaseTimings(
+        args.leader_elect_lease_duration,
+        args.leader_elect_renew_deadline,
+        args.leader_elect_retry_period,
+    )
+
+
 def micro_time(ts: float) -> str:
     """A MicroTime string as Leases carry it."""
     return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")

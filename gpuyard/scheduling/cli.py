@@ -16,6 +16,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--kubeconfig", help="kubeconfig (default: KUBECONFIG, ~/.kube/config, in-cluster)"
     )
     parser.add_argument("--no-leader-elect", action="store_true", help="skip leader election")
+    from gpuyard.kube.leader import add_timing_arguments
+
+    add_timing_arguments(parser)
     parser.add_argument("--metrics-port", type=int, default=0, help="serve Prometheus metrics here")
     parser.add_argument("--no-reservations", action="store_true", help="gangs without reservations")
     parser.add_argument("--no-preemption", action="store_true", help="never preempt")
@@ -33,9 +36,15 @@ async def _main(args: argparse.Namespace) -> int:
 
     from gpuyard.kube.client import Client
     from gpuyard.kube.errors import KubeError
+    from gpuyard.kube.leader import timings_from
     from gpuyard.scheduling.policy import PolicyConfig
     from gpuyard.scheduling.scheduler import Scheduler
 
+    try:
+        lease = timings_from(args)
+    except ValueError as exc:
+        print(f"gpuyard scheduler: {exc}", file=sys.stderr)
+        return 2
     try:
         client = Client.from_env(args.kubeconfig, component="scheduler")
     except KubeError as exc:
@@ -49,6 +58,7 @@ async def _main(args: argparse.Namespace) -> int:
         client,
         cfg,
         leader_elect=not args.no_leader_elect,
+        lease=lease,
         bind_concurrency=args.bind_concurrency,
     )
     if args.metrics_port:

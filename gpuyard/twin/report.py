@@ -217,7 +217,9 @@ def figures(results: list[Result]) -> list[tuple[str, str]]:
     axes[0].bar(names_, gang_waits)
     axes[0].set_title("longest gang wait (h)\nunstarted gangs: until the end", fontsize=9)
     axes[1].bar(names_, [sum(r.lost_gpu_s for r in res.jobs) / 3600 for res in results])
-    axes[1].set_title("goodput lost (GPU-h)\nwork redone after restarts and preemptions", fontsize=9)
+    axes[1].set_title(
+        "goodput lost (GPU-h)\nwork redone after restarts and preemptions", fontsize=9
+    )
     for res in results:
         axes[2].plot(
             [s[0] / 86400 for s in res.samples], [s[3] for s in res.samples], label=res.policy

@@ -480,3 +480,22 @@ def test_gpuyard_controllers_exits_when_kubectl_takes_its_lease(apiserver: Serve
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait(10)
+
+
+@pytest.mark.parametrize(
+    "command",
+    [["controllers"], ["scheduler"], ["health", "controller"], ["health", "preflight"]],
+)
+def test_inconsistent_lease_timings_are_refused(command: list[str], tmp_path: Any) -> None:
+    import subprocess
+    import sys
+
+    out = subprocess.run(
+        [sys.executable, "-m", "gpuyard.cli", *command, "--kubeconfig", str(tmp_path / "none")]
+        + ["--leader-elect-lease-duration", "5", "--leader-elect-renew-deadline", "5"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode == 2
+    assert "need lease duration > renew deadline > retry period > 0, got 5, 5, 2" in out.stderr
