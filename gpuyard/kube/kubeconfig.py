@@ -29,8 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from gpuyard.k8s.decode import DecodeError, loads_yaml
 from gpuyard.kube.errors import ConfigError
 from gpuyard.kube.execcred import ExecPlugin
 
@@ -180,13 +179,13 @@ def _absolute(doc: dict[str, Any], base: Path) -> dict[str, Any]:
 
 def _read_doc(p: Path) -> dict[str, Any]:
     try:
-        text = p.read_text()
+        text = p.read_bytes()
     except OSError as e:
         raise ConfigError(f"cannot read kubeconfig {p}: {e.strerror or e}") from e
     try:
-        doc = yaml.safe_load(text)
-    except yaml.YAMLError as e:
-        raise ConfigError(f"kubeconfig {p} is not valid YAML: {e}") from e
+        doc = loads_yaml(text)
+    except DecodeError as e:
+        raise ConfigError(f"kubeconfig {p} is not valid YAML: {e.message}") from None
     if doc is None:
         return {}
     if not isinstance(doc, dict):

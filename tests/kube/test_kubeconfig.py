@@ -145,3 +145,16 @@ def test_in_cluster(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     (tmp_path / "token.new").write_text("tok-two\n")  # rotated atomically, as kubelet does
     os.replace(tmp_path / "token.new", tmp_path / "token")
     assert cfg.bearer_token() == "tok-two"
+
+
+def test_hostile_kubeconfig_is_a_config_error(tmp_path: Path) -> None:
+    # an alias bomb, deep nesting and binary junk: one clear error, nothing expanded
+    bomb = "a: &a [x,x,x,x,x,x,x,x,x]\n" + "".join(
+        f"{c}: &{c} [" + ",".join([f"*{p}"] * 9) + "]\n"
+        for p, c in zip("abcdefgh", "bcdefghi", strict=True)
+    )
+    for i, data in enumerate([bomb.encode(), b"a: " + b"[" * 5000, b"\xff\xfe\x00junk"]):
+        f = tmp_path / f"k{i}"
+        f.write_bytes(data)
+        with pytest.raises(ConfigError, match="not valid YAML"):
+            load_kubeconfig(f)
