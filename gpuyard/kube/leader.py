@@ -350,7 +350,8 @@ async def run_leading(
     still running `grace_s` (default: the retry period) after `done` is cancelled, so
     nothing of it runs a lease duration after the loss. Returns True when `stop` ended
     it, False when the Lease was lost (Kubernetes' own components exit then and start
-    afresh, with new caches). The Lease is released on the way out if still held."""
+    afresh, with new caches). The Lease is released on the way out if still held; the
+    client stays fenced (its writes refused) from then on."""
     lost = asyncio.Event()
     chained = elector.on_stopped_leading
 
@@ -382,8 +383,13 @@ async def run_leading(
                 log.warning("leader %s: stopping the work that outlived the lease", elector.name)
                 task.cancel()
                 await asyncio.gather(task, return_exceptions=True)
-        if not task.cancelled() and task.exception() is not None:
-            raise task.exception()  # type: ignore[misc]
-        return not lost.is_set() or stop.is_set()
+        failed = None if task.cancelled() else task.exception()
+        if lost.is_set() and not stop.is_set():
+            if failed is not None:  # most likely a write the fence refused
+                log.info("leader %s: work ended after the loss: %s", elector.name, failed)
+            return False
+        if failed is not None:
+            raise failed
+        return True
     finally:
         await elector.stop()
