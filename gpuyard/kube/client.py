@@ -164,6 +164,7 @@ class Client:
             proxy=proxy_for(config.server, config.proxy_url),
             server_hostname=config.tls_server_name,
         )
+        self._tls_generation = 0  # the exec plugin's client certificate in the TLS context
         self._discovered: dict[str, list[Obj]] = {}
         self._res_cache: dict[tuple[str, str], Res] = {}
 
@@ -212,6 +213,17 @@ class Client:
             h["Content-Type"] = content_type
         return h
 
+    async def _refresh(self) -> None:
+        """Current credentials; a new client certificate from an exec plugin goes into
+        the transport's TLS context."""
+        await self.config.refresh()
+        plugin = self.config.exec_plugin
+        if plugin is not None and plugin.generation != self._tls_generation:
+            self._tls_generation = plugin.generation
+            set_ssl = getattr(self._transport, "set_ssl", None)
+            if set_ssl is not None:
+                set_ssl(self.config.ssl_context())
+
     def _delay(self, attempt: int, retry_after: str | None) -> float:
         """Seconds before retry `attempt` (0-based). A Retry-After in seconds is
         honoured (bounded by 3x backoff_max) plus up to half of it again, at random,
@@ -250,7 +262,7 @@ class Client:
         else:
             data = orjson.dumps(body)
             content_type = content_type or "application/json"
-        await self.config.refresh()
+        await self._refresh()
         headers = self._headers(content_type)
         verb = _verb(method, named, stream)
         q = query or []
@@ -279,7 +291,7 @@ class Client:
             if resp.status == 401 and not reauthenticated and self.config.unauthorized():
                 # An expired or rotated credential: fetch it again, retry once.
                 reauthenticated = True
-                await self.config.refresh()
+                await self._refresh()
                 headers = self._headers(content_type)
                 continue
             retryable = resp.status in RETRY_STATUSES and (

@@ -7,8 +7,9 @@ and spec.cluster when provideClusterInfo is set), the stanza's env on top of thi
 process's environment, no terminal on stdin. Its token is kept until its
 expirationTimestamp (none: until the server answers 401), then the plugin runs again.
 It runs without blocking the event loop; concurrent requests wait for one run.
-Plugins that answer with a client certificate instead of a token are refused with a
-clear error (the client's TLS context is built once).
+A plugin may answer with a client certificate and key (clientCertificateData and
+clientKeyData, PEM) instead of or beside a token: `generation` counts the certificates
+it gave, and the client builds its TLS context again when it changes.
 """
 
 from __future__ import annotations
@@ -49,6 +50,9 @@ class ExecPlugin:
     token: str | None = None
     expires_at: float | None = None  # wall clock
     runs: int = 0
+    cert_pem: bytes | None = None
+    key_pem: bytes | None = None
+    generation: int = 0  # client certificates received so far
     _lock: asyncio.Lock | None = field(default=None, repr=False)
     _lock_loop: Any = field(default=None, repr=False)
 
@@ -100,10 +104,12 @@ class ExecPlugin:
 
     def expire(self) -> None:
         self.token = None
+        self.cert_pem = self.key_pem = None
         self.expires_at = None
 
     def fresh(self) -> bool:
-        return self.token is not None and (self.expires_at is None or time.time() < self.expires_at)
+        have = self.token is not None or self.cert_pem is not None
+        return have and (self.expires_at is None or time.time() < self.expires_at)
 
     def _exec_info(self) -> bytes:
         spec: dict[str, Any] = {"interactive": False}
@@ -179,13 +185,17 @@ class ExecPlugin:
         if not isinstance(status, dict):
             raise ConfigError(f"{what}: the ExecCredential has no status")
         token = status.get("token")
-        if not token:
-            if status.get("clientCertificateData"):
-                raise ConfigError(
-                    f"{what} answered with a client certificate; gpuyard takes tokens from "
-                    "exec plugins (give the certificate in the kubeconfig instead)"
-                )
-            raise ConfigError(f"{what}: the ExecCredential has no status.token")
+        cert, key = status.get("clientCertificateData"), status.get("clientKeyData")
+        if bool(cert) != bool(key):
+            raise ConfigError(
+                f"{what}: the ExecCredential needs both clientCertificateData and "
+                "clientKeyData, or neither"
+            )
+        if not token and not cert:
+            raise ConfigError(f"{what}: the ExecCredential has no status.token or certificate")
         expires = status.get("expirationTimestamp")
-        self.token = str(token)
+        self.token = str(token) if token else None
+        if cert:
+            self.cert_pem, self.key_pem = str(cert).encode(), str(key).encode()
+            self.generation += 1
         self.expires_at = _parse_time(str(expires)) if expires else None

@@ -76,6 +76,16 @@ class FastTransport:
             server_hostname=server_hostname,
         )
 
+    def set_ssl(self, ssl_context: ssl.SSLContext | None) -> None:
+        """New TLS settings (a renewed client certificate) for the next connections."""
+        if not self._tls:
+            return
+        self._ssl = ssl_context or ssl.create_default_context()
+        for c in self._idle:
+            c.abort()
+        self._idle.clear()
+        self.streams.set_ssl(ssl_context)
+
     @property
     def connections_opened(self) -> int:
         return self._fast_opened + self.streams.connections_opened

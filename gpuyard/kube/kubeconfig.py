@@ -107,17 +107,21 @@ class ConnectionConfig:
         elif self.ca_file:
             ctx = ssl.create_default_context(cafile=self.ca_file)
         cert_file, key_file = self.client_cert_file, self.client_key_file
-        if self.client_cert_data or self.client_key_data:
+        cert_data, key_data = self.client_cert_data, self.client_key_data
+        plugin = self.exec_plugin
+        if plugin is not None and plugin.cert_pem:
+            cert_data, key_data = plugin.cert_pem, plugin.key_pem
+        if cert_data or key_data:
             # ssl wants files; write the PEMs into private temporary files.
-            cert_file = _private_tempfile(self.client_cert_data or b"")
-            key_file = _private_tempfile(self.client_key_data or b"")
+            cert_file = _private_tempfile(cert_data or b"")
+            key_file = _private_tempfile(key_data or b"")
         if cert_file:
             try:
                 ctx.load_cert_chain(cert_file, key_file)
             except (OSError, ssl.SSLError) as e:
                 raise ConfigError(f"cannot load client certificate: {e}") from e
             finally:
-                if self.client_cert_data or self.client_key_data:
+                if cert_data or key_data:
                     for f in (cert_file, key_file):
                         if f:
                             os.unlink(f)

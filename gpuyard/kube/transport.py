@@ -117,11 +117,21 @@ class HttpTransport:
             if auth:
                 self._proxy_headers = {"Proxy-Authorization": auth}
         self._server_hostname = server_hostname
+        self._closing: set[asyncio.Future[None]] = set()
         self._max_connections = max_connections
         self._timeout = timeout
         self._session: aiohttp.ClientSession | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self.connections_opened = 0  # TCP(+TLS) connections made: shows connection reuse
+
+    def set_ssl(self, ssl_context: ssl.SSLContext | None) -> None:
+        """New TLS settings for new streams; open ones end (their informers relist)."""
+        self._ssl = ssl_context
+        old, self._session = self._session, None
+        if old is not None and not old.closed:
+            task = asyncio.ensure_future(old.close())
+            self._closing.add(task)
+            task.add_done_callback(self._closing.discard)
 
     def _get_session(self) -> aiohttp.ClientSession:
         loop = asyncio.get_running_loop()

@@ -316,3 +316,135 @@ def test_kubeconfig_files_merge_as_kubectl_merges_them(
             assert cfg.bearer_token() == "token-from-file"
     assert load_kubeconfig().context == view["current-context"] == "other"
     assert load_kubeconfig(context="main").server == apiserver.url
+
+
+CERT_PLUGIN = """#!{python}
+# Answers with certificate N (and its key) on its Nth run, valid for 2 seconds.
+import datetime, json, os
+here = os.path.dirname(os.path.abspath(__file__))
+n = len([f for f in os.listdir(here) if f.startswith("ran-")]) + 1
+open(os.path.join(here, f"ran-{{n}}"), "w").close()
+t = datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(seconds=2)
+print(json.dumps({{"apiVersion": "client.authentication.k8s.io/v1", "kind": "ExecCredential",
+  "status": {{"clientCertificateData": open(os.path.join(here, f"cert{{n}}.pem")).read(),
+             "clientKeyData": open(os.path.join(here, f"key{{n}}.pem")).read(),
+             "expirationTimestamp": t.strftime("%Y-%m-%dT%H:%M:%SZ")}}}}))
+"""
+
+
+def client_cert(ca_pem: bytes, ca_key_pem: bytes, cn: str) -> tuple[bytes, bytes]:
+    import datetime as dt
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+    ca = x509.load_pem_x509_certificate(ca_pem)
+    ca_key = serialization.load_pem_private_key(ca_key_pem, None)
+    assert isinstance(ca_key, ec.EllipticCurvePrivateKey)
+    key = ec.generate_private_key(ec.SECP256R1())
+    now = dt.datetime.now(dt.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)]))
+        .issuer_name(ca.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(hours=1))
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
+        .sign(ca_key, hashes.SHA256())
+    )
+    pem = serialization.Encoding.PEM
+    key_pem = key.private_bytes(
+        pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    return cert.public_bytes(pem), key_pem
+
+
+async def test_exec_plugin_client_certificate_is_renewed(tmp_path: Path) -> None:
+    """A plugin that answers with a client certificate (as Teleport's does): the client
+    presents it, and the renewed one once it expires. The server here is a small TLS
+    server that requires a client certificate from the CA and answers with its CN."""
+    import asyncio
+    import datetime as dt
+    import ssl
+
+    from gpuyard.pki import new_ca, new_serving_cert
+
+    ca_pem, ca_key = new_ca(dt.datetime.now(dt.UTC), 1)
+    srv_cert, srv_key = new_serving_cert(ca_pem, ca_key, ["127.0.0.1"], dt.datetime.now(dt.UTC), 1)
+    (tmp_path / "srv.crt").write_bytes(srv_cert)
+    (tmp_path / "srv.key").write_bytes(srv_key)
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(tmp_path / "srv.crt", tmp_path / "srv.key")
+    ctx.verify_mode = ssl.CERT_REQUIRED
+    ctx.load_verify_locations(cadata=ca_pem.decode())
+
+    async def handle(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        try:
+            peer = w.get_extra_info("peercert") or {}
+            cn = dict(x[0] for x in peer.get("subject", ()))["commonName"]
+            while await r.readuntil(b"\r\n\r\n"):
+                body = json.dumps({"kind": "Namespace", "metadata": {"name": cn}}).encode()
+                head = f"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+                w.write(head.encode() + body)
+                await w.drain()
+        except (asyncio.IncompleteReadError, ConnectionError, ssl.SSLError):
+            pass
+        finally:
+            w.close()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0, ssl=ctx)
+    port = server.sockets[0].getsockname()[1]
+    d = tmp_path / "plugin"
+    d.mkdir()
+    for i in (1, 2):
+        cert, key = client_cert(ca_pem, ca_key, f"user-{i}")
+        (d / f"cert{i}.pem").write_bytes(cert)
+        (d / f"key{i}.pem").write_bytes(key)
+    script = d / "credential-plugin"
+    script.write_text(CERT_PLUGIN.format(python=sys.executable))
+    script.chmod(script.stat().st_mode | stat.S_IXUSR)
+    cfg = tmp_path / "config"
+    cfg.write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "current-context": "c",
+                "clusters": [
+                    {
+                        "name": "c",
+                        "cluster": {
+                            "server": f"https://127.0.0.1:{port}",
+                            "certificate-authority-data": base64.b64encode(ca_pem).decode(),
+                        },
+                    }
+                ],
+                "users": [
+                    {
+                        "name": "u",
+                        "user": {
+                            "exec": {
+                                "apiVersion": "client.authentication.k8s.io/v1",
+                                "command": str(script),
+                                "interactiveMode": "Never",
+                            }
+                        },
+                    }
+                ],
+                "contexts": [{"name": "c", "context": {"cluster": "c", "user": "u"}}],
+            }
+        )
+    )
+    try:
+        async with Client.from_kubeconfig(cfg) as c:
+            assert (await c.get(NAMESPACES, "x"))["metadata"]["name"] == "user-1"
+            assert (await c.get(NAMESPACES, "x"))["metadata"]["name"] == "user-1"
+            await asyncio.sleep(3)  # past its expirationTimestamp
+            assert (await c.get(NAMESPACES, "x"))["metadata"]["name"] == "user-2"
+    finally:
+        server.close()
+        await server.wait_closed()
