@@ -26,7 +26,7 @@ from collections import deque
 from urllib.parse import quote, urlsplit
 
 from gpuyard.http1 import Connection
-from gpuyard.kube.proxy import open_tunnel
+from gpuyard.kube.proxy import open_tunnel, proxy_parts
 from gpuyard.kube.transport import HttpTransport, RawResponse
 
 
@@ -66,6 +66,11 @@ class FastTransport:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._fast_opened = 0
         self._proxy = proxy
+        # Plain http through a proxy: requests in absolute form to the proxy itself (as
+        # kubectl sends them); https: a CONNECT tunnel per connection.
+        self._forward: tuple[str, int, str | None] | None = None
+        if proxy is not None and not self._tls:
+            self._forward = proxy_parts(proxy)
         self._server_hostname = server_hostname or self._host
         self.streams = HttpTransport(
             base_url,
@@ -92,6 +97,8 @@ class FastTransport:
 
     def _target(self, path: str, query: list[tuple[str, str]]) -> str:
         t = self._prefix + path
+        if self._forward is not None:
+            t = f"http://{self._host_header}{t}"
         if query:
             t += "?" + "&".join(f"{quote(k, safe='')}={quote(v, safe='')}" for k, v in query)
         return t
@@ -109,7 +116,9 @@ class FastTransport:
     async def _connect(self) -> Connection:
         loop = asyncio.get_running_loop()
         hostname = self._server_hostname if self._ssl is not None else None
-        if self._proxy is not None:
+        if self._forward is not None:
+            _, conn = await loop.create_connection(Connection, self._forward[0], self._forward[1])
+        elif self._proxy is not None:
             sock = await open_tunnel(self._proxy, self._host, self._port)
             _, conn = await loop.create_connection(
                 Connection, sock=sock, ssl=self._ssl, server_hostname=hostname
@@ -150,6 +159,8 @@ class FastTransport:
             if "\n" in v or "\r" in v or "\n" in k or "\r" in k:
                 raise ValueError(f"bad header {k!r}")
             lines.append(f"{k}: {v}")
+        if self._forward is not None and self._forward[2]:
+            lines.append(f"Proxy-Authorization: {self._forward[2]}")
         data = body or b""
         if data or method in ("POST", "PUT", "PATCH"):
             lines.append(f"Content-Length: {len(data)}")

@@ -8,8 +8,9 @@ environment's proxy. NO_PROXY entries: `*` (everything), an IP address or CIDR, 
 domain (`example.com` matches it and its subdomains, `.example.com` only the
 subdomains), any of them with `:port` to match only that port.
 
-Proxies are spoken to in plain HTTP (`http://[user:password@]host:port`); requests go
-through a CONNECT tunnel to the API server (`open_tunnel`), so TLS runs end to end.
+Proxies are spoken to in plain HTTP (`http://[user:password@]host:port`); requests to
+https servers go through a CONNECT tunnel (`open_tunnel`), so TLS runs end to end;
+requests to plain http servers are sent to the proxy in absolute form.
 """
 
 from __future__ import annotations

@@ -175,6 +175,9 @@ class HttpTransport:
             t = aiohttp.ClientTimeout(total=None, sock_connect=10, sock_read=timeout)
         else:
             t = aiohttp.ClientTimeout(total=timeout or self._timeout, sock_connect=10)
+        if self._proxy_headers and not self.base_url.startswith("https"):
+            # Plain http: the request itself goes to the proxy, which reads its headers.
+            headers = {**headers, **self._proxy_headers}
         resp = await session.request(
             method,
             self.base_url + path,

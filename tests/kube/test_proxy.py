@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import json
 import os
 import shutil
 import subprocess
@@ -35,6 +36,7 @@ class ConnectProxy:
     def __init__(self, credentials: str | None = None) -> None:
         self.credentials = credentials
         self.tunnels: list[str] = []
+        self.forwarded: list[str] = []
         self.refused = 0
         self.port = 0
         self._server: asyncio.Server | None = None
@@ -62,6 +64,18 @@ class ConnectProxy:
                 await w.drain()
                 w.close()
                 return
+        if method != "CONNECT" and target.startswith("http://"):
+            # A plain-http request in absolute form: forwarded, the connection piped on.
+            self.forwarded.append(f"{method} {target}")
+            hostport = target[len("http://") :].split("/", 1)[0]
+            host, _, port = hostport.rpartition(":")
+            addr = "127.0.0.1" if host.endswith(".gpuyard.test") else host
+            ur, uw = await asyncio.open_connection(addr, int(port))
+            self._writers.append(uw)
+            kept = [ln for ln in lines[1:] if ln and not ln.startswith("Proxy-Authorization")]
+            uw.write(("\r\n".join([lines[0], *kept]) + "\r\n\r\n").encode("latin-1"))
+            await asyncio.gather(self._pipe(r, uw), self._pipe(ur, w))
+            return
         if method != "CONNECT":
             w.write(b"HTTP/1.1 405 Method Not Allowed\r\nContent-Length: 0\r\n\r\n")
             w.close()
@@ -199,3 +213,66 @@ def test_no_proxy_rules() -> None:
     assert bypassed("any.host", 1, "*")
     assert bypassed("sub.example.com", 443, "example.com")
     assert not bypassed("badexample.com", 443, "example.com")
+
+
+async def test_plain_http_server_through_the_proxy_in_absolute_form(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An http:// server: requests go to the proxy in absolute form (no CONNECT), with
+    the proxy's credentials, for unary requests and watches alike."""
+    seen: list[str] = []
+
+    async def backend(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(asyncio.IncompleteReadError, ConnectionError):
+            while True:
+                head = (await r.readuntil(b"\r\n\r\n")).decode("latin-1")
+                seen.append(head.split("\r\n", 1)[0])
+                ns = {"kind": "Namespace", "apiVersion": "v1", "metadata": {"name": "default"}}
+                if "watch=" in head.split("\r\n", 1)[0]:
+                    body = (json.dumps({"type": "ADDED", "object": ns}) + "\n").encode()
+                else:
+                    body = json.dumps(ns).encode()
+                w.write(
+                    b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                    + f"Content-Length: {len(body)}\r\n\r\n".encode()
+                    + body
+                )
+                await w.drain()
+
+    server = await asyncio.start_server(backend, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    monkeypatch.delenv("HTTP_PROXY", raising=False)
+    monkeypatch.delenv("http_proxy", raising=False)
+    try:
+        async with ConnectProxy(credentials="ops:pw") as p:
+            cfg = tmp_path / "config"
+            cluster = {
+                "server": f"http://backend.gpuyard.test:{port}",
+                "proxy-url": f"http://ops:pw@127.0.0.1:{p.port}",
+            }
+            cfg.write_text(
+                yaml.safe_dump(
+                    {
+                        "apiVersion": "v1",
+                        "kind": "Config",
+                        "current-context": "c",
+                        "clusters": [{"name": "c", "cluster": cluster}],
+                        "users": [{"name": "u", "user": {"token": "t"}}],
+                        "contexts": [{"name": "c", "context": {"cluster": "c", "user": "u"}}],
+                    }
+                )
+            )
+            async with Client.from_kubeconfig(cfg) as c:
+                assert (await c.get(NAMESPACES, "default"))["metadata"]["name"] == "default"
+                async for etype, obj in c.watch(NAMESPACES, timeout_seconds=5):
+                    assert (etype, obj["metadata"]["name"]) == ("ADDED", "default")
+                    break
+            assert p.tunnels == [] and p.refused == 0
+            assert p.forwarded[0] == (
+                f"GET http://backend.gpuyard.test:{port}/api/v1/namespaces/default"
+            )
+            assert any("watch=" in f for f in p.forwarded)
+            assert seen  # the backend got them
+    finally:
+        server.close()
+        await server.wait_closed()
