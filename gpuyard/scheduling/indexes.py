@@ -69,8 +69,9 @@ class GangIndex:
     changes. A gang's capacity is then a sum over a few zones, and its fill order is
     built rack by rack, only as far as the gang needs."""
 
-    def __init__(self, nodes: list[NodeInfo], req: list[int]) -> None:
-        self.req = req
+    def __init__(self, nodes: list[NodeInfo], pod: PodInfo) -> None:
+        self.pod = pod  # one pod of the class: they all request the same
+        self.req = pod.req
         self.members = {n.name for n in nodes}
         self.cap: dict[str, int] = {}  # node -> pods it can take (> 0 only)
         self.where: dict[str, tuple[str, str]] = {}  # node -> (zone, rack)
@@ -110,7 +111,7 @@ class GangIndex:
         return hc
 
     def put(self, n: NodeInfo) -> None:
-        k = capacity(self.req, n)
+        k = capacity(self.pod, n)
         old = self.cap.get(n.name, 0)
         if k == old:
             return
@@ -220,7 +221,7 @@ def gang_index(ps: Pass, p: PodInfo) -> tuple[ClassKey, GangIndex]:
     key = (p.class_key(), tuple(p.req))
     gi = gis.get(key)
     if gi is None:
-        gi = GangIndex(candidates(ps, p), p.req)
+        gi = GangIndex(candidates(ps, p), p)
         gis[key] = gi
     return key, gi.fresh()
 
@@ -234,7 +235,7 @@ def alloc_caps(ps: Pass, p: PodInfo) -> dict[str, int]:
     if ks is None:
         ks = {}
         for n in candidates(ps, p):
-            k = capacity_empty(req, n)
+            k = capacity_empty(p, n)
             if k > 0:
                 ks[n.name] = k
         caps[key] = ks

@@ -106,7 +106,6 @@ def still_fails(ps: Pass, m: Memo, u: Unit) -> bool:
     held = holds.held
     was_held = {h for h, _, _ in m.sig}
     p0 = u.pods[0]
-    req = p0.req
     cset: set[str] | None = None
     nodes = s.nodes
     for q, log in s.freed_log.items():
@@ -125,7 +124,7 @@ def still_fails(ps: Pass, m: Memo, u: Unit) -> bool:
             h = held.get(name)
             if h is not None and h in was_held and not holds.free_for(n, u):
                 continue  # held against it then and still (checked above)
-            c = capacity_below(req, n, prio) if hi else capacity(req, n)
+            c = capacity_below(p0, n, prio) if hi else capacity(p0, n)
             before = m.counted.get(name, 0)
             if c > before:
                 m.counted[name] = c

@@ -63,13 +63,14 @@ def place_single(ps: Pass, p: PodInfo, u: Unit) -> NodeInfo | None:
             n
             and ps.holds.free_for(n, u)
             and static_ok(p, n) is None
-            and fits(p.req, n)
+            and fits(p, n)
             and anti_ok(p, n)
         ):
             return n
     g = p.req[GPU]
-    if ps.trial.on:
-        # A preemption trial moved victims off nodes the buckets do not follow.
+    if ps.trial.on or p.xreq:
+        # A preemption trial moved victims off nodes the buckets do not follow; the
+        # buckets do not count resources outside the vectors.
         return _best_fit_scan(ps, p, u)
     if g:
         # Best fit: the node with the fewest free GPUs that still fits.
@@ -96,7 +97,7 @@ def _best_fit_scan(ps: Pass, p: PodInfo, u: Unit) -> NodeInfo | None:
         nodes = enumerate(candidates(ps, p))
     free_for = ps.holds.free_for
     for i, n in nodes:
-        if not fits(p.req, n) or not free_for(n, u):
+        if not fits(p, n) or not free_for(n, u):
             continue
         if (p.anti_affinity or any(q.anti_affinity for q in n.pods.values())) and not anti_ok(p, n):
             continue
@@ -169,7 +170,7 @@ def place_gang(ps: Pass, u: Unit) -> Placement | None:
             nodes = [n for n in candidates(ps, p0) if free_for(n, u)]
             # Prefer nodes nominated for this gang.
             nominated = {p.nominated for p in pods if p.nominated}
-            order = _gang_order(nodes, p0.req) if pack else sorted(nodes, key=lambda n: n.name)
+            order = _gang_order(nodes, p0) if pack else sorted(nodes, key=lambda n: n.name)
             if u.bound and pack:
                 # Members already run (a binding was refused, or one was replaced):
                 # the rest go to the same racks, then the same zones, if they can.
@@ -205,7 +206,7 @@ def fill(order: Iterable[NodeInfo], pods: list[PodInfo], placed: Placement) -> b
     for n in order:
         if i == len(pods):
             break
-        while i < len(pods) and fits(pods[i].req, n) and anti_ok(pods[i], n):
+        while i < len(pods) and fits(pods[i], n) and anti_ok(pods[i], n):
             tentative(pods[i], n, placed)
             i += 1
     return i == len(pods)
@@ -253,14 +254,14 @@ def _fast_order_iter(gi: GangIndex, excluded: list[HeldCap]) -> Iterable[NodeInf
                 yield t[2]
 
 
-def _gang_order(nodes: list[NodeInfo], req: list[int]) -> list[NodeInfo]:
+def _gang_order(nodes: list[NodeInfo], p0: PodInfo) -> list[NodeInfo]:
     """Nodes in the order a gang fills them: fullest zones and racks first, so the
     gang spans as few of them as it can; most allocated nodes first within a rack."""
     rack_cap: defaultdict[tuple[str, str], int] = defaultdict(int)
     zone_cap: defaultdict[str, int] = defaultdict(int)
     rows = []
     for n in nodes:
-        k = capacity(req, n)
+        k = capacity(p0, n)
         if k <= 0:
             continue
         labels = n.labels

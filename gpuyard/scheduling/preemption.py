@@ -196,7 +196,7 @@ def _preempt(ps: Pass, u: Unit) -> bool:
     def recount(vn: NodeInfo) -> int:
         if vn.name not in cset or not free_for(vn, u):
             return 0
-        c = capacity(p0.req, vn)
+        c = capacity(p0, vn)
         d = c - caps.get(vn.name, gi.cap.get(vn.name, 0))
         caps[vn.name] = c
         touched[vn.name] = vn
@@ -248,7 +248,7 @@ def _preempt(ps: Pass, u: Unit) -> bool:
                 # One pod on one node: it still fits there, or it does not.
                 assert placement is not None
                 target = placement[0][1]
-                ok = fits(p0.req, target) and anti_ok(p0, target)
+                ok = fits(p0, target) and anti_ok(p0, target)
             else:
                 again = place(ps, u)
                 ok = again is not None

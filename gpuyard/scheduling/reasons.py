@@ -13,6 +13,7 @@ from collections.abc import Iterator, MutableMapping
 from typing import TYPE_CHECKING
 
 from gpuyard.scheduling.filters import anti_ok, capacity, fits_after_terminating, short, static_ok
+from gpuyard.scheduling.state import RESOURCES
 
 if TYPE_CHECKING:
     from gpuyard.scheduling.policy import Pass
@@ -87,15 +88,16 @@ def explain(ps: Pass, u: Unit) -> str:
         if r is None:
             if not holds.free_for(n, u):
                 r = f"held for {holds.held[n.name][0]}"
-            elif (lacks := short(p0.req, n)) is not None:
-                r = f"lack {lacks}"
-                if fits_after_terminating(p0.req, n):
+            elif (lacks := short(p0, n)) is not None:
+                # kube-scheduler's wording for a resource outside the vectors
+                r = f"lack {lacks}" if lacks in RESOURCES else f"Insufficient {lacks}"
+                if fits_after_terminating(p0, n):
                     r = "freeing (pods terminating)"
             elif not anti_ok(p0, n):
                 r = "conflict by pod anti-affinity"
         if r is None:
             why["fit"] += 1
-            fit_slots += capacity(p0.req, n)
+            fit_slots += capacity(p0, n)
         else:
             why[r] += 1
     parts = []
@@ -111,7 +113,7 @@ def explain(ps: Pass, u: Unit) -> str:
             if r.startswith("untolerated")
             else ("are" if r.startswith(("not", "cordoned", "held", "freeing")) else "")
         )
-        if r.startswith("lack"):
+        if r.startswith(("lack", "Insufficient")):
             parts.append(f"{k} {r}")
         elif r.startswith("untolerated"):
             parts.append(f"{k} {verb} {r}")

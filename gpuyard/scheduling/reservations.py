@@ -36,7 +36,7 @@ def reserve(ps: Pass, u: Unit) -> None:
     for n in candidates(ps, p0):
         if not holds.free_for(n, u):
             continue
-        k = capacity_empty(req, n)
+        k = capacity_empty(p0, n)
         if k > 0:
             nodes.append((n, k))
     if sum(k for _, k in nodes) < len(u.pods):
@@ -44,7 +44,7 @@ def reserve(ps: Pass, u: Unit) -> None:
     nodes.sort(
         key=lambda nk: (
             -(nk[0].alloc[GPU] - nk[0].used[GPU]),
-            -capacity(req, nk[0]),
+            -capacity(p0, nk[0]),
             nk[0].rack,
             nk[0].name,
         )
@@ -66,7 +66,6 @@ def _reserve_from_buckets(ps: Pass, u: Unit, b: Buckets) -> None:
     """`reserve`, in the same order, from the free-GPU buckets: nodes are taken from
     the most free GPUs down, only as far as the gang needs."""
     p0 = u.pods[0]
-    req = p0.req
     ks = alloc_caps(ps, p0)
     holds = ps.holds
     total = sum(ks.values())
@@ -83,7 +82,7 @@ def _reserve_from_buckets(ps: Pass, u: Unit, b: Buckets) -> None:
         rows = [
             (
                 n.used[GPU] - n.alloc[GPU],
-                -capacity(req, n),
+                -capacity(p0, n),
                 n.labels.get(names.LABEL_RACK, ""),
                 name,
                 n,

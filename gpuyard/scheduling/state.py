@@ -37,6 +37,26 @@ def vector(amounts: Mapping[str, int]) -> list[int]:
     return [int(amounts.get(r, 0)) for r in RESOURCES]
 
 
+def extras(amounts: Mapping[str, int]) -> dict[str, int]:
+    """The amounts of every resource outside `RESOURCES` (extended resources such as
+    nvidia.com/mig-1g.10gb or rdma/hca, hugepages-*, ephemeral-storage), zeros left out."""
+    return {r: int(v) for r, v in amounts.items() if v and r not in _BASE}
+
+
+_BASE = frozenset(RESOURCES)
+
+
+def add_extras(n: NodeInfo, xreq: tuple[tuple[str, int], ...], sign: int) -> None:
+    """Count (sign 1) or uncount (-1) a pod's requests outside RESOURCES on its node."""
+    xu = n.xused
+    for r, v in xreq:
+        left = xu.get(r, 0) + sign * v
+        if left:
+            xu[r] = left
+        else:
+            xu.pop(r, None)
+
+
 @dataclass(eq=False)
 class NodeInfo:
     name: str
@@ -48,6 +68,9 @@ class NodeInfo:
     used: list[int] = field(default_factory=lambda: [0] * NRES)
     pods: dict[str, PodInfo] = field(default_factory=dict)
     obj: dict[str, Any] | None = None
+    # resources outside RESOURCES: allocatable, and what bound pods request of them
+    xalloc: dict[str, int] = field(default_factory=dict)
+    xused: dict[str, int] = field(default_factory=dict)
 
     @property
     def rack(self) -> str:
@@ -81,6 +104,8 @@ class PodInfo:
     terminating: bool = False
     scheduler: str = names.SCHEDULER_NAME
     obj: dict[str, Any] | None = None
+    # requests of resources outside RESOURCES, sorted by name (empty for most pods)
+    xreq: tuple[tuple[str, int], ...] = ()
     _ck: tuple[Any, ...] | None = field(default=None, init=False, repr=False)
 
     @property
@@ -97,6 +122,8 @@ class PodInfo:
                 repr(self.affinity),
                 repr(self.anti_affinity),
             )
+            if self.xreq:
+                ck = self._ck = (*ck, self.xreq)
         return ck
 
 
@@ -157,9 +184,10 @@ class ClusterState:
 
     def add_node(self, node: Mapping[str, Any]) -> NodeInfo:
         spec = node.get("spec") or {}
+        alloc = o.node_allocatable(node)
         info = NodeInfo(
             name=o.name_of(node),
-            alloc=vector(o.node_allocatable(node)),
+            alloc=vector(alloc),
             labels=dict(o.labels_of(node)),
             taints=[
                 t
@@ -169,6 +197,7 @@ class ClusterState:
             ready=o.is_node_ready(node),
             unschedulable=bool(spec.get("unschedulable")),
             obj=dict(node),
+            xalloc=extras(alloc),
         )
         return self._put_node(info)
 
@@ -186,12 +215,13 @@ class ClusterState:
         alloc = dict(allocatable)
         alloc.setdefault("pods", 110)
         info = NodeInfo(name, vector(alloc), dict(labels or {}), [dict(t) for t in taints], ready)
+        info.xalloc = extras(alloc)
         return self._put_node(info)
 
     def _put_node(self, info: NodeInfo) -> NodeInfo:
         old = self.nodes.get(info.name)
         if old is not None:
-            info.used, info.pods = old.used, old.pods
+            info.used, info.pods, info.xused = old.used, old.pods, old.xused
         self.nodes[info.name] = info
         self.generation += 1
         self.node_gen += 1
@@ -242,9 +272,10 @@ class ClusterState:
         labels = dict(md.get("labels") or {})
         old = self.pods.get(key)
         created = o.parse_time(md.get("creationTimestamp"))
+        requests = o.pod_requests(pod)
         info = PodInfo(
             key=key,
-            req=vector({**o.pod_requests(pod), "pods": 1}),
+            req=vector({**requests, "pods": 1}),
             priority=self.pod_priority(spec),
             seq=old.seq if old else self._next_seq(),
             created=created.timestamp() if created else 0.0,
@@ -264,6 +295,7 @@ class ClusterState:
             terminating=bool(md.get("deletionTimestamp")),
             scheduler=spec.get("schedulerName") or "default-scheduler",
             obj=dict(pod),
+            xreq=tuple(sorted(extras(requests).items())),
         )
         self._put_pod(info)
         return info
@@ -299,6 +331,7 @@ class ClusterState:
             labels=dict(labels or {}),
             priority_class=priority_class,
             scheduler=self.scheduler_name,
+            xreq=tuple(sorted(extras(requests).items())),
         )
         self._put_pod(info)
         return info
@@ -315,6 +348,7 @@ class ClusterState:
                 n is not None
                 and info.node == old.node
                 and info.req == old.req
+                and info.xreq == old.xreq
                 and old.key in n.pods
             ):
                 # Same node, same requests (a status update, say): swap the record in
@@ -366,6 +400,8 @@ class ClusterState:
         n.pods[p.key] = p
         for i in range(NRES):
             n.used[i] += p.req[i]
+        if p.xreq:
+            add_extras(n, p.xreq, 1)
         self.bound_by_prio.setdefault(p.priority, {})[p.key] = p
         if self.log_bound:
             self.bound_log[p.key] = p.group
@@ -394,6 +430,8 @@ class ClusterState:
                 del self.bound_by_prio[q.priority]
         for i in range(NRES):
             n.used[i] -= p.req[i]
+        if q.xreq:
+            add_extras(n, q.xreq, -1)
         self.dirty_nodes.add(n.name)
         self.freed_gen += 1
         for sel in q.anti_affinity:
