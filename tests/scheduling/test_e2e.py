@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from gpuyard.cluster.testing import ClusterProcess
-from gpuyard.kube.resources import EVENTS, POD_GROUPS, PODS
+from gpuyard.kube.resources import EVENTS, NODES, POD_GROUPS, PODS
 
 
 def gang(
@@ -180,5 +180,61 @@ def test_node_failure_midway_pods_on_it_are_evicted_and_others_keep_running(
             await until(evicted, 20)
             others = [await k.get(PODS, p["metadata"]["name"], "default") for p in pods[1:]]
             assert all(o["status"]["phase"] == "Running" for o in others)
+
+    asyncio.run(scenario())
+
+
+def test_mig_rdma_pod_waits_naming_the_resource_and_binds_once_a_node_has_it(
+    make_cluster: Callable[..., ClusterProcess],
+) -> None:
+    c = make_cluster(nodes=2, args=["--components", "scheduler"])
+    mig, rdma = "nvidia.com/mig-1g.10gb", "rdma/hca"
+    pod = single("mig")
+    pod["spec"]["containers"][0]["resources"] = {"limits": {mig: 7, rdma: 1}}
+
+    async def scenario() -> None:
+        async with c.client() as k:
+            await k.create(pod)
+
+            async def waits_for(resource: str) -> str | None:
+                for e in (await k.list(EVENTS, "default"))["items"]:
+                    if (
+                        e["involvedObject"]["name"] == "mig"
+                        and e["reason"] == "FailedScheduling"
+                        and f"Insufficient {resource}" in e["message"]
+                    ):
+                        return str(e["message"])
+                return None
+
+            msg = await until(lambda: waits_for(mig), 30)
+            assert "2 Insufficient nvidia.com/mig-1g.10gb" in msg, msg
+            assert not (await k.get(PODS, "mig", "default"))["spec"].get("nodeName")
+
+            nodes = sorted(n["metadata"]["name"] for n in (await k.list(NODES))["items"])
+
+            async def advertise(node: str, amounts: dict[str, str]) -> None:
+                # What a device plugin's kubelet reports: capacity and allocatable.
+                n = await k.get(NODES, node)
+                st = n["status"]
+                body = {
+                    "status": {
+                        "capacity": {**st["capacity"], **amounts},
+                        "allocatable": {**st["allocatable"], **amounts},
+                    }
+                }
+                await k.patch_status(NODES, node, body)
+
+            # MIG slices alone are not enough: the reason now names the RDMA device.
+            await advertise(nodes[0], {mig: "7"})
+            await until(lambda: waits_for(rdma), 30)
+            assert not (await k.get(PODS, "mig", "default"))["spec"].get("nodeName")
+
+            await advertise(nodes[1], {mig: "7", rdma: "1"})
+
+            async def bound() -> str | None:
+                p = await k.get(PODS, "mig", "default")
+                return p["spec"].get("nodeName")
+
+            assert await until(bound, 30) == nodes[1]
 
     asyncio.run(scenario())
