@@ -2,7 +2,8 @@
 
 Works against any cluster through a kubeconfig (`--kubeconfig`, then KUBECONFIG, then
 ~/.kube/config), with `-n`/`-A` and `-o json|yaml` as kubectl users expect. A job file
-is checked locally before anything is sent; a bad one gets one line naming the field.
+is checked locally before anything is sent; a bad one gets one line per error, each
+naming its field, and exit status 2.
 """
 
 from __future__ import annotations
@@ -121,10 +122,7 @@ async def _run(args: argparse.Namespace) -> int:
 
         errors = validate_job(job)
         if errors:
-            raise CliError(
-                f"{args.filename}: {errors[0]}"
-                + (f" (and {len(errors) - 1} more)" if len(errors) > 1 else "")
-            )
+            raise CliError("\n".join(f"{args.filename}: {e}" for e in errors), code=2)
         if args.dry_run:
             print(f"trainingjob/{job['metadata'].get('name')} is valid (dry run, nothing sent)")
             return 0
@@ -140,6 +138,30 @@ async def _run(args: argparse.Namespace) -> int:
         await client.close()
 
 
+async def _check_priority_class(client: Any, path: str, job: dict[str, Any]) -> None:
+    """What the CRD's schema cannot say: the PriorityClass the workers get must exist
+    (else the API server refuses every worker). Skipped where it cannot be read."""
+    from gpuyard.kube.errors import ApiError, NotFound
+    from gpuyard.kube.resources import PRIORITY_CLASSES
+
+    pcn = (job.get("spec") or {}).get("priorityClassName")
+    if not pcn:
+        return
+    try:
+        await client.get(PRIORITY_CLASSES, pcn)
+    except NotFound:
+        try:
+            have = [o.name_of(p) for p in (await client.list(PRIORITY_CLASSES))["items"]]
+        except ApiError:
+            have = []
+        known = f" (the cluster has: {', '.join(sorted(have))})" if have else ""
+        raise CliError(
+            f"{path}: spec.priorityClassName: no PriorityClass named {pcn!r}{known}", code=2
+        ) from None
+    except ApiError:
+        return
+
+
 async def _dispatch(client: Any, args: argparse.Namespace, ns: str, cmd: str) -> int:
     from gpuyard.kube.errors import NotFound
     from gpuyard.kube.resources import EVENTS, NODES, POD_GROUPS, PODS, TRAINING_JOBS
@@ -149,6 +171,7 @@ async def _dispatch(client: Any, args: argparse.Namespace, ns: str, cmd: str) ->
         job.setdefault("metadata", {})["namespace"] = (
             args.namespace or job["metadata"].get("namespace") or ns
         )
+        await _check_priority_class(client, args.filename, job)
         out = await client.create(job)
         if args.output == "table":
             print(

@@ -4,6 +4,11 @@ Level-triggered: any change to a job, one of its pods (label gpuyard.io/job), or
 node's readiness queues the jobs concerned; a worker loop reconciles each queued job
 once (coalescing bursts), applies the actions (creates concurrently, deletes, status
 only when it changed) and records Events. Nothing polls.
+
+A job whose workers the API server refuses (a PriorityClass that does not exist, a
+field the pod cannot have) says why in its status and one Event, naming the job's
+field, and is tried again with exponential backoff (1 s doubling to 5 min), not in a
+loop; an edit of the job tries again at once.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ import time
 from typing import Any
 
 from gpuyard.jobs.reconcile import LABEL_JOB, Observed, reconcile
+from gpuyard.jobs.spec import refusal
 from gpuyard.kube import objects as o
 from gpuyard.kube.errors import AlreadyExists, ApiError, Conflict, NotFound
 from gpuyard.kube.events import EventRecorder
@@ -22,6 +28,8 @@ from gpuyard.kube.resources import NODES, POD_GROUPS, PODS, TRAINING_JOBS
 from gpuyard.kube.waits import woken
 
 log = logging.getLogger("gpuyard.jobs")
+
+MAX_BACKOFF = 300.0
 
 
 class JobController:
@@ -38,6 +46,8 @@ class JobController:
         self._sem = asyncio.Semaphore(concurrency)
         self._children: set[str] = set()  # "ns/job/kind" known to exist
         self.reconciles = 0
+        # "ns/name" -> (job generation, refusal, retry at (monotonic), backoff seconds)
+        self._refused: dict[str, tuple[int, str, float, float]] = {}
 
     def _enqueue(self, key: str) -> None:
         self._queue.add(key)
@@ -65,6 +75,7 @@ class JobController:
         self.nodes.add_handler(lambda n: node_ev(None, n), node_ev, lambda n: node_ev(None, n))
 
     def _forget(self, key: str) -> None:
+        self._refused.pop(key, None)
         self._children = {c for c in self._children if not c.startswith(key + "/")}
 
     @staticmethod
@@ -114,9 +125,27 @@ class JobController:
         if self.groups.get(name, ns) is not None:
             have.add("podgroup")
         pods = self.pods.by_index("job", key)
-        act = reconcile(
-            Observed(job=job, pods=pods, now=time.time(), node_ready=self.node_ready, have=have)
-        )
+        generation = int((job.get("metadata") or {}).get("generation") or 0)
+        refused = self._refused.get(key)
+        if refused is not None and refused[0] != generation:
+            refused = None
+            self._refused.pop(key, None)
+
+        def observe(why: str | None) -> Any:
+            return reconcile(
+                Observed(
+                    job=job,
+                    pods=pods,
+                    now=time.time(),
+                    node_ready=self.node_ready,
+                    have=have,
+                    refused=why,
+                )
+            )
+
+        retry_due = refused is None or time.monotonic() >= refused[2]
+        act = observe(None if retry_due else refused[1] if refused else None)
+        refusals: list[str] = []
         kinds = {"PodGroup": "podgroup", "Service": "service", "ConfigMap": "configmap"}
 
         async def create(obj: dict[str, Any]) -> None:
@@ -125,6 +154,12 @@ class JobController:
                     await self.client.create(obj)
                 except AlreadyExists:
                     pass
+                except ApiError as exc:
+                    if obj["kind"] != "Pod" or exc.status not in (400, 403, 422):
+                        raise
+                    causes = (exc.body.get("details") or {}).get("causes")
+                    refusals.append(refusal(exc.message, causes))
+                    return
                 if obj["kind"] in kinds:
                     self._children.add(f"{key}/{kinds[obj['kind']]}")
 
@@ -139,6 +174,17 @@ class JobController:
 
         await asyncio.gather(*(delete(p, f) for p, f in act.delete))
         await asyncio.gather(*(create(obj) for obj in act.create))
+        if refusals:
+            backoff = min(2 * refused[3], MAX_BACKOFF) if refused else 1.0
+            why = refusals[0]
+            self._refused[key] = (generation, why, time.monotonic() + backoff, backoff)
+            asyncio.get_running_loop().call_later(backoff, self._enqueue, key)
+            if refused is None or refused[1] != why:
+                log.warning("job %s: workers refused: %s; retrying with backoff", key, why)
+            act = observe(why)
+            act.create = []
+        elif refused is not None and retry_due:
+            self._refused.pop(key, None)
         if act.status is not None:
             try:
                 await self.client.patch_status(TRAINING_JOBS, name, {"status": act.status}, ns)

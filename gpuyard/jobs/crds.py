@@ -12,6 +12,38 @@ PHASES = ["Pending", "Scheduling", "Running", "Restarting", "Succeeded", "Failed
 _INT = {"type": "integer"}
 _STR = {"type": "string"}
 
+# A resource quantity as Kubernetes writes one ("500m", "16Gi", 4): the grammar of
+# resource.Quantity, so the API server refuses `cpu: lots` on the job itself instead of
+# on each worker the controller would create from it.
+QUANTITY_PATTERN = (
+    r"^(\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))"
+    r"(([KMGTPE]i)|[numkMGTPE]|([eE](\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))))?$"
+)
+_QUANTITIES = {
+    "type": "object",
+    "additionalProperties": {"x-kubernetes-int-or-string": True, "pattern": QUANTITY_PATTERN},
+}
+# What the workers' pod template must hold; the rest of a PodSpec is kept as written.
+_CONTAINER = {
+    "type": "object",
+    "required": ["name", "image"],
+    "x-kubernetes-preserve-unknown-fields": True,
+    "properties": {
+        "name": {"type": "string", "minLength": 1},
+        "image": {"type": "string", "minLength": 1},
+        "resources": {
+            "type": "object",
+            "x-kubernetes-preserve-unknown-fields": True,
+            "properties": {"requests": _QUANTITIES, "limits": _QUANTITIES},
+        },
+    },
+}
+_DNS_SUBDOMAIN = {
+    "type": "string",
+    "maxLength": 253,
+    "pattern": r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$",
+}
+
 
 def trainingjob_schema() -> dict[str, Any]:
     return {
@@ -29,6 +61,7 @@ def trainingjob_schema() -> dict[str, Any]:
                     "gpusPerReplica": {"type": "integer", "minimum": 0, "maximum": 64},
                     "template": {
                         "type": "object",
+                        "required": ["spec"],
                         "x-kubernetes-preserve-unknown-fields": True,
                         "properties": {
                             "metadata": {
@@ -37,11 +70,20 @@ def trainingjob_schema() -> dict[str, Any]:
                             },
                             "spec": {
                                 "type": "object",
+                                "required": ["containers"],
                                 "x-kubernetes-preserve-unknown-fields": True,
+                                "properties": {
+                                    "containers": {
+                                        "type": "array",
+                                        "minItems": 1,
+                                        "items": _CONTAINER,
+                                    },
+                                    "initContainers": {"type": "array", "items": _CONTAINER},
+                                },
                             },
                         },
                     },
-                    "priorityClassName": _STR,
+                    "priorityClassName": _DNS_SUBDOMAIN,
                     "team": _STR,
                     "restartPolicy": {"type": "string", "enum": ["RestartGang", "Never"]},
                     "backoffLimit": {"type": "integer", "minimum": 0},

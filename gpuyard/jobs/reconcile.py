@@ -22,7 +22,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from gpuyard import names
-from gpuyard.jobs.spec import JobSpec
+from gpuyard.jobs.spec import JobSpec, validate_job
 from gpuyard.kube import objects as o
 
 LABEL_JOB = "gpuyard.io/job"
@@ -176,6 +176,9 @@ class Observed:
     node_ready: Callable[[str], bool] = lambda name: True
     have: set[str] = field(default_factory=set)  # "podgroup", "service", "configmap"
     namespace_team: str | None = None
+    # Why the API server refused this job's workers the last time they were created
+    # (e.g. "spec.priorityClassName: no PriorityClass with name x was found"), or None.
+    refused: str | None = None
 
 
 @dataclass
@@ -216,7 +219,6 @@ def _scheduler_reason(pods: list[dict[str, Any]]) -> str | None:
 
 def reconcile(obs: Observed) -> Actions:
     job = obs.job
-    js = JobSpec.of(job, obs.namespace_team)
     old = dict(job.get("status") or {})
     st = dict(old)
     st.setdefault("restarts", 0)
@@ -232,6 +234,24 @@ def reconcile(obs: Observed) -> Actions:
         st["completionTime"] = st.get("completionTime") or rfc3339(obs.now)
         act.events.append((etype, reason, message))
 
+    if phase not in ("Succeeded", "Failed"):
+        # A job that could not have passed the CRD's schema (stored before the schema was
+        # enforced, or written by a server that does not enforce it), or whose workers the
+        # API server refuses: say so, with every field, and create nothing.
+        invalid = [e for e in validate_job(job) if not e.startswith(("apiVersion:", "kind:"))]
+        if invalid or obs.refused:
+            st["phase"] = "Pending"
+            st["reason"] = "InvalidSpec" if invalid else "WorkersRefused"
+            st["message"] = (
+                "; ".join(invalid)
+                if invalid
+                else f"the API server refuses the workers: {obs.refused}"
+            )
+            if (old.get("reason"), old.get("message")) != (st["reason"], st["message"]):
+                act.events.append(("Warning", st["reason"], st["message"]))
+            return _with_status(act, old, st, obs, [])
+
+    js = JobSpec.of(job, obs.namespace_team)
     if phase in ("Succeeded", "Failed"):
         if phase == "Failed":
             for p in obs.pods:
@@ -244,7 +264,7 @@ def reconcile(obs: Observed) -> Actions:
                             not obs.node_ready((p.get("spec") or {}).get("nodeName") or ""),
                         )
                     )
-        return _with_status(act, old, st, obs, js, [])
+        return _with_status(act, old, st, obs, [])
 
     for kind, make in (
         ("podgroup", desired_podgroup),
@@ -275,7 +295,7 @@ def reconcile(obs: Observed) -> Actions:
             f"job ran longer than activeDeadlineSeconds={js.deadline}",
             "Warning",
         )
-        return _with_status(act, old, st, obs, js, current)
+        return _with_status(act, old, st, obs, current)
 
     # Gang failure: any worker failed or lost.
     problems = [why for p in current if (why := _lost(p, obs.node_ready))]
@@ -313,13 +333,13 @@ def reconcile(obs: Observed) -> Actions:
             )
             st["runningWorkers"] = 0
             act.events.append(("Warning", "RestartingGang", st["message"]))
-        return _with_status(act, old, st, obs, js, [])
+        return _with_status(act, old, st, obs, [])
 
     # All done?
     succeeded = [p for p in current if (p.get("status") or {}).get("phase") == "Succeeded"]
     if len(succeeded) == js.replicas:
         finish("Succeeded", "Completed", f"all {js.replicas} workers succeeded")
-        return _with_status(act, old, st, obs, js, current)
+        return _with_status(act, old, st, obs, current)
 
     # Create missing workers of this generation (once older ones with the same names left).
     taken = {o.name_of(p) for p in obs.pods}
@@ -343,7 +363,7 @@ def reconcile(obs: Observed) -> Actions:
         st["phase"] = "Restarting" if phase == "Restarting" else "Pending"
         st["reason"] = "Unschedulable" if waiting else "Waiting"
         st["message"] = waiting or f"waiting for {js.replicas} workers to be scheduled as one gang"
-    return _with_status(act, old, st, obs, js, current)
+    return _with_status(act, old, st, obs, current)
 
 
 def _force(pod: dict[str, Any], obs: Observed) -> bool:
@@ -356,7 +376,6 @@ def _with_status(
     old: dict[str, Any],
     st: dict[str, Any],
     obs: Observed,
-    js: JobSpec,
     current: list[dict[str, Any]],
 ) -> Actions:
     if st["phase"] not in ("Restarting",) and current:

@@ -2,8 +2,9 @@
 
 `validate_job(obj)` returns one-line errors naming the field ("spec.replicas: must be an
 integer, not 'four'"); `gpuyard submit` refuses a job with any. It checks the same
-schema the CRD gives the API server, plus what a schema cannot say (a template with
-containers, each with a name and an image).
+schema the CRD gives the API server (which says what the workers' template must hold);
+what no schema can say (that the PriorityClass exists) the controller reports on the
+job when the workers are refused.
 """
 
 from __future__ import annotations
@@ -21,6 +22,10 @@ DEFAULT_PORT = 29500
 
 
 def validate_job(obj: Any) -> list[str]:
+    """Every error of a TrainingJob, one line each, naming its field. The same checks
+    the API server makes with the CRD's schema (types, ranges, quantities, containers
+    with a name and an image), so a job `gpuyard submit` accepts the server accepts,
+    and the controller reports the same lines for a job that reached it another way."""
     if not isinstance(obj, dict):
         return ["the file must hold one TrainingJob object"]
     errors = []
@@ -30,24 +35,9 @@ def validate_job(obj: Any) -> list[str]:
         errors.append(f"kind: must be TrainingJob, not {obj.get('kind')!r}")
     md = obj.get("metadata")
     if not isinstance(md, dict) or not (md.get("name") or md.get("generateName")):
-        errors.append("metadata.name: required")
+        errors.append("metadata.name: Required value")
     for c in schema_errors(trainingjob_schema(), obj, "", top=True):
         errors.append(f"{c['field'] or '(root)'}: {c['message']}")
-    spec: dict[str, Any] = obj["spec"] if isinstance(obj.get("spec"), dict) else {}
-    tpl = spec.get("template") if isinstance(spec.get("template"), dict) else None
-    if tpl is not None:
-        pspec = tpl.get("spec")
-        containers = pspec.get("containers") if isinstance(pspec, dict) else None
-        if not isinstance(containers, list) or not containers:
-            errors.append("spec.template.spec.containers: required (at least one container)")
-        else:
-            for i, c in enumerate(containers):
-                if not isinstance(c, dict):
-                    errors.append(f"spec.template.spec.containers[{i}]: must be an object")
-                    continue
-                for field in ("name", "image"):
-                    if not isinstance(c.get(field), str) or not c.get(field):
-                        errors.append(f"spec.template.spec.containers[{i}].{field}: required")
     return errors
 
 
@@ -97,3 +87,23 @@ class JobSpec:
             else None,
             master_port=int(spec.get("masterPort") or DEFAULT_PORT),
         )
+
+
+def refusal(message: str, causes: list[dict[str, Any]] | None = None) -> str:
+    """The API server's refusal of a worker pod, said in the job's own fields: a pod's
+    `spec.priorityClassName` is the job's `spec.priorityClassName`, any other
+    `spec.<x>` of the pod is the job's `spec.template.spec.<x>`."""
+
+    def job_field(f: str) -> str:
+        if f == "spec.priorityClassName":
+            return f
+        return "spec.template." + f if f.startswith(("spec.", "metadata.")) else f
+
+    if "PriorityClass" in message and "priorityClassName" not in message:
+        return f"spec.priorityClassName: {message}"
+    named = [
+        f"{job_field(str(c['field']))}: {c.get('message') or c.get('reason') or 'invalid'}"
+        for c in causes or []
+        if c.get("field")
+    ]
+    return "; ".join(named) if named else message

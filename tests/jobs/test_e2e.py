@@ -162,7 +162,7 @@ def test_sweep_and_big_job_share_the_cluster_and_bad_files_change_nothing(
     before = get(c, "trainingjobs")["items"]
     bad = submit(c, tmp_path, job_yaml("broken", 2).replace("replicas: 2", "replicas: two"))
     assert (
-        bad.returncode == 1
+        bad.returncode == 2
         and "spec.replicas" in bad.stderr
         and len(bad.stderr.strip().splitlines()) == 1
     )

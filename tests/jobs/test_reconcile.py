@@ -63,7 +63,24 @@ def test_every_example_is_a_valid_job() -> None:
         ({"replcas": 3}, 'spec.replcas: unknown field "spec.replcas"'),
         (
             {"template": {"spec": {"containers": [{"name": "t"}]}}},
-            "spec.template.spec.containers[0].image: required",
+            "spec.template.spec.containers[0].image: Required value",
+        ),
+        (
+            {
+                "template": {
+                    "spec": {
+                        "containers": [
+                            {"name": "t", "image": "i", "resources": {"requests": {"cpu": "lots"}}}
+                        ]
+                    }
+                }
+            },
+            "spec.template.spec.containers[0].resources.requests.cpu: Invalid value: 'lots'",
+        ),
+        ({"priorityClassName": "Urgent!"}, "spec.priorityClassName: Invalid value: 'Urgent!'"),
+        (
+            {"template": {"spec": {"containers": []}}},
+            "spec.template.spec.containers: Invalid value",
         ),
     ],
 )
@@ -215,3 +232,58 @@ def test_deadline_fails_the_job() -> None:
     )
     assert act.status is not None and act.status["reason"] == "DeadlineExceeded"
     assert len(act.delete) == 3
+
+
+def test_every_error_is_reported_not_only_the_first() -> None:
+    j = job()
+    del j["spec"]["replicas"]
+    j["spec"]["replica"] = 4
+    assert validate_job(j) == [
+        "spec.replicas: Required value",
+        'spec.replica: unknown field "spec.replica"',
+    ]
+    j = job(replicas="lots")
+    del j["spec"]["template"]
+    assert validate_job(j) == [
+        "spec.template: Required value",
+        "spec.replicas: Invalid value: 'lots': must be of type integer",
+    ]
+
+
+def test_quantities_the_api_server_accepts_pass() -> None:
+    for q in ("500m", "16Gi", 4, "1e3", "0.5", "+2k"):
+        c = {"name": "t", "image": "i", "resources": {"limits": {"cpu": q, "memory": q}}}
+        assert validate_job(job(template={"spec": {"containers": [c]}})) == [], q
+
+
+def test_invalid_job_that_reached_the_controller_gets_status_and_one_event() -> None:
+    c = {"name": "t", "image": "i", "resources": {"requests": {"cpu": "lots"}}}
+    j = job(replicas="four", template={"spec": {"containers": [c]}})
+    act = reconcile(Observed(job=j, pods=[], now=1000.0))
+    assert act.create == [] and act.status is not None
+    st = act.status
+    assert st["phase"] == "Pending" and st["reason"] == "InvalidSpec"
+    assert "spec.replicas: Invalid value: 'four'" in st["message"]
+    assert "spec.template.spec.containers[0].resources.requests.cpu" in st["message"]
+    assert act.events == [("Warning", "InvalidSpec", st["message"])]
+    scheduled = next(x for x in st["conditions"] if x["type"] == "Scheduled")
+    assert scheduled["reason"] == "InvalidSpec" and scheduled["message"] == st["message"]
+    again = reconcile(Observed(job={**j, "status": st}, pods=[], now=1001.0))
+    assert again.status is None and again.events == [] and again.create == []
+
+
+def test_refused_workers_are_reported_in_the_jobs_field_and_nothing_is_created() -> None:
+    from gpuyard.jobs.spec import refusal
+
+    why = refusal("pods is forbidden: no PriorityClass with name gpuyard-urgent was found")
+    assert why.startswith("spec.priorityClassName: ")
+    j = job(priorityClassName="gpuyard-urgent")
+    act = reconcile(Observed(job=j, pods=[], now=1000.0, refused=why))
+    assert act.create == [] and act.status is not None
+    assert act.status["reason"] == "WorkersRefused" and why in act.status["message"]
+    assert act.events == [("Warning", "WorkersRefused", act.status["message"])]
+    fine = reconcile(Observed(job={**j, "status": act.status}, pods=[], now=1001.0))
+    assert any(o["kind"] == "Pod" for o in fine.create)
+    assert refusal("x", [{"field": "spec.containers[0].image", "message": "Required value"}]) == (
+        "spec.template.spec.containers[0].image: Required value"
+    )
