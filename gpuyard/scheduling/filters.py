@@ -78,7 +78,25 @@ def fits(p: PodInfo, n: NodeInfo) -> bool:
         and req[1] + u[1] <= a[1]
         and req[3] + u[3] <= a[3]
         and (not p.xreq or xfits(p, n))
+        and (not p.host_ports or ports_free(p, n))
     )
+
+
+def ports_free(p: PodInfo, n: NodeInfo) -> bool:
+    """kube-scheduler's NodePorts: no other pod on the node binds one of the pod's host
+    ports (same protocol and port, on the same address or where either is 0.0.0.0)."""
+    mine = p.host_ports
+    for q in n.pods.values():
+        if q.host_ports and q.key != p.key:
+            for ip, proto, port in q.host_ports:
+                for ip2, proto2, port2 in mine:
+                    if (
+                        port == port2
+                        and proto == proto2
+                        and (ip == ip2 or ip == "0.0.0.0" or ip2 == "0.0.0.0")
+                    ):
+                        return False
+    return True
 
 
 def xfits(p: PodInfo, n: NodeInfo) -> bool:
@@ -139,6 +157,9 @@ def capacity(p: PodInfo, n: NodeInfo) -> int:
                 if v <= 0:
                     return 0
                 k = v
+    if p.host_ports:
+        # pods alike bind the same host ports: one of them per node at most
+        return 1 if ports_free(p, n) else 0
     return k
 
 
@@ -161,6 +182,12 @@ def capacity_below(p: PodInfo, n: NodeInfo, prio: int) -> int:
             k = min(k, free[i] // req[i])
     for r, v in p.xreq:
         k = min(k, xfree[r] // v)
+    if p.host_ports:
+        # the ports of pods that stay (not below prio, or terminating) stay bound
+        stay = [q for q in n.pods.values() if q.priority >= prio or q.terminating]
+        k = min(
+            k, 1 if ports_free(p, NodeInfo(n.name, n.alloc, pods={q.key: q for q in stay})) else 0
+        )
     return max(k, 0)
 
 
@@ -170,6 +197,8 @@ def capacity_empty(p: PodInfo, n: NodeInfo) -> int:
     k = min((n.alloc[i] // req[i] for i in range(NRES) if req[i]), default=0)
     for r, v in p.xreq:
         k = min(k, n.xalloc.get(r, 0) // v)
+    if p.host_ports:
+        k = min(k, 1)
     return k
 
 

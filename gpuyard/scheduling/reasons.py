@@ -12,7 +12,14 @@ from collections import Counter
 from collections.abc import Iterator, MutableMapping
 from typing import TYPE_CHECKING
 
-from gpuyard.scheduling.filters import anti_ok, capacity, fits_after_terminating, short, static_ok
+from gpuyard.scheduling.filters import (
+    anti_ok,
+    capacity,
+    fits_after_terminating,
+    ports_free,
+    short,
+    static_ok,
+)
 from gpuyard.scheduling.state import RESOURCES
 
 if TYPE_CHECKING:
@@ -93,6 +100,8 @@ def explain(ps: Pass, u: Unit) -> str:
                 r = f"lack {lacks}" if lacks in RESOURCES else f"Insufficient {lacks}"
                 if fits_after_terminating(p0, n):
                     r = "freeing (pods terminating)"
+            elif p0.host_ports and not ports_free(p0, n):
+                r = "didn't have free ports for the requested pod ports"
             elif not anti_ok(p0, n):
                 r = "conflict by pod anti-affinity"
         if r is None:

@@ -46,6 +46,18 @@ def extras(amounts: Mapping[str, int]) -> dict[str, int]:
 _BASE = frozenset(RESOURCES)
 
 
+def host_ports(spec: Mapping[str, Any]) -> tuple[tuple[str, str, int], ...]:
+    """The (hostIP, protocol, hostPort) triples a pod's containers bind on their node,
+    sorted (an empty hostIP is every address, 0.0.0.0; the protocol defaults to TCP)."""
+    got = set()
+    for c in spec.get("containers") or ():
+        for port in c.get("ports") or ():
+            hp = port.get("hostPort")
+            if hp:
+                got.add((port.get("hostIP") or "0.0.0.0", port.get("protocol") or "TCP", int(hp)))
+    return tuple(sorted(got))
+
+
 def add_extras(n: NodeInfo, xreq: tuple[tuple[str, int], ...], sign: int) -> None:
     """Count (sign 1) or uncount (-1) a pod's requests outside RESOURCES on its node."""
     xu = n.xused
@@ -106,6 +118,8 @@ class PodInfo:
     obj: dict[str, Any] | None = None
     # requests of resources outside RESOURCES, sorted by name (empty for most pods)
     xreq: tuple[tuple[str, int], ...] = ()
+    # host ports the pod's containers bind: (hostIP, protocol, hostPort)
+    host_ports: tuple[tuple[str, str, int], ...] = ()
     _ck: tuple[Any, ...] | None = field(default=None, init=False, repr=False)
 
     @property
@@ -122,8 +136,8 @@ class PodInfo:
                 repr(self.affinity),
                 repr(self.anti_affinity),
             )
-            if self.xreq:
-                ck = self._ck = (*ck, self.xreq)
+            if self.xreq or self.host_ports:
+                ck = self._ck = (*ck, self.xreq, self.host_ports)
         return ck
 
 
@@ -296,6 +310,7 @@ class ClusterState:
             scheduler=spec.get("schedulerName") or "default-scheduler",
             obj=dict(pod),
             xreq=tuple(sorted(extras(requests).items())),
+            host_ports=host_ports(spec),
         )
         self._put_pod(info)
         return info

@@ -6,8 +6,8 @@ affinity with every operator and matchFields, tolerations) go through the policy
 Kubernetes objects. Every binding is then checked by a checker written here from the
 kubelet's admission rules, independently of gpuyard.scheduling.filters and of
 gpuyard.kube.objects: each resource's requests summed over the node's pods within its
-allocatable, the node selector and required node affinity, NoSchedule and NoExecute
-taints tolerated. A pod asking for a resource no node has waits with a reason naming it.
+allocatable, host ports bound once per node (per protocol, on one address or all), the
+node selector and required node affinity, NoSchedule and NoExecute taints tolerated. A pod asking for a resource no node has waits with a reason naming it.
 """
 
 from __future__ import annotations
@@ -114,6 +114,16 @@ def admit_all(
         assert taints_ok(pod, nodes[node]), (key, node, "taints")
         for r, v in requests_of(pod).items():
             used[node][r] = used[node].get(r, 0) + v
+    bound_ports: dict[str, list[tuple[str, str, int]]] = {n: [] for n in nodes}
+    for key, node in where.items():
+        for c in pods[key]["spec"]["containers"]:
+            for port in c.get("ports") or []:
+                ip = port.get("hostIP", "0.0.0.0")
+                proto, hp = port.get("protocol", "TCP"), port["hostPort"]
+                for ip2, proto2, hp2 in bound_ports[node]:
+                    clash = "0.0.0.0" in (ip, ip2) or ip == ip2
+                    assert not (clash and proto == proto2 and hp == hp2), (key, node, hp)
+                bound_ports[node].append((ip, proto, hp))
     for name, u in used.items():
         alloc = {k: _qty(v) for k, v in nodes[name]["status"]["allocatable"].items()}
         for r, v in u.items():
@@ -219,6 +229,15 @@ toleration_st = st.one_of(
 )
 
 
+port_st = st.fixed_dictionaries(
+    {"containerPort": st.just(80), "hostPort": st.sampled_from([8080, 9090])},
+    optional={
+        "protocol": st.sampled_from(["TCP", "UDP"]),
+        "hostIP": st.sampled_from(["0.0.0.0", "10.0.0.1", "10.0.0.2"]),
+    },
+)
+
+
 @st.composite
 def pod_st(draw: st.DrawFn, i: int) -> dict[str, Any]:
     req: dict[str, str] = {"cpu": f"{draw(st.sampled_from([100, 1000, 4000]))}m"}
@@ -242,6 +261,12 @@ def pod_st(draw: st.DrawFn, i: int) -> dict[str, Any]:
                 "requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": terms}
             }
         }
+    # one pod binds a port and protocol once (API validation refuses the rest)
+    ports = draw(
+        st.lists(port_st, max_size=2, unique_by=lambda q: (q["hostPort"], q.get("protocol", "TCP")))
+    )
+    if ports:
+        spec["containers"][0]["ports"] = ports
     tols = draw(st.lists(toleration_st, max_size=2))
     if tols:
         spec["tolerations"] = tols
