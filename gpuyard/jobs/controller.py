@@ -18,18 +18,20 @@ import logging
 import time
 from typing import Any
 
+from gpuyard.jobs.fit import group_max_sizes, never_fits
 from gpuyard.jobs.reconcile import LABEL_JOB, Observed, reconcile
-from gpuyard.jobs.spec import refusal
+from gpuyard.jobs.spec import JobSpec, refusal
 from gpuyard.kube import objects as o
 from gpuyard.kube.errors import AlreadyExists, ApiError, Conflict, NotFound
 from gpuyard.kube.events import EventRecorder
 from gpuyard.kube.informer import Informer
-from gpuyard.kube.resources import NODES, POD_GROUPS, PODS, TRAINING_JOBS
+from gpuyard.kube.resources import CONFIGMAPS, NODES, POD_GROUPS, PODS, TRAINING_JOBS
 from gpuyard.kube.waits import woken
 
 log = logging.getLogger("gpuyard.jobs")
 
 MAX_BACKOFF = 300.0
+AUTOSCALER_STATUS = ("kube-system", "cluster-autoscaler-status")
 
 
 class JobController:
@@ -39,6 +41,14 @@ class JobController:
         self.pods = Informer(client, PODS, label_selector=LABEL_JOB, name="jobs-pods")
         self.nodes = Informer(client, NODES, name="jobs-nodes")
         self.groups = Informer(client, POD_GROUPS, label_selector=LABEL_JOB, name="jobs-podgroups")
+        # The cluster-autoscaler's status (node groups' max sizes), for "can never fit".
+        self.autoscaler = Informer(
+            client,
+            CONFIGMAPS,
+            AUTOSCALER_STATUS[0],
+            field_selector=f"metadata.name={AUTOSCALER_STATUS[1]}",
+            name="jobs-autoscaler-status",
+        )
         self.pods.add_index("job", lambda p: f"{o.namespace_of(p)}/{o.labels_of(p).get(LABEL_JOB)}")
         self.recorder = EventRecorder(client, "gpuyard-jobs")
         self._queue: set[str] = set()
@@ -48,6 +58,7 @@ class JobController:
         self.reconciles = 0
         # "ns/name" -> (job generation, refusal, retry at (monotonic), backoff seconds)
         self._refused: dict[str, tuple[int, str, float, float]] = {}
+        self._told: dict[str, str] = {}  # pod uid -> the message of its last Event
 
     def _enqueue(self, key: str) -> None:
         self._queue.add(key)
@@ -71,8 +82,25 @@ class JobController:
         self.jobs.add_handler(
             job_ev, lambda old, new: job_ev(new), lambda j: self._forget(o.key_of(j))
         )
-        self.pods.add_handler(pod_ev, lambda old, new: pod_ev(new), pod_ev)
-        self.nodes.add_handler(lambda n: node_ev(None, n), node_ev, lambda n: node_ev(None, n))
+
+        def pod_gone(pod: dict[str, Any]) -> None:
+            self._told.pop(str((pod.get("metadata") or {}).get("uid") or ""), None)
+            pod_ev(pod)
+
+        self.pods.add_handler(pod_ev, lambda old, new: pod_ev(new), pod_gone)
+
+        def capacity_ev(*_: Any) -> None:
+            # What the cluster can ever offer changed: waiting jobs are judged again.
+            for j in self.jobs.list():
+                if (j.get("status") or {}).get("phase", "Pending") == "Pending":
+                    self._enqueue(o.key_of(j))
+
+        def node_add(n: dict[str, Any]) -> None:
+            node_ev(None, n)
+            capacity_ev()
+
+        self.nodes.add_handler(node_add, node_ev, node_add)
+        self.autoscaler.add_handler(capacity_ev, capacity_ev, capacity_ev)
 
     def _forget(self, key: str) -> None:
         self._refused.pop(key, None)
@@ -86,13 +114,22 @@ class JobController:
             t.get("effect") == "NoExecute" for t in (node.get("spec") or {}).get("taints") or []
         )
 
+    def _never(self, job: dict[str, Any]) -> str | None:
+        try:
+            js = JobSpec.of(job)
+        except (TypeError, ValueError):
+            return None
+        cm = self.autoscaler.get(AUTOSCALER_STATUS[1], AUTOSCALER_STATUS[0])
+        sizes = group_max_sizes(((cm or {}).get("data") or {}).get("status"))
+        return never_fits(js.replicas, js.gpus, self.nodes.list(), sizes)
+
     def node_ready(self, name: str) -> bool:
         node = self.nodes.get(name)
         return node is not None and self._ready(node)
 
     async def run(self, stop: asyncio.Event) -> None:
         self._wire()
-        infs = (self.nodes, self.groups, self.pods, self.jobs)
+        infs = (self.nodes, self.autoscaler, self.groups, self.pods, self.jobs)
         for inf in infs:
             inf.start()
         try:
@@ -131,6 +168,8 @@ class JobController:
             refused = None
             self._refused.pop(key, None)
 
+        never = self._never(job)
+
         def observe(why: str | None) -> Any:
             return reconcile(
                 Observed(
@@ -140,6 +179,7 @@ class JobController:
                     node_ready=self.node_ready,
                     have=have,
                     refused=why,
+                    never=never,
                 )
             )
 
@@ -192,6 +232,12 @@ class JobController:
                 self._enqueue(key)
         for etype, reason, message in act.events:
             self.recorder.emit(job, etype, reason, message)
+        for pod_name, etype, reason, message in act.pod_events:
+            pod = self.pods.get(pod_name, ns)
+            uid = str((pod or {}).get("metadata", {}).get("uid") or "")
+            if pod is not None and self._told.get(uid) != message:
+                self._told[uid] = message
+                self.recorder.emit(pod, etype, reason, message)
 
 
 async def run(client: Any, stop: asyncio.Event) -> None:

@@ -179,6 +179,8 @@ class Observed:
     # Why the API server refused this job's workers the last time they were created
     # (e.g. "spec.priorityClassName: no PriorityClass with name x was found"), or None.
     refused: str | None = None
+    # Why the job can never fit what the cluster can ever offer (jobs.fit), or None.
+    never: str | None = None
 
 
 @dataclass
@@ -187,6 +189,9 @@ class Actions:
     delete: list[tuple[str, bool]] = field(default_factory=list)  # (pod name, force)
     status: dict[str, Any] | None = None
     events: list[tuple[str, str, str]] = field(default_factory=list)  # (type, reason, message)
+    # Events on the job's workers, (pod name, type, reason, message): asked for on every
+    # reconcile while they hold; the controller records each once per pod.
+    pod_events: list[tuple[str, str, str, str]] = field(default_factory=list)
 
 
 def _lost(pod: dict[str, Any], node_ready: Callable[[str], bool]) -> str | None:
@@ -363,6 +368,14 @@ def reconcile(obs: Observed) -> Actions:
         st["phase"] = "Restarting" if phase == "Restarting" else "Pending"
         st["reason"] = "Unschedulable" if waiting else "Waiting"
         st["message"] = waiting or f"waiting for {js.replicas} workers to be scheduled as one gang"
+        if obs.never:
+            st["reason"], st["message"] = "CanNeverFit", obs.never
+            if old.get("reason") != "CanNeverFit" or old.get("message") != obs.never:
+                act.events.append(("Warning", "CanNeverFit", obs.never))
+            # Every waiting worker says so too (the controller tells each pod once).
+            act.pod_events.extend(
+                (o.name_of(p), "Warning", "CanNeverFit", obs.never) for p in current
+            )
     return _with_status(act, old, st, obs, current)
 
 

@@ -84,7 +84,8 @@ def test_job_runs_all_workers_at_once_or_none(
     assert big["status"]["phase"] == "Pending"
     out = c.gpuyard("jobs", "--kubeconfig", c.kubeconfig).stdout
     row = next(line for line in out.splitlines() if line.startswith("big"))
-    assert "gang big needs 6 pods at once" in row, out
+    # Four 8-GPU nodes and no autoscaler: six whole-node workers can never fit.
+    assert "can never fit: 6 workers of 8 GPUs" in row and "room for 4" in row, out
     env = {
         e["name"]: e["value"]
         for e in get(c, "pod", "fits-worker-2")["spec"]["containers"][0]["env"]
