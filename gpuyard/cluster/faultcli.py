@@ -20,14 +20,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--factor", type=float, default=0.5, help="speed factor (slow-gpu)")
     parser.add_argument("--path", default="/", help="mount point (disk-full)")
     parser.add_argument(
-        "--kubeconfig", help="kubeconfig (default: DATA_DIR/kubeconfig, KUBECONFIG)"
+        "--kubeconfig",
+        help="kubeconfig (default: KUBECONFIG, else DATA_DIR/kubeconfig, else ~/.kube/config)",
     )
     parser.add_argument("--data-dir", default=".gpuyard", help="the gpuyard up data directory")
 
 
 def _kubeconfig(args: argparse.Namespace) -> str | None:
+    """--kubeconfig, else $KUBECONFIG (as kubectl and every gpuyard command take it),
+    else the kubeconfig of `gpuyard up` in DATA_DIR, else ~/.kube/config."""
     if args.kubeconfig:
         return str(args.kubeconfig)
+    if os.environ.get("KUBECONFIG"):
+        return None
     local = os.path.join(args.data_dir, "kubeconfig")
     if os.path.exists(local):
         return local
