@@ -34,3 +34,14 @@ def test_nothing_below_the_top_floor_imports_the_embedded_cluster() -> None:
         ):
             offenders.append(str(rel))
     assert offenders == []
+
+
+def test_the_jobs_package_does_not_import_the_api_server() -> None:
+    """The job validator checks files with the ground floor's schema checks
+    (gpuyard.k8s.schema_check), the same ones the API server applies to custom
+    resources, not by reaching into the API server."""
+    offenders = []
+    for p in sorted((ROOT / "jobs").rglob("*.py")):
+        if any(m.startswith("gpuyard.apiserver") for m in imported_modules(p)):
+            offenders.append(str(p.relative_to(ROOT)))
+    assert offenders == []

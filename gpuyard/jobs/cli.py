@@ -97,7 +97,7 @@ def _load_job(path: str) -> dict[str, Any]:
 
 
 def _age(ts: str | None) -> str:
-    from gpuyard.apiserver.tables import age
+    from gpuyard.k8s.text import age
 
     return age(ts)
 

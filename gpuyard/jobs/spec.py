@@ -13,8 +13,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from gpuyard import names
-from gpuyard.apiserver.validation import schema_errors
 from gpuyard.jobs.crds import trainingjob_schema
+from gpuyard.k8s.schema_check import schema_errors
 
 DEFAULT_GPUS = 8
 DEFAULT_BACKOFF = 3
