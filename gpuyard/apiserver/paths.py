@@ -16,6 +16,7 @@ collection is only ever named by its exact collection path: `DELETE .../configma
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 from urllib.parse import parse_qsl, unquote_to_bytes
@@ -108,8 +109,11 @@ def segments(raw_path: str) -> tuple[list[str], bool]:
     return out, trailing
 
 
+@functools.lru_cache(maxsize=8192)
 def parse(raw_path: str) -> Route:
-    """Classify a raw request path (without its query string)."""
+    """Classify a raw request path (without its query string). Routes are immutable,
+    so the answers for recent paths are kept (collection paths repeat on every create
+    and list; a refusal is raised again each time)."""
     parts, trailing = segments(raw_path)
     if not parts:
         return Route("root")
