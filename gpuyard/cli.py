@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
+
+from gpuyard.cliargs import CommandError
 
 # name -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -39,6 +42,9 @@ def _module_for(name: str):  # type: ignore[no-untyped-def]
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    # Whatever a command writes (data directories, kubeconfigs, keys, reports) is its
+    # owner's only: directories 0700, files 0600, unless the code asks for more.
+    os.umask(0o077)
     parser = argparse.ArgumentParser(prog="gpuyard", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version="gpuyard 0.1.0")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
@@ -63,6 +69,43 @@ def main(argv: list[str] | None = None) -> int:
         return int(mod.run(args) or 0)
     except KeyboardInterrupt:
         return 130
+    except Exception as exc:  # noqa: BLE001 - the one place errors reach the user
+        return _report(exc)
+
+
+def _expected_errors() -> tuple[type[BaseException], ...]:
+    """Errors that mean bad input or an unusable environment, not a bug. Classes of
+    modules not imported cannot have been raised, so only loaded ones are looked up."""
+    kinds: list[type[BaseException]] = [CommandError, OSError, ValueError, UnicodeError]
+    for modname, name in (
+        ("sqlite3", "Error"),
+        ("yaml", "YAMLError"),
+        ("gpuyard.kube.errors", "KubeError"),
+    ):
+        mod = sys.modules.get(modname)
+        if mod is not None and isinstance(getattr(mod, name, None), type):
+            kinds.append(getattr(mod, name))
+    return tuple(kinds)
+
+
+def _report(exc: Exception) -> int:
+    """One line for an expected error; the traceback, called a bug, for anything else."""
+    if isinstance(exc, _expected_errors()):
+        if isinstance(exc, OSError) and exc.strerror and exc.filename:
+            message = f"{exc.filename}: {exc.strerror}"
+        else:
+            message = str(exc) or type(exc).__name__
+        print(f"gpuyard: error: {message}", file=sys.stderr)
+        return exc.code if isinstance(exc, CommandError) else 1
+    import traceback
+
+    traceback.print_exc()
+    print(
+        f"gpuyard: internal error (a bug in gpuyard; please report it with the traceback "
+        f"above): {type(exc).__name__}: {exc}",
+        file=sys.stderr,
+    )
+    return 70
 
 
 def _takes_name(mod) -> bool:  # type: ignore[no-untyped-def]

@@ -2,6 +2,7 @@
 
 import sys
 
-from gpuyard.apiserver.cli import main
+from gpuyard.cli import main
 
-sys.exit(main())
+# Through the `gpuyard` command, so that its file modes and error reporting apply.
+sys.exit(main(["apiserver", *sys.argv[1:]]))

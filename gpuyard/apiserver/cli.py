@@ -10,6 +10,7 @@ import sys
 import tempfile
 
 from gpuyard.apiserver import flow
+from gpuyard.cliargs import COUNT, PORT, private_dir
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -21,7 +22,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "kubeconfig goes there)",
     )
     parser.add_argument(
-        "--port", type=int, default=6443, help="TCP port (0 = pick a free one; default 6443)"
+        "--port", type=PORT, default=6443, help="TCP port (0 = pick a free one; default 6443)"
     )
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on")
     parser.add_argument(
@@ -38,7 +39,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--watch-log",
-        type=int,
+        type=COUNT,
         default=50_000,
         help="events kept per resource for resuming watches",
     )
@@ -55,6 +56,8 @@ async def _serve(args: argparse.Namespace) -> int:
             if args.in_memory
             else os.path.abspath(".gpuyard-apiserver")
         )
+    # An unusable directory is named with its cause before anything starts.
+    data_dir = private_dir(data_dir)
     server = APIServer(
         data_dir,
         host=args.host,
@@ -71,10 +74,12 @@ async def _serve(args: argparse.Namespace) -> int:
     try:
         url = await server.start()
     except OSError as exc:
+        await server.stop()
+        if exc.filename:  # a file of the data directory, not the socket
+            raise
         print(
             f"gpuyard apiserver: cannot listen on {args.host}:{args.port}: {exc}", file=sys.stderr
         )
-        await server.stop()
         return 1
     store = "in memory" if args.in_memory else f"stored in {data_dir}"
     print(f"gpuyard apiserver listening on {url} ({store})", flush=True)

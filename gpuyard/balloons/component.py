@@ -7,8 +7,13 @@ from __future__ import annotations
 import contextlib
 from typing import Any
 
-from gpuyard import names
+from gpuyard import cliargs, names
 from gpuyard.balloons.crds import KIND
+
+# The `gpuyard up --set` options this component reads (`--balloons` sets the first).
+OPTIONS = cliargs.index(
+    [cliargs.Option("balloons", cliargs.Bool(), False, "a BalloonPool for each node pool")]
+)
 
 
 def default_pools(sim: Any) -> list[str]:
@@ -26,7 +31,7 @@ async def run(ctx: Any) -> None:
 
     client = Client.in_process(ctx.server, component="balloons")
     try:
-        if ctx.options.get("balloons"):
+        if cliargs.get(ctx.options or {}, OPTIONS["balloons"]):
             for pool in default_pools(ctx.sim):
                 with contextlib.suppress(AlreadyExists):
                     await client.create(

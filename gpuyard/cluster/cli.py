@@ -10,25 +10,28 @@ import signal
 import sys
 
 from gpuyard.apiserver import flow
+from gpuyard.cliargs import NATURAL, PORT, SECONDS, CommandError, Float, parse_settings
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--nodes", type=int, default=8, help="simulated 8-GPU nodes (default 8)")
-    parser.add_argument("--cpu-nodes", type=int, default=0, help="simulated CPU-only nodes")
+    parser.add_argument(
+        "--nodes", type=NATURAL, default=8, help="simulated 8-GPU nodes (default 8)"
+    )
+    parser.add_argument("--cpu-nodes", type=NATURAL, default=0, help="simulated CPU-only nodes")
     parser.add_argument(
         "--shapes",
         help="node shapes: a shapes YAML file or openb:PATH[*K] (a real node list); "
         "replaces --nodes",
     )
     parser.add_argument("--data-dir", default=".gpuyard", help="state directory (default .gpuyard)")
-    parser.add_argument("--port", type=int, default=6443, help="API port (0 = any free port)")
+    parser.add_argument("--port", type=PORT, default=6443, help="API port (0 = any free port)")
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on")
     parser.add_argument("--in-memory", action="store_true", help="keep the store in memory")
-    parser.add_argument("--lease-seconds", type=float, default=10.0, help="node lease period")
+    parser.add_argument("--lease-seconds", type=SECONDS, default=10.0, help="node lease period")
     parser.add_argument(
-        "--node-grace", type=float, default=40.0, help="seconds without a lease before NotReady"
+        "--node-grace", type=SECONDS, default=40.0, help="seconds without a lease before NotReady"
     )
-    parser.add_argument("--start-delay", type=float, default=0.5, help="pod start delay (s)")
+    parser.add_argument("--start-delay", type=Float(lo=0), default=0.5, help="pod start delay (s)")
     parser.add_argument(
         "--preflight", action="store_true", help="nodes register with the preflight taint"
     )
@@ -39,7 +42,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--join-rate",
-        type=float,
+        type=Float(lo=0, note="0: all at once"),
         default=0.0,
         help="nodes the autoscaler lets join per second (default 0: all at once)",
     )
@@ -57,32 +60,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="append",
         default=[],
         metavar="KEY=VALUE",
-        help="a component option, such as health_quiet_s=5 (repeatable)",
+        help="a component option, such as health_quiet_s=5 (repeatable; an unknown key "
+        "lists the known ones)",
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="log at debug level")
     flow.add_arguments(parser)
 
 
-def _value(text: str) -> object:
-    for conv in (int, float):
-        try:
-            return conv(text)
-        except ValueError:
-            pass
-    return {"true": True, "false": False}.get(text.lower(), text)
-
-
 async def _main(args: argparse.Namespace) -> int:
     from gpuyard.cluster.shapes import ShapeError
-    from gpuyard.cluster.up import EmbeddedCluster, UpOptions
+    from gpuyard.cluster.up import EmbeddedCluster, UpOptions, known_options
 
-    options = {}
-    for item in args.set:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            print(f"gpuyard up: --set wants KEY=VALUE, got {item!r}", file=sys.stderr)
-            return 2
-        options[key] = _value(value)
+    try:
+        options = parse_settings(args.set, known_options())
+    except ValueError as exc:
+        raise CommandError(str(exc)) from None
     if args.balloons:
         options["balloons"] = True
     comps = None
@@ -106,12 +98,6 @@ async def _main(args: argparse.Namespace) -> int:
         options=options,
         flow=flow.limits_from_args(args),
     )
-    if opts.join_rate < 0:
-        print("gpuyard up: --join-rate cannot be negative", file=sys.stderr)
-        return 2
-    if opts.nodes < 0 or opts.cpu_nodes < 0:
-        print("gpuyard up: node counts cannot be negative", file=sys.stderr)
-        return 2
     cluster = EmbeddedCluster(opts)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -78,3 +78,19 @@ async def supervise(name: str, fn: Callable[[Context], Awaitable[None]], ctx: Co
             except TimeoutError:
                 pass
             backoff = min(backoff * 2, 30.0)
+
+
+def declared_options() -> dict[str, Any]:
+    """The `--set` options (gpuyard.cliargs.Option by key) that the available
+    components declare in their modules' OPTIONS."""
+    out: dict[str, Any] = {}
+    for target in COMPONENTS.values():
+        modname = target.partition(":")[0]
+        try:
+            mod = importlib.import_module(modname)
+        except ModuleNotFoundError as exc:
+            if exc.name and (modname == exc.name or modname.startswith(exc.name + ".")):
+                continue
+            raise
+        out.update(getattr(mod, "OPTIONS", {}))
+    return out

@@ -22,7 +22,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from gpuyard import names
+from gpuyard import cliargs, names
+from gpuyard.cliargs import Option
 from gpuyard.cluster import components
 from gpuyard.cluster.autoscaler import Autoscaler, AutoscalerConfig, parse_groups
 from gpuyard.cluster.faults import FaultApplier
@@ -67,31 +68,72 @@ def build_shapes(opts: UpOptions) -> list[NodeShape]:
     return default_shapes(opts.nodes, opts.cpu_nodes)
 
 
-# `--set` keys for the simulated autoscaler, and their defaults in the embedded cluster
-# (shorter than the real cluster-autoscaler's, so that a demo shows them in minutes).
+# `--set` keys for the simulated autoscaler: the AutoscalerConfig field each sets, and
+# its default in the embedded cluster (shorter than the real cluster-autoscaler's, so
+# that a demo shows them in minutes).
 AUTOSCALER_OPTIONS = {
-    "autoscaler_scan_s": ("scan_interval", 2.0),
-    "autoscaler_unneeded_s": ("scale_down_unneeded_time", 60.0),
-    "autoscaler_delay_after_add_s": ("scale_down_delay_after_add", 60.0),
-    "autoscaler_unready_s": ("scale_down_unready_time", 120.0),
-    "autoscaler_remediate_s": ("remediate_after", 10.0),
-    "autoscaler_utilization": ("scale_down_utilization_threshold", 0.5),
-    "autoscaler_preflight": ("preflight", True),
+    "autoscaler_scan_s": (
+        "scan_interval",
+        Option("autoscaler_scan_s", cliargs.SECONDS, 2.0, "scan interval"),
+    ),
+    "autoscaler_unneeded_s": (
+        "scale_down_unneeded_time",
+        Option(
+            "autoscaler_unneeded_s", cliargs.SECONDS_OR_OFF, 60.0, "unneeded time before scale-down"
+        ),
+    ),
+    "autoscaler_delay_after_add_s": (
+        "scale_down_delay_after_add",
+        Option(
+            "autoscaler_delay_after_add_s",
+            cliargs.SECONDS_OR_OFF,
+            60.0,
+            "scale-down delay after a scale-up",
+        ),
+    ),
+    "autoscaler_unready_s": (
+        "scale_down_unready_time",
+        Option(
+            "autoscaler_unready_s", cliargs.SECONDS_OR_OFF, 120.0, "unready time before removal"
+        ),
+    ),
+    "autoscaler_remediate_s": (
+        "remediate_after",
+        Option(
+            "autoscaler_remediate_s",
+            cliargs.SECONDS_OR_OFF,
+            10.0,
+            "time before an unhealthy node is replaced",
+        ),
+    ),
+    "autoscaler_utilization": (
+        "scale_down_utilization_threshold",
+        Option("autoscaler_utilization", cliargs.SHARE, 0.5, "scale-down utilization threshold"),
+    ),
+    "autoscaler_preflight": (
+        "preflight",
+        Option(
+            "autoscaler_preflight",
+            cliargs.Bool(),
+            True,
+            "new nodes register with the preflight taint",
+        ),
+    ),
 }
+
+
+def known_options() -> dict[str, Option]:
+    """Every `--set` key: the autoscaler's and those of each available component."""
+    return {
+        **{key: opt for key, (_, opt) in AUTOSCALER_OPTIONS.items()},
+        **components.declared_options(),
+    }
 
 
 def autoscaler_config(opts: UpOptions) -> AutoscalerConfig:
     cfg = AutoscalerConfig(join_rate=opts.join_rate)
-    for key, (attr, default) in AUTOSCALER_OPTIONS.items():
-        value = opts.options.get(key, default)
-        if isinstance(default, bool):
-            value = value if isinstance(value, bool) else str(value).lower() == "true"
-        else:
-            try:
-                value = float(value)
-            except (TypeError, ValueError):
-                raise ValueError(f"--set {key}: want a number, got {value!r}") from None
-        setattr(cfg, attr, value)
+    for attr, opt in AUTOSCALER_OPTIONS.values():
+        setattr(cfg, attr, cliargs.get(opts.options, opt))
     return cfg
 
 
@@ -119,10 +161,11 @@ class EmbeddedCluster:
         from gpuyard.apiserver.server import APIServer
         from gpuyard.kube.client import Client
 
-        shapes = build_shapes(self.opts)  # fail on a bad shapes file before starting anything
+        # Bad options or a bad shapes file fail here, before anything starts.
+        self.opts.options = cliargs.check_settings(self.opts.options, known_options())
+        shapes = build_shapes(self.opts)
         groups = parse_groups(self.opts.autoscale, shapes) if self.opts.autoscale else None
-        self.data_dir.mkdir(parents=True, exist_ok=True)
-        os.chmod(self.data_dir, 0o700)
+        cliargs.private_dir(str(self.data_dir))
         self.server = APIServer(
             str(self.data_dir),
             host=self.opts.host,

@@ -24,7 +24,39 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from gpuyard import cliargs
+from gpuyard.cliargs import Bool, Option
+
 log = logging.getLogger("gpuyard.health")
+
+# The `gpuyard up --set` options this component reads.
+OPTIONS = cliargs.index(
+    [
+        Option(
+            "health_interval_s",
+            cliargs.SECONDS,
+            None,
+            "seconds between checks (max(2, 0.0015 x nodes))",
+        ),
+        Option("health_quiet_s", cliargs.SECONDS_OR_OFF, 15.0, "recovery quiet period"),
+        Option(
+            "health_max_share",
+            cliargs.SHARE,
+            0.05,
+            "largest share of nodes the brake lets be tainted",
+        ),
+        Option("health_window_s", cliargs.SECONDS, 3600.0, "brake window"),
+        Option("health_preflight_concurrency", cliargs.COUNT, 10, "preflight tests at once"),
+        Option("health_preflight_timeout_s", cliargs.SECONDS, 120.0, "preflight test timeout"),
+        Option("health_periodic", Bool(), False, "run periodic active tests"),
+        Option(
+            "health_evict_no_execute",
+            Bool(),
+            True,
+            "delete pods that do not tolerate NoExecute taints",
+        ),
+    ]
+)
 
 
 async def supervise(name: str, factory: Any, stop: asyncio.Event) -> None:
@@ -46,12 +78,9 @@ async def supervise(name: str, factory: Any, stop: asyncio.Event) -> None:
 
 
 def _opt(ctx: Any, name: str, default: Any) -> Any:
-    opts = getattr(ctx, "options", None) or {}
-    if isinstance(opts, dict):
-        v = opts.get(name, default)
-    else:
-        v = getattr(opts, name, default)
-    return default if v is None else v
+    """The option, checked against its declaration in OPTIONS; default when not given."""
+    value = cliargs.get(getattr(ctx, "options", None) or {}, OPTIONS[name])
+    return default if value is None else value
 
 
 async def run(ctx: Any) -> None:

@@ -15,6 +15,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from gpuyard import cliargs
+from gpuyard.cliargs import Choice, Float, Option
 from gpuyard.kube.errors import AlreadyExists, KubeError
 from gpuyard.kube.informer import Informer
 from gpuyard.kube.resources import TEAMS
@@ -26,6 +28,25 @@ from gpuyard.teams.webhook import (
     webhook_configuration,
 )
 from gpuyard.teams.webhook_proc import ProcessWebhook
+
+# The `gpuyard up --set` options this component reads.
+OPTIONS = cliargs.index(
+    [
+        Option(
+            "teams_webhook_mode",
+            Choice("process", "thread", "loop"),
+            "process",
+            "where the team webhook is served",
+        ),
+        Option("teams_webhook_port", cliargs.PORT, 0, "the team webhook's port"),
+        Option(
+            "teams_webhook_switch_interval_ms",
+            Float(gt=0),
+            1.0,
+            "interpreter switch interval in thread mode",
+        ),
+    ]
+)
 
 log = logging.getLogger("gpuyard.teams")
 
@@ -93,11 +114,9 @@ async def run(ctx: Any) -> None:
     # its own fed the team table (default: the API server's process never shares an
     # event loop or the interpreter lock with it, as in a real deployment); "thread",
     # its own thread and event loop in this process; "loop", this event loop.
-    mode = str(opts.get("teams_webhook_mode", "process"))
-    if mode not in ("process", "thread", "loop"):
-        raise ValueError(f"teams_webhook_mode {mode!r}: expected process, thread or loop")
+    mode = cliargs.get(opts, OPTIONS["teams_webhook_mode"])
     cert_dir = Path(ctx.data_dir) / "teams-webhook"
-    port = int(opts.get("teams_webhook_port", 0))
+    port = cliargs.get(opts, OPTIONS["teams_webhook_port"])
     server: WebhookServer | ProcessWebhook
     if mode == "process":
         server = ProcessWebhook(cert_dir, port=port)
@@ -114,7 +133,7 @@ async def run(ctx: Any) -> None:
             url = await server.start()
         else:
             if mode == "thread":
-                ms = float(opts.get("teams_webhook_switch_interval_ms", 1.0))
+                ms = cliargs.get(opts, OPTIONS["teams_webhook_switch_interval_ms"])
                 _prompt_thread_switches(ms)
             url = await server.start(thread=mode == "thread")
         await install_webhook(client, url, server.ca_bundle)

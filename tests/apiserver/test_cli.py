@@ -81,3 +81,65 @@ def test_port_in_use_is_a_clear_error(tmp_path: object) -> None:
         assert "cannot listen" in r.stderr
     finally:
         s.close()
+
+
+def _gpuyard(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "gpuyard", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, "PYTHONPATH": os.getcwd()},
+    )
+
+
+def test_port_out_of_range_is_refused_before_listening(tmp_path: object) -> None:
+    r = _gpuyard("apiserver", "--port", "70000", "--data-dir", str(tmp_path))
+    assert r.returncode == 2
+    assert "--port: 70000 is out of range" in r.stderr and "65535" in r.stderr
+    assert "listening" not in r.stdout and "Traceback" not in r.stderr
+
+
+def _readonly_tmpfs(where: str) -> bool:
+    os.makedirs(where, exist_ok=True)
+    r = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", where], capture_output=True
+    )
+    return r.returncode == 0
+
+
+def test_read_only_data_dir_names_the_directory_and_cause(tmp_path: object) -> None:
+    import pytest
+
+    ro = os.path.join(str(tmp_path), "ro")
+    if not _readonly_tmpfs(ro):
+        pytest.skip("cannot mount a read-only tmpfs here (needs root)")
+    try:
+        for data_dir in (ro, os.path.join(ro, "inside")):  # existing, and to be made
+            r = _gpuyard("apiserver", "--port", "0", "--data-dir", data_dir, timeout=30)
+            assert r.returncode == 1, r.stderr
+            assert r.stderr.strip() == (
+                f"gpuyard: error: cannot use data directory {data_dir}: Read-only file system"
+            )
+            assert "cannot listen" not in r.stderr and "Traceback" not in r.stderr
+    finally:
+        subprocess.run(["umount", ro], check=False)
+
+
+def test_data_dir_and_every_file_are_owner_only(tmp_path: object) -> None:
+    import stat
+
+    data_dir = os.path.join(str(tmp_path), "d")
+    os.mkdir(data_dir, 0o755)
+    os.chmod(data_dir, 0o755)  # an existing, world-readable directory
+    srv = start_apiserver_process(data_dir, in_memory=False)
+    try:
+        assert srv.terminate(timeout=10) == 0
+    finally:
+        srv.kill9()
+    assert stat.S_IMODE(os.stat(data_dir).st_mode) == 0o700
+    files = os.listdir(data_dir)
+    assert {"kubeconfig", "ca.crt", "apiserver.key", "store.db"} <= set(files)
+    for name in files:
+        mode = stat.S_IMODE(os.stat(os.path.join(data_dir, name)).st_mode)
+        assert mode & 0o077 == 0, (name, oct(mode))
