@@ -20,10 +20,10 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
-import yaml
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from gpuyard.balloons import sizing
+from gpuyard.k8s.autoscaler import group_max_sizes
 from gpuyard.kube import objects as o
 from gpuyard.kube.errors import AlreadyExists, ApiError, Conflict, NotFound
 from gpuyard.kube.informer import Informer
@@ -48,24 +48,6 @@ class Metrics:
         self.evictions = Counter(
             "gpuyard_balloons_evictions_total", "balloons evicted from a node", ["pool"], registry=r
         )
-
-
-def group_max_sizes(cm: Mapping[str, Any] | None) -> dict[str, int]:
-    """Node group -> maxSize from the cluster-autoscaler's status ConfigMap (YAML)."""
-    if not cm:
-        return {}
-    try:
-        doc = yaml.safe_load((cm.get("data") or {}).get("status") or "")
-    except yaml.YAMLError:
-        return {}
-    out: dict[str, int] = {}
-    for g in (doc or {}).get("nodeGroups") or [] if isinstance(doc, dict) else []:
-        if not isinstance(g, dict):
-            continue
-        mx = (g.get("health") or {}).get("maxSize")
-        if isinstance(g.get("name"), str) and isinstance(mx, int):
-            out[g["name"]] = mx
-    return out
 
 
 class BalloonController:

@@ -18,9 +18,10 @@ import logging
 import time
 from typing import Any
 
-from gpuyard.jobs.fit import group_max_sizes, never_fits
+from gpuyard.jobs.fit import never_fits
 from gpuyard.jobs.reconcile import LABEL_JOB, Observed, reconcile
 from gpuyard.jobs.spec import JobSpec, refusal
+from gpuyard.k8s.autoscaler import group_max_sizes
 from gpuyard.kube import objects as o
 from gpuyard.kube.errors import AlreadyExists, ApiError, Conflict, NotFound
 from gpuyard.kube.events import EventRecorder
@@ -120,7 +121,7 @@ class JobController:
         except (TypeError, ValueError):
             return None
         cm = self.autoscaler.get(AUTOSCALER_STATUS[1], AUTOSCALER_STATUS[0])
-        sizes = group_max_sizes(((cm or {}).get("data") or {}).get("status"))
+        sizes = group_max_sizes(cm)
         return never_fits(js.replicas, js.gpus, self.nodes.list(), sizes)
 
     def node_ready(self, name: str) -> bool:

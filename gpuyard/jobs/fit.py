@@ -14,8 +14,6 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-import yaml
-
 from gpuyard import names
 from gpuyard.kube import objects as o
 
@@ -28,24 +26,6 @@ def node_gpus(node: Mapping[str, Any]) -> int:
         return int(o.parse_quantity(alloc)) if alloc is not None else 0
     except (ValueError, TypeError):
         return 0
-
-
-def group_max_sizes(status_text: str | None) -> dict[str, int]:
-    """Node group name -> max size, from the autoscaler's status ConfigMap text."""
-    if not status_text:
-        return {}
-    try:
-        doc = yaml.safe_load(status_text)
-    except yaml.YAMLError:
-        return {}
-    out: dict[str, int] = {}
-    for g in (doc or {}).get("nodeGroups") or [] if isinstance(doc, dict) else []:
-        if not isinstance(g, dict):
-            continue
-        mx = (g.get("health") or {}).get("maxSize")
-        if isinstance(g.get("name"), str) and isinstance(mx, int):
-            out[g["name"]] = mx
-    return out
 
 
 def never_fits(

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from gpuyard.balloons import sizing
-from gpuyard.balloons.controller import group_max_sizes
+from gpuyard.k8s.autoscaler import group_max_sizes
 from gpuyard.kube import objects as o
 
 

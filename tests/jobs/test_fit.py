@@ -11,7 +11,8 @@ from typing import Any
 import yaml
 
 from gpuyard.cluster.testing import ClusterProcess
-from gpuyard.jobs.fit import group_max_sizes, never_fits
+from gpuyard.jobs.fit import never_fits
+from gpuyard.k8s.autoscaler import group_max_sizes
 from tests.jobs.test_e2e import ARGS, get, job_yaml, submit, wait_for
 
 
@@ -32,7 +33,7 @@ def test_more_gpus_per_worker_than_any_node_has() -> None:
 
 
 def test_more_workers_than_the_pools_can_ever_hold() -> None:
-    sizes = group_max_sizes(STATUS)
+    sizes = group_max_sizes({"data": {"status": STATUS}})
     assert sizes == {"gpu": 24}
     why = never_fits(256, 8, NODES, sizes)
     assert why is not None and why.startswith("can never fit: 256 workers of 8 GPUs")
@@ -52,7 +53,9 @@ def test_unknown_shapes_and_cpu_jobs_are_never_called_impossible() -> None:
     # A group with no node yet has an unknown shape: nothing is claimed from it.
     cpu_only = [node("c0", 0, "cpu")]
     assert never_fits(3, 8, cpu_only, {"gpu": 10}) is not None  # largest node: 0 GPUs
-    assert group_max_sizes("not: [valid") == {} and group_max_sizes(None) == {}
+    assert (
+        group_max_sizes({"data": {"status": "not: [valid"}}) == {} and group_max_sizes(None) == {}
+    )
 
 
 def test_never_fit_is_said_in_jobs_and_describe(
