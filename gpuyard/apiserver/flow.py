@@ -47,6 +47,8 @@ from aiohttp import web
 from aiohttp.web_protocol import RequestHandler
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
+from gpuyard import cliargs
+
 READ_ONLY = 0
 MUTATING = 1
 KIND_NAMES = ("readOnly", "mutating")
@@ -665,27 +667,10 @@ class FlowCollector:
 # ---------------------------------------------------------------------- flags
 
 
-def _whole(minimum: int) -> Callable[[str], int]:
-    def conv(text: str) -> int:
-        try:
-            v = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
-        if v < minimum:
-            raise argparse.ArgumentTypeError(f"must be at least {minimum}, not {v}")
-        return v
-
-    return conv
-
-
-def _seconds(text: str) -> float:
-    try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
-    if not (0 < v <= 86_400):
-        raise argparse.ArgumentTypeError(f"must be more than 0 and at most 86400, not {text}")
-    return v
+# Flag values, typed and range-checked as every command's are (gpuyard.cliargs).
+_COUNT = cliargs.COUNT
+_NATURAL = cliargs.NATURAL
+_SECONDS = cliargs.Float(gt=0, hi=86_400, what="a number of seconds")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -694,7 +679,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g = parser.add_argument_group("flow control")
     g.add_argument(
         "--max-requests-inflight",
-        type=_whole(1),
+        type=_COUNT,
         metavar="N",
         default=d.max_requests_inflight,
         help="read-only requests served at once, watches not counted "
@@ -702,14 +687,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     g.add_argument(
         "--max-mutating-requests-inflight",
-        type=_whole(1),
+        type=_COUNT,
         metavar="N",
         default=d.max_mutating_requests_inflight,
         help=f"mutating requests served at once (default {d.max_mutating_requests_inflight})",
     )
     g.add_argument(
         "--max-client-requests-inflight",
-        type=_whole(1),
+        type=_COUNT,
         metavar="N",
         default=d.max_client_requests_inflight,
         help="requests one client (user agent) has served at once "
@@ -717,7 +702,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     g.add_argument(
         "--max-queued-requests",
-        type=_whole(0),
+        type=_NATURAL,
         metavar="N",
         default=d.max_queued_requests,
         help="requests of each kind waiting for a slot before the rest get 429 "
@@ -725,35 +710,35 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     g.add_argument(
         "--queue-wait",
-        type=_seconds,
+        type=_SECONDS,
         metavar="SECONDS",
         default=d.queue_wait,
         help=f"seconds a request may wait for a slot (default {d.queue_wait:g})",
     )
     g.add_argument(
         "--max-connections",
-        type=_whole(1),
+        type=_COUNT,
         metavar="N",
         default=None,
         help="client connections held at once (default: the file limit less a reserve)",
     )
     g.add_argument(
         "--request-header-timeout",
-        type=_seconds,
+        type=_SECONDS,
         metavar="SECONDS",
         default=d.header_timeout,
         help=f"seconds to send a request's line and headers (default {d.header_timeout:g})",
     )
     g.add_argument(
         "--tls-handshake-timeout",
-        type=_seconds,
+        type=_SECONDS,
         metavar="SECONDS",
         default=d.handshake_timeout,
         help=f"seconds to finish the TLS handshake (default {d.handshake_timeout:g})",
     )
     g.add_argument(
         "--unauthenticated-idle-timeout",
-        type=_seconds,
+        type=_SECONDS,
         metavar="SECONDS",
         default=d.unauth_idle_timeout,
         help="seconds a connection that made no authenticated request may stay idle "
@@ -761,7 +746,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     g.add_argument(
         "--keepalive-timeout",
-        type=_seconds,
+        type=_SECONDS,
         metavar="SECONDS",
         default=d.keepalive_timeout,
         help=f"seconds a connection may stay idle between requests (default "
