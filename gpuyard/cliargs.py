@@ -171,6 +171,7 @@ class Text(Value):
 
 # The value types commands share.
 PORT = Int(0, 65535, "0: pick a free one")
+PORT_OR_OFF = Int(0, 65535, "0: off")  # an optional listener, such as metrics
 SECONDS = Float(gt=0, what="a number of seconds")  # a period, a timeout, a grace time
 SECONDS_OR_OFF = Float(lo=0, what="a number of seconds", note="0: off")
 COUNT = Int(lo=1)  # how many of something: at least one

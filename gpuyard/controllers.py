@@ -21,6 +21,8 @@ import socket
 import sys
 from typing import TYPE_CHECKING, Any
 
+from gpuyard.cliargs import PORT_OR_OFF
+
 if TYPE_CHECKING:
     from gpuyard.kube.client import Client
     from gpuyard.kube.leader import LeaseTimings
@@ -49,7 +51,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--install-crds", action="store_true", help="create gpuyard's CRDs if missing"
     )
     parser.add_argument(
-        "--metrics-port", type=int, default=0, help="serve Prometheus metrics on this port"
+        "--metrics-port",
+        type=PORT_OR_OFF,
+        default=0,
+        help="serve Prometheus metrics on this port (0: off)",
     )
 
 

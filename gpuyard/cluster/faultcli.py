@@ -9,15 +9,29 @@ import os
 import sys
 from typing import Any
 
+from gpuyard.cliargs import NATURAL, Float, Int
+
 KINDS = ("node-down", "node-up", "gpu-xid", "disk-full", "net-partition", "slow-gpu", "clear")
+
+# NVIDIA numbers GPU Xids from 1 and no catalogued one reaches 255; NVSwitch SXids (five
+# digits) are another kind of record, not a GPU Xid.
+XID = Int(1, 255, "an NVIDIA GPU Xid number")
+FACTOR = Float(gt=0, hi=1, what="a share of full speed")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("kind", choices=(*KINDS, "list"), help="the fault, or list")
     parser.add_argument("node", nargs="?", help="the simulated node")
-    parser.add_argument("--gpu", type=int, default=0, help="GPU index (gpu-xid, slow-gpu)")
-    parser.add_argument("--xid", type=int, default=79, help="Xid number (gpu-xid)")
-    parser.add_argument("--factor", type=float, default=0.5, help="speed factor (slow-gpu)")
+    parser.add_argument("--gpu", type=NATURAL, default=0, help="GPU index (gpu-xid, slow-gpu)")
+    parser.add_argument(
+        "--xid", type=XID, default=79, help="Xid number, 1..255 (gpu-xid; default 79)"
+    )
+    parser.add_argument(
+        "--factor",
+        type=FACTOR,
+        default=0.5,
+        help="speed factor, 0 < F <= 1 (slow-gpu; default 0.5)",
+    )
     parser.add_argument("--path", default="/", help="mount point (disk-full)")
     parser.add_argument(
         "--kubeconfig",

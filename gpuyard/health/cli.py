@@ -28,6 +28,11 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+from gpuyard.cliargs import COUNT, NATURAL, SECONDS, Float
+
+# Tainting no node would switch the controller off: a share above 0, at most all.
+MAX_SHARE = Float(gt=0, hi=1, what="a share")
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--kubeconfig", default=None)
@@ -43,8 +48,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="DIR",
         help="run agents for every simulated host directory under DIR",
     )
-    a.add_argument("--interval", type=float, default=10.0, help="seconds between checks")
-    a.add_argument("--expected-gpus", type=int, default=None)
+    a.add_argument("--interval", type=SECONDS, default=10.0, help="seconds between checks")
+    a.add_argument("--expected-gpus", type=NATURAL, default=None)
     a.add_argument(
         "--disk",
         action="append",
@@ -63,7 +68,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     a.add_argument("--kern-log", default="/var/log/kern.log")
     a.add_argument(
         "--quiet-period",
-        type=float,
+        type=SECONDS,
         default=300.0,
         help="seconds without a bad result before an area recovers",
     )
@@ -71,27 +76,27 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     c = sub.add_parser("controller", help="turn health conditions into taints (with the brake)")
     c.add_argument(
         "--max-share",
-        type=float,
+        type=MAX_SHARE,
         default=0.05,
         help="most nodes tainted within the window, as a share (default 0.05)",
     )
-    c.add_argument("--window", type=float, default=3600.0, help="brake window in seconds")
+    c.add_argument("--window", type=SECONDS, default=3600.0, help="brake window in seconds")
     c.add_argument("--leader-elect", action="store_true")
     add_timing_arguments(c)
 
     p = sub.add_parser("preflight", help="run the preflight gate")
-    p.add_argument("--max-concurrent", type=int, default=10)
-    p.add_argument("--timeout", type=float, default=900.0)
-    p.add_argument("--retries", type=int, default=1)
+    p.add_argument("--max-concurrent", type=COUNT, default=10)
+    p.add_argument("--timeout", type=SECONDS, default=900.0)
+    p.add_argument("--retries", type=NATURAL, default=1)
     p.add_argument("--image", default=None)
     p.add_argument("--leader-elect", action="store_true")
     add_timing_arguments(p)
 
     q = sub.add_parser("periodic", help="run periodic active tests on idle nodes")
-    q.add_argument("--max-concurrent", type=int, default=5)
-    q.add_argument("--max-starts-per-hour", type=int, default=60)
-    q.add_argument("--retest-after", type=float, default=6 * 86400.0, help="seconds")
-    q.add_argument("--timeout", type=float, default=900.0)
+    q.add_argument("--max-concurrent", type=COUNT, default=5)
+    q.add_argument("--max-starts-per-hour", type=COUNT, default=60)
+    q.add_argument("--retest-after", type=SECONDS, default=6 * 86400.0, help="seconds")
+    q.add_argument("--timeout", type=SECONDS, default=900.0)
     q.add_argument("--image", default=None)
     q.add_argument("--leader-elect", action="store_true")
     add_timing_arguments(q)
@@ -101,7 +106,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
     k = sub.add_parser("check", help="run the passive checks here once and print JSON")
     k.add_argument("--sim-host", default=None, metavar="DIR")
-    k.add_argument("--expected-gpus", type=int, default=None)
+    k.add_argument("--expected-gpus", type=NATURAL, default=None)
     k.add_argument("--disk", action="append", default=None, metavar="PATH")
     k.add_argument("--peer", action="append", default=[], metavar="HOST:PORT")
     k.add_argument("--ib-root", default="/sys/class/infiniband")
@@ -125,10 +130,6 @@ def run(args: argparse.Namespace) -> int:
         return _fail("say what to run: agent, controller, preflight, periodic, brake, check, xid")
     from gpuyard.kube.errors import KubeError
 
-    if cmd == "controller" and not 0 < args.max_share <= 1:
-        return _fail("--max-share must be in (0, 1]")
-    if cmd in ("preflight", "periodic") and (args.max_concurrent < 1 or args.timeout <= 0):
-        return _fail("--max-concurrent must be >= 1 and --timeout > 0")
     try:
         if cmd == "xid":
             return _xid(args)

@@ -29,6 +29,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from gpuyard.cliargs import COUNT, NATURAL, Int
+
+# Bounds that keep a typo from asking for more memory than any GPU has: three N x N
+# bf16 matrices of 65536 take 24 GiB; a copy or all-reduce buffer of 64 GiB.
+MATMUL_SIZE = Int(1, 65536)
+MIB = Int(1, 65536, "MiB")
+
 EXIT_PASS, EXIT_FAIL, EXIT_COULD_NOT_RUN = 0, 1, 2
 TERMINATION_LIMIT = 4096
 
@@ -478,14 +485,20 @@ def run_real(
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--expected-gpus",
-        type=int,
+        type=NATURAL,
         default=None,
         help="GPUs this machine should have (default: as many as visible)",
     )
-    parser.add_argument("--size", type=int, default=8192, help="matmul size (N x N, bf16)")
-    parser.add_argument("--iters", type=int, default=20)
-    parser.add_argument("--copy-mib", type=int, default=1024, help="memory-copy buffer size")
-    parser.add_argument("--allreduce-mib", type=int, default=256)
+    parser.add_argument(
+        "--size", type=MATMUL_SIZE, default=8192, help="matmul size (N x N, bf16; default 8192)"
+    )
+    parser.add_argument("--iters", type=COUNT, default=20, help="timed matmuls (default 20)")
+    parser.add_argument(
+        "--copy-mib", type=MIB, default=1024, help="memory-copy buffer in MiB (default 1024)"
+    )
+    parser.add_argument(
+        "--allreduce-mib", type=MIB, default=256, help="all-reduce buffer in MiB (default 256)"
+    )
     parser.add_argument("--no-nccl", action="store_true", help="skip the all-reduce test")
     parser.add_argument(
         "--termination-log",

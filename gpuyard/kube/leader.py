@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+from gpuyard.cliargs import SECONDS
 from gpuyard.kube.errors import AlreadyExists, ApiError, Conflict, KubeError, NotFound
 from gpuyard.kube.resources import LEASES
 
@@ -84,7 +85,7 @@ def add_timing_arguments(parser: Any) -> None:
     ):
         parser.add_argument(
             f"--leader-elect-{flag}",
-            type=float,
+            type=SECONDS,
             default=default,
             metavar="SECONDS",
             help=f"{text} (default {default:g})",

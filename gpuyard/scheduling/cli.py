@@ -10,6 +10,8 @@ import os
 import signal
 import sys
 
+from gpuyard.cliargs import COUNT, PORT_OR_OFF
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
@@ -19,13 +21,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     from gpuyard.kube.leader import add_timing_arguments
 
     add_timing_arguments(parser)
-    parser.add_argument("--metrics-port", type=int, default=0, help="serve Prometheus metrics here")
+    parser.add_argument(
+        "--metrics-port", type=PORT_OR_OFF, default=0, help="serve Prometheus metrics here (0: off)"
+    )
     parser.add_argument("--no-reservations", action="store_true", help="gangs without reservations")
     parser.add_argument("--no-preemption", action="store_true", help="never preempt")
     parser.add_argument("-v", "--verbose", action="store_true", help="log every scheduling pass")
     parser.add_argument(
         "--bind-concurrency",
-        type=int,
+        type=COUNT,
         default=128,
         help="bindings (and other writes) in flight at once (default 128)",
     )
@@ -51,9 +55,6 @@ async def _main(args: argparse.Namespace) -> int:
         print(f"gpuyard scheduler: {exc}", file=sys.stderr)
         return 2
     cfg = PolicyConfig(reservations=not args.no_reservations, preemption=not args.no_preemption)
-    if args.bind_concurrency < 1:
-        print("gpuyard scheduler: --bind-concurrency must be at least 1", file=sys.stderr)
-        return 2
     sched = Scheduler(
         client,
         cfg,

@@ -41,6 +41,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from gpuyard import pki
+from gpuyard.cliargs import SECONDS
 from gpuyard.kube.errors import AlreadyExists, ApiError, Conflict, KubeError, NotFound
 from gpuyard.kube.resources import BUILTIN, TEAMS
 from gpuyard.teams import certs
@@ -265,7 +266,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--check-seconds",
-        type=float,
+        type=SECONDS,
         default=300.0,
         help="re-read the Secret and rotate when due this often (300)",
     )
@@ -295,8 +296,6 @@ def _check_args(args: argparse.Namespace) -> None:
         u = urlsplit(args.webhook_url)
         if u.scheme != "https" or not u.hostname:
             raise BadInput(f"--webhook-url {args.webhook_url!r}: expected https://HOST[:PORT]/…")
-    if args.check_seconds <= 0:
-        raise BadInput("--check-seconds must be positive")
     for what, v in (("--namespace", args.namespace), ("--service", args.service)):
         if not v or "/" in v or any(c.isspace() for c in v):
             raise BadInput(f"{what} {v!r} is not a name")

@@ -33,6 +33,7 @@ from typing import Any
 
 import orjson
 
+from gpuyard.cliargs import PORT
 from gpuyard.teams import certs
 from gpuyard.teams.admission import TeamInfo
 from gpuyard.teams.webhook import PATH, WebhookServer
@@ -227,7 +228,7 @@ async def child(host: str, port: int, cert: Path, key: Path) -> None:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description="gpuyard team webhook (child of gpuyard up)")
     ap.add_argument("--host", default="127.0.0.1")
-    ap.add_argument("--port", type=int, default=0)
+    ap.add_argument("--port", type=PORT, default=0)
     ap.add_argument("--cert", type=Path, required=True)
     ap.add_argument("--key", type=Path, required=True)
     a = ap.parse_args(argv)
