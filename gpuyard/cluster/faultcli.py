@@ -9,14 +9,8 @@ import os
 import sys
 from typing import Any
 
-from gpuyard.cliargs import NATURAL, Float, Int
-
-KINDS = ("node-down", "node-up", "gpu-xid", "disk-full", "net-partition", "slow-gpu", "clear")
-
-# NVIDIA numbers GPU Xids from 1 and no catalogued one reaches 255; NVSwitch SXids (five
-# digits) are another kind of record, not a GPU Xid.
-XID = Int(1, 255, "an NVIDIA GPU Xid number")
-FACTOR = Float(gt=0, hi=1, what="a share of full speed")
+from gpuyard.cliargs import NATURAL
+from gpuyard.cluster.faults import FACTOR, KINDS, PARAMS, XID
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -32,7 +26,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=0.5,
         help="speed factor, 0 < F <= 1 (slow-gpu; default 0.5)",
     )
-    parser.add_argument("--path", default="/", help="mount point (disk-full)")
+    parser.add_argument(
+        "--path", type=PARAMS["disk-full"]["path"][0], default="/", help="mount point (disk-full)"
+    )
     parser.add_argument(
         "--kubeconfig",
         help="kubeconfig (default: KUBECONFIG, else DATA_DIR/kubeconfig, else ~/.kube/config)",
@@ -78,15 +74,7 @@ async def _main(args: argparse.Namespace) -> int:
         if not args.node:
             print(f"gpuyard fault {args.kind}: name the node", file=sys.stderr)
             return 2
-        params: dict[str, Any] = {}
-        if args.kind in ("gpu-xid", "slow-gpu"):
-            params["gpu"] = args.gpu
-        if args.kind == "gpu-xid":
-            params["xid"] = args.xid
-        if args.kind == "slow-gpu":
-            params["factor"] = args.factor
-        if args.kind == "disk-full":
-            params["path"] = args.path
+        params: dict[str, Any] = {key: getattr(args, key) for key in PARAMS.get(args.kind, {})}
         cm = await inject(client, args.kind, args.node, **params)
         print(
             f"{args.kind} {args.node}: {cm['metadata']['annotations'].get('gpuyard.io/fault-result', '')}"

@@ -17,8 +17,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Mapping
 from typing import Any
 
+from gpuyard.cliargs import NATURAL, Float, Int, Text, Value
 from gpuyard.kube import objects as o
 from gpuyard.kube.errors import AlreadyExists, NotFound
 from gpuyard.kube.informer import Informer
@@ -33,15 +35,51 @@ ANN_RESULT = "gpuyard.io/fault-result"
 KINDS = ("node-down", "node-up", "gpu-xid", "disk-full", "net-partition", "slow-gpu", "clear")
 
 
+# NVIDIA numbers GPU Xids from 1 and no catalogued one reaches 255; NVSwitch SXids (five
+# digits) are another kind of record, not a GPU Xid.
+XID = Int(1, 255, "an NVIDIA GPU Xid number")
+FACTOR = Float(gt=0, hi=1, what="a share of full speed")
+
+# The parameters each kind takes: type and default. `gpuyard fault` declares its flags
+# with these types, and the cluster checks a recorded fault with them again (a fault
+# ConfigMap may be written by kubectl as well).
+PARAMS: dict[str, dict[str, tuple[Value, Any]]] = {
+    "gpu-xid": {"gpu": (NATURAL, 0), "xid": (XID, 79)},
+    "slow-gpu": {"gpu": (NATURAL, 0), "factor": (FACTOR, 0.5)},
+    "disk-full": {"path": (Text(), "/")},
+}
+
+
 class FaultError(ValueError):
     """A fault that cannot be injected (unknown kind, node or GPU, bad value)."""
 
 
-def fault_object(kind: str, node: str, **params: Any) -> dict[str, Any]:
+def fault_params(kind: str, given: Mapping[str, Any], strict: bool = True) -> dict[str, Any]:
+    """The typed parameters of a fault of `kind`, from values or the text a ConfigMap
+    holds; a parameter not given takes its default. FaultError names a bad value, or
+    (when `strict`) a parameter the kind does not take."""
     if kind not in KINDS:
         raise FaultError(f"unknown fault {kind!r}; expected one of {', '.join(KINDS)}")
+    takes = PARAMS.get(kind, {})
+    if strict:
+        extra = sorted(k for k, v in given.items() if v is not None and k not in takes)
+        if extra:
+            wants = ", ".join(takes) or "no parameters"
+            raise FaultError(f"{kind} takes {wants}, not {', '.join(extra)}")
+    out: dict[str, Any] = {}
+    for key, (kind_of, default) in takes.items():
+        raw = given.get(key)
+        try:
+            out[key] = default if raw is None else kind_of.check(raw)
+        except ValueError as exc:
+            raise FaultError(f"{kind} {key}={raw}: {exc}") from None
+    return out
+
+
+def fault_object(kind: str, node: str, **params: Any) -> dict[str, Any]:
+    typed = fault_params(kind, params)
     data = {"kind": kind, "node": node, "time": o.now_rfc3339()}
-    data.update({k: str(v) for k, v in params.items() if v is not None})
+    data.update({k: str(v) for k, v in typed.items()})
     return {
         "apiVersion": "v1",
         "kind": "ConfigMap",
@@ -135,6 +173,9 @@ class FaultApplier:
         kind, node = data.get("kind", ""), data.get("node", "")
         if node not in self.sim.nodes:
             raise FaultError(f"no simulated node named {node!r}")
+        # The recorded data (with kind, node and time beside the parameters) is checked
+        # with the same types as the command's flags.
+        params = fault_params(kind, data, strict=False)
         host = self.sim.host(node)
         if kind == "node-down":
             await self.sim.set_down(node, True)
@@ -143,15 +184,15 @@ class FaultApplier:
             await self.sim.set_down(node, False)
             return "kubelet and lease running"
         if kind == "gpu-xid":
-            return host.append_xid(int(data.get("gpu", "0")), int(data.get("xid", "79")))
+            return host.append_xid(params["gpu"], params["xid"])
         if kind == "disk-full":
-            host.disk_full(data.get("path", "/"))
-            return f"{data.get('path', '/')} full"
+            host.disk_full(params["path"])
+            return f"{params['path']} full"
         if kind == "net-partition":
             host.net_partition()
             return "network partitioned"
         if kind == "slow-gpu":
-            gpu, factor = int(data.get("gpu", "0")), float(data.get("factor", "0.5"))
+            gpu, factor = params["gpu"], params["factor"]
             host.slow_gpu(gpu, factor)
             return f"GPU {gpu} at {factor:g} of its speed"
         if kind == "clear":
