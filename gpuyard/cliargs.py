@@ -169,6 +169,32 @@ class Text(Value):
         return value
 
 
+class HostPort(Value):
+    """`HOST:PORT` (an IPv6 address in brackets: `[::1]:443`), the port in `port`'s range;
+    `split` gives the host and the port as an integer."""
+
+    def __init__(self, port: Int | None = None) -> None:
+        self.port = port or Int(1, 65535)
+        self.expected = f"HOST:PORT, the port {self.port.lo}..{self.port.hi}"
+
+    def split(self, value: Any) -> tuple[str, int]:
+        if not isinstance(value, str):
+            raise ValueError(f"{value!r} is not {self.expected}")
+        host, sep, port = value.strip().rpartition(":")
+        host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+        if not sep or not host or any(c.isspace() or c in "/[]" for c in host):
+            raise ValueError(f"{value!r} is not {self.expected}")
+        try:
+            number = self.port.parse(port)
+        except ValueError as exc:
+            raise ValueError(f"{value!r}: port {exc}") from None
+        return host, number
+
+    def check(self, value: Any) -> str:
+        self.split(value)
+        return str(value).strip()
+
+
 # The value types commands share.
 PORT = Int(0, 65535, "0: pick a free one")
 PORT_OR_OFF = Int(0, 65535, "0: off")  # an optional listener, such as metrics
@@ -177,6 +203,7 @@ SECONDS_OR_OFF = Float(lo=0, what="a number of seconds", note="0: off")
 COUNT = Int(lo=1)  # how many of something: at least one
 NATURAL = Int(lo=0)  # an index or a count that may be zero
 SHARE = Float(0, 1, what="a share")  # a fraction between 0 and 1
+ENDPOINT = HostPort()  # a peer to connect to: HOST:PORT, the port 1..65535
 
 
 def private_dir(path: str, what: str = "data directory") -> str:

@@ -24,7 +24,7 @@ from typing import Any
 import pytest
 
 from gpuyard import cli
-from gpuyard.cliargs import Float, Int
+from gpuyard.cliargs import Float, HostPort, Int
 
 SKIP = {"twin"}
 
@@ -53,11 +53,16 @@ def _flags() -> list[tuple[list[str], str, object]]:
 
 
 FLAGS = _flags()
-NUMERIC = [(p, f, t) for p, f, t in FLAGS if isinstance(t, Int | Float)]
+# Flags that take a number, alone or as HOST:PORT.
+NUMERIC = [(p, f, t) for p, f, t in FLAGS if isinstance(t, Int | Float | HostPort)]
 
 
-def _bad_values(kind: Int | Float) -> list[str]:
+def _bad_values(kind: Int | Float | HostPort) -> list[str]:
     """Values the type must refuse: not a number, and each side of its range."""
+    if isinstance(kind, HostPort):
+        lo, hi = kind.port.lo, kind.port.hi
+        assert lo is not None and hi is not None
+        return ["x", "", ":80", "h:x", "h:1.5", f"h:{lo - 1}", f"h:{hi + 1}"]
     bad = ["x", ""]
     if isinstance(kind, Float):
         bad += ["nan", "inf"]
@@ -72,7 +77,7 @@ def _bad_values(kind: Int | Float) -> list[str]:
     return bad
 
 
-def _one_bad_value(kind: Int | Float) -> str:
+def _one_bad_value(kind: Int | Float | HostPort) -> str:
     """The most telling value to try from the command line: out of range if it has one."""
     return _bad_values(kind)[-1]
 
@@ -96,11 +101,18 @@ def test_numeric_flags_are_typed() -> None:
     assert untyped == []
 
 
+def test_peer_flags_check_host_and_port() -> None:
+    """--peer HOST:PORT is parsed where it is given: a port out of range was an
+    OverflowError traceback from the first connection."""
+    peers = [" ".join(p) for p, f, t in NUMERIC if f == "--peer"]
+    assert peers == ["health agent", "health check"]
+
+
 @pytest.mark.parametrize("case", NUMERIC, ids=_id)
 def test_every_bad_value_is_refused_by_the_parser(case: tuple[list[str], str, object]) -> None:
     """In process, each bad value of each numeric flag: argparse exits 2 naming it."""
     path, flag, kind = case
-    assert isinstance(kind, Int | Float)
+    assert isinstance(kind, Int | Float | HostPort)
     name = path[0]
     mod = importlib.import_module(cli.COMMANDS[name][0])
     for value in _bad_values(kind):
@@ -135,7 +147,7 @@ def _gpuyard(*args: str) -> subprocess.CompletedProcess[str]:
 @pytest.mark.parametrize("case", NUMERIC, ids=_id)
 def test_bad_value_exits_2_naming_the_flag(case: tuple[list[str], str, object]) -> None:
     path, flag, kind = case
-    assert isinstance(kind, Int | Float)
+    assert isinstance(kind, Int | Float | HostPort)
     value = _one_bad_value(kind)
     r = _gpuyard(*path, f"{flag}={value}")
     assert r.returncode == 2, r.stdout + r.stderr
@@ -160,6 +172,8 @@ def test_bounds_of_a_few_flags_as_a_user_reads_them() -> None:
     assert kinds[("health controller", "--max-share")].check(1) == 1.0
     assert kinds[("health preflight", "--retries")].check(0) == 0
     assert kinds[("scheduler", "--metrics-port")].check(0) == 0
+    peer = kinds[("health check", "--peer")]
+    assert isinstance(peer, HostPort) and peer.split("[fd00::1]:8080") == ("fd00::1", 8080)
     for _, _, t in NUMERIC:
         if isinstance(t, Float):
             with pytest.raises(ValueError):

@@ -28,7 +28,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-from gpuyard.cliargs import COUNT, NATURAL, SECONDS, Float
+from gpuyard.cliargs import COUNT, ENDPOINT, NATURAL, SECONDS, Float
 
 # Tainting no node would switch the controller off: a share above 0, at most all.
 MAX_SHARE = Float(gt=0, hi=1, what="a share")
@@ -60,6 +60,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     a.add_argument(
         "--peer",
         action="append",
+        type=ENDPOINT,
         default=[],
         metavar="HOST:PORT",
         help="peer that must be reachable (repeatable)",
@@ -108,7 +109,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     k.add_argument("--sim-host", default=None, metavar="DIR")
     k.add_argument("--expected-gpus", type=NATURAL, default=None)
     k.add_argument("--disk", action="append", default=None, metavar="PATH")
-    k.add_argument("--peer", action="append", default=[], metavar="HOST:PORT")
+    k.add_argument("--peer", action="append", type=ENDPOINT, default=[], metavar="HOST:PORT")
     k.add_argument("--ib-root", default="/sys/class/infiniband")
     k.add_argument("--kern-log", default=None, help="read this whole log for Xids")
 

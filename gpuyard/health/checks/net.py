@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+from gpuyard.cliargs import ENDPOINT
 from gpuyard.health.checks import Finding, Severity
 
 
@@ -87,12 +88,18 @@ def read_ib_ports(root: str | Path = "/sys/class/infiniband") -> list[IbPort]:
     return out
 
 
-async def tcp_reachable(peer: str, timeout: float = 1.0) -> bool:
-    host, _, port = peer.rpartition(":")
-    if not host or not port.isdigit():
-        raise ValueError(f"peer {peer!r}: expected host:port")
+def _peer(peer: str) -> tuple[str, int]:
+    """HOST and PORT of a peer, as `--peer` takes it; ValueError names a bad one."""
     try:
-        _, writer = await asyncio.wait_for(asyncio.open_connection(host, int(port)), timeout)
+        return ENDPOINT.split(peer)
+    except ValueError as exc:
+        raise ValueError(f"peer {exc}") from None
+
+
+async def tcp_reachable(peer: str, timeout: float = 1.0) -> bool:
+    host, port = _peer(peer)
+    try:
+        _, writer = await asyncio.wait_for(asyncio.open_connection(host, port), timeout)
     except (OSError, TimeoutError):
         return False
     writer.close()
@@ -112,9 +119,7 @@ class HostNetSource:
     ) -> None:
         self.peers = list(peers or [])
         for p in self.peers:  # bad configuration fails at start, not mid-run
-            host, _, port = p.rpartition(":")
-            if not host or not port.isdigit():
-                raise ValueError(f"peer {p!r}: expected host:port")
+            _peer(p)
         self.ib_root = ib_root
         self.timeout = timeout
 
