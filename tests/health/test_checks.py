@@ -172,8 +172,10 @@ async def test_tcp_peers_real_connects(tmp_path: Path) -> None:
 
 
 def test_bad_peer_config_is_refused() -> None:
-    with pytest.raises(ValueError, match="host:port"):
+    with pytest.raises(ValueError, match="peer 'no-port' is not HOST:PORT"):
         HostNetSource(["no-port"])
+    with pytest.raises(ValueError, match="port 70000 is out of range"):
+        HostNetSource(["10.0.0.1:70000"])
 
 
 def test_net_json_double() -> None:
