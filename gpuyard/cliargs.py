@@ -56,11 +56,11 @@ class Value:
 def _bounds(lo: float | None, hi: float | None, gt: float | None, what: str) -> str:
     parts = []
     if gt is not None:
-        parts.append(f"> {gt:g}")
+        parts.append(f"> {gt:.15g}")
     if lo is not None:
-        parts.append(f">= {lo:g}")
+        parts.append(f">= {lo:.15g}")
     if hi is not None:
-        parts.append(f"<= {hi:g}")
+        parts.append(f"<= {hi:.15g}")
     return what + (" " + " and ".join(parts) if parts else "")
 
 

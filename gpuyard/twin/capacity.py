@@ -27,6 +27,7 @@ import yaml
 from gpuyard import names
 from gpuyard.balloons import sizing
 from gpuyard.cluster.shapes import NodeShape
+from gpuyard.k8s.decode import DecodeError, loads_yaml_all
 from gpuyard.kube import objects as o
 from gpuyard.teams import admission, assign
 
@@ -41,9 +42,11 @@ def load_teams(path: str | Path) -> list[assign.TeamSpec]:
     """Team objects from a YAML file (several documents, a list, or a v1 List)."""
     p = Path(path)
     try:
-        docs = list(yaml.safe_load_all(p.read_text()))
+        docs = loads_yaml_all(p.read_bytes())
     except OSError as exc:
         raise TeamsFileError(f"{p}: cannot read: {exc.strerror or exc}") from None
+    except DecodeError as exc:
+        raise TeamsFileError(f"{p}: {exc.message}") from None
     except yaml.YAMLError as exc:
         raise TeamsFileError(f"{p}: not YAML: {exc}") from None
     objs: list[Any] = []

@@ -22,20 +22,64 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from gpuyard import names
+from gpuyard.cliargs import Float, Int, Text, Value
+from gpuyard.k8s.decode import INT64_MAX, INT64_MIN, DecodeError, loads_json
+
+# Limits on what a trace may ask for, checked on every job however it was made (a file,
+# `twin synth`, a test): a gang has at most MAX_REPLICAS pods, as Kubernetes caps an
+# Indexed Job's completions and parallelism; a workload (with its `*K` copies) at most
+# MAX_JOBS jobs; times and durations are finite, in seconds, at most MAX_SECONDS (2^32 s,
+# about 136 years: room for Unix timestamps).
+MAX_REPLICAS = 100_000
+MAX_JOBS = 2_000_000
+MAX_SECONDS = float(2**32)
+INT32_MIN, INT32_MAX = -(2**31), 2**31 - 1
 
 
 class TraceError(ValueError):
-    """A trace that cannot be replayed; the message names the file and line."""
+    """A trace that cannot be replayed; the message names the file, line and field.
+    `field` is the TraceJob attribute at fault when a check of TraceJob found it."""
+
+    def __init__(self, message: str, field: str = "", problem: str = "") -> None:
+        super().__init__(message)
+        self.field = field
+        self.problem = problem or message
+
+
+_SECONDS = Float(lo=0, hi=MAX_SECONDS, what="a number of seconds")
+_DURATION = Float(gt=0, hi=MAX_SECONDS, what="a number of seconds")
+_REPLICAS = Int(1, MAX_REPLICAS)
+_AMOUNT = Int(lo=0)
+_PRIORITY = Int(INT32_MIN, INT32_MAX)
+_NAME = re.compile(r"[^\s/\x00-\x1f\x7f]{1,253}")
+
+# TraceJob's numeric attributes and the kind of value each must be.
+_KINDS: dict[str, Value] = {
+    "submit": _SECONDS,
+    "duration": _DURATION,
+    "replicas": _REPLICAS,
+    "gpus": _AMOUNT,
+    "cpu_milli": _AMOUNT,
+    "memory": _AMOUNT,
+    "priority": _PRIORITY,
+    "checkpoint": _SECONDS,
+}
 
 
 @dataclass
 class TraceJob:
+    """One job of a workload. Every job is checked when it is made, whatever made it
+    (TraceError naming the attribute): finite times within MAX_SECONDS (duration > 0),
+    whole numbers where counts are meant, 1 to MAX_REPLICAS replicas, a name and a team
+    without spaces, slashes or control characters."""
+
     name: str
     submit: float
     duration: float
@@ -49,6 +93,32 @@ class TraceJob:
     gpu_model: str = ""
     trace_wait: float | None = None  # how long the trace itself made it wait
     flags: set[str] = field(default_factory=set)  # "unscheduled-in-trace", "gpu-shared", ...
+
+    def __post_init__(self) -> None:
+        for attr in ("name", "team"):
+            value = getattr(self, attr)
+            if not isinstance(value, str) or not _NAME.fullmatch(value):
+                _bad(attr, f"{value!r} is not a name (1 to 253 characters, no spaces or /)")
+        if not isinstance(self.gpu_model, str):
+            _bad("gpu_model", f"{self.gpu_model!r} is not text")
+        for attr, kind in _KINDS.items():
+            value = getattr(self, attr)
+            try:
+                if isinstance(value, str):
+                    raise ValueError(f"{value!r} is not {kind.expected}")
+                kind.check(value)
+            except ValueError as exc:
+                _bad(attr, str(exc))
+        if self.trace_wait is not None and not (
+            isinstance(self.trace_wait, int | float)
+            and not isinstance(self.trace_wait, bool)
+            and math.isfinite(self.trace_wait)
+        ):
+            _bad("trace_wait", f"{self.trace_wait!r} is not a finite number")
+
+
+def _bad(attr: str, problem: str) -> None:
+    raise TraceError(f"{attr}: {problem}", attr, problem)
 
 
 @dataclass
@@ -73,6 +143,11 @@ def load_trace(spec: str) -> Workload:
     else:
         wl = _read_gpuyard(Path(spec))
     if k > 1:
+        if k * len(wl.jobs) > MAX_JOBS:
+            raise TraceError(
+                f"{spec}*{k}: {k} copies of {len(wl.jobs)} jobs is more than the "
+                f"{MAX_JOBS} jobs a workload may have"
+            )
         jobs = []
         for c in range(k):
             for j in wl.jobs:
@@ -90,9 +165,66 @@ def _open(path: Path) -> str:
         return path.read_text()
     except OSError as exc:
         raise TraceError(f"{path}: cannot read trace: {exc.strerror}") from None
+    except UnicodeDecodeError as exc:
+        raise TraceError(f"{path}: not a text file: byte {exc.start} is not UTF-8") from None
+
+
+_MISSING: Any = object()
+
+
+def _field(rec: dict[str, Any], col: str, kind: Value, text: bool, default: Any = _MISSING) -> Any:
+    """The column `col` of a record as `kind`: parsed when the record is text (CSV),
+    checked as it is when it is typed (JSON), where a string is not a number."""
+    raw = rec.get(col)
+    if raw is None or raw == "":
+        if default is _MISSING:
+            raise ValueError("missing")
+        return default
+    if text:
+        return kind.parse(raw)
+    if isinstance(raw, str) and not isinstance(kind, Text):
+        raise ValueError(f"{raw!r} is not {kind.expected}")
+    return kind.check(raw)
+
+
+class _Jobs:
+    """Jobs as a loader reads them: each made where its record is (`FILE:LINE`), with
+    a TraceJob check's attribute named as the file's column, at most MAX_JOBS, names
+    unique."""
+
+    def __init__(self, path: Path, columns: dict[str, str]) -> None:
+        self.path = path
+        self.columns = columns
+        self.jobs: list[TraceJob] = []
+        self.lines: dict[str, int] = {}
+
+    def add(self, line: int, **kw: Any) -> None:
+        where = f"{self.path}:{line}"
+        if len(self.jobs) >= MAX_JOBS:
+            raise TraceError(f"{where}: more than {MAX_JOBS} jobs")
+        try:
+            job = TraceJob(**kw)
+        except TraceError as exc:
+            col = self.columns.get(exc.field, exc.field)
+            raise TraceError(f"{where}: {col}: {exc.problem}") from None
+        if job.name in self.lines:
+            raise TraceError(
+                f"{where}: name: duplicate job name {job.name!r} (line {self.lines[job.name]})"
+            )
+        self.lines[job.name] = line
+        self.jobs.append(job)
 
 
 QOS_PRIORITY = {"LS": 1000, "Guaranteed": 1000, "Burstable": 0, "BE": 0}
+_OPENB_COLUMNS = {
+    "submit": "creation_time",
+    "duration": "deletion_time",
+    "gpus": "num_gpu",
+    "memory": "memory_mib",
+    "team": "qos",
+    "gpu_model": "gpu_spec",
+    "trace_wait": "scheduled_time",
+}
 
 
 def _read_openb(path: Path) -> Workload:
@@ -113,29 +245,35 @@ def _read_openb(path: Path) -> Workload:
         raise TraceError(
             f"{path}:1: not an openb pod list with times (missing {', '.join(missing)})"
         )
-    jobs: list[TraceJob] = []
+    out = _Jobs(path, _OPENB_COLUMNS)
     counts = {"tasks": 0, "unscheduled-in-trace": 0, "no-deletion-time": 0, "gpu-shared": 0}
     horizon = 0.0
     rows = []
     for row in reader:
         line = reader.line_num
+        col = ""
         try:
-            created = float(row["creation_time"])
-            deleted = float(row["deletion_time"]) if row["deletion_time"] else None
-            sched = float(row["scheduled_time"]) if row["scheduled_time"] else None
-            gpus = int(row["num_gpu"] or 0)
-            gpu_milli = int(row["gpu_milli"] or 0)
-            cpu = int(row["cpu_milli"])
-            mem = int(row["memory_mib"])
-        except (TypeError, ValueError) as exc:
-            raise TraceError(f"{path}:{line}: bad value: {exc}") from None
-        if gpus < 0 or cpu < 0 or mem < 0:
-            raise TraceError(f"{path}:{line}: negative resources")
+            col = "creation_time"
+            created = _field(row, col, _SECONDS, True)
+            col = "deletion_time"
+            deleted = _field(row, col, _SECONDS, True, None)
+            col = "scheduled_time"
+            sched = _field(row, col, _SECONDS, True, None)
+            col = "num_gpu"
+            gpus = _field(row, col, _AMOUNT, True, 0)
+            col = "gpu_milli"
+            gpu_milli = _field(row, col, _AMOUNT, True, 0)
+            col = "cpu_milli"
+            cpu = _field(row, col, _AMOUNT, True)
+            col = "memory_mib"
+            mem = _field(row, col, _AMOUNT, True)
+        except ValueError as exc:
+            raise TraceError(f"{path}:{line}: {col}: {exc}") from None
         if deleted is not None and deleted < created:
-            raise TraceError(f"{path}:{line}: deletion_time before creation_time")
+            raise TraceError(f"{path}:{line}: deletion_time: before creation_time")
         horizon = max(horizon, created, deleted or 0.0)
-        rows.append((row, created, deleted, sched, gpus, gpu_milli, cpu, mem))
-    for row, created, deleted, sched, gpus, gpu_milli, cpu, mem in rows:
+        rows.append((line, row, created, deleted, sched, gpus, gpu_milli, cpu, mem))
+    for line, row, created, deleted, sched, gpus, gpu_milli, cpu, mem in rows:
         counts["tasks"] += 1
         flags: set[str] = set()
         if sched is None:
@@ -150,23 +288,22 @@ def _read_openb(path: Path) -> Workload:
             flags.add("gpu-shared")
         for f in flags:
             counts[f] += 1
-        jobs.append(
-            TraceJob(
-                name=row["name"],
-                submit=created,
-                duration=max(1.0, deleted - start),
-                replicas=1,
-                gpus=gpus,
-                cpu_milli=cpu,
-                memory=mem * 2**20,
-                team=row.get("qos") or "default",
-                priority=QOS_PRIORITY.get(row.get("qos") or "", 0),
-                gpu_model=(row.get("gpu_spec") or "").split("|")[0],
-                trace_wait=None if sched is None else sched - created,
-                flags=flags,
-            )
+        out.add(
+            line,
+            name=row["name"],
+            submit=created,
+            duration=max(1.0, deleted - start),
+            replicas=1,
+            gpus=gpus,
+            cpu_milli=cpu,
+            memory=mem * 2**20,
+            team=row.get("qos") or "default",
+            priority=QOS_PRIORITY.get(row.get("qos") or "", 0),
+            gpu_model=(row.get("gpu_spec") or "").split("|")[0],
+            trace_wait=None if sched is None else sched - created,
+            flags=flags,
         )
-    return Workload(jobs, counts, str(path))
+    return Workload(out.jobs, counts, str(path))
 
 
 _FIELDS = (
@@ -178,74 +315,98 @@ _FIELDS = (
     "duration",
     "checkpoint_interval",
 )
+_GPUYARD_COLUMNS = {
+    "submit": "submit_time",
+    "gpus": "gpus_per_replica",
+    "checkpoint": "checkpoint_interval",
+    "memory": "memory_mib",
+}
 
 
-def _job_from(rec: dict[str, Any], where: str, i: int) -> TraceJob:
+def _job_from(rec: dict[str, Any], out: _Jobs, line: int, text: bool) -> None:
+    where = f"{out.path}:{line}"
     missing = [f for f in _FIELDS if rec.get(f) in (None, "")]
     if missing:
         raise TraceError(f"{where}: missing {', '.join(missing)}")
+    col = ""
     try:
+        col = "priority"
         prio_raw = rec["priority"]
-        priority = (
-            names.PRIORITY_CLASSES[prio_raw]
-            if prio_raw in names.PRIORITY_CLASSES
-            else int(prio_raw)
-        )
-        job = TraceJob(
-            name=str(rec.get("name") or f"job-{i:06d}"),
-            submit=float(rec["submit_time"]),
-            duration=float(rec["duration"]),
-            replicas=int(rec["replicas"]),
-            gpus=int(rec["gpus_per_replica"]),
-            cpu_milli=int(rec.get("cpu_milli") or 1000),
-            memory=int(rec.get("memory_mib") or 1024) * 2**20,
-            team=str(rec["team"]),
-            priority=priority,
-            checkpoint=float(rec["checkpoint_interval"]),
-            gpu_model=str(rec.get("gpu_model") or ""),
-        )
-    except (TypeError, ValueError) as exc:
-        raise TraceError(f"{where}: bad value: {exc}") from None
-    if (
-        job.replicas < 1
-        or job.gpus < 0
-        or job.duration <= 0
-        or job.submit < 0
-        or job.checkpoint < 0
-    ):
-        raise TraceError(f"{where}: replicas must be >= 1, gpus >= 0, duration > 0, times >= 0")
-    return job
+        if isinstance(prio_raw, str) and prio_raw in names.PRIORITY_CLASSES:
+            priority = names.PRIORITY_CLASSES[prio_raw]
+        elif text:
+            priority = _PRIORITY.parse(prio_raw)
+        elif isinstance(prio_raw, str):
+            raise ValueError(
+                f"{prio_raw!r} is neither a priority class "
+                f"({', '.join(names.PRIORITY_CLASSES)}) nor {_PRIORITY.expected}"
+            )
+        else:
+            priority = _PRIORITY.check(prio_raw)
+        kw: dict[str, Any] = {"priority": priority}
+        for col, attr, kind, default in (
+            ("name", "name", Text(), f"job-{len(out.jobs):06d}"),
+            ("submit_time", "submit", _SECONDS, _MISSING),
+            ("duration", "duration", _DURATION, _MISSING),
+            ("replicas", "replicas", _REPLICAS, _MISSING),
+            ("gpus_per_replica", "gpus", _AMOUNT, _MISSING),
+            ("cpu_milli", "cpu_milli", _AMOUNT, 1000),
+            ("memory_mib", "memory", _AMOUNT, 1024),
+            ("team", "team", Text(), _MISSING),
+            ("checkpoint_interval", "checkpoint", _SECONDS, _MISSING),
+            ("gpu_model", "gpu_model", Text(empty=True), ""),
+        ):
+            kw[attr] = _field(rec, col, kind, text, default)
+    except ValueError as exc:
+        raise TraceError(f"{where}: {col}: {exc}") from None
+    kw["memory"] *= 2**20
+    out.add(line, **kw)
+
+
+def _json_field(line: str) -> str:
+    """`FIELD: ` for the field of a JSON line refused for a number JSON cannot carry
+    (NaN, an infinity, 1e400, an integer past int64), read again leniently; else ""."""
+    bad: list[str] = []
+
+    def pairs(items: list[tuple[str, Any]]) -> dict[str, Any]:
+        for key, value in items:
+            if (isinstance(value, float) and not math.isfinite(value)) or (
+                isinstance(value, int) and not INT64_MIN <= value <= INT64_MAX
+            ):
+                bad.append(key)
+        return dict(items)
+
+    try:
+        json.loads(line, object_pairs_hook=pairs)
+    except (ValueError, RecursionError):
+        pass
+    return f"{bad[0]}: " if bad else ""
 
 
 def _read_gpuyard(path: Path) -> Workload:
     text = _open(path)
-    jobs: list[TraceJob] = []
+    out = _Jobs(path, _GPUYARD_COLUMNS)
     first = next((ln for ln in text.splitlines() if ln.strip()), "")
     if first.lstrip().startswith("{"):
         for n, line in enumerate(text.splitlines(), 1):
             if not line.strip():
                 continue
             try:
-                rec = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise TraceError(f"{path}:{n}: not valid JSON: {exc.msg}") from None
+                rec = loads_json(line)
+            except DecodeError as exc:
+                raise TraceError(f"{path}:{n}: {_json_field(line)}{exc.message}") from None
             if not isinstance(rec, dict):
                 raise TraceError(f"{path}:{n}: each line must be a JSON object")
-            jobs.append(_job_from(rec, f"{path}:{n}", len(jobs)))
+            _job_from(rec, out, n, text=False)
     else:
         reader = csv.DictReader(text.splitlines())
         if not reader.fieldnames or not set(_FIELDS) <= set(reader.fieldnames):
             raise TraceError(f"{path}:1: expected a CSV header with {', '.join(_FIELDS)}")
         for rec in reader:
-            jobs.append(_job_from(rec, f"{path}:{reader.line_num}", len(jobs)))
-    if not jobs:
+            _job_from(rec, out, reader.line_num, text=True)
+    if not out.jobs:
         raise TraceError(f"{path}: no jobs")
-    seen: set[str] = set()
-    for j in jobs:
-        if j.name in seen:
-            raise TraceError(f"{path}: duplicate job name {j.name!r}")
-        seen.add(j.name)
-    return Workload(jobs, {"tasks": len(jobs)}, str(path))
+    return Workload(out.jobs, {"tasks": len(out.jobs)}, str(path))
 
 
 def write_trace(jobs: list[TraceJob], path: str | Path) -> None:
