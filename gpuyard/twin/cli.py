@@ -3,8 +3,9 @@
     gpuyard twin --cluster openb:nodes.csv --trace openb:pods.csv --out DIR [--compare]
     gpuyard twin synth --nodes 7500 --days 30 --jobs 100000 --seed 1 --out jobs.jsonl|.csv
 
-Inputs are read and checked in full before anything is simulated; a malformed line
-exits non-zero with "FILE:LINE: what is wrong".
+Inputs are read and checked in full before anything is simulated; a malformed line,
+or a job that could never run on the cluster, exits 2 with one line, "gpuyard: error:
+FILE:LINE: FIELD: what is wrong".
 """
 
 from __future__ import annotations
@@ -14,8 +15,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from gpuyard.cluster.shapes import ShapeError, expand, load_shapes
-from gpuyard.twin.traces import TraceError, load_trace, write_trace
+from gpuyard.cliargs import NATURAL, CommandError, Float, Int
+from gpuyard.cluster.shapes import expand, load_shapes
+from gpuyard.twin.traces import MAX_JOBS, MAX_SECONDS, load_trace, write_trace
 
 
 def add_arguments(parser: argparse.ArgumentParser, name: str = "twin") -> None:
@@ -30,10 +32,10 @@ def add_arguments(parser: argparse.ArgumentParser, name: str = "twin") -> None:
         "--compare", action="store_true", help="run fifo, gangs, gpuyard side by side"
     )
     parser.add_argument("--failures", help='e.g. "mtbf=30d,xid=0.1,repair=4h,preflight=20m"')
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=NATURAL, default=0)
     parser.add_argument(
         "--batch",
-        type=float,
+        type=Float(lo=0, hi=MAX_SECONDS, what="a number of seconds", note="0: at every change"),
         default=0.0,
         help="run the policy on ticks of this many virtual seconds (0: at every change)",
     )
@@ -46,9 +48,11 @@ def add_arguments(parser: argparse.ArgumentParser, name: str = "twin") -> None:
         "--balloons", action="store_true", help="a balloon pod on every idle node, as live"
     )
     parser.add_argument("--quiet", action="store_true")
-    parser.add_argument("--nodes", type=int, default=7500)
-    parser.add_argument("--days", type=float, default=30)
-    parser.add_argument("--jobs", type=int, default=100_000)
+    parser.add_argument("--nodes", type=Int(1, 100_000), default=7500, help="synth: cluster size")
+    parser.add_argument(
+        "--days", type=Float(gt=0, hi=3650, what="a number of days"), default=30, help="synth"
+    )
+    parser.add_argument("--jobs", type=Int(1, MAX_JOBS), default=100_000, help="synth")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -56,23 +60,19 @@ def run(args: argparse.Namespace) -> int:
         from gpuyard.twin.synth import synth
 
         if not args.out:
-            print("gpuyard twin synth: --out FILE is required", file=sys.stderr)
-            return 2
+            raise CommandError("twin synth: --out FILE is required")
         try:
             jobs = synth(args.nodes, args.days, args.jobs, args.seed)
         except ValueError as exc:
-            print(f"gpuyard twin synth: {exc}", file=sys.stderr)
-            return 2
+            raise CommandError(f"twin synth: {exc}") from None
         try:
             write_trace(jobs, args.out)
         except OSError as exc:
-            print(f"gpuyard twin synth: cannot write {args.out}: {exc}", file=sys.stderr)
-            return 2
+            raise CommandError(f"twin synth: cannot write {args.out}: {exc}") from None
         print(f"wrote {len(jobs)} jobs to {args.out}")
         return 0
     if not (args.cluster and args.trace and args.out):
-        print("gpuyard twin: --cluster, --trace and --out are required", file=sys.stderr)
-        return 2
+        raise CommandError("twin: --cluster, --trace and --out are required")
     from gpuyard.twin.capacity import load_teams
     from gpuyard.twin.engine import Engine, FailureSpec
 
@@ -81,9 +81,8 @@ def run(args: argparse.Namespace) -> int:
         wl = load_trace(args.trace)
         failures = FailureSpec.parse(args.failures)
         teams = load_teams(args.teams) if args.teams else None
-    except (TraceError, ShapeError, ValueError) as exc:
-        print(f"gpuyard twin: {exc}", file=sys.stderr)
-        return 2
+    except ValueError as exc:  # TraceError, ShapeError, TeamsFileError, DecodeError
+        raise CommandError(str(exc)) from None
     from gpuyard.twin import report
 
     policies = ["fifo", "gangs", "gpuyard"] if args.compare else [args.policy]
@@ -103,17 +102,22 @@ def run(args: argparse.Namespace) -> int:
             def tick(t: float, prog: Any = prog, task: Any = task) -> None:
                 prog.update(task, completed=min(t, horizon))
 
-        eng = Engine(
-            shapes,
-            wl.jobs,
-            pol,
-            failures,
-            seed=args.seed,
-            progress=tick if show else None,
-            batch=args.batch,
-            teams=teams,
-            balloons=args.balloons,
-        )
+        try:
+            eng = Engine(
+                shapes,
+                wl.jobs,
+                pol,
+                failures,
+                seed=args.seed,
+                progress=tick if show else None,
+                batch=args.batch,
+                teams=teams,
+                balloons=args.balloons,
+            )
+        except ValueError as exc:  # a job that could never run on this cluster
+            if prog is not None:
+                prog.stop()
+            raise CommandError(f"{wl.source}: {exc}") from None
         try:
             results.append(eng.run())
         finally:

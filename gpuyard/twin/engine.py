@@ -29,22 +29,31 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from gpuyard import names
+from gpuyard.cliargs import SHARE
 from gpuyard.cluster.shapes import NodeShape
 from gpuyard.scheduling.policy import Eviction, Memory, PolicyConfig, deliver, schedule
 from gpuyard.scheduling.reasons import Reasons
 from gpuyard.scheduling.state import GPU, ClusterState, GroupInfo
 from gpuyard.teams.assign import TeamSpec
 from gpuyard.twin import capacity
-from gpuyard.twin.traces import TraceJob
+from gpuyard.twin.traces import MAX_SECONDS, TraceJob
 
 _UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+_DURATION = re.compile(r"\s*([0-9]+(?:\.[0-9]*)?|\.[0-9]+)\s*([a-z]*)\s*")
 
 
 def parse_duration(text: str) -> float:
-    m = re.fullmatch(r"\s*([0-9.]+)\s*([smhd]?)\s*", text)
-    if not m:
-        raise ValueError(f"not a duration: {text!r} (use 30d, 4h, 20m, 90s)")
-    return float(m.group(1)) * _UNITS[m.group(2) or "s"]
+    """`30d`, `4h`, `20m`, `90s`: a finite number of seconds, at most MAX_SECONDS. The
+    unit is required (a bare number could mean any of them)."""
+    m = _DURATION.fullmatch(text)
+    if not m or m.group(2) not in _UNITS:
+        raise ValueError(
+            f"not a duration: {text!r} (a number and a unit: s, m, h or d; e.g. 30d, 4h, 20m, 90s)"
+        )
+    seconds = float(m.group(1)) * _UNITS[m.group(2)]
+    if not seconds <= MAX_SECONDS:  # also NaN and inf
+        raise ValueError(f"duration {text!r} is longer than {MAX_SECONDS:.0f} s")
+    return seconds
 
 
 @dataclass(frozen=True)
@@ -70,9 +79,10 @@ class FailureSpec:
                 raise ValueError(
                     f"bad failure spec {part!r}: expected mtbf=, xid=, repair=, preflight="
                 )
-            vals[key] = float(value) if key == "xid" else parse_duration(value)
-        if not 0 <= vals.get("xid", 0.0) <= 1:
-            raise ValueError("xid is a share between 0 and 1")
+            try:
+                vals[key] = SHARE.parse(value) if key == "xid" else parse_duration(value)
+            except ValueError as exc:
+                raise ValueError(f"bad failure spec {part.strip()!r}: {exc}") from None
         return cls(**vals)
 
 
@@ -117,6 +127,37 @@ POLICIES: dict[str, PolicyConfig] = {
     "gangs": PolicyConfig(gangs=True, reservations=False, preemption=True, explain=False),
     "gpuyard": PolicyConfig(explain=False),
 }
+
+
+def _check_fit(shapes: list[NodeShape], jobs: list[TraceJob]) -> None:
+    """Refuse (ValueError naming it) a job that could never run on these nodes: all its
+    replicas bound at once would need more CPU, memory or GPUs, of its GPU model, than
+    the nodes have even when empty. Such a job could only wait forever, and its pods
+    are made when it arrives."""
+    alike: dict[tuple[int, int, int, str], int] = {}
+    for s in shapes:
+        key = (s.cpu_milli, s.memory_bytes, s.gpus, s.gpu_product)
+        alike[key] = alike.get(key, 0) + 1
+    fits: dict[tuple[int, int, int, str], float] = {}  # how many replicas fit at once
+    for j in jobs:
+        need = (j.cpu_milli, j.memory, j.gpus, j.gpu_model)
+        n = fits.get(need)
+        if n is None:
+            n = 0.0
+            for (cpu, mem, gpus, product), count in alike.items():
+                if j.gpu_model and product != j.gpu_model:
+                    continue
+                wants = ((cpu, j.cpu_milli), (mem, j.memory), (gpus, j.gpus))
+                per = [have // want for have, want in wants if want > 0]
+                n += count * min(per) if per else math.inf
+            fits[need] = n
+        if n < j.replicas:
+            model = f" {j.gpu_model}" if j.gpu_model else ""
+            raise ValueError(
+                f"job {j.name!r} can never run on this cluster of {len(shapes)} nodes: it "
+                f"needs {j.replicas} replica(s) of {j.gpus}{model} GPU(s), {j.cpu_milli} "
+                f"mCPU and {j.memory} bytes of memory at once, and at most {n:.0f} fit"
+            )
 
 
 class Engine:
@@ -167,7 +208,14 @@ class Engine:
         self.balloon_evictions = 0
         if balloons:
             self._add_balloons(shapes)
+        _check_fit(shapes, jobs)
         self.runs = {j.name: JobRun(j) for j in jobs}
+        if len(self.runs) != len(jobs):
+            seen: set[str] = set()
+            for j in jobs:
+                if j.name in seen:
+                    raise ValueError(f"job {j.name!r}: two jobs have this name")
+                seen.add(j.name)
         self.pod_job: dict[str, JobRun] = {}
         self.heap: list[tuple[float, int, str, Any]] = []
         self._seq = 0
@@ -432,7 +480,7 @@ class Engine:
                     step *= 2
                     next_sample = self.samples[-1][0] + step
             if self.batch > 0:  # decide on the next tick; events keep their own times
-                now = math.ceil(now / self.batch) * self.batch
+                now = max(now, math.ceil(now / self.batch) * self.batch)
             while self.heap and self.heap[0][0] <= now:
                 t, _, kind, data = heapq.heappop(self.heap)
                 self._apply(t, kind, data)
