@@ -397,7 +397,16 @@ def run_real(
     n = torch.cuda.device_count()
     exp = expected_gpus if expected_gpus is not None else n
     report["checks"].append(_check("gpu_count", n >= exp, value=n, expected=exp))
-    results = [_measure_gpu(torch, i, size, iters, copy_mib) for i in range(n)]
+    try:
+        results = [_measure_gpu(torch, i, size, iters, copy_mib) for i in range(n)]
+    except torch.cuda.OutOfMemoryError as exc:
+        # Sizes the flags allow can still be more than a smaller GPU holds: bad input
+        # for this machine, reported as such, not a failed GPU.
+        first = str(exc).splitlines()[0] if str(exc) else "out of memory"
+        report["could_not_run"] = (
+            f"--size {size} and --copy-mib {copy_mib} need more GPU memory than is free: {first}"
+        )
+        return finish(report)
     med_mm = sorted(r["matmul_tflops"] for r in results)[n // 2]
     med_cp = sorted(r["memcpy_gbps"] for r in results)[n // 2]
     for r in results:
