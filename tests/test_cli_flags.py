@@ -4,7 +4,7 @@ line naming the flag, before anything starts, and never a traceback.
 The flags are found by walking each command's parser (subcommands too), so a flag
 added later with a bare `type=int` or `type=float` fails `test_numeric_flags_are_typed`,
 and every typed one is run through `gpuyard` in a subprocess with a value it must
-refuse. `gpuyard twin` is left out: its flags are checked in tests/twin.
+refuse.
 """
 
 from __future__ import annotations
@@ -26,8 +26,6 @@ import pytest
 from gpuyard import cli
 from gpuyard.cliargs import Float, HostPort, Int
 
-SKIP = {"twin"}
-
 
 def _walk(path: list[str], parser: argparse.ArgumentParser) -> Iterator[tuple[list[str], Any]]:
     for action in parser._actions:
@@ -42,8 +40,6 @@ def _flags() -> list[tuple[list[str], str, object]]:
     """(command words, flag, its type) for every option of every command."""
     out = []
     for name, (modname, _) in cli.COMMANDS.items():
-        if name in SKIP:
-            continue
         mod = importlib.import_module(modname)
         parser = argparse.ArgumentParser(prog=f"gpuyard {name}")
         mod.add_arguments(parser, name) if cli._takes_name(mod) else mod.add_arguments(parser)
@@ -89,7 +85,16 @@ def _id(case: tuple[list[str], str, object]) -> str:
 def test_flags_were_found() -> None:
     commands = {p[0] for p, _, _ in NUMERIC}
     # The commands that take numbers: if one drops out, the walk is broken.
-    for name in ("up", "apiserver", "fault", "scheduler", "controllers", "health", "gpu-test"):
+    for name in (
+        "up",
+        "apiserver",
+        "fault",
+        "scheduler",
+        "controllers",
+        "health",
+        "gpu-test",
+        "twin",
+    ):
         assert name in commands, name
     assert "teams-webhook" in commands
 
