@@ -47,6 +47,12 @@ def add_arguments(parser: argparse.ArgumentParser, name: str = "twin") -> None:
     parser.add_argument(
         "--balloons", action="store_true", help="a balloon pod on every idle node, as live"
     )
+    parser.add_argument(
+        "--skip-never-fitting",
+        action="store_true",
+        help="replay without the jobs that could never run on the cluster (counted in the "
+        "report) instead of refusing the trace",
+    )
     parser.add_argument("--quiet", action="store_true")
     parser.add_argument("--nodes", type=Int(1, 100_000), default=7500, help="synth: cluster size")
     parser.add_argument(
@@ -113,11 +119,14 @@ def run(args: argparse.Namespace) -> int:
                 batch=args.batch,
                 teams=teams,
                 balloons=args.balloons,
+                skip_never_fitting=args.skip_never_fitting,
             )
         except ValueError as exc:  # a job that could never run on this cluster
             if prog is not None:
                 prog.stop()
-            raise CommandError(f"{wl.source}: {exc}") from None
+            raise CommandError(
+                f"{wl.source}: {exc} (--skip-never-fitting replays the rest)"
+            ) from None
         try:
             results.append(eng.run())
         finally:

@@ -129,11 +129,12 @@ POLICIES: dict[str, PolicyConfig] = {
 }
 
 
-def _check_fit(shapes: list[NodeShape], jobs: list[TraceJob]) -> None:
-    """Refuse (ValueError naming it) a job that could never run on these nodes: all its
-    replicas bound at once would need more CPU, memory or GPUs, of its GPU model, than
-    the nodes have even when empty. Such a job could only wait forever, and its pods
-    are made when it arrives."""
+def never_fitting(shapes: list[NodeShape], jobs: list[TraceJob]) -> list[tuple[TraceJob, str]]:
+    """The jobs that could never run on these nodes, each with why: all its replicas
+    bound at once would need more CPU, memory or GPUs, of its GPU model, than the nodes
+    have even when empty. Such a job could only wait forever, and its pods are made
+    when it arrives."""
+    out: list[tuple[TraceJob, str]] = []
     alike: dict[tuple[int, int, int, str], int] = {}
     for s in shapes:
         key = (s.cpu_milli, s.memory_bytes, s.gpus, s.gpu_product)
@@ -153,11 +154,13 @@ def _check_fit(shapes: list[NodeShape], jobs: list[TraceJob]) -> None:
             fits[need] = n
         if n < j.replicas:
             model = f" {j.gpu_model}" if j.gpu_model else ""
-            raise ValueError(
+            why = (
                 f"job {j.name!r} can never run on this cluster of {len(shapes)} nodes: it "
                 f"needs {j.replicas} replica(s) of {j.gpus}{model} GPU(s), {j.cpu_milli} "
                 f"mCPU and {j.memory} bytes of memory at once, and at most {n:.0f} fit"
             )
+            out.append((j, why))
+    return out
 
 
 class Engine:
@@ -174,11 +177,14 @@ class Engine:
         teams: list[TeamSpec] | None = None,
         balloons: bool = False,
         record_bindings: bool = False,
+        skip_never_fitting: bool = False,
     ) -> None:
         """batch: 0 runs the policy at every virtual instant where something changed;
         B > 0 runs it on ticks every B seconds (like the live scheduler's debounce, longer),
         fewer passes for long replays. record_bindings: keep every binding, in the order
-        the policy made them, as (virtual time, pod key, node) in `bindings`."""
+        the policy made them, as (virtual time, pod key, node) in `bindings`. A job that
+        could never run on `shapes` (see never_fitting) is a ValueError naming it, or with
+        skip_never_fitting left out of the replay and counted."""
         if policy not in POLICIES:
             raise ValueError(f"unknown policy {policy!r}; known: {', '.join(POLICIES)}")
         self.policy = policy
@@ -208,7 +214,13 @@ class Engine:
         self.balloon_evictions = 0
         if balloons:
             self._add_balloons(shapes)
-        _check_fit(shapes, jobs)
+        unfit = never_fitting(shapes, jobs)
+        if unfit and not skip_never_fitting:
+            raise ValueError(unfit[0][1])
+        self.skipped = len(unfit) if skip_never_fitting else None
+        if unfit:
+            skip = {id(j) for j, _ in unfit}
+            jobs = [j for j in jobs if id(j) not in skip]
         self.runs = {j.name: JobRun(j) for j in jobs}
         if len(self.runs) != len(jobs):
             seen: set[str] = set()
@@ -508,5 +520,6 @@ class Engine:
             counts={
                 **({"team-refused-jobs": len(self.refused)} if self.teams else {}),
                 **({"balloon-evictions": self.balloon_evictions} if self.balloons else {}),
+                **({"never-fitting-jobs": self.skipped} if self.skipped is not None else {}),
             },
         )

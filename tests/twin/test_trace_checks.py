@@ -5,6 +5,7 @@ well within the timeout, which fails the test rather than the suite)."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -162,6 +163,20 @@ def test_job_that_can_never_fit_is_refused_at_engine_build(tmp_path: Path) -> No
         name = row.split(",")[7]
         p.write_text(f"{HEADER},name,gpu_model\n0,a,100,2,8,60,0,fits,\n{row}\n")
         refused(twin(str(p), tmp_path), f"{p}: job {name!r} can never run", why)
+
+
+def test_skip_never_fitting_replays_the_rest_and_counts_them(tmp_path: Path) -> None:
+    p = tmp_path / "jobs.csv"
+    p.write_text(f"{HEADER},name\n0,a,100,2,8,60,0,fits\n0,a,100,3,8,60,0,gang\n")
+    line = refused(twin(str(p), tmp_path), "job 'gang' can never run")
+    assert "--skip-never-fitting" in line
+    out = tmp_path / "out"
+    r = gpuyard("twin", "--cluster", "nodes:2", "--trace", str(p), "--out", str(out),
+                "--skip-never-fitting", "--quiet")  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["capacity"]["never-fitting-jobs"] == 1
+    assert m["jobs"] == m["finished"] == 1
 
 
 def test_engine_refuses_never_fitting_and_duplicate_jobs_directly() -> None:
