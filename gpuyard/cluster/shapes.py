@@ -32,6 +32,8 @@ from typing import Any
 
 import yaml
 
+from gpuyard.cliargs import Int
+from gpuyard.k8s.decode import DecodeError, loads_yaml
 from gpuyard.kube.objects import QuantityError, quantity_to_int, quantity_to_milli
 
 NODES_PER_RACK = 32
@@ -93,6 +95,11 @@ def expand(groups: list[NodeShape], numbered: bool = False) -> list[NodeShape]:
 
 
 _REPEAT = re.compile(r"^(.*)\*(\d+)$")
+# The most nodes a cluster spec may make (nodes:N, counts and *K copies together),
+# checked before any is made.
+MAX_NODES = 100_000
+_COUNT = Int(1, MAX_NODES)
+_GPUS = Int(lo=0)
 
 
 def load_shapes(spec: str, base: Path | None = None) -> list[NodeShape]:
@@ -102,6 +109,8 @@ def load_shapes(spec: str, base: Path | None = None) -> list[NodeShape]:
         count = spec[len("nodes:") :]
         if not count.isdigit() or int(count) < 1:
             raise ShapeError(f"{spec}: expected nodes:N with N a whole number >= 1")
+        if int(count) > MAX_NODES:
+            raise ShapeError(f"{spec}: at most {MAX_NODES} nodes")
         return default_shapes(int(count))
     k = 1
     m = _REPEAT.match(spec)
@@ -113,6 +122,9 @@ def load_shapes(spec: str, base: Path | None = None) -> list[NodeShape]:
         nodes = _read_openb(Path(spec[len("openb:") :]))
     else:
         nodes = _read_yaml(Path(spec))
+    total = k * sum(n.count for n in nodes)
+    if total > MAX_NODES:
+        raise ShapeError(f"{spec}{f'*{k}' if k > 1 else ''}: {total} nodes, at most {MAX_NODES}")
     if k > 1:
         nodes = [replace(n, name=f"{n.name}-r{c}") for c in range(k) for n in nodes]
     for n in nodes:
@@ -134,12 +146,12 @@ def _read_openb(path: Path) -> list[NodeShape]:
         for row in reader:
             line = reader.line_num
             try:
-                gpus = int(row["gpu"] or 0)
+                gpus = _GPUS.parse(row["gpu"] or "0")
                 nodes.append(
                     NodeShape(
                         name=row["sn"].strip(),
-                        cpu_milli=int(row["cpu_milli"]),
-                        memory_bytes=int(row["memory_mib"]) * 2**20,
+                        cpu_milli=_GPUS.parse(row["cpu_milli"]),
+                        memory_bytes=_GPUS.parse(row["memory_mib"]) * 2**20,
                         gpus=gpus,
                         gpu_product=(row["model"] or "").strip(),
                         pool="gpu" if gpus else "cpu",
@@ -160,7 +172,9 @@ def _read_yaml(path: Path) -> list[NodeShape]:
     except OSError as exc:
         raise ShapeError(f"{path}: cannot read shapes file: {exc.strerror}") from exc
     try:
-        doc = yaml.safe_load(text)
+        doc = loads_yaml(text)
+    except DecodeError as exc:
+        raise ShapeError(f"{path}: {exc.message}") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"{path}:{mark.line + 1}" if mark else str(path)
@@ -175,8 +189,8 @@ def _read_yaml(path: Path) -> list[NodeShape]:
         if not isinstance(item, dict) or not item.get("name"):
             raise ShapeError(f"{where}: each node shape needs a name")
         try:
-            gpus = int(item.get("gpus", 0))
-            count = int(item.get("count", 1))
+            gpus = _GPUS.check(item.get("gpus", 0))
+            count = _COUNT.check(item.get("count", 1))
             shape = NodeShape(
                 name=str(item["name"]),
                 cpu_milli=quantity_to_milli(item.get("cpu", "32")),

@@ -258,3 +258,26 @@ def test_bad_twin_flags_exit_2_naming_the_flag(tmp_path: Path, flag: str, value:
     assert r.returncode == 2, r.stderr
     assert f"argument {flag}: " in r.stderr and "Traceback" not in r.stderr
     assert not (tmp_path / "j.csv").exists()
+
+
+@pytest.mark.parametrize(
+    ("spec", "why"),
+    [
+        ("nodes:1000000000", "nodes:1000000000: at most 100000 nodes"),
+        ("SHAPES:count: 1000000000", "1000000000 is out of range"),
+        ("SHAPES:count: .inf", "shapes.yaml: .inf is not a finite number"),
+        ("SHAPES:gpus: 8.5", "8.5 is not an integer"),
+        ("SHAPES:count: 60000\n    gpus: 8", "*2: 120000 nodes, at most 100000"),
+    ],
+)
+def test_cluster_specs_beyond_limits_are_refused(tmp_path: Path, spec: str, why: str) -> None:
+    p = tmp_path / "jobs.csv"
+    p.write_text(f"{HEADER}\n0,a,100,1,8,60,0\n")
+    if spec.startswith("SHAPES:"):
+        shapes = tmp_path / "shapes.yaml"
+        shapes.write_text(f"nodes:\n  - name: n\n    {spec[len('SHAPES:') :]}\n")
+        spec = f"{shapes}*2" if "*2" in why else str(shapes)
+    out = tmp_path / "out"
+    r = gpuyard("twin", "--cluster", spec, "--trace", str(p), "--out", str(out))
+    refused(r, why)
+    assert not out.exists()
