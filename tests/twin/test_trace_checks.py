@@ -281,3 +281,16 @@ def test_cluster_specs_beyond_limits_are_refused(tmp_path: Path, spec: str, why:
     r = gpuyard("twin", "--cluster", spec, "--trace", str(p), "--out", str(out))
     refused(r, why)
     assert not out.exists()
+
+
+def test_teams_file_is_read_within_the_decoding_limits(tmp_path: Path) -> None:
+    """An alias bomb of a few hundred bytes is refused, not expanded, naming the file."""
+    p = tmp_path / "jobs.csv"
+    p.write_text(f"{HEADER}\n0,a,100,1,8,60,0\n")
+    teams = tmp_path / "teams.yaml"
+    lines = ["a0: &a0 [x, x, x, x, x, x, x, x, x]"]
+    for i in range(1, 10):
+        lines.append(f"a{i}: &a{i} [" + ", ".join([f"*a{i - 1}"] * 9) + "]")
+    teams.write_text("\n".join(lines) + "\n")
+    r = twin(str(p), tmp_path, "--teams", str(teams))
+    refused(r, f"{teams}: ")
