@@ -53,7 +53,7 @@ from typing import Any
 import yaml
 
 from gpuyard import names
-from gpuyard.cluster.shapes import NodeShape, default_shapes
+from gpuyard.cluster.shapes import MAX_NODES, NodeShape, default_shapes
 from gpuyard.kube import objects as o
 from gpuyard.kube.errors import AlreadyExists, ApiError
 from gpuyard.kube.resources import CONFIGMAPS
@@ -111,6 +111,8 @@ def parse_groups(spec: str, shapes: Iterable[NodeShape]) -> dict[str, NodeGroup]
             raise NodeGroupError(f"node group {part!r}: MIN and MAX must be integers") from None
         if mn < 0 or mx < mn:
             raise NodeGroupError(f"node group {part!r}: want 0 <= MIN <= MAX")
+        if mx > MAX_NODES:
+            raise NodeGroupError(f"node group {part!r}: MAX is at most {MAX_NODES} nodes")
         if name in out:
             raise NodeGroupError(f"node group {name!r} given twice")
         base = next((s for s in shapes if s.pool == name), None)

@@ -36,6 +36,7 @@ def pod(gpus: int = 0, cpu: str = "1", prio: int = 0, unsched: bool = True, **sp
         ("gpu=a:b", "integers"),
         ("gpu=5:2", "0 <= MIN <= MAX"),
         ("gpu=0:1,gpu=0:2", "given twice"),
+        ("gpu=0:99999999999", "MAX is at most 100000 nodes"),
         ("tpu=0:4", "no node of pool 'tpu'"),
         ("", "no node groups"),
     ],
