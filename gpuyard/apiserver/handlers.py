@@ -1141,9 +1141,7 @@ class Core:
         new["metadata"]["resourceVersion"] = str(e.rv)
         if new == old:
             # No-op update: nothing written. Answer with committed state only.
-            key = make_key(e.namespace, e.name)
-            await self.store.settled(res.key, key)
-            cur = self.store.get(res.key, key)
+            cur = await self.store.committed(res.key, make_key(e.namespace, e.name))
             if cur is None or cur.rv != e.rv:
                 raise conflict(res.group_resource, e.name, res.plural)
             return self._stored_response(res, cur.raw)
@@ -1338,9 +1336,7 @@ class Core:
             if dry:
                 return obj, False
             # Nothing to write: answer with the committed state, never a pending one.
-            key = make_key(e.namespace, e.name)
-            await self.store.settled(res.key, key)
-            cur = self.store.get(res.key, key)
+            cur = await self.store.committed(res.key, make_key(e.namespace, e.name))
             if cur is None:
                 return obj, True
             if cur.rv != e.rv:

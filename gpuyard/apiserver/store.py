@@ -652,6 +652,12 @@ class Store:
         c = self.colls.get(ck)
         return c.items.get(key) if c else None
 
+    async def committed(self, ck: CollKey, key: str) -> Entry | None:
+        """The committed state of one object once no write of it is pending: what a
+        request that writes nothing answers with."""
+        await self.settled(ck, key)
+        return self.get(ck, key)
+
     async def settled(self, ck: CollKey, key: str) -> None:
         """Wait until no write of this key is pending (committed or failed)."""
         while (p := self._overlay.get((ck, key))) is not None and not p[2].done():
