@@ -84,6 +84,10 @@ class Reasons(MutableMapping[str, str]):
         return f"Reasons({self._flat()!r})"
 
 
+def _count(k: int, noun: str) -> str:
+    return f"{k} {noun}" if k == 1 else f"{k} {noun}s"
+
+
 def explain(ps: Pass, u: Unit) -> str:
     """Why the unit fits nowhere now, counted over every node."""
     p0 = u.pods[0]
@@ -111,23 +115,23 @@ def explain(ps: Pass, u: Unit) -> str:
             why[r] += 1
     parts = []
     if u.is_gang:
-        parts.append(f"{u.label} needs {len(u.pods)} pods at once")
-        parts.append(f"{min(fit_slots, len(u.pods))} fit on {why.pop('fit', 0)} nodes")
+        n_fit = why.pop("fit", 0)
+        parts.append(f"{u.label} needs {_count(len(u.pods), 'pod')} at once")
+        parts.append(f"{min(fit_slots, len(u.pods))} fit on {_count(n_fit, 'node')}")
     else:
         parts.append(f"{u.label} fits on no node of {len(ps.s.nodes)}")
         why.pop("fit", None)
     for r, k in why.most_common():
-        verb = (
-            "carry an"
-            if r.startswith("untolerated")
-            else ("are" if r.startswith(("not", "cordoned", "held", "freeing")) else "")
-        )
-        if r.startswith(("lack", "Insufficient")):
+        # Each reason counts nodes: the verb agrees with the count ("1 lacks", "2 lack").
+        one = k == 1
+        if r.startswith("lack "):
+            parts.append(f"{k} {'lacks' if one else 'lack'} {r[5:]}")
+        elif r.startswith("Insufficient"):
             parts.append(f"{k} {r}")
         elif r.startswith("untolerated"):
-            parts.append(f"{k} {verb} {r}")
-        elif verb:
-            parts.append(f"{k} {verb} {r}")
+            parts.append(f"{k} {'carries' if one else 'carry'} an {r}")
+        elif r.startswith(("not", "cordoned", "held", "freeing")):
+            parts.append(f"{k} {'is' if one else 'are'} {r}")
         else:
             parts.append(f"{k}: {r}")
     return "; ".join(parts)

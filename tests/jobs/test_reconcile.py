@@ -212,7 +212,7 @@ def test_waiting_job_carries_the_schedulers_reason_and_nothing_changes_twice() -
             {
                 "type": "PodScheduled",
                 "status": "False",
-                "message": "gang llm needs 3 pods at once; 1 fit on 1 nodes",
+                "message": "gang llm needs 3 pods at once; 1 fit on 1 node",
             }
         ]
     act = reconcile(Observed(j, pods, now=1.0, have={"podgroup", "service", "configmap"}))

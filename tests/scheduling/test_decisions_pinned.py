@@ -107,8 +107,8 @@ CASES = [
         3952,
     ),
     (("gpuyard", 3, 120, 1500, 1.5, True, False), "afc62ce14402163fe6d54953789dc3023408fc54", 5180),
-    (("gpuyard", 9, 60, 600, 1.0, False, True), "9a4df5a8eff3050e4858ce8ff0d524d8d336f440", 1640),
-    (("gpuyard", 4, 60, 600, 1.0, True, True), "c8e434e7de29ad1f122d864fc0f847e91abe596e", 1928),
+    (("gpuyard", 9, 60, 600, 1.0, False, True), "3311fa40f5248630eabc6139a6856980c824c084", 1640),
+    (("gpuyard", 4, 60, 600, 1.0, True, True), "0cd0982fa0c262a9f6861fb0e77c5341e94a440c", 1928),
 ]
 
 

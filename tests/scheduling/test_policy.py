@@ -229,7 +229,7 @@ def test_reason_names_what_blocks_the_nodes() -> None:
     msg = d.unschedulable["gang ns/train-a"]
     assert msg.startswith("gang train-a needs 8 pods at once; 4 fit on 4 nodes"), msg
     assert "5 carry an untolerated taint gpuyard.io/team=vision" in msg
-    assert "1 lack nvidia.com/gpu" in msg
+    assert "1 lacks nvidia.com/gpu" in msg
 
 
 def test_gang_waits_for_min_member_and_honours_timeout() -> None:
