@@ -98,6 +98,42 @@ def new_serving_cert(
     return cert.public_bytes(_PEM), _key_pem(key)
 
 
+def new_client_cert(
+    ca_pem: bytes,
+    ca_key_pem: bytes,
+    cn: str,
+    orgs: list[str],
+    now: dt.datetime,
+    days: int,
+) -> tuple[bytes, bytes]:
+    """(cert_pem, key_pem) of a client certificate (CN=cn, one O per org), signed by
+    the CA: what Kubernetes reads as the user cn in groups orgs."""
+    ca = x509.load_pem_x509_certificate(ca_pem)
+    ca_key = serialization.load_pem_private_key(ca_key_pem, None)
+    assert isinstance(ca_key, ec.EllipticCurvePrivateKey)
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name(
+        [x509.NameAttribute(NameOID.ORGANIZATION_NAME, o) for o in orgs]
+        + [x509.NameAttribute(NameOID.COMMON_NAME, cn)]
+    )
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(ca.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(min(now + dt.timedelta(days=days), ca.not_valid_after_utc))
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), False
+        )
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
+        .sign(ca_key, hashes.SHA256())
+    )
+    return cert.public_bytes(_PEM), _key_pem(key)
+
+
 def write_private(path: str | Path, data: bytes) -> None:
     """Replace a file atomically, readable by its owner only."""
     path = Path(path)

@@ -108,6 +108,70 @@ SCHEMAS: dict[str, Schema] = {
         7: ("name", "string", None),
     },
     "NonResourceAttributes": {1: ("path", "string", None), 2: ("verb", "string", None)},
+    # Identities and RBAC: `kubectl auth whoami`, `auth can-i --list`, `create token`,
+    # `create role|clusterrole|rolebinding|clusterrolebinding`.
+    "SelfSubjectReview": {1: ("metadata", "msg", "ObjectMeta")},
+    "SelfSubjectRulesReview": {
+        1: ("metadata", "msg", "ObjectMeta"),
+        2: ("spec", "msg", "SelfSubjectRulesReviewSpec"),
+    },
+    "SelfSubjectRulesReviewSpec": {1: ("namespace", "string", None)},
+    "TokenRequest": {1: ("metadata", "msg", "ObjectMeta"), 2: ("spec", "msg", "TokenRequestSpec")},
+    "TokenRequestSpec": {
+        1: ("audiences", "rep_string", None),
+        3: ("boundObjectRef", "msg", "BoundObjectReference"),
+        4: ("expirationSeconds", "int", None),
+    },
+    "BoundObjectReference": {
+        1: ("kind", "string", None),
+        2: ("apiVersion", "string", None),
+        3: ("name", "string", None),
+        4: ("uid", "string", None),
+    },
+    "PolicyRule": {
+        1: ("verbs", "rep_string", None),
+        2: ("apiGroups", "rep_string", None),
+        3: ("resources", "rep_string", None),
+        4: ("resourceNames", "rep_string", None),
+        5: ("nonResourceURLs", "rep_string", None),
+    },
+    "Role": {1: ("metadata", "msg", "ObjectMeta"), 2: ("rules", "rep_msg", "PolicyRule")},
+    "ClusterRole": {
+        1: ("metadata", "msg", "ObjectMeta"),
+        2: ("rules", "rep_msg", "PolicyRule"),
+        3: ("aggregationRule", "msg", "AggregationRule"),
+    },
+    "AggregationRule": {1: ("clusterRoleSelectors", "rep_msg", "LabelSelector")},
+    "LabelSelector": {
+        1: ("matchLabels", "map_ss", None),
+        2: ("matchExpressions", "rep_msg", "LabelSelectorRequirement"),
+    },
+    "LabelSelectorRequirement": {
+        1: ("key", "string", None),
+        2: ("operator", "string", None),
+        3: ("values", "rep_string", None),
+    },
+    "Subject": {
+        1: ("kind", "string", None),
+        2: ("apiGroup", "string", None),
+        3: ("name", "string", None),
+        4: ("namespace", "string", None),
+    },
+    "RoleRef": {
+        1: ("apiGroup", "string", None),
+        2: ("kind", "string", None),
+        3: ("name", "string", None),
+    },
+    "RoleBinding": {
+        1: ("metadata", "msg", "ObjectMeta"),
+        2: ("subjects", "rep_msg", "Subject"),
+        3: ("roleRef", "msg", "RoleRef"),
+    },
+    "ClusterRoleBinding": {
+        1: ("metadata", "msg", "ObjectMeta"),
+        2: ("subjects", "rep_msg", "Subject"),
+        3: ("roleRef", "msg", "RoleRef"),
+    },
     "TypeMeta": {1: ("apiVersion", "string", None), 2: ("kind", "string", None)},
     "Unknown": {
         1: ("typeMeta", "msg", "TypeMeta"),

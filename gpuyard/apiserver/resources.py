@@ -123,17 +123,29 @@ def builtin_resources() -> list[Resource]:
         ),
         _R("", "v1", "ConfigMap", "configmaps", "configmap", True, ("cm",)),
         _R("", "v1", "Binding", "bindings", "binding", True, verbs=("create",)),
-        _R(
-            "authorization.k8s.io",
-            "v1",
-            "SelfSubjectAccessReview",
-            "selfsubjectaccessreviews",
-            "selfsubjectaccessreview",
-            False,
-            verbs=("create",),
+        # Reviews (gpuyard.apiserver.reviews): answered, never stored.
+        *(
+            _R(g, "v1", k, k.lower() + "s", k.lower(), ns, verbs=("create",))
+            for g, k, ns in (
+                ("authorization.k8s.io", "SelfSubjectAccessReview", False),
+                ("authorization.k8s.io", "SubjectAccessReview", False),
+                ("authorization.k8s.io", "LocalSubjectAccessReview", True),
+                ("authorization.k8s.io", "SelfSubjectRulesReview", False),
+                ("authentication.k8s.io", "TokenReview", False),
+                ("authentication.k8s.io", "SelfSubjectReview", False),
+            )
         ),
         _R("", "v1", "Secret", "secrets", "secret", True),
-        _R("", "v1", "ServiceAccount", "serviceaccounts", "serviceaccount", True, ("sa",)),
+        _R(
+            "",
+            "v1",
+            "ServiceAccount",
+            "serviceaccounts",
+            "serviceaccount",
+            True,
+            ("sa",),
+            ("token",),
+        ),
         _R("", "v1", "Event", "events", "event", True, ("ev",)),
         _R("coordination.k8s.io", "v1", "Lease", "leases", "lease", True),
         _R(
@@ -190,9 +202,7 @@ def builtin_resources() -> list[Resource]:
             categories=("api-extensions",),
         ),
         _R("events.k8s.io", "v1", "Event", "events", "event", True, ("ev",)),
-        # RBAC objects are stored and served so that installs (`gpuyard manifests`,
-        # Helm charts) apply here as on a real cluster; the embedded server has one
-        # bearer token and does not enforce them.
+        # RBAC objects: stored, and enforced on every request (gpuyard.apiserver.rbac).
         _R("rbac.authorization.k8s.io", "v1", "ClusterRole", "clusterroles", "clusterrole", False),
         _R(
             "rbac.authorization.k8s.io",
@@ -217,6 +227,8 @@ _GROUP_ORDER = (
     "apiextensions.k8s.io",
     "admissionregistration.k8s.io",
     "rbac.authorization.k8s.io",
+    "authentication.k8s.io",
+    "authorization.k8s.io",
 )
 
 

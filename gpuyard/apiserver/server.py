@@ -34,7 +34,10 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
-from gpuyard.apiserver import discovery, openapi, paths, webhooks
+from gpuyard.apiserver import bootstrap_rbac, discovery, openapi, paths, webhooks
+from gpuyard.apiserver.access import Access
+from gpuyard.apiserver.audit import AuditLog, Policy
+from gpuyard.apiserver.authn import ANONYMOUS_USER, AuthError, UserInfo
 from gpuyard.apiserver.errors import APIError, status_obj
 from gpuyard.apiserver.flow import (
     TOO_MANY,
@@ -48,11 +51,12 @@ from gpuyard.apiserver.flow import (
     raise_file_limit,
     request_kind,
 )
+from gpuyard.apiserver.gate import Gate, unauthorized
 from gpuyard.apiserver.handlers import MAX_BODY, Core, Response
 from gpuyard.apiserver.kubeconfig import new_token, read_token, write_kubeconfig
 from gpuyard.apiserver.resources import Registry
 from gpuyard.apiserver.store import Store
-from gpuyard.apiserver.tls import server_tls
+from gpuyard.apiserver.tls import client_cert, cluster_tls
 
 OPEN_PATHS = frozenset({"/healthz", "/readyz", "/livez", "/version"})
 _TEXT = {"Content-Type": "text/plain; charset=utf-8"}
@@ -159,6 +163,8 @@ class APIServer(Core):
         tls: bool = True,
         fsync: bool = False,
         flow: FlowLimits | None = None,
+        audit_policy: str | None = None,
+        audit_log: str | None = None,
     ) -> None:
         self.data_dir = data_dir
         self.host = host
@@ -170,6 +176,7 @@ class APIServer(Core):
         self.url = ""
         self.tls = tls
         self.ca_pem: bytes | None = None
+        self.ca_key_pem: bytes | None = None
         self.ca_path: str | None = None
         store = Store(
             data_dir if (data_dir and persist) else None,
@@ -178,6 +185,15 @@ class APIServer(Core):
             fsync=fsync,
         )
         super().__init__(store, Registry(), bookmark_interval=bookmark_interval)
+        # Who may do what (authn.py, rbac.py, nodeauth.py) and what they did (audit.py).
+        # The audit log goes to DATA_DIR/audit.log unless audit_log names another
+        # path ("" turns it off); audit_policy is an audit.k8s.io/v1 Policy file.
+        self.access = Access(store, self.token, data_dir)
+        policy = Policy.load(audit_policy) if audit_policy else None
+        if audit_log is None and data_dir:
+            audit_log = os.path.join(data_dir, "audit.log")
+        self.audit = AuditLog(audit_log, policy) if audit_log else None
+        self.gate = Gate(self, self.access, self.audit)
         self.flow_limits = (flow or FlowLimits()).check()
         self.flow = FlowControl(self.flow_limits)
         self._listener: Listener | None = None
@@ -217,13 +233,14 @@ class APIServer(Core):
         """Load state, create defaults, and (with listen) serve HTTP; returns the URL."""
         if not self._started:
             await self.bootstrap()
+            await self._bootstrap_rbac()
             self._started = True
             self._bg.add(asyncio.get_running_loop().create_task(self._gc_freezer()))
         if not listen:
             return ""
         ssl_ctx = None
         if self.tls:
-            ssl_ctx, self.ca_pem = server_tls(self.data_dir, self.host)
+            ssl_ctx, self.ca_pem, self.ca_key_pem = cluster_tls(self.data_dir, self.host)
             if self.data_dir:
                 self.ca_path = os.path.join(self.data_dir, "ca.crt")
         # The listener owns the socket (flow.py): connections are counted from accept,
@@ -276,6 +293,26 @@ class APIServer(Core):
             await asyncio.sleep(every)
             gc.freeze()
 
+    async def _bootstrap_rbac(self) -> None:
+        """The bootstrap ClusterRoles and bindings (bootstrap_rbac.py), when missing."""
+        if self.store.read_only:
+            return
+        for plural, objs in (
+            ("clusterroles", bootstrap_rbac.cluster_roles()),
+            ("clusterrolebindings", bootstrap_rbac.cluster_role_bindings()),
+        ):
+            res = self._res("rbac.authorization.k8s.io", plural)
+            for obj in objs:
+                if self.store.get(res.key, obj["metadata"]["name"]) is None:
+                    await self.create_object(res, "", obj)
+
+    def client_cert(self, user: str, groups: list[str], days: int = 365) -> tuple[bytes, bytes]:
+        """(cert_pem, key_pem): a client certificate from the cluster CA for user in
+        groups (after start)."""
+        if self.ca_pem is None or self.ca_key_pem is None:
+            raise RuntimeError("the server has no CA: start it with TLS first")
+        return client_cert(self.ca_pem, self.ca_key_pem, user, groups, days)
+
     def write_kubeconfig(self, path: str) -> str:
         """Write a kubeconfig (mode 0600) for this server: URL, CA data, token."""
         return write_kubeconfig(path, self.url, self.token, ca_pem=self.ca_pem)
@@ -291,6 +328,8 @@ class APIServer(Core):
             self._listener = None
         await self.shutdown()
         await self.store.close()
+        if self.audit is not None:
+            self.audit.close()
         with contextlib.suppress(Exception):
             await webhooks.close()  # this loop's kept-alive webhook connections
 
@@ -303,11 +342,17 @@ class APIServer(Core):
         query: Mapping[str, str] | None = None,
         headers: Mapping[str, str] | None = None,
         body: bytes = b"",
+        *,
+        user: UserInfo | None = None,
+        source_ip: str = "",
     ) -> Response:
+        """Answer one request as `user` (authenticated by the HTTP layer); without one,
+        an in-process caller's Authorization header is checked here, and a caller with
+        none is the server's own loopback identity (system:masters)."""
         t0 = time.perf_counter()
         q = query or {}
         h = headers or {}
-        resp = await super().dispatch(method, path, q, h, body)
+        resp = await self.gate.handle(method, path, q, h, body, user, source_ip, super().dispatch)
         try:
             ua = h.get("User-Agent") or h.get("user-agent") or ""
             # The labelled children are looked up once per (verb, resource, status, agent):
@@ -383,9 +428,16 @@ class APIServer(Core):
 
     # ------------------------------------------------------------------ HTTP
 
-    def _authorized(self, request: web.BaseRequest) -> bool:
+    def _authenticate(self, request: web.BaseRequest) -> UserInfo | None:
+        """The user of a request's bearer token or client certificate; None when it
+        has no credential. Raises AuthError for one that names no one."""
         auth = request.headers.get("Authorization", "")
-        return auth == f"Bearer {self.token}"
+        peercert = None
+        if not auth and request.transport is not None:
+            ssl_obj = request.transport.get_extra_info("ssl_object")
+            if ssl_obj is not None:
+                peercert = ssl_obj.getpeercert()
+        return self.access.authn.authenticate(auth, peercert)
 
     async def _http(self, request: web.BaseRequest) -> web.StreamResponse:
         # The path as sent, still percent-encoded: `paths` decodes each segment once.
@@ -394,24 +446,27 @@ class APIServer(Core):
         if path in OPEN_PATHS:  # probes: answered however busy the server is
             if listener is not None:
                 listener.request_started(request.protocol, False)
-            try:
-                return await self._serve_http(request, path)
+            try:  # as anonymous: what system:public-info-viewer lets everyone read
+                return await self._serve_http(request, path, ANONYMOUS_USER)
             finally:
                 if listener is not None:
                     listener.request_done(request.protocol)
-        authed = self._authorized(request)
-        if listener is not None:
-            listener.request_started(request.protocol, authed)
         try:
-            if not authed:
-                return web.Response(
-                    status=401,
-                    body=orjson.dumps(status_obj(401, "Unauthorized", "Unauthorized")),
-                    content_type="application/json",
+            user = self._authenticate(request)
+        except AuthError:
+            user = None
+        if listener is not None:
+            listener.request_started(request.protocol, user is not None)
+        try:
+            if user is None:  # anonymous requests are refused (401), as is a bad token
+                self.gate.audit_unauthorized(
+                    request.method, path, request.query, request.headers, request.remote or ""
                 )
+                r = unauthorized()
+                return web.Response(status=401, body=r.body, content_type="application/json")
             method = request.method
             if is_long_running(method, path, request.query):
-                return await self._serve_http(request, path)
+                return await self._serve_http(request, path, user)
             kind = request_kind(method)
             client = client_of(request.headers)
             flow = self.flow
@@ -420,7 +475,7 @@ class APIServer(Core):
                 if refused is not None:
                     return self._too_many(method, path, request.query)
             try:
-                return await self._serve_http(request, path)
+                return await self._serve_http(request, path, user)
             finally:
                 flow.leave(kind, client)
         finally:
@@ -442,7 +497,9 @@ class APIServer(Core):
             content_type="application/json",
         )
 
-    async def _serve_http(self, request: web.BaseRequest, path: str) -> web.StreamResponse:
+    async def _serve_http(
+        self, request: web.BaseRequest, path: str, user: UserInfo | None = None
+    ) -> web.StreamResponse:
         try:
             body = await request.read() if request.can_read_body else b""
         except web.HTTPRequestEntityTooLarge:
@@ -457,7 +514,15 @@ class APIServer(Core):
                 ),
                 content_type="application/json",
             )
-        resp = await self.dispatch(request.method, path, request.query, request.headers, body)
+        resp = await self.dispatch(
+            request.method,
+            path,
+            request.query,
+            request.headers,
+            body,
+            user=user,
+            source_ip=request.remote or "",
+        )
         if not resp.streaming:
             assert isinstance(resp.body, bytes | bytearray)
             return web.Response(status=resp.status, body=resp.body, headers=resp.headers)

@@ -1,0 +1,337 @@
+"""The audit log: one JSON line per request, in the shape of audit.k8s.io/v1 Event
+(who: user, impersonatedUser, sourceIPs, userAgent; what: verb, requestURI,
+objectRef; how it ended: responseStatus.code; the authorization decision and its
+reason in annotations), written to DATA_DIR/audit.log (mode 0600) unless another
+path is given, rotated by size.
+
+A policy (audit.k8s.io/v1 Policy, `--audit-policy-file`) picks a level per request by
+its first matching rule: None (not logged), Metadata (who, what, outcome), Request
+(also the request body) or RequestResponse (also the response body). Without a file,
+`DEFAULT_POLICY`: heartbeats, leader-election renewals, Events and probes are not
+logged, Secrets, ConfigMaps and tokens only at Metadata (their bodies hold secrets),
+RBAC writes at Request (what was granted), everything else at Metadata.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import threading
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+import yaml
+
+from gpuyard.apiserver.attributes import Attributes
+from gpuyard.apiserver.authn import UserInfo
+
+LEVELS = ("None", "Metadata", "Request", "RequestResponse")
+log = logging.getLogger("gpuyard.apiserver.audit")
+
+DEFAULT_POLICY: dict[str, Any] = {
+    "apiVersion": "audit.k8s.io/v1",
+    "kind": "Policy",
+    "omitStages": ["RequestReceived"],
+    "rules": [
+        {
+            "level": "None",
+            "verbs": ["get", "update", "patch"],
+            "resources": [{"group": "coordination.k8s.io", "resources": ["leases"]}],
+        },
+        {
+            "level": "None",
+            "resources": [{"group": "", "resources": ["events"]}, {"group": "events.k8s.io"}],
+        },
+        {
+            "level": "None",
+            "nonResourceURLs": ["/healthz*", "/livez*", "/readyz*", "/version", "/metrics"],
+        },
+        {
+            "level": "Metadata",
+            "resources": [
+                {"group": "", "resources": ["secrets", "configmaps", "serviceaccounts/token"]},
+                {"group": "authentication.k8s.io", "resources": ["tokenreviews"]},
+            ],
+        },
+        {
+            "level": "Request",
+            "verbs": ["create", "update", "patch", "delete", "deletecollection"],
+            "resources": [{"group": "rbac.authorization.k8s.io"}],
+        },
+        {"level": "Metadata"},
+    ],
+}
+
+
+class PolicyError(ValueError):
+    """An audit policy file that cannot be used (named in the message)."""
+
+
+def _strs(v: Any, where: str) -> tuple[str, ...]:
+    if v is None:
+        return ()
+    if not isinstance(v, list) or not all(isinstance(x, str) for x in v):
+        raise PolicyError(f"{where}: must be a list of strings")
+    return tuple(v)
+
+
+@dataclass(frozen=True)
+class _Rule:
+    level: str
+    users: tuple[str, ...]
+    groups: tuple[str, ...]
+    verbs: tuple[str, ...]
+    resources: tuple[tuple[str, tuple[str, ...], tuple[str, ...]], ...] | None
+    namespaces: tuple[str, ...]
+    urls: tuple[str, ...]
+
+    def matches(self, user: UserInfo, a: Attributes) -> bool:
+        if self.users and user.name not in self.users:
+            return False
+        if self.groups and not set(self.groups) & set(user.groups):
+            return False
+        if self.verbs and a.verb not in self.verbs:
+            return False
+        if not a.resource_request:
+            if self.resources is not None or self.namespaces:
+                return False
+            if self.urls:
+                return any(
+                    u == a.path or u == "*" or (u.endswith("*") and a.path.startswith(u[:-1]))
+                    for u in self.urls
+                )
+            return True
+        if self.urls:
+            return False
+        if self.namespaces and a.namespace not in self.namespaces:
+            return False
+        if self.resources is None:
+            return True
+        full = a.resource_with_sub
+        for group, resources, names in self.resources:
+            if group != a.group:
+                continue
+            if resources and not any(
+                r in (full, "*")
+                or (r.endswith("/*") and full.startswith(r[:-1]))
+                or (r.startswith("*/") and a.subresource and r[2:] == a.subresource)
+                for r in resources
+            ):
+                continue
+            if names and a.name not in names:
+                continue
+            return True
+        return False
+
+
+class Policy:
+    def __init__(self, doc: Any, source: str = "the audit policy") -> None:
+        if not isinstance(doc, dict) or doc.get("kind") != "Policy":
+            raise PolicyError(f"{source}: not an audit.k8s.io/v1 Policy")
+        if doc.get("apiVersion") not in ("audit.k8s.io/v1",):
+            raise PolicyError(f"{source}: apiVersion must be audit.k8s.io/v1")
+        rules = doc.get("rules")
+        if not isinstance(rules, list) or not rules:
+            raise PolicyError(f"{source}: rules: at least one rule is required")
+        out: list[_Rule] = []
+        for i, r in enumerate(rules):
+            where = f"{source}: rules[{i}]"
+            if not isinstance(r, dict):
+                raise PolicyError(f"{where}: must be an object")
+            level = r.get("level")
+            if level not in LEVELS:
+                raise PolicyError(f"{where}.level: must be one of {', '.join(LEVELS)}")
+            res = r.get("resources")
+            parsed: list[tuple[str, tuple[str, ...], tuple[str, ...]]] | None = None
+            if res is not None:
+                if not isinstance(res, list):
+                    raise PolicyError(f"{where}.resources: must be a list")
+                parsed = []
+                for j, g in enumerate(res):
+                    if not isinstance(g, dict):
+                        raise PolicyError(f"{where}.resources[{j}]: must be an object")
+                    group = g.get("group", "")
+                    if not isinstance(group, str):
+                        raise PolicyError(f"{where}.resources[{j}].group: must be a string")
+                    parsed.append(
+                        (
+                            group,
+                            _strs(g.get("resources"), f"{where}.resources[{j}].resources"),
+                            _strs(g.get("resourceNames"), f"{where}.resources[{j}].resourceNames"),
+                        )
+                    )
+            urls = _strs(r.get("nonResourceURLs"), f"{where}.nonResourceURLs")
+            if urls and (parsed is not None or r.get("namespaces")):
+                raise PolicyError(
+                    f"{where}: nonResourceURLs cannot be combined with resources or namespaces"
+                )
+            out.append(
+                _Rule(
+                    str(level),
+                    _strs(r.get("users"), f"{where}.users"),
+                    _strs(r.get("userGroups"), f"{where}.userGroups"),
+                    _strs(r.get("verbs"), f"{where}.verbs"),
+                    tuple(parsed) if parsed is not None else None,
+                    _strs(r.get("namespaces"), f"{where}.namespaces"),
+                    urls,
+                )
+            )
+        self.rules = tuple(out)
+
+    @classmethod
+    def load(cls, path: str) -> Policy:
+        try:
+            with open(path) as f:
+                doc = yaml.safe_load(f)
+        except OSError as exc:
+            raise PolicyError(f"audit policy {path}: {exc.strerror or exc}") from None
+        except yaml.YAMLError as exc:
+            raise PolicyError(f"audit policy {path}: not YAML: {exc}") from None
+        return cls(doc, f"audit policy {path}")
+
+    def level(self, user: UserInfo, a: Attributes) -> str:
+        for r in self.rules:
+            if r.matches(user, a):
+                return r.level
+        return "None"
+
+
+def _ts(t: datetime) -> str:
+    return t.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
+
+
+class AuditLog:
+    """Appends events to a file (mode 0600), rotated past max_bytes with `backups`
+    older files kept (audit.log.1 is the newest of them)."""
+
+    def __init__(
+        self,
+        path: str,
+        policy: Policy | None = None,
+        *,
+        max_bytes: int = 100 * 1024 * 1024,
+        backups: int = 5,
+    ) -> None:
+        self.path = path
+        self.policy = policy or Policy(DEFAULT_POLICY, "the default audit policy")
+        self.max_bytes = max_bytes
+        self.backups = backups
+        self._lock = threading.Lock()
+        self._fd = self._open()
+        self._size = os.fstat(self._fd).st_size
+        self.failed = False
+
+    def _open(self) -> int:
+        fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        os.fchmod(fd, 0o600)
+        return fd
+
+    def level(self, user: UserInfo, a: Attributes) -> str:
+        return self.policy.level(user, a)
+
+    def write(self, event: dict[str, Any]) -> None:
+        line = orjson.dumps(event) + b"\n"
+        with self._lock:
+            try:
+                if self._size + len(line) > self.max_bytes and self._size:
+                    self._rotate()
+                os.write(self._fd, line)
+                self._size += len(line)
+                self.failed = False
+            except OSError as exc:  # a full disk: requests go on, the log says why once
+                if not self.failed:
+                    log.error("cannot write the audit log %s: %s", self.path, exc)
+                self.failed = True
+
+    def _rotate(self) -> None:
+        os.close(self._fd)
+        for i in range(self.backups - 1, 0, -1):
+            with contextlib.suppress(OSError):
+                os.replace(f"{self.path}.{i}", f"{self.path}.{i + 1}")
+        if self.backups > 0:
+            os.replace(self.path, f"{self.path}.1")
+        else:
+            os.unlink(self.path)
+        self._fd = self._open()
+        self._size = 0
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            os.close(self._fd)
+
+
+def event(
+    level: str,
+    audit_id: str,
+    received: datetime,
+    uri: str,
+    a: Attributes,
+    user: UserInfo,
+    impersonated: UserInfo | None,
+    source_ip: str,
+    user_agent: str,
+    code: int,
+    stage: str = "ResponseComplete",
+    decision: tuple[str, str] | None = None,
+    message: str = "",
+    request_object: Any = None,
+    response_object: Any = None,
+) -> dict[str, Any]:
+    ev: dict[str, Any] = {
+        "kind": "Event",
+        "apiVersion": "audit.k8s.io/v1",
+        "level": level,
+        "auditID": audit_id,
+        "stage": stage,
+        "requestURI": uri,
+        "verb": a.verb,
+        "user": user.as_dict(),
+    }
+    if impersonated is not None:
+        ev["impersonatedUser"] = impersonated.as_dict()
+    if source_ip:
+        ev["sourceIPs"] = [source_ip]
+    if user_agent:
+        ev["userAgent"] = user_agent
+    if a.resource_request:
+        ref: dict[str, str] = {"resource": a.resource}
+        if a.namespace:
+            ref["namespace"] = a.namespace
+        if a.name:
+            ref["name"] = a.name
+        ref["apiGroup"] = a.group
+        ref["apiVersion"] = a.version
+        if a.subresource:
+            ref["subresource"] = a.subresource
+        ev["objectRef"] = ref
+    status: dict[str, Any] = {"metadata": {}, "code": code}
+    if code >= 400:
+        status["status"] = "Failure"
+        if message:
+            status["message"] = message
+    ev["responseStatus"] = status
+    if request_object is not None:
+        ev["requestObject"] = request_object
+    if response_object is not None:
+        ev["responseObject"] = response_object
+    t = now()
+    ev["requestReceivedTimestamp"] = _ts(received)
+    ev["stageTimestamp"] = _ts(t)
+    if decision is not None:
+        ev["annotations"] = {
+            "authorization.k8s.io/decision": decision[0],
+            "authorization.k8s.io/reason": decision[1],
+        }
+    return ev
+
+
+def new_id() -> str:
+    return str(uuid.uuid4())
