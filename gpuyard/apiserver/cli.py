@@ -8,6 +8,7 @@ import os
 import signal
 import sys
 import tempfile
+from typing import Any
 
 from gpuyard.apiserver import flow
 from gpuyard.cliargs import COUNT, PORT, private_dir
@@ -43,7 +44,34 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=50_000,
         help="events kept per resource for resuming watches",
     )
+    parser.add_argument(
+        "--audit-policy-file",
+        default=None,
+        help="audit.k8s.io/v1 Policy choosing each request's audit level (None, Metadata, "
+        "Request, RequestResponse); default: writes and reads at Metadata, RBAC writes at "
+        "Request, no heartbeats, Events or probes, never Secret or token bodies",
+    )
+    parser.add_argument(
+        "--audit-log-path",
+        default=None,
+        help="audit log file (JSON lines, mode 0600; default DATA_DIR/audit.log; '-' or '' "
+        "turns it off)",
+    )
     flow.add_arguments(parser)
+
+
+def audit_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The APIServer keyword arguments of the audit flags (a bad policy file is refused
+    here, naming the file and what is wrong)."""
+    from gpuyard.apiserver.audit import Policy
+
+    if args.audit_policy_file:
+        Policy.load(args.audit_policy_file)
+    path = args.audit_log_path
+    return {
+        "audit_policy": args.audit_policy_file,
+        "audit_log": "" if path in ("-", "") else path,
+    }
 
 
 async def _serve(args: argparse.Namespace) -> int:
@@ -66,6 +94,7 @@ async def _serve(args: argparse.Namespace) -> int:
         log_size=args.watch_log,
         fsync=args.fsync,
         flow=flow.limits_from_args(args),
+        **audit_options(args),
     )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

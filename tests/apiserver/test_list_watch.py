@@ -264,12 +264,16 @@ async def test_watch_of_untouched_resource_from_list_version(api: Api) -> None:
 
 async def test_partial_object_metadata(api: Api) -> None:
     await api.post(f"{NS}/configmaps", cm("a", {"secret": "x"}, labels={"k": "v"}))
-    acc = {"Accept": "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1,"
-                     "application/json"}
+    acc = {
+        "Accept": "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1,"
+        "application/json"
+    }
     st, lst = await api.get(f"{NS}/configmaps", headers=acc)
     assert st == 200 and lst["kind"] == "PartialObjectMetadataList"
     assert lst["items"][0]["metadata"]["labels"] == {"k": "v"}
     assert "data" not in lst["items"][0]
-    st, one = await api.get(f"{NS}/configmaps/a", headers={
-        "Accept": "application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1"})
+    st, one = await api.get(
+        f"{NS}/configmaps/a",
+        headers={"Accept": "application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1"},
+    )
     assert one["kind"] == "PartialObjectMetadata" and "data" not in one
