@@ -1,4 +1,4 @@
-"""The `gpuyard` command: a thin dispatcher to each component's own command module.
+"""The `gpuyard` command.
 
 Each subcommand lives in the package that owns it, as a module with
 `add_arguments(parser)` and `run(args) -> int`; this file only names them, so that
@@ -13,6 +13,21 @@ import os
 import sys
 
 from gpuyard.cliargs import CommandError
+
+DESCRIPTION = """\
+gpuyard: a control plane for GPU training clusters on Kubernetes (gang-scheduled
+training jobs, team capacity, warm capacity, GPU health), with an embedded cluster of
+simulated GPU nodes to try it on."""
+EXAMPLES = """examples:
+  gpuyard up --nodes 16 --autoscale gpu=16:24 --balloons   # a local cluster of 8-GPU nodes
+  export KUBECONFIG=$PWD/.gpuyard/kubeconfig                # then, in another terminal:
+  gpuyard submit -f examples/ddp.yaml                       # a 16-worker training job
+  gpuyard jobs -o wide                                      # phase, restarts, nodes, why it waits
+  gpuyard describe job clip-ddp                             # its workers, restarts and events
+  gpuyard fault gpu-xid gpu-node-0003 --xid 79              # break a GPU of a simulated node
+  gpuyard twin synth --nodes 120 --days 1 --jobs 1000 --out /tmp/jobs.csv
+
+'gpuyard COMMAND --help' describes each command."""
 
 # name -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -45,7 +60,12 @@ def main(argv: list[str] | None = None) -> int:
     # Whatever a command writes (data directories, kubeconfigs, keys, reports) is its
     # owner's only: directories 0700, files 0600, unless the code asks for more.
     os.umask(0o077)
-    parser = argparse.ArgumentParser(prog="gpuyard", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="gpuyard",
+        description=DESCRIPTION,
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--version", action="version", version="gpuyard 0.1.0")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     # Only the chosen command's module is imported; the others get a bare help line.

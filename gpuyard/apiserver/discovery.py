@@ -5,11 +5,14 @@ from __future__ import annotations
 from typing import Any
 
 from gpuyard.apiserver.resources import Registry, Resource
+from gpuyard.apiserver.schemas import KUBERNETES_VERSION
 
+# /version: the Kubernetes release whose API the server follows (its schemas' release),
+# so kubectl of that release does not warn about version skew.
 VERSION_INFO = {
-    "major": "1",
-    "minor": "36",
-    "gitVersion": "v1.36.0+gpuyard",
+    "major": KUBERNETES_VERSION.split(".")[0],
+    "minor": KUBERNETES_VERSION.split(".")[1],
+    "gitVersion": f"v{KUBERNETES_VERSION}.0+gpuyard",
     "gitCommit": "0000000000000000000000000000000000000000",
     "gitTreeState": "clean",
     "buildDate": "2026-01-01T00:00:00Z",

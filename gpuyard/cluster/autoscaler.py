@@ -44,7 +44,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import secrets
+import re
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
@@ -79,6 +79,9 @@ class NodeGroup:
     template: NodeShape
     min_size: int
     max_size: int
+    # New nodes are named like the pool's first ones: <prefix>-<4 digits>, numbered on
+    # from the highest number in use (gpu-node-0016 after gpu-node-0015).
+    prefix: str = ""
 
 
 @dataclass
@@ -127,7 +130,8 @@ def parse_groups(spec: str, shapes: Iterable[NodeShape]) -> dict[str, NodeGroup]
                 )
         tmpl = replace(base, name=name, rack="", zone="", count=1, taints=list(base.taints))
         tmpl.labels = {**base.labels}
-        out[name] = NodeGroup(name, base.pool, tmpl, mn, mx)
+        prefix = re.sub(r"-\d+$", "", base.name) if re.search(r"-\d+$", base.name) else base.name
+        out[name] = NodeGroup(name, base.pool, tmpl, mn, mx, prefix)
     if not out:
         raise NodeGroupError("no node groups given")
     return out
@@ -442,9 +446,21 @@ class Autoscaler:
             pending.add(t)
             t.add_done_callback(pending.discard)
 
+    def _new_name(self, g: NodeGroup) -> str:
+        """The next name in the pool's style, never one a node has had (a removed node's
+        host directory stays, so its name is not given again)."""
+        prefix = g.prefix or g.name
+        pat = re.compile(re.escape(prefix) + r"-(\d+)$")
+        used = set(self.sim.nodes) | {r[1] for r in self.removed}
+        hosts = getattr(self.sim, "hosts_dir", None)
+        if hosts is not None and hosts.is_dir():
+            used |= {p.name for p in hosts.iterdir()}
+        top = max((int(m.group(1)) for u in used if (m := pat.match(u))), default=-1)
+        return f"{prefix}-{top + 1:04d}"
+
     async def _join(self, group: str) -> None:
         g = self.groups[group]
-        name = f"{g.name}-{secrets.token_hex(3)}"
+        name = self._new_name(g)
         shape = replace(g.template, name=name, rack="", zone="", taints=list(g.template.taints))
         taints, labels = [], {LABEL_NODE_GROUP: group}
         if self.config.preflight:

@@ -10,7 +10,7 @@ import signal
 import sys
 
 from gpuyard.apiserver import flow
-from gpuyard.cliargs import NATURAL, PORT, SECONDS, CommandError, Float, parse_settings
+from gpuyard.cliargs import NATURAL, PORT, SECONDS, CommandError, Float, Int, parse_settings
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -24,7 +24,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "replaces --nodes",
     )
     parser.add_argument("--data-dir", default=".gpuyard", help="state directory (default .gpuyard)")
-    parser.add_argument("--port", type=PORT, default=6443, help="API port (0 = any free port)")
+    parser.add_argument(
+        "--port", type=PORT, default=6443, help="API port (default 6443; 0: any free port)"
+    )
+    parser.add_argument(
+        "--rack-size",
+        type=Int(lo=1, hi=100_000),
+        default=32,
+        help="simulated nodes per rack, racks dealt round robin over zone-a..c (default 32)",
+    )
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on")
     parser.add_argument("--in-memory", action="store_true", help="keep the store in memory")
     parser.add_argument("--lease-seconds", type=SECONDS, default=10.0, help="node lease period")
@@ -94,6 +102,7 @@ async def _main(args: argparse.Namespace) -> int:
         preflight=args.preflight,
         autoscale=args.autoscale,
         join_rate=args.join_rate,
+        rack_size=args.rack_size,
         components=comps,
         options=options,
         flow=flow.limits_from_args(args),

@@ -33,7 +33,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--kubeconfig",
         help="kubeconfig (default: KUBECONFIG, else DATA_DIR/kubeconfig, else ~/.kube/config)",
     )
-    parser.add_argument("--data-dir", default=".gpuyard", help="the gpuyard up data directory")
+    parser.add_argument(
+        "--data-dir", default=".gpuyard", help="the gpuyard up data directory (default .gpuyard)"
+    )
+    parser.add_argument(
+        "--all",
+        action="store_true",
+        help="list: also the faults of nodes that no longer exist (removed by the autoscaler)",
+    )
 
 
 def _kubeconfig(args: argparse.Namespace) -> str | None:
@@ -61,7 +68,12 @@ async def _main(args: argparse.Namespace) -> int:
         return 2
     try:
         if args.kind == "list":
-            for cm in await list_faults(client):
+            from gpuyard.kube.resources import NODES
+
+            present = {n["metadata"]["name"] for n in (await client.list(NODES))["items"]}
+            faults = await list_faults(client)
+            shown = [cm for cm in faults if args.all or cm["data"].get("node") in present]
+            for cm in shown:
                 d = cm["data"]
                 ann = cm["metadata"].get("annotations") or {}
                 extra = " ".join(
@@ -70,6 +82,14 @@ async def _main(args: argparse.Namespace) -> int:
                 print(
                     f"{d.get('time', '')}  {d.get('kind', ''):14} {d.get('node', ''):20} {extra}  -> {ann.get('gpuyard.io/fault-result', 'pending')}"
                 )
+            if len(shown) < len(faults):
+                k = len(faults) - len(shown)
+                what = (
+                    "fault of a node that no longer exists"
+                    if k == 1
+                    else ("faults of nodes that no longer exist")
+                )
+                print(f"({k} {what} not shown; --all shows them)")
             return 0
         if not args.node:
             print(f"gpuyard fault {args.kind}: name the node", file=sys.stderr)

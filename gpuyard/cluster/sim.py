@@ -39,6 +39,7 @@ from typing import Any
 import orjson
 
 from gpuyard import names
+from gpuyard.apiserver.schemas import KUBERNETES_VERSION
 from gpuyard.cluster.shapes import NODES_PER_RACK, ZONES, NodeShape
 from gpuyard.cluster.simhost import SimHost
 from gpuyard.kube import objects as o
@@ -50,7 +51,8 @@ log = logging.getLogger("gpuyard.cluster")
 
 LEASE_NS = "kube-node-lease"
 SIM_LABEL = "gpuyard.io/simulated"
-KUBELET_VERSION = "v1.31.0-gpuyard"
+# The simulated kubelets are of the release the API server follows (no version skew).
+KUBELET_VERSION = f"v{KUBERNETES_VERSION}.0-gpuyard"
 RESOURCES = ("cpu", "memory", names.RESOURCE_GPU, "pods")
 REMOVED_MARKER = "removed"
 
@@ -68,6 +70,7 @@ class SimConfig:
     register_taints: list[dict[str, Any]] = field(default_factory=list)
     register_labels: dict[str, str] = field(default_factory=dict)
     concurrency: int = 64
+    rack_size: int = NODES_PER_RACK  # for nodes added later (the autoscaler's)
 
 
 @dataclass
@@ -376,7 +379,7 @@ class SimCluster:
         index = self._next_index
         self._next_index += 1
         if not shape.rack:
-            rack = index // NODES_PER_RACK
+            rack = index // self.cfg.rack_size
             shape.rack = f"rack-{rack:04d}"
             shape.zone = shape.zone or ZONES[rack % len(ZONES)]
         shape.taints = [*shape.taints, *(taints or [])]

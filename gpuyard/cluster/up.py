@@ -28,7 +28,7 @@ from gpuyard.cluster import components
 from gpuyard.cluster.autoscaler import Autoscaler, AutoscalerConfig, parse_groups
 from gpuyard.cluster.faults import FaultApplier
 from gpuyard.cluster.lifecycle import NodeLifecycle
-from gpuyard.cluster.shapes import NodeShape, default_shapes, load_shapes
+from gpuyard.cluster.shapes import NODES_PER_RACK, ZONES, NodeShape, default_shapes, load_shapes
 from gpuyard.cluster.sim import SimCluster, SimConfig
 from gpuyard.kube.errors import AlreadyExists
 from gpuyard.kube.informer import Informer
@@ -54,6 +54,7 @@ class UpOptions:
     preflight: bool = False
     autoscale: str | None = None  # node groups, such as "gpu=0:64,cpu=0:8"
     join_rate: float = 0.0  # nodes joining per second; 0: all at once
+    rack_size: int = NODES_PER_RACK  # nodes per rack (racks dealt round robin over zones)
     components: list[str] | None = None  # None: all defaults
     options: dict[str, Any] = field(default_factory=dict)
     flow: Any = None  # gpuyard.apiserver.flow.FlowLimits; None: its defaults
@@ -65,7 +66,11 @@ def build_shapes(opts: UpOptions) -> list[NodeShape]:
         if opts.cpu_nodes:
             shapes += default_shapes(0, opts.cpu_nodes)
         return shapes
-    return default_shapes(opts.nodes, opts.cpu_nodes)
+    shapes = default_shapes(opts.nodes, opts.cpu_nodes)
+    for i, s in enumerate(shapes):
+        rack = i // opts.rack_size
+        s.rack, s.zone = f"rack-{rack:04d}", ZONES[rack % len(ZONES)]
+    return shapes
 
 
 # `--set` keys for the simulated autoscaler: the AutoscalerConfig field each sets, and
@@ -190,6 +195,7 @@ class EmbeddedCluster:
                 start_delay=self.opts.start_delay,
                 register_taints=register_taints,
                 register_labels=register_labels,
+                rack_size=self.opts.rack_size,
             ),
         )
         await self.sim.start()

@@ -28,6 +28,7 @@ from typing import Any
 from gpuyard.health import kubeio
 from gpuyard.health.brake import BrakeConfig, BrakeState, Taint, plan_taints, reset
 from gpuyard.health.verdict import TAINT_CONDITIONS, wanted_taint
+from gpuyard.k8s.disruption import DELETION_BY_TAINT_MANAGER, status_patch
 from gpuyard.kube.objects import (
     NO_EXECUTE,
     NO_SCHEDULE,
@@ -298,6 +299,10 @@ async def _announce_trip(
             )
 
 
+def _evict_message(node: str, taint: Taint) -> str:
+    return f"node {node} has the taint {TAINT_UNHEALTHY}={taint[0]}:{taint[1]}"
+
+
 async def evict_untolerating(client: Any, node: str, taint: Taint) -> int:
     """Delete the pods on `node` that do not tolerate our NoExecute taint."""
     from gpuyard.kube.objects import is_pod_terminal, tolerates
@@ -316,7 +321,16 @@ async def evict_untolerating(client: Any, node: str, taint: Taint) -> int:
             continue
         if tolerates((pod.get("spec") or {}).get("tolerations"), full):
             continue
+        why = f"evicted: node {node} has {TAINT_UNHEALTHY}={taint[0]}:{taint[1]}"
         try:
+            # Say why on the pod first (DisruptionTarget, as the taint manager does).
+            await client.patch_status(
+                PODS,
+                md["name"],
+                status_patch(DELETION_BY_TAINT_MANAGER, _evict_message(node, taint)),
+                md.get("namespace"),
+                patch_type="strategic",
+            )
             await client.delete(PODS, md["name"], md.get("namespace"))
             n += 1
             await kubeio.record(
@@ -324,7 +338,7 @@ async def evict_untolerating(client: Any, node: str, taint: Taint) -> int:
                 pod,
                 "Warning",
                 "TaintManagerEviction",
-                f"evicted: node {node} has {TAINT_UNHEALTHY}={taint[0]}:{taint[1]}",
+                why,
             )
         except Exception as exc:
             log.info("evict %s/%s: %s", md.get("namespace"), md.get("name"), exc)

@@ -26,11 +26,23 @@ def add_arguments(parser: argparse.ArgumentParser, command: str) -> None:
     parser.add_argument(
         "--kubeconfig", help="kubeconfig file (default: KUBECONFIG, ~/.kube/config)"
     )
-    parser.add_argument(
-        "-n", "--namespace", help="namespace (default: the kubeconfig's, else default)"
-    )
+    if command not in ("nodes", "status"):  # nodes and the summary are cluster-wide
+        parser.add_argument(
+            "-n", "--namespace", help="namespace (default: the kubeconfig's, else default)"
+        )
     if command in ("jobs", "describe", "nodes", "status", "submit"):
-        parser.add_argument("-o", "--output", choices=("table", "json", "yaml"), default="table")
+        formats = (
+            ("table", "wide", "json", "yaml") if command == "jobs" else ("table", "json", "yaml")
+        )
+        parser.add_argument(
+            "-o",
+            "--output",
+            choices=formats,
+            default="table",
+            help="output format (default table"
+            + ("; wide adds each job's nodes" if command == "jobs" else "")
+            + ")",
+        )
     if command == "jobs":
         parser.add_argument(
             "-A", "--all-namespaces", action="store_true", help="jobs in every namespace"
@@ -67,15 +79,13 @@ def _print(obj: Any, fmt: str) -> None:
 
 
 def _table(columns: list[str], rows: list[list[Any]]) -> None:
-    from rich.console import Console
-    from rich.table import Table
-
-    t = Table(box=None, pad_edge=False, show_edge=False, header_style="bold")
-    for c in columns:
-        t.add_column(c, overflow="fold")
-    for r in rows:
-        t.add_row(*[str(x) for x in r])
-    Console(width=200, soft_wrap=False).print(t)
+    """A table as kubectl prints one: columns padded to their widest cell, three spaces
+    apart, and nothing cut (the last column, the reason, runs as long as it is)."""
+    cells = [columns, *[[str(x) for x in r] for r in rows]]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(columns))]
+    for r in cells:
+        line = "   ".join(c.ljust(w) for c, w in zip(r[:-1], widths[:-1], strict=True))
+        print((line + "   " + r[-1]).rstrip() if len(r) > 1 else r[0])
 
 
 def _load_job(path: str) -> dict[str, Any]:
@@ -94,6 +104,34 @@ def _load_job(path: str) -> dict[str, Any]:
     if not isinstance(docs[0], dict):
         raise CliError(f"{path}: expected a TrainingJob object, found {type(docs[0]).__name__}")
     return docs[0]
+
+
+LABEL_JOB = "gpuyard.io/job"
+
+
+def _replica_index(pod: dict[str, Any]) -> int:
+    try:
+        return int(o.labels_of(pod).get("gpuyard.io/replica-index", "0"))
+    except ValueError:
+        return 0
+
+
+async def _namespace_teams(client: Any) -> dict[str, str]:
+    """namespace -> the Team whose spec.namespaces holds it (empty where Teams cannot be
+    read: a cluster without the CRD, or a user without the right)."""
+    from gpuyard.kube.errors import ApiError
+    from gpuyard.kube.resources import TEAMS
+
+    try:
+        teams = (await client.list(TEAMS))["items"]
+    except ApiError:
+        return {}
+    out: dict[str, str] = {}
+    for t in sorted(teams, key=o.name_of):
+        for n in (t.get("spec") or {}).get("namespaces") or []:
+            if isinstance(n, str):
+                out.setdefault(n, o.name_of(t))
+    return out
 
 
 def _age(ts: str | None) -> str:
@@ -127,7 +165,7 @@ async def _run(args: argparse.Namespace) -> int:
             print(f"trainingjob/{job['metadata'].get('name')} is valid (dry run, nothing sent)")
             return 0
     client = await _client(args)
-    ns = args.namespace or client.namespace
+    ns = getattr(args, "namespace", None) or client.namespace
     try:
         return await _dispatch(client, args, ns, cmd)
     except ApiError as exc:
@@ -182,9 +220,23 @@ async def _dispatch(client: Any, args: argparse.Namespace, ns: str, cmd: str) ->
         return 0
     if cmd == "jobs":
         items = (await client.list(TRAINING_JOBS, None if args.all_namespaces else ns))["items"]
-        if args.output != "table":
+        if args.output in ("json", "yaml"):
             _print({"apiVersion": "v1", "kind": "List", "items": items}, args.output)
             return 0
+        teams = await _namespace_teams(client)
+        wide = args.output == "wide"
+        nodes_of: dict[str, list[str]] = {}
+        if wide:
+            pods = (
+                await client.list(
+                    PODS, None if args.all_namespaces else ns, label_selector=LABEL_JOB
+                )
+            )["items"]
+            for p in sorted(pods, key=_replica_index):
+                node = (p.get("spec") or {}).get("nodeName")
+                if node and not o.is_pod_terminal(p):
+                    key = f"{o.namespace_of(p)}/{o.labels_of(p).get(LABEL_JOB)}"
+                    nodes_of.setdefault(key, []).append(node)
         rows = []
         for j in items:
             st = j.get("status") or {}
@@ -197,15 +249,18 @@ async def _dispatch(client: Any, args: argparse.Namespace, ns: str, cmd: str) ->
             )
             row = [
                 j["metadata"]["name"],
-                spec.get("team") or j["metadata"]["namespace"],
+                spec.get("team") or teams.get(j["metadata"]["namespace"], "-"),
                 spec.get("replicas"),
                 phase,
                 st.get("restarts", 0),
                 _age(j["metadata"].get("creationTimestamp")),
-                why,
             ]
+            if wide:
+                row.append(",".join(nodes_of.get(o.key_of(j), [])) or "-")
+            row.append(why)
             rows.append(([j["metadata"]["namespace"]] if args.all_namespaces else []) + row)
-        cols = ["NAME", "TEAM", "REPLICAS", "PHASE", "RESTARTS", "AGE", "WHY"]
+        cols = ["NAME", "TEAM", "REPLICAS", "PHASE", "RESTARTS", "AGE"]
+        cols += ["NODES", "WHY"] if wide else ["WHY"]
         if not rows:
             print(
                 "No TrainingJobs found"
@@ -245,17 +300,17 @@ async def _dispatch(client: Any, args: argparse.Namespace, ns: str, cmd: str) ->
             return 0
         st = job.get("status") or {}
         spec = job.get("spec") or {}
+        teams = await _namespace_teams(client)
         print(f"Name:         {args.name}")
         print(f"Namespace:    {ns}")
-        print(f"Team:         {spec.get('team') or ns}")
+        print(f"Team:         {spec.get('team') or teams.get(ns, '-')}")
         print(f"Replicas:     {spec.get('replicas')} x {spec.get('gpusPerReplica', 8)} GPUs")
         print(f"Priority:     {spec.get('priorityClassName', names.PRIORITY_NORMAL)}")
         print(f"Phase:        {st.get('phase', 'Pending')}  ({st.get('reason', '')})")
         print(f"Message:      {st.get('message', '')}")
         print(f"Restarts:     {st.get('restarts', 0)} of {spec.get('backoffLimit', 3)}")
-        print(
-            f"Workers:      {st.get('runningWorkers', 0)} running, {st.get('readyWorkers', 0)} ready"
-        )
+        if st.get("preemptions"):
+            print(f"Preemptions:  {st['preemptions']} (not charged as restarts)")
         print(
             f"Started:      {st.get('startTime', '-')}   Completed: {st.get('completionTime', '-')}"
         )
@@ -267,10 +322,19 @@ async def _dispatch(client: Any, args: argparse.Namespace, ns: str, cmd: str) ->
             )
         except NotFound:
             pass
-        print("Workers:")
-        for p in sorted(
-            pods, key=lambda p: int(o.labels_of(p).get("gpuyard.io/replica-index", "0"))
-        ):
+        history = st.get("history") or []
+        if history:
+            print("History:      how each earlier gang ended (newest last)")
+            for h in history:
+                print(
+                    f"  {h.get('time', '-')}  gang {h.get('generation', '?')}  "
+                    f"{h.get('reason', ''):<15} {h.get('cause', '')}"
+                )
+        print(
+            f"Workers:      {st.get('runningWorkers', 0)} running, "
+            f"{st.get('readyWorkers', 0)} ready"
+        )
+        for p in sorted(pods, key=_replica_index):
             pst = p.get("status") or {}
             print(
                 f"  {p['metadata']['name']:<32} {pst.get('phase', 'Pending'):<10} {p['spec'].get('nodeName') or '-'}"

@@ -19,7 +19,7 @@ import time
 from typing import Any
 
 from gpuyard.jobs.fit import never_fits
-from gpuyard.jobs.reconcile import LABEL_JOB, Observed, reconcile
+from gpuyard.jobs.reconcile import LABEL_GEN, LABEL_JOB, Observed, reconcile
 from gpuyard.jobs.spec import JobSpec, refusal
 from gpuyard.k8s.autoscaler import group_max_sizes
 from gpuyard.kube import objects as o
@@ -60,6 +60,13 @@ class JobController:
         # "ns/name" -> (job generation, refusal, retry at (monotonic), backoff seconds)
         self._refused: dict[str, tuple[int, str, float, float]] = {}
         self._told: dict[str, str] = {}  # pod uid -> the message of its last Event
+        # "ns/job" -> {worker name: its last state before it was deleted}, so that a
+        # worker that is gone is explained by what it (and its node) said last.
+        self._gone: dict[str, dict[str, dict[str, Any]]] = {}
+        # "ns/job" -> the gang generation last written to its status: a job seen with an
+        # older one is a cached copy from before our own write, not reconciled again
+        # (its workers, deleted by that write, would look lost a second time).
+        self._written_gen: dict[str, int] = {}
 
     def _enqueue(self, key: str) -> None:
         self._queue.add(key)
@@ -86,6 +93,9 @@ class JobController:
 
         def pod_gone(pod: dict[str, Any]) -> None:
             self._told.pop(str((pod.get("metadata") or {}).get("uid") or ""), None)
+            name = o.labels_of(pod).get(LABEL_JOB)
+            if name and isinstance(pod.get("metadata"), dict):
+                self._gone.setdefault(f"{o.namespace_of(pod)}/{name}", {})[o.name_of(pod)] = pod
             pod_ev(pod)
 
         self.pods.add_handler(pod_ev, lambda old, new: pod_ev(new), pod_gone)
@@ -105,6 +115,8 @@ class JobController:
 
     def _forget(self, key: str) -> None:
         self._refused.pop(key, None)
+        self._gone.pop(key, None)
+        self._written_gen.pop(key, None)
         self._children = {c for c in self._children if not c.startswith(key + "/")}
 
     @staticmethod
@@ -158,6 +170,8 @@ class JobController:
         job = self.jobs.get(name, ns)
         if job is None or (job.get("metadata") or {}).get("deletionTimestamp"):
             return
+        if int((job.get("status") or {}).get("generation") or 0) < self._written_gen.get(key, 0):
+            return  # the watch brings our own newer status, and with it another reconcile
         self.reconciles += 1
         have = {k.rsplit("/", 1)[1] for k in self._children if k.startswith(key + "/")}
         if self.groups.get(name, ns) is not None:
@@ -170,6 +184,10 @@ class JobController:
             self._refused.pop(key, None)
 
         never = self._never(job)
+        gen = str((job.get("status") or {}).get("generation") or 0)
+        gone = self._gone.get(key, {})
+        for pod_name in [n for n, p in gone.items() if o.labels_of(p).get(LABEL_GEN) != gen]:
+            del gone[pod_name]  # of a gang already replaced
 
         def observe(why: str | None) -> Any:
             return reconcile(
@@ -181,6 +199,8 @@ class JobController:
                     have=have,
                     refused=why,
                     never=never,
+                    gone=list(gone.values()),
+                    node_of=self.nodes.get,
                 )
             )
 
@@ -229,6 +249,7 @@ class JobController:
         if act.status is not None:
             try:
                 await self.client.patch_status(TRAINING_JOBS, name, {"status": act.status}, ns)
+                self._written_gen[key] = int(act.status.get("generation") or 0)
             except (NotFound, Conflict):
                 self._enqueue(key)
         for etype, reason, message in act.events:

@@ -10,7 +10,9 @@ owned by the job.
 `reconcile(observed)` returns the actions: objects to create, workers to delete, the
 new status (None when unchanged) and Events. A worker that fails, or whose node is
 lost, fails the whole gang: every worker is deleted and a new gang (the next
-generation) is created, until backoffLimit restarts are spent.
+generation) is created, until backoffLimit restarts are spent. What counts as a
+restart, and how its cause is found, is `gpuyard.jobs.causes`; each restart or
+preemption is kept in `status.history` (the last HISTORY_LIMIT) with its cause.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from gpuyard import names
+from gpuyard.jobs.causes import Cause, worker_cause
 from gpuyard.jobs.spec import JobSpec, validate_job
 from gpuyard.kube import objects as o
 
@@ -29,6 +32,7 @@ LABEL_JOB = "gpuyard.io/job"
 LABEL_GEN = "gpuyard.io/job-generation"
 LABEL_INDEX = "gpuyard.io/replica-index"
 HOSTFILE_PATH = "/etc/gpuyard"
+HISTORY_LIMIT = 10
 
 
 def rfc3339(ts: float) -> str:
@@ -181,6 +185,10 @@ class Observed:
     refused: str | None = None
     # Why the job can never fit what the cluster can ever offer (jobs.fit), or None.
     never: str | None = None
+    # The last state seen of this job's workers that were deleted since (the informer's
+    # final object), so a worker that is gone is explained, not just missed.
+    gone: list[dict[str, Any]] = field(default_factory=list)
+    node_of: Callable[[str], dict[str, Any] | None] = lambda name: None
 
 
 @dataclass
@@ -192,26 +200,6 @@ class Actions:
     # Events on the job's workers, (pod name, type, reason, message): asked for on every
     # reconcile while they hold; the controller records each once per pod.
     pod_events: list[tuple[str, str, str, str]] = field(default_factory=list)
-
-
-def _lost(pod: dict[str, Any], node_ready: Callable[[str], bool]) -> str | None:
-    """Why a worker is gone or failed (None: it is fine)."""
-    st = pod.get("status") or {}
-    name = o.name_of(pod)
-    node = (pod.get("spec") or {}).get("nodeName")
-    if st.get("phase") == "Failed":
-        code = None
-        for cs in st.get("containerStatuses") or []:
-            term = (cs.get("state") or {}).get("terminated") or {}
-            if term.get("exitCode") is not None:
-                code = term["exitCode"]
-        why = st.get("reason") or (f"exit code {code}" if code is not None else "failed")
-        return f"{name} failed on {node or 'no node'} ({why})"
-    if (pod.get("metadata") or {}).get("deletionTimestamp"):
-        return f"{name} was evicted from {node or 'its node'}"
-    if node and not node_ready(node):
-        return f"{name} lost its node {node}"
-    return None
 
 
 def _scheduler_reason(pods: list[dict[str, Any]]) -> str | None:
@@ -302,26 +290,58 @@ def reconcile(obs: Observed) -> Actions:
         )
         return _with_status(act, old, st, obs, current)
 
-    # Gang failure: any worker failed or lost.
-    problems = [why for p in current if (why := _lost(p, obs.node_ready))]
+    # Gang failure: any worker failed or lost (causes.worker_cause says why, and whether
+    # it is charged as a restart).
+    causes: list[Cause] = [
+        c for p in current if (c := worker_cause(p, obs.node_of, obs.node_ready)) is not None
+    ]
     by_index = {o.labels_of(p).get(LABEL_INDEX): p for p in current}
+    if phase in ("Running", "Scheduling", "Restarting", "Pending"):
+        seen = {o.name_of(p) for p in current}
+        for p in obs.gone:
+            if o.labels_of(p).get(LABEL_GEN) != str(gen) or o.name_of(p) in seen:
+                continue
+            if (p.get("status") or {}).get("phase") == "Succeeded":
+                continue
+            c = worker_cause(p, obs.node_of, obs.node_ready, gone=True)
+            causes.append(c or Cause(f"{o.name_of(p)} was deleted"))
+            seen.add(o.name_of(p))
     if phase in ("Running", "Scheduling") and st.get("runningWorkers") == js.replicas:
         for i in range(js.replicas):
-            if str(i) not in by_index:
-                problems.append(f"{worker_name(js.name, i)} disappeared")
-    if problems and not all(
+            if str(i) not in by_index and worker_name(js.name, i) not in {
+                o.name_of(p) for p in obs.gone
+            }:
+                causes.append(Cause(f"{worker_name(js.name, i)} disappeared"))
+    if causes and not all(
         o.is_pod_terminal(p) and (p.get("status") or {}).get("phase") == "Succeeded"
         for p in current
     ):
-        why = problems[0] + (f" (and {len(problems) - 1} more)" if len(problems) > 1 else "")
+        # A fault outweighs a preemption: the gang is charged if any worker was lost.
+        causes.sort(key=lambda c: not c.counts)
+        counts = causes[0].counts
+        why = causes[0].text + (f" (and {len(causes) - 1} more)" if len(causes) > 1 else "")
         for p in current:
             if not (p.get("metadata") or {}).get("deletionTimestamp") or not obs.node_ready(
                 (p.get("spec") or {}).get("nodeName") or ""
             ):
                 act.delete.append((o.name_of(p), _force(p, obs)))
-        if js.restart_policy == "Never":
+        if not counts:
+            st["preemptions"] = int(st.get("preemptions") or 0) + 1
+            st["generation"] = gen + 1
+            st["phase"] = "Pending"
+            st["reason"] = "Preempted"
+            st["message"] = (
+                f"{why}; waiting to be scheduled again as one gang "
+                f"(a preemption, not charged as a restart: {st['restarts']} of {js.backoff_limit})"
+            )
+            st["runningWorkers"] = 0
+            _remember(st, obs, gen, "Preempted", why)
+            act.events.append(("Normal", "Preempted", st["message"]))
+        elif js.restart_policy == "Never":
+            _remember(st, obs, gen, "WorkerFailed", why)
             finish("Failed", "WorkerFailed", why, "Warning")
         elif st["restarts"] >= js.backoff_limit:
+            _remember(st, obs, gen, "BackoffLimitExceeded", why)
             finish(
                 "Failed",
                 "BackoffLimitExceeded",
@@ -337,6 +357,7 @@ def reconcile(obs: Observed) -> Actions:
                 f"{why}; restarting all {js.replicas} workers (restart {st['restarts']} of {js.backoff_limit})"
             )
             st["runningWorkers"] = 0
+            _remember(st, obs, gen, "RestartingGang", why)
             act.events.append(("Warning", "RestartingGang", st["message"]))
         return _with_status(act, old, st, obs, [])
 
@@ -368,6 +389,11 @@ def reconcile(obs: Observed) -> Actions:
         st["phase"] = "Restarting" if phase == "Restarting" else "Pending"
         st["reason"] = "Unschedulable" if waiting else "Waiting"
         st["message"] = waiting or f"waiting for {js.replicas} workers to be scheduled as one gang"
+        last = (st.get("history") or [{}])[-1]
+        if last.get("reason") == "Preempted" and last.get("generation") == gen - 1:
+            # Preempted and waiting to come back: a waiting phase that says so.
+            st["reason"] = "Preempted"
+            st["message"] = f"{last.get('cause')}; waiting: {st['message']}"
         if obs.never:
             st["reason"], st["message"] = "CanNeverFit", obs.never
             if old.get("reason") != "CanNeverFit" or old.get("message") != obs.never:
@@ -377,6 +403,17 @@ def reconcile(obs: Observed) -> Actions:
                 (o.name_of(p), "Warning", "CanNeverFit", obs.never) for p in current
             )
     return _with_status(act, old, st, obs, current)
+
+
+def _remember(st: dict[str, Any], obs: Observed, gen: int, reason: str, cause: str) -> None:
+    """Keep the gang's end in status.history: when, which gang, why (the newest last)."""
+    entry = {
+        "time": rfc3339(obs.now),
+        "generation": gen,
+        "reason": reason,
+        "cause": cause,
+    }
+    st["history"] = [*(st.get("history") or []), entry][-HISTORY_LIMIT:]
 
 
 def _force(pod: dict[str, Any], obs: Observed) -> bool:

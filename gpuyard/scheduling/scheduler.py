@@ -28,6 +28,7 @@ from typing import Any
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from gpuyard import names
+from gpuyard.k8s.disruption import PREEMPTION_BY_SCHEDULER, status_patch
 from gpuyard.kube import objects as o
 from gpuyard.kube.errors import ApiError, Conflict, NotFound, TooManyRequests
 from gpuyard.kube.events import EventRecorder
@@ -343,6 +344,15 @@ class Scheduler:
             pod = self.pods.get(name, ns)
             async with self._sem:
                 try:
+                    # Say why on the pod first (DisruptionTarget, as kube-scheduler does),
+                    # so its owner can tell a preemption from a fault.
+                    await self.client.patch_status(
+                        PODS,
+                        name,
+                        status_patch(PREEMPTION_BY_SCHEDULER, reason),
+                        ns,
+                        patch_type="strategic",
+                    )
                     await self.client.evict(name, ns)
                     self.metrics.preemptions.inc()
                     if pod:
@@ -351,6 +361,12 @@ class Scheduler:
                     pass
                 except TooManyRequests as exc:
                     log.info("eviction of %s refused by a disruption budget: %s", key, exc)
+                    undo = status_patch(PREEMPTION_BY_SCHEDULER, f"not evicted: {exc}")
+                    undo["status"]["conditions"][0]["status"] = "False"
+                    try:
+                        await self.client.patch_status(PODS, name, undo, ns, patch_type="strategic")
+                    except (ApiError, OSError):
+                        pass
 
         if evictions:
             await asyncio.gather(*(evict(e.pod, e.reason) for e in evictions))

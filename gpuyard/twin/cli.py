@@ -21,18 +21,34 @@ from gpuyard.twin.traces import MAX_JOBS, MAX_SECONDS, load_trace, write_trace
 
 
 def add_arguments(parser: argparse.ArgumentParser, name: str = "twin") -> None:
-    parser.add_argument("action", nargs="?", choices=["run", "synth"], default="run")
+    parser.add_argument(
+        "action",
+        nargs="?",
+        choices=["run", "synth"],
+        default="run",
+        help="run: replay --trace on --cluster (the default); synth: write a synthetic "
+        "workload to --out",
+    )
     parser.add_argument(
         "--cluster", help="node shapes YAML[*K], openb:PATH[*K], or nodes:N (8-GPU nodes)"
     )
     parser.add_argument("--trace", help="openb:PATH[*K], or a gpuyard CSV / JSON-lines file")
     parser.add_argument("--out", help="output folder (run) or file (synth)")
-    parser.add_argument("--policy", default="gpuyard", choices=["gpuyard", "gangs", "fifo"])
+    parser.add_argument(
+        "--policy",
+        default="gpuyard",
+        choices=["gpuyard", "gangs", "fifo"],
+        help="gpuyard: the live scheduler's (gangs, holds for the first gang that waits, "
+        "preemption); gangs: all-or-nothing gangs with preemption, no holds; fifo: pod by "
+        "pod, no holds or preemption (default gpuyard)",
+    )
     parser.add_argument(
         "--compare", action="store_true", help="run fifo, gangs, gpuyard side by side"
     )
     parser.add_argument("--failures", help='e.g. "mtbf=30d,xid=0.1,repair=4h,preflight=20m"')
-    parser.add_argument("--seed", type=NATURAL, default=0)
+    parser.add_argument(
+        "--seed", type=NATURAL, default=0, help="random seed of failures and synth (default 0)"
+    )
     parser.add_argument(
         "--batch",
         type=Float(lo=0, hi=MAX_SECONDS, what="a number of seconds", note="0: at every change"),
@@ -53,12 +69,25 @@ def add_arguments(parser: argparse.ArgumentParser, name: str = "twin") -> None:
         help="replay without the jobs that could never run on the cluster (counted in the "
         "report) instead of refusing the trace",
     )
-    parser.add_argument("--quiet", action="store_true")
-    parser.add_argument("--nodes", type=Int(1, 100_000), default=7500, help="synth: cluster size")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
     parser.add_argument(
-        "--days", type=Float(gt=0, hi=3650, what="a number of days"), default=30, help="synth"
+        "--nodes",
+        type=Int(1, 100_000),
+        default=7500,
+        help="synth: nodes of the cluster it is sized for (default 7500)",
     )
-    parser.add_argument("--jobs", type=Int(1, MAX_JOBS), default=100_000, help="synth")
+    parser.add_argument(
+        "--days",
+        type=Float(gt=0, hi=3650, what="a number of days"),
+        default=30,
+        help="synth: days of submissions (default 30)",
+    )
+    parser.add_argument(
+        "--jobs",
+        type=Int(1, MAX_JOBS),
+        default=100_000,
+        help="synth: number of jobs (default 100000)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:

@@ -178,7 +178,7 @@ def test_lost_node_is_a_gang_failure_and_its_pods_are_force_deleted() -> None:
         )
     )
     assert ("llm-worker-2", True) in act.delete and ("llm-worker-0", False) in act.delete
-    assert act.status is not None and "llm-worker-2 lost its node n2" in act.status["message"]
+    assert act.status is not None and "llm-worker-2 lost: node n2" in act.status["message"]
 
 
 def test_all_succeeded_is_success_and_never_policy_fails_at_once() -> None:
