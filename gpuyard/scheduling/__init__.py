@@ -14,6 +14,10 @@ informers) and the digital twin (gpuyard.twin.engine, fed by a trace).
     the pass, top-down as a story             policy.py        schedule, Pass
     filters and fit (taints, selectors,       filters.py       static_ok, anti_ok, fits,
       affinity, anti-affinity, resources)                      capacity
+    pod affinity and anti-affinity on any     affinity.py      Constraints, Topology
+      key, topology spread, preferred node
+      affinity: filters and scores that
+      depend on where other pods run
     indexes: candidates per class of pods,    indexes.py       candidates, Buckets,
       free-room buckets, gang index                            GangIndex
     the queue: units, shapes, lanes           queue.py         Unit, shape_of, Queue
@@ -34,7 +38,8 @@ informers) and the digital twin (gpuyard.twin.engine, fed by a trace).
 
 Arrows between the rooms point one way: policy.py calls the rooms; preemption uses
 placement, memos and indexes; placement, reservations and memos use indexes, holds and
-filters; the queue reads only the state. The rooms' functions take the pass
+filters; placement, preemption and reasons use affinity, which reads only the state;
+the queue reads only the state. The rooms' functions take the pass
 (`policy.Pass`: the state, the memory, this pass's decisions, holds, preemption trial
 and failed shapes) as their first argument: what they change lives in the pass (for
 this pass) or in the memory (across passes), nowhere else.

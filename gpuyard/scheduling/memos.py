@@ -64,6 +64,10 @@ def slots(ps: Pass, u: Unit) -> int:
 def memo_of(ps: Pass, u: Unit) -> Memo:
     """What a unit that just failed needs to fail again, checked by `still_fails`."""
     s = ps.s
+    if ps.topo_hit:
+        # Inter-pod filters failed it: a pod bound anywhere may change that, and
+        # nothing here follows bindings. A memo that never holds.
+        return Memo("all", ps.holds.against(u), -1)
     p0 = u.pods[0]
     uniform = all(p.req == p0.req and p.class_key() == p0.class_key() for p in u.pods)
     never = not ps.cfg.preemption or any(

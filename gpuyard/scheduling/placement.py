@@ -9,6 +9,12 @@
   bound members if some run; filled greedily in that order. A gang of one class with
   nothing bound or nominated takes its order from the gang index, only as far as it
   needs.
+- A pod with pod affinity, anti-affinity off the hostname fast path, topology spread
+  or preferred node affinity, or one a bound pod's such anti-affinity names
+  (`affinity.constrained`), takes the slower path: its candidates are scanned with
+  `affinity.Topology` as one more filter; a single pod goes to the node with the
+  highest preference score (best fit breaks ties), a gang fills its order (nodes the
+  gang prefers first) with the members seeing each other's tentative places.
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 from gpuyard import names
+from gpuyard.scheduling.affinity import Topology, constrained
 from gpuyard.scheduling.filters import (
     anti_ok,
     capacity,
@@ -57,6 +64,8 @@ def place(ps: Pass, u: Unit) -> Placement | None:
 
 
 def place_single(ps: Pass, p: PodInfo, u: Unit) -> NodeInfo | None:
+    if constrained(ps.s, p):
+        return _place_constrained(ps, p, u)
     if p.nominated:
         n = ps.s.nodes.get(p.nominated)
         if (
@@ -80,6 +89,50 @@ def place_single(ps: Pass, p: PodInfo, u: Unit) -> NodeInfo | None:
     return _scan(ps, buckets(ps, p, "cpu0"), need, p, u) or _scan(
         ps, buckets(ps, p, "cpug"), need, p, u
     )
+
+
+def _place_constrained(ps: Pass, p: PodInfo, u: Unit) -> NodeInfo | None:
+    """A single pod on the slower path: every candidate that passes all filters,
+    inter-pod ones included; the highest preference score wins, then best fit (its
+    nominated node first when it still passes)."""
+    ps.topo_hit = True
+    topo = Topology(ps.s)
+    if p.nominated:
+        n = ps.s.nodes.get(p.nominated)
+        if (
+            n
+            and ps.holds.free_for(n, u)
+            and static_ok(p, n) is None
+            and fits(p, n)
+            and anti_ok(p, n)
+            and topo.why_not(p, n) is None
+        ):
+            return n
+    only = ps.trial.only
+    cands = candidates(ps, p)
+    if only is not None:
+        pos = candidate_pos(ps, p)
+        rows = sorted((pos[name], n) for name, n in only.items() if name in pos)
+    else:
+        rows = list(enumerate(cands))
+    free_for = ps.holds.free_for
+    ok = [
+        (i, n)
+        for i, n in rows
+        if fits(p, n) and free_for(n, u) and anti_ok(p, n) and topo.why_not(p, n) is None
+    ]
+    if not ok:
+        return None
+    score = topo.scores(p, [n for _, n in ok])
+    return min(
+        ok,
+        key=lambda t: (
+            -score[t[1].name],
+            t[1].alloc[GPU] - t[1].used[GPU],
+            t[1].alloc[0] - t[1].used[0],
+            t[0],
+        ),
+    )[1]
 
 
 def _best_fit_scan(ps: Pass, p: PodInfo, u: Unit) -> NodeInfo | None:
@@ -155,8 +208,13 @@ def place_gang(ps: Pass, u: Unit) -> Placement | None:
             if sum(len(levels[lv]) * (lv // g) for lv in range(g, len(levels))) < len(pods):
                 return None
     pack = ps.cfg.pack_topology
+    s = ps.s
+    topo = Topology(s) if any(constrained(s, p) for p in u.pods) else None
+    if topo is not None:
+        ps.topo_hit = True
     if (
-        len(by_class) == 1
+        topo is None
+        and len(by_class) == 1
         and not u.bound
         and not trial
         and pack
@@ -178,7 +236,10 @@ def place_gang(ps: Pass, u: Unit) -> Placement | None:
                 order.sort(key=lambda n: (n.rack not in near[1], n.zone not in near[0]))
             if nominated:
                 order.sort(key=lambda n: n.name not in nominated)
-            if not fill(order, pods, placed):
+            if topo is not None and p0.constraints is not None and p0.constraints.scores:
+                score = topo.scores(p0, order)
+                order.sort(key=lambda n: -score[n.name])
+            if not fill(order, pods, placed, topo):
                 return None
         return list(placed)
     finally:
@@ -200,9 +261,26 @@ def _place_gang_fast(ps: Pass, u: Unit, pods: list[PodInfo]) -> Placement | None
             untentative(p, n)
 
 
-def fill(order: Iterable[NodeInfo], pods: list[PodInfo], placed: Placement) -> bool:
-    """Put the pods, in order, on the nodes in order (tentatively); all placed?"""
+def fill(
+    order: Iterable[NodeInfo], pods: list[PodInfo], placed: Placement, topo: Topology | None = None
+) -> bool:
+    """Put the pods, in order, on the nodes in order (tentatively); all placed? With
+    a `Topology`, its filter holds too and it counts each pod placed."""
     i = 0
+    if topo is not None:
+        order = list(order)
+        # A pod the inter-pod filters refuse here may go on a later node; the next
+        # pods start again from the first node (earlier places may open for them).
+        for p in pods:
+            for n in order:
+                if fits(p, n) and anti_ok(p, n) and topo.why_not(p, n) is None:
+                    tentative(p, n, placed)
+                    topo.place(p, n)
+                    i += 1
+                    break
+            else:
+                return False
+        return True
     for n in order:
         if i == len(pods):
             break

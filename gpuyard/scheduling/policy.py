@@ -69,6 +69,9 @@ class Pass:
         self.trial = Trial()  # preemption's part of the pass
         self.failed = FailedShapes()  # shapes that failed in this pass
         self.reservations = 0  # reservations made (or restored) in this pass
+        # the unit being attempted took the slower path (affinity.Topology): where it
+        # fits can grow as others bind, so its failure says nothing of its shape
+        self.topo_hit = False
 
     def run(self) -> Decisions:
         s, mem = self.s, self.mem
@@ -156,6 +159,11 @@ class Pass:
             if m is None:
                 lane_blocked.pop(lid, None)
                 return True
+            if self.topo_hit:
+                # Failed on inter-pod filters: the units behind it (other labels,
+                # say) are tried on their own.
+                lane_blocked.pop(lid, None)
+                return True
             lane_blocked[lid] = (*m, u.key)
             reason = m[1]
         if failed.at.get(shape, prio - 1) < prio:
@@ -166,6 +174,7 @@ class Pass:
     def _attempt(self, u: Unit, shape: Shape | None) -> Failure | None:
         """Place the unit, or preempt for it, or give its reason (and maybe reserve).
         Returns the failure to remember, None when it was placed or preempts."""
+        self.topo_hit = False
         placed = place(self, u)
         if placed is not None:
             for p, n in placed:
@@ -183,7 +192,7 @@ class Pass:
         reason = self.d.unschedulable[u.key] = (
             explain(self, u) if self.cfg.explain else "does not fit"
         )
-        if shape is not None:
+        if shape is not None and not self.topo_hit:
             self.failed.failed(shape, u.priority, reason, u.key)
         if u.is_gang and self.cfg.reservations and self.reservations < self.cfg.max_reservations:
             self.reservations += 1

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from gpuyard import names
 from gpuyard.kube import objects as o
+from gpuyard.scheduling.affinity import Topology, constrained
 from gpuyard.scheduling.config import Eviction
 from gpuyard.scheduling.filters import anti_ok, capacity, fits, put_back, untentative
 from gpuyard.scheduling.indexes import candidate_names, gang_index
@@ -186,6 +187,7 @@ def _preempt(ps: Pass, u: Unit) -> bool:
         u.is_gang
         and all(p.req == p0.req and p.class_key() == p0.class_key() for p in u.pods)
         and not any(p.anti_affinity for p in u.pods)
+        and not any(constrained(s, p) for p in u.pods)
         and not any(
             o.requirements_match(o.label_selector_requirements(sel), p.labels)
             for _, sel in s.anti_bound.values()
@@ -248,7 +250,11 @@ def _preempt(ps: Pass, u: Unit) -> bool:
                 # One pod on one node: it still fits there, or it does not.
                 assert placement is not None
                 target = placement[0][1]
-                ok = fits(p0, target) and anti_ok(p0, target)
+                ok = (
+                    fits(p0, target)
+                    and anti_ok(p0, target)
+                    and (not constrained(s, p0) or Topology(s).why_not(p0, target) is None)
+                )
             else:
                 again = place(ps, u)
                 ok = again is not None

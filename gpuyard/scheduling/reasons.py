@@ -1,7 +1,8 @@
 """Reasons: why a unit stays pending, in words a person can read.
 
 `explain` counts, over every node, why the unit's first pod cannot go there (a static
-filter, a hold, a lacking resource, pods still terminating, anti-affinity) and writes
+filter, a hold, a lacking resource, pods still terminating, anti-affinity, the
+inter-pod filters of gpuyard.scheduling.affinity in kube-scheduler's words) and writes
 one line of it. `Reasons` is the map unit -> reason of one pass; whole runs of units
 that fail like another are stored once and told each with its own name (`relabel`).
 """
@@ -12,6 +13,7 @@ from collections import Counter
 from collections.abc import Iterator, MutableMapping
 from typing import TYPE_CHECKING
 
+from gpuyard.scheduling.affinity import Topology, constrained
 from gpuyard.scheduling.filters import (
     anti_ok,
     capacity,
@@ -94,6 +96,7 @@ def explain(ps: Pass, u: Unit) -> str:
     holds = ps.holds
     why: Counter[str] = Counter()
     fit_slots = 0
+    topo = Topology(ps.s) if constrained(ps.s, p0) else None
     for n in ps.s.nodes.values():
         r = static_ok(p0, n)
         if r is None:
@@ -108,6 +111,8 @@ def explain(ps: Pass, u: Unit) -> str:
                 r = "didn't have free ports for the requested pod ports"
             elif not anti_ok(p0, n):
                 r = "conflict by pod anti-affinity"
+            elif topo is not None:
+                r = topo.why_not(p0, n)  # kube's words: "node(s) didn't match ..."
         if r is None:
             why["fit"] += 1
             fit_slots += capacity(p0, n)
@@ -126,7 +131,7 @@ def explain(ps: Pass, u: Unit) -> str:
         one = k == 1
         if r.startswith("lack "):
             parts.append(f"{k} {'lacks' if one else 'lack'} {r[5:]}")
-        elif r.startswith("Insufficient"):
+        elif r.startswith(("Insufficient", "node(s)")):
             parts.append(f"{k} {r}")
         elif r.startswith("untolerated"):
             parts.append(f"{k} {'carries' if one else 'carry'} an {r}")

@@ -25,6 +25,7 @@ from typing import Any
 
 from gpuyard import names
 from gpuyard.kube import objects as o
+from gpuyard.scheduling.affinity import Constraints, parse
 
 RESOURCES = ("cpu", "memory", names.RESOURCE_GPU, "pods")
 GPU = 2
@@ -120,6 +121,9 @@ class PodInfo:
     xreq: tuple[tuple[str, int], ...] = ()
     # host ports the pod's containers bind: (hostIP, protocol, hostPort)
     host_ports: tuple[tuple[str, str, int], ...] = ()
+    # pod affinity, anti-affinity off the hostname fast path, topology spread,
+    # preferred node affinity (gpuyard.scheduling.affinity); None for most pods
+    constraints: Constraints | None = None
     _ck: tuple[Any, ...] | None = field(default=None, init=False, repr=False)
 
     @property
@@ -138,6 +142,8 @@ class PodInfo:
             )
             if self.xreq or self.host_ports:
                 ck = self._ck = (*ck, self.xreq, self.host_ports)
+            if self.constraints is not None:
+                ck = self._ck = (*ck, repr(self.constraints))
         return ck
 
 
@@ -189,6 +195,11 @@ class ClusterState:
         self.group_prio: dict[str, int] = {}  # group -> highest priority of a member seen
         # required pod anti-affinity selectors of bound pods: repr -> [count, selector]
         self.anti_bound: dict[str, list[Any]] = {}
+        # bound pods with required anti-affinity outside the hostname fast path
+        self.anti_wide: dict[str, PodInfo] = {}
+        # namespace -> its labels, for namespaceSelectors of pod affinity terms (kept
+        # by drivers that watch namespaces; unknown namespaces have no labels)
+        self.namespace_labels: dict[str, dict[str, str]] = {}
         # What changed for the policy's queue since its last pass: pods (with their
         # group) and groups.
         self.queue_pods: dict[str, str | None] = {}
@@ -284,6 +295,9 @@ class ClusterState:
             if t.get("topologyKey") == names.LABEL_HOSTNAME
         )
         labels = dict(md.get("labels") or {})
+        constraints = parse(spec, str(md.get("namespace") or ""), labels)
+        if constraints is not None and constraints.anti:
+            anti = ()  # every required anti-affinity term is in the constraints
         old = self.pods.get(key)
         created = o.parse_time(md.get("creationTimestamp"))
         requests = o.pod_requests(pod)
@@ -311,6 +325,7 @@ class ClusterState:
             obj=dict(pod),
             xreq=tuple(sorted(extras(requests).items())),
             host_ports=host_ports(spec),
+            constraints=constraints,
         )
         self._put_pod(info)
         return info
@@ -369,6 +384,11 @@ class ClusterState:
                 # Same node, same requests (a status update, say): swap the record in
                 # place; nothing was freed, so the policy's caches stay valid.
                 n.pods[info.key] = info
+                if self.anti_wide.pop(old.key, None) is not None or (
+                    info.constraints is not None and info.constraints.anti
+                ):
+                    if info.constraints is not None and info.constraints.anti:
+                        self.anti_wide[info.key] = info
                 self.bound_by_prio.get(old.priority, {}).pop(old.key, None)
                 self.bound_by_prio.setdefault(info.priority, {})[info.key] = info
                 if self.log_bound:
@@ -421,6 +441,8 @@ class ClusterState:
         if self.log_bound:
             self.bound_log[p.key] = p.group
         self.dirty_nodes.add(n.name)
+        if p.constraints is not None and p.constraints.anti:
+            self.anti_wide[p.key] = p
         for sel in p.anti_affinity:
             k = repr(sel)
             got = self.anti_bound.get(k)
@@ -449,6 +471,8 @@ class ClusterState:
             add_extras(n, q.xreq, -1)
         self.dirty_nodes.add(n.name)
         self.freed_gen += 1
+        if self.anti_wide.get(q.key) is q:
+            del self.anti_wide[q.key]
         for sel in q.anti_affinity:
             k = repr(sel)
             got = self.anti_bound.get(k)
