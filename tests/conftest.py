@@ -65,7 +65,17 @@ from typing import Any  # noqa: E402
 
 from gpuyard.cluster.testing import ClusterProcess, start_cluster_process  # noqa: E402
 
-FAST = ["--lease-seconds", "1", "--node-grace", "3", "--start-delay", "0.2"]
+FAST = [
+    "--lease-seconds",
+    "1",
+    "--node-grace",
+    "3",
+    "--start-delay",
+    "0.2",
+    # Pods leave a failed node a second after it is marked, not after kube's 300.
+    "--default-toleration-seconds",
+    "1",
+]
 
 
 @pytest.fixture

@@ -11,7 +11,7 @@ import tempfile
 from typing import Any
 
 from gpuyard.apiserver import flow
-from gpuyard.cliargs import COUNT, PORT, private_dir
+from gpuyard.cliargs import COUNT, NATURAL, PORT, private_dir
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -57,6 +57,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="audit log file (JSON lines, mode 0600; default DATA_DIR/audit.log; '-' or '' "
         "turns it off)",
     )
+    parser.add_argument(
+        "--default-toleration-seconds",
+        type=NATURAL,
+        default=300,
+        help="tolerationSeconds of the not-ready and unreachable NoExecute tolerations "
+        "every pod gets (kube-apiserver's DefaultTolerationSeconds; default 300)",
+    )
     flow.add_arguments(parser)
 
 
@@ -95,6 +102,7 @@ async def _serve(args: argparse.Namespace) -> int:
         fsync=args.fsync,
         flow=flow.limits_from_args(args),
         **audit_options(args),
+        default_toleration_seconds=args.default_toleration_seconds,
     )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

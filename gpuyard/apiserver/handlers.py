@@ -21,6 +21,7 @@ from typing import Any
 import orjson
 
 from gpuyard.apiserver import (
+    defaults,
     patch,
     paths,
     protobuf,
@@ -232,6 +233,7 @@ class Core:
         self, store: Store, registry: Registry | None = None, bookmark_interval: float = 10.0
     ) -> None:
         self.store = store
+        self.cluster = defaults.StoreView(store)
         self.registry = registry or Registry()
         self.bookmark_interval = bookmark_interval
         self._bg: set[asyncio.Task[Any]] = set()
@@ -761,6 +763,7 @@ class Core:
     def _decode(self, res: Resource, obj: dict[str, Any], origin: str) -> None:
         """Types, unknown and required fields as kube-apiserver decodes the body."""
         warnings = schemas.decode(res, obj, origin, schemas.FIELD_VALIDATION.get())
+        defaults.apply(res, obj)
         acc = _WARNINGS.get()
         if warnings and acc is not None:
             acc.extend(warnings)
@@ -812,8 +815,11 @@ class Core:
     ) -> tuple[dict[str, Any], list[str]]:
         warnings: list[str] = []
         if sub is None:
+            sent = obj
             obj, warnings = await self._admit(res, op, obj, old, dry)
             obj = self._normalize(res, obj) if isinstance(obj, dict) else obj
+            if obj is not sent:
+                defaults.apply(res, obj)  # a mutating webhook's object is decoded again
         causes = self._validate(res, obj, old)
         if causes:
             md = obj.get("metadata") or {}
@@ -883,48 +889,11 @@ class Core:
 
     def _defaults_on_create(self, res: Resource, obj: dict[str, Any]) -> None:
         strategies.prepare_for_create(res, obj)
-        if res.key == PODS:
-            spec = obj.setdefault("spec", {})
-            if isinstance(spec, dict):
-                spec.setdefault("restartPolicy", "Always")
-                spec.setdefault("schedulerName", "default-scheduler")
-                spec.setdefault("terminationGracePeriodSeconds", 30)
-                spec.setdefault("dnsPolicy", "ClusterFirst")
-                self._pod_priority(spec)
-            status = {"phase": "Pending"}
-            obj["status"] = status
-        elif res.key == NS_KEY:
-            obj["spec"] = {"finalizers": ["kubernetes"]}
-            obj["status"] = {"phase": "Active"}
-            md = obj["metadata"]
-            labels = md.get("labels") or {}
-            labels["kubernetes.io/metadata.name"] = md["name"]
-            md["labels"] = labels
-        elif res.key == CRDS:
+        defaults.on_create(res, obj, self.cluster)
+        if res.key == CRDS:
             self._crd_status(obj)
         elif res.custom and "status" in res.subresources:
             obj.pop("status", None)
-
-    def _pod_priority(self, spec: dict[str, Any]) -> None:
-        pcn = spec.get("priorityClassName")
-        if pcn:
-            e = self.store.get(PRIORITY, pcn)
-            if e is None:
-                raise APIError(
-                    403,
-                    "Forbidden",
-                    f"pods is forbidden: no PriorityClass with name {pcn} was found",
-                )
-            spec["priority"] = int(e.obj().get("value", 0))
-        elif "priority" not in spec:
-            for e in self.store.entries(PRIORITY):
-                pc = e.obj()
-                if pc.get("globalDefault"):
-                    spec["priorityClassName"] = e.name
-                    spec["priority"] = int(pc.get("value", 0))
-                    break
-        if "preemptionPolicy" not in spec:
-            spec["preemptionPolicy"] = "PreemptLowerPriority"
 
     def _crd_status(self, obj: dict[str, Any]) -> None:
         try:
@@ -1114,6 +1083,7 @@ class Core:
                 pass
             strategies.prepare_for_update(res, new, old)
             new, _ = await self._admit_and_validate(res, "UPDATE", new, old, dry, None)
+            defaults.on_update(res, new, old, self.cluster)
             md = new["metadata"]
             if "generation" in omd:
                 md["generation"] = omd["generation"]

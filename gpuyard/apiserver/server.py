@@ -165,6 +165,7 @@ class APIServer(Core):
         flow: FlowLimits | None = None,
         audit_policy: str | None = None,
         audit_log: str | None = None,
+        default_toleration_seconds: int = 300,
     ) -> None:
         self.data_dir = data_dir
         self.host = host
@@ -194,6 +195,7 @@ class APIServer(Core):
             audit_log = os.path.join(data_dir, "audit.log")
         self.audit = AuditLog(audit_log, policy) if audit_log else None
         self.gate = Gate(self, self.access, self.audit)
+        self.cluster.toleration_seconds = default_toleration_seconds
         self.flow_limits = (flow or FlowLimits()).check()
         self.flow = FlowControl(self.flow_limits)
         self._listener: Listener | None = None

@@ -666,6 +666,20 @@ class Store:
             except Exception:
                 pass
 
+    def newest(self, ck: CollKey) -> list[Entry]:
+        """Every object of a collection in its newest state, pending writes included
+        (what an allocation must not hand out twice; never shown to a reader)."""
+        c = self.colls.get(ck)
+        items = dict(c.items) if c else {}
+        for (pck, key), (_rv, e, _fut) in self._overlay.items():
+            if pck != ck:
+                continue
+            if e is None:
+                items.pop(key, None)
+            else:
+                items[key] = e
+        return list(items.values())
+
     def entries(self, ck: CollKey, flt: Filter | None = None) -> Iterable[Entry]:
         c = self.colls.get(ck)
         if c is None:

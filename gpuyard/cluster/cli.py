@@ -39,6 +39,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--node-grace", type=SECONDS, default=40.0, help="seconds without a lease before NotReady"
     )
+    parser.add_argument(
+        "--default-toleration-seconds",
+        type=NATURAL,
+        default=300,
+        help="tolerationSeconds of the not-ready and unreachable NoExecute tolerations "
+        "every pod gets (kube-apiserver's DefaultTolerationSeconds; default 300)",
+    )
     parser.add_argument("--start-delay", type=Float(lo=0), default=0.5, help="pod start delay (s)")
     parser.add_argument(
         "--preflight", action="store_true", help="nodes register with the preflight taint"
@@ -98,6 +105,7 @@ async def _main(args: argparse.Namespace) -> int:
         in_memory=args.in_memory,
         lease_seconds=args.lease_seconds,
         node_grace=args.node_grace,
+        default_toleration_seconds=args.default_toleration_seconds,
         start_delay=args.start_delay,
         preflight=args.preflight,
         autoscale=args.autoscale,

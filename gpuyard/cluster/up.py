@@ -50,6 +50,7 @@ class UpOptions:
     in_memory: bool = False
     lease_seconds: float = 10.0
     node_grace: float = 40.0
+    default_toleration_seconds: int = 300  # of pods for not-ready / unreachable nodes
     start_delay: float = 0.5
     preflight: bool = False
     autoscale: str | None = None  # node groups, such as "gpu=0:64,cpu=0:8"
@@ -177,6 +178,7 @@ class EmbeddedCluster:
             port=self.opts.port,
             persist=not self.opts.in_memory,
             flow=self.opts.flow,
+            default_toleration_seconds=self.opts.default_toleration_seconds,
         )
         self.url = await self.server.start()
         self.client = Client.in_process(self.server, component="cluster")

@@ -161,8 +161,15 @@ def test_pod_verbs(apiserver: ServerProcess) -> None:
     managers = [m["manager"] for m in shown["metadata"]["managedFields"]]
     assert "kubectl" in managers
     assert "Containers:" in k(s, "describe", "pod", "web").stdout
-    # replace, dry run, create of an existing object.
-    k(s, "replace", "-f", "-", input=changed.replace("nginx:stable", "nginx:2"))
+    # replace, dry run, create of an existing object. A pod's replace sends the stored
+    # spec (defaults and admitted tolerations included), as on any Kubernetes: a bare
+    # manifest would drop the NoExecute tolerations, which a pod update may not.
+    bare = k(s, "replace", "-f", "-", input=changed.replace("nginx:stable", "nginx:2"), check=False)
+    assert bare.returncode != 0 and "spec.tolerations: Forbidden" in bare.stderr
+    stored = kj(s, "pod", "web")
+    stored["spec"]["containers"][0]["image"] = "nginx:2"
+    del stored["metadata"]["annotations"]["kubectl.kubernetes.io/last-applied-configuration"]
+    k(s, "replace", "-f", "-", input=json.dumps(stored))
     assert kj(s, "pod", "web")["spec"]["containers"][0]["image"] == "nginx:2"
     k(s, "apply", "--dry-run=server", "-f", "-", input=changed.replace("nginx:stable", "nginx:3"))
     assert kj(s, "pod", "web")["spec"]["containers"][0]["image"] == "nginx:2"

@@ -574,8 +574,11 @@ async def test_service_rolebinding_and_pod_tolerations(apiserver_inproc: Any) ->
     assert st == 422 and "cannot change roleRef" in out["message"], out
     # Tolerations may be added to a pod, not taken away.
     tol = {"key": "gpuyard.io/team", "operator": "Exists"}
-    assert (await _req(s, "POST", f"{NS}/pods", _pod("t", tolerations=[tol])))[0] == 201
-    more = [tol, {"key": "x", "operator": "Exists"}]
+    st, created, _ = await _req(s, "POST", f"{NS}/pods", _pod("t", tolerations=[tol]))
+    assert st == 201
+    # The stored list holds the DefaultTolerationSeconds ones too: a new list keeps them.
+    stored = created["spec"]["tolerations"]
+    more = [*stored, {"key": "x", "operator": "Exists"}]
     st, _, _ = await _req(s, "PATCH", f"{NS}/pods/t", {"spec": {"tolerations": more}}, merge)
     assert st == 200
     st, out, _ = await _req(s, "PATCH", f"{NS}/pods/t", {"spec": {"tolerations": [tol]}}, merge)

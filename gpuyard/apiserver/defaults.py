@@ -1,0 +1,633 @@
+"""Built-in defaults of Kubernetes 1.37, set where kube-apiserver sets them: when a body
+is decoded (create, update, patch, and again after a mutating webhook).
+
+kube-apiserver's generated defaulters walk each type and call the `SetDefaults_<Type>`
+of every type met on the way, so a PodSpec inside a Deployment's template gets the same
+defaults as a Pod's. The same is done here from the API definitions as data
+(`schemas.definitions()`): the facts below say, per definition, which fields default to
+what (`CONSTANT`) or are worked out from the object (`COMPUTED`); where each definition
+occurs is read from the definitions, and one defaulter per kind is compiled once, visiting
+only the fields under which some default can apply (kinds with none cost nothing).
+
+Defaults that need the cluster's state (a Service's cluster IP and node ports, a pod's
+priority and default tolerations, which are admission plugins in kube-apiserver) are in
+`on_create` / `on_update`; the allocators are in `gpuyard.apiserver.allocation`.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable, Iterable
+from typing import Any, Protocol
+
+from gpuyard.apiserver import allocation, schemas
+from gpuyard.apiserver.errors import APIError, invalid
+from gpuyard.apiserver.resources import Resource
+from gpuyard.apiserver.store import Store, make_key
+
+Obj = dict[str, Any]
+Defaulter = Callable[[Obj], None]
+
+_CORE = "io.k8s.api.core.v1."
+_APPS = "io.k8s.api.apps.v1."
+_BATCH = "io.k8s.api.batch.v1."
+_RBAC = "io.k8s.api.rbac.v1."
+_ADM = "io.k8s.api.admissionregistration.v1."
+_NET = "io.k8s.api.networking.v1."
+_DISC = "io.k8s.api.discovery.v1."
+_CONTAINER = {"terminationMessagePath": "/dev/termination-log", "terminationMessagePolicy": "File"}
+_WEBHOOK = {
+    "failurePolicy": "Fail",
+    "matchPolicy": "Equivalent",
+    "namespaceSelector": {},
+    "objectSelector": {},
+    "timeoutSeconds": 10,
+}
+
+# definition -> field -> value, set when the field is absent or null (or "" for strings).
+CONSTANT: dict[str, dict[str, Any]] = {
+    _CORE + "PodSpec": {
+        "dnsPolicy": "ClusterFirst",
+        "restartPolicy": "Always",
+        "securityContext": {},
+        "terminationGracePeriodSeconds": 30,
+        "schedulerName": "default-scheduler",
+    },
+    _CORE + "Container": _CONTAINER,
+    _CORE + "EphemeralContainer": _CONTAINER,
+    _CORE + "ContainerPort": {"protocol": "TCP"},
+    _CORE + "ServicePort": {"protocol": "TCP"},
+    _CORE + "EndpointPort": {"protocol": "TCP"},
+    _CORE + "Probe": {
+        "timeoutSeconds": 1,
+        "periodSeconds": 10,
+        "successThreshold": 1,
+        "failureThreshold": 3,
+    },
+    _CORE + "HTTPGetAction": {"path": "/", "scheme": "HTTP"},
+    _CORE + "ObjectFieldSelector": {"apiVersion": "v1"},
+    _CORE + "SecretVolumeSource": {"defaultMode": 0o644},
+    _CORE + "ConfigMapVolumeSource": {"defaultMode": 0o644},
+    _CORE + "DownwardAPIVolumeSource": {"defaultMode": 0o644},
+    _CORE + "ProjectedVolumeSource": {"defaultMode": 0o644},
+    _CORE + "ServiceAccountTokenProjection": {"expirationSeconds": 3600},
+    _CORE + "HostPathVolumeSource": {"type": ""},
+    _CORE + "PersistentVolumeClaimSpec": {"volumeMode": "Filesystem"},
+    _CORE + "PersistentVolumeSpec": {
+        "persistentVolumeReclaimPolicy": "Retain",
+        "volumeMode": "Filesystem",
+    },
+    _CORE + "Secret": {"type": "Opaque"},
+    _CORE + "NamespaceStatus": {"phase": "Active"},
+    _CORE + "ReplicationControllerSpec": {"replicas": 1},
+    _APPS + "DeploymentSpec": {
+        "replicas": 1,
+        "revisionHistoryLimit": 10,
+        "progressDeadlineSeconds": 600,
+    },
+    _APPS + "ReplicaSetSpec": {"replicas": 1},
+    _APPS + "StatefulSetSpec": {
+        "replicas": 1,
+        "podManagementPolicy": "OrderedReady",
+        "revisionHistoryLimit": 10,
+    },
+    _APPS + "StatefulSetPersistentVolumeClaimRetentionPolicy": {
+        "whenDeleted": "Retain",
+        "whenScaled": "Retain",
+    },
+    _APPS + "DaemonSetSpec": {"revisionHistoryLimit": 10},
+    _BATCH + "CronJobSpec": {
+        "concurrencyPolicy": "Allow",
+        "suspend": False,
+        "successfulJobsHistoryLimit": 3,
+        "failedJobsHistoryLimit": 1,
+    },
+    "io.k8s.api.scheduling.v1.PriorityClass": {"preemptionPolicy": "PreemptLowerPriority"},
+    _ADM + "ValidatingWebhook": _WEBHOOK,
+    _ADM + "MutatingWebhook": {**_WEBHOOK, "reinvocationPolicy": "Never"},
+    _ADM + "RuleWithOperations": {"scope": "*"},
+    "io.k8s.api.admissionregistration.v1.ServiceReference": {"port": 443},
+    _NET + "NetworkPolicyPort": {"protocol": "TCP"},
+    _DISC + "EndpointPort": {"protocol": "TCP"},
+}
+
+
+def _missing(o: Obj, k: str) -> bool:
+    v = o.get(k)
+    return v is None or v == ""
+
+
+def _dict_at(o: Obj, k: str) -> Obj:
+    v = o.get(k)
+    if not isinstance(v, dict):
+        v = o[k] = {}
+    return v
+
+
+# ------------------------------------------------------------------ computed defaults
+
+
+def _image_tag(image: str) -> str:
+    """The tag of an image reference: "latest" when it has neither tag nor digest."""
+    name, at, _digest = image.partition("@")
+    slash = name.rfind("/")
+    colon = name.rfind(":")
+    tag = name[colon + 1 :] if colon > slash else ""
+    return tag or ("" if at else "latest")
+
+
+def _container(c: Obj) -> None:
+    if _missing(c, "imagePullPolicy"):
+        image = c.get("image")
+        tag = _image_tag(image) if isinstance(image, str) else "latest"
+        c["imagePullPolicy"] = "Always" if tag == "latest" else "IfNotPresent"
+
+
+def _pod(pod: Obj) -> None:
+    spec = _dict_at(pod, "spec")
+    for key in ("containers", "initContainers"):
+        for c in spec.get(key) or ():
+            if not isinstance(c, dict):
+                continue
+            res = c.get("resources")
+            limits = res.get("limits") if isinstance(res, dict) else None
+            if isinstance(res, dict) and isinstance(limits, dict) and limits:
+                requests = _dict_at(res, "requests")
+                for r, q in limits.items():
+                    requests.setdefault(r, q)
+    if spec.get("enableServiceLinks") is None:
+        spec["enableServiceLinks"] = True
+    if spec.get("hostNetwork") is True:
+        for key in ("containers", "initContainers"):
+            for c in spec.get(key) or ():
+                for p in (c.get("ports") or ()) if isinstance(c, dict) else ():
+                    if isinstance(p, dict) and not p.get("hostPort"):
+                        p["hostPort"] = p.get("containerPort")
+
+
+def _volume(v: Obj) -> None:
+    sources = [k for k in v if k != "name" and v[k] is not None]
+    if not sources:
+        v["emptyDir"] = {}
+
+
+def _service(svc: Obj) -> None:
+    spec = _dict_at(svc, "spec")
+    if _missing(spec, "sessionAffinity"):
+        spec["sessionAffinity"] = "None"
+    if spec["sessionAffinity"] == "None":
+        spec.pop("sessionAffinityConfig", None)
+    elif spec["sessionAffinity"] == "ClientIP":
+        cfg = spec.get("sessionAffinityConfig")
+        ip = cfg.get("clientIP") if isinstance(cfg, dict) else None
+        if not isinstance(ip, dict) or ip.get("timeoutSeconds") is None:
+            spec["sessionAffinityConfig"] = {"clientIP": {"timeoutSeconds": 10800}}
+    if _missing(spec, "type"):
+        spec["type"] = "ClusterIP"
+    typ = spec["type"]
+    for p in spec.get("ports") or ():
+        if not isinstance(p, dict):
+            continue
+        if _missing(p, "protocol"):
+            p["protocol"] = "TCP"
+        if p.get("targetPort") in (None, 0, ""):
+            p["targetPort"] = p.get("port")
+    external = typ in ("NodePort", "LoadBalancer") or bool(spec.get("externalIPs"))
+    if external and _missing(spec, "externalTrafficPolicy"):
+        spec["externalTrafficPolicy"] = "Cluster"
+    if spec.get("internalTrafficPolicy") is None and typ in (
+        "ClusterIP",
+        "NodePort",
+        "LoadBalancer",
+    ):
+        spec["internalTrafficPolicy"] = "Cluster"
+    if typ == "LoadBalancer":
+        if spec.get("allocateLoadBalancerNodePorts") is None:
+            spec["allocateLoadBalancerNodePorts"] = True
+        lb = (
+            (svc.get("status") or {}).get("loadBalancer")
+            if isinstance(svc.get("status"), dict)
+            else None
+        )
+        for ing in (lb or {}).get("ingress") or () if isinstance(lb, dict) else ():
+            if isinstance(ing, dict) and ing.get("ip") and ing.get("ipMode") is None:
+                ing["ipMode"] = "VIP"
+
+
+def _namespace(ns: Obj) -> None:
+    md = ns.get("metadata")
+    name = md.get("name") if isinstance(md, dict) else None
+    if isinstance(md, dict) and isinstance(name, str) and name:
+        labels = _dict_at(md, "labels")
+        labels["kubernetes.io/metadata.name"] = name
+
+
+def _node_status(st: Obj) -> None:
+    if st.get("allocatable") is None and isinstance(st.get("capacity"), dict):
+        st["allocatable"] = dict(st["capacity"])
+
+
+def _deployment_strategy(spec: Obj) -> None:
+    s = _dict_at(spec, "strategy")
+    if _missing(s, "type"):
+        s["type"] = "RollingUpdate"
+    if s["type"] == "RollingUpdate":
+        ru = _dict_at(s, "rollingUpdate")
+        if ru.get("maxUnavailable") is None:
+            ru["maxUnavailable"] = "25%"
+        if ru.get("maxSurge") is None:
+            ru["maxSurge"] = "25%"
+
+
+def _deployment(d: Obj) -> None:
+    _deployment_strategy(_dict_at(d, "spec"))
+
+
+def _daemonset(d: Obj) -> None:
+    s = _dict_at(_dict_at(d, "spec"), "updateStrategy")
+    if _missing(s, "type"):
+        s["type"] = "RollingUpdate"
+    if s["type"] == "RollingUpdate":
+        ru = _dict_at(s, "rollingUpdate")
+        if ru.get("maxUnavailable") is None:
+            ru["maxUnavailable"] = 1
+        if ru.get("maxSurge") is None:
+            ru["maxSurge"] = 0
+
+
+def _statefulset(d: Obj) -> None:
+    spec = _dict_at(d, "spec")
+    s = _dict_at(spec, "updateStrategy")
+    if _missing(s, "type"):
+        s["type"] = "RollingUpdate"
+        if s.get("rollingUpdate") is None:
+            s["rollingUpdate"] = {}
+    ru = s.get("rollingUpdate")
+    if s["type"] == "RollingUpdate" and isinstance(ru, dict) and ru.get("partition") is None:
+        ru["partition"] = 0
+    if spec.get("persistentVolumeClaimRetentionPolicy") is None:
+        spec["persistentVolumeClaimRetentionPolicy"] = {}  # filled by its own constants
+
+
+def _job(job: Obj) -> None:
+    spec = _dict_at(job, "spec")
+    if spec.get("completions") is None and spec.get("parallelism") is None:
+        spec["completions"] = 1
+    if spec.get("parallelism") is None:
+        spec["parallelism"] = 1
+    if spec.get("backoffLimit") is None:
+        spec["backoffLimit"] = 2**31 - 1 if spec.get("backoffLimitPerIndex") is not None else 6
+    tpl = spec.get("template")
+    labels = ((tpl or {}).get("metadata") or {}).get("labels") if isinstance(tpl, dict) else None
+    md = job.get("metadata")
+    if isinstance(labels, dict) and labels and isinstance(md, dict) and not md.get("labels"):
+        md["labels"] = dict(labels)
+    if _missing(spec, "completionMode"):
+        spec["completionMode"] = "NonIndexed"
+    if spec.get("suspend") is None:
+        spec["suspend"] = False
+    if _missing(spec, "podReplacementPolicy"):
+        failed = spec.get("podFailurePolicy") is not None
+        spec["podReplacementPolicy"] = "Failed" if failed else "TerminatingOrFailed"
+
+
+def _subject(s: Obj) -> None:
+    if _missing(s, "apiGroup") and s.get("kind") in ("User", "Group"):
+        s["apiGroup"] = "rbac.authorization.k8s.io"
+
+
+def _network_policy(np: Obj) -> None:
+    spec = _dict_at(np, "spec")
+    if not spec.get("policyTypes"):
+        types = ["Ingress"]
+        if spec.get("egress"):
+            types.append("Egress")
+        spec["policyTypes"] = types
+
+
+# definition -> function of an object of that type, run before its fields are visited
+COMPUTED: dict[str, Callable[[Obj], None]] = {
+    _CORE + "Pod": _pod,
+    _CORE + "Container": _container,
+    _CORE + "EphemeralContainer": _container,
+    _CORE + "Volume": _volume,
+    _CORE + "Service": _service,
+    _CORE + "Namespace": _namespace,
+    _CORE + "NodeStatus": _node_status,
+    _APPS + "Deployment": _deployment,
+    _APPS + "DaemonSet": _daemonset,
+    _APPS + "StatefulSet": _statefulset,
+    _BATCH + "Job": _job,
+    _RBAC + "Subject": _subject,
+    _NET + "NetworkPolicy": _network_policy,
+}
+
+
+# ------------------------------------------------------------------ compiling
+
+
+def _child_ref(schema: dict[str, Any]) -> tuple[str, str] | None:
+    """How a property holds another definition: ("one" | "list" | "map", name)."""
+    ref = schema.get("$ref")
+    if ref:
+        return "one", ref.rsplit("/", 1)[-1]
+    items = schema.get("items")
+    if isinstance(items, dict) and items.get("$ref"):
+        return "list", items["$ref"].rsplit("/", 1)[-1]
+    addl = schema.get("additionalProperties")
+    if isinstance(addl, dict) and addl.get("$ref"):
+        return "map", addl["$ref"].rsplit("/", 1)[-1]
+    return None
+
+
+class _Compiler:
+    def __init__(self, defs: dict[str, dict[str, Any]]) -> None:
+        self.defs = defs
+        self.done: dict[str, Defaulter | None] = {}
+        self.busy: set[str] = set()
+
+    def defaulter(self, name: str) -> Defaulter | None:
+        if name in self.done:
+            return self.done[name]
+        if name in self.busy:
+            return None  # a recursive type (JSON schema props): no built-in defaults inside
+        self.busy.add(name)
+        try:
+            fn = self._compile(name)
+        finally:
+            self.busy.discard(name)
+        self.done[name] = fn
+        return fn
+
+    def _compile(self, name: str) -> Defaulter | None:
+        d = self.defs.get(name) or {}
+        consts = tuple((CONSTANT.get(name) or {}).items())
+        computed = COMPUTED.get(name)
+        children: list[tuple[str, str, Defaulter]] = []
+        for field, sub in (d.get("properties") or {}).items():
+            ref = _child_ref(sub)
+            if ref is None:
+                continue
+            fn = self.defaulter(ref[1])
+            if fn is not None:
+                children.append((field, ref[0], fn))
+        if not consts and computed is None and not children:
+            return None
+        kids = tuple(children)
+
+        def apply(o: Obj) -> None:
+            if computed is not None:
+                computed(o)
+            for k, v in consts:
+                cur = o.get(k)
+                if cur is None or (cur == "" and isinstance(v, str) and v):
+                    o[k] = copy.deepcopy(v) if isinstance(v, dict | list) else v
+            for k, shape, fn in kids:
+                x = o.get(k)
+                if x is None:
+                    continue
+                if shape == "one":
+                    if type(x) is dict:
+                        fn(x)
+                elif shape == "list":
+                    if type(x) is list:
+                        for item in x:
+                            if type(item) is dict:
+                                fn(item)
+                elif type(x) is dict:
+                    for item in x.values():
+                        if type(item) is dict:
+                            fn(item)
+
+        return apply
+
+
+_COMPILER: _Compiler | None = None
+_BY_KIND: dict[tuple[str, str, str], Defaulter | None] = {}
+
+
+def defaulter_for(res: Resource) -> Defaulter | None:
+    """The compiled defaulter of a built-in kind; None for custom resources and kinds
+    without defaults."""
+    if res.custom:
+        return None
+    key = (res.group, res.version, res.kind)
+    if key in _BY_KIND:
+        return _BY_KIND[key]
+    global _COMPILER
+    defs = schemas.definitions()
+    if _COMPILER is None:
+        _COMPILER = _Compiler(defs.defs)
+    name = defs.by_gvk.get(key)
+    fn = _COMPILER.defaulter(name) if name else None
+    _BY_KIND[key] = fn
+    return fn
+
+
+def apply(res: Resource, obj: Obj) -> None:
+    """Set the built-in defaults of `obj` (in place), as kube-apiserver's decoder does."""
+    fn = defaulter_for(res)
+    if fn is not None:
+        fn(obj)
+
+
+# ------------------------------------------------------------------ with the cluster
+
+
+class Cluster(Protocol):
+    """What the create-time defaults read of the cluster's state."""
+
+    def objects(self, group: str, plural: str) -> Iterable[Obj]:
+        """The newest state of every object of a collection, writes in flight included."""
+        ...
+
+    def get(self, group: str, plural: str, name: str, namespace: str = "") -> Obj | None: ...
+
+    @property
+    def toleration_seconds(self) -> int:
+        """The DefaultTolerationSeconds plugin's seconds for not-ready and unreachable."""
+        ...
+
+
+def on_create(res: Resource, obj: Obj, cluster: Cluster) -> None:
+    """Defaults a create gets from the cluster and from kube-apiserver's admission plugins
+    and create strategies (after validation of the body, before it is stored)."""
+    if res.custom:
+        return
+    fn = _ON_CREATE.get((res.group, res.kind))
+    if fn is not None:
+        fn(obj, None, cluster)
+
+
+def on_update(res: Resource, obj: Obj, old: Obj, cluster: Cluster) -> None:
+    if res.custom:
+        return
+    fn = _ON_UPDATE.get((res.group, res.kind))
+    if fn is not None:
+        fn(obj, old, cluster)
+
+
+_NOT_READY = "node.kubernetes.io/not-ready"
+_UNREACHABLE = "node.kubernetes.io/unreachable"
+DEFAULT_TOLERATION_SECONDS = 300  # kube-apiserver's --default-*-toleration-seconds
+
+
+def _tolerates(tolerations: list[Any], key: str) -> bool:
+    for t in tolerations:
+        if not isinstance(t, dict):
+            continue
+        if t.get("effect") not in (None, "", "NoExecute"):
+            continue
+        if t.get("key") == key or (not t.get("key") and t.get("operator") == "Exists"):
+            return True
+    return False
+
+
+def _pod_create(pod: Obj, _old: Obj | None, cluster: Cluster) -> None:
+    spec = _dict_at(pod, "spec")
+    _pod_priority(spec, cluster)
+    tol = spec.get("tolerations")
+    if not isinstance(tol, list):
+        tol = []
+    added = [
+        {
+            "key": key,
+            "operator": "Exists",
+            "effect": "NoExecute",
+            "tolerationSeconds": cluster.toleration_seconds,
+        }
+        for key in (_NOT_READY, _UNREACHABLE)
+        if not _tolerates(tol, key)
+    ]
+    if added:
+        spec["tolerations"] = tol + added
+    pod["status"] = {"phase": "Pending", "qosClass": qos_class(spec)}
+
+
+def _pod_priority(spec: Obj, cluster: Cluster) -> None:
+    """The Priority admission plugin: priority from the pod's PriorityClass, or the
+    global default one, or 0."""
+    pcn = spec.get("priorityClassName")
+    if pcn:
+        pc = cluster.get("scheduling.k8s.io", "priorityclasses", pcn)
+        if pc is None:
+            raise APIError(
+                403, "Forbidden", f"pods is forbidden: no PriorityClass with name {pcn} was found"
+            )
+        spec["priority"] = int(pc.get("value", 0))
+        if spec.get("preemptionPolicy") is None and pc.get("preemptionPolicy"):
+            spec["preemptionPolicy"] = pc["preemptionPolicy"]
+    elif spec.get("priority") is None:
+        for pc in cluster.objects("scheduling.k8s.io", "priorityclasses"):
+            if pc.get("globalDefault"):
+                spec["priorityClassName"] = pc["metadata"]["name"]
+                spec["priority"] = int(pc.get("value", 0))
+                if spec.get("preemptionPolicy") is None and pc.get("preemptionPolicy"):
+                    spec["preemptionPolicy"] = pc["preemptionPolicy"]
+                break
+        else:
+            spec["priority"] = 0
+    if spec.get("preemptionPolicy") is None:
+        spec["preemptionPolicy"] = "PreemptLowerPriority"
+
+
+def qos_class(spec: Obj) -> str:
+    """Guaranteed, Burstable or BestEffort, by the containers' requests and limits."""
+    requests: dict[str, bool] = {}
+    limits: dict[str, bool] = {}
+    guaranteed = True
+    any_set = False
+    for key in ("containers", "initContainers"):
+        for c in spec.get(key) or ():
+            res = (c.get("resources") or {}) if isinstance(c, dict) else {}
+            req = res.get("requests") or {} if isinstance(res, dict) else {}
+            lim = res.get("limits") or {} if isinstance(res, dict) else {}
+            for r in ("cpu", "memory"):
+                if r in req or r in lim:
+                    any_set = True
+                if r in req:
+                    requests[r] = True
+                if r not in lim or (r in req and str(req[r]) != str(lim[r])):
+                    guaranteed = False
+                else:
+                    limits[r] = True
+    if not any_set:
+        return "BestEffort"
+    if guaranteed and len(limits) == 2:
+        return "Guaranteed"
+    return "Burstable"
+
+
+def _namespace_create(ns: Obj, _old: Obj | None, _cluster: Cluster) -> None:
+    ns["spec"] = {"finalizers": ["kubernetes"]}
+    ns["status"] = {"phase": "Active"}
+    _namespace(ns)
+
+
+def _status_phase(phase: str) -> Callable[[Obj, Obj | None, Cluster], None]:
+    def fn(obj: Obj, _old: Obj | None, _cluster: Cluster) -> None:
+        obj["status"] = {"phase": phase}
+
+    return fn
+
+
+def _job_create(job: Obj, _old: Obj | None, _cluster: Cluster) -> None:
+    """The Job strategy: a selector made from the Job's uid, and the labels that match it
+    on the template, unless spec.manualSelector is true."""
+    spec = _dict_at(job, "spec")
+    md = job["metadata"]
+    if spec.get("manualSelector") is True:
+        return
+    uid, name = md.get("uid") or "", md.get("name") or ""
+    tpl = _dict_at(spec, "template")
+    labels = _dict_at(_dict_at(tpl, "metadata"), "labels")
+    for k, v in (
+        ("batch.kubernetes.io/controller-uid", uid),
+        ("batch.kubernetes.io/job-name", name),
+        ("controller-uid", uid),
+        ("job-name", name),
+    ):
+        labels.setdefault(k, v)
+    if spec.get("selector") is None:
+        spec["selector"] = {"matchLabels": {"batch.kubernetes.io/controller-uid": uid}}
+
+
+def _service_create(svc: Obj, old: Obj | None, cluster: Cluster) -> None:
+    spec = _dict_at(svc, "spec")
+    taken = [
+        o
+        for o in cluster.objects("", "services")
+        if old is None or o.get("metadata", {}).get("uid") != (old.get("metadata") or {}).get("uid")
+    ]
+    causes = allocation.service_defaults(spec, old.get("spec") if old else None, taken)
+    if causes:
+        md = svc.get("metadata") or {}
+        raise invalid("Service", md.get("name") or md.get("generateName") or "", causes, "")
+
+
+_ON_CREATE: dict[tuple[str, str], Callable[[Obj, Obj | None, Cluster], None]] = {
+    ("", "Pod"): _pod_create,
+    ("", "Namespace"): _namespace_create,
+    ("", "Service"): _service_create,
+    ("", "PersistentVolumeClaim"): _status_phase("Pending"),
+    ("", "PersistentVolume"): _status_phase("Pending"),
+    ("batch", "Job"): _job_create,
+}
+_ON_UPDATE: dict[tuple[str, str], Callable[[Obj, Obj | None, Cluster], None]] = {
+    ("", "Service"): _service_create,
+}
+
+
+class StoreView:
+    """`Cluster` over the API server's store."""
+
+    def __init__(self, store: Store, toleration_seconds: int = DEFAULT_TOLERATION_SECONDS) -> None:
+        self.store = store
+        self.toleration_seconds = toleration_seconds
+
+    def objects(self, group: str, plural: str) -> Iterable[Obj]:
+        return [e.obj() for e in self.store.newest((group, plural))]
+
+    def get(self, group: str, plural: str, name: str, namespace: str = "") -> Obj | None:
+        e = self.store.latest((group, plural), make_key(namespace, name))
+        return e.obj() if e is not None else None
