@@ -5,7 +5,11 @@ Measures, against `python -m gpuyard.apiserver` in a subprocess with persistence
   from client worker processes);
 - the time of a full node list over HTTP (ms, median of 5);
 - watch delivery latency p50/p99 with 100 watchers under ~1,000 writes/s;
-- peak RSS of the server process.
+- peak RSS of the server process;
+- the cost of authorization: writes/s creating ConfigMaps as a ServiceAccount whose
+  rights come from RBAC (among 1,000 other bindings) against the same writes with the
+  admin token (system:masters: no rule is looked at), and the time authentication and
+  authorization take per request in-process, as a share of a write's time.
 
     python benchmarks/apiserver.py [--quick] [--nodes N] [--pods N]
     python benchmarks/apiserver.py --baseline-commit REV [--rounds N]   # ratios to REV
@@ -328,6 +332,153 @@ def watch_latency(
     }
 
 
+def _req(url: str, token: str, ca: str, method: str, path: str, body: Any) -> Any:
+    import urllib.request
+
+    r = urllib.request.Request(
+        url + path,
+        data=orjson.dumps(body),
+        method=method,
+        headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(r, context=_ctx(ca), timeout=30) as resp:
+        return orjson.loads(resp.read())
+
+
+RBAC_API = "/apis/rbac.authorization.k8s.io/v1"
+
+
+def rbac_objects(decoys: int) -> list[tuple[str, dict[str, Any]]]:
+    """A namespace, a ServiceAccount that may create ConfigMaps there, and `decoys`
+    other ServiceAccounts' bindings (half cluster-wide) so the index has work to do."""
+    rule = [{"apiGroups": [""], "resources": ["configmaps"], "verbs": ["create", "get"]}]
+    out: list[tuple[str, dict[str, Any]]] = [
+        ("/api/v1/namespaces", {"metadata": {"name": "bench"}}),
+        ("/api/v1/namespaces/bench/serviceaccounts", {"metadata": {"name": "writer"}}),
+        (f"{RBAC_API}/namespaces/bench/roles", {"metadata": {"name": "writer"}, "rules": rule}),
+    ]
+    ref = {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "writer"}
+    for i in range(decoys):
+        subj = [{"kind": "ServiceAccount", "name": f"other-{i}", "namespace": "bench"}]
+        if i % 2:
+            out.append(
+                (
+                    f"{RBAC_API}/clusterrolebindings",
+                    {
+                        "metadata": {"name": f"other-{i}"},
+                        "roleRef": {**ref, "kind": "ClusterRole", "name": "view"},
+                        "subjects": subj,
+                    },
+                )
+            )
+        else:
+            out.append(
+                (
+                    f"{RBAC_API}/namespaces/bench/rolebindings",
+                    {"metadata": {"name": f"other-{i}"}, "roleRef": ref, "subjects": subj},
+                )
+            )
+    out.append(
+        (
+            f"{RBAC_API}/namespaces/bench/rolebindings",
+            {
+                "metadata": {"name": "writer"},
+                "roleRef": ref,
+                "subjects": [{"kind": "ServiceAccount", "name": "writer", "namespace": "bench"}],
+            },
+        )
+    )
+    return out
+
+
+def _cms(prefix: str, n: int) -> list[tuple[str, bytes]]:
+    return [
+        (
+            "/api/v1/namespaces/bench/configmaps",
+            orjson.dumps({"metadata": {"name": f"{prefix}-{i}"}, "data": {"k": "v" * 64}}),
+        )
+        for i in range(n)
+    ]
+
+
+def authorization_cost(url: str, token: str, ca: str, writes: int) -> dict[str, Any]:
+    """Writes/s as the admin and as an RBAC-authorized ServiceAccount, in turns."""
+    for path, obj in rbac_objects(1000):
+        _req(url, token, ca, "POST", path, obj)
+    sa_token = _req(
+        url, token, ca, "POST", "/api/v1/namespaces/bench/serviceaccounts/writer/token", {}
+    )["status"]["token"]
+    admin, sa = [], []
+    for r in range(2):
+        ok, secs = write_phase(url, token, ca, _cms(f"admin{r}", writes))
+        admin.append(ok / secs)
+        ok, secs = write_phase(url, sa_token, ca, _cms(f"sa{r}", writes))
+        sa.append(ok / secs)
+    a, s = statistics.median(admin), statistics.median(sa)
+    micro = asyncio.run(_authz_micro())
+    return {
+        "admin_writes_per_s": round(a, 1),
+        "service_account_writes_per_s": round(s, 1),
+        "ratio": round(s / a, 3),
+        **micro,
+        "share_of_write_time": round(micro["authn_authz_us_per_request"] * s / 1e6, 4),
+    }
+
+
+async def _authz_micro(n: int = 20000) -> dict[str, Any]:
+    """Per-request time of authenticating the ServiceAccount's token and authorizing a
+    create against the same RBAC objects, in-process."""
+    from gpuyard.apiserver import attributes
+    from gpuyard.apiserver.server import APIServer
+
+    srv = APIServer(None, persist=False, tls=False)
+    await srv.start(listen=False)
+    try:
+        h = {"Authorization": f"Bearer {srv.token}", "Content-Type": "application/json"}
+        for path, obj in rbac_objects(1000):
+            await srv.dispatch("POST", path, {}, h, orjson.dumps(obj))
+        r = await srv.dispatch(
+            "POST", "/api/v1/namespaces/bench/serviceaccounts/writer/token", {}, h, b"{}"
+        )
+        tok = orjson.loads(r.body)["status"]["token"]
+        acc = srv.access
+        auth = f"Bearer {tok}"
+        path = "/api/v1/namespaces/bench/configmaps"
+        user = acc.authn.authenticate(auth)
+        assert user is not None
+        a = attributes.of_request("POST", path, {})
+        assert acc.authorize(user, a)[0]
+        t0 = time.perf_counter()
+        for _ in range(n):
+            u = acc.authn.authenticate(auth)
+            assert u is not None
+            acc.impersonate(u, h)
+            acc.authorize(u, attributes.of_request("POST", path, {}))
+        per = (time.perf_counter() - t0) / n * 1e6
+        extra = {
+            "metadata": {"name": "one-more"},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "writer"},
+            "subjects": [{"kind": "ServiceAccount", "name": "someone", "namespace": "bench"}],
+        }
+        await srv.dispatch(
+            "POST", f"{RBAC_API}/namespaces/bench/rolebindings", {}, h, orjson.dumps(extra)
+        )
+        t0 = time.perf_counter()
+        acc.authorize(user, a)  # the first request after an RBAC change
+        cold = (time.perf_counter() - t0) * 1e6
+        acc.rbac.invalidate()
+        t0 = time.perf_counter()
+        acc.authorize(user, a)  # with the subject index rebuilt from the store
+        rebuild = (time.perf_counter() - t0) * 1e6
+    finally:
+        await srv.stop()
+    return {
+        "authn_authz_us_per_request": round(per, 2),
+        "after_rbac_change_us": round(cold, 1),
+        "index_rebuild_us": round(rebuild, 1),
+    }
+
+
 def peak_rss_mib(pid: int) -> float:
     with open(f"/proc/{pid}/status") as f:
         for line in f:
@@ -373,6 +524,9 @@ def measure(
             )
             if code_dir is None:
                 out["client"] = _client_figures(srv)
+                out["authorization"] = authorization_cost(
+                    srv.url, srv.token, ca, max(500, pods // 10)
+                )
     finally:
         shutil.rmtree(d, ignore_errors=True)
     return out
@@ -483,7 +637,13 @@ def main() -> None:
         out.update(compare(a.baseline_commit, a.rounds, nodes, pods, a.watchers, a.rate, wsec))
     else:
         out.update(measure(nodes, pods, a.watchers, a.rate, wsec))
-    out["targets"] = {"writes_per_s": 2000, "list_ms": 300, "watch_p99_ms": 50, "rss_mib": 1536}
+    out["targets"] = {
+        "writes_per_s": 2000,
+        "list_ms": 300,
+        "watch_p99_ms": 50,
+        "rss_mib": 1536,
+        "authorization_share_of_write_time": 0.05,
+    }
     print(orjson.dumps(out, option=orjson.OPT_INDENT_2).decode())
 
 

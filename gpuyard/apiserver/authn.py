@@ -19,11 +19,12 @@ expired or revoked, is refused with 401 (`AuthError`).
 from __future__ import annotations
 
 import hmac
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from gpuyard.apiserver.satoken import API_AUDIENCES, Claims, TokenInvalid, TokenIssuer
+from gpuyard.apiserver.satoken import API_AUDIENCES, LEEWAY, Claims, TokenInvalid, TokenIssuer
 
 MASTERS = "system:masters"
 AUTHENTICATED = "system:authenticated"
@@ -34,6 +35,7 @@ SA_GROUP = "system:serviceaccounts"
 NODE_PREFIX = "system:node:"
 NODES_GROUP = "system:nodes"
 ADMIN_USER = "gpuyard-admin"
+_MAX_VERIFIED = 4096
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,6 +126,9 @@ class Authenticator:
         self._admin = admin_token.encode()
         self.issuer = issuer
         self._lookup = lookup
+        # Signatures checked once per token (an ES256 verification costs more than the
+        # rest of a request); expiry and the ServiceAccount's existence on every use.
+        self._verified: dict[tuple[str, tuple[str, ...]], Claims] = {}
 
     def authenticate(
         self, authorization: str, peercert: dict[str, Any] | None = None
@@ -139,12 +144,18 @@ class Authenticator:
     def token_user(self, token: str, audiences: tuple[str, ...] = API_AUDIENCES) -> UserInfo:
         if hmac.compare_digest(token.encode(), self._admin) and audiences == API_AUDIENCES:
             return ADMIN
-        try:
-            claims = self.issuer.verify(token, audiences)
-        except TokenInvalid as exc:
-            raise AuthError(str(exc)) from None
-        if claims is None:
-            raise AuthError()
+        key = (token, audiences)
+        claims = self._verified.get(key)
+        if claims is None or claims.expires + LEEWAY < time.time():
+            try:
+                claims = self.issuer.verify(token, audiences)
+            except TokenInvalid as exc:
+                raise AuthError(str(exc)) from None
+            if claims is None:
+                raise AuthError()
+            if len(self._verified) >= _MAX_VERIFIED:
+                self._verified.clear()
+            self._verified[key] = claims
         return self._sa_user(claims)
 
     def _sa_user(self, c: Claims) -> UserInfo:

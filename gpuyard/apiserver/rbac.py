@@ -8,10 +8,10 @@ only in the binding's namespace. An aggregated ClusterRole (aggregationRule) has
 rules of every ClusterRole its label selectors match, besides its own. Nothing denies:
 there are only grants.
 
-Fast: the bindings are indexed by subject, and the rules a user has are compiled once
-per (user, groups) and kept until an RBAC object changes (the store's event stream
-clears everything the moment a Role or binding is written), so a request costs a few
-set look-ups.
+Fast: the bindings are indexed by subject (built once, then kept up to date binding by
+binding from the store's event stream), and the rules a user has are compiled once
+per (user, groups) and kept until an RBAC object changes (the same events drop them
+the moment a Role or binding is written), so a request costs a few set look-ups.
 """
 
 from __future__ import annotations
@@ -99,14 +99,27 @@ class RBAC:
 
     def __init__(self, store: Store) -> None:
         self.store = store
-        self._index: dict[tuple[str, str], list[tuple[str, dict[str, Any]]]] | None = None
+        # subject (kind, name) -> {(binding namespace or "", binding name): binding}
+        self._index: dict[tuple[str, str], dict[tuple[str, str], dict[str, Any]]] | None = None
         self._grants: dict[tuple[str, tuple[str, ...]], _Grants] = {}
         self._role_rules: dict[tuple[str, str], list[Rule]] = {}
         store.listeners.append(self._on_event)
 
     def _on_event(self, ck: CollKey, ev: Any) -> None:
-        if ck[0] == GROUP:
-            self.invalidate()
+        if ck[0] != GROUP:
+            return
+        # Whatever changed, the compiled grants may be stale: they are rebuilt per user
+        # on its next request. A binding moves in the subject index by itself.
+        self._grants = {}
+        if ck in (ROLES, CLUSTER_ROLES):
+            self._role_rules = {}
+        elif self._index is not None:
+            ns = ev.entry.namespace if ck == BINDINGS else ""
+            for old in (ev.prev, ev.entry):
+                if old is not None:
+                    self._unindex(self._index, ns, old.name, old.obj())
+            if ev.type != "DELETED":
+                self._add(self._index, ns, ev.entry.obj())
 
     def invalidate(self) -> None:
         self._index = None
@@ -115,27 +128,40 @@ class RBAC:
 
     # ------------------------------------------------------------------ index
 
-    def _build_index(self) -> dict[tuple[str, str], list[tuple[str, dict[str, Any]]]]:
-        """subject (kind, name) -> [(binding namespace, "" for cluster, binding object)]."""
-        index: dict[tuple[str, str], list[tuple[str, dict[str, Any]]]] = {}
+    @staticmethod
+    def _subjects(ns: str, b: dict[str, Any]) -> list[tuple[str, str]]:
+        out: list[tuple[str, str]] = []
+        for s in b.get("subjects") or []:
+            if not isinstance(s, dict):
+                continue
+            kind, name = s.get("kind"), s.get("name")
+            if not isinstance(name, str):
+                continue
+            if kind == "ServiceAccount":
+                sns = s.get("namespace") or ns
+                out.append(("User", f"system:serviceaccount:{sns}:{name}"))
+            elif kind in ("User", "Group"):
+                out.append((str(kind), name))
+        return out
+
+    def _add(self, index: Any, ns: str, b: dict[str, Any]) -> None:
+        name = str((b.get("metadata") or {}).get("name") or "")
+        for subj in self._subjects(ns, b):
+            index.setdefault(subj, {})[(ns, name)] = b
+
+    def _unindex(self, index: Any, ns: str, name: str, b: dict[str, Any]) -> None:
+        for subj in self._subjects(ns, b):
+            held = index.get(subj)
+            if held is not None:
+                held.pop((ns, name), None)
+                if not held:
+                    del index[subj]
+
+    def _build_index(self) -> dict[tuple[str, str], dict[tuple[str, str], dict[str, Any]]]:
+        index: dict[tuple[str, str], dict[tuple[str, str], dict[str, Any]]] = {}
         for ck in (CLUSTER_BINDINGS, BINDINGS):
             for e in self.store.entries(ck):
-                b = e.obj()
-                ns = e.namespace if ck == BINDINGS else ""
-                for s in b.get("subjects") or []:
-                    if not isinstance(s, dict):
-                        continue
-                    kind, name = s.get("kind"), s.get("name")
-                    if not isinstance(name, str):
-                        continue
-                    if kind == "ServiceAccount":
-                        sns = s.get("namespace") or ns
-                        key = ("User", f"system:serviceaccount:{sns}:{name}")
-                    elif kind in ("User", "Group"):
-                        key = (str(kind), name)
-                    else:
-                        continue
-                    index.setdefault(key, []).append((ns, b))
+                self._add(index, e.namespace if ck == BINDINGS else "", e.obj())
         return index
 
     def _rules_of(
@@ -186,7 +212,7 @@ class RBAC:
         subjects = [("User", user.name)] + [("Group", grp) for grp in user.groups]
         g = _Grants([], {})
         for subj in subjects:
-            for ns, b in self._index.get(subj, ()):
+            for (ns, _name), b in self._index.get(subj, {}).items():
                 ref = b.get("roleRef") or {}
                 rkind, rname = ref.get("kind"), ref.get("name")
                 if rkind not in ("Role", "ClusterRole") or not isinstance(rname, str):
