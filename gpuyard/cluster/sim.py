@@ -8,8 +8,11 @@ Like KWOK, `SimCluster` plays every kubelet of the embedded cluster from one pla
   (node index modulo the lease period), so renewals are spread evenly, and nothing per
   node runs in between;
 - one pod informer drives the kubelet state machine: a pod bound to a simulated node
-  goes Pending -> Running after the start delay (or Failed with OutOf<resource> when
-  the node lacks room, as kubelet rejects it), runs until deleted or for
+  goes Pending -> Running after the start delay, or Failed when the kubelet's admission
+  refuses it (gpuyard.cluster.admission: OutOf<resource> for any resource it requests,
+  NodeAffinity, NodeName, NodePorts, TaintToleration for NoExecute taints, against the
+  Node object as it is now and the pods admitted before), whoever bound it; it runs
+  until deleted or for
   `gpuyard.io/sim-duration` seconds and ends Succeeded/Failed with
   `gpuyard.io/sim-exit-code`; a pod with a deletionTimestamp is finalised and removed;
   a pod whose container runs `gpuyard gpu-test` ends with the report its host's
@@ -40,6 +43,7 @@ import orjson
 
 from gpuyard import names
 from gpuyard.apiserver.schemas import KUBERNETES_VERSION
+from gpuyard.cluster.admission import Refusal, admit, pod_ports
 from gpuyard.cluster.shapes import NODES_PER_RACK, ZONES, NodeShape
 from gpuyard.cluster.simhost import SimHost
 from gpuyard.kube import objects as o
@@ -214,7 +218,11 @@ class SimCluster:
             }
             self.nodes[s.name] = SimNode(i, s, SimHost(self.hosts_dir / s.name), alloc)
         self.pods = Informer(client, PODS, name="sim-kubelet-pods")
-        self._pod_state: dict[str, tuple[str, dict[str, int]]] = {}  # key -> (node, requests)
+        # the Node objects as they are now (labels, taints, allocatable) for admission;
+        # shared with the node lifecycle controller in gpuyard up
+        self.node_informer = Informer(client, NODES, name="sim-kubelet-nodes")
+        # key -> (node, requests, host ports) of the pods admitted
+        self._pod_state: dict[str, tuple[str, dict[str, int], tuple[Any, ...]]] = {}
         self._timers: dict[str, asyncio.TimerHandle] = {}
         self._busy: set[str] = set()
         self._tasks: list[asyncio.Task[Any]] = []
@@ -243,6 +251,8 @@ class SimCluster:
         for n in self.nodes.values():
             self._place(n)
         await self.register_nodes()
+        self.node_informer.start()
+        await self.node_informer.wait_synced()
         self.pods.add_handler(self._on_pod, lambda old, new: self._on_pod(new), self._on_pod_delete)
         self.pods.start()
         await self.pods.wait_synced()
@@ -257,6 +267,7 @@ class SimCluster:
         for h in self._timers.values():
             h.cancel()
         await self.pods.stop()
+        await self.node_informer.stop()
 
     async def _bounded(self, coro: Any) -> Any:
         async with self._sem:
@@ -542,18 +553,20 @@ class SimCluster:
             return
         req = o.pod_requests(pod)
         req["pods"] = 1
-        self._pod_state[key] = (n.name, req)
-        for r in RESOURCES:
-            n.used[r] = n.used.get(r, 0) + req.get(r, 0)
+        self._pod_state[key] = (n.name, req, pod_ports(pod))
+        for r, v in req.items():
+            n.used[r] = n.used.get(r, 0) + v
         n.pods.add(key)
 
     def _release(self, key: str) -> None:
         st = self._pod_state.pop(key, None)
         if st is None:
             return
-        n = self.nodes[st[0]]
-        for r in RESOURCES:
-            n.used[r] = n.used.get(r, 0) - st[1].get(r, 0)
+        n = self.nodes.get(st[0])
+        if n is None:
+            return
+        for r, v in st[1].items():
+            n.used[r] = n.used.get(r, 0) - v
         n.pods.discard(key)
 
     def _acting_on(self, key: str, phases: tuple[str | None, ...]) -> tuple[Any, SimNode] | None:
@@ -575,13 +588,10 @@ class SimCluster:
         if got is None:
             return
         pod, n = got
-        req = o.pod_requests(pod)
-        req["pods"] = 1
-        for r in RESOURCES:
-            want = req.get(r, 0)
-            if want and n.used.get(r, 0) + want > n.allocatable.get(r, 0):
-                await self._reject(pod, n, r, want)
-                return
+        refusal = self.admission(pod, n)
+        if refusal is not None:
+            await self._reject(pod, refusal)
+            return
         self._account(key, n, pod)
         now = o.now_rfc3339()
         pod_ip = n.pod_ip()
@@ -621,16 +631,25 @@ class SimCluster:
         self.writes += 1
         self._arm_finish(key, {**pod, "status": status})
 
-    async def _reject(self, pod: dict[str, Any], n: SimNode, resource: str, want: int) -> None:
-        reason = f"OutOf{resource}"
-        msg = (
-            f"Pod Node didn't have enough resource: {resource}, requested: {want}, "
-            f"used: {n.used.get(resource, 0)}, capacity: {n.allocatable.get(resource, 0)}"
-        )
+    def admission(self, pod: dict[str, Any], n: SimNode) -> Refusal | None:
+        """The kubelet's admission of a pod bound to this node (see admission.py),
+        against the Node object as the kubelet sees it now (its shape's until the
+        object is seen) and the pods it admitted."""
+        node = self.node_informer.cache.get(n.name) or node_object(n, self.cfg)
+        alloc = o.node_allocatable(node) if node.get("status") else dict(n.allocatable)
+        bound = [
+            port
+            for k in n.pods
+            if k != o.key_of(pod) and k in self._pod_state
+            for port in self._pod_state[k][2]
+        ]
+        return admit(pod, node, alloc, n.used, bound)
+
+    async def _reject(self, pod: dict[str, Any], refusal: Refusal) -> None:
         await self.client.patch_status(
             PODS,
             pod["metadata"]["name"],
-            {"status": {"phase": "Failed", "reason": reason, "message": msg}},
+            {"status": {"phase": "Failed", "reason": refusal.reason, "message": refusal.message}},
             o.namespace_of(pod),
         )
         self.writes += 1

@@ -30,6 +30,7 @@ from gpuyard.cluster.faults import FaultApplier
 from gpuyard.cluster.lifecycle import NodeLifecycle
 from gpuyard.cluster.shapes import NODES_PER_RACK, ZONES, NodeShape, default_shapes, load_shapes
 from gpuyard.cluster.sim import SimCluster, SimConfig
+from gpuyard.cluster.taints import TaintManager
 from gpuyard.kube.errors import AlreadyExists
 from gpuyard.kube.informer import Informer
 from gpuyard.kube.resources import NODES
@@ -153,6 +154,7 @@ class EmbeddedCluster:
         self.sim: SimCluster | None = None
         self.faults: FaultApplier | None = None
         self.autoscaler: Autoscaler | None = None
+        self.taint_manager: TaintManager | None = None
         self.started: list[str] = []
         self.missing: list[str] = []
         self._tasks: list[asyncio.Task[Any]] = []
@@ -201,9 +203,7 @@ class EmbeddedCluster:
             ),
         )
         await self.sim.start()
-        nodes = Informer(self.client, NODES, name="lifecycle-nodes")
-        nodes.start()
-        self._informers.append(nodes)
+        nodes = self.sim.node_informer  # the kubelets' watch of the nodes, shared
         lifecycle = NodeLifecycle(
             self.client,
             nodes,
@@ -213,6 +213,10 @@ class EmbeddedCluster:
             pod_gc_after=min(40.0, self.opts.node_grace),
         )
         self._tasks.append(asyncio.create_task(lifecycle.run(self.stop_event), name="lifecycle"))
+        self.taint_manager = TaintManager(self.client, nodes, self.sim.pods)
+        self._tasks.append(
+            asyncio.create_task(self.taint_manager.run(self.stop_event), name="taint-manager")
+        )
         if groups:
             self.sim.node_groups = groups
             self.autoscaler = Autoscaler(

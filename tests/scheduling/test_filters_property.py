@@ -8,6 +8,8 @@ kubelet's admission rules, independently of gpuyard.scheduling.filters and of
 gpuyard.kube.objects: each resource's requests summed over the node's pods within its
 allocatable, host ports bound once per node (per protocol, on one address or all), the
 node selector and required node affinity, NoSchedule and NoExecute taints tolerated. A pod asking for a resource no node has waits with a reason naming it.
+The simulated kubelet's own admission (gpuyard.cluster.admission, what `gpuyard up`'s
+nodes run before starting a pod) admits every binding too, in the order they were made.
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ from hypothesis import HealthCheck, given, seed, settings
 from hypothesis import strategies as st
 
 from gpuyard import names
+from gpuyard.cluster.admission import admit, pod_ports
+from gpuyard.kube import objects as o
 from gpuyard.scheduling.policy import schedule
 from gpuyard.scheduling.state import ClusterState
 
@@ -303,11 +307,27 @@ def test_no_binding_violates_a_filter(c: tuple[list[dict[str, Any]], list[dict[s
     pods = {f"ns/{p['metadata']['name']}": p for p in pod_objs}
     where: dict[str, str] = {}
     reasons: dict[str, str] = {}
+    kubelet_used: dict[str, dict[str, int]] = {n: {} for n in nodes}
+    kubelet_ports: dict[str, list[tuple[str, str, int]]] = {n: [] for n in nodes}
     for t in range(3):
         d = schedule(s, now=1000.0 + t)
         for key, node in d.bindings:
             assert key not in where, key
             where[key] = node
+            bound = {**pods[key], "spec": {**pods[key]["spec"], "nodeName": node}}
+            refusal = admit(
+                bound,
+                nodes[node],
+                o.node_allocatable(nodes[node]),
+                kubelet_used[node],
+                kubelet_ports[node],
+            )
+            assert refusal is None, (key, node, refusal)
+            req = o.pod_requests(bound)
+            req["pods"] = 1
+            for r, v in req.items():
+                kubelet_used[node][r] = kubelet_used[node].get(r, 0) + v
+            kubelet_ports[node].extend(pod_ports(bound))
         reasons.update(d.unschedulable)
         admit_all(nodes, pods, where)
     for key, pod in pods.items():
