@@ -33,7 +33,7 @@ Rule = tuple[str, list[str], list[str]]  # (apiGroup, resources, verbs)
 WATCH = ["get", "list", "watch"]
 
 SCHEDULER_RULES: list[Rule] = [
-    ("", ["pods", "nodes"], WATCH),
+    ("", ["pods", "nodes", "namespaces"], WATCH),
     ("", ["pods/status"], ["patch", "update"]),
     ("", ["pods/binding", "pods/eviction"], ["create"]),
     ("", ["events"], ["create", "patch"]),

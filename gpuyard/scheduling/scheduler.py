@@ -34,7 +34,7 @@ from gpuyard.kube.errors import ApiError, Conflict, NotFound, TooManyRequests
 from gpuyard.kube.events import EventRecorder
 from gpuyard.kube.informer import Informer
 from gpuyard.kube.leader import LeaderElector, LeaseTimings
-from gpuyard.kube.resources import NODES, POD_GROUPS, PODS, PRIORITY_CLASSES
+from gpuyard.kube.resources import NAMESPACES, NODES, POD_GROUPS, PODS, PRIORITY_CLASSES
 from gpuyard.scheduling.policy import Decisions, Eviction, Memory, PolicyConfig, deliver, schedule
 from gpuyard.scheduling.reasons import Reasons
 from gpuyard.scheduling.state import ClusterState
@@ -164,6 +164,8 @@ class Scheduler:
         self.nodes = Informer(client, NODES, name="scheduler-nodes")
         self.groups = Informer(client, POD_GROUPS, name="scheduler-podgroups")
         self.classes = Informer(client, PRIORITY_CLASSES, name="scheduler-priorityclasses")
+        # namespace labels, for the namespaceSelector of pod affinity terms
+        self.namespaces = Informer(client, NAMESPACES, name="scheduler-namespaces")
         self.passes = 0
         self.bound = 0
 
@@ -225,6 +227,18 @@ class Scheduler:
 
         self.classes.add_handler(pc, lambda old, new: pc(new), None)
 
+        def ns_set(obj: dict[str, Any]) -> None:
+            labels = dict(o.labels_of(obj))
+            if s.namespace_labels.get(o.name_of(obj)) != labels:
+                s.namespace_labels[o.name_of(obj)] = labels
+                s.generation += 1
+                self._changed()
+
+        def ns_del(obj: dict[str, Any]) -> None:
+            s.namespace_labels.pop(o.name_of(obj), None)
+
+        self.namespaces.add_handler(ns_set, lambda old, new: ns_set(new), ns_del)
+
     # ------------------------------------------------------------------ running
 
     async def run(self, stop: asyncio.Event | None = None) -> None:
@@ -234,10 +248,10 @@ class Scheduler:
         freezer = (
             asyncio.create_task(_gc_freezer(self.freeze_gc, synced)) if self.freeze_gc else None
         )
-        for inf in (self.classes, self.nodes, self.groups, self.pods):
+        for inf in (self.classes, self.namespaces, self.nodes, self.groups, self.pods):
             inf.start()
         try:
-            for inf in (self.classes, self.nodes, self.groups, self.pods):
+            for inf in (self.classes, self.namespaces, self.nodes, self.groups, self.pods):
                 await inf.wait_synced()
             synced.set()
             # Pods seen before their nodes were known: account them now.
@@ -270,7 +284,7 @@ class Scheduler:
             if freezer is not None:
                 freezer.cancel()
                 await asyncio.gather(freezer, return_exceptions=True)
-            for inf in (self.classes, self.nodes, self.groups, self.pods):
+            for inf in (self.classes, self.namespaces, self.nodes, self.groups, self.pods):
                 await inf.stop()
             await self.recorder.flush()
 

@@ -238,3 +238,89 @@ def test_mig_rdma_pod_waits_naming_the_resource_and_binds_once_a_node_has_it(
             assert await until(bound, 30) == nodes[1]
 
     asyncio.run(scenario())
+
+
+def test_pod_affinity_anti_affinity_and_spread_across_zones(
+    make_cluster: Callable[..., ClusterProcess],
+) -> None:
+    """Zone-level pod affinity (with a namespaceSelector), anti-affinity and topology
+    spread through the live scheduler; a pod they leave nowhere to go says why."""
+    c = make_cluster(nodes=6, args=["--components", "scheduler", "--rack-size", "1"])
+    zone = "topology.kubernetes.io/zone"
+
+    def pod(name: str, ns: str = "default", app: str = "", **spec: Any) -> dict[str, Any]:
+        p = single(name)
+        p["metadata"]["namespace"] = ns
+        if app:
+            p["metadata"]["labels"] = {"app": app}
+        p["spec"].update(spec)
+        return p
+
+    def term(app: str, **extra: Any) -> dict[str, Any]:
+        return {"labelSelector": {"matchLabels": {"app": app}}, "topologyKey": zone, **extra}
+
+    async def scenario() -> None:
+        async with c.client() as k:
+            nodes = {n["metadata"]["name"]: n for n in (await k.list(NODES))["items"]}
+            zone_of = {name: n["metadata"]["labels"][zone] for name, n in nodes.items()}
+            assert len(set(zone_of.values())) == 3, zone_of
+            await k.create(
+                {
+                    "apiVersion": "v1",
+                    "kind": "Namespace",
+                    "metadata": {"name": "team-x", "labels": {"team": "x"}},
+                }
+            )
+            await k.create(pod("anchor", "team-x", "db"))
+
+            async def node_of(name: str, ns: str = "default") -> str | None:
+                return (await k.get(PODS, name, ns))["spec"].get("nodeName")
+
+            anchor_zone = zone_of[await until(lambda: node_of("anchor", "team-x"))]
+            near = {
+                "podAffinity": {
+                    "requiredDuringSchedulingIgnoredDuringExecution": [
+                        term("db", namespaceSelector={"matchLabels": {"team": "x"}})
+                    ]
+                }
+            }
+            far = {
+                "podAntiAffinity": {
+                    "requiredDuringSchedulingIgnoredDuringExecution": [
+                        term("db", namespaceSelector={})
+                    ]
+                }
+            }
+            await k.create(pod("near", affinity=near))
+            await k.create(pod("far", affinity=far))
+            assert zone_of[await until(lambda: node_of("near"))] == anchor_zone
+            assert zone_of[await until(lambda: node_of("far"))] != anchor_zone
+            spread = [
+                {
+                    "maxSkew": 1,
+                    "topologyKey": zone,
+                    "whenUnsatisfiable": "DoNotSchedule",
+                    "labelSelector": {"matchLabels": {"app": "s"}},
+                }
+            ]
+            for i in range(3):
+                await k.create(pod(f"s{i}", app="s", topologySpreadConstraints=spread))
+            placed = [zone_of[await until(lambda i=i: node_of(f"s{i}"))] for i in range(3)]
+            assert sorted(placed) == sorted(set(zone_of.values())), placed
+            # kept out of the anchor's zone by anti-affinity, and held to it by its selector
+            await k.create(pod("blocked", affinity=far, nodeSelector={zone: anchor_zone}))
+
+            async def reason() -> str | None:
+                for e in (await k.list(EVENTS, "default"))["items"]:
+                    if (
+                        e["involvedObject"]["name"] == "blocked"
+                        and e["reason"] == "FailedScheduling"
+                    ):
+                        return str(e["message"])
+                return None
+
+            msg = await until(reason)
+            assert "node(s) didn't match pod anti-affinity rules" in msg, msg
+            assert not await node_of("blocked")
+
+    asyncio.run(scenario())
