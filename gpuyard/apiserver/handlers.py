@@ -396,6 +396,12 @@ class Core:
             return await self.serve_other(kind, info, query, headers)
         res, ns, name, sub, watch = info
         hget = _header_getter(headers)
+        if not res.allows(_verb(method, name, watch or _qbool(query, "watch")), sub):
+            raise APIError(
+                405,
+                "MethodNotAllowed",
+                "the server does not allow this method on the requested resource",
+            )
         if res.plural == "bindings" and res.group == "":
             if method != "POST" or name is not None:
                 raise APIError(
@@ -1743,6 +1749,20 @@ def _meta_causes(obj: dict[str, Any]) -> list[dict[str, Any]]:
         if obj.get(f) is not None and not isinstance(obj[f], dict) and f in obj:
             bad(f, "Invalid value: must be an object")
     return out
+
+
+_VERB_OF = {"POST": "create", "PUT": "update", "PATCH": "patch"}
+
+
+def _verb(method: str, name: str | None, watch: bool) -> str:
+    """The API verb of a request, as authorization and discovery name it."""
+    if method in ("GET", "HEAD"):
+        if watch:
+            return "watch"
+        return "list" if name is None else "get"
+    if method == "DELETE":
+        return "deletecollection" if name is None else "delete"
+    return _VERB_OF.get(method, method.lower())
 
 
 def _header_getter(headers: Mapping[str, str]) -> Any:

@@ -12,6 +12,8 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any
 
+from gpuyard.k8s import kinds
+
 ALL_VERBS: tuple[str, ...] = (
     "create",
     "delete",
@@ -41,6 +43,10 @@ class Resource:
     schema: dict[str, Any] | None = field(default=None, compare=False, hash=False)
     printer_columns: tuple[dict[str, Any], ...] = field(default=(), compare=False, hash=False)
     custom: bool = False  # defined by a CRD
+    # discovery facts of each subresource (its verbs and the kind it answers)
+    sub_info: tuple[kinds.Subresource, ...] = field(default=(), compare=False, hash=False)
+    # a CRD's subresources.scale (specReplicasPath, statusReplicasPath, labelSelectorPath)
+    scale: dict[str, Any] | None = field(default=None, compare=False, hash=False)
 
     @property
     def group_version(self) -> str:
@@ -65,170 +71,74 @@ class Resource:
         """ "pods" or "deployments.apps", as used in Status details and messages."""
         return f"{self.plural}.{self.group}" if self.group else self.plural
 
+    def allows(self, verb: str, sub: str | None = None) -> bool:
+        """Whether discovery lists `verb` for this resource (or its subresource `sub`)."""
+        if sub is None:
+            return verb in self.verbs
+        for s in self.sub_info:
+            if s.name == sub:
+                return verb in s.verbs
+        return sub in self.subresources  # a CRD's status and scale: get, patch, update
+
     def path_prefix(self) -> str:
         """ "/api/v1" or "/apis/apps/v1"."""
         return f"/apis/{self.group}/{self.version}" if self.group else f"/api/{self.version}"
 
 
-_R = Resource
-_CORE_SUB = ("status",)
+# Subresources this server answers (the others a real 1.37 has, such as pods/log or
+# pods/exec, are not advertised: discovery says what is served here).
+SERVED_SUBRESOURCES = frozenset({"status", "scale", "binding", "eviction", "token"})
 
 
 def builtin_resources() -> list[Resource]:
-    """The resources the server knows without any CRD."""
-    return [
-        _R(
-            "",
-            "v1",
-            "Namespace",
-            "namespaces",
-            "namespace",
-            False,
-            ("ns",),
-            _CORE_SUB,
-            verbs=("create", "delete", "get", "list", "patch", "update", "watch"),
-        ),
-        _R("", "v1", "Node", "nodes", "node", False, ("no",), _CORE_SUB),
-        _R(
-            "",
-            "v1",
-            "Pod",
-            "pods",
-            "pod",
-            True,
-            ("po",),
-            ("status", "binding", "eviction"),
-            ("all",),
-        ),
-        _R(
-            "",
-            "v1",
-            "Service",
-            "services",
-            "service",
-            True,
-            ("svc",),
-            _CORE_SUB,
-            ("all",),
-            verbs=(
-                "create",
-                "delete",
-                "deletecollection",
-                "get",
-                "list",
-                "patch",
-                "update",
-                "watch",
-            ),
-        ),
-        _R("", "v1", "ConfigMap", "configmaps", "configmap", True, ("cm",)),
-        _R("", "v1", "Binding", "bindings", "binding", True, verbs=("create",)),
-        # Reviews (gpuyard.apiserver.reviews): answered, never stored.
-        *(
-            _R(g, "v1", k, k.lower() + "s", k.lower(), ns, verbs=("create",))
-            for g, k, ns in (
-                ("authorization.k8s.io", "SelfSubjectAccessReview", False),
-                ("authorization.k8s.io", "SubjectAccessReview", False),
-                ("authorization.k8s.io", "LocalSubjectAccessReview", True),
-                ("authorization.k8s.io", "SelfSubjectRulesReview", False),
-                ("authentication.k8s.io", "TokenReview", False),
-                ("authentication.k8s.io", "SelfSubjectReview", False),
+    """The resources the server knows without any CRD: every kind of a default
+    Kubernetes 1.37 control plane (gpuyard.k8s.kinds, generated from the official API
+    definitions)."""
+    out = []
+    for k in kinds.builtin_kinds():
+        subs = tuple(s for s in k.subresources if s.name in SERVED_SUBRESOURCES)
+        out.append(
+            Resource(
+                group=k.group,
+                version=k.version,
+                kind=k.kind,
+                plural=k.plural,
+                singular=k.singular,
+                namespaced=k.namespaced,
+                short_names=k.short_names,
+                subresources=tuple(s.name for s in subs),
+                categories=k.categories,
+                verbs=k.verbs,
+                sub_info=subs,
             )
-        ),
-        _R("", "v1", "Secret", "secrets", "secret", True),
-        _R(
-            "",
-            "v1",
-            "ServiceAccount",
-            "serviceaccounts",
-            "serviceaccount",
-            True,
-            ("sa",),
-            ("token",),
-        ),
-        _R("", "v1", "Event", "events", "event", True, ("ev",)),
-        _R("coordination.k8s.io", "v1", "Lease", "leases", "lease", True),
-        _R(
-            "scheduling.k8s.io",
-            "v1",
-            "PriorityClass",
-            "priorityclasses",
-            "priorityclass",
-            False,
-            ("pc",),
-        ),
-        _R(
-            "apps",
-            "v1",
-            "Deployment",
-            "deployments",
-            "deployment",
-            True,
-            ("deploy",),
-            _CORE_SUB,
-            ("all",),
-        ),
-        _R(
-            "apps", "v1", "DaemonSet", "daemonsets", "daemonset", True, ("ds",), _CORE_SUB, ("all",)
-        ),
-        _R(
-            "policy",
-            "v1",
-            "PodDisruptionBudget",
-            "poddisruptionbudgets",
-            "poddisruptionbudget",
-            True,
-            ("pdb",),
-            _CORE_SUB,
-        ),
-        _R(
-            "apiextensions.k8s.io",
-            "v1",
-            "CustomResourceDefinition",
-            "customresourcedefinitions",
-            "customresourcedefinition",
-            False,
-            ("crd", "crds"),
-            _CORE_SUB,
-            ("api-extensions",),
-        ),
-        _R(
-            "admissionregistration.k8s.io",
-            "v1",
-            "MutatingWebhookConfiguration",
-            "mutatingwebhookconfigurations",
-            "mutatingwebhookconfiguration",
-            False,
-            categories=("api-extensions",),
-        ),
-        _R("events.k8s.io", "v1", "Event", "events", "event", True, ("ev",)),
-        # RBAC objects: stored, and enforced on every request (gpuyard.apiserver.rbac).
-        _R("rbac.authorization.k8s.io", "v1", "ClusterRole", "clusterroles", "clusterrole", False),
-        _R(
-            "rbac.authorization.k8s.io",
-            "v1",
-            "ClusterRoleBinding",
-            "clusterrolebindings",
-            "clusterrolebinding",
-            False,
-        ),
-        _R("rbac.authorization.k8s.io", "v1", "Role", "roles", "role", True),
-        _R("rbac.authorization.k8s.io", "v1", "RoleBinding", "rolebindings", "rolebinding", True),
-    ]
+        )
+    return out
 
 
-# Preferred group order for discovery (legacy core is served separately under /api).
+# Discovery's group order, as kube-apiserver lists its groups (legacy core is served
+# separately under /api); groups of CRDs follow, by name.
 _GROUP_ORDER = (
+    "apiregistration.k8s.io",
     "apps",
     "events.k8s.io",
-    "policy",
-    "coordination.k8s.io",
-    "scheduling.k8s.io",
-    "apiextensions.k8s.io",
-    "admissionregistration.k8s.io",
-    "rbac.authorization.k8s.io",
     "authentication.k8s.io",
     "authorization.k8s.io",
+    "autoscaling",
+    "batch",
+    "certificates.k8s.io",
+    "networking.k8s.io",
+    "policy",
+    "rbac.authorization.k8s.io",
+    "storage.k8s.io",
+    "admissionregistration.k8s.io",
+    "apiextensions.k8s.io",
+    "scheduling.k8s.io",
+    "coordination.k8s.io",
+    "node.k8s.io",
+    "discovery.k8s.io",
+    "resource.k8s.io",
+    "flowcontrol.apiserver.k8s.io",
+    "storagemigration.k8s.io",
 )
 
 
@@ -254,7 +164,8 @@ def resources_from_crd(crd: dict[str, Any]) -> list[Resource]:
         if not ver.get("served", True):
             continue
         subs = ver.get("subresources") or {}
-        subresources = ("status",) if "status" in subs else ()
+        subresources = tuple(n for n in ("scale", "status") if n in subs)
+        scale = subs.get("scale") if isinstance(subs.get("scale"), dict) else None
         schema = (ver.get("schema") or {}).get("openAPIV3Schema")
         out.append(
             Resource(
@@ -270,6 +181,7 @@ def resources_from_crd(crd: dict[str, Any]) -> list[Resource]:
                 schema=schema,
                 printer_columns=tuple(ver.get("additionalPrinterColumns") or ()),
                 custom=True,
+                scale=scale,
             )
         )
     return out
