@@ -69,39 +69,26 @@ def _entry(r: Resource) -> dict[str, Any]:
 
 def _sub_entries(r: Resource) -> list[dict[str, Any]]:
     out = []
+    info = {s.name: s for s in r.sub_info}
     for sub in r.subresources:
-        if sub == "status":
-            out.append(
-                {
-                    "name": f"{r.plural}/status",
-                    "singularName": "",
-                    "namespaced": r.namespaced,
-                    "kind": r.kind,
-                    "verbs": ["get", "patch", "update"],
-                }
-            )
-        elif sub == "binding":
-            out.append(
-                {
-                    "name": f"{r.plural}/binding",
-                    "singularName": "",
-                    "namespaced": r.namespaced,
-                    "kind": "Binding",
-                    "verbs": ["create"],
-                }
-            )
-        elif sub == "eviction":
-            out.append(
-                {
-                    "name": f"{r.plural}/eviction",
-                    "singularName": "",
-                    "namespaced": r.namespaced,
-                    "group": "policy",
-                    "version": "v1",
-                    "kind": "Eviction",
-                    "verbs": ["create"],
-                }
-            )
+        e: dict[str, Any] = {
+            "name": f"{r.plural}/{sub}",
+            "singularName": "",
+            "namespaced": r.namespaced,
+        }
+        s = info.get(sub)
+        if s is not None:
+            if s.group or s.version:
+                e["group"], e["version"] = s.group, s.version
+            e["kind"] = s.kind
+            e["verbs"] = list(s.verbs)
+        elif sub == "scale":  # a CRD's
+            e.update(group="autoscaling", version="v1", kind="Scale")
+            e["verbs"] = ["get", "patch", "update"]
+        else:
+            e["kind"] = r.kind
+            e["verbs"] = ["get", "patch", "update"]
+        out.append(e)
     return out
 
 

@@ -413,19 +413,23 @@ class APIServer(Core):
                     {"Content-Type": "text/plain; version=0.0.4; charset=utf-8"},
                 )
             if path.startswith("/openapi/"):
-                doc = None
+                raw: bytes | None = None
+                ctype = "application/json"
                 if path == "/openapi/v2":
-                    doc = openapi.openapi_v2(self.registry)
+                    accept = next((v for k, v in headers.items() if k.lower() == "accept"), "")
+                    if openapi.wants_v2_proto(accept):
+                        raw, ctype = (
+                            openapi.openapi_v2_bytes(self.registry, True),
+                            openapi.V2_PROTO_ANSWER,
+                        )
+                    else:
+                        raw = openapi.openapi_v2_bytes(self.registry, False)
                 elif path == "/openapi/v3":
-                    doc = openapi.openapi_v3_paths(self.registry)
+                    raw = openapi.openapi_v3_paths_bytes(self.registry)
                 elif path.startswith("/openapi/v3/"):
-                    doc = openapi.openapi_v3_doc(self.registry, path[len("/openapi/v3/") :])
-                if isinstance(doc, bytes | bytearray):  # already serialized (and cached)
-                    return Response(200, bytes(doc))
-                if isinstance(doc, tuple):  # (bytes, content type)
-                    return Response(200, bytes(doc[0]), {"Content-Type": str(doc[1])})
-                if doc is not None:
-                    return js(doc)
+                    raw = openapi.openapi_v3_doc_bytes(self.registry, path[len("/openapi/v3/") :])
+                if raw is not None:
+                    return Response(200, raw, {"Content-Type": ctype})
         raise APIError(404, "NotFound", "the server could not find the requested resource")
 
     # ------------------------------------------------------------------ HTTP
