@@ -25,6 +25,7 @@ from gpuyard.apiserver import (
     patch,
     paths,
     protobuf,
+    scale,
     schemas,
     strategies,
     tables,
@@ -401,6 +402,20 @@ class Core:
                 405,
                 "MethodNotAllowed",
                 "the server does not allow this method on the requested resource",
+            )
+        if sub == "scale" and name is not None:
+            if method in _WRITE_OPTIONS:
+                schemas.FIELD_VALIDATION.set(schemas.directive(query, _WRITE_OPTIONS[method]))
+            return await scale.serve(
+                self,
+                method,
+                res,
+                ns or "",
+                name,
+                body,
+                hget("content-type"),
+                query,
+                self._dry_run(query),
             )
         if res.plural == "bindings" and res.group == "":
             if method != "POST" or name is not None:
