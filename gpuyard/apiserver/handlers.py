@@ -22,6 +22,7 @@ import orjson
 
 from gpuyard.apiserver import (
     defaults,
+    managedfields,
     patch,
     paths,
     protobuf,
@@ -320,6 +321,7 @@ class Core:
         try:
             token = _WARNINGS.set([])
             fv_token = schemas.FIELD_VALIDATION.set("Warn")
+            mgr_token = managedfields.MANAGER.set(managedfields.DEFAULT_MANAGER)
             try:
                 resp = await self._dispatch(method.upper(), path, query or {}, headers or {}, body)
                 warns = _WARNINGS.get()
@@ -327,6 +329,7 @@ class Core:
                     resp.headers["Warning"] = schemas.warning_header(warns)
                 return resp
             finally:
+                managedfields.MANAGER.reset(mgr_token)
                 schemas.FIELD_VALIDATION.reset(fv_token)
                 _WARNINGS.reset(token)
         except APIError as e:
@@ -457,6 +460,7 @@ class Core:
         dry = self._dry_run(query)
         if method in _WRITE_OPTIONS:
             schemas.FIELD_VALIDATION.set(schemas.directive(query, _WRITE_OPTIONS[method]))
+            managedfields.for_request(query, hget("user-agent"), method, ctype)
         if method == "POST":
             if name is None:
                 obj = self._body_obj(body, ctype)
@@ -1004,7 +1008,12 @@ class Core:
         return raw
 
     async def create_object(
-        self, res: Resource, ns: str, obj: dict[str, Any], dry_run: bool = False
+        self,
+        res: Resource,
+        ns: str,
+        obj: dict[str, Any],
+        dry_run: bool = False,
+        applied: bool = False,
     ) -> tuple[int, bytes]:
         """Create; returns (201, stored bytes)."""
         if "create" not in res.verbs:
@@ -1030,6 +1039,10 @@ class Core:
         md["creationTimestamp"] = _ts(_now())
         md["generation"] = 1
         self._defaults_on_create(res, obj)
+        if not applied:
+            managedfields.track_update(
+                res, None, obj, managedfields.MANAGER.get(), None, md["creationTimestamp"]
+            )
         if dry_run:
             key = make_key(md.get("namespace") or "", md["name"])
             if self.store.latest(res.key, key) is not None:
@@ -1067,10 +1080,17 @@ class Core:
         return _raw(200, out)
 
     async def _write_update(
-        self, res: Resource, e: Entry, obj: dict[str, Any], sub: str | None, dry: bool
+        self,
+        res: Resource,
+        e: Entry,
+        obj: dict[str, Any],
+        sub: str | None,
+        dry: bool,
+        applied: bool = False,
     ) -> bytes:
         """Apply an update of the stored entry e; handles status separation, generation,
-        finalizer removal, and the conflict check against e.rv."""
+        finalizer removal, field ownership, and the conflict check against e.rv (applied:
+        obj is a server-side apply's result, its managedFields already kept)."""
         old = e.obj()
         omd = old["metadata"]
         if sub == "status":
@@ -1079,6 +1099,8 @@ class Core:
             if new["status"] is None:
                 new.pop("status")
             new["metadata"] = dict(omd)
+            if applied and "managedFields" in (obj.get("metadata") or {}):
+                new["metadata"]["managedFields"] = obj["metadata"]["managedFields"]
         else:
             new = dict(obj)
             if "status" in res.subresources:
@@ -1116,6 +1138,8 @@ class Core:
                 raise invalid(res.kind, e.name, causes, res.group)
         if res.key == CRDS and sub is None:
             self._crd_status(new)
+        if not applied:
+            managedfields.track_update(res, old, new, managedfields.MANAGER.get(), sub, _now_ts())
         new["metadata"]["resourceVersion"] = str(e.rv)
         if new == old:
             # No-op update: nothing written. Answer with committed state only.
@@ -1186,13 +1210,13 @@ class Core:
                         "kind": res.kind,
                         "metadata": {"name": name, **({"namespace": ns} if ns else {})},
                     }
-                    obj = self._apply_patch(res, base, body, ct, query)
+                    obj = self._apply_patch(res, base, body, ct, query, sub)
                     obj.setdefault("metadata", {})["name"] = name
-                    st, out = await self.create_object(res, ns, obj, dry)
+                    st, out = await self.create_object(res, ns, obj, dry, applied=True)
                     return _raw(st, out)
                 raise not_found(res.group_resource, name, res.plural, res.group)
             cur = e.obj()
-            obj = self._apply_patch(res, cur, body, ct, query)
+            obj = self._apply_patch(res, cur, body, ct, query, sub)
             if not isinstance(obj, dict):
                 raise bad_request("the patch produced something that is not an object")
             obj.setdefault("metadata", {})
@@ -1208,7 +1232,9 @@ class Core:
             self._decode(res, obj, "patch")
             self._check_ns(res, ns, obj, creating=False)
             try:
-                out = await self._write_update(res, e, obj, sub, dry)
+                out = await self._write_update(
+                    res, e, obj, sub, dry, applied=ct == "application/apply-patch+yaml"
+                )
             except APIError as ae:
                 if ae.reason == "Conflict" and want is None:
                     continue  # raced with another writer: re-apply on the new state
@@ -1217,11 +1243,17 @@ class Core:
         raise conflict(res.group_resource, name, res.plural)
 
     def _apply_patch(
-        self, res: Resource, obj: dict[str, Any], body: bytes, ct: str, query: Mapping[str, str]
+        self,
+        res: Resource,
+        obj: dict[str, Any],
+        body: bytes,
+        ct: str,
+        query: Mapping[str, str],
+        sub: str | None = None,
     ) -> dict[str, Any]:
         try:
             out = patch.apply_patch(
-                obj, body, ct, res, query.get("fieldManager"), query.get("force") == "true"
+                obj, body, ct, res, query.get("fieldManager"), query.get("force") == "true", sub
             )
         except patch.PatchError as exc:
             raise APIError(exc.code, exc.reason, exc.message) from None

@@ -9,8 +9,8 @@ Lists without a merge key (taints, tolerations, args) are replaced. The directiv
 kubectl sends are honoured: `$patch: delete|replace|merge`, `$retainKeys`,
 `$deleteFromPrimitiveList/<field>` and `$setElementOrder/<field>`.
 
-Server-side apply merges the applied configuration the same way (merge patch for
-custom resources) and records the field manager in metadata.managedFields.
+Server-side apply merges the applied configuration by the schema's list and map types
+and keeps field ownership (`managedfields`).
 
 Every failure is a `PatchError` with an HTTP code, never another exception.
 """
@@ -21,6 +21,7 @@ import copy
 from datetime import UTC, datetime
 from typing import Any
 
+from gpuyard.apiserver import managedfields
 from gpuyard.apiserver.resources import Resource
 from gpuyard.k8s import decode
 from gpuyard.kube import json_patch
@@ -186,6 +187,7 @@ def apply_patch(
     resource: Resource,
     field_manager: str | None = None,
     force: bool = False,
+    sub: str | None = None,
 ) -> dict[str, Any]:
     ct = content_type.split(";")[0].strip().lower()
     if ct == "application/json-patch+json":
@@ -241,44 +243,8 @@ def apply_patch(
                 f"the applied configuration is {p.get('apiVersion')}/{p.get('kind')}, "
                 f"not {resource.api_version}/{resource.kind}",
             )
-        if isinstance(p.get("metadata"), dict):
-            p["metadata"].pop("managedFields", None)
-        out = (
-            dict(merge_patch(obj, p))
-            if resource.custom
-            else strategic_merge_patch(obj, p, resource.kind)
+        now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        return managedfields.apply(
+            resource, obj, p, field_manager or managedfields.DEFAULT_MANAGER, force, sub, now
         )
-        manager = field_manager or "unknown"
-        md_in = out.get("metadata")
-        md = dict(md_in) if isinstance(md_in, dict) else {}  # a copy: input stays as it was
-        out["metadata"] = md
-        entries = [
-            e
-            for e in md.get("managedFields") or []
-            if isinstance(e, dict) and e.get("manager") != manager
-        ]
-        entries.append(
-            {
-                "manager": manager,
-                "operation": "Apply",
-                "apiVersion": resource.api_version,
-                "time": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
-                "fieldsType": "FieldsV1",
-                "fieldsV1": _fields(p),
-            }
-        )
-        md["managedFields"] = entries
-        return out
     raise PatchError(415, "UnsupportedMediaType", f"unsupported patch type {content_type!r}")
-
-
-def _fields(applied: Any) -> dict[str, Any]:
-    """A FieldsV1-shaped set of the fields an apply configuration sets."""
-    if not isinstance(applied, dict):
-        return {}
-    out: dict[str, Any] = {}
-    for k, v in applied.items():
-        if k in ("apiVersion", "kind"):
-            continue
-        out[f"f:{k}"] = _fields(v) if isinstance(v, dict) else {}
-    return out

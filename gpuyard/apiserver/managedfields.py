@@ -1,0 +1,620 @@
+"""Field ownership: `metadata.managedFields` kept on every write, and server-side apply.
+
+Every write records who set which fields. An update (create, PUT, any non-apply patch)
+gives its field manager the fields it changed and takes them from every other manager;
+an apply (`application/apply-patch+yaml`) makes the applied configuration the
+manager's set, merges it into the live object by the schema's list and map types
+(`fieldtypes`), removes the fields the manager applied before and no longer applies
+when nobody else owns them, and refuses with 409 Conflict a change of a field another
+manager owns unless `force=true` (which moves the field to the applier).
+
+Sets are written as kube-apiserver writes them: entries of manager, operation
+(`Apply` or `Update`), apiVersion, time, `fieldsType: FieldsV1` and `fieldsV1` (`f:`
+for a field, `k:{...}` for a list item by its keys, `v:...` for a set's value, `.` for
+a node owned itself), and `subresource` for writes of /status. Fields that every
+object has and nobody sets (apiVersion, kind, name, namespace, uid, resourceVersion,
+generation, creationTimestamp, ...) are owned by no one; status belongs to /status
+where the kind has that subresource.
+"""
+
+from __future__ import annotations
+
+import contextvars
+from collections.abc import Mapping
+from typing import Any
+
+import orjson
+
+from gpuyard.apiserver import fieldtypes
+from gpuyard.apiserver.errors import APIError, invalid
+from gpuyard.apiserver.fieldtypes import ATOMIC, LIST_MAP, SET, STRUCT, Node
+from gpuyard.apiserver.resources import Resource
+
+Path = tuple[str, ...]
+MAX_MANAGER = 128
+DEFAULT_MANAGER = "gpuyard-apiserver"
+APPLY_TYPE = "application/apply-patch+yaml"
+# The field manager of the request being served (set by the dispatcher per request).
+MANAGER: contextvars.ContextVar[str] = contextvars.ContextVar(
+    "gpuyard_apiserver_field_manager", default=DEFAULT_MANAGER
+)
+_ITEM = object()  # a list item's own path: present, no value
+_MISSING = object()
+_META_IGNORED = frozenset(
+    {
+        "name",
+        "namespace",
+        "uid",
+        "resourceVersion",
+        "generation",
+        "creationTimestamp",
+        "deletionTimestamp",
+        "deletionGracePeriodSeconds",
+        "managedFields",
+        "selfLink",
+    }
+)
+
+
+# ---------------------------------------------------------------- field sets
+
+
+class _Flat:
+    """The leaf fields (and associative list items) of one object, with their values."""
+
+    __slots__ = ("values", "duplicates")
+
+    def __init__(self) -> None:
+        self.values: dict[Path, Any] = {}
+        self.duplicates: list[Path] = []
+
+
+def _key_elem(item: dict[str, Any], keys: tuple[str, ...]) -> str | None:
+    vals = {k: item[k] for k in keys if k in item}
+    if not vals:
+        return None
+    return "k:" + orjson.dumps(vals, option=orjson.OPT_SORT_KEYS).decode()
+
+
+def _scalar(x: Any) -> bool:
+    return not isinstance(x, dict | list)
+
+
+def _walk(v: Any, node: Node, path: Path, out: _Flat) -> None:
+    kind = node.kind
+    if kind is STRUCT and type(v) is dict:
+        if not v:
+            out.values[path] = v
+            return
+        for name, x in v.items():
+            _walk(x, node.child(name), (*path, "f:" + name), out)
+        return
+    if kind is LIST_MAP and type(v) is list and v:
+        elems = []
+        for item in v:
+            el = _key_elem(item, node.keys) if type(item) is dict else None
+            if el is None:
+                out.values[path] = v  # items without their keys: the list is one value
+                return
+            elems.append(el)
+        values = out.values
+        elem = node.elem
+        for el, item in zip(elems, v, strict=True):
+            ip = (*path, el)
+            if ip in values:
+                out.duplicates.append(ip)
+                continue
+            values[ip] = _ITEM
+            for name, x in item.items():
+                _walk(x, elem.child(name), (*ip, "f:" + name), out)
+        return
+    if kind is SET and type(v) is list and v and all(_scalar(x) for x in v):
+        for x in v:
+            p = (*path, "v:" + orjson.dumps(x).decode())
+            if p in out.values:
+                out.duplicates.append(p)
+            out.values[p] = True
+        return
+    out.values[path] = v
+
+
+def flatten(res: Resource, obj: dict[str, Any], sub: str | None) -> _Flat:
+    """The owned fields of `obj` as a write of `res` (or of its `sub`resource) sees them."""
+    out = _Flat()
+    root = fieldtypes.root(res)
+    status_sub = "status" in res.subresources
+    for name, x in obj.items():
+        if name in ("apiVersion", "kind"):
+            continue
+        if status_sub and (name == "status") != (sub == "status"):
+            continue
+        if name == "metadata" and type(x) is dict:
+            mnode = root.child("metadata")
+            for k, y in x.items():
+                if k not in _META_IGNORED:
+                    _walk(y, mnode.child(k), ("f:metadata", "f:" + k), out)
+            continue
+        _walk(x, root.child(name), ("f:" + name,), out)
+    return out
+
+
+def to_fields_v1(paths: set[Path]) -> dict[str, Any]:
+    """A set of paths as a FieldsV1 tree (sorted, `.` first, as kube-apiserver writes)."""
+    tree: dict[str, Any] = {}
+    for p in paths:
+        node = tree
+        for el in p:
+            node = node.setdefault(el, {})
+        node["."] = {}
+    return _tidy(tree)
+
+
+def _tidy(node: dict[str, Any]) -> dict[str, Any]:
+    if len(node) == 1 and "." in node:
+        return {}
+    out: dict[str, Any] = {}
+    if "." in node:
+        out["."] = {}
+    for k in sorted(k for k in node if k != "."):
+        out[k] = _tidy(node[k])
+    return out
+
+
+def from_fields_v1(tree: Any, prefix: Path = ()) -> set[Path]:
+    """The paths of a FieldsV1 tree (ValueError for one that is not)."""
+    out: set[Path] = set()
+    _read(tree, prefix, out)
+    return out
+
+
+def _read(tree: Any, prefix: Path, out: set[Path]) -> None:
+    if not isinstance(tree, dict):
+        raise ValueError("fieldsV1 must be an object")
+    if not tree and prefix:
+        out.add(prefix)
+        return
+    for k, v in tree.items():
+        if k == ".":
+            if prefix:
+                out.add(prefix)
+            continue
+        if not isinstance(k, str) or k[:2] not in ("f:", "k:", "v:", "i:"):
+            raise ValueError(f"fieldsV1 has an element that is not a field: {k!r}")
+        _read(v, (*prefix, k), out)
+
+
+def path_string(p: Path) -> str:
+    """A path as kube-apiserver prints it: `.spec.containers[name="c"].image`."""
+    parts = []
+    for el in p:
+        kind, rest = el[:2], el[2:]
+        if kind == "f:":
+            parts.append("." + rest)
+        elif kind == "k:":
+            try:
+                keys = orjson.loads(rest)
+                parts.append(
+                    "[" + ",".join(f"{k}={orjson.dumps(v).decode()}" for k, v in keys.items()) + "]"
+                )
+            except orjson.JSONDecodeError:
+                parts.append(f"[{rest}]")
+        elif kind == "v:":
+            parts.append(f"[={rest}]")
+        else:
+            parts.append(f"[{rest}]")
+    return "".join(parts)
+
+
+# ---------------------------------------------------------------- entries
+
+
+class _Entry:
+    __slots__ = ("manager", "operation", "api_version", "time", "subresource", "fields", "raw")
+
+    def __init__(
+        self,
+        manager: str,
+        operation: str,
+        api_version: str,
+        time: str | None,
+        subresource: str,
+        fields: set[Path],
+        raw: dict[str, Any] | None = None,
+    ) -> None:
+        self.manager = manager
+        self.operation = operation
+        self.api_version = api_version
+        self.time = time
+        self.subresource = subresource
+        self.fields = fields
+        self.raw = raw
+
+    def same(self, manager: str, operation: str, sub: str) -> bool:
+        return self.manager == manager and self.operation == operation and self.subresource == sub
+
+    def dump(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "manager": self.manager,
+            "operation": self.operation,
+            "apiVersion": self.api_version,
+        }
+        if self.time:
+            out["time"] = self.time
+        out["fieldsType"] = "FieldsV1"
+        out["fieldsV1"] = to_fields_v1(self.fields)
+        if self.subresource:
+            out["subresource"] = self.subresource
+        return out
+
+    def who(self) -> str:
+        """The manager as a conflict message names it."""
+        s = orjson.dumps(self.manager).decode()
+        if self.subresource:
+            s += f" with subresource {orjson.dumps(self.subresource).decode()}"
+        if self.operation == "Update":
+            s += f" using {self.api_version}"
+            if self.time:
+                s += f" at {self.time}"
+        return s
+
+
+def _parse(entries: Any) -> list[_Entry] | None:
+    """The entries of a managedFields list; None when it is not one."""
+    if not isinstance(entries, list):
+        return None
+    out = []
+    for e in entries:
+        if not isinstance(e, dict):
+            return None
+        op = e.get("operation")
+        if op not in ("Apply", "Update") or e.get("fieldsType", "FieldsV1") != "FieldsV1":
+            return None
+        try:
+            fields = from_fields_v1(e.get("fieldsV1") or {})
+        except ValueError:
+            return None
+        out.append(
+            _Entry(
+                str(e.get("manager") or ""),
+                op,
+                str(e.get("apiVersion") or ""),
+                e.get("time") if isinstance(e.get("time"), str) else None,
+                str(e.get("subresource") or ""),
+                fields,
+                e,
+            )
+        )
+    return out
+
+
+def _dump(entries: list[_Entry]) -> list[dict[str, Any]]:
+    return [e.dump() for e in entries if e.fields]
+
+
+def check_manager(
+    manager: str | None, apply: bool, force: str | None, options: str = "PatchOptions"
+) -> None:
+    """PatchOptions / CreateOptions checks of fieldManager and force (422 as kube)."""
+    causes = []
+    if apply and not manager:
+        causes.append(
+            {
+                "reason": "FieldValueRequired",
+                "message": "Required value: is required for apply patch",
+                "field": "fieldManager",
+            }
+        )
+    if not apply and force is not None:
+        causes.append(
+            {
+                "reason": "FieldValueForbidden",
+                "message": "Forbidden: may not be specified for non-apply patch",
+                "field": "force",
+            }
+        )
+    if manager and len(manager) > MAX_MANAGER:
+        causes.append(
+            {
+                "reason": "FieldValueTooLong",
+                "message": f"Too long: may not be more than {MAX_MANAGER} bytes",
+                "field": "fieldManager",
+            }
+        )
+    if manager and not manager.isprintable():
+        causes.append(
+            {
+                "reason": "FieldValueInvalid",
+                "message": "Invalid value: must only contain printable characters",
+                "field": "fieldManager",
+            }
+        )
+    if causes:
+        err = invalid(f"{options}.meta.k8s.io", "", causes)
+        raise APIError(err.code, err.reason, err.message, {"causes": causes})
+
+
+def manager_from(query_manager: str | None, user_agent: str) -> str:
+    """The manager of an update: fieldManager, else the user agent up to its first `/`."""
+    if query_manager:
+        return query_manager
+    ua = user_agent.split("/", 1)[0].strip()
+    return ua[:MAX_MANAGER] if ua else DEFAULT_MANAGER
+
+
+def for_request(query: Mapping[str, str], user_agent: str, method: str, content_type: str) -> None:
+    """Check a write's fieldManager and force and make its manager the request's."""
+    fm = query.get("fieldManager")
+    is_apply = method == "PATCH" and content_type.split(";")[0].strip().lower() == APPLY_TYPE
+    options = {"POST": "CreateOptions", "PUT": "UpdateOptions"}.get(method, "PatchOptions")
+    force = query.get("force") if method == "PATCH" else None
+    check_manager(str(fm) if fm is not None else None, is_apply, force, options)
+    MANAGER.set(manager_from(str(fm) if fm else None, user_agent))
+
+
+# ---------------------------------------------------------------- updates
+
+
+def track_update(
+    res: Resource,
+    old: dict[str, Any] | None,
+    new: dict[str, Any],
+    manager: str,
+    sub: str | None,
+    now: str,
+) -> None:
+    """Record an update (or a create, old None) of `new` by `manager` in its metadata."""
+    md = new.get("metadata")
+    if not isinstance(md, dict):
+        return
+    old_md = (old or {}).get("metadata") or {}
+    old_mf = old_md.get("managedFields") if isinstance(old_md, dict) else None
+    incoming = md.get("managedFields", _MISSING)
+    if incoming is _MISSING or incoming is None or incoming == old_mf:
+        entries = _parse(old_mf) if old_mf else []
+        same_base = True
+    elif incoming == []:
+        md.pop("managedFields", None)  # the client resets ownership
+        return
+    else:
+        entries = _parse(incoming)
+        same_base = False
+    if entries is None:
+        entries = []  # unreadable managedFields are replaced, as kube-apiserver does
+        same_base = False
+    before = flatten(res, old, sub).values if old is not None else {}
+    after = flatten(res, new, sub).values
+    changed = {p for p, v in after.items() if before.get(p, _MISSING) != v}
+    changed.update(p for p in before if p not in after)
+    if not changed:
+        if same_base:
+            if old_mf:
+                md["managedFields"] = old_mf
+            else:
+                md.pop("managedFields", None)
+        else:
+            md["managedFields"] = _dump(entries)
+        return
+    sub_name = sub or ""
+    mine = None
+    for e in entries:
+        if e.same(manager, "Update", sub_name):
+            mine = e
+        elif not e.fields.isdisjoint(changed):
+            e.fields = e.fields - changed
+    gone = [p for p in changed if p not in after]
+    if mine is None:
+        mine = _Entry(manager, "Update", res.api_version, now, sub_name, set())
+        entries.append(mine)
+    mine.fields = (mine.fields | changed).difference(gone)
+    mine.time = now
+    mine.api_version = res.api_version
+    dumped = _dump(entries)
+    if dumped:
+        md["managedFields"] = dumped
+    else:
+        md.pop("managedFields", None)
+
+
+# ---------------------------------------------------------------- apply
+
+
+def _drop_nulls(v: Any) -> Any:
+    if type(v) is dict:
+        return {k: _drop_nulls(x) for k, x in v.items() if x is not None}
+    if type(v) is list:
+        return [_drop_nulls(x) for x in v]
+    return v
+
+
+def _merge(live: Any, applied: Any, node: Node) -> Any:
+    kind = node.kind
+    if kind is STRUCT and type(applied) is dict:
+        out = dict(live) if type(live) is dict else {}
+        for k, x in applied.items():
+            out[k] = _merge(out.get(k, _MISSING), x, node.child(k))
+        return out
+    if kind is LIST_MAP and type(applied) is list and type(live) is list:
+        keys = node.keys
+        a_keyed = []
+        for item in applied:
+            el = _key_elem(item, keys) if type(item) is dict else None
+            if el is None:
+                return applied
+            a_keyed.append((el, item))
+        l_index: dict[str, int] = {}
+        for i, item in enumerate(live):
+            el = _key_elem(item, keys) if type(item) is dict else None
+            if el is None:
+                return applied
+            l_index.setdefault(el, i)
+        items = list(live)
+        elem = node.elem
+        for el, item in a_keyed:
+            at = l_index.get(el)
+            if at is None:
+                items.append(item)
+            else:
+                items[at] = _merge(live[at], item, elem)
+        return items
+    if kind is SET and type(applied) is list and type(live) is list:
+        if all(_scalar(x) for x in applied) and all(_scalar(x) for x in live):
+            return list(live) + [x for x in applied if x not in live]
+    return applied
+
+
+def _without(v: Any, path: Path, node: Node) -> Any:
+    """`v` without the field at `path` (copies along the path; shares the rest)."""
+    el, rest = path[0], path[1:]
+    kind = el[:2]
+    if kind == "f:":
+        name = el[2:]
+        if type(v) is not dict or name not in v:
+            return v
+        out = dict(v)
+        if rest:
+            out[name] = _without(v[name], rest, node.child(name))
+        else:
+            del out[name]
+        return out
+    if type(v) is not list:
+        return v
+    if kind == "k:":
+        for i, item in enumerate(v):
+            if type(item) is dict and _key_elem(item, node.keys) == el:
+                copied = list(v)
+                if rest:
+                    copied[i] = _without(item, rest, node.elem)
+                else:
+                    del copied[i]
+                return copied
+        return v
+    if kind == "v:" and not rest:
+        try:
+            value = orjson.loads(el[2:])
+        except orjson.JSONDecodeError:
+            return v
+        return [x for x in v if x != value]
+    return v
+
+
+def _conflict_error(conflicts: list[tuple[_Entry, list[Path]]]) -> APIError:
+    causes = []
+    total = 0
+    lines = []
+    for e, paths in sorted(conflicts, key=lambda c: c[0].who()):
+        who = e.who()
+        lines.append(f"conflicts with {who}:")
+        for p in sorted(paths, key=path_string):
+            s = path_string(p)
+            causes.append(
+                {"reason": "FieldManagerConflict", "message": f"conflict with {who}", "field": s}
+            )
+            lines.append(f"- {s}")
+            total += 1
+    if total == 1:
+        msg = f"Apply failed with 1 conflict: {causes[0]['message']}: {causes[0]['field']}"
+    else:
+        msg = f"Apply failed with {total} conflicts: " + "\n".join(lines)
+    return APIError(409, "Conflict", msg, {"causes": causes})
+
+
+def apply(
+    res: Resource,
+    live: dict[str, Any],
+    applied: dict[str, Any],
+    manager: str,
+    force: bool,
+    sub: str | None,
+    now: str,
+) -> dict[str, Any]:
+    """The object after `manager` applies `applied` to `live` (a new dict, managedFields
+    set); APIError 409 for fields other managers own, 422 for duplicate list keys."""
+    applied = _drop_nulls(applied)
+    md_in = applied.get("metadata")
+    if isinstance(md_in, dict):
+        md_in.pop("managedFields", None)
+    if "status" in res.subresources:
+        if sub == "status":
+            applied = {k: v for k, v in applied.items() if k in ("apiVersion", "kind", "status")}
+        else:
+            applied.pop("status", None)
+    a_flat = flatten(res, applied, sub)
+    if a_flat.duplicates:
+        md = live.get("metadata") or {}
+        raise invalid(
+            res.kind,
+            str(md.get("name") or ""),
+            [
+                {
+                    "reason": "FieldValueDuplicate",
+                    "message": f"Duplicate value: duplicate entries for key {path_string(p[-1:])}",
+                    "field": path_string(p[:-1]).lstrip("."),
+                }
+                for p in a_flat.duplicates
+            ],
+            res.group,
+        )
+    a_set = set(a_flat.values)
+    live_md = live.get("metadata") or {}
+    old_mf = live_md.get("managedFields") if isinstance(live_md, dict) else None
+    entries = _parse(old_mf) if old_mf else []
+    if entries is None:
+        entries = []
+    sub_name = sub or ""
+    mine = next((e for e in entries if e.same(manager, "Apply", sub_name)), None)
+    others = [e for e in entries if e is not mine]
+    root = fieldtypes.root(res)
+    merged: dict[str, Any] = _merge(live, applied, root)
+    gone = (mine.fields - a_set) if mine is not None else set()
+    if gone:
+        held: set[Path] = set()
+        for e in others:
+            for p in e.fields:
+                for i in range(1, len(p) + 1):
+                    held.add(p[:i])
+        for p in sorted(gone, key=len):
+            if p not in held:
+                merged = _without(merged, p, root)
+    before = flatten(res, live, sub).values
+    after = flatten(res, merged, sub).values
+    changed = {p for p, v in after.items() if before.get(p, _MISSING) != v}
+    changed.update(p for p in before if p not in after)
+    conflicts = [
+        (e, sorted(e.fields & changed)) for e in others if not e.fields.isdisjoint(changed)
+    ]
+    if conflicts and not force:
+        raise _conflict_error(conflicts)
+    for e, paths in conflicts:
+        e.fields = e.fields.difference(paths)
+    removed = [p for p in changed if p not in after]
+    if removed:
+        for e in others:
+            e.fields = e.fields.difference(removed)
+    if mine is None:
+        mine = _Entry(manager, "Apply", res.api_version, now, sub_name, set())
+        entries.append(mine)
+    unchanged_set = mine.fields == a_set and mine.api_version == res.api_version
+    mine.fields = a_set
+    mine.api_version = res.api_version
+    md = merged.get("metadata")
+    md = dict(md) if isinstance(md, dict) else {}
+    merged["metadata"] = md
+    if not changed and unchanged_set and not conflicts and old_mf:
+        md["managedFields"] = old_mf  # nothing changed: not even the time
+        return merged
+    mine.time = now
+    md["managedFields"] = _dump(entries)
+    return merged
+
+
+__all__ = [
+    "ATOMIC",
+    "apply",
+    "check_manager",
+    "flatten",
+    "from_fields_v1",
+    "manager_from",
+    "path_string",
+    "to_fields_v1",
+    "track_update",
+]
