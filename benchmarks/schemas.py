@@ -5,7 +5,13 @@ In one process, against an in-memory `APIServer` called without sockets (`dispat
   benchmarks/apiserver.py;
 - pod creates per second with decoding as served and with it switched off, in
   alternating rounds of the same process, so that the load of the machine falls on both
-  alike; `overhead_pct` is what decoding costs the write path.
+  alike; `overhead_pct` is what decoding costs the write path;
+- the same for field ownership (`managedfields.track_update`, on every create and
+  update): pod creates, and label updates of those pods, with it on and off;
+- CEL (`x-kubernetes-validations`): compile and evaluation µs per rule, and creates per
+  second of a custom resource whose CRD has no rules, of one whose CRD has five rules,
+  and of that one with rule checking switched off (`cel_overhead_pct`, and
+  `no_rules_overhead_pct` for objects without rules, which should be ~0).
 
     python benchmarks/schemas.py [--pods N] [--rounds N]
 """
@@ -27,7 +33,7 @@ import orjson
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from benchmarks.apiserver import node, pod  # noqa: E402
-from gpuyard.apiserver import schemas  # noqa: E402
+from gpuyard.apiserver import celexpr, celrules, managedfields, schemas  # noqa: E402
 from gpuyard.apiserver.resources import Registry  # noqa: E402
 
 
@@ -78,6 +84,202 @@ async def creates_per_s(pods: int, rounds: int) -> dict[str, Any]:
     }
 
 
+async def _ab(
+    label: str,
+    swap: Any,
+    rounds: int,
+    run: Any,
+) -> dict[str, float]:
+    """Median rate of `run()` (objects/s) with `swap(True)` (as served) and `swap(False)`,
+    rounds alternating which goes first."""
+    rates: dict[str, list[float]] = {"on": [], "off": []}
+    for r in range(rounds):
+        for mode in ("on", "off") if r % 2 == 0 else ("off", "on"):
+            swap(mode == "on")
+            rates[mode].append(await run())
+    swap(True)
+    on, off = statistics.median(rates["on"]), statistics.median(rates["off"])
+    return {
+        f"{label}_per_s": round(on, 1),
+        f"{label}_per_s_without": round(off, 1),
+        f"{label}_overhead_pct": round((off - on) / off * 100, 1),
+    }
+
+
+async def managed_fields_cost(pods: int, rounds: int) -> dict[str, Any]:
+    from gpuyard.apiserver.server import APIServer
+
+    real = managedfields.track_update
+
+    def swap(on: bool) -> None:
+        managedfields.track_update = real if on else (lambda *a, **k: None)  # type: ignore[assignment]
+
+    d = tempfile.mkdtemp(prefix="gpuyard-bench-mf-")
+    srv = APIServer(d, port=0, persist=False)
+    await srv.start()
+    path = "/api/v1/namespaces/default/pods"
+    headers = {"Content-Type": "application/json"}
+    merge = {"Content-Type": "application/merge-patch+json"}
+    made: list[str] = []
+    counter = [0]
+
+    async def creates() -> float:
+        bodies = []
+        for _ in range(pods):
+            counter[0] += 1
+            bodies.append(orjson.dumps(pod(counter[0], 100)))
+        t = time.perf_counter()
+        for b in bodies:
+            resp = await srv.dispatch("POST", path, {}, headers, b)
+            assert resp.status == 201, resp.body
+            made.append(orjson.loads(resp.body)["metadata"]["name"])  # type: ignore[arg-type]
+        return pods / (time.perf_counter() - t)
+
+    async def updates() -> float:
+        names = made[-pods:]
+        t = time.perf_counter()
+        for i, name in enumerate(names):
+            body = orjson.dumps({"metadata": {"labels": {"round": str(counter[0] + i)}}})
+            resp = await srv.dispatch("PATCH", f"{path}/{name}", {}, merge, body)
+            assert resp.status == 200, resp.body
+        counter[0] += len(names)
+        return len(names) / (time.perf_counter() - t)
+
+    try:
+        out = await _ab("creates", swap, rounds, creates)
+        out.update(await _ab("label_patches", swap, rounds, updates))
+    finally:
+        managedfields.track_update = real  # type: ignore[assignment]
+        await srv.stop()
+    return {"pods_per_round": pods, "rounds": rounds, **out}
+
+
+_RULES = [
+    {"rule": "self.minReplicas <= self.replicas", "message": "replicas below minReplicas"},
+    {"rule": "self.queue.startsWith('gpu-')"},
+    {"rule": "self.tags.all(t, t.matches('^[a-z]+$'))"},
+    {"rule": "isQuantity(self.memory) && quantity(self.memory).isLessThan(quantity('1Ti'))"},
+    {"rule": "size(self.tags) <= 8"},
+]
+
+
+def _crd(plural: str, rules: bool) -> dict[str, Any]:
+    spec: dict[str, Any] = {
+        "type": "object",
+        "properties": {
+            "replicas": {"type": "integer"},
+            "minReplicas": {"type": "integer"},
+            "queue": {"type": "string"},
+            "memory": {"type": "string"},
+            "tags": {"type": "array", "items": {"type": "string"}},
+        },
+    }
+    if rules:
+        spec["x-kubernetes-validations"] = _RULES
+    return {
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
+        "metadata": {"name": f"{plural}.bench.example.com"},
+        "spec": {
+            "group": "bench.example.com",
+            "scope": "Namespaced",
+            "names": {"plural": plural, "singular": plural[:-1], "kind": plural.title()[:-1]},
+            "versions": [
+                {
+                    "name": "v1",
+                    "served": True,
+                    "storage": True,
+                    "schema": {"openAPIV3Schema": {"type": "object", "properties": {"spec": spec}}},
+                }
+            ],
+        },
+    }
+
+
+def _cr(plural: str, i: int) -> bytes:
+    return orjson.dumps(
+        {
+            "apiVersion": "bench.example.com/v1",
+            "kind": plural.title()[:-1],
+            "metadata": {"name": f"{plural}-{i}"},
+            "spec": {
+                "replicas": 4,
+                "minReplicas": 1,
+                "queue": "gpu-a",
+                "memory": "64Gi",
+                "tags": ["train", "vision"],
+            },
+        }
+    )
+
+
+def cel_unit_costs() -> dict[str, float]:
+    reps = 2000
+    t = time.perf_counter()
+    for i in range(reps):
+        celexpr._programs.clear()
+        celexpr.compile_expr(_RULES[i % len(_RULES)]["rule"])
+    compile_us = (time.perf_counter() - t) / reps * 1e6
+    spec = orjson.loads(_cr("things", 0))["spec"]
+    progs = [celexpr.compile_expr(r["rule"]) for r in _RULES]
+    t = time.perf_counter()
+    for i in range(reps):
+        celexpr.run(progs[i % len(progs)], {"self": spec})
+    eval_us = (time.perf_counter() - t) / reps * 1e6
+    return {"compile_us_per_rule": round(compile_us, 1), "eval_us_per_rule": round(eval_us, 1)}
+
+
+async def cel_cost(objects: int, rounds: int) -> dict[str, Any]:
+    from gpuyard.apiserver.server import APIServer
+
+    d = tempfile.mkdtemp(prefix="gpuyard-bench-cel-")
+    srv = APIServer(d, port=0, persist=False)
+    await srv.start()
+    headers = {"Content-Type": "application/json"}
+    crds = "/apis/apiextensions.k8s.io/v1/customresourcedefinitions"
+    for plural, rules in (("plains", False), ("ruleds", True)):
+        resp = await srv.dispatch("POST", crds, {}, headers, orjson.dumps(_crd(plural, rules)))
+        assert resp.status == 201, resp.body
+    real = celrules.validate
+    counter = [0]
+
+    def creates(plural: str) -> Any:
+        async def run() -> float:
+            bodies = []
+            for _ in range(objects):
+                counter[0] += 1
+                bodies.append(_cr(plural, counter[0]))
+            path = f"/apis/bench.example.com/v1/namespaces/default/{plural}"
+            t = time.perf_counter()
+            for b in bodies:
+                resp = await srv.dispatch("POST", path, {}, headers, b)
+                assert resp.status == 201, resp.body
+            return objects / (time.perf_counter() - t)
+
+        return run
+
+    def swap(on: bool) -> None:
+        celrules.validate = real if on else (lambda *a, **k: [])  # type: ignore[assignment]
+
+    try:
+        ruled = await _ab("creates_5_rules", swap, rounds, creates("ruleds"))
+        plain = await _ab("creates_no_rules", swap, rounds, creates("plains"))
+    finally:
+        celrules.validate = real  # type: ignore[assignment]
+        await srv.stop()
+    per_req_us = 1e6 / ruled["creates_5_rules_per_s"] - 1e6 / ruled["creates_5_rules_per_s_without"]
+    return {
+        "objects_per_round": objects,
+        "rounds": rounds,
+        **cel_unit_costs(),
+        **ruled,
+        **plain,
+        "cel_us_per_request_5_rules": round(per_req_us, 1),
+        "cel_overhead_pct": ruled["creates_5_rules_overhead_pct"],
+        "no_rules_overhead_pct": plain["creates_no_rules_overhead_pct"],
+    }
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--pods", type=int, default=2000)
@@ -99,6 +301,8 @@ def main() -> None:
         },
     }
     out["write_path"] = asyncio.run(creates_per_s(a.pods, a.rounds))
+    out["managed_fields"] = asyncio.run(managed_fields_cost(a.pods, a.rounds))
+    out["cel"] = asyncio.run(cel_cost(a.pods, a.rounds))
     print(orjson.dumps(out, option=orjson.OPT_INDENT_2).decode())
 
 

@@ -80,11 +80,25 @@ def _scalar(x: Any) -> bool:
     return not isinstance(x, dict | list)
 
 
+def _flat_dict(v: dict[str, Any]) -> bool:
+    """No value of v is a container (labels, resource lists...): each key is a leaf."""
+    for x in v.values():
+        t = type(x)
+        if t is dict or t is list:
+            return False
+    return True
+
+
 def _walk(v: Any, node: Node, path: Path, out: _Flat) -> None:
     kind = node.kind
     if kind is STRUCT and type(v) is dict:
         if not v:
             out.values[path] = v
+            return
+        if _flat_dict(v):
+            values = out.values
+            for name, x in v.items():
+                values[(*path, "f:" + name)] = x
             return
         for name, x in v.items():
             _walk(x, node.child(name), (*path, "f:" + name), out)
@@ -138,25 +152,66 @@ def flatten(res: Resource, obj: dict[str, Any], sub: str | None) -> _Flat:
     return out
 
 
-def to_fields_v1(paths: set[Path]) -> dict[str, Any]:
-    """A set of paths as a FieldsV1 tree (sorted, `.` first, as kube-apiserver writes)."""
+def to_fields_v1(paths: set[Path] | frozenset[Path]) -> dict[str, Any]:
+    """A set of paths as a FieldsV1 tree (keys sorted, `.` first, as kube-apiserver
+    writes them). Sorted, a path comes before the paths below it, so each node is
+    made once and a member that has children gets its `.` before them."""
     tree: dict[str, Any] = {}
-    for p in paths:
+    for p in sorted(paths):
         node = tree
-        for el in p:
-            node = node.setdefault(el, {})
-        node["."] = {}
-    return _tidy(tree)
+        last = len(p) - 1
+        for i, el in enumerate(p):
+            child = node.get(el)
+            if child is None:
+                child = node[el] = {}
+            elif i < last and not child and p[: i + 1] in paths:
+                child["."] = {}
+            node = child
+    return tree
 
 
-def _tidy(node: dict[str, Any]) -> dict[str, Any]:
-    if len(node) == 1 and "." in node:
-        return {}
+def _tree(v: Any, node: Node) -> dict[str, Any]:
+    """The FieldsV1 tree of every field of `v` below a node (what a create owns)."""
+    kind = node.kind
+    if kind is STRUCT and type(v) is dict and v:
+        if _flat_dict(v):
+            return {"f:" + k: {} for k in sorted(v)}
+        return {"f:" + k: _tree(v[k], node.child(k)) for k in sorted(v)}
+    if kind is LIST_MAP and type(v) is list and v:
+        items: dict[str, Any] = {}
+        elem = node.elem
+        for item in v:
+            el = _key_elem(item, node.keys) if type(item) is dict else None
+            if el is None:
+                return {}
+            sub = {"f:" + k: _tree(item[k], elem.child(k)) for k in sorted(item)}
+            items[el] = {".": {}, **sub}
+        return {k: items[k] for k in sorted(items)}
+    if kind is SET and type(v) is list and v and all(_scalar(x) for x in v):
+        return {k: {} for k in sorted({"v:" + orjson.dumps(x).decode() for x in v})}
+    return {}
+
+
+def tree_of(res: Resource, obj: dict[str, Any], sub: str | None) -> dict[str, Any]:
+    """The FieldsV1 tree of all owned fields of `obj` (as `flatten` sees them)."""
+    root = fieldtypes.root(res)
+    status_sub = "status" in res.subresources
     out: dict[str, Any] = {}
-    if "." in node:
-        out["."] = {}
-    for k in sorted(k for k in node if k != "."):
-        out[k] = _tidy(node[k])
+    for name in sorted(obj):
+        x = obj[name]
+        if name in ("apiVersion", "kind"):
+            continue
+        if status_sub and (name == "status") != (sub == "status"):
+            continue
+        if name == "metadata" and type(x) is dict:
+            mnode = root.child("metadata")
+            md = {
+                "f:" + k: _tree(x[k], mnode.child(k)) for k in sorted(x) if k not in _META_IGNORED
+            }
+            if md:
+                out["f:metadata"] = md
+            continue
+        out["f:" + name] = _tree(x, root.child(name))
     return out
 
 
@@ -209,7 +264,10 @@ def path_string(p: Path) -> str:
 
 
 class _Entry:
-    __slots__ = ("manager", "operation", "api_version", "time", "subresource", "fields", "raw")
+    """One managedFields entry; `raw` is the stored dict, written back as it was unless
+    something of the entry changed."""
+
+    __slots__ = ("manager", "operation", "api_version", "time", "subresource", "_fields", "raw")
 
     def __init__(
         self,
@@ -218,7 +276,7 @@ class _Entry:
         api_version: str,
         time: str | None,
         subresource: str,
-        fields: set[Path],
+        fields: frozenset[Path] | set[Path],
         raw: dict[str, Any] | None = None,
     ) -> None:
         self.manager = manager
@@ -226,13 +284,29 @@ class _Entry:
         self.api_version = api_version
         self.time = time
         self.subresource = subresource
-        self.fields = fields
+        self._fields = fields
         self.raw = raw
+
+    @property
+    def fields(self) -> frozenset[Path] | set[Path]:
+        return self._fields
+
+    @fields.setter
+    def fields(self, value: frozenset[Path] | set[Path]) -> None:
+        self._fields = value
+        self.raw = None
+
+    def touch(self, api_version: str, time: str) -> None:
+        self.api_version = api_version
+        self.time = time
+        self.raw = None
 
     def same(self, manager: str, operation: str, sub: str) -> bool:
         return self.manager == manager and self.operation == operation and self.subresource == sub
 
     def dump(self) -> dict[str, Any]:
+        if self.raw is not None:
+            return self.raw
         out: dict[str, Any] = {
             "manager": self.manager,
             "operation": self.operation,
@@ -269,9 +343,8 @@ def _parse(entries: Any) -> list[_Entry] | None:
         op = e.get("operation")
         if op not in ("Apply", "Update") or e.get("fieldsType", "FieldsV1") != "FieldsV1":
             return None
-        try:
-            fields = from_fields_v1(e.get("fieldsV1") or {})
-        except ValueError:
+        fields = _parsed_fields(e.get("fieldsV1") or {})
+        if fields is None:
             return None
         out.append(
             _Entry(
@@ -285,6 +358,29 @@ def _parse(entries: Any) -> list[_Entry] | None:
             )
         )
     return out
+
+
+_PARSED: dict[bytes, frozenset[Path]] = {}
+
+
+def _parsed_fields(tree: Any) -> frozenset[Path] | None:
+    """The paths of a fieldsV1 tree, kept for trees seen before (each write reads the
+    entries of the object it changes)."""
+    try:
+        key = orjson.dumps(tree)
+    except TypeError:
+        return None
+    hit = _PARSED.get(key)
+    if hit is not None:
+        return hit
+    try:
+        fields = frozenset(from_fields_v1(tree))
+    except ValueError:
+        return None
+    if len(_PARSED) >= 20000:
+        _PARSED.clear()
+    _PARSED[key] = fields
+    return fields
 
 
 def _dump(entries: list[_Entry]) -> list[dict[str, Any]]:
@@ -369,6 +465,7 @@ def track_update(
     old_md = (old or {}).get("metadata") or {}
     old_mf = old_md.get("managedFields") if isinstance(old_md, dict) else None
     incoming = md.get("managedFields", _MISSING)
+    entries: list[_Entry] | None
     if incoming is _MISSING or incoming is None or incoming == old_mf:
         entries = _parse(old_mf) if old_mf else []
         same_base = True
@@ -381,11 +478,27 @@ def track_update(
     if entries is None:
         entries = []  # unreadable managedFields are replaced, as kube-apiserver does
         same_base = False
-    before = flatten(res, old, sub).values if old is not None else {}
-    after = flatten(res, new, sub).values
-    changed = {p for p, v in after.items() if before.get(p, _MISSING) != v}
-    changed.update(p for p in before if p not in after)
-    if not changed:
+    sub_name = sub or ""
+    if old is None and not entries:
+        # A create: the manager owns everything the object has.
+        tree = tree_of(res, new, sub)
+        if tree:
+            md["managedFields"] = [
+                {
+                    "manager": manager,
+                    "operation": "Update",
+                    "apiVersion": res.api_version,
+                    "time": now,
+                    "fieldsType": "FieldsV1",
+                    "fieldsV1": tree,
+                    **({"subresource": sub_name} if sub_name else {}),
+                }
+            ]
+        else:
+            md.pop("managedFields", None)
+        return
+    changed_l, gone_l = diff(res, old or {}, new, sub)
+    if not changed_l:
         if same_base:
             if old_mf:
                 md["managedFields"] = old_mf
@@ -394,25 +507,137 @@ def track_update(
         else:
             md["managedFields"] = _dump(entries)
         return
-    sub_name = sub or ""
+    changed = set(changed_l)
     mine = None
     for e in entries:
         if e.same(manager, "Update", sub_name):
             mine = e
         elif not e.fields.isdisjoint(changed):
             e.fields = e.fields - changed
-    gone = [p for p in changed if p not in after]
     if mine is None:
         mine = _Entry(manager, "Update", res.api_version, now, sub_name, set())
         entries.append(mine)
-    mine.fields = (mine.fields | changed).difference(gone)
-    mine.time = now
-    mine.api_version = res.api_version
+    mine.fields = (mine.fields | changed).difference(gone_l)
+    mine.touch(res.api_version, now)
     dumped = _dump(entries)
     if dumped:
         md["managedFields"] = dumped
     else:
         md.pop("managedFields", None)
+
+
+def _paths(v: Any, node: Node, path: Path, out: list[Path]) -> None:
+    flat = _Flat()
+    _walk(v, node, path, flat)
+    out.extend(flat.values)
+
+
+def _keyed(items: list[Any], keys: tuple[str, ...]) -> dict[str, Any] | None:
+    out: dict[str, Any] = {}
+    for item in items:
+        el = _key_elem(item, keys) if type(item) is dict else None
+        if el is None or el in out:
+            return None
+        out[el] = item
+    return out
+
+
+def _d(o: Any, n: Any, node: Node, path: Path, changed: list[Path], gone: list[Path]) -> None:
+    if o is _MISSING:
+        if n is not _MISSING:
+            _paths(n, node, path, changed)
+        return
+    if n is _MISSING:
+        before: list[Path] = []
+        _paths(o, node, path, before)
+        changed.extend(before)
+        gone.extend(before)
+        return
+    if o == n:
+        return
+    kind = node.kind
+    if kind is STRUCT and type(o) is dict and type(n) is dict and o and n:
+        for k, x in n.items():
+            _d(o.get(k, _MISSING), x, node.child(k), (*path, "f:" + k), changed, gone)
+        for k, x in o.items():
+            if k not in n:
+                _d(x, _MISSING, node.child(k), (*path, "f:" + k), changed, gone)
+        return
+    if kind is LIST_MAP and type(o) is list and type(n) is list and o and n:
+        ok, nk = _keyed(o, node.keys), _keyed(n, node.keys)
+        if ok is not None and nk is not None:
+            elem = node.elem
+            for el, item in nk.items():
+                ip = (*path, el)
+                if el in ok:
+                    _d(ok[el], item, elem, ip, changed, gone)
+                else:
+                    changed.append(ip)
+                    for k, x in item.items():
+                        _paths(x, elem.child(k), (*ip, "f:" + k), changed)
+            for el, item in ok.items():
+                if el not in nk:
+                    ip = (*path, el)
+                    before = [ip]
+                    for k, x in item.items():
+                        _paths(x, elem.child(k), (*ip, "f:" + k), before)
+                    changed.extend(before)
+                    gone.extend(before)
+            return
+    if kind is SET and type(o) is list and type(n) is list and o and n:
+        if all(_scalar(x) for x in o) and all(_scalar(x) for x in n):
+            ov = {"v:" + orjson.dumps(x).decode() for x in o}
+            nv = {"v:" + orjson.dumps(x).decode() for x in n}
+            changed.extend((*path, v) for v in nv - ov)
+            for v in ov - nv:
+                changed.append((*path, v))
+                gone.append((*path, v))
+            return
+    after: list[Path] = []
+    _paths(n, node, path, after)
+    before = []
+    _paths(o, node, path, before)
+    changed.extend(after)
+    kept = set(after)
+    for p in before:
+        if p not in kept:
+            changed.append(p)
+            gone.append(p)
+
+
+def diff(
+    res: Resource, old: dict[str, Any], new: dict[str, Any], sub: str | None
+) -> tuple[list[Path], list[Path]]:
+    """(changed, removed): the owned paths whose value a write from old to new changes
+    (added, modified or removed), and of those the ones new no longer has. Equal
+    subtrees are skipped whole."""
+    changed: list[Path] = []
+    gone: list[Path] = []
+    root = fieldtypes.root(res)
+    status_sub = "status" in res.subresources
+    for name in {*old, *new}:
+        if name in ("apiVersion", "kind"):
+            continue
+        if status_sub and (name == "status") != (sub == "status"):
+            continue
+        o, n = old.get(name, _MISSING), new.get(name, _MISSING)
+        if name == "metadata" and type(o) is dict and type(n) is dict:
+            if o == n:
+                continue
+            mnode = root.child("metadata")
+            for k in {*o, *n}:
+                if k not in _META_IGNORED:
+                    _d(
+                        o.get(k, _MISSING),
+                        n.get(k, _MISSING),
+                        mnode.child(k),
+                        ("f:metadata", "f:" + k),
+                        changed,
+                        gone,
+                    )
+            continue
+        _d(o, n, root.child(name), ("f:" + name,), changed, gone)
+    return changed, gone
 
 
 # ---------------------------------------------------------------- apply
@@ -575,10 +800,8 @@ def apply(
         for p in sorted(gone, key=len):
             if p not in held:
                 merged = _without(merged, p, root)
-    before = flatten(res, live, sub).values
-    after = flatten(res, merged, sub).values
-    changed = {p for p, v in after.items() if before.get(p, _MISSING) != v}
-    changed.update(p for p in before if p not in after)
+    changed_l, removed = diff(res, live, merged, sub)
+    changed = set(changed_l)
     conflicts = [
         (e, sorted(e.fields & changed)) for e in others if not e.fields.isdisjoint(changed)
     ]
@@ -586,10 +809,10 @@ def apply(
         raise _conflict_error(conflicts)
     for e, paths in conflicts:
         e.fields = e.fields.difference(paths)
-    removed = [p for p in changed if p not in after]
     if removed:
         for e in others:
-            e.fields = e.fields.difference(removed)
+            if not e.fields.isdisjoint(removed):
+                e.fields = e.fields.difference(removed)
     if mine is None:
         mine = _Entry(manager, "Apply", res.api_version, now, sub_name, set())
         entries.append(mine)
@@ -602,7 +825,7 @@ def apply(
     if not changed and unchanged_set and not conflicts and old_mf:
         md["managedFields"] = old_mf  # nothing changed: not even the time
         return merged
-    mine.time = now
+    mine.touch(res.api_version, now)
     md["managedFields"] = _dump(entries)
     return merged
 

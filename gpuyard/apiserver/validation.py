@@ -17,7 +17,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from gpuyard.apiserver import strategies, structural
+from gpuyard.apiserver import celrules, strategies, structural
 from gpuyard.apiserver.resources import Resource
 from gpuyard.k8s.schema_check import Cause, schema_errors
 from gpuyard.k8s.schema_check import cause as _cause
@@ -132,6 +132,8 @@ def validate_object(
     if resource.custom:
         if resource.schema:
             out += schema_errors(resource.schema, obj, "", top=True, unknown=False)
+            if not out:
+                out += celrules.validate(resource, obj, old)
         return out
     out += strategies.validate(resource, obj, old)
     if resource.kind == "Pod":
@@ -184,6 +186,11 @@ def validate_crd(crd: dict[str, Any]) -> list[Cause]:
         )
     out += structural.crd_schema_causes(spec)
     versions = spec.get("versions")
+    for i, ver in enumerate(versions if isinstance(versions, list) else ()):
+        schema = (ver.get("schema") or {}) if isinstance(ver, dict) else {}
+        oas = schema.get("openAPIV3Schema") if isinstance(schema, dict) else None
+        if isinstance(oas, dict):
+            out += celrules.schema_rule_causes(oas, f"spec.versions[{i}].schema.openAPIV3Schema")
     if not isinstance(versions, list) or not versions:
         out.append(_cause("spec.versions", "Required value", "FieldValueRequired"))
     elif sum(1 for v in versions if isinstance(v, dict) and v.get("storage")) != 1:

@@ -1,0 +1,305 @@
+"""CRD validation rules: the `x-kubernetes-validations` of a structural schema.
+
+Each rule (`rule`, and optionally `message`, `messageExpression`, `fieldPath`,
+`reason`) is compiled once per schema (`celexpr`); a schema is walked once into a tree
+of only the nodes that hold rules or lead to one, so a custom resource whose CRD has no
+rules costs one look-up per write. A rule sees the value at its node as `self`; a rule
+that reads `oldSelf` is a transition rule, run only on updates where the old value can
+be correlated (object fields and map keys by name, items of `x-kubernetes-list-type:
+map` lists by their keys). As in kube-apiserver (validation ratcheting), a value that
+an update leaves unchanged is not checked again.
+
+A failing rule is a 422 cause at the node's field (plus `fieldPath`), with the rule's
+reason (FieldValueInvalid by default, or FieldValueForbidden, FieldValueRequired,
+FieldValueDuplicate) and its message: the messageExpression's string, else `message`,
+else `failed rule: RULE`. A CRD whose rules do not compile is refused naming the rule.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from gpuyard.apiserver.celexpr import CELError, Program, compile_expr, run
+from gpuyard.apiserver.resources import Resource
+
+Cause = dict[str, str]
+ROOT = "<nil>"  # the field kube-apiserver names for a rule on the whole object
+REASONS = ("FieldValueInvalid", "FieldValueForbidden", "FieldValueRequired", "FieldValueDuplicate")
+
+
+class _Rule:
+    __slots__ = (
+        "source",
+        "program",
+        "message",
+        "message_program",
+        "field_path",
+        "reason",
+        "transition",
+    )
+
+    def __init__(self, spec: dict[str, Any]) -> None:
+        self.source = str(spec.get("rule") or "")
+        self.program: Program = compile_expr(self.source)
+        self.message = spec.get("message") if isinstance(spec.get("message"), str) else ""
+        me = spec.get("messageExpression")
+        self.message_program = compile_expr(me) if isinstance(me, str) and me else None
+        fp = spec.get("fieldPath")
+        self.field_path = fp if isinstance(fp, str) else ""
+        reason = spec.get("reason")
+        self.reason = reason if reason in REASONS else "FieldValueInvalid"
+        self.transition = "oldSelf" in self.program.variables
+
+
+class _Node:
+    __slots__ = ("rules", "props", "addl", "items", "type_name", "keys", "groups")
+
+    def __init__(self, schema: dict[str, Any]) -> None:
+        self.rules: list[_Rule] = []
+        self.props: dict[str, _Node] = {}
+        self.addl: _Node | None = None
+        self.items: _Node | None = None
+        t = schema.get("type")
+        self.type_name = t if isinstance(t, str) else ""
+        self.keys: tuple[str, ...] = ()
+        # (transition, rules, one program evaluating them all as a list), made by _group
+        self.groups: list[tuple[bool, list[_Rule], Program | None]] = []
+        if schema.get("x-kubernetes-list-type") == "map":
+            self.keys = tuple(str(k) for k in schema.get("x-kubernetes-list-map-keys") or ())
+
+
+def _build(schema: Any, path: str, causes: list[Cause]) -> _Node | None:
+    if not isinstance(schema, dict):
+        return None
+    node = _Node(schema)
+    rules = schema.get("x-kubernetes-validations")
+    if isinstance(rules, list):
+        for i, spec in enumerate(rules):
+            where = f"{path}.x-kubernetes-validations[{i}]"
+            if not isinstance(spec, dict) or not isinstance(spec.get("rule"), str):
+                causes.append(_cause(f"{where}.rule", "Required value", "FieldValueRequired"))
+                continue
+            if spec.get("reason") not in (None, *REASONS):
+                causes.append(
+                    _cause(
+                        f"{where}.reason",
+                        f'Unsupported value: "{spec.get("reason")}": supported values: '
+                        + ", ".join(f'"{r}"' for r in REASONS),
+                        "FieldValueNotSupported",
+                    )
+                )
+            bad = _compile_error(spec)
+            if bad is not None:
+                causes.append(_cause(f"{where}.{bad[0]}", bad[1]))
+                continue
+            node.rules.append(_Rule(spec))
+    props = schema.get("properties")
+    if isinstance(props, dict):
+        for k, sub in props.items():
+            child = _build(sub, f"{path}.properties[{k}]", causes)
+            if child is not None:
+                node.props[k] = child
+    addl = schema.get("additionalProperties")
+    if isinstance(addl, dict):
+        node.addl = _build(addl, f"{path}.additionalProperties", causes)
+    node.items = _build(schema.get("items"), f"{path}.items", causes)
+    if not node.rules and not node.props and node.addl is None and node.items is None:
+        return None
+    _group(node)
+    return node
+
+
+def _group(node: _Node) -> None:
+    """The node's rules in two groups (plain, transition), each evaluated as one list
+    expression: one conversion of `self` and one run for all of a node's rules."""
+    for transition in (False, True):
+        rules = [r for r in node.rules if r.transition == transition]
+        if not rules:
+            continue
+        combined = None
+        if len(rules) > 1:
+            try:
+                combined = compile_expr("[" + ", ".join(f"({r.source})" for r in rules) + "]")
+            except CELError:
+                combined = None
+        node.groups.append((transition, rules, combined))
+
+
+def _compile_error(spec: dict[str, Any]) -> tuple[str, str] | None:
+    """(field, message) for a rule or messageExpression that does not compile."""
+    for which in ("rule", "messageExpression"):
+        src = spec.get(which)
+        if which == "messageExpression" and not src:
+            continue
+        if not isinstance(src, str):
+            return which, "Invalid value: must be a string"
+        try:
+            compile_expr(src)
+        except CELError as exc:
+            return which, f"Invalid value: {_quote(src)}: compilation failed: {exc}"
+    return None
+
+
+def _quote(s: str) -> str:
+    return '"' + s.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def _cause(field: str, message: str, reason: str = "FieldValueInvalid") -> Cause:
+    return {"reason": reason, "message": message, "field": field}
+
+
+def schema_rule_causes(schema: dict[str, Any], path: str) -> list[Cause]:
+    """Causes for rules of a CRD version's schema that do not compile."""
+    causes: list[Cause] = []
+    _build(schema, path, causes)
+    return causes
+
+
+_CACHE: dict[int, tuple[dict[str, Any], _Node | None]] = {}
+
+
+def _validator(res: Resource) -> _Node | None:
+    schema = res.schema
+    if not isinstance(schema, dict):
+        return None
+    hit = _CACHE.get(id(schema))
+    if hit is not None and hit[0] is schema:
+        return hit[1]
+    causes: list[Cause] = []
+    node = _build(schema, "", causes)
+    if len(_CACHE) > 4096:
+        _CACHE.clear()
+    _CACHE[id(schema)] = (schema, node)
+    return node
+
+
+def has_rules(res: Resource) -> bool:
+    return res.custom and _validator(res) is not None
+
+
+def validate(res: Resource, obj: dict[str, Any], old: dict[str, Any] | None) -> list[Cause]:
+    """Causes for the rules `obj` (a custom object of `res`) breaks; old on updates."""
+    if not res.custom:
+        return []
+    node = _validator(res)
+    if node is None:
+        return []
+    out: list[Cause] = []
+    root = obj
+    if node.rules:
+        got = obj.get("metadata")
+        md: dict[str, Any] = got if isinstance(got, dict) else {}
+        root = {
+            **obj,
+            "metadata": {k: md[k] for k in ("name", "generateName") if k in md},
+        }
+    _eval(node, root, old, old is not None, "", out, top=True)
+    return out
+
+
+_MISSING = object()
+
+
+def _eval(
+    node: _Node,
+    value: Any,
+    old: Any,
+    has_old: bool,
+    path: str,
+    out: list[Cause],
+    top: bool = False,
+) -> None:
+    if value is None:
+        return
+    if has_old and not top and value == old:
+        return  # unchanged: ratcheted
+    for transition, rules, combined in node.groups:
+        if transition and not has_old:
+            continue
+        variables = {"self": value, "oldSelf": old if transition else None}
+        results: Any = None
+        if combined is not None:
+            try:
+                results = run(combined, variables)
+            except CELError:
+                results = None  # one of them failed: run each, to say which and why
+        if type(results) is list and len(results) == len(rules):
+            for r, ok in zip(rules, results, strict=True):
+                if ok is not True:
+                    _judge(node, r, ok, variables, path, out)
+            continue
+        for r in rules:
+            try:
+                result = run(r.program, variables)
+            except CELError as exc:
+                out.append(
+                    _cause(
+                        path or ROOT,
+                        f"Invalid value: {_quote(node.type_name)}: {exc} evaluating rule: "
+                        f"{r.source}",
+                    )
+                )
+                continue
+            if result is not True:
+                _judge(node, r, result, variables, path, out)
+    if type(value) is dict:
+        old_map = old if has_old and type(old) is dict else None
+        for k, sub in node.props.items():
+            if top and k == "metadata":
+                continue
+            if k in value:
+                o = old_map.get(k, _MISSING) if old_map is not None else _MISSING
+                _eval(sub, value[k], o, o is not _MISSING, f"{path}.{k}" if path else k, out)
+        if node.addl is not None:
+            for k, x in value.items():
+                o = old_map.get(k, _MISSING) if old_map is not None else _MISSING
+                _eval(node.addl, x, o, o is not _MISSING, f"{path}[{k}]", out)
+    elif type(value) is list and node.items is not None:
+        olds: dict[tuple[Any, ...], Any] = {}
+        if node.keys and has_old and type(old) is list:
+            for item in old:
+                if type(item) is dict:
+                    olds[tuple(item.get(k) for k in node.keys)] = item
+        for i, x in enumerate(value):
+            o = _MISSING
+            if olds and type(x) is dict:
+                o = olds.get(tuple(x.get(k) for k in node.keys), _MISSING)
+            _eval(node.items, x, o, o is not _MISSING, f"{path}[{i}]", out)
+
+
+def _judge(
+    node: _Node, r: _Rule, result: Any, variables: dict[str, Any], path: str, out: list[Cause]
+) -> None:
+    if result is False:
+        out.append(_failure(node, r, variables, path))
+    else:
+        out.append(
+            _cause(
+                path or ROOT,
+                f"Invalid value: {_quote(node.type_name)}: rule did not evaluate to a bool: "
+                f"{r.source}",
+            )
+        )
+
+
+def _failure(node: _Node, r: _Rule, variables: dict[str, Any], path: str) -> Cause:
+    msg = r.message or f"failed rule: {r.source}"
+    if r.message_program is not None:
+        try:
+            m = run(r.message_program, variables)
+            if isinstance(m, str) and m.strip():
+                msg = m
+        except CELError:
+            pass
+    field = path
+    if r.field_path:
+        fp = r.field_path
+        field = (path + fp) if path else fp.lstrip(".")
+    field = field or ROOT
+    if r.reason == "FieldValueForbidden":
+        return _cause(field, f"Forbidden: {msg}", r.reason)
+    if r.reason == "FieldValueRequired":
+        return _cause(field, f"Required value: {msg}", r.reason)
+    if r.reason == "FieldValueDuplicate":
+        return _cause(field, f"Duplicate value: {_quote(msg)}", r.reason)
+    return _cause(field, f"Invalid value: {_quote(node.type_name)}: {msg}", r.reason)
