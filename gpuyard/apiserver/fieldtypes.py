@@ -41,7 +41,16 @@ class Node:
     """One field's type. `child(name)` is the node of a struct's field, `elem` the
     node of a list's items or a map's values."""
 
-    __slots__ = ("kind", "keys", "_schema", "_builtin", "_children", "_elem", "_props")
+    __slots__ = (
+        "kind",
+        "keys",
+        "_schema",
+        "_builtin",
+        "_children",
+        "_elem",
+        "_props",
+        "_key_defaults",
+    )
 
     def __init__(
         self, kind: str, schema: dict[str, Any], builtin: bool, keys: tuple[str, ...] = ()
@@ -54,6 +63,34 @@ class Node:
         self._elem: Node | None = None
         props = schema.get("properties")
         self._props: dict[str, Any] = props if isinstance(props, dict) else {}
+        self._key_defaults: dict[str, Any] | None = None
+
+    @property
+    def key_defaults(self) -> dict[str, Any]:
+        """Defaults of a map list's key fields: the schema's `default`, or for built-in
+        items the constant defaults kube-apiserver sets (`defaults.CONSTANT`)."""
+        kd = self._key_defaults
+        if kd is None:
+            kd = {}
+            items = self._schema.get("items")
+            if isinstance(items, dict):
+                ref = items.get("$ref")
+                if isinstance(ref, str):
+                    from gpuyard.apiserver import defaults  # defaults reads the store
+
+                    name = ref.rsplit("/", 1)[-1]
+                    consts = defaults.CONSTANT.get(name, {})
+                    props = (schemas.definitions().defs.get(name) or {}).get("properties") or {}
+                else:
+                    consts = {}
+                    props = items.get("properties") or {}
+                for k in self.keys:
+                    if k in consts:
+                        kd[k] = consts[k]
+                    elif isinstance(props.get(k), dict) and "default" in props[k]:
+                        kd[k] = props[k]["default"]
+            self._key_defaults = kd
+        return kd
 
     def child(self, name: str) -> Node:
         c = self._children.get(name)

@@ -69,8 +69,13 @@ class _Flat:
         self.duplicates: list[Path] = []
 
 
-def _key_elem(item: dict[str, Any], keys: tuple[str, ...]) -> str | None:
-    vals = {k: item[k] for k in keys if k in item}
+def _key_elem(item: dict[str, Any], node: Node) -> str | None:
+    """`k:{...}`: an item of a map list by its keys (a key it leaves out has the value
+    the schema defaults it to, so `{containerPort: 80}` is the item of port 80/TCP)."""
+    defaults = node.key_defaults
+    vals = {
+        k: item[k] if k in item else defaults[k] for k in node.keys if k in item or k in defaults
+    }
     if not vals:
         return None
     return "k:" + orjson.dumps(vals, option=orjson.OPT_SORT_KEYS).decode()
@@ -106,7 +111,7 @@ def _walk(v: Any, node: Node, path: Path, out: _Flat) -> None:
     if kind is LIST_MAP and type(v) is list and v:
         elems = []
         for item in v:
-            el = _key_elem(item, node.keys) if type(item) is dict else None
+            el = _key_elem(item, node) if type(item) is dict else None
             if el is None:
                 out.values[path] = v  # items without their keys: the list is one value
                 return
@@ -181,7 +186,7 @@ def _tree(v: Any, node: Node) -> dict[str, Any]:
         items: dict[str, Any] = {}
         elem = node.elem
         for item in v:
-            el = _key_elem(item, node.keys) if type(item) is dict else None
+            el = _key_elem(item, node) if type(item) is dict else None
             if el is None:
                 return {}
             sub = {"f:" + k: _tree(item[k], elem.child(k)) for k in sorted(item)}
@@ -532,10 +537,10 @@ def _paths(v: Any, node: Node, path: Path, out: list[Path]) -> None:
     out.extend(flat.values)
 
 
-def _keyed(items: list[Any], keys: tuple[str, ...]) -> dict[str, Any] | None:
+def _keyed(items: list[Any], node: Node) -> dict[str, Any] | None:
     out: dict[str, Any] = {}
     for item in items:
-        el = _key_elem(item, keys) if type(item) is dict else None
+        el = _key_elem(item, node) if type(item) is dict else None
         if el is None or el in out:
             return None
         out[el] = item
@@ -564,7 +569,7 @@ def _d(o: Any, n: Any, node: Node, path: Path, changed: list[Path], gone: list[P
                 _d(x, _MISSING, node.child(k), (*path, "f:" + k), changed, gone)
         return
     if kind is LIST_MAP and type(o) is list and type(n) is list and o and n:
-        ok, nk = _keyed(o, node.keys), _keyed(n, node.keys)
+        ok, nk = _keyed(o, node), _keyed(n, node)
         if ok is not None and nk is not None:
             elem = node.elem
             for el, item in nk.items():
@@ -659,16 +664,15 @@ def _merge(live: Any, applied: Any, node: Node) -> Any:
             out[k] = _merge(out.get(k, _MISSING), x, node.child(k))
         return out
     if kind is LIST_MAP and type(applied) is list and type(live) is list:
-        keys = node.keys
         a_keyed = []
         for item in applied:
-            el = _key_elem(item, keys) if type(item) is dict else None
+            el = _key_elem(item, node) if type(item) is dict else None
             if el is None:
                 return applied
             a_keyed.append((el, item))
         l_index: dict[str, int] = {}
         for i, item in enumerate(live):
-            el = _key_elem(item, keys) if type(item) is dict else None
+            el = _key_elem(item, node) if type(item) is dict else None
             if el is None:
                 return applied
             l_index.setdefault(el, i)
@@ -705,7 +709,7 @@ def _without(v: Any, path: Path, node: Node) -> Any:
         return v
     if kind == "k:":
         for i, item in enumerate(v):
-            if type(item) is dict and _key_elem(item, node.keys) == el:
+            if type(item) is dict and _key_elem(item, node) == el:
                 copied = list(v)
                 if rest:
                     copied[i] = _without(item, rest, node.elem)

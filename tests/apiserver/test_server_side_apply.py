@@ -95,7 +95,7 @@ def test_two_managers_conflict_force_and_removal(apiserver: ServerProcess) -> No
     assert fields["f:spec"]["f:replicas"] == {}
     main = fields["f:spec"]["f:template"]["f:spec"]["f:containers"]['k:{"name":"main"}']
     assert main["."] == {} and "f:image" in main and "f:name" in main
-    assert set(main["f:ports"]) == {'k:{"containerPort":80}'}
+    assert set(main["f:ports"]) == {'k:{"containerPort":80,"protocol":"TCP"}'}
     assert fields["f:metadata"]["f:labels"] == {"f:app": {}, "f:tier": {}}
     assert "f:name" not in fields["f:metadata"]  # nobody owns the name
 
