@@ -21,6 +21,7 @@ from typing import Any
 import orjson
 
 from gpuyard.apiserver import (
+    admission_policy,
     defaults,
     managedfields,
     patch,
@@ -73,6 +74,7 @@ WEBHOOKS: CollKey = ("admissionregistration.k8s.io", "mutatingwebhookconfigurati
 PDBS: CollKey = ("policy", "poddisruptionbudgets")
 PRIORITY: CollKey = ("scheduling.k8s.io", "priorityclasses")
 DEFAULT_NAMESPACES = ("default", "kube-system", "kube-public", "kube-node-lease")
+_ADMIN_USER = {"username": "gpuyard", "groups": ["system:masters"]}
 PDB_MESSAGE = "Cannot evict pod as it would violate the pod's disruption budget."
 
 
@@ -237,6 +239,7 @@ class Core:
         self.store = store
         self.cluster = defaults.StoreView(store)
         self.registry = registry or Registry()
+        admission_policy.register(self.registry)
         self.bookmark_interval = bookmark_interval
         self._bg: set[asyncio.Task[Any]] = set()
         self._gc_queue: asyncio.Queue[tuple[str, str]] | None = None
@@ -851,6 +854,14 @@ class Core:
             raise invalid(
                 res.kind, md.get("name") or md.get("generateName") or "", causes, res.group
             )
+        ws = await admission_policy.validate(
+            self.store, self.registry, res, op, obj, old, dry, _ADMIN_USER
+        )
+        if ws:
+            acc = _WARNINGS.get()
+            if acc is not None:
+                acc.extend(ws)
+            warnings = [*warnings, *ws]
         return obj, warnings
 
     def _validate(
@@ -889,7 +900,7 @@ class Core:
             resource=res,
             name=md.get("name") or "",
             namespace=md.get("namespace") or "",
-            user_info={"username": "gpuyard", "groups": ["system:masters"]},
+            user_info=_ADMIN_USER,
             dry_run=dry,
             namespace_labels=((ns_obj or {}).get("metadata") or {}).get("labels") or {},
             namespace_object=ns_obj,

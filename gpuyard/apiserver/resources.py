@@ -212,6 +212,16 @@ class Registry:
             self._by_gvp[(r.group, r.version, r.plural)] = r
             self._builtin_keys.add((r.group, r.version, r.plural))
 
+    def ensure_builtin(self, resources: list[Resource]) -> None:
+        """Serve these built-in resources too, where none is served at their path."""
+        with self._lock:
+            for r in resources:
+                k = (r.group, r.version, r.plural)
+                if k not in self._by_gvp:
+                    self._by_gvp[k] = r
+                    self._builtin_keys.add(k)
+                    self.generation += 1
+
     # -- CRDs ---------------------------------------------------------------------------
 
     def add_crd(self, crd: dict[str, Any]) -> list[Resource]:

@@ -17,7 +17,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from gpuyard.apiserver import celrules, strategies, structural
+from gpuyard.apiserver import admission_policy, celrules, strategies, structural
 from gpuyard.apiserver.resources import Resource
 from gpuyard.k8s.schema_check import Cause, schema_errors
 from gpuyard.k8s.schema_check import cause as _cause
@@ -150,6 +150,10 @@ def validate_object(
             out += _quantities(st.get("allocatable"), "status.allocatable")
     elif resource.kind == "CustomResourceDefinition":
         out += validate_crd(obj)
+    elif resource.key == admission_policy.POLICIES:
+        out += admission_policy.policy_causes(obj)
+    elif resource.key == admission_policy.BINDINGS:
+        out += admission_policy.binding_causes(obj)
     return out
 
 

@@ -592,6 +592,18 @@ async def _run_one(
         raise AdmissionDenied(500, f'failed calling webhook "{name}": {exc}') from None
 
 
+async def validate_one(
+    hook: dict[str, Any],
+    attrs: AdmissionAttributes,
+    obj: dict[str, Any] | None,
+    old: dict[str, Any] | None,
+) -> list[str]:
+    """Call one validating webhook: its warnings (a patch it answers is not applied);
+    AdmissionDenied when it refuses, or fails under failurePolicy Fail."""
+    _, warnings, _ = await _run_one(hook, attrs, obj, old)
+    return warnings
+
+
 async def admit(
     configs: list[dict[str, Any]],
     attrs: AdmissionAttributes,

@@ -1,0 +1,501 @@
+"""Validating admission: ValidatingAdmissionPolicies (CEL) and validating webhooks.
+
+Runs after mutation and after the object passed validation, as kube-apiserver's
+validating admission does. `validate(...)` returns the warnings to send, or raises the
+refusal as an APIError.
+
+ValidatingAdmissionPolicy (admissionregistration.k8s.io/v1) applies through its
+bindings: a binding names the policy (`policyName`), may narrow what it matches
+(`matchResources`), picks the parameters (`paramRef`: by name, or by selector, in the
+request's namespace unless it names one; `parameterNotFoundAction` Allow or Deny) and
+says what a failure does (`validationActions`: Deny refuses, Warn adds a `Warning`
+header, Audit is accepted). A policy matches by `matchConstraints` (resourceRules,
+excludeResourceRules, namespaceSelector, objectSelector), then by its `matchConditions`;
+its `variables` are evaluated in order; each of its `validations` (expression, message,
+messageExpression, reason) sees `object`, `oldObject`, `request`, `params`,
+`namespaceObject` and `variables`. An expression that fails to evaluate, or parameters
+that cannot be found, follow the policy's `failurePolicy` (Fail refuses, Ignore skips).
+Expressions are compiled once (`celexpr`); a policy whose expressions do not compile is
+refused when it is written. With no bindings stored, a request costs one look-up.
+
+ValidatingWebhookConfigurations are matched like mutating ones (`webhooks`), all
+matching webhooks are called at once, and any refusal refuses the request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from gpuyard.apiserver import webhooks
+from gpuyard.apiserver.celexpr import CELError, compile_expr, run
+from gpuyard.apiserver.errors import APIError, invalid
+from gpuyard.apiserver.resources import Registry, Resource
+from gpuyard.apiserver.selectors import Filter
+from gpuyard.apiserver.store import Store, make_key
+from gpuyard.kube.objects import SelectorError, selector_matches
+
+GROUP = "admissionregistration.k8s.io"
+POLICIES = (GROUP, "validatingadmissionpolicies")
+BINDINGS = (GROUP, "validatingadmissionpolicybindings")
+VALIDATING_WEBHOOKS = (GROUP, "validatingwebhookconfigurations")
+NAMESPACES = ("", "namespaces")
+
+RESOURCES = [
+    Resource(
+        GROUP,
+        "v1",
+        "ValidatingAdmissionPolicy",
+        "validatingadmissionpolicies",
+        "validatingadmissionpolicy",
+        False,
+        subresources=("status",),
+        categories=("api-extensions",),
+    ),
+    Resource(
+        GROUP,
+        "v1",
+        "ValidatingAdmissionPolicyBinding",
+        "validatingadmissionpolicybindings",
+        "validatingadmissionpolicybinding",
+        False,
+        categories=("api-extensions",),
+    ),
+    Resource(
+        GROUP,
+        "v1",
+        "ValidatingWebhookConfiguration",
+        "validatingwebhookconfigurations",
+        "validatingwebhookconfiguration",
+        False,
+        categories=("api-extensions",),
+    ),
+]
+_REASON_CODES = {
+    "Unauthorized": 401,
+    "Forbidden": 403,
+    "Invalid": 422,
+    "RequestEntityTooLarge": 413,
+}
+_ADMISSION_KINDS = {r.key for r in RESOURCES}
+
+
+def register(registry: Registry) -> None:
+    """Serve the kinds of validating admission where the registry lacks them."""
+    registry.ensure_builtin(RESOURCES)
+
+
+# ---------------------------------------------------------------- checks on write
+
+
+def policy_causes(policy: dict[str, Any]) -> list[dict[str, str]]:
+    """Causes for a ValidatingAdmissionPolicy whose expressions do not compile or whose
+    enumerated fields hold values kube-apiserver refuses."""
+    out: list[dict[str, str]] = []
+    spec = policy.get("spec")
+    if not isinstance(spec, dict):
+        return out
+    for section, key in (
+        ("validations", "expression"),
+        ("matchConditions", "expression"),
+        ("variables", "expression"),
+        ("auditAnnotations", "valueExpression"),
+    ):
+        items = spec.get(section)
+        if not isinstance(items, list):
+            continue
+        for i, item in enumerate(items):
+            if not isinstance(item, dict):
+                continue
+            for k in (key, "messageExpression"):
+                src = item.get(k)
+                if k == "messageExpression" and src is None:
+                    continue
+                field = f"spec.{section}[{i}].{k}"
+                if not isinstance(src, str) or not src.strip():
+                    out.append(
+                        {
+                            "reason": "FieldValueRequired",
+                            "message": "Required value",
+                            "field": field,
+                        }
+                    )
+                    continue
+                try:
+                    compile_expr(src)
+                except CELError as exc:
+                    out.append(
+                        {
+                            "reason": "FieldValueInvalid",
+                            "message": f"Invalid value: {_q(src)}: compilation failed: {exc}",
+                            "field": field,
+                        }
+                    )
+            reason = item.get("reason") if section == "validations" else None
+            if reason is not None and reason not in _REASON_CODES:
+                out.append(
+                    {
+                        "reason": "FieldValueNotSupported",
+                        "message": f"Unsupported value: {_q(str(reason))}: supported values: "
+                        '"Forbidden", "Invalid", "RequestEntityTooLarge", "Unauthorized"',
+                        "field": f"spec.validations[{i}].reason",
+                    }
+                )
+    fp = spec.get("failurePolicy")
+    if fp is not None and fp not in ("Fail", "Ignore"):
+        out.append(
+            {
+                "reason": "FieldValueNotSupported",
+                "message": f'Unsupported value: {_q(str(fp))}: supported values: "Fail", "Ignore"',
+                "field": "spec.failurePolicy",
+            }
+        )
+    return out
+
+
+def binding_causes(binding: dict[str, Any]) -> list[dict[str, str]]:
+    out: list[dict[str, str]] = []
+    spec = binding.get("spec")
+    if not isinstance(spec, dict):
+        return out
+    if not spec.get("policyName"):
+        out.append(
+            {
+                "reason": "FieldValueRequired",
+                "message": "Required value",
+                "field": "spec.policyName",
+            }
+        )
+    actions = spec.get("validationActions")
+    if not isinstance(actions, list) or not actions:
+        out.append(
+            {
+                "reason": "FieldValueRequired",
+                "message": "Required value: at least one validation action is required",
+                "field": "spec.validationActions",
+            }
+        )
+    else:
+        for i, a in enumerate(actions):
+            if a not in ("Deny", "Warn", "Audit"):
+                out.append(
+                    {
+                        "reason": "FieldValueNotSupported",
+                        "message": f'Unsupported value: {_q(str(a))}: supported values: "Audit", '
+                        '"Deny", "Warn"',
+                        "field": f"spec.validationActions[{i}]",
+                    }
+                )
+        if "Deny" in actions and "Warn" in actions:
+            out.append(
+                {
+                    "reason": "FieldValueInvalid",
+                    "message": "Invalid value: cannot use both Deny and Warn",
+                    "field": "spec.validationActions",
+                }
+            )
+    ref = spec.get("paramRef")
+    if isinstance(ref, dict):
+        if ref.get("name") and ref.get("selector") is not None:
+            out.append(
+                {
+                    "reason": "FieldValueForbidden",
+                    "message": "Forbidden: name and selector are mutually exclusive",
+                    "field": "spec.paramRef.name",
+                }
+            )
+        if ref.get("parameterNotFoundAction") not in ("Allow", "Deny"):
+            out.append(
+                {
+                    "reason": "FieldValueRequired",
+                    "message": 'Required value: must be "Allow" or "Deny"',
+                    "field": "spec.paramRef.parameterNotFoundAction",
+                }
+            )
+    return out
+
+
+def _q(s: str) -> str:
+    return '"' + s.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+# ---------------------------------------------------------------- at admission
+
+
+def _matches(
+    constraints: Any,
+    attrs: webhooks.AdmissionAttributes,
+    obj: dict[str, Any] | None,
+    old: dict[str, Any] | None,
+    require_rules: bool = True,
+) -> bool:
+    if not isinstance(constraints, dict):
+        return True
+    rules = constraints.get("resourceRules")
+    if not isinstance(rules, list) or not rules:
+        # A binding's matchResources without rules narrows by its selectors only.
+        rules = (
+            []
+            if require_rules
+            else [
+                {
+                    "operations": ["*"],
+                    "apiGroups": ["*"],
+                    "apiVersions": ["*"],
+                    "resources": ["*/*"],
+                }
+            ]
+        )
+    hook = {
+        "rules": rules,
+        "namespaceSelector": constraints.get("namespaceSelector"),
+        "objectSelector": constraints.get("objectSelector"),
+    }
+    if not webhooks.webhook_matches(hook, attrs, obj, old):
+        return False
+    excluded = constraints.get("excludeResourceRules")
+    if isinstance(excluded, list) and any(webhooks.rule_matches(r, attrs) for r in excluded):
+        return False
+    return True
+
+
+class _Refusal(Exception):
+    def __init__(self, message: str, reason: str = "Invalid") -> None:
+        super().__init__(message)
+        self.message = message
+        self.reason = reason
+
+
+def _request(attrs: webhooks.AdmissionAttributes, dry: bool) -> dict[str, Any]:
+    res = attrs.resource
+    return {
+        "operation": attrs.operation,
+        "name": attrs.name,
+        "namespace": attrs.namespace,
+        "userInfo": attrs.user_info,
+        "kind": {"group": res.group, "version": res.version, "kind": res.kind},
+        "resource": {"group": res.group, "version": res.version, "resource": res.plural},
+        "subResource": attrs.sub_resource,
+        "dryRun": dry,
+    }
+
+
+def _params(
+    store: Store, registry: Registry, policy: dict[str, Any], binding: dict[str, Any], ns: str
+) -> list[Any] | None:
+    """The parameter objects of a binding ([None] for a policy without parameters); None
+    when none were found and the binding allows that."""
+    kind = (policy.get("spec") or {}).get("paramKind")
+    if not isinstance(kind, dict):
+        return [None]
+    ref = (binding.get("spec") or {}).get("paramRef")
+    if not isinstance(ref, dict):
+        raise _Refusal("the policy has a paramKind but its binding has no paramRef")
+    av = str(kind.get("apiVersion") or "")
+    group, _, version = av.rpartition("/")
+    res = registry.by_kind(str(kind.get("kind") or ""), group, version or None)
+    if res is None:
+        raise _Refusal(f"paramKind {av} {kind.get('kind')} is not served")
+    pns = str(ref.get("namespace") or (ns if res.namespaced else ""))
+    found: list[Any] = []
+    if ref.get("name"):
+        e = store.get(res.key, make_key(pns if res.namespaced else "", str(ref["name"])))
+        if e is not None:
+            found.append(e.obj())
+    else:
+        sel = ref.get("selector")
+        for e in store.entries(res.key, Filter(pns if res.namespaced else None)):
+            try:
+                if sel is None or selector_matches(sel, e.labels or {}):
+                    found.append(e.obj())
+            except SelectorError:
+                raise _Refusal("the binding's paramRef.selector is not valid") from None
+    if found:
+        return found
+    if ref.get("parameterNotFoundAction") == "Allow":
+        return None
+    target = f"{pns}/{ref['name']}" if ref.get("name") and pns else ref.get("name") or "selector"
+    raise _Refusal(
+        f"no params found for policy binding with `Deny` parameterNotFoundAction: {target}"
+    )
+
+
+def _evaluate(
+    policy: dict[str, Any],
+    variables: dict[str, Any],
+) -> list[tuple[str, str]]:
+    """(message, reason) of each failed validation; _Refusal for an evaluation error."""
+    spec = policy.get("spec") or {}
+    for mc in spec.get("matchConditions") or []:
+        try:
+            if run(compile_expr(mc["expression"]), variables) is not True:
+                return []
+        except (CELError, KeyError, TypeError) as exc:
+            raise _Refusal(
+                f"failed to evaluate match condition {mc.get('name')!r}: {exc}"
+            ) from None
+    computed: dict[str, Any] = {}
+    variables["variables"] = computed
+    for v in spec.get("variables") or []:
+        try:
+            computed[str(v["name"])] = run(compile_expr(v["expression"]), variables)
+        except (CELError, KeyError, TypeError) as exc:
+            raise _Refusal(f"failed to evaluate variable {v.get('name')!r}: {exc}") from None
+    failed = []
+    for val in spec.get("validations") or []:
+        expr = str(val.get("expression") or "")
+        try:
+            ok = run(compile_expr(expr), variables)
+        except CELError as exc:
+            raise _Refusal(f"expression '{expr}' resulted in error: {exc}") from None
+        if ok is True:
+            continue
+        msg = val.get("message") or f"failed expression: {expr}"
+        me = val.get("messageExpression")
+        if isinstance(me, str) and me:
+            try:
+                m = run(compile_expr(me), variables)
+                if isinstance(m, str) and m.strip():
+                    msg = m
+            except CELError:
+                pass
+        failed.append((str(msg), str(val.get("reason") or "Invalid")))
+    return failed
+
+
+async def validate(
+    store: Store,
+    registry: Registry,
+    res: Resource,
+    op: str,
+    obj: dict[str, Any] | None,
+    old: dict[str, Any] | None,
+    dry: bool,
+    user: dict[str, Any],
+) -> list[str]:
+    """Validating admission of one request: the warnings to send; APIError to refuse."""
+    has_policies = next(iter(store.entries(BINDINGS)), None) is not None
+    has_hooks = next(iter(store.entries(VALIDATING_WEBHOOKS)), None) is not None
+    if not has_policies and not has_hooks:
+        return []
+    if res.key in _ADMISSION_KINDS:
+        return []  # as in kube-apiserver: admission configuration is not admitted by itself
+    md = (obj or old or {}).get("metadata") or {}
+    ns = str(md.get("namespace") or "") if res.namespaced else ""
+    ns_obj = None
+    if ns:
+        nse = store.get(NAMESPACES, ns)
+        ns_obj = nse.obj() if nse is not None else None
+    attrs = webhooks.AdmissionAttributes(
+        operation=op,
+        resource=res,
+        name=str(md.get("name") or ""),
+        namespace=ns,
+        user_info=user,
+        dry_run=dry,
+        namespace_labels=((ns_obj or {}).get("metadata") or {}).get("labels") or {},
+        namespace_object=ns_obj,
+    )
+    warnings: list[str] = []
+    if has_policies:
+        warnings += _policies(store, registry, attrs, obj, old, dry, ns, ns_obj)
+    if has_hooks:
+        warnings += await _webhooks(store, attrs, obj, old)
+    return warnings
+
+
+def _policies(
+    store: Store,
+    registry: Registry,
+    attrs: webhooks.AdmissionAttributes,
+    obj: dict[str, Any] | None,
+    old: dict[str, Any] | None,
+    dry: bool,
+    ns: str,
+    ns_obj: dict[str, Any] | None,
+) -> list[str]:
+    warnings: list[str] = []
+    res = attrs.resource
+    for be in sorted(store.entries(BINDINGS), key=lambda e: e.name):
+        binding = be.obj()
+        bspec = binding.get("spec") or {}
+        pe = store.get(POLICIES, make_key("", str(bspec.get("policyName") or "")))
+        if pe is None:
+            continue
+        policy = pe.obj()
+        pspec = policy.get("spec") or {}
+        if not _matches(pspec.get("matchConstraints"), attrs, obj, old):
+            continue
+        narrow = bspec.get("matchResources")
+        if narrow and not _matches(narrow, attrs, obj, old, require_rules=False):
+            continue
+        actions = bspec.get("validationActions") or ["Deny"]
+        who = f"ValidatingAdmissionPolicy '{pe.name}' with binding '{be.name}'"
+        try:
+            params = _params(store, registry, policy, binding, ns)
+            failed: list[tuple[str, str]] = []
+            for p in params or ():
+                variables = {
+                    "object": obj if attrs.operation != "DELETE" else None,
+                    "oldObject": old,
+                    "request": _request(attrs, dry),
+                    "params": p,
+                    "namespaceObject": ns_obj,
+                    "authorizer": None,
+                }
+                failed += _evaluate(policy, variables)
+        except _Refusal as exc:
+            if pspec.get("failurePolicy", "Fail") == "Ignore":
+                continue
+            failed = [(exc.message, "Invalid")]
+        for msg, reason in failed:
+            text = f"{who} denied request: {msg}"
+            if "Warn" in actions:
+                warnings.append(f"Validation failed for {who}: {msg}")
+            if "Deny" in actions:
+                raise _denied(res, attrs.name, text, reason)
+    return warnings
+
+
+def _denied(res: Resource, name: str, message: str, reason: str) -> APIError:
+    code = _REASON_CODES.get(reason, 422)
+    if code == 422:
+        err = invalid(
+            res.kind,
+            name,
+            [{"reason": "FieldValueInvalid", "message": message, "field": ""}],
+            res.group,
+        )
+        return err
+    gr = res.group_resource
+    return APIError(
+        code,
+        reason,
+        f'{gr} "{name}" is forbidden: {message}' if code == 403 else message,
+        {"name": name, "group": res.group, "kind": res.plural},
+    )
+
+
+async def _webhooks(
+    store: Store,
+    attrs: webhooks.AdmissionAttributes,
+    obj: dict[str, Any] | None,
+    old: dict[str, Any] | None,
+) -> list[str]:
+    configs = [e.obj() for e in store.entries(VALIDATING_WEBHOOKS)]
+    hooks = webhooks.matching_webhooks(configs, attrs, obj, old)
+    if not hooks:
+        return []
+    results = await asyncio.gather(
+        *(webhooks.validate_one(h, attrs, obj, old) for h in hooks), return_exceptions=True
+    )
+    warnings: list[str] = []
+    for r in results:
+        if isinstance(r, webhooks.AdmissionDenied):
+            code = r.code or 403
+            reason = {400: "BadRequest", 403: "Forbidden", 422: "Invalid", 500: "InternalError"}
+            raise APIError(code, reason.get(code, "Forbidden"), r.message or str(r))
+        if isinstance(r, BaseException):
+            raise r
+        warnings.extend(r)
+    return warnings
