@@ -44,3 +44,9 @@ PRIORITY_CLASSES = {
 
 ANN_SIM_DURATION = "gpuyard.io/sim-duration"
 ANN_SIM_EXIT_CODE = "gpuyard.io/sim-exit-code"
+# How long a pod runs at most once started, as a duration (`2h`, `90m`, `1d`, `2h30m`):
+# the user's promise, read by the scheduler's reservations (a gang waiting for nodes
+# lets work it knows will end in time run on them first). A pod's
+# spec.activeDeadlineSeconds says the same, enforced by the kubelet; the TrainingJob
+# controller writes its job's activeDeadlineSeconds here on every worker.
+ANN_EXPECTED_RUNTIME = "gpuyard.io/expected-runtime"

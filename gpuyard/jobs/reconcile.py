@@ -158,6 +158,11 @@ def worker_pod(job: dict[str, Any], js: JobSpec, i: int, generation: int) -> dic
         "subdomain": js.name,
         "priorityClassName": js.priority_class,
     }
+    annotations = dict(tmd.get("annotations") or {})
+    if js.deadline:
+        # The job's time limit, for the scheduler's reservations (a gang waiting for
+        # nodes lets work sure to end in time run on them); the template's own wins.
+        annotations.setdefault(names.ANN_EXPECTED_RUNTIME, f"{js.deadline}s")
     return {
         "apiVersion": "v1",
         "kind": "Pod",
@@ -165,7 +170,7 @@ def worker_pod(job: dict[str, Any], js: JobSpec, i: int, generation: int) -> dic
             "name": worker_name(js.name, i),
             "namespace": js.namespace,
             "labels": labels,
-            "annotations": dict(tmd.get("annotations") or {}),
+            "annotations": annotations,
             "ownerReferences": [owner_ref(job)],
         },
         "spec": pod_spec,

@@ -19,6 +19,13 @@ class PolicyConfig:
     preemption: bool = True
     pack_topology: bool = True
     max_reservations: int = 1
+    # A reserved gang holds its nodes once its estimated start is this near (seconds),
+    # or once it has waited starve_after since it was first seen (reservations.py).
+    hold_ahead: float = 3600.0
+    starve_after: float = 6 * 3600.0
+    # How many units behind a lane's failed head a pass looks at for work short
+    # enough to backfill onto a reservation's nodes (as Slurm's bf_max_job_test).
+    backfill_scan: int = 256
     timeout_backoff: float = 30.0
     # Write a reason for every unit left pending (the live scheduler's Events); the
     # twin turns it off, as it only counts what happened.

@@ -1,6 +1,11 @@
 """Holds: nodes held for one unit against lower-ranked work, by a reservation (a gang
 that does not fit yet) or a nomination (a preemptor waiting for its victims to leave).
-Only higher-priority work may use a node another unit holds.
+Higher-priority work may use a node another unit holds. A reservation's hold is soft
+(`Holds.soft`: holder -> the gang's estimated start, see reservations.py): work of
+lower priority may use its nodes too (it is preemptible: the gang evicts it, whole
+units at a time, when it is ready), and so may work of the gang's own priority that
+is sure to end before the estimated start (EASY backfill; an unknown start admits no
+such work). A nomination's hold admits nothing below it.
 
 `Holds` is the table of one pass: node -> holder, the nodes of each holder, and a
 fingerprint per holder (count and xor of the names' hashes) that failure memos compare
@@ -41,13 +46,14 @@ class Hold:
     names: list[str]
     mapping: dict[str, Holder]
     fp: tuple[int, int]  # (count, xor of the names' hashes)
+    start: float | None = None  # a soft hold's estimated start (see Holds.soft)
 
     @classmethod
-    def of(cls, h: Holder, names_: list[str]) -> Hold:
+    def of(cls, h: Holder, names_: list[str], start: float | None = None) -> Hold:
         x = 0
         for name in names_:
             x ^= hash(name)
-        return cls(h, list(names_), dict.fromkeys(names_, h), (len(names_), x))
+        return cls(h, list(names_), dict.fromkeys(names_, h), (len(names_), x), start)
 
 
 class Holds:
@@ -63,10 +69,38 @@ class Holds:
         self._ver = 0  # bumps on every change to `held`
         self._sig_at = -1
         self._sig: tuple[Any, ...] = ()
+        # soft holds (reservations): holder -> the gang's estimated start (inf: unknown)
+        self.soft: dict[Holder, float] = {}
+        self.now = 0.0  # the pass's time (backfill compares ends with starts)
+
+    def blocks(self, h: Holder, unit: Unit) -> bool:
+        """Whether the holder's nodes are closed to the unit."""
+        if h[0] == unit.key or unit.priority > h[1]:
+            return False
+        start = self.soft.get(h)
+        if start is None:
+            return True  # a nomination
+        if unit.priority < h[1]:
+            return False  # preemptible: evicted when the gang is ready
+        r = unit.runtime
+        return r is None or self.now + r > start
 
     def free_for(self, n: NodeInfo, unit: Unit) -> bool:
         h = self.held.get(n.name)
-        return h is None or h[0] == unit.key or unit.priority > h[1]
+        return h is None or not self.blocks(h, unit)
+
+    def set_soft(self, h: Holder, start: float) -> None:
+        """The holder's hold is a reservation's, with this estimated start."""
+        self.soft[h] = start
+        self._ver += 1
+
+    def fingerprint(self, h: Holder) -> tuple[int, int] | None:
+        """(count, xor) of the holder's nodes, with a soft hold's start in the xor."""
+        fp = self.fp.get(h)
+        if fp is None:
+            return None
+        start = self.soft.get(h)
+        return (fp[0], fp[1] if start is None else fp[1] ^ hash(("start", start)))
 
     def hold(self, name: str, h: Holder) -> None:
         old = self.held.get(name)
@@ -94,7 +128,9 @@ class Holds:
             del self.fp[h]
 
     def restore(self, h: Holder, hold: Hold) -> None:
-        """Put a reservation kept in a memo back."""
+        """Put a reservation kept in a memo back (soft only if the holder holds no
+        nominated nodes: those stay closed)."""
+        soft = hold.start is not None and h not in self.fp
         if (
             hold.h == h
             and h not in self.fp
@@ -109,7 +145,11 @@ class Holds:
             self.src[h] = hold
         else:
             for name in hold.names:
-                self.hold(name, h)
+                if self.held.get(name, h) == h:  # another's hold (a nomination) stays
+                    self.hold(name, h)
+        if soft:
+            assert hold.start is not None
+            self.set_soft(h, hold.start)
         self.sums.clear()
 
     def release(self, unit_key: str) -> None:
@@ -121,20 +161,24 @@ class Holds:
         for name in mine:
             h = self.held.pop(name)
             self.src.pop(h, None)
+            self.soft.pop(h, None)
             self._fp(h, name, -1)
         self.sums.clear()
 
     def against(self, u: Unit) -> tuple[Any, ...]:
         """The holds against the unit, as a value (from the holders' fingerprints)."""
-        key, prio = u.key, u.priority
-        return tuple(
-            sorted((h, fp[0], fp[1]) for h, fp in self.fp.items() if h[0] != key and prio <= h[1])
-        )
+        got = []
+        for h in self.fp:
+            if self.blocks(h, u):
+                fp = self.fingerprint(h)
+                assert fp is not None
+                got.append((h, *fp))
+        return tuple(sorted(got))
 
     def signature(self) -> tuple[Any, ...]:
         """What is held, by whom, as a value (from the holders' fingerprints)."""
         if self._sig_at != self._ver:
-            self._sig = tuple(sorted((h, fp[0], fp[1]) for h, fp in self.fp.items()))
+            self._sig = tuple(sorted((h, *self.fingerprint(h)) for h in self.fp))  # type: ignore[misc]
             self._sig_at = self._ver
         return self._sig
 
@@ -175,6 +219,4 @@ class Holds:
 
     def excluding(self, u: Unit, key: ClassKey, gi: GangIndex) -> list[HeldCap]:
         """The held capacity the unit may not use."""
-        return [
-            hc for h, hc in self.caps(key, gi).items() if not (h[0] == u.key or u.priority > h[1])
-        ]
+        return [hc for h, hc in self.caps(key, gi).items() if self.blocks(h, u)]

@@ -8,7 +8,8 @@
 - failure memos of units and of lanes (memos.py), dropped with the indexes;
 - the queue of pending units (queue.py), updated from `state.queue_pods` and
   `state.queue_groups`;
-- the preemption victim index (preemption.py), updated from `state.bound_log`.
+- the preemption victim index (preemption.py), updated from `state.bound_log`;
+- the gangs whose reservations hold (reservations.py), until they leave the queue.
 
 The state holds nodes, pods, groups and the change logs; the memory reads the logs
 and empties them. One memory follows one state: the live scheduler and the twin each
@@ -48,6 +49,9 @@ class Memory:
     lane_blocked: dict[LaneId, tuple[Memo, str, Hold | None, str]] = field(default_factory=dict)
     queue: Queue | None = None
     victims: Victims | None = None
+    # gangs that hold their reservation in every pass until they run: unit -> (since
+    # when, the nodes it held in the last pass)
+    committed: dict[str, tuple[float, frozenset[str]]] = field(default_factory=dict)
     # the state this memory follows (weakly: a memory kept beside a state must not
     # keep it alive)
     _state: weakref.ReferenceType[ClusterState] | None = field(default=None, repr=False)

@@ -37,6 +37,10 @@ class Memo:
     need: int = 0
     counted: dict[str, int] = field(default_factory=dict)
     extra: int = 0
+    # the time from which it may fit without anything changing (a reservation that
+    # holds nothing yet comes near; see reservations.py)
+    expires: float = float("inf")
+    freed_gen: int = -1  # the state's freed_gen when it failed (see restore)
 
 
 # What a failed unit leaves for its next pass: the memo, its reason, its reservation.
@@ -84,8 +88,9 @@ def memo_of(ps: Pass, u: Unit) -> Memo:
             pos,
             got,
             len(u.pods),
+            freed_gen=s.freed_gen,
         )
-    return Memo("all", ps.holds.against(u), s.freed_gen)
+    return Memo("all", ps.holds.against(u), s.freed_gen, freed_gen=s.freed_gen)
 
 
 def still_fails(ps: Pass, m: Memo, u: Unit) -> bool:
@@ -96,9 +101,10 @@ def still_fails(ps: Pass, m: Memo, u: Unit) -> bool:
     reads only the frees logged since the last one."""
     s = ps.s
     holds = ps.holds
-    fps = holds.fp
+    if ps.now >= m.expires:
+        return False
     for h, count, x in m.sig:  # holds added since only take room away
-        fp = fps.get(h)
+        fp = holds.fingerprint(h)
         if fp is None or fp[0] != count or fp[1] != x:
             return False
     if m.mode == "all":
@@ -136,11 +142,23 @@ def still_fails(ps: Pass, m: Memo, u: Unit) -> bool:
     return m.slots + m.extra < m.need
 
 
-def restore(ps: Pass, u: Unit, hold: Hold | None) -> None:
+def restore(ps: Pass, u: Unit, m: Memo, hold: Hold | None) -> Hold | None:
     """Put back the reservation a unit held when it last failed (if reservations are
-    still to be had in this pass)."""
+    still to be had in this pass); returns the reservation to keep. When room was freed
+    since, the reservation is made afresh: a node that came free may start the gang
+    sooner than one it held (the unit still fails: the memo said so)."""
     if hold is None or ps.reservations >= ps.cfg.max_reservations:
-        return
+        return hold
+    h = (u.key, u.priority)
+    if m.freed_gen != ps.s.freed_gen:
+        from gpuyard.scheduling.reservations import reserve
+
+        m.freed_gen = ps.s.freed_gen
+        ps.reservations += 1
+        reserve(ps, u)
+        held = ps.d.reservations.get(u.key)
+        return Hold.of(h, held, ps.holds.soft.get(h)) if held else None
     ps.reservations += 1
-    ps.holds.restore((u.key, u.priority), hold)
-    ps.d.reservations[u.key] = list(hold.names)
+    ps.holds.restore(h, hold)
+    ps.d.reservations[u.key] = [n for n in hold.names if ps.holds.held.get(n) == h]
+    return hold

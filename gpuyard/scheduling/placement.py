@@ -163,7 +163,7 @@ def _best_fit_scan(ps: Pass, p: PodInfo, u: Unit) -> NodeInfo | None:
 def _scan(ps: Pass, b: Buckets, start: int, p: PodInfo, u: Unit) -> NodeInfo | None:
     holds = ps.holds
     held = holds.held
-    key, prio = u.key, u.priority
+    blocks = holds.blocks
     r0, r1, r2, r3 = p.req
     anti = p.anti_affinity
     for lv in range(min(start, len(b.levels)), len(b.levels)):
@@ -173,12 +173,12 @@ def _scan(ps: Pass, b: Buckets, start: int, p: PodInfo, u: Unit) -> NodeInfo | N
             # Many nodes here: when every holder at this level holds against the
             # unit, walk only the nodes no one holds (same order).
             unheld, holders = holds.level_view(b, lv)
-            if all(h[0] != key and prio <= h[1] for h in holders):
+            if all(blocks(h, u) for h in holders):
                 nodes, check = unheld, False
         for n in nodes:
             if check:
                 h = held.get(n.name)
-                if h is not None and h[0] != key and prio <= h[1]:
+                if h is not None and blocks(h, u):
                     continue
             a, us = n.alloc, n.used  # fits, inlined: this loop is hot
             if r2 + us[2] > a[2] or r0 + us[0] > a[0] or r1 + us[1] > a[1] or r3 + us[3] > a[3]:

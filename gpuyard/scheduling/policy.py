@@ -30,6 +30,7 @@ runs those through this same code for its comparisons.
 from __future__ import annotations
 
 import heapq
+import math
 import weakref
 from typing import Any
 
@@ -66,12 +67,15 @@ class Pass:
         self.mem = mem  # what the policy keeps across passes
         self.d = Decisions()  # what this pass decides
         self.holds = Holds()  # nodes held for units (reservations, nominations)
+        self.holds.now = now
         self.trial = Trial()  # preemption's part of the pass
         self.failed = FailedShapes()  # shapes that failed in this pass
         self.reservations = 0  # reservations made (or restored) in this pass
         # the unit being attempted took the slower path (affinity.Topology): where it
         # fits can grow as others bind, so its failure says nothing of its shape
         self.topo_hit = False
+        # when the last reservation attempt that held nothing would hold (reservations.py)
+        self.look_again = math.inf
 
     def run(self) -> Decisions:
         s, mem = self.s, self.mem
@@ -82,9 +86,11 @@ class Pass:
             q = mem.queue = Queue(s, self.cfg.gangs)
             mem.blocked.clear()
             mem.lane_blocked.clear()
+            mem.committed.clear()
         else:
             for key in q.sync(s):
                 mem.blocked.pop(key, None)
+                mem.committed.pop(key, None)
         if mem.victims is not None and s.bound_log:
             mem.victims.sync(s)  # keeps the log short even when nothing preempts
         for lid in [k for k in mem.lane_blocked if k not in q.lanes]:
@@ -125,11 +131,18 @@ class Pass:
         if last is not None and still_fails(self, last[0], u):
             # Nothing it could use was freed since it last failed: keep reason and hold.
             self.d.unschedulable[u.key] = last[1]
-            restore(self, u, last[2])
+            kept = restore(self, u, last[0], last[2])
+            if kept is not last[2]:
+                blocked[u.key] = (last[0], last[1], kept)
             return
         shape = shape_of(u)
         failed_at = self.failed.at.get(shape) if shape is not None else None
-        if shape is not None and failed_at is not None and failed_at >= u.priority:
+        if (
+            shape is not None
+            and failed_at is not None
+            and failed_at >= u.priority
+            and not self._opens(u, failed_at)
+        ):
             # A unit of the same shape and no lower priority failed earlier in this
             # pass; room has only shrunk since, so this one cannot fit either.
             self.d.unschedulable[u.key] = relabel(*self.failed.reason[shape], u.key)
@@ -150,8 +163,14 @@ class Pass:
         if memo is not None and memo[3] == u.key and still_fails(self, memo[0], u):
             reason = memo[1]
             self.d.unschedulable[u.key] = reason
-            restore(self, u, memo[2])
-        elif (failed_at := failed.at.get(shape)) is not None and failed_at >= prio:
+            kept = restore(self, u, memo[0], memo[2])
+            if kept is not memo[2]:
+                lane_blocked[lid] = (memo[0], memo[1], kept, memo[3])
+        elif (
+            (failed_at := failed.at.get(shape)) is not None
+            and failed_at >= prio
+            and not self._opens(u, failed_at)
+        ):
             reason = relabel(*failed.reason[shape], u.key)
             self.d.unschedulable[u.key] = reason
         else:
@@ -168,8 +187,64 @@ class Pass:
             reason = m[1]
         if failed.at.get(shape, prio - 1) < prio:
             failed.failed(shape, prio, reason, u.key)
-        self.d.unschedulable.add_run(lane[c + 1 :], reason, u.key)
+        rest = lane[c + 1 :]
+        if self.holds.soft and rest:
+            rest = self._backfill(u, rest, reason)
+        self.d.unschedulable.add_run(rest, reason, u.key)
         return False
+
+    def _opens(self, u: Unit, failed_at: int) -> bool:
+        """Whether a reservation's nodes are open to the unit but were closed to a unit
+        of its shape that failed at priority `failed_at` (then room is not only
+        smaller for it, and it must be tried)."""
+        r = u.runtime
+        for (_, hp), start in self.holds.soft.items():
+            if hp == failed_at and (u.priority < hp or (r is not None and self.now + r <= start)):
+                return True
+        return False
+
+    def _backfill(self, head: Unit, rest: list[Entry], reason: str) -> list[Entry]:
+        """Behind a lane's failed head: the units sure to end before a reservation's
+        start that the head was not sure to (EASY backfill) are placed if they fit
+        (without preempting); returns the entries left to fail with the head."""
+        now, holds = self.now, self.holds
+        latest = max(
+            (
+                start
+                for h, start in holds.soft.items()
+                if h[1] == head.priority and holds.blocks(h, head)
+            ),
+            default=-math.inf,
+        )
+        if latest == -math.inf:
+            return rest
+        left: list[Entry] = []
+        units = self.mem.queue.units  # type: ignore[union-attr]
+        for i, e in enumerate(rest):
+            if i >= self.cfg.backfill_scan:
+                left.extend(rest[i:])
+                break
+            v = units[e[2]]
+            if v.runtime is None or now + v.runtime > latest:
+                left.append(e)
+                continue
+            placed = place(self, v)
+            if placed is None:
+                left.append(e)
+            else:
+                self._bind(v, placed)
+        return left
+
+    def _bind(self, u: Unit, placed: list[Any]) -> None:
+        for p, n in placed:
+            self.s.bind(p.key, n.name)
+            p.started = self.now
+            self.d.bindings.append((p.key, n.name))
+            self.mem.moved(n)
+            if n.name in self.holds.held:
+                self.holds.sums.clear()  # a held node's capacity changed
+        self.holds.release(u.key)
+        self.mem.blocked.pop(u.key, None)
 
     def _attempt(self, u: Unit, shape: Shape | None) -> Failure | None:
         """Place the unit, or preempt for it, or give its reason (and maybe reserve).
@@ -177,13 +252,7 @@ class Pass:
         self.topo_hit = False
         placed = place(self, u)
         if placed is not None:
-            for p, n in placed:
-                self.s.bind(p.key, n.name)
-                self.d.bindings.append((p.key, n.name))
-                self.mem.moved(n)
-                if n.name in self.holds.held:
-                    self.holds.sums.clear()  # a held node's capacity changed
-            self.holds.release(u.key)
+            self._bind(u, placed)
             return None
         self.trial.complete = False
         if self.cfg.preemption and preempt(self, u):
@@ -196,9 +265,12 @@ class Pass:
             self.failed.failed(shape, u.priority, reason, u.key)
         if u.is_gang and self.cfg.reservations and self.reservations < self.cfg.max_reservations:
             self.reservations += 1
+            self.look_again = math.inf
             reserve(self, u)
+            memo.expires = self.look_again
         held = self.d.reservations.get(u.key)
-        return memo, reason, Hold.of((u.key, u.priority), held) if held else None
+        h = (u.key, u.priority)
+        return memo, reason, Hold.of(h, held, self.holds.soft.get(h)) if held else None
 
     def gang_ready(self, u: Unit) -> bool:
         """Whether a gang may be tried now: its PodGroup exists, minMember pods exist,
@@ -233,6 +305,7 @@ class Pass:
             s.group_first_seen[u.group] = self.now + self.cfg.timeout_backoff
             self.d.timed_out.append(u.group)
             self.holds.release(u.key)
+            self.mem.committed.pop(u.key, None)
             self.d.unschedulable[u.key] = (
                 f"gang {name} did not fit within scheduleTimeoutSeconds={g.timeout:g}; backing off"
             )

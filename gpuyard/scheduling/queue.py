@@ -37,6 +37,8 @@ class Unit:
     bound: int = 0  # members already bound (gangs)
     # a single pod's shape, made once per pod record (see shape_of)
     shape1: Shape | None = None
+    # how long it runs at most once started (its pods' longest; None: one is unknown)
+    runtime: float | None = None
 
     @property
     def is_gang(self) -> bool:
@@ -119,7 +121,7 @@ class Queue:
                 return None
             su = self.singles.get(key)
             if su is None or su.pods[0] is not p:
-                su = self.singles[key] = Unit(ukey, [p], p.priority, p.seq)
+                su = self.singles[key] = Unit(ukey, [p], p.priority, p.seq, runtime=p.runtime)
             return su
         members = s.members.get(key, {})
         pending = s.pending
@@ -128,7 +130,9 @@ class Queue:
             return None
         pods.sort(key=_SEQ)
         bound = sum(1 for q in members.values() if q.node and not q.terminating)
-        return Unit(ukey, pods, max(map(_PRIORITY, pods)), pods[0].seq, key, bound)
+        runtimes = [q.runtime for q in pods]
+        runtime = None if None in runtimes else max(runtimes)  # type: ignore[type-var]
+        return Unit(ukey, pods, max(map(_PRIORITY, pods)), pods[0].seq, key, bound, runtime=runtime)
 
     @staticmethod
     def _lane(s: ClusterState, u: Unit) -> LaneId:

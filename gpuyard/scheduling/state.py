@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from gpuyard import names
+from gpuyard.k8s.durations import parse_duration
 from gpuyard.kube import objects as o
 from gpuyard.scheduling.affinity import Constraints, parse
 
@@ -57,6 +58,23 @@ def host_ports(spec: Mapping[str, Any]) -> tuple[tuple[str, str, int], ...]:
             if hp:
                 got.add((port.get("hostIP") or "0.0.0.0", port.get("protocol") or "TCP", int(hp)))
     return tuple(sorted(got))
+
+
+def runtime_of(md: Mapping[str, Any], spec: Mapping[str, Any]) -> float | None:
+    """How long a pod runs at most once started, in seconds, or None when nothing says:
+    the shorter of spec.activeDeadlineSeconds and the `gpuyard.io/expected-runtime`
+    annotation (an annotation that is not a duration says nothing)."""
+    got: list[float] = []
+    ads = spec.get("activeDeadlineSeconds")
+    if isinstance(ads, int) and not isinstance(ads, bool) and ads > 0:
+        got.append(float(ads))
+    ann = (md.get("annotations") or {}).get(names.ANN_EXPECTED_RUNTIME)
+    if isinstance(ann, str):
+        try:
+            got.append(parse_duration(ann))
+        except ValueError:
+            pass
+    return min(got) if got else None
 
 
 def add_extras(n: NodeInfo, xreq: tuple[tuple[str, int], ...], sign: int) -> None:
@@ -124,6 +142,10 @@ class PodInfo:
     # pod affinity, anti-affinity off the hostname fast path, topology spread,
     # preferred node affinity (gpuyard.scheduling.affinity); None for most pods
     constraints: Constraints | None = None
+    # how long it runs at most once started (seconds; None: unknown), and when it
+    # started (status.startTime, or when the policy bound it)
+    runtime: float | None = None
+    started: float | None = None
     _ck: tuple[Any, ...] | None = field(default=None, init=False, repr=False)
 
     @property
@@ -301,6 +323,11 @@ class ClusterState:
         old = self.pods.get(key)
         created = o.parse_time(md.get("creationTimestamp"))
         requests = o.pod_requests(pod)
+        node = spec.get("nodeName") or None
+        start = o.parse_time((pod.get("status") or {}).get("startTime"))
+        started = start.timestamp() if start else None
+        if started is None and old is not None and node and old.node == node:
+            started = old.started
         info = PodInfo(
             key=key,
             req=vector({**requests, "pods": 1}),
@@ -310,7 +337,7 @@ class ClusterState:
             group=f"{md.get('namespace', '')}/{labels[names.POD_GROUP_LABEL]}"
             if labels.get(names.POD_GROUP_LABEL)
             else None,
-            node=spec.get("nodeName") or None,
+            node=node,
             nominated=(pod.get("status") or {}).get("nominatedNodeName")
             or (old.nominated if old else None),
             tolerations=tuple(spec.get("tolerations") or ()),
@@ -326,6 +353,8 @@ class ClusterState:
             xreq=tuple(sorted(extras(requests).items())),
             host_ports=host_ports(spec),
             constraints=constraints,
+            runtime=runtime_of(md, spec),
+            started=started,
         )
         self._put_pod(info)
         return info
@@ -345,8 +374,10 @@ class ClusterState:
         node_selector: Mapping[str, str] | None = None,
         anti_affinity: Iterable[Mapping[str, Any]] = (),
         priority_class: str = "",
+        runtime: float | None = None,
     ) -> PodInfo:
-        """A pod from its scheduling facts (requests in scheduler units)."""
+        """A pod from its scheduling facts (requests in scheduler units; runtime: how
+        long it runs at most once started, in seconds)."""
         info = PodInfo(
             key=key,
             req=vector({**requests, "pods": 1}),
@@ -362,6 +393,7 @@ class ClusterState:
             priority_class=priority_class,
             scheduler=self.scheduler_name,
             xreq=tuple(sorted(extras(requests).items())),
+            runtime=runtime,
         )
         self._put_pod(info)
         return info

@@ -23,7 +23,6 @@ from __future__ import annotations
 import heapq
 import math
 import random
-import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -31,29 +30,13 @@ from typing import Any
 from gpuyard import names
 from gpuyard.cliargs import SHARE
 from gpuyard.cluster.shapes import NodeShape
+from gpuyard.k8s.durations import parse_duration
 from gpuyard.scheduling.policy import Eviction, Memory, PolicyConfig, deliver, schedule
 from gpuyard.scheduling.reasons import Reasons
 from gpuyard.scheduling.state import GPU, ClusterState, GroupInfo
 from gpuyard.teams.assign import TeamSpec
 from gpuyard.twin import capacity
-from gpuyard.twin.traces import MAX_SECONDS, TraceJob
-
-_UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
-_DURATION = re.compile(r"\s*([0-9]+(?:\.[0-9]*)?|\.[0-9]+)\s*([a-z]*)\s*")
-
-
-def parse_duration(text: str) -> float:
-    """`30d`, `4h`, `20m`, `90s`: a finite number of seconds, at most MAX_SECONDS. The
-    unit is required (a bare number could mean any of them)."""
-    m = _DURATION.fullmatch(text)
-    if not m or m.group(2) not in _UNITS:
-        raise ValueError(
-            f"not a duration: {text!r} (a number and a unit: s, m, h or d; e.g. 30d, 4h, 20m, 90s)"
-        )
-    seconds = float(m.group(1)) * _UNITS[m.group(2)]
-    if not seconds <= MAX_SECONDS:  # also NaN and inf
-        raise ValueError(f"duration {text!r} is longer than {MAX_SECONDS:.0f} s")
-    return seconds
+from gpuyard.twin.traces import TraceJob
 
 
 @dataclass(frozen=True)
@@ -178,17 +161,22 @@ class Engine:
         balloons: bool = False,
         record_bindings: bool = False,
         skip_never_fitting: bool = False,
+        runtimes: bool = True,
     ) -> None:
         """batch: 0 runs the policy at every virtual instant where something changed;
         B > 0 runs it on ticks every B seconds (like the live scheduler's debounce, longer),
         fewer passes for long replays. record_bindings: keep every binding, in the order
         the policy made them, as (virtual time, pod key, node) in `bindings`. A job that
         could never run on `shapes` (see never_fitting) is a ValueError naming it, or with
-        skip_never_fitting left out of the replay and counted."""
+        skip_never_fitting left out of the replay and counted. runtimes: every job says how
+        long it runs (its duration; what is left of it after a restart), as a pod's
+        activeDeadlineSeconds or gpuyard.io/expected-runtime annotation would; False:
+        none does."""
         if policy not in POLICIES:
             raise ValueError(f"unknown policy {policy!r}; known: {', '.join(POLICIES)}")
         self.policy = policy
         self.cfg = POLICIES[policy]
+        self.runtimes = runtimes
         self.failures = failures or FailureSpec()
         self.rng = random.Random(seed)
         self.state = ClusterState()
@@ -304,6 +292,7 @@ class Engine:
                 key = f"{j.team}/{j.name}-g{run.gen}-{i}"
                 req = {"cpu": j.cpu_milli, "memory": j.memory, names.RESOURCE_GPU: j.gpus}
                 group = f"{j.team}/{j.name}" if j.replicas > 1 else None
+                runtime = max(0.0, j.duration - run.progress) if self.runtimes else None
                 if self.teams is not None:
                     pod = self.teams.admit(
                         capacity.job_pod(key, req, j.priority, group, j.gpu_model)
@@ -312,7 +301,10 @@ class Engine:
                         if j.name not in self.refused:
                             self.refused.append(j.name)
                         continue
-                    self.state.add_pod(pod).created = j.submit  # type: ignore[union-attr]
+                    info = self.state.add_pod(pod)
+                    assert info is not None
+                    info.created = j.submit
+                    info.runtime = runtime
                 else:
                     self.state.add_pod_fast(
                         key,
@@ -323,6 +315,7 @@ class Engine:
                         node_selector={names.LABEL_GPU_PRODUCT: j.gpu_model}
                         if j.gpu_model
                         else None,
+                        runtime=runtime,
                     )
                 self.pod_job[key] = run
                 run.pods.append(key)

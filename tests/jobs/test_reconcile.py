@@ -287,3 +287,17 @@ def test_refused_workers_are_reported_in_the_jobs_field_and_nothing_is_created()
     assert refusal("x", [{"field": "spec.containers[0].image", "message": "Required value"}]) == (
         "spec.template.spec.containers[0].image: Required value"
     )
+
+
+def test_workers_carry_the_jobs_time_limit_for_the_scheduler() -> None:
+    from gpuyard import names
+    from gpuyard.scheduling.state import ClusterState
+
+    j = job(activeDeadlineSeconds=5400)
+    pod = worker_pod(j, JobSpec.of(j), 0, 0)
+    assert pod["metadata"]["annotations"][names.ANN_EXPECTED_RUNTIME] == "5400s"
+    info = ClusterState().add_pod(pod)
+    assert info is not None and info.runtime == 5400.0  # what the scheduler reads
+    assert names.ANN_EXPECTED_RUNTIME not in (
+        worker_pod(job(), JobSpec.of(job()), 0, 0)["metadata"].get("annotations") or {}
+    )

@@ -38,9 +38,12 @@ def test_fifo_queueing_delays_by_hand() -> None:
     assert res["a"].first_start == 0 and res["b"].first_start == 0
     # c waits for both nodes: b frees one at 50 (held for c), a the other at 100.
     assert res["c"].first_start == 100 and res["c"].end == 130
-    # d may not backfill onto nodes the gang holds: it runs after c.
-    assert res["d"].first_start == 130
-    assert res["d"].first_start - res["d"].job.submit == 110
+    # d (5 s) is sure to end before c can start: it backfills onto the node b frees.
+    assert res["d"].first_start == 50 and res["d"].end == 55
+    # Without known runtimes c's start is unknown and it holds nothing yet (it has not
+    # waited starve_after): d takes the freed node all the same, and c still starts at 100.
+    res = by_name(Engine(nodes(2), jobs, "gpuyard", runtimes=False).run())
+    assert res["c"].first_start == 100 and res["d"].first_start == 50
 
 
 def test_compare_shows_fifo_deadlock() -> None:
