@@ -46,7 +46,8 @@ SCHEDULER_RULES: list[Rule] = [
 CONTROLLER_RULES: list[Rule] = [
     ("", ["pods", "services", "configmaps"], [*WATCH, "create", "update", "patch", "delete"]),
     ("", ["nodes"], [*WATCH, "patch"]),
-    ("", ["namespaces"], ["get", "create"]),
+    # The team manager watches namespaces and labels those of its teams.
+    ("", ["namespaces"], [*WATCH, "create", "patch"]),
     ("", ["events"], ["create", "patch"]),
     ("scheduling.x-k8s.io", ["podgroups"], [*WATCH, "create", "update", "patch", "delete"]),
     (names.GROUP, ["trainingjobs", "teams", "balloonpools"], WATCH),

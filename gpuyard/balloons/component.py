@@ -29,12 +29,14 @@ async def run(ctx: Any) -> None:
     from gpuyard.kube.client import Client
     from gpuyard.kube.errors import AlreadyExists
 
-    client = Client.in_process(ctx.server, component="balloons")
+    client = Client.in_process(ctx.server, **_client_kw(ctx, "balloons"))
     try:
         if cliargs.get(ctx.options or {}, OPTIONS["balloons"]):
             for pool in default_pools(ctx.sim):
                 with contextlib.suppress(AlreadyExists):
-                    await client.create(
+                    # Installing the demo's pools is the admin's doing (ctx.client), not
+                    # the controller's: its role only reads pools and writes their status.
+                    await (ctx.client or client).create(
                         {
                             "apiVersion": names.API_VERSION,
                             "kind": KIND,
@@ -45,3 +47,9 @@ async def run(ctx: Any) -> None:
         await BalloonController(client).run(ctx.stop)
     finally:
         await client.close()
+
+
+def _client_kw(ctx: Any, component: str) -> dict[str, Any]:
+    """As the component's ServiceAccount when `gpuyard up` gave it one."""
+    kw = getattr(ctx, "client_kw", None)
+    return kw(component) if kw is not None else {"component": component}

@@ -37,8 +37,9 @@ crd_objects = crds.crd_objects
 
 @dataclass
 class Context:
-    """What a component gets: the in-process client, the API server, the data
-    directory, the stop event, the options given to `gpuyard up`, the simulated cluster."""
+    """What a component gets: the in-process client (admin), the API server, the data
+    directory, the stop event, the options given to `gpuyard up`, the simulated
+    cluster, and the identity it makes its own clients with (`client_kw`)."""
 
     client: Any
     server: Any
@@ -46,6 +47,17 @@ class Context:
     stop: asyncio.Event
     options: dict[str, Any] = field(default_factory=dict)
     sim: Any = None
+    # component -> the token file of the ServiceAccount it runs as (gpuyard.cluster.
+    # identities); a component not named uses the admin token.
+    token_files: dict[str, str] = field(default_factory=dict)
+
+    def client_kw(self, component: str) -> dict[str, Any]:
+        """Keyword arguments of `Client.in_process` for a component: its name and,
+        when it has one, its ServiceAccount's token file."""
+        kw: dict[str, Any] = {"component": component}
+        if component in self.token_files:
+            kw["token_file"] = self.token_files[component]
+        return kw
 
 
 def resolve(name: str) -> Callable[[Context], Awaitable[None]] | None:

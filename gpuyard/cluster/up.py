@@ -24,7 +24,7 @@ from typing import Any
 
 from gpuyard import cliargs, names
 from gpuyard.cliargs import Option
-from gpuyard.cluster import components
+from gpuyard.cluster import components, identities
 from gpuyard.cluster.autoscaler import Autoscaler, AutoscalerConfig, parse_groups
 from gpuyard.cluster.faults import FaultApplier
 from gpuyard.cluster.lifecycle import NodeLifecycle
@@ -244,6 +244,15 @@ class EmbeddedCluster:
     async def start_components(self) -> None:
         wanted = self.opts.components
         names_ = list(components.COMPONENTS) if wanted is None else wanted
+        # Each component runs as the ServiceAccount `gpuyard manifests` gives it.
+        await identities.install(self.client)
+        token_files = await identities.issue_tokens(self.client, self.data_dir)
+        self._tasks.append(
+            asyncio.create_task(
+                identities.renew(self.client, self.data_dir, self.stop_event),
+                name="identities-renew",
+            )
+        )
         ctx = components.Context(
             client=self.client,
             server=self.server,
@@ -251,6 +260,7 @@ class EmbeddedCluster:
             stop=self.stop_event,
             options=dict(self.opts.options),
             sim=self.sim,
+            token_files=token_files,
         )
         for name in names_:
             if name not in components.COMPONENTS:

@@ -9,8 +9,14 @@ async def run(ctx: Any) -> None:
     from gpuyard.jobs.controller import JobController
     from gpuyard.kube.client import Client
 
-    client = Client.in_process(ctx.server, component="jobs")
+    client = Client.in_process(ctx.server, **_client_kw(ctx, "jobs"))
     try:
         await JobController(client).run(ctx.stop)
     finally:
         await client.close()
+
+
+def _client_kw(ctx: Any, component: str) -> dict[str, Any]:
+    """As the component's ServiceAccount when `gpuyard up` gave it one."""
+    kw = getattr(ctx, "client_kw", None)
+    return kw(component) if kw is not None else {"component": component}

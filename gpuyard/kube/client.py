@@ -184,7 +184,12 @@ class Client:
 
     @classmethod
     def in_process(cls, server: Any, **kw: Any) -> Client:
-        """Reach an embedded API server object by calling its `dispatch` directly."""
+        """Reach an embedded API server object by calling its `dispatch` directly, with
+        its admin token, or as whoever `token=` or `token_file=` names."""
+        token_file = kw.pop("token_file", None)
+        if token_file:  # a ServiceAccount's token, re-read when it is renewed
+            config = ConnectionConfig(server="http://in-process", token_file=str(token_file))
+            return cls(config=config, transport=InProcessTransport(server), **kw)
         token = kw.pop("token", None) or getattr(server, "token", None)
         return cls("http://in-process", token, transport=InProcessTransport(server), **kw)
 

@@ -9,8 +9,14 @@ async def run(ctx: Any) -> None:
     from gpuyard.kube.client import Client
     from gpuyard.scheduling.scheduler import Scheduler
 
-    client = Client.in_process(ctx.server, component="scheduler")
+    client = Client.in_process(ctx.server, **_client_kw(ctx, "scheduler"))
     try:
         await Scheduler(client, leader_elect=False).run(ctx.stop)
     finally:
         await client.close()
+
+
+def _client_kw(ctx: Any, component: str) -> dict[str, Any]:
+    """As the component's ServiceAccount when `gpuyard up` gave it one."""
+    kw = getattr(ctx, "client_kw", None)
+    return kw(component) if kw is not None else {"component": component}

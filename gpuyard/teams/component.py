@@ -106,8 +106,13 @@ async def run(ctx: Any) -> None:
     from gpuyard.kube.client import Client
     from gpuyard.teams.manager import TeamManager
 
-    client = Client.in_process(ctx.server, component="teams")
-    teams = Informer(client, TEAMS, name="teams-webhook-teams")
+    kw = getattr(ctx, "client_kw", lambda c: {"component": c})
+    # The team controller runs as gpuyard-controllers, the webhook (its Team table and
+    # its MutatingWebhookConfiguration) as gpuyard-teams-webhook, as `gpuyard manifests`
+    # deploys them.
+    client = Client.in_process(ctx.server, **kw("teams"))
+    hook_client = Client.in_process(ctx.server, **kw("teams-webhook"))
+    teams = Informer(hook_client, TEAMS, name="teams-webhook-teams")
     lookup = TeamLookup(teams)
     opts = ctx.options or {}
     # Where the webhook is served (option teams_webhook_mode): "process", a process of
@@ -136,7 +141,7 @@ async def run(ctx: Any) -> None:
                 ms = cliargs.get(opts, OPTIONS["teams_webhook_switch_interval_ms"])
                 _prompt_thread_switches(ms)
             url = await server.start(thread=mode == "thread")
-        await install_webhook(client, url, server.ca_bundle)
+        await install_webhook(hook_client, url, server.ca_bundle)
 
         async def rotate() -> None:
             while not ctx.stop.is_set():
@@ -147,7 +152,7 @@ async def run(ctx: Any) -> None:
                 if server.rotate(dt.datetime.now(dt.UTC), activate=False):
                     # Publish a caBundle trusting old and new CA, then switch.
                     try:
-                        await install_webhook(client, url, server.ca_bundle)
+                        await install_webhook(hook_client, url, server.ca_bundle)
                     except KubeError as exc:
                         log.warning("could not update the webhook caBundle: %s", exc)
                     server.activate()
@@ -163,3 +168,4 @@ async def run(ctx: Any) -> None:
         await server.stop()
         await teams.stop()
         await client.close()
+        await hook_client.close()

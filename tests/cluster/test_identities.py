@@ -1,0 +1,101 @@
+"""`gpuyard up` runs its components as the ServiceAccounts of `gpuyard manifests`: what
+they do is authorized by the install's own roles, so a verb missing from a role is a
+403 naming it, here as on a real cluster."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+from gpuyard.cluster.testing import ClusterProcess
+
+POD = {
+    "apiVersion": "v1",
+    "kind": "Pod",
+    "metadata": {"name": "needs-binding", "namespace": "default"},
+    "spec": {
+        "schedulerName": "gpuyard-scheduler",
+        "containers": [{"name": "w", "image": "x", "resources": {"limits": {"nvidia.com/gpu": 1}}}],
+    },
+}
+
+
+def _audit(c: ClusterProcess) -> list[dict[str, Any]]:
+    path = c.data_dir / "audit.log"
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def _wait(fn: Any, timeout: float = 30) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        v = fn()
+        if v:
+            return v
+        time.sleep(0.3)
+    raise AssertionError("timed out")
+
+
+def test_components_act_as_their_service_accounts(cluster: ClusterProcess) -> None:
+    r = cluster.kubectl("apply", "-f", "-", input=json.dumps(POD))
+    assert r.returncode == 0, r.stderr
+    _wait(
+        lambda: (
+            cluster.kubectl("get", "pod", "needs-binding", "-o", "jsonpath={.spec.nodeName}").stdout
+        )
+    )
+    users = {e["user"]["username"] for e in _audit(cluster) if e["responseStatus"]["code"] < 400}
+    for sa in ("gpuyard-scheduler", "gpuyard-controllers", "gpuyard-teams-webhook"):
+        assert f"system:serviceaccount:gpuyard-system:{sa}" in users, users
+    binds = [
+        e
+        for e in _audit(cluster)
+        if e.get("objectRef", {}).get("subresource") == "binding"
+        and e["responseStatus"]["code"] == 201
+    ]
+    assert (
+        binds
+        and binds[0]["user"]["username"] == "system:serviceaccount:gpuyard-system:gpuyard-scheduler"
+    )
+    # The components' tokens are kept private.
+    for f in (cluster.data_dir / "identities").iterdir():
+        assert f.stat().st_mode & 0o077 == 0
+
+
+def test_a_verb_removed_from_a_role_fails_with_403_naming_it(cluster: ClusterProcess) -> None:
+    role = json.loads(
+        cluster.kubectl("get", "clusterrole", "gpuyard-scheduler", "-o", "json").stdout
+    )
+    for rule in role["rules"]:
+        if "pods/binding" in rule["resources"]:
+            rule["resources"].remove("pods/binding")
+    r = cluster.kubectl("replace", "-f", "-", input=json.dumps(role))
+    assert r.returncode == 0, r.stderr
+    r = cluster.kubectl(
+        "auth",
+        "can-i",
+        "create",
+        "pods/binding",
+        "--as",
+        "system:serviceaccount:gpuyard-system:gpuyard-scheduler",
+        check=False,
+    )
+    assert r.stdout.strip() == "no"
+    r = cluster.kubectl("apply", "-f", "-", input=json.dumps(POD))
+    assert r.returncode == 0, r.stderr
+    want = (
+        'User "system:serviceaccount:gpuyard-system:gpuyard-scheduler" cannot create resource '
+        '"pods/binding" in API group "" in the namespace "default"'
+    )
+
+    def refused() -> list[dict[str, Any]]:
+        return [
+            e
+            for e in _audit(cluster)
+            if e["responseStatus"]["code"] == 403 and want in e["responseStatus"].get("message", "")
+        ]
+
+    _wait(refused)
+    assert want in cluster.log()  # the scheduler says why the pod stays pending
+    out = cluster.kubectl("get", "pod", "needs-binding", "-o", "jsonpath={.spec.nodeName}")
+    assert out.stdout == ""
