@@ -66,6 +66,10 @@ _WRITE_OPTIONS = {"POST": "CreateOptions", "PUT": "UpdateOptions", "PATCH": "Pat
 _WARNINGS: contextvars.ContextVar[list[str] | None] = contextvars.ContextVar(
     "gpuyard_apiserver_warnings", default=None
 )
+# Paths of the fields a create or update body gave twice, found when it was parsed.
+_DUPLICATES: contextvars.ContextVar[list[str] | None] = contextvars.ContextVar(
+    "gpuyard_apiserver_duplicates", default=None
+)
 JSON = "application/json"
 NS_KEY: CollKey = ("", "namespaces")
 PODS: CollKey = ("", "pods")
@@ -163,7 +167,7 @@ _BODY_TYPES = frozenset(
 )
 
 
-def parse_body(body: bytes, content_type: str) -> Any:
+def parse_body(body: bytes, content_type: str, duplicates: list[str] | None = None) -> Any:
     ct = content_type.split(";")[0].strip().lower()
     if ct == protobuf.CONTENT_TYPE:
         try:
@@ -183,13 +187,13 @@ def parse_body(body: bytes, content_type: str) -> Any:
         raise bad_request("the request body is empty")
     try:
         if ct in ("application/yaml", "application/x-yaml", "text/yaml"):
-            return decode.loads_yaml(body, MAX_BODY)
+            return decode.loads_yaml(body, MAX_BODY, duplicates)
         try:
-            return decode.loads_json(body, MAX_BODY)
+            return decode.loads_json(body, MAX_BODY, duplicates)
         except decode.DecodeError as exc:
             if ct in ("", "application/json") or "JSON" not in exc.message:
                 raise
-            return decode.loads_yaml(body, MAX_BODY)
+            return decode.loads_yaml(body, MAX_BODY, duplicates)
     except decode.DecodeError as exc:
         raise decode_error(exc, "the body of the request") from None
 
@@ -526,7 +530,9 @@ class Core:
         return True
 
     def _body_obj(self, body: bytes, ctype: str) -> dict[str, Any]:
-        obj = parse_body(body, ctype)
+        dups: list[str] = []
+        obj = parse_body(body, ctype, dups)
+        _DUPLICATES.set(dups or None)  # for this request's decode (by fieldValidation)
         if not isinstance(obj, dict):
             raise bad_request("the request body must be a JSON or YAML object")
         md = obj.get("metadata")
@@ -790,7 +796,12 @@ class Core:
 
     def _decode(self, res: Resource, obj: dict[str, Any], origin: str) -> None:
         """Types, unknown and required fields as kube-apiserver decodes the body."""
-        warnings = schemas.decode(res, obj, origin, schemas.FIELD_VALIDATION.get())
+        dups = _DUPLICATES.get()
+        if dups is not None:
+            _DUPLICATES.set(None)  # the fields the parser saw twice in this request's body
+        warnings = schemas.decode(
+            res, obj, origin, schemas.FIELD_VALIDATION.get(), dups if origin != "patch" else None
+        )
         defaults.apply(res, obj)
         acc = _WARNINGS.get()
         if warnings and acc is not None:

@@ -16,6 +16,12 @@ would be too large):
 
 JSON goes through orjson; the extra checks run only when cheap byte scans say a body
 could break a limit (more brackets than the depth limit, a run of 19 digits).
+
+Fields given twice in one object are found on request (`duplicates=`, a list that gets
+their paths, such as `spec.containers[0].image`; the last value is the one kept, as
+Kubernetes keeps it): for JSON, the colons of the body counted against those of the
+decoded document re-encoded (C-speed byte counts) say whether a key was lost, and only
+then is the body parsed again to name them.
 """
 
 from __future__ import annotations
@@ -84,8 +90,11 @@ def _refuse_constant(s: str) -> Any:
     raise DecodeError(f"{s} is not a valid JSON number")
 
 
-def loads_json(data: bytes | str, max_size: int = MAX_SIZE) -> Any:
-    """Decode one JSON document within the limits."""
+def loads_json(
+    data: bytes | str, max_size: int = MAX_SIZE, duplicates: list[str] | None = None
+) -> Any:
+    """Decode one JSON document within the limits; with `duplicates`, the paths of fields
+    given twice are appended to it."""
     if isinstance(data, str):
         try:
             data = data.encode("utf-8")
@@ -110,7 +119,60 @@ def loads_json(data: bytes | str, max_size: int = MAX_SIZE) -> Any:
         # orjson keeps integers up to 2**64 - 1 and turns bigger ones into floats:
         # read it again, exactly, to tell an integer out of range from a float.
         v = json.loads(data, parse_int=_checked_int, parse_constant=_refuse_constant)
+    if duplicates is not None and isinstance(v, dict | list) and _keys_lost(data, v):
+        duplicates.extend(_json_duplicates(data))
     return v
+
+
+def _keys_lost(data: bytes, v: Any) -> bool:
+    """Whether the body may have held more keys than the decoded document. Outside
+    strings every colon follows a key; inside them colons are kept as they are by both
+    the body and orjson's encoding of the document (unless the body wrote them as a
+    \\u003a escape: then parse again). So equal colon counts mean no key was lost;
+    unequal ones are checked exactly."""
+    if b"\\u" in data and (b"\\u003a" in data or b"\\u003A" in data):
+        return True
+    return data.count(b":") != orjson.dumps(v).count(b":")
+
+
+def _json_duplicates(data: bytes) -> list[str]:
+    """The paths of the fields given twice in a JSON body (parsed again, slowly)."""
+    twice: dict[int, list[str]] = {}
+
+    def pairs(items: list[tuple[str, Any]]) -> dict[str, Any]:
+        d: dict[str, Any] = {}
+        dups: list[str] | None = None
+        for k, x in items:
+            if k in d:
+                dups = dups if dups is not None else []
+                if k not in dups:
+                    dups.append(k)
+            d[k] = x
+        if dups:
+            twice[id(d)] = dups
+        return d
+
+    doc = json.loads(data, object_pairs_hook=pairs)
+    out: list[str] = []
+    if twice:
+        _walk_duplicates(doc, "", twice, out)  # the dicts are alive: their ids are theirs
+    return out
+
+
+def _field_path(path: str, key: str) -> str:
+    return f"{path}.{key}" if path else key
+
+
+def _walk_duplicates(v: Any, path: str, twice: dict[int, list[str]], out: list[str]) -> None:
+    if isinstance(v, dict):
+        out.extend(_field_path(path, k) for k in twice.get(id(v), ()))
+        for k, x in v.items():
+            if isinstance(x, dict | list):
+                _walk_duplicates(x, _field_path(path, k), twice, out)
+    elif isinstance(v, list):
+        for i, x in enumerate(v):
+            if isinstance(x, dict | list):
+                _walk_duplicates(x, f"{path}[{i}]", twice, out)
 
 
 # ------------------------------------------------------------------ YAML
@@ -190,7 +252,7 @@ def _copy(v: Any) -> Any:
     return orjson.loads(orjson.dumps(v)) if isinstance(v, dict | list) else v
 
 
-def _documents(data: bytes | str, max_size: int) -> list[Any]:
+def _documents(data: bytes | str, max_size: int, duplicates: list[str] | None = None) -> list[Any]:
     if isinstance(data, bytes):
         try:
             text = data.decode("utf-8")
@@ -240,7 +302,10 @@ def _documents(data: bytes | str, max_size: int) -> list[Any]:
                     raise DecodeError("a merge key (<<) must refer to a mapping or mappings")
                 top.merges.extend(items)
             else:
-                top.value[_key(top.key)] = value
+                k = _key(top.key)
+                if duplicates is not None and k in top.value:
+                    duplicates.append(_yaml_path(stack, k))
+                top.value[k] = value
             top.has_key = False
 
     loader = _Loader(text)
@@ -298,16 +363,30 @@ def _documents(data: bytes | str, max_size: int) -> list[Any]:
     return docs
 
 
-def loads_yaml(data: bytes | str, max_size: int = MAX_SIZE) -> Any:
-    """Decode one YAML (or JSON) document within the limits; None when empty."""
+def _yaml_path(stack: list[_Frame], key: str) -> str:
+    """The path of `key` in the innermost mapping being built."""
+    path = ""
+    for parent in stack[:-1]:
+        if isinstance(parent.value, list):
+            path += f"[{len(parent.value)}]"
+        else:
+            path = _field_path(path, _key(parent.key))
+    return _field_path(path, key)
+
+
+def loads_yaml(
+    data: bytes | str, max_size: int = MAX_SIZE, duplicates: list[str] | None = None
+) -> Any:
+    """Decode one YAML (or JSON) document within the limits; None when empty. With
+    `duplicates`, the paths of keys given twice in one mapping are appended to it."""
     head = data.lstrip()[:1]
     if head in (b"{", "{", b"[", "["):
         try:
-            return loads_json(data, max_size)
+            return loads_json(data, max_size, duplicates)
         except DecodeError as exc:
             if exc.code == 413 or "JSON" not in exc.message:
                 raise
-    docs = _documents(data, max_size)
+    docs = _documents(data, max_size, duplicates)
     if len(docs) > 1:
         raise DecodeError(f"expected one YAML document, found {len(docs)}")
     return docs[0] if docs else None
