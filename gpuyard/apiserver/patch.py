@@ -1,10 +1,11 @@
 """Patches, as the API server applies them: JSON patch (RFC 6902), merge patch
 (RFC 7386), strategic merge patch (built-in kinds only) and server-side apply.
 
-Strategic merge follows Kubernetes' list merge keys: containers, initContainers,
-ephemeralContainers, env, volumes and imagePullSecrets merge by `name`; container
-ports by `containerPort` and service ports by `port`; volumeMounts by `mountPath`;
-conditions and node addresses by `type`; ownerReferences by `uid`; finalizers as a set.
+Strategic merge follows Kubernetes' list merge keys, read from the API definitions'
+x-kubernetes-patch-merge-key / -strategy for every built-in kind (containers, env,
+volumes, webhooks by `name`; container ports by `containerPort`, service ports by `port`;
+volumeMounts by `mountPath`; conditions by `type`; ownerReferences by `uid`; ...), with
+the common ones below where a path is outside the definitions; finalizers as a set.
 Lists without a merge key (taints, tolerations, args) are replaced. The directives
 kubectl sends are honoured: `$patch: delete|replace|merge`, `$retainKeys`,
 `$deleteFromPrimitiveList/<field>` and `$setElementOrder/<field>`.
@@ -21,7 +22,7 @@ import copy
 from datetime import UTC, datetime
 from typing import Any
 
-from gpuyard.apiserver import managedfields
+from gpuyard.apiserver import managedfields, schemas
 from gpuyard.apiserver.resources import Resource
 from gpuyard.k8s import decode
 from gpuyard.kube import json_patch
@@ -55,6 +56,12 @@ _DELETE = object()
 
 
 def _merge_key(field: str, path: tuple[str, ...], kind: str) -> str | None:
+    """kind: the definition name of a built-in kind (its metadata decides), or a kind."""
+    if "." in kind:
+        found = schemas.patch_merge_key(kind, (*path, field))
+        if found is not schemas.UNKNOWN_FIELD:
+            return found  # type: ignore[no-any-return]
+        kind = kind.rsplit(".", 1)[-1]
     if field in _BY_NAME:
         return "name"
     if field == "ports":
@@ -221,7 +228,7 @@ def apply_patch(
         p = _decode_json(patch)
         if not isinstance(p, dict):
             raise PatchError(400, "BadRequest", "a strategic merge patch must be a JSON object")
-        return strategic_merge_patch(obj, p, resource.kind)
+        return strategic_merge_patch(obj, p, schemas.definition_of(resource) or resource.kind)
     if ct == "application/apply-patch+yaml":
         try:
             p = decode.loads_yaml(patch)

@@ -680,3 +680,42 @@ def _header_text(text: str) -> str:
         else:
             out.append(f"\\\\U{ord(ch):08x}")
     return "".join(out)
+
+
+# ---------------------------------------------------------------- strategic merge metadata
+
+UNKNOWN_FIELD = object()
+_MERGE_KEYS: dict[tuple[str, tuple[str, ...]], Any] = {}
+
+
+def definition_of(res: Resource) -> str | None:
+    """The definition name of a built-in resource's kind (None for custom kinds)."""
+    if res.custom:
+        return None
+    return definitions().by_gvk.get((res.group, res.version, res.kind))
+
+
+def patch_merge_key(defname: str, fields: tuple[str, ...]) -> Any:
+    """The strategic-merge key of the list at `fields` (field names from the top of an
+    object of definition `defname`) by its x-kubernetes-patch-merge-key and -strategy;
+    None for a list that is replaced; UNKNOWN_FIELD where the definitions do not say."""
+    key = (defname, fields)
+    hit = _MERGE_KEYS.get(key, _MERGE_KEYS)
+    if hit is not _MERGE_KEYS:
+        return hit
+    defs = definitions().defs
+    schema: dict[str, Any] | None = defs.get(defname)
+    found: Any = UNKNOWN_FIELD
+    for i, f in enumerate(fields):
+        prop = ((schema or {}).get("properties") or {}).get(f)
+        if not isinstance(prop, dict):
+            break
+        if i == len(fields) - 1:
+            strategy = str(prop.get("x-kubernetes-patch-strategy") or "").split(",")
+            mk = prop.get("x-kubernetes-patch-merge-key")
+            found = mk if mk and "merge" in strategy else None
+            break
+        ref = prop.get("$ref") or (prop.get("items") or {}).get("$ref")
+        schema = defs.get(ref.rsplit("/", 1)[-1]) if ref else None
+    _MERGE_KEYS[key] = found
+    return found
