@@ -25,6 +25,12 @@
     python benchmarks/scheduler.py            # 7,500 nodes
     python benchmarks/scheduler.py --quick    # 1,000 nodes, 7 gangs of 100 + 500 pods
     python benchmarks/scheduler.py --no-policy --scheduler-args="--bind-concurrency 64"
+    python benchmarks/scheduler.py --baseline-commit REV [--rounds N]   # ratios to REV
+
+With --baseline-commit the same measurements run for the code of commit REV (a
+temporary git worktree on PYTHONPATH: this script, its code on the path) and for this
+checkout, in turns, `--rounds` times each, so both see the same machine; the medians
+of the compared figures and their ratios (this code / baseline) are printed.
 
 With GPUYARD_BENCH_PROFILE_DIR=DIR the scheduler's log is kept there, and with also
 GPUYARD_BENCH_PYSPY=<py-spy binary> both processes are sampled while pods are bound
@@ -334,6 +340,85 @@ def bench_e2e(
     }
 
 
+# The figures compared with --baseline-commit: (path in the JSON, higher is better).
+COMPARED = [
+    (("policy", "cold_wall_ms", "p50"), False),
+    (("policy", "cold_cpu_ms", "p50"), False),
+    (("policy", "warm_wall_ms", "p50"), False),
+    (("policy", "warm_cpu_ms", "p50"), False),
+    (("e2e", "pods_bound_per_s"), True),
+    (("e2e", "scheduler_cpu_s_per_1000_pods"), False),
+]
+
+
+def _one_run(code_dir: str, argv: list[str]) -> dict[str, Any]:
+    env = {**os.environ, "PYTHONPATH": code_dir}
+    got = subprocess.run(
+        [sys.executable, os.path.abspath(__file__), *argv],
+        env=env,
+        capture_output=True,
+        text=True,
+        cwd=code_dir,
+    )
+    if got.returncode != 0:
+        raise SystemExit(f"benchmarks/scheduler.py: run in {code_dir} failed:\n{got.stderr}")
+    return dict(json.loads(got.stdout))
+
+
+def compare(rev: str, rounds: int, argv: list[str]) -> dict[str, Any]:
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    sha = subprocess.run(
+        ["git", "-C", repo, "rev-parse", "--verify", rev + "^{commit}"],
+        capture_output=True,
+        text=True,
+    )
+    if sha.returncode != 0:
+        raise SystemExit(f"benchmarks/scheduler.py: not a commit: {rev!r}")
+    commit = sha.stdout.strip()
+    tree = tempfile.mkdtemp(prefix="gpuyard-baseline-")
+    subprocess.run(
+        ["git", "-C", repo, "worktree", "add", "--detach", tree, commit],
+        check=True,
+        capture_output=True,
+    )
+    runs: dict[str, list[dict[str, Any]]] = {"baseline": [], "current": []}
+    try:
+        for _ in range(rounds):
+            runs["baseline"].append(_one_run(tree, argv))
+            runs["current"].append(_one_run(repo, argv))
+    finally:
+        subprocess.run(
+            ["git", "-C", repo, "worktree", "remove", "--force", tree], capture_output=True
+        )
+        shutil.rmtree(tree, ignore_errors=True)
+
+    def fig(run: dict[str, Any], path: tuple[str, ...]) -> float | None:
+        v: Any = run
+        for k in path:
+            if not isinstance(v, dict) or k not in v:
+                return None
+            v = v[k]
+        return float(v)
+
+    out: dict[str, Any] = {"baseline_commit": commit, "rounds": rounds, "figures": {}}
+    for path, higher in COMPARED:
+        b = [x for r in runs["baseline"] if (x := fig(r, path)) is not None]
+        c = [x for r in runs["current"] if (x := fig(r, path)) is not None]
+        if not b or not c:
+            continue
+        base, cur = statistics.median(b), statistics.median(c)
+        out["figures"][".".join(path)] = {
+            "baseline": base,
+            "current": cur,
+            "ratio": round(cur / base, 3) if base else None,
+            "higher_is_better": higher,
+            "all_baseline": b,
+            "all_current": c,
+        }
+    out["runs"] = runs
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="small sizes, a few runs")
@@ -344,7 +429,30 @@ def main() -> None:
     ap.add_argument(
         "--scheduler-args", default="", help="extra `gpuyard scheduler` arguments (e2e)"
     )
+    ap.add_argument(
+        "--baseline-commit",
+        metavar="REV",
+        default=None,
+        help="also measure the code of commit REV (in a temporary git worktree), in "
+        "turns with this checkout, and print the ratios",
+    )
+    ap.add_argument(
+        "--rounds", type=int, default=1, help="runs of each side with --baseline-commit"
+    )
     a = ap.parse_args()
+    if a.baseline_commit:
+        if a.rounds < 1:
+            raise SystemExit("benchmarks/scheduler.py: --rounds must be at least 1")
+        argv = [
+            *(["--quick"] if a.quick else []),
+            *(["--nodes", str(a.nodes)] if a.nodes else []),
+            *(["--runs", str(a.runs)] if a.runs else []),
+            *(["--no-e2e"] if a.no_e2e else []),
+            *(["--no-policy"] if a.no_policy else []),
+            *([f"--scheduler-args={a.scheduler_args}"] if a.scheduler_args else []),
+        ]
+        print(json.dumps(compare(a.baseline_commit, a.rounds, argv), indent=2))
+        return
     nodes = a.nodes or (1000 if a.quick else 7500)
     runs = a.runs or (5 if a.quick else 20)
     out: dict[str, Any] = {}

@@ -27,6 +27,8 @@ import yaml
 from gpuyard import names
 from gpuyard.balloons import sizing
 from gpuyard.cluster.shapes import NodeShape
+from gpuyard.jobs.reconcile import worker_pod
+from gpuyard.jobs.spec import JobSpec
 from gpuyard.k8s.decode import DecodeError, loads_yaml_all
 from gpuyard.kube import objects as o
 from gpuyard.teams import admission, assign
@@ -108,41 +110,63 @@ def priority_class_for(priority: int) -> str:
     return ""
 
 
+def training_job(
+    ns: str, name: str, replicas: int, requests: Mapping[str, int], priority: int, gpu_model: str
+) -> dict[str, Any]:
+    """The TrainingJob a trace's job stands for: `replicas` workers asking for
+    `requests` (scheduler units; GPUs as gpusPerReplica), of the PriorityClass with the
+    job's priority, on nodes of its GPU model."""
+    res = {r: o.format_quantity(v, r) for r, v in requests.items() if v and r != names.RESOURCE_GPU}
+    pod_spec: dict[str, Any] = {
+        "containers": [
+            {"name": "worker", "image": "trainer", "resources": {"requests": res} if res else {}}
+        ]
+    }
+    if gpu_model:
+        pod_spec["nodeSelector"] = {names.LABEL_GPU_PRODUCT: gpu_model}
+    spec: dict[str, Any] = {
+        "replicas": replicas,
+        "gpusPerReplica": int(requests.get(names.RESOURCE_GPU, 0)),
+        "template": {"spec": pod_spec},
+    }
+    pc = priority_class_for(priority)
+    if pc:
+        spec["priorityClassName"] = pc
+    return {
+        "apiVersion": names.API_VERSION,
+        "kind": "TrainingJob",
+        "metadata": {"name": name, "namespace": ns, "uid": f"twin-{ns}-{name}"},
+        "spec": spec,
+    }
+
+
 def job_pod(
     key: str,
     requests: Mapping[str, int],
     priority: int,
     group: str | None,
     gpu_model: str = "",
+    index: int = 0,
+    generation: int = 0,
+    replicas: int = 1,
 ) -> dict[str, Any]:
-    """A worker pod as the TrainingJob controller would create it (namespace = team)."""
-    ns, name = key.split("/", 1)
-    labels = {names.POD_GROUP_LABEL: group.split("/", 1)[1]} if group else {}
-    spec: dict[str, Any] = {
-        "schedulerName": names.SCHEDULER_NAME,
-        "containers": [
-            {
-                "name": "worker",
-                "image": "trainer",
-                "resources": {
-                    "requests": {r: o.format_quantity(v, r) for r, v in requests.items() if v}
-                },
-            }
-        ],
-    }
-    pc = priority_class_for(priority)
-    if pc:
-        spec["priorityClassName"] = pc
-    else:
-        spec["priority"] = priority
-    if gpu_model:
-        spec["nodeSelector"] = {names.LABEL_GPU_PRODUCT: gpu_model}
-    return {
-        "apiVersion": "v1",
-        "kind": "Pod",
-        "metadata": {"name": name, "namespace": ns, "labels": labels},
-        "spec": spec,
-    }
+    """Worker `index` of a trace's job, made by the TrainingJob controller's own builder
+    (`gpuyard.jobs.reconcile.worker_pod`) from the job's TrainingJob. What the twin
+    changes, and why: the pod is named by the twin's key (it keeps each generation's
+    pods apart: `<job>-g<gen>-<i>`, not `<job>-worker-<i>`); a job of one replica
+    (`group` None) is a bare pod, as in the twin's fast path, without the PodGroup
+    label; a priority no gpuyard PriorityClass has is set as spec.priority instead."""
+    ns, pod_name = key.split("/", 1)
+    job_name = group.split("/", 1)[1] if group else pod_name
+    job = training_job(ns, job_name, replicas, requests, priority, gpu_model)
+    pod = worker_pod(job, JobSpec.of(job), index, generation)
+    pod["metadata"]["name"] = pod_name
+    if group is None:
+        pod["metadata"]["labels"].pop(names.POD_GROUP_LABEL, None)
+    if not priority_class_for(priority):
+        pod["spec"].pop("priorityClassName", None)
+        pod["spec"]["priority"] = priority
+    return pod
 
 
 @dataclass

@@ -295,7 +295,16 @@ class Engine:
                 runtime = max(0.0, j.duration - run.progress) if self.runtimes else None
                 if self.teams is not None:
                     pod = self.teams.admit(
-                        capacity.job_pod(key, req, j.priority, group, j.gpu_model)
+                        capacity.job_pod(
+                            key,
+                            req,
+                            j.priority,
+                            group,
+                            j.gpu_model,
+                            index=i,
+                            generation=run.gen,
+                            replicas=j.replicas,
+                        )
                     )
                     if pod is None:
                         if j.name not in self.refused:
