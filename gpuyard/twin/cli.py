@@ -2,6 +2,7 @@
 
     gpuyard twin --cluster openb:nodes.csv --trace openb:pods.csv --out DIR [--compare]
     gpuyard twin synth --nodes 7500 --days 30 --jobs 100000 --seed 1 --out jobs.jsonl|.csv
+    gpuyard twin bench [--size small] [--scenario NAME ...] [--openb DIR] [--out FILE]
 
 Inputs are read and checked in full before anything is simulated; a malformed line,
 or a job that could never run on the cluster, exits 2 with one line, "gpuyard: error:
@@ -24,10 +25,10 @@ def add_arguments(parser: argparse.ArgumentParser, name: str = "twin") -> None:
     parser.add_argument(
         "action",
         nargs="?",
-        choices=["run", "synth"],
+        choices=["run", "synth", "bench"],
         default="run",
         help="run: replay --trace on --cluster (the default); synth: write a synthetic "
-        "workload to --out",
+        "workload to --out; bench: the workload suite through every policy, as JSON",
     )
     parser.add_argument(
         "--cluster", help="node shapes YAML[*K], openb:PATH[*K], or nodes:N (8-GPU nodes)"
@@ -71,6 +72,21 @@ def add_arguments(parser: argparse.ArgumentParser, name: str = "twin") -> None:
     )
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     parser.add_argument(
+        "--size",
+        choices=["small", "default"],
+        default="default",
+        help="bench: small scenarios (seconds) or the default ones (minutes)",
+    )
+    parser.add_argument(
+        "--scenario",
+        action="append",
+        metavar="NAME",
+        help="bench: run only this scenario (repeatable)",
+    )
+    parser.add_argument(
+        "--openb", metavar="DIR", help="bench: the openb trace folder, for the openb scenario"
+    )
+    parser.add_argument(
         "--nodes",
         type=Int(1, 100_000),
         default=7500,
@@ -105,6 +121,26 @@ def run(args: argparse.Namespace) -> int:
         except OSError as exc:
             raise CommandError(f"twin synth: cannot write {args.out}: {exc}") from None
         print(f"wrote {len(jobs)} jobs to {args.out}")
+        return 0
+    if args.action == "bench":
+        import json
+
+        from gpuyard.twin.bench import bench
+
+        openb = Path(args.openb) if args.openb else None
+        if openb is not None and not (openb / "openb_pod_list_default.csv").is_file():
+            raise CommandError(f"twin bench: --openb {openb}: no openb_pod_list_default.csv")
+        try:
+            doc = bench(args.size, args.seed, args.scenario, openb)
+        except ValueError as exc:
+            raise CommandError(f"twin bench: {exc}") from None
+        text = json.dumps(doc, indent=2)
+        if args.out:
+            try:
+                Path(args.out).write_text(text + "\n")
+            except OSError as exc:
+                raise CommandError(f"twin bench: cannot write {args.out}: {exc}") from None
+        print(text)
         return 0
     if not (args.cluster and args.trace and args.out):
         raise CommandError("twin: --cluster, --trace and --out are required")
