@@ -1,7 +1,12 @@
 """Node lifecycle for the embedded cluster (what kube-controller-manager does on a real one).
 
 Every `period` seconds it lists the node Leases (one list, not a watch of 750
-renewals a second) and compares each node's renewTime with the grace period:
+renewals a second) and compares each node's last heartbeat with the grace period. A
+heartbeat is the Lease's renewTime, the Ready condition's lastHeartbeatTime (a status
+post) or the node's creation, whichever is newest, as kube-controller-manager probes
+both: a node that has just registered and whose Lease is not written yet (a kubelet
+creates its Node first) has a grace period like any other, it is not unreachable
+because its Lease is a moment behind.
 
 - a node whose lease is older than the grace period gets Ready=Unknown (reason
   NodeStatusUnknown) and the taint node.kubernetes.io/unreachable:NoExecute;
@@ -60,6 +65,22 @@ def toleration_seconds(pod: dict[str, Any], taint: dict[str, Any]) -> float | No
     return best
 
 
+def last_heartbeat(
+    node: dict[str, Any], ready: dict[str, Any], lease_renewed: float | None
+) -> float | None:
+    """The newest sign of life of a node (epoch seconds): its Lease's renewal, its Ready
+    condition's heartbeat, or its creation; None when it has none of them."""
+    times = [lease_renewed] if lease_renewed is not None else []
+    for value in (
+        ready.get("lastHeartbeatTime"),
+        (node.get("metadata") or {}).get("creationTimestamp"),
+    ):
+        t = o.parse_time(value)
+        if t is not None:
+            times.append(t.timestamp())
+    return max(times) if times else None
+
+
 class NodeLifecycle:
     def __init__(
         self,
@@ -105,10 +126,10 @@ class NodeLifecycle:
         now = time.time()
         for node in list(self.nodes.cache.values()):
             name = o.name_of(node)
-            last = renewed.get(name)
+            ready = o.get_condition(node, "Ready") or {}
+            last = last_heartbeat(node, ready, renewed.get(name))
             stale = last is None or now - last > self.grace
             taint = o.find_taint(node, names.TAINT_UNREACHABLE, o.NO_EXECUTE)
-            ready = o.get_condition(node, "Ready") or {}
             if stale:
                 if ready.get("status") != "Unknown" or taint is None:
                     await self._mark_unreachable(node, taint is None)
