@@ -1070,10 +1070,19 @@ class Core:
             if self.store.latest(res.key, key) is not None:
                 raise already_exists(res.group_resource, md["name"], res.plural, res.group)
             return 201, orjson.dumps(obj)
-        try:
-            e, fut = self.store.put_nowait(res.key, obj, create=True)
-        except StoreError:
-            raise already_exists(res.group_resource, md["name"], res.plural, res.group) from None
+        key = make_key(md.get("namespace") or "", md["name"])
+        while True:
+            try:
+                e, fut = self.store.put_nowait(res.key, obj, create=True)
+                break
+            except StoreError:
+                if not self.store.pending(res.key, key):
+                    raise already_exists(
+                        res.group_resource, md["name"], res.plural, res.group
+                    ) from None
+                # The object in the way is not committed yet: "already exists" would
+                # show it before a GET can (and a failed commit may take it back).
+                await self.store.settled(res.key, key)
         if fut is not None:
             await fut
         if res.key == CRDS:
@@ -1258,8 +1267,10 @@ class Core:
                     res, e, obj, sub, dry, applied=ct == "application/apply-patch+yaml"
                 )
             except APIError as ae:
-                if ae.reason == "Conflict" and want is None:
-                    continue  # raced with another writer: re-apply on the new state
+                if ae.reason == "Conflict":
+                    # Raced with another writer: re-apply on the new state (a patch
+                    # that names a resourceVersion is refused above on the retry).
+                    continue
                 raise
             return _raw(200, out)
         raise conflict(res.group_resource, name, res.plural)

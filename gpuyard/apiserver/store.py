@@ -652,6 +652,11 @@ class Store:
         c = self.colls.get(ck)
         return c.items.get(key) if c else None
 
+    def pending(self, ck: CollKey, key: str) -> bool:
+        """Whether a write of this key waits for its commit."""
+        p = self._overlay.get((ck, key))
+        return p is not None and not p[2].done()
+
     async def committed(self, ck: CollKey, key: str) -> Entry | None:
         """The committed state of one object once no write of it is pending: what a
         request that writes nothing answers with."""
