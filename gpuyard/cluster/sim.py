@@ -17,6 +17,7 @@ Like KWOK, `SimCluster` plays every kubelet of the embedded cluster from one pla
   `gpuyard.io/sim-exit-code`; a pod with a deletionTimestamp is finalised and removed;
   a pod whose container runs `gpuyard gpu-test` ends with the report its host's
   injected faults imply (from gpuyard.health.gputest.simulate_report), marked simulated;
+  a start whose status write is refused or lost is tried again, backing off;
 - node status (the kubelet's conditions, Ready=True) is posted again every
   `status_seconds` (300 s, like kubelet's report frequency), spread the same way, and at
   once when the node lifecycle controller finds a live lease on a node it had marked
@@ -59,6 +60,7 @@ SIM_LABEL = "gpuyard.io/simulated"
 KUBELET_VERSION = f"v{KUBERNETES_VERSION}.0-gpuyard"
 RESOURCES = ("cpu", "memory", names.RESOURCE_GPU, "pods")
 REMOVED_MARKER = "removed"
+START_RETRY_MAX_S = 30.0  # the longest pause between tries of a refused start
 
 
 def micro_now() -> str:
@@ -88,6 +90,9 @@ class SimNode:
     used: dict[str, int] = field(default_factory=dict)
     pods: set[str] = field(default_factory=set)
     next_ip: int = 1
+    # One lease write at a time per node: the join and the lease loop both renew, and
+    # two creates of one Lease race each other into a 409.
+    lease_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     @property
     def name(self) -> str:
@@ -224,6 +229,7 @@ class SimCluster:
         # key -> (node, requests, host ports) of the pods admitted
         self._pod_state: dict[str, tuple[str, dict[str, int], tuple[Any, ...]]] = {}
         self._timers: dict[str, asyncio.TimerHandle] = {}
+        self._start_failures: dict[str, int] = {}  # pod key -> status writes refused in a row
         self._busy: set[str] = set()
         self._tasks: list[asyncio.Task[Any]] = []
         self._sem = asyncio.Semaphore(self.cfg.concurrency)
@@ -322,6 +328,10 @@ class SimCluster:
         return lease
 
     async def _renew(self, n: SimNode) -> None:
+        async with n.lease_lock:
+            await self._renew_locked(n)
+
+    async def _renew_locked(self, n: SimNode) -> None:
         obj = self._lease_obj(n)
         try:
             if n.lease is None:
@@ -524,6 +534,7 @@ class SimCluster:
     def _on_pod_delete(self, pod: dict[str, Any]) -> None:
         key = o.key_of(pod)
         self._release(key)
+        self._start_failures.pop(key, None)
         h = self._timers.pop(key, None)
         if h:
             h.cancel()
@@ -625,11 +636,27 @@ class SimCluster:
             await self.client.patch_status(
                 PODS, pod["metadata"]["name"], {"status": status}, o.namespace_of(pod)
             )
-        except ApiError:
+        except NotFound:
             self._release(key)
             raise
+        except Exception:
+            # A refused or lost status write is not the end of it: like kubelet's status
+            # manager, try again (backing off) from the newest version of the pod.
+            self._release(key)
+            self._retry_start(key)
+            raise
+        self._start_failures.pop(key, None)
         self.writes += 1
         self._arm_finish(key, {**pod, "status": status})
+
+    def _retry_start(self, key: str) -> None:
+        if key in self._timers:
+            return
+        failures = self._start_failures[key] = self._start_failures.get(key, 0) + 1
+        delay = min(START_RETRY_MAX_S, max(self.cfg.start_delay, 0.5) * 2 ** (failures - 1))
+        self._timers[key] = asyncio.get_running_loop().call_later(
+            delay, lambda: self._spawn(key, self._start(key))
+        )
 
     def admission(self, pod: dict[str, Any], n: SimNode) -> Refusal | None:
         """The kubelet's admission of a pod bound to this node (see admission.py),
