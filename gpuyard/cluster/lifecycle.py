@@ -1,14 +1,16 @@
 """Node lifecycle for the embedded cluster (what kube-controller-manager does on a real one).
 
 Every `period` seconds it lists the node Leases (one list, not a watch of 750
-renewals a second) and compares each node's last heartbeat with the grace period. A
-heartbeat is the Lease's renewTime, the Ready condition's lastHeartbeatTime (a status
-post) or the node's creation, whichever is newest, as kube-controller-manager probes
-both: a node that has just registered and whose Lease is not written yet (a kubelet
-creates its Node first) has a grace period like any other, it is not unreachable
-because its Lease is a moment behind.
+renewals a second) and looks at each node's last heartbeat: the Lease's renewTime,
+the Ready condition's lastHeartbeatTime (a status post) or the node's creation,
+whichever is newest. As kube-controller-manager does, it measures the grace period
+on its own clock from the moment it saw that heartbeat change (or first saw the node),
+not from the timestamp written in it: a node that has just registered and whose Lease
+is not written yet (a kubelet creates its Node first) is not unreachable because its
+Lease is a moment behind, and after a restart of the cluster every node has a grace
+period to renew before the old timestamps count against it.
 
-- a node whose lease is older than the grace period gets Ready=Unknown (reason
+- a node without a new heartbeat for the grace period gets Ready=Unknown (reason
   NodeStatusUnknown) and the taint node.kubernetes.io/unreachable:NoExecute;
 - pods on such a node that do not tolerate the taint are deleted (graceful: they stay
   Terminating until the kubelet comes back, as on a real cluster); a toleration with
@@ -98,6 +100,8 @@ class NodeLifecycle:
         self.grace = grace
         self.period = period if period is not None else max(0.5, min(5.0, grace / 4))
         self.marked: dict[str, float] = {}  # node -> monotonic time it was marked
+        # node -> (its last heartbeat seen, monotonic time that one was first seen)
+        self.probes: dict[str, tuple[float | None, float]] = {}
         self.kubelet_ready = kubelet_ready
         self.pod_gc_after = pod_gc_after
         self.orphaned: dict[str, float] = {}  # missing node -> monotonic time first seen
@@ -123,12 +127,18 @@ class NodeLifecycle:
             t = o.parse_time((lease.get("spec") or {}).get("renewTime"))
             if t is not None:
                 renewed[lease["metadata"]["name"]] = t.timestamp()
-        now = time.time()
-        for node in list(self.nodes.cache.values()):
+        mono = time.monotonic()
+        nodes = list(self.nodes.cache.values())
+        for gone in set(self.probes) - {o.name_of(n) for n in nodes}:
+            del self.probes[gone]
+        for node in nodes:
             name = o.name_of(node)
             ready = o.get_condition(node, "Ready") or {}
-            last = last_heartbeat(node, ready, renewed.get(name))
-            stale = last is None or now - last > self.grace
+            beat = last_heartbeat(node, ready, renewed.get(name))
+            seen = self.probes.get(name)
+            if seen is None or seen[0] != beat:
+                seen = self.probes[name] = (beat, mono)
+            stale = mono - seen[1] > self.grace
             taint = o.find_taint(node, names.TAINT_UNREACHABLE, o.NO_EXECUTE)
             if stale:
                 if ready.get("status") != "Unknown" or taint is None:

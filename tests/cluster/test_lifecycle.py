@@ -66,3 +66,34 @@ def test_a_node_without_a_lease_yet_gets_its_grace_period(
         "the pod of the unreachable node to be evicted",
     )
     assert "late-kubelet stopped renewing its lease: marked unreachable" in c.log()
+
+
+def test_a_restart_longer_than_the_grace_keeps_the_nodes_and_their_pods(
+    make_cluster: Callable[..., ClusterProcess],
+) -> None:
+    """The cluster is down for longer than the node grace: after the restart every
+    Lease is older than the grace until its node renews it, which is no reason to call
+    the nodes unreachable and evict their pods."""
+    from gpuyard.cluster.testing import start_cluster_process
+
+    fast = ["--lease-seconds", "1", "--node-grace", "3", "--components", "none"]
+    c = make_cluster(2, fast)
+    pod = {**POD, "spec": {**POD["spec"], "nodeName": "gpu-node-0001"}}
+    c.kubectl("create", "-f", "-", input=json.dumps(pod))
+    _until(
+        lambda: _get(c, "pod", "on-late").get("status", {}).get("phase") == "Running",
+        20,
+        "the pod to run",
+    )
+    assert c.terminate() == 0
+    time.sleep(4.5)  # longer than the 3 s grace: every lease is stale now
+    again = start_cluster_process(c.data_dir, 2, fast)
+    try:
+        time.sleep(3)  # several lifecycle passes
+        for name in ("gpu-node-0000", "gpu-node-0001"):
+            assert not _unreachable(_get(again, "node", name)), name
+        got = _get(again, "pod", "on-late")
+        assert not got["metadata"].get("deletionTimestamp"), got["metadata"]
+        assert "marked unreachable" not in again.log()
+    finally:
+        again.kill()
