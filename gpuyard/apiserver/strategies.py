@@ -17,6 +17,7 @@ import re
 from collections.abc import Callable
 from typing import Any
 
+from gpuyard.apiserver import object_rules
 from gpuyard.apiserver.resources import Resource
 
 Cause = dict[str, str]
@@ -477,8 +478,15 @@ def validate(res: Resource, obj: Obj, old: Obj | None) -> list[Cause]:
     if res.custom:
         return []
     key = (res.group, res.kind)
+    out: list[Cause] = []
     if old is None:
         fn = _CREATE_RULES.get(key)
-        return fn(obj) if fn is not None else []
+        more = object_rules.CREATE.get(key)
+        out += fn(obj) if fn is not None else []
+        out += more(obj) if more is not None else []
+        return out
     upd = _UPDATE_RULES.get(key)
-    return upd(obj, old) if upd is not None else []
+    more_upd = object_rules.UPDATE.get(key)
+    out += upd(obj, old) if upd is not None else []
+    out += more_upd(obj, old) if more_upd is not None else []
+    return out

@@ -1,0 +1,244 @@
+"""More per-kind rules of kube-apiserver's validation that users meet often, beside
+`strategies`: pod templates of workloads (their restartPolicy), port numbers, a pod's
+activeDeadlineSeconds (set once, then only lowered), a Job's template, completions and
+completionMode, the StatefulSet spec fields that may change, and a PersistentVolumeClaim's
+spec (only a bound claim's storage request may change, never below its capacity).
+Pure functions over plain objects; causes are `{"reason", "message", "field"}`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import orjson
+
+from gpuyard.kube.objects import QuantityError, parse_quantity
+
+Cause = dict[str, str]
+Obj = dict[str, Any]
+_INT32_MAX = 2**31 - 1
+
+
+def _cause(field: str, message: str, reason: str = "FieldValueInvalid") -> Cause:
+    return {"reason": reason, "message": message, "field": field}
+
+
+def _repr(v: Any) -> str:
+    if v is None:
+        return '"null"'
+    return orjson.dumps(v).decode()
+
+
+def _at(obj: Any, *path: str) -> Any:
+    for p in path:
+        obj = obj.get(p) if isinstance(obj, dict) else None
+    return obj
+
+
+# ------------------------------------------------------------------ pod specs
+
+
+def _port_range(v: Any, field: str, lo: int = 1) -> list[Cause]:
+    if type(v) is not int:
+        return []
+    if not lo <= v <= 65535:
+        return [_cause(field, f"Invalid value: {v}: must be between {lo} and 65535, inclusive")]
+    return []
+
+
+def pod_spec_causes(spec: Any, field: str, restart: tuple[str, ...] | None = None) -> list[Cause]:
+    """Rules of a PodSpec wherever it is (a pod's, or a workload's template's)."""
+    if not isinstance(spec, dict):
+        return []
+    out: list[Cause] = []
+    ads = spec.get("activeDeadlineSeconds")
+    if type(ads) is int and not 1 <= ads <= _INT32_MAX:
+        out.append(
+            _cause(
+                f"{field}.activeDeadlineSeconds",
+                f"Invalid value: {ads}: must be between 1 and {_INT32_MAX}, inclusive",
+            )
+        )
+    for key in ("initContainers", "containers"):
+        for i, c in enumerate(spec.get(key) or ()):
+            if not isinstance(c, dict):
+                continue
+            for j, p in enumerate(c.get("ports") or ()):
+                if not isinstance(p, dict):
+                    continue
+                f = f"{field}.{key}[{i}].ports[{j}]"
+                if not p.get("containerPort"):
+                    out.append(_cause(f"{f}.containerPort", "Required value", "FieldValueRequired"))
+                else:
+                    out += _port_range(p.get("containerPort"), f"{f}.containerPort")
+                out += _port_range(p.get("hostPort"), f"{f}.hostPort", lo=0)
+    policy = spec.get("restartPolicy")
+    if restart is not None and isinstance(policy, str) and policy and policy not in restart:
+        listed = ", ".join(f'"{r}"' for r in restart)
+        out.append(
+            _cause(
+                f"{field}.restartPolicy",
+                f'Unsupported value: "{policy}": supported values: {listed}',
+                "FieldValueNotSupported",
+            )
+        )
+    return out
+
+
+def _pod_create(obj: Obj) -> list[Cause]:
+    return pod_spec_causes(obj.get("spec"), "spec")
+
+
+def _pod_update(new: Obj, old: Obj) -> list[Cause]:
+    out = _pod_create(new)
+    was, now = _at(old, "spec", "activeDeadlineSeconds"), _at(new, "spec", "activeDeadlineSeconds")
+    if was is not None:
+        f = "spec.activeDeadlineSeconds"
+        if now is None:
+            out.append(
+                _cause(
+                    f,
+                    f"Invalid value: {_repr(now)}: must not update from a positive "
+                    "integer to nil value",
+                )
+            )
+        elif type(now) is int and type(was) is int and now > was:
+            out.append(
+                _cause(f, f"Invalid value: {now}: must be less than or equal to previous value")
+            )
+    return out
+
+
+# Where each workload holds its pod template, and the restart policies it allows.
+_TEMPLATES: dict[tuple[str, str], tuple[tuple[str, ...], tuple[str, ...]]] = {
+    ("apps", "Deployment"): (("spec", "template"), ("Always",)),
+    ("apps", "ReplicaSet"): (("spec", "template"), ("Always",)),
+    ("apps", "StatefulSet"): (("spec", "template"), ("Always",)),
+    ("apps", "DaemonSet"): (("spec", "template"), ("Always",)),
+    ("", "ReplicationController"): (("spec", "template"), ("Always",)),
+    ("batch", "Job"): (("spec", "template"), ("OnFailure", "Never")),
+    ("batch", "CronJob"): (("spec", "jobTemplate", "spec", "template"), ("OnFailure", "Never")),
+}
+
+
+def _template(key: tuple[str, str]) -> Callable[[Obj], list[Cause]]:
+    path, restart = _TEMPLATES[key]
+    field = ".".join((*path, "spec"))
+
+    def check(obj: Obj) -> list[Cause]:
+        return pod_spec_causes(_at(obj, *path, "spec"), field, restart)
+
+    return check
+
+
+# ------------------------------------------------------------------ jobs, statefulsets
+
+
+def _immutable(field: str, value: Any) -> Cause:
+    return _cause(field, f"Invalid value: {_repr(value)}: field is immutable")
+
+
+def _job_update(new: Obj, old: Obj) -> list[Cause]:
+    out = _template(("batch", "Job"))(new)
+    ns, os_ = new.get("spec") or {}, old.get("spec") or {}
+    if ns.get("template") != os_.get("template"):
+        out.append(_immutable("spec.template", ns.get("template")))
+    if (ns.get("completionMode") or "NonIndexed") != (os_.get("completionMode") or "NonIndexed"):
+        out.append(_immutable("spec.completionMode", ns.get("completionMode")))
+    if ns.get("completions") != os_.get("completions"):
+        elastic = ns.get("completionMode") == "Indexed" and ns.get("completions") == ns.get(
+            "parallelism"
+        )
+        if not elastic:
+            out.append(_immutable("spec.completions", ns.get("completions")))
+    for key in ("podFailurePolicy", "backoffLimitPerIndex", "successPolicy"):
+        if key in ns or key in os_:
+            if ns.get(key) != os_.get(key):
+                out.append(_immutable(f"spec.{key}", ns.get(key)))
+    return out
+
+
+_STATEFULSET_MUTABLE = (
+    "replicas",
+    "ordinals",
+    "template",
+    "updateStrategy",
+    "revisionHistoryLimit",
+    "persistentVolumeClaimRetentionPolicy",
+    "minReadySeconds",
+)
+_STATEFULSET_MESSAGE = (
+    "Forbidden: updates to statefulset spec for fields other than 'replicas', 'ordinals', "
+    "'template', 'updateStrategy', 'revisionHistoryLimit', "
+    "'persistentVolumeClaimRetentionPolicy' and 'minReadySeconds' are forbidden"
+)
+
+
+def _statefulset_update(new: Obj, old: Obj) -> list[Cause]:
+    out = _template(("apps", "StatefulSet"))(new)
+    ns, os_ = new.get("spec") or {}, old.get("spec") or {}
+    fixed_new = {k: v for k, v in ns.items() if k not in _STATEFULSET_MUTABLE}
+    fixed_old = {k: v for k, v in os_.items() if k not in _STATEFULSET_MUTABLE}
+    if fixed_new != fixed_old:
+        out.append(_cause("spec", _STATEFULSET_MESSAGE, "FieldValueForbidden"))
+    return out
+
+
+# ------------------------------------------------------------------ persistent volume claims
+
+_PVC_MESSAGE = (
+    "Forbidden: spec is immutable after creation except resources.requests and "
+    "volumeAttributesClassName for bound claims"
+)
+
+
+def _quantity(v: Any) -> float | None:
+    try:
+        return float(parse_quantity(v)) if v is not None else None
+    except (QuantityError, TypeError, ValueError):
+        return None
+
+
+def _pvc_update(new: Obj, old: Obj) -> list[Cause]:
+    ns, os_ = dict(new.get("spec") or {}), dict(old.get("spec") or {})
+    bound = _at(old, "status", "phase") == "Bound"
+    if not os_.get("volumeName"):
+        ns.pop("volumeName", None)  # the binder sets it once
+        os_.pop("volumeName", None)
+    if bound:
+        for s in (ns, os_):
+            s.pop("volumeAttributesClassName", None)
+            res = dict(s.get("resources") or {})
+            res.pop("requests", None)
+            s["resources"] = res
+    if ns != os_:
+        return [_cause("spec", _PVC_MESSAGE, "FieldValueForbidden")]
+    want = _quantity(_at(new, "spec", "resources", "requests", "storage"))
+    capacity = _quantity(_at(old, "status", "capacity", "storage"))
+    if bound and want is not None and capacity is not None and want < capacity:
+        return [
+            _cause(
+                "spec.resources.requests.storage",
+                "Forbidden: field can not be less than status.capacity",
+                "FieldValueForbidden",
+            )
+        ]
+    return []
+
+
+CREATE: dict[tuple[str, str], Callable[[Obj], list[Cause]]] = {
+    ("", "Pod"): _pod_create,
+    **{key: _template(key) for key in _TEMPLATES},
+}
+UPDATE: dict[tuple[str, str], Callable[[Obj, Obj], list[Cause]]] = {
+    ("", "Pod"): _pod_update,
+    ("batch", "Job"): _job_update,
+    ("apps", "StatefulSet"): _statefulset_update,
+    ("", "PersistentVolumeClaim"): _pvc_update,
+    **{
+        key: (lambda fn: lambda new, _old: fn(new))(_template(key))
+        for key in _TEMPLATES
+        if key not in (("batch", "Job"), ("apps", "StatefulSet"))
+    },
+}

@@ -1,0 +1,221 @@
+"""Object rules users meet often, through real kubectl: a workload template's
+restartPolicy, port numbers, a pod's activeDeadlineSeconds (added or lowered only), a
+Job's template, completions and completionMode, the StatefulSet fields that may change,
+and a PersistentVolumeClaim's spec. Each refusal is checked for its code (kubectl's
+`Error from server (Invalid)` is a 422 Invalid Status), the field named, and that the
+stored object is as it was."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from gpuyard.apiserver.testing import ServerProcess
+
+from .test_kubectl import k, kj
+
+
+def refused(s: ServerProcess, *args: str, input: str | None = None) -> str:
+    r = k(s, *args, input=input, check=False)
+    assert r.returncode != 0, r.stdout
+    assert "Error from server (Invalid)" in r.stderr or "is invalid" in r.stderr, r.stderr
+    return r.stderr
+
+
+JOB = """
+apiVersion: batch/v1
+kind: Job
+metadata: {{name: {name}}}
+spec:
+  template:
+    spec:
+      containers: [{{name: c, image: "busybox:1"}}]
+      {restart}
+"""
+
+
+def test_job_rules(apiserver: ServerProcess) -> None:
+    s = apiserver
+    # No restartPolicy: the PodSpec default (Always) is one a Job may not use.
+    err = refused(s, "apply", "-f", "-", input=JOB.format(name="j0", restart=""))
+    assert 'spec.template.spec.restartPolicy: Unsupported value: "Always"' in err, err
+    assert '"OnFailure", "Never"' in err
+    k(s, "apply", "-f", "-", input=JOB.format(name="j", restart="restartPolicy: Never"))
+    job = kj(s, "job", "j")
+    uid = job["metadata"]["uid"]
+    assert job["spec"]["selector"] == {"matchLabels": {"batch.kubernetes.io/controller-uid": uid}}
+    labels = job["spec"]["template"]["metadata"]["labels"]
+    assert labels["batch.kubernetes.io/job-name"] == "j" and labels["controller-uid"] == uid
+    for patch, field in (
+        (
+            {"spec": {"template": {"spec": {"containers": [{"name": "c", "image": "b:2"}]}}}},
+            "spec.template",
+        ),
+        ({"spec": {"completions": 3}}, "spec.completions"),
+        ({"spec": {"completionMode": "Indexed"}}, "spec.completionMode"),
+    ):
+        err = refused(s, "patch", "job", "j", "--type", "merge", "-p", json.dumps(patch))
+        assert f"{field}: Invalid value" in err and "field is immutable" in err, err
+    assert kj(s, "job", "j")["spec"] == job["spec"]
+    # What may change does.
+    k(s, "patch", "job", "j", "--type", "merge", "-p", '{"spec":{"parallelism":2}}')
+    assert kj(s, "job", "j")["spec"]["parallelism"] == 2
+
+
+POD = """
+apiVersion: v1
+kind: Pod
+metadata: {{name: {name}}}
+spec:
+  {extra}
+  containers:
+  - name: c
+    image: "busybox:1"
+    ports: [{{containerPort: {port}}}]
+"""
+
+
+def test_pod_ports_and_active_deadline(apiserver: ServerProcess) -> None:
+    s = apiserver
+    err = refused(s, "apply", "-f", "-", input=POD.format(name="p0", extra="", port=70000))
+    assert (
+        "spec.containers[0].ports[0].containerPort: Invalid value: 70000: must be between 1 "
+        "and 65535, inclusive"
+    ) in err, err
+    err = refused(
+        s,
+        "apply",
+        "-f",
+        "-",
+        input=POD.format(name="p0", extra="activeDeadlineSeconds: 0", port=80),
+    )
+    assert "spec.activeDeadlineSeconds: Invalid value: 0: must be between 1" in err, err
+    k(s, "apply", "-f", "-", input=POD.format(name="p", extra="", port=80))
+
+    def deadline(v: Any) -> list[str]:
+        return [
+            "patch",
+            "pod",
+            "p",
+            "--type",
+            "merge",
+            "-p",
+            json.dumps({"spec": {"activeDeadlineSeconds": v}}),
+        ]
+
+    k(s, *deadline(600))  # added
+    k(s, *deadline(300))  # lowered
+    err = refused(s, *deadline(900))
+    assert (
+        "spec.activeDeadlineSeconds: Invalid value: 900: must be less than or equal to "
+        "previous value"
+    ) in err, err
+    err = refused(s, *deadline(None))
+    assert "spec.activeDeadlineSeconds" in err and "to nil value" in err, err
+    assert kj(s, "pod", "p")["spec"]["activeDeadlineSeconds"] == 300
+
+
+DEPLOYMENT = """
+apiVersion: apps/v1
+kind: {kind}
+metadata: {{name: w}}
+spec:
+  {extra}
+  selector: {{matchLabels: {{app: w}}}}
+  template:
+    metadata: {{labels: {{app: w}}}}
+    spec:
+      restartPolicy: {restart}
+      containers: [{{name: c, image: "busybox:1"}}]
+"""
+
+
+def test_workload_templates_and_statefulset_fields(apiserver: ServerProcess) -> None:
+    s = apiserver
+    for kind in ("Deployment", "StatefulSet", "DaemonSet", "ReplicaSet"):
+        err = refused(
+            s, "apply", "-f", "-", input=DEPLOYMENT.format(kind=kind, extra="", restart="Never")
+        )
+        assert (
+            'spec.template.spec.restartPolicy: Unsupported value: "Never": supported values: '
+            '"Always"'
+        ) in err, (kind, err)
+    k(
+        s,
+        "apply",
+        "-f",
+        "-",
+        input=DEPLOYMENT.format(kind="StatefulSet", extra="serviceName: w", restart="Always"),
+    )
+    before = kj(s, "statefulset", "w")["spec"]
+    err = refused(
+        s, "patch", "statefulset", "w", "--type", "merge", "-p", '{"spec":{"serviceName":"x"}}'
+    )
+    assert "spec: Forbidden: updates to statefulset spec for fields other than" in err, err
+    assert kj(s, "statefulset", "w")["spec"] == before
+    k(s, "scale", "statefulset", "w", "--replicas=3")
+    k(s, "patch", "statefulset", "w", "--type", "merge", "-p", '{"spec":{"minReadySeconds":5}}')
+    after = kj(s, "statefulset", "w")["spec"]
+    assert after["replicas"] == 3 and after["minReadySeconds"] == 5
+
+
+PVC = """
+apiVersion: v1
+kind: PersistentVolumeClaim
+metadata: {name: data}
+spec:
+  accessModes: [ReadWriteOnce]
+  resources: {requests: {storage: 10Gi}}
+"""
+
+
+def test_pvc_spec_immutable_but_a_bound_claim_may_grow(apiserver: ServerProcess) -> None:
+    s = apiserver
+    k(s, "apply", "-f", "-", input=PVC)
+    pvc = kj(s, "pvc", "data")
+    assert pvc["spec"]["volumeMode"] == "Filesystem" and pvc["status"]["phase"] == "Pending"
+
+    def storage(v: str) -> list[str]:
+        body = {"spec": {"resources": {"requests": {"storage": v}}}}
+        return ["patch", "pvc", "data", "--type", "merge", "-p", json.dumps(body)]
+
+    # Unbound: even the request may not change.
+    err = refused(s, *storage("20Gi"))
+    assert "spec: Forbidden: spec is immutable after creation except resources.requests" in err
+    err = refused(
+        s,
+        "patch",
+        "pvc",
+        "data",
+        "--type",
+        "merge",
+        "-p",
+        '{"spec":{"accessModes":["ReadWriteMany"]}}',
+    )
+    assert "spec: Forbidden" in err, err
+    # Bound (status written as the binder writes it): it may grow, not shrink below
+    # its capacity; other spec fields stay fixed.
+    status = {"status": {"phase": "Bound", "capacity": {"storage": "10Gi"}}}
+    k(
+        s,
+        "patch",
+        "pvc",
+        "data",
+        "--subresource=status",
+        "--type",
+        "merge",
+        "-p",
+        json.dumps(status),
+    )
+    k(s, *storage("20Gi"))
+    assert kj(s, "pvc", "data")["spec"]["resources"]["requests"]["storage"] == "20Gi"
+    err = refused(s, *storage("5Gi"))
+    assert (
+        "spec.resources.requests.storage: Forbidden: field can not be less than status.capacity"
+        in err
+    ), err
+    err = refused(
+        s, "patch", "pvc", "data", "--type", "merge", "-p", '{"spec":{"storageClassName":"fast"}}'
+    )
+    assert "spec: Forbidden" in err, err
+    assert kj(s, "pvc", "data")["spec"]["resources"]["requests"]["storage"] == "20Gi"
