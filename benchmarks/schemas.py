@@ -11,7 +11,9 @@ In one process, against an in-memory `APIServer` called without sockets (`dispat
 - CEL (`x-kubernetes-validations`): compile and evaluation µs per rule, and creates per
   second of a custom resource whose CRD has no rules, of one whose CRD has five rules,
   and of that one with rule checking switched off (`cel_overhead_pct`, and
-  `no_rules_overhead_pct` for objects without rules, which should be ~0).
+  `no_rules_overhead_pct` for objects without rules, which should be ~0);
+- a ValidatingAdmissionPolicy of three validations bound to pods: pod creates per
+  second with its binding and without (`policy_us_per_request`).
 
     python benchmarks/schemas.py [--pods N] [--rounds N]
 """
@@ -280,6 +282,96 @@ async def cel_cost(objects: int, rounds: int) -> dict[str, Any]:
     }
 
 
+async def policy_cost(objects: int, rounds: int) -> dict[str, Any]:
+    """Pod creates per second with a ValidatingAdmissionPolicy of three validations bound
+    to pods, against the same server with its binding removed."""
+    from gpuyard.apiserver.server import APIServer
+
+    d = tempfile.mkdtemp(prefix="gpuyard-bench-vap-")
+    srv = APIServer(d, port=0, persist=False)
+    await srv.start()
+    headers = {"Content-Type": "application/json"}
+    adm = "/apis/admissionregistration.k8s.io/v1"
+    pol = {
+        "apiVersion": "admissionregistration.k8s.io/v1",
+        "kind": "ValidatingAdmissionPolicy",
+        "metadata": {"name": "pods"},
+        "spec": {
+            "failurePolicy": "Fail",
+            "matchConstraints": {
+                "resourceRules": [
+                    {
+                        "apiGroups": [""],
+                        "apiVersions": ["v1"],
+                        "operations": ["CREATE"],
+                        "resources": ["pods"],
+                    }
+                ]
+            },
+            "validations": [
+                {"expression": "object.spec.containers.all(c, has(c.image))"},
+                {"expression": "size(object.spec.containers) <= 8"},
+                {"expression": "object.metadata.name.matches('^[a-z0-9-]+$')"},
+            ],
+        },
+    }
+    bind = {
+        "apiVersion": "admissionregistration.k8s.io/v1",
+        "kind": "ValidatingAdmissionPolicyBinding",
+        "metadata": {"name": "pods"},
+        "spec": {"policyName": "pods", "validationActions": ["Deny"]},
+    }
+    resp = await srv.dispatch(
+        "POST", f"{adm}/validatingadmissionpolicies", {}, headers, orjson.dumps(pol)
+    )
+    assert resp.status == 201, resp.body
+    counter = [10**6]
+    path = "/api/v1/namespaces/default/pods"
+
+    async def swap_async(on: bool) -> None:
+        if on:
+            r = await srv.dispatch(
+                "POST", f"{adm}/validatingadmissionpolicybindings", {}, headers, orjson.dumps(bind)
+            )
+            assert r.status == 201, r.body
+        else:
+            r = await srv.dispatch("DELETE", f"{adm}/validatingadmissionpolicybindings/pods")
+            assert r.status == 200, r.body
+
+    async def run() -> float:
+        bodies = []
+        for _ in range(objects):
+            counter[0] += 1
+            bodies.append(orjson.dumps(pod(counter[0], 100)))
+        t = time.perf_counter()
+        for b in bodies:
+            r = await srv.dispatch("POST", path, {}, headers, b)
+            assert r.status == 201, r.body
+        return objects / (time.perf_counter() - t)
+
+    rates: dict[str, list[float]] = {"on": [], "off": []}
+    state = False
+    try:
+        for r in range(rounds):
+            for mode in ("on", "off") if r % 2 == 0 else ("off", "on"):
+                want = mode == "on"
+                if want != state:
+                    await swap_async(want)
+                    state = want
+                rates[mode].append(await run())
+    finally:
+        await srv.stop()
+    on, off = statistics.median(rates["on"]), statistics.median(rates["off"])
+    return {
+        "objects_per_round": objects,
+        "rounds": rounds,
+        "pod_creates_per_s_policy_3_validations": round(on, 1),
+        "pod_creates_per_s_no_binding": round(off, 1),
+        "policy_us_per_request": round(1e6 / on - 1e6 / off, 1),
+        "policy_overhead_pct": round((off - on) / off * 100, 1),
+    }
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--pods", type=int, default=2000)
@@ -303,6 +395,7 @@ def main() -> None:
     out["write_path"] = asyncio.run(creates_per_s(a.pods, a.rounds))
     out["managed_fields"] = asyncio.run(managed_fields_cost(a.pods, a.rounds))
     out["cel"] = asyncio.run(cel_cost(a.pods, a.rounds))
+    out["admission_policy"] = asyncio.run(policy_cost(a.pods, a.rounds))
     print(orjson.dumps(out, option=orjson.OPT_INDENT_2).decode())
 
 

@@ -13,7 +13,7 @@ header, Audit is accepted). A policy matches by `matchConstraints` (resourceRule
 excludeResourceRules, namespaceSelector, objectSelector), then by its `matchConditions`;
 its `variables` are evaluated in order; each of its `validations` (expression, message,
 messageExpression, reason) sees `object`, `oldObject`, `request`, `params`,
-`namespaceObject` and `variables`. An expression that fails to evaluate, or parameters
+`namespaceObject` and `variables` (objects without their metadata.managedFields). An expression that fails to evaluate, or parameters
 that cannot be found, follow the policy's `failurePolicy` (Fail refuses, Ignore skips).
 Expressions are compiled once (`celexpr`); a policy whose expressions do not compile is
 refused when it is written. With no bindings stored, a request costs one look-up.
@@ -28,7 +28,7 @@ import asyncio
 from typing import Any
 
 from gpuyard.apiserver import webhooks
-from gpuyard.apiserver.celexpr import CELError, compile_expr, run
+from gpuyard.apiserver.celexpr import CELError, Program, compile_expr, run
 from gpuyard.apiserver.errors import APIError, invalid
 from gpuyard.apiserver.resources import Registry, Resource
 from gpuyard.apiserver.selectors import Filter
@@ -320,46 +320,129 @@ def _params(
     )
 
 
-def _evaluate(
-    policy: dict[str, Any],
-    variables: dict[str, Any],
-) -> list[tuple[str, str]]:
-    """(message, reason) of each failed validation; _Refusal for an evaluation error."""
-    spec = policy.get("spec") or {}
-    for mc in spec.get("matchConditions") or []:
+_VARIABLES = ("object", "oldObject", "request", "params", "namespaceObject", "authorizer")
+
+
+class _Compiled:
+    """A policy's programs, made once per stored version of the policy: its validations
+    also as one list expression (one conversion of the object for all of them), and the
+    variables any of its expressions read (only those are built and converted)."""
+
+    def __init__(self, spec: dict[str, Any]) -> None:
+        self.conditions = [
+            (str(mc.get("name") or ""), compile_expr(str(mc.get("expression") or "")))
+            for mc in spec.get("matchConditions") or []
+            if isinstance(mc, dict)
+        ]
+        self.variables = [
+            (str(v.get("name") or ""), compile_expr(str(v.get("expression") or "")))
+            for v in spec.get("variables") or []
+            if isinstance(v, dict)
+        ]
+        self.validations: list[tuple[str, Program, str, Program | None, str]] = []
+        for val in spec.get("validations") or []:
+            if not isinstance(val, dict):
+                continue
+            expr = str(val.get("expression") or "")
+            me = val.get("messageExpression")
+            self.validations.append(
+                (
+                    expr,
+                    compile_expr(expr),
+                    str(val.get("message") or ""),
+                    compile_expr(me) if isinstance(me, str) and me else None,
+                    str(val.get("reason") or "Invalid"),
+                )
+            )
+        self.combined = None
+        if len(self.validations) > 1:
+            try:
+                self.combined = compile_expr(
+                    "[" + ", ".join(f"({v[0]})" for v in self.validations) + "]"
+                )
+            except CELError:
+                self.combined = None
+        reads: set[str] = set()
+        for prog in (
+            *(p for _, p in self.conditions),
+            *(p for _, p in self.variables),
+            *(v[1] for v in self.validations),
+            *(v[3] for v in self.validations if v[3] is not None),
+        ):
+            reads |= prog.variables
+        self.reads = frozenset(n for n in _VARIABLES if n in reads)
+
+
+_COMPILED: dict[tuple[str, int], _Compiled] = {}
+
+
+def _compiled(name: str, rv: int, policy: dict[str, Any]) -> _Compiled:
+    c = _COMPILED.get((name, rv))
+    if c is None:
+        if len(_COMPILED) > 1024:
+            _COMPILED.clear()
         try:
-            if run(compile_expr(mc["expression"]), variables) is not True:
-                return []
-        except (CELError, KeyError, TypeError) as exc:
-            raise _Refusal(
-                f"failed to evaluate match condition {mc.get('name')!r}: {exc}"
-            ) from None
-    computed: dict[str, Any] = {}
-    variables["variables"] = computed
-    for v in spec.get("variables") or []:
-        try:
-            computed[str(v["name"])] = run(compile_expr(v["expression"]), variables)
-        except (CELError, KeyError, TypeError) as exc:
-            raise _Refusal(f"failed to evaluate variable {v.get('name')!r}: {exc}") from None
-    failed = []
-    for val in spec.get("validations") or []:
-        expr = str(val.get("expression") or "")
-        try:
-            ok = run(compile_expr(expr), variables)
+            c = _Compiled(policy.get("spec") or {})
         except CELError as exc:
-            raise _Refusal(f"expression '{expr}' resulted in error: {exc}") from None
+            raise _Refusal(f"the policy's expressions do not compile: {exc}") from None
+        _COMPILED[(name, rv)] = c
+    return c
+
+
+def _without_managed_fields(obj: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The object as expressions see it: without metadata.managedFields (bookkeeping no
+    policy reads, and the largest part of many objects to convert)."""
+    if not isinstance(obj, dict):
+        return obj
+    md = obj.get("metadata")
+    if not isinstance(md, dict) or "managedFields" not in md:
+        return obj
+    return {**obj, "metadata": {k: v for k, v in md.items() if k != "managedFields"}}
+
+
+def _evaluate(c: _Compiled, variables: dict[str, Any]) -> list[tuple[str, str]]:
+    """(message, reason) of each failed validation; _Refusal for an evaluation error."""
+    for name, prog in c.conditions:
+        try:
+            if run(prog, variables) is not True:
+                return []
+        except CELError as exc:
+            raise _Refusal(f"failed to evaluate match condition {name!r}: {exc}") from None
+    computed: dict[str, Any] = {}
+    if c.variables:
+        variables["variables"] = computed
+        for name, prog in c.variables:
+            try:
+                computed[name] = run(prog, variables)
+            except CELError as exc:
+                raise _Refusal(f"failed to evaluate variable {name!r}: {exc}") from None
+            variables["variables"] = computed
+    results: Any = None
+    if c.combined is not None:
+        try:
+            results = run(c.combined, variables)
+        except CELError:
+            results = None  # one of them failed: run each, to say which and why
+    if type(results) is not list or len(results) != len(c.validations):
+        results = []
+        for expr, prog, *_ in c.validations:
+            try:
+                results.append(run(prog, variables))
+            except CELError as exc:
+                raise _Refusal(f"expression '{expr}' resulted in error: {exc}") from None
+    failed = []
+    for (expr, _, message, mprog, reason), ok in zip(c.validations, results, strict=True):
         if ok is True:
             continue
-        msg = val.get("message") or f"failed expression: {expr}"
-        me = val.get("messageExpression")
-        if isinstance(me, str) and me:
+        msg = message or f"failed expression: {expr}"
+        if mprog is not None:
             try:
-                m = run(compile_expr(me), variables)
+                m = run(mprog, variables)
                 if isinstance(m, str) and m.strip():
                     msg = m
             except CELError:
                 pass
-        failed.append((str(msg), str(val.get("reason") or "Invalid")))
+        failed.append((msg, reason))
     return failed
 
 
@@ -432,18 +515,28 @@ def _policies(
         actions = bspec.get("validationActions") or ["Deny"]
         who = f"ValidatingAdmissionPolicy '{pe.name}' with binding '{be.name}'"
         try:
+            compiled = _compiled(pe.name, pe.rv, policy)
             params = _params(store, registry, policy, binding, ns)
             failed: list[tuple[str, str]] = []
+            reads = compiled.reads
+            base: dict[str, Any] = {}
+            if "object" in reads:
+                base["object"] = (
+                    _without_managed_fields(obj) if attrs.operation != "DELETE" else None
+                )
+            if "oldObject" in reads:
+                base["oldObject"] = _without_managed_fields(old)
+            if "request" in reads:
+                base["request"] = _request(attrs, dry)
+            if "namespaceObject" in reads:
+                base["namespaceObject"] = _without_managed_fields(ns_obj)
+            if "authorizer" in reads:
+                base["authorizer"] = None
             for p in params or ():
-                variables = {
-                    "object": obj if attrs.operation != "DELETE" else None,
-                    "oldObject": old,
-                    "request": _request(attrs, dry),
-                    "params": p,
-                    "namespaceObject": ns_obj,
-                    "authorizer": None,
-                }
-                failed += _evaluate(policy, variables)
+                variables = dict(base)
+                if "params" in reads:
+                    variables["params"] = _without_managed_fields(p)
+                failed += _evaluate(compiled, variables)
         except _Refusal as exc:
             if pspec.get("failurePolicy", "Fail") == "Ignore":
                 continue
