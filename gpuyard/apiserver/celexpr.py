@@ -17,7 +17,9 @@ a quantity `isGreaterThan`, `isLessThan`, `compareTo`, `add`, `sub`, `asInteger`
 base units (a double), so `quantity('1Gi') == quantity('1024Mi')` holds.
 
 Programs are cached by their source text; a program is evaluated with `run(program,
-variables)` and any failure is a `CELError` with the engine's message.
+variables)` and any failure is a `CELError` with the engine's message. The engine is
+imported on first use: its package also loads a command-line interface (about 28 MiB),
+which a server with no rules and no policies never pays for.
 """
 
 from __future__ import annotations
@@ -26,9 +28,6 @@ import re
 from decimal import Decimal
 from typing import Any
 from urllib.parse import urlsplit
-
-import cel as _engine
-from cel import stdlib as _stdlib
 
 from gpuyard.kube.objects import QuantityError, parse_quantity
 
@@ -50,8 +49,9 @@ class Program:
         self.source = source
         self._prog = prog
         self.variables = frozenset(prog.variables())
-        funcs = {n: f for n in prog.functions() if (f := _FUNCTIONS.get(n)) is not None}
-        self._ctx = _engine.Context(functions=funcs) if funcs else _engine.Context()
+        engine, table = _engine()
+        funcs = {n: f for n in prog.functions() if (f := table.get(n)) is not None}
+        self._ctx = engine.Context(functions=funcs) if funcs else engine.Context()
 
 
 _programs: dict[str, Program] = {}
@@ -64,8 +64,9 @@ def compile_expr(source: str) -> Program:
         return p
     if not isinstance(source, str) or not source.strip():
         raise CELError("the expression is empty")
+    engine, _ = _engine()
     try:
-        p = Program(source, _engine.compile(source))
+        p = Program(source, engine.compile(source))
     except (ValueError, RuntimeError) as exc:
         raise CELError(_first_line(str(exc))) from None
     if len(_programs) >= _CACHE_MAX:
@@ -155,7 +156,7 @@ def _find_all(s: str, pattern: str, limit: int = -1) -> list[str]:
 
 def _index_of(container: Any, item: Any, *rest: Any) -> int:
     if isinstance(container, str):
-        return _stdlib.index_of(container, item, *rest)
+        return int(_std("indexOf")(container, item, *rest))
     if isinstance(container, list):
         return container.index(item) if item in container else -1
     raise ValueError("indexOf() takes a string or a list")
@@ -163,7 +164,7 @@ def _index_of(container: Any, item: Any, *rest: Any) -> int:
 
 def _last_index_of(container: Any, item: Any, *rest: Any) -> int:
     if isinstance(container, str):
-        return _stdlib.last_index_of(container, item, *rest)
+        return int(_std("lastIndexOf")(container, item, *rest))
     if isinstance(container, list):
         for i in range(len(container) - 1, -1, -1):
             if container[i] == item:
@@ -201,12 +202,31 @@ _K8S_FUNCTIONS: dict[str, Any] = {
 }
 
 
-_FUNCTIONS: dict[str, Any] = {
-    **_stdlib.STDLIB_FUNCTIONS,
-    **_K8S_FUNCTIONS,
-    "indexOf": _index_of,
-    "lastIndexOf": _last_index_of,
-}
+_LOADED: list[Any] = []
+
+
+def _engine() -> tuple[Any, dict[str, Any]]:
+    """The engine module and the function table (its extension libraries, then the
+    Kubernetes library here), loaded once."""
+    if not _LOADED:
+        import cel as engine
+        from cel import stdlib
+
+        strings = dict(stdlib.STDLIB_FUNCTIONS)
+        table = {
+            **strings,
+            **_K8S_FUNCTIONS,
+            "indexOf": _index_of,
+            "lastIndexOf": _last_index_of,
+        }
+        _LOADED.extend((engine, table, strings))
+    return _LOADED[0], _LOADED[1]
+
+
+def _std(name: str) -> Any:
+    """A function of the engine's own extension libraries."""
+    _engine()
+    return _LOADED[2][name]
 
 
 def run(program: Program, variables: dict[str, Any]) -> Any:

@@ -272,7 +272,16 @@ class _Entry:
     """One managedFields entry; `raw` is the stored dict, written back as it was unless
     something of the entry changed."""
 
-    __slots__ = ("manager", "operation", "api_version", "time", "subresource", "_fields", "raw")
+    __slots__ = (
+        "manager",
+        "operation",
+        "api_version",
+        "time",
+        "subresource",
+        "_fields",
+        "tree",
+        "raw",
+    )
 
     def __init__(
         self,
@@ -281,8 +290,9 @@ class _Entry:
         api_version: str,
         time: str | None,
         subresource: str,
-        fields: frozenset[Path] | set[Path],
+        fields: frozenset[Path] | set[Path] | None,
         raw: dict[str, Any] | None = None,
+        tree: dict[str, Any] | None = None,
     ) -> None:
         self.manager = manager
         self.operation = operation
@@ -290,16 +300,32 @@ class _Entry:
         self.time = time
         self.subresource = subresource
         self._fields = fields
+        self.tree = tree  # the fieldsV1 tree, when known: edited in place of the set
         self.raw = raw
 
     @property
     def fields(self) -> frozenset[Path] | set[Path]:
+        if self._fields is None:
+            self._fields = _parsed_fields(self.tree or {}) or frozenset()
         return self._fields
 
     @fields.setter
     def fields(self, value: frozenset[Path] | set[Path]) -> None:
         self._fields = value
+        self.tree = None
         self.raw = None
+
+    def edit(self, add: Any, remove: Any) -> None:
+        """Add and remove paths, editing the stored tree along those paths only."""
+        if self.tree is None:
+            self.fields = (set(self.fields) | set(add)).difference(remove)
+            return
+        self.tree = _edit(self.tree, list(add), list(remove)) or {}
+        self._fields = None
+        self.raw = None
+
+    def empty(self) -> bool:
+        return not self.tree if self.tree is not None else not self.fields
 
     def touch(self, api_version: str, time: str) -> None:
         self.api_version = api_version
@@ -320,7 +346,7 @@ class _Entry:
         if self.time:
             out["time"] = self.time
         out["fieldsType"] = "FieldsV1"
-        out["fieldsV1"] = to_fields_v1(self.fields)
+        out["fieldsV1"] = self.tree if self.tree is not None else to_fields_v1(self.fields)
         if self.subresource:
             out["subresource"] = self.subresource
         return out
@@ -360,6 +386,7 @@ def _parse(entries: Any) -> list[_Entry] | None:
                 str(e.get("subresource") or ""),
                 fields,
                 e,
+                e.get("fieldsV1") or {},
             )
         )
     return out
@@ -389,7 +416,43 @@ def _parsed_fields(tree: Any) -> frozenset[Path] | None:
 
 
 def _dump(entries: list[_Entry]) -> list[dict[str, Any]]:
-    return [e.dump() for e in entries if e.fields]
+    return [e.dump() for e in entries if not e.empty()]
+
+
+def _edit(
+    node: dict[str, Any] | None, add: list[Path], remove: list[Path], root: bool = True
+) -> Any:
+    """A FieldsV1 (sub)tree with paths (relative to it) added and removed: a new dict
+    along the edited paths, the rest shared; None when nothing is left of it. The root
+    itself is never a member."""
+    member = not root and node is not None and (not node or "." in node)
+    children = {k: v for k, v in (node or {}).items() if k != "."}
+    adds: dict[str, list[Path]] = {}
+    removes: dict[str, list[Path]] = {}
+    for p in add:
+        if p:
+            adds.setdefault(p[0], []).append(p[1:])
+        elif not root:
+            member = True
+    for p in remove:
+        if p:
+            removes.setdefault(p[0], []).append(p[1:])
+        else:
+            member = False
+    for k in adds.keys() | removes.keys():
+        if k not in children and k not in adds:
+            continue
+        c = _edit(children.get(k), adds.get(k, []), removes.get(k, []), root=False)
+        if c is None:
+            children.pop(k, None)
+        else:
+            children[k] = c
+    if not children:
+        return {} if member else None
+    out: dict[str, Any] = {".": {}} if member else {}
+    for k in sorted(children):
+        out[k] = children[k]
+    return out
 
 
 def check_manager(
@@ -518,11 +581,12 @@ def track_update(
         if e.same(manager, "Update", sub_name):
             mine = e
         elif not e.fields.isdisjoint(changed):
-            e.fields = e.fields - changed
+            e.edit((), e.fields & changed)
     if mine is None:
-        mine = _Entry(manager, "Update", res.api_version, now, sub_name, set())
+        mine = _Entry(manager, "Update", res.api_version, now, sub_name, changed.difference(gone_l))
         entries.append(mine)
-    mine.fields = (mine.fields | changed).difference(gone_l)
+    else:
+        mine.edit(changed.difference(gone_l), gone_l)
     mine.touch(res.api_version, now)
     dumped = _dump(entries)
     if dumped:
@@ -598,14 +662,15 @@ def _d(o: Any, n: Any, node: Node, path: Path, changed: list[Path], gone: list[P
                 changed.append((*path, v))
                 gone.append((*path, v))
             return
-    after: list[Path] = []
-    _paths(n, node, path, after)
-    before = []
-    _paths(o, node, path, before)
-    changed.extend(after)
-    kept = set(after)
-    for p in before:
-        if p not in kept:
+    fa, fb = _Flat(), _Flat()
+    _walk(n, node, path, fa)
+    _walk(o, node, path, fb)
+    after_v, before_v = fa.values, fb.values
+    for p, v in after_v.items():
+        if before_v.get(p, _MISSING) != v:
+            changed.append(p)
+    for p in before_v:
+        if p not in after_v:
             changed.append(p)
             gone.append(p)
 
