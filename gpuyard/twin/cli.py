@@ -145,7 +145,7 @@ def run(args: argparse.Namespace) -> int:
     if not (args.cluster and args.trace and args.out):
         raise CommandError("twin: --cluster, --trace and --out are required")
     from gpuyard.twin.capacity import load_teams
-    from gpuyard.twin.engine import Engine, FailureSpec
+    from gpuyard.twin.engine import Engine, FailureSpec, FailureSpecError
 
     try:
         shapes = expand(load_shapes(args.cluster))
@@ -186,6 +186,10 @@ def run(args: argparse.Namespace) -> int:
                 balloons=args.balloons,
                 skip_never_fitting=args.skip_never_fitting,
             )
+        except FailureSpecError as exc:  # --failures too many to simulate
+            if prog is not None:
+                prog.stop()
+            raise CommandError(f"--failures: {exc}") from None
         except ValueError as exc:  # a job that could never run on this cluster
             if prog is not None:
                 prog.stop()

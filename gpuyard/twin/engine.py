@@ -38,6 +38,14 @@ from gpuyard.teams.assign import TeamSpec
 from gpuyard.twin import capacity
 from gpuyard.twin.traces import TraceJob
 
+# The most node failures a replay may expect to simulate (each is an event and a
+# scheduling pass): an mtbf so short that a run would practically never end is refused.
+MAX_EXPECTED_FAILURES = 1_000_000
+
+
+class FailureSpecError(ValueError):
+    """A failure spec that this cluster and trace cannot be replayed with."""
+
 
 @dataclass(frozen=True)
 class FailureSpec:
@@ -67,6 +75,15 @@ class FailureSpec:
             except ValueError as exc:
                 raise ValueError(f"bad failure spec {part.strip()!r}: {exc}") from None
         return cls(**vals)
+
+    def expected_failures(self, nodes: int, span: float) -> float:
+        """About how many node failures `nodes` nodes have in `span` seconds: each node
+        fails once per mtbf while up, then is away for preflight (and repair, unless the
+        failure was a GPU fault)."""
+        if self.mtbf <= 0 or span <= 0:
+            return 0.0
+        away = self.preflight + (1 - self.xid) * self.repair
+        return nodes * span / (self.mtbf + away)
 
 
 @dataclass
@@ -244,6 +261,14 @@ class Engine:
         # Failures happen while work can still be running; after that the queue drains.
         self.fail_until = self.horizon + max((j.duration for j in jobs), default=0.0)
         if self.failures.mtbf > 0:
+            expected = self.failures.expected_failures(len(self.state.nodes), self.fail_until)
+            if expected > MAX_EXPECTED_FAILURES:
+                raise FailureSpecError(
+                    f"failure spec mtbf={self.failures.mtbf:g}s: {len(self.state.nodes)} nodes "
+                    f"over the {self.fail_until:.0f} s of this replay would fail about "
+                    f"{expected:.0f} times, more than the {MAX_EXPECTED_FAILURES} a replay "
+                    f"simulates; give a longer mtbf"
+                )
             for name in self.state.nodes:
                 self._push_failure(0.0, name)
 

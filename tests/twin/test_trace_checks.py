@@ -239,6 +239,22 @@ def test_bad_failure_specs_are_refused(tmp_path: Path, spec: str, why: str) -> N
     refused(twin(str(p), tmp_path, "--failures", spec), "bad failure spec", why)
 
 
+def test_failures_too_many_to_simulate_are_refused(tmp_path: Path) -> None:
+    """Two nodes over a 30-day job, failing every second and back two seconds later:
+    about 1.7 million failures to simulate, a run that would practically never end."""
+    p = tmp_path / "jobs.csv"
+    p.write_text(f"{HEADER}\n0,a,100,1,8,2592000,0\n")
+    spec = "mtbf=1s,repair=1s,preflight=1s"
+    line = refused(twin(str(p), tmp_path, "--failures", spec), "--failures", "mtbf=1s")
+    assert "longer mtbf" in line and "1000000" in line
+    # A realistic spec on the same trace replays.
+    out = tmp_path / "ok"
+    r = gpuyard("twin", "--cluster", "nodes:2", "--trace", str(p), "--out", str(out),
+                "--failures", "mtbf=30d,xid=0.1", "--quiet")  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    assert out.exists()
+
+
 @pytest.mark.parametrize(
     ("flag", "value"),
     [
