@@ -39,6 +39,14 @@ def _at(obj: Any, *path: str) -> Any:
 # ------------------------------------------------------------------ pod specs
 
 
+def _list(v: Any) -> list[Any]:
+    return v if isinstance(v, list) else []
+
+
+def _dict(v: Any) -> dict[str, Any]:
+    return v if isinstance(v, dict) else {}
+
+
 def _port_range(v: Any, field: str, lo: int = 1) -> list[Cause]:
     if type(v) is not int:
         return []
@@ -61,10 +69,10 @@ def pod_spec_causes(spec: Any, field: str, restart: tuple[str, ...] | None = Non
             )
         )
     for key in ("initContainers", "containers"):
-        for i, c in enumerate(spec.get(key) or ()):
+        for i, c in enumerate(_list(spec.get(key))):
             if not isinstance(c, dict):
                 continue
-            for j, p in enumerate(c.get("ports") or ()):
+            for j, p in enumerate(_list(c.get("ports"))):
                 if not isinstance(p, dict):
                     continue
                 f = f"{field}.{key}[{i}].ports[{j}]"
@@ -141,7 +149,7 @@ def _immutable(field: str, value: Any) -> Cause:
 
 def _job_update(new: Obj, old: Obj) -> list[Cause]:
     out = _template(("batch", "Job"))(new)
-    ns, os_ = new.get("spec") or {}, old.get("spec") or {}
+    ns, os_ = _dict(new.get("spec")), _dict(old.get("spec"))
     if ns.get("template") != os_.get("template"):
         out.append(_immutable("spec.template", ns.get("template")))
     if (ns.get("completionMode") or "NonIndexed") != (os_.get("completionMode") or "NonIndexed"):
@@ -177,7 +185,7 @@ _STATEFULSET_MESSAGE = (
 
 def _statefulset_update(new: Obj, old: Obj) -> list[Cause]:
     out = _template(("apps", "StatefulSet"))(new)
-    ns, os_ = new.get("spec") or {}, old.get("spec") or {}
+    ns, os_ = _dict(new.get("spec")), _dict(old.get("spec"))
     fixed_new = {k: v for k, v in ns.items() if k not in _STATEFULSET_MUTABLE}
     fixed_old = {k: v for k, v in os_.items() if k not in _STATEFULSET_MUTABLE}
     if fixed_new != fixed_old:
@@ -201,7 +209,7 @@ def _quantity(v: Any) -> float | None:
 
 
 def _pvc_update(new: Obj, old: Obj) -> list[Cause]:
-    ns, os_ = dict(new.get("spec") or {}), dict(old.get("spec") or {})
+    ns, os_ = dict(_dict(new.get("spec"))), dict(_dict(old.get("spec")))
     bound = _at(old, "status", "phase") == "Bound"
     if not os_.get("volumeName"):
         ns.pop("volumeName", None)  # the binder sets it once
@@ -209,7 +217,7 @@ def _pvc_update(new: Obj, old: Obj) -> list[Cause]:
     if bound:
         for s in (ns, os_):
             s.pop("volumeAttributesClassName", None)
-            res = dict(s.get("resources") or {})
+            res = dict(_dict(s.get("resources")))
             res.pop("requests", None)
             s["resources"] = res
     if ns != os_:
