@@ -27,6 +27,7 @@ SERVICE_ACCOUNTS: dict[str, str] = {
     "teams": "gpuyard-controllers",
     "balloons": "gpuyard-controllers",
     "teams-webhook": manifests.WEBHOOK,
+    "health": "gpuyard-health",
 }
 RBAC_KINDS = ("ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding")
 TOKEN_SECONDS = 48 * 3600

@@ -102,7 +102,12 @@ async def run(ctx: Any) -> None:
         # requests from other components' (DESIGN principle 4).
         from gpuyard.kube.client import Client
 
-        own_client = Client.in_process(ctx.server, component="health")
+        # As the ServiceAccount `gpuyard manifests` gives health, when `gpuyard up`
+        # made one (ctx.client_kw).
+        kw = getattr(ctx, "client_kw", None)
+        own_client = Client.in_process(
+            ctx.server, **(kw("health") if kw is not None else {"component": "health"})
+        )
     client = own_client or ctx.client
     hosts = Path(ctx.data_dir) / "hosts"
     quiet = float(_opt(ctx, "health_quiet_s", 15.0))
@@ -135,7 +140,12 @@ async def run(ctx: Any) -> None:
     parts: dict[str, Any] = {
         "agents": lambda: agents.run(stop),
         "controller": lambda: run_controller(
-            client, stop, brake, informer=nodes, evict_no_execute=evict
+            client,
+            stop,
+            brake,
+            informer=nodes,
+            evict_no_execute=evict,
+            evict_client=getattr(ctx, "client", None),
         ),
         "preflight": lambda: run_preflight(client, stop, pre, informers=informers),
     }

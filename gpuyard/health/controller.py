@@ -208,12 +208,14 @@ async def run_controller(
     period_s: float = 0.5,
     informer: kubeio.Cache | None = None,
     evict_no_execute: bool = False,
+    evict_client: Any = None,
 ) -> None:
     """Watch nodes; keep their unhealthy taints in line with their conditions. Pass a
     started node `informer` to share one watch with other parts of the process.
     `evict_no_execute`: also delete the pods that do not tolerate a NoExecute taint we
     set — what kube-controller-manager's taint manager does on a real cluster; for
-    clusters without one (the embedded cluster)."""
+    clusters without one (the embedded cluster), with `evict_client` (the cluster's
+    own identity: health's role has no business writing other pods' status)."""
     metrics = _metrics()
     own = informer is None
     if informer is None:
@@ -239,7 +241,7 @@ async def run_controller(
                 await _apply(client, informer, rec, p, nodes, events)
                 metrics.writes.inc()
                 if evict_no_execute and p.taint is not None and p.taint[1] == NO_EXECUTE:
-                    await evict_untolerating(client, p.node, p.taint)
+                    await evict_untolerating(evict_client or client, p.node, p.taint)
             if result.tripped_now:
                 await _announce_trip(client, result, nodes, now, events)
             metrics.tripped.set(1 if rec.state.tripped else 0)
