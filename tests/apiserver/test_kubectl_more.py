@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import json
 
-import pytest
-
 from gpuyard.apiserver.testing import ServerProcess
 
 from .test_kubectl import k, kj
@@ -111,11 +109,6 @@ def test_imperative_pod_commands(apiserver: ServerProcess) -> None:
     assert k(s, "get", "--raw", "/healthz").stdout.strip() == "ok"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="kubectl create deployment sends a protobuf Deployment; the server decodes "
-    "only a few protobuf kinds (see notes-for-core.md)",
-)
 def test_create_deployment_imperatively(apiserver: ServerProcess) -> None:
     s = apiserver
     k(s, "create", "deployment", "d", "--image=nginx", "--replicas=2")
