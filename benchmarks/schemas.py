@@ -13,7 +13,9 @@ In one process, against an in-memory `APIServer` called without sockets (`dispat
   and of that one with rule checking switched off (`cel_overhead_pct`, and
   `no_rules_overhead_pct` for objects without rules, which should be ~0);
 - a ValidatingAdmissionPolicy of three validations bound to pods: pod creates per
-  second with its binding and without (`policy_us_per_request`).
+  second with its binding and without (`policy_us_per_request`);
+- built-in defaults (`defaults.apply` when a body is decoded, `defaults.on_create`):
+  µs per pod, and pod creates per second with them and without (`defaults_overhead_pct`).
 
     python benchmarks/schemas.py [--pods N] [--rounds N]
 """
@@ -35,7 +37,7 @@ import orjson
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from benchmarks.apiserver import node, pod  # noqa: E402
-from gpuyard.apiserver import celexpr, celrules, managedfields, schemas  # noqa: E402
+from gpuyard.apiserver import celexpr, celrules, defaults, managedfields, schemas  # noqa: E402
 from gpuyard.apiserver.resources import Registry  # noqa: E402
 
 
@@ -372,6 +374,50 @@ async def policy_cost(objects: int, rounds: int) -> dict[str, Any]:
     }
 
 
+def defaults_us(res: Any, obj: dict[str, Any], reps: int = 5000) -> float:
+    bodies = [copy.deepcopy(obj) for _ in range(reps)]
+    t = time.perf_counter()
+    for b in bodies:
+        defaults.apply(res, b)
+    return (time.perf_counter() - t) / reps * 1e6
+
+
+async def defaults_cost(pods: int, rounds: int) -> dict[str, Any]:
+    from gpuyard.apiserver.server import APIServer
+
+    real = (defaults.apply, defaults.on_create)
+
+    def swap(on: bool) -> None:
+        if on:
+            defaults.apply, defaults.on_create = real  # type: ignore[misc]
+        else:
+            defaults.apply = lambda *_a: None  # type: ignore[assignment]
+            defaults.on_create = lambda *_a: None  # type: ignore[assignment]
+
+    d = tempfile.mkdtemp(prefix="gpuyard-bench-defaults-")
+    srv = APIServer(d, port=0, persist=False)
+    await srv.start()
+    n = 0
+    path = "/api/v1/namespaces/default/pods"
+    headers = {"Content-Type": "application/json"}
+
+    async def creates() -> float:
+        nonlocal n
+        bodies = [orjson.dumps(pod(n + i, 100)) for i in range(pods)]
+        n += pods
+        t = time.perf_counter()
+        for b in bodies:
+            resp = await srv.dispatch("POST", path, {}, headers, b)
+            assert resp.status == 201, resp.body
+        return pods / (time.perf_counter() - t)
+
+    try:
+        return {"pods_per_round": pods, **await _ab("creates", swap, rounds, creates)}
+    finally:
+        swap(True)
+        await srv.stop()
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--pods", type=int, default=2000)
@@ -391,11 +437,16 @@ def main() -> None:
             "pod": round(decode_us(pods_res, pod(1, 10)), 1),
             "node": round(decode_us(nodes_res, node(1)), 1),
         },
+        "defaults_us": {
+            "pod": round(defaults_us(pods_res, pod(1, 10)), 1),
+            "node": round(defaults_us(nodes_res, node(1)), 1),
+        },
     }
     out["write_path"] = asyncio.run(creates_per_s(a.pods, a.rounds))
     out["managed_fields"] = asyncio.run(managed_fields_cost(a.pods, a.rounds))
     out["cel"] = asyncio.run(cel_cost(a.pods, a.rounds))
     out["admission_policy"] = asyncio.run(policy_cost(a.pods, a.rounds))
+    out["defaults"] = asyncio.run(defaults_cost(a.pods, a.rounds))
     print(orjson.dumps(out, option=orjson.OPT_INDENT_2).decode())
 
 

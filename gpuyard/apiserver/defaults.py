@@ -340,6 +340,13 @@ def _child_ref(schema: dict[str, Any]) -> tuple[str, str] | None:
     return None
 
 
+def _copier(v: Any) -> Callable[[Any], Any] | None:
+    """How a constant default is copied into an object (None: immutable, shared)."""
+    if isinstance(v, dict | list):
+        return dict if v == {} else list if v == [] else copy.deepcopy
+    return None
+
+
 class _Compiler:
     def __init__(self, defs: dict[str, dict[str, Any]]) -> None:
         self.defs = defs
@@ -373,28 +380,35 @@ class _Compiler:
                 children.append((field, ref[0], fn))
         if not consts and computed is None and not children:
             return None
-        kids = tuple(children)
+        # Walked by the object's own keys (a handful) rather than every field that
+        # could hold defaults; constants that are objects are copied fresh each time.
+        kids = {k: (shape, fn) for k, shape, fn in children}
+        kids_get = kids.get
+        fixed = tuple((k, v, isinstance(v, str) and bool(v), _copier(v)) for k, v in consts)
 
         def apply(o: Obj) -> None:
             if computed is not None:
                 computed(o)
-            for k, v in consts:
+            for k, v, nonempty_str, fresh in fixed:
                 cur = o.get(k)
-                if cur is None or (cur == "" and isinstance(v, str) and v):
-                    o[k] = copy.deepcopy(v) if isinstance(v, dict | list) else v
-            for k, shape, fn in kids:
-                x = o.get(k)
-                if x is None:
+                if cur is None or (nonempty_str and cur == ""):
+                    o[k] = v if fresh is None else fresh(v)
+            if not kids:
+                return
+            for k, x in o.items():
+                kid = kids_get(k)
+                if kid is None:
                     continue
+                shape, fn = kid
                 if shape == "one":
                     if type(x) is dict:
                         fn(x)
-                elif shape == "list":
-                    if type(x) is list:
+                elif type(x) is list:
+                    if shape == "list":
                         for item in x:
                             if type(item) is dict:
                                 fn(item)
-                elif type(x) is dict:
+                elif shape == "map" and type(x) is dict:
                     for item in x.values():
                         if type(item) is dict:
                             fn(item)
