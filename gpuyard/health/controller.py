@@ -325,7 +325,8 @@ async def evict_untolerating(client: Any, node: str, taint: Taint) -> int:
             continue
         why = f"evicted: node {node} has {TAINT_UNHEALTHY}={taint[0]}:{taint[1]}"
         try:
-            # Say why on the pod first (DisruptionTarget, as the taint manager does).
+            # Say why on the pod first (DisruptionTarget, as the taint manager does); the
+            # eviction goes ahead where that cannot be written.
             await client.patch_status(
                 PODS,
                 md["name"],
@@ -333,6 +334,9 @@ async def evict_untolerating(client: Any, node: str, taint: Taint) -> int:
                 md.get("namespace"),
                 patch_type="strategic",
             )
+        except Exception as exc:
+            log.info("evict %s/%s: no DisruptionTarget: %s", md.get("namespace"), md["name"], exc)
+        try:
             await client.delete(PODS, md["name"], md.get("namespace"))
             n += 1
             await kubeio.record(

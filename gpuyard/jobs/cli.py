@@ -156,6 +156,7 @@ async def _run(args: argparse.Namespace) -> int:
     cmd = args._command
     if cmd == "submit":
         job = _load_job(args.filename)
+        args._job = job  # read once: '-' (stdin) cannot be read twice
         from gpuyard.jobs.spec import validate_job
 
         errors = validate_job(job)
@@ -205,7 +206,7 @@ async def _dispatch(client: Any, args: argparse.Namespace, ns: str, cmd: str) ->
     from gpuyard.kube.resources import EVENTS, NODES, POD_GROUPS, PODS, TRAINING_JOBS
 
     if cmd == "submit":
-        job = _load_job(args.filename)
+        job = args._job
         job.setdefault("metadata", {})["namespace"] = (
             args.namespace or job["metadata"].get("namespace") or ns
         )

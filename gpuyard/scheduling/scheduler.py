@@ -367,6 +367,11 @@ class Scheduler:
                         ns,
                         patch_type="strategic",
                     )
+                except NotFound:
+                    return
+                except (ApiError, OSError) as exc:
+                    log.info("preempting %s: no DisruptionTarget condition: %s", key, exc)
+                try:
                     await self.client.evict(name, ns)
                     self.metrics.preemptions.inc()
                     if pod:

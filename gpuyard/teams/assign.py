@@ -85,21 +85,34 @@ def parse_team(obj: Mapping[str, Any]) -> TeamSpec:
     for pname in sorted(cap):
         val = cap[pname]
         where = f"spec.capacity.{pname}"
+        shape = "{nodes: N} or {selector, nodes: N} (capacity is whole nodes)"
         if isinstance(val, bool):
-            raise TeamSpecError(f"{where}: must be a count or {{selector, count}}")
+            raise TeamSpecError(f"{where}: must be {shape}")
         selector: Any = None
         if isinstance(val, int):
-            count = val
+            count = val  # the older spelling: a bare number is a node count
         elif isinstance(val, Mapping):
-            raw = val.get("count")
+            for wrong in ("gpus", "gpu", "GPUs"):
+                if wrong in val:
+                    raise TeamSpecError(
+                        f"{where}.{wrong}: capacity is counted in whole nodes, not GPUs: "
+                        f"write nodes: N (on 8-GPU nodes, 32 GPUs are nodes: 4)"
+                    )
+            unknown = sorted(set(val) - {"nodes", "count", "selector"})
+            if unknown:
+                raise TeamSpecError(f"{where}.{unknown[0]}: unknown field; want {shape}")
+            if "nodes" in val and "count" in val:
+                raise TeamSpecError(f"{where}: nodes and count say the same; give only nodes")
+            key = "nodes" if "nodes" in val else "count"
+            raw = val.get(key)
             selector = val.get("selector")
             if not isinstance(raw, int) or isinstance(raw, bool):
-                raise TeamSpecError(f"{where}.count: must be an integer")
+                raise TeamSpecError(f"{where}.{key}: must be an integer (a number of nodes)")
             count = raw
             if selector is not None and not isinstance(selector, Mapping):
                 raise TeamSpecError(f"{where}.selector: must be a label selector object")
         else:
-            raise TeamSpecError(f"{where}: must be a count or {{selector, count}}")
+            raise TeamSpecError(f"{where}: must be {shape}")
         if count < 0:
             raise TeamSpecError(f"{where}: must not be negative")
         pools.append(Pool(str(pname), count, selector))

@@ -11,8 +11,11 @@ from gpuyard.kube.crd import column, crd, object_schema
 
 _POOL = {
     "x-kubernetes-preserve-unknown-fields": True,
-    "description": "A node count for the pool of that name (nodes labelled "
-    "gpuyard.io/pool=<name>), or {selector: {matchLabels/matchExpressions}, count: N}.",
+    "description": "Whole nodes of the pool of that name (nodes labelled "
+    "gpuyard.io/pool=<name>): {nodes: N}, or {selector: {matchLabels/matchExpressions}, "
+    "nodes: N} for the nodes a selector picks. A bare number N, and count: N, are node "
+    "counts too (the older spelling). Capacity is counted in nodes, never GPUs: on 8-GPU "
+    "nodes {nodes: 4} is 32 GPUs.",
 }
 
 
@@ -28,10 +31,26 @@ def team_crd() -> dict[str, Any]:
     spec = {
         "type": "object",
         "required": ["capacity"],
+        "description": "Which namespaces are the team's and how many nodes it owns.",
         "properties": {
-            "namespaces": {"type": "array", "items": {"type": "string"}},
-            "capacity": {"type": "object", "additionalProperties": _POOL},
-            "borrow": {"type": "boolean", "default": False},
+            "namespaces": {
+                "type": "array",
+                "items": {"type": "string"},
+                "description": "The team's namespaces: their pods get the team's "
+                "toleration, and affinity to its nodes or the shared pool.",
+            },
+            "capacity": {
+                "type": "object",
+                "additionalProperties": _POOL,
+                "description": "Nodes the team owns per pool, such as {gpu: {nodes: 4}}: "
+                "the team manager labels and taints that many healthy nodes for it.",
+            },
+            "borrow": {
+                "type": "boolean",
+                "default": False,
+                "description": "Whether the team's gpuyard-low pods may run on other "
+                "teams' idle nodes (evicted when the owner needs them back).",
+            },
         },
     }
     status = {

@@ -237,3 +237,29 @@ def test_idle_shared_nodes_are_picked_before_busy_ones() -> None:
     nodes = [replace(n, pod_teams=frozenset({"b"})) if n.name in busy else n for n in nodes]
     p = plan([team("a", 5)], nodes)
     assert {n for n, t in p.owner.items() if t == "a"} == {f"n{i:03d}" for i in range(3, 8)}
+
+
+def test_capacity_names_its_unit_nodes_and_old_spellings_keep_their_meaning() -> None:
+    def pools(cap: object) -> list[tuple[str, int]]:
+        t = parse_team({"metadata": {"name": "a"}, "spec": {"capacity": cap}})
+        return [(p.name, p.count) for p in t.pools]
+
+    assert pools({"gpu": {"nodes": 4}}) == [("gpu", 4)]
+    # A bare number and count: were node counts before; they still are.
+    assert pools({"gpu": 4}) == pools({"gpu": {"count": 4}}) == [("gpu", 4)]
+    sel = {"selector": {"matchLabels": {"fast": "yes"}}, "nodes": 2}
+    assert pools({"fast": sel}) == [("fast", 2)]
+
+
+@pytest.mark.parametrize(
+    ("cap", "says"),
+    [
+        ({"gpu": {"gpus": 32}}, r"spec\.capacity\.gpu\.gpus: capacity is counted in whole nodes"),
+        ({"gpu": {"nodes": 2, "count": 2}}, r"spec\.capacity\.gpu: nodes and count say the same"),
+        ({"gpu": {"node": 2}}, r"spec\.capacity\.gpu\.node: unknown field"),
+        ({"gpu": {"nodes": "2"}}, r"spec\.capacity\.gpu\.nodes: must be an integer"),
+    ],
+)
+def test_capacity_in_gpus_or_unknown_fields_is_refused(cap: object, says: str) -> None:
+    with pytest.raises(TeamSpecError, match=says):
+        parse_team({"metadata": {"name": "a"}, "spec": {"capacity": cap}})
