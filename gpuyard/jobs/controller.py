@@ -67,6 +67,11 @@ class JobController:
         # older one is a cached copy from before our own write, not reconciled again
         # (its workers, deleted by that write, would look lost a second time).
         self._written_gen: dict[str, int] = {}
+        # "ns/job" -> {worker name: generation} of the workers this controller created.
+        # The informer updates its cache before it calls the handlers, so a worker can
+        # be missing from the cache before its deletion is handed to pod_gone: such a
+        # job waits for that event rather than taking the worker for never created.
+        self._created: dict[str, dict[str, str]] = {}
 
     def _enqueue(self, key: str) -> None:
         self._queue.add(key)
@@ -117,6 +122,7 @@ class JobController:
         self._refused.pop(key, None)
         self._gone.pop(key, None)
         self._written_gen.pop(key, None)
+        self._created.pop(key, None)
         self._children = {c for c in self._children if not c.startswith(key + "/")}
 
     @staticmethod
@@ -188,6 +194,12 @@ class JobController:
         gone = self._gone.get(key, {})
         for pod_name in [n for n, p in gone.items() if o.labels_of(p).get(LABEL_GEN) != gen]:
             del gone[pod_name]  # of a gang already replaced
+        created = self._created.get(key, {})
+        for pod_name in [n for n, g in created.items() if g != gen]:
+            del created[pod_name]
+        cached = {o.name_of(p) for p in pods}
+        if any(n not in cached and n not in gone for n in created):
+            return  # a worker's add or delete is still on its way to the handlers
 
         def observe(why: str | None) -> Any:
             return reconcile(
@@ -223,6 +235,10 @@ class JobController:
                     return
                 if obj["kind"] in kinds:
                     self._children.add(f"{key}/{kinds[obj['kind']]}")
+                elif obj["kind"] == "Pod":
+                    self._created.setdefault(key, {})[o.name_of(obj)] = o.labels_of(obj).get(
+                        LABEL_GEN, ""
+                    )
 
         async def delete(pod: str, force: bool) -> None:
             async with self._sem:
