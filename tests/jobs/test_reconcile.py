@@ -49,9 +49,14 @@ def test_every_example_is_a_valid_job() -> None:
     files = sorted(EXAMPLES.glob("*.yaml"))
     assert len(files) >= 3
     docs = [d for f in files for d in yaml.safe_load_all(f.read_text()) if d]
-    assert len(docs) >= 102
-    for d in docs:
+    jobs = [d for d in docs if d.get("kind") != "Team"]
+    assert len(jobs) >= 102
+    for d in jobs:
         assert validate_job(d) == [], d["metadata"]["name"]
+    from gpuyard.teams.assign import parse_team
+
+    teams = [parse_team(d) for d in docs if d.get("kind") == "Team"]
+    assert sum(t.wanted for t in teams) == 80  # examples/teams.yaml: 80 of 120 nodes
 
 
 @pytest.mark.parametrize(
