@@ -1,6 +1,6 @@
 """More per-kind rules of kube-apiserver's validation that users meet often, beside
 `strategies`: pod templates of workloads (their restartPolicy), port numbers, a pod's
-activeDeadlineSeconds (set once, then only lowered), a Job's template, completions and
+activeDeadlineSeconds (set once, then only lowered), a Service's ports, a Job's template, completions and
 completionMode, the StatefulSet spec fields that may change, and a PersistentVolumeClaim's
 spec (only a bound claim's storage request may change, never below its capacity).
 Pure functions over plain objects; causes are `{"reason", "message", "field"}`.
@@ -140,6 +140,49 @@ def _template(key: tuple[str, str]) -> Callable[[Obj], list[Cause]]:
     return check
 
 
+def _service(obj: Obj) -> list[Cause]:
+    """A Service's ports: numbers in range, names given when there are several, no port
+    and protocol twice."""
+    spec = _dict(obj.get("spec"))
+    if spec.get("type") == "ExternalName":
+        return []
+    ports = [p for p in _list(spec.get("ports")) if isinstance(p, dict)]
+    out: list[Cause] = []
+    seen: set[tuple[Any, Any]] = set()
+    names: set[Any] = set()
+    for i, p in enumerate(ports):
+        f = f"spec.ports[{i}]"
+        port = p.get("port")
+        if not port:
+            out.append(
+                _cause(f"{f}.port", "Invalid value: 0: must be between 1 and 65535, inclusive")
+            )
+        else:
+            out += _port_range(port, f"{f}.port")
+        target = p.get("targetPort")
+        if type(target) is int:
+            out += _port_range(target, f"{f}.targetPort")
+        if len(ports) > 1 and not p.get("name"):
+            out.append(_cause(f"{f}.name", "Required value", "FieldValueRequired"))
+        elif p.get("name") in names:
+            out.append(
+                _cause(f"{f}.name", f'Duplicate value: "{p.get("name")}"', "FieldValueDuplicate")
+            )
+        names.add(p.get("name"))
+        key = (port, p.get("protocol") or "TCP")
+        if key in seen:
+            out.append(
+                _cause(
+                    f,
+                    f'Duplicate value: core.ServicePort{{Name:"", Protocol:"{key[1]}", '
+                    f"Port:{port}}}",
+                    "FieldValueDuplicate",
+                )
+            )
+        seen.add(key)
+    return out
+
+
 # ------------------------------------------------------------------ jobs, statefulsets
 
 
@@ -237,6 +280,7 @@ def _pvc_update(new: Obj, old: Obj) -> list[Cause]:
 
 CREATE: dict[tuple[str, str], Callable[[Obj], list[Cause]]] = {
     ("", "Pod"): _pod_create,
+    ("", "Service"): _service,
     **{key: _template(key) for key in _TEMPLATES},
 }
 UPDATE: dict[tuple[str, str], Callable[[Obj, Obj], list[Cause]]] = {
@@ -244,6 +288,7 @@ UPDATE: dict[tuple[str, str], Callable[[Obj, Obj], list[Cause]]] = {
     ("batch", "Job"): _job_update,
     ("apps", "StatefulSet"): _statefulset_update,
     ("", "PersistentVolumeClaim"): _pvc_update,
+    ("", "Service"): lambda new, _old: _service(new),
     **{
         key: (lambda fn: lambda new, _old: fn(new))(_template(key))
         for key in _TEMPLATES

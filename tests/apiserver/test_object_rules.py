@@ -219,3 +219,38 @@ def test_pvc_spec_immutable_but_a_bound_claim_may_grow(apiserver: ServerProcess)
     )
     assert "spec: Forbidden" in err, err
     assert kj(s, "pvc", "data")["spec"]["resources"]["requests"]["storage"] == "20Gi"
+
+
+SERVICE = """
+apiVersion: v1
+kind: Service
+metadata: {{name: s}}
+spec:
+  selector: {{app: s}}
+  ports: {ports}
+"""
+
+
+def test_service_ports(apiserver: ServerProcess) -> None:
+    s = apiserver
+    for ports, field, why in (
+        ("[{port: 70000}]", "spec.ports[0].port", "must be between 1 and 65535, inclusive"),
+        ("[{port: 80, targetPort: 70000}]", "spec.ports[0].targetPort", "must be between 1 and"),
+        ("[{port: 80}, {port: 81}]", "spec.ports[0].name", "Required value"),
+        (
+            "[{name: a, port: 80}, {name: b, port: 80}]",
+            "spec.ports[1]",
+            "Duplicate value",
+        ),
+        ("[{name: a, port: 80}, {name: a, port: 81}]", "spec.ports[1].name", "Duplicate value"),
+    ):
+        err = refused(s, "apply", "-f", "-", input=SERVICE.format(ports=ports))
+        assert f"{field}: " in err and why in err, (ports, err)
+    assert "service/s" not in k(s, "get", "services", "-o", "name").stdout
+    k(
+        s,
+        "apply",
+        "-f",
+        "-",
+        input=SERVICE.format(ports="[{name: a, port: 80}, {name: b, port: 80, protocol: UDP}]"),
+    )
