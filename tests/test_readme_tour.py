@@ -238,5 +238,17 @@ def test_the_readme_tour_does_what_it_says(tmp_path: Path) -> None:
             check(line, out)
         # Both faults were injected on nodes of the job, and both restarts checked.
         assert len(first_node) == 4 and first_node[1] != first_node[3], first_node
+        # The autoscaler replaces the Xid node (unhealthy); `gpuyard fault list` then
+        # shows only faults of nodes that exist, and says what it left out.
+        wait_for(
+            lambda: first_node[1] not in tour.sh("kubectl get nodes -o name"),
+            120,
+            f"{first_node[1]} replaced by the autoscaler",
+        )
+        listed = tour.sh("gpuyard fault list")
+        assert first_node[1] not in listed and "1 fault of a node that no longer exists" in listed
+        assert first_node[1] in tour.sh("gpuyard fault list --all")
+        fresh = set(tour.sh("kubectl get nodes -o name").split())
+        assert all(re.fullmatch(r"node/gpu-node-\d{4}", n) for n in fresh), fresh
     finally:
         c.kill()

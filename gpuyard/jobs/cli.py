@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import sys
 from collections import Counter
 from pathlib import Path
@@ -171,6 +172,8 @@ async def _run(args: argparse.Namespace) -> int:
         return await _dispatch(client, args, ns, cmd)
     except ApiError as exc:
         raise CliError(exc.message or str(exc)) from None
+    except BrokenPipeError:
+        raise  # the reader went away (| head): not the cluster's fault
     except (KubeError, OSError) as exc:
         raise CliError(f"cannot reach the cluster at {client.config.server}: {exc}") from None
     finally:
@@ -447,6 +450,11 @@ async def _dispatch(client: Any, args: argparse.Namespace, ns: str, cmd: str) ->
 def run(args: argparse.Namespace) -> int:
     try:
         return asyncio.run(_run(args))
+    except BrokenPipeError:
+        # `gpuyard jobs | head`: the reader has what it wanted; say nothing more.
+        sys.stderr.close()
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except CliError as exc:
         print(f"gpuyard {args._command}: {exc}", file=sys.stderr)
         return exc.code
