@@ -44,7 +44,7 @@ async def run(ctx: Any) -> None:
                             "spec": {"pool": pool},
                         }
                     )
-        await BalloonController(client).run(ctx.stop)
+        await BalloonController(client, informers=getattr(ctx, "informers", None)).run(ctx.stop)
     finally:
         await client.close()
 

@@ -26,7 +26,7 @@ from gpuyard.balloons import sizing
 from gpuyard.k8s.autoscaler import group_max_sizes
 from gpuyard.kube import objects as o
 from gpuyard.kube.errors import AlreadyExists, ApiError, Conflict, NotFound
-from gpuyard.kube.informer import Informer
+from gpuyard.kube.informer import Informer, InformerFactory, informer_maker
 from gpuyard.kube.resources import BALLOON_POOLS, CONFIGMAPS, NODES, PODS
 from gpuyard.kube.waits import woken
 
@@ -52,14 +52,21 @@ class Metrics:
 
 class BalloonController:
     def __init__(
-        self, client: Any, *, metrics: Metrics | None = None, debounce: float = 0.2
+        self,
+        client: Any,
+        *,
+        metrics: Metrics | None = None,
+        debounce: float = 0.2,
+        informers: InformerFactory | None = None,
     ) -> None:
         self.client = client
         self.metrics = metrics or Metrics()
         self.debounce = debounce
-        self.pools = Informer(client, BALLOON_POOLS, name="balloons-pools")
-        self.nodes = Informer(client, NODES, name="balloons-nodes")
-        self.pods = Informer(client, PODS, name="balloons-pods")
+        # its own informers, or views of the watches of the process it runs in
+        mk = informer_maker(client, informers)
+        self.pools = mk(BALLOON_POOLS, name="balloons-pools")
+        self.nodes = mk(NODES, name="balloons-nodes")
+        self.pods = mk(PODS, name="balloons-pods")
         self.pods.add_index("balloon", lambda p: o.labels_of(p).get(sizing.LABEL_BALLOON))
         self.ca = Informer(
             client,

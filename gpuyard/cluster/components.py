@@ -47,6 +47,9 @@ class Context:
     stop: asyncio.Event
     options: dict[str, Any] = field(default_factory=dict)
     sim: Any = None
+    # the process's watches (a gpuyard.kube.informer.InformerFactory with views): one
+    # pods and one nodes watch for every component here
+    informers: Any = None
     # component -> the token file of the ServiceAccount it runs as (gpuyard.cluster.
     # identities); a component not named uses the admin token.
     token_files: dict[str, str] = field(default_factory=dict)

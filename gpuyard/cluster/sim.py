@@ -49,7 +49,7 @@ from gpuyard.cluster.shapes import NODES_PER_RACK, ZONES, NodeShape
 from gpuyard.cluster.simhost import SimHost
 from gpuyard.kube import objects as o
 from gpuyard.kube.errors import ApiError, Conflict, NotFound
-from gpuyard.kube.informer import Informer
+from gpuyard.kube.informer import InformerFactory, informer_maker
 from gpuyard.kube.resources import LEASES, NODES, PODS
 
 log = logging.getLogger("gpuyard.cluster")
@@ -209,6 +209,7 @@ class SimCluster:
         data_dir: str | Path,
         shapes: list[NodeShape],
         config: SimConfig | None = None,
+        informers: InformerFactory | None = None,
     ) -> None:
         self.client = client
         self.cfg = config or SimConfig()
@@ -222,10 +223,12 @@ class SimCluster:
                 "pods": 110,
             }
             self.nodes[s.name] = SimNode(i, s, SimHost(self.hosts_dir / s.name), alloc)
-        self.pods = Informer(client, PODS, name="sim-kubelet-pods")
+        # its own watches, or views of the process's (gpuyard up)
+        mk = informer_maker(client, informers)
+        self.pods = mk(PODS, name="sim-kubelet-pods")
         # the Node objects as they are now (labels, taints, allocatable) for admission;
         # shared with the node lifecycle controller in gpuyard up
-        self.node_informer = Informer(client, NODES, name="sim-kubelet-nodes")
+        self.node_informer = mk(NODES, name="sim-kubelet-nodes")
         # key -> (node, requests, host ports) of the pods admitted
         self._pod_state: dict[str, tuple[str, dict[str, int], tuple[Any, ...]]] = {}
         self._timers: dict[str, asyncio.TimerHandle] = {}

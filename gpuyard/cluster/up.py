@@ -32,7 +32,7 @@ from gpuyard.cluster.shapes import NODES_PER_RACK, ZONES, NodeShape, default_sha
 from gpuyard.cluster.sim import SimCluster, SimConfig
 from gpuyard.cluster.taints import TaintManager
 from gpuyard.kube.errors import AlreadyExists
-from gpuyard.kube.informer import Informer
+from gpuyard.kube.informer import Informer, InformerFactory
 from gpuyard.kube.resources import NODES
 
 log = logging.getLogger("gpuyard.up")
@@ -155,6 +155,7 @@ class EmbeddedCluster:
         self.faults: FaultApplier | None = None
         self.autoscaler: Autoscaler | None = None
         self.taint_manager: TaintManager | None = None
+        self.informers: InformerFactory | None = None
         self.started: list[str] = []
         self.missing: list[str] = []
         self._tasks: list[asyncio.Task[Any]] = []
@@ -190,6 +191,10 @@ class EmbeddedCluster:
         if self.opts.preflight:
             register_taints = [{"key": names.TAINT_PREFLIGHT, "effect": "NoSchedule"}]
             register_labels = {names.LABEL_PREFLIGHT: "pending"}
+        # One pods and one nodes watch (and one of each other kind) for everything in
+        # this process: the kubelets, node lifecycle, taint manager and components get
+        # views of them.
+        self.informers = InformerFactory(self.client, views=True)
         self.sim = SimCluster(
             self.client,
             self.data_dir,
@@ -201,6 +206,7 @@ class EmbeddedCluster:
                 register_labels=register_labels,
                 rack_size=self.opts.rack_size,
             ),
+            informers=self.informers,
         )
         await self.sim.start()
         nodes = self.sim.node_informer  # the kubelets' watch of the nodes, shared
@@ -261,6 +267,9 @@ class EmbeddedCluster:
             options=dict(self.opts.options),
             sim=self.sim,
             token_files=token_files,
+            # reads of pods, nodes and the like go through the process's shared watches
+            # (made as the cluster's own client); writes stay each component's own
+            informers=self.informers,
         )
         for name in names_:
             if name not in components.COMPONENTS:
@@ -314,6 +323,8 @@ class EmbeddedCluster:
             await self.sim.stop()
         for inf in self._informers:
             await inf.stop()
+        if self.informers is not None:
+            await self.informers.stop()
         if self.client:
             await self.client.close()
         if self.server:

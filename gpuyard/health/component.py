@@ -111,7 +111,9 @@ async def run(ctx: Any) -> None:
     client = own_client or ctx.client
     hosts = Path(ctx.data_dir) / "hosts"
     quiet = float(_opt(ctx, "health_quiet_s", 15.0))
-    # The embedded cluster has no taint manager: evict for our NoExecute taints here.
+    # Evict for our NoExecute taints here too, with our cause in the message (the
+    # embedded cluster's taint manager, gpuyard.cluster.taints, evicts for every
+    # NoExecute taint, tolerationSeconds included).
     evict = bool(_opt(ctx, "health_evict_no_execute", True))
 
     async def seed() -> dict[str, dict[str, Any]]:
@@ -122,8 +124,9 @@ async def run(ctx: Any) -> None:
     interval = float(_opt(ctx, "health_interval_s", max(2.0, 0.0015 * n_hosts)))
     cfg = AgentConfig(interval_s=interval, verdict=VerdictConfig(quiet_s=quiet))
     # one watch per kind of object for every part of health (controller, agents,
-    # preflight, periodic tests)
-    informers = InformerFactory(client)
+    # preflight, periodic tests): views of the process's watches in gpuyard up
+    shared = getattr(ctx, "informers", None)
+    informers = shared if shared is not None else InformerFactory(client)
     nodes = kubeio.Cache(client, NODES, factory=informers)
     nodes.start()
     agents = SimAgents(
@@ -171,7 +174,8 @@ async def run(ctx: Any) -> None:
         for t in tasks:
             t.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-        await informers.stop()
+        if shared is None:
+            await informers.stop()
         if own_client is not None:
             await own_client.close()
 

@@ -165,7 +165,9 @@ class Cache:
                 field_selector=field_selector,
                 name=f"health-{res.plural}",
             )
-        self._own = factory is None
+        # a view (the factory's views=True) is this cache's own to stop: stopping it
+        # detaches it and leaves the watch to the others
+        self._own = factory is None or factory.views
         self._event = asyncio.Event()
 
         def wake(*_: Any) -> None:

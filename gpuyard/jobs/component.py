@@ -11,7 +11,7 @@ async def run(ctx: Any) -> None:
 
     client = Client.in_process(ctx.server, **_client_kw(ctx, "jobs"))
     try:
-        await JobController(client).run(ctx.stop)
+        await JobController(client, informers=getattr(ctx, "informers", None)).run(ctx.stop)
     finally:
         await client.close()
 

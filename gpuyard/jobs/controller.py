@@ -25,7 +25,7 @@ from gpuyard.k8s.autoscaler import group_max_sizes
 from gpuyard.kube import objects as o
 from gpuyard.kube.errors import AlreadyExists, ApiError, Conflict, NotFound
 from gpuyard.kube.events import EventRecorder
-from gpuyard.kube.informer import Informer
+from gpuyard.kube.informer import Informer, InformerFactory, informer_maker
 from gpuyard.kube.resources import CONFIGMAPS, NODES, POD_GROUPS, PODS, TRAINING_JOBS
 from gpuyard.kube.waits import woken
 
@@ -36,12 +36,16 @@ AUTOSCALER_STATUS = ("kube-system", "cluster-autoscaler-status")
 
 
 class JobController:
-    def __init__(self, client: Any, concurrency: int = 128) -> None:
+    def __init__(
+        self, client: Any, concurrency: int = 128, informers: InformerFactory | None = None
+    ) -> None:
         self.client = client
-        self.jobs = Informer(client, TRAINING_JOBS, name="jobs")
-        self.pods = Informer(client, PODS, label_selector=LABEL_JOB, name="jobs-pods")
-        self.nodes = Informer(client, NODES, name="jobs-nodes")
-        self.groups = Informer(client, POD_GROUPS, label_selector=LABEL_JOB, name="jobs-podgroups")
+        # its own informers, or views of the watches of the process it runs in
+        mk = informer_maker(client, informers)
+        self.jobs = mk(TRAINING_JOBS, name="jobs")
+        self.pods = mk(PODS, label_selector=LABEL_JOB, name="jobs-pods")
+        self.nodes = mk(NODES, name="jobs-nodes")
+        self.groups = mk(POD_GROUPS, label_selector=LABEL_JOB, name="jobs-podgroups")
         # The cluster-autoscaler's status (node groups' max sizes), for "can never fit".
         self.autoscaler = Informer(
             client,

@@ -14,11 +14,19 @@ last resourceVersion without a relist. Bookmarks keep its resourceVersion fresh;
 
 `InformerFactory(client)` hands out one shared informer per (resource, namespace,
 selectors), so components in one process never watch the same thing twice.
+`InformerFactory(client, views=True)` goes further, for components that each keep
+their own handlers, indexes and start/stop (the components of `gpuyard up`): every
+`informer(...)` call gets a view of its own (`Informer(..., source=...)`) over one
+list+watch per (resource, namespace); a view with a label selector caches only the
+objects it selects (an object whose labels change in or out of the selection is added
+to or deleted from it), and stopping a view detaches it and leaves the watch to the
+others. A field selector still gets a watch of its own.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import logging
 import random
@@ -27,7 +35,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from gpuyard.kube.errors import Gone
-from gpuyard.kube.objects import key_of
+from gpuyard.kube.objects import key_of, parse_label_selector, requirements_match
 
 if TYPE_CHECKING:
     from gpuyard.kube.client import Client, ResLike
@@ -163,8 +171,13 @@ class Informer:
         backoff_base: float = 0.2,
         backoff_max: float = 10.0,
         name: str | None = None,
+        source: Informer | None = None,
     ) -> None:
         self.client = client
+        # a view: fed by `source`'s watch instead of one of its own
+        self.source = source
+        self._selects = None if not label_selector else parse_label_selector(label_selector)
+        self._fwd: _Handlers | None = None
         self._res_like = res
         self.res: Res | None = res if isinstance(res, Res) else None
         self.namespace = namespace
@@ -286,11 +299,16 @@ class Informer:
         if self._task is None:
             self._stopping = False
             self._dispatch_task = asyncio.get_running_loop().create_task(self._dispatch())
-            self._task = asyncio.get_running_loop().create_task(self._run())
+            run = self._run() if self.source is None else self._follow()
+            self._task = asyncio.get_running_loop().create_task(run)
         return self
 
     async def stop(self) -> None:
         self._stopping = True
+        if self.source is not None and self._fwd is not None:
+            with contextlib.suppress(ValueError):
+                self.source._handlers.remove(self._fwd)
+            self._fwd = None
         for t in (self._task, self._dispatch_task):
             if t is not None:
                 t.cancel()
@@ -354,6 +372,54 @@ class Informer:
             old = self.store.remove(key_of(obj))
             self._enqueue("delete", obj if obj.get("metadata") else old)
 
+    # ------------------------------------------------------------ a view of a source
+
+    def _selected(self, obj: Obj) -> bool:
+        if self._selects is None:
+            return True
+        return requirements_match(self._selects, (obj.get("metadata") or {}).get("labels"))
+
+    def _view_put(self, obj: Obj) -> None:
+        key = key_of(obj)
+        had = self.store.get(key)
+        if self._selected(obj):
+            self.store.put(obj)
+            if had is None:
+                self._enqueue("add", obj)
+            else:
+                self._enqueue("update", had, obj)
+        elif had is not None:
+            self.store.remove(key)
+            self._enqueue("delete", had)
+
+    def _view_delete(self, obj: Obj) -> None:
+        old = self.store.remove(key_of(obj))
+        if old is not None:
+            self._enqueue("delete", obj if obj.get("metadata") else old)
+
+    async def _follow(self) -> None:
+        """A view: take the source's objects and events (its handlers run in order,
+        so this view sees them in the watch's order)."""
+        src = self.source
+        assert src is not None
+        src.start()
+        await src.wait_synced()
+        self._fwd = _Handlers(
+            lambda obj: self._view_put(obj),
+            lambda old, new: self._view_put(new),
+            lambda obj: self._view_delete(obj),
+        )
+        src._handlers.append(self._fwd)
+        for obj in list(src.store.objects.values()):
+            if self._selected(obj):
+                old = self.store.put(obj)
+                self._enqueue(
+                    "add" if old is None else "update", *((obj,) if old is None else (old, obj))
+                )
+        self.resource_version = src.resource_version
+        self._synced.set()
+        await asyncio.Event().wait()  # until stopped
+
     def _delay(self, failures: int) -> float:
         d = min(self.backoff_base * (2 ** min(failures, 16)), self.backoff_max)
         return d * (0.5 + random.random() / 2)
@@ -411,10 +477,13 @@ class Informer:
 
 
 class InformerFactory:
-    """One shared informer per (resource, namespace, label selector, field selector)."""
+    """One shared informer per (resource, namespace, label selector, field selector);
+    with `views=True`, a view of its own per call over one watch per (resource,
+    namespace) (see the module docstring)."""
 
-    def __init__(self, client: Client, **informer_kw: Any) -> None:
+    def __init__(self, client: Client, views: bool = False, **informer_kw: Any) -> None:
         self.client = client
+        self.views = views
         self.informer_kw = informer_kw
         self._informers: dict[tuple[Any, ...], Informer] = {}
 
@@ -425,9 +494,28 @@ class InformerFactory:
         *,
         label_selector: str | None = None,
         field_selector: str | None = None,
+        name: str | None = None,
     ) -> Informer:
         if isinstance(res, tuple) and res in BUILTIN:
             res = BUILTIN[res]
+        if self.views and not field_selector:
+            return Informer(
+                self.client,
+                res,
+                namespace,
+                label_selector=label_selector,
+                name=name,
+                source=self._shared(res, namespace, None, None),
+            )
+        return self._shared(res, namespace, label_selector, field_selector)
+
+    def _shared(
+        self,
+        res: ResLike,
+        namespace: str | None,
+        label_selector: str | None,
+        field_selector: str | None,
+    ) -> Informer:
         key = (res, namespace, label_selector or "", field_selector or "")
         inf = self._informers.get(key)
         if inf is None:
@@ -458,3 +546,25 @@ class InformerFactory:
     @property
     def informers(self) -> list[Informer]:
         return list(self._informers.values())
+
+
+def informer_maker(client: Client, factory: InformerFactory | None) -> Callable[..., Informer]:
+    """How a component makes its informers: its own (`Informer(client, ...)`), or, when
+    it runs in a process that shares watches, views from that process's factory. Both
+    take (res, namespace=None, *, label_selector=, field_selector=, name=)."""
+
+    def own(res: ResLike, namespace: str | None = None, **kw: Any) -> Informer:
+        return Informer(client, res, namespace, **kw)
+
+    if factory is None or not factory.views:
+        return own
+
+    def view(res: ResLike, namespace: str | None = None, **kw: Any) -> Informer:
+        # a field-selected watch is small and the component's own
+        return (
+            own(res, namespace, **kw)
+            if kw.get("field_selector")
+            else factory.informer(res, namespace, **kw)
+        )
+
+    return view

@@ -11,7 +11,8 @@ async def run(ctx: Any) -> None:
 
     client = Client.in_process(ctx.server, **_client_kw(ctx, "scheduler"))
     try:
-        await Scheduler(client, leader_elect=False).run(ctx.stop)
+        informers = getattr(ctx, "informers", None)
+        await Scheduler(client, leader_elect=False, informers=informers).run(ctx.stop)
     finally:
         await client.close()
 

@@ -32,7 +32,7 @@ from gpuyard.k8s.disruption import PREEMPTION_BY_SCHEDULER, status_patch
 from gpuyard.kube import objects as o
 from gpuyard.kube.errors import ApiError, Conflict, NotFound, TooManyRequests
 from gpuyard.kube.events import EventRecorder
-from gpuyard.kube.informer import Informer
+from gpuyard.kube.informer import InformerFactory, informer_maker
 from gpuyard.kube.leader import LeaderElector, LeaseTimings
 from gpuyard.kube.resources import NAMESPACES, NODES, POD_GROUPS, PODS, PRIORITY_CLASSES
 from gpuyard.scheduling.policy import Decisions, Eviction, Memory, PolicyConfig, deliver, schedule
@@ -139,6 +139,7 @@ class Scheduler:
         lease: LeaseTimings | None = None,
         metrics: Metrics | None = None,
         freeze_gc: float = 1.0,
+        informers: InformerFactory | None = None,
     ) -> None:
         self.client = client
         self.freeze_gc = freeze_gc
@@ -159,13 +160,15 @@ class Scheduler:
         self._reason_at: dict[str, float] = {}
         self._refresh_armed = False
         self._group_status: dict[str, tuple[Any, ...]] = {}
-        self.pods = Informer(client, PODS, name="scheduler-pods")
+        # its own informers, or views of the watches of the process it runs in
+        mk = informer_maker(client, informers)
+        self.pods = mk(PODS, name="scheduler-pods")
         self.pods.add_index("group", _group_of)
-        self.nodes = Informer(client, NODES, name="scheduler-nodes")
-        self.groups = Informer(client, POD_GROUPS, name="scheduler-podgroups")
-        self.classes = Informer(client, PRIORITY_CLASSES, name="scheduler-priorityclasses")
+        self.nodes = mk(NODES, name="scheduler-nodes")
+        self.groups = mk(POD_GROUPS, name="scheduler-podgroups")
+        self.classes = mk(PRIORITY_CLASSES, name="scheduler-priorityclasses")
         # namespace labels, for the namespaceSelector of pod affinity terms
-        self.namespaces = Informer(client, NAMESPACES, name="scheduler-namespaces")
+        self.namespaces = mk(NAMESPACES, name="scheduler-namespaces")
         self.passes = 0
         self.bound = 0
 

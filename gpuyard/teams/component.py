@@ -19,7 +19,7 @@ from gpuyard import cliargs
 from gpuyard.cliargs import Choice, Float, Option
 from gpuyard.kube.errors import AlreadyExists, KubeError
 from gpuyard.kube.informer import Informer
-from gpuyard.kube.resources import TEAMS
+from gpuyard.kube.resources import NAMESPACES, NODES, PODS, TEAMS
 from gpuyard.teams.admission import TeamInfo
 from gpuyard.teams.webhook import (
     CONFIG_NAME,
@@ -128,8 +128,20 @@ async def run(ctx: Any) -> None:
         lookup.listeners.append(server.set_teams)
     else:
         server = WebhookServer(lookup, cert_dir, port=port)
-    manager = TeamManager(client, informers={"teams": teams})
+    # Nodes, pods and namespaces: views of the process's shared watches when it has
+    # them (gpuyard up), else the manager's own.
+    factory = getattr(ctx, "informers", None)
+    views: dict[str, Informer] = {}
+    if factory is not None and factory.views:
+        views = {
+            "nodes": factory.informer(NODES, name="teams-nodes"),
+            "pods": factory.informer(PODS, name="teams-pods"),
+            "namespaces": factory.informer(NAMESPACES, name="teams-namespaces"),
+        }
+    manager = TeamManager(client, informers={"teams": teams, **views})
     teams.start()
+    for v in views.values():
+        v.start()
     try:
         await teams.wait_synced()
         lookup._rebuild()
@@ -167,5 +179,7 @@ async def run(ctx: Any) -> None:
     finally:
         await server.stop()
         await teams.stop()
+        for v in views.values():
+            await v.stop()
         await client.close()
         await hook_client.close()

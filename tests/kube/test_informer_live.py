@@ -235,3 +235,42 @@ async def test_informer_in_process_and_bookmarks_keep_its_version_fresh(
         await eventually(lambda: not inf.cache)
         await inf.wait_idle(5)
         assert rec.events == [("add", "x"), ("delete", "x")]
+
+
+async def test_views_share_one_watch_and_keep_their_own_handlers(kube: Client) -> None:
+    """InformerFactory(views=True): each informer() is a view of its own (own cache of
+    what its label selector selects, own handlers, own stop) over one list+watch."""
+    factory = InformerFactory(kube, views=True)
+    web = factory.informer(PODS, label_selector="app=web", name="a")
+    every = factory.informer(PODS, name="b")
+    assert web is not every and web.source is every.source
+    seen: list[tuple[str, str]] = []
+    web.add_handler(
+        lambda o: seen.append(("add", o["metadata"]["name"])),
+        None,
+        lambda o: seen.append(("delete", o["metadata"]["name"])),
+    )
+    await kube.create(pod("w", labels={"app": "web"}))
+    web.start()
+    every.start()
+    try:
+        await web.wait_synced(10)
+        await every.wait_synced(10)
+        await kube.create(pod("d", labels={"app": "db"}))
+        await eventually(lambda: len(every.cache) == 2)
+        assert list(web.cache) == ["default/w"]
+        # labels changing out of the selection: a delete for the view that selected it
+        p = await kube.get(PODS, "w", "default")
+        p["metadata"]["labels"] = {"app": "other"}
+        await kube.update(p)
+        await eventually(lambda: ("delete", "w") in seen)
+        assert not web.cache and len(every.cache) == 2
+        # a view stopped leaves the watch to the others
+        await web.stop()
+        await kube.create(pod("x", labels={"app": "web"}))
+        await eventually(lambda: len(every.cache) == 3)
+        assert ("add", "x") not in seen
+        assert len(factory.informers) == 1  # one watch of pods in all
+    finally:
+        await every.stop()
+        await factory.stop()
