@@ -147,3 +147,45 @@ def test_a_preempted_job_waits_uncharged_and_says_by_whom(
     jobs = gpuyard("jobs", env=env).stdout
     row = next(ln for ln in jobs.splitlines() if ln.startswith("sweep-000"))
     assert " Pending " in row and "Restarting" not in row and "preempted by gang urgent" in row
+
+
+def test_deleting_a_worker_restarts_its_gang_once_and_charges_no_one_else(
+    make_cluster: Callable[..., ClusterProcess],
+) -> None:
+    c = make_cluster(nodes=3)
+    env = c.env
+    first = (ROOT / "examples" / "sweep.yaml").read_text().split("\n---\n", 1)[0]
+    big = (
+        first.replace("sweep-000", "big")
+        .replace("gpuyard-low", "gpuyard-normal")
+        .replace("replicas: 1", "replicas: 2")
+        .replace("gpusPerReplica: 1", "gpusPerReplica: 8")
+    )
+    c.kubectl("apply", "-f", "-", input=big)
+
+    def job(name: str) -> dict[str, Any]:
+        return json.loads(c.kubectl("get", "trainingjob", name, "-o", "json").stdout)
+
+    def status(name: str) -> dict[str, Any]:
+        return job(name).get("status") or {}
+
+    wait_for(lambda: status("big").get("phase") == "Running", 60, "big Running")
+    # Low-priority sweeps fill the third node and wait for more.
+    docs = (ROOT / "examples" / "sweep.yaml").read_text().split("\n---\n")[:12]
+    c.kubectl("apply", "-f", "-", input="\n---\n".join(docs))
+    wait_for(
+        lambda: sum(status(f"sweep-{i:03d}").get("phase") == "Running" for i in range(12)) == 8,
+        60,
+        "8 sweeps Running on the free node",
+    )
+    c.kubectl("delete", "pod", "big-worker-1", "--wait=false")
+    st = wait_for(lambda: (s := status("big")).get("restarts") == 1 and s, 60, "big restarted")
+    assert "big-worker-1 deleted from node" in st["history"][-1]["cause"], st
+    wait_for(lambda: status("big").get("phase") == "Running", 90, "big Running again")
+    time.sleep(2)
+    assert status("big")["restarts"] == 1
+    for i in range(12):
+        s = status(f"sweep-{i:03d}")
+        assert s.get("restarts", 0) == 0 and s.get("phase") != "Restarting", (i, s)
+    out = gpuyard("describe", "job", "big", env=env).stdout
+    assert "Restarts:     1 of 3" in out and "deleted from node" in out.split("History:", 1)[1]
