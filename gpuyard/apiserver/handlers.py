@@ -1308,6 +1308,12 @@ class Core:
         self, res: Resource, ns: str, name: str, opts: dict[str, Any], dry: bool
     ) -> Response:
         e = self._entry(res, ns, name, latest=True)
+        ws = await admission_policy.validate(
+            self.store, self.registry, res, "DELETE", None, e.obj(), dry, _ADMIN_USER
+        )
+        acc = _WARNINGS.get()
+        if ws and acc is not None:
+            acc.extend(ws)
         obj, gone = await self.delete_entry(res, e, opts, dry)
         if res.key in (PODS, NS_KEY, CRDS) or res.custom or not gone:
             return _json(200, obj)

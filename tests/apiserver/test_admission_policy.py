@@ -334,3 +334,59 @@ async def test_validating_webhook_refuses_and_warns(api: Api, validator: Validat
     assert code == 201, body
     assert "seen by validator" in headers["Warning"]
     assert validator.calls == 2
+
+
+def test_kubectl_policy_denies_and_deletes_are_checked(apiserver: Any) -> None:
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    import yaml
+
+    kubectl = shutil.which("kubectl", path=os.path.dirname(sys.executable)) or "kubectl"
+
+    def k(*args: str, input: str | None = None) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [kubectl, "--kubeconfig", apiserver.kubeconfig, *args],
+            capture_output=True,
+            text=True,
+            input=input,
+            timeout=60,
+        )
+
+    pol = policy(
+        "replicas",
+        {"expression": "object.spec.replicas <= 5", "message": "at most 5 replicas"},
+    )
+    keep = policy(
+        "keep-protected",
+        {
+            "expression": "!has(oldObject.metadata.labels) || "
+            "!('protected' in oldObject.metadata.labels)",
+            "message": "protected deployments stay",
+        },
+    )
+    keep["spec"]["matchConstraints"]["resourceRules"][0]["operations"] = ["DELETE"]
+    docs = [
+        pol,
+        binding("replicas-b", "replicas"),
+        keep,
+        binding("keep-protected-b", "keep-protected"),
+    ]
+    r = k("apply", "-f", "-", input=yaml.safe_dump_all(docs))
+    assert r.returncode == 0, r.stderr
+    r = k("apply", "-f", "-", input=yaml.safe_dump(deploy("web", 9)))
+    assert r.returncode != 0
+    assert (
+        "ValidatingAdmissionPolicy 'replicas' with binding 'replicas-b' denied request: "
+        "at most 5 replicas" in r.stderr
+    ), r.stderr
+    r = k("apply", "-f", "-", input=yaml.safe_dump(deploy("web", 2)))
+    assert r.returncode == 0, r.stderr
+    assert k("label", "deployment", "web", "protected=yes").returncode == 0
+    r = k("delete", "deployment", "web")
+    assert r.returncode != 0 and "protected deployments stay" in r.stderr, r.stderr
+    assert k("get", "deployment", "web").returncode == 0
+    assert k("label", "deployment", "web", "protected-").returncode == 0
+    assert k("delete", "deployment", "web").returncode == 0
