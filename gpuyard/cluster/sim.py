@@ -35,6 +35,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -192,6 +193,10 @@ def ready_conditions(now: str) -> list[dict[str, Any]]:
     ]
 
 
+def _node_of(pod: dict[str, Any]) -> str:
+    return str((pod.get("spec") or {}).get("nodeName") or "")
+
+
 def is_gpu_test(pod: dict[str, Any]) -> bool:
     for c in (pod.get("spec") or {}).get("containers") or []:
         words = [str(w) for w in (c.get("command") or []) + (c.get("args") or [])]
@@ -212,6 +217,9 @@ class SimCluster:
         informers: InformerFactory | None = None,
     ) -> None:
         self.client = client
+        # The client each node's kubelet writes with: by default the cluster's; `gpuyard
+        # up` makes it one acting as system:node:NAME (the Node authorizer's limits).
+        self.kubelet: Callable[[str], Any] = lambda node: client
         self.cfg = config or SimConfig()
         self.hosts_dir = Path(data_dir) / "hosts"
         self.nodes: dict[str, SimNode] = {}
@@ -303,7 +311,7 @@ class SimCluster:
 
     async def _register(self, n: SimNode) -> None:
         try:
-            await self.client.create(node_object(n, self.cfg))
+            await self.kubelet(n.name).create(node_object(n, self.cfg))
             self.writes += 1
         except ApiError as exc:
             if exc.status != 409:
@@ -339,19 +347,19 @@ class SimCluster:
         try:
             if n.lease is None:
                 try:
-                    n.lease = await self.client.create(obj)
+                    n.lease = await self.kubelet(n.name).create(obj)
                 except ApiError as exc:
                     if exc.status != 409:
                         raise
-                    n.lease = await self.client.get(LEASES, n.name, LEASE_NS)
-                    n.lease = await self.client.replace(self._lease_obj(n))
+                    n.lease = await self.kubelet(n.name).get(LEASES, n.name, LEASE_NS)
+                    n.lease = await self.kubelet(n.name).replace(self._lease_obj(n))
             else:
-                n.lease = await self.client.replace(obj)
+                n.lease = await self.kubelet(n.name).replace(obj)
         except (Conflict, NotFound):
-            n.lease = await self.client.get_or_none(LEASES, n.name, LEASE_NS)
-            n.lease = await (self.client.replace if n.lease else self.client.create)(
-                self._lease_obj(n)
-            )
+            n.lease = await self.kubelet(n.name).get_or_none(LEASES, n.name, LEASE_NS)
+            n.lease = await (
+                self.kubelet(n.name).replace if n.lease else self.kubelet(n.name).create
+            )(self._lease_obj(n))
         self.writes += 1
 
     async def _lease_loop(self) -> None:
@@ -433,9 +441,9 @@ class SimCluster:
         the Node, read it back, post its status, take its Lease, and list the pods
         bound to it (its pod reflector's initial list)."""
         await self._register(n)
-        await self.client.get(NODES, n.name)
+        await self.kubelet(n.name).get(NODES, n.name)
         await self.post_ready(n.name)
-        await self.client.list(PODS, field_selector=f"spec.nodeName={n.name}")
+        await self.kubelet(n.name).list(PODS, field_selector=f"spec.nodeName={n.name}")
 
     async def remove_node(self, name: str) -> None:
         """The machine is gone: its kubelet stops, its Node and Lease are deleted, and
@@ -482,7 +490,7 @@ class SimCluster:
             for c in conds:
                 del c["lastTransitionTime"]
         with contextlib.suppress(NotFound):
-            await self.client.patch_status(
+            await self.kubelet(n.name).patch_status(
                 NODES, n.name, {"status": {"conditions": conds}}, patch_type="strategic"
             )
             self.writes += 1
@@ -636,7 +644,7 @@ class SimCluster:
             ],
         }
         try:
-            await self.client.patch_status(
+            await self.kubelet(_node_of(pod)).patch_status(
                 PODS, pod["metadata"]["name"], {"status": status}, o.namespace_of(pod)
             )
         except NotFound:
@@ -676,7 +684,7 @@ class SimCluster:
         return admit(pod, node, alloc, n.used, bound)
 
     async def _reject(self, pod: dict[str, Any], refusal: Refusal) -> None:
-        await self.client.patch_status(
+        await self.kubelet(_node_of(pod)).patch_status(
             PODS,
             pod["metadata"]["name"],
             {"status": {"phase": "Failed", "reason": refusal.reason, "message": refusal.message}},
@@ -748,7 +756,7 @@ class SimCluster:
             for t in ("PodScheduled", "Initialized", "ContainersReady", "Ready")
         ]
         phase = "Succeeded" if code == 0 else "Failed"
-        await self.client.patch_status(
+        await self.kubelet(_node_of(pod)).patch_status(
             PODS,
             pod["metadata"]["name"],
             {"status": {"phase": phase, "conditions": conds, "containerStatuses": statuses}},
@@ -761,7 +769,7 @@ class SimCluster:
         """Graceful deletion: the containers stop, then the kubelet removes the pod."""
         md = pod["metadata"]
         with contextlib.suppress(NotFound):
-            await self.client.delete(
+            await self.kubelet(_node_of(pod)).delete(
                 PODS,
                 md["name"],
                 md.get("namespace"),

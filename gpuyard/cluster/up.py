@@ -160,6 +160,7 @@ class EmbeddedCluster:
         self.missing: list[str] = []
         self._tasks: list[asyncio.Task[Any]] = []
         self._informers: list[Informer] = []
+        self._kubelets: dict[str, Any] = {}
         self.url = ""
 
     @property
@@ -208,6 +209,7 @@ class EmbeddedCluster:
             ),
             informers=self.informers,
         )
+        self.sim.kubelet = self._kubelet_client
         await self.sim.start()
         nodes = self.sim.node_informer  # the kubelets' watch of the nodes, shared
         lifecycle = NodeLifecycle(
@@ -235,6 +237,19 @@ class EmbeddedCluster:
         await self.faults.start()
         await self.start_components()
         self.write_state()
+
+    def _kubelet_client(self, node: str) -> Any:
+        """A simulated node's kubelet acts as system:node:NAME, in group system:nodes,
+        within the Node authorizer's limits (its own Node, Lease and pods)."""
+        from gpuyard.apiserver.authn import AUTHENTICATED, NODE_PREFIX, NODES_GROUP, UserInfo
+        from gpuyard.kube.client import Client
+
+        c = self._kubelets.get(node)
+        if c is None:
+            user = UserInfo(NODE_PREFIX + node, (NODES_GROUP, AUTHENTICATED))
+            c = Client.in_process(self.server, component="kubelet", user=user)
+            self._kubelets[node] = c
+        return c
 
     async def install_defaults(self) -> None:
         """PriorityClasses and the CRDs of the components that ship them."""

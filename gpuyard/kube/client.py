@@ -185,7 +185,12 @@ class Client:
     @classmethod
     def in_process(cls, server: Any, **kw: Any) -> Client:
         """Reach an embedded API server object by calling its `dispatch` directly, with
-        its admin token, or as whoever `token=` or `token_file=` names."""
+        its admin token, or as whoever `token=` or `token_file=` names, or as `user=`
+        (the server's UserInfo: an identity only the server's own process can assert,
+        as a client certificate from its CA would)."""
+        user = kw.pop("user", None)
+        if user is not None:  # an identity the server's own process vouches for
+            return cls("http://in-process", None, transport=InProcessTransport(server, user), **kw)
         token_file = kw.pop("token_file", None)
         if token_file:  # a ServiceAccount's token, re-read when it is renewed
             config = ConnectionConfig(server="http://in-process", token_file=str(token_file))

@@ -247,8 +247,9 @@ class InProcessTransport:
     The server answers an object with `status`, `headers` and `body` (bytes or an
     async iterator of bytes for watches)."""
 
-    def __init__(self, server: Any) -> None:
+    def __init__(self, server: Any, user: Any = None) -> None:
         self.server = server
+        self.user = user  # an identity the server's own process vouches for, or None
 
     async def request(
         self,
@@ -262,7 +263,10 @@ class InProcessTransport:
         timeout: float | None = None,
     ) -> RawResponse:
         q: dict[str, str] = dict(query)
-        resp = await self.server.dispatch(method, path, q, headers, body or b"")
+        if self.user is not None:
+            resp = await self.server.dispatch(method, path, q, headers, body or b"", user=self.user)
+        else:
+            resp = await self.server.dispatch(method, path, q, headers, body or b"")
         return _InProcessResponse(
             int(resp.status), dict(getattr(resp, "headers", None) or {}), resp.body
         )
