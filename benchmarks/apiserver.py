@@ -6,6 +6,8 @@ Measures, against `python -m gpuyard.apiserver` in a subprocess with persistence
 - the time of a full node list over HTTP (ms, median of 5);
 - watch delivery latency p50/p99 with 100 watchers under ~1,000 writes/s;
 - peak RSS of the server process;
+- the OpenAPI documents: RSS they add once built and cached, time to fetch them all
+  the first time (built) and again (cached);
 - the cost of authorization: writes/s creating ConfigMaps as a ServiceAccount whose
   rights come from RBAC (among 1,000 other bindings) against the same writes with the
   admin token (system:masters: no rule is looked at), and the time authentication and
@@ -487,6 +489,50 @@ def peak_rss_mib(pid: int) -> float:
     return -1.0
 
 
+def rss_mib(pid: int) -> float:
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return -1.0
+
+
+async def _openapi_fetch_all(url: str, token: str, ca: str) -> tuple[float, int]:
+    """Every OpenAPI document kubectl may read (the v3 index and each group-version, v2
+    as JSON and as protobuf): (seconds, bytes)."""
+    h = {"Authorization": f"Bearer {token}"}
+    t0 = time.perf_counter()
+    total = 0
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=_ctx(ca))) as s:
+        async with s.get(url + "/openapi/v3", headers=h) as r:
+            index = orjson.loads(await r.read())
+        for entry in index["paths"].values():
+            async with s.get(url + entry["serverRelativeURL"], headers=h) as r:
+                total += len(await r.read())
+        for accept in (
+            "application/json",
+            "application/com.github.proto-openapi.spec.v2@v1.0+protobuf",
+        ):
+            async with s.get(url + "/openapi/v2", headers={**h, "Accept": accept}) as r:
+                total += len(await r.read())
+    return time.perf_counter() - t0, total
+
+
+def openapi_cost(url: str, token: str, ca: str, pid: int) -> dict[str, Any]:
+    """Memory the cached OpenAPI documents add to the server, and the time to serve them
+    all the first time (built) and the second time (cached)."""
+    before = rss_mib(pid)
+    first, size = asyncio.run(_openapi_fetch_all(url, token, ca))
+    second, _ = asyncio.run(_openapi_fetch_all(url, token, ca))
+    return {
+        "documents_bytes": size,
+        "first_fetch_ms": round(first * 1000, 1),
+        "cached_fetch_ms": round(second * 1000, 1),
+        "rss_before_mib": round(before, 1),
+        "rss_added_mib": round(rss_mib(pid) - before, 1),
+    }
+
+
 def measure(
     nodes: int, pods: int, watchers: int, rate: int, wsec: float, code_dir: str | None = None
 ) -> dict[str, Any]:
@@ -517,6 +563,7 @@ def measure(
             out["list_nodes"] = {"items": n, "median_ms": round(ms, 1)}
             out["watch"] = watch_latency(srv.url, srv.token, ca, watchers, rate, wsec, srv.pid)
             out["server_peak_rss_mib"] = round(peak_rss_mib(srv.pid), 1)
+            out["openapi"] = openapi_cost(srv.url, srv.token, ca, srv.pid)  # after the peak
             out["store_bytes"] = sum(
                 os.path.getsize(os.path.join(d, f))
                 for f in os.listdir(d)

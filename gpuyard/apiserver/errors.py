@@ -29,24 +29,30 @@ class APIError(Exception):
         return status_obj(self.code, self.reason, self.message, self.details)
 
 
+_DETAIL_ORDER = ("name", "group", "kind", "uid", "causes", "retryAfterSeconds")
+
+
 def status_obj(
     code: int, reason: str, message: str, details: dict[str, Any] | None = None
 ) -> dict[str, Any]:
+    """A Status with its fields in the order kube-apiserver writes them (kind,
+    apiVersion, metadata, status, message, reason, details, code; details' name, group,
+    kind, uid, causes, retryAfterSeconds)."""
     out: dict[str, Any] = {
         "kind": "Status",
         "apiVersion": "v1",
         "metadata": {},
         "status": "Success" if code < 400 else "Failure",
-        "message": message,
-        "reason": reason,
-        "code": code,
     }
+    if message or code >= 400:
+        out["message"] = message
+    if reason and code >= 400:
+        out["reason"] = reason
     if details is not None:
-        out["details"] = details
-    if code < 400:
-        out.pop("reason")
-        if not message:
-            out.pop("message")
+        ordered = {k: details[k] for k in _DETAIL_ORDER if k in details}
+        ordered.update((k, v) for k, v in details.items() if k not in ordered)
+        out["details"] = ordered
+    out["code"] = code
     return out
 
 

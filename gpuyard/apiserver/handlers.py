@@ -1315,15 +1315,9 @@ class Core:
         if ws and acc is not None:
             acc.extend(ws)
         obj, gone = await self.delete_entry(res, e, opts, dry)
-        if res.key in (PODS, NS_KEY, CRDS) or res.custom or not gone:
+        if strategies.delete_returns_object(res) or not gone:
             return _json(200, obj)
-        md = obj["metadata"]
-        return _json(
-            200,
-            status_obj(
-                200, "", "", {"name": md["name"], "kind": res.plural, "uid": md.get("uid", "")}
-            ),
-        )
+        return _json(200, strategies.delete_status(res, obj))
 
     async def delete_entry(
         self, res: Resource, e: Entry, opts: dict[str, Any], dry: bool

@@ -490,3 +490,48 @@ def validate(res: Resource, obj: Obj, old: Obj | None) -> list[Cause]:
     out += upd(obj, old) if upd is not None else []
     out += more_upd(obj, old) if more_upd is not None else []
     return out
+
+
+# ------------------------------------------------------------------ delete answers
+
+# Kinds whose DELETE answers with the deleted object: kube-apiserver's stores that set
+# ReturnDeletedObject (pods, serviceaccounts, persistentvolumes, persistentvolumeclaims,
+# services, storageclasses) and the kinds with a delete of their own (namespaces and
+# CustomResourceDefinitions, which finalize first). Every other kind, custom resources
+# included, answers a Status that names what was deleted; any object that is not gone
+# yet (finalizers, a graceful pod) is answered as it now is.
+_DELETE_RETURNS_OBJECT = frozenset(
+    {
+        ("", "pods"),
+        ("", "serviceaccounts"),
+        ("", "persistentvolumes"),
+        ("", "persistentvolumeclaims"),
+        ("", "services"),
+        ("", "namespaces"),
+        ("storage.k8s.io", "storageclasses"),
+        ("apiextensions.k8s.io", "customresourcedefinitions"),
+    }
+)
+
+
+def delete_returns_object(res: Resource) -> bool:
+    return not res.custom and res.key in _DELETE_RETURNS_OBJECT
+
+
+def delete_status(res: Resource, obj: Obj) -> Obj:
+    """The Status of an object deleted at once, as kube-apiserver writes it (details.kind
+    is the resource, and there is no code)."""
+    md = obj.get("metadata") or {}
+    details: Obj = {"name": md.get("name", "")}
+    if res.group:
+        details["group"] = res.group
+    details["kind"] = res.plural
+    if md.get("uid"):
+        details["uid"] = md["uid"]
+    return {
+        "kind": "Status",
+        "apiVersion": "v1",
+        "metadata": {},
+        "status": "Success",
+        "details": details,
+    }

@@ -322,3 +322,21 @@ def test_custom_objects_crud(api: client.ApiClient) -> None:
     with pytest.raises(ApiException) as exc:
         co.get_namespaced_custom_object(*args, "g1")
     assert exc.value.status == 404
+
+
+def test_delete_answers_parse_as_their_models(api: client.ApiClient) -> None:
+    """A delete answers a Status (most kinds) or the object (pods, serviceaccounts, ...):
+    the client's typed models read both."""
+    core = client.CoreV1Api(api)
+    core.create_namespaced_config_map(
+        NS, client.V1ConfigMap(metadata=client.V1ObjectMeta(name="c"))
+    )
+    raw = core.delete_namespaced_config_map("c", NS, _preload_content=False)
+    st = json.loads(raw.data)
+    assert raw.status == 200 and st["kind"] == "Status" and st["status"] == "Success"
+    assert st["details"]["kind"] == "configmaps" and st["details"]["name"] == "c"
+    core.create_namespaced_service_account(
+        NS, client.V1ServiceAccount(metadata=client.V1ObjectMeta(name="sa"))
+    )
+    sa = core.delete_namespaced_service_account("sa", NS)
+    assert isinstance(sa, client.V1ServiceAccount) and sa.metadata.name == "sa"
