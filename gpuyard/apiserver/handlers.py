@@ -367,16 +367,19 @@ class Core:
             return "gv", (r.group, r.version)
         if r.kind == "other":
             return "other", r.other
+        # No such route: a NotFound with empty details, as kube-apiserver writes it
+        # (clients tell it from a missing object by details.name; kubectl debug reads it).
+        no_route = APIError(404, "NotFound", "the server could not find the requested resource", {})
         res = self.registry.get(r.group, r.version, r.plural)
         if res is None:
-            raise APIError(404, "NotFound", "the server could not find the requested resource")
+            raise no_route
         ns, name, sub = r.namespace, r.name, r.sub
         if (ns is not None and not res.namespaced) or (
             ns is None and res.namespaced and name is not None
         ):
-            raise APIError(404, "NotFound", "the server could not find the requested resource")
+            raise no_route
         if sub is not None and sub not in res.subresources:
-            raise APIError(404, "NotFound", "the server could not find the requested resource")
+            raise no_route
         return "resource", (res, ns, name, sub, r.watch)
 
     async def _dispatch(

@@ -98,14 +98,25 @@ def test_pod_gets_kube_apiserver_defaults_and_kubectl_debug_does_not_crash(
         json.dumps({"spec": {"tolerations": [{"operator": "Exists"}]}}),
     )
     assert kj(s, "pod", "q")["spec"]["tolerations"] == [{"operator": "Exists"}]
-    # kubectl debug reads spec.securityContext: it crashed on a pod without one.
-    r = subprocess.run(
-        [KUBECTL, "--kubeconfig", s.kubeconfig, "debug", "p", "--image=busybox", "--copy-to=p2"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+
+    # kubectl debug reads spec.securityContext: it crashed on a pod without one. A copy
+    # of the pod with a debug container is made; an ephemeral container (a subresource
+    # not served here) is refused in words, not with a crash.
+    def debug(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [KUBECTL, "--kubeconfig", s.kubeconfig, "debug", "p", "--image=busybox", *args],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+
+    r = debug("--copy-to=p2", "--", "true")
+    assert r.returncode == 0 and "panic" not in r.stderr, r.stderr
+    copy = kj(s, "pod", "p2")
+    assert len(copy["spec"]["containers"]) == 5 and copy["spec"]["securityContext"] == {}
+    r = debug("-c", "dbg", "--", "true")
     assert "panic" not in r.stderr and "nil pointer" not in r.stderr, r.stderr
+    assert r.returncode == 1 and "ephemeral containers" in r.stderr, r.stderr
 
 
 def test_update_defaults_again_and_admission_defaults_stay(apiserver: ServerProcess) -> None:
