@@ -66,12 +66,20 @@ def test_components_act_as_their_service_accounts(cluster: ClusterProcess) -> No
     ]
     nodes = cluster.kubectl("get", "nodes", "-o", "jsonpath={.items[*].metadata.name}").stdout
     assert {e["user"]["username"] for e in mine} == {f"system:node:{n}" for n in nodes.split()}
-    created = [e for e in mine if e["objectRef"].get("resource") == "nodes"]
+    created = [e for e in mine if e.get("objectRef", {}).get("resource") == "nodes"]
     assert len(created) == len(nodes.split())  # each registered its own Node
-    pod_status = [e for e in mine if e["objectRef"].get("name") == "needs-binding"]
-    assert pod_status and pod_status[0]["objectRef"]["subresource"] == "status"
+
+    def pod_status() -> list[dict[str, Any]]:
+        return [
+            e
+            for e in _audit(cluster)
+            if e.get("objectRef", {}).get("name") == "needs-binding"
+            and e.get("objectRef", {}).get("subresource") == "status"
+        ]
+
+    started = _wait(pod_status)
     node = cluster.kubectl("get", "pod", "needs-binding", "-o", "jsonpath={.spec.nodeName}").stdout
-    assert pod_status[0]["user"]["username"] == f"system:node:{node}"
+    assert started[0]["user"]["username"] == f"system:node:{node}"
     # The components' tokens are kept private.
     for f in (cluster.data_dir / "identities").iterdir():
         assert f.stat().st_mode & 0o077 == 0
