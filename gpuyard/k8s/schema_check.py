@@ -73,7 +73,11 @@ def schema_errors(
             )
         )
     if isinstance(value, int | float) and not isinstance(value, bool):
-        if "minimum" in schema and value < schema["minimum"]:
+        if "minimum" in schema and schema.get("exclusiveMinimum") and value <= schema["minimum"]:
+            out.append(
+                cause(field, f"Invalid value: {value}: must be greater than {schema['minimum']}")
+            )
+        elif "minimum" in schema and value < schema["minimum"]:
             out.append(
                 cause(
                     field,

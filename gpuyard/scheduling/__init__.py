@@ -25,9 +25,15 @@ informers) and the digital twin (gpuyard.twin.engine, fed by a trace).
       and fill
     holds (reservations' and nominations'     holds.py         Holds, Hold, HeldCap
       nodes)
-    reservations: which nodes a gang holds    reservations.py  reserve
+    reservations: a gang's estimated start,   reservations.py  reserve, estimate
+      which nodes it holds and when
     preemption: the victim index, which       preemption.py    Victims, preempt
       victims, evictions and nominations
+    fair sharing between teams by weight:     state.py         set_teams, team_outside
+      GPUs outside each team's own nodes;     policy.py        Pass.run (lane order)
+      equal-priority work of the team with    preemption.py    over_share
+      the fewest per weight first; victims
+      of teams over their share first
     failure memos: when a failed unit is      memos.py         Memo, memo_of,
       sure to fail again                                       still_fails
     reasons a person can read                 reasons.py       explain, Reasons

@@ -82,7 +82,7 @@ class Pass:
         # 1. follow the state
         mem.follow(s)
         q = mem.queue
-        if q is None or q.gangs != self.cfg.gangs:
+        if q is None or q.gangs != self.cfg.gangs or q.teams_gen != s.teams_gen:
             q = mem.queue = Queue(s, self.cfg.gangs)
             mem.blocked.clear()
             mem.lane_blocked.clear()
@@ -102,16 +102,34 @@ class Pass:
             for p in u.pods:
                 if p.nominated and p.nominated in s.nodes and p.nominated not in self.holds.held:
                     self.holds.hold(p.nominated, (u.key, p.priority))
-        # 3. the lanes, merged by their heads
-        heap = [(lane[0], i, lid) for i, (lid, lane) in enumerate(q.lanes.items())]
+        # 3. the lanes, merged by their heads: higher priority first, then (with fair
+        # sharing) the team with the fewest GPUs outside its own nodes for its weight,
+        # then older. A team's share only grows in a pass: a head whose share grew
+        # since it was queued is queued again with its share now.
+        units = q.units
+        fair = s.team_weights
+        outside = s.team_outside
+
+        def share(e: Entry) -> float:
+            team = units[e[2]].pods[0].team
+            return outside.get(team, 0) / fair[team] if team is not None else 0.0
+
+        def order_key(e: Entry) -> tuple[Any, ...]:
+            return (e[0], share(e) if fair else 0.0, e[1], e[2])
+
+        heap = [(order_key(lane[0]), i, lid) for i, (lid, lane) in enumerate(q.lanes.items())]
         heapq.heapify(heap)
         cursor: dict[Any, int] = {}
-        units = q.units
         while heap:
             head, i, lid = heapq.heappop(heap)
             lane = q.lanes[lid]
             c = cursor.get(lid, 0)
-            u = units[head[2]]
+            if fair:
+                now_key = order_key(lane[c])
+                if now_key > head:
+                    heapq.heappush(heap, (now_key, i, lid))
+                    continue
+            u = units[head[3]]
             if lid == LOOSE:
                 self._step(u)
                 go_on = True
@@ -119,7 +137,7 @@ class Pass:
                 go_on = self._lane_step(u, lid, lane, c)
             if go_on and c + 1 < len(lane):
                 cursor[lid] = c + 1
-                heapq.heappush(heap, (lane[c + 1], i, lid))
+                heapq.heappush(heap, (order_key(lane[c + 1]), i, lid))
         return self.d
 
     def _step(self, u: Unit) -> None:

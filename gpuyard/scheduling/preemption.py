@@ -1,8 +1,8 @@
 """Preemption: when a unit does not fit, which lower-priority work it evicts.
 
 Victims are whole units (a bound gang counts as one), taken cheapest first: lowest
-priority first (so balloons go before borrowed low-priority work), then fewest pods,
-then key (`Victims`, an index kept across passes). Units are taken until the whole
+priority first (so balloons go before borrowed low-priority work), then (with fair
+sharing) units of teams over their fair share, then fewest pods, then key (`Victims`, an index kept across passes). Units are taken until the whole
 preemptor fits, then those not needed are given back (most expensive first). A gang
 of one kind of pod that no anti-affinity touches is decided by counting slots;
 others by trial placements. The victims become evictions, the nodes the preemptor
@@ -99,6 +99,9 @@ class Victims:
         pods = s.pods
         if self.dirty:
             self._gangs(s)
+        over = over_share(s)
+        if over:
+            return self._order_fair(s, prio, over)
 
         def singles(level: int, lane: list[str]) -> Iterator[Any]:
             cost = (level, 1)
@@ -110,6 +113,35 @@ class Victims:
         ]
         runs.append(sorted(e for e in self.gang.values() if e[0][0] < prio))
         return heapq.merge(*runs)
+
+    def _order_fair(self, s: ClusterState, prio: int, over: set[str]) -> Iterator[VictimUnit]:
+        """`order` with fair sharing: within a priority, units of teams over their fair
+        share first (cost (priority, 0 if over else 1, pods))."""
+        pods = s.pods
+        rows: list[Any] = []
+        for level, lane in self.singles.items():
+            if level < prio:
+                for vk in lane:
+                    p = pods[vk[4:]]
+                    rows.append(((level, 0 if p.team in over else 1, 1), vk, [p]))
+        for (top, n), key, members in self.gang.values():
+            if top < prio:
+                flag = 0 if members[0].team in over else 1
+                rows.append(((top, flag, n), key, members))
+        rows.sort(key=lambda r: (r[0], r[1]))
+        return iter(rows)
+
+
+def over_share(s: ClusterState) -> set[str]:
+    """Teams whose share of the GPUs teams use outside their own nodes is above their
+    fair share (weight over the sum of weights)."""
+    if not s.team_weights:
+        return set()
+    used = sum(v for v in s.team_outside.values() if v > 0)
+    if not used:
+        return set()
+    total = sum(s.team_weights.values())
+    return {t for t, v in s.team_outside.items() if v / used > s.team_weights.get(t, 0.0) / total}
 
 
 @dataclass

@@ -2,8 +2,8 @@
 single pod), in order (higher priority first, then older), kept across passes and
 updated from what changed since the last one (state.queue_pods, state.queue_groups).
 
-Units of one shape (`shape_of`: they fit in exactly the same places) and one priority
-share a lane, oldest first: when the head of a lane cannot be placed, none behind it
+Units of one shape (`shape_of`: they fit in exactly the same places; with fair sharing,
+of one team too) and one priority share a lane, oldest first: when the head of a lane cannot be placed, none behind it
 can, so a pass costs the number of lanes, not of units. Units without a shape
 (nominated pods, gangs with members bound, gangs waiting for members or with timeouts)
 are in the loose lane (`LOOSE`) and are taken one by one. The pass driver merges the
@@ -59,7 +59,7 @@ def shape_of(u: Unit) -> Shape | None:
         sh = u.shape1
         if sh is None:
             labels1 = tuple(sorted(p1.labels.items())) if p1.anti_affinity else ()
-            sh = u.shape1 = (p1.class_key(), tuple(p1.req), 1, False, labels1)
+            sh = u.shape1 = (p1.class_key(), tuple(p1.req), 1, False, labels1, p1.team)
         return sh
     if u.bound or any(p.nominated for p in u.pods):
         return None
@@ -71,7 +71,7 @@ def shape_of(u: Unit) -> Shape | None:
     labels = tuple(sorted(p0.labels.items())) if p0.anti_affinity else ()
     if labels and any(p.labels != p0.labels for p in u.pods[1:]):
         return None
-    return (p0.class_key(), tuple(p0.req), len(u.pods), u.is_gang, labels)
+    return (p0.class_key(), tuple(p0.req), len(u.pods), u.is_gang, labels, p0.team)
 
 
 class Queue:
@@ -79,6 +79,7 @@ class Queue:
 
     def __init__(self, s: ClusterState, gangs: bool) -> None:
         self.gangs = gangs
+        self.teams_gen = s.teams_gen  # the teams its units' shapes were made with
         self.units: dict[str, Unit] = {}
         self.entry: dict[str, Entry] = {}
         self.lane_of: dict[str, LaneId] = {}

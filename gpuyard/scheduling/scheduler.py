@@ -34,7 +34,7 @@ from gpuyard.kube.errors import ApiError, Conflict, NotFound, TooManyRequests
 from gpuyard.kube.events import EventRecorder
 from gpuyard.kube.informer import InformerFactory, informer_maker
 from gpuyard.kube.leader import LeaderElector, LeaseTimings
-from gpuyard.kube.resources import NAMESPACES, NODES, POD_GROUPS, PODS, PRIORITY_CLASSES
+from gpuyard.kube.resources import NAMESPACES, NODES, POD_GROUPS, PODS, PRIORITY_CLASSES, TEAMS
 from gpuyard.scheduling.policy import Decisions, Eviction, Memory, PolicyConfig, deliver, schedule
 from gpuyard.scheduling.reasons import Reasons
 from gpuyard.scheduling.state import ClusterState
@@ -96,6 +96,23 @@ def _same_for_scheduling(old: dict[str, Any], new: dict[str, Any]) -> bool:
         and o.is_pod_terminal(old) == o.is_pod_terminal(new)
         and ost.get("nominatedNodeName") == nst.get("nominatedNodeName")
     )
+
+
+def team_weights(teams: Any) -> tuple[dict[str, float], dict[str, str]]:
+    """From Team objects: each team's weight (spec.weight, a number above 0; 1 when
+    missing or not one, as the CRD defaults it) and the team of each of its namespaces."""
+    weights: dict[str, float] = {}
+    team_of_ns: dict[str, str] = {}
+    for t in sorted(teams, key=o.name_of):
+        name = o.name_of(t)
+        spec = t.get("spec") or {}
+        w = spec.get("weight", 1)
+        ok = isinstance(w, int | float) and not isinstance(w, bool) and 0 < w < float("inf")
+        weights[name] = float(w) if ok else 1.0
+        for ns in spec.get("namespaces") or ():
+            if isinstance(ns, str):
+                team_of_ns.setdefault(ns, name)
+    return weights, team_of_ns
 
 
 def _group_of(pod: dict[str, Any]) -> str | None:
@@ -169,6 +186,9 @@ class Scheduler:
         self.classes = mk(PRIORITY_CLASSES, name="scheduler-priorityclasses")
         # namespace labels, for the namespaceSelector of pod affinity terms
         self.namespaces = mk(NAMESPACES, name="scheduler-namespaces")
+        # Teams' weights and namespaces, for fair sharing (not waited for: a cluster
+        # without Teams schedules without them)
+        self.teams = mk(TEAMS, name="scheduler-teams")
         self.passes = 0
         self.bound = 0
 
@@ -242,6 +262,15 @@ class Scheduler:
 
         self.namespaces.add_handler(ns_set, lambda old, new: ns_set(new), ns_del)
 
+        def teams_changed(*_: Any) -> None:
+            weights, team_of_ns = team_weights(self.teams.cache.values())
+            gen = s.teams_gen
+            s.set_teams(weights, team_of_ns)
+            if s.teams_gen != gen:
+                self._changed()
+
+        self.teams.add_handler(teams_changed, teams_changed, teams_changed)
+
     # ------------------------------------------------------------------ running
 
     async def run(self, stop: asyncio.Event | None = None) -> None:
@@ -251,7 +280,7 @@ class Scheduler:
         freezer = (
             asyncio.create_task(_gc_freezer(self.freeze_gc, synced)) if self.freeze_gc else None
         )
-        for inf in (self.classes, self.namespaces, self.nodes, self.groups, self.pods):
+        for inf in (self.classes, self.namespaces, self.nodes, self.groups, self.pods, self.teams):
             inf.start()
         try:
             for inf in (self.classes, self.namespaces, self.nodes, self.groups, self.pods):
@@ -287,7 +316,14 @@ class Scheduler:
             if freezer is not None:
                 freezer.cancel()
                 await asyncio.gather(freezer, return_exceptions=True)
-            for inf in (self.classes, self.namespaces, self.nodes, self.groups, self.pods):
+            for inf in (
+                self.classes,
+                self.namespaces,
+                self.nodes,
+                self.groups,
+                self.pods,
+                self.teams,
+            ):
                 await inf.stop()
             await self.recorder.flush()
 

@@ -146,6 +146,8 @@ class PodInfo:
     # started (status.startTime, or when the policy bound it)
     runtime: float | None = None
     started: float | None = None
+    # its team, when the state divides shared capacity between teams (set_teams)
+    team: str | None = None
     _ck: tuple[Any, ...] | None = field(default=None, init=False, repr=False)
 
     @property
@@ -226,6 +228,42 @@ class ClusterState:
         # group) and groups.
         self.queue_pods: dict[str, str | None] = {}
         self.queue_groups: set[str] = set()
+        # Fair sharing (set_teams): each team's weight, the team of each namespace, and
+        # the GPUs each team's bound pods use on nodes that are not its own (the shared
+        # pool, borrowed nodes). teams_gen bumps when the teams change.
+        self.team_weights: dict[str, float] = {}
+        self.team_of_ns: dict[str, str] = {}
+        self.team_outside: dict[str, int] = {}
+        self.teams_gen = 0
+
+    # ------------------------------------------------------------------ teams
+
+    def set_teams(self, weights: Mapping[str, float], team_of_ns: Mapping[str, str]) -> None:
+        """The teams that divide shared capacity by weight, and which namespace is whose
+        (a namespace named like a team is that team's unless mapped otherwise)."""
+        w, m = dict(weights), dict(team_of_ns)
+        if w == self.team_weights and m == self.team_of_ns:
+            return
+        self.team_weights, self.team_of_ns = w, m
+        self.teams_gen += 1
+        self.generation += 1
+        self.team_outside = {}
+        for p in self.pods.values():
+            p.team = self.team_of(p.key)
+            n = self.nodes.get(p.node or "")
+            if n is not None and p.key in n.pods:
+                self._outside(p, n, 1)
+
+    def team_of(self, pod_key: str) -> str | None:
+        if not self.team_weights:
+            return None
+        ns = pod_key.split("/", 1)[0]
+        team = self.team_of_ns.get(ns, ns)
+        return team if team in self.team_weights else None
+
+    def _outside(self, p: PodInfo, n: NodeInfo, sign: int) -> None:
+        if p.team is not None and p.req[GPU] and n.labels.get(names.LABEL_TEAM) != p.team:
+            self.team_outside[p.team] = self.team_outside.get(p.team, 0) + sign * p.req[GPU]
 
     # ------------------------------------------------------------------ nodes
 
@@ -269,6 +307,10 @@ class ClusterState:
         old = self.nodes.get(info.name)
         if old is not None:
             info.used, info.pods, info.xused = old.used, old.pods, old.xused
+            if self.team_outside:  # its team label may have changed
+                for p in old.pods.values():
+                    self._outside(p, old, -1)
+                    self._outside(p, info, 1)
         self.nodes[info.name] = info
         self.generation += 1
         self.node_gen += 1
@@ -277,7 +319,11 @@ class ClusterState:
         return info
 
     def remove_node(self, name: str) -> None:
-        if self.nodes.pop(name, None) is not None:
+        old = self.nodes.pop(name, None)
+        if old is not None:
+            if self.team_outside:
+                for p in old.pods.values():
+                    self._outside(p, old, -1)
             self.generation += 1
             self.node_gen += 1
 
@@ -430,6 +476,8 @@ class ClusterState:
             if old.group:
                 self.members.get(old.group, {}).pop(old.key, None)
                 self.queue_groups.add(old.group)
+        if self.team_weights:
+            info.team = self.team_of(info.key)
         self.pods[info.key] = info
         self.queue_pods[info.key] = info.group
         self.pending.pop(info.key, None)
@@ -467,6 +515,8 @@ class ClusterState:
         n.pods[p.key] = p
         for i in range(NRES):
             n.used[i] += p.req[i]
+        if p.team is not None:
+            self._outside(p, n, 1)
         if p.xreq:
             add_extras(n, p.xreq, 1)
         self.bound_by_prio.setdefault(p.priority, {})[p.key] = p
@@ -499,6 +549,8 @@ class ClusterState:
                 del self.bound_by_prio[q.priority]
         for i in range(NRES):
             n.used[i] -= p.req[i]
+        if q.team is not None:
+            self._outside(q, n, -1)
         if q.xreq:
             add_extras(n, q.xreq, -1)
         self.dirty_nodes.add(n.name)

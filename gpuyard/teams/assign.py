@@ -63,6 +63,9 @@ class TeamSpec:
     pools: tuple[Pool, ...]
     namespaces: tuple[str, ...] = ()
     borrow: bool = False
+    # its weight in dividing the shared pool and borrowed nodes (fair share: weight
+    # over the sum of the weights)
+    weight: float = 1.0
 
     @property
     def wanted(self) -> int:
@@ -122,7 +125,17 @@ def parse_team(obj: Mapping[str, Any]) -> TeamSpec:
     borrow = spec.get("borrow", False)
     if not isinstance(borrow, bool):
         raise TeamSpecError("spec.borrow: must be true or false")
-    return TeamSpec(name, tuple(pools), tuple(nss), borrow)
+    weight = spec.get("weight", 1)
+    if (
+        isinstance(weight, bool)
+        or not isinstance(weight, int | float)
+        or not 0 < weight <= MAX_WEIGHT
+    ):
+        raise TeamSpecError(f"spec.weight: must be a number above 0 and at most {MAX_WEIGHT}")
+    return TeamSpec(name, tuple(pools), tuple(nss), borrow, float(weight))
+
+
+MAX_WEIGHT = 1_000_000
 
 
 @dataclass(frozen=True)
@@ -193,6 +206,10 @@ class TeamStatus:
     borrowed_in: int = 0
     shortfall: int = 0
     reason: str = ""
+    # nodes of the shared pool and borrowed nodes its pods run on, as a share of all
+    # teams' (share), and what its weight entitles it to (fairShare)
+    share: float = 0.0
+    fair_share: float = 0.0
     pools: dict[str, dict[str, int]] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
@@ -204,6 +221,8 @@ class TeamStatus:
             "lentOut": self.lent_out,
             "borrowedIn": self.borrowed_in,
             "shortfall": self.shortfall,
+            "share": self.share,
+            "fairShare": self.fair_share,
             "reason": self.reason,
             "pools": self.pools,
         }
@@ -311,6 +330,7 @@ def plan(teams: Iterable[TeamSpec], nodes: Iterable[NodeView]) -> Plan:
 
     # 3. Everything else is shared; work out the writes and the usage figures.
     changes: dict[str, str | None] = {}
+    outside: dict[str, int] = {}  # team -> shared or borrowed nodes its pods run on
     for n in views.values():
         want = owner.get(n.name)
         if want is None:
@@ -327,6 +347,15 @@ def plan(teams: Iterable[TeamSpec], nodes: Iterable[NodeView]) -> Plan:
         for t in n.pod_teams:
             if t in status and want is not None and want != t:
                 status[t].borrowed_in += 1
+            if t in status and want != t:
+                outside[t] = outside.get(t, 0) + 1
+    # Shares of what teams share: the shared pool and borrowed nodes.
+    used = sum(outside.values())
+    weights = {t.name: t.weight for t in team_list if t.name in status}
+    total_weight = sum(weights.values())
+    for t, st in status.items():
+        st.share = round(outside.get(t, 0) / used, 4) if used else 0.0
+        st.fair_share = round(weights.get(t, 0.0) / total_weight, 4) if total_weight else 0.0
     return Plan(owner=owner, changes=changes, status=status)
 
 

@@ -51,6 +51,18 @@ def team_crd() -> dict[str, Any]:
                 "description": "Whether the team's gpuyard-low pods may run on other "
                 "teams' idle nodes (evicted when the owner needs them back).",
             },
+            "weight": {
+                "type": "number",
+                "default": 1,
+                "exclusiveMinimum": True,
+                "minimum": 0,
+                "maximum": 1000000,
+                "description": "The team's weight in dividing what teams share: the nodes "
+                "of the shared pool and the idle team nodes others borrow. Pending work of "
+                "equal priority goes first for the team whose GPUs there, divided by its "
+                "weight, are fewest (dominant-resource fairness over GPUs); its fair share "
+                "is its weight over the sum of all teams' weights. Default 1.",
+            },
         },
     }
     status = {
@@ -63,6 +75,16 @@ def team_crd() -> dict[str, Any]:
             "lentOut": {"type": "integer"},
             "borrowedIn": {"type": "integer"},
             "shortfall": {"type": "integer"},
+            "share": {
+                "type": "number",
+                "description": "The team's share of the shared-pool and borrowed nodes "
+                "that teams' pods run on now.",
+            },
+            "fairShare": {
+                "type": "number",
+                "description": "What its weight entitles it to: spec.weight over the sum "
+                "of all teams' weights.",
+            },
             "reason": {"type": "string"},
             "pools": {"type": "object", "additionalProperties": pool_status},
             "conditions": {
@@ -85,6 +107,9 @@ def team_crd() -> dict[str, Any]:
             column("Lent", "integer", ".status.lentOut"),
             column("Borrowed", "integer", ".status.borrowedIn"),
             column("Shortfall", "integer", ".status.shortfall"),
+            column("Weight", "number", ".spec.weight"),
+            column("Share", "number", ".status.share"),
+            column("Fair-Share", "number", ".status.fairShare"),
         ],
         short_names=["tm"],
     )

@@ -120,6 +120,7 @@ class Result:
     node_failures: int
     xid_faults: int
     counts: dict[str, int] = field(default_factory=dict)
+    team_weights: dict[str, float] = field(default_factory=dict)  # with --teams
 
 
 POLICIES: dict[str, PolicyConfig] = {
@@ -201,6 +202,14 @@ class Engine:
         self.total_gpus = 0
         self.teams = capacity.Teams(teams) if teams else None
         owner = capacity.carve(teams, shapes).owner if teams else {}
+        if teams:
+            # the shared pool and borrowed nodes are divided by the teams' weights, as
+            # the live scheduler divides them (a job's namespace is its team)
+            self.state.set_teams(
+                {t.name: t.weight for t in teams},
+                {ns: t.name for t in teams for ns in t.namespaces},
+            )
+        self.team_weights = {t.name: t.weight for t in teams} if teams else {}
         if teams or balloons:
             for pc, value in names.PRIORITY_CLASSES.items():
                 self.state.set_priority_class(pc, value, pc == names.PRIORITY_BALLOON)
@@ -549,4 +558,5 @@ class Engine:
                 **({"balloon-evictions": self.balloon_evictions} if self.balloons else {}),
                 **({"never-fitting-jobs": self.skipped} if self.skipped is not None else {}),
             },
+            team_weights=self.team_weights,
         )

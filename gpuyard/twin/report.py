@@ -2,7 +2,8 @@
 report.html (matplotlib Agg PNGs embedded as base64).
 
 Metrics a reader checks first: jobs finished / never started, queueing delay
-percentiles (overall, by team, by job size), the wait of large gangs (max, and how many
+percentiles (overall, by team, by job size), each team's share of the GPU-hours run
+(and, with --teams, what its weight entitles it to), the wait of large gangs (max, and how many
 never started), "deadlocked gangs" (gangs that ended the run partly bound: they hold
 GPUs and will never run), GPU-hours held by partly bound gangs, goodput lost to
 restarts, mean fragmentation of free GPUs.
@@ -122,11 +123,27 @@ def metrics(res: Result, counts: dict[str, int] | None = None) -> dict[str, Any]
     if trace_cmp:
         m["trace_wait_s"] = _dist([t for _, t in trace_cmp])
         m["twin_wait_s_same_tasks"] = _dist([w for w, _ in trace_cmp])
+    m["team_share"] = team_shares(res)
+    if res.team_weights:
+        total = sum(res.team_weights.values())
+        m["team_fair_share"] = {t: round(w / total, 4) for t, w in sorted(res.team_weights.items())}
     if counts:
         m["trace_counts"] = dict(counts)
     if res.counts:
         m["capacity"] = dict(res.counts)
     return m
+
+
+def team_shares(res: Result, until: float | None = None) -> dict[str, float]:
+    """Each team's share of the GPU-seconds run (up to `until`, default the end)."""
+    end = res.end_time if until is None else until
+    by_team: dict[str, float] = {}
+    for r in res.jobs:
+        if r.first_start is not None and r.first_start < end:
+            stop = min(r.end if r.end is not None else res.end_time, end)
+            by_team[r.job.team] = by_team.get(r.job.team, 0.0) + (stop - r.first_start) * r.gpus
+    total = sum(by_team.values()) or 1.0
+    return {k: round(v / total, 4) for k, v in sorted(by_team.items())}
 
 
 def write_jobs_csv(res: Result, path: Path) -> None:
@@ -268,7 +285,8 @@ def write(
         write_jobs_csv(results[-1], outdir / "jobs.csv")
     keys = ["jobs", "finished", "never_started", "deadlocked_gangs", "large_gangs_never_started",
             "large_gang_max_wait_s", "partial_gang_gpu_hours", "goodput_lost_gpu_hours",
-            "mean_gpu_allocation", "mean_fragmentation"]  # fmt: skip
+            "mean_gpu_allocation", "mean_fragmentation", "team_share",
+            "team_fair_share"]  # fmt: skip
     rows = "".join(
         f"<tr><th>{html.escape(k)}</th>"
         + "".join(f"<td>{html.escape(str(m.get(k)))}</td>" for m in ms)

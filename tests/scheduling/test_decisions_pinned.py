@@ -10,7 +10,10 @@ records the new digests in the same commit and says why.
 Re-recorded (gpuyard cases only; fifo and gangs decide as before) when reservations
 learned runtimes: a gang estimates its start, holds nothing while it is far, and its
 held nodes take backfill and preemptible work (gpuyard.scheduling.reservations); the
-twin's jobs declare their runtimes."""
+twin's jobs declare their runtimes. The two cases with teams were re-recorded again
+when teams came to share the shared pool and borrowed nodes by weight (equal-priority
+work of the team with the fewest GPUs there per weight first; victims of teams over
+their fair share first)."""
 
 from __future__ import annotations
 
@@ -111,9 +114,9 @@ CASES = [
         "89402ab6ef333c4ca3ec6f188a36dde15e6d6941",
         5678,
     ),
-    (("gpuyard", 3, 120, 1500, 1.5, True, False), "e8c22c6c435da95d456766b95eddf9c55d753ec8", 6640),
+    (("gpuyard", 3, 120, 1500, 1.5, True, False), "494c2a2202bfd0ff244b265bf9de0256ee2af87c", 7072),
     (("gpuyard", 9, 60, 600, 1.0, False, True), "11855b77912e27c1f1a672f3ce9037e04bd37196", 1810),
-    (("gpuyard", 4, 60, 600, 1.0, True, True), "9fe5ab73de14c069adf10f72f8a0daa1c6540341", 1857),
+    (("gpuyard", 4, 60, 600, 1.0, True, True), "642bfe30c1e2a75c5b8edd0eba60181758412d4a", 1862),
 ]
 
 
