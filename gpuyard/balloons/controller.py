@@ -26,7 +26,7 @@ from gpuyard.balloons import sizing
 from gpuyard.k8s.autoscaler import group_max_sizes
 from gpuyard.kube import objects as o
 from gpuyard.kube.errors import AlreadyExists, ApiError, Conflict, NotFound
-from gpuyard.kube.informer import Informer, InformerFactory, informer_maker
+from gpuyard.kube.informer import InformerFactory, informer_maker
 from gpuyard.kube.resources import BALLOON_POOLS, CONFIGMAPS, NODES, PODS
 from gpuyard.kube.waits import woken
 
@@ -68,8 +68,7 @@ class BalloonController:
         self.nodes = mk(NODES, name="balloons-nodes")
         self.pods = mk(PODS, name="balloons-pods")
         self.pods.add_index("balloon", lambda p: o.labels_of(p).get(sizing.LABEL_BALLOON))
-        self.ca = Informer(
-            client,
+        self.ca = mk(
             CONFIGMAPS,
             CA_STATUS[0],
             field_selector=f"metadata.name={CA_STATUS[1]}",

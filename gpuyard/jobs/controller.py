@@ -25,7 +25,7 @@ from gpuyard.k8s.autoscaler import group_max_sizes
 from gpuyard.kube import objects as o
 from gpuyard.kube.errors import AlreadyExists, ApiError, Conflict, NotFound
 from gpuyard.kube.events import EventRecorder
-from gpuyard.kube.informer import Informer, InformerFactory, informer_maker
+from gpuyard.kube.informer import InformerFactory, informer_maker
 from gpuyard.kube.resources import CONFIGMAPS, NODES, POD_GROUPS, PODS, TRAINING_JOBS
 from gpuyard.kube.waits import woken
 
@@ -47,8 +47,7 @@ class JobController:
         self.nodes = mk(NODES, name="jobs-nodes")
         self.groups = mk(POD_GROUPS, label_selector=LABEL_JOB, name="jobs-podgroups")
         # The cluster-autoscaler's status (node groups' max sizes), for "can never fit".
-        self.autoscaler = Informer(
-            client,
+        self.autoscaler = mk(
             CONFIGMAPS,
             AUTOSCALER_STATUS[0],
             field_selector=f"metadata.name={AUTOSCALER_STATUS[1]}",

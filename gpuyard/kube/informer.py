@@ -17,10 +17,11 @@ selectors), so components in one process never watch the same thing twice.
 `InformerFactory(client, views=True)` goes further, for components that each keep
 their own handlers, indexes and start/stop (the components of `gpuyard up`): every
 `informer(...)` call gets a view of its own (`Informer(..., source=...)`) over one
-list+watch per (resource, namespace); a view with a label selector caches only the
+list+watch per resource (in every namespace; a view of one namespace keeps its own); a view with a label selector caches only the
 objects it selects (an object whose labels change in or out of the selection is added
 to or deleted from it), and stopping a view detaches it and leaves the watch to the
-others. A field selector still gets a watch of its own.
+others. A field selector on VIEW_FIELDS (=, ==, !=) is evaluated by the view too; any
+other still gets a watch of its own.
 """
 
 from __future__ import annotations
@@ -177,6 +178,7 @@ class Informer:
         # a view: fed by `source`'s watch instead of one of its own
         self.source = source
         self._selects = None if not label_selector else parse_label_selector(label_selector)
+        self._fields = field_terms(field_selector) if source is not None else None
         self._fwd: _Handlers | None = None
         self._res_like = res
         self.res: Res | None = res if isinstance(res, Res) else None
@@ -375,6 +377,10 @@ class Informer:
     # ------------------------------------------------------------ a view of a source
 
     def _selected(self, obj: Obj) -> bool:
+        if self.namespace and (obj.get("metadata") or {}).get("namespace") != self.namespace:
+            return False
+        if self._fields and not fields_match(self._fields, obj):
+            return False
         if self._selects is None:
             return True
         return requirements_match(self._selects, (obj.get("metadata") or {}).get("labels"))
@@ -476,6 +482,46 @@ class Informer:
                 failures += 1
 
 
+# Fields a view can select on itself (the field selectors components use); a view with
+# any other field selector is not made: the component gets a watch of its own.
+VIEW_FIELDS = ("metadata.name", "metadata.namespace", "spec.nodeName", "status.phase")
+FieldTerm = tuple[str, bool, str]  # (path, equal?, value)
+
+
+def field_terms(selector: str | None) -> list[FieldTerm] | None:
+    """A field selector as terms a view evaluates (None: one a view cannot)."""
+    if not selector:
+        return []
+    out: list[FieldTerm] = []
+    for part in selector.split(","):
+        part = part.strip()
+        if "!=" in part:
+            path, _, value = part.partition("!=")
+            eq = False
+        elif "==" in part:
+            path, _, value = part.partition("==")
+            eq = True
+        elif "=" in part:
+            path, _, value = part.partition("=")
+            eq = True
+        else:
+            return None
+        path = path.strip()
+        if path not in VIEW_FIELDS:
+            return None
+        out.append((path, eq, value.strip()))
+    return out
+
+
+def fields_match(terms: list[FieldTerm], obj: Obj) -> bool:
+    for path, eq, value in terms:
+        top, _, key = path.partition(".")
+        got = str((obj.get(top) or {}).get(key) or "")
+        if (got == value) != eq:
+            return False
+    return True
+
+
 class InformerFactory:
     """One shared informer per (resource, namespace, label selector, field selector);
     with `views=True`, a view of its own per call over one watch per (resource,
@@ -498,14 +544,16 @@ class InformerFactory:
     ) -> Informer:
         if isinstance(res, tuple) and res in BUILTIN:
             res = BUILTIN[res]
-        if self.views and not field_selector:
+        if self.views and field_terms(field_selector) is not None:
             return Informer(
                 self.client,
                 res,
                 namespace,
                 label_selector=label_selector,
+                field_selector=field_selector,
                 name=name,
-                source=self._shared(res, namespace, None, None),
+                # one watch of the resource in every namespace; the view keeps its own
+                source=self._shared(res, None, None, None),
             )
         return self._shared(res, namespace, label_selector, field_selector)
 
@@ -560,11 +608,9 @@ def informer_maker(client: Client, factory: InformerFactory | None) -> Callable[
         return own
 
     def view(res: ResLike, namespace: str | None = None, **kw: Any) -> Informer:
-        # a field-selected watch is small and the component's own
-        return (
-            own(res, namespace, **kw)
-            if kw.get("field_selector")
-            else factory.informer(res, namespace, **kw)
-        )
+        # a field selection a view cannot make itself is a watch of the component's own
+        if field_terms(kw.get("field_selector")) is None:
+            return own(res, namespace, **kw)
+        return factory.informer(res, namespace, **kw)
 
     return view

@@ -270,6 +270,14 @@ async def test_views_share_one_watch_and_keep_their_own_handlers(kube: Client) -
         await kube.create(pod("x", labels={"app": "web"}))
         await eventually(lambda: len(every.cache) == 3)
         assert ("add", "x") not in seen
+        # a field selection the view makes itself: still the one watch
+        bound = factory.informer(PODS, field_selector="spec.nodeName!=")
+        bound.start()
+        await bound.wait_synced(10)
+        assert not bound.cache
+        await kube.create(pod("on-n1", node="n1"))
+        await eventually(lambda: list(bound.cache) == ["default/on-n1"])
+        await bound.stop()
         assert len(factory.informers) == 1  # one watch of pods in all
     finally:
         await every.stop()
