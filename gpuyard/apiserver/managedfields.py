@@ -216,8 +216,34 @@ def tree_of(res: Resource, obj: dict[str, Any], sub: str | None) -> dict[str, An
             if md:
                 out["f:metadata"] = md
             continue
-        out["f:" + name] = _tree(x, root.child(name))
+        node = root.child(name)
+        if node.kind is STRUCT and type(x) is dict and x and not _flat_dict(x):
+            out["f:" + name] = {"f:" + k: _tree_cached(x[k], node.child(k)) for k in sorted(x)}
+        else:
+            out["f:" + name] = _tree(x, node)
     return out
+
+
+# Trees of the sections one level below the top (a pod's containers, a template), by
+# their exact value: the pods of one controller share them. Cached trees are shared by
+# every object they serve and never edited in place (`_edit` copies what it changes).
+_TREES: dict[tuple[Node, bytes], dict[str, Any]] = {}
+
+
+def _tree_cached(v: Any, node: Node) -> dict[str, Any]:
+    t = type(v)
+    if (t is not dict and t is not list) or not v:
+        return {}
+    try:
+        key = (node, orjson.dumps(v))
+    except TypeError:
+        return _tree(v, node)
+    hit = _TREES.get(key)
+    if hit is None:
+        if len(_TREES) >= 4096:
+            _TREES.clear()
+        hit = _TREES[key] = _tree(v, node)
+    return hit
 
 
 def from_fields_v1(tree: Any, prefix: Path = ()) -> set[Path]:
