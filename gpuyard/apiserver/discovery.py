@@ -1,8 +1,13 @@
-"""Legacy (plain JSON) API discovery documents and /version. Pure: built from a Registry."""
+"""API discovery documents and /version: the legacy lists (APIVersions, APIGroupList,
+APIResourceList) and aggregated discovery (apidiscovery.k8s.io/v2 APIGroupDiscoveryList,
+which kubectl reads in one request instead of one per group-version). Pure: built from
+a Registry."""
 
 from __future__ import annotations
 
 from typing import Any
+
+import orjson
 
 from gpuyard.apiserver.resources import Registry, Resource
 from gpuyard.apiserver.schemas import KUBERNETES_VERSION
@@ -106,3 +111,90 @@ def api_resource_list(registry: Registry, group: str, version: str) -> dict[str,
         "groupVersion": f"{group}/{version}" if group else version,
         "resources": resources,
     }
+
+
+# ------------------------------------------------------------ aggregated discovery
+
+AGGREGATED_V2 = "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList"
+_AGGREGATED_CACHE: dict[tuple[int, int, bool], bytes] = {}
+
+
+def wants_aggregated(accept: str) -> bool:
+    """Whether an Accept header asks for aggregated discovery (apidiscovery.k8s.io/v2)
+    before the plain lists, as kubectl and client-go do."""
+    for part in accept.split(","):
+        params = [p.strip() for p in part.split(";")]
+        if params[0] in ("application/json", "*/*") and len(params) == 1:
+            return False
+        if (
+            "g=apidiscovery.k8s.io" in params
+            and "v=v2" in params
+            and "as=APIGroupDiscoveryList" in params
+        ):
+            return True
+    return False
+
+
+def _kind_ref(group: str, version: str, kind: str) -> dict[str, str]:
+    return {"group": group, "version": version, "kind": kind}
+
+
+def _aggregated_resource(r: Resource) -> dict[str, Any]:
+    e: dict[str, Any] = {
+        "resource": r.plural,
+        "responseKind": _kind_ref("", "", r.kind),
+        "scope": "Namespaced" if r.namespaced else "Cluster",
+        "singularResource": r.singular,
+        "verbs": list(r.verbs),
+    }
+    if r.short_names:
+        e["shortNames"] = list(r.short_names)
+    if r.categories:
+        e["categories"] = list(r.categories)
+    subs = []
+    for s in _sub_entries(r):
+        subs.append(
+            {
+                "subresource": s["name"].split("/", 1)[1],
+                "responseKind": _kind_ref(s.get("group", ""), s.get("version", ""), s["kind"]),
+                "verbs": s["verbs"],
+            }
+        )
+    if subs:
+        e["subresources"] = subs
+    return e
+
+
+def aggregated(registry: Registry, core: bool) -> bytes:
+    """The APIGroupDiscoveryList of /api (core) or /apis, serialized once per registry
+    generation."""
+    key = (id(registry), int(getattr(registry, "generation", 0)), core)
+    raw = _AGGREGATED_CACHE.get(key)
+    if raw is not None:
+        return raw
+    groups = [("", ["v1"])] if core else registry.groups()
+    items = []
+    for g, versions in groups:
+        vs = []
+        for v in versions:
+            rs = sorted(registry.resources_in(g, v), key=lambda r: r.plural)
+            vs.append(
+                {
+                    "version": v,
+                    "resources": [_aggregated_resource(r) for r in rs],
+                    "freshness": "Current",
+                }
+            )
+        items.append({"metadata": {"name": g, "creationTimestamp": None}, "versions": vs})
+    raw = orjson.dumps(
+        {
+            "kind": "APIGroupDiscoveryList",
+            "apiVersion": "apidiscovery.k8s.io/v2",
+            "metadata": {},
+            "items": items,
+        }
+    )
+    for k in [k for k in _AGGREGATED_CACHE if k[0] == id(registry)]:
+        del _AGGREGATED_CACHE[k]  # one generation kept per registry
+    _AGGREGATED_CACHE[key] = raw
+    return raw

@@ -385,6 +385,11 @@ class APIServer(Core):
         def js(obj: Any) -> Response:
             return Response(200, orjson.dumps(obj))
 
+        if kind in ("api", "apis"):
+            accept = next((v for k, v in headers.items() if k.lower() == "accept"), "")
+            if discovery.wants_aggregated(accept):
+                doc = discovery.aggregated(self.registry, core=kind == "api")
+                return Response(200, doc, {"Content-Type": discovery.AGGREGATED_V2})
         if kind == "api":
             return js(discovery.api_versions(f"{self.host}:{self.port}"))
         if kind == "apis":

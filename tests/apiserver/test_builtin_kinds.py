@@ -96,3 +96,38 @@ def test_kubectl_api_resources_lists_the_builtin_kinds(apiserver: ServerProcess)
         job["kind"] == "Job"
         and job["spec"]["template"]["spec"]["containers"][0]["image"] == "busybox"
     )
+
+
+def test_aggregated_discovery(apiserver: ServerProcess) -> None:
+    """kubectl reads aggregated discovery (apidiscovery.k8s.io/v2): /api and /apis, two
+    requests instead of one per group-version, with every kind and subresource."""
+    r = k(apiserver, "api-resources", "-v=6")
+    urls = [line for line in r.stderr.splitlines() if 'url="' in line]
+    assert len(urls) == 2 and "/api?" in urls[0] and "/apis?" in urls[1], urls
+    raw = k(apiserver, "get", "--raw", "/apis").stdout  # plain JSON without the Accept
+    assert json.loads(raw)["kind"] == "APIGroupList"
+
+    import ssl
+    import urllib.request
+
+    from gpuyard.apiserver.discovery import AGGREGATED_V2
+
+    req = urllib.request.Request(
+        apiserver.url + "/apis",
+        headers={
+            "Accept": AGGREGATED_V2 + ",application/json",
+            "Authorization": f"Bearer {apiserver.token}",
+        },
+    )
+    ctx = ssl.create_default_context(cafile=apiserver.ca_file)
+    with urllib.request.urlopen(req, context=ctx, timeout=30) as resp:
+        assert resp.headers["Content-Type"] == AGGREGATED_V2
+        doc = json.loads(resp.read())
+    assert doc["kind"] == "APIGroupDiscoveryList"
+    apps = next(g for g in doc["items"] if g["metadata"]["name"] == "apps")
+    deploy = next(r for r in apps["versions"][0]["resources"] if r["resource"] == "deployments")
+    assert deploy["scope"] == "Namespaced" and deploy["shortNames"] == ["deploy"]
+    scale = next(s for s in deploy["subresources"] if s["subresource"] == "scale")
+    assert scale["responseKind"] == {"group": "autoscaling", "version": "v1", "kind": "Scale"}
+    autoscaling = next(g for g in doc["items"] if g["metadata"]["name"] == "autoscaling")
+    assert [v["version"] for v in autoscaling["versions"]] == ["v2", "v1"]
