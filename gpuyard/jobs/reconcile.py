@@ -359,7 +359,7 @@ def reconcile(obs: Observed) -> Actions:
             st["phase"] = "Restarting"
             st["reason"] = "RestartingGang"
             st["message"] = (
-                f"{why}; restarting all {js.replicas} workers (restart {st['restarts']} of {js.backoff_limit})"
+                f"{why}; restarting {_all_workers(js.replicas)} (restart {st['restarts']} of {js.backoff_limit})"
             )
             st["runningWorkers"] = 0
             _remember(st, obs, gen, "RestartingGang", why)
@@ -369,7 +369,7 @@ def reconcile(obs: Observed) -> Actions:
     # All done?
     succeeded = [p for p in current if (p.get("status") or {}).get("phase") == "Succeeded"]
     if len(succeeded) == js.replicas:
-        finish("Succeeded", "Completed", f"all {js.replicas} workers succeeded")
+        finish("Succeeded", "Completed", f"{_all_workers(js.replicas)} succeeded")
         return _with_status(act, old, st, obs, current)
 
     # Create missing workers of this generation (once older ones with the same names left).
@@ -382,7 +382,7 @@ def reconcile(obs: Observed) -> Actions:
     bound = sum(1 for p in current if (p.get("spec") or {}).get("nodeName"))
     if running == js.replicas:
         st["phase"] = "Running"
-        st["reason"], st["message"] = "AllWorkersRunning", f"all {js.replicas} workers running"
+        st["reason"], st["message"] = "AllWorkersRunning", f"{_all_workers(js.replicas)} running"
         st["startTime"] = st.get("startTime") or rfc3339(obs.now)
     elif bound:
         st["phase"] = (
@@ -393,7 +393,11 @@ def reconcile(obs: Observed) -> Actions:
         waiting = _scheduler_reason(current)
         st["phase"] = "Restarting" if phase == "Restarting" else "Pending"
         st["reason"] = "Unschedulable" if waiting else "Waiting"
-        st["message"] = waiting or f"waiting for {js.replicas} workers to be scheduled as one gang"
+        st["message"] = waiting or (
+            f"waiting for {_all_workers(js.replicas)} to be scheduled as one gang"
+            if js.replicas > 1
+            else "waiting for its worker to be scheduled"
+        )
         last = (st.get("history") or [{}])[-1]
         if last.get("reason") == "Preempted" and last.get("generation") == gen - 1:
             # Preempted and waiting to come back: a waiting phase that says so.
@@ -408,6 +412,10 @@ def reconcile(obs: Observed) -> Actions:
                 (o.name_of(p), "Warning", "CanNeverFit", obs.never) for p in current
             )
     return _with_status(act, old, st, obs, current)
+
+
+def _all_workers(n: int) -> str:
+    return "its worker" if n == 1 else f"all {n} workers"
 
 
 def _remember(st: dict[str, Any], obs: Observed, gen: int, reason: str, cause: str) -> None:
