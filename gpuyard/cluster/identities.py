@@ -28,6 +28,7 @@ SERVICE_ACCOUNTS: dict[str, str] = {
     "balloons": "gpuyard-controllers",
     "teams-webhook": manifests.WEBHOOK,
     "health": "gpuyard-health",
+    "health-agent": "gpuyard-health-agent",
 }
 RBAC_KINDS = ("ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding")
 TOKEN_SECONDS = 48 * 3600

@@ -129,8 +129,15 @@ async def run(ctx: Any) -> None:
     informers = shared if shared is not None else InformerFactory(client)
     nodes = kubeio.Cache(client, NODES, factory=informers)
     nodes.start()
+    # The agents write as the agent DaemonSet's ServiceAccount (its own role: node
+    # conditions and Events), the rest of health as the controllers'.
+    agent_client = client
+    if getattr(ctx, "server", None) is not None and getattr(ctx, "token_files", None):
+        from gpuyard.kube.client import Client
+
+        agent_client = Client.in_process(ctx.server, **ctx.client_kw("health-agent"))
     agents = SimAgents(
-        hosts, KubeWriter(client), cfg, seed=seed, node_view=lambda n: nodes.items.get(n)
+        hosts, KubeWriter(agent_client), cfg, seed=seed, node_view=lambda n: nodes.items.get(n)
     )
     brake = BrakeConfig(
         max_share=float(_opt(ctx, "health_max_share", 0.05)),
@@ -178,6 +185,8 @@ async def run(ctx: Any) -> None:
             await informers.stop()
         if own_client is not None:
             await own_client.close()
+        if agent_client is not client:
+            await agent_client.close()
 
 
 async def _report_requests(

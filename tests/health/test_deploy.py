@@ -17,9 +17,7 @@ def test_manifest_objects_and_commands() -> None:
     kinds = [d["kind"] for d in docs]
     assert kinds == [
         "Namespace",
-        "ServiceAccount",
-        "ClusterRole",
-        "ClusterRoleBinding",
+        *("ServiceAccount", "ClusterRole", "ClusterRoleBinding") * 2,
         "DaemonSet",
         "Deployment",
     ]
@@ -27,7 +25,9 @@ def test_manifest_objects_and_commands() -> None:
     for d in docs:
         if d["kind"] in ("DaemonSet", "Deployment"):
             spec = d["spec"]["template"]["spec"]
-            assert spec["serviceAccountName"] == "gpuyard-health"
+            # The agent has an account and role of its own (least privilege).
+            want = "gpuyard-health-agent" if d["kind"] == "DaemonSet" else "gpuyard-health"
+            assert spec["serviceAccountName"] == want
             commands += [c["command"] for c in spec["containers"]]
     for cmd in commands:
         assert cmd[:2] == ["gpuyard", "health"]
@@ -42,9 +42,24 @@ def test_manifest_objects_and_commands() -> None:
     rules = {
         (r["resources"][0], v)
         for d in docs
-        if d["kind"] == "ClusterRole"
+        if d["kind"] == "ClusterRole" and d["metadata"]["name"] == "gpuyard-health"
         for r in d["rules"]
         for v in r["verbs"]
+    }
+    agent = {
+        (res, v)
+        for d in docs
+        if d["kind"] == "ClusterRole" and d["metadata"]["name"] == "gpuyard-health-agent"
+        for r in d["rules"]
+        for res in r["resources"]
+        for v in r["verbs"]
+    }
+    assert agent == {
+        ("nodes", "get"),
+        ("nodes/status", "get"),
+        ("nodes/status", "patch"),
+        ("events", "create"),
+        ("events", "patch"),
     }
     assert {
         ("nodes", "patch"),
