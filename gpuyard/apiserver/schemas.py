@@ -132,8 +132,22 @@ def _json_type(v: Any) -> str:
 Check = Callable[[Any, str, str, _Ctx], None]
 
 
+class _AnyType:
+    """Marks a checker that accepts every value (see `_FAST`)."""
+
+
+# Checkers that accept every value of one Python type and have nothing else to check
+# (str for a plain string field, bool for a boolean): a struct, map or list whose
+# member is of that type skips the call and the member's path (made for messages
+# only). `_AnyType` for checkers that accept anything. Filled as checkers are compiled.
+_FAST: dict[Check, type] = {}
+
+
 def _any(v: Any, path: str, owner: str, ctx: _Ctx) -> None:
     return None
+
+
+_FAST[_any] = _AnyType
 
 
 def _time(v: Any, path: str, owner: str, ctx: _Ctx) -> None:
@@ -151,8 +165,14 @@ def _time(v: Any, path: str, owner: str, ctx: _Ctx) -> None:
         ctx.fail(f'parsing time "{v}" as "2006-01-02T15:04:05Z07:00": cannot parse "{v}"')
 
 
+# Quantity strings seen valid (a few hundred distinct ones in a cluster: "8", "10",
+# "1843Gi"), so that a valid one costs one set lookup; bounded.
+_GOOD_QUANTITIES: set[str] = set()
+_GOOD_QUANTITIES_MAX = 10_000
+
+
 def _quantity(v: Any, path: str, owner: str, ctx: _Ctx) -> None:
-    if v is None:
+    if v is None or (type(v) is str and v in _GOOD_QUANTITIES):
         return
     if isinstance(v, bool) or not isinstance(v, str | int | float):
         ctx.fail(_QUANTITY_MESSAGE)
@@ -161,6 +181,27 @@ def _quantity(v: Any, path: str, owner: str, ctx: _Ctx) -> None:
         parse_quantity(v)
     except QuantityError:
         ctx.fail(_QUANTITY_MESSAGE)
+        return
+    if type(v) is str and len(_GOOD_QUANTITIES) < _GOOD_QUANTITIES_MAX:
+        _GOOD_QUANTITIES.add(v)
+
+
+def _all_good(values: Any, fast: type | None, item: Check) -> bool:
+    """Whether every member passes its checker for sure without calling it."""
+    if fast is _AnyType:
+        return True
+    if fast is not None:
+        for x in values:
+            if type(x) is not fast:
+                return False
+        return True
+    if item is _quantity:
+        good = _GOOD_QUANTITIES
+        for x in values:
+            if type(x) is not str or x not in good:
+                return False
+        return True
+    return False
 
 
 def _int_or_string(v: Any, path: str, owner: str, ctx: _Ctx) -> None:
@@ -304,6 +345,7 @@ class Definitions:
             if type(v) is not py and not (v is None and nullable):
                 ctx.bad(v, path, owner, gotype)
 
+        _FAST[check] = py
         return check
 
     @staticmethod
@@ -342,8 +384,13 @@ class Definitions:
 
     @staticmethod
     def _array(item: Check, nullable: bool, gotype: str) -> Check:
+        fast = _FAST.get(item)
+        simple = fast is not None or item is _quantity
+
         def check(v: Any, path: str, owner: str, ctx: _Ctx) -> None:
             if type(v) is list:
+                if simple and _all_good(v, fast, item):
+                    return
                 for i, x in enumerate(v):
                     item(x, f"{path}[{i}]", owner, ctx)
             elif not (v is None and nullable):
@@ -353,8 +400,13 @@ class Definitions:
 
     @staticmethod
     def _map(value: Check, nullable: bool, gotype: str) -> Check:
+        fast = _FAST.get(value)
+        simple = fast is not None or value is _quantity
+
         def check(v: Any, path: str, owner: str, ctx: _Ctx) -> None:
             if type(v) is dict:
+                if simple and _all_good(v.values(), fast, value):
+                    return
                 for k, x in v.items():
                     value(x, f"{path}[{k}]", owner, ctx)
             elif not (v is None and nullable):
@@ -385,6 +437,9 @@ class Definitions:
             if k in (schema.get("properties") or {}) and self._requirable(schema["properties"][k])
         )
         get = props.get
+        # Members whose value of the right type needs no call (see _FAST).
+        fast_get = {k: _FAST[c] for k, c in props.items() if c in _FAST}.get
+        any_type = _AnyType
 
         def check(v: Any, path: str, owner: str, ctx: _Ctx) -> None:
             if type(v) is not dict:
@@ -393,6 +448,9 @@ class Definitions:
                 return
             unknown = None
             for k, x in v.items():
+                t = fast_get(k)
+                if t is not None and (type(x) is t or t is any_type):
+                    continue
                 c = get(k)
                 if c is None:
                     ctx.unknown.append(f"{path}.{k}" if path else k)

@@ -31,11 +31,32 @@ _LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
 _QUALIFIED = re.compile(r"^([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]$")
 
 
+# Label and annotation keys, and label values, seen valid: a cluster uses a few
+# thousand distinct ones over and over, so a valid one costs one set lookup. Bounded.
+_GOOD_KEYS: set[str] = set()
+_GOOD_VALUES: set[str] = set()
+_GOOD_MAX = 50_000
+
+
 def _key_ok(key: str) -> bool:
+    if key in _GOOD_KEYS:
+        return True
     prefix, _, name = key.rpartition("/")
     if prefix and (len(prefix) > 253 or not _DNS1123_SUBDOMAIN.match(prefix)):
         return False
-    return 0 < len(name) <= 63 and bool(_QUALIFIED.match(name))
+    ok = 0 < len(name) <= 63 and bool(_QUALIFIED.match(name))
+    if ok and len(_GOOD_KEYS) < _GOOD_MAX:
+        _GOOD_KEYS.add(key)
+    return ok
+
+
+def _label_value_ok(v: str) -> bool:
+    if v in _GOOD_VALUES:
+        return True
+    ok = len(v) <= 63 and bool(_LABEL_VALUE.match(v))
+    if ok and len(_GOOD_VALUES) < _GOOD_MAX:
+        _GOOD_VALUES.add(v)
+    return ok
 
 
 def _metadata(res: Resource, obj: dict[str, Any]) -> list[Cause]:
@@ -52,6 +73,7 @@ def _metadata(res: Resource, obj: dict[str, Any]) -> list[Cause]:
         if not isinstance(items, dict):
             out.append(_cause(f"metadata.{section}", "must be a map of strings"))
             continue
+        labels = section == "labels"
         for k, v in items.items():
             if not isinstance(k, str) or not _key_ok(k):
                 out.append(
@@ -62,7 +84,7 @@ def _metadata(res: Resource, obj: dict[str, Any]) -> list[Cause]:
                 )
             if not isinstance(v, str):
                 out.append(_cause(f"metadata.{section}.{k}", "must be a string"))
-            elif section == "labels" and (len(v) > 63 or not _LABEL_VALUE.match(v)):
+            elif labels and not _label_value_ok(v):
                 out.append(
                     _cause(
                         f"metadata.labels.{k}",

@@ -40,6 +40,10 @@ class QuantityError(ValueError):
 
 def parse_quantity(value: str | int | float) -> Decimal:
     """Parse a Kubernetes quantity ("500m", "16Gi", "1e3", 8) into a Decimal."""
+    if type(value) is str:  # the common case first: a string parsed before
+        cached = _qty_cache.get(value)
+        if cached is not None:
+            return cached
     if isinstance(value, bool):
         raise QuantityError(f"quantity must be a string or number, not {value!r}")
     if isinstance(value, int | float):

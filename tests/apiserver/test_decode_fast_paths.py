@@ -1,0 +1,72 @@
+"""The decoder's and validator's shortcuts for values they have seen valid (plain
+strings and booleans, maps and lists of them, quantities, label keys and values) take
+nothing away: after many valid pods have filled them, a body with a wrong type or a
+bad value in exactly those places is still refused, naming the field."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+import pytest
+
+from gpuyard.apiserver.server import APIServer
+
+PODS = "/api/v1/namespaces/default/pods"
+H = {"Content-Type": "application/json"}
+
+
+def _pod(name: str, **over: Any) -> dict[str, Any]:
+    c = {
+        "name": "main",
+        "image": "trainer:latest",
+        "resources": {"requests": {"cpu": "10", "nvidia.com/gpu": "1"}},
+    }
+    c.update(over.pop("container", {}))
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name, "labels": {"app": "train", "team": "a"}, **over},
+        "spec": {"schedulerName": "gpuyard-scheduler", "containers": [c]},
+    }
+
+
+@pytest.fixture
+async def srv() -> Any:
+    s = APIServer(None, tls=False)
+    await s.start()
+    try:
+        for i in range(50):  # the shortcuts learn these values
+            r = await s.dispatch("POST", PODS, headers=H, body=orjson.dumps(_pod(f"ok-{i}")))
+            assert r.status == 201, r.body
+        yield s
+    finally:
+        await s.stop()
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "words"),
+    [
+        (_pod("b1", labels={"app": 5}), 400, ["cannot unmarshal number", "labels", "string"]),
+        (_pod("b2", container={"image": 7}), 400, ["cannot unmarshal number", "image"]),
+        (_pod("b3", container={"name": ["main"]}), 400, ["cannot unmarshal array", "name"]),
+        (
+            _pod("b4", container={"resources": {"requests": {"cpu": "10x"}}}),
+            400,
+            ["quantities must match"],
+        ),
+        (_pod("b5", labels={"-app": "train"}), 422, ["not a valid key"]),
+        (_pod("b6", labels={"app": "train!"}), 422, ["a valid label must be"]),
+        (_pod("b7", labels={"app": "t" * 64}), 422, ["a valid label must be"]),
+    ],
+)
+async def test_values_near_known_good_ones_are_still_refused(
+    srv: APIServer, body: dict[str, Any], status: int, words: list[str]
+) -> None:
+    r = await srv.dispatch("POST", PODS, headers=H, body=orjson.dumps(body))
+    assert r.status == status, r.body
+    msg = orjson.loads(r.body)["message"]
+    for w in words:
+        assert w in msg, (w, msg)
+    name = body["metadata"]["name"]
+    assert (await srv.dispatch("GET", f"{PODS}/{name}")).status == 404
