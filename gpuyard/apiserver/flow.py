@@ -13,7 +13,9 @@ long a connection may take to say what it wants, and how many requests run at on
   is closed when its TLS handshake takes longer than `handshake_timeout`, when the
   head of a request (request line and headers) takes longer than `header_timeout`
   from its first byte, when it has made no authenticated request and stays idle
-  for `unauth_idle_timeout`, and after `keepalive_timeout` idle between requests.
+  for `unauth_idle_timeout`, and after `keepalive_timeout` idle between requests. A
+  request whose body takes longer than `body_timeout` to arrive whole is answered 408
+  and its connection closed (a slow body would hold a request slot).
 - `FlowControl` bounds requests in flight: read-only and mutating requests have
   separate totals (as kube-apiserver's --max-requests-inflight and
   --max-mutating-requests-inflight), each client has its own bound, and a request
@@ -67,6 +69,7 @@ class FlowLimits:
     header_timeout: float = 10.0
     unauth_idle_timeout: float = 10.0
     keepalive_timeout: float = 75.0
+    body_timeout: float = 60.0
     max_requests_inflight: int = 400
     max_mutating_requests_inflight: int = 200
     max_client_requests_inflight: int = 100
@@ -99,6 +102,7 @@ class FlowLimits:
             "header_timeout",
             "unauth_idle_timeout",
             "keepalive_timeout",
+            "body_timeout",
             "queue_wait",
         ):
             v = getattr(self, name)
@@ -392,6 +396,10 @@ class Listener:
     def _count(self, reason: str) -> None:
         self.closed[reason] = self.closed.get(reason, 0) + 1
 
+    def closing(self, reason: str) -> None:
+        """The request handler closes a connection for `reason` (counted in metrics)."""
+        self._count(reason)
+
     # ---------------------------------------------------------------- requests
 
     def request_started(self, protocol: Any, authed: bool) -> None:
@@ -656,6 +664,7 @@ class FlowCollector:
                 "evicted",
                 "header-timeout",
                 "idle-timeout",
+                "body-timeout",
                 "handshake-failed",
                 "fd-exhausted",
             ):
@@ -730,6 +739,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help=f"seconds to send a request's line and headers (default {d.header_timeout:g})",
     )
     g.add_argument(
+        "--request-body-timeout",
+        type=_SECONDS,
+        metavar="SECONDS",
+        default=d.body_timeout,
+        help=f"seconds to send a request's body once its headers arrived (default "
+        f"{d.body_timeout:g}; slower: 408 and the connection closed)",
+    )
+    g.add_argument(
         "--tls-handshake-timeout",
         type=_SECONDS,
         metavar="SECONDS",
@@ -761,6 +778,7 @@ def limits_from_args(args: argparse.Namespace) -> FlowLimits:
         header_timeout=args.request_header_timeout,
         unauth_idle_timeout=args.unauthenticated_idle_timeout,
         keepalive_timeout=args.keepalive_timeout,
+        body_timeout=args.request_body_timeout,
         max_requests_inflight=args.max_requests_inflight,
         max_mutating_requests_inflight=args.max_mutating_requests_inflight,
         max_client_requests_inflight=args.max_client_requests_inflight,

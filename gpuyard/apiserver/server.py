@@ -512,7 +512,34 @@ class APIServer(Core):
         self, request: web.BaseRequest, path: str, user: UserInfo | None = None
     ) -> web.StreamResponse:
         try:
-            body = await request.read() if request.can_read_body else b""
+            body = (
+                await asyncio.wait_for(request.read(), self.flow_limits.body_timeout)
+                if request.can_read_body
+                else b""
+            )
+        except TimeoutError:
+            if self._listener is not None:
+                self._listener.closing("body-timeout")
+            timed_out = web.Response(
+                status=408,
+                body=orjson.dumps(
+                    status_obj(
+                        408,
+                        "Timeout",
+                        f"the request body did not arrive within "
+                        f"{self.flow_limits.body_timeout:g} s",
+                    )
+                ),
+                content_type="application/json",
+            )
+            # Sent now and the connection closed: aiohttp would otherwise linger,
+            # reading the rest of the slow body for up to ten more seconds.
+            timed_out.force_close()
+            await timed_out.prepare(request)
+            await timed_out.write_eof()
+            if request.transport is not None:
+                request.transport.close()
+            return timed_out
         except web.HTTPRequestEntityTooLarge:
             return web.Response(
                 status=413,

@@ -4,6 +4,7 @@ header and idle timeouts, flags, and what /metrics says about them."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ssl
 from collections.abc import AsyncIterator
 
@@ -244,3 +245,48 @@ async def test_slow_headers_and_silent_connections_are_closed(small_server: APIS
         assert srv._listener.accepted == 3  # the same connection both times
         closed = srv._listener.closed
         assert closed.get("header-timeout", 0) == 1 and closed.get("idle-timeout", 0) == 1
+
+
+async def test_a_slow_body_gets_408_and_its_connection_closed() -> None:
+    """Headers on time, then the body a few bytes a second (slow-loris on the body):
+    408 once the body timeout has passed, the connection closed, and the request's slot
+    free again for others."""
+    srv = APIServer(
+        None, flow=FlowLimits(max_requests_inflight=1, max_client_requests_inflight=1,
+                              max_queued_requests=0, body_timeout=1.0),
+    )  # fmt: skip
+    await srv.start()
+    try:
+        ctx = _ctx(srv)
+        reader, writer = await asyncio.open_connection("127.0.0.1", srv.port, ssl=ctx)
+        writer.write(
+            b"POST /api/v1/namespaces/default/configmaps HTTP/1.1\r\nHost: x\r\n"
+            + f"Authorization: Bearer {srv.token}\r\n".encode()
+            + b"Content-Type: application/json\r\nContent-Length: 1000\r\n\r\n{"
+        )
+        await writer.drain()
+        t0 = asyncio.get_running_loop().time()
+
+        async def trickle() -> None:
+            with contextlib.suppress(ConnectionError, ssl.SSLError, RuntimeError):
+                for _ in range(100):
+                    await asyncio.sleep(0.2)
+                    writer.write(b" ")
+                    await writer.drain()
+
+        dripping = asyncio.create_task(trickle())
+        answer = await asyncio.wait_for(reader.read(), 10)  # to the connection's end
+        elapsed = asyncio.get_running_loop().time() - t0
+        dripping.cancel()
+        writer.transport.abort()
+        assert answer.startswith(b"HTTP/1.1 408"), answer[:200]
+        assert b'"reason":"Timeout"' in answer and b"1 s" in answer
+        assert 0.8 <= elapsed < 5, elapsed
+        assert srv._listener is not None and srv._listener.closed.get("body-timeout") == 1
+        # The slot is free: a normal request gets through.
+        hdr = {"Authorization": f"Bearer {srv.token}"}
+        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=ctx)) as s:
+            async with s.get(srv.url + "/api/v1/namespaces", headers=hdr) as r:
+                assert r.status == 200
+    finally:
+        await srv.stop()
