@@ -134,7 +134,11 @@ def test_gang_displaces_balloons_which_wait_again(
 def test_unhealthy_node_is_replaced_by_a_new_node(
     make_cluster: Callable[..., ClusterProcess],
 ) -> None:
-    c = make_cluster(4, ["--autoscale", "gpu=0:4", *AUTOSCALE_FAST, "--components", "none"])
+    # Nothing runs on these nodes, so with AUTOSCALE_FAST's 2 s they would be scaled
+    # down as unneeded before (or while) the taint lands: this test is about repair.
+    never_unneeded = ["--set", "autoscaler_unneeded_s=3600"]
+    flags = [*AUTOSCALE_FAST, *never_unneeded]
+    c = make_cluster(4, ["--autoscale", "gpu=0:4", *flags, "--components", "none"])
     before = {n["metadata"]["name"] for n in _nodes(c)}
     c.kubectl("taint", "node", "gpu-node-0002", "gpuyard.io/unhealthy=xid-79:NoExecute")
 
