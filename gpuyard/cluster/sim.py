@@ -237,6 +237,8 @@ class SimCluster:
         # the Node objects as they are now (labels, taints, allocatable) for admission;
         # shared with the node lifecycle controller in gpuyard up
         self.node_informer = mk(NODES, name="sim-kubelet-nodes")
+        # node -> (resourceVersion, allocatable) of the Node object last admitted against
+        self._alloc: dict[str, tuple[str, dict[str, int]]] = {}
         # key -> (node, requests, host ports) of the pods admitted
         self._pod_state: dict[str, tuple[str, dict[str, int], tuple[Any, ...]]] = {}
         self._timers: dict[str, asyncio.TimerHandle] = {}
@@ -674,14 +676,24 @@ class SimCluster:
         against the Node object as the kubelet sees it now (its shape's until the
         object is seen) and the pods it admitted."""
         node = self.node_informer.cache.get(n.name) or node_object(n, self.cfg)
-        alloc = o.node_allocatable(node) if node.get("status") else dict(n.allocatable)
-        bound = [
-            port
-            for k in n.pods
-            if k != o.key_of(pod) and k in self._pod_state
-            for port in self._pod_state[k][2]
-        ]
-        return admit(pod, node, alloc, n.used, bound)
+        rv = str((node.get("metadata") or {}).get("resourceVersion") or "")
+        got = self._alloc.get(n.name)
+        if got is None or got[0] != rv or not rv:
+            # parsed once per version of the Node object, not once per pod started
+            alloc = o.node_allocatable(node) if node.get("status") else dict(n.allocatable)
+            got = self._alloc[n.name] = (rv, alloc)
+        me = o.key_of(pod)
+        bound = (
+            [
+                port
+                for k in n.pods
+                if k != me and k in self._pod_state
+                for port in self._pod_state[k][2]
+            ]
+            if pod_ports(pod)
+            else []
+        )
+        return admit(pod, node, got[1], n.used, bound)
 
     async def _reject(self, pod: dict[str, Any], refusal: Refusal) -> None:
         await self.kubelet(_node_of(pod)).patch_status(
