@@ -134,7 +134,13 @@ def test_failing_worker_exit_code_and_delete_leaves_nothing(
     c.gpuyard("delete", "job", "crash", "--kubeconfig", c.kubeconfig)
 
     def empty() -> bool:
-        for kind in ("pods", "podgroups", "services", "configmaps", "trainingjobs"):
+        for kind in (
+            "pods",
+            "podgroups.scheduling.x-k8s.io",
+            "services",
+            "configmaps",
+            "trainingjobs",
+        ):
             items = get(c, kind)["items"]
             if [i for i in items if i["metadata"]["name"] != "kube-root-ca.crt"]:
                 return False

@@ -107,7 +107,7 @@ def test_gang_and_singles_on_a_96_node_cluster(make_cluster: Callable[..., Clust
             await until(group_running, 30)
 
     asyncio.run(scenario())
-    out = c.kubectl("get", "podgroups").stdout
+    out = c.kubectl("get", "podgroups.scheduling.x-k8s.io").stdout
     assert "train" in out
 
 
