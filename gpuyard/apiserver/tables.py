@@ -25,6 +25,32 @@ def _age(o: Obj) -> str:
     return age(_meta(o).get("creationTimestamp"))
 
 
+def _spec(o: Obj) -> Obj:
+    s = o.get("spec")
+    return s if isinstance(s, dict) else {}
+
+
+def _status(o: Obj) -> Obj:
+    s = o.get("status")
+    return s if isinstance(s, dict) else {}
+
+
+def _containers(o: Obj) -> list[str]:
+    """A workload's container names and images, comma-separated (the wide columns)."""
+    tpl = (_spec(o).get("template") or {}).get("spec") or {}
+    cs = [c for c in tpl.get("containers") or [] if isinstance(c, dict)]
+    return [
+        ",".join(str(c.get("name", "")) for c in cs),
+        ",".join(str(c.get("image", "")) for c in cs),
+    ]
+
+
+def _selector(o: Obj) -> str:
+    from gpuyard.apiserver.scale import selector_text
+
+    return selector_text(_spec(o).get("selector")) or "<none>"
+
+
 def _pod_row(p: Obj) -> list[Any]:
     st = p.get("status") or {}
     spec = p.get("spec") or {}
@@ -181,6 +207,81 @@ _BUILTIN: dict[str, tuple[list[_C], Callable[[Obj], list[Any]]]] = {
             ("Age", "string", 0),
         ],
         lambda o: [_meta(o).get("name"), o.get("value", 0), bool(o.get("globalDefault")), _age(o)],
+    ),
+    "Deployment": (
+        [
+            ("Name", "string", 0),
+            ("Ready", "string", 0),
+            ("Up-to-date", "integer", 0),
+            ("Available", "integer", 0),
+            ("Age", "string", 0),
+            ("Containers", "string", 1),
+            ("Images", "string", 1),
+            ("Selector", "string", 1),
+        ],
+        lambda o: [
+            _meta(o).get("name"),
+            f"{_status(o).get('readyReplicas', 0)}/{_spec(o).get('replicas', 1)}",
+            _status(o).get("updatedReplicas", 0),
+            _status(o).get("availableReplicas", 0),
+            _age(o),
+            *_containers(o),
+            _selector(o),
+        ],
+    ),
+    "ReplicaSet": (
+        [
+            ("Name", "string", 0),
+            ("Desired", "integer", 0),
+            ("Current", "integer", 0),
+            ("Ready", "integer", 0),
+            ("Age", "string", 0),
+            ("Containers", "string", 1),
+            ("Images", "string", 1),
+            ("Selector", "string", 1),
+        ],
+        lambda o: [
+            _meta(o).get("name"),
+            _spec(o).get("replicas", 1),
+            _status(o).get("replicas", 0),
+            _status(o).get("readyReplicas", 0),
+            _age(o),
+            *_containers(o),
+            _selector(o),
+        ],
+    ),
+    "StatefulSet": (
+        [
+            ("Name", "string", 0),
+            ("Ready", "string", 0),
+            ("Age", "string", 0),
+            ("Containers", "string", 1),
+            ("Images", "string", 1),
+        ],
+        lambda o: [
+            _meta(o).get("name"),
+            f"{_status(o).get('readyReplicas', 0)}/{_spec(o).get('replicas', 1)}",
+            _age(o),
+            *_containers(o),
+        ],
+    ),
+    "Secret": (
+        [
+            ("Name", "string", 0),
+            ("Type", "string", 0),
+            ("Data", "integer", 0),
+            ("Age", "string", 0),
+        ],
+        lambda o: [
+            _meta(o).get("name"),
+            o.get("type", "Opaque"),
+            len(o.get("data") or {}),
+            _age(o),
+        ],
+    ),
+    "ServiceAccount": (
+        [("Name", "string", 0), ("Secrets", "integer", 0), ("Age", "string", 0)],
+        lambda o: [_meta(o).get("name"), len(o.get("secrets") or []), _age(o)],
     ),
     "CustomResourceDefinition": (
         [("Name", "string", 0), ("Created At", "date", 0)],

@@ -134,7 +134,7 @@ def test_custom_resource_printer_columns() -> None:
 
 
 def test_other_kinds_get_name_and_age() -> None:
-    t = to_table(res("secrets"), [{"metadata": {"name": "s", "creationTimestamp": ts(5)}}])
+    t = to_table(res("limitranges"), [{"metadata": {"name": "s", "creationTimestamp": ts(5)}}])
     assert columns(t) == ["Name", "Age"]
     assert t["rows"][0]["cells"][0] == "s"
 
@@ -150,3 +150,39 @@ def test_age_and_jsonpath() -> None:
     assert jsonpath(obj, ".a.b[1].c") == 2
     assert jsonpath(obj, "{.a.b[5].c}") is None
     assert jsonpath(obj, ".a.x.y") is None
+
+
+def test_kubectl_get_workload_tables(apiserver: Any) -> None:
+    """kubectl get prints the columns kube-apiserver's printers give the workload kinds
+    and secrets, from the server's Table."""
+    from .test_kubectl import k
+    from .test_scale import DEPLOY, RS, STS
+
+    for text in (DEPLOY, RS, STS):
+        k(apiserver, "apply", "-f", "-", input=text)
+    k(apiserver, "create", "secret", "generic", "s", "--from-literal=a=b", "--from-literal=c=d")
+    head = {
+        "deploy": ["NAME", "READY", "UP-TO-DATE", "AVAILABLE", "AGE"],
+        "rs": ["NAME", "DESIRED", "CURRENT", "READY", "AGE"],
+        "sts": ["NAME", "READY", "AGE"],
+        "secret": ["NAME", "TYPE", "DATA", "AGE"],
+    }
+    for kind, cols in head.items():
+        rows = k(apiserver, "get", kind).stdout.splitlines()
+        assert rows[0].split() == cols, (kind, rows)
+    assert k(apiserver, "get", "deploy", "web").stdout.splitlines()[1].split()[:4] == [
+        "web",
+        "0/2",
+        "0",
+        "0",
+    ]
+    wide = k(apiserver, "get", "deploy", "web", "-o", "wide").stdout.splitlines()
+    assert wide[0].split()[-3:] == ["CONTAINERS", "IMAGES", "SELECTOR"]
+    assert wide[1].rstrip().endswith("c   nginx    app=web,tier in (edge,front)") or (
+        " nginx " in wide[1] and wide[1].rstrip().endswith("app=web,tier in (edge,front)")
+    ), wide
+    assert k(apiserver, "get", "secret", "s").stdout.splitlines()[1].split()[:3] == [
+        "s",
+        "Opaque",
+        "2",
+    ]
