@@ -360,3 +360,28 @@ async def test_node_authorizer(api: Api, apiserver_inproc: Any) -> None:
         assert st == 403
     finally:
         await kubelet.close()
+
+
+async def test_changing_a_bindings_subjects_moves_the_grant(api: Api) -> None:
+    await _cm(api)
+    one = await service_account(api, "default", "one")
+    two = await service_account(api, "default", "two")
+    rules = [{"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get"]}]
+    await grant(api, "default", "moving", rules, [sa_subject("default", "one")])
+    assert await _try(api, one, "get") == 200
+    assert await _try(api, two, "get") == 403
+    path = "/apis/rbac.authorization.k8s.io/v1/namespaces/default/rolebindings/moving"
+    st, rb = await api.get(path)
+    rb["subjects"] = [sa_subject("default", "two")]
+    st, _ = await api.req("PUT", path, rb)
+    assert st == 200
+    assert await _try(api, one, "get") == 403
+    assert await _try(api, two, "get") == 200
+    # A role losing a verb takes it away at once too.
+    rpath = "/apis/rbac.authorization.k8s.io/v1/namespaces/default/roles/moving"
+    st, role = await api.get(rpath)
+    role["rules"][0]["verbs"] = ["list"]
+    st, _ = await api.req("PUT", rpath, role)
+    assert st == 200
+    assert await _try(api, two, "get") == 403
+    assert await _try(api, two, "list") == 200
