@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from gpuyard.scheduling.filters import capacity, capacity_below
+from gpuyard.scheduling.filters import capacity, capacity_below, capacity_empty
 from gpuyard.scheduling.holds import Hold
 from gpuyard.scheduling.indexes import candidate_names, gang_index
 
@@ -40,7 +40,9 @@ class Memo:
     # the time from which it may fit without anything changing (a reservation that
     # holds nothing yet comes near; see reservations.py)
     expires: float = float("inf")
-    freed_gen: int = -1  # the state's freed_gen when it failed (see restore)
+    # where the freed logs stood when it failed (see restore): epoch, positions
+    repoch: int = -1
+    rpos: dict[int, int] = field(default_factory=dict)
 
 
 # What a failed unit leaves for its next pass: the memo, its reason, its reservation.
@@ -88,9 +90,16 @@ def memo_of(ps: Pass, u: Unit) -> Memo:
             pos,
             got,
             len(u.pods),
-            freed_gen=s.freed_gen,
+            repoch=s.freed_epoch,
+            rpos={q: len(log) for q, log in logs.items()},
         )
-    return Memo("all", ps.holds.against(u), s.freed_gen, freed_gen=s.freed_gen)
+    return Memo(
+        "all",
+        ps.holds.against(u),
+        s.freed_gen,
+        repoch=s.freed_epoch,
+        rpos={q: len(log) for q, log in s.freed_log.items()},
+    )
 
 
 def still_fails(ps: Pass, m: Memo, u: Unit) -> bool:
@@ -142,6 +151,33 @@ def still_fails(ps: Pass, m: Memo, u: Unit) -> bool:
     return m.slots + m.extra < m.need
 
 
+def _emptied_elsewhere(ps: Pass, u: Unit, m: Memo, hold: Hold) -> bool:
+    """Whether, since the memo was made, a candidate node the reservation does not hold
+    was freed and now has room for as many of the unit's pods as it holds empty
+    (reading only the frees logged since the last look)."""
+    s = ps.s
+    if m.repoch != s.freed_epoch:
+        return True
+    p0 = u.pods[0]
+    cset: set[str] | None = None
+    for q, log in s.freed_log.items():
+        start = m.rpos.get(q, 0)
+        if start >= len(log):
+            continue
+        m.rpos[q] = len(log)
+        for name in log[start:]:
+            if name in hold.mapping:
+                continue
+            n = s.nodes.get(name)
+            if n is None:
+                continue
+            if cset is None:
+                cset = candidate_names(ps, p0)
+            if name in cset and capacity(p0, n) >= capacity_empty(p0, n) > 0:
+                return True
+    return False
+
+
 def restore(ps: Pass, u: Unit, m: Memo, hold: Hold | None) -> Hold | None:
     """Put back the reservation a unit held when it last failed (if reservations are
     still to be had in this pass); returns the reservation to keep. When room was freed
@@ -150,10 +186,12 @@ def restore(ps: Pass, u: Unit, m: Memo, hold: Hold | None) -> Hold | None:
     if hold is None or ps.reservations >= ps.cfg.max_reservations:
         return hold
     h = (u.key, u.priority)
-    if m.freed_gen != ps.s.freed_gen:
+    if _emptied_elsewhere(ps, u, m, hold):
         from gpuyard.scheduling.reservations import reserve
 
-        m.freed_gen = ps.s.freed_gen
+        s = ps.s
+        m.repoch = s.freed_epoch
+        m.rpos = {q: len(log) for q, log in s.freed_log.items()}
         ps.reservations += 1
         reserve(ps, u)
         held = ps.d.reservations.get(u.key)

@@ -111,12 +111,12 @@ CASES = [
     (("fifo", 7, 120, 1500, 1.5, False, False), "e55102ade3b0e93e1a872d264fbd5b5082acaba1", 2365),
     (
         ("gpuyard", 5, 120, 1500, 1.5, False, False),
-        "89402ab6ef333c4ca3ec6f188a36dde15e6d6941",
-        5678,
+        "0e1c705c84194fae2c093f2cf3165d3ba81654f9",
+        6220,
     ),
-    (("gpuyard", 3, 120, 1500, 1.5, True, False), "494c2a2202bfd0ff244b265bf9de0256ee2af87c", 7072),
-    (("gpuyard", 9, 60, 600, 1.0, False, True), "11855b77912e27c1f1a672f3ce9037e04bd37196", 1810),
-    (("gpuyard", 4, 60, 600, 1.0, True, True), "642bfe30c1e2a75c5b8edd0eba60181758412d4a", 1862),
+    (("gpuyard", 3, 120, 1500, 1.5, True, False), "69ad997c2b5dabb37c36510c4456fbec2b465c02", 6899),
+    (("gpuyard", 9, 60, 600, 1.0, False, True), "bae20016fc74f428933d9444e40dda95ff6499a6", 1713),
+    (("gpuyard", 4, 60, 600, 1.0, True, True), "0aca505a15d1f4c1aece426181da75a1a0b02591", 1862),
 ]
 
 
