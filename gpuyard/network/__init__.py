@@ -1,0 +1,1 @@
+"""The node network agent: per-pod accounting rules, internet egress shaping, metrics."""

@@ -1,0 +1,258 @@
+"""Per-pod accounting rules in the kernel, in nftables table ``inet gpuyard`` (ours alone).
+
+Layout: one base chain ``forward`` (hook forward) with two verdict-map lookups, pod address
+to ``jump p_<id>_out`` / ``jump p_<id>_in``; each pod chain counts into eight named counter
+objects ``c_<id>_<direction>_<class>`` (bytes and packets) and returns; nothing is ever
+dropped or accepted, so other tables' verdicts are untouched. Ranges of the classes live in
+three interval sets. A pod's internet-bound packets may also get a fw mark (low 16 bits,
+the high 16 kept) that the shaper's tc filters match.
+
+Changes go to the kernel as one ``nft -f -`` batch (atomic: all or nothing); state is read
+back as JSON (``nft -j``), so a restarted agent rebuilds what it owns from the kernel: the
+counters' comments hold namespace, name, address and mark; counters are never recreated for
+a pod that still has them, so a restart neither loses nor double-counts.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import subprocess
+from dataclasses import dataclass
+
+from gpuyard.network.classes import CLASSES, DIRECTIONS, Ranges
+
+TABLE = "gpuyard"
+MARK_MASK = 0xFFFF
+
+
+class NftError(RuntimeError):
+    pass
+
+
+def pod_id(namespace: str, name: str, uid: str = "") -> str:
+    return hashlib.sha1(f"{namespace}/{name}/{uid}".encode()).hexdigest()[:12]
+
+
+@dataclass(frozen=True)
+class PodRule:
+    """What the kernel holds for one pod: who it is, its address, its shaping mark (0: none)."""
+
+    namespace: str
+    name: str
+    ip: str
+    uid: str = ""
+    mark: int = 0
+
+    @property
+    def id(self) -> str:
+        return pod_id(self.namespace, self.name, self.uid)
+
+    def comment(self) -> str:
+        # Kubernetes names and uids hold no "|" (nor a double quote): a plain separator.
+        return "|".join([self.namespace, self.name, self.uid, self.ip, str(self.mark)])
+
+    @classmethod
+    def parse(cls, comment: str) -> PodRule | None:
+        parts = comment.split("|")
+        if len(parts) != 5 or not parts[4].isdigit():
+            return None
+        ns, name, uid, ip, mark = parts
+        return cls(ns, name, ip, uid, int(mark))
+
+
+@dataclass(frozen=True)
+class Count:
+    pod: PodRule
+    cls: str
+    direction: str
+    packets: int
+    bytes: int
+
+
+def _counter(pid: str, direction: str, cls: str) -> str:
+    return f"c_{pid}_{direction}_{cls}"
+
+
+class NftAccounting:
+    """The accounting rules of one node (``netns``: run inside that network namespace)."""
+
+    def __init__(self, netns: str | None = None, table: str = TABLE, nft: str = "nft"):
+        self.netns = netns
+        self.table = table
+        self.nft = nft
+        self.batches = 0
+
+    # -- kernel I/O: one subprocess per batch or read ------------------------------------
+    def _cmd(self, *args: str) -> list[str]:
+        base = [self.nft, *args]
+        return ["ip", "netns", "exec", self.netns, *base] if self.netns else base
+
+    def _run(self, script: str) -> None:
+        self.batches += 1
+        p = subprocess.run(self._cmd("-f", "-"), input=script, capture_output=True, text=True)
+        if p.returncode != 0:
+            raise NftError(f"nft batch refused: {p.stderr.strip()}\n--- batch ---\n{script}")
+
+    def _list(self) -> list[dict]:
+        p = subprocess.run(
+            self._cmd("-j", "list", "table", "inet", self.table), capture_output=True, text=True
+        )
+        if p.returncode != 0:
+            if "No such file" in p.stderr:
+                return []
+            raise NftError(f"nft list refused: {p.stderr.strip()}")
+        return json.loads(p.stdout).get("nftables", [])
+
+    # -- set-up --------------------------------------------------------------------------
+    def ensure(self, ranges: Ranges) -> None:
+        """Create the table, sets and base chain if missing; set the class ranges."""
+        t = f"inet {self.table}"
+        lines = [f"add table {t}"]
+        for name in ("node", "zone", "cluster"):
+            lines.append(f"add set {t} r_{name} {{ type ipv4_addr; flags interval; auto-merge; }}")
+            lines.append(f"flush set {t} r_{name}")
+            nets = getattr(ranges, name)
+            if nets:
+                lines.append(f"add element {t} r_{name} {{ {', '.join(nets)} }}")
+        lines += [
+            f"add map {t} pod_out {{ type ipv4_addr : verdict; }}",
+            f"add map {t} pod_in {{ type ipv4_addr : verdict; }}",
+            f"add chain {t} forward {{ type filter hook forward priority -150; policy accept; }}",
+            f"flush chain {t} forward",
+            f"add rule {t} forward ip saddr vmap @pod_out",
+            f"add rule {t} forward ip daddr vmap @pod_in",
+        ]
+        self._run("\n".join(lines) + "\n")
+
+    def destroy(self) -> None:
+        """Remove the table and everything in it (ours only)."""
+        if self._list():
+            self._run(f"delete table inet {self.table}\n")
+
+    # -- pods ----------------------------------------------------------------------------
+    def _chain_rules(self, pod: PodRule) -> list[str]:
+        t, pid = f"inet {self.table}", pod.id
+        out, inn = f"p_{pid}_out", f"p_{pid}_in"
+        lines = [f"flush chain {t} {out}", f"flush chain {t} {inn}"]
+        for cls in CLASSES[:-1]:
+            lines.append(
+                f'add rule {t} {out} ip daddr @r_{cls} counter name "{_counter(pid, "out", cls)}" return'
+            )
+            lines.append(
+                f'add rule {t} {inn} ip saddr @r_{cls} counter name "{_counter(pid, "in", cls)}" return'
+            )
+        mark = ""
+        if pod.mark:
+            mark = f" meta mark set (meta mark & 0xffff0000) | {pod.mark & MARK_MASK:#x}"
+        lines.append(f'add rule {t} {out} counter name "{_counter(pid, "out", "internet")}"{mark}')
+        lines.append(f'add rule {t} {inn} counter name "{_counter(pid, "in", "internet")}"')
+        return lines
+
+    def _add(self, pod: PodRule) -> list[str]:
+        t, pid = f"inet {self.table}", pod.id
+        comment = pod.comment()
+        lines = []
+        for d in DIRECTIONS:
+            for cls in CLASSES:
+                lines.append(f'add counter {t} {_counter(pid, d, cls)} {{ comment "{comment}"; }}')
+            lines.append(f"add chain {t} p_{pid}_{d}")
+        lines += self._chain_rules(pod)
+        lines.append(f"add element {t} pod_out {{ {pod.ip} : jump p_{pid}_out }}")
+        lines.append(f"add element {t} pod_in {{ {pod.ip} : jump p_{pid}_in }}")
+        return lines
+
+    def _remove(self, pod: PodRule) -> list[str]:
+        t, pid = f"inet {self.table}", pod.id
+        lines = [
+            f"delete element {t} pod_out {{ {pod.ip} }}",
+            f"delete element {t} pod_in {{ {pod.ip} }}",
+        ]
+        for d in DIRECTIONS:
+            lines += [f"flush chain {t} p_{pid}_{d}", f"delete chain {t} p_{pid}_{d}"]
+            lines += [f"delete counter {t} {_counter(pid, d, c)}" for c in CLASSES]
+        return lines
+
+    def _update(self, old: PodRule, new: PodRule) -> list[str]:
+        """Same pod, new address or mark: counters kept, chains and map entries rewritten."""
+        t, pid = f"inet {self.table}", new.id
+        lines = []
+        if old.ip != new.ip:
+            lines += [
+                f"delete element {t} pod_out {{ {old.ip} }}",
+                f"delete element {t} pod_in {{ {old.ip} }}",
+                f"add element {t} pod_out {{ {new.ip} : jump p_{pid}_out }}",
+                f"add element {t} pod_in {{ {new.ip} : jump p_{pid}_in }}",
+            ]
+        lines += self._chain_rules(new)
+        return lines
+
+    def owned(self, items: list[dict] | None = None) -> dict[str, PodRule]:
+        """The pods the kernel holds rules for, rebuilt from the kernel alone: identity from
+        the counters' comments (fixed for a pod id), address from the verdict map, mark from
+        the internet rule."""
+        if items is None:
+            items = self._list()
+        who: dict[str, PodRule] = {}
+        ips: dict[str, str] = {}
+        marks: dict[str, int] = {}
+        for item in items:
+            if (c := item.get("counter")) and c["name"].endswith("_out_internet"):
+                pod = PodRule.parse(c.get("comment", ""))
+                if pod is not None:
+                    who[pod.id] = pod
+            elif (m := item.get("map")) and m["name"] == "pod_out":
+                for ip, verdict in m.get("elem", []):
+                    target = verdict.get("jump", {}).get("target", "")
+                    ips[target[2:-4]] = ip
+            elif (r := item.get("rule")) and r["chain"].endswith("_out"):
+                for e in r.get("expr", []):
+                    value = e.get("mangle", {}).get("value")
+                    if isinstance(value, dict) and "|" in value:
+                        marks[r["chain"][2:-4]] = int(value["|"][1]) & MARK_MASK
+        return {
+            pid: PodRule(p.namespace, p.name, ips[pid], p.uid, marks.get(pid, 0))
+            for pid, p in who.items()
+            if pid in ips
+        }
+
+    def sync(self, desired: list[PodRule], current: dict[str, PodRule] | None = None) -> dict:
+        """Make the kernel hold exactly ``desired``, in one atomic batch. Returns the changes."""
+        if current is None:
+            current = self.owned()
+        want = {p.id: p for p in desired}
+        lines: list[str] = []
+        added, removed, updated = [], [], []
+        for pid, pod in current.items():
+            if pid not in want:
+                lines += self._remove(pod)
+                removed.append(pod)
+        for pid, pod in want.items():
+            old = current.get(pid)
+            if old is None:
+                lines += self._add(pod)
+                added.append(pod)
+            elif old != pod:
+                lines += self._update(old, pod)
+                updated.append(pod)
+        if lines:
+            self._run("\n".join(lines) + "\n")
+        return {"added": added, "removed": removed, "updated": updated}
+
+    def read(self) -> list[Count]:
+        """Every owned counter, with the pod it belongs to: one kernel read for the node."""
+        items = self._list()
+        pods: dict[str, PodRule] = {}
+        raw = []
+        for item in items:
+            c = item.get("counter")
+            if not c or not c["name"].startswith("c_"):
+                continue
+            _, pid, direction, cls = c["name"].split("_", 3)
+            if pid not in pods:
+                pod = PodRule.parse(c.get("comment", ""))
+                if pod is None:
+                    continue
+                pods[pid] = pod
+            raw.append((pid, cls, direction, c["packets"], c["bytes"]))
+        return [Count(pods[p], cls, d, pk, by) for p, cls, d, pk, by in raw if p in pods]

@@ -1,0 +1,126 @@
+"""A small routed cluster in network namespaces, for the kernel tests of gpuyard/network.
+
+fabric (a bridge) joins node1 and node3 (zone a), node2 (zone b) and an "internet"
+namespace; pods pa, pb live on node1 (pod range 10.1.1.0/24) behind routed veth pairs.
+Every namespace is named with a per-run prefix and removed by ``down``.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import uuid
+
+NODE1_PODS = "10.1.1.0/24"
+NODE3_PODS = "10.1.3.0/24"
+ZONE_B_PODS = "10.2.0.0/24"
+SERVICES = "10.96.0.0/16"
+TARGETS = {
+    "node": "10.1.1.3",
+    "cluster": "10.1.3.2",
+    "zone": "10.2.0.2",
+    "internet": "203.0.113.10",
+}
+PODS = {"pa": "10.1.1.2", "pb": "10.1.1.3"}
+
+
+def missing() -> str | None:
+    """Why the kernel tests cannot run here, or None."""
+    if os.geteuid() != 0:
+        return "needs root to create network namespaces"
+    for tool in ("ip", "nft", "tc"):
+        if shutil.which(tool) is None:
+            return f"needs {tool} (apt-get install iproute2 nftables)"
+    p = subprocess.run(
+        ["ip", "netns", "add", "gy-probe-" + uuid.uuid4().hex[:6]], capture_output=True
+    )
+    if p.returncode != 0:
+        return f"cannot create a network namespace: {p.stderr.decode().strip()}"
+    subprocess.run(["ip", "-all", "netns", "list"], capture_output=True)
+    for line in subprocess.run(
+        ["ip", "netns", "list"], capture_output=True, text=True
+    ).stdout.split():
+        if line.startswith("gy-probe-"):
+            subprocess.run(["ip", "netns", "del", line])
+    return None
+
+
+def sh(script: str) -> None:
+    p = subprocess.run(["bash", "-euo", "pipefail", "-c", script], capture_output=True, text=True)
+    if p.returncode != 0:
+        raise RuntimeError(f"{p.stderr}\n--- script ---\n{script}")
+
+
+class Lab:
+    def __init__(self) -> None:
+        self.p = "gy" + uuid.uuid4().hex[:5]
+        self.names = [f"{self.p}-{n}" for n in ("fab", "n1", "n2", "n3", "inet", *PODS)]
+
+    def ns(self, short: str) -> str:
+        return f"{self.p}-{short}"
+
+    def up(self) -> None:
+        p = self.p
+        lines = [f"ip netns add {n}" for n in self.names]
+        lines.append(f"ip -n {p}-fab link add br0 type bridge && ip -n {p}-fab link set br0 up")
+        fabric = {
+            "n1": "10.255.0.1",
+            "n2": "10.255.0.2",
+            "n3": "10.255.0.3",
+            "inet": "10.255.0.100",
+        }
+        for i, (short, addr) in enumerate(fabric.items()):
+            lines += [
+                f"ip -n {p}-{short} link add up{i} type veth peer name f{i} netns {p}-fab",
+                f"ip -n {p}-fab link set f{i} master br0 up",
+                f"ip -n {p}-{short} addr add {addr}/24 dev up{i}",
+                f"ip -n {p}-{short} link set up{i} up",
+                f"ip -n {p}-{short} link set lo up",
+                f"ip netns exec {p}-{short} sysctl -qw net.ipv4.ip_forward=1",
+            ]
+        lines += [
+            f"ip -n {p}-n2 addr add {TARGETS['zone']}/32 dev lo",
+            f"ip -n {p}-n3 addr add {TARGETS['cluster']}/32 dev lo",
+            f"ip -n {p}-inet addr add {TARGETS['internet']}/32 dev lo",
+            f"ip -n {p}-n1 route add {ZONE_B_PODS} via 10.255.0.2",
+            f"ip -n {p}-n1 route add {NODE3_PODS} via 10.255.0.3",
+            f"ip -n {p}-n1 route add default via 10.255.0.100",
+        ]
+        for short in ("n2", "n3", "inet"):
+            lines.append(f"ip -n {p}-{short} route add {NODE1_PODS} via 10.255.0.1")
+        for pod, ip in PODS.items():
+            lines += [
+                f"ip -n {p}-n1 link add v{pod} type veth peer name eth0 netns {p}-{pod}",
+                f"ip -n {p}-n1 link set v{pod} up",
+                f"ip -n {p}-n1 addr add 10.1.1.1/32 dev v{pod}",
+                f"ip -n {p}-n1 route add {ip}/32 dev v{pod}",
+                f"ip -n {p}-{pod} addr add {ip}/32 dev eth0",
+                f"ip -n {p}-{pod} link set eth0 up && ip -n {p}-{pod} link set lo up",
+                f"ip -n {p}-{pod} route add 10.1.1.1 dev eth0",
+                f"ip -n {p}-{pod} route add default via 10.1.1.1",
+            ]
+        try:
+            sh("\n".join(lines))
+        except BaseException:
+            self.down()
+            raise
+
+    def down(self) -> None:
+        for n in self.names:
+            subprocess.run(["ip", "netns", "del", n], capture_output=True)
+
+    def run(self, short: str, *cmd: str, **kw) -> subprocess.CompletedProcess:
+        return subprocess.run(["ip", "netns", "exec", self.ns(short), *cmd], **kw)
+
+    def popen(self, short: str, *cmd: str, **kw) -> subprocess.Popen:
+        return subprocess.Popen(["ip", "netns", "exec", self.ns(short), *cmd], **kw)
+
+    def link_stats(self, short: str, dev: str) -> dict[str, int]:
+        out = {}
+        for k in ("tx_bytes", "tx_packets", "rx_bytes", "rx_packets"):
+            r = self.run(
+                short, "cat", f"/sys/class/net/{dev}/statistics/{k}", capture_output=True, text=True
+            )
+            out[k] = int(r.stdout)
+        return out

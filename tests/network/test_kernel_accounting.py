@@ -1,0 +1,156 @@
+"""Kernel accounting in real network namespaces: counters match the bytes on the wire."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from gpuyard.network.classes import Ranges
+from gpuyard.network.nft import NftAccounting, PodRule
+
+from . import netlab
+
+WHY = netlab.missing()
+pytestmark = pytest.mark.skipif(WHY is not None, reason=WHY or "")
+TRAFFIC = str(Path(__file__).with_name("traffic.py"))
+
+
+@pytest.fixture
+def lab():
+    lab = netlab.Lab()
+    lab.up()
+    yield lab
+    lab.down()
+    left = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+    assert lab.p not in left
+
+
+def ranges() -> Ranges:
+    return Ranges.of(
+        node=[netlab.NODE1_PODS],
+        zone=[netlab.ZONE_B_PODS],
+        cluster=[netlab.NODE1_PODS, netlab.NODE3_PODS, netlab.ZONE_B_PODS, netlab.SERVICES],
+    )
+
+
+def pods() -> list[PodRule]:
+    return [PodRule("team-a", name, ip, uid=f"uid-{name}") for name, ip in netlab.PODS.items()]
+
+
+def send(
+    lab: netlab.Lab, src: str, dst_ns: str, addr: str, nbytes: int, port: int = 5201, bind: str = ""
+) -> None:
+    srv = lab.popen(
+        dst_ns, sys.executable, TRAFFIC, "serve", addr, str(port), stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert srv.stdout is not None
+        assert srv.stdout.readline().strip() == "ready"
+        r = lab.run(
+            src,
+            sys.executable,
+            TRAFFIC,
+            "send",
+            addr,
+            str(port),
+            str(nbytes),
+            *([bind] if bind else []),
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert r.returncode == 0, r.stderr
+        assert int(srv.stdout.readline()) == nbytes
+    finally:
+        srv.kill()
+        srv.wait()
+
+
+def counts(acc: NftAccounting) -> dict[tuple[str, str, str], tuple[int, int]]:
+    return {(c.pod.name, c.direction, c.cls): (c.bytes, c.packets) for c in acc.read()}
+
+
+DEST_NS = {"node": "pb", "cluster": "n3", "zone": "n2", "internet": "inet"}
+
+
+def test_every_class_counts_the_bytes_on_the_wire(lab):
+    acc = NftAccounting(netns=lab.ns("n1"))
+    acc.ensure(ranges())
+    acc.sync(pods())
+    nbytes = 4_000_000
+    for cls, addr in netlab.TARGETS.items():
+        before = lab.link_stats("pa", "eth0")
+        c0 = counts(acc)
+        send(lab, "pa", DEST_NS[cls], addr, nbytes)  # pa sends: counted out
+        send(
+            lab, DEST_NS[cls], "pa", netlab.PODS["pa"], nbytes, port=5202, bind=addr
+        )  # pa receives: in
+        after = lab.link_stats("pa", "eth0")
+        c1 = counts(acc)
+        # What pa put on its veth (IP bytes: the frame less its 14-byte Ethernet header).
+        wire_out = (after["tx_bytes"] - before["tx_bytes"]) - 14 * (
+            after["tx_packets"] - before["tx_packets"]
+        )
+        wire_in = (after["rx_bytes"] - before["rx_bytes"]) - 14 * (
+            after["rx_packets"] - before["rx_packets"]
+        )
+        out = c1[("pa", "out", cls)][0] - c0[("pa", "out", cls)][0]
+        inn = c1[("pa", "in", cls)][0] - c0[("pa", "in", cls)][0]
+        assert out >= nbytes and inn >= nbytes
+        assert abs(out - wire_out) <= 0.01 * wire_out, (cls, out, wire_out)
+        assert abs(inn - wire_in) <= 0.01 * wire_in, (cls, inn, wire_in)
+        # Nothing leaked into another class of pa's outbound traffic.
+        for other in netlab.TARGETS:
+            if other != cls:
+                assert c1[("pa", "out", other)] == c0[("pa", "out", other)], (cls, other)
+    # Same-node traffic is also counted as pb's inbound, from the node class.
+    assert counts(acc)[("pb", "in", "node")][0] >= nbytes
+
+
+def test_restart_keeps_counters_and_removal_leaves_nothing(lab):
+    acc = NftAccounting(netns=lab.ns("n1"))
+    acc.ensure(ranges())
+    acc.sync(pods())
+    send(lab, "pa", "inet", netlab.TARGETS["internet"], 1_000_000)
+    before = counts(acc)
+    # A new agent: it rebuilds what it owns from the kernel and changes nothing.
+    again = NftAccounting(netns=lab.ns("n1"))
+    assert set(again.owned()) == {p.id for p in pods()}
+    again.ensure(ranges())
+    changes = again.sync(pods())
+    assert changes == {"added": [], "removed": [], "updated": []}
+    assert counts(again) == before
+    # A new address for pa (same pod id) keeps its counters.
+    moved = [PodRule("team-a", "pa", "10.1.1.9", uid="uid-pa"), pods()[1]]
+    assert len(again.sync(moved)["updated"]) == 1
+    assert counts(again)[("pa", "out", "internet")] == before[("pa", "out", "internet")]
+    # Removing every pod leaves no pod chain, counter or map entry behind.
+    again.sync([])
+    listing = lab.run(
+        "n1", "nft", "list", "table", "inet", "gpuyard", capture_output=True, text=True
+    ).stdout
+    assert "p_" not in listing.replace("pod_", "") and "c_" not in listing
+    assert again.read() == []
+
+
+def test_never_touches_another_table(lab):
+    other = "table inet someone {\n chain input {\n type filter hook input priority 0\n counter\n }\n}\n"
+    r = lab.run("n1", "nft", "-f", "-", input=other, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    snap = lab.run(
+        "n1", "nft", "list", "table", "inet", "someone", capture_output=True, text=True
+    ).stdout
+    acc = NftAccounting(netns=lab.ns("n1"))
+    acc.ensure(ranges())
+    acc.sync(pods())
+    acc.sync(pods()[:1])
+    acc.destroy()
+    after = lab.run(
+        "n1", "nft", "list", "table", "inet", "someone", capture_output=True, text=True
+    ).stdout
+    assert after == snap
+    tables = lab.run("n1", "nft", "list", "tables", capture_output=True, text=True).stdout
+    assert "gpuyard" not in tables
