@@ -4,8 +4,8 @@ Layout: one base chain ``forward`` (hook forward) with two verdict-map lookups, 
 to ``jump p_<id>_out`` / ``jump p_<id>_in``; each pod chain counts into eight named counter
 objects ``c_<id>_<direction>_<class>`` (bytes and packets) and returns; nothing is ever
 dropped or accepted, so other tables' verdicts are untouched. Ranges of the classes live in
-three interval sets. A pod's internet-bound packets may also get a fw mark (low 16 bits,
-the high 16 kept) that the shaper's tc filters match.
+three interval sets. A pod's internet-bound packets may also get skb->priority 1:<tclass>,
+the uplink HTB class of the shaper (gpuyard.network.shaping).
 
 Changes go to the kernel as one ``nft -f -`` batch (atomic: all or nothing); state is read
 back as JSON (``nft -j``), so a restarted agent rebuilds what it owns from the kernel: the
@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from gpuyard.network.classes import CLASSES, DIRECTIONS, Ranges
 
 TABLE = "gpuyard"
-MARK_MASK = 0xFFFF
+CLASS_MASK = 0xFFFF
 
 
 class NftError(RuntimeError):
@@ -36,13 +36,13 @@ def pod_id(namespace: str, name: str, uid: str = "") -> str:
 
 @dataclass(frozen=True)
 class PodRule:
-    """What the kernel holds for one pod: who it is, its address, its shaping mark (0: none)."""
+    """What the kernel holds for one pod: who it is, its address, its shaping class (0: none)."""
 
     namespace: str
     name: str
     ip: str
     uid: str = ""
-    mark: int = 0
+    tclass: int = 0
 
     @property
     def id(self) -> str:
@@ -50,7 +50,7 @@ class PodRule:
 
     def comment(self) -> str:
         # Kubernetes names and uids hold no "|" (nor a double quote): a plain separator.
-        return "|".join([self.namespace, self.name, self.uid, self.ip, str(self.mark)])
+        return "|".join([self.namespace, self.name, self.uid, self.ip, str(self.tclass)])
 
     @classmethod
     def parse(cls, comment: str) -> PodRule | None:
@@ -142,10 +142,12 @@ class NftAccounting:
             lines.append(
                 f'add rule {t} {inn} ip saddr @r_{cls} counter name "{_counter(pid, "in", cls)}" return'
             )
-        mark = ""
-        if pod.mark:
-            mark = f" meta mark set (meta mark & 0xffff0000) | {pod.mark & MARK_MASK:#x}"
-        lines.append(f'add rule {t} {out} counter name "{_counter(pid, "out", "internet")}"{mark}')
+        shape = ""
+        if pod.tclass:
+            # The uplink's HTB (gpuyard.network.shaping) takes skb->priority 1:<tclass> as
+            # the class itself: no tc filter needed, nothing of the packet's mark touched.
+            shape = f" meta priority set 1:{pod.tclass & CLASS_MASK:x}"
+        lines.append(f'add rule {t} {out} counter name "{_counter(pid, "out", "internet")}"{shape}')
         lines.append(f'add rule {t} {inn} counter name "{_counter(pid, "in", "internet")}"')
         return lines
 
@@ -208,8 +210,8 @@ class NftAccounting:
             elif (r := item.get("rule")) and r["chain"].endswith("_out"):
                 for e in r.get("expr", []):
                     value = e.get("mangle", {}).get("value")
-                    if isinstance(value, dict) and "|" in value:
-                        marks[r["chain"][2:-4]] = int(value["|"][1]) & MARK_MASK
+                    if isinstance(value, str) and value.startswith("1:"):
+                        marks[r["chain"][2:-4]] = int(value[2:], 16)
         return {
             pid: PodRule(p.namespace, p.name, ips[pid], p.uid, marks.get(pid, 0))
             for pid, p in who.items()

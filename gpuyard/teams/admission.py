@@ -21,6 +21,7 @@ from typing import Any
 
 from gpuyard import names
 from gpuyard.kube import json_patch
+from gpuyard.network import bandwidth
 
 ANY_TEAM_TOLERATION = {"key": names.TAINT_TEAM, "operator": "Exists", "effect": "NoSchedule"}
 
@@ -83,6 +84,12 @@ def _already_placed(terms: list[dict[str, Any]], team: str) -> bool:
 
 def mutate_pod(pod: Mapping[str, Any], team: TeamInfo | None, namespace: str) -> Decision:
     """The decision for creating `pod` in `namespace`; team None: not a team namespace."""
+    limit = ((pod.get("metadata") or {}).get("annotations") or {}).get(bandwidth.ANNOTATION)
+    if limit is not None:
+        try:
+            bandwidth.parse(limit)
+        except ValueError as e:
+            return Decision(allowed=False, message=f"annotation {bandwidth.ANNOTATION}: {e}")
     if team is None:
         return Decision(allowed=True)
     spec = pod.get("spec") or {}

@@ -42,7 +42,8 @@ def pods() -> list[PodRule]:
 
 def send(
     lab: netlab.Lab, src: str, dst_ns: str, addr: str, nbytes: int, port: int = 5201, bind: str = ""
-) -> None:
+) -> float:
+    """Send ``nbytes`` over TCP from namespace ``src`` to ``addr``; the seconds it took."""
     srv = lab.popen(
         dst_ns, sys.executable, TRAFFIC, "serve", addr, str(port), stdout=subprocess.PIPE, text=True
     )
@@ -64,6 +65,7 @@ def send(
         )
         assert r.returncode == 0, r.stderr
         assert int(srv.stdout.readline()) == nbytes
+        return float(r.stdout.split()[1])
     finally:
         srv.kill()
         srv.wait()

@@ -3,6 +3,7 @@
 
 import socket
 import sys
+import time
 
 
 def serve(addr: str, port: int) -> None:
@@ -22,12 +23,13 @@ def send(addr: str, port: int, total: int, src: str = "") -> None:
     c = socket.create_connection((addr, port), timeout=30, source_address=(src, 0) if src else None)
     buf = b"x" * (1 << 16)
     left = total
+    t0 = time.monotonic()
     while left > 0:
         left -= c.send(buf[: min(left, len(buf))])
     c.shutdown(socket.SHUT_WR)
     c.recv(1)
     c.close()
-    print(total, flush=True)
+    print(total, time.monotonic() - t0, flush=True)
 
 
 if __name__ == "__main__":
