@@ -94,9 +94,19 @@ class NftAccounting:
         if p.returncode != 0:
             raise NftError(f"nft batch refused: {p.stderr.strip()}\n--- batch ---\n{script}")
 
-    def _list(self) -> list[dict]:
+    def _list(self, what: str = "table") -> list[dict]:
+        """The table (``table``) or only its counters (``counters``), as nft's JSON."""
         p = subprocess.run(
-            self._cmd("-j", "list", "table", "inet", self.table), capture_output=True, text=True
+            self._cmd(
+                "-j",
+                "list",
+                *(["counters"] if what == "counters" else []),
+                "table",
+                "inet",
+                self.table,
+            ),
+            capture_output=True,
+            text=True,
         )
         if p.returncode != 0:
             if "No such file" in p.stderr:
@@ -243,7 +253,7 @@ class NftAccounting:
 
     def read(self) -> list[Count]:
         """Every owned counter, with the pod it belongs to: one kernel read for the node."""
-        items = self._list()
+        items = self._list("counters")
         pods: dict[str, PodRule] = {}
         raw = []
         for item in items:
