@@ -570,7 +570,7 @@ def measure(
                 if f.startswith("store.db")
             )
             if code_dir is None:
-                out["client"] = _client_figures(srv)
+                out["client"] = _client_figures(srv, ca, nodes)
                 out["authorization"] = authorization_cost(
                     srv.url, srv.token, ca, max(500, pods // 10)
                 )
@@ -579,16 +579,15 @@ def measure(
     return out
 
 
-def _client_figures(srv: Any) -> Any:
+def _client_figures(srv: Any, ca: str | None, nodes: int) -> Any:
+    """The client comparison at this run's size (--quick: 750 nodes, not its own 7,500)."""
     try:
         from benchmarks.client_compare import compare_clients  # type: ignore
     except ImportError:
         return None
     try:
-        return (
-            asyncio.run(compare_clients(srv.url, srv.token))
-            if asyncio.iscoroutinefunction(compare_clients)
-            else compare_clients(srv.url, srv.token)
+        return compare_clients(
+            srv.url, srv.token, ca_file=ca, nodes=nodes, events=min(5000, nodes * 2)
         )
     except Exception as exc:  # the comparison is someone else's; report, don't die
         return {"error": repr(exc)}
