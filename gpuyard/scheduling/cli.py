@@ -28,6 +28,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-preemption", action="store_true", help="never preempt")
     parser.add_argument("-v", "--verbose", action="store_true", help="log every scheduling pass")
     parser.add_argument(
+        "--also-default-scheduler",
+        action="store_true",
+        help="also bind pods with schedulerName default-scheduler (only where no other "
+        "default scheduler runs; off by default)",
+    )
+    parser.add_argument(
         "--bind-concurrency",
         type=COUNT,
         default=128,
@@ -61,6 +67,7 @@ async def _main(args: argparse.Namespace) -> int:
         leader_elect=not args.no_leader_elect,
         lease=lease,
         bind_concurrency=args.bind_concurrency,
+        also=("default-scheduler",) if args.also_default_scheduler else (),
     )
     if args.metrics_port:
         start_http_server(args.metrics_port, registry=sched.metrics.registry)

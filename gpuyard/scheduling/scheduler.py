@@ -10,7 +10,9 @@ status.nominatedNodeName. Readable reasons go to Events on the PodGroup or pod a
 the pods' PodScheduled=False condition, only when they change. PodGroup status
 (phase, scheduled, running, succeeded, failed) is kept current. Leader election on a
 Lease makes a second replica safe. Only pods with schedulerName gpuyard-scheduler are
-scheduled; every bound pod counts against its node, whoever bound it.
+scheduled (and, with `also=("default-scheduler",)`, as `gpuyard up` runs it, the pods
+that name no scheduler, with the same policy); every bound pod counts against its node,
+whoever bound it.
 """
 
 from __future__ import annotations
@@ -157,12 +159,13 @@ class Scheduler:
         metrics: Metrics | None = None,
         freeze_gc: float = 1.0,
         informers: InformerFactory | None = None,
+        also: tuple[str, ...] = (),
     ) -> None:
         self.client = client
         self.freeze_gc = freeze_gc
         self.config = config or PolicyConfig()
         self.name = name
-        self.state = ClusterState(name)
+        self.state = ClusterState(name, also)
         self.memory = Memory()  # what the policy keeps across passes over the state
         self.debounce = debounce
         self.leader_elect = leader_elect

@@ -185,8 +185,13 @@ class GroupInfo:
 class ClusterState:
     """Nodes, pods, PodGroups and PriorityClasses, kept current by a driver."""
 
-    def __init__(self, scheduler_name: str = names.SCHEDULER_NAME) -> None:
+    def __init__(
+        self, scheduler_name: str = names.SCHEDULER_NAME, also: Iterable[str] = ()
+    ) -> None:
         self.scheduler_name = scheduler_name
+        # every schedulerName this scheduler answers for: its own, and in the embedded
+        # cluster also default-scheduler (gpuyard up's default scheduler)
+        self.scheduler_names = frozenset((scheduler_name, *also))
         self.nodes: dict[str, NodeInfo] = {}
         self.pods: dict[str, PodInfo] = {}
         self.pending: dict[str, PodInfo] = {}  # ours, unbound, not terminating
@@ -483,7 +488,7 @@ class ClusterState:
         self.pending.pop(info.key, None)
         if info.node:
             self._account(info)
-        elif not info.terminating and info.scheduler == self.scheduler_name:
+        elif not info.terminating and info.scheduler in self.scheduler_names:
             self.pending[info.key] = info
         if info.group:
             self.members.setdefault(info.group, {})[info.key] = info
