@@ -1,0 +1,89 @@
+"""What a node's agent wants in the kernel, from the Kubernetes objects it sees (pure).
+
+- ranges_for(node, nodes, service_cidrs): the node's own pod range, the pod ranges of nodes
+  in another zone (label topology.kubernetes.io/zone), and every pod range plus services;
+- pod_rules(pods, node, previous): one PodRule per running pod with an IP on this node,
+  and the uplink HTB class of each pod limited by gpuyard.io/internet-egress-bandwidth
+  (its class number kept across calls while it stays limited; pods without the
+  annotation get none). A bad value (the webhook refuses them) leaves the pod unshaped.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from gpuyard import names
+from gpuyard.network import bandwidth
+from gpuyard.network.classes import Ranges
+from gpuyard.network.nft import CLASS_MASK, PodRule
+
+Obj = Mapping[str, Any]
+
+
+def _pod_cidrs(node: Obj) -> list[str]:
+    spec = node.get("spec") or {}
+    return list(spec.get("podCIDRs") or ([spec["podCIDR"]] if spec.get("podCIDR") else []))
+
+
+def _zone(node: Obj) -> str:
+    return ((node.get("metadata") or {}).get("labels") or {}).get(names.LABEL_ZONE, "")
+
+
+def ranges_for(node: Obj, nodes: Iterable[Obj], service_cidrs: Iterable[str]) -> Ranges:
+    nodes = list(nodes)
+    mine = _zone(node)
+    other = [c for n in nodes if mine and _zone(n) and _zone(n) != mine for c in _pod_cidrs(n)]
+    every = [c for n in nodes for c in _pod_cidrs(n)] + _pod_cidrs(node) + list(service_cidrs)
+    v4 = [c for c in every if ":" not in c]
+    return Ranges.of(
+        [c for c in _pod_cidrs(node) if ":" not in c], [c for c in other if ":" not in c], v4
+    )
+
+
+def limit_of(pod: Obj) -> int:
+    """The pod's internet egress limit in bits per second; 0: none (or a value refused)."""
+    value = ((pod.get("metadata") or {}).get("annotations") or {}).get(bandwidth.ANNOTATION)
+    if value is None:
+        return 0
+    try:
+        return bandwidth.parse(value)
+    except ValueError:
+        return 0
+
+
+def pod_rules(
+    pods: Iterable[Obj], node: str, previous: Mapping[str, PodRule] | None = None
+) -> tuple[list[PodRule], dict[int, int]]:
+    """(the rules for the node's pods, tclass -> bits per second for the shaper)."""
+    previous = previous or {}
+    rules, shaping = [], {}
+    pending = []
+    for pod in pods:
+        meta, spec, status = (
+            pod.get("metadata") or {},
+            pod.get("spec") or {},
+            pod.get("status") or {},
+        )
+        ip = status.get("podIP") or ""
+        if spec.get("nodeName") != node or not ip or ":" in ip or spec.get("hostNetwork"):
+            continue
+        if status.get("phase") in ("Succeeded", "Failed"):
+            continue
+        rule = PodRule(meta.get("namespace", ""), meta.get("name", ""), ip, meta.get("uid", ""))
+        limit = limit_of(pod)
+        old = previous.get(rule.id)
+        if limit and old and old.tclass:
+            rule = PodRule(rule.namespace, rule.name, ip, rule.uid, old.tclass)
+            shaping[old.tclass] = limit
+        elif limit:
+            pending.append((rule, limit))
+            continue
+        rules.append(rule)
+    kept = set(shaping)
+    free = (c for c in range(1, CLASS_MASK) if c not in kept)
+    for rule, limit in pending:
+        tclass = next(free)
+        rules.append(PodRule(rule.namespace, rule.name, rule.ip, rule.uid, tclass))
+        shaping[tclass] = limit
+    return rules, shaping
