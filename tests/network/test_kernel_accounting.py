@@ -156,3 +156,38 @@ def test_never_touches_another_table(lab):
     assert after == snap
     tables = lab.run("n1", "nft", "list", "tables", capture_output=True, text=True).stdout
     assert "gpuyard" not in tables
+
+
+def test_pods_come_and_go_under_traffic_without_stale_rules(lab):
+    import threading
+
+    acc = NftAccounting(netns=lab.ns("n1"))
+    acc.ensure(ranges())
+    pa, pb = pods()
+    acc.sync([pa, pb])
+    extra = [PodRule("team-b", f"x{i}", f"10.1.1.{100 + i}", uid=f"x{i}") for i in range(20)]
+    done = threading.Event()
+
+    def churn() -> None:
+        i = 0
+        while not done.is_set():
+            # pb and a changing set of other pods come and go; pa stays throughout.
+            acc.sync([pa, *(extra[: i % 21]), *([pb] if i % 2 else [])])
+            i += 1
+
+    t = threading.Thread(target=churn)
+    t.start()
+    try:
+        send(lab, "pa", "inet", netlab.TARGETS["internet"], 20_000_000)
+    finally:
+        done.set()
+        t.join()
+    assert counts(acc)[("pa", "out", "internet")][0] >= 20_000_000
+    acc.sync([pa])
+    listing = lab.run(
+        "n1", "nft", "list", "table", "inet", "gpuyard", capture_output=True, text=True
+    ).stdout
+    assert set(acc.owned()) == {pa.id}
+    others = [pod_.id for pod_ in [pb, *extra]]
+    assert not any(pid in listing for pid in others)
+    assert listing.count("counter c_") == 8
