@@ -2,7 +2,8 @@
 `strategies`: pod templates of workloads (their restartPolicy), port numbers, a pod's
 activeDeadlineSeconds (set once, then only lowered), a Service's ports, a Job's template, completions and
 completionMode, the StatefulSet spec fields that may change, and a PersistentVolumeClaim's
-spec (only a bound claim's storage request may change, never below its capacity).
+spec (only a bound claim's storage request may change, never below its capacity), and
+that a pod names its gang in one way only.
 Pure functions over plain objects; causes are `{"reason", "message", "field"}`.
 """
 
@@ -13,6 +14,7 @@ from typing import Any
 
 import orjson
 
+from gpuyard import names
 from gpuyard.kube.objects import QuantityError, parse_quantity
 
 Cause = dict[str, str]
@@ -94,8 +96,26 @@ def pod_spec_causes(spec: Any, field: str, restart: tuple[str, ...] | None = Non
     return out
 
 
+def _one_group(obj: Obj) -> list[Cause]:
+    """A pod names its gang one way: the scheduler-plugins label or
+    spec.schedulingGroup (the scheduling.k8s.io PodGroup), never both."""
+    label = _dict(_at(obj, "metadata", "labels")).get(names.POD_GROUP_LABEL)
+    upstream = _dict(_at(obj, "spec", "schedulingGroup")).get("podGroupName")
+    if not label or not upstream:
+        return []
+    return [
+        _cause(
+            "spec.schedulingGroup",
+            f"Forbidden: the pod already names its group with the label "
+            f"{names.POD_GROUP_LABEL}={_repr(label)}; a pod names its group in exactly one "
+            f"way: remove the label or spec.schedulingGroup (podGroupName {_repr(upstream)})",
+            "FieldValueForbidden",
+        )
+    ]
+
+
 def _pod_create(obj: Obj) -> list[Cause]:
-    return pod_spec_causes(obj.get("spec"), "spec")
+    return pod_spec_causes(obj.get("spec"), "spec") + _one_group(obj)
 
 
 def _pod_update(new: Obj, old: Obj) -> list[Cause]:

@@ -254,3 +254,52 @@ def test_service_ports(apiserver: ServerProcess) -> None:
         "-",
         input=SERVICE.format(ports="[{name: a, port: 80}, {name: b, port: 80, protocol: UDP}]"),
     )
+
+
+GANG_POD = """
+apiVersion: v1
+kind: Pod
+metadata:
+  name: {name}
+  labels: {labels}
+spec:
+  {group}
+  containers: [{{name: c, image: "busybox:1"}}]
+"""
+
+
+def test_pod_names_its_group_one_way(apiserver: ServerProcess) -> None:
+    s = apiserver
+    both = GANG_POD.format(
+        name="both",
+        labels='{"scheduling.x-k8s.io/pod-group": "pg-a"}',
+        group="schedulingGroup: {podGroupName: pg-b}",
+    )
+    err = refused(s, "apply", "-f", "-", input=both)
+    assert "spec.schedulingGroup: Forbidden" in err, err
+    assert "scheduling.x-k8s.io/pod-group" in err and '"pg-a"' in err and '"pg-b"' in err, err
+    assert k(s, "get", "pod", "both", check=False).returncode != 0
+    # Either way alone is accepted.
+    k(
+        s,
+        "apply",
+        "-f",
+        "-",
+        input=GANG_POD.format(
+            name="label", labels='{"scheduling.x-k8s.io/pod-group": "pg-a"}', group=""
+        ),
+    )
+    k(
+        s,
+        "apply",
+        "-f",
+        "-",
+        input=GANG_POD.format(
+            name="upstream", labels="{}", group="schedulingGroup: {podGroupName: pg-b}"
+        ),
+    )
+    assert kj(s, "pod", "upstream")["spec"]["schedulingGroup"] == {"podGroupName": "pg-b"}
+    # Adding the label to a pod that names its group in its spec is refused too.
+    err = refused(s, "label", "pod", "upstream", "scheduling.x-k8s.io/pod-group=pg-a")
+    assert "spec.schedulingGroup: Forbidden" in err, err
+    assert "scheduling.x-k8s.io/pod-group" not in kj(s, "pod", "upstream")["metadata"]["labels"]
