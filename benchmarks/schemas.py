@@ -15,7 +15,8 @@ In one process, against an in-memory `APIServer` called without sockets (`dispat
 - a ValidatingAdmissionPolicy of three validations bound to pods: pod creates per
   second with its binding and without (`policy_us_per_request`);
 - built-in defaults (`defaults.apply` when a body is decoded, `defaults.on_create`):
-  µs per pod, and pod creates per second with them and without (`defaults_overhead_pct`).
+  µs per pod, and pod creates per second with them and without (`defaults_overhead_pct`);
+- the audit log (default policy): pod creates per second with it and without.
 
     python benchmarks/schemas.py [--pods N] [--rounds N]
 """
@@ -418,6 +419,41 @@ async def defaults_cost(pods: int, rounds: int) -> dict[str, Any]:
         await srv.stop()
 
 
+async def audit_cost(pods: int, rounds: int) -> dict[str, Any]:
+    """Pod creates per second with the audit log (the default policy, written to the
+    data directory) and with it switched off: the cost of auditing every request."""
+    from gpuyard.apiserver.server import APIServer
+
+    d = tempfile.mkdtemp(prefix="gpuyard-bench-audit-")
+    srv = APIServer(d, port=0, persist=False)
+    await srv.start()
+    log = srv.gate.audit
+    assert log is not None, "the server writes no audit log"
+
+    def swap(on: bool) -> None:
+        srv.gate.audit = log if on else None
+
+    n = 0
+    path = "/api/v1/namespaces/default/pods"
+    headers = {"Content-Type": "application/json"}
+
+    async def creates() -> float:
+        nonlocal n
+        bodies = [orjson.dumps(pod(n + i, 100)) for i in range(pods)]
+        n += pods
+        t = time.perf_counter()
+        for b in bodies:
+            resp = await srv.dispatch("POST", path, {}, headers, b)
+            assert resp.status == 201, resp.body
+        return pods / (time.perf_counter() - t)
+
+    try:
+        return {"pods_per_round": pods, **await _ab("creates", swap, rounds, creates)}
+    finally:
+        swap(True)
+        await srv.stop()
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--pods", type=int, default=2000)
@@ -447,6 +483,7 @@ def main() -> None:
     out["cel"] = asyncio.run(cel_cost(a.pods, a.rounds))
     out["admission_policy"] = asyncio.run(policy_cost(a.pods, a.rounds))
     out["defaults"] = asyncio.run(defaults_cost(a.pods, a.rounds))
+    out["audit"] = asyncio.run(audit_cost(a.pods, a.rounds))
     print(orjson.dumps(out, option=orjson.OPT_INDENT_2).decode())
 
 

@@ -859,8 +859,9 @@ class Core:
         if sub is None:
             sent = obj
             obj, warnings = await self._admit(res, op, obj, old, dry)
+            mutated = obj is not sent  # (normalizing below always makes a new dict)
             obj = self._normalize(res, obj) if isinstance(obj, dict) else obj
-            if obj is not sent:
+            if mutated:
                 defaults.apply(res, obj)  # a mutating webhook's object is decoded again
         causes = self._validate(res, obj, old)
         if causes:
