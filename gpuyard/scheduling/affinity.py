@@ -152,7 +152,10 @@ def _weighted(items: Iterable[Mapping[str, Any]], ns: str) -> tuple[Term, ...]:
 def parse(spec: Mapping[str, Any], ns: str, labels: Mapping[str, str]) -> Constraints | None:
     """What the pod asks for beyond the static filters; None for most pods. Required
     anti-affinity on the hostname key alone stays with `filters.anti_ok`."""
-    aff = spec.get("affinity") or {}
+    aff = spec.get("affinity")
+    if not aff and not spec.get("topologySpreadConstraints"):
+        return None  # most pods: nothing to parse
+    aff = aff or {}
     pa = aff.get("podAffinity") or {}
     paa = aff.get("podAntiAffinity") or {}
     na = aff.get("nodeAffinity") or {}
