@@ -158,15 +158,16 @@ async def _populate(c: Client, nodes: int) -> None:
         await asyncio.gather(*(c.create(bench_node(i)) for i in todo[k : k + 200]))
 
 
-async def _make_events(c: Client, events: int) -> str:
-    """Patch `events` nodes (a heartbeat-like annotation); returns the RV before."""
+async def _make_events(c: Client, events: int, nodes: int) -> str:
+    """Patch `events` times the first `nodes` bench nodes, round robin (a heartbeat-like
+    annotation); returns the RV before."""
     rv0 = str((await c.list(NODES, limit=1))["metadata"]["resourceVersion"])
     for k in range(0, events, 200):
         await asyncio.gather(
             *(
                 c.patch(
                     NODES,
-                    f"bench-node-{i % 7500:05d}",
+                    f"bench-node-{i % nodes:05d}",
                     {"metadata": {"annotations": {"gpuyard.io/last-check": f"t{i}"}}},
                 )
                 for i in range(k, min(k + 200, events))
@@ -183,7 +184,7 @@ async def _run(
         cfg.insecure_skip_tls_verify = True
     thin = Client(config=cfg, component="bench")
     await _populate(thin, nodes)
-    rv0 = await _make_events(thin, events)
+    rv0 = await _make_events(thin, events, nodes)
     kubeconfig = _kubeconfig_file(url, token, ca_file)
     results: dict[str, Any] = {"nodes": nodes, "watch_events": events, "repeat": repeat}
     sample = (await thin.list(NODES, limit=1))["items"][0]
