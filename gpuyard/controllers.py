@@ -117,9 +117,14 @@ async def _main(args: argparse.Namespace) -> int:
         print(f"gpuyard controllers: {exc}", file=sys.stderr)
         return 2
     if args.metrics_port:
-        from prometheus_client import start_http_server
+        from gpuyard.kube import metrics
 
-        start_http_server(args.metrics_port)
+        try:
+            metrics.serve(args.metrics_port)
+        except OSError as exc:
+            print(f"gpuyard controllers: metrics port {args.metrics_port}: {exc}", file=sys.stderr)
+            await client.close()
+            return 1
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

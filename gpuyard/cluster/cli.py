@@ -78,6 +78,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="a component option, such as health_quiet_s=5 (repeatable; an unknown key "
         "lists the known ones)",
     )
+    parser.add_argument(
+        "--metrics-port",
+        type=Int(0, 65535, "0: a free port"),
+        default=0,
+        help="serve every component's Prometheus metrics on this port (default: a free one)",
+    )
     parser.add_argument("-v", "--verbose", action="store_true", help="log at debug level")
     flow.add_arguments(parser)
 
@@ -114,6 +120,7 @@ async def _main(args: argparse.Namespace) -> int:
         components=comps,
         options=options,
         flow=flow.limits_from_args(args),
+        metrics_port=args.metrics_port,
     )
     cluster = EmbeddedCluster(opts)
     stop = asyncio.Event()
@@ -135,6 +142,8 @@ async def _main(args: argparse.Namespace) -> int:
         f"gpuyard cluster up: {len(cluster.sim.nodes)} simulated nodes at {cluster.url}", flush=True
     )
     print(f"components: {', '.join(cluster.started) or 'none'}", flush=True)
+    if cluster.metrics_url:
+        print(f"metrics of every component: {cluster.metrics_url}", flush=True)
     if cluster.missing:
         print(f"not available: {', '.join(cluster.missing)}", flush=True)
     print("use it from another terminal:", flush=True)

@@ -32,6 +32,7 @@ class ClusterProcess:
     proc: subprocess.Popen[bytes]
     log_path: Path
     url: str = ""
+    metrics_url: str = ""  # every component's /metrics (empty when not served)
 
     @property
     def kubeconfig(self) -> str:
@@ -140,6 +141,7 @@ def start_cluster_process(
                     info = json.loads(state.read_text())
                     if info.get("pid") == proc.pid:
                         c.url = info["url"]
+                        c.metrics_url = info.get("metrics") or ""
                         break
             if time.monotonic() > deadline:
                 raise TimeoutError(f"gpuyard up did not start:\n{c.log()[-3000:]}")

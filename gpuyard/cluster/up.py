@@ -60,6 +60,9 @@ class UpOptions:
     components: list[str] | None = None  # None: all defaults
     options: dict[str, Any] = field(default_factory=dict)
     flow: Any = None  # gpuyard.apiserver.flow.FlowLimits; None: its defaults
+    # every component's Prometheus metrics on one address (host:metrics_port/metrics);
+    # 0: a free port, None: not served
+    metrics_port: int | None = 0
 
 
 def build_shapes(opts: UpOptions) -> list[NodeShape]:
@@ -162,6 +165,8 @@ class EmbeddedCluster:
         self._informers: list[Informer] = []
         self._kubelets: dict[str, Any] = {}
         self.url = ""
+        self.metrics_url = ""
+        self._metrics_server: Any = None
 
     @property
     def kubeconfig(self) -> str:
@@ -185,6 +190,12 @@ class EmbeddedCluster:
             default_toleration_seconds=self.opts.default_toleration_seconds,
         )
         self.url = await self.server.start()
+        if self.opts.metrics_port is not None:
+            from gpuyard.kube import metrics
+
+            self._metrics_server, mport = metrics.serve(self.opts.metrics_port, self.opts.host)
+            host = self.opts.host if ":" not in self.opts.host else f"[{self.opts.host}]"
+            self.metrics_url = f"http://{host}:{mport}/metrics"
         self.client = Client.in_process(self.server, component="cluster")
         await self.install_defaults()
         register_taints = []
@@ -303,6 +314,7 @@ class EmbeddedCluster:
     def write_state(self) -> None:
         state = {
             "url": self.url,
+            "metrics": self.metrics_url,
             "pid": os.getpid(),
             "kubeconfig": self.kubeconfig,
             "nodes": len(self.sim.nodes) if self.sim else 0,
@@ -344,5 +356,9 @@ class EmbeddedCluster:
             await self.client.close()
         if self.server:
             await self.server.stop()
+        if self._metrics_server is not None:
+            await asyncio.to_thread(self._metrics_server.shutdown)
+            self._metrics_server.server_close()
+            self._metrics_server = None
         with contextlib.suppress(OSError):
             (self.data_dir / STATE_FILE).unlink()

@@ -28,10 +28,19 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-from gpuyard.cliargs import COUNT, ENDPOINT, NATURAL, SECONDS, Float
+from gpuyard.cliargs import COUNT, ENDPOINT, NATURAL, PORT_OR_OFF, SECONDS, Float
 
 # Tainting no node would switch the controller off: a share above 0, at most all.
 MAX_SHARE = Float(gt=0, hi=1, what="a share")
+
+
+def _metrics_port(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--metrics-port",
+        type=PORT_OR_OFF,
+        default=0,
+        help="serve Prometheus metrics on this port (0: off)",
+    )
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -66,6 +75,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="peer that must be reachable (repeatable)",
     )
     a.add_argument("--ib-root", default="/sys/class/infiniband")
+    _metrics_port(a)
     a.add_argument("--kern-log", default="/var/log/kern.log")
     a.add_argument(
         "--quiet-period",
@@ -82,11 +92,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="most nodes tainted within the window, as a share (default 0.05)",
     )
     c.add_argument("--window", type=SECONDS, default=3600.0, help="brake window in seconds")
+    _metrics_port(c)
     c.add_argument("--leader-elect", action="store_true")
     add_timing_arguments(c)
 
     p = sub.add_parser("preflight", help="run the preflight gate")
     p.add_argument("--max-concurrent", type=COUNT, default=10)
+    _metrics_port(p)
     p.add_argument("--timeout", type=SECONDS, default=900.0)
     p.add_argument("--retries", type=NATURAL, default=1)
     p.add_argument("--image", default=None)
@@ -95,6 +107,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
     q = sub.add_parser("periodic", help="run periodic active tests on idle nodes")
     q.add_argument("--max-concurrent", type=COUNT, default=5)
+    _metrics_port(q)
     q.add_argument("--max-starts-per-hour", type=COUNT, default=60)
     q.add_argument("--retest-after", type=SECONDS, default=6 * 86400.0, help="seconds")
     q.add_argument("--timeout", type=SECONDS, default=900.0)
@@ -222,6 +235,14 @@ async def _until_signal(
 
 async def _live(args: argparse.Namespace) -> int:
     cmd = args.health_cmd
+    if getattr(args, "metrics_port", 0):
+        from gpuyard.kube import metrics
+
+        try:
+            metrics.serve(args.metrics_port)
+        except OSError as exc:
+            print(f"gpuyard health {cmd}: metrics port {args.metrics_port}: {exc}", file=sys.stderr)
+            return 1
     if cmd == "agent":
         return await _agent(args)
     lease = None

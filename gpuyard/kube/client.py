@@ -155,7 +155,7 @@ class Client:
         self.backoff_max = backoff_max
         self.timeout = timeout
         self.clock = clock
-        self.requests = RequestCounter(clock())
+        self.requests = RequestCounter(clock(), component)
         self.fence: Fence | None = None
         self._transport: Transport = transport or FastTransport(
             config.server,

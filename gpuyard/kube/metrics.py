@@ -4,6 +4,10 @@ Every `Client` owns a `RequestCounter`: requests by verb (get, list, watch, crea
 update, patch, delete, ...) and by HTTP status class, plus retries. Components report
 `per_minute(now)` and export it as Prometheus metrics with `register_prometheus`.
 Pure bookkeeping: time is passed in by the caller.
+
+Every counter also adds to the process's totals by component, verb and status code
+(`PROCESS`), which `register_process` exports as `gpuyard_api_requests_total`: in
+`gpuyard up` all components share one process and one /metrics.
 """
 
 from __future__ import annotations
@@ -13,11 +17,36 @@ from collections import Counter
 from typing import Any
 
 
+class ProcessRequests:
+    """Requests of every client of the process: (component, verb, code) -> count."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.counts: Counter[tuple[str, str, str]] = Counter()
+        self.retries: Counter[str] = Counter()
+
+    def add(self, component: str, verb: str, status: int) -> None:
+        with self._lock:
+            self.counts[(component, verb, str(status) if status else "error")] += 1
+
+    def add_retry(self, component: str) -> None:
+        with self._lock:
+            self.retries[component] += 1
+
+    def snapshot(self) -> tuple[dict[tuple[str, str, str], int], dict[str, int]]:
+        with self._lock:
+            return dict(self.counts), dict(self.retries)
+
+
+PROCESS = ProcessRequests()
+
+
 class RequestCounter:
     """Counts requests made by one client, by verb and by status code class."""
 
-    def __init__(self, started_at: float) -> None:
+    def __init__(self, started_at: float, component: str = "client") -> None:
         self.started_at = started_at
+        self.component = component
         self._lock = threading.Lock()
         self.by_verb: Counter[str] = Counter()
         self.by_code: Counter[str] = Counter()
@@ -27,10 +56,12 @@ class RequestCounter:
         with self._lock:
             self.by_verb[verb] += 1
             self.by_code[f"{status // 100}xx" if status else "error"] += 1
+        PROCESS.add(self.component, verb, status)
 
     def record_retry(self) -> None:
         with self._lock:
             self.retries += 1
+        PROCESS.add_retry(self.component)
 
     @property
     def total(self) -> int:
@@ -79,3 +110,53 @@ def register_prometheus(counter: RequestCounter, component: str, registry: Any =
     collector = _Collector()
     (registry or REGISTRY).register(collector)
     return collector
+
+
+_registered: set[int] = set()
+
+
+def register_process(registry: Any = None) -> None:
+    """Export the process's request totals (`PROCESS`) in `registry` (the default one
+    when None) as `gpuyard_api_requests_total{component,verb,code}` and
+    `gpuyard_api_request_retries_total{component}`; once per registry."""
+    from prometheus_client import REGISTRY
+    from prometheus_client.core import CounterMetricFamily
+
+    reg = registry or REGISTRY
+    if id(reg) in _registered:
+        return
+    _registered.add(id(reg))
+
+    class _Collector:
+        def collect(self) -> Any:
+            counts, retries = PROCESS.snapshot()
+            fam = CounterMetricFamily(
+                "gpuyard_api_requests",
+                "Requests made to the Kubernetes API by this process's clients",
+                labels=["component", "verb", "code"],
+            )
+            for (component, verb, code), n in sorted(counts.items()):
+                fam.add_metric([component, verb, code], n)
+            yield fam
+            rfam = CounterMetricFamily(
+                "gpuyard_api_request_retries",
+                "Requests to the Kubernetes API retried after 429/5xx or a lost connection",
+                labels=["component"],
+            )
+            for component, n in sorted(retries.items()):
+                rfam.add_metric([component], n)
+            yield rfam
+
+    reg.register(_Collector())
+
+
+def serve(port: int, addr: str = "0.0.0.0", registry: Any = None) -> tuple[Any, int]:
+    """Serve `registry` (the process's default one when None, with the API request
+    totals added) at http://addr:port/metrics from a thread; port 0 picks a free one.
+    Returns (server, port). Raises OSError when the port cannot be bound."""
+    from prometheus_client import REGISTRY, start_http_server
+
+    reg = registry or REGISTRY
+    register_process(reg)
+    server, _thread = start_http_server(port, addr=addr, registry=reg)
+    return server, int(server.server_address[1])

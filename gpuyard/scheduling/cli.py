@@ -42,13 +42,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 async def _main(args: argparse.Namespace) -> int:
-    from prometheus_client import start_http_server
+    from prometheus_client import REGISTRY
 
+    from gpuyard.kube import metrics
     from gpuyard.kube.client import Client
     from gpuyard.kube.errors import KubeError
     from gpuyard.kube.leader import timings_from
     from gpuyard.scheduling.policy import PolicyConfig
-    from gpuyard.scheduling.scheduler import Scheduler
+    from gpuyard.scheduling.scheduler import Metrics, Scheduler
 
     try:
         lease = timings_from(args)
@@ -68,9 +69,15 @@ async def _main(args: argparse.Namespace) -> int:
         lease=lease,
         bind_concurrency=args.bind_concurrency,
         also=("default-scheduler",) if args.also_default_scheduler else (),
+        metrics=Metrics(REGISTRY),
     )
     if args.metrics_port:
-        start_http_server(args.metrics_port, registry=sched.metrics.registry)
+        try:
+            metrics.serve(args.metrics_port)
+        except OSError as exc:
+            print(f"gpuyard scheduler: metrics port {args.metrics_port}: {exc}", file=sys.stderr)
+            await client.close()
+            return 1
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -22,6 +22,21 @@ OPTIONS = cliargs.index(
 
 DEFAULT_SCHEDULER = "default-scheduler"
 
+# The scheduler's metrics in the process's default registry (served on the one metrics
+# address of `gpuyard up`), made once: a restarted scheduler keeps counting in them.
+_process_metrics: Any = None
+
+
+def process_metrics() -> Any:
+    global _process_metrics
+    if _process_metrics is None:
+        from prometheus_client import REGISTRY
+
+        from gpuyard.scheduling.scheduler import Metrics
+
+        _process_metrics = Metrics(REGISTRY)
+    return _process_metrics
+
 
 async def run(ctx: Any) -> None:
     from gpuyard.kube.client import Client
@@ -32,7 +47,9 @@ async def run(ctx: Any) -> None:
         informers = getattr(ctx, "informers", None)
         opts = getattr(ctx, "options", None) or {}
         also = (DEFAULT_SCHEDULER,) if cliargs.get(opts, OPTIONS["scheduler_default"]) else ()
-        sched = Scheduler(client, leader_elect=False, informers=informers, also=also)
+        sched = Scheduler(
+            client, leader_elect=False, informers=informers, also=also, metrics=process_metrics()
+        )
         await sched.run(ctx.stop)
     finally:
         await client.close()

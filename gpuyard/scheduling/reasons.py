@@ -140,3 +140,32 @@ def explain(ps: Pass, u: Unit) -> str:
         else:
             parts.append(f"{k}: {r}")
     return "; ".join(parts)
+
+
+# Reason categories, for metrics (a label of few values; the full text is on the pod):
+# the first whose test matches the reason, else "Other".
+_CATEGORIES: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("PodGroupNotFound", ("PodGroup ",)),
+    ("WaitingForMembers", ("waits for members",)),
+    ("GangTimeout", ("scheduleTimeoutSeconds", "timed out after")),
+    ("MinResources", ("minResources",)),
+    (
+        "InsufficientGPU",
+        ("lack nvidia.com/gpu", "lacks nvidia.com/gpu", "Insufficient nvidia.com/gpu"),
+    ),
+    ("HeldForReservation", ("held for",)),
+    ("PodsTerminating", ("freeing (pods terminating)",)),
+    ("InsufficientResources", ("lack ", "lacks ", "Insufficient ")),
+    ("NoMatchingNode", ("not Ready", "cordoned", "untolerated", "mismatch", "node(s)")),
+    ("Affinity", ("anti-affinity",)),
+    ("HostPorts", ("free ports",)),
+)
+CATEGORIES = tuple(c for c, _ in _CATEGORIES) + ("Other",)
+
+
+def category(reason: str) -> str:
+    """The category of a pending reason: InsufficientGPU, WaitingForMembers, ..."""
+    for name, marks in _CATEGORIES:
+        if any(m in reason for m in marks):
+            return name
+    return "Other"

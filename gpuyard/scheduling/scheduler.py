@@ -38,8 +38,8 @@ from gpuyard.kube.informer import InformerFactory, informer_maker
 from gpuyard.kube.leader import LeaderElector, LeaseTimings
 from gpuyard.kube.resources import NAMESPACES, NODES, POD_GROUPS, PODS, PRIORITY_CLASSES, TEAMS
 from gpuyard.scheduling.policy import Decisions, Eviction, Memory, PolicyConfig, deliver, schedule
-from gpuyard.scheduling.reasons import Reasons
-from gpuyard.scheduling.state import ClusterState
+from gpuyard.scheduling.reasons import CATEGORIES, Reasons, category
+from gpuyard.scheduling.state import GPU, ClusterState
 
 log = logging.getLogger("gpuyard.scheduler")
 
@@ -47,6 +47,24 @@ log = logging.getLogger("gpuyard.scheduler")
 # numbers change (node counts move while nodes join or leave); other changes at once.
 REASON_REFRESH_S = 5.0
 _DIGITS = re.compile(r"\d+")
+
+
+# Queue waits: seconds to a day.
+WAIT_BUCKETS = (1, 5, 15, 30, 60, 120, 300, 600, 1800, 3600, 7200, 14400, 28800, 86400)
+
+
+def size_label(gpus: int) -> str:
+    """A unit's size, in GPUs, as a bucket label."""
+    if gpus <= 0:
+        return "0"
+    for hi, label in ((1, "1"), (8, "2-8"), (64, "9-64"), (512, "65-512")):
+        if gpus <= hi:
+            return label
+    return "513+"
+
+
+def preemption_cause(reason: str) -> str:
+    return "reclaim" if "reclaiming team" in reason else "priority"
 
 
 class Metrics:
@@ -61,7 +79,30 @@ class Metrics:
             "gpuyard_scheduler_binding_errors_total", "bindings refused", registry=r
         )
         self.preemptions = Counter(
-            "gpuyard_scheduler_preemptions_total", "pods evicted to make room", registry=r
+            "gpuyard_scheduler_preemptions_total",
+            "pods evicted to make room, by cause (priority; reclaim: a team takes back its"
+            " lent capacity)",
+            ["cause"],
+            registry=r,
+        )
+        self.pending_gangs = Gauge(
+            "gpuyard_scheduler_pending_gangs",
+            "gangs left unplaced by the last pass, by reason",
+            ["reason"],
+            registry=r,
+        )
+        self.unschedulable_pods = Gauge(
+            "gpuyard_scheduler_unschedulable_pods",
+            "pods left unplaced by the last pass (gang members included), by reason",
+            ["reason"],
+            registry=r,
+        )
+        self.queue_wait = Histogram(
+            "gpuyard_scheduler_queue_wait_seconds",
+            "time from creation to placement of a gang or lone pod, by size in GPUs and team",
+            ["size", "team"],
+            buckets=WAIT_BUCKETS,
+            registry=r,
         )
         self.latency = Histogram(
             "gpuyard_scheduler_decision_seconds",
@@ -384,9 +425,29 @@ class Scheduler:
                 self.state.unbind(key)
                 self._changed()
 
+    def _observe_waits(self, bindings: list[tuple[str, str]]) -> None:
+        """Queue wait of each unit placed: a lone pod, or a gang (once, when members
+        are first bound in a pass; its size is the members bound with it)."""
+        now = time.time()
+        units: dict[str, tuple[float, int, str]] = {}
+        for k, _ in bindings:
+            p = self.state.pods.get(k)
+            if p is None or p.node is None:
+                continue
+            unit = p.group or k
+            created, gpus, team = units.get(unit, (p.created, 0, ""))
+            team = team or p.team or self.state.team_of(k) or "none"
+            units[unit] = (min(created, p.created), gpus + p.req[GPU], team)
+        for created, gpus, team in units.values():
+            if created > 0:
+                self.metrics.queue_wait.labels(size_label(gpus), team).observe(
+                    max(0.0, now - created)
+                )
+
     async def _apply_bindings(self, bindings: list[tuple[str, str]]) -> None:
         if bindings:
             await asyncio.gather(*(self._bind_one(k, n) for k, n in bindings))
+            self._observe_waits(bindings)
             for k, _ in bindings:
                 self._forget_reason(f"pod {k}")
                 p = self.state.pods.get(k)
@@ -415,7 +476,7 @@ class Scheduler:
                     log.info("preempting %s: no DisruptionTarget condition: %s", key, exc)
                 try:
                     await self.client.evict(name, ns)
-                    self.metrics.preemptions.inc()
+                    self.metrics.preemptions.labels(preemption_cause(reason)).inc()
                     if pod:
                         self.recorder.emit(pod, "Normal", "Preempted", reason)
                 except NotFound:
@@ -455,7 +516,20 @@ class Scheduler:
         writes = []
         now = time.monotonic()
         deferred = False
+        gangs: dict[str, int] = dict.fromkeys(CATEGORIES, 0)
+        npods: dict[str, int] = dict.fromkeys(CATEGORIES, 0)
+        members: dict[str, int] = {}
+        if any(u.startswith("gang ") for u in reasons):
+            for p in self.state.pending.values():
+                if p.group:
+                    members[p.group] = members.get(p.group, 0) + 1
         for unit, reason in reasons.items():
+            cat = category(reason)
+            if unit.startswith("gang "):
+                gangs[cat] += 1
+                npods[cat] += members.get(unit[5:], 0)
+            else:
+                npods[cat] += 1
             if self._reasons.get(unit) == reason:
                 continue
             if (
@@ -493,6 +567,9 @@ class Scheduler:
                 )
                 if changed:
                     writes.append(self._patch_conditions(pod, conds))
+        for cat in CATEGORIES:
+            self.metrics.pending_gangs.labels(cat).set(gangs[cat])
+            self.metrics.unschedulable_pods.labels(cat).set(npods[cat])
         if deferred and not self._refresh_armed:
             self._refresh_armed = True
 

@@ -225,7 +225,12 @@ async def test_preemption_evicts_the_low_priority_gang_whole_and_nominates(
             return all(ps[f"urgent-{i}"]["spec"].get("nodeName") for i in range(2))
 
         await until(urgent_bound)
-        assert sched.metrics.preemptions._value.get() == 2
+        assert (
+            sched.metrics.registry.get_sample_value(
+                "gpuyard_scheduler_preemptions_total", {"cause": "priority"}
+            )
+            == 2
+        )
     finally:
         stop.set()
         if task is not None:
