@@ -116,6 +116,8 @@ class Access:
     def impersonate(self, user: UserInfo, headers: Mapping[str, str]) -> UserInfo | None:
         """The user this request acts as when it has impersonation headers (each one
         checked against the requester's permissions), else None."""
+        if not any(k[:12].lower() == "impersonate-" for k in headers):
+            return None  # the common case: one pass over the header names
         names = _getall(headers, "Impersonate-User")
         groups = _getall(headers, "Impersonate-Group")
         uids = _getall(headers, "Impersonate-Uid")
