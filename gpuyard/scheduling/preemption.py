@@ -118,18 +118,27 @@ class Victims:
         """`order` with fair sharing: within a priority, units of teams over their fair
         share first (cost (priority, 0 if over else 1, pods))."""
         pods = s.pods
-        rows: list[Any] = []
-        for level, lane in self.singles.items():
-            if level < prio:
+
+        def singles(level: int, lane: list[str]) -> Iterator[Any]:
+            # two walks of the key-ordered lane: pods of teams over their share first
+            for flag in (0, 1):
+                cost = (level, flag, 1)
                 for vk in lane:
                     p = pods[vk[4:]]
-                    rows.append(((level, 0 if p.team in over else 1, 1), vk, [p]))
-        for (top, n), key, members in self.gang.values():
-            if top < prio:
-                flag = 0 if members[0].team in over else 1
-                rows.append(((top, flag, n), key, members))
-        rows.sort(key=lambda r: (r[0], r[1]))
-        return iter(rows)
+                    if (p.team in over) != bool(flag):
+                        yield (cost, vk, [p])
+
+        runs: list[Iterable[Any]] = [
+            singles(level, lane) for level, lane in self.singles.items() if level < prio
+        ]
+        runs.append(
+            sorted(
+                ((top, 0 if members[0].team in over else 1, n), key, members)
+                for (top, n), key, members in self.gang.values()
+                if top < prio
+            )
+        )
+        return heapq.merge(*runs)
 
 
 def over_share(s: ClusterState) -> set[str]:
