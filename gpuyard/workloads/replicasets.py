@@ -1,0 +1,248 @@
+"""The ReplicaSet controller: keeps spec.replicas pods of the template, level-triggered.
+
+Informers on ReplicaSets and pods; every change queues the ReplicaSet concerned and a
+worker reconciles each queued key against the caches (no polling). Pods it creates
+carry a controller owner reference; orphan pods matching the selector are adopted.
+Creations and deletions it made that the pod watch has not shown yet are remembered
+(as kube-controller-manager's expectations), so a lagging cache never makes it create
+twice. Status (replicas, fullyLabeledReplicas, readyReplicas, availableReplicas,
+observedGeneration) is written only when it changes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+from gpuyard.kube import objects as o
+from gpuyard.kube.errors import ApiError, NotFound
+from gpuyard.kube.informer import InformerFactory, informer_maker
+from gpuyard.kube.resources import BUILTIN, PODS
+from gpuyard.kube.waits import woken
+
+log = logging.getLogger("gpuyard.workloads")
+
+REPLICA_SETS = BUILTIN[("apps/v1", "ReplicaSet")]
+WRITES_IN_FLIGHT = 64
+
+
+def controller_of(obj: dict[str, Any]) -> dict[str, Any] | None:
+    for ref in (obj.get("metadata") or {}).get("ownerReferences") or []:
+        if ref.get("controller"):
+            return dict(ref)
+    return None
+
+
+def pod_ready(pod: dict[str, Any]) -> bool:
+    return o.condition_true(pod, "Ready")
+
+
+def pod_active(pod: dict[str, Any]) -> bool:
+    return not o.is_pod_terminal(pod) and not (pod.get("metadata") or {}).get("deletionTimestamp")
+
+
+def _delete_order(pod: dict[str, Any]) -> tuple[Any, ...]:
+    """Which pods go first on a scale down: unbound, then not running, then not ready,
+    then the newest."""
+    st = pod.get("status") or {}
+    created = (pod.get("metadata") or {}).get("creationTimestamp") or ""
+    return (
+        bool((pod.get("spec") or {}).get("nodeName")),
+        st.get("phase") == "Running",
+        pod_ready(pod),
+        "".join(chr(0x10FFFF - ord(c)) for c in created),  # newest first
+    )
+
+
+class ReplicaSetController:
+    def __init__(self, client: Any, informers: InformerFactory | None = None) -> None:
+        self.client = client
+        mk = informer_maker(client, informers)
+        self.sets = mk(REPLICA_SETS, name="workloads-replicasets")
+        self.pods = mk(PODS, name="workloads-pods")
+        self.pods.add_index("rs-owner", self._owner_index)
+        self._queue: set[str] = set()
+        self._wake = asyncio.Event()
+        self._sem = asyncio.Semaphore(WRITES_IN_FLIGHT)
+        # rs key -> pod names created / deleted that the pod cache has not shown yet
+        self._adds: dict[str, set[str]] = {}
+        self._dels: dict[str, set[str]] = {}
+        self._status: dict[str, dict[str, Any]] = {}
+        self.writes = 0
+
+    @staticmethod
+    def _owner_index(pod: dict[str, Any]) -> str | None:
+        ref = controller_of(pod)
+        if ref is None or ref.get("kind") != "ReplicaSet":
+            return None
+        return f"{o.namespace_of(pod)}/{ref.get('name')}"
+
+    def enqueue(self, key: str) -> None:
+        self._queue.add(key)
+        self._wake.set()
+
+    def _wire(self) -> None:
+        def rs_ev(rs: dict[str, Any]) -> None:
+            self.enqueue(o.key_of(rs))
+
+        self.sets.add_handler(rs_ev, lambda old, new: rs_ev(new), rs_ev)
+
+        def pod_ev(pod: dict[str, Any]) -> None:
+            owner = self._owner_index(pod)
+            if owner is not None:
+                self.enqueue(owner)
+            elif controller_of(pod) is None and pod_active(pod):
+                # an orphan: the ReplicaSets of its namespace whose selector takes it
+                labels = o.labels_of(pod)
+                for rs in self.sets.by_namespace(o.namespace_of(pod)):
+                    sel = (rs.get("spec") or {}).get("selector")
+                    if sel and o.selector_matches(sel, labels):
+                        self.enqueue(o.key_of(rs))
+
+        def pod_update(old: dict[str, Any], new: dict[str, Any]) -> None:
+            pod_ev(new)
+            if self._owner_index(old) != self._owner_index(new):
+                pod_ev(old)
+
+        self.pods.add_handler(pod_ev, pod_update, pod_ev)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        self._wire()
+        infs = (self.pods, self.sets)
+        for inf in infs:
+            inf.start()
+        try:
+            for inf in infs:
+                await inf.wait_synced()
+            while await woken(self._wake, stop):
+                await asyncio.sleep(0.02)  # coalesce a burst of events
+                self._wake.clear()
+                keys, self._queue = self._queue, set()
+                await asyncio.gather(*(self._reconcile_safe(k) for k in keys))
+        finally:
+            for inf in infs:
+                await inf.stop()
+
+    async def _reconcile_safe(self, key: str) -> None:
+        try:
+            await self.reconcile(key)
+        except (ApiError, OSError) as exc:
+            log.warning("replicaset %s: %s; will retry", key, exc)
+            asyncio.get_running_loop().call_later(1.0, self.enqueue, key)
+
+    async def reconcile(self, key: str) -> None:
+        ns, name = key.split("/", 1)
+        rs = self.sets.get(name, ns)
+        if rs is None:
+            for d in (self._adds, self._dels, self._status):
+                d.pop(key, None)
+            return
+        md = rs["metadata"]
+        spec = rs.get("spec") or {}
+        selector = spec.get("selector") or {}
+        uid = md.get("uid")
+        owned = [p for p in self.pods.by_index("rs-owner", key) if controller_of(p)["uid"] == uid]  # type: ignore[index]
+        if not md.get("deletionTimestamp") and selector:
+            owned += await self._adopt(rs, ns, selector)
+        names = {o.name_of(p) for p in owned}
+        adds = self._adds.setdefault(key, set())
+        adds -= names  # seen now
+        dels = self._dels.setdefault(key, set())
+        dels &= {o.name_of(p) for p in owned if pod_active(p)}  # still not gone
+        active = [p for p in owned if pod_active(p) and o.name_of(p) not in dels]
+        if not md.get("deletionTimestamp"):
+            want = int(spec.get("replicas", 1))
+            diff = want - len(active) - len(adds)
+            if diff > 0:
+                await self._create(rs, key, diff)
+            elif diff < 0 and not adds:
+                victims = sorted(active, key=_delete_order)[:-diff]
+                await self._delete(key, ns, victims)
+                active = [p for p in active if p not in victims]
+        await self._write_status(rs, key, active, selector)
+
+    async def _adopt(
+        self, rs: dict[str, Any], ns: str, selector: dict[str, Any]
+    ) -> list[dict[str, Any]]:
+        got: list[dict[str, Any]] = []
+        for pod in self.pods.by_namespace(ns):
+            if controller_of(pod) is not None or not pod_active(pod):
+                continue
+            if not o.selector_matches(selector, o.labels_of(pod)):
+                continue
+            refs = [*((pod["metadata"].get("ownerReferences")) or []), o.owner_reference(rs)]
+            patch = {"metadata": {"ownerReferences": refs}}
+            try:
+                async with self._sem:
+                    got.append(await self.client.patch(PODS, o.name_of(pod), patch, ns))
+                self.writes += 1
+            except (NotFound, ApiError) as exc:
+                log.debug("adopting %s/%s: %s", ns, o.name_of(pod), exc)
+        return got
+
+    async def _create(self, rs: dict[str, Any], key: str, n: int) -> None:
+        tmpl = (rs.get("spec") or {}).get("template") or {}
+        tmd = tmpl.get("metadata") or {}
+        ns = o.namespace_of(rs)
+        body = {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {
+                "generateName": f"{o.name_of(rs)}-",
+                "namespace": ns,
+                "labels": dict(tmd.get("labels") or {}),
+                "annotations": dict(tmd.get("annotations") or {}),
+                "ownerReferences": [o.owner_reference(rs)],
+            },
+            "spec": tmpl.get("spec") or {},
+        }
+
+        async def one() -> None:
+            async with self._sem:
+                made = await self.client.create(body, ns)
+            self.writes += 1
+            self._adds.setdefault(key, set()).add(o.name_of(made))
+
+        results = await asyncio.gather(*(one() for _ in range(n)), return_exceptions=True)
+        errors = [r for r in results if isinstance(r, BaseException)]
+        if errors:
+            raise errors[0]
+
+    async def _delete(self, key: str, ns: str, pods: list[dict[str, Any]]) -> None:
+        async def one(pod: dict[str, Any]) -> None:
+            name = o.name_of(pod)
+            self._dels.setdefault(key, set()).add(name)
+            try:
+                async with self._sem:
+                    await self.client.delete(PODS, name, ns)
+                self.writes += 1
+            except NotFound:
+                pass
+
+        await asyncio.gather(*(one(p) for p in pods))
+
+    async def _write_status(
+        self, rs: dict[str, Any], key: str, active: list[dict[str, Any]], selector: dict[str, Any]
+    ) -> None:
+        tlabels = ((rs.get("spec") or {}).get("template") or {}).get("metadata") or {}
+        want_labels = tlabels.get("labels") or {}
+        ready = sum(1 for p in active if pod_ready(p))
+        status: dict[str, Any] = {
+            "replicas": len(active),
+            "fullyLabeledReplicas": sum(
+                1 for p in active if all(o.labels_of(p).get(k) == v for k, v in want_labels.items())
+            ),
+            "readyReplicas": ready,
+            "availableReplicas": ready,
+            "observedGeneration": int(rs["metadata"].get("generation") or 0),
+        }
+        cur = rs.get("status") or {}
+        have = {k: cur.get(k, 0) for k in status}
+        if have == status:
+            return
+        ns, name = key.split("/", 1)
+        async with self._sem:
+            await self.client.patch_status(REPLICA_SETS, name, {"status": status}, ns)
+        self.writes += 1
+        self._status[key] = status
