@@ -150,7 +150,7 @@ def pick(
 class Finish:
     node: str
     pod: dict[str, Any] | None
-    result: str  # "pass" | "fail" | "timeout"
+    result: str  # "pass" | "fail" | "could-not-run" | "timeout"
     condition: Condition
 
 
@@ -168,9 +168,8 @@ def finish_plan(
         seen.add(node)
         res = outcome(p)
         if res.finished:
-            out.append(
-                Finish(node, p, "pass" if res.passed else "fail", gpu_test_condition(KIND, res))
-            )
+            result = "pass" if res.passed else "could-not-run" if res.could_not_run else "fail"
+            out.append(Finish(node, p, result, gpu_test_condition(KIND, res)))
         elif pod_age(p, now) > cfg.timeout_s:
             out.append(Finish(node, p, "timeout", timeout_condition(KIND, 1)))
     # A node held for testing with no test pod (we restarted mid-way): let it go.
@@ -260,7 +259,7 @@ async def finish_test(client: Any, f: Finish, now: float) -> None:
             client,
             node,
             "Normal" if f.result == "pass" else "Warning",
-            f"PeriodicTest{f.result.capitalize()}",
+            "PeriodicTest" + "".join(w.capitalize() for w in f.result.split("-")),
             f.condition.message,
         )
 

@@ -12,8 +12,15 @@ and reads the JSON report from the pod's termination message:
   and set GPUTestPassed=False with the failing check as reason, which the health
   controller turns into `gpuyard.io/unhealthy=GPUTest<Check>` (through the brake); the
   preflight taint stays, so the node takes no work even while the brake holds;
-- timeout (or a test that could not run): delete the pod and retry, up to `retries`
-  times, then fail with GPUTestTimeout.
+- timeout: delete the pod and retry, up to `retries` times, then fail with
+  GPUTestTimeout;
+- could not run (gpu-test's exit 2 / `could_not_run` in its report: no PyTorch, no
+  driver or GPU; or an image without gpuyard): retry likewise, then say so and stop:
+  gpuyard.io/preflight-result=could-not-run with the reason in preflight-detail,
+  GPUTestPassed=Unknown (reason GPUTestCouldNotRun), a PreflightCouldNotRun Warning
+  Event, the label dropped and the preflight taint KEPT. That is not a hardware
+  verdict, so no unhealthy taint follows; fix the test image (or driver) and label the
+  node `gpuyard.io/preflight=true` again to rerun it.
 
 `plan` is pure (nodes + test pods + now -> actions); `run_preflight` is the live loop.
 """
@@ -64,7 +71,7 @@ class PreflightConfig:
 
 @dataclass(frozen=True)
 class Action:
-    kind: str  # "create" | "delete" | "pass" | "fail" | "attempt"
+    kind: str  # "create" | "delete" | "pass" | "fail" | "could-not-run" | "attempt"
     node: str
     pod: dict[str, Any] | None = None
     condition: Condition | None = None
@@ -129,6 +136,16 @@ def plan(
             if out.could_not_run and attempts <= cfg.retries:
                 actions.append(Action("delete", name, pod=pod))
                 waiting.append((_created(node), name))
+            elif out.could_not_run:
+                actions.append(
+                    Action(
+                        "could-not-run",
+                        name,
+                        pod=pod,
+                        condition=gpu_test_condition(KIND, out),
+                        detail=out.why[:250],
+                    )
+                )
             else:
                 actions.append(
                     Action(
@@ -224,6 +241,40 @@ async def apply(client: Any, nodes: Mapping[str, Any], a: Action, now: float) ->
         msg = a.condition.message if a.condition else a.detail
         await kubeio.record(
             client, node or {"metadata": {"name": a.node}}, "Warning", "PreflightFailed", msg
+        )
+        if a.pod is not None:
+            m = a.pod["metadata"]
+            await client.delete_if_exists(PODS, m["name"], m["namespace"])
+    elif a.kind == "could-not-run":
+        # Not a hardware verdict: the preflight taint stays (the node is untested),
+        # GPUTestPassed goes Unknown (never False, so no unhealthy taint).
+        if a.condition is not None:
+            await kubeio.write_node_conditions(client, a.node, [a.condition])
+        await client.patch(
+            NODES,
+            a.node,
+            {
+                "metadata": {
+                    "labels": {LABEL_PREFLIGHT: None},
+                    "annotations": {
+                        ANN_RESULT: "could-not-run",
+                        ANN_TIME: _iso(now),
+                        ANN_DETAIL: a.detail,
+                        ANN_ATTEMPTS: None,
+                    },
+                }
+            },
+        )
+        msg = (a.condition.message if a.condition else a.detail) + (
+            f"; the {TAINT_PREFLIGHT} taint stays: fix the test image or driver, then"
+            f" label the node {LABEL_PREFLIGHT}=true to rerun"
+        )
+        await kubeio.record(
+            client,
+            node or {"metadata": {"name": a.node}},
+            "Warning",
+            "PreflightCouldNotRun",
+            msg,
         )
         if a.pod is not None:
             m = a.pod["metadata"]

@@ -122,6 +122,14 @@ class Outcome:
     report: dict[str, Any] | None = None
     failing_check: str = ""
     could_not_run: bool = False
+    why: str = ""  # why it could not run
+
+
+# Exit codes that mean the test never ran: gpu-test's own "could not run" (no PyTorch,
+# no GPU, bad flags), and the shell's "not executable" / "command not found" (an image
+# without gpuyard). Container runtime reasons that mean the same.
+COULD_NOT_RUN_CODES = {2: "gpu-test exited 2", 126: "not executable", 127: "command not found"}
+COULD_NOT_RUN_REASONS = ("ContainerCannotRun", "StartError")
 
 
 def outcome(pod: dict[str, Any]) -> Outcome:
@@ -150,16 +158,33 @@ def outcome(pod: dict[str, Any]) -> Outcome:
     passed = code == 0 and (report is None or bool(report.get("ok", True)))
     if passed:
         return Outcome(True, True, code, report)
+    reason = str(term.get("reason") or st.get("reason") or "")
     if report is not None:
         check = first_failing_check(report)
+        why = str(report.get("could_not_run") or "")
     else:
-        check = str(st.get("reason") or term.get("reason") or "gpu-test")
-    return Outcome(True, False, code, report, check, could_not_run=code == 2)
+        check = reason or "gpu-test"
+        why = COULD_NOT_RUN_CODES.get(code, "") if isinstance(code, int) else ""
+        if reason in COULD_NOT_RUN_REASONS:
+            why = f"{reason}: {term.get('message') or ''}".strip(": ")
+    return Outcome(True, False, code, report, check, could_not_run=bool(why), why=why[:400])
+
+
+COULD_NOT_RUN_REASON = "GPUTestCouldNotRun"
 
 
 def gpu_test_condition(kind: str, out: Outcome) -> Condition:
+    """GPUTestPassed: True (passed), False (ran and failed: the health controller taints
+    the node), Unknown (could not run: says nothing about the hardware, so no taint)."""
     if out.passed:
         return Condition(GPU_TEST_CONDITION, "True", "GPUTestPassed", f"{kind} gpu-test passed")
+    if out.could_not_run:
+        return Condition(
+            GPU_TEST_CONDITION,
+            "Unknown",
+            COULD_NOT_RUN_REASON,
+            f"{kind} gpu-test could not run: {out.why}"[:900],
+        )
     failed = ", ".join((out.report or {}).get("failed", [])[:8]) or out.failing_check
     reason = "GPUTest" + "".join(
         p.capitalize() for p in out.failing_check.replace("-", "_").split("_")

@@ -132,3 +132,30 @@ def test_nodes_without_label_ignored() -> None:
     n = node("n")
     n["metadata"]["labels"] = {}
     assert plan({"n": n}, {}, T0, CFG) == []
+
+
+def test_could_not_run_after_retries_is_not_a_failure() -> None:
+    n = node("n", 2)
+    rep = {"ok": False, "exit_code": 2, "could_not_run": "PyTorch is not installed"}
+    rep.update(failed=[], checks=[])
+    acts = plan({"n": n}, {"p": pod_for(n, 2, "Failed", rep, 2)}, T0 + 5, CFG)
+    assert [a.kind for a in acts] == ["could-not-run"]
+    cond = acts[0].condition
+    assert cond is not None and (cond.status, cond.reason) == ("Unknown", "GPUTestCouldNotRun")
+    assert "PyTorch is not installed" in cond.message
+    assert acts[0].detail == "PyTorch is not installed"
+
+
+def test_image_without_gpuyard_could_not_run_but_a_crash_failed() -> None:
+    n = node("n", 2)
+    acts = plan({"n": n}, {"p": pod_for(n, 2, "Failed", None, 127)}, T0 + 5, CFG)
+    assert [a.kind for a in acts] == ["could-not-run"]
+    assert acts[0].detail == "command not found"
+    # A test that ran and died (killed, segfault) is a failure, as is a failed check.
+    acts = plan({"n": n}, {"p": pod_for(n, 2, "Failed", None, 139)}, T0 + 5, CFG)
+    assert [a.kind for a in acts] == ["fail"]
+    rep = {"ok": False, "exit_code": 1, "failed": ["matmul.gpu0"]}
+    rep["checks"] = [{"name": "matmul", "gpu": 0, "ok": False}]
+    acts = plan({"n": n}, {"p": pod_for(n, 2, "Failed", rep, 1)}, T0 + 5, CFG)
+    assert [a.kind for a in acts] == ["fail"]
+    assert acts[0].condition is not None and acts[0].condition.status == "False"
