@@ -9,6 +9,7 @@ that fail like another are stored once and told each with its own name (`relabel
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from collections.abc import Iterator, MutableMapping
 from typing import TYPE_CHECKING
@@ -160,12 +161,19 @@ _CATEGORIES: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("Affinity", ("anti-affinity",)),
     ("HostPorts", ("free ports",)),
 )
-CATEGORIES = tuple(c for c, _ in _CATEGORIES) + ("Other",)
+CATEGORIES = tuple(c for c, _ in _CATEGORIES) + ("InsufficientCapacity", "Other")
+_NONE_FIT = re.compile(r"\b0 fit on ")
 
 
 def category(reason: str) -> str:
-    """The category of a pending reason: InsufficientGPU, WaitingForMembers, ..."""
-    for name, marks in _CATEGORIES:
+    """The category of a pending reason: InsufficientGPU, WaitingForMembers, ...;
+    InsufficientCapacity for a gang some of whose pods fit but not all at once."""
+    for name, marks in _CATEGORIES[:8]:
+        if any(m in reason for m in marks):
+            return name
+    if " fit on " in reason and not _NONE_FIT.search(reason):
+        return "InsufficientCapacity"
+    for name, marks in _CATEGORIES[8:]:
         if any(m in reason for m in marks):
             return name
     return "Other"

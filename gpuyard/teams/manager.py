@@ -34,6 +34,7 @@ from gpuyard.teams.assign import (
     parse_team,
     plan,
 )
+from gpuyard.teams.metrics import process_metrics
 
 log = logging.getLogger("gpuyard.teams")
 
@@ -195,6 +196,7 @@ class TeamManager:
             st.reason = f"{why}; {st.reason}" if st.reason else why
         self.last_plan = p
         self.rounds += 1
+        process_metrics().update(p.status, self.nodes.list(), self.pods.by_node)
         ok = True
         sem = asyncio.Semaphore(self.write_concurrency)
 
