@@ -8,6 +8,7 @@ from typing import Any
 
 async def run(ctx: Any) -> None:
     from gpuyard.kube.client import Client
+    from gpuyard.workloads.deployments import DeploymentController
     from gpuyard.workloads.replicasets import ReplicaSetController
 
     kw = getattr(ctx, "client_kw", None)
@@ -16,6 +17,9 @@ async def run(ctx: Any) -> None:
     )
     informers = getattr(ctx, "informers", None)
     try:
-        await asyncio.gather(ReplicaSetController(client, informers).run(ctx.stop))
+        await asyncio.gather(
+            ReplicaSetController(client, informers).run(ctx.stop),
+            DeploymentController(client, informers).run(ctx.stop),
+        )
     finally:
         await client.close()
