@@ -39,7 +39,8 @@ SCHEDULER_RULES: list[Rule] = [
     ("", ["events"], ["create", "patch"]),
     ("scheduling.x-k8s.io", ["podgroups"], WATCH),
     ("scheduling.x-k8s.io", ["podgroups/status"], ["patch", "update"]),
-    ("scheduling.k8s.io", ["priorityclasses"], WATCH),
+    ("scheduling.k8s.io", ["priorityclasses", "podgroups"], WATCH),
+    ("scheduling.k8s.io", ["podgroups/status"], ["patch", "update"]),
     # Teams' weights and namespaces divide the shared pool and borrowed nodes
     (names.GROUP, ["teams"], WATCH),
     ("coordination.k8s.io", ["leases"], ["get", "create", "update"]),

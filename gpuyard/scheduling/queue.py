@@ -133,7 +133,11 @@ class Queue:
         bound = sum(1 for q in members.values() if q.node and not q.terminating)
         runtimes = [q.runtime for q in pods]
         runtime = None if None in runtimes else max(runtimes)  # type: ignore[type-var]
-        return Unit(ukey, pods, max(map(_PRIORITY, pods)), pods[0].seq, key, bound, runtime=runtime)
+        prio = max(map(_PRIORITY, pods))
+        g = s.groups.get(key)
+        if g is not None and g.priority is not None:  # the PodGroup's own (upstream API)
+            prio = g.priority
+        return Unit(ukey, pods, prio, pods[0].seq, key, bound, runtime=runtime)
 
     @staticmethod
     def _lane(s: ClusterState, u: Unit) -> LaneId:

@@ -37,6 +37,7 @@ from gpuyard.kube.events import EventRecorder
 from gpuyard.kube.informer import InformerFactory, informer_maker
 from gpuyard.kube.leader import LeaderElector, LeaseTimings
 from gpuyard.kube.resources import NAMESPACES, NODES, POD_GROUPS, PODS, PRIORITY_CLASSES, TEAMS
+from gpuyard.scheduling import upstream
 from gpuyard.scheduling.policy import Decisions, Eviction, Memory, PolicyConfig, deliver, schedule
 from gpuyard.scheduling.reasons import CATEGORIES, Reasons, category
 from gpuyard.scheduling.state import GPU, ClusterState
@@ -158,9 +159,7 @@ def team_weights(teams: Any) -> tuple[dict[str, float], dict[str, str]]:
     return weights, team_of_ns
 
 
-def _group_of(pod: dict[str, Any]) -> str | None:
-    g = o.labels_of(pod).get(names.POD_GROUP_LABEL)
-    return f"{o.namespace_of(pod)}/{g}" if g else None
+_group_of = upstream.group_key
 
 
 class _Writes:
@@ -227,6 +226,8 @@ class Scheduler:
         self.pods.add_index("group", _group_of)
         self.nodes = mk(NODES, name="scheduler-nodes")
         self.groups = mk(POD_GROUPS, name="scheduler-podgroups")
+        # scheduling.k8s.io PodGroups (not waited for: older clusters do not serve them)
+        self.upstream_groups = mk(upstream.UPSTREAM_POD_GROUPS, name="scheduler-upstream-podgroups")
         self.classes = mk(PRIORITY_CLASSES, name="scheduler-priorityclasses")
         # namespace labels, for the namespaceSelector of pod affinity terms
         self.namespaces = mk(NAMESPACES, name="scheduler-namespaces")
@@ -286,6 +287,14 @@ class Scheduler:
         self.nodes.add_handler(node_add, lambda old, new: node_add(new), node_del)
         self.groups.add_handler(group_set, lambda old, new: group_set(new), group_del)
 
+        def upstream_set(pg: dict[str, Any]) -> None:
+            s.set_group(upstream.group_info(pg, s.priority_classes))
+            self._changed(o.key_of(pg))
+
+        self.upstream_groups.add_handler(
+            upstream_set, lambda old, new: upstream_set(new), group_del
+        )
+
         def pc(obj: dict[str, Any]) -> None:
             s.set_priority_class(
                 o.name_of(obj), int(obj.get("value") or 0), obj.get("preemptionPolicy") == "Never"
@@ -324,7 +333,15 @@ class Scheduler:
         freezer = (
             asyncio.create_task(_gc_freezer(self.freeze_gc, synced)) if self.freeze_gc else None
         )
-        for inf in (self.classes, self.namespaces, self.nodes, self.groups, self.pods, self.teams):
+        for inf in (
+            self.classes,
+            self.namespaces,
+            self.nodes,
+            self.groups,
+            self.upstream_groups,
+            self.pods,
+            self.teams,
+        ):
             inf.start()
         try:
             for inf in (self.classes, self.namespaces, self.nodes, self.groups, self.pods):
@@ -365,6 +382,7 @@ class Scheduler:
                 self.namespaces,
                 self.nodes,
                 self.groups,
+                self.upstream_groups,
                 self.pods,
                 self.teams,
             ):
@@ -397,7 +415,7 @@ class Scheduler:
             self._apply_nominations(w.nominations),
         )
         await self._report(w.reasons)
-        await self._update_groups()
+        await self._update_groups(w.reasons, w.evictions)
         if log.isEnabledFor(logging.DEBUG):
             log.debug(
                 "pass %d: %d pending, %d bound, %d evicted; decided in %.1f ms, applied in %.1f ms",
@@ -546,7 +564,7 @@ class Scheduler:
             kind, _, key = unit.partition(" ")
             ns, name = key.split("/", 1)
             if kind == "gang":
-                pg = self.groups.get(name, ns)
+                pg = self.groups.get(name, ns) or self.upstream_groups.get(name, ns)
                 if pg:
                     self.recorder.emit(pg, "Warning", "Unschedulable", reason)
                 pods = self.pods.by_index("group", key)
@@ -590,12 +608,23 @@ class Scheduler:
             except (NotFound, Conflict):
                 pass
 
-    async def _update_groups(self) -> None:
+    async def _update_groups(
+        self, reasons: Reasons | None = None, evictions: list[Eviction] | None = None
+    ) -> None:
         dirty, self._groups_dirty = self._groups_dirty, set()
-        for key in dirty:
+        preempted: dict[str, str] = {}
+        for e in evictions or ():
+            p = self.state.pods.get(e.pod)
+            if p is not None and p.group:
+                preempted.setdefault(p.group, e.reason)
+        waiting = {u[5:] for u in reasons or () if u.startswith("gang ")}
+        for key in sorted(dirty | waiting | preempted.keys()):
             ns, name = key.split("/", 1)
             pg = self.groups.get(name, ns)
             if pg is None:
+                up = self.upstream_groups.get(name, ns)
+                if up is not None:
+                    await self._upstream_status(key, up, preempted.get(key))
                 continue
             counts: dict[str, int] = defaultdict(int)
             for pod in self.pods.by_index("group", key):
@@ -639,3 +668,21 @@ class Scheduler:
                 pass
             except ApiError as exc:
                 log.warning("PodGroup %s status: %s", key, exc)
+
+    async def _upstream_status(self, key: str, pg: dict[str, Any], preempted: str | None) -> None:
+        """A scheduling.k8s.io PodGroup's conditions, written only when they change."""
+        bound = sum(
+            1 for q in self.state.members.get(key, {}).values() if q.node and not q.terminating
+        )
+        conds, changed = upstream.conditions(pg, bound, self._reasons.get(f"gang {key}"), preempted)
+        if not changed:
+            return
+        ns, name = key.split("/", 1)
+        try:
+            await self.client.patch_status(
+                upstream.UPSTREAM_POD_GROUPS, name, {"status": {"conditions": conds}}, ns
+            )
+        except (NotFound, Conflict):
+            pass
+        except ApiError as exc:
+            log.warning("PodGroup %s status: %s", key, exc)

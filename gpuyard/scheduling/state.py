@@ -27,6 +27,7 @@ from gpuyard import names
 from gpuyard.k8s.durations import parse_duration
 from gpuyard.kube import objects as o
 from gpuyard.scheduling.affinity import Constraints, parse
+from gpuyard.scheduling.upstream import group_name
 
 RESOURCES = ("cpu", "memory", names.RESOURCE_GPU, "pods")
 GPU = 2
@@ -368,6 +369,7 @@ class ClusterState:
             if t.get("topologyKey") == names.LABEL_HOSTNAME
         )
         labels = dict(md.get("labels") or {})
+        gname = group_name(md, spec)  # the label, or spec.schedulingGroup.podGroupName
         constraints = parse(spec, str(md.get("namespace") or ""), labels)
         if constraints is not None and constraints.anti:
             anti = ()  # every required anti-affinity term is in the constraints
@@ -385,9 +387,7 @@ class ClusterState:
             priority=self.pod_priority(spec),
             seq=old.seq if old else self._next_seq(),
             created=created.timestamp() if created else 0.0,
-            group=f"{md.get('namespace', '')}/{labels[names.POD_GROUP_LABEL]}"
-            if labels.get(names.POD_GROUP_LABEL)
-            else None,
+            group=f"{md.get('namespace', '')}/{gname}" if gname else None,
             node=node,
             nominated=(pod.get("status") or {}).get("nominatedNodeName")
             or (old.nominated if old else None),
