@@ -220,6 +220,7 @@ class Scheduler:
         self._reason_at: dict[str, float] = {}
         self._refresh_armed = False
         self._group_status: dict[str, tuple[Any, ...]] = {}
+        self._bind_errors: dict[str, str] = {}  # group -> the last binding refused
         # its own informers, or views of the watches of the process it runs in
         mk = informer_maker(client, informers)
         self.pods = mk(PODS, name="scheduler-pods")
@@ -440,6 +441,10 @@ class Scheduler:
             except (ApiError, OSError) as exc:
                 self.metrics.binding_errors.inc()
                 log.info("binding %s to %s failed: %s", key, node, exc)
+                p = self.state.pods.get(key)
+                if p is not None and p.group:
+                    self._bind_errors[p.group] = f"binding {key} to {node} failed: {exc}"
+                    self._groups_dirty.add(p.group)
                 self.state.unbind(key)
                 self._changed()
 
@@ -674,7 +679,9 @@ class Scheduler:
         bound = sum(
             1 for q in self.state.members.get(key, {}).values() if q.node and not q.terminating
         )
-        conds, changed = upstream.conditions(pg, bound, self._reasons.get(f"gang {key}"), preempted)
+        conds, changed = upstream.conditions(
+            pg, bound, self._reasons.get(f"gang {key}"), preempted, self._bind_errors.pop(key, None)
+        )
         if not changed:
             return
         ns, name = key.split("/", 1)
