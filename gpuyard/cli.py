@@ -46,6 +46,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "gpu-test": ("gpuyard.health.gputest", "run the active GPU test on this machine"),
     "twin": ("gpuyard.twin.cli", "replay workloads through the scheduling policy"),
     "manifests": ("gpuyard.manifests", "print the YAML that installs gpuyard on a real cluster"),
+    "netd": ("gpuyard.network.cli", "node network agent: per-pod traffic accounting and shaping"),
     "teams-webhook": ("gpuyard.teams.webhook_cmd", "serve the team admission webhook on a cluster"),
 }
 

@@ -1,0 +1,137 @@
+"""The node network agent (`gpuyard netd`): follows its node's pods into the kernel.
+
+It watches only the pods bound to its node (field selector spec.nodeName=NODE), the nodes
+(zones and pod ranges: the destination classes) and the Teams (namespace -> team, for the
+metrics' team label); it writes nothing to the API. Every change of what it sees wakes one
+reconcile, which applies the desired state (gpuyard.network.desired) to the accounting
+engine in one atomic nft batch and to the uplink shaper in one tc batch. At start the state
+is read back from the kernel, so a restart neither loses nor double-counts a counter.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+from gpuyard.kube.errors import NotFound
+from gpuyard.kube.informer import Informer
+from gpuyard.kube.resources import NODES, PODS, TEAMS
+from gpuyard.network import desired
+from gpuyard.network.classes import Ranges
+from gpuyard.network.nft import NftAccounting, PodRule
+from gpuyard.network.shaping import Shaper
+
+log = logging.getLogger("gpuyard.netd")
+
+
+class NetAgent:
+    def __init__(
+        self,
+        client: Any,
+        node: str,
+        engine: NftAccounting,
+        shaper: Shaper | None = None,
+        service_cidrs: tuple[str, ...] = (),
+    ) -> None:
+        self.client = client
+        self.node = node
+        self.engine = engine
+        self.shaper = shaper
+        self.service_cidrs = service_cidrs
+        self.pods = Informer(client, PODS, field_selector=f"spec.nodeName={node}", name="netd-pods")
+        self.nodes = Informer(client, NODES, name="netd-nodes")
+        self.teams_inf = Informer(client, TEAMS, name="netd-teams")
+        self._wake = asyncio.Event()
+        self._ranges: Ranges | None = None
+        self.current: dict[str, PodRule] = {}
+        self.reconciles = 0
+        self.errors = 0
+        for inf in (self.pods, self.nodes, self.teams_inf):
+            inf.add_handler(
+                on_add=lambda *_: self._wake.set(),
+                on_update=lambda *_: self._wake.set(),
+                on_delete=lambda *_: self._wake.set(),
+            )
+
+    def teams(self) -> Mapping[str, str]:
+        """namespace -> team, from the Teams' spec.namespaces."""
+        out: dict[str, str] = {}
+        for t in self.teams_inf.list():
+            name = (t.get("metadata") or {}).get("name", "")
+            for ns in (t.get("spec") or {}).get("namespaces") or []:
+                if isinstance(ns, str):
+                    out[ns] = name
+        return out
+
+    def reconcile(self) -> dict[str, Any]:
+        node = self.nodes.get(self.node) or {"metadata": {"name": self.node}}
+        ranges = desired.ranges_for(node, self.nodes.list(), self.service_cidrs)
+        if ranges != self._ranges:
+            self.engine.ensure(ranges)
+            self._ranges = ranges
+        rules, shaping = desired.pod_rules(self.pods.list(), self.node, self.current)
+        changes = self.engine.sync(rules, self.current)
+        self.current = {r.id: r for r in rules}
+        if self.shaper is not None:
+            self.shaper.sync(shaping)
+        self.reconciles += 1
+        return changes
+
+    async def run(self, stop: asyncio.Event, ready: asyncio.Event | None = None) -> None:
+        # What the kernel already holds is ours from before a restart: its counters stay.
+        self.current = self.engine.owned()
+        if self.shaper is not None:
+            self.shaper.ensure()
+        watched = [self.pods, self.nodes]
+        if await self._has_teams():
+            watched.append(self.teams_inf)
+        for inf in watched:
+            inf.start()
+        try:
+            # Teams only label the metrics: a cluster without the CRD still gets accounting.
+            await asyncio.gather(self.pods.wait_synced(), self.nodes.wait_synced())
+            self._wake.set()
+            while not stop.is_set():
+                waker = asyncio.ensure_future(self._wake.wait())
+                stopper = asyncio.ensure_future(stop.wait())
+                await asyncio.wait({waker, stopper}, return_when=asyncio.FIRST_COMPLETED)
+                waker.cancel()
+                stopper.cancel()
+                if stop.is_set():
+                    break
+                self._wake.clear()
+                await asyncio.sleep(0.05)  # coalesce a burst of events into one batch
+                try:
+                    changes = await asyncio.to_thread(self.reconcile)
+                    if any(changes.values()):
+                        log.info(
+                            "netd %s: +%d -%d ~%d pods",
+                            self.node,
+                            len(changes["added"]),
+                            len(changes["removed"]),
+                            len(changes["updated"]),
+                        )
+                except Exception as exc:  # the kernel refused: retry on the next event
+                    self.errors += 1
+                    log.warning("netd %s: %s", self.node, exc)
+                    await asyncio.sleep(1.0)
+                    self._wake.set()
+                if ready is not None:
+                    ready.set()
+        finally:
+            for inf in watched:
+                await inf.stop()
+
+    async def _has_teams(self) -> bool:
+        """Whether the Team CRD is installed (one request): without it, no team labels,
+        and no watch retrying a resource that is not there."""
+        try:
+            await self.client.list(TEAMS, None, limit=1)
+        except NotFound:
+            log.warning(
+                "netd %s: no Team resource on this cluster; team labels stay empty", self.node
+            )
+            return False
+        return True

@@ -1,0 +1,162 @@
+"""`gpuyard netd` as a process against `gpuyard apiserver`, applying rules in a lab netns:
+it follows pods created and deleted through the API, counts their traffic on /metrics,
+keeps the counters across a restart, and makes only watch-driven API requests."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+import time
+import urllib.request
+
+import pytest
+from kubernetes import client as k8s
+from kubernetes import config as k8sconfig
+
+from gpuyard.network.nft import NftAccounting
+
+from . import netlab
+from .test_kernel_accounting import send
+
+WHY = netlab.missing()
+pytestmark = pytest.mark.skipif(WHY is not None, reason=WHY or "")
+NODES = {
+    "node1": ("a", netlab.NODE1_PODS),
+    "node3": ("a", netlab.NODE3_PODS),
+    "node2": ("b", netlab.ZONE_B_PODS),
+}
+
+
+@pytest.fixture
+def lab():
+    lab = netlab.Lab()
+    lab.up()
+    yield lab
+    lab.down()
+
+
+def start_agent(srv, lab) -> tuple[subprocess.Popen, int]:
+    env = dict(os.environ, PYTHONPATH=os.getcwd())
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "gpuyard", "netd", "--kubeconfig", srv.kubeconfig]
+        + ["--node", "node1", "--netns", lab.ns("n1"), "--metrics-port", "0"]
+        + ["--metrics-address", "127.0.0.1"],
+        stdout=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    assert proc.stdout is not None
+    line = proc.stdout.readline()
+    m = re.search(r"metrics on :(\d+)/metrics", line)
+    assert m, line
+    return proc, int(m.group(1))
+
+
+def stop_agent(proc: subprocess.Popen) -> None:
+    proc.terminate()
+    try:
+        assert proc.wait(10) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def scrape(port: int) -> dict[tuple[str, ...], float]:
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+    out = {}
+    for line in text.splitlines():
+        m = re.match(r"gpuyard_pod_network_bytes_total\{(.*)\} (\S+)", line)
+        if m:
+            labels = dict(re.findall(r'(\w+)="([^"]*)"', m.group(1)))
+            key = (labels["pod"], labels["class"], labels["direction"], labels["team"])
+            out[key] = float(m.group(2))
+        m = re.match(r'gpuyard_kube_requests_total\{.*verb="(\w+)"\} (\S+)', line)
+        if m:
+            out[("requests", m.group(1))] = float(m.group(2))
+    return out
+
+
+def wait_for(fn, what: str, timeout: float = 15.0):
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        v = fn()
+        if v:
+            return v
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def pods_seen(port: int) -> set[str]:
+    return {k[0] for k in scrape(port) if k[0] != "requests"}
+
+
+def test_agent_follows_pods_through_the_api_and_keeps_counters(apiserver, lab, capsys):
+    api = k8s.CoreV1Api(k8sconfig.new_client_from_config(apiserver.kubeconfig))
+    for name, (zone, cidr) in NODES.items():
+        api.create_node(
+            {
+                "metadata": {"name": name, "labels": {"topology.kubernetes.io/zone": zone}},
+                "spec": {"podCIDR": cidr},
+            }
+        )
+    api.create_namespace({"metadata": {"name": "team-a"}})
+
+    def make_pod(name: str, node: str, ip: str) -> None:
+        api.create_namespaced_pod(
+            "team-a",
+            {
+                "metadata": {"name": name},
+                "spec": {"nodeName": node, "containers": [{"name": "c", "image": "x"}]},
+            },
+        )
+        api.patch_namespaced_pod_status(
+            name, "team-a", {"status": {"phase": "Running", "podIP": ip}}
+        )
+
+    agent, port = start_agent(apiserver, lab)
+    try:
+        make_pod("pa", "node1", netlab.PODS["pa"])
+        make_pod("pb", "node1", netlab.PODS["pb"])
+        make_pod("elsewhere", "node2", "10.2.0.7")  # not this node's: never seen
+        wait_for(lambda: pods_seen(port) == {"pa", "pb"}, "pa and pb on /metrics")
+        nbytes = 3_000_000
+        send(lab, "pa", "inet", netlab.TARGETS["internet"], nbytes)
+        send(lab, "pa", "n2", netlab.TARGETS["zone"], nbytes)
+        m = scrape(port)
+        internet = m[("pa", "internet", "out", "")]
+        assert nbytes <= internet <= nbytes * 1.01 + 20_000, internet
+        assert nbytes <= m[("pa", "zone", "out", "")] <= nbytes * 1.01 + 20_000
+        assert m[("pb", "internet", "out", "")] == 0
+
+        api.delete_namespaced_pod("pb", "team-a", grace_period_seconds=0)
+        wait_for(lambda: pods_seen(port) == {"pa"}, "pb gone from /metrics")
+        table = NftAccounting(netns=lab.ns("n1"))
+        assert {p.name for p in table.owned().values()} == {"pa"}  # no stale rule for pb
+
+        stop_agent(agent)
+        agent, port = start_agent(apiserver, lab)
+        wait_for(lambda: pods_seen(port) == {"pa"}, "pa after the restart")
+        assert scrape(port)[("pa", "internet", "out", "")] == internet  # kept, not doubled
+
+        # Idle, the agent only watches: its requests are the initial lists and watches.
+        t0, r0 = time.monotonic(), scrape(port)
+        time.sleep(5)
+        r1 = scrape(port)
+        reqs = {k[1]: r1[k] for k in r1 if k[0] == "requests"}
+        assert set(reqs) <= {"list", "watch"}, reqs
+        assert sum(reqs.values()) <= 5, (
+            reqs
+        )  # a Team probe, then pods and nodes: a list and a watch each
+        per_min = (
+            (sum(reqs.values()) - sum(r0[k] for k in r0 if k[0] == "requests"))
+            * 60
+            / (time.monotonic() - t0)
+        )
+        with capsys.disabled():
+            print(f"\nnetd idle API requests per minute: {per_min:.1f}; since start: {reqs}")
+    finally:
+        if agent.poll() is None:
+            stop_agent(agent)
