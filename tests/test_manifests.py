@@ -4,6 +4,7 @@ every command in it is one gpuyard has, and a Kubernetes API server takes all of
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -24,13 +25,58 @@ def test_deploy_yaml_is_the_generated_output() -> None:
     assert (ROOT / "deploy" / "gpuyard.yaml").read_text() == manifests.render()
 
 
+def _key(d: dict) -> tuple[str, str]:
+    return (d["kind"], d["metadata"]["name"])
+
+
+def _kustomize(path: Path) -> list[dict]:
+    out = subprocess.run(
+        [KUBECTL, "kustomize", str(path)], capture_output=True, text=True, timeout=120
+    )
+    assert out.returncode == 0, out.stderr
+    return sorted((d for d in yaml.safe_load_all(out.stdout) if d), key=_key)
+
+
+def test_kustomize_base_is_the_generated_output(tmp_path: Path) -> None:
+    # Regenerate with: gpuyard manifests --kustomization > deploy/kustomization.yaml
+    assert (ROOT / "deploy" / "kustomization.yaml").read_text() == manifests.kustomization()
+    assert _kustomize(ROOT / "deploy") == sorted(manifests.objects(), key=_key)
+    # An overlay retargets both images by name, as `kustomize edit set image` writes it.
+    overlay = tmp_path / "overlay"
+    overlay.mkdir()
+    (overlay / "kustomization.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "resources": [os.path.relpath(ROOT / "deploy", overlay)],
+                "images": [
+                    {"name": "ghcr.io/gpuyard/gpuyard", "newName": "reg.example/cp", "newTag": "7"},
+                    {"name": "ghcr.io/gpuyard/gpuyard-gpu", "newName": "reg.example/gpu"},
+                ],
+            }
+        )
+    )
+    got = {
+        (d["kind"], d["metadata"]["name"], c["name"]): c["image"]
+        for d in _kustomize(overlay)
+        if d["kind"] in ("Deployment", "DaemonSet")
+        for c in d["spec"]["template"]["spec"]["containers"]
+    }
+    assert got[("DaemonSet", "gpuyard-health-agent", "agent")] == "reg.example/gpu:0.1.0"
+    assert got.pop(("DaemonSet", "gpuyard-health-agent", "agent"))
+    assert set(got.values()) == {"reg.example/cp:7"} and len(got) == 6
+
+
 def test_every_container_runs_a_gpuyard_command() -> None:
-    docs = [d for d in yaml.safe_load_all(manifests.render("example/img:1")) if d]
+    docs = [d for d in yaml.safe_load_all(manifests.render("example/img:1", "ex/gpu:2")) if d]
     commands = []
     for d in docs:
         if d["kind"] in ("Deployment", "DaemonSet"):
             for c in d["spec"]["template"]["spec"]["containers"]:
-                assert c["image"] == "example/img:1"
+                # The agent runs on GPU nodes from the GPU image, the rest from the other.
+                want = "ex/gpu:2" if d["kind"] == "DaemonSet" else "example/img:1"
+                assert c["image"] == want
+                if c["name"] in ("preflight", "periodic"):  # the test pods' image
+                    assert c["command"][c["command"].index("--image") + 1] == "ex/gpu:2"
                 commands.append(c["command"])
     assert {tuple(c[:2]) for c in commands} >= {
         ("gpuyard", "scheduler"),
@@ -72,6 +118,27 @@ def test_the_team_webhook_is_reached_through_its_service() -> None:
     role = docs[("Role", svc_ref["name"])]
     assert role["metadata"]["namespace"] == manifests.NAMESPACE
     assert role["rules"][0]["resources"] == ["secrets"]
+
+
+def test_kubectl_apply_k_deploy(apiserver: ServerProcess) -> None:
+    # Default (server-side field) validation, as a user runs it.
+    out = subprocess.run(
+        [KUBECTL, "--kubeconfig", apiserver.kubeconfig, "apply", "-k", str(ROOT / "deploy")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.count("created") == len(manifests.objects())
+    assert "Warning" not in out.stderr, out.stderr
+    ds = subprocess.run(
+        [KUBECTL, "--kubeconfig", apiserver.kubeconfig, "get", "ds", "-A", "-o", "json"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    (agent,) = json.loads(ds.stdout)["items"]
+    assert agent["spec"]["template"]["spec"]["containers"][0]["image"] == manifests.GPU_IMAGE
 
 
 def test_an_api_server_accepts_the_whole_install(apiserver: ServerProcess) -> None:
