@@ -5,10 +5,27 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+from gpuyard import cliargs
+from gpuyard.cliargs import Float, Option
+
+# The `gpuyard up --set` options this component reads.
+OPTIONS = cliargs.index(
+    [
+        Option(
+            "workloads_job_pod_seconds",
+            Float(gt=0),
+            1.0,
+            "how long a Job's simulated pod runs before it succeeds, when its template "
+            "has no gpuyard.io/sim-duration annotation",
+        ),
+    ]
+)
+
 
 async def run(ctx: Any) -> None:
     from gpuyard.kube.client import Client
     from gpuyard.workloads.deployments import DeploymentController
+    from gpuyard.workloads.jobs import JobController
     from gpuyard.workloads.replicasets import ReplicaSetController
 
     kw = getattr(ctx, "client_kw", None)
@@ -16,10 +33,12 @@ async def run(ctx: Any) -> None:
         ctx.server, **(kw("workloads") if kw is not None else {"component": "workloads"})
     )
     informers = getattr(ctx, "informers", None)
+    seconds = cliargs.get(getattr(ctx, "options", None) or {}, OPTIONS["workloads_job_pod_seconds"])
     try:
         await asyncio.gather(
             ReplicaSetController(client, informers).run(ctx.stop),
             DeploymentController(client, informers).run(ctx.stop),
+            JobController(client, informers, pod_seconds=seconds).run(ctx.stop),
         )
     finally:
         await client.close()
