@@ -9,7 +9,9 @@ For a pod of team T:
 - gpuyard-low pods of a team with borrow=true get the "any team" toleration (key
   gpuyard.io/team, operator Exists) and may run on any team's idle nodes;
 - every other pod gets a required node affinity: nodes labelled gpuyard.io/team=T, or
-  nodes without the label (the shared pool), ANDed with any affinity it already has.
+  nodes without the label (the shared pool), ANDed with any affinity it already has;
+- a pod without gpuyard.io/internet-egress-bandwidth gets the team's default
+  (spec.internetEgressBandwidth) when it has one.
 """
 
 from __future__ import annotations
@@ -34,6 +36,8 @@ def team_toleration(team: str) -> dict[str, str]:
 class TeamInfo:
     name: str
     borrow: bool = False
+    # spec.internetEgressBandwidth: the default limit of its pods' internet egress ("": none)
+    egress: str = ""
 
 
 @dataclass
@@ -82,6 +86,13 @@ def _already_placed(terms: list[dict[str, Any]], team: str) -> bool:
     return True
 
 
+def _annotate(pod: Mapping[str, Any], key: str, value: str) -> dict[str, Any]:
+    if ((pod.get("metadata") or {}).get("annotations")) is None:
+        return {"op": "add", "path": "/metadata/annotations", "value": {key: value}}
+    escaped = key.replace("~", "~0").replace("/", "~1")
+    return {"op": "add", "path": f"/metadata/annotations/{escaped}", "value": value}
+
+
 def mutate_pod(pod: Mapping[str, Any], team: TeamInfo | None, namespace: str) -> Decision:
     """The decision for creating `pod` in `namespace`; team None: not a team namespace."""
     limit = ((pod.get("metadata") or {}).get("annotations") or {}).get(bandwidth.ANNOTATION)
@@ -93,11 +104,13 @@ def mutate_pod(pod: Mapping[str, Any], team: TeamInfo | None, namespace: str) ->
     if team is None:
         return Decision(allowed=True)
     spec = pod.get("spec") or {}
+    ops: list[dict[str, Any]] = []
+    if limit is None and team.egress:
+        ops.append(_annotate(pod, bandwidth.ANNOTATION, team.egress))
     tolerations = list(spec.get("tolerations") or [])
     pcn = spec.get("priorityClassName") or ""
     low = pcn == names.PRIORITY_LOW
     borrowing = low and team.borrow
-    ops: list[dict[str, Any]] = []
 
     for t in tolerations:
         if not _is_team_toleration(t):

@@ -31,6 +31,7 @@ from gpuyard.kube.objects import (
     labels_of,
     selector_matches,
 )
+from gpuyard.network import bandwidth
 
 # Taints that make a node unfit to count as team capacity.
 UNHEALTHY_TAINTS = (
@@ -125,6 +126,12 @@ def parse_team(obj: Mapping[str, Any]) -> TeamSpec:
     borrow = spec.get("borrow", False)
     if not isinstance(borrow, bool):
         raise TeamSpecError("spec.borrow: must be true or false")
+    egress = spec.get("internetEgressBandwidth")
+    if egress is not None:
+        try:
+            bandwidth.parse(egress)
+        except ValueError as e:
+            raise TeamSpecError(f"spec.internetEgressBandwidth: {e}") from None
     weight = spec.get("weight", 1)
     if (
         isinstance(weight, bool)

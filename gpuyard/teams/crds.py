@@ -51,6 +51,17 @@ def team_crd() -> dict[str, Any]:
                 "description": "Whether the team's gpuyard-low pods may run on other "
                 "teams' idle nodes (evicted when the owner needs them back).",
             },
+            "internetEgressBandwidth": {
+                "type": "string",
+                "maxLength": 32,
+                "pattern": r"^[0-9]+(\.[0-9]+)?[kKmMgGtT]?(bit)?$",
+                "description": "The default internet egress limit of the team's pods, in "
+                "bits per second such as 2Gbit or 500Mbit (100kbit to 400Gbit): the team "
+                "webhook sets it as gpuyard.io/internet-egress-bandwidth on pods created "
+                "in the team's namespaces without that annotation, and the node agent "
+                "(gpuyard netd) shapes what they send to the internet; in-cluster traffic "
+                "is never limited. Unset: no default.",
+            },
             "weight": {
                 "type": "number",
                 "default": 1,

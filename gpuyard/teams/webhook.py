@@ -31,6 +31,7 @@ from typing import Any, cast
 import orjson
 
 from gpuyard import names
+from gpuyard.network import bandwidth
 from gpuyard.teams import certs
 from gpuyard.teams.admission import TeamInfo, mutate_pod
 
@@ -50,7 +51,12 @@ def teams_by_namespace(teams: Iterable[Mapping[str, Any]]) -> dict[str, TeamInfo
     for t in sorted(teams, key=lambda o: (o.get("metadata") or {}).get("name") or ""):
         name = (t.get("metadata") or {}).get("name") or ""
         spec = t.get("spec") or {}
-        info = TeamInfo(name, bool(spec.get("borrow", False)))
+        egress = spec.get("internetEgressBandwidth") or ""
+        try:
+            bandwidth.parse(egress) if egress else None
+        except ValueError:
+            egress = ""  # refused by the Team's schema; never stamped on a pod
+        info = TeamInfo(name, bool(spec.get("borrow", False)), str(egress))
         for ns in spec.get("namespaces") or []:
             if isinstance(ns, str):
                 out.setdefault(ns, info)

@@ -4,7 +4,7 @@ loop, nor the interpreter lock, with the webhook's TLS and request handling.
 
 The parent (`ProcessWebhook`, in the teams component) keeps the key material (issue,
 rotation: certs.py), starts the child, and feeds it over its stdin, one JSON object a
-line: `{"teams": {namespace: [team, borrow]}}` first and whenever Teams change, and
+line: `{"teams": {namespace: [team, borrow, egress]}}` first and whenever Teams change, and
 `{"reload": true}` after a certificate rotation was published. The child reads the
 first table before it listens (and would answer 503 without one: under failurePolicy
 Fail the API server then refuses team pods rather than letting them through unchanged),
@@ -90,7 +90,7 @@ class ProcessWebhook:
         self._send(self._teams_msg())
 
     def _teams_msg(self) -> dict[str, Any]:
-        return {"teams": {ns: [t.name, t.borrow] for ns, t in self.table.items()}}
+        return {"teams": {ns: [t.name, t.borrow, t.egress] for ns, t in self.table.items()}}
 
     def rotate(
         self,
@@ -201,7 +201,10 @@ async def child(host: str, port: int, cert: Path, key: Path) -> None:
             log.warning("ignored a malformed control line")
             return
         if "teams" in msg:
-            new = {ns: TeamInfo(str(v[0]), bool(v[1])) for ns, v in msg["teams"].items()}
+            new = {
+                ns: TeamInfo(str(v[0]), bool(v[1]), str(v[2]) if len(v) > 2 else "")
+                for ns, v in msg["teams"].items()
+            }
             server.lookup = new.get
             server.ready = True
         if msg.get("reload") and server._ssl is not None:

@@ -116,3 +116,43 @@ def test_own_toleration_allowed_and_mutation_is_idempotent() -> None:
 def test_pod_outside_team_namespaces_is_untouched() -> None:
     d = mutate_pod(pod(), None, "default")
     assert d.allowed and d.patch == []
+
+
+def test_team_default_egress_limit_stamped_on_pods_without_one() -> None:
+    from gpuyard.network import bandwidth, desired
+
+    team = TeamInfo("a", egress="500Mbit")
+    p = admit(pod(), team)
+    assert p["metadata"]["annotations"] == {bandwidth.ANNOTATION: "500Mbit"}
+    assert desired.limit_of(p) == 500_000_000  # what the node agent shapes it to
+    # Other annotations are kept; a pod's own limit wins over the team's default.
+    p = pod()
+    p["metadata"]["annotations"] = {"x/y": "1"}
+    assert admit(p, team)["metadata"]["annotations"] == {
+        "x/y": "1",
+        bandwidth.ANNOTATION: "500Mbit",
+    }
+    p["metadata"]["annotations"] = {bandwidth.ANNOTATION: "2Gbit"}
+    assert admit(p, team)["metadata"]["annotations"] == {bandwidth.ANNOTATION: "2Gbit"}
+    # Without a team default, or outside a team namespace, nothing is added.
+    assert "annotations" not in admit(pod(), A)["metadata"]
+    assert "annotations" not in admit(pod(), None)["metadata"]
+
+
+def test_team_default_egress_from_the_team_object() -> None:
+    from gpuyard.teams.webhook import teams_by_namespace
+
+    table = teams_by_namespace(
+        [
+            {
+                "metadata": {"name": "a"},
+                "spec": {"namespaces": ["ns-a"], "internetEgressBandwidth": "1Gbit"},
+            },
+            {
+                "metadata": {"name": "b"},
+                "spec": {"namespaces": ["ns-b"], "internetEgressBandwidth": "1bit"},
+            },
+        ]
+    )
+    assert table["ns-a"].egress == "1Gbit"
+    assert table["ns-b"].egress == ""  # out of range: the team manager reports it, no pod gets it

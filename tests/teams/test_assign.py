@@ -198,6 +198,8 @@ def test_usage_figures() -> None:
         ({"capacity": {"gpu": {"count": "x"}}}, "spec.capacity.gpu.count"),
         ({"capacity": {"gpu": 1}, "namespaces": "a"}, "spec.namespaces"),
         ({"capacity": {"gpu": 1}, "borrow": "yes"}, "spec.borrow"),
+        ({"capacity": {"gpu": 1}, "internetEgressBandwidth": "fast"}, "spec.internetEgress"),
+        ({"capacity": {"gpu": 1}, "internetEgressBandwidth": "1bit"}, "spec.internetEgress"),
     ],
 )
 def test_bad_team_specs_name_the_field(spec: dict[str, object], field: str) -> None:
