@@ -221,6 +221,7 @@ class Scheduler:
         self._refresh_armed = False
         self._group_status: dict[str, tuple[Any, ...]] = {}
         self._bind_errors: dict[str, str] = {}  # group -> the last binding refused
+        self._disrupt: dict[str, str] = {}  # disruptionMode-all group -> why it goes
         # its own informers, or views of the watches of the process it runs in
         mk = informer_maker(client, informers)
         self.pods = mk(PODS, name="scheduler-pods")
@@ -245,11 +246,28 @@ class Scheduler:
             self._groups_dirty.add(group)
         self._dirty.set()
 
+    def _disrupted(self, p: Any) -> None:
+        """A placed pod is going away: when its upstream PodGroup's disruptionMode is
+        `all`, the rest of the group goes too (evicted on the next pass)."""
+        if p is None or not p.node or p.terminating or not p.group:
+            return
+        ns, name = p.group.split("/", 1)
+        pg = self.upstream_groups.get(name, ns)
+        if pg is not None and upstream.disrupts_all(pg):
+            self._disrupt.setdefault(
+                p.group, f"pod {p.name} of PodGroup {name} was disrupted (disruptionMode all)"
+            )
+
     def _wire(self) -> None:
         s = self.state
 
         def pod_add(pod: dict[str, Any]) -> None:
-            s.add_pod(pod)
+            before = s.pods.get(o.key_of(pod))
+            after = s.add_pod(pod)
+            if (after is None or after.terminating) and (pod.get("status") or {}).get(
+                "phase"
+            ) != "Succeeded":
+                self._disrupted(before)
             self._changed(_group_of(pod))
 
         def pod_update(old: dict[str, Any], new: dict[str, Any]) -> None:
@@ -263,6 +281,8 @@ class Scheduler:
             pod_add(new)
 
         def pod_del(pod: dict[str, Any]) -> None:
+            if (pod.get("status") or {}).get("phase") != "Succeeded":
+                self._disrupted(s.pods.get(o.key_of(pod)))
             s.remove_pod(o.key_of(pod))
             self._changed(_group_of(pod))
 
@@ -410,6 +430,11 @@ class Scheduler:
         self.passes += 1
         w = _Writes()
         deliver(d, w)
+        disrupt, self._disrupt = self._disrupt, {}
+        for group, why in disrupt.items():
+            for q in self.state.members.get(group, {}).values():
+                if q.node and not q.terminating:
+                    w.evictions.append(Eviction(q.key, "", why))
         await asyncio.gather(
             self._apply_bindings(w.bindings),
             self._apply_evictions(w.evictions),

@@ -137,3 +137,23 @@ def test_upstream_gang_all_or_nothing_conditions_and_min_count(
     assert not any(bound(c, "grow-").values()), "minCount 3 bound a gang of 2"
     apply(c, pod("grow-2", "grow", gpus=1))
     until(lambda: (b := bound(c, "grow-")) and len(b) == 3 and all(b.values()))
+
+
+def test_disruption_mode_all_takes_the_whole_group(
+    make_cluster: Callable[..., ClusterProcess],
+) -> None:
+    c = make_cluster(nodes=3, args=["--components", "scheduler"])
+    group = podgroup("ring", 3)
+    group["spec"]["disruptionMode"] = {"all": {}}
+    apply(c, group, *(pod(f"ring-{i}", "ring") for i in range(3)))
+    apply(c, podgroup("solo", 1), pod("solo-0", "solo", gpus=0))
+    until(lambda: (b := bound(c, "ring-")) and len(b) == 3 and all(b.values()))
+    until(lambda: all(bound(c, "solo-").values()))
+    # One member is lost: the others are evicted with it; a group in single mode is not.
+    c.kubectl("delete", "pod", "ring-1", "--grace-period=0", "--force")
+    until(lambda: not bound(c, "ring-"))
+    pg = json.loads(c.kubectl("get", "podgroups.scheduling.k8s.io", "ring", "-o", "json").stdout)
+    conds = {x["type"]: x for x in pg["status"]["conditions"]}
+    assert conds["DisruptionTarget"]["status"] == "True", conds
+    assert "ring-1" in conds["DisruptionTarget"]["message"], conds
+    assert all(bound(c, "solo-").values())
