@@ -1,0 +1,91 @@
+"""Simulated pod traffic for `gpuyard up`: the same counters as the kernel's, from rates.
+
+A simulated pod says what it sends with the annotation ``gpuyard.io/sim-traffic``, such as
+``internet=100Mbit,cluster=1Gbit`` (classes node, zone, cluster, internet; rates as in
+gpuyard.io/internet-egress-bandwidth). While the pod runs, its ``out`` counters grow at
+those rates, capped by its internet egress limit as the shaper would cap it; ``in`` counters
+stay at zero. A pod that stops or goes away loses its counters, as its kernel rules would.
+Pure bookkeeping: time is passed in by the caller.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from gpuyard.network import bandwidth, desired
+from gpuyard.network.classes import CLASSES, DIRECTIONS
+from gpuyard.network.nft import Count, PodRule
+
+ANNOTATION = "gpuyard.io/sim-traffic"
+PACKET = 1500  # bytes per simulated packet
+
+
+def parse(value: str) -> dict[str, int]:
+    """``internet=100Mbit,cluster=1Gbit`` -> class -> bits per second; ValueError naming
+    the part that is wrong."""
+    rates: dict[str, int] = {}
+    for part in (p.strip() for p in str(value).split(",")):
+        if not part:
+            continue
+        cls, sep, rate = part.partition("=")
+        cls = cls.strip()
+        if not sep or cls not in CLASSES:
+            raise ValueError(
+                f"{part!r}: write CLASS=RATE with CLASS one of {', '.join(CLASSES)}, "
+                "such as internet=100Mbit"
+            )
+        if cls in rates:
+            raise ValueError(f"{part!r}: class {cls} given twice")
+        rates[cls] = bandwidth.parse(rate)
+    return rates
+
+
+class SimTraffic:
+    """The counters of simulated pods; ``observe`` with the pods as they are now."""
+
+    def __init__(self) -> None:
+        # pod key -> (rule, class -> bytes per second, last time, class -> bytes so far)
+        self._pods: dict[str, tuple[PodRule, dict[str, float], float, dict[str, float]]] = {}
+
+    def observe(self, pods: Iterable[Mapping[str, Any]], now: float) -> None:
+        seen = set()
+        for pod in pods:
+            meta, status = pod.get("metadata") or {}, pod.get("status") or {}
+            value = (meta.get("annotations") or {}).get(ANNOTATION)
+            ip = status.get("podIP") or ""
+            if value is None or not ip or status.get("phase") != "Running":
+                continue
+            try:
+                bits = parse(value)
+            except ValueError:
+                continue
+            limit = desired.limit_of(pod)
+            if limit and "internet" in bits:
+                bits["internet"] = min(bits["internet"], limit)
+            rule = PodRule(meta.get("namespace", ""), meta.get("name", ""), ip, meta.get("uid", ""))
+            key = rule.id
+            seen.add(key)
+            old = self._pods.get(key)
+            totals = self._advance(old, now) if old else {}
+            self._pods[key] = (rule, {c: b / 8 for c, b in bits.items()}, now, totals)
+        for key in set(self._pods) - seen:
+            del self._pods[key]
+
+    @staticmethod
+    def _advance(
+        entry: tuple[PodRule, dict[str, float], float, dict[str, float]], now: float
+    ) -> dict[str, float]:
+        _, rates, since, totals = entry
+        dt = max(0.0, now - since)
+        return {c: totals.get(c, 0.0) + rates.get(c, 0.0) * dt for c in set(totals) | set(rates)}
+
+    def read(self, now: float) -> list[Count]:
+        out = []
+        for entry in self._pods.values():
+            rule, totals = entry[0], self._advance(entry, now)
+            for cls in CLASSES:
+                for direction in DIRECTIONS:
+                    n = int(totals.get(cls, 0.0)) if direction == "out" else 0
+                    out.append(Count(rule, cls, direction, -(-n // PACKET), n))
+        return out

@@ -1,0 +1,64 @@
+"""Simulated traffic: the annotation's rates become the kernel counters' shape."""
+
+from __future__ import annotations
+
+import pytest
+
+from gpuyard.network import bandwidth, simtraffic
+from gpuyard.network.metrics import AccountingCollector
+
+
+def pod(name: str, traffic: str, phase: str = "Running", **ann: str) -> dict:
+    return {
+        "metadata": {
+            "name": name,
+            "namespace": "ns-a",
+            "uid": f"u-{name}",
+            "annotations": {simtraffic.ANNOTATION: traffic, **ann},
+        },
+        "status": {"phase": phase, "podIP": "10.64.0.5"},
+    }
+
+
+def test_rates_parse_and_bad_values_name_the_part() -> None:
+    assert simtraffic.parse("internet=100Mbit, cluster=1Gbit") == {
+        "internet": 100_000_000,
+        "cluster": 1_000_000_000,
+    }
+    for bad, says in [
+        ("web=1Gbit", "CLASS=RATE"),
+        ("internet", "CLASS=RATE"),
+        ("internet=fast", "not a bandwidth"),
+        ("zone=1Gbit,zone=2Gbit", "twice"),
+    ]:
+        with pytest.raises(ValueError, match=says):
+            simtraffic.parse(bad)
+
+
+def test_counters_grow_at_the_rates_capped_by_the_egress_limit_and_go_with_the_pod() -> None:
+    sim = simtraffic.SimTraffic()
+    capped = pod("b", "internet=1Gbit", **{bandwidth.ANNOTATION: "200Mbit"})
+    sim.observe([pod("a", "internet=80Mbit,cluster=8Gbit"), capped, pod("c", "x=1", "Running")], 0)
+    sim.observe([pod("a", "internet=80Mbit,cluster=8Gbit"), capped], 5.0)
+    got = {(c.pod.name, c.cls, c.direction): c for c in sim.read(10.0)}
+    assert got[("a", "internet", "out")].bytes == 100_000_000  # 80 Mbit/s for 10 s
+    assert got[("a", "cluster", "out")].bytes == 10_000_000_000
+    assert got[("a", "internet", "out")].packets == 100_000_000 // simtraffic.PACKET + 1
+    assert got[("a", "zone", "out")].bytes == 0 and got[("a", "internet", "in")].bytes == 0
+    assert got[("b", "internet", "out")].bytes == 250_000_000  # shaped to 200 Mbit/s
+    assert {k[0] for k in got} == {"a", "b"}  # c's annotation is wrong: no counters
+    sim.observe([pod("a", "internet=80Mbit", "Succeeded"), capped], 12.0)
+    assert {c.pod.name for c in sim.read(12.0)} == {"b"}
+
+    # The same collector as the node agent's: same names and labels.
+    fams = list(AccountingCollector(lambda: sim.read(12.0), lambda: {"ns-a": "a"}).collect())
+    sample = next(s for s in fams[0].samples if s.labels["class"] == "internet")
+    assert fams[0].name == "gpuyard_pod_network_bytes"
+    assert sample.labels == {
+        "namespace": "ns-a",
+        "pod": "b",
+        "team": "a",
+        "class": "internet",
+        "direction": "out",
+    }
+    assert sample.value == 300_000_000
