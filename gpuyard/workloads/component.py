@@ -24,6 +24,7 @@ OPTIONS = cliargs.index(
 
 async def run(ctx: Any) -> None:
     from gpuyard.kube.client import Client
+    from gpuyard.workloads.daemonsets import DaemonSetController
     from gpuyard.workloads.deployments import DeploymentController
     from gpuyard.workloads.jobs import JobController
     from gpuyard.workloads.replicasets import ReplicaSetController
@@ -39,6 +40,7 @@ async def run(ctx: Any) -> None:
             ReplicaSetController(client, informers).run(ctx.stop),
             DeploymentController(client, informers).run(ctx.stop),
             JobController(client, informers, pod_seconds=seconds).run(ctx.stop),
+            DaemonSetController(client, informers).run(ctx.stop),
         )
     finally:
         await client.close()

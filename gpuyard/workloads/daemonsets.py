@@ -1,0 +1,207 @@
+"""The DaemonSet controller: one pod per node that the template's nodeSelector and
+required node affinity match and whose NoSchedule/NoExecute taints it tolerates,
+level-triggered on DaemonSet, node and pod informers.
+
+Its pods get the tolerations Kubernetes gives DaemonSet pods (not-ready and unreachable
+NoExecute without tolerationSeconds; disk-, memory- and pid-pressure and unschedulable
+NoSchedule; network-unavailable NoSchedule with hostNetwork), so they stay on nodes
+that are unhealthy or cordoned. Each pod is bound to its node by spec.nodeName (the
+simulated kubelet admits it as a real one would). A node that stops matching loses its
+pod; a pod whose node is gone is deleted. A changed template is picked up by pods made
+after the change (OnDelete: delete a pod to have it remade).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import logging
+from typing import Any
+
+from gpuyard.kube import objects as o
+from gpuyard.kube.errors import ApiError, NotFound
+from gpuyard.kube.informer import InformerFactory, informer_maker
+from gpuyard.kube.resources import BUILTIN, NODES, PODS
+from gpuyard.kube.waits import woken
+from gpuyard.workloads.replicasets import WRITES_IN_FLIGHT, controller_of, pod_active, pod_ready
+
+log = logging.getLogger("gpuyard.workloads")
+
+DAEMON_SETS = BUILTIN[("apps/v1", "DaemonSet")]
+
+_ALWAYS = (
+    ("node.kubernetes.io/not-ready", "NoExecute"),
+    ("node.kubernetes.io/unreachable", "NoExecute"),
+    ("node.kubernetes.io/disk-pressure", "NoSchedule"),
+    ("node.kubernetes.io/memory-pressure", "NoSchedule"),
+    ("node.kubernetes.io/pid-pressure", "NoSchedule"),
+    ("node.kubernetes.io/unschedulable", "NoSchedule"),
+)
+_HOST_NETWORK = (("node.kubernetes.io/network-unavailable", "NoSchedule"),)
+
+
+def daemon_tolerations(spec: dict[str, Any]) -> list[dict[str, Any]]:
+    """The pod spec's tolerations plus those every DaemonSet pod gets."""
+    tols = list(spec.get("tolerations") or [])
+    extra = _ALWAYS + (_HOST_NETWORK if spec.get("hostNetwork") else ())
+    for key, effect in extra:
+        if not any(t.get("key") == key and t.get("effect") == effect for t in tols):
+            tols.append({"key": key, "operator": "Exists", "effect": effect})
+    return tols
+
+
+def should_run(template: dict[str, Any], node: dict[str, Any]) -> bool:
+    spec = dict(template.get("spec") or {})
+    spec["tolerations"] = daemon_tolerations(spec)
+    pod = {"spec": spec}
+    return o.node_matches_pod(pod, node) and not o.untolerated_taints(node, spec["tolerations"])
+
+
+class DaemonSetController:
+    def __init__(self, client: Any, informers: InformerFactory | None = None) -> None:
+        self.client = client
+        mk = informer_maker(client, informers)
+        self.sets = mk(DAEMON_SETS, name="workloads-daemonsets")
+        self.nodes = mk(NODES, name="workloads-nodes")
+        self.pods = mk(PODS, name="workloads-daemon-pods")
+        self.pods.add_index("ds-owner", self._owner_index)
+        self._queue: set[str] = set()
+        self._wake = asyncio.Event()
+        self._sem = asyncio.Semaphore(WRITES_IN_FLIGHT)
+        self._adds: dict[str, set[str]] = {}  # ds uid -> nodes a pod was made for, unseen
+        self.writes = 0
+
+    @staticmethod
+    def _owner_index(pod: dict[str, Any]) -> str | None:
+        ref = controller_of(pod)
+        if ref is None or ref.get("kind") != "DaemonSet":
+            return None
+        return f"{o.namespace_of(pod)}/{ref.get('name')}"
+
+    def enqueue(self, key: str) -> None:
+        self._queue.add(key)
+        self._wake.set()
+
+    def _wire(self) -> None:
+        def ds_ev(ds: dict[str, Any]) -> None:
+            self.enqueue(o.key_of(ds))
+
+        self.sets.add_handler(ds_ev, lambda old, new: ds_ev(new), ds_ev)
+
+        def pod_ev(pod: dict[str, Any]) -> None:
+            owner = self._owner_index(pod)
+            if owner is not None:
+                self.enqueue(owner)
+
+        self.pods.add_handler(pod_ev, lambda old, new: pod_ev(new), pod_ev)
+
+        def node_ev(*_: Any) -> None:
+            for ds in self.sets.list():
+                self.enqueue(o.key_of(ds))
+
+        def node_update(old: dict[str, Any], new: dict[str, Any]) -> None:
+            # labels and taints decide where daemons run; readiness does not
+            if (old.get("metadata") or {}).get("labels") != (new.get("metadata") or {}).get(
+                "labels"
+            ) or (old.get("spec") or {}).get("taints") != (new.get("spec") or {}).get("taints"):
+                node_ev()
+
+        self.nodes.add_handler(node_ev, node_update, node_ev)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        self._wire()
+        infs = (self.nodes, self.pods, self.sets)
+        for inf in infs:
+            inf.start()
+        try:
+            for inf in infs:
+                await inf.wait_synced()
+            while await woken(self._wake, stop):
+                await asyncio.sleep(0.05)
+                self._wake.clear()
+                keys, self._queue = self._queue, set()
+                await asyncio.gather(*(self._reconcile_safe(k) for k in keys))
+        finally:
+            for inf in infs:
+                await inf.stop()
+
+    async def _reconcile_safe(self, key: str) -> None:
+        try:
+            await self.reconcile(key)
+        except (ApiError, OSError) as exc:
+            log.warning("daemonset %s: %s; will retry", key, exc)
+            asyncio.get_running_loop().call_later(1.0, self.enqueue, key)
+
+    async def _write(self, coro: Any) -> Any:
+        async with self._sem:
+            out = await coro
+        self.writes += 1
+        return out
+
+    async def reconcile(self, key: str) -> None:
+        ns, name = key.split("/", 1)
+        ds = self.sets.get(name, ns)
+        if ds is None or ds["metadata"].get("deletionTimestamp"):
+            return
+        uid = ds["metadata"].get("uid") or ""
+        tmpl = (ds.get("spec") or {}).get("template") or {}
+        pods = [p for p in self.pods.by_index("ds-owner", key) if controller_of(p)["uid"] == uid]  # type: ignore[index]
+        active = [p for p in pods if pod_active(p)]
+        by_node: dict[str, list[dict[str, Any]]] = {}
+        for p in active:
+            by_node.setdefault((p.get("spec") or {}).get("nodeName") or "", []).append(p)
+        wanted = {o.name_of(n) for n in self.nodes.list() if should_run(tmpl, n)}
+        adds = self._adds.setdefault(uid, set())
+        adds -= set(by_node)
+        create = sorted(wanted - set(by_node) - adds)
+        doomed = [p for node, ps in by_node.items() if node not in wanted for p in ps]
+        doomed += [p for node, ps in by_node.items() if node in wanted for p in ps[1:]]
+        # a failed daemon pod is replaced, as the kubelet will not restart it
+        failed = [p for p in pods if (p.get("status") or {}).get("phase") == "Failed"]
+        await asyncio.gather(
+            *(self._create(ds, node) for node in create),
+            *(self._delete(p) for p in [*doomed, *failed]),
+        )
+        on_wanted = [ps[0] for node, ps in by_node.items() if node in wanted]
+        ready = sum(1 for p in on_wanted if pod_ready(p))
+        status = {
+            "desiredNumberScheduled": len(wanted),
+            "currentNumberScheduled": len(on_wanted),
+            "numberMisscheduled": len([n for n in by_node if n not in wanted]),
+            "numberReady": ready,
+            "numberAvailable": ready,
+            "numberUnavailable": len(wanted) - ready,
+            "updatedNumberScheduled": len(on_wanted),
+            "observedGeneration": int(ds["metadata"].get("generation") or 0),
+        }
+        cur = ds.get("status") or {}
+        if all(cur.get(k, 0) == v for k, v in status.items()):
+            return
+        await self._write(self.client.patch_status(DAEMON_SETS, name, {"status": status}, ns))
+
+    async def _create(self, ds: dict[str, Any], node: str) -> None:
+        tmpl = (ds.get("spec") or {}).get("template") or {}
+        tmd = tmpl.get("metadata") or {}
+        spec = copy.deepcopy(tmpl.get("spec") or {})
+        spec["tolerations"] = daemon_tolerations(spec)
+        spec["nodeName"] = node
+        body = {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {
+                "generateName": f"{o.name_of(ds)}-",
+                "namespace": o.namespace_of(ds),
+                "labels": dict(tmd.get("labels") or {}),
+                "annotations": dict(tmd.get("annotations") or {}),
+                "ownerReferences": [o.owner_reference(ds)],
+            },
+            "spec": spec,
+        }
+        await self._write(self.client.create(body, o.namespace_of(ds)))
+        self._adds.setdefault(ds["metadata"].get("uid") or "", set()).add(node)
+
+    async def _delete(self, pod: dict[str, Any]) -> None:
+        try:
+            await self._write(self.client.delete(PODS, o.name_of(pod), o.namespace_of(pod)))
+        except NotFound:
+            pass
