@@ -69,6 +69,9 @@ class ReplicaSetController:
         self._adds: dict[str, set[str]] = {}
         self._dels: dict[str, set[str]] = {}
         self._status: dict[str, dict[str, Any]] = {}
+        # ReplicaSets to look for orphans for: new or changed ones, and those an orphan
+        # pod's event named (not every reconcile: that would walk the namespace's pods)
+        self._scan: set[str] = set()
         self.writes = 0
 
     @staticmethod
@@ -86,7 +89,16 @@ class ReplicaSetController:
         def rs_ev(rs: dict[str, Any]) -> None:
             self.enqueue(o.key_of(rs))
 
-        self.sets.add_handler(rs_ev, lambda old, new: rs_ev(new), rs_ev)
+        def rs_set(rs: dict[str, Any]) -> None:
+            self._scan.add(o.key_of(rs))
+            rs_ev(rs)
+
+        def rs_update(old: dict[str, Any], new: dict[str, Any]) -> None:
+            if (old.get("spec") or {}).get("selector") != (new.get("spec") or {}).get("selector"):
+                self._scan.add(o.key_of(new))
+            rs_ev(new)
+
+        self.sets.add_handler(rs_set, rs_update, rs_ev)
 
         def pod_ev(pod: dict[str, Any]) -> None:
             owner = self._owner_index(pod)
@@ -98,6 +110,7 @@ class ReplicaSetController:
                 for rs in self.sets.by_namespace(o.namespace_of(pod)):
                     sel = (rs.get("spec") or {}).get("selector")
                     if sel and o.selector_matches(sel, labels):
+                        self._scan.add(o.key_of(rs))
                         self.enqueue(o.key_of(rs))
 
         def pod_update(old: dict[str, Any], new: dict[str, Any]) -> None:
@@ -137,14 +150,17 @@ class ReplicaSetController:
         if rs is None:
             for d in (self._adds, self._dels, self._status):
                 d.pop(key, None)
+            self._scan.discard(key)
             return
         md = rs["metadata"]
         spec = rs.get("spec") or {}
         selector = spec.get("selector") or {}
         uid = md.get("uid")
         owned = [p for p in self.pods.by_index("rs-owner", key) if controller_of(p)["uid"] == uid]  # type: ignore[index]
-        if not md.get("deletionTimestamp") and selector:
-            owned += await self._adopt(rs, ns, selector)
+        if key in self._scan:
+            self._scan.discard(key)
+            if not md.get("deletionTimestamp") and selector:
+                owned += await self._adopt(rs, ns, selector)
         names = {o.name_of(p) for p in owned}
         adds = self._adds.setdefault(key, set())
         adds -= names  # seen now
