@@ -222,6 +222,11 @@ class EmbeddedCluster:
         )
         self.sim.kubelet = self._kubelet_client
         await self.sim.start()
+        if self._metrics_server is not None:
+            from gpuyard.network import simtraffic
+
+            # pods' gpuyard.io/sim-traffic as gpuyard_pod_network_* (read at each scrape)
+            simtraffic.attach(self.sim.pods.list)
         nodes = self.sim.node_informer  # the kubelets' watch of the nodes, shared
         lifecycle = NodeLifecycle(
             self.client,
@@ -357,6 +362,9 @@ class EmbeddedCluster:
         if self.server:
             await self.server.stop()
         if self._metrics_server is not None:
+            from gpuyard.network import simtraffic
+
+            simtraffic.attach(None)
             await asyncio.to_thread(self._metrics_server.shutdown)
             self._metrics_server.server_close()
             self._metrics_server = None

@@ -10,7 +10,8 @@ Pure bookkeeping: time is passed in by the caller.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+import time
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from gpuyard.network import bandwidth, desired
@@ -89,3 +90,28 @@ class SimTraffic:
                     n = int(totals.get(cls, 0.0)) if direction == "out" else 0
                     out.append(Count(rule, cls, direction, -(-n // PACKET), n))
         return out
+
+
+# `gpuyard up`: one collector in the process's default registry (served on the cluster's
+# metrics address), reading the pods of the cluster attached now.
+_attached: list[Any] = [None, None]  # [pods() of the cluster, its SimTraffic]
+
+
+def attach(pods: Callable[[], Iterable[Mapping[str, Any]]] | None) -> None:
+    """Serve the simulated counters of ``pods()`` (None: stop serving any)."""
+    if _attached[1] is None:
+        from prometheus_client import REGISTRY
+
+        from gpuyard.network.metrics import AccountingCollector
+
+        REGISTRY.register(AccountingCollector(_read, dict))
+    _attached[0], _attached[1] = pods, SimTraffic()
+
+
+def _read() -> list[Count]:
+    pods, sim = _attached
+    if pods is None:
+        return []
+    now = time.monotonic()
+    sim.observe(pods(), now)
+    return sim.read(now)

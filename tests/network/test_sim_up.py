@@ -1,0 +1,62 @@
+"""`gpuyard up`: simulated pods get addresses from their node's pod range, and their
+gpuyard.io/sim-traffic shows as gpuyard_pod_network_bytes_total on the cluster's /metrics."""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import re
+import time
+import urllib.request
+
+from gpuyard.cluster.testing import wait_for
+
+POD = """
+apiVersion: v1
+kind: Pod
+metadata:
+  name: talker
+  namespace: default
+  annotations:
+    gpuyard.io/sim-traffic: internet=80Mbit,cluster=800Mbit
+    gpuyard.io/internet-egress-bandwidth: 40Mbit
+spec:
+  containers: [{name: c, image: busybox}]
+"""
+
+
+def counters(url: str) -> dict[tuple[str, str, str], float]:
+    text = urllib.request.urlopen(url, timeout=5).read().decode()
+    out = {}
+    for m in re.finditer(r"^gpuyard_pod_network_bytes_total\{(.*)\} (\S+)$", text, re.M):
+        lab = dict(re.findall(r'(\w+)="([^"]*)"', m.group(1)))
+        out[(lab["pod"], lab["class"], lab["direction"])] = float(m.group(2))
+    return out
+
+
+def test_sim_pod_ip_in_node_range_and_traffic_counted(cluster) -> None:
+    assert cluster.metrics_url
+    cluster.kubectl("apply", "-f", "-", input=POD)
+
+    def running():
+        p = json.loads(cluster.kubectl("get", "pod", "talker", "-o", "json").stdout)
+        return p if p["status"].get("podIP") and p["status"].get("phase") == "Running" else None
+
+    pod = wait_for(running, 30, "talker running")
+    node = json.loads(cluster.kubectl("get", "node", pod["spec"]["nodeName"], "-o", "json").stdout)
+    assert ipaddress.ip_address(pod["status"]["podIP"]) in ipaddress.ip_network(
+        node["spec"]["podCIDR"]
+    )
+    c0 = wait_for(lambda: counters(cluster.metrics_url), 10, "talker's counters")
+    t0 = time.monotonic()
+    time.sleep(2)
+    c1 = counters(cluster.metrics_url)
+    dt = time.monotonic() - t0
+    internet = c1[("talker", "internet", "out")] - c0[("talker", "internet", "out")]
+    cluster_bytes = c1[("talker", "cluster", "out")] - c0[("talker", "cluster", "out")]
+    # internet shaped to its 40Mbit limit; in-cluster at its own 800Mbit
+    assert 0.8 * 5e6 * dt <= internet <= 1.2 * 5e6 * dt, internet
+    assert 0.8 * 1e8 * dt <= cluster_bytes <= 1.2 * 1e8 * dt, cluster_bytes
+
+    cluster.kubectl("delete", "pod", "talker", "--wait=false")
+    wait_for(lambda: not any(k[0] == "talker" for k in counters(cluster.metrics_url)), 30, "gone")
