@@ -30,7 +30,7 @@ from typing import Any
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from gpuyard import names
-from gpuyard.k8s.disruption import PREEMPTION_BY_SCHEDULER, status_patch
+from gpuyard.k8s.disruption import EVICTION_BY_EVICTION_API, PREEMPTION_BY_SCHEDULER, status_patch
 from gpuyard.kube import objects as o
 from gpuyard.kube.errors import ApiError, Conflict, NotFound, TooManyRequests
 from gpuyard.kube.events import EventRecorder
@@ -160,6 +160,12 @@ def team_weights(teams: Any) -> tuple[dict[str, float], dict[str, str]]:
 
 
 _group_of = upstream.group_key
+
+
+def _why(e: Eviction) -> str:
+    """The DisruptionTarget reason of an eviction: a preemption names its preemptor;
+    the scheduler's other evictions (disruptionMode all) go through the Eviction API."""
+    return PREEMPTION_BY_SCHEDULER if e.preemptor else EVICTION_BY_EVICTION_API
 
 
 class _Writes:
@@ -504,7 +510,7 @@ class Scheduler:
                     self._forget_reason(f"gang {p.group}")
 
     async def _apply_evictions(self, evictions: list[Eviction]) -> None:
-        async def evict(key: str, reason: str) -> None:
+        async def evict(key: str, reason: str, why: str) -> None:
             ns, name = key.split("/", 1)
             pod = self.pods.get(name, ns)
             async with self._sem:
@@ -514,7 +520,7 @@ class Scheduler:
                     await self.client.patch_status(
                         PODS,
                         name,
-                        status_patch(PREEMPTION_BY_SCHEDULER, reason),
+                        status_patch(why, reason),
                         ns,
                         patch_type="strategic",
                     )
@@ -539,7 +545,7 @@ class Scheduler:
                         pass
 
         if evictions:
-            await asyncio.gather(*(evict(e.pod, e.reason) for e in evictions))
+            await asyncio.gather(*(evict(e.pod, e.reason, _why(e)) for e in evictions))
 
     async def _apply_nominations(self, nominations: list[tuple[str, str]]) -> None:
         async def nominate(key: str, node: str) -> None:
@@ -642,11 +648,11 @@ class Scheduler:
         self, reasons: Reasons | None = None, evictions: list[Eviction] | None = None
     ) -> None:
         dirty, self._groups_dirty = self._groups_dirty, set()
-        preempted: dict[str, str] = {}
+        preempted: dict[str, tuple[str, str]] = {}
         for e in evictions or ():
             p = self.state.pods.get(e.pod)
             if p is not None and p.group:
-                preempted.setdefault(p.group, e.reason)
+                preempted.setdefault(p.group, (_why(e), e.reason))
         waiting = {u[5:] for u in reasons or () if u.startswith("gang ")}
         for key in sorted(dirty | waiting | preempted.keys()):
             ns, name = key.split("/", 1)
@@ -699,13 +705,20 @@ class Scheduler:
             except ApiError as exc:
                 log.warning("PodGroup %s status: %s", key, exc)
 
-    async def _upstream_status(self, key: str, pg: dict[str, Any], preempted: str | None) -> None:
+    async def _upstream_status(
+        self, key: str, pg: dict[str, Any], preempted: tuple[str, str] | None
+    ) -> None:
         """A scheduling.k8s.io PodGroup's conditions, written only when they change."""
         bound = sum(
             1 for q in self.state.members.get(key, {}).values() if q.node and not q.terminating
         )
         conds, changed = upstream.conditions(
-            pg, bound, self._reasons.get(f"gang {key}"), preempted, self._bind_errors.pop(key, None)
+            pg,
+            bound,
+            self._reasons.get(f"gang {key}"),
+            preempted[1] if preempted else None,
+            self._bind_errors.pop(key, None),
+            disruption_reason=preempted[0] if preempted else upstream.PREEMPTION_BY_SCHEDULER,
         )
         if not changed:
             return

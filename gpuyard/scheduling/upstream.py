@@ -93,10 +93,12 @@ def conditions(
     reason: str | None,
     preempted: str | None = None,
     error: str | None = None,
+    disruption_reason: str = PREEMPTION_BY_SCHEDULER,
 ) -> tuple[list[dict[str, Any]], bool]:
     """The PodGroup's conditions after a pass: `bound` members are on nodes (not
     terminating), `reason` says why the rest wait (None: nothing to say), `preempted`
-    why members were just evicted, `error` a scheduler error. Returns (conditions,
+    why members were just evicted (DisruptionTarget with `disruption_reason`), `error` a
+    scheduler error. Returns (conditions,
     changed); `PodGroupInitiallyScheduled` stays True once it was."""
     conds = list((pg.get("status") or {}).get("conditions") or [])
     changed = False
@@ -115,8 +117,6 @@ def conditions(
     elif reason:
         conds, changed = o.set_condition(conds, INITIALLY_SCHEDULED, "False", UNSCHEDULABLE, reason)
     if preempted:
-        conds, ch = o.set_condition(
-            conds, DISRUPTION_TARGET, "True", PREEMPTION_BY_SCHEDULER, preempted
-        )
+        conds, ch = o.set_condition(conds, DISRUPTION_TARGET, "True", disruption_reason, preempted)
         changed = changed or ch
     return conds, changed

@@ -156,4 +156,5 @@ def test_disruption_mode_all_takes_the_whole_group(
     conds = {x["type"]: x for x in pg["status"]["conditions"]}
     assert conds["DisruptionTarget"]["status"] == "True", conds
     assert "ring-1" in conds["DisruptionTarget"]["message"], conds
+    assert conds["DisruptionTarget"]["reason"] == "EvictionByEvictionAPI", conds
     assert all(bound(c, "solo-").values())
