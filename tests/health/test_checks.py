@@ -18,6 +18,7 @@ from gpuyard.health.checks.disk import (
     Mount,
     check_disk,
     read_only_mounts,
+    read_only_superblocks,
 )
 from gpuyard.health.checks.gpu import JsonGpuSource, NvmlGpuSource, check_gpus
 from gpuyard.health.checks.kernel import KernelLogTail, XidTracker
@@ -106,11 +107,30 @@ def test_real_statvfs_and_proc_mounts(tmp_path: Path) -> None:
         "tmpfs /run tmpfs rw,nosuid 0 0\n"
     )
     assert read_only_mounts(mounts.read_text()) == {"/": False, str(tmp_path): True, "/run": False}
-    got = HostDiskSource([str(tmp_path), "/"], proc_mounts=str(mounts)).read()
+    none = str(tmp_path / "no-mountinfo")  # a kernel without it: /proc/mounts
+    got = HostDiskSource([str(tmp_path), "/"], proc_mounts=str(mounts), mountinfo=none).read()
     assert [m.read_only for m in got] == [True, False]
     st = os.statvfs("/")
     assert got[1].total == st.f_blocks * st.f_frsize and 0 <= got[1].free <= got[1].total
     assert [f.reason for f in check_disk(got, min_free_fraction=0)] == ["DiskReadOnly"]
+
+
+def test_read_only_bind_of_the_host_root_is_not_a_read_only_disk(tmp_path: Path) -> None:
+    # The agent's DaemonSet mounts the host's / read-only: per-mount "ro", filesystem
+    # "rw". A filesystem the kernel remounted read-only after errors is "ro" in both.
+    info = tmp_path / "mountinfo"
+    info.write_text(
+        "22 1 8:1 / / rw,relatime shared:1 - ext4 /dev/sda1 rw,errors=remount-ro\n"
+        f"40 22 8:1 / {tmp_path} ro,relatime master:1 - ext4 /dev/sda1 rw,errors=remount-ro\n"
+        "41 22 8:17 / /data rw,relatime shared:2 - xfs /dev/sdb1 ro,attr2\n"
+    )
+    assert read_only_superblocks(info.read_text()) == {
+        "/": False,
+        str(tmp_path): False,
+        "/data": True,
+    }
+    got = HostDiskSource([str(tmp_path)], mountinfo=str(info)).read()
+    assert [m.read_only for m in got] == [False]
 
 
 # ------------------------------------------------------------------------ network

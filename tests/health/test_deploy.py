@@ -21,6 +21,13 @@ def test_manifest_objects_and_commands() -> None:
         "DaemonSet",
         "Deployment",
     ]
+    (ds,) = [d for d in docs if d["kind"] == "DaemonSet"]
+    pod = ds["spec"]["template"]["spec"]
+    # GPU nodes as GPU Feature Discovery labels them (the README says so), the host
+    # mounted read-only throughout.
+    assert pod["nodeSelector"] == {"nvidia.com/gpu.present": "true"}
+    assert all(m.get("readOnly") for m in pod["containers"][0]["volumeMounts"])
+    assert pod["containers"][0]["securityContext"]["readOnlyRootFilesystem"] is True
     commands = []
     for d in docs:
         if d["kind"] in ("DaemonSet", "Deployment"):

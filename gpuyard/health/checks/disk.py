@@ -74,21 +74,51 @@ def _mount_point_of(path: str, points: dict[str, bool]) -> str:
     return best
 
 
+def read_only_superblocks(mountinfo: str) -> dict[str, bool]:
+    """mount point -> its filesystem is read-only, from /proc/self/mountinfo's super
+    options (the field after " - fstype source"). A filesystem the kernel remounted
+    read-only after errors is "ro" there; a read-only bind mount of a writable one (how
+    the agent's DaemonSet mounts the host's /) is "ro" only in the per-mount options,
+    which are not read: that is not a disk fault."""
+    out: dict[str, bool] = {}
+    for line in mountinfo.splitlines():
+        head, sep, tail = line.partition(" - ")
+        parts, rest = head.split(), tail.split()
+        if sep and len(parts) >= 5 and len(rest) >= 3:
+            point = parts[4].replace("\\040", " ")
+            out[point] = "ro" in rest[2].split(",")
+    return out
+
+
 class HostDiskSource:
-    def __init__(self, paths: list[str] | None = None, proc_mounts: str = "/proc/mounts") -> None:
+    def __init__(
+        self,
+        paths: list[str] | None = None,
+        proc_mounts: str = "/proc/mounts",
+        mountinfo: str = "/proc/self/mountinfo",
+    ) -> None:
         self.paths = paths or ["/"]
         self.proc_mounts = proc_mounts
+        self.mountinfo = mountinfo
 
     def read(self) -> list[Mount]:
+        superblocks = True
         try:
-            points = read_only_mounts(Path(self.proc_mounts).read_text())
+            points = read_only_superblocks(Path(self.mountinfo).read_text())
         except OSError:
             points = {}
+        if not points:
+            superblocks = False
+            try:
+                points = read_only_mounts(Path(self.proc_mounts).read_text())
+            except OSError:
+                points = {}
         out = []
         for path in self.paths:
             st = os.statvfs(path)
             ro = points.get(_mount_point_of(path, points), False) if points else False
-            ro = ro or bool(st.f_flag & os.ST_RDONLY)
+            if not superblocks:  # statvfs sees the mount's flag, not the filesystem's
+                ro = ro or bool(st.f_flag & os.ST_RDONLY)
             out.append(Mount(path, st.f_blocks * st.f_frsize, st.f_bavail * st.f_frsize, ro))
         return out
 
