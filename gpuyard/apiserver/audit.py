@@ -18,7 +18,6 @@ import contextlib
 import logging
 import os
 import threading
-import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -228,8 +227,12 @@ class Policy:
 
 
 def _ts(t: datetime) -> str:
-    """RFC 3339 with microseconds in UTC (isoformat: a fifth of strftime's time)."""
-    return t.replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
+    """RFC 3339 with microseconds in UTC (isoformat: a fifth of strftime's time; its
+    "+00:00" suffix is cut rather than the zone replaced, one call fewer)."""
+    if t.utcoffset():
+        t = t.astimezone(UTC)
+    s = t.isoformat(timespec="microseconds")
+    return (s[:-6] if t.tzinfo is not None else s) + "Z"
 
 
 def now() -> datetime:
@@ -362,4 +365,10 @@ def event(
 
 
 def new_id() -> str:
-    return str(uuid.uuid4())
+    """A random (version 4) UUID in its text form, built from 16 random bytes without
+    the uuid module's object (its constructor was a third of an event's cost)."""
+    b = bytearray(os.urandom(16))
+    b[6] = (b[6] & 0x0F) | 0x40
+    b[8] = (b[8] & 0x3F) | 0x80
+    h = b.hex()
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
