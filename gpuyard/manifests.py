@@ -6,7 +6,8 @@ of two leader-elected replicas; the team admission webhook (`gpuyard teams-webho
 its RBAC, a Role for its certificate Secret, a Service 443 -> 8443, a Deployment of two
 replicas that all serve, and the MutatingWebhookConfiguration in service form, whose
 caBundle the webhook fills in at start); then the node-health manifests
-(gpuyard/health/deploy.yaml).
+(gpuyard/health/deploy.yaml); headless Services for every metrics port and a ConfigMap
+with a Prometheus scrape job for them (deploy/grafana-dashboard.json charts the series).
 
 Two images: the control plane (`--image`, images/Dockerfile: Python slim + gpuyard) for
 the Deployments, and the GPU image (`--gpu-image`, images/gpu.Dockerfile: CUDA PyTorch
@@ -212,6 +213,80 @@ def priority_classes() -> list[dict[str, Any]]:
     ]
 
 
+# The metrics Services: name -> (the pods' selector, [(port name, port)]).
+METRICS_SERVICES: dict[str, tuple[dict[str, str], list[tuple[str, int]]]] = {
+    "gpuyard-scheduler-metrics": (
+        {"app.kubernetes.io/name": "gpuyard-scheduler"},
+        [("metrics", 9100)],
+    ),
+    "gpuyard-controllers-metrics": (
+        {"app.kubernetes.io/name": "gpuyard-controllers"},
+        [("metrics", 9100)],
+    ),
+    "gpuyard-health-controllers-metrics": (
+        {"app": "gpuyard-health-controllers"},
+        [("metrics-ctl", 9101), ("metrics-pre", 9102), ("metrics-per", 9103)],
+    ),
+    "gpuyard-health-agent-metrics": ({"app": "gpuyard-health-agent"}, [("metrics", 9100)]),
+}
+SCRAPE_CONFIGMAP = "gpuyard-prometheus-scrape"
+
+
+def metrics_services() -> list[dict[str, Any]]:
+    """A headless Service per component for its metrics ports (Prometheus finds every
+    replica's endpoints through it; a non-leader's series say it is idle)."""
+    out = []
+    for name, (selector, ports) in METRICS_SERVICES.items():
+        meta = _meta(name)
+        meta["labels"] = {"app.kubernetes.io/part-of": "gpuyard", "gpuyard.io/metrics": "true"}
+        out.append(
+            {
+                "apiVersion": "v1",
+                "kind": "Service",
+                "metadata": meta,
+                "spec": {
+                    "clusterIP": "None",
+                    "selector": selector,
+                    "ports": [{"name": n, "port": p, "targetPort": n} for n, p in ports],
+                },
+            }
+        )
+    return out
+
+
+def scrape_config() -> dict[str, Any]:
+    """A ConfigMap with a plain Prometheus scrape job (prometheus.yml's scrape_configs)
+    that finds the endpoints of the metrics Services: add it to a Prometheus's
+    configuration, or point a ServiceMonitor at the label gpuyard.io/metrics=true."""
+    job = {
+        "job_name": "gpuyard",
+        "kubernetes_sd_configs": [{"role": "endpoints", "namespaces": {"names": [NAMESPACE]}}],
+        "relabel_configs": [
+            {
+                "source_labels": ["__meta_kubernetes_service_label_gpuyard_io_metrics"],
+                "regex": "true",
+                "action": "keep",
+            },
+            {
+                "source_labels": ["__meta_kubernetes_endpoint_port_name"],
+                "regex": "metrics.*",
+                "action": "keep",
+            },
+            {"source_labels": ["__meta_kubernetes_service_name"], "target_label": "service"},
+            {"source_labels": ["__meta_kubernetes_pod_name"], "target_label": "pod"},
+            {"source_labels": ["__meta_kubernetes_pod_node_name"], "target_label": "node"},
+        ],
+    }
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": _meta(SCRAPE_CONFIGMAP),
+        "data": {
+            "scrape-configs.yaml": yaml.safe_dump([job], sort_keys=False, default_flow_style=False)
+        },
+    }
+
+
 def objects(image: str = IMAGE, gpu_image: str = GPU_IMAGE) -> list[dict[str, Any]]:
     from gpuyard.crds import crd_objects
 
@@ -239,6 +314,7 @@ def objects(image: str = IMAGE, gpu_image: str = GPU_IMAGE) -> list[dict[str, An
             if "--image" in cmd:  # the test pods' image
                 cmd[cmd.index("--image") + 1] = gpu_image
         out.append(doc)
+    out += [*metrics_services(), scrape_config()]
     return out
 
 

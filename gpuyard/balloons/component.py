@@ -25,7 +25,7 @@ def default_pools(sim: Any) -> list[str]:
 
 
 async def run(ctx: Any) -> None:
-    from gpuyard.balloons.controller import BalloonController
+    from gpuyard.balloons.controller import BalloonController, process_metrics
     from gpuyard.kube.client import Client
     from gpuyard.kube.errors import AlreadyExists
 
@@ -44,7 +44,10 @@ async def run(ctx: Any) -> None:
                             "spec": {"pool": pool},
                         }
                     )
-        await BalloonController(client, informers=getattr(ctx, "informers", None)).run(ctx.stop)
+        informers = getattr(ctx, "informers", None)
+        await BalloonController(client, informers=informers, metrics=process_metrics()).run(
+            ctx.stop
+        )
     finally:
         await client.close()
 

@@ -275,12 +275,17 @@ class BalloonController:
 _process_metrics: Metrics | None = None
 
 
-async def run(client: Any, stop: asyncio.Event) -> None:
-    """`gpuyard controllers` entry point; metrics in the process's default registry
-    (served by `gpuyard controllers --metrics-port`)."""
+def process_metrics() -> Metrics:
+    """The balloon metrics in the process's default registry (served by `gpuyard
+    controllers --metrics-port` and on `gpuyard up`'s metrics address), made once."""
     global _process_metrics
     if _process_metrics is None:
         from prometheus_client import REGISTRY
 
         _process_metrics = Metrics(REGISTRY)
-    await BalloonController(client, metrics=_process_metrics).run(stop)
+    return _process_metrics
+
+
+async def run(client: Any, stop: asyncio.Event) -> None:
+    """`gpuyard controllers` entry point."""
+    await BalloonController(client, metrics=process_metrics()).run(stop)
