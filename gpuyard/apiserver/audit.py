@@ -229,10 +229,11 @@ class Policy:
 def _ts(t: datetime) -> str:
     """RFC 3339 with microseconds in UTC (isoformat: a fifth of strftime's time; its
     "+00:00" suffix is cut rather than the zone replaced, one call fewer)."""
-    if t.utcoffset():
-        t = t.astimezone(UTC)
-    s = t.isoformat(timespec="microseconds")
-    return (s[:-6] if t.tzinfo is not None else s) + "Z"
+    if t.tzinfo is UTC:  # now()'s: the common case, no conversion
+        return t.isoformat(timespec="microseconds")[:-6] + "Z"
+    if t.tzinfo is not None:
+        t = t.astimezone(UTC).replace(tzinfo=None)
+    return t.isoformat(timespec="microseconds") + "Z"
 
 
 def now() -> datetime:
