@@ -35,14 +35,20 @@ VictimUnit = tuple[tuple[int, int], str, list[PodInfo]]  # (cost, key, members)
 
 class Victims:
     """The bound pods preemption may take, kept across passes and updated from
-    state.bound_log: single pods in a key-ordered list per priority, and per bound gang
-    its entry (cost, key, members). `order(prio)` yields the units whose pods are all
-    below prio by (cost, key): cost is (highest priority in the unit, pods in it)."""
+    state.bound_log: single pods in a key-ordered list per priority and team (so that
+    fair sharing's order is a merge of lanes, never a walk past the pods of teams not
+    over their share, such as a balloon on every node), and per bound gang its entry
+    (cost, key, members). `order(prio)` yields the units whose pods are all below prio
+    by (cost, key): cost is (highest priority in the unit, pods in it). Made afresh
+    when the state's teams change (set_teams sets every pod's team)."""
 
     def __init__(self, s: ClusterState, gangs: bool) -> None:
         self.gangs = gangs
-        self.singles: dict[int, list[str]] = {}  # priority -> sorted "pod ns/name"
-        self.where: dict[str, tuple[int, str | None]] = {}  # pod key -> (prio, group)
+        self.teams_gen = s.teams_gen
+        # (priority, team) -> sorted "pod ns/name"
+        self.singles: dict[tuple[int, str | None], list[str]] = {}
+        # pod key -> (priority, group, team)
+        self.where: dict[str, tuple[int, str | None, str | None]] = {}
         self.gang: dict[str, VictimUnit] = {}
         self.dirty: set[str] = set()  # gangs whose entry is out of date
         s.log_bound = True  # from now on the state logs changes of bound pods
@@ -58,11 +64,12 @@ class Victims:
             old = self.where.pop(key, None)
             if old is not None:
                 if old[1] is None:
-                    lane = self.singles[old[0]]
+                    lk = (old[0], old[2])
+                    lane = self.singles[lk]
                     i = bisect_left(lane, f"pod {key}")
                     del lane[i]
                     if not lane:
-                        del self.singles[old[0]]
+                        del self.singles[lk]
                 else:
                     groups.add(old[1])
             p = s.pods.get(key)
@@ -77,10 +84,10 @@ class Victims:
                 continue  # not bound
             if p.group and self.gangs:
                 groups.add(p.group)
-                self.where[key] = (p.priority, p.group)
+                self.where[key] = (p.priority, p.group, p.team)
             else:
-                insort(self.singles.setdefault(p.priority, []), f"pod {key}")
-                self.where[key] = (p.priority, None)
+                insort(self.singles.setdefault((p.priority, p.team), []), f"pod {key}")
+                self.where[key] = (p.priority, None, p.team)
         s.bound_log.clear()
         self.dirty.update(groups)  # their entries are made again when next asked for
 
@@ -108,8 +115,9 @@ class Victims:
             for vk in lane:
                 yield (cost, vk, [pods[vk[4:]]])
 
+        # lanes of one priority but other teams merge by key: the order of one lane
         runs: list[Iterable[Any]] = [
-            singles(level, lane) for level, lane in self.singles.items() if level < prio
+            singles(level, lane) for (level, _), lane in self.singles.items() if level < prio
         ]
         runs.append(sorted(e for e in self.gang.values() if e[0][0] < prio))
         return heapq.merge(*runs)
@@ -119,17 +127,15 @@ class Victims:
         share first (cost (priority, 0 if over else 1, pods))."""
         pods = s.pods
 
-        def singles(level: int, lane: list[str]) -> Iterator[Any]:
-            # two walks of the key-ordered lane: pods of teams over their share first
-            for flag in (0, 1):
-                cost = (level, flag, 1)
-                for vk in lane:
-                    p = pods[vk[4:]]
-                    if (p.team in over) != bool(flag):
-                        yield (cost, vk, [p])
+        def singles(cost: tuple[int, int, int], lane: list[str]) -> Iterator[Any]:
+            for vk in lane:
+                yield (cost, vk, [pods[vk[4:]]])
 
+        # a lane per priority and team: pods of teams over their share first
         runs: list[Iterable[Any]] = [
-            singles(level, lane) for level, lane in self.singles.items() if level < prio
+            singles((level, 0 if team in over else 1, 1), lane)
+            for (level, team), lane in self.singles.items()
+            if level < prio
         ]
         runs.append(
             sorted(
@@ -168,7 +174,7 @@ def victim_order(ps: Pass, prio: int) -> Iterator[VictimUnit]:
     """Every unit of bound pods all below `prio`, cheapest first: (cost, key,
     members), from the victim index kept across passes."""
     vi = ps.mem.victims
-    if vi is None or vi.gangs != ps.cfg.gangs:
+    if vi is None or vi.gangs != ps.cfg.gangs or vi.teams_gen != ps.s.teams_gen:
         vi = ps.mem.victims = Victims(ps.s, ps.cfg.gangs)
     else:
         vi.sync(ps.s)
