@@ -153,3 +153,26 @@ def test_a_bad_policy_file_is_refused(tmp_path: Path) -> None:
     assert r.returncode != 0
     assert str(bad) in r.stderr and "rules[0].level" in r.stderr, r.stderr
     assert "Traceback" not in r.stderr
+
+
+def test_audit_ids_are_distinct_version_4_uuids() -> None:
+    import uuid
+
+    from gpuyard.apiserver import audit
+
+    ids = [audit.new_id() for _ in range(2000)]  # more than one batch of the random source
+    assert len(set(ids)) == len(ids)
+    for i in ids:
+        u = uuid.UUID(i)
+        assert str(u) == i and u.version == 4 and u.variant == uuid.RFC_4122
+
+
+def test_audit_timestamps_are_utc_rfc3339() -> None:
+    from datetime import UTC, datetime, timedelta, timezone
+
+    from gpuyard.apiserver import audit
+
+    t = datetime(2026, 3, 1, 12, 30, 5, 123456, tzinfo=UTC)
+    assert audit._ts(t) == "2026-03-01T12:30:05.123456Z"
+    assert audit._ts(t.astimezone(timezone(timedelta(hours=2)))) == "2026-03-01T12:30:05.123456Z"
+    assert audit._ts(datetime(2026, 3, 1, 12, 30, 5)) == "2026-03-01T12:30:05.000000Z"
