@@ -47,6 +47,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "twin": ("gpuyard.twin.cli", "replay workloads through the scheduling policy"),
     "manifests": ("gpuyard.manifests", "print the YAML that installs gpuyard on a real cluster"),
     "netd": ("gpuyard.network.cli", "node network agent: per-pod traffic accounting and shaping"),
+    "network": ("gpuyard.network.top", "traffic per pod, namespace or team (network top)"),
     "teams-webhook": ("gpuyard.teams.webhook_cmd", "serve the team admission webhook on a cluster"),
 }
 

@@ -60,3 +60,60 @@ def test_sim_pod_ip_in_node_range_and_traffic_counted(cluster) -> None:
 
     cluster.kubectl("delete", "pod", "talker", "--wait=false")
     wait_for(lambda: not any(k[0] == "talker" for k in counters(cluster.metrics_url)), 30, "gone")
+
+
+TEAM_PODS = """
+apiVersion: v1
+kind: Namespace
+metadata: {name: ml}
+---
+apiVersion: v1
+kind: Pod
+metadata:
+  name: big
+  namespace: ml
+  annotations: {gpuyard.io/sim-traffic: "internet=400Mbit"}
+spec:
+  containers: [{name: c, image: busybox}]
+---
+apiVersion: v1
+kind: Pod
+metadata:
+  name: small
+  namespace: ml
+  annotations: {gpuyard.io/sim-traffic: "internet=8Mbit,cluster=2Gbit"}
+spec:
+  containers: [{name: c, image: busybox}]
+---
+apiVersion: v1
+kind: Pod
+metadata:
+  name: other
+  namespace: default
+  annotations: {gpuyard.io/sim-traffic: "internet=100Mbit"}
+spec:
+  containers: [{name: c, image: busybox}]
+"""
+
+
+def test_network_top_through_the_cli(cluster) -> None:
+    cluster.kubectl("apply", "-f", "-", input=TEAM_PODS)
+    for ns, pod in (("ml", "big"), ("ml", "small"), ("default", "other")):
+        cluster.kubectl("wait", "-n", ns, "--for=jsonpath={.status.phase}=Running", f"pod/{pod}")
+
+    def top(*args: str) -> dict:
+        r = cluster.gpuyard("network", "top", "--window", "1", *args)
+        assert r.returncode == 0, r.stderr
+        return json.loads(r.stdout)
+
+    items = top("-n", "ml", "-o", "json")["items"]
+    assert [i["pod"] for i in items] == ["big", "small"]  # by internet egress, largest first
+    assert 0.8 * 4e8 <= items[0]["internetBitsPerSecond"] <= 1.2 * 4e8, items
+    items = top("-n", "ml", "--sort-by", "cluster", "-o", "json")["items"]
+    assert [i["pod"] for i in items] == ["small", "big"]
+    by_ns = {i["namespace"]: i for i in top("-A", "--by", "namespace", "-o", "json")["items"]}
+    assert set(by_ns) == {"ml", "default"}
+    assert 0.8 * 4.08e8 <= by_ns["ml"]["internetBitsPerSecond"] <= 1.2 * 4.08e8
+    table = cluster.gpuyard("network", "top", "-A", "--window", "1").stdout.splitlines()
+    assert table[0].split()[:3] == ["NAMESPACE", "POD", "TEAM"]
+    assert [line.split()[1] for line in table[1:]] == ["big", "other", "small"]
