@@ -138,7 +138,10 @@ def test_agent_follows_pods_through_the_api_and_keeps_counters(apiserver, lab, c
 
         stop_agent(agent)
         agent, port = start_agent(apiserver, lab)
-        wait_for(lambda: pods_seen(port) == {"pa"}, "pa after the restart")
+        # Synced again (both watches open) and reconciled: the kernel's counters are kept.
+        wait_for(lambda: scrape(port).get(("requests", "watch")) == 2, "the agent's watches")
+        time.sleep(0.5)
+        assert pods_seen(port) == {"pa"}
         assert scrape(port)[("pa", "internet", "out", "")] == internet  # kept, not doubled
 
         # Idle, the agent only watches: its requests are the initial lists and watches.
