@@ -29,6 +29,7 @@ from gpuyard.apiserver import (
     protobuf,
     scale,
     schemas,
+    simkubelet,
     strategies,
     tables,
     validation,
@@ -379,7 +380,13 @@ class Core:
         ):
             raise no_route
         if sub is not None and sub not in res.subresources:
-            raise no_route
+            if not (
+                res.group == ""
+                and res.plural == "pods"
+                and name is not None
+                and sub in simkubelet.CONNECT_SUBRESOURCES
+            ):
+                raise no_route
         return "resource", (res, ns, name, sub, r.watch)
 
     async def _dispatch(
@@ -410,6 +417,11 @@ class Core:
             return await self.serve_other(kind, info, query, headers)
         res, ns, name, sub, watch = info
         hget = _header_getter(headers)
+        if sub is not None and name is not None and res.group == "" and res.plural == "pods":
+            if sub in simkubelet.CONNECT_SUBRESOURCES:
+                raise simkubelet.refuse_connect(self._entry(res, ns or "", name).obj(), sub)
+            if sub == "log" and method == "GET":
+                return self._pod_log(res, ns or "", name, query)
         if not res.allows(_verb(method, name, watch or _qbool(query, "watch")), sub):
             raise APIError(
                 405,
@@ -567,6 +579,21 @@ class Core:
 
     def _wants_table(self, accept: str) -> bool:
         return "as=Table" in accept
+
+    def _pod_log(self, res: Resource, ns: str, name: str, query: Mapping[str, str]) -> Response:
+        """GET pods/NAME/log: the simulated container's lines (simkubelet.py)."""
+        uid = (self._entry(res, ns, name).obj().get("metadata") or {}).get("uid")
+
+        def refetch() -> dict[str, Any] | None:
+            try:
+                pod = self._entry(res, ns, name).obj()
+            except APIError:
+                return None
+            return pod if (pod.get("metadata") or {}).get("uid") == uid else None
+
+        q = {k: _qget(query, k) for k in query}
+        body, _ = simkubelet.log_response(self._entry(res, ns, name).obj(), q, refetch)
+        return Response(200, body, {"Content-Type": "text/plain"})
 
     def get_object(
         self, res: Resource, ns: str | None, name: str, query: Mapping[str, str], accept: str

@@ -85,9 +85,10 @@ class Resource:
         return f"/apis/{self.group}/{self.version}" if self.group else f"/api/{self.version}"
 
 
-# Subresources this server answers (the others a real 1.37 has, such as pods/log or
-# pods/exec, are not advertised: discovery says what is served here).
-SERVED_SUBRESOURCES = frozenset({"status", "scale", "binding", "eviction", "token"})
+# Subresources this server answers (the others a real 1.37 has, such as pods/resize,
+# are not advertised: discovery says what is served here). pods/log is the simulated
+# kubelet's (simkubelet.py); pods/exec, attach and portforward are refused there.
+SERVED_SUBRESOURCES = frozenset({"status", "scale", "binding", "eviction", "token", "log"})
 
 
 def builtin_resources() -> list[Resource]:
