@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from datetime import UTC
 from pathlib import Path
 from typing import Any
 
@@ -113,7 +114,8 @@ def run(args: argparse.Namespace) -> int:
         if not args.out:
             raise CommandError("twin synth: --out FILE is required")
         try:
-            jobs = synth(args.nodes, args.days, args.jobs, args.seed)
+            with _status(args, f"synthesising {args.jobs:,} jobs"):
+                jobs = synth(args.nodes, args.days, args.jobs, args.seed)
         except ValueError as exc:
             raise CommandError(f"twin synth: {exc}") from None
         try:
@@ -201,13 +203,38 @@ def run(args: argparse.Namespace) -> int:
         finally:
             if prog is not None:
                 prog.stop()
-    doc = report.write(Path(args.out), results, wl.counts)
+    from datetime import datetime
+
+    flags = [f"--{k}" for k in ("balloons", "skip_never_fitting") if getattr(args, k)]
+    flags += [f"--failures {args.failures}"] if args.failures else []
+    flags += [f"--batch {args.batch:g}"] if args.batch else []
+    flags += [f"--teams {args.teams}"] if args.teams else []
+    flags += [f"--seed {args.seed}"]
+    njobs = len(wl.jobs)
+    inputs = {
+        "Cluster": f"{args.cluster}: {len(shapes):,} nodes, {results[0].total_gpus:,} GPUs",
+        "Trace": f"{args.trace}: {njobs:,} jobs",
+        "Policy": ", ".join(policies) + (" (--compare)" if args.compare else ""),
+        "Flags": " ".join(f.replace("_", "-") for f in flags),
+        "Run at": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+    }
+    with _status(args, "writing the report"):
+        doc = report.write(Path(args.out), results, wl.counts, inputs)
     ms = [doc] if "compare" not in doc else list(doc["compare"].values())
+    from gpuyard.twin.report_html import headline
+
     for m in ms:
-        print(
-            f"{m['policy']}: {m['finished']}/{m['jobs']} finished, {m['never_started']} never started, "
-            f"{m['deadlocked_gangs']} deadlocked gangs, wait p50 {m['wait_s']['p50']} s "
-            f"p99 {m['wait_s']['p99']} s"
-        )
+        print(headline(m))
     print(f"report: {Path(args.out) / 'report.html'}")
     return 0
+
+
+def _status(args: argparse.Namespace, what: str) -> Any:
+    """A rich spinner on stderr when it is a terminal and not --quiet; else nothing."""
+    import contextlib
+
+    if args.quiet or not sys.stderr.isatty():
+        return contextlib.nullcontext()
+    from rich.console import Console
+
+    return Console(stderr=True).status(what)

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import base64
 import csv
-import html
 import io
 import json
 from pathlib import Path
@@ -176,39 +175,46 @@ def _png(fig: Any) -> str:
 
 
 def _cdf(ax: Any, values: list[float], label: str) -> None:
+    """Empirical CDF in hours on a symlog axis: zero waits sit at 0 (the step at 0 is
+    the share that did not wait), not moved to a made-up floor."""
     if not values:
         return
-    s = sorted(max(v, 0.5) for v in values)
+    s = sorted(max(v, 0.0) / 3600 for v in values)
     n = len(s)
-    ax.step(s, [(i + 1) / n for i in range(n)], where="post", label=f"{label} (n={n})")
+    zero = sum(1 for v in s if v == 0)
+    ax.step([0.0] + s, [0.0] + [(i + 1) / n for i in range(n)], where="post",
+            label=f"{label} (n={n:,}, {100 * zero / n:.0f}% no wait)")  # fmt: skip
 
 
-def figures(results: list[Result]) -> list[tuple[str, str]]:
+def figures(results: list[Result]) -> tuple[list[tuple[str, str]], list[str]]:
+    """The charts (title, base64 PNG), and a line for each one left out for want of data."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     out: list[tuple[str, str]] = []
-    fig, ax = plt.subplots(figsize=(9, 3.5))
-    for res in results:
-        days = [s[0] / 86400 for s in res.samples]
-        ax.plot(
-            days,
-            [s[1] / max(1, res.total_gpus) for s in res.samples],
-            label=f"{res.policy} allocated",
-        )
-        ax.plot(
-            days,
-            [s[2] / max(1, res.total_gpus) for s in res.samples],
-            "--",
-            label=f"{res.policy} running",
-        )
-    ax.set_xlabel("virtual days")
-    ax.set_ylabel("share of GPUs")
-    ax.legend(fontsize=7)
-    out.append(("GPU allocation over time (allocated includes partly bound gangs)", _png(fig)))
+    omitted: list[str] = []
+    if any(res.samples for res in results):
+        fig, ax = plt.subplots(figsize=(9, 3.5))
+        for res in results:
+            days = [s[0] / 86400 for s in res.samples]
+            tot = max(1, res.total_gpus)
+            ax.plot(days, [100 * s[1] / tot for s in res.samples], label=f"{res.policy} allocated")
+            ax.plot(days, [100 * s[2] / tot for s in res.samples], "--",
+                    label=f"{res.policy} running")  # fmt: skip
+        ax.set_xlabel("virtual days")
+        ax.set_ylabel("% of GPUs")
+        ax.set_ylim(0, 105)
+        ax.legend(fontsize=7)
+        out.append(("GPUs allocated and running over time (allocated includes partly bound "
+                    "gangs)", _png(fig)))  # fmt: skip
+    else:
+        omitted.append("GPU allocation over time: the run took no samples (empty trace).")
     for key, title in ((lambda r: r.job.team, "team"), (lambda r: size_class(r.gpus), "job size")):
+        if not any(wait_of(r) is not None for res in results for r in res.jobs):
+            omitted.append(f"Queueing-delay CDF by {title}: no job started.")
+            continue
         fig, axes = plt.subplots(1, len(results), figsize=(4.5 * len(results), 3.2), squeeze=False)
         for ax, res in zip(axes[0], results, strict=True):
             groups: dict[str, list[float]] = {}
@@ -220,32 +226,58 @@ def figures(results: list[Result]) -> list[tuple[str, str]]:
             for g in order:
                 if g in groups:
                     _cdf(ax, groups[g], g)
-            ax.set_xscale("log")
+            ax.set_xscale("symlog", linthresh=0.1)
+            longest = max((max(v) for v in groups.values()), default=0.0) / 3600
+            # a little left of 0 so that a step at 0 (jobs that did not wait) is not
+            # hidden under the axis
+            ax.set_xlim(-0.02, max(1.0, 1.5 * longest))
+            ax.set_ylim(0, 1.02)
             ax.set_title(res.policy)
-            ax.set_xlabel("queueing delay (s)")
-            ax.legend(fontsize=6)
+            ax.set_xlabel("queueing delay (h)")
+            ax.set_ylabel("share of jobs started")
+            if groups:
+                ax.legend(fontsize=6)
+            else:
+                ax.text(0.5, 0.5, "no job started", ha="center", transform=ax.transAxes)
         out.append((f"Queueing-delay CDF by {title}", _png(fig)))
-    fig, axes = plt.subplots(1, 3, figsize=(14, 3.4), layout="constrained")
     names_ = [r.policy for r in results]
+    bars: list[tuple[str, list[float], str]] = []
     gang_waits = []
+    has_gangs = False
     for res in results:
         gw = [wait_or_end(r, res.end_time) for r in res.jobs if r.job.replicas > 1]
+        has_gangs = has_gangs or bool(gw)
         gang_waits.append(max(gw) / 3600 if gw else 0.0)
-    axes[0].bar(names_, gang_waits)
-    axes[0].set_title("longest gang wait (h)\nunstarted gangs: until the end", fontsize=9)
-    axes[1].bar(names_, [sum(r.lost_gpu_s for r in res.jobs) / 3600 for res in results])
-    axes[1].set_title(
-        "goodput lost (GPU-h)\nwork redone after restarts and preemptions", fontsize=9
-    )
-    for res in results:
-        axes[2].plot(
-            [s[0] / 86400 for s in res.samples], [s[3] for s in res.samples], label=res.policy
-        )
-    axes[2].set_title("fragmentation\nshare of free GPUs on partly used nodes", fontsize=9)
-    axes[2].set_xlabel("virtual days")
-    axes[2].legend(fontsize=7)
-    out.append(("Gang wait, goodput lost, fragmentation", _png(fig)))
-    return out
+    if has_gangs and any(gang_waits):
+        bars.append(("longest gang wait (h)\nunstarted gangs: until the end", gang_waits, ""))
+    else:
+        omitted.append("Longest gang wait: " + ("no gang waited." if has_gangs
+                                                  else "the trace has no gangs."))  # fmt: skip
+    lost = [sum(r.lost_gpu_s for r in res.jobs) / 3600 for res in results]
+    if any(lost):
+        bars.append(("goodput lost (GPU-h)\nwork redone after restarts and preemptions", lost, ""))
+    else:
+        omitted.append("Goodput lost: no gang was restarted or preempted.")
+    frag = any(s[3] for res in results for s in res.samples)
+    if not frag:
+        omitted.append("Fragmentation: free GPUs were never spread over partly used nodes.")
+    panels = len(bars) + (1 if frag else 0)
+    if panels:
+        fig, axes = plt.subplots(1, panels, figsize=(4.7 * panels, 3.4), squeeze=False,
+                                 layout="constrained")  # fmt: skip
+        for ax, (t, ys, _) in zip(axes[0], bars, strict=False):
+            ax.bar(names_, ys)
+            ax.set_title(t, fontsize=9)
+        if frag:
+            ax = axes[0][-1]
+            for res in results:
+                ax.plot([s[0] / 86400 for s in res.samples], [100 * s[3] for s in res.samples],
+                        label=res.policy)  # fmt: skip
+            ax.set_title("fragmentation (%)\nfree GPUs on partly used nodes", fontsize=9)
+            ax.set_xlabel("virtual days")
+            ax.legend(fontsize=7)
+        out.append(("Gang wait, goodput lost, fragmentation", _png(fig)))
+    return out, omitted
 
 
 MODEL_NOTES = [
@@ -271,10 +303,17 @@ MODEL_NOTES = [
 
 
 def write(
-    outdir: Path, results: list[Result], counts: dict[str, int] | None = None
+    outdir: Path,
+    results: list[Result],
+    counts: dict[str, int] | None = None,
+    inputs: dict[str, str] | None = None,
 ) -> dict[str, Any]:
+    from gpuyard.twin.report_html import busy_while_waiting, render
+
     outdir.mkdir(parents=True, exist_ok=True)
     ms = [metrics(r, counts) for r in results]
+    for m, r in zip(ms, results, strict=True):
+        m["busy_while_waiting"] = busy_while_waiting(r)
     doc: dict[str, Any] = ms[0] if len(ms) == 1 else {"compare": {m["policy"]: m for m in ms}}
     (outdir / "metrics.json").write_text(json.dumps(doc, indent=2))
     if len(results) == 1:
@@ -283,46 +322,7 @@ def write(
         for r in results:
             write_jobs_csv(r, outdir / f"jobs-{r.policy}.csv")
         write_jobs_csv(results[-1], outdir / "jobs.csv")
-    keys = ["jobs", "finished", "never_started", "deadlocked_gangs", "large_gangs_never_started",
-            "large_gang_max_wait_s", "partial_gang_gpu_hours", "goodput_lost_gpu_hours",
-            "mean_gpu_allocation", "mean_fragmentation", "team_share",
-            "team_fair_share"]  # fmt: skip
-    rows = "".join(
-        f"<tr><th>{html.escape(k)}</th>"
-        + "".join(f"<td>{html.escape(str(m.get(k)))}</td>" for m in ms)
-        + "</tr>"
-        for k in keys
-    )
-    waits = "".join(
-        f"<tr><th>wait p{q}</th>"
-        + "".join(f"<td>{m['wait_s'].get('p' + q)}</td>" for m in ms)
-        + "</tr>"
-        for q in ("50", "90", "99")
-    )
-    heads = "".join(f"<th>{html.escape(m['policy'])}</th>" for m in ms)
-    imgs = "".join(
-        f"<h2>{html.escape(t)}</h2><img src='data:image/png;base64,{b}'>"
-        for t, b in figures(results)
-    )
-    notes = "".join(f"<li>{html.escape(n)}</li>" for n in MODEL_NOTES)
-    trace = ""
-    if "trace_wait_s" in ms[-1]:
-        trace = (
-            "<h2>Twin vs trace queueing delay (same tasks)</h2><pre>"
-            + html.escape(json.dumps({m["policy"]: {"twin": m["twin_wait_s_same_tasks"],
-                                                    "trace": m["trace_wait_s"]} for m in ms}, indent=1))
-            + "</pre>"
-        )  # fmt: skip
-    cnt = (
-        f"<h2>Trace counts</h2><pre>{html.escape(json.dumps(counts, indent=1))}</pre>"
-        if counts
-        else ""
-    )
-    (outdir / "report.html").write_text(
-        "<!doctype html><html><head><meta charset='utf-8'><title>gpuyard twin report</title>"
-        "<style>body{font-family:sans-serif;margin:2em}td,th{padding:2px 8px;text-align:right}"
-        "img{max-width:100%}</style></head><body><h1>gpuyard twin report</h1>"
-        f"<table><tr><th></th>{heads}</tr>{rows}{waits}</table>{trace}{cnt}{imgs}"
-        f"<h2>Model</h2><ul>{notes}</ul></body></html>"
-    )
+    figs, omitted = figures(results)
+    page = render(ms, figs, omitted, inputs or {}, counts, MODEL_NOTES)
+    (outdir / "report.html").write_text(page)
     return doc

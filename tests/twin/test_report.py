@@ -1,0 +1,119 @@
+"""The twin report as a capacity planner reads it: inputs, the answer in words, waits in
+hours (or the unit that reads best), readable names, and no empty chart."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import re
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.image as mpimg  # noqa: E402
+import matplotlib.pyplot as plt  # noqa: E402
+import pytest  # noqa: E402
+
+from gpuyard.cli import main  # noqa: E402
+from gpuyard.twin.report import _cdf  # noqa: E402
+from gpuyard.twin.report_html import duration  # noqa: E402
+
+HEAD = "submit_time,team,priority,replicas,gpus_per_replica,duration,checkpoint_interval,name\n"
+
+
+def _run(tmp_path: Path, rows: str, *extra: str) -> tuple[str, dict, str]:
+    trace = tmp_path / "jobs.csv"
+    trace.write_text(HEAD + rows)
+    out = tmp_path / "out"
+    rc = main(["twin", "--cluster", "nodes:10", "--trace", str(trace), "--out", str(out),
+               "--quiet", *extra])  # fmt: skip
+    assert rc == 0
+    return (
+        (out / "report.html").read_text(),
+        json.loads((out / "metrics.json").read_text()),
+        str(trace),
+    )
+
+
+def _images(page: str) -> list[tuple[str, bytes]]:
+    return [
+        (t, base64.b64decode(b))
+        for t, b in re.findall(
+            r"<h2>([^<]*)</h2><img alt='[^']*' src='data:image/png;base64,([^']+)'", page
+        )
+    ]
+
+
+def test_report_summary_answer_units_names(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # 10 nodes x 8 GPUs. A 4 h job on 4 nodes, then a 64-GPU gang (8 x 8) that must wait
+    # for it: 4 h; single-GPU jobs meanwhile start at once (zero wait).
+    rows = "0,a,100,4,8,14400,0,big-a\n60,b,100,8,8,3600,0,gang64\n"
+    rows += "".join(f"120,c,100,1,1,600,0,s{i}\n" for i in range(6))
+    page, m, trace = _run(tmp_path, rows, "--compare")
+    doc = m["compare"]
+    gw = doc["gpuyard"]["large_gang_max_wait_s"]
+    assert 4 * 3600 - 120 <= gw <= 4 * 3600
+    # inputs: cluster, trace, policy, flags, when
+    inputs = page.split("<h2>Inputs</h2>")[1].split("<h2>Answer</h2>")[0]
+    assert "nodes:10: 10 nodes, 80 GPUs" in inputs and f"{trace}: 8 jobs" in inputs
+    assert "fifo, gangs, gpuyard (--compare)" in inputs and "--seed 0" in inputs
+    assert re.search(r"\d{4}-\d\d-\d\d \d\d:\d\d UTC", inputs)
+    # the answer in words, in hours
+    answer = page.split("<h2>Answer</h2>")[1].split("<h2>Results</h2>")[0]
+    assert (
+        f"With reservations (gpuyard), large gangs (64+ GPUs) wait at most {gw / 3600:.1f} h"
+        in answer
+    )
+    assert "median wait 0" in answer and "allocated while work waits" in answer
+    assert "wait at most 4.0 h" in capsys.readouterr().out  # the CLI prints the answer too
+    # readable names, policies side by side, no metric identifiers
+    results = page.split("<h2>Results</h2>")[1]
+    assert "Longest wait of a large gang" in results and "Deadlocked gangs" in results
+    for ident in ("large_gang_max_wait_s", "deadlocked_gangs", "mean_gpu_allocation", "wait_s"):
+        assert ident not in page
+    assert (
+        results.index("fifo (pod by pod)")
+        < results.index("gangs (all-or-nothing")
+        < results.index("gpuyard (gangs + reservations")
+    )
+    assert f"<td>{gw / 3600:.1f} h</td>" in results
+    assert "{" not in results.split("<h2>Model</h2>")[0]  # no raw JSON blocks
+
+
+def test_no_empty_panel_and_omissions_are_said(tmp_path: Path) -> None:
+    # no failures and no preemption: nothing lost -> the goodput chart is left out, said why
+    page, _, _ = _run(
+        tmp_path, "0,a,100,2,8,3600,0,g1\n0,a,100,2,8,3600,0,g2\n0,b,100,1,8,60,0,j\n"
+    )
+    titles = [t for t, _ in _images(page)]
+    assert "Queueing-delay CDF by team" in titles and "Queueing-delay CDF by job size" in titles
+    left = page.split("<h2>Charts left out</h2>")[1]
+    assert "Goodput lost: no gang was restarted or preempted." in left
+    assert "Longest gang wait: no gang waited." in left
+    # every chart shown has data drawn: coloured (series) pixels, beyond a legend's swatches
+    for title, png in _images(page):
+        img = mpimg.imread(io.BytesIO(png))[..., :3]
+        coloured = ((img.max(axis=-1) - img.min(axis=-1)) > 0.3).sum()
+        assert coloured > 150, title
+
+
+def test_cdf_shows_zero_waits_at_zero() -> None:
+    fig, ax = plt.subplots()
+    _cdf(ax, [0.0, 0.0, 7200.0], "team")
+    line = ax.get_lines()[0]
+    xs, ys = list(line.get_xdata()), list(line.get_ydata())
+    plt.close(fig)
+    assert xs[:3] == [0.0, 0.0, 0.0] and ys[2] == pytest.approx(2 / 3)  # 2 of 3 at 0 h
+    assert xs[-1] == 2.0 and ys[-1] == 1.0  # hours
+    assert "67% no wait" in line.get_label()
+
+
+@pytest.mark.parametrize(
+    ("s", "text"), [(0, "0"), (45, "45 s"), (150, "2.5 min"), (5400, "1.5 h"), (None, "–")]
+)
+def test_duration_reads_in_the_best_unit(s: float | None, text: str) -> None:
+    assert duration(s) == text
