@@ -46,7 +46,7 @@ def duration(seconds: float | None) -> str:
     if seconds is None:
         return "–"
     if seconds == 0:
-        return "0"
+        return "0 s"
     if seconds < 60:
         return f"{seconds:.0f} s"
     if seconds < 3600:

@@ -68,7 +68,7 @@ def test_report_summary_answer_units_names(
         f"With reservations (gpuyard), large gangs (64+ GPUs) wait at most {gw / 3600:.1f} h"
         in answer
     )
-    assert "median wait 0" in answer and "allocated while work waits" in answer
+    assert "median wait 0 s" in answer and "allocated while work waits" in answer
     assert "wait at most 4.0 h" in capsys.readouterr().out  # the CLI prints the answer too
     # readable names, policies side by side, no metric identifiers
     results = page.split("<h2>Results</h2>")[1]
@@ -113,7 +113,7 @@ def test_cdf_shows_zero_waits_at_zero() -> None:
 
 
 @pytest.mark.parametrize(
-    ("s", "text"), [(0, "0"), (45, "45 s"), (150, "2.5 min"), (5400, "1.5 h"), (None, "–")]
+    ("s", "text"), [(0, "0 s"), (45, "45 s"), (150, "2.5 min"), (5400, "1.5 h"), (None, "–")]
 )
 def test_duration_reads_in_the_best_unit(s: float | None, text: str) -> None:
     assert duration(s) == text
