@@ -28,6 +28,7 @@ async def run(ctx: Any) -> None:
     from gpuyard.workloads.deployments import DeploymentController
     from gpuyard.workloads.jobs import JobController
     from gpuyard.workloads.replicasets import ReplicaSetController
+    from gpuyard.workloads.statefulsets import StatefulSetController
 
     kw = getattr(ctx, "client_kw", None)
     client = Client.in_process(
@@ -41,6 +42,7 @@ async def run(ctx: Any) -> None:
             DeploymentController(client, informers).run(ctx.stop),
             JobController(client, informers, pod_seconds=seconds).run(ctx.stop),
             DaemonSetController(client, informers).run(ctx.stop),
+            StatefulSetController(client, informers).run(ctx.stop),
         )
     finally:
         await client.close()
