@@ -44,5 +44,9 @@ def test_the_readme_twin_example(tmp_path: Path) -> None:
     assert figure(gangs["large_gang_max_wait_s"]) and figure(ours["large_gang_max_wait_s"])
     assert ours["large_gang_max_wait_s"] < gangs["large_gang_max_wait_s"]
     assert f"{ours['virtual_days']:.1f}" in said and ours["virtual_days"] > 2
-    assert re.search(r"median wait of 12 min", said) and round(ours["wait_s"]["p50"] / 60) == 12
-    assert round(fifo["wait_s"]["p50"] / 60) == 86 and gangs["wait_s"]["p50"] == 0
+    quoted = re.search(
+        r"median wait of (\d+) min\s+against 0 \(gangs\) and (\d+) min \(fifo\)", said
+    )
+    assert quoted, "the README's median waits are not in the expected sentence"
+    assert round(ours["wait_s"]["p50"] / 60) == int(quoted[1])
+    assert round(fifo["wait_s"]["p50"] / 60) == int(quoted[2]) and gangs["wait_s"]["p50"] == 0
