@@ -36,6 +36,7 @@ import argparse
 import asyncio
 import contextlib
 import errno
+import logging
 import resource
 import socket
 import ssl
@@ -55,6 +56,8 @@ READ_ONLY = 0
 MUTATING = 1
 KIND_NAMES = ("readOnly", "mutating")
 MUTATING_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+log = logging.getLogger("gpuyard.apiserver")
+
 LONG_RUNNING_SUBRESOURCES = frozenset({"exec", "attach", "portforward", "proxy", "log"})
 MAX_DEFAULT_CONNECTIONS = 65_536
 TOO_MANY = "Too many requests, please try again later."
@@ -198,6 +201,25 @@ class _Handler(RequestHandler):
             self._conn.listener.forget(self._conn)
 
 
+def _bound(family: int, type_: int, proto: int, addr: Any, backlog: int) -> socket.socket:
+    sock = socket.socket(family, type_, proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if family == socket.AF_INET6:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        sock.bind(addr)
+        sock.listen(backlog)
+        sock.setblocking(False)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+def _show(addr: Any) -> str:
+    return f"[{addr[0]}]:{addr[1]}" if ":" in str(addr[0]) else f"{addr[0]}:{addr[1]}"
+
+
 class Listener:
     """The API server's listening socket and every connection it accepted."""
 
@@ -214,7 +236,7 @@ class Listener:
         self.ssl_context = ssl_context
         self.client_max_size = client_max_size
         self.max_connections = max_connections or limits.max_connections or 1024
-        self._sock: socket.socket | None = None
+        self._socks: list[socket.socket] = []  # one per address the host resolves to
         self._loop: asyncio.AbstractEventLoop | None = None
         self._server: web.Server | None = None
         self._handler = handler
@@ -232,43 +254,72 @@ class Listener:
     # ---------------------------------------------------------------- life cycle
 
     async def start(self, host: str, port: int, backlog: int = 4096) -> int:
-        """Bind and listen; returns the port."""
+        """Bind and listen on every address `host` resolves to; returns the port.
+
+        With port 0 the first socket picks the port and the others take the same
+        one. An address that cannot be bound is skipped with a logged reason; if
+        none binds, the last error is raised naming every address tried."""
         loop = asyncio.get_running_loop()
         self._loop = loop
         infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
         if not infos:
             raise OSError(f"cannot resolve {host!r}")
-        family, type_, proto, _, addr = infos[0]
-        sock = socket.socket(family, type_, proto)
-        try:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            if family == socket.AF_INET6:
-                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-            sock.bind(addr)
-            sock.listen(backlog)
-            sock.setblocking(False)
-        except BaseException:
-            sock.close()
-            raise
-        self._sock = sock
+        seen: set[tuple[int, object]] = set()
+        failures: list[str] = []
+        last: OSError | None = None
+        for family, type_, proto, _, addr in infos:
+            if (family, addr[0]) in seen:
+                continue
+            seen.add((family, addr[0]))
+            if port == 0 and self._socks:
+                addr = (addr[0], self._socks[0].getsockname()[1], *addr[2:])
+            try:
+                sock = _bound(family, type_, proto, addr, backlog)
+            except OSError as e:
+                last = e
+                failures.append(f"{_show(addr)}: {e.strerror or e}")
+                log.warning("cannot listen on %s (skipped): %s", _show(addr), e.strerror or e)
+                continue
+            self._socks.append(sock)
+        if not self._socks:
+            raise OSError(
+                last.errno if last else errno.EADDRNOTAVAIL,
+                f"cannot listen on any address of {host!r}: " + "; ".join(failures),
+            )
         self._server = web.Server(
             self._handler,
             request_factory=self._make_request,
             handler_cancellation=True,
             **self._kwargs,
         )
-        loop.add_reader(sock.fileno(), self._on_readable)
+        self._watch()
         self._sweeper = loop.create_task(self._sweep())
-        return int(sock.getsockname()[1])
+        return int(self._socks[0].getsockname()[1])
+
+    @property
+    def addresses(self) -> list[tuple[str, int]]:
+        """(address, port) of each listening socket."""
+        return [tuple(s.getsockname()[:2]) for s in self._socks]  # type: ignore[misc]
+
+    def _watch(self) -> None:
+        assert self._loop is not None
+        for sock in self._socks:
+            self._loop.add_reader(sock.fileno(), self._on_readable, sock)
+
+    def _unwatch(self) -> None:
+        assert self._loop is not None
+        for sock in self._socks:
+            with contextlib.suppress(Exception):
+                self._loop.remove_reader(sock.fileno())
 
     async def close(self) -> None:
         """Stop accepting, let running requests end for a moment, abort the rest."""
         loop = self._loop
-        if self._sock is not None and loop is not None:
-            with contextlib.suppress(Exception):
-                loop.remove_reader(self._sock.fileno())
-            self._sock.close()
-            self._sock = None
+        if self._socks and loop is not None:
+            self._unwatch()
+            for sock in self._socks:
+                sock.close()
+            self._socks = []
         if self._paused is not None:
             self._paused.cancel()
         if self._sweeper is not None:
@@ -306,9 +357,8 @@ class Listener:
         h._conn = conn
         return h
 
-    def _on_readable(self) -> None:
-        sock = self._sock
-        if sock is None:
+    def _on_readable(self, sock: socket.socket) -> None:
+        if sock not in self._socks or self._paused is not None:
             return
         for _ in range(256):
             try:
@@ -329,15 +379,15 @@ class Listener:
             self._admit(conn)
 
     def _pause(self, seconds: float) -> None:
-        loop, sock = self._loop, self._sock
-        if loop is None or sock is None or self._paused is not None:
+        loop = self._loop
+        if loop is None or not self._socks or self._paused is not None:
             return
-        loop.remove_reader(sock.fileno())
+        self._unwatch()  # every socket: the shortage is the process's, not one address's
 
         def resume() -> None:
             self._paused = None
-            if self._sock is not None:
-                loop.add_reader(self._sock.fileno(), self._on_readable)
+            if self._socks:
+                self._watch()
 
         self._paused = loop.call_later(seconds, resume)
 

@@ -143,3 +143,59 @@ def test_data_dir_and_every_file_are_owner_only(tmp_path: object) -> None:
     for name in files:
         mode = stat.S_IMODE(os.stat(os.path.join(data_dir, name)).st_mode)
         assert mode & 0o077 == 0, (name, oct(mode))
+
+
+def _readyz(url: str, srv: object) -> int:
+    import urllib.request
+
+    ctx = srv.ssl_context()  # type: ignore[attr-defined]
+    with urllib.request.urlopen(f"{url}/readyz", context=ctx, timeout=5) as r:
+        return int(r.status)
+
+
+def test_host_name_listens_on_every_address_it_resolves_to(tmp_path: object) -> None:
+    import socket
+
+    import pytest
+
+    resolved = {a[4][0] for a in socket.getaddrinfo("localhost", 0, type=socket.SOCK_STREAM)}
+    srv = start_apiserver_process(str(tmp_path), in_memory=True, extra_args=("--host", "localhost"))
+    try:
+        port = srv.url.rsplit(":", 1)[1]
+        assert _readyz(f"https://127.0.0.1:{port}", srv) == 200
+        if "::1" not in resolved:
+            pytest.skip(f"localhost resolves only to {sorted(resolved)} here: no ::1 to try")
+        assert _readyz(f"https://[::1]:{port}", srv) == 200
+    finally:
+        srv.kill9()
+
+
+def test_no_address_of_the_host_binds_is_a_clear_error(tmp_path: object) -> None:
+    import socket
+
+    holders = []
+    for family, _, _, _, addr in socket.getaddrinfo("localhost", 0, type=socket.SOCK_STREAM):
+        s = socket.socket(family)
+        if family == socket.AF_INET6:
+            s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        s.bind((addr[0], holders[0].getsockname()[1] if holders else 0))
+        s.listen()
+        holders.append(s)
+    port = holders[0].getsockname()[1]
+    try:
+        r = _gpuyard(
+            "apiserver",
+            "--in-memory",
+            "--host",
+            "localhost",
+            "--port",
+            str(port),
+            "--data-dir",
+            str(tmp_path),
+        )
+        assert r.returncode == 1
+        assert "cannot listen on any address of 'localhost'" in r.stderr
+        assert str(port) in r.stderr
+    finally:
+        for s in holders:
+            s.close()
