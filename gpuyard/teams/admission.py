@@ -46,6 +46,7 @@ class Decision:
     patch: list[dict[str, Any]] = field(default_factory=list)
     message: str = ""
     warnings: list[str] = field(default_factory=list)
+    reason: str = ""  # a refusal's category, for metrics (a few fixed words)
 
 
 def _is_team_toleration(t: Mapping[str, Any]) -> bool:
@@ -100,7 +101,11 @@ def mutate_pod(pod: Mapping[str, Any], team: TeamInfo | None, namespace: str) ->
         try:
             bandwidth.parse(limit)
         except ValueError as e:
-            return Decision(allowed=False, message=f"annotation {bandwidth.ANNOTATION}: {e}")
+            return Decision(
+                allowed=False,
+                message=f"annotation {bandwidth.ANNOTATION}: {e}",
+                reason="bad-bandwidth-annotation",
+            )
     if team is None:
         return Decision(allowed=True)
     spec = pod.get("spec") or {}
@@ -125,6 +130,7 @@ def mutate_pod(pod: Mapping[str, Any], team: TeamInfo | None, namespace: str) ->
             )
             return Decision(
                 allowed=False,
+                reason="any-team-toleration",
                 message=(
                     f"pod carries a toleration for every team's taint ({names.TAINT_TEAM} "
                     f"Exists); {why} run on other teams' nodes"
@@ -134,6 +140,7 @@ def mutate_pod(pod: Mapping[str, Any], team: TeamInfo | None, namespace: str) ->
         if value != team.name:
             return Decision(
                 allowed=False,
+                reason="other-team-toleration",
                 message=(
                     f"pod in namespace {namespace} (team {team.name}) carries team "
                     f"{value}'s toleration ({names.TAINT_TEAM}={value}); a pod may not "

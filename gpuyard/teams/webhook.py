@@ -24,6 +24,7 @@ import logging
 import socket
 import ssl
 import threading
+import time
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any, cast
@@ -32,7 +33,7 @@ import orjson
 
 from gpuyard import names
 from gpuyard.network import bandwidth
-from gpuyard.teams import certs
+from gpuyard.teams import certs, webhook_metrics
 from gpuyard.teams.admission import TeamInfo, mutate_pod
 
 log = logging.getLogger("gpuyard.teams.webhook")
@@ -65,13 +66,18 @@ def teams_by_namespace(teams: Iterable[Mapping[str, Any]]) -> dict[str, TeamInfo
 
 def review(body: Mapping[str, Any], lookup: Lookup) -> dict[str, Any]:
     """AdmissionReview request -> AdmissionReview response (pure apart from lookup)."""
+    return _review(body, lookup)[0]
+
+
+def _review(body: Mapping[str, Any], lookup: Lookup) -> tuple[dict[str, Any], str]:
+    """(response, the refusal's reason or "")."""
     req = body.get("request") or {}
     uid = req.get("uid") or ""
     resp: dict[str, Any] = {"uid": uid, "allowed": True}
     out = {"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "response": resp}
     res = req.get("resource") or {}
     if req.get("operation") != "CREATE" or res.get("resource") != "pods" or req.get("subResource"):
-        return out
+        return out, ""
     obj = req.get("object") or {}
     ns = req.get("namespace") or (obj.get("metadata") or {}).get("namespace") or ""
     decision = mutate_pod(obj, lookup(ns), ns)
@@ -83,11 +89,11 @@ def review(body: Mapping[str, Any], lookup: Lookup) -> dict[str, Any]:
             "reason": "Forbidden",
             "message": decision.message,
         }
-        return out
+        return out, decision.reason or "refused"
     if decision.patch:
         resp["patchType"] = "JSONPatch"
         resp["patch"] = base64.b64encode(orjson.dumps(decision.patch)).decode()
-    return out
+    return out, ""
 
 
 def webhook_configuration(url: str, ca_pem: bytes, timeout_s: int = 10) -> dict[str, Any]:
@@ -240,17 +246,24 @@ class WebhookServer:
     def answer(self, raw: bytes) -> tuple[int, bytes]:
         """An AdmissionReview request body -> (HTTP status, body)."""
         self.requests += 1
+        t0 = time.perf_counter()
+        metrics = webhook_metrics.process_metrics()
         if not self.ready:  # no team table yet: fail (the API server refuses the pod)
+            metrics.observe("unknown", time.perf_counter() - t0, "no-team-table")
             return 503, b"the webhook has no team table yet"
         try:
             body = orjson.loads(raw)
             if not isinstance(body, dict):
                 raise ValueError("not an object")
         except ValueError as exc:
+            metrics.observe("unknown", time.perf_counter() - t0, "bad-review")
             return 400, f"bad AdmissionReview: {exc}".encode()
-        out = review(body, self.lookup)
+        out, refused = _review(body, self.lookup)
         if not out["response"]["allowed"]:
             self.denied += 1
+        op = (body.get("request") or {}).get("operation")
+        op = op if op in ("CREATE", "UPDATE", "DELETE", "CONNECT") else "unknown"
+        metrics.observe(op, time.perf_counter() - t0, refused)
         return 200, orjson.dumps(out)
 
     async def _serve(self) -> None:
