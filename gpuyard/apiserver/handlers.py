@@ -57,6 +57,11 @@ from gpuyard.apiserver.store import (
     make_key,
 )
 from gpuyard.k8s import decode
+from gpuyard.k8s.disruption import (
+    DISRUPTION_TARGET,
+    EVICTION_BY_EVICTION_API,
+    disruption_condition,
+)
 from gpuyard.kube.objects import (
     label_selector_requirements,
     requirements_match,
@@ -1596,8 +1601,45 @@ class Core:
         dry = dry or bool(opts.get("dryRun"))
         if not pod["metadata"].get("deletionTimestamp") and not _pod_terminal(pod):
             self._check_pdbs(ns, pod)
-        await self.delete_entry(res, e, dict(opts), dry)
+        opts = dict(opts)
+        if not dry and not pod["metadata"].get("deletionTimestamp"):
+            e, opts = await self._say_evicted(res, e, opts)
+        await self.delete_entry(res, e, opts, dry)
         return _json(201, status_obj(201, "", ""))
+
+    async def _say_evicted(
+        self, res: Resource, e: Entry, opts: dict[str, Any]
+    ) -> tuple[Entry, dict[str, Any]]:
+        """Before an eviction deletes the pod, say why on it as kube-apiserver does: a
+        DisruptionTarget condition, reason EvictionByEvictionAPI, unless the pod already
+        says who takes it (a scheduler's preemption evicts through this API too).
+        Preconditions are checked against the pod as the caller saw it; the condition is
+        written with that resourceVersion, so the delete's own check would only see ours."""
+        pod = e.obj()
+        md = pod["metadata"]
+        pre = opts.get("preconditions") or {}
+        if (pre.get("uid") and pre["uid"] != md.get("uid")) or (
+            pre.get("resourceVersion") and str(pre["resourceVersion"]) != str(e.rv)
+        ):
+            return e, opts  # the delete refuses it with the precondition's message
+        status = pod.setdefault("status", {})
+        conds = [c for c in status.get("conditions") or [] if isinstance(c, dict)]
+        if any(c.get("type") == DISRUPTION_TARGET and c.get("status") == "True" for c in conds):
+            return e, opts
+        node = (pod.get("spec") or {}).get("nodeName")
+        msg = "Eviction API: evicting" + (f" from node {node}" if node else "")
+        conds = [c for c in conds if c.get("type") != DISRUPTION_TARGET]
+        status["conditions"] = [*conds, disruption_condition(EVICTION_BY_EVICTION_API, msg)]
+        try:
+            ne = await self.store.put(res.key, pod, expect_rv=e.rv)
+        except StoreError:
+            raise conflict("pods", e.name, "pods") from None
+        if pre.get("resourceVersion"):
+            opts = {
+                **opts,
+                "preconditions": {k: v for k, v in pre.items() if k != "resourceVersion"},
+            }
+        return ne, opts
 
     def _check_pdbs(self, ns: str, pod: dict[str, Any]) -> None:
         labels = pod["metadata"].get("labels") or {}

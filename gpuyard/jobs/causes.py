@@ -25,6 +25,7 @@ from typing import Any
 
 from gpuyard import names
 from gpuyard.k8s.disruption import DISRUPTION_TARGET
+from gpuyard.k8s.disruption import EVICTION_BY_EVICTION_API as EVICTED
 from gpuyard.k8s.disruption import PREEMPTION_BY_SCHEDULER as PREEMPTED
 from gpuyard.kube import objects as o
 
@@ -105,6 +106,10 @@ def worker_cause(
     trouble = node_trouble(node, node_of(node)) if node else None
     if trouble:
         what = ("evicted: " if deleting else "lost: ") + trouble
+    elif disrupted is not None and disrupted.get("reason") == EVICTED:
+        cordoned = bool(((node_of(node) or {}).get("spec") or {}).get("unschedulable"))
+        where = f" from node {node}" if node else ""
+        what = f"evicted{where} by the Eviction API" + (" (drain)" if cordoned else "")
     elif disrupted is not None and disrupted.get("message"):
         what = f"evicted: {disrupted['message']}"
     else:

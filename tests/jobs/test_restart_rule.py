@@ -8,6 +8,7 @@ from typing import Any
 from gpuyard.jobs.reconcile import Observed, reconcile
 from gpuyard.k8s.disruption import (
     DELETION_BY_TAINT_MANAGER,
+    EVICTION_BY_EVICTION_API,
     PREEMPTION_BY_SCHEDULER,
     disruption_condition,
 )
@@ -121,6 +122,26 @@ def test_a_deleted_worker_is_a_restart_and_says_so() -> None:
     act = decide(j, pods, healthy("n0", "n1", "n2"), gone=[gone])
     assert act.status["restarts"] == 1
     assert act.status["message"].startswith("llm-worker-1 deleted from node n1")
+
+
+def test_a_worker_drained_off_its_node_is_a_restart_and_says_drain() -> None:
+    j = running(job())
+    pods = pods_of(j)
+    gone = pods.pop(1)
+    gone.setdefault("status", {})["conditions"] = [
+        disruption_condition(EVICTION_BY_EVICTION_API, "Eviction API: evicting from node n1")
+    ]
+    nodes = healthy("n0", "n1", "n2")
+    nodes["n1"]["spec"]["unschedulable"] = True  # kubectl drain cordons first
+    act = decide(j, pods, nodes, gone=[gone])
+    assert act.status["restarts"] == 1
+    assert act.status["message"].startswith(
+        "llm-worker-1 evicted from node n1 by the Eviction API (drain)"
+    )
+    nodes["n1"]["spec"]["unschedulable"] = False  # evicted without a cordon: no "drain"
+    act = decide(j, pods, nodes, gone=[gone])
+    assert act.status["message"].startswith("llm-worker-1 evicted from node n1 by the Eviction API")
+    assert "(drain)" not in act.status["message"]
 
 
 def test_a_preempted_gang_waits_and_is_not_charged() -> None:
