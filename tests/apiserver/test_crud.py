@@ -176,16 +176,21 @@ async def test_oversize_body_refused(api: Api) -> None:
 async def test_discovery(api: Api) -> None:
     st, apis = await api.get("/api")
     assert st == 200 and apis["versions"] == ["v1"]
-    st, groups = await api.get(
+    # A client that asks for aggregated discovery first (as kubectl does) gets it; one
+    # that asks for plain JSON gets the legacy APIGroupList.
+    st, agg = await api.get(
         "/apis",
         headers={
             "Accept": "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList,"
             "application/json"
         },
     )
+    assert st == 200 and agg["kind"] == "APIGroupDiscoveryList"
+    st, groups = await api.get("/apis", headers={"Accept": "application/json"})
     assert st == 200 and groups["kind"] == "APIGroupList"
     names = {g["name"] for g in groups["groups"]}
     assert {"apps", "policy", "coordination.k8s.io", "apiextensions.k8s.io"} <= names
+    assert names == {g["metadata"]["name"] for g in agg["items"]}
     st, core = await api.get("/api/v1")
     res = {r["name"]: r for r in core["resources"]}
     assert res["pods/eviction"]["group"] == "policy" and res["pods/eviction"]["kind"] == "Eviction"
