@@ -213,8 +213,17 @@ def _same_toleration(a: Mapping[str, Any], b: Mapping[str, Any]) -> bool:
     )
 
 
-def apply_json_patch(obj: Mapping[str, Any], ops: list[dict[str, Any]]) -> dict[str, Any]:
+def apply_json_patch(
+    obj: Mapping[str, Any], ops: list[dict[str, Any]], *, in_place: bool = False
+) -> dict[str, Any]:
     """The pod as the API server stores it after this module's patch (the twin, tests
-    and the benchmark use it), through the API server's own JSON Patch applier."""
-    out: dict[str, Any] = json_patch.applied(obj, ops)
+    and the benchmark use it), through the API server's own JSON Patch applier.
+
+    `obj` and `ops` are left as they were unless `in_place`: then `obj` is patched
+    itself and takes the patch's values as they are, for a caller that owns a freshly
+    built pod and the patch `mutate_pod` just made for it (the twin, once per pod)."""
+    if in_place:
+        out: dict[str, Any] = json_patch.apply(obj, ops)
+    else:
+        out = json_patch.applied(obj, ops)
     return out

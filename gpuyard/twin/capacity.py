@@ -183,13 +183,14 @@ class Teams:
                 self.by_ns.setdefault(ns, admission.TeamInfo(t.name, t.borrow))
 
     def admit(self, pod: dict[str, Any]) -> dict[str, Any] | None:
-        """The pod as the webhook lets it in, or None when it is refused."""
+        """The pod as the webhook lets it in (`pod` itself, patched in place: callers
+        hand in a pod of their own, such as `job_pod`'s), or None when it is refused."""
         ns = o.namespace_of(pod)
         d = admission.mutate_pod(pod, self.by_ns.get(ns), ns)
         if not d.allowed:
             self.refused += 1
             return None
-        return admission.apply_json_patch(pod, d.patch) if d.patch else pod
+        return admission.apply_json_patch(pod, d.patch, in_place=True) if d.patch else pod
 
 
 def balloons_for(shapes: Iterable[NodeShape]) -> list[dict[str, Any]]:

@@ -107,6 +107,48 @@ def test_another_teams_toleration_is_refused(tmp_path: Path) -> None:
     assert t.admit(pod) is None and t.refused == 1
 
 
+def _containers(obj: object) -> list[object]:
+    """Every dict and list reachable from obj (the object itself included)."""
+    out: list[object] = []
+    stack = [obj]
+    while stack:
+        x = stack.pop()
+        if isinstance(x, dict):
+            out.append(x)
+            stack.extend(x.values())
+        elif isinstance(x, list):
+            out.append(x)
+            stack.extend(x)
+    return out
+
+
+def test_admission_patches_the_twins_own_pod_as_the_api_server_would(tmp_path: Path) -> None:
+    """The twin admits each pod in place; the result is what the API server's copying
+    applier makes of the same pod and patch, and no two pods share a dict or list
+    (a later change to one pod cannot show up in another)."""
+    from gpuyard.teams import admission
+
+    _, t, _ = state_with_teams(tmp_path)
+    low = names.PRIORITY_CLASSES[names.PRIORITY_LOW]
+    normal = names.PRIORITY_CLASSES[names.PRIORITY_NORMAL]
+    cases = [("lm/a", normal, None), ("vision/b", low, "vision/b"), ("vision/c", 5, "vision/c")]
+    admitted = []
+    for i, (key, prio, group) in enumerate(cases):
+        built = capacity.job_pod(key, {names.RESOURCE_GPU: 8}, prio, group, index=i, replicas=2)
+        ns = key.split("/")[0]
+        d = admission.mutate_pod(built, t.by_ns.get(ns), ns)
+        assert d.allowed and d.patch
+        expected = admission.apply_json_patch(built, d.patch)
+        pod = t.admit(built)
+        assert pod is built and pod == expected
+        assert pod["spec"]["tolerations"]  # the team's toleration was added
+        admitted.append(pod)
+    seen: dict[int, int] = {}
+    for n, pod in enumerate(admitted):
+        for c in _containers(pod):
+            assert seen.setdefault(id(c), n) == n, f"pods {seen[id(c)]} and {n} share {c!r}"
+
+
 def test_balloons_are_placed_one_per_node_and_evicted_first(tmp_path: Path) -> None:
     s = ClusterState()
     for name, value in names.PRIORITY_CLASSES.items():
