@@ -19,11 +19,11 @@ import logging
 from typing import Any
 
 from gpuyard.kube import objects as o
-from gpuyard.kube.errors import ApiError, NotFound
+from gpuyard.kube.errors import NotFound
 from gpuyard.kube.informer import InformerFactory, informer_maker
 from gpuyard.kube.resources import BUILTIN, NODES, PODS
-from gpuyard.kube.waits import woken
-from gpuyard.workloads.replicasets import WRITES_IN_FLIGHT, controller_of, pod_active, pod_ready
+from gpuyard.workloads.loop import Controller
+from gpuyard.workloads.replicasets import controller_of, pod_active, pod_ready
 
 log = logging.getLogger("gpuyard.workloads")
 
@@ -57,19 +57,19 @@ def should_run(template: dict[str, Any], node: dict[str, Any]) -> bool:
     return o.node_matches_pod(pod, node) and not o.untolerated_taints(node, spec["tolerations"])
 
 
-class DaemonSetController:
+class DaemonSetController(Controller):
+    what = "daemonset"
+    coalesce_s = 0.05
+
     def __init__(self, client: Any, informers: InformerFactory | None = None) -> None:
+        super().__init__()
         self.client = client
         mk = informer_maker(client, informers)
         self.sets = mk(DAEMON_SETS, name="workloads-daemonsets")
         self.nodes = mk(NODES, name="workloads-nodes")
         self.pods = mk(PODS, name="workloads-daemon-pods")
         self.pods.add_index("ds-owner", self._owner_index)
-        self._queue: set[str] = set()
-        self._wake = asyncio.Event()
-        self._sem = asyncio.Semaphore(WRITES_IN_FLIGHT)
         self._adds: dict[str, set[str]] = {}  # ds uid -> nodes a pod was made for, unseen
-        self.writes = 0
 
     @staticmethod
     def _owner_index(pod: dict[str, Any]) -> str | None:
@@ -78,9 +78,8 @@ class DaemonSetController:
             return None
         return f"{o.namespace_of(pod)}/{ref.get('name')}"
 
-    def enqueue(self, key: str) -> None:
-        self._queue.add(key)
-        self._wake.set()
+    def informers(self) -> tuple[Any, ...]:
+        return (self.nodes, self.pods, self.sets)
 
     def _wire(self) -> None:
         def ds_ev(ds: dict[str, Any]) -> None:
@@ -107,36 +106,6 @@ class DaemonSetController:
                 node_ev()
 
         self.nodes.add_handler(node_ev, node_update, node_ev)
-
-    async def run(self, stop: asyncio.Event) -> None:
-        self._wire()
-        infs = (self.nodes, self.pods, self.sets)
-        for inf in infs:
-            inf.start()
-        try:
-            for inf in infs:
-                await inf.wait_synced()
-            while await woken(self._wake, stop):
-                await asyncio.sleep(0.05)
-                self._wake.clear()
-                keys, self._queue = self._queue, set()
-                await asyncio.gather(*(self._reconcile_safe(k) for k in keys))
-        finally:
-            for inf in infs:
-                await inf.stop()
-
-    async def _reconcile_safe(self, key: str) -> None:
-        try:
-            await self.reconcile(key)
-        except (ApiError, OSError) as exc:
-            log.warning("daemonset %s: %s; will retry", key, exc)
-            asyncio.get_running_loop().call_later(1.0, self.enqueue, key)
-
-    async def _write(self, coro: Any) -> Any:
-        async with self._sem:
-            out = await coro
-        self.writes += 1
-        return out
 
     async def reconcile(self, key: str) -> None:
         ns, name = key.split("/", 1)

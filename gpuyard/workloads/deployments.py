@@ -22,11 +22,11 @@ import math
 from typing import Any
 
 from gpuyard.kube import objects as o
-from gpuyard.kube.errors import AlreadyExists, ApiError, NotFound
+from gpuyard.kube.errors import AlreadyExists, NotFound
 from gpuyard.kube.informer import InformerFactory, informer_maker
 from gpuyard.kube.resources import BUILTIN
-from gpuyard.kube.waits import woken
-from gpuyard.workloads.replicasets import REPLICA_SETS, WRITES_IN_FLIGHT, controller_of
+from gpuyard.workloads.loop import Controller
+from gpuyard.workloads.replicasets import REPLICA_SETS, controller_of
 
 log = logging.getLogger("gpuyard.workloads")
 
@@ -88,17 +88,16 @@ def _condition(
     }
 
 
-class DeploymentController:
+class DeploymentController(Controller):
+    what = "deployment"
+
     def __init__(self, client: Any, informers: InformerFactory | None = None) -> None:
+        super().__init__()
         self.client = client
         mk = informer_maker(client, informers)
         self.deployments = mk(DEPLOYMENTS, name="workloads-deployments")
         self.sets = mk(REPLICA_SETS, name="workloads-deployment-replicasets")
         self.sets.add_index("deployment", self._owner_index)
-        self._queue: set[str] = set()
-        self._wake = asyncio.Event()
-        self._sem = asyncio.Semaphore(WRITES_IN_FLIGHT)
-        self.writes = 0
 
     @staticmethod
     def _owner_index(rs: dict[str, Any]) -> str | None:
@@ -107,9 +106,8 @@ class DeploymentController:
             return None
         return f"{o.namespace_of(rs)}/{ref.get('name')}"
 
-    def enqueue(self, key: str) -> None:
-        self._queue.add(key)
-        self._wake.set()
+    def informers(self) -> tuple[Any, ...]:
+        return (self.sets, self.deployments)
 
     def _wire(self) -> None:
         def d_ev(d: dict[str, Any]) -> None:
@@ -123,36 +121,6 @@ class DeploymentController:
                 self.enqueue(owner)
 
         self.sets.add_handler(rs_ev, lambda old, new: rs_ev(new), rs_ev)
-
-    async def run(self, stop: asyncio.Event) -> None:
-        self._wire()
-        infs = (self.sets, self.deployments)
-        for inf in infs:
-            inf.start()
-        try:
-            for inf in infs:
-                await inf.wait_synced()
-            while await woken(self._wake, stop):
-                await asyncio.sleep(0.02)
-                self._wake.clear()
-                keys, self._queue = self._queue, set()
-                await asyncio.gather(*(self._reconcile_safe(k) for k in keys))
-        finally:
-            for inf in infs:
-                await inf.stop()
-
-    async def _reconcile_safe(self, key: str) -> None:
-        try:
-            await self.reconcile(key)
-        except (ApiError, OSError) as exc:
-            log.warning("deployment %s: %s; will retry", key, exc)
-            asyncio.get_running_loop().call_later(1.0, self.enqueue, key)
-
-    async def _write(self, coro: Any) -> Any:
-        async with self._sem:
-            out = await coro
-        self.writes += 1
-        return out
 
     async def reconcile(self, key: str) -> None:
         ns, name = key.split("/", 1)

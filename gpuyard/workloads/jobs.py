@@ -23,11 +23,11 @@ from typing import Any
 
 from gpuyard import names
 from gpuyard.kube import objects as o
-from gpuyard.kube.errors import ApiError, NotFound
+from gpuyard.kube.errors import NotFound
 from gpuyard.kube.informer import InformerFactory, informer_maker
 from gpuyard.kube.resources import BUILTIN, PODS
-from gpuyard.kube.waits import woken
-from gpuyard.workloads.replicasets import WRITES_IN_FLIGHT, controller_of, pod_active, pod_ready
+from gpuyard.workloads.loop import Controller
+from gpuyard.workloads.replicasets import controller_of, pod_active, pod_ready
 
 log = logging.getLogger("gpuyard.workloads")
 
@@ -70,27 +70,26 @@ def index_of(pod: dict[str, Any]) -> int | None:
         return None
 
 
-class JobController:
+class JobController(Controller):
+    what = "job"
+
     def __init__(
         self,
         client: Any,
         informers: InformerFactory | None = None,
         pod_seconds: float = DEFAULT_POD_SECONDS,
     ) -> None:
+        super().__init__()
         self.client = client
         self.pod_seconds = pod_seconds
         mk = informer_maker(client, informers)
         self.jobs = mk(JOBS, name="workloads-jobs")
         self.pods = mk(PODS, name="workloads-job-pods")
         self.pods.add_index("job-owner", self._owner_index)
-        self._queue: set[str] = set()
-        self._wake = asyncio.Event()
-        self._sem = asyncio.Semaphore(WRITES_IN_FLIGHT)
         # job uid -> names of pods created but not seen yet / seen finished
         self._adds: dict[str, dict[str, int | None]] = {}
         self._succeeded: dict[str, dict[str, int | None]] = {}
         self._failed: dict[str, set[str]] = {}
-        self.writes = 0
 
     @staticmethod
     def _owner_index(pod: dict[str, Any]) -> str | None:
@@ -99,9 +98,8 @@ class JobController:
             return None
         return f"{o.namespace_of(pod)}/{ref.get('name')}"
 
-    def enqueue(self, key: str) -> None:
-        self._queue.add(key)
-        self._wake.set()
+    def informers(self) -> tuple[Any, ...]:
+        return (self.pods, self.jobs)
 
     def _wire(self) -> None:
         def job_ev(job: dict[str, Any]) -> None:
@@ -115,36 +113,6 @@ class JobController:
                 self.enqueue(owner)
 
         self.pods.add_handler(pod_ev, lambda old, new: pod_ev(new), pod_ev)
-
-    async def run(self, stop: asyncio.Event) -> None:
-        self._wire()
-        infs = (self.pods, self.jobs)
-        for inf in infs:
-            inf.start()
-        try:
-            for inf in infs:
-                await inf.wait_synced()
-            while await woken(self._wake, stop):
-                await asyncio.sleep(0.02)
-                self._wake.clear()
-                keys, self._queue = self._queue, set()
-                await asyncio.gather(*(self._reconcile_safe(k) for k in keys))
-        finally:
-            for inf in infs:
-                await inf.stop()
-
-    async def _reconcile_safe(self, key: str) -> None:
-        try:
-            await self.reconcile(key)
-        except (ApiError, OSError) as exc:
-            log.warning("job %s: %s; will retry", key, exc)
-            asyncio.get_running_loop().call_later(1.0, self.enqueue, key)
-
-    async def _write(self, coro: Any) -> Any:
-        async with self._sem:
-            out = await coro
-        self.writes += 1
-        return out
 
     async def reconcile(self, key: str) -> None:
         ns, name = key.split("/", 1)

@@ -19,12 +19,11 @@ from gpuyard.kube import objects as o
 from gpuyard.kube.errors import ApiError, NotFound
 from gpuyard.kube.informer import InformerFactory, informer_maker
 from gpuyard.kube.resources import BUILTIN, PODS
-from gpuyard.kube.waits import woken
+from gpuyard.workloads.loop import Controller
 
 log = logging.getLogger("gpuyard.workloads")
 
 REPLICA_SETS = BUILTIN[("apps/v1", "ReplicaSet")]
-WRITES_IN_FLIGHT = 64
 
 
 def controller_of(obj: dict[str, Any]) -> dict[str, Any] | None:
@@ -55,16 +54,16 @@ def _delete_order(pod: dict[str, Any]) -> tuple[Any, ...]:
     )
 
 
-class ReplicaSetController:
+class ReplicaSetController(Controller):
+    what = "replicaset"
+
     def __init__(self, client: Any, informers: InformerFactory | None = None) -> None:
+        super().__init__()
         self.client = client
         mk = informer_maker(client, informers)
         self.sets = mk(REPLICA_SETS, name="workloads-replicasets")
         self.pods = mk(PODS, name="workloads-pods")
         self.pods.add_index("rs-owner", self._owner_index)
-        self._queue: set[str] = set()
-        self._wake = asyncio.Event()
-        self._sem = asyncio.Semaphore(WRITES_IN_FLIGHT)
         # rs key -> pod names created / deleted that the pod cache has not shown yet
         self._adds: dict[str, set[str]] = {}
         self._dels: dict[str, set[str]] = {}
@@ -72,7 +71,6 @@ class ReplicaSetController:
         # ReplicaSets to look for orphans for: new or changed ones, and those an orphan
         # pod's event named (not every reconcile: that would walk the namespace's pods)
         self._scan: set[str] = set()
-        self.writes = 0
 
     @staticmethod
     def _owner_index(pod: dict[str, Any]) -> str | None:
@@ -81,9 +79,8 @@ class ReplicaSetController:
             return None
         return f"{o.namespace_of(pod)}/{ref.get('name')}"
 
-    def enqueue(self, key: str) -> None:
-        self._queue.add(key)
-        self._wake.set()
+    def informers(self) -> tuple[Any, ...]:
+        return (self.pods, self.sets)
 
     def _wire(self) -> None:
         def rs_ev(rs: dict[str, Any]) -> None:
@@ -119,30 +116,6 @@ class ReplicaSetController:
                 pod_ev(old)
 
         self.pods.add_handler(pod_ev, pod_update, pod_ev)
-
-    async def run(self, stop: asyncio.Event) -> None:
-        self._wire()
-        infs = (self.pods, self.sets)
-        for inf in infs:
-            inf.start()
-        try:
-            for inf in infs:
-                await inf.wait_synced()
-            while await woken(self._wake, stop):
-                await asyncio.sleep(0.02)  # coalesce a burst of events
-                self._wake.clear()
-                keys, self._queue = self._queue, set()
-                await asyncio.gather(*(self._reconcile_safe(k) for k in keys))
-        finally:
-            for inf in infs:
-                await inf.stop()
-
-    async def _reconcile_safe(self, key: str) -> None:
-        try:
-            await self.reconcile(key)
-        except (ApiError, OSError) as exc:
-            log.warning("replicaset %s: %s; will retry", key, exc)
-            asyncio.get_running_loop().call_later(1.0, self.enqueue, key)
 
     async def reconcile(self, key: str) -> None:
         ns, name = key.split("/", 1)

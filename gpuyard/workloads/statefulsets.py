@@ -24,10 +24,10 @@ from typing import Any
 import orjson
 
 from gpuyard.kube import objects as o
-from gpuyard.kube.errors import AlreadyExists, ApiError, NotFound
+from gpuyard.kube.errors import AlreadyExists, NotFound
 from gpuyard.kube.informer import InformerFactory, informer_maker
 from gpuyard.kube.resources import BUILTIN, PODS
-from gpuyard.kube.waits import woken
+from gpuyard.workloads.loop import Controller
 from gpuyard.workloads.replicasets import controller_of, pod_ready
 
 log = logging.getLogger("gpuyard.workloads")
@@ -36,7 +36,6 @@ STATEFUL_SETS = BUILTIN[("apps/v1", "StatefulSet")]
 REVISION_LABEL = "controller-revision-hash"
 POD_NAME_LABEL = "statefulset.kubernetes.io/pod-name"
 POD_INDEX_LABEL = "apps.kubernetes.io/pod-index"
-WRITES_IN_FLIGHT = 64
 
 
 def revision_of(sts: dict[str, Any]) -> str:
@@ -65,20 +64,19 @@ def _healthy(pod: dict[str, Any]) -> bool:
     )
 
 
-class StatefulSetController:
+class StatefulSetController(Controller):
+    what = "statefulset"
+
     def __init__(self, client: Any, informers: InformerFactory | None = None) -> None:
+        super().__init__()
         self.client = client
         mk = informer_maker(client, informers)
         self.sets = mk(STATEFUL_SETS, name="workloads-statefulsets")
         self.pods = mk(PODS, name="workloads-pods")
         self.pods.add_index("sts-owner", self._owner_index)
-        self._queue: set[str] = set()
-        self._wake = asyncio.Event()
-        self._sem = asyncio.Semaphore(WRITES_IN_FLIGHT)
         # set key -> pod names created / deleted that the pod cache has not shown yet
         self._adds: dict[str, set[str]] = {}
         self._dels: dict[str, set[str]] = {}
-        self.writes = 0
 
     @staticmethod
     def _owner_index(pod: dict[str, Any]) -> str | None:
@@ -87,9 +85,8 @@ class StatefulSetController:
             return None
         return f"{o.namespace_of(pod)}/{ref.get('name')}"
 
-    def enqueue(self, key: str) -> None:
-        self._queue.add(key)
-        self._wake.set()
+    def informers(self) -> tuple[Any, ...]:
+        return (self.pods, self.sets)
 
     def _wire(self) -> None:
         def sts_ev(sts: dict[str, Any]) -> None:
@@ -103,30 +100,6 @@ class StatefulSetController:
                 self.enqueue(owner)
 
         self.pods.add_handler(pod_ev, lambda _old, new: pod_ev(new), pod_ev)
-
-    async def run(self, stop: asyncio.Event) -> None:
-        self._wire()
-        infs = (self.pods, self.sets)
-        for inf in infs:
-            inf.start()
-        try:
-            for inf in infs:
-                await inf.wait_synced()
-            while await woken(self._wake, stop):
-                await asyncio.sleep(0.02)  # coalesce a burst of events
-                self._wake.clear()
-                keys, self._queue = self._queue, set()
-                await asyncio.gather(*(self._reconcile_safe(k) for k in keys))
-        finally:
-            for inf in infs:
-                await inf.stop()
-
-    async def _reconcile_safe(self, key: str) -> None:
-        try:
-            await self.reconcile(key)
-        except (ApiError, OSError) as exc:
-            log.warning("statefulset %s: %s; will retry", key, exc)
-            asyncio.get_running_loop().call_later(1.0, self.enqueue, key)
 
     async def reconcile(self, key: str) -> None:
         ns, name = key.split("/", 1)
