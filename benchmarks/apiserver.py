@@ -29,7 +29,6 @@ import os
 import shutil
 import ssl
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -613,31 +612,14 @@ def compare(rev: str, rounds: int, *args: Any) -> dict[str, Any]:
     """Measure `rev` (in a temporary git worktree) and this checkout in turns,
     `rounds` times each, so both see the same machine; medians and their ratios
     (this code / baseline: above 1 is better for throughput, below 1 for times)."""
+    from benchmarks.baseline import baseline_tree
+
     repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    sha = subprocess.run(
-        ["git", "-C", repo, "rev-parse", "--verify", rev + "^{commit}"],
-        capture_output=True,
-        text=True,
-    )
-    if sha.returncode != 0:
-        raise SystemExit(f"benchmarks/apiserver.py: not a commit: {rev!r}")
-    commit = sha.stdout.strip()
-    tree = tempfile.mkdtemp(prefix="gpuyard-baseline-")
-    subprocess.run(
-        ["git", "-C", repo, "worktree", "add", "--detach", tree, commit],
-        check=True,
-        capture_output=True,
-    )
     runs: dict[str, list[dict[str, Any]]] = {"baseline": [], "current": []}
-    try:
+    with baseline_tree(rev, "benchmarks/apiserver.py") as (commit, tree):
         for _ in range(rounds):
             runs["baseline"].append(measure(*args, code_dir=tree))
             runs["current"].append(measure(*args, code_dir=repo))
-    finally:
-        subprocess.run(
-            ["git", "-C", repo, "worktree", "remove", "--force", tree], capture_output=True
-        )
-        shutil.rmtree(tree, ignore_errors=True)
     out: dict[str, Any] = {"baseline_commit": commit, "rounds": rounds, "figures": {}}
     for section, key, higher in COMPARED:
         name = section if key is None else f"{section}.{key}"

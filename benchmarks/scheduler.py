@@ -367,30 +367,15 @@ def _one_run(code_dir: str, argv: list[str]) -> dict[str, Any]:
 
 def compare(rev: str, rounds: int, argv: list[str]) -> dict[str, Any]:
     repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    sha = subprocess.run(
-        ["git", "-C", repo, "rev-parse", "--verify", rev + "^{commit}"],
-        capture_output=True,
-        text=True,
-    )
-    if sha.returncode != 0:
-        raise SystemExit(f"benchmarks/scheduler.py: not a commit: {rev!r}")
-    commit = sha.stdout.strip()
-    tree = tempfile.mkdtemp(prefix="gpuyard-baseline-")
-    subprocess.run(
-        ["git", "-C", repo, "worktree", "add", "--detach", tree, commit],
-        check=True,
-        capture_output=True,
-    )
+    if repo not in sys.path:
+        sys.path.insert(0, repo)
+    from benchmarks.baseline import baseline_tree
+
     runs: dict[str, list[dict[str, Any]]] = {"baseline": [], "current": []}
-    try:
+    with baseline_tree(rev, "benchmarks/scheduler.py") as (commit, tree):
         for _ in range(rounds):
             runs["baseline"].append(_one_run(tree, argv))
             runs["current"].append(_one_run(repo, argv))
-    finally:
-        subprocess.run(
-            ["git", "-C", repo, "worktree", "remove", "--force", tree], capture_output=True
-        )
-        shutil.rmtree(tree, ignore_errors=True)
 
     def fig(run: dict[str, Any], path: tuple[str, ...]) -> float | None:
         v: Any = run
