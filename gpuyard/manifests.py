@@ -9,8 +9,8 @@ caBundle the webhook fills in at start); then the node-health manifests
 (gpuyard/health/deploy.yaml); headless Services for every metrics port and a ConfigMap
 with a Prometheus scrape job for them (deploy/grafana-dashboard.json charts the series).
 
-Two images: the control plane (`--image`, images/Dockerfile: Python slim + gpuyard) for
-the Deployments, and the GPU image (`--gpu-image`, images/gpu.Dockerfile: CUDA PyTorch
+Two images: the control plane (`--image`, deploy/images/Dockerfile: Python slim + gpuyard) for
+the Deployments, and the GPU image (`--gpu-image`, deploy/images/gpu.Dockerfile: CUDA PyTorch
 with NCCL + gpuyard) for the health agent DaemonSet and the preflight and periodic test
 pods (`gpuyard gpu-test` needs PyTorch and a GPU).
 

@@ -1,4 +1,4 @@
-"""The images (images/Dockerfile, images/gpu.Dockerfile): the names `gpuyard manifests`
+"""The images (deploy/images/Dockerfile, deploy/images/gpu.Dockerfile): the names `gpuyard manifests`
 gives them, a non-root user, what they copy, and their entry points run as the
 installed `gpuyard` command (the venv's console script, as the images install it).
 No image is built here: no base image can be pulled on this machine (see README)."""
@@ -36,7 +36,7 @@ def _instructions(path: Path) -> dict[str, list[str]]:
     [("Dockerfile", manifests.IMAGE), ("gpu.Dockerfile", manifests.GPU_IMAGE)],
 )
 def test_image_entry_point_is_a_gpuyard_command(dockerfile: str, image: str) -> None:
-    path = ROOT / "images" / dockerfile
+    path = ROOT / "deploy" / "images" / dockerfile
     ins = _instructions(path)
     assert f"-t {image} ." in path.read_text()  # the name the manifests use
     assert ins["USER"] == ["65532:65532"]  # non-root, numeric

@@ -28,7 +28,7 @@ COMPONENTS: dict[str, str] = {
     "teams": "gpuyard.teams.component:run",
     "balloons": "gpuyard.balloons.component:run",
     "health": "gpuyard.health.component:run",
-    "workloads": "gpuyard.workloads.component:run",
+    "workloads": "gpuyard.cluster.workloads.component:run",
 }
 
 # The CustomResourceDefinitions `gpuyard up` installs: gpuyard.crds.

@@ -34,7 +34,7 @@ from gpuyard.names import (
 
 LABEL_TEST = "gpuyard.io/health-test"  # "preflight" | "periodic"
 ANN_TEST_NODE = "gpuyard.io/test-node"
-# The GPU image (images/gpu.Dockerfile: CUDA PyTorch with NCCL + gpuyard), whose
+# The GPU image (deploy/images/gpu.Dockerfile: CUDA PyTorch with NCCL + gpuyard), whose
 # `gpuyard gpu-test` runs on a real GPU; the control-plane image has no PyTorch.
 DEFAULT_IMAGE = "ghcr.io/gpuyard/gpuyard-gpu:0.1.0"
 

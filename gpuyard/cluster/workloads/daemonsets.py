@@ -18,14 +18,14 @@ import copy
 import logging
 from typing import Any
 
+from gpuyard.cluster.workloads.loop import Controller
+from gpuyard.cluster.workloads.replicasets import controller_of, pod_active, pod_ready
 from gpuyard.kube import objects as o
 from gpuyard.kube.errors import NotFound
 from gpuyard.kube.informer import InformerFactory, informer_maker
 from gpuyard.kube.resources import BUILTIN, NODES, PODS
-from gpuyard.workloads.loop import Controller
-from gpuyard.workloads.replicasets import controller_of, pod_active, pod_ready
 
-log = logging.getLogger("gpuyard.workloads")
+log = logging.getLogger("gpuyard.cluster.workloads")
 
 DAEMON_SETS = BUILTIN[("apps/v1", "DaemonSet")]
 

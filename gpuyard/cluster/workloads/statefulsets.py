@@ -23,14 +23,14 @@ from typing import Any
 
 import orjson
 
+from gpuyard.cluster.workloads.loop import Controller
+from gpuyard.cluster.workloads.replicasets import controller_of, pod_ready
 from gpuyard.kube import objects as o
 from gpuyard.kube.errors import AlreadyExists, NotFound
 from gpuyard.kube.informer import InformerFactory, informer_maker
 from gpuyard.kube.resources import BUILTIN, PODS
-from gpuyard.workloads.loop import Controller
-from gpuyard.workloads.replicasets import controller_of, pod_ready
 
-log = logging.getLogger("gpuyard.workloads")
+log = logging.getLogger("gpuyard.cluster.workloads")
 
 STATEFUL_SETS = BUILTIN[("apps/v1", "StatefulSet")]
 REVISION_LABEL = "controller-revision-hash"

@@ -23,12 +23,12 @@ OPTIONS = cliargs.index(
 
 
 async def run(ctx: Any) -> None:
+    from gpuyard.cluster.workloads.daemonsets import DaemonSetController
+    from gpuyard.cluster.workloads.deployments import DeploymentController
+    from gpuyard.cluster.workloads.jobs import JobController
+    from gpuyard.cluster.workloads.replicasets import ReplicaSetController
+    from gpuyard.cluster.workloads.statefulsets import StatefulSetController
     from gpuyard.kube.client import Client
-    from gpuyard.workloads.daemonsets import DaemonSetController
-    from gpuyard.workloads.deployments import DeploymentController
-    from gpuyard.workloads.jobs import JobController
-    from gpuyard.workloads.replicasets import ReplicaSetController
-    from gpuyard.workloads.statefulsets import StatefulSetController
 
     kw = getattr(ctx, "client_kw", None)
     client = Client.in_process(

@@ -16,7 +16,7 @@ from typing import Any
 from gpuyard.kube.errors import ApiError
 from gpuyard.kube.waits import woken
 
-log = logging.getLogger("gpuyard.workloads")
+log = logging.getLogger("gpuyard.cluster.workloads")
 
 WRITES_IN_FLIGHT = 64  # writes one controller has in flight at once
 

@@ -21,14 +21,14 @@ import logging
 import math
 from typing import Any
 
+from gpuyard.cluster.workloads.loop import Controller
+from gpuyard.cluster.workloads.replicasets import REPLICA_SETS, controller_of
 from gpuyard.kube import objects as o
 from gpuyard.kube.errors import AlreadyExists, NotFound
 from gpuyard.kube.informer import InformerFactory, informer_maker
 from gpuyard.kube.resources import BUILTIN
-from gpuyard.workloads.loop import Controller
-from gpuyard.workloads.replicasets import REPLICA_SETS, controller_of
 
-log = logging.getLogger("gpuyard.workloads")
+log = logging.getLogger("gpuyard.cluster.workloads")
 
 DEPLOYMENTS = BUILTIN[("apps/v1", "Deployment")]
 HASH_LABEL = "pod-template-hash"

@@ -22,14 +22,14 @@ import logging
 from typing import Any
 
 from gpuyard import names
+from gpuyard.cluster.workloads.loop import Controller
+from gpuyard.cluster.workloads.replicasets import controller_of, pod_active, pod_ready
 from gpuyard.kube import objects as o
 from gpuyard.kube.errors import NotFound
 from gpuyard.kube.informer import InformerFactory, informer_maker
 from gpuyard.kube.resources import BUILTIN, PODS
-from gpuyard.workloads.loop import Controller
-from gpuyard.workloads.replicasets import controller_of, pod_active, pod_ready
 
-log = logging.getLogger("gpuyard.workloads")
+log = logging.getLogger("gpuyard.cluster.workloads")
 
 JOBS = BUILTIN[("batch/v1", "Job")]
 INDEX = "batch.kubernetes.io/job-completion-index"

@@ -3,7 +3,7 @@
 # runtime image ships both; NVML comes from the driver through the NVIDIA container
 # runtime, pynvml from the package's nvidia-ml-py dependency).
 # (`gpuyard manifests --gpu-image`, default ghcr.io/gpuyard/gpuyard-gpu:0.1.0.) Build:
-#   buildah bud --isolation chroot -f images/gpu.Dockerfile -t ghcr.io/gpuyard/gpuyard-gpu:0.1.0 .
+#   buildah bud --isolation chroot -f deploy/images/gpu.Dockerfile -t ghcr.io/gpuyard/gpuyard-gpu:0.1.0 .
 ARG BASE=docker.io/pytorch/pytorch:2.5.1-cuda12.4-cudnn9-runtime
 FROM ${BASE}
 

@@ -15,13 +15,13 @@ import asyncio
 import logging
 from typing import Any
 
+from gpuyard.cluster.workloads.loop import Controller
 from gpuyard.kube import objects as o
 from gpuyard.kube.errors import ApiError, NotFound
 from gpuyard.kube.informer import InformerFactory, informer_maker
 from gpuyard.kube.resources import BUILTIN, PODS
-from gpuyard.workloads.loop import Controller
 
-log = logging.getLogger("gpuyard.workloads")
+log = logging.getLogger("gpuyard.cluster.workloads")
 
 REPLICA_SETS = BUILTIN[("apps/v1", "ReplicaSet")]
 
