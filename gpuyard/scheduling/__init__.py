@@ -40,6 +40,9 @@ informers) and the digital twin (gpuyard.twin.engine, fed by a trace).
     gang timeouts, minMember, minResources    policy.py        Pass.gang_ready
     the live driver and binder                scheduler.py     Scheduler
     the PodGroup CRD                          crds.py
+    the upstream scheduling.k8s.io PodGroup   upstream.py      group_info, group_key
+      in the one group model; its status
+      conditions
     `gpuyard scheduler`, the component        cli.py, component.py
 
 Arrows between the rooms point one way: policy.py calls the rooms; preemption uses
