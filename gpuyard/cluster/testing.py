@@ -168,7 +168,9 @@ def run_cluster_process(
         c.kill()
 
 
-def wait_for(fn: Callable[[], Any], timeout: float, what: str, every: float = 0.3) -> Any:
+def wait_for(
+    fn: Callable[[], Any], timeout: float = 30, what: str = "the condition", every: float = 0.3
+) -> Any:
     """Call `fn` until it returns something true (which is returned), or fail after
     `timeout` seconds naming `what` and the last value seen."""
     deadline = time.monotonic() + timeout

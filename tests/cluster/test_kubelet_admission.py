@@ -7,21 +7,9 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable
 from typing import Any
 
-from gpuyard.cluster.testing import ClusterProcess
-
-
-def wait_for(fn: Callable[[], Any], timeout: float = 30, every: float = 0.2) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = fn()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {timeout}s")
-        time.sleep(every)
+from gpuyard.cluster.testing import ClusterProcess, wait_for
 
 
 def pod(name: str, node: str | None = None, **spec: Any) -> str:

@@ -10,22 +10,8 @@ import os
 import shutil
 import subprocess
 import sys
-import time
-from collections.abc import Callable
-from typing import Any
 
-from gpuyard.cluster.testing import ClusterProcess
-
-
-def wait_for(fn: Callable[[], Any], timeout: float = 30, every: float = 0.3) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = fn()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {timeout}s: {fn()}")
-        time.sleep(every)
+from gpuyard.cluster.testing import ClusterProcess, wait_for
 
 
 def kubectl() -> str:

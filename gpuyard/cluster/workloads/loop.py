@@ -13,7 +13,9 @@ import asyncio
 import logging
 from typing import Any
 
-from gpuyard.kube.errors import ApiError
+from gpuyard.kube import objects as o
+from gpuyard.kube.errors import ApiError, NotFound
+from gpuyard.kube.resources import PODS
 from gpuyard.kube.waits import woken
 
 log = logging.getLogger("gpuyard.cluster.workloads")
@@ -31,6 +33,10 @@ class Controller:
         self._wake = asyncio.Event()
         self._sem = asyncio.Semaphore(WRITES_IN_FLIGHT)
         self.writes = 0
+        # key -> names of pods this controller deleted that its cache may still show
+        self._dels: dict[str, set[str]] = {}
+
+    client: Any
 
     def informers(self) -> tuple[Any, ...]:
         raise NotImplementedError
@@ -74,3 +80,17 @@ class Controller:
             out = await coro
         self.writes += 1
         return out
+
+    async def _delete_pods(self, key: str, ns: str, pods: list[dict[str, Any]]) -> None:
+        """Delete `pods` of the object `key`, remembering each name in `_dels` until the
+        cache shows it gone (a pod already gone is not an error)."""
+
+        async def one(pod: dict[str, Any]) -> None:
+            name = o.name_of(pod)
+            self._dels.setdefault(key, set()).add(name)
+            try:
+                await self._write(self.client.delete(PODS, name, ns))
+            except NotFound:
+                pass
+
+        await asyncio.gather(*(one(p) for p in pods))

@@ -66,7 +66,6 @@ class ReplicaSetController(Controller):
         self.pods.add_index("rs-owner", self._owner_index)
         # rs key -> pod names created / deleted that the pod cache has not shown yet
         self._adds: dict[str, set[str]] = {}
-        self._dels: dict[str, set[str]] = {}
         self._status: dict[str, dict[str, Any]] = {}
         # ReplicaSets to look for orphans for: new or changed ones, and those an orphan
         # pod's event named (not every reconcile: that would walk the namespace's pods)
@@ -147,7 +146,7 @@ class ReplicaSetController(Controller):
                 await self._create(rs, key, diff)
             elif diff < 0 and not adds:
                 victims = sorted(active, key=_delete_order)[:-diff]
-                await self._delete(key, ns, victims)
+                await self._delete_pods(key, ns, victims)
                 active = [p for p in active if p not in victims]
         await self._write_status(rs, key, active, selector)
 
@@ -197,19 +196,6 @@ class ReplicaSetController(Controller):
         errors = [r for r in results if isinstance(r, BaseException)]
         if errors:
             raise errors[0]
-
-    async def _delete(self, key: str, ns: str, pods: list[dict[str, Any]]) -> None:
-        async def one(pod: dict[str, Any]) -> None:
-            name = o.name_of(pod)
-            self._dels.setdefault(key, set()).add(name)
-            try:
-                async with self._sem:
-                    await self.client.delete(PODS, name, ns)
-                self.writes += 1
-            except NotFound:
-                pass
-
-        await asyncio.gather(*(one(p) for p in pods))
 
     async def _write_status(
         self, rs: dict[str, Any], key: str, active: list[dict[str, Any]], selector: dict[str, Any]

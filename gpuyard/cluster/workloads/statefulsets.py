@@ -16,7 +16,6 @@ and no ControllerRevision objects are kept.
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import logging
 from typing import Any
@@ -26,7 +25,7 @@ import orjson
 from gpuyard.cluster.workloads.loop import Controller
 from gpuyard.cluster.workloads.replicasets import controller_of, pod_ready
 from gpuyard.kube import objects as o
-from gpuyard.kube.errors import AlreadyExists, NotFound
+from gpuyard.kube.errors import AlreadyExists
 from gpuyard.kube.informer import InformerFactory, informer_maker
 from gpuyard.kube.resources import BUILTIN, PODS
 
@@ -76,7 +75,6 @@ class StatefulSetController(Controller):
         self.pods.add_index("sts-owner", self._owner_index)
         # set key -> pod names created / deleted that the pod cache has not shown yet
         self._adds: dict[str, set[str]] = {}
-        self._dels: dict[str, set[str]] = {}
 
     @staticmethod
     def _owner_index(pod: dict[str, Any]) -> str | None:
@@ -152,7 +150,7 @@ class StatefulSetController(Controller):
         # failed or finished pods are replaced under the same name
         for i, p in sorted(by_ord.items()):
             if o.is_pod_terminal(p) and not pending(i):
-                await self._delete(key, ns, [p])
+                await self._delete_pods(key, ns, [p])
         # make the missing ordinals
         for i in range(want):
             if i in by_ord or pending(i):
@@ -166,11 +164,11 @@ class StatefulSetController(Controller):
         extra = sorted((i for i in by_ord if i >= want), reverse=True)
         if extra:
             if parallel:
-                await self._delete(key, ns, [by_ord[i] for i in extra if not pending(i)])
+                await self._delete_pods(key, ns, [by_ord[i] for i in extra if not pending(i)])
             elif not any(pending(i) for i in by_ord) and all(
                 _healthy(by_ord[i]) for i in by_ord if i < want
             ):
-                await self._delete(key, ns, [by_ord[extra[0]]])
+                await self._delete_pods(key, ns, [by_ord[extra[0]]])
             return
         # rolling update, from the highest ordinal down to the partition
         strategy = spec.get("updateStrategy") or {}
@@ -183,7 +181,7 @@ class StatefulSetController(Controller):
             if i < partition:
                 break
             if o.labels_of(by_ord[i]).get(REVISION_LABEL) != update_rev:
-                await self._delete(key, ns, [by_ord[i]])
+                await self._delete_pods(key, ns, [by_ord[i]])
                 return
 
     async def _create(self, sts: dict[str, Any], key: str, i: int, rev: str) -> None:
@@ -220,19 +218,6 @@ class StatefulSetController(Controller):
         except BaseException:
             self._adds[key].discard(pod_name)
             raise
-
-    async def _delete(self, key: str, ns: str, pods: list[dict[str, Any]]) -> None:
-        async def one(pod: dict[str, Any]) -> None:
-            name = o.name_of(pod)
-            self._dels.setdefault(key, set()).add(name)
-            try:
-                async with self._sem:
-                    await self.client.delete(PODS, name, ns)
-                self.writes += 1
-            except NotFound:
-                pass
-
-        await asyncio.gather(*(one(p) for p in pods))
 
     async def _write_status(
         self, sts: dict[str, Any], key: str, by_ord: dict[int, dict[str, Any]], update_rev: str
