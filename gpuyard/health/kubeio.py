@@ -154,7 +154,11 @@ class Cache:
     ) -> None:
         if factory is not None:
             self.informer = factory.informer(
-                res, namespace, label_selector=label_selector, field_selector=field_selector
+                res,
+                namespace,
+                label_selector=label_selector,
+                field_selector=field_selector,
+                client=client,
             )
         else:
             self.informer = Informer(

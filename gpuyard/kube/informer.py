@@ -35,7 +35,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from gpuyard.kube.errors import Gone
+from gpuyard.kube.errors import Forbidden, Gone
 from gpuyard.kube.objects import key_of, parse_label_selector, requirements_match
 
 if TYPE_CHECKING:
@@ -173,10 +173,14 @@ class Informer:
         backoff_max: float = 10.0,
         name: str | None = None,
         source: Informer | None = None,
+        check_access: bool = False,
     ) -> None:
         self.client = client
         # a view: fed by `source`'s watch instead of one of its own
         self.source = source
+        # a view for another identity than the source's: it gets the objects only once
+        # its own client may list and watch them (see `_may_read`)
+        self.check_access = check_access and source is not None
         self._selects = None if not label_selector else parse_label_selector(label_selector)
         self._fields = field_terms(field_selector) if source is not None else None
         self._fwd: _Handlers | None = None
@@ -408,6 +412,8 @@ class Informer:
         so this view sees them in the watch's order)."""
         src = self.source
         assert src is not None
+        if self.check_access:
+            await self._until_allowed()
         src.start()
         await src.wait_synced()
         self._fwd = _Handlers(
@@ -425,6 +431,55 @@ class Informer:
         self.resource_version = src.resource_version
         self._synced.set()
         await asyncio.Event().wait()  # until stopped
+
+    async def _until_allowed(self) -> None:
+        """Wait (retrying with backoff, as an informer whose list answers 403 does)
+        until this view's client may list and watch what the source watches: a
+        component reading through a shared watch is held to its own RBAC."""
+        failures = 0
+        while True:
+            try:
+                denied = await self._may_read()
+            except asyncio.CancelledError:
+                raise
+            except Exception as e:  # the review itself failed: retry like a list would
+                denied = f"{type(e).__name__}: {e}"
+            if not denied:
+                return
+            self.last_error = Forbidden(403, "Forbidden", denied, {})
+            if failures == 0:
+                log.warning("informer %s: %s", self.name, denied)
+            await asyncio.sleep(self._delay(failures))
+            failures += 1
+
+    async def _may_read(self) -> str:
+        """'' when this view's client may list and watch the resource, else why not
+        (from SelfSubjectAccessReviews, so it holds on any cluster)."""
+        if self.res is None:
+            self.res = await self.client.resource(self._res_like)
+        res = self.res
+        for verb in ("list", "watch"):
+            attrs = {"verb": verb, "group": res.group, "resource": res.plural}
+            if self.namespace:
+                attrs["namespace"] = self.namespace
+            review = await self.client.request(
+                "POST",
+                "/apis/authorization.k8s.io/v1/selfsubjectaccessreviews",
+                body={
+                    "apiVersion": "authorization.k8s.io/v1",
+                    "kind": "SelfSubjectAccessReview",
+                    "spec": {"resourceAttributes": attrs},
+                },
+            )
+            st = review.get("status") or {}
+            if not st.get("allowed"):
+                where = f" in namespace {self.namespace}" if self.namespace else ""
+                why = st.get("reason") or st.get("evaluationError") or "no role allows it"
+                return (
+                    f"{self.client.component or 'this client'} may not {verb} "
+                    f"{res.plural}{'.' + res.group if res.group else ''}{where}: {why}"
+                )
+        return ""
 
     def _delay(self, failures: int) -> float:
         d = min(self.backoff_base * (2 ** min(failures, 16)), self.backoff_max)
@@ -541,12 +596,17 @@ class InformerFactory:
         label_selector: str | None = None,
         field_selector: str | None = None,
         name: str | None = None,
+        client: Client | None = None,
     ) -> Informer:
+        """`client`: the identity the view reads as (a component's own client); the
+        view gets the objects only once that client may list and watch them, so a
+        component is held to its own RBAC though the watch is the factory's."""
         if isinstance(res, tuple) and res in BUILTIN:
             res = BUILTIN[res]
         if self.views and field_terms(field_selector) is not None:
+            own = client is not None and client is not self.client
             return Informer(
-                self.client,
+                client if own and client is not None else self.client,
                 res,
                 namespace,
                 label_selector=label_selector,
@@ -554,6 +614,7 @@ class InformerFactory:
                 name=name,
                 # one watch of the resource in every namespace; the view keeps its own
                 source=self._shared(res, None, None, None),
+                check_access=own,
             )
         return self._shared(res, namespace, label_selector, field_selector)
 
@@ -611,6 +672,6 @@ def informer_maker(client: Client, factory: InformerFactory | None) -> Callable[
         # a field selection a view cannot make itself is a watch of the component's own
         if field_terms(kw.get("field_selector")) is None:
             return own(res, namespace, **kw)
-        return factory.informer(res, namespace, **kw)
+        return factory.informer(res, namespace, client=client, **kw)
 
     return view

@@ -134,9 +134,9 @@ async def run(ctx: Any) -> None:
     views: dict[str, Informer] = {}
     if factory is not None and factory.views:
         views = {
-            "nodes": factory.informer(NODES, name="teams-nodes"),
-            "pods": factory.informer(PODS, name="teams-pods"),
-            "namespaces": factory.informer(NAMESPACES, name="teams-namespaces"),
+            "nodes": factory.informer(NODES, name="teams-nodes", client=client),
+            "pods": factory.informer(PODS, name="teams-pods", client=client),
+            "namespaces": factory.informer(NAMESPACES, name="teams-namespaces", client=client),
         }
     manager = TeamManager(client, informers={"teams": teams, **views})
     teams.start()
