@@ -27,6 +27,7 @@ from gpuyard.apiserver import (
     patch,
     paths,
     protobuf,
+    readviews,
     scale,
     schemas,
     simkubelet,
@@ -249,6 +250,7 @@ class Core:
         self.store = store
         self.cluster = defaults.StoreView(store)
         self.registry = registry or Registry()
+        self.views = readviews.ReadViews()
         admission_policy.register(self.registry)
         self.bookmark_interval = bookmark_interval
         self._bg: set[asyncio.Task[Any]] = set()
@@ -574,13 +576,18 @@ class Core:
         return e
 
     def _raw_for(self, res: Resource, e: Entry) -> bytes:
+        """What a read of the stored entry answers (a custom object in the served
+        version, pruned and defaulted by its CRD's schema of now: readviews.py)."""
         if res.custom:
-            prefix = b'{"apiVersion":"' + res.api_version.encode() + b'"'
-            if not e.raw.startswith(prefix):
-                obj = e.obj()
-                obj["apiVersion"] = res.api_version
-                return orjson.dumps(obj)
+            return self.views.raw(res, make_key(e.namespace, e.name), e.rv, e.raw)
         return e.raw
+
+    def _read_obj(self, res: Resource, e: Entry) -> dict[str, Any]:
+        """A fresh copy of the stored object as a read shows it (what a write of it
+        starts from, as kube-apiserver's update reads it from storage)."""
+        if res.custom:
+            return self.views.obj(res, make_key(e.namespace, e.name), e.rv, e.raw)
+        return e.obj()
 
     def _wants_table(self, accept: str) -> bool:
         return "as=Table" in accept
@@ -894,7 +901,10 @@ class Core:
             mutated = obj is not sent  # (normalizing below always makes a new dict)
             obj = self._normalize(res, obj) if isinstance(obj, dict) else obj
             if mutated:
-                defaults.apply(res, obj)  # a mutating webhook's object is decoded again
+                # A mutating webhook's object is decoded again: defaulted, and a
+                # custom object pruned by its schema.
+                defaults.apply(res, obj)
+                schemas.prune_and_default(res, obj)
         causes = self._validate(res, obj, old)
         if causes:
             md = obj.get("metadata") or {}
@@ -1158,7 +1168,7 @@ class Core:
         """Apply an update of the stored entry e; handles status separation, generation,
         finalizer removal, field ownership, and the conflict check against e.rv (applied:
         obj is a server-side apply's result, its managedFields already kept)."""
-        old = e.obj()
+        old = self._read_obj(res, e)
         omd = old["metadata"]
         if sub == "status":
             new = dict(old)
@@ -1282,7 +1292,7 @@ class Core:
                     st, out = await self.create_object(res, ns, obj, dry, applied=True)
                     return _raw(st, out)
                 raise not_found(res.group_resource, name, res.plural, res.group)
-            cur = e.obj()
+            cur = self._read_obj(res, e)
             obj = self._apply_patch(res, cur, body, ct, query, sub)
             if not isinstance(obj, dict):
                 raise bad_request("the patch produced something that is not an object")

@@ -157,12 +157,12 @@ async def serve(
     from gpuyard.apiserver.handlers import _json
 
     if method in ("GET", "HEAD"):
-        return _json(200, scale_of(res, core._entry(res, ns, name).obj()))
+        return _json(200, scale_of(res, core._read_obj(res, core._entry(res, ns, name))))
     for _attempt in range(5):
         e = core.store.latest(res.key, make_key(ns, name))
         if e is None:
             raise not_found(res.group_resource, name, res.plural, res.group)
-        cur = e.obj()
+        cur = core._read_obj(res, e)
         if method == "PUT":
             want = core._body_obj(body, ctype)
         elif method == "PATCH":

@@ -636,6 +636,20 @@ def _prune_embedded_meta(v: dict[str, Any], path: str, ctx: _Ctx) -> None:
         _prune_meta(v["metadata"], f"{path}.metadata" if path else "metadata", ctx)
 
 
+def prune_and_default(res: Resource, obj: dict[str, Any]) -> None:
+    """Prune and default a custom object (in place) by its CRD's schema, as
+    kube-apiserver does to what it reads from storage and to a mutating webhook's
+    answer: unknown fields dropped whatever the request's fieldValidation, no error
+    raised (what is stored was accepted once)."""
+    if not res.custom:
+        return
+    ctx = _Ctx(prune=True)
+    if res.schema:
+        _prune_custom(res.schema, obj, "", ctx, top=True)
+    else:
+        _prune_meta(obj.get("metadata"), "metadata", ctx)
+
+
 # ---------------------------------------------------------------- the hook
 
 

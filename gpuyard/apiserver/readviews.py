@@ -1,0 +1,74 @@
+"""Custom objects as reads show them: pruned and defaulted by their CRD's current schema.
+
+kube-apiserver decodes what it reads from storage with the CRD's schema of now, not of
+when the object was written: a default added to the CRD later shows on every GET, LIST
+and WATCH of older objects, and a field the schema no longer declares is no longer
+shown (neither is written back until the object is next written). Here the stored bytes
+are served as they are whenever they already equal that view, which is known once per
+stored revision: a read then costs one dictionary look-up. A revision whose view
+differs keeps its view's bytes until the schema or the object changes.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+
+from gpuyard.apiserver import schemas
+from gpuyard.apiserver.resources import Resource
+
+_MAX = 200_000  # objects remembered per custom resource (cleared beyond)
+
+
+class _Views:
+    __slots__ = ("schema", "api_version", "seen")
+
+    def __init__(self, schema: Any, api_version: str) -> None:
+        self.schema = schema  # held, so its identity says when the CRD changed
+        self.api_version = api_version
+        # object key -> (rv, None when the stored bytes are the view, else the view)
+        self.seen: dict[str, tuple[int, bytes | None]] = {}
+
+
+class ReadViews:
+    """The read views of one server's custom objects."""
+
+    def __init__(self) -> None:
+        self._by: dict[tuple[str, str, str], _Views] = {}
+
+    def raw(self, res: Resource, key: str, rv: int, raw: bytes) -> bytes:
+        """The bytes a read of the stored revision `rv` of object `key` answers."""
+        k = (res.group, res.version, res.plural)
+        v = self._by.get(k)
+        if v is None or v.schema is not res.schema:
+            v = self._by[k] = _Views(res.schema, res.api_version)
+        hit = v.seen.get(key)
+        if hit is not None and hit[0] == rv:
+            return raw if hit[1] is None else hit[1]
+        obj = orjson.loads(raw)
+        if not isinstance(obj, dict):
+            return raw
+        view = view_of(res, obj)
+        out = orjson.dumps(view)
+        same = view == orjson.loads(raw)
+        if len(v.seen) >= _MAX:
+            v.seen.clear()
+        v.seen[key] = (rv, None if same else out)
+        return raw if same else out
+
+    def obj(self, res: Resource, key: str, rv: int, raw: bytes) -> dict[str, Any]:
+        """A fresh, mutable copy of the read view (what a write starts from)."""
+        out: dict[str, Any] = orjson.loads(self.raw(res, key, rv, raw))
+        return out
+
+    def forget(self, res: Resource) -> None:
+        self._by.pop((res.group, res.version, res.plural), None)
+
+
+def view_of(res: Resource, obj: dict[str, Any]) -> dict[str, Any]:
+    """`obj` (changed in place) as a read of `res` shows it: in the served version,
+    pruned and defaulted by that version's schema."""
+    obj["apiVersion"] = res.api_version
+    schemas.prune_and_default(res, obj)
+    return obj
