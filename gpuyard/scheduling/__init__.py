@@ -17,7 +17,9 @@ informers) and the digital twin (gpuyard.twin.engine, fed by a trace).
     pod affinity and anti-affinity on any     affinity.py      Constraints, Topology
       key, topology spread, preferred node
       affinity: filters and scores that
-      depend on where other pods run
+      depend on where other pods run (bound
+      pods' terms both ways), and the
+      PreferNoSchedule taint score
     indexes: candidates per class of pods,    indexes.py       candidates, Buckets,
       free-room buckets, gang index                            GangIndex
     the queue: units, shapes, lanes           queue.py         Unit, shape_of, Queue

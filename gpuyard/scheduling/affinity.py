@@ -32,16 +32,33 @@ labels the driver told the state, `ClusterState.namespace_labels`). A nil
 labelSelector matches no pod. The hostname key falls back to the node's name on nodes
 without the label.
 
-Scores (gpuyard's policy, on kube's scale): preferred node affinity (sum of weights
-of matching terms), preferred pod affinity and anti-affinity (weight times matching
-pods in the domain, anti counted negative) and ScheduleAnyway spread (fewer matching
-pods in the domain is better) are each normalised to 0..100 over the feasible nodes
-and added with kube's default plugin weights (2 each). The node with the highest sum
-wins; best fit (fewest free GPUs, then least free cpu) breaks ties.
+Scores (gpuyard's policy, on kube's scale), each normalised to 0..100 over the
+feasible nodes and added with kube-scheduler's default plugin weights:
 
-Pods with none of these (and that no bound pod's anti-affinity term on another key
-than the hostname names) never build a `Topology`: they keep the fast path (hostname
-anti-affinity there is `filters.anti_ok`).
+- preferred node affinity (NodeAffinity, weight 2): the sum of the weights of the
+  matching terms;
+- inter-pod affinity (InterPodAffinity, weight 2), both ways: the pod's own
+  preferred terms count weight times the matching pods in the node's domain (anti
+  counted negative); and, for symmetry, a bound pod whose preferred affinity
+  (anti-affinity) term matches this pod adds (takes) that term's weight on every
+  node in the bound pod's domain, and one whose required affinity term matches
+  adds 1 (kube's hardPodAffinityWeight);
+- ScheduleAnyway spread (PodTopologySpread, weight 2): fewer matching pods in the
+  domain is better;
+- PreferNoSchedule taints (TaintToleration, weight 3): 100 × (1 − the node's
+  untolerated PreferNoSchedule taints / the most any feasible node has). These
+  taints are never a filter.
+
+The node with the highest sum wins; best fit (fewest free GPUs, then least free
+cpu) breaks ties; a gang fills its nodes by score, its usual order breaking ties.
+
+Pods with none of these filters (and that no bound pod's anti-affinity term on
+another key than the hostname names) never filter through a `Topology`: they keep
+the fast path (hostname anti-affinity there is `filters.anti_ok`). A pod that only
+scores (`scored`: its own preferences, a bound pod's terms naming it, or a
+PreferNoSchedule taint it does not tolerate somewhere) is placed from a scan of
+its candidates; what fails it is what fails the fast path, so its failure memos
+still hold.
 """
 
 from __future__ import annotations
@@ -64,7 +81,9 @@ ANTI_EXISTING = "node(s) didn't satisfy existing pods anti-affinity rules"
 AFFINITY = "node(s) didn't match pod affinity rules"
 SPREAD = "node(s) didn't match pod topology spread constraints"
 SPREAD_LABEL = "node(s) didn't match pod topology spread constraints (missing required label)"
-PLUGIN_WEIGHT = 2  # kube-scheduler's default weight of each of the three score plugins
+PLUGIN_WEIGHT = 2  # kube-scheduler's default weight of NodeAffinity, InterPodAffinity, spread
+TAINT_WEIGHT = 3  # and of TaintToleration
+HARD_AFFINITY_WEIGHT = 1  # kube's hardPodAffinityWeight: a bound pod's required affinity term
 
 
 def _reqs(selector: Mapping[str, Any] | None) -> Reqs | None:
@@ -129,6 +148,11 @@ class Constraints:
             or self.pref_nodes
             or any(not c.hard for c in self.spread)
         )
+
+    @property
+    def symmetric(self) -> bool:
+        """Whether, once bound, its terms score nodes for other pods."""
+        return bool(self.pref_affinity or self.pref_anti or self.affinity)
 
 
 def _term(t: Mapping[str, Any], ns: str, weight: int = 0) -> Term:
@@ -226,6 +250,37 @@ def wide_anti_against(s: ClusterState, p: PodInfo) -> bool:
         for q in s.anti_wide.values()
         if q.constraints is not None
         for t in q.constraints.anti
+    )
+
+
+def untolerated_prefer(p: PodInfo, n: NodeInfo) -> int:
+    """How many of the node's PreferNoSchedule taints the pod does not tolerate."""
+    return sum(1 for t in n.prefer_taints if not o.tolerates(p.tolerations, t))
+
+
+def symmetric_for(s: ClusterState, p: PodInfo) -> bool:
+    """Whether a bound pod's preferred (anti-)affinity or required affinity term names
+    this pod (then it scores the nodes for it)."""
+    ns_labels = s.namespace_labels
+    for q in s.soft_wide.values():
+        c = q.constraints
+        if c is not None and q.key != p.key:
+            for t in (*c.affinity, *c.pref_affinity, *c.pref_anti):
+                if t.matches(p, ns_labels):
+                    return True
+    return False
+
+
+def scored(s: ClusterState, p: PodInfo) -> bool:
+    """Whether the nodes may score differently for the pod (`Topology.scores`)."""
+    c = p.constraints
+    return (
+        (c is not None and c.scores)
+        or (
+            bool(s.prefer_taints)
+            and any(not o.tolerates(p.tolerations, t) for _, t in s.prefer_taints.values())
+        )
+        or (bool(s.soft_wide) and symmetric_for(s, p))
     )
 
 
@@ -419,13 +474,13 @@ class Topology:
     # ------------------------------------------------------------------ scores
 
     def scores(self, p: PodInfo, nodes: list[NodeInfo]) -> dict[str, float]:
-        """node -> preference score (0..600) over these feasible nodes."""
+        """node -> preference score (0..900) over these feasible nodes."""
         c = p.constraints
         out = dict.fromkeys((n.name for n in nodes), 0.0)
-        if c is None or not c.scores or not nodes:
+        if not nodes:
             return out
         parts: list[tuple[dict[str, float], bool]] = []  # (raw, lower is better)
-        if c.pref_nodes:
+        if c is not None and c.pref_nodes:
             raw = {}
             for n in nodes:
                 obj = _node_obj(n)
@@ -433,21 +488,27 @@ class Topology:
                     sum(w for w, term in c.pref_nodes if o.node_selector_term_matches(term, obj))
                 )
             parts.append((raw, False))
-        if c.pref_affinity or c.pref_anti:
+        theirs = self._symmetric(p)
+        if (c is not None and (c.pref_affinity or c.pref_anti)) or theirs:
             raw = {}
             for n in nodes:
                 sc = 0.0
-                for t in c.pref_affinity:
-                    v = domain(n, t.key)
+                if c is not None:
+                    for t in c.pref_affinity:
+                        v = domain(n, t.key)
+                        if v is not None:
+                            sc += t.weight * self._count(t)[v]
+                    for t in c.pref_anti:
+                        v = domain(n, t.key)
+                        if v is not None:
+                            sc -= t.weight * self._count(t)[v]
+                for key, by_value in theirs.items():
+                    v = domain(n, key)
                     if v is not None:
-                        sc += t.weight * self._count(t)[v]
-                for t in c.pref_anti:
-                    v = domain(n, t.key)
-                    if v is not None:
-                        sc -= t.weight * self._count(t)[v]
+                        sc += by_value.get(v, 0)
                 raw[n.name] = sc
             parts.append((raw, False))
-        soft = [sp for sp in c.spread if not sp.hard]
+        soft = [sp for sp in c.spread if not sp.hard] if c is not None else []
         if soft:
             raw = {}
             for n in nodes:
@@ -464,4 +525,39 @@ class Topology:
             for name, x in raw.items():
                 norm = 100.0 if not span else 100.0 * ((hi - x) if lower else (x - lo)) / span
                 out[name] += PLUGIN_WEIGHT * norm
+        if self.s.prefer_taints:
+            bad = {n.name: untolerated_prefer(p, n) for n in nodes if n.prefer_taints}
+            most = max(bad.values(), default=0)
+            for name in out:
+                out[name] += TAINT_WEIGHT * 100.0 * (1 - bad.get(name, 0) / most if most else 1)
+        return out
+
+    def _symmetric(self, p: PodInfo) -> dict[str, Counter[str]]:
+        """topologyKey -> domain -> what bound (and tentatively placed) pods' terms that
+        name this pod add to nodes in that domain: a preferred term's weight (anti
+        negative), hardPodAffinityWeight for a required affinity term."""
+        out: dict[str, Counter[str]] = {}
+        ns_labels = self.ns_labels
+        pairs: list[tuple[PodInfo, NodeInfo]] = []
+        for q in self.s.soft_wide.values():
+            n = self.s.nodes.get(q.node or "")
+            if n is not None and q.key in n.pods:
+                pairs.append((q, n))
+        pairs.extend((q, n) for q, n in self.placed if q.key not in self.s.soft_wide)
+        for q, n in pairs:
+            c = q.constraints
+            if c is None or q.key == p.key:
+                continue
+            for terms, sign in (
+                (c.pref_affinity, 1),
+                (c.pref_anti, -1),
+                (c.affinity, 0),
+            ):
+                for t in terms:
+                    if not t.matches(p, ns_labels):
+                        continue
+                    v = domain(n, t.key)
+                    if v is not None:
+                        w = sign * t.weight if sign else HARD_AFFINITY_WEIGHT
+                        out.setdefault(t.key, Counter())[v] += w
         return out

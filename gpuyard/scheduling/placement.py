@@ -15,6 +15,9 @@
   `affinity.Topology` as one more filter; a single pod goes to the node with the
   highest preference score (best fit breaks ties), a gang fills its order (nodes the
   gang prefers first) with the members seeing each other's tentative places.
+- A pod that only scores (`affinity.scored`: preferences of its own or of bound
+  pods naming it, PreferNoSchedule taints it does not tolerate) takes the same
+  scan without the inter-pod filter; a gang's order is sorted by score.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 from gpuyard import names
-from gpuyard.scheduling.affinity import Topology, constrained
+from gpuyard.scheduling.affinity import Topology, constrained, scored
 from gpuyard.scheduling.filters import (
     anti_ok,
     capacity,
@@ -66,6 +69,8 @@ def place(ps: Pass, u: Unit) -> Placement | None:
 def place_single(ps: Pass, p: PodInfo, u: Unit) -> NodeInfo | None:
     if constrained(ps.s, p):
         return _place_constrained(ps, p, u)
+    if scored(ps.s, p):
+        return _place_constrained(ps, p, u, filters=False)
     if p.nominated:
         n = ps.s.nodes.get(p.nominated)
         if (
@@ -91,11 +96,13 @@ def place_single(ps: Pass, p: PodInfo, u: Unit) -> NodeInfo | None:
     )
 
 
-def _place_constrained(ps: Pass, p: PodInfo, u: Unit) -> NodeInfo | None:
+def _place_constrained(ps: Pass, p: PodInfo, u: Unit, filters: bool = True) -> NodeInfo | None:
     """A single pod on the slower path: every candidate that passes all filters,
     inter-pod ones included; the highest preference score wins, then best fit (its
-    nominated node first when it still passes)."""
-    ps.topo_hit = True
+    nominated node first when it still passes). `filters` False: the pod only scores
+    (no inter-pod filter can fail it, so the pass keeps its failure memos)."""
+    if filters:
+        ps.topo_hit = True
     topo = Topology(ps.s)
     if p.nominated:
         n = ps.s.nodes.get(p.nominated)
@@ -212,8 +219,10 @@ def place_gang(ps: Pass, u: Unit) -> Placement | None:
     topo = Topology(s) if any(constrained(s, p) for p in u.pods) else None
     if topo is not None:
         ps.topo_hit = True
+    # nodes score differently for the gang's pods (preferences, PreferNoSchedule)
+    rank = topo or (Topology(s) if any(scored(s, p) for p in u.pods) else None)
     if (
-        topo is None
+        rank is None
         and len(by_class) == 1
         and not u.bound
         and not trial
@@ -236,8 +245,8 @@ def place_gang(ps: Pass, u: Unit) -> Placement | None:
                 order.sort(key=lambda n: (n.rack not in near[1], n.zone not in near[0]))
             if nominated:
                 order.sort(key=lambda n: n.name not in nominated)
-            if topo is not None and p0.constraints is not None and p0.constraints.scores:
-                score = topo.scores(p0, order)
+            if rank is not None and scored(s, p0):
+                score = rank.scores(p0, order)
                 order.sort(key=lambda n: -score[n.name])
             if not fill(order, pods, placed, topo):
                 return None

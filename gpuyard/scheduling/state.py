@@ -103,6 +103,8 @@ class NodeInfo:
     # resources outside RESOURCES: allocatable, and what bound pods request of them
     xalloc: dict[str, int] = field(default_factory=dict)
     xused: dict[str, int] = field(default_factory=dict)
+    # PreferNoSchedule taints: never a filter, a score (affinity.Topology.scores)
+    prefer_taints: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def rack(self) -> str:
@@ -227,6 +229,11 @@ class ClusterState:
         self.anti_bound: dict[str, list[Any]] = {}
         # bound pods with required anti-affinity outside the hostname fast path
         self.anti_wide: dict[str, PodInfo] = {}
+        # bound pods whose preferred pod (anti-)affinity or required pod affinity terms
+        # score the nodes for other pods (kube's InterPodAffinity symmetry)
+        self.soft_wide: dict[str, PodInfo] = {}
+        # PreferNoSchedule taints on nodes: (key, value) -> [nodes with it, the taint]
+        self.prefer_taints: dict[tuple[str, str], list[Any]] = {}
         # namespace -> its labels, for namespaceSelectors of pod affinity terms (kept
         # by drivers that watch namespaces; unknown namespaces have no labels)
         self.namespace_labels: dict[str, dict[str, str]] = {}
@@ -289,6 +296,9 @@ class ClusterState:
             unschedulable=bool(spec.get("unschedulable")),
             obj=dict(node),
             xalloc=extras(alloc),
+            prefer_taints=[
+                t for t in spec.get("taints") or [] if t.get("effect") == o.PREFER_NO_SCHEDULE
+            ],
         )
         return self._put_node(info)
 
@@ -305,7 +315,9 @@ class ClusterState:
         """allocatable in scheduler units: {"cpu": milli, "memory": bytes, ...}."""
         alloc = dict(allocatable)
         alloc.setdefault("pods", 110)
-        info = NodeInfo(name, vector(alloc), dict(labels or {}), [dict(t) for t in taints], ready)
+        hard = [dict(t) for t in taints if t.get("effect") != o.PREFER_NO_SCHEDULE]
+        info = NodeInfo(name, vector(alloc), dict(labels or {}), hard, ready)
+        info.prefer_taints = [dict(t) for t in taints if t.get("effect") == o.PREFER_NO_SCHEDULE]
         info.xalloc = extras(alloc)
         return self._put_node(info)
 
@@ -317,6 +329,10 @@ class ClusterState:
                 for p in old.pods.values():
                     self._outside(p, old, -1)
                     self._outside(p, info, 1)
+        if old is not None and old.prefer_taints:
+            self._count_prefer(old, -1)
+        if info.prefer_taints:
+            self._count_prefer(info, 1)
         self.nodes[info.name] = info
         self.generation += 1
         self.node_gen += 1
@@ -324,9 +340,22 @@ class ClusterState:
         self.dirty_nodes.add(info.name)
         return info
 
+    def _count_prefer(self, n: NodeInfo, sign: int) -> None:
+        pt = self.prefer_taints
+        for t in n.prefer_taints:
+            k = (str(t.get("key") or ""), str(t.get("value") or ""))
+            got = pt.get(k)
+            if got is None:
+                got = pt[k] = [0, t]
+            got[0] += sign
+            if got[0] <= 0:
+                del pt[k]
+
     def remove_node(self, name: str) -> None:
         old = self.nodes.pop(name, None)
         if old is not None:
+            if old.prefer_taints:
+                self._count_prefer(old, -1)
             if self.team_outside:
                 for p in old.pods.values():
                     self._outside(p, old, -1)
@@ -472,6 +501,9 @@ class ClusterState:
                 ):
                     if info.constraints is not None and info.constraints.anti:
                         self.anti_wide[info.key] = info
+                self.soft_wide.pop(old.key, None)
+                if info.constraints is not None and info.constraints.symmetric:
+                    self.soft_wide[info.key] = info
                 self.bound_by_prio.get(old.priority, {}).pop(old.key, None)
                 self.bound_by_prio.setdefault(info.priority, {})[info.key] = info
                 if self.log_bound:
@@ -528,8 +560,11 @@ class ClusterState:
         if self.log_bound:
             self.bound_log[p.key] = p.group
         self.dirty_nodes.add(n.name)
-        if p.constraints is not None and p.constraints.anti:
-            self.anti_wide[p.key] = p
+        if p.constraints is not None:
+            if p.constraints.anti:
+                self.anti_wide[p.key] = p
+            if p.constraints.symmetric:
+                self.soft_wide[p.key] = p
         for sel in p.anti_affinity:
             k = repr(sel)
             got = self.anti_bound.get(k)
@@ -562,6 +597,8 @@ class ClusterState:
         self.freed_gen += 1
         if self.anti_wide.get(q.key) is q:
             del self.anti_wide[q.key]
+        if self.soft_wide.get(q.key) is q:
+            del self.soft_wide[q.key]
         for sel in q.anti_affinity:
             k = repr(sel)
             got = self.anti_bound.get(k)
