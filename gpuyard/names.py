@@ -20,10 +20,15 @@ TAINT_NOT_READY = "node.kubernetes.io/not-ready"
 LABEL_TEAM = "gpuyard.io/team"
 LABEL_POOL = "gpuyard.io/pool"
 LABEL_RACK = "gpuyard.io/rack"
+# a block of racks under one network spine, inside a zone
+LABEL_BLOCK = "gpuyard.io/block"
 LABEL_PREFLIGHT = "gpuyard.io/preflight"
 LABEL_ZONE = "topology.kubernetes.io/zone"
 LABEL_HOSTNAME = "kubernetes.io/hostname"
 LABEL_GPU_PRODUCT = "nvidia.com/gpu.product"
+# the NVLink domain of multi-node NVLink systems (GB200 NVL72), as NVIDIA's GPU feature
+# discovery writes it: <cluster UUID>.<clique id>
+LABEL_CLIQUE = "nvidia.com/gpu.clique"
 
 RESOURCE_GPU = "nvidia.com/gpu"
 

@@ -128,7 +128,16 @@ def parse_groups(spec: str, shapes: Iterable[NodeShape]) -> dict[str, NodeGroup]
                 raise NodeGroupError(
                     f"node group {name!r}: no node of pool {name!r} to take a template from"
                 )
-        tmpl = replace(base, name=name, rack="", zone="", count=1, taints=list(base.taints))
+        tmpl = replace(
+            base,
+            name=name,
+            rack="",
+            zone="",
+            block="",
+            clique="",
+            count=1,
+            taints=list(base.taints),
+        )
         tmpl.labels = {**base.labels}
         prefix = re.sub(r"-\d+$", "", base.name) if re.search(r"-\d+$", base.name) else base.name
         out[name] = NodeGroup(name, base.pool, tmpl, mn, mx, prefix)
@@ -338,6 +347,8 @@ class Autoscaler:
                 name=name,
                 rack=labels.get(names.LABEL_RACK, ""),
                 zone=labels.get(names.LABEL_ZONE, ""),
+                block=labels.get(names.LABEL_BLOCK, ""),
+                clique=labels.get(names.LABEL_CLIQUE, ""),
                 taints=[],
                 labels={LABEL_NODE_GROUP: g},
             )

@@ -17,26 +17,36 @@ Shapes YAML:
         pool: gpu            # gpu | cpu (default: gpu when gpus > 0)
         labels: {}
         taints: []
+        nvlinkDomain: 72     # optional: GPUs per NVLink domain (GB200 NVL72: 72)
+        rackSize: 18         # optional: nodes per rack (default 32; with nvlinkDomain,
+                             # the nodes of one domain)
 
-Racks and zones are assigned deterministically: 32 nodes a rack, racks dealt round
-robin over three zones.
+The topology is assigned deterministically (`locate`): nodes fill racks in order (32
+a rack unless the shape says otherwise; shapes of one rack size share racks), racks
+are dealt round robin over three zones, and every 8 racks of a zone make a block
+(`gpuyard.io/block`). A shape with an NVLink domain of D GPUs puts each run of D/gpus
+nodes of a rack in one NVLink clique, labelled `nvidia.com/gpu.clique` as NVIDIA's GPU
+feature discovery does (`<cluster UUID>.<clique id>`, the UUID the rack's).
 """
 
 from __future__ import annotations
 
 import csv
 import re
+import uuid
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from gpuyard import names
 from gpuyard.cliargs import Int
 from gpuyard.k8s.decode import DecodeError, loads_yaml
 from gpuyard.kube.objects import QuantityError, quantity_to_int, quantity_to_milli
 
 NODES_PER_RACK = 32
+RACKS_PER_BLOCK = 8
 ZONES = ("zone-a", "zone-b", "zone-c")
 DEFAULT_PRODUCT = "NVIDIA-H100-80GB-HBM3"
 
@@ -60,6 +70,59 @@ class NodeShape:
     count: int = 1
     rack: str = ""
     zone: str = ""
+    block: str = ""
+    clique: str = ""
+    # GPUs per NVLink domain (0: none beyond the node) and nodes per rack (0: the
+    # default, or one NVLink domain's nodes)
+    nvlink_gpus: int = 0
+    rack_size: int = 0
+
+    def nodes_per_clique(self) -> int:
+        return self.nvlink_gpus // self.gpus if self.nvlink_gpus and self.gpus else 0
+
+    def topology_labels(self) -> dict[str, str]:
+        """The node labels that say where it sits: zone, block, rack, NVLink clique."""
+        labels = {
+            names.LABEL_ZONE: self.zone,
+            names.LABEL_BLOCK: self.block,
+            names.LABEL_RACK: self.rack,
+        }
+        if self.clique:
+            labels[names.LABEL_CLIQUE] = self.clique
+        return {k: v for k, v in labels.items() if v}
+
+
+def locate(s: NodeShape, rack: int, slot: int) -> None:
+    """Put a node in rack number `rack` at position `slot` (0-based): its rack, zone,
+    block and NVLink clique (see the module docstring)."""
+    s.rack = f"rack-{rack:04d}"
+    s.zone = ZONES[rack % len(ZONES)]
+    s.block = f"{s.zone}-block-{rack // len(ZONES) // RACKS_PER_BLOCK:02d}"
+    per = s.nodes_per_clique()
+    if per:
+        domain = uuid.uuid5(uuid.NAMESPACE_URL, f"gpuyard:nvlink:{s.rack}")
+        s.clique = f"{domain}.{slot // per}"
+    else:
+        s.clique = ""
+
+
+def rack_size_of(s: NodeShape, default: int = NODES_PER_RACK) -> int:
+    return s.rack_size or s.nodes_per_clique() or default
+
+
+def lay_out(shapes: list[NodeShape], rack_size: int = NODES_PER_RACK) -> None:
+    """Give every node without a rack its place (`locate`), in order: a node goes in
+    the current rack while that has room and its shape has the same rack size, else in
+    a new one."""
+    rack, filled, size = -1, 0, 0
+    for s in shapes:
+        if s.rack:
+            continue
+        want = rack_size_of(s, rack_size)
+        if rack < 0 or filled >= size or want != size:
+            rack, filled, size = rack + 1, 0, want
+        locate(s, rack, filled)
+        filled += 1
 
 
 def default_shapes(n_gpu_nodes: int, n_cpu_nodes: int = 0) -> list[NodeShape]:
@@ -87,10 +150,7 @@ def expand(groups: list[NodeShape], numbered: bool = False) -> list[NodeShape]:
         width = max(4, len(str(g.count - 1)))
         for i in range(g.count):
             out.append(replace(g, name=f"{g.name}-{i:0{width}d}", count=1))
-    for i, s in enumerate(out):
-        rack = i // NODES_PER_RACK
-        s.rack = s.rack or f"rack-{rack:04d}"
-        s.zone = s.zone or ZONES[rack % len(ZONES)]
+    lay_out(out)
     return out
 
 
@@ -128,7 +188,7 @@ def load_shapes(spec: str, base: Path | None = None) -> list[NodeShape]:
     if k > 1:
         nodes = [replace(n, name=f"{n.name}-r{c}") for c in range(k) for n in nodes]
     for n in nodes:
-        n.rack = n.zone = ""
+        n.rack = n.zone = n.block = n.clique = ""
     return expand(nodes)
 
 
@@ -201,11 +261,24 @@ def _read_yaml(path: Path) -> list[NodeShape]:
                 labels={str(k): str(v) for k, v in (item.get("labels") or {}).items()},
                 taints=list(item.get("taints") or []),
                 count=count,
+                nvlink_gpus=_GPUS.check(item.get("nvlinkDomain", 0)),
+                rack_size=_GPUS.check(item.get("rackSize", 0)),
             )
         except (TypeError, ValueError, QuantityError) as exc:
             raise ShapeError(f"{where}: {exc}") from exc
         if count < 1 or gpus < 0:
             raise ShapeError(f"{where}: count must be >= 1 and gpus >= 0")
+        d = shape.nvlink_gpus
+        if d and (not gpus or d % gpus):
+            raise ShapeError(
+                f"{where}: nvlinkDomain {d} is not a whole number of nodes of {gpus} GPUs"
+            )
+        per = shape.nodes_per_clique()
+        if per and shape.rack_size and shape.rack_size % per:
+            raise ShapeError(
+                f"{where}: rackSize {shape.rack_size} is not a whole number of NVLink "
+                f"domains of {per} nodes"
+            )
         if shape.pool not in ("gpu", "cpu"):
             raise ShapeError(f"{where}: pool must be gpu or cpu, not {shape.pool!r}")
         if count > 1:

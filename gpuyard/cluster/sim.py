@@ -46,7 +46,7 @@ import orjson
 from gpuyard import names
 from gpuyard.apiserver.schemas import KUBERNETES_VERSION
 from gpuyard.cluster.admission import Refusal, admit, pod_ports
-from gpuyard.cluster.shapes import NODES_PER_RACK, ZONES, NodeShape
+from gpuyard.cluster.shapes import NODES_PER_RACK, NodeShape, locate, rack_size_of
 from gpuyard.cluster.simhost import SimHost
 from gpuyard.kube import objects as o
 from gpuyard.kube.errors import ApiError, Conflict, NotFound
@@ -116,8 +116,7 @@ def node_object(n: SimNode, cfg: SimConfig) -> dict[str, Any]:
         "kubernetes.io/os": "linux",
         "kubernetes.io/arch": "amd64",
         names.LABEL_POOL: s.pool,
-        names.LABEL_RACK: s.rack,
-        names.LABEL_ZONE: s.zone,
+        **s.topology_labels(),
         SIM_LABEL: "true",
         **cfg.register_labels,
         **s.labels,
@@ -413,9 +412,8 @@ class SimCluster:
         index = self._next_index
         self._next_index += 1
         if not shape.rack:
-            rack = index // self.cfg.rack_size
-            shape.rack = f"rack-{rack:04d}"
-            shape.zone = shape.zone or ZONES[rack % len(ZONES)]
+            size = rack_size_of(shape, self.cfg.rack_size)
+            locate(shape, index // size, index % size)
         shape.taints = [*shape.taints, *(taints or [])]
         shape.labels = {**shape.labels, **(labels or {})}
         alloc = {

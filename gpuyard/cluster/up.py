@@ -28,7 +28,7 @@ from gpuyard.cluster import components, identities
 from gpuyard.cluster.autoscaler import Autoscaler, AutoscalerConfig, parse_groups
 from gpuyard.cluster.faults import FaultApplier
 from gpuyard.cluster.lifecycle import NodeLifecycle
-from gpuyard.cluster.shapes import NODES_PER_RACK, ZONES, NodeShape, default_shapes, load_shapes
+from gpuyard.cluster.shapes import NODES_PER_RACK, NodeShape, default_shapes, lay_out, load_shapes
 from gpuyard.cluster.sim import SimCluster, SimConfig
 from gpuyard.cluster.taints import TaintManager
 from gpuyard.kube.errors import AlreadyExists
@@ -72,9 +72,9 @@ def build_shapes(opts: UpOptions) -> list[NodeShape]:
             shapes += default_shapes(0, opts.cpu_nodes)
         return shapes
     shapes = default_shapes(opts.nodes, opts.cpu_nodes)
-    for i, s in enumerate(shapes):
-        rack = i // opts.rack_size
-        s.rack, s.zone = f"rack-{rack:04d}", ZONES[rack % len(ZONES)]
+    for s in shapes:
+        s.rack = ""
+    lay_out(shapes, opts.rack_size)
     return shapes
 
 

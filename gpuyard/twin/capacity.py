@@ -77,8 +77,7 @@ def load_teams(path: str | Path) -> list[assign.TeamSpec]:
 
 def shape_labels(s: NodeShape) -> dict[str, str]:
     labels = {
-        names.LABEL_RACK: s.rack,
-        names.LABEL_ZONE: s.zone,
+        **s.topology_labels(),
         names.LABEL_POOL: s.pool,
         names.LABEL_HOSTNAME: s.name,
         **s.labels,

@@ -69,3 +69,55 @@ def test_simhost_faults_and_clear(tmp_path: Path) -> None:
     h.clear()
     assert h.gpus()[0]["perf_factor"] == 1.0 and h.read("net.json")["partitioned"] is False
     assert line in h.kern_log.read_text()  # the log is history: kept
+
+
+def test_topology_nests_racks_in_blocks_in_zones_and_cliques_in_racks() -> None:
+    shapes = load_shapes(str(Path(__file__).resolve().parents[2] / "examples/gb200-nvl72.yaml"))
+    gb = [s for s in shapes if s.gpu_product == "NVIDIA-GB200"]
+    # NVL72: 18 trays of 4 GPUs make one rack and one NVLink clique
+    by_clique: dict[str, list[str]] = {}
+    for s in gb:
+        by_clique.setdefault(s.clique, []).append(s.rack)
+    assert len(by_clique) == 4 and all(
+        len(r) == 18 and len(set(r)) == 1 for r in by_clique.values()
+    )
+    assert all(c.endswith(".0") and len(c.split(".")[0]) == 36 for c in by_clique)
+    h100 = [s for s in shapes if s.gpu_product.startswith("NVIDIA-H100")]
+    assert all(not s.clique for s in h100) and {s.rack for s in h100}.isdisjoint(
+        {s.rack for s in gb}
+    )
+    labels = gb[0].topology_labels()
+    assert labels["nvidia.com/gpu.clique"] == gb[0].clique
+    assert labels["gpuyard.io/block"] == "zone-a-block-00"
+    # every rack sits in one block and every block in one zone
+    big = default_shapes(7500)
+    block_of: dict[str, set[str]] = {}
+    zone_of: dict[str, set[str]] = {}
+    for s in big:
+        block_of.setdefault(s.rack, set()).add(s.block)
+        zone_of.setdefault(s.block, set()).add(s.zone)
+        assert s.block.startswith(s.zone)
+    assert all(len(b) == 1 for b in block_of.values()) and all(
+        len(z) == 1 for z in zone_of.values()
+    )
+    assert len(zone_of) == 30 and len(block_of) == 235
+
+
+def test_nvlink_domain_must_be_whole_nodes(tmp_path: Path) -> None:
+    bad = tmp_path / "shapes.yaml"
+    bad.write_text("nodes:\n  - name: gb\n    count: 4\n    gpus: 4\n    nvlinkDomain: 18\n")
+    with pytest.raises(ShapeError, match=r"shapes.yaml:2: nvlinkDomain 18 is not a whole number"):
+        load_shapes(str(bad))
+    bad.write_text(
+        "nodes:\n  - name: gb\n    count: 4\n    gpus: 2\n    nvlinkDomain: 18\n    rackSize: 12\n"
+    )
+    with pytest.raises(
+        ShapeError, match="rackSize 12 is not a whole number of NVLink domains of 9"
+    ):
+        load_shapes(str(bad))
+    ok = tmp_path / "ok.yaml"
+    ok.write_text(
+        "nodes:\n  - name: gb\n    count: 36\n    gpus: 2\n    nvlinkDomain: 18\n    rackSize: 18\n"
+    )
+    shapes = load_shapes(str(ok))
+    assert len({s.clique for s in shapes}) == 4 and len({s.rack for s in shapes}) == 2
