@@ -1,0 +1,193 @@
+"""batch/v1 Job failure handling on `gpuyard up`: podFailurePolicy (FailJob on an exit
+code, Ignore for a pod evicted through the Eviction API), activeDeadlineSeconds,
+ttlSecondsAfterFinished and backoffLimitPerIndex, seen through kubectl and the official
+Python client; and the policy's rule matching on pods as a kubelet reports them."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from kubernetes import client as k8s
+from kubernetes import config as k8sconfig
+
+from gpuyard.cluster.testing import ClusterProcess, wait_for
+from gpuyard.cluster.workloads.podfailure import judge
+
+
+def job_body(name: str, ann: dict[str, str], **spec: Any) -> dict[str, Any]:
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {"name": name},
+        "spec": {
+            **spec,
+            "template": {
+                "metadata": {"annotations": ann},
+                "spec": {
+                    "restartPolicy": "Never",
+                    "containers": [{"name": "main", "image": "busybox"}],
+                },
+            },
+        },
+    }
+
+
+def get_job(c: ClusterProcess, name: str) -> dict[str, Any]:
+    return json.loads(c.kubectl("get", "job", name, "-o", "json").stdout)  # type: ignore[no-any-return]
+
+
+def job_pods(c: ClusterProcess, name: str) -> list[dict[str, Any]]:
+    out = c.kubectl("get", "pods", "-l", f"job-name={name}", "-o", "json").stdout
+    return json.loads(out)["items"]  # type: ignore[no-any-return]
+
+
+def condition(job: dict[str, Any], ctype: str) -> dict[str, Any]:
+    return next(c for c in job["status"]["conditions"] if c["type"] == ctype)
+
+
+def wait_job(c: ClusterProcess, name: str, cond: str) -> dict[str, Any]:
+    c.kubectl("wait", f"--for=condition={cond}", f"job/{name}", "--timeout=60s", timeout=90)
+    return get_job(c, name)
+
+
+def test_fail_job_rule_on_exit_code_fails_at_once(cluster: ClusterProcess) -> None:
+    policy = {
+        "rules": [
+            {"action": "FailJob", "onExitCodes": {"operator": "In", "values": [42]}},
+        ]
+    }
+    body = job_body(
+        "exit42",
+        {"gpuyard.io/sim-duration": "0.3", "gpuyard.io/sim-exit-code": "42"},
+        backoffLimit=5,
+        podFailurePolicy=policy,
+    )
+    cluster.kubectl("create", "-f", "-", input=json.dumps(body))
+    job = wait_job(cluster, "exit42", "failed")
+    failed = condition(job, "Failed")
+    assert failed["reason"] == "PodFailurePolicy"
+    (pod,) = job_pods(cluster, "exit42")  # no retry, although backoffLimit is 5
+    assert failed["message"] == (
+        f"Container main for pod default/{pod['metadata']['name']} failed with exit code 42 "
+        "matching FailJob rule at index 0"
+    )
+    assert job["status"]["failed"] == 1
+    assert condition(job, "FailureTarget")["reason"] == "PodFailurePolicy"
+
+
+def test_evicted_pod_is_ignored_by_its_rule_and_replaced(cluster: ClusterProcess) -> None:
+    policy = {
+        "rules": [
+            {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget"}]},
+            {"action": "FailJob", "onExitCodes": {"operator": "NotIn", "values": [0]}},
+        ]
+    }
+    body = job_body("train", {"gpuyard.io/sim-duration": "4"}, podFailurePolicy=policy)
+    cluster.kubectl("create", "-f", "-", input=json.dumps(body))
+
+    def running() -> list[dict[str, Any]]:
+        return [p for p in job_pods(cluster, "train") if p["status"].get("phase") == "Running"]
+
+    (first,) = wait_for(running, what="the job's pod to run")
+    api = k8s.CoreV1Api(k8sconfig.new_client_from_config(config_file=cluster.kubeconfig))
+    name = first["metadata"]["name"]
+    api.create_namespaced_pod_eviction(
+        name,
+        "default",
+        k8s.V1Eviction(metadata=k8s.V1ObjectMeta(name=name, namespace="default")),
+    )
+    job = wait_job(cluster, "train", "complete")
+    assert job["status"]["succeeded"] == 1
+    assert job["status"].get("failed", 0) == 0  # the eviction did not count
+    names = {p["metadata"]["name"] for p in job_pods(cluster, "train")}
+    assert name not in names and len(names) == 1  # a replacement ran to the end
+
+
+def test_active_deadline_fails_the_job_and_stops_its_pods(cluster: ClusterProcess) -> None:
+    body = job_body(
+        "slow", {"gpuyard.io/sim-duration": "60"}, activeDeadlineSeconds=2, parallelism=2
+    )
+    body["spec"]["completions"] = 2
+    cluster.kubectl("create", "-f", "-", input=json.dumps(body))
+    job = wait_job(cluster, "slow", "failed")
+    failed = condition(job, "Failed")
+    assert failed["reason"] == "DeadlineExceeded"
+    assert failed["message"] == "Job was active longer than specified deadline"
+    assert job["status"].get("active", 0) == 0
+    wait_for(lambda: job_pods(cluster, "slow") == [], what="the job's pods to be deleted")
+
+
+def test_ttl_after_finished_deletes_the_job_and_its_pods(cluster: ClusterProcess) -> None:
+    batch = k8s.BatchV1Api(k8sconfig.new_client_from_config(config_file=cluster.kubeconfig))
+    body = job_body("brief", {"gpuyard.io/sim-duration": "0.3"}, ttlSecondsAfterFinished=2)
+    batch.create_namespaced_job("default", body)
+    job = wait_job(cluster, "brief", "complete")
+    assert job["metadata"]["name"] == "brief"
+    assert len(job_pods(cluster, "brief")) == 1  # kept until the TTL runs out
+
+    def gone() -> bool:
+        return cluster.kubectl("get", "job", "brief", check=False).returncode != 0
+
+    wait_for(gone, timeout=20, what="the finished job to be deleted")
+    wait_for(lambda: job_pods(cluster, "brief") == [], what="its pods to go with it")
+
+
+def test_backoff_limit_per_index_gives_up_failing_indexes(cluster: ClusterProcess) -> None:
+    body = job_body(
+        "perindex",
+        {"gpuyard.io/sim-duration": "0.3", "gpuyard.io/sim-exit-code": "1"},
+        completions=3,
+        parallelism=3,
+        completionMode="Indexed",
+        backoffLimitPerIndex=1,
+    )
+    cluster.kubectl("create", "-f", "-", input=json.dumps(body))
+    job = wait_job(cluster, "perindex", "failed")
+    assert condition(job, "Failed")["reason"] == "FailedIndexes"
+    st = job["status"]
+    assert st["failedIndexes"] == "0-2" and st["failed"] == 6
+    tries: dict[str, list[str]] = {}
+    for p in job_pods(cluster, "perindex"):
+        ann = p["metadata"]["annotations"]
+        i = ann["batch.kubernetes.io/job-completion-index"]
+        tries.setdefault(i, []).append(ann["batch.kubernetes.io/job-index-failure-count"])
+    assert {i: sorted(v) for i, v in tries.items()} == {i: ["0", "1"] for i in "012"}
+
+
+def _failed_pod(codes: dict[str, int], conds: list[dict[str, str]] | None = None) -> dict[str, Any]:
+    return {
+        "metadata": {"name": "p", "namespace": "ns"},
+        "status": {
+            "phase": "Failed",
+            "conditions": conds or [],
+            "containerStatuses": [
+                {"name": n, "state": {"terminated": {"exitCode": c}}} for n, c in codes.items()
+            ],
+        },
+    }
+
+
+def test_rules_match_in_order_by_exit_code_container_and_condition() -> None:
+    policy = {
+        "rules": [
+            {
+                "action": "FailJob",
+                "onExitCodes": {"containerName": "main", "operator": "In", "values": [3]},
+            },
+            {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget"}]},
+            {"action": "Count", "onExitCodes": {"operator": "NotIn", "values": [1, 2]}},
+        ]
+    }
+    assert judge(_failed_pod({"main": 3}), policy).action == "FailJob"
+    # the exit code on another container does not match a rule naming "main"
+    assert judge(_failed_pod({"side": 3}), policy).action == "Count"
+    evicted = _failed_pod({"main": 1}, [{"type": "DisruptionTarget", "status": "True"}])
+    v = judge(evicted, policy)
+    assert v.action == "Ignore"
+    assert v.message == "Pod ns/p has condition DisruptionTarget matching Ignore rule at index 1"
+    # exit code 0 never matches, not even NotIn: a pod failing on another container's 1 counts
+    assert judge(_failed_pod({"main": 0, "side": 1}), policy).action == "Count"
+    false_cond = _failed_pod({"main": 1}, [{"type": "DisruptionTarget", "status": "False"}])
+    assert judge(false_cond, policy).action == "Count"
+    assert judge(_failed_pod({"main": 9}), None).action == "Count"
