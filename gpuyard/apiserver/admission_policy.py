@@ -25,9 +25,12 @@ matching webhooks are called at once, and any refusal refuses the request.
 from __future__ import annotations
 
 import asyncio
+import re
 from typing import Any
 
-from gpuyard.apiserver import webhooks
+import orjson
+
+from gpuyard.apiserver import celauthz, requestctx, webhooks
 from gpuyard.apiserver.celexpr import CELError, Program, compile_expr, run
 from gpuyard.apiserver.errors import APIError, invalid
 from gpuyard.apiserver.resources import Registry, Resource
@@ -141,6 +144,45 @@ def policy_causes(policy: dict[str, Any]) -> list[dict[str, str]]:
                         "field": f"spec.validations[{i}].reason",
                     }
                 )
+    seen: set[str] = set()
+    for i, item in enumerate(spec.get("auditAnnotations") or []):
+        if not isinstance(item, dict):
+            continue
+        akey = item.get("key")
+        where = f"spec.auditAnnotations[{i}].key"
+        if not isinstance(akey, str) or not akey:
+            out.append(
+                {"reason": "FieldValueRequired", "message": "Required value", "field": where}
+            )
+        elif akey in seen:
+            out.append(
+                {
+                    "reason": "FieldValueDuplicate",
+                    "message": f"Duplicate value: {_q(akey)}",
+                    "field": where,
+                }
+            )
+        elif len(akey) > 63:
+            out.append(
+                {
+                    "reason": "FieldValueTooLong",
+                    "message": "Too long: may not be more than 63 bytes",
+                    "field": where,
+                }
+            )
+        elif not _QUALIFIED_NAME.match(akey):
+            out.append(
+                {
+                    "reason": "FieldValueInvalid",
+                    "message": f"Invalid value: {_q(akey)}: name part must consist of "
+                    "alphanumeric characters, '-', '_' or '.', and must start and end with an "
+                    "alphanumeric character (e.g. 'MyName',  or 'my.name',  or '123-abc', "
+                    "regex used for validation is '([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]')",
+                    "field": where,
+                }
+            )
+        else:
+            seen.add(akey)
     fp = spec.get("failurePolicy")
     if fp is not None and fp not in ("Fail", "Ignore"):
         out.append(
@@ -213,6 +255,9 @@ def binding_causes(binding: dict[str, Any]) -> list[dict[str, str]]:
                 }
             )
     return out
+
+
+_QUALIFIED_NAME = re.compile(r"^([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]$")
 
 
 def _q(s: str) -> str:
@@ -354,6 +399,11 @@ class _Compiled:
                     str(val.get("reason") or "Invalid"),
                 )
             )
+        self.audit = [
+            (str(a.get("key") or ""), compile_expr(str(a.get("valueExpression") or "")))
+            for a in spec.get("auditAnnotations") or []
+            if isinstance(a, dict)
+        ]
         self.combined = None
         if len(self.validations) > 1:
             try:
@@ -368,6 +418,7 @@ class _Compiled:
             *(p for _, p in self.variables),
             *(v[1] for v in self.validations),
             *(v[3] for v in self.validations if v[3] is not None),
+            *(p for _, p in self.audit),
         ):
             reads |= prog.variables
         self.reads = frozenset(n for n in _VARIABLES if n in reads)
@@ -400,8 +451,11 @@ def _without_managed_fields(obj: dict[str, Any] | None) -> dict[str, Any] | None
     return {**obj, "metadata": {k: v for k, v in md.items() if k != "managedFields"}}
 
 
-def _evaluate(c: _Compiled, variables: dict[str, Any]) -> list[tuple[str, str]]:
-    """(message, reason) of each failed validation; _Refusal for an evaluation error."""
+def _evaluate(
+    c: _Compiled, variables: dict[str, Any], audit: dict[str, str] | None = None
+) -> list[tuple[str, str, int]]:
+    """(message, reason, index) of each failed validation, the values of the policy's
+    auditAnnotations added to `audit` by key; _Refusal for an evaluation error."""
     for name, prog in c.conditions:
         try:
             if run(prog, variables) is not True:
@@ -431,7 +485,9 @@ def _evaluate(c: _Compiled, variables: dict[str, Any]) -> list[tuple[str, str]]:
             except CELError as exc:
                 raise _Refusal(f"expression '{expr}' resulted in error: {exc}") from None
     failed = []
-    for (expr, _, message, mprog, reason), ok in zip(c.validations, results, strict=True):
+    for i, ((expr, _, message, mprog, reason), ok) in enumerate(
+        zip(c.validations, results, strict=True)
+    ):
         if ok is True:
             continue
         msg = message or f"failed expression: {expr}"
@@ -442,7 +498,21 @@ def _evaluate(c: _Compiled, variables: dict[str, Any]) -> list[tuple[str, str]]:
                     msg = m
             except CELError:
                 pass
-        failed.append((msg, reason))
+        failed.append((msg, reason, i))
+    if audit is not None:
+        for key, prog in c.audit:
+            try:
+                v = run(prog, variables)
+            except CELError as exc:
+                raise _Refusal(f"failed to evaluate auditAnnotation {key!r}: {exc}") from None
+            if v is None:
+                continue  # null: no annotation
+            if not isinstance(v, str):
+                raise _Refusal(
+                    f"auditAnnotation {key!r}: valueExpression must evaluate to a string or "
+                    f"null, got {type(v).__name__}"
+                )
+            audit[key] = v[:_AUDIT_VALUE_MAX]
     return failed
 
 
@@ -517,7 +587,7 @@ def _policies(
         try:
             compiled = _compiled(pe.name, pe.rv, policy)
             params = _params(store, registry, policy, binding, ns)
-            failed: list[tuple[str, str]] = []
+            failed: list[tuple[str, str, int]] = []
             reads = compiled.reads
             base: dict[str, Any] = {}
             if "object" in reads:
@@ -531,23 +601,56 @@ def _policies(
             if "namespaceObject" in reads:
                 base["namespaceObject"] = _without_managed_fields(ns_obj)
             if "authorizer" in reads:
-                base["authorizer"] = None
+                base["authorizer"] = celauthz.value(
+                    requestctx.user(),
+                    {
+                        "group": res.group,
+                        "resource": res.plural,
+                        "subresource": attrs.sub_resource,
+                        "namespace": attrs.namespace,
+                        "name": attrs.name,
+                    },
+                )
+            annotations: dict[str, str] = {}
             for p in params or ():
                 variables = dict(base)
                 if "params" in reads:
                     variables["params"] = _without_managed_fields(p)
-                failed += _evaluate(compiled, variables)
+                failed += _evaluate(compiled, variables, annotations)
+            for key, v in annotations.items():
+                requestctx.annotate_audit(f"{pe.name}/{key}", v)
         except _Refusal as exc:
             if pspec.get("failurePolicy", "Fail") == "Ignore":
                 continue
-            failed = [(exc.message, "Invalid")]
-        for msg, reason in failed:
+            failed = [(exc.message, "Invalid", -1)]
+        for msg, reason, index in failed:
             text = f"{who} denied request: {msg}"
+            if "Audit" in actions:
+                _audit_failure(pe.name, be.name, msg, index, actions)
             if "Warn" in actions:
                 warnings.append(f"Validation failed for {who}: {msg}")
             if "Deny" in actions:
                 raise _denied(res, attrs.name, text, reason)
     return warnings
+
+
+_AUDIT_VALUE_MAX = 10 * 1024
+VALIDATION_FAILURE = "validation.policy.admission.k8s.io/validation_failure"
+
+
+def _audit_failure(policy: str, binding: str, msg: str, index: int, actions: list[str]) -> None:
+    """A failed validation of a binding with the Audit action, in the request's audit
+    event as kube-apiserver writes it: one annotation holding a JSON list of failures."""
+    acc = requestctx.AUDIT_ANNOTATIONS.get()
+    if acc is None:
+        return
+    items = orjson.loads(acc[VALIDATION_FAILURE]) if VALIDATION_FAILURE in acc else []
+    item: dict[str, Any] = {"message": msg, "policy": policy, "binding": binding}
+    if index >= 0:
+        item["expressionIndex"] = index
+    item["validationActions"] = list(actions)
+    items.append(item)
+    acc[VALIDATION_FAILURE] = orjson.dumps(items).decode()
 
 
 def _denied(res: Resource, name: str, message: str, reason: str) -> APIError:

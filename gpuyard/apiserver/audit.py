@@ -316,6 +316,7 @@ def event(
     message: str = "",
     request_object: Any = None,
     response_object: Any = None,
+    annotations: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     ev: dict[str, Any] = {
         "kind": "Event",
@@ -357,11 +358,13 @@ def event(
     t = now()
     ev["requestReceivedTimestamp"] = _ts(received)
     ev["stageTimestamp"] = _ts(t)
-    if decision is not None:
-        ev["annotations"] = {
-            "authorization.k8s.io/decision": decision[0],
-            "authorization.k8s.io/reason": decision[1],
-        }
+    if decision is not None or annotations:
+        ev["annotations"] = {}
+        if decision is not None:
+            ev["annotations"]["authorization.k8s.io/decision"] = decision[0]
+            ev["annotations"]["authorization.k8s.io/reason"] = decision[1]
+        if annotations:
+            ev["annotations"].update(annotations)  # admission's (policies' auditAnnotations)
     return ev
 
 

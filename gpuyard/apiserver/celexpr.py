@@ -13,7 +13,8 @@ sets, math and base64 libraries that Kubernetes enables too.
 Added here from the Kubernetes CEL library: quantities (`quantity`, `isQuantity`, and on
 a quantity `isGreaterThan`, `isLessThan`, `compareTo`, `add`, `sub`, `asInteger`,
 `asApproximateFloat`, `isInteger`, `sign`), `isSorted`, regex `find` and `findAll`,
-`indexOf`/`lastIndexOf` on lists, and `isURL`. A quantity is carried as its value in
+`indexOf`/`lastIndexOf` on lists, `isURL`, and the authorizer library of admission
+policies (celauthz). A quantity is carried as its value in
 base units (a double), so `quantity('1Gi') == quantity('1024Mi')` holds.
 
 Programs are cached by their source text; a program is evaluated with `run(program,
@@ -212,9 +213,12 @@ def _engine() -> tuple[Any, dict[str, Any]]:
         import cel as engine
         from cel import stdlib
 
+        from gpuyard.apiserver import celauthz
+
         strings = dict(stdlib.STDLIB_FUNCTIONS)
         table = {
             **strings,
+            **celauthz.FUNCTIONS,
             **_K8S_FUNCTIONS,
             "indexOf": _index_of,
             "lastIndexOf": _last_index_of,

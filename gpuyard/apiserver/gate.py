@@ -15,7 +15,7 @@ from typing import Any
 
 import orjson
 
-from gpuyard.apiserver import attributes, audit, nodeauth, paths, reviews
+from gpuyard.apiserver import attributes, audit, nodeauth, paths, requestctx, reviews
 from gpuyard.apiserver.access import Access
 from gpuyard.apiserver.attributes import Attributes
 from gpuyard.apiserver.authn import ANONYMOUS_USER, LOOPBACK_USER, AuthError, UserInfo
@@ -61,6 +61,7 @@ class Gate:
         requester = user
         acting: UserInfo | None = None
         decision: tuple[str, str] | None = None
+        annotations: dict[str, str] = {}  # what admission adds to the audit event
         try:
             if requester is None:
                 auth = _header(headers, "Authorization")
@@ -87,7 +88,17 @@ class Gate:
             ):
                 resp = self._review(effective, method, raw_path, a, body, headers)
             else:
-                resp = await inner(method, path, query, headers, body)
+                tokens = (
+                    requestctx.USER.set(effective),
+                    requestctx.AUTHORIZE.set(self._authorize),
+                    requestctx.AUDIT_ANNOTATIONS.set(annotations),
+                )
+                try:
+                    resp = await inner(method, path, query, headers, body)
+                finally:
+                    requestctx.USER.reset(tokens[0])
+                    requestctx.AUTHORIZE.reset(tokens[1])
+                    requestctx.AUDIT_ANNOTATIONS.reset(tokens[2])
         except AuthError as exc:
             resp = unauthorized()
             requester = requester or ANONYMOUS_USER
@@ -110,8 +121,12 @@ class Gate:
                 source_ip,
                 resp,
                 decision,
+                annotations,
             )
         return resp
+
+    def _authorize(self, user: UserInfo, a: Attributes) -> tuple[bool, str]:
+        return self.access.authorize(user, a)
 
     # ------------------------------------------------------------------ pieces
 
@@ -195,6 +210,7 @@ class Gate:
         source_ip: str,
         resp: Response,
         decision: tuple[str, str] | None,
+        annotations: dict[str, str] | None = None,
     ) -> None:
         assert self.audit is not None
         who = requester or ANONYMOUS_USER
@@ -244,6 +260,7 @@ class Gate:
                 message,
                 req_obj,
                 resp_obj,
+                annotations,
             )
         )
 

@@ -28,6 +28,7 @@ from gpuyard.apiserver import (
     paths,
     protobuf,
     readviews,
+    requestctx,
     scale,
     schemas,
     simkubelet,
@@ -85,7 +86,6 @@ WEBHOOKS: CollKey = ("admissionregistration.k8s.io", "mutatingwebhookconfigurati
 PDBS: CollKey = ("policy", "poddisruptionbudgets")
 PRIORITY: CollKey = ("scheduling.k8s.io", "priorityclasses")
 DEFAULT_NAMESPACES = ("default", "kube-system", "kube-public", "kube-node-lease")
-_ADMIN_USER = {"username": "gpuyard", "groups": ["system:masters"]}
 PDB_MESSAGE = "Cannot evict pod as it would violate the pod's disruption budget."
 
 
@@ -912,7 +912,7 @@ class Core:
                 res.kind, md.get("name") or md.get("generateName") or "", causes, res.group
             )
         ws = await admission_policy.validate(
-            self.store, self.registry, res, op, obj, old, dry, _ADMIN_USER
+            self.store, self.registry, res, op, obj, old, dry, requestctx.user_info()
         )
         if ws:
             acc = _WARNINGS.get()
@@ -957,7 +957,7 @@ class Core:
             resource=res,
             name=md.get("name") or "",
             namespace=md.get("namespace") or "",
-            user_info=_ADMIN_USER,
+            user_info=requestctx.user_info(),
             dry_run=dry,
             namespace_labels=((ns_obj or {}).get("metadata") or {}).get("labels") or {},
             namespace_object=ns_obj,
@@ -1355,7 +1355,7 @@ class Core:
     ) -> Response:
         e = self._entry(res, ns, name, latest=True)
         ws = await admission_policy.validate(
-            self.store, self.registry, res, "DELETE", None, e.obj(), dry, _ADMIN_USER
+            self.store, self.registry, res, "DELETE", None, e.obj(), dry, requestctx.user_info()
         )
         acc = _WARNINGS.get()
         if ws and acc is not None:
