@@ -18,17 +18,19 @@ $(VENV)/.installed-demo: pyproject.toml | $(BIN)/python
 
 install: $(VENV)/.installed-demo
 
-# The kernel tests of gpuyard/network need nftables, iproute2 (ip, tc) and iperf3: installed
-# from Debian when missing and this is root (CI); skipped otherwise (those tests then skip).
-NET_TOOLS := nft ip tc iperf3
+# The kernel tests of gpuyard/network need nftables, iproute2 (ip, tc) and iperf3, and the
+# dashboard's browser tests Debian's chromium (playwright drives it and downloads no
+# browser): installed from Debian when missing and this is root (CI); skipped otherwise
+# (those tests then skip).
+NET_TOOLS := nft ip tc iperf3 chromium
 install-test: $(BIN)/python
 	$(BIN)/pip install -q -e '.[test]'
 	@missing=""; for t in $(NET_TOOLS); do command -v $$t >/dev/null 2>&1 || missing=1; done; \
 	if [ -n "$$missing" ] && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
-			--no-install-recommends nftables iproute2 iperf3; \
+			--no-install-recommends nftables iproute2 iperf3 chromium; \
 	elif [ -n "$$missing" ]; then \
-		echo "note: $(NET_TOOLS) not all present and not root: kernel network tests will skip"; \
+		echo "note: $(NET_TOOLS) not all present and not root: kernel network and browser tests will skip"; \
 	fi
 
 demo: install

@@ -49,6 +49,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "netd": ("gpuyard.network.cli", "node network agent: per-pod traffic accounting and shaping"),
     "network": ("gpuyard.network.top", "traffic per pod, namespace or team (network top)"),
     "teams-webhook": ("gpuyard.teams.webhook_cmd", "serve the team admission webhook on a cluster"),
+    "dashboard": ("gpuyard.dashboard.cli", "serve the live web dashboard of a cluster"),
 }
 
 

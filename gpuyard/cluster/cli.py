@@ -84,6 +84,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=0,
         help="serve every component's Prometheus metrics on this port (default: a free one)",
     )
+    parser.add_argument(
+        "--dashboard-port",
+        type=Int(-1, 65535, "0: a free port, -1: no dashboard"),
+        default=0,
+        help="serve the live web dashboard on this port (default: a free one; -1: none)",
+    )
     parser.add_argument("-v", "--verbose", action="store_true", help="log at debug level")
     flow.add_arguments(parser)
 
@@ -121,6 +127,7 @@ async def _main(args: argparse.Namespace) -> int:
         options=options,
         flow=flow.limits_from_args(args),
         metrics_port=args.metrics_port,
+        dashboard_port=None if args.dashboard_port < 0 else args.dashboard_port,
     )
     cluster = EmbeddedCluster(opts)
     stop = asyncio.Event()
@@ -144,6 +151,9 @@ async def _main(args: argparse.Namespace) -> int:
     print(f"components: {', '.join(cluster.started) or 'none'}", flush=True)
     if cluster.metrics_url:
         print(f"metrics of every component: {cluster.metrics_url}", flush=True)
+    if cluster.dashboard_url:
+        token = getattr(cluster.server, "token", "")
+        print(f"dashboard (signs you in): {cluster.dashboard_url}#token={token}", flush=True)
     if cluster.missing:
         print(f"not available: {', '.join(cluster.missing)}", flush=True)
     print("use it from another terminal:", flush=True)

@@ -63,6 +63,8 @@ class UpOptions:
     # every component's Prometheus metrics on one address (host:metrics_port/metrics);
     # 0: a free port, None: not served
     metrics_port: int | None = 0
+    # the live web dashboard (host:dashboard_port); 0: a free port, None: not served
+    dashboard_port: int | None = 0
 
 
 def build_shapes(opts: UpOptions) -> list[NodeShape]:
@@ -167,6 +169,8 @@ class EmbeddedCluster:
         self.url = ""
         self.metrics_url = ""
         self._metrics_server: Any = None
+        self.dashboard_url = ""
+        self._dashboard: Any = None
 
     @property
     def kubeconfig(self) -> str:
@@ -252,7 +256,23 @@ class EmbeddedCluster:
         self.faults = FaultApplier(self.client, self.sim)
         await self.faults.start()
         await self.start_components()
+        if self.opts.dashboard_port is not None:
+            await self.start_dashboard(self.opts.dashboard_port)
         self.write_state()
+
+    async def start_dashboard(self, port: int) -> None:
+        """The web dashboard on the process's shared watches; browsers sign in with the
+        admin token (the banner's link carries it) or any token the API server knows."""
+        from gpuyard.dashboard.auth import Authority
+        from gpuyard.dashboard.hub import Hub
+        from gpuyard.dashboard.network import NetworkRates
+        from gpuyard.dashboard.server import Dashboard
+
+        net = NetworkRates([self.metrics_url]) if self.metrics_url else None
+        hub = Hub(self.client, self.informers, network=net)
+        await hub.start()
+        self._dashboard = Dashboard(hub, Authority(self.client), self.opts.host, port)
+        self.dashboard_url = await self._dashboard.start()
 
     def _kubelet_client(self, node: str) -> Any:
         """A simulated node's kubelet acts as system:node:NAME, in group system:nodes,
@@ -320,6 +340,7 @@ class EmbeddedCluster:
         state = {
             "url": self.url,
             "metrics": self.metrics_url,
+            "dashboard": self.dashboard_url,
             "pid": os.getpid(),
             "kubeconfig": self.kubeconfig,
             "nodes": len(self.sim.nodes) if self.sim else 0,
@@ -344,6 +365,10 @@ class EmbeddedCluster:
 
     async def stop(self) -> None:
         self.stop_event.set()
+        if self._dashboard is not None:
+            await self._dashboard.stop()
+            await self._dashboard.hub.stop()
+            self._dashboard = None
         for t in self._tasks:
             t.cancel()
         for t in self._tasks:

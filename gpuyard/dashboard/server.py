@@ -1,0 +1,253 @@
+"""The dashboard's HTTP server (aiohttp): the page and its modules, a JSON snapshot,
+the live stream of changes as server-sent events, and one node's details.
+
+    GET  /                    the page (static; it holds no cluster data)
+    GET  /static/NAME         its modules and style sheet
+    POST /api/session         Authorization: Bearer TOKEN -> a session cookie
+    DELETE /api/session       sign out
+    GET  /api/whoami          who the credential names
+    GET  /api/snapshot        every row (nodes, jobs, teams, events, brake, network)
+    GET  /api/events          text/event-stream: `snapshot`, then `delta` batches
+    GET  /api/nodes/NAME      a node's conditions, taints and pods
+    GET  /healthz             ok
+
+Every /api path except POST /api/session takes the bearer token or the session cookie
+and asks `gpuyard.dashboard.auth` whether it may look; it is read-only. A stream sends a
+comment every `keepalive_s` and re-checks its credential then, so a revoked token's
+stream ends too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+from gpuyard.dashboard.auth import Authority, Verdict
+from gpuyard.dashboard.hub import Hub
+
+log = logging.getLogger(__name__)
+
+COOKIE = "gpuyard-dashboard"
+STATIC = Path(str(resources.files("gpuyard.dashboard") / "static"))
+CONTENT_TYPES = {
+    ".html": "text/html; charset=utf-8",
+    ".js": "text/javascript; charset=utf-8",
+    ".css": "text/css; charset=utf-8",
+    ".svg": "image/svg+xml",
+}
+SECURITY_HEADERS = {
+    "Content-Security-Policy": "default-src 'self'; img-src 'self' data:; "
+    "frame-ancestors 'none'; base-uri 'none'; form-action 'self'",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "X-Frame-Options": "DENY",
+    "Cache-Control": "no-store",
+}
+
+
+def _json(data: Any, status: int = 200) -> web.Response:
+    return web.Response(
+        body=orjson.dumps(data),
+        status=status,
+        content_type="application/json",
+        headers=SECURITY_HEADERS,
+    )
+
+
+def _error(status: int, message: str) -> web.Response:
+    return _json({"error": message}, status)
+
+
+def _bearer(request: web.Request) -> str:
+    h = request.headers.get("Authorization", "")
+    scheme, _, value = h.partition(" ")
+    return value.strip() if scheme.lower() == "bearer" else ""
+
+
+class Dashboard:
+    """The server around a started `Hub`. `url = await start()`, then `await stop()`."""
+
+    def __init__(
+        self,
+        hub: Hub,
+        authority: Authority,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        *,
+        keepalive_s: float = 15.0,
+        secure_cookie: bool = False,
+    ) -> None:
+        self.hub = hub
+        self.authority = authority
+        self.host = host
+        self.port = port
+        self.keepalive_s = keepalive_s
+        self.secure_cookie = secure_cookie
+        self.url = ""
+        self._runner: web.AppRunner | None = None
+        self._streams: set[asyncio.Task[Any]] = set()
+
+    def app(self) -> web.Application:
+        app = web.Application(client_max_size=64 * 1024)
+        app.router.add_get("/", self.index)
+        app.router.add_get("/healthz", self.healthz)
+        app.router.add_get("/static/{name}", self.static)
+        app.router.add_post("/api/session", self.login)
+        app.router.add_delete("/api/session", self.logout)
+        app.router.add_get("/api/whoami", self.whoami)
+        app.router.add_get("/api/snapshot", self.snapshot)
+        app.router.add_get("/api/events", self.events)
+        app.router.add_get("/api/nodes/{name}", self.node)
+        return app
+
+    async def start(self) -> str:
+        self._runner = web.AppRunner(self.app(), access_log=None, handle_signals=False)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, self.host, self.port, shutdown_timeout=1.0)
+        await site.start()
+        server = site._server
+        assert server is not None
+        port = server.sockets[0].getsockname()[1]  # type: ignore[attr-defined]
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        self.url = f"http://{host}:{port}/"
+        return self.url
+
+    async def stop(self) -> None:
+        for t in list(self._streams):
+            t.cancel()
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+    # ------------------------------------------------------------ credentials
+
+    def _token(self, request: web.Request) -> str:
+        return _bearer(request) or self.authority.session_token(request.cookies.get(COOKIE, ""))
+
+    async def _allowed(self, request: web.Request) -> Verdict:
+        try:
+            return await self.authority.check(self._token(request))
+        except Exception as exc:  # the API server could not answer
+            log.warning("dashboard: cannot review a credential: %s", exc)
+            return Verdict(False, status=503, message=f"cannot reach the API server: {exc}")
+
+    # ------------------------------------------------------------ handlers
+
+    async def healthz(self, request: web.Request) -> web.Response:
+        return web.Response(text="ok")
+
+    async def index(self, request: web.Request) -> web.Response:
+        return self._file("index.html")
+
+    async def static(self, request: web.Request) -> web.Response:
+        return self._file(request.match_info["name"])
+
+    def _file(self, name: str) -> web.Response:
+        path = STATIC / name
+        ctype = CONTENT_TYPES.get(path.suffix)
+        if ctype is None or "/" in name or name.startswith(".") or not path.is_file():
+            return _error(404, f"no such file: {name}")
+        return web.Response(
+            body=path.read_bytes(), headers={**SECURITY_HEADERS, "Content-Type": ctype}
+        )
+
+    async def login(self, request: web.Request) -> web.Response:
+        token = _bearer(request)
+        if not token:
+            return _error(401, "send the token as 'Authorization: Bearer TOKEN'")
+        v = await self._allowed(request)
+        if not v.ok:
+            return _error(v.status, v.message)
+        resp = _json({"user": v.user, "groups": list(v.groups)})
+        resp.set_cookie(
+            COOKIE,
+            self.authority.new_session(token),
+            httponly=True,
+            samesite="Strict",
+            secure=self.secure_cookie,
+            path="/",
+            max_age=int(self.authority.session_s),
+        )
+        return resp
+
+    async def logout(self, request: web.Request) -> web.Response:
+        self.authority.end_session(request.cookies.get(COOKIE, ""))
+        resp = _json({"signedOut": True})
+        resp.del_cookie(COOKIE, path="/")
+        return resp
+
+    async def whoami(self, request: web.Request) -> web.Response:
+        v = await self._allowed(request)
+        if not v.ok:
+            return _error(v.status, v.message)
+        return _json({"user": v.user, "groups": list(v.groups)})
+
+    async def snapshot(self, request: web.Request) -> web.Response:
+        v = await self._allowed(request)
+        if not v.ok:
+            return _error(v.status, v.message)
+        return _json(self.hub.snapshot())
+
+    async def node(self, request: web.Request) -> web.Response:
+        v = await self._allowed(request)
+        if not v.ok:
+            return _error(v.status, v.message)
+        name = request.match_info["name"]
+        detail = self.hub.node_detail(name)
+        if detail is None:
+            return _error(404, f"no node named {name!r}")
+        return _json(detail)
+
+    async def events(self, request: web.Request) -> web.StreamResponse:
+        v = await self._allowed(request)
+        if not v.ok:
+            return _error(v.status, v.message)
+        resp = web.StreamResponse(
+            headers={
+                **SECURITY_HEADERS,
+                "Content-Type": "text/event-stream",
+                "X-Accel-Buffering": "no",
+            }
+        )
+        await resp.prepare(request)
+        sub = self.hub.subscribe()
+        task = asyncio.current_task()
+        if task is not None:
+            self._streams.add(task)
+        try:
+            await resp.write(b"retry: 2000\n\n")
+            while not sub.closed:
+                try:
+                    await asyncio.wait_for(sub.wake.wait(), self.keepalive_s)
+                except TimeoutError:
+                    if not (await self._allowed(request)).ok:
+                        await resp.write(b"event: unauthorized\ndata: {}\n\n")
+                        break
+                    await resp.write(b": keepalive\n\n")
+                    continue
+                resync, delta = sub.take()
+                if resync:
+                    frame = b"event: snapshot\ndata: " + orjson.dumps(self.hub.snapshot())
+                elif delta:
+                    frame = b"event: delta\ndata: " + orjson.dumps(delta)
+                else:
+                    continue
+                # waits while the browser is slow: its queue (at most one value per
+                # row, see hub.Subscriber) holds what changes meanwhile
+                await resp.write(frame + b"\n\n")
+        except (ConnectionResetError, asyncio.CancelledError):
+            pass
+        finally:
+            self.hub.unsubscribe(sub)
+            if task is not None:
+                self._streams.discard(task)
+        with contextlib.suppress(ConnectionResetError, RuntimeError):
+            await resp.write_eof()
+        return resp

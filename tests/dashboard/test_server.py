@@ -1,0 +1,108 @@
+"""The dashboard that `gpuyard up` serves, over raw HTTP: who may look (the API
+server's answer for the caller's token), sessions, the snapshot, a node's details, and
+the server-sent event stream following a change made with real kubectl."""
+
+from __future__ import annotations
+
+import json
+import time
+import urllib.request
+from pathlib import Path
+
+from gpuyard.cluster.testing import run_cluster_process
+from tests.dashboard.common import FAST, admin_token, banner_link, dashboard_url, get
+
+
+def test_the_dashboard_of_gpuyard_up(tmp_path: Path) -> None:
+    with run_cluster_process(tmp_path / "c", nodes=3, args=FAST) as c:
+        base = dashboard_url(c)
+        assert base.startswith("http://127.0.0.1:")  # loopback by default
+        link = banner_link(c)
+        token = admin_token(c)
+        assert link == f"{base}#token={token}"  # the token rides in the fragment only
+
+        # the page itself holds no data and needs no token; every /api path does
+        with urllib.request.urlopen(base, timeout=10) as r:
+            page = r.read().decode()
+            assert "<canvas" in page and r.headers["Content-Security-Policy"]
+        for path in ("api/snapshot", "api/events", "api/nodes/gpu-node-0001", "api/whoami"):
+            status, body, _ = get(base + path)
+            assert status == 401, path
+            assert get(base + path, "not-a-token")[0] == 401
+        # a real identity that may not list nodes is refused with 403, saying why
+        c.kubectl("create", "serviceaccount", "nobody", "-n", "default")
+        sa_token = c.kubectl("create", "token", "nobody", "-n", "default").stdout.strip()
+        status, body, _ = get(base + "api/snapshot", sa_token)
+        assert status == 403
+        assert "system:serviceaccount:default:nobody" in body["error"]
+        # ... and may look once RBAC lets it (verdicts are cached per token for 30 s:
+        # a new token gets a fresh one)
+        c.kubectl(
+            "create", "clusterrole", "viewer", "--verb=list,watch,get", "--resource=nodes,pods"
+        )
+        c.kubectl(
+            "create", "clusterrolebinding", "viewer", "--clusterrole=viewer",
+            "--serviceaccount=default:nobody",
+        )  # fmt: skip
+        sa_token2 = c.kubectl("create", "token", "nobody", "-n", "default").stdout.strip()
+        status, body, _ = get(base + "api/whoami", sa_token2)
+        assert (status, body["user"]) == (200, "system:serviceaccount:default:nobody")
+
+        status, snap, _ = get(base + "api/snapshot", token)
+        assert status == 200
+        assert sorted(n["name"] for n in snap["nodes"]) == [
+            "gpu-node-0000", "gpu-node-0001", "gpu-node-0002",
+        ]  # fmt: skip
+        assert {n["state"] for n in snap["nodes"]} == {"free"}
+        assert get(base + "api/nodes/no-such-node", token)[0] == 404
+        status, detail, _ = get(base + "api/nodes/gpu-node-0002", token)
+        assert status == 200 and {"Ready", "GPUHealthy"} <= {
+            x["type"] for x in detail["conditions"]
+        }
+
+        # a session: the cookie is an opaque id, HttpOnly and SameSite=Strict
+        status, body, headers = get(base + "api/session", token, method="POST")
+        assert status == 200 and body["user"] == "gpuyard-admin"
+        cookie = headers["Set-Cookie"]
+        assert "HttpOnly" in cookie and "SameSite=Strict" in cookie and token not in cookie
+        pair = cookie.split(";")[0]
+        assert get(base + "api/snapshot", headers={"Cookie": pair})[0] == 200
+        get(base + "api/session", method="DELETE", headers={"Cookie": pair})
+        assert get(base + "api/snapshot", headers={"Cookie": pair})[0] == 401
+
+        # the stream: a snapshot, then the change kubectl makes, as it happens
+        req = urllib.request.Request(
+            base + "api/events", headers={"Authorization": f"Bearer {token}"}
+        )
+        with urllib.request.urlopen(req, timeout=30) as stream:
+            assert stream.headers["Content-Type"].startswith("text/event-stream")
+            first = read_event(stream)
+            assert first[0] == "snapshot" and len(first[1]["nodes"]) == 3
+            t0 = time.monotonic()
+            c.kubectl("cordon", "gpu-node-0002")
+            while True:
+                name, data = read_event(stream)
+                row = (data.get("nodes") or {}).get("gpu-node-0002") if name == "delta" else None
+                if row and row["state"] == "cordoned":
+                    break
+                assert time.monotonic() - t0 < 10, "no cordoned delta within 10 s"
+
+
+def read_event(stream: object) -> tuple[str, dict]:  # type: ignore[type-arg]
+    """One server-sent event: (event name, JSON data); comments are skipped."""
+    name, data = "message", ""
+    while True:
+        line = stream.readline().decode()  # type: ignore[attr-defined]
+        assert line, "the stream ended"
+        line = line.rstrip("\n")
+        if line == "":
+            if data:
+                return name, json.loads(data)
+            continue
+        if line.startswith(":") or line.startswith("retry:"):
+            continue
+        field, _, value = line.partition(": ")
+        if field == "event":
+            name = value
+        elif field == "data":
+            data += value
