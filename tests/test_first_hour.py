@@ -14,8 +14,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 from gpuyard.cluster.testing import ClusterProcess, wait_for
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -117,13 +115,6 @@ def test_team_capacity_is_whole_nodes_and_gpus_are_refused_with_a_message(
     assert row.split()[1] == "vision", out
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="known bug, open in the closing note: after the preemption the high-priority gang's "
-    "pods are bound while the victims still terminate and are made again every few seconds "
-    "(the simulated kubelet's admission, stricter since today, is the first suspect), so "
-    "the victim job never settles as Preempted",
-)
 def test_a_preempted_job_waits_uncharged_and_says_by_whom(
     make_cluster: Callable[..., ClusterProcess],
 ) -> None:

@@ -317,10 +317,14 @@ def reconcile(obs: Observed) -> Actions:
                 o.name_of(p) for p in obs.gone
             }:
                 causes.append(Cause(f"{worker_name(js.name, i)} disappeared"))
-    if causes and not all(
+    # A gang whose every cached worker succeeded is done, whatever took them since; a
+    # gang with no worker left in the cache (all gone before this pass saw them, their
+    # last states in obs.gone) is not: `all` of nothing must not hide its causes.
+    finished = bool(current) and all(
         o.is_pod_terminal(p) and (p.get("status") or {}).get("phase") == "Succeeded"
         for p in current
-    ):
+    )
+    if causes and not finished:
         # A fault outweighs a preemption: the gang is charged if any worker was lost.
         causes.sort(key=lambda c: not c.counts)
         counts = causes[0].counts

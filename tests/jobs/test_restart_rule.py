@@ -205,3 +205,36 @@ def test_history_keeps_the_last_ten() -> None:
     hist = j["status"]["history"]
     assert len(hist) == 10 and [h["generation"] for h in hist] == list(range(2, 12))
     assert j["status"]["restarts"] == 12
+
+
+def test_a_preempted_gang_seen_only_once_gone_waits_and_is_not_made_again() -> None:
+    # The scheduler marked and evicted every worker, and the simulated kubelet removed
+    # them, before the controller looked: only their last states are known (none cached).
+    j = running(job())
+    gone = pods_of(j)
+    for p in gone:
+        p["status"]["conditions"] = [
+            disruption_condition(
+                PREEMPTION_BY_SCHEDULER,
+                "preempted by gang big (priority 1000); evicting whole gang llm",
+            )
+        ]
+        p["metadata"]["deletionTimestamp"] = "2026-01-01T00:01:00Z"
+    act = decide(j, [], healthy("n0", "n1", "n2"), gone=gone)
+    st = act.status
+    assert st["phase"] == "Pending" and st["reason"] == "Preempted", st
+    assert st["restarts"] == 0 and st["preemptions"] == 1 and st["generation"] == 1
+    assert "preempted by gang big" in st["message"]
+    # No worker of the preempted gang is made again: the next gang comes next pass.
+    assert not [p for p in act.create if p["kind"] == "Pod"]
+    assert [e[1] for e in act.events] == ["Preempted"]
+
+
+def test_a_lone_worker_deleted_before_it_was_seen_is_a_restart() -> None:
+    j = job(replicas=1)
+    j["status"] = {"phase": "Running", "runningWorkers": 1, "restarts": 0, "generation": 0}
+    gone = pods_of(j)
+    act = decide(j, [], healthy("n0"), gone=gone)
+    assert act.status["restarts"] == 1 and act.status["phase"] == "Restarting"
+    assert act.status["message"].startswith("llm-worker-0 deleted from node n0")
+    assert not [p for p in act.create if p["kind"] == "Pod"]
