@@ -1,9 +1,10 @@
 """More per-kind rules of kube-apiserver's validation that users meet often, beside
 `strategies`: pod templates of workloads (their restartPolicy), port numbers, a pod's
-activeDeadlineSeconds (set once, then only lowered), a Service's ports, a Job's template, completions and
-completionMode, the StatefulSet spec fields that may change, and a PersistentVolumeClaim's
-spec (only a bound claim's storage request may change, never below its capacity), and
-that a pod names its gang in one way only.
+activeDeadlineSeconds (set once, then only lowered), a Service's ports, a Job's
+template, completions and completionMode, a CronJob's schedule and time zone, the
+StatefulSet spec fields that may change, and a PersistentVolumeClaim's spec (only a
+bound claim's storage request may change, never below its capacity), and that a pod
+names its gang in one way only.
 Pure functions over plain objects; causes are `{"reason", "message", "field"}`.
 """
 
@@ -15,6 +16,7 @@ from typing import Any
 import orjson
 
 from gpuyard import names
+from gpuyard.k8s import cron
 from gpuyard.kube.objects import QuantityError, parse_quantity
 
 Cause = dict[str, str]
@@ -298,10 +300,31 @@ def _pvc_update(new: Obj, old: Obj) -> list[Cause]:
     return []
 
 
+def _cronjob(obj: Obj) -> list[Cause]:
+    """A CronJob's template, schedule (five cron fields or a descriptor, no TZ= prefix)
+    and time zone (an IANA name this host knows)."""
+    out = _template(("batch", "CronJob"))(obj)
+    spec = _dict(obj.get("spec"))
+    sched = spec.get("schedule")
+    if isinstance(sched, str):
+        try:
+            cron.parse(sched)
+        except ValueError as exc:
+            out.append(_cause("spec.schedule", f"Invalid value: {_repr(sched)}: {exc}"))
+    tz = spec.get("timeZone")
+    if isinstance(tz, str):
+        try:
+            cron.zone(tz)
+        except ValueError as exc:
+            out.append(_cause("spec.timeZone", f"Invalid value: {_repr(tz)}: {exc}"))
+    return out
+
+
 CREATE: dict[tuple[str, str], Callable[[Obj], list[Cause]]] = {
     ("", "Pod"): _pod_create,
     ("", "Service"): _service,
     **{key: _template(key) for key in _TEMPLATES},
+    ("batch", "CronJob"): _cronjob,
 }
 UPDATE: dict[tuple[str, str], Callable[[Obj, Obj], list[Cause]]] = {
     ("", "Pod"): _pod_update,
@@ -309,9 +332,10 @@ UPDATE: dict[tuple[str, str], Callable[[Obj, Obj], list[Cause]]] = {
     ("apps", "StatefulSet"): _statefulset_update,
     ("", "PersistentVolumeClaim"): _pvc_update,
     ("", "Service"): lambda new, _old: _service(new),
+    ("batch", "CronJob"): lambda new, _old: _cronjob(new),
     **{
         key: (lambda fn: lambda new, _old: fn(new))(_template(key))
         for key in _TEMPLATES
-        if key not in (("batch", "Job"), ("apps", "StatefulSet"))
+        if key not in (("batch", "Job"), ("apps", "StatefulSet"), ("batch", "CronJob"))
     },
 }

@@ -1,7 +1,7 @@
 """Table output (meta.k8s.io/v1 Table) for `kubectl get`: the columns people know.
 
-Pods, nodes, namespaces, events, leases, services, configmaps, priority classes and
-CRDs get kubectl's familiar columns; custom resources get their CRD's
+Pods, nodes, namespaces, events, leases, services, configmaps, priority classes, jobs,
+cronjobs and CRDs get kubectl's familiar columns; custom resources get their CRD's
 additionalPrinterColumns (JSONPath subset `.a.b[0].c`); anything else NAME and AGE.
 """
 
@@ -49,6 +49,43 @@ def _selector(o: Obj) -> str:
     from gpuyard.apiserver.scale import selector_text
 
     return selector_text(_spec(o).get("selector")) or "<none>"
+
+
+def _job_status(o: Obj) -> str:
+    """What kubectl prints as a Job's STATUS: its last finishing condition, or Running."""
+    conds = {
+        c.get("type"): c.get("status")
+        for c in _status(o).get("conditions") or []
+        if isinstance(c, dict)
+    }
+    for t in ("Complete", "Failed", "FailureTarget", "SuccessCriteriaMet", "Suspended"):
+        if conds.get(t) == "True":
+            return t
+    return "Running"
+
+
+def _job_completions(o: Obj) -> str:
+    done = _status(o).get("succeeded", 0)
+    want = _spec(o).get("completions")
+    if want is None:
+        par = _spec(o).get("parallelism", 1)
+        return f"{done}/1 of {par}" if par != 1 else f"{done}/1"
+    return f"{done}/{want}"
+
+
+def _job_duration(o: Obj) -> str:
+    from datetime import UTC, datetime
+
+    st = _status(o)
+    start = st.get("startTime")
+    if not start:
+        return ""
+    end = st.get("completionTime")
+    try:
+        now = datetime.fromisoformat(end.replace("Z", "+00:00")) if end else datetime.now(UTC)
+    except ValueError:
+        return "<invalid>"
+    return age(start, now)
 
 
 def _pod_row(p: Obj) -> list[Any]:
@@ -263,6 +300,47 @@ _BUILTIN: dict[str, tuple[list[_C], Callable[[Obj], list[Any]]]] = {
             f"{_status(o).get('readyReplicas', 0)}/{_spec(o).get('replicas', 1)}",
             _age(o),
             *_containers(o),
+        ],
+    ),
+    "Job": (
+        [
+            ("Name", "string", 0),
+            ("Status", "string", 0),
+            ("Completions", "string", 0),
+            ("Duration", "string", 0),
+            ("Age", "string", 0),
+            ("Containers", "string", 1),
+            ("Images", "string", 1),
+            ("Selector", "string", 1),
+        ],
+        lambda o: [
+            _meta(o).get("name"),
+            _job_status(o),
+            _job_completions(o),
+            _job_duration(o),
+            _age(o),
+            *_containers(o),
+            _selector(o),
+        ],
+    ),
+    "CronJob": (
+        [
+            ("Name", "string", 0),
+            ("Schedule", "string", 0),
+            ("Timezone", "string", 0),
+            ("Suspend", "boolean", 0),
+            ("Active", "integer", 0),
+            ("Last Schedule", "string", 0),
+            ("Age", "string", 0),
+        ],
+        lambda o: [
+            _meta(o).get("name"),
+            _spec(o).get("schedule", ""),
+            _spec(o).get("timeZone") or "<none>",
+            "True" if _spec(o).get("suspend") else "False",  # kubectl prints it so
+            len(_status(o).get("active") or []),
+            age(_status(o)["lastScheduleTime"]) if _status(o).get("lastScheduleTime") else "<none>",
+            _age(o),
         ],
     ),
     "Secret": (

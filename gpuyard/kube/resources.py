@@ -78,6 +78,7 @@ _TABLE = [
     _r("apps/v1", "StatefulSet", "statefulsets", True),
     _r("apps/v1", "ReplicaSet", "replicasets", True),
     _r("batch/v1", "Job", "jobs", True),
+    _r("batch/v1", "CronJob", "cronjobs", True),
     _r("policy/v1", "PodDisruptionBudget", "poddisruptionbudgets", True),
     _r("policy/v1", "Eviction", "evictions", True),
     _r("apiextensions.k8s.io/v1", "CustomResourceDefinition", "customresourcedefinitions", False),

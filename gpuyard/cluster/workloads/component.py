@@ -23,6 +23,7 @@ OPTIONS = cliargs.index(
 
 
 async def run(ctx: Any) -> None:
+    from gpuyard.cluster.workloads.cronjobs import CronJobController
     from gpuyard.cluster.workloads.daemonsets import DaemonSetController
     from gpuyard.cluster.workloads.deployments import DeploymentController
     from gpuyard.cluster.workloads.jobs import JobController
@@ -43,6 +44,7 @@ async def run(ctx: Any) -> None:
             JobController(client, informers, pod_seconds=seconds).run(ctx.stop),
             DaemonSetController(client, informers).run(ctx.stop),
             StatefulSetController(client, informers).run(ctx.stop),
+            CronJobController(client, informers).run(ctx.stop),
         )
     finally:
         await client.close()
