@@ -89,6 +89,14 @@ class Access:
         e = self.store.get(ck, f"{ns}/{name}" if ns else name)
         return e.uid if e is not None else None
 
+    def node_of_pod(self, ns: str, name: str) -> dict[str, str] | None:
+        """The Node a stored pod is bound to ({"name", "uid"}), or None: what a token
+        bound to the pod names besides the pod (as kube does since 1.32)."""
+        e = self.store.get(_KINDS["Pod"], f"{ns}/{name}")
+        node = str((e.obj().get("spec") or {}).get("nodeName") or "") if e else ""
+        uid = self.uid_of("Node", "", node) if node else None
+        return {"name": node, "uid": uid} if uid else None
+
     # ------------------------------------------------------------------ authorization
 
     def authorize(

@@ -525,8 +525,10 @@ async def validate(
     old: dict[str, Any] | None,
     dry: bool,
     user: dict[str, Any],
+    sub: str = "",
 ) -> list[str]:
-    """Validating admission of one request: the warnings to send; APIError to refuse."""
+    """Validating admission of one request (`sub`: the subresource written, as in
+    `nodes/status`): the warnings to send; APIError to refuse."""
     has_policies = next(iter(store.entries(BINDINGS)), None) is not None
     has_hooks = next(iter(store.entries(VALIDATING_WEBHOOKS)), None) is not None
     if not has_policies and not has_hooks:
@@ -542,6 +544,7 @@ async def validate(
     attrs = webhooks.AdmissionAttributes(
         operation=op,
         resource=res,
+        sub_resource=sub,
         name=str(md.get("name") or ""),
         namespace=ns,
         user_info=user,

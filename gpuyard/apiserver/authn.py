@@ -179,6 +179,9 @@ class Authenticator:
             key = f"authentication.kubernetes.io/{c.bound_kind.lower()}"
             extra[key + "-name"] = [c.bound_name]
             extra[key + "-uid"] = [c.bound_uid]
+        if c.node_name:  # a pod-bound token names the pod's node too
+            extra["authentication.kubernetes.io/node-name"] = [c.node_name]
+            extra["authentication.kubernetes.io/node-uid"] = [c.node_uid]
         if c.jti:
             extra["authentication.kubernetes.io/credential-id"] = [f"JTI={c.jti}"]
         return UserInfo(u.name, u.groups, u.uid, extra)

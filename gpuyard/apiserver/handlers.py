@@ -912,7 +912,7 @@ class Core:
                 res.kind, md.get("name") or md.get("generateName") or "", causes, res.group
             )
         ws = await admission_policy.validate(
-            self.store, self.registry, res, op, obj, old, dry, requestctx.user_info()
+            self.store, self.registry, res, op, obj, old, dry, requestctx.user_info(), sub=sub or ""
         )
         if ws:
             acc = _WARNINGS.get()
@@ -1210,9 +1210,9 @@ class Core:
             if _spec_part(new) != _spec_part(old):
                 md["generation"] = int(omd.get("generation") or 0) + 1
         if sub == "status":
-            causes = self._validate(res, new, old)
-            if causes:
-                raise invalid(res.kind, e.name, causes, res.group)
+            # validated, then admitted by policies and validating webhooks whose rules
+            # name the subresource (`nodes/status`), as kube-apiserver admits it
+            new, _ = await self._admit_and_validate(res, "UPDATE", new, old, dry, sub)
         if res.key == CRDS and sub is None:
             self._crd_status(new)
         if not applied:

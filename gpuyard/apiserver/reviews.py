@@ -255,8 +255,13 @@ def token_request(
                 f'the UID in the bound object reference ({uid}) does not match the {str(kind).lower()} "{name}" ({have})',
             )
         bound = {"kind": str(kind), "name": name, "uid": have}
+    # a token bound to a scheduled pod also names the pod's node (kube 1.32+): what a
+    # node-local agent's admission policy checks it against
+    node = (
+        access.node_of_pod(namespace, bound["name"]) if bound and bound["kind"] == "Pod" else None
+    )
     token, exp = access.issuer.issue(
-        namespace, sa_name, sa_uid, audiences=auds, seconds=secs, bound=bound
+        namespace, sa_name, sa_uid, audiences=auds, seconds=secs, bound=bound, node=node
     )
     spec_out: dict[str, Any] = {"audiences": auds, "expirationSeconds": secs}
     spec_out["boundObjectRef"] = (

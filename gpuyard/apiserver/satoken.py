@@ -50,6 +50,9 @@ class Claims:
     bound_name: str = ""
     bound_uid: str = ""
     jti: str = ""
+    # the node of the pod a pod-bound token names
+    node_name: str = ""
+    node_uid: str = ""
 
 
 def _key_id(pub: ec.EllipticCurvePublicKey) -> str:
@@ -94,9 +97,11 @@ class TokenIssuer:
         audiences: list[str] | None = None,
         seconds: int = DEFAULT_EXPIRATION,
         bound: dict[str, str] | None = None,
+        node: dict[str, str] | None = None,
         now: float | None = None,
     ) -> tuple[str, int]:
-        """(token, expiry as a Unix time)."""
+        """(token, expiry as a Unix time). `node`: for a token bound to a pod, the
+        node the pod runs on ({"name", "uid"})."""
         t = int(now if now is not None else time.time())
         exp = t + seconds
         k8s: dict[str, Any] = {
@@ -105,6 +110,8 @@ class TokenIssuer:
         }
         if bound:
             k8s[bound["kind"].lower()] = {"name": bound["name"], "uid": bound["uid"]}
+            if node and bound["kind"] == "Pod":
+                k8s["node"] = {"name": node["name"], "uid": node["uid"]}
         claims = {
             "iss": ISSUER,
             "sub": f"system:serviceaccount:{namespace}:{name}",
@@ -159,6 +166,10 @@ class TokenIssuer:
             if isinstance(ref, dict):
                 bound = (kind, str(ref.get("name") or ""), str(ref.get("uid") or ""))
                 break
+        node_name = node_uid = ""
+        if bound[0] == "Pod" and isinstance(k8s.get("node"), dict):
+            node_name = str(k8s["node"].get("name") or "")
+            node_uid = str(k8s["node"].get("uid") or "")
         aud = c["aud"] if isinstance(c["aud"], list) else [c["aud"]]
         return Claims(
             str(ns),
@@ -168,4 +179,6 @@ class TokenIssuer:
             int(c["exp"]),
             *bound,
             jti=str(c.get("jti") or ""),
+            node_name=node_name,
+            node_uid=node_uid,
         )

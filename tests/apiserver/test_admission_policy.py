@@ -16,6 +16,7 @@ from aiohttp import web
 from gpuyard.apiserver.tls import make_ca_and_cert
 
 from .api import Api, cm
+from .identities import grant
 
 ADM = "/apis/admissionregistration.k8s.io/v1"
 DEPLOYS = "/apis/apps/v1/namespaces/default/deployments"
@@ -390,3 +391,60 @@ def test_kubectl_policy_denies_and_deletes_are_checked(apiserver: Any) -> None:
     assert k("get", "deployment", "web").returncode == 0
     assert k("label", "deployment", "web", "protected-").returncode == 0
     assert k("delete", "deployment", "web").returncode == 0
+
+
+async def test_policies_see_who_asks_and_match_subresources_as_named(api: Api) -> None:
+    """request.userInfo is the requester (after impersonation), not the server; a rule
+    naming `deployments` covers writes of the object, one naming `deployments/status`
+    covers status writes, and neither covers the other."""
+    who = policy(
+        "no-intern",
+        {
+            "expression": "request.userInfo.username != 'intern'",
+            "messageExpression": "'not you, ' + request.userInfo.username",
+        },
+    )
+    rule = who["spec"]["matchConstraints"]["resourceRules"][0]
+    rule["resources"] = ["deployments/status"]
+    rule["operations"] = ["UPDATE"]
+    await _create(api, f"{ADM}/validatingadmissionpolicies", who)
+    await _create(
+        api, f"{ADM}/validatingadmissionpolicybindings", binding("no-intern", "no-intern")
+    )
+    await _create(api, DEPLOYS, deploy("web", 1))
+    await grant(
+        api,
+        "default",
+        "intern",
+        [
+            {
+                "apiGroups": ["apps"],
+                "resources": ["deployments", "deployments/status"],
+                "verbs": ["patch"],
+            }
+        ],
+        [{"kind": "User", "name": "intern", "apiGroup": "rbac.authorization.k8s.io"}],
+    )
+    as_intern = {"Impersonate-User": "intern"}
+    status = {"status": {"observedGeneration": 1}}
+    code, out = await api.req(
+        "PATCH",
+        f"{DEPLOYS}/web/status",
+        status,
+        ctype="application/merge-patch+json",
+        headers=as_intern,
+    )
+    assert code == 422, out["message"]  # a validation with no reason: Invalid
+    assert "not you, intern" in out["message"]
+    # the admin (the same patch) passes: the policy saw a different user
+    code, out = await api.patch(f"{DEPLOYS}/web/status", status)
+    assert code == 200, out
+    # a write of the object itself is not a status write: the rule does not cover it
+    code, out = await api.req(
+        "PATCH",
+        f"{DEPLOYS}/web",
+        {"metadata": {"labels": {"a": "b"}}},
+        ctype="application/merge-patch+json",
+        headers=as_intern,
+    )
+    assert code == 200, out

@@ -18,6 +18,9 @@ def test_manifest_objects_and_commands() -> None:
     assert kinds == [
         "Namespace",
         *("ServiceAccount", "ClusterRole", "ClusterRoleBinding") * 2,
+        # the agent may write only its own node (tests/health/test_agent_own_node.py)
+        "ValidatingAdmissionPolicy",
+        "ValidatingAdmissionPolicyBinding",
         "DaemonSet",
         "Deployment",
     ]
