@@ -38,6 +38,13 @@ informers) and the digital twin (gpuyard.twin.engine, fed by a trace).
       of teams over their share first
     failure memos: when a failed unit is      memos.py         Memo, memo_of,
       sure to fail again                                       still_fails
+    topology: levels from node labels, a      topology.py      Request, place, why,
+      gang's required and preferred levels                     domains, reserve_rows
+      and slices, its domain's placement,
+      its reason and its reservation
+    the topology dialects (upstream,          dialects.py      pod_request,
+      Kueue, KAI, Volcano) in that model                       upstream_request,
+                                                               volcano_request
     reasons a person can read                 reasons.py       explain, Reasons
     gang timeouts, minMember, minResources    policy.py        Pass.gang_ready
     the live driver and binder                scheduler.py     Scheduler
@@ -50,7 +57,8 @@ informers) and the digital twin (gpuyard.twin.engine, fed by a trace).
 Arrows between the rooms point one way: policy.py calls the rooms; preemption uses
 placement, memos and indexes; placement, reservations and memos use indexes, holds and
 filters; placement, preemption and reasons use affinity, which reads only the state;
-the queue reads only the state. The rooms' functions take the pass
+placement, reservations and reasons use topology, which reads the state and filters
+(the state and upstream read requests with dialects); the queue reads only the state. The rooms' functions take the pass
 (`policy.Pass`: the state, the memory, this pass's decisions, holds, preemption trial
 and failed shapes) as their first argument: what they change lives in the pass (for
 this pass) or in the memory (across passes), nowhere else.

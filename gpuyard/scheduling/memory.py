@@ -2,7 +2,7 @@
 `ClusterState` that stays true until the state says otherwise.
 
 - indexes over the nodes (candidates per class of pods, best-fit buckets, gang
-  indexes, per-class capacity of empty nodes): valid while no node is added, removed,
+  indexes, per-class capacity of empty nodes, topology domains): valid while no node is added, removed,
   relabelled, retainted or changes readiness (`state.node_gen`); nodes whose use
   changed (`state.dirty_nodes`) are told to the buckets and gang indexes;
 - failure memos of units and of lanes (memos.py), dropped with the indexes;
@@ -44,6 +44,8 @@ class Memory:
     buckets: dict[ClassKey, Buckets] = field(default_factory=dict)
     # per (class, requests) of gang pods: capacity summed per rack and zone
     gang_index: dict[ClassKey, GangIndex] = field(default_factory=dict)
+    # per tuple of topology keys: node -> its domain of them (topology.domains)
+    domains: dict[tuple[str, ...], dict[str, tuple[str, ...]]] = field(default_factory=dict)
     # unit of the loose lane -> its failure; lane -> (its failure, head unit)
     blocked: dict[str, Failure] = field(default_factory=dict)
     lane_blocked: dict[LaneId, tuple[Memo, str, Hold | None, str]] = field(default_factory=dict)
@@ -72,6 +74,7 @@ class Memory:
             self.alloc_caps = {}
             self.buckets = {}
             self.gang_index = {}
+            self.domains = {}
             self.blocked = {}
             self.lane_blocked = {}
             s.dirty_nodes.clear()

@@ -6,7 +6,10 @@
   best-fit buckets; a plain scan inside a preemption trial.
 - A gang: packed into as few zones and racks as possible (fullest zones and racks
   first, most allocated nodes first within a rack), nominated nodes first, near its
-  bound members if some run; filled greedily in that order. A gang of one class with
+  bound members if some run (the narrowest topology domain it shares with them);
+  filled greedily in that order. A gang with a topology request (required levels,
+  slices, a preferred level: gpuyard.scheduling.topology) is placed by that module
+  over the same order. A gang of one class with
   nothing bound or nominated takes its order from the gang index, only as far as it
   needs.
 - A pod with pod affinity, anti-affinity off the hostname fast path, topology spread
@@ -42,11 +45,14 @@ from gpuyard.scheduling.indexes import (
     Buckets,
     GangIndex,
     buckets,
+    candidate_names,
     candidate_pos,
     candidates,
     gang_index,
 )
 from gpuyard.scheduling.state import GPU, NodeInfo, PodInfo
+from gpuyard.scheduling.topology import Request, near_members
+from gpuyard.scheduling.topology import place as place_topology
 
 if TYPE_CHECKING:
     from gpuyard.scheduling.policy import Pass
@@ -221,6 +227,8 @@ def place_gang(ps: Pass, u: Unit) -> Placement | None:
         ps.topo_hit = True
     # nodes score differently for the gang's pods (preferences, PreferNoSchedule)
     rank = topo or (Topology(s) if any(scored(s, p) for p in u.pods) else None)
+    if u.topo:
+        return _place_topo(ps, u, u.topo, by_class, topo, rank)
     if (
         rank is None
         and len(by_class) == 1
@@ -240,9 +248,9 @@ def place_gang(ps: Pass, u: Unit) -> Placement | None:
             order = _gang_order(nodes, p0) if pack else sorted(nodes, key=lambda n: n.name)
             if u.bound and pack:
                 # Members already run (a binding was refused, or one was replaced):
-                # the rest go to the same racks, then the same zones, if they can.
-                near = _bound_places(ps, u)
-                order.sort(key=lambda n: (n.rack not in near[1], n.zone not in near[0]))
+                # the rest go to the narrowest domain they share with them (clique,
+                # rack, block, zone), if they can.
+                order = near_members(ps, u, order)
             if nominated:
                 order.sort(key=lambda n: n.name not in nominated)
             if rank is not None and scored(s, p0):
@@ -361,13 +369,59 @@ def _gang_order(nodes: list[NodeInfo], p0: PodInfo) -> list[NodeInfo]:
     return [t[4] for t in rows]
 
 
-def _bound_places(ps: Pass, u: Unit) -> tuple[set[str], set[str]]:
-    """The zones and racks where the gang's bound members run."""
-    zones: set[str] = set()
-    racks: set[str] = set()
-    for m in ps.s.members.get(u.group or "", {}).values():
-        n = ps.s.nodes.get(m.node or "")
-        if n is not None and not m.terminating:
-            zones.add(n.zone)
-            racks.add(n.rack)
-    return zones, racks
+def _place_topo(
+    ps: Pass,
+    u: Unit,
+    req: Request,
+    by_class: dict[tuple[Any, ...], list[PodInfo]],
+    topo: Topology | None,
+    rank: Topology | None,
+) -> Placement | None:
+    """A gang with a topology request (topology.place): its candidates free for it, in
+    the order a gang fills them (nominated nodes first, near its running members, by
+    score), each kind of pod on the nodes its static filters pass."""
+    free_for = ps.holds.free_for
+    p0 = u.pods[0]
+    kinds = list(by_class)
+    firsts = [pods[0] for pods in by_class.values()]
+    allowed: list[set[str]] | None = None
+    if len(firsts) == 1:
+        nodes = [n for n in candidates(ps, p0) if free_for(n, u)]
+    else:
+        allowed = [candidate_names(ps, p) for p in firsts]
+        seen: dict[str, NodeInfo] = {}
+        for p in firsts:
+            for n in candidates(ps, p):
+                if n.name not in seen and free_for(n, u):
+                    seen[n.name] = n
+        nodes = list(seen.values())
+    nominated = {p.nominated for p in u.pods if p.nominated}
+    pack = ps.cfg.pack_topology
+    s = ps.s
+
+    def arrange(ns: list[NodeInfo]) -> list[NodeInfo]:
+        if pack and allowed is None:
+            order = _gang_order(ns, p0)
+        else:
+            order = sorted(ns, key=lambda n: n.name)
+        if u.bound and pack:
+            order = near_members(ps, u, order)
+        if nominated:
+            order.sort(key=lambda n: n.name not in nominated)
+        if rank is not None and scored(s, p0):
+            score = rank.scores(p0, order)
+            order.sort(key=lambda n: -score[n.name])
+        return order
+
+    def fill_kinds(
+        order: list[NodeInfo], pods: list[PodInfo], placed: Placement, t: Topology | None
+    ) -> bool:
+        if allowed is None:
+            return fill(order, pods, placed, t)
+        for i, kind in enumerate(kinds):
+            mine = [p for p in pods if (p.class_key(), tuple(p.req)) == kind]
+            if mine and not fill([n for n in order if n.name in allowed[i]], mine, placed, t):
+                return False
+        return True
+
+    return place_topology(ps, u, req, nodes, arrange, fill_kinds, topo)

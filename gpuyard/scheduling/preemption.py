@@ -232,6 +232,7 @@ def _preempt(ps: Pass, u: Unit) -> bool:
     # and the placement is made once, at the end.
     by_slots = (
         u.is_gang
+        and not u.topo  # slots anywhere are not slots inside one domain
         and all(p.req == p0.req and p.class_key() == p0.class_key() for p in u.pods)
         and not any(p.anti_affinity for p in u.pods)
         and not any(constrained(s, p) for p in u.pods)

@@ -14,9 +14,12 @@ from __future__ import annotations
 from bisect import bisect_left, insort
 from dataclasses import dataclass
 from operator import attrgetter
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from gpuyard.scheduling.state import ClusterState, PodInfo
+
+if TYPE_CHECKING:
+    from gpuyard.scheduling.topology import Request
 
 Shape = tuple[Any, ...]
 LaneId = tuple[Any, ...]
@@ -39,6 +42,8 @@ class Unit:
     shape1: Shape | None = None
     # how long it runs at most once started (its pods' longest; None: one is unknown)
     runtime: float | None = None
+    # what a gang needs of the topology: its PodGroup's request, else its pods'
+    topo: Request | None = None
 
     @property
     def is_gang(self) -> bool:
@@ -71,7 +76,7 @@ def shape_of(u: Unit) -> Shape | None:
     labels = tuple(sorted(p0.labels.items())) if p0.anti_affinity else ()
     if labels and any(p.labels != p0.labels for p in u.pods[1:]):
         return None
-    return (p0.class_key(), tuple(p0.req), len(u.pods), u.is_gang, labels, p0.team)
+    return (p0.class_key(), tuple(p0.req), len(u.pods), u.is_gang, labels, p0.team, u.topo)
 
 
 class Queue:
@@ -137,7 +142,10 @@ class Queue:
         g = s.groups.get(key)
         if g is not None and g.priority is not None:  # the PodGroup's own (upstream API)
             prio = g.priority
-        return Unit(ukey, pods, prio, pods[0].seq, key, bound, runtime=runtime)
+        topo = g.topology if g is not None else None
+        if not topo:
+            topo = next((q.topology for q in pods if q.topology), None)
+        return Unit(ukey, pods, prio, pods[0].seq, key, bound, runtime=runtime, topo=topo or None)
 
     @staticmethod
     def _lane(s: ClusterState, u: Unit) -> LaneId:

@@ -14,6 +14,7 @@ from collections import Counter
 from collections.abc import Iterator, MutableMapping
 from typing import TYPE_CHECKING
 
+from gpuyard.scheduling import topology
 from gpuyard.scheduling.affinity import Topology, constrained
 from gpuyard.scheduling.filters import (
     anti_ok,
@@ -123,6 +124,8 @@ def explain(ps: Pass, u: Unit) -> str:
     if u.is_gang:
         n_fit = why.pop("fit", 0)
         parts.append(f"{u.label} needs {_count(len(u.pods), 'pod')} at once")
+        if u.topo and (topo_why := topology.why(ps, u, u.topo)) is not None:
+            parts.append(topo_why)
         parts.append(f"{min(fit_slots, len(u.pods))} fit on {_count(n_fit, 'node')}")
     else:
         parts.append(f"{u.label} fits on no node of {len(ps.s.nodes)}")
@@ -151,6 +154,15 @@ _CATEGORIES: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("GangTimeout", ("scheduleTimeoutSeconds", "timed out after")),
     ("MinResources", ("minResources",)),
     (
+        "Topology",
+        (
+            "must fit inside one",
+            "its running members are in",
+            "annotation kueue.",
+            "spec.networkTopology",
+        ),
+    ),
+    (
         "InsufficientGPU",
         ("lack nvidia.com/gpu", "lacks nvidia.com/gpu", "Insufficient nvidia.com/gpu"),
     ),
@@ -168,12 +180,12 @@ _NONE_FIT = re.compile(r"\b0 fit on ")
 def category(reason: str) -> str:
     """The category of a pending reason: InsufficientGPU, WaitingForMembers, ...;
     InsufficientCapacity for a gang some of whose pods fit but not all at once."""
-    for name, marks in _CATEGORIES[:8]:
+    for name, marks in _CATEGORIES[:9]:
         if any(m in reason for m in marks):
             return name
     if " fit on " in reason and not _NONE_FIT.search(reason):
         return "InsufficientCapacity"
-    for name, marks in _CATEGORIES[8:]:
+    for name, marks in _CATEGORIES[9:]:
         if any(m in reason for m in marks):
             return name
     return "Other"

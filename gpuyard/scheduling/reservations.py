@@ -12,7 +12,9 @@ the order they are free (then, for a gang that holds already, the nodes it held 
 the last pass: a hold does not wander off nodes that are draining for it; then most
 free GPUs, capacity, rack, name) until every member
 has room once their occupants leave: the last one's time is the gang's estimated
-start, as EASY backfill computes its shadow time.
+start, as EASY backfill computes its shadow time. A gang that must fit inside one
+topology domain takes its nodes from the domain where it can start first (where its
+running members are, if some run).
 
 The hold. A gang holds nodes (a soft hold, holds.Holds.soft) once its start is near
 (within `PolicyConfig.hold_ahead`) or once it has waited `PolicyConfig.starve_after`
@@ -46,6 +48,7 @@ from typing import TYPE_CHECKING
 from gpuyard.scheduling.filters import capacity
 from gpuyard.scheduling.indexes import alloc_caps
 from gpuyard.scheduling.state import GPU, NodeInfo
+from gpuyard.scheduling.topology import reserve_rows
 
 if TYPE_CHECKING:
     from gpuyard.scheduling.policy import Pass
@@ -97,6 +100,11 @@ def estimate(ps: Pass, u: Unit) -> tuple[float, list[str]] | None:
     if total < need:
         return None
     rows.sort()
+    if u.topo:
+        # the one required domain where it can start first
+        rows = reserve_rows(ps, u, u.topo, rows, name_at=5, k_at=6)
+        if not rows:
+            return None
     held: list[str] = []
     start = now
     for t, _, _, _, _, name, k in rows:

@@ -27,6 +27,8 @@ from gpuyard import names
 from gpuyard.k8s.durations import parse_duration
 from gpuyard.kube import objects as o
 from gpuyard.scheduling.affinity import Constraints, parse
+from gpuyard.scheduling.dialects import pod_request
+from gpuyard.scheduling.topology import DEFAULT_LEVELS, Request
 from gpuyard.scheduling.upstream import group_name
 
 RESOURCES = ("cpu", "memory", names.RESOURCE_GPU, "pods")
@@ -151,6 +153,9 @@ class PodInfo:
     started: float | None = None
     # its team, when the state divides shared capacity between teams (set_teams)
     team: str | None = None
+    # what its gang needs of the topology, said on the pod (Kueue's, KAI's
+    # annotations); None for most pods
+    topology: Request | None = None
     _ck: tuple[Any, ...] | None = field(default=None, init=False, repr=False)
 
     @property
@@ -183,6 +188,8 @@ class GroupInfo:
     created: float = 0.0
     priority: int | None = None
     obj: dict[str, Any] | None = None
+    # what the gang needs of the topology (gpuyard.scheduling.topology), None: nothing
+    topology: Request | None = None
 
 
 class ClusterState:
@@ -248,6 +255,16 @@ class ClusterState:
         self.team_of_ns: dict[str, str] = {}
         self.team_outside: dict[str, int] = {}
         self.teams_gen = 0
+        # the topology's levels: node label keys, broadest first (topology.py)
+        self.topology_levels: tuple[str, ...] = DEFAULT_LEVELS
+
+    def set_topology_levels(self, levels: Iterable[str]) -> None:
+        """The node label keys that make the topology's levels, broadest first."""
+        lv = tuple(levels)
+        if lv != self.topology_levels:
+            self.topology_levels = lv
+            self.generation += 1
+            self.node_gen += 1  # domains are made again
 
     # ------------------------------------------------------------------ teams
 
@@ -435,6 +452,7 @@ class ClusterState:
             constraints=constraints,
             runtime=runtime_of(md, spec),
             started=started,
+            topology=pod_request(md),
         )
         self._put_pod(info)
         return info
@@ -658,6 +676,7 @@ class ClusterState:
             else None,
             created=created.timestamp() if created else 0.0,
             obj=dict(pg),
+            topology=pod_request(pg.get("metadata") or {}),
         )
         return self.set_group(info)
 

@@ -5,7 +5,8 @@ A pod joins an upstream PodGroup by `spec.schedulingGroup.podGroupName` (the API
 refuses a pod that also carries the scheduler-plugins label). The group is all or
 nothing by `spec.schedulingPolicy.gang.minCount` (mutable: a new value counts from the
 next pass); a `basic` policy is a group of one. `priority` / `priorityClassName` order
-the gang in the queue. Its status carries the conditions `PodGroupInitiallyScheduled`
+the gang in the queue; `schedulingConstraints.topology[].key` are required topology
+levels (gpuyard.scheduling.topology). Its status carries the conditions `PodGroupInitiallyScheduled`
 (True once minCount members were bound; False with reason Unschedulable or
 SchedulerError while it waits) and `DisruptionTarget` (reason PreemptionByScheduler
 when the scheduler evicts members).
@@ -21,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 from gpuyard import names
 from gpuyard.kube import objects as o
 from gpuyard.kube.resources import Res
+from gpuyard.scheduling.dialects import upstream_request
 
 if TYPE_CHECKING:
     from gpuyard.scheduling.state import GroupInfo
@@ -84,6 +86,7 @@ def group_info(pg: Mapping[str, Any], classes: Mapping[str, int]) -> GroupInfo:
         created=created.timestamp() if created else 0.0,
         priority=priority_of(pg, classes),
         obj=dict(pg),
+        topology=upstream_request(pg),
     )
 
 
