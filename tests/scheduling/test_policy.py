@@ -293,6 +293,30 @@ def test_reason_says_nodes_are_freeing_while_victims_terminate() -> None:
     assert sorted(n for _, n in d.bindings) == ["n000", "n001"]
 
 
+def test_victims_made_again_never_take_the_nodes_their_preemptor_is_nominated_to() -> None:
+    # A preempted job's controller makes its workers again at once (they wait, low
+    # priority) while its preemptor is nominated and the victims still leave: a node one
+    # victim freed is held for the preemptor, not handed back to the victims' work.
+    s = cluster(2)
+    for i in range(2):
+        s.add_pod_fast(f"ns/low-{i}", {GPU: 8}, priority=0, node=f"n{i:03d}")
+    add_gang(s, "urgent", 2, priority=1000)
+    d = schedule(s, 0.0)
+    assert {e.pod for e in d.evictions} == {"ns/low-0", "ns/low-1"}
+    assert set(d.nominations.values()) == {"n000", "n001"}
+    for e in d.evictions:
+        s.pods[e.pod].terminating = True
+    s.remove_pod("ns/low-0")  # one victim is gone, the other still terminating
+    for i in range(2):
+        s.add_pod_fast(f"ns/low-again-{i}", {GPU: 8}, priority=0)
+    d = schedule(s, 1.0)
+    assert not d.bindings and not d.evictions, d.bindings  # n000 is free but held
+    s.remove_pod("ns/low-1")
+    d = schedule(s, 2.0)
+    assert sorted(n for k, n in d.bindings if k.startswith("ns/urgent-")) == ["n000", "n001"]
+    assert len(d.bindings) == 2  # the victims' new pods wait
+
+
 def test_a_member_whose_binding_failed_is_placed_again_beside_its_gang() -> None:
     s = cluster(32, racks=4)
     add_gang(s, "g", 4)
