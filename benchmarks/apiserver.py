@@ -655,6 +655,9 @@ def main() -> None:
         "--rounds", type=int, default=2, help="runs of each side with --baseline-commit"
     )
     a = ap.parse_args()
+    from gpuyard import childgroups
+
+    childgroups.exit_on_signals()  # a signal still stops every server it started
     nodes = a.nodes or (750 if a.quick else 7500)
     pods = a.pods or (7500 if a.quick else 75000)
     wsec = a.watch_seconds or (3 if a.quick else 10)

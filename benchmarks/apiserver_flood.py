@@ -108,6 +108,9 @@ def main() -> None:
     ap.add_argument("--slow", type=int, default=300)
     ap.add_argument("--seconds", type=float, default=15.0)
     a = ap.parse_args()
+    from gpuyard import childgroups
+
+    childgroups.exit_on_signals()  # a signal still stops every server it started
     hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
     per = min(a.idle // 2, hard - 200)
     out: dict[str, Any] = {"cpus": os.cpu_count(), "idle": 2 * per, "slow": a.slow}
@@ -117,13 +120,15 @@ def main() -> None:
         flood_s = str(a.seconds + 60)
 
         def helper(*args: str) -> subprocess.Popen[str]:
-            return subprocess.Popen(
+            p = subprocess.Popen(
                 [sys.executable, "-m", "tests.apiserver.load_clients", *args],
                 cwd=ROOT,
                 stdout=subprocess.PIPE,
                 text=True,
                 start_new_session=True,
             )
+            childgroups.adopt(p.pid)
+            return p
 
         procs = [helper("idle", host, port, str(per), flood_s) for _ in range(2)]
         procs.append(helper("slow", host, port, str(a.slow), flood_s, srv.ca_file))

@@ -31,10 +31,18 @@ def baseline_tree(rev: str, script: str) -> Iterator[tuple[str, str]]:
         check=True,
         capture_output=True,
     )
-    try:
-        yield commit, tree
-    finally:
+
+    def remove() -> None:
         subprocess.run(
             ["git", "-C", REPO, "worktree", "remove", "--force", tree], capture_output=True
         )
         shutil.rmtree(tree, ignore_errors=True)
+
+    from gpuyard import childgroups
+
+    forget = childgroups.at_exit(remove)  # also when the benchmark is stopped by a signal
+    try:
+        yield commit, tree
+    finally:
+        forget()
+        remove()

@@ -313,6 +313,9 @@ def main() -> int:
     ap.add_argument("--events", type=int, default=5000)
     ap.add_argument("--repeat", type=int, default=3)
     args = ap.parse_args()
+    from gpuyard import childgroups
+
+    childgroups.exit_on_signals()  # a signal still stops every server it started
     if args.url:
         out = compare_clients(
             args.url,

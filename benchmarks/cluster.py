@@ -86,6 +86,8 @@ async def measure(nodes: int, window: float, lease: float) -> dict[str, Any]:
 
 
 def run_child(nodes: int, window: float, lease: float, timeout: float) -> dict[str, Any]:
+    from gpuyard import childgroups
+
     cmd = [
         sys.executable,
         __file__,
@@ -97,7 +99,8 @@ def run_child(nodes: int, window: float, lease: float, timeout: float) -> dict[s
         str(lease),
     ]
     try:
-        out = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+        # Stopped with SIGTERM if this run is interrupted: the child stops its cluster.
+        out = childgroups.run(cmd, timeout=timeout)
     except subprocess.TimeoutExpired:
         return {"nodes": nodes, "error": f"timed out after {timeout:.0f} s"}
     if out.returncode != 0:
@@ -114,6 +117,9 @@ def main() -> int:
     ap.add_argument("--timeout", type=float, default=420.0, help="per size, seconds")
     ap.add_argument("--child", type=int, default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
+    from gpuyard import childgroups
+
+    childgroups.exit_on_signals()  # a signal still stops every server it started
     logging.basicConfig(level=logging.WARNING)
     if args.child is not None:
         try:

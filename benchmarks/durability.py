@@ -42,6 +42,9 @@ def main() -> None:
     ap.add_argument("--pods", type=int, default=5000)
     ap.add_argument("--runs", type=int, default=3)
     args = ap.parse_args()
+    from gpuyard import childgroups
+
+    childgroups.exit_on_signals()  # a signal still stops every server it started
     normal: list[float] = []
     full: list[float] = []
     for _ in range(args.runs):

@@ -161,6 +161,9 @@ def main() -> None:
     ap.add_argument("--pods", type=int, default=110)
     ap.add_argument("--rounds", type=int, default=20)
     args = ap.parse_args()
+    from gpuyard import childgroups
+
+    childgroups.exit_on_signals()  # a signal still stops every server it started
     ns = "gybench-" + uuid.uuid4().hex[:6]
     subprocess.run(["ip", "netns", "add", ns], check=True)
     try:

@@ -353,13 +353,10 @@ COMPARED = [
 
 def _one_run(code_dir: str, argv: list[str]) -> dict[str, Any]:
     env = {**os.environ, "PYTHONPATH": code_dir}
-    got = subprocess.run(
-        [sys.executable, os.path.abspath(__file__), *argv],
-        env=env,
-        capture_output=True,
-        text=True,
-        cwd=code_dir,
-    )
+    from gpuyard import childgroups
+
+    # Stopped with SIGTERM if this run is interrupted: the child stops its cluster.
+    got = childgroups.run([sys.executable, os.path.abspath(__file__), *argv], env=env, cwd=code_dir)
     if got.returncode != 0:
         raise SystemExit(f"benchmarks/scheduler.py: run in {code_dir} failed:\n{got.stderr}")
     return dict(json.loads(got.stdout))
@@ -404,6 +401,21 @@ def compare(rev: str, rounds: int, argv: list[str]) -> dict[str, Any]:
     return out
 
 
+def _exit_on_signals() -> None:
+    try:
+        from gpuyard.childgroups import exit_on_signals
+    except ImportError:  # this script run on a baseline commit from before it
+        import signal
+
+        def _exit(signum: int, frame: Any) -> None:
+            raise SystemExit(128 + signum)
+
+        for sig in (signal.SIGTERM, signal.SIGHUP):
+            signal.signal(sig, _exit)
+        return
+    exit_on_signals()
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="small sizes, a few runs")
@@ -425,6 +437,7 @@ def main() -> None:
         "--rounds", type=int, default=1, help="runs of each side with --baseline-commit"
     )
     a = ap.parse_args()
+    _exit_on_signals()  # a signal still stops every server it started
     if a.baseline_commit:
         if a.rounds < 1:
             raise SystemExit("benchmarks/scheduler.py: --rounds must be at least 1")

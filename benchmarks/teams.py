@@ -260,6 +260,9 @@ async def webhook_part(rate: int, seconds: float, n_teams: int) -> dict[str, Any
         stdout=subprocess.PIPE,
         start_new_session=True,
     )
+    from gpuyard import childgroups
+
+    childgroups.adopt(proc.pid)
     try:
         assert proc.stdout is not None
         port = int(proc.stdout.readline())
@@ -581,6 +584,9 @@ if __name__ == "__main__":
         "as a real deployment), thread, loop (the API server's own event loop)",
     )
     a = ap.parse_args()
+    from gpuyard import childgroups
+
+    childgroups.exit_on_signals()  # a signal still stops every server it started
     if a.quick:
         a.nodes, a.teams, a.seconds = 750, 5, 3.0
     if not a.per_team:

@@ -127,6 +127,9 @@ def main() -> int:
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--budget", type=float, default=300.0, help="wall seconds per case")
     args = ap.parse_args()
+    from gpuyard import childgroups
+
+    childgroups.exit_on_signals()  # a signal still stops every server it started
     out: dict[str, Any] = {"cases": []}
     if SHARED.exists():
         r = run_case("openb", {"k": 1 if args.quick else 5}, args.budget)

@@ -71,12 +71,28 @@ def measure(nodes: int, settle: float) -> dict[str, Any]:
     }
 
 
+def _exit_on_signals() -> None:
+    try:
+        from gpuyard.childgroups import exit_on_signals
+    except ImportError:  # this script run on a baseline commit from before it
+        import signal
+
+        def _exit(signum: int, frame: Any) -> None:
+            raise SystemExit(128 + signum)
+
+        for sig in (signal.SIGTERM, signal.SIGHUP):
+            signal.signal(sig, _exit)
+        return
+    exit_on_signals()
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--nodes", type=int, default=16)
     ap.add_argument("--settle", type=float, default=15.0)
     ap.add_argument("--baseline-commit", metavar="REV", default=None)
     a = ap.parse_args()
+    _exit_on_signals()  # a signal still stops every server it started
     if not a.baseline_commit:
         print(json.dumps(measure(a.nodes, a.settle), indent=2))
         return
@@ -87,15 +103,15 @@ def main() -> None:
         check=True,
         capture_output=True,
     )
+    from gpuyard import childgroups
+
     out: dict[str, Any] = {"baseline_commit": a.baseline_commit}
     try:
         for side, code in (("baseline", tree), ("current", repo)):
-            got = subprocess.run(
+            got = childgroups.run(
                 [sys.executable, os.path.abspath(__file__), "--nodes", str(a.nodes)]
                 + ["--settle", str(a.settle)],
                 env={**os.environ, "PYTHONPATH": code},
-                capture_output=True,
-                text=True,
                 cwd=code,
             )
             if got.returncode != 0:

@@ -113,6 +113,9 @@ def main() -> None:
     ap.add_argument("--rate", type=int, default=500)
     ap.add_argument("--seconds", type=float, default=3.0)
     args = ap.parse_args()
+    from gpuyard import childgroups
+
+    childgroups.exit_on_signals()  # a signal still stops every server it started
     ca, cert, key = make_ca_and_cert(["127.0.0.1"])
     d = tempfile.mkdtemp(prefix="gpuyard-whbench-")
     Path(d, "tls.crt").write_bytes(cert)

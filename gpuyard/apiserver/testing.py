@@ -6,8 +6,10 @@
         srv.ssl_context()      # an SSLContext that trusts the server's CA
 
 The process runs in its own process group and is killed (SIGKILL to the group) when
-the block ends, whatever happens inside it. `srv.kill9()` kills it at once (restart
-tests); `srv.terminate()` asks it to stop cleanly.
+the block ends, whatever happens inside it, and when the process that started it
+ends, even by SIGTERM (gpuyard.childgroups). `srv.kill9()` kills it at once (restart
+tests); `srv.terminate()` asks it to stop cleanly. `file_limit=N` starts it with N as
+both its soft and hard RLIMIT_NOFILE (the server sizes its connection cap from it).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import resource
 import signal
 import ssl
 import subprocess
@@ -24,6 +27,8 @@ import time
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+
+from gpuyard import childgroups
 
 
 @dataclass
@@ -51,15 +56,18 @@ class ServerProcess:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(self.proc.pid, signal.SIGKILL)
         self.proc.wait(10)
+        childgroups.release(self.proc.pid)
 
     def terminate(self, timeout: float = 10) -> int:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(self.proc.pid, signal.SIGTERM)
         try:
-            return self.proc.wait(timeout)
+            code = self.proc.wait(timeout)
         except subprocess.TimeoutExpired:
             self.kill9()
             return -9
+        childgroups.release(self.proc.pid)
+        return code
 
 
 def start_apiserver_process(
@@ -68,9 +76,11 @@ def start_apiserver_process(
     extra_args: tuple[str, ...] = (),
     timeout: float = 30,
     code_dir: str | None = None,
+    file_limit: int | None = None,
 ) -> ServerProcess:
     """Start `python -m gpuyard.apiserver --port 0` and wait until /readyz answers.
-    With `code_dir`, the gpuyard package is imported from that checkout instead."""
+    With `code_dir`, the gpuyard package is imported from that checkout instead; with
+    `file_limit`, the process's file limit (soft and hard) is lowered to it."""
     data_dir = data_dir or tempfile.mkdtemp(prefix="gpuyard-apiserver-test-")
     cmd = [sys.executable, "-m", "gpuyard.apiserver", "--port", "0", "--data-dir", data_dir]
     if in_memory:
@@ -79,6 +89,16 @@ def start_apiserver_process(
     env = None
     if code_dir is not None:
         env = {**os.environ, "PYTHONPATH": os.path.abspath(code_dir)}
+    preexec = None
+    if file_limit is not None:
+        hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+        if hard != resource.RLIM_INFINITY and file_limit > hard:
+            raise ValueError(f"file_limit {file_limit} is above the hard limit {hard}")
+        limit = file_limit
+
+        def preexec() -> None:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (limit, limit))
+
     proc = subprocess.Popen(
         cmd,
         stdout=subprocess.PIPE,
@@ -86,7 +106,9 @@ def start_apiserver_process(
         start_new_session=True,
         env=env,
         cwd=code_dir,  # `-m` puts the working directory first on sys.path
+        preexec_fn=preexec,
     )
+    childgroups.adopt(proc.pid)
     out: list[str] = []
     try:
         url = ""
@@ -134,8 +156,11 @@ def run_apiserver_process(
     in_memory: bool = False,
     extra_args: tuple[str, ...] = (),
     code_dir: str | None = None,
+    file_limit: int | None = None,
 ) -> Iterator[ServerProcess]:
-    srv = start_apiserver_process(data_dir, in_memory, extra_args, code_dir=code_dir)
+    srv = start_apiserver_process(
+        data_dir, in_memory, extra_args, code_dir=code_dir, file_limit=file_limit
+    )
     try:
         yield srv
     finally:

@@ -6,7 +6,8 @@
         c.fault("node-down", "gpu-node-0001")
 
 The process runs in its own session on a free port; it is killed with its whole
-process group when the block ends, even on failure. Its log is `c.log_path`.
+process group when the block ends, even on failure, and when the process that
+started it ends, even by SIGTERM (gpuyard.childgroups). Its log is `c.log_path`.
 """
 
 from __future__ import annotations
@@ -24,6 +25,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from gpuyard import childgroups
 
 
 @dataclass
@@ -83,15 +86,18 @@ class ClusterProcess:
             os.killpg(self.proc.pid, signal.SIGKILL)
         with contextlib.suppress(Exception):
             self.proc.wait(10)
+        childgroups.release(self.proc.pid)
 
     def terminate(self, timeout: float = 15) -> int:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(self.proc.pid, signal.SIGTERM)
         try:
-            return self.proc.wait(timeout)
+            code = self.proc.wait(timeout)
         except subprocess.TimeoutExpired:
             self.kill()
             return -9
+        childgroups.release(self.proc.pid)
+        return code
 
 
 async def _all_ready(kubeconfig: str, n: int) -> bool:
@@ -129,6 +135,7 @@ def start_cluster_process(
     ]
     with log_path.open("ab") as logf:
         proc = subprocess.Popen(cmd, stdout=logf, stderr=subprocess.STDOUT, start_new_session=True)
+    childgroups.adopt(proc.pid)
     c = ClusterProcess(data, proc, log_path)
     state = data / "up.json"
     deadline = time.monotonic() + timeout
