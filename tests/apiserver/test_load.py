@@ -3,14 +3,16 @@ in a subprocess (flow.py): idle and slow-header connections cannot starve a
 legitimate client, and a burst of creates gets 429 with Retry-After that kubectl,
 the official Python client and gpuyard's own client retry until all succeed.
 
-The idle flood holds 20,000 connections from two helper processes (the hard file
-limit here is 20,000 per process, so one process cannot hold them; the server's own
-cap is that limit less its reserve, so the flood goes past it).
+The idle flood is sized from the server's own limits: the server runs with a file
+limit of 4,096 (its connection cap is that less its reserve, as in production) and
+the flood holds a quarter of the cap more than the file limit, from as many helper
+processes as their own file limits need.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import resource
@@ -64,6 +66,8 @@ def helper(*args: str) -> subprocess.Popen[str]:
 
 
 def finish(proc: subprocess.Popen[str], timeout: float = 90) -> dict[str, Any]:
+    if proc.stdout is None or proc.stdout.closed:
+        return {}  # read already
     try:
         out, _ = proc.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
@@ -85,46 +89,91 @@ def pct(xs: list[float], p: float) -> float:
     return round(xs[min(len(xs) - 1, int(p * len(xs)))] * 1000, 1) if xs else -1.0
 
 
+# The flood test's server runs with this file limit (or the hard limit, if lower):
+# its connection cap follows from it as in production (connection_cap), and a flood
+# past the file limit stays small enough for a loaded 2-core machine to raise.
+FLOOD_FILE_LIMIT = 4096
+
+
+HEADER_TIMEOUTS = 'gpuyard_apiserver_connections_closed_total{reason="header-timeout"}'
+
+
+def _shed(m: dict[str, float]) -> float:
+    return (
+        m['gpuyard_apiserver_connections_closed_total{reason="evicted"}']
+        + m['gpuyard_apiserver_connections_closed_total{reason="connection-limit"}']
+    )
+
+
+def _stop(proc: subprocess.Popen[str]) -> dict[str, Any]:
+    with contextlib.suppress(ProcessLookupError):
+        proc.terminate()
+    return finish(proc, 60)
+
+
 @pytest.mark.slow
 async def test_idle_and_slow_header_floods_do_not_starve_a_legitimate_client() -> None:
+    """More idle connections than the server has file descriptors, and 300 clients
+    that trickle request heads, all kept up until the legitimate client is done: the
+    server holds its cap (below its file limit), sheds flood connections for new
+    ones, cuts off every slow head, and the legitimate client's requests, on a kept
+    connection and on a fresh connection each, all succeed.
+
+    The TLS handshake timeout is set long so that idle connections (which never send
+    a ClientHello) are shed only by the cap, the defence under test; the flood is
+    sized from the server's own file limit and cap, and each phase waits on what the
+    server reports, not on a clock."""
     hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
-    if hard < 12_000:
-        pytest.skip(f"the hard file limit ({hard}) is too low to hold a flood that fills the cap")
-    per_helper = min(10_000, hard - 200)
-    idle_total = 2 * per_helper  # 20,000 here
-    flood_s = 45.0
-    with run_apiserver_process(in_memory=True, extra_args=("--request-header-timeout", "3")) as srv:
+    file_limit = min(FLOOD_FILE_LIMIT, hard)
+    if file_limit < 1024:
+        pytest.skip(f"the hard file limit ({hard}) is too low for a flood past a server's cap")
+    cap = connection_cap(file_limit)
+    # Past the server's file limit, not only its cap; not so far past that evictions
+    # come faster than the header timeout (then no slow head would live to meet it).
+    idle_total = file_limit + 256
+    per_helper = max(256, hard - 200)
+    counts = [min(per_helper, idle_total - k) for k in range(0, idle_total, per_helper)]
+    args = ("--request-header-timeout", "3", "--tls-handshake-timeout", "600")
+    with run_apiserver_process(in_memory=True, extra_args=args, file_limit=file_limit) as srv:
         host, port = srv.url.split("//")[1].rsplit(":", 1)
         limit_text = open(f"/proc/{srv.pid}/limits").read()
         server_limit = next(
             int(line.split()[3]) for line in limit_text.splitlines() if "open files" in line
         )
-        assert server_limit == hard  # raised to the hard limit at start
-        cap = connection_cap(server_limit)
-        assert idle_total > cap  # the flood goes past the cap
-        idlers = [helper("idle", host, port, str(per_helper), str(flood_s)) for _ in range(2)]
-        slow = helper("slow", host, port, "300", "30", srv.ca_file)
+        assert server_limit == file_limit
+        m = await asyncio.to_thread(metrics, srv)
+        assert m["gpuyard_apiserver_connection_limit"] == cap
+        assert idle_total > server_limit > cap
+        idlers = [helper("idle", host, port, str(n), "900") for n in counts]
+        slow = helper("slow", host, port, "300", "900", srv.ca_file)
         client = Client.from_kubeconfig(srv.kubeconfig, component="legit")
         fresh_lat: list[float] = []
         kept_lat: list[float] = []
         max_fds = 0
+        rounds = 20
         try:
-            # Wait until the flood has filled the server up to its cap.
-            deadline = time.monotonic() + 60
-            opened = 0.0
-            while time.monotonic() < deadline:
+            # Wait until the flood is at full strength: it holds the server at its
+            # cap, has gone past it (connections shed), and slow heads are being cut
+            # off by the header timeout.
+            deadline = time.monotonic() + 300  # a bound on the condition, not a timing
+            while True:
                 m = await asyncio.to_thread(metrics, srv)
                 opened = m['gpuyard_apiserver_connections{state="open"}']
-                if opened >= cap - 50:
+                timed_out = m[HEADER_TIMEOUTS]
+                if opened >= cap - 50 and _shed(m) > 0 and timed_out > 0:
                     break
+                for p in [*idlers, slow]:
+                    assert p.poll() is None, f"a flood helper ended early: {finish(p)}"
+                assert time.monotonic() < deadline, (
+                    f"the flood reached {opened} of {cap} connections, shed {_shed(m)}, "
+                    f"{timed_out} header time-outs"
+                )
                 await asyncio.sleep(0.5)
-            assert opened >= cap - 50, f"the flood reached only {opened} of {cap} connections"
+            shed_before = _shed(m)
             ctx = srv.ssl_context()
             # The legitimate client at work while the flood goes on: a kept-alive
             # client creating and reading objects, and a fresh connection per request.
-            t_end = time.monotonic() + 15
-            i = 0
-            while time.monotonic() < t_end:
+            for i in range(rounds):
                 t0 = time.perf_counter()
                 created = await client.create(
                     {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": f"ok-{i}"}},
@@ -136,43 +185,38 @@ async def test_idle_and_slow_header_floods_do_not_starve_a_legitimate_client() -
                 t0 = time.perf_counter()
                 async with aiohttp.ClientSession(
                     connector=aiohttp.TCPConnector(ssl=ctx, force_close=True),
-                    timeout=aiohttp.ClientTimeout(total=30),
+                    timeout=aiohttp.ClientTimeout(total=60),
                 ) as s:
                     async with s.get(srv.url + CM + f"/ok-{i}", headers=srv.headers) as r:
                         assert r.status == 200, await r.text()
                         assert (await r.json())["metadata"]["name"] == f"ok-{i}"
                 fresh_lat.append(time.perf_counter() - t0)
                 max_fds = max(max_fds, fd_count(srv.pid))
-                i += 1
-            assert i >= 10, f"only {i} rounds of legitimate requests in 15 s"
+            # The flood was still on: the server is at its cap, never past it, and it
+            # shed flood connections to admit the legitimate ones.
             m = await asyncio.to_thread(metrics, srv)
-            assert m['gpuyard_apiserver_connections{state="open"}'] <= cap
-            assert m["gpuyard_apiserver_connection_limit"] == cap
-            shed = (
-                m['gpuyard_apiserver_connections_closed_total{reason="evicted"}']
-                + m['gpuyard_apiserver_connections_closed_total{reason="connection-limit"}']
-            )
-            assert shed > 0
+            assert cap - 50 <= m['gpuyard_apiserver_connections{state="open"}'] <= cap
+            assert _shed(m) > shed_before
             assert 0 < max_fds < server_limit
+            for p in [*idlers, slow]:
+                assert p.poll() is None, f"a flood helper ended early: {finish(p)}"
         finally:
             await client.close()
-            slow_stats = finish(slow)
-            idle_stats = [finish(p) for p in idlers]
+            slow_stats = _stop(slow)
+            idle_stats = [_stop(p) for p in idlers]
         # Every slow-header client was cut off by the server long before it ended
         # its 30 s trickle (header timeout 3 s; evicted ones went sooner).
         assert slow_stats["completed"] == 0, slow_stats
-        assert slow_stats["closed_by_server"] + slow_stats["connect_failed"] == 300, slow_stats
         assert slow_stats["closed_by_server"] > 0, slow_stats
-        m = await asyncio.to_thread(metrics, srv)
-        assert m['gpuyard_apiserver_connections_closed_total{reason="header-timeout"}'] > 0
         assert sum(s["max_open"] for s in idle_stats) >= cap - 50, idle_stats
         assert sum(s["closed_by_server"] for s in idle_stats) > 0, idle_stats
         print(
             json.dumps(
                 {
-                    "idle_connections": idle_total,
+                    "server_file_limit": server_limit,
                     "server_cap": cap,
-                    "legit_rounds": i,
+                    "idle_connections": idle_total,
+                    "legit_rounds": rounds,
                     "kept_alive_p99_ms": pct(kept_lat, 0.99),
                     "fresh_connection_p99_ms": pct(fresh_lat, 0.99),
                     "idle": idle_stats,
