@@ -68,6 +68,15 @@ CONTROLLER_RULES: list[Rule] = [
 ]
 
 
+# The node network agent: its own node's pods (it asks with a field selector), the
+# nodes' zones and the Teams' egress defaults; it writes nothing to the API.
+NETD = "gpuyard-netd"
+NETD_PORT = 9105
+NETD_RULES: list[Rule] = [
+    ("", ["pods", "nodes"], WATCH),
+    (names.GROUP, ["teams"], WATCH),
+]
+
 WEBHOOK = "gpuyard-teams-webhook"
 WEBHOOK_PORT = 8443
 
@@ -195,6 +204,56 @@ def _webhook_deployment(image: str) -> dict[str, Any]:
     return dep
 
 
+def _netd_daemonset(image: str) -> dict[str, Any]:
+    """`gpuyard netd` on every node, in the host's network namespace (its rules and
+    shaping live there), with NET_ADMIN and nothing else."""
+    labels = {"app.kubernetes.io/name": NETD, "app.kubernetes.io/part-of": "gpuyard"}
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "DaemonSet",
+        "metadata": _meta(NETD),
+        "spec": {
+            "selector": {"matchLabels": {"app.kubernetes.io/name": NETD}},
+            "updateStrategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": "10%"}},
+            "template": {
+                "metadata": {"labels": labels},
+                "spec": {
+                    "serviceAccountName": NETD,
+                    "priorityClassName": "system-node-critical",
+                    "hostNetwork": True,
+                    "dnsPolicy": "ClusterFirstWithHostNet",
+                    # every node, tainted ones included: its pods' traffic is counted
+                    "tolerations": [{"operator": "Exists"}],
+                    "containers": [
+                        {
+                            "name": "netd",
+                            "image": image,
+                            # add --uplink DEVICE to shape pods' internet egress there
+                            "command": ["gpuyard", "netd", "--metrics-port", str(NETD_PORT)],
+                            "env": [
+                                {
+                                    "name": "NODE_NAME",
+                                    "valueFrom": {"fieldRef": {"fieldPath": "spec.nodeName"}},
+                                }
+                            ],
+                            "ports": [{"name": "metrics", "containerPort": NETD_PORT}],
+                            "resources": {
+                                "requests": {"cpu": "50m", "memory": "96Mi"},
+                                "limits": {"memory": "256Mi"},
+                            },
+                            "securityContext": {
+                                "readOnlyRootFilesystem": True,
+                                "allowPrivilegeEscalation": False,
+                                "capabilities": {"drop": ["ALL"], "add": ["NET_ADMIN"]},
+                            },
+                        }
+                    ],
+                },
+            },
+        },
+    }
+
+
 def priority_classes() -> list[dict[str, Any]]:
     """gpuyard's PriorityClasses, as `gpuyard up` installs them."""
     return [
@@ -228,6 +287,7 @@ METRICS_SERVICES: dict[str, tuple[dict[str, str], list[tuple[str, int]]]] = {
         [("metrics-ctl", 9101), ("metrics-pre", 9102), ("metrics-per", 9103)],
     ),
     "gpuyard-health-agent-metrics": ({"app": "gpuyard-health-agent"}, [("metrics", 9100)]),
+    "gpuyard-netd-metrics": ({"app.kubernetes.io/name": NETD}, [("metrics", NETD_PORT)]),
 }
 SCRAPE_CONFIGMAP = "gpuyard-prometheus-scrape"
 
@@ -304,6 +364,8 @@ def objects(image: str = IMAGE, gpu_image: str = GPU_IMAGE) -> list[dict[str, An
         *_webhook(),
         _webhook_deployment(image),
         service_webhook_configuration(NAMESPACE, WEBHOOK),
+        *_rbac(NETD, NETD_RULES),
+        _netd_daemonset(image),
     ]
     for doc in yaml.safe_load_all(HEALTH.read_text()):
         if not doc or doc.get("kind") == "Namespace":

@@ -63,7 +63,7 @@ def test_kustomize_base_is_the_generated_output(tmp_path: Path) -> None:
     }
     assert got[("DaemonSet", "gpuyard-health-agent", "agent")] == "reg.example/gpu:0.1.0"
     assert got.pop(("DaemonSet", "gpuyard-health-agent", "agent"))
-    assert set(got.values()) == {"reg.example/cp:7"} and len(got) == 6
+    assert set(got.values()) == {"reg.example/cp:7"} and len(got) == 7
 
 
 def test_every_container_runs_a_gpuyard_command() -> None:
@@ -72,8 +72,10 @@ def test_every_container_runs_a_gpuyard_command() -> None:
     for d in docs:
         if d["kind"] in ("Deployment", "DaemonSet"):
             for c in d["spec"]["template"]["spec"]["containers"]:
-                # The agent runs on GPU nodes from the GPU image, the rest from the other.
-                want = "ex/gpu:2" if d["kind"] == "DaemonSet" else "example/img:1"
+                # The health agent runs on GPU nodes from the GPU image (it reads the
+                # GPUs), the rest from the other (netd too: it needs no CUDA).
+                gpu = (d["kind"], d["metadata"]["name"]) == ("DaemonSet", "gpuyard-health-agent")
+                want = "ex/gpu:2" if gpu else "example/img:1"
                 assert c["image"] == want
                 if c["name"] in ("preflight", "periodic"):  # the test pods' image
                     assert c["command"][c["command"].index("--image") + 1] == "ex/gpu:2"
@@ -82,6 +84,7 @@ def test_every_container_runs_a_gpuyard_command() -> None:
         ("gpuyard", "scheduler"),
         ("gpuyard", "controllers"),
         ("gpuyard", "teams-webhook"),
+        ("gpuyard", "netd"),
     }
     for cmd in commands:
         assert cmd[0] == "gpuyard"
@@ -137,8 +140,11 @@ def test_kubectl_apply_k_deploy(apiserver: ServerProcess) -> None:
         text=True,
         timeout=60,
     )
-    (agent,) = json.loads(ds.stdout)["items"]
-    assert agent["spec"]["template"]["spec"]["containers"][0]["image"] == manifests.GPU_IMAGE
+    images = {
+        d["metadata"]["name"]: d["spec"]["template"]["spec"]["containers"][0]["image"]
+        for d in json.loads(ds.stdout)["items"]
+    }
+    assert images == {"gpuyard-health-agent": manifests.GPU_IMAGE, "gpuyard-netd": manifests.IMAGE}
 
 
 def test_an_api_server_accepts_the_whole_install(apiserver: ServerProcess) -> None:

@@ -12,9 +12,11 @@ import time
 import urllib.request
 
 import pytest
+import yaml
 from kubernetes import client as k8s
 from kubernetes import config as k8sconfig
 
+from gpuyard import manifests
 from gpuyard.network.nft import NftAccounting
 
 from . import netlab
@@ -37,10 +39,37 @@ def lab():
     lab.down()
 
 
-def start_agent(srv, lab) -> tuple[subprocess.Popen, int]:
+def netd_kubeconfig(srv, tmp_path) -> str:
+    """A kubeconfig for the install's netd ServiceAccount (its role from `gpuyard
+    manifests`), so the agent runs with exactly the rights it has on a real cluster."""
+    api_client = k8sconfig.new_client_from_config(srv.kubeconfig)
+    core, rbac = k8s.CoreV1Api(api_client), k8s.RbacAuthorizationV1Api(api_client)
+    core.create_namespace({"metadata": {"name": manifests.NAMESPACE}})
+    for o in manifests.objects():
+        if o["metadata"]["name"] != manifests.NETD:
+            continue
+        if o["kind"] == "ServiceAccount":
+            core.create_namespaced_service_account(manifests.NAMESPACE, o)
+        elif o["kind"] == "ClusterRole":
+            rbac.create_cluster_role(o)
+        elif o["kind"] == "ClusterRoleBinding":
+            rbac.create_cluster_role_binding(o)
+    token = core.create_namespaced_service_account_token(
+        manifests.NETD, manifests.NAMESPACE, {"spec": {"audiences": []}}
+    ).status.token
+    cfg = yaml.safe_load(open(srv.kubeconfig))
+    for u in cfg["users"]:
+        u["user"] = {"token": token}
+    path = tmp_path / "netd.kubeconfig"
+    path.write_text(yaml.safe_dump(cfg))
+    path.chmod(0o600)
+    return str(path)
+
+
+def start_agent(srv, lab, kubeconfig: str | None = None) -> tuple[subprocess.Popen, int]:
     env = dict(os.environ, PYTHONPATH=os.getcwd())
     proc = subprocess.Popen(
-        [sys.executable, "-m", "gpuyard", "netd", "--kubeconfig", srv.kubeconfig]
+        [sys.executable, "-m", "gpuyard", "netd", "--kubeconfig", kubeconfig or srv.kubeconfig]
         + ["--node", "node1", "--netns", lab.ns("n1"), "--metrics-port", "0"]
         + ["--metrics-address", "127.0.0.1"],
         stdout=subprocess.PIPE,
@@ -93,7 +122,7 @@ def pods_seen(port: int) -> set[str]:
     return {k[0] for k in scrape(port) if k[0] != "requests"}
 
 
-def test_agent_follows_pods_through_the_api_and_keeps_counters(apiserver, lab, capsys):
+def test_agent_follows_pods_through_the_api_and_keeps_counters(apiserver, lab, capsys, tmp_path):
     api = k8s.CoreV1Api(k8sconfig.new_client_from_config(apiserver.kubeconfig))
     for name, (zone, cidr) in NODES.items():
         api.create_node(
@@ -116,7 +145,9 @@ def test_agent_follows_pods_through_the_api_and_keeps_counters(apiserver, lab, c
             name, "team-a", {"status": {"phase": "Running", "podIP": ip}}
         )
 
-    agent, port = start_agent(apiserver, lab)
+    # as the install's netd ServiceAccount: its role is all the agent needs
+    as_netd = netd_kubeconfig(apiserver, tmp_path)
+    agent, port = start_agent(apiserver, lab, as_netd)
     try:
         make_pod("pa", "node1", netlab.PODS["pa"])
         make_pod("pb", "node1", netlab.PODS["pb"])
@@ -137,7 +168,7 @@ def test_agent_follows_pods_through_the_api_and_keeps_counters(apiserver, lab, c
         assert {p.name for p in table.owned().values()} == {"pa"}  # no stale rule for pb
 
         stop_agent(agent)
-        agent, port = start_agent(apiserver, lab)
+        agent, port = start_agent(apiserver, lab, as_netd)
         # Synced again (both watches open) and reconciled: the kernel's counters are kept.
         wait_for(lambda: scrape(port).get(("requests", "watch")) == 2, "the agent's watches")
         time.sleep(0.5)
