@@ -23,6 +23,7 @@ import orjson
 from gpuyard.apiserver import (
     admission_policy,
     defaults,
+    ephemeral,
     managedfields,
     patch,
     paths,
@@ -70,6 +71,8 @@ from gpuyard.kube.objects import (
 )
 
 MAX_BODY = 3 * 1024 * 1024
+# Subresources written with PUT and PATCH through the generic update (None: the object).
+_UPDATABLE = (None, "status", "ephemeralcontainers")
 _WRITE_OPTIONS = {"POST": "CreateOptions", "PUT": "UpdateOptions", "PATCH": "PatchOptions"}
 _WARNINGS: contextvars.ContextVar[list[str] | None] = contextvars.ContextVar(
     "gpuyard_apiserver_warnings", default=None
@@ -504,10 +507,10 @@ class Core:
                 "MethodNotAllowed",
                 "the server does not allow this method on the requested resource",
             )
-        if method == "PUT" and name is not None and sub in (None, "status"):
+        if method == "PUT" and name is not None and sub in _UPDATABLE:
             obj = self._body_obj(body, ctype)
             return await self.update(res, ns or "", name, sub, obj, dry)
-        if method == "PATCH" and name is not None and sub in (None, "status"):
+        if method == "PATCH" and name is not None and sub in _UPDATABLE:
             return await self.patch(res, ns or "", name, sub, body, ctype, query, dry)
         if method == "DELETE":
             opts: dict[str, Any] = {}
@@ -1170,7 +1173,14 @@ class Core:
         obj is a server-side apply's result, its managedFields already kept)."""
         old = self._read_obj(res, e)
         omd = old["metadata"]
-        if sub == "status":
+        if sub == ephemeral.SUBRESOURCE:
+            new = ephemeral.take_update(obj, old)
+            causes = ephemeral.update_causes(new, old)
+            if causes:
+                raise invalid(res.kind, e.name, causes, res.group)
+            if _spec_part(new) != _spec_part(old) and "generation" in omd:
+                new["metadata"]["generation"] = int(omd.get("generation") or 0) + 1
+        elif sub == "status":
             new = dict(old)
             new["status"] = obj.get("status")
             if new["status"] is None:
@@ -1209,9 +1219,10 @@ class Core:
                 md["generation"] = omd["generation"]
             if _spec_part(new) != _spec_part(old):
                 md["generation"] = int(omd.get("generation") or 0) + 1
-        if sub == "status":
+        if sub in ("status", ephemeral.SUBRESOURCE):
             # validated, then admitted by policies and validating webhooks whose rules
-            # name the subresource (`nodes/status`), as kube-apiserver admits it
+            # name the subresource (`nodes/status`, `pods/ephemeralcontainers`), as
+            # kube-apiserver admits it
             new, _ = await self._admit_and_validate(res, "UPDATE", new, old, dry, sub)
         if res.key == CRDS and sub is None:
             self._crd_status(new)

@@ -16,6 +16,7 @@ from typing import Any
 import orjson
 
 from gpuyard import names
+from gpuyard.apiserver import ephemeral
 from gpuyard.k8s import cron
 from gpuyard.kube.objects import QuantityError, parse_quantity
 
@@ -117,11 +118,15 @@ def _one_group(obj: Obj) -> list[Cause]:
 
 
 def _pod_create(obj: Obj) -> list[Cause]:
-    return pod_spec_causes(obj.get("spec"), "spec") + _one_group(obj)
+    return (
+        pod_spec_causes(obj.get("spec"), "spec")
+        + _one_group(obj)
+        + ephemeral.create_causes(obj.get("spec"), "spec")
+    )
 
 
 def _pod_update(new: Obj, old: Obj) -> list[Cause]:
-    out = _pod_create(new)
+    out = pod_spec_causes(new.get("spec"), "spec") + _one_group(new)
     was, now = _at(old, "spec", "activeDeadlineSeconds"), _at(new, "spec", "activeDeadlineSeconds")
     if was is not None:
         f = "spec.activeDeadlineSeconds"
@@ -157,7 +162,10 @@ def _template(key: tuple[str, str]) -> Callable[[Obj], list[Cause]]:
     field = ".".join((*path, "spec"))
 
     def check(obj: Obj) -> list[Cause]:
-        return pod_spec_causes(_at(obj, *path, "spec"), field, restart)
+        spec = _at(obj, *path, "spec")
+        return pod_spec_causes(spec, field, restart) + ephemeral.create_causes(
+            spec, field, template=True
+        )
 
     return check
 

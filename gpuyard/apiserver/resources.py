@@ -88,7 +88,9 @@ class Resource:
 # Subresources this server answers (the others a real 1.37 has, such as pods/resize,
 # are not advertised: discovery says what is served here). pods/log is the simulated
 # kubelet's (simkubelet.py); pods/exec, attach and portforward are refused there.
-SERVED_SUBRESOURCES = frozenset({"status", "scale", "binding", "eviction", "token", "log"})
+SERVED_SUBRESOURCES = frozenset(
+    {"status", "scale", "binding", "eviction", "token", "log", "ephemeralcontainers"}
+)
 
 
 def builtin_resources() -> list[Resource]:

@@ -17,7 +17,7 @@ import re
 from collections.abc import Callable
 from typing import Any
 
-from gpuyard.apiserver import object_rules
+from gpuyard.apiserver import ephemeral, object_rules
 from gpuyard.apiserver.resources import Resource
 
 Cause = dict[str, str]
@@ -262,6 +262,7 @@ def _pod_mutable_blanked(spec: Any, grace_from_negative: bool = False) -> Any:
     if grace_from_negative:
         s.pop("terminationGracePeriodSeconds", None)
     s.pop("schedulingGates", None)
+    s.pop("ephemeralContainers", None)  # pods/ephemeralcontainers has rules of its own
     return s
 
 
@@ -305,6 +306,7 @@ def _pod_prepare(new: Obj, old: Obj) -> None:
         for k in _POD_DEFAULTED:
             if k not in ns and k in os_:
                 ns[k] = os_[k]
+    ephemeral.keep_stored(new, old)  # changed only through pods/ephemeralcontainers
 
 
 # ------------------------------------------------------------------ other kinds

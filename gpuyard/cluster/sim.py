@@ -192,6 +192,19 @@ def ready_conditions(now: str) -> list[dict[str, Any]]:
     ]
 
 
+def _unstarted_ephemeral(pod: dict[str, Any]) -> list[dict[str, Any]]:
+    """The pod's ephemeral containers its status does not report yet."""
+    listed = (pod.get("spec") or {}).get("ephemeralContainers") or []
+    if not listed:
+        return []
+    seen = {
+        cs.get("name")
+        for cs in (pod.get("status") or {}).get("ephemeralContainerStatuses") or []
+        if isinstance(cs, dict)
+    }
+    return [c for c in listed if isinstance(c, dict) and c.get("name") not in seen]
+
+
 def _node_of(pod: dict[str, Any]) -> str:
     return str((pod.get("spec") or {}).get("nodeName") or "")
 
@@ -536,6 +549,8 @@ class SimCluster:
         if phase == "Running":
             self._account(key, n, pod)
             self._arm_finish(key, pod)
+            if _unstarted_ephemeral(pod):
+                self._spawn(key + "#ephemeral", self._start_ephemeral(key))
             return
         if key not in self._pod_state and key not in self._timers:
             self._timers[key] = asyncio.get_running_loop().call_later(
@@ -659,6 +674,43 @@ class SimCluster:
         self._start_failures.pop(key, None)
         self.writes += 1
         self._arm_finish(key, {**pod, "status": status})
+
+    async def _start_ephemeral(self, key: str) -> None:
+        """Ephemeral containers added to a running pod (kubectl debug) start, as a
+        kubelet starts them: a running status for each one not yet reported."""
+        pod = self.pods.cache.get(key)  # (not _acting_on: it takes the finish timer)
+        if pod is None or (pod.get("status") or {}).get("phase") != "Running":
+            return
+        if (pod.get("metadata") or {}).get("deletionTimestamp"):
+            return
+        n = self.nodes.get(_node_of(pod))
+        if n is None or n.down:
+            return
+        new = _unstarted_ephemeral(pod)
+        if not new:
+            return
+        now = o.now_rfc3339()
+        statuses = list((pod.get("status") or {}).get("ephemeralContainerStatuses") or [])
+        for c in new:
+            name = c.get("name", "")
+            statuses.append(
+                {
+                    "name": name,
+                    "image": c.get("image", ""),
+                    "imageID": f"sim://{c.get('image', '')}",
+                    "containerID": f"sim://{key.replace('/', '-')}-{name}",
+                    "ready": False,
+                    "restartCount": 0,
+                    "state": {"running": {"startedAt": now}},
+                }
+            )
+        await self.kubelet(_node_of(pod)).patch_status(
+            PODS,
+            pod["metadata"]["name"],
+            {"status": {"ephemeralContainerStatuses": statuses}},
+            o.namespace_of(pod),
+        )
+        self.writes += 1
 
     def _retry_start(self, key: str) -> None:
         if key in self._timers:
