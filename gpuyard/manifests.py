@@ -50,6 +50,9 @@ SCHEDULER_RULES: list[Rule] = [
     ("scheduling.x-k8s.io", ["podgroups/status"], ["patch", "update"]),
     ("scheduling.k8s.io", ["priorityclasses", "podgroups"], WATCH),
     ("scheduling.k8s.io", ["podgroups/status"], ["patch", "update"]),
+    # Volcano's PodGroups, where its CRD is installed
+    ("scheduling.volcano.sh", ["podgroups"], WATCH),
+    ("scheduling.volcano.sh", ["podgroups/status"], ["patch", "update"]),
     # Teams' weights and namespaces divide the shared pool and borrowed nodes
     (names.GROUP, ["teams"], WATCH),
     ("coordination.k8s.io", ["leases"], ["get", "create", "update"]),

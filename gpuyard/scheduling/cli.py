@@ -7,6 +7,7 @@ import asyncio
 import gc
 import logging
 import os
+import re
 import signal
 import sys
 
@@ -34,11 +35,34 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "default scheduler runs; off by default)",
     )
     parser.add_argument(
+        "--topology-levels",
+        type=_levels,
+        default=None,
+        help="the topology's levels: node label keys, broadest first, comma-separated "
+        "(default: topology.kubernetes.io/zone,gpuyard.io/block,gpuyard.io/rack,"
+        "nvidia.com/gpu.clique,kubernetes.io/hostname)",
+    )
+    parser.add_argument(
         "--bind-concurrency",
         type=COUNT,
         default=128,
         help="bindings (and other writes) in flight at once (default 128)",
     )
+
+
+_LABEL_KEY = re.compile(
+    r"^([a-z0-9]([-a-z0-9.]*[a-z0-9])?/)?[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$"
+)
+
+
+def _levels(text: str) -> tuple[str, ...]:
+    keys = tuple(k.strip() for k in text.split(","))
+    for k in keys:
+        if not _LABEL_KEY.match(k):
+            raise argparse.ArgumentTypeError(f"{k!r} is not a node label key")
+    if len(set(keys)) != len(keys):
+        raise argparse.ArgumentTypeError("a level is given twice")
+    return keys
 
 
 async def _main(args: argparse.Namespace) -> int:
@@ -70,6 +94,7 @@ async def _main(args: argparse.Namespace) -> int:
         bind_concurrency=args.bind_concurrency,
         also=("default-scheduler",) if args.also_default_scheduler else (),
         metrics=Metrics(REGISTRY),
+        topology_levels=args.topology_levels,
     )
     if args.metrics_port:
         try:

@@ -37,7 +37,7 @@ from gpuyard.kube.events import EventRecorder
 from gpuyard.kube.informer import InformerFactory, informer_maker
 from gpuyard.kube.leader import LeaderElector, LeaseTimings
 from gpuyard.kube.resources import NAMESPACES, NODES, POD_GROUPS, PODS, PRIORITY_CLASSES, TEAMS
-from gpuyard.scheduling import upstream
+from gpuyard.scheduling import upstream, volcano
 from gpuyard.scheduling.policy import Decisions, Eviction, Memory, PolicyConfig, deliver, schedule
 from gpuyard.scheduling.reasons import CATEGORIES, Reasons, category
 from gpuyard.scheduling.state import GPU, ClusterState
@@ -206,12 +206,15 @@ class Scheduler:
         freeze_gc: float = 1.0,
         informers: InformerFactory | None = None,
         also: tuple[str, ...] = (),
+        topology_levels: tuple[str, ...] | None = None,
     ) -> None:
         self.client = client
         self.freeze_gc = freeze_gc
         self.config = config or PolicyConfig()
         self.name = name
         self.state = ClusterState(name, also)
+        if topology_levels:
+            self.state.set_topology_levels(topology_levels)
         self.memory = Memory()  # what the policy keeps across passes over the state
         self.debounce = debounce
         self.leader_elect = leader_elect
@@ -236,6 +239,8 @@ class Scheduler:
         self.groups = mk(POD_GROUPS, name="scheduler-podgroups")
         # scheduling.k8s.io PodGroups (not waited for: older clusters do not serve them)
         self.upstream_groups = mk(upstream.UPSTREAM_POD_GROUPS, name="scheduler-upstream-podgroups")
+        # Volcano's PodGroups (not waited for: served only where its CRD is installed)
+        self.volcano_groups = mk(volcano.VOLCANO_POD_GROUPS, name="scheduler-volcano-podgroups")
         self.classes = mk(PRIORITY_CLASSES, name="scheduler-priorityclasses")
         # namespace labels, for the namespaceSelector of pod affinity terms
         self.namespaces = mk(NAMESPACES, name="scheduler-namespaces")
@@ -322,6 +327,12 @@ class Scheduler:
             upstream_set, lambda old, new: upstream_set(new), group_del
         )
 
+        def volcano_set(pg: dict[str, Any]) -> None:
+            s.set_group(volcano.group_info(pg, s.priority_classes))
+            self._changed(o.key_of(pg))
+
+        self.volcano_groups.add_handler(volcano_set, lambda old, new: volcano_set(new), group_del)
+
         def pc(obj: dict[str, Any]) -> None:
             s.set_priority_class(
                 o.name_of(obj), int(obj.get("value") or 0), obj.get("preemptionPolicy") == "Never"
@@ -366,6 +377,7 @@ class Scheduler:
             self.nodes,
             self.groups,
             self.upstream_groups,
+            self.volcano_groups,
             self.pods,
             self.teams,
         ):
@@ -410,6 +422,7 @@ class Scheduler:
                 self.nodes,
                 self.groups,
                 self.upstream_groups,
+                self.volcano_groups,
                 self.pods,
                 self.teams,
             ):
@@ -600,7 +613,11 @@ class Scheduler:
             kind, _, key = unit.partition(" ")
             ns, name = key.split("/", 1)
             if kind == "gang":
-                pg = self.groups.get(name, ns) or self.upstream_groups.get(name, ns)
+                pg = (
+                    self.groups.get(name, ns)
+                    or self.upstream_groups.get(name, ns)
+                    or self.volcano_groups.get(name, ns)
+                )
                 if pg:
                     self.recorder.emit(pg, "Warning", "Unschedulable", reason)
                 pods = self.pods.by_index("group", key)
@@ -661,6 +678,8 @@ class Scheduler:
                 up = self.upstream_groups.get(name, ns)
                 if up is not None:
                     await self._upstream_status(key, up, preempted.get(key))
+                elif (vg := self.volcano_groups.get(name, ns)) is not None:
+                    await self._volcano_status(key, vg)
                 continue
             counts: dict[str, int] = defaultdict(int)
             for pod in self.pods.by_index("group", key):
@@ -704,6 +723,28 @@ class Scheduler:
                 pass
             except ApiError as exc:
                 log.warning("PodGroup %s status: %s", key, exc)
+
+    async def _volcano_status(self, key: str, pg: dict[str, Any]) -> None:
+        """A Volcano PodGroup's phase and counts, written only when they change."""
+        c: dict[str, int] = defaultdict(int)
+        for pod in self.pods.by_index("group", key):
+            phase = (pod.get("status") or {}).get("phase") or "Pending"
+            c["scheduled"] += bool(pod.get("spec", {}).get("nodeName"))
+            c[phase] += 1
+        g = self.state.groups.get(key)
+        status = volcano.status(
+            g.min_member if g else 1, c["scheduled"], c["Running"], c["Succeeded"], c["Failed"]
+        )
+        old = pg.get("status") or {}
+        if all(old.get(k) == v for k, v in status.items()):
+            return
+        ns, name = key.split("/", 1)
+        try:
+            await self.client.patch_status(volcano.VOLCANO_POD_GROUPS, name, {"status": status}, ns)
+        except (NotFound, Conflict):
+            pass
+        except ApiError as exc:
+            log.warning("PodGroup %s status: %s", key, exc)
 
     async def _upstream_status(
         self, key: str, pg: dict[str, Any], preempted: tuple[str, str] | None

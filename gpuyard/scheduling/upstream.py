@@ -36,15 +36,21 @@ SCHEDULER_ERROR = "SchedulerError"
 PREEMPTION_BY_SCHEDULER = "PreemptionByScheduler"
 
 
+VOLCANO_GROUP_ANNOTATION = "scheduling.k8s.io/group-name"  # Volcano's (volcano.py)
+
+
 def group_name(md: Mapping[str, Any], spec: Mapping[str, Any]) -> str | None:
     """The name of the group a pod names: the scheduler-plugins label, else
-    spec.schedulingGroup.podGroupName."""
+    spec.schedulingGroup.podGroupName, else Volcano's annotation."""
     label = (md.get("labels") or {}).get(names.POD_GROUP_LABEL)
     if label:
         return str(label)
     sg = spec.get("schedulingGroup")
     name = sg.get("podGroupName") if isinstance(sg, Mapping) else None
-    return name if isinstance(name, str) and name else None
+    if isinstance(name, str) and name:
+        return name
+    ann = (md.get("annotations") or {}).get(VOLCANO_GROUP_ANNOTATION)
+    return ann if isinstance(ann, str) and ann else None
 
 
 def group_key(pod: Mapping[str, Any]) -> str | None:
