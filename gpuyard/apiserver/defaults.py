@@ -291,6 +291,20 @@ def _job(job: Obj) -> None:
         spec["podReplacementPolicy"] = "Failed" if failed else "TerminatingOrFailed"
 
 
+def _replication_controller(rc: Obj) -> None:
+    """An RC without a selector or labels takes its template's labels for both."""
+    spec = _dict_at(rc, "spec")
+    tpl = spec.get("template")
+    labels = ((tpl or {}).get("metadata") or {}).get("labels") if isinstance(tpl, dict) else None
+    if not isinstance(labels, dict) or not labels:
+        return
+    if not spec.get("selector"):
+        spec["selector"] = dict(labels)
+    md = rc.get("metadata")
+    if isinstance(md, dict) and not md.get("labels"):
+        md["labels"] = dict(labels)
+
+
 def _subject(s: Obj) -> None:
     if _missing(s, "apiGroup") and s.get("kind") in ("User", "Group"):
         s["apiGroup"] = "rbac.authorization.k8s.io"
@@ -314,6 +328,7 @@ COMPUTED: dict[str, Callable[[Obj], None]] = {
     _CORE + "Service": _service,
     _CORE + "Namespace": _namespace,
     _CORE + "NodeStatus": _node_status,
+    _CORE + "ReplicationController": _replication_controller,
     _APPS + "Deployment": _deployment,
     _APPS + "DaemonSet": _daemonset,
     _APPS + "StatefulSet": _statefulset,

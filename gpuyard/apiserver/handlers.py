@@ -90,6 +90,9 @@ PDBS: CollKey = ("policy", "poddisruptionbudgets")
 PRIORITY: CollKey = ("scheduling.k8s.io", "priorityclasses")
 DEFAULT_NAMESPACES = ("default", "kube-system", "kube-public", "kube-node-lease")
 PDB_MESSAGE = "Cannot evict pod as it would violate the pod's disruption budget."
+# pods an eviction takes without asking their budget: not running, or never started
+_PDB_IGNORES = ("Succeeded", "Failed", "Pending")
+MAX_DISRUPTED_PODS = 2000  # evictions a budget may hold unconfirmed by its controller
 
 
 @dataclass
@@ -228,20 +231,6 @@ def _pod_ready(pod: dict[str, Any]) -> bool:
 
 def _pod_terminal(pod: dict[str, Any]) -> bool:
     return (pod.get("status") or {}).get("phase") in ("Succeeded", "Failed")
-
-
-def _int_or_percent(v: Any, total: int, round_up: bool) -> int:
-    if isinstance(v, str) and v.endswith("%"):
-        try:
-            pct = int(v[:-1])
-        except ValueError:
-            return 0
-        num = pct * total
-        return -(-num // 100) if round_up else num // 100
-    try:
-        return int(v)
-    except (TypeError, ValueError):
-        return 0
 
 
 class Core:
@@ -1620,8 +1609,9 @@ class Core:
         if not isinstance(opts, dict):
             raise bad_request("deleteOptions must be an object")
         dry = dry or bool(opts.get("dryRun"))
-        if not pod["metadata"].get("deletionTimestamp") and not _pod_terminal(pod):
-            self._check_pdbs(ns, pod)
+        phase = (pod.get("status") or {}).get("phase") or "Pending"
+        if not pod["metadata"].get("deletionTimestamp") and phase not in _PDB_IGNORES:
+            await self._take_budget(ns, pod, dry)
         opts = dict(opts)
         if not dry and not pod["metadata"].get("deletionTimestamp"):
             e, opts = await self._say_evicted(res, e, opts)
@@ -1662,58 +1652,96 @@ class Core:
             }
         return ne, opts
 
-    def _check_pdbs(self, ns: str, pod: dict[str, Any]) -> None:
+    async def _take_budget(self, ns: str, pod: dict[str, Any], dry: bool) -> None:
+        """The PodDisruptionBudget check of an eviction, as kube-apiserver makes it: from
+        the budget's status, which the disruption controller keeps. An unready pod may go
+        while the budget holds; otherwise disruptionsAllowed must be above 0, and is
+        taken down by one with the pod recorded in disruptedPods (until the controller
+        sees it gone). A budget its controller has not seen since it changed refuses."""
         labels = pod["metadata"].get("labels") or {}
+        pdbs = []
         for pe in list(self.store.entries(PDBS, Filter(ns))):
-            pdb = pe.obj()
-            spec = pdb.get("spec") or {}
-            sel = spec.get("selector")
+            sel = (pe.obj().get("spec") or {}).get("selector")
             if sel is None:
-                continue
-            reqs = label_selector_requirements(sel)
-            if not reqs and not sel:
-                continue
-            if not requirements_match(reqs, labels):
-                continue
-            # Match on the stored labels first; parse only the pods that match.
-            pods = [
-                p.obj()
-                for p in self.store.entries(PODS, Filter(ns))
-                if requirements_match(reqs, p.labels or {})
-            ]
-            matching = [
-                p
-                for p in pods
-                if not p["metadata"].get("deletionTimestamp") and not _pod_terminal(p)
-            ]
-            expected = len(matching)
-            healthy = sum(1 for p in matching if _pod_ready(p))
-            if "minAvailable" in spec:
-                desired = _int_or_percent(spec["minAvailable"], expected, True)
-            elif "maxUnavailable" in spec:
-                desired = expected - _int_or_percent(spec["maxUnavailable"], expected, True)
-            else:
-                continue
-            allowed = healthy - desired
-            if not _pod_ready(pod) and healthy >= desired:
-                continue  # an unhealthy pod may go while the budget holds
-            if allowed < 1:
-                raise APIError(
-                    429,
-                    "TooManyRequests",
-                    PDB_MESSAGE,
-                    {
-                        "causes": [
-                            {
-                                "reason": "DisruptionBudget",
-                                "message": f"The disruption budget {pe.name} needs {desired} "
-                                f"healthy pods and has {healthy} currently",
-                            }
-                        ],
-                        "retryAfterSeconds": 10,
-                    },
-                    {"Retry-After": "10"},
-                )
+                continue  # policy/v1: no selector selects nothing, an empty one everything
+            if not sel or requirements_match(label_selector_requirements(sel), labels):
+                pdbs.append(pe)
+        if not pdbs:
+            return
+        if len(pdbs) > 1:
+            raise APIError(
+                500,
+                "InternalError",
+                "This pod has more than one PodDisruptionBudget, which the eviction "
+                "subresource does not support.",
+            )
+        pe = pdbs[0]
+        pdb = pe.obj()
+        spec, st = pdb.get("spec") or {}, pdb.get("status") or {}
+        healthy, desired = int(st.get("currentHealthy") or 0), int(st.get("desiredHealthy") or 0)
+        if not _pod_ready(pod):
+            if spec.get("unhealthyPodEvictionPolicy") == "AlwaysAllow":
+                return
+            if healthy >= desired and desired > 0:
+                return
+        gen = int((pdb.get("metadata") or {}).get("generation") or 0)
+        if int(st.get("observedGeneration") or 0) < gen:
+            raise self._budget_refusal(
+                f"The disruption budget {pe.name} is still being processed by the server.", 10
+            )
+        allowed = int(st.get("disruptionsAllowed") or 0)
+        if allowed < 0:
+            raise APIError(403, "Forbidden", "pdb disruptions allowed is negative")
+        if len(st.get("disruptedPods") or {}) > MAX_DISRUPTED_PODS:
+            raise APIError(
+                403,
+                "Forbidden",
+                "DisruptedPods map too big - too many evictions not confirmed by PDB controller",
+            )
+        if allowed == 0:
+            raise self._budget_refusal(
+                f"The disruption budget {pe.name} needs {desired} healthy pods and has "
+                f"{healthy} currently"
+            )
+        if dry:
+            return
+        st = dict(st)
+        st["disruptionsAllowed"] = allowed - 1
+        if allowed - 1 == 0:
+            conds = [c for c in st.get("conditions") or [] if c.get("type") != "DisruptionAllowed"]
+            conds.append(
+                {
+                    "type": "DisruptionAllowed",
+                    "status": "False",
+                    "reason": "InsufficientPods",
+                    "message": "",
+                    "observedGeneration": gen,
+                    "lastTransitionTime": _now_ts(),
+                }
+            )
+            st["conditions"] = conds
+        st["disruptedPods"] = {
+            **(st.get("disruptedPods") or {}),
+            pod["metadata"]["name"]: _now_ts(),
+        }
+        pdb["status"] = st
+        try:
+            await self.store.put(PDBS, pdb, expect_rv=pe.rv)
+        except StoreError:
+            raise self._budget_refusal(
+                f"The disruption budget {pe.name} changed while the eviction was checked"
+            ) from None
+
+    @staticmethod
+    def _budget_refusal(cause: str, retry_after: int = 0) -> APIError:
+        """429 with the budget's reason. A spent budget suggests no wait (clients would
+        sit out a Retry-After inside their HTTP layer: kubectl drain retries itself,
+        saying why); a budget being processed suggests 10 s, as kube-apiserver does."""
+        details: dict[str, Any] = {"causes": [{"reason": "DisruptionBudget", "message": cause}]}
+        if retry_after:
+            details["retryAfterSeconds"] = retry_after
+        headers = {"Retry-After": str(retry_after)} if retry_after else None
+        return APIError(429, "TooManyRequests", PDB_MESSAGE, details, headers)
 
     # ------------------------------------------------------------------ GC & namespaces
 

@@ -1,8 +1,9 @@
 """Table output (meta.k8s.io/v1 Table) for `kubectl get`: the columns people know.
 
 Pods, nodes, namespaces, events, leases, services, configmaps, priority classes, jobs,
-cronjobs and CRDs get kubectl's familiar columns; custom resources get their CRD's
-additionalPrinterColumns (JSONPath subset `.a.b[0].c`); anything else NAME and AGE.
+cronjobs, replication controllers, disruption budgets and CRDs get kubectl's familiar
+columns; custom resources get their CRD's additionalPrinterColumns (JSONPath subset
+`.a.b[0].c`); anything else NAME and AGE.
 """
 
 from __future__ import annotations
@@ -285,6 +286,43 @@ _BUILTIN: dict[str, tuple[list[_C], Callable[[Obj], list[Any]]]] = {
             _age(o),
             *_containers(o),
             _selector(o),
+        ],
+    ),
+    "ReplicationController": (
+        [
+            ("Name", "string", 0),
+            ("Desired", "integer", 0),
+            ("Current", "integer", 0),
+            ("Ready", "integer", 0),
+            ("Age", "string", 0),
+            ("Containers", "string", 1),
+            ("Images", "string", 1),
+            ("Selector", "string", 1),
+        ],
+        lambda o: [
+            _meta(o).get("name"),
+            _spec(o).get("replicas", 1),
+            _status(o).get("replicas", 0),
+            _status(o).get("readyReplicas", 0),
+            _age(o),
+            *_containers(o),
+            ",".join(f"{k}={v}" for k, v in (_spec(o).get("selector") or {}).items()) or "<none>",
+        ],
+    ),
+    "PodDisruptionBudget": (
+        [
+            ("Name", "string", 0),
+            ("Min Available", "string", 0),
+            ("Max Unavailable", "string", 0),
+            ("Allowed Disruptions", "integer", 0),
+            ("Age", "string", 0),
+        ],
+        lambda o: [
+            _meta(o).get("name"),
+            str(_spec(o)["minAvailable"]) if "minAvailable" in _spec(o) else "N/A",
+            str(_spec(o)["maxUnavailable"]) if "maxUnavailable" in _spec(o) else "N/A",
+            _status(o).get("disruptionsAllowed", 0),
+            _age(o),
         ],
     ),
     "StatefulSet": (

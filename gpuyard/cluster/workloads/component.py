@@ -26,8 +26,12 @@ async def run(ctx: Any) -> None:
     from gpuyard.cluster.workloads.cronjobs import CronJobController
     from gpuyard.cluster.workloads.daemonsets import DaemonSetController
     from gpuyard.cluster.workloads.deployments import DeploymentController
+    from gpuyard.cluster.workloads.disruption import DisruptionController
     from gpuyard.cluster.workloads.jobs import JobController
-    from gpuyard.cluster.workloads.replicasets import ReplicaSetController
+    from gpuyard.cluster.workloads.replicasets import (
+        ReplicaSetController,
+        ReplicationControllerController,
+    )
     from gpuyard.cluster.workloads.statefulsets import StatefulSetController
     from gpuyard.kube.client import Client
 
@@ -40,11 +44,13 @@ async def run(ctx: Any) -> None:
     try:
         await asyncio.gather(
             ReplicaSetController(client, informers).run(ctx.stop),
+            ReplicationControllerController(client, informers).run(ctx.stop),
             DeploymentController(client, informers).run(ctx.stop),
             JobController(client, informers, pod_seconds=seconds).run(ctx.stop),
             DaemonSetController(client, informers).run(ctx.stop),
             StatefulSetController(client, informers).run(ctx.stop),
             CronJobController(client, informers).run(ctx.stop),
+            DisruptionController(client, informers).run(ctx.stop),
         )
     finally:
         await client.close()

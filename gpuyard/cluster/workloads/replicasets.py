@@ -1,4 +1,5 @@
-"""The ReplicaSet controller: keeps spec.replicas pods of the template, level-triggered.
+"""The ReplicaSet controller: keeps spec.replicas pods of the template, level-triggered
+(and, with a map for a selector, the ReplicationController controller).
 
 Informers on ReplicaSets and pods; every change queues the ReplicaSet concerned and a
 worker reconciles each queued key against the caches (no polling). Pods it creates
@@ -56,13 +57,16 @@ def _delete_order(pod: dict[str, Any]) -> tuple[Any, ...]:
 
 class ReplicaSetController(Controller):
     what = "replicaset"
+    res = REPLICA_SETS
+    kind = "ReplicaSet"
+    pods_informer = "workloads-pods"
 
     def __init__(self, client: Any, informers: InformerFactory | None = None) -> None:
         super().__init__()
         self.client = client
         mk = informer_maker(client, informers)
-        self.sets = mk(REPLICA_SETS, name="workloads-replicasets")
-        self.pods = mk(PODS, name="workloads-pods")
+        self.sets = mk(self.res, name=f"workloads-{self.res.plural}")
+        self.pods = mk(PODS, name=self.pods_informer)
         self.pods.add_index("rs-owner", self._owner_index)
         # rs key -> pod names created / deleted that the pod cache has not shown yet
         self._adds: dict[str, set[str]] = {}
@@ -72,9 +76,13 @@ class ReplicaSetController(Controller):
         self._scan: set[str] = set()
 
     @staticmethod
-    def _owner_index(pod: dict[str, Any]) -> str | None:
+    def selector_of(obj: dict[str, Any]) -> dict[str, Any]:
+        """The object's label selector (a ReplicationController's is a plain map)."""
+        return (obj.get("spec") or {}).get("selector") or {}
+
+    def _owner_index(self, pod: dict[str, Any]) -> str | None:
         ref = controller_of(pod)
-        if ref is None or ref.get("kind") != "ReplicaSet":
+        if ref is None or ref.get("kind") != self.kind:
             return None
         return f"{o.namespace_of(pod)}/{ref.get('name')}"
 
@@ -90,7 +98,7 @@ class ReplicaSetController(Controller):
             rs_ev(rs)
 
         def rs_update(old: dict[str, Any], new: dict[str, Any]) -> None:
-            if (old.get("spec") or {}).get("selector") != (new.get("spec") or {}).get("selector"):
+            if self.selector_of(old) != self.selector_of(new):
                 self._scan.add(o.key_of(new))
             rs_ev(new)
 
@@ -104,7 +112,7 @@ class ReplicaSetController(Controller):
                 # an orphan: the ReplicaSets of its namespace whose selector takes it
                 labels = o.labels_of(pod)
                 for rs in self.sets.by_namespace(o.namespace_of(pod)):
-                    sel = (rs.get("spec") or {}).get("selector")
+                    sel = self.selector_of(rs)
                     if sel and o.selector_matches(sel, labels):
                         self._scan.add(o.key_of(rs))
                         self.enqueue(o.key_of(rs))
@@ -126,7 +134,7 @@ class ReplicaSetController(Controller):
             return
         md = rs["metadata"]
         spec = rs.get("spec") or {}
-        selector = spec.get("selector") or {}
+        selector = self.selector_of(rs)
         uid = md.get("uid")
         owned = [p for p in self.pods.by_index("rs-owner", key) if controller_of(p)["uid"] == uid]  # type: ignore[index]
         if key in self._scan:
@@ -218,6 +226,20 @@ class ReplicaSetController(Controller):
             return
         ns, name = key.split("/", 1)
         async with self._sem:
-            await self.client.patch_status(REPLICA_SETS, name, {"status": status}, ns)
+            await self.client.patch_status(self.res, name, {"status": status}, ns)
         self.writes += 1
         self._status[key] = status
+
+
+class ReplicationControllerController(ReplicaSetController):
+    """v1 ReplicationControllers: a ReplicaSet with an equality-only selector (a map)."""
+
+    what = "replicationcontroller"
+    res = BUILTIN[("v1", "ReplicationController")]
+    kind = "ReplicationController"
+    pods_informer = "workloads-rc-pods"
+
+    @staticmethod
+    def selector_of(obj: dict[str, Any]) -> dict[str, Any]:
+        sel = (obj.get("spec") or {}).get("selector") or {}
+        return {"matchLabels": dict(sel)} if sel else {}
