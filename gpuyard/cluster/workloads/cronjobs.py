@@ -233,6 +233,10 @@ class CronJobController(Controller):
             active = []
         name = f"{md['name']}-{int(due.timestamp() // 60)}"
         made = next((j for j in jobs if j["metadata"]["name"] == name), None)
+        if made is not None and o.parse_time(_started(made)) != due:
+            # this minute's Job is an earlier run's (a schedule finer than a minute, as
+            # @every 10s): the name is taken, so this run waits for the next minute
+            return None
         if made is None:
             made = await self._create(cj, name, due)
         refs = list(active)
