@@ -109,6 +109,8 @@ CONSTANT: dict[str, dict[str, Any]] = {
     "io.k8s.api.admissionregistration.v1.ServiceReference": {"port": 443},
     _NET + "NetworkPolicyPort": {"protocol": "TCP"},
     _DISC + "EndpointPort": {"protocol": "TCP"},
+    "io.k8s.api.autoscaling.v1.HorizontalPodAutoscalerSpec": {"minReplicas": 1},
+    "io.k8s.api.autoscaling.v2.HorizontalPodAutoscalerSpec": {"minReplicas": 1},
 }
 
 
@@ -319,6 +321,48 @@ def _network_policy(np: Obj) -> None:
         spec["policyTypes"] = types
 
 
+_HPA_SCALE_UP = {
+    "stabilizationWindowSeconds": 0,
+    "selectPolicy": "Max",
+    "policies": [
+        {"type": "Pods", "value": 4, "periodSeconds": 15},
+        {"type": "Percent", "value": 100, "periodSeconds": 15},
+    ],
+}
+_HPA_SCALE_DOWN = {
+    "stabilizationWindowSeconds": 300,
+    "selectPolicy": "Max",
+    "policies": [{"type": "Percent", "value": 100, "periodSeconds": 15}],
+}
+
+
+def _hpa_v2(hpa: Obj) -> None:
+    """autoscaling/v2: no metrics means CPU at 80% utilization; a behavior given gets
+    the default rules for what it leaves out of scaleUp and scaleDown."""
+    spec = _dict_at(hpa, "spec")
+    if not spec.get("metrics"):
+        spec["metrics"] = [
+            {
+                "type": "Resource",
+                "resource": {
+                    "name": "cpu",
+                    "target": {"type": "Utilization", "averageUtilization": 80},
+                },
+            }
+        ]
+    behavior = spec.get("behavior")
+    if not isinstance(behavior, dict):
+        return
+    for key, rules in (("scaleUp", _HPA_SCALE_UP), ("scaleDown", _HPA_SCALE_DOWN)):
+        cur = behavior.get(key)
+        if not isinstance(cur, dict):
+            behavior[key] = copy.deepcopy(rules)
+            continue
+        for k, v in rules.items():
+            if cur.get(k) is None or (k == "policies" and not cur.get(k)):
+                cur[k] = copy.deepcopy(v)
+
+
 # definition -> function of an object of that type, run before its fields are visited
 COMPUTED: dict[str, Callable[[Obj], None]] = {
     _CORE + "Pod": _pod,
@@ -335,6 +379,7 @@ COMPUTED: dict[str, Callable[[Obj], None]] = {
     _BATCH + "Job": _job,
     _RBAC + "Subject": _subject,
     _NET + "NetworkPolicy": _network_policy,
+    "io.k8s.api.autoscaling.v2.HorizontalPodAutoscaler": _hpa_v2,
 }
 
 

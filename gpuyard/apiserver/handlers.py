@@ -22,6 +22,7 @@ import orjson
 
 from gpuyard.apiserver import (
     admission_policy,
+    conversion,
     defaults,
     ephemeral,
     managedfields,
@@ -482,6 +483,11 @@ class Core:
         if method in _WRITE_OPTIONS:
             schemas.FIELD_VALIDATION.set(schemas.directive(query, _WRITE_OPTIONS[method]))
             managedfields.for_request(query, hget("user-agent"), method, ctype)
+        sres = self._storage_res(res) if method in _WRITE_OPTIONS else None
+        if sres is not None and sub not in ("binding", "eviction"):
+            return await self._write_converted(
+                res, sres, method, ns or "", name, sub, body, ctype, query, dry
+            )
         if method == "POST":
             if name is None:
                 obj = self._body_obj(body, ctype)
@@ -572,7 +578,138 @@ class Core:
         version, pruned and defaulted by its CRD's schema of now: readviews.py)."""
         if res.custom:
             return self.views.raw(res, make_key(e.namespace, e.name), e.rv, e.raw)
+        if res.kind in conversion.KINDS:
+            return self._served_raw(res, e.raw)
         return e.raw
+
+    def _served_raw(self, res: Resource, raw: bytes) -> bytes:
+        """Stored bytes of a multi-version kind in the version `res` serves."""
+        prefix = b'{"apiVersion":"' + res.api_version.encode() + b'"'
+        if raw.startswith(prefix) or conversion.storage_version(res.group, res.kind) is None:
+            return raw
+        obj = orjson.loads(raw)
+        return orjson.dumps(self._served_obj(res, obj))
+
+    def _served_obj(self, res: Resource, obj: Any) -> Any:
+        if (
+            not isinstance(obj, dict)
+            or obj.get("kind") != res.kind
+            or conversion.storage_version(res.group, res.kind) is None
+        ):
+            return obj
+        try:
+            return conversion.convert(obj, res.group, res.kind, res.version)
+        except conversion.ConversionError as exc:
+            raise APIError(500, "InternalError", str(exc)) from None
+
+    def _storage_res(self, res: Resource) -> Resource | None:
+        """The stored version's resource when `res` is another served version of a
+        kind that kube-apiserver converts (conversion.py), else None."""
+        if res.custom or res.kind not in conversion.KINDS:
+            return None
+        version = conversion.storage_version(res.group, res.kind)
+        if version is None or version == res.version:
+            return None
+        return self.registry.get(res.group, version, res.plural)
+
+    async def _write_converted(
+        self,
+        res: Resource,
+        sres: Resource,
+        method: str,
+        ns: str,
+        name: str | None,
+        sub: str | None,
+        body: bytes,
+        ctype: str,
+        query: Mapping[str, str],
+        dry: bool,
+    ) -> Response:
+        """A write through a version other than the stored one: the body decoded and
+        defaulted in its version, converted, written as the stored version, and the
+        answer converted back."""
+
+        def stored(obj: dict[str, Any], origin: str) -> dict[str, Any]:
+            obj = self._normalize(res, obj)
+            self._decode(res, obj, origin)
+            try:
+                return conversion.convert(obj, res.group, res.kind, sres.version)
+            except conversion.ConversionError as exc:
+                raise invalid(
+                    res.kind,
+                    str(obj["metadata"].get("name") or ""),
+                    [{"reason": "FieldValueInvalid", "message": str(exc), "field": "metadata"}],
+                    res.group,
+                ) from None
+
+        def served(out: Any) -> bytes:
+            raw = out if isinstance(out, bytes) else b""
+            return orjson.dumps(self._served_obj(res, orjson.loads(raw)))
+
+        if method == "POST" and name is None:
+            obj = stored(self._body_obj(body, ctype), "create")
+            st, out = await self.create_object(sres, ns, obj, dry_run=dry)
+            return _raw(st, served(out))
+        if method == "PUT" and name is not None and sub in (None, "status"):
+            obj = stored(self._body_obj(body, ctype), "update")
+            resp = await self.update(sres, ns, name, sub, obj, dry)
+            return _raw(resp.status, served(resp.body))
+        if method != "PATCH" or name is None or sub not in (None, "status"):
+            raise APIError(
+                405,
+                "MethodNotAllowed",
+                "the server does not allow this method on the requested resource",
+            )
+        ct = ctype.split(";")[0].strip().lower()
+        accepted = [
+            "application/json-patch+json",
+            "application/merge-patch+json",
+            "application/strategic-merge-patch+json",
+            "application/apply-patch+yaml",
+        ]
+        if ct not in accepted:
+            raise APIError(
+                415,
+                "UnsupportedMediaType",
+                f"the body of the request was in an unknown format - accepted "
+                f"media types include: {', '.join(accepted)}",
+            )
+        applied = ct == "application/apply-patch+yaml"
+        for _attempt in range(5):
+            e = self.store.latest(sres.key, make_key(ns, name))
+            if e is None:
+                if applied and sub is None:
+                    base = {
+                        "apiVersion": res.api_version,
+                        "kind": res.kind,
+                        "metadata": {"name": name, **({"namespace": ns} if ns else {})},
+                    }
+                    obj = self._apply_patch(res, base, body, ct, query, sub)
+                    obj.setdefault("metadata", {})["name"] = name
+                    st, out = await self.create_object(
+                        sres, ns, stored(obj, "patch"), dry, applied=True
+                    )
+                    return _raw(st, served(out))
+                raise not_found(res.group_resource, name, res.plural, res.group)
+            cur = self._served_obj(res, e.obj())
+            obj = self._apply_patch(res, cur, body, ct, query, sub)
+            md = obj.setdefault("metadata", {})
+            if not isinstance(md, dict) or md.get("name", name) != name:
+                raise bad_request("the name of the object does not match the name on the URL")
+            want = _rv_int(md.get("resourceVersion"))
+            if want is not None and want != e.rv:
+                raise conflict(res.group_resource, name, res.plural)
+            new = stored(obj, "patch")
+            defaults.apply(sres, new)
+            self._check_ns(sres, ns, new, creating=False)
+            try:
+                out = await self._write_update(sres, e, new, sub, dry, applied=applied)
+            except APIError as ae:
+                if ae.reason == "Conflict":
+                    continue
+                raise
+            return _raw(200, served(out))
+        raise conflict(res.group_resource, name, res.plural)
 
     def _read_obj(self, res: Resource, e: Entry) -> dict[str, Any]:
         """A fresh copy of the stored object as a read shows it (what a write of it
@@ -764,6 +901,22 @@ class Core:
             )
 
         interval = self.bookmark_interval
+        converting = res.kind in conversion.KINDS and not res.custom
+
+        def convert(lines: list[bytes]) -> list[bytes]:
+            """Events of a multi-version kind with their objects in the watched version."""
+            if not converting:
+                return lines
+            out = []
+            for chunk in lines:
+                for line in chunk.splitlines():
+                    if not line.strip():
+                        continue
+                    ev = orjson.loads(line)
+                    if ev.get("type") in ("ADDED", "MODIFIED", "DELETED"):
+                        ev["object"] = self._served_obj(res, ev.get("object"))
+                    out.append(orjson.dumps(ev) + b"\n")
+            return out
 
         async def stream() -> AsyncIterator[bytes]:
             try:
@@ -782,16 +935,16 @@ class Core:
                     if len(chunk) >= 500:
                         yield b"".join(chunk)
                         chunk = []
-                chunk.extend(backlog)
+                chunk.extend(convert(backlog))
                 if end_marker:
-                    chunk.extend(w.drain())
+                    chunk.extend(convert(w.drain()))
                     chunk.append(bookmark(True))
                 if chunk:
                     yield b"".join(chunk)
                 next_bm = time.monotonic() + interval
                 while True:
                     if w.buf:
-                        yield b"".join(w.drain())
+                        yield b"".join(convert(w.drain()))
                         continue
                     if w.closed:
                         return
@@ -1361,6 +1514,7 @@ class Core:
         if ws and acc is not None:
             acc.extend(ws)
         obj, gone = await self.delete_entry(res, e, opts, dry)
+        obj = self._served_obj(res, obj)
         if strategies.delete_returns_object(res) or not gone:
             return _json(200, obj)
         return _json(200, strategies.delete_status(res, obj))
@@ -1519,7 +1673,7 @@ class Core:
         for e in entries:
             try:
                 obj, _ = await self.delete_entry(res, e, dict(opts), dry)
-                items.append(obj)
+                items.append(self._served_obj(res, obj))
             except APIError:
                 continue
         return _json(

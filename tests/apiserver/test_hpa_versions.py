@@ -1,0 +1,204 @@
+"""HorizontalPodAutoscaler in both served versions: stored as autoscaling/v2, readable,
+writable and watchable as autoscaling/v1 with the fields mapped as kube maps them
+(targetCPUUtilizationPercentage, the autoscaling.alpha.kubernetes.io annotations),
+with each version's defaults (real kubectl, the official client, raw HTTP)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+from kubernetes import client, config
+
+from gpuyard.apiserver.testing import ServerProcess
+
+from .api import Api
+
+V1 = "/apis/autoscaling/v1/namespaces/default/horizontalpodautoscalers"
+V2 = "/apis/autoscaling/v2/namespaces/default/horizontalpodautoscalers"
+TARGET = {"apiVersion": "apps/v1", "kind": "Deployment", "name": "web"}
+
+
+def _kubectl(srv: ServerProcess, *args: str, stdin: str | None = None) -> str:
+    exe = shutil.which("kubectl", path=os.path.dirname(sys.executable)) or "kubectl"
+    out = subprocess.run(
+        [exe, "--kubeconfig", srv.kubeconfig, *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        input=stdin,
+    )
+    assert out.returncode == 0, out.stderr
+    return out.stdout
+
+
+def test_kubectl_autoscale_then_read_in_v1_and_v2(apiserver: ServerProcess) -> None:
+    _kubectl(apiserver, "create", "deployment", "web", "--image=nginx")
+    _kubectl(apiserver, "autoscale", "deployment", "web", "--max=5", "--cpu-percent=60")
+    v2 = json.loads(
+        _kubectl(apiserver, "get", "horizontalpodautoscalers.v2.autoscaling", "web", "-o", "json")
+    )
+    assert v2["apiVersion"] == "autoscaling/v2"
+    assert v2["spec"]["metrics"] == [
+        {
+            "type": "Resource",
+            "resource": {
+                "name": "cpu",
+                "target": {"type": "Utilization", "averageUtilization": 60},
+            },
+        }
+    ]
+    v1 = json.loads(
+        _kubectl(apiserver, "get", "horizontalpodautoscalers.v1.autoscaling", "web", "-o", "json")
+    )
+    assert v1["apiVersion"] == "autoscaling/v1"
+    assert v1["spec"] == {
+        "scaleTargetRef": TARGET,
+        "minReplicas": 1,
+        "maxReplicas": 5,
+        "targetCPUUtilizationPercentage": 60,
+    }
+    assert v1["metadata"]["resourceVersion"] == v2["metadata"]["resourceVersion"]
+    # kubectl apply of a v1 manifest changes the same object.
+    manifest = {
+        "apiVersion": "autoscaling/v1",
+        "kind": "HorizontalPodAutoscaler",
+        "metadata": {"name": "web"},
+        "spec": {"scaleTargetRef": TARGET, "maxReplicas": 8, "targetCPUUtilizationPercentage": 70},
+    }
+    _kubectl(apiserver, "apply", "-f", "-", stdin=json.dumps(manifest))
+    v2 = json.loads(
+        _kubectl(apiserver, "get", "horizontalpodautoscalers.v2.autoscaling", "web", "-o", "json")
+    )
+    assert v2["spec"]["maxReplicas"] == 8
+    assert v2["spec"]["metrics"][0]["resource"]["target"]["averageUtilization"] == 70
+
+
+def test_official_client_v2_fields_survive_a_v1_round_trip(apiserver: ServerProcess) -> None:
+    api = config.new_client_from_config(config_file=apiserver.kubeconfig)
+    try:
+        v2 = client.AutoscalingV2Api(api)
+        v1 = client.AutoscalingV1Api(api)
+        body = {
+            "apiVersion": "autoscaling/v2",
+            "kind": "HorizontalPodAutoscaler",
+            "metadata": {"name": "mem"},
+            "spec": {
+                "scaleTargetRef": TARGET,
+                "maxReplicas": 4,
+                "metrics": [
+                    {
+                        "type": "Resource",
+                        "resource": {
+                            "name": "cpu",
+                            "target": {"type": "Utilization", "averageUtilization": 50},
+                        },
+                    },
+                    {
+                        "type": "Pods",
+                        "pods": {
+                            "metric": {"name": "queue_depth"},
+                            "target": {"type": "AverageValue", "averageValue": "10"},
+                        },
+                    },
+                ],
+                "behavior": {"scaleDown": {"stabilizationWindowSeconds": 60}},
+            },
+        }
+        v2.create_namespaced_horizontal_pod_autoscaler("default", body)
+        old = v1.read_namespaced_horizontal_pod_autoscaler("mem", "default")
+        assert old.spec.target_cpu_utilization_percentage == 50
+        ann = old.metadata.annotations
+        assert json.loads(ann["autoscaling.alpha.kubernetes.io/metrics"]) == [
+            {"type": "Pods", "pods": {"metricName": "queue_depth", "targetAverageValue": "10"}}
+        ]
+        behavior = json.loads(ann["autoscaling.alpha.kubernetes.io/behavior"])
+        assert behavior["scaleDown"]["stabilizationWindowSeconds"] == 60
+        assert behavior["scaleUp"]["selectPolicy"] == "Max"  # v2's defaults, as stored
+        # A v1 client changes what it knows; what it does not know is kept.
+        old.spec.max_replicas = 9
+        v1.replace_namespaced_horizontal_pod_autoscaler("mem", "default", old)
+        new = v2.read_namespaced_horizontal_pod_autoscaler("mem", "default")
+        assert new.spec.max_replicas == 9
+        assert [m.type for m in new.spec.metrics] == ["Resource", "Pods"]
+        assert new.spec.metrics[1].pods.metric.name == "queue_depth"
+        assert new.spec.behavior.scale_down.stabilization_window_seconds == 60
+        assert not (new.metadata.annotations or {})  # the annotations are not stored
+        # A v1 status write maps to v2's current metrics.
+        v1.patch_namespaced_horizontal_pod_autoscaler_status(
+            "mem",
+            "default",
+            {
+                "status": {
+                    "currentReplicas": 2,
+                    "desiredReplicas": 3,
+                    "currentCPUUtilizationPercentage": 41,
+                }
+            },
+        )
+        st = v2.read_namespaced_horizontal_pod_autoscaler("mem", "default").status
+        assert st.current_replicas == 2 and st.desired_replicas == 3
+        assert st.current_metrics[0].resource.name == "cpu"
+        assert st.current_metrics[0].resource.current.average_utilization == 41
+    finally:
+        api.close()
+
+
+async def test_lists_watches_patches_and_deletes_answer_in_the_asked_version(api: Api) -> None:
+    body = {
+        "apiVersion": "autoscaling/v1",
+        "kind": "HorizontalPodAutoscaler",
+        "metadata": {"name": "h"},
+        "spec": {"scaleTargetRef": TARGET, "maxReplicas": 3},
+    }
+    st, out = await api.post(V1, body)
+    assert st == 201, out
+    assert out["apiVersion"] == "autoscaling/v1" and "metrics" not in out["spec"]
+    # v2's default (no metrics: CPU at 80%) shows in both versions.
+    _, v2 = await api.get(f"{V2}/h")
+    assert v2["spec"]["metrics"][0]["resource"]["target"]["averageUtilization"] == 80
+    assert out["spec"]["targetCPUUtilizationPercentage"] == 80
+    _, lst = await api.get(V1)
+    assert lst["apiVersion"] == "autoscaling/v1"
+    assert [i["apiVersion"] for i in lst["items"]] == ["autoscaling/v1"]
+    assert lst["items"][0]["spec"]["targetCPUUtilizationPercentage"] == 80
+    rv = lst["metadata"]["resourceVersion"]
+
+    st, out = await api.patch(
+        f"{V1}/h",
+        [{"op": "replace", "path": "/spec/targetCPUUtilizationPercentage", "value": 55}],
+        "application/json-patch+json",
+    )
+    assert st == 200 and out["spec"]["targetCPUUtilizationPercentage"] == 55, out
+    st, out = await api.patch(f"{V1}/h", {"spec": {"maxReplicas": 6}}, fieldManager="t")
+    assert st == 200 and out["spec"]["maxReplicas"] == 6, out
+    events = await api.watch(V1, 2, timeout=3, resourceVersion=rv)
+    assert [e["type"] for e in events] == ["MODIFIED", "MODIFIED"]
+    assert all(e["object"]["apiVersion"] == "autoscaling/v1" for e in events)
+    assert events[0]["object"]["spec"]["targetCPUUtilizationPercentage"] == 55
+    initial = await api.watch(V1, 1, timeout=3)
+    assert initial[0]["type"] == "ADDED"
+    assert initial[0]["object"]["spec"]["targetCPUUtilizationPercentage"] == 55
+
+    # A v1 field of the wrong type, and a bad conversion annotation, are refused.
+    st, err = await api.patch(f"{V1}/h", {"spec": {"targetCPUUtilizationPercentage": "x"}})
+    assert st == 422 and err["reason"] == "Invalid", err
+    bad = {
+        **body,
+        "metadata": {
+            "name": "bad",
+            "annotations": {"autoscaling.alpha.kubernetes.io/metrics": "not json"},
+        },
+    }
+    st, err = await api.post(V1, bad)
+    assert st == 422 and "autoscaling.alpha.kubernetes.io/metrics" in err["message"], err
+    assert (await api.get(f"{V2}/bad"))[0] == 404
+
+    st, out = await api.delete(f"{V1}/h")
+    assert st == 200, out
+    if out["kind"] != "Status":
+        assert out["apiVersion"] == "autoscaling/v1", out
+    assert (await api.get(f"{V2}/h"))[0] == 404
