@@ -55,6 +55,10 @@ SCHEDULER_RULES: list[Rule] = [
     ("scheduling.volcano.sh", ["podgroups/status"], ["patch", "update"]),
     # Teams' weights and namespaces divide the shared pool and borrowed nodes
     (names.GROUP, ["teams"], WATCH),
+    # device claims: the devices nodes publish, the classes, and the claims it
+    # allocates (status.allocation, status.reservedFor) before binding their pods
+    ("resource.k8s.io", ["resourceslices", "deviceclasses", "resourceclaims"], WATCH),
+    ("resource.k8s.io", ["resourceclaims/status"], ["patch", "update"]),
     ("coordination.k8s.io", ["leases"], ["get", "create", "update"]),
 ]
 

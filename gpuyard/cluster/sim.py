@@ -45,13 +45,14 @@ import orjson
 
 from gpuyard import names
 from gpuyard.apiserver.schemas import KUBERNETES_VERSION
+from gpuyard.cluster import simdevices
 from gpuyard.cluster.admission import Refusal, admit, pod_ports
 from gpuyard.cluster.shapes import NODES_PER_RACK, NodeShape, locate, rack_size_of
 from gpuyard.cluster.simhost import SimHost
 from gpuyard.kube import objects as o
-from gpuyard.kube.errors import ApiError, Conflict, NotFound
+from gpuyard.kube.errors import AlreadyExists, ApiError, Conflict, NotFound
 from gpuyard.kube.informer import InformerFactory, informer_maker
-from gpuyard.kube.resources import LEASES, NODES, PODS
+from gpuyard.kube.resources import DEVICE_CLASSES, LEASES, NODES, PODS, RESOURCE_SLICES
 
 log = logging.getLogger("gpuyard.cluster")
 
@@ -78,6 +79,8 @@ class SimConfig:
     register_labels: dict[str, str] = field(default_factory=dict)
     concurrency: int = 64
     rack_size: int = NODES_PER_RACK  # for nodes added later (the autoscaler's)
+    # publish each GPU node's devices in a ResourceSlice (gpuyard.cluster.simdevices)
+    dra: bool = True
 
 
 @dataclass
@@ -281,6 +284,9 @@ class SimCluster:
         self._status_buckets = [[] for _ in range(status_period)]
         for n in self.nodes.values():
             self._place(n)
+        if self.cfg.dra and any(n.shape.gpus for n in self.nodes.values()):
+            with contextlib.suppress(AlreadyExists):
+                await self.client.create(simdevices.device_class(), res=DEVICE_CLASSES)
         await self.register_nodes()
         self.node_informer.start()
         await self.node_informer.wait_synced()
@@ -313,25 +319,46 @@ class SimCluster:
         leases = {
             x["metadata"]["name"]: x for x in (await self.client.list(LEASES, LEASE_NS))["items"]
         }
+        slices: set[str] = set()
+        if self.cfg.dra:
+            slices = {
+                x["metadata"]["name"] for x in (await self.client.list(RESOURCE_SLICES))["items"]
+            }
         todo = []
         for n in self.nodes.values():
             n.lease = leases.get(n.name)
             if n.name not in existing:
                 todo.append(self._bounded(self._register(n)))
-            elif n.lease is None and not n.down:
-                todo.append(self._bounded(self._renew(n)))
+            else:
+                if n.lease is None and not n.down:
+                    todo.append(self._bounded(self._renew(n)))
+                if self.cfg.dra and n.shape.gpus and simdevices.slice_name(n.name) not in slices:
+                    todo.append(self._bounded(self._publish(n)))
         for i in range(0, len(todo), 1000):
             await asyncio.gather(*todo[i : i + 1000])
 
     async def _register(self, n: SimNode) -> None:
+        uid = ""
         try:
-            await self.kubelet(n.name).create(node_object(n, self.cfg))
+            got = await self.kubelet(n.name).create(node_object(n, self.cfg))
+            uid = (got.get("metadata") or {}).get("uid") or ""
             self.writes += 1
         except ApiError as exc:
             if exc.status != 409:
                 raise
+        if self.cfg.dra and n.shape.gpus:
+            await self._publish(n, uid)
         if not n.down:
             await self._renew(n)
+
+    async def _publish(self, n: SimNode, uid: str = "") -> None:
+        """The node's GPUs as DRA devices (its driver's ResourceSlice)."""
+        labels = {**self.cfg.register_labels, **n.shape.labels}
+        try:
+            await self.client.create(simdevices.resource_slice(n.shape, uid, labels))
+            self.writes += 1
+        except AlreadyExists:
+            pass
 
     # ------------------------------------------------------------------ leases
 
@@ -478,6 +505,10 @@ class SimCluster:
         with contextlib.suppress(NotFound):
             await self.client.delete(LEASES, name, LEASE_NS)
             self.writes += 1
+        if self.cfg.dra and n.shape.gpus:
+            with contextlib.suppress(NotFound):
+                await self.client.delete(RESOURCE_SLICES, simdevices.slice_name(name))
+                self.writes += 1
         for pod in self.pods.by_node(name):
             md = pod["metadata"]
             h = self._timers.pop(o.key_of(pod), None)

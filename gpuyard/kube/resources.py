@@ -103,6 +103,10 @@ _TABLE = [
     _r(names.API_VERSION, "Team", "teams", False),
     _r(names.API_VERSION, "BalloonPool", "balloonpools", False),
     _r(names.PODGROUP_API_VERSION, "PodGroup", "podgroups", True),
+    _r("resource.k8s.io/v1", "DeviceClass", "deviceclasses", False),
+    _r("resource.k8s.io/v1", "ResourceClaim", "resourceclaims", True),
+    _r("resource.k8s.io/v1", "ResourceClaimTemplate", "resourceclaimtemplates", True),
+    _r("resource.k8s.io/v1", "ResourceSlice", "resourceslices", False),
 ]
 
 BUILTIN: dict[tuple[str, str], Res] = {(r.api_version, r.kind): r for r in _TABLE}
@@ -121,6 +125,10 @@ TRAINING_JOBS = BUILTIN[(names.API_VERSION, "TrainingJob")]
 TEAMS = BUILTIN[(names.API_VERSION, "Team")]
 BALLOON_POOLS = BUILTIN[(names.API_VERSION, "BalloonPool")]
 POD_GROUPS = BUILTIN[(names.PODGROUP_API_VERSION, "PodGroup")]
+DEVICE_CLASSES = BUILTIN[("resource.k8s.io/v1", "DeviceClass")]
+RESOURCE_CLAIMS = BUILTIN[("resource.k8s.io/v1", "ResourceClaim")]
+RESOURCE_CLAIM_TEMPLATES = BUILTIN[("resource.k8s.io/v1", "ResourceClaimTemplate")]
+RESOURCE_SLICES = BUILTIN[("resource.k8s.io/v1", "ResourceSlice")]
 
 
 def builtin(api_version: str, kind: str) -> Res | None:

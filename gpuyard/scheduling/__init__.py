@@ -36,6 +36,12 @@ informers) and the digital twin (gpuyard.twin.engine, fed by a trace).
       equal-priority work of the team with    preemption.py    over_share
       the fewest per weight first; victims
       of teams over their share first
+    device claims (DRA): the devices nodes    dra.py           Devices, allocate, plan,
+      publish, classes, claims, the allocator                  commit
+      (count, All, CEL selectors,
+      matchAttribute, firstAvailable); a
+      pod's claims on a node, held in a trial
+      and allocated with its unit
     failure memos: when a failed unit is      memos.py         Memo, memo_of,
       sure to fail again                                       still_fails
     topology: levels from node labels, a      topology.py      Request, place, why,

@@ -47,6 +47,13 @@ class Decisions:
     unschedulable: Reasons = field(default_factory=Reasons)  # unit -> reason
     reservations: dict[str, list[str]] = field(default_factory=dict)  # gang -> nodes held
     timed_out: list[str] = field(default_factory=list)
+    # device claims (dra.py): claim -> (node, [(request, driver, pool, device)]) newly
+    # allocated in this pass, and claim -> the pods bound in this pass that use it (to
+    # be written to the claims' status.reservedFor before the pods are bound)
+    allocations: dict[str, tuple[str, list[tuple[str, str, str, str]]]] = field(
+        default_factory=dict
+    )
+    consumers: dict[str, list[str]] = field(default_factory=dict)
 
     @property
     def empty(self) -> bool:

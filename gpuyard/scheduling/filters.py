@@ -23,6 +23,7 @@ from collections.abc import Iterable
 from itertools import chain
 
 from gpuyard.kube import objects as o
+from gpuyard.scheduling import dra
 from gpuyard.scheduling.state import NRES, RESOURCES, NodeInfo, PodInfo, add_extras
 
 
@@ -47,6 +48,8 @@ def static_ok(p: PodInfo, n: NodeInfo) -> str | None:
         for res, amount in p.xreq:
             if xa.get(res, 0) < amount:
                 return f"Insufficient {res}"
+    if p.claims or p.claim_wait:
+        return dra.static_why(p, n)
     return None
 
 
@@ -79,6 +82,7 @@ def fits(p: PodInfo, n: NodeInfo) -> bool:
         and req[3] + u[3] <= a[3]
         and (not p.xreq or xfits(p, n))
         and (not p.host_ports or ports_free(p, n))
+        and (not p.claims or dra.plan(p, n) is not None)
     )
 
 
@@ -204,6 +208,8 @@ def capacity_empty(p: PodInfo, n: NodeInfo) -> int:
 
 def tentative(p: PodInfo, n: NodeInfo, placed: list[tuple[PodInfo, NodeInfo]]) -> None:
     """Put the pod on the node for a trial (undone by `untentative`)."""
+    if p.claims:
+        dra.hold(p, n)
     n.pods[p.key] = p
     for i in range(NRES):
         n.used[i] += p.req[i]
@@ -218,6 +224,8 @@ def untentative(p: PodInfo, n: NodeInfo) -> None:
             n.used[i] -= p.req[i]
         if p.xreq:
             add_extras(n, p.xreq, -1)
+        if p.claims:
+            dra.unhold(p, n)
 
 
 def put_back(m: PodInfo, n: NodeInfo) -> None:

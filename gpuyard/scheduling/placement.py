@@ -88,7 +88,7 @@ def place_single(ps: Pass, p: PodInfo, u: Unit) -> NodeInfo | None:
         ):
             return n
     g = p.req[GPU]
-    if ps.trial.on or p.xreq or p.host_ports:
+    if ps.trial.on or p.xreq or p.host_ports or p.claims:
         # A preemption trial moved victims off nodes the buckets do not follow; the
         # buckets do not count resources outside the vectors or host ports.
         return _best_fit_scan(ps, p, u)

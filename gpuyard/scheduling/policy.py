@@ -34,6 +34,7 @@ import math
 import weakref
 from typing import Any
 
+from gpuyard.scheduling import dra
 from gpuyard.scheduling.config import Decisions, Eviction, PolicyConfig, Sink, deliver
 from gpuyard.scheduling.holds import Hold, Holds
 from gpuyard.scheduling.memory import Memory
@@ -254,6 +255,8 @@ class Pass:
         return left
 
     def _bind(self, u: Unit, placed: list[Any]) -> None:
+        if any(p.claims for p, _ in placed) and not self._allocate(u, placed):
+            return
         for p, n in placed:
             self.s.bind(p.key, n.name)
             p.started = self.now
@@ -263,6 +266,41 @@ class Pass:
                 self.holds.sums.clear()  # a held node's capacity changed
         self.holds.release(u.key)
         self.mem.blocked.pop(u.key, None)
+
+    def _allocate(self, u: Unit, placed: list[Any]) -> bool:
+        """Allocate the device claims of every pod placed, all or none (dra.commit)."""
+        dv = self.s.dra
+        done: list[tuple[Any, Any, int, list[tuple[str, Any, Any]]]] = []
+        for p, n in placed:
+            if not p.claims:
+                continue
+            before = [
+                (k, dv.claims[k].node, dv.claims[k].results) for k in p.claims if k in dv.claims
+            ]
+            demand = p.dra_demand
+            got = dra.commit(p, n)
+            if got is None:
+                # cannot happen after a placement that held the devices; undo the rest
+                for q, m, dem, prev in reversed(done):
+                    for k, node, results in prev:
+                        if results is None and dv.claims[k].results is not None:
+                            gpus = sum(1 for _, d in dv.claims[k].results or () if d.is_gpu)
+                            m.alloc[2] += gpus
+                            m.dra_gpus -= gpus
+                        dv.forget(k, (node, results))
+                    q.req[2] += dem
+                    q.dra_demand = dem
+                self.d.unschedulable[u.key] = f"{u.label}: {dra.CANNOT_ALLOCATE}"
+                return False
+            done.append((p, n, demand, before))
+            for key, results in got:
+                self.d.allocations[key] = (
+                    n.name,
+                    [(r, d.driver, d.pool, d.name) for r, d in results],
+                )
+            for key in p.claims:
+                self.d.consumers.setdefault(key, []).append(p.key)
+        return True
 
     def _attempt(self, u: Unit, shape: Shape | None) -> Failure | None:
         """Place the unit, or preempt for it, or give its reason (and maybe reserve).

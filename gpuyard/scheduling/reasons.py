@@ -14,7 +14,7 @@ from collections import Counter
 from collections.abc import Iterator, MutableMapping
 from typing import TYPE_CHECKING
 
-from gpuyard.scheduling import topology
+from gpuyard.scheduling import dra, topology
 from gpuyard.scheduling.affinity import Topology, constrained
 from gpuyard.scheduling.filters import (
     anti_ok,
@@ -109,6 +109,8 @@ def explain(ps: Pass, u: Unit) -> str:
                 r = f"lack {lacks}" if lacks in RESOURCES else f"Insufficient {lacks}"
                 if fits_after_terminating(p0, n):
                     r = "freeing (pods terminating)"
+            elif p0.claims and dra.plan(p0, n) is None:
+                r = dra.CANNOT_ALLOCATE
             elif p0.host_ports and not ports_free(p0, n):
                 r = "didn't have free ports for the requested pod ports"
             elif not anti_ok(p0, n):
@@ -168,6 +170,7 @@ _CATEGORIES: tuple[tuple[str, tuple[str, ...]], ...] = (
     ),
     ("HeldForReservation", ("held for",)),
     ("PodsTerminating", ("freeing (pods terminating)",)),
+    ("DeviceClaims", ("cannot allocate all claims", "ResourceClaim")),
     ("InsufficientResources", ("lack ", "lacks ", "Insufficient ")),
     ("NoMatchingNode", ("not Ready", "cordoned", "untolerated", "mismatch", "node(s)")),
     ("Affinity", ("anti-affinity",)),

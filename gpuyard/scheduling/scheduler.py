@@ -18,6 +18,7 @@ whoever bound it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import logging
 import os
@@ -36,8 +37,18 @@ from gpuyard.kube.errors import ApiError, Conflict, NotFound, TooManyRequests
 from gpuyard.kube.events import EventRecorder
 from gpuyard.kube.informer import InformerFactory, informer_maker
 from gpuyard.kube.leader import LeaderElector, LeaseTimings
-from gpuyard.kube.resources import NAMESPACES, NODES, POD_GROUPS, PODS, PRIORITY_CLASSES, TEAMS
-from gpuyard.scheduling import upstream, volcano
+from gpuyard.kube.resources import (
+    DEVICE_CLASSES,
+    NAMESPACES,
+    NODES,
+    POD_GROUPS,
+    PODS,
+    PRIORITY_CLASSES,
+    RESOURCE_CLAIMS,
+    RESOURCE_SLICES,
+    TEAMS,
+)
+from gpuyard.scheduling import dra, upstream, volcano
 from gpuyard.scheduling.policy import Decisions, Eviction, Memory, PolicyConfig, deliver, schedule
 from gpuyard.scheduling.reasons import CATEGORIES, Reasons, category
 from gpuyard.scheduling.state import GPU, ClusterState
@@ -139,6 +150,7 @@ def _same_for_scheduling(old: dict[str, Any], new: dict[str, Any]) -> bool:
         and om.get("deletionTimestamp") == nm.get("deletionTimestamp")
         and o.is_pod_terminal(old) == o.is_pod_terminal(new)
         and ost.get("nominatedNodeName") == nst.get("nominatedNodeName")
+        and ost.get("resourceClaimStatuses") == nst.get("resourceClaimStatuses")
     )
 
 
@@ -247,6 +259,11 @@ class Scheduler:
         # Teams' weights and namespaces, for fair sharing (not waited for: a cluster
         # without Teams schedules without them)
         self.teams = mk(TEAMS, name="scheduler-teams")
+        # device claims (resource.k8s.io/v1): waited for briefly, as a cluster that
+        # does not serve them schedules without them
+        self.claims = mk(RESOURCE_CLAIMS, name="scheduler-resourceclaims")
+        self.slices = mk(RESOURCE_SLICES, name="scheduler-resourceslices")
+        self.device_classes = mk(DEVICE_CLASSES, name="scheduler-deviceclasses")
         self.passes = 0
         self.bound = 0
 
@@ -362,6 +379,36 @@ class Scheduler:
 
         self.teams.add_handler(teams_changed, teams_changed, teams_changed)
 
+        def claim_set(obj: dict[str, Any]) -> None:
+            s.set_resource_claim(obj)
+            self._changed()
+
+        def claim_del(obj: dict[str, Any]) -> None:
+            s.remove_resource_claim(o.key_of(obj))
+            self._changed()
+
+        self.claims.add_handler(claim_set, lambda old, new: claim_set(new), claim_del)
+
+        def slice_set(obj: dict[str, Any]) -> None:
+            s.set_resource_slice(obj)
+            self._changed()
+
+        def slice_del(obj: dict[str, Any]) -> None:
+            s.remove_resource_slice(o.name_of(obj))
+            self._changed()
+
+        self.slices.add_handler(slice_set, lambda old, new: slice_set(new), slice_del)
+
+        def class_set(obj: dict[str, Any]) -> None:
+            s.set_device_class(obj)
+            self._changed()
+
+        def class_del(obj: dict[str, Any]) -> None:
+            s.remove_device_class(o.name_of(obj))
+            self._changed()
+
+        self.device_classes.add_handler(class_set, lambda old, new: class_set(new), class_del)
+
     # ------------------------------------------------------------------ running
 
     async def run(self, stop: asyncio.Event | None = None) -> None:
@@ -380,11 +427,18 @@ class Scheduler:
             self.volcano_groups,
             self.pods,
             self.teams,
+            self.device_classes,
+            self.slices,
+            self.claims,
         ):
             inf.start()
         try:
             for inf in (self.classes, self.namespaces, self.nodes, self.groups, self.pods):
                 await inf.wait_synced()
+            for inf in (self.device_classes, self.slices, self.claims):
+                # GPUs allocated to claims must be known before any is handed out
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(inf.wait_synced(), 10.0)
             synced.set()
             # Pods seen before their nodes were known: account them now.
             for node in list(self.nodes.cache.values()):
@@ -425,6 +479,9 @@ class Scheduler:
                 self.volcano_groups,
                 self.pods,
                 self.teams,
+                self.device_classes,
+                self.slices,
+                self.claims,
             ):
                 await inf.stop()
             await self.recorder.flush()
@@ -449,6 +506,10 @@ class Scheduler:
         self.passes += 1
         w = _Writes()
         deliver(d, w)
+        if d.consumers:
+            # Device claims first, all of a unit's or none: its pods are bound only
+            # once their claims say where their devices are and that they may use them.
+            w.bindings = await self._write_claims(d, w.bindings)
         disrupt, self._disrupt = self._disrupt, {}
         for group, why in disrupt.items():
             for q in self.state.members.get(group, {}).values():
@@ -490,7 +551,129 @@ class Scheduler:
                     self._bind_errors[p.group] = f"binding {key} to {node} failed: {exc}"
                     self._groups_dirty.add(p.group)
                 self.state.unbind(key)
+                if p is not None and p.claims:
+                    await self._release_claims(key)
                 self._changed()
+
+    def _unit_of(self, pod_key: str) -> str:
+        p = self.state.pods.get(pod_key)
+        return (p.group if p is not None else None) or pod_key
+
+    def _consumer(self, pod_key: str) -> dict[str, Any] | None:
+        p = self.state.pods.get(pod_key)
+        md = ((p.obj if p is not None else None) or {}).get("metadata") or {}
+        if not md.get("uid"):
+            return None
+        return {"resource": "pods", "name": md.get("name"), "uid": md["uid"]}
+
+    async def _patch_claim(self, key: str, status: dict[str, Any]) -> None:
+        ns, name = key.split("/", 1)
+        async with self._sem:
+            await self.client.patch_status(RESOURCE_CLAIMS, name, {"status": status}, ns)
+
+    async def _write_claims(
+        self, d: Decisions, bindings: list[tuple[str, str]]
+    ) -> list[tuple[str, str]]:
+        """Write each claim's allocation (when made in this pass) and its reservedFor
+        (its pods bound in this pass added); a unit any of whose claims cannot be
+        written loses every binding of the pass, and its other claims are put back."""
+        dv = self.state.dra
+        before: dict[str, tuple[dict[str, Any] | None, list[dict[str, Any]]]] = {}
+        units: dict[str, set[str]] = defaultdict(set)  # unit -> its claims in this pass
+
+        async def write(key: str) -> str | None:
+            c = dv.claims.get(key)
+            if c is None:
+                return "the claim is gone"
+            old_status = (c.obj or {}).get("status") or {}
+            reserved = [dict(r) for r in c.reserved]
+            before[key] = (old_status.get("allocation"), [dict(r) for r in c.reserved])
+            have = {r.get("uid") for r in reserved}
+            for pk in d.consumers[key]:
+                units[self._unit_of(pk)].add(key)
+                ref = self._consumer(pk)
+                if ref is None:
+                    return f"pod {pk} has no uid yet"
+                if ref["uid"] not in have:
+                    reserved.append(ref)
+                    have.add(ref["uid"])
+            status: dict[str, Any] = {"reservedFor": reserved}
+            if key in d.allocations:
+                node, rows = d.allocations[key]
+                status["allocation"] = {
+                    **dra.allocation_status(node, []),
+                    "devices": {
+                        "results": [
+                            {"request": r, "driver": drv, "pool": pool, "device": dev}
+                            for r, drv, pool, dev in rows
+                        ]
+                    },
+                }
+            try:
+                await self._patch_claim(key, status)
+            except (ApiError, OSError) as exc:
+                return str(exc)
+            c.reserved = tuple(reserved)
+            return None
+
+        keys = sorted(d.consumers)
+        errors = dict(zip(keys, await asyncio.gather(*(write(k) for k in keys)), strict=True))
+        failed = {u for u, ks in units.items() if any(errors.get(k) for k in ks)}
+        for k in keys:
+            if errors.get(k):
+                for pk in d.consumers[k]:
+                    failed.add(self._unit_of(pk))
+        if not failed:
+            return bindings
+        undo = sorted({k for u in failed for k in units.get(u, ())})
+        for key in undo:
+            why = errors.get(key)
+            if why:
+                log.info("allocating ResourceClaim %s failed: %s", key, why)
+            elif key in before:
+                alloc, reserved = before[key]
+                with contextlib.suppress(ApiError, OSError):
+                    await self._patch_claim(key, {"allocation": alloc, "reservedFor": reserved})
+                self.state.dra.claims[key].reserved = tuple(reserved)
+        keep = []
+        for pk, node in bindings:
+            unit = self._unit_of(pk)
+            if unit not in failed:
+                keep.append((pk, node))
+                continue
+            self.state.unbind(pk)
+            p = self.state.pods.get(pk)
+            if p is not None and p.group:
+                bad = next((f"{k}: {errors[k]}" for k in units.get(unit, ()) if errors.get(k)), "")
+                self._bind_errors[p.group] = f"allocating ResourceClaim {bad} failed"
+                self._groups_dirty.add(p.group)
+        for key in undo:
+            if key in d.allocations:
+                self.state.undo_allocation(key)
+        self._changed()
+        return keep
+
+    async def _release_claims(self, pod_key: str) -> None:
+        """A pod whose binding was refused gives its claims back: it leaves their
+        reservedFor, and a claim no one else holds loses its allocation."""
+        ref = self._consumer(pod_key)
+        p = self.state.pods.get(pod_key)
+        for key in p.claims if p is not None else ():
+            c = self.state.dra.claims.get(key)
+            if c is None or ref is None:
+                continue
+            reserved = [dict(r) for r in c.reserved if r.get("uid") != ref["uid"]]
+            status: dict[str, Any] = {"reservedFor": reserved}
+            if not reserved:
+                status["allocation"] = None
+            try:
+                await self._patch_claim(key, status)
+            except (ApiError, OSError) as exc:
+                log.info("releasing ResourceClaim %s: %s", key, exc)
+                continue
+            c.reserved = tuple(reserved)
+            if not reserved:
+                self.state.undo_allocation(key)
 
     def _observe_waits(self, bindings: list[tuple[str, str]]) -> None:
         """Queue wait of each unit placed: a lone pod, or a gang (once, when members

@@ -26,6 +26,7 @@ from typing import Any
 from gpuyard import names
 from gpuyard.k8s.durations import parse_duration
 from gpuyard.kube import objects as o
+from gpuyard.scheduling import dra
 from gpuyard.scheduling.affinity import Constraints, parse
 from gpuyard.scheduling.dialects import pod_request
 from gpuyard.scheduling.topology import DEFAULT_LEVELS, Request
@@ -107,6 +108,8 @@ class NodeInfo:
     xused: dict[str, int] = field(default_factory=dict)
     # PreferNoSchedule taints: never a filter, a score (affinity.Topology.scores)
     prefer_taints: list[dict[str, Any]] = field(default_factory=list)
+    # GPUs allocated to device claims here, taken off alloc's nvidia.com/gpu (dra.py)
+    dra_gpus: int = 0
 
     @property
     def rack(self) -> str:
@@ -156,6 +159,14 @@ class PodInfo:
     # what its gang needs of the topology, said on the pod (Kueue's, KAI's
     # annotations); None for most pods
     topology: Request | None = None
+    # the keys of the ResourceClaims it uses, why it must wait for them (a claim not
+    # made from its template yet), the state's devices, the GPU devices of its own
+    # unallocated claims counted in req, and what of its claims static filters read
+    claims: tuple[str, ...] = ()
+    claim_wait: str | None = None
+    dra: Any = None
+    dra_demand: int = 0
+    dra_sig: tuple[Any, ...] = ()
     _ck: tuple[Any, ...] | None = field(default=None, init=False, repr=False)
 
     @property
@@ -176,6 +187,8 @@ class PodInfo:
                 ck = self._ck = (*ck, self.xreq, self.host_ports)
             if self.constraints is not None:
                 ck = self._ck = (*ck, repr(self.constraints))
+            if self.claims or self.claim_wait:
+                ck = self._ck = (*ck, self.claim_wait, self.dra_sig)
         return ck
 
 
@@ -257,6 +270,10 @@ class ClusterState:
         self.teams_gen = 0
         # the topology's levels: node label keys, broadest first (topology.py)
         self.topology_levels: tuple[str, ...] = DEFAULT_LEVELS
+        # Device claims (dra.py): slices, classes, claims, allocations; and the pods
+        # that use each claim (their records change with the claim)
+        self.dra = dra.Devices()
+        self.claim_pods: dict[str, set[str]] = {}
 
     def set_topology_levels(self, levels: Iterable[str]) -> None:
         """The node label keys that make the topology's levels, broadest first."""
@@ -339,6 +356,10 @@ class ClusterState:
         return self._put_node(info)
 
     def _put_node(self, info: NodeInfo) -> NodeInfo:
+        taken = self.dra.gpus_taken.get(info.name, 0)
+        if taken:
+            info.dra_gpus = min(taken, info.alloc[GPU])
+            info.alloc[GPU] -= info.dra_gpus
         old = self.nodes.get(info.name)
         if old is not None:
             info.used, info.pods, info.xused = old.used, old.pods, old.xused
@@ -422,6 +443,13 @@ class ClusterState:
         old = self.pods.get(key)
         created = o.parse_time(md.get("creationTimestamp"))
         requests = o.pod_requests(pod)
+        claims, claim_wait = dra.pod_claim_keys(pod) if spec.get("resourceClaims") else ((), None)
+        demand = dra.demand(self.dra, key, claims) if claims else 0
+        if demand:
+            requests = {
+                **requests,
+                names.RESOURCE_GPU: requests.get(names.RESOURCE_GPU, 0) + demand,
+            }
         node = spec.get("nodeName") or None
         start = o.parse_time((pod.get("status") or {}).get("startTime"))
         started = start.timestamp() if start else None
@@ -454,6 +482,10 @@ class ClusterState:
             started=started,
             topology=pod_request(md),
         )
+        if claims or claim_wait:
+            info.claims, info.claim_wait, info.dra = claims, claim_wait, self.dra
+            info.dra_demand = demand
+            info.dra_sig = dra.signature(self.dra, claims)
         self._put_pod(info)
         return info
 
@@ -502,6 +534,11 @@ class ClusterState:
 
     def _put_pod(self, info: PodInfo) -> None:
         old = self.pods.get(info.key)
+        if (old is not None and old.claims) or info.claims:
+            for k in old.claims if old is not None else ():
+                self.claim_pods.get(k, set()).discard(info.key)
+            for k in info.claims:
+                self.claim_pods.setdefault(k, set()).add(info.key)
         if old is not None:
             n = self.nodes.get(old.node or "")
             if (
@@ -551,6 +588,8 @@ class ClusterState:
         info = self.pods.pop(key, None)
         if info is None:
             return
+        for k in info.claims:
+            self.claim_pods.get(k, set()).discard(key)
         self._unaccount(info)
         self.pending.pop(key, None)
         self.queue_pods[key] = info.group
@@ -698,4 +737,69 @@ class ClusterState:
             self.preempt_never.add(name)
         else:
             self.preempt_never.discard(name)
+        self.generation += 1
+
+    # ------------------------------------------------------------------ device claims
+
+    def set_resource_slice(self, obj: Mapping[str, Any]) -> None:
+        self._devices_changed(self.dra.set_slice(obj))
+
+    def remove_resource_slice(self, name: str) -> None:
+        self._devices_changed(self.dra.remove_slice(name))
+
+    def set_device_class(self, obj: Mapping[str, Any]) -> None:
+        self.dra.set_class(obj)
+        self._claims_changed(set(self.claim_pods), set())
+
+    def remove_device_class(self, name: str) -> None:
+        self.dra.remove_class(name)
+        self._claims_changed(set(self.claim_pods), set())
+
+    def set_resource_claim(self, obj: Mapping[str, Any]) -> None:
+        key = o.key_of(obj)
+        old = self.dra.claims.get(key)
+        before = None if old is None else (old.error, old.spec is None, old.owner_pod)
+        nodes, moved = self.dra.set_claim(obj)
+        c = self.dra.claims[key]
+        if moved or before != (c.error, c.spec is None, c.owner_pod):
+            self._claims_changed({key}, nodes)
+
+    def undo_allocation(self, key: str) -> None:
+        """An allocation the policy recorded (dra.commit) that the API did not take, or
+        that was given back: the claim is unallocated again, its devices free."""
+        c = self.dra.claims.get(key)
+        if c is None or c.results is None:
+            return
+        node = c.node
+        self.dra.forget(key, (None, None))
+        self._claims_changed({key}, {node} if node else set())
+
+    def remove_resource_claim(self, key: str) -> None:
+        self._claims_changed({key}, self.dra.remove_claim(key))
+
+    def _devices_changed(self, nodes: set[str]) -> None:
+        if nodes:
+            self.generation += 1
+            self.node_gen += 1
+            self.freed_gen += 1
+
+    def _claims_changed(self, claims: set[str], nodes: set[str]) -> None:
+        """Claims changed (made, allocated, released): the GPUs they take come off their
+        nodes' allocatable, and the records of the pods that use them are made again."""
+        for name in nodes:
+            n = self.nodes.get(name)
+            if n is None:
+                continue
+            raw = n.alloc[GPU] + n.dra_gpus
+            n.dra_gpus = min(self.dra.gpus_taken.get(name, 0), raw)
+            n.alloc[GPU] = raw - n.dra_gpus
+            self.dirty_nodes.add(name)
+        if nodes:
+            self._devices_changed(nodes)
+        for key in claims:
+            for pk in sorted(self.claim_pods.get(key, ())):
+                p = self.pods.get(pk)
+                # pending pods only: a bound pod's record counts what it took when bound
+                if p is not None and p.obj is not None and p.node is None:
+                    self.add_pod(p.obj)
         self.generation += 1

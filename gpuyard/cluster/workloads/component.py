@@ -32,6 +32,7 @@ async def run(ctx: Any) -> None:
         ReplicaSetController,
         ReplicationControllerController,
     )
+    from gpuyard.cluster.workloads.resourceclaims import ResourceClaimController
     from gpuyard.cluster.workloads.statefulsets import StatefulSetController
     from gpuyard.kube.client import Client
 
@@ -51,6 +52,7 @@ async def run(ctx: Any) -> None:
             StatefulSetController(client, informers).run(ctx.stop),
             CronJobController(client, informers).run(ctx.stop),
             DisruptionController(client, informers).run(ctx.stop),
+            ResourceClaimController(client, informers).run(ctx.stop),
         )
     finally:
         await client.close()

@@ -1,0 +1,824 @@
+"""Device claims (Dynamic Resource Allocation, resource.k8s.io/v1): the devices nodes
+publish in ResourceSlices, the DeviceClasses, the ResourceClaims, and the allocator
+that picks devices for a claim on a node. Pure: objects in, choices out.
+
+`Devices` is the snapshot the policy reads (fed by the live driver from informers):
+devices by node, classes, claims and which device each allocated claim holds. A
+device is allocated to at most one claim, ever (`Devices.taken`); the allocator
+(`allocate`) only ever picks devices that are neither taken nor tentatively held by
+a placement being tried in this pass.
+
+A request (`requests[].exactly`) names a DeviceClass, CEL selectors (the class's and
+its own; every one must hold) and an allocation mode: ExactCount (`count`, default 1)
+or All (every matching device on the node, none of them taken). `firstAvailable`
+lists alternatives, tried in order. `constraints[].matchAttribute` makes the devices
+of the requests it names (all of them when it names none) agree on an attribute;
+`distinctAttribute` makes them differ. The search is exhaustive over the values a
+constraint can take and greedy within one value (devices in name order), so a claim
+that can be satisfied on a node is.
+
+GPUs are counted twice on a node, as the extended resource `nvidia.com/gpu` and as
+devices of the `gpu.nvidia.com` driver; they are one set of GPUs. So the devices
+allocated to claims on a node are taken off its `nvidia.com/gpu` allocatable in the
+scheduler's snapshot (state.py, `gpus_taken`), and a device claim picks at most as
+many GPU devices as the node's extended-resource GPUs leave free: the two never hand
+out one GPU twice.
+
+CEL selectors see `device.driver`, `device.attributes[domain][name]` and
+`device.capacity[domain][name]` (a quantity, as a number of base units). A selector's
+result for a device is kept by the values of the attributes and capacities the
+selector's text names (most devices of a model answer alike), so a cluster of
+thousands of alike GPUs evaluates each selector a handful of times.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from gpuyard.apiserver import celexpr
+from gpuyard.kube import objects as o
+
+if TYPE_CHECKING:
+    from gpuyard.scheduling.state import NodeInfo, PodInfo
+
+DRIVER = "gpu.nvidia.com"  # the simulated GPUs' driver, and its DeviceClass's name
+GPU_CLASS = "gpu.nvidia.com"
+# names of the attributes simulated GPUs publish (in the driver's domain)
+ATTR_PRODUCT = "productName"
+ATTR_INDEX = "index"
+ATTR_UUID = "uuid"
+ATTR_CLIQUE = "cliqueId"
+ATTR_TYPE = "type"
+CAP_MEMORY = "memory"
+_GPU = 2  # the GPUs' place in the scheduler's resource vectors (state.RESOURCES)
+
+
+class ClaimError(ValueError):
+    """A claim the allocator cannot read (a missing class, a selector that does not
+    compile): the message says which."""
+
+
+@dataclass(eq=False)
+class Device:
+    driver: str
+    pool: str
+    name: str
+    node: str
+    attributes: dict[str, Any]  # qualified name -> value
+    capacity: dict[str, float]  # qualified name -> base units
+    _view: dict[str, Any] | None = field(default=None, repr=False)
+    _memo: dict[str, bool] = field(default_factory=dict, repr=False)
+
+    @property
+    def id(self) -> tuple[str, str, str]:
+        return (self.driver, self.pool, self.name)
+
+    @property
+    def is_gpu(self) -> bool:
+        return (
+            self.driver == DRIVER and self.attributes.get(f"{DRIVER}/{ATTR_TYPE}", "gpu") == "gpu"
+        )
+
+    def view(self) -> dict[str, Any]:
+        """The `device` variable CEL selectors see."""
+        v = self._view
+        if v is None:
+            attrs: dict[str, dict[str, Any]] = {}
+            for q, val in self.attributes.items():
+                dom, _, short = q.rpartition("/")
+                attrs.setdefault(dom, {})[short] = val
+            caps: dict[str, dict[str, Any]] = {}
+            for q, val in self.capacity.items():
+                dom, _, short = q.rpartition("/")
+                caps.setdefault(dom, {})[short] = val
+            attrs.setdefault(self.driver, {})
+            caps.setdefault(self.driver, {})
+            v = self._view = {"driver": self.driver, "attributes": attrs, "capacity": caps}
+        return v
+
+
+def _qualify(name: str, driver: str) -> str:
+    return name if "/" in name else f"{driver}/{name}"
+
+
+def _attr_value(a: Mapping[str, Any]) -> Any:
+    for k in ("string", "int", "bool", "version"):
+        if k in a:
+            return a[k]
+    for k in ("strings", "ints", "bools", "versions"):
+        if k in a:
+            return list(a[k])
+    return None
+
+
+def slice_devices(obj: Mapping[str, Any]) -> tuple[str, list[Device]]:
+    """A ResourceSlice's node and devices (node-local slices only: a slice for all
+    nodes or a node selector gives no node, and its devices are not offered)."""
+    spec = obj.get("spec") or {}
+    node = spec.get("nodeName") or ""
+    driver = spec.get("driver") or ""
+    pool = (spec.get("pool") or {}).get("name") or node
+    out = []
+    if node:
+        for d in spec.get("devices") or ():
+            attrs = {
+                _qualify(k, driver): _attr_value(v or {})
+                for k, v in (d.get("attributes") or {}).items()
+            }
+            caps: dict[str, float] = {}
+            for k, v in (d.get("capacity") or {}).items():
+                try:
+                    caps[_qualify(k, driver)] = float(o.parse_quantity(str((v or {}).get("value"))))
+                except (o.QuantityError, ValueError):
+                    continue
+            out.append(Device(driver, pool, str(d.get("name") or ""), node, attrs, caps))
+    return node, out
+
+
+# ------------------------------------------------------------------ claims
+
+
+@dataclass(frozen=True)
+class Alternative:
+    """One way to satisfy a request: `req` or `req/sub` for firstAvailable."""
+
+    name: str
+    device_class: str
+    selectors: tuple[str, ...]  # CEL sources, the class's first
+    all: bool
+    count: int
+
+
+@dataclass(frozen=True)
+class Request:
+    name: str
+    alternatives: tuple[Alternative, ...]
+
+
+@dataclass(frozen=True)
+class Constraint:
+    requests: frozenset[str] | None  # None: every request
+    attribute: str  # qualified
+    distinct: bool = False
+
+
+@dataclass(frozen=True)
+class ClaimSpec:
+    requests: tuple[Request, ...]
+    constraints: tuple[Constraint, ...]
+
+    @property
+    def gpus_at_least(self) -> int:
+        """The fewest devices an allocation of the claim takes (ExactCount requests:
+        the smallest alternative; All: one)."""
+        return sum(min(a.count if not a.all else 1 for a in r.alternatives) for r in self.requests)
+
+
+def _alt(name: str, body: Mapping[str, Any], classes: Mapping[str, tuple[str, ...]]) -> Alternative:
+    cls = body.get("deviceClassName") or ""
+    if cls not in classes:
+        raise ClaimError(f'DeviceClass "{cls}" not found (request {name})')
+    sels = tuple(
+        str((s.get("cel") or {}).get("expression") or "")
+        for s in body.get("selectors") or ()
+        if (s.get("cel") or {}).get("expression")
+    )
+    mode = body.get("allocationMode") or "ExactCount"
+    count = int(body.get("count") or 1)
+    for src in sels:
+        try:
+            celexpr.compile_expr(src)
+        except celexpr.CELError as exc:
+            raise ClaimError(f"request {name}: selector {src!r}: {exc}") from None
+    return Alternative(name, cls, (*classes[cls], *sels), mode == "All", count)
+
+
+def parse_claim(spec: Mapping[str, Any], classes: Mapping[str, tuple[str, ...]]) -> ClaimSpec:
+    """A claim's `spec.devices` (or a template's `spec.spec.devices`) read against the
+    known DeviceClasses (name -> their CEL selectors). ClaimError says what is wrong."""
+    devices = spec.get("devices") or {}
+    reqs = []
+    for r in devices.get("requests") or ():
+        name = str(r.get("name") or "")
+        if r.get("exactly") is not None:
+            alts: tuple[Alternative, ...] = (_alt(name, r["exactly"], classes),)
+        elif r.get("firstAvailable"):
+            alts = tuple(
+                _alt(f"{name}/{s.get('name') or ''}", s, classes) for s in r["firstAvailable"]
+            )
+        else:
+            raise ClaimError(f"request {name} has neither exactly nor firstAvailable")
+        reqs.append(Request(name, alts))
+    cons = []
+    for c in devices.get("constraints") or ():
+        names = c.get("requests")
+        req_set = frozenset(names) if names else None
+        if c.get("matchAttribute"):
+            cons.append(Constraint(req_set, str(c["matchAttribute"])))
+        elif c.get("distinctAttribute"):
+            cons.append(Constraint(req_set, str(c["distinctAttribute"]), distinct=True))
+    return ClaimSpec(tuple(reqs), tuple(cons))
+
+
+def class_selectors(obj: Mapping[str, Any]) -> tuple[str, ...]:
+    return tuple(
+        str((s.get("cel") or {}).get("expression") or "")
+        for s in (obj.get("spec") or {}).get("selectors") or ()
+        if (s.get("cel") or {}).get("expression")
+    )
+
+
+# ------------------------------------------------------------------ selectors
+
+# (selector source, the values of what it names) -> result, shared by all devices
+_results: dict[tuple[Any, ...], bool] = {}
+_RESULTS_MAX = 1 << 16
+
+
+def matches(src: str, d: Device) -> bool:
+    """Whether the device satisfies the CEL selector (an error is a no, as kube-
+    scheduler treats a selector that fails on a device)."""
+    got = d._memo.get(src)
+    if got is not None:
+        return got
+    key = (
+        src,
+        d.driver,
+        tuple(sorted((q, repr(v)) for q, v in d.attributes.items() if q.rpartition("/")[2] in src)),
+        tuple(sorted((q, v) for q, v in d.capacity.items() if q.rpartition("/")[2] in src)),
+    )
+    got = _results.get(key)
+    if got is None:
+        try:
+            got = celexpr.run(celexpr.compile_expr(src), {"device": d.view()}) is True
+        except celexpr.CELError:
+            got = False
+        if len(_results) >= _RESULTS_MAX:
+            _results.clear()
+        _results[key] = got
+    d._memo[src] = got
+    return got
+
+
+# ------------------------------------------------------------------ the allocator
+
+Result = tuple[str, Device]  # (request or request/subrequest, device)
+
+
+def _agrees(c: Constraint, fixed: Any, v: Any, used: list[Any]) -> bool:
+    if c.distinct:
+        return v is not None and repr(v) not in used
+    return v is not None and (fixed is None or fixed == repr(v))
+
+
+def allocate(
+    spec: ClaimSpec,
+    devices: Iterable[Device],
+    unavailable: Any,
+    max_gpus: int | None = None,
+) -> list[Result] | None:
+    """Devices for every request of the claim from `devices` (one node's), none of
+    them in `unavailable` (ids of taken or tentatively held devices), at most
+    `max_gpus` GPU devices; or None when the claim cannot be satisfied there."""
+    every = sorted(devices, key=lambda d: (d.driver, d.pool, _natural(d.name)))
+    pool = [d for d in every if d.id not in unavailable]
+    out: list[Result] = []
+    used: set[tuple[str, str, str]] = set()
+    # per constraint: the value fixed so far (repr), or the values used (distinct)
+    fixed: list[Any] = [None if not c.distinct else [] for c in spec.constraints]
+    if _search(
+        spec, 0, pool, every, used, fixed, out, max_gpus if max_gpus is not None else 1 << 30
+    ):
+        return out
+    return None
+
+
+def _natural(name: str) -> tuple[Any, ...]:
+    head = name.rstrip("0123456789")
+    tail = name[len(head) :]
+    return (head, int(tail) if tail else -1, name)
+
+
+def _search(
+    spec: ClaimSpec,
+    i: int,
+    pool: list[Device],
+    every: list[Device],
+    used: set[tuple[str, str, str]],
+    fixed: list[Any],
+    out: list[Result],
+    gpus_left: int,
+) -> bool:
+    if i == len(spec.requests):
+        return True
+    r = spec.requests[i]
+    for alt in r.alternatives:
+        applies = [
+            (j, c)
+            for j, c in enumerate(spec.constraints)
+            if c.requests is None or r.name in c.requests or alt.name in c.requests
+        ]
+        cands = [d for d in pool if d.id not in used and all(matches(s, d) for s in alt.selectors)]
+        if alt.all:
+            # every matching device of the node, none of them taken or used already
+            if not cands or sum(
+                1 for d in every if all(matches(s, d) for s in alt.selectors)
+            ) != len(cands):
+                continue
+            groups = [cands]
+        else:
+            groups = _groups(cands, applies, fixed)
+        for group in groups:
+            picked = _pick(group, alt, applies, fixed)
+            if picked is None:
+                continue
+            gpus = sum(1 for d in picked if d.is_gpu)
+            if gpus > gpus_left:
+                continue
+            saved = [f if not isinstance(f, list) else list(f) for f in fixed]
+            for j, c in applies:
+                for d in picked:
+                    v = repr(d.attributes.get(c.attribute))
+                    if c.distinct:
+                        fixed[j].append(v)
+                    else:
+                        fixed[j] = v
+            for d in picked:
+                used.add(d.id)
+                out.append((alt.name, d))
+            if _search(spec, i + 1, pool, every, used, fixed, out, gpus_left - gpus):
+                return True
+            for d in picked:
+                used.discard(d.id)
+                out.pop()
+            fixed[:] = saved
+    return False
+
+
+def _groups(
+    cands: list[Device], applies: list[tuple[int, Constraint]], fixed: list[Any]
+) -> list[list[Device]]:
+    """The candidates split by the values of the match constraints not yet fixed (each
+    group agrees on them), in value order; one group when none is open."""
+    open_ = [(j, c) for j, c in applies if not c.distinct and fixed[j] is None]
+    if not open_:
+        return [cands]
+    by: dict[tuple[str, ...], list[Device]] = {}
+    for d in cands:
+        vals = []
+        for _, c in open_:
+            v = d.attributes.get(c.attribute)
+            if v is None:
+                break
+            vals.append(repr(v))
+        else:
+            by.setdefault(tuple(vals), []).append(d)
+    return [by[k] for k in sorted(by)]
+
+
+def _pick(
+    group: list[Device], alt: Alternative, applies: list[tuple[int, Constraint]], fixed: list[Any]
+) -> list[Device] | None:
+    want = len(group) if alt.all else alt.count
+    got: list[Device] = []
+    seen: dict[int, list[str]] = {j: list(fixed[j]) for j, c in applies if c.distinct}
+    for d in group:
+        ok = True
+        for j, c in applies:
+            v = d.attributes.get(c.attribute)
+            if c.distinct:
+                if v is None or repr(v) in seen[j]:
+                    ok = False
+                    break
+            elif v is None or (fixed[j] is not None and fixed[j] != repr(v)):
+                ok = False
+                break
+        if not ok:
+            if alt.all:
+                return None  # every matching device must take part
+            continue
+        for j, c in applies:
+            if c.distinct:
+                seen[j].append(repr(d.attributes.get(c.attribute)))
+        got.append(d)
+        if len(got) == want:
+            return got
+    return None
+
+
+# ------------------------------------------------------------------ the snapshot
+
+
+@dataclass(eq=False)
+class Claim:
+    key: str  # namespace/name
+    uid: str
+    spec: ClaimSpec | None
+    error: str | None  # why the spec cannot be allocated
+    owner_pod: str | None  # namespace/name of the pod that owns it (template claims)
+    node: str | None = None  # where its allocation is
+    results: list[Result] | None = None
+    reserved: tuple[dict[str, Any], ...] = ()
+    obj: dict[str, Any] | None = None
+    raw_spec: dict[str, Any] = field(default_factory=dict)
+
+
+def allocation_node(allocation: Mapping[str, Any]) -> str | None:
+    """The node an allocation's nodeSelector names (metadata.name or the hostname
+    label), or None."""
+    for term in (allocation.get("nodeSelector") or {}).get("nodeSelectorTerms") or ():
+        for exprs in (term.get("matchFields") or (), term.get("matchExpressions") or ()):
+            for e in exprs:
+                if e.get("key") in ("metadata.name", "kubernetes.io/hostname") and e.get("values"):
+                    return str(e["values"][0])
+    return None
+
+
+class Devices:
+    """Devices by node, DeviceClasses, ResourceClaims and their allocations."""
+
+    def __init__(self) -> None:
+        self.slices: dict[str, tuple[str, list[Device]]] = {}  # slice name -> node, devices
+        self.by_node: dict[str, list[Device]] = {}
+        self.by_id: dict[tuple[str, str, str], Device] = {}
+        self.classes: dict[str, tuple[str, ...]] = {}
+        self.claims: dict[str, Claim] = {}
+        self.taken: dict[tuple[str, str, str], str] = {}  # device id -> claim key
+        self.gpus_taken: dict[str, int] = {}  # node -> GPU devices allocated there
+        # tentative allocations of a placement being tried: pod key -> [(claim, node,
+        # results)], and the GPUs each such pod counts on its node beyond its request
+        self.tentative: dict[str, list[tuple[str, str, list[Result]]]] = {}
+        self.tentative_extra: dict[str, tuple[str, int]] = {}
+        self.held: set[tuple[str, str, str]] = set()  # device ids held tentatively
+        self.gen = 0
+
+    # -- slices and classes
+
+    def set_slice(self, obj: Mapping[str, Any]) -> set[str]:
+        """A ResourceSlice added or changed; returns the nodes whose devices changed."""
+        name = o.name_of(obj)
+        changed = self.remove_slice(name)
+        node, devs = slice_devices(obj)
+        if node:
+            self.slices[name] = (node, devs)
+            self._index(node)
+            changed.add(node)
+        return changed
+
+    def remove_slice(self, name: str) -> set[str]:
+        got = self.slices.pop(name, None)
+        if got is None:
+            return set()
+        self._index(got[0])
+        return {got[0]}
+
+    def _index(self, node: str) -> None:
+        old = self.by_node.pop(node, [])
+        for d in old:
+            self.by_id.pop(d.id, None)
+        devs = [d for n, ds in self.slices.values() if n == node for d in ds]
+        if devs:
+            self.by_node[node] = devs
+            for d in devs:
+                self.by_id[d.id] = d
+        self.gen += 1
+
+    def set_class(self, obj: Mapping[str, Any]) -> None:
+        self.classes[o.name_of(obj)] = class_selectors(obj)
+        self._reparse()
+
+    def remove_class(self, name: str) -> None:
+        if self.classes.pop(name, None) is not None:
+            self._reparse()
+
+    def _reparse(self) -> None:
+        for c in self.claims.values():
+            c.spec, c.error = self._parse(c.raw_spec)
+        self.gen += 1
+
+    def _parse(self, spec: Mapping[str, Any]) -> tuple[ClaimSpec | None, str | None]:
+        try:
+            return parse_claim(spec, self.classes), None
+        except ClaimError as exc:
+            return None, str(exc)
+
+    # -- claims
+
+    def set_claim(self, obj: Mapping[str, Any]) -> tuple[set[str], bool]:
+        """A ResourceClaim added or changed. Returns the nodes whose GPUs taken changed
+        and whether its allocation changed."""
+        key = o.key_of(obj)
+        md = obj.get("metadata") or {}
+        owner = None
+        for ref in md.get("ownerReferences") or ():
+            if ref.get("kind") == "Pod" and ref.get("controller"):
+                owner = f"{md.get('namespace', '')}/{ref.get('name')}"
+        raw = dict(obj.get("spec") or {})
+        old = self.claims.get(key)
+        if old is not None and old.raw_spec == raw:
+            spec, error = old.spec, old.error
+        else:
+            spec, error = self._parse(raw)
+        status = obj.get("status") or {}
+        alloc = status.get("allocation")
+        results: list[Result] | None = None
+        node = None
+        if alloc:
+            node = allocation_node(alloc)
+            results = []
+            for r in (alloc.get("devices") or {}).get("results") or ():
+                dev_id = (str(r.get("driver")), str(r.get("pool")), str(r.get("device")))
+                d = self.by_id.get(dev_id) or Device(
+                    dev_id[0], dev_id[1], dev_id[2], node or "", {}, {}
+                )
+                results.append((str(r.get("request") or ""), d))
+        c = Claim(
+            key,
+            str(md.get("uid") or ""),
+            spec,
+            error,
+            owner,
+            node,
+            results,
+            tuple(status.get("reservedFor") or ()),
+            dict(obj),
+            raw,
+        )
+        same = old is not None and _ids(old.results) == _ids(results) and old.node == node
+        nodes: set[str] = set()
+        if not same:
+            if old is not None:
+                nodes |= self._untake(old)
+            nodes |= self._take(c)
+        self.claims[key] = c
+        self.gen += 1
+        return nodes, not same
+
+    def remove_claim(self, key: str) -> set[str]:
+        c = self.claims.pop(key, None)
+        self.gen += 1
+        return self._untake(c) if c is not None else set()
+
+    def _take(self, c: Claim) -> set[str]:
+        if not c.results:
+            return set()
+        for _, d in c.results:
+            self.taken[d.id] = c.key
+            if d.is_gpu and c.node:
+                self.gpus_taken[c.node] = self.gpus_taken.get(c.node, 0) + 1
+        return {c.node} if c.node else set()
+
+    def _untake(self, c: Claim) -> set[str]:
+        if not c.results:
+            return set()
+        for _, d in c.results:
+            if self.taken.get(d.id) == c.key:
+                del self.taken[d.id]
+            if d.is_gpu and c.node:
+                left = self.gpus_taken.get(c.node, 0) - 1
+                if left > 0:
+                    self.gpus_taken[c.node] = left
+                else:
+                    self.gpus_taken.pop(c.node, None)
+        return {c.node} if c.node else set()
+
+    def record(self, key: str, node: str, results: list[Result]) -> None:
+        """The policy allocated the claim (the driver writes it to the API)."""
+        c = self.claims[key]
+        self._untake(c)
+        c.node, c.results = node, list(results)
+        self._take(c)
+        self.gen += 1
+
+    def forget(self, key: str, previous: tuple[str | None, list[Result] | None]) -> None:
+        """Undo `record` (the API refused the write): the claim's allocation as it was."""
+        c = self.claims.get(key)
+        if c is None:
+            return
+        self._untake(c)
+        c.node, c.results = previous
+        self._take(c)
+        self.gen += 1
+
+    # -- tentative holds, for a placement being tried
+
+    def hold(self, pod: str, claim: str, results: list[Result], node: str) -> None:
+        self.tentative.setdefault(pod, []).append((claim, node, results))
+        for _, d in results:
+            self.held.add(d.id)
+
+    def unhold(self, pod: str) -> None:
+        for _, _, results in self.tentative.pop(pod, []):
+            for _, d in results:
+                self.held.discard(d.id)
+
+    def held_claim(self, claim: str) -> tuple[str, list[Result]] | None:
+        """(node, results) of a claim held by a placement being tried."""
+        for items in self.tentative.values():
+            for k, node, results in items:
+                if k == claim:
+                    return node, results
+        return None
+
+    def unavailable(self) -> _Unavailable:
+        return _Unavailable(self.taken, self.held)
+
+
+class _Unavailable:
+    __slots__ = ("taken", "held")
+
+    def __init__(self, taken: Mapping[Any, Any], held: set[Any]) -> None:
+        self.taken, self.held = taken, held
+
+    def __contains__(self, dev_id: object) -> bool:
+        return dev_id in self.taken or dev_id in self.held
+
+
+def _ids(results: list[Result] | None) -> list[tuple[str, tuple[str, str, str]]] | None:
+    return None if results is None else [(r, d.id) for r, d in results]
+
+
+# ------------------------------------------------------------------ a pod's claims
+
+
+def pod_claim_keys(pod: Mapping[str, Any]) -> tuple[tuple[str, ...], str | None]:
+    """The keys of the ResourceClaims a pod uses (in spec order), and why it cannot be
+    scheduled yet when a claim made from a template has no name in its status."""
+    md = pod.get("metadata") or {}
+    ns = md.get("namespace") or ""
+    spec = pod.get("spec") or {}
+    entries = spec.get("resourceClaims") or ()
+    if not entries:
+        return (), None
+    made = {
+        s.get("name"): s.get("resourceClaimName")
+        for s in (pod.get("status") or {}).get("resourceClaimStatuses") or ()
+    }
+    keys = []
+    for e in entries:
+        if e.get("resourceClaimName"):
+            keys.append(f"{ns}/{e['resourceClaimName']}")
+        elif e.get("resourceClaimTemplateName"):
+            got = made.get(e.get("name"))
+            if not got:
+                return tuple(keys), (
+                    f"waiting for the ResourceClaim of template {e['resourceClaimTemplateName']}"
+                    f" (pod claim {e.get('name')}) to be made"
+                )
+            keys.append(f"{ns}/{got}")
+    return tuple(keys), None
+
+
+def allocation_status(node: str, results: list[Result]) -> dict[str, Any]:
+    """`status.allocation` of a claim allocated on a node."""
+    return {
+        "devices": {
+            "results": [
+                {"request": r, "driver": d.driver, "pool": d.pool, "device": d.name}
+                for r, d in results
+            ]
+        },
+        "nodeSelector": {
+            "nodeSelectorTerms": [
+                {"matchFields": [{"key": "metadata.name", "operator": "In", "values": [node]}]}
+            ]
+        },
+    }
+
+
+# ------------------------------------------------------------------ pods on nodes
+#
+# What the placement rooms call for a pod with claims (`PodInfo.claims`): the pod's
+# record carries the state's `Devices` (`PodInfo.dra`) and the GPU devices of its own
+# unallocated claims counted in its nvidia.com/gpu request (`PodInfo.dra_demand`), so
+# the free-room indexes see them; claims shared with others count when allocated.
+
+CANNOT_ALLOCATE = "node(s) cannot allocate all claims"
+Plan = list[tuple[str, list[Result]]]
+
+
+def static_why(p: PodInfo, n: NodeInfo) -> str | None:
+    """Why the node can never take the pod for its claims as they stand (a claim not
+    made yet, unknown, unreadable, or allocated on another node)."""
+    if p.claim_wait:
+        return p.claim_wait
+    dv: Devices = p.dra
+    for key in p.claims:
+        c = dv.claims.get(key)
+        if c is None:
+            return f"ResourceClaim {key} not found"
+        if c.results is not None:
+            if c.node != n.name:
+                return "node(s) didn't match the node of an allocated claim"
+        elif c.error:
+            return f"ResourceClaim {key}: {c.error}"
+    return None
+
+
+def plan(p: PodInfo, n: NodeInfo) -> Plan | None:
+    """Devices on the node for each of the pod's claims not yet allocated (nor held by
+    another pod of the placement being tried), or None when they cannot all be had."""
+    dv: Devices = p.dra
+    raw = n.alloc[_GPU] + n.dra_gpus
+    budget = n.alloc[_GPU] - n.used[_GPU] - p.req[_GPU] + p.dra_demand if raw > 0 else 1 << 30
+    out: Plan = []
+    mine: set[tuple[str, str, str]] = set()
+    unavailable = dv.unavailable()
+    for key in p.claims:
+        c = dv.claims.get(key)
+        if c is None or (c.results is None and c.spec is None):
+            return None
+        if c.results is not None:
+            if c.node != n.name:
+                return None
+            continue
+        held = dv.held_claim(key)
+        if held is not None:
+            if held[0] != n.name:
+                return None
+            continue
+        got = allocate(c.spec, dv.by_node.get(n.name, ()), _Either(unavailable, mine), budget)  # type: ignore[arg-type]
+        if got is None:
+            return None
+        budget -= sum(1 for _, d in got if d.is_gpu)
+        for _, d in got:
+            mine.add(d.id)
+        out.append((key, got))
+    return out
+
+
+class _Either:
+    __slots__ = ("a", "b")
+
+    def __init__(self, a: Any, b: Any) -> None:
+        self.a, self.b = a, b
+
+    def __contains__(self, x: object) -> bool:
+        return x in self.a or x in self.b
+
+
+def pod_fits(p: PodInfo, n: NodeInfo) -> bool:
+    return not p.claim_wait and static_why(p, n) is None and plan(p, n) is not None
+
+
+def hold(p: PodInfo, n: NodeInfo) -> None:
+    """The pod is put on the node for a trial: its claims' devices are held, and GPUs
+    beyond what its request counts are counted on the node until `unhold`."""
+    got = plan(p, n) or []
+    dv: Devices = p.dra
+    extra = sum(1 for _, rs in got for _, d in rs if d.is_gpu) - p.dra_demand
+    extra = max(extra, 0)
+    dv.tentative_extra[p.key] = (n.name, extra)
+    n.used[_GPU] += extra
+    for key, results in got:
+        dv.hold(p.key, key, results, n.name)
+
+
+def unhold(p: PodInfo, n: NodeInfo) -> None:
+    dv: Devices = p.dra
+    got = dv.tentative_extra.pop(p.key, None)
+    if got is not None:
+        n.used[_GPU] -= got[1]
+    dv.unhold(p.key)
+
+
+def commit(p: PodInfo, n: NodeInfo) -> Plan | None:
+    """Allocate the pod's claims on the node for good (the policy binds it there): the
+    devices are taken, the node's GPUs allocatable shrinks by the GPU devices taken and
+    the pod's request by what it counted of them. None (nothing changed) when they
+    cannot be had."""
+    got = plan(p, n)
+    if got is None:
+        return None
+    dv: Devices = p.dra
+    for key, results in got:
+        dv.record(key, n.name, results)
+        gpus = sum(1 for _, d in results if d.is_gpu)
+        take = min(gpus, n.alloc[_GPU])
+        n.alloc[_GPU] -= take
+        n.dra_gpus += take
+    p.req[_GPU] -= p.dra_demand
+    p.dra_demand = 0
+    return got
+
+
+def demand(dv: Devices, pod_key: str, claims: tuple[str, ...]) -> int:
+    """The GPU devices a pod's own unallocated claims take at least (claims made for
+    it from templates; shared claims count once allocated)."""
+    k = 0
+    for key in claims:
+        c = dv.claims.get(key)
+        if c is not None and c.results is None and c.spec is not None and c.owner_pod == pod_key:
+            k += c.spec.gpus_at_least
+    return k
+
+
+def signature(dv: Devices, claims: tuple[str, ...]) -> tuple[Any, ...]:
+    """What of a pod's claims its static filter reads (for its class of pods)."""
+    out = []
+    for key in claims:
+        c = dv.claims.get(key)
+        out.append((key, None if c is None else (c.node, c.error, c.spec is None)))
+    return tuple(out)
