@@ -87,6 +87,131 @@ def _add_gang(s: Any, name: str, size: int) -> None:
         )
 
 
+# ------------------------------------------------------------------ device claims
+
+PRODUCT = "NVIDIA-H100-80GB-HBM3"
+CLAIM_SPEC = {
+    "devices": {
+        "requests": [
+            {
+                "name": "gpus",
+                "exactly": {
+                    "deviceClassName": "gpu.nvidia.com",
+                    "count": 8,
+                    "selectors": [
+                        {
+                            "cel": {
+                                "expression": 'device.attributes["gpu.nvidia.com"].productName'
+                                f' == "{PRODUCT}"'
+                            }
+                        }
+                    ],
+                },
+            }
+        ],
+        "constraints": [{"matchAttribute": "gpu.nvidia.com/cliqueId"}],
+    }
+}
+
+
+def _dra_state(nodes: int, busy_fraction: float = 0.25) -> Any:
+    """`_state`'s cluster, each node's GPUs also published as devices."""
+    from gpuyard.cluster.shapes import NodeShape
+    from gpuyard.cluster.simdevices import device_class, resource_slice
+
+    s = _state(nodes, busy_fraction)
+    s.set_device_class(device_class())
+    for i in range(nodes):
+        shape = NodeShape(f"node-{i:05d}", 96_000, 1024 * 2**30, 8, PRODUCT)
+        s.set_resource_slice(resource_slice(shape))
+    return s
+
+
+def _add_dra_gang(s: Any, name: str, size: int) -> None:
+    """A gang whose pods each own a claim (as made from a template) for 8 GPUs of one
+    model inside one NVLink clique."""
+    from gpuyard.scheduling.state import GroupInfo
+
+    s.set_group(GroupInfo(f"ns/{name}", min_member=size))
+    for i in range(size):
+        pod = f"{name}-{i}"
+        s.set_resource_claim(
+            {
+                "metadata": {
+                    "name": f"{pod}-gpus",
+                    "namespace": "ns",
+                    "ownerReferences": [{"kind": "Pod", "name": pod, "controller": True}],
+                },
+                "spec": CLAIM_SPEC,
+            }
+        )
+        s.add_pod(
+            {
+                "metadata": {
+                    "name": pod,
+                    "namespace": "ns",
+                    "labels": {"scheduling.x-k8s.io/pod-group": name},
+                },
+                "spec": {
+                    "schedulerName": "gpuyard-scheduler",
+                    "containers": [
+                        {"name": "w", "resources": {"requests": {"cpu": "8", "memory": "64Gi"}}}
+                    ],
+                    "resourceClaims": [{"name": "gpus", "resourceClaimTemplateName": "t"}],
+                },
+                "status": {
+                    "resourceClaimStatuses": [{"name": "gpus", "resourceClaimName": f"{pod}-gpus"}]
+                },
+            }
+        )
+
+
+def bench_policy_dra(nodes: int, gang: int, runs: int) -> dict[str, Any]:
+    """`bench_policy` for a gang whose every pod claims its 8 GPUs as devices (count 8,
+    a CEL selector on the model, matchAttribute on the clique) instead of the extended
+    resource, on the same cluster with every node's GPUs in a ResourceSlice."""
+    from gpuyard.scheduling.policy import schedule
+
+    cold: list[float] = []
+    cold_cpu: list[float] = []
+    for r in range(runs):
+        s = _dra_state(nodes)
+        _add_dra_gang(s, f"g{r}", gang)
+        c0, t0 = time.process_time(), time.perf_counter()
+        d = schedule(s, 0.0)
+        cold.append(time.perf_counter() - t0)
+        cold_cpu.append(time.process_time() - c0)
+        assert len(d.bindings) == gang and len(d.allocations) == gang, d.unschedulable
+    s = _dra_state(nodes)
+    warm: list[float] = []
+    warm_cpu: list[float] = []
+    for r in range(runs + 1):
+        _add_dra_gang(s, f"w{r}", gang)
+        c0, t0 = time.process_time(), time.perf_counter()
+        d = schedule(s, float(r))
+        dt = time.perf_counter() - t0
+        dc = time.process_time() - c0
+        assert len(d.bindings) == gang and len(d.allocations) == gang, d.unschedulable
+        if r:
+            warm.append(dt)
+            warm_cpu.append(dc)
+        for k, _ in d.bindings:  # the gang finishes; its claims go with it
+            s.remove_pod(k)
+        for key in list(d.allocations):
+            s.remove_resource_claim(key)
+    return {
+        "nodes": nodes,
+        "gang_pods": gang,
+        "runs": runs,
+        "claim": "8 devices of one model, matchAttribute cliqueId, per pod",
+        "cold_wall_ms": _stats(cold),
+        "cold_cpu_ms": _stats(cold_cpu),
+        "warm_wall_ms": _stats(warm),
+        "warm_cpu_ms": _stats(warm_cpu),
+        "target_ms": 100,
+    }
+
+
 def _pct(xs: list[float], q: float) -> float:
     xs = sorted(xs)
     return xs[min(len(xs) - 1, int(round(q * (len(xs) - 1))))]

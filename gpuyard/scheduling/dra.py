@@ -71,15 +71,16 @@ class Device:
     _view: dict[str, Any] | None = field(default=None, repr=False)
     _memo: dict[str, bool] = field(default_factory=dict, repr=False)
 
-    @property
-    def id(self) -> tuple[str, str, str]:
-        return (self.driver, self.pool, self.name)
+    id: tuple[str, str, str] = field(init=False, repr=False)
+    is_gpu: bool = field(init=False, repr=False)
+    order: tuple[Any, ...] = field(init=False, repr=False)
 
-    @property
-    def is_gpu(self) -> bool:
-        return (
+    def __post_init__(self) -> None:
+        self.id = (self.driver, self.pool, self.name)
+        self.is_gpu = (
             self.driver == DRIVER and self.attributes.get(f"{DRIVER}/{ATTR_TYPE}", "gpu") == "gpu"
         )
+        self.order = (self.driver, self.pool, _natural(self.name))
 
     def view(self) -> dict[str, Any]:
         """The `device` variable CEL selectors see."""
@@ -282,7 +283,7 @@ def allocate(
     """Devices for every request of the claim from `devices` (one node's), none of
     them in `unavailable` (ids of taken or tentatively held devices), at most
     `max_gpus` GPU devices; or None when the claim cannot be satisfied there."""
-    every = sorted(devices, key=lambda d: (d.driver, d.pool, _natural(d.name)))
+    every = sorted(devices, key=lambda d: d.order)
     pool = [d for d in every if d.id not in unavailable]
     out: list[Result] = []
     used: set[tuple[str, str, str]] = set()
@@ -452,6 +453,7 @@ class Devices:
         self.tentative: dict[str, list[tuple[str, str, list[Result]]]] = {}
         self.tentative_extra: dict[str, tuple[str, int]] = {}
         self.held: set[tuple[str, str, str]] = set()  # device ids held tentatively
+        self.held_claims: dict[str, tuple[str, list[Result]]] = {}  # claim -> node, results
         self.gen = 0
 
     # -- slices and classes
@@ -606,21 +608,19 @@ class Devices:
 
     def hold(self, pod: str, claim: str, results: list[Result], node: str) -> None:
         self.tentative.setdefault(pod, []).append((claim, node, results))
+        self.held_claims[claim] = (node, results)
         for _, d in results:
             self.held.add(d.id)
 
     def unhold(self, pod: str) -> None:
-        for _, _, results in self.tentative.pop(pod, []):
+        for claim, _, results in self.tentative.pop(pod, []):
+            self.held_claims.pop(claim, None)
             for _, d in results:
                 self.held.discard(d.id)
 
     def held_claim(self, claim: str) -> tuple[str, list[Result]] | None:
         """(node, results) of a claim held by a placement being tried."""
-        for items in self.tentative.values():
-            for k, node, results in items:
-                if k == claim:
-                    return node, results
-        return None
+        return self.held_claims.get(claim)
 
     def unavailable(self) -> _Unavailable:
         return _Unavailable(self.taken, self.held)
@@ -816,9 +816,16 @@ def demand(dv: Devices, pod_key: str, claims: tuple[str, ...]) -> int:
 
 
 def signature(dv: Devices, claims: tuple[str, ...]) -> tuple[Any, ...]:
-    """What of a pod's claims its static filter reads (for its class of pods)."""
-    out = []
+    """What of a pod's claims its filters read, for its class of pods: pods whose
+    claims ask for the same devices alike are of one class (a gang of pods each with
+    its own claim from one template is one class), whatever the claims' names."""
+    out: list[Any] = []
     for key in claims:
         c = dv.claims.get(key)
-        out.append((key, None if c is None else (c.node, c.error, c.spec is None)))
+        if c is None:
+            out.append(key)  # not found: the key is in its reason
+        elif c.error is not None or c.spec is None:
+            out.append((key, c.error))
+        else:
+            out.append((c.node, c.spec, c.owner_pod is None))
     return tuple(out)
