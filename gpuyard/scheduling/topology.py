@@ -109,6 +109,19 @@ def domain_of(levels: tuple[str, ...], key: str, labels: Mapping[str, str]) -> D
     return tuple(labels.get(k, "") for k in levels[:i]) + (v,)
 
 
+def domain_of_all(
+    levels: tuple[str, ...], keys: tuple[str, ...], labels: Mapping[str, str]
+) -> Domain | None:
+    """The node's domain of every key in `keys` together (None: it lacks one)."""
+    parts: list[str] = []
+    for k in keys:
+        d = domain_of(levels, k, labels)
+        if d is None:
+            return None
+        parts.extend(d)
+    return tuple(parts)
+
+
 def domains(ps: Pass, keys: tuple[str, ...]) -> dict[str, Domain]:
     """node -> its domain of every key in `keys` together (nodes in none left out),
     made once while the nodes stay as they are (kept in the policy's memory)."""
@@ -118,14 +131,9 @@ def domains(ps: Pass, keys: tuple[str, ...]) -> dict[str, Domain]:
         levels = ps.s.topology_levels
         got = {}
         for n in ps.s.nodes.values():
-            parts: list[str] = []
-            for k in keys:
-                d = domain_of(levels, k, n.labels)
-                if d is None:
-                    break
-                parts.extend(d)
-            else:
-                got[n.name] = tuple(parts)
+            d = domain_of_all(levels, keys, n.labels)
+            if d is not None:
+                got[n.name] = d
         cache[keys] = got
     return got
 

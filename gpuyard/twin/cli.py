@@ -71,6 +71,18 @@ def add_arguments(parser: argparse.ArgumentParser, name: str = "twin") -> None:
         help="replay without the jobs that could never run on the cluster (counted in the "
         "report) instead of refusing the trace",
     )
+    parser.add_argument(
+        "--require-topology",
+        metavar="LEVEL",
+        help="every gang must fit inside one domain of this node label (say "
+        "nvidia.com/gpu.clique, gpuyard.io/rack, gpuyard.io/block) or waits: what if our "
+        "gangs must fit one NVLink domain?",
+    )
+    parser.add_argument(
+        "--prefer-topology",
+        metavar="LEVEL",
+        help="every gang spans as few domains of this node label as it can",
+    )
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     parser.add_argument(
         "--size",
@@ -147,6 +159,7 @@ def run(args: argparse.Namespace) -> int:
     if not (args.cluster and args.trace and args.out):
         raise CommandError("twin: --cluster, --trace and --out are required")
     from gpuyard.twin.capacity import load_teams
+    from gpuyard.twin.capacity import shape_labels as capacity_labels
     from gpuyard.twin.engine import Engine, FailureSpec, FailureSpecError
 
     try:
@@ -156,8 +169,18 @@ def run(args: argparse.Namespace) -> int:
         teams = load_teams(args.teams) if args.teams else None
     except ValueError as exc:  # TraceError, ShapeError, TeamsFileError, DecodeError
         raise CommandError(str(exc)) from None
+    from gpuyard.scheduling.topology import Request
     from gpuyard.twin import report
 
+    topology = Request(
+        required=(args.require_topology,) if args.require_topology else (),
+        preferred=args.prefer_topology or None,
+    )
+    if topology.required and not any(args.require_topology in capacity_labels(s) for s in shapes):
+        raise CommandError(
+            f"--require-topology {args.require_topology}: no node of {args.cluster} carries "
+            "that label, so no gang could run"
+        )
     policies = ["fifo", "gangs", "gpuyard"] if args.compare else [args.policy]
     results = []
     horizon = max((j.submit for j in wl.jobs), default=0.0) or 1.0
@@ -187,6 +210,7 @@ def run(args: argparse.Namespace) -> int:
                 teams=teams,
                 balloons=args.balloons,
                 skip_never_fitting=args.skip_never_fitting,
+                topology=topology,
             )
         except FailureSpecError as exc:  # --failures too many to simulate
             if prog is not None:
@@ -209,6 +233,8 @@ def run(args: argparse.Namespace) -> int:
     flags += [f"--failures {args.failures}"] if args.failures else []
     flags += [f"--batch {args.batch:g}"] if args.batch else []
     flags += [f"--teams {args.teams}"] if args.teams else []
+    flags += [f"--require-topology {args.require_topology}"] if args.require_topology else []
+    flags += [f"--prefer-topology {args.prefer_topology}"] if args.prefer_topology else []
     flags += [f"--seed {args.seed}"]
     njobs = len(wl.jobs)
     inputs = {

@@ -34,6 +34,7 @@ from gpuyard.k8s.durations import parse_duration
 from gpuyard.scheduling.policy import Eviction, Memory, PolicyConfig, deliver, schedule
 from gpuyard.scheduling.reasons import Reasons
 from gpuyard.scheduling.state import GPU, ClusterState, GroupInfo
+from gpuyard.scheduling.topology import DEFAULT_LEVELS, Request, domain_of_all
 from gpuyard.teams.assign import TeamSpec
 from gpuyard.twin import capacity
 from gpuyard.twin.traces import TraceJob
@@ -130,38 +131,56 @@ POLICIES: dict[str, PolicyConfig] = {
 }
 
 
-def never_fitting(shapes: list[NodeShape], jobs: list[TraceJob]) -> list[tuple[TraceJob, str]]:
+def never_fitting(
+    shapes: list[NodeShape], jobs: list[TraceJob], topology: Request | None = None
+) -> list[tuple[TraceJob, str]]:
     """The jobs that could never run on these nodes, each with why: all its replicas
     bound at once would need more CPU, memory or GPUs, of its GPU model, than the nodes
-    have even when empty. Such a job could only wait forever, and its pods are made
-    when it arrives."""
+    have even when empty (with a required topology level, than one domain of it has).
+    Such a job could only wait forever, and its pods are made when it arrives."""
     out: list[tuple[TraceJob, str]] = []
-    alike: dict[tuple[int, int, int, str], int] = {}
+    required = topology.required if topology else ()
+    # per domain of the required levels (one domain, the cluster, without): alike nodes
+    alike: dict[tuple[str, ...], dict[tuple[int, int, int, str], int]] = {}
     for s in shapes:
         key = (s.cpu_milli, s.memory_bytes, s.gpus, s.gpu_product)
-        alike[key] = alike.get(key, 0) + 1
-    fits: dict[tuple[int, int, int, str], float] = {}  # how many replicas fit at once
+        dom = (
+            domain_of_all(DEFAULT_LEVELS, required, capacity.shape_labels(s)) if required else None
+        )
+        for where in ((), dom) if dom else ((),):
+            got = alike.setdefault(where, {})
+            got[key] = got.get(key, 0) + 1
+    whole = alike.get((), {})
+    fits: dict[tuple[Any, ...], float] = {}  # how many replicas fit at once
     for j in jobs:
-        need = (j.cpu_milli, j.memory, j.gpus, j.gpu_model)
+        inside = bool(required) and j.replicas > 1
+        need = (j.cpu_milli, j.memory, j.gpus, j.gpu_model, inside)
         n = fits.get(need)
         if n is None:
-            n = 0.0
-            for (cpu, mem, gpus, product), count in alike.items():
-                if j.gpu_model and product != j.gpu_model:
-                    continue
-                wants = ((cpu, j.cpu_milli), (mem, j.memory), (gpus, j.gpus))
-                per = [have // want for have, want in wants if want > 0]
-                n += count * min(per) if per else math.inf
+            groups = [a for d, a in alike.items() if d] if inside else [whole]
+            n = max((_fit(j, a) for a in groups), default=0.0)
             fits[need] = n
         if n < j.replicas:
             model = f" {j.gpu_model}" if j.gpu_model else ""
+            inside_of = f"one {' and one '.join(required)} of " if inside else ""
             why = (
-                f"job {j.name!r} can never run on this cluster of {len(shapes)} nodes: it "
-                f"needs {j.replicas} replica(s) of {j.gpus}{model} GPU(s), {j.cpu_milli} "
+                f"job {j.name!r} can never run on {inside_of}this cluster of {len(shapes)} nodes: "
+                f"it needs {j.replicas} replica(s) of {j.gpus}{model} GPU(s), {j.cpu_milli} "
                 f"mCPU and {j.memory} bytes of memory at once, and at most {n:.0f} fit"
             )
             out.append((j, why))
     return out
+
+
+def _fit(j: TraceJob, alike: dict[tuple[int, int, int, str], int]) -> float:
+    n = 0.0
+    for (cpu, mem, gpus, product), count in alike.items():
+        if j.gpu_model and product != j.gpu_model:
+            continue
+        wants = ((cpu, j.cpu_milli), (mem, j.memory), (gpus, j.gpus))
+        per = [have // want for have, want in wants if want > 0]
+        n += count * min(per) if per else math.inf
+    return n
 
 
 class Engine:
@@ -180,6 +199,7 @@ class Engine:
         record_bindings: bool = False,
         skip_never_fitting: bool = False,
         runtimes: bool = True,
+        topology: Request | None = None,
     ) -> None:
         """batch: 0 runs the policy at every virtual instant where something changed;
         B > 0 runs it on ticks every B seconds (like the live scheduler's debounce, longer),
@@ -189,7 +209,9 @@ class Engine:
         skip_never_fitting left out of the replay and counted. runtimes: every job says how
         long it runs (its duration; what is left of it after a restart), as a pod's
         activeDeadlineSeconds or gpuyard.io/expected-runtime annotation would; False:
-        none does."""
+        none does. topology: what every gang (a job of more than one replica) needs of
+        the nodes' topology, as a PodGroup would ask it (say, required inside one
+        nvidia.com/gpu.clique); the shapes' labels make the domains."""
         if policy not in POLICIES:
             raise ValueError(f"unknown policy {policy!r}; known: {', '.join(POLICIES)}")
         self.policy = policy
@@ -228,7 +250,8 @@ class Engine:
         self.balloon_evictions = 0
         if balloons:
             self._add_balloons(shapes)
-        unfit = never_fitting(shapes, jobs)
+        self.topology = topology or None
+        unfit = never_fitting(shapes, jobs, self.topology)
         if unfit and not skip_never_fitting:
             raise ValueError(unfit[0][1])
         self.skipped = len(unfit) if skip_never_fitting else None
@@ -315,7 +338,11 @@ class Engine:
             j = run.job
             group = f"{j.team}/{j.name}" if j.replicas > 1 else None
             if group and group not in self.state.groups:
-                self.state.set_group(GroupInfo(group, min_member=j.replicas, created=j.submit))
+                self.state.set_group(
+                    GroupInfo(
+                        group, min_member=j.replicas, created=j.submit, topology=self.topology
+                    )
+                )
             run.pods = []
             run.bound = 0
         for i in range(max((r.job.replicas for r in runs), default=0)):
