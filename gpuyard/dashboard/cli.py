@@ -44,7 +44,7 @@ async def _main(args: argparse.Namespace) -> int:
     try:
         client = Client.from_kubeconfig(args.kubeconfig, args.context, component="dashboard")
     except KubeError as exc:
-        raise CommandError(str(exc)) from None
+        raise CommandError(str(exc), 1) from None
     net = NetworkRates(args.metrics_url) if args.metrics_url else None
     hub = Hub(client, network=net)
     server = Dashboard(hub, Authority(client), args.host, args.port)
@@ -53,12 +53,13 @@ async def _main(args: argparse.Namespace) -> int:
             await hub.start(sync_timeout=60)
         except TimeoutError:
             raise CommandError(
-                f"could not list nodes and pods of {client.config.server} within 60 s"
+                f"could not list nodes and pods of {client.config.server} within 60 s", 1
             ) from None
         try:
             url = await server.start()
         except OSError as exc:
-            raise CommandError(f"cannot listen on {args.host}:{args.port}: {exc}") from None
+            why = exc.strerror or str(exc)
+            raise CommandError(f"cannot listen on {args.host}:{args.port}: {why}", 1) from None
         print(f"gpuyard dashboard of {client.config.server}: {url}", flush=True)
         print("sign in with a bearer token (kubectl create token ..., or your kubeconfig's)")
         stop = asyncio.Event()

@@ -5,11 +5,17 @@ the server-sent event stream following a change made with real kubectl."""
 from __future__ import annotations
 
 import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
 import time
 import urllib.request
 from pathlib import Path
 
-from gpuyard.cluster.testing import run_cluster_process
+from gpuyard.cluster.testing import run_cluster_process, wait_for
 from tests.dashboard.common import FAST, admin_token, banner_link, dashboard_url, get
 
 
@@ -106,3 +112,56 @@ def read_event(stream: object) -> tuple[str, dict]:  # type: ignore[type-arg]
             name = value
         elif field == "data":
             data += value
+
+
+def test_gpuyard_dashboard_command(tmp_path: Path) -> None:
+    """`gpuyard dashboard` on a kubeconfig: its own server, the same checks."""
+    with run_cluster_process(tmp_path / "c", nodes=2, args=[*FAST, "--dashboard-port", "-1"]) as c:
+        assert json.loads((c.data_dir / "up.json").read_text())["dashboard"] == ""
+        assert "dashboard (signs you in)" not in c.log()
+        log = tmp_path / "dashboard.log"
+        with log.open("wb") as out:
+            proc = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "gpuyard.cli",
+                    "dashboard",
+                    "--kubeconfig",
+                    c.kubeconfig,
+                    "--port",
+                    "0",
+                ],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        try:
+
+            def url() -> str | None:
+                m = re.search(
+                    r"gpuyard dashboard of \S+: (http://127\.0\.0\.1:\d+/)", log.read_text()
+                )
+                return m.group(1) if m else None
+
+            base = wait_for(url, 30, "the dashboard's address")
+            assert get(base + "api/snapshot")[0] == 401
+            status, snap, _ = get(base + "api/snapshot", admin_token(c))
+            assert status == 200 and len(snap["nodes"]) == 2
+        finally:
+            os.killpg(proc.pid, signal.SIGTERM)
+            assert proc.wait(15) == 0, log.read_text()
+
+
+def test_gpuyard_dashboard_refuses_a_busy_port(tmp_path: Path) -> None:
+    with socket.socket() as s, run_cluster_process(tmp_path / "c", nodes=1, args=FAST) as c:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        port = str(s.getsockname()[1])
+        r = c.gpuyard("dashboard", "--kubeconfig", c.kubeconfig, "--port", port, timeout=60)
+        assert r.returncode == 1
+        assert (
+            r.stderr.strip()
+            .splitlines()[-1]
+            .startswith(f"gpuyard: error: cannot listen on 127.0.0.1:{port}")
+        )

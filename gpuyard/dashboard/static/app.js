@@ -30,6 +30,7 @@ async function start() {
   }
   const who = await api("/api/whoami");
   if (!who.ok) return askToken(who.body.error || "");
+  performance.mark("gpuyard-signed-in");
   signedIn(who.body.user);
 }
 
@@ -64,7 +65,10 @@ function signedIn(user) {
 function connect() {
   if (source) source.close();
   source = new EventSource("/api/events");
-  source.addEventListener("snapshot", (e) => snapshot(JSON.parse(e.data)));
+  source.addEventListener("snapshot", (e) => {
+    if (!performance.getEntriesByName("gpuyard-snapshot-received").length) performance.mark("gpuyard-snapshot-received");
+    snapshot(JSON.parse(e.data));
+  });
   source.addEventListener("delta", (e) => delta(JSON.parse(e.data)));
   source.addEventListener("unauthorized", () => { source.close(); askToken("signed out: the token is no longer accepted"); });
   source.onopen = () => live("live", "live");
@@ -80,6 +84,7 @@ function live(s, text) { $("live").dataset.state = s; $("live").textContent = te
 function keyed(rows, key) { return new Map(rows.map((r) => [key(r), r])); }
 
 function snapshot(s) {
+  if (!performance.getEntriesByName("gpuyard-snapshot").length) performance.mark("gpuyard-snapshot");
   map.replace(s.nodes);
   state.jobs = keyed(s.jobs, (j) => `${j.namespace}/${j.name}`);
   state.teams = keyed(s.teams, (t) => t.name);

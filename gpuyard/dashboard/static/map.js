@@ -28,6 +28,8 @@ export class NodeMap {
     this.frame = 0;
     this.draws = 0;
     this.drawnAt = new Map(); // name -> Date.now() when its cell was last painted
+    this.firstPaintMs = null; // performance.now() of the first full draw with nodes
+    this.fullDrawMs = null; // how long the last full draw took
     this.cell = 8;
     this.cols = 1;
     this.onHover = onHover;
@@ -109,6 +111,7 @@ export class NodeMap {
     this.frame = 0;
     const now = Date.now();
     if (this.layoutDirty) {
+      const t0 = performance.now();
       this.layoutDirty = false;
       this.dirty.clear();
       this._layout();
@@ -116,6 +119,8 @@ export class NodeMap {
       this.ctx.fillRect(0, 0, this.canvas.width, this.canvas.height);
       for (const name of this.order) this._paint(name, now);
       this.canvas.dataset.nodeCount = String(this.order.length);
+      this.fullDrawMs = performance.now() - t0;
+      if (this.firstPaintMs === null && this.order.length) this.firstPaintMs = performance.now();
     } else {
       for (const name of this.dirty) this._paint(name, now);
       this.dirty.clear();
