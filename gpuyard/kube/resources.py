@@ -62,6 +62,7 @@ _TABLE = [
     _r("v1", "Pod", "pods", True),
     _r("v1", "Service", "services", True),
     _r("v1", "Endpoints", "endpoints", True),
+    _r("discovery.k8s.io/v1", "EndpointSlice", "endpointslices", True),
     _r("v1", "ReplicationController", "replicationcontrollers", True),
     _r("v1", "ConfigMap", "configmaps", True),
     _r("v1", "Secret", "secrets", True),

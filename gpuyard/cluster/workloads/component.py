@@ -27,6 +27,7 @@ async def run(ctx: Any) -> None:
     from gpuyard.cluster.workloads.daemonsets import DaemonSetController
     from gpuyard.cluster.workloads.deployments import DeploymentController
     from gpuyard.cluster.workloads.disruption import DisruptionController
+    from gpuyard.cluster.workloads.endpointslices import EndpointSliceController
     from gpuyard.cluster.workloads.jobs import JobController
     from gpuyard.cluster.workloads.replicasets import (
         ReplicaSetController,
@@ -53,6 +54,7 @@ async def run(ctx: Any) -> None:
             CronJobController(client, informers).run(ctx.stop),
             DisruptionController(client, informers).run(ctx.stop),
             ResourceClaimController(client, informers).run(ctx.stop),
+            EndpointSliceController(client, informers).run(ctx.stop),
         )
     finally:
         await client.close()
