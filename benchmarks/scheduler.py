@@ -9,6 +9,11 @@
      previous one finished), p50/p99.
    Target: <= 50 ms. State building is not timed. Both wall time and this process's
    CPU time are given: on a shared machine the wall time includes waiting for a core.
+   policy_topology: the same with the embedded cluster's topology (3 zones, blocks of 8
+   racks of 32 nodes) and a 1,000-pod gang that requires a zone, a block, a zone with
+   slices of 16 pods in a rack, or prefers a block (bench_topology), each placement
+   checked against its request, beside the unconstrained gang's time in the same run
+   (vs_none_cpu). Target: <= 100 ms.
 2. e2e (skipped with --no-e2e): `gpuyard up` with N nodes and no components; 7 gangs of
    1,000 four-GPU pods plus 5,000 single one-GPU pods (33,000 of the 60,000 GPUs of
    7,500 nodes, so everything fits) are created while no scheduler runs, then
@@ -210,6 +215,111 @@ def bench_policy_dra(nodes: int, gang: int, runs: int) -> dict[str, Any]:
         "warm_cpu_ms": _stats(warm_cpu),
         "target_ms": 100,
     }
+
+
+# ------------------------------------------------------------------ topology
+
+# (name, GPUs per pod, topology request) of the 1,000-pod gangs timed by bench_topology
+TOPOLOGY_CASES: list[tuple[str, int, dict[str, Any]]] = [
+    ("none (soft packing), 8 GPUs a pod", 8, {}),
+    ("required zone, 8 GPUs a pod", 8, {"required": ("topology.kubernetes.io/zone",)}),
+    ("required block, 1 GPU a pod", 1, {"required": ("gpuyard.io/block",)}),
+    (
+        "required zone, slices of 16 in a rack, 8 GPUs a pod",
+        8,
+        {
+            "required": ("topology.kubernetes.io/zone",),
+            "slice_key": "gpuyard.io/rack",
+            "slice_size": 16,
+        },
+    ),
+    ("preferred block, 8 GPUs a pod", 8, {"preferred": "gpuyard.io/block"}),
+]
+
+
+def _topo_state(nodes: int, busy_fraction: float = 0.25) -> Any:
+    """`nodes` simulated 8-GPU nodes with the embedded cluster's topology (3 zones,
+    blocks of 8 racks, racks of 32 nodes), a quarter of them running a 1-GPU pod."""
+    from gpuyard.cluster.shapes import default_shapes
+    from gpuyard.scheduling.state import ClusterState
+    from gpuyard.twin.capacity import shape_labels
+
+    s = ClusterState()
+    for sh in default_shapes(nodes):
+        s.add_node_fast(
+            sh.name, {"cpu": sh.cpu_milli, "memory": sh.memory_bytes, GPU: 8}, shape_labels(sh)
+        )
+    names_ = list(s.nodes)
+    for i in range(int(nodes * busy_fraction)):
+        s.add_pod_fast(f"bg/p{i}", {"cpu": 1000, GPU: 1}, node=names_[i * 4 % nodes])
+    return s
+
+
+def _add_topo_gang(s: Any, name: str, size: int, gpus: int, req: dict[str, Any]) -> None:
+    from gpuyard.scheduling.state import GroupInfo
+    from gpuyard.scheduling.topology import Request
+
+    s.set_group(GroupInfo(f"ns/{name}", min_member=size, topology=Request(**req) or None))
+    for i in range(size):
+        s.add_pod_fast(
+            f"ns/{name}-{i}",
+            {"cpu": 1000, "memory": 8 * 2**30, GPU: gpus},
+            group=f"ns/{name}",
+            labels={"gpuyard.io/replica-index": str(i)},
+        )
+
+
+def bench_topology(nodes: int, gang: int, runs: int) -> dict[str, Any]:
+    """One pass deciding one `gang`-pod gang on `nodes` nodes, for each case of
+    TOPOLOGY_CASES: cold (a fresh state) and warm (the state's caches kept, the
+    previous gang finished), p50/p99; every placement is checked against its request.
+    `vs_none_cpu` is each case's warm CPU p50 over the unconstrained gang's, same run."""
+    from gpuyard.scheduling.policy import schedule
+    from gpuyard.scheduling.topology import domain_of_all
+
+    out: dict[str, Any] = {"nodes": nodes, "gang_pods": gang, "runs": runs, "target_ms": 100}
+    cases: dict[str, Any] = {}
+    for label, gpus, req in TOPOLOGY_CASES:
+        cold: list[float] = []
+        for r in range(max(1, runs // 4)):
+            s = _topo_state(nodes)
+            _add_topo_gang(s, f"g{r}", gang, gpus, req)
+            t0 = time.perf_counter()
+            d = schedule(s, 0.0)
+            cold.append(time.perf_counter() - t0)
+            assert len(d.bindings) == gang, (label, d.unschedulable)
+        s = _topo_state(nodes)
+        warm: list[float] = []
+        warm_cpu: list[float] = []
+        for r in range(runs + 1):
+            _add_topo_gang(s, f"w{r}", gang, gpus, req)
+            c0, t0 = time.process_time(), time.perf_counter()
+            d = schedule(s, float(r))
+            dt, dc = time.perf_counter() - t0, time.process_time() - c0
+            assert len(d.bindings) == gang, (label, d.unschedulable)
+            for keys in req.get("required", ()), (req["slice_key"],) if "slice_key" in req else ():
+                if keys:
+                    doms = {
+                        domain_of_all(s.topology_levels, keys, s.nodes[n].labels)
+                        for _, n in d.bindings[: req.get("slice_size", gang)]
+                    }
+                    assert len(doms) == 1 and None not in doms, (label, keys, doms)
+            if r:
+                warm.append(dt)
+                warm_cpu.append(dc)
+            for k, _ in d.bindings:
+                s.remove_pod(k)
+        cases[label] = {
+            "cold_wall_ms": _stats(cold),
+            "warm_wall_ms": _stats(warm),
+            "warm_cpu_ms": _stats(warm_cpu),
+        }
+    # CPU time: the wall time on a shared machine moves with its load
+    base = cases[TOPOLOGY_CASES[0][0]]["warm_cpu_ms"]["p50"] or 1e-3
+    for c in cases.values():
+        c["vs_none_cpu"] = round(c["warm_cpu_ms"]["p50"] / base, 2)
+    out["cases"] = cases
+    return out
 
 
 def _pct(xs: list[float], q: float) -> float:
@@ -581,6 +691,7 @@ def main() -> None:
     out: dict[str, Any] = {}
     if not a.no_policy:
         out["policy"] = bench_policy(7500 if not a.nodes else nodes, 1000, runs)
+        out["policy_topology"] = bench_topology(7500 if not a.nodes else nodes, 1000, runs)
     if not a.no_e2e:
         extra = a.scheduler_args.split()
         if a.quick:

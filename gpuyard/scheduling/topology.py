@@ -158,6 +158,20 @@ def pod_order(pods: list[PodInfo]) -> list[PodInfo]:
 # ------------------------------------------------------------------ placement
 
 
+def _room(ps: Pass, p0: PodInfo, uniform: bool) -> Any:
+    """node -> how many more pods like `p0` it takes now: from the gang index (kept
+    current across passes) for a gang of one kind outside a preemption trial, else
+    counted on the node."""
+    from gpuyard.scheduling.filters import capacity
+
+    if uniform and not ps.trial.on:
+        from gpuyard.scheduling.indexes import gang_index
+
+        cap = gang_index(ps, p0)[1].cap
+        return lambda n: cap.get(n.name, 0)
+    return lambda n: capacity(p0, n)
+
+
 def place(
     ps: Pass,
     u: Unit,
@@ -170,13 +184,12 @@ def place(
     """The gang's pods on `nodes` (its candidates free for it, in its usual fill order
     by `arrange(nodes)`) as the request says, or None; the state is left unchanged.
     `fill(order, pods, placed, topo)` puts pods on nodes tentatively (placement.fill)."""
-    from gpuyard.scheduling.filters import capacity  # filters reads the state, which reads this
-
     if req.error:
         return None
     pods = pod_order(u.pods)
     p0 = pods[0]
     uniform = all(p.req == p0.req and p.class_key() == p0.class_key() for p in pods)
+    room = _room(ps, p0, uniform)
     if req.required:
         doms = domains(ps, req.required)
         groups: defaultdict[Domain, list[NodeInfo]] = defaultdict(list)
@@ -189,7 +202,7 @@ def place(
             # Members run: the rest goes where they are, or waits.
             tries = [home] if home in groups else []
         else:
-            cap = {d: sum(capacity(p0, n) for n in ns) for d, ns in groups.items()}
+            cap = {d: sum(map(room, ns)) for d, ns in groups.items()}
             need = len(pods)
             # Most tightly fitting domain first (whole domains stay free for larger
             # gangs); with pods of several kinds the count is only a guide.
@@ -197,11 +210,11 @@ def place(
                 (d for d in groups if cap[d] >= need or not uniform), key=lambda d: (cap[d], d)
             )
         for d in tries:
-            got = _place_in(ps, u, req, pods, arrange(groups[d]), fill, topo)
+            got = _place_in(ps, u, req, pods, arrange(groups[d]), fill, topo, room)
             if got is not None:
                 return got
         return None
-    return _place_in(ps, u, req, pods, arrange(nodes), fill, topo)
+    return _place_in(ps, u, req, pods, arrange(nodes), fill, topo, room)
 
 
 def _home(ps: Pass, u: Unit, doms: Mapping[str, Domain]) -> Domain | None:
@@ -225,39 +238,40 @@ def _place_in(
     order: list[NodeInfo],
     fill: Any,
     topo: Topology | None,
+    room: Any,
 ) -> Placement | None:
-    """The pods on these nodes (in this order), with slices and the preferred level."""
-    from gpuyard.scheduling.filters import capacity
+    """The pods on these nodes (in this order), with slices and the preferred level;
+    `room(node)`: how many of the pods it takes before any is placed."""
+    from gpuyard.scheduling.filters import capacity  # filters reads the state, which reads this
 
     placed: Placement = []
     try:
         if req.preferred:
-            order = _fewest(ps, req.preferred, pods, order)
+            order = _fewest(ps, req.preferred, pods, order, room)
         if req.slice_key and req.slice_size > 0:
             doms = domains(ps, (req.slice_key,))
-            by: defaultdict[Domain, list[NodeInfo]] = defaultdict(list)
+            by: dict[Domain, list[NodeInfo]] = {}
             for n in order:
                 d = doms.get(n.name)
                 if d is not None:
-                    by[d].append(n)
+                    by.setdefault(d, []).append(n)
             size = req.slice_size
+            # each domain's room for the slices' pods (all alike: the first's), kept as
+            # slices are put in; its rank in fill order breaks ties
+            cap = {d: sum(map(room, ns)) for d, ns in by.items()}
+            rank = {d: j for j, d in enumerate(by)}
             for i in range(0, len(pods), size):
                 chunk = pods[i : i + size]
-                p = chunk[0]
-                # the slice domain that holds the chunk most tightly, in fill order
-                rank = {d: j for j, d in enumerate(by)}
-                fitting = sorted(
-                    (
-                        (c, rank[d], d)
-                        for d, ns in by.items()
-                        if (c := sum(capacity(p, n) for n in ns)) >= len(chunk)
-                    ),
-                )
+                # the slice domain that holds the chunk most tightly
+                fitting = sorted((c, rank[d], d) for d, c in cap.items() if c >= len(chunk))
                 for _, _, d in fitting:
                     mark = len(placed)
-                    if fill(by[d], chunk, placed, topo):
+                    ok = fill(by[d], chunk, placed, topo)
+                    cap[d] = sum(capacity(pods[0], n) for n in by[d])
+                    if ok:
                         break
                     _undo(placed, mark)
+                    cap[d] = sum(capacity(pods[0], n) for n in by[d])
                 else:
                     return None
             return list(placed)
@@ -274,20 +288,19 @@ def _undo(placed: Placement, mark: int) -> None:
         untentative(p, n)
 
 
-def _fewest(ps: Pass, key: str, pods: list[PodInfo], order: list[NodeInfo]) -> list[NodeInfo]:
+def _fewest(
+    ps: Pass, key: str, pods: list[PodInfo], order: list[NodeInfo], room: Any
+) -> list[NodeInfo]:
     """The nodes in an order that spans as few domains of `key` as it can: a domain
     that holds every pod (the smallest), else the largest first; nodes outside any
     domain last. Within a domain, the order given."""
-    from gpuyard.scheduling.filters import capacity
-
     doms = domains(ps, (key,))
-    p0 = pods[0]
     need = len(pods)
     cap: Counter[Domain] = Counter()
     for n in order:
         d = doms.get(n.name)
         if d is not None:
-            cap[d] += capacity(p0, n)
+            cap[d] += room(n)
     whole = [d for d, c in cap.items() if c >= need]
     first = min(whole, key=lambda d: (cap[d], d)) if whole else None
     rank = {d: (d != first, -c, d) for d, c in cap.items()}
