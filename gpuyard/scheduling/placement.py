@@ -229,23 +229,19 @@ def place_gang(ps: Pass, u: Unit) -> Placement | None:
     rank = topo or (Topology(s) if any(scored(s, p) for p in u.pods) else None)
     if u.topo:
         return _place_topo(ps, u, u.topo, by_class, topo, rank)
-    if (
-        rank is None
-        and len(by_class) == 1
-        and not u.bound
-        and not trial
-        and pack
-        and not any(p.nominated for p in u.pods)
-    ):
+    if rank is None and len(by_class) == 1 and not u.bound and not trial and pack:
         return _place_gang_fast(ps, u, next(iter(by_class.values())))
-    free_for = ps.holds.free_for
     try:
         for pods in by_class.values():
             p0 = pods[0]
-            nodes = [n for n in candidates(ps, p0) if free_for(n, u)]
             # Prefer nodes nominated for this gang.
             nominated = {p.nominated for p in pods if p.nominated}
-            order = _gang_order(nodes, p0) if pack else sorted(nodes, key=lambda n: n.name)
+            if pack:
+                order = _gang_order(ps, u, candidates(ps, p0), p0)
+            else:
+                free_for = ps.holds.free_for
+                nodes = [n for n in candidates(ps, p0) if free_for(n, u)]
+                order = sorted(nodes, key=lambda n: n.name)
             if u.bound and pack:
                 # Members already run (a binding was refused, or one was replaced):
                 # the rest go to the narrowest domain they share with them (clique,
@@ -265,9 +261,10 @@ def place_gang(ps: Pass, u: Unit) -> Placement | None:
 
 
 def _place_gang_fast(ps: Pass, u: Unit, pods: list[PodInfo]) -> Placement | None:
-    """`place_gang` for a gang of one class with nothing bound or nominated, in the
-    same order, from the gang index."""
-    order = _fast_gang_order(ps, u, pods[0], len(pods))
+    """`place_gang` for a gang of one class with nothing bound, outside a preemption
+    trial, in the same order (nominated nodes first), from the gang index."""
+    nominated = {p.nominated for p in pods if p.nominated}
+    order = _fast_gang_order(ps, u, pods[0], len(pods), nominated)
     if order is None:
         return None
     placed: Placement = []
@@ -307,19 +304,24 @@ def fill(
     return i == len(pods)
 
 
-def _fast_gang_order(ps: Pass, u: Unit, p0: PodInfo, need: int) -> Iterable[NodeInfo] | None:
-    """The order `_gang_order` gives over the nodes free for the unit, from the gang
-    index: None at once when their capacity is short of `need` pods."""
+def _fast_gang_order(
+    ps: Pass, u: Unit, p0: PodInfo, need: int, first: set[str | None]
+) -> Iterable[NodeInfo] | None:
+    """The order `_gang_order` gives over the nodes free for the unit, the nodes
+    named in `first` (its nominated nodes) moved ahead, from the gang index: None at
+    once when their capacity is short of `need` pods."""
     key, gi = gang_index(ps, p0)
     if gi.total < need:
         return None
     excluded = ps.holds.excluding(u, key, gi)
     if gi.total - sum(hc.total for hc in excluded) < need:
         return None
-    return _fast_order_iter(gi, excluded)
+    return _fast_order_iter(gi, excluded, first)
 
 
-def _fast_order_iter(gi: GangIndex, excluded: list[HeldCap]) -> Iterable[NodeInfo]:
+def _fast_order_iter(
+    gi: GangIndex, excluded: list[HeldCap], first: set[str | None]
+) -> Iterable[NodeInfo]:
     zone_cap = dict(gi.zone_cap)
     rack_cap = gi.rack_cap
     ex_rack: Counter[tuple[str, str]] = Counter()
@@ -330,6 +332,22 @@ def _fast_order_iter(gi: GangIndex, excluded: list[HeldCap]) -> Iterable[NodeInf
                 zone_cap[z] -= k
         ex_rack.update(hc.rack)
         ex_nodes |= hc.nodes
+    if first:
+        # the nominated nodes among them, in the order below, then the rest
+        ahead = []
+        for name in first:
+            if name is None or name not in gi.cap or name in ex_nodes:
+                continue
+            zr = gi.where[name]
+            n = gi.rack_nodes[zr][name]
+            rk = rack_cap[zr] - ex_rack[zr]
+            ahead.append(
+                ((-zone_cap[zr[0]], zr[0], -rk, zr[1], n.alloc[GPU] - n.used[GPU], name), n)
+            )
+        ahead.sort(key=lambda t: t[0])
+        for _, n in ahead:
+            yield n
+        ex_nodes = ex_nodes | {name for name in first if name is not None}
     zones = sorted((-k, z) for z, k in zone_cap.items() if k > 0)
     for _, z in zones:
         racks = []
@@ -349,19 +367,48 @@ def _fast_order_iter(gi: GangIndex, excluded: list[HeldCap]) -> Iterable[NodeInf
                 yield t[2]
 
 
-def _gang_order(nodes: list[NodeInfo], p0: PodInfo) -> list[NodeInfo]:
-    """Nodes in the order a gang fills them: fullest zones and racks first, so the
-    gang spans as few of them as it can; most allocated nodes first within a rack."""
+def _gang_order(ps: Pass, u: Unit, nodes: list[NodeInfo], p0: PodInfo) -> list[NodeInfo]:
+    """The nodes free for the unit in the order a gang fills them: fullest zones and
+    racks first, so the gang spans as few of them as it can; most allocated nodes
+    first within a rack. (This scan is hot: holds and capacity are inlined.)"""
     rack_cap: defaultdict[tuple[str, str], int] = defaultdict(int)
     zone_cap: defaultdict[str, int] = defaultdict(int)
     rows = []
+    held = ps.holds.held
+    blocks = ps.holds.blocks
+    r0, r1, r2, r3 = p0.req
+    plain = not p0.xreq and not p0.host_ports
+    big = 1 << 30
+    zk, rk = names.LABEL_ZONE, names.LABEL_RACK
     for n in nodes:
-        k = capacity(p0, n)
+        if held:
+            h = held.get(n.name)
+            if h is not None and blocks(h, u):
+                continue
+        if plain:
+            a, us = n.alloc, n.used
+            k = (a[2] - us[2]) // r2 if r2 else big
+            if k <= 0:
+                continue
+            if r0:
+                v = (a[0] - us[0]) // r0
+                if v < k:
+                    k = v
+            if r1:
+                v = (a[1] - us[1]) // r1
+                if v < k:
+                    k = v
+            if r3:
+                v = (a[3] - us[3]) // r3
+                if v < k:
+                    k = v
+        else:
+            k = capacity(p0, n)
         if k <= 0:
             continue
         labels = n.labels
-        z = labels.get(names.LABEL_ZONE, "")
-        r = labels.get(names.LABEL_RACK, "")
+        z = labels.get(zk, "")
+        r = labels.get(rk, "")
         rack_cap[(z, r)] += k
         zone_cap[z] += k
         rows.append((z, r, n.alloc[GPU] - n.used[GPU], n.name, n))
@@ -401,7 +448,7 @@ def _place_topo(
 
     def arrange(ns: list[NodeInfo]) -> list[NodeInfo]:
         if pack and allowed is None:
-            order = _gang_order(ns, p0)
+            order = _gang_order(ps, u, ns, p0)
         else:
             order = sorted(ns, key=lambda n: n.name)
         if u.bound and pack:
