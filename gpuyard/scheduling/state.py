@@ -230,6 +230,9 @@ class ClusterState:
         self.node_gen = 0  # nodes added, removed, relabelled, retainted, ready or not
         self.freed_gen = 0  # capacity freed somewhere (a pod left, a node came)
         self.dirty_nodes: set[str] = set()  # nodes whose use changed since the last pass
+        # nodes whose use, allocatable or readiness changed since a driver last read
+        # this log (None: not kept; the twin keeps it for its samples)
+        self.node_log: set[str] | None = None
         # bound pods (those counted on their nodes), by priority: preemption looks
         # only at pods below the preemptor's priority
         self.bound_by_prio: dict[int, dict[str, PodInfo]] = {}
@@ -376,6 +379,8 @@ class ClusterState:
         self.node_gen += 1
         self.freed_gen += 1
         self.dirty_nodes.add(info.name)
+        if self.node_log is not None:
+            self.node_log.add(info.name)
         return info
 
     def _count_prefer(self, n: NodeInfo, sign: int) -> None:
@@ -394,6 +399,8 @@ class ClusterState:
         if old is not None:
             if old.prefer_taints:
                 self._count_prefer(old, -1)
+            if self.node_log is not None:
+                self.node_log.add(name)
             if self.team_outside:
                 for p in old.pods.values():
                     self._outside(p, old, -1)
@@ -404,6 +411,8 @@ class ClusterState:
         n = self.nodes.get(name)
         if n is not None and n.ready != ready:
             n.ready = ready
+            if self.node_log is not None:
+                self.node_log.add(name)
             self.generation += 1
             self.node_gen += 1
             self.freed_gen += 1
@@ -617,6 +626,8 @@ class ClusterState:
         if self.log_bound:
             self.bound_log[p.key] = p.group
         self.dirty_nodes.add(n.name)
+        if self.node_log is not None:
+            self.node_log.add(n.name)
         if p.constraints is not None:
             if p.constraints.anti:
                 self.anti_wide[p.key] = p
@@ -651,6 +662,8 @@ class ClusterState:
         if q.xreq:
             add_extras(n, q.xreq, -1)
         self.dirty_nodes.add(n.name)
+        if self.node_log is not None:
+            self.node_log.add(n.name)
         self.freed_gen += 1
         if self.anti_wide.get(q.key) is q:
             del self.anti_wide[q.key]

@@ -274,6 +274,10 @@ class Engine:
         self.allocated = 0
         self.running_gpus = 0
         self.samples: list[tuple[float, int, int, float]] = []
+        # free GPUs per ready node, and their sums, as of the last sample (_sample)
+        self._free: dict[str, tuple[int, int]] = {}
+        self._free_total = 0
+        self._free_fragmented = 0
         self.passes = 0
         self.events = 0
         self.node_failures = 0
@@ -528,16 +532,34 @@ class Engine:
         """The twin counts what happened, not why."""
 
     def _sample(self, t: float) -> None:
-        free_total = 0
-        free_fragmented = 0
-        for n in self.state.nodes.values():
-            if not n.ready:
+        """Allocated and running GPUs, and the share of free GPUs on nodes partly in
+        use. Free GPUs per node are kept between samples and counted again only on
+        the nodes the state logged as changed (`ClusterState.node_log`)."""
+        s = self.state
+        cache = self._free
+        log = s.node_log
+        if log is None:
+            s.node_log = set()
+            names: Any = list(s.nodes)
+        else:
+            names = log
+        for name in names:
+            old = cache.pop(name, None)
+            if old is not None:
+                self._free_total -= old[0]
+                self._free_fragmented -= old[1]
+            n = s.nodes.get(name)
+            if n is None or not n.ready:
                 continue
             free = n.alloc[GPU] - n.used[GPU]
-            free_total += free
-            if 0 < free < n.alloc[GPU]:
-                free_fragmented += free
-        frag = free_fragmented / free_total if free_total else 0.0
+            frag = free if 0 < free < n.alloc[GPU] else 0
+            cache[name] = (free, frag)
+            self._free_total += free
+            self._free_fragmented += frag
+        if log is not None:
+            log.clear()
+        free_total = self._free_total
+        frag = self._free_fragmented / free_total if free_total else 0.0
         self.samples.append((t, self.allocated, self.running_gpus, frag))
 
     def run(self) -> Result:
