@@ -263,7 +263,7 @@ def place_gang(ps: Pass, u: Unit) -> Placement | None:
 def _place_gang_fast(ps: Pass, u: Unit, pods: list[PodInfo]) -> Placement | None:
     """`place_gang` for a gang of one class with nothing bound, outside a preemption
     trial, in the same order (nominated nodes first), from the gang index."""
-    nominated = {p.nominated for p in pods if p.nominated}
+    nominated = {p.nominated for p in pods if p.nominated is not None}
     order = _fast_gang_order(ps, u, pods[0], len(pods), nominated)
     if order is None:
         return None
@@ -305,7 +305,7 @@ def fill(
 
 
 def _fast_gang_order(
-    ps: Pass, u: Unit, p0: PodInfo, need: int, first: set[str | None]
+    ps: Pass, u: Unit, p0: PodInfo, need: int, first: set[str]
 ) -> Iterable[NodeInfo] | None:
     """The order `_gang_order` gives over the nodes free for the unit, the nodes
     named in `first` (its nominated nodes) moved ahead, from the gang index: None at
@@ -319,9 +319,7 @@ def _fast_gang_order(
     return _fast_order_iter(gi, excluded, first)
 
 
-def _fast_order_iter(
-    gi: GangIndex, excluded: list[HeldCap], first: set[str | None]
-) -> Iterable[NodeInfo]:
+def _fast_order_iter(gi: GangIndex, excluded: list[HeldCap], first: set[str]) -> Iterable[NodeInfo]:
     zone_cap = dict(gi.zone_cap)
     rack_cap = gi.rack_cap
     ex_rack: Counter[tuple[str, str]] = Counter()
@@ -336,7 +334,7 @@ def _fast_order_iter(
         # the nominated nodes among them, in the order below, then the rest
         ahead = []
         for name in first:
-            if name is None or name not in gi.cap or name in ex_nodes:
+            if name not in gi.cap or name in ex_nodes:
                 continue
             zr = gi.where[name]
             n = gi.rack_nodes[zr][name]
@@ -347,7 +345,7 @@ def _fast_order_iter(
         ahead.sort(key=lambda t: t[0])
         for _, n in ahead:
             yield n
-        ex_nodes = ex_nodes | {name for name in first if name is not None}
+        ex_nodes = ex_nodes | first
     zones = sorted((-k, z) for z, k in zone_cap.items() if k > 0)
     for _, z in zones:
         racks = []

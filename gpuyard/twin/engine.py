@@ -552,10 +552,10 @@ class Engine:
             if n is None or not n.ready:
                 continue
             free = n.alloc[GPU] - n.used[GPU]
-            frag = free if 0 < free < n.alloc[GPU] else 0
-            cache[name] = (free, frag)
+            part = free if 0 < free < n.alloc[GPU] else 0
+            cache[name] = (free, part)
             self._free_total += free
-            self._free_fragmented += frag
+            self._free_fragmented += part
         if log is not None:
             log.clear()
         free_total = self._free_total
