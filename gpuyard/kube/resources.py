@@ -79,6 +79,7 @@ _TABLE = [
     _r("apps/v1", "DaemonSet", "daemonsets", True),
     _r("apps/v1", "StatefulSet", "statefulsets", True),
     _r("apps/v1", "ReplicaSet", "replicasets", True),
+    _r("apps/v1", "ControllerRevision", "controllerrevisions", True),
     _r("batch/v1", "Job", "jobs", True),
     _r("batch/v1", "CronJob", "cronjobs", True),
     _r("policy/v1", "PodDisruptionBudget", "poddisruptionbudgets", True),

@@ -10,8 +10,13 @@ RollingUpdate replaces pods at ordinals >= its partition from the highest down, 
 a time and only while every pod is Ready; OnDelete leaves them. Status (replicas,
 readyReplicas, availableReplicas, currentReplicas, updatedReplicas, currentRevision,
 updateRevision, observedGeneration) is written only when it changes, so `kubectl
-rollout status sts` ends. Not done: volumeClaimTemplates make no PersistentVolumeClaims,
-and no ControllerRevision objects are kept.
+rollout status sts` ends. Each template the set has had is kept as a ControllerRevision
+(gpuyard.cluster.workloads.revisions), so `kubectl rollout history` and `rollout undo`
+work. volumeClaimTemplates give each ordinal its PersistentVolumeClaims
+<claim>-<set>-<ordinal> (labelled with the set's selector, mounted in place of the
+template's volume of that name, kept across pod restarts and scale downs; owned by the
+set, so deleted with it, when persistentVolumeClaimRetentionPolicy.whenDeleted is
+Delete). The simulated cluster has no storage: claims stay Pending and pods run anyway.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ import orjson
 
 from gpuyard.cluster.workloads.loop import Controller
 from gpuyard.cluster.workloads.replicasets import controller_of, pod_ready
+from gpuyard.cluster.workloads.revisions import REVISIONS, Revisions
 from gpuyard.kube import objects as o
 from gpuyard.kube.errors import AlreadyExists
 from gpuyard.kube.informer import InformerFactory, informer_maker
@@ -73,6 +79,8 @@ class StatefulSetController(Controller):
         self.sets = mk(STATEFUL_SETS, name="workloads-statefulsets")
         self.pods = mk(PODS, name="workloads-pods")
         self.pods.add_index("sts-owner", self._owner_index)
+        self.revision_cache = mk(REVISIONS, name="workloads-revisions")
+        self.revisions = Revisions(self, self.revision_cache, "StatefulSet")
         # set key -> pod names created / deleted that the pod cache has not shown yet
         self._adds: dict[str, set[str]] = {}
 
@@ -84,7 +92,7 @@ class StatefulSetController(Controller):
         return f"{o.namespace_of(pod)}/{ref.get('name')}"
 
     def informers(self) -> tuple[Any, ...]:
-        return (self.pods, self.sets)
+        return (self.pods, self.revision_cache, self.sets)
 
     def _wire(self) -> None:
         def sts_ev(sts: dict[str, Any]) -> None:
@@ -105,6 +113,7 @@ class StatefulSetController(Controller):
         if sts is None:
             self._adds.pop(key, None)
             self._dels.pop(key, None)
+            self.revisions.forget(key)
             return
         md = sts["metadata"]
         uid = md.get("uid")
@@ -120,8 +129,15 @@ class StatefulSetController(Controller):
         dels &= {o.name_of(p) for p in owned if not p["metadata"].get("deletionTimestamp")}
         update_rev = revision_of(sts)
         if not md.get("deletionTimestamp"):
+            await self.revisions.ensure(
+                sts, update_rev, (sts.get("spec") or {}).get("template") or {}
+            )
             await self._converge(sts, key, ns, by_ord, adds, dels, update_rev)
-        await self._write_status(sts, key, by_ord, update_rev)
+        current_rev = await self._write_status(sts, key, by_ord, update_rev)
+        if not md.get("deletionTimestamp"):
+            in_use = {update_rev, current_rev}
+            in_use |= {o.labels_of(p).get(REVISION_LABEL) or "" for p in by_ord.values()}
+            await self.revisions.prune(sts, in_use)
 
     async def _converge(
         self,
@@ -196,6 +212,12 @@ class StatefulSetController(Controller):
             pod_spec.setdefault("subdomain", spec["serviceName"])
         labels = dict(tmd.get("labels") or {})
         labels.update({REVISION_LABEL: rev, POD_NAME_LABEL: pod_name, POD_INDEX_LABEL: str(i)})
+        claims = await self._claims(sts, i)
+        if claims:
+            vols = [v for v in pod_spec.get("volumes") or [] if v.get("name") not in claims]
+            pod_spec["volumes"] = vols + [
+                {"name": t, "persistentVolumeClaim": {"claimName": c}} for t, c in claims.items()
+            ]
         body = {
             "apiVersion": "v1",
             "kind": "Pod",
@@ -219,9 +241,45 @@ class StatefulSetController(Controller):
             self._adds[key].discard(pod_name)
             raise
 
+    async def _claims(self, sts: dict[str, Any], i: int) -> dict[str, str]:
+        """Make the ordinal's PersistentVolumeClaims that are missing; returns template
+        name -> claim name."""
+        spec = sts.get("spec") or {}
+        ns = o.namespace_of(sts)
+        policy = spec.get("persistentVolumeClaimRetentionPolicy") or {}
+        match = (spec.get("selector") or {}).get("matchLabels") or {}
+        out: dict[str, str] = {}
+        for tmpl in spec.get("volumeClaimTemplates") or []:
+            tname = (tmpl.get("metadata") or {}).get("name")
+            if not tname:
+                continue
+            claim = f"{tname}-{o.name_of(sts)}-{i}"
+            out[tname] = claim
+            md: dict[str, Any] = {
+                "name": claim,
+                "namespace": ns,
+                "labels": {**((tmpl.get("metadata") or {}).get("labels") or {}), **match},
+            }
+            if ann := (tmpl.get("metadata") or {}).get("annotations"):
+                md["annotations"] = dict(ann)
+            if policy.get("whenDeleted") == "Delete":
+                md["ownerReferences"] = [o.owner_reference(sts, controller=False)]
+            body = {
+                "apiVersion": "v1",
+                "kind": "PersistentVolumeClaim",
+                "metadata": md,
+                "spec": dict(tmpl.get("spec") or {}),
+            }
+            try:
+                await self._write(self.client.create(body, ns))
+            except AlreadyExists:
+                pass  # kept from an earlier pod of this ordinal
+        return out
+
     async def _write_status(
         self, sts: dict[str, Any], key: str, by_ord: dict[int, dict[str, Any]], update_rev: str
-    ) -> None:
+    ) -> str:
+        """Write the status when it changed; returns the current revision."""
         cur = sts.get("status") or {}
         active = [
             p
@@ -248,8 +306,9 @@ class StatefulSetController(Controller):
             "collisionCount": int(cur.get("collisionCount") or 0),
         }
         if {k: cur.get(k, 0) for k in status} == status:
-            return
+            return current_rev
         ns, name = key.split("/", 1)
         async with self._sem:
             await self.client.patch_status(STATEFUL_SETS, name, {"status": status}, ns)
         self.writes += 1
+        return current_rev
