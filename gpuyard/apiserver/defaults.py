@@ -23,7 +23,7 @@ from typing import Any, Protocol
 from gpuyard.apiserver import allocation, schemas
 from gpuyard.apiserver.errors import APIError, invalid
 from gpuyard.apiserver.resources import Resource
-from gpuyard.apiserver.store import Store, make_key
+from gpuyard.apiserver.store import Entry, Store, make_key
 
 Obj = dict[str, Any]
 Defaulter = Callable[[Obj], None]
@@ -517,6 +517,11 @@ class Cluster(Protocol):
 
     def get(self, group: str, plural: str, name: str, namespace: str = "") -> Obj | None: ...
 
+    def default_priority_class(self) -> Obj | None:
+        """The first PriorityClass with globalDefault true (newest states), or None;
+        read only."""
+        ...
+
     @property
     def toleration_seconds(self) -> int:
         """The DefaultTolerationSeconds plugin's seconds for not-ready and unreachable."""
@@ -592,13 +597,12 @@ def _pod_priority(spec: Obj, cluster: Cluster) -> None:
         if spec.get("preemptionPolicy") is None and pc.get("preemptionPolicy"):
             spec["preemptionPolicy"] = pc["preemptionPolicy"]
     elif spec.get("priority") is None:
-        for pc in cluster.objects("scheduling.k8s.io", "priorityclasses"):
-            if pc.get("globalDefault"):
-                spec["priorityClassName"] = pc["metadata"]["name"]
-                spec["priority"] = int(pc.get("value", 0))
-                if spec.get("preemptionPolicy") is None and pc.get("preemptionPolicy"):
-                    spec["preemptionPolicy"] = pc["preemptionPolicy"]
-                break
+        pc = cluster.default_priority_class()
+        if pc is not None:
+            spec["priorityClassName"] = pc["metadata"]["name"]
+            spec["priority"] = int(pc.get("value", 0))
+            if spec.get("preemptionPolicy") is None and pc.get("preemptionPolicy"):
+                spec["preemptionPolicy"] = pc["preemptionPolicy"]
         else:
             spec["priority"] = 0
     if spec.get("preemptionPolicy") is None:
@@ -698,9 +702,27 @@ class StoreView:
     def __init__(self, store: Store, toleration_seconds: int = DEFAULT_TOLERATION_SECONDS) -> None:
         self.store = store
         self.toleration_seconds = toleration_seconds
+        # The default PriorityClass of the last look and the entries it was found
+        # among (a write makes a new entry): every pod create without a class asks,
+        # and decoding every class each time was a twentieth of a create's cost.
+        self._pc_seen: list[Entry] | None = None
+        self._pc_default: Obj | None = None
 
     def objects(self, group: str, plural: str) -> Iterable[Obj]:
         return [e.obj() for e in self.store.newest((group, plural))]
+
+    def default_priority_class(self) -> Obj | None:
+        entries = self.store.newest(("scheduling.k8s.io", "priorityclasses"))
+        seen = self._pc_seen
+        if (
+            seen is None
+            or len(seen) != len(entries)
+            or any(a is not b for a, b in zip(seen, entries, strict=True))
+        ):
+            objs = (e.obj() for e in entries)
+            self._pc_default = next((o for o in objs if o.get("globalDefault")), None)
+            self._pc_seen = entries
+        return self._pc_default
 
     def get(self, group: str, plural: str, name: str, namespace: str = "") -> Obj | None:
         e = self.store.latest((group, plural), make_key(namespace, name))

@@ -586,6 +586,7 @@ class Store:
         # for a delete, its future). Writers check against it; readers never see it.
         self._overlay: dict[tuple[CollKey, str], tuple[int, Entry | None, asyncio.Future[None]]]
         self._overlay = {}
+        self._overlay_n: dict[CollKey, int] = {}  # overlay keys per collection
         self._committer: asyncio.Task[None] | None = None
         self._prober: asyncio.Task[None] | None = None
         self.published_rv = 0  # the newest committed revision: what reads report
@@ -675,6 +676,8 @@ class Store:
         """Every object of a collection in its newest state, pending writes included
         (what an allocation must not hand out twice; never shown to a reader)."""
         c = self.colls.get(ck)
+        if not self._overlay_n.get(ck):  # no write of it pending: the committed items
+            return list(c.items.values()) if c else []
         items = dict(c.items) if c else {}
         for (pck, key), (_rv, e, _fut) in self._overlay.items():
             if pck != ck:
@@ -833,6 +836,8 @@ class Store:
             return None
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._pending.append((ck, key, rv, raw, new, ev, fut))
+        if (ck, key) not in self._overlay:
+            self._overlay_n[ck] = self._overlay_n.get(ck, 0) + 1
         self._overlay[(ck, key)] = (rv, new, fut)
         if self._committer is None or self._committer.done():
             self._committer = asyncio.get_running_loop().create_task(self._commit_loop())
@@ -871,6 +876,7 @@ class Store:
                 cur = overlay.get((ck, key))
                 if cur is not None and cur[0] == rv:
                     del overlay[(ck, key)]
+                    self._overlay_n[ck] -= 1
             for p in batch:
                 if not p[6].done():
                     p[6].set_result(None)
@@ -882,6 +888,7 @@ class Store:
         err = storage_error(exc)
         queued, self._pending = self._pending, []
         self._overlay.clear()
+        self._overlay_n.clear()
         self.rev = self.published_rv
         if err.code == 507 and self._db is not None and not self._db.read_only:
             log.error("storage: no space left on device: read-only until there is space")

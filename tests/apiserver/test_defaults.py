@@ -359,3 +359,61 @@ def test_defaults_of_kinds_not_served_yet(
         assert tpl["spec"]["restartPolicy"] == "Never"
         assert tpl["spec"]["terminationGracePeriodSeconds"] == 30
         assert tpl["spec"]["containers"][0]["imagePullPolicy"] == "IfNotPresent"
+
+
+def test_pods_get_the_global_default_priority_class_of_the_moment(
+    apiserver: ServerProcess,
+) -> None:
+    """The Priority admission plugin's default follows the PriorityClasses as they are
+    created and deleted (the server remembers the last default it found)."""
+
+    def pod(name: str) -> dict[str, Any]:
+        body = {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {"name": name},
+            "spec": {"containers": [{"name": "c", "image": "x"}]},
+        }
+        out = k(apiserver, "create", "-f", "-", "-o", "json", input=json.dumps(body)).stdout
+        return dict(json.loads(out)["spec"])
+
+    def priority_class(name: str, value: int, **extra: Any) -> None:
+        body = {
+            "apiVersion": "scheduling.k8s.io/v1",
+            "kind": "PriorityClass",
+            "metadata": {"name": name},
+            "value": value,
+            **extra,
+        }
+        k(apiserver, "create", "-f", "-", input=json.dumps(body))
+
+    defaults_now = [
+        p["metadata"]["name"]
+        for p in kj(apiserver, "priorityclasses")["items"]
+        if p.get("globalDefault")
+    ]
+    for name in defaults_now:  # start from a cluster without a default
+        k(apiserver, "delete", "priorityclass", name)
+    p0 = pod("p0")
+    assert p0["priority"] == 0 and "priorityClassName" not in p0
+    assert p0["preemptionPolicy"] == "PreemptLowerPriority"
+    priority_class("plain", 10)  # not a default: changes nothing
+    p1 = pod("p1")
+    assert p1["priority"] == 0 and "priorityClassName" not in p1
+    priority_class("team-default", 1000, globalDefault=True, preemptionPolicy="Never")
+    p2 = pod("p2")
+    assert (p2["priorityClassName"], p2["priority"], p2["preemptionPolicy"]) == (
+        "team-default",
+        1000,
+        "Never",
+    )
+    k(apiserver, "delete", "priorityclass", "team-default")
+    p3 = pod("p3")
+    assert p3["priority"] == 0 and "priorityClassName" not in p3
+    priority_class("later-default", 7, globalDefault=True)
+    p4 = pod("p4")
+    assert (p4["priorityClassName"], p4["priority"], p4["preemptionPolicy"]) == (
+        "later-default",
+        7,
+        "PreemptLowerPriority",
+    )
