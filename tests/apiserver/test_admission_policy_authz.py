@@ -204,6 +204,7 @@ async def test_audit_annotations_and_audit_action(api: Api, apiserver_inproc: An
     )
     assert (await _create_cm(api, "ok-1", token))[0] == 201
     assert (await _create_cm(api, "quiet", token))[0] == 201  # Audit only: accepted
+    assert apiserver_inproc.audit.flush(10)  # the log's writer has written them
     log = os.path.join(apiserver_inproc.data_dir, "audit.log")
     created = [
         e

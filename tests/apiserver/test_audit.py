@@ -1,20 +1,27 @@
 """The audit log records who did what: one audit.k8s.io/v1 Event per request in
 DATA_DIR/audit.log (mode 0600), with the user (and whom it impersonated), the verb,
 the object and the response code; a policy file picks the levels, and a bad one is
-refused naming the file."""
+refused naming the file. Events are written by a background writer, in order, and
+none is lost on a clean stop or when its queue is full."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import stat
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import orjson
 
+from gpuyard.apiserver.audit import AuditLog
 from gpuyard.apiserver.server import APIServer
+from gpuyard.apiserver.testing import run_apiserver_process
 
 from .api import Api
 from .identities import grant, sa_subject, service_account
@@ -47,6 +54,7 @@ async def test_audit_log_records_who_did_what(api: Api, apiserver_inproc: Any) -
     assert st == 403
     st, _ = await api.req("GET", "/api/v1/namespaces/default/pods", token="bogus")
     assert st == 401
+    assert apiserver_inproc.audit.flush(10)  # the log's writer has written them
     evs = _events(log)
     sa = "system:serviceaccount:default:writer"
     created = [
@@ -92,6 +100,7 @@ async def test_impersonation_is_audited(api: Api, apiserver_inproc: Any) -> None
         "GET", "/api/v1/namespaces/default/configmaps", headers={"Impersonate-User": "carol"}
     )
     assert st == 403
+    assert apiserver_inproc.audit.flush(10)
     evs = _events(os.path.join(apiserver_inproc.data_dir, "audit.log"))
     e = [e for e in evs if e.get("impersonatedUser", {}).get("username") == "carol"][-1]
     assert e["user"]["username"] == "gpuyard-admin"
@@ -176,3 +185,91 @@ def test_audit_timestamps_are_utc_rfc3339() -> None:
     assert audit._ts(t) == "2026-03-01T12:30:05.123456Z"
     assert audit._ts(t.astimezone(timezone(timedelta(hours=2)))) == "2026-03-01T12:30:05.123456Z"
     assert audit._ts(datetime(2026, 3, 1, 12, 30, 5)) == "2026-03-01T12:30:05.000000Z"
+
+
+def _all_events(path: Path) -> list[dict[str, Any]]:
+    """Every event of a rotated log, oldest first (audit.log.N ... audit.log.1, audit.log)."""
+    rotated = sorted(path.parent.glob(path.name + ".*"), key=lambda p: -int(p.suffix[1:]))
+    return [ev for p in [*rotated, path] for ev in _events(str(p))]
+
+
+def test_the_audit_writer_keeps_every_event_in_order_across_rotation_and_close(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "audit.log"
+    log = AuditLog(str(path), max_bytes=4096, backups=1000)
+
+    def writer(t: int) -> None:
+        for i in range(500):
+            log.write({"kind": "Event", "thread": t, "i": i})
+
+    threads = [threading.Thread(target=writer, args=(t,)) for t in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    log.close()  # a clean stop: everything queued is written first
+    evs = _all_events(path)
+    assert len(evs) == 2000
+    for t in range(4):
+        assert [e["i"] for e in evs if e["thread"] == t] == list(range(500))
+    files = list(tmp_path.glob("audit.log*"))
+    assert len(files) > 10  # rotated by size while the batches were written
+    for f in files:
+        assert f.stat().st_size <= 4096
+        assert stat.S_IMODE(f.stat().st_mode) == 0o600
+
+
+def test_a_full_audit_queue_makes_requests_wait_and_loses_nothing(tmp_path: Path) -> None:
+    # The log is a pipe nobody reads yet: the writer blocks once the pipe is full, the
+    # queue fills up behind it, and write() waits instead of dropping events.
+    path = tmp_path / "audit.log"
+    os.mkfifo(path, 0o600)
+    reader = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    log = AuditLog(str(path), max_pending=4)
+    pad = "x" * 4000
+    producer = threading.Thread(
+        target=lambda: [log.write({"i": i, "pad": pad}) for i in range(200)], daemon=True
+    )
+    producer.start()
+    deadline = time.monotonic() + 30
+    while log.waited_full == 0 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert log.waited_full > 0
+    assert producer.is_alive()  # held back, not dropping
+    os.set_blocking(reader, True)
+    data = b""
+    while data.count(b"\n") < 200:
+        chunk = os.read(reader, 1 << 16)
+        assert chunk, "the pipe closed early"
+        data += chunk
+    producer.join(30)
+    assert not producer.is_alive()
+    log.close()
+    os.close(reader)
+    assert [orjson.loads(line)["i"] for line in data.splitlines()] == list(range(200))
+
+
+def test_a_clean_stop_writes_the_audit_event_of_every_answered_request() -> None:
+    with run_apiserver_process() as srv:
+        ids: list[str] = []
+
+        async def burst() -> None:
+            async with aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(ssl=srv.ssl_context())
+            ) as s:
+
+                async def one(i: int) -> None:
+                    body = {"metadata": {"name": f"a{i}"}}
+                    url = srv.url + "/api/v1/namespaces/default/configmaps"
+                    async with s.post(url, json=body, headers=srv.headers) as r:
+                        assert r.status == 201
+                        ids.append(r.headers["Audit-Id"])
+
+                await asyncio.gather(*(one(i) for i in range(300)))
+
+        asyncio.run(burst())
+        assert srv.terminate() == 0  # SIGTERM: the server stops cleanly
+        logged = {e["auditID"] for e in _all_events(Path(srv.data_dir) / "audit.log")}
+    assert len(ids) == 300
+    assert set(ids) <= logged
