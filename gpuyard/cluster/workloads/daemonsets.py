@@ -7,8 +7,14 @@ NoExecute without tolerationSeconds; disk-, memory- and pid-pressure and unsched
 NoSchedule; network-unavailable NoSchedule with hostNetwork), so they stay on nodes
 that are unhealthy or cordoned. Each pod is bound to its node by spec.nodeName (the
 simulated kubelet admits it as a real one would). A node that stops matching loses its
-pod; a pod whose node is gone is deleted. A changed template is picked up by pods made
-after the change (OnDelete: delete a pod to have it remade).
+pod; a pod whose node is gone is deleted. Pods carry their template's hash
+(controller-revision-hash) and each template is kept as a ControllerRevision
+(gpuyard.cluster.workloads.revisions), so `kubectl rollout history/undo ds` work. A
+changed template rolls out (RollingUpdate, the default): pods of older templates are
+deleted, and made again from the new one, while no more than maxUnavailable (1) of the
+nodes lack a ready daemon (unready old pods go at once); OnDelete waits for a pod to be
+deleted. Status says how many run the current template, so `kubectl rollout status ds`
+ends.
 """
 
 from __future__ import annotations
@@ -18,8 +24,11 @@ import copy
 import logging
 from typing import Any
 
+from gpuyard.cluster.workloads.deployments import resolve
 from gpuyard.cluster.workloads.loop import Controller
 from gpuyard.cluster.workloads.replicasets import controller_of, pod_active, pod_ready
+from gpuyard.cluster.workloads.revisions import REVISIONS, Revisions
+from gpuyard.cluster.workloads.statefulsets import REVISION_LABEL, revision_of
 from gpuyard.kube import objects as o
 from gpuyard.kube.errors import NotFound
 from gpuyard.kube.informer import InformerFactory, informer_maker
@@ -69,6 +78,8 @@ class DaemonSetController(Controller):
         self.nodes = mk(NODES, name="workloads-nodes")
         self.pods = mk(PODS, name="workloads-daemon-pods")
         self.pods.add_index("ds-owner", self._owner_index)
+        self.revision_cache = mk(REVISIONS, name="workloads-revisions")
+        self.revisions = Revisions(self, self.revision_cache, "DaemonSet")
         self._adds: dict[str, set[str]] = {}  # ds uid -> nodes a pod was made for, unseen
 
     @staticmethod
@@ -79,7 +90,7 @@ class DaemonSetController(Controller):
         return f"{o.namespace_of(pod)}/{ref.get('name')}"
 
     def informers(self) -> tuple[Any, ...]:
-        return (self.nodes, self.pods, self.sets)
+        return (self.nodes, self.pods, self.revision_cache, self.sets)
 
     def _wire(self) -> None:
         def ds_ev(ds: dict[str, Any]) -> None:
@@ -111,9 +122,14 @@ class DaemonSetController(Controller):
         ns, name = key.split("/", 1)
         ds = self.sets.get(name, ns)
         if ds is None or ds["metadata"].get("deletionTimestamp"):
+            if ds is None:
+                self.revisions.forget(key)
             return
         uid = ds["metadata"].get("uid") or ""
         tmpl = (ds.get("spec") or {}).get("template") or {}
+        rev = revision_of(ds)
+        hash_ = rev.rsplit("-", 1)[-1]
+        await self.revisions.ensure(ds, rev, tmpl)
         pods = [p for p in self.pods.by_index("ds-owner", key) if controller_of(p)["uid"] == uid]  # type: ignore[index]
         active = [p for p in pods if pod_active(p)]
         by_node: dict[str, list[dict[str, Any]]] = {}
@@ -127,12 +143,14 @@ class DaemonSetController(Controller):
         doomed += [p for node, ps in by_node.items() if node in wanted for p in ps[1:]]
         # a failed daemon pod is replaced, as the kubelet will not restart it
         failed = [p for p in pods if (p.get("status") or {}).get("phase") == "Failed"]
-        await asyncio.gather(
-            *(self._create(ds, node) for node in create),
-            *(self._delete(p) for p in [*doomed, *failed]),
-        )
         on_wanted = [ps[0] for node, ps in by_node.items() if node in wanted]
+        rolling = self._roll(ds, on_wanted, len(wanted), hash_)
+        await asyncio.gather(
+            *(self._create(ds, node, hash_) for node in create),
+            *(self._delete(p) for p in [*doomed, *failed, *rolling]),
+        )
         ready = sum(1 for p in on_wanted if pod_ready(p))
+        updated = [p for p in on_wanted if o.labels_of(p).get(REVISION_LABEL) == hash_]
         status = {
             "desiredNumberScheduled": len(wanted),
             "currentNumberScheduled": len(on_wanted),
@@ -140,15 +158,47 @@ class DaemonSetController(Controller):
             "numberReady": ready,
             "numberAvailable": ready,
             "numberUnavailable": len(wanted) - ready,
-            "updatedNumberScheduled": len(on_wanted),
+            "updatedNumberScheduled": len(updated),
             "observedGeneration": int(ds["metadata"].get("generation") or 0),
         }
         cur = ds.get("status") or {}
-        if all(cur.get(k, 0) == v for k, v in status.items()):
-            return
-        await self._write(self.client.patch_status(DAEMON_SETS, name, {"status": status}, ns))
+        if any(cur.get(k, 0) != v for k, v in status.items()):
+            await self._write(self.client.patch_status(DAEMON_SETS, name, {"status": status}, ns))
+        in_use = {rev} | {
+            f"{name}-{o.labels_of(p).get(REVISION_LABEL)}"
+            for p in active
+            if o.labels_of(p).get(REVISION_LABEL)
+        }
+        await self.revisions.prune(ds, in_use)
 
-    async def _create(self, ds: dict[str, Any], node: str) -> None:
+    @staticmethod
+    def _roll(
+        ds: dict[str, Any], on_wanted: list[dict[str, Any]], desired: int, hash_: str
+    ) -> list[dict[str, Any]]:
+        """The old-template pods a RollingUpdate deletes now: unready ones, and ready
+        ones while fewer than maxUnavailable nodes lack a ready daemon."""
+        strategy = (ds.get("spec") or {}).get("updateStrategy") or {}
+        if strategy.get("type", "RollingUpdate") != "RollingUpdate":
+            return []
+        old = [p for p in on_wanted if o.labels_of(p).get(REVISION_LABEL) != hash_]
+        if not old:
+            return []
+        max_unavailable = max(
+            1,
+            resolve((strategy.get("rollingUpdate") or {}).get("maxUnavailable", 1), desired, True),
+        )
+        unavailable = desired - sum(1 for p in on_wanted if pod_ready(p))
+        out = [p for p in old if not pod_ready(p)]
+        room = max_unavailable - unavailable
+        for p in old:
+            if room <= 0:
+                break
+            if pod_ready(p):
+                out.append(p)
+                room -= 1
+        return out
+
+    async def _create(self, ds: dict[str, Any], node: str, hash_: str) -> None:
         tmpl = (ds.get("spec") or {}).get("template") or {}
         tmd = tmpl.get("metadata") or {}
         spec = copy.deepcopy(tmpl.get("spec") or {})
@@ -160,7 +210,7 @@ class DaemonSetController(Controller):
             "metadata": {
                 "generateName": f"{o.name_of(ds)}-",
                 "namespace": o.namespace_of(ds),
-                "labels": dict(tmd.get("labels") or {}),
+                "labels": {**(tmd.get("labels") or {}), REVISION_LABEL: hash_},
                 "annotations": dict(tmd.get("annotations") or {}),
                 "ownerReferences": [o.owner_reference(ds)],
             },
