@@ -210,15 +210,28 @@ def tree_of(res: Resource, obj: dict[str, Any], sub: str | None) -> dict[str, An
             continue
         if name == "metadata" and type(x) is dict:
             mnode = root.child("metadata")
-            md = {
-                "f:" + k: _tree(x[k], mnode.child(k)) for k in sorted(x) if k not in _META_IGNORED
-            }
+            md: dict[str, Any] = {}
+            for k in sorted(x):
+                if k not in _META_IGNORED:
+                    v = x[k]
+                    t = type(v)
+                    # A leaf (or an empty container) owns itself: no schema lookup.
+                    md["f:" + k] = (
+                        _tree(v, mnode.child(k)) if (t is dict or t is list) and v else {}
+                    )
             if md:
                 out["f:metadata"] = md
             continue
         node = root.child(name)
         if node.kind is STRUCT and type(x) is dict and x and not _flat_dict(x):
-            out["f:" + name] = {"f:" + k: _tree_cached(x[k], node.child(k)) for k in sorted(x)}
+            sec: dict[str, Any] = {}
+            for k in sorted(x):
+                v = x[k]
+                t = type(v)
+                sec["f:" + k] = (
+                    _tree_cached(v, node.child(k)) if (t is dict or t is list) and v else {}
+                )
+            out["f:" + name] = sec
         else:
             out["f:" + name] = _tree(x, node)
     return out
