@@ -17,7 +17,8 @@ named cases.
 
 also runs each case on the code of commit REV (in a temporary git worktree), in turns
 with this checkout, and prints the median wall seconds of the replay of both and their
-ratio (this code / baseline; below 1 is faster), and whether both made the same number
+ratio (this code / baseline; below 1 is faster), the same for the replay's CPU seconds
+(steadier than wall time on a shared machine), and whether both made the same number
 of scheduling passes.
 """
 
@@ -95,12 +96,14 @@ def _case(kind: str, scale: dict[str, Any], budget: float, q: Any) -> None:
 
     eng = Engine(shapes, jobs, "gpuyard", progress=progress, teams=teams, balloons=bool(teams))
     t1 = time.perf_counter()
+    c1 = time.process_time()
     done = True
     try:
         eng.run()
     except _Stop:
         done = False
     wall = time.perf_counter() - t1
+    cpu = time.process_time() - c1
     q.put(
         {
             "case": kind,
@@ -110,6 +113,7 @@ def _case(kind: str, scale: dict[str, Any], budget: float, q: Any) -> None:
             "completed": done,
             "load_s": round(t_load, 2),
             "sim_wall_s": round(wall, 2),
+            "sim_cpu_s": round(cpu, 2),
             "wall_s": round(t_load + wall, 2),
             "virtual_days_reached": round(reached[0] / 86400, 3),
             "sim_days_per_wall_s": round(reached[0] / 86400 / wall, 4) if wall else None,
@@ -179,13 +183,20 @@ def compare(rev: str, rounds: int, cases: list[str], quick: bool, budget: float)
             for _ in range(rounds):
                 runs["baseline"].append(_one_run(tree, kind, sc[kind], budget))
                 runs["current"].append(_one_run(repo, kind, sc[kind], budget))
-            b = statistics.median(r["sim_wall_s"] for r in runs["baseline"])
-            c = statistics.median(r["sim_wall_s"] for r in runs["current"])
+            figures = {}
+            for fig in ("sim_wall_s", "sim_cpu_s"):
+                b = statistics.median(r[fig] for r in runs["baseline"])
+                c = statistics.median(r[fig] for r in runs["current"])
+                figures[fig] = {
+                    "baseline": b,
+                    "current": c,
+                    "ratio": round(c / b, 3),
+                    "all_baseline": [r[fig] for r in runs["baseline"]],
+                    "all_current": [r[fig] for r in runs["current"]],
+                }
             out["cases"][kind] = {
                 **sc[kind],
-                "sim_wall_s": {"baseline": b, "current": c, "ratio": round(c / b, 3)},
-                "all_baseline": [r["sim_wall_s"] for r in runs["baseline"]],
-                "all_current": [r["sim_wall_s"] for r in runs["current"]],
+                **figures,
                 "completed": all(r["completed"] for rs in runs.values() for r in rs),
                 "same_passes": len({r["scheduling_passes"] for rs in runs.values() for r in rs})
                 == 1,
