@@ -15,7 +15,7 @@ import pytest
 
 from gpuyard.cluster.testing import ClusterProcess, run_cluster_process, wait_for
 from tests.dashboard import browser
-from tests.dashboard.common import banner_link
+from tests.dashboard.common import admin_token, banner_link, dashboard_url, get
 
 REASON = browser.missing()
 pytestmark = [pytest.mark.slow, pytest.mark.skipif(REASON is not None, reason=REASON or "")]
@@ -119,6 +119,40 @@ def test_a_pending_job_shows_its_reason(cluster: ClusterProcess, page: Any, tmp_
     # the page says what the cluster says
     status = cluster.kubectl("get", "trainingjob", "huge", "-o", "jsonpath={.status.message}")
     assert why == status.stdout.strip()
+
+
+TALKER = """
+apiVersion: v1
+kind: Pod
+metadata:
+  name: talker
+  namespace: default
+  annotations:
+    gpuyard.io/sim-traffic: internet=80Mbit,cluster=800Mbit
+    gpuyard.io/internet-egress-bandwidth: 40Mbit
+spec:
+  containers: [{name: c, image: busybox}]
+"""
+
+
+def test_network_by_namespace(cluster: ClusterProcess, page: Any) -> None:
+    cluster.kubectl("apply", "-f", "-", input=TALKER)
+
+    def row() -> list[str] | None:
+        for tr in page.query_selector_all("#network tbody tr"):
+            cells = [td.inner_text() for td in tr.query_selector_all("td")]
+            if cells[0] == "default" and cells[1] != "0 bit/s":
+                return cells
+        return None
+
+    cells = wait_for(row, 40, "the default namespace's traffic in the network table")
+    assert cells[1].endswith("Mbit/s") and cells[2].endswith("Mbit/s"), cells
+    assert page.is_hidden("#network-none")
+    # the figures: internet shaped to the pod's 40 Mbit/s limit, in-cluster at 800
+    status, snap, _ = get(dashboard_url(cluster) + "api/snapshot", admin_token(cluster))
+    net = {n["namespace"]: n for n in snap["network"]}["default"]
+    assert 0.7 * 40e6 <= net["internetBitsPerSecond"] <= 1.3 * 40e6, net
+    assert 0.7 * 800e6 <= net["clusterBitsPerSecond"] <= 1.3 * 800e6, net
 
 
 def test_a_screenshot_is_kept(page: Any, tmp_path: Path) -> None:

@@ -165,3 +165,70 @@ def test_gpuyard_dashboard_refuses_a_busy_port(tmp_path: Path) -> None:
             .splitlines()[-1]
             .startswith(f"gpuyard: error: cannot listen on 127.0.0.1:{port}")
         )
+
+
+TEAMS = """
+apiVersion: v1
+kind: Namespace
+metadata: {name: ml-vision}
+---
+apiVersion: v1
+kind: Namespace
+metadata: {name: ml-nlp}
+---
+apiVersion: gpuyard.io/v1alpha1
+kind: Team
+metadata: {name: vision}
+spec: {namespaces: [ml-vision], capacity: {gpu: 1}}
+---
+apiVersion: gpuyard.io/v1alpha1
+kind: Team
+metadata: {name: nlp}
+spec: {namespaces: [ml-nlp], capacity: {gpu: 1}, borrow: true}
+"""
+
+
+def low_pod(i: int) -> str:
+    return f"""
+apiVersion: v1
+kind: Pod
+metadata: {{name: low-{i}, namespace: ml-nlp}}
+spec:
+  priorityClassName: gpuyard-low
+  containers: [{{name: c, image: trainer, resources: {{limits: {{nvidia.com/gpu: 8}}}}}}]
+"""
+
+
+def test_teams_and_borrowed_nodes(tmp_path: Path) -> None:
+    with run_cluster_process(tmp_path / "c", nodes=3, args=FAST) as c:
+        base, token = dashboard_url(c), admin_token(c)
+        c.kubectl("apply", "-f", "-", input=TEAMS)
+
+        def snap() -> dict:  # type: ignore[type-arg]
+            return get(base + "api/snapshot", token)[1]
+
+        def teams_assigned() -> dict | None:  # type: ignore[type-arg]
+            s = snap()
+            t = {r["name"]: r for r in s["teams"]}
+            if {"vision", "nlp"} <= set(t) and t["vision"]["assigned"] == t["nlp"]["assigned"] == 1:
+                return s
+            return None
+
+        s = wait_for(teams_assigned, 30, "both teams' nodes assigned")
+        states = {n["team"]: n["state"] for n in s["nodes"]}
+        assert states == {"vision": "team", "nlp": "team", "": "free"}
+        # nlp's low-priority work fills its node and the shared one, then borrows vision's
+        for i in range(3):
+            c.kubectl("apply", "-f", "-", input=low_pod(i))
+
+        def borrowed() -> dict | None:  # type: ignore[type-arg]
+            s = snap()
+            t = {r["name"]: r for r in s["teams"]}
+            by_team = {n["team"]: n["state"] for n in s["nodes"]}
+            if by_team.get("vision") == "borrowed" and t["vision"]["lentOut"] == 1:
+                return {"teams": t, "nodes": by_team}
+            return None
+
+        got = wait_for(borrowed, 30, "vision's idle node borrowed by nlp")
+        assert got["nodes"] == {"vision": "borrowed", "nlp": "full", "": "full"}
+        assert got["teams"]["nlp"]["borrowedIn"] == 1
