@@ -149,14 +149,23 @@ def _node_row(n: Obj) -> list[Any]:
 
 
 def _event_row(e: Obj) -> list[Any]:
-    io = e.get("involvedObject") or {}
-    last = e.get("lastTimestamp") or e.get("eventTime") or _meta(e).get("creationTimestamp")
+    """A core/v1 Event, or an events.k8s.io/v1 one (regarding, note, series and
+    deprecatedLastTimestamp are its names for the same facts)."""
+    io = e.get("involvedObject") or e.get("regarding") or {}
+    series = e.get("series") if isinstance(e.get("series"), dict) else {}
+    last = (
+        (series or {}).get("lastObservedTime")
+        or e.get("lastTimestamp")
+        or e.get("deprecatedLastTimestamp")
+        or e.get("eventTime")
+        or _meta(e).get("creationTimestamp")
+    )
     return [
         age(last),
         e.get("type", ""),
         e.get("reason", ""),
         f"{str(io.get('kind', '')).lower()}/{io.get('name', '')}",
-        e.get("message", ""),
+        e.get("message") or e.get("note") or "",
     ]
 
 

@@ -1,11 +1,14 @@
-"""Fixtures for the API server tests: `api`, an HTTP client for `apiserver_inproc`."""
+"""Fixtures for the API server tests: `api`, an HTTP client for `apiserver_inproc`;
+`official_client`, the official kubernetes client's ApiClient for `apiserver` (the
+subprocess server)."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import pytest
+from kubernetes import client, config
 
 from .api import Api
 
@@ -18,3 +21,12 @@ async def api(apiserver_inproc: Any) -> AsyncIterator[Api]:
         yield client
     finally:
         await client.close()
+
+
+@pytest.fixture
+def official_client(apiserver: Any) -> Iterator[client.ApiClient]:
+    c = config.new_client_from_config(config_file=apiserver.kubeconfig)
+    try:
+        yield c
+    finally:
+        c.close()

@@ -9,25 +9,18 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from kubernetes import client, config, watch
+from kubernetes import client, watch
 from kubernetes.client.rest import ApiException
-
-from gpuyard.apiserver.testing import ServerProcess
 
 NS = "default"
 
 
 @pytest.fixture
-def api(apiserver: ServerProcess) -> Iterator[client.ApiClient]:
-    c = config.new_client_from_config(config_file=apiserver.kubeconfig)
-    try:
-        yield c
-    finally:
-        c.close()
+def api(official_client: client.ApiClient) -> client.ApiClient:
+    return official_client  # (conftest.py: the official client for `apiserver`)
 
 
 def pod(name: str, labels: dict[str, str] | None = None, node: str | None = None) -> Any:

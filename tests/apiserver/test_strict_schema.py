@@ -13,13 +13,12 @@ import json
 import os
 import re
 import subprocess
-from collections.abc import Iterator
 from typing import Any
 
 import aiohttp
 import orjson
 import pytest
-from kubernetes import client, config
+from kubernetes import client
 from kubernetes.client.rest import ApiException
 from kubernetes.dynamic import DynamicClient
 
@@ -143,12 +142,8 @@ spec:
 
 
 @pytest.fixture
-def api(apiserver: ServerProcess) -> Iterator[client.ApiClient]:
-    c = config.new_client_from_config(config_file=apiserver.kubeconfig)
-    try:
-        yield c
-    finally:
-        c.close()
+def api(official_client: client.ApiClient) -> client.ApiClient:
+    return official_client  # (conftest.py: the official client for `apiserver`)
 
 
 def _pod(name: str, **spec: Any) -> dict[str, Any]:
