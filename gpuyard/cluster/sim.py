@@ -18,6 +18,10 @@ Like KWOK, `SimCluster` plays every kubelet of the embedded cluster from one pla
   a pod whose container runs `gpuyard gpu-test` ends with the report its host's
   injected faults imply (from gpuyard.health.gputest.simulate_report), marked simulated;
   a start whose status write is refused or lost is tried again, backing off;
+- each kubelet reports Events as a kubelet does (source kubelet on its node): Pulled,
+  Created and Started for each container it starts, Killing when a running pod is
+  deleted, and a Warning with the admission's reason when it refuses a pod
+  (SimConfig.events; rate limited per pod by gpuyard.kube.events);
 - node status (the kubelet's conditions, Ready=True) is posted again every
   `status_seconds` (300 s, like kubelet's report frequency), spread the same way, and at
   once when the node lifecycle controller finds a live lease on a node it had marked
@@ -51,6 +55,7 @@ from gpuyard.cluster.shapes import NODES_PER_RACK, NodeShape, locate, rack_size_
 from gpuyard.cluster.simhost import SimHost
 from gpuyard.kube import objects as o
 from gpuyard.kube.errors import AlreadyExists, ApiError, Conflict, NotFound
+from gpuyard.kube.events import EventRecorder, involved_object
 from gpuyard.kube.informer import InformerFactory, informer_maker
 from gpuyard.kube.resources import DEVICE_CLASSES, LEASES, NODES, PODS, RESOURCE_SLICES
 
@@ -81,6 +86,7 @@ class SimConfig:
     rack_size: int = NODES_PER_RACK  # for nodes added later (the autoscaler's)
     # publish each GPU node's devices in a ResourceSlice (gpuyard.cluster.simdevices)
     dra: bool = True
+    events: bool = True  # kubelet Events (Pulled, Created, Started, Killing, refusals)
 
 
 @dataclass
@@ -235,6 +241,7 @@ class SimCluster:
         # The client each node's kubelet writes with: by default the cluster's; `gpuyard
         # up` makes it one acting as system:node:NAME (the Node authorizer's limits).
         self.kubelet: Callable[[str], Any] = lambda node: client
+        self._recorders: dict[str, EventRecorder] = {}  # node -> its kubelet's Events
         self.cfg = config or SimConfig()
         self.hosts_dir = Path(data_dir) / "hosts"
         self.nodes: dict[str, SimNode] = {}
@@ -704,6 +711,7 @@ class SimCluster:
             raise
         self._start_failures.pop(key, None)
         self.writes += 1
+        self._container_events(pod)
         self._arm_finish(key, {**pod, "status": status})
 
     async def _start_ephemeral(self, key: str) -> None:
@@ -784,6 +792,7 @@ class SimCluster:
             o.namespace_of(pod),
         )
         self.writes += 1
+        self._event(pod, "Warning", refusal.reason, refusal.message)
 
     def _arm_finish(self, key: str, pod: dict[str, Any]) -> None:
         if key in self._timers:
@@ -861,6 +870,10 @@ class SimCluster:
     async def _finalise(self, pod: dict[str, Any]) -> None:
         """Graceful deletion: the containers stop, then the kubelet removes the pod."""
         md = pod["metadata"]
+        if (pod.get("status") or {}).get("phase") == "Running":
+            for c in (pod.get("spec") or {}).get("containers") or []:
+                name = c.get("name", "main")
+                self._event(pod, "Normal", "Killing", f"Stopping container {name}", name)
         with contextlib.suppress(NotFound):
             await self.kubelet(_node_of(pod)).delete(
                 PODS,
@@ -870,6 +883,41 @@ class SimCluster:
                 preconditions={"uid": md.get("uid")} if md.get("uid") else None,
             )
             self.writes += 1
+
+    # ------------------------------------------------------------------ events
+
+    def _event(
+        self,
+        pod: dict[str, Any],
+        type_: str,
+        reason: str,
+        message: str,
+        container: str | None = None,
+    ) -> None:
+        """An Event from the pod's node's kubelet (about one container when named)."""
+        if not self.cfg.events:
+            return
+        node = _node_of(pod)
+        rec = self._recorders.get(node)
+        if rec is None:
+            rec = self._recorders[node] = EventRecorder(self.kubelet(node), "kubelet", host=node)
+        ref = involved_object({"apiVersion": "v1", "kind": "Pod", **pod})
+        if container is not None:
+            ref["fieldPath"] = f"spec.containers{{{container}}}"
+        rec.emit(ref, type_, reason, message)
+
+    def _container_events(self, pod: dict[str, Any]) -> None:
+        for c in (pod.get("spec") or {}).get("containers") or []:
+            name, image = c.get("name", "main"), c.get("image", "")
+            self._event(
+                pod,
+                "Normal",
+                "Pulled",
+                f'Container image "{image}" already present on machine',
+                name,
+            )
+            self._event(pod, "Normal", "Created", f"Created container: {name}", name)
+            self._event(pod, "Normal", "Started", f"Started container {name}", name)
 
     # ------------------------------------------------------------------ helpers
 

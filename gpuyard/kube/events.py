@@ -58,6 +58,7 @@ def build_event(
     component: str,
     now: str | None = None,
     wall: float | None = None,
+    host: str | None = None,
 ) -> Obj:
     """A core/v1 Event dict (pure; `now` is the RFC 3339 timestamp to stamp)."""
     if type_ not in EVENT_TYPES:
@@ -77,8 +78,9 @@ def build_event(
         "type": type_,
         "reason": reason,
         "message": message[:1024],
-        "source": {"component": component},
+        "source": {"component": component, **({"host": host} if host else {})},
         "reportingComponent": component,
+        **({"reportingInstance": host} if host else {}),
         "firstTimestamp": stamp,
         "lastTimestamp": stamp,
         "count": 1,
@@ -115,9 +117,11 @@ class EventRecorder:
         max_tracked: int = 4096,
         clock: Callable[[], float] = time.monotonic,
         wall: Callable[[], float] = time.time,
+        host: str | None = None,
     ) -> None:
         self.client = client
         self.component = component
+        self.host = host  # source.host: the node a kubelet's events come from
         self.burst = burst
         self.refill_per_s = refill_per_s
         self.aggregate_window_s = aggregate_window_s
@@ -181,7 +185,7 @@ class EventRecorder:
                     return out
                 except NotFound:
                     self._seen.pop(key, None)
-            ev = build_event(ref, type_, reason, message, self.component, wall=wall)
+            ev = build_event(ref, type_, reason, message, self.component, wall=wall, host=self.host)
             out = await self.client.create(ev, ev["metadata"]["namespace"])
         except KubeError:
             self.dropped += 1
