@@ -58,6 +58,8 @@ informers) and the digital twin (gpuyard.twin.engine, fed by a trace).
     the upstream scheduling.k8s.io PodGroup   upstream.py      group_info, group_key
       in the one group model; its status
       conditions
+    Volcano's scheduling.volcano.sh PodGroup  volcano.py       group_info, status
+      in the one group model; its status
     `gpuyard scheduler`, the component        cli.py, component.py
 
 Arrows between the rooms point one way: policy.py calls the rooms; preemption uses

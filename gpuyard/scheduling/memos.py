@@ -89,7 +89,7 @@ def memo_of(ps: Pass, u: Unit) -> Memo:
             s.freed_epoch,
             pos,
             got,
-            len(u.pods),
+            u.need,
             repoch=s.freed_epoch,
             rpos={q: len(log) for q, log in logs.items()},
         )

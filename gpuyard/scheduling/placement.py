@@ -27,6 +27,7 @@ from __future__ import annotations
 
 from collections import Counter, defaultdict
 from collections.abc import Iterable
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from gpuyard import names
@@ -51,7 +52,7 @@ from gpuyard.scheduling.indexes import (
     gang_index,
 )
 from gpuyard.scheduling.state import GPU, NodeInfo, PodInfo
-from gpuyard.scheduling.topology import Request, near_members
+from gpuyard.scheduling.topology import Request, near_members, pod_order
 from gpuyard.scheduling.topology import place as place_topology
 
 if TYPE_CHECKING:
@@ -62,11 +63,37 @@ Placement = list[tuple[PodInfo, NodeInfo]]
 
 
 def place(ps: Pass, u: Unit) -> Placement | None:
-    """All pods of the unit on nodes, or None; the state is left unchanged."""
+    """All pods of the unit on nodes, or None; the state is left unchanged. A gang with
+    more pods than it needs together (`Unit.need`: minMember less its running members)
+    places those all or nothing, and as many of the others as fit with them."""
     if not u.is_gang:
         n = place_single(ps, u.pods[0], u)
         return None if n is None else [(u.pods[0], n)]
+    if u.need < len(u.pods):
+        return _place_beyond(ps, u)
     return place_gang(ps, u)
+
+
+def _place_beyond(ps: Pass, u: Unit) -> Placement | None:
+    """The gang's first `need` pods (in index order) and as many more as fit with them:
+    all at once if they fit, else the most, found by halving (a pass places each count
+    at most once: log2 of the pods beyond minMember placements)."""
+    pods = pod_order(u.pods)
+    full = place_gang(ps, u)
+    if full is not None:
+        return full
+    best = place_gang(ps, replace(u, pods=pods[: u.need]))
+    if best is None:
+        return None
+    lo, hi = u.need, len(pods) - 1
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        got = place_gang(ps, replace(u, pods=pods[:mid]))
+        if got is not None:
+            best, lo = got, mid
+        else:
+            hi = mid - 1
+    return best
 
 
 # ------------------------------------------------------------------ single pods

@@ -226,7 +226,7 @@ def _preempt(ps: Pass, u: Unit) -> bool:
     placement: Placement | None = None
     caps: dict[str, int] = {}
     touched: dict[str, NodeInfo] = {}  # candidate nodes free for it victims came off
-    need = len(u.pods)
+    need = u.need  # the pods beyond a gang's minMember evict no one
     # A gang of one kind of pod that no pod anti-affinity touches fits exactly
     # when the slots add up (its fill is greedy by capacity): then slots decide,
     # and the placement is made once, at the end.

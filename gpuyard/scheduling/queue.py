@@ -5,8 +5,8 @@ updated from what changed since the last one (state.queue_pods, state.queue_grou
 Units of one shape (`shape_of`: they fit in exactly the same places; with fair sharing,
 of one team too) and one priority share a lane, oldest first: when the head of a lane cannot be placed, none behind it
 can, so a pass costs the number of lanes, not of units. Units without a shape
-(nominated pods, gangs with members bound, gangs waiting for members or with timeouts)
-are in the loose lane (`LOOSE`) and are taken one by one. The pass driver merges the
+(nominated pods, gangs with members bound, gangs waiting for members or with more pods
+than minMember, gangs with timeouts) are in the loose lane (`LOOSE`) and are taken one by one. The pass driver merges the
 lanes by their heads."""
 
 from __future__ import annotations
@@ -44,6 +44,9 @@ class Unit:
     runtime: float | None = None
     # what a gang needs of the topology: its PodGroup's request, else its pods'
     topo: Request | None = None
+    # the pods that must be placed together: a gang's minMember less its members
+    # running (at least 1); its other pods go too when they fit (see placement.place)
+    need: int = 1
 
     @property
     def is_gang(self) -> bool:
@@ -145,7 +148,10 @@ class Queue:
         topo = g.topology if g is not None else None
         if not topo:
             topo = next((q.topology for q in pods if q.topology), None)
-        return Unit(ukey, pods, prio, pods[0].seq, key, bound, runtime=runtime, topo=topo or None)
+        need = len(pods) if g is None else min(len(pods), max(1, g.min_member - bound))
+        return Unit(
+            ukey, pods, prio, pods[0].seq, key, bound, runtime=runtime, topo=topo or None, need=need
+        )
 
     @staticmethod
     def _lane(s: ClusterState, u: Unit) -> LaneId:
@@ -158,7 +164,7 @@ class Queue:
                 g is None
                 or g.timeout
                 or g.min_resources is not None
-                or len(u.pods) < g.min_member
+                or len(u.pods) != g.min_member  # waits for members, or has pods beyond
                 or u.group in s.backoff_until
             ):
                 return LOOSE  # gang_ready has something to say: taken on its own

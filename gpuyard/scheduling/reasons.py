@@ -125,10 +125,11 @@ def explain(ps: Pass, u: Unit) -> str:
     parts = []
     if u.is_gang:
         n_fit = why.pop("fit", 0)
-        parts.append(f"{u.label} needs {_count(len(u.pods), 'pod')} at once")
+        extra = f" of its {len(u.pods)}" if u.need < len(u.pods) else ""
+        parts.append(f"{u.label} needs {_count(u.need, 'pod')}{extra} at once")
         if u.topo and (topo_why := topology.why(ps, u, u.topo)) is not None:
             parts.append(topo_why)
-        parts.append(f"{min(fit_slots, len(u.pods))} fit on {_count(n_fit, 'node')}")
+        parts.append(f"{min(fit_slots, u.need)} fit on {_count(n_fit, 'node')}")
     else:
         parts.append(f"{u.label} fits on no node of {len(ps.s.nodes)}")
         why.pop("fit", None)

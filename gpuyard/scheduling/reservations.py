@@ -96,7 +96,7 @@ def estimate(ps: Pass, u: Unit) -> tuple[float, list[str]] | None:
         t = now if c >= k else free_at(n, prio, now)
         rows.append((t, name not in before, n.used[GPU] - n.alloc[GPU], -c, n.rack, name, k))
         total += k
-    need = len(u.pods)
+    need = u.need
     if total < need:
         return None
     rows.sort()

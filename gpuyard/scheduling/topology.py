@@ -203,7 +203,7 @@ def place(
             tries = [home] if home in groups else []
         else:
             cap = {d: sum(map(room, ns)) for d, ns in groups.items()}
-            need = len(pods)
+            need = u.need
             # Most tightly fitting domain first (whole domains stay free for larger
             # gangs); with pods of several kinds the count is only a guide.
             tries = sorted(
@@ -366,7 +366,7 @@ def why(ps: Pass, u: Unit, req: Request) -> str | None:
     if home is not None:
         return (
             f"its running members are in {level} {name_of(home)}, where "
-            f"{cap.get(home, 0)} of its {len(u.pods)} waiting pods fit"
+            f"{cap.get(home, 0)} {_of(u)} fit"
         )
     if not labelled:
         return f"must fit inside one {level}, and no node it may use carries {level}"
@@ -375,8 +375,14 @@ def why(ps: Pass, u: Unit, req: Request) -> str | None:
     best = min(cap, key=lambda d: (-cap[d], d))
     return (
         f"must fit inside one {level}: the largest free {level}, {name_of(best)}, "
-        f"holds {cap[best]} of its {len(u.pods)} pods"
+        f"holds {cap[best]} {_of(u)}"
     )
+
+
+def _of(u: Unit) -> str:
+    n = u.need
+    pods = "pod" if n == 1 else "pods"
+    return f"of its {n} {pods}" if n == len(u.pods) else f"of the {n} {pods} it needs together"
 
 
 def reserve_rows(
@@ -388,7 +394,7 @@ def reserve_rows(
     if not req.required:
         return rows
     doms = domains(ps, req.required)
-    need = len(u.pods)
+    need = u.need
     home = _home(ps, u, doms)
     by: defaultdict[Domain, list[tuple[Any, ...]]] = defaultdict(list)
     for r in rows:
