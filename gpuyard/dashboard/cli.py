@@ -47,7 +47,7 @@ async def _main(args: argparse.Namespace) -> int:
         raise CommandError(str(exc), 1) from None
     net = NetworkRates(args.metrics_url) if args.metrics_url else None
     hub = Hub(client, network=net)
-    server = Dashboard(hub, Authority(client), args.host, args.port)
+    server = Dashboard(hub, Authority(client), args.host, args.port, serve_metrics=True)
     try:
         try:
             await hub.start(sync_timeout=60)

@@ -145,7 +145,9 @@ class Hub:
         self._tasks: list[asyncio.Task[Any]] = []
         self.ready = asyncio.Event()
         self.flushes = 0
+        self.flush_seconds = 0.0
         self.last_flush_s = 0.0
+        self._resyncs_of_gone = 0  # resyncs of subscribers that have left
 
     @property
     def informers(self) -> list[Informer]:
@@ -163,6 +165,9 @@ class Hub:
     # ------------------------------------------------------------ lifecycle
 
     async def start(self, sync_timeout: float | None = 60.0) -> None:
+        from gpuyard.dashboard import metrics
+
+        metrics.track(hub=self)
         h = self._handlers
         self.nodes.add_handler(*h(lambda n: self._mark_node(o.name_of(n))))
         self.pods.add_handler(*h(self._mark_pod))
@@ -206,11 +211,20 @@ class Hub:
         return s
 
     def unsubscribe(self, s: Subscriber) -> None:
-        self._subscribers.discard(s)
+        if s in self._subscribers:
+            self._subscribers.discard(s)
+            self._resyncs_of_gone += s.dropped_batches
 
     @property
     def subscribers(self) -> int:
         return len(self._subscribers)
+
+    @property
+    def resyncs(self) -> int:
+        return self._resyncs_of_gone + sum(s.dropped_batches for s in self._subscribers)
+
+    def pending_rows(self) -> int:
+        return sum(s.count for s in self._subscribers)
 
     def snapshot(self) -> dict[str, Any]:
         return {
@@ -377,6 +391,7 @@ class Hub:
                 log.exception("dashboard: recomputing rows failed")
                 continue
             self.last_flush_s = time.perf_counter() - t0
+            self.flush_seconds += self.last_flush_s
             self.flushes += 1
             self.publish(delta)
             if self.nodes.has_synced and self.pods.has_synced:

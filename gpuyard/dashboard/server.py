@@ -9,6 +9,7 @@ the live stream of changes as server-sent events, and one node's details.
     GET  /api/snapshot        every row (nodes, jobs, teams, events, brake, network)
     GET  /api/events          text/event-stream: `snapshot`, then `delta` batches
     GET  /api/nodes/NAME      a node's conditions, taints and pods
+    GET  /metrics             the process's Prometheus metrics (`gpuyard dashboard` only)
     GET  /healthz             ok
 
 Every /api path except POST /api/session takes the bearer token or the session cookie
@@ -83,6 +84,7 @@ class Dashboard:
         *,
         keepalive_s: float = 15.0,
         secure_cookie: bool = False,
+        serve_metrics: bool = False,
     ) -> None:
         self.hub = hub
         self.authority = authority
@@ -90,6 +92,8 @@ class Dashboard:
         self.port = port
         self.keepalive_s = keepalive_s
         self.secure_cookie = secure_cookie
+        # /metrics of the process (behind the same sign-in) where nothing else serves it
+        self.serve_metrics = serve_metrics
         self.url = ""
         self._runner: web.AppRunner | None = None
         self._streams: set[asyncio.Task[Any]] = set()
@@ -105,10 +109,19 @@ class Dashboard:
         app.router.add_get("/api/snapshot", self.snapshot)
         app.router.add_get("/api/events", self.events)
         app.router.add_get("/api/nodes/{name}", self.node)
+        if self.serve_metrics:
+            app.router.add_get("/metrics", self.metrics)
         return app
 
     async def start(self) -> str:
-        self._runner = web.AppRunner(self.app(), access_log=None, handle_signals=False)
+        from gpuyard.dashboard import metrics
+
+        metrics.track(authority=self.authority)
+        # handler_cancellation: a browser that leaves ends its stream at once (its
+        # queue goes with it), not at the next keepalive write
+        self._runner = web.AppRunner(
+            self.app(), access_log=None, handle_signals=False, handler_cancellation=True
+        )
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.host, self.port, shutdown_timeout=1.0)
         await site.start()
@@ -205,6 +218,19 @@ class Dashboard:
             return _error(404, f"no node named {name!r}")
         return _json(detail)
 
+    async def metrics(self, request: web.Request) -> web.Response:
+        v = await self._allowed(request)
+        if not v.ok:
+            return _error(v.status, v.message)
+        from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
+
+        from gpuyard.kube import metrics as kube_metrics
+
+        kube_metrics.register_process(REGISTRY)
+        return web.Response(
+            body=generate_latest(REGISTRY), headers={"Content-Type": CONTENT_TYPE_LATEST}
+        )
+
     async def events(self, request: web.Request) -> web.StreamResponse:
         v = await self._allowed(request)
         if not v.ok:
@@ -242,7 +268,7 @@ class Dashboard:
                 # waits while the browser is slow: its queue (at most one value per
                 # row, see hub.Subscriber) holds what changes meanwhile
                 await resp.write(frame + b"\n\n")
-        except (ConnectionResetError, asyncio.CancelledError):
+        except ConnectionResetError:
             pass
         finally:
             self.hub.unsubscribe(sub)

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from gpuyard.cluster.testing import run_cluster_process, wait_for
 from tests.dashboard.common import FAST, admin_token, banner_link, dashboard_url, get
+from tests.metrics.scrape import scrape, value
 
 
 def test_the_dashboard_of_gpuyard_up(tmp_path: Path) -> None:
@@ -92,6 +93,17 @@ def test_the_dashboard_of_gpuyard_up(tmp_path: Path) -> None:
                 if row and row["state"] == "cordoned":
                     break
                 assert time.monotonic() - t0 < 10, "no cordoned delta within 10 s"
+            # the process's metrics count the browser following the stream
+            m = scrape(c.metrics_url)
+            assert value(m, "gpuyard_dashboard_clients") == 1
+            assert value(m, "gpuyard_dashboard_rows", section="nodes") == 3
+            assert value(m, "gpuyard_dashboard_credential_reviews_total") >= 3
+            assert value(m, "gpuyard_dashboard_resyncs_total") == 0
+        wait_for(
+            lambda: value(scrape(c.metrics_url), "gpuyard_dashboard_clients") == 0,
+            10,
+            "the closed stream to be forgotten",
+        )
 
 
 def read_event(stream: object) -> tuple[str, dict]:  # type: ignore[type-arg]
@@ -148,6 +160,16 @@ def test_gpuyard_dashboard_command(tmp_path: Path) -> None:
             assert get(base + "api/snapshot")[0] == 401
             status, snap, _ = get(base + "api/snapshot", admin_token(c))
             assert status == 200 and len(snap["nodes"]) == 2
+            # its metrics, behind the same sign-in
+            assert get(base + "metrics")[0] == 401
+            req = urllib.request.Request(
+                base + "metrics", headers={"Authorization": f"Bearer {admin_token(c)}"}
+            )
+            text = urllib.request.urlopen(req, timeout=10).read().decode()
+            assert 'gpuyard_dashboard_rows{section="nodes"} 2.0' in text
+            assert (
+                'gpuyard_api_requests_total{code="200",component="dashboard",verb="list"}' in text
+            )
         finally:
             os.killpg(proc.pid, signal.SIGTERM)
             assert proc.wait(15) == 0, log.read_text()
