@@ -55,3 +55,8 @@ ANN_SIM_EXIT_CODE = "gpuyard.io/sim-exit-code"
 # spec.activeDeadlineSeconds says the same, enforced by the kubelet; the TrainingJob
 # controller writes its job's activeDeadlineSeconds here on every worker.
 ANN_EXPECTED_RUNTIME = "gpuyard.io/expected-runtime"
+# When the pod's trainer last wrote a checkpoint it can resume from, as an RFC 3339
+# time (`2026-12-03T10:15:00Z`), set by the trainer on its own pod (kubectl annotate
+# --overwrite, or a PATCH) after each checkpoint. Preemption reads it: among victims of
+# one priority it takes those that lose the least work (GPU-seconds since it) first.
+ANN_LAST_CHECKPOINT = "gpuyard.io/last-checkpoint"

@@ -2,8 +2,17 @@
 
 Victims are whole units (a bound gang counts as one), taken cheapest first: lowest
 priority first (so balloons go before borrowed low-priority work), then (with fair
-sharing) units of teams over their fair share, then fewest pods, then key (`Victims`, an index kept across passes). Units are taken until the whole
-preemptor fits, then those not needed are given back (most expensive first). A gang
+sharing) units of teams over their fair share, then those that lose the least work,
+then fewest pods, then key (`Victims`, an index kept across passes). Units are taken
+until the whole preemptor fits, then those not needed are given back (most expensive
+first).
+
+Checkpoint-aware: a trainer that says when it last checkpointed (the annotation
+`gpuyard.io/last-checkpoint`, an RFC 3339 time, on its pod) loses only the work since
+then, in GPU-seconds: the GPUs its unit holds (a pod without GPUs counts as one) times
+the time since the checkpoint it resumes from (a gang's: the oldest its members
+report). Within a priority, units that say so go first, least work lost first; a unit
+that says nothing is taken as losing everything, after them, in the order above. A gang
 of one kind of pod that no anti-affinity touches is decided by counting slots;
 others by trial placements. The victims become evictions, the nodes the preemptor
 will use nominations, which later passes hold for it (holds.py)."""
@@ -24,13 +33,15 @@ from gpuyard.scheduling.filters import anti_ok, capacity, fits, put_back, untent
 from gpuyard.scheduling.indexes import candidate_names, gang_index
 from gpuyard.scheduling.memos import slots as free_slots
 from gpuyard.scheduling.placement import Placement, place
-from gpuyard.scheduling.state import ClusterState, NodeInfo, PodInfo
+from gpuyard.scheduling.state import GPU, ClusterState, NodeInfo, PodInfo
 
 if TYPE_CHECKING:
     from gpuyard.scheduling.policy import Pass
     from gpuyard.scheduling.queue import Unit
 
-VictimUnit = tuple[tuple[int, int], str, list[PodInfo]]  # (cost, key, members)
+# (cost, key, members); cost: (priority, [1 if its team is within its fair share,]
+# 0 if it says when it checkpointed else 1, GPU-seconds it loses, pods)
+VictimUnit = tuple[tuple[Any, ...], str, list[PodInfo]]
 
 
 class Victims:
@@ -38,9 +49,12 @@ class Victims:
     state.bound_log: single pods in a key-ordered list per priority and team (so that
     fair sharing's order is a merge of lanes, never a walk past the pods of teams not
     over their share, such as a balloon on every node), and per bound gang its entry
-    (cost, key, members). `order(prio)` yields the units whose pods are all below prio
-    by (cost, key): cost is (highest priority in the unit, pods in it). Made afresh
-    when the state's teams change (set_teams sets every pod's team)."""
+    (highest priority in it, pods in it), key, members. Single pods that say when they
+    checkpointed are kept apart, in lanes per priority, team and GPUs newest checkpoint
+    first (the order of what they lose, whatever the time); their cost is made at each
+    `order(prio, now)`, as the gangs' is. `order` yields the units whose pods are all
+    below prio by (cost, key). Made afresh when the state's teams change (set_teams
+    sets every pod's team)."""
 
     def __init__(self, s: ClusterState, gangs: bool) -> None:
         self.gangs = gangs
@@ -49,7 +63,13 @@ class Victims:
         self.singles: dict[tuple[int, str | None], list[str]] = {}
         # pod key -> (priority, group, team)
         self.where: dict[str, tuple[int, str | None, str | None]] = {}
-        self.gang: dict[str, VictimUnit] = {}
+        # single pods that say when they checkpointed: (priority, team, GPUs) -> sorted
+        # (-checkpoint, "pod ns/name"), and each one's lane and entry
+        self.saved: dict[tuple[int, str | None, int], list[tuple[float, str]]] = {}
+        self.saved_at: dict[str, tuple[tuple[int, str | None, int], tuple[float, str]]] = {}
+        self.gang: dict[str, tuple[tuple[int, int], str, list[PodInfo]]] = {}
+        # per bound gang whose members say when they checkpointed: its resume_point
+        self.resume: dict[str, tuple[int, float]] = {}
         self.dirty: set[str] = set()  # gangs whose entry is out of date
         s.log_bound = True  # from now on the state logs changes of bound pods
         s.bound_log.clear()  # what it logged before is in bound_by_prio
@@ -63,7 +83,13 @@ class Victims:
         for key, group in s.bound_log.items():
             old = self.where.pop(key, None)
             if old is not None:
-                if old[1] is None:
+                at = self.saved_at.pop(f"pod {key}", None) if old[1] is None else None
+                if at is not None:
+                    kept = self.saved[at[0]]
+                    del kept[bisect_left(kept, at[1])]
+                    if not kept:
+                        del self.saved[at[0]]
+                elif old[1] is None:
                     lk = (old[0], old[2])
                     lane = self.singles[lk]
                     i = bisect_left(lane, f"pod {key}")
@@ -86,7 +112,13 @@ class Victims:
                 groups.add(p.group)
                 self.where[key] = (p.priority, p.group, p.team)
             else:
-                insort(self.singles.setdefault((p.priority, p.team), []), f"pod {key}")
+                if p.checkpoint is not None:
+                    lk3 = (p.priority, p.team, max(p.req[GPU], 1))
+                    entry = (-p.checkpoint, f"pod {key}")
+                    insort(self.saved.setdefault(lk3, []), entry)
+                    self.saved_at[entry[1]] = (lk3, entry)
+                else:
+                    insort(self.singles.setdefault((p.priority, p.team), []), f"pod {key}")
                 self.where[key] = (p.priority, None, p.team)
         s.bound_log.clear()
         self.dirty.update(groups)  # their entries are made again when next asked for
@@ -98,53 +130,68 @@ class Victims:
             if members:
                 top = max(m.priority for m in members)
                 self.gang[g] = ((top, len(members)), f"gang {g}", members)
+                point = resume_point(members)
+                if point is not None:
+                    self.resume[g] = point
+                else:
+                    self.resume.pop(g, None)
             else:
                 self.gang.pop(g, None)
+                self.resume.pop(g, None)
         self.dirty.clear()
 
-    def order(self, s: ClusterState, prio: int) -> Iterator[VictimUnit]:
+    def order(self, s: ClusterState, prio: int, now: float = 0.0) -> Iterator[VictimUnit]:
         pods = s.pods
         if self.dirty:
             self._gangs(s)
         over = over_share(s)
-        if over:
-            return self._order_fair(s, prio, over)
+        fair = bool(over)
 
-        def singles(level: int, lane: list[str]) -> Iterator[Any]:
-            cost = (level, 1)
+        def cost(level: int, team: str | None, point: Any, n: int) -> tuple[Any, ...]:
+            # (0, GPU-seconds lost) for a unit that says when it checkpointed, else (1, 0)
+            said = (0, point[0] * max(0.0, now - point[1])) if point else (1, 0.0)
+            if fair:
+                return (level, 0 if team in over else 1, *said, n)
+            return (level, *said, n)
+
+        def singles(level: int, team: str | None, lane: list[str]) -> Iterator[Any]:
+            c = (level, 0 if team in over else 1, 1, 0.0, 1) if fair else (level, 1, 0.0, 1)
             for vk in lane:
-                yield (cost, vk, [pods[vk[4:]]])
+                yield (c, vk, [pods[vk[4:]]])
 
-        # lanes of one priority but other teams merge by key: the order of one lane
+        def saved(level: int, team: str | None, gpus: int, lane: list[Any]) -> Iterator[Any]:
+            for neg, vk in lane:
+                yield (cost(level, team, (gpus, -neg), 1), vk, [pods[vk[4:]]])
+
+        # lanes of one priority (and team) merge by key: the order of one lane
         runs: list[Iterable[Any]] = [
-            singles(level, lane) for (level, _), lane in self.singles.items() if level < prio
-        ]
-        runs.append(sorted(e for e in self.gang.values() if e[0][0] < prio))
-        return heapq.merge(*runs)
-
-    def _order_fair(self, s: ClusterState, prio: int, over: set[str]) -> Iterator[VictimUnit]:
-        """`order` with fair sharing: within a priority, units of teams over their fair
-        share first (cost (priority, 0 if over else 1, pods))."""
-        pods = s.pods
-
-        def singles(cost: tuple[int, int, int], lane: list[str]) -> Iterator[Any]:
-            for vk in lane:
-                yield (cost, vk, [pods[vk[4:]]])
-
-        # a lane per priority and team: pods of teams over their share first
-        runs: list[Iterable[Any]] = [
-            singles((level, 0 if team in over else 1, 1), lane)
+            singles(level, team, lane)
             for (level, team), lane in self.singles.items()
             if level < prio
         ]
-        runs.append(
-            sorted(
-                ((top, 0 if members[0].team in over else 1, n), key, members)
-                for (top, n), key, members in self.gang.values()
-                if top < prio
-            )
+        runs.extend(
+            saved(level, team, gpus, lane)
+            for (level, team, gpus), lane in self.saved.items()
+            if level < prio
         )
+        resume = self.resume
+        rest = [
+            (cost(level, members[0].team, resume.get(key[5:]), n), key, members)
+            for (level, n), key, members in self.gang.values()
+            if level < prio
+        ]
+        runs.append(sorted(rest))  # keys differ: members are never compared
         return heapq.merge(*runs)
+
+
+def resume_point(members: list[PodInfo]) -> tuple[int, float] | None:
+    """What a unit loses if evicted, as (the GPUs it holds, a pod without GPUs counting
+    as one; the checkpoint it resumes from, the oldest its members report): it loses
+    GPUs x (now - checkpoint) GPU-seconds. None when none of its members says."""
+    said = [m.checkpoint for m in members if m.checkpoint is not None]
+    if not said:
+        return None
+    return sum(max(m.req[GPU], 1) for m in members), min(said)
 
 
 def over_share(s: ClusterState) -> set[str]:
@@ -178,7 +225,7 @@ def victim_order(ps: Pass, prio: int) -> Iterator[VictimUnit]:
         vi = ps.mem.victims = Victims(ps.s, ps.cfg.gangs)
     else:
         vi.sync(ps.s)
-    return vi.order(ps.s, prio)
+    return vi.order(ps.s, prio, ps.now)
 
 
 def preempt(ps: Pass, u: Unit) -> bool:
@@ -210,7 +257,7 @@ def _preempt(ps: Pass, u: Unit) -> bool:
     # other holders hold), then kept current as victims come off nodes.
     _, gi = gang_index(ps, p0)
     slots = free_slots(ps, u)
-    cost: dict[str, tuple[int, int]] = {}
+    cost: dict[str, tuple[Any, ...]] = {}
     unit_of: dict[str, list[PodInfo]] = {}
 
     def seed(m: PodInfo) -> bool:

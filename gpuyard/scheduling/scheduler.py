@@ -140,13 +140,16 @@ async def _gc_freezer(every: float, synced: asyncio.Event | None = None) -> None
 
 def _same_for_scheduling(old: dict[str, Any], new: dict[str, Any]) -> bool:
     """Whether two versions of a pod are the same to `ClusterState.add_pod`: what it
-    reads is the spec, labels, deletion, whether the pod has finished, and the nominated
-    node. (Every pod bound produces such an update when its kubelet starts it.)"""
+    reads is the spec, labels, deletion, whether the pod has finished, the nominated
+    node and the last checkpoint (for preemption's choice of victims). (Every pod bound
+    produces such an update when its kubelet starts it.)"""
     om, nm = old.get("metadata") or {}, new.get("metadata") or {}
     ost, nst = old.get("status") or {}, new.get("status") or {}
     return (
         old.get("spec") == new.get("spec")
         and om.get("labels") == nm.get("labels")
+        and (om.get("annotations") or {}).get(names.ANN_LAST_CHECKPOINT)
+        == (nm.get("annotations") or {}).get(names.ANN_LAST_CHECKPOINT)
         and om.get("deletionTimestamp") == nm.get("deletionTimestamp")
         and o.is_pod_terminal(old) == o.is_pod_terminal(new)
         and ost.get("nominatedNodeName") == nst.get("nominatedNodeName")

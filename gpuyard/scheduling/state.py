@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from datetime import UTC
 from typing import Any
 
 from gpuyard import names
@@ -79,6 +80,19 @@ def runtime_of(md: Mapping[str, Any], spec: Mapping[str, Any]) -> float | None:
         except ValueError:
             pass
     return min(got) if got else None
+
+
+def checkpoint_of(md: Mapping[str, Any]) -> float | None:
+    """When the pod last checkpointed (the `gpuyard.io/last-checkpoint` annotation, RFC
+    3339; a time without a zone is UTC), in seconds since the epoch, or None when it does
+    not say (an annotation that is not a time says nothing)."""
+    ann = (md.get("annotations") or {}).get(names.ANN_LAST_CHECKPOINT)
+    if not isinstance(ann, str):
+        return None
+    t = o.parse_time(ann.strip())
+    if t is None:
+        return None
+    return (t if t.tzinfo else t.replace(tzinfo=UTC)).timestamp()
 
 
 def add_extras(n: NodeInfo, xreq: tuple[tuple[str, int], ...], sign: int) -> None:
@@ -154,6 +168,8 @@ class PodInfo:
     # started (status.startTime, or when the policy bound it)
     runtime: float | None = None
     started: float | None = None
+    # when it last checkpointed (gpuyard.io/last-checkpoint; None: it does not say)
+    checkpoint: float | None = None
     # its team, when the state divides shared capacity between teams (set_teams)
     team: str | None = None
     # what its gang needs of the topology, said on the pod (Kueue's, KAI's
@@ -489,6 +505,7 @@ class ClusterState:
             constraints=constraints,
             runtime=runtime_of(md, spec),
             started=started,
+            checkpoint=checkpoint_of(md),
             topology=pod_request(md),
         )
         if claims or claim_wait:
@@ -514,9 +531,11 @@ class ClusterState:
         anti_affinity: Iterable[Mapping[str, Any]] = (),
         priority_class: str = "",
         runtime: float | None = None,
+        checkpoint: float | None = None,
     ) -> PodInfo:
         """A pod from its scheduling facts (requests in scheduler units; runtime: how
-        long it runs at most once started, in seconds)."""
+        long it runs at most once started, in seconds; checkpoint: when it last
+        checkpointed, seconds since the epoch)."""
         info = PodInfo(
             key=key,
             req=vector({**requests, "pods": 1}),
@@ -533,6 +552,7 @@ class ClusterState:
             scheduler=self.scheduler_name,
             xreq=tuple(sorted(extras(requests).items())),
             runtime=runtime,
+            checkpoint=checkpoint,
         )
         self._put_pod(info)
         return info

@@ -186,7 +186,7 @@ def test_preempting_unit_blocked_by_equal_priority_work_binds_when_it_leaves() -
 def test_victim_index_kept_across_changes_equals_one_built_afresh() -> None:
     """The preemption victim order kept across passes (updated from what changed)
     equals the order built from scratch, after binds, deletions, terminations,
-    priority changes and gangs coming and going."""
+    priority changes, new checkpoints and gangs coming and going."""
     import random
 
     from gpuyard.scheduling.state import GroupInfo
@@ -208,6 +208,7 @@ def test_victim_index_kept_across_changes_equals_one_built_afresh() -> None:
                 priority=rng.choice((-5, 0, 100, 1000)),
                 group=rng.choice([None, None, *groups]),
                 node=f"n{rng.randrange(12)}" if rng.random() < 0.8 else None,
+                checkpoint=rng.choice((None, None, float(step), float(step // 2))),
             )
             live.append(key)
         elif act < 0.65:
@@ -219,7 +220,7 @@ def test_victim_index_kept_across_changes_equals_one_built_afresh() -> None:
             else:
                 s.unbind(p.key)
         else:  # a new record for a bound pod: same node and requests, new priority
-            p = s.pods[rng.choice(live)]
+            p = s.pods[rng.choice(live)]  # or a new checkpoint (or none)
             if p.node is not None:
                 seq = p.seq
                 s.add_pod_fast(
@@ -228,14 +229,16 @@ def test_victim_index_kept_across_changes_equals_one_built_afresh() -> None:
                     priority=rng.choice((-5, 0, 100, 1000)),
                     group=p.group,
                     node=p.node,
+                    checkpoint=rng.choice((None, float(step))),
                 )
                 s.pods[p.key].seq = seq
         if step % 7 == 0:
             kept.sync(s)
             fresh = Victims(s, gangs=True)
             for prio in (0, 100, 1001):
-                got = [(c, k, [m.key for m in ms]) for c, k, ms in kept.order(s, prio)]
-                want = [(c, k, [m.key for m in ms]) for c, k, ms in fresh.order(s, prio)]
+                now = 400.0
+                got = [(c, k, [m.key for m in ms]) for c, k, ms in kept.order(s, prio, now)]
+                want = [(c, k, [m.key for m in ms]) for c, k, ms in fresh.order(s, prio, now)]
                 assert got == want, (step, prio)
     assert any(True for _ in kept.order(s, 1001))
 
