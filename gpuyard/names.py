@@ -49,6 +49,8 @@ PRIORITY_CLASSES = {
 
 ANN_SIM_DURATION = "gpuyard.io/sim-duration"
 ANN_SIM_EXIT_CODE = "gpuyard.io/sim-exit-code"
+# a simulated container's resource usage, as kubectl top reports it: "cpu=250m,memory=1Gi"
+ANN_SIM_USAGE = "gpuyard.io/sim-usage"
 # How long a pod runs at most once started, as a duration (`2h`, `90m`, `1d`, `2h30m`):
 # the user's promise, read by the scheduler's reservations (a gang waiting for nodes
 # lets work it knows will end in time run on them first). A pod's

@@ -26,6 +26,7 @@ from gpuyard.apiserver import (
     defaults,
     ephemeral,
     managedfields,
+    metricsapi,
     patch,
     paths,
     protobuf,
@@ -245,6 +246,7 @@ class Core:
         self.registry = registry or Registry()
         self.views = readviews.ReadViews()
         admission_policy.register(self.registry)
+        self.metrics_provider: metricsapi.Provider | None = None  # metrics.k8s.io
         self.bookmark_interval = bookmark_interval
         self._bg: set[asyncio.Task[Any]] = set()
         self._gc_queue: asyncio.Queue[tuple[str, str]] | None = None
@@ -253,6 +255,11 @@ class Core:
         self._ns_wake: asyncio.Event | None = None
         self._ns_task: asyncio.Task[None] | None = None
         self.store.listeners.append(self._on_event)
+
+    def set_metrics_provider(self, provider: metricsapi.Provider) -> None:
+        """Serve metrics.k8s.io (`kubectl top`) from `provider`."""
+        self.metrics_provider = provider
+        metricsapi.register(self.registry)
 
     # ------------------------------------------------------------------ life cycle
 
@@ -416,6 +423,14 @@ class Core:
                 )
             return await self.serve_other(kind, info, query, headers)
         res, ns, name, sub, watch = info
+        if res.group == metricsapi.GROUP and self.metrics_provider is not None:
+            if method != "GET" or sub is not None or watch or _qbool(query, "watch"):
+                raise APIError(
+                    405,
+                    "MethodNotAllowed",
+                    "the server does not allow this method on the requested resource",
+                )
+            return _json(200, metricsapi.serve(self.metrics_provider, res, ns, name, dict(query)))
         hget = _header_getter(headers)
         if sub is not None and name is not None and res.group == "" and res.plural == "pods":
             if sub in simkubelet.CONNECT_SUBRESOURCES:

@@ -226,6 +226,10 @@ class EmbeddedCluster:
         )
         self.sim.kubelet = self._kubelet_client
         await self.sim.start()
+        from gpuyard.cluster.simmetrics import SimMetrics
+
+        # metrics.k8s.io (`kubectl top`) from the simulated kubelets' usage
+        self.server.set_metrics_provider(SimMetrics(self.sim))
         if self._metrics_server is not None:
             from gpuyard.network import simtraffic
 
