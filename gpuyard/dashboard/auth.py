@@ -1,12 +1,14 @@
 """Who may look at the dashboard: the API server decides, as kube-rbac-proxy does.
 
 A caller shows a bearer token (the `Authorization` header, or a session cookie that
-`POST /api/session` issued for one). The dashboard asks the API server with a
-TokenReview who the token names, and with SubjectAccessReviews whether that user may
-list nodes and pods in every namespace (what the map shows); both answers are
-cached for `ttl_s`, so a revoked token stops working within that time. Sessions are
-random ids kept in memory (never the token itself in the cookie), bounded in number
-and age.
+`POST /api/session` issued for one), or, where the dashboard serves TLS with a client
+CA, a client certificate that CA signed (the user is its CN, its groups its O values,
+as the API server reads them). For a token the dashboard asks the API server with a
+TokenReview who it names; for either, SubjectAccessReviews say whether that user may
+list nodes and pods in every namespace (what the map shows). Answers are cached for
+`ttl_s`, so a revoked token or a removed role binding stops working within that time.
+Sessions are random ids kept in memory (never the token itself in the cookie), bounded
+in number and age.
 """
 
 from __future__ import annotations
@@ -62,11 +64,26 @@ class Authority:
         if hit is not None and now - hit[0] < self.ttl_s:
             return hit[1]
         verdict = await self._review(token)
+        self._remember(key, now, verdict)
+        return verdict
+
+    async def check_user(self, name: str, groups: tuple[str, ...]) -> Verdict:
+        """A user the TLS handshake vouched for (a client certificate): authorization only."""
+        key = "cert\0" + name + "\0" + "\0".join(groups)
+        now = time.monotonic()
+        hit = self._verdicts.get(key)
+        if hit is not None and now - hit[0] < self.ttl_s:
+            return hit[1]
+        self.reviews += 1
+        verdict = await self._authorize(name, groups, {})
+        self._remember(key, now, verdict)
+        return verdict
+
+    def _remember(self, key: str, now: float, verdict: Verdict) -> None:
         self._verdicts[key] = (now, verdict)
         self._verdicts.move_to_end(key)
         while len(self._verdicts) > self.max_cached:
             self._verdicts.popitem(last=False)
-        return verdict
 
     async def _review(self, token: str) -> Verdict:
         self.reviews += 1
@@ -81,8 +98,11 @@ class Authority:
         if not st.get("authenticated"):
             return Verdict(False, status=401, message=st.get("error") or "invalid token")
         user = st.get("user") or {}
-        name = str(user.get("username") or "")
-        groups = tuple(user.get("groups") or ())
+        return await self._authorize(
+            str(user.get("username") or ""), tuple(user.get("groups") or ()), user
+        )
+
+    async def _authorize(self, name: str, groups: tuple[str, ...], user: dict[str, Any]) -> Verdict:
         for verb, group, resource in REQUIRED:
             spec: dict[str, Any] = {
                 "user": name,
@@ -130,3 +150,17 @@ class Authority:
 
     def end_session(self, sid: str) -> None:
         self._sessions.pop(sid, None)
+
+
+def cert_subject(peercert: dict[str, Any] | None) -> tuple[str, tuple[str, ...]] | None:
+    """(user, groups) of a verified client certificate: its CN and O values."""
+    if not peercert:
+        return None
+    cn, orgs = "", []
+    for rdn in peercert.get("subject") or ():
+        for key, value in rdn:
+            if key == "commonName":
+                cn = value
+            elif key == "organizationName":
+                orgs.append(value)
+    return (cn, tuple(orgs)) if cn else None

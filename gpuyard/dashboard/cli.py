@@ -11,6 +11,7 @@ import argparse
 import asyncio
 import logging
 import signal
+import ssl
 
 from gpuyard.cliargs import PORT, CommandError
 
@@ -24,6 +25,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--port", type=PORT, default=8480, help="port to listen on (default 8480; 0: any free)"
     )
+    parser.add_argument("--tls-cert", help="serve HTTPS with this certificate (PEM)")
+    parser.add_argument("--tls-key", help="the private key of --tls-cert (PEM)")
+    parser.add_argument(
+        "--client-ca",
+        help="also sign in browsers by client certificates this CA signed (PEM; such as "
+        "the cluster's client CA): the user is the CN, its groups the O values",
+    )
     parser.add_argument(
         "--metrics-url",
         action="append",
@@ -31,6 +39,27 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="a node agent's /metrics for network by namespace (repeatable)",
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="log at debug level")
+
+
+def ssl_context(args: argparse.Namespace) -> ssl.SSLContext | None:
+    if bool(args.tls_cert) != bool(args.tls_key):
+        raise CommandError("--tls-cert and --tls-key go together")
+    if args.client_ca and not args.tls_cert:
+        raise CommandError(
+            "--client-ca needs --tls-cert and --tls-key (client certificates need TLS)"
+        )
+    if not args.tls_cert:
+        return None
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    try:
+        ctx.load_cert_chain(args.tls_cert, args.tls_key)
+        if args.client_ca:
+            ctx.load_verify_locations(args.client_ca)
+            ctx.verify_mode = ssl.CERT_OPTIONAL  # a token still works without one
+    except (OSError, ssl.SSLError) as exc:
+        raise CommandError(f"cannot load the TLS files: {exc}", 1) from None
+    return ctx
 
 
 async def _main(args: argparse.Namespace) -> int:
@@ -41,13 +70,16 @@ async def _main(args: argparse.Namespace) -> int:
     from gpuyard.kube.client import Client
     from gpuyard.kube.errors import KubeError
 
+    tls = ssl_context(args)
     try:
         client = Client.from_kubeconfig(args.kubeconfig, args.context, component="dashboard")
     except KubeError as exc:
         raise CommandError(str(exc), 1) from None
     net = NetworkRates(args.metrics_url) if args.metrics_url else None
     hub = Hub(client, network=net)
-    server = Dashboard(hub, Authority(client), args.host, args.port, serve_metrics=True)
+    server = Dashboard(
+        hub, Authority(client), args.host, args.port, serve_metrics=True, ssl_context=tls
+    )
     try:
         try:
             await hub.start(sync_timeout=60)
@@ -61,7 +93,10 @@ async def _main(args: argparse.Namespace) -> int:
             why = exc.strerror or str(exc)
             raise CommandError(f"cannot listen on {args.host}:{args.port}: {why}", 1) from None
         print(f"gpuyard dashboard of {client.config.server}: {url}", flush=True)
-        print("sign in with a bearer token (kubectl create token ..., or your kubeconfig's)")
+        how = "a bearer token (kubectl create token ..., or your kubeconfig's)"
+        if args.client_ca:
+            how += f" or a client certificate signed by {args.client_ca}"
+        print(f"sign in with {how}", flush=True)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):

@@ -30,7 +30,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from gpuyard.dashboard.auth import Authority, Verdict
+from gpuyard.dashboard.auth import Authority, Verdict, cert_subject
 from gpuyard.dashboard.hub import Hub
 
 log = logging.getLogger(__name__)
@@ -85,6 +85,7 @@ class Dashboard:
         keepalive_s: float = 15.0,
         secure_cookie: bool = False,
         serve_metrics: bool = False,
+        ssl_context: Any = None,
     ) -> None:
         self.hub = hub
         self.authority = authority
@@ -94,6 +95,10 @@ class Dashboard:
         self.secure_cookie = secure_cookie
         # /metrics of the process (behind the same sign-in) where nothing else serves it
         self.serve_metrics = serve_metrics
+        # TLS (and, when it asks for them, client certificates); its cookies Secure
+        self.ssl_context = ssl_context
+        if ssl_context is not None:
+            self.secure_cookie = True
         self.url = ""
         self._runner: web.AppRunner | None = None
         self._streams: set[asyncio.Task[Any]] = set()
@@ -123,13 +128,16 @@ class Dashboard:
             self.app(), access_log=None, handle_signals=False, handler_cancellation=True
         )
         await self._runner.setup()
-        site = web.TCPSite(self._runner, self.host, self.port, shutdown_timeout=1.0)
+        site = web.TCPSite(
+            self._runner, self.host, self.port, shutdown_timeout=1.0, ssl_context=self.ssl_context
+        )
         await site.start()
         server = site._server
         assert server is not None
         port = server.sockets[0].getsockname()[1]  # type: ignore[attr-defined]
         host = f"[{self.host}]" if ":" in self.host else self.host
-        self.url = f"http://{host}:{port}/"
+        scheme = "https" if self.ssl_context is not None else "http"
+        self.url = f"{scheme}://{host}:{port}/"
         return self.url
 
     async def stop(self) -> None:
@@ -145,8 +153,14 @@ class Dashboard:
         return _bearer(request) or self.authority.session_token(request.cookies.get(COOKIE, ""))
 
     async def _allowed(self, request: web.Request) -> Verdict:
+        token = self._token(request)
+        who = None
+        if not token and request.transport is not None:
+            who = cert_subject(request.transport.get_extra_info("peercert"))
         try:
-            return await self.authority.check(self._token(request))
+            if who is not None:
+                return await self.authority.check_user(*who)
+            return await self.authority.check(token)
         except Exception as exc:  # the API server could not answer
             log.warning("dashboard: cannot review a credential: %s", exc)
             return Verdict(False, status=503, message=f"cannot reach the API server: {exc}")

@@ -12,6 +12,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -254,3 +255,84 @@ def test_teams_and_borrowed_nodes(tmp_path: Path) -> None:
         got = wait_for(borrowed, 30, "vision's idle node borrowed by nlp")
         assert got["nodes"] == {"vision": "borrowed", "nlp": "full", "": "full"}
         assert got["teams"]["nlp"]["borrowedIn"] == 1
+
+
+def test_client_certificates_over_tls(tmp_path: Path) -> None:
+    """`gpuyard dashboard --tls-cert --tls-key --client-ca`: a client certificate of the
+    cluster's CA signs the browser in as its CN and O, and RBAC still decides."""
+    import datetime as dt
+    import ssl
+
+    from gpuyard import pki
+
+    with run_cluster_process(tmp_path / "c", nodes=1, args=[*FAST, "--dashboard-port", "-1"]) as c:
+        ca, ca_key = (c.data_dir / "ca.crt").read_bytes(), (c.data_dir / "ca.key").read_bytes()
+        now = dt.datetime.now(dt.UTC)
+        files = {}
+        for name, (pem, key) in {
+            "server": pki.new_serving_cert(ca, ca_key, ["127.0.0.1"], now, 1, "dashboard"),
+            "admin": pki.new_client_cert(ca, ca_key, "ops", ["system:masters"], now, 1),
+            "alice": pki.new_client_cert(ca, ca_key, "alice", ["viewers"], now, 1),
+        }.items():
+            (tmp_path / f"{name}.crt").write_bytes(pem)
+            (tmp_path / f"{name}.key").write_bytes(key)
+            files[name] = (str(tmp_path / f"{name}.crt"), str(tmp_path / f"{name}.key"))
+        log = tmp_path / "dashboard.log"
+        cmd = [
+            sys.executable, "-m", "gpuyard.cli", "dashboard", "--kubeconfig", c.kubeconfig,
+            "--port", "0", "--tls-cert", files["server"][0], "--tls-key", files["server"][1],
+            "--client-ca", str(c.data_dir / "ca.crt"),
+        ]  # fmt: skip
+        with log.open("wb") as out:
+            proc = subprocess.Popen(
+                cmd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+            )
+        try:
+
+            def url() -> str | None:
+                m = re.search(r": (https://127\.0\.0\.1:\d+/)", log.read_text())
+                return m.group(1) if m else None
+
+            base = wait_for(url, 30, "the dashboard's address")
+
+            def call(cert: str | None) -> tuple[int, dict]:  # type: ignore[type-arg]
+                ctx = ssl.create_default_context(cafile=str(c.data_dir / "ca.crt"))
+                if cert:
+                    ctx.load_cert_chain(*files[cert])
+                try:
+                    with urllib.request.urlopen(base + "api/whoami", context=ctx, timeout=10) as r:
+                        return r.status, json.loads(r.read())
+                except urllib.error.HTTPError as e:
+                    return e.code, json.loads(e.read())
+
+            assert call("admin") == (200, {"user": "ops", "groups": ["system:masters"]})
+            status, body = call("alice")
+            assert status == 403 and "'alice'" in body["error"]
+            assert call(None)[0] == 401
+            c.kubectl(
+                "create", "clusterrole", "node-viewer", "--verb=list", "--resource=nodes,pods"
+            )
+            c.kubectl(
+                "create",
+                "clusterrolebinding",
+                "viewers",
+                "--clusterrole=node-viewer",
+                "--group=viewers",
+            )
+            wait_for(lambda: call("alice")[0] == 200, 40, "alice let in once RBAC allows")
+        finally:
+            os.killpg(proc.pid, signal.SIGTERM)
+            assert proc.wait(15) == 0, log.read_text()
+
+
+def test_tls_flags_are_checked(tmp_path: Path) -> None:
+    r = subprocess.run(
+        [sys.executable, "-m", "gpuyard.cli", "dashboard", "--client-ca", "ca.crt"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert r.returncode == 2
+    assert r.stderr.strip() == (
+        "gpuyard: error: --client-ca needs --tls-cert and --tls-key (client certificates need TLS)"
+    )
