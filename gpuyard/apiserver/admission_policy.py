@@ -30,7 +30,7 @@ from typing import Any
 
 import orjson
 
-from gpuyard.apiserver import celauthz, requestctx, webhooks
+from gpuyard.apiserver import celauthz, celcost, requestctx, webhooks
 from gpuyard.apiserver.celexpr import CELError, Program, compile_expr, run
 from gpuyard.apiserver.errors import APIError, invalid
 from gpuyard.apiserver.resources import Registry, Resource
@@ -412,6 +412,13 @@ class _Compiled:
                 )
             except CELError:
                 self.combined = None
+        # Validations whose cost depends on the sizes of what they read (comprehensions,
+        # regular expressions): their runtime cost is worked out before they run.
+        self.costed = [
+            (v[0], tree)
+            for v in self.validations
+            if (tree := celcost.parse(v[0])) is not None and celcost.size_dependent(tree)
+        ]
         reads: set[str] = set()
         for prog in (
             *(p for _, p in self.conditions),
@@ -451,6 +458,20 @@ def _without_managed_fields(obj: dict[str, Any] | None) -> dict[str, Any] | None
     return {**obj, "metadata": {k: v for k, v in md.items() if k != "managedFields"}}
 
 
+def _check_cost(c: _Compiled, variables: dict[str, Any]) -> None:
+    """Refuse, as kube-apiserver stops them, validations whose runtime cost on these
+    values is over the per-expression limit or the policy's budget."""
+    shapes = {k: celcost.from_value(v) for k, v in variables.items() if k != "authorizer"}
+    budget = celcost.RUNTIME_BUDGET
+    for expr, tree in c.costed:
+        cost = celcost.estimate(tree, shapes)
+        if cost > celcost.PER_CALL_LIMIT:
+            raise _Refusal(f"expression '{expr}' resulted in error: {celcost.CALL_LIMIT_ERROR}")
+        budget -= cost
+        if budget < 0:
+            raise _Refusal(celcost.OUT_OF_BUDGET)
+
+
 def _evaluate(
     c: _Compiled, variables: dict[str, Any], audit: dict[str, str] | None = None
 ) -> list[tuple[str, str, int]]:
@@ -471,6 +492,8 @@ def _evaluate(
             except CELError as exc:
                 raise _Refusal(f"failed to evaluate variable {name!r}: {exc}") from None
             variables["variables"] = computed
+    if c.costed:
+        _check_cost(c, variables)
     results: Any = None
     if c.combined is not None:
         try:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from gpuyard.apiserver import celcost
 from gpuyard.apiserver.celexpr import CELError, Program, compile_expr, run
 from gpuyard.apiserver.resources import Resource
 
@@ -36,9 +37,12 @@ class _Rule:
         "field_path",
         "reason",
         "transition",
+        "tree",
+        "estimate",
+        "message_estimate",
     )
 
-    def __init__(self, spec: dict[str, Any]) -> None:
+    def __init__(self, spec: dict[str, Any], shape: celcost.Shape | None = None) -> None:
         self.source = str(spec.get("rule") or "")
         self.program: Program = compile_expr(self.source)
         self.message = spec.get("message") if isinstance(spec.get("message"), str) else ""
@@ -49,6 +53,14 @@ class _Rule:
         reason = spec.get("reason")
         self.reason = reason if reason in REASONS else "FieldValueInvalid"
         self.transition = "oldSelf" in self.program.variables
+        # The estimated cost of one evaluation at the node (celcost), and the tree the
+        # runtime cost is worked out from when that estimate could pass the limits.
+        self.tree = celcost.parse(self.source)
+        env = {"self": shape or celcost.ANY, "oldSelf": shape or celcost.ANY}
+        self.estimate = celcost.estimate(self.tree, env)
+        self.message_estimate = (
+            celcost.estimate(celcost.parse(me), env) if isinstance(me, str) and me else 0
+        )
 
 
 class _Node:
@@ -68,10 +80,31 @@ class _Node:
             self.keys = tuple(str(k) for k in schema.get("x-kubernetes-list-map-keys") or ())
 
 
-def _build(schema: Any, path: str, causes: list[Cause]) -> _Node | None:
+def _build(
+    schema: Any,
+    path: str,
+    causes: list[Cause],
+    cardinality: int = 1,
+    totals: list[tuple[int, str]] | None = None,
+    root: bool = False,
+) -> _Node | None:
+    """The rule tree of `schema`; causes for rules that do not compile or cost too
+    much; totals collects (estimate times how often the node is evaluated, field)."""
     if not isinstance(schema, dict):
         return None
     node = _Node(schema)
+    shape = celcost.from_schema(schema)
+    if root and shape.kind == "object":
+        shape.props.setdefault("apiVersion", celcost.Shape("string", 253))
+        shape.props.setdefault("kind", celcost.Shape("string", 63))
+        shape.props["metadata"] = celcost.Shape(
+            "object",
+            2,
+            props={
+                "name": celcost.Shape("string", 253),
+                "generateName": celcost.Shape("string", 253),
+            },
+        )
     rules = schema.get("x-kubernetes-validations")
     if isinstance(rules, list):
         for i, spec in enumerate(rules):
@@ -92,17 +125,39 @@ def _build(schema: Any, path: str, causes: list[Cause]) -> _Node | None:
             if bad is not None:
                 causes.append(_cause(f"{where}.{bad[0]}", bad[1]))
                 continue
-            node.rules.append(_Rule(spec))
+            rule = _Rule(spec, shape)
+            for what, cost in (
+                ("rule", rule.estimate),
+                ("messageExpression", rule.message_estimate),
+            ):
+                if cost > celcost.RULE_ESTIMATE_LIMIT:
+                    causes.append(
+                        _cause(
+                            f"{where}.{what}",
+                            "Forbidden: "
+                            + celcost.over_budget_message(
+                                f"estimated {what} cost", cost, celcost.RULE_ESTIMATE_LIMIT
+                            ),
+                            "FieldValueForbidden",
+                        )
+                    )
+                if totals is not None:
+                    totals.append((cost * cardinality, f"{where}.{what}"))
+            node.rules.append(rule)
     props = schema.get("properties")
     if isinstance(props, dict):
         for k, sub in props.items():
-            child = _build(sub, f"{path}.properties[{k}]", causes)
+            child = _build(sub, f"{path}.properties[{k}]", causes, cardinality, totals)
             if child is not None:
                 node.props[k] = child
     addl = schema.get("additionalProperties")
     if isinstance(addl, dict):
-        node.addl = _build(addl, f"{path}.additionalProperties", causes)
-    node.items = _build(schema.get("items"), f"{path}.items", causes)
+        node.addl = _build(
+            addl, f"{path}.additionalProperties", causes, cardinality * max(shape.size, 1), totals
+        )
+    node.items = _build(
+        schema.get("items"), f"{path}.items", causes, cardinality * max(shape.size, 1), totals
+    )
     if not node.rules and not node.props and node.addl is None and node.items is None:
         return None
     _group(node)
@@ -149,9 +204,39 @@ def _cause(field: str, message: str, reason: str = "FieldValueInvalid") -> Cause
 
 
 def schema_rule_causes(schema: dict[str, Any], path: str) -> list[Cause]:
-    """Causes for rules of a CRD version's schema that do not compile."""
+    """Causes for rules of a CRD version's schema that do not compile, or whose
+    estimated cost is over the limits (one evaluation; all of the schema's rules)."""
     causes: list[Cause] = []
-    _build(schema, path, causes)
+    totals: list[tuple[int, str]] = []
+    _build(schema, path, causes, 1, totals, root=True)
+    total = sum(c for c, _ in totals)
+    if total > celcost.SCHEMA_ESTIMATE_LIMIT:
+        rest = total
+        for cost, field in sorted(totals, reverse=True):
+            if rest <= celcost.SCHEMA_ESTIMATE_LIMIT or cost == 0:
+                break
+            rest -= cost
+            causes.append(
+                _cause(
+                    field,
+                    "Forbidden: contributed to estimated rule cost total exceeding cost limit "
+                    "for entire OpenAPIv3 schema",
+                    "FieldValueForbidden",
+                )
+            )
+        causes.append(
+            _cause(
+                path,
+                "Forbidden: "
+                + celcost.over_budget_message(
+                    "x-kubernetes-validations estimated rule cost total for entire OpenAPIv3 "
+                    "schema",
+                    total,
+                    celcost.SCHEMA_ESTIMATE_LIMIT,
+                ),
+                "FieldValueForbidden",
+            )
+        )
     return causes
 
 
@@ -166,7 +251,7 @@ def _validator(res: Resource) -> _Node | None:
     if hit is not None and hit[0] is schema:
         return hit[1]
     causes: list[Cause] = []
-    node = _build(schema, "", causes)
+    node = _build(schema, "", causes, root=True)
     if len(_CACHE) > 4096:
         _CACHE.clear()
     _CACHE[id(schema)] = (schema, node)
@@ -193,8 +278,15 @@ def validate(res: Resource, obj: dict[str, Any], old: dict[str, Any] | None) -> 
             **obj,
             "metadata": {k: md[k] for k in ("name", "generateName") if k in md},
         }
-    _eval(node, root, old, old is not None, "", out, top=True)
+    try:
+        _eval(node, root, old, old is not None, "", out, [celcost.RUNTIME_BUDGET], top=True)
+    except _OutOfBudget:
+        pass
     return out
+
+
+class _OutOfBudget(Exception):
+    """The object's rules spent the runtime budget: no further rule is run."""
 
 
 _MISSING = object()
@@ -207,6 +299,7 @@ def _eval(
     has_old: bool,
     path: str,
     out: list[Cause],
+    budget: list[int],
     top: bool = False,
 ) -> None:
     if value is None:
@@ -216,6 +309,10 @@ def _eval(
     for transition, rules, combined in node.groups:
         if transition and not has_old:
             continue
+        if any(r.estimate > celcost.PER_CALL_LIMIT for r in rules):
+            kept = _within_cost(node, rules, value, old if transition else None, path, out, budget)
+            if len(kept) != len(rules):
+                rules, combined = kept, None
         variables = {"self": value, "oldSelf": old if transition else None}
         results: Any = None
         if combined is not None:
@@ -249,11 +346,12 @@ def _eval(
                 continue
             if k in value:
                 o = old_map.get(k, _MISSING) if old_map is not None else _MISSING
-                _eval(sub, value[k], o, o is not _MISSING, f"{path}.{k}" if path else k, out)
+                f = f"{path}.{k}" if path else k
+                _eval(sub, value[k], o, o is not _MISSING, f, out, budget)
         if node.addl is not None:
             for k, x in value.items():
                 o = old_map.get(k, _MISSING) if old_map is not None else _MISSING
-                _eval(node.addl, x, o, o is not _MISSING, f"{path}[{k}]", out)
+                _eval(node.addl, x, o, o is not _MISSING, f"{path}[{k}]", out, budget)
     elif type(value) is list and node.items is not None:
         olds: dict[tuple[Any, ...], Any] = {}
         if node.keys and has_old and type(old) is list:
@@ -264,7 +362,46 @@ def _eval(
             o = _MISSING
             if olds and type(x) is dict:
                 o = olds.get(tuple(x.get(k) for k in node.keys), _MISSING)
-            _eval(node.items, x, o, o is not _MISSING, f"{path}[{i}]", out)
+            _eval(node.items, x, o, o is not _MISSING, f"{path}[{i}]", out, budget)
+
+
+def _within_cost(
+    node: _Node,
+    rules: list[_Rule],
+    value: Any,
+    old: Any,
+    path: str,
+    out: list[Cause],
+    budget: list[int],
+) -> list[_Rule]:
+    """The rules that may run on this value: the runtime cost of each whose estimate
+    could pass the per-call limit is worked out from the value's sizes; one over the
+    limit is a cause and does not run; the object's budget spent stops all rules."""
+    shapes = {"self": celcost.from_value(value), "oldSelf": celcost.from_value(old)}
+    kept = []
+    for r in rules:
+        if r.estimate > celcost.PER_CALL_LIMIT:
+            actual = celcost.estimate(r.tree, shapes)
+            budget[0] -= actual
+            if budget[0] < 0:
+                out.append(
+                    _cause(
+                        path or ROOT,
+                        f"Invalid value: {_quote(node.type_name)}: {celcost.OUT_OF_BUDGET}",
+                    )
+                )
+                raise _OutOfBudget
+            if actual > celcost.PER_CALL_LIMIT:
+                out.append(
+                    _cause(
+                        path or ROOT,
+                        f"Invalid value: {_quote(node.type_name)}: '{celcost.CALL_LIMIT_ERROR}': "
+                        f"call cost exceeds limit for rule: {r.source}",
+                    )
+                )
+                continue
+        kept.append(r)
+    return kept
 
 
 def _judge(

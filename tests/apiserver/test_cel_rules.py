@@ -73,8 +73,11 @@ SPEC_SCHEMA: dict[str, Any] = {
             ],
         },
         "tags": {
+            # bounded, as kube-apiserver requires of a list whose rule runs a regular
+            # expression on each item (unbounded, its estimated cost is over the budget)
             "type": "array",
-            "items": {"type": "string"},
+            "maxItems": 16,
+            "items": {"type": "string", "maxLength": 63},
             "x-kubernetes-validations": [
                 rule("self.all(t, t.matches('^[a-z]+$'))", message="tags are lower-case words"),
                 rule("size(self) <= 3"),
