@@ -370,16 +370,22 @@ def reconcile(obs: Observed) -> Actions:
             act.events.append(("Warning", "RestartingGang", st["message"]))
         return _with_status(act, old, st, obs, [])
 
-    # All done?
-    succeeded = [p for p in current if (p.get("status") or {}).get("phase") == "Succeeded"]
-    if len(succeeded) == js.replicas:
+    # All done? A worker of this gang that succeeded and was deleted since (its last
+    # state in obs.gone) is done too: it is counted, and never made again.
+    done = {
+        o.labels_of(p).get(LABEL_INDEX)
+        for p in (*current, *obs.gone)
+        if o.labels_of(p).get(LABEL_GEN) == str(gen)
+        and (p.get("status") or {}).get("phase") == "Succeeded"
+    }
+    if len(done) == js.replicas:
         finish("Succeeded", "Completed", f"{_all_workers(js.replicas)} succeeded")
         return _with_status(act, old, st, obs, current)
 
     # Create missing workers of this generation (once older ones with the same names left).
     taken = {o.name_of(p) for p in obs.pods}
     for i in range(js.replicas):
-        if str(i) not in by_index and worker_name(js.name, i) not in taken:
+        if str(i) not in by_index and str(i) not in done and worker_name(js.name, i) not in taken:
             act.create.append(worker_pod(job, js, i, gen))
 
     running = sum(1 for p in current if (p.get("status") or {}).get("phase") == "Running")

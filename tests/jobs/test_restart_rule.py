@@ -238,3 +238,17 @@ def test_a_lone_worker_deleted_before_it_was_seen_is_a_restart() -> None:
     assert act.status["restarts"] == 1 and act.status["phase"] == "Restarting"
     assert act.status["message"].startswith("llm-worker-0 deleted from node n0")
     assert not [p for p in act.create if p["kind"] == "Pod"]
+
+
+def test_a_finished_worker_deleted_before_its_gang_ends_is_not_run_again() -> None:
+    j = running(job())
+    pods = pods_of(j)
+    done = pods.pop(2)  # it finished, and someone deleted it (kubectl delete pod)
+    done["status"]["phase"] = "Succeeded"
+    act = decide(j, pods, healthy("n0", "n1", "n2"), gone=[done])
+    assert not [p for p in act.create if p["kind"] == "Pod"], act.create
+    assert act.status is None or act.status["restarts"] == 0
+    for p in pods:
+        p["status"]["phase"] = "Succeeded"
+    act = decide(j, pods, healthy("n0", "n1", "n2"), gone=[done])
+    assert act.status["phase"] == "Succeeded", act.status
