@@ -18,11 +18,11 @@ constraint can take and greedy within one value (devices in name order), so a cl
 that can be satisfied on a node is.
 
 GPUs are counted twice on a node, as the extended resource `nvidia.com/gpu` and as
-devices of the `gpu.nvidia.com` driver; they are one set of GPUs. So the devices
-allocated to claims on a node are taken off its `nvidia.com/gpu` allocatable in the
-scheduler's snapshot (state.py, `gpus_taken`), and a device claim picks at most as
-many GPU devices as the node's extended-resource GPUs leave free: the two never hand
-out one GPU twice.
+devices of the `gpu.nvidia.com` driver; they are one set of GPUs. So the GPU devices
+allocated to claims on a node count in its used `nvidia.com/gpu` in the scheduler's
+snapshot (`sync_node`, `NodeInfo.dra_gpus`), and a device claim picks at most as many
+GPU devices as the node's extended-resource GPUs leave free: the two never hand out
+one GPU twice. A claim given back frees room as a pod leaving does.
 
 CEL selectors see `device.driver`, `device.attributes[domain][name]` and
 `device.capacity[domain][name]` (a quantity, as a number of base units). A selector's
@@ -74,8 +74,12 @@ class Device:
     id: tuple[str, str, str] = field(init=False, repr=False)
     is_gpu: bool = field(init=False, repr=False)
     order: tuple[Any, ...] = field(init=False, repr=False)
+    anames: tuple[str, ...] = field(init=False, repr=False)
+    cnames: tuple[str, ...] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
+        self.anames = tuple(sorted(self.attributes))
+        self.cnames = tuple(sorted(self.capacity))
         self.id = (self.driver, self.pool, self.name)
         self.is_gpu = (
             self.driver == DRIVER and self.attributes.get(f"{DRIVER}/{ATTR_TYPE}", "gpu") == "gpu"
@@ -151,6 +155,11 @@ class Alternative:
     all: bool
     count: int
 
+    @property
+    def key(self) -> str:
+        """The selectors as one string (a device's memo of whether it matches them)."""
+        return "\x00".join(self.selectors)
+
 
 @dataclass(frozen=True)
 class Request:
@@ -169,6 +178,10 @@ class Constraint:
 class ClaimSpec:
     requests: tuple[Request, ...]
     constraints: tuple[Constraint, ...]
+    # one ExactCount request, no firstAvailable, only matchAttribute constraints (the
+    # common claim): allocated without the search, the attributes to match
+    simple: bool = False
+    match: tuple[str, ...] = ()
 
     @property
     def gpus_at_least(self) -> int:
@@ -220,7 +233,14 @@ def parse_claim(spec: Mapping[str, Any], classes: Mapping[str, tuple[str, ...]])
             cons.append(Constraint(req_set, str(c["matchAttribute"])))
         elif c.get("distinctAttribute"):
             cons.append(Constraint(req_set, str(c["distinctAttribute"]), distinct=True))
-    return ClaimSpec(tuple(reqs), tuple(cons))
+    simple = (
+        len(reqs) == 1
+        and len(reqs[0].alternatives) == 1
+        and not reqs[0].alternatives[0].all
+        and not any(c.distinct for c in cons)
+    )
+    match = tuple(c.attribute for c in cons) if simple else ()
+    return ClaimSpec(tuple(reqs), tuple(cons), simple, match)
 
 
 def class_selectors(obj: Mapping[str, Any]) -> tuple[str, ...]:
@@ -236,6 +256,9 @@ def class_selectors(obj: Mapping[str, Any]) -> tuple[str, ...]:
 # (selector source, the values of what it names) -> result, shared by all devices
 _results: dict[tuple[Any, ...], bool] = {}
 _RESULTS_MAX = 1 << 16
+# (selector source, a device's attribute names, its capacity names) -> the names the
+# selector's text mentions: only their values can change its answer
+_named: dict[tuple[Any, ...], tuple[tuple[str, ...], tuple[str, ...]]] = {}
 
 
 def matches(src: str, d: Device) -> bool:
@@ -244,11 +267,19 @@ def matches(src: str, d: Device) -> bool:
     got = d._memo.get(src)
     if got is not None:
         return got
+    nk = (src, d.anames, d.cnames)
+    named = _named.get(nk)
+    if named is None:
+        named = _named[nk] = (
+            tuple(q for q in d.anames if q.rpartition("/")[2] in src),
+            tuple(q for q in d.cnames if q.rpartition("/")[2] in src),
+        )
+    attrs, caps = d.attributes, d.capacity
     key = (
         src,
         d.driver,
-        tuple(sorted((q, repr(v)) for q, v in d.attributes.items() if q.rpartition("/")[2] in src)),
-        tuple(sorted((q, v) for q, v in d.capacity.items() if q.rpartition("/")[2] in src)),
+        tuple(repr(attrs[q]) for q in named[0]),
+        tuple(caps[q] for q in named[1]),
     )
     got = _results.get(key)
     if got is None:
@@ -282,7 +313,10 @@ def allocate(
 ) -> list[Result] | None:
     """Devices for every request of the claim from `devices` (one node's), none of
     them in `unavailable` (ids of taken or tentatively held devices), at most
-    `max_gpus` GPU devices; or None when the claim cannot be satisfied there."""
+    `max_gpus` GPU devices; or None when the claim cannot be satisfied there. Devices
+    are taken in the order given (`Devices.by_node` keeps each node's in name order)."""
+    if spec.simple:
+        return _allocate_simple(spec, devices, unavailable, max_gpus)
     every = sorted(devices, key=lambda d: d.order)
     pool = [d for d in every if d.id not in unavailable]
     out: list[Result] = []
@@ -293,6 +327,56 @@ def allocate(
         spec, 0, pool, every, used, fixed, out, max_gpus if max_gpus is not None else 1 << 30
     ):
         return out
+    return None
+
+
+def _matches_all(alt: Alternative, key: str, d: Device) -> bool:
+    m = d._memo.get(key)
+    if m is None:
+        m = d._memo[key] = all(matches(s, d) for s in alt.selectors)
+    return m
+
+
+def _allocate_simple(
+    spec: ClaimSpec, devices: Iterable[Device], unavailable: Any, max_gpus: int | None
+) -> list[Result] | None:
+    """`allocate` for one ExactCount request with only matchAttribute constraints: the
+    first group of devices alike in the matched attributes (in value order) that has
+    enough, its first devices in name order (what the search finds, without it)."""
+    alt = spec.requests[0].alternatives[0]
+    key = alt.key
+    want = alt.count
+    if isinstance(unavailable, _Either3):
+        a, b, c = unavailable.a, unavailable.b, unavailable.c
+        free = [d for d in devices if d.id not in a and d.id not in b and d.id not in c]
+    else:
+        free = [d for d in devices if d.id not in unavailable]
+    cands = []
+    for d in free:
+        m = d._memo.get(key)
+        if m is None:
+            m = _matches_all(alt, key, d)
+        if m:
+            cands.append(d)
+    if len(cands) < want:
+        return None
+    groups: list[list[Device]]
+    if spec.match:
+        by: dict[tuple[Any, ...], list[Device]] = {}
+        attrs = spec.match
+        for d in cands:
+            vals = tuple(d.attributes.get(a) for a in attrs)
+            if None not in vals:
+                by.setdefault(vals, []).append(d)
+        groups = [by[k] for k in sorted(by, key=repr)] if len(by) > 1 else list(by.values())
+    else:
+        groups = [cands]
+    budget = max_gpus if max_gpus is not None else 1 << 30
+    for g in groups:
+        if len(g) >= want:
+            picked = g[:want]
+            if sum(1 for d in picked if d.is_gpu) <= budget:
+                return [(alt.name, d) for d in picked]
     return None
 
 
@@ -454,6 +538,11 @@ class Devices:
         self.tentative_extra: dict[str, tuple[str, int]] = {}
         self.held: set[tuple[str, str, str]] = set()  # device ids held tentatively
         self.held_claims: dict[str, tuple[str, list[Result]]] = {}  # claim -> node, results
+        # the last plan each pod held (commit takes it when it still holds) and the
+        # plans worked out since anything changed (fits then holds: one search)
+        self.last_held: dict[str, tuple[str, Plan]] = {}
+        self.plans: dict[tuple[Any, ...], Plan | None] = {}
+        self.version = 0
         self.gen = 0
 
     # -- slices and classes
@@ -477,10 +566,13 @@ class Devices:
         return {got[0]}
 
     def _index(self, node: str) -> None:
+        self.changed()
         old = self.by_node.pop(node, [])
         for d in old:
             self.by_id.pop(d.id, None)
-        devs = [d for n, ds in self.slices.values() if n == node for d in ds]
+        devs = sorted(
+            (d for n, ds in self.slices.values() if n == node for d in ds), key=lambda d: d.order
+        )
         if devs:
             self.by_node[node] = devs
             for d in devs:
@@ -496,6 +588,7 @@ class Devices:
             self._reparse()
 
     def _reparse(self) -> None:
+        self.changed()
         for c in self.claims.values():
             c.spec, c.error = self._parse(c.raw_spec)
         self.gen += 1
@@ -563,7 +656,13 @@ class Devices:
         self.gen += 1
         return self._untake(c) if c is not None else set()
 
+    def changed(self) -> None:
+        self.version += 1
+        if self.plans:
+            self.plans.clear()
+
     def _take(self, c: Claim) -> set[str]:
+        self.changed()
         if not c.results:
             return set()
         for _, d in c.results:
@@ -573,6 +672,7 @@ class Devices:
         return {c.node} if c.node else set()
 
     def _untake(self, c: Claim) -> set[str]:
+        self.changed()
         if not c.results:
             return set()
         for _, d in c.results:
@@ -607,12 +707,14 @@ class Devices:
     # -- tentative holds, for a placement being tried
 
     def hold(self, pod: str, claim: str, results: list[Result], node: str) -> None:
+        self.changed()
         self.tentative.setdefault(pod, []).append((claim, node, results))
         self.held_claims[claim] = (node, results)
         for _, d in results:
             self.held.add(d.id)
 
     def unhold(self, pod: str) -> None:
+        self.changed()
         for claim, _, results in self.tentative.pop(pod, []):
             self.held_claims.pop(claim, None)
             for _, d in results:
@@ -721,11 +823,20 @@ def plan(p: PodInfo, n: NodeInfo) -> Plan | None:
     """Devices on the node for each of the pod's claims not yet allocated (nor held by
     another pod of the placement being tried), or None when they cannot all be had."""
     dv: Devices = p.dra
-    raw = n.alloc[_GPU] + n.dra_gpus
-    budget = n.alloc[_GPU] - n.used[_GPU] - p.req[_GPU] + p.dra_demand if raw > 0 else 1 << 30
+    memo = (p.key, n.name, dv.version, n.alloc[_GPU], n.used[_GPU], p.req[_GPU], p.dra_demand)
+    if memo in dv.plans:
+        return dv.plans[memo]
+    got = _plan(p, n, dv)
+    dv.plans[memo] = got
+    return got
+
+
+def _plan(p: PodInfo, n: NodeInfo, dv: Devices) -> Plan | None:
+    budget = (
+        n.alloc[_GPU] - n.used[_GPU] - p.req[_GPU] + p.dra_demand if n.alloc[_GPU] > 0 else 1 << 30
+    )
     out: Plan = []
     mine: set[tuple[str, str, str]] = set()
-    unavailable = dv.unavailable()
     for key in p.claims:
         c = dv.claims.get(key)
         if c is None or (c.results is None and c.spec is None):
@@ -739,7 +850,9 @@ def plan(p: PodInfo, n: NodeInfo) -> Plan | None:
             if held[0] != n.name:
                 return None
             continue
-        got = allocate(c.spec, dv.by_node.get(n.name, ()), _Either(unavailable, mine), budget)  # type: ignore[arg-type]
+        spec = c.spec
+        assert spec is not None  # an unallocated claim without one returned above
+        got = allocate(spec, dv.by_node.get(n.name, ()), _Either3(dv.taken, dv.held, mine), budget)
         if got is None:
             return None
         budget -= sum(1 for _, d in got if d.is_gpu)
@@ -747,6 +860,16 @@ def plan(p: PodInfo, n: NodeInfo) -> Plan | None:
             mine.add(d.id)
         out.append((key, got))
     return out
+
+
+class _Either3:
+    __slots__ = ("a", "b", "c")
+
+    def __init__(self, a: Any, b: Any, c: Any) -> None:
+        self.a, self.b, self.c = a, b, c
+
+    def __contains__(self, x: object) -> bool:
+        return x in self.a or x in self.b or x in self.c
 
 
 class _Either:
@@ -774,6 +897,7 @@ def hold(p: PodInfo, n: NodeInfo) -> None:
     n.used[_GPU] += extra
     for key, results in got:
         dv.hold(p.key, key, results, n.name)
+    dv.last_held[p.key] = (n.name, got)
 
 
 def unhold(p: PodInfo, n: NodeInfo) -> None:
@@ -789,19 +913,58 @@ def commit(p: PodInfo, n: NodeInfo) -> Plan | None:
     devices are taken, the node's GPUs allocatable shrinks by the GPU devices taken and
     the pod's request by what it counted of them. None (nothing changed) when they
     cannot be had."""
-    got = plan(p, n)
+    dv: Devices = p.dra
+    last = dv.last_held.pop(p.key, None)
+    got = last[1] if last is not None and last[0] == n.name and _holds(p, n, last[1]) else None
+    if got is None:
+        got = plan(p, n)
     if got is None:
         return None
-    dv: Devices = p.dra
     for key, results in got:
         dv.record(key, n.name, results)
-        gpus = sum(1 for _, d in results if d.is_gpu)
-        take = min(gpus, n.alloc[_GPU])
-        n.alloc[_GPU] -= take
-        n.dra_gpus += take
+    sync_node(dv, n)
     p.req[_GPU] -= p.dra_demand
     p.dra_demand = 0
     return got
+
+
+def _holds(p: PodInfo, n: NodeInfo, got: Plan) -> bool:
+    """Whether a plan the pod held in its placement still stands now: every claim it
+    covers unallocated and held by no one, every device free, the GPUs within what
+    the node's extended resource leaves, and every other claim of the pod satisfied
+    on the node already. (A pass runs without the informers: the devices themselves
+    cannot have changed since.)"""
+    dv: Devices = p.dra
+    taken, held, claims = dv.taken, dv.held, dv.claims
+    gpus = 0
+    for key, results in got:
+        c = claims.get(key)
+        if c is None or c.results is not None or key in dv.held_claims:
+            return False
+        for _, d in results:
+            if d.id in taken or d.id in held:
+                return False
+            gpus += d.is_gpu
+    if len(got) != len(p.claims):
+        covered = {k for k, _ in got}
+        for key in p.claims:
+            if key not in covered:
+                c = claims.get(key)
+                if c is None or c.results is None or c.node != n.name:
+                    return False
+    return n.alloc[_GPU] <= 0 or gpus <= n.alloc[_GPU] - n.used[_GPU] - p.req[_GPU] + p.dra_demand
+
+
+def sync_node(dv: Devices, n: NodeInfo) -> int:
+    """Count the GPU devices allocated on the node in its used nvidia.com/gpu (at most
+    its allocatable: a node that publishes no extended resource lends it nothing);
+    returns the change."""
+    counted = min(dv.gpus_taken.get(n.name, 0), max(n.alloc[_GPU], 0))
+    delta = counted - n.dra_gpus
+    if delta:
+        n.used[_GPU] += delta
+        n.dra_gpus = counted
+    return delta
 
 
 def demand(dv: Devices, pod_key: str, claims: tuple[str, ...]) -> int:

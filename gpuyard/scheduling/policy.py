@@ -283,11 +283,8 @@ class Pass:
                 # cannot happen after a placement that held the devices; undo the rest
                 for q, m, dem, prev in reversed(done):
                     for k, node, results in prev:
-                        if results is None and dv.claims[k].results is not None:
-                            gpus = sum(1 for _, d in dv.claims[k].results or () if d.is_gpu)
-                            m.alloc[2] += gpus
-                            m.dra_gpus -= gpus
                         dv.forget(k, (node, results))
+                    dra.sync_node(dv, m)
                     q.req[2] += dem
                     q.dra_demand = dem
                 self.d.unschedulable[u.key] = f"{u.label}: {dra.CANNOT_ALLOCATE}"

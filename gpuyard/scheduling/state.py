@@ -122,7 +122,7 @@ class NodeInfo:
     xused: dict[str, int] = field(default_factory=dict)
     # PreferNoSchedule taints: never a filter, a score (affinity.Topology.scores)
     prefer_taints: list[dict[str, Any]] = field(default_factory=list)
-    # GPUs allocated to device claims here, taken off alloc's nvidia.com/gpu (dra.py)
+    # GPUs allocated to device claims here, counted in used's nvidia.com/gpu (dra.py)
     dra_gpus: int = 0
 
     @property
@@ -375,17 +375,15 @@ class ClusterState:
         return self._put_node(info)
 
     def _put_node(self, info: NodeInfo) -> NodeInfo:
-        taken = self.dra.gpus_taken.get(info.name, 0)
-        if taken:
-            info.dra_gpus = min(taken, info.alloc[GPU])
-            info.alloc[GPU] -= info.dra_gpus
         old = self.nodes.get(info.name)
         if old is not None:
             info.used, info.pods, info.xused = old.used, old.pods, old.xused
+            info.dra_gpus = old.dra_gpus
             if self.team_outside:  # its team label may have changed
                 for p in old.pods.values():
                     self._outside(p, old, -1)
                     self._outside(p, info, 1)
+        dra.sync_node(self.dra, info)
         if old is not None and old.prefer_taints:
             self._count_prefer(old, -1)
         if info.prefer_taints:
@@ -619,6 +617,7 @@ class ClusterState:
             return
         for k in info.claims:
             self.claim_pods.get(k, set()).discard(key)
+        self.dra.last_held.pop(key, None)
         self._unaccount(info)
         self.pending.pop(key, None)
         self.queue_pods[key] = info.group
@@ -702,13 +701,16 @@ class ClusterState:
             prio = q.priority
             if q.group:
                 prio = max(prio, self.group_prio.get(q.group, prio))
+        self._log_freed(prio, n.name)
+
+    def _log_freed(self, prio: int, node: str) -> None:
         log = self.freed_log.get(prio)
         if log is None:
             log = self.freed_log[prio] = []
         elif len(log) >= FREED_LOG_MAX:
             log.clear()
             self.freed_epoch += 1
-        log.append(n.name)
+        log.append(node)
 
     def bind(self, key: str, node: str) -> None:
         """Record a binding (the policy does this for the bindings it decides)."""
@@ -817,18 +819,16 @@ class ClusterState:
             self.freed_gen += 1
 
     def _claims_changed(self, claims: set[str], nodes: set[str]) -> None:
-        """Claims changed (made, allocated, released): the GPUs they take come off their
-        nodes' allocatable, and the records of the pods that use them are made again."""
+        """Claims changed (made, allocated, released): the GPU devices they hold count in
+        their nodes' used GPUs (freed room is logged like a pod's), and the records of the pods that use them are made again."""
         for name in nodes:
             n = self.nodes.get(name)
             if n is None:
                 continue
-            raw = n.alloc[GPU] + n.dra_gpus
-            n.dra_gpus = min(self.dra.gpus_taken.get(name, 0), raw)
-            n.alloc[GPU] = raw - n.dra_gpus
+            if dra.sync_node(self.dra, n) < 0:
+                self._log_freed(FREED_TERMINATING, name)  # room anyone may use
+                self.freed_gen += 1
             self.dirty_nodes.add(name)
-        if nodes:
-            self._devices_changed(nodes)
         for key in claims:
             for pk in sorted(self.claim_pods.get(key, ())):
                 p = self.pods.get(pk)
