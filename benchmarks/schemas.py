@@ -176,7 +176,8 @@ def _crd(plural: str, rules: bool) -> dict[str, Any]:
             "minReplicas": {"type": "integer"},
             "queue": {"type": "string"},
             "memory": {"type": "string"},
-            "tags": {"type": "array", "items": {"type": "string"}},
+            # bounded, as kube-apiserver's cost budget requires of the regex-per-tag rule
+            "tags": {"type": "array", "maxItems": 8, "items": {"type": "string", "maxLength": 63}},
         },
     }
     if rules:
