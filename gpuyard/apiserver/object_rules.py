@@ -1,10 +1,10 @@
 """More per-kind rules of kube-apiserver's validation that users meet often, beside
 `strategies`: pod templates of workloads (their restartPolicy), port numbers, a pod's
 activeDeadlineSeconds (set once, then only lowered), a Service's ports, a Job's
-template, completions and completionMode, a CronJob's schedule and time zone, the
-StatefulSet spec fields that may change, and a PersistentVolumeClaim's spec (only a
-bound claim's storage request may change, never below its capacity), and that a pod
-names its gang in one way only.
+template, completions, completionMode, podFailurePolicy and backoffLimitPerIndex, a
+CronJob's schedule and time zone, the StatefulSet spec fields that may change, and a
+PersistentVolumeClaim's spec (only a bound claim's storage request may change, never
+below its capacity), and that a pod names its gang in one way only.
 Pure functions over plain objects; causes are `{"reason", "message", "field"}`.
 """
 
@@ -220,8 +220,141 @@ def _immutable(field: str, value: Any) -> Cause:
     return _cause(field, f"Invalid value: {_repr(value)}: field is immutable")
 
 
+_POLICY_ACTIONS = ("Count", "FailIndex", "FailJob", "Ignore")
+_MAX_POLICY_RULES = 20
+
+
+def _unsupported(field: str, value: Any, allowed: tuple[str, ...]) -> Cause:
+    listed = ", ".join(f'"{a}"' for a in allowed)
+    return _cause(
+        field,
+        f"Unsupported value: {_repr(value)}: supported values: {listed}",
+        "FieldValueNotSupported",
+    )
+
+
+def _job_spec(obj: Obj) -> list[Cause]:
+    """A Job's podFailurePolicy (restartPolicy Never, known actions and operators, one
+    kind of requirement a rule, no exit code 0 for In, FailIndex only with
+    backoffLimitPerIndex) and backoffLimitPerIndex's own rules (Indexed mode;
+    maxFailedIndexes needs it)."""
+    spec = _dict(obj.get("spec"))
+    out: list[Cause] = []
+    per_index = spec.get("backoffLimitPerIndex")
+    if per_index is not None and (spec.get("completionMode") or "NonIndexed") != "Indexed":
+        out.append(
+            _cause(
+                "spec.backoffLimitPerIndex",
+                "Forbidden: requires indexed completion mode",
+                "FieldValueForbidden",
+            )
+        )
+    if spec.get("maxFailedIndexes") is not None and per_index is None:
+        out.append(
+            _cause(
+                "spec.maxFailedIndexes",
+                "Required value: when maxFailedIndexes is specified, backoffLimitPerIndex must "
+                "also be specified",
+                "FieldValueRequired",
+            )
+        )
+    policy = spec.get("podFailurePolicy")
+    if not isinstance(policy, dict):
+        return out
+    restart = _at(spec, "template", "spec", "restartPolicy")
+    if restart != "Never":
+        out.append(
+            _cause(
+                "spec.template.spec.restartPolicy",
+                f'Invalid value: {_repr(restart)}: only "Never" is supported when '
+                "podFailurePolicy is specified",
+            )
+        )
+    rules = _list(policy.get("rules"))
+    if len(rules) > _MAX_POLICY_RULES:
+        out.append(
+            _cause(
+                "spec.podFailurePolicy.rules",
+                f"Too many: {len(rules)}: must have at most {_MAX_POLICY_RULES} items",
+                "FieldValueTooMany",
+            )
+        )
+    for i, rule in enumerate(rules):
+        f = f"spec.podFailurePolicy.rules[{i}]"
+        if not isinstance(rule, dict):
+            continue
+        action = rule.get("action")
+        if action not in _POLICY_ACTIONS:
+            out.append(_unsupported(f"{f}.action", action, _POLICY_ACTIONS))
+        elif action == "FailIndex" and per_index is None:
+            out.append(
+                _cause(
+                    f"{f}.action",
+                    'Invalid value: "FailIndex": requires the backoffLimitPerIndex to be set',
+                )
+            )
+        codes, conds = rule.get("onExitCodes"), rule.get("onPodConditions")
+        if codes is not None and conds:
+            out.append(
+                _cause(
+                    f,
+                    "Invalid value: specifying both OnExitCodes and OnPodConditions is not "
+                    "supported",
+                )
+            )
+        elif codes is None and not conds:
+            out.append(
+                _cause(
+                    f,
+                    "Invalid value: specifying one of OnExitCodes and OnPodConditions is required",
+                )
+            )
+        if isinstance(codes, dict):
+            op = codes.get("operator")
+            if op not in ("In", "NotIn"):
+                out.append(_unsupported(f"{f}.onExitCodes.operator", op, ("In", "NotIn")))
+            values = _list(codes.get("values"))
+            for j, v in enumerate(values):
+                if op == "In" and v == 0:
+                    out.append(
+                        _cause(
+                            f"{f}.onExitCodes.values[{j}]",
+                            "Invalid value: 0: must not be 0 for the In operator",
+                        )
+                    )
+                if j and isinstance(v, int) and isinstance(values[j - 1], int):
+                    if v == values[j - 1]:
+                        out.append(
+                            _cause(
+                                f"{f}.onExitCodes.values[{j}]",
+                                f"Duplicate value: {v}",
+                                "FieldValueDuplicate",
+                            )
+                        )
+                    elif v < values[j - 1]:
+                        out.append(
+                            _cause(
+                                f"{f}.onExitCodes.values[{j}]",
+                                f"Invalid value: {v}: must be ordered",
+                            )
+                        )
+        for j, c in enumerate(_list(conds)):
+            st = c.get("status") if isinstance(c, dict) else None
+            if st is not None and st not in ("False", "True", "Unknown"):
+                out.append(
+                    _unsupported(
+                        f"{f}.onPodConditions[{j}].status", st, ("False", "True", "Unknown")
+                    )
+                )
+    return out
+
+
+def _job_create(obj: Obj) -> list[Cause]:
+    return _template(("batch", "Job"))(obj) + _job_spec(obj)
+
+
 def _job_update(new: Obj, old: Obj) -> list[Cause]:
-    out = _template(("batch", "Job"))(new)
+    out = _job_create(new)
     ns, os_ = _dict(new.get("spec")), _dict(old.get("spec"))
     if ns.get("template") != os_.get("template"):
         out.append(_immutable("spec.template", ns.get("template")))
@@ -333,6 +466,7 @@ CREATE: dict[tuple[str, str], Callable[[Obj], list[Cause]]] = {
     ("", "Service"): _service,
     **{key: _template(key) for key in _TEMPLATES},
     ("batch", "CronJob"): _cronjob,
+    ("batch", "Job"): _job_create,
 }
 UPDATE: dict[tuple[str, str], Callable[[Obj, Obj], list[Cause]]] = {
     ("", "Pod"): _pod_update,

@@ -1,7 +1,7 @@
 """Object rules users meet often, through real kubectl: a workload template's
 restartPolicy, port numbers, a pod's activeDeadlineSeconds (added or lowered only), a
-Job's template, completions and completionMode, the StatefulSet fields that may change,
-and a PersistentVolumeClaim's spec. Each refusal is checked for its code (kubectl's
+Job's template, completions, completionMode and podFailurePolicy, the StatefulSet
+fields that may change, and a PersistentVolumeClaim's spec. Each refusal is checked for its code (kubectl's
 `Error from server (Invalid)` is a 422 Invalid Status), the field named, and that the
 stored object is as it was."""
 
@@ -60,6 +60,72 @@ def test_job_rules(apiserver: ServerProcess) -> None:
     # What may change does.
     k(s, "patch", "job", "j", "--type", "merge", "-p", '{"spec":{"parallelism":2}}')
     assert kj(s, "job", "j")["spec"]["parallelism"] == 2
+
+
+def _policy_job(name: str, restart: str, rules: list[Any], **spec: Any) -> str:
+    return json.dumps(
+        {
+            "apiVersion": "batch/v1",
+            "kind": "Job",
+            "metadata": {"name": name},
+            "spec": {
+                **spec,
+                "podFailurePolicy": {"rules": rules},
+                "template": {
+                    "spec": {
+                        "restartPolicy": restart,
+                        "containers": [{"name": "c", "image": "busybox:1"}],
+                    }
+                },
+            },
+        }
+    )
+
+
+def test_pod_failure_policy_and_per_index_rules(apiserver: ServerProcess) -> None:
+    s = apiserver
+    ok = [{"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget"}]}]
+    err = refused(s, "create", "-f", "-", input=_policy_job("a", "OnFailure", ok))
+    assert (
+        'spec.template.spec.restartPolicy: Invalid value: "OnFailure": only "Never" is '
+        "supported when podFailurePolicy is specified"
+    ) in err
+    bad = [
+        {"action": "Retry", "onExitCodes": {"operator": "In", "values": [1]}},
+        {"action": "FailJob", "onExitCodes": {"operator": "In", "values": [0, 3, 2]}},
+        {"action": "Count"},
+        {
+            "action": "FailIndex",
+            "onExitCodes": {"operator": "NotIn", "values": [1]},
+            "onPodConditions": [{"type": "DisruptionTarget"}],
+        },
+    ]
+    err = refused(s, "create", "-f", "-", input=_policy_job("b", "Never", bad))
+    for want in (
+        'spec.podFailurePolicy.rules[0].action: Unsupported value: "Retry": supported values: '
+        '"Count", "FailIndex", "FailJob", "Ignore"',
+        "spec.podFailurePolicy.rules[1].onExitCodes.values[0]: Invalid value: 0: must not be 0 "
+        "for the In operator",
+        "spec.podFailurePolicy.rules[1].onExitCodes.values[2]: Invalid value: 2: must be ordered",
+        "spec.podFailurePolicy.rules[2]: Invalid value: specifying one of OnExitCodes and "
+        "OnPodConditions is required",
+        'spec.podFailurePolicy.rules[3].action: Invalid value: "FailIndex": requires the '
+        "backoffLimitPerIndex to be set",
+        "spec.podFailurePolicy.rules[3]: Invalid value: specifying both OnExitCodes and "
+        "OnPodConditions is not supported",
+    ):
+        assert want in err, (want, err)
+    err = refused(
+        s,
+        "create",
+        "-f",
+        "-",
+        input=_policy_job("c", "Never", ok, backoffLimitPerIndex=1, maxFailedIndexes=1),
+    )
+    assert "spec.backoffLimitPerIndex: Forbidden: requires indexed completion mode" in err
+    assert kj(s, "jobs")["items"] == []
+    k(s, "create", "-f", "-", input=_policy_job("d", "Never", ok))
+    assert kj(s, "job", "d")["spec"]["podReplacementPolicy"] == "Failed"
 
 
 POD = """

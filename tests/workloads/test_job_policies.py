@@ -83,7 +83,7 @@ def test_evicted_pod_is_ignored_by_its_rule_and_replaced(cluster: ClusterProcess
             {"action": "FailJob", "onExitCodes": {"operator": "NotIn", "values": [0]}},
         ]
     }
-    body = job_body("train", {"gpuyard.io/sim-duration": "4"}, podFailurePolicy=policy)
+    body = job_body("train", {"gpuyard.io/sim-duration": "120"}, podFailurePolicy=policy)
     cluster.kubectl("create", "-f", "-", input=json.dumps(body))
 
     def running() -> list[dict[str, Any]]:
@@ -97,11 +97,19 @@ def test_evicted_pod_is_ignored_by_its_rule_and_replaced(cluster: ClusterProcess
         "default",
         k8s.V1Eviction(metadata=k8s.V1ObjectMeta(name=name, namespace="default")),
     )
-    job = wait_job(cluster, "train", "complete")
-    assert job["status"]["succeeded"] == 1
-    assert job["status"].get("failed", 0) == 0  # the eviction did not count
-    names = {p["metadata"]["name"] for p in job_pods(cluster, "train")}
-    assert name not in names and len(names) == 1  # a replacement ran to the end
+    (second,) = wait_for(
+        lambda: [p for p in running() if p["metadata"]["name"] != name],
+        what="a replacement pod running",
+    )
+    assert name not in {p["metadata"]["name"] for p in job_pods(cluster, "train")}
+
+    def settled() -> dict[str, Any] | None:
+        st = get_job(cluster, "train")["status"]
+        return st if st.get("active") == 1 and st.get("ready") == 1 else None
+
+    st = wait_for(settled, what="the job to count its replacement")
+    assert st.get("failed", 0) == 0  # the eviction did not count
+    assert not any(c["type"] == "Failed" for c in st.get("conditions") or [])
 
 
 def test_active_deadline_fails_the_job_and_stops_its_pods(cluster: ClusterProcess) -> None:
