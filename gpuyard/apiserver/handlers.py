@@ -917,9 +917,20 @@ class Core:
 
         interval = self.bookmark_interval
         converting = res.kind in conversion.KINDS and not res.custom
+        # Custom objects as reads show them (readviews.py): checked only while some
+        # stored object reads otherwise, or where the CRD serves other versions.
+        many = res.custom and len(self.registry.versions_of(res.group, res.plural)) > 1
+        viewing = res.custom and (many or self.views.any_stale(res, store.entries(res.key)))
 
         def convert(lines: list[bytes]) -> list[bytes]:
             """Events of a multi-version kind with their objects in the watched version."""
+            if viewing:
+                return [
+                    self.views.event_line(res, line, many) + b"\n"
+                    for chunk in lines
+                    for line in chunk.splitlines()
+                    if line.strip()
+                ]
             if not converting:
                 return lines
             out = []
@@ -1530,6 +1541,8 @@ class Core:
             acc.extend(ws)
         obj, gone = await self.delete_entry(res, e, opts, dry)
         obj = self._served_obj(res, obj)
+        if res.custom and isinstance(obj, dict) and obj.get("kind") == res.kind:
+            obj = readviews.view_of(res, obj)  # as a read shows it
         if strategies.delete_returns_object(res) or not gone:
             return _json(200, obj)
         return _json(200, strategies.delete_status(res, obj))
@@ -1688,7 +1701,10 @@ class Core:
         for e in entries:
             try:
                 obj, _ = await self.delete_entry(res, e, dict(opts), dry)
-                items.append(self._served_obj(res, obj))
+                obj = self._served_obj(res, obj)
+                if res.custom and isinstance(obj, dict):
+                    obj = readviews.view_of(res, obj)
+                items.append(obj)
             except APIError:
                 continue
         return _json(

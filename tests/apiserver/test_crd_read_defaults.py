@@ -4,6 +4,7 @@ patch, server-side apply, /status and a mutating webhook's answer (raw HTTP)."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 from typing import Any
 
@@ -110,6 +111,20 @@ async def test_reads_default_and_prune_by_the_schema_of_now(api: Api) -> None:
     await _install(api, BASE)
     st, got = await api.get(f"{G}/old")
     assert got["spec"] == {"size": 1, "legacy": "kept then dropped"}
+    await _install(api, LATER)
+
+    # A watch from now on shows it so too when the stored object goes.
+    _, two = await api.post(G, gadget("two"))
+    await _install(api, {"size": {"type": "integer"}, "shade": {"type": "string", "default": "x"}})
+    _, now = await api.get(G)
+    watching = asyncio.create_task(
+        api.watch(G, 1, timeout=5, resourceVersion=now["metadata"]["resourceVersion"])
+    )
+    await asyncio.sleep(0.3)
+    st, gone = await api.delete(f"{G}/two")
+    assert st == 200, gone
+    (ev,) = await watching
+    assert ev["type"] == "DELETED" and ev["object"]["spec"] == {"size": 1, "shade": "x"}, ev
     await _install(api, LATER)
 
     # A write starts from what a read shows: a label patch stores the defaults too.
