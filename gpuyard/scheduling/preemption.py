@@ -23,6 +23,7 @@ import heapq
 from bisect import bisect_left, insort
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from gpuyard import names
@@ -192,6 +193,14 @@ def resume_point(members: list[PodInfo]) -> tuple[int, float] | None:
     if not said:
         return None
     return sum(max(m.req[GPU], 1) for m in members), min(said)
+
+
+def _work(point: tuple[int, float], now: float) -> str:
+    """What a unit loses, in words: '2.5 GPU-h since its checkpoint at <time>'."""
+    lost = point[0] * max(0.0, now - point[1])
+    amount = f"{lost / 60:.0f} GPU-min" if lost < 3600 else f"{lost / 3600:.1f} GPU-h"
+    when = datetime.fromtimestamp(point[1], UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return f"{amount} since its checkpoint at {when}"
 
 
 def over_share(s: ClusterState) -> set[str]:
@@ -387,6 +396,7 @@ def _decide(
     who = u.label
     prio = u.priority
     for vk in chosen:
+        point = resume_point(unit_of[vk])
         for m in unit_of[vk]:
             ps.trial.taken.add(m.key)
             what = f"gang {m.group.split('/', 1)[-1]}" if m.group and ps.cfg.gangs else "pod"
@@ -395,6 +405,8 @@ def _decide(
             reason = f"preempted by {who} (priority {prio}); evicting whole {what}"
             if owner:
                 reason += f"; reclaiming team {owner}'s capacity"
+            if point is not None:
+                reason += f"; it loses {_work(point, ps.now)}"
             d.evictions.append(Eviction(m.key, u.key, reason))
     assert placement is not None
     for p, n in placement:

@@ -57,7 +57,12 @@ def test_the_pod_that_checkpointed_last_is_preempted_not_the_first_by_name() -> 
     s.add_pod(bound_pod("low-a", "n0", rfc3339(NOW - 3600)))  # an hour of work to lose
     s.add_pod(bound_pod("low-b", "n1", rfc3339(NOW - 60)))  # a minute
     s.add_pod_fast("b/urgent", {GPU: 8}, priority=1000)
-    assert victims(s) == ["a/low-b"]
+    d = schedule(s, NOW, PolicyConfig())
+    assert [e.pod for e in d.evictions] == ["a/low-b"]
+    # The reason says what it loses: 8 GPUs for a minute.
+    assert d.evictions[0].reason.endswith(
+        f"; it loses 8 GPU-min since its checkpoint at {rfc3339(NOW - 60)}"
+    ), d.evictions[0].reason
 
 
 def test_a_pod_that_says_nothing_or_nonsense_goes_after_one_that_says() -> None:
@@ -183,6 +188,7 @@ def test_on_a_cluster_the_job_that_checkpointed_last_is_the_one_preempted(
         lambda: (s := status("ckpt-b")).get("reason") == "Preempted" and s, 60, "ckpt-b preempted"
     )
     assert "preempted by gang urgent" in st["message"], st
+    assert "GPU-min since its checkpoint at" in st["message"], st
     wait_for(lambda: status("urgent").get("phase") == "Running", 60, "urgent Running")
     a = status("ckpt-a")
     assert a["phase"] == "Running" and not a.get("preemptions"), a
