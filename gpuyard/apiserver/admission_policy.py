@@ -31,7 +31,7 @@ from typing import Any
 import orjson
 
 from gpuyard.apiserver import celauthz, celcost, requestctx, webhooks
-from gpuyard.apiserver.celexpr import CELError, Program, compile_expr, run
+from gpuyard.apiserver.celexpr import CELError, Program, compile_expr, message_text, run
 from gpuyard.apiserver.errors import APIError, invalid
 from gpuyard.apiserver.resources import Registry, Resource
 from gpuyard.apiserver.selectors import Filter
@@ -516,8 +516,8 @@ def _evaluate(
         msg = message or f"failed expression: {expr}"
         if mprog is not None:
             try:
-                m = run(mprog, variables)
-                if isinstance(m, str) and m.strip():
+                m = message_text(run(mprog, variables))
+                if m is not None:
                     msg = m
             except CELError:
                 pass

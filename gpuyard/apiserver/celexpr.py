@@ -76,6 +76,21 @@ def compile_expr(source: str) -> Program:
     return p
 
 
+MESSAGE_MAX_BYTES = 5 * 1024
+
+
+def message_text(value: Any) -> str | None:
+    """A messageExpression's result as the message kube-apiserver shows: trimmed; None
+    (use the rule's message instead) when it is not a string, empty, longer than 5 KiB
+    or holds a line break."""
+    if not isinstance(value, str):
+        return None
+    text = value.strip()
+    if not text or len(text.encode()) > MESSAGE_MAX_BYTES or "\n" in text:
+        return None
+    return text
+
+
 def _first_line(msg: str) -> str:
     return msg.strip().replace("\n", " ")
 

@@ -20,7 +20,7 @@ from __future__ import annotations
 from typing import Any
 
 from gpuyard.apiserver import celcost
-from gpuyard.apiserver.celexpr import CELError, Program, compile_expr, run
+from gpuyard.apiserver.celexpr import CELError, Program, compile_expr, message_text, run
 from gpuyard.apiserver.resources import Resource
 
 Cause = dict[str, str]
@@ -423,8 +423,8 @@ def _failure(node: _Node, r: _Rule, variables: dict[str, Any], path: str) -> Cau
     msg = r.message or f"failed rule: {r.source}"
     if r.message_program is not None:
         try:
-            m = run(r.message_program, variables)
-            if isinstance(m, str) and m.strip():
+            m = message_text(run(r.message_program, variables))
+            if m is not None:
                 msg = m
         except CELError:
             pass
