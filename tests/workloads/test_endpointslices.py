@@ -2,7 +2,8 @@
 slice lists the ready pods it selects (IP, conditions, node, zone, pod reference) and
 follows scaling; named target ports resolve on the pods; a headless Service of a
 StatefulSet names each pod's hostname; a Service selecting nothing has one empty slice;
-slices go with their Service. Read with kubectl and the official client."""
+slices (and the v1 Endpoints kept beside them) go with their Service. Read with kubectl
+and the official client."""
 
 from __future__ import annotations
 
@@ -75,11 +76,34 @@ def test_exposed_deployment_has_a_slice_of_its_ready_pods(cluster: ClusterProces
     described = cluster.kubectl("describe", "service", "web").stdout
     assert all(f"{ip}:80" in described for ip in ips)
 
+    # the v1 Endpoints say the same, for the tools that still read them
+    eps = json.loads(cluster.kubectl("get", "endpoints", "web", "-o", "json").stdout)
+    (subset,) = eps["subsets"]
+    assert sorted(a["ip"] for a in subset["addresses"]) == ips
+    ports = [(p.get("name", ""), p["port"], p["protocol"]) for p in subset["ports"]]
+    assert ports == [("", 80, "TCP")]
+    assert {a["targetRef"]["name"] for a in subset["addresses"]} == set(by_pod)
+
     cluster.kubectl("scale", "deployment", "web", "--replicas=1")
     wait_for(lambda: len(ready_ips(cluster, "web")) == 1, what="the slice to follow the scale")
     assert len(slices(cluster, "web")) == 1
+    wait_for(
+        lambda: (
+            len(
+                json.loads(cluster.kubectl("get", "endpoints", "web", "-o", "json").stdout)[
+                    "subsets"
+                ][0]["addresses"]
+            )
+            == 1
+        ),
+        what="the Endpoints to follow the scale",
+    )
     cluster.kubectl("delete", "service", "web")
     wait_for(lambda: slices(cluster, "web") == [], what="the slice to go with its Service")
+    wait_for(
+        lambda: cluster.kubectl("get", "endpoints", "web", check=False).returncode != 0,
+        what="the Endpoints to go with the Service",
+    )
 
 
 def test_named_ports_headless_hostnames_and_empty_services(cluster: ClusterProcess) -> None:

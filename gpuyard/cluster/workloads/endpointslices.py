@@ -11,7 +11,8 @@ that name); pods whose ports resolve differently go to different slices, at most
 endpoints a slice. Slices are labelled kubernetes.io/service-name and
 endpointslice.kubernetes.io/managed-by, owned by the Service (deleted with it), and
 written only when what they hold changes; slices made or changed that the watch has not
-shown yet are remembered, so a lagging cache never makes a slice twice.
+shown yet are remembered, so a lagging cache never makes a slice twice. The Service's
+v1 Endpoints are kept from the same endpoints (gpuyard.cluster.workloads.endpoints).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import asyncio
 from typing import Any
 
 from gpuyard import names
+from gpuyard.cluster.workloads import endpoints
 from gpuyard.cluster.workloads.loop import Controller
 from gpuyard.kube import objects as o
 from gpuyard.kube.errors import NotFound
@@ -28,6 +30,7 @@ from gpuyard.kube.resources import BUILTIN, NODES, PODS
 
 SERVICES = BUILTIN[("v1", "Service")]
 SLICES = BUILTIN[("discovery.k8s.io/v1", "EndpointSlice")]
+ENDPOINTS = BUILTIN[("v1", "Endpoints")]
 SERVICE_NAME = "kubernetes.io/service-name"
 MANAGED_BY = "endpointslice.kubernetes.io/managed-by"
 CONTROLLER = "endpointslice-controller.k8s.io"
@@ -111,6 +114,8 @@ class EndpointSliceController(Controller):
             SLICES, label_selector=f"{MANAGED_BY}={CONTROLLER}", name="workloads-slices"
         )
         self.slices.add_index("service", self._service_of)
+        self.endpoints = mk(ENDPOINTS, name="workloads-endpoints")
+        self._eps_written: dict[str, dict[str, Any]] = {}  # service key -> Endpoints written
         # service key -> slice name -> the slice as written, until the cache shows it
         self._written: dict[str, dict[str, dict[str, Any]]] = {}
         # service key -> slices deleted that the cache may still show
@@ -122,7 +127,7 @@ class EndpointSliceController(Controller):
         return f"{o.namespace_of(sl)}/{svc}" if svc else None
 
     def informers(self) -> tuple[Any, ...]:
-        return (self.pods, self.nodes, self.slices, self.services)
+        return (self.pods, self.nodes, self.slices, self.endpoints, self.services)
 
     def _wire(self) -> None:
         def svc_ev(svc: dict[str, Any]) -> None:
@@ -200,6 +205,7 @@ class EndpointSliceController(Controller):
             if svc is None:
                 self._written.pop(key, None)
                 self._deleted.pop(key, None)
+                await self._drop_endpoints(key, ns, name)
             return
         uid = o.meta(svc).get("uid")
         current = [
@@ -207,8 +213,10 @@ class EndpointSliceController(Controller):
             for s in current
             if any(r.get("uid") == uid for r in o.meta(s).get("ownerReferences") or [])
         ]
+        groups = self.desired(svc)
+        await self._sync_endpoints(key, svc, groups)
         # a Service selecting nothing still has one empty slice, as kube's does
-        want = self.desired(svc) or [((), [])]
+        want = groups or [((), [])]
         free = list(current)
         plan: list[tuple[dict[str, Any] | None, tuple[Any, ...], list[dict[str, Any]]]] = []
         for ports, eps in want:
@@ -235,6 +243,40 @@ class EndpointSliceController(Controller):
             await self._put(key, svc, old, ports, eps)
         if free:
             await self._delete(key, ns, free)
+
+    def _endpoints_now(self, key: str) -> dict[str, Any] | None:
+        ns, name = key.split("/", 1)
+        seen = self.endpoints.get(name, ns)
+        mine = self._eps_written.get(key)
+        if mine is not None and (seen is None or _rv(seen) < _rv(mine)):
+            return mine
+        self._eps_written.pop(key, None)
+        return seen
+
+    async def _sync_endpoints(
+        self, key: str, svc: dict[str, Any], groups: list[tuple[tuple[Any, ...], list[Any]]]
+    ) -> None:
+        want = endpoints.endpoints_object(svc, endpoints.subsets(svc, groups))
+        have = self._endpoints_now(key)
+        if not endpoints.differs(have, want):
+            return
+        # a lagging cache makes this a 409 (AlreadyExists, Conflict): retried shortly
+        if have is None:
+            made = await self._write(self.client.create(want, o.namespace_of(svc)))
+        else:
+            want["metadata"]["resourceVersion"] = o.meta(have).get("resourceVersion")
+            made = await self._write(self.client.replace(want))
+        self._eps_written[key] = made
+
+    async def _drop_endpoints(self, key: str, ns: str, name: str) -> None:
+        have = self._endpoints_now(key)
+        self._eps_written.pop(key, None)
+        if have is None or o.labels_of(have).get(endpoints.SKIP_MIRROR) != "true":
+            return  # none, or not one this controller keeps
+        try:
+            await self._write(self.client.delete(ENDPOINTS, name, ns))
+        except NotFound:
+            pass
 
     async def _put(
         self,
