@@ -26,9 +26,20 @@
    process's watch; and the cluster process's time in the garbage collector (from its
    /metrics). Target: >= 2,000 pods/s. The scheduler runs with -v: its log has every
    pass and its garbage-collector time.
+3. with --dra, both again with device claims (gpuyard.scheduling.dra): the policy deciding
+   a 1,000-pod gang on 7,500 nodes whose every GPU is also published as a device, each
+   pod owning a claim (as made from a template) for 8 devices of one model inside one
+   NVLink clique (a CEL selector, matchAttribute), the garbage collector frozen before
+   each pass as the live scheduler does (target <= 100 ms); and the end-to-end run with
+   every pod's GPUs claimed from a ResourceClaimTemplate instead of the extended
+   resource (the workloads component makes the claims before the scheduler starts;
+   the scheduler writes each claim's allocation and reservedFor before it binds):
+   pods bound per second (target >= 1,000), and whether every claim ended allocated
+   and reserved with no device allocated twice.
 
     python benchmarks/scheduler.py            # 7,500 nodes
     python benchmarks/scheduler.py --quick    # 1,000 nodes, 7 gangs of 100 + 500 pods
+    python benchmarks/scheduler.py --dra      # also the cases with device claims
     python benchmarks/scheduler.py --no-policy --scheduler-args="--bind-concurrency 64"
     python benchmarks/scheduler.py --baseline-commit REV [--rounds N]   # ratios to REV
 
@@ -387,19 +398,68 @@ def bench_policy(nodes: int, gang: int, runs: int) -> dict[str, Any]:
     }
 
 
-def _pod(name: str, gpus: int, group: str | None = None) -> dict[str, Any]:
+def _pod(name: str, gpus: int, group: str | None = None, dra: bool = False) -> dict[str, Any]:
     md: dict[str, Any] = {"name": name, "namespace": "default"}
     if group:
         md["labels"] = {"scheduling.x-k8s.io/pod-group": group}
-    return {
-        "apiVersion": "v1",
-        "kind": "Pod",
-        "metadata": md,
-        "spec": {
-            "schedulerName": "gpuyard-scheduler",
-            "containers": [{"name": "w", "image": "x", "resources": {"limits": {GPU: str(gpus)}}}],
-        },
+    spec: dict[str, Any] = {
+        "schedulerName": "gpuyard-scheduler",
+        "containers": [{"name": "w", "image": "x", "resources": {"limits": {GPU: str(gpus)}}}],
     }
+    if dra:
+        # the GPUs as devices, through a claim made from a template, instead
+        spec["containers"][0]["resources"] = {"claims": [{"name": "gpus"}]}
+        spec["resourceClaims"] = [{"name": "gpus", "resourceClaimTemplateName": f"gpus-{gpus}"}]
+    return {"apiVersion": "v1", "kind": "Pod", "metadata": md, "spec": spec}
+
+
+def _template(gpus: int) -> dict[str, Any]:
+    """`gpus` devices of one model inside one NVLink clique."""
+    spec = json.loads(json.dumps(CLAIM_SPEC))
+    spec["devices"]["requests"][0]["exactly"]["count"] = gpus
+    return {
+        "apiVersion": "resource.k8s.io/v1",
+        "kind": "ResourceClaimTemplate",
+        "metadata": {"name": f"gpus-{gpus}", "namespace": "default"},
+        "spec": {"spec": spec},
+    }
+
+
+async def _claims_made(kubeconfig: str, total: int, timeout: float) -> float:
+    """Wait until every pod names the claim made for it; seconds waited."""
+    from gpuyard.kube.client import Client
+    from gpuyard.kube.resources import PODS
+
+    t0 = time.monotonic()
+    async with Client.from_kubeconfig(kubeconfig, component="bench") as c:
+        while True:
+            pods = (await c.list(PODS, "default"))["items"]
+            made = sum(1 for p in pods if (p.get("status") or {}).get("resourceClaimStatuses"))
+            if made >= total:
+                return time.monotonic() - t0
+            if time.monotonic() - t0 > timeout:
+                raise TimeoutError(f"claims made for {made} of {total} pods")
+            await asyncio.sleep(1.0)
+
+
+async def _claims_allocated(kubeconfig: str) -> tuple[int, int, int]:
+    """(claims, allocated and reserved ones, devices allocated twice)."""
+    from gpuyard.kube.client import Client
+    from gpuyard.kube.resources import RESOURCE_CLAIMS
+
+    async with Client.from_kubeconfig(kubeconfig, component="bench") as c:
+        claims = (await c.list(RESOURCE_CLAIMS, "default"))["items"]
+    seen: set[tuple[str, str]] = set()
+    twice = ok = 0
+    for cl in claims:
+        st = cl.get("status") or {}
+        if st.get("allocation") and st.get("reservedFor"):
+            ok += 1
+        for r in ((st.get("allocation") or {}).get("devices") or {}).get("results") or ():
+            k = (r["pool"], r["device"])
+            twice += k in seen
+            seen.add(k)
+    return len(claims), ok, twice
 
 
 def _cpu_seconds(pid: int) -> float:
@@ -408,14 +468,19 @@ def _cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-async def _create_all(kubeconfig: str, gangs: int, gang: int, singles: int) -> int:
+async def _create_all(
+    kubeconfig: str, gangs: int, gang: int, singles: int, dra: bool = False
+) -> int:
     from gpuyard.kube.client import Client
 
     objs: list[dict[str, Any]] = []
     for g in range(gangs):
-        objs += [_pod(f"g{g}-{i}", 4, f"g{g}") for i in range(gang)]
-    objs += [_pod(f"s-{i}", 1) for i in range(singles)]
+        objs += [_pod(f"g{g}-{i}", 4, f"g{g}", dra) for i in range(gang)]
+    objs += [_pod(f"s-{i}", 1, None, dra) for i in range(singles)]
     async with Client.from_kubeconfig(kubeconfig, component="bench") as c:
+        if dra:
+            for gpus in (1, 4):
+                await c.create(_template(gpus))
         for g in range(gangs):
             await c.create(
                 {
@@ -516,18 +581,31 @@ def _stop_profilers(procs: list[subprocess.Popen[bytes]]) -> None:
 
 
 def bench_e2e(
-    nodes: int, gangs: int, gang: int, singles: int, sched_args: list[str] | None = None
+    nodes: int,
+    gangs: int,
+    gang: int,
+    singles: int,
+    sched_args: list[str] | None = None,
+    dra: bool = False,
 ) -> dict[str, Any]:
     sched_args = sched_args or []
     from gpuyard.cluster.testing import run_cluster_process
 
+    claims: dict[str, Any] = {}
+    # with claims, the workloads component runs: its ResourceClaim controller makes each
+    # pod's claim from its template (before the scheduler starts) and gives claims back
+    components = "workloads" if dra else "none"
     with tempfile.TemporaryDirectory(prefix="gpuyard-sched-bench-") as d:
         with run_cluster_process(
-            d, nodes=nodes, args=["--components", "none", "--in-memory"], timeout=600
+            d, nodes=nodes, args=["--components", components, "--in-memory"], timeout=600
         ) as c:
             t0 = time.monotonic()
-            total = asyncio.run(_create_all(c.kubeconfig, gangs, gang, singles))
+            total = asyncio.run(_create_all(c.kubeconfig, gangs, gang, singles, dra))
             create_s = time.monotonic() - t0
+            if dra:
+                claims["claims_made_s"] = round(
+                    asyncio.run(_claims_made(c.kubeconfig, total, 900)), 2
+                )
             # The simulated kubelets' own load (7,500 lease renewals every 10 s, status
             # posts), measured while nothing else happens, to set the per-pod figures apart.
             idle0, idle_t0 = _cpu_seconds(c.proc.pid), time.monotonic()
@@ -552,6 +630,11 @@ def bench_e2e(
                 server_cpu = _cpu_seconds(c.proc.pid) - server_cpu0
                 gc1 = asyncio.run(_gc_seconds(c.kubeconfig))
                 server_gc = sum(gc1) - sum(gc0)
+                if dra:
+                    n, ok, twice = asyncio.run(_claims_allocated(c.kubeconfig))
+                    claims.update(
+                        claims=n, claims_allocated_and_reserved=ok, devices_allocated_twice=twice
+                    )
             finally:
                 _stop_profilers(profilers)
                 sched.terminate()
@@ -583,7 +666,8 @@ def bench_e2e(
             round(b - a, 3) for a, b in zip(gc0, gc1, strict=True)
         ],
         "benchmark_watcher_cpu_s_per_1000_pods": round(1000 * _WATCHER_CPU[0] / total, 3),
-        "target_pods_per_s": 2000,
+        **claims,
+        "target_pods_per_s": 1000 if dra else 2000,
     }
 
 
@@ -671,6 +755,13 @@ def main() -> None:
     ap.add_argument("--no-e2e", action="store_true", help="policy timing only")
     ap.add_argument("--no-policy", action="store_true", help="end to end only")
     ap.add_argument(
+        "--dra",
+        action="store_true",
+        help="also the cases with device claims: the policy deciding a 1,000-pod gang whose "
+        "pods claim their GPUs as devices, and the end-to-end run with every pod's GPUs "
+        "claimed from a ResourceClaimTemplate",
+    )
+    ap.add_argument(
         "--scheduler-args", default="", help="extra `gpuyard scheduler` arguments (e2e)"
     )
     ap.add_argument(
@@ -703,6 +794,8 @@ def main() -> None:
     out: dict[str, Any] = {}
     if not a.no_policy:
         out["policy"] = bench_policy(7500 if not a.nodes else nodes, 1000, runs)
+        if a.dra:
+            out["policy_dra"] = bench_policy_dra(7500 if not a.nodes else nodes, 1000, runs)
         out["policy_topology"] = bench_topology(7500 if not a.nodes else nodes, 1000, runs)
     if not a.no_e2e:
         extra = a.scheduler_args.split()
@@ -710,6 +803,11 @@ def main() -> None:
             out["e2e"] = bench_e2e(nodes, 7, 100, 500, extra)
         else:
             out["e2e"] = bench_e2e(nodes, 7, 1000, 5000, extra)
+        if a.dra:
+            if a.quick:
+                out["e2e_dra"] = bench_e2e(nodes, 7, 100, 500, extra, dra=True)
+            else:
+                out["e2e_dra"] = bench_e2e(nodes, 7, 1000, 5000, extra, dra=True)
     print(json.dumps(out, indent=2))
 
 

@@ -212,3 +212,59 @@ def test_a_dra_gang_is_allocated_at_once_and_released(
         timeout=60,
         what="the blocker bound once the claims were released",
     )
+
+
+def test_a_claim_shared_by_a_podgroup_is_made_once_and_allocated_once(
+    make_cluster: Callable[..., ClusterProcess],
+) -> None:
+    c = make_cluster(nodes=2, args=["--components", "scheduler,workloads"])
+    wait_for(lambda: len(get(c, "resourceslices")) == 2, what="the slices")
+    shared = template()
+    shared["metadata"]["name"] = "two-gpus"
+    req = shared["spec"]["spec"]["devices"]["requests"][0]["exactly"]
+    req["count"] = 2
+    entry = {"name": "nvlink", "resourceClaimTemplateName": "two-gpus"}
+    group = podgroup()
+    group["spec"]["schedulingPolicy"]["gang"]["minCount"] = 3
+    group["spec"]["resourceClaims"] = [entry]
+    pods = []
+    for i in range(3):
+        p = worker(i)
+        p["spec"]["resourceClaims"] = [entry]
+        p["spec"]["containers"][0]["resources"] = {"claims": [{"name": "nvlink"}]}
+        pods.append(p)
+    apply(c, shared, group, *pods)
+    placed = wait_for(
+        lambda: (
+            (ps := get(c, "pods"))
+            and len(ps) == 3
+            and all(p["spec"].get("nodeName") for p in ps)
+            and ps
+        ),
+        what="the gang bound",
+    )
+    claims = get(c, "resourceclaims")
+    assert len(claims) == 1, [cl["metadata"]["name"] for cl in claims]
+    cl = claims[0]
+    assert cl["metadata"]["ownerReferences"][0]["kind"] == "PodGroup"
+    assert cl["metadata"]["name"].startswith("train-nvlink-")
+    nodes = {p["spec"]["nodeName"] for p in placed}
+    assert len(nodes) == 1  # node-local devices: everyone sharing them is on their node
+    st = cl["status"]
+    assert len(st["allocation"]["devices"]["results"]) == 2
+    assert sorted(r["name"] for r in st["reservedFor"]) == ["w-0", "w-1", "w-2"]
+    for p in placed:
+        assert p["status"]["resourceClaimStatuses"] == [
+            {"name": "nvlink", "resourceClaimName": cl["metadata"]["name"]}
+        ]
+    pg = get(c, "podgroups.scheduling.k8s.io")[0]
+    assert pg["status"]["resourceClaimStatuses"] == [
+        {"name": "nvlink", "resourceClaimName": cl["metadata"]["name"]}
+    ]
+    # The pods end: the claim is no one's any more and its devices go back.
+    c.kubectl("delete", "pods", "w-0", "w-1", "w-2", "--wait=false")
+    wait_for(
+        lambda: not (get(c, "resourceclaims")[0].get("status") or {}).get("allocation"),
+        timeout=60,
+        what="the shared claim given back",
+    )

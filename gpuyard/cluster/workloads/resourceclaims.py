@@ -6,6 +6,10 @@ from templates for pods, and claims given back when their pods end.
   the annotation `resource.kubernetes.io/pod-claim-name` and a controller owner
   reference to the pod; its name goes to the pod's `status.resourceClaimStatuses`.
   A claim already made for that pod and claim name is reused, never made twice.
+- A claim a pod shares with its gang (a `spec.resourceClaims[]` entry equal to one of
+  its scheduling.k8s.io PodGroup's `spec.resourceClaims[]` naming a template) is made
+  once for the PodGroup, owned by it, named `<podgroup>-<claim name>-<random>`, kept in
+  the PodGroup's `status.resourceClaimStatuses`, and named in every member's status.
 - When a pod ends (Succeeded, Failed, or deleted), it leaves the `status.reservedFor`
   of every claim that names it; a claim no one holds any more loses its allocation
   (its devices are free again), and a claim made for the pod is deleted.
@@ -15,6 +19,7 @@ Level-triggered on pods and claims: a restart finds what is left to do in the ca
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any
 
@@ -23,6 +28,7 @@ from gpuyard.kube import objects as o
 from gpuyard.kube.errors import AlreadyExists, NotFound
 from gpuyard.kube.informer import InformerFactory, informer_maker
 from gpuyard.kube.resources import PODS, RESOURCE_CLAIM_TEMPLATES, RESOURCE_CLAIMS
+from gpuyard.scheduling.upstream import UPSTREAM_POD_GROUPS
 
 log = logging.getLogger("gpuyard.cluster.workloads")
 
@@ -59,12 +65,23 @@ class ResourceClaimController(Controller):
         self.pods = mk(PODS, name="workloads-claims-pods")
         self.claims = mk(RESOURCE_CLAIMS, name="workloads-resourceclaims")
         self.templates = mk(RESOURCE_CLAIM_TEMPLATES, name="workloads-resourceclaimtemplates")
+        self.groups = mk(UPSTREAM_POD_GROUPS, name="workloads-claims-podgroups")
         self.claims.add_index("owner", lambda c: _owner_pod(c))
         self.claims.add_index("reserved", lambda c: _reserved_pods(c) or None)
-        self._made: dict[tuple[str, str], str] = {}  # (pod uid, claim name) -> claim made
+        self._made: dict[tuple[str, str], str] = {}  # (owner uid, claim name) -> claim made
+        # one maker at a time of a PodGroup's claim (its members are reconciled together)
+        self._group_locks: dict[tuple[str, str], asyncio.Lock] = {}
 
     def informers(self) -> tuple[Any, ...]:
         return (self.pods, self.claims, self.templates)
+
+    async def run(self, stop: Any) -> None:
+        # PodGroups are read when there (not waited for: a cluster may not serve them)
+        self.groups.start()
+        try:
+            await super().run(stop)
+        finally:
+            await self.groups.stop()
 
     def _wire(self) -> None:
         def pod_event(pod: dict[str, Any]) -> None:
@@ -158,6 +175,10 @@ class ResourceClaimController(Controller):
             if not tname or cname in have:
                 continue
             made = owned.get(cname) or self._made.get((uid, cname))
+            if made is None and self._group_entry(pod, e) is not None:
+                made = await self._group_claim(pod, e)
+                if made is None:
+                    continue
             if made is None:
                 t = self.templates.get(tname, ns)
                 if t is None:
@@ -193,6 +214,7 @@ class ResourceClaimController(Controller):
             statuses.append({"name": cname, "resourceClaimName": made})
             added = True
         if added:
+            statuses.sort(key=lambda x: str(x.get("name")))
             try:
                 await self._write(
                     self.client.patch_status(
@@ -201,3 +223,94 @@ class ResourceClaimController(Controller):
                 )
             except NotFound:
                 pass
+
+    def _group_entry(self, pod: dict[str, Any], entry: dict[str, Any]) -> dict[str, Any] | None:
+        """The PodGroup (scheduling.k8s.io) of the pod when it shares this claim: its
+        spec.resourceClaims has the same entry."""
+        sg = (pod.get("spec") or {}).get("schedulingGroup") or {}
+        name = sg.get("podGroupName")
+        if not name:
+            return None
+        pg = self.groups.get(name, o.namespace_of(pod))
+        if pg is None:
+            return None
+        for g in (pg.get("spec") or {}).get("resourceClaims") or ():
+            if g == entry:
+                return pg
+        return None
+
+    async def _group_claim(self, pod: dict[str, Any], entry: dict[str, Any]) -> str | None:
+        """The claim made once for the PodGroup from the entry's template (made now when
+        it is not there yet); None while its template is missing."""
+        pg = self._group_entry(pod, entry)
+        assert pg is not None
+        key = ((pg.get("metadata") or {}).get("uid") or "", str(entry.get("name")))
+        lock = self._group_locks.setdefault(key, asyncio.Lock())
+        async with lock:
+            return await self._group_claim_locked(pg, entry)
+
+    async def _group_claim_locked(self, pg: dict[str, Any], entry: dict[str, Any]) -> str | None:
+        ns, gname, cname = o.namespace_of(pg), o.name_of(pg), str(entry.get("name"))
+        for st in (pg.get("status") or {}).get("resourceClaimStatuses") or ():
+            if st.get("name") == cname and st.get("resourceClaimName"):
+                return str(st["resourceClaimName"])
+        uid = (pg.get("metadata") or {}).get("uid") or ""
+        made = self._made.get((uid, cname))
+        if made is None:
+            for c in self.claims.by_namespace(ns):
+                md = c.get("metadata") or {}
+                if (md.get("annotations") or {}).get(POD_CLAIM_NAME) == cname and any(
+                    r.get("uid") == uid and r.get("controller")
+                    for r in md.get("ownerReferences") or ()
+                ):
+                    made = o.name_of(c)
+        if made is None:
+            t = self.templates.get(str(entry.get("resourceClaimTemplateName")), ns)
+            if t is None:
+                return None
+            tmd = (t.get("spec") or {}).get("metadata") or {}
+            got = await self._write(
+                self.client.create(
+                    {
+                        "apiVersion": "resource.k8s.io/v1",
+                        "kind": "ResourceClaim",
+                        "metadata": {
+                            "generateName": f"{gname}-{cname}-",
+                            "namespace": ns,
+                            "labels": dict(tmd.get("labels") or {}),
+                            "annotations": {
+                                **(tmd.get("annotations") or {}),
+                                POD_CLAIM_NAME: cname,
+                            },
+                            "ownerReferences": [
+                                {
+                                    "apiVersion": UPSTREAM_POD_GROUPS.api_version,
+                                    "kind": "PodGroup",
+                                    "name": gname,
+                                    "uid": uid,
+                                    "controller": True,
+                                    "blockOwnerDeletion": True,
+                                }
+                            ],
+                        },
+                        "spec": dict((t.get("spec") or {}).get("spec") or {}),
+                    }
+                )
+            )
+            made = o.name_of(got)
+            self._made[(uid, cname)] = made
+        statuses = [
+            st
+            for st in (pg.get("status") or {}).get("resourceClaimStatuses") or ()
+            if st.get("name") != cname
+        ]
+        statuses.append({"name": cname, "resourceClaimName": made})
+        try:
+            await self._write(
+                self.client.patch_status(
+                    UPSTREAM_POD_GROUPS, gname, {"status": {"resourceClaimStatuses": statuses}}, ns
+                )
+            )
+        except NotFound:
+            pass
+        return made
