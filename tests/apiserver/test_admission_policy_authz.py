@@ -142,7 +142,7 @@ async def test_authorizer_request_resource_service_account_path_and_decision(
     st, err = await _create_cm(api, "other", token)
     assert st == 201, err
     st, err = await _create_cm(api, "named", token)
-    assert st == 422 and "pods/log decision: " in err["message"], err
+    assert st == 422 and "pods/log decision:" in err["message"], err
     await grant(
         api,
         "default",
@@ -160,7 +160,7 @@ async def test_authorizer_request_resource_service_account_path_and_decision(
     st, out = await _create_cm(api, "named", token)
     assert st == 201, out
     st, err = await _create_cm(api, "other2", token)
-    assert st == 422 and "pods/log decision: " in err["message"], err
+    assert st == 422 and "pods/log decision:" in err["message"], err
     # A method a decision does not have is an evaluation error, refused by failurePolicy.
     st, out = await api.post(
         f"{ADM}/validatingadmissionpolicies",
