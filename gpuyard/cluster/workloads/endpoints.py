@@ -34,7 +34,8 @@ def subsets(
         merged.setdefault(ports, []).extend(eps)
     out = []
     for ports, eps in sorted(merged.items()):
-        ready, unready = [], []
+        ready: list[dict[str, Any]] = []
+        unready: list[dict[str, Any]] = []
         for ep in eps:
             cond = ep.get("conditions") or {}
             if cond.get("terminating") and not publish:
