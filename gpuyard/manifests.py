@@ -69,6 +69,8 @@ CONTROLLER_RULES: list[Rule] = [
     ("", ["namespaces"], [*WATCH, "create", "patch"]),
     ("", ["events"], ["create", "patch"]),
     ("scheduling.x-k8s.io", ["podgroups"], [*WATCH, "create", "update", "patch", "delete"]),
+    # TrainingJobs' upstream PodGroups, where the cluster serves them
+    ("scheduling.k8s.io", ["podgroups"], [*WATCH, "create", "update", "patch", "delete"]),
     (names.GROUP, ["trainingjobs", "teams", "balloonpools"], WATCH),
     (names.GROUP, ["trainingjobs/status", "teams/status", "balloonpools/status"], ["patch"]),
     ("coordination.k8s.io", ["leases"], ["get", "create", "update"]),

@@ -72,6 +72,24 @@ class CliError(Exception):
         self.code = code
 
 
+INITIALLY = "PodGroupInitiallyScheduled"
+
+
+async def _job_podgroup(client: Any, name: str, ns: str) -> dict[str, Any] | None:
+    """The job's PodGroup, in whichever gang API it speaks (None: none yet)."""
+    from gpuyard.kube.errors import ApiError
+    from gpuyard.kube.resources import POD_GROUPS
+    from gpuyard.scheduling.upstream import UPSTREAM_POD_GROUPS
+
+    for res in (POD_GROUPS, UPSTREAM_POD_GROUPS):
+        try:
+            pg = await client.get(res, name, ns)
+        except ApiError:  # NotFound, or a cluster that does not serve the kind
+            continue
+        return dict(pg)
+    return None
+
+
 def _print(obj: Any, fmt: str) -> None:
     if fmt == "json":
         print(json.dumps(obj, indent=2, default=str))
@@ -205,7 +223,7 @@ async def _check_priority_class(client: Any, path: str, job: dict[str, Any]) -> 
 
 
 async def _dispatch(client: Any, args: argparse.Namespace, ns: str, cmd: str) -> int:
-    from gpuyard.kube.errors import NotFound
+    from gpuyard.kube.errors import ApiError, NotFound
     from gpuyard.kube.resources import EVENTS, NODES, POD_GROUPS, PODS, TRAINING_JOBS
 
     if cmd == "submit":
@@ -291,10 +309,9 @@ async def _dispatch(client: Any, args: argparse.Namespace, ns: str, cmd: str) ->
         events = (await client.list(EVENTS, ns))["items"]
         pods = (await client.list(PODS, ns, label_selector=f"gpuyard.io/job={args.name}"))["items"]
         uids = {job["metadata"].get("uid")} | {p["metadata"].get("uid") for p in pods}
-        try:
-            uids.add((await client.get(POD_GROUPS, args.name, ns))["metadata"].get("uid"))
-        except NotFound:
-            pass
+        pg = await _job_podgroup(client, args.name, ns)
+        if pg is not None:
+            uids.add(pg["metadata"].get("uid"))
         evs = sorted(
             (e for e in events if (e.get("involvedObject") or {}).get("uid") in uids),
             key=lambda e: e.get("lastTimestamp") or e.get("eventTime") or "",
@@ -318,14 +335,20 @@ async def _dispatch(client: Any, args: argparse.Namespace, ns: str, cmd: str) ->
         print(
             f"Started:      {st.get('startTime', '-')}   Completed: {st.get('completionTime', '-')}"
         )
-        try:
-            pg = await client.get(POD_GROUPS, args.name, ns)
+        if pg is not None:
             pst = pg.get("status") or {}
-            print(
-                f"PodGroup:     {pst.get('phase', 'Pending')} (scheduled {pst.get('scheduled', 0)}, running {pst.get('running', 0)})"
-            )
-        except NotFound:
-            pass
+            if pg.get("apiVersion") == names.PODGROUP_API_VERSION:
+                print(
+                    f"PodGroup:     {pst.get('phase', 'Pending')} (scheduled "
+                    f"{pst.get('scheduled', 0)}, running {pst.get('running', 0)})"
+                )
+            else:
+                cond = next(
+                    (c for c in pst.get("conditions") or () if c.get("type") == INITIALLY),
+                    None,
+                )
+                said = f"{INITIALLY}={cond['status']}" if cond else "not yet scheduled"
+                print(f"PodGroup:     {said} ({pg.get('apiVersion')})")
         history = st.get("history") or []
         if history:
             print("History:      how each earlier gang ended (newest last)")
@@ -344,7 +367,14 @@ async def _dispatch(client: Any, args: argparse.Namespace, ns: str, cmd: str) ->
                 f"  {p['metadata']['name']:<32} {pst.get('phase', 'Pending'):<10} {p['spec'].get('nodeName') or '-'}"
             )
         print("Events:")
-        for e in evs[-20:]:
+        # The last 20, the job's and its PodGroup's own (restarts, why it waits) kept
+        # first: a gang's 2 x N container events must not hide why it restarted.
+        own = [e for e in evs if (e.get("involvedObject") or {}).get("kind") not in ("Pod", None)][
+            -10:
+        ]
+        rest = [e for e in evs if e not in own][-(20 - len(own)) :]
+        shown = [e for e in evs if e in own or e in rest]
+        for e in shown:
             print(
                 f"  {_age(e.get('lastTimestamp') or e.get('eventTime')):>6}  {e.get('type', ''):<8} {e.get('reason', ''):<18} {e['involvedObject']['name']}: {e.get('message', '')}"
             )
@@ -415,6 +445,19 @@ async def _dispatch(client: Any, args: argparse.Namespace, ns: str, cmd: str) ->
             for g in groups
             if (g.get("status") or {}).get("phase", "Pending") in ("Pending", "Scheduling")
         ]
+        try:  # upstream PodGroups: pending until PodGroupInitiallyScheduled is True
+            from gpuyard.scheduling.upstream import UPSTREAM_POD_GROUPS
+
+            pending += [
+                g
+                for g in (await client.list(UPSTREAM_POD_GROUPS))["items"]
+                if not any(
+                    c.get("type") == INITIALLY and c.get("status") == "True"
+                    for c in (g.get("status") or {}).get("conditions") or ()
+                )
+            ]
+        except ApiError:
+            pass  # a cluster that does not serve them
         pending_names = [f"{o.namespace_of(g)}/{o.name_of(g)}" for g in pending]
         summary: dict[str, Any] = {
             "nodes": len(nodes),

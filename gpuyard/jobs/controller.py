@@ -19,7 +19,13 @@ import time
 from typing import Any
 
 from gpuyard.jobs.fit import never_fits
-from gpuyard.jobs.reconcile import LABEL_GEN, LABEL_JOB, Observed, reconcile
+from gpuyard.jobs.reconcile import (
+    LABEL_GEN,
+    LABEL_JOB,
+    UPSTREAM_PODGROUP_API_VERSION,
+    Observed,
+    reconcile,
+)
 from gpuyard.jobs.spec import JobSpec, refusal
 from gpuyard.k8s.autoscaler import group_max_sizes
 from gpuyard.kube import objects as o
@@ -28,6 +34,7 @@ from gpuyard.kube.events import EventRecorder
 from gpuyard.kube.informer import InformerFactory, informer_maker
 from gpuyard.kube.resources import CONFIGMAPS, NODES, POD_GROUPS, PODS, TRAINING_JOBS
 from gpuyard.kube.waits import woken
+from gpuyard.scheduling.upstream import UPSTREAM_POD_GROUPS
 
 log = logging.getLogger("gpuyard.jobs")
 
@@ -46,6 +53,11 @@ class JobController:
         self.pods = mk(PODS, label_selector=LABEL_JOB, name="jobs-pods")
         self.nodes = mk(NODES, name="jobs-nodes")
         self.groups = mk(POD_GROUPS, label_selector=LABEL_JOB, name="jobs-podgroups")
+        # the upstream PodGroups of jobs, watched where the cluster serves them
+        self.upstream_groups = mk(
+            UPSTREAM_POD_GROUPS, label_selector=LABEL_JOB, name="jobs-upstream-podgroups"
+        )
+        self.upstream_served = False
         # The cluster-autoscaler's status (node groups' max sizes), for "can never fit".
         self.autoscaler = mk(
             CONFIGMAPS,
@@ -149,9 +161,19 @@ class JobController:
         node = self.nodes.get(name)
         return node is not None and self._ready(node)
 
+    async def _serves_upstream(self) -> bool:
+        try:
+            await self.client.resource((UPSTREAM_PODGROUP_API_VERSION, "PodGroup"))
+        except (ApiError, OSError):
+            return False
+        return True
+
     async def run(self, stop: asyncio.Event) -> None:
         self._wire()
-        infs = (self.nodes, self.autoscaler, self.groups, self.pods, self.jobs)
+        self.upstream_served = await self._serves_upstream()
+        infs: tuple[Any, ...] = (self.nodes, self.autoscaler, self.groups, self.pods, self.jobs)
+        if self.upstream_served:
+            infs = (self.upstream_groups, *infs)
         for inf in infs:
             inf.start()
         try:
@@ -183,7 +205,13 @@ class JobController:
             return  # the watch brings our own newer status, and with it another reconcile
         self.reconciles += 1
         have = {k.rsplit("/", 1)[1] for k in self._children if k.startswith(key + "/")}
+        # A job keeps the gang API its PodGroup already speaks; a new one takes the
+        # upstream API where the cluster serves it (JobSpec.of).
+        upstream = self.upstream_served
         if self.groups.get(name, ns) is not None:
+            have.add("podgroup")
+            upstream = False
+        elif upstream and self.upstream_groups.get(name, ns) is not None:
             have.add("podgroup")
         pods = self.pods.by_index("job", key)
         generation = int((job.get("metadata") or {}).get("generation") or 0)
@@ -216,6 +244,7 @@ class JobController:
                     never=never,
                     gone=list(gone.values()),
                     node_of=self.nodes.get,
+                    upstream_served=upstream,
                 )
             )
 

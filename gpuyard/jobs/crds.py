@@ -153,6 +153,22 @@ def trainingjob_schema() -> dict[str, Any]:
                         "MASTER_PORT for torchrun (default 29500), on worker 0.",
                         {"type": "integer", "minimum": 1, "maximum": 65535},
                     ),
+                    "podGroupAPI": _d(
+                        "Which gang API the job's PodGroup speaks: upstream "
+                        "(scheduling.k8s.io/v1beta1 PodGroup, workers joined by "
+                        "spec.schedulingGroup) or scheduler-plugins "
+                        "(scheduling.x-k8s.io/v1alpha1, workers joined by the "
+                        "scheduling.x-k8s.io/pod-group label). By default upstream where "
+                        "the cluster serves it and the job sets no scheduleTimeoutSeconds "
+                        "(which only scheduler-plugins has).",
+                        {"type": "string", "enum": ["upstream", "scheduler-plugins"]},
+                    ),
+                    "requiredTopology": _d(
+                        "A node label (topology.kubernetes.io/zone, gpuyard.io/block, "
+                        "gpuyard.io/rack, nvidia.com/gpu.clique): every worker runs inside "
+                        "one domain of it, or the job waits.",
+                        _STR,
+                    ),
                 },
             },
             "status": {

@@ -25,13 +25,15 @@ from typing import Any
 
 from gpuyard import names
 from gpuyard.jobs.causes import Cause, worker_cause
-from gpuyard.jobs.spec import JobSpec, validate_job
+from gpuyard.jobs.spec import UPSTREAM, JobSpec, validate_job
 from gpuyard.kube import objects as o
 
 LABEL_JOB = "gpuyard.io/job"
 LABEL_GEN = "gpuyard.io/job-generation"
 LABEL_INDEX = "gpuyard.io/replica-index"
 HOSTFILE_PATH = "/etc/gpuyard"
+UPSTREAM_PODGROUP_API_VERSION = "scheduling.k8s.io/v1beta1"
+KUEUE_REQUIRED = "kueue.x-k8s.io/podset-required-topology"  # read by gpuyard.scheduling
 HISTORY_LIMIT = 10
 
 
@@ -56,20 +58,30 @@ def hostfile(js: JobSpec) -> str:
 
 
 def desired_podgroup(job: dict[str, Any], js: JobSpec) -> dict[str, Any]:
-    spec: dict[str, Any] = {"minMember": js.replicas}
-    if js.schedule_timeout:
-        spec["scheduleTimeoutSeconds"] = js.schedule_timeout
-    return {
-        "apiVersion": names.PODGROUP_API_VERSION,
-        "kind": "PodGroup",
-        "metadata": {
-            "name": js.name,
-            "namespace": js.namespace,
-            "labels": {LABEL_JOB: js.name},
-            "ownerReferences": [owner_ref(job)],
-        },
-        "spec": spec,
+    """The job's PodGroup in the API it speaks (`js.pod_group_api`): upstream
+    (gang.minCount, the required topology as schedulingConstraints) or scheduler-plugins
+    (minMember, scheduleTimeoutSeconds; the required topology as Kueue's annotation,
+    which the gang scheduler reads on a PodGroup)."""
+    md: dict[str, Any] = {
+        "name": js.name,
+        "namespace": js.namespace,
+        "labels": {LABEL_JOB: js.name},
+        "ownerReferences": [owner_ref(job)],
     }
+    spec: dict[str, Any]
+    if js.pod_group_api == UPSTREAM:
+        api_version = UPSTREAM_PODGROUP_API_VERSION
+        spec = {"schedulingPolicy": {"gang": {"minCount": js.replicas}}}
+        if js.required_topology:
+            spec["schedulingConstraints"] = {"topology": [{"key": js.required_topology}]}
+    else:
+        api_version = names.PODGROUP_API_VERSION
+        spec = {"minMember": js.replicas}
+        if js.schedule_timeout:
+            spec["scheduleTimeoutSeconds"] = js.schedule_timeout
+        if js.required_topology:
+            md["annotations"] = {KUEUE_REQUIRED: js.required_topology}
+    return {"apiVersion": api_version, "kind": "PodGroup", "metadata": md, "spec": spec}
 
 
 def desired_service(job: dict[str, Any], js: JobSpec) -> dict[str, Any]:
@@ -120,9 +132,10 @@ def worker_pod(job: dict[str, Any], js: JobSpec, i: int, generation: int) -> dic
         LABEL_JOB: js.name,
         LABEL_GEN: str(generation),
         LABEL_INDEX: str(i),
-        names.POD_GROUP_LABEL: js.name,
         names.LABEL_TEAM: js.team,
     }
+    if js.pod_group_api != UPSTREAM:
+        labels[names.POD_GROUP_LABEL] = js.name
     env = {
         "RANK": str(i),
         "WORLD_SIZE": str(js.replicas),
@@ -158,6 +171,8 @@ def worker_pod(job: dict[str, Any], js: JobSpec, i: int, generation: int) -> dic
         "subdomain": js.name,
         "priorityClassName": js.priority_class,
     }
+    if js.pod_group_api == UPSTREAM:
+        pod_spec["schedulingGroup"] = {"podGroupName": js.name}
     annotations = dict(tmd.get("annotations") or {})
     if js.deadline:
         # The job's time limit, for the scheduler's reservations (a gang waiting for
@@ -194,6 +209,8 @@ class Observed:
     # final object), so a worker that is gone is explained, not just missed.
     gone: list[dict[str, Any]] = field(default_factory=list)
     node_of: Callable[[str], dict[str, Any] | None] = lambda name: None
+    # the cluster serves the upstream PodGroup (scheduling.k8s.io/v1beta1)
+    upstream_served: bool = False
 
 
 @dataclass
@@ -249,7 +266,7 @@ def reconcile(obs: Observed) -> Actions:
                 act.events.append(("Warning", st["reason"], st["message"]))
             return _with_status(act, old, st, obs, [])
 
-    js = JobSpec.of(job, obs.namespace_team)
+    js = JobSpec.of(job, obs.namespace_team, obs.upstream_served)
     if phase in ("Succeeded", "Failed"):
         if phase == "Failed":
             for p in obs.pods:

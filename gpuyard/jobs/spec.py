@@ -19,6 +19,8 @@ from gpuyard.k8s.schema_check import schema_errors
 DEFAULT_GPUS = 8
 DEFAULT_BACKOFF = 3
 DEFAULT_PORT = 29500
+UPSTREAM = "upstream"
+SCHEDULER_PLUGINS = "scheduler-plugins"
 
 
 def validate_job(obj: Any) -> list[str]:
@@ -38,6 +40,14 @@ def validate_job(obj: Any) -> list[str]:
         errors.append("metadata.name: Required value")
     for c in schema_errors(trainingjob_schema(), obj, "", top=True):
         errors.append(f"{c['field'] or '(root)'}: {c['message']}")
+    spec = obj.get("spec")
+    if not isinstance(spec, dict):
+        spec = {}
+    if spec.get("podGroupAPI") == UPSTREAM and spec.get("scheduleTimeoutSeconds"):
+        errors.append(
+            "spec.scheduleTimeoutSeconds: the upstream PodGroup has no schedule timeout; "
+            "use podGroupAPI scheduler-plugins or leave it out"
+        )
     return errors
 
 
@@ -58,12 +68,23 @@ class JobSpec:
     deadline: int | None
     schedule_timeout: int | None
     master_port: int
+    # "upstream" or "scheduler-plugins": the gang API its PodGroup speaks (resolved)
+    pod_group_api: str = SCHEDULER_PLUGINS
+    required_topology: str | None = None
 
     @classmethod
-    def of(cls, job: dict[str, Any], namespace_team: str | None = None) -> JobSpec:
+    def of(
+        cls, job: dict[str, Any], namespace_team: str | None = None, upstream_served: bool = False
+    ) -> JobSpec:
+        """With `upstream_served` (the cluster serves scheduling.k8s.io/v1beta1
+        PodGroups) a job that names no podGroupAPI takes the upstream one, unless it
+        sets scheduleTimeoutSeconds."""
         md = job.get("metadata") or {}
         spec = job.get("spec") or {}
         ns = md.get("namespace") or "default"
+        api = spec.get("podGroupAPI") or (
+            UPSTREAM if upstream_served and not spec.get("scheduleTimeoutSeconds") else ""
+        )
         return cls(
             name=md.get("name", ""),
             namespace=ns,
@@ -86,6 +107,8 @@ class JobSpec:
             if spec.get("scheduleTimeoutSeconds")
             else None,
             master_port=int(spec.get("masterPort") or DEFAULT_PORT),
+            pod_group_api=api or SCHEDULER_PLUGINS,
+            required_topology=spec.get("requiredTopology") or None,
         )
 
 

@@ -137,6 +137,7 @@ def test_failing_worker_exit_code_and_delete_leaves_nothing(
         for kind in (
             "pods",
             "podgroups.scheduling.x-k8s.io",
+            "podgroups.scheduling.k8s.io",
             "services",
             "configmaps",
             "trainingjobs",
@@ -203,3 +204,33 @@ def test_unreachable_cluster_is_one_clear_line(tmp_path: Path) -> None:
     assert r.returncode == 1
     assert r.stderr.startswith("gpuyard jobs: cannot reach the cluster at http://127.0.0.1:9")
     assert len(r.stderr.strip().splitlines()) == 1
+
+
+def test_job_speaks_the_upstream_gang_api_and_keeps_to_one_rack(
+    make_cluster: Callable[..., ClusterProcess], tmp_path: Path
+) -> None:
+    # 8 nodes in racks of 4
+    c = make_cluster(nodes=8, args=[*ARGS, "--rack-size", "4"])
+    text = job_yaml("llm", 3, requiredTopology="gpuyard.io/rack")
+    assert submit(c, tmp_path, text).returncode == 0
+    wait_for(lambda: phase(c, "llm") == "Running")
+    pg = get(c, "podgroups.scheduling.k8s.io", "llm")
+    assert pg["spec"]["schedulingPolicy"]["gang"]["minCount"] == 3
+    assert pg["spec"]["schedulingConstraints"]["topology"] == [{"key": "gpuyard.io/rack"}]
+    assert not get(c, "podgroups.scheduling.x-k8s.io")["items"]
+    conds = {x["type"]: x["status"] for x in pg["status"]["conditions"]}
+    assert conds["PodGroupInitiallyScheduled"] == "True"
+    pods = get(c, "pods", "-l", "gpuyard.io/job=llm")["items"]
+    assert all(p["spec"]["schedulingGroup"] == {"podGroupName": "llm"} for p in pods)
+    nodes = {n["metadata"]["name"]: n["metadata"]["labels"] for n in get(c, "nodes")["items"]}
+    assert len({nodes[p["spec"]["nodeName"]]["gpuyard.io/rack"] for p in pods}) == 1
+    # a second job of 3 cannot fit the 1 node left in that rack beside it: the other rack
+    assert (
+        submit(c, tmp_path, job_yaml("two", 3, requiredTopology="gpuyard.io/rack")).returncode == 0
+    )
+    wait_for(lambda: phase(c, "two") == "Running")
+    pods2 = get(c, "pods", "-l", "gpuyard.io/job=two")["items"]
+    racks = {nodes[p["spec"]["nodeName"]]["gpuyard.io/rack"] for p in pods2}
+    assert len(racks) == 1 and racks != {nodes[pods[0]["spec"]["nodeName"]]["gpuyard.io/rack"]}
+    out = c.gpuyard("describe", "job", "llm", "--kubeconfig", c.kubeconfig).stdout
+    assert "PodGroup:" in out and "scheduling.k8s.io" in out

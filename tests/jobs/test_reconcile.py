@@ -306,3 +306,40 @@ def test_workers_carry_the_jobs_time_limit_for_the_scheduler() -> None:
     assert names.ANN_EXPECTED_RUNTIME not in (
         worker_pod(job(), JobSpec.of(job()), 0, 0)["metadata"].get("annotations") or {}
     )
+
+
+def test_upstream_or_scheduler_plugins_podgroup_by_what_the_cluster_serves() -> None:
+    j = job(requiredTopology="gpuyard.io/rack")
+    act = reconcile(Observed(j, [], now=0.0, upstream_served=True))
+    pg = next(o for o in act.create if o["kind"] == "PodGroup")
+    assert pg["apiVersion"] == "scheduling.k8s.io/v1beta1"
+    assert pg["spec"] == {
+        "schedulingPolicy": {"gang": {"minCount": 3}},
+        "schedulingConstraints": {"topology": [{"key": "gpuyard.io/rack"}]},
+    }
+    w0 = next(o for o in act.create if o["metadata"]["name"] == "llm-worker-0")
+    assert w0["spec"]["schedulingGroup"] == {"podGroupName": "llm"}
+    assert "scheduling.x-k8s.io/pod-group" not in w0["metadata"]["labels"]
+    # an older cluster: the scheduler-plugins PodGroup, the topology as Kueue's annotation
+    act = reconcile(Observed(j, [], now=0.0))
+    pg = next(o for o in act.create if o["kind"] == "PodGroup")
+    assert pg["apiVersion"] == "scheduling.x-k8s.io/v1alpha1" and pg["spec"] == {"minMember": 3}
+    assert pg["metadata"]["annotations"] == {
+        "kueue.x-k8s.io/podset-required-topology": "gpuyard.io/rack"
+    }
+    w0 = next(o for o in act.create if o["metadata"]["name"] == "llm-worker-0")
+    assert "schedulingGroup" not in w0["spec"]
+    assert w0["metadata"]["labels"]["scheduling.x-k8s.io/pod-group"] == "llm"
+    # the field decides; a schedule timeout (scheduler-plugins only) keeps that API
+    forced = reconcile(
+        Observed(job(podGroupAPI="scheduler-plugins"), [], 0.0, upstream_served=True)
+    )
+    assert next(o for o in forced.create if o["kind"] == "PodGroup")["spec"] == {"minMember": 3}
+    timed = reconcile(Observed(job(scheduleTimeoutSeconds=60), [], 0.0, upstream_served=True))
+    assert next(o for o in timed.create if o["kind"] == "PodGroup")["spec"]["minMember"] == 3
+    errors = validate_job(job(podGroupAPI="upstream", scheduleTimeoutSeconds=60))
+    assert errors == [
+        "spec.scheduleTimeoutSeconds: the upstream PodGroup has no schedule timeout; use "
+        "podGroupAPI scheduler-plugins or leave it out"
+    ]
+    assert validate_job(job(podGroupAPI="volcano"))[0].startswith("spec.podGroupAPI: ")
