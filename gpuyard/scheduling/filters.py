@@ -73,7 +73,13 @@ def anti_ok(p: PodInfo, n: NodeInfo, extra: Iterable[PodInfo] = ()) -> bool:
 
 
 def fits(p: PodInfo, n: NodeInfo) -> bool:
-    """Whether the pod's requests fit in the node's allocatable minus its bound pods."""
+    """Whether the pod's requests fit in the node's allocatable minus its bound pods
+    (its device claims included)."""
+    return fits_resources(p, n) and (not p.claims or dra.plan(p, n) is not None)
+
+
+def fits_resources(p: PodInfo, n: NodeInfo) -> bool:
+    """`fits` but for device claims (the cheap part, tried first)."""
     req, a, u = p.req, n.alloc, n.used
     return (
         req[2] + u[2] <= a[2]
@@ -82,7 +88,6 @@ def fits(p: PodInfo, n: NodeInfo) -> bool:
         and req[3] + u[3] <= a[3]
         and (not p.xreq or xfits(p, n))
         and (not p.host_ports or ports_free(p, n))
-        and (not p.claims or dra.plan(p, n) is not None)
     )
 
 

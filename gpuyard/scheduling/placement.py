@@ -31,11 +31,13 @@ from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from gpuyard import names
+from gpuyard.scheduling import dra
 from gpuyard.scheduling.affinity import Topology, constrained, scored
 from gpuyard.scheduling.filters import (
     anti_ok,
     capacity,
     fits,
+    fits_resources,
     static_ok,
     tentative,
     untentative,
@@ -189,6 +191,23 @@ def _best_fit_scan(ps: Pass, p: PodInfo, u: Unit) -> NodeInfo | None:
     else:
         nodes = enumerate(candidates(ps, p))
     free_for = ps.holds.free_for
+    if p.claims:
+        # Devices are looked for only on the nodes that would win: best first, the
+        # first whose devices can be had
+        rows = [
+            ((n.alloc[GPU] - n.used[GPU], n.alloc[0] - n.used[0], i), n)
+            for i, n in nodes
+            if fits_resources(p, n) and free_for(n, u)
+        ]
+        rows.sort(key=lambda t: t[0])
+        for _, n in rows:
+            if (p.anti_affinity or any(q.anti_affinity for q in n.pods.values())) and not anti_ok(
+                p, n
+            ):
+                continue
+            if dra.plan(p, n) is not None:
+                return n
+        return None
     for i, n in nodes:
         if not fits(p, n) or not free_for(n, u):
             continue
