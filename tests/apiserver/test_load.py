@@ -192,10 +192,18 @@ async def test_idle_and_slow_header_floods_do_not_starve_a_legitimate_client() -
                         assert (await r.json())["metadata"]["name"] == f"ok-{i}"
                 fresh_lat.append(time.perf_counter() - t0)
                 max_fds = max(max_fds, fd_count(srv.pid))
-            # The flood was still on: the server is at its cap, never past it, and it
-            # shed flood connections to admit the legitimate ones.
-            m = await asyncio.to_thread(metrics, srv)
-            assert cap - 50 <= m['gpuyard_apiserver_connections{state="open"}'] <= cap
+            # The flood was still on: it shed flood connections to admit the legitimate
+            # ones, and it fills the server to its cap again (between waves of slow
+            # heads timing out it may stand a little below), never past it.
+            deadline = time.monotonic() + 120
+            while True:
+                m = await asyncio.to_thread(metrics, srv)
+                opened = m['gpuyard_apiserver_connections{state="open"}']
+                assert opened <= cap
+                if opened >= cap - 50:
+                    break
+                assert time.monotonic() < deadline, f"the flood holds only {opened} of {cap}"
+                await asyncio.sleep(0.2)
             assert _shed(m) > shed_before
             assert 0 < max_fds < server_limit
             for p in [*idlers, slow]:
