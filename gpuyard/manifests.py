@@ -48,7 +48,7 @@ SCHEDULER_RULES: list[Rule] = [
     ("", ["events"], ["create", "patch"]),
     ("scheduling.x-k8s.io", ["podgroups"], WATCH),
     ("scheduling.x-k8s.io", ["podgroups/status"], ["patch", "update"]),
-    ("scheduling.k8s.io", ["priorityclasses", "podgroups"], WATCH),
+    ("scheduling.k8s.io", ["priorityclasses", "podgroups", "workloads"], WATCH),
     ("scheduling.k8s.io", ["podgroups/status"], ["patch", "update"]),
     # Volcano's PodGroups, where its CRD is installed
     ("scheduling.volcano.sh", ["podgroups"], WATCH),

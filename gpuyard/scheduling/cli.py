@@ -7,11 +7,11 @@ import asyncio
 import gc
 import logging
 import os
-import re
 import signal
 import sys
 
 from gpuyard.cliargs import COUNT, PORT_OR_OFF
+from gpuyard.scheduling.component import LEVELS
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -36,7 +36,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--topology-levels",
-        type=_levels,
+        type=LEVELS,
         default=None,
         help="the topology's levels: node label keys, broadest first, comma-separated "
         "(default: topology.kubernetes.io/zone,gpuyard.io/block,gpuyard.io/rack,"
@@ -48,21 +48,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=128,
         help="bindings (and other writes) in flight at once (default 128)",
     )
-
-
-_LABEL_KEY = re.compile(
-    r"^([a-z0-9]([-a-z0-9.]*[a-z0-9])?/)?[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$"
-)
-
-
-def _levels(text: str) -> tuple[str, ...]:
-    keys = tuple(k.strip() for k in text.split(","))
-    for k in keys:
-        if not _LABEL_KEY.match(k):
-            raise argparse.ArgumentTypeError(f"{k!r} is not a node label key")
-    if len(set(keys)) != len(keys):
-        raise argparse.ArgumentTypeError("a level is given twice")
-    return keys
 
 
 async def _main(args: argparse.Namespace) -> int:

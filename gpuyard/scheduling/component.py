@@ -2,10 +2,37 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from gpuyard import cliargs
 from gpuyard.cliargs import Option
+
+_LABEL_KEY = re.compile(
+    r"^([a-z0-9]([-a-z0-9.]*[a-z0-9])?/)?[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$"
+)
+
+
+class Levels(cliargs.Value):
+    """Topology levels: node label keys, broadest first, comma-separated."""
+
+    expected = "node label keys, comma-separated"
+
+    def check(self, value: Any) -> tuple[str, ...]:
+        if isinstance(value, str):
+            value = value.split(",")
+        if not isinstance(value, list | tuple) or not value:
+            raise ValueError(f"{value!r} is not {self.expected}")
+        keys = tuple(str(k).strip() for k in value)
+        for k in keys:
+            if not _LABEL_KEY.match(k):
+                raise ValueError(f"{k!r} is not a node label key")
+        if len(set(keys)) != len(keys):
+            raise ValueError("a level is given twice")
+        return keys
+
+
+LEVELS = Levels()
 
 # The `gpuyard up --set` options this component reads.
 OPTIONS = cliargs.index(
@@ -16,6 +43,13 @@ OPTIONS = cliargs.index(
             True,
             "the scheduler also binds pods with schedulerName default-scheduler "
             "(what the API server gives a pod that names none)",
+        ),
+        Option(
+            "scheduler_topology_levels",
+            LEVELS,
+            None,
+            "the topology's levels, broadest first (default: topology.kubernetes.io/zone,"
+            "gpuyard.io/block,gpuyard.io/rack,nvidia.com/gpu.clique,kubernetes.io/hostname)",
         ),
     ]
 )
@@ -48,7 +82,12 @@ async def run(ctx: Any) -> None:
         opts = getattr(ctx, "options", None) or {}
         also = (DEFAULT_SCHEDULER,) if cliargs.get(opts, OPTIONS["scheduler_default"]) else ()
         sched = Scheduler(
-            client, leader_elect=False, informers=informers, also=also, metrics=process_metrics()
+            client,
+            leader_elect=False,
+            informers=informers,
+            also=also,
+            metrics=process_metrics(),
+            topology_levels=cliargs.get(opts, OPTIONS["scheduler_topology_levels"]),
         )
         await sched.run(ctx.stop)
     finally:

@@ -254,6 +254,8 @@ class Scheduler:
         self.groups = mk(POD_GROUPS, name="scheduler-podgroups")
         # scheduling.k8s.io PodGroups (not waited for: older clusters do not serve them)
         self.upstream_groups = mk(upstream.UPSTREAM_POD_GROUPS, name="scheduler-upstream-podgroups")
+        # the Workloads upstream PodGroups are made from (their templates' constraints)
+        self.workloads = mk(upstream.WORKLOADS, name="scheduler-workloads")
         # Volcano's PodGroups (not waited for: served only where its CRD is installed)
         self.volcano_groups = mk(volcano.VOLCANO_POD_GROUPS, name="scheduler-volcano-podgroups")
         self.classes = mk(PRIORITY_CLASSES, name="scheduler-priorityclasses")
@@ -340,12 +342,24 @@ class Scheduler:
         self.groups.add_handler(group_set, lambda old, new: group_set(new), group_del)
 
         def upstream_set(pg: dict[str, Any]) -> None:
-            s.set_group(upstream.group_info(pg, s.priority_classes))
+            ref = upstream.workload_ref(pg)
+            wl = self.workloads.get(ref[0], o.namespace_of(pg)) if ref else None
+            s.set_group(upstream.group_info(pg, s.priority_classes, wl))
             self._changed(o.key_of(pg))
 
         self.upstream_groups.add_handler(
             upstream_set, lambda old, new: upstream_set(new), group_del
         )
+
+        def workload_set(wl: dict[str, Any]) -> None:
+            # its PodGroups read their templates again
+            ns, name = o.namespace_of(wl), o.name_of(wl)
+            for pg in self.upstream_groups.list():
+                ref = upstream.workload_ref(pg)
+                if ref and ref[0] == name and o.namespace_of(pg) == ns:
+                    upstream_set(pg)
+
+        self.workloads.add_handler(workload_set, lambda old, new: workload_set(new), workload_set)
 
         def volcano_set(pg: dict[str, Any]) -> None:
             s.set_group(volcano.group_info(pg, s.priority_classes))
@@ -427,6 +441,7 @@ class Scheduler:
             self.nodes,
             self.groups,
             self.upstream_groups,
+            self.workloads,
             self.volcano_groups,
             self.pods,
             self.teams,
@@ -479,6 +494,7 @@ class Scheduler:
                 self.nodes,
                 self.groups,
                 self.upstream_groups,
+                self.workloads,
                 self.volcano_groups,
                 self.pods,
                 self.teams,

@@ -6,7 +6,8 @@ refuses a pod that also carries the scheduler-plugins label). The group is all o
 nothing by `spec.schedulingPolicy.gang.minCount` (mutable: a new value counts from the
 next pass); a `basic` policy is a group of one. `priority` / `priorityClassName` order
 the gang in the queue; `schedulingConstraints.topology[].key` are required topology
-levels (gpuyard.scheduling.topology). Its status carries the conditions `PodGroupInitiallyScheduled`
+levels (gpuyard.scheduling.topology). A PodGroup made from a Workload's template
+(spec.workloadRef) takes the template's constraints and priority where it says none. Its status carries the conditions `PodGroupInitiallyScheduled`
 (True once minCount members were bound; False with reason Unschedulable or
 SchedulerError while it waits) and `DisruptionTarget` (reason PreemptionByScheduler
 when the scheduler evicts members).
@@ -28,6 +29,7 @@ if TYPE_CHECKING:
     from gpuyard.scheduling.state import GroupInfo
 
 UPSTREAM_POD_GROUPS = Res("scheduling.k8s.io", "v1beta1", "podgroups", True, "PodGroup")
+WORKLOADS = Res("scheduling.k8s.io", "v1beta1", "workloads", True, "Workload")
 
 INITIALLY_SCHEDULED = "PodGroupInitiallyScheduled"
 DISRUPTION_TARGET = "DisruptionTarget"
@@ -82,17 +84,48 @@ def priority_of(pg: Mapping[str, Any], classes: Mapping[str, int]) -> int | None
     return classes.get(pc) if isinstance(pc, str) and pc else None
 
 
-def group_info(pg: Mapping[str, Any], classes: Mapping[str, int]) -> GroupInfo:
+def workload_ref(pg: Mapping[str, Any]) -> tuple[str, str] | None:
+    """The (Workload, template) a PodGroup was made from (spec.workloadRef), or None."""
+    ref = (pg.get("spec") or {}).get("workloadRef")
+    if not isinstance(ref, Mapping):
+        return None
+    w, t = ref.get("workloadName"), ref.get("templateName")
+    return (w, t) if isinstance(w, str) and w and isinstance(t, str) and t else None
+
+
+def template_of(workload: Mapping[str, Any] | None, name: str) -> Mapping[str, Any] | None:
+    for t in ((workload or {}).get("spec") or {}).get("podGroupTemplates") or ():
+        if isinstance(t, Mapping) and t.get("name") == name:
+            return t
+    return None
+
+
+def group_info(
+    pg: Mapping[str, Any], classes: Mapping[str, int], workload: Mapping[str, Any] | None = None
+) -> GroupInfo:
+    """The group of an upstream PodGroup; what it does not say itself (its
+    schedulingConstraints, priority) it takes from the template of the Workload it was
+    made from (`workload`, named by spec.workloadRef)."""
     from gpuyard.scheduling.state import GroupInfo  # state imports group_name from here
 
     created = o.parse_time((pg.get("metadata") or {}).get("creationTimestamp"))
+    ref = workload_ref(pg)
+    tpl = template_of(workload, ref[1]) if ref else None
+    topology = upstream_request(pg)
+    priority = priority_of(pg, classes)
+    if tpl is not None:
+        inherited = upstream_request({"spec": tpl})
+        if inherited and not (topology and topology.required):
+            topology = inherited.merged(topology)
+        if priority is None:
+            priority = priority_of({"spec": tpl}, classes)
     return GroupInfo(
         key=o.key_of(pg),
         min_member=min_count(pg),
         created=created.timestamp() if created else 0.0,
-        priority=priority_of(pg, classes),
+        priority=priority,
         obj=dict(pg),
-        topology=upstream_request(pg),
+        topology=topology,
     )
 
 

@@ -387,3 +387,25 @@ def test_required_topology_gangs_never_span_two_domains(
         # some work ends between passes
         for k in [k for k in s.pods if k.startswith("busy/")][:1]:
             s.remove_pod(k)
+
+
+def test_levels_are_data_a_rack_is_known_by_its_zone_too() -> None:
+    import pytest
+
+    from gpuyard.scheduling.component import LEVELS
+
+    s = ClusterState()
+    for z in ("a", "b"):
+        for i in range(3):
+            s.add_node_fast(
+                f"{z}{i}", {"cpu": 64_000, "memory": 2**40, GPU: 8}, {ZONE: z, RACK: "r1"}
+            )
+    # racks named alike in two zones are two racks: a gang of 4 requiring one waits
+    gang(s, "g", 4, topo=Request(required=(RACK,)))
+    d = schedule(s, 0.0)
+    assert d.bindings == [] and "holds 3 of its 4 pods" in d.unschedulable["gang ns/g"]
+    # with levels that leave the zone out, r1 is one rack of six nodes
+    s.set_topology_levels(LEVELS.parse(f"{RACK},{names.LABEL_HOSTNAME}"))
+    assert len(schedule(s, 1.0).bindings) == 4
+    with pytest.raises(ValueError, match="'bad key' is not a node label key"):
+        LEVELS.parse("bad key")

@@ -281,3 +281,54 @@ def test_kueue_annotated_job_and_volcano_podgroup_are_honoured(
 
     assert "the largest free gpuyard.io/rack, rack-0003, holds 2 of its 3 pods" in wait(waiting)
     assert not any(p["spec"].get("nodeName") for p in pods(c, "trio-").values())
+
+
+WORKLOAD = """
+apiVersion: scheduling.k8s.io/v1beta1
+kind: Workload
+metadata: {name: trainer}
+spec:
+  podGroupTemplates:
+  - name: workers
+    schedulingPolicy: {gang: {minCount: 3}}
+    schedulingConstraints:
+      topology:
+      - key: gpuyard.io/rack
+---
+apiVersion: scheduling.k8s.io/v1beta1
+kind: PodGroup
+metadata: {name: %(name)s}
+spec:
+  workloadRef: {workloadName: trainer, templateName: workers}
+  schedulingPolicy: {gang: {minCount: %(n)d}}
+"""
+
+
+@pytest.mark.slow
+def test_a_podgroup_made_from_a_workload_template_keeps_its_topology(
+    make_cluster: Callable[..., ClusterProcess],
+) -> None:
+    c = make_cluster(nodes=8, args=ARGS)  # racks of 4
+    nodes = labels_of_nodes(c)
+    for i in (0, 1, 4):  # rack-0000 has 2 free nodes, rack-0001 3
+        apply(c, BUSY % {"i": i})
+    wait(lambda: placed(c, "busy-", 3))
+    # 4 pods fit the 5 free nodes, but not one rack: the template says one rack
+    apply(c, WORKLOAD % {"name": "w4", "n": 4})
+    for i in range(4):
+        apply(c, UPSTREAM_POD % {"name": "w4", "i": i})
+
+    def reason() -> str | None:
+        out = c.kubectl(
+            "get", "events", "--field-selector", "involvedObject.name=w4", "-o", "json"
+        ).stdout
+        return out if "must fit inside one gpuyard.io/rack" in out else None
+
+    assert "the largest free gpuyard.io/rack, rack-0001, holds 3 of its 4 pods" in wait(reason)
+    assert not any(p["spec"].get("nodeName") for p in pods(c, "w4-").values())
+    # a gang of 3 from the same template fits rack-0001
+    apply(c, WORKLOAD % {"name": "w3", "n": 3})
+    for i in range(3):
+        apply(c, UPSTREAM_POD % {"name": "w3", "i": i})
+    got = wait(lambda: placed(c, "w3-", 3))
+    assert {nodes[n]["gpuyard.io/rack"] for n in got.values()} == {"rack-0001"}
