@@ -28,7 +28,7 @@ filled (placement.fill). Gangs without a request are packed softly as before
 from __future__ import annotations
 
 from collections import Counter, defaultdict
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -85,16 +85,6 @@ class Request:
             self.slice_size or other.slice_size,
             self.error or other.error,
         )
-
-    def describe(self) -> str:
-        parts = []
-        if self.required:
-            parts.append("inside one " + " and one ".join(self.required))
-        if self.slice_key:
-            parts.append(f"slices of {self.slice_size} inside one {self.slice_key}")
-        if self.preferred:
-            parts.append(f"few {self.preferred} domains")
-        return ", ".join(parts)
 
 
 def domain_of(levels: tuple[str, ...], key: str, labels: Mapping[str, str]) -> Domain | None:
@@ -267,11 +257,11 @@ def _place_in(
                 for _, _, d in fitting:
                     mark = len(placed)
                     ok = fill(by[d], chunk, placed, topo)
+                    if not ok:
+                        _undo(placed, mark)
                     cap[d] = sum(capacity(pods[0], n) for n in by[d])
                     if ok:
                         break
-                    _undo(placed, mark)
-                    cap[d] = sum(capacity(pods[0], n) for n in by[d])
                 else:
                     return None
             return list(placed)
@@ -412,11 +402,3 @@ def reserve_rows(
                     best, best_rows = (r[0], d), rs
                 break
     return best_rows
-
-
-def nodes_in(ps: Pass, key: str) -> Iterable[tuple[Domain, list[str]]]:
-    """Every domain of a level with its nodes (for reports and tests)."""
-    by: defaultdict[Domain, list[str]] = defaultdict(list)
-    for name, d in domains(ps, (key,)).items():
-        by[d].append(name)
-    return by.items()
