@@ -9,10 +9,7 @@ with its default validation, lists each kind, patches with --type json and delet
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import subprocess
-import sys
 import threading
 import time
 from typing import Any
@@ -23,6 +20,8 @@ from kubernetes import client, dynamic, watch
 from kubernetes.client.rest import ApiException
 
 from gpuyard.apiserver.testing import ServerProcess
+
+from .kubectl import kubectl as run_kubectl
 
 NS = "default"
 POD_SPEC = {"containers": [{"name": "c", "image": "busybox"}]}
@@ -333,17 +332,8 @@ def test_official_client_lifecycle_of_each_kind(
 
 
 def test_kubectl_over_the_same_kinds(apiserver: ServerProcess, tmp_path: Any) -> None:
-    exe = shutil.which("kubectl", path=os.path.dirname(sys.executable)) or "kubectl"
-
     def kubectl(*args: str) -> subprocess.CompletedProcess[str]:
-        out = subprocess.run(
-            [exe, "--kubeconfig", apiserver.kubeconfig, *args],
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
-        assert out.returncode == 0, (args, out.stderr)
-        return out
+        return run_kubectl(apiserver, *args)
 
     path = tmp_path / "all.yaml"
     path.write_text(yaml.safe_dump_all(MANIFESTS))

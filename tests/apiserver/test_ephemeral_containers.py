@@ -6,39 +6,25 @@ and raw HTTP)."""
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import subprocess
-import sys
 from typing import Any
 
 from gpuyard.apiserver.testing import ServerProcess
 
 from .api import Api, pod
+from .kubectl import kubectl
 
 P = "/api/v1/namespaces/default/pods"
 SMP = "application/strategic-merge-patch+json"
 
 
-def _kubectl(srv: ServerProcess, *args: str, check: bool = True) -> Any:
-    exe = shutil.which("kubectl", path=os.path.dirname(sys.executable)) or "kubectl"
-    return subprocess.run(
-        [exe, "--kubeconfig", srv.kubeconfig, *args],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=check,
-    )
-
-
 def test_kubectl_debug_adds_an_ephemeral_container(apiserver: ServerProcess) -> None:
-    _kubectl(apiserver, "run", "web", "--image=nginx")
-    before = json.loads(_kubectl(apiserver, "get", "pod", "web", "-o", "json").stdout)
-    out = _kubectl(
+    kubectl(apiserver, "run", "web", "--image=nginx")
+    before = json.loads(kubectl(apiserver, "get", "pod", "web", "-o", "json").stdout)
+    out = kubectl(
         apiserver, "debug", "web", "--image=busybox", "-c", "dbg", "--target=web", "--quiet"
     )
     assert out.returncode == 0, out.stderr
-    after = json.loads(_kubectl(apiserver, "get", "pod", "web", "-o", "json").stdout)
+    after = json.loads(kubectl(apiserver, "get", "pod", "web", "-o", "json").stdout)
     (eph,) = after["spec"]["ephemeralContainers"]
     assert eph["name"] == "dbg" and eph["image"] == "busybox"
     assert eph["targetContainerName"] == "web"
@@ -48,19 +34,19 @@ def test_kubectl_debug_adds_an_ephemeral_container(apiserver: ServerProcess) -> 
         assert after["spec"].get(k) == before["spec"].get(k)
     assert after["metadata"]["labels"] == before["metadata"]["labels"]
     # A second debug container is added beside it; the same name again is refused.
-    _kubectl(apiserver, "debug", "web", "--image=alpine", "-c", "dbg2", "--quiet")
+    kubectl(apiserver, "debug", "web", "--image=alpine", "-c", "dbg2", "--quiet")
     names = [
         c["name"]
-        for c in json.loads(_kubectl(apiserver, "get", "pod", "web", "-o", "json").stdout)["spec"][
+        for c in json.loads(kubectl(apiserver, "get", "pod", "web", "-o", "json").stdout)["spec"][
             "ephemeralContainers"
         ]
     ]
     assert names == ["dbg", "dbg2"]
-    again = _kubectl(apiserver, "debug", "web", "--image=busybox", "-c", "web", check=False)
+    again = kubectl(apiserver, "debug", "web", "--image=busybox", "-c", "web", check=False)
     assert again.returncode != 0
     assert 'spec.ephemeralContainers[2].name: Duplicate value: "web"' in again.stderr
     # Discovery lists the subresource as kube does.
-    res = json.loads(_kubectl(apiserver, "get", "--raw", "/api/v1").stdout)["resources"]
+    res = json.loads(kubectl(apiserver, "get", "--raw", "/api/v1").stdout)["resources"]
     sub = next(r for r in res if r["name"] == "pods/ephemeralcontainers")
     assert sub["kind"] == "Pod" and sorted(sub["verbs"]) == ["get", "patch", "update"]
 

@@ -6,16 +6,13 @@ with each version's defaults (real kubectl, the official client, raw HTTP)."""
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import subprocess
-import sys
 
 from kubernetes import client, config
 
 from gpuyard.apiserver.testing import ServerProcess
 
 from .api import Api
+from .kubectl import kubectl
 
 V1 = "/apis/autoscaling/v1/namespaces/default/horizontalpodautoscalers"
 V2 = "/apis/autoscaling/v2/namespaces/default/horizontalpodautoscalers"
@@ -23,16 +20,7 @@ TARGET = {"apiVersion": "apps/v1", "kind": "Deployment", "name": "web"}
 
 
 def _kubectl(srv: ServerProcess, *args: str, stdin: str | None = None) -> str:
-    exe = shutil.which("kubectl", path=os.path.dirname(sys.executable)) or "kubectl"
-    out = subprocess.run(
-        [exe, "--kubeconfig", srv.kubeconfig, *args],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        input=stdin,
-    )
-    assert out.returncode == 0, out.stderr
-    return out.stdout
+    return kubectl(srv, *args, stdin=stdin).stdout
 
 
 def test_kubectl_autoscale_then_read_in_v1_and_v2(apiserver: ServerProcess) -> None:
