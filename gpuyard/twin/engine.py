@@ -136,37 +136,44 @@ def never_fitting(
 ) -> list[tuple[TraceJob, str]]:
     """The jobs that could never run on these nodes, each with why: all its replicas
     bound at once would need more CPU, memory or GPUs, of its GPU model, than the nodes
-    have even when empty (with a required topology level, than one domain of it has).
-    Such a job could only wait forever, and its pods are made when it arrives."""
+    have even when empty (with a required topology level, its own or the replay's, than
+    one domain of it has). Such a job could only wait forever, and its pods are made
+    when it arrives."""
     out: list[tuple[TraceJob, str]] = []
-    required = topology.required if topology else ()
-    # per domain of the required levels (one domain, the cluster, without): alike nodes
-    alike: dict[tuple[str, ...], dict[tuple[int, int, int, str], int]] = {}
-    for s in shapes:
-        key = (s.cpu_milli, s.memory_bytes, s.gpus, s.gpu_product)
-        dom = (
-            domain_of_all(DEFAULT_LEVELS, required, capacity.shape_labels(s)) if required else None
-        )
-        for where in ((), dom) if dom else ((),):
-            got = alike.setdefault(where, {})
-            got[key] = got.get(key, 0) + 1
-    whole = alike.get((), {})
+    # per tuple of required levels: per domain (the cluster: ()), its alike nodes
+    alike: dict[tuple[str, ...], dict[tuple[str, ...], dict[tuple[int, int, int, str], int]]] = {}
+
+    def groups(required: tuple[str, ...]) -> list[dict[tuple[int, int, int, str], int]]:
+        got = alike.get(required)
+        if got is None:
+            got = alike[required] = {}
+            for s in shapes:
+                key = (s.cpu_milli, s.memory_bytes, s.gpus, s.gpu_product)
+                dom = domain_of_all(DEFAULT_LEVELS, required, capacity.shape_labels(s))
+                if dom is not None:
+                    counts = got.setdefault(dom, {})
+                    counts[key] = counts.get(key, 0) + 1
+        return list(got.values())
+
     fits: dict[tuple[Any, ...], float] = {}  # how many replicas fit at once
+    default = topology.required if topology else ()
     for j in jobs:
-        inside = bool(required) and j.replicas > 1
-        need = (j.cpu_milli, j.memory, j.gpus, j.gpu_model, inside)
+        required = (j.required_topology,) if j.required_topology else default
+        if j.replicas == 1:
+            required = ()
+        need = (j.cpu_milli, j.memory, j.gpus, j.gpu_model, required)
         n = fits.get(need)
         if n is None:
-            groups = [a for d, a in alike.items() if d] if inside else [whole]
-            n = max((_fit(j, a) for a in groups), default=0.0)
+            n = max((_fit(j, a) for a in groups(required)), default=0.0)
             fits[need] = n
         if n < j.replicas:
             model = f" {j.gpu_model}" if j.gpu_model else ""
-            inside_of = f"one {' and one '.join(required)} of " if inside else ""
+            inside_of = f"one {' and one '.join(required)} of " if required else ""
             why = (
-                f"job {j.name!r} can never run on {inside_of}this cluster of {len(shapes)} nodes: "
-                f"it needs {j.replicas} replica(s) of {j.gpus}{model} GPU(s), {j.cpu_milli} "
-                f"mCPU and {j.memory} bytes of memory at once, and at most {n:.0f} fit"
+                f"job {j.name!r} can never run on {inside_of}this cluster of {len(shapes)} "
+                f"nodes: it needs {j.replicas} replica(s) of {j.gpus}{model} GPU(s), "
+                f"{j.cpu_milli} mCPU and {j.memory} bytes of memory at once, and at most "
+                f"{n:.0f} fit"
             )
             out.append((j, why))
     return out
@@ -342,9 +349,13 @@ class Engine:
             j = run.job
             group = f"{j.team}/{j.name}" if j.replicas > 1 else None
             if group and group not in self.state.groups:
+                own = Request(required=(j.required_topology,)) if j.required_topology else None
                 self.state.set_group(
                     GroupInfo(
-                        group, min_member=j.replicas, created=j.submit, topology=self.topology
+                        group,
+                        min_member=j.replicas,
+                        created=j.submit,
+                        topology=own or self.topology,
                     )
                 )
             run.pods = []

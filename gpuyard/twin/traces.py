@@ -13,7 +13,8 @@ constraint, and — for real traces — when the trace itself scheduled it.
   with unique names.
 - gpuyard's format, CSV with a header or JSON lines: submit_time, team, priority,
   replicas, gpus_per_replica, duration, checkpoint_interval (optional: name,
-  cpu_milli, memory_mib, gpu_model).
+  cpu_milli, memory_mib, gpu_model, required_topology: a node label whose one domain
+  the gang must fit inside, such as nvidia.com/gpu.clique).
 
 A malformed line stops everything with "FILE:LINE: what is wrong".
 """
@@ -59,6 +60,9 @@ _REPLICAS = Int(1, MAX_REPLICAS)
 _AMOUNT = Int(lo=0)
 _PRIORITY = Int(INT32_MIN, INT32_MAX)
 _NAME = re.compile(r"[^\s/\x00-\x1f\x7f]{1,253}")
+_LABEL_KEY = re.compile(
+    r"([a-z0-9]([-a-z0-9.]*[a-z0-9])?/)?[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?"
+)
 
 # TraceJob's numeric attributes and the kind of value each must be.
 _KINDS: dict[str, Value] = {
@@ -91,6 +95,9 @@ class TraceJob:
     priority: int = names.PRIORITY_CLASSES[names.PRIORITY_NORMAL]
     checkpoint: float = 0.0  # seconds between checkpoints; 0: none (a restart loses all)
     gpu_model: str = ""
+    # a node label whose one domain the gang must fit inside ("": none; the replay's
+    # --require-topology then)
+    required_topology: str = ""
     trace_wait: float | None = None  # how long the trace itself made it wait
     flags: set[str] = field(default_factory=set)  # "unscheduled-in-trace", "gpu-shared", ...
 
@@ -101,6 +108,9 @@ class TraceJob:
                 _bad(attr, f"{value!r} is not a name (1 to 253 characters, no spaces or /)")
         if not isinstance(self.gpu_model, str):
             _bad("gpu_model", f"{self.gpu_model!r} is not text")
+        rt = self.required_topology
+        if not isinstance(rt, str) or (rt and not _LABEL_KEY.fullmatch(rt)):
+            _bad("required_topology", f"{rt!r} is not a node label key")
         for attr, kind in _KINDS.items():
             value = getattr(self, attr)
             try:
@@ -355,6 +365,7 @@ def _job_from(rec: dict[str, Any], out: _Jobs, line: int, text: bool) -> None:
             ("team", "team", Text(), _MISSING),
             ("checkpoint_interval", "checkpoint", _SECONDS, _MISSING),
             ("gpu_model", "gpu_model", Text(empty=True), ""),
+            ("required_topology", "required_topology", Text(empty=True), ""),
         ):
             kw[attr] = _field(rec, col, kind, text, default)
     except ValueError as exc:
@@ -427,12 +438,15 @@ def write_trace(jobs: list[TraceJob], path: str | Path) -> None:
             "cpu_milli": j.cpu_milli,
             "memory_mib": j.memory // 2**20,
             **({"gpu_model": j.gpu_model} if j.gpu_model else {}),
+            **({"required_topology": j.required_topology} if j.required_topology else {}),
         }
         for j in jobs
     ]
     with open(path, "w", newline="") as fh:
         if path.suffix.lower() == ".csv":
             fields = ["name", *_FIELDS, "cpu_milli", "memory_mib", "gpu_model"]
+            if any(j.required_topology for j in jobs):
+                fields.append("required_topology")
             w = csv.DictWriter(fh, fieldnames=fields)
             w.writeheader()
             w.writerows(rows)

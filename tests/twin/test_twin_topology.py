@@ -95,3 +95,35 @@ def test_twin_cli_require_topology(tmp_path: Path, capsys: pytest.CaptureFixture
     )
     err = capsys.readouterr().err
     assert "--require-topology example.com/pod: no node of" in err
+
+
+def test_a_trace_says_which_jobs_must_fit_one_domain(tmp_path: Path) -> None:
+    from gpuyard.twin.traces import TraceError, load_trace
+
+    shapes = trays()
+    clique = {s.name: s.clique for s in shapes}
+    js = jobs(40)
+    for j in js[::2]:
+        j.required_topology = CLIQUE
+    trace = tmp_path / "t.csv"
+    write_trace(js, str(trace))
+    back = load_trace(str(trace)).jobs
+    assert [j.required_topology for j in back] == [j.required_topology for j in js]
+    eng = Engine(shapes, back, "gpuyard", record_bindings=True)
+    assert metrics(eng.run())["finished"] == 40
+    assert eng.bindings is not None
+    where: dict[str, set[str]] = defaultdict(set)
+    for _, pod, node in eng.bindings:
+        where[pod.rsplit("-", 2)[0].split("/", 1)[1]].add(clique[node])
+    assert all(len(where[j.name]) == 1 for j in back if j.required_topology)
+    # a job of 19 trays that must fit one clique is named as never fitting
+    big = [TraceJob("huge", 0, 60, replicas=19, gpus=4, required_topology=CLIQUE)]
+    with pytest.raises(ValueError, match="can never run on one nvidia.com/gpu.clique of this"):
+        Engine(shapes, big, "gpuyard")
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(
+        '{"submit_time": 0, "team": "t", "priority": 0, "replicas": 2, "gpus_per_replica": 4,'
+        ' "duration": 5, "checkpoint_interval": 0, "required_topology": "not a key"}\n'
+    )
+    with pytest.raises(TraceError, match=r"bad.jsonl:1: .*required_topology.*not a node label key"):
+        load_trace(str(bad))
