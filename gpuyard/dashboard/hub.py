@@ -23,6 +23,7 @@ from typing import Any
 from gpuyard import names
 from gpuyard.dashboard import model
 from gpuyard.kube import objects as o
+from gpuyard.kube.errors import NotFound
 from gpuyard.kube.informer import Informer, InformerFactory, informer_maker
 from gpuyard.kube.resources import (
     CONFIGMAPS,
@@ -148,6 +149,7 @@ class Hub:
         self.flush_seconds = 0.0
         self.last_flush_s = 0.0
         self._resyncs_of_gone = 0  # resyncs of subscribers that have left
+        self.missing: list[str] = []  # informers of kinds the cluster does not serve
 
     @property
     def informers(self) -> list[Informer]:
@@ -178,6 +180,12 @@ class Hub:
         self.events.add_handler(self._on_event, lambda _old, new: self._on_event(new), None)
         self.brake.add_handler(*h(lambda _c: self._mark_brake()))
         for inf in self.informers:
+            if inf in (self.jobs, self.gangs, self.teams) and not await self._served(inf):
+                # a cluster without gpuyard's CRDs: that table stays empty, and no
+                # informer retries a 404 forever
+                log.info("dashboard: the cluster serves no %s; not shown", inf.name)
+                self.missing.append(inf.name)
+                continue
             inf.start()
         self._tasks.append(asyncio.create_task(self._flush_loop(), name="dashboard-flush"))
         if self.network_fn is not None:
@@ -189,6 +197,19 @@ class Hub:
         )
         self._all_dirty = True
         self._wake.set()
+
+    async def _served(self, inf: Informer) -> bool:
+        """Whether the API server lists the informer's resource in its discovery."""
+        res = inf.res
+        if res is None or not res.group:
+            return True
+        try:
+            doc = await self.client.request("GET", f"/apis/{res.group}/{res.version}")
+        except NotFound:  # no such group
+            return False
+        except Exception:  # not answering yet: the informer retries as it would
+            return True
+        return any(r.get("name") == res.plural for r in (doc or {}).get("resources") or [])
 
     async def stop(self) -> None:
         for t in self._tasks:

@@ -128,10 +128,19 @@ def read_event(stream: object) -> tuple[str, dict]:  # type: ignore[type-arg]
 
 
 def test_gpuyard_dashboard_command(tmp_path: Path) -> None:
-    """`gpuyard dashboard` on a kubeconfig: its own server, the same checks."""
+    """`gpuyard dashboard` on a kubeconfig: its own server, the same checks; a kind the
+    cluster does not serve (here: TrainingJobs, their CRD deleted) is left out quietly."""
     with run_cluster_process(tmp_path / "c", nodes=2, args=[*FAST, "--dashboard-port", "-1"]) as c:
         assert json.loads((c.data_dir / "up.json").read_text())["dashboard"] == ""
         assert "dashboard (signs you in)" not in c.log()
+        c.kubectl("delete", "crd", "trainingjobs.gpuyard.io")
+        wait_for(
+            lambda: (
+                "trainingjobs" not in c.kubectl("api-resources", "--api-group=gpuyard.io").stdout
+            ),
+            30,
+            "the TrainingJob CRD to be gone",
+        )
         log = tmp_path / "dashboard.log"
         with log.open("wb") as out:
             proc = subprocess.Popen(
@@ -171,6 +180,7 @@ def test_gpuyard_dashboard_command(tmp_path: Path) -> None:
             assert (
                 'gpuyard_api_requests_total{code="200",component="dashboard",verb="list"}' in text
             )
+            assert snap["jobs"] == [] and "informer" not in log.read_text()  # no retry noise
         finally:
             os.killpg(proc.pid, signal.SIGTERM)
             assert proc.wait(15) == 0, log.read_text()
