@@ -58,7 +58,7 @@ PANELS: list[tuple[str, str, list[tuple[str, str]]]] = [
         [("sum by (cause) (increase(gpuyard_scheduler_preemptions_total[1h]))", "{{cause}}")],
     ),
     (
-        "Team GPUs assigned and idle",
+        "Team GPUs assigned, in use and idle",
         "short",
         [("max by (team, state) (gpuyard_team_gpus)", "{{team}} {{state}}")],
     ),
@@ -79,6 +79,72 @@ PANELS: list[tuple[str, str, list[tuple[str, str]]]] = [
             ("max(gpuyard_health_unhealthy_nodes)", "unhealthy"),
             ("max(gpuyard_health_brake_held_nodes)", "held back by the brake"),
             ("max(gpuyard_health_brake_tripped)", "brake tripped"),
+            ("sum(increase(gpuyard_health_brake_trips_total[1h]))", "brake trips per hour"),
+        ],
+    ),
+    (
+        "Nodes failing a health condition",
+        "short",
+        [
+            (
+                'max by (condition) (gpuyard_health_node_conditions{status!="True"})',
+                "{{condition}}",
+            )
+        ],
+    ),
+    (
+        "Health verdicts per hour",
+        "short",
+        [
+            (
+                "sum by (condition, status, reason) (increase(gpuyard_health_verdicts_total[1h]))",
+                "{{condition}}={{status}} {{reason}}",
+            )
+        ],
+    ),
+    (
+        "GPU tests per hour by result",
+        "short",
+        [
+            (
+                "sum by (kind, result) (increase(gpuyard_health_gpu_tests_total[1h]))",
+                "{{kind}} {{result}}",
+            )
+        ],
+    ),
+    (
+        "GPU test duration p95",
+        "s",
+        [
+            (
+                "histogram_quantile(0.95, sum by (le, kind) "
+                "(rate(gpuyard_health_gpu_test_duration_seconds_bucket[1h])))",
+                "{{kind}}",
+            )
+        ],
+    ),
+    (
+        "TrainingJobs by phase",
+        "short",
+        [("max by (phase) (gpuyard_trainingjobs)", "{{phase}}")],
+    ),
+    (
+        "Job restarts per hour by cause",
+        "short",
+        [
+            ("sum by (cause) (increase(gpuyard_trainingjob_restarts_total[1h]))", "{{cause}}"),
+            ("sum(increase(gpuyard_trainingjob_preemptions_total[1h]))", "preempted"),
+        ],
+    ),
+    (
+        "Job time to run p95",
+        "s",
+        [
+            (
+                "histogram_quantile(0.95, sum by (le) "
+                "(rate(gpuyard_trainingjob_time_to_run_seconds_bucket[1h])))",
+                "p95",
+            )
         ],
     ),
     (

@@ -27,6 +27,7 @@ from typing import Any
 
 from gpuyard.health import kubeio
 from gpuyard.health.brake import BrakeConfig, BrakeState, Taint, plan_taints, reset
+from gpuyard.health.metrics import health_metrics
 from gpuyard.health.verdict import TAINT_CONDITIONS, wanted_taint
 from gpuyard.k8s.disruption import DELETION_BY_TAINT_MANAGER, status_patch
 from gpuyard.kube.objects import (
@@ -175,31 +176,6 @@ def brake_configmap(state: BrakeState, now: float) -> dict[str, Any]:
 # -------------------------------------------------------------------- the live loop
 
 
-@dataclass
-class _Metrics:
-    tripped: Any
-    held: Any
-    tainted: Any
-    writes: Any
-
-
-_METRICS: _Metrics | None = None
-
-
-def _metrics() -> _Metrics:
-    global _METRICS
-    if _METRICS is None:
-        from prometheus_client import Counter, Gauge
-
-        _METRICS = _Metrics(
-            Gauge("gpuyard_health_brake_tripped", "1 while the health brake holds taints back"),
-            Gauge("gpuyard_health_brake_held_nodes", "nodes whose taint the brake holds back"),
-            Gauge("gpuyard_health_unhealthy_nodes", "nodes with the gpuyard.io/unhealthy taint"),
-            Counter("gpuyard_health_taint_writes", "taint changes written by the controller"),
-        )
-    return _METRICS
-
-
 async def run_controller(
     client: Any,
     stop: asyncio.Event,
@@ -216,7 +192,7 @@ async def run_controller(
     set — what kube-controller-manager's taint manager does on a real cluster; for
     clusters without one (the embedded cluster), with `evict_client` (the cluster's
     own identity: health's role has no business writing other pods' status)."""
-    metrics = _metrics()
+    metrics = health_metrics()
     own = informer is None
     if informer is None:
         informer = await kubeio.node_informer(client)
@@ -243,7 +219,9 @@ async def run_controller(
                 if evict_no_execute and p.taint is not None and p.taint[1] == NO_EXECUTE:
                     await evict_untolerating(evict_client or client, p.node, p.taint)
             if result.tripped_now:
+                metrics.trips.inc()
                 await _announce_trip(client, result, nodes, now, events)
+            metrics.observe_nodes(nodes)
             metrics.tripped.set(1 if rec.state.tripped else 0)
             metrics.held.set(len(rec.state.held))
             metrics.tainted.set(sum(1 for n in nodes.values() if current_taint(n)))

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from gpuyard.health import kubeio
+from gpuyard.health.metrics import health_metrics
 from gpuyard.health.testpods import (
     LABEL_TEST,
     ActiveTestConfig,
@@ -315,6 +316,8 @@ async def run_periodic(
                     await finish_test(client, f, now)
                     if f.pod is not None:
                         done.add(kubeio.Cache.key(f.pod))
+                    if f.result != "orphan":
+                        health_metrics().test_done(KIND, f.result, f.pod, now)
                 except Exception as exc:
                     log.info("periodic finish %s: %s", f.node, exc)
             by_node: dict[str, list[Mapping[str, Any]]] = {}

@@ -40,6 +40,9 @@ class Cause:
 
     text: str
     counts: bool = True
+    # What took the worker, for metrics: failure, node-unhealthy, node-lost, eviction,
+    # deletion or preemption.
+    kind: str = "deletion"
 
 
 def node_trouble(name: str, node: Mapping[str, Any] | None) -> str | None:
@@ -88,7 +91,7 @@ def worker_cause(
     disrupted = _disruption(pod)
     if disrupted is not None and disrupted.get("reason") == PREEMPTED:
         msg = disrupted.get("message") or "preempted by the scheduler"
-        return Cause(f"{name} was {msg}", counts=False)
+        return Cause(f"{name} was {msg}", counts=False, kind="preemption")
     if st.get("phase") == "Failed":
         code = None
         for cs in st.get("containerStatuses") or []:
@@ -98,20 +101,34 @@ def worker_cause(
         why = st.get("reason") or (f"exit code {code}" if code is not None else "failed")
         trouble = node_trouble(node, node_of(node)) if node else None
         return Cause(
-            f"{name} failed on {node or 'no node'} ({why})" + (f": {trouble}" if trouble else "")
+            f"{name} failed on {node or 'no node'} ({why})" + (f": {trouble}" if trouble else ""),
+            kind=_trouble_kind(trouble) if trouble else "failure",
         )
     deleting = gone or bool((pod.get("metadata") or {}).get("deletionTimestamp"))
     if not deleting and (not node or node_ready(node)):
         return None
     trouble = node_trouble(node, node_of(node)) if node else None
+    kind = "deletion"
     if trouble:
         what = ("evicted: " if deleting else "lost: ") + trouble
+        kind = _trouble_kind(trouble)
     elif disrupted is not None and disrupted.get("reason") == EVICTED:
+        kind = "eviction"
         cordoned = bool(((node_of(node) or {}).get("spec") or {}).get("unschedulable"))
         where = f" from node {node}" if node else ""
         what = f"evicted{where} by the Eviction API" + (" (drain)" if cordoned else "")
     elif disrupted is not None and disrupted.get("message"):
         what = f"evicted: {disrupted['message']}"
+        kind = "eviction"
     else:
         what = f"deleted from node {node}" if node else "deleted"
-    return Cause(f"{name} {what}")
+    return Cause(f"{name} {what}", kind=kind)
+
+
+def _trouble_kind(trouble: str) -> str:
+    """node_trouble's words as a cause kind."""
+    if " is unhealthy " in trouble:
+        return "node-unhealthy"
+    if " was lost " in trouble or trouble.endswith(" no longer exists"):
+        return "node-lost"
+    return "eviction"  # another NoExecute taint: the taint manager's eviction

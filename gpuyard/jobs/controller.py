@@ -19,6 +19,7 @@ import time
 from typing import Any
 
 from gpuyard.jobs.fit import never_fits
+from gpuyard.jobs.metrics import process_metrics
 from gpuyard.jobs.reconcile import (
     LABEL_GEN,
     LABEL_JOB,
@@ -72,6 +73,7 @@ class JobController:
         self._sem = asyncio.Semaphore(concurrency)
         self._children: set[str] = set()  # "ns/job/kind" known to exist
         self.reconciles = 0
+        self.metrics = process_metrics()
         # "ns/name" -> (job generation, refusal, retry at (monotonic), backoff seconds)
         self._refused: dict[str, tuple[int, str, float, float]] = {}
         self._told: dict[str, str] = {}  # pod uid -> the message of its last Event
@@ -95,6 +97,7 @@ class JobController:
     def _wire(self) -> None:
         def job_ev(job: dict[str, Any]) -> None:
             self._enqueue(o.key_of(job))
+            self.metrics.seen(o.key_of(job), (job.get("status") or {}).get("phase", "Pending"))
 
         def pod_ev(pod: dict[str, Any]) -> None:
             name = o.labels_of(pod).get(LABEL_JOB)
@@ -133,7 +136,23 @@ class JobController:
         self.nodes.add_handler(node_add, node_ev, node_add)
         self.autoscaler.add_handler(capacity_ev, capacity_ev, capacity_ev)
 
+    def _count(self, job: dict[str, Any], act: Any) -> None:
+        """Metrics of a status just written (so each restart counts once)."""
+        m = self.metrics
+        st = act.status or {}
+        m.seen(o.key_of(job), st.get("phase"))
+        if act.ended is not None and act.ended[0] == "restart":
+            m.restarts.labels(act.ended[1]).inc()
+        elif act.ended is not None:
+            m.preemptions.inc()
+        if st.get("startTime") and not (job.get("status") or {}).get("startTime"):
+            created = o.parse_time((job.get("metadata") or {}).get("creationTimestamp"))
+            started = o.parse_time(st["startTime"])
+            if created is not None and started is not None:
+                m.time_to_run.observe(max(0.0, started.timestamp() - created.timestamp()))
+
     def _forget(self, key: str) -> None:
+        self.metrics.seen(key, None)
         self._refused.pop(key, None)
         self._gone.pop(key, None)
         self._written_gen.pop(key, None)
@@ -300,6 +319,8 @@ class JobController:
                 self._written_gen[key] = int(act.status.get("generation") or 0)
             except (NotFound, Conflict):
                 self._enqueue(key)
+            else:
+                self._count(job, act)
         for etype, reason, message in act.events:
             self.recorder.emit(job, etype, reason, message)
         for pod_name, etype, reason, message in act.pod_events:

@@ -222,6 +222,8 @@ class Actions:
     # Events on the job's workers, (pod name, type, reason, message): asked for on every
     # reconcile while they hold; the controller records each once per pod.
     pod_events: list[tuple[str, str, str, str]] = field(default_factory=list)
+    # How this pass ends the gang, for metrics: ("restart", cause kind) or ("preempted", "")
+    ended: tuple[str, str] | None = None
 
 
 def _scheduler_reason(pods: list[dict[str, Any]]) -> str | None:
@@ -362,6 +364,7 @@ def reconcile(obs: Observed) -> Actions:
             )
             st["runningWorkers"] = 0
             _remember(st, obs, gen, "Preempted", why)
+            act.ended = ("preempted", "")
             act.events.append(("Normal", "Preempted", st["message"]))
         elif js.restart_policy == "Never":
             _remember(st, obs, gen, "WorkerFailed", why)
@@ -384,6 +387,7 @@ def reconcile(obs: Observed) -> Actions:
             )
             st["runningWorkers"] = 0
             _remember(st, obs, gen, "RestartingGang", why)
+            act.ended = ("restart", causes[0].kind)
             act.events.append(("Warning", "RestartingGang", st["message"]))
         return _with_status(act, old, st, obs, [])
 

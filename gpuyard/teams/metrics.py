@@ -27,8 +27,8 @@ class TeamMetrics:
         )
         self.gpus = Gauge(
             "gpuyard_team_gpus",
-            "GPUs of the nodes assigned to a team: allocatable (assigned) and not"
-            " requested by a running pod (idle)",
+            "GPUs of the nodes assigned to a team: allocatable (assigned), requested by"
+            " a running pod (in_use) and not (idle)",
             ["team", "state"],
             registry=r,
         )
@@ -69,12 +69,13 @@ class TeamMetrics:
         for team in assigned:
             self.gpus.labels(team, "assigned").set(assigned[team])
             self.gpus.labels(team, "idle").set(idle[team])
+            self.gpus.labels(team, "in_use").set(assigned[team] - idle[team])
         teams = set(status) | set(assigned)
         for gone in self._teams - teams:  # a deleted team's series go with it
             for state in ("wanted", "assigned", "healthy", "in_use", "lent_out", "borrowed_in",
                           "shortfall"):  # fmt: skip
                 self.nodes.remove(gone, state)
-            for state in ("assigned", "idle"):
+            for state in ("assigned", "idle", "in_use"):
                 self.gpus.remove(gone, state)
         self._teams = teams
 
