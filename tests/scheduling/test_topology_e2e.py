@@ -332,3 +332,26 @@ def test_a_podgroup_made_from_a_workload_template_keeps_its_topology(
         apply(c, UPSTREAM_POD % {"name": "w3", "i": i})
     got = wait(lambda: placed(c, "w3-", 3))
     assert {nodes[n]["gpuyard.io/rack"] for n in got.values()} == {"rack-0001"}
+
+
+@pytest.mark.slow
+def test_a_failed_nodes_replacement_comes_from_the_gangs_rack(
+    make_cluster: Callable[..., ClusterProcess],
+) -> None:
+    c = make_cluster(nodes=8, args=ARGS)  # racks of 4: rack-0000 (zone-a), rack-0001 (zone-b)
+    nodes = labels_of_nodes(c)
+    plain = UPSTREAM.replace(
+        "  schedulingConstraints:\n    topology:\n    - key: gpuyard.io/rack\n", ""
+    )
+    apply(c, plain % {"name": "g", "n": 3})
+    for i in range(3):
+        apply(c, UPSTREAM_POD % {"name": "g", "i": i})
+    got = wait(lambda: placed(c, "g-", 3))
+    (rack,) = {nodes[n]["gpuyard.io/rack"] for n in got.values()}
+    # one member's node goes down; its controller (here: the test) makes a replacement.
+    # The rack has one free node, the other rack four: soft packing alone would pick
+    # the other rack; the gang's rack wins.
+    c.fault("node-down", got["g-0"])
+    apply(c, UPSTREAM_POD % {"name": "g", "i": 3})
+    new = wait(lambda: (placed(c, "g-3", 1) or {}).get("g-3"))
+    assert nodes[new]["gpuyard.io/rack"] == rack and new != got["g-0"], (new, got)
