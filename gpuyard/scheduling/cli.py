@@ -40,7 +40,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="the topology's levels: node label keys, broadest first, comma-separated "
         "(default: topology.kubernetes.io/zone,gpuyard.io/block,gpuyard.io/rack,"
-        "nvidia.com/gpu.clique,kubernetes.io/hostname)",
+        "nvidia.com/gpu.clique,kubernetes.io/hostname; for NVIDIA Topograph's labels: "
+        "network.topology.nvidia.com/datacenter,network.topology.nvidia.com/spine,"
+        "network.topology.nvidia.com/block,network.topology.nvidia.com/accelerator,"
+        "kubernetes.io/hostname)",
     )
     parser.add_argument(
         "--bind-concurrency",

@@ -49,7 +49,10 @@ OPTIONS = cliargs.index(
             LEVELS,
             None,
             "the topology's levels, broadest first (default: topology.kubernetes.io/zone,"
-            "gpuyard.io/block,gpuyard.io/rack,nvidia.com/gpu.clique,kubernetes.io/hostname)",
+            "gpuyard.io/block,gpuyard.io/rack,nvidia.com/gpu.clique,kubernetes.io/hostname; "
+            "a cluster labelled by NVIDIA Topograph: network.topology.nvidia.com/datacenter,"
+            "network.topology.nvidia.com/spine,network.topology.nvidia.com/block,"
+            "network.topology.nvidia.com/accelerator,kubernetes.io/hostname)",
         ),
     ]
 )

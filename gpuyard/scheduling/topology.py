@@ -48,6 +48,17 @@ DEFAULT_LEVELS: tuple[str, ...] = (
     names.LABEL_HOSTNAME,
 )
 
+# NVIDIA Topograph's node labels, broadest first: a cluster labelled by it runs the
+# scheduler with these levels (`gpuyard scheduler --topology-levels`); as keys outside
+# the levels they work as they are, each label's values being its domains
+TOPOGRAPH_LEVELS: tuple[str, ...] = (
+    "network.topology.nvidia.com/datacenter",
+    "network.topology.nvidia.com/spine",
+    "network.topology.nvidia.com/block",
+    "network.topology.nvidia.com/accelerator",
+    names.LABEL_HOSTNAME,
+)
+
 # pod labels that give a pod's index in its gang (slices are runs in index order)
 INDEX_LABELS = (
     "batch.kubernetes.io/job-completion-index",

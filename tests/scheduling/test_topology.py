@@ -409,3 +409,37 @@ def test_levels_are_data_a_rack_is_known_by_its_zone_too() -> None:
     assert len(schedule(s, 1.0).bindings) == 4
     with pytest.raises(ValueError, match="'bad key' is not a node label key"):
         LEVELS.parse("bad key")
+
+
+def test_topograph_labels_make_levels_too() -> None:
+    from gpuyard.scheduling.topology import TOPOGRAPH_LEVELS
+
+    acc = "network.topology.nvidia.com/accelerator"
+    blk = "network.topology.nvidia.com/block"
+    s = ClusterState()
+    s.set_topology_levels(TOPOGRAPH_LEVELS)
+    for i in range(12):
+        s.add_node_fast(
+            f"n{i}",
+            {"cpu": 64_000, "memory": 2**40, GPU: 4},
+            {
+                "network.topology.nvidia.com/spine": "sp1",
+                blk: f"sw{i // 6}",
+                acc: f"nvl{i // 3}",
+                names.LABEL_HOSTNAME: f"n{i}",
+            },
+        )
+    for i in (0, 3, 4):  # nvl0 and nvl1 lose a node each
+        fill_node(s, f"n{i}", gpus=4)
+    keys = gang(s, "a", 3, gpus=4, topo=Request(required=(acc,)))
+    d = schedule(s, 0.0)
+    assert len(d.bindings) == 3
+    assert where(s, keys, acc) == Counter({("", "sp1", "sw1", "nvl2"): 3})
+    # a gang of 5 inside one block: 6 nodes free, 3 in each block
+    gang(s, "b", 5, gpus=4, topo=Request(required=(blk,)))
+    d = schedule(s, 1.0)
+    assert d.bindings == []
+    assert (
+        "the largest free network.topology.nvidia.com/block, sw0, holds 3 of its 5 pods"
+        in d.unschedulable["gang ns/b"]
+    )
