@@ -2,15 +2,10 @@
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 from gpuyard import cliargs
 from gpuyard.cliargs import Option
-
-_LABEL_KEY = re.compile(
-    r"^([a-z0-9]([-a-z0-9.]*[a-z0-9])?/)?[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$"
-)
 
 
 class Levels(cliargs.Value):
@@ -24,8 +19,10 @@ class Levels(cliargs.Value):
         if not isinstance(value, list | tuple) or not value:
             raise ValueError(f"{value!r} is not {self.expected}")
         keys = tuple(str(k).strip() for k in value)
+        from gpuyard.scheduling.topology import is_label_key
+
         for k in keys:
-            if not _LABEL_KEY.match(k):
+            if not is_label_key(k):
                 raise ValueError(f"{k!r} is not a node label key")
         if len(set(keys)) != len(keys):
             raise ValueError("a level is given twice")

@@ -27,6 +27,7 @@ filled (placement.fill). Gangs without a request are packed softly as before
 
 from __future__ import annotations
 
+import re
 from collections import Counter, defaultdict
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -68,6 +69,18 @@ INDEX_LABELS = (
 )
 
 Domain = tuple[str, ...]
+
+_LABEL_KEY = re.compile(
+    r"([a-z0-9]([-a-z0-9.]*[a-z0-9])?/)?[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?"
+)
+
+
+def is_label_key(key: str) -> bool:
+    """Whether `key` is a label key ([prefix/]name) a level or a request can name."""
+    prefix, _, name = key.rpartition("/")
+    return len(prefix) <= 253 and len(name) <= 63 and bool(_LABEL_KEY.fullmatch(key))
+
+
 Placement = list[tuple["PodInfo", "NodeInfo"]]
 
 

@@ -32,6 +32,7 @@ from typing import Any
 from gpuyard import names
 from gpuyard.cliargs import Float, Int, Text, Value
 from gpuyard.k8s.decode import INT64_MAX, INT64_MIN, DecodeError, loads_json
+from gpuyard.scheduling.topology import is_label_key
 
 # Limits on what a trace may ask for, checked on every job however it was made (a file,
 # `twin synth`, a test): a gang has at most MAX_REPLICAS pods, as Kubernetes caps an
@@ -60,9 +61,6 @@ _REPLICAS = Int(1, MAX_REPLICAS)
 _AMOUNT = Int(lo=0)
 _PRIORITY = Int(INT32_MIN, INT32_MAX)
 _NAME = re.compile(r"[^\s/\x00-\x1f\x7f]{1,253}")
-_LABEL_KEY = re.compile(
-    r"([a-z0-9]([-a-z0-9.]*[a-z0-9])?/)?[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?"
-)
 
 # TraceJob's numeric attributes and the kind of value each must be.
 _KINDS: dict[str, Value] = {
@@ -109,7 +107,7 @@ class TraceJob:
         if not isinstance(self.gpu_model, str):
             _bad("gpu_model", f"{self.gpu_model!r} is not text")
         rt = self.required_topology
-        if not isinstance(rt, str) or (rt and not _LABEL_KEY.fullmatch(rt)):
+        if not isinstance(rt, str) or (rt and not is_label_key(rt)):
             _bad("required_topology", f"{rt!r} is not a node label key")
         for attr, kind in _KINDS.items():
             value = getattr(self, attr)
