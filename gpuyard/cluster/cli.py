@@ -134,8 +134,22 @@ async def _main(args: argparse.Namespace) -> int:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    from gpuyard.progress import Steps
+
+    bar: list[Steps] = []
+
+    def node_progress(n: int, total: int) -> None:
+        if not bar:  # plain lines only where there are enough nodes to wait for
+            bar.append(Steps("bringing up nodes", total, plain=total >= 1000).__enter__())
+        bar[0].advance(n)
+
+    cluster.node_progress = node_progress
     try:
-        await cluster.start()
+        try:
+            await cluster.start()
+        finally:
+            if bar:
+                bar[0].__exit__(None, None, None)
     except (ShapeError, ValueError) as exc:
         print(f"gpuyard up: {exc}", file=sys.stderr)
         await cluster.stop()

@@ -270,6 +270,10 @@ class SimCluster:
         self._sem = asyncio.Semaphore(self.cfg.concurrency)
         self.started_at = 0.0
         self.writes = 0
+        # (steps done since the last call, all steps): called with 0 once the Node,
+        # Lease and ResourceSlice writes of start() are known, then with 1 per node's
+        # writes done (a progress bar for thousands of nodes)
+        self.progress: Callable[[int, int], None] | None = None
         self._next_index = len(shapes)
         self.node_groups: dict[str, Any] = {}  # the autoscaler's, when it runs
         self._buckets: list[list[SimNode]] = []
@@ -341,6 +345,16 @@ class SimCluster:
                     todo.append(self._bounded(self._renew(n)))
                 if self.cfg.dra and n.shape.gpus and simdevices.slice_name(n.name) not in slices:
                     todo.append(self._bounded(self._publish(n)))
+        progress = self.progress
+        if progress is not None:
+            progress(0, len(todo))
+
+            async def counted(c: Any) -> Any:
+                out = await c
+                progress(1, len(todo))
+                return out
+
+            todo = [counted(c) for c in todo]
         for i in range(0, len(todo), 1000):
             await asyncio.gather(*todo[i : i + 1000])
 

@@ -18,6 +18,7 @@ import json
 import logging
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -170,6 +171,8 @@ class EmbeddedCluster:
         self.metrics_url = ""
         self._metrics_server: Any = None
         self.dashboard_url = ""
+        # SimCluster.progress of the nodes' registration (the CLI's progress bar)
+        self.node_progress: Callable[[int, int], None] | None = None
         self._dashboard: Any = None
 
     @property
@@ -225,6 +228,7 @@ class EmbeddedCluster:
             informers=self.informers,
         )
         self.sim.kubelet = self._kubelet_client
+        self.sim.progress = self.node_progress
         await self.sim.start()
         from gpuyard.cluster.simmetrics import SimMetrics
 

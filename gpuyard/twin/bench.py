@@ -213,7 +213,12 @@ def bounds(shapes: list[NodeShape], jobs: list[TraceJob]) -> dict[str, Any]:
     }
 
 
-def run_scenario(sc: Scenario, policies: tuple[str, ...] = POLICIES) -> dict[str, Any]:
+def run_scenario(
+    sc: Scenario,
+    policies: tuple[str, ...] = POLICIES,
+    done: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
+    """One scenario through every policy; `done(policy)` after each (progress)."""
     shapes, jobs, teams = sc.make()
     unfit = {id(j) for j, _ in never_fitting(shapes, jobs)}
     jobs = [j for j in jobs if id(j) not in unfit]
@@ -230,6 +235,8 @@ def run_scenario(sc: Scenario, policies: tuple[str, ...] = POLICIES) -> dict[str
         t0 = time.perf_counter()
         if pol == "easy":
             if teams is not None:
+                if done is not None:
+                    done(pol)
                 continue  # the reference knows nothing of team capacity
             res = run_easy(shapes, jobs)
         else:
@@ -237,6 +244,8 @@ def run_scenario(sc: Scenario, policies: tuple[str, ...] = POLICIES) -> dict[str
         pm = policy_metrics(res)
         pm["wall_s"] = round(time.perf_counter() - t0, 3)
         doc["policies"][pol] = pm
+        if done is not None:
+            done(pol)
     ps = doc["policies"]
     if "gpuyard" in ps and "gangs" in ps:
         ours, gangs = ps["gpuyard"], ps["gangs"]
@@ -263,7 +272,11 @@ def bench(
     seed: int = 1,
     only: list[str] | None = None,
     openb: Path | None = None,
+    progress: Callable[[int, str], None] | None = None,
 ) -> dict[str, Any]:
+    """Every scenario (or those in `only`) through every policy. `progress(steps,
+    note)`: called with (all steps, "") before the first, then (1, "scenario policy")
+    after each."""
     scs = scenarios(size, seed, openb)
     if only:
         known = {s.name for s in scs}
@@ -271,9 +284,18 @@ def bench(
         if bad:
             raise ValueError(f"unknown scenario {bad[0]!r}; known: {', '.join(sorted(known))}")
         scs = [s for s in scs if s.name in only]
+    if progress is not None:
+        progress(len(scs) * len(POLICIES), "")
+
+    def done(scenario: str) -> Callable[[str], None] | None:
+        if progress is None:
+            return None
+        report = progress
+        return lambda policy: report(1, f"{scenario} {policy}")
+
     return {
         "size": size,
         "seed": seed,
         "policies": list(POLICIES),
-        "scenarios": {s.name: run_scenario(s) for s in scs},
+        "scenarios": {s.name: run_scenario(s, done=done(s.name)) for s in scs},
     }

@@ -131,7 +131,8 @@ def run(args: argparse.Namespace) -> int:
         except ValueError as exc:
             raise CommandError(f"twin synth: {exc}") from None
         try:
-            write_trace(jobs, args.out)
+            with _status(args, f"writing {len(jobs):,} jobs to {args.out}"):
+                write_trace(jobs, args.out)
         except OSError as exc:
             raise CommandError(f"twin synth: cannot write {args.out}: {exc}") from None
         print(f"wrote {len(jobs)} jobs to {args.out}")
@@ -144,10 +145,24 @@ def run(args: argparse.Namespace) -> int:
         openb = Path(args.openb) if args.openb else None
         if openb is not None and not (openb / "openb_pod_list_default.csv").is_file():
             raise CommandError(f"twin bench: --openb {openb}: no openb_pod_list_default.csv")
+        from gpuyard.progress import Steps
+
+        bar: list[Steps] = []
+
+        def progress(n: int, note: str) -> None:
+            if not bar:
+                bar.append(Steps("twin bench", n, plain_every=0, enabled=not args.quiet))
+                bar[0].__enter__()
+            else:
+                bar[0].advance(n, note)
+
         try:
-            doc = bench(args.size, args.seed, args.scenario, openb)
+            doc = bench(args.size, args.seed, args.scenario, openb, progress)
         except ValueError as exc:
             raise CommandError(f"twin bench: {exc}") from None
+        finally:
+            if bar:
+                bar[0].__exit__(None, None, None)
         text = json.dumps(doc, indent=2)
         if args.out:
             try:
