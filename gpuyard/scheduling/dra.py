@@ -155,10 +155,11 @@ class Alternative:
     all: bool
     count: int
 
-    @property
-    def key(self) -> str:
-        """The selectors as one string (a device's memo of whether it matches them)."""
-        return "\x00".join(self.selectors)
+    # the selectors as one string (a device's memo of whether it matches them)
+    key: str = field(default="", compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "key", "\x00".join(self.selectors))
 
 
 @dataclass(frozen=True)
@@ -348,11 +349,13 @@ def _allocate_simple(
     want = alt.count
     if isinstance(unavailable, _Either3):
         a, b, c = unavailable.a, unavailable.b, unavailable.c
-        free = [d for d in devices if d.id not in a and d.id not in b and d.id not in c]
     else:
-        free = [d for d in devices if d.id not in unavailable]
+        a, b, c = unavailable, (), ()
     cands = []
-    for d in free:
+    for d in devices:
+        i = d.id
+        if i in a or i in b or i in c:
+            continue
         m = d._memo.get(key)
         if m is None:
             m = _matches_all(alt, key, d)
@@ -362,12 +365,23 @@ def _allocate_simple(
         return None
     groups: list[list[Device]]
     if spec.match:
-        by: dict[tuple[Any, ...], list[Device]] = {}
+        by: dict[Any, list[Device]] = {}
         attrs = spec.match
-        for d in cands:
-            vals = tuple(d.attributes.get(a) for a in attrs)
-            if None not in vals:
-                by.setdefault(vals, []).append(d)
+        if len(attrs) == 1:
+            at = attrs[0]
+            for d in cands:
+                v = d.attributes.get(at)
+                if v is not None:
+                    got = by.get(v)
+                    if got is None:
+                        by[v] = [d]
+                    else:
+                        got.append(d)
+        else:
+            for d in cands:
+                vals = tuple(d.attributes.get(x) for x in attrs)
+                if None not in vals:
+                    by.setdefault(vals, []).append(d)
         groups = [by[k] for k in sorted(by, key=repr)] if len(by) > 1 else list(by.values())
     else:
         groups = [cands]
