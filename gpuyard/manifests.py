@@ -86,6 +86,27 @@ NETD_RULES: list[Rule] = [
     (names.GROUP, ["teams"], WATCH),
 ]
 
+# The web dashboard (`gpuyard dashboard`): reads what it shows and asks the API server
+# who a browser is (TokenReview) and whether it may look (SubjectAccessReview).
+DASHBOARD = "gpuyard-dashboard"
+DASHBOARD_PORT = 8080
+DASHBOARD_RULES: list[Rule] = [
+    ("", ["nodes", "pods", "namespaces", "events"], WATCH),
+    (names.GROUP, ["trainingjobs", "teams"], WATCH),
+    ("scheduling.x-k8s.io", ["podgroups"], WATCH),
+    ("authentication.k8s.io", ["tokenreviews"], ["create"]),
+    ("authorization.k8s.io", ["subjectaccessreviews"], ["create"]),
+]
+# ... and in its namespace only, the health brake's ConfigMap.
+DASHBOARD_NAMESPACE_RULES: list[Rule] = [("", ["configmaps"], WATCH)]
+# Who may look at the dashboard: bind people (or a token's ServiceAccount, as
+# `gpuyard up` does for the banner's link) to this read-only role.
+VIEWER = "gpuyard-viewer"
+VIEWER_RULES: list[Rule] = [
+    ("", ["nodes", "pods", "namespaces", "events"], WATCH),
+    (names.GROUP, ["trainingjobs", "teams", "balloonpools"], WATCH),
+]
+
 WEBHOOK = "gpuyard-teams-webhook"
 WEBHOOK_PORT = 8443
 
@@ -165,24 +186,30 @@ def _deployment(name: str, image: str, command: list[str]) -> dict[str, Any]:
     }
 
 
+def _namespace_role(name: str, rules: list[Rule]) -> list[dict[str, Any]]:
+    """A Role in gpuyard's namespace for the ServiceAccount of that name, and its binding."""
+    return [
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "Role",
+            "metadata": _meta(name),
+            "rules": [
+                {"apiGroups": [g], "resources": list(res), "verbs": list(verbs)}
+                for g, res, verbs in rules
+            ],
+        },
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "RoleBinding",
+            "metadata": _meta(name),
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name},
+            "subjects": [{"kind": "ServiceAccount", "name": name, "namespace": NAMESPACE}],
+        },
+    ]
+
+
 def _webhook() -> list[dict[str, Any]]:
     """Role and binding for the Secret, the Service and the webhook configuration."""
-    role = {
-        "apiVersion": "rbac.authorization.k8s.io/v1",
-        "kind": "Role",
-        "metadata": _meta(WEBHOOK),
-        "rules": [
-            {"apiGroups": [g], "resources": list(res), "verbs": list(verbs)}
-            for g, res, verbs in WEBHOOK_NAMESPACE_RULES
-        ],
-    }
-    binding = {
-        "apiVersion": "rbac.authorization.k8s.io/v1",
-        "kind": "RoleBinding",
-        "metadata": _meta(WEBHOOK),
-        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": WEBHOOK},
-        "subjects": [{"kind": "ServiceAccount", "name": WEBHOOK, "namespace": NAMESPACE}],
-    }
     service = {
         "apiVersion": "v1",
         "kind": "Service",
@@ -192,7 +219,7 @@ def _webhook() -> list[dict[str, Any]]:
             "ports": [{"name": "https", "port": 443, "targetPort": "https", "protocol": "TCP"}],
         },
     }
-    return [role, binding, service]
+    return [*_namespace_role(WEBHOOK, WEBHOOK_NAMESPACE_RULES), service]
 
 
 def _webhook_deployment(image: str) -> dict[str, Any]:
@@ -261,6 +288,30 @@ def _netd_daemonset(image: str) -> dict[str, Any]:
             },
         },
     }
+
+
+def _dashboard(image: str) -> list[dict[str, Any]]:
+    """The dashboard's Deployment and a ClusterIP Service: reach it with
+    `kubectl -n gpuyard-system port-forward svc/gpuyard-dashboard 8080:80` and sign in
+    with a token of someone bound to gpuyard-viewer
+    (`kubectl -n gpuyard-system create token gpuyard-viewer`)."""
+    command = ["gpuyard", "dashboard", "--host", "0.0.0.0", "--port", str(DASHBOARD_PORT)]
+    dep = _deployment(DASHBOARD, image, command)
+    dep["spec"]["replicas"] = 1  # read-only; a second replica would only double the watches
+    dep["spec"]["template"]["spec"].pop("priorityClassName")  # not critical to the cluster
+    c = dep["spec"]["template"]["spec"]["containers"][0]
+    c["ports"] = [{"name": "http", "containerPort": DASHBOARD_PORT}]
+    c["resources"] = {"requests": {"cpu": "100m", "memory": "256Mi"}}
+    service = {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": _meta(DASHBOARD),
+        "spec": {
+            "selector": {"app.kubernetes.io/name": DASHBOARD},
+            "ports": [{"name": "http", "port": 80, "targetPort": "http", "protocol": "TCP"}],
+        },
+    }
+    return [dep, service]
 
 
 def priority_classes() -> list[dict[str, Any]]:
@@ -375,6 +426,10 @@ def objects(image: str = IMAGE, gpu_image: str = GPU_IMAGE) -> list[dict[str, An
         service_webhook_configuration(NAMESPACE, WEBHOOK),
         *_rbac(NETD, NETD_RULES),
         _netd_daemonset(image),
+        *_rbac(DASHBOARD, DASHBOARD_RULES),
+        *_namespace_role(DASHBOARD, DASHBOARD_NAMESPACE_RULES),
+        *_dashboard(image),
+        *_rbac(VIEWER, VIEWER_RULES),
     ]
     for doc in yaml.safe_load_all(HEALTH.read_text()):
         if not doc or doc.get("kind") == "Namespace":

@@ -63,7 +63,7 @@ def test_kustomize_base_is_the_generated_output(tmp_path: Path) -> None:
     }
     assert got[("DaemonSet", "gpuyard-health-agent", "agent")] == "reg.example/gpu:0.1.0"
     assert got.pop(("DaemonSet", "gpuyard-health-agent", "agent"))
-    assert set(got.values()) == {"reg.example/cp:7"} and len(got) == 7
+    assert set(got.values()) == {"reg.example/cp:7"} and len(got) == 8
 
 
 def test_every_container_runs_a_gpuyard_command() -> None:
@@ -85,6 +85,7 @@ def test_every_container_runs_a_gpuyard_command() -> None:
         ("gpuyard", "controllers"),
         ("gpuyard", "teams-webhook"),
         ("gpuyard", "netd"),
+        ("gpuyard", "dashboard"),
     }
     for cmd in commands:
         assert cmd[0] == "gpuyard"
@@ -163,6 +164,7 @@ def test_an_api_server_accepts_the_whole_install(apiserver: ServerProcess) -> No
     got = json.loads(kubectl("get", "deployments", "-n", "gpuyard-system", "-o", "json").stdout)
     assert sorted(d["metadata"]["name"] for d in got["items"]) == [
         "gpuyard-controllers",
+        "gpuyard-dashboard",
         "gpuyard-health-controllers",
         "gpuyard-scheduler",
         "gpuyard-teams-webhook",

@@ -166,7 +166,8 @@ async def _main(args: argparse.Namespace) -> int:
     if cluster.metrics_url:
         print(f"metrics of every component: {cluster.metrics_url}", flush=True)
     if cluster.dashboard_url:
-        token = getattr(cluster.server, "token", "")
+        # signs the browser in as the read-only gpuyard-viewer (any token works too)
+        token = cluster.viewer_token() or getattr(cluster.server, "token", "")
         print(f"dashboard (signs you in): {cluster.dashboard_url}#token={token}", flush=True)
     if cluster.missing:
         print(f"not available: {', '.join(cluster.missing)}", flush=True)

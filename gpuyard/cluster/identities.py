@@ -29,6 +29,9 @@ SERVICE_ACCOUNTS: dict[str, str] = {
     "teams-webhook": manifests.WEBHOOK,
     "health": "gpuyard-health",
     "health-agent": "gpuyard-health-agent",
+    "dashboard": manifests.DASHBOARD,
+    # not a component: the read-only identity the banner's dashboard link signs in as
+    "viewer": manifests.VIEWER,
 }
 RBAC_KINDS = ("ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding")
 TOKEN_SECONDS = 48 * 3600

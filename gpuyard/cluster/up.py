@@ -174,6 +174,7 @@ class EmbeddedCluster:
         # SimCluster.progress of the nodes' registration (the CLI's progress bar)
         self.node_progress: Callable[[int, int], None] | None = None
         self._dashboard: Any = None
+        self.token_files: dict[str, str] = {}
 
     @property
     def kubeconfig(self) -> str:
@@ -275,12 +276,31 @@ class EmbeddedCluster:
         from gpuyard.dashboard.hub import Hub
         from gpuyard.dashboard.network import NetworkRates
         from gpuyard.dashboard.server import Dashboard
+        from gpuyard.kube.client import Client
 
         net = NetworkRates([self.metrics_url]) if self.metrics_url else None
-        hub = Hub(self.client, self.informers, network=net)
+        # as the install's dashboard ServiceAccount: it reads what it shows and asks who
+        # a browser is, nothing more
+        client = Client.in_process(self.server, component="dashboard", **self._token("dashboard"))
+        hub = Hub(client, self.informers, network=net)
         await hub.start()
-        self._dashboard = Dashboard(hub, Authority(self.client), self.opts.host, port)
+        self._dashboard = Dashboard(hub, Authority(client), self.opts.host, port)
         self.dashboard_url = await self._dashboard.start()
+
+    def _token(self, component: str) -> dict[str, str]:
+        path = self.token_files.get(component)
+        return {"token_file": path} if path else {}
+
+    def viewer_token(self) -> str:
+        """A token of the read-only gpuyard-viewer ServiceAccount (the banner's
+        dashboard link signs in with it), or '' when there is none."""
+        path = self.token_files.get("viewer")
+        if not path:
+            return ""
+        try:
+            return Path(path).read_text().strip()
+        except OSError:
+            return ""
 
     def _kubelet_client(self, node: str) -> Any:
         """A simulated node's kubelet acts as system:node:NAME, in group system:nodes,
@@ -312,6 +332,7 @@ class EmbeddedCluster:
         # Each component runs as the ServiceAccount `gpuyard manifests` gives it.
         await identities.install(self.client)
         token_files = await identities.issue_tokens(self.client, self.data_dir)
+        self.token_files = token_files
         self._tasks.append(
             asyncio.create_task(
                 identities.renew(self.client, self.data_dir, self.stop_event),

@@ -72,7 +72,10 @@ async def _main(args: argparse.Namespace) -> int:
 
     tls = ssl_context(args)
     try:
-        client = Client.from_kubeconfig(args.kubeconfig, args.context, component="dashboard")
+        if args.kubeconfig or args.context:
+            client = Client.from_kubeconfig(args.kubeconfig, args.context, component="dashboard")
+        else:  # in a pod its ServiceAccount, else $KUBECONFIG or ~/.kube/config
+            client = Client.from_env(component="dashboard")
     except KubeError as exc:
         raise CommandError(str(exc), 1) from None
     net = NetworkRates(args.metrics_url) if args.metrics_url else None

@@ -27,7 +27,20 @@ def test_the_dashboard_of_gpuyard_up(tmp_path: Path) -> None:
         assert base.startswith("http://127.0.0.1:")  # loopback by default
         link = banner_link(c)
         token = admin_token(c)
-        assert link == f"{base}#token={token}"  # the token rides in the fragment only
+        # the link signs in as the read-only gpuyard-viewer; the token rides in the
+        # fragment only (never sent to a server, never in its logs)
+        assert link.startswith(f"{base}#token=")
+        viewer = link.split("#token=", 1)[1]
+        assert viewer and viewer != token
+        status, body, _ = get(base + "api/whoami", viewer)
+        assert (status, body["user"]) == (
+            200,
+            "system:serviceaccount:gpuyard-system:gpuyard-viewer",
+        )
+        can = c.kubectl("auth", "can-i", "--token", viewer, "delete", "pods", "-A", check=False)
+        assert can.stdout.strip() == "no"  # it may look, not touch
+        can = c.kubectl("auth", "can-i", "--token", viewer, "list", "trainingjobs", "-A")
+        assert can.stdout.strip() == "yes"
 
         # the page itself holds no data and needs no token; every /api path does
         with urllib.request.urlopen(base, timeout=10) as r:
