@@ -6,18 +6,27 @@ Prints JSON. Needs root and network namespaces (every namespace it makes is remo
   the same per-pod chain of 8 comment-tagged counting rules through iptables-restore;
 - counter read per pod: one read of the whole node divided by its 110 pods, both ways;
 - shaping accuracy at three rates: a pod's internet egress (IP bytes by its counter)
-  against its HTB limit, in the test namespaces of tests/network/netlab.py.
+  against its HTB limit, in the test namespaces of tests/network/netlab.py;
+- CPU at 1 Gbit/s: an iperf3 TCP flow paced at 1 Gbit/s from a lab pod to the "internet",
+  with no agent (the baseline), with `gpuyard netd` accounting the node's 110 pods (scraped
+  every second), and with netd also shaping that pod (its limit above the flow). Per second
+  of traffic: the netd process's CPU seconds (its own and its nft/tc children's), iperf3's
+  own CPU at both ends, and the whole machine's kernel CPU (system + softirq: where the
+  nftables rules run; other work on the machine adds to it, so compare it within one run).
 
-Usage: sudo python benchmarks/network.py [--pods 110] [--rounds 20]
+Usage: sudo python benchmarks/network.py [--pods 110] [--rounds 20] [--seconds 8]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import subprocess
 import sys
+import tempfile
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -156,10 +165,185 @@ def bench_shaping(rates: list[int]) -> list[dict]:
     return out
 
 
+TICK = os.sysconf("SC_CLK_TCK")
+
+
+def _proc_cpu(pid: int) -> float:
+    """CPU seconds of a process and its waited-for children (utime stime cutime cstime)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return sum(int(x) for x in fields[11:15]) / TICK
+
+
+def _kernel_cpu() -> float:
+    """Machine-wide CPU seconds in the kernel: system, irq and softirq."""
+    f = Path("/proc/stat").read_text().split("\n", 1)[0].split()
+    return (int(f[3]) + int(f[6]) + int(f[7])) / TICK
+
+
+def bench_agent_cpu(pods: int, seconds: int) -> dict:
+    """CPU per second of a 1 Gbit/s flow: no agent, netd accounting, netd also shaping."""
+    sys.path.insert(0, str(ROOT / "tests"))
+    import re
+    import urllib.request
+
+    from kubernetes import client as k8s
+    from kubernetes import config as k8sconfig
+    from network import netlab
+
+    from gpuyard.apiserver.testing import run_apiserver_process
+    from gpuyard.network import bandwidth
+
+    lab = netlab.Lab()
+    lab.up()
+    out: dict = {"flow": "iperf3 TCP, -b 1G", "seconds": seconds, "scrape_interval_s": 1.0}
+    try:
+        with run_apiserver_process(in_memory=True) as srv:
+            api = k8s.CoreV1Api(k8sconfig.new_client_from_config(srv.kubeconfig))
+            nodes = {
+                "node1": ("a", netlab.NODE1_PODS),
+                "node3": ("a", netlab.NODE3_PODS),
+                "node2": ("b", netlab.ZONE_B_PODS),
+            }
+            for name, (zone, cidr) in nodes.items():
+                api.create_node(
+                    {
+                        "metadata": {"name": name, "labels": {"topology.kubernetes.io/zone": zone}},
+                        "spec": {"podCIDR": cidr},
+                    }
+                )
+            api.create_namespace({"metadata": {"name": "bench"}})
+            ips = {"pa": netlab.PODS["pa"], "pb": netlab.PODS["pb"]}
+            ips.update({f"idle-{i}": f"10.1.1.{10 + i}" for i in range(pods - 2)})
+            for name, ip in ips.items():
+                api.create_namespaced_pod(
+                    "bench",
+                    {
+                        "metadata": {"name": name},
+                        "spec": {"nodeName": "node1", "containers": [{"name": "c", "image": "x"}]},
+                    },
+                )
+                api.patch_namespaced_pod_status(
+                    name, "bench", {"status": {"phase": "Running", "podIP": ip}}
+                )
+
+            log = tempfile.TemporaryFile("w+")
+
+            def died(proc: subprocess.Popen) -> RuntimeError:
+                log.seek(0)
+                return RuntimeError(f"netd exited {proc.returncode}:\n{log.read()[-3000:]}")
+
+            def pa_out(url: str) -> float:
+                """Pod pa's internet egress bytes, as netd's /metrics says."""
+                text = urllib.request.urlopen(url, timeout=5).read().decode()
+                for line in text.splitlines():
+                    if line.startswith("gpuyard_pod_network_bytes_total{"):
+                        labels = dict(re.findall(r'(\w+)="([^"]*)"', line))
+                        want = {"pod": "pa", "class": "internet", "direction": "out"}
+                        if want.items() <= labels.items():
+                            return float(line.rsplit(" ", 1)[1])
+                raise RuntimeError("no internet egress counter for pod pa on /metrics")
+
+            def run(mode: str, port: int) -> dict:
+                proc = None
+                if mode != "no_agent":
+                    cmd = [sys.executable, "-m", "gpuyard", "netd", "--kubeconfig", srv.kubeconfig]
+                    cmd += ["--node", "node1", "--netns", lab.ns("n1"), "--metrics-port", "0"]
+                    cmd += ["--metrics-address", "127.0.0.1"]
+                    if mode == "accounting_and_shaping":
+                        cmd += ["--uplink", "up0"]
+                    env = dict(os.environ, PYTHONPATH=str(ROOT))
+                    proc = subprocess.Popen(
+                        cmd, stdout=subprocess.PIPE, stderr=log, text=True, env=env
+                    )
+                assert proc is None or proc.stdout is not None
+                try:
+                    url = ""
+                    if proc is not None and proc.stdout is not None:
+                        m = re.search(r"metrics on :(\d+)/metrics", proc.stdout.readline())
+                        if not m:
+                            raise RuntimeError("netd did not start")
+                        url = f"http://127.0.0.1:{m.group(1)}/metrics"
+                        end = time.monotonic() + 30
+                        while time.monotonic() < end:  # every pod's rules are in
+                            if proc.poll() is not None:
+                                raise died(proc)
+                            text = urllib.request.urlopen(url, timeout=5).read().decode()
+                            if text.count('direction="out",') >= 4 * pods:
+                                break
+                            time.sleep(0.2)
+                        else:
+                            raise RuntimeError("netd did not account every pod in 30 s")
+
+                    stop = threading.Event()
+                    scrapes: list[float] = []
+
+                    def scraper() -> None:
+                        while url and not stop.wait(1.0):
+                            t = time.perf_counter()
+                            try:
+                                urllib.request.urlopen(url, timeout=5).read()
+                            except OSError:
+                                return  # netd died: said after the flow
+                            scrapes.append(time.perf_counter() - t)
+
+                    th = threading.Thread(target=scraper)
+                    c0 = pa_out(url) if url else 0.0
+                    a0 = _proc_cpu(proc.pid) if proc else 0.0
+                    k0, t0 = _kernel_cpu(), time.monotonic()
+                    th.start()
+                    end = netlab.iperf3(
+                        lab, "pa", "inet", netlab.TARGETS["internet"], seconds, port, rate="1G"
+                    )
+                    stop.set()
+                    th.join()
+                    if proc is not None and proc.poll() is not None:
+                        raise died(proc)
+                    wall = time.monotonic() - t0
+                    k1 = _kernel_cpu()
+                    a1 = _proc_cpu(proc.pid) if proc else 0.0
+                    sent = end["sum_sent"]
+                    cpu = end["cpu_utilization_percent"]
+                    row = {
+                        "gbit_per_s": round(sent["bits_per_second"] / 1e9, 3),
+                        "netd_cpu_s_per_s": round((a1 - a0) / wall, 4) if proc else None,
+                        "netd_scrape_median_ms": round(statistics.median(scrapes) * 1e3, 2)
+                        if scrapes
+                        else None,
+                        "iperf3_sender_cpu_percent": round(cpu["host_total"], 1),
+                        "iperf3_receiver_cpu_percent": round(cpu["remote_total"], 1),
+                        "machine_kernel_cpu_s_per_s": round((k1 - k0) / wall, 3),
+                    }
+                    if url:  # what the agent counted against what iperf3 sent
+                        row["pa_internet_out_bytes_counted"] = pa_out(url) - c0
+                        row["iperf3_bytes_sent"] = sent["bytes"]
+                    return row
+                finally:
+                    if proc is not None:
+                        proc.terminate()
+                        proc.wait(10)
+
+            out["no_agent"] = run("no_agent", 5401)
+            out["accounting"] = run("accounting", 5402)
+            # The pod is limited above its flow: every packet goes through its HTB class.
+            api.patch_namespaced_pod(
+                "pa", "bench", {"metadata": {"annotations": {bandwidth.ANNOTATION: "2Gbit"}}}
+            )
+            out["accounting_and_shaping"] = run("accounting_and_shaping", 5403)
+    finally:
+        lab.down()
+    base = out["no_agent"]["machine_kernel_cpu_s_per_s"]
+    out["kernel_cpu_ratio_over_no_agent"] = {
+        k: round(out[k]["machine_kernel_cpu_s_per_s"] / base, 2) if base else None
+        for k in ("accounting", "accounting_and_shaping")
+    }
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--pods", type=int, default=110)
     ap.add_argument("--rounds", type=int, default=20)
+    ap.add_argument("--seconds", type=int, default=8, help="length of each 1 Gbit/s flow")
     args = ap.parse_args()
     from gpuyard import childgroups
 
@@ -180,8 +364,7 @@ def main() -> None:
             for k in ("add", "remove", "read_per_pod")
         },
         "shaping": bench_shaping([100_000_000, 500_000_000, 1_000_000_000]),
-        "agent_cpu_at_1gbit": None,
-        "not_measured": "agent CPU at 1 Gbit/s: the gpuyard netd agent is not built yet",
+        "agent_cpu_at_1gbit": bench_agent_cpu(args.pods, args.seconds),
     }
     print(json.dumps(result, indent=2))
 

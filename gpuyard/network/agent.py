@@ -81,9 +81,11 @@ class NetAgent:
 
     async def run(self, stop: asyncio.Event, ready: asyncio.Event | None = None) -> None:
         # What the kernel already holds is ours from before a restart: its counters stay.
-        self.current = self.engine.owned()
+        # Kernel work runs off the event loop: pyroute2's synchronous sockets run a loop of
+        # their own, which cannot start inside a running one.
+        self.current = await asyncio.to_thread(self.engine.owned)
         if self.shaper is not None:
-            self.shaper.ensure()
+            await asyncio.to_thread(self.shaper.ensure)
         watched = [self.pods, self.nodes]
         if await self._has_teams():
             watched.append(self.teams_inf)

@@ -40,9 +40,14 @@ class Shaper:
             )
 
     def _netlink(self):
-        from pyroute2 import IPRoute, NetNS
+        from pyroute2 import IPRoute, config
 
-        return NetNS(self.netns) if self.netns else IPRoute()
+        # A namespace's socket is opened by a forked child that pyroute2 stops with SIGTERM.
+        # The child must die of it by default: with the parent's signal handlers (asyncio's
+        # wake-up fd, shared with the parent) it would hand the parent a SIGTERM of its own,
+        # and `gpuyard netd` would stop at its first netlink read.
+        config.disable_mp_signal = True
+        return IPRoute(netns=self.netns) if self.netns else IPRoute()
 
     def _read(self) -> tuple[bool, dict[int, int]]:
         """(our HTB root is there, tclass -> rate in bits per second), over netlink."""

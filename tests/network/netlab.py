@@ -7,9 +7,11 @@ Every namespace is named with a per-run prefix and removed by ``down``.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
+import time
 import uuid
 
 NODE1_PODS = "10.1.1.0/24"
@@ -29,9 +31,9 @@ def missing() -> str | None:
     """Why the kernel tests cannot run here, or None."""
     if os.geteuid() != 0:
         return "needs root to create network namespaces"
-    for tool in ("ip", "nft", "tc"):
+    for tool in ("ip", "nft", "tc", "iperf3", "ss"):
         if shutil.which(tool) is None:
-            return f"needs {tool} (apt-get install iproute2 nftables)"
+            return f"needs {tool} (apt-get install iproute2 nftables iperf3)"
     p = subprocess.run(
         ["ip", "netns", "add", "gy-probe-" + uuid.uuid4().hex[:6]], capture_output=True
     )
@@ -124,3 +126,36 @@ class Lab:
             )
             out[k] = int(r.stdout)
         return out
+
+
+def iperf3(
+    lab: Lab, src: str, dst_ns: str, addr: str, seconds: float, port: int, rate: str = ""
+) -> dict:
+    """One iperf3 TCP flow from pod ``src`` to ``addr`` (served in ``dst_ns``) for
+    ``seconds``, paced at ``rate`` (iperf3's -b, e.g. 1G) if given: iperf3's JSON "end"."""
+    srv = lab.popen(
+        dst_ns, "iperf3", "-s", "-1", "-B", addr, "-p", str(port), stdout=subprocess.DEVNULL
+    )
+    try:
+        for _ in range(50):  # until the server listens
+            probe = lab.run(dst_ns, "ss", "-Hltn", f"sport = :{port}", capture_output=True)
+            if probe.stdout.strip():
+                break
+            time.sleep(0.1)
+        r = lab.run(
+            src,
+            *("iperf3", "-c", addr, "-p", str(port), "-B", PODS[src], "-t", str(seconds), "-J"),
+            *(["-b", rate] if rate else []),
+            capture_output=True,
+            text=True,
+            timeout=seconds + 30,
+        )
+        if r.returncode != 0:
+            raise RuntimeError(f"iperf3 failed: {r.stdout[-2000:]}{r.stderr}")
+        return json.loads(r.stdout)["end"]
+    finally:
+        try:
+            srv.wait(10)
+        except subprocess.TimeoutExpired:
+            srv.kill()
+            srv.wait()
