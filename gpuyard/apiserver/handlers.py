@@ -1076,6 +1076,10 @@ class Core:
                 # custom object pruned by its schema.
                 defaults.apply(res, obj)
                 schemas.prune_and_default(res, obj)
+                if old is not None and "status" in res.subresources:
+                    # the status is its subresource's to write: what a webhook changes
+                    # there on a write of the object is dropped, as the status was
+                    _keep_status(obj, old)
         causes = self._validate(res, obj, old)
         if causes:
             md = obj.get("metadata") or {}
@@ -1110,7 +1114,13 @@ class Core:
             ]
 
     async def _admit(
-        self, res: Resource, op: str, obj: dict[str, Any], old: dict[str, Any] | None, dry: bool
+        self,
+        res: Resource,
+        op: str,
+        obj: dict[str, Any],
+        old: dict[str, Any] | None,
+        dry: bool,
+        sub: str = "",
     ) -> tuple[dict[str, Any], list[str]]:
         if res.key == WEBHOOKS:
             return obj, []
@@ -1130,6 +1140,7 @@ class Core:
             namespace=md.get("namespace") or "",
             user_info=requestctx.user_info(),
             dry_run=dry,
+            sub_resource=sub,
             namespace_labels=((ns_obj or {}).get("metadata") or {}).get("labels") or {},
             namespace_object=ns_obj,
         )
@@ -1150,6 +1161,24 @@ class Core:
         if acc is not None:
             acc.extend(ws)
         return new_obj, ws
+
+    async def _admit_sub(
+        self, res: Resource, sub: str, new: dict[str, Any], old: dict[str, Any], dry: bool
+    ) -> dict[str, Any]:
+        """Mutating admission of a subresource write: webhooks whose rules name the
+        subresource (`pods/status`, `pods/*`, `*/*`) see the object as it would be
+        stored; of what they change, only the part the subresource writes is kept (the
+        status through /status, the ephemeral containers through
+        /ephemeralcontainers), as kube-apiserver's status strategies reset the rest."""
+        mutated, _ = await self._admit(res, "UPDATE", new, old, dry, sub)
+        if mutated is new or not isinstance(mutated, dict):
+            return new
+        if sub == ephemeral.SUBRESOURCE:
+            return ephemeral.take_update(mutated, new)
+        kept = dict(new)
+        _keep_status(kept, mutated)
+        schemas.prune_and_default(res, kept)  # a custom object's status: pruned by its schema
+        return kept
 
     def _defaults_on_create(self, res: Resource, obj: dict[str, Any]) -> None:
         strategies.prepare_for_create(res, obj)
@@ -1343,6 +1372,7 @@ class Core:
         omd = old["metadata"]
         if sub == ephemeral.SUBRESOURCE:
             new = ephemeral.take_update(obj, old)
+            new = await self._admit_sub(res, sub, new, old, dry)
             causes = ephemeral.update_causes(new, old)
             if causes:
                 raise invalid(res.kind, e.name, causes, res.group)
@@ -1356,6 +1386,7 @@ class Core:
             new["metadata"] = dict(omd)
             if applied and "managedFields" in (obj.get("metadata") or {}):
                 new["metadata"]["managedFields"] = obj["metadata"]["managedFields"]
+            new = await self._admit_sub(res, sub, new, old, dry)
         else:
             new = dict(obj)
             if "status" in res.subresources:
@@ -1388,9 +1419,9 @@ class Core:
             if _spec_part(new) != _spec_part(old):
                 md["generation"] = int(omd.get("generation") or 0) + 1
         if sub in ("status", ephemeral.SUBRESOURCE):
-            # validated, then admitted by policies and validating webhooks whose rules
-            # name the subresource (`nodes/status`, `pods/ephemeralcontainers`), as
-            # kube-apiserver admits it
+            # mutated above (_admit_sub), then validated and admitted by policies and
+            # validating webhooks whose rules name the subresource (`nodes/status`,
+            # `pods/ephemeralcontainers`), as kube-apiserver admits it
             new, _ = await self._admit_and_validate(res, "UPDATE", new, old, dry, sub)
         if res.key == CRDS and sub is None:
             self._crd_status(new)
@@ -2080,6 +2111,15 @@ class Core:
             await self.store.delete(NS_KEY, ns, expect_rv=nse.rv)
         except StoreError:
             self._ns_dirty.add(ns)
+
+
+def _keep_status(obj: dict[str, Any], source: dict[str, Any]) -> None:
+    """Give obj the status of source (none when source has none), in place."""
+    status = source.get("status")
+    if status is None:
+        obj.pop("status", None)
+    else:
+        obj["status"] = status
 
 
 def _partial(obj: dict[str, Any]) -> dict[str, Any]:

@@ -1,0 +1,162 @@
+"""Mutating webhooks on subresource writes, over HTTPS: a webhook whose rule names
+`deployments/status` mutates a status write (the AdmissionReview says subResource
+status), one on `deployments` is not called for it, and what a webhook changes outside
+the status through /status is dropped, as kube-apiserver's status strategy drops it."""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import AsyncIterator
+from typing import Any
+
+import orjson
+import pytest
+from aiohttp import web
+
+from .api import Api
+from .test_admission_policy import deploy
+from .test_webhook import WH, Hook
+
+DEPLOYS = "/apis/apps/v1/namespaces/default/deployments"
+CONDITION = {"type": "Audited", "status": "True", "reason": "SeenByWebhook"}
+
+
+class StatusHook(Hook):
+    """Answers every review with a patch that adds a status condition, sets the
+    replicas to 7 and adds a label; records each review it gets."""
+
+    async def handle(self, request: web.Request) -> web.Response:
+        review = await request.json()
+        self.requests.append(review)
+        req = review["request"]
+        obj = req["object"]
+        ops: list[dict[str, Any]] = []
+        if "status" not in obj:
+            ops.append({"op": "add", "path": "/status", "value": {}})
+        if "conditions" not in (obj.get("status") or {}):
+            ops.append({"op": "add", "path": "/status/conditions", "value": []})
+        ops.append({"op": "add", "path": "/status/conditions/-", "value": CONDITION})
+        ops.append({"op": "replace", "path": "/spec/replicas", "value": 7})
+        if not (obj.get("metadata") or {}).get("labels"):
+            ops.append({"op": "add", "path": "/metadata/labels", "value": {}})
+        ops.append({"op": "add", "path": "/metadata/labels/mutated", "value": "yes"})
+        return web.json_response(
+            {
+                "apiVersion": "admission.k8s.io/v1",
+                "kind": "AdmissionReview",
+                "response": {
+                    "uid": req["uid"],
+                    "allowed": True,
+                    "patchType": "JSONPatch",
+                    "patch": base64.b64encode(orjson.dumps(ops)).decode(),
+                },
+            }
+        )
+
+
+@pytest.fixture
+async def status_hook() -> AsyncIterator[StatusHook]:
+    h = StatusHook()
+    await h.start()
+    try:
+        yield h
+    finally:
+        await h.stop()
+
+
+def config(h: Hook, name: str, resources: list[str]) -> dict[str, Any]:
+    return {
+        "apiVersion": "admissionregistration.k8s.io/v1",
+        "kind": "MutatingWebhookConfiguration",
+        "metadata": {"name": name},
+        "webhooks": [
+            {
+                "name": f"{name}.example.com",
+                "sideEffects": "None",
+                "admissionReviewVersions": ["v1"],
+                "timeoutSeconds": 5,
+                "clientConfig": {
+                    "url": f"https://127.0.0.1:{h.port}/mutate",
+                    "caBundle": base64.b64encode(h.ca).decode(),
+                },
+                "rules": [
+                    {
+                        "operations": ["UPDATE"],
+                        "apiGroups": ["apps"],
+                        "apiVersions": ["v1"],
+                        "resources": resources,
+                    }
+                ],
+            }
+        ],
+    }
+
+
+async def test_a_status_webhook_mutates_status_writes_and_only_their_status(
+    api: Api, status_hook: StatusHook
+) -> None:
+    code, out = await api.post(DEPLOYS, deploy("web", 1))
+    assert code == 201, out
+    code, out = await api.post(WH, config(status_hook, "status-audit", ["deployments/status"]))
+    assert code == 201, out
+
+    code, out = await api.patch(f"{DEPLOYS}/web/status", {"status": {"observedGeneration": 1}})
+    assert code == 200, out
+    assert out["status"]["observedGeneration"] == 1
+    assert CONDITION in out["status"]["conditions"]
+    # the webhook also set spec.replicas and a label: a status write changes neither
+    assert out["spec"]["replicas"] == 1
+    assert "mutated" not in (out["metadata"].get("labels") or {})
+    code, stored = await api.get(f"{DEPLOYS}/web")
+    assert code == 200
+    assert CONDITION in stored["status"]["conditions"]
+    assert stored["spec"]["replicas"] == 1
+    assert stored["metadata"]["generation"] == out["metadata"]["generation"]
+    assert "mutated" not in (stored["metadata"].get("labels") or {})
+
+    assert len(status_hook.requests) == 1
+    req = status_hook.requests[0]["request"]
+    assert req["operation"] == "UPDATE"
+    assert req["resource"] == {"group": "apps", "version": "v1", "resource": "deployments"}
+    assert req["subResource"] == "status" and req["requestSubResource"] == "status"
+    assert req["object"]["status"]["observedGeneration"] == 1
+    assert "observedGeneration" not in (req["oldObject"].get("status") or {})
+
+    # a write of the object itself is not a status write: this webhook is not called
+    code, out = await api.patch(f"{DEPLOYS}/web", {"metadata": {"labels": {"tier": "a"}}})
+    assert code == 200, out
+    assert len(status_hook.requests) == 1
+    assert out["spec"]["replicas"] == 1
+
+    # a full PUT of the status is mutated the same way
+    code, stored = await api.get(f"{DEPLOYS}/web")
+    stored["status"] = {"observedGeneration": 2}
+    code, out = await api.put(f"{DEPLOYS}/web/status", stored)
+    assert code == 200, out
+    assert out["status"]["conditions"] == [CONDITION]
+    assert out["spec"]["replicas"] == 1
+    assert len(status_hook.requests) == 2
+
+
+async def test_a_webhook_on_the_object_is_not_called_for_its_status(
+    api: Api, status_hook: StatusHook
+) -> None:
+    code, out = await api.post(DEPLOYS, deploy("api", 2))
+    assert code == 201, out
+    code, out = await api.post(WH, config(status_hook, "object-only", ["deployments"]))
+    assert code == 201, out
+
+    code, out = await api.patch(f"{DEPLOYS}/api/status", {"status": {"observedGeneration": 1}})
+    assert code == 200, out
+    assert status_hook.requests == []
+    assert "conditions" not in out["status"]
+
+    # the same webhook is live for writes of the object (and sets its replicas there)
+    code, out = await api.patch(f"{DEPLOYS}/api", {"metadata": {"labels": {"tier": "b"}}})
+    assert code == 200, out
+    assert len(status_hook.requests) == 1
+    assert "subResource" not in status_hook.requests[0]["request"]
+    assert out["spec"]["replicas"] == 7
+    assert out["metadata"]["labels"]["mutated"] == "yes"
+    # status is the status subresource's to write: not changed through the object
+    assert "conditions" not in out["status"]
