@@ -15,13 +15,16 @@ DIRECTIONS = ("out", "in")
 
 
 def _nets(cidrs: list[str] | tuple[str, ...]) -> tuple[str, ...]:
-    out = []
-    for c in cidrs:
-        net = ipaddress.ip_network(c, strict=False)
-        if net.version != 4:
-            raise ValueError(f"{c}: only IPv4 ranges are accounted")
-        out.append(str(net))
-    return tuple(sorted(set(out)))
+    """IPv4 and IPv6 ranges alike (dual-stack clusters have both), canonical and sorted."""
+    out = {ipaddress.ip_network(c, strict=False) for c in cidrs}
+    return tuple(str(n) for n in sorted(out, key=lambda n: (n.version, n)))
+
+
+def join_ips(ips: list[str] | tuple[str, ...]) -> str:
+    """A pod's addresses (status.podIPs: one per family) as one canonical string, IPv4 first:
+    the form PodRule.ip holds and the kernel's maps give back."""
+    addrs = {ipaddress.ip_address(a) for a in ips if a}
+    return ",".join(str(a) for a in sorted(addrs, key=lambda a: (a.version, a)))
 
 
 @dataclass(frozen=True)

@@ -1,8 +1,10 @@
 """What a node's agent wants in the kernel, from the Kubernetes objects it sees (pure).
 
-- ranges_for(node, nodes, service_cidrs): the node's own pod range, the pod ranges of nodes
-  in another zone (label topology.kubernetes.io/zone), and every pod range plus services;
-- pod_rules(pods, node, previous): one PodRule per running pod with an IP on this node,
+- ranges_for(node, nodes, service_cidrs): the node's own pod ranges, the pod ranges of nodes
+  in another zone (label topology.kubernetes.io/zone), and every pod range plus services
+  (IPv4 and IPv6 alike: spec.podCIDRs of a dual-stack node holds one of each);
+- pod_rules(pods, node, previous): one PodRule per running pod with an IP on this node
+  (all of status.podIPs; hostNetwork pods have the node's address: never a rule of theirs),
   and the uplink HTB class of each pod limited by gpuyard.io/internet-egress-bandwidth
   (its class number kept across calls while it stays limited; pods without the
   annotation get none). A bad value (the webhook refuses them) leaves the pod unshaped.
@@ -15,7 +17,7 @@ from typing import Any
 
 from gpuyard import names
 from gpuyard.network import bandwidth
-from gpuyard.network.classes import Ranges
+from gpuyard.network.classes import Ranges, join_ips
 from gpuyard.network.nft import CLASS_MASK, PodRule
 
 Obj = Mapping[str, Any]
@@ -35,10 +37,19 @@ def ranges_for(node: Obj, nodes: Iterable[Obj], service_cidrs: Iterable[str]) ->
     mine = _zone(node)
     other = [c for n in nodes if mine and _zone(n) and _zone(n) != mine for c in _pod_cidrs(n)]
     every = [c for n in nodes for c in _pod_cidrs(n)] + _pod_cidrs(node) + list(service_cidrs)
-    v4 = [c for c in every if ":" not in c]
-    return Ranges.of(
-        [c for c in _pod_cidrs(node) if ":" not in c], [c for c in other if ":" not in c], v4
-    )
+    return Ranges.of(_pod_cidrs(node), other, every)
+
+
+def pod_ips(pod: Obj) -> str:
+    """The pod's addresses (status.podIPs, else status.podIP), canonical; "" if none."""
+    status = pod.get("status") or {}
+    ips = [p.get("ip", "") for p in status.get("podIPs") or [] if isinstance(p, Mapping)]
+    if not ips and status.get("podIP"):
+        ips = [status["podIP"]]
+    try:
+        return join_ips(ips)
+    except ValueError:  # not an address: nothing the kernel could match
+        return ""
 
 
 def limit_of(pod: Obj) -> int:
@@ -65,8 +76,8 @@ def pod_rules(
             pod.get("spec") or {},
             pod.get("status") or {},
         )
-        ip = status.get("podIP") or ""
-        if spec.get("nodeName") != node or not ip or ":" in ip or spec.get("hostNetwork"):
+        ip = pod_ips(pod)
+        if spec.get("nodeName") != node or not ip or spec.get("hostNetwork"):
             continue
         if status.get("phase") in ("Succeeded", "Failed"):
             continue

@@ -1,10 +1,12 @@
 """Per-pod accounting rules in the kernel, in nftables table ``inet gpuyard`` (ours alone).
 
-Layout: one base chain ``forward`` (hook forward) with two verdict-map lookups, pod address
-to ``jump p_<id>_out`` / ``jump p_<id>_in``; each pod chain counts into eight named counter
-objects ``c_<id>_<direction>_<class>`` (bytes and packets) and returns; nothing is ever
-dropped or accepted, so other tables' verdicts are untouched. Ranges of the classes live in
-three interval sets. A pod's internet-bound packets may also get skb->priority 1:<tclass>,
+Layout: one base chain ``forward`` (hook forward) with verdict-map lookups, pod address
+to ``jump p_<id>_out`` / ``jump p_<id>_in`` (maps ``pod_out``/``pod_in`` for IPv4,
+``pod6_out``/``pod6_in`` for IPv6: a dual-stack pod is in both); each pod chain counts into
+eight named counter objects ``c_<id>_<direction>_<class>`` (bytes and packets, both families
+together) and returns; nothing is ever dropped or accepted, so other tables' verdicts are
+untouched. Ranges of the classes live in interval sets, ``r_<class>`` (IPv4) and
+``r6_<class>`` (IPv6). A pod's internet-bound packets may also get skb->priority 1:<tclass>,
 the uplink HTB class of the shaper (gpuyard.network.shaping).
 
 Changes go to the kernel as one ``nft -f -`` batch (atomic: all or nothing); state is read
@@ -20,7 +22,7 @@ import json
 import subprocess
 from dataclasses import dataclass
 
-from gpuyard.network.classes import CLASSES, DIRECTIONS, Ranges
+from gpuyard.network.classes import CLASSES, DIRECTIONS, Ranges, join_ips
 
 TABLE = "gpuyard"
 CLASS_MASK = 0xFFFF
@@ -40,9 +42,13 @@ class PodRule:
 
     namespace: str
     name: str
-    ip: str
+    ip: str  # the pod's addresses, canonical (classes.join_ips): "10.1.1.2,fd00:1::2"
     uid: str = ""
     tclass: int = 0
+
+    @property
+    def addrs(self) -> list[str]:
+        return self.ip.split(",") if self.ip else []
 
     @property
     def id(self) -> str:
@@ -72,6 +78,17 @@ class Count:
 
 def _counter(pid: str, direction: str, cls: str) -> str:
     return f"c_{pid}_{direction}_{cls}"
+
+
+def _elements(verb: str, t: str, pid: str, addrs: list[str]) -> list[str]:
+    """Add (or delete) a pod's addresses in the verdict maps of their family."""
+    lines = []
+    for ip in addrs:
+        fam = "6" if ":" in ip else ""
+        for d in DIRECTIONS:
+            value = f" : jump p_{pid}_{d}" if verb == "add" else ""
+            lines.append(f"{verb} element {t} pod{fam}_{d} {{ {ip}{value} }}")
+    return lines
 
 
 class NftAccounting:
@@ -120,18 +137,25 @@ class NftAccounting:
         t = f"inet {self.table}"
         lines = [f"add table {t}"]
         for name in ("node", "zone", "cluster"):
-            lines.append(f"add set {t} r_{name} {{ type ipv4_addr; flags interval; auto-merge; }}")
-            lines.append(f"flush set {t} r_{name}")
             nets = getattr(ranges, name)
-            if nets:
-                lines.append(f"add element {t} r_{name} {{ {', '.join(nets)} }}")
+            for fam, typ, mine in (("", "ipv4_addr", ":"), ("6", "ipv6_addr", ".")):
+                s = f"r{fam}_{name}"
+                lines.append(f"add set {t} {s} {{ type {typ}; flags interval; auto-merge; }}")
+                lines.append(f"flush set {t} {s}")
+                members = [n for n in nets if mine not in n]
+                if members:
+                    lines.append(f"add element {t} {s} {{ {', '.join(members)} }}")
         lines += [
             f"add map {t} pod_out {{ type ipv4_addr : verdict; }}",
             f"add map {t} pod_in {{ type ipv4_addr : verdict; }}",
+            f"add map {t} pod6_out {{ type ipv6_addr : verdict; }}",
+            f"add map {t} pod6_in {{ type ipv6_addr : verdict; }}",
             f"add chain {t} forward {{ type filter hook forward priority -150; policy accept; }}",
             f"flush chain {t} forward",
             f"add rule {t} forward ip saddr vmap @pod_out",
             f"add rule {t} forward ip daddr vmap @pod_in",
+            f"add rule {t} forward ip6 saddr vmap @pod6_out",
+            f"add rule {t} forward ip6 daddr vmap @pod6_in",
         ]
         self._run("\n".join(lines) + "\n")
 
@@ -145,13 +169,17 @@ class NftAccounting:
         t, pid = f"inet {self.table}", pod.id
         out, inn = f"p_{pid}_out", f"p_{pid}_in"
         lines = [f"flush chain {t} {out}", f"flush chain {t} {inn}"]
+        # Only the families the pod has: its chain sees only packets of its own addresses.
+        families = sorted({"ip6" if ":" in a else "ip" for a in pod.addrs})
         for cls in CLASSES[:-1]:
-            lines.append(
-                f'add rule {t} {out} ip daddr @r_{cls} counter name "{_counter(pid, "out", cls)}" return'
-            )
-            lines.append(
-                f'add rule {t} {inn} ip saddr @r_{cls} counter name "{_counter(pid, "in", cls)}" return'
-            )
+            for fam in families:
+                s = f"@r{fam[2:]}_{cls}"
+                lines.append(
+                    f'add rule {t} {out} {fam} daddr {s} counter name "{_counter(pid, "out", cls)}" return'
+                )
+                lines.append(
+                    f'add rule {t} {inn} {fam} saddr {s} counter name "{_counter(pid, "in", cls)}" return'
+                )
         shape = ""
         if pod.tclass:
             # The uplink's HTB (gpuyard.network.shaping) takes skb->priority 1:<tclass> as
@@ -170,32 +198,24 @@ class NftAccounting:
                 lines.append(f'add counter {t} {_counter(pid, d, cls)} {{ comment "{comment}"; }}')
             lines.append(f"add chain {t} p_{pid}_{d}")
         lines += self._chain_rules(pod)
-        lines.append(f"add element {t} pod_out {{ {pod.ip} : jump p_{pid}_out }}")
-        lines.append(f"add element {t} pod_in {{ {pod.ip} : jump p_{pid}_in }}")
+        lines += _elements("add", t, pid, pod.addrs)
         return lines
 
     def _remove(self, pod: PodRule) -> list[str]:
         t, pid = f"inet {self.table}", pod.id
-        lines = [
-            f"delete element {t} pod_out {{ {pod.ip} }}",
-            f"delete element {t} pod_in {{ {pod.ip} }}",
-        ]
+        lines = _elements("delete", t, pid, pod.addrs)
         for d in DIRECTIONS:
             lines += [f"flush chain {t} p_{pid}_{d}", f"delete chain {t} p_{pid}_{d}"]
             lines += [f"delete counter {t} {_counter(pid, d, c)}" for c in CLASSES]
         return lines
 
     def _update(self, old: PodRule, new: PodRule) -> list[str]:
-        """Same pod, new address or mark: counters kept, chains and map entries rewritten."""
+        """Same pod, new addresses or mark: counters kept, chains and map entries rewritten."""
         t, pid = f"inet {self.table}", new.id
         lines = []
         if old.ip != new.ip:
-            lines += [
-                f"delete element {t} pod_out {{ {old.ip} }}",
-                f"delete element {t} pod_in {{ {old.ip} }}",
-                f"add element {t} pod_out {{ {new.ip} : jump p_{pid}_out }}",
-                f"add element {t} pod_in {{ {new.ip} : jump p_{pid}_in }}",
-            ]
+            lines += _elements("delete", t, pid, old.addrs)
+            lines += _elements("add", t, pid, new.addrs)
         lines += self._chain_rules(new)
         return lines
 
@@ -206,24 +226,24 @@ class NftAccounting:
         if items is None:
             items = self._list()
         who: dict[str, PodRule] = {}
-        ips: dict[str, str] = {}
+        ips: dict[str, list[str]] = {}
         marks: dict[str, int] = {}
         for item in items:
             if (c := item.get("counter")) and c["name"].endswith("_out_internet"):
                 pod = PodRule.parse(c.get("comment", ""))
                 if pod is not None:
                     who[pod.id] = pod
-            elif (m := item.get("map")) and m["name"] == "pod_out":
+            elif (m := item.get("map")) and m["name"] in ("pod_out", "pod6_out"):
                 for ip, verdict in m.get("elem", []):
                     target = verdict.get("jump", {}).get("target", "")
-                    ips[target[2:-4]] = ip
+                    ips.setdefault(target[2:-4], []).append(ip)
             elif (r := item.get("rule")) and r["chain"].endswith("_out"):
                 for e in r.get("expr", []):
                     value = e.get("mangle", {}).get("value")
                     if isinstance(value, str) and value.startswith("1:"):
                         marks[r["chain"][2:-4]] = int(value[2:], 16)
         return {
-            pid: PodRule(p.namespace, p.name, ips[pid], p.uid, marks.get(pid, 0))
+            pid: PodRule(p.namespace, p.name, join_ips(ips[pid]), p.uid, marks.get(pid, 0))
             for pid, p in who.items()
             if pid in ips
         }

@@ -54,8 +54,9 @@ class SimTraffic:
         for pod in pods:
             meta, status = pod.get("metadata") or {}, pod.get("status") or {}
             value = (meta.get("annotations") or {}).get(ANNOTATION)
-            ip = status.get("podIP") or ""
-            if value is None or not ip or status.get("phase") != "Running":
+            ip = desired.pod_ips(pod)
+            host = (pod.get("spec") or {}).get("hostNetwork")
+            if value is None or not ip or host or status.get("phase") != "Running":
                 continue
             try:
                 bits = parse(value)

@@ -2,6 +2,8 @@
 
 fabric (a bridge) joins node1 and node3 (zone a), node2 (zone b) and an "internet"
 namespace; pods pa, pb live on node1 (pod range 10.1.1.0/24) behind routed veth pairs.
+Everything is dual-stack: the IPv6 ranges and addresses mirror the IPv4 ones (no DAD, so
+addresses work at once).
 Every namespace is named with a per-run prefix and removed by ``down``.
 """
 
@@ -25,6 +27,18 @@ TARGETS = {
     "internet": "203.0.113.10",
 }
 PODS = {"pa": "10.1.1.2", "pb": "10.1.1.3"}
+# The same cluster's IPv6 half (every pod and node is dual-stack).
+NODE1_PODS6 = "fd00:1:1::/64"
+NODE3_PODS6 = "fd00:1:3::/64"
+ZONE_B_PODS6 = "fd00:2::/64"
+SERVICES6 = "fd00:96::/108"
+TARGETS6 = {
+    "node": "fd00:1:1::3",
+    "cluster": "fd00:1:3::2",
+    "zone": "fd00:2::2",
+    "internet": "2001:db8:113::10",
+}
+PODS6 = {"pa": "fd00:1:1::2", "pb": "fd00:1:1::3"}
 
 
 def missing() -> str | None:
@@ -64,7 +78,13 @@ class Lab:
 
     def up(self) -> None:
         p = self.p
-        lines = [f"ip netns add {n}" for n in self.names]
+        lines = []
+        for n in self.names:
+            lines += [
+                f"ip netns add {n}",
+                f"ip netns exec {n} sysctl -qw net.ipv6.conf.all.accept_dad=0",
+                f"ip netns exec {n} sysctl -qw net.ipv6.conf.default.accept_dad=0",
+            ]
         lines.append(f"ip -n {p}-fab link add br0 type bridge && ip -n {p}-fab link set br0 up")
         fabric = {
             "n1": "10.255.0.1",
@@ -73,10 +93,13 @@ class Lab:
             "inet": "10.255.0.100",
         }
         for i, (short, addr) in enumerate(fabric.items()):
+            addr6 = "fd00:ff::" + addr.rsplit(".", 1)[1]
             lines += [
                 f"ip -n {p}-{short} link add up{i} type veth peer name f{i} netns {p}-fab",
                 f"ip -n {p}-fab link set f{i} master br0 up",
                 f"ip -n {p}-{short} addr add {addr}/24 dev up{i}",
+                f"ip -n {p}-{short} -6 addr add {addr6}/64 dev up{i} nodad",
+                f"ip netns exec {p}-{short} sysctl -qw net.ipv6.conf.all.forwarding=1",
                 f"ip -n {p}-{short} link set up{i} up",
                 f"ip -n {p}-{short} link set lo up",
                 f"ip netns exec {p}-{short} sysctl -qw net.ipv4.ip_forward=1",
@@ -88,9 +111,16 @@ class Lab:
             f"ip -n {p}-n1 route add {ZONE_B_PODS} via 10.255.0.2",
             f"ip -n {p}-n1 route add {NODE3_PODS} via 10.255.0.3",
             f"ip -n {p}-n1 route add default via 10.255.0.100",
+            f"ip -n {p}-n2 -6 addr add {TARGETS6['zone']}/128 dev lo",
+            f"ip -n {p}-n3 -6 addr add {TARGETS6['cluster']}/128 dev lo",
+            f"ip -n {p}-inet -6 addr add {TARGETS6['internet']}/128 dev lo",
+            f"ip -n {p}-n1 -6 route add {ZONE_B_PODS6} via fd00:ff::2",
+            f"ip -n {p}-n1 -6 route add {NODE3_PODS6} via fd00:ff::3",
+            f"ip -n {p}-n1 -6 route add default via fd00:ff::100",
         ]
         for short in ("n2", "n3", "inet"):
             lines.append(f"ip -n {p}-{short} route add {NODE1_PODS} via 10.255.0.1")
+            lines.append(f"ip -n {p}-{short} -6 route add {NODE1_PODS6} via fd00:ff::1")
         for pod, ip in PODS.items():
             lines += [
                 f"ip -n {p}-n1 link add v{pod} type veth peer name eth0 netns {p}-{pod}",
@@ -101,6 +131,11 @@ class Lab:
                 f"ip -n {p}-{pod} link set eth0 up && ip -n {p}-{pod} link set lo up",
                 f"ip -n {p}-{pod} route add 10.1.1.1 dev eth0",
                 f"ip -n {p}-{pod} route add default via 10.1.1.1",
+                f"ip -n {p}-n1 -6 addr add fd00:1:1::1/128 dev v{pod} nodad",
+                f"ip -n {p}-n1 -6 route add {PODS6[pod]}/128 dev v{pod}",
+                f"ip -n {p}-{pod} -6 addr add {PODS6[pod]}/128 dev eth0 nodad",
+                f"ip -n {p}-{pod} -6 route add fd00:1:1::1 dev eth0",
+                f"ip -n {p}-{pod} -6 route add default via fd00:1:1::1 dev eth0",
             ]
         try:
             sh("\n".join(lines))
@@ -144,7 +179,8 @@ def iperf3(
             time.sleep(0.1)
         r = lab.run(
             src,
-            *("iperf3", "-c", addr, "-p", str(port), "-B", PODS[src], "-t", str(seconds), "-J"),
+            *("iperf3", "-c", addr, "-p", str(port), "-t", str(seconds), "-J"),
+            *("-B", (PODS6 if ":" in addr else PODS)[src]),
             *(["-b", rate] if rate else []),
             capture_output=True,
             text=True,

@@ -72,3 +72,44 @@ def test_metrics_carry_namespace_pod_team_class_direction():
         'gpuyard_pod_network_bytes_total{class="internet",direction="out",namespace="team-a",pod="a",team="alpha"} 4500.0'
         in text
     )
+
+
+def test_dual_stack_ranges_and_pods_are_accounted_by_class():
+    """A dual-stack cluster: nodes carry an IPv4 and an IPv6 pod range (spec.podCIDRs),
+    pods both addresses (status.podIPs); both families are classed alike."""
+
+    def dual(name, zone, v4, v6):
+        n = node(name, zone, v4)
+        n["spec"]["podCIDRs"] = [v4, v6]
+        return n
+
+    nodes = [
+        dual("n1", "a", "10.1.1.0/24", "fd00:1:1::/64"),
+        dual("n2", "b", "10.2.0.0/24", "fd00:2::/64"),
+        node("n3", "a", "10.1.3.0/24"),  # a node still IPv4-only
+    ]
+    r = ranges_for(nodes[0], nodes, ["10.96.0.0/16", "fd00:96::/108"])
+    assert r.node == ("10.1.1.0/24", "fd00:1:1::/64")
+    assert r.zone == ("10.2.0.0/24", "fd00:2::/64")
+    assert r.classify("fd00:1:1::9") == "node" and r.classify("fd00:2::9") == "zone"
+    assert r.classify("fd00:96::1") == "cluster" and r.classify("10.1.3.4") == "cluster"
+    assert r.classify("2001:db8::1") == "internet"
+
+    both = pod("a", "10.1.1.2")
+    both["status"]["podIPs"] = [{"ip": "fd00:1:1:0::2"}, {"ip": "10.1.1.2"}]
+    only6 = pod("b", "fd00:1:1::3")
+    broken = pod("c", "not-an-address")
+    rules, _ = pod_rules([both, only6, broken], "n1")
+    by = {r.name: r for r in rules}
+    assert set(by) == {"a", "b"}  # a bad address is no rule (nothing could match it)
+    assert by["a"].ip == "10.1.1.2,fd00:1:1::2" and by["a"].addrs == ["10.1.1.2", "fd00:1:1::2"]
+    assert by["b"].ip == "fd00:1:1::3"
+
+
+def test_host_network_pods_get_no_rules():
+    """A hostNetwork pod has the node's own address: rules for it would count the node's
+    traffic (kubelet, other host pods) as the pod's, so it gets none."""
+    host = pod("h", "10.255.0.1")
+    host["spec"]["hostNetwork"] = True
+    rules, _ = pod_rules([host, pod("a", "10.1.1.2")], "n1")
+    assert [r.name for r in rules] == ["a"]

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from gpuyard.network.classes import Ranges
+from gpuyard.network.classes import Ranges, join_ips
 from gpuyard.network.nft import NftAccounting, PodRule
 
 from . import netlab
@@ -30,14 +30,23 @@ def lab():
 
 def ranges() -> Ranges:
     return Ranges.of(
-        node=[netlab.NODE1_PODS],
-        zone=[netlab.ZONE_B_PODS],
-        cluster=[netlab.NODE1_PODS, netlab.NODE3_PODS, netlab.ZONE_B_PODS, netlab.SERVICES],
+        node=[netlab.NODE1_PODS, netlab.NODE1_PODS6],
+        zone=[netlab.ZONE_B_PODS, netlab.ZONE_B_PODS6],
+        cluster=[netlab.NODE1_PODS, netlab.NODE3_PODS, netlab.ZONE_B_PODS, netlab.SERVICES]
+        + [netlab.NODE1_PODS6, netlab.NODE3_PODS6, netlab.ZONE_B_PODS6, netlab.SERVICES6],
     )
 
 
-def pods() -> list[PodRule]:
-    return [PodRule("team-a", name, ip, uid=f"uid-{name}") for name, ip in netlab.PODS.items()]
+def pods(dual_stack: bool = False) -> list[PodRule]:
+    return [
+        PodRule(
+            "team-a",
+            name,
+            join_ips([ip, netlab.PODS6[name]] if dual_stack else [ip]),
+            uid=f"uid-{name}",
+        )
+        for name, ip in netlab.PODS.items()
+    ]
 
 
 def send(
@@ -78,18 +87,21 @@ def counts(acc: NftAccounting) -> dict[tuple[str, str, str], tuple[int, int]]:
 DEST_NS = {"node": "pb", "cluster": "n3", "zone": "n2", "internet": "inet"}
 
 
-def test_every_class_counts_the_bytes_on_the_wire(lab):
+@pytest.mark.parametrize("family", ["ipv4", "ipv6"])
+def test_every_class_counts_the_bytes_on_the_wire(lab, family):
+    """IPv4 pods, and dual-stack pods sending over IPv6: each class's counters match what
+    the pod put on (and took off) its veth within 1%."""
+    v6 = family == "ipv6"
+    targets, mine = (netlab.TARGETS6, netlab.PODS6) if v6 else (netlab.TARGETS, netlab.PODS)
     acc = NftAccounting(netns=lab.ns("n1"))
     acc.ensure(ranges())
-    acc.sync(pods())
+    acc.sync(pods(dual_stack=v6))
     nbytes = 4_000_000
-    for cls, addr in netlab.TARGETS.items():
+    for cls, addr in targets.items():
         before = lab.link_stats("pa", "eth0")
         c0 = counts(acc)
         send(lab, "pa", DEST_NS[cls], addr, nbytes)  # pa sends: counted out
-        send(
-            lab, DEST_NS[cls], "pa", netlab.PODS["pa"], nbytes, port=5202, bind=addr
-        )  # pa receives: in
+        send(lab, DEST_NS[cls], "pa", mine["pa"], nbytes, port=5202, bind=addr)  # pa receives: in
         after = lab.link_stats("pa", "eth0")
         c1 = counts(acc)
         # What pa put on its veth (IP bytes: the frame less its 14-byte Ethernet header).
@@ -105,11 +117,27 @@ def test_every_class_counts_the_bytes_on_the_wire(lab):
         assert abs(out - wire_out) <= 0.01 * wire_out, (cls, out, wire_out)
         assert abs(inn - wire_in) <= 0.01 * wire_in, (cls, inn, wire_in)
         # Nothing leaked into another class of pa's outbound traffic.
-        for other in netlab.TARGETS:
+        for other in targets:
             if other != cls:
                 assert c1[("pa", "out", other)] == c0[("pa", "out", other)], (cls, other)
     # Same-node traffic is also counted as pb's inbound, from the node class.
     assert counts(acc)[("pb", "in", "node")][0] >= nbytes
+    if v6:
+        # Both families of a dual-stack pod count into its one set of counters.
+        c0 = counts(acc)[("pa", "out", "internet")][0]
+        send(lab, "pa", "inet", netlab.TARGETS["internet"], nbytes, port=5203)
+        assert counts(acc)[("pa", "out", "internet")][0] - c0 >= nbytes
+        # A restarted agent reads both addresses back from the kernel and changes nothing.
+        again = NftAccounting(netns=lab.ns("n1"))
+        assert again.owned() == {p.id: p for p in pods(dual_stack=True)}
+        assert again.sync(pods(dual_stack=True)) == {"added": [], "removed": [], "updated": []}
+        # Dropping the IPv6 address (same pod) keeps the counters, and its traffic is no
+        # longer pa's.
+        before = counts(again)
+        again.sync(pods())
+        assert counts(again) == before
+        send(lab, "pa", "inet", netlab.TARGETS6["internet"], nbytes, port=5204)
+        assert counts(again)[("pa", "out", "internet")] == before[("pa", "out", "internet")]
 
 
 def test_restart_keeps_counters_and_removal_leaves_nothing(lab):
