@@ -248,7 +248,7 @@ def bench_agent_cpu(pods: int, seconds: int) -> dict:
                 if mode != "no_agent":
                     cmd = [sys.executable, "-m", "gpuyard", "netd", "--kubeconfig", srv.kubeconfig]
                     cmd += ["--node", "node1", "--netns", lab.ns("n1"), "--metrics-port", "0"]
-                    cmd += ["--metrics-address", "127.0.0.1"]
+                    cmd += ["--metrics-address", "127.0.0.1", "--metrics-auth", "off"]
                     if mode == "accounting_and_shaping":
                         cmd += ["--uplink", "up0"]
                     env = dict(os.environ, PYTHONPATH=str(ROOT))

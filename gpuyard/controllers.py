@@ -56,6 +56,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=0,
         help="serve Prometheus metrics on this port (0: off)",
     )
+    from gpuyard.kube.metrics import add_auth_argument
+
+    add_auth_argument(parser)
 
 
 async def _run_all(client: Client, names: list[str], stop: asyncio.Event) -> None:
@@ -120,7 +123,7 @@ async def _main(args: argparse.Namespace) -> int:
         from gpuyard.kube import metrics
 
         try:
-            metrics.serve(args.metrics_port)
+            metrics.serve(args.metrics_port, auth=metrics.auth_from_args(args))
         except OSError as exc:
             print(f"gpuyard controllers: metrics port {args.metrics_port}: {exc}", file=sys.stderr)
             await client.close()

@@ -350,6 +350,10 @@ METRICS_SERVICES: dict[str, tuple[dict[str, str], list[tuple[str, int]]]] = {
     "gpuyard-netd-metrics": ({"app.kubernetes.io/name": NETD}, [("metrics", NETD_PORT)]),
 }
 SCRAPE_CONFIGMAP = "gpuyard-prometheus-scrape"
+# Components answer /metrics only to a caller allowed to `get` it (--metrics-auth on):
+# bind this ClusterRole to Prometheus's ServiceAccount.
+METRICS_READER = "gpuyard-metrics-reader"
+SA_TOKEN = "/var/run/secrets/kubernetes.io/serviceaccount/token"
 
 
 def metrics_services() -> list[dict[str, Any]]:
@@ -374,12 +378,43 @@ def metrics_services() -> list[dict[str, Any]]:
     return out
 
 
+def metrics_rbac(service_accounts: list[str]) -> list[dict[str, Any]]:
+    """The ClusterRole a scraper needs (get on /metrics: `kubectl create
+    clusterrolebinding prometheus-gpuyard --clusterrole=gpuyard-metrics-reader
+    --serviceaccount=monitoring:prometheus`), and system:auth-delegator for every
+    component, which asks the API server about each scraper's token."""
+    return [
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "ClusterRole",
+            "metadata": _meta(METRICS_READER, namespaced=False),
+            "rules": [{"nonResourceURLs": ["/metrics"], "verbs": ["get"]}],
+        },
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "ClusterRoleBinding",
+            "metadata": _meta("gpuyard-metrics-auth", namespaced=False),
+            "roleRef": {
+                "apiGroup": "rbac.authorization.k8s.io",
+                "kind": "ClusterRole",
+                "name": "system:auth-delegator",
+            },
+            "subjects": [
+                {"kind": "ServiceAccount", "name": n, "namespace": NAMESPACE}
+                for n in service_accounts
+            ],
+        },
+    ]
+
+
 def scrape_config() -> dict[str, Any]:
     """A ConfigMap with a plain Prometheus scrape job (prometheus.yml's scrape_configs)
     that finds the endpoints of the metrics Services: add it to a Prometheus's
     configuration, or point a ServiceMonitor at the label gpuyard.io/metrics=true."""
     job = {
         "job_name": "gpuyard",
+        # Prometheus's own ServiceAccount token: the components check it (METRICS_READER)
+        "authorization": {"type": "Bearer", "credentials_file": SA_TOKEN},
         "kubernetes_sd_configs": [{"role": "endpoints", "namespaces": {"names": [NAMESPACE]}}],
         "relabel_configs": [
             {
@@ -440,7 +475,12 @@ def objects(image: str = IMAGE, gpu_image: str = GPU_IMAGE) -> list[dict[str, An
             if "--image" in cmd:  # the test pods' image
                 cmd[cmd.index("--image") + 1] = gpu_image
         out.append(doc)
-    out += [*metrics_services(), scrape_config()]
+    accounts = [
+        o["metadata"]["name"]
+        for o in out
+        if o["kind"] == "ServiceAccount" and o["metadata"].get("namespace") == NAMESPACE
+    ]
+    out += [*metrics_services(), *metrics_rbac(accounts), scrape_config()]
     return out
 
 

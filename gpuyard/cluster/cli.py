@@ -164,7 +164,18 @@ async def _main(args: argparse.Namespace) -> int:
     )
     print(f"components: {', '.join(cluster.started) or 'none'}", flush=True)
     if cluster.metrics_url:
-        print(f"metrics of every component: {cluster.metrics_url}", flush=True)
+        import ipaddress
+
+        try:
+            local = ipaddress.ip_address(args.host).is_loopback
+        except ValueError:
+            local = args.host == "localhost"
+        how = (
+            "no token asked: only this machine reaches it"
+            if local
+            else f"no token asked: anyone who reaches {args.host} may read it"
+        )
+        print(f"metrics of every component: {cluster.metrics_url} ({how})", flush=True)
     if cluster.dashboard_url:
         # signs the browser in as the read-only gpuyard-viewer (any token works too)
         token = cluster.viewer_token() or getattr(cluster.server, "token", "")

@@ -41,6 +41,9 @@ def _metrics_port(p: argparse.ArgumentParser) -> None:
         default=0,
         help="serve Prometheus metrics on this port (0: off)",
     )
+    from gpuyard.kube.metrics import add_auth_argument
+
+    add_auth_argument(p)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -239,7 +242,7 @@ async def _live(args: argparse.Namespace) -> int:
         from gpuyard.kube import metrics
 
         try:
-            metrics.serve(args.metrics_port)
+            metrics.serve(args.metrics_port, auth=metrics.auth_from_args(args))
         except OSError as exc:
             print(f"gpuyard health {cmd}: metrics port {args.metrics_port}: {exc}", file=sys.stderr)
             return 1

@@ -150,13 +150,51 @@ def register_process(registry: Any = None) -> None:
     reg.register(_Collector())
 
 
-def serve(port: int, addr: str = "0.0.0.0", registry: Any = None) -> tuple[Any, int]:
+def serve(
+    port: int, addr: str = "0.0.0.0", registry: Any = None, auth: Any = None
+) -> tuple[Any, int]:
     """Serve `registry` (the process's default one when None, with the API request
     totals added) at http://addr:port/metrics from a thread; port 0 picks a free one.
+    `auth`: a metrics_auth.MetricsAuth every request must pass (None: open).
     Returns (server, port). Raises OSError when the port cannot be bound."""
-    from prometheus_client import REGISTRY, start_http_server
+    from prometheus_client import REGISTRY, make_wsgi_app, start_http_server
 
     reg = registry or REGISTRY
     register_process(reg)
-    server, _thread = start_http_server(port, addr=addr, registry=reg)
+    if auth is None:
+        server, _thread = start_http_server(port, addr=addr, registry=reg)
+        return server, int(server.server_address[1])
+    import socketserver
+    from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
+
+    class Server(socketserver.ThreadingMixIn, WSGIServer):
+        daemon_threads = True
+
+    class Quiet(WSGIRequestHandler):
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+    server = make_server(addr, port, auth.wsgi(make_wsgi_app(reg)), Server, Quiet)
+    threading.Thread(target=server.serve_forever, name="metrics", daemon=True).start()
     return server, int(server.server_address[1])
+
+
+def add_auth_argument(parser: Any) -> None:
+    """`--metrics-auth on|off` (on: /metrics only for callers the API server allows)."""
+    parser.add_argument(
+        "--metrics-auth",
+        choices=("on", "off"),
+        default="on",
+        help="on (the default): /metrics answers only a bearer token whose user may get"
+        " the non-resource URL /metrics (TokenReview + SubjectAccessReview, cached 10 s);"
+        " off: anyone who reaches the port",
+    )
+
+
+def auth_from_args(args: Any) -> Any:
+    """The MetricsAuth that --metrics-auth asks for (None: off)."""
+    if getattr(args, "metrics_auth", "on") == "off":
+        return None
+    from gpuyard.kube.metrics_auth import MetricsAuth
+
+    return MetricsAuth.from_env(getattr(args, "kubeconfig", None))

@@ -48,6 +48,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--metrics-port", type=PORT, default=9105, help="serve /metrics here (0: pick a free one)"
     )
+    from gpuyard.kube.metrics import add_auth_argument
+
+    add_auth_argument(parser)
     parser.add_argument("--metrics-address", default="0.0.0.0")
 
 
@@ -85,7 +88,9 @@ async def _run(args: argparse.Namespace) -> int:
     registry.register(AccountingCollector(engine.read, agent.teams))
     metrics.register_prometheus(client.requests, "netd", registry)
     try:
-        _server, port = metrics.serve(args.metrics_port, args.metrics_address, registry)
+        _server, port = metrics.serve(
+            args.metrics_port, args.metrics_address, registry, metrics.auth_from_args(args)
+        )
     except OSError as exc:
         print(f"gpuyard netd: metrics port {args.metrics_port}: {exc}", file=sys.stderr)
         await client.close()

@@ -25,6 +25,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--metrics-port", type=PORT_OR_OFF, default=0, help="serve Prometheus metrics here (0: off)"
     )
+    from gpuyard.kube.metrics import add_auth_argument
+
+    add_auth_argument(parser)
     parser.add_argument("--no-reservations", action="store_true", help="gangs without reservations")
     parser.add_argument("--no-preemption", action="store_true", help="never preempt")
     parser.add_argument("-v", "--verbose", action="store_true", help="log every scheduling pass")
@@ -86,7 +89,7 @@ async def _main(args: argparse.Namespace) -> int:
     )
     if args.metrics_port:
         try:
-            metrics.serve(args.metrics_port)
+            metrics.serve(args.metrics_port, auth=metrics.auth_from_args(args))
         except OSError as exc:
             print(f"gpuyard scheduler: metrics port {args.metrics_port}: {exc}", file=sys.stderr)
             await client.close()

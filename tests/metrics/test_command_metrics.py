@@ -31,7 +31,17 @@ def _command(c: ClusterProcess, *args: str) -> Iterator[tuple[str, subprocess.Po
     log = c.data_dir / f"{args[0]}-{port}.log"
     with log.open("wb") as f:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "gpuyard.cli", *args, "--metrics-port", str(port)],
+            # who may read them is tests/metrics/test_metrics_auth.py's business
+            [
+                sys.executable,
+                "-m",
+                "gpuyard.cli",
+                *args,
+                "--metrics-port",
+                str(port),
+                "--metrics-auth",
+                "off",
+            ],  # fmt: skip
             stdout=f,
             stderr=subprocess.STDOUT,
             env=c.env,

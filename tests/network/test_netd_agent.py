@@ -75,7 +75,13 @@ def start_agent(
     proc = subprocess.Popen(
         [sys.executable, "-m", "gpuyard", "netd", "--kubeconfig", kubeconfig or srv.kubeconfig]
         + ["--node", "node1", "--netns", lab.ns("n1"), "--metrics-port", "0"]
-        + ["--metrics-address", "127.0.0.1", *extra],
+        + [
+            "--metrics-address",
+            "127.0.0.1",
+            "--metrics-auth",
+            "off",
+            *extra,
+        ],  # auth: test_metrics_auth
         stdout=subprocess.PIPE,
         text=True,
         env=env,

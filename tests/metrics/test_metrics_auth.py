@@ -1,0 +1,114 @@
+"""A component's /metrics on a real cluster answers only callers the API server
+authorizes (TokenReview, then a SubjectAccessReview for `get` on the non-resource URL
+/metrics): a ServiceAccount bound to the shipped metrics-reader ClusterRole (which
+`gpuyard up` installs with the manifests' roles) reads it,
+another ServiceAccount gets 403, no token or a made-up one 401; `--metrics-auth off`
+opens it."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+from gpuyard import manifests
+from gpuyard.cluster.testing import run_cluster_process, wait_for
+from tests.metrics.scrape import names, scrape
+from tests.metrics.test_command_metrics import _free_port
+
+KUBECTL = str(Path(sys.executable).parent / "kubectl")
+
+
+def _status(url: str, token: str | None) -> int:
+    req = urllib.request.Request(url)
+    if token is not None:
+        req.add_header("Authorization", f"Bearer {token}")
+    try:
+        with urllib.request.urlopen(req, timeout=10) as r:
+            return int(r.status)
+    except urllib.error.HTTPError as exc:
+        return int(exc.code)
+    except OSError:
+        return 0
+
+
+def test_metrics_need_an_authorized_token(tmp_path: Path) -> None:
+    with run_cluster_process(tmp_path / "c", nodes=1, args=["--components", "none"]) as c:
+
+        def kubectl(*args: str) -> str:
+            r = subprocess.run(
+                [KUBECTL, *args], env=c.env, capture_output=True, text=True, timeout=60
+            )
+            assert r.returncode == 0, r.stderr
+            return r.stdout
+
+        (role,) = [
+            o for o in manifests.objects() if o["metadata"]["name"] == manifests.METRICS_READER
+        ]
+        assert role["kind"] == "ClusterRole"
+        assert role["rules"] == [{"nonResourceURLs": ["/metrics"], "verbs": ["get"]}]
+        # gpuyard up installs the manifests' roles, this one among them
+        live = json.loads(kubectl("get", "clusterrole", manifests.METRICS_READER, "-o", "json"))
+        assert live["rules"] == role["rules"]
+        for sa in ("prometheus", "nobody"):
+            kubectl("create", "serviceaccount", sa, "-n", "default")
+        kubectl("create", "clusterrolebinding", "prometheus-metrics",
+                f"--clusterrole={manifests.METRICS_READER}",
+                "--serviceaccount=default:prometheus")  # fmt: skip
+        allowed = kubectl("create", "token", "prometheus", "-n", "default").strip()
+        refused = kubectl("create", "token", "nobody", "-n", "default").strip()
+
+        port = _free_port()
+        url = f"http://127.0.0.1:{port}/metrics"
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "gpuyard.cli",
+                "scheduler",
+                "--no-leader-elect",
+                "--metrics-port",
+                str(port),
+            ],  # fmt: skip
+            env=c.env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        try:
+            wait_for(lambda: _status(url, None) == 401, 30, "the metrics port refusing")
+            assert _status(url, "not-a-token") == 401
+            assert _status(url, refused) == 403
+            assert _status(url, allowed) == 200
+            assert "gpuyard_scheduler_bindings_total" in names(scrape(url, allowed))
+            # still refused, from the cache or a fresh review alike
+            assert _status(url, refused) == 403
+        finally:
+            proc.kill()
+            proc.wait(10)
+
+        port = _free_port()
+        url = f"http://127.0.0.1:{port}/metrics"
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "gpuyard.cli",
+                "scheduler",
+                "--no-leader-elect",
+                "--metrics-port",
+                str(port),
+                "--metrics-auth",
+                "off",
+            ],  # fmt: skip
+            env=c.env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        try:
+            wait_for(lambda: _status(url, None) == 200, 30, "the open metrics port")
+        finally:
+            proc.kill()
+            proc.wait(10)
