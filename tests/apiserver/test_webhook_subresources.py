@@ -6,40 +6,75 @@ the status through /status is dropped, as kube-apiserver's status strategy drops
 from __future__ import annotations
 
 import base64
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import orjson
 import pytest
 from aiohttp import web
 
-from .api import Api
+from .api import Api, pod
 from .test_admission_policy import deploy
+from .test_crd import CRD_PATH, W, crd, widget
 from .test_webhook import WH, Hook
 
 DEPLOYS = "/apis/apps/v1/namespaces/default/deployments"
+PODS = "/api/v1/namespaces/default/pods"
 CONDITION = {"type": "Audited", "status": "True", "reason": "SeenByWebhook"}
+ENV = {"name": "DEBUG_BY", "value": "webhook"}
+
+
+def _status_ops(obj: dict[str, Any]) -> list[dict[str, Any]]:
+    """Add a status condition, set the replicas to 7 and add a label."""
+    ops: list[dict[str, Any]] = []
+    if "status" not in obj:
+        ops.append({"op": "add", "path": "/status", "value": {}})
+    if "conditions" not in (obj.get("status") or {}):
+        ops.append({"op": "add", "path": "/status/conditions", "value": []})
+    ops.append({"op": "add", "path": "/status/conditions/-", "value": CONDITION})
+    ops.append({"op": "replace", "path": "/spec/replicas", "value": 7})
+    return ops + _label_ops(obj)
+
+
+def _label_ops(obj: dict[str, Any]) -> list[dict[str, Any]]:
+    ops: list[dict[str, Any]] = []
+    if not (obj.get("metadata") or {}).get("labels"):
+        ops.append({"op": "add", "path": "/metadata/labels", "value": {}})
+    ops.append({"op": "add", "path": "/metadata/labels/mutated", "value": "yes"})
+    return ops
+
+
+def _debug_ops(obj: dict[str, Any]) -> list[dict[str, Any]]:
+    """Give the last ephemeral container an env var; also set a pod deadline and a label."""
+    last = len(obj["spec"]["ephemeralContainers"]) - 1
+    return [
+        {"op": "add", "path": f"/spec/ephemeralContainers/{last}/env", "value": [ENV]},
+        {"op": "add", "path": "/spec/activeDeadlineSeconds", "value": 5},
+        *_label_ops(obj),
+    ]
+
+
+def _widget_ops(obj: dict[str, Any]) -> list[dict[str, Any]]:
+    """Mark a custom object's status audited; also resize its spec."""
+    ops: list[dict[str, Any]] = []
+    if "status" not in obj:
+        ops.append({"op": "add", "path": "/status", "value": {}})
+    ops.append({"op": "add", "path": "/status/audited", "value": True})
+    ops.append({"op": "replace", "path": "/spec/size", "value": 9})
+    return ops
 
 
 class StatusHook(Hook):
-    """Answers every review with a patch that adds a status condition, sets the
-    replicas to 7 and adds a label; records each review it gets."""
+    """Answers every review with the JSONPatch that `ops` makes of its object (by
+    default `_status_ops`); records each review it gets."""
+
+    ops: Callable[[dict[str, Any]], list[dict[str, Any]]] = staticmethod(_status_ops)
 
     async def handle(self, request: web.Request) -> web.Response:
         review = await request.json()
         self.requests.append(review)
         req = review["request"]
-        obj = req["object"]
-        ops: list[dict[str, Any]] = []
-        if "status" not in obj:
-            ops.append({"op": "add", "path": "/status", "value": {}})
-        if "conditions" not in (obj.get("status") or {}):
-            ops.append({"op": "add", "path": "/status/conditions", "value": []})
-        ops.append({"op": "add", "path": "/status/conditions/-", "value": CONDITION})
-        ops.append({"op": "replace", "path": "/spec/replicas", "value": 7})
-        if not (obj.get("metadata") or {}).get("labels"):
-            ops.append({"op": "add", "path": "/metadata/labels", "value": {}})
-        ops.append({"op": "add", "path": "/metadata/labels/mutated", "value": "yes"})
+        ops = self.ops(req["object"])
         return web.json_response(
             {
                 "apiVersion": "admission.k8s.io/v1",
@@ -64,7 +99,7 @@ async def status_hook() -> AsyncIterator[StatusHook]:
         await h.stop()
 
 
-def config(h: Hook, name: str, resources: list[str]) -> dict[str, Any]:
+def config(h: Hook, name: str, resources: list[str], group: str = "apps") -> dict[str, Any]:
     return {
         "apiVersion": "admissionregistration.k8s.io/v1",
         "kind": "MutatingWebhookConfiguration",
@@ -82,7 +117,7 @@ def config(h: Hook, name: str, resources: list[str]) -> dict[str, Any]:
                 "rules": [
                     {
                         "operations": ["UPDATE"],
-                        "apiGroups": ["apps"],
+                        "apiGroups": [group],
                         "apiVersions": ["v1"],
                         "resources": resources,
                     }
@@ -160,3 +195,61 @@ async def test_a_webhook_on_the_object_is_not_called_for_its_status(
     assert out["metadata"]["labels"]["mutated"] == "yes"
     # status is the status subresource's to write: not changed through the object
     assert "conditions" not in out["status"]
+
+
+async def test_an_ephemeral_containers_webhook_changes_only_ephemeral_containers(
+    api: Api, status_hook: StatusHook
+) -> None:
+    status_hook.ops = _debug_ops  # an instance attribute: not bound as a method
+    code, out = await api.post(PODS, pod("p"))
+    assert code == 201, out
+    code, out = await api.post(
+        WH, config(status_hook, "debug-env", ["pods/ephemeralcontainers"], group="")
+    )
+    assert code == 201, out
+    # a write of the pod itself is not covered by that rule
+    code, out = await api.patch(f"{PODS}/p", {"metadata": {"labels": {"a": "b"}}})
+    assert code == 200, out
+    assert status_hook.requests == [] and out["metadata"]["labels"] == {"a": "b"}
+
+    eph = {"name": "dbg", "image": "busybox"}
+    code, out = await api.patch(
+        f"{PODS}/p/ephemeralcontainers",
+        {"spec": {"ephemeralContainers": [eph]}},
+        "application/strategic-merge-patch+json",
+    )
+    assert code == 200, out
+    assert [c.get("env") for c in out["spec"]["ephemeralContainers"]] == [[ENV]]
+    # the deadline and the label the webhook also set are not the subresource's to write
+    assert "activeDeadlineSeconds" not in out["spec"]
+    assert out["metadata"]["labels"] == {"a": "b"}
+    _, stored = await api.get(f"{PODS}/p")
+    assert stored["spec"]["ephemeralContainers"][0]["env"] == [ENV]
+    assert "activeDeadlineSeconds" not in stored["spec"]
+    req = status_hook.requests[0]["request"]
+    assert req["subResource"] == "ephemeralcontainers"
+    assert [c["name"] for c in req["object"]["spec"]["ephemeralContainers"]] == ["dbg"]
+
+
+async def test_a_custom_objects_status_webhook(api: Api, status_hook: StatusHook) -> None:
+    status_hook.ops = _widget_ops  # an instance attribute: not bound as a method
+    code, out = await api.post(CRD_PATH, crd())
+    assert code == 201, out
+    code, out = await api.post(W, widget("w1", size=3))
+    assert code == 201, out
+    code, out = await api.post(
+        WH, config(status_hook, "widget-audit", ["*/status"], group="example.com")
+    )
+    assert code == 201, out
+    code, out = await api.patch(f"{W}/w1/status", {"status": {"phase": "Ready"}})
+    assert code == 200, out
+    assert out["status"] == {"phase": "Ready", "audited": True}
+    assert out["spec"] == {"size": 3}
+    _, stored = await api.get(f"{W}/w1")
+    assert stored["status"] == {"phase": "Ready", "audited": True} and stored["spec"]["size"] == 3
+    req = status_hook.requests[0]["request"]
+    assert req["resource"]["resource"] == "widgets" and req["subResource"] == "status"
+    # `*/status` does not cover a write of the object
+    code, out = await api.patch(f"{W}/w1", {"spec": {"size": 4}})
+    assert code == 200, out
+    assert len(status_hook.requests) == 1 and out["spec"]["size"] == 4
