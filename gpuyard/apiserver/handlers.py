@@ -1121,6 +1121,7 @@ class Core:
         old: dict[str, Any] | None,
         dry: bool,
         sub: str = "",
+        kind: tuple[str, str, str] | None = None,
     ) -> tuple[dict[str, Any], list[str]]:
         if res.key == WEBHOOKS:
             return obj, []
@@ -1141,6 +1142,7 @@ class Core:
             user_info=requestctx.user_info(),
             dry_run=dry,
             sub_resource=sub,
+            kind=kind,
             namespace_labels=((ns_obj or {}).get("metadata") or {}).get("labels") or {},
             namespace_object=ns_obj,
         )

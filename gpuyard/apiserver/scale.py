@@ -142,6 +142,22 @@ def _replicas(name: str, scale: Any) -> int:
     return n
 
 
+async def _mutated_replicas(
+    core: Core, res: Resource, cur: dict[str, Any], replicas: int, dry: bool
+) -> int:
+    """Mutating webhooks whose rules name the scale subresource (`deployments/scale`,
+    `*/scale`, `*/*`) see the Scale (kind autoscaling/v1 Scale, subResource scale);
+    the replicas of what they answer are the ones written."""
+    old = scale_of(res, cur)
+    sent = dict(old, spec={"replicas": replicas})
+    mutated, _ = await core._admit(
+        res, "UPDATE", sent, old, dry, "scale", kind=(SCALE.group, SCALE.version, SCALE.kind)
+    )
+    if mutated is sent:
+        return replicas
+    return _replicas(str(old["metadata"].get("name") or ""), mutated)
+
+
 async def serve(
     core: Core,
     method: str,
@@ -183,6 +199,7 @@ async def serve(
                 "the server does not allow this method on the requested resource",
             )
         replicas = _replicas(name, want)
+        replicas = await _mutated_replicas(core, res, cur, replicas, dry)
         rv = str((want.get("metadata") or {}).get("resourceVersion") or "")
         if rv and rv != str(e.rv):
             raise conflict(res.group_resource, name, res.plural)

@@ -61,6 +61,9 @@ class AdmissionAttributes:
     dry_run: bool = False
     namespace_labels: dict[str, str] = field(default_factory=dict)
     namespace_object: dict[str, Any] | None = None
+    # (group, version, kind) of the object sent when it is not the resource's own kind:
+    # a /scale write sends an autoscaling/v1 Scale
+    kind: tuple[str, str, str] | None = None
 
 
 class AdmissionDenied(Exception):
@@ -196,7 +199,8 @@ def review_request(
 ) -> dict[str, Any]:
     """The AdmissionReview sent to a webhook."""
     res = attrs.resource
-    kind = {"group": res.group, "version": res.version, "kind": res.kind}
+    g, v, k = attrs.kind or (res.group, res.version, res.kind)
+    kind = {"group": g, "version": v, "kind": k}
     resource = {"group": res.group, "version": res.version, "resource": res.plural}
     req: dict[str, Any] = {
         "uid": str(uuid.uuid4()),

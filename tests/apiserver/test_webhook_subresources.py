@@ -64,6 +64,13 @@ def _widget_ops(obj: dict[str, Any]) -> list[dict[str, Any]]:
     return ops
 
 
+def _cap_ops(obj: dict[str, Any]) -> list[dict[str, Any]]:
+    """Cap a Scale's replicas at 4."""
+    if obj["spec"].get("replicas", 0) <= 4:
+        return []
+    return [{"op": "replace", "path": "/spec/replicas", "value": 4}]
+
+
 class StatusHook(Hook):
     """Answers every review with the JSONPatch that `ops` makes of its object (by
     default `_status_ops`); records each review it gets."""
@@ -253,3 +260,28 @@ async def test_a_custom_objects_status_webhook(api: Api, status_hook: StatusHook
     code, out = await api.patch(f"{W}/w1", {"spec": {"size": 4}})
     assert code == 200, out
     assert len(status_hook.requests) == 1 and out["spec"]["size"] == 4
+
+
+async def test_a_scale_webhook_sees_the_scale_and_sets_its_replicas(
+    api: Api, status_hook: StatusHook
+) -> None:
+    status_hook.ops = _cap_ops  # an instance attribute: not bound as a method
+    code, out = await api.post(DEPLOYS, deploy("big", 1))
+    assert code == 201, out
+    code, out = await api.post(WH, config(status_hook, "cap", ["deployments/scale"]))
+    assert code == 201, out
+    code, out = await api.patch(f"{DEPLOYS}/big/scale", {"spec": {"replicas": 10}})
+    assert code == 200, out
+    assert out["kind"] == "Scale" and out["spec"]["replicas"] == 4
+    _, stored = await api.get(f"{DEPLOYS}/big")
+    assert stored["spec"]["replicas"] == 4
+    req = status_hook.requests[0]["request"]
+    assert req["kind"] == {"group": "autoscaling", "version": "v1", "kind": "Scale"}
+    assert req["resource"] == {"group": "apps", "version": "v1", "resource": "deployments"}
+    assert req["subResource"] == "scale"
+    assert req["object"]["spec"] == {"replicas": 10}
+    assert req["oldObject"]["kind"] == "Scale" and req["oldObject"]["spec"] == {"replicas": 1}
+    # within the cap the webhook changes nothing
+    code, out = await api.put(f"{DEPLOYS}/big/scale", dict(out, spec={"replicas": 3}))
+    assert code == 200, out
+    assert out["spec"]["replicas"] == 3 and len(status_hook.requests) == 2
