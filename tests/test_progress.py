@@ -1,7 +1,7 @@
 """Long CLI commands show a rich progress bar on a terminal and plain lines otherwise,
 always on stderr: `gpuyard twin bench` under a pseudo-terminal draws a bar while its
 stdout stays one JSON document; without a terminal it prints "twin bench: 4/4" lines
-and the same JSON. `gpuyard up` draws a bar while its nodes register, and keeps a
+and the same JSON, and `gpuyard twin` a line per policy replayed. `gpuyard up` draws a bar while its nodes register, and keeps a
 pipe's output to its banner for a small cluster."""
 
 from __future__ import annotations
@@ -91,6 +91,26 @@ def test_twin_bench_without_a_terminal_prints_plain_lines_and_json() -> None:
     assert json.loads(r.stdout)["scenarios"]["synth-light"]["policies"]
     quiet = subprocess.run([sys.executable, *BENCH, "--quiet"], capture_output=True, text=True)
     assert quiet.returncode == 0 and quiet.stderr == ""
+
+
+def test_twin_run_on_a_pipe_says_each_policy_replayed(tmp_path: Path) -> None:
+    trace = tmp_path / "jobs.csv"
+    synth = ["-m", "gpuyard.cli", "twin", "synth", "--nodes", "4", "--days", "0.1"]
+    subprocess.run([*[sys.executable], *synth, "--jobs", "20", "--out", str(trace)], check=True)
+    run = ["-m", "gpuyard.cli", "twin", "--cluster", "nodes:4", "--trace", str(trace)]
+    r = subprocess.run(
+        [sys.executable, *run, "--compare", "--out", str(tmp_path / "out")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert r.returncode == 0, r.stderr
+    assert r.stderr.splitlines() == [
+        "twin run: 1/3 (fifo replayed)",
+        "twin run: 2/3 (gangs replayed)",
+        "twin run: 3/3 (gpuyard replayed)",
+    ]
+    assert r.stdout.splitlines()[-1] == f"report: {tmp_path / 'out' / 'report.html'}"
 
 
 def test_up_draws_a_bar_while_nodes_register(tmp_path: Path) -> None:

@@ -200,6 +200,10 @@ def run(args: argparse.Namespace) -> int:
     results = []
     horizon = max((j.submit for j in wl.jobs), default=0.0) or 1.0
     show = not args.quiet and sys.stderr.isatty()
+    from gpuyard.progress import Steps
+
+    # without a terminal: a plain line per policy replayed (the bar is below)
+    plain = Steps("twin run", len(policies), plain_every=0, enabled=not args.quiet and not show)
     for pol in policies:
         prog: Any = None
         if show:
@@ -242,6 +246,7 @@ def run(args: argparse.Namespace) -> int:
         finally:
             if prog is not None:
                 prog.stop()
+        plain.advance(1, f"{pol} replayed")
     from datetime import datetime
 
     flags = [f"--{k}" for k in ("balloons", "skip_never_fitting") if getattr(args, k)]
