@@ -60,12 +60,12 @@ class HealthMetrics:
     def test_done(self, kind: str, result: str, pod: Mapping[str, Any] | None, now: float) -> None:
         """A gpu-test of `kind` (preflight, periodic) ended with `result`."""
         self.tests.labels(kind, result).inc()
-        took = test_seconds(pod, now)
+        took = run_seconds(pod, now)
         if took is not None:
             self.test_duration.labels(kind, result).observe(took)
 
 
-def test_seconds(pod: Mapping[str, Any] | None, now: float) -> float | None:
+def run_seconds(pod: Mapping[str, Any] | None, now: float) -> float | None:
     """How long a test pod's container ran (started -> finished), else since the pod was
     made (a timeout); None without a pod."""
     if pod is None:

@@ -104,6 +104,7 @@ def test_a_worker_lost_with_an_xid_node_is_a_restart_and_says_xid_79() -> None:
     assert st["history"][-1]["reason"] == "RestartingGang"
     assert "Xid 79" in st["history"][-1]["cause"] and st["history"][-1]["generation"] == 0
     assert [e[1] for e in act.events] == ["RestartingGang"] and "Xid 79" in act.events[0][2]
+    assert act.ended == ("restart", "node-unhealthy")  # the restarts metric's cause
 
 
 def test_a_lost_node_is_a_restart_and_says_the_node_was_lost() -> None:
@@ -113,6 +114,7 @@ def test_a_lost_node_is_a_restart_and_says_the_node_was_lost() -> None:
     act = decide(j, pods_of(j), nodes)
     assert act.status["restarts"] == 1
     assert "llm-worker-2 lost: node n2 was lost (Ready=Unknown" in act.status["message"]
+    assert act.ended == ("restart", "node-lost")
 
 
 def test_a_deleted_worker_is_a_restart_and_says_so() -> None:
@@ -122,6 +124,7 @@ def test_a_deleted_worker_is_a_restart_and_says_so() -> None:
     act = decide(j, pods, healthy("n0", "n1", "n2"), gone=[gone])
     assert act.status["restarts"] == 1
     assert act.status["message"].startswith("llm-worker-1 deleted from node n1")
+    assert act.ended == ("restart", "deletion")
 
 
 def test_a_worker_drained_off_its_node_is_a_restart_and_says_drain() -> None:
@@ -138,6 +141,7 @@ def test_a_worker_drained_off_its_node_is_a_restart_and_says_drain() -> None:
     assert act.status["message"].startswith(
         "llm-worker-1 evicted from node n1 by the Eviction API (drain)"
     )
+    assert act.ended == ("restart", "eviction")
     nodes["n1"]["spec"]["unschedulable"] = False  # evicted without a cordon: no "drain"
     act = decide(j, pods, nodes, gone=[gone])
     assert act.status["message"].startswith("llm-worker-1 evicted from node n1 by the Eviction API")
@@ -161,6 +165,7 @@ def test_a_preempted_gang_waits_and_is_not_charged() -> None:
     assert st["restarts"] == 0 and st["preemptions"] == 1 and st["generation"] == 1
     assert "preempted by gang big" in st["message"] and "not charged" in st["message"]
     assert st["history"][-1]["reason"] == "Preempted"
+    assert act.ended == ("preempted", "")  # counted as a preemption, not a restart
     # Waiting for the new gang, the job still says it was preempted (not Restarting).
     j["status"] = st
     nxt = pods_of(j, phase="Pending", gen=1, node="")
@@ -176,6 +181,7 @@ def test_a_preempted_gang_waits_and_is_not_charged() -> None:
     assert again.status["phase"] == "Pending" and again.status["reason"] == "Preempted"
     assert "preempted by gang big" in again.status["message"]
     assert "needs 3 pods at once" in again.status["message"]
+    assert again.ended is None  # the preemption was counted once, by the pass that saw it
 
 
 def test_a_fault_beside_a_preemption_is_charged() -> None:
@@ -189,6 +195,7 @@ def test_a_fault_beside_a_preemption_is_charged() -> None:
     act = decide(j, pods, healthy("n0", "n1", "n2"))
     assert act.status["restarts"] == 1 and act.status["phase"] == "Restarting"
     assert act.status["message"].startswith("llm-worker-1 failed on n1")
+    assert act.ended == ("restart", "failure")
 
 
 def test_history_keeps_the_last_ten() -> None:
