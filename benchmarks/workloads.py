@@ -4,9 +4,10 @@ rolled out and a DaemonSet on every node, and the API writes they make once idle
 One child process runs an `EmbeddedCluster` of N simulated nodes with the scheduler and
 the workloads component (in memory). Measured there:
 
-- deployment_s: from creating a Deployment of R replicas until R are available;
 - daemonset_s: from creating a DaemonSet until the daemon is available on every node
-  whose taints it tolerates (daemonset_nodes of them);
+  whose taints it tolerates (daemonset_nodes of them); made first, so the packing
+  scheduler cannot fill a node's pod slots before its daemon comes;
+- deployment_s: from creating a Deployment of R replicas until R are available;
 - idle writes per second (counted by the API server) in a window before the workloads
   exist and in one after they settled; `workloads_idle_writes_per_s` is the difference
   (what the new objects and their controllers cost when nothing happens);
@@ -124,15 +125,6 @@ async def measure(nodes: int, replicas: int, window: float, timeout: float) -> d
                 st = (await c.get(res, name, "default")).get("status") or {}
                 return int(st.get(field) or 0) >= want
 
-            await c.create(_deployment(replicas, "app:1"), "default")
-            out["deployment_s"] = round(
-                await _until(
-                    lambda: available(deploys, "bench", "availableReplicas", replicas),
-                    timeout,
-                    "deployment available",
-                ),
-                2,
-            )
             await c.create(_daemonset(), "default")
 
             async def daemons_up() -> bool:
@@ -143,6 +135,15 @@ async def measure(nodes: int, replicas: int, window: float, timeout: float) -> d
                 return want > 0 and int(st.get("numberAvailable") or 0) == want
 
             out["daemonset_s"] = round(await _until(daemons_up, timeout, "daemonset available"), 2)
+            await c.create(_deployment(replicas, "app:1"), "default")
+            out["deployment_s"] = round(
+                await _until(
+                    lambda: available(deploys, "bench", "availableReplicas", replicas),
+                    timeout,
+                    "deployment available",
+                ),
+                2,
+            )
             patch = {
                 "spec": {"template": {"spec": {"containers": [{"name": "c", "image": "app:2"}]}}}
             }

@@ -13,8 +13,10 @@ pod; a pod whose node is gone is deleted. Pods carry their template's hash
 changed template rolls out (RollingUpdate, the default): pods of older templates are
 deleted, and made again from the new one, while no more than maxUnavailable (1) of the
 nodes lack a ready daemon (unready old pods go at once); OnDelete waits for a pod to be
-deleted. Status says how many run the current template, so `kubectl rollout status ds`
-ends.
+deleted. A failed daemon pod is deleted and made again after a back-off that doubles
+per failure on that node (up to 15 min), so a node whose kubelet keeps refusing it (a
+full node) is not flooded. Status says how many run the current template, so
+`kubectl rollout status ds` ends.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import logging
+import time
 from typing import Any
 
 from gpuyard.cluster.workloads.deployments import resolve
@@ -37,6 +40,7 @@ from gpuyard.kube.resources import BUILTIN, NODES, PODS
 log = logging.getLogger("gpuyard.cluster.workloads")
 
 DAEMON_SETS = BUILTIN[("apps/v1", "DaemonSet")]
+BACKOFF_MAX_S = 900.0
 
 _ALWAYS = (
     ("node.kubernetes.io/not-ready", "NoExecute"),
@@ -81,6 +85,10 @@ class DaemonSetController(Controller):
         self.revision_cache = mk(REVISIONS, name="workloads-revisions")
         self.revisions = Revisions(self, self.revision_cache, "DaemonSet")
         self._adds: dict[str, set[str]] = {}  # ds uid -> nodes a pod was made for, unseen
+        # (ds uid, node) -> (failures, monotonic time before which no new pod is made):
+        # a daemon pod that keeps failing (a full node's kubelet refusing it) backs off
+        self._backoff: dict[tuple[str, str], tuple[int, float]] = {}
+        self._failed_seen: dict[str, set[str]] = {}  # ds uid -> failed pods counted
 
     @staticmethod
     def _owner_index(pod: dict[str, Any]) -> str | None:
@@ -138,11 +146,30 @@ class DaemonSetController(Controller):
         wanted = {o.name_of(n) for n in self.nodes.list() if should_run(tmpl, n)}
         adds = self._adds.setdefault(uid, set())
         adds -= set(by_node)
-        create = sorted(wanted - set(by_node) - adds)
+        # a failed daemon pod is replaced, as the kubelet will not restart it, after a
+        # back-off that doubles with each failure on that node (1 s up to 15 min)
+        failed = [p for p in pods if (p.get("status") or {}).get("phase") == "Failed"]
+        now = time.monotonic()
+        seen = self._failed_seen.setdefault(uid, set())
+        seen &= {o.meta(p).get("uid") or "" for p in failed}  # forget the deleted ones
+        for p in failed:
+            puid = o.meta(p).get("uid") or ""
+            if puid in seen:
+                continue
+            seen.add(puid)
+            node = (p.get("spec") or {}).get("nodeName") or ""
+            n, _ = self._backoff.get((uid, node), (0, 0.0))
+            self._backoff[(uid, node)] = (n + 1, now + min(BACKOFF_MAX_S, 2.0**n))
+        for node, ps in by_node.items():
+            if any(pod_ready(p) for p in ps):
+                self._backoff.pop((uid, node), None)
+        waiting = {node for node in wanted if self._backoff.get((uid, node), (0, 0.0))[1] > now}
+        if waiting:
+            soonest = min(self._backoff[(uid, node)][1] for node in waiting)
+            asyncio.get_running_loop().call_later(soonest - now + 0.05, self.enqueue, key)
+        create = sorted(wanted - set(by_node) - adds - waiting)
         doomed = [p for node, ps in by_node.items() if node not in wanted for p in ps]
         doomed += [p for node, ps in by_node.items() if node in wanted for p in ps[1:]]
-        # a failed daemon pod is replaced, as the kubelet will not restart it
-        failed = [p for p in pods if (p.get("status") or {}).get("phase") == "Failed"]
         on_wanted = [ps[0] for node, ps in by_node.items() if node in wanted]
         rolling = self._roll(ds, on_wanted, len(wanted), hash_)
         await asyncio.gather(
