@@ -34,7 +34,7 @@ from gpuyard.cluster.sim import SimCluster, SimConfig
 from gpuyard.cluster.taints import TaintManager
 from gpuyard.kube.errors import AlreadyExists
 from gpuyard.kube.informer import Informer, InformerFactory
-from gpuyard.kube.resources import NODES
+from gpuyard.kube.resources import NODES, TEAMS
 
 log = logging.getLogger("gpuyard.up")
 
@@ -238,8 +238,14 @@ class EmbeddedCluster:
         if self._metrics_server is not None:
             from gpuyard.network import simtraffic
 
-            # pods' gpuyard.io/sim-traffic as gpuyard_pod_network_* (read at each scrape)
-            simtraffic.attach(self.sim.pods.list)
+            # pods' gpuyard.io/sim-traffic as gpuyard_pod_network_* (read at each scrape),
+            # each namespace's team from the Teams (their CRD is installed above)
+            teams = self.informers.informer(TEAMS, name="sim-traffic-teams")
+            for inf in (teams, teams.source):
+                if inf is not None:
+                    inf.start()
+            self._informers.append(teams)
+            simtraffic.attach(self.sim.pods.list, teams.list)
         nodes = self.sim.node_informer  # the kubelets' watch of the nodes, shared
         lifecycle = NodeLifecycle(
             self.client,

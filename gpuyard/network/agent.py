@@ -57,13 +57,7 @@ class NetAgent:
 
     def teams(self) -> Mapping[str, str]:
         """namespace -> team, from the Teams' spec.namespaces."""
-        out: dict[str, str] = {}
-        for t in self.teams_inf.list():
-            name = (t.get("metadata") or {}).get("name", "")
-            for ns in (t.get("spec") or {}).get("namespaces") or []:
-                if isinstance(ns, str):
-                    out[ns] = name
-        return out
+        return desired.teams_of(self.teams_inf.list())
 
     def reconcile(self) -> dict[str, Any]:
         node = self.nodes.get(self.node) or {"metadata": {"name": self.node}}

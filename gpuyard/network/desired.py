@@ -52,6 +52,17 @@ def pod_ips(pod: Obj) -> str:
         return ""
 
 
+def teams_of(teams: Iterable[Obj]) -> dict[str, str]:
+    """namespace -> team, from the Teams' spec.namespaces (the metrics' team label)."""
+    out: dict[str, str] = {}
+    for t in teams:
+        name = (t.get("metadata") or {}).get("name", "")
+        for ns in (t.get("spec") or {}).get("namespaces") or []:
+            if isinstance(ns, str):
+                out[ns] = name
+    return out
+
+
 def limit_of(pod: Obj) -> int:
     """The pod's internet egress limit in bits per second; 0: none (or a value refused)."""
     value = ((pod.get("metadata") or {}).get("annotations") or {}).get(bandwidth.ANNOTATION)

@@ -95,22 +95,32 @@ class SimTraffic:
 
 # `gpuyard up`: one collector in the process's default registry (served on the cluster's
 # metrics address), reading the pods of the cluster attached now.
-_attached: list[Any] = [None, None]  # [pods() of the cluster, its SimTraffic]
+# [pods() of the cluster, its SimTraffic, teams() of the cluster: the Team objects]
+_attached: list[Any] = [None, None, None]
 
 
-def attach(pods: Callable[[], Iterable[Mapping[str, Any]]] | None) -> None:
-    """Serve the simulated counters of ``pods()`` (None: stop serving any)."""
+def attach(
+    pods: Callable[[], Iterable[Mapping[str, Any]]] | None,
+    teams: Callable[[], Iterable[Mapping[str, Any]]] | None = None,
+) -> None:
+    """Serve the simulated counters of ``pods()`` (None: stop serving any), labelled with
+    the team of each namespace from ``teams()`` (the Teams' spec.namespaces)."""
     if _attached[1] is None:
         from prometheus_client import REGISTRY
 
         from gpuyard.network.metrics import AccountingCollector
 
-        REGISTRY.register(AccountingCollector(_read, dict))
-    _attached[0], _attached[1] = pods, SimTraffic()
+        REGISTRY.register(AccountingCollector(_read, _teams))
+    _attached[0], _attached[1], _attached[2] = pods, SimTraffic(), teams
+
+
+def _teams() -> dict[str, str]:
+    teams = _attached[2]
+    return desired.teams_of(teams()) if teams is not None else {}
 
 
 def _read() -> list[Count]:
-    pods, sim = _attached
+    pods, sim, _ = _attached
     if pods is None:
         return []
     now = time.monotonic()

@@ -67,6 +67,11 @@ apiVersion: v1
 kind: Namespace
 metadata: {name: ml}
 ---
+apiVersion: gpuyard.io/v1alpha1
+kind: Team
+metadata: {name: research}
+spec: {capacity: {gpu: 4}, namespaces: [ml]}
+---
 apiVersion: v1
 kind: Pod
 metadata:
@@ -114,6 +119,19 @@ def test_network_top_through_the_cli(cluster) -> None:
     by_ns = {i["namespace"]: i for i in top("-A", "--by", "namespace", "-o", "json")["items"]}
     assert set(by_ns) == {"ml", "default"}
     assert 0.8 * 4.08e8 <= by_ns["ml"]["internetBitsPerSecond"] <= 1.2 * 4.08e8
+    # The Team's namespaces carry its name: per pod, and summed per team.
+    assert {i["pod"]: i["team"] for i in top("-A", "-o", "json")["items"]} == {
+        "big": "research",
+        "small": "research",
+        "other": "",
+    }
+    by_team = {i["team"]: i for i in top("-A", "--by", "team", "-o", "json")["items"]}
+    assert set(by_team) == {"research", ""}
+    assert 0.8 * 4.08e8 <= by_team["research"]["internetBitsPerSecond"] <= 1.2 * 4.08e8
     table = cluster.gpuyard("network", "top", "-A", "--window", "1").stdout.splitlines()
     assert table[0].split()[:3] == ["NAMESPACE", "POD", "TEAM"]
-    assert [line.split()[1] for line in table[1:]] == ["big", "other", "small"]
+    assert [line.split()[1:3] for line in table[1:]] == [
+        ["big", "research"],
+        ["other", "-"],
+        ["small", "research"],
+    ]
