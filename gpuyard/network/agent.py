@@ -59,6 +59,10 @@ class NetAgent:
         """namespace -> team, from the Teams' spec.namespaces."""
         return desired.teams_of(self.teams_inf.list())
 
+    def unaccounted(self) -> list[tuple[str, str, str]]:
+        """The node's pods with no counters of their own (hostNetwork), for /metrics."""
+        return desired.host_network_pods(self.pods.list(), self.node)
+
     def reconcile(self) -> dict[str, Any]:
         node = self.nodes.get(self.node) or {"metadata": {"name": self.node}}
         ranges = desired.ranges_for(node, self.nodes.list(), self.service_cidrs)

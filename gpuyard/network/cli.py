@@ -85,7 +85,7 @@ async def _run(args: argparse.Namespace) -> int:
         tuple(args.service_cidr or [DEFAULT_SERVICES]),
     )
     registry = CollectorRegistry()
-    registry.register(AccountingCollector(engine.read, agent.teams))
+    registry.register(AccountingCollector(engine.read, agent.teams, agent.unaccounted))
     metrics.register_prometheus(client.requests, "netd", registry)
     try:
         _server, port = metrics.serve(

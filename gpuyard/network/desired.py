@@ -63,6 +63,21 @@ def teams_of(teams: Iterable[Obj]) -> dict[str, str]:
     return out
 
 
+def host_network_pods(pods: Iterable[Obj], node: str | None = None) -> list[tuple[str, str, str]]:
+    """(namespace, name, "hostNetwork") of the running hostNetwork pods (on ``node``): they
+    have the node's address, so they get no rules and their traffic is the node's."""
+    out = []
+    for pod in pods:
+        meta, spec = pod.get("metadata") or {}, pod.get("spec") or {}
+        phase = (pod.get("status") or {}).get("phase")
+        if not spec.get("hostNetwork") or (node is not None and spec.get("nodeName") != node):
+            continue
+        if phase in ("Succeeded", "Failed"):
+            continue
+        out.append((meta.get("namespace", ""), meta.get("name", ""), "hostNetwork"))
+    return sorted(out)
+
+
 def limit_of(pod: Obj) -> int:
     """The pod's internet egress limit in bits per second; 0: none (or a value refused)."""
     value = ((pod.get("metadata") or {}).get("annotations") or {}).get(bandwidth.ANNOTATION)

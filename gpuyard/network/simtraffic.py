@@ -110,8 +110,13 @@ def attach(
 
         from gpuyard.network.metrics import AccountingCollector
 
-        REGISTRY.register(AccountingCollector(_read, _teams))
+        REGISTRY.register(AccountingCollector(_read, _teams, _unaccounted))
     _attached[0], _attached[1], _attached[2] = pods, SimTraffic(), teams
+
+
+def _unaccounted() -> list[tuple[str, str, str]]:
+    pods = _attached[0]
+    return desired.host_network_pods(pods()) if pods is not None else []
 
 
 def _teams() -> dict[str, str]:

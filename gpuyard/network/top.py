@@ -3,7 +3,8 @@
 Reads gpuyard_pod_network_bytes_total from node agents' /metrics (or, in `gpuyard up`, the
 cluster's metrics address, found in up.json next to $KUBECONFIG) twice, --window apart:
 rates in bits per second, internet and in-cluster (node, zone, cluster) apart, and the
-bytes sent so far.
+bytes sent so far. Pods that have no counters of their own (hostNetwork pods share the
+node's address) are named apart: "unaccounted" in JSON, a note on stderr in the table.
 """
 
 from __future__ import annotations
@@ -58,7 +59,11 @@ def _urls(args: argparse.Namespace) -> list[str]:
     return [url]
 
 
-def _read(urls: list[str]) -> dict[tuple[str, str, str], dict[str, float]]:
+def _read(
+    urls: list[str], unaccounted: list[dict[str, str]] | None = None
+) -> dict[tuple[str, str, str], dict[str, float]]:
+    """Bytes per (namespace, pod, team); the pods counted by none of them (hostNetwork pods:
+    the node's address is theirs) go into ``unaccounted`` if given."""
     from prometheus_client.parser import text_string_to_metric_families
 
     out: dict[tuple[str, str, str], dict[str, float]] = defaultdict(lambda: defaultdict(float))
@@ -68,6 +73,8 @@ def _read(urls: list[str]) -> dict[tuple[str, str, str], dict[str, float]]:
         except OSError as exc:
             raise CommandError(f"cannot read {url}: {exc}", 1) from None
         for fam in text_string_to_metric_families(text):
+            if fam.name == "gpuyard_pod_network_unaccounted" and unaccounted is not None:
+                unaccounted += [dict(s.labels) for s in fam.samples if s.value]
             if fam.name != "gpuyard_pod_network_bytes":
                 continue
             for s in fam.samples:
@@ -84,12 +91,20 @@ def _read(urls: list[str]) -> dict[tuple[str, str, str], dict[str, float]]:
     return out
 
 
-def rows(args: argparse.Namespace) -> list[dict[str, object]]:
+def rows(
+    args: argparse.Namespace, unaccounted: list[dict[str, str]] | None = None
+) -> list[dict[str, object]]:
     urls = _urls(args)
     a = _read(urls)
     time.sleep(args.window)
-    b = _read(urls)
+    found: list[dict[str, str]] = []
+    b = _read(urls, found)
     ns = None if args.all_namespaces else (args.namespace or "default")
+    if unaccounted is not None:
+        unaccounted += sorted(
+            (u for u in found if ns is None or u.get("namespace") == ns),
+            key=lambda u: (u.get("namespace", ""), u.get("pod", "")),
+        )
     groups: dict[tuple[str, ...], dict[str, float]] = defaultdict(lambda: defaultdict(float))
     for key, now in b.items():
         namespace, pod, team = key
@@ -150,11 +165,25 @@ def _bytes(n: object) -> str:
     return f"{v:.0f}B"
 
 
+def _note(unaccounted: list[dict[str, str]]) -> None:
+    if unaccounted:
+        names = ", ".join(f"{u.get('namespace', '')}/{u.get('pod', '')}" for u in unaccounted)
+        print(
+            f"Not counted per pod (hostNetwork: they share the node's address, so their "
+            f"traffic is the node's): {names}",
+            file=sys.stderr,
+        )
+
+
 def run(args: argparse.Namespace) -> int:
-    got = rows(args)
+    unaccounted: list[dict[str, str]] = []
+    got = rows(args, unaccounted)
     if args.output == "json":
-        print(json.dumps({"by": args.by, "windowSeconds": args.window, "items": got}, indent=1))
+        doc = {"by": args.by, "windowSeconds": args.window, "items": got}
+        doc["unaccounted"] = unaccounted
+        print(json.dumps(doc, indent=1))
         return 0
+    _note(unaccounted)
     if not got:
         print(
             "No traffic counted"

@@ -3,7 +3,7 @@
 from prometheus_client import CollectorRegistry, generate_latest
 
 from gpuyard.network import bandwidth
-from gpuyard.network.desired import pod_rules, ranges_for
+from gpuyard.network.desired import host_network_pods, pod_rules, ranges_for
 from gpuyard.network.metrics import AccountingCollector
 from gpuyard.network.nft import Count, PodRule
 
@@ -113,3 +113,19 @@ def test_host_network_pods_get_no_rules():
     host["spec"]["hostNetwork"] = True
     rules, _ = pod_rules([host, pod("a", "10.1.1.2")], "n1")
     assert [r.name for r in rules] == ["a"]
+    elsewhere = pod("h2", "10.255.0.2", node="n2")
+    elsewhere["spec"]["hostNetwork"] = True
+    assert host_network_pods([host, elsewhere, pod("a", "10.1.1.2")], "n1") == [
+        ("team-a", "h", "hostNetwork")
+    ]
+    # ... and /metrics says so, with its team.
+    reg = CollectorRegistry()
+    reg.register(
+        AccountingCollector(
+            list, lambda: {"team-a": "alpha"}, lambda: host_network_pods([host], "n1")
+        )
+    )
+    assert (
+        'gpuyard_pod_network_unaccounted{namespace="team-a",pod="h",reason="hostNetwork",team="alpha"} 1.0'
+        in generate_latest(reg).decode()
+    )

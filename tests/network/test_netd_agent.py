@@ -143,13 +143,10 @@ def test_agent_follows_pods_through_the_api_and_keeps_counters(apiserver, lab, c
         )
     api.create_namespace({"metadata": {"name": "team-a"}})
 
-    def make_pod(name: str, node: str, ip: str) -> None:
+    def make_pod(name: str, node: str, ip: str, host: bool = False) -> None:
+        spec = {"nodeName": node, "containers": [{"name": "c", "image": "x"}]}
         api.create_namespaced_pod(
-            "team-a",
-            {
-                "metadata": {"name": name},
-                "spec": {"nodeName": node, "containers": [{"name": "c", "image": "x"}]},
-            },
+            "team-a", {"metadata": {"name": name}, "spec": {**spec, "hostNetwork": host}}
         )
         api.patch_namespaced_pod_status(
             name, "team-a", {"status": {"phase": "Running", "podIP": ip}}
@@ -162,7 +159,15 @@ def test_agent_follows_pods_through_the_api_and_keeps_counters(apiserver, lab, c
         make_pod("pa", "node1", netlab.PODS["pa"])
         make_pod("pb", "node1", netlab.PODS["pb"])
         make_pod("elsewhere", "node2", "10.2.0.7")  # not this node's: never seen
+        make_pod("host", "node1", "10.255.0.1", host=True)  # the node's own address
         wait_for(lambda: pods_seen(port) == {"pa", "pb"}, "pa and pb on /metrics")
+        text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics").read().decode()
+        assert (
+            'gpuyard_pod_network_unaccounted{namespace="team-a",pod="host",reason="hostNetwork",team=""} 1.0'
+            in text
+        )
+        owned = NftAccounting(netns=lab.ns("n1")).owned().values()
+        assert {p.name for p in owned} == {"pa", "pb"}  # no rule for the hostNetwork pod
         nbytes = 3_000_000
         send(lab, "pa", "inet", netlab.TARGETS["internet"], nbytes)
         send(lab, "pa", "n2", netlab.TARGETS["zone"], nbytes)

@@ -93,6 +93,16 @@ spec:
 apiVersion: v1
 kind: Pod
 metadata:
+  name: hostnet
+  namespace: ml
+  annotations: {gpuyard.io/sim-traffic: "internet=300Mbit"}
+spec:
+  hostNetwork: true
+  containers: [{name: c, image: busybox}]
+---
+apiVersion: v1
+kind: Pod
+metadata:
   name: other
   namespace: default
   annotations: {gpuyard.io/sim-traffic: "internet=100Mbit"}
@@ -103,7 +113,7 @@ spec:
 
 def test_network_top_through_the_cli(cluster) -> None:
     cluster.kubectl("apply", "-f", "-", input=TEAM_PODS)
-    for ns, pod in (("ml", "big"), ("ml", "small"), ("default", "other")):
+    for ns, pod in (("ml", "big"), ("ml", "small"), ("ml", "hostnet"), ("default", "other")):
         cluster.kubectl("wait", "-n", ns, "--for=jsonpath={.status.phase}=Running", f"pod/{pod}")
 
     def top(*args: str) -> dict:
@@ -111,8 +121,14 @@ def test_network_top_through_the_cli(cluster) -> None:
         assert r.returncode == 0, r.stderr
         return json.loads(r.stdout)
 
-    items = top("-n", "ml", "-o", "json")["items"]
+    doc = top("-n", "ml", "-o", "json")
+    items = doc["items"]
     assert [i["pod"] for i in items] == ["big", "small"]  # by internet egress, largest first
+    # A hostNetwork pod has the node's address: named as not counted, never a row.
+    assert doc["unaccounted"] == [
+        {"namespace": "ml", "pod": "hostnet", "team": "research", "reason": "hostNetwork"}
+    ]
+    assert top("-n", "default", "-o", "json")["unaccounted"] == []
     assert 0.8 * 4e8 <= items[0]["internetBitsPerSecond"] <= 1.2 * 4e8, items
     items = top("-n", "ml", "--sort-by", "cluster", "-o", "json")["items"]
     assert [i["pod"] for i in items] == ["small", "big"]
@@ -128,7 +144,9 @@ def test_network_top_through_the_cli(cluster) -> None:
     by_team = {i["team"]: i for i in top("-A", "--by", "team", "-o", "json")["items"]}
     assert set(by_team) == {"research", ""}
     assert 0.8 * 4.08e8 <= by_team["research"]["internetBitsPerSecond"] <= 1.2 * 4.08e8
-    table = cluster.gpuyard("network", "top", "-A", "--window", "1").stdout.splitlines()
+    r = cluster.gpuyard("network", "top", "-A", "--window", "1")
+    assert "Not counted per pod (hostNetwork" in r.stderr and "ml/hostnet" in r.stderr
+    table = r.stdout.splitlines()
     assert table[0].split()[:3] == ["NAMESPACE", "POD", "TEAM"]
     assert [line.split()[1:3] for line in table[1:]] == [
         ["big", "research"],
