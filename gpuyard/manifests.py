@@ -208,18 +208,24 @@ def _namespace_role(name: str, rules: list[Rule]) -> list[dict[str, Any]]:
     ]
 
 
-def _webhook() -> list[dict[str, Any]]:
-    """Role and binding for the Secret, the Service and the webhook configuration."""
-    service = {
+def _service(name: str, port_name: str, port: int) -> dict[str, Any]:
+    """A ClusterIP Service for the Deployment of that name, on its named port."""
+    return {
         "apiVersion": "v1",
         "kind": "Service",
-        "metadata": _meta(WEBHOOK),
+        "metadata": _meta(name),
         "spec": {
-            "selector": {"app.kubernetes.io/name": WEBHOOK},
-            "ports": [{"name": "https", "port": 443, "targetPort": "https", "protocol": "TCP"}],
+            "selector": {"app.kubernetes.io/name": name},
+            "ports": [
+                {"name": port_name, "port": port, "targetPort": port_name, "protocol": "TCP"}
+            ],
         },
     }
-    return [*_namespace_role(WEBHOOK, WEBHOOK_NAMESPACE_RULES), service]
+
+
+def _webhook() -> list[dict[str, Any]]:
+    """Role and binding for the Secret, the Service and the webhook configuration."""
+    return [*_namespace_role(WEBHOOK, WEBHOOK_NAMESPACE_RULES), _service(WEBHOOK, "https", 443)]
 
 
 def _webhook_deployment(image: str) -> dict[str, Any]:
@@ -302,16 +308,7 @@ def _dashboard(image: str) -> list[dict[str, Any]]:
     c = dep["spec"]["template"]["spec"]["containers"][0]
     c["ports"] = [{"name": "http", "containerPort": DASHBOARD_PORT}]
     c["resources"] = {"requests": {"cpu": "100m", "memory": "256Mi"}}
-    service = {
-        "apiVersion": "v1",
-        "kind": "Service",
-        "metadata": _meta(DASHBOARD),
-        "spec": {
-            "selector": {"app.kubernetes.io/name": DASHBOARD},
-            "ports": [{"name": "http", "port": 80, "targetPort": "http", "protocol": "TCP"}],
-        },
-    }
-    return [dep, service]
+    return [dep, _service(DASHBOARD, "http", 80)]
 
 
 def priority_classes() -> list[dict[str, Any]]:
