@@ -9,7 +9,8 @@ import tomllib
 from pathlib import Path
 
 import gpuyard
-from gpuyard.dashboard.server import CONTENT_TYPES, STATIC
+from gpuyard.dashboard.assets import CONTENT_TYPES
+from gpuyard.dashboard.server import STATIC
 
 ROOT = Path(__file__).resolve().parents[2]
 
