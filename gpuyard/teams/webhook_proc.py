@@ -8,9 +8,11 @@ line: `{"teams": {namespace: [team, borrow, egress]}}` first and whenever Teams 
 `{"reload": true}` after a certificate rotation was published. The child reads the
 first table before it listens (and would answer 503 without one: under failurePolicy
 Fail the API server then refuses team pods rather than letting them through unchanged),
-prints `{"port": N}` once listening, and exits when its stdin closes (the parent is
-gone). A child that dies is started again
-on the same port.
+prints `{"port": N, "metrics_port": M}` once listening, and exits when its stdin
+closes (the parent is gone). A child that dies is started again on the same port.
+The child serves its webhook metrics on 127.0.0.1:M; the parent's `ChildMetrics`
+collector reads them at each scrape, so they appear on the parent's metrics address
+(`gpuyard up`'s one address) as if made there.
 
     hook = ProcessWebhook(cert_dir)
     url = await hook.start()
@@ -41,7 +43,41 @@ from gpuyard.teams.webhook import PATH, WebhookServer
 log = logging.getLogger("gpuyard.teams.webhook")
 
 START_TIMEOUT_S = 30.0
+# what the parent hands on from the child (its webhook series, not its process ones,
+# which the parent has of its own)
+CHILD_METRIC_PREFIX = "gpuyard_webhook_"
+MAX_METRICS_BYTES = 4 << 20
 CONTROL_LINE_LIMIT = 256 << 20
+
+
+class ChildMetrics:
+    """A Prometheus collector that hands on the webhook child's own metrics, read from
+    its loopback port at each scrape (nothing when the child is down or slow)."""
+
+    def __init__(self, hook: ProcessWebhook, timeout_s: float = 2.0) -> None:
+        self.hook = hook
+        self.timeout_s = timeout_s
+
+    def describe(self) -> list[Any]:
+        return []  # made at collect time: never checked against other collectors' names
+
+    def collect(self) -> Any:
+        import urllib.request
+
+        from prometheus_client.parser import text_string_to_metric_families
+
+        port = self.hook.metrics_port
+        if not port:
+            return
+        try:
+            url = f"http://127.0.0.1:{port}/metrics"
+            with urllib.request.urlopen(url, timeout=self.timeout_s) as r:  # noqa: S310
+                text = r.read(MAX_METRICS_BYTES).decode()
+        except (OSError, ValueError):
+            return
+        for family in text_string_to_metric_families(text):
+            if family.name.startswith(CHILD_METRIC_PREFIX):
+                yield family
 
 
 class ProcessWebhook:
@@ -58,6 +94,9 @@ class ProcessWebhook:
         self.proc: asyncio.subprocess.Process | None = None
         self.table: dict[str, TeamInfo] = {}
         self.restarts = 0
+        self.metrics_port = 0
+        self.metrics: ChildMetrics | None = None
+        self._registry: Any = None
         self._stopping = False
         self._watch: asyncio.Task[None] | None = None
 
@@ -130,16 +169,25 @@ class ProcessWebhook:
         assert proc.stdout is not None
         try:
             line = await asyncio.wait_for(proc.stdout.readline(), START_TIMEOUT_S)
-            self.port = int(orjson.loads(line)["port"])
+            hello = orjson.loads(line)
+            self.port = int(hello["port"])
+            self.metrics_port = int(hello.get("metrics_port") or 0)
         except (TimeoutError, ValueError, KeyError, TypeError) as exc:
             with contextlib.suppress(ProcessLookupError):
                 proc.kill()
             await proc.wait()
             raise RuntimeError(f"the webhook process did not start: {exc!r}") from None
 
-    async def start(self) -> str:
+    async def start(self, registry: Any = None) -> str:
+        """Start the child; its webhook metrics join `registry` (the process's default
+        one when None)."""
+        from prometheus_client import REGISTRY
+
         self.keys.rotate()
         await self._spawn()
+        self._registry = registry or REGISTRY
+        self.metrics = ChildMetrics(self)
+        self._registry.register(self.metrics)
         self._watch = asyncio.create_task(self._supervise(), name="teams-webhook-process")
         log.info("team webhook listening on %s (own process %s)", self.url, self.proc_pid)
         return self.url
@@ -164,6 +212,10 @@ class ProcessWebhook:
 
     async def stop(self) -> None:
         self._stopping = True
+        if self.metrics is not None:
+            with contextlib.suppress(KeyError):
+                self._registry.unregister(self.metrics)
+            self.metrics = None
         if self._watch is not None:
             self._watch.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -219,7 +271,14 @@ async def child(host: str, port: int, cert: Path, key: Path) -> None:
         return
     apply(first)
     await server.start(files=(cert, key))
-    sys.stdout.write(orjson.dumps({"port": server.port}).decode() + "\n")
+    from prometheus_client import start_http_server
+
+    from gpuyard.teams import webhook_metrics
+
+    webhook_metrics.process_metrics()  # its series exist (at 0) before the first review
+    mserver, _thread = start_http_server(0, addr="127.0.0.1")
+    hello = {"port": server.port, "metrics_port": int(mserver.server_address[1])}
+    sys.stdout.write(orjson.dumps(hello).decode() + "\n")
     sys.stdout.flush()
     try:
         while line := await reader.readline():

@@ -14,6 +14,17 @@ from gpuyard.kube.resources import PODS
 from tests.metrics.scrape import names, scrape, value
 
 GPU = "nvidia.com/gpu"
+COUNT = "gpuyard_webhook_admission_duration_seconds_count"
+TEAM = """
+apiVersion: v1
+kind: Namespace
+metadata: {name: ml}
+---
+apiVersion: gpuyard.io/v1alpha1
+kind: Team
+metadata: {name: research}
+spec: {capacity: {gpu: 1}, namespaces: [ml]}
+"""
 FAST = [
     "--lease-seconds", "1", "--start-delay", "0.1",
     "--set", "health_interval_s=0.5", "--set", "health_quiet_s=2",
@@ -110,3 +121,21 @@ def test_up_metrics_after_a_scenario(tmp_path: Path) -> None:
             return value(scrape(c.metrics_url), "gpuyard_health_unhealthy_nodes") == 1
 
         wait_for(unhealthy, 30, "the unhealthy node count to rise to 1")
+
+        # the team webhook runs in a process of its own: its series are on the one
+        # address too, and count the review of a pod in a team's namespace
+        refusals = "gpuyard_webhook_admission_refusals_total"
+        assert value(s, refusals, reason="bad-bandwidth-annotation") == 0  # made up front
+        assert (value(s, COUNT, operation="CREATE") or 0) == 0
+        c.kubectl("apply", "-f", "-", input=TEAM)
+
+        def ns_labelled() -> bool:
+            return "gpuyard.io/team" in c.kubectl("get", "ns", "ml", "--show-labels").stdout
+
+        wait_for(ns_labelled, 30, "the team's namespace labelled")
+        c.kubectl("run", "p", "-n", "ml", "--image", "busybox")
+        wait_for(
+            lambda: (value(scrape(c.metrics_url), COUNT, operation="CREATE") or 0) >= 1,
+            30,
+            "the webhook's review of the pod counted on gpuyard up's metrics address",
+        )
