@@ -197,6 +197,9 @@ class Hub:
         )
         self._all_dirty = True
         self._wake.set()
+        # ... and the rows are built from them before anyone is told the address: a
+        # browser (or a test) asking at once gets the whole cluster, not an empty map
+        await asyncio.wait_for(self.ready.wait(), sync_timeout)
 
     async def _served(self, inf: Informer) -> bool:
         """Whether the API server lists the informer's resource in its discovery."""
