@@ -604,9 +604,9 @@ class InformerFactory:
         if isinstance(res, tuple) and res in BUILTIN:
             res = BUILTIN[res]
         if self.views and field_terms(field_selector) is not None:
-            own = client is not None and client is not self.client
+            reader = client or self.client
             return Informer(
-                client if own and client is not None else self.client,
+                reader,
                 res,
                 namespace,
                 label_selector=label_selector,
@@ -614,7 +614,7 @@ class InformerFactory:
                 name=name,
                 # one watch of the resource in every namespace; the view keeps its own
                 source=self._shared(res, None, None, None),
-                check_access=own,
+                check_access=reader is not self.client,
             )
         return self._shared(res, namespace, label_selector, field_selector)
 

@@ -22,23 +22,29 @@ ADM = "/apis/admissionregistration.k8s.io/v1"
 DEPLOYS = "/apis/apps/v1/namespaces/default/deployments"
 
 
-def policy(name: str, *validations: dict[str, Any], **spec: Any) -> dict[str, Any]:
+DEPLOYMENT_WRITES: dict[str, Any] = {
+    "apiGroups": ["apps"],
+    "apiVersions": ["v1"],
+    "operations": ["CREATE", "UPDATE"],
+    "resources": ["deployments"],
+}
+
+
+def policy(
+    name: str,
+    *validations: dict[str, Any],
+    rule: dict[str, Any] | None = None,
+    **spec: Any,
+) -> dict[str, Any]:
+    """A ValidatingAdmissionPolicy (failurePolicy Fail) of one resource rule, by default
+    creates and updates of Deployments; the rule is copied, so a test may change it."""
     return {
         "apiVersion": "admissionregistration.k8s.io/v1",
         "kind": "ValidatingAdmissionPolicy",
         "metadata": {"name": name},
         "spec": {
             "failurePolicy": "Fail",
-            "matchConstraints": {
-                "resourceRules": [
-                    {
-                        "apiGroups": ["apps"],
-                        "apiVersions": ["v1"],
-                        "operations": ["CREATE", "UPDATE"],
-                        "resources": ["deployments"],
-                    }
-                ]
-            },
+            "matchConstraints": {"resourceRules": [dict(rule or DEPLOYMENT_WRITES)]},
             "validations": list(validations),
             **spec,
         },

@@ -11,33 +11,17 @@ import orjson
 
 from .api import Api
 from .identities import grant, sa_subject, service_account
-from .test_admission_policy import ADM, binding
+from .test_admission_policy import ADM, binding, policy
 
 CMS = "/api/v1/namespaces/default/configmaps"
 WRITER = "system:serviceaccount:default:writer"
 
 
+CM_CREATES = {"apiGroups": [""], "apiVersions": ["v1"], "operations": ["CREATE"], "resources": ["configmaps"]}
+
+
 def cm_policy(name: str, *validations: dict[str, Any], **spec: Any) -> dict[str, Any]:
-    return {
-        "apiVersion": "admissionregistration.k8s.io/v1",
-        "kind": "ValidatingAdmissionPolicy",
-        "metadata": {"name": name},
-        "spec": {
-            "failurePolicy": "Fail",
-            "matchConstraints": {
-                "resourceRules": [
-                    {
-                        "apiGroups": [""],
-                        "apiVersions": ["v1"],
-                        "operations": ["CREATE"],
-                        "resources": ["configmaps"],
-                    }
-                ]
-            },
-            "validations": list(validations),
-            **spec,
-        },
-    }
+    return policy(name, *validations, rule=CM_CREATES, **spec)
 
 
 async def _writer(api: Api) -> str:
