@@ -3,16 +3,30 @@
 kube-apiserver refuses a CRD whose rule could cost too much on the largest object its
 schema allows (estimated cost over 10,000,000 for one evaluation, or over 100,000,000
 for all of a schema's rules times how often each runs), and stops a write whose rules
-actually cost more than 1,000,000 in one evaluation or 10,000,000 together. The model
-here follows the same facts: every operation costs 1; a comprehension (`all`,
-`exists`, `exists_one`, `map`, `filter`) costs its body once per element; string
-functions cost a tenth of the string's length, `matches` that times a quarter of the
-pattern's length; sizes come from the schema's `maxItems`, `maxProperties` and
-`maxLength`, and without them from the largest request body (3 MiB) filled with the
-smallest elements. It is an upper bound of the same shape as kube's, not its exact
-figure: constant factors may differ, so a rule near a limit may be judged differently,
-while the rules that the limits exist for (comprehensions nested over unbounded lists,
-regular expressions over unbounded strings in a loop) are refused here too.
+actually cost more than 1,000,000 in one evaluation or 10,000,000 together (one custom
+object, or one ValidatingAdmissionPolicy binding's evaluation). A policy's expressions
+are not estimated when the policy is written: `object` has no schema there (kube
+compiles them against a dynamic type), so only the runtime limits apply to them.
+
+The model follows kube's estimator: reading a variable, a field or an index costs 1,
+an operator or other call 1; a comprehension (`all`, `exists`, ...) costs its range,
+1, and per element its body plus 3; comparing strings costs a tenth of the shorter's
+bytes, concatenating them a tenth of both, `contains` a tenth of the receiver,
+`startsWith`/`endsWith` a tenth of the affix, `matches` that of the receiver times a
+quarter of the pattern's length (rounded up each). Sizes come from the schema: a
+string's `maxLength` times 4 (bytes of a character at most), its longest `enum` value
+or its format's longest form; `maxItems` and `maxProperties`; without them, as many of
+the smallest elements as the largest request body (3 MiB) holds (a map entry takes 6
+bytes besides its value). On kube's own estimator tests this gives kube's figures for
+comprehensions, string functions and bounds (tests/apiserver/test_cel_cost.py). Where
+it still differs: a comparison of numbers costs 1 (kube sometimes 0); other library
+functions (`split`, `join`, `lowerAscii`, `quantity`, lists' `isSorted`...) are
+costed as a tenth of the receiver, not by kube's per-function formulas; `duration`,
+`date` and `date-time` strings are sized but not typed; an expression this reader
+cannot follow is not budgeted (the CEL engine has compiled it). So a rule near a limit may
+be judged differently, while the rules the limits exist for (comprehensions nested
+over unbounded lists, regular expressions over unbounded strings in a loop) are
+refused as kube refuses them.
 
 The runtime cost is the same estimate over the sizes of the actual values, computed only
 for rules whose estimate could exceed the runtime limits (most rules cost nothing more).
@@ -32,6 +46,10 @@ RULE_ESTIMATE_LIMIT = 10_000_000  # estimated, one evaluation of one CRD rule
 SCHEMA_ESTIMATE_LIMIT = 100_000_000  # estimated, all rules of a schema, times cardinality
 STRING_FACTOR = 0.1
 REGEX_FACTOR = 0.25
+UTF8_MAX = 4  # bytes of one character at most: a string's size from its maxLength
+MAP_ENTRY_BYTES = 6  # a map entry's bytes besides its value: `"k":` and a comma
+FORMAT_SIZES = {"duration": 32, "date": 12, "date-time": 32}  # longest JSON of each
+LOOP_STEP = 3  # one iteration of a comprehension besides its body
 
 OUT_OF_BUDGET = (
     "validation failed due to running out of cost budget, no further validation rules will be run"
@@ -73,9 +91,17 @@ def from_schema(schema: Any) -> Shape:
     if not isinstance(schema, dict):
         return ANY
     t = schema.get("type")
-    if t == "string" or schema.get("x-kubernetes-int-or-string"):
+    if schema.get("x-kubernetes-int-or-string"):
+        return Shape("string", MAX_REQUEST_BYTES - 2)
+    if t == "string":
         n = schema.get("maxLength")
-        return Shape("string", int(n) if isinstance(n, int) else MAX_REQUEST_BYTES - 2)
+        if isinstance(n, int):
+            # maxLength counts characters; sizes here are bytes (up to 4 per character)
+            return Shape("string", max(n, 0) * UTF8_MAX)
+        enum = [v for v in schema.get("enum") or () if isinstance(v, str)]
+        if enum:
+            return Shape("string", max(len(v) for v in enum))
+        return Shape("string", FORMAT_SIZES.get(str(schema.get("format")), MAX_REQUEST_BYTES - 2))
     if t == "array":
         items = schema.get("items") if isinstance(schema.get("items"), dict) else {}
         n = schema.get("maxItems")
@@ -87,7 +113,7 @@ def from_schema(schema: Any) -> Shape:
         if isinstance(addl, dict):
             n = schema.get("maxProperties")
             if not isinstance(n, int):
-                n = (MAX_REQUEST_BYTES - 2) // (_min_size(addl) + 4)
+                n = (MAX_REQUEST_BYTES - 2) // (_min_size(addl) + MAP_ENTRY_BYTES)
             return Shape("map", n, elem=from_schema(addl))
         got = schema.get("properties")
         props: dict[str, Any] = got if isinstance(got, dict) else {}
@@ -373,8 +399,11 @@ def _cost(n: Node, env: dict[str, Shape]) -> tuple[int, Shape]:
         b, sb = _cost(n[3], env)
         op = n[1]
         extra = 1
-        if op in ("==", "!=", "+") and "string" in (sa.kind, sb.kind):
-            extra += math.ceil((sa.size + sb.size) * STRING_FACTOR)
+        if op in ("==", "!=") and "string" in (sa.kind, sb.kind):
+            # comparing stops at the shorter string
+            extra = math.ceil(min(sa.size, sb.size) * STRING_FACTOR)
+        elif op == "+" and "string" in (sa.kind, sb.kind):
+            extra = math.ceil((sa.size + sb.size) * STRING_FACTOR)
         if op == "in" and sb.kind in ("list",):
             extra += sb.size
         shape = SCALAR
@@ -398,7 +427,7 @@ def _cost(n: Node, env: dict[str, Shape]) -> tuple[int, Shape]:
         )
         if name in ("all", "exists", "exists_one"):
             out = SCALAR
-        return c + count * (body + 1) + 1, out
+        return c + count * (body + LOOP_STEP) + 1, out
     if tag == "call":
         _, name, target, args = n
         total = 1
@@ -415,8 +444,11 @@ def _cost(n: Node, env: dict[str, Shape]) -> tuple[int, Shape]:
         if name == "matches" and len(shapes) >= 2:
             pattern = n[3][-1]
             plen = len(pattern[1]) if pattern[0] == "lit" and isinstance(pattern[1], str) else 64
-            total += _string_cost(recv) * max(1, math.ceil(plen * REGEX_FACTOR))
-            return total, SCALAR
+            return total - 1 + _string_cost(recv) * math.ceil(plen * REGEX_FACTOR), SCALAR
+        if name == "contains" and target is not None:
+            return total - 1 + _string_cost(recv), SCALAR  # the receiver is traversed
+        if name in ("startsWith", "endsWith") and target is not None and len(shapes) >= 2:
+            return total - 1 + _string_cost(shapes[1]), SCALAR  # only the affix is compared
         if name in _STRING_FUNCS:
             total += _string_cost(recv)
             if name == "split":

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from gpuyard.apiserver import celcost
+
 from .api import Api
 from .test_admission_policy import ADM, binding
 
@@ -73,6 +75,67 @@ async def test_a_rule_too_expensive_for_its_schema_is_refused(api: Api) -> None:
     assert st == 201, out
 
 
+async def test_a_string_bound_counts_four_bytes_a_character(api: Api) -> None:
+    # kube's estimate of self.all(x, x.contains('a')) over 100,000 strings of at most 250
+    # characters: 2 + 100,000 * (3 per iteration + 1 for x + 1,000 bytes / 10) = 10,400,002.
+    names = {
+        "type": "array",
+        "maxItems": 100_000,
+        "items": {"type": "string", "maxLength": 250},
+        "x-kubernetes-validations": rules("self.all(x, x.contains('a'))"),
+    }
+    st, err = await api.post(CRDS, crd({"names": names}))
+    assert st == 422, err
+    field = f"{ROOT}.properties[spec].properties[names].x-kubernetes-validations[0].rule"
+    assert {
+        "reason": "FieldValueForbidden",
+        "message": "Forbidden: estimated rule cost exceeds budget by factor of 1.040000x " + ADVICE,
+        "field": field,
+    } in err["details"]["causes"]
+    names["items"]["maxLength"] = 200  # 8,400,002: within the limit
+    st, out = await api.post(CRDS, crd({"names": names}))
+    assert st == 201, out
+
+
+def test_estimates_match_kube_figures() -> None:
+    """Figures of kube-apiserver's estimator for CRD rules (its own cost tests)."""
+
+    def est(schema: dict[str, Any], rule: str) -> int:
+        return celcost.estimate(celcost.parse(rule), {"self": celcost.from_schema(schema)})
+
+    def items(t: str, **bound: int) -> dict[str, Any]:
+        return {"type": "array", "items": {"type": t}, **bound}
+
+    def values(t: str, **bound: int) -> dict[str, Any]:
+        return {"type": "object", "additionalProperties": {"type": t}, **bound}
+
+    def text(**bound: int) -> dict[str, Any]:
+        return {"type": "string", **bound}
+
+    every = "self.all(x, true)"
+    concat = 'size(self + "hello") > size("hello")'
+    cases = [
+        (items("number"), every, 4_718_591),
+        (items("number", maxItems=10), every, 32),
+        (items("string"), every, 3_145_727),
+        (items("boolean"), every, 1_887_437),
+        (values("number"), every, 1_348_169),
+        (values("string"), every, 1_179_647),
+        (values("number", maxProperties=10), every, 32),
+        (items("number", maxItems=10), "self.all(x, self.all(y, true))", 352),
+        (items("number", maxItems=10), "self.all(x, self.all(y, self.all(z, true)))", 3552),
+        (text(), "self.contains('test')", 314_574),
+        (text(maxLength=10), "self.contains('test')", 5),
+        (text(), "self.startsWith('test')", 2),
+        (text(), concat, 314_578),
+        (text(maxLength=4), concat, 7),
+        (text(), 'self.matches("x")', 314_574),
+        (text(maxLength=0), 'self == "x"', 1),
+        (items("string", maxItems=8), "self[1] == self[1]", 314_577),
+    ]
+    assert [est(s, r) for s, r, _ in cases] == [want for _, _, want in cases]
+
+
 async def test_rules_too_expensive_all_together_are_refused(api: Api) -> None:
     grid = {
         "type": "array",
@@ -119,7 +182,7 @@ async def test_runtime_cost_limit_and_budget(api: Api) -> None:
         "nums": {**nums, "x-kubernetes-validations": rules("self.all(n, n > 0)")},
         "many": {
             **many,
-            "x-kubernetes-validations": rules(*(f"self.all(n, n != {i})" for i in range(12))),
+            "x-kubernetes-validations": rules(*(f"self.all(n, n != {i})" for i in range(11))),
         },
     }
     st, out = await api.post(CRDS, crd(props))
@@ -137,8 +200,8 @@ async def test_runtime_cost_limit_and_budget(api: Api) -> None:
         "Invalid value: \"array\": 'operation cancelled: actual cost limit exceeded': "
         "call cost exceeds limit for rule: self.all(n, n > 0)"
     )
-    # Twelve rules each within the limit, together over the object's budget.
-    st, err = await api.post(THINGS, thing("wide", many=[100] * 300_000))
+    # Eleven rules each within the limit (5 per item), together over the object's budget.
+    st, err = await api.post(THINGS, thing("wide", many=[100] * 190_000))
     assert st == 422, err
     assert err["details"]["causes"][-1] == {
         "reason": "FieldValueInvalid",
