@@ -39,6 +39,17 @@ def top(c: ClusterProcess, *args: str) -> list[list[str]]:
     return [ln.split() for ln in out.splitlines() if ln.strip()]
 
 
+def running_pods_in_top(c: ClusterProcess) -> int:
+    """How many pods `kubectl top pods` shows; 0 while it says the metrics are not there
+    yet (kubectl exits 1 when a pod it lists has no metrics, as a pod not yet running has
+    none, with metrics-server as here)."""
+    out = c.kubectl("top", "pods", "--no-headers", check=False)
+    if out.returncode != 0:
+        assert "metrics not available yet" in out.stderr, out.stderr
+        return 0
+    return len([ln for ln in out.stdout.splitlines() if ln.strip()])
+
+
 def test_top_pods_and_nodes_show_simulated_usage(cluster: ClusterProcess) -> None:
     c = cluster
     c.kubectl(
@@ -48,7 +59,7 @@ def test_top_pods_and_nodes_show_simulated_usage(cluster: ClusterProcess) -> Non
         input=pod("fixed", "gpu-node-0000", {"gpuyard.io/sim-usage": "cpu=250m,memory=512Mi"}),
     )
     c.kubectl("create", "-f", "-", input=pod("busy", "gpu-node-0001", {}, cpu="1"))
-    wait_for(lambda: len(top(c, "pods")) == 2, what="both pods running")
+    wait_for(lambda: running_pods_in_top(c) == 2, what="both pods running")
     rows = {r[0]: r for r in top(c, "pods")}
     assert rows["fixed"][1:] == ["250m", "512Mi"]
     busy_cpu = int(rows["busy"][1].rstrip("m"))
