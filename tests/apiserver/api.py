@@ -116,3 +116,40 @@ def cm(name: str, data: dict[str, str] | None = None, **meta: Any) -> dict[str, 
         "metadata": {"name": name, **meta},
         "data": data or {},
     }
+
+
+def crd(
+    kind: str,
+    schema: dict[str, Any],
+    *,
+    group: str = "example.com",
+    scope: str = "Namespaced",
+    short_names: list[str] | None = None,
+    **version: Any,
+) -> dict[str, Any]:
+    """A CustomResourceDefinition of one served and stored version v1 of `kind` (plural:
+    its lowercase name plus "s"), with `schema` as its openAPIV3Schema; `version` adds to
+    the version (subresources, additionalPrinterColumns)."""
+    plural = kind.lower() + "s"
+    names: dict[str, Any] = {"plural": plural, "singular": kind.lower(), "kind": kind}
+    if short_names is not None:
+        names["shortNames"] = short_names
+    return {
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
+        "metadata": {"name": f"{plural}.{group}"},
+        "spec": {
+            "group": group,
+            "scope": scope,
+            "names": names,
+            "versions": [
+                {
+                    "name": "v1",
+                    "served": True,
+                    "storage": True,
+                    **version,
+                    "schema": {"openAPIV3Schema": schema},
+                }
+            ],
+        },
+    }

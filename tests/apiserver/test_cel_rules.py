@@ -17,6 +17,7 @@ import yaml
 from gpuyard.apiserver.testing import ServerProcess
 
 from .api import Api
+from .api import crd as make_crd
 
 CRD_PATH = "/apis/apiextensions.k8s.io/v1/customresourcedefinitions"
 JOBS = "/apis/ml.example.com/v1/namespaces/default/gpujobs"
@@ -106,35 +107,17 @@ SPEC_SCHEMA: dict[str, Any] = {
 
 
 def crd(spec_schema: dict[str, Any] | None = None) -> dict[str, Any]:
-    return {
-        "apiVersion": "apiextensions.k8s.io/v1",
-        "kind": "CustomResourceDefinition",
-        "metadata": {"name": "gpujobs.ml.example.com"},
-        "spec": {
-            "group": "ml.example.com",
-            "scope": "Namespaced",
-            "names": {"plural": "gpujobs", "singular": "gpujob", "kind": "GPUJob"},
-            "versions": [
-                {
-                    "name": "v1",
-                    "served": True,
-                    "storage": True,
-                    "schema": {
-                        "openAPIV3Schema": {
-                            "type": "object",
-                            "x-kubernetes-validations": [
-                                rule(
-                                    "self.metadata.name.size() <= 20",
-                                    message="names are at most 20 characters",
-                                )
-                            ],
-                            "properties": {"spec": spec_schema or SPEC_SCHEMA},
-                        }
-                    },
-                }
+    return make_crd(
+        "GPUJob",
+        {
+            "type": "object",
+            "x-kubernetes-validations": [
+                rule("self.metadata.name.size() <= 20", message="names are at most 20 characters")
             ],
+            "properties": {"spec": spec_schema or SPEC_SCHEMA},
         },
-    }
+        group="ml.example.com",
+    )
 
 
 def job(name: str = "train", **spec: Any) -> dict[str, Any]:

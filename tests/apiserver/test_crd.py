@@ -6,53 +6,31 @@ import asyncio
 from typing import Any
 
 from .api import Api
+from .api import crd as api_crd
 
 CRD_PATH = "/apis/apiextensions.k8s.io/v1/customresourcedefinitions"
 
 
 def crd(scope: str = "Namespaced", plural: str = "widgets", kind: str = "Widget") -> dict[str, Any]:
-    return {
-        "apiVersion": "apiextensions.k8s.io/v1",
-        "kind": "CustomResourceDefinition",
-        "metadata": {"name": f"{plural}.example.com"},
-        "spec": {
-            "group": "example.com",
-            "scope": scope,
-            "names": {
-                "plural": plural,
-                "singular": kind.lower(),
-                "kind": kind,
-                "shortNames": ["wd"] if plural == "widgets" else [],
+    assert plural == kind.lower() + "s"
+    return api_crd(
+        kind,
+        {
+            "type": "object",
+            "properties": {
+                "spec": {
+                    "type": "object",
+                    "required": ["size"],
+                    "properties": {"size": {"type": "integer", "minimum": 1}},
+                },
+                "status": {"type": "object", "x-kubernetes-preserve-unknown-fields": True},
             },
-            "versions": [
-                {
-                    "name": "v1",
-                    "served": True,
-                    "storage": True,
-                    "subresources": {"status": {}},
-                    "additionalPrinterColumns": [
-                        {"name": "Size", "type": "integer", "jsonPath": ".spec.size"}
-                    ],
-                    "schema": {
-                        "openAPIV3Schema": {
-                            "type": "object",
-                            "properties": {
-                                "spec": {
-                                    "type": "object",
-                                    "required": ["size"],
-                                    "properties": {"size": {"type": "integer", "minimum": 1}},
-                                },
-                                "status": {
-                                    "type": "object",
-                                    "x-kubernetes-preserve-unknown-fields": True,
-                                },
-                            },
-                        }
-                    },
-                }
-            ],
         },
-    }
+        scope=scope,
+        short_names=["wd"] if plural == "widgets" else [],
+        subresources={"status": {}},
+        additionalPrinterColumns=[{"name": "Size", "type": "integer", "jsonPath": ".spec.size"}],
+    )
 
 
 def widget(name: str, size: int = 3) -> dict[str, Any]:

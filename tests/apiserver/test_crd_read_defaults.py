@@ -12,7 +12,7 @@ import orjson
 import pytest
 from aiohttp import web
 
-from .api import Api
+from .api import Api, crd
 from .test_webhook import Hook
 
 CRDS = "/apis/apiextensions.k8s.io/v1/customresourcedefinitions"
@@ -20,42 +20,23 @@ G = "/apis/example.com/v1/namespaces/default/gadgets"
 
 
 def gadget_crd(spec_props: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "apiVersion": "apiextensions.k8s.io/v1",
-        "kind": "CustomResourceDefinition",
-        "metadata": {"name": "gadgets.example.com"},
-        "spec": {
-            "group": "example.com",
-            "scope": "Namespaced",
-            "names": {"plural": "gadgets", "singular": "gadget", "kind": "Gadget"},
-            "versions": [
-                {
-                    "name": "v1",
-                    "served": True,
-                    "storage": True,
-                    "subresources": {
-                        "status": {},
-                        "scale": {
-                            "specReplicasPath": ".spec.replicas",
-                            "statusReplicasPath": ".status.replicas",
-                        },
-                    },
-                    "schema": {
-                        "openAPIV3Schema": {
-                            "type": "object",
-                            "properties": {
-                                "spec": {"type": "object", "properties": spec_props},
-                                "status": {
-                                    "type": "object",
-                                    "properties": {"replicas": {"type": "integer"}},
-                                },
-                            },
-                        }
-                    },
-                }
-            ],
+    return crd(
+        "Gadget",
+        {
+            "type": "object",
+            "properties": {
+                "spec": {"type": "object", "properties": spec_props},
+                "status": {"type": "object", "properties": {"replicas": {"type": "integer"}}},
+            },
         },
-    }
+        subresources={
+            "status": {},
+            "scale": {
+                "specReplicasPath": ".spec.replicas",
+                "statusReplicasPath": ".status.replicas",
+            },
+        },
+    )
 
 
 BASE = {"size": {"type": "integer"}, "legacy": {"type": "string"}}

@@ -9,33 +9,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from .api import Api
+from .api import Api, crd
 
 NS = "/api/v1/namespaces/default"
 
-CRD: dict[str, Any] = {
-    "apiVersion": "apiextensions.k8s.io/v1",
-    "kind": "CustomResourceDefinition",
-    "metadata": {"name": "gizmos.example.com"},
-    "spec": {
-        "group": "example.com",
-        "scope": "Namespaced",
-        "names": {"plural": "gizmos", "singular": "gizmo", "kind": "Gizmo"},
-        "versions": [
-            {
-                "name": "v1",
-                "served": True,
-                "storage": True,
-                "schema": {
-                    "openAPIV3Schema": {
-                        "type": "object",
-                        "x-kubernetes-preserve-unknown-fields": True,
-                    }
-                },
-            }
-        ],
-    },
-}
+CRD: dict[str, Any] = crd("Gizmo", {"type": "object", "x-kubernetes-preserve-unknown-fields": True})
 
 
 async def test_status_for_most_kinds_object_for_some(api: Api) -> None:

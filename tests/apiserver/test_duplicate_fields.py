@@ -16,6 +16,8 @@ import pytest
 
 from gpuyard.k8s import decode
 
+from .api import crd
+
 NS = "/api/v1/namespaces/default"
 
 POD = (
@@ -88,31 +90,13 @@ async def test_duplicate_fields_by_field_validation(apiserver_inproc: Any) -> No
     assert st == 200 and "spec.restartPolicy" in warn, (out, warn)
 
 
-CRD = {
-    "apiVersion": "apiextensions.k8s.io/v1",
-    "kind": "CustomResourceDefinition",
-    "metadata": {"name": "widgets.example.com"},
-    "spec": {
-        "group": "example.com",
-        "scope": "Namespaced",
-        "names": {"plural": "widgets", "singular": "widget", "kind": "Widget"},
-        "versions": [
-            {
-                "name": "v1",
-                "served": True,
-                "storage": True,
-                "schema": {
-                    "openAPIV3Schema": {
-                        "type": "object",
-                        "properties": {
-                            "spec": {"type": "object", "properties": {"size": {"type": "integer"}}}
-                        },
-                    }
-                },
-            }
-        ],
+CRD = crd(
+    "Widget",
+    {
+        "type": "object",
+        "properties": {"spec": {"type": "object", "properties": {"size": {"type": "integer"}}}},
     },
-}
+)
 
 
 async def test_duplicate_fields_of_custom_objects(apiserver_inproc: Any) -> None:

@@ -15,6 +15,8 @@ import pytest
 from kubernetes import client, watch
 from kubernetes.client.rest import ApiException
 
+from .api import crd as make_crd
+
 NS = "default"
 
 
@@ -223,43 +225,27 @@ def test_binding_and_eviction(api: client.ApiClient) -> None:
     assert exc.value.status == 404
 
 
-CRD = {
-    "apiVersion": "apiextensions.k8s.io/v1",
-    "kind": "CustomResourceDefinition",
-    "metadata": {"name": "gizmos.example.com"},
-    "spec": {
-        "group": "example.com",
-        "scope": "Namespaced",
-        "names": {"plural": "gizmos", "singular": "gizmo", "kind": "Gizmo"},
-        "versions": [
-            {
-                "name": "v1",
-                "served": True,
-                "storage": True,
-                "subresources": {"status": {}},
-                "schema": {
-                    "openAPIV3Schema": {
-                        "type": "object",
-                        "properties": {
-                            "spec": {
-                                "type": "object",
-                                "required": ["size"],
-                                "properties": {
-                                    "size": {"type": "integer", "minimum": 1},
-                                    "mode": {"type": "string", "enum": ["fast", "slow"]},
-                                },
-                            },
-                            "status": {
-                                "type": "object",
-                                "properties": {"ready": {"type": "boolean"}},
-                            },
-                        },
-                    }
+CRD = make_crd(
+    "Gizmo",
+    {
+        "type": "object",
+        "properties": {
+            "spec": {
+                "type": "object",
+                "required": ["size"],
+                "properties": {
+                    "size": {"type": "integer", "minimum": 1},
+                    "mode": {"type": "string", "enum": ["fast", "slow"]},
                 },
-            }
-        ],
+            },
+            "status": {
+                "type": "object",
+                "properties": {"ready": {"type": "boolean"}},
+            },
+        },
     },
-}
+    subresources={"status": {}},
+)
 
 
 def test_custom_objects_crud(api: client.ApiClient) -> None:

@@ -12,6 +12,8 @@ from hypothesis import strategies as st
 from gpuyard.apiserver.resources import Registry, Resource, resources_from_crd
 from gpuyard.apiserver.validation import schema_errors, validate_crd, validate_object
 
+from .api import crd
+
 REG = Registry()
 
 
@@ -27,53 +29,37 @@ PODS, NODES, NAMESPACES, SERVICES, CONFIGMAPS = (
 CRDS = res("customresourcedefinitions", "apiextensions.k8s.io")
 DEPLOYMENTS = res("deployments", "apps")
 
-CRD: dict[str, Any] = {
-    "apiVersion": "apiextensions.k8s.io/v1",
-    "kind": "CustomResourceDefinition",
-    "metadata": {"name": "widgets.example.com"},
-    "spec": {
-        "group": "example.com",
-        "scope": "Namespaced",
-        "names": {"plural": "widgets", "singular": "widget", "kind": "Widget"},
-        "versions": [
-            {
-                "name": "v1",
-                "served": True,
-                "storage": True,
-                "schema": {
-                    "openAPIV3Schema": {
+CRD: dict[str, Any] = crd(
+    "Widget",
+    {
+        "type": "object",
+        "properties": {
+            "spec": {
+                "type": "object",
+                "required": ["size"],
+                "properties": {
+                    "size": {"type": "integer", "minimum": 1, "maximum": 10},
+                    "color": {"type": "string", "enum": ["red", "blue"]},
+                    "tag": {
+                        "type": "string",
+                        "pattern": "^[a-z]+$",
+                        "maxLength": 5,
+                    },
+                    "port": {"x-kubernetes-int-or-string": True},
+                    "items": {
+                        "type": "array",
+                        "maxItems": 2,
+                        "items": {"type": "string", "minLength": 2},
+                    },
+                    "extra": {
                         "type": "object",
-                        "properties": {
-                            "spec": {
-                                "type": "object",
-                                "required": ["size"],
-                                "properties": {
-                                    "size": {"type": "integer", "minimum": 1, "maximum": 10},
-                                    "color": {"type": "string", "enum": ["red", "blue"]},
-                                    "tag": {
-                                        "type": "string",
-                                        "pattern": "^[a-z]+$",
-                                        "maxLength": 5,
-                                    },
-                                    "port": {"x-kubernetes-int-or-string": True},
-                                    "items": {
-                                        "type": "array",
-                                        "maxItems": 2,
-                                        "items": {"type": "string", "minLength": 2},
-                                    },
-                                    "extra": {
-                                        "type": "object",
-                                        "x-kubernetes-preserve-unknown-fields": True,
-                                    },
-                                },
-                            }
-                        },
-                    }
+                        "x-kubernetes-preserve-unknown-fields": True,
+                    },
                 },
             }
-        ],
+        },
     },
-}
+)
 WIDGETS = resources_from_crd(CRD)[0]
 
 
