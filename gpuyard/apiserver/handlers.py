@@ -640,6 +640,29 @@ class Core:
         query: Mapping[str, str],
         dry: bool,
     ) -> Response:
+        """A write through a version other than the stored one; its field manager's
+        entry records the version written (managedfields.WIRE)."""
+        token = managedfields.WIRE.set(res)
+        try:
+            return await self._write_converted_in(
+                res, sres, method, ns, name, sub, body, ctype, query, dry
+            )
+        finally:
+            managedfields.WIRE.reset(token)
+
+    async def _write_converted_in(
+        self,
+        res: Resource,
+        sres: Resource,
+        method: str,
+        ns: str,
+        name: str | None,
+        sub: str | None,
+        body: bytes,
+        ctype: str,
+        query: Mapping[str, str],
+        dry: bool,
+    ) -> Response:
         """A write through a version other than the stored one: the body decoded and
         defaulted in its version, converted, written as the stored version, and the
         answer converted back."""

@@ -25,7 +25,7 @@ from typing import Any
 
 import orjson
 
-from gpuyard.apiserver import fieldtypes
+from gpuyard.apiserver import conversion, fieldtypes
 from gpuyard.apiserver.errors import APIError, invalid
 from gpuyard.apiserver.fieldtypes import ATOMIC, LIST_MAP, SET, STRUCT, Node
 from gpuyard.apiserver.resources import Resource
@@ -37,6 +37,13 @@ APPLY_TYPE = "application/apply-patch+yaml"
 # The field manager of the request being served (set by the dispatcher per request).
 MANAGER: contextvars.ContextVar[str] = contextvars.ContextVar(
     "gpuyard_apiserver_field_manager", default=DEFAULT_MANAGER
+)
+# The version a request writes in where the kind is stored in another (a converted
+# kind, conversion.py; set by the handler of such a write): an update's entry records
+# that version and its fields as that version names them, as kube-apiserver records
+# the version the client wrote. Entries of another version are compared by path.
+WIRE: contextvars.ContextVar[Resource | None] = contextvars.ContextVar(
+    "gpuyard_apiserver_wire_version", default=None
 )
 _ITEM = object()  # a list item's own path: present, no value
 _MISSING = object()
@@ -569,6 +576,33 @@ def track_update(
     md = new.get("metadata")
     if not isinstance(md, dict):
         return
+    wire = WIRE.get()
+    if wire is not None and wire.kind == res.kind and wire.group == res.group:
+        # fields and apiVersion in the version the client wrote
+        try:
+            seen_old = (
+                None
+                if old is None
+                else conversion.convert(old, wire.group, wire.kind, wire.version)
+            )
+            seen_new = conversion.convert(new, wire.group, wire.kind, wire.version)
+        except conversion.ConversionError:
+            pass  # (stored objects convert; the stored version's fields then)
+        else:
+            _track(wire, seen_old, seen_new, md, manager, sub, now)
+            return
+    _track(res, old, new, md, manager, sub, now)
+
+
+def _track(
+    res: Resource,
+    old: dict[str, Any] | None,
+    new: dict[str, Any],
+    md: dict[str, Any],
+    manager: str,
+    sub: str | None,
+    now: str,
+) -> None:
     old_md = (old or {}).get("metadata") or {}
     old_mf = old_md.get("managedFields") if isinstance(old_md, dict) else None
     incoming = md.get("managedFields", _MISSING)

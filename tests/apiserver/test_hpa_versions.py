@@ -190,3 +190,45 @@ async def test_lists_watches_patches_and_deletes_answer_in_the_asked_version(api
     if out["kind"] != "Status":
         assert out["apiVersion"] == "autoscaling/v1", out
     assert (await api.get(f"{V2}/h"))[0] == 404
+
+
+async def test_managed_fields_record_the_version_the_client_wrote(api: Api) -> None:
+    body = {
+        "apiVersion": "autoscaling/v1",
+        "kind": "HorizontalPodAutoscaler",
+        "metadata": {"name": "mf"},
+        "spec": {"scaleTargetRef": TARGET, "maxReplicas": 3, "targetCPUUtilizationPercentage": 50},
+    }
+    st, out = await api.post(V1, body, fieldManager="one")
+    assert st == 201, out
+    (entry,) = out["metadata"]["managedFields"]
+    assert (entry["manager"], entry["apiVersion"]) == ("one", "autoscaling/v1")
+    # The fields are those of the version written: v1's, not the stored v2's metrics.
+    assert "f:targetCPUUtilizationPercentage" in entry["fieldsV1"]["f:spec"], entry
+    assert "f:metrics" not in entry["fieldsV1"]["f:spec"], entry
+    # A v2 write records v2; a later v1 update keeps v1; v2 reads show the same entries.
+    st, out = await api.patch(f"{V2}/mf", {"spec": {"minReplicas": 2}}, fieldManager="two")
+    assert st == 200, out
+    st, out = await api.put(
+        f"{V1}/mf",
+        {**body, "spec": {**body["spec"], "minReplicas": 2, "maxReplicas": 4}},
+        fieldManager="three",
+    )
+    assert st == 200, out
+    _, v2 = await api.get(f"{V2}/mf")
+    versions = {e["manager"]: e["apiVersion"] for e in v2["metadata"]["managedFields"]}
+    assert versions == {
+        "one": "autoscaling/v1",
+        "two": "autoscaling/v2",
+        "three": "autoscaling/v1",
+    }, v2["metadata"]["managedFields"]
+    three = next(e for e in v2["metadata"]["managedFields"] if e["manager"] == "three")
+    assert three["fieldsV1"] == {"f:spec": {"f:maxReplicas": {}}}, three
+    # Server-side apply through v1 records v1 too.
+    applied = {**body, "spec": {**body["spec"], "maxReplicas": 7}}
+    st, out = await api.patch(
+        f"{V1}/mf", applied, "application/apply-patch+yaml", fieldManager="four", force=True
+    )
+    assert st == 200, out
+    four = next(e for e in out["metadata"]["managedFields"] if e["manager"] == "four")
+    assert (four["operation"], four["apiVersion"]) == ("Apply", "autoscaling/v1"), four
