@@ -156,10 +156,12 @@ def test_agent_follows_pods_through_the_api_and_keeps_counters(apiserver, lab, c
     as_netd = netd_kubeconfig(apiserver, tmp_path)
     agent, port = start_agent(apiserver, lab, as_netd)
     try:
-        make_pod("pa", "node1", netlab.PODS["pa"])
-        make_pod("pb", "node1", netlab.PODS["pb"])
         make_pod("elsewhere", "node2", "10.2.0.7")  # not this node's: never seen
         make_pod("host", "node1", "10.255.0.1", host=True)  # the node's own address
+        # Made after the hostNetwork pod: the agent's one pod watch delivers it first, so
+        # once pb's rules are in, the agent has seen it and reconciled with it.
+        make_pod("pa", "node1", netlab.PODS["pa"])
+        make_pod("pb", "node1", netlab.PODS["pb"])
         wait_for(lambda: pods_seen(port) == {"pa", "pb"}, "pa and pb on /metrics")
         text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics").read().decode()
         assert (
