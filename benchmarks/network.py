@@ -14,14 +14,24 @@ Prints JSON. Needs root and network namespaces (every namespace it makes is remo
   own CPU at both ends, and the whole machine's kernel CPU (system + softirq: where the
   nftables rules run; other work on the machine adds to it, so compare it within one run).
 
-Usage: sudo python benchmarks/network.py [--pods 110] [--rounds 20] [--seconds 8]
+The CPU figures are medians of --windows windows of --window-seconds inside each flow,
+with their min and max: the machine-wide kernel CPU also counts whatever else runs on the
+machine, so one window can be far off; a wide spread says the machine was busy.
+
+The three modes take turns (--cpu-rounds), so a change in the machine's load during the
+run falls on each alike.
+
+Usage: sudo python benchmarks/network.py [--pods 110] [--rounds 20] [--windows 5]
+       [--window-seconds 2] [--cpu-rounds 2]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -43,6 +53,18 @@ def ms(xs: list[float]) -> dict[str, float]:
     return {
         "median_ms": round(statistics.median(xs) * 1e3, 3),
         "p90_ms": round(xs[int(0.9 * (len(xs) - 1))] * 1e3, 3),
+    }
+
+
+def spread(xs: list[float], digits: int) -> dict:
+    """Median of per-window rates with their spread: one busy moment on a shared machine
+    moves one window, not the figure."""
+    xs = sorted(xs)
+    return {
+        "median": round(statistics.median(xs), digits),
+        "min": round(xs[0], digits),
+        "max": round(xs[-1], digits),
+        "windows": len(xs),
     }
 
 
@@ -166,6 +188,8 @@ def bench_shaping(rates: list[int]) -> list[dict]:
 
 
 TICK = os.sysconf("SC_CLK_TCK")
+WARMUP_S = 1.0  # of each flow before its first CPU window (connection, slow start)
+TAIL_S = 0.5  # of each flow after its last window
 
 
 def _proc_cpu(pid: int) -> float:
@@ -180,8 +204,41 @@ def _kernel_cpu() -> float:
     return (int(f[3]) + int(f[6]) + int(f[7])) / TICK
 
 
-def bench_agent_cpu(pods: int, seconds: int) -> dict:
-    """CPU per second of a 1 Gbit/s flow: no agent, netd accounting, netd also shaping."""
+MODES = ("no_agent", "accounting", "accounting_and_shaping")
+
+
+def summary(rows: list[dict]) -> dict:
+    """One mode's flows: per-window CPU rates pooled over its rounds (median, min, max)."""
+
+    def pooled(key: str) -> list[float]:
+        return [x for r in rows for x in r[key]]
+
+    out = {
+        "gbit_per_s": round(statistics.median(r["gbit_per_s"] for r in rows), 3),
+        "netd_cpu_s_per_s": spread(pooled("netd_cpu_s_per_s"), 4)
+        if rows[0]["netd_cpu_s_per_s"]
+        else None,
+        "netd_scrape_median_ms": round(statistics.median(pooled("netd_scrape_ms")), 2)
+        if pooled("netd_scrape_ms")
+        else None,
+        "iperf3_sender_cpu_percent": round(
+            statistics.median(r["iperf3_sender_cpu_percent"] for r in rows), 1
+        ),
+        "iperf3_receiver_cpu_percent": round(
+            statistics.median(r["iperf3_receiver_cpu_percent"] for r in rows), 1
+        ),
+        "machine_kernel_cpu_s_per_s": spread(pooled("machine_kernel_cpu_s_per_s"), 3),
+    }
+    if "iperf3_bytes_sent" in rows[0]:  # what the agent counted against what iperf3 sent
+        out["pa_internet_out_bytes_counted"] = sum(r["pa_internet_out_bytes_counted"] for r in rows)
+        out["iperf3_bytes_sent"] = sum(r["iperf3_bytes_sent"] for r in rows)
+    return out
+
+
+def bench_agent_cpu(pods: int, windows: int, window_s: float, rounds: int) -> dict:
+    """CPU per second of a 1 Gbit/s flow: no agent, netd accounting, netd also shaping,
+    taking turns ``rounds`` times; each figure the median of the windows of
+    ``window_s`` seconds inside the mode's flows (``windows`` per flow)."""
     sys.path.insert(0, str(ROOT / "tests"))
     import re
     import urllib.request
@@ -195,7 +252,13 @@ def bench_agent_cpu(pods: int, seconds: int) -> dict:
 
     lab = netlab.Lab()
     lab.up()
-    out: dict = {"flow": "iperf3 TCP, -b 1G", "seconds": seconds, "scrape_interval_s": 1.0}
+    out: dict = {
+        "flow": "iperf3 TCP, -b 1G",
+        "rounds": rounds,
+        "windows_per_flow": windows,
+        "window_s": window_s,
+        "scrape_interval_s": 1.0,
+    }
     try:
         with run_apiserver_process(in_memory=True) as srv:
             api = k8s.CoreV1Api(k8sconfig.new_client_from_config(srv.kubeconfig))
@@ -276,6 +339,8 @@ def bench_agent_cpu(pods: int, seconds: int) -> dict:
 
                     stop = threading.Event()
                     scrapes: list[float] = []
+                    # (monotonic, machine kernel CPU, netd CPU) at each window's edge
+                    marks: list[tuple[float, float, float]] = []
 
                     def scraper() -> None:
                         while url and not stop.wait(1.0):
@@ -286,32 +351,46 @@ def bench_agent_cpu(pods: int, seconds: int) -> dict:
                                 return  # netd died: said after the flow
                             scrapes.append(time.perf_counter() - t)
 
-                    th = threading.Thread(target=scraper)
+                    def sampler() -> None:
+                        # The first window starts once the flow is up (after WARMUP_S).
+                        t = time.monotonic() + WARMUP_S
+                        for _ in range(windows + 1):
+                            if stop.wait(max(0.0, t - time.monotonic())):
+                                return
+                            agent = _proc_cpu(proc.pid) if proc and proc.poll() is None else 0.0
+                            marks.append((time.monotonic(), _kernel_cpu(), agent))
+                            t += window_s
+
+                    threads = [threading.Thread(target=scraper), threading.Thread(target=sampler)]
                     c0 = pa_out(url) if url else 0.0
-                    a0 = _proc_cpu(proc.pid) if proc else 0.0
-                    k0, t0 = _kernel_cpu(), time.monotonic()
-                    th.start()
+                    for th in threads:
+                        th.start()
+                    flow_s = math.ceil(WARMUP_S + windows * window_s + TAIL_S)  # iperf3 -t: whole s
                     end = netlab.iperf3(
-                        lab, "pa", "inet", netlab.TARGETS["internet"], seconds, port, rate="1G"
+                        lab,
+                        *("pa", "inet", netlab.TARGETS["internet"], flow_s, port),
+                        rate="1G",
                     )
                     stop.set()
-                    th.join()
+                    for th in threads:
+                        th.join()
                     if proc is not None and proc.poll() is not None:
                         raise died(proc)
-                    wall = time.monotonic() - t0
-                    k1 = _kernel_cpu()
-                    a1 = _proc_cpu(proc.pid) if proc else 0.0
+                    if len(marks) < 3:
+                        raise RuntimeError(f"only {len(marks) - 1} CPU windows inside the flow")
+                    kernel, agent_cpu = [], []
+                    for (t0, k0, a0), (t1, k1, a1) in zip(marks, marks[1:], strict=False):
+                        kernel.append((k1 - k0) / (t1 - t0))
+                        agent_cpu.append((a1 - a0) / (t1 - t0))
                     sent = end["sum_sent"]
                     cpu = end["cpu_utilization_percent"]
                     row = {
-                        "gbit_per_s": round(sent["bits_per_second"] / 1e9, 3),
-                        "netd_cpu_s_per_s": round((a1 - a0) / wall, 4) if proc else None,
-                        "netd_scrape_median_ms": round(statistics.median(scrapes) * 1e3, 2)
-                        if scrapes
-                        else None,
-                        "iperf3_sender_cpu_percent": round(cpu["host_total"], 1),
-                        "iperf3_receiver_cpu_percent": round(cpu["remote_total"], 1),
-                        "machine_kernel_cpu_s_per_s": round((k1 - k0) / wall, 3),
+                        "gbit_per_s": sent["bits_per_second"] / 1e9,
+                        "netd_cpu_s_per_s": agent_cpu if proc else [],
+                        "netd_scrape_ms": [x * 1e3 for x in scrapes],
+                        "iperf3_sender_cpu_percent": cpu["host_total"],
+                        "iperf3_receiver_cpu_percent": cpu["remote_total"],
+                        "machine_kernel_cpu_s_per_s": kernel,
                     }
                     if url:  # what the agent counted against what iperf3 sent
                         row["pa_internet_out_bytes_counted"] = pa_out(url) - c0
@@ -322,19 +401,39 @@ def bench_agent_cpu(pods: int, seconds: int) -> dict:
                         proc.terminate()
                         proc.wait(10)
 
-            out["no_agent"] = run("no_agent", 5401)
-            out["accounting"] = run("accounting", 5402)
-            # The pod is limited above its flow: every packet goes through its HTB class.
-            api.patch_namespaced_pod(
-                "pa", "bench", {"metadata": {"annotations": {bandwidth.ANNOTATION: "2Gbit"}}}
-            )
-            out["accounting_and_shaping"] = run("accounting_and_shaping", 5403)
+            # The modes take turns, so a change in the machine's other load over the run
+            # falls on each of them alike; their windows are pooled per mode.
+            rows: dict[str, list[dict]] = {m: [] for m in MODES}
+            port = 5401
+            for _ in range(rounds):
+                for mode in MODES:
+                    # Shaping: the pod is limited above its flow, so every packet goes
+                    # through its HTB class; otherwise no limit (and no priority set).
+                    limit = "2Gbit" if mode == "accounting_and_shaping" else None
+                    api.patch_namespaced_pod(
+                        "pa", "bench", {"metadata": {"annotations": {bandwidth.ANNOTATION: limit}}}
+                    )
+                    # Each mode starts from a bare node: no table, no qdisc of an
+                    # earlier mode's agent (netd keeps both when it stops, for a restart).
+                    NftAccounting(netns=lab.ns("n1")).destroy()
+                    lab.run("n1", "tc", "qdisc", "del", "dev", "up0", "root", capture_output=True)
+                    rows[mode].append(run(mode, port))
+                    port += 1
+            for mode, got in rows.items():
+                out[mode] = summary(got)
     finally:
         lab.down()
+    # Medians against the no-agent median; the min and max ratios pair each run's
+    # extreme windows (the widest the ratio could be from these windows).
     base = out["no_agent"]["machine_kernel_cpu_s_per_s"]
     out["kernel_cpu_ratio_over_no_agent"] = {
-        k: round(out[k]["machine_kernel_cpu_s_per_s"] / base, 2) if base else None
+        k: {
+            "median": round(m["median"] / base["median"], 2) if base["median"] else None,
+            "min": round(m["min"] / base["max"], 2) if base["max"] else None,
+            "max": round(m["max"] / base["min"], 2) if base["min"] else None,
+        }
         for k in ("accounting", "accounting_and_shaping")
+        for m in [out[k]["machine_kernel_cpu_s_per_s"]]
     }
     return out
 
@@ -343,8 +442,22 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--pods", type=int, default=110)
     ap.add_argument("--rounds", type=int, default=20)
-    ap.add_argument("--seconds", type=int, default=8, help="length of each 1 Gbit/s flow")
+    ap.add_argument(
+        "--windows", type=int, default=5, help="CPU windows per 1 Gbit/s flow (at least 2)"
+    )
+    ap.add_argument("--window-seconds", type=float, default=2.0, help="length of each window")
+    ap.add_argument(
+        "--cpu-rounds", type=int, default=2, help="turns of the three CPU modes (at least 1)"
+    )
     args = ap.parse_args()
+    if args.windows < 2 or args.window_seconds <= 0 or args.cpu_rounds < 1:
+        ap.error("--windows must be at least 2, --window-seconds positive, --cpu-rounds 1 or more")
+    for tool in ("ip", "nft", "tc", "iperf3", "ss", "iptables-restore", "iptables-save"):
+        if shutil.which(tool) is None:
+            sys.exit(
+                f"benchmarks/network.py: needs {tool} "
+                "(apt-get install iproute2 nftables iperf3 iptables), and root"
+            )
     from gpuyard import childgroups
 
     childgroups.exit_on_signals()  # a signal still stops every server it started
@@ -364,7 +477,9 @@ def main() -> None:
             for k in ("add", "remove", "read_per_pod")
         },
         "shaping": bench_shaping([100_000_000, 500_000_000, 1_000_000_000]),
-        "agent_cpu_at_1gbit": bench_agent_cpu(args.pods, args.seconds),
+        "agent_cpu_at_1gbit": bench_agent_cpu(
+            args.pods, args.windows, args.window_seconds, args.cpu_rounds
+        ),
     }
     print(json.dumps(result, indent=2))
 
