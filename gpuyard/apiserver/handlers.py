@@ -137,6 +137,27 @@ def _json(status: int, obj: Any) -> Response:
     return Response(status, orjson.dumps(obj))
 
 
+APPLY_PATCH = "application/apply-patch+yaml"
+
+
+def _patch_type(ctype: str, *, strategic: bool) -> str:
+    """A PATCH body's media type, or 415 listing those the resource takes (strategic merge
+    only for built-in kinds, as kube-apiserver)."""
+    ct = ctype.split(";")[0].strip().lower()
+    accepted = ["application/json-patch+json", "application/merge-patch+json"]
+    if strategic:
+        accepted.append("application/strategic-merge-patch+json")
+    accepted.append(APPLY_PATCH)
+    if ct not in accepted:
+        raise APIError(
+            415,
+            "UnsupportedMediaType",
+            f"the body of the request was in an unknown format - accepted "
+            f"media types include: {', '.join(accepted)}",
+        )
+    return ct
+
+
 def _raw(status: int, raw: bytes) -> Response:
     return Response(status, raw)
 
@@ -698,32 +719,13 @@ class Core:
                 "MethodNotAllowed",
                 "the server does not allow this method on the requested resource",
             )
-        ct = ctype.split(";")[0].strip().lower()
-        accepted = [
-            "application/json-patch+json",
-            "application/merge-patch+json",
-            "application/strategic-merge-patch+json",
-            "application/apply-patch+yaml",
-        ]
-        if ct not in accepted:
-            raise APIError(
-                415,
-                "UnsupportedMediaType",
-                f"the body of the request was in an unknown format - accepted "
-                f"media types include: {', '.join(accepted)}",
-            )
-        applied = ct == "application/apply-patch+yaml"
+        ct = _patch_type(ctype, strategic=True)
+        applied = ct == APPLY_PATCH
         for _attempt in range(5):
             e = self.store.latest(sres.key, make_key(ns, name))
             if e is None:
                 if applied and sub is None:
-                    base = {
-                        "apiVersion": res.api_version,
-                        "kind": res.kind,
-                        "metadata": {"name": name, **({"namespace": ns} if ns else {})},
-                    }
-                    obj = self._apply_patch(res, base, body, ct, query, sub)
-                    obj.setdefault("metadata", {})["name"] = name
+                    obj = self._applied_new(res, ns, name, body, query)
                     st, out = await self.create_object(
                         sres, ns, stored(obj, "patch"), dry, applied=True
                     )
@@ -1498,32 +1500,12 @@ class Core:
         query: Mapping[str, str],
         dry: bool,
     ) -> Response:
-        ct = ctype.split(";")[0].strip().lower()
-        accepted = [
-            "application/json-patch+json",
-            "application/merge-patch+json",
-            "application/apply-patch+yaml",
-        ]
-        if not res.custom:
-            accepted.insert(2, "application/strategic-merge-patch+json")
-        if ct not in accepted:
-            raise APIError(
-                415,
-                "UnsupportedMediaType",
-                f"the body of the request was in an unknown format - accepted "
-                f"media types include: {', '.join(accepted)}",
-            )
+        ct = _patch_type(ctype, strategic=not res.custom)
         for _attempt in range(5):
             e = self.store.latest(res.key, make_key(ns, name))
             if e is None:
-                if ct == "application/apply-patch+yaml" and sub is None:
-                    base = {
-                        "apiVersion": res.api_version,
-                        "kind": res.kind,
-                        "metadata": {"name": name, **({"namespace": ns} if ns else {})},
-                    }
-                    obj = self._apply_patch(res, base, body, ct, query, sub)
-                    obj.setdefault("metadata", {})["name"] = name
+                if ct == APPLY_PATCH and sub is None:
+                    obj = self._applied_new(res, ns, name, body, query)
                     st, out = await self.create_object(res, ns, obj, dry, applied=True)
                     return _raw(st, out)
                 raise not_found(res.group_resource, name, res.plural, res.group)
@@ -1544,9 +1526,7 @@ class Core:
             self._decode(res, obj, "patch")
             self._check_ns(res, ns, obj, creating=False)
             try:
-                out = await self._write_update(
-                    res, e, obj, sub, dry, applied=ct == "application/apply-patch+yaml"
-                )
+                out = await self._write_update(res, e, obj, sub, dry, applied=ct == APPLY_PATCH)
             except APIError as ae:
                 if ae.reason == "Conflict":
                     # Raced with another writer: re-apply on the new state (a patch
@@ -1555,6 +1535,20 @@ class Core:
                 raise
             return _raw(200, out)
         raise conflict(res.group_resource, name, res.plural)
+
+    def _applied_new(
+        self, res: Resource, ns: str | None, name: str, body: bytes, query: Mapping[str, str]
+    ) -> dict[str, Any]:
+        """What a server-side apply of an object that does not exist creates: the applied
+        configuration over an empty object of the kind, named by the URL."""
+        base = {
+            "apiVersion": res.api_version,
+            "kind": res.kind,
+            "metadata": {"name": name, **({"namespace": ns} if ns else {})},
+        }
+        obj = self._apply_patch(res, base, body, APPLY_PATCH, query, None)
+        obj.setdefault("metadata", {})["name"] = name
+        return obj
 
     def _apply_patch(
         self,
