@@ -313,14 +313,20 @@ class _Refusal(Exception):
 
 def _request(attrs: webhooks.AdmissionAttributes, dry: bool) -> dict[str, Any]:
     res = attrs.resource
+    g, v, k = attrs.kind or (res.group, res.version, res.kind)
+    kind = {"group": g, "version": v, "kind": k}
+    resource = {"group": res.group, "version": res.version, "resource": res.plural}
     return {
         "operation": attrs.operation,
         "name": attrs.name,
         "namespace": attrs.namespace,
         "userInfo": attrs.user_info,
-        "kind": {"group": res.group, "version": res.version, "kind": res.kind},
-        "resource": {"group": res.group, "version": res.version, "resource": res.plural},
+        "kind": kind,
+        "resource": resource,
         "subResource": attrs.sub_resource,
+        "requestKind": kind,
+        "requestResource": resource,
+        "requestSubResource": attrs.sub_resource,
         "dryRun": dry,
     }
 
@@ -549,9 +555,12 @@ async def validate(
     dry: bool,
     user: dict[str, Any],
     sub: str = "",
+    kind: tuple[str, str, str] | None = None,
 ) -> list[str]:
     """Validating admission of one request (`sub`: the subresource written, as in
-    `nodes/status`): the warnings to send; APIError to refuse."""
+    `nodes/status`; `kind`: (group, version, kind) of the objects when not the
+    resource's own, as autoscaling/v1 Scale for `deployments/scale`): the warnings to
+    send; APIError to refuse."""
     has_policies = next(iter(store.entries(BINDINGS)), None) is not None
     has_hooks = next(iter(store.entries(VALIDATING_WEBHOOKS)), None) is not None
     if not has_policies and not has_hooks:
@@ -574,6 +583,7 @@ async def validate(
         dry_run=dry,
         namespace_labels=((ns_obj or {}).get("metadata") or {}).get("labels") or {},
         namespace_object=ns_obj,
+        kind=kind,
     )
     warnings: list[str] = []
     if has_policies:

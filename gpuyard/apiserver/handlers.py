@@ -1438,7 +1438,13 @@ class Core:
                 # Finalizers may only be removed once deletion started.
                 pass
             strategies.prepare_for_update(res, new, old)
-            new, _ = await self._admit_and_validate(res, "UPDATE", new, old, dry, None)
+            if sub == scale.SUBRESOURCE:
+                # admitted as the Scale (scale.py); validated here as the parent
+                causes = self._validate(res, new, old)
+                if causes:
+                    raise invalid(res.kind, e.name, causes, res.group)
+            else:
+                new, _ = await self._admit_and_validate(res, "UPDATE", new, old, dry, None)
             defaults.on_update(res, new, old, self.cluster)
             md = new["metadata"]
             if "generation" in omd:

@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from gpuyard.apiserver.handlers import Core, Response
 
 SCALE = Resource("autoscaling", "v1", "Scale", "scale", "scale", True)
+SUBRESOURCE = "scale"
 _BUILTIN = (".spec.replicas", ".status.replicas", None)
 
 
@@ -142,20 +143,42 @@ def _replicas(name: str, scale: Any) -> int:
     return n
 
 
-async def _mutated_replicas(
+async def _admitted_replicas(
     core: Core, res: Resource, cur: dict[str, Any], replicas: int, dry: bool
 ) -> int:
-    """Mutating webhooks whose rules name the scale subresource (`deployments/scale`,
-    `*/scale`, `*/*`) see the Scale (kind autoscaling/v1 Scale, subResource scale);
-    the replicas of what they answer are the ones written."""
+    """Admission of a scale write, as kube-apiserver admits it: one UPDATE of the
+    parent's resource with subResource scale and kind autoscaling/v1 Scale, the old and
+    new Scale as its objects. Mutating webhooks whose rules name the subresource
+    (`deployments/scale`, `*/scale`, `*/*`) may change the replicas; then validating
+    policies and webhooks of those rules see the Scale. Rules naming the parent alone
+    (`deployments`) do not see the write, nor is the parent admitted again."""
+    from gpuyard.apiserver import admission_policy, requestctx
+    from gpuyard.apiserver.handlers import _WARNINGS
+
     old = scale_of(res, cur)
+    name = str(old["metadata"].get("name") or "")
     sent = dict(old, spec={"replicas": replicas})
-    mutated, _ = await core._admit(
-        res, "UPDATE", sent, old, dry, "scale", kind=(SCALE.group, SCALE.version, SCALE.kind)
+    kind = (SCALE.group, SCALE.version, SCALE.kind)
+    mutated, _ = await core._admit(res, "UPDATE", sent, old, dry, SUBRESOURCE, kind=kind)
+    if mutated is not sent:
+        replicas = _replicas(name, mutated)
+        sent = dict(old, spec={"replicas": replicas})
+    warnings = await admission_policy.validate(
+        core.store,
+        core.registry,
+        res,
+        "UPDATE",
+        sent,
+        old,
+        dry,
+        requestctx.user_info(),
+        sub=SUBRESOURCE,
+        kind=kind,
     )
-    if mutated is sent:
-        return replicas
-    return _replicas(str(old["metadata"].get("name") or ""), mutated)
+    acc = _WARNINGS.get()  # (the mutating webhooks' are there already)
+    if warnings and acc is not None:
+        acc.extend(warnings)
+    return replicas
 
 
 async def serve(
@@ -199,7 +222,7 @@ async def serve(
                 "the server does not allow this method on the requested resource",
             )
         replicas = _replicas(name, want)
-        replicas = await _mutated_replicas(core, res, cur, replicas, dry)
+        replicas = await _admitted_replicas(core, res, cur, replicas, dry)
         rv = str((want.get("metadata") or {}).get("resourceVersion") or "")
         if rv and rv != str(e.rv):
             raise conflict(res.group_resource, name, res.plural)
@@ -208,7 +231,7 @@ async def serve(
         new["spec"] = orjson.loads(orjson.dumps(cur.get("spec") or {}))
         _set(new, _paths(res)[0], replicas)
         try:
-            out = await core._write_update(res, e, new, None, dry)
+            out = await core._write_update(res, e, new, SUBRESOURCE, dry)
         except APIError as ae:
             if ae.reason == "Conflict" and not rv:
                 continue  # raced with another writer: apply to the new state

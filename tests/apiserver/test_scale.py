@@ -193,3 +193,55 @@ def test_status_subresource_of_builtin_kinds(apiserver: ServerProcess) -> None:
     assert out["status"]["lastScheduleTime"] == "2026-01-01T00:00:00Z", "a spec write leaves status"
     st, out = http(s, "GET", base + "/status")
     assert st == 200 and out["kind"] == "CronJob"
+
+
+def test_scale_is_admitted_as_the_scale_subresource(apiserver: ServerProcess) -> None:
+    """kubectl scale is an UPDATE of deployments/scale with an autoscaling/v1 Scale:
+    a policy on that subresource sees the Scale, one on deployments does not see it."""
+    from .test_admission_policy import binding, deploy, policy
+
+    s = apiserver
+    on_scale = policy(
+        "scale-cap",
+        {
+            "expression": "object.metadata.name != 'capped' || object.spec.replicas <= 3",
+            "message": "at most 3",
+        },
+        {
+            "expression": "object.kind == 'Scale' && request.kind.kind == 'Scale' && "
+            "request.kind.group == 'autoscaling' && request.subResource == 'scale' && "
+            "request.resource.resource == 'deployments' && oldObject.kind == 'Scale'",
+            "message": "not a Scale",
+        },
+        rule={
+            "apiGroups": ["apps"],
+            "apiVersions": ["v1"],
+            "operations": ["UPDATE"],
+            "resources": ["deployments/scale"],
+        },
+    )
+    frozen = policy(
+        "frozen", {"expression": "object.metadata.name != 'capped'", "message": "frozen"}
+    )
+    frozen["spec"]["matchConstraints"]["resourceRules"][0]["operations"] = ["UPDATE"]
+    docs = [on_scale, binding("scale-cap", "scale-cap"), frozen, binding("frozen", "frozen")]
+    k(s, "apply", "-f", "-", input="\n---\n".join(json.dumps(d) for d in docs))
+    try:
+        k(s, "apply", "-f", "-", input=json.dumps(deploy("capped", 1)))
+        r = k(s, "scale", "deployment/capped", "--replicas=5", check=False)
+        assert r.returncode != 0 and "at most 3" in r.stderr, r.stderr
+        k(s, "scale", "deployment/capped", "--replicas=2")  # not seen by `frozen`
+        got = json.loads(k(s, "get", "deploy/capped", "-o", "json", "--show-managed-fields").stdout)
+        assert got["spec"]["replicas"] == 2
+        # the write is recorded as the scale subresource's
+        assert {
+            "subresource": "scale",
+            "fieldsV1": {"f:spec": {"f:replicas": {}}},
+        }.items() <= next(
+            e for e in got["metadata"]["managedFields"] if e.get("subresource") == "scale"
+        ).items(), got["metadata"]["managedFields"]
+        r = k(s, "label", "deployment/capped", "x=y", check=False)
+        assert r.returncode != 0 and "frozen" in r.stderr, r.stderr  # `frozen` is active
+    finally:
+        k(s, "delete", "validatingadmissionpolicybinding", "scale-cap", "frozen")
+        k(s, "delete", "validatingadmissionpolicy", "scale-cap", "frozen")
