@@ -679,6 +679,11 @@ COMPARED = [
     (("policy", "warm_cpu_ms", "p50"), False),
     (("e2e", "pods_bound_per_s"), True),
     (("e2e", "scheduler_cpu_s_per_1000_pods"), False),
+    # with --dra
+    (("policy_dra", "warm_wall_ms", "p50"), False),
+    (("policy_dra", "warm_cpu_ms", "p50"), False),
+    (("e2e_dra", "pods_bound_per_s"), True),
+    (("e2e_dra", "scheduler_cpu_s_per_1000_pods"), False),
 ]
 
 
@@ -785,6 +790,7 @@ def main() -> None:
             *(["--runs", str(a.runs)] if a.runs else []),
             *(["--no-e2e"] if a.no_e2e else []),
             *(["--no-policy"] if a.no_policy else []),
+            *(["--dra"] if a.dra else []),
             *([f"--scheduler-args={a.scheduler_args}"] if a.scheduler_args else []),
         ]
         print(json.dumps(compare(a.baseline_commit, a.rounds, argv), indent=2))

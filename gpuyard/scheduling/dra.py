@@ -37,6 +37,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+import orjson
+
 from gpuyard.apiserver import celexpr
 from gpuyard.kube import objects as o
 
@@ -183,6 +185,16 @@ class ClaimSpec:
     # common claim): allocated without the search, the attributes to match
     simple: bool = False
     match: tuple[str, ...] = ()
+    _hash: int = field(default=0, init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(
+            self, "_hash", hash((self.requests, self.constraints, self.simple, self.match))
+        )
+
+    def __hash__(self) -> int:
+        # kept: a pod's class key holds its claims' specs, hashed for every pod
+        return self._hash
 
     @property
     def gpus_at_least(self) -> int:
@@ -343,54 +355,73 @@ def _allocate_simple(
 ) -> list[Result] | None:
     """`allocate` for one ExactCount request with only matchAttribute constraints: the
     first group of devices alike in the matched attributes (in value order) that has
-    enough, its first devices in name order (what the search finds, without it)."""
+    enough free, its first free devices in name order (what the search finds, without
+    it)."""
     alt = spec.requests[0].alternatives[0]
+    return _pick_simple(_match_groups(alt, spec.match, devices), alt, unavailable, max_gpus)
+
+
+def _match_groups(
+    alt: Alternative, match: tuple[str, ...], devices: Iterable[Device]
+) -> list[list[Device]]:
+    """The devices matching the alternative's selectors, in groups alike in the
+    matched attributes (devices lacking one are in none), groups in value order,
+    devices in the order given. Taken or not: it depends on the devices alone, so it
+    is kept per node (`Devices.groups`)."""
     key = alt.key
-    want = alt.count
-    if isinstance(unavailable, _Either3):
-        a, b, c = unavailable.a, unavailable.b, unavailable.c
-    else:
-        a, b, c = unavailable, (), ()
     cands = []
     for d in devices:
-        i = d.id
-        if i in a or i in b or i in c:
-            continue
         m = d._memo.get(key)
         if m is None:
             m = _matches_all(alt, key, d)
         if m:
             cands.append(d)
-    if len(cands) < want:
-        return None
-    groups: list[list[Device]]
-    if spec.match:
-        by: dict[Any, list[Device]] = {}
-        attrs = spec.match
-        if len(attrs) == 1:
-            at = attrs[0]
-            for d in cands:
-                v = d.attributes.get(at)
-                if v is not None:
-                    got = by.get(v)
-                    if got is None:
-                        by[v] = [d]
-                    else:
-                        got.append(d)
-        else:
-            for d in cands:
-                vals = tuple(d.attributes.get(x) for x in attrs)
-                if None not in vals:
-                    by.setdefault(vals, []).append(d)
-        groups = [by[k] for k in sorted(by, key=repr)] if len(by) > 1 else list(by.values())
+    if not match:
+        return [cands] if cands else []
+    by: dict[Any, list[Device]] = {}
+    if len(match) == 1:
+        at = match[0]
+        for d in cands:
+            v = d.attributes.get(at)
+            if v is not None:
+                got = by.get(v)
+                if got is None:
+                    by[v] = [d]
+                else:
+                    got.append(d)
     else:
-        groups = [cands]
+        for d in cands:
+            vals = tuple(d.attributes.get(x) for x in match)
+            if None not in vals:
+                by.setdefault(vals, []).append(d)
+    return [by[k] for k in sorted(by, key=repr)] if len(by) > 1 else list(by.values())
+
+
+def _pick_simple(
+    groups: list[list[Device]], alt: Alternative, unavailable: Any, max_gpus: int | None
+) -> list[Result] | None:
+    want = alt.count
+    if isinstance(unavailable, _Either3):
+        a, b, c = unavailable.a, unavailable.b, unavailable.c
+    else:
+        a, b, c = unavailable, (), ()
     budget = max_gpus if max_gpus is not None else 1 << 30
     for g in groups:
-        if len(g) >= want:
-            picked = g[:want]
-            if sum(1 for d in picked if d.is_gpu) <= budget:
-                return [(alt.name, d) for d in picked]
+        if len(g) < want:
+            continue
+        picked = []
+        for d in g:
+            i = d.id
+            if i in a or i in b or i in c:
+                continue
+            picked.append(d)
+            if len(picked) == want:
+                break
+        else:
+            continue
+        if sum(1 for d in picked if d.is_gpu) <= budget:
+            name = alt.name
+            return [(name, d) for d in picked]
     return None
 
 
@@ -558,6 +589,12 @@ class Devices:
         self.plans: dict[tuple[Any, ...], Plan | None] = {}
         self.version = 0
         self.gen = 0
+        # claim specs read, by their JSON (claims alike share one ClaimSpec), and per
+        # node the devices each one-request claim's alternative may take, grouped by
+        # the attributes it matches (`_match_groups`; dropped when the node's devices
+        # change)
+        self.parsed: dict[bytes, tuple[ClaimSpec | None, str | None]] = {}
+        self.groups: dict[str, dict[tuple[str, tuple[str, ...]], list[list[Device]]]] = {}
 
     # -- slices and classes
 
@@ -581,6 +618,7 @@ class Devices:
 
     def _index(self, node: str) -> None:
         self.changed()
+        self.groups.pop(node, None)
         old = self.by_node.pop(node, [])
         for d in old:
             self.by_id.pop(d.id, None)
@@ -603,15 +641,29 @@ class Devices:
 
     def _reparse(self) -> None:
         self.changed()
+        self.parsed.clear()
         for c in self.claims.values():
             c.spec, c.error = self._parse(c.raw_spec)
         self.gen += 1
 
     def _parse(self, spec: Mapping[str, Any]) -> tuple[ClaimSpec | None, str | None]:
+        """The claim's spec read (one object for claims alike: a gang's claims made
+        from one template share it, so their pods' class keys compare at once)."""
         try:
-            return parse_claim(spec, self.classes), None
-        except ClaimError as exc:
-            return None, str(exc)
+            text = orjson.dumps(spec, option=orjson.OPT_SORT_KEYS)
+        except TypeError:
+            text = None
+        got = self.parsed.get(text) if text is not None else None
+        if got is None:
+            try:
+                got = parse_claim(spec, self.classes), None
+            except ClaimError as exc:
+                got = None, str(exc)
+            if text is not None:
+                if len(self.parsed) >= 4096:
+                    self.parsed.clear()
+                self.parsed[text] = got
+        return got
 
     # -- claims
 
@@ -679,31 +731,36 @@ class Devices:
         self.changed()
         if not c.results:
             return set()
+        taken, key, gpus = self.taken, c.key, 0
         for _, d in c.results:
-            self.taken[d.id] = c.key
-            if d.is_gpu and c.node:
-                self.gpus_taken[c.node] = self.gpus_taken.get(c.node, 0) + 1
+            taken[d.id] = key
+            gpus += d.is_gpu
+        if gpus and c.node:
+            self.gpus_taken[c.node] = self.gpus_taken.get(c.node, 0) + gpus
         return {c.node} if c.node else set()
 
     def _untake(self, c: Claim) -> set[str]:
         self.changed()
         if not c.results:
             return set()
+        taken, key, gpus = self.taken, c.key, 0
         for _, d in c.results:
-            if self.taken.get(d.id) == c.key:
-                del self.taken[d.id]
-            if d.is_gpu and c.node:
-                left = self.gpus_taken.get(c.node, 0) - 1
-                if left > 0:
-                    self.gpus_taken[c.node] = left
-                else:
-                    self.gpus_taken.pop(c.node, None)
+            if taken.get(d.id) == key:
+                del taken[d.id]
+            gpus += d.is_gpu
+        if gpus and c.node:
+            left = self.gpus_taken.get(c.node, 0) - gpus
+            if left > 0:
+                self.gpus_taken[c.node] = left
+            else:
+                self.gpus_taken.pop(c.node, None)
         return {c.node} if c.node else set()
 
     def record(self, key: str, node: str, results: list[Result]) -> None:
         """The policy allocated the claim (the driver writes it to the API)."""
         c = self.claims[key]
-        self._untake(c)
+        if c.results:
+            self._untake(c)
         c.node, c.results = node, list(results)
         self._take(c)
         self.gen += 1
@@ -866,7 +923,22 @@ def _plan(p: PodInfo, n: NodeInfo, dv: Devices) -> Plan | None:
             continue
         spec = c.spec
         assert spec is not None  # an unallocated claim without one returned above
-        got = allocate(spec, dv.by_node.get(n.name, ()), _Either3(dv.taken, dv.held, mine), budget)
+        if spec.simple:
+            alt = spec.requests[0].alternatives[0]
+            per = dv.groups.get(n.name)
+            if per is None:
+                per = dv.groups[n.name] = {}
+            gk = (alt.key, spec.match)
+            groups = per.get(gk)
+            if groups is None:
+                if len(per) >= 64:
+                    per.clear()
+                groups = per[gk] = _match_groups(alt, spec.match, dv.by_node.get(n.name, ()))
+            got = _pick_simple(groups, alt, _Either3(dv.taken, dv.held, mine), budget)
+        else:
+            got = allocate(
+                spec, dv.by_node.get(n.name, ()), _Either3(dv.taken, dv.held, mine), budget
+            )
         if got is None:
             return None
         budget -= sum(1 for _, d in got if d.is_gpu)

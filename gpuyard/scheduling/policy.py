@@ -291,10 +291,8 @@ class Pass:
                 return False
             done.append((p, n, demand, before))
             for key, results in got:
-                self.d.allocations[key] = (
-                    n.name,
-                    [(r, d.driver, d.pool, d.name) for r, d in results],
-                )
+                # (request, driver, pool, device): a device's id is the last three
+                self.d.allocations[key] = (n.name, [(r, *d.id) for r, d in results])
             for key in p.claims:
                 self.d.consumers.setdefault(key, []).append(p.key)
         return True
