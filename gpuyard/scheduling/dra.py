@@ -594,6 +594,7 @@ class Devices:
         # the attributes it matches (`_match_groups`; dropped when the node's devices
         # change)
         self.parsed: dict[bytes, tuple[ClaimSpec | None, str | None]] = {}
+        self.trial_freed: dict[str, Claim] = {}  # claims a preemption trial gave back
         self.groups: dict[str, dict[tuple[str, tuple[str, ...]], list[list[Device]]]] = {}
 
     # -- slices and classes
@@ -794,6 +795,28 @@ class Devices:
     def held_claim(self, claim: str) -> tuple[str, list[Result]] | None:
         """(node, results) of a claim held by a placement being tried."""
         return self.held_claims.get(claim)
+
+    # -- claims given back for a preemption trial
+
+    def trial_release(self, key: str) -> str | None:
+        """A preemption trial took every pod holding the claim off its node: its
+        devices count as free until `trial_restore` (its allocation stays written).
+        Returns its node."""
+        c = self.claims.get(key)
+        if c is None or not c.results or key in self.trial_freed:
+            return None
+        self._untake(c)
+        self.trial_freed[key] = c
+        return c.node
+
+    def trial_restore(self, key: str) -> str | None:
+        """A pod holding a claim the trial gave back is put back: its devices are
+        taken again. Returns its node."""
+        c = self.trial_freed.pop(key, None)
+        if c is None:
+            return None
+        self._take(c)
+        return c.node
 
     def unavailable(self) -> _Unavailable:
         return _Unavailable(self.taken, self.held)

@@ -14,8 +14,11 @@ the time since the checkpoint it resumes from (a gang's: the oldest its members
 report). Within a priority, units that say so go first, least work lost first; a unit
 that says nothing is taken as losing everything, after them, in the order above. A gang
 of one kind of pod that no anti-affinity touches is decided by counting slots;
-others by trial placements. The victims become evictions, the nodes the preemptor
-will use nominations, which later passes hold for it (holds.py)."""
+others by trial placements. Device claims take part: a victim's claims that no
+pod left on its node holds give their devices back for the trial (and a preemptor
+with claims is always decided by trial placements: slots do not count devices).
+The victims become evictions, the nodes the preemptor will use nominations, which
+later passes hold for it (holds.py)."""
 
 from __future__ import annotations
 
@@ -28,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 from gpuyard import names
 from gpuyard.kube import objects as o
+from gpuyard.scheduling import dra
 from gpuyard.scheduling.affinity import Topology, constrained
 from gpuyard.scheduling.config import Eviction
 from gpuyard.scheduling.filters import anti_ok, capacity, fits, put_back, untentative
@@ -276,6 +280,33 @@ def _preempt(ps: Pass, u: Unit) -> bool:
         n = nodes.get(m.node or "")
         return n is not None and n.name in cset and n.pods.get(m.key) is m and free_for(n, u)
 
+    # Device claims: a claim every pod holding it is taken off for (its own pod's,
+    # or one shared by victims only) gives its devices back for the trial, and takes
+    # them again when one of them is put back.
+    dv = s.dra
+    off: set[str] = set()  # pods taken off their nodes for the trial
+
+    def take_off(m: PodInfo, vn: NodeInfo) -> None:
+        untentative(m, vn)
+        off.add(m.key)
+        for key in m.claims:
+            held = any(
+                q != m.key and q not in off and (qp := s.pods.get(q)) is not None and qp.node
+                for q in s.claim_pods.get(key, ())
+            )
+            if not held:
+                _sync(dv.trial_release(key))
+
+    def put_on(m: PodInfo, rn: NodeInfo) -> None:
+        put_back(m, rn)
+        off.discard(m.key)
+        for key in m.claims:
+            _sync(dv.trial_restore(key))
+
+    def _sync(node: str | None) -> None:
+        if node is not None and node in nodes:
+            dra.sync_node(dv, nodes[node])
+
     # Take victim units, cheapest first, until the whole preemptor fits.
     chosen: list[str] = []
     removed: list[PodInfo] = []
@@ -289,6 +320,7 @@ def _preempt(ps: Pass, u: Unit) -> bool:
     by_slots = (
         u.is_gang
         and not u.topo  # slots anywhere are not slots inside one domain
+        and not any(p.claims for p in u.pods)  # devices are not counted in slots
         and all(p.req == p0.req and p.class_key() == p0.class_key() for p in u.pods)
         and not any(p.anti_affinity for p in u.pods)
         and not any(constrained(s, p) for p in u.pods)
@@ -320,7 +352,7 @@ def _preempt(ps: Pass, u: Unit) -> bool:
             for m in unit_of[vk]:
                 vn = nodes.get(m.node or "")
                 if vn is not None and m.key in vn.pods:
-                    untentative(m, vn)
+                    take_off(m, vn)
                     removed.append(m)
                     slots += recount(vn)
             if slots >= need:
@@ -341,7 +373,7 @@ def _preempt(ps: Pass, u: Unit) -> bool:
         for vk in sorted(chosen, key=lambda k: (cost[k], k), reverse=True)[:32]:
             back = [m for m in unit_of[vk] if m in removed]
             for m in back:
-                put_back(m, nodes[m.node or ""])
+                put_on(m, nodes[m.node or ""])
             if by_slots:
                 saved = dict(caps)
                 after = slots + sum(recount(nodes[m.node or ""]) for m in back)
@@ -370,7 +402,7 @@ def _preempt(ps: Pass, u: Unit) -> bool:
                     removed.remove(m)
             else:
                 for m in back:
-                    untentative(m, nodes[m.node or ""])
+                    take_off(m, nodes[m.node or ""])
         if by_slots:
             placement = place(ps, u)
             if placement is None:  # cannot happen: the slots add up
@@ -379,7 +411,7 @@ def _preempt(ps: Pass, u: Unit) -> bool:
         for m in removed:
             rn = nodes.get(m.node or "")
             if rn is not None and m.key not in rn.pods:
-                put_back(m, rn)
+                put_on(m, rn)
     _decide(ps, u, chosen, unit_of, placement)
     return True
 

@@ -94,13 +94,18 @@ def claim(
 
 
 def pod(
-    name: str, claims: list[str] = (), gpus: int = 0, group: str | None = None
-) -> dict[str, Any]:  # type: ignore[assignment]
+    name: str,
+    claims: list[str] = (),  # type: ignore[assignment]
+    gpus: int = 0,
+    group: str | None = None,
+    priority: int = 0,
+) -> dict[str, Any]:
     md: dict[str, Any] = {"name": name, "namespace": NS, "uid": f"uid-{name}"}
     if group:
         md["labels"] = {"scheduling.x-k8s.io/pod-group": group}
     spec: dict[str, Any] = {
         "schedulerName": "gpuyard-scheduler",
+        "priority": priority,
         "containers": [
             {
                 "name": "c",
@@ -298,6 +303,7 @@ work = st.lists(
         st.integers(1, 8),
         st.sampled_from([None, "H100", "A100"]),
         st.booleans(),  # matchAttribute on the clique
+        st.sampled_from([0, 0, 100]),  # priority: the high ones preempt the others
     ),
     min_size=1,
     max_size=12,
@@ -310,7 +316,7 @@ work = st.lists(
 )
 def test_no_device_is_allocated_twice_and_claims_are_released(
     nodes: list[tuple[int, str, bool]],
-    jobs: list[tuple[str, int, str | None, bool]],
+    jobs: list[tuple[str, int, str | None, bool, int]],
     ends: list[int],
     rnd: Any,
 ) -> None:
@@ -325,23 +331,24 @@ def test_no_device_is_allocated_twice_and_claims_are_released(
     ext: dict[str, int] = {}
     mem = Memory()
     live: list[str] = []
-    for j, (kind, k, prod, match) in enumerate(jobs):
+
+    def add(j: int, kind: str, k: int, prod: str | None, match: bool, prio: int) -> None:
         sel = product_is(prod) if prod else None
         m = CLIQUE if match else None
         if kind == "ext":
-            s.add_pod(pod(f"e{j}", gpus=k))
+            s.add_pod(pod(f"e{j}", gpus=k, priority=prio))
             ext[f"{NS}/e{j}"] = k
             live.append(f"{NS}/e{j}")
         elif kind == "claim":
             objs[f"{NS}/c{j}"] = c = claim(f"c{j}", k, owner=f"p{j}", selectors=sel, match=m)
             s.set_resource_claim(c)
-            s.add_pod(pod(f"p{j}", [f"c{j}"]))
+            s.add_pod(pod(f"p{j}", [f"c{j}"], priority=prio))
             live.append(f"{NS}/p{j}")
         elif kind == "shared":
             objs[f"{NS}/s{j}"] = c = claim(f"s{j}", min(k, 4), selectors=sel, match=m)
             s.set_resource_claim(c)
             for i in range(2):
-                s.add_pod(pod(f"s{j}-{i}", [f"s{j}"]))
+                s.add_pod(pod(f"s{j}-{i}", [f"s{j}"], priority=prio))
                 live.append(f"{NS}/s{j}-{i}")
         else:
             s.set_pod_group(
@@ -352,7 +359,7 @@ def test_no_device_is_allocated_twice_and_claims_are_released(
                     f"g{j}-{i}", k, owner=f"g{j}-{i}p", selectors=sel, match=m
                 )
                 s.set_resource_claim(c)
-                s.add_pod(pod(f"g{j}-{i}p", [f"g{j}-{i}"], group=f"g{j}"))
+                s.add_pod(pod(f"g{j}-{i}p", [f"g{j}-{i}"], group=f"g{j}", priority=prio))
                 live.append(f"{NS}/g{j}-{i}p")
 
     def check() -> None:
@@ -403,10 +410,28 @@ def test_no_device_is_allocated_twice_and_claims_are_released(
                 objs[key] = obj
                 s.set_resource_claim(obj)
 
+    def evict(d: Any) -> None:
+        """The driver evicts the victims of preemption: they end too."""
+        for ev in d.evictions:
+            end(ev.pod)
+
+    for j, job in enumerate(jobs):
+        if not job[4]:
+            add(j, *job)
     t = 1.0
     d = schedule(s, t, PolicyConfig(), mem)
     echo(s, objs, d)
     check()
+    evict(d)
+    # the high-priority work comes while the rest runs: it preempts what it must
+    for j, job in enumerate(jobs):
+        if job[4]:
+            add(j, *job)
+    t += 1.0
+    d = schedule(s, t, PolicyConfig(), mem)
+    echo(s, objs, d)
+    check()
+    evict(d)
     for e in ends:
         if not live:
             break
@@ -415,9 +440,66 @@ def test_no_device_is_allocated_twice_and_claims_are_released(
         d = schedule(s, t, PolicyConfig(), mem)
         echo(s, objs, d)
         check()
+        evict(d)
     for pk in list(live):
         end(pk)
     schedule(s, t + 1, PolicyConfig(), mem)
     assert not any(c.results for c in s.dra.claims.values())
     assert not s.dra.taken and not s.dra.gpus_taken
     assert all(n.alloc[GPU] == raw[name] and n.used[GPU] == 0 for name, n in s.nodes.items())
+
+
+# ------------------------------------------------------------------ preemption
+
+
+def test_a_gang_with_claims_preempts_lower_priority_pods_holding_devices() -> None:
+    """A high-priority gang whose pods claim 8 devices each evicts a lower-priority
+    gang holding the devices in its claims (and a pod holding GPUs as the extended
+    resource), the way a gang of extended-resource pods does; once the victims are
+    gone and their claims given back, its claims get those devices."""
+    s = cluster([(f"n{i}", 8, "H100", ()) for i in range(3)])
+    objs: dict[str, dict[str, Any]] = {}
+    mem = Memory()
+
+    def gang(name: str, size: int, priority: int) -> None:
+        s.set_pod_group({"metadata": {"name": name, "namespace": NS}, "spec": {"minMember": size}})
+        for i in range(size):
+            key = f"{name}{i}-gpus"
+            objs[f"{NS}/{key}"] = c = claim(key, 8, owner=f"{name}{i}", match=CLIQUE)
+            s.set_resource_claim(c)
+            p = pod(f"{name}{i}", [key], group=name)
+            p["spec"]["priority"] = priority
+            s.add_pod(p)
+
+    gang("low", 2, 1)
+    ext = pod("ext", gpus=8)
+    ext["spec"]["priority"] = 1
+    s.add_pod(ext)
+    d = schedule(s, 1.0, PolicyConfig(), mem)
+    assert len(d.bindings) == 3 and len(d.allocations) == 2
+    echo(s, objs, d)
+    held = dict(s.dra.taken)
+    assert len(held) == 16
+
+    gang("high", 3, 100)
+    d = schedule(s, 2.0, PolicyConfig(), mem)
+    assert sorted(e.pod for e in d.evictions) == [f"{NS}/ext", f"{NS}/low0", f"{NS}/low1"]
+    assert sorted(d.nominations.values()) == ["n0", "n1", "n2"]
+    nominated = dict(d.nominations)
+    assert not d.bindings and not d.allocations
+    # the trial gave nothing back for good: the victims' devices are still theirs
+    assert s.dra.taken == held and not s.dra.trial_freed and not s.dra.held
+    assert all(n.used[GPU] == 8 for n in s.nodes.values())
+
+    for k in ("low0", "low1", "ext"):  # the victims go, their claims with them
+        s.remove_pod(f"{NS}/{k}")
+    for k in ("low0-gpus", "low1-gpus"):
+        s.remove_resource_claim(f"{NS}/{k}")
+    d = schedule(s, 3.0, PolicyConfig(), mem)
+    # each pod goes where it was nominated, its claim given that node's 8 devices
+    assert sorted(d.bindings) == sorted(nominated.items())
+    assert {k: n for k, (n, _) in d.allocations.items()} == {
+        f"{k}-gpus": n for k, n in nominated.items()
+    }
+    for n, rows in d.allocations.values():
+        assert len(rows) == 8 and {pool for _, _, pool, _ in rows} == {n}
