@@ -9,6 +9,7 @@ import http.client
 import json
 import re
 import urllib.parse
+import zlib
 from pathlib import Path
 
 from gpuyard.cluster.testing import run_cluster_process
@@ -114,6 +115,44 @@ def test_the_pages_files_are_compressed_cached_and_revalidated(tmp_path: Path) -
         )
         assert small.getheader("Content-Encoding") is None  # too small to be worth it
         assert len(small.body) < server.GZIP_MIN_BYTES  # type: ignore[attr-defined]
+
+
+def test_the_event_stream_is_gzipped_and_flushed_at_every_event(tmp_path: Path) -> None:
+    with run_cluster_process(tmp_path / "c", nodes=2, args=FAST) as c:
+        u = urllib.parse.urlsplit(dashboard_url(c))
+        conn = http.client.HTTPConnection(u.hostname, u.port, timeout=30)
+        auth = {"Authorization": f"Bearer {admin_token(c)}", "Accept-Encoding": "gzip"}
+        conn.request("GET", "/api/events", headers=auth)
+        r = conn.getresponse()
+        assert r.status == 200
+        assert r.getheader("Content-Encoding") == "gzip"
+        assert r.getheader("Vary") == "Accept-Encoding"
+        assert r.getheader("X-Accel-Buffering") == "no"
+        unpack = zlib.decompressobj(wbits=31)  # one gzip member for the whole stream
+        text = b""
+
+        def next_event(name: bytes) -> dict:  # type: ignore[type-arg]
+            # the stream stays open: each event must decode from what has arrived
+            nonlocal text
+            while True:
+                head, sep, rest = text.partition(b"\n\n")
+                if sep:
+                    text = rest
+                    if head.startswith(b"event: " + name + b"\n"):
+                        return json.loads(head.split(b"\ndata: ", 1)[1])
+                    continue
+                chunk = r.read1(65536)
+                assert chunk, "the stream ended"
+                text += unpack.decompress(chunk)
+
+        snap = next_event(b"snapshot")
+        assert sorted(n["name"] for n in snap["nodes"]) == ["gpu-node-0000", "gpu-node-0001"]
+        c.kubectl("cordon", "gpu-node-0001")
+        while True:
+            row = next_event(b"delta").get("nodes", {}).get("gpu-node-0001")
+            if row and row["state"] == "cordoned":
+                break
+        conn.close()
 
 
 def test_a_large_snapshot_goes_gzipped_where_the_client_accepts_it(tmp_path: Path) -> None:
