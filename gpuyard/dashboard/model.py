@@ -228,9 +228,11 @@ def owned_by_job(gang: Obj) -> bool:
 
 
 def team_row(team: Obj) -> dict[str, Any]:
-    """A Team's row from the status the teams controller writes."""
+    """A Team's row from the status the teams controller writes: nodes, and the same
+    figures in GPUs (`gpus`: assigned, inUse, lentOut, borrowedIn, shortfall)."""
     st = team.get("status") or {}
     spec = team.get("spec") or {}
+    gpus = st.get("gpus") or {}
     return {
         "name": o.name_of(team),
         "namespaces": list(spec.get("namespaces") or []),
@@ -243,6 +245,10 @@ def team_row(team: Obj) -> dict[str, Any]:
         "shortfall": st.get("shortfall", 0),
         "reason": st.get("reason", ""),
         "borrow": bool(spec.get("borrow", False)),
+        "gpus": {
+            k: int(gpus.get(k) or 0)
+            for k in ("assigned", "inUse", "lentOut", "borrowedIn", "shortfall")
+        },
     }
 
 

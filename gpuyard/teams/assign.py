@@ -29,6 +29,8 @@ from gpuyard.kube.objects import (
     is_node_ready,
     is_pod_terminal,
     labels_of,
+    pod_requests,
+    quantity_to_int,
     selector_matches,
 )
 from gpuyard.network import bandwidth
@@ -155,6 +157,8 @@ class NodeView:
     team_label: str | None  # value of label gpuyard.io/team
     team_taint: str | None  # value of taint gpuyard.io/team (NoSchedule)
     pod_teams: frozenset[str] = frozenset()  # teams with live pods on the node
+    gpus: int = 0  # allocatable nvidia.com/gpu
+    team_gpus: Mapping[str, int] = field(default_factory=dict)  # GPUs its pods request, by team
 
     @property
     def zone(self) -> str:
@@ -187,12 +191,17 @@ def node_view(
     """Build a NodeView from a Node and the pods bound to it."""
     labels = labels_of(node)
     teams: set[str] = set()
+    team_gpus: dict[str, int] = {}
     for p in pods:
         if is_pod_terminal(p):
             continue
         t = team_of_ns.get((p.get("metadata") or {}).get("namespace") or "")
         if t:
             teams.add(t)
+            g = pod_requests(p).get(names.RESOURCE_GPU, 0)
+            if g:
+                team_gpus[t] = team_gpus.get(t, 0) + int(g)
+    alloc = ((node.get("status") or {}).get("allocatable") or {}).get(names.RESOURCE_GPU)
     return NodeView(
         name=node["metadata"]["name"],
         labels=labels,
@@ -200,7 +209,32 @@ def node_view(
         team_label=labels.get(names.LABEL_TEAM),
         team_taint=team_taint_of(node),
         pod_teams=frozenset(teams),
+        gpus=quantity_to_int(alloc) if alloc else 0,
+        team_gpus=team_gpus,
     )
+
+
+@dataclass
+class Gpus:
+    """A team's figures in GPUs (allocatable nvidia.com/gpu of nodes, requests of live
+    pods): what its nodes hold, what its own pods use there, what other teams' pods use
+    there (lent), what its pods use on other teams' nodes (borrowed), and its shortfall
+    of nodes in the GPUs such a node of that pool holds."""
+
+    assigned: int = 0
+    in_use: int = 0
+    lent_out: int = 0
+    borrowed_in: int = 0
+    shortfall: int = 0
+
+    def as_dict(self) -> dict[str, int]:
+        return {
+            "assigned": self.assigned,
+            "inUse": self.in_use,
+            "lentOut": self.lent_out,
+            "borrowedIn": self.borrowed_in,
+            "shortfall": self.shortfall,
+        }
 
 
 @dataclass
@@ -218,6 +252,8 @@ class TeamStatus:
     share: float = 0.0
     fair_share: float = 0.0
     pools: dict[str, dict[str, int]] = field(default_factory=dict)
+    # the same figures in GPUs (see Gpus)
+    gpus: Gpus = field(default_factory=lambda: Gpus())
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -232,6 +268,7 @@ class TeamStatus:
             "fairShare": self.fair_share,
             "reason": self.reason,
             "pools": self.pools,
+            "gpus": self.gpus.as_dict(),
         }
 
 
@@ -267,6 +304,16 @@ def _spread_pick(cands: list[NodeView], need: int, have: Iterable[NodeView]) -> 
         zone_n[zone] += 1
         rack_n[rack] += 1
     return out
+
+
+def _node_gpus(pool: Pool, nodes: Iterable[NodeView]) -> int:
+    """The GPUs a node of `pool` holds: the most common figure among its nodes, healthy
+    or not (0 where the cluster has none)."""
+    counts: dict[int, int] = defaultdict(int)
+    for n in nodes:
+        if pool.matches(n.labels):
+            counts[n.gpus] += 1
+    return max(counts, key=lambda g: (counts[g], g)) if counts else 0
 
 
 def plan(teams: Iterable[TeamSpec], nodes: Iterable[NodeView]) -> Plan:
@@ -331,6 +378,9 @@ def plan(teams: Iterable[TeamSpec], nodes: Iterable[NodeView]) -> Plan:
                 "assigned": len(keep) + len(got),
                 "healthy": len(keep) + len(got),
             }
+            missing = pool.count - len(keep) - len(got)
+            if missing > 0:
+                st.gpus.shortfall += missing * _node_gpus(pool, views.values())
         st.healthy = sum(p["healthy"] for p in st.pools.values())
         st.shortfall = max(0, st.wanted - st.healthy)
         st.reason = "; ".join(reasons)
@@ -347,13 +397,17 @@ def plan(teams: Iterable[TeamSpec], nodes: Iterable[NodeView]) -> Plan:
         if want is not None:
             st = status[want]
             st.assigned += 1
+            st.gpus.assigned += n.gpus
             if want in n.pod_teams:
                 st.in_use += 1
+                st.gpus.in_use += n.team_gpus.get(want, 0)
             if n.pod_teams - {want}:
                 st.lent_out += 1
+                st.gpus.lent_out += sum(g for t, g in n.team_gpus.items() if t != want)
         for t in n.pod_teams:
             if t in status and want is not None and want != t:
                 status[t].borrowed_in += 1
+                status[t].gpus.borrowed_in += n.team_gpus.get(t, 0)
             if t in status and want != t:
                 outside[t] = outside.get(t, 0) + 1
     # Shares of what teams share: the shared pool and borrowed nodes.

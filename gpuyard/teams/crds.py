@@ -98,6 +98,18 @@ def team_crd() -> dict[str, Any]:
             },
             "reason": {"type": "string"},
             "pools": {"type": "object", "additionalProperties": pool_status},
+            "gpus": {
+                "type": "object",
+                "description": "The same figures in GPUs (allocatable nvidia.com/gpu of "
+                "nodes, requests of running pods): assigned (on its nodes), inUse (its "
+                "own pods' there), lentOut (other teams' pods' on its nodes), borrowedIn "
+                "(its pods' on other teams' nodes), shortfall (the nodes it lacks, in "
+                "the GPUs a node of that pool holds).",
+                "properties": {
+                    k: {"type": "integer"}
+                    for k in ("assigned", "inUse", "lentOut", "borrowedIn", "shortfall")
+                },
+            },
             "conditions": {
                 "type": "array",
                 "items": {"type": "object", "x-kubernetes-preserve-unknown-fields": True},

@@ -16,7 +16,10 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+import pytest
+
 from gpuyard.cluster.testing import run_cluster_process, wait_for
+from tests.dashboard import browser
 from tests.dashboard.common import FAST, admin_token, banner_link, dashboard_url, get
 from tests.metrics.scrape import scrape, value
 
@@ -278,6 +281,40 @@ def test_teams_and_borrowed_nodes(tmp_path: Path) -> None:
         got = wait_for(borrowed, 30, "vision's idle node borrowed by nlp")
         assert got["nodes"] == {"vision": "borrowed", "nlp": "full", "": "full"}
         assert got["teams"]["nlp"]["borrowedIn"] == 1
+
+        # the same in GPUs (8-GPU nodes), as the Team objects say; the page shows them
+        def gpus() -> dict | None:  # type: ignore[type-arg]
+            items = json.loads(c.kubectl("get", "teams", "-o", "json").stdout)["items"]
+            by = {t["metadata"]["name"]: (t.get("status") or {}).get("gpus") for t in items}
+            return by if (by["vision"] or {}).get("lentOut") == 8 else None
+
+        status = wait_for(gpus, 30, "the teams' status in GPUs")
+        assert status["vision"] == {
+            "assigned": 8, "inUse": 0, "lentOut": 8, "borrowedIn": 0, "shortfall": 0,
+        }  # fmt: skip
+        assert status["nlp"] == {
+            "assigned": 8, "inUse": 8, "lentOut": 0, "borrowedIn": 8, "shortfall": 0,
+        }  # fmt: skip
+        if browser.missing():
+            pytest.skip(browser.missing() or "")
+        keys = ("assigned", "inUse", "lentOut", "borrowedIn", "shortfall")
+        with browser.browser_page() as page:
+            page.goto(banner_link(c))
+
+            def shown() -> dict[str, list[str]]:
+                rows = {}
+                for tr in page.query_selector_all("#teams tbody tr"):
+                    cells = [td.inner_text() for td in tr.query_selector_all("td")]
+                    rows[cells[0]] = cells
+                return rows
+
+            want = {t: [t, "1 of 1", *(str(status[t][k]) for k in keys), ""] for t in status}
+            wait_for(lambda: shown() == want, 30, f"the teams table to show {want}")
+            heads = [th.inner_text() for th in page.query_selector_all("#teams thead th")]
+            assert heads[2:7] == [
+                "GPUs", "GPUs in use", "GPUs lent", "GPUs borrowed", "GPUs short",
+            ]  # fmt: skip
+            assert page.errors == []
 
 
 def test_client_certificates_over_tls(tmp_path: Path) -> None:

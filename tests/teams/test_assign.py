@@ -190,6 +190,46 @@ def test_usage_figures() -> None:
     assert (st["b"].in_use, st["b"].lent_out, st["b"].borrowed_in) == (1, 0, 1)
 
 
+def test_usage_figures_in_gpus() -> None:
+    # 8-GPU nodes: a's node runs 6 of a's GPUs and 2 of b's (lent); b's node runs b's 8;
+    # b's pods also use 4 on a's second node (borrowed); c wants 3 nodes of a pool of
+    # 2 more 8-GPU nodes: one short, 8 GPUs
+    def node(i: int, team: str | None) -> dict[str, Any]:
+        labels = {names.LABEL_POOL: "gpu", **({names.LABEL_TEAM: team} if team else {})}
+        taints = [{"key": names.TAINT_TEAM, "value": team, "effect": "NoSchedule"}] if team else []
+        return {
+            "metadata": {"name": f"n{i}", "labels": labels},
+            "spec": {"taints": taints},
+            "status": {
+                "conditions": [{"type": "Ready", "status": "True"}],
+                "allocatable": {names.RESOURCE_GPU: "8"},
+            },
+        }
+
+    def pod(ns: str, gpus: int, phase: str = "Running") -> dict[str, Any]:
+        limits = {names.RESOURCE_GPU: str(gpus)}
+        return {
+            "metadata": {"namespace": ns},
+            "spec": {"containers": [{"name": "c", "resources": {"limits": limits}}]},
+            "status": {"phase": phase},
+        }
+
+    ns = {"ns-a": "a", "ns-b": "b"}
+    on = {
+        "n0": [pod("ns-a", 6), pod("ns-b", 2), pod("ns-a", 8, "Succeeded")],
+        "n1": [pod("ns-b", 4)],
+        "n2": [pod("ns-b", 8)],
+    }
+    owner = {"n0": "a", "n1": "a", "n2": "b", "n3": "c", "n4": "c"}
+    views = [node_view(node(i, owner[f"n{i}"]), on.get(f"n{i}", []), ns) for i in range(5)]
+    teams = [team("a", 2, ("ns-a",)), team("b", 1, ("ns-b",)), team("c", 3, ("ns-c",))]
+    st = {t: s.gpus.as_dict() for t, s in plan(teams, views).status.items()}
+    assert st["a"] == {"assigned": 16, "inUse": 6, "lentOut": 6, "borrowedIn": 0, "shortfall": 0}
+    assert st["b"] == {"assigned": 8, "inUse": 8, "lentOut": 0, "borrowedIn": 6, "shortfall": 0}
+    assert st["c"] == {"assigned": 16, "inUse": 0, "lentOut": 0, "borrowedIn": 0, "shortfall": 8}
+    assert plan(teams, views).status["c"].shortfall == 1  # the same shortfall, in nodes
+
+
 @pytest.mark.parametrize(
     ("spec", "field"),
     [

@@ -37,10 +37,14 @@ export function jobsTable(table, jobs) {
 
 export function teamsTable(table, teams) {
   const rows = [...teams.values()].sort((a, b) => (a.name < b.name ? -1 : 1));
-  fill(table, rows, (t) => [
-    t.name, t.wanted, t.assigned, t.healthy, t.inUse, t.lentOut, t.borrowedIn,
-    el("td", t.shortfall, t.shortfall ? "why" : ""), t.reason || "",
-  ]);
+  // GPUs (the teams controller's status.gpus); nodes as "assigned of wanted"
+  fill(table, rows, (t) => {
+    const g = t.gpus || {};
+    return [
+      t.name, `${t.assigned} of ${t.wanted}`, g.assigned ?? 0, g.inUse ?? 0, g.lentOut ?? 0,
+      g.borrowedIn ?? 0, el("td", g.shortfall ?? 0, t.shortfall ? "why" : ""), t.reason || "",
+    ];
+  });
 }
 
 export function eventsTable(table, events) {
