@@ -51,6 +51,7 @@ def _dist(values: list[float]) -> dict[str, Any]:
         "p90": _pct(values, 0.9),
         "p99": _pct(values, 0.99),
         "max": round(max(values), 3) if values else None,
+        "no_wait": sum(1 for v in values if v <= 0),  # of waits: the jobs that started at once
     }
 
 

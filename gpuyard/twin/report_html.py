@@ -114,6 +114,14 @@ def headline(m: dict[str, Any]) -> str:
     return text + "."
 
 
+def no_wait(d: dict[str, Any]) -> str:
+    """The share of jobs that started as soon as they were submitted: '75% (3 of 4)'."""
+    n, zero = d.get("n") or 0, d.get("no_wait")
+    if not n or zero is None:
+        return "–"
+    return f"{100 * zero / n:.0f}% ({zero:,} of {n:,})"
+
+
 def _table(head: list[str], rows: list[list[str]]) -> str:
     h = "".join(f"<th>{c}</th>" for c in head)
     b = "".join("<tr>" + "".join(f"<td>{c}</td>" for c in r) + "</tr>" for r in rows)
@@ -130,7 +138,7 @@ def _dist_rows(ms: list[dict[str, Any]], key: str, groups: list[str]) -> list[li
                 "–"
                 if not d
                 else f"{duration(d['p50'])} / {duration(d['p90'])} / {duration(d['max'])}"
-                f" <small>(n={d['n']:,})</small>"
+                f" <small>(n={d['n']:,}, {d.get('no_wait', 0):,} at once)</small>"
             )
         rows.append(row)
     return rows
@@ -153,7 +161,8 @@ def render(
     )
     waits = _table(
         ["Queueing delay"] + pols,
-        [
+        [["started at once (no wait)"] + [no_wait(m["wait_s"]) for m in ms]]
+        + [
             [label] + [duration(m["wait_s"][q]) for m in ms]
             for q, label in (("p50", "median"), ("p90", "90th percentile"),
                              ("p99", "99th percentile"), ("max", "longest"))

@@ -81,6 +81,11 @@ def test_report_summary_answer_units_names(
         < results.index("gpuyard (gangs + reservations")
     )
     assert f"<td>{gw / 3600:.1f} h</td>" in results
+    # zero waits are said, not only drawn: 7 of the 8 started at once (all but gang64)
+    waits = results.split("<th>Queueing delay</th>")[1].split("</table>")[0]
+    row = waits.split("<td>started at once (no wait)</td>")[1].split("</tr>")[0]
+    assert row.endswith("<td>88% (7 of 8)</td>"), row  # the gpuyard column, last
+    assert "n=6, 6 at once" in results  # the single-GPU jobs, by size
     assert "{" not in results.split("<h2>Model</h2>")[0]  # no raw JSON blocks
 
 
