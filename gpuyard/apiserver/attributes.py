@@ -4,6 +4,12 @@ group, resource, subresource, namespace and name, or a non-resource path.
 Verbs as Kubernetes names them: get, list, watch, create, update, patch, delete,
 deletecollection for resources (GET on a collection is list, with watch=true watch);
 get, post, put, patch, delete, head for non-resource paths (lower-case method).
+
+A list, watch or deletecollection also carries its field and label selectors (as
+kube-apiserver's authorization attributes do since 1.31): the Node authorizer lets a
+kubelet list its own pods by `spec.nodeName`. A SubjectAccessReview gives them as
+`fieldSelector` / `labelSelector` with a `rawSelector` or `requirements`, the CEL
+authorizer library with `.fieldSelector(s)` / `.labelSelector(s)`.
 """
 
 from __future__ import annotations
@@ -28,6 +34,8 @@ class Attributes:
     namespace: str = ""
     name: str = ""
     path: str = ""
+    field_selector: str = ""  # raw, as in ?fieldSelector= (list, watch, deletecollection)
+    label_selector: str = ""
 
     @property
     def resource_with_sub(self) -> str:
@@ -61,6 +69,10 @@ def of_request(method: str, path: str, query: Mapping[str, str]) -> Attributes:
     name = r.name or ""
     if plural == "namespaces" and r.group == "" and r.version and named:
         ns = name  # a namespace is in itself, as Kubernetes sees it
+    fsel = lsel = ""
+    if verb in _SELECTING_VERBS:
+        fsel = query.get("fieldSelector") or ""
+        lsel = query.get("labelSelector") or ""
     return Attributes(
         verb,
         True,
@@ -71,7 +83,60 @@ def of_request(method: str, path: str, query: Mapping[str, str]) -> Attributes:
         ns,
         name,
         path,
+        fsel,
+        lsel,
     )
+
+
+_SELECTING_VERBS = frozenset({"list", "watch", "deletecollection"})
+_LABEL_OPS = {"In": "in", "NotIn": "notin"}
+
+
+def _requirement(req: object, field: bool) -> str | None:
+    """One requirement of a review's selector as selector text; None when it cannot
+    be said (a field requirement is In or NotIn of one value)."""
+    if not isinstance(req, Mapping) or not isinstance(req.get("key"), str) or not req["key"]:
+        return None
+    key, op, values = req["key"], req.get("operator"), req.get("values") or []
+    if not isinstance(values, list) or not all(isinstance(v, str) for v in values):
+        return None
+    if op in ("In", "NotIn"):
+        if field:
+            if len(values) != 1:
+                return None
+            return f"{key}{'=' if op == 'In' else '!='}{values[0]}"
+        if not values:
+            return None
+        return f"{key} {_LABEL_OPS[op]} ({','.join(values)})"
+    if not field and op in ("Exists", "DoesNotExist") and not values:
+        return key if op == "Exists" else f"!{key}"
+    return None
+
+
+def _review_selector(ra: Mapping[str, object], which: str) -> str:
+    """A review's fieldSelector or labelSelector as selector text ("" when absent or
+    when a requirement cannot be said: the check is then asked without it, which a
+    selector can only narrow)."""
+    sel = ra.get(which)
+    if not isinstance(sel, Mapping):
+        return ""
+    raw = sel.get("rawSelector")
+    reqs = sel.get("requirements")
+    if raw and reqs:
+        raise APIError(
+            422,
+            "Invalid",
+            f"spec.resourceAttributes.{which}.rawSelector: Invalid value: {raw!r}: may not be "
+            "specified at the same time as requirements",
+        )
+    if isinstance(raw, str):
+        return raw
+    if not isinstance(reqs, list):
+        return ""
+    terms = [_requirement(r, which == "fieldSelector") for r in reqs]
+    if any(t is None for t in terms):
+        return ""
+    return ",".join(t for t in terms if t)
 
 
 def for_review(spec: Mapping[str, object]) -> Attributes:
@@ -92,6 +157,8 @@ def for_review(spec: Mapping[str, object]) -> Attributes:
             s("subresource"),
             s("namespace"),
             s("name"),
+            field_selector=_review_selector(ra, "fieldSelector"),
+            label_selector=_review_selector(ra, "labelSelector"),
         )
     nra = spec.get("nonResourceAttributes")
     if isinstance(nra, Mapping):

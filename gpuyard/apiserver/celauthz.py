@@ -2,7 +2,8 @@
 server's authorizers (system:masters, the Node authorizer, RBAC) for the request's user.
 
 The Kubernetes authorizer library: `authorizer.group(g).resource(r)` with optional
-`.subresource(s)`, `.namespace(ns)` and `.name(n)`, then `.check(verb)`;
+`.subresource(s)`, `.namespace(ns)`, `.name(n)`, `.fieldSelector(s)` and
+`.labelSelector(s)` (selector text, as a list's query gives them), then `.check(verb)`;
 `authorizer.path(p).check(httpVerb)` for non-resource paths;
 `authorizer.serviceAccount(ns, name)` to ask for a service account instead of the
 request's user; `authorizer.requestResource` for the resource of the request itself. A
@@ -91,6 +92,8 @@ def _check(a: Any, verb: Any) -> dict[str, Any]:
             str(a.get("subresource") or ""),
             str(a.get("namespace") or ""),
             str(a.get("name") or ""),
+            field_selector=str(a.get("fieldSelector") or ""),
+            label_selector=str(a.get("labelSelector") or ""),
         )
     authorize = requestctx.AUTHORIZE.get()
     if authorize is None:
@@ -119,6 +122,8 @@ FUNCTIONS: dict[str, Any] = {
     "subresource": _setter("subresource"),
     "namespace": _setter("namespace"),
     "name": _setter("name"),
+    "fieldSelector": _setter("fieldSelector"),
+    "labelSelector": _setter("labelSelector"),
     "path": _path,
     "serviceAccount": _service_account,
     "check": _check,

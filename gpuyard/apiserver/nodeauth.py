@@ -38,8 +38,8 @@ def _pod_node(store: Store, ns: str, name: str) -> str | None:
     return (e.fields or {}).get("spec.nodeName")
 
 
-def _selects_node(query: Mapping[str, str], node: str) -> bool:
-    for term in (query.get("fieldSelector") or "").split(","):
+def _selects_node(a: Attributes, query: Mapping[str, str], node: str) -> bool:
+    for term in (a.field_selector or query.get("fieldSelector") or "").split(","):
         k, sep, v = term.strip().partition("=")
         if k.strip() == "spec.nodeName" and sep and v.strip().lstrip("=") == node:
             return True
@@ -71,7 +71,7 @@ def authorize(store: Store, node: str, a: Attributes, query: Mapping[str, str]) 
         return False, ""
     if a.group == "" and a.resource == "pods":
         if a.verb in ("list", "watch") and not a.subresource:
-            if _selects_node(query, node):
+            if _selects_node(a, query, node):
                 return True, why
             return False, ""
         if a.name and _pod_node(store, a.namespace, a.name) == node:

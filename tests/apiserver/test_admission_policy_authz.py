@@ -17,7 +17,12 @@ CMS = "/api/v1/namespaces/default/configmaps"
 WRITER = "system:serviceaccount:default:writer"
 
 
-CM_CREATES = {"apiGroups": [""], "apiVersions": ["v1"], "operations": ["CREATE"], "resources": ["configmaps"]}
+CM_CREATES = {
+    "apiGroups": [""],
+    "apiVersions": ["v1"],
+    "operations": ["CREATE"],
+    "resources": ["configmaps"],
+}
 
 
 def cm_policy(name: str, *validations: dict[str, Any], **spec: Any) -> dict[str, Any]:
@@ -239,3 +244,81 @@ async def test_bad_audit_annotations_are_refused(api: Api) -> None:
         "spec.auditAnnotations[2].key": "FieldValueDuplicate",
         "spec.auditAnnotations[3].key": "FieldValueRequired",
     }, err
+
+
+NODE_USER = {"Impersonate-User": "system:node:n1", "Impersonate-Group": "system:nodes"}
+
+
+async def test_authorizer_field_and_label_selectors(api: Api) -> None:
+    """`.fieldSelector()` / `.labelSelector()` reach the authorizers, and a
+    SubjectAccessReview's selectors too: a kubelet may list the pods of its own node
+    (field selector spec.nodeName), not all pods nor another node's."""
+    pods = "authorizer.group('').resource('pods')"
+    await _install(
+        api,
+        policy(
+            "kubelet-reads",
+            {
+                "expression": "request.userInfo.username != 'system:node:n1' || ("
+                f"{pods}.fieldSelector('spec.nodeName=n1').check('list').allowed() && "
+                f"!{pods}.check('list').allowed() && "
+                f"!{pods}.fieldSelector('spec.nodeName=n2').labelSelector('app=x')"
+                ".check('watch').allowed())",
+                "message": "selectors not honoured",
+            },
+            rule={
+                "apiGroups": [""],
+                "apiVersions": ["v1"],
+                "operations": ["CREATE"],
+                "resources": ["events"],
+            },
+        ),
+    )
+    event = {
+        "metadata": {"name": "n1.ev"},
+        "involvedObject": {"kind": "Node", "name": "n1"},
+        "reason": "Test",
+        "message": "m",
+        "type": "Normal",
+    }
+    st, out = await api.req("POST", "/api/v1/namespaces/default/events", event, headers=NODE_USER)
+    assert st == 201, out
+
+    sar = "/apis/authorization.k8s.io/v1/subjectaccessreviews"
+
+    async def allowed(**selectors: Any) -> bool:
+        review = {
+            "apiVersion": "authorization.k8s.io/v1",
+            "kind": "SubjectAccessReview",
+            "spec": {
+                "user": "system:node:n1",
+                "groups": ["system:nodes", "system:authenticated"],
+                "resourceAttributes": {"verb": "list", "resource": "pods", **selectors},
+            },
+        }
+        st, out = await api.post(sar, review)
+        assert st == 201, out
+        return bool(out["status"]["allowed"])
+
+    own = {"key": "spec.nodeName", "operator": "In", "values": ["n1"]}
+    assert await allowed(fieldSelector={"rawSelector": "spec.nodeName=n1"})
+    assert await allowed(fieldSelector={"requirements": [own]})
+    assert not await allowed()
+    assert not await allowed(fieldSelector={"rawSelector": "spec.nodeName=n2"})
+    assert not await allowed(fieldSelector={"requirements": [{**own, "operator": "NotIn"}]})
+    st, err = await api.post(
+        sar,
+        {
+            "apiVersion": "authorization.k8s.io/v1",
+            "kind": "SubjectAccessReview",
+            "spec": {
+                "user": "system:node:n1",
+                "resourceAttributes": {
+                    "verb": "list",
+                    "resource": "pods",
+                    "fieldSelector": {"rawSelector": "spec.nodeName=n1", "requirements": [own]},
+                },
+            },
+        },
+    )
+    assert st == 422 and "fieldSelector" in err["message"], err
