@@ -36,13 +36,15 @@ from typing import Any
 WRITE_VERBS = {"create", "update", "patch", "delete", "deletecollection"}
 
 
-def _server_writes(server: Any) -> int:
-    total = 0.0
+def _server_writes(server: Any) -> dict[str, float]:
+    """Writes the API server counted so far, by "verb resource"."""
+    out: dict[str, float] = {}
     for metric in server.metrics.collect():
         for s in metric.samples:
             if s.name == "apiserver_request_total" and s.labels.get("verb") in WRITE_VERBS:
-                total += s.value
-    return int(total)
+                k = f"{s.labels.get('verb')} {s.labels.get('resource')}"
+                out[k] = out.get(k, 0.0) + s.value
+    return out
 
 
 def _deployment(replicas: int, image: str) -> dict[str, Any]:
@@ -92,13 +94,19 @@ async def _until(fn: Any, timeout: float, what: str) -> float:
     return took
 
 
-async def _idle(cluster: Any, window: float) -> float:
+async def _idle(cluster: Any, window: float) -> tuple[float, dict[str, float]]:
+    """Writes per second over `window` seconds, in all and by "verb resource"."""
     w0, t0 = _server_writes(cluster.server), time.perf_counter()
     await asyncio.sleep(window)
-    return (_server_writes(cluster.server) - w0) / (time.perf_counter() - t0)
+    w1, took = _server_writes(cluster.server), time.perf_counter() - t0
+    by = {k: round((v - w0.get(k, 0.0)) / took, 1) for k, v in w1.items()}
+    by = {k: v for k, v in sorted(by.items(), key=lambda kv: -kv[1]) if v > 0}
+    return sum(by.values()), by
 
 
-async def measure(nodes: int, replicas: int, window: float, timeout: float) -> dict[str, Any]:
+async def measure(
+    nodes: int, replicas: int, window: float, timeout: float, settle: float = 5.0
+) -> dict[str, Any]:
     from gpuyard.cluster.up import EmbeddedCluster, UpOptions
     from gpuyard.kube.resources import BUILTIN
 
@@ -119,7 +127,7 @@ async def measure(nodes: int, replicas: int, window: float, timeout: float) -> d
             await cluster.wait_ready(timeout=600)
             await asyncio.sleep(10)  # the start-up burst settles
             c = cluster.client
-            idle_before = await _idle(cluster, window)
+            idle_before, by_before = await _idle(cluster, window)
 
             async def available(res: Any, name: str, field: str, want: int) -> bool:
                 st = (await c.get(res, name, "default")).get("status") or {}
@@ -160,8 +168,8 @@ async def measure(nodes: int, replicas: int, window: float, timeout: float) -> d
                 )
 
             out["rollout_s"] = round(await _until(updated, timeout, "rollout done"), 2)
-            await asyncio.sleep(5)
-            idle_after = await _idle(cluster, window)
+            await asyncio.sleep(settle)
+            idle_after, by_after = await _idle(cluster, window)
         except TimeoutError as exc:
             out["error"] = str(exc)  # what was measured until then is still printed
             return out
@@ -170,6 +178,9 @@ async def measure(nodes: int, replicas: int, window: float, timeout: float) -> d
     out["idle_writes_per_s_before"] = round(idle_before, 1)
     out["idle_writes_per_s_after"] = round(idle_after, 1)
     out["workloads_idle_writes_per_s"] = round(idle_after - idle_before, 1)
+    out["idle_writes_per_s_by_resource_before"] = by_before
+    out["idle_writes_per_s_by_resource_after"] = by_after
+    out["settle_s"] = settle
     out["window_s"] = window
     return out
 
@@ -179,6 +190,9 @@ def main() -> int:
     ap.add_argument("--nodes", type=int, default=7500)
     ap.add_argument("--replicas", type=int, default=1000)
     ap.add_argument("--window", type=float, default=20.0, help="each idle window, seconds")
+    ap.add_argument(
+        "--settle", type=float, default=5.0, help="seconds after the rollout before the idle window"
+    )
     ap.add_argument("--timeout", type=float, default=600.0, help="each wait, seconds")
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -193,7 +207,9 @@ def main() -> int:
             uvloop.install()
         except ImportError:
             pass
-        row = asyncio.run(measure(args.nodes, args.replicas, args.window, args.timeout))
+        row = asyncio.run(
+            measure(args.nodes, args.replicas, args.window, args.timeout, args.settle)
+        )
         print(json.dumps(row))
         return 0
     cmd = [
@@ -208,6 +224,8 @@ def main() -> int:
         str(args.window),
         "--timeout",
         str(args.timeout),
+        "--settle",
+        str(args.settle),
     ]
     try:
         res = childgroups.run(cmd, timeout=args.timeout * 4 + 900)

@@ -21,7 +21,10 @@ Like KWOK, `SimCluster` plays every kubelet of the embedded cluster from one pla
 - each kubelet reports Events as a kubelet does (source kubelet on its node): Pulled,
   Created and Started for each container it starts, Killing when a running pod is
   deleted, and a Warning with the admission's reason when it refuses a pod
-  (SimConfig.events; rate limited per pod by gpuyard.kube.events);
+  (SimConfig.events; rate limited per pod by gpuyard.kube.events); all kubelets share
+  one bounded event queue written at most `events_qps` a second, so a burst of starts
+  (a DaemonSet on 7,500 nodes) drops what does not fit instead of leaving minutes of
+  Event writes behind it;
 - node status (the kubelet's conditions, Ready=True) is posted again every
   `status_seconds` (300 s, like kubelet's report frequency), spread the same way, and at
   once when the node lifecycle controller finds a live lease on a node it had marked
@@ -55,7 +58,7 @@ from gpuyard.cluster.shapes import NODES_PER_RACK, NodeShape, locate, rack_size_
 from gpuyard.cluster.simhost import SimHost
 from gpuyard.kube import objects as o
 from gpuyard.kube.errors import AlreadyExists, ApiError, Conflict, NotFound
-from gpuyard.kube.events import EventRecorder, involved_object
+from gpuyard.kube.events import EventQueue, EventRecorder, involved_object
 from gpuyard.kube.informer import InformerFactory, informer_maker
 from gpuyard.kube.resources import DEVICE_CLASSES, LEASES, NODES, PODS, RESOURCE_SLICES
 
@@ -87,6 +90,11 @@ class SimConfig:
     # publish each GPU node's devices in a ResourceSlice (gpuyard.cluster.simdevices)
     dra: bool = True
     events: bool = True  # kubelet Events (Pulled, Created, Started, Killing, refusals)
+    # every simulated kubelet's Events together: at most this many queued (more are
+    # dropped and counted), written at most events_qps a second after a burst
+    events_queued: int = 1000
+    events_qps: float = 200.0
+    events_burst: int = 500
 
 
 @dataclass
@@ -243,6 +251,12 @@ class SimCluster:
         self.kubelet: Callable[[str], Any] = lambda node: client
         self._recorders: dict[str, EventRecorder] = {}  # node -> its kubelet's Events
         self.cfg = config or SimConfig()
+        self.event_queue = EventQueue(
+            max_queued=self.cfg.events_queued,
+            senders=8,
+            qps=self.cfg.events_qps,
+            burst=self.cfg.events_burst,
+        )
         self.hosts_dir = Path(data_dir) / "hosts"
         self.nodes: dict[str, SimNode] = {}
         for i, s in enumerate(shapes):
@@ -914,7 +928,9 @@ class SimCluster:
         node = _node_of(pod)
         rec = self._recorders.get(node)
         if rec is None:
-            rec = self._recorders[node] = EventRecorder(self.kubelet(node), "kubelet", host=node)
+            rec = self._recorders[node] = EventRecorder(
+                self.kubelet(node), "kubelet", host=node, queue=self.event_queue
+            )
         ref = involved_object({"apiVersion": "v1", "kind": "Pod", **pod})
         if container is not None:
             ref["fieldPath"] = f"spec.containers{{{container}}}"

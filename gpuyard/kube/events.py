@@ -5,14 +5,21 @@ creates a core/v1 Event about `obj`, or bumps `count`/`lastTimestamp` of a recen
 identical one (same object, type, reason, message) instead of creating a new one.
 Recording is rate limited per involved object (a token bucket) so a hot loop cannot
 flood the API server; dropped events are counted in `recorder.dropped`.
-`emit(...)` is the fire-and-forget form for code that must not wait.
+
+`emit(...)` is the fire-and-forget form for code that must not wait: the event joins an
+`EventQueue` (the recorder's own, or one several recorders share, such as every
+simulated kubelet's) that holds at most `max_queued` events and writes them from a few
+sender tasks, at most `qps` a second when a rate is set. An event emitted while the
+queue is full is dropped and counted, as client-go's event broadcaster drops events
+when its queue is full, so a burst of work (thousands of pods starting) never leaves a
+backlog of Event writes behind it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -103,6 +110,70 @@ class _Bucket:
         self.stamp = stamp
 
 
+class EventQueue:
+    """Events emitted and not yet written, bounded; written by at most `senders` tasks,
+    at most `qps` a second after a `burst` (qps None: as fast as the senders go)."""
+
+    def __init__(
+        self,
+        max_queued: int = 1000,
+        senders: int = 4,
+        qps: float | None = None,
+        burst: int = 100,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if max_queued < 1 or senders < 1:
+            raise ValueError("an event queue needs room for one event and one sender")
+        if qps is not None and qps <= 0:
+            raise ValueError(f"event qps must be positive, not {qps}")
+        self.max_queued = max_queued
+        self.senders = senders
+        self.qps = qps
+        self.burst = max(1, burst)
+        self.clock = clock
+        self.dropped = 0  # emitted while the queue was full
+        self._q: deque[tuple[EventRecorder, Obj, str, str, str]] = deque()
+        self._workers: set[asyncio.Task[Any]] = set()
+        self._tokens = float(self.burst)
+        self._stamp = clock()
+
+    def __len__(self) -> int:
+        return len(self._q)
+
+    def put(self, rec: EventRecorder, obj: Obj, type_: str, reason: str, message: str) -> bool:
+        """Queue one event (needs a running event loop); False when it was dropped."""
+        if len(self._q) >= self.max_queued:
+            self.dropped += 1
+            return False
+        self._q.append((rec, obj, type_, reason, message))
+        if len(self._workers) < self.senders:
+            task = asyncio.get_running_loop().create_task(self._send())
+            self._workers.add(task)
+            task.add_done_callback(self._workers.discard)
+        return True
+
+    async def _pace(self) -> None:
+        if self.qps is None:
+            return
+        now = self.clock()
+        self._tokens = min(float(self.burst), self._tokens + (now - self._stamp) * self.qps)
+        self._stamp = now
+        self._tokens -= 1.0  # this event's token, taken now, waited for below if owed
+        if self._tokens < 0:
+            await asyncio.sleep(-self._tokens / self.qps)
+
+    async def _send(self) -> None:
+        while self._q:
+            rec, obj, type_, reason, message = self._q.popleft()
+            await self._pace()
+            await rec.record(obj, type_, reason, message)
+
+    async def flush(self) -> None:
+        """Wait until every queued event is written (or dropped by its recorder)."""
+        while self._workers:
+            await asyncio.gather(*list(self._workers), return_exceptions=True)
+
+
 class EventRecorder:
     """Creates or aggregates Events; rate limited per involved object."""
 
@@ -118,8 +189,11 @@ class EventRecorder:
         clock: Callable[[], float] = time.monotonic,
         wall: Callable[[], float] = time.time,
         host: str | None = None,
+        queue: EventQueue | None = None,
     ) -> None:
         self.client = client
+        # where emit() puts events: this recorder's own, or one shared with others
+        self.queue = queue if queue is not None else EventQueue()
         self.component = component
         self.host = host  # source.host: the node a kubelet's events come from
         self.burst = burst
@@ -132,7 +206,6 @@ class EventRecorder:
         self.sent = 0
         self._seen: OrderedDict[tuple[Any, ...], _Seen] = OrderedDict()
         self._buckets: OrderedDict[tuple[str, str, str], _Bucket] = OrderedDict()
-        self._tasks: set[asyncio.Task[Any]] = set()
 
     def allow(self, ref: Mapping[str, Any], now: float) -> bool:
         """Token bucket per involved object (pure given `now`)."""
@@ -198,12 +271,12 @@ class EventRecorder:
         return out
 
     def emit(self, obj: Mapping[str, Any], type_: str, reason: str, message: str) -> None:
-        """Fire and forget (needs a running event loop)."""
-        task = asyncio.get_running_loop().create_task(self.record(obj, type_, reason, message))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        """Fire and forget (needs a running event loop): queued, or dropped and counted
+        when the queue is full. The object's reference is taken now."""
+        ref = involved_object(obj) if "metadata" in obj else dict(obj)
+        if not self.queue.put(self, ref, type_, reason, message):
+            self.dropped += 1
 
     async def flush(self) -> None:
         """Wait for events emitted with `emit` to be sent."""
-        while self._tasks:
-            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+        await self.queue.flush()

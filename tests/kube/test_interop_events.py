@@ -4,10 +4,11 @@ the event recorder creates and aggregates Events that the official client reads.
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any
 
 from gpuyard.kube.client import Client
-from gpuyard.kube.events import EventRecorder
+from gpuyard.kube.events import EventQueue, EventRecorder
 from gpuyard.kube.informer import Informer
 from gpuyard.kube.resources import EVENTS, NODES
 
@@ -101,3 +102,29 @@ async def test_emit_is_fire_and_forget(kube: Client) -> None:
     await rec.flush()
     evs = (await kube.list(EVENTS, "default", field_selector="involvedObject.name=n9"))["items"]
     assert [(e["reason"], e["involvedObject"]["kind"]) for e in evs] == [("Unhealthy", "Node")]
+
+
+async def test_emitted_events_are_bounded_and_paced(kube: Client) -> None:
+    """A burst of emits never leaves a backlog: past the queue's room they are dropped
+    and counted; recorders sharing a queue share its room and its rate."""
+    queue = EventQueue(max_queued=10, senders=2)
+    a = EventRecorder(kube, "kubelet", host="n1", queue=queue)
+    b = EventRecorder(kube, "kubelet", host="n2", queue=queue)
+    for i in range(30):
+        for rec in (a, b):
+            node = {"kind": "Node", "metadata": {"name": f"{rec.host}-{i}"}}
+            rec.emit(node, "Normal", "Started", "started")
+    await queue.flush()
+    evs = (await kube.list(EVENTS, "default"))["items"]
+    assert len(evs) == 10 == a.sent + b.sent
+    assert a.dropped + b.dropped == 50 == queue.dropped
+    assert len(queue) == 0
+
+    paced = EventQueue(qps=20.0, burst=2)
+    rec = EventRecorder(kube, "gpuyard-test", queue=paced)
+    t0 = time.monotonic()
+    for i in range(6):
+        rec.emit({"kind": "Node", "metadata": {"name": f"p{i}"}}, "Normal", "Paced", "x")
+    await rec.flush()
+    assert rec.sent == 6 and rec.dropped == 0
+    assert time.monotonic() - t0 >= 0.18  # 2 at once, then 4 at 20 a second
