@@ -34,7 +34,7 @@ from gpuyard import names
 from gpuyard.k8s.disruption import EVICTION_BY_EVICTION_API, PREEMPTION_BY_SCHEDULER, status_patch
 from gpuyard.kube import objects as o
 from gpuyard.kube.errors import ApiError, Conflict, NotFound, TooManyRequests
-from gpuyard.kube.events import EventRecorder
+from gpuyard.kube.events import EventQueue, EventRecorder
 from gpuyard.kube.informer import InformerFactory, informer_maker
 from gpuyard.kube.leader import LeaderElector, LeaseTimings
 from gpuyard.kube.resources import (
@@ -236,7 +236,13 @@ class Scheduler:
         self.identity = identity or f"{socket.gethostname()}-{os.getpid()}-{id(self):x}"
         self.lease = lease or LeaseTimings()
         self.metrics = metrics or Metrics()
-        self.recorder = EventRecorder(client, name)
+        # Events are written from a bounded queue at most 50 a second after a burst of
+        # 100 (kube-scheduler's client limits): at thousands of bindings a second most
+        # Scheduled events are dropped rather than doubling the scheduler's writes
+        self.event_queue = EventQueue(max_queued=1000, senders=4, qps=50.0, burst=100)
+        self.recorder = EventRecorder(client, name, queue=self.event_queue)
+        # scheduler name -> the recorder of the Scheduled events of pods naming it
+        self._bind_recorders: dict[str, EventRecorder] = {name: self.recorder}
         self._sem = asyncio.Semaphore(bind_concurrency)
         self._dirty = asyncio.Event()
         self._groups_dirty: set[str] = set()
@@ -562,6 +568,7 @@ class Scheduler:
                 await self.client.bind(name, node, ns)
                 self.metrics.bindings.inc()
                 self.bound += 1
+                self._scheduled(ns, name, node)
             except (ApiError, OSError) as exc:
                 self.metrics.binding_errors.inc()
                 log.info("binding %s to %s failed: %s", key, node, exc)
@@ -573,6 +580,25 @@ class Scheduler:
                 if p is not None and p.claims:
                     await self._release_claims(key)
                 self._changed()
+
+    def _scheduled(self, ns: str, name: str, node: str) -> None:
+        """The Scheduled Event of a pod bound, as kube-scheduler reports a binding, from
+        the scheduler name the pod asked for (default-scheduler when it names none)."""
+        pod = self.pods.get(name, ns)
+        if pod is None:
+            return
+        sched = (pod.get("spec") or {}).get("schedulerName") or "default-scheduler"
+        rec = self._bind_recorders.get(sched)
+        if rec is None:
+            rec = self._bind_recorders[sched] = EventRecorder(
+                self.client, sched, queue=self.event_queue
+            )
+        rec.emit(
+            {"apiVersion": "v1", "kind": "Pod", "metadata": pod.get("metadata") or {}},
+            "Normal",
+            "Scheduled",
+            f"Successfully assigned {ns}/{name} to {node}",
+        )
 
     def _unit_of(self, pod_key: str) -> str:
         p = self.state.pods.get(pod_key)

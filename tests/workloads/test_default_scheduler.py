@@ -1,5 +1,6 @@
 """`gpuyard up` answers for default-scheduler: a pod from ordinary tooling (no
-schedulerName) is bound and runs; `--set scheduler_default=false` turns that off."""
+schedulerName) is bound and runs, with a Scheduled Event as kube-scheduler writes it;
+`--set scheduler_default=false` turns that off."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from gpuyard.cluster.testing import ClusterProcess
+from gpuyard.cluster.testing import ClusterProcess, wait_for
 from gpuyard.scheduling.state import ClusterState
 
 
@@ -29,6 +30,21 @@ def test_pod_without_scheduler_name_is_bound_and_runs(
     assert p["spec"]["nodeName"].startswith("gpu-node-")
     scheduled = {x["type"]: x["status"] for x in p["status"]["conditions"]}["PodScheduled"]
     assert scheduled == "True"
+    node = p["spec"]["nodeName"]
+
+    def scheduled_events() -> list[dict[str, Any]]:
+        out = c.kubectl(
+            "get", "events", "--field-selector", "involvedObject.name=plain", "-o", "json"
+        ).stdout
+        return [e for e in json.loads(out)["items"] if e["reason"] == "Scheduled"]
+
+    (ev,) = wait_for(scheduled_events, what="the Scheduled event")
+    assert ev["type"] == "Normal"
+    assert ev["message"] == f"Successfully assigned default/plain to {node}"
+    assert ev["source"]["component"] == "default-scheduler"
+    assert ev["involvedObject"]["uid"] == p["metadata"]["uid"]
+    shown = c.kubectl("events", "--for", "pod/plain").stdout
+    assert "Scheduled" in shown and f"Successfully assigned default/plain to {node}" in shown
 
 
 def test_off_leaves_default_scheduler_pods_pending(
