@@ -14,7 +14,9 @@ Like KWOK, `SimCluster` plays every kubelet of the embedded cluster from one pla
   Node object as it is now and the pods admitted before), whoever bound it; it runs
   until deleted or for
   `gpuyard.io/sim-duration` seconds and ends Succeeded/Failed with
-  `gpuyard.io/sim-exit-code`; a pod with a deletionTimestamp is finalised and removed;
+  `gpuyard.io/sim-exit-code` (one code, or codes by container: "main=42,sidecar=0"),
+  each container terminated with its exit code as a kubelet reports it; a pod with a
+  deletionTimestamp is finalised and removed;
   a pod whose container runs `gpuyard gpu-test` ends with the report its host's
   injected faults imply (from gpuyard.health.gputest.simulate_report), marked simulated;
   a start whose status write is refused or lost is tried again, backing off;
@@ -224,6 +226,29 @@ def _unstarted_ephemeral(pod: dict[str, Any]) -> list[dict[str, Any]]:
 
 def _node_of(pod: dict[str, Any]) -> str:
     return str((pod.get("spec") or {}).get("nodeName") or "")
+
+
+def exit_codes(value: str, containers: list[str]) -> dict[str, int]:
+    """The exit code of each container from a `gpuyard.io/sim-exit-code` annotation: one
+    code for every container ("42"), or codes by container name ("main=42,sidecar=0";
+    a container not named exits 0). ValueError says what is wrong with it."""
+    value = value.strip()
+    if "=" not in value:
+        try:
+            return dict.fromkeys(containers, int(value))
+        except ValueError:
+            raise ValueError(f"{value!r} is not an exit code") from None
+    out = dict.fromkeys(containers, 0)
+    for part in value.split(","):
+        name, eq, code = part.strip().partition("=")
+        if not eq or name not in out:
+            known = ", ".join(containers)
+            raise ValueError(f"{part.strip()!r} names no container of the pod ({known})")
+        try:
+            out[name] = int(code)
+        except ValueError:
+            raise ValueError(f"{code!r} is not an exit code (container {name})") from None
+    return out
 
 
 def is_gpu_test(pod: dict[str, Any]) -> bool:
@@ -844,29 +869,34 @@ class SimCluster:
             delay, lambda: self._spawn(key + "#finish", self._finish(key))
         )
 
-    def _outcome(self, pod: dict[str, Any], n: SimNode) -> tuple[int, str]:
+    def _outcome(self, pod: dict[str, Any], n: SimNode) -> tuple[dict[str, int], str]:
+        """Each container's exit code (by name) and the termination message."""
+        containers = [
+            c.get("name", "main") for c in (pod.get("spec") or {}).get("containers") or []
+        ]
         if is_gpu_test(pod):
             from gpuyard.health.gputest import simulate_report  # torch stays lazy there
 
             report, code = simulate_report(
                 n.host, expected_gpus=n.shape.gpus, product=n.shape.gpu_product
             )
-            return code, orjson.dumps(report).decode()
+            return dict.fromkeys(containers, code), orjson.dumps(report).decode()
         ann = (pod.get("metadata") or {}).get("annotations") or {}
         try:
-            return int(ann.get(names.ANN_SIM_EXIT_CODE, "0")), ""
-        except ValueError:
-            return 1, f"bad {names.ANN_SIM_EXIT_CODE} annotation"
+            return exit_codes(ann.get(names.ANN_SIM_EXIT_CODE, "0"), containers), ""
+        except ValueError as exc:
+            return dict.fromkeys(containers, 1), f"bad {names.ANN_SIM_EXIT_CODE} annotation: {exc}"
 
     async def _finish(self, key: str) -> None:
         got = self._acting_on(key, ("Running",))
         if got is None:
             return
         pod, n = got
-        code, message = self._outcome(pod, n)
+        codes, message = self._outcome(pod, n)
         now = o.now_rfc3339()
         statuses = []
         for cs in (pod.get("status") or {}).get("containerStatuses") or []:
+            code = codes.get(cs.get("name", "main"), 0)
             term: dict[str, Any] = {
                 "exitCode": code,
                 "reason": "Completed" if code == 0 else "Error",
@@ -885,7 +915,7 @@ class SimCluster:
             }
             for t in ("PodScheduled", "Initialized", "ContainersReady", "Ready")
         ]
-        phase = "Succeeded" if code == 0 else "Failed"
+        phase = "Failed" if any(codes.values()) else "Succeeded"
         await self.kubelet(_node_of(pod)).patch_status(
             PODS,
             pod["metadata"]["name"],

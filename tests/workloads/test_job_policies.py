@@ -1,5 +1,5 @@
-"""batch/v1 Job failure handling on `gpuyard up`: podFailurePolicy (FailJob on an exit
-code, Ignore for a pod evicted through the Eviction API), activeDeadlineSeconds,
+"""batch/v1 Job failure handling on `gpuyard up`: podFailurePolicy (FailJob on one
+container's exit code, Ignore for a pod evicted through the Eviction API), activeDeadlineSeconds,
 ttlSecondsAfterFinished and backoffLimitPerIndex, seen through kubectl and the official
 Python client; and the policy's rule matching on pods as a kubelet reports them."""
 
@@ -11,6 +11,7 @@ from typing import Any
 from kubernetes import client as k8s
 from kubernetes import config as k8sconfig
 
+from gpuyard.cluster.sim import exit_codes
 from gpuyard.cluster.testing import ClusterProcess, wait_for
 from gpuyard.cluster.workloads.podfailure import judge
 
@@ -51,29 +52,59 @@ def wait_job(c: ClusterProcess, name: str, cond: str) -> dict[str, Any]:
     return get_job(c, name)
 
 
-def test_fail_job_rule_on_exit_code_fails_at_once(cluster: ClusterProcess) -> None:
+def test_fail_job_rule_on_a_containers_exit_code_fails_at_once(cluster: ClusterProcess) -> None:
+    # main exits 42, side 0: the rule naming side does not match, the next one does
     policy = {
         "rules": [
+            {
+                "action": "Ignore",
+                "onExitCodes": {"containerName": "side", "operator": "In", "values": [42]},
+            },
             {"action": "FailJob", "onExitCodes": {"operator": "In", "values": [42]}},
         ]
     }
     body = job_body(
         "exit42",
-        {"gpuyard.io/sim-duration": "0.3", "gpuyard.io/sim-exit-code": "42"},
+        {"gpuyard.io/sim-duration": "0.3", "gpuyard.io/sim-exit-code": "main=42"},
         backoffLimit=5,
         podFailurePolicy=policy,
     )
-    cluster.kubectl("create", "-f", "-", input=json.dumps(body))
+    body["spec"]["template"]["spec"]["containers"].append({"name": "side", "image": "busybox"})
+    batch = k8s.BatchV1Api(k8sconfig.new_client_from_config(config_file=cluster.kubeconfig))
+    batch.create_namespaced_job("default", body)
     job = wait_job(cluster, "exit42", "failed")
     failed = condition(job, "Failed")
     assert failed["reason"] == "PodFailurePolicy"
     (pod,) = job_pods(cluster, "exit42")  # no retry, although backoffLimit is 5
     assert failed["message"] == (
         f"Container main for pod default/{pod['metadata']['name']} failed with exit code 42 "
-        "matching FailJob rule at index 0"
+        "matching FailJob rule at index 1"
     )
     assert job["status"]["failed"] == 1
     assert condition(job, "FailureTarget")["reason"] == "PodFailurePolicy"
+    core = k8s.CoreV1Api(k8sconfig.new_client_from_config(config_file=cluster.kubeconfig))
+    got = core.read_namespaced_pod(pod["metadata"]["name"], "default")
+    assert got.status.phase == "Failed"
+    ended = {cs.name: cs.state.terminated for cs in got.status.container_statuses}
+    assert (ended["main"].exit_code, ended["main"].reason) == (42, "Error")
+    assert (ended["side"].exit_code, ended["side"].reason) == (0, "Completed")
+
+
+def test_exit_code_annotation_forms() -> None:
+    assert exit_codes("42", ["a", "b"]) == {"a": 42, "b": 42}
+    assert exit_codes("b=3", ["a", "b"]) == {"a": 0, "b": 3}
+    assert exit_codes(" a=1, b=2 ", ["a", "b"]) == {"a": 1, "b": 2}
+    for bad, said in (
+        ("x", "'x' is not an exit code"),
+        ("c=1", "'c=1' names no container of the pod (a, b)"),
+        ("a=one", "'one' is not an exit code (container a)"),
+    ):
+        try:
+            exit_codes(bad, ["a", "b"])
+        except ValueError as exc:
+            assert str(exc) == said
+        else:
+            raise AssertionError(f"{bad!r} was accepted")
 
 
 def test_evicted_pod_is_ignored_by_its_rule_and_replaced(cluster: ClusterProcess) -> None:
