@@ -305,7 +305,9 @@ class SimCluster:
         self._timers: dict[str, asyncio.TimerHandle] = {}
         self._start_failures: dict[str, int] = {}  # pod key -> status writes refused in a row
         self._busy: set[str] = set()
-        self._tasks: list[asyncio.Task[Any]] = []
+        # the lease loop and the kubelet's work in flight (each leaves the set when done:
+        # thousands are in flight while a DaemonSet starts on every node)
+        self._tasks: set[asyncio.Task[Any]] = set()
         self._sem = asyncio.Semaphore(self.cfg.concurrency)
         self.started_at = 0.0
         self.writes = 0
@@ -343,12 +345,13 @@ class SimCluster:
         self.pods.add_handler(self._on_pod, lambda old, new: self._on_pod(new), self._on_pod_delete)
         self.pods.start()
         await self.pods.wait_synced()
-        self._tasks.append(asyncio.create_task(self._lease_loop(), name="sim-leases"))
+        self._tasks.add(asyncio.create_task(self._lease_loop(), name="sim-leases"))
 
     async def stop(self) -> None:
-        for t in self._tasks:
+        tasks = list(self._tasks)
+        for t in tasks:
             t.cancel()
-        for t in self._tasks:
+        for t in tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await t
         for h in self._timers.values():
@@ -672,9 +675,9 @@ class SimCluster:
             finally:
                 self._busy.discard(key)
 
-        self._tasks.append(asyncio.create_task(run()))
-        if len(self._tasks) > 256:
-            self._tasks = [t for t in self._tasks if not t.done()]
+        task = asyncio.create_task(run())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     def _account(self, key: str, n: SimNode, pod: dict[str, Any]) -> None:
         if key in self._pod_state:

@@ -63,11 +63,22 @@ def daemon_tolerations(spec: dict[str, Any]) -> list[dict[str, Any]]:
     return tols
 
 
-def should_run(template: dict[str, Any], node: dict[str, Any]) -> bool:
+def daemon_pod(template: dict[str, Any]) -> dict[str, Any]:
+    """What placement looks at of the template's pod: its spec with the daemon's
+    tolerations (made once per pass, not once per node)."""
     spec = dict(template.get("spec") or {})
     spec["tolerations"] = daemon_tolerations(spec)
-    pod = {"spec": spec}
+    return {"spec": spec}
+
+
+def runs_on(pod: dict[str, Any], node: dict[str, Any]) -> bool:
+    """Whether the daemon pod (from daemon_pod) belongs on the node."""
+    spec = pod["spec"]
     return o.node_matches_pod(pod, node) and not o.untolerated_taints(node, spec["tolerations"])
+
+
+def should_run(template: dict[str, Any], node: dict[str, Any]) -> bool:
+    return runs_on(daemon_pod(template), node)
 
 
 class DaemonSetController(Controller):
@@ -89,6 +100,10 @@ class DaemonSetController(Controller):
         # a daemon pod that keeps failing (a full node's kubelet refusing it) backs off
         self._backoff: dict[tuple[str, str], tuple[int, float]] = {}
         self._failed_seen: dict[str, set[str]] = {}  # ds uid -> failed pods counted
+        # ds key -> (its revision, node -> (the Node object judged, whether the daemon
+        # runs there)): a node is judged again only when its object or the template
+        # changed, not at every pass over thousands of nodes
+        self._placed: dict[str, tuple[str, dict[str, tuple[dict[str, Any], bool]]]] = {}
 
     @staticmethod
     def _owner_index(pod: dict[str, Any]) -> str | None:
@@ -132,6 +147,7 @@ class DaemonSetController(Controller):
         if ds is None or ds["metadata"].get("deletionTimestamp"):
             if ds is None:
                 self.revisions.forget(key)
+                self._placed.pop(key, None)
             return
         uid = ds["metadata"].get("uid") or ""
         tmpl = (ds.get("spec") or {}).get("template") or {}
@@ -143,7 +159,8 @@ class DaemonSetController(Controller):
         by_node: dict[str, list[dict[str, Any]]] = {}
         for p in active:
             by_node.setdefault((p.get("spec") or {}).get("nodeName") or "", []).append(p)
-        wanted = {o.name_of(n) for n in self.nodes.list() if should_run(tmpl, n)}
+        wanted = self._wanted(key, rev, tmpl)
+        ready_pods = {id(p) for p in active if pod_ready(p)}
         adds = self._adds.setdefault(uid, set())
         adds -= set(by_node)
         # a failed daemon pod is replaced, as the kubelet will not restart it, after a
@@ -161,7 +178,7 @@ class DaemonSetController(Controller):
             n, _ = self._backoff.get((uid, node), (0, 0.0))
             self._backoff[(uid, node)] = (n + 1, now + min(BACKOFF_MAX_S, 2.0**n))
         for node, ps in by_node.items():
-            if any(pod_ready(p) for p in ps):
+            if any(id(p) in ready_pods for p in ps):
                 self._backoff.pop((uid, node), None)
         waiting = {node for node in wanted if self._backoff.get((uid, node), (0, 0.0))[1] > now}
         if waiting:
@@ -176,7 +193,7 @@ class DaemonSetController(Controller):
             *(self._create(ds, node, hash_) for node in create),
             *(self._delete(p) for p in [*doomed, *failed, *rolling]),
         )
-        ready = sum(1 for p in on_wanted if pod_ready(p))
+        ready = sum(1 for p in on_wanted if id(p) in ready_pods)
         updated = [p for p in on_wanted if o.labels_of(p).get(REVISION_LABEL) == hash_]
         status = {
             "desiredNumberScheduled": len(wanted),
@@ -197,6 +214,28 @@ class DaemonSetController(Controller):
             if o.labels_of(p).get(REVISION_LABEL)
         }
         await self.revisions.prune(ds, in_use)
+
+    def _wanted(self, key: str, rev: str, tmpl: dict[str, Any]) -> set[str]:
+        """The nodes the daemon of revision `rev` belongs on."""
+        got = self._placed.get(key)
+        memo = got[1] if got is not None and got[0] == rev else {}
+        daemon: dict[str, Any] | None = None
+        judged: dict[str, tuple[dict[str, Any], bool]] = {}
+        out: set[str] = set()
+        for n in self.nodes.list():
+            name = o.name_of(n)
+            m = memo.get(name)
+            if m is not None and m[0] is n:
+                runs = m[1]
+            else:
+                if daemon is None:
+                    daemon = daemon_pod(tmpl)
+                runs = runs_on(daemon, n)
+            judged[name] = (n, runs)
+            if runs:
+                out.add(name)
+        self._placed[key] = (rev, judged)  # nodes gone are forgotten
+        return out
 
     @staticmethod
     def _roll(

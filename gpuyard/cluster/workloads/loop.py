@@ -1,6 +1,9 @@
 """The loop every workload controller runs: a set of object keys to reconcile, filled by
 informer handlers and drained in coalesced bursts; a failed reconcile is retried after a
-second; writes go through a bounded semaphore and are counted.
+second; writes go through a bounded semaphore and are counted. A pass that took long
+(a DaemonSet's on thousands of nodes while their pods start) is followed by a pause as
+long, up to PACE_MAX_S, so one controller's passes take at most about half of the
+process's event loop from the API server and kubelets sharing it.
 
 A controller subclasses `Controller`, names what it reconciles (`what`, for logs), lists
 its informers (`informers()`), registers its handlers (`_wire()`) and implements
@@ -11,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from typing import Any
 
 from gpuyard.kube import objects as o
@@ -21,6 +25,7 @@ from gpuyard.kube.waits import woken
 log = logging.getLogger("gpuyard.cluster.workloads")
 
 WRITES_IN_FLIGHT = 64  # writes one controller has in flight at once
+PACE_MAX_S = 0.5  # the longest pause a slow pass earns before the next one
 
 
 class Controller:
@@ -59,11 +64,14 @@ class Controller:
         try:
             for inf in infs:
                 await inf.wait_synced()
+            pause = self.coalesce_s
             while await woken(self._wake, stop):
-                await asyncio.sleep(self.coalesce_s)  # coalesce a burst of events
+                await asyncio.sleep(pause)  # coalesce a burst of events
                 self._wake.clear()
                 keys, self._queue = self._queue, set()
+                t0 = time.monotonic()
                 await asyncio.gather(*(self._reconcile_safe(k) for k in keys))
+                pause = max(self.coalesce_s, min(PACE_MAX_S, time.monotonic() - t0))
         finally:
             for inf in infs:
                 await inf.stop()
