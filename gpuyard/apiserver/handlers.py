@@ -1211,6 +1211,7 @@ class Core:
         strategies.prepare_for_create(res, obj)
         defaults.on_create(res, obj, self.cluster)
         if res.key == CRDS:
+            obj.pop("status", None)  # the server's to set, as kube's CRD strategy resets it
             self._crd_status(obj)
         elif res.custom and "status" in res.subresources:
             obj.pop("status", None)
@@ -1276,7 +1277,10 @@ class Core:
             ("NamesAccepted", "NoConflicts", "no conflicts found"),
             ("Established", "InitialNamesAccepted", "the initial names have been accepted"),
         ):
-            conds = [c for c in status.get("conditions") or [] if c.get("type") != t]
+            conds = status.get("conditions") or []
+            if any(c.get("type") == t and c.get("status") == "True" for c in conds):
+                continue  # already true: its lastTransitionTime stays (an update is no transition)
+            conds = [c for c in conds if c.get("type") != t]
             conds.append(
                 {
                     "type": t,

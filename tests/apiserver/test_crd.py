@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any
 
 from .api import Api
@@ -129,3 +130,28 @@ async def test_schema_validation(api: Api) -> None:
     st, err = await api.post(W, body)
     assert st == 422
     assert (await api.get(f"{W}/bad"))[0] == 404
+
+
+async def test_conditions_move_only_on_a_transition(api: Api) -> None:
+    """An update of an established CRD keeps its conditions' lastTransitionTime, so writing
+    it back unchanged is no write; a status sent with a create is the server's to set."""
+    sent = crd()
+    sent["status"] = {
+        "conditions": [
+            {"type": "Established", "status": "True", "lastTransitionTime": "2000-01-01T00:00:00Z"}
+        ]
+    }
+    st, c = await api.post(CRD_PATH, sent)
+    assert st == 201
+    first = {x["type"]: x["lastTransitionTime"] for x in c["status"]["conditions"]}
+    assert set(first) == {"NamesAccepted", "Established"}
+    assert "2000-01-01T00:00:00Z" not in first.values()
+    # Times are whole seconds: let the clock pass the creation's second.
+    while time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()) in first.values():
+        await asyncio.sleep(0.05)
+    c["metadata"]["labels"] = {"a": "b"}
+    st, c2 = await api.put(f"{CRD_PATH}/widgets.example.com", c)
+    assert st == 200
+    assert {x["type"]: x["lastTransitionTime"] for x in c2["status"]["conditions"]} == first
+    st, c3 = await api.put(f"{CRD_PATH}/widgets.example.com", c2)
+    assert st == 200 and c3["metadata"]["resourceVersion"] == c2["metadata"]["resourceVersion"]
