@@ -472,10 +472,14 @@ def objects(image: str = IMAGE, gpu_image: str = GPU_IMAGE) -> list[dict[str, An
             if "--image" in cmd:  # the test pods' image
                 cmd[cmd.index("--image") + 1] = gpu_image
         out.append(doc)
+    # The components that serve /metrics ask about scrapers' tokens; the viewer (people
+    # signing in to the dashboard) serves nothing and asks nothing.
     accounts = [
         o["metadata"]["name"]
         for o in out
-        if o["kind"] == "ServiceAccount" and o["metadata"].get("namespace") == NAMESPACE
+        if o["kind"] == "ServiceAccount"
+        and o["metadata"].get("namespace") == NAMESPACE
+        and o["metadata"]["name"] != VIEWER
     ]
     out += [*metrics_services(), *metrics_rbac(accounts), scrape_config()]
     return out

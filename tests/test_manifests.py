@@ -176,3 +176,82 @@ def test_an_api_server_accepts_the_whole_install(apiserver: ServerProcess) -> No
     again = kubectl("apply", "-f", "-")  # applying twice changes nothing
     assert again.returncode == 0 and "created" not in again.stdout
     assert kubectl("get", "balloonpools").returncode == 0  # the CRDs are served
+
+
+# The built-in ClusterRole the install binds (kube-apiserver's bootstrap policy).
+BUILTIN_ROLES = {
+    "system:auth-delegator": [
+        {
+            "apiGroups": ["authentication.k8s.io"],
+            "resources": ["tokenreviews"],
+            "verbs": ["create"],
+        },
+        {
+            "apiGroups": ["authorization.k8s.io"],
+            "resources": ["subjectaccessreviews"],
+            "verbs": ["create"],
+        },
+    ]
+}
+READ = {"get", "list", "watch"}
+REVIEWS = {"tokenreviews", "subjectaccessreviews"}  # asked, never stored
+
+
+def _granted(objs: list[dict], account: str) -> list[tuple[str, str, str, str]]:
+    """(namespace or "", group, resource, verb) for every grant of a ServiceAccount."""
+    roles = {
+        (o["kind"], o["metadata"].get("namespace", ""), o["metadata"]["name"]): o for o in objs
+    }
+    out = []
+    for b in objs:
+        if b["kind"] not in ("ClusterRoleBinding", "RoleBinding"):
+            continue
+        if not any(
+            s["kind"] == "ServiceAccount"
+            and s["name"] == account
+            and s.get("namespace") == manifests.NAMESPACE
+            for s in b["subjects"]
+        ):
+            continue
+        ns = b["metadata"].get("namespace", "")
+        ref = b["roleRef"]
+        rules = (
+            BUILTIN_ROLES[ref["name"]]
+            if ref["name"] in BUILTIN_ROLES
+            else roles[(ref["kind"], ns if ref["kind"] == "Role" else "", ref["name"])]["rules"]
+        )
+        for r in rules:
+            for g in r.get("apiGroups") or ["(non-resource)"]:
+                for res in r.get("resources") or r.get("nonResourceURLs") or []:
+                    out += [(ns, g, res, v) for v in r["verbs"]]
+    return out
+
+
+def test_the_install_roles_are_least_privilege() -> None:
+    """What a platform engineer checks before installing: no wildcards, no way to raise
+    one's own rights, Secrets only in the install's namespace, every binding for the
+    install's own ServiceAccounts, and the read-only identities read only."""
+    objs = manifests.objects()
+    for o in objs:
+        if o["kind"] in ("ClusterRole", "Role"):
+            for r in o["rules"]:
+                fields = [*r.get("apiGroups", []), *r.get("resources", []), *r["verbs"]]
+                assert "*" not in fields and not any("*" in u for u in r.get("nonResourceURLs", []))
+        if o["kind"] in ("ClusterRoleBinding", "RoleBinding"):
+            for s in o["subjects"]:
+                assert (s["kind"], s.get("namespace")) == ("ServiceAccount", manifests.NAMESPACE)
+    accounts = [o["metadata"]["name"] for o in objs if o["kind"] == "ServiceAccount"]
+    for sa in accounts:
+        for ns, group, res, verb in _granted(objs, sa):
+            assert verb not in ("escalate", "bind", "impersonate"), (sa, res, verb)
+            if group == "rbac.authorization.k8s.io":
+                assert verb in READ, (sa, res, verb)  # never writes a role or binding
+            assert res not in ("serviceaccounts/token", "pods/exec", "pods/attach", "nodes/proxy")
+            if res == "secrets":
+                assert ns == manifests.NAMESPACE, (sa, "secrets cluster-wide")
+    # Identities that only look: the agent on every node and the people's viewer.
+    for sa in (manifests.NETD, manifests.VIEWER):
+        writes = {(g, r, v) for _, g, r, v in _granted(objs, sa) if v not in READ}
+        assert all(r in REVIEWS for _, r, _ in writes), (sa, writes)
+    # The viewer serves nothing, so it may not even ask about others' tokens.
+    assert {v for *_, v in _granted(objs, manifests.VIEWER)} <= READ
