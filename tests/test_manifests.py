@@ -10,6 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import yaml
 
 from gpuyard import manifests
@@ -255,3 +256,28 @@ def test_the_install_roles_are_least_privilege() -> None:
         assert all(r in REVIEWS for _, r, _ in writes), (sa, writes)
     # The viewer serves nothing, so it may not even ask about others' tokens.
     assert {v for *_, v in _granted(objs, manifests.VIEWER)} <= READ
+
+
+def test_every_object_is_valid_against_the_kubernetes_1_37_schemas(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Checked by kubernetes-validate's own JSON schemas of 1.37 (strict: no unknown
+    field), not by the embedded API server that compiles its checks from them."""
+    import copy
+    import functools
+
+    import kubernetes_validate
+    from kubernetes_validate import utils
+
+    # Each call reads the schema files again: read each once.
+    monkeypatch.setattr(utils, "schema_contents", functools.cache(utils.schema_contents))
+
+    docs = [d for d in yaml.safe_load_all((ROOT / "deploy" / "gpuyard.yaml").read_text()) if d]
+    objs = manifests.objects(image="registry.example/gpuyard:1", gpu_image="registry.example/g:1")
+    for o in [*docs, *objs]:
+        kubernetes_validate.validate(o, "1.37.0", strict=True)
+    # The check bites: a misspelled field of a container is refused.
+    bad = copy.deepcopy(next(o for o in objs if o["kind"] == "DaemonSet"))
+    bad["spec"]["template"]["spec"]["containers"][0]["imagePullPolcy"] = "Always"
+    with pytest.raises(kubernetes_validate.ValidationError, match="imagePullPolcy"):
+        kubernetes_validate.validate(bad, "1.37.0", strict=True)

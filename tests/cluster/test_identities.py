@@ -8,6 +8,7 @@ import json
 import time
 from typing import Any
 
+from gpuyard import manifests
 from gpuyard.cluster.testing import ClusterProcess
 
 POD = {
@@ -94,6 +95,29 @@ def test_components_act_as_their_service_accounts(cluster: ClusterProcess) -> No
     # The components' tokens are kept private.
     for f in (cluster.data_dir / "identities").iterdir():
         assert f.stat().st_mode & 0o077 == 0
+    _install_dry_run_matches(cluster)
+
+
+def _install_dry_run_matches(cluster: ClusterProcess) -> None:
+    """The real-cluster install against this cluster: `kubectl apply --dry-run=server`
+    takes every object and stores none, and the roles and bindings the components run
+    under here are exactly the install's."""
+    text = manifests.render()
+    objs = manifests.objects()
+    r = cluster.kubectl("apply", "--dry-run=server", "-f", "-", input=text)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.count("(server dry run)") == len(objs), r.stdout
+    got = cluster.kubectl("get", "deployments,daemonsets", "-n", manifests.NAMESPACE, "-o", "json")
+    assert json.loads(got.stdout)["items"] == []  # nothing was stored
+    live = {}
+    for kinds, ns in (("clusterroles,clusterrolebindings", []), ("roles,rolebindings", ["-A"])):
+        for o in json.loads(cluster.kubectl("get", kinds, *ns, "-o", "json").stdout)["items"]:
+            live[(o["kind"], o["metadata"].get("namespace"), o["metadata"]["name"])] = o
+    for o in objs:
+        if o["kind"] in ("ClusterRole", "Role", "ClusterRoleBinding", "RoleBinding"):
+            have = live[(o["kind"], o["metadata"].get("namespace"), o["metadata"]["name"])]
+            for field in ("rules", "roleRef", "subjects"):
+                assert have.get(field) == o.get(field), (o["metadata"]["name"], field)
 
 
 def test_a_verb_removed_from_a_role_fails_with_403_naming_it(cluster: ClusterProcess) -> None:
