@@ -2,7 +2,7 @@
 
 Measures, against `python -m gpuyard.apiserver` in a subprocess with persistence on:
 - acknowledged writes/s creating 7,500 nodes and 75,000 pods (concurrent connections,
-  from client worker processes);
+  from client worker processes), and the server's CPU seconds per 1,000 of them;
 - the time of a full node list over HTTP (ms, median of 5);
 - watch delivery latency p50/p99 with 100 watchers under ~1,000 writes/s;
 - peak RSS of the server process;
@@ -223,6 +223,13 @@ def _cpu_seconds(pid: int) -> float:
     with open(f"/proc/{pid}/stat") as f:
         parts = f.read().rsplit(")", 1)[1].split()
     return (int(parts[11]) + int(parts[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _per_1000(cpu: float, ok: int) -> float:
+    """Server CPU seconds (user + system, all its threads) per 1,000 acknowledged writes:
+    steadier than writes/s on a shared machine, since time the server waits for a core
+    is not counted."""
+    return round(cpu / ok * 1000, 3) if ok else -1.0
 
 
 def watch_latency(
@@ -542,21 +549,25 @@ def measure(
         with run_apiserver_process(d, code_dir=code_dir) as srv:
             ca = srv.ca_file
             items = [("/api/v1/nodes", orjson.dumps(node(i))) for i in range(nodes)]
+            cpu0 = _cpu_seconds(srv.pid)
             ok, secs = write_phase(srv.url, srv.token, ca, items)
             out["create_nodes"] = {
                 "ok": ok,
                 "seconds": round(secs, 2),
                 "writes_per_s": round(ok / secs, 1),
+                "server_cpu_s_per_1000": _per_1000(_cpu_seconds(srv.pid) - cpu0, ok),
             }
             items = [
                 ("/api/v1/namespaces/default/pods", orjson.dumps(pod(i, nodes)))
                 for i in range(pods)
             ]
+            cpu0 = _cpu_seconds(srv.pid)
             ok, secs = write_phase(srv.url, srv.token, ca, items)
             out["create_pods"] = {
                 "ok": ok,
                 "seconds": round(secs, 2),
                 "writes_per_s": round(ok / secs, 1),
+                "server_cpu_s_per_1000": _per_1000(_cpu_seconds(srv.pid) - cpu0, ok),
             }
             ms, n = asyncio.run(list_nodes(srv.url, srv.token, ca))
             out["list_nodes"] = {"items": n, "median_ms": round(ms, 1)}
@@ -596,6 +607,8 @@ def _client_figures(srv: Any, ca: str | None, nodes: int) -> Any:
 COMPARED = [
     ("create_nodes", "writes_per_s", True),
     ("create_pods", "writes_per_s", True),
+    ("create_nodes", "server_cpu_s_per_1000", False),
+    ("create_pods", "server_cpu_s_per_1000", False),
     ("list_nodes", "median_ms", False),
     ("watch", "p50_ms", False),
     ("watch", "p99_ms", False),
