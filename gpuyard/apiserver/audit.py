@@ -445,32 +445,3 @@ def event(
         if annotations:
             ev["annotations"].update(annotations)  # admission's (policies' auditAnnotations)
     return ev
-
-
-_ids: list[str] = []
-
-
-def _more_ids(n: int = 256) -> list[str]:
-    """n random (version 4) UUIDs in their text form from one read of the kernel's
-    random source (a getrandom call per request cost as much as the rest of the ID)."""
-    b = bytearray(os.urandom(16 * n))
-    for o in range(0, 16 * n, 16):
-        b[o + 6] = (b[o + 6] & 0x0F) | 0x40
-        b[o + 8] = (b[o + 8] & 0x3F) | 0x80
-    h = b.hex()
-    return [
-        f"{h[o : o + 8]}-{h[o + 8 : o + 12]}-{h[o + 12 : o + 16]}-{h[o + 16 : o + 20]}-"
-        f"{h[o + 20 : o + 32]}"
-        for o in range(0, 32 * n, 32)
-    ]
-
-
-def new_id() -> str:
-    """A random (version 4) UUID in its text form, without the uuid module's object
-    (its constructor was a third of an event's cost); list.pop is atomic, so threads
-    never get the same ID."""
-    try:
-        return _ids.pop()
-    except IndexError:
-        _ids.extend(_more_ids())
-        return _ids.pop()

@@ -15,7 +15,7 @@ from typing import Any
 
 import orjson
 
-from gpuyard.apiserver import attributes, audit, nodeauth, paths, requestctx, reviews
+from gpuyard.apiserver import attributes, audit, ids, nodeauth, paths, requestctx, reviews
 from gpuyard.apiserver.access import Access
 from gpuyard.apiserver.attributes import Attributes
 from gpuyard.apiserver.authn import ANONYMOUS_USER, LOOPBACK_USER, AuthError, UserInfo
@@ -241,7 +241,7 @@ class Gate:
             from urllib.parse import urlencode
 
             uri += "?" + urlencode(list(query.items()))
-        audit_id = audit.new_id()
+        audit_id = ids.new_id()
         resp.headers["Audit-Id"] = audit_id
         self.audit.write(
             audit.event(

@@ -25,6 +25,7 @@ from gpuyard.apiserver import (
     conversion,
     defaults,
     ephemeral,
+    ids,
     managedfields,
     metricsapi,
     patch,
@@ -1334,8 +1335,8 @@ class Core:
         md = obj["metadata"]
         for k in ("resourceVersion", "deletionTimestamp", "deletionGracePeriodSeconds", "selfLink"):
             md.pop(k, None)
-        md["uid"] = str(uuid.uuid4())
-        md["creationTimestamp"] = _ts(_now())
+        md["uid"] = ids.new_id()
+        md["creationTimestamp"] = _now_ts()
         md["generation"] = 1
         self._defaults_on_create(res, obj)
         if not applied:

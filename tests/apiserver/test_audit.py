@@ -167,13 +167,36 @@ def test_a_bad_policy_file_is_refused(tmp_path: Path) -> None:
 def test_audit_ids_are_distinct_version_4_uuids() -> None:
     import uuid
 
-    from gpuyard.apiserver import audit
+    from gpuyard.apiserver import ids as idgen
 
-    ids = [audit.new_id() for _ in range(2000)]  # more than one batch of the random source
+    ids = [idgen.new_id() for _ in range(2000)]  # more than one batch of the random source
     assert len(set(ids)) == len(ids)
     for i in ids:
         u = uuid.UUID(i)
         assert str(u) == i and u.version == 4 and u.variant == uuid.RFC_4122
+
+
+def test_a_forked_child_never_repeats_its_parents_ids() -> None:
+    """IDs (object UIDs, audit IDs) come from a batch made ahead: a child process must
+    not hand out the rest of the batch its parent was given."""
+    import os
+
+    from gpuyard.apiserver import ids as idgen
+
+    idgen.new_id()  # the parent holds a batch now
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child
+        try:
+            os.write(w, ",".join(idgen.new_id() for _ in range(10)).encode())
+        finally:
+            os._exit(0)
+    os.close(w)
+    with os.fdopen(r, "rb") as f:
+        child = f.read().decode().split(",")
+    os.waitpid(pid, 0)
+    parent = [idgen.new_id() for _ in range(10)]
+    assert len(child) == 10 and not set(child) & set(parent)
 
 
 def test_audit_timestamps_are_utc_rfc3339() -> None:
