@@ -1095,9 +1095,11 @@ class Core:
         if sub is None:
             sent = obj
             obj, warnings = await self._admit(res, op, obj, old, dry)
-            mutated = obj is not sent  # (normalizing below always makes a new dict)
-            obj = self._normalize(res, obj) if isinstance(obj, dict) else obj
+            mutated = obj is not sent
             if mutated:
+                # (what every caller sends is normalized already: only a webhook's
+                # answer needs it)
+                obj = self._normalize(res, obj) if isinstance(obj, dict) else obj
                 # A mutating webhook's object is decoded again: defaulted, and a
                 # custom object pruned by its schema.
                 defaults.apply(res, obj)
