@@ -38,6 +38,15 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ClusterProcess
 @pytest.fixture(scope="module")
 def page(cluster: ClusterProcess) -> Iterator[Any]:
     with browser.browser_page() as pg:
+        pg.api_calls = []
+        pg.on(
+            "request",
+            lambda r: (
+                pg.api_calls.append(f"{r.method} {r.url.split('/', 3)[3]}")
+                if "/api/" in r.url
+                else None
+            ),
+        )
         pg.goto(banner_link(cluster))  # the banner's link signs the browser in
         wait_for(
             lambda: pg.evaluate("document.getElementById('map').dataset.nodeCount") == str(NODES),
@@ -58,6 +67,9 @@ def test_the_map_draws_every_node(page: Any) -> None:
     assert sum(counts.values()) == NODES and counts["free"] > 0
     assert page.inner_text("#node-count") == f"{NODES} nodes"
     assert "token=" not in page.url  # the token leaves the address bar once used
+    # signing in is one round trip: the session's answer names the user, then the stream
+    # (gzipped: it decodes in the browser as each event arrives)
+    assert page.api_calls[:2] == ["POST api/session", "GET api/events"], page.api_calls
 
 
 def test_an_xid_turns_its_node_red_within_5_s(cluster: ClusterProcess, page: Any) -> None:

@@ -24,12 +24,19 @@ async function signIn(token) {
 
 async function start() {
   const m = location.hash.match(/(?:^#|&)token=([^&]+)/);
+  let refused = "";
   if (m) {
     history.replaceState(null, "", location.pathname + location.search);
-    await signIn(decodeURIComponent(m[1]));
+    // the session's answer names the user: no second round trip to ask who it is
+    const r = await signIn(decodeURIComponent(m[1]));
+    if (r.ok) {
+      performance.mark("gpuyard-signed-in");
+      return signedIn(r.body.user);
+    }
+    refused = r.body.error || `the link's token was refused (${r.status})`;
   }
-  const who = await api("/api/whoami");
-  if (!who.ok) return askToken(who.body.error || "");
+  const who = await api("/api/whoami"); // a session cookie from before, or none
+  if (!who.ok) return askToken(refused || who.body.error || "");
   performance.mark("gpuyard-signed-in");
   signedIn(who.body.user);
 }
