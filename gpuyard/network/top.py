@@ -5,6 +5,9 @@ cluster's metrics address, found in up.json next to $KUBECONFIG) twice, --window
 rates in bits per second, internet and in-cluster (node, zone, cluster) apart, and the
 bytes sent so far. Pods that have no counters of their own (hostNetwork pods share the
 node's address) are named apart: "unaccounted" in JSON, a note on stderr in the table.
+A node agent's /metrics on a real cluster answers only a token whose user may get /metrics:
+with --metrics-url, the kubeconfig's user's token is sent (its exec plugin run if it has
+one); gpuyard up's own address asks none and gets none.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import json
 import os
 import sys
 import time
+import urllib.error
 import urllib.request
 from collections import defaultdict
 from pathlib import Path
@@ -59,8 +63,26 @@ def _urls(args: argparse.Namespace) -> list[str]:
     return [url]
 
 
+def _token(args: argparse.Namespace) -> str | None:
+    """The bearer token for node agents' /metrics: the kubeconfig's user's, if it has one."""
+    if not args.metrics_url:
+        return None  # gpuyard up's metrics address: local, asks for none
+    import asyncio
+
+    from gpuyard.kube.errors import ConfigError
+    from gpuyard.kube.kubeconfig import load_config
+
+    try:
+        cfg = load_config(args.kubeconfig)
+        if cfg.exec_plugin is not None:
+            asyncio.run(cfg.refresh())
+        return cfg.bearer_token()
+    except (ConfigError, OSError) as exc:
+        raise CommandError(f"kubeconfig: {exc}", 1) from None
+
+
 def _read(
-    urls: list[str], unaccounted: list[dict[str, str]] | None = None
+    urls: list[str], unaccounted: list[dict[str, str]] | None = None, token: str | None = None
 ) -> dict[tuple[str, str, str], dict[str, float]]:
     """Bytes per (namespace, pod, team); the pods counted by none of them (hostNetwork pods:
     the node's address is theirs) go into ``unaccounted`` if given."""
@@ -68,8 +90,23 @@ def _read(
 
     out: dict[tuple[str, str, str], dict[str, float]] = defaultdict(lambda: defaultdict(float))
     for url in urls:
+        req = urllib.request.Request(url)
+        if token:
+            req.add_header("Authorization", f"Bearer {token}")
         try:
-            text = urllib.request.urlopen(url, timeout=10).read().decode()
+            text = urllib.request.urlopen(req, timeout=10).read().decode()
+        except urllib.error.HTTPError as exc:
+            why = exc.read().decode(errors="replace").strip().splitlines()[:1]
+            hint = ""
+            if exc.code in (401, 403):
+                hint = (
+                    "; the node agents' /metrics need a token whose user may get /metrics: "
+                    "bind the ClusterRole gpuyard-metrics-reader to your user"
+                    + ("" if token else " (your kubeconfig's user has no token)")
+                )
+            raise CommandError(
+                f"cannot read {url}: HTTP {exc.code} {' '.join(why)}{hint}", 1
+            ) from None
         except OSError as exc:
             raise CommandError(f"cannot read {url}: {exc}", 1) from None
         for fam in text_string_to_metric_families(text):
@@ -95,10 +132,11 @@ def rows(
     args: argparse.Namespace, unaccounted: list[dict[str, str]] | None = None
 ) -> list[dict[str, object]]:
     urls = _urls(args)
-    a = _read(urls)
+    token = _token(args)
+    a = _read(urls, token=token)
     time.sleep(args.window)
     found: list[dict[str, str]] = []
-    b = _read(urls, found)
+    b = _read(urls, found, token)
     ns = None if args.all_namespaces else (args.namespace or "default")
     if unaccounted is not None:
         unaccounted += sorted(

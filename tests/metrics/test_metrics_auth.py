@@ -13,6 +13,9 @@ import sys
 import urllib.error
 import urllib.request
 from pathlib import Path
+from typing import Any
+
+import yaml
 
 from gpuyard import manifests
 from gpuyard.cluster.testing import run_cluster_process, wait_for
@@ -33,6 +36,19 @@ def _status(url: str, token: str | None) -> int:
         return int(exc.code)
     except OSError:
         return 0
+
+
+def _network_top(c: Any, tmp_path: Path, token: str, url: str) -> subprocess.CompletedProcess:
+    """`gpuyard network top` with a kubeconfig whose user is ``token``'s."""
+    cfg = yaml.safe_load(Path(c.kubeconfig).read_text())
+    for u in cfg["users"]:
+        u["user"] = {"token": token}
+    path = tmp_path / f"user-{len(list(tmp_path.glob('user-*')))}.kubeconfig"
+    path.write_text(yaml.safe_dump(cfg))
+    path.chmod(0o600)
+    cmd = [sys.executable, "-m", "gpuyard.cli", "network", "top", "--kubeconfig", str(path)]
+    cmd += ["--metrics-url", url, "-A", "--window", "0.1", "-o", "json"]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=60)
 
 
 def test_metrics_need_an_authorized_token(tmp_path: Path) -> None:
@@ -85,6 +101,15 @@ def test_metrics_need_an_authorized_token(tmp_path: Path) -> None:
             assert "gpuyard_scheduler_bindings_total" in names(scrape(url, allowed))
             # still refused, from the cache or a fresh review alike
             assert _status(url, refused) == 403
+            # `gpuyard network top --metrics-url` (node agents on a real cluster) sends
+            # the kubeconfig user's token: read as the allowed user, a clear refusal else.
+            top = _network_top(c, tmp_path, allowed, url)
+            assert top.returncode == 0, top.stderr
+            assert json.loads(top.stdout)["items"] == []  # a scheduler counts no pods
+            top = _network_top(c, tmp_path, refused, url)
+            assert top.returncode == 1
+            assert f"cannot read {url}: HTTP 403" in top.stderr
+            assert "bind the ClusterRole gpuyard-metrics-reader" in top.stderr
         finally:
             proc.kill()
             proc.wait(10)
