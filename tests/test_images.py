@@ -1,7 +1,8 @@
 """The images (deploy/images/Dockerfile, deploy/images/gpu.Dockerfile): the names `gpuyard manifests`
 gives them, a non-root user, what they copy, and their entry points run as the
 installed `gpuyard` command (the venv's console script, as the images install it).
-No image is built here: no base image can be pulled on this machine (see README)."""
+No image is built by the tests (minutes, and a base image from a registry, or for the
+control plane deploy/images/debian-base.sh: see README)."""
 
 from __future__ import annotations
 
