@@ -69,7 +69,7 @@ async def _run(args: argparse.Namespace) -> int:
     from gpuyard.network.agent import NetAgent
     from gpuyard.network.metrics import AccountingCollector
     from gpuyard.network.nft import NftAccounting
-    from gpuyard.network.shaping import Shaper
+    from gpuyard.network.shaping import Shaper, TcError
 
     if args.kubeconfig:
         client = Client.from_kubeconfig(args.kubeconfig, component="netd")
@@ -103,6 +103,9 @@ async def _run(args: argparse.Namespace) -> int:
             loop.add_signal_handler(sig, stop.set)
     try:
         await agent.run(stop)
+    except TcError as exc:  # the uplink is not ours to shape: say so, change nothing
+        print(f"gpuyard netd: {exc}", file=sys.stderr)
+        return 1
     finally:
         await client.close()
     return 0

@@ -5,6 +5,8 @@ pod's internet-bound packets only; HTB takes a priority naming one of its classe
 class (no tc filter, so no cls_fw module needed), rate = ceil = the pod's limit.
 Other traffic (in-cluster, and pods without a limit) matches no class and HTB sends it
 unshaped (``default 0``). Changes go as one ``tc -batch -``; state is read back over netlink (pyroute2).
+Ours is the HTB root with handle 1:; it replaces only the kernel's default root qdisc
+(handle 0:), never one that someone else set.
 """
 
 from __future__ import annotations
@@ -49,19 +51,22 @@ class Shaper:
         config.disable_mp_signal = True
         return IPRoute(netns=self.netns) if self.netns else IPRoute()
 
-    def _read(self) -> tuple[bool, dict[int, int]]:
-        """(our HTB root is there, tclass -> rate in bits per second), over netlink."""
+    def _read(self) -> tuple[bool, dict[int, int], str]:
+        """(our HTB root is there, tclass -> rate in bits per second, the root qdisc if it
+        is someone else's: "" when it is ours or the kernel's default), over netlink."""
         with self._netlink() as nl:
             found = nl.link_lookup(ifname=self.dev)
             if not found:
                 raise TcError(f"no device {self.dev} for the uplink shaper")
             idx = found[0]
-            root = any(
-                q["parent"] == 0xFFFFFFFF
-                and q["handle"] == 0x10000
-                and q.get_attr("TCA_KIND") == "htb"
-                for q in nl.get_qdiscs(index=idx)
-            )
+            root, foreign = False, ""
+            for q in nl.get_qdiscs(index=idx):
+                if q["parent"] != 0xFFFFFFFF:
+                    continue
+                if q["handle"] == 0x10000 and q.get_attr("TCA_KIND") == "htb":
+                    root = True
+                elif q["handle"]:  # the kernel's default root has handle 0: someone set this
+                    foreign = f"{q.get_attr('TCA_KIND')} {q['handle'] >> 16:x}:"
             classes = {}
             for c in nl.get_classes(index=idx):
                 if c.get_attr("TCA_KIND") != "htb" or c["handle"] >> 16 != 1:
@@ -69,11 +74,19 @@ class Shaper:
                 opts = c.get_attr("TCA_OPTIONS")
                 rate = opts.get_attr("TCA_HTB_RATE64") or opts.get_attr("TCA_HTB_PARMS")["rate"]
                 classes[c["handle"] & 0xFFFF] = int(rate) * 8
-        return root, classes
+        return root, classes, foreign
 
     def ensure(self) -> None:
-        """An HTB root on the uplink (kept if there already: its classes are the state)."""
-        if not self._read()[0]:
+        """An HTB root on the uplink (kept if there already: its classes are the state).
+        Only the kernel's default root qdisc is replaced: a root someone else set (a
+        handle of its own) is left in place and refused with a clear error."""
+        ours, _, foreign = self._read()
+        if foreign:
+            raise TcError(
+                f"{self.dev} has a root qdisc that is not gpuyard's ({foreign}); it is left "
+                "in place: remove it, or shape on another device (--uplink)"
+            )
+        if not ours:
             self._batch([f"qdisc replace dev {self.dev} root handle {ROOT} htb default 0"])
 
     def current(self) -> dict[int, int]:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from gpuyard.network.nft import NftAccounting, PodRule
-from gpuyard.network.shaping import Shaper
+from gpuyard.network.shaping import Shaper, TcError
 
 from . import netlab
 from .test_kernel_accounting import WHY, counts, lab, ranges, send  # noqa: F401
@@ -46,3 +46,27 @@ def test_internet_egress_runs_at_the_limit_and_in_cluster_is_not_limited(lab):  
     assert shaper.current() == {}
     secs = send(lab, "pa", "inet", netlab.TARGETS["internet"], nbytes, port=5205)
     assert nbytes * 8 / secs > 3 * LIMIT
+
+
+def test_a_root_qdisc_someone_else_set_is_left_alone(lab):  # noqa: F811
+    """The shaper replaces only the kernel's default root qdisc; another root (a handle of
+    its own) is refused with a clear error and stays; after it is gone, ours is made."""
+
+    def root() -> str:
+        r = lab.run("n1", "tc", "qdisc", "show", "dev", "up0", capture_output=True, text=True)
+        return next(line for line in r.stdout.splitlines() if " root " in line)
+
+    shaper = Shaper("up0", netns=lab.ns("n1"))
+    netlab.sh(
+        f"ip netns exec {lab.ns('n1')} tc qdisc add dev up0 root tbf rate 1gbit burst 32k "
+        "latency 50ms"
+    )
+    theirs = root()
+    with pytest.raises(TcError, match=r"up0 has a root qdisc that is not gpuyard's \(tbf "):
+        shaper.ensure()
+    assert root() == theirs
+    netlab.sh(f"ip netns exec {lab.ns('n1')} tc qdisc del dev up0 root")
+    shaper.ensure()
+    assert root().startswith("qdisc htb 1: root")
+    shaper.ensure()  # ours, found again (an agent's restart): kept
+    assert root().startswith("qdisc htb 1: root")
