@@ -230,18 +230,51 @@ def tree_of(res: Resource, obj: dict[str, Any], sub: str | None) -> dict[str, An
                 out["f:metadata"] = md
             continue
         node = root.child(name)
-        if node.kind is STRUCT and type(x) is dict and x and not _flat_dict(x):
-            sec: dict[str, Any] = {}
-            for k in sorted(x):
-                v = x[k]
-                t = type(v)
-                sec["f:" + k] = (
-                    _tree_cached(v, node.child(k)) if (t is dict or t is list) and v else {}
-                )
-            out["f:" + name] = sec
+        if node.kind is STRUCT and type(x) is dict and x:
+            out["f:" + name] = _section(x, node)
         else:
             out["f:" + name] = _tree(x, node)
     return out
+
+
+# Trees of the top-level sections that hold containers (a pod's spec), by the section's
+# keys and the exact values of its containers: the pods of one controller differ in
+# leaves (nodeName, hostname), which own themselves whatever their value, so they share
+# one tree. Shared like `_TREES`, never edited in place.
+_SECTIONS: dict[tuple[Any, ...], dict[str, Any]] = {}
+
+
+def _section(x: dict[str, Any], node: Node) -> dict[str, Any]:
+    parts: list[Any] = [node]
+    nested = False
+    for k, v in x.items():
+        t = type(v)
+        if (t is dict or t is list) and v:
+            try:
+                parts.append((k, orjson.dumps(v)))
+            except TypeError:
+                return _section_tree(x, node)
+            nested = True
+        else:
+            parts.append(k)
+    if not nested:
+        return {"f:" + k: {} for k in sorted(x)}  # every member a leaf
+    key = tuple(parts)
+    hit = _SECTIONS.get(key)
+    if hit is None:
+        if len(_SECTIONS) >= 1024:
+            _SECTIONS.clear()
+        hit = _SECTIONS[key] = _section_tree(x, node)
+    return hit
+
+
+def _section_tree(x: dict[str, Any], node: Node) -> dict[str, Any]:
+    sec: dict[str, Any] = {}
+    for k in sorted(x):
+        v = x[k]
+        t = type(v)
+        sec["f:" + k] = _tree_cached(v, node.child(k)) if (t is dict or t is list) and v else {}
+    return sec
 
 
 # Trees of the sections one level below the top (a pod's containers, a template), by
