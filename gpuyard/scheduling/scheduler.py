@@ -531,17 +531,18 @@ class Scheduler:
         self.passes += 1
         w = _Writes()
         deliver(d, w)
-        if d.consumers:
-            # Device claims first, all of a unit's or none: its pods are bound only
-            # once their claims say where their devices are and that they may use them.
-            w.bindings = await self._write_claims(d, w.bindings)
         disrupt, self._disrupt = self._disrupt, {}
         for group, why in disrupt.items():
             for q in self.state.members.get(group, {}).values():
                 if q.node and not q.terminating:
                     w.evictions.append(Eviction(q.key, "", why))
         await asyncio.gather(
-            self._apply_bindings(w.bindings),
+            # Device claims first, all of a unit's or none: a unit's pods are bound
+            # once its claims say where their devices are and that they may use them
+            # (each unit as soon as its own claims are written).
+            self._claims_then_bind(d, w.bindings)
+            if d.consumers
+            else self._apply_bindings(w.bindings),
             self._apply_evictions(w.evictions),
             self._apply_nominations(w.nominations),
         )
@@ -616,15 +617,21 @@ class Scheduler:
         async with self._sem:
             await self.client.patch_status(RESOURCE_CLAIMS, name, {"status": status}, ns)
 
-    async def _write_claims(
-        self, d: Decisions, bindings: list[tuple[str, str]]
-    ) -> list[tuple[str, str]]:
+    async def _claims_then_bind(self, d: Decisions, bindings: list[tuple[str, str]]) -> None:
         """Write each claim's allocation (when made in this pass) and its reservedFor
-        (its pods bound in this pass added); a unit any of whose claims cannot be
-        written loses every binding of the pass, and its other claims are put back."""
+        (its pods bound in this pass added), all at once (bounded like bindings), and
+        bind each unit's pods as soon as every claim of the unit is written; a unit any
+        of whose claims cannot be written is not bound, and its other claims are put
+        back (those no unit bound in this pass uses)."""
         dv = self.state.dra
         before: dict[str, tuple[dict[str, Any] | None, list[dict[str, Any]]]] = {}
         units: dict[str, set[str]] = defaultdict(set)  # unit -> its claims in this pass
+        for key, pods in d.consumers.items():
+            for pk in pods:
+                units[self._unit_of(pk)].add(key)
+        by_unit: dict[str, list[tuple[str, str]]] = defaultdict(list)
+        for pk, node in bindings:
+            by_unit[self._unit_of(pk)].append((pk, node))
 
         async def write(key: str) -> str | None:
             c = dv.claims.get(key)
@@ -635,7 +642,6 @@ class Scheduler:
             before[key] = (old_status.get("allocation"), [dict(r) for r in c.reserved])
             have = {r.get("uid") for r in reserved}
             for pk in d.consumers[key]:
-                units[self._unit_of(pk)].add(key)
                 ref = self._consumer(pk)
                 if ref is None:
                     return f"pod {pk} has no uid yet"
@@ -662,15 +668,28 @@ class Scheduler:
             return None
 
         keys = sorted(d.consumers)
-        errors = dict(zip(keys, await asyncio.gather(*(write(k) for k in keys)), strict=True))
-        failed = {u for u, ks in units.items() if any(errors.get(k) for k in ks)}
-        for k in keys:
-            if errors.get(k):
-                for pk in d.consumers[k]:
-                    failed.add(self._unit_of(pk))
+        writes = {k: asyncio.ensure_future(write(k)) for k in keys}
+        bound: set[str] = set()  # units whose claims were all written: bound
+
+        async def unit(u: str) -> None:
+            mine = sorted(units.get(u, ()))
+            got = await asyncio.gather(*(writes[k] for k in mine))
+            if not any(got):
+                bound.add(u)
+                await self._apply_bindings(by_unit[u])
+
+        try:
+            await asyncio.gather(*(unit(u) for u in by_unit))
+        finally:
+            await asyncio.gather(*writes.values(), return_exceptions=True)
+        errors = {k: t.result() for k, t in writes.items() if not t.cancelled()}
+        # units not bound (a claim of theirs failed), and units of failed claims
+        failed = {u for u in by_unit if u not in bound}
+        failed |= {u for u, ks in units.items() if any(errors.get(k) for k in ks)} - bound
         if not failed:
-            return bindings
-        undo = sorted({k for u in failed for k in units.get(u, ())})
+            return
+        kept = {k for u in bound for k in units.get(u, ())}
+        undo = sorted({k for u in failed for k in units.get(u, ())} - kept)
         for key in undo:
             why = errors.get(key)
             if why:
@@ -680,23 +699,21 @@ class Scheduler:
                 with contextlib.suppress(ApiError, OSError):
                     await self._patch_claim(key, {"allocation": alloc, "reservedFor": reserved})
                 self.state.dra.claims[key].reserved = tuple(reserved)
-        keep = []
-        for pk, node in bindings:
-            unit = self._unit_of(pk)
-            if unit not in failed:
-                keep.append((pk, node))
-                continue
-            self.state.unbind(pk)
-            p = self.state.pods.get(pk)
-            if p is not None and p.group:
-                bad = next((f"{k}: {errors[k]}" for k in units.get(unit, ()) if errors.get(k)), "")
-                self._bind_errors[p.group] = f"allocating ResourceClaim {bad} failed"
-                self._groups_dirty.add(p.group)
+        for u in sorted(failed):
+            for pk, _ in by_unit.get(u, ()):
+                self.state.unbind(pk)
+                p = self.state.pods.get(pk)
+                if p is not None and p.group:
+                    bad = next(
+                        (f"{k}: {errors[k]}" for k in sorted(units.get(u, ())) if errors.get(k)),
+                        "",
+                    )
+                    self._bind_errors[p.group] = f"allocating ResourceClaim {bad} failed"
+                    self._groups_dirty.add(p.group)
         for key in undo:
             if key in d.allocations:
                 self.state.undo_allocation(key)
         self._changed()
-        return keep
 
     async def _release_claims(self, pod_key: str) -> None:
         """A pod whose binding was refused gives its claims back: it leaves their
