@@ -79,6 +79,9 @@ CONSTANT: dict[str, dict[str, Any]] = {
     },
     _CORE + "Secret": {"type": "Opaque"},
     _CORE + "NamespaceStatus": {"phase": "Active"},
+    # struct fields of a status that Go always writes, so a new object shows them
+    _CORE + "ServiceStatus": {"loadBalancer": {}},
+    _NET + "IngressStatus": {"loadBalancer": {}},
     _CORE + "ReplicationControllerSpec": {"replicas": 1},
     _APPS + "DeploymentSpec": {
         "replicas": 1,
@@ -478,6 +481,69 @@ class _Compiler:
 
 _COMPILER: _Compiler | None = None
 _BY_KIND: dict[tuple[str, str, str], Defaulter | None] = {}
+_STATUS_BY_KIND: dict[tuple[str, str, str], Defaulter | None] = {}
+
+
+def _compiler() -> _Compiler:
+    global _COMPILER
+    if _COMPILER is None:
+        _COMPILER = _Compiler(schemas.definitions().defs)
+    return _COMPILER
+
+
+_ZERO = {"integer": 0, "number": 0, "boolean": False, "string": ""}
+
+
+def _zero_of(defs: dict[str, dict[str, Any]], name: str, depth: int) -> Obj:
+    """An empty object of a definition as Go writes its zero value: the required
+    fields (Go's without omitempty) as 0, false, "" or their own empty objects; lists
+    and optional fields left out."""
+    out: Obj = {}
+    d = defs.get(name) or {}
+    props = d.get("properties") or {}
+    for field in d.get("required") or ():
+        sub = props.get(field)
+        if not isinstance(sub, dict):
+            continue
+        typ = sub.get("type")
+        if typ in _ZERO:
+            out[field] = _ZERO[typ]
+        elif sub.get("$ref") and depth < 8:
+            out[field] = _zero_of(defs, sub["$ref"].rsplit("/", 1)[-1], depth + 1)
+    return out
+
+
+def _status_filler(res: Resource) -> Defaulter | None:
+    """What gives a built-in object without a status the one kube-apiserver writes.
+
+    A built-in kind's status is a Go struct, not a pointer, so every object of it is
+    written with a status, `{}` at least, with its required counts as 0 (a DaemonSet's
+    `numberReady`) and the struct fields inside it (a Service's `status.loadBalancer`):
+    clients read `obj.status` of a new object without a None check, and the official
+    Python client's models refuse a status without its required fields. None for kinds without a status and for custom resources."""
+    if res.custom:
+        return None
+    key = (res.group, res.version, res.kind)
+    if key in _STATUS_BY_KIND:
+        return _STATUS_BY_KIND[key]
+    defs = schemas.definitions()
+    name = defs.by_gvk.get(key)
+    prop = ((defs.defs.get(name) or {}).get("properties") or {}).get("status") if name else None
+    ref = _child_ref(prop) if isinstance(prop, dict) else None
+    fn: Defaulter | None = None
+    if ref is not None and ref[0] == "one":
+        empty = _zero_of(defs.defs, ref[1], 0)
+        inner = _compiler().defaulter(ref[1])
+        if inner is not None:
+            inner(empty)
+
+        def fill(o: Obj) -> None:
+            if o.get("status") is None:
+                o["status"] = copy.deepcopy(empty)
+
+        fn = fill
+    _STATUS_BY_KIND[key] = fn
+    return fn
 
 
 def defaulter_for(res: Resource) -> Defaulter | None:
@@ -488,12 +554,19 @@ def defaulter_for(res: Resource) -> Defaulter | None:
     key = (res.group, res.version, res.kind)
     if key in _BY_KIND:
         return _BY_KIND[key]
-    global _COMPILER
     defs = schemas.definitions()
-    if _COMPILER is None:
-        _COMPILER = _Compiler(defs.defs)
     name = defs.by_gvk.get(key)
-    fn = _COMPILER.defaulter(name) if name else None
+    walk = _compiler().defaulter(name) if name else None
+    status = _status_filler(res)
+    fn = walk
+    if status is not None:
+
+        def both(o: Obj) -> None:
+            status(o)
+            if walk is not None:
+                walk(o)
+
+        fn = both
     _BY_KIND[key] = fn
     return fn
 
@@ -536,6 +609,9 @@ def on_create(res: Resource, obj: Obj, cluster: Cluster) -> None:
     fn = _ON_CREATE.get((res.group, res.kind))
     if fn is not None:
         fn(obj, None, cluster)
+    status = _status_filler(res)
+    if status is not None:  # the status a create strategy reset starts empty again
+        status(obj)
 
 
 def on_update(res: Resource, obj: Obj, old: Obj, cluster: Cluster) -> None:

@@ -105,6 +105,11 @@ class Response:
     status: int
     body: bytes | AsyncIterator[bytes]
     headers: dict[str, str] = field(default_factory=lambda: {"Content-Type": JSON})
+    # An API object, list or Status as kube-apiserver's JSON serializer writes it, whose
+    # wire form ends with a newline (clients that show or compare error bodies, such as
+    # the official Python client's FailToCreateError, see it); False for documents
+    # kube-apiserver writes as they are (/version, OpenAPI).
+    serialized: bool = True
 
     @property
     def streaming(self) -> bool:

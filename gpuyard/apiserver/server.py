@@ -52,7 +52,7 @@ from gpuyard.apiserver.flow import (
     request_kind,
 )
 from gpuyard.apiserver.gate import Gate, unauthorized
-from gpuyard.apiserver.handlers import MAX_BODY, Core, Response
+from gpuyard.apiserver.handlers import JSON, MAX_BODY, Core, Response
 from gpuyard.apiserver.kubeconfig import new_token, read_token, write_kubeconfig
 from gpuyard.apiserver.resources import Registry
 from gpuyard.apiserver.store import Store
@@ -60,6 +60,15 @@ from gpuyard.apiserver.tls import client_cert, cluster_tls
 
 OPEN_PATHS = frozenset({"/healthz", "/readyz", "/livez", "/version"})
 _TEXT = {"Content-Type": "text/plain; charset=utf-8"}
+
+
+def _is_json(headers: Mapping[str, str]) -> bool:
+    return headers.get("Content-Type", JSON).startswith(JSON)
+
+
+def _status_body(code: int, reason: str, message: str, details: Any = None) -> bytes:
+    """A Status as kube-apiserver's serializer writes it (closing newline included)."""
+    return orjson.dumps(status_obj(code, reason, message, details)) + b"\n"
 
 
 def _verb_and_resource(method: str, path: str, query: Mapping[str, str]) -> tuple[str, str]:
@@ -410,7 +419,7 @@ class APIServer(Core):
             ):
                 return Response(200, b"ok", dict(_TEXT))
             if path == "/version":
-                return js(discovery.VERSION_INFO)
+                return Response(200, orjson.dumps(discovery.VERSION_INFO), serialized=False)
             if path == "/metrics":
                 return Response(
                     200,
@@ -434,7 +443,7 @@ class APIServer(Core):
                 elif path.startswith("/openapi/v3/"):
                     raw = openapi.openapi_v3_doc_bytes(self.registry, path[len("/openapi/v3/") :])
                 if raw is not None:
-                    return Response(200, raw, {"Content-Type": ctype})
+                    return Response(200, raw, {"Content-Type": ctype}, serialized=False)
         raise APIError(404, "NotFound", "the server could not find the requested resource")
 
     # ------------------------------------------------------------------ HTTP
@@ -474,7 +483,8 @@ class APIServer(Core):
                     request.method, path, request.query, request.headers, request.remote or ""
                 )
                 r = unauthorized()
-                return web.Response(status=401, body=r.body, content_type="application/json")
+                body = r.body + b"\n" if isinstance(r.body, bytes) else b""
+                return web.Response(status=401, body=body, content_type="application/json")
             method = request.method
             if is_long_running(method, path, request.query):
                 return await self._serve_http(request, path, user)
@@ -501,9 +511,7 @@ class APIServer(Core):
             self._m_requests.labels(verb, resource, "429").inc()
         return web.Response(
             status=429,
-            body=orjson.dumps(
-                status_obj(429, "TooManyRequests", TOO_MANY, {"retryAfterSeconds": secs})
-            ),
+            body=_status_body(429, "TooManyRequests", TOO_MANY, {"retryAfterSeconds": secs}),
             headers={"Retry-After": str(secs)},
             content_type="application/json",
         )
@@ -525,13 +533,10 @@ class APIServer(Core):
                 self._listener.closing("body-timeout")
             timed_out = web.Response(
                 status=408,
-                body=orjson.dumps(
-                    status_obj(
-                        408,
-                        "Timeout",
-                        f"the request body did not arrive within "
-                        f"{self.flow_limits.body_timeout:g} s",
-                    )
+                body=_status_body(
+                    408,
+                    "Timeout",
+                    f"the request body did not arrive within {self.flow_limits.body_timeout:g} s",
                 ),
                 content_type="application/json",
             )
@@ -546,12 +551,10 @@ class APIServer(Core):
         except web.HTTPRequestEntityTooLarge:
             return web.Response(
                 status=413,
-                body=orjson.dumps(
-                    status_obj(
-                        413,
-                        "RequestEntityTooLarge",
-                        f"the request body is too large: limit is {MAX_BODY} bytes",
-                    )
+                body=_status_body(
+                    413,
+                    "RequestEntityTooLarge",
+                    f"the request body is too large: limit is {MAX_BODY} bytes",
                 ),
                 content_type="application/json",
             )
@@ -565,8 +568,11 @@ class APIServer(Core):
             source_ip=request.remote or "",
         )
         if not resp.streaming:
-            assert isinstance(resp.body, bytes | bytearray)
-            return web.Response(status=resp.status, body=resp.body, headers=resp.headers)
+            answer = resp.body
+            assert isinstance(answer, bytes | bytearray)
+            if resp.serialized and answer[-1:] == b"}" and _is_json(resp.headers):
+                answer = answer + b"\n"
+            return web.Response(status=resp.status, body=answer, headers=resp.headers)
         out = web.StreamResponse(
             status=resp.status,
             headers={"Content-Type": resp.headers.get("Content-Type", "application/json")},

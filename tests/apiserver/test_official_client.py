@@ -12,7 +12,7 @@ import time
 from typing import Any
 
 import pytest
-from kubernetes import client, watch
+from kubernetes import client, utils, watch
 from kubernetes.client.rest import ApiException
 
 from .api import crd as make_crd
@@ -319,3 +319,77 @@ def test_delete_answers_parse_as_their_models(api: client.ApiClient) -> None:
     )
     sa = core.delete_namespaced_service_account("sa", NS)
     assert isinstance(sa, client.V1ServiceAccount) and sa.metadata.name == "sa"
+
+
+def _labels_template(app: str) -> Any:
+    return {
+        "metadata": {"labels": {"app": app}},
+        "spec": {"containers": [{"name": "main", "image": "busybox"}]},
+    }
+
+
+def test_new_objects_come_with_their_status(api: client.ApiClient) -> None:
+    """Objects nothing has reconciled yet carry the status kube-apiserver writes for
+    them: a Service's empty load balancer, zero counts a DaemonSet's and a
+    ReplicationController's models require (the client refuses a status without them)."""
+    core, apps = client.CoreV1Api(api), client.AppsV1Api(api)
+    svc = core.create_namespaced_service(
+        NS, {"metadata": {"name": "web"}, "spec": {"ports": [{"port": 80}]}}
+    )
+    assert svc.status is not None and svc.status.load_balancer is not None
+    assert core.read_namespaced_service("web", NS).status.load_balancer.ingress is None
+    sel = {"matchLabels": {"app": "agent"}}
+    ds = apps.create_namespaced_daemon_set(
+        NS,
+        {
+            "metadata": {"name": "agent"},
+            "spec": {"selector": sel, "template": _labels_template("agent")},
+        },
+    )
+    assert (ds.status.number_ready, ds.status.desired_number_scheduled) == (0, 0)
+    assert apps.list_namespaced_daemon_set(NS).items[0].status.number_misscheduled == 0
+    rc = core.create_namespaced_replication_controller(
+        NS,
+        {
+            "metadata": {"name": "old"},
+            "spec": {
+                "replicas": 2,
+                "selector": {"app": "old"},
+                "template": _labels_template("old"),
+            },
+        },
+    )
+    assert rc.status.replicas == 0 and rc.status.ready_replicas is None
+    dep = apps.create_namespaced_deployment(
+        NS,
+        {
+            "metadata": {"name": "d"},
+            "spec": {"selector": {"matchLabels": {"app": "d"}}, "template": _labels_template("d")},
+        },
+    )
+    assert dep.status is not None and dep.status.replicas is None
+    cm = core.create_namespaced_config_map(NS, {"metadata": {"name": "plain"}})
+    assert "status" not in json.loads(
+        core.read_namespaced_config_map("plain", NS, _preload_content=False).data
+    )  # a kind without a status gets none
+    assert cm.metadata.name == "plain"
+
+
+def test_error_bodies_end_as_kube_apiserver_writes_them(api: client.ApiClient) -> None:
+    """An answer's JSON ends with the newline kube-apiserver's encoder writes, which
+    the client keeps in `ApiException.body` and in the messages of `create_from_yaml`;
+    /version is written as it is."""
+    core = client.CoreV1Api(api)
+    body = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "twice"}}
+    core.create_namespaced_config_map(NS, body)
+    with pytest.raises(ApiException) as exc:
+        core.create_namespaced_config_map(NS, body)
+    assert exc.value.body.endswith('"code":409}\n')
+    assert json.loads(exc.value.body)["reason"] == "AlreadyExists"
+    with pytest.raises(utils.FailToCreateError) as failed:
+        utils.create_from_dict(api, body, namespace=NS)
+    assert str(failed.value) == f"Error from server (Conflict): {exc.value.body}"
+    got = core.read_namespaced_config_map("twice", NS, _preload_content=False).data
+    assert got.endswith(b"}\n") and json.loads(got)["metadata"]["name"] == "twice"
+    version = client.VersionApi(api).get_code(_preload_content=False).data
+    assert version.endswith(b"}") and json.loads(version)["major"] == "1"
