@@ -217,6 +217,8 @@ def _hpa_to_v1(obj: Obj) -> Obj:
             ann[ANN_CURRENT] = _dumps(current)
         if status.get("conditions"):
             ann[ANN_CONDITIONS] = _dumps(status["conditions"])
+        for k in ("currentReplicas", "desiredReplicas"):  # int32s v1 always writes
+            st.setdefault(k, 0)
         out["status"] = st
     if ann:
         out["metadata"] = {**out["metadata"], "annotations": ann}
@@ -392,5 +394,6 @@ def _hpa_to_v2(obj: Obj) -> Obj:
             st["currentMetrics"] = current
         if isinstance(conditions, list):
             st["conditions"] = conditions
+        st.setdefault("desiredReplicas", 0)  # an int32 v2 always writes
         out["status"] = st
     return out
