@@ -20,6 +20,8 @@ import copy
 from collections.abc import Callable, Iterable
 from typing import Any, Protocol
 
+import orjson
+
 from gpuyard.apiserver import allocation, schemas
 from gpuyard.apiserver.errors import APIError, invalid
 from gpuyard.apiserver.resources import Resource
@@ -537,9 +539,11 @@ def _status_filler(res: Resource) -> Defaulter | None:
         if inner is not None:
             inner(empty)
 
+        raw = orjson.dumps(empty)  # a fresh copy per object from one parse in C
+
         def fill(o: Obj) -> None:
             if o.get("status") is None:
-                o["status"] = copy.deepcopy(empty)
+                o["status"] = orjson.loads(raw)
 
         fn = fill
     _STATUS_BY_KIND[key] = fn
