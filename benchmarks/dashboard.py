@@ -5,7 +5,13 @@
   snapshot over server-sent events, layout, drawing), its parts, and the share after
   the page's own files loaded; full_draw_ms: the draw alone; baseline:
   snapshot_fetch_ms, one plain GET of /api/snapshot in the same run, and
-  after_page_load_over_fetch, what the page adds to fetching the rows;
+  after_page_load_over_fetch, what the page adds to fetching the rows. Measured
+  --rounds times, each time in a fresh browser twice: with the event stream gzipped (as
+  a browser asks for it) and plain (the browser made to send Accept-Encoding: identity,
+  the baseline); medians, and gzip over plain. --link MBIT/RTT_MS throttles the
+  browser's network (Chrome's own emulation: bytes on the wire, both ways) to show what
+  the stream's size costs beyond loopback; sign-in (one round trip) beside
+  healthz_round_trip_median_ms, what any request to the process waits;
 - update latency at --rate node changes per second for --seconds (each change cordons a
   distinct node through the API): from the PATCH's answer until the browser painted that
   node's cell (p50, p95, max), beside the same changes seen by a plain event-stream
@@ -16,6 +22,7 @@
 
     python benchmarks/dashboard.py                   # 7,500 nodes, 100 changes/s, 10 s
     python benchmarks/dashboard.py --nodes 1000 --seconds 5
+    python benchmarks/dashboard.py --link 20/40    # 20 Mbit/s, 40 ms round trips
 
 Prints JSON. Targets at 7,500 nodes: first paint under 3 s, update p95 under 1 s, the
 main thread under half busy at 100 changes/s. The machine is shared and the cluster
@@ -117,7 +124,53 @@ async def change_nodes(kubeconfig: str, names: list[str], rate: float) -> dict[s
     return done
 
 
-def run(nodes: int, rate: float, seconds: float) -> dict[str, Any]:
+def first_paint(
+    page: Any, url: str, nodes: int, *, plain: bool, link: tuple[float, float] | None
+) -> dict[str, Any]:
+    """Open the page in `page` (a fresh profile) and time its first paint."""
+    encodings: list[str] = []
+    page.on(
+        "response",
+        lambda r: (
+            encodings.append(r.headers.get("content-encoding") or "identity")
+            if "/api/events" in r.url
+            else None
+        ),
+    )
+    if plain:  # the baseline: the stream as it was before it was gzipped
+        page.set_extra_http_headers({"Accept-Encoding": "identity"})
+    if link is not None:
+        mbit, rtt = link
+        cdp = page.context.new_cdp_session(page)
+        cdp.send("Network.enable")
+        cdp.send(
+            "Network.emulateNetworkConditions",
+            {
+                "offline": False,
+                "latency": rtt,
+                "downloadThroughput": mbit * 1e6 / 8,
+                "uploadThroughput": mbit * 1e6 / 8,
+            },
+        )
+    page.goto(url)
+    wait_for(
+        lambda: page.evaluate("document.getElementById('map').dataset.nodeCount") == str(nodes),
+        120,
+        "the map to draw every node",
+        every=0.05,
+    )
+    timing = page.evaluate(MARKS_JS)
+    timing["encoding"] = encodings[0] if encodings else "?"
+    return timing
+
+
+def _median(rounds: list[dict[str, Any]], key: str) -> float:
+    return round(statistics.median(r[key] for r in rounds), 1)
+
+
+def run(
+    nodes: int, rate: float, seconds: float, rounds: int, link: tuple[float, float] | None
+) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="gpuyard-bench-dash-") as d:
         args = ["--components", "none", "--in-memory"]
         with run_cluster_process(Path(d) / "c", nodes=nodes, args=args, timeout=600) as c:
@@ -132,29 +185,59 @@ def run(nodes: int, rate: float, seconds: float) -> dict[str, Any]:
             fetch_ms = (time.perf_counter() - t0) * 1000
             assert len(snap["nodes"]) == nodes
             out: dict[str, Any] = {"nodes": nodes, "snapshot_fetch_ms": round(fetch_ms, 1)}
-            with browser.browser_page() as page:
-                page.goto(f"{base}#token={token}")
-                wait_for(
-                    lambda: (
-                        page.evaluate("document.getElementById('map').dataset.nodeCount")
-                        == str(nodes)
+            # what any request waits for in this process (its event loop's delay): the
+            # baseline of sign-in, which is one such round trip
+            rtts = []
+            for _ in range(5):
+                t0 = time.perf_counter()
+                urllib.request.urlopen(base + "healthz", timeout=60).read()
+                rtts.append((time.perf_counter() - t0) * 1000)
+                time.sleep(0.2)
+            out["healthz_round_trip_median_ms"] = round(statistics.median(rtts), 1)
+            if link is not None:
+                out["link"] = {"mbit_per_s": link[0], "rtt_ms": link[1]}
+            url = f"{base}#token={token}"
+            by: dict[str, list[dict[str, Any]]] = {"gzip": [], "plain": []}
+            for _ in range(rounds):
+                for kind in ("plain", "gzip"):
+                    with browser.browser_page() as pg:
+                        by[kind].append(
+                            first_paint(pg, url, nodes, plain=kind == "plain", link=link)
+                        )
+            for kind, rs in by.items():
+                out[f"first_paint_{kind}"] = {
+                    "median_ms": _median(rs, "first"),
+                    "runs_ms": [round(r["first"], 1) for r in rs],
+                    "stream_encoding": sorted({r["encoding"] for r in rs}),
+                    # where first paint went: the page's modules loaded, signed in, the
+                    # snapshot's bytes arrived, parsed; then layout and drawing
+                    "parts_median_ms": {
+                        k: _median(rs, k)
+                        for k in (
+                            "domContentLoaded",
+                            "signedIn",
+                            "snapshotReceived",
+                            "snapshotParsed",
+                        )
+                    },
+                    "sign_in_median_ms": round(
+                        statistics.median(r["signedIn"] - r["domContentLoaded"] for r in rs), 1
                     ),
-                    120,
-                    "the map to draw every node",
-                    every=0.05,
-                )
-                timing = page.evaluate(MARKS_JS)
+                    # from signed in until the stream's snapshot was in: its bytes
+                    "snapshot_over_stream_median_ms": round(
+                        statistics.median(r["snapshotReceived"] - r["signedIn"] for r in rs), 1
+                    ),
+                }
+            out["first_paint_gzip_over_plain"] = round(
+                out["first_paint_gzip"]["median_ms"] / out["first_paint_plain"]["median_ms"], 2
+            )
+            with browser.browser_page() as page:
+                timing = first_paint(page, url, nodes, plain=False, link=None)
                 out["first_paint_ms"] = round(timing["first"], 1)
                 out["full_draw_ms"] = round(timing["draw"], 1)
                 after_load = timing["first"] - timing["domContentLoaded"]
                 out["first_paint_after_page_load_ms"] = round(after_load, 1)
                 out["after_page_load_over_fetch"] = round(after_load / fetch_ms, 2)
-                # where first paint went: the page's modules loaded, signed in, the
-                # snapshot's bytes arrived, parsed; then layout and drawing
-                out["first_paint_parts_ms"] = {
-                    k: round(timing[k], 1)
-                    for k in ("domContentLoaded", "signedIn", "snapshotReceived", "snapshotParsed")
-                }
                 time.sleep(1.0)
 
                 reader = StreamReader(base + "api/events", token)
@@ -225,13 +308,24 @@ def main() -> int:
     p.add_argument("--nodes", type=int, default=7500)
     p.add_argument("--rate", type=float, default=100.0, help="node changes per second")
     p.add_argument("--seconds", type=float, default=10.0)
+    p.add_argument("--rounds", type=int, default=3, help="first paints of each kind")
+    p.add_argument("--link", help="throttle the browser: MBIT/RTT_MS, such as 20/40")
     args = p.parse_args()
+    link = None
+    if args.link:
+        try:
+            mbit, rtt = (float(x) for x in args.link.split("/"))
+        except ValueError:
+            p.error(f"--link {args.link!r}: want MBIT/RTT_MS, such as 20/40")
+        if mbit <= 0 or rtt < 0:
+            p.error(f"--link {args.link!r}: the rate must be above 0, the round trip 0 or more")
+        link = (mbit, rtt)
     why = browser.missing()
     if why:
         print(json.dumps({"skipped": why}))
         return 0
     os.environ.setdefault("PYTHONPATH", str(ROOT))
-    print(json.dumps(run(args.nodes, args.rate, args.seconds), indent=1))
+    print(json.dumps(run(args.nodes, args.rate, args.seconds, args.rounds, link), indent=1))
     return 0
 
 
