@@ -30,7 +30,10 @@ informers) and the digital twin (gpuyard.twin.engine, fed by a trace).
     reservations: a gang's estimated start,   reservations.py  reserve, estimate
       which nodes it holds and when
     preemption: the victim index, which       preemption.py    Victims, preempt
-      victims, evictions and nominations
+      victims (checkpoint-aware: least work
+      lost since gpuyard.io/last-checkpoint,
+      or the twin's set_checkpoint, first),
+      evictions and nominations
     fair sharing between teams by weight:     state.py         set_teams, team_outside
       GPUs outside each team's own nodes;     policy.py        Pass.run (lane order)
       equal-priority work of the team with    preemption.py    over_share

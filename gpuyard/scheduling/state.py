@@ -712,6 +712,19 @@ class ClusterState:
             self.freed_epoch += 1
         log.append(node)
 
+    def set_checkpoint(self, key: str, when: float | None) -> None:
+        """The pod's trainer says it last checkpointed at `when` (seconds since the
+        epoch), as a new `gpuyard.io/last-checkpoint` annotation read by add_pod says it;
+        the record is changed in place (the twin's trainers checkpoint often, and
+        nothing else of the pod changes). Preemption's victim index sees the change."""
+        p = self.pods.get(key)
+        if p is None or p.checkpoint == when:
+            return
+        p.checkpoint = when
+        if self.log_bound and p.node:
+            self.bound_log[key] = p.group
+        self.generation += 1
+
     def bind(self, key: str, node: str) -> None:
         """Record a binding (the policy does this for the bindings it decides)."""
         p = self.pods[key]

@@ -17,8 +17,9 @@ Metrics per policy: GPU allocation while demand waits (the mean share of GPUs
 allocated at the sampled instants where some job had arrived and not started),
 wait p50/p99 overall and by job size, the largest gang's wait (until the end if it
 never started), job completion time (end - submit) p50 and mean, makespan,
-fragmentation, goodput lost to preemption and failures, and each team's share of the
-GPU-seconds run. (Allocation counts partly bound gangs, which hold GPUs without
+fragmentation, goodput lost to preemption and failures (and of it to preemption, whose
+victims are those that lose the least work since their last checkpoint), and each
+team's share of the GPU-seconds run. (Allocation counts partly bound gangs, which hold GPUs without
 running: fifo's deadlocks look busy; `gpus_running_while_waiting` does not count
 them. A gang that needs more than is free waits while the cluster cannot be full, so
 the synthetic mix's days-long huge gangs keep every policy well below the bound.)
@@ -191,6 +192,7 @@ def policy_metrics(res: Result) -> dict[str, Any]:
         "makespan_s": round(max((r.end for r in runs if r.end is not None), default=0.0), 3),
         "mean_fragmentation": m["mean_fragmentation"],
         "goodput_lost_gpu_hours": m["goodput_lost_gpu_hours"],
+        "preemption_lost_gpu_hours": m["preemption_lost_gpu_hours"],
         "preemptions": m["preemptions"],
         "team_share": m["team_share"],
         **({"team_fair_share": m["team_fair_share"]} if "team_fair_share" in m else {}),

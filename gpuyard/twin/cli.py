@@ -22,6 +22,16 @@ from gpuyard.cluster.shapes import expand, load_shapes
 from gpuyard.twin.traces import MAX_JOBS, MAX_SECONDS, load_trace, write_trace
 
 
+def _duration(text: str) -> float:
+    """argparse's type= for a duration written by people (30m, 1h, 0s)."""
+    from gpuyard.k8s.durations import parse_duration
+
+    try:
+        return parse_duration(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def add_arguments(parser: argparse.ArgumentParser, name: str = "twin") -> None:
     parser.add_argument(
         "action",
@@ -82,6 +92,23 @@ def add_arguments(parser: argparse.ArgumentParser, name: str = "twin") -> None:
         "--prefer-topology",
         metavar="LEVEL",
         help="every gang spans as few domains of this node label as it can",
+    )
+    parser.add_argument(
+        "--checkpoint-interval",
+        type=_duration,
+        default=0.0,
+        metavar="DURATION",
+        help="jobs whose trace gives no checkpoint interval checkpoint this often (say "
+        "30m; default 0: they do not, and a restart loses all their work)",
+    )
+    parser.add_argument(
+        "--victims",
+        choices=["checkpoint", "plain"],
+        default="checkpoint",
+        help="checkpoint: each job's first pod says when it last checkpointed, as a "
+        "trainer writing gpuyard.io/last-checkpoint does, and preemption takes the victims "
+        "that lose the least work first (the live scheduler's choice); plain: no pod says "
+        "(default checkpoint)",
     )
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     parser.add_argument(
@@ -230,6 +257,8 @@ def run(args: argparse.Namespace) -> int:
                 balloons=args.balloons,
                 skip_never_fitting=args.skip_never_fitting,
                 topology=topology,
+                checkpoint_interval=args.checkpoint_interval,
+                victims=args.victims,
             )
         except FailureSpecError as exc:  # --failures too many to simulate
             if prog is not None:
@@ -255,6 +284,9 @@ def run(args: argparse.Namespace) -> int:
     flags += [f"--teams {args.teams}"] if args.teams else []
     flags += [f"--require-topology {args.require_topology}"] if args.require_topology else []
     flags += [f"--prefer-topology {args.prefer_topology}"] if args.prefer_topology else []
+    if args.checkpoint_interval:
+        flags += [f"--checkpoint-interval {args.checkpoint_interval:g}s"]
+    flags += [f"--victims {args.victims}"] if args.victims != "checkpoint" else []
     flags += [f"--seed {args.seed}"]
     njobs = len(wl.jobs)
     inputs = {

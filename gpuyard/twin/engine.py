@@ -16,6 +16,17 @@ team taints, affinity to the team's nodes or the shared pool, and borrowing by
 gpuyard-low work follow the live rules (gpuyard.twin.capacity); a job is in the
 namespace named by its team. With `balloons` every node of a pool gets a balloon pod
 that the policy places and evicts first; an evicted balloon waits, Pending, again.
+
+Checkpoints: a job checkpoints every `checkpoint_interval` seconds of its run (the
+trace's, or the replay's `checkpoint_interval` for jobs whose trace gives none), and a
+restart loses the work since its last checkpoint. Its trainer says so as a live one
+does, on its first pod (rank 0 writes the checkpoint), in the record the policy reads
+(`PodInfo.checkpoint`, which the `gpuyard.io/last-checkpoint` annotation sets live):
+when the job starts, then at each checkpoint of its run, brought up to date before
+each pass. So preemption picks its victims as the live scheduler does
+(gpuyard.scheduling.preemption: least work lost first); with `victims="plain"` no pod
+says, and it picks as it does for trainers that say nothing. Work lost to preemption is
+counted apart from work lost to failures (`JobRun.preempted_lost_gpu_s`).
 """
 
 from __future__ import annotations
@@ -100,7 +111,9 @@ class JobRun:
     end: float | None = None
     restarts: int = 0
     preemptions: int = 0
-    lost_gpu_s: float = 0.0
+    lost_gpu_s: float = 0.0  # GPU-seconds of work lost to restarts (failures, preemption)
+    preempted_lost_gpu_s: float = 0.0  # ...of which to preemption
+    interval: float = 0.0  # seconds between its checkpoints; 0: none (a restart loses all)
     partial_since: float | None = None
     partial_gpu_s: float = 0.0
 
@@ -123,6 +136,9 @@ class Result:
     counts: dict[str, int] = field(default_factory=dict)
     team_weights: dict[str, float] = field(default_factory=dict)  # with --teams
 
+
+# how preemption picks victims of equal priority in a replay (see Engine)
+VICTIMS = ("checkpoint", "plain")
 
 POLICIES: dict[str, PolicyConfig] = {
     "fifo": PolicyConfig(gangs=False, reservations=False, preemption=False, explain=False),
@@ -207,6 +223,8 @@ class Engine:
         skip_never_fitting: bool = False,
         runtimes: bool = True,
         topology: Request | None = None,
+        checkpoint_interval: float = 0.0,
+        victims: str = "checkpoint",
     ) -> None:
         """batch: 0 runs the policy at every virtual instant where something changed;
         B > 0 runs it on ticks every B seconds (like the live scheduler's debounce, longer),
@@ -218,9 +236,18 @@ class Engine:
         activeDeadlineSeconds or gpuyard.io/expected-runtime annotation would; False:
         none does. topology: what every gang (a job of more than one replica) needs of
         the nodes' topology, as a PodGroup would ask it (say, required inside one
-        nvidia.com/gpu.clique); the shapes' labels make the domains."""
+        nvidia.com/gpu.clique); the shapes' labels make the domains.
+        checkpoint_interval: seconds between checkpoints of the jobs whose trace gives
+        none (0: they do not checkpoint). victims: "checkpoint", every job that
+        checkpoints says when it last did, and preemption takes the victims that lose
+        the least work first; "plain", none says (see the module's docstring)."""
         if policy not in POLICIES:
             raise ValueError(f"unknown policy {policy!r}; known: {', '.join(POLICIES)}")
+        if victims not in VICTIMS:
+            raise ValueError(f"unknown victims {victims!r}; known: {', '.join(VICTIMS)}")
+        if not checkpoint_interval >= 0:
+            raise ValueError(f"checkpoint interval {checkpoint_interval!r}: must be 0 or more")
+        self.say_checkpoints = victims == "checkpoint"
         self.policy = policy
         self.cfg = POLICIES[policy]
         self.runtimes = runtimes
@@ -265,7 +292,9 @@ class Engine:
         if unfit:
             skip = {id(j) for j, _ in unfit}
             jobs = [j for j in jobs if id(j) not in skip]
-        self.runs = {j.name: JobRun(j) for j in jobs}
+        self.runs = {j.name: JobRun(j, interval=j.checkpoint or checkpoint_interval) for j in jobs}
+        # (next checkpoint, job, generation) of running jobs whose pods say it
+        self._checkpoint_due: list[tuple[float, str, int]] = []
         if len(self.runs) != len(jobs):
             seen: set[str] = set()
             for j in jobs:
@@ -418,7 +447,7 @@ class Engine:
     def _stop_running(self, run: JobRun, now: float) -> None:
         if run.running:
             done = run.progress + (now - run.last_start)
-            ck = run.job.checkpoint
+            ck = run.interval
             saved = math.floor(done / ck) * ck if ck > 0 else 0.0
             run.lost_gpu_s += (done - saved) * run.gpus
             run.progress = saved
@@ -432,7 +461,10 @@ class Engine:
             run.partial_since = None
 
     def _restart(self, run: JobRun, now: float, preempted: bool) -> None:
+        lost = run.lost_gpu_s
         self._stop_running(run, now)
+        if preempted:
+            run.preempted_lost_gpu_s += run.lost_gpu_s - lost
         self._remove_pods(run)
         run.gen += 1
         if preempted:
@@ -485,9 +517,25 @@ class Engine:
             if self.failures.mtbf > 0:
                 self._push_failure(now, node)
 
+    def _checkpoints(self, now: float) -> None:
+        """Running jobs that checkpointed since the last pass say when, on their first
+        pod (once per pass however many checkpoints they passed)."""
+        due = self._checkpoint_due
+        while due and due[0][0] <= now:
+            _, name, gen = heapq.heappop(due)
+            run = self.runs[name]
+            if run.gen != gen or not run.running or not run.pods:
+                continue  # stopped since
+            ck = run.interval
+            last = run.last_start + math.floor((now - run.last_start) / ck) * ck
+            self.state.set_checkpoint(run.pods[0], last)
+            heapq.heappush(due, (last + ck, name, gen))
+
     def _decide(self, now: float) -> None:
         if not self.state.pending:
             return
+        if self._checkpoint_due and self.cfg.preemption:
+            self._checkpoints(now)
         self.passes += 1
         d = schedule(self.state, now, self.cfg, self.memory)
         self._now = now
@@ -514,10 +562,16 @@ class Engine:
         self.allocated += p.req[GPU]
         run = self.pod_job[pod]
         run.bound += 1
+        say = self.say_checkpoints and run.interval > 0
+        if say and run.pods[0] == pod:
+            self.state.set_checkpoint(pod, now)  # bound now: it has lost nothing yet
         if run.bound == run.job.replicas and not run.running:
             self._close_partial(run, now)
             run.running = True
             run.last_start = now
+            if say:  # it resumes from its last checkpoint (or the start): none lost yet
+                self.state.set_checkpoint(run.pods[0], now)
+                heapq.heappush(self._checkpoint_due, (now + run.interval, run.job.name, run.gen))
             self.running_gpus += run.gpus
             if run.first_start is None:
                 run.first_start = now

@@ -108,6 +108,8 @@ def metrics(res: Result, counts: dict[str, int] | None = None) -> dict[str, Any]
         "restarts": sum(r.restarts for r in runs),
         "preemptions": sum(r.preemptions for r in runs),
         "goodput_lost_gpu_hours": round(sum(r.lost_gpu_s for r in runs) / 3600, 3),
+        # ...of which the work since their last checkpoints of the jobs preempted
+        "preemption_lost_gpu_hours": round(sum(r.preempted_lost_gpu_s for r in runs) / 3600, 3),
         "demand_gpu_hours": round(gpu_s / 3600, 3),
         "node_failures": res.node_failures,
         "xid_faults": res.xid_faults,
@@ -292,7 +294,10 @@ MODEL_NOTES = [
     "deletion_time run until the end of the trace; both are counted, none dropped.",
     "gpu_spec constrains the node's GPU product label (first listed model).",
     "Goodput lost is the work since the last checkpoint of every gang stopped by a node "
-    "failure, an Xid fault or a preemption, times its GPUs.",
+    "failure, an Xid fault or a preemption, times its GPUs; the share lost to preemptions "
+    "is shown apart. Each job's first pod says when it last checkpointed, as a trainer "
+    "writing gpuyard.io/last-checkpoint does, so preemption takes the victims that lose "
+    "the least work first (--victims plain: no pod says).",
     "Node failures: exponential with the given MTBF per node; a failed node returns after "
     "repair (not for Xid faults) plus preflight; preflight always passes.",
     "Priorities come from the trace. With --teams, nodes are carved by the team "

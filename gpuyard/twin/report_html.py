@@ -23,6 +23,7 @@ ROWS: list[tuple[str, str, str]] = [
     ("deadlocked_gangs", "Deadlocked gangs (partly bound at the end)", "count"),
     ("partial_gang_gpu_hours", "GPU-hours held by partly bound gangs", "gpuh"),
     ("goodput_lost_gpu_hours", "Goodput lost to restarts and preemptions", "gpuh"),
+    ("preemption_lost_gpu_hours", "...of it lost to preemptions", "gpuh"),
     ("demand_gpu_hours", "GPU-hours asked for", "gpuh"),
     ("mean_gpu_allocation", "GPUs allocated (mean)", "share"),
     ("busy_while_waiting", "GPUs allocated while work waits", "share"),

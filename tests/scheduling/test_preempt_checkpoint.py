@@ -132,6 +132,30 @@ def test_the_scheduler_sees_a_new_checkpoint_on_a_running_pod() -> None:
     assert _same_for_scheduling(old, other)
 
 
+def test_a_new_checkpoint_reaches_the_victim_index_from_the_annotation_or_the_twin() -> None:
+    """The live scheduler reads a new checkpoint from the pod's annotation (add_pod); the
+    twin says it with ClusterState.set_checkpoint, in place. Either way a victim index
+    made by an earlier pass takes the pod that now loses the least."""
+
+    def second_victim(how: str) -> list[str]:
+        s = state(3)
+        s.add_pod(bound_pod("low-a", "n0", rfc3339(NOW - 60)))
+        s.add_pod(bound_pod("low-b", "n1", rfc3339(NOW - 600)))
+        s.add_pod(bound_pod("low-c", "n2", rfc3339(NOW - 900)))
+        s.add_pod_fast("b/first", {GPU: 8}, priority=1000)
+        assert victims(s) == ["a/low-a"]  # the index exists from here on
+        s.remove_pod("a/low-a")  # it left
+        s.bind("b/first", "n0")
+        if how == "annotation":
+            s.add_pod(bound_pod("low-c", "n2", rfc3339(NOW - 5)))
+        else:
+            s.set_checkpoint("a/low-c", NOW - 5)
+        s.add_pod_fast("b/second", {GPU: 8}, priority=1000)
+        return victims(s)
+
+    assert second_victim("annotation") == second_victim("twin") == ["a/low-c"]
+
+
 def _job(name: str, priority: str) -> str:
     return json.dumps(
         {
