@@ -8,25 +8,33 @@ object, or one ValidatingAdmissionPolicy binding's evaluation). A policy's expre
 are not estimated when the policy is written: `object` has no schema there (kube
 compiles them against a dynamic type), so only the runtime limits apply to them.
 
-The model follows kube's estimator: reading a variable, a field or an index costs 1,
-an operator or other call 1; a comprehension (`all`, `exists`, ...) costs its range,
-1, and per element its body plus 3; comparing strings costs a tenth of the shorter's
-bytes, concatenating them a tenth of both, `contains` a tenth of the receiver,
-`startsWith`/`endsWith` a tenth of the affix, `matches` that of the receiver times a
-quarter of the pattern's length (rounded up each). Sizes come from the schema: a
-string's `maxLength` times 4 (bytes of a character at most), its longest `enum` value
-or its format's longest form; `maxItems` and `maxProperties`; without them, as many of
-the smallest elements as the largest request body (3 MiB) holds (a map entry takes 6
-bytes besides its value). On kube's own estimator tests this gives kube's figures for
-comprehensions, string functions and bounds (tests/apiserver/test_cel_cost.py). Where
-it still differs: a comparison of numbers costs 1 (kube sometimes 0); other library
-functions (`split`, `join`, `lowerAscii`, `quantity`, lists' `isSorted`...) are
-costed as a tenth of the receiver, not by kube's per-function formulas; `duration`,
-`date` and `date-time` strings are sized but not typed; an expression this reader
-cannot follow is not budgeted (the CEL engine has compiled it). So a rule near a limit may
-be judged differently, while the rules the limits exist for (comprehensions nested
-over unbounded lists, regular expressions over unbounded strings in a loop) are
-refused as kube refuses them.
+The model follows kube's estimator (cel-go's checker and kube's library costs): reading
+a variable or a field, or indexing, costs 1, a call 1 unless costed otherwise; `&&`,
+`||` and `?:` only their operands (the dearer branch); a list literal 10, a map literal
+30; a presence test only its operand. Comprehensions expand as CEL's macros do (per
+element: `all` 3, `exists` 4, `exists_one` 2, `map` 12 and `filter` 13 besides the body).
+Equality, and ordering of strings, cost a tenth of the smaller side: a number or bool
+read from the schema has size 0 (so `x == 0` is free), one written in the rule or
+computed has size 1. String functions cost a tenth of the bytes they traverse:
+`contains` the receiver's times the argument's, `startsWith`/`endsWith` the affix,
+`matches`/`find` the receiver (plus one) times a quarter of the pattern,
+`lowerAscii`/`upperAscii`/`trim`/`substring` the receiver, `split` and `replace` twice
+the receiver, `join` the longest result; `quantity`, `isQuantity`, `semver` and `url`
+their argument; list scans (`isSorted`, `sum`, `min`, `max`, `indexOf`) 1 per item plus
+a tenth of each string item; quantity and semver methods 1. Sizes come from the
+schema: a string's `maxLength` times 4 (bytes of a character at most), its longest
+`enum` value or its format's longest form; `maxItems` and `maxProperties`; without
+them, as many of the smallest elements as the largest request body (3 MiB) holds (a
+map entry takes 6 bytes besides its value); a map's keys have size 0, and a value
+read from a map by field name (`self.labels.x`) has no schema node, so it is unbounded
+unless it is a number or bool. On kube's own estimator tests this gives kube's figures
+(tests/apiserver/test_cel_cost.py). Where it still differs: `duration`, `date` and
+`date-time` strings are sized but not typed; a result whose size kube does not know
+(`string(x)`, functions other than those above) is taken as small rather than
+unbounded; an expression this reader cannot follow is not budgeted (the CEL engine has
+compiled it). So a rule near a limit may still be judged differently in those cases,
+while the rules the limits exist for (comprehensions nested over unbounded lists,
+regular expressions over unbounded strings in a loop) are refused as kube refuses them.
 
 The runtime cost is the same estimate over the sizes of the actual values, computed only
 for rules whose estimate could exceed the runtime limits (most rules cost nothing more).
@@ -49,7 +57,9 @@ REGEX_FACTOR = 0.25
 UTF8_MAX = 4  # bytes of one character at most: a string's size from its maxLength
 MAP_ENTRY_BYTES = 6  # a map entry's bytes besides its value: `"k":` and a comma
 FORMAT_SIZES = {"duration": 32, "date": 12, "date-time": 32}  # longest JSON of each
-LOOP_STEP = 3  # one iteration of a comprehension besides its body
+LIST_BASE = 10  # creating a list
+MAP_BASE = 30  # creating a map
+UNKNOWN = 2**64 - 1  # a size the estimate cannot bound (kube's largest uint64)
 
 OUT_OF_BUDGET = (
     "validation failed due to running out of cost budget, no further validation rules will be run"
@@ -68,9 +78,12 @@ class Shape:
     size: int = 1  # a string's length, a list's items, a map's entries
     elem: Shape | None = None  # a list's items, a map's values
     props: dict[str, Shape] = field(default_factory=dict)
+    key: Shape | None = None  # a map's keys, where known (an actual value's)
+    lost: bool = False  # reached through a map by field name: no schema node is known
 
 
-SCALAR = Shape("scalar")
+SCALAR = Shape("scalar")  # a number or bool written in the rule or computed by it
+SCHEMA_SCALAR = Shape("scalar", 0)  # one read from the schema: kube sizes it 0
 ANY = Shape("any")
 
 
@@ -117,8 +130,8 @@ def from_schema(schema: Any) -> Shape:
             return Shape("map", n, elem=from_schema(addl))
         got = schema.get("properties")
         props: dict[str, Any] = got if isinstance(got, dict) else {}
-        return Shape("object", len(props), props={k: from_schema(v) for k, v in props.items()})
-    return SCALAR if t else ANY
+        return Shape("object", 0, props={k: from_schema(v) for k, v in props.items()})
+    return SCHEMA_SCALAR if t else ANY
 
 
 def from_value(v: Any) -> Shape:
@@ -134,6 +147,7 @@ def from_value(v: Any) -> Shape:
             len(v),
             elem=_widest([from_value(x) for x in v.values()]),
             props={str(k): from_value(x) for k, x in v.items()},
+            key=Shape("string", max((len(str(k)) for k in v), default=0)),
         )
     return SCALAR
 
@@ -164,6 +178,11 @@ _TOKEN = re.compile(
     re.VERBOSE,
 )
 _MACROS = ("all", "exists", "exists_one", "map", "filter")
+_LIST_SCANS = frozenset({"isSorted", "sum", "min", "max", "indexOf", "lastIndexOf"})
+_NOMINAL = frozenset(
+    {"sign", "asInteger", "isInteger", "asApproximateFloat", "isGreaterThan", "isLessThan"}
+    | {"compareTo", "add", "sub", "major", "minor", "patch", "charAt"}
+)
 _STRING_FUNCS = frozenset(
     {
         "contains",
@@ -181,6 +200,8 @@ _STRING_FUNCS = frozenset(
         "charAt",
         "quantity",
         "isQuantity",
+        "semver",
+        "isSemver",
         "url",
         "isURL",
         "find",
@@ -248,6 +269,9 @@ class _Parser:
         return left
 
     def unary(self) -> Node:
+        if self.peek("-") and self.i + 1 < len(self.toks) and self.toks[self.i + 1][0] == "num":
+            self.take()  # a negative number is one literal in CEL's grammar
+            return self.member(self.primary())
         if self.peek("!") or self.peek("-"):
             op = self.take()[1]
             return ("un", op, self.unary())
@@ -289,7 +313,10 @@ class _Parser:
         if kind == "str":
             return ("lit", _unquote(v))
         if kind == "num":
-            return ("lit", 0)
+            try:
+                return ("lit", int(v.rstrip("u"), 0))
+            except ValueError:
+                return ("lit", 0.0)
         if v == "(":
             e = self.expr()
             self.take(")")
@@ -346,8 +373,41 @@ def parse(src: str) -> Node | None:
 # ---------------------------------------------------------------- the estimate
 
 
+def _ceil(size: int, factor: float = STRING_FACTOR) -> int:
+    return math.ceil(size * factor)
+
+
 def _string_cost(s: Shape) -> int:
-    return math.ceil(s.size * STRING_FACTOR) if s.kind in ("string", "any") else 1
+    return _ceil(s.size) if s.kind in ("string", "any") else 1
+
+
+def _lost(s: Shape | None) -> Shape:
+    """A value read through a map by field name: kube's estimator finds no schema node
+    for it, so a scalar has its type's size (1) and anything else an unknown size."""
+    if s is None or s.kind == "any":
+        return ANY
+    if s.kind == "scalar":
+        return SCALAR
+    return Shape(s.kind, 0 if s.kind == "object" else UNKNOWN, s.elem, s.props, s.key, lost=True)
+
+
+def _child(s: Shape, child: Shape | None) -> Shape:
+    return _lost(child) if s.lost else (child or ANY)
+
+
+def _elem(s: Shape) -> Shape:
+    """A list's items, or a map's values (the schema node `@items` / `@values`)."""
+    return _child(s, s.elem)
+
+
+def _key(s: Shape) -> Shape:
+    """What a comprehension over `s` binds: a list's items, a map's keys (a schema map's
+    keys have no bound of their own: kube sizes them 0)."""
+    if s.kind == "list":
+        return _elem(s)
+    if s.key is not None:
+        return s.key
+    return Shape("string", UNKNOWN if s.lost else 0)
 
 
 def estimate(node: Node | None, env: dict[str, Shape]) -> int:
@@ -355,6 +415,36 @@ def estimate(node: Node | None, env: dict[str, Shape]) -> int:
     if node is None:
         return 0
     return _cost(node, env)[0]
+
+
+def _min_len(node: Node) -> int:
+    """The shortest a string argument can be: a literal's length, else 0."""
+    return len(node[1]) if node[0] == "lit" and isinstance(node[1], str) else 0
+
+
+def _comprehension(n: Node, env: dict[str, Shape]) -> tuple[int, Shape]:
+    # The macros expand as CEL's parser expands them; each iteration costs the loop
+    # condition and the step: all (2 + 1 + body), exists (3 + 1 + body), exists_one
+    # (body + 2, then a comparison), map (the list append, 12 + body) and filter
+    # (body + 13), the last two building their result from an empty list (10).
+    _, name, target, var, rest = n
+    c, s = _cost(target, env)
+    count = s.size if s.kind in ("list", "map", "object") else 1
+    inner = dict(env)
+    inner[var] = _key(s) if s.kind in ("list", "map", "object") else ANY
+    parts = [_cost(b, inner) for b in rest]
+    body = sum(p[0] for p in parts)
+    if name == "all":
+        return c + count * (3 + body) + 1, SCALAR
+    if name == "exists":
+        return c + count * (4 + body) + 1, SCALAR
+    if name == "exists_one":
+        return c + count * (2 + body) + 2, SCALAR
+    if name == "filter":
+        return c + LIST_BASE + count * (13 + body) + 1, Shape("list", count, elem=inner[var])
+    # map(x, f) or map(x, filter, f)
+    out = parts[-1][1] if parts else ANY
+    return c + LIST_BASE + count * (12 + body) + 1, Shape("list", count, elem=out)
 
 
 def _cost(n: Node, env: dict[str, Shape]) -> tuple[int, Shape]:
@@ -366,23 +456,27 @@ def _cost(n: Node, env: dict[str, Shape]) -> tuple[int, Shape]:
     if tag == "sel":
         c, s = _cost(n[1], env)
         if s.kind == "object":
-            return c + 1, s.props.get(n[2], s.elem or ANY)
+            return c + 1, _child(s, s.props.get(n[2], s.elem))
         if s.kind == "map":
-            return c + 1, s.elem or ANY
+            return c + 1, _lost(s.elem)  # a map read by field name: no schema node
         return c + 1, ANY
     if tag == "has":
-        return 1 + sum(_cost(a, env)[0] for a in n[1]), SCALAR
+        # presence tests cost nothing of their own (kube's environment), only their operand
+        total = 0
+        for a in n[1]:
+            total += _cost(a[1], env)[0] if a[0] == "sel" else _cost(a, env)[0]
+        return total, SCALAR
     if tag == "idx":
         c, s = _cost(n[1], env)
         ci, _ = _cost(n[2], env)
-        return c + ci + 1, (s.elem or ANY) if s.kind in ("list", "map", "object") else ANY
+        return c + ci + 1, _elem(s) if s.kind in ("list", "map", "object") else ANY
     if tag == "list":
         costs = [_cost(x, env) for x in n[1]]
-        return 1 + sum(c for c, _ in costs), Shape(
+        return LIST_BASE + sum(c for c, _ in costs), Shape(
             "list", len(costs), elem=_widest([s for _, s in costs])
         )
     if tag == "mapl":
-        total = 1
+        total = MAP_BASE
         for k, v in n[1]:
             total += _cost(k, env)[0] + _cost(v, env)[0]
         return total, Shape("map", len(n[1]), elem=ANY)
@@ -390,78 +484,104 @@ def _cost(n: Node, env: dict[str, Shape]) -> tuple[int, Shape]:
         c, _ = _cost(n[1], env)
         a, sa = _cost(n[2], env)
         b, sb = _cost(n[3], env)
-        return c + max(a, b) + 1, _widest([sa, sb])
+        return c + max(a, b), _widest([sa, sb])
     if tag == "un":
         c, s = _cost(n[2], env)
         return c + 1, s if n[1] == "-" else SCALAR
     if tag == "bin":
-        a, sa = _cost(n[2], env)
-        b, sb = _cost(n[3], env)
-        op = n[1]
-        extra = 1
-        if op in ("==", "!=") and "string" in (sa.kind, sb.kind):
-            # comparing stops at the shorter string
-            extra = math.ceil(min(sa.size, sb.size) * STRING_FACTOR)
-        elif op == "+" and "string" in (sa.kind, sb.kind):
-            extra = math.ceil((sa.size + sb.size) * STRING_FACTOR)
-        if op == "in" and sb.kind in ("list",):
-            extra += sb.size
-        shape = SCALAR
-        if op == "+" and sa.kind == "string":
-            shape = Shape("string", sa.size + sb.size)
-        elif op == "+" and sa.kind == "list":
-            shape = Shape("list", sa.size + sb.size, elem=sa.elem or sb.elem)
-        return a + b + extra, shape
+        return _binary(n, env)
     if tag == "macro":
-        _, name, target, var, rest = n
-        c, s = _cost(target, env)
-        elem = s.elem if s.kind in ("list", "map") else ANY
-        if s.kind == "object":
-            elem = Shape("string", 63)  # an object's keys
-        count = s.size if s.kind in ("list", "map", "object") else 1
-        inner = dict(env)
-        inner[var] = elem or ANY
-        body = sum(_cost(b, inner)[0] for b in rest)
-        out = Shape(
-            "list", count, elem=_cost(rest[-1], inner)[1] if name == "map" and rest else elem
-        )
-        if name in ("all", "exists", "exists_one"):
-            out = SCALAR
-        return c + count * (body + LOOP_STEP) + 1, out
+        return _comprehension(n, env)
     if tag == "call":
-        _, name, target, args = n
-        total = 1
-        shapes = []
-        if target is not None:
-            c, s = _cost(target, env)
-            total += c
-            shapes.append(s)
-        for a in args:
-            c, s = _cost(a, env)
-            total += c
-            shapes.append(s)
-        recv = shapes[0] if shapes else ANY
-        if name == "matches" and len(shapes) >= 2:
-            pattern = n[3][-1]
-            plen = len(pattern[1]) if pattern[0] == "lit" and isinstance(pattern[1], str) else 64
-            return total - 1 + _string_cost(recv) * math.ceil(plen * REGEX_FACTOR), SCALAR
-        if name == "contains" and target is not None:
-            return total - 1 + _string_cost(recv), SCALAR  # the receiver is traversed
-        if name in ("startsWith", "endsWith") and target is not None and len(shapes) >= 2:
-            return total - 1 + _string_cost(shapes[1]), SCALAR  # only the affix is compared
-        if name in _STRING_FUNCS:
-            total += _string_cost(recv)
-            if name == "split":
-                return total, Shape("list", max(1, recv.size), elem=Shape("string", recv.size))
-            if name in ("lowerAscii", "upperAscii", "replace", "trim", "substring", "format"):
-                return total, Shape("string", recv.size)
-            return total, SCALAR
-        if name == "size":
-            return total, SCALAR
-        if name in ("isSorted", "sum", "min", "max", "indexOf", "lastIndexOf"):
-            return total + (recv.size if recv.kind == "list" else 1), SCALAR
-        return total, ANY
+        return _call(n, env)
     return 1, ANY
+
+
+def _binary(n: Node, env: dict[str, Shape]) -> tuple[int, Shape]:
+    a, sa = _cost(n[2], env)
+    b, sb = _cost(n[3], env)
+    op = n[1]
+    args = a + b
+    if op in ("&&", "||"):
+        return args, SCALAR  # no cost of their own beyond both sides
+    strings = "string" in (sa.kind, sb.kind)
+    if op in ("==", "!=") or (op in ("<", "<=", ">", ">=") and strings):
+        # equality stops at the smaller value (a number read from the schema has size 0,
+        # one computed or written in the rule size 1); so does comparing strings
+        return args + _ceil(min(sa.size, sb.size)), SCALAR
+    if op == "in":
+        return args + (sb.size if sb.kind == "list" else 1), SCALAR
+    if op == "+" and strings:
+        size = sa.size + sb.size
+        return args + _ceil(size), Shape("string", size)
+    if op == "+" and sa.kind == "list":
+        return args + 1, Shape("list", sa.size + sb.size, elem=sa.elem or sb.elem)
+    return args + 1, SCALAR
+
+
+def _call(n: Node, env: dict[str, Shape]) -> tuple[int, Shape]:
+    _, name, target, args = n
+    total = 0
+    shapes = []
+    if target is not None:
+        c, s = _cost(target, env)
+        total += c
+        shapes.append(s)
+    for a in args:
+        c, s = _cost(a, env)
+        total += c
+        shapes.append(s)
+    recv = shapes[0] if shapes else ANY
+    arg = shapes[1] if len(shapes) > 1 else ANY
+    member = target is not None
+    if name in ("matches", "find", "findAll") and len(shapes) >= 2:
+        # the string (plus one) times a quarter of the pattern's length
+        cost = _ceil(recv.size + 1) * _ceil(arg.size, REGEX_FACTOR)
+        if name == "matches":
+            return total + cost, SCALAR
+        return total + cost, Shape("list" if name == "findAll" else "string", recv.size)
+    if name == "contains" and member and len(shapes) >= 2:
+        return total + _ceil(recv.size) * _ceil(arg.size), SCALAR
+    if name in ("startsWith", "endsWith") and member and len(shapes) >= 2:
+        return total + _ceil(arg.size), SCALAR  # only the affix is compared
+    if name in ("lowerAscii", "upperAscii", "substring", "trim") and member:
+        return total + _ceil(recv.size), Shape("string", recv.size)
+    if name == "replace" and member and len(shapes) >= 3:
+        with_ = shapes[2]
+        shortest = _min_len(args[0])
+        if shortest == 0:
+            size = (recv.size + 1) * with_.size + recv.size
+        elif with_.size <= shortest:
+            size = recv.size
+        else:
+            size = math.ceil(recv.size / shortest) * with_.size
+        return total + _ceil(recv.size, 2 * STRING_FACTOR), Shape("string", size)
+    if name == "split" and member:
+        most = recv.size
+        if len(args) > 1 and args[1][0] == "lit" and isinstance(args[1][1], int):
+            most = max(args[1][1], 0)
+        return total + _ceil(recv.size, 2 * STRING_FACTOR), Shape(
+            "list", most, elem=Shape("string", recv.size)
+        )
+    if name == "join" and member and recv.kind == "list":
+        size = recv.size * _elem(recv).size
+        if args:
+            size += arg.size * max(recv.size - 1, 0)
+        return total + _ceil(size), Shape("string", size)
+    if name in _LIST_SCANS and member:
+        if recv.kind == "list":
+            elem = _elem(recv)
+            per = 1 + (_ceil(elem.size) if elem.kind == "string" else 0)
+            return total + recv.size * per, SCALAR
+        return total + _string_cost(recv), SCALAR  # indexOf on a string
+    if name in ("quantity", "isQuantity", "semver", "isSemver", "url") and shapes:
+        s = shapes[-1]
+        return total + _ceil(s.size), Shape("string", s.size) if name == "url" else ANY
+    if name == "format" and member:
+        return total + _string_cost(recv), Shape("string", recv.size + arg.size)
+    if name in ("size", "int", "uint", "double", "bool") or name in _NOMINAL:
+        return total + 1, SCALAR
+    return total + 1, ANY
 
 
 def size_dependent(node: Any) -> bool:
@@ -473,7 +593,9 @@ def size_dependent(node: Any) -> bool:
         return False
     if node[0] == "macro":
         return True
-    if node[0] == "call" and (node[1] in _STRING_FUNCS or node[1] == "matches"):
+    if node[0] == "call" and (
+        node[1] in _STRING_FUNCS or node[1] in _LIST_SCANS or node[1] == "matches"
+    ):
         return True
     return any(size_dependent(x) for x in node[1:])
 

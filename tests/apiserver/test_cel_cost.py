@@ -98,19 +98,32 @@ async def test_a_string_bound_counts_four_bytes_a_character(api: Api) -> None:
 
 
 def test_estimates_match_kube_figures() -> None:
-    """Figures of kube-apiserver's estimator for CRD rules (its own cost tests)."""
+    """Figures of kube-apiserver's estimator for CRD rules (its own cost tests, with
+    the schemas they use: unbounded, or bounded as each test bounds them)."""
 
     def est(schema: dict[str, Any], rule: str) -> int:
-        return celcost.estimate(celcost.parse(rule), {"self": celcost.from_schema(schema)})
+        shape = celcost.from_schema(schema)
+        return celcost.estimate(celcost.parse(rule), {"self": shape, "oldSelf": shape})
 
     def items(t: str, **bound: int) -> dict[str, Any]:
         return {"type": "array", "items": {"type": t}, **bound}
 
-    def values(t: str, **bound: int) -> dict[str, Any]:
-        return {"type": "object", "additionalProperties": {"type": t}, **bound}
-
-    def text(**bound: int) -> dict[str, Any]:
+    def text(**bound: Any) -> dict[str, Any]:
         return {"type": "string", **bound}
+
+    def strings(**bound: int) -> dict[str, Any]:
+        return {"type": "array", "items": text(maxLength=10), **bound}
+
+    def fields(**props: dict[str, Any]) -> dict[str, Any]:
+        return {"type": "object", "properties": props}
+
+    def values(t: str, **bound: Any) -> dict[str, Any]:
+        extra = {k: v for k, v in bound.items() if k == "format"}
+        limits = {k: v for k, v in bound.items() if k != "format"}
+        return {"type": "object", "additionalProperties": {"type": t, **extra}, **limits}
+
+    split = "self.str.split(self.separator) == []"
+    replace = "self.str.replace(self.before, self.after) == 'does not matter'"
 
     every = "self.all(x, true)"
     concat = 'size(self + "hello") > size("hello")'
@@ -132,8 +145,56 @@ def test_estimates_match_kube_figures() -> None:
         (text(), 'self.matches("x")', 314_574),
         (text(maxLength=0), 'self == "x"', 1),
         (items("string", maxItems=8), "self[1] == self[1]", 314_577),
+        # library functions
+        (text(), "self.lowerAscii() == 'lower!'", 314_575),
+        (text(maxLength=10), "self.lowerAscii() == 'lower!'", 6),
+        (fields(str=text(), separator=text()), "self.str.split(self.separator) == []", 629_160),
+        (fields(str=text(maxLength=10), separator=text(maxLength=10)), split, 22),
+        (items("string"), "self.join(' ') == 'aa bb'", 329_853_068_905),
+        (strings(maxItems=10), "self.join(' ') == 'aa bb'", 43),
+        (items("string"), "self.isSorted() == true", 329_854_432_052),
+        (strings(maxItems=10), "self.isSorted() == true", 52),
+        (fields(str=text(), before=text(maxLength=2), after=text(maxLength=4)), replace, 629_154),
+        (
+            fields(str=text(maxLength=4), before=text(maxLength=2), after=text(maxLength=4)),
+            replace,
+            12,
+        ),
+        (text(), "self.find('[0-9]+') == ''", 629_147),
+        (text(maxLength=10), "self.find('[0-9]+') == ''", 11),
+        (text(maxLength=50), 'self.matches("x")', 22),
+        (text(), '"".matches("(((((((((())))))))))[0-9]")', 7),
+        (values("string"), "self.all(x, x.contains(self[x]))", 2_752_507),
+        (text(enum=["A", "B", "C", "LongValue"]), "self.contains('A')", 2),
+        (values("integer"), "oldSelf.size() == self.size()", 5),
+        (values("string", format="date-time"), 'self["a"] == self["b"]', 8),
+        # comparing numbers: one read from the schema has size 0, one written or computed 1
+        (items("number"), "self[1] == 0.0", 2),
+        (items("number"), "self.all(x, x == 0.0)", 6_291_454),
+        (items("boolean"), "self[0] == false", 2),
+        ({"type": "array", "items": values("number")}, "self.all(x, x.y == 25.2)", 6_291_452),
+        ({"type": "array", "items": values("number")}, "self[0].x > 2.0", 4),
+        ({"type": "array", "items": {"x-kubernetes-int-or-string": True}}, "self[0] == 5", 3),
     ]
     assert [est(s, r) for s, r, _ in cases] == [want for _, _, want in cases]
+    # kube's library figures for expressions of literals (quantities, semver, lists)
+    library = [
+        ('quantity("12Mi")', 1),
+        ('quantity("200M") == quantity("200M")', 3),
+        ('quantity("50k").add(quantity("20")) == quantity("50.02k")', 5),
+        ('quantity("50k").add(20).sub(quantity("100k")).sub(-50000).asInteger() > 0', 7),
+        ('semver("1234.56789012345.67890123456789")', 4),
+        ("[1, 2, 3, 4, 5].sum()", 15),
+        (
+            "['012345678901', '012345678901', '012345678901', '012345678901', "
+            "'012345678901'].isSorted()",
+            25,
+        ),
+        ("'01234567890123456789012345678901234567890123456789'.indexOf('123')", 5),
+    ]
+    assert [celcost.estimate(celcost.parse(e), {}) for e, _ in library] == [
+        want for _, want in library
+    ]
 
 
 async def test_rules_too_expensive_all_together_are_refused(api: Api) -> None:
@@ -256,3 +317,42 @@ async def test_admission_policy_expression_over_the_cost_limit(api: Api) -> None
         "actual cost limit exceeded"
     ), err
     assert (await api.get(f"{cms}/big"))[0] == 404
+
+
+async def test_library_functions_and_number_comparisons_against_the_budget(api: Api) -> None:
+    """isSorted and split cost what kube says over the schema's bounds: just over the
+    limit they are refused with kube's factor; rules just under it are accepted, among
+    them comparisons of numbers read from the schema, which cost nothing themselves."""
+
+    def strings(max_length: int, rule: str) -> dict[str, Any]:
+        return {
+            "type": "array",
+            "maxItems": 100_000,
+            "items": {"type": "string", "maxLength": max_length},
+            "x-kubernetes-validations": rules(rule),
+        }
+
+    field = f"{ROOT}.properties[spec].properties[%s].x-kubernetes-validations[0].rule"
+    # 100,000 x (1 + 1,000 bytes / 10) + 2 = 10,100,002
+    sorted_names = strings(250, "self.isSorted()")
+    # 100,000 x (3 + 1 + 512 bytes x 2 / 10 (103) + 1 + 1) + 2 = 10,900,002
+    parts = strings(128, "self.all(s, s.split(',').size() < 5)")
+    for name, prop, factor in (("names", sorted_names, "1.010000x"), ("parts", parts, "1.090000x")):
+        st, err = await api.post(CRDS, crd({name: prop}))
+        assert st == 422, err
+        assert {
+            "reason": "FieldValueForbidden",
+            "message": f"Forbidden: estimated rule cost exceeds budget by factor of {factor} "
+            + ADVICE,
+            "field": field % name,
+        } in err["details"]["causes"], err
+    # 1,572,863 integers (3 MiB of "0,") x (3 + 3 reads + 3 free comparisons) + 2 = 9,437,180
+    numbers = {
+        "type": "array",
+        "items": {"type": "integer"},
+        "x-kubernetes-validations": rules("self.all(x, x == 0 || x == 1 || x == 2)"),
+    }
+    sorted_names["items"]["maxLength"] = 240  # 9,700,002
+    parts["items"]["maxLength"] = 112  # 100,000 x (3 + 1 + 90 + 2) + 2 = 9,600,002
+    st, out = await api.post(CRDS, crd({"numbers": numbers, "names": sorted_names, "parts": parts}))
+    assert st == 201, out
