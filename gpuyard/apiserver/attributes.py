@@ -10,6 +10,10 @@ kube-apiserver's authorization attributes do since 1.31): the Node authorizer le
 kubelet list its own pods by `spec.nodeName`. A SubjectAccessReview gives them as
 `fieldSelector` / `labelSelector` with a `rawSelector` or `requirements`, the CEL
 authorizer library with `.fieldSelector(s)` / `.labelSelector(s)`.
+
+A list or watch whose field selector asks for one name (`metadata.name=X`) is
+authorized as a request for that name, as kube-apiserver resolves it: a rule with
+resourceNames [X] allows it (an informer of one Secret needs no rights on the others).
 """
 
 from __future__ import annotations
@@ -73,6 +77,8 @@ def of_request(method: str, path: str, query: Mapping[str, str]) -> Attributes:
     if verb in _SELECTING_VERBS:
         fsel = query.get("fieldSelector") or ""
         lsel = query.get("labelSelector") or ""
+        if verb != "deletecollection" and not named:
+            name = _selected_name(fsel)
     return Attributes(
         verb,
         True,
@@ -89,6 +95,24 @@ def of_request(method: str, path: str, query: Mapping[str, str]) -> Attributes:
 
 
 _SELECTING_VERBS = frozenset({"list", "watch", "deletecollection"})
+
+
+def _selected_name(fsel: str) -> str:
+    """X of a field selector that requires metadata.name=X (or ==X) among its terms;
+    "" when it requires none, or a name no path could hold."""
+    if "\\" in fsel:
+        return ""  # escaped characters: no valid name has them
+    for term in fsel.split(","):
+        key, sep, value = term.partition("=")
+        if not sep or key.strip() != "metadata.name":
+            continue
+        value = value.removeprefix("=").strip()
+        if value and value not in (".", "..") and "/" not in value and "%" not in value:
+            return value
+        return ""
+    return ""
+
+
 _LABEL_OPS = {"In": "in", "NotIn": "notin"}
 
 

@@ -104,13 +104,34 @@ async def test_resource_names_and_changes_take_effect_at_once(api: Api) -> None:
             "apiGroups": [""],
             "resources": ["configmaps"],
             "resourceNames": ["mine"],
-            "verbs": ["get"],
+            "verbs": ["get", "list", "watch"],
         }
     ]
     await grant(api, "default", "only-mine", rules, [sa_subject("default", "picky")])
     assert await _try(api, token, "get", name="mine") == 200
     assert await _try(api, token, "get", name="theirs") == 403
     assert await _try(api, token, "list") == 403
+    assert await _try(api, token, "watch") == 403
+    # A list or watch that selects one name is a request for that name (an informer
+    # of one object), as kube-apiserver authorizes it; any other selector is not.
+    base = CM.format(ns="default")
+    for sel, want in (
+        ("metadata.name=mine", 200),
+        ("metadata.name==mine", 200),
+        ("metadata.namespace=default,metadata.name=mine", 200),
+        ("metadata.name=theirs", 403),
+        ("metadata.name!=theirs", 403),
+    ):
+        st, out = await api.req("GET", base, token=token, fieldSelector=sel)
+        assert st == want, (sel, out)
+        st, _ = await api.req(
+            "GET", base, token=token, fieldSelector=sel, watch="true", timeoutSeconds="1"
+        )
+        assert st == want, sel
+    st, out = await api.req("GET", base, token=token, fieldSelector="metadata.name=mine")
+    assert [i["metadata"]["name"] for i in out["items"]] == ["mine"]
+    st, out = await api.req("GET", base, token=token, fieldSelector="metadata.name=theirs")
+    assert 'configmaps "theirs" is forbidden' in out["message"], out
     st, _ = await api.req(
         "DELETE", "/apis/rbac.authorization.k8s.io/v1/namespaces/default/rolebindings/only-mine"
     )
