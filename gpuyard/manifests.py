@@ -37,7 +37,8 @@ IMAGE = "ghcr.io/gpuyard/gpuyard:0.1.0"
 GPU_IMAGE = DEFAULT_GPU_IMAGE
 HEALTH = Path(__file__).resolve().parent / "health" / "deploy.yaml"
 
-Rule = tuple[str, list[str], list[str]]  # (apiGroup, resources, verbs)
+# (apiGroup, resources, verbs), or with the resourceNames the rule is limited to
+Rule = tuple[str, list[str], list[str]] | tuple[str, list[str], list[str], list[str]]
 
 WATCH = ["get", "list", "watch"]
 
@@ -118,9 +119,16 @@ WEBHOOK_RULES: list[Rule] = [
         ["get", "create", "patch", "update"],
     ),
 ]
-# In its own namespace only: the Secret that holds its CA and serving certificate.
+# The Secret that holds its CA and serving certificate (`gpuyard teams-webhook` keeps
+# them in SERVICE-tls, here --service gpuyard-teams-webhook): in its own namespace only,
+# and by name, so it reads and writes no other Secret. Its informer of that one Secret
+# lists and watches with the field selector metadata.name=, which RBAC authorizes
+# against resourceNames; a create names no object yet, so it cannot be limited by name
+# (Kubernetes refuses nothing there: the webhook only ever creates the one Secret).
+WEBHOOK_SECRET = f"{WEBHOOK}-tls"
 WEBHOOK_NAMESPACE_RULES: list[Rule] = [
-    ("", ["secrets"], [*WATCH, "create", "update"]),
+    ("", ["secrets"], ["create"]),
+    ("", ["secrets"], [*WATCH, "update"], [WEBHOOK_SECRET]),
 ]
 
 
@@ -131,6 +139,16 @@ def _meta(name: str, namespaced: bool = True) -> dict[str, Any]:
     return md
 
 
+def _rules(rules: list[Rule]) -> list[dict[str, Any]]:
+    out = []
+    for g, res, verbs, *names_ in rules:
+        r: dict[str, Any] = {"apiGroups": [g], "resources": list(res)}
+        if names_:
+            r["resourceNames"] = list(names_[0])
+        out.append({**r, "verbs": list(verbs)})
+    return out
+
+
 def _rbac(name: str, rules: list[Rule]) -> list[dict[str, Any]]:
     return [
         {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": _meta(name)},
@@ -138,10 +156,7 @@ def _rbac(name: str, rules: list[Rule]) -> list[dict[str, Any]]:
             "apiVersion": "rbac.authorization.k8s.io/v1",
             "kind": "ClusterRole",
             "metadata": _meta(name, namespaced=False),
-            "rules": [
-                {"apiGroups": [g], "resources": list(res), "verbs": list(verbs)}
-                for g, res, verbs in rules
-            ],
+            "rules": _rules(rules),
         },
         {
             "apiVersion": "rbac.authorization.k8s.io/v1",
@@ -193,10 +208,7 @@ def _namespace_role(name: str, rules: list[Rule]) -> list[dict[str, Any]]:
             "apiVersion": "rbac.authorization.k8s.io/v1",
             "kind": "Role",
             "metadata": _meta(name),
-            "rules": [
-                {"apiGroups": [g], "resources": list(res), "verbs": list(verbs)}
-                for g, res, verbs in rules
-            ],
+            "rules": _rules(rules),
         },
         {
             "apiVersion": "rbac.authorization.k8s.io/v1",

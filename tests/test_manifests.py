@@ -198,8 +198,9 @@ READ = {"get", "list", "watch"}
 REVIEWS = {"tokenreviews", "subjectaccessreviews"}  # asked, never stored
 
 
-def _granted(objs: list[dict], account: str) -> list[tuple[str, str, str, str]]:
-    """(namespace or "", group, resource, verb) for every grant of a ServiceAccount."""
+def _granted(objs: list[dict], account: str) -> list[tuple[str, str, str, str, tuple[str, ...]]]:
+    """(namespace or "", group, resource, verb, resourceNames or ()) for every grant of
+    a ServiceAccount."""
     roles = {
         (o["kind"], o["metadata"].get("namespace", ""), o["metadata"]["name"]): o for o in objs
     }
@@ -224,14 +225,17 @@ def _granted(objs: list[dict], account: str) -> list[tuple[str, str, str, str]]:
         for r in rules:
             for g in r.get("apiGroups") or ["(non-resource)"]:
                 for res in r.get("resources") or r.get("nonResourceURLs") or []:
-                    out += [(ns, g, res, v) for v in r["verbs"]]
+                    names = tuple(r.get("resourceNames") or ())
+                    out += [(ns, g, res, v, names) for v in r["verbs"]]
     return out
 
 
 def test_the_install_roles_are_least_privilege() -> None:
     """What a platform engineer checks before installing: no wildcards, no way to raise
-    one's own rights, Secrets only in the install's namespace, every binding for the
-    install's own ServiceAccounts, and the read-only identities read only."""
+    one's own rights, Secrets only in the install's namespace and by name, every binding
+    for the install's own ServiceAccounts, the read-only identities read only, and pods
+    written only where gpuyard's own pods live except by the components whose job that
+    is."""
     objs = manifests.objects()
     for o in objs:
         if o["kind"] in ("ClusterRole", "Role"):
@@ -243,19 +247,50 @@ def test_the_install_roles_are_least_privilege() -> None:
                 assert (s["kind"], s.get("namespace")) == ("ServiceAccount", manifests.NAMESPACE)
     accounts = [o["metadata"]["name"] for o in objs if o["kind"] == "ServiceAccount"]
     for sa in accounts:
-        for ns, group, res, verb in _granted(objs, sa):
+        for ns, group, res, verb, names in _granted(objs, sa):
             assert verb not in ("escalate", "bind", "impersonate"), (sa, res, verb)
             if group == "rbac.authorization.k8s.io":
                 assert verb in READ, (sa, res, verb)  # never writes a role or binding
             assert res not in ("serviceaccounts/token", "pods/exec", "pods/attach", "nodes/proxy")
             if res == "secrets":
                 assert ns == manifests.NAMESPACE, (sa, "secrets cluster-wide")
+                # by name: a create cannot be limited so, and creates no one's Secret
+                assert verb == "create" or names, (sa, verb, "every Secret")
+    # Who has Secrets at all: the team webhook, its one certificate Secret.
+    holders = {
+        (sa, verb, names)
+        for sa in accounts
+        for _, _, res, verb, names in _granted(objs, sa)
+        if res == "secrets"
+    }
+    assert holders == {(manifests.WEBHOOK, "create", ())} | {
+        (manifests.WEBHOOK, v, ("gpuyard-teams-webhook-tls",))
+        for v in ("get", "list", "watch", "update")
+    }
+    # Node health reads every pod (which nodes are idle) and writes only its test pods
+    # and gpuyard's balloons, in gpuyard's namespace; it never evicts on a real cluster
+    # (the taint manager does) and so needs no pod status.
+    health = _granted(objs, "gpuyard-health")
+    pod_rights = {(ns, v) for ns, _, r, v, _ in health if r.startswith("pods")}
+    assert pod_rights == {
+        ("", "list"),
+        ("", "watch"),
+        (manifests.NAMESPACE, "create"),
+        (manifests.NAMESPACE, "delete"),
+    }
+    assert {r for ns, _, r, _, _ in health if ns == "" and r not in REVIEWS} == {
+        "nodes",
+        "nodes/status",
+        "pods",
+        "events",
+        "namespaces",
+    }
     # Identities that only look: the agent on every node and the people's viewer.
     for sa in (manifests.NETD, manifests.VIEWER):
-        writes = {(g, r, v) for _, g, r, v in _granted(objs, sa) if v not in READ}
+        writes = {(g, r, v) for _, g, r, v, _ in _granted(objs, sa) if v not in READ}
         assert all(r in REVIEWS for _, r, _ in writes), (sa, writes)
     # The viewer serves nothing, so it may not even ask about others' tokens.
-    assert {v for *_, v in _granted(objs, manifests.VIEWER)} <= READ
+    assert {v for _, _, _, v, _ in _granted(objs, manifests.VIEWER)} <= READ
 
 
 def test_every_object_is_valid_against_the_kubernetes_1_37_schemas(

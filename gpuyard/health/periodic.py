@@ -6,8 +6,8 @@ recently tested first, holds each with the `gpuyard.io/testing` taint (NoSchedul
 while its test pod runs, and releases it. It is rate-limited (`max_concurrent` at
 once, `max_starts_per_hour`) and never touches a busy node: after tainting it checks
 the node's pods again and lets go if work arrived in between. Balloon pods on the
-node are deleted so the test gets the GPUs (the balloon controller puts them back
-elsewhere). A pass records gpuyard.io/last-tested; a failure also sets
+node (gpuyard's own, in gpuyard-system) are deleted so the test gets the GPUs (the
+balloon controller puts them back elsewhere). A pass records gpuyard.io/last-tested; a failure also sets
 GPUTestPassed=False, which the health controller turns into an unhealthy taint through
 the brake. Metric: the share of nodes tested in the last 7 days.
 
@@ -80,7 +80,16 @@ class PeriodicConfig:
     pods: ActiveTestConfig = field(default_factory=ActiveTestConfig)
 
 
+# Where gpuyard's balloon controller runs its balloons (gpuyard.balloons.sizing.NAMESPACE),
+# the only namespace where the health controllers may delete pods (their Role in
+# gpuyard/health/deploy.yaml): a low-priority pod anywhere else is someone's work, so
+# its node is not idle.
+BALLOON_NAMESPACE = "gpuyard-system"
+
+
 def is_balloon(pod: Mapping[str, Any]) -> bool:
+    if (pod.get("metadata") or {}).get("namespace") != BALLOON_NAMESPACE:
+        return False
     spec = pod.get("spec") or {}
     if spec.get("priorityClassName") == PRIORITY_BALLOON:
         return True

@@ -17,7 +17,10 @@ def test_manifest_objects_and_commands() -> None:
     kinds = [d["kind"] for d in docs]
     assert kinds == [
         "Namespace",
-        *("ServiceAccount", "ClusterRole", "ClusterRoleBinding") * 2,
+        *("ServiceAccount", "ClusterRole", "ClusterRoleBinding"),
+        # what the controllers write in gpuyard-system: test pods, the brake, Leases
+        *("Role", "RoleBinding"),
+        *("ServiceAccount", "ClusterRole", "ClusterRoleBinding"),
         # the agent may write only its own node (tests/health/test_agent_own_node.py)
         "ValidatingAdmissionPolicy",
         "ValidatingAdmissionPolicyBinding",
@@ -52,7 +55,7 @@ def test_manifest_objects_and_commands() -> None:
     rules = {
         (r["resources"][0], v)
         for d in docs
-        if d["kind"] == "ClusterRole" and d["metadata"]["name"] == "gpuyard-health"
+        if d["kind"] in ("ClusterRole", "Role") and d["metadata"]["name"] == "gpuyard-health"
         for r in d["rules"]
         for v in r["verbs"]
     }

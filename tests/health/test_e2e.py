@@ -88,6 +88,20 @@ def _taint(node: dict[str, Any], key: str) -> tuple[str, str] | None:
     return None
 
 
+def _refused(c: ClusterProcess) -> list[tuple[str, str, Any]]:
+    """What the API server refused gpuyard's ServiceAccounts (health runs as
+    gpuyard-health, under the install's roles): (user, verb, objectRef) per 403."""
+    out = []
+    for line in (c.data_dir / "audit.log").read_text().splitlines():
+        e = json.loads(line) if line.strip() else {}
+        user = (e.get("user") or {}).get("username", "")
+        if (e.get("responseStatus") or {}).get("code") == 403 and user.startswith(
+            "system:serviceaccount:gpuyard-system:"
+        ):
+            out.append((user, e["verb"], e.get("objectRef")))
+    return out
+
+
 async def _until(pred: Any, timeout: float = 40.0) -> Any:
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
@@ -164,6 +178,8 @@ async def test_preflight_xid_and_disk_on_gpuyard_up(preflight_cluster: ClusterPr
         evs = (await k.list(EVENTS, "default"))["items"]
         reasons = {e["reason"] for e in evs}
         assert {"GPUUnhealthy", "DiskUnhealthy", "DiskRecovered", "NodeTainted"} <= reasons
+        # preflight pods created and deleted, taints, Events: none of it refused
+        assert _refused(c) == []
 
 
 @pytest.mark.slow
@@ -192,6 +208,7 @@ async def test_faults_on_a_fifth_of_nodes_trip_the_brake(ten_nodes: ClusterProce
             return sum(1 for n in nodes if _taint(n, "gpuyard.io/unhealthy")) == 2
 
         await _until(both)
+        assert _refused(c) == []  # the brake's ConfigMap and its Events included
 
 
 @pytest.fixture

@@ -5,9 +5,11 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from gpuyard.balloons import sizing
 from gpuyard.health.periodic import (
     ANN_LAST_TESTED,
     ANN_TESTING_SINCE,
+    BALLOON_NAMESPACE,
     PeriodicConfig,
     finish_plan,
     is_idle,
@@ -32,9 +34,13 @@ def node(name: str, last: str | None = None, taints: list | None = None) -> dict
     }
 
 
-def pod(node_name: str, prio: str = "gpuyard-normal", phase: str = "Running") -> dict[str, Any]:
+def pod(
+    node_name: str, prio: str = "gpuyard-normal", phase: str = "Running", ns: str = ""
+) -> dict[str, Any]:
+    # balloons where the balloon controller runs them, other pods in a team's namespace
+    ns = ns or (BALLOON_NAMESPACE if prio == "gpuyard-balloon" else "t")
     return {
-        "metadata": {"name": f"p-{node_name}", "namespace": "t"},
+        "metadata": {"name": f"p-{node_name}", "namespace": ns},
         "spec": {"nodeName": node_name, "priorityClassName": prio},
         "status": {"phase": phase},
     }
@@ -44,6 +50,10 @@ def test_idle_means_only_balloons() -> None:
     assert is_idle([])
     assert is_idle([pod("a", "gpuyard-balloon"), pod("a", phase="Succeeded")])
     assert not is_idle([pod("a", "gpuyard-balloon"), pod("a")])
+    # Low priority elsewhere is someone's work, not a balloon the test may clear (the
+    # health controllers may delete pods only in gpuyard's namespace).
+    assert not is_idle([pod("a", "gpuyard-balloon", ns="t")])
+    assert BALLOON_NAMESPACE == sizing.NAMESPACE
     ds = pod("a")
     ds["metadata"]["ownerReferences"] = [{"kind": "DaemonSet", "name": "agent"}]
     assert is_idle([ds])

@@ -25,10 +25,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from cryptography import x509
 
-from gpuyard import names
+from gpuyard import manifests, names
 from gpuyard.apiserver.testing import ServerProcess
+from gpuyard.cluster import identities
 from gpuyard.cluster.testing import wait_for
 from gpuyard.crds import crd_objects
 from gpuyard.kube.client import Client
@@ -99,7 +101,7 @@ class Replica:
 def replicas(tmp_path: Path) -> Iterator[Callable[..., Replica]]:
     started: list[Replica] = []
 
-    def start(srv: ServerProcess, *extra: str) -> Replica:
+    def start(srv: ServerProcess, *extra: str, kubeconfig: str | None = None) -> Replica:
         port = free_port()
         log = tmp_path / f"webhook{len(started)}.log"
         with open(log, "wb") as out:
@@ -110,7 +112,7 @@ def replicas(tmp_path: Path) -> Iterator[Callable[..., Replica]]:
                     "gpuyard.cli",
                     "teams-webhook",
                     "--kubeconfig",
-                    srv.kubeconfig,
+                    kubeconfig or srv.kubeconfig,
                     "--listen",
                     f"127.0.0.1:{port}",
                     "--webhook-url",
@@ -179,6 +181,26 @@ def setup_cluster(srv: ServerProcess) -> None:
     kube(srv, go)
 
 
+def as_webhook_account(srv: ServerProcess, path: Path) -> str:
+    """A kubeconfig for the gpuyard-teams-webhook ServiceAccount, under the roles that
+    `gpuyard manifests` installs (its Secret rights: its own Secret by name)."""
+
+    async def go(k: Client) -> str:
+        await identities.install(k)
+        tr = await k.request(
+            "POST",
+            f"/api/v1/namespaces/{NS}/serviceaccounts/{manifests.WEBHOOK}/token",
+            body={"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest", "spec": {}},
+        )
+        return str(tr["status"]["token"])
+
+    cfg = yaml.safe_load(Path(srv.kubeconfig).read_text())
+    for u in cfg["users"]:
+        u["user"] = {"token": kube(srv, go)}
+    path.write_text(yaml.safe_dump(cfg))
+    return str(path)
+
+
 def mwc_ca(srv: ServerProcess) -> bytes:
     async def go(k: Client) -> bytes:
         cfg = await k.get_or_none(MWC, CONFIG_NAME)
@@ -198,10 +220,13 @@ def create_pod(srv: ServerProcess, name: str, ns: str) -> dict[str, Any]:
 
 
 def test_replicas_mutate_team_pods_share_one_ca_and_fail_closed(
-    apiserver: ServerProcess, replicas: Callable[..., Replica]
+    apiserver: ServerProcess, replicas: Callable[..., Replica], tmp_path: Path
 ) -> None:
     setup_cluster(apiserver)
-    first = replicas(apiserver)
+    # The replicas run as the install's ServiceAccount: a right its Role lacks (reading
+    # its Secret through an informer, by name only) would be a 403 here.
+    kc = as_webhook_account(apiserver, tmp_path / "webhook.kubeconfig")
+    first = replicas(apiserver, kubeconfig=kc)
     secret = wait_for(lambda: get_secret(apiserver), 10, "the Secret")
     ca = base64.b64decode(secret["data"]["ca.crt"])
     assert wait_for(lambda: mwc_ca(apiserver) == ca, 10, "the caBundle to be the Secret's CA")
@@ -223,7 +248,7 @@ def test_replicas_mutate_team_pods_share_one_ca_and_fail_closed(
     assert team_tolerations(plain) == [] and "affinity" not in plain["spec"]
 
     # A second replica takes the same CA and certificate: no new Secret.
-    second = replicas(apiserver)
+    second = replicas(apiserver, kubeconfig=kc)
     again = get_secret(apiserver)
     assert again is not None
     assert again["metadata"]["uid"] == secret["metadata"]["uid"]
@@ -243,6 +268,27 @@ def test_replicas_mutate_team_pods_share_one_ca_and_fail_closed(
     assert create_pod(apiserver, "p5", "ns-other")["metadata"]["name"] == "p5"
     pods = kube(apiserver, lambda k: k.list(PODS, "ns-a"))
     assert sorted(p["metadata"]["name"] for p in pods["items"]) == ["p1", "p3"]
+    assert "forbidden" not in (first.log.read_text() + second.log.read_text()).lower()
+
+    # The account reads no other Secret, not even in its own namespace.
+    other = {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "other", "namespace": NS}}
+    kube(apiserver, lambda k: k.create(other))
+
+    async def peek() -> list[int]:
+        codes = []
+        async with Client.from_kubeconfig(kc) as k:
+            for call in (
+                lambda: k.get(SECRETS, "other", NS),
+                lambda: k.list(SECRETS, NS),
+                lambda: k.list(SECRETS, NS, field_selector="metadata.name=other"),
+            ):
+                with pytest.raises(ApiError) as no:
+                    await call()
+                codes.append(no.value.status)
+            assert (await k.get(SECRETS, SECRET, NS))["metadata"]["name"] == SECRET
+        return codes
+
+    assert asyncio.run(peek()) == [403, 403, 403]
 
 
 def test_replicas_follow_a_rotated_secret_without_dropping_connections(
