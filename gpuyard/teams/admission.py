@@ -49,7 +49,7 @@ class Decision:
     reason: str = ""  # a refusal's category, for metrics (a few fixed words)
 
 
-def _is_team_toleration(t: Mapping[str, Any]) -> bool:
+def is_team_toleration(t: Mapping[str, Any]) -> bool:
     # An empty key with operator Exists tolerates every taint, team taints included.
     key = t.get("key") or ""
     return key == names.TAINT_TEAM or (key == "" and t.get("operator") == "Exists")
@@ -118,7 +118,7 @@ def mutate_pod(pod: Mapping[str, Any], team: TeamInfo | None, namespace: str) ->
     borrowing = low and team.borrow
 
     for t in tolerations:
-        if not _is_team_toleration(t):
+        if not is_team_toleration(t):
             continue
         if t.get("operator") == "Exists":
             if borrowing:

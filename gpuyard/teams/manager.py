@@ -9,6 +9,16 @@ plans from the caches (after a short debounce) and writes only what differs:
 one merge patch per node whose owner changes (guarded by its resourceVersion, so a
 concurrent taint change by another controller makes it retry instead of losing it),
 one status patch per Team whose status changed, nothing when nothing changed.
+
+Pods the webhook never saw as their team's: the webhook is scoped to labelled team
+namespaces and fed from an informer, so a pod created in the same `kubectl apply` as its
+Team (or before it, or while the webhook's table lags) is admitted as a shared-pool pod,
+without its team's toleration; once the team's nodes are tainted it can wait forever. The
+manager tracks unbound pods without a team toleration and, when their namespace belongs
+to a team, adds what the webhook would have added that a pod may still take (the team's
+toleration, the team's egress default annotation; tolerations are the only scheduling
+field Kubernetes lets an existing pod gain) with one JSON patch guarded by the pod's
+resourceVersion, and an Event on the pod saying why.
 """
 
 from __future__ import annotations
@@ -23,6 +33,7 @@ from gpuyard.kube.errors import Conflict, KubeError, NotFound
 from gpuyard.kube.events import EventRecorder
 from gpuyard.kube.informer import Informer
 from gpuyard.kube.resources import NAMESPACES, NODES, PODS, TEAMS
+from gpuyard.teams.admission import is_team_toleration, mutate_pod
 from gpuyard.teams.assign import (
     NodeView,
     Plan,
@@ -35,6 +46,7 @@ from gpuyard.teams.assign import (
     plan,
 )
 from gpuyard.teams.metrics import process_metrics
+from gpuyard.teams.webhook import teams_by_namespace
 
 log = logging.getLogger("gpuyard.teams")
 
@@ -78,6 +90,11 @@ class TeamManager:
         self._views: dict[str, tuple[Any, NodeView]] = {}
         self._views_ns: dict[str, str] | None = None
         self._stale_nodes: set[str] = set()
+        # Unbound, live pods without any team toleration, by (namespace, name), and the
+        # namespace-to-team map of the last round (a tracked pod in one of them: replan).
+        self._unplaced: dict[tuple[str, str], Any] = {}
+        self._team_ns: dict[str, str] = {}
+        self.pod_writes = 0
         for key, i in self.informer_map().items():
             if key == "pods":
                 i.add_handler(self._on_pod_add, self._on_pod_update, self._on_pod_delete)
@@ -126,10 +143,28 @@ class TeamManager:
             self._stale_nodes |= nodes
             self._pod_changed()
 
+    def _track(self, pod: Any) -> None:
+        md = pod.get("metadata") or {}
+        key = (md.get("namespace") or "", md.get("name") or "")
+        if (
+            _node_of(pod)
+            or md.get("deletionTimestamp")
+            or (pod.get("status") or {}).get("phase") in ("Succeeded", "Failed")
+            or any(is_team_toleration(t) for t in (pod.get("spec") or {}).get("tolerations") or [])
+        ):
+            self._unplaced.pop(key, None)
+            return
+        self._unplaced[key] = pod
+        if key[0] in self._team_ns:
+            self._dirty.set()
+            self.idle.clear()
+
     def _on_pod_add(self, obj: Any) -> None:
+        self._track(obj)
         self._pod_moved(obj)
 
     def _on_pod_update(self, old: Any, new: Any) -> None:
+        self._track(new)
         if _node_of(old) == _node_of(new) and ((old or {}).get("status") or {}).get("phase") == (
             (new or {}).get("status") or {}
         ).get("phase"):
@@ -137,6 +172,8 @@ class TeamManager:
         self._pod_moved(old, new)
 
     def _on_pod_delete(self, obj: Any) -> None:
+        md = (obj or {}).get("metadata") or {}
+        self._unplaced.pop((md.get("namespace") or "", md.get("name") or ""), None)
         self._pod_moved(obj)
 
     # -- snapshot
@@ -220,7 +257,57 @@ class TeamManager:
             results = await asyncio.gather(*(write_node(n, t) for n, t in p.changes.items()))
             ok = all(results)
         ok = await self._write_namespaces(team_of_ns) and ok
+        self._team_ns = team_of_ns
+        ok = await self._place_pods(team_of_ns) and ok
         ok = await self._write_status(p) and ok
+        return ok
+
+    async def _place_pods(self, team_of_ns: dict[str, str]) -> bool:
+        """Give tracked pods of team namespaces what the webhook would have given them."""
+        todo = [(k, pod) for k, pod in self._unplaced.items() if k[0] in team_of_ns]
+        if not todo:
+            return True
+        infos = teams_by_namespace(self.teams.list())
+        ok = True
+        for (ns, name), pod in todo:
+            info = infos.get(ns)
+            if info is None:
+                continue
+            d = mutate_pod(pod, info, ns)
+            if not d.allowed:
+                # The webhook would have refused it; a running system does not delete a
+                # user's pod for that: say why it stays where it is and stop looking.
+                self._unplaced.pop((ns, name), None)
+                self.recorder.emit(pod, "Warning", "TeamPlacementRefused", d.message)
+                continue
+            ops = [
+                op
+                for op in d.patch
+                if op["path"].startswith(("/spec/tolerations", "/metadata/annotations"))
+            ]
+            if not ops:
+                continue
+            rv = (pod.get("metadata") or {}).get("resourceVersion")
+            guard = [{"op": "test", "path": "/metadata/resourceVersion", "value": rv}]
+            try:
+                await self.client.patch(PODS, name, guard + ops, ns, patch_type="json")
+            except NotFound:
+                self._unplaced.pop((ns, name), None)
+                continue
+            except KubeError as exc:
+                # A newer pod than the cache's (the guard failed): the next round retries.
+                log.debug("could not place pod %s/%s on team %s: %s", ns, name, info.name, exc)
+                ok = False
+                continue
+            self.pod_writes += 1
+            self._unplaced.pop((ns, name), None)
+            self.recorder.emit(
+                pod,
+                "Normal",
+                "TeamPlacement",
+                f"added team {info.name}'s toleration: the pod was created before the "
+                f"team webhook knew namespace {ns} as the team's",
+            )
         return ok
 
     def _events(self, p: Plan, specs: list[TeamSpec]) -> None:

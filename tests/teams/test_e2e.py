@@ -83,6 +83,51 @@ async def team_nodes(k: Any) -> dict[str, str | None]:
     }
 
 
+def test_pod_created_before_its_team_is_placed_on_the_teams_nodes(
+    make_cluster: Callable[..., ClusterProcess],
+) -> None:
+    """A pod admitted before the webhook knew its namespace as a team's (created before
+    the Team, or in the same apply) gets its team's toleration from the manager, so it
+    runs on the team's nodes instead of waiting forever behind their taint."""
+    c = make_cluster(nodes=2, args=ARGS)
+
+    async def scenario() -> None:
+        async with c.client() as k:
+            await k.create({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "ns-a"}})
+            # Waits for the team's nodes: no Team yet, so the webhook does not see it.
+            early = pod("early", "ns-a", nodeSelector={names.LABEL_TEAM: "a"})
+            await k.create(early)
+            got = await k.get(PODS, "early", "ns-a")
+            assert not any(
+                t.get("key") == names.TAINT_TEAM for t in got["spec"].get("tolerations") or []
+            )
+            await k.create(team_obj("a", 2))
+
+            async def bound() -> dict[str, Any] | None:
+                p = await k.get(PODS, "early", "ns-a")
+                return p if p["spec"].get("nodeName") else None
+
+            p = await until(bound, 30)
+            node = await k.get(NODES, p["spec"]["nodeName"])
+            assert node["metadata"]["labels"][names.LABEL_TEAM] == "a"
+            assert {"key": names.TAINT_TEAM, "value": "a", "effect": "NoSchedule"} in [
+                {k2: t.get(k2) for k2 in ("key", "value", "effect")} for t in node["spec"]["taints"]
+            ]
+            assert {
+                "key": names.TAINT_TEAM,
+                "operator": "Equal",
+                "value": "a",
+                "effect": "NoSchedule",
+            } in p["spec"]["tolerations"]
+            events = (await k.list(EVENTS, namespace="ns-a"))["items"]
+            assert any(
+                e["reason"] == "TeamPlacement" and e["involvedObject"]["name"] == "early"
+                for e in events
+            ), events
+
+    asyncio.run(scenario())
+
+
 def test_assignment_exact_and_lost_node_replaced(
     make_cluster: Callable[..., ClusterProcess],
 ) -> None:

@@ -1,5 +1,6 @@
-"""The team manager's cached node views: pods bound to no node start no round, and a
-round still sees every change that matters (a pod bound to or gone from a team node, a
+"""The team manager's cached node views: pods bound to no node start no round (unless
+they lack their team's toleration: then it is added), and a round still sees every
+change that matters (a pod bound to or gone from a team node, a
 node turning unhealthy), against an in-memory API server."""
 
 from __future__ import annotations
@@ -36,8 +37,14 @@ def node(name: str) -> dict[str, Any]:
     }
 
 
-def pod(name: str, node_name: str | None = None) -> dict[str, Any]:
+TOLERATION = {"key": names.TAINT_TEAM, "operator": "Equal", "value": "a", "effect": "NoSchedule"}
+
+
+def pod(name: str, node_name: str | None = None, team: bool = True) -> dict[str, Any]:
+    # team: as the webhook admits a team namespace's pod, with the team's toleration
     spec: dict[str, Any] = {"containers": [{"name": "w", "image": "x"}]}
+    if team:
+        spec["tolerations"] = [dict(TOLERATION)]
     if node_name:
         spec["nodeName"] = node_name
     return {
@@ -98,6 +105,19 @@ async def test_views_follow_bound_pods_and_nodes_and_ignore_unbound_pods(
             await k.create(pod("pending"))
             await asyncio.sleep(0.4)
             assert mgr.rounds == rounds
+
+            # One the webhook never saw as the team's (no team toleration): the manager
+            # adds the toleration, once.
+            await k.create(pod("unplaced", team=False))
+
+            async def tolerates() -> bool:
+                p = await k.get(PODS, "unplaced", "ns-a")
+                return TOLERATION in (p["spec"].get("tolerations") or [])
+
+            await until(tolerates)
+            writes = mgr.pod_writes
+            await asyncio.sleep(0.3)
+            assert mgr.pod_writes == writes == 1
 
             # Bound to a team node: the node is in use.
             await k.create(pod("running", mine[0]))
