@@ -15,6 +15,14 @@ a node owned itself), and `subresource` for writes of /status. Fields that every
 object has and nobody sets (apiVersion, kind, name, namespace, uid, resourceVersion,
 generation, creationTimestamp, ...) are owned by no one; status belongs to /status
 where the kind has that subresource.
+
+Entries stay in the version they were written in, as kube-apiserver keeps them (a read
+in another version shows them as written; an updater writing through two versions has
+an entry for each, kube's identity of an Update including its apiVersion). What a write
+changes is worked out for each entry in the entry's version, the old and new object
+converted to it (conversion.py): a v2 write of an HPA's metrics takes, or conflicts on,
+the targetCPUUtilizationPercentage a v1 manager owns. Not done: an applier's fields of
+an earlier apply in another version are pruned by path, where kube converts.
 """
 
 from __future__ import annotations
@@ -28,7 +36,7 @@ import orjson
 from gpuyard.apiserver import conversion, fieldtypes
 from gpuyard.apiserver.errors import APIError, invalid
 from gpuyard.apiserver.fieldtypes import ATOMIC, LIST_MAP, SET, STRUCT, Node
-from gpuyard.apiserver.resources import Resource
+from gpuyard.apiserver.resources import Resource, builtin_resources
 
 Path = tuple[str, ...]
 MAX_MANAGER = 128
@@ -41,7 +49,9 @@ MANAGER: contextvars.ContextVar[str] = contextvars.ContextVar(
 # The version a request writes in where the kind is stored in another (a converted
 # kind, conversion.py; set by the handler of such a write): an update's entry records
 # that version and its fields as that version names them, as kube-apiserver records
-# the version the client wrote. Entries of another version are compared by path.
+# the version the client wrote. Entries stay in the version they were written in: a
+# write's changes are worked out for each of them in its own version (_Changes), as
+# kube-apiserver's field manager converts the old and new object to each entry's version.
 WIRE: contextvars.ContextVar[Resource | None] = contextvars.ContextVar(
     "gpuyard_apiserver_wire_version", default=None
 )
@@ -622,7 +632,7 @@ def track_update(
         except conversion.ConversionError:
             pass  # (stored objects convert; the stored version's fields then)
         else:
-            _track(wire, seen_old, seen_new, md, manager, sub, now)
+            _track(wire, seen_old, seen_new, md, manager, sub, now, (res, old, new))
             return
     _track(res, old, new, md, manager, sub, now)
 
@@ -635,6 +645,7 @@ def _track(
     manager: str,
     sub: str | None,
     now: str,
+    also: tuple[Resource, dict[str, Any] | None, dict[str, Any]] | None = None,
 ) -> None:
     old_md = (old or {}).get("metadata") or {}
     old_mf = old_md.get("managedFields") if isinstance(old_md, dict) else None
@@ -671,7 +682,8 @@ def _track(
         else:
             md.pop("managedFields", None)
         return
-    changed_l, gone_l = diff(res, old or {}, new, sub)
+    changes = _Changes(res, old, new, sub, also)
+    changed_l, gone_l = changes.changed, changes.gone
     if not changed_l:
         if same_base:
             if old_mf:
@@ -684,10 +696,14 @@ def _track(
     changed = set(changed_l)
     mine = None
     for e in entries:
-        if e.same(manager, "Update", sub_name):
+        # An updater's entry is its own per version written (kube's manager identity
+        # for Update operations includes the apiVersion).
+        if e.same(manager, "Update", sub_name) and e.api_version == res.api_version:
             mine = e
-        elif not e.fields.isdisjoint(changed):
-            e.edit((), e.fields & changed)
+            continue
+        theirs = changes.at(e.api_version)[0] if e.api_version != res.api_version else changed
+        if not e.fields.isdisjoint(theirs):
+            e.edit((), e.fields & theirs)
     if mine is None:
         mine = _Entry(manager, "Update", res.api_version, now, sub_name, changed.difference(gone_l))
         entries.append(mine)
@@ -814,6 +830,72 @@ def diff(
             continue
         _d(o, n, root.child(name), ("f:" + name,), changed, gone)
     return changed, gone
+
+
+_BUILTIN: dict[tuple[str, str, str], Resource] = {}
+
+
+def _version_res(res: Resource, api_version: str) -> Resource | None:
+    """The resource of `res`'s kind in another served version, for a kind stored in one
+    version and served in several (conversion.py); None for any other."""
+    if res.custom or res.kind not in conversion.KINDS or api_version == res.api_version:
+        return None
+    group, _, version = api_version.rpartition("/")
+    if group != res.group:
+        return None
+    if not _BUILTIN:
+        for r in builtin_resources():
+            if r.kind in conversion.KINDS:
+                _BUILTIN[(r.group, r.version, r.kind)] = r
+    return _BUILTIN.get((group, version, res.kind))
+
+
+class _Changes:
+    """What a write changes (paths added, modified or removed; and removed), in the
+    version of each entry: computed once per version, from the object in that version
+    where the write has it, else converted to it. An entry of a version the kind has
+    no conversion to is compared by path."""
+
+    def __init__(
+        self,
+        res: Resource,
+        old: dict[str, Any] | None,
+        new: dict[str, Any],
+        sub: str | None,
+        also: tuple[Resource, dict[str, Any] | None, dict[str, Any]] | None = None,
+    ) -> None:
+        self.res, self.old, self.new, self.sub = res, old, new, sub
+        self.also = also
+        changed, gone = diff(res, old or {}, new, sub)
+        self.changed, self.gone = changed, gone
+        self._by: dict[str, tuple[set[Path], set[Path]]] = {
+            res.api_version: (set(changed), set(gone))
+        }
+
+    def at(self, api_version: str) -> tuple[set[Path], set[Path]]:
+        hit = self._by.get(api_version)
+        if hit is not None:
+            return hit
+        hit = self._by[self.res.api_version]
+        if self.also is not None and self.also[0].api_version == api_version:
+            ares, aold, anew = self.also
+            c, g = diff(ares, aold or {}, anew, self.sub)
+            hit = (set(c), set(g))
+        elif (vres := _version_res(self.res, api_version)) is not None:
+            try:
+                old = (
+                    None
+                    if self.old is None
+                    else conversion.convert(self.old, vres.group, vres.kind, vres.version)
+                )
+                new = conversion.convert(self.new, vres.group, vres.kind, vres.version)
+            except conversion.ConversionError:
+                pass  # compared by path
+            else:
+                c, g = diff(vres, old or {}, new, self.sub)
+                hit = (set(c), set(g))
+        self._by[api_version] = hit
+        return hit
 
 
 # ---------------------------------------------------------------- apply
@@ -975,19 +1057,22 @@ def apply(
         for p in sorted(gone, key=len):
             if p not in held:
                 merged = _without(merged, p, root)
-    changed_l, removed = diff(res, live, merged, sub)
-    changed = set(changed_l)
-    conflicts = [
-        (e, sorted(e.fields & changed)) for e in others if not e.fields.isdisjoint(changed)
-    ]
+    changes = _Changes(res, live, merged, sub)
+    changed = set(changes.changed)
+    conflicts = []
+    for e in others:
+        # each entry judged in the version it was written in
+        theirs = changes.at(e.api_version)[0]
+        if not e.fields.isdisjoint(theirs):
+            conflicts.append((e, sorted(e.fields & theirs)))
     if conflicts and not force:
         raise _conflict_error(conflicts)
     for e, paths in conflicts:
         e.fields = e.fields.difference(paths)
-    if removed:
-        for e in others:
-            if not e.fields.isdisjoint(removed):
-                e.fields = e.fields.difference(removed)
+    for e in others:
+        removed = changes.at(e.api_version)[1]
+        if removed and not e.fields.isdisjoint(removed):
+            e.fields = e.fields.difference(removed)
     if mine is None:
         mine = _Entry(manager, "Apply", res.api_version, now, sub_name, set())
         entries.append(mine)

@@ -6,6 +6,7 @@ with each version's defaults (real kubectl, the official client, raw HTTP)."""
 from __future__ import annotations
 
 import json
+from typing import Any
 
 from kubernetes import client, config
 
@@ -232,3 +233,73 @@ async def test_managed_fields_record_the_version_the_client_wrote(api: Api) -> N
     assert st == 200, out
     four = next(e for e in out["metadata"]["managedFields"] if e["manager"] == "four")
     assert (four["operation"], four["apiVersion"]) == ("Apply", "autoscaling/v1"), four
+
+
+async def test_managed_fields_stay_in_their_version_and_are_judged_in_it(api: Api) -> None:
+    """As kube-apiserver's field manager does: entries are never rewritten into another
+    version, but a write's changes are worked out for each entry in the entry's own
+    version: a v2 apply that changes the CPU target conflicts with the v1 manager that
+    owns targetCPUUtilizationPercentage, and a v2 update takes that field from it."""
+    body = {
+        "apiVersion": "autoscaling/v1",
+        "kind": "HorizontalPodAutoscaler",
+        "metadata": {"name": "own"},
+        "spec": {"scaleTargetRef": TARGET, "maxReplicas": 3, "targetCPUUtilizationPercentage": 50},
+    }
+    st, out = await api.post(V1, body, fieldManager="one")
+    assert st == 201, out
+
+    def cpu(percent: int) -> list[dict[str, Any]]:
+        target = {"type": "Utilization", "averageUtilization": percent}
+        return [{"type": "Resource", "resource": {"name": "cpu", "target": target}}]
+
+    config = {
+        "apiVersion": "autoscaling/v2",
+        "kind": "HorizontalPodAutoscaler",
+        "metadata": {"name": "own"},
+        "spec": {"scaleTargetRef": TARGET, "maxReplicas": 3, "metrics": cpu(70)},
+    }
+    apply = "application/apply-patch+yaml"
+    st, err = await api.patch(f"{V2}/own", config, apply, fieldManager="two")
+    assert st == 409, err
+    assert err["message"] == (
+        'Apply failed with 1 conflict: conflict with "one" using autoscaling/v1 at '
+        f"{out['metadata']['managedFields'][0]['time']}: .spec.targetCPUUtilizationPercentage"
+    ), err
+    assert err["details"]["causes"] == [
+        {
+            "reason": "FieldManagerConflict",
+            "message": f'conflict with "one" using autoscaling/v1 at '
+            f"{out['metadata']['managedFields'][0]['time']}",
+            "field": ".spec.targetCPUUtilizationPercentage",
+        }
+    ], err
+    # An update through v2 by another manager takes the field from "one" (in v1 terms);
+    # "one" keeps the rest, still recorded in v1.
+    st, out = await api.patch(f"{V2}/own", {"spec": {"metrics": cpu(80)}}, fieldManager="three")
+    assert st == 200, out
+    _, v1 = await api.get(f"{V1}/own")
+    entries = {(e["manager"], e["apiVersion"]): e for e in v1["metadata"]["managedFields"]}
+    assert set(entries) == {("one", "autoscaling/v1"), ("three", "autoscaling/v2")}, entries
+    one = entries[("one", "autoscaling/v1")]["fieldsV1"]["f:spec"]
+    assert "f:targetCPUUtilizationPercentage" not in one and "f:maxReplicas" in one, one
+    assert entries[("three", "autoscaling/v2")]["fieldsV1"] == {"f:spec": {"f:metrics": {}}}
+    # Now the apply conflicts with "three" only, in v2; forced, it takes the field.
+    st, out = await api.patch(f"{V2}/own", config, apply, fieldManager="two")
+    assert st == 409, out
+    assert [c["message"].split(" using ")[0] for c in out["details"]["causes"]] == [
+        'conflict with "three"'
+    ], out
+    st, out = await api.patch(f"{V2}/own", config, apply, fieldManager="two", force=True)
+    assert st == 200, out
+    _, v1 = await api.get(f"{V1}/own")
+    assert v1["spec"]["targetCPUUtilizationPercentage"] == 70
+    # An updater writing through both versions has an entry per version, as in kube.
+    st, out = await api.patch(f"{V1}/own", {"spec": {"minReplicas": 2}}, fieldManager="one")
+    assert st == 200, out
+    st, out = await api.patch(f"{V2}/own", {"spec": {"minReplicas": 3}}, fieldManager="one")
+    assert st == 200, out
+    ones = [e for e in out["metadata"]["managedFields"] if e["manager"] == "one"]
+    assert [e["apiVersion"] for e in ones] == ["autoscaling/v1", "autoscaling/v2"], ones
+    assert "f:minReplicas" not in ones[0]["fieldsV1"]["f:spec"], ones
+    assert ones[1]["fieldsV1"] == {"f:spec": {"f:minReplicas": {}}}, ones
