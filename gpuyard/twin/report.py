@@ -1,5 +1,6 @@
 """Outputs of a twin run: metrics.json, jobs.csv per job, and a self-contained
-report.html (matplotlib Agg PNGs embedded as base64).
+report.html (its charts drawn in the page from the data beside them: hover,
+show or hide a series, zoom into a range; no network needed).
 
 Metrics a reader checks first: jobs finished / never started, queueing delay
 percentiles (overall, by team, by job size), each team's share of the GPU-hours run
@@ -11,9 +12,7 @@ restarts, mean fragmentation of free GPUs.
 
 from __future__ import annotations
 
-import base64
 import csv
-import io
 import json
 from pathlib import Path
 from typing import Any
@@ -168,118 +167,122 @@ def write_jobs_csv(res: Result, path: Path) -> None:
             )  # fmt: skip
 
 
-def _png(fig: Any) -> str:
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=90, bbox_inches="tight")
-    import matplotlib.pyplot as plt
-
-    plt.close(fig)
-    return base64.b64encode(buf.getvalue()).decode()
+MAX_POINTS = 600  # of a CDF line: more than a chart's width in pixels shows nothing more
 
 
-def _cdf(ax: Any, values: list[float], label: str) -> None:
-    """Empirical CDF in hours on a symlog axis: zero waits sit at 0 (the step at 0 is
-    the share that did not wait), not moved to a made-up floor."""
-    if not values:
-        return
+def cdf_points(values: list[float]) -> list[list[float]]:
+    """Empirical CDF of waits (seconds) as [hours, share started] steps from (0, 0):
+    zero waits sit at 0 h (the step at 0 is the share that did not wait), not moved to
+    a made-up floor. Long lists keep every MAX_POINTS-th rank, the first and the last."""
     s = sorted(max(v, 0.0) / 3600 for v in values)
     n = len(s)
-    zero = sum(1 for v in s if v == 0)
-    ax.step([0.0] + s, [0.0] + [(i + 1) / n for i in range(n)], where="post",
-            label=f"{label} (n={n:,}, {100 * zero / n:.0f}% no wait)")  # fmt: skip
+    pts = [[0.0, 0.0]] + [[round(v, 4), round((i + 1) / n, 4)] for i, v in enumerate(s)]
+    if len(pts) > MAX_POINTS:
+        step = len(pts) / MAX_POINTS
+        keep = sorted({0, len(pts) - 1, *(int(i * step) for i in range(MAX_POINTS))})
+        # the last point at each x: a run of equal waits is one vertical step
+        keep += [i for i in range(len(pts) - 1) if pts[i][0] == 0 and pts[i + 1][0] > 0]
+        pts = [pts[i] for i in sorted(set(keep))]
+    return pts
 
 
-def figures(results: list[Result]) -> tuple[list[tuple[str, str]], list[str]]:
-    """The charts (title, base64 PNG), and a line for each one left out for want of data."""
-    import matplotlib
+def _line(
+    title: str, x: dict[str, Any], y: dict[str, Any], series: list[dict[str, Any]]
+) -> dict[str, Any]:
+    return {"kind": "line", "title": title, "x": x, "y": y, "series": series}
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
-    out: list[tuple[str, str]] = []
+def figures(results: list[Result]) -> tuple[list[tuple[str, list[dict[str, Any]]]], list[str]]:
+    """The charts, as data the report draws (title, one chart spec per panel; see
+    gpuyard/twin/static/charts.js), and a line for each one left out for want of data."""
+    out: list[tuple[str, list[dict[str, Any]]]] = []
     omitted: list[str] = []
+    days = {"label": "virtual days", "format": "days"}
     if any(res.samples for res in results):
-        fig, ax = plt.subplots(figsize=(9, 3.5))
+        series: list[dict[str, Any]] = []
         for res in results:
-            days = [s[0] / 86400 for s in res.samples]
             tot = max(1, res.total_gpus)
-            ax.plot(days, [100 * s[1] / tot for s in res.samples], label=f"{res.policy} allocated")
-            ax.plot(days, [100 * s[2] / tot for s in res.samples], "--",
-                    label=f"{res.policy} running")  # fmt: skip
-        ax.set_xlabel("virtual days")
-        ax.set_ylabel("% of GPUs")
-        ax.set_ylim(0, 105)
-        ax.legend(fontsize=7)
-        out.append(("GPUs allocated and running over time (allocated includes partly bound "
-                    "gangs)", _png(fig)))  # fmt: skip
+            at = [round(s[0] / 86400, 5) for s in res.samples]
+            series.append({"name": f"{res.policy} allocated", "step": True,
+                           "points": [[t, round(100 * s[1] / tot, 2)] for t, s in zip(at, res.samples, strict=True)]})  # fmt: skip
+            series.append({"name": f"{res.policy} running", "step": True, "dash": True,
+                           "points": [[t, round(100 * s[2] / tot, 2)] for t, s in zip(at, res.samples, strict=True)]})  # fmt: skip
+        out.append((
+            "GPUs allocated and running over time (allocated includes partly bound gangs)",
+            [_line("GPUs allocated and running", days,
+                   {"label": "% of GPUs", "format": "pct", "min": 0, "max": 105}, series)],
+        ))  # fmt: skip
     else:
         omitted.append("GPU allocation over time: the run took no samples (empty trace).")
     for key, title in ((lambda r: r.job.team, "team"), (lambda r: size_class(r.gpus), "job size")):
         if not any(wait_of(r) is not None for res in results for r in res.jobs):
             omitted.append(f"Queueing-delay CDF by {title}: no job started.")
             continue
-        fig, axes = plt.subplots(1, len(results), figsize=(4.5 * len(results), 3.2), squeeze=False)
-        for ax, res in zip(axes[0], results, strict=True):
+        panels = []
+        for res in results:
             groups: dict[str, list[float]] = {}
             for r in res.jobs:
                 w = wait_of(r)
                 if w is not None:
                     groups.setdefault(key(r), []).append(w)
             order = SIZE_ORDER if title == "job size" else sorted(groups)
+            series = []
             for g in order:
                 if g in groups:
-                    _cdf(ax, groups[g], g)
-            ax.set_xscale("symlog", linthresh=0.1)
-            longest = max((max(v) for v in groups.values()), default=0.0) / 3600
-            # a little left of 0 so that a step at 0 (jobs that did not wait) is not
-            # hidden under the axis
-            ax.set_xlim(-0.02, max(1.0, 1.5 * longest))
-            ax.set_ylim(0, 1.02)
-            ax.set_title(res.policy)
-            ax.set_xlabel("queueing delay (h)")
-            ax.set_ylabel("share of jobs started")
-            if groups:
-                ax.legend(fontsize=6)
-            else:
-                ax.text(0.5, 0.5, "no job started", ha="center", transform=ax.transAxes)
-        out.append((f"Queueing-delay CDF by {title}", _png(fig)))
+                    v = groups[g]
+                    zero = sum(1 for w in v if w <= 0)
+                    series.append({"name": f"{g} (n={len(v):,}, {100 * zero / len(v):.0f}% no wait)",
+                                   "step": True, "points": cdf_points(v)})  # fmt: skip
+            if not series:
+                omitted.append(f"Queueing-delay CDF by {title}, {res.policy}: no job started.")
+                continue
+            longest = max(max(v) for v in groups.values()) / 3600
+            panels.append(_line(
+                res.policy,
+                # a little left of 0 so that a step at 0 (jobs that did not wait) is
+                # not hidden under the axis
+                {"label": "queueing delay (h)", "format": "hours", "scale": "symlog",
+                 "linthresh": 0.1, "min": -0.02, "max": round(max(1.0, 1.5 * longest), 4)},
+                {"label": "share of jobs started", "format": "share", "min": 0, "max": 1.02},
+                series,
+            ))  # fmt: skip
+        out.append((f"Queueing-delay CDF by {title}", panels))
     names_ = [r.policy for r in results]
-    bars: list[tuple[str, list[float], str]] = []
+    bars: list[dict[str, Any]] = []
     gang_waits = []
     has_gangs = False
     for res in results:
         gw = [wait_or_end(r, res.end_time) for r in res.jobs if r.job.replicas > 1]
         has_gangs = has_gangs or bool(gw)
-        gang_waits.append(max(gw) / 3600 if gw else 0.0)
+        gang_waits.append(round(max(gw) / 3600, 4) if gw else 0.0)
     if has_gangs and any(gang_waits):
-        bars.append(("longest gang wait (h)\nunstarted gangs: until the end", gang_waits, ""))
+        bars.append({"kind": "bar", "title": "Longest gang wait (unstarted gangs: until the end)",
+                     "categories": names_, "x": {"label": "policy"},
+                     "y": {"label": "longest gang wait (h)", "format": "hours"},
+                     "series": [{"name": "longest gang wait", "values": gang_waits}]})  # fmt: skip
     else:
         omitted.append("Longest gang wait: " + ("no gang waited." if has_gangs
                                                   else "the trace has no gangs."))  # fmt: skip
-    lost = [sum(r.lost_gpu_s for r in res.jobs) / 3600 for res in results]
+    lost = [round(sum(r.lost_gpu_s for r in res.jobs) / 3600, 3) for res in results]
     if any(lost):
-        bars.append(("goodput lost (GPU-h)\nwork redone after restarts and preemptions", lost, ""))
+        bars.append({"kind": "bar", "title": "Goodput lost: work redone after restarts and preemptions",
+                     "categories": names_, "x": {"label": "policy"},
+                     "y": {"label": "goodput lost (GPU-h)", "format": "gpuh"},
+                     "series": [{"name": "goodput lost", "values": lost}]})  # fmt: skip
     else:
         omitted.append("Goodput lost: no gang was restarted or preempted.")
-    frag = any(s[3] for res in results for s in res.samples)
-    if not frag:
+    if any(s[3] for res in results for s in res.samples):
+        bars.append(_line(
+            "Fragmentation: free GPUs on partly used nodes", days,
+            {"label": "fragmentation (%)", "format": "pct", "min": 0},
+            [{"name": res.policy, "step": True,
+              "points": [[round(s[0] / 86400, 5), round(100 * s[3], 2)] for s in res.samples]}
+             for res in results],
+        ))  # fmt: skip
+    else:
         omitted.append("Fragmentation: free GPUs were never spread over partly used nodes.")
-    panels = len(bars) + (1 if frag else 0)
-    if panels:
-        fig, axes = plt.subplots(1, panels, figsize=(4.7 * panels, 3.4), squeeze=False,
-                                 layout="constrained")  # fmt: skip
-        for ax, (t, ys, _) in zip(axes[0], bars, strict=False):
-            ax.bar(names_, ys)
-            ax.set_title(t, fontsize=9)
-        if frag:
-            ax = axes[0][-1]
-            for res in results:
-                ax.plot([s[0] / 86400 for s in res.samples], [100 * s[3] for s in res.samples],
-                        label=res.policy)  # fmt: skip
-            ax.set_title("fragmentation (%)\nfree GPUs on partly used nodes", fontsize=9)
-            ax.set_xlabel("virtual days")
-            ax.legend(fontsize=7)
-        out.append(("Gang wait, goodput lost, fragmentation", _png(fig)))
+    if bars:
+        out.append(("Gang wait, goodput lost, fragmentation", bars))
     return out, omitted
 
 

@@ -1,12 +1,14 @@
 """report.html of a twin run, written for a capacity planner: what went in (cluster,
 trace, flags, policy, when), the answer in one paragraph, tables in hours with readable
-names (policies side by side), and the plots (a panel with no data is left out, with
-the reason said)."""
+names (policies side by side), and the charts (a panel with no data is left out, with
+the reason said), interactive: hover for values, show or hide a series, drag to zoom."""
 
 from __future__ import annotations
 
 import bisect
 import html
+import json
+from importlib import resources
 from typing import Any
 
 from gpuyard.twin.engine import Result
@@ -145,9 +147,45 @@ def _dist_rows(ms: list[dict[str, Any]], key: str, groups: list[str]) -> list[li
     return rows
 
 
+CHARTS_JS = resources.files("gpuyard.twin") / "static" / "charts.js"
+CHART_CSS = (
+    ".chart{position:relative;max-width:680px;display:inline-block;vertical-align:top;"
+    "margin:0 1em 1em 0}.chart h3{font-size:1em;margin:.2em 0}.chart svg{width:100%;"
+    "user-select:none;cursor:crosshair}.legend button{font:inherit;font-size:.8em;margin:0 "
+    ".3em .3em 0;border:1px solid #ccc;background:#fff;border-radius:3px;cursor:pointer}"
+    ".legend button[aria-pressed=false]{opacity:.4;text-decoration:line-through}"
+    ".legend i{display:inline-block;width:.8em;height:.8em;margin-right:.3em}"
+    ".axes line{stroke:#444}.axes line.grid{stroke:#eee}.axes text{font-size:11px;fill:#333}"
+    ".brush{fill:#37c;opacity:.15}.tip{position:absolute;background:#222;color:#fff;"
+    "font-size:.8em;padding:2px 6px;border-radius:3px;pointer-events:none;white-space:nowrap}"
+)
+
+
+def _chart(i: str, spec: dict[str, Any]) -> str:
+    # the data beside its chart; "<" escaped so that no text in it can end the script
+    data = json.dumps(spec, separators=(",", ":")).replace("<", "\\u003c")
+    return (
+        f"<div data-chart='chart-{i}'><h3>{html.escape(spec['title'])}</h3></div>"
+        f"<script type='application/json' id='chart-{i}'>{data}</script>"
+    )
+
+
+def charts_html(figs: list[tuple[str, list[dict[str, Any]]]]) -> str:
+    """Each figure's title and its charts, then the script that draws them (inlined:
+    the report needs no network)."""
+    if not figs:
+        return ""
+    parts = []
+    for n, (title, specs) in enumerate(figs):
+        parts.append(f"<h2>{html.escape(title)}</h2><div class='figure'>")
+        parts += [_chart(f"{n}-{k}", spec) for k, spec in enumerate(specs)]
+        parts.append("</div>")
+    return "".join(parts) + f"<script>{CHARTS_JS.read_text()}</script>"
+
+
 def render(
     ms: list[dict[str, Any]],
-    figs: list[tuple[str, str]],
+    figs: list[tuple[str, list[dict[str, Any]]]],
     omitted: list[str],
     inputs: dict[str, str],
     counts: dict[str, int] | None,
@@ -207,10 +245,7 @@ def render(
         if counts
         else ""
     )
-    imgs = "".join(
-        f"<h2>{html.escape(t)}</h2><img alt='{html.escape(t)}' src='data:image/png;base64,{b}'>"
-        for t, b in figs
-    )
+    imgs = charts_html(figs)
     left = (
         "<h2>Charts left out</h2><ul>"
         + "".join(f"<li class='omitted'>{html.escape(o)}</li>" for o in omitted)
@@ -225,7 +260,7 @@ def render(
         "td,th{padding:2px 10px;text-align:right}td:first-child,th:first-child{text-align:left}"
         "table{border-collapse:collapse;margin:1em 0}tr:nth-child(even){background:#f4f4f4}"
         ".headline{font-size:1.2em;background:#eef5ff;padding:.6em;border-left:4px solid #37c}"
-        "img{max-width:100%}</style></head><body><h1>gpuyard twin report</h1>"
+        f"{CHART_CSS}</style></head><body><h1>gpuyard twin report</h1>"
         f"<h2>Inputs</h2>{summary}<h2>Answer</h2>{answer}"
         f"<h2>Results</h2>{main}{waits}{by_size}{by_team}{shares}{trace}{cnt}{imgs}{left}"
         f"<h2>Model</h2><ul>{li}</ul></body></html>"

@@ -157,7 +157,7 @@ def test_gpuyard_format_via_cli(tmp_path: Path) -> None:
     # pod by pod, j2 and j3 interleave on 4 nodes; when j1 ends each holds 2 of 3: stuck.
     assert doc["fifo"]["deadlocked_gangs"] == 2 and doc["fifo"]["finished"] == 1
     html = (out / "report.html").read_text()
-    assert "data:image/png;base64," in html and "Deadlocked gangs" in html
+    assert "<script type='application/json' id='chart-" in html and "Deadlocked gangs" in html
     rows = (out / "jobs.csv").read_text().splitlines()
     assert rows[0].startswith("name,team") and len(rows) == 4
 
