@@ -719,3 +719,54 @@ async def test_closed_value_sets(apiserver_inproc: Any) -> None:
     # An empty value is left to defaulting.
     st, _, _ = await _req(s, "POST", f"{NS}/pods", _pod("e", dnsPolicy=""))
     assert st == 201
+
+
+async def test_selectors_of_replicasets_statefulsets_and_jobs_cannot_move(
+    apiserver_inproc: Any,
+) -> None:
+    """As a Deployment's: a merge patch moving the selector (and the template's labels
+    with it) is refused naming the field, and the object is unchanged."""
+    s = apiserver_inproc
+    template = {
+        "metadata": {"labels": {"app": "a"}},
+        "spec": {"containers": [{"name": "c", "image": "nginx"}]},
+    }
+    apps = "/apis/apps/v1/namespaces/default"
+    batch = "/apis/batch/v1/namespaces/default"
+    objs = [
+        (f"{apps}/replicasets", "ReplicaSet", "apps/v1", {}),
+        (f"{apps}/statefulsets", "StatefulSet", "apps/v1", {"serviceName": "a"}),
+        (f"{batch}/jobs", "Job", "batch/v1", {"manualSelector": True}),
+    ]
+    for path, kind, av, extra in objs:
+        tmpl = template
+        if kind == "Job":
+            tmpl = {**template, "spec": {**template["spec"], "restartPolicy": "Never"}}
+        body = {
+            "apiVersion": av,
+            "kind": kind,
+            "metadata": {"name": "sel"},
+            "spec": {"selector": {"matchLabels": {"app": "a"}}, "template": tmpl, **extra},
+        }
+        st, made, _ = await _req(s, "POST", path, body)
+        assert st == 201, made
+        moved = {
+            "spec": {
+                "selector": {"matchLabels": {"app": "b"}},
+                "template": {"metadata": {"labels": {"app": "b"}}},
+            }
+        }
+        st, out, _ = await _req(s, "PATCH", f"{path}/sel", moved, "application/merge-patch+json")
+        assert st == 422 and out["reason"] == "Invalid", (kind, out)
+        causes = {(c["field"], c["message"].rpartition(": ")[2]) for c in out["details"]["causes"]}
+        want = ("spec.selector", "field is immutable")
+        if kind == "StatefulSet":
+            want = (
+                "spec",
+                "updates to statefulset spec for fields other than 'replicas', 'ordinals', "
+                "'template', 'updateStrategy', 'revisionHistoryLimit', "
+                "'persistentVolumeClaimRetentionPolicy' and 'minReadySeconds' are forbidden",
+            )
+        assert want in causes, (kind, out)
+        st, now, _ = await _req(s, "GET", f"{path}/sel", None)
+        assert now["spec"]["selector"] == {"matchLabels": {"app": "a"}}, (kind, now)
