@@ -33,6 +33,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=32,
         help="simulated nodes per rack, racks dealt round robin over zone-a..c (default 32)",
     )
+    parser.add_argument(
+        "--mig",
+        action="store_true",
+        help="publish GPUs that can be partitioned (A100, H100, H200, B200) as MIG "
+        "partitionable devices: whole GPUs and MIG profiles drawing on per-GPU counters "
+        "(DeviceClass mig.nvidia.com)",
+    )
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on")
     parser.add_argument("--in-memory", action="store_true", help="keep the store in memory")
     parser.add_argument("--lease-seconds", type=SECONDS, default=10.0, help="node lease period")
@@ -123,6 +130,7 @@ async def _main(args: argparse.Namespace) -> int:
         autoscale=args.autoscale,
         join_rate=args.join_rate,
         rack_size=args.rack_size,
+        mig=args.mig,
         components=comps,
         options=options,
         flow=flow.limits_from_args(args),

@@ -20,6 +20,7 @@ Shapes YAML:
         nvlinkDomain: 72     # optional: GPUs per NVLink domain (GB200 NVL72: 72)
         rackSize: 18         # optional: nodes per rack (default 32; with nvlinkDomain,
                              # the nodes of one domain)
+        mig: false           # optional: publish the GPUs as MIG partitionable devices
 
 The topology is assigned deterministically (`locate`): nodes fill racks in order (32
 a rack unless the shape says otherwise; shapes of one rack size share racks), racks
@@ -76,6 +77,8 @@ class NodeShape:
     # default, or one NVLink domain's nodes)
     nvlink_gpus: int = 0
     rack_size: int = 0
+    # publish its GPUs as MIG partitionable devices (gpuyard.cluster.simdevices)
+    mig: bool = False
 
     def nodes_per_clique(self) -> int:
         return self.nvlink_gpus // self.gpus if self.nvlink_gpus and self.gpus else 0
@@ -263,6 +266,7 @@ def _read_yaml(path: Path) -> list[NodeShape]:
                 count=count,
                 nvlink_gpus=_GPUS.check(item.get("nvlinkDomain", 0)),
                 rack_size=_GPUS.check(item.get("rackSize", 0)),
+                mig=_flag(item.get("mig", False), "mig"),
             )
         except (TypeError, ValueError, QuantityError) as exc:
             raise ShapeError(f"{where}: {exc}") from exc
@@ -285,6 +289,12 @@ def _read_yaml(path: Path) -> list[NodeShape]:
             shape.name = shape.name.rstrip("-")
         out.append(shape)
     return out
+
+
+def _flag(v: Any, name: str) -> bool:
+    if not isinstance(v, bool):
+        raise ValueError(f"{name} must be true or false, not {v!r}")
+    return v
 
 
 def _item_lines(text: str) -> list[int]:

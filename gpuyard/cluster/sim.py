@@ -91,6 +91,9 @@ class SimConfig:
     rack_size: int = NODES_PER_RACK  # for nodes added later (the autoscaler's)
     # publish each GPU node's devices in a ResourceSlice (gpuyard.cluster.simdevices)
     dra: bool = True
+    # GPUs that can be partitioned published as MIG partitionable devices on every
+    # node (a node shape's `mig: true` does it for its nodes alone)
+    mig: bool = False
     events: bool = True  # kubelet Events (Pulled, Created, Started, Killing, refusals)
     # every simulated kubelet's Events together: at most this many queued (more are
     # dropped and counted), written at most events_qps a second after a burst
@@ -339,6 +342,9 @@ class SimCluster:
         if self.cfg.dra and any(n.shape.gpus for n in self.nodes.values()):
             with contextlib.suppress(AlreadyExists):
                 await self.client.create(simdevices.device_class(), res=DEVICE_CLASSES)
+            if any(self._mig(n) for n in self.nodes.values()):
+                with contextlib.suppress(AlreadyExists):
+                    await self.client.create(simdevices.mig_device_class(), res=DEVICE_CLASSES)
         await self.register_nodes()
         self.node_informer.start()
         await self.node_informer.wait_synced()
@@ -385,7 +391,7 @@ class SimCluster:
             else:
                 if n.lease is None and not n.down:
                     todo.append(self._bounded(self._renew(n)))
-                if self.cfg.dra and n.shape.gpus and simdevices.slice_name(n.name) not in slices:
+                if self.cfg.dra and n.shape.gpus and not slices.issuperset(self._slice_names(n)):
                     todo.append(self._bounded(self._publish(n)))
         progress = self.progress
         if progress is not None:
@@ -417,11 +423,18 @@ class SimCluster:
     async def _publish(self, n: SimNode, uid: str = "") -> None:
         """The node's GPUs as DRA devices (its driver's ResourceSlice)."""
         labels = {**self.cfg.register_labels, **n.shape.labels}
-        try:
-            await self.client.create(simdevices.resource_slice(n.shape, uid, labels))
-            self.writes += 1
-        except AlreadyExists:
-            pass
+        for obj in simdevices.resource_slices(n.shape, uid, labels, self._mig(n)):
+            try:
+                await self.client.create(obj)
+                self.writes += 1
+            except AlreadyExists:
+                pass
+
+    def _mig(self, n: SimNode) -> bool:
+        return (self.cfg.mig or n.shape.mig) and simdevices.can_partition(n.shape)
+
+    def _slice_names(self, n: SimNode) -> list[str]:
+        return simdevices.slice_names(n.shape, self._mig(n))
 
     # ------------------------------------------------------------------ leases
 
@@ -569,9 +582,10 @@ class SimCluster:
             await self.client.delete(LEASES, name, LEASE_NS)
             self.writes += 1
         if self.cfg.dra and n.shape.gpus:
-            with contextlib.suppress(NotFound):
-                await self.client.delete(RESOURCE_SLICES, simdevices.slice_name(name))
-                self.writes += 1
+            for sname in self._slice_names(n):
+                with contextlib.suppress(NotFound):
+                    await self.client.delete(RESOURCE_SLICES, sname)
+                    self.writes += 1
         for pod in self.pods.by_node(name):
             md = pod["metadata"]
             h = self._timers.pop(o.key_of(pod), None)

@@ -58,6 +58,7 @@ class UpOptions:
     autoscale: str | None = None  # node groups, such as "gpu=0:64,cpu=0:8"
     join_rate: float = 0.0  # nodes joining per second; 0: all at once
     rack_size: int = NODES_PER_RACK  # nodes per rack (racks dealt round robin over zones)
+    mig: bool = False  # GPUs published as MIG partitionable devices (simdevices)
     components: list[str] | None = None  # None: all defaults
     options: dict[str, Any] = field(default_factory=dict)
     flow: Any = None  # gpuyard.apiserver.flow.FlowLimits; None: its defaults
@@ -225,6 +226,7 @@ class EmbeddedCluster:
                 register_taints=register_taints,
                 register_labels=register_labels,
                 rack_size=self.opts.rack_size,
+                mig=self.opts.mig,
             ),
             informers=self.informers,
         )

@@ -54,7 +54,14 @@ ATTR_UUID = "uuid"
 ATTR_CLIQUE = "cliqueId"
 ATTR_TYPE = "type"
 CAP_MEMORY = "memory"
+# MIG partitions of the simulated GPUs (devices of type "mig"), and their DeviceClass
+MIG_CLASS = "mig.nvidia.com"
+ATTR_PROFILE = "profile"
+ATTR_PARENT = "parentIndex"
 _GPU = 2  # the GPUs' place in the scheduler's resource vectors (state.RESOURCES)
+
+
+CounterSetKey = tuple[str, str, str]  # (driver, pool, counter set name)
 
 
 class ClaimError(ValueError):
@@ -70,6 +77,8 @@ class Device:
     node: str
     attributes: dict[str, Any]  # qualified name -> value
     capacity: dict[str, float]  # qualified name -> base units
+    # consumesCounters: ((driver, pool, counter set), ((counter, amount), ...)), ...
+    consumes: tuple[tuple[CounterSetKey, tuple[tuple[str, float], ...]], ...] = ()
     _view: dict[str, Any] | None = field(default=None, repr=False)
     _memo: dict[str, bool] = field(default_factory=dict, repr=False)
 
@@ -78,6 +87,11 @@ class Device:
     order: tuple[Any, ...] = field(init=False, repr=False)
     anames: tuple[str, ...] = field(init=False, repr=False)
     cnames: tuple[str, ...] = field(init=False, repr=False)
+    # whether it consumes shared counters, and the GPUs it occupies (`Devices._index`):
+    # a whole GPU without counters is its own; a partition, the GPUs whose counter
+    # sets it draws on
+    shared: bool = field(init=False, repr=False)
+    units: tuple[Any, ...] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         self.anames = tuple(sorted(self.attributes))
@@ -87,6 +101,8 @@ class Device:
             self.driver == DRIVER and self.attributes.get(f"{DRIVER}/{ATTR_TYPE}", "gpu") == "gpu"
         )
         self.order = (self.driver, self.pool, _natural(self.name))
+        self.shared = bool(self.consumes)
+        self.units = (self.id,) if self.is_gpu else ()
 
     def view(self) -> dict[str, Any]:
         """The `device` variable CEL selectors see."""
@@ -140,8 +156,43 @@ def slice_devices(obj: Mapping[str, Any]) -> tuple[str, list[Device]]:
                     caps[_qualify(k, driver)] = float(o.parse_quantity(str((v or {}).get("value"))))
                 except (o.QuantityError, ValueError):
                     continue
-            out.append(Device(driver, pool, str(d.get("name") or ""), node, attrs, caps))
+            consumes = []
+            for cc in d.get("consumesCounters") or ():
+                amounts = _counter_values((cc or {}).get("counters"))
+                if amounts is None:
+                    amounts = (("", float("inf")),)  # unreadable: never allocatable
+                consumes.append(((driver, pool, str(cc.get("counterSet") or "")), amounts))
+            out.append(
+                Device(driver, pool, str(d.get("name") or ""), node, attrs, caps, tuple(consumes))
+            )
     return node, out
+
+
+def _counter_values(counters: Any) -> tuple[tuple[str, float], ...] | None:
+    """A counters map (name -> {value: quantity}) as (name, amount) pairs, or None when
+    a value is not a quantity."""
+    out = []
+    for k, v in (counters or {}).items():
+        try:
+            out.append((str(k), float(o.parse_quantity(str((v or {}).get("value"))))))
+        except (o.QuantityError, ValueError, AttributeError):
+            return None
+    return tuple(sorted(out))
+
+
+def slice_counters(obj: Mapping[str, Any]) -> dict[CounterSetKey, dict[str, float]]:
+    """A node-local ResourceSlice's `sharedCounters`: (driver, pool, set) -> counter ->
+    amount available (a set with an unreadable value offers nothing)."""
+    spec = obj.get("spec") or {}
+    if not spec.get("nodeName"):
+        return {}
+    driver = str(spec.get("driver") or "")
+    pool = str((spec.get("pool") or {}).get("name") or spec.get("nodeName"))
+    out: dict[CounterSetKey, dict[str, float]] = {}
+    for cs in spec.get("sharedCounters") or ():
+        vals = _counter_values((cs or {}).get("counters"))
+        out[(driver, pool, str(cs.get("name") or ""))] = dict(vals or ())
+    return out
 
 
 # ------------------------------------------------------------------ claims
@@ -198,9 +249,16 @@ class ClaimSpec:
 
     @property
     def gpus_at_least(self) -> int:
-        """The fewest devices an allocation of the claim takes (ExactCount requests:
-        the smallest alternative; All: one)."""
-        return sum(min(a.count if not a.all else 1 for a in r.alternatives) for r in self.requests)
+        """The fewest whole GPUs an allocation of the claim takes (ExactCount requests:
+        the smallest alternative; All: one; MIG partitions none, as they may share a
+        GPU already partitioned)."""
+        return sum(
+            min(
+                0 if a.device_class == MIG_CLASS else a.count if not a.all else 1
+                for a in r.alternatives
+            )
+            for r in self.requests
+        )
 
 
 def _alt(name: str, body: Mapping[str, Any], classes: Mapping[str, tuple[str, ...]]) -> Alternative:
@@ -323,13 +381,19 @@ def allocate(
     devices: Iterable[Device],
     unavailable: Any,
     max_gpus: int | None = None,
+    use: Use | None = None,
 ) -> list[Result] | None:
     """Devices for every request of the claim from `devices` (one node's), none of
-    them in `unavailable` (ids of taken or tentatively held devices), at most
-    `max_gpus` GPU devices; or None when the claim cannot be satisfied there. Devices
-    are taken in the order given (`Devices.by_node` keeps each node's in name order)."""
+    them in `unavailable` (ids of taken or tentatively held devices), occupying at
+    most `max_gpus` GPUs not occupied already, and none consuming more of a shared
+    counter than `use` leaves (without one, devices that consume counters are never
+    picked); or None when the claim cannot be satisfied there. Devices are taken in
+    the order given (`Devices.by_node` keeps each node's in name order). The picks
+    stay counted in `use`."""
+    if use is None:
+        use = Use(None)
     if spec.simple:
-        return _allocate_simple(spec, devices, unavailable, max_gpus)
+        return _allocate_simple(spec, devices, unavailable, max_gpus, use)
     every = sorted(devices, key=lambda d: d.order)
     pool = [d for d in every if d.id not in unavailable]
     out: list[Result] = []
@@ -337,10 +401,97 @@ def allocate(
     # per constraint: the value fixed so far (repr), or the values used (distinct)
     fixed: list[Any] = [None if not c.distinct else [] for c in spec.constraints]
     if _search(
-        spec, 0, pool, every, used, fixed, out, max_gpus if max_gpus is not None else 1 << 30
+        spec,
+        0,
+        pool,
+        every,
+        used,
+        fixed,
+        out,
+        use.gpus + (max_gpus if max_gpus is not None else 1 << 30),
+        use,
     ):
         return out
     return None
+
+
+class Use:
+    """What one allocation has picked so far, against what the snapshot has allocated
+    and held: the shared counters the picks consume and the GPUs they occupy. A device
+    that consumes counters fits only while, for every counter it draws, the amounts of
+    all devices allocated, held and picked from that counter set plus its own stay
+    within what the set offers (kube's rule for partitionable devices); a counter set
+    or counter that no slice of the pool publishes offers nothing. `gpus` counts the
+    GPUs the picks occupy that were free of devices before."""
+
+    __slots__ = ("dv", "cons", "units", "gpus")
+
+    def __init__(self, dv: Devices | None) -> None:
+        self.dv = dv
+        self.cons: dict[CounterSetKey, dict[str, float]] = {}
+        self.units: dict[Any, int] = {}
+        self.gpus = 0
+
+    def fits(self, d: Device) -> bool:
+        dv = self.dv
+        if dv is None:
+            return False
+        for sk, amounts in d.consumes:
+            cap = dv.caps.get(sk)
+            if cap is None:
+                return False
+            a = dv.consumed.get(sk)
+            b = dv.held_consumed.get(sk)
+            m = self.cons.get(sk)
+            for cn, v in amounts:
+                c = cap.get(cn)
+                if c is None:
+                    return False
+                used = v
+                if a:
+                    used += a.get(cn, 0.0)
+                if b:
+                    used += b.get(cn, 0.0)
+                if m:
+                    used += m.get(cn, 0.0)
+                if used > c + 1e-9 * max(c, 1.0):
+                    return False
+        return True
+
+    def add(self, d: Device) -> None:
+        if not d.shared:
+            self.gpus += d.is_gpu
+            return
+        for sk, amounts in d.consumes:
+            m = self.cons.get(sk)
+            if m is None:
+                m = self.cons[sk] = {}
+            for cn, v in amounts:
+                m[cn] = m.get(cn, 0.0) + v
+        dv = self.dv
+        for u in d.units:
+            r = self.units.get(u, 0)
+            self.units[u] = r + 1
+            if r == 0 and (dv is None or (u not in dv.unit_refs and u not in dv.held_units)):
+                self.gpus += 1
+
+    def remove(self, d: Device) -> None:
+        if not d.shared:
+            self.gpus -= d.is_gpu
+            return
+        for sk, amounts in d.consumes:
+            m = self.cons[sk]
+            for cn, v in amounts:
+                m[cn] -= v
+        dv = self.dv
+        for u in d.units:
+            r = self.units[u] - 1
+            if r:
+                self.units[u] = r
+            else:
+                del self.units[u]
+                if dv is None or (u not in dv.unit_refs and u not in dv.held_units):
+                    self.gpus -= 1
 
 
 def _matches_all(alt: Alternative, key: str, d: Device) -> bool:
@@ -351,14 +502,14 @@ def _matches_all(alt: Alternative, key: str, d: Device) -> bool:
 
 
 def _allocate_simple(
-    spec: ClaimSpec, devices: Iterable[Device], unavailable: Any, max_gpus: int | None
+    spec: ClaimSpec, devices: Iterable[Device], unavailable: Any, max_gpus: int | None, use: Use
 ) -> list[Result] | None:
     """`allocate` for one ExactCount request with only matchAttribute constraints: the
     first group of devices alike in the matched attributes (in value order) that has
     enough free, its first free devices in name order (what the search finds, without
     it)."""
     alt = spec.requests[0].alternatives[0]
-    return _pick_simple(_match_groups(alt, spec.match, devices), alt, unavailable, max_gpus)
+    return _pick_simple(_match_groups(alt, spec.match, devices), alt, unavailable, max_gpus, use)
 
 
 def _match_groups(
@@ -398,14 +549,21 @@ def _match_groups(
 
 
 def _pick_simple(
-    groups: list[list[Device]], alt: Alternative, unavailable: Any, max_gpus: int | None
+    groups: list[list[Device]],
+    alt: Alternative,
+    unavailable: Any,
+    max_gpus: int | None,
+    use: Use,
 ) -> list[Result] | None:
+    """The first free devices of the first group that has `count` of them (devices
+    that consume counters only while the counters left allow), occupying at most
+    `max_gpus` GPUs not occupied before; the picks stay counted in `use`."""
     want = alt.count
     if isinstance(unavailable, _Either3):
         a, b, c = unavailable.a, unavailable.b, unavailable.c
     else:
         a, b, c = unavailable, (), ()
-    budget = max_gpus if max_gpus is not None else 1 << 30
+    limit = use.gpus + (max_gpus if max_gpus is not None else 1 << 30)
     for g in groups:
         if len(g) < want:
             continue
@@ -414,14 +572,17 @@ def _pick_simple(
             i = d.id
             if i in a or i in b or i in c:
                 continue
+            if d.shared and not use.fits(d):
+                continue
+            use.add(d)
             picked.append(d)
             if len(picked) == want:
                 break
-        else:
-            continue
-        if sum(1 for d in picked if d.is_gpu) <= budget:
+        if len(picked) == want and use.gpus <= limit:
             name = alt.name
             return [(name, d) for d in picked]
+        for d in picked:
+            use.remove(d)
     return None
 
 
@@ -439,7 +600,8 @@ def _search(
     used: set[tuple[str, str, str]],
     fixed: list[Any],
     out: list[Result],
-    gpus_left: int,
+    limit: int,
+    use: Use,
 ) -> bool:
     if i == len(spec.requests):
         return True
@@ -461,11 +623,12 @@ def _search(
         else:
             groups = _groups(cands, applies, fixed)
         for group in groups:
-            picked = _pick(group, alt, applies, fixed)
+            picked = _pick(group, alt, applies, fixed, use)
             if picked is None:
                 continue
-            gpus = sum(1 for d in picked if d.is_gpu)
-            if gpus > gpus_left:
+            if use.gpus > limit:
+                for d in picked:
+                    use.remove(d)
                 continue
             saved = [f if not isinstance(f, list) else list(f) for f in fixed]
             for j, c in applies:
@@ -478,11 +641,12 @@ def _search(
             for d in picked:
                 used.add(d.id)
                 out.append((alt.name, d))
-            if _search(spec, i + 1, pool, every, used, fixed, out, gpus_left - gpus):
+            if _search(spec, i + 1, pool, every, used, fixed, out, limit, use):
                 return True
             for d in picked:
                 used.discard(d.id)
                 out.pop()
+                use.remove(d)
             fixed[:] = saved
     return False
 
@@ -509,13 +673,19 @@ def _groups(
 
 
 def _pick(
-    group: list[Device], alt: Alternative, applies: list[tuple[int, Constraint]], fixed: list[Any]
+    group: list[Device],
+    alt: Alternative,
+    applies: list[tuple[int, Constraint]],
+    fixed: list[Any],
+    use: Use,
 ) -> list[Device] | None:
+    """The group's devices for the alternative (counted in `use`), or None (nothing
+    counted)."""
     want = len(group) if alt.all else alt.count
     got: list[Device] = []
     seen: dict[int, list[str]] = {j: list(fixed[j]) for j, c in applies if c.distinct}
     for d in group:
-        ok = True
+        ok = not d.shared or use.fits(d)
         for j, c in applies:
             v = d.attributes.get(c.attribute)
             if c.distinct:
@@ -527,14 +697,17 @@ def _pick(
                 break
         if not ok:
             if alt.all:
-                return None  # every matching device must take part
+                break  # every matching device must take part
             continue
         for j, c in applies:
             if c.distinct:
                 seen[j].append(repr(d.attributes.get(c.attribute)))
+        use.add(d)
         got.append(d)
         if len(got) == want:
             return got
+    for d in got:
+        use.remove(d)
     return None
 
 
@@ -596,6 +769,19 @@ class Devices:
         self.parsed: dict[bytes, tuple[ClaimSpec | None, str | None]] = {}
         self.trial_freed: dict[str, Claim] = {}  # claims a preemption trial gave back
         self.groups: dict[str, dict[tuple[str, tuple[str, ...]], list[list[Device]]]] = {}
+        # shared counters (partitionable devices): what each node-local slice offers
+        # (slice name -> node, sets), the sets by node, each set's counters, and the
+        # amounts devices allocated and held draw from them; GPUs occupied by
+        # allocated and held devices that consume counters (GPU -> how many), and the
+        # allocated claims on each node
+        self.counter_slices: dict[str, tuple[str, dict[CounterSetKey, dict[str, float]]]] = {}
+        self.node_sets: dict[str, set[CounterSetKey]] = {}
+        self.caps: dict[CounterSetKey, dict[str, float]] = {}
+        self.consumed: dict[CounterSetKey, dict[str, float]] = {}
+        self.held_consumed: dict[CounterSetKey, dict[str, float]] = {}
+        self.unit_refs: dict[Any, int] = {}
+        self.held_units: dict[Any, int] = {}
+        self.node_claims: dict[str, set[str]] = {}
 
     # -- slices and classes
 
@@ -606,12 +792,16 @@ class Devices:
         node, devs = slice_devices(obj)
         if node:
             self.slices[name] = (node, devs)
+            sets = slice_counters(obj)
+            if sets:
+                self.counter_slices[name] = (node, sets)
             self._index(node)
             changed.add(node)
         return changed
 
     def remove_slice(self, name: str) -> set[str]:
         got = self.slices.pop(name, None)
+        self.counter_slices.pop(name, None)
         if got is None:
             return set()
         self._index(got[0])
@@ -623,13 +813,38 @@ class Devices:
         old = self.by_node.pop(node, [])
         for d in old:
             self.by_id.pop(d.id, None)
+        for sk in self.node_sets.pop(node, ()):
+            self.caps.pop(sk, None)
         devs = sorted(
             (d for n, ds in self.slices.values() if n == node for d in ds), key=lambda d: d.order
         )
+        sets = [ss for n, ss in self.counter_slices.values() if n == node]
+        if sets:
+            mine = self.node_sets[node] = set()
+            for ss in sets:
+                for sk, counters in ss.items():
+                    if sk not in self.caps:  # a set's name is unique in its pool
+                        self.caps[sk] = counters
+                        mine.add(sk)
         if devs:
+            # a counter set a whole GPU draws on is that GPU: a partition drawing on
+            # it occupies the GPU
+            gpu_sets = {sk for d in devs if d.is_gpu and d.shared for sk, _ in d.consumes}
             self.by_node[node] = devs
             for d in devs:
                 self.by_id[d.id] = d
+                if d.shared:
+                    d.units = tuple(sk for sk, _ in d.consumes if sk in gpu_sets) or d.units
+        # claims allocated here before these devices were known (a claim seen before
+        # its slice) hold their devices again by what the slices now say they consume
+        for key in list(self.node_claims.get(node, ())):
+            c = self.claims.get(key)
+            if c is None or not c.results:
+                continue
+            if any(self.by_id.get(d.id, d) is not d for _, d in c.results):
+                self._untake(c)
+                c.results = [(r, self.by_id.get(d.id, d)) for r, d in c.results]
+                self._take(c)
         self.gen += 1
 
     def set_class(self, obj: Mapping[str, Any]) -> None:
@@ -735,7 +950,15 @@ class Devices:
         taken, key, gpus = self.taken, c.key, 0
         for _, d in c.results:
             taken[d.id] = key
-            gpus += d.is_gpu
+            if d.shared:
+                gpus += _count(d, self.consumed, self.unit_refs, 1)
+            else:
+                gpus += d.is_gpu
+        if c.node:
+            on = self.node_claims.get(c.node)
+            if on is None:
+                on = self.node_claims[c.node] = set()
+            on.add(key)
         if gpus and c.node:
             self.gpus_taken[c.node] = self.gpus_taken.get(c.node, 0) + gpus
         return {c.node} if c.node else set()
@@ -748,7 +971,16 @@ class Devices:
         for _, d in c.results:
             if taken.get(d.id) == key:
                 del taken[d.id]
-            gpus += d.is_gpu
+            if d.shared:
+                gpus += _count(d, self.consumed, self.unit_refs, -1)
+            else:
+                gpus += d.is_gpu
+        if c.node:
+            on = self.node_claims.get(c.node)
+            if on is not None:
+                on.discard(key)
+                if not on:
+                    del self.node_claims[c.node]
         if gpus and c.node:
             left = self.gpus_taken.get(c.node, 0) - gpus
             if left > 0:
@@ -784,6 +1016,8 @@ class Devices:
         self.held_claims[claim] = (node, results)
         for _, d in results:
             self.held.add(d.id)
+            if d.shared:
+                _count(d, self.held_consumed, self.held_units, 1)
 
     def unhold(self, pod: str) -> None:
         self.changed()
@@ -791,6 +1025,8 @@ class Devices:
             self.held_claims.pop(claim, None)
             for _, d in results:
                 self.held.discard(d.id)
+                if d.shared:
+                    _count(d, self.held_consumed, self.held_units, -1)
 
     def held_claim(self, claim: str) -> tuple[str, list[Result]] | None:
         """(node, results) of a claim held by a placement being tried."""
@@ -820,6 +1056,38 @@ class Devices:
 
     def unavailable(self) -> _Unavailable:
         return _Unavailable(self.taken, self.held)
+
+
+def _count(
+    d: Device,
+    consumed: dict[CounterSetKey, dict[str, float]],
+    refs: dict[Any, int],
+    sign: int,
+) -> int:
+    """Add (sign 1) or take back (-1) what a device that consumes counters draws and
+    the GPUs it occupies; returns how many GPUs became occupied (or free)."""
+    for sk, amounts in d.consumes:
+        m = consumed.get(sk)
+        if m is None:
+            m = consumed[sk] = {}
+        for cn, v in amounts:
+            left = m.get(cn, 0.0) + sign * v
+            if sign < 0 and left <= 1e-9 * max(v, 1.0):
+                m.pop(cn, None)
+            else:
+                m[cn] = left
+        if not m:
+            del consumed[sk]
+    n = 0
+    for u in d.units:
+        r = refs.get(u, 0) + sign
+        if r > 0:
+            refs[u] = r
+            n += r == 1 and sign > 0
+        else:
+            refs.pop(u, None)
+            n += r == 0 and sign < 0
+    return n
 
 
 class _Unavailable:
@@ -931,6 +1199,7 @@ def _plan(p: PodInfo, n: NodeInfo, dv: Devices) -> Plan | None:
     )
     out: Plan = []
     mine: set[tuple[str, str, str]] = set()
+    use = Use(dv)
     for key in p.claims:
         c = dv.claims.get(key)
         if c is None or (c.results is None and c.spec is None):
@@ -957,14 +1226,19 @@ def _plan(p: PodInfo, n: NodeInfo, dv: Devices) -> Plan | None:
                 if len(per) >= 64:
                     per.clear()
                 groups = per[gk] = _match_groups(alt, spec.match, dv.by_node.get(n.name, ()))
-            got = _pick_simple(groups, alt, _Either3(dv.taken, dv.held, mine), budget)
+            got = _pick_simple(
+                groups, alt, _Either3(dv.taken, dv.held, mine), budget - use.gpus, use
+            )
         else:
             got = allocate(
-                spec, dv.by_node.get(n.name, ()), _Either3(dv.taken, dv.held, mine), budget
+                spec,
+                dv.by_node.get(n.name, ()),
+                _Either3(dv.taken, dv.held, mine),
+                budget - use.gpus,
+                use,
             )
         if got is None:
             return None
-        budget -= sum(1 for _, d in got if d.is_gpu)
         for _, d in got:
             mine.add(d.id)
         out.append((key, got))
@@ -1000,8 +1274,7 @@ def hold(p: PodInfo, n: NodeInfo) -> None:
     beyond what its request counts are counted on the node until `unhold`."""
     got = plan(p, n) or []
     dv: Devices = p.dra
-    extra = sum(1 for _, rs in got for _, d in rs if d.is_gpu) - p.dra_demand
-    extra = max(extra, 0)
+    extra = max(gpus_occupied(dv, got) - p.dra_demand, 0)
     dv.tentative_extra[p.key] = (n.name, extra)
     n.used[_GPU] += extra
     for key, results in got:
@@ -1045,7 +1318,7 @@ def _holds(p: PodInfo, n: NodeInfo, got: Plan) -> bool:
     cannot have changed since.)"""
     dv: Devices = p.dra
     taken, held, claims = dv.taken, dv.held, dv.claims
-    gpus = 0
+    use = Use(dv)
     for key, results in got:
         c = claims.get(key)
         if c is None or c.results is not None or key in dv.held_claims:
@@ -1053,7 +1326,10 @@ def _holds(p: PodInfo, n: NodeInfo, got: Plan) -> bool:
         for _, d in results:
             if d.id in taken or d.id in held:
                 return False
-            gpus += d.is_gpu
+            if d.shared and not use.fits(d):
+                return False
+            use.add(d)
+    gpus = use.gpus
     if len(got) != len(p.claims):
         covered = {k for k, _ in got}
         for key in p.claims:
@@ -1062,6 +1338,15 @@ def _holds(p: PodInfo, n: NodeInfo, got: Plan) -> bool:
                 if c is None or c.results is None or c.node != n.name:
                     return False
     return n.alloc[_GPU] <= 0 or gpus <= n.alloc[_GPU] - n.used[_GPU] - p.req[_GPU] + p.dra_demand
+
+
+def gpus_occupied(dv: Devices, got: Plan) -> int:
+    """The GPUs a plan's devices occupy that no allocated or held device occupies."""
+    use = Use(dv)
+    for _, results in got:
+        for _, d in results:
+            use.add(d)
+    return use.gpus
 
 
 def sync_node(dv: Devices, n: NodeInfo) -> int:
