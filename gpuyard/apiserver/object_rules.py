@@ -16,7 +16,7 @@ from typing import Any
 import orjson
 
 from gpuyard import names
-from gpuyard.apiserver import ephemeral
+from gpuyard.apiserver import ephemeral, slice_rules
 from gpuyard.k8s import cron
 from gpuyard.kube.objects import QuantityError, parse_quantity
 
@@ -467,6 +467,7 @@ CREATE: dict[tuple[str, str], Callable[[Obj], list[Cause]]] = {
     **{key: _template(key) for key in _TEMPLATES},
     ("batch", "CronJob"): _cronjob,
     ("batch", "Job"): _job_create,
+    ("resource.k8s.io", "ResourceSlice"): slice_rules.create,
 }
 UPDATE: dict[tuple[str, str], Callable[[Obj, Obj], list[Cause]]] = {
     ("", "Pod"): _pod_update,
@@ -475,6 +476,7 @@ UPDATE: dict[tuple[str, str], Callable[[Obj, Obj], list[Cause]]] = {
     ("", "PersistentVolumeClaim"): _pvc_update,
     ("", "Service"): lambda new, _old: _service(new),
     ("batch", "CronJob"): lambda new, _old: _cronjob(new),
+    ("resource.k8s.io", "ResourceSlice"): slice_rules.update,
     **{
         key: (lambda fn: lambda new, _old: fn(new))(_template(key))
         for key in _TEMPLATES
