@@ -74,20 +74,24 @@ def test_slices_fill_a_gpu_and_whole_gpus_never_share_it(
         ps = [p for p in get(c, "pods") if p["metadata"]["name"].startswith(prefix)]
         return ps if len(ps) == n and all(p["spec"].get("nodeName") for p in ps) else None
 
-    def results(pod: str) -> list[dict[str, Any]]:
-        for cl in get(c, "resourceclaims"):
-            if cl["metadata"]["ownerReferences"][0]["name"] == pod:
-                got: list[dict[str, Any]] = cl["status"]["allocation"]["devices"]["results"]
-                return got
-        raise AssertionError(f"no claim of {pod}")
+    def results() -> dict[str, list[dict[str, Any]]]:
+        """Each pod's claim's allocated devices."""
+        return {
+            cl["metadata"]["ownerReferences"][0]["name"]: cl["status"]["allocation"]["devices"][
+                "results"
+            ]
+            for cl in get(c, "resourceclaims")
+            if (cl.get("status") or {}).get("allocation")
+        }
 
     smalls = wait_for(lambda: placed("small-", 7), timeout=60, what="the 1g pods bound")
     node = {p["spec"]["nodeName"] for p in smalls}
     assert len(node) == 1 and node != {full}
     (node_a,) = node
     parents = set()
+    allocated = results()
     for p in smalls:
-        (r,) = results(p["metadata"]["name"])
+        (r,) = allocated[p["metadata"]["name"]]
         dev = devices[(r["pool"], r["device"])]
         assert dev["attributes"]["profile"] == {"string": "1g.10gb"}
         parents.add((r["pool"], dev["attributes"]["parentIndex"]["int"]))
@@ -114,11 +118,11 @@ def test_slices_fill_a_gpu_and_whole_gpus_never_share_it(
     apply(c, user("whole-7", "whole-7"))
     (w7,) = wait_for(lambda: placed("whole-7", 1), timeout=60, what="the 7-GPU pod bound")
     assert w7["spec"]["nodeName"] == node_a
-    got = results("whole-7")
+    got = results()["whole-7"]
     assert sorted(r["device"] for r in got) == [f"gpu-{i}" for i in range(1, 8)]
 
     # The slices and the 7 go: their counters come back, and all 8 GPUs are had whole.
     c.kubectl("delete", "pod", "whole-7", *(f"small-{i}" for i in range(7)), "--wait=false")
     (w8,) = wait_for(lambda: placed("whole-8", 1), timeout=60, what="the 8-GPU pod bound")
     assert w8["spec"]["nodeName"] == node_a
-    assert sorted(r["device"] for r in results("whole-8")) == sorted(f"gpu-{i}" for i in range(8))
+    assert sorted(r["device"] for r in results()["whole-8"]) == sorted(f"gpu-{i}" for i in range(8))
