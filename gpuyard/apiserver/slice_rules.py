@@ -2,7 +2,8 @@
 partitionable devices first: a slice publishes either `devices` or `sharedCounters`,
 never both; at most 8 counter sets, named as DNS labels and unique in the slice, each
 with 1 to 32 counters named as DNS labels; a device consumes from at most 2 counter
-sets, one entry per set, each naming its set and 1 to 32 counters; a slice with
+sets, one entry per set, each naming its set and 1 to 32 counters (and at most 2
+compatibilityGroups, none twice); a slice with
 devices that consume counters (or have taints) holds at most 64 devices, else 128,
 named as DNS labels and unique; `partitionTypeAttribute` only on a slice whose devices
 consume counters, and then every such device carries it as a string. Also where the
@@ -32,6 +33,7 @@ MAX_DEVICES_ADVANCED = 64  # when a device consumes counters or has taints
 MAX_COUNTER_SETS = 8
 MAX_COUNTERS = 32  # in a counter set, and in one consumption
 MAX_CONSUMPTIONS = 2  # counter sets one device draws on
+MAX_GROUPS = 2  # compatibilityGroups of one consumption
 
 _LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 _LABEL_MSG = (
@@ -120,7 +122,22 @@ def _counter_set(cs: dict[str, Any], field: str) -> list[Cause]:
 
 def _consumption(cc: dict[str, Any], field: str) -> list[Cause]:
     out = _label(cc.get("counterSet"), f"{field}.counterSet")
-    return out + _counters(cc.get("counters"), f"{field}.counters")
+    out += _counters(cc.get("counters"), f"{field}.counters")
+    groups = _list(cc.get("compatibilityGroups"))
+    if len(groups) > MAX_GROUPS:
+        out.append(_too_many(f"{field}.compatibilityGroups", len(groups), MAX_GROUPS))
+    seen: set[Any] = set()
+    for i, g in enumerate(groups):
+        if g in seen:
+            out.append(
+                _cause(
+                    f"{field}.compatibilityGroups[{i}]",
+                    f"Duplicate value: {_repr(g)}",
+                    "FieldValueDuplicate",
+                )
+            )
+        seen.add(g)
+    return out
 
 
 def _device(d: dict[str, Any], field: str) -> list[Cause]:

@@ -17,6 +17,13 @@ of the requests it names (all of them when it names none) agree on an attribute;
 constraint can take and greedy within one value (devices in name order), so a claim
 that can be satisfied on a node is.
 
+Partitionable devices (MIG slices beside their whole GPU) consume shared counters
+(`consumesCounters`, drawing on a slice's `sharedCounters`): a device is picked only
+while, for every counter it draws, the amounts of all devices allocated, held or
+picked from that counter set plus its own stay within what the set offers, and its
+compatibilityGroups agree with theirs (`Use`). A partition occupies the GPUs whose
+counter sets a whole GPU draws on: those count once as GPUs taken on the node.
+
 GPUs are counted twice on a node, as the extended resource `nvidia.com/gpu` and as
 devices of the `gpu.nvidia.com` driver; they are one set of GPUs. So the GPU devices
 allocated to claims on a node count in its used `nvidia.com/gpu` in the scheduler's
@@ -79,6 +86,8 @@ class Device:
     capacity: dict[str, float]  # qualified name -> base units
     # consumesCounters: ((driver, pool, counter set), ((counter, amount), ...)), ...
     consumes: tuple[tuple[CounterSetKey, tuple[tuple[str, float], ...]], ...] = ()
+    # each consumption's compatibilityGroups, in the order of `consumes`
+    groups: tuple[frozenset[str], ...] = ()
     _view: dict[str, Any] | None = field(default=None, repr=False)
     _memo: dict[str, bool] = field(default_factory=dict, repr=False)
 
@@ -157,13 +166,16 @@ def slice_devices(obj: Mapping[str, Any]) -> tuple[str, list[Device]]:
                 except (o.QuantityError, ValueError):
                     continue
             consumes = []
+            groups = []
             for cc in d.get("consumesCounters") or ():
                 amounts = _counter_values((cc or {}).get("counters"))
                 if amounts is None:
                     amounts = (("", float("inf")),)  # unreadable: never allocatable
                 consumes.append(((driver, pool, str(cc.get("counterSet") or "")), amounts))
+                groups.append(frozenset(str(g) for g in cc.get("compatibilityGroups") or ()))
+            name = str(d.get("name") or "")
             out.append(
-                Device(driver, pool, str(d.get("name") or ""), node, attrs, caps, tuple(consumes))
+                Device(driver, pool, name, node, attrs, caps, tuple(consumes), tuple(groups))
             )
     return node, out
 
@@ -421,24 +433,32 @@ class Use:
     that consumes counters fits only while, for every counter it draws, the amounts of
     all devices allocated, held and picked from that counter set plus its own stay
     within what the set offers (kube's rule for partitionable devices); a counter set
-    or counter that no slice of the pool publishes offers nothing. `gpus` counts the
-    GPUs the picks occupy that were free of devices before."""
+    or counter that no slice of the pool publishes offers nothing. Devices on one
+    counter set go together only when none has compatibilityGroups or their groups
+    all share one. `gpus` counts the GPUs the picks occupy that were free of devices
+    before."""
 
-    __slots__ = ("dv", "cons", "units", "gpus")
+    __slots__ = ("dv", "cons", "units", "groups", "gpus")
 
     def __init__(self, dv: Devices | None) -> None:
         self.dv = dv
         self.cons: dict[CounterSetKey, dict[str, float]] = {}
         self.units: dict[Any, int] = {}
+        self.groups: dict[CounterSetKey, dict[frozenset[str], int]] = {}
         self.gpus = 0
 
     def fits(self, d: Device) -> bool:
         dv = self.dv
         if dv is None:
             return False
-        for sk, amounts in d.consumes:
+        for i, (sk, amounts) in enumerate(d.consumes):
             cap = dv.caps.get(sk)
             if cap is None:
+                return False
+            if not _compatible(
+                d.groups[i] if d.groups else _NO_GROUPS,
+                (dv.set_groups.get(sk), dv.held_groups.get(sk), self.groups.get(sk)),
+            ):
                 return False
             a = dv.consumed.get(sk)
             b = dv.held_consumed.get(sk)
@@ -468,6 +488,7 @@ class Use:
                 m = self.cons[sk] = {}
             for cn, v in amounts:
                 m[cn] = m.get(cn, 0.0) + v
+        _group_count(d, self.groups, 1)
         dv = self.dv
         for u in d.units:
             r = self.units.get(u, 0)
@@ -483,6 +504,7 @@ class Use:
             m = self.cons[sk]
             for cn, v in amounts:
                 m[cn] -= v
+        _group_count(d, self.groups, -1)
         dv = self.dv
         for u in d.units:
             r = self.units[u] - 1
@@ -781,6 +803,10 @@ class Devices:
         self.held_consumed: dict[CounterSetKey, dict[str, float]] = {}
         self.unit_refs: dict[Any, int] = {}
         self.held_units: dict[Any, int] = {}
+        # the compatibilityGroups of the devices allocated and held on each counter
+        # set (groups -> how many devices)
+        self.set_groups: dict[CounterSetKey, dict[frozenset[str], int]] = {}
+        self.held_groups: dict[CounterSetKey, dict[frozenset[str], int]] = {}
         self.node_claims: dict[str, set[str]] = {}
 
     # -- slices and classes
@@ -951,7 +977,7 @@ class Devices:
         for _, d in c.results:
             taken[d.id] = key
             if d.shared:
-                gpus += _count(d, self.consumed, self.unit_refs, 1)
+                gpus += _count(d, self.consumed, self.unit_refs, self.set_groups, 1)
             else:
                 gpus += d.is_gpu
         if c.node:
@@ -972,7 +998,7 @@ class Devices:
             if taken.get(d.id) == key:
                 del taken[d.id]
             if d.shared:
-                gpus += _count(d, self.consumed, self.unit_refs, -1)
+                gpus += _count(d, self.consumed, self.unit_refs, self.set_groups, -1)
             else:
                 gpus += d.is_gpu
         if c.node:
@@ -1017,7 +1043,7 @@ class Devices:
         for _, d in results:
             self.held.add(d.id)
             if d.shared:
-                _count(d, self.held_consumed, self.held_units, 1)
+                _count(d, self.held_consumed, self.held_units, self.held_groups, 1)
 
     def unhold(self, pod: str) -> None:
         self.changed()
@@ -1026,7 +1052,7 @@ class Devices:
             for _, d in results:
                 self.held.discard(d.id)
                 if d.shared:
-                    _count(d, self.held_consumed, self.held_units, -1)
+                    _count(d, self.held_consumed, self.held_units, self.held_groups, -1)
 
     def held_claim(self, claim: str) -> tuple[str, list[Result]] | None:
         """(node, results) of a claim held by a placement being tried."""
@@ -1058,14 +1084,60 @@ class Devices:
         return _Unavailable(self.taken, self.held)
 
 
+_NO_GROUPS: frozenset[str] = frozenset()
+
+
+def _compatible(
+    mine: frozenset[str], present: tuple[dict[frozenset[str], int] | None, ...]
+) -> bool:
+    """Whether a device with compatibilityGroups `mine` on a counter set may be
+    allocated beside the devices allocated, held and picked there (their groups, with
+    how many of each): all of them without groups, or the groups of all of them
+    sharing at least one."""
+    common = set(mine) if mine else None
+    for counts in present:
+        if not counts:
+            continue
+        for g in counts:
+            if not g and not mine:
+                continue
+            if not g or not mine:
+                return False
+            assert common is not None
+            common &= g
+            if not common:
+                return False
+    return True
+
+
+def _group_count(
+    d: Device, groups: dict[CounterSetKey, dict[frozenset[str], int]], sign: int
+) -> None:
+    for i, (sk, _) in enumerate(d.consumes):
+        g = d.groups[i] if d.groups else _NO_GROUPS
+        m = groups.get(sk)
+        if m is None:
+            m = groups[sk] = {}
+        left = m.get(g, 0) + sign
+        if left > 0:
+            m[g] = left
+        else:
+            m.pop(g, None)
+            if not m:
+                del groups[sk]
+
+
 def _count(
     d: Device,
     consumed: dict[CounterSetKey, dict[str, float]],
     refs: dict[Any, int],
+    groups: dict[CounterSetKey, dict[frozenset[str], int]],
     sign: int,
 ) -> int:
-    """Add (sign 1) or take back (-1) what a device that consumes counters draws and
-    the GPUs it occupies; returns how many GPUs became occupied (or free)."""
+    """Add (sign 1) or take back (-1) what a device that consumes counters draws, its
+    compatibility groups and the GPUs it occupies; returns how many GPUs became
+    occupied (or free)."""
+    _group_count(d, groups, sign)
     for sk, amounts in d.consumes:
         m = consumed.get(sk)
         if m is None:

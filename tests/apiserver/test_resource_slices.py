@@ -85,6 +85,10 @@ async def test_slices_breaking_the_counter_rules_are_refused(api: Api) -> None:
     ]
     no_set = named(devices, "no-set")
     no_set["spec"]["devices"][0]["consumesCounters"][0]["counterSet"] = ""
+    groups = named(devices, "groups")
+    groups["spec"]["devices"][0]["consumesCounters"][0]["compatibilityGroups"] = ["a", "b", "c"]
+    same_group = named(devices, "same-group")
+    same_group["spec"]["devices"][0]["consumesCounters"][0]["compatibilityGroups"] = ["a", "a"]
     partition = named(counters, "partition")
     partition["spec"]["partitionTypeAttribute"] = "gpu.nvidia.com/profile"
     unlabelled = named(devices, "unlabelled")
@@ -103,6 +107,16 @@ async def test_slices_breaking_the_counter_rules_are_refused(api: Api) -> None:
         (twice, "spec.devices[0].consumesCounters[1]", 'Duplicate value: "gpu-0"'),
         (many, "spec.devices", "Too many: 65: must have at most 64 items"),
         (no_set, "spec.devices[0].consumesCounters[0].counterSet", "Required value"),
+        (
+            groups,
+            "spec.devices[0].consumesCounters[0].compatibilityGroups",
+            "Too many: 3: must have at most 2 items",
+        ),
+        (
+            same_group,
+            "spec.devices[0].consumesCounters[0].compatibilityGroups[1]",
+            'Duplicate value: "a"',
+        ),
         (
             partition,
             "spec.partitionTypeAttribute",

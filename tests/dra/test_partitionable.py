@@ -321,3 +321,112 @@ def test_no_counter_is_over_consumed_and_no_gpu_is_handed_out_twice(
     run()
     assert not s.dra.taken and not s.dra.consumed and not s.dra.unit_refs
     assert all(n.used[GPU] == 0 for n in s.nodes.values())
+
+
+# ------------------------------------------------------------------ compatibility groups
+
+
+def test_devices_on_one_counter_set_go_together_only_when_their_groups_agree() -> None:
+    """compatibilityGroups: devices drawing on one counter set are co-allocated only
+    when all have no groups or their groups share one; other sets are not compared."""
+    s = ClusterState()
+    s.set_device_class(
+        {"metadata": {"name": "any"}, "spec": {"selectors": [{"cel": {"expression": "true"}}]}}
+    )
+    s.add_node(node("n0", 8))
+    draws = {"a": ["x"], "b": ["y"], "c": ["x", "y"], "d": None, "e": None, "f": ["z"]}
+
+    def dev(name: str, groups: list[str] | None) -> dict[str, Any]:
+        cc: dict[str, Any] = {
+            "counterSet": "other" if name == "f" else "set",
+            "counters": {"units": {"value": "1"}},
+        }
+        if groups is not None:
+            cc["compatibilityGroups"] = groups
+        return {
+            "name": name,
+            "attributes": {"type": {"string": "fpga"}, "letter": {"string": name}},
+            "consumesCounters": [cc],
+        }
+
+    pool = {"name": "n0", "generation": 1, "resourceSliceCount": 2}
+    s.set_resource_slice(
+        {
+            "metadata": {"name": "n0-counters"},
+            "spec": {
+                "driver": "fpga.example.com",
+                "nodeName": "n0",
+                "pool": pool,
+                "sharedCounters": [
+                    {"name": "set", "counters": {"units": {"value": "10"}}},
+                    {"name": "other", "counters": {"units": {"value": "10"}}},
+                ],
+            },
+        }
+    )
+    s.set_resource_slice(
+        {
+            "metadata": {"name": "n0-devices"},
+            "spec": {
+                "driver": "fpga.example.com",
+                "nodeName": "n0",
+                "pool": pool,
+                "devices": [dev(k, v) for k, v in draws.items()],
+            },
+        }
+    )
+    objs: dict[str, dict[str, Any]] = {}
+    mem = Memory()
+    t = [0.0]
+
+    def want(letter: str) -> list[str]:
+        """Schedule a pod claiming the device of that letter; the pods bound."""
+        key = f"{NS}/{letter}-c"
+        objs[key] = c = {
+            "metadata": {
+                "name": f"{letter}-c",
+                "namespace": NS,
+                "uid": f"uid-{letter}",
+                "ownerReferences": [{"kind": "Pod", "name": letter, "controller": True}],
+            },
+            "spec": {
+                "devices": {
+                    "requests": [
+                        {
+                            "name": "r",
+                            "exactly": {
+                                "deviceClassName": "any",
+                                "selectors": [
+                                    {
+                                        "cel": {
+                                            "expression": 'device.attributes["fpga.example.com"]'
+                                            f'.letter == "{letter}"'
+                                        }
+                                    }
+                                ],
+                            },
+                        }
+                    ]
+                }
+            },
+        }
+        s.set_resource_claim(c)
+        s.add_pod(pod(letter, [f"{letter}-c"]))
+        t[0] += 1
+        d = schedule(s, t[0], PolicyConfig(), mem)
+        echo(s, objs, d)
+        return [b[0] for b in d.bindings]
+
+    assert want("a") == [f"{NS}/a"]
+    assert want("b") == []  # x and y share nothing
+    s.remove_pod(f"{NS}/b")
+    assert want("d") == []  # no groups: never beside a device with groups
+    s.remove_pod(f"{NS}/d")
+    assert want("c") == [f"{NS}/c"]  # x in common
+    assert want("f") == [f"{NS}/f"]  # another counter set: not compared
+    # a and c go: the set is free again, and devices without groups go together
+    for k in ("a", "c"):
+        s.remove_pod(f"{NS}/{k}")
+        s.remove_resource_claim(f"{NS}/{k}-c")
+    assert want("d") == [f"{NS}/d"]
+    assert want("e") == [f"{NS}/e"]
