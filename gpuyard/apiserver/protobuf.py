@@ -15,7 +15,9 @@ What JSON would show, as kube-apiserver's own JSON encoding of the decoded objec
 a zero value of a field that is not a pointer and is `omitempty` in Go is left out (Go's
 protobuf encoder writes every such field); a pointer's zero value that was sent is kept;
 Time and MicroTime are RFC 3339 text, Quantity and IntOrString their short forms, bytes
-base64, RawExtension and FieldsV1 the JSON they carry, a slice type (ExtraValue) a list.
+base64, RawExtension and FieldsV1 the JSON they carry, a slice type (ExtraValue) a list,
+and an embedded struct's fields (Go's embedded `json:""` fields, such as an Ingress rule's
+IngressRuleValue or a Volume's VolumeSource) those of the message holding it.
 """
 
 from __future__ import annotations
@@ -289,6 +291,11 @@ def decode_message(buf: bytes, name: str, path: str = "", depth: int = 0) -> Any
                 out.setdefault(fname, []).extend(items)
             else:
                 out.setdefault(fname, []).append(_value(typ, wt, v, fpath, depth))
+        elif flag == "i":
+            # an embedded struct (no JSON name of its own): its fields are this message's
+            val = _value(typ, wt, v, path, depth)
+            if isinstance(val, dict):
+                out.update(val)
         else:
             val = _value(typ, wt, v, fpath, depth)
             if val is None or (flag == "e" and _zero(val)):
@@ -303,8 +310,8 @@ def decode(body: bytes) -> dict[str, Any]:
     if not body.startswith(MAGIC):
         raise ProtobufError("not a Kubernetes protobuf message (missing k8s magic)")
     env = decode_message(body[len(MAGIC) :], _UNKNOWN)
-    tm = env.get("typeMeta") or {}
-    api_version, kind = str(tm.get("apiVersion", "")), str(tm.get("kind", ""))
+    # (its TypeMeta is embedded: apiVersion and kind are the envelope's own fields)
+    api_version, kind = str(env.get("apiVersion", "")), str(env.get("kind", ""))
     if env.get("contentEncoding"):
         raise ProtobufError(f"content encoding {env['contentEncoding']!r} is not supported")
     name = message_for(api_version, kind)

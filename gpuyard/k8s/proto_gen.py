@@ -9,7 +9,9 @@ Sources of the facts: each package's `generated.proto` (message, field number, n
 repeated or map), and its Go types (`types.go` and the other files beside it) for what
 protobuf cannot say but JSON shows: the JSON name (`webhooks`, where the proto says
 `Webhooks`), whether a field is a pointer (a zero value that is
-sent is kept) or an `omitempty` value (a zero value is not written to JSON), and which
+sent is kept) or an `omitempty` value (a zero value is not written to JSON), which
+fields are embedded structs whose fields JSON writes in the parent (`json:""`:
+an Ingress rule's IngressRuleValue, a Volume's VolumeSource, a Probe's handler), and which
 messages stand for a Go slice (`type ExtraValue []string`: JSON is the list itself).
 Wire numbers are never reused, so a newer API tree describes 1.37's fields too.
 
@@ -141,6 +143,8 @@ def parse_go(text: str, package: str) -> tuple[dict[str, dict[int, tuple[str, st
         jparts = js.group(1).split(",") if js else [""]
         omit = "omitempty" in jparts[1:]
         flag = "p" if g.group(2) else ("e" if omit else "k")
+        if jparts[0] == "" and (g.group(1) is None or "inline" in jparts[1:]):
+            flag = "i"  # an embedded struct without a JSON name: its fields are the parent's
         flags[current][int(pb.group(1))] = (jparts[0], flag)
     return flags, slices
 
@@ -180,7 +184,8 @@ def build(api: str, machinery: str) -> dict[str, Any]:
         fields = []
         for num, fname, typ, label in messages[n]:
             jname, flag = flags.get(n, {}).get(num, (fname, "e"))
-            fields.append([num, fname if jname in ("", "-") else jname, typ, label, flag])
+            name = "" if flag == "i" else (fname if jname in ("", "-") else jname)
+            fields.append([num, name, typ, label, flag])
             for t in typ.split(","):
                 if t in messages and t not in keep:
                     todo.append(t)

@@ -3,6 +3,7 @@ subcommand of a built-in kind, and the Eviction of `kubectl drain`)."""
 
 from __future__ import annotations
 
+import base64
 import os
 import shutil
 import subprocess
@@ -28,7 +29,15 @@ def _ld(b: bytes) -> bytes:
 
 
 def _f(num: int, payload: bytes) -> bytes:
-    return bytes([(num << 3) | 2]) + _ld(payload)
+    return _key((num << 3) | 2) + _ld(payload)
+
+
+def _key(k: int) -> bytes:
+    out = b""
+    while k >= 0x80:
+        out += bytes([(k & 0x7F) | 0x80])
+        k >>= 7
+    return out + bytes([k])
 
 
 def test_decode_configmap_message() -> None:
@@ -43,6 +52,24 @@ def test_decode_configmap_message() -> None:
         "data": {"k": "v"},
         "binaryData": {"b": "AAE="},
     }
+
+
+def test_embedded_structs_decode_into_their_parent() -> None:
+    """Go's embedded structs (a Volume's VolumeSource, a key selector's
+    LocalObjectReference, a Probe's handler) have no JSON name: their fields are the
+    parent's, as kube-apiserver's JSON of the same object shows."""
+    volume = _f(1, b"cfg") + _f(2, _f(19, _f(1, _f(1, b"settings"))))
+    env = _f(1, b"MODE") + _f(3, _f(3, _f(1, _f(1, b"settings")) + _f(2, b"mode")))
+    probe = _f(1, _f(2, _f(1, b"/ready"))) + bytes([4 << 3, 5])
+    container = _f(1, b"c") + _f(2, b"nginx") + _f(7, env) + _f(11, probe)
+    raw = _f(1, _f(1, b"p")) + _f(2, _f(1, volume) + _f(2, container))
+    obj = protobuf.decode(protobuf.MAGIC + _f(1, _f(1, b"v1") + _f(2, b"Pod")) + _f(2, raw))
+    assert obj["spec"]["volumes"] == [{"name": "cfg", "configMap": {"name": "settings"}}]
+    (c,) = obj["spec"]["containers"]
+    assert c["env"] == [
+        {"name": "MODE", "valueFrom": {"configMapKeyRef": {"name": "settings", "key": "mode"}}}
+    ]
+    assert c["readinessProbe"] == {"httpGet": {"path": "/ready"}, "periodSeconds": 5}
 
 
 def test_unknown_kind_and_garbage_refused() -> None:
@@ -163,6 +190,62 @@ TYPED_CREATES: list[tuple[list[str], str, Any]] = [
         lambda o: (
             o["spec"]["ports"][0]["port"] == 80 and o["spec"]["ports"][0]["targetPort"] == 8080
         ),  # IntOrString as its int
+    ),
+    (
+        ["service", "nodeport", "np", "--tcp=80:8080"],
+        "service/np",
+        lambda o: (
+            o["spec"]["type"] == "NodePort"
+            and 30000 <= o["spec"]["ports"][0]["nodePort"] <= 32767  # allocated
+            and o["spec"]["clusterIP"] != ""
+        ),
+    ),
+    (
+        ["service", "loadbalancer", "lb", "--tcp=443:8443"],
+        "service/lb",
+        lambda o: (
+            o["spec"]["type"] == "LoadBalancer"
+            and 30000 <= o["spec"]["ports"][0]["nodePort"] <= 32767
+            and o["status"] == {"loadBalancer": {}}
+        ),
+    ),
+    (
+        ["service", "externalname", "ext", "--external-name=db.example.com"],
+        "service/ext",
+        lambda o: (
+            o["spec"]["type"] == "ExternalName"
+            and o["spec"]["externalName"] == "db.example.com"
+            and "clusterIP" not in o["spec"]  # none allocated for an ExternalName
+        ),
+    ),
+    (
+        ["ingress", "web-ing", "--rule=example.com/api*=websvc:80"],
+        "ingress/web-ing",
+        lambda o: (
+            o["spec"]["rules"][0]["host"] == "example.com"
+            and o["spec"]["rules"][0]["http"]["paths"][0]
+            == {
+                "path": "/api",
+                "pathType": "Prefix",
+                "backend": {"service": {"name": "websvc", "port": {"number": 80}}},
+            }
+        ),
+    ),
+    (
+        [
+            "secret",
+            "docker-registry",
+            "regcred",
+            "--docker-server=registry.example.com",
+            "--docker-username=u",
+            "--docker-password=p",
+        ],
+        "secret/regcred",
+        lambda o: (
+            o["type"] == "kubernetes.io/dockerconfigjson"
+            and "registry.example.com"
+            in orjson.loads(base64.b64decode(o["data"][".dockerconfigjson"]))["auths"]
+        ),
     ),
     (
         ["role", "reader", "--verb=get,list", "--resource=pods"],
