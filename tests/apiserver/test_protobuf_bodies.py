@@ -13,7 +13,7 @@ from typing import Any
 import orjson
 import pytest
 
-from gpuyard.apiserver import protobuf
+from gpuyard.apiserver import protobuf, tls
 
 KUBECTL = shutil.which("kubectl", path=os.path.dirname(sys.executable)) or shutil.which("kubectl")
 
@@ -297,8 +297,21 @@ TYPED_CREATES: list[tuple[list[str], str, Any]] = [
 
 
 @pytest.mark.skipif(KUBECTL is None, reason="kubectl not installed")
-def test_every_typed_create_sends_protobuf_and_is_stored(apiserver: Any) -> None:
-    for args, ref, check in TYPED_CREATES:
+def test_every_typed_create_sends_protobuf_and_is_stored(apiserver: Any, tmp_path: Any) -> None:
+    # a certificate and key for `kubectl create secret tls`, which checks that they pair
+    _, cert, key = tls.make_ca_and_cert(["web.example.com"])
+    (tmp_path / "tls.crt").write_bytes(cert)
+    (tmp_path / "tls.key").write_bytes(key)
+    tls_secret = (
+        ["secret", "tls", "web-tls", f"--cert={tmp_path}/tls.crt", f"--key={tmp_path}/tls.key"],
+        "secret/web-tls",
+        lambda o: (
+            o["type"] == "kubernetes.io/tls"
+            and base64.b64decode(o["data"]["tls.crt"]) == cert
+            and base64.b64decode(o["data"]["tls.key"]) == key
+        ),
+    )
+    for args, ref, check in [*TYPED_CREATES, tls_secret]:
         r = _kubectl(apiserver, "-v=8", "create", *args)
         assert r.returncode == 0, (args, r.stderr[-2000:])
         assert "Content-Type: application/vnd.kubernetes.protobuf" in r.stderr, "sent protobuf"
