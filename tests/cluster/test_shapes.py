@@ -121,3 +121,19 @@ def test_nvlink_domain_must_be_whole_nodes(tmp_path: Path) -> None:
     )
     shapes = load_shapes(str(ok))
     assert len({s.clique for s in shapes}) == 4 and len({s.rack for s in shapes}) == 2
+
+
+def test_a_shape_may_ask_for_mig_devices(tmp_path: Path) -> None:
+    f = tmp_path / "shapes.yaml"
+    f.write_text(
+        "nodes:\n  - name: h200\n    count: 2\n    gpus: 8\n"
+        "    gpuProduct: NVIDIA-H200-141GB-HBM3\n    mig: true\n"
+        "  - name: h100\n    gpus: 8\n"
+    )
+    shapes = load_shapes(str(f))
+    assert [s.mig for s in shapes] == [True, True, False]
+    f.write_text("nodes:\n  - name: h200\n    gpus: 8\n    mig: yes-please\n")
+    with pytest.raises(
+        ShapeError, match="shapes.yaml:2: mig must be true or false, not 'yes-please'"
+    ):
+        load_shapes(str(f))
