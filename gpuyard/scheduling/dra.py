@@ -766,6 +766,9 @@ class Devices:
 
     def __init__(self) -> None:
         self.slices: dict[str, tuple[str, list[Device]]] = {}  # slice name -> node, devices
+        # node -> its slices' names, in the order they are in `slices` (a node's devices
+        # and counter sets are gathered from its own slices, not by a walk over all)
+        self.node_slices: dict[str, dict[str, None]] = {}
         self.by_node: dict[str, list[Device]] = {}
         self.by_id: dict[tuple[str, str, str], Device] = {}
         self.classes: dict[str, tuple[str, ...]] = {}
@@ -818,6 +821,7 @@ class Devices:
         node, devs = slice_devices(obj)
         if node:
             self.slices[name] = (node, devs)
+            self.node_slices.setdefault(node, {})[name] = None
             sets = slice_counters(obj)
             if sets:
                 self.counter_slices[name] = (node, sets)
@@ -830,6 +834,11 @@ class Devices:
         self.counter_slices.pop(name, None)
         if got is None:
             return set()
+        mine = self.node_slices.get(got[0])
+        if mine is not None:
+            mine.pop(name, None)
+            if not mine:
+                del self.node_slices[got[0]]
         self._index(got[0])
         return {got[0]}
 
@@ -841,10 +850,9 @@ class Devices:
             self.by_id.pop(d.id, None)
         for sk in self.node_sets.pop(node, ()):
             self.caps.pop(sk, None)
-        devs = sorted(
-            (d for n, ds in self.slices.values() if n == node for d in ds), key=lambda d: d.order
-        )
-        sets = [ss for n, ss in self.counter_slices.values() if n == node]
+        own = self.node_slices.get(node, ())
+        devs = sorted((d for name in own for d in self.slices[name][1]), key=lambda d: d.order)
+        sets = [cs[1] for name in own if (cs := self.counter_slices.get(name)) is not None]
         if sets:
             mine = self.node_sets[node] = set()
             for ss in sets:

@@ -251,6 +251,40 @@ def test_a_gang_of_claims_is_allocated_all_at_once_or_not_at_all() -> None:
     assert all(s.nodes[n].used[GPU] == 8 for n in ("n0", "n1", "n2", "n4"))
 
 
+def test_a_nodes_devices_follow_its_slices_as_they_come_move_and_go() -> None:
+    """Each node offers the devices of its own slices only, through slices added to it,
+    moved to another node and deleted; a claim then allocates from what is left."""
+    s = cluster([("n0", 4, "H100", ()), ("n1", 4, "H100", ())])
+    s.add_node(node("n2", 8))
+    extra = gpu_slice("n0", 2, "A100")
+    extra["metadata"]["name"] = "n0-more"
+    extra["spec"]["pool"]["name"] = "n0-more"
+    extra["spec"]["devices"] = [
+        dict(d, name=f"more-{i}") for i, d in enumerate(extra["spec"]["devices"])
+    ]
+    s.set_resource_slice(extra)
+
+    def names(n: str) -> list[str]:
+        return [d.name for d in s.dra.by_node.get(n, [])]
+
+    assert names("n0") == ["gpu-0", "gpu-1", "gpu-2", "gpu-3", "more-0", "more-1"]
+    assert names("n1") == ["gpu-0", "gpu-1", "gpu-2", "gpu-3"]
+    moved = dict(extra, spec=dict(extra["spec"], nodeName="n2"))
+    s.set_resource_slice(moved)  # the same slice, now on n2
+    assert names("n0") == ["gpu-0", "gpu-1", "gpu-2", "gpu-3"] and names("n2") == [
+        "more-0",
+        "more-1",
+    ]
+    assert s.dra.by_id[("gpu.nvidia.com", "n0-more", "more-1")].node == "n2"
+    s.remove_resource_slice("n0-gpu.nvidia.com")
+    assert names("n0") == [] and ("gpu.nvidia.com", "n0", "gpu-0") not in s.dra.by_id
+    s.set_resource_claim(claim("c", 2, owner="p", selectors=product_is("A100")))
+    s.add_pod(pod("p", ["c"]))
+    d = schedule(s, 1.0, PolicyConfig(), Memory())
+    assert d.bindings == [(f"{NS}/p", "n2")]
+    assert sorted(dev for _, _, _, dev in d.allocations[f"{NS}/c"][1]) == ["more-0", "more-1"]
+
+
 def test_a_claim_shared_by_a_gang_is_allocated_once_and_pins_it() -> None:
     s = cluster([("n0", 8, "H100", ()), ("n1", 8, "H100", ())])
     s.set_pod_group({"metadata": {"name": "g", "namespace": NS}, "spec": {"minMember": 3}})
