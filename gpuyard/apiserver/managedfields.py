@@ -21,8 +21,8 @@ in another version shows them as written; an updater writing through two version
 an entry for each, kube's identity of an Update including its apiVersion). What a write
 changes is worked out for each entry in the entry's version, the old and new object
 converted to it (conversion.py): a v2 write of an HPA's metrics takes, or conflicts on,
-the targetCPUUtilizationPercentage a v1 manager owns. Not done: an applier's fields of
-an earlier apply in another version are pruned by path, where kube converts.
+the targetCPUUtilizationPercentage a v1 manager owns; an applier that applied through
+v1 and now applies through v2 without the CPU target has it pruned in v1 terms.
 """
 
 from __future__ import annotations
@@ -979,6 +979,57 @@ def _without(v: Any, path: Path, node: Node) -> Any:
     return v
 
 
+def _prune_elsewhere(
+    res: Resource,
+    merged: dict[str, Any],
+    applied: dict[str, Any],
+    mine: _Entry,
+    others: list[_Entry],
+    sub: str | None,
+) -> dict[str, Any] | None:
+    """The merged object without the fields the applier applied last time, through
+    another version, and no longer applies, as kube-apiserver prunes them: in that
+    version, keeping what another manager of it holds, and what the applier now applies
+    or a manager of this version holds after converting back. None where the kind has
+    no conversion to that version (then fields are pruned by path)."""
+    vres = _version_res(res, mine.api_version)
+    if vres is None:
+        return None
+    held_then: set[Path] = set()
+    held_now: set[Path] = set()
+    for e in others:
+        into = (
+            held_then
+            if e.api_version == mine.api_version
+            else held_now
+            if e.api_version == res.api_version
+            else None
+        )
+        if into is not None:
+            for p in e.fields:
+                into.update(p[:i] for i in range(1, len(p) + 1))
+    vroot, root = fieldtypes.root(vres), fieldtypes.root(res)
+    out = merged
+    try:
+        then = conversion.convert(out, vres.group, vres.kind, vres.version)
+        for p in sorted(mine.fields, key=len):
+            if p in held_then:
+                continue
+            cand_then = _without(then, p, vroot)
+            if cand_then == then:
+                continue
+            cand = _merge(
+                conversion.convert(cand_then, res.group, res.kind, res.version), applied, root
+            )
+            changed, _ = diff(res, out, cand, sub)
+            if not changed or any(c in held_now for c in changed):
+                continue
+            out, then = cand, conversion.convert(cand, vres.group, vres.kind, vres.version)
+    except conversion.ConversionError:
+        return None
+    return out
+
+
 def _conflict_error(conflicts: list[tuple[_Entry, list[Path]]]) -> APIError:
     causes = []
     total = 0
@@ -1047,8 +1098,12 @@ def apply(
     others = [e for e in entries if e is not mine]
     root = fieldtypes.root(res)
     merged: dict[str, Any] = _merge(live, applied, root)
-    gone = (mine.fields - a_set) if mine is not None else set()
-    if gone:
+    elsewhere = None
+    if mine is not None and mine.api_version != res.api_version:
+        elsewhere = _prune_elsewhere(res, merged, applied, mine, others, sub)
+    if elsewhere is not None:
+        merged = elsewhere
+    elif gone := (mine.fields - a_set) if mine is not None else set():
         held: set[Path] = set()
         for e in others:
             for p in e.fields:

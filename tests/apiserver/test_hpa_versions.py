@@ -303,3 +303,49 @@ async def test_managed_fields_stay_in_their_version_and_are_judged_in_it(api: Ap
     assert [e["apiVersion"] for e in ones] == ["autoscaling/v1", "autoscaling/v2"], ones
     assert "f:minReplicas" not in ones[0]["fieldsV1"]["f:spec"], ones
     assert ones[1]["fieldsV1"] == {"f:spec": {"f:minReplicas": {}}}, ones
+
+
+async def test_an_applier_changing_version_has_what_it_dropped_pruned(api: Api) -> None:
+    """kube prunes an applier's fields of its last apply in that apply's version: applied
+    through v1 with a CPU target, then through v2 without metrics, the target goes
+    (and v2's default, 80% CPU, takes its place), unless another v1 manager holds it."""
+    v1_config = {
+        "apiVersion": "autoscaling/v1",
+        "kind": "HorizontalPodAutoscaler",
+        "metadata": {"name": "prune"},
+        "spec": {"scaleTargetRef": TARGET, "maxReplicas": 3, "targetCPUUtilizationPercentage": 50},
+    }
+    apply = "application/apply-patch+yaml"
+    st, out = await api.patch(f"{V1}/prune", v1_config, apply, fieldManager="ops")
+    assert st == 201, out
+    v2_config = {
+        "apiVersion": "autoscaling/v2",
+        "kind": "HorizontalPodAutoscaler",
+        "metadata": {"name": "prune"},
+        "spec": {"scaleTargetRef": TARGET, "maxReplicas": 4},
+    }
+    st, out = await api.patch(f"{V2}/prune", v2_config, apply, fieldManager="ops")
+    assert st == 200, out
+    assert out["spec"]["maxReplicas"] == 4
+    assert out["spec"]["metrics"] == [
+        {
+            "type": "Resource",
+            "resource": {
+                "name": "cpu",
+                "target": {"type": "Utilization", "averageUtilization": 80},
+            },
+        }
+    ], out["spec"]
+    (ops,) = [e for e in out["metadata"]["managedFields"] if e["manager"] == "ops"]
+    assert (ops["operation"], ops["apiVersion"]) == ("Apply", "autoscaling/v2"), ops
+    # Held by another v1 applier too, the target stays.
+    st, out = await api.patch(f"{V1}/prune", v1_config, apply, fieldManager="ops", force=True)
+    assert st == 200, out
+    # "keeper" applies the same target: both own it (shared ownership, no conflict)
+    st, out = await api.patch(f"{V1}/prune", v1_config, apply, fieldManager="keeper")
+    assert st == 200, out
+    same = {**v2_config, "spec": {**v2_config["spec"], "maxReplicas": 3}}  # keeper's too
+    st, out = await api.patch(f"{V2}/prune", same, apply, fieldManager="ops")
+    assert st == 200, out
+    _, v1 = await api.get(f"{V1}/prune")
+    assert v1["spec"]["targetCPUUtilizationPercentage"] == 50, v1["spec"]
