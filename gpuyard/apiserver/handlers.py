@@ -1484,6 +1484,11 @@ class Core:
             nmd.get("deletionTimestamp")
             and not nmd.get("finalizers")
             and not (self._graceful_pod(res, new))
+            # A pod being deleted gracefully stays while its kubelet writes how its
+            # containers ended (Failed, exit codes), until the kubelet's own DELETE
+            # with a zero grace period, as in Kubernetes; only removing its last
+            # finalizer removes it here.
+            and (res.key != PODS or (old.get("metadata") or {}).get("finalizers"))
         ):
             # Last finalizer removed: the object goes now.
             if dry:

@@ -15,8 +15,12 @@ Like KWOK, `SimCluster` plays every kubelet of the embedded cluster from one pla
   until deleted or for
   `gpuyard.io/sim-duration` seconds and ends Succeeded/Failed with
   `gpuyard.io/sim-exit-code` (one code, or codes by container: "main=42,sidecar=0"),
-  each container terminated with its exit code as a kubelet reports it; a pod with a
-  deletionTimestamp is finalised and removed;
+  each container terminated with its exit code as a kubelet reports it; a running pod
+  that is deleted stops as a kubelet stops it: each container exits 143 (SIGTERM) after
+  `gpuyard.io/sim-stop-seconds` (0 by default; by container as for the exit code;
+  "never" ignores SIGTERM), or 137 when the grace period ends first, its terminated
+  state and the pod's phase Failed are written, then the pod is removed; a pod with a
+  deletionTimestamp that is not running is removed at once;
   a pod whose container runs `gpuyard gpu-test` ends with the report its host's
   injected faults imply (from gpuyard.health.gputest.simulate_report), marked simulated;
   a start whose status write is refused or lost is tried again, backing off;
@@ -73,6 +77,10 @@ KUBELET_VERSION = f"v{KUBERNETES_VERSION}.0-gpuyard"
 RESOURCES = ("cpu", "memory", names.RESOURCE_GPU, "pods")
 REMOVED_MARKER = "removed"
 START_RETRY_MAX_S = 30.0  # the longest pause between tries of a refused start
+
+
+def _rfc3339(t: float) -> str:
+    return datetime.fromtimestamp(t, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def micro_now() -> str:
@@ -231,27 +239,88 @@ def _node_of(pod: dict[str, Any]) -> str:
     return str((pod.get("spec") or {}).get("nodeName") or "")
 
 
-def exit_codes(value: str, containers: list[str]) -> dict[str, int]:
-    """The exit code of each container from a `gpuyard.io/sim-exit-code` annotation: one
-    code for every container ("42"), or codes by container name ("main=42,sidecar=0";
-    a container not named exits 0). ValueError says what is wrong with it."""
+def _by_container(
+    value: str, containers: list[str], parse: Callable[[str], Any], default: Any, what: str
+) -> dict[str, Any]:
+    """One value for every container ("42"), or values by container name ("main=42,
+    sidecar=0"; a container not named gets `default`). ValueError says what is wrong."""
     value = value.strip()
     if "=" not in value:
         try:
-            return dict.fromkeys(containers, int(value))
+            return dict.fromkeys(containers, parse(value))
         except ValueError:
-            raise ValueError(f"{value!r} is not an exit code") from None
-    out = dict.fromkeys(containers, 0)
+            raise ValueError(f"{value!r} is not {what}") from None
+    out = dict.fromkeys(containers, default)
     for part in value.split(","):
-        name, eq, code = part.strip().partition("=")
+        name, eq, v = part.strip().partition("=")
         if not eq or name not in out:
             known = ", ".join(containers)
             raise ValueError(f"{part.strip()!r} names no container of the pod ({known})")
         try:
-            out[name] = int(code)
+            out[name] = parse(v)
         except ValueError:
-            raise ValueError(f"{code!r} is not an exit code (container {name})") from None
+            raise ValueError(f"{v!r} is not {what} (container {name})") from None
     return out
+
+
+def exit_codes(value: str, containers: list[str]) -> dict[str, int]:
+    """The exit code of each container from a `gpuyard.io/sim-exit-code` annotation: one
+    code for every container ("42"), or codes by container name ("main=42,sidecar=0";
+    a container not named exits 0). ValueError says what is wrong with it."""
+    return _by_container(value, containers, int, 0, "an exit code")
+
+
+def _seconds(v: str) -> float:
+    v = v.strip()
+    if v == "never":
+        return float("inf")
+    out = float(v)
+    if not out >= 0 or out == float("inf"):  # NaN, negative, or "inf" spelt otherwise
+        raise ValueError(v)
+    return out
+
+
+def stop_seconds(value: str, containers: list[str]) -> dict[str, float]:
+    """How long each container takes to stop after SIGTERM, from a
+    `gpuyard.io/sim-stop-seconds` annotation: one value for every container ("20") or
+    values by container ("main=20,sidecar=0"; a container not named stops at once);
+    "never": it ignores SIGTERM. ValueError says what is wrong with it."""
+    return _by_container(value, containers, _seconds, 0.0, 'a number of seconds or "never"')
+
+
+# A container that stops on SIGTERM exits 128+15, one killed when the grace period runs
+# out 128+9, as a shell or any program without a SIGTERM handler reports.
+EXIT_SIGTERM = 143
+EXIT_SIGKILL = 137
+
+
+def termination(
+    pod: dict[str, Any], now: datetime
+) -> tuple[float, dict[str, int], dict[str, float]]:
+    """For a running pod being deleted: the seconds from `now` until its last container
+    has stopped, each container's exit code and when it stopped (epoch seconds). Each
+    gets SIGTERM when the deletion began (deletionTimestamp less
+    deletionGracePeriodSeconds) and stops after its `gpuyard.io/sim-stop-seconds` (143),
+    or is killed when the grace period ends (137)."""
+    md = pod.get("metadata") or {}
+    spec = pod.get("spec") or {}
+    containers = [c.get("name", "main") for c in spec.get("containers") or []]
+    grace = md.get("deletionGracePeriodSeconds")
+    if grace is None:
+        grace = spec.get("terminationGracePeriodSeconds", 30)
+    grace = max(0.0, float(grace or 0))
+    ann = md.get("annotations") or {}
+    try:
+        stops = stop_seconds(ann.get(names.ANN_SIM_STOP_SECONDS, "0"), containers)
+    except ValueError as exc:
+        log.warning("pod %s: bad %s: %s", o.key_of(pod), names.ANN_SIM_STOP_SECONDS, exc)
+        stops = dict.fromkeys(containers, 0.0)
+    ends = o.parse_time(md.get("deletionTimestamp"))
+    began = (ends.timestamp() - grace) if ends else now.timestamp()
+    stopped = {c: began + min(s, grace) for c, s in stops.items()}
+    codes = {c: EXIT_SIGTERM if s < grace else EXIT_SIGKILL for c, s in stops.items()}
+    last = max(stopped.values(), default=began)
+    return max(0.0, last - now.timestamp()), codes, stopped
 
 
 def is_gpu_test(pod: dict[str, Any]) -> bool:
@@ -307,6 +376,9 @@ class SimCluster:
         self._pod_state: dict[str, tuple[str, dict[str, int], tuple[Any, ...]]] = {}
         self._timers: dict[str, asyncio.TimerHandle] = {}
         self._start_failures: dict[str, int] = {}  # pod key -> status writes refused in a row
+        # deleted pods whose containers were sent SIGTERM, and those removed (or being)
+        self._stopping: set[str] = set()
+        self._removing: set[str] = set()
         self._busy: set[str] = set()
         # the lease loop and the kubelet's work in flight (each leaves the set when done:
         # thousands are in flight while a DaemonSet starts on every node)
@@ -649,7 +721,12 @@ class SimCluster:
         phase = (pod.get("status") or {}).get("phase") or "Pending"
         if md.get("deletionTimestamp"):
             self._release(key)
-            self._spawn(key + "#delete", self._finalise(pod))
+            if key in self._removing:
+                return  # our delete is on its way
+            if phase == "Running" or key in self._stopping:
+                self._arm_stop(key, pod)
+            else:
+                self._spawn(key + "#delete", self._finalise(pod))
             return
         if phase in ("Succeeded", "Failed"):
             self._release(key)
@@ -669,9 +746,41 @@ class SimCluster:
         key = o.key_of(pod)
         self._release(key)
         self._start_failures.pop(key, None)
-        h = self._timers.pop(key, None)
+        self._stopping.discard(key)
+        self._removing.discard(key)
+        for k in (key, key + "#stop"):
+            h = self._timers.pop(k, None)
+            if h:
+                h.cancel()
+
+    def _arm_stop(self, key: str, pod: dict[str, Any]) -> None:
+        """A running pod being deleted: its containers stop (now, or when the last one
+        has, by the grace period as it is now: a second delete may shorten it)."""
+        h = self._timers.pop(key, None)  # it will not finish on its own any more
         if h:
             h.cancel()
+        if key not in self._stopping:  # SIGTERM to every container
+            self._stopping.add(key)
+            for c in (pod.get("spec") or {}).get("containers") or []:
+                name = c.get("name", "main")
+                self._event(pod, "Normal", "Killing", f"Stopping container {name}", name)
+        delay, _, _ = termination(pod, datetime.now(UTC))
+        if delay <= 0:
+            stop = self._timers.pop(key + "#stop", None)
+            if stop:
+                stop.cancel()
+            self._spawn(key + "#delete", self._stop(key))
+            return
+        loop = asyncio.get_running_loop()
+        when = loop.time() + delay
+        stop = self._timers.get(key + "#stop")
+        if stop is not None and not stop.cancelled() and stop.when() <= when:
+            return
+        if stop is not None:
+            stop.cancel()
+        self._timers[key + "#stop"] = loop.call_at(
+            when, lambda: self._spawn(key + "#delete", self._stop(key))
+        )
 
     def _spawn(self, key: str, coro: Any) -> None:
         if key in self._busy:
@@ -910,18 +1019,34 @@ class SimCluster:
             return
         pod, n = got
         codes, message = self._outcome(pod, n)
+        await self._terminate(pod, codes, message)
+        self._release(key)
+
+    async def _terminate(
+        self,
+        pod: dict[str, Any],
+        codes: dict[str, int],
+        message: str,
+        finished: dict[str, str] | None = None,
+    ) -> None:
+        """Write the pod's end: each container terminated with its exit code (reason
+        Completed for 0, else Error) at its `finished` time (default now), Ready false,
+        phase Failed if any code is not 0."""
         now = o.now_rfc3339()
         statuses = []
         for cs in (pod.get("status") or {}).get("containerStatuses") or []:
-            code = codes.get(cs.get("name", "main"), 0)
+            name = cs.get("name", "main")
+            code = codes.get(name, 0)
             term: dict[str, Any] = {
                 "exitCode": code,
                 "reason": "Completed" if code == 0 else "Error",
                 "startedAt": ((cs.get("state") or {}).get("running") or {}).get("startedAt", now),
-                "finishedAt": now,
+                "finishedAt": (finished or {}).get(name, now),
             }
             if message:
                 term["message"] = message
+            if cs.get("containerID"):
+                term["containerID"] = cs["containerID"]
             statuses.append({**cs, "ready": False, "started": False, "state": {"terminated": term}})
         conds = [
             {
@@ -932,6 +1057,14 @@ class SimCluster:
             }
             for t in ("PodScheduled", "Initialized", "ContainersReady", "Ready")
         ]
+        # Conditions of other writers stay (the list is replaced whole): DisruptionTarget
+        # from an eviction or the taint manager is what a Job's podFailurePolicy reads.
+        ours = {c["type"] for c in conds}
+        conds += [
+            c
+            for c in (pod.get("status") or {}).get("conditions") or []
+            if c.get("type") not in ours
+        ]
         phase = "Failed" if any(codes.values()) else "Succeeded"
         await self.kubelet(_node_of(pod)).patch_status(
             PODS,
@@ -940,16 +1073,33 @@ class SimCluster:
             o.namespace_of(pod),
         )
         self.writes += 1
-        self._release(key)
+
+    async def _stop(self, key: str) -> None:
+        """A deleted running pod's containers have stopped (or were killed): report how
+        they ended, then remove the pod."""
+        self._timers.pop(key + "#stop", None)
+        pod = self.pods.cache.get(key)
+        if pod is None or not (pod.get("metadata") or {}).get("deletionTimestamp"):
+            return
+        n = self.nodes.get(_node_of(pod))
+        if n is None or n.down:
+            return  # a dead kubelet reports nothing; the pod waits for a force delete
+        if (pod.get("status") or {}).get("phase") == "Running":
+            now = datetime.now(UTC)
+            _, codes, stopped = termination(pod, now)
+            at = {c: _rfc3339(min(t, now.timestamp())) for c, t in stopped.items()}
+            try:
+                await self._terminate(pod, codes, "", at)
+            except ApiError as exc:  # the pod goes all the same, as its containers have
+                log.info("simulated kubelet: %s: how its containers ended: %s", key, exc)
+        await self._finalise(pod)
 
     async def _finalise(self, pod: dict[str, Any]) -> None:
-        """Graceful deletion: the containers stop, then the kubelet removes the pod."""
+        """Graceful deletion, once no container runs: the kubelet removes the pod."""
         md = pod["metadata"]
-        if (pod.get("status") or {}).get("phase") == "Running":
-            for c in (pod.get("spec") or {}).get("containers") or []:
-                name = c.get("name", "main")
-                self._event(pod, "Normal", "Killing", f"Stopping container {name}", name)
-        with contextlib.suppress(NotFound):
+        key = o.key_of(pod)
+        self._removing.add(key)
+        try:
             await self.kubelet(_node_of(pod)).delete(
                 PODS,
                 md["name"],
@@ -958,6 +1108,11 @@ class SimCluster:
                 preconditions={"uid": md.get("uid")} if md.get("uid") else None,
             )
             self.writes += 1
+        except NotFound:
+            pass
+        except Exception:
+            self._removing.discard(key)  # the next change of the pod tries again
+            raise
 
     # ------------------------------------------------------------------ events
 
