@@ -136,6 +136,9 @@ class EventQueue:
         self._workers: set[asyncio.Task[Any]] = set()
         self._tokens = float(self.burst)
         self._stamp = clock()
+        self._paused = 0
+        self._open = asyncio.Event()  # set while not paused
+        self._open.set()
 
     def __len__(self) -> int:
         return len(self._q)
@@ -152,6 +155,19 @@ class EventQueue:
             task.add_done_callback(self._workers.discard)
         return True
 
+    def pause(self) -> None:
+        """Hold queued events back until as many `resume` calls: a component whose own
+        writes come first (the scheduler while a pass's bindings are in flight) keeps
+        its Events out of their way on a busy API server. Emits still queue, and are
+        dropped past the queue's room. An event being written goes on."""
+        self._paused += 1
+        self._open.clear()
+
+    def resume(self) -> None:
+        self._paused = max(0, self._paused - 1)
+        if not self._paused:
+            self._open.set()
+
     async def _pace(self) -> None:
         if self.qps is None:
             return
@@ -164,12 +180,16 @@ class EventQueue:
 
     async def _send(self) -> None:
         while self._q:
+            if self._paused:
+                await self._open.wait()
+                continue
             rec, obj, type_, reason, message = self._q.popleft()
             await self._pace()
             await rec.record(obj, type_, reason, message)
 
     async def flush(self) -> None:
-        """Wait until every queued event is written (or dropped by its recorder)."""
+        """Wait until every queued event is written (or dropped by its recorder); while
+        paused, until it is resumed and they are."""
         while self._workers:
             await asyncio.gather(*list(self._workers), return_exceptions=True)
 

@@ -128,3 +128,24 @@ async def test_emitted_events_are_bounded_and_paced(kube: Client) -> None:
     await rec.flush()
     assert rec.sent == 6 and rec.dropped == 0
     assert time.monotonic() - t0 >= 0.18  # 2 at once, then 4 at 20 a second
+
+
+async def test_a_paused_queue_holds_its_events_until_resumed(kube: Client) -> None:
+    """While paused (the scheduler's bindings in flight) nothing is written; emits
+    still queue, and past the queue's room are dropped; resumed, the rest are written."""
+    queue = EventQueue(max_queued=3, senders=2)
+    rec = EventRecorder(kube, "gpuyard-test", queue=queue)
+    queue.pause()
+    queue.pause()  # twice: written only after both resume
+    for i in range(5):
+        rec.emit({"kind": "Node", "metadata": {"name": f"held-{i}"}}, "Normal", "Held", "x")
+    await asyncio.sleep(0.3)
+    queue.resume()
+    await asyncio.sleep(0.3)
+    held = {"field_selector": "reason=Held"}
+    assert (await kube.list(EVENTS, "default", **held))["items"] == []
+    assert len(queue) == 3 and rec.dropped == 2
+    queue.resume()
+    await queue.flush()
+    evs = (await kube.list(EVENTS, "default", **held))["items"]
+    assert sorted(e["involvedObject"]["name"] for e in evs) == ["held-0", "held-1", "held-2"]
