@@ -31,8 +31,9 @@ informers) and the digital twin (gpuyard.twin.engine, fed by a trace).
       which nodes it holds and when
     preemption: the victim index, which       preemption.py    Victims, preempt
       victims (checkpoint-aware: least work
-      lost since gpuyard.io/last-checkpoint,
-      or the twin's set_checkpoint, first),
+      lost since the start or
+      gpuyard.io/last-checkpoint (or the
+      twin's set_checkpoint) first),
       evictions and nominations
     fair sharing between teams by weight:     state.py         set_teams, team_outside
       GPUs outside each team's own nodes;     policy.py        Pass.run (lane order)

@@ -7,12 +7,14 @@ then fewest pods, then key (`Victims`, an index kept across passes). Units are t
 until the whole preemptor fits, then those not needed are given back (most expensive
 first).
 
-Checkpoint-aware: a trainer that says when it last checkpointed (the annotation
-`gpuyard.io/last-checkpoint`, an RFC 3339 time, on its pod) loses only the work since
-then, in GPU-seconds: the GPUs its unit holds (a pod without GPUs counts as one) times
-the time since the checkpoint it resumes from (a gang's: the oldest its members
-report). Within a priority, units that say so go first, least work lost first; a unit
-that says nothing is taken as losing everything, after them, in the order above. A gang
+Checkpoint-aware: a unit loses the work it did since the later of when it started
+(status.startTime, or when the policy bound it; a gang's: its last member's) and the
+checkpoint it resumes from (the annotation `gpuyard.io/last-checkpoint`, an RFC 3339
+time, on its pod; a gang's: the oldest its members report), in GPU-seconds: the GPUs
+it holds (a pod without GPUs counts as one) times that time. So a trainer that never
+checkpoints loses all it did since it started, and is weighed against the others on
+the same scale: within a priority, least work lost first. A unit that says neither
+(no start time known, no checkpoint) goes after them, in the order above. A gang
 of one kind of pod that no anti-affinity touches is decided by counting slots;
 others by trial placements. Device claims take part: a victim's claims that no
 pod left on its node holds give their devices back for the trial (and a preemptor
@@ -45,7 +47,7 @@ if TYPE_CHECKING:
     from gpuyard.scheduling.queue import Unit
 
 # (cost, key, members); cost: (priority, [1 if its team is within its fair share,]
-# 0 if it says when it checkpointed else 1, GPU-seconds it loses, pods)
+# 0 if it says when it started or checkpointed else 1, GPU-seconds it loses, pods)
 VictimUnit = tuple[tuple[Any, ...], str, list[PodInfo]]
 
 
@@ -55,8 +57,9 @@ class Victims:
     fair sharing's order is a merge of lanes, never a walk past the pods of teams not
     over their share, such as a balloon on every node), and per bound gang its entry
     (highest priority in it, pods in it), key, members. Single pods that say when they
-    checkpointed are kept apart, in lanes per priority, team and GPUs newest checkpoint
-    first (the order of what they lose, whatever the time); their cost is made at each
+    started or checkpointed are kept apart, in lanes per priority, team and GPUs, the
+    newest resume point (see resume_point) first (the order of what they lose, whatever
+    the time); their cost is made at each
     `order(prio, now)`, as the gangs' is. `order` yields the units whose pods are all
     below prio by (cost, key). Made afresh when the state's teams change (set_teams
     sets every pod's team)."""
@@ -68,13 +71,14 @@ class Victims:
         self.singles: dict[tuple[int, str | None], list[str]] = {}
         # pod key -> (priority, group, team)
         self.where: dict[str, tuple[int, str | None, str | None]] = {}
-        # single pods that say when they checkpointed: (priority, team, GPUs) -> sorted
-        # (-checkpoint, "pod ns/name"), and each one's lane and entry
+        # single pods that say when they started or checkpointed: (priority, team,
+        # GPUs) -> sorted (-resume point, "pod ns/name"), and each one's lane and entry
         self.saved: dict[tuple[int, str | None, int], list[tuple[float, str]]] = {}
         self.saved_at: dict[str, tuple[tuple[int, str | None, int], tuple[float, str]]] = {}
         self.gang: dict[str, tuple[tuple[int, int], str, list[PodInfo]]] = {}
-        # per bound gang whose members say when they checkpointed: its resume_point
-        self.resume: dict[str, tuple[int, float]] = {}
+        # per bound gang whose members say when they started or checkpointed: its
+        # resume_point
+        self.resume: dict[str, tuple[int, float, bool]] = {}
         self.dirty: set[str] = set()  # gangs whose entry is out of date
         s.log_bound = True  # from now on the state logs changes of bound pods
         s.bound_log.clear()  # what it logged before is in bound_by_prio
@@ -117,9 +121,10 @@ class Victims:
                 groups.add(p.group)
                 self.where[key] = (p.priority, p.group, p.team)
             else:
-                if p.checkpoint is not None:
-                    lk3 = (p.priority, p.team, max(p.req[GPU], 1))
-                    entry = (-p.checkpoint, f"pod {key}")
+                point = resume_point([p])
+                if point is not None:
+                    lk3 = (p.priority, p.team, point[0])
+                    entry = (-point[1], f"pod {key}")
                     insort(self.saved.setdefault(lk3, []), entry)
                     self.saved_at[entry[1]] = (lk3, entry)
                 else:
@@ -153,7 +158,8 @@ class Victims:
         fair = bool(over)
 
         def cost(level: int, team: str | None, point: Any, n: int) -> tuple[Any, ...]:
-            # (0, GPU-seconds lost) for a unit that says when it checkpointed, else (1, 0)
+            # (0, GPU-seconds lost) for a unit that says when it started or
+            # checkpointed, else (1, 0)
             said = (0, point[0] * max(0.0, now - point[1])) if point else (1, 0.0)
             if fair:
                 return (level, 0 if team in over else 1, *said, n)
@@ -189,22 +195,33 @@ class Victims:
         return heapq.merge(*runs)
 
 
-def resume_point(members: list[PodInfo]) -> tuple[int, float] | None:
+def resume_point(members: list[PodInfo]) -> tuple[int, float, bool] | None:
     """What a unit loses if evicted, as (the GPUs it holds, a pod without GPUs counting
-    as one; the checkpoint it resumes from, the oldest its members report): it loses
-    GPUs x (now - checkpoint) GPU-seconds. None when none of its members says."""
+    as one; the time its unsaved work began; whether that is a checkpoint): it loses
+    GPUs x (now - that time) GPU-seconds. The time is the later of when the unit
+    started (its last member's start: a gang runs once all are bound) and the
+    checkpoint it resumes from (the oldest its members report). None when no member
+    says either."""
     said = [m.checkpoint for m in members if m.checkpoint is not None]
-    if not said:
+    starts = [m.started for m in members if m.started is not None]
+    if not said and not starts:
         return None
-    return sum(max(m.req[GPU], 1) for m in members), min(said)
+    gpus = sum(max(m.req[GPU], 1) for m in members)
+    start = max(starts) if starts else None
+    ck = min(said) if said else None
+    if ck is not None and (start is None or ck >= start):
+        return gpus, ck, True
+    assert start is not None
+    return gpus, start, False
 
 
-def _work(point: tuple[int, float], now: float) -> str:
-    """What a unit loses, in words: '2.5 GPU-h since its checkpoint at <time>'."""
+def _work(point: tuple[int, float, bool], now: float) -> str:
+    """What a unit loses, in words: '2.5 GPU-h since its checkpoint at <time>' (or
+    'since it started at <time>')."""
     lost = point[0] * max(0.0, now - point[1])
     amount = f"{lost / 60:.0f} GPU-min" if lost < 3600 else f"{lost / 3600:.1f} GPU-h"
     when = datetime.fromtimestamp(point[1], UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-    return f"{amount} since its checkpoint at {when}"
+    return f"{amount} since {'its checkpoint' if point[2] else 'it started'} at {when}"
 
 
 def over_share(s: ClusterState) -> set[str]:

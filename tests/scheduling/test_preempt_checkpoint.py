@@ -1,7 +1,9 @@
 """Checkpoint-aware preemption (issue 17): among victims of one priority, the units
 that lose the least work go first: GPU-seconds since the checkpoint they resume from,
 said by the trainer in the `gpuyard.io/last-checkpoint` annotation on its pod. A unit
-that says nothing is taken as losing everything; priority still comes first."""
+that never checkpoints loses all it did since it started (status.startTime, or when
+the policy bound it), on the same scale; one that says neither goes last; priority
+still comes first."""
 
 from __future__ import annotations
 
@@ -32,10 +34,15 @@ def rfc3339(ts: float) -> str:
     return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def bound_pod(name: str, node: str, checkpoint: str | None, gpus: int = 8) -> dict[str, Any]:
+def bound_pod(
+    name: str, node: str, checkpoint: str | None, gpus: int = 8, started: str | None = None
+) -> dict[str, Any]:
     md: dict[str, Any] = {"name": name, "namespace": "a", "uid": name}
     if checkpoint is not None:
         md["annotations"] = {names.ANN_LAST_CHECKPOINT: checkpoint}
+    status: dict[str, Any] = {"phase": "Running"}
+    if started is not None:
+        status["startTime"] = started
     return {
         "metadata": md,
         "spec": {
@@ -44,7 +51,7 @@ def bound_pod(name: str, node: str, checkpoint: str | None, gpus: int = 8) -> di
             "schedulerName": names.SCHEDULER_NAME,
             "containers": [{"name": "t", "resources": {"limits": {GPU: str(gpus)}}}],
         },
-        "status": {"phase": "Running"},
+        "status": status,
     }
 
 
@@ -73,6 +80,55 @@ def test_a_pod_that_says_nothing_or_nonsense_goes_after_one_that_says() -> None:
     assert s.pods["a/low-b"].checkpoint is None
     s.add_pod_fast("b/urgent", {GPU: 8}, priority=1000)
     assert victims(s) == ["a/low-c"]
+
+
+def test_a_pod_that_never_checkpoints_loses_the_work_since_it_started() -> None:
+    """A trainer that never checkpoints and started a minute ago loses a minute; one
+    that checkpointed an hour ago loses an hour. The minute goes first, and says so."""
+    s = state(2)
+    s.add_pod(bound_pod("low-a", "n0", rfc3339(NOW - 3600), started=rfc3339(NOW - 7200)))
+    s.add_pod(bound_pod("low-b", "n1", None, started=rfc3339(NOW - 60)))
+    s.add_pod_fast("b/urgent", {GPU: 8}, priority=1000)
+    d = schedule(s, NOW, PolicyConfig())
+    assert [e.pod for e in d.evictions] == ["a/low-b"]
+    assert d.evictions[0].reason.endswith(
+        f"; it loses 8 GPU-min since it started at {rfc3339(NOW - 60)}"
+    ), d.evictions[0].reason
+
+
+def test_a_checkpoint_from_before_the_start_counts_from_the_start() -> None:
+    """A checkpoint older than the pod's start (the one it resumed from) does not make
+    it lose the work of its earlier run: low-a started 10 minutes ago from a checkpoint
+    of yesterday; low-b checkpointed 30 minutes ago."""
+    s = state(2)
+    s.add_pod(bound_pod("low-a", "n0", rfc3339(NOW - 86_400), started=rfc3339(NOW - 600)))
+    s.add_pod(bound_pod("low-b", "n1", rfc3339(NOW - 1800), started=rfc3339(NOW - 7200)))
+    s.add_pod_fast("b/urgent", {GPU: 8}, priority=1000)
+    assert victims(s) == ["a/low-a"]
+
+
+def test_a_gang_that_never_checkpoints_counts_from_its_last_member_start() -> None:
+    """The gang runs once its last member started; its work since then is what it
+    loses: x (16 GPUs for 5 minutes, 4,800 GPU-s) goes before y (8 GPUs that
+    checkpointed an hour ago, 28,800 GPU-s), though x says no checkpoint."""
+    s = state(3)
+    s.set_group(GroupInfo("a/x", min_member=2))
+    for i, ago in enumerate((3600, 300)):
+        s.add_pod(
+            {
+                **bound_pod(f"x-{i}", f"n{i}", None, started=rfc3339(NOW - ago)),
+                "metadata": {
+                    "name": f"x-{i}",
+                    "namespace": "a",
+                    "uid": f"x-{i}",
+                    "labels": {names.POD_GROUP_LABEL: "x"},
+                },
+            }
+        )
+    assert s.pods["a/x-0"].group == "a/x"
+    gang(s, "y", ["n2"], NOW - 3600)
+    s.add_pod_fast("b/urgent", {GPU: 8}, priority=1000)
+    assert victims(s) == ["a/x-0", "a/x-1"]
 
 
 def test_without_checkpoints_the_order_is_as_before_by_name() -> None:
@@ -195,10 +251,16 @@ def test_on_a_cluster_the_job_that_checkpointed_last_is_the_one_preempted(
         c.kubectl("apply", "-f", "-", input=_job(name, "gpuyard-low"))
     for name in ("ckpt-a", "ckpt-b"):
         wait_for(lambda n=name: status(n).get("phase") == "Running", 60, f"{name} Running")
-    # The trainers say when they last saved: ckpt-a an hour ago, ckpt-b just now
-    # (ckpt-a comes first by name, so name order alone would take it).
+    running_at = time.time()
+    # A checkpoint counts from when the job started: ckpt-b's must come after its
+    # start (the annotations' times are whole seconds).
+    time.sleep(1.5)
+    # The trainers say when they last saved: ckpt-a an hour ago (before it started: it
+    # loses all it did since it started), ckpt-b just now (ckpt-a comes first by name,
+    # so name order alone would take it).
     now = time.time()
-    for name, ago in (("ckpt-a", 3600), ("ckpt-b", 5)):
+    assert now >= running_at + 1.5
+    for name, ago in (("ckpt-a", 3600), ("ckpt-b", 0)):
         c.kubectl(
             "annotate",
             "pod",

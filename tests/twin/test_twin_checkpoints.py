@@ -4,10 +4,11 @@ last checkpoint first, gpuyard.scheduling.preemption), and the report counts the
 GPU-hours lost to preemption apart.
 
 Two low-priority 2-node gangs that checkpoint hourly fill 4 nodes: `a-early` from 0
-(last checkpoint at 3,600 s), `b-late` from 3,000 s (last at 6,600 s). At 7,000 s a
-high-priority 2-node gang arrives and one of them must go. Evicting a loses 3,400 s on
-16 GPUs, evicting b 400 s. Told nothing (plain), preemption takes a (by name); told
-the checkpoints, b."""
+(last checkpoint at 7,200 s), `b-late` from 3,000 s (last at 6,600 s). At 7,500 s a
+high-priority 2-node gang arrives and one of them must go. Evicting a loses 300 s on
+16 GPUs, evicting b 900 s. Told only when each started (plain: no pod says when it
+checkpointed), preemption takes b, which has run for less time (4,500 s against
+7,500 s); told the checkpoints, a."""
 
 from __future__ import annotations
 
@@ -32,7 +33,7 @@ def jobs(checkpoint: float = 3600.0) -> list[TraceJob]:
     return [
         TraceJob("a-early", 0, 20_000, priority=PRIO_LOW, **gang),  # type: ignore[arg-type]
         TraceJob("b-late", 3000, 20_000, priority=PRIO_LOW, **gang),  # type: ignore[arg-type]
-        TraceJob("c-urgent", 7000, 1000, replicas=2, gpus=8, priority=PRIO_HIGH),
+        TraceJob("c-urgent", 7500, 1000, replicas=2, gpus=8, priority=PRIO_HIGH),
     ]
 
 
@@ -44,10 +45,10 @@ def replay(victims: str) -> tuple[dict[str, int], float]:
 def test_checkpoint_aware_victims_lose_fewer_gpu_hours_than_the_plain_choice() -> None:
     plain, plain_lost = replay("plain")
     aware, aware_lost = replay("checkpoint")
-    assert plain == {"a-early": 1, "b-late": 0, "c-urgent": 0}
-    assert aware == {"a-early": 0, "b-late": 1, "c-urgent": 0}
-    assert plain_lost == round(16 * 3400 / 3600, 3)  # 15.111
-    assert aware_lost == round(16 * 400 / 3600, 3)  # 1.778
+    assert plain == {"a-early": 0, "b-late": 1, "c-urgent": 0}
+    assert aware == {"a-early": 1, "b-late": 0, "c-urgent": 0}
+    assert plain_lost == round(16 * 900 / 3600, 3)  # 4.0
+    assert aware_lost == round(16 * 300 / 3600, 3)  # 1.333
     assert aware_lost < plain_lost
 
 
@@ -63,8 +64,8 @@ def test_the_replay_flags_set_the_interval_and_the_json_reports_the_loss(
         argv += ["--checkpoint-interval", "1h", "--victims", victims, "--quiet"]
         assert main(argv) == 0
         got[victims] = json.loads((out / "metrics.json").read_text())
-    assert got["checkpoint"]["preemption_lost_gpu_hours"] == 1.778
-    assert got["plain"]["preemption_lost_gpu_hours"] == 15.111
+    assert got["checkpoint"]["preemption_lost_gpu_hours"] == 1.333
+    assert got["plain"]["preemption_lost_gpu_hours"] == 4.0
     assert got["checkpoint"]["preemptions"] == got["plain"]["preemptions"] == 1
     capsys.readouterr()
 
