@@ -292,7 +292,14 @@ class EmbeddedCluster:
         client = Client.in_process(self.server, component="dashboard", **self._token("dashboard"))
         hub = Hub(client, self.informers, network=net)
         await hub.start()
-        self._dashboard = Dashboard(hub, Authority(client), self.opts.host, port)
+        # served from a loop of its own: this one is busy with the simulated kubelets
+        self._dashboard = Dashboard(
+            hub,
+            Authority(client, client_loop=asyncio.get_running_loop()),
+            self.opts.host,
+            port,
+            own_loop=True,
+        )
         self.dashboard_url = await self._dashboard.start()
 
     def _token(self, component: str) -> dict[str, str]:

@@ -8,11 +8,14 @@ TokenReview who it names; for either, SubjectAccessReviews say whether that user
 list nodes and pods in every namespace (what the map shows). Answers are cached for
 `ttl_s`, so a revoked token or a removed role binding stops working within that time.
 Sessions are random ids kept in memory (never the token itself in the cookie), bounded
-in number and age.
+in number and age. Where the dashboard serves from a loop of its own (`gpuyard up`),
+`client_loop` names the loop the client belongs to: answers from the cache never wait
+for it, and only the reviews themselves go there.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import secrets
 import time
@@ -45,8 +48,10 @@ class Authority:
         session_s: float = 12 * 3600.0,
         max_sessions: int = 1000,
         max_cached: int = 1000,
+        client_loop: asyncio.AbstractEventLoop | None = None,
     ) -> None:
         self.client = client
+        self.client_loop = client_loop
         self.ttl_s = ttl_s
         self.session_s = session_s
         self.max_sessions = max_sessions
@@ -87,7 +92,7 @@ class Authority:
 
     async def _review(self, token: str) -> Verdict:
         self.reviews += 1
-        tr = await self.client.create(
+        tr = await self._create(
             {
                 "apiVersion": "authentication.k8s.io/v1",
                 "kind": "TokenReview",
@@ -113,7 +118,7 @@ class Authority:
                 spec["uid"] = user["uid"]
             if user.get("extra"):
                 spec["extra"] = user["extra"]
-            sar = await self.client.create(
+            sar = await self._create(
                 {
                     "apiVersion": "authorization.k8s.io/v1",
                     "kind": "SubjectAccessReview",
@@ -129,6 +134,15 @@ class Authority:
                     f"user {name!r} may not {verb} {resource} in every namespace",
                 )
         return Verdict(True, name, groups)
+
+    async def _create(self, obj: dict[str, Any]) -> Any:
+        """client.create(obj) on the client's own loop."""
+        loop = self.client_loop
+        if loop is None or loop is asyncio.get_running_loop():
+            return await self.client.create(obj)
+        return await asyncio.wrap_future(
+            asyncio.run_coroutine_threadsafe(self.client.create(obj), loop)
+        )
 
     # ------------------------------------------------------------ sessions
 

@@ -8,6 +8,11 @@ really changed. A subscriber's queue holds at most one pending value per row (a 
 value replaces an older one), so a slow browser costs at most one copy of the
 cluster's rows; past `max_pending` rows it is told to start over from a snapshot
 instead. Nothing here polls the API server.
+
+The hub lives on the loop of its informers; in `gpuyard up` the dashboard's server
+runs on a loop of its own (see `gpuyard.dashboard.server`), so a subscriber is fed from
+one thread and read from another: its queue takes a lock, and it is woken on its own
+loop.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable
@@ -59,29 +65,49 @@ class Subscriber:
         self.wake.set()
         self.dropped_batches = 0
         self.closed = False
+        self._lock = threading.Lock()
+        try:  # the loop that reads it (wake is set there)
+            self._loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+        except RuntimeError:
+            self._loop = None
 
     def offer(self, delta: Delta) -> None:
-        if self.resync:
-            return  # a snapshot is coming anyway
-        for section, rows in delta.items():
-            have = self.pending.setdefault(section, {})
-            for key, row in rows.items():
-                if key not in have:
-                    self.count += 1
-                have[key] = row
-        if self.count > self.max_pending:
-            # too far behind: forget the backlog and start again from a snapshot
-            self.pending.clear()
-            self.count = 0
-            self.resync = True
-            self.dropped_batches += 1
-        self.wake.set()
+        with self._lock:
+            if self.resync:
+                return  # a snapshot is coming anyway
+            for section, rows in delta.items():
+                have = self.pending.setdefault(section, {})
+                for key, row in rows.items():
+                    if key not in have:
+                        self.count += 1
+                    have[key] = row
+            if self.count > self.max_pending:
+                # too far behind: forget the backlog and start again from a snapshot
+                self.pending.clear()
+                self.count = 0
+                self.resync = True
+                self.dropped_batches += 1
+        self.notify()
+
+    def notify(self) -> None:
+        """Wake the reader, from its own loop's thread or any other."""
+        loop = self._loop
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if loop is None or running is loop:
+            self.wake.set()
+        else:
+            with contextlib.suppress(RuntimeError):  # its loop has closed: nobody reads
+                loop.call_soon_threadsafe(self.wake.set)
 
     def take(self) -> tuple[bool, Delta]:
         """(resync?, rows changed since the last take)."""
-        resync, delta = self.resync, self.pending
-        self.resync, self.pending, self.count = False, {}, 0
-        self.wake.clear()
+        with self._lock:
+            resync, delta = self.resync, self.pending
+            self.resync, self.pending, self.count = False, {}, 0
+            self.wake.clear()
         return resync, delta
 
 
@@ -225,7 +251,7 @@ class Hub:
             await inf.stop()
         for s in list(self._subscribers):
             s.closed = True
-            s.wake.set()
+            s.notify()
 
     # ------------------------------------------------------------ subscribers
 

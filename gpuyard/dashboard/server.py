@@ -17,16 +17,26 @@ Every /api path except POST /api/session takes the bearer token or the session c
 and asks `gpuyard.dashboard.auth` whether it may look; it is read-only. A stream sends a
 comment every `keepalive_s` and re-checks its credential then, so a revoked token's
 stream ends too.
+
+`own_loop=True` (what `gpuyard up` uses) serves from an event loop in a thread of its
+own: the process's loop is kept busy by the simulated kubelets (at 7,500 nodes their
+750 Lease writes a second and the node lifecycle's list of every Lease fill it), and a
+browser's requests queued behind that work for most of a second each. The hub stays on
+its informers' loop; the server reads its rows (replaced whole, never edited in place)
+and takes node details and credential reviews over to that loop.
 """
 
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import functools
 import gzip
 import logging
+import threading
 import zlib
+from collections.abc import Callable
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -86,6 +96,7 @@ class Dashboard:
         secure_cookie: bool = False,
         serve_metrics: bool = False,
         ssl_context: Any = None,
+        own_loop: bool = False,
     ) -> None:
         self.hub = hub
         self.authority = authority
@@ -104,6 +115,10 @@ class Dashboard:
         self.assets = assets.load(STATIC)
         self._runner: web.AppRunner | None = None
         self._streams: set[asyncio.Task[Any]] = set()
+        self.own_loop = own_loop
+        self._hub_loop: asyncio.AbstractEventLoop | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None  # the server's, with own_loop
+        self._thread: threading.Thread | None = None
 
     def app(self) -> web.Application:
         app = web.Application(client_max_size=64 * 1024)
@@ -121,6 +136,22 @@ class Dashboard:
         return app
 
     async def start(self) -> str:
+        self._hub_loop = asyncio.get_running_loop()
+        if not self.own_loop:
+            return await self._start_here()
+        loop = asyncio.new_event_loop()
+        self._loop = loop
+        self._thread = threading.Thread(target=loop.run_forever, name="dashboard", daemon=True)
+        self._thread.start()
+        try:
+            return await asyncio.wrap_future(
+                asyncio.run_coroutine_threadsafe(self._start_here(), loop)
+            )
+        except BaseException:
+            self._end_thread()
+            raise
+
+    async def _start_here(self) -> str:
         from gpuyard.dashboard import metrics
 
         metrics.track(authority=self.authority)
@@ -143,11 +174,46 @@ class Dashboard:
         return self.url
 
     async def stop(self) -> None:
+        loop = self._loop
+        if loop is None:
+            await self._stop_here()
+            return
+        with contextlib.suppress(RuntimeError):  # its loop has already gone
+            await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(self._stop_here(), loop))
+        self._end_thread()
+
+    async def _stop_here(self) -> None:
         for t in list(self._streams):
             t.cancel()
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
+
+    def _end_thread(self) -> None:
+        loop, thread = self._loop, self._thread
+        self._loop = self._thread = None
+        if loop is None or thread is None:
+            return
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(10)
+        if not thread.is_alive():
+            loop.close()
+
+    async def _on_hub(self, fn: Callable[[], Any]) -> Any:
+        """fn() on the hub's loop (its informers' caches change only there)."""
+        loop = self._hub_loop
+        if loop is None or loop is asyncio.get_running_loop():
+            return fn()
+        fut: concurrent.futures.Future[Any] = concurrent.futures.Future()
+
+        def call() -> None:
+            try:
+                fut.set_result(fn())
+            except BaseException as exc:
+                fut.set_exception(exc)
+
+        loop.call_soon_threadsafe(call)
+        return await asyncio.wrap_future(fut)
 
     # ------------------------------------------------------------ credentials
 
@@ -262,7 +328,7 @@ class Dashboard:
         if not v.ok:
             return _error(v.status, v.message)
         name = request.match_info["name"]
-        detail = self.hub.node_detail(name)
+        detail = await self._on_hub(lambda: self.hub.node_detail(name))
         if detail is None:
             return _error(404, f"no node named {name!r}")
         return _json(detail)
