@@ -590,21 +590,30 @@ def _pick_simple(
         if len(g) < want:
             continue
         picked = []
+        plain = 0  # GPUs among the picks that consume no counters (counted at the end)
+        shared = False
         for d in g:
             i = d.id
             if i in a or i in b or i in c:
                 continue
-            if d.shared and not use.fits(d):
-                continue
-            use.add(d)
+            if d.shared:
+                if not use.fits(d):
+                    continue
+                use.add(d)
+                shared = True
+            else:
+                plain += d.is_gpu
             picked.append(d)
             if len(picked) == want:
                 break
-        if len(picked) == want and use.gpus <= limit:
+        if len(picked) == want and use.gpus + plain <= limit:
+            use.gpus += plain
             name = alt.name
             return [(name, d) for d in picked]
-        for d in picked:
-            use.remove(d)
+        if shared:
+            for d in picked:
+                if d.shared:
+                    use.remove(d)
     return None
 
 
