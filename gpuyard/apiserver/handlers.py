@@ -667,32 +667,10 @@ class Core:
         query: Mapping[str, str],
         dry: bool,
     ) -> Response:
-        """A write through a version other than the stored one; its field manager's
-        entry records the version written (managedfields.WIRE)."""
-        token = managedfields.WIRE.set(res)
-        try:
-            return await self._write_converted_in(
-                res, sres, method, ns, name, sub, body, ctype, query, dry
-            )
-        finally:
-            managedfields.WIRE.reset(token)
-
-    async def _write_converted_in(
-        self,
-        res: Resource,
-        sres: Resource,
-        method: str,
-        ns: str,
-        name: str | None,
-        sub: str | None,
-        body: bytes,
-        ctype: str,
-        query: Mapping[str, str],
-        dry: bool,
-    ) -> Response:
         """A write through a version other than the stored one: the body decoded and
         defaulted in its version, converted, written as the stored version, and the
-        answer converted back."""
+        answer converted back. Its field manager's entry records the version written
+        (managedfields.WIRE, set for the length of the write)."""
 
         def stored(obj: dict[str, Any], origin: str) -> dict[str, Any]:
             obj = self._normalize(res, obj)
@@ -711,51 +689,55 @@ class Core:
             raw = out if isinstance(out, bytes) else b""
             return orjson.dumps(self._served_obj(res, orjson.loads(raw)))
 
-        if method == "POST" and name is None:
-            obj = stored(self._body_obj(body, ctype), "create")
-            st, out = await self.create_object(sres, ns, obj, dry_run=dry)
-            return _raw(st, served(out))
-        if method == "PUT" and name is not None and sub in (None, "status"):
-            obj = stored(self._body_obj(body, ctype), "update")
-            resp = await self.update(sres, ns, name, sub, obj, dry)
-            return _raw(resp.status, served(resp.body))
-        if method != "PATCH" or name is None or sub not in (None, "status"):
-            raise APIError(
-                405,
-                "MethodNotAllowed",
-                "the server does not allow this method on the requested resource",
-            )
-        ct = _patch_type(ctype, strategic=True)
-        applied = ct == APPLY_PATCH
-        for _attempt in range(5):
-            e = self.store.latest(sres.key, make_key(ns, name))
-            if e is None:
-                if applied and sub is None:
-                    obj = self._applied_new(res, ns, name, body, query)
-                    st, out = await self.create_object(
-                        sres, ns, stored(obj, "patch"), dry, applied=True
-                    )
-                    return _raw(st, served(out))
-                raise not_found(res.group_resource, name, res.plural, res.group)
-            cur = self._served_obj(res, e.obj())
-            obj = self._apply_patch(res, cur, body, ct, query, sub)
-            md = obj.setdefault("metadata", {})
-            if not isinstance(md, dict) or md.get("name", name) != name:
-                raise bad_request("the name of the object does not match the name on the URL")
-            want = _rv_int(md.get("resourceVersion"))
-            if want is not None and want != e.rv:
-                raise conflict(res.group_resource, name, res.plural)
-            new = stored(obj, "patch")
-            defaults.apply(sres, new)
-            self._check_ns(sres, ns, new, creating=False)
-            try:
-                out = await self._write_update(sres, e, new, sub, dry, applied=applied)
-            except APIError as ae:
-                if ae.reason == "Conflict":
-                    continue
-                raise
-            return _raw(200, served(out))
-        raise conflict(res.group_resource, name, res.plural)
+        token = managedfields.WIRE.set(res)
+        try:
+            if method == "POST" and name is None:
+                obj = stored(self._body_obj(body, ctype), "create")
+                st, out = await self.create_object(sres, ns, obj, dry_run=dry)
+                return _raw(st, served(out))
+            if method == "PUT" and name is not None and sub in (None, "status"):
+                obj = stored(self._body_obj(body, ctype), "update")
+                resp = await self.update(sres, ns, name, sub, obj, dry)
+                return _raw(resp.status, served(resp.body))
+            if method != "PATCH" or name is None or sub not in (None, "status"):
+                raise APIError(
+                    405,
+                    "MethodNotAllowed",
+                    "the server does not allow this method on the requested resource",
+                )
+            ct = _patch_type(ctype, strategic=True)
+            applied = ct == APPLY_PATCH
+            for _attempt in range(5):
+                e = self.store.latest(sres.key, make_key(ns, name))
+                if e is None:
+                    if applied and sub is None:
+                        obj = self._applied_new(res, ns, name, body, query)
+                        st, out = await self.create_object(
+                            sres, ns, stored(obj, "patch"), dry, applied=True
+                        )
+                        return _raw(st, served(out))
+                    raise not_found(res.group_resource, name, res.plural, res.group)
+                cur = self._served_obj(res, e.obj())
+                obj = self._apply_patch(res, cur, body, ct, query, sub)
+                md = obj.setdefault("metadata", {})
+                if not isinstance(md, dict) or md.get("name", name) != name:
+                    raise bad_request("the name of the object does not match the name on the URL")
+                want = _rv_int(md.get("resourceVersion"))
+                if want is not None and want != e.rv:
+                    raise conflict(res.group_resource, name, res.plural)
+                new = stored(obj, "patch")
+                defaults.apply(sres, new)
+                self._check_ns(sres, ns, new, creating=False)
+                try:
+                    out = await self._write_update(sres, e, new, sub, dry, applied=applied)
+                except APIError as ae:
+                    if ae.reason == "Conflict":
+                        continue
+                    raise
+                return _raw(200, served(out))
+            raise conflict(res.group_resource, name, res.plural)
+        finally:
+            managedfields.WIRE.reset(token)
 
     def _read_obj(self, res: Resource, e: Entry) -> dict[str, Any]:
         """A fresh copy of the stored object as a read shows it (what a write of it
