@@ -484,6 +484,20 @@ class _Compiler:
 _COMPILER: _Compiler | None = None
 _BY_KIND: dict[tuple[str, str, str], Defaulter | None] = {}
 _STATUS_BY_KIND: dict[tuple[str, str, str], Defaulter | None] = {}
+_DEFINITION: dict[tuple[str, str, str], tuple[str, Obj] | None] = {}
+
+
+def _definition(res: Resource) -> tuple[str, Obj] | None:
+    """The name and the definition of a built-in kind in the API definitions, looked up
+    once per kind; None for custom resources and kinds the definitions do not hold."""
+    if res.custom:
+        return None
+    key = (res.group, res.version, res.kind)
+    if key not in _DEFINITION:
+        defs = schemas.definitions()
+        name = defs.by_gvk.get(key)
+        _DEFINITION[key] = (name, defs.defs.get(name) or {}) if name else None
+    return _DEFINITION[key]
 
 
 def _compiler() -> _Compiler:
@@ -528,13 +542,12 @@ def _status_filler(res: Resource) -> Defaulter | None:
     key = (res.group, res.version, res.kind)
     if key in _STATUS_BY_KIND:
         return _STATUS_BY_KIND[key]
-    defs = schemas.definitions()
-    name = defs.by_gvk.get(key)
-    prop = ((defs.defs.get(name) or {}).get("properties") or {}).get("status") if name else None
+    found = _definition(res)
+    prop = (found[1].get("properties") or {}).get("status") if found else None
     ref = _child_ref(prop) if isinstance(prop, dict) else None
     fn: Defaulter | None = None
     if ref is not None and ref[0] == "one":
-        empty = _zero_of(defs.defs, ref[1], 0)
+        empty = _zero_of(schemas.definitions().defs, ref[1], 0)
         inner = _compiler().defaulter(ref[1])
         if inner is not None:
             inner(empty)
@@ -558,9 +571,8 @@ def defaulter_for(res: Resource) -> Defaulter | None:
     key = (res.group, res.version, res.kind)
     if key in _BY_KIND:
         return _BY_KIND[key]
-    defs = schemas.definitions()
-    name = defs.by_gvk.get(key)
-    walk = _compiler().defaulter(name) if name else None
+    found = _definition(res)
+    walk = _compiler().defaulter(found[0]) if found else None
     status = _status_filler(res)
     fn = walk
     if status is not None:
