@@ -28,8 +28,8 @@ v1 and now applies through v2 without the CPU target has it pruned in v1 terms.
 from __future__ import annotations
 
 import contextvars
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Callable, Mapping
+from typing import Any, TypeVar
 
 import orjson
 
@@ -39,6 +39,7 @@ from gpuyard.apiserver.fieldtypes import ATOMIC, LIST_MAP, SET, STRUCT, Node
 from gpuyard.apiserver.resources import Resource, builtin_resources
 
 Path = tuple[str, ...]
+_K = TypeVar("_K")
 MAX_MANAGER = 128
 DEFAULT_MANAGER = "gpuyard-apiserver"
 APPLY_TYPE = "application/apply-patch+yaml"
@@ -269,13 +270,7 @@ def _section(x: dict[str, Any], node: Node) -> dict[str, Any]:
             parts.append(k)
     if not nested:
         return {"f:" + k: {} for k in sorted(x)}  # every member a leaf
-    key = tuple(parts)
-    hit = _SECTIONS.get(key)
-    if hit is None:
-        if len(_SECTIONS) >= 1024:
-            _SECTIONS.clear()
-        hit = _SECTIONS[key] = _section_tree(x, node)
-    return hit
+    return _kept(_SECTIONS, 1024, tuple(parts), _section_tree, x, node)
 
 
 def _section_tree(x: dict[str, Any], node: Node) -> dict[str, Any]:
@@ -301,11 +296,24 @@ def _tree_cached(v: Any, node: Node) -> dict[str, Any]:
         key = (node, orjson.dumps(v))
     except TypeError:
         return _tree(v, node)
-    hit = _TREES.get(key)
+    return _kept(_TREES, 4096, key, _tree, v, node)
+
+
+def _kept(
+    cache: dict[_K, dict[str, Any]],
+    limit: int,
+    key: _K,
+    make: Callable[[Any, Node], dict[str, Any]],
+    v: Any,
+    node: Node,
+) -> dict[str, Any]:
+    """`cache[key]`, made as `make(v, node)` on a miss; a cache holding `limit` trees is
+    emptied before it takes another (the trees of workloads gone are not kept forever)."""
+    hit = cache.get(key)
     if hit is None:
-        if len(_TREES) >= 4096:
-            _TREES.clear()
-        hit = _TREES[key] = _tree(v, node)
+        if len(cache) >= limit:
+            cache.clear()
+        hit = cache[key] = make(v, node)
     return hit
 
 
