@@ -14,7 +14,7 @@ from gpuyard.kube.client import Client
 from gpuyard.kube.errors import Conflict
 from gpuyard.kube.resources import PODS, RESOURCE_CLAIMS
 from gpuyard.scheduling.scheduler import Scheduler
-from tests.scheduling.test_live import node, podgroup, setup, until
+from tests.scheduling.live import node, pod, podgroup, setup, stop_all, until
 
 PRODUCT = "NVIDIA-H100-80GB-HBM3"
 
@@ -33,24 +33,6 @@ def claim(name: str, gpus: int) -> dict[str, Any]:
                     }
                 ]
             }
-        },
-    }
-
-
-def pod(name: str, claim_name: str, group: str | None = None) -> dict[str, Any]:
-    md: dict[str, Any] = {"name": name, "namespace": "default"}
-    if group:
-        md["labels"] = {"scheduling.x-k8s.io/pod-group": group}
-    return {
-        "apiVersion": "v1",
-        "kind": "Pod",
-        "metadata": md,
-        "spec": {
-            "schedulerName": "gpuyard-scheduler",
-            "containers": [
-                {"name": "w", "image": "x", "resources": {"claims": [{"name": "gpus"}]}}
-            ],
-            "resourceClaims": [{"name": "gpus", "resourceClaimName": claim_name}],
         },
     }
 
@@ -88,9 +70,9 @@ async def test_a_unit_whose_claim_is_refused_is_not_bound_and_comes_back(
         await k.create(podgroup("g", 2))
         for i in range(2):
             await k.create(claim(f"g-{i}-gpus", 8))
-            await k.create(pod(f"g-{i}", f"g-{i}-gpus", "g"))
+            await k.create(pod(f"g-{i}", "g", claim=f"g-{i}-gpus"))
         await k.create(claim("solo-gpus", 8))
-        await k.create(pod("solo", "solo-gpus"))
+        await k.create(pod("solo", claim="solo-gpus"))
         task = asyncio.create_task(sched.run(stop))
 
         async def state() -> tuple[dict[str, Any], dict[str, Any]]:
@@ -135,8 +117,4 @@ async def test_a_unit_whose_claim_is_refused_is_not_bound_and_comes_back(
                 seen.add((r["pool"], r["device"]))
         assert len({p["spec"]["nodeName"] for p in ps.values()}) == 3
     finally:
-        stop.set()
-        if task is not None:
-            await asyncio.gather(task, return_exceptions=True)
-        await flaky.inner.close()
-        await k.close()
+        await stop_all(stop, [task], [flaky.inner, k])

@@ -16,7 +16,8 @@ from typing import Any
 
 from gpuyard.cluster.testing import ClusterProcess, run_cluster_process, wait_for
 from tests.metrics.scrape import scrape, value
-from tests.metrics.test_up_metrics import FAST, pod
+from tests.metrics.test_up_metrics import FAST
+from tests.scheduling.live import pod
 
 
 def _free_port() -> int:
@@ -103,7 +104,7 @@ def test_commands_serve_their_metrics(tmp_path: Path) -> None:
                 )
                 # 24 GPUs of a 16-GPU cluster: two of its pods fit, not all three
                 for i in range(3):
-                    await k.create(pod(f"big-{i}", 8, "gpuyard-low", group="big"))
+                    await k.create(pod(f"big-{i}", "big", gpus=8, priorityClassName="gpuyard-low"))
 
         asyncio.run(scenario())
 

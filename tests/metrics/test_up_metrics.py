@@ -12,8 +12,8 @@ from typing import Any
 from gpuyard.cluster.testing import run_cluster_process, wait_for
 from gpuyard.kube.resources import PODS
 from tests.metrics.scrape import names, scrape, value
+from tests.scheduling.live import pod
 
-GPU = "nvidia.com/gpu"
 COUNT = "gpuyard_webhook_admission_duration_seconds_count"
 TEAM = """
 apiVersion: v1
@@ -29,22 +29,6 @@ FAST = [
     "--lease-seconds", "1", "--start-delay", "0.1",
     "--set", "health_interval_s=0.5", "--set", "health_quiet_s=2",
 ]  # fmt: skip
-
-
-def pod(name: str, gpus: int, prio_class: str, group: str | None = None) -> dict[str, Any]:
-    md: dict[str, Any] = {"name": name, "namespace": "default"}
-    if group:
-        md["labels"] = {"scheduling.x-k8s.io/pod-group": group}
-    return {
-        "apiVersion": "v1",
-        "kind": "Pod",
-        "metadata": md,
-        "spec": {
-            "schedulerName": "gpuyard-scheduler",
-            "priorityClassName": prio_class,
-            "containers": [{"name": "w", "image": "x", "resources": {"limits": {GPU: str(gpus)}}}],
-        },
-    }
 
 
 def test_up_metrics_after_a_scenario(tmp_path: Path) -> None:
@@ -63,7 +47,7 @@ def test_up_metrics_after_a_scenario(tmp_path: Path) -> None:
         async def scenario() -> None:
             async with c.client() as k:
                 for i in range(2):  # both nodes full of low-priority work
-                    await k.create(pod(f"low-{i}", 8, "gpuyard-low"))
+                    await k.create(pod(f"low-{i}", gpus=8, priorityClassName="gpuyard-low"))
                 await k.create(
                     {
                         "apiVersion": "scheduling.x-k8s.io/v1alpha1",
@@ -73,7 +57,7 @@ def test_up_metrics_after_a_scenario(tmp_path: Path) -> None:
                     }
                 )
                 for i in range(3):  # 24 GPUs: more than the cluster has
-                    await k.create(pod(f"big-{i}", 8, "gpuyard-low", group="big"))
+                    await k.create(pod(f"big-{i}", "big", gpus=8, priorityClassName="gpuyard-low"))
 
         asyncio.run(scenario())
 
@@ -87,7 +71,7 @@ def test_up_metrics_after_a_scenario(tmp_path: Path) -> None:
 
         async def urgent() -> None:
             async with c.client() as k:
-                await k.create(pod("urgent", 8, "gpuyard-high"))
+                await k.create(pod("urgent", gpus=8, priorityClassName="gpuyard-high"))
 
         asyncio.run(urgent())
 

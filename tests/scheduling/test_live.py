@@ -5,86 +5,13 @@ again; preemption evicts a victim gang whole through the Eviction API and nomina
 from __future__ import annotations
 
 import asyncio
-import time
-from collections.abc import Callable
 from typing import Any
 
 from gpuyard.kube.client import Client
 from gpuyard.kube.errors import Conflict
-from gpuyard.kube.resources import NODES, POD_GROUPS, PODS
-from gpuyard.scheduling.crds import crds
+from gpuyard.kube.resources import POD_GROUPS, PODS
 from gpuyard.scheduling.scheduler import Scheduler
-
-GPU = "nvidia.com/gpu"
-
-
-def node(name: str, gpus: int = 8) -> dict[str, Any]:
-    return {
-        "apiVersion": "v1",
-        "kind": "Node",
-        "metadata": {"name": name, "labels": {"kubernetes.io/hostname": name}},
-        "status": {
-            "allocatable": {"cpu": "64", "memory": "512Gi", GPU: str(gpus), "pods": "110"},
-            "capacity": {"cpu": "64", "memory": "512Gi", GPU: str(gpus), "pods": "110"},
-            "conditions": [{"type": "Ready", "status": "True"}],
-        },
-    }
-
-
-def pod(name: str, gpus: int, group: str | None = None, prio: int | None = None) -> dict[str, Any]:
-    md: dict[str, Any] = {"name": name, "namespace": "default"}
-    if group:
-        md["labels"] = {"scheduling.x-k8s.io/pod-group": group}
-    spec: dict[str, Any] = {
-        "schedulerName": "gpuyard-scheduler",
-        "containers": [{"name": "w", "image": "x", "resources": {"limits": {GPU: str(gpus)}}}],
-    }
-    if prio is not None:
-        spec["priority"] = prio
-    return {"apiVersion": "v1", "kind": "Pod", "metadata": md, "spec": spec}
-
-
-def podgroup(name: str, n: int) -> dict[str, Any]:
-    return {
-        "apiVersion": "scheduling.x-k8s.io/v1alpha1",
-        "kind": "PodGroup",
-        "metadata": {"name": name, "namespace": "default"},
-        "spec": {"minMember": n},
-    }
-
-
-async def setup(k: Client, nodes: int) -> None:
-    for crd in crds():
-        await k.create(crd)
-    for i in range(nodes):
-        created = await k.create(node(f"n{i}"))
-        if not (created.get("status") or {}).get("allocatable"):
-            await k.patch_status(NODES, f"n{i}", {"status": node(f"n{i}")["status"]})
-    # The CRD's resource is served once discovery knows it.
-    deadline = time.monotonic() + 10
-    while True:
-        try:
-            await k.list(POD_GROUPS, "default")
-            break
-        except Exception:
-            if time.monotonic() > deadline:
-                raise
-            await asyncio.sleep(0.1)
-
-
-async def until(fn: Callable[[], Any], timeout: float = 20) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        v = await fn()
-        if v:
-            return v
-        if time.monotonic() > deadline:
-            raise AssertionError("timed out")
-        await asyncio.sleep(0.1)
-
-
-async def pods_by_name(k: Client) -> dict[str, dict[str, Any]]:
-    return {p["metadata"]["name"]: p for p in (await k.list(PODS, "default"))["items"]}
+from tests.scheduling.live import pod, podgroup, pods_by_name, setup, stop_all, until
 
 
 async def test_two_replicas_under_leader_election_bind_each_pod_once(
@@ -100,7 +27,7 @@ async def test_two_replicas_under_leader_election_bind_each_pod_once(
         tasks = [asyncio.create_task(s.run(stop)) for s in scheds]
         await k.create(podgroup("g", 4))
         for i in range(4):
-            await k.create(pod(f"g-{i}", 8, "g"))
+            await k.create(pod(f"g-{i}", "g", gpus=8))
 
         async def all_bound() -> bool:
             ps = await pods_by_name(k)
@@ -120,10 +47,7 @@ async def test_two_replicas_under_leader_election_bind_each_pod_once(
 
         await until(group_scheduled)
     finally:
-        stop.set()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        for c in [k, *clients]:
-            await c.close()
+        await stop_all(stop, tasks, [k, *clients])
 
 
 class FlakyBinds:
@@ -154,7 +78,7 @@ async def test_a_refused_binding_is_placed_again_beside_its_gang(apiserver_inpro
         task = asyncio.create_task(sched.run(stop))
         await k.create(podgroup("g", 3))
         for i in range(3):
-            await k.create(pod(f"g-{i}", 8, "g"))
+            await k.create(pod(f"g-{i}", "g", gpus=8))
 
         async def all_bound() -> bool:
             ps = await pods_by_name(k)
@@ -166,11 +90,7 @@ async def test_a_refused_binding_is_placed_again_beside_its_gang(apiserver_inpro
         ps = await pods_by_name(k)
         assert len({p["spec"]["nodeName"] for p in ps.values()}) == 3
     finally:
-        stop.set()
-        if task is not None:
-            await asyncio.gather(task, return_exceptions=True)
-        await flaky.inner.close()
-        await k.close()
+        await stop_all(stop, [task], [flaky.inner, k])
 
 
 async def test_preemption_evicts_the_low_priority_gang_whole_and_nominates(
@@ -186,7 +106,7 @@ async def test_preemption_evicts_the_low_priority_gang_whole_and_nominates(
         task = asyncio.create_task(sched.run(stop))
         await k.create(podgroup("low", 2))
         for i in range(2):
-            await k.create(pod(f"low-{i}", 8, "low", prio=0))
+            await k.create(pod(f"low-{i}", "low", gpus=8, priority=0))
 
         async def low_bound() -> bool:
             ps = await pods_by_name(k)
@@ -195,7 +115,7 @@ async def test_preemption_evicts_the_low_priority_gang_whole_and_nominates(
         await until(low_bound)
         await k.create(podgroup("urgent", 2))
         for i in range(2):
-            await k.create(pod(f"urgent-{i}", 8, "urgent", prio=1000))
+            await k.create(pod(f"urgent-{i}", "urgent", gpus=8, priority=1000))
 
         async def low_evicted() -> dict[str, dict[str, Any]] | None:
             ps = await pods_by_name(k)
@@ -232,8 +152,4 @@ async def test_preemption_evicts_the_low_priority_gang_whole_and_nominates(
             == 2
         )
     finally:
-        stop.set()
-        if task is not None:
-            await asyncio.gather(task, return_exceptions=True)
-        await c.close()
-        await k.close()
+        await stop_all(stop, [task], [c, k])
