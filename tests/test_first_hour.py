@@ -1,6 +1,7 @@
 """A new user's first hour (issue 19), through the commands as a user types them, on
 `gpuyard up`: kubectl explain describes every field, the server and kubelets report
-Kubernetes 1.37 (no skew warning), a Team's capacity is counted in nodes (GPUs refused
+Kubernetes 1.37 (no skew warning), the start logs no warning of an optional API it does
+not serve, a Team's capacity is counted in nodes (GPUs refused
 with a message, the old spelling kept), a preempted job waits uncharged, help texts."""
 
 from __future__ import annotations
@@ -62,6 +63,12 @@ def test_kubectl_explain_describes_every_field_and_versions_agree(
     assert "WARNING" not in ver.stderr, ver.stderr
     nodes = json.loads(c.kubectl("get", "nodes", "-o", "json").stdout)["items"]
     assert {n["status"]["nodeInfo"]["kubeletVersion"] for n in nodes} == {"v1.37.0-gpuyard"}
+    # the start is quiet: an optional API the cluster does not serve (Volcano's
+    # PodGroups) is one line, not a warning at every retry of its informer
+    log = c.log()
+    assert "gpuyard.kube.informer WARNING" not in log, log[-3000:]
+    unserved = "informer podgroups: the cluster serves no podgroups.scheduling.volcano.sh"
+    assert log.count(unserved) == 1, log[-3000:]
 
 
 def _team(name: str, capacity: Any) -> str:

@@ -35,7 +35,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from gpuyard.kube.errors import Forbidden, Gone
+from gpuyard.kube.errors import Forbidden, Gone, NotFound
 from gpuyard.kube.objects import key_of, parse_label_selector, requirements_match
 
 if TYPE_CHECKING:
@@ -201,6 +201,8 @@ class Informer:
         self.events_seen = 0
         self.handler_errors = 0
         self.last_error: BaseException | None = None
+        # the API answered that it serves no such resource (said once, at INFO)
+        self.unserved = False
         self._handlers: list[_Handlers] = []
         self._queue: asyncio.Queue[tuple[str, Any, Any] | None] = asyncio.Queue()
         self._synced = asyncio.Event()
@@ -481,6 +483,13 @@ class Informer:
                 )
         return ""
 
+    def _what(self) -> str:
+        """The resource as `kubectl api-resources` names it (plural.group/version)."""
+        res = self.res
+        if res is None:
+            return str(self._res_like)
+        return f"{res.plural}.{res.group}/{res.version}" if res.group else res.plural
+
     def _delay(self, failures: int) -> float:
         d = min(self.backoff_base * (2 ** min(failures, 16)), self.backoff_max)
         return d * (0.5 + random.random() / 2)
@@ -497,6 +506,9 @@ class Informer:
                 if need_list:
                     await self._relist()
                     need_list = False
+                    if self.unserved:
+                        self.unserved = False
+                        log.info("informer %s: %s is served now", self.name, self._what())
                 started = loop.time()
                 async for etype, obj in self.client.watch(
                     self.res,
@@ -527,6 +539,22 @@ class Informer:
                 gones += 1
                 if gones > 1:
                     await asyncio.sleep(self._delay(gones - 2))
+            except NotFound as e:
+                # The API serves no such resource (an optional API: a CRD not installed,
+                # a kind this cluster's version lacks). Said once, not warned at every
+                # retry; it is looked for again at the backoff's pace, so an API that
+                # appears later (its CRD installed) is picked up.
+                self.last_error = e
+                need_list = True
+                if not self.unserved:
+                    self.unserved = True
+                    log.info(
+                        "informer %s: the cluster serves no %s; watched once it does",
+                        self.name,
+                        self._what(),
+                    )
+                await asyncio.sleep(self._delay(failures))
+                failures += 1
             except Exception as e:  # KubeError, OSError, TimeoutError, ...
                 # A broken connection or server error: relist after a backoff, so
                 # changes made while we were blind (deletes included) are seen.

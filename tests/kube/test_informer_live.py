@@ -5,15 +5,19 @@ from a server restart by relisting (deletes made while it was blind are delivere
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import signal
 from collections.abc import Callable
 from typing import Any
 
+import pytest
+
 from gpuyard.apiserver.testing import run_apiserver_process, start_apiserver_process
 from gpuyard.kube.client import Client
+from gpuyard.kube.errors import NotFound
 from gpuyard.kube.informer import Informer, InformerFactory
-from gpuyard.kube.resources import CONFIGMAPS, PODS
+from gpuyard.kube.resources import CONFIGMAPS, PODS, Res
 
 from .conftest import cm, pod
 
@@ -282,3 +286,59 @@ async def test_views_share_one_watch_and_keep_their_own_handlers(kube: Client) -
     finally:
         await every.stop()
         await factory.stop()
+
+
+async def test_an_api_not_served_is_said_once_and_picked_up_once_served(
+    apiserver_inproc: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An informer of a kind whose CRD is not installed (an optional API) says so once,
+    at INFO, instead of a warning at every retry; once the CRD is installed it lists
+    and watches the kind like any other."""
+    c = Client.in_process(apiserver_inproc)
+    gadgets = Res("example.com", "v1", "gadgets", True, "Gadget")
+    inf = Informer(c, gadgets, backoff_base=0.05, backoff_max=0.1)
+    try:
+        with caplog.at_level(logging.INFO, logger="gpuyard.kube.informer"):
+            async with inf:
+                await eventually(lambda: inf.relists == 0 and isinstance(inf.last_error, NotFound))
+                await asyncio.sleep(0.5)  # several retries
+                assert not inf.has_synced
+                await c.create(_crd("gadgets", "Gadget"))
+                await inf.wait_synced(10)
+                obj = {"apiVersion": "example.com/v1", "kind": "Gadget"}
+                await c.create({**obj, "metadata": {"name": "g", "namespace": "default"}})
+                await eventually(lambda: "default/g" in inf.cache)
+        lines = [(r.levelname, r.getMessage()) for r in caplog.records]
+        assert lines == [
+            ("INFO", "informer gadgets: the cluster serves no gadgets.example.com/v1; "
+             "watched once it does"),
+            ("INFO", "informer gadgets: gadgets.example.com/v1 is served now"),
+        ], lines  # fmt: skip
+    finally:
+        await c.close()
+
+
+def _crd(plural: str, kind: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
+        "metadata": {"name": f"{plural}.example.com"},
+        "spec": {
+            "group": "example.com",
+            "scope": "Namespaced",
+            "names": {"plural": plural, "singular": kind.lower(), "kind": kind},
+            "versions": [
+                {
+                    "name": "v1",
+                    "served": True,
+                    "storage": True,
+                    "schema": {
+                        "openAPIV3Schema": {
+                            "type": "object",
+                            "x-kubernetes-preserve-unknown-fields": True,
+                        }
+                    },
+                }
+            ],
+        },
+    }
