@@ -9,7 +9,8 @@
 - the queue of pending units (queue.py), updated from `state.queue_pods` and
   `state.queue_groups`;
 - the preemption victim index (preemption.py), updated from `state.bound_log`;
-- the gangs whose reservations hold (reservations.py), until they leave the queue.
+- the gangs whose reservations hold (reservations.py), until they leave the queue,
+  and those of them whose estimated start a higher-priority binding made stale.
 
 The state holds nodes, pods, groups and the change logs; the memory reads the logs
 and empties them. One memory follows one state: the live scheduler and the twin each
@@ -54,6 +55,9 @@ class Memory:
     # gangs that hold their reservation in every pass until they run: unit -> (since
     # when, the nodes it held in the last pass)
     committed: dict[str, tuple[float, frozenset[str]]] = field(default_factory=dict)
+    # committed gangs whose estimated start is out of date: work of higher priority
+    # was bound on nodes they hold; their failure memo no longer holds (memos.py)
+    stale: set[str] = field(default_factory=set)
     # the state this memory follows (weakly: a memory kept beside a state must not
     # keep it alive)
     _state: weakref.ReferenceType[ClusterState] | None = field(default=None, repr=False)

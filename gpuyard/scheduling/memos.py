@@ -3,7 +3,9 @@
 
 A memo (`Memo`) is made when a unit fails (`memo_of`) and checked on the next pass
 (`still_fails`): the holds against the unit must be the same, and the room freed since
-(read from the state's freed log) must not add up to the pods it lacked. Within one
+(read from the state's freed log) must not add up to the pods it lacked; a reserved
+gang's memo ends at its estimated start, or when work of higher priority is bound on
+its nodes (`Memory.stale`), so that its start is estimated again. Within one
 pass, `FailedShapes` remembers the shapes that failed at a priority: room only shrinks
 during a pass, so later units of that shape and no higher priority fail too."""
 
@@ -111,6 +113,10 @@ def still_fails(ps: Pass, m: Memo, u: Unit) -> bool:
     s = ps.s
     holds = ps.holds
     if ps.now >= m.expires:
+        return False
+    stale = ps.mem.stale
+    if stale and u.key in stale:
+        stale.discard(u.key)  # its reservation's start is estimated again
         return False
     for h, count, x in m.sig:  # holds added since only take room away
         fp = holds.fingerprint(h)

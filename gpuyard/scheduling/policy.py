@@ -88,10 +88,12 @@ class Pass:
             mem.blocked.clear()
             mem.lane_blocked.clear()
             mem.committed.clear()
+            mem.stale.clear()
         else:
             for key in q.sync(s):
                 mem.blocked.pop(key, None)
                 mem.committed.pop(key, None)
+                mem.stale.discard(key)
         if mem.victims is not None and s.bound_log:
             mem.victims.sync(s)  # keeps the log short even when nothing preempts
         for lid in [k for k in mem.lane_blocked if k not in q.lanes]:
@@ -257,6 +259,7 @@ class Pass:
     def _bind(self, u: Unit, placed: list[Any]) -> None:
         if any(p.claims for p, _ in placed) and not self._allocate(u, placed):
             return
+        committed = self.mem.committed
         for p, n in placed:
             self.s.bind(p.key, n.name)
             p.started = self.now
@@ -264,8 +267,22 @@ class Pass:
             self.mem.moved(n)
             if n.name in self.holds.held:
                 self.holds.sums.clear()  # a held node's capacity changed
+            if committed:
+                self._outdate(u, n.name)
         self.holds.release(u.key)
         self.mem.blocked.pop(u.key, None)
+
+    def _outdate(self, u: Unit, node: str) -> None:
+        """A unit of higher priority than a committed gang was bound on a node that
+        gang holds (as it may: reservations.py): the gang's estimated start, made from
+        the work on its nodes, is out of date and is made again when it is next
+        tried (memos.still_fails)."""
+        units = self.mem.queue.units  # type: ignore[union-attr]
+        for key, (_, held) in self.mem.committed.items():
+            if node in held and key not in self.mem.stale:
+                g = units.get(key)
+                if g is not None and u.priority > g.priority:
+                    self.mem.stale.add(key)
 
     def _allocate(self, u: Unit, placed: list[Any]) -> bool:
         """Allocate the device claims of every pod placed, all or none (dra.commit)."""
@@ -319,6 +336,13 @@ class Pass:
             self.look_again = math.inf
             reserve(self, u)
             memo.expires = self.look_again
+            start = self.holds.soft.get((u.key, u.priority))
+            if start is not None and self.now < start < memo.expires:
+                # At its estimated start it is tried afresh: if it still does not
+                # fit, the estimate was wrong (work ran longer, or higher-priority
+                # work came), and a start in the past would close its nodes to
+                # every backfill.
+                memo.expires = start
         held = self.d.reservations.get(u.key)
         h = (u.key, u.priority)
         return memo, reason, Hold.of(h, held, self.holds.soft.get(h)) if held else None

@@ -24,7 +24,10 @@ nodes may run: work of higher priority; work of lower priority (preemptible: whe
 the gang is ready, preemption evicts it, whole units at a time, in the same pass,
 and the twin restarts it from its last checkpoint); work of the gang's priority that
 is sure to end before the estimated start (its runtime is known and now + runtime
-is not later). With an unknown start, only the first two. A gang whose pods are
+is not later). With an unknown start, only the first two. The estimate is made again
+when the gang has not started by it (work ran past its runtime, or work of higher
+priority came onto its nodes: a start left in the past would close the held nodes
+to all backfill) and as soon as work of higher priority is bound on a node it holds. A gang whose pods are
 nominated (it preempted and waits for its victims) holds strictly, as nominations do.
 
 What bounds a large gang's wait. Work ahead of it in queue order (higher priority, or

@@ -188,3 +188,29 @@ def test_the_32_node_case_of_the_issue(tmp_path: Path) -> None:
     assert ours["finished"] == ours["jobs"] == 200
     assert ours["wait_s"]["p50"] <= gangs["wait_s"]["p50"]
     assert ours["large_gang_max_wait_s"] <= gangs["large_gang_max_wait_s"]
+
+
+def test_a_held_gangs_start_is_estimated_again_when_its_estimate_goes_wrong() -> None:
+    """The gang g (both nodes) estimates its start at 1,000 s, when c-x ends. At 150 s
+    the high-priority h preempts b-w (the tie on work lost goes by name) and runs on
+    its node to 5,150 s: g's start is now 5,150 s. b-w (800 s to redo) and s (2,000 s,
+    arriving at 1,100 s) are sure to end before it and backfill the node c-x frees,
+    one after the other; g still starts when h ends. Kept at the stale 1,000 s (in the
+    past by then), the hold would close the idle node to both until g had run."""
+    high = names.PRIORITY_CLASSES[names.PRIORITY_HIGH]
+    jobs = [
+        TraceJob("b-w", 0, 800, gpus=8, priority=NORMAL),
+        TraceJob("c-x", 0, 1000, gpus=8, priority=NORMAL),
+        TraceJob("g", 1, 500, replicas=2, gpus=8, priority=NORMAL),
+        TraceJob("h", 150, 5000, gpus=8, priority=high),
+        TraceJob("s", 1100, 2000, gpus=8, priority=NORMAL),
+    ]
+    res = Engine(expand(default_shapes(2)), jobs, "gpuyard").run()
+    got = {r.job.name: (r.first_start, r.end) for r in res.jobs}
+    assert got == {
+        "b-w": (0, 1800),  # preempted at 150, again from 1,000
+        "c-x": (0, 1000),
+        "g": (5150, 5650),
+        "h": (150, 5150),
+        "s": (1800, 3800),
+    }
