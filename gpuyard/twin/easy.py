@@ -66,6 +66,7 @@ def run_easy(shapes: list[NodeShape], jobs: list[TraceJob], samples: int = 400) 
     est = max((j.submit + j.duration for j in jobs), default=1.0)
     step = max(est, 1.0) / samples
     out: list[tuple[float, int, int, float]] = []
+    room: list[int] = []  # as Engine(room=True) counts it
     next_sample = 0.0
     allocated = 0
     passes = 0
@@ -75,6 +76,20 @@ def run_easy(shapes: list[NodeShape], jobs: list[TraceJob], samples: int = 400) 
         free_total = sum(f[2] for f in free)
         frag = sum(f[2] for f, g in zip(free, gpus, strict=True) if 0 < f[2] < g)
         out.append((t, allocated, allocated, frag / free_total if free_total else 0.0))
+        got = 0
+        fits: dict[tuple[int, int, int, int, str], bool] = {}
+        for _, _, name in queue:
+            j = runs[name].job
+            shape = (j.replicas, j.cpu_milli, j.memory, j.gpus, j.gpu_model)
+            ok = fits.get(shape)
+            if ok is None:
+                ok = fits[shape] = _fit(j, free, products) is not None
+            if ok:
+                got += j.replicas * j.gpus
+                if got >= free_total:
+                    got = free_total
+                    break
+        room.append(got)
 
     def start(name: str, where: list[int]) -> None:
         nonlocal allocated
@@ -150,4 +165,5 @@ def run_easy(shapes: list[NodeShape], jobs: list[TraceJob], samples: int = 400) 
         events=2 * len(jobs),
         node_failures=0,
         xid_faults=0,
+        room=room,
     )

@@ -42,9 +42,11 @@ from gpuyard import names
 from gpuyard.cliargs import SHARE
 from gpuyard.cluster.shapes import NodeShape
 from gpuyard.k8s.durations import parse_duration
+from gpuyard.scheduling.filters import capacity as node_capacity
+from gpuyard.scheduling.filters import static_ok
 from gpuyard.scheduling.policy import Eviction, Memory, PolicyConfig, deliver, schedule
 from gpuyard.scheduling.reasons import Reasons
-from gpuyard.scheduling.state import GPU, ClusterState, GroupInfo
+from gpuyard.scheduling.state import GPU, ClusterState, GroupInfo, PodInfo
 from gpuyard.scheduling.topology import DEFAULT_LEVELS, Request, domain_of_all
 from gpuyard.teams.assign import TeamSpec
 from gpuyard.twin import capacity
@@ -135,6 +137,9 @@ class Result:
     xid_faults: int
     counts: dict[str, int] = field(default_factory=dict)
     team_weights: dict[str, float] = field(default_factory=dict)  # with --teams
+    # with room=True, per sample: the GPUs that waiting work could have taken at that
+    # instant on top of what was allocated (see Engine._room)
+    room: list[int] | None = None
 
 
 # how preemption picks victims of equal priority in a replay (see Engine)
@@ -225,6 +230,7 @@ class Engine:
         topology: Request | None = None,
         checkpoint_interval: float = 0.0,
         victims: str = "checkpoint",
+        room: bool = False,
     ) -> None:
         """batch: 0 runs the policy at every virtual instant where something changed;
         B > 0 runs it on ticks every B seconds (like the live scheduler's debounce, longer),
@@ -240,7 +246,9 @@ class Engine:
         checkpoint_interval: seconds between checkpoints of the jobs whose trace gives
         none (0: they do not checkpoint). victims: "checkpoint", every job that
         checkpoints says when it last did, and preemption takes the victims that lose
-        the least work first; "plain", none says (see the module's docstring)."""
+        the least work first; "plain", none says (see the module's docstring).
+        room: at each sample, also count the GPUs that waiting work could have taken
+        then (`Result.room`, see _room; `gpuyard twin bench` bounds allocation by it)."""
         if policy not in POLICIES:
             raise ValueError(f"unknown policy {policy!r}; known: {', '.join(POLICIES)}")
         if victims not in VICTIMS:
@@ -310,6 +318,8 @@ class Engine:
         self.allocated = 0
         self.running_gpus = 0
         self.samples: list[tuple[float, int, int, float]] = []
+        self.room: list[int] | None = [] if room else None
+        self._static: dict[tuple[Any, str], bool] = {}  # (class key, node) -> static_ok
         # free GPUs per ready node, and their sums, as of the last sample (_sample)
         self._free: dict[str, tuple[int, int]] = {}
         self._free_total = 0
@@ -626,6 +636,49 @@ class Engine:
         free_total = self._free_total
         frag = self._free_fragmented / free_total if free_total else 0.0
         self.samples.append((t, self.allocated, self.running_gpus, frag))
+        if self.room is not None:
+            self.room.append(self._room())
+
+    def _room(self) -> int:
+        """The GPUs that waiting work could take now on top of what is allocated, at
+        most the free GPUs: the sum over the jobs with pods pending of the GPUs of
+        those pods that fit the nodes' free capacity now, each job on its own (all its
+        pending pods at once for a gang policy, as many as fit for fifo), without
+        preempting anything. No schedule could have had more allocated at this instant
+        while keeping what runs, so it bounds allocation while work waits; it does not
+        say that every job counted could have run together."""
+        s = self.state
+        free_total = self._free_total
+        if not s.pending or free_total <= 0:
+            return 0
+        waiting: dict[str, list[PodInfo]] = {}
+        for key, p in s.pending.items():
+            run = self.pod_job.get(key)
+            if run is not None:
+                waiting.setdefault(run.job.name, []).append(p)
+        free_nodes = [s.nodes[name] for name, (free, _) in self._free.items() if free > 0]
+        slots_of: dict[tuple[Any, ...], int] = {}
+        static = self._static
+        gangs = self.cfg.gangs
+        room = 0
+        for pods in waiting.values():
+            p0 = pods[0]
+            ck = (p0.class_key(), tuple(p0.req), p0.xreq)
+            slots = slots_of.get(ck)
+            if slots is None:
+                slots = 0
+                for n in free_nodes if p0.req[GPU] else s.nodes.values():
+                    ok = static.get((ck[0], n.name))
+                    if ok is None:
+                        ok = static[(ck[0], n.name)] = static_ok(p0, n) is None
+                    if ok and n.ready:
+                        slots += node_capacity(p0, n)
+                slots_of[ck] = slots
+            fit = len(pods) if slots >= len(pods) else (0 if gangs else slots)
+            room += fit * p0.req[GPU]
+            if room >= free_total:
+                return free_total
+        return room
 
     def run(self) -> Result:
         est = max((r.job.submit + r.job.duration for r in self.runs.values()), default=1.0)
@@ -639,6 +692,8 @@ class Engine:
                 next_sample += step
                 if len(self.samples) >= 2 * self.n_samples:  # ran long: halve the resolution
                     self.samples = self.samples[::2]
+                    if self.room is not None:
+                        self.room = self.room[::2]
                     step *= 2
                     next_sample = self.samples[-1][0] + step
             if self.batch > 0:  # decide on the next tick; events keep their own times
@@ -673,4 +728,5 @@ class Engine:
                 **({"never-fitting-jobs": self.skipped} if self.skipped is not None else {}),
             },
             team_weights=self.team_weights,
+            room=self.room,
         )
