@@ -27,6 +27,7 @@ import asyncio
 import multiprocessing as mp
 import os
 import shutil
+import signal
 import ssl
 import statistics
 import sys
@@ -140,12 +141,20 @@ def _client_proc(args: tuple[str, str, str, list[tuple[str, bytes]], int]) -> in
     return asyncio.run(_post_many(url, token, ca, items, conns))
 
 
+def _worker_signals() -> None:
+    """A client worker ends at the pool's SIGTERM: the handler it inherits through fork
+    (childgroups.exit_on_signals: SystemExit and the exit's clean-up) could hang it on
+    a lock copied mid-use, and the pool then waits for it for ever."""
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, signal.SIG_DFL)
+
+
 def write_phase(
     url: str, token: str, ca: str, items: list[tuple[str, bytes]], procs: int = 2, conns: int = 32
 ) -> tuple[int, float]:
     chunks = [items[i::procs] for i in range(procs)]
     t0 = time.perf_counter()
-    with mp.get_context("fork").Pool(procs) as pool:
+    with mp.get_context("fork").Pool(procs, initializer=_worker_signals) as pool:
         oks = pool.map(_client_proc, [(url, token, ca, c, conns) for c in chunks])
     return sum(oks), time.perf_counter() - t0
 
