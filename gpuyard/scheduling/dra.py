@@ -575,17 +575,19 @@ def _pick_simple(
     alt: Alternative,
     unavailable: Any,
     max_gpus: int | None,
-    use: Use,
+    use: Use | None,
 ) -> list[Result] | None:
     """The first free devices of the first group that has `count` of them (devices
-    that consume counters only while the counters left allow), occupying at most
-    `max_gpus` GPUs not occupied before; the picks stay counted in `use`."""
+    that consume counters only while the counters left allow: never without `use`),
+    occupying at most `max_gpus` GPUs not occupied before; the picks stay counted in
+    `use`."""
     want = alt.count
     if isinstance(unavailable, _Either3):
         a, b, c = unavailable.a, unavailable.b, unavailable.c
     else:
         a, b, c = unavailable, (), ()
-    limit = use.gpus + (max_gpus if max_gpus is not None else 1 << 30)
+    base = use.gpus if use is not None else 0
+    limit = base + (max_gpus if max_gpus is not None else 1 << 30)
     for g in groups:
         if len(g) < want:
             continue
@@ -597,7 +599,7 @@ def _pick_simple(
             if i in a or i in b or i in c:
                 continue
             if d.shared:
-                if not use.fits(d):
+                if use is None or not use.fits(d):
                     continue
                 use.add(d)
                 shared = True
@@ -606,11 +608,12 @@ def _pick_simple(
             picked.append(d)
             if len(picked) == want:
                 break
-        if len(picked) == want and use.gpus + plain <= limit:
-            use.gpus += plain
+        if len(picked) == want and (use.gpus if use is not None else 0) + plain <= limit:
+            if use is not None:
+                use.gpus += plain
             name = alt.name
             return [(name, d) for d in picked]
-        if shared:
+        if shared and use is not None:
             for d in picked:
                 if d.shared:
                     use.remove(d)
@@ -820,6 +823,7 @@ class Devices:
         self.set_groups: dict[CounterSetKey, dict[frozenset[str], int]] = {}
         self.held_groups: dict[CounterSetKey, dict[frozenset[str], int]] = {}
         self.node_claims: dict[str, set[str]] = {}
+        self.partitioned: set[str] = set()  # nodes with devices that consume counters
 
     # -- slices and classes
 
@@ -859,6 +863,7 @@ class Devices:
             self.by_id.pop(d.id, None)
         for sk in self.node_sets.pop(node, ()):
             self.caps.pop(sk, None)
+        self.partitioned.discard(node)
         own = self.node_slices.get(node, ())
         devs = sorted((d for name in own for d in self.slices[name][1]), key=lambda d: d.order)
         sets = [cs[1] for name in own if (cs := self.counter_slices.get(name)) is not None]
@@ -873,6 +878,10 @@ class Devices:
             # a counter set a whole GPU draws on is that GPU: a partition drawing on
             # it occupies the GPU
             gpu_sets = {sk for d in devs if d.is_gpu and d.shared for sk, _ in d.consumes}
+            if any(d.shared for d in devs):
+                self.partitioned.add(node)
+            else:
+                self.partitioned.discard(node)
             self.by_node[node] = devs
             for d in devs:
                 self.by_id[d.id] = d
@@ -1288,7 +1297,10 @@ def _plan(p: PodInfo, n: NodeInfo, dv: Devices) -> Plan | None:
     )
     out: Plan = []
     mine: set[tuple[str, str, str]] = set()
-    use = Use(dv)
+    # the counter bookkeeping only where devices consume counters; elsewhere the GPU
+    # devices picked so far are counted here
+    use = Use(dv) if n.name in dv.partitioned else None
+    spent = 0
     for key in p.claims:
         c = dv.claims.get(key)
         if c is None or (c.results is None and c.spec is None):
@@ -1315,21 +1327,20 @@ def _plan(p: PodInfo, n: NodeInfo, dv: Devices) -> Plan | None:
                 if len(per) >= 64:
                     per.clear()
                 groups = per[gk] = _match_groups(alt, spec.match, dv.by_node.get(n.name, ()))
-            got = _pick_simple(
-                groups, alt, _Either3(dv.taken, dv.held, mine), budget - use.gpus, use
-            )
+            got = _pick_simple(groups, alt, _Either3(dv.taken, dv.held, mine), budget - spent, use)
         else:
             got = allocate(
                 spec,
                 dv.by_node.get(n.name, ()),
                 _Either3(dv.taken, dv.held, mine),
-                budget - use.gpus,
+                budget - spent,
                 use,
             )
         if got is None:
             return None
         for _, d in got:
             mine.add(d.id)
+        spent = use.gpus if use is not None else spent + sum(1 for _, d in got if d.is_gpu)
         out.append((key, got))
     return out
 
@@ -1407,7 +1418,8 @@ def _holds(p: PodInfo, n: NodeInfo, got: Plan) -> bool:
     cannot have changed since.)"""
     dv: Devices = p.dra
     taken, held, claims = dv.taken, dv.held, dv.claims
-    use = Use(dv)
+    use = None
+    gpus = 0
     for key, results in got:
         c = claims.get(key)
         if c is None or c.results is not None or key in dv.held_claims:
@@ -1415,10 +1427,16 @@ def _holds(p: PodInfo, n: NodeInfo, got: Plan) -> bool:
         for _, d in results:
             if d.id in taken or d.id in held:
                 return False
-            if d.shared and not use.fits(d):
-                return False
-            use.add(d)
-    gpus = use.gpus
+            if d.shared:
+                if use is None:
+                    use = Use(dv)
+                if not use.fits(d):
+                    return False
+                use.add(d)
+            else:
+                gpus += d.is_gpu
+    if use is not None:
+        gpus += use.gpus
     if len(got) != len(p.claims):
         covered = {k for k, _ in got}
         for key in p.claims:
@@ -1431,11 +1449,17 @@ def _holds(p: PodInfo, n: NodeInfo, got: Plan) -> bool:
 
 def gpus_occupied(dv: Devices, got: Plan) -> int:
     """The GPUs a plan's devices occupy that no allocated or held device occupies."""
-    use = Use(dv)
+    use = None
+    gpus = 0
     for _, results in got:
         for _, d in results:
-            use.add(d)
-    return use.gpus
+            if d.shared:
+                if use is None:
+                    use = Use(dv)
+                use.add(d)
+            else:
+                gpus += d.is_gpu
+    return gpus + (use.gpus if use is not None else 0)
 
 
 def sync_node(dv: Devices, n: NodeInfo) -> int:
