@@ -28,13 +28,13 @@ from gpuyard.cliargs import Option
 from gpuyard.cluster import components, identities
 from gpuyard.cluster.autoscaler import Autoscaler, AutoscalerConfig, parse_groups
 from gpuyard.cluster.faults import FaultApplier
-from gpuyard.cluster.lifecycle import NodeLifecycle
+from gpuyard.cluster.lifecycle import LEASE_NS, NodeLifecycle
 from gpuyard.cluster.shapes import NODES_PER_RACK, NodeShape, default_shapes, lay_out, load_shapes
 from gpuyard.cluster.sim import SimCluster, SimConfig
 from gpuyard.cluster.taints import TaintManager
 from gpuyard.kube.errors import AlreadyExists
 from gpuyard.kube.informer import Informer, InformerFactory
-from gpuyard.kube.resources import NODES, TEAMS
+from gpuyard.kube.resources import LEASES, NODES, TEAMS
 
 log = logging.getLogger("gpuyard.up")
 
@@ -249,10 +249,15 @@ class EmbeddedCluster:
             self._informers.append(teams)
             simtraffic.attach(self.sim.pods.list, teams.list)
         nodes = self.sim.node_informer  # the kubelets' watch of the nodes, shared
+        # the node Leases, from the process's one watch of Leases
+        leases = self.informers.informer(LEASES, LEASE_NS, name="node-lifecycle-leases")
+        leases.start()
+        self._informers.append(leases)
         lifecycle = NodeLifecycle(
             self.client,
             nodes,
             self.sim.pods,
+            leases,
             grace=self.opts.node_grace,
             kubelet_ready=self.sim.post_ready,
             pod_gc_after=min(40.0, self.opts.node_grace),

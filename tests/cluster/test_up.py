@@ -65,12 +65,35 @@ def test_nodes_register_ready_with_gpu_capacity_and_leases(cluster: ClusterProce
     leases = kjson(cluster, "leases", "-n", "kube-node-lease")["items"]
     assert {x["metadata"]["name"] for x in leases} == {n["metadata"]["name"] for n in nodes}
     first = {x["metadata"]["name"]: x["spec"]["renewTime"] for x in leases}
+    before = lease_requests(cluster)
     time.sleep(2.5)
+    after = lease_requests(cluster)
     again = {
         x["metadata"]["name"]: x["spec"]["renewTime"]
         for x in kjson(cluster, "leases", "-n", "kube-node-lease")["items"]
     }
     assert all(again[k] > first[k] for k in first), "leases are renewed every lease period"
+    # The renewals are API writes (4 nodes, a 1 s lease period); the node lifecycle
+    # (a pass every 0.75 s at the 3 s grace) reads them from its watch, never a list.
+    writes = sum(after.get(v, 0) - before.get(v, 0) for v in ("update", "patch"))
+    assert writes >= 8, (before, after)
+    assert after.get("list", 0) == before.get("list", 0), (before, after)
+    # The kubelet's field ownership of its Lease stays one entry, as renewals go on.
+    owners = kjson(cluster, "lease", "-n", "kube-node-lease", "gpu-node-0000",
+                   "--show-managed-fields")["metadata"]["managedFields"]  # fmt: skip
+    assert [(m["manager"], m["operation"]) for m in owners] == [("gpuyard-kubelet", "Update")]
+    assert "f:renewTime" in owners[0]["fieldsV1"]["f:spec"]
+
+
+def lease_requests(c: ClusterProcess) -> dict[str, float]:
+    """The API server's count of requests about Leases by verb (its
+    apiserver_request_total, every namespace together)."""
+    out: dict[str, float] = {}
+    for line in c.kubectl("get", "--raw", "/metrics").stdout.splitlines():
+        if line.startswith("apiserver_request_total{") and 'resource="leases"' in line:
+            verb = line.split('verb="', 1)[1].split('"', 1)[0]
+            out[verb] = out.get(verb, 0) + float(line.rsplit(" ", 1)[1])
+    return out
 
 
 def test_pod_runs_and_finishes_with_its_exit_code(cluster: ClusterProcess) -> None:
