@@ -145,6 +145,14 @@ def _attr_value(a: Mapping[str, Any]) -> Any:
     return None
 
 
+_ABSENT: Any = object()
+
+
+def slice_node(obj: Mapping[str, Any]) -> str:
+    """The node of a node-local ResourceSlice ("" for one for all nodes or a selector)."""
+    return str((obj.get("spec") or {}).get("nodeName") or "")
+
+
 def slice_devices(obj: Mapping[str, Any]) -> tuple[str, list[Device]]:
     """A ResourceSlice's node and devices (node-local slices only: a slice for all
     nodes or a node selector gives no node, and its devices are not offered)."""
@@ -781,8 +789,12 @@ class Devices:
         # node -> its slices' names, in the order they are in `slices` (a node's devices
         # and counter sets are gathered from its own slices, not by a walk over all)
         self.node_slices: dict[str, dict[str, None]] = {}
-        self.by_node: dict[str, list[Device]] = {}
-        self.by_id: dict[tuple[str, str, str], Device] = {}
+        self._by_node: dict[str, list[Device]] = {}
+        self._by_id: dict[tuple[str, str, str], Device] = {}
+        # slice changes not applied yet (name -> the slice, None when deleted), in the
+        # order they came: while no claim is known nothing reads a device, so a cluster
+        # that publishes every node's GPUs but schedules no claim never reads one
+        self._deferred: dict[str, Mapping[str, Any] | None] = {}
         self.classes: dict[str, tuple[str, ...]] = {}
         self.claims: dict[str, Claim] = {}
         self.taken: dict[tuple[str, str, str], str] = {}  # device id -> claim key
@@ -813,7 +825,7 @@ class Devices:
         # allocated claims on each node
         self.counter_slices: dict[str, tuple[str, dict[CounterSetKey, dict[str, float]]]] = {}
         self.node_sets: dict[str, set[CounterSetKey]] = {}
-        self.caps: dict[CounterSetKey, dict[str, float]] = {}
+        self._caps: dict[CounterSetKey, dict[str, float]] = {}
         self.consumed: dict[CounterSetKey, dict[str, float]] = {}
         self.held_consumed: dict[CounterSetKey, dict[str, float]] = {}
         self.unit_refs: dict[Any, int] = {}
@@ -823,14 +835,84 @@ class Devices:
         self.set_groups: dict[CounterSetKey, dict[frozenset[str], int]] = {}
         self.held_groups: dict[CounterSetKey, dict[frozenset[str], int]] = {}
         self.node_claims: dict[str, set[str]] = {}
-        self.partitioned: set[str] = set()  # nodes with devices that consume counters
+        self._partitioned: set[str] = set()  # nodes with devices that consume counters
 
     # -- slices and classes
 
     def set_slice(self, obj: Mapping[str, Any]) -> set[str]:
         """A ResourceSlice added or changed; returns the nodes whose devices changed."""
+        if not self.claims:
+            return self._defer(o.name_of(obj), obj)
+        self.apply_slices()
+        return self._set_slice(obj)
+
+    def remove_slice(self, name: str) -> set[str]:
+        if not self.claims:
+            return self._defer(name, None)
+        self.apply_slices()
+        return self._remove_slice(name)
+
+    def _defer(self, name: str, obj: Mapping[str, Any] | None) -> set[str]:
+        """Keep a slice's change (None: its deletion) until devices are asked for; the
+        nodes whose devices it changes are the same as applied now."""
+        old = self._deferred.pop(name, _ABSENT)
+        if old is _ABSENT:
+            got = self.slices.get(name)
+            old_node = got[0] if got else ""
+        else:
+            old_node = slice_node(old) if old is not None else ""
+        new_node = slice_node(obj) if obj is not None else ""
+        if not old_node and not new_node and old is _ABSENT and name not in self.slices:
+            return set()  # nothing there, nothing coming
+        self._deferred[name] = obj
+        changed = {n for n in (old_node, new_node) if n}
+        for node in changed:
+            self.changed()
+            self.groups.pop(node, None)
+            self.gen += 1
+        return changed
+
+    def apply_slices(self) -> None:
+        """Apply the slice changes kept back, in the order they came."""
+        while self._deferred:
+            ops, self._deferred = self._deferred, {}
+            for name, obj in ops.items():
+                if obj is None:
+                    self._remove_slice(name)
+                else:
+                    self._set_slice(obj)
+
+    @property
+    def by_node(self) -> dict[str, list[Device]]:
+        """node -> its devices, in name order."""
+        if self._deferred:
+            self.apply_slices()
+        return self._by_node
+
+    @property
+    def by_id(self) -> dict[tuple[str, str, str], Device]:
+        """(driver, pool, device name) -> the device."""
+        if self._deferred:
+            self.apply_slices()
+        return self._by_id
+
+    @property
+    def partitioned(self) -> set[str]:
+        """Nodes with devices that consume counters."""
+        if self._deferred:
+            self.apply_slices()
+        return self._partitioned
+
+    @property
+    def caps(self) -> dict[CounterSetKey, dict[str, float]]:
+        """Each shared counter set's counters (partitionable devices)."""
+        if self._deferred:
+            self.apply_slices()
+        return self._caps
+
+    def _set_slice(self, obj: Mapping[str, Any]) -> set[str]:
         name = o.name_of(obj)
-        changed = self.remove_slice(name)
+        changed = self._remove_slice(name)
         node, devs = slice_devices(obj)
         if node:
             self.slices[name] = (node, devs)
@@ -842,7 +924,7 @@ class Devices:
             changed.add(node)
         return changed
 
-    def remove_slice(self, name: str) -> set[str]:
+    def _remove_slice(self, name: str) -> set[str]:
         got = self.slices.pop(name, None)
         self.counter_slices.pop(name, None)
         if got is None:
@@ -858,12 +940,12 @@ class Devices:
     def _index(self, node: str) -> None:
         self.changed()
         self.groups.pop(node, None)
-        old = self.by_node.pop(node, [])
+        old = self._by_node.pop(node, [])
         for d in old:
-            self.by_id.pop(d.id, None)
+            self._by_id.pop(d.id, None)
         for sk in self.node_sets.pop(node, ()):
-            self.caps.pop(sk, None)
-        self.partitioned.discard(node)
+            self._caps.pop(sk, None)
+        self._partitioned.discard(node)
         own = self.node_slices.get(node, ())
         devs = sorted((d for name in own for d in self.slices[name][1]), key=lambda d: d.order)
         sets = [cs[1] for name in own if (cs := self.counter_slices.get(name)) is not None]
@@ -871,20 +953,20 @@ class Devices:
             mine = self.node_sets[node] = set()
             for ss in sets:
                 for sk, counters in ss.items():
-                    if sk not in self.caps:  # a set's name is unique in its pool
-                        self.caps[sk] = counters
+                    if sk not in self._caps:  # a set's name is unique in its pool
+                        self._caps[sk] = counters
                         mine.add(sk)
         if devs:
             # a counter set a whole GPU draws on is that GPU: a partition drawing on
             # it occupies the GPU
             gpu_sets = {sk for d in devs if d.is_gpu and d.shared for sk, _ in d.consumes}
             if any(d.shared for d in devs):
-                self.partitioned.add(node)
+                self._partitioned.add(node)
             else:
-                self.partitioned.discard(node)
-            self.by_node[node] = devs
+                self._partitioned.discard(node)
+            self._by_node[node] = devs
             for d in devs:
-                self.by_id[d.id] = d
+                self._by_id[d.id] = d
                 if d.shared:
                     d.units = tuple(sk for sk, _ in d.consumes if sk in gpu_sets) or d.units
         # claims allocated here before these devices were known (a claim seen before
@@ -893,9 +975,9 @@ class Devices:
             c = self.claims.get(key)
             if c is None or not c.results:
                 continue
-            if any(self.by_id.get(d.id, d) is not d for _, d in c.results):
+            if any(self._by_id.get(d.id, d) is not d for _, d in c.results):
                 self._untake(c)
-                c.results = [(r, self.by_id.get(d.id, d)) for r, d in c.results]
+                c.results = [(r, self._by_id.get(d.id, d)) for r, d in c.results]
                 self._take(c)
         self.gen += 1
 
@@ -938,6 +1020,7 @@ class Devices:
     def set_claim(self, obj: Mapping[str, Any]) -> tuple[set[str], bool]:
         """A ResourceClaim added or changed. Returns the nodes whose GPUs taken changed
         and whether its allocation changed."""
+        self.apply_slices()  # devices are read from here on
         key = o.key_of(obj)
         md = obj.get("metadata") or {}
         owner = None

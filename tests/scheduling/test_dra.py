@@ -285,6 +285,33 @@ def test_a_nodes_devices_follow_its_slices_as_they_come_move_and_go() -> None:
     assert sorted(dev for _, _, _, dev in d.allocations[f"{NS}/c"][1]) == ["more-0", "more-1"]
 
 
+def test_no_device_is_read_until_a_claim_is_known(monkeypatch: Any) -> None:
+    """A cluster that publishes every node's GPUs but schedules no claim never reads a
+    device (7,500 slices cost the scheduler's start seconds); the first claim reads them,
+    in the order the slices came, and slices then are read as they come."""
+    read: list[str] = []
+    real = dra.slice_devices
+
+    def counted(obj: Any) -> Any:
+        read.append(obj["metadata"]["name"])
+        return real(obj)
+
+    monkeypatch.setattr(dra, "slice_devices", counted)
+    s = cluster([(f"n{i}", 8, "H100", ()) for i in range(4)])
+    s.remove_resource_slice("n3-gpu.nvidia.com")
+    s.add_pod(pod("plain", gpus=1))
+    d = schedule(s, 1.0, PolicyConfig(), Memory())
+    assert len(d.bindings) == 1 and read == []
+    s.set_resource_claim(claim("c", 8, owner="p", selectors=product_is("H100")))
+    assert read == ["n0-gpu.nvidia.com", "n1-gpu.nvidia.com", "n2-gpu.nvidia.com"]
+    s.add_node(node("n4", 8))
+    s.set_resource_slice(gpu_slice("n4", 8, "H100"))
+    assert read[-1] == "n4-gpu.nvidia.com"
+    s.add_pod(pod("p", ["c"]))
+    d = schedule(s, 2.0, PolicyConfig(), Memory())
+    assert [k for k, _ in d.bindings] == [f"{NS}/p"] and f"{NS}/c" in d.allocations
+
+
 def test_a_claim_shared_by_a_gang_is_allocated_once_and_pins_it() -> None:
     s = cluster([("n0", 8, "H100", ()), ("n1", 8, "H100", ())])
     s.set_pod_group({"metadata": {"name": "g", "namespace": NS}, "spec": {"minMember": 3}})
