@@ -139,8 +139,12 @@ def _now_ts() -> str:
 _BIND_OK = orjson.dumps(status_obj(201, "", ""))
 
 
-def _json(status: int, obj: Any) -> Response:
-    return Response(status, orjson.dumps(obj))
+def _json(status: int, obj: Any, newline: bool = False) -> Response:
+    """`newline`: the closing newline written by the serializer (large answers: lists
+    and tables), not added by the server in a copy of the body."""
+    return Response(
+        status, orjson.dumps(obj, option=orjson.OPT_APPEND_NEWLINE if newline else None)
+    )
 
 
 APPLY_PATCH = "application/apply-patch+yaml"
@@ -784,7 +788,7 @@ class Core:
         objs = [orjson.loads(self._raw_for(res, e)) for e in entries]
         inc = _qget(query, "includeObject", "Metadata")
         table = tables.to_table(res, objs, inc, list_meta)
-        return _json(200, table)
+        return _json(200, table, newline=True)
 
     def _filter(self, res: Resource, ns: str | None, query: Mapping[str, str]) -> Filter:
         try:
@@ -847,12 +851,21 @@ class Core:
                     "metadata": meta,
                     "items": [_partial(e.obj()) for e in entries],
                 },
+                newline=True,
             )
         head = orjson.dumps(
             {"kind": res.list_kind, "apiVersion": res.api_version, "metadata": meta}
         )
-        body = head[:-1] + b',"items":[' + b",".join(self._raw_for(res, e) for e in entries) + b"]}"
-        return _raw(200, body)
+        # The body in one copy of the items, its closing newline included (the server
+        # adds none to a body that ends with it): the head and the end go onto the
+        # first and last item (small copies) instead of concatenating the whole list.
+        start_items = head[:-1] + b',"items":['
+        raws = [self._raw_for(res, e) for e in entries]
+        if not raws:
+            return _raw(200, start_items + b"]}\n")
+        raws[0] = start_items + raws[0]
+        raws[-1] += b"]}\n"
+        return _raw(200, b",".join(raws))
 
     # ------------------------------------------------------------------ watch
 

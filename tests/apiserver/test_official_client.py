@@ -391,5 +391,11 @@ def test_error_bodies_end_as_kube_apiserver_writes_them(api: client.ApiClient) -
     assert str(failed.value) == f"Error from server (Conflict): {exc.value.body}"
     got = core.read_namespaced_config_map("twice", NS, _preload_content=False).data
     assert got.endswith(b"}\n") and json.loads(got)["metadata"]["name"] == "twice"
+    # lists too, with items or none, the newline written once
+    lst = core.list_namespaced_config_map(NS, _preload_content=False).data
+    assert lst.endswith(b"]}\n") and not lst.endswith(b"\n\n"), lst[-40:]
+    assert "twice" in {i["metadata"]["name"] for i in json.loads(lst)["items"]}
+    none = core.list_namespaced_config_map(NS, label_selector="no=such", _preload_content=False)
+    assert none.data.endswith(b'"items":[]}\n'), none.data
     version = client.VersionApi(api).get_code(_preload_content=False).data
     assert version.endswith(b"}") and json.loads(version)["major"] == "1"
