@@ -204,6 +204,39 @@ def _all_good(values: Any, fast: type | None, item: Check) -> bool:
     return False
 
 
+def _clean_once(inner: Check) -> Check:
+    """`inner` (a kind's spec checker), skipped for a value it has found clean before at
+    the same path: no type error, unknown, missing or unsupported field, so nothing
+    pruned either. A check is a function of the value and its path (its only other
+    effect is `_GOOD_QUANTITIES`), so an equal encoding passes again; the pods of one
+    controller send one spec. Kept per checker, at most 4096 specs."""
+    clean: set[tuple[str, bytes]] = set()
+
+    def check(v: Any, path: str, owner: str, ctx: _Ctx) -> None:
+        if type(v) is not dict or not v or ctx.error is not None:
+            inner(v, path, owner, ctx)
+            return
+        try:
+            key = (path, orjson.dumps(v))
+        except TypeError:
+            inner(v, path, owner, ctx)
+            return
+        if key in clean:
+            return
+        counts = (len(ctx.unknown), len(ctx.missing), len(ctx.unsupported))
+        inner(v, path, owner, ctx)
+        if ctx.error is None and counts == (
+            len(ctx.unknown),
+            len(ctx.missing),
+            len(ctx.unsupported),
+        ):
+            if len(clean) >= 4096:
+                clean.clear()
+            clean.add(key)
+
+    return check
+
+
 def _int_or_string(v: Any, path: str, owner: str, ctx: _Ctx) -> None:
     if v is None or isinstance(v, str):
         return
@@ -431,6 +464,8 @@ class Definitions:
             props[k] = self._node(sub, struct)
             if k in enums:
                 props[k] = _enum(props[k], enums[k])
+        if {"apiVersion", "kind", "metadata", "spec"} <= props.keys():
+            props["spec"] = _clean_once(props["spec"])  # a kind's objects: see _clean_once
         required = tuple(
             k
             for k in schema.get("required") or ()
