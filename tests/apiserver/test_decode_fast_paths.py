@@ -70,3 +70,30 @@ async def test_values_near_known_good_ones_are_still_refused(
         assert w in msg, (w, msg)
     name = body["metadata"]["name"]
     assert (await srv.dispatch("GET", f"{PODS}/{name}")).status == 404
+
+
+async def test_a_spec_seen_valid_is_still_judged_whole(srv: APIServer) -> None:
+    """The fixture's pods all sent one spec, remembered as clean by the decoder and the
+    validator; that spec with one more member, or a second container of the same name,
+    is refused, and a refused spec is refused again (only clean ones are remembered)."""
+    base = _pod("x")["spec"]
+    unknown = {**base, "shedulerName": "typo"}
+    twice = {**base, "containers": base["containers"] * 2}
+    bad_type = {**base, "containers": [{**base["containers"][0], "image": 7}]}
+    cases = [(unknown, 400, "unknown field"), (twice, 422, "Duplicate value")]
+    cases += [(bad_type, 400, "cannot unmarshal number"), (bad_type, 400, "cannot unmarshal")]
+    strict = {"fieldValidation": "Strict"}
+    for i, (spec, status, words) in enumerate(cases):
+        body = orjson.dumps({**_pod(f"y{i}"), "spec": spec})
+        r = await srv.dispatch("POST", PODS, strict, headers=H, body=body)
+        assert r.status == status, r.body
+        assert words in orjson.loads(r.body)["message"]
+    # warned about and dropped when the request does not ask for strictness
+    body = orjson.dumps({**_pod("warned"), "spec": unknown})
+    r = await srv.dispatch("POST", PODS, headers=H, body=body)
+    assert r.status == 201 and "spec.shedulerName" in r.headers.get("Warning", ""), r.headers
+    assert "shedulerName" not in orjson.loads(r.body)["spec"]
+    r = await srv.dispatch("POST", PODS, headers=H, body=orjson.dumps(_pod("again")))
+    assert r.status == 201, r.body  # the known spec itself still passes
+    got = orjson.loads((await srv.dispatch("GET", f"{PODS}/again")).body)
+    assert got["spec"]["containers"][0]["terminationMessagePath"] == "/dev/termination-log"
