@@ -100,6 +100,14 @@ def _verb_and_resource(method: str, path: str, query: Mapping[str, str]) -> tupl
     return verb, resource
 
 
+def _shutting_down() -> Response:
+    return Response(
+        503,
+        orjson.dumps(status_obj(503, "ServiceUnavailable", "the API server is shutting down")),
+        {"Content-Type": JSON, "Retry-After": "1"},
+    )
+
+
 class _StoreCollector:
     """Gauges read at scrape time: stored objects and open watches per resource."""
 
@@ -195,6 +203,9 @@ class APIServer(Core):
             fsync=fsync,
         )
         super().__init__(store, Registry(), bookmark_interval=bookmark_interval)
+        # Set when stop() begins: a request that comes after (an in-process client whose
+        # component has not stopped yet) is answered 503 without being served or audited.
+        self.stopping = False
         # Who may do what (authn.py, rbac.py, nodeauth.py) and what they did (audit.py).
         # The audit log goes to DATA_DIR/audit.log unless audit_log names another
         # path ("" turns it off); audit_policy is an audit.k8s.io/v1 Policy file.
@@ -329,7 +340,10 @@ class APIServer(Core):
         return write_kubeconfig(path, self.url, self.token, ca_pem=self.ca_pem)
 
     async def stop(self) -> None:
-        """Stop serving, close watches, flush and close the store."""
+        """Stop serving, close watches, flush and close the store. Requests that come
+        from now on are refused (503 ServiceUnavailable, Retry-After), never served
+        after the audit log is closed."""
+        self.stopping = True
         for c in self.store.colls.values():
             for w in c.all_watchers():
                 w.close()
@@ -360,6 +374,8 @@ class APIServer(Core):
         """Answer one request as `user` (authenticated by the HTTP layer); without one,
         an in-process caller's Authorization header is checked here, and a caller with
         none is the server's own loopback identity (system:masters)."""
+        if self.stopping:
+            return _shutting_down()
         t0 = time.perf_counter()
         q = query or {}
         h = headers or {}

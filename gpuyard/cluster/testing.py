@@ -88,9 +88,10 @@ class ClusterProcess:
             self.proc.wait(10)
         childgroups.release(self.proc.pid)
 
-    def terminate(self, timeout: float = 15) -> int:
+    def terminate(self, timeout: float = 15, sig: int = signal.SIGTERM) -> int:
+        """Stop the whole process group with `sig` (SIGINT: as Ctrl-C in a terminal)."""
         with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.proc.pid, signal.SIGTERM)
+            os.killpg(self.proc.pid, sig)
         try:
             code = self.proc.wait(timeout)
         except subprocess.TimeoutExpired:

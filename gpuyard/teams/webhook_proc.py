@@ -28,6 +28,7 @@ import asyncio
 import contextlib
 import datetime as dt
 import logging
+import signal
 import sys
 from collections.abc import Mapping
 from pathlib import Path
@@ -294,6 +295,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--cert", type=Path, required=True)
     ap.add_argument("--key", type=Path, required=True)
     a = ap.parse_args(argv)
+    # Ctrl-C in a terminal reaches the whole process group: the parent stops this child
+    # itself (it closes the child's input), so the child neither dies half-way nor
+    # prints a KeyboardInterrupt traceback into the parent's output.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     coro = child(a.host, a.port, a.cert, a.key)
     try:

@@ -296,3 +296,30 @@ def test_a_clean_stop_writes_the_audit_event_of_every_answered_request() -> None
         logged = {e["auditID"] for e in _all_events(Path(srv.data_dir) / "audit.log")}
     assert len(ids) == 300
     assert set(ids) <= logged
+
+
+async def test_a_request_after_stop_is_refused_not_served_unaudited(
+    tmp_path: Path, caplog: Any
+) -> None:
+    """An in-process client still running when the server stops (a component not yet
+    stopped) gets 503 ServiceUnavailable with Retry-After: the request is not served, so
+    no audit event is lost and nothing changes."""
+    srv = APIServer(str(tmp_path), port=0, persist=True, tls=False)
+    await srv.start(listen=False)
+    await srv.stop()
+    body = orjson.dumps({"metadata": {"name": "late"}})
+    with caplog.at_level("ERROR", logger="gpuyard.apiserver.audit"):
+        r = await srv.dispatch("POST", "/api/v1/namespaces/default/configmaps", {}, {}, body)
+    assert r.status == 503
+    assert r.headers["Retry-After"] == "1"
+    st = orjson.loads(r.body)
+    assert (st["reason"], st["code"]) == ("ServiceUnavailable", 503)
+    assert not [rec for rec in caplog.records if "not written" in rec.getMessage()]
+    # Restarted on the same data: the late create never happened.
+    again = APIServer(str(tmp_path), port=0, persist=True, tls=False)
+    await again.start(listen=False)
+    try:
+        got = await again.dispatch("GET", "/api/v1/namespaces/default/configmaps/late")
+        assert got.status == 404
+    finally:
+        await again.stop()
