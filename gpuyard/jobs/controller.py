@@ -31,7 +31,7 @@ from gpuyard.jobs.spec import JobSpec, refusal
 from gpuyard.k8s.autoscaler import group_max_sizes
 from gpuyard.kube import objects as o
 from gpuyard.kube.errors import AlreadyExists, ApiError, Conflict, NotFound
-from gpuyard.kube.events import EventRecorder
+from gpuyard.kube.events import STOP_FLUSH_S, EventRecorder
 from gpuyard.kube.informer import InformerFactory, informer_maker
 from gpuyard.kube.resources import CONFIGMAPS, NODES, POD_GROUPS, PODS, TRAINING_JOBS
 from gpuyard.kube.waits import woken
@@ -206,7 +206,11 @@ class JobController:
         finally:
             for inf in infs:
                 await inf.stop()
-            await self.recorder.flush()
+            # Stopping: the queued Events get a moment, not the minutes a full queue takes at
+            # its rate (a stop waited up to 20 s), and none holds the stop when paused.
+            left = await self.recorder.flush(timeout=STOP_FLUSH_S)
+            if left:
+                log.info("stopping: %d queued Events not written", left)
 
     async def _reconcile_safe(self, key: str) -> None:
         try:

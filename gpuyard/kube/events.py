@@ -110,6 +110,10 @@ class _Bucket:
         self.stamp = stamp
 
 
+# How long a stopping component lets its queued Events go out before dropping them.
+STOP_FLUSH_S = 2.0
+
+
 class EventQueue:
     """Events emitted and not yet written, bounded; written by at most `senders` tasks,
     at most `qps` a second after a `burst` (qps None: as fast as the senders go)."""
@@ -187,11 +191,27 @@ class EventQueue:
             await self._pace()
             await rec.record(obj, type_, reason, message)
 
-    async def flush(self) -> None:
+    async def flush(self, timeout: float | None = None) -> int:
         """Wait until every queued event is written (or dropped by its recorder); while
-        paused, until it is resumed and they are."""
-        while self._workers:
+        paused, until it is resumed and they are. With `timeout` (a component stopping:
+        at 50 a second a full queue takes 20 s), what is not written by then is
+        dropped and counted. Returns how many were dropped so."""
+
+        async def drain() -> None:
+            while self._workers:
+                await asyncio.gather(*list(self._workers), return_exceptions=True)
+
+        try:
+            await asyncio.wait_for(drain(), timeout)
+            return 0
+        except TimeoutError:
+            left = len(self._q)
+            self._q.clear()
+            self.dropped += left
+            for t in list(self._workers):
+                t.cancel()
             await asyncio.gather(*list(self._workers), return_exceptions=True)
+            return left
 
 
 class EventRecorder:
@@ -297,6 +317,7 @@ class EventRecorder:
         if not self.queue.put(self, ref, type_, reason, message):
             self.dropped += 1
 
-    async def flush(self) -> None:
-        """Wait for events emitted with `emit` to be sent."""
-        await self.queue.flush()
+    async def flush(self, timeout: float | None = None) -> int:
+        """Wait for events emitted with `emit` to be sent; with `timeout`, drop (and
+        count, and return how many) what is not sent by then."""
+        return await self.queue.flush(timeout)

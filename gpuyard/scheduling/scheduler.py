@@ -34,7 +34,7 @@ from gpuyard import names
 from gpuyard.k8s.disruption import EVICTION_BY_EVICTION_API, PREEMPTION_BY_SCHEDULER, status_patch
 from gpuyard.kube import objects as o
 from gpuyard.kube.errors import ApiError, Conflict, NotFound, TooManyRequests
-from gpuyard.kube.events import EventQueue, EventRecorder
+from gpuyard.kube.events import STOP_FLUSH_S, EventQueue, EventRecorder
 from gpuyard.kube.informer import InformerFactory, informer_maker
 from gpuyard.kube.leader import LeaderElector, LeaseTimings
 from gpuyard.kube.resources import (
@@ -509,7 +509,11 @@ class Scheduler:
                 self.claims,
             ):
                 await inf.stop()
-            await self.recorder.flush()
+            # Stopping: the queued Events get a moment, not the minutes a full queue takes at
+            # its rate (a stop waited up to 20 s), and none holds the stop when paused.
+            left = await self.recorder.flush(timeout=STOP_FLUSH_S)
+            if left:
+                log.info("stopping: %d queued Events not written", left)
 
     async def _loop(self, elector: LeaderElector | None) -> None:
         self._dirty.set()

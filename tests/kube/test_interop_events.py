@@ -149,3 +149,21 @@ async def test_a_paused_queue_holds_its_events_until_resumed(kube: Client) -> No
     await queue.flush()
     evs = (await kube.list(EVENTS, "default", **held))["items"]
     assert sorted(e["involvedObject"]["name"] for e in evs) == ["held-0", "held-1", "held-2"]
+
+
+async def test_a_stopping_flush_is_bounded_and_counts_what_it_drops(kube: Client) -> None:
+    """A component stopping gives its queued Events a bounded time (a paused or slow
+    queue never holds its stop), and says how many were not written."""
+    queue = EventQueue(max_queued=10, senders=1)
+    rec = EventRecorder(kube, "gpuyard-test", queue=queue)
+    queue.pause()
+    for i in range(4):
+        rec.emit({"kind": "Node", "metadata": {"name": f"late-{i}"}}, "Normal", "Late", "x")
+    t0 = time.monotonic()
+    assert await rec.flush(timeout=0.2) == 4
+    assert time.monotonic() - t0 < 5
+    assert queue.dropped == 4 and len(queue) == 0
+    queue.resume()
+    assert await rec.flush(timeout=5) == 0
+    late = {"field_selector": "reason=Late"}
+    assert (await kube.list(EVENTS, "default", **late))["items"] == []
