@@ -45,6 +45,17 @@ lint:
 	$(BIN)/ruff check gpuyard tests benchmarks
 	$(BIN)/mypy
 
+# The tests in two phases: those not marked `serial` (tests/conftest.py) in $(TEST_WORKERS)
+# pytest-xdist workers (they mostly wait on the servers they start, so 4 keep 2 cores busy),
+# then the `serial` ones alone. Both phases always run; either one failing fails the target,
+# and a phase without tests (pytest's exit status 5) is not a failure.
+TEST_WORKERS ?= 4
+PYTEST = PATH=$(abspath $(BIN)):$$PATH $(BIN)/python -m pytest -q -p no:cacheprovider
 test: install-test lint
 	@$(PYC)
-	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/python -m pytest -q -p no:cacheprovider
+	@echo "== tests in parallel ($(TEST_WORKERS) workers)"; \
+	$(PYTEST) -n $(TEST_WORKERS) -m "not serial"; par=$$?; \
+	echo "== serial tests (run alone)"; \
+	$(PYTEST) -m serial; ser=$$?; \
+	echo "== parallel phase: exit $$par, serial phase: exit $$ser (5: no tests)"; \
+	for rc in $$par $$ser; do [ $$rc = 0 ] || [ $$rc = 5 ] || exit 1; done
