@@ -363,9 +363,15 @@ def steal(kubeconfig: str, namespace: str, name: str, new_holder: str) -> None:
     api_client = kubernetes.config.new_client_from_config(config_file=kubeconfig)
     try:
         api = kubernetes.client.CoordinationV1Api(api_client)
-        lease = api.read_namespaced_lease(name, namespace)
-        lease.spec.holder_identity = new_holder
-        api.replace_namespaced_lease(name, namespace, lease)
+        for _ in range(20):  # the holder may renew between the read and the write: read again
+            lease = api.read_namespaced_lease(name, namespace)
+            lease.spec.holder_identity = new_holder
+            try:
+                api.replace_namespaced_lease(name, namespace, lease)
+                return
+            except kubernetes.client.exceptions.ConflictException:
+                continue
+        raise AssertionError(f"lease {namespace}/{name}: every write conflicted")
     finally:
         api_client.close()
 

@@ -115,7 +115,10 @@ spec:
 def test_network_top_through_the_cli(cluster) -> None:
     cluster.kubectl("apply", "-f", "-", input=TEAM_PODS)
     for ns, pod in (("ml", "big"), ("ml", "small"), ("ml", "hostnet"), ("default", "other")):
-        cluster.kubectl("wait", "-n", ns, "--for=jsonpath={.status.phase}=Running", f"pod/{pod}")
+        cluster.kubectl(
+            "wait", "-n", ns, "--for=jsonpath={.status.phase}=Running", f"pod/{pod}",
+            "--timeout=60s", timeout=90,
+        )  # fmt: skip
 
     def top(*args: str) -> dict:
         r = cluster.gpuyard("network", "top", "--window", "1", *args)

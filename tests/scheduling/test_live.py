@@ -121,8 +121,11 @@ async def test_preemption_evicts_the_low_priority_gang_whole_and_nominates(
             ps = await pods_by_name(k)
             low = [ps[f"low-{i}"] for i in range(2)]
             urgent = [ps[f"urgent-{i}"] for i in range(2)]
+            # The nomination and the PodScheduled condition are separate writes.
             ok = all(p["metadata"].get("deletionTimestamp") for p in low) and all(
-                (p.get("status") or {}).get("nominatedNodeName") for p in urgent
+                (p.get("status") or {}).get("nominatedNodeName")
+                and (p.get("status") or {}).get("conditions")
+                for p in urgent
             )
             return ps if ok else None
 
