@@ -92,7 +92,7 @@ def worker_cause(
     if disrupted is not None and disrupted.get("reason") == PREEMPTED:
         msg = disrupted.get("message") or "preempted by the scheduler"
         return Cause(f"{name} was {msg}", counts=False, kind="preemption")
-    if st.get("phase") == "Failed":
+    if st.get("phase") == "Failed" and not _stopped_by_its_deletion(pod):
         code = None
         for cs in st.get("containerStatuses") or []:
             term = (cs.get("state") or {}).get("terminated") or {}
@@ -123,6 +123,24 @@ def worker_cause(
     else:
         what = f"deleted from node {node}" if node else "deleted"
     return Cause(f"{name} {what}", kind=kind)
+
+
+def _stopped_by_its_deletion(pod: Mapping[str, Any]) -> bool:
+    """Failed only because it was deleted: every container stopped once the deletion
+    began (deletionTimestamp less deletionGracePeriodSeconds), as a kubelet stops a
+    deleted pod (SIGTERM, exit 143; 137 when the grace ends). Its cause is the deletion
+    (or eviction), not its exit code, whichever state of it the controller saw first."""
+    md = pod.get("metadata") or {}
+    deleted = o.parse_time(md.get("deletionTimestamp"))
+    if deleted is None:
+        return False
+    began = deleted.timestamp() - float(md.get("deletionGracePeriodSeconds") or 0)
+    ends = [
+        o.parse_time(term.get("finishedAt"))
+        for cs in (pod.get("status") or {}).get("containerStatuses") or []
+        if (term := (cs.get("state") or {}).get("terminated"))
+    ]
+    return bool(ends) and all(e is not None and e.timestamp() >= began for e in ends)
 
 
 def _trouble_kind(trouble: str) -> str:

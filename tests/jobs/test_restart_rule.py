@@ -127,6 +127,39 @@ def test_a_deleted_worker_is_a_restart_and_says_so() -> None:
     assert act.ended == ("restart", "deletion")
 
 
+def _terminated(pod: dict[str, Any], code: int, finished: str) -> dict[str, Any]:
+    pod["status"]["phase"] = "Failed"
+    pod["status"]["containerStatuses"] = [
+        {"name": "t", "state": {"terminated": {"exitCode": code, "finishedAt": finished}}}
+    ]
+    return pod
+
+
+def test_a_deleted_worker_seen_failed_by_its_sigterm_says_it_was_deleted() -> None:
+    # `kubectl delete pod` at 10:00:00 with 30 s of grace: the kubelet's SIGTERM ends it
+    # (143) and it is Failed before it is removed; that state, when seen, says deleted.
+    j = running(job())
+    pods = pods_of(j)
+    gone = _terminated(pods.pop(1), 143, "2026-01-01T10:00:01Z")
+    gone["metadata"]["deletionTimestamp"] = "2026-01-01T10:00:30Z"
+    gone["metadata"]["deletionGracePeriodSeconds"] = 30
+    act = decide(j, pods, healthy("n0", "n1", "n2"), gone=[gone])
+    assert act.status["restarts"] == 1
+    assert act.status["message"].startswith("llm-worker-1 deleted from node n1"), act.status
+    assert act.ended == ("restart", "deletion")
+
+
+def test_a_worker_that_failed_before_it_was_deleted_says_its_exit_code() -> None:
+    j = running(job())
+    pods = pods_of(j)
+    gone = _terminated(pods.pop(1), 1, "2026-01-01T09:59:59Z")
+    gone["metadata"]["deletionTimestamp"] = "2026-01-01T10:00:30Z"
+    gone["metadata"]["deletionGracePeriodSeconds"] = 30
+    act = decide(j, pods, healthy("n0", "n1", "n2"), gone=[gone])
+    assert act.status["message"].startswith("llm-worker-1 failed on n1 (exit code 1)")
+    assert act.ended == ("restart", "failure")
+
+
 def test_a_worker_drained_off_its_node_is_a_restart_and_says_drain() -> None:
     j = running(job())
     pods = pods_of(j)
