@@ -192,8 +192,7 @@ async def test_idle_and_slow_header_floods_do_not_starve_a_legitimate_client() -
                         assert (await r.json())["metadata"]["name"] == f"ok-{i}"
                 fresh_lat.append(time.perf_counter() - t0)
                 max_fds = max(max_fds, fd_count(srv.pid))
-            # The flood was still on: it shed flood connections to admit the legitimate
-            # ones, and it fills the server to its cap again (between waves of slow
+            # The flood was still on: it fills the server to its cap again (between waves of slow
             # heads timing out it may stand a little below), never past it.
             deadline = time.monotonic() + 120
             while True:
@@ -204,7 +203,12 @@ async def test_idle_and_slow_header_floods_do_not_starve_a_legitimate_client() -
                     break
                 assert time.monotonic() < deadline, f"the flood holds only {opened} of {cap}"
                 await asyncio.sleep(0.2)
-            assert _shed(m) > shed_before
+            # The server made room for them: by shedding flood connections, or, when a
+            # wave of slow heads had just timed out, in the room that wave left.
+            assert _shed(m) > shed_before or m[HEADER_TIMEOUTS] > timed_out, (
+                _shed(m),
+                m[HEADER_TIMEOUTS],
+            )
             assert 0 < max_fds < server_limit
             for p in [*idlers, slow]:
                 assert p.poll() is None, f"a flood helper ended early: {finish(p)}"
