@@ -108,7 +108,10 @@ def test_slices_fill_a_gpu_and_whole_gpus_never_share_it(
                     or {}
                 ).get("conditions")
                 or ()
-                if cond["type"] == "PodScheduled" and cond["status"] == "False"
+                if cond["type"] == "PodScheduled"
+                and cond["status"] == "False"
+                # a first pass may only be waiting for the claim to be made from its template
+                and "waiting for the ResourceClaim" not in (cond.get("message") or "")
             ),
             None,
         ),
