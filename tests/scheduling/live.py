@@ -83,7 +83,7 @@ async def setup(k: Client, nodes: int) -> None:
             await asyncio.sleep(0.1)
 
 
-async def until(fn: Callable[[], Any], timeout: float = 20) -> Any:
+async def until(fn: Callable[[], Any], timeout: float = 30) -> Any:
     """The first true value of `await fn()`, asked every 0.1 s; AssertionError after
     `timeout` seconds."""
     deadline = time.monotonic() + timeout

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Callable
 from typing import Any
 
@@ -11,6 +10,7 @@ import pytest
 
 from gpuyard.cluster.testing import ClusterProcess
 from gpuyard.kube.resources import EVENTS, NODES, POD_GROUPS, PODS
+from tests.scheduling.live import until
 
 
 def gang(
@@ -59,17 +59,6 @@ def single(name: str, gpus: int = 1) -> dict[str, Any]:
             ],
         },
     }
-
-
-async def until(fn: Callable[[], Any], timeout: float = 30) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        v = await fn()
-        if v:
-            return v
-        if time.monotonic() > deadline:
-            raise AssertionError("timed out")
-        await asyncio.sleep(0.2)
 
 
 @pytest.mark.slow

@@ -15,19 +15,9 @@ import pytest
 from gpuyard import names
 from gpuyard.cluster.testing import ClusterProcess
 from gpuyard.kube.resources import EVENTS, NAMESPACES, NODES, PODS, TEAMS
+from tests.scheduling.live import until
 
 ARGS = ["--components", "scheduler,teams"]
-
-
-async def until(fn: Callable[[], Any], timeout: float = 30) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        v = await fn()
-        if v:
-            return v
-        if time.monotonic() > deadline:
-            raise AssertionError("timed out")
-        await asyncio.sleep(0.2)
 
 
 def team_obj(name: str, count: int, borrow: bool = False) -> dict[str, Any]:
