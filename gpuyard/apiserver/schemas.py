@@ -42,6 +42,7 @@ import orjson
 
 from gpuyard.apiserver.errors import APIError, bad_request, invalid
 from gpuyard.apiserver.resources import Resource
+from gpuyard.apiserver.seen import SeenClean
 from gpuyard.kube.objects import QuantityError, parse_quantity
 
 KUBERNETES_VERSION = "1.37"
@@ -208,19 +209,11 @@ def _clean_once(inner: Check) -> Check:
     """`inner` (a kind's spec checker), skipped for a value it has found clean before at
     the same path: no type error, unknown, missing or unsupported field, so nothing
     pruned either. A check is a function of the value and its path (its only other
-    effect is `_GOOD_QUANTITIES`), so an equal encoding passes again; the pods of one
-    controller send one spec. Kept per checker, at most 4096 specs."""
-    clean: set[tuple[str, bytes]] = set()
+    effect is `_GOOD_QUANTITIES`), so an equal encoding passes again (seen.SeenClean)."""
+    clean = SeenClean()
 
     def check(v: Any, path: str, owner: str, ctx: _Ctx) -> None:
-        if type(v) is not dict or not v or ctx.error is not None:
-            inner(v, path, owner, ctx)
-            return
-        try:
-            key = (path, orjson.dumps(v))
-        except TypeError:
-            inner(v, path, owner, ctx)
-            return
+        key = SeenClean.key(path, v) if ctx.error is None else None
         if key in clean:
             return
         counts = (len(ctx.unknown), len(ctx.missing), len(ctx.unsupported))
@@ -230,8 +223,6 @@ def _clean_once(inner: Check) -> Check:
             len(ctx.missing),
             len(ctx.unsupported),
         ):
-            if len(clean) >= 4096:
-                clean.clear()
             clean.add(key)
 
     return check

@@ -17,10 +17,9 @@ from __future__ import annotations
 import re
 from typing import Any
 
-import orjson
-
 from gpuyard.apiserver import admission_policy, celrules, strategies, structural
 from gpuyard.apiserver.resources import Resource
+from gpuyard.apiserver.seen import SeenClean
 from gpuyard.k8s.schema_check import Cause, schema_errors
 from gpuyard.k8s.schema_check import cause as _cause
 from gpuyard.kube.objects import QuantityError, parse_quantity
@@ -110,24 +109,16 @@ def _quantities(values: Any, field: str) -> list[Cause]:
     return out
 
 
-# PodSpecs found valid, by field and encoding: `_pod_spec` is a function of the two, and
-# the pods of one controller are created with one spec. At most 4096.
-_GOOD_SPECS: set[tuple[str, bytes]] = set()
+# PodSpecs found valid, by field and encoding (`_pod_spec` is a function of the two).
+_GOOD_SPECS = SeenClean()
 
 
 def _pod_spec(spec: Any, field: str) -> list[Cause]:
-    if type(spec) is not dict:
-        return _pod_spec_causes(spec, field)
-    try:
-        key = (field, orjson.dumps(spec))
-    except TypeError:
-        return _pod_spec_causes(spec, field)
+    key = SeenClean.key(field, spec)
     if key in _GOOD_SPECS:
         return []
     out = _pod_spec_causes(spec, field)
     if not out:
-        if len(_GOOD_SPECS) >= 4096:
-            _GOOD_SPECS.clear()
         _GOOD_SPECS.add(key)
     return out
 

@@ -4,9 +4,9 @@ Every `period` seconds it looks at each node's last heartbeat, from the caches o
 Leases informer (kube-node-lease) and the nodes informer, as kube-controller-manager
 does: no request per pass (a list of 7,500 Leases every 5 s held the process's loop
 for its length, each time), the watch's 750 renewals a second only update the cache.
-The heartbeat is the newest of the Lease's renewTime,
-the Ready condition's lastHeartbeatTime (a status post) and the node's creation. As kube-controller-manager does, it measures the grace period
-on its own clock from the moment it saw that heartbeat change (or first saw the node),
+The heartbeat is the newest of the Lease's renewTime, the Ready condition's
+lastHeartbeatTime (a status post) and the node's creation. As kube-controller-manager
+does, it measures the grace period on its own clock from the moment it saw that heartbeat change (or first saw the node),
 not from the timestamp written in it: a node that has just registered and whose Lease
 is not written yet (a kubelet creates its Node first) is not unreachable because its
 Lease is a moment behind, and after a restart of the cluster every node has a grace
