@@ -80,6 +80,10 @@ def _env() -> dict[str, str]:
     return {**os.environ, "PYTHONPATH": str(ROOT)}
 
 
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
 def test_a_signalled_apiserver_benchmark_stops_its_server_and_removes_its_worktree(
     sig: signal.Signals,
@@ -92,6 +96,9 @@ def test_a_signalled_apiserver_benchmark_stops_its_server_and_removes_its_worktr
         env=_env(),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
+        # A runner started in the background (`make test &`) passes SIGINT on ignored,
+        # and Python then sets no KeyboardInterrupt handler: give the child the default.
+        preexec_fn=_default_sigint,
     )
     try:
         server = _wait_for_server(proc)
