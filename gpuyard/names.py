@@ -52,6 +52,10 @@ ANN_SIM_EXIT_CODE = "gpuyard.io/sim-exit-code"
 # how long a simulated container takes to stop after SIGTERM when its pod is deleted:
 # seconds ("20"), or by container ("main=20,sidecar=0"), "never" to ignore SIGTERM
 ANN_SIM_STOP_SECONDS = "gpuyard.io/sim-stop-seconds"
+# the exit code a simulated container reports when it stops on SIGTERM (143, 128+15, by
+# default, as a program without a handler): "0" for one that handles it and exits
+# cleanly, or by container ("main=0"); one killed when the grace period ends exits 137
+ANN_SIM_SIGTERM_EXIT_CODE = "gpuyard.io/sim-sigterm-exit-code"
 # a simulated container's resource usage, as kubectl top reports it: "cpu=250m,memory=1Gi"
 ANN_SIM_USAGE = "gpuyard.io/sim-usage"
 # How long a pod runs at most once started, as a duration (`2h`, `90m`, `1d`, `2h30m`):

@@ -16,10 +16,12 @@ Like KWOK, `SimCluster` plays every kubelet of the embedded cluster from one pla
   `gpuyard.io/sim-duration` seconds and ends Succeeded/Failed with
   `gpuyard.io/sim-exit-code` (one code, or codes by container: "main=42,sidecar=0"),
   each container terminated with its exit code as a kubelet reports it; a running pod
-  that is deleted stops as a kubelet stops it: each container exits 143 (SIGTERM) after
+  that is deleted stops as a kubelet stops it: each container exits on SIGTERM after
   `gpuyard.io/sim-stop-seconds` (0 by default; by container as for the exit code;
-  "never" ignores SIGTERM), or 137 when the grace period ends first, its terminated
-  state and the pod's phase Failed are written, then the pod is removed; a pod with a
+  "never" ignores SIGTERM) with `gpuyard.io/sim-sigterm-exit-code` (143 by default;
+  "0" for a program that handles SIGTERM and exits cleanly), or 137 when the grace
+  period ends first, its terminated state and the pod's phase (Succeeded when every
+  container exited 0, else Failed) are written, then the pod is removed; a pod with a
   deletionTimestamp that is not running is removed at once;
   a pod whose container runs `gpuyard gpu-test` ends with the report its host's
   injected faults imply (from gpuyard.health.gputest.simulate_report), marked simulated;
@@ -294,14 +296,30 @@ EXIT_SIGTERM = 143
 EXIT_SIGKILL = 137
 
 
+def sigterm_exit_codes(value: str, containers: list[str]) -> dict[str, int]:
+    """The exit code each container reports when it stops on SIGTERM, from a
+    `gpuyard.io/sim-sigterm-exit-code` annotation: one code for every container ("0")
+    or codes by container ("main=0"; a container not named exits 143, as a program
+    without a SIGTERM handler). ValueError says what is wrong with it."""
+    return _by_container(value, containers, _exit_code, EXIT_SIGTERM, "an exit code (0-255)")
+
+
+def _exit_code(v: str) -> int:
+    code = int(v)
+    if not 0 <= code <= 255:
+        raise ValueError(v)
+    return code
+
+
 def termination(
     pod: dict[str, Any], now: datetime
 ) -> tuple[float, dict[str, int], dict[str, float]]:
     """For a running pod being deleted: the seconds from `now` until its last container
     has stopped, each container's exit code and when it stopped (epoch seconds). Each
     gets SIGTERM when the deletion began (deletionTimestamp less
-    deletionGracePeriodSeconds) and stops after its `gpuyard.io/sim-stop-seconds` (143),
-    or is killed when the grace period ends (137)."""
+    deletionGracePeriodSeconds) and stops after its `gpuyard.io/sim-stop-seconds` with
+    its `gpuyard.io/sim-sigterm-exit-code` (143 unless said), or is killed when the
+    grace period ends (137)."""
     md = pod.get("metadata") or {}
     spec = pod.get("spec") or {}
     containers = [c.get("name", "main") for c in spec.get("containers") or []]
@@ -315,10 +333,17 @@ def termination(
     except ValueError as exc:
         log.warning("pod %s: bad %s: %s", o.key_of(pod), names.ANN_SIM_STOP_SECONDS, exc)
         stops = dict.fromkeys(containers, 0.0)
+    try:
+        on_term = sigterm_exit_codes(
+            ann.get(names.ANN_SIM_SIGTERM_EXIT_CODE, str(EXIT_SIGTERM)), containers
+        )
+    except ValueError as exc:
+        log.warning("pod %s: bad %s: %s", o.key_of(pod), names.ANN_SIM_SIGTERM_EXIT_CODE, exc)
+        on_term = dict.fromkeys(containers, EXIT_SIGTERM)
     ends = o.parse_time(md.get("deletionTimestamp"))
     began = (ends.timestamp() - grace) if ends else now.timestamp()
     stopped = {c: began + min(s, grace) for c, s in stops.items()}
-    codes = {c: EXIT_SIGTERM if s < grace else EXIT_SIGKILL for c, s in stops.items()}
+    codes = {c: on_term[c] if s < grace else EXIT_SIGKILL for c, s in stops.items()}
     last = max(stopped.values(), default=began)
     return max(0.0, last - now.timestamp()), codes, stopped
 

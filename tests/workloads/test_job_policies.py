@@ -5,13 +5,15 @@ Python client; and the policy's rule matching on pods as a kubelet reports them.
 
 from __future__ import annotations
 
+import functools
 import json
+from datetime import UTC, datetime
 from typing import Any
 
 from kubernetes import client as k8s
 from kubernetes import config as k8sconfig
 
-from gpuyard.cluster.sim import exit_codes
+from gpuyard.cluster.sim import exit_codes, sigterm_exit_codes, termination
 from gpuyard.cluster.testing import ClusterProcess, wait_for
 from gpuyard.cluster.workloads.podfailure import judge
 
@@ -90,6 +92,39 @@ def test_fail_job_rule_on_a_containers_exit_code_fails_at_once(cluster: ClusterP
     assert (ended["side"].exit_code, ended["side"].reason) == (0, "Completed")
 
 
+def test_sigterm_exit_code_annotation_sets_how_a_deleted_container_ends() -> None:
+    def pod(ann: dict[str, str]) -> dict[str, Any]:
+        return {
+            "metadata": {
+                "name": "p",
+                "namespace": "ns",
+                "deletionTimestamp": "2026-01-01T10:00:30Z",
+                "deletionGracePeriodSeconds": 30,
+                "annotations": ann,
+            },
+            "spec": {"containers": [{"name": "app"}, {"name": "side"}, {"name": "stuck"}]},
+        }
+
+    at = datetime(2026, 1, 1, 10, 0, 0, tzinfo=UTC)
+    _, codes, _ = termination(pod({"gpuyard.io/sim-stop-seconds": "stuck=never"}), at)
+    assert codes == {"app": 143, "side": 143, "stuck": 137}  # without a handler
+    ann = {
+        "gpuyard.io/sim-stop-seconds": "stuck=never",
+        "gpuyard.io/sim-sigterm-exit-code": "app=0",
+    }
+    _, codes, _ = termination(pod(ann), at)
+    assert codes == {"app": 0, "side": 143, "stuck": 137}  # killed at the grace's end
+    ann["gpuyard.io/sim-sigterm-exit-code"] = "0"
+    assert termination(pod(ann), at)[1] == {"app": 0, "side": 0, "stuck": 137}
+    assert sigterm_exit_codes("side=1", ["app", "side"]) == {"app": 143, "side": 1}
+    for bad in ("x", "256", "-1", "other=0"):
+        try:
+            sigterm_exit_codes(bad, ["app", "side"])
+        except ValueError:
+            continue
+        raise AssertionError(f"{bad!r} was taken")
+
+
 def test_exit_code_annotation_forms() -> None:
     assert exit_codes("42", ["a", "b"]) == {"a": 42, "b": 42}
     assert exit_codes("b=3", ["a", "b"]) == {"a": 0, "b": 3}
@@ -141,6 +176,41 @@ def test_evicted_pod_is_ignored_by_its_rule_and_replaced(cluster: ClusterProcess
     st = wait_for(settled, what="the job to count its replacement")
     assert st.get("failed", 0) == 0  # the eviction did not count
     assert not any(c["type"] == "Failed" for c in st.get("conditions") or [])
+
+
+def test_a_deleted_pod_that_handles_sigterm_succeeds_under_a_failure_policy(
+    cluster: ClusterProcess,
+) -> None:
+    # Its container exits 0 on SIGTERM, 3 s after the pod is deleted. With a
+    # podFailurePolicy (podReplacementPolicy Failed) the Job counts the pod by the
+    # phase it ends in: Succeeded, so the Job completes; the FailJob rule for non-zero
+    # codes does not fire. Without one (TerminatingOrFailed) the deletion itself is a
+    # failure, as kube-controller-manager counts it: backoffLimit 0 fails that Job.
+    ann = {
+        "gpuyard.io/sim-duration": "120",
+        "gpuyard.io/sim-sigterm-exit-code": "0",
+        "gpuyard.io/sim-stop-seconds": "3",
+    }
+    policy = {"rules": [{"action": "FailJob", "onExitCodes": {"operator": "NotIn", "values": [0]}}]}
+    batch = k8s.BatchV1Api(k8sconfig.new_client_from_config(config_file=cluster.kubeconfig))
+    batch.create_namespaced_job("default", job_body("graceful", ann, podFailurePolicy=policy))
+    batch.create_namespaced_job("default", job_body("counted", ann, backoffLimit=0))
+
+    def running(name: str) -> list[dict[str, Any]]:
+        return [p for p in job_pods(cluster, name) if p["status"].get("phase") == "Running"]
+
+    for name in ("graceful", "counted"):
+        (pod,) = wait_for(functools.partial(running, name), what=f"{name}'s pod to run")
+        cluster.kubectl("delete", "pod", pod["metadata"]["name"], "--wait=false")
+    job = wait_job(cluster, "graceful", "complete")
+    assert (job["status"].get("succeeded"), job["status"].get("failed", 0)) == (1, 0)
+    assert not any(c["type"] == "Failed" for c in job["status"]["conditions"])
+    assert job_pods(cluster, "graceful") == []  # no replacement was started
+    job = wait_job(cluster, "counted", "failed")
+    assert condition(job, "Failed")["reason"] == "BackoffLimitExceeded"
+    wait_for(lambda: job_pods(cluster, "counted") == [], what="the deleted pod to go")
+    st = get_job(cluster, "counted")["status"]
+    assert (st.get("succeeded", 0), st["failed"]) == (0, 1)  # counted once, as failed
 
 
 def test_active_deadline_fails_the_job_and_stops_its_pods(cluster: ClusterProcess) -> None:

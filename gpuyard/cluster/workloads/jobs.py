@@ -1,10 +1,13 @@
 """The Job controller (batch/v1), level-triggered on Job and pod informers.
 
 Keeps min(parallelism, completions left) pods active; counts pods that succeeded and
-failed (remembered, so a pod garbage-collected later still counts). A pod removed or
-being deleted before it finished, by someone other than this controller, failed (its
-last state is what the pod failure policy judges: an evicted pod says
-DisruptionTarget). spec.podFailurePolicy decides per failed pod (gpuyard.cluster.
+failed (remembered, so a pod garbage-collected later still counts). A pod removed
+before it finished, by someone other than this controller, failed (its last state is
+what the pod failure policy judges: an evicted pod says DisruptionTarget). One being
+deleted failed at once under podReplacementPolicy TerminatingOrFailed; under Failed
+(the default with a podFailurePolicy) it counts by the phase it ends in, so a pod
+whose containers handle SIGTERM and exit 0 succeeded, and no replacement starts
+while it terminates (status.terminating counts it), as kube-controller-manager does. spec.podFailurePolicy decides per failed pod (gpuyard.cluster.
 workloads.podfailure): Ignore does not count it, FailJob fails the Job at once
 (reason PodFailurePolicy), FailIndex fails its index. Indexed mode gives each pod its
 completion index (annotation and label batch.kubernetes.io/job-completion-index, as
@@ -77,6 +80,15 @@ class JobMemory:
 def _seconds_since(ts: str | None) -> float | None:
     t = o.parse_time(ts)
     return None if t is None else (datetime.now(UTC) - t).total_seconds()
+
+
+def _only_failed_replaced(spec: dict[str, Any]) -> bool:
+    """podReplacementPolicy Failed (the API's default when a podFailurePolicy is set):
+    a pod being deleted is replaced, and counted, only once it has ended."""
+    policy = spec.get("podReplacementPolicy")
+    if policy is None:
+        return spec.get("podFailurePolicy") is not None
+    return bool(policy == "Failed")
 
 
 def _finished_at(status: dict[str, Any]) -> str | None:
@@ -158,17 +170,21 @@ class JobController(Controller):
     def _observe(self, mem: JobMemory, spec: dict[str, Any], pods: list[dict[str, Any]]) -> None:
         """Note the pods that succeeded or failed since the last pass."""
         policy = spec.get("podFailurePolicy")
+        # podReplacementPolicy Failed: a terminating pod is judged by how it ends
+        by_phase = _only_failed_replaced(spec)
         gone, mem.gone = mem.gone, []
         for p, removed in [*((p, False) for p in pods), *((p, True) for p in gone)]:
             pname = o.name_of(p)
             mem.adds.pop(pname, None)
             phase = (p.get("status") or {}).get("phase")
             if phase == "Succeeded":
-                mem.succeeded[pname] = index_of(p)
+                if pname not in mem.failed:  # not one counted failed when its deletion began
+                    mem.succeeded[pname] = index_of(p)
                 continue
             if pname in mem.failed or pname in mem.ours:
                 continue
-            if phase == "Failed" or removed or o.meta(p).get("deletionTimestamp"):
+            deleting = bool(o.meta(p).get("deletionTimestamp")) and not by_phase
+            if phase == "Failed" or removed or deleting:
                 verdict = podfailure.judge(p, policy)
                 mem.failed[pname] = Failure(index_of(p), verdict, failures_before(p))
 
@@ -190,6 +206,11 @@ class JobController(Controller):
         ]
         self._observe(mem, spec, pods)
         active = [p for p in pods if pod_active(p)]
+        terminating = sum(
+            1 for p in pods if o.meta(p).get("deletionTimestamp") and not o.is_pod_terminal(p)
+        )
+        # under podReplacementPolicy Failed a terminating pod still holds its place
+        held = terminating if _only_failed_replaced(spec) else 0
         indexed = spec.get("completionMode") == "Indexed"
         completions = spec.get("completions")
         parallelism = int(spec.get("parallelism", 1))
@@ -258,19 +279,21 @@ class JobController(Controller):
             if indexed:
                 total = int(completions or 1)
                 busy = {index_of(p) for p in active} | set(mem.adds.values())
+                if held:
+                    busy |= {index_of(p) for p in pods if not o.is_pod_terminal(p)}
                 missing = [
                     i
                     for i in range(total)
                     if i not in done_idx and i not in busy and i not in failed_idx
                 ]
-                room = max(0, parallelism - len(active) - len(mem.adds))
+                room = max(0, parallelism - len(active) - len(mem.adds) - held)
                 fails = index_fails if per_index is not None else None
                 await self._create(job, mem, list(missing[:room]), fails)
             else:
                 left = parallelism if completions is None else int(completions) - n_succeeded
                 if completions is None and n_succeeded:
                     left = 0
-                n = min(parallelism, max(0, left)) - len(active) - len(mem.adds)
+                n = min(parallelism, max(0, left)) - len(active) - len(mem.adds) - held
                 if n > 0:
                     await self._create(job, mem, [None] * n, None)
             deadline = spec.get("activeDeadlineSeconds")
@@ -286,6 +309,7 @@ class JobController(Controller):
                 "ready": sum(1 for p in active if pod_ready(p)),
                 "succeeded": n_succeeded,
                 "failed": n_failed,
+                "terminating": terminating,
                 "conditions": conds,
             }
         )
