@@ -1033,13 +1033,25 @@ class Core:
         rest = {k: v for k, v in obj.items() if k not in ("apiVersion", "kind")}
         return {"apiVersion": res.api_version, "kind": res.kind, **rest}
 
-    def _decode(self, res: Resource, obj: dict[str, Any], origin: str) -> None:
-        """Types, unknown and required fields as kube-apiserver decodes the body."""
+    def _decode(
+        self,
+        res: Resource,
+        obj: dict[str, Any],
+        origin: str,
+        patched: dict[str, Any] | None = None,
+    ) -> None:
+        """Types, unknown and required fields as kube-apiserver decodes the body (for a
+        patch, of the parts it changed of `patched`, the stored object: schemas.decode)."""
         dups = _DUPLICATES.get()
         if dups is not None:
             _DUPLICATES.set(None)  # the fields the parser saw twice in this request's body
         warnings = schemas.decode(
-            res, obj, origin, schemas.FIELD_VALIDATION.get(), dups if origin != "patch" else None
+            res,
+            obj,
+            origin,
+            schemas.FIELD_VALIDATION.get(),
+            dups if origin != "patch" else None,
+            patched,
         )
         defaults.apply(res, obj)
         acc = _WARNINGS.get()
@@ -1541,7 +1553,9 @@ class Core:
             if want is not None and want != e.rv:
                 raise conflict(res.group_resource, name, res.plural)
             obj = self._normalize(res, obj)
-            self._decode(res, obj, "patch")
+            # A merge, strategic or JSON patch leaves `cur` as read (they copy along
+            # what they change); server-side apply's merge is checked whole.
+            self._decode(res, obj, "patch", None if ct == APPLY_PATCH else cur)
             self._check_ns(res, ns, obj, creating=False)
             try:
                 out = await self._write_update(res, e, obj, sub, dry, applied=ct == APPLY_PATCH)

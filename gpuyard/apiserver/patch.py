@@ -69,16 +69,20 @@ def _merge_key(field: str, path: tuple[str, ...], kind: str) -> str | None:
     return _MERGE_KEYS.get(field)
 
 
-def merge_patch(target: Any, patch: Any) -> Any:
-    """RFC 7386."""
+def merge_patch(target: Any, patch: Any, owned: bool = False) -> Any:
+    """RFC 7386. The result shares what the patch leaves unchanged with `target` (new
+    dicts only along the patched paths); with `owned` (a patch decoded for this call
+    alone) it also takes the patch's values as they are instead of copies."""
     if not isinstance(patch, dict):
-        return copy.deepcopy(patch)
+        return patch if owned else copy.deepcopy(patch)
     out = dict(target) if isinstance(target, dict) else {}
     for k, v in patch.items():
         if v is None:
             out.pop(k, None)
+        elif owned and type(v) is not dict:
+            out[k] = v  # a list or a scalar replaces what was there
         else:
-            out[k] = merge_patch(out.get(k), v)
+            out[k] = merge_patch(out.get(k), v, owned)
     return out
 
 
@@ -216,7 +220,7 @@ def apply_patch(
         p = _decode_json(patch)
         if not isinstance(p, dict):
             raise PatchError(400, "BadRequest", "a merge patch must be a JSON object")
-        return dict(merge_patch(obj, p))
+        return dict(merge_patch(obj, p, owned=True))
     if ct == "application/strategic-merge-patch+json":
         if resource.custom:
             raise PatchError(

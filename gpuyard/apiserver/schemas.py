@@ -84,13 +84,19 @@ def directive(query: Mapping[str, str], kind: str = "CreateOptions") -> str:
     return v
 
 
+_ABSENT = object()
+
+
 class _Ctx:
     """What one decode found: the first type error, unknown fields, missing fields."""
 
-    __slots__ = ("prune", "error", "unknown", "missing", "unsupported")
+    __slots__ = ("prune", "error", "unknown", "missing", "unsupported", "same")
 
-    def __init__(self, prune: bool) -> None:
+    def __init__(self, prune: bool, same: dict[str, Any] | None = None) -> None:
         self.prune = prune
+        # the object a patch was applied to: its top-level members that the patched
+        # object still holds (the very same values) are not checked again
+        self.same = same
         self.error: str | None = None
         self.unknown: list[str] = []
         self.missing: list[str] = []
@@ -466,6 +472,7 @@ class Definitions:
         # Members whose value of the right type needs no call (see _FAST).
         fast_get = {k: _FAST[c] for k, c in props.items() if c in _FAST}.get
         any_type = _AnyType
+        kind_level = {"apiVersion", "kind", "metadata"} <= props.keys()
 
         def check(v: Any, path: str, owner: str, ctx: _Ctx) -> None:
             if type(v) is not dict:
@@ -473,10 +480,13 @@ class Definitions:
                     ctx.bad(v, path, owner, gotype)
                 return
             unknown = None
+            same = ctx.same if kind_level and not path else None
             for k, x in v.items():
                 t = fast_get(k)
                 if t is not None and (type(x) is t or t is any_type):
                     continue
+                if same is not None and same.get(k, _ABSENT) is x:
+                    continue  # as stored, and checked when it was stored
                 c = get(k)
                 if c is None:
                     ctx.unknown.append(f"{path}.{k}" if path else k)
@@ -685,16 +695,22 @@ def decode(
     origin: str,
     field_validation: str,
     duplicates: list[str] | None = None,
+    patched: dict[str, Any] | None = None,
 ) -> list[str]:
     """Check and prune `obj` (in place) as kube-apiserver decodes a body of `res`.
 
     origin is "create", "update" or "patch" (which decides how a decoding error is
     reported); field_validation is "Strict", "Warn" or "Ignore"; duplicates are the
     paths of fields the body gave twice (found by the parser, reported like unknown
-    fields). Raises APIError for a body kube-apiserver would refuse; returns the warnings
-    to send (Warn only)."""
+    fields). `patched`: for a patch, the stored object (as read, unchanged) that it was
+    applied to; a top-level member of `obj` that is the very same value as its member
+    (a patch copies only along the paths it changes: `patch.merge_patch`) was checked
+    when it was stored, and is not checked again, so a status patch checks the status
+    and not the spec (as kube-apiserver, whose stored object decodes leniently, reports
+    nothing for a part the patch leaves alone). Raises APIError for a body
+    kube-apiserver would refuse; returns the warnings to send (Warn only)."""
     strict = field_validation == "Strict"
-    ctx = _Ctx(prune=not strict)
+    ctx = _Ctx(prune=not strict, same=patched)
     if res.custom:
         if res.schema:
             _prune_custom(res.schema, obj, "", ctx, top=True)

@@ -284,6 +284,36 @@ async def test_warning_header_and_patch_modes(apiserver_inproc: Any) -> None:
     assert st == 201 and warn == '299 - "unknown field \\"x\\\\u000c\\\\u00e9\\""', warn
 
 
+async def test_a_patch_is_checked_in_what_it_changes(apiserver_inproc: Any) -> None:
+    # A patch's unchanged parts are not checked again (they were when stored); what
+    # it changes is, in every part of the object it reaches.
+    s = apiserver_inproc
+    st, _, _ = await _req(s, "POST", f"{NS}/pods", _pod("sp"))
+    assert st == 201
+    merge = "application/merge-patch+json"
+    st, out, _ = await _req(
+        s,
+        "PATCH",
+        f"{NS}/pods/sp/status",
+        {"status": {"bogus": 1}},
+        merge,
+        fieldValidation="Strict",
+    )
+    assert st == 400 and out["message"] == 'strict decoding error: unknown field "status.bogus"'
+    bad_type = {"status": {"containerStatuses": [{"name": "main", "restartCount": "x"}]}}
+    st, out, _ = await _req(s, "PATCH", f"{NS}/pods/sp/status", bad_type, merge)
+    assert st == 422 and "of type int32" in out["message"], out
+    st, out, _ = await _req(s, "PATCH", f"{NS}/pods/sp", {"metadata": {"labels": {"a": 1}}}, merge)
+    assert st == 422 and "of type string" in out["message"], out
+    st, out, warn = await _req(
+        s, "PATCH", f"{NS}/pods/sp/status", {"status": {"phase": "Running", "x": 1}}, merge
+    )
+    assert st == 200 and out["status"]["phase"] == "Running" and "x" not in out["status"]
+    assert warn == '299 - "unknown field \\"status.x\\""', warn
+    st, out, _ = await _req(s, "GET", f"{NS}/pods/sp", None)
+    assert "labels" not in out["metadata"] and out["status"]["phase"] == "Running"
+
+
 async def test_custom_resources_prune_by_field_validation(apiserver_inproc: Any) -> None:
     import yaml
 
