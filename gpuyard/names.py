@@ -26,6 +26,9 @@ LABEL_PREFLIGHT = "gpuyard.io/preflight"
 LABEL_ZONE = "topology.kubernetes.io/zone"
 LABEL_HOSTNAME = "kubernetes.io/hostname"
 LABEL_GPU_PRODUCT = "nvidia.com/gpu.product"
+# what NVIDIA GPU Feature Discovery puts on a node with GPUs; the health agent
+# DaemonSet of the install manifests selects it
+LABEL_GPU_PRESENT = "nvidia.com/gpu.present"
 # the NVLink domain of multi-node NVLink systems (GB200 NVL72), as NVIDIA's GPU feature
 # discovery writes it: <cluster UUID>.<clique id>
 LABEL_CLIQUE = "nvidia.com/gpu.clique"

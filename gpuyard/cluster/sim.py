@@ -161,6 +161,7 @@ def node_object(n: SimNode, cfg: SimConfig) -> dict[str, Any]:
     }
     if s.gpus:
         labels[names.LABEL_GPU_PRODUCT] = s.gpu_product
+        labels[names.LABEL_GPU_PRESENT] = "true"  # as GPU Feature Discovery labels it
         capacity[names.RESOURCE_GPU] = str(s.gpus)
     taints = [dict(t) for t in s.taints] + [dict(t) for t in cfg.register_taints]
     cidr = f"10.{64 + n.index // 256}.{n.index % 256}.0/24"
