@@ -17,6 +17,14 @@ of the requests it names (all of them when it names none) agree on an attribute;
 constraint can take and greedy within one value (devices in name order), so a claim
 that can be satisfied on a node is.
 
+Slices belong to resource pools (driver, `spec.pool.name`). As kube's allocator
+does, only the slices of a pool's newest `generation` are read (a driver updating a
+pool publishes a new generation and deletes the old slices after: until then they
+are ignored); a pool with fewer (or more) slices of that generation than its
+`resourceSliceCount` is incomplete, and a request for all matching devices cannot be
+met on its node until it is whole (a counted request may use what is there); a pool
+whose newest slices repeat a device name is invalid and offers nothing.
+
 Partitionable devices (MIG slices beside their whole GPU) consume shared counters
 (`consumesCounters`, drawing on a slice's `sharedCounters`): a device is picked only
 while, for every counter it draws, the amounts of all devices allocated, held or
@@ -151,6 +159,24 @@ _ABSENT: Any = object()
 def slice_node(obj: Mapping[str, Any]) -> str:
     """The node of a node-local ResourceSlice ("" for one for all nodes or a selector)."""
     return str((obj.get("spec") or {}).get("nodeName") or "")
+
+
+PoolKey = tuple[str, str]  # (driver, pool name)
+
+
+def slice_pool(obj: Mapping[str, Any]) -> tuple[PoolKey, int, int]:
+    """A node-local ResourceSlice's pool (driver, name: the node's when it names none),
+    its pool generation and the pool's resourceSliceCount at that generation (the API
+    requires both; a slice without a count is taken as its pool's only one)."""
+    spec = obj.get("spec") or {}
+    pool = spec.get("pool") or {}
+    key = (str(spec.get("driver") or ""), str(pool.get("name") or spec.get("nodeName") or ""))
+    gen, count = pool.get("generation"), pool.get("resourceSliceCount")
+    return (
+        key,
+        gen if isinstance(gen, int) else 0,
+        count if isinstance(count, int) and count > 0 else 1,
+    )
 
 
 def slice_devices(obj: Mapping[str, Any]) -> tuple[str, list[Device]]:
@@ -402,6 +428,7 @@ def allocate(
     unavailable: Any,
     max_gpus: int | None = None,
     use: Use | None = None,
+    complete: bool = True,
 ) -> list[Result] | None:
     """Devices for every request of the claim from `devices` (one node's), none of
     them in `unavailable` (ids of taken or tentatively held devices), occupying at
@@ -409,7 +436,9 @@ def allocate(
     counter than `use` leaves (without one, devices that consume counters are never
     picked); or None when the claim cannot be satisfied there. Devices are taken in
     the order given (`Devices.by_node` keeps each node's in name order). The picks
-    stay counted in `use`."""
+    stay counted in `use`. `complete` is False when a pool of the node is incomplete
+    (being updated): a request for all matching devices cannot be met there then,
+    as "all" is not known."""
     if use is None:
         use = Use(None)
     if spec.simple:
@@ -430,6 +459,7 @@ def allocate(
         out,
         use.gpus + (max_gpus if max_gpus is not None else 1 << 30),
         use,
+        complete,
     ):
         return out
     return None
@@ -644,6 +674,7 @@ def _search(
     out: list[Result],
     limit: int,
     use: Use,
+    complete: bool = True,
 ) -> bool:
     if i == len(spec.requests):
         return True
@@ -657,9 +688,12 @@ def _search(
         cands = [d for d in pool if d.id not in used and all(matches(s, d) for s in alt.selectors)]
         if alt.all:
             # every matching device of the node, none of them taken or used already
-            if not cands or sum(
-                1 for d in every if all(matches(s, d) for s in alt.selectors)
-            ) != len(cands):
+            # (and every one known: no pool of the node being updated)
+            if (
+                not complete
+                or not cands
+                or sum(1 for d in every if all(matches(s, d) for s in alt.selectors)) != len(cands)
+            ):
                 continue
             groups = [cands]
         else:
@@ -683,7 +717,7 @@ def _search(
             for d in picked:
                 used.add(d.id)
                 out.append((alt.name, d))
-            if _search(spec, i + 1, pool, every, used, fixed, out, limit, use):
+            if _search(spec, i + 1, pool, every, used, fixed, out, limit, use, complete):
                 return True
             for d in picked:
                 used.discard(d.id)
@@ -789,6 +823,16 @@ class Devices:
         # node -> its slices' names, in the order they are in `slices` (a node's devices
         # and counter sets are gathered from its own slices, not by a walk over all)
         self.node_slices: dict[str, dict[str, None]] = {}
+        # resource pools (driver, pool name) -> their node-local slices' names, and each
+        # slice's pool, generation and resourceSliceCount: a node offers the devices and
+        # counter sets of the slices of its pools' newest generation only, and a pool
+        # with fewer (or more) slices of that generation than its count is incomplete
+        # (kube's rules); node -> its incomplete pools, and its pools whose newest slices
+        # repeat a device name (invalid: none of their devices is offered)
+        self.pool_slices: dict[PoolKey, dict[str, None]] = {}
+        self.slice_pools: dict[str, tuple[PoolKey, int, int]] = {}
+        self.incomplete: dict[str, tuple[PoolKey, ...]] = {}
+        self.invalid: dict[str, tuple[PoolKey, ...]] = {}
         self._by_node: dict[str, list[Device]] = {}
         self._by_id: dict[tuple[str, str, str], Device] = {}
         # slice changes not applied yet (name -> the slice, None when deleted), in the
@@ -912,7 +956,7 @@ class Devices:
 
     def _set_slice(self, obj: Mapping[str, Any]) -> set[str]:
         name = o.name_of(obj)
-        changed = self._remove_slice(name)
+        changed = self._drop_slice(name)
         node, devs = slice_devices(obj)
         if node:
             self.slices[name] = (node, devs)
@@ -920,11 +964,23 @@ class Devices:
             sets = slice_counters(obj)
             if sets:
                 self.counter_slices[name] = (node, sets)
-            self._index(node)
-            changed.add(node)
+            pk = slice_pool(obj)
+            self.slice_pools[name] = pk
+            self.pool_slices.setdefault(pk[0], {})[name] = None
+            changed |= self._pool_nodes(pk[0])
+        for n in changed:
+            self._index(n)
         return changed
 
     def _remove_slice(self, name: str) -> set[str]:
+        changed = self._drop_slice(name)
+        for n in changed:
+            self._index(n)
+        return changed
+
+    def _drop_slice(self, name: str) -> set[str]:
+        """Forget a slice; returns the nodes to index again (its own, and those of the
+        other slices of its pool, whose newest generation it may have been)."""
         got = self.slices.pop(name, None)
         self.counter_slices.pop(name, None)
         if got is None:
@@ -934,8 +990,61 @@ class Devices:
             mine.pop(name, None)
             if not mine:
                 del self.node_slices[got[0]]
-        self._index(got[0])
-        return {got[0]}
+        changed = {got[0]}
+        pk = self.slice_pools.pop(name, None)
+        if pk is not None:
+            same = self.pool_slices.get(pk[0])
+            if same is not None:
+                same.pop(name, None)
+                if not same:
+                    del self.pool_slices[pk[0]]
+                else:
+                    changed |= self._pool_nodes(pk[0])
+        return changed
+
+    def _pool_nodes(self, pool: PoolKey) -> set[str]:
+        return {self.slices[s][0] for s in self.pool_slices.get(pool, ())}
+
+    def _current(self, node: str) -> list[str]:
+        """The node's slices of its pools' newest generation (in the order they came),
+        noting its incomplete and invalid pools."""
+        own = self.node_slices.get(node, ())
+        newest: dict[PoolKey, int] = {}
+        out = []
+        for name in own:
+            pk, gen, _ = self.slice_pools[name]
+            top = newest.get(pk)
+            if top is None:
+                top = newest[pk] = max(self.slice_pools[s][1] for s in self.pool_slices[pk])
+            if gen == top:
+                out.append(name)
+        incomplete, invalid = [], []
+        for pk, top in newest.items():
+            latest = [s for s in self.pool_slices[pk] if self.slice_pools[s][1] == top]
+            counts = {self.slice_pools[s][2] for s in latest}
+            if len(counts) != 1 or len(latest) != next(iter(counts)):
+                incomplete.append(pk)
+            seen: set[str] = set()
+            for s in latest:
+                for d in self.slices[s][1]:
+                    if d.name in seen:
+                        invalid.append(pk)
+                        break
+                    seen.add(d.name)
+                else:
+                    continue
+                break
+        if incomplete:
+            self.incomplete[node] = tuple(sorted(incomplete))
+        else:
+            self.incomplete.pop(node, None)
+        if invalid:
+            self.invalid[node] = tuple(sorted(invalid))
+            bad = set(invalid)
+            out = [s for s in out if self.slice_pools[s][0] not in bad]
+        else:
+            self.invalid.pop(node, None)
+        return out
 
     def _index(self, node: str) -> None:
         self.changed()
@@ -946,7 +1055,7 @@ class Devices:
         for sk in self.node_sets.pop(node, ()):
             self._caps.pop(sk, None)
         self._partitioned.discard(node)
-        own = self.node_slices.get(node, ())
+        own = self._current(node)
         devs = sorted((d for name in own for d in self.slices[name][1]), key=lambda d: d.order)
         sets = [cs[1] for name in own if (cs := self.counter_slices.get(name)) is not None]
         if sets:
@@ -1344,6 +1453,24 @@ CANNOT_ALLOCATE = "node(s) cannot allocate all claims"
 Plan = list[tuple[str, list[Result]]]
 
 
+def cannot_why(p: PodInfo, n: NodeInfo) -> str:
+    """Why the pod's claims cannot be allocated on the node (its plan is None): a
+    request for all matching devices while a pool of the node is being updated (a
+    newer generation not all published yet) says so; else CANNOT_ALLOCATE."""
+    dv: Devices = p.dra
+    pools = dv.incomplete.get(n.name)
+    if pools:
+        for key in p.claims:
+            c = dv.claims.get(key)
+            if c is not None and c.results is None and c.spec is not None:
+                if any(a.all for r in c.spec.requests for a in r.alternatives):
+                    return (
+                        "node(s) cannot allocate all devices of a claim: a resource pool"
+                        " is being updated"
+                    )
+    return CANNOT_ALLOCATE
+
+
 def static_why(p: PodInfo, n: NodeInfo) -> str | None:
     """Why the node can never take the pod for its claims as they stand (a claim not
     made yet, unknown, unreadable, or allocated on another node)."""
@@ -1418,6 +1545,7 @@ def _plan(p: PodInfo, n: NodeInfo, dv: Devices) -> Plan | None:
                 _Either3(dv.taken, dv.held, mine),
                 budget - spent,
                 use,
+                n.name not in dv.incomplete,
             )
         if got is None:
             return None

@@ -110,7 +110,7 @@ def explain(ps: Pass, u: Unit) -> str:
                 if fits_after_terminating(p0, n):
                     r = "freeing (pods terminating)"
             elif p0.claims and dra.plan(p0, n) is None:
-                r = dra.CANNOT_ALLOCATE
+                r = dra.cannot_why(p0, n)
             elif p0.host_ports and not ports_free(p0, n):
                 r = "didn't have free ports for the requested pod ports"
             elif not anti_ok(p0, n):

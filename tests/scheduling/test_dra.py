@@ -312,6 +312,62 @@ def test_no_device_is_read_until_a_claim_is_known(monkeypatch: Any) -> None:
     assert [k for k, _ in d.bindings] == [f"{NS}/p"] and f"{NS}/c" in d.allocations
 
 
+def test_only_a_pools_newest_generation_is_offered_and_all_waits_for_a_whole_pool() -> None:
+    """A driver updating its pool publishes a new generation: the old generation's
+    slices are ignored even while they still exist; a pool with fewer slices of its
+    newest generation than its resourceSliceCount is incomplete, so a request for all
+    its devices waits (with the reason) while a counted request may use what is there."""
+    s = cluster([("n0", 4, "H100", ())])
+    s.add_node(node("n1", 8))
+    s.set_resource_slice(gpu_slice("n1", 8, "H100"))
+    # n0's pool, generation 2: its H100s are now A100s, in two slices, one published
+    new = gpu_slice("n0", 2, "A100")
+    new["metadata"]["name"] = "n0-gen2-a"
+    new["spec"]["pool"] = {"name": "n0", "generation": 2, "resourceSliceCount": 2}
+    s.set_resource_slice(new)
+    assert [d.name for d in s.dra.by_node["n0"]] == ["gpu-0", "gpu-1"]
+    assert {d.attributes["gpu.nvidia.com/productName"] for d in s.dra.by_node["n0"]} == {"A100"}
+    objs = {
+        f"{NS}/old": claim("old", 4, owner="p-old", selectors=product_is("H100")),
+        f"{NS}/every": claim("every", mode="All", owner="p-all", selectors=product_is("A100")),
+        f"{NS}/one": claim("one", 1, owner="p-one", selectors=product_is("A100")),
+    }
+    for c in objs.values():
+        s.set_resource_claim(c)
+    s.add_pod(pod("p-old", ["old"]))
+    s.add_pod(pod("p-all", ["every"]))
+    s.add_pod(pod("p-one", ["one"]))
+    mem = Memory()
+    d = schedule(s, 1.0, PolicyConfig(), mem)
+    # the H100 claim goes to n1: n0's generation-1 H100s are not offered
+    assert dict(d.bindings) == {f"{NS}/p-old": "n1", f"{NS}/p-one": "n0"}
+    assert {pool for _, _, pool, _ in d.allocations[f"{NS}/old"][1]} == {"n1"}
+    assert "a resource pool is being updated" in d.unschedulable["pod default/p-all"]
+    echo(s, objs, d)
+    # the second slice of generation 2 completes the pool: "all" is known now
+    rest = gpu_slice("n0", 4, "A100")
+    rest["metadata"]["name"] = "n0-gen2-b"
+    rest["spec"]["pool"] = {"name": "n0", "generation": 2, "resourceSliceCount": 2}
+    rest["spec"]["devices"] = rest["spec"]["devices"][2:]
+    s.set_resource_slice(rest)
+    assert [d.name for d in s.dra.by_node["n0"]] == ["gpu-0", "gpu-1", "gpu-2", "gpu-3"]
+    d = schedule(s, 2.0, PolicyConfig(), mem)
+    assert not d.bindings  # one A100 is taken by p-one: All cannot have them all
+    s.remove_resource_claim(f"{NS}/one")
+    s.remove_pod(f"{NS}/p-one")
+    d = schedule(s, 3.0, PolicyConfig(), mem)
+    assert d.bindings == [(f"{NS}/p-all", "n0")]
+    assert sorted(dev for _, _, _, dev in d.allocations[f"{NS}/every"][1]) == [
+        "gpu-0",
+        "gpu-1",
+        "gpu-2",
+        "gpu-3",
+    ]
+    # the stale generation-1 slice going away changes nothing
+    s.remove_resource_slice("n0-gpu.nvidia.com")
+    assert len(s.dra.by_node["n0"]) == 4
+
+
 def test_a_claim_shared_by_a_gang_is_allocated_once_and_pins_it() -> None:
     s = cluster([("n0", 8, "H100", ()), ("n1", 8, "H100", ())])
     s.set_pod_group({"metadata": {"name": "g", "namespace": NS}, "spec": {"minMember": 3}})
