@@ -51,6 +51,9 @@ SCHEDULER_RULES: list[Rule] = [
     ("scheduling.x-k8s.io", ["podgroups/status"], ["patch", "update"]),
     ("scheduling.k8s.io", ["priorityclasses", "podgroups", "workloads"], WATCH),
     ("scheduling.k8s.io", ["podgroups/status"], ["patch", "update"]),
+    # CompositePodGroups (scheduling.k8s.io/v1alpha3), where served
+    ("scheduling.k8s.io", ["compositepodgroups"], WATCH),
+    ("scheduling.k8s.io", ["compositepodgroups/status"], ["patch", "update"]),
     # Volcano's PodGroups, where its CRD is installed
     ("scheduling.volcano.sh", ["podgroups"], WATCH),
     ("scheduling.volcano.sh", ["podgroups/status"], ["patch", "update"]),

@@ -14,7 +14,11 @@ the API server only reads the file it writes (gpuyard.k8s.kinds). Sources of the
   (kubernetes/kubernetes `api/discovery/aggregated_v2.json` and `api__v1.json`).
 
 Served: the GA versions of each group, plus the beta versions named in `BETA_SERVED`
-(those gpuyard serves on purpose). Alpha versions are off on a default control plane.
+(those gpuyard serves on purpose). Alpha versions are off on a default control plane,
+but for the kinds named in `ALPHA_SERVED`: CompositePodGroup, which exists only in
+scheduling.k8s.io/v1alpha3 (a control plane with that version and the
+CompositePodGroup feature gate on serves it; the v1alpha3 Workload and PodGroup, the
+same as their v1beta1, are not served here).
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ import orjson
 
 OUT = Path(__file__).parent / "data" / "kinds.json"
 BETA_SERVED = {("scheduling.k8s.io", "v1beta1")}
+ALPHA_SERVED = {("scheduling.k8s.io", "v1alpha3", "compositepodgroups")}
 
 # (group, plural) -> short names, as Kubernetes discovery lists them.
 SHORT_NAMES: dict[tuple[str, str], list[str]] = {
@@ -98,8 +103,12 @@ _VERBS = {
 }
 
 
-def _served(group: str, version: str) -> bool:
-    return bool(re.fullmatch(r"v\d+", version)) or (group, version) in BETA_SERVED
+def _served(group: str, version: str, plural: str = "") -> bool:
+    return (
+        bool(re.fullmatch(r"v\d+", version))
+        or (group, version) in BETA_SERVED
+        or (group, version, plural) in ALPHA_SERVED
+    )
 
 
 def _api_verbs(verbs: list[str]) -> list[str]:
@@ -125,7 +134,7 @@ def build() -> list[dict[str, Any]]:
             rd = info.resource
             parent = info.parent or rd
             key = (parent.group, parent.version, info.plural)
-            if not _served(parent.group, parent.version):
+            if not _served(parent.group, parent.version, info.plural):
                 continue
             base = cls.__mro__[1].__name__
             if info.action:

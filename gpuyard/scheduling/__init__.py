@@ -62,6 +62,9 @@ informers) and the digital twin (gpuyard.twin.engine, fed by a trace).
     the upstream scheduling.k8s.io PodGroup   upstream.py      group_info, group_key
       in the one group model; its status
       conditions
+    CompositePodGroup (v1alpha3): the         composite.py     layout
+      PodGroups under a gang composite are    state.py         set_composite
+      one unit (`group_alias`)
     Volcano's scheduling.volcano.sh PodGroup  volcano.py       group_info, status
       in the one group model; its status
     `gpuyard scheduler`, the component        cli.py, component.py

@@ -358,6 +358,9 @@ class Pass:
         if g is None:
             self.d.unschedulable[u.key] = f"gang {name}: PodGroup {u.group} not found"
             return False
+        if g.wait:
+            self.d.unschedulable[u.key] = f"gang {name}: {g.wait}"
+            return False
         have = len(u.pods) + u.bound
         if have < g.min_member:
             self.d.unschedulable[u.key] = (

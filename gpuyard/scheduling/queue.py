@@ -148,7 +148,10 @@ class Queue:
         topo = g.topology if g is not None else None
         if not topo:
             topo = next((q.topology for q in pods if q.topology), None)
-        need = len(pods) if g is None else min(len(pods), max(1, g.min_member - bound))
+        # a CompositePodGroup's gang places every pod of its children together
+        need = (
+            len(pods) if g is None or g.composite else min(len(pods), max(1, g.min_member - bound))
+        )
         return Unit(
             ukey, pods, prio, pods[0].seq, key, bound, runtime=runtime, topo=topo or None, need=need
         )
@@ -163,6 +166,7 @@ class Queue:
             if (
                 g is None
                 or g.timeout
+                or g.wait
                 or g.min_resources is not None
                 or len(u.pods) != g.min_member  # waits for members, or has pods beyond
                 or u.group in s.backoff_until

@@ -48,7 +48,7 @@ from gpuyard.kube.resources import (
     RESOURCE_SLICES,
     TEAMS,
 )
-from gpuyard.scheduling import dra, upstream, volcano
+from gpuyard.scheduling import composite, dra, upstream, volcano
 from gpuyard.scheduling.policy import Decisions, Eviction, Memory, PolicyConfig, deliver, schedule
 from gpuyard.scheduling.reasons import CATEGORIES, Reasons, category
 from gpuyard.scheduling.state import GPU, ClusterState
@@ -262,6 +262,9 @@ class Scheduler:
         self.upstream_groups = mk(upstream.UPSTREAM_POD_GROUPS, name="scheduler-upstream-podgroups")
         # the Workloads upstream PodGroups are made from (their templates' constraints)
         self.workloads = mk(upstream.WORKLOADS, name="scheduler-workloads")
+        # CompositePodGroups, the parents of upstream PodGroups scheduled together (not
+        # waited for: served only where scheduling.k8s.io/v1alpha3 is)
+        self.composites = mk(composite.COMPOSITE_POD_GROUPS, name="scheduler-compositepodgroups")
         # Volcano's PodGroups (not waited for: served only where its CRD is installed)
         self.volcano_groups = mk(volcano.VOLCANO_POD_GROUPS, name="scheduler-volcano-podgroups")
         self.classes = mk(PRIORITY_CLASSES, name="scheduler-priorityclasses")
@@ -367,6 +370,18 @@ class Scheduler:
 
         self.workloads.add_handler(workload_set, lambda old, new: workload_set(new), workload_set)
 
+        def composite_set(cpg: dict[str, Any]) -> None:
+            s.set_composite(cpg)
+            self._changed(composite.key_of(o.namespace_of(cpg), o.name_of(cpg)))
+
+        def composite_del(cpg: dict[str, Any]) -> None:
+            s.remove_composite(o.key_of(cpg))
+            self._changed()
+
+        self.composites.add_handler(
+            composite_set, lambda old, new: composite_set(new), composite_del
+        )
+
         def volcano_set(pg: dict[str, Any]) -> None:
             s.set_group(volcano.group_info(pg, s.priority_classes))
             self._changed(o.key_of(pg))
@@ -448,6 +463,7 @@ class Scheduler:
             self.groups,
             self.upstream_groups,
             self.workloads,
+            self.composites,
             self.volcano_groups,
             self.pods,
             self.teams,
@@ -501,6 +517,7 @@ class Scheduler:
                 self.groups,
                 self.upstream_groups,
                 self.workloads,
+                self.composites,
                 self.volcano_groups,
                 self.pods,
                 self.teams,
@@ -929,13 +946,27 @@ class Scheduler:
             if p is not None and p.group:
                 preempted.setdefault(p.group, (_why(e), e.reason))
         waiting = {u[5:] for u in reasons or () if u.startswith("gang ")}
-        for key in sorted(dirty | waiting | preempted.keys()):
+        keys = dirty | waiting | preempted.keys()
+        # a CompositePodGroup's gang and the PodGroups under it are written together
+        alias = self.state.group_alias
+        if alias:
+            keys |= {alias[k] for k in keys if k in alias}
+            roots = {k for k in keys if composite.name_of(k) is not None}
+            keys |= {k for k, r in alias.items() if r in roots}
+        for key in sorted(keys):
             ns, name = key.split("/", 1)
+            cname = composite.name_of(key)
+            if cname is not None:
+                if (cpg := self.composites.get(cname, ns)) is not None:
+                    await self._composite_status(key, cpg, preempted.get(key))
+                continue
             pg = self.groups.get(name, ns)
             if pg is None:
                 up = self.upstream_groups.get(name, ns)
                 if up is not None:
-                    await self._upstream_status(key, up, preempted.get(key))
+                    await self._upstream_status(
+                        key, up, preempted.get(key) or preempted.get(alias.get(key, key))
+                    )
                 elif (vg := self.volcano_groups.get(name, ns)) is not None:
                     await self._volcano_status(key, vg)
                 continue
@@ -1004,19 +1035,57 @@ class Scheduler:
         except ApiError as exc:
             log.warning("PodGroup %s status: %s", key, exc)
 
+    async def _composite_status(
+        self, key: str, cpg: dict[str, Any], preempted: tuple[str, str] | None
+    ) -> None:
+        """A CompositePodGroup's conditions (CompositePodGroupInitiallyScheduled, and
+        DisruptionTarget), written only when they change."""
+        s = self.state
+        g = s.groups.get(key)
+        bound = sum(1 for q in s.members.get(key, {}).values() if q.node and not q.terminating)
+        reason = self._reasons.get(f"gang {key}")
+        conds, changed = upstream.conditions(
+            cpg,
+            bound,
+            reason,
+            preempted[1] if preempted else None,
+            self._bind_errors.pop(key, None),
+            disruption_reason=preempted[0] if preempted else upstream.PREEMPTION_BY_SCHEDULER,
+            kind=composite.INITIALLY_SCHEDULED,
+            need=g.min_member if g is not None else 1,
+            waiting_reason=composite.INVALID
+            if g is not None and (g.wait or "").startswith(composite.INVALID)
+            else upstream.UNSCHEDULABLE,
+        )
+        if not changed:
+            return
+        ns, name = o.namespace_of(cpg), o.name_of(cpg)
+        try:
+            await self.client.patch_status(
+                composite.COMPOSITE_POD_GROUPS, name, {"status": {"conditions": conds}}, ns
+            )
+        except (NotFound, Conflict):
+            pass
+        except ApiError as exc:
+            log.warning("CompositePodGroup %s/%s status: %s", ns, name, exc)
+
     async def _upstream_status(
         self, key: str, pg: dict[str, Any], preempted: tuple[str, str] | None
     ) -> None:
-        """A scheduling.k8s.io PodGroup's conditions, written only when they change."""
+        """A scheduling.k8s.io PodGroup's conditions, written only when they change (a
+        PodGroup under a CompositePodGroup's gang: its own pods, its gang's reason)."""
+        gang = self.state.group_alias.get(key, key)
         bound = sum(
-            1 for q in self.state.members.get(key, {}).values() if q.node and not q.terminating
+            1
+            for q in self.state.members.get(gang, {}).values()
+            if q.node and not q.terminating and (q.sub or q.group) == key
         )
         conds, changed = upstream.conditions(
             pg,
             bound,
-            self._reasons.get(f"gang {key}"),
+            self._reasons.get(f"gang {gang}"),
             preempted[1] if preempted else None,
-            self._bind_errors.pop(key, None),
+            self._bind_errors.get(gang) if gang != key else self._bind_errors.pop(key, None),
             disruption_reason=preempted[0] if preempted else upstream.PREEMPTION_BY_SCHEDULER,
         )
         if not changed:

@@ -145,6 +145,8 @@ class PodInfo:
     seq: int = 0  # creation order (ties broken by it)
     created: float = 0.0
     group: str | None = None  # namespace/podgroup
+    # the PodGroup it names when its gang is that group's CompositePodGroup's (`group`)
+    sub: str | None = None
     node: str | None = None  # bound node
     nominated: str | None = None
     tolerations: tuple[dict[str, Any], ...] = ()
@@ -219,6 +221,12 @@ class GroupInfo:
     obj: dict[str, Any] | None = None
     # what the gang needs of the topology (gpuyard.scheduling.topology), None: nothing
     topology: Request | None = None
+    # an upstream PodGroup's spec.parentCompositePodGroupName; a CompositePodGroup's
+    # gang (gpuyard.scheduling.composite): every pod of its children placed together,
+    # and why it waits whatever its pods (None: it does not)
+    parent: str | None = None
+    composite: bool = False
+    wait: str | None = None
 
 
 class ClusterState:
@@ -236,6 +244,10 @@ class ClusterState:
         self.pending: dict[str, PodInfo] = {}  # ours, unbound, not terminating
         self.groups: dict[str, GroupInfo] = {}
         self.members: dict[str, dict[str, PodInfo]] = {}  # group -> pods
+        # CompositePodGroups (namespace -> name -> object), and the upstream PodGroups
+        # whose gang is a composite's (PodGroup key -> the composite gang's key)
+        self.composites: dict[str, dict[str, dict[str, Any]]] = {}
+        self.group_alias: dict[str, str] = {}
         self.priority_classes: dict[str, int] = dict(names.PRIORITY_CLASSES)
         self.preempt_never: set[str] = {names.PRIORITY_BALLOON}
         self.group_first_seen: dict[str, float] = {}
@@ -460,6 +472,7 @@ class ClusterState:
         )
         labels = dict(md.get("labels") or {})
         gname = group_name(md, spec)  # the label, or spec.schedulingGroup.podGroupName
+        raw = f"{md.get('namespace', '')}/{gname}" if gname else None
         constraints = parse(spec, str(md.get("namespace") or ""), labels)
         if constraints is not None and constraints.anti:
             anti = ()  # every required anti-affinity term is in the constraints
@@ -484,7 +497,8 @@ class ClusterState:
             priority=self.pod_priority(spec),
             seq=old.seq if old else self._next_seq(),
             created=created.timestamp() if created else 0.0,
-            group=f"{md.get('namespace', '')}/{gname}" if gname else None,
+            group=self.group_alias.get(raw, raw) if raw else None,
+            sub=raw if raw and raw in self.group_alias else None,
             node=node,
             nominated=(pod.get("status") or {}).get("nominatedNodeName")
             or (old.nominated if old else None),
@@ -540,7 +554,8 @@ class ClusterState:
             priority=priority,
             seq=self._next_seq(),
             created=created,
-            group=group,
+            group=self.group_alias.get(group, group) if group else None,
+            sub=group if group and group in self.group_alias else None,
             node=node,
             tolerations=tuple(dict(t) for t in tolerations),
             node_selector=tuple(sorted((node_selector or {}).items())),
@@ -772,12 +787,65 @@ class ClusterState:
         self.members.setdefault(info.key, {})
         self.queue_groups.add(info.key)
         self.generation += 1
+        if info.parent or info.key in self.group_alias:
+            self._relayout(info.key.split("/", 1)[0])
         return info
 
     def remove_pod_group(self, key: str) -> None:
         if self.groups.pop(key, None) is not None:
             self.queue_groups.add(key)
             self.generation += 1
+            if key in self.group_alias:
+                self._relayout(key.split("/", 1)[0])
+
+    def set_composite(self, obj: Mapping[str, Any]) -> None:
+        """A CompositePodGroup added or changed (gpuyard.scheduling.composite)."""
+        ns = o.namespace_of(obj)
+        self.composites.setdefault(ns, {})[o.name_of(obj)] = dict(obj)
+        self._relayout(ns)
+
+    def remove_composite(self, key: str) -> None:
+        ns, _, name = key.partition("/")
+        mine = self.composites.get(ns)
+        if mine is not None and mine.pop(name, None) is not None:
+            if not mine:
+                del self.composites[ns]
+            self._relayout(ns)
+
+    def _relayout(self, ns: str) -> None:
+        """The namespace's composite gangs made again from its PodGroups and
+        CompositePodGroups; the pods of PodGroups whose gang changed are recorded
+        again under their new one."""
+        from gpuyard.scheduling import composite
+
+        prefix = ns + "/"
+        mine = {
+            k: g
+            for k, g in self.groups.items()
+            if k.startswith(prefix) and not g.composite and (g.parent or k in self.group_alias)
+        }
+        alias, roots = composite.layout(
+            ns, mine, self.composites.get(ns, {}), self.priority_classes
+        )
+        old_alias = {k: v for k, v in self.group_alias.items() if k.startswith(prefix)}
+        for k, g in list(self.groups.items()):
+            if k.startswith(prefix) and g.composite and k not in roots:
+                del self.groups[k]
+                self.queue_groups.add(k)
+        for k, g in roots.items():
+            self.groups[k] = g
+            self.members.setdefault(k, {})
+            self.queue_groups.add(k)
+        moved = {k for k in old_alias.keys() | alias.keys() if old_alias.get(k) != alias.get(k)}
+        for k in old_alias:
+            del self.group_alias[k]
+        self.group_alias.update(alias)
+        for child in sorted(moved):
+            before = old_alias.get(child, child)
+            for p in list(self.members.get(before, {}).values()):
+                if (p.sub or p.group) == child and p.obj is not None:
+                    self.add_pod(p.obj)
+        self.generation += 1
 
     def set_priority_class(self, name: str, value: int, preempt_never: bool = False) -> None:
         self.priority_classes[name] = int(value)

@@ -126,7 +126,13 @@ def group_info(
         priority=priority,
         obj=dict(pg),
         topology=topology,
+        parent=_parent(pg),
     )
+
+
+def _parent(pg: Mapping[str, Any]) -> str | None:
+    p = (pg.get("spec") or {}).get("parentCompositePodGroupName")
+    return p if isinstance(p, str) and p else None
 
 
 def conditions(
@@ -136,28 +142,32 @@ def conditions(
     preempted: str | None = None,
     error: str | None = None,
     disruption_reason: str = PREEMPTION_BY_SCHEDULER,
+    kind: str = INITIALLY_SCHEDULED,
+    need: int | None = None,
+    waiting_reason: str = UNSCHEDULABLE,
 ) -> tuple[list[dict[str, Any]], bool]:
     """The PodGroup's conditions after a pass: `bound` members are on nodes (not
     terminating), `reason` says why the rest wait (None: nothing to say), `preempted`
     why members were just evicted (DisruptionTarget with `disruption_reason`), `error` a
     scheduler error. Returns (conditions,
-    changed); `PodGroupInitiallyScheduled` stays True once it was."""
+    changed); `PodGroupInitiallyScheduled` stays True once it was. A CompositePodGroup's
+    are the same with its condition type (`kind`), the pods its gang needs (`need`) and
+    the reason it waits with (`waiting_reason`: Invalid for a layout not followed)."""
     conds = list((pg.get("status") or {}).get("conditions") or [])
     changed = False
-    was = next((c for c in conds if c.get("type") == INITIALLY_SCHEDULED), None)
-    need = min_count(pg)
+    was = next((c for c in conds if c.get("type") == kind), None)
+    if need is None:
+        need = min_count(pg)
     if was is not None and was.get("status") == "True":
         pass
     elif bound >= need:
         conds, changed = o.set_condition(
-            conds, INITIALLY_SCHEDULED, "True", "Scheduled", f"{bound} of {need} pods placed"
+            conds, kind, "True", "Scheduled", f"{bound} of {need} pods placed"
         )
     elif error:
-        conds, changed = o.set_condition(
-            conds, INITIALLY_SCHEDULED, "False", SCHEDULER_ERROR, error
-        )
+        conds, changed = o.set_condition(conds, kind, "False", SCHEDULER_ERROR, error)
     elif reason:
-        conds, changed = o.set_condition(conds, INITIALLY_SCHEDULED, "False", UNSCHEDULABLE, reason)
+        conds, changed = o.set_condition(conds, kind, "False", waiting_reason, reason)
     if preempted:
         conds, ch = o.set_condition(conds, DISRUPTION_TARGET, "True", disruption_reason, preempted)
         changed = changed or ch

@@ -158,3 +158,73 @@ def test_disruption_mode_all_takes_the_whole_group(
     assert "ring-1" in conds["DisruptionTarget"]["message"], conds
     assert conds["DisruptionTarget"]["reason"] == "EvictionByEvictionAPI", conds
     assert all(bound(c, "solo-").values())
+
+
+COMPOSITE_YAML = """
+apiVersion: scheduling.k8s.io/v1alpha3
+kind: CompositePodGroup
+metadata:
+  name: replica
+spec:
+  workloadRef: {workloadName: lws, templateName: replica}
+  schedulingPolicy:
+    gang: {minGroupCount: 2}
+---
+apiVersion: scheduling.k8s.io/v1beta1
+kind: PodGroup
+metadata:
+  name: leader
+spec:
+  parentCompositePodGroupName: replica
+  schedulingPolicy:
+    gang: {minCount: 1}
+---
+apiVersion: scheduling.k8s.io/v1beta1
+kind: PodGroup
+metadata:
+  name: workers
+spec:
+  parentCompositePodGroupName: replica
+  schedulingPolicy:
+    gang: {minCount: 3}
+"""
+
+
+def test_a_composite_pod_group_runs_its_pod_groups_together(
+    make_cluster: Callable[..., ClusterProcess],
+) -> None:
+    """A LeaderWorkerSet-style replica: a leader PodGroup and a workers PodGroup under
+    one gang CompositePodGroup. With a node of four taken, the leader alone would fit
+    but nothing runs, and the CompositePodGroup says why; once the node is free the
+    four pods run together and every group's condition turns True."""
+    c = make_cluster(nodes=4, args=["--components", "scheduler"])
+    apply(c, pod("blocker", None))
+    until(lambda: bound(c, "blocker")["blocker"])
+    c.kubectl("apply", "-f", "-", input=COMPOSITE_YAML)
+    apply(c, pod("leader-0", "leader"), *(pod(f"worker-{i}", "workers") for i in range(3)))
+
+    def composite_condition() -> dict[str, Any] | None:
+        cpg = json.loads(
+            c.kubectl("get", "compositepodgroups.scheduling.k8s.io", "replica", "-o", "json").stdout
+        )
+        for cond in (cpg.get("status") or {}).get("conditions") or []:
+            if cond["type"] == "CompositePodGroupInitiallyScheduled":
+                return dict(cond)
+        return None
+
+    cond = until(
+        lambda: (
+            (cond := composite_condition())
+            and cond["status"] == "False"
+            and "needs 4 pods" in cond["message"]
+            and cond
+        )
+    )
+    assert cond["reason"] == "Unschedulable", cond
+    time.sleep(1.0)
+    assert not any(bound(c, "leader-").values()) and not any(bound(c, "worker-").values())
+    c.kubectl("delete", "pod", "blocker", "--grace-period=0", "--force")
+    until(lambda: (b := {**bound(c, "leader-"), **bound(c, "worker-")}) and all(b.values()))
+    until(lambda: (cond := composite_condition()) and cond["status"] == "True")
+    for group in ("leader", "workers"):
+        until(lambda g=group: (cond := condition(c, g)) and cond["status"] == "True")
