@@ -8,6 +8,8 @@ from typing import Any
 
 import orjson
 
+from gpuyard.k8s.jsonbytes import kept
+
 
 class SeenClean:
     def __init__(self, limit: int = 4096) -> None:
@@ -33,4 +35,4 @@ class SeenClean:
             return
         if len(self._keys) >= self.limit:
             self._keys.clear()
-        self._keys.add(key)
+        self._keys.add((key[0], kept(key[1])))  # orjson's buffer is 4 KiB and up

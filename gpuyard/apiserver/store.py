@@ -41,6 +41,7 @@ from typing import Any
 import orjson
 
 from gpuyard.apiserver.selectors import Filter, fields_of, supported_fields
+from gpuyard.k8s.jsonbytes import dumps_kept
 
 CollKey = tuple[str, str]  # (group, plural)
 
@@ -789,7 +790,7 @@ class Store:
         self.rev += 1
         rv = self.rev
         md["resourceVersion"] = str(rv)
-        raw = orjson.dumps(obj)
+        raw = dumps_kept(obj)  # kept as long as this revision is: at its own size
         e = _entry_for(ck[0], ck[1], obj, raw, rv)
         ev = Event(rv, "ADDED" if old is None else "MODIFIED", e, old)
         return e, self._persist(ck, key, rv, raw, e, ev)
@@ -807,7 +808,7 @@ class Store:
         rv = self.rev
         obj = old.obj()
         obj["metadata"]["resourceVersion"] = str(rv)
-        raw = orjson.dumps(obj)
+        raw = dumps_kept(obj)  # kept as long as this revision is: at its own size
         e = Entry(rv, raw, old.namespace, old.name, old.labels, old.fields, old.uid, old.owners)
         ev = Event(rv, "DELETED", e, old)
         return e, self._persist(ck, key, rv, None, None, ev)

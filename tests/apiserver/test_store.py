@@ -162,3 +162,24 @@ async def test_reload_restores_items_revision_and_indexes(tmp_path: Any) -> None
     _, backlog = again.watch(CK, Filter(), rev - 1)
     assert backlog is None
     await again.close()
+
+
+async def test_a_stored_object_takes_about_its_encoding_in_memory() -> None:
+    """Stored objects are kept at their own size: 300 ConfigMaps of ~700 bytes of JSON
+    each add well under 2 KiB apiece (orjson's own bytes carry a 4 KiB buffer or more)."""
+    import tracemalloc
+
+    store = Store(None)
+    body = {"k": "v" * 600}
+    await store.put(CK, {**obj("warm"), "data": body}, create=True)
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        for i in range(300):
+            await store.put(CK, {**obj(f"c{i}"), "data": body}, create=True)
+        added = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    size = len(store.get(CK, "default/c0").raw)  # type: ignore[union-attr]
+    assert 700 <= size < 800
+    assert added / 300 < 2 * size, added / 300
