@@ -17,6 +17,12 @@ gpuyard-low work follow the live rules (gpuyard.twin.capacity); a job is in the
 namespace named by its team. With `balloons` every node of a pool gets a balloon pod
 that the policy places and evicts first; an evicted balloon waits, Pending, again.
 
+MIG: nodes whose shape says `mig: true` (on GPUs that can be partitioned) publish
+their GPUs as partitionable devices, as the simulated DRA driver does live; a job whose
+trace asks for MIG slices (`mig_profile`, `mig_slices`) gives each pod a ResourceClaim
+for them, allocated by the policy with the counters a GPU's slices share (a whole GPU
+is never handed out beside its slices) and deleted with the pod.
+
 Checkpoints: a job checkpoints every `checkpoint_interval` seconds of its run (the
 trace's, or the replay's `checkpoint_interval` for jobs whose trace gives none), and a
 restart loses the work since its last checkpoint. Its trainer says so as a live one
@@ -40,8 +46,10 @@ from typing import Any
 
 from gpuyard import names
 from gpuyard.cliargs import SHARE
+from gpuyard.cluster import simdevices
 from gpuyard.cluster.shapes import NodeShape
 from gpuyard.k8s.durations import parse_duration
+from gpuyard.scheduling import dra
 from gpuyard.scheduling.filters import capacity as node_capacity
 from gpuyard.scheduling.filters import static_ok
 from gpuyard.scheduling.policy import Eviction, Memory, PolicyConfig, deliver, schedule
@@ -178,7 +186,19 @@ def never_fitting(
 
     fits: dict[tuple[Any, ...], float] = {}  # how many replicas fit at once
     default = topology.required if topology else ()
+    mig = any(s.mig and simdevices.can_partition(s) for s in shapes)
     for j in jobs:
+        if j.mig_slices and not mig:
+            out.append(
+                (
+                    j,
+                    f"job {j.name!r} can never run on this cluster of {len(shapes)} nodes: "
+                    f"it claims MIG slices ({j.mig_slices} of {j.mig_profile}) and no node "
+                    "shape publishes its GPUs as MIG devices (mig: true on an A100, H100, "
+                    "H200 or B200 shape)",
+                )
+            )
+            continue
         required = (j.required_topology,) if j.required_topology else default
         if j.replicas == 1:
             required = ()
@@ -209,6 +229,41 @@ def _fit(j: TraceJob, alike: dict[tuple[int, int, int, str], int]) -> float:
         per = [have // want for have, want in wants if want > 0]
         n += count * min(per) if per else math.inf
     return n
+
+
+def mig_claim(pod_key: str, profile: str, count: int) -> dict[str, Any]:
+    """The ResourceClaim a replica of a trace's job makes for its MIG slices (as from
+    its ResourceClaimTemplate, owned by the pod): `count` devices of the mig.nvidia.com
+    class of the profile (`1g.18gb`; `1g`: that compute size whatever its memory)."""
+    ns, name = pod_key.split("/", 1)
+    attr = f'device.attributes["{dra.DRIVER}"].{dra.ATTR_PROFILE}'
+    sel = f'{attr} == "{profile}"' if "." in profile else f'{attr}.startsWith("{profile}.")'
+    return {
+        "apiVersion": "resource.k8s.io/v1",
+        "kind": "ResourceClaim",
+        "metadata": {
+            "name": f"{name}-mig",
+            "namespace": ns,
+            "uid": f"claim-{pod_key}",
+            "ownerReferences": [
+                {"apiVersion": "v1", "kind": "Pod", "name": name, "controller": True}
+            ],
+        },
+        "spec": {
+            "devices": {
+                "requests": [
+                    {
+                        "name": "mig",
+                        "exactly": {
+                            "deviceClassName": dra.MIG_CLASS,
+                            "count": count,
+                            "selectors": [{"cel": {"expression": sel}}],
+                        },
+                    }
+                ]
+            }
+        },
+    }
 
 
 class Engine:
@@ -287,6 +342,16 @@ class Engine:
                 taints,
             )
             self.total_gpus += s.gpus
+        # nodes whose shape says mig publish their GPUs as partitionable devices, as the
+        # simulated DRA driver does live (gpuyard.cluster.simdevices): MIG slices are
+        # claimed and allocated by the policy's own counter bookkeeping (dra.py)
+        mig = [s for s in shapes if s.mig and simdevices.can_partition(s)]
+        if mig:
+            self.state.set_device_class(simdevices.device_class())
+            self.state.set_device_class(simdevices.mig_device_class())
+            for s in mig:
+                for sl in simdevices.resource_slices(s, mig=True):
+                    self.state.set_resource_slice(sl)
         self.refused: list[str] = []  # jobs the team webhook refused
         self.balloons: dict[str, dict[str, Any]] = {}  # key -> pod object
         self.balloon_evictions = 0
@@ -310,6 +375,7 @@ class Engine:
                     raise ValueError(f"job {j.name!r}: two jobs have this name")
                 seen.add(j.name)
         self.pod_job: dict[str, JobRun] = {}
+        self.pod_claims: dict[str, str] = {}  # pod key -> the key of its MIG claim
         self.heap: list[tuple[float, int, str, Any]] = []
         self._seq = 0
         self.horizon = max((j.submit for j in jobs), default=0.0)
@@ -408,23 +474,29 @@ class Engine:
                 req = {"cpu": j.cpu_milli, "memory": j.memory, names.RESOURCE_GPU: j.gpus}
                 group = f"{j.team}/{j.name}" if j.replicas > 1 else None
                 runtime = max(0.0, j.duration - run.progress) if self.runtimes else None
-                if self.teams is not None:
-                    pod = self.teams.admit(
-                        capacity.job_pod(
-                            key,
-                            req,
-                            j.priority,
-                            group,
-                            j.gpu_model,
-                            index=i,
-                            generation=run.gen,
-                            replicas=j.replicas,
-                        )
+                if self.teams is not None or j.mig_slices:
+                    made = capacity.job_pod(
+                        key,
+                        req,
+                        j.priority,
+                        group,
+                        j.gpu_model,
+                        index=i,
+                        generation=run.gen,
+                        replicas=j.replicas,
                     )
+                    pod = self.teams.admit(made) if self.teams is not None else made
                     if pod is None:
                         if j.name not in self.refused:
                             self.refused.append(j.name)
                         continue
+                    if j.mig_slices:
+                        claim = mig_claim(key, j.mig_profile, j.mig_slices)
+                        self.state.set_resource_claim(claim)
+                        pod["spec"]["resourceClaims"] = [
+                            {"name": "mig", "resourceClaimName": claim["metadata"]["name"]}
+                        ]
+                        self.pod_claims[key] = f"{j.team}/{claim['metadata']['name']}"
                     info = self.state.add_pod(pod)
                     assert info is not None
                     info.created = j.submit
@@ -451,6 +523,9 @@ class Engine:
                 self.allocated -= p.req[GPU]
             self.state.remove_pod(key)
             self.pod_job.pop(key, None)
+            claim = self.pod_claims.pop(key, None)
+            if claim is not None:  # made for the pod: deleted with it, its devices free
+                self.state.remove_resource_claim(claim)
         run.pods = []
         run.bound = 0
 

@@ -14,7 +14,9 @@ constraint, and — for real traces — when the trace itself scheduled it.
 - gpuyard's format, CSV with a header or JSON lines: submit_time, team, priority,
   replicas, gpus_per_replica, duration, checkpoint_interval (optional: name,
   cpu_milli, memory_mib, gpu_model, required_topology: a node label whose one domain
-  the gang must fit inside, such as nvidia.com/gpu.clique).
+  the gang must fit inside, such as nvidia.com/gpu.clique; mig_profile, mig_slices:
+  each replica also claims that many MIG slices of the profile, such as 1g.18gb, or 1g
+  for that compute size whatever its memory; mig_slices defaults to 1 with a profile).
 
 A malformed line stops everything with "FILE:LINE: what is wrong".
 """
@@ -72,7 +74,9 @@ _KINDS: dict[str, Value] = {
     "memory": _AMOUNT,
     "priority": _PRIORITY,
     "checkpoint": _SECONDS,
+    "mig_slices": _AMOUNT,
 }
+_MIG_PROFILE = re.compile(r"[1-9]\d?g(\.[1-9]\d{0,3}gb)?")
 
 
 @dataclass
@@ -96,6 +100,11 @@ class TraceJob:
     # a node label whose one domain the gang must fit inside ("": none; the replay's
     # --require-topology then)
     required_topology: str = ""
+    # MIG slices each replica claims (ResourceClaims of the mig.nvidia.com class on
+    # nodes whose shape says mig): the profile ("1g.18gb", or "1g" for any memory) and
+    # how many
+    mig_profile: str = ""
+    mig_slices: int = 0
     trace_wait: float | None = None  # how long the trace itself made it wait
     flags: set[str] = field(default_factory=set)  # "unscheduled-in-trace", "gpu-shared", ...
 
@@ -117,6 +126,13 @@ class TraceJob:
                 kind.check(value)
             except ValueError as exc:
                 _bad(attr, str(exc))
+        mp = self.mig_profile
+        if not isinstance(mp, str) or (mp and not _MIG_PROFILE.fullmatch(mp)):
+            _bad("mig_profile", f"{mp!r} is not a MIG profile (such as 1g.18gb, or 3g)")
+        if self.mig_slices and not mp:
+            _bad("mig_slices", f"{self.mig_slices} MIG slices of no profile: give mig_profile")
+        if mp and not self.mig_slices:
+            _bad("mig_slices", f"0 MIG slices of profile {mp}: give at least 1")
         if self.trace_wait is not None and not (
             isinstance(self.trace_wait, int | float)
             and not isinstance(self.trace_wait, bool)
@@ -364,8 +380,12 @@ def _job_from(rec: dict[str, Any], out: _Jobs, line: int, text: bool) -> None:
             ("checkpoint_interval", "checkpoint", _SECONDS, _MISSING),
             ("gpu_model", "gpu_model", Text(empty=True), ""),
             ("required_topology", "required_topology", Text(empty=True), ""),
+            ("mig_profile", "mig_profile", Text(empty=True), ""),
+            ("mig_slices", "mig_slices", _AMOUNT, 0),
         ):
             kw[attr] = _field(rec, col, kind, text, default)
+        if kw["mig_profile"] and rec.get("mig_slices") in (None, ""):
+            kw["mig_slices"] = 1
     except ValueError as exc:
         raise TraceError(f"{where}: {col}: {exc}") from None
     kw["memory"] *= 2**20
@@ -437,6 +457,7 @@ def write_trace(jobs: list[TraceJob], path: str | Path) -> None:
             "memory_mib": j.memory // 2**20,
             **({"gpu_model": j.gpu_model} if j.gpu_model else {}),
             **({"required_topology": j.required_topology} if j.required_topology else {}),
+            **({"mig_profile": j.mig_profile, "mig_slices": j.mig_slices} if j.mig_slices else {}),
         }
         for j in jobs
     ]
@@ -445,6 +466,8 @@ def write_trace(jobs: list[TraceJob], path: str | Path) -> None:
             fields = ["name", *_FIELDS, "cpu_milli", "memory_mib", "gpu_model"]
             if any(j.required_topology for j in jobs):
                 fields.append("required_topology")
+            if any(j.mig_slices for j in jobs):
+                fields += ["mig_profile", "mig_slices"]
             w = csv.DictWriter(fh, fieldnames=fields)
             w.writeheader()
             w.writerows(rows)
