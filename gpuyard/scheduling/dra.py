@@ -15,7 +15,12 @@ lists alternatives, tried in order. `constraints[].matchAttribute` makes the dev
 of the requests it names (all of them when it names none) agree on an attribute;
 `distinctAttribute` makes them differ. The search is exhaustive over the values a
 constraint can take and greedy within one value (devices in name order), so a claim
-that can be satisfied on a node is.
+that can be satisfied on a node is. A pod's claims are allocated in turn, each taking
+its first fit; when that fails, a search backtracks over the choices of each (every
+group of devices alike in a one-request claim's matched attributes that can take it),
+so claims that fit together only with a choice other than the first (two claims each
+wanting one NVLink clique, the first one taking the larger clique) are found, within
+SEARCH_TRIES single-claim allocations; past them the node's reason says it gave up.
 
 Slices belong to resource pools (driver, `spec.pool.name`). As kube's allocator
 does, only the slices of a pool's newest `generation` are read (a driver updating a
@@ -853,6 +858,8 @@ class Devices:
         # plans worked out since anything changed (fits then holds: one search)
         self.last_held: dict[str, tuple[str, Plan]] = {}
         self.plans: dict[tuple[Any, ...], Plan | None] = {}
+        # (pod, node) where the search over the pod's claims gave up (`_plan_search`)
+        self.gave_up: set[tuple[str, str]] = set()
         self.version = 0
         self.gen = 0
         # claim specs read, by their JSON (claims alike share one ClaimSpec), and per
@@ -968,13 +975,13 @@ class Devices:
             self.slice_pools[name] = pk
             self.pool_slices.setdefault(pk[0], {})[name] = None
             changed |= self._pool_nodes(pk[0])
-        for n in changed:
+        for n in sorted(changed):
             self._index(n)
         return changed
 
     def _remove_slice(self, name: str) -> set[str]:
         changed = self._drop_slice(name)
-        for n in changed:
+        for n in sorted(changed):
             self._index(n)
         return changed
 
@@ -1051,7 +1058,8 @@ class Devices:
         self.groups.pop(node, None)
         old = self._by_node.pop(node, [])
         for d in old:
-            self._by_id.pop(d.id, None)
+            if self._by_id.get(d.id) is d:  # not a device since moved to another node
+                del self._by_id[d.id]
         for sk in self.node_sets.pop(node, ()):
             self._caps.pop(sk, None)
         self._partitioned.discard(node)
@@ -1186,6 +1194,8 @@ class Devices:
         self.version += 1
         if self.plans:
             self.plans.clear()
+        if self.gave_up:
+            self.gave_up.clear()
 
     def _take(self, c: Claim) -> set[str]:
         self.changed()
@@ -1458,6 +1468,8 @@ def cannot_why(p: PodInfo, n: NodeInfo) -> str:
     request for all matching devices while a pool of the node is being updated (a
     newer generation not all published yet) says so; else CANNOT_ALLOCATE."""
     dv: Devices = p.dra
+    if (p.key, n.name) in dv.gave_up:
+        return SEARCH_GAVE_UP.format(SEARCH_TRIES)
     pools = dv.incomplete.get(n.name)
     if pools:
         for key in p.claims:
@@ -1528,15 +1540,7 @@ def _plan(p: PodInfo, n: NodeInfo, dv: Devices) -> Plan | None:
         assert spec is not None  # an unallocated claim without one returned above
         if spec.simple:
             alt = spec.requests[0].alternatives[0]
-            per = dv.groups.get(n.name)
-            if per is None:
-                per = dv.groups[n.name] = {}
-            gk = (alt.key, spec.match)
-            groups = per.get(gk)
-            if groups is None:
-                if len(per) >= 64:
-                    per.clear()
-                groups = per[gk] = _match_groups(alt, spec.match, dv.by_node.get(n.name, ()))
+            groups = _simple_groups(dv, n.name, spec)
             got = _pick_simple(groups, alt, _Either3(dv.taken, dv.held, mine), budget - spent, use)
         else:
             got = allocate(
@@ -1548,12 +1552,114 @@ def _plan(p: PodInfo, n: NodeInfo, dv: Devices) -> Plan | None:
                 n.name not in dv.incomplete,
             )
         if got is None:
-            return None
+            # each claim took its first fit: another choice for the ones before may
+            # leave room for this one
+            return _plan_search(p, n, dv, budget) if len(p.claims) > 1 else None
         for _, d in got:
             mine.add(d.id)
         spent = use.gpus if use is not None else spent + sum(1 for _, d in got if d.is_gpu)
         out.append((key, got))
     return out
+
+
+def _simple_groups(dv: Devices, node: str, spec: ClaimSpec) -> list[list[Device]]:
+    """The node's devices a one-request claim may take, grouped by the attributes it
+    matches (kept per node until its devices change)."""
+    alt = spec.requests[0].alternatives[0]
+    per = dv.groups.get(node)
+    if per is None:
+        per = dv.groups[node] = {}
+    gk = (alt.key, spec.match)
+    groups = per.get(gk)
+    if groups is None:
+        if len(per) >= 64:
+            per.clear()
+        groups = per[gk] = _match_groups(alt, spec.match, dv.by_node.get(node, ()))
+    return groups
+
+
+# The most allocations of single claims the search over a pod's claims tries on one
+# node before it gives up (`_plan_search`): a pod's claims rarely number more than a
+# few, and each has as many choices as the device groups its constraints allow.
+SEARCH_TRIES = 512
+SEARCH_GAVE_UP = "node(s) cannot allocate all claims: the search gave up after {} tries"
+
+
+def _plan_search(p: PodInfo, n: NodeInfo, dv: Devices, budget: int) -> Plan | None:
+    """The pod's claims on the node when taking each one's first fit in turn failed:
+    a search that backtracks over each claim's choices (for a one-request claim every
+    group of devices alike in its matched attributes that can take it, in value order;
+    for another, the allocator's one answer), at most SEARCH_TRIES single-claim
+    allocations; past them it gives up (None, and the node's reason says so)."""
+    todo: list[tuple[str, ClaimSpec]] = []
+    for key in p.claims:
+        c = dv.claims.get(key)
+        if c is None or (c.results is None and c.spec is None):
+            return None
+        if c.results is not None:
+            if c.node != n.name:
+                return None
+            continue
+        held = dv.held_claim(key)
+        if held is not None:
+            if held[0] != n.name:
+                return None
+            continue
+        assert c.spec is not None
+        todo.append((key, c.spec))
+    use = Use(dv) if n.name in dv.partitioned else None
+    mine: set[tuple[str, str, str]] = set()
+    out: Plan = []
+    tries = [0]
+    devices = dv.by_node.get(n.name, ())
+    complete = n.name not in dv.incomplete
+
+    def undo(got: list[Result]) -> None:
+        for _, d in got:
+            mine.discard(d.id)
+            if use is not None:
+                use.remove(d)
+
+    def options(spec: ClaimSpec, left: int) -> Iterable[list[Result]]:
+        unavailable = _Either3(dv.taken, dv.held, mine)
+        if spec.simple:
+            alt = spec.requests[0].alternatives[0]
+            for g in _simple_groups(dv, n.name, spec):
+                if tries[0] >= SEARCH_TRIES:
+                    return
+                tries[0] += 1
+                got = _pick_simple([g], alt, unavailable, left, use)
+                if got is not None:
+                    yield got
+        else:
+            if tries[0] >= SEARCH_TRIES:
+                return
+            tries[0] += 1
+            got = allocate(spec, devices, unavailable, left, use, complete)
+            if got is not None:
+                yield got
+
+    def go(i: int, spent: int) -> bool:
+        if i == len(todo):
+            return True
+        key, spec = todo[i]
+        for got in options(spec, budget - spent):
+            for _, d in got:
+                mine.add(d.id)
+            now = use.gpus if use is not None else spent + sum(1 for _, d in got if d.is_gpu)
+            out.append((key, got))
+            if go(i + 1, now):
+                return True
+            out.pop()
+            undo(got)
+        return False
+
+    if go(0, 0):
+        dv.gave_up.discard((p.key, n.name))
+        return out
+    if tries[0] >= SEARCH_TRIES:
+        dv.gave_up.add((p.key, n.name))
+    return None
 
 
 class _Either3:

@@ -368,6 +368,35 @@ def test_only_a_pools_newest_generation_is_offered_and_all_waits_for_a_whole_poo
     assert len(s.dra.by_node["n0"]) == 4
 
 
+def test_claims_that_fit_only_with_a_choice_other_than_the_first_are_found(
+    monkeypatch: Any,
+) -> None:
+    """A node of two NVLink cliques, 4 GPUs and 2: a pod's first claim wants 2 GPUs of
+    one clique, its second 4 of one. Each taking its first fit, the first takes the
+    4-GPU clique and the second finds none; the search puts the first in the 2-GPU
+    clique. With the search's work capped below what it needs, the pod waits with the
+    reason that it gave up."""
+
+    def setup() -> ClusterState:
+        s = cluster([("n0", 6, "H100", ("a", "a", "a", "a", "b", "b"))])
+        s.set_resource_claim(claim("small", 2, owner="p", match=CLIQUE))
+        s.set_resource_claim(claim("big", 4, owner="p", match=CLIQUE))
+        s.add_pod(pod("p", ["small", "big"]))
+        return s
+
+    s = setup()
+    d = schedule(s, 1.0, PolicyConfig(), Memory())
+    assert d.bindings == [(f"{NS}/p", "n0")]
+    clique = {d.name: d.attributes[CLIQUE] for d in s.dra.by_node["n0"]}
+    assert {clique[dev] for _, _, _, dev in d.allocations[f"{NS}/small"][1]} == {"b"}
+    assert {clique[dev] for _, _, _, dev in d.allocations[f"{NS}/big"][1]} == {"a"}
+    monkeypatch.setattr(dra, "SEARCH_TRIES", 2)
+    s = setup()
+    d = schedule(s, 1.0, PolicyConfig(), Memory())
+    assert not d.bindings
+    assert "the search gave up after 2 tries" in d.unschedulable[f"pod {NS}/p"]
+
+
 def test_a_claim_shared_by_a_gang_is_allocated_once_and_pins_it() -> None:
     s = cluster([("n0", 8, "H100", ()), ("n1", 8, "H100", ())])
     s.set_pod_group({"metadata": {"name": "g", "namespace": NS}, "spec": {"minMember": 3}})
