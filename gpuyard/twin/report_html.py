@@ -12,6 +12,7 @@ from importlib import resources
 from typing import Any
 
 from gpuyard.twin.engine import Result
+from gpuyard.twin.svg import chart_svg
 
 # metric key -> (readable name, kind); kind picks the unit it is shown in
 ROWS: list[tuple[str, str, str]] = [
@@ -155,6 +156,7 @@ CHART_CSS = (
     ".3em .3em 0;border:1px solid #ccc;background:#fff;border-radius:3px;cursor:pointer}"
     ".legend button[aria-pressed=false]{opacity:.4;text-decoration:line-through}"
     ".legend i{display:inline-block;width:.8em;height:.8em;margin-right:.3em}"
+    ".legend.static span{font-size:.8em;margin-right:.6em}"
     ".axes line{stroke:#444}.axes line.grid{stroke:#eee}.axes text{font-size:11px;fill:#333}"
     ".brush{fill:#37c;opacity:.15}.tip{position:absolute;background:#222;color:#fff;"
     "font-size:.8em;padding:2px 6px;border-radius:3px;pointer-events:none;white-space:nowrap}"
@@ -162,17 +164,20 @@ CHART_CSS = (
 
 
 def _chart(i: str, spec: dict[str, Any]) -> str:
-    # the data beside its chart; "<" escaped so that no text in it can end the script
+    # the data beside its chart; "<" escaped so that no text in it can end the script.
+    # The chart is drawn here too, as static SVG (without JavaScript, printed, in a
+    # mail client), which the script replaces with its interactive drawing.
     data = json.dumps(spec, separators=(",", ":")).replace("<", "\\u003c")
     return (
-        f"<div data-chart='chart-{i}'><h3>{html.escape(spec['title'])}</h3></div>"
+        f"<div class='chart' data-chart='chart-{i}'><h3>{html.escape(spec['title'])}</h3>"
+        f"{chart_svg(spec, i)}</div>"
         f"<script type='application/json' id='chart-{i}'>{data}</script>"
     )
 
 
 def charts_html(figs: list[tuple[str, list[dict[str, Any]]]]) -> str:
-    """Each figure's title and its charts, then the script that draws them (inlined:
-    the report needs no network)."""
+    """Each figure's title and its charts (static SVG), then the script that draws
+    them interactive (inlined: the report needs no network)."""
     if not figs:
         return ""
     parts = []

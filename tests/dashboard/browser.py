@@ -29,8 +29,11 @@ def missing() -> str | None:
 
 
 @contextlib.contextmanager
-def browser_page(width: int = 1400, height: int = 1000) -> Iterator[Any]:
-    """A page in a fresh chromium profile; page errors are collected on `page.errors`."""
+def browser_page(
+    width: int = 1400, height: int = 1000, *, javascript: bool = True
+) -> Iterator[Any]:
+    """A page in a fresh chromium profile; page errors are collected on `page.errors`.
+    `javascript=False`: the page's scripts do not run (a reader who turned them off)."""
     from playwright.sync_api import sync_playwright
 
     with tempfile.TemporaryDirectory(prefix="gpuyard-chromium-") as profile, sync_playwright() as p:
@@ -40,6 +43,7 @@ def browser_page(width: int = 1400, height: int = 1000) -> Iterator[Any]:
             headless=True,
             args=ARGS,
             viewport={"width": width, "height": height},
+            java_script_enabled=javascript,
         )
         try:
             page = ctx.new_page()

@@ -3,6 +3,7 @@ hours (or the unit that reads best), readable names, and no empty chart."""
 
 from __future__ import annotations
 
+import html
 import json
 import re
 from pathlib import Path
@@ -40,6 +41,52 @@ def charts(page: str) -> list[tuple[str, list[dict[str, Any]]]]:
         specs = re.findall(r"<script type='application/json' id='chart-[^']+'>(.*?)</script>", body)
         out.append((title, [json.loads(x) for x in specs]))
     return out
+
+
+def static_charts(page: str) -> list[tuple[str, str]]:
+    """(legend, svg) of each chart's static drawing, in order."""
+    return re.findall(
+        r"<div class='chart' data-chart='chart-[^']+'><h3>[^<]*</h3>"
+        r"<div class='legend static'>(.*?)</div>(<svg class=\"static\".*?</svg>)</div>",
+        page,
+    )
+
+
+def _by_figure(page: str, drawn: list[tuple[str, str]]) -> list[list[tuple[str, str]]]:
+    counts = [
+        len(re.findall(r"data-chart='chart-", body))
+        for body in re.findall(r"<div class='figure'>(.*?)</div>(?=<h2>|<script>)", page)
+    ]
+    out, i = [], 0
+    for n in counts:
+        out.append(drawn[i : i + n])
+        i += n
+    return out
+
+
+def assert_drawn_statically(page: str, figs: list[tuple[str, list[dict[str, Any]]]]) -> None:
+    """Each chart is drawn in the page itself too, as static SVG (read without
+    JavaScript, or printed): a line per series, a bar per value, a legend naming each
+    series, every point on the drawing."""
+    drawn = static_charts(page)
+    assert len(drawn) == sum(len(specs) for _, specs in figs)
+    for (_, specs), svgs in zip(figs, _by_figure(page, drawn), strict=True):
+        for spec, (legend, svg) in zip(specs, svgs, strict=True):
+            names = [s["name"] for s in spec["series"]]
+            assert re.findall(r"</i>([^<]*)</span>", legend) == [html.escape(n) for n in names]
+            assert f'aria-label="{html.escape(spec["title"])}"' in svg
+            if spec["kind"] == "bar":
+                bars = re.findall(r"<rect x[^>]*height=\"([\d.]+)\"[^>]*>", svg)
+                assert len(bars) == sum(len(s["values"]) for s in spec["series"])
+                assert any(float(h) > 0 for h in bars), spec["title"]
+            else:
+                paths = re.findall(r'<path d="([^"]+)"', svg)
+                assert len(paths) == len(names), spec["title"]
+                # every point inside the plot: no NaN, nothing off the drawing
+                for d in paths:
+                    nums = [float(v) for v in re.findall(r"-?[\d.]+", d)]
+                    assert nums and all(0 <= v <= 640 for v in nums), (spec["title"], d[:80])
+            assert not re.search(r'="[^"]*(?:nan|inf)', svg, re.I), spec["title"]
 
 
 def test_report_summary_answer_units_names(
@@ -82,6 +129,9 @@ def test_report_summary_answer_units_names(
     row = waits.split("<td>started at once (no wait)</td>")[1].split("</tr>")[0]
     assert row.endswith("<td>88% (7 of 8)</td>"), row  # the gpuyard column, last
     assert "n=6, 6 at once" in results  # the single-GPU jobs, by size
+    figs = charts(page)
+    assert any(spec["kind"] == "bar" for _, specs in figs for spec in specs)
+    assert_drawn_statically(page, figs)
     # no raw JSON blocks shown (the charts' data sits in scripts, which are not shown)
     shown = re.sub(r"<script.*?</script>", "", results.split("<h2>Model</h2>")[0], flags=re.S)
     assert "{" not in shown
@@ -105,7 +155,8 @@ def test_no_empty_panel_and_omissions_are_said(tmp_path: Path) -> None:
             assert spec["series"], title
             for s in spec["series"]:
                 assert len(s.get("points") or []) >= 2 or any(s.get("values") or []), (title, s)
-    # the script that draws them is in the page itself: nothing is fetched
+    assert_drawn_statically(page, figs)
+    # the script that draws them interactive is in the page itself: nothing is fetched
     assert "window.gpuyardCharts" in page
     own = page.replace("http://www.w3.org/2000/svg", "")  # SVG's namespace: a name, not a fetch
     assert not re.search(r"<script[^>]+src=|<link[^>]+href=|https?://|fetch\(|import\(", own)

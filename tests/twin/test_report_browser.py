@@ -95,3 +95,31 @@ def test_chart_hover_toggle_and_zoom(tmp_path: Path) -> None:
         assert page.locator(CHART).get_attribute("data-zoomed") == ""
         assert page.errors == []
         assert fetched == [path.as_uri()]  # the page alone: nothing else was asked for
+
+
+def test_charts_show_without_javascript(tmp_path: Path) -> None:
+    """Opened with JavaScript off (or in a mail client): every chart is still drawn,
+    from the SVG written into the page, with its lines and legend on screen."""
+    path, spec = _report(tmp_path)
+    page_text = path.read_text()
+    n_charts = len(re.findall(r"data-chart='chart-", page_text))
+    with browser.browser_page(1000, 900, javascript=False) as page:
+        page.context.set_offline(True)
+        page.goto(path.as_uri())
+        assert page.evaluate("typeof window.gpuyardCharts") == "undefined"  # no script ran
+        svgs = page.locator("[data-chart] svg")
+        assert svgs.count() == n_charts > 0
+        for i in range(n_charts):
+            box = svgs.nth(i).bounding_box()
+            assert box is not None and box["width"] > 300 and box["height"] > 100
+        lines = page.locator(f"{CHART} svg path")
+        assert lines.count() == len(spec["series"])
+        legend = page.locator(f"{CHART} .legend").inner_text()
+        assert all(s["name"] in legend for s in spec["series"])
+    # and with it on, the script's drawing takes their place (one drawing per chart)
+    with browser.browser_page(1000, 900) as page:
+        page.goto(path.as_uri())
+        page.wait_for_function("window.gpuyardCharts && window.gpuyardCharts.length > 0")
+        assert page.locator("[data-chart] svg").count() == n_charts
+        assert page.locator("[data-chart] .static").count() == 0
+        assert page.errors == []

@@ -2,7 +2,9 @@
 // <script type="application/json"> per chart), inlined in report.html so that the
 // report works offline. Hover shows the nearest point's values, a legend button shows
 // or hides its series, and dragging across a line chart zooms into that range of x
-// (double-click or "Whole range" to zoom out).
+// (double-click or "Whole range" to zoom out). Each chart is also drawn as static
+// SVG in the page (gpuyard/twin/svg.py: for readers without JavaScript), which is
+// replaced here by the interactive drawing.
 (() => {
   "use strict";
   const NS = "http://www.w3.org/2000/svg";
@@ -66,6 +68,7 @@
       this.spec = spec;
       this.hidden = new Set();
       this.domain = null; // the zoomed x range, or null for all of it
+      for (const e of root.querySelectorAll(".static")) e.remove();
       root.classList.add("chart");
       const head = document.createElement("div");
       head.className = "legend";
