@@ -245,7 +245,9 @@ def _entry_for(group: str, plural: str, obj: dict[str, Any], raw: bytes, rv: int
 
 
 class Event:
-    """One change, serialized once per watch event type it may be shown as."""
+    """One change, serialized once per watch event type it may be shown as while it is
+    offered to the watchers (`forget_lines` after: the log keeps the entry, not a
+    second copy of its encoding in each line)."""
 
     __slots__ = ("rv", "type", "entry", "prev", "_lines")
 
@@ -254,14 +256,17 @@ class Event:
         self.type = type_
         self.entry = entry
         self.prev = prev
-        self._lines: dict[str, bytes] = {}
+        self._lines: dict[str, bytes] | None = None
 
     def line(self, type_: str | None = None) -> bytes:
         t = type_ or self.type
-        b = self._lines.get(t)
+        lines = self._lines
+        if lines is None:
+            lines = self._lines = {}
+        b = lines.get(t)
         if b is None:
             b = b'{"type":"' + t.encode() + b'","object":' + self.entry.raw + b"}\n"
-            self._lines[t] = b
+            lines[t] = b
         return b
 
     def line_for(self, flt: Filter) -> bytes | None:
@@ -276,6 +281,10 @@ class Event:
         if new_m:
             return self.line() if old_m else self.line("ADDED")
         return self.line("DELETED") if old_m else None
+
+    def forget_lines(self) -> None:
+        """Drop the lines made so far (watchers keep what they were given)."""
+        self._lines = None
 
 
 class Watcher:
@@ -455,6 +464,7 @@ class Collection:
                         targets.update(ws)
             for w in targets:
                 w.offer(ev)
+        ev.forget_lines()  # the log keeps each revision's entry, not its lines too
 
 
 class _SQLite:
@@ -960,6 +970,7 @@ class Store:
             for ev in c.log:
                 if ev.rv > since_rv:
                     line = ev.line_for(flt)
+                    ev.forget_lines()
                     if line is not None:
                         backlog.append(line)
         c.add_watcher(w)

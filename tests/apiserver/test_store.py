@@ -183,3 +183,31 @@ async def test_a_stored_object_takes_about_its_encoding_in_memory() -> None:
     size = len(store.get(CK, "default/c0").raw)  # type: ignore[union-attr]
     assert 700 <= size < 800
     assert added / 300 < 2 * size, added / 300
+
+
+async def test_the_watch_log_keeps_one_encoding_of_each_revision() -> None:
+    """A watched collection's event log (kept for watches resuming from a revision)
+    holds each revision's stored encoding once, not the line sent to watchers too; a
+    watch resuming from the log still gets every line."""
+    import tracemalloc
+
+    store = Store(None)
+    body = {"k": "v" * 600}
+    start = store.rev
+    live, _ = store.watch(CK, Filter(), start)
+    await store.put(CK, {**obj("warm"), "data": body}, create=True)
+    live.drain()
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        for i in range(300):
+            await store.put(CK, {**obj(f"c{i}"), "data": body}, create=True)
+            assert len(live.drain()) == 1  # delivered, then dropped by the watcher
+        added = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    size = len(store.get(CK, "default/c0").raw)  # type: ignore[union-attr]
+    assert added / 300 < 2 * size, added / 300
+    _, backlog = store.watch(CK, Filter(), start)
+    assert backlog is not None and len(backlog) == 301
+    assert backlog[-1] == b'{"type":"ADDED","object":' + store.get(CK, "default/c299").raw + b"}\n"  # type: ignore[union-attr]
