@@ -10,9 +10,15 @@ components) starts in a child process with a temporary data directory. Measured 
   whole process (API server included; 1.0 = one core), and the simulator's own writes;
 - peak_rss_mib: the child's peak resident set size.
 
+`--components` runs components of `gpuyard up` beside it (`workloads`: the core workload
+controllers; `scheduler,workloads`), so their idle writes and CPU show against the same
+cluster without them (run it twice); benchmarks/workloads.py measures them idle once
+they have a Deployment and a DaemonSet on every node to look after.
+
     python benchmarks/cluster.py                 # 7,500 and 15,000 nodes
     python benchmarks/cluster.py --quick         # 500 nodes, short window
     python benchmarks/cluster.py --sizes 2000 --window 20
+    python benchmarks/cluster.py --sizes 7500 --components scheduler,workloads
 
 Prints JSON; targets: ready_s <= 60, idle cpu_cores <= 1.0, peak RSS <= 3 GiB at 7,500
 nodes. The machine is shared, so figures are noisy; a `baseline` row (the same process
@@ -44,11 +50,15 @@ def _server_writes(server: Any) -> int:
     return int(total)
 
 
-async def measure(nodes: int, window: float, lease: float) -> dict[str, Any]:
+async def measure(
+    nodes: int, window: float, lease: float, components: list[str] | None = None
+) -> dict[str, Any]:
     from gpuyard.cluster.up import EmbeddedCluster, UpOptions
 
     with tempfile.TemporaryDirectory(prefix="gpuyard-bench-") as d:
-        opts = UpOptions(nodes=nodes, data_dir=d, port=0, lease_seconds=lease, components=[])
+        opts = UpOptions(
+            nodes=nodes, data_dir=d, port=0, lease_seconds=lease, components=components or []
+        )
         cluster = EmbeddedCluster(opts)
         t0 = time.perf_counter()
         cpu0 = time.process_time()
@@ -73,6 +83,7 @@ async def measure(nodes: int, window: float, lease: float) -> dict[str, Any]:
     rss_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return {
         "nodes": nodes,
+        "components": components or [],
         "registered_s": round(registered_s, 2),
         "ready_s": round(ready_s, 2),
         "startup_cpu_s": round(startup_cpu, 2),
@@ -85,7 +96,9 @@ async def measure(nodes: int, window: float, lease: float) -> dict[str, Any]:
     }
 
 
-def run_child(nodes: int, window: float, lease: float, timeout: float) -> dict[str, Any]:
+def run_child(
+    nodes: int, window: float, lease: float, timeout: float, components: str = ""
+) -> dict[str, Any]:
     from gpuyard import childgroups
 
     cmd = [
@@ -97,6 +110,8 @@ def run_child(nodes: int, window: float, lease: float, timeout: float) -> dict[s
         str(window),
         "--lease",
         str(lease),
+        "--components",
+        components,
     ]
     try:
         # Stopped with SIGTERM if this run is interrupted: the child stops its cluster.
@@ -115,8 +130,19 @@ def main() -> int:
     ap.add_argument("--lease", type=float, default=10.0, help="lease renewal period")
     ap.add_argument("--quick", action="store_true", help="500 nodes, 10 s window")
     ap.add_argument("--timeout", type=float, default=420.0, help="per size, seconds")
+    ap.add_argument(
+        "--components",
+        default="",
+        help="components of gpuyard up to run too, comma-separated (default: none)",
+    )
     ap.add_argument("--child", type=int, default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
+    from gpuyard.cluster.components import COMPONENTS
+
+    wanted = [c for c in args.components.split(",") if c]
+    unknown = [c for c in wanted if c not in COMPONENTS]
+    if unknown:
+        ap.error(f"unknown component(s) {', '.join(unknown)}; known: {', '.join(COMPONENTS)}")
     from gpuyard import childgroups
 
     childgroups.exit_on_signals()  # a signal still stops every server it started
@@ -128,12 +154,12 @@ def main() -> int:
             uvloop.install()
         except ImportError:
             pass
-        print(json.dumps(asyncio.run(measure(args.child, args.window, args.lease))))
+        print(json.dumps(asyncio.run(measure(args.child, args.window, args.lease, wanted))))
         return 0
     sizes = [500] if args.quick else [int(s) for s in args.sizes.split(",") if s]
     window = 10.0 if args.quick else args.window
-    baseline = run_child(0, window, args.lease, args.timeout)
-    rows = [run_child(n, window, args.lease, args.timeout) for n in sizes]
+    baseline = run_child(0, window, args.lease, args.timeout, args.components)
+    rows = [run_child(n, window, args.lease, args.timeout, args.components) for n in sizes]
     targets = {"ready_s": 60, "idle_cpu_cores": 1.0, "peak_rss_mib": 3072}
     for r in rows:
         if r.get("nodes") == 7500 and "error" not in r:

@@ -15,7 +15,8 @@ the workloads component (in memory). Measured there:
   replica is updated and available.
 
 Beside each phase's seconds, its CPU seconds (`*_cpu_s`: the process's user and system
-time, every component of the cluster being in it): on a shared machine the wall times
+time, every component of the cluster being in it; `idle_cpu_per_s_*` is what the idle
+cluster costs a second, its Lease renewals mostly): on a shared machine the wall times
 follow the others' load, the CPU far less. `--rounds N` runs N clusters one after the
 other and prints the median of each figure (and every round's); `--profile FILE` writes
 a cProfile (pstats) of the event loop's thread during the DaemonSet phase.
@@ -112,14 +113,17 @@ async def _until(
     print(f"{what}: {took:.1f} s, {cpu:.1f} CPU s", file=sys.stderr, flush=True)
 
 
-async def _idle(cluster: Any, window: float) -> tuple[float, dict[str, float]]:
-    """Writes per second over `window` seconds, in all and by "verb resource"."""
-    w0, t0 = _server_writes(cluster.server), time.perf_counter()
+async def _idle(cluster: Any, window: float) -> tuple[float, dict[str, float], float]:
+    """Writes per second over `window` seconds, in all and by "verb resource", and the
+    process's CPU seconds per second meanwhile (what an idle cluster costs: the Lease
+    renewals of every node, in every phase's CPU too)."""
+    w0, t0, c0 = _server_writes(cluster.server), time.perf_counter(), time.process_time()
     await asyncio.sleep(window)
     w1, took = _server_writes(cluster.server), time.perf_counter() - t0
+    cpu = (time.process_time() - c0) / took
     by = {k: round((v - w0.get(k, 0.0)) / took, 1) for k, v in w1.items()}
     by = {k: v for k, v in sorted(by.items(), key=lambda kv: -kv[1]) if v > 0}
-    return sum(by.values()), by
+    return sum(by.values()), by, cpu
 
 
 async def measure(
@@ -152,7 +156,7 @@ async def measure(
             out["start_cpu_s"] = round(time.process_time() - c0, 2)
             await asyncio.sleep(10)  # the start-up burst settles
             c = cluster.client
-            idle_before, by_before = await _idle(cluster, window)
+            idle_before, by_before, cpu_before = await _idle(cluster, window)
 
             async def available(res: Any, name: str, field: str, want: int) -> bool:
                 st = (await c.get(res, name, "default")).get("status") or {}
@@ -193,7 +197,7 @@ async def measure(
 
             await _until(updated, timeout, "rollout done", out, "rollout")
             await asyncio.sleep(settle)
-            idle_after, by_after = await _idle(cluster, window)
+            idle_after, by_after, cpu_after = await _idle(cluster, window)
         except TimeoutError as exc:
             out["error"] = str(exc)  # what was measured until then is still printed
             return out
@@ -202,6 +206,8 @@ async def measure(
     out["idle_writes_per_s_before"] = round(idle_before, 1)
     out["idle_writes_per_s_after"] = round(idle_after, 1)
     out["workloads_idle_writes_per_s"] = round(idle_after - idle_before, 1)
+    out["idle_cpu_per_s_before"] = round(cpu_before, 3)
+    out["idle_cpu_per_s_after"] = round(cpu_after, 3)
     out["idle_writes_per_s_by_resource_before"] = by_before
     out["idle_writes_per_s_by_resource_after"] = by_after
     out["settle_s"] = settle
