@@ -410,6 +410,12 @@ class SimCluster:
         # thousands are in flight while a DaemonSet starts on every node)
         self._tasks: set[asyncio.Task[Any]] = set()
         self._sem = asyncio.Semaphore(self.cfg.concurrency)
+        # Heartbeats (Lease renewals, periodic status posts) have writes in flight of their
+        # own: each kubelet renews its Lease whatever its pods do, and behind the pod
+        # starts of a DaemonSet on 7,500 nodes (thousands waiting on _sem) the renewals
+        # came too late, the node lifecycle marked every node unreachable and its
+        # 15,000 writes held the loop further.
+        self._beat_sem = asyncio.Semaphore(self.cfg.concurrency)
         self.started_at = 0.0
         self.writes = 0
         # (steps done since the last call, all steps): called with 0 once the Node,
@@ -465,6 +471,10 @@ class SimCluster:
 
     async def _bounded(self, coro: Any) -> Any:
         async with self._sem:
+            return await coro
+
+    async def _beat(self, coro: Any) -> Any:
+        async with self._beat_sem:
             return await coro
 
     async def register_nodes(self) -> None:
@@ -593,8 +603,8 @@ class SimCluster:
             posts = [n for n in status_buckets[tick % status_period] if not n.down]
             tick += 1
             results = await asyncio.gather(
-                *(self._bounded(self._renew(n)) for n in batch),
-                *(self._bounded(self.post_ready(n.name, transition=False)) for n in posts),
+                *(self._beat(self._renew(n)) for n in batch),
+                *(self._beat(self.post_ready(n.name, transition=False)) for n in posts),
                 return_exceptions=True,
             )
             for r in results:

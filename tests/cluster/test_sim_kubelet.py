@@ -21,7 +21,7 @@ from gpuyard.apiserver.server import APIServer
 from gpuyard.cluster.shapes import default_shapes
 from gpuyard.cluster.sim import SimCluster, SimConfig, stop_seconds
 from gpuyard.kube.client import Client
-from gpuyard.kube.resources import PODS
+from gpuyard.kube.resources import LEASES, PODS
 
 
 async def test_a_refused_start_is_tried_again(tmp_path: Any) -> None:
@@ -171,6 +171,39 @@ async def test_a_deleted_pod_reports_143_or_137_by_container(tmp_path: Any) -> N
         if watch is not None and watch.returncode is None:
             watch.kill()
             await watch.wait()
+        await sim.stop()
+        await client.close()
+        await srv.stop()
+
+
+async def test_leases_are_renewed_while_pod_work_fills_the_kubelets(tmp_path: Any) -> None:
+    # Every slot for pod work is taken (as by the starts of a DaemonSet on thousands of
+    # nodes): the Lease is renewed all the same, so the node lifecycle does not find
+    # the node unreachable because its pods keep the simulator busy.
+    (tmp_path / "api").mkdir()
+    srv = APIServer(str(tmp_path / "api"), port=0, persist=False, bookmark_interval=0.5)
+    await srv.start()
+    client = Client.from_kubeconfig(srv.kubeconfig_path, component="test")
+    cfg = SimConfig(lease_seconds=1.0, concurrency=2, dra=False)
+    sim = SimCluster(client, tempfile.mkdtemp(dir=tmp_path), default_shapes(1), cfg)
+    held = 0
+    try:
+        await sim.start()
+        node = next(iter(sim.nodes))
+        first = (await client.get(LEASES, node, "kube-node-lease"))["spec"]["renewTime"]
+        for _ in range(cfg.concurrency):
+            await sim._sem.acquire()
+            held += 1
+        renewed = first
+        for _ in range(50):
+            await asyncio.sleep(0.1)
+            renewed = (await client.get(LEASES, node, "kube-node-lease"))["spec"]["renewTime"]
+            if renewed != first:
+                break
+        assert renewed != first, "the lease was not renewed while pod work was busy"
+    finally:
+        for _ in range(held):
+            sim._sem.release()
         await sim.stop()
         await client.close()
         await srv.stop()
