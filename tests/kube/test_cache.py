@@ -87,3 +87,17 @@ async def test_split_lines_handles_any_chunking_and_long_lines() -> None:
 
         got = [line async for line in split_lines(chunks())]
         assert got == lines, size
+
+
+def test_an_update_keeps_unchanged_index_values_and_moves_changed_ones() -> None:
+    c = Cache()
+    c.add_index("teams", lambda o: sorted(o["metadata"]["labels"].get("team", "").split()))
+    c.put(pod("a", node="n1", team="vision lang"))
+    c.put(pod("a", node="n1", team="vision lang", rv="2"))  # same values, a new version
+    assert c.by_index("node", "n1")[0]["metadata"]["resourceVersion"] == "2"
+    assert names(c.by_index("teams", "lang")) == ["a"]
+    c.put(pod("a", node="n1", team="vision", rv="3"))  # one value of a list goes
+    assert c.index_values("teams") == ["vision"]
+    c.put(pod("a", team="vision", rv="4"))  # unbound: leaves its node
+    assert c.index_values("node") == []
+    assert names(c.by_index("namespace", "default")) == ["a"]
