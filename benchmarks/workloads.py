@@ -16,8 +16,9 @@ the workloads component (in memory). Measured there:
 
 Beside each phase's seconds, its CPU seconds (`*_cpu_s`: the process's user and system
 time, every component of the cluster being in it; `idle_cpu_per_s_*` is what the idle
-cluster costs a second, its Lease renewals mostly): on a shared machine the wall times
-follow the others' load, the CPU far less. `--rounds N` runs N clusters one after the
+cluster costs a second, its Lease renewals mostly; `*_net_cpu_s` is a phase's CPU less
+that idle cost over the phase's seconds): on a shared machine the wall times follow the
+others' load, the CPU far less. `--rounds N` runs N clusters one after the
 other and prints the median of each figure (and every round's); `--profile FILE` writes
 a cProfile (pstats) of the event loop's thread during the DaemonSet phase.
 
@@ -206,6 +207,12 @@ async def measure(
     out["idle_writes_per_s_before"] = round(idle_before, 1)
     out["idle_writes_per_s_after"] = round(idle_after, 1)
     out["workloads_idle_writes_per_s"] = round(idle_after - idle_before, 1)
+    # what each phase cost beyond the idle cluster's own CPU over its seconds (the
+    # Lease renewals go on meanwhile; on a loaded machine a phase lasts longer and
+    # counts more of them)
+    for phase in ("daemonset", "deployment", "rollout"):
+        net = out[f"{phase}_cpu_s"] - cpu_before * out[f"{phase}_s"]
+        out[f"{phase}_net_cpu_s"] = round(net, 2)
     out["idle_cpu_per_s_before"] = round(cpu_before, 3)
     out["idle_cpu_per_s_after"] = round(cpu_after, 3)
     out["idle_writes_per_s_by_resource_before"] = by_before
