@@ -323,3 +323,94 @@ async def test_a_request_after_stop_is_refused_not_served_unaudited(
         assert got.status == 404
     finally:
         await again.stop()
+
+
+def test_an_event_line_made_from_encoded_pieces_is_the_event() -> None:
+    # The request path writes Metadata-level events as lines joined from pieces kept
+    # encoded (audit.line); each is field for field, in order, the event's dict.
+    from gpuyard.apiserver import audit
+    from gpuyard.apiserver.attributes import of_request
+    from gpuyard.apiserver.authn import UserInfo
+
+    kubelet = UserInfo("system:node:n1", ("system:nodes", "system:authenticated"))
+    admin = UserInfo("admin", ("system:masters",), "u1", {"scopes": ["a"]})
+    cases = [
+        (
+            "PATCH",
+            "/api/v1/namespaces/ns/pods/p/status",
+            kubelet,
+            None,
+            "10.0.0.1",
+            "k/1",
+            200,
+            ("allow", "Node: node 'n1'"),
+            "",
+            {},
+        ),
+        (
+            "GET",
+            "/apis/apps/v1/deployments",
+            admin,
+            kubelet,
+            "",
+            "",
+            403,
+            ("forbid", ""),
+            'deployments.apps is forbidden: "x"',
+            {"a.k8s.io/b": "c"},
+        ),
+        (
+            "POST",
+            "/api/v1/namespaces/ns/pods/p/binding",
+            admin,
+            None,
+            "::1",
+            "s\u00e9/2",
+            201,
+            None,
+            "",
+            None,
+        ),
+        ("GET", "/healthz", admin, None, "", "", 500, None, "", None),
+    ]
+    received = audit.now()
+    for method, path, user, acting, ip, ua, code, decision, msg, ann in cases:
+        a = of_request(method, path, {})
+        got = orjson.loads(
+            audit.line(
+                "Metadata",
+                "id-1",
+                received,
+                path,
+                a,
+                user,
+                acting,
+                ip,
+                ua,
+                code,
+                "ResponseComplete",
+                decision,
+                msg,
+                ann,
+            )
+        )
+        want = audit.event(
+            "Metadata",
+            "id-1",
+            received,
+            path,
+            a,
+            user,
+            acting,
+            ip,
+            ua,
+            code,
+            "ResponseComplete",
+            decision,
+            msg,
+            None,
+            None,
+            ann,
+        )
+        assert got.pop("stageTimestamp") <= want.pop("stageTimestamp")  # made first
+        assert list(got.items()) == list(want.items())
