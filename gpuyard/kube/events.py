@@ -1,10 +1,15 @@
 """Kubernetes Events for decisions a person would ask about ("why is my job pending?").
 
 `EventRecorder(client, component).record(obj, "Warning", "Unschedulable", "...")`
-creates a core/v1 Event about `obj`, or bumps `count`/`lastTimestamp` of a recent
-identical one (same object, type, reason, message) instead of creating a new one.
-Recording is rate limited per involved object (a token bucket) so a hot loop cannot
-flood the API server; dropped events are counted in `recorder.dropped`.
+creates a core/v1 Event about `obj`, correlated as client-go's EventCorrelator does:
+- a recent identical one (same object, type, reason, message) gets its `count` and
+  `lastTimestamp` bumped instead of a new Event;
+- similar ones (same object, type and reason, other messages) are combined: from the
+  10th distinct message within 10 minutes, one Event "(combined from similar events):
+  <latest message>" is created and then bumped, not an Event per message;
+- a spam filter per involved object (a token bucket of 25, refilled one every 5
+  minutes) drops what a hot loop would flood the API server with; dropped events are
+  counted in `recorder.dropped`.
 
 `emit(...)` is the fire-and-forget form for code that must not wait: the event joins an
 `EventQueue` (the recorder's own, or one several recorders share, such as every
@@ -34,6 +39,10 @@ if TYPE_CHECKING:
 Obj = dict[str, Any]
 
 EVENT_TYPES = ("Normal", "Warning")
+# client-go's EventCorrelator: similar events are combined past this many distinct
+# messages within the aggregation window, under this prefix
+AGGREGATE_MAX_EVENTS = 10
+COMBINED_PREFIX = "(combined from similar events): "
 
 
 def _rfc3339(ts: float) -> str:
@@ -222,9 +231,10 @@ class EventRecorder:
         client: Client,
         component: str,
         *,
-        burst: int = 10,
-        refill_per_s: float = 1 / 30,
+        burst: int = 25,
+        refill_per_s: float = 1 / 300,
         aggregate_window_s: float = 600.0,
+        aggregate_max_events: int = AGGREGATE_MAX_EVENTS,
         max_tracked: int = 4096,
         clock: Callable[[], float] = time.monotonic,
         wall: Callable[[], float] = time.time,
@@ -239,17 +249,27 @@ class EventRecorder:
         self.burst = burst
         self.refill_per_s = refill_per_s
         self.aggregate_window_s = aggregate_window_s
+        self.aggregate_max_events = aggregate_max_events
         self.max_tracked = max_tracked
         self.clock = clock
         self.wall = wall
         self.dropped = 0
         self.sent = 0
         self._seen: OrderedDict[tuple[Any, ...], _Seen] = OrderedDict()
-        self._buckets: OrderedDict[tuple[str, str, str], _Bucket] = OrderedDict()
+        self._buckets: OrderedDict[tuple[str, ...], _Bucket] = OrderedDict()
+        # (object, type, reason) -> the distinct messages seen and when last
+        self._similar: OrderedDict[tuple[Any, ...], tuple[set[str], float]] = OrderedDict()
 
     def allow(self, ref: Mapping[str, Any], now: float) -> bool:
-        """Token bucket per involved object (pure given `now`)."""
-        key = (str(ref.get("kind")), str(ref.get("namespace", "")), str(ref.get("name")))
+        """Token bucket per involved object (pure given `now`), keyed as client-go's
+        spam filter keys it (the source is the recorder's own)."""
+        key = (
+            str(ref.get("kind")),
+            str(ref.get("namespace", "")),
+            str(ref.get("name")),
+            str(ref.get("uid", "")),
+            str(ref.get("apiVersion", "")),
+        )
         b = self._buckets.get(key)
         if b is None:
             b = self._buckets[key] = _Bucket(float(self.burst), now)
@@ -268,29 +288,34 @@ class EventRecorder:
         """Create (or aggregate into) an Event; None when rate limited or the API failed."""
         ref = involved_object(obj) if "metadata" in obj else dict(obj)
         now = self.clock()
-        if not self.allow(ref, now):
-            self.dropped += 1
-            return None
-        key = (
+        # As client-go correlates: aggregated first (a dropped event's message counts
+        # too), then the spam filter.
+        similar = (
             ref.get("kind"),
             ref.get("namespace"),
             ref.get("name"),
             ref.get("uid"),
             type_,
             reason,
-            message,
         )
+        combined = self._aggregate(similar, message, now)
+        if combined:
+            message = COMBINED_PREFIX + message
+            key: tuple[Any, ...] = (*similar, None, None)
+        else:
+            key = (*similar, ref.get("fieldPath"), message)
+        if not self.allow(ref, now):
+            self.dropped += 1
+            return None
         seen = self._seen.get(key)
         wall = self.wall()
         try:
             if seen is not None and now - seen.last <= self.aggregate_window_s:
                 try:
-                    out = await self.client.patch(
-                        EVENTS,
-                        seen.name,
-                        {"count": seen.count + 1, "lastTimestamp": _rfc3339(wall)},
-                        seen.namespace,
-                    )
+                    change: Obj = {"count": seen.count + 1, "lastTimestamp": _rfc3339(wall)}
+                    if combined:
+                        change["message"] = message[:1024]  # the latest, as client-go's
+                    out = await self.client.patch(EVENTS, seen.name, change, seen.namespace)
                     seen.count += 1
                     seen.last = now
                     self._seen.move_to_end(key)
@@ -309,6 +334,22 @@ class EventRecorder:
             self._seen.popitem(last=False)
         self.sent += 1
         return out
+
+    def _aggregate(self, similar: tuple[Any, ...], message: str, now: float) -> bool:
+        """Whether an event is combined with its similar ones (same object, type and
+        reason): once they have had `aggregate_max_events` distinct messages within
+        the window, they are all one combined Event (client-go's EventAggregator)."""
+        got = self._similar.get(similar)
+        if got is None or now - got[1] > self.aggregate_window_s:
+            messages: set[str] = set()
+        else:
+            messages = got[0]
+        messages.add(message)
+        self._similar[similar] = (messages, now)
+        self._similar.move_to_end(similar)
+        if len(self._similar) > self.max_tracked:
+            self._similar.popitem(last=False)
+        return len(messages) >= self.aggregate_max_events
 
     def emit(self, obj: Mapping[str, Any], type_: str, reason: str, message: str) -> None:
         """Fire and forget (needs a running event loop): queued, or dropped and counted

@@ -167,3 +167,40 @@ async def test_a_stopping_flush_is_bounded_and_counts_what_it_drops(kube: Client
     assert await rec.flush(timeout=5) == 0
     late = {"field_selector": "reason=Late"}
     assert (await kube.list(EVENTS, "default", **late))["items"] == []
+
+
+async def test_similar_events_are_combined_as_client_go_correlates_them(kube: Client) -> None:
+    # Events of one object with one reason and ten or more distinct messages within
+    # ten minutes are one "(combined from similar events)" Event, its count bumped,
+    # as client-go's EventCorrelator writes them; other reasons and objects apart.
+    pod = await kube.create(
+        {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {"name": "agg-0", "namespace": "default"},
+            "spec": {"containers": [{"name": "c", "image": "x"}]},
+        }
+    )
+    rec = EventRecorder(kube, "gpuyard-test")
+    for i in range(14):
+        await rec.record(pod, "Warning", "FailedScheduling", f"0/{i} nodes are available")
+    await rec.record(pod, "Normal", "Scheduled", "assigned to n1")
+    assert rec.sent == 15 and rec.dropped == 0
+    sel = "involvedObject.name=agg-0,reason=FailedScheduling"
+    evs = (await kube.list(EVENTS, "default", field_selector=sel))["items"]
+    plain = sorted(e["message"] for e in evs if e["count"] == 1)
+    assert plain == sorted(f"0/{i} nodes are available" for i in range(9))
+    (combined,) = [e for e in evs if e["message"].startswith("(combined")]
+    assert combined["count"] == 5
+    assert combined["message"] == "(combined from similar events): 0/13 nodes are available"
+    sel = "involvedObject.name=agg-0,reason=Scheduled"
+    assert len((await kube.list(EVENTS, "default", field_selector=sel))["items"]) == 1
+
+
+def test_the_spam_filter_is_client_gos() -> None:
+    # 25 events about one object, then one per 5 minutes (client-go's defaults).
+    rec = EventRecorder(None, "x")  # type: ignore[arg-type]
+    ref = {"kind": "Pod", "namespace": "d", "name": "p", "uid": "u"}
+    assert [rec.allow(ref, 0.0) for _ in range(26)] == [True] * 25 + [False]
+    assert not rec.allow(ref, 200.0)
+    assert rec.allow(ref, 301.0)
