@@ -204,3 +204,19 @@ def test_the_spam_filter_is_client_gos() -> None:
     assert [rec.allow(ref, 0.0) for _ in range(26)] == [True] * 25 + [False]
     assert not rec.allow(ref, 200.0)
     assert rec.allow(ref, 301.0)
+
+
+async def test_events_are_selected_by_source_and_field_path(kube: Client) -> None:
+    ref = {"apiVersion": "v1", "kind": "Pod", "name": "sel-0", "namespace": "default", "uid": "u"}
+    kubelet = EventRecorder(kube, "kubelet", host="n1")
+    await kubelet.record({**ref, "fieldPath": "spec.containers{main}"}, "Normal", "Started", "s")
+    await EventRecorder(kube, "gpuyard-test").record(ref, "Warning", "Odd", "o")
+
+    async def reasons(sel: str) -> list[str]:
+        got = await kube.list(EVENTS, "default", field_selector=f"involvedObject.name=sel-0,{sel}")
+        return sorted(e["reason"] for e in got["items"])
+
+    assert await reasons("source=kubelet") == ["Started"]
+    assert await reasons("source!=kubelet") == ["Odd"]
+    assert await reasons("involvedObject.fieldPath=spec.containers{main}") == ["Started"]
+    assert await reasons("type=Warning,reportingComponent=gpuyard-test") == ["Odd"]
