@@ -10,7 +10,9 @@ Cases (--case, comma-separated; create by default):
 - status: the simulated kubelet's status patch of a pod it starts (a merge patch of
   pods/status with phase Running, IPs, conditions and container statuses, as
   gpuyard.cluster.sim writes it), as that node's kubelet (system:node:NAME) where the
-  code has authorization, after the pod was bound as above.
+  code has authorization, after the pod was bound as above;
+- event: an Event a kubelet writes when it starts a container (Started, about the pod
+  and its container), as that node's kubelet where the code has authorization.
 
 Each side runs the server in-process (persistence on, audit log on where the code has
 one, no TLS or HTTP: the path from authentication to the stored commit) twice, with
@@ -20,7 +22,7 @@ create (and for status bind) MANY pods first, so only the measured writes differ
 side creates the pod of its own benchmarks/apiserver.py (the same one since a046785);
 the bind and status bodies are this script's, the same for both.
 
-    python benchmarks/create_instructions.py [--case create,bind,status]
+    python benchmarks/create_instructions.py [--case create,bind,status,event]
         [--baseline-commit REV] [--few N] [--many N]
 
 Needs valgrind; about two minutes a side and case on a quiet 2-core machine (status,
@@ -40,7 +42,7 @@ from typing import Any
 import orjson
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-CASES = ("create", "bind", "status")
+CASES = ("create", "bind", "status", "event")
 
 # Run inside valgrind with the code under test first on sys.path.
 _CHILD = r"""
@@ -91,6 +93,33 @@ async def main():
         assert r.status == want, (path, r.status, r.body)
 
     base = "/api/v1/namespaces/default/pods"
+    if case == "event":
+        def event(i):
+            return orjson.dumps({
+                "apiVersion": "v1", "kind": "Event",
+                "metadata": {"name": f"job-{i:05d}-0.{i:016x}", "namespace": "default"},
+                "involvedObject": {
+                    "apiVersion": "v1", "kind": "Pod", "name": f"job-{i:05d}-0",
+                    "namespace": "default", "uid": f"uid-{i}", "resourceVersion": "7",
+                    "fieldPath": "spec.containers{main}",
+                },
+                "type": "Normal", "reason": "Started", "message": "Started container main",
+                "source": {"component": "kubelet", "host": "node-00001"},
+                "reportingComponent": "kubelet", "reportingInstance": "node-00001",
+                "firstTimestamp": "2026-01-01T00:00:00Z",
+                "lastTimestamp": "2026-01-01T00:00:00Z", "count": 1,
+            })
+
+        who = None
+        if authz:
+            from gpuyard.apiserver.authn import AUTHENTICATED, NODE_PREFIX, NODES_GROUP, UserInfo
+            who = UserInfo(NODE_PREFIX + "node-00001", (NODES_GROUP, AUTHENTICATED))
+        await asyncio.gather(
+            *[call("POST", "/api/v1/namespaces/default/events", event(i), "application/json",
+                   who, 201) for i in range(n)]
+        )
+        await srv.stop()
+        return
     if case == "create":
         await asyncio.gather(
             *[call("POST", base, orjson.dumps(pod(i, NODES)), "application/json", None, 201)
