@@ -8,7 +8,17 @@ components) starts in a child process with a temporary data directory. Measured 
 - idle window (after Ready, nothing else happening, 10 s leases): API writes per second
   (counted by the API server: create/update/patch/delete), CPU seconds per second of the
   whole process (API server included; 1.0 = one core), and the simulator's own writes;
-- peak_rss_mib: the child's peak resident set size.
+- peak_rss_mib: the child's peak resident set size;
+- with netd (`gpuyard up`'s default: one `gpuyard netd` loop per simulated node, each
+  with its own watch of its node's pods): netd_synced_s, from start until every agent
+  has listed its node's pods; netd_start_requests_per_node (its list and watch, from the
+  API server's count of requests by user agent), and its requests per node per minute
+  in the idle window by verb. A watch ends at its timeout (300-600 s, at random) and is
+  resumed: about 0.13 requests per node per minute in the long run, more than a short
+  window can see.
+
+With --compare-netd each size runs twice, with netd and without (the cost before the
+agents ran per node), and the ratios of the netd run to the other are printed.
 
 `--components` runs components of `gpuyard up` beside it (`workloads`: the core workload
 controllers; `scheduler,workloads`), so their idle writes and CPU show against the same
@@ -50,14 +60,35 @@ def _server_writes(server: Any) -> int:
     return int(total)
 
 
+def _agent_requests(server: Any, agent: str) -> dict[str, int]:
+    """Requests by verb that the API server counted from user agent ``agent``/..."""
+    out: dict[str, int] = {}
+    for metric in server.metrics.collect():
+        for s in metric.samples:
+            if s.name == "apiserver_requests_by_user_agent_total" and s.labels.get(
+                "user_agent", ""
+            ).startswith(agent + "/"):
+                out[s.labels["verb"]] = out.get(s.labels["verb"], 0) + int(s.value)
+    return out
+
+
 async def measure(
-    nodes: int, window: float, lease: float, components: list[str] | None = None
+    nodes: int,
+    window: float,
+    lease: float,
+    components: list[str] | None = None,
+    netd: bool = True,
 ) -> dict[str, Any]:
     from gpuyard.cluster.up import EmbeddedCluster, UpOptions
 
     with tempfile.TemporaryDirectory(prefix="gpuyard-bench-") as d:
         opts = UpOptions(
-            nodes=nodes, data_dir=d, port=0, lease_seconds=lease, components=components or []
+            nodes=nodes,
+            data_dir=d,
+            port=0,
+            lease_seconds=lease,
+            components=components or [],
+            netd=netd,
         )
         cluster = EmbeddedCluster(opts)
         t0 = time.perf_counter()
@@ -68,9 +99,21 @@ async def measure(
             if nodes:
                 await cluster.wait_ready(timeout=600)
             ready_s = time.perf_counter() - t0
+            netd_extra: dict[str, Any] = {}
+            agents = cluster._netd.agents if cluster._netd is not None else None
+            if agents is not None:
+                while len(agents) < nodes or not all(a.pods.has_synced for a in agents.values()):
+                    await asyncio.sleep(0.1)
+                netd_extra["netd_agents"] = len(agents)
+                netd_extra["netd_synced_s"] = round(time.perf_counter() - t0, 2)
             startup_cpu = time.process_time() - cpu0
             # Let the start-up burst settle (one lease period), then measure idle.
             await asyncio.sleep(lease)
+            if agents is not None:
+                start = _agent_requests(cluster.server, "gpuyard-netd")
+                netd_extra["netd_start_requests_per_node"] = {
+                    v: round(n / max(nodes, 1), 3) for v, n in sorted(start.items())
+                }
             w0, c0, s0 = _server_writes(cluster.server), time.process_time(), time.perf_counter()
             sim_w0 = cluster.sim.writes if cluster.sim else 0
             await asyncio.sleep(window)
@@ -78,12 +121,20 @@ async def measure(
             writes = _server_writes(cluster.server) - w0
             cpu = time.process_time() - c0
             sim_writes = (cluster.sim.writes if cluster.sim else 0) - sim_w0
+            if agents is not None:
+                end = _agent_requests(cluster.server, "gpuyard-netd")
+                netd_extra["netd_idle_requests_per_node_per_min"] = {
+                    v: round((n - start.get(v, 0)) / max(nodes, 1) / (wall / 60), 4)
+                    for v, n in sorted(end.items())
+                }
         finally:
             await cluster.stop()
     rss_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return {
         "nodes": nodes,
         "components": components or [],
+        "netd": netd,
+        **netd_extra,
         "registered_s": round(registered_s, 2),
         "ready_s": round(ready_s, 2),
         "startup_cpu_s": round(startup_cpu, 2),
@@ -97,7 +148,12 @@ async def measure(
 
 
 def run_child(
-    nodes: int, window: float, lease: float, timeout: float, components: str = ""
+    nodes: int,
+    window: float,
+    lease: float,
+    timeout: float,
+    components: str = "",
+    netd: bool = True,
 ) -> dict[str, Any]:
     from gpuyard import childgroups
 
@@ -112,6 +168,7 @@ def run_child(
         str(lease),
         "--components",
         components,
+        *([] if netd else ["--no-netd"]),
     ]
     try:
         # Stopped with SIGTERM if this run is interrupted: the child stops its cluster.
@@ -135,6 +192,12 @@ def main() -> int:
         default="",
         help="components of gpuyard up to run too, comma-separated (default: none)",
     )
+    ap.add_argument(
+        "--compare-netd",
+        action="store_true",
+        help="each size also without the per-node netd agents, with the ratios",
+    )
+    ap.add_argument("--no-netd", action="store_true", help="without the netd agents")
     ap.add_argument("--child", type=int, default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
     from gpuyard.cluster.components import COMPONENTS
@@ -154,17 +217,41 @@ def main() -> int:
             uvloop.install()
         except ImportError:
             pass
-        print(json.dumps(asyncio.run(measure(args.child, args.window, args.lease, wanted))))
+        result = measure(args.child, args.window, args.lease, wanted, not args.no_netd)
+        print(json.dumps(asyncio.run(result)))
         return 0
     sizes = [500] if args.quick else [int(s) for s in args.sizes.split(",") if s]
     window = 10.0 if args.quick else args.window
-    baseline = run_child(0, window, args.lease, args.timeout, args.components)
-    rows = [run_child(n, window, args.lease, args.timeout, args.components) for n in sizes]
+    netd = not args.no_netd
+    comps = args.components
+    baseline = run_child(0, window, args.lease, args.timeout, comps, netd)
+    rows = []
+    compared = []
+    for n in sizes:
+        if args.compare_netd:
+            without = run_child(n, window, args.lease, args.timeout, comps, False)
+            rows.append(without)
+        rows.append(
+            run_child(n, window, args.lease, args.timeout, comps, netd or args.compare_netd)
+        )
+        if args.compare_netd and "error" not in without and "error" not in rows[-1]:
+            compared.append(
+                {
+                    "nodes": n,
+                    **{
+                        f"{k}_x": round(rows[-1][k] / without[k], 3) if without[k] else None
+                        for k in ("ready_s", "startup_cpu_s", "idle_cpu_cores", "peak_rss_mib")
+                    },
+                }
+            )
     targets = {"ready_s": 60, "idle_cpu_cores": 1.0, "peak_rss_mib": 3072}
     for r in rows:
         if r.get("nodes") == 7500 and "error" not in r:
             r["meets_targets"] = all(r[k] <= v for k, v in targets.items())
-    print(json.dumps({"baseline": baseline, "runs": rows, "targets_at_7500": targets}, indent=1))
+    doc: dict[str, Any] = {"baseline": baseline, "runs": rows, "targets_at_7500": targets}
+    if compared:
+        doc["netd_over_no_netd"] = compared
+    print(json.dumps(doc, indent=1))
     return 0
 
 

@@ -30,6 +30,8 @@ SERVICE_ACCOUNTS: dict[str, str] = {
     "health": "gpuyard-health",
     "health-agent": "gpuyard-health-agent",
     "dashboard": manifests.DASHBOARD,
+    # the simulated nodes' network agents (gpuyard.cluster.simnetd)
+    "netd": manifests.NETD,
     # not a component: the read-only identity the banner's dashboard link signs in as
     "viewer": manifests.VIEWER,
 }

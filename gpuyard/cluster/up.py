@@ -67,6 +67,8 @@ class UpOptions:
     metrics_port: int | None = 0
     # the live web dashboard (host:dashboard_port); 0: a free port, None: not served
     dashboard_port: int | None = 0
+    # `gpuyard netd` on every simulated node (served on the metrics address: needs it)
+    netd: bool = True
 
 
 def build_shapes(opts: UpOptions) -> list[NodeShape]:
@@ -176,6 +178,7 @@ class EmbeddedCluster:
         self.node_progress: Callable[[int, int], None] | None = None
         self._dashboard: Any = None
         self.token_files: dict[str, str] = {}
+        self._netd: Any = None  # the simulated nodes' network agents (SimNetd)
 
     @property
     def kubeconfig(self) -> str:
@@ -237,17 +240,6 @@ class EmbeddedCluster:
 
         # metrics.k8s.io (`kubectl top`) from the simulated kubelets' usage
         self.server.set_metrics_provider(SimMetrics(self.sim))
-        if self._metrics_server is not None:
-            from gpuyard.network import simtraffic
-
-            # pods' gpuyard.io/sim-traffic as gpuyard_pod_network_* (read at each scrape),
-            # each namespace's team from the Teams (their CRD is installed above)
-            teams = self.informers.informer(TEAMS, name="sim-traffic-teams")
-            for inf in (teams, teams.source):
-                if inf is not None:
-                    inf.start()
-            self._informers.append(teams)
-            simtraffic.attach(self.sim.pods.list, teams.list)
         nodes = self.sim.node_informer  # the kubelets' watch of the nodes, shared
         # the node Leases, from the process's one watch of Leases
         leases = self.informers.informer(LEASES, LEASE_NS, name="node-lifecycle-leases")
@@ -278,9 +270,29 @@ class EmbeddedCluster:
         self.faults = FaultApplier(self.client, self.sim)
         await self.faults.start()
         await self.start_components()
+        if self._metrics_server is not None and self.opts.netd:
+            await self.start_netd()
         if self.opts.dashboard_port is not None:
             await self.start_dashboard(self.opts.dashboard_port)
         self.write_state()
+
+    async def start_netd(self) -> None:
+        """`gpuyard netd` on every simulated node (gpuyard.cluster.simnetd), as the netd
+        ServiceAccount; its counters (from the pods' gpuyard.io/sim-traffic) on the
+        cluster's /metrics, each namespace's team from the Teams (their CRD is
+        installed above)."""
+        from gpuyard.cluster.simnetd import SimNetd
+        from gpuyard.kube.client import Client
+
+        assert self.informers is not None and self.sim is not None
+        client = Client.in_process(self.server, component="netd", **self._token("netd"))
+        teams = self.informers.informer(TEAMS, name="netd-teams", client=client)
+        for inf in (teams, teams.source):
+            if inf is not None:
+                inf.start()
+        self._informers.append(teams)
+        self._netd = SimNetd(client, self.sim.node_informer, teams, self.stop_event)
+        self._netd.start()
 
     async def start_dashboard(self, port: int) -> None:
         """The web dashboard on the process's shared watches; browsers sign in with the
@@ -423,6 +435,10 @@ class EmbeddedCluster:
         for t in self._tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await asyncio.wait_for(t, 5)
+        if self._netd is not None:
+            await self._netd.stop()
+            await self._netd.client.close()
+            self._netd = None
         if self.faults:
             await self.faults.stop()
         if self.sim:
@@ -436,9 +452,6 @@ class EmbeddedCluster:
         if self.server:
             await self.server.stop()
         if self._metrics_server is not None:
-            from gpuyard.network import simtraffic
-
-            simtraffic.attach(None)
             await asyncio.to_thread(self._metrics_server.shutdown)
             self._metrics_server.server_close()
             self._metrics_server = None

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
 from collections.abc import Mapping
 from typing import Any
 
@@ -27,28 +28,53 @@ log = logging.getLogger("gpuyard.netd")
 
 
 class NetAgent:
+    """One node's agent. ``teams``: a Teams informer someone else starts and stops (the
+    simulated agents of `gpuyard up` share one), else the agent watches the Teams itself.
+    ``watch_nodes=False``: no nodes watch and no address ranges, for an engine that does
+    not class traffic by address (the simulated one). ``threaded=False``: the engine's
+    calls run on the event loop (an engine in memory; the kernel's go to a thread)."""
+
     def __init__(
         self,
         client: Any,
         node: str,
-        engine: NftAccounting,
+        engine: Any,
         shaper: Shaper | None = None,
         service_cidrs: tuple[str, ...] = (),
+        *,
+        teams: Informer | None = None,
+        watch_nodes: bool = True,
+        threaded: bool = True,
     ) -> None:
         self.client = client
         self.node = node
-        self.engine = engine
+        self.engine: NftAccounting = engine
         self.shaper = shaper
         self.service_cidrs = service_cidrs
-        self.pods = Informer(client, PODS, field_selector=f"spec.nodeName={node}", name="netd-pods")
-        self.nodes = Informer(client, NODES, name="netd-nodes")
-        self.teams_inf = Informer(client, TEAMS, name="netd-teams")
+        self.threaded = threaded
+        # Its watch ends after 300-600 s, at random, as client-go's reflectors do: a fleet of
+        # agents started together does not come back to the API server all at once.
+        self.pods = Informer(
+            client,
+            PODS,
+            field_selector=f"spec.nodeName={node}",
+            name="netd-pods",
+            watch_timeout_s=random.randint(300, 600),
+        )
+        self.nodes = Informer(client, NODES, name="netd-nodes") if watch_nodes else None
+        self._own_teams = teams is None
+        self.teams_inf = teams if teams is not None else Informer(client, TEAMS, name="netd-teams")
         self._wake = asyncio.Event()
         self._ranges: Ranges | None = None
         self.current: dict[str, PodRule] = {}
         self.reconciles = 0
         self.errors = 0
-        for inf in (self.pods, self.nodes, self.teams_inf):
+        woken = [self.pods]
+        if self.nodes is not None:
+            woken.append(self.nodes)
+        if self._own_teams:
+            woken.append(self.teams_inf)
+        for inf in woken:
             inf.add_handler(
                 on_add=lambda *_: self._wake.set(),
                 on_update=lambda *_: self._wake.set(),
@@ -64,11 +90,12 @@ class NetAgent:
         return desired.host_network_pods(self.pods.list(), self.node)
 
     def reconcile(self) -> dict[str, Any]:
-        node = self.nodes.get(self.node) or {"metadata": {"name": self.node}}
-        ranges = desired.ranges_for(node, self.nodes.list(), self.service_cidrs)
-        if ranges != self._ranges:
-            self.engine.ensure(ranges)
-            self._ranges = ranges
+        if self.nodes is not None:
+            node = self.nodes.get(self.node) or {"metadata": {"name": self.node}}
+            ranges = desired.ranges_for(node, self.nodes.list(), self.service_cidrs)
+            if ranges != self._ranges:
+                self.engine.ensure(ranges)
+                self._ranges = ranges
         rules, shaping = desired.pod_rules(self.pods.list(), self.node, self.current)
         changes = self.engine.sync(rules, self.current)
         self.current = {r.id: r for r in rules}
@@ -77,34 +104,37 @@ class NetAgent:
         self.reconciles += 1
         return changes
 
+    async def _engine(self, fn: Any) -> Any:
+        return await asyncio.to_thread(fn) if self.threaded else fn()
+
     async def run(self, stop: asyncio.Event, ready: asyncio.Event | None = None) -> None:
         # What the kernel already holds is ours from before a restart: its counters stay.
         # Kernel work runs off the event loop: pyroute2's synchronous sockets run a loop of
         # their own, which cannot start inside a running one.
-        self.current = await asyncio.to_thread(self.engine.owned)
+        self.current = await self._engine(self.engine.owned)
         if self.shaper is not None:
             await asyncio.to_thread(self.shaper.ensure)
-        watched = [self.pods, self.nodes]
-        if await self._has_teams():
+        synced = [self.pods] if self.nodes is None else [self.pods, self.nodes]
+        watched = list(synced)
+        if self._own_teams and await self._has_teams():
             watched.append(self.teams_inf)
         for inf in watched:
             inf.start()
+        # One waiter for the stop, which wakes the loop (not two futures per wake-up).
+        stopper = asyncio.ensure_future(stop.wait())
+        stopper.add_done_callback(lambda _: self._wake.set())
         try:
             # Teams only label the metrics: a cluster without the CRD still gets accounting.
-            await asyncio.gather(self.pods.wait_synced(), self.nodes.wait_synced())
+            await asyncio.gather(*(inf.wait_synced() for inf in synced))
             self._wake.set()
-            while not stop.is_set():
-                waker = asyncio.ensure_future(self._wake.wait())
-                stopper = asyncio.ensure_future(stop.wait())
-                await asyncio.wait({waker, stopper}, return_when=asyncio.FIRST_COMPLETED)
-                waker.cancel()
-                stopper.cancel()
+            while True:
+                await self._wake.wait()
                 if stop.is_set():
                     break
                 self._wake.clear()
                 await asyncio.sleep(0.05)  # coalesce a burst of events into one batch
                 try:
-                    changes = await asyncio.to_thread(self.reconcile)
+                    changes = await self._engine(self.reconcile)
                     if any(changes.values()):
                         log.info(
                             "netd %s: +%d -%d ~%d pods",
@@ -121,6 +151,7 @@ class NetAgent:
                 if ready is not None:
                     ready.set()
         finally:
+            stopper.cancel()
             for inf in watched:
                 await inf.stop()
 

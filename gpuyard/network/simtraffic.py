@@ -5,7 +5,10 @@ A simulated pod says what it sends with the annotation ``gpuyard.io/sim-traffic`
 gpuyard.io/internet-egress-bandwidth). While the pod runs, its ``out`` counters grow at
 those rates, capped by its internet egress limit as the shaper would cap it; ``in`` counters
 stay at zero. A pod that stops or goes away loses its counters, as its kernel rules would.
-Pure bookkeeping: time is passed in by the caller.
+`SimTraffic` is pure bookkeeping (time is passed in by the caller); `SimAccounting` is a
+simulated node's kernel for the node agent's own loop, which `gpuyard up` runs once per
+simulated node (gpuyard.cluster.simnetd), and `attach` serves all their counters on the
+cluster's metrics address.
 """
 
 from __future__ import annotations
@@ -93,41 +96,87 @@ class SimTraffic:
         return out
 
 
+class SimAccounting:
+    """A simulated node's kernel, for the node agent's own loop (gpuyard.network.agent):
+    it holds the rules the agent syncs, and counts for each at the rates of its pod's
+    gpuyard.io/sim-traffic, looked up in ``pods`` (the agent's cache of its node's pods,
+    set once the agent is made). Traffic is classed by the annotation, not by address:
+    the ranges the agent would install are not needed."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self.clock = clock
+        self.pods: Any = None  # an Informer of the node's pods
+        self.traffic = SimTraffic()
+        self.rules: dict[str, PodRule] = {}
+
+    def ensure(self, ranges: Any) -> None:
+        return None
+
+    def owned(self) -> dict[str, PodRule]:
+        return dict(self.rules)
+
+    def sync(
+        self, desired: list[PodRule], current: Mapping[str, PodRule] | None = None
+    ) -> dict[str, list[PodRule]]:
+        """Hold exactly ``desired``; the pods' rates are read again (an annotation may
+        have changed). Returns the changes, as the kernel engine does."""
+        have = self.rules if current is None else current
+        want = {r.id: r for r in desired}
+        changes = {
+            "added": [r for k, r in want.items() if k not in have],
+            "removed": [r for k, r in have.items() if k not in want],
+            "updated": [r for k, r in want.items() if k in have and have[k] != r],
+        }
+        self.rules = want
+        pods = []
+        for r in desired:
+            pod = self.pods.get(r.name, r.namespace) if self.pods is not None else None
+            if pod is not None:
+                pods.append(pod)
+        self.traffic.observe(pods, self.clock())
+        return changes
+
+    def read(self) -> list[Count]:
+        return self.traffic.read(self.clock())
+
+
 # `gpuyard up`: one collector in the process's default registry (served on the cluster's
-# metrics address), reading the pods of the cluster attached now.
-# [pods() of the cluster, its SimTraffic, teams() of the cluster: the Team objects]
-_attached: list[Any] = [None, None, None]
+# metrics address), reading the counters of the simulated nodes' agents attached now.
+# [agents() of the cluster: NetAgents over SimAccounting, teams() of the cluster]
+_attached: list[Any] = [None, None]
+_registered: list[bool] = [False]
 
 
 def attach(
-    pods: Callable[[], Iterable[Mapping[str, Any]]] | None,
+    agents: Callable[[], Iterable[Any]] | None,
     teams: Callable[[], Iterable[Mapping[str, Any]]] | None = None,
 ) -> None:
-    """Serve the simulated counters of ``pods()`` (None: stop serving any), labelled with
-    the team of each namespace from ``teams()`` (the Teams' spec.namespaces)."""
-    if _attached[1] is None:
+    """Serve the counters of the node agents ``agents()`` (None: stop serving any),
+    labelled with the team of each namespace from ``teams()`` (the Teams'
+    spec.namespaces)."""
+    if not _registered[0]:
         from prometheus_client import REGISTRY
 
         from gpuyard.network.metrics import AccountingCollector
 
         REGISTRY.register(AccountingCollector(_read, _teams, _unaccounted))
-    _attached[0], _attached[1], _attached[2] = pods, SimTraffic(), teams
+        _registered[0] = True
+    _attached[0], _attached[1] = agents, teams
+
+
+def _agents() -> list[Any]:
+    agents = _attached[0]
+    return list(agents()) if agents is not None else []
 
 
 def _unaccounted() -> list[tuple[str, str, str]]:
-    pods = _attached[0]
-    return desired.host_network_pods(pods()) if pods is not None else []
+    return sorted(x for a in _agents() for x in a.unaccounted())
 
 
 def _teams() -> dict[str, str]:
-    teams = _attached[2]
+    teams = _attached[1]
     return desired.teams_of(teams()) if teams is not None else {}
 
 
 def _read() -> list[Count]:
-    pods, sim, _ = _attached
-    if pods is None:
-        return []
-    now = time.monotonic()
-    sim.observe(pods(), now)
-    return sim.read(now)
+    return [c for a in _agents() for c in a.engine.read()]

@@ -1,5 +1,6 @@
 """`gpuyard up`: simulated pods get addresses from their node's pod range, and their
-gpuyard.io/sim-traffic shows as gpuyard_pod_network_bytes_total on the cluster's /metrics."""
+gpuyard.io/sim-traffic shows as gpuyard_pod_network_bytes_total on the cluster's /metrics,
+counted by a netd agent per simulated node that reads only its own node's pods."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import ipaddress
 import json
 import re
 import time
+import urllib.parse
 import urllib.request
 
 from gpuyard.cluster.testing import wait_for
@@ -60,6 +62,48 @@ def test_sim_pod_ip_in_node_range_and_traffic_counted(cluster) -> None:
 
     cluster.kubectl("delete", "pod", "talker", "--wait=false")
     wait_for(lambda: not any(k[0] == "talker" for k in counters(cluster.metrics_url)), 30, "gone")
+
+
+def netd_requests(cluster) -> list[dict]:
+    """The audit log's requests from the netd agents' user agent."""
+    out = []
+    for line in (cluster.data_dir / "audit.log").read_text().splitlines():
+        ev = json.loads(line)
+        if ev.get("userAgent", "").startswith("gpuyard-netd/"):
+            out.append(ev)
+    return out
+
+
+def test_one_netd_agent_per_node_reads_only_its_node(cluster) -> None:
+    """As the DaemonSet's agents do: each node's agent lists and watches the pods with a
+    field selector naming its own node, as the netd ServiceAccount, and writes nothing."""
+    nodes = set(cluster.kubectl("get", "nodes", "-o", "name").stdout.split())
+    nodes = {n.removeprefix("node/") for n in nodes}
+    assert len(nodes) == 4
+
+    def pod_reads():
+        seen: dict[str, set[str]] = {}
+        for ev in netd_requests(cluster):
+            if (ev.get("objectRef") or {}).get("resource") != "pods":
+                continue
+            query = urllib.parse.parse_qs(urllib.parse.urlsplit(ev["requestURI"]).query)
+            (selector,) = query["fieldSelector"]  # never a pods read of the whole cluster
+            assert selector.startswith("spec.nodeName="), selector
+            seen.setdefault(selector.removeprefix("spec.nodeName="), set()).add(ev["verb"])
+        return seen if all(seen.get(n) == {"list", "watch"} for n in nodes) else None
+
+    seen = wait_for(pod_reads, 30, "a list and a watch of its own pods by each node's agent")
+    assert set(seen) == nodes
+    events = netd_requests(cluster)
+    assert {ev["user"]["username"] for ev in events} == {
+        "system:serviceaccount:gpuyard-system:gpuyard-netd"
+    }
+    # Reads only (its access reviews are questions, not writes), and no nodes watch:
+    # the simulated kernel classes traffic by annotation, not by the nodes' ranges.
+    for ev in events:
+        resource = ev["objectRef"]["resource"]
+        assert ev["verb"] in ("list", "watch") or resource == "selfsubjectaccessreviews", ev
+        assert resource in ("pods", "teams", "selfsubjectaccessreviews"), ev
 
 
 TEAM_PODS = """
