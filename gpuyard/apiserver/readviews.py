@@ -21,6 +21,7 @@ import orjson
 
 from gpuyard.apiserver import schemas
 from gpuyard.apiserver.resources import Resource
+from gpuyard.k8s.jsonbytes import kept
 
 _MAX = 200_000  # objects remembered per custom resource (cleared beyond)
 
@@ -64,6 +65,8 @@ class ReadViews:
         same = view == orjson.loads(raw)
         if len(v.seen) >= _MAX:
             v.seen.clear()
+        if not same:
+            out = kept(out)  # remembered: at its own size (orjson's is 4 KiB and up)
         v.seen[key] = (rv, None if same else out)
         if same:
             v.stale.discard(key)
