@@ -30,7 +30,7 @@ from typing import Any
 
 import orjson
 
-from gpuyard.apiserver import celauthz, celcost, requestctx, webhooks
+from gpuyard.apiserver import celauthz, celcost, celtrace, requestctx, webhooks
 from gpuyard.apiserver.celexpr import CELError, Program, compile_expr, message_text, run
 from gpuyard.apiserver.errors import APIError, invalid
 from gpuyard.apiserver.resources import Registry, Resource
@@ -466,16 +466,37 @@ def _without_managed_fields(obj: dict[str, Any] | None) -> dict[str, Any] | None
 
 def _check_cost(c: _Compiled, variables: dict[str, Any]) -> None:
     """Refuse, as kube-apiserver stops them, validations whose runtime cost on these
-    values is over the per-expression limit or the policy's budget."""
+    values is over the per-expression limit or the policy's budget, counting what each
+    actually runs (celtrace). A validation whose bound on these values (the estimate
+    over their sizes) is within the per-expression limit is counted only once such
+    bounds together could pass what is left of the budget."""
     shapes = {k: celcost.from_value(v) for k, v in variables.items() if k != "authorizer"}
-    budget = celcost.RUNTIME_BUDGET
+    left = celcost.RUNTIME_BUDGET
+    waiting: list[Any] = []
+    bound = 0
+
+    def charge(cost: int) -> None:
+        nonlocal left
+        if cost > left:
+            raise _Refusal(celcost.OUT_OF_BUDGET)
+        left -= cost
+
     for expr, tree in c.costed:
-        cost = celcost.estimate(tree, shapes)
+        b = celcost.runtime_bound(tree, shapes)
+        if b <= celcost.PER_CALL_LIMIT:
+            waiting.append(tree)
+            bound += b
+            if bound <= left:
+                continue
+        for t in waiting:
+            charge(celtrace.actual_cost(t, variables, left))
+        waiting, bound = [], 0
+        if b <= celcost.PER_CALL_LIMIT:
+            continue
+        cost = celtrace.actual_cost(tree, variables, celcost.PER_CALL_LIMIT)
+        charge(cost)
         if cost > celcost.PER_CALL_LIMIT:
             raise _Refusal(f"expression '{expr}' resulted in error: {celcost.CALL_LIMIT_ERROR}")
-        budget -= cost
-        if budget < 0:
-            raise _Refusal(celcost.OUT_OF_BUDGET)
 
 
 def _evaluate(

@@ -28,16 +28,20 @@ them, as many of the smallest elements as the largest request body (3 MiB) holds
 map entry takes 6 bytes besides its value); a map's keys have size 0, and a value
 read from a map by field name (`self.labels.x`) has no schema node, so it is unbounded
 unless it is a number or bool. On kube's own estimator tests this gives kube's figures
-(tests/apiserver/test_cel_cost.py). Where it still differs: `duration`, `date` and
-`date-time` strings are sized but not typed; a result whose size kube does not know
-(`string(x)`, functions other than those above) is taken as small rather than
-unbounded; an expression this reader cannot follow is not budgeted (the CEL engine has
-compiled it). So a rule near a limit may still be judged differently in those cases,
-while the rules the limits exist for (comprehensions nested over unbounded lists,
-regular expressions over unbounded strings in a loop) are refused as kube refuses them.
+(tests/apiserver/test_cel_cost.py). A computed value whose size kube's estimator does
+not know has the largest size, 2^64 - 1, wherever its size counts, as in kube: the
+result of `string(x)`, `format`, `charAt`, a quantity, semver or URL, `min`/`max` of
+strings, and of any function without a size of its own (a number, bool, timestamp or
+duration has size 1). So `'n is ' + string(self.n)` is refused as a real cluster
+refuses it, while `string(self.n) == '5'` costs 4. Sums saturate at 2^64 - 1, and a
+tenth of that is rounded as Go rounds the float. Where it still differs: `duration`,
+`date` and `date-time` strings are sized but not typed; an expression this reader
+cannot follow is not budgeted (the CEL engine has compiled it).
 
-The runtime cost is the same estimate over the sizes of the actual values, computed only
-for rules whose estimate could exceed the runtime limits (most rules cost nothing more).
+The runtime cost is counted from what ran (celtrace). `runtime_bound` is the most that
+count can be on values within given shapes (the estimate, with a number or bool sized
+1 and `join` charged a fifth of its result, as the runtime tracker does): a rule whose
+bound cannot reach a limit is not counted until the bounds of several could.
 """
 
 from __future__ import annotations
@@ -60,6 +64,7 @@ FORMAT_SIZES = {"duration": 32, "date": 12, "date-time": 32}  # longest JSON of 
 LIST_BASE = 10  # creating a list
 MAP_BASE = 30  # creating a map
 UNKNOWN = 2**64 - 1  # a size the estimate cannot bound (kube's largest uint64)
+AUTHZ_CHECK = 350_000  # one authorizer check, fixed
 
 OUT_OF_BUDGET = (
     "validation failed due to running out of cost budget, no further validation rules will be run"
@@ -83,6 +88,8 @@ class Shape:
 
 
 SCALAR = Shape("scalar")  # a number or bool written in the rule or computed by it
+UNSIZED = Shape("any", UNKNOWN)  # a computed value whose size kube's estimator does not know
+RUNTIME = "\0runtime"  # an env key: estimate as the runtime counts (a scalar has size 1)
 SCHEMA_SCALAR = Shape("scalar", 0)  # one read from the schema: kube sizes it 0
 ANY = Shape("any")
 
@@ -181,8 +188,23 @@ _MACROS = ("all", "exists", "exists_one", "map", "filter")
 _LIST_SCANS = frozenset({"isSorted", "sum", "min", "max", "indexOf", "lastIndexOf"})
 _NOMINAL = frozenset(
     {"sign", "asInteger", "isInteger", "asApproximateFloat", "isGreaterThan", "isLessThan"}
-    | {"compareTo", "add", "sub", "major", "minor", "patch", "charAt"}
+    | {"compareTo", "major", "minor", "patch"}
 )
+# Functions whose result is a number, bool, timestamp or duration: a fixed size (1), as
+# kube's estimator sizes a scalar type. Any other call's result has an unknown size.
+_SCALAR_RESULTS = frozenset(
+    {"size", "int", "uint", "double", "bool", "timestamp", "duration", "isURL", "isIP"}
+    | {"isCIDR", "isCanonical", "isLoopback", "isUnspecified", "isLinkLocalMulticast"}
+    | {"isLinkLocalUnicast", "isGlobalUnicast", "family", "prefixLength", "containsIP"}
+    | {"containsCIDR", "allowed", "errored", "isQuantity", "isSemver", "getPort"}
+    | {"getFullYear", "getMonth", "getDayOfYear", "getDayOfMonth", "getDate", "getDayOfWeek"}
+    | {"getHours", "getMinutes", "getSeconds", "getMilliseconds", "sets.contains"}
+    | {"sets.equivalent", "sets.intersects"}
+    | {f"math.{f}" for f in ("abs", "ceil", "floor", "round", "trunc", "sign", "sqrt")}
+    | {f"math.{f}" for f in ("isNaN", "isInf", "isFinite", "greatest", "least")}
+    | {f"math.bit{f}" for f in ("And", "Or", "Xor", "Not", "ShiftLeft", "ShiftRight")}
+)
+NAMESPACES = frozenset({"math", "sets", "strings", "base64", "lists"})
 _STRING_FUNCS = frozenset(
     {
         "contains",
@@ -314,9 +336,12 @@ class _Parser:
             return ("lit", _unquote(v))
         if kind == "num":
             try:
-                return ("lit", int(v.rstrip("u"), 0))
+                return ("lit", int(v.rstrip("uU"), 0))
             except ValueError:
-                return ("lit", 0.0)
+                try:
+                    return ("lit", float(v))
+                except ValueError:
+                    return ("lit", 0.0)
         if v == "(":
             e = self.expr()
             self.take(")")
@@ -347,10 +372,13 @@ class _Parser:
                 if v == "has":
                     return ("has", args)
                 return ("call", v, None, args)
-            if v in ("true", "false", "null"):
-                return ("lit", None)
+            if v in _CONSTANTS:
+                return ("lit", _CONSTANTS[v])
             return ("id", v)
         raise ValueError(f"unexpected {v!r}")
+
+
+_CONSTANTS = {"true": True, "false": False, "null": None}
 
 
 def _unquote(s: str) -> str:
@@ -414,7 +442,15 @@ def estimate(node: Node | None, env: dict[str, Shape]) -> int:
     """The largest cost of evaluating `node` once with variables of the given shapes."""
     if node is None:
         return 0
-    return _cost(node, env)[0]
+    return min(_cost(node, env)[0], UNKNOWN)
+
+
+def runtime_bound(node: Node | None, env: dict[str, Shape]) -> int:
+    """The most the runtime can count for `node` on values within these shapes. kube's
+    runtime tracker sizes a number or bool 1 where the estimate sizes one read from the
+    schema 0, and charges `join` a fifth of its result where the estimate charges a
+    tenth, so this is the estimate with those two figures of the runtime."""
+    return estimate(node, {**env, RUNTIME: ANY})
 
 
 def _min_len(node: Node) -> int:
@@ -508,7 +544,10 @@ def _binary(n: Node, env: dict[str, Shape]) -> tuple[int, Shape]:
     if op in ("==", "!=") or (op in ("<", "<=", ">", ">=") and strings):
         # equality stops at the smaller value (a number read from the schema has size 0,
         # one computed or written in the rule size 1); so does comparing strings
-        return args + _ceil(min(sa.size, sb.size)), SCALAR
+        smaller = min(sa.size, sb.size)
+        if RUNTIME in env:
+            smaller = max(smaller, 1)
+        return args + _ceil(smaller), SCALAR
     if op == "in":
         return args + (sb.size if sb.kind == "list" else 1), SCALAR
     if op == "+" and strings:
@@ -523,6 +562,8 @@ def _call(n: Node, env: dict[str, Shape]) -> tuple[int, Shape]:
     _, name, target, args = n
     total = 0
     shapes = []
+    if target is not None and target[0] == "id" and target[1] in NAMESPACES:
+        name, target = f"{target[1]}.{name}", None  # math.greatest(...), strings.quote(...)
     if target is not None:
         c, s = _cost(target, env)
         total += c
@@ -567,21 +608,35 @@ def _call(n: Node, env: dict[str, Shape]) -> tuple[int, Shape]:
         size = recv.size * _elem(recv).size
         if args:
             size += arg.size * max(recv.size - 1, 0)
-        return total + _ceil(size), Shape("string", size)
+        factor = 2 * STRING_FACTOR if RUNTIME in env else STRING_FACTOR
+        return total + _ceil(size, factor), Shape("string", size)
     if name in _LIST_SCANS and member:
         if recv.kind == "list":
             elem = _elem(recv)
             per = 1 + (_ceil(elem.size) if elem.kind == "string" else 0)
-            return total + recv.size * per, SCALAR
+            # min and max of strings give a string whose size the estimate does not know
+            out = UNSIZED if name in ("min", "max") and elem.kind != "scalar" else SCALAR
+            return total + recv.size * per, out
         return total + _string_cost(recv), SCALAR  # indexOf on a string
     if name in ("quantity", "isQuantity", "semver", "isSemver", "url") and shapes:
-        s = shapes[-1]
-        return total + _ceil(s.size), Shape("string", s.size) if name == "url" else ANY
+        # a quantity, semver or URL is an object of no known size
+        return total + _ceil(shapes[-1].size), SCALAR if name.startswith("is") else UNSIZED
+    if name == "strings.quote" and shapes:
+        s = shapes[0]  # each character escaped, and the two quotes
+        return total + _ceil(s.size), Shape("string", s.size * 2 + 2)
     if name == "format" and member:
-        return total + _string_cost(recv), Shape("string", recv.size + arg.size)
-    if name in ("size", "int", "uint", "double", "bool") or name in _NOMINAL:
+        return total + _string_cost(recv), UNSIZED
+    if name == "check":
+        return total + AUTHZ_CHECK, UNSIZED
+    if name in ("add", "sub") and member:
+        return total + 1, UNSIZED  # a quantity
+    if name == "dyn" and shapes:
+        return total + 1, shapes[0]
+    if name in _SCALAR_RESULTS or name in _NOMINAL:
         return total + 1, SCALAR
-    return total + 1, ANY
+    # string(x), charAt, base64, lists, url parts and any function without a size of
+    # its own: kube's estimator knows no size for the result (the largest, 2^64 - 1)
+    return total + 1, Shape("string", UNKNOWN) if name in ("string", "charAt") else UNSIZED
 
 
 def size_dependent(node: Any) -> bool:
@@ -594,7 +649,7 @@ def size_dependent(node: Any) -> bool:
     if node[0] == "macro":
         return True
     if node[0] == "call" and (
-        node[1] in _STRING_FUNCS or node[1] in _LIST_SCANS or node[1] == "matches"
+        node[1] in _STRING_FUNCS or node[1] in _LIST_SCANS or node[1] in ("matches", "check")
     ):
         return True
     return any(size_dependent(x) for x in node[1:])

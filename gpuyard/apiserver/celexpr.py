@@ -13,7 +13,7 @@ sets, math and base64 libraries that Kubernetes enables too.
 Added here from the Kubernetes CEL library: quantities (`quantity`, `isQuantity`, and on
 a quantity `isGreaterThan`, `isLessThan`, `compareTo`, `add`, `sub`, `asInteger`,
 `asApproximateFloat`, `isInteger`, `sign`), `isSorted`, regex `find` and `findAll`,
-`indexOf`/`lastIndexOf` on lists, `isURL`, and the authorizer library of admission
+`indexOf`/`lastIndexOf` on lists, `isURL`, the strings extension's `format`, and the authorizer library of admission
 policies (celauthz). A quantity is carried as its value in
 base units (a double), so `quantity('1Gi') == quantity('1024Mi')` holds.
 
@@ -199,7 +199,54 @@ def _is_url(s: Any) -> bool:
     return bool(parts.scheme) and (bool(parts.netloc) or s.startswith(parts.scheme + ":/"))
 
 
+_VERB = re.compile(r"%(?:\.(\d+))?([a-zA-Z%])")
+
+
+def _format_one(verb: str, precision: str | None, v: Any) -> str:
+    if verb == "s":
+        if isinstance(v, bool):
+            return "true" if v else "false"
+        if isinstance(v, list):
+            return "[" + ", ".join(_format_one("s", None, x) for x in v) + "]"
+        return str(v)
+    if verb == "d" and isinstance(v, int) and not isinstance(v, bool):
+        return str(v)
+    if verb in ("f", "e") and isinstance(v, int | float) and not isinstance(v, bool):
+        return f"{float(v):.{int(precision) if precision else 6}{verb}}"
+    if verb in ("x", "X", "o", "b") and isinstance(v, int | str) and not isinstance(v, bool):
+        if isinstance(v, str):
+            text = v.encode().hex()
+            return text.upper() if verb == "X" else text
+        return format(v, verb)
+    raise ValueError(
+        f"error during formatting: unrecognized formatting clause or argument {verb!r}"
+    )
+
+
+def _format(template: Any, args: Any) -> str:
+    """`'...'.format([args])` of the strings extension: %s, %d, %f and %e (with an
+    optional precision, 6 by default), %x, %X, %o, %b and %%."""
+    if not isinstance(template, str) or not isinstance(args, list):
+        raise ValueError("format() takes a string and a list")
+    out: list[str] = []
+    pos = 0
+    i = 0
+    for m in _VERB.finditer(template):
+        out.append(template[pos : m.start()])
+        pos = m.end()
+        if m.group(2) == "%":
+            out.append("%")
+            continue
+        if i >= len(args):
+            raise ValueError("error during formatting: index out of range")
+        out.append(_format_one(m.group(2), m.group(1), args[i]))
+        i += 1
+    out.append(template[pos:])
+    return "".join(out)
+
+
 _K8S_FUNCTIONS: dict[str, Any] = {
+    "format": _format,
     "quantity": _quantity,
     "isQuantity": _is_quantity,
     "isGreaterThan": lambda a, b: _compare(a, b) > 0,
@@ -240,6 +287,12 @@ def _engine() -> tuple[Any, dict[str, Any]]:
         }
         _LOADED.extend((engine, table, strings))
     return _LOADED[0], _LOADED[1]
+
+
+def library_function(name: str) -> Any:
+    """The Python function of a library function the engine is given (the extension
+    libraries and the Kubernetes library above), or None for the engine's own."""
+    return _engine()[1].get(name)
 
 
 def _std(name: str) -> Any:

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from gpuyard.apiserver import celcost
+from gpuyard.apiserver import celcost, celtrace
 from gpuyard.apiserver.celexpr import CELError, Program, compile_expr, message_text, run
 from gpuyard.apiserver.resources import Resource
 
@@ -39,6 +39,7 @@ class _Rule:
         "transition",
         "tree",
         "estimate",
+        "bound",
         "message_estimate",
     )
 
@@ -53,11 +54,13 @@ class _Rule:
         reason = spec.get("reason")
         self.reason = reason if reason in REASONS else "FieldValueInvalid"
         self.transition = "oldSelf" in self.program.variables
-        # The estimated cost of one evaluation at the node (celcost), and the tree the
-        # runtime cost is worked out from when that estimate could pass the limits.
+        # The estimated cost of one evaluation at the node (celcost); the most its
+        # runtime count can be on a value the schema allows; the tree the runtime cost
+        # is counted on (celtrace) where those bounds could pass the limits.
         self.tree = celcost.parse(self.source)
         env = {"self": shape or celcost.ANY, "oldSelf": shape or celcost.ANY}
         self.estimate = celcost.estimate(self.tree, env)
+        self.bound = celcost.runtime_bound(self.tree, env)
         self.message_estimate = (
             celcost.estimate(celcost.parse(me), env) if isinstance(me, str) and me else 0
         )
@@ -278,8 +281,10 @@ def validate(res: Resource, obj: dict[str, Any], old: dict[str, Any] | None) -> 
             **obj,
             "metadata": {k: md[k] for k in ("name", "generateName") if k in md},
         }
+    budget = _Budget()
     try:
-        _eval(node, root, old, old is not None, "", out, [celcost.RUNTIME_BUDGET], top=True)
+        _eval(node, root, old, old is not None, "", out, budget, top=True)
+        budget.settle(out)
     except _OutOfBudget:
         pass
     return out
@@ -287,6 +292,39 @@ def validate(res: Resource, obj: dict[str, Any], old: dict[str, Any] | None) -> 
 
 class _OutOfBudget(Exception):
     """The object's rules spent the runtime budget: no further rule is run."""
+
+
+class _Budget:
+    """The runtime budget of one object's rules (10,000,000), charged what each
+    evaluation actually cost (celtrace). Counting is put off while it cannot matter: an
+    evaluation whose bound (the most its count can be on a value the schema allows) is
+    within the per-call limit waits, and the waiting ones are counted only once their
+    bounds together could pass what is left of the budget. Where they do pass it, the
+    evaluation that ran out is named and its causes, and those of every evaluation
+    after it, are dropped: kube stops there."""
+
+    __slots__ = ("left", "waiting", "bound")
+
+    def __init__(self) -> None:
+        self.left = celcost.RUNTIME_BUDGET
+        self.waiting: list[tuple[_Rule, dict[str, Any], str, str, int]] = []
+        self.bound = 0
+
+    def settle(self, out: list[Cause]) -> None:
+        waiting, self.waiting, self.bound = self.waiting, [], 0
+        for r, variables, path, type_name, mark in waiting:
+            self.charge(
+                celtrace.actual_cost(r.tree, variables, self.left), path, type_name, out, mark
+            )
+
+    def charge(self, cost: int, path: str, type_name: str, out: list[Cause], mark: int) -> None:
+        if cost > self.left:
+            del out[mark:]
+            out.append(
+                _cause(path or ROOT, f"Invalid value: {_quote(type_name)}: {celcost.OUT_OF_BUDGET}")
+            )
+            raise _OutOfBudget
+        self.left -= cost
 
 
 _MISSING = object()
@@ -299,7 +337,7 @@ def _eval(
     has_old: bool,
     path: str,
     out: list[Cause],
-    budget: list[int],
+    budget: _Budget,
     top: bool = False,
 ) -> None:
     if value is None:
@@ -309,11 +347,10 @@ def _eval(
     for transition, rules, combined in node.groups:
         if transition and not has_old:
             continue
-        if any(r.estimate > celcost.PER_CALL_LIMIT for r in rules):
-            kept = _within_cost(node, rules, value, old if transition else None, path, out, budget)
-            if len(kept) != len(rules):
-                rules, combined = kept, None
         variables = {"self": value, "oldSelf": old if transition else None}
+        kept = _within_cost(node, rules, variables, path, out, budget)
+        if len(kept) != len(rules):
+            rules, combined = kept, None
         results: Any = None
         if combined is not None:
             try:
@@ -368,30 +405,25 @@ def _eval(
 def _within_cost(
     node: _Node,
     rules: list[_Rule],
-    value: Any,
-    old: Any,
+    variables: dict[str, Any],
     path: str,
     out: list[Cause],
-    budget: list[int],
+    budget: _Budget,
 ) -> list[_Rule]:
-    """The rules that may run on this value: the runtime cost of each whose estimate
-    could pass the per-call limit is worked out from the value's sizes; one over the
-    limit is a cause and does not run; the object's budget spent stops all rules."""
-    shapes = {"self": celcost.from_value(value), "oldSelf": celcost.from_value(old)}
+    """The rules that may run on this value. A rule whose bound passes the per-call
+    limit is counted now, as far as the limit: over it, it is a cause and does not
+    run; the others wait to be counted (_Budget). The object's budget spent stops all
+    rules."""
     kept = []
     for r in rules:
-        if r.estimate > celcost.PER_CALL_LIMIT:
-            actual = celcost.estimate(r.tree, shapes)
-            budget[0] -= actual
-            if budget[0] < 0:
-                out.append(
-                    _cause(
-                        path or ROOT,
-                        f"Invalid value: {_quote(node.type_name)}: {celcost.OUT_OF_BUDGET}",
-                    )
-                )
-                raise _OutOfBudget
-            if actual > celcost.PER_CALL_LIMIT:
+        if r.tree is None:
+            kept.append(r)
+            continue
+        if r.bound > celcost.PER_CALL_LIMIT:
+            budget.settle(out)
+            cost = celtrace.actual_cost(r.tree, variables, celcost.PER_CALL_LIMIT)
+            budget.charge(cost, path, node.type_name, out, len(out))
+            if cost > celcost.PER_CALL_LIMIT:
                 out.append(
                     _cause(
                         path or ROOT,
@@ -400,6 +432,11 @@ def _within_cost(
                     )
                 )
                 continue
+        else:
+            budget.waiting.append((r, variables, path, node.type_name, len(out)))
+            budget.bound += r.bound
+            if budget.bound > budget.left:
+                budget.settle(out)
         kept.append(r)
     return kept
 

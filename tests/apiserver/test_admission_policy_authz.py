@@ -258,12 +258,17 @@ async def test_authorizer_field_and_label_selectors(api: Api) -> None:
         api,
         policy(
             "kubelet-reads",
+            # at most two checks an expression: each costs 350,000 of the 1,000,000 limit
             {
                 "expression": "request.userInfo.username != 'system:node:n1' || ("
                 f"{pods}.fieldSelector('spec.nodeName=n1').check('list').allowed() && "
-                f"!{pods}.check('list').allowed() && "
+                f"!{pods}.check('list').allowed())",
+                "message": "selectors not honoured",
+            },
+            {
+                "expression": "request.userInfo.username != 'system:node:n1' || "
                 f"!{pods}.fieldSelector('spec.nodeName=n2').labelSelector('app=x')"
-                ".check('watch').allowed())",
+                ".check('watch').allowed()",
                 "message": "selectors not honoured",
             },
             rule={
@@ -322,3 +327,30 @@ async def test_authorizer_field_and_label_selectors(api: Api) -> None:
         },
     )
     assert st == 422 and "fieldSelector" in err["message"], err
+
+
+async def test_a_third_authorizer_check_in_one_expression_passes_the_cost_limit(api: Api) -> None:
+    """An authorizer check costs 350,000 (kube's figure: two per expression fit the
+    1,000,000 limit): an expression that runs three is stopped, one that stops after
+    two is not."""
+    cms = "authorizer.group('').resource('configmaps')"
+    three = (
+        f"{cms}.check('get').allowed() && {cms}.check('list').allowed() && "
+        f"{cms}.check('watch').allowed()"
+    )
+    rule = {
+        "apiGroups": [""],
+        "apiVersions": ["v1"],
+        "operations": ["CREATE"],
+        "resources": ["configmaps"],
+    }
+    await _install(api, policy("three-checks", {"expression": three}, rule=rule))
+    st, err = await _create_cm(api, "checked")
+    assert st == 422, err
+    assert err["message"].endswith(
+        f"expression '{three}' resulted in error: operation cancelled: actual cost limit exceeded"
+    ), err
+    # the first check denied: && stops after one
+    writer = await _writer(api)
+    st, err = await _create_cm(api, "denied-first", token=writer)
+    assert st == 422 and "operation cancelled" not in err["message"], err

@@ -1,14 +1,15 @@
 """The CEL cost budget (raw HTTP): a CRD whose rule could cost too much on the largest
 object its schema allows is refused with kube's message (one rule; all rules of the
-schema), and bounded it is accepted; at runtime a rule over the per-call limit, the
-rules of one object over the budget, and a ValidatingAdmissionPolicy expression over
-the limit are refused as kube refuses them, and smaller objects pass."""
+schema; a result of unknown size), and bounded it is accepted; at runtime a rule over
+the per-call limit, the rules of one object over the budget, and a
+ValidatingAdmissionPolicy expression over the limit are refused as kube refuses them,
+counted from what ran (celtrace), and smaller objects pass."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from gpuyard.apiserver import celcost
+from gpuyard.apiserver import celcost, celtrace
 
 from .api import Api
 from .test_admission_policy import ADM, binding
@@ -177,12 +178,24 @@ def test_estimates_match_kube_figures() -> None:
         ({"type": "array", "items": {"x-kubernetes-int-or-string": True}}, "self[0] == 5", 3),
     ]
     assert [est(s, r) for s, r, _ in cases] == [want for _, _, want in cases]
-    # kube's library figures for expressions of literals (quantities, semver, lists)
+    # kube's library figures for expressions of literals (quantities, semver, lists). A
+    # quantity has no size kube's estimator knows, so comparing two is costed as
+    # comparing values of the largest size (2^64 - 1 tenths, as a float rounds it).
     library = [
         ('quantity("12Mi")', 1),
-        ('quantity("200M") == quantity("200M")', 3),
-        ('quantity("50k").add(quantity("20")) == quantity("50.02k")', 5),
+        ('quantity("200M") == quantity("200M")', 1_844_674_407_370_955_266),
+        (
+            'quantity("200M") == quantity("0.2G") && quantity("0.2G") == quantity("200M")',
+            3_689_348_814_741_910_532,
+        ),
+        ('quantity("50k").add(quantity("20")) == quantity("50.02k")', 1_844_674_407_370_955_268),
+        ('quantity("50k").sub(20) == quantity("49980")', 1_844_674_407_370_955_267),
+        ('quantity("50Mi").isGreaterThan(quantity("50M"))', 3),
         ('quantity("50k").add(20).sub(quantity("100k")).sub(-50000).asInteger() > 0', 7),
+        (
+            "'ABCDEFGHIJ abcdefghij'.lowerAscii() == 'abcdefghij ABCDEFGHIJ'.lowerAscii()",
+            9,
+        ),
         ('semver("1234.56789012345.67890123456789")', 4),
         ("[1, 2, 3, 4, 5].sum()", 15),
         (
@@ -195,6 +208,19 @@ def test_estimates_match_kube_figures() -> None:
     assert [celcost.estimate(celcost.parse(e), {}) for e, _ in library] == [
         want for _, want in library
     ]
+    # A computed value of no known size: string(x) and functions without a size of their
+    # own are costed at the largest size wherever their size counts (kube refuses such
+    # rules), and cost nothing more where it does not (compared with a literal, sized).
+    labels = fields(n={"type": "integer"}, s=text(maxLength=10))
+    unknown = [
+        ("'n is ' + string(self.n)", 1_844_674_407_370_955_264 + 3),
+        ("string(self.n).contains('1')", 1_844_674_407_370_955_264 + 3),
+        ("string(self.n).matches('[a-z]')", 1_844_674_407_370_955_264 * 2 + 3),
+        ("string(self.n) == '5'", 4),
+        ("size(string(self.n)) < 3", 5),
+        ("'n is %d'.format([self.n])", 1 + 10 + 2),
+    ]
+    assert [est(labels, r) for r, _ in unknown] == [want for _, want in unknown]
 
 
 async def test_rules_too_expensive_all_together_are_refused(api: Api) -> None:
@@ -356,3 +382,163 @@ async def test_library_functions_and_number_comparisons_against_the_budget(api: 
     parts["items"]["maxLength"] = 112  # 100,000 x (3 + 1 + 90 + 2) + 2 = 9,600,002
     st, out = await api.post(CRDS, crd({"numbers": numbers, "names": sorted_names, "parts": parts}))
     assert st == 201, out
+
+
+async def test_a_result_of_unknown_size_is_costed_as_kube_costs_it(api: Api) -> None:
+    """string(x) has no size kube's estimator knows: a message built by concatenating
+    it is refused as a real cluster refuses it (the rule, its share of the total, and
+    the total), and the same message through format() is accepted."""
+    limits = {
+        "type": "object",
+        "properties": {"min": {"type": "integer"}, "max": {"type": "integer"}},
+        "x-kubernetes-validations": [
+            {
+                "rule": "self.min <= self.max",
+                "messageExpression": "'min (' + string(self.min) + ') is over max'",
+            }
+        ],
+    }
+    st, err = await api.post(CRDS, crd({"limits": limits}))
+    assert st == 422, err
+    where = f"{ROOT}.properties[spec].properties[limits].x-kubernetes-validations[0]"
+    assert {(c["field"], c["message"]) for c in err["details"]["causes"]} == {
+        (
+            f"{where}.messageExpression",
+            "Forbidden: estimated messageExpression cost exceeds budget by factor of more "
+            f"than 100x {ADVICE}",
+        ),
+        (
+            f"{where}.messageExpression",
+            "Forbidden: contributed to estimated rule cost total exceeding cost limit for "
+            "entire OpenAPIv3 schema",
+        ),
+        (
+            ROOT,
+            "Forbidden: x-kubernetes-validations estimated rule cost total for entire "
+            f"OpenAPIv3 schema exceeds budget by factor of more than 100x {ADVICE}",
+        ),
+    }
+    limits["x-kubernetes-validations"][0]["messageExpression"] = (
+        "'min (%d) is over max (%d)'.format([self.min, self.max])"
+    )
+    st, out = await api.post(CRDS, crd({"limits": limits}))
+    assert st == 201, out
+    st, err = await api.post(THINGS, thing("upside-down", limits={"min": 5, "max": 2}))
+    assert st == 422, err
+    assert err["details"]["causes"] == [
+        {
+            "reason": "FieldValueInvalid",
+            "message": 'Invalid value: "object": min (5) is over max (2)',
+            "field": "spec.limits",
+        }
+    ]
+
+
+def test_runtime_cost_counts_what_ran() -> None:
+    """celtrace's count of one evaluation: kube's runtime figures for its library tests,
+    and only what runs: a decided && or ||, one branch of ?:, and all / exists stopping
+    at the item that decides them."""
+
+    def ran(expr: str, **variables: Any) -> int:
+        return celtrace.actual_cost(celcost.parse(expr), variables, 10**12)
+
+    kube = [
+        ('quantity("200M") == quantity("200M")', 3),
+        ('quantity("200M") == quantity("0.2G") && quantity("0.2G") == quantity("200M")', 6),
+        ('quantity("50k").add(quantity("20")) == quantity("50.02k")', 5),
+        ('quantity("50k").sub(20) == quantity("49980")', 4),
+        ('quantity("200M").compareTo(quantity("0.2G")) > 0', 4),
+        ("'ABCDEFGHIJ abcdefghij'.lowerAscii() == 'abcdefghij ABCDEFGHIJ'.lowerAscii()", 9),
+        ("'abc 123 def 123'.replace('123', '456')", 3),
+        ("'abc 123 def 123'.split(' ')", 3),
+        ("'abc 123 def 123'.substring(5)", 2),
+        ("'  abc 123 def 123  '.trim()", 2),
+        ("['aa', 'bb', 'cc', 'd', 'e', 'f', 'g', 'h', 'i', 'j'].join(' ')", 15),
+        ("['aa', 'bb', 'cc', 'd', 'e', 'f', 'g', 'h', 'i', 'j'].join()", 13),
+        ("'abc 123 def 123'.find('123')", 2),
+        ("'abc 123 def 123'.findAll('123')", 2),
+        ("[1, 2, 3, 4, 5].sum()", 15),
+        ("[false, true, false, true, false].isSorted()", 15),
+        (
+            "['012345678901', '012345678901', '012345678901', '012345678901', "
+            "'012345678901'].isSorted()",
+            15,
+        ),
+        ("'01234567890123456789012345678901234567890123456789'.indexOf('123')", 5),
+    ]
+    assert [ran(e) for e, _ in kube] == [want for _, want in kube]
+    nums = [5, 1, 2, 3]
+    # self (1) + 4 iterations of 3 + n (1) + a comparison (1), the result (1)
+    assert ran("self.all(n, n > 0)", self=nums) == 1 + 4 * 5 + 1
+    # stops after the first item: its condition found false costs 2
+    assert ran("self.all(n, n < 3)", self=nums) == 1 + 5 + 2 + 1
+    assert ran("self.exists(n, n == 5)", self=nums) == 1 + 6 + 3 + 1
+    assert ran("self.exists(n, n == 3)", self=nums) == 1 + 4 * 6 + 1
+    # a decided left side: the right one does not run
+    long = "x" * 1000
+    assert ran("self.size() > 9 || self.matches('^[a-z]+$')", self=long) == 3
+    assert ran("self.size() > 9 && self.matches('^[a-z]+$')", self=long) == 3 + 1 + 101 * 2
+    assert ran("self.size() < 9 ? self.contains('y') : true", self=long) == 3
+    assert ran("self.size() > 9 ? self.contains('y') : true", self=long) == 3 + 1 + 100
+    # the same rule over large values, with the count stopped past a cap
+    assert (
+        celtrace.actual_cost(celcost.parse("self.all(n, n > 0)"), {"self": [1] * 10**6}, 999)
+        == 1 + 200 * 5
+    )
+
+
+async def test_rules_within_their_estimates_still_stop_at_the_runtime_budget(api: Api) -> None:
+    """A rule on each item whose estimate is accepted (40,101 per item, 80,202,000 for
+    the 2,000 items the schema allows) costs 10,101 per item actually run on 1,000
+    characters: 900 items pass, 1,000 run past the 10,000,000 budget at the 991st. And
+    a rule over a list, 2,020,802 on its values if every item ran, that stops at its
+    first item is judged by its result, not refused for a cost it did not run up."""
+    pattern = "^(" + "abcdefghij|" * 35 + "abcdefgh|a)*$"  # 400 characters
+    assert len(pattern) == 400
+    words = {
+        "type": "array",
+        "maxItems": 2_000,
+        "items": {
+            "type": "string",
+            "maxLength": 1_000,
+            "x-kubernetes-validations": rules(f"self.matches('{pattern}')"),
+        },
+    }
+    texts = {
+        "type": "array",
+        "maxItems": 200,
+        "items": {"type": "string", "maxLength": 1_000},
+        "x-kubernetes-validations": [
+            {"rule": f"self.all(s, s.matches('{pattern}'))", "message": "lower-case words"}
+        ],
+    }
+    st, out = await api.post(CRDS, crd({"words": words, "texts": texts}))
+    assert st == 201, out
+    st, out = await api.post(THINGS, thing("within", words=["a" * 1_000] * 900))
+    assert st == 201, out
+    st, err = await api.post(THINGS, thing("beyond", words=["a" * 1_000] * 1_000))
+    assert st == 422, err
+    (cause,) = err["details"]["causes"]
+    assert cause == {
+        "reason": "FieldValueInvalid",
+        "message": 'Invalid value: "string": validation failed due to running out of cost '
+        "budget, no further validation rules will be run",
+        "field": "spec.words[990]",
+    }
+    assert (await api.get(f"{THINGS}/beyond"))[0] == 404
+    # all() stops at the first item, which fails
+    st, err = await api.post(THINGS, thing("upper", texts=["A" * 1_000] + ["a" * 1_000] * 199))
+    assert st == 422, err
+    assert err["details"]["causes"] == [
+        {
+            "reason": "FieldValueInvalid",
+            "message": 'Invalid value: "array": lower-case words',
+            "field": "spec.texts",
+        }
+    ]
+    st, err = await api.post(THINGS, thing("lower", texts=["a" * 1_000] * 200))
+    assert st == 422, err
+    assert err["details"]["causes"][0]["message"] == (
+        "Invalid value: \"array\": 'operation cancelled: actual cost limit exceeded': "
+        f"call cost exceeds limit for rule: self.all(s, s.matches('{pattern}'))"
+    )

@@ -13,7 +13,7 @@ from .test_cel_cost import CRDS, THINGS, crd, thing
 
 async def test_crd_rule_messages(api: Api) -> None:
     spec_rules = [
-        {"rule": "self.a > 0", "messageExpression": "'  a is ' + string(self.a) + '  '"},
+        {"rule": "self.a > 0", "messageExpression": "'  a is %d  '.format([self.a])"},
         {
             "rule": "self.b > 0",
             "message": "b must be positive",

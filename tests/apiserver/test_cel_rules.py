@@ -57,7 +57,7 @@ SPEC_SCHEMA: dict[str, Any] = {
         "size": {
             "type": "integer",
             "x-kubernetes-validations": [
-                rule("self <= 8", messageExpression="'size ' + string(self) + ' is over 8'")
+                rule("self <= 8", messageExpression="'size %d is over 8'.format([self])")
             ],
         },
         "mode": {
@@ -67,8 +67,10 @@ SPEC_SCHEMA: dict[str, Any] = {
         "memory": {
             "x-kubernetes-int-or-string": True,
             "x-kubernetes-validations": [
+                # string(self) would be refused: its size is unknown to kube's estimate
                 rule(
-                    "isQuantity(string(self)) && quantity(string(self)).isLessThan(quantity('1Ti'))",
+                    "type(self) == string ? isQuantity(self) && "
+                    "quantity(self).isLessThan(quantity('1Ti')) : self < 1099511627776",
                     message="memory must be a quantity under 1Ti",
                 )
             ],
