@@ -283,8 +283,8 @@ def validate(res: Resource, obj: dict[str, Any], old: dict[str, Any] | None) -> 
         }
     budget = _Budget()
     try:
+        # what still waits is within what is left of the budget: it is never counted
         _eval(node, root, old, old is not None, "", out, budget, top=True)
-        budget.settle(out)
     except _OutOfBudget:
         pass
     return out
