@@ -23,6 +23,7 @@ import orjson
 from gpuyard.apiserver import (
     admission_policy,
     conversion,
+    crdversions,
     defaults,
     ephemeral,
     ids,
@@ -1307,18 +1308,33 @@ class Core:
             )
             status["conditions"] = conds
         status["acceptedNames"] = spec.get("names") or {}
-        status["storedVersions"] = [
-            v["name"] for v in spec.get("versions") or [] if v.get("storage")
+        # every version ever marked storage, kept until an administrator removes it
+        stored = [str(v) for v in status.get("storedVersions") or [] if isinstance(v, str)]
+        for v in spec.get("versions") or []:
+            if v.get("storage") and v["name"] not in stored:
+                stored.append(v["name"])
+        names = {v.get("name") for v in spec.get("versions") or []}
+        gone = [
+            {
+                "reason": "FieldValueInvalid",
+                "message": f'Invalid value: "{v}": must appear in spec.versions',
+                "field": f"status.storedVersions[{i}]",
+            }
+            for i, v in enumerate(stored)
+            if v not in names
         ]
+        if gone:
+            raise invalid("CustomResourceDefinition", want, gone, "apiextensions.k8s.io")
+        status["storedVersions"] = stored
         obj["status"] = status
 
     def _stored_response(self, res: Resource, raw: bytes) -> bytes:
+        """A write's answer: what it stored, as a read in the version written shows it
+        (a custom object stored in another version: crdversions.py)."""
         if res.custom:
             prefix = b'{"apiVersion":"' + res.api_version.encode() + b'"'
             if not raw.startswith(prefix):
-                o = orjson.loads(raw)
-                o["apiVersion"] = res.api_version
-                return orjson.dumps(o)
+                return orjson.dumps(crdversions.view(res, orjson.loads(raw)))
         return raw
 
     async def create_object(
@@ -1363,6 +1379,8 @@ class Core:
                 raise already_exists(res.group_resource, md["name"], res.plural, res.group)
             return 201, orjson.dumps(obj)
         key = make_key(md.get("namespace") or "", md["name"])
+        if res.custom:
+            obj = crdversions.to_storage(res, obj)  # in the CRD's storage version
         while True:
             try:
                 e, fut = self.store.put_nowait(res.key, obj, create=True)
@@ -1504,6 +1522,8 @@ class Core:
             return orjson.dumps(new)
         if dry:
             return orjson.dumps(new)
+        if res.custom:
+            new = crdversions.to_storage(res, new)  # in the CRD's storage version
         try:
             ne, fut = self.store.put_nowait(res.key, new, expect_rv=e.rv)
         except StoreError as se:

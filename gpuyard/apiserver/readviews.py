@@ -19,7 +19,7 @@ from typing import Any
 
 import orjson
 
-from gpuyard.apiserver import schemas
+from gpuyard.apiserver import crdversions
 from gpuyard.apiserver.resources import Resource
 from gpuyard.k8s.jsonbytes import kept
 
@@ -113,7 +113,6 @@ class ReadViews:
 
 def view_of(res: Resource, obj: dict[str, Any]) -> dict[str, Any]:
     """`obj` (changed in place) as a read of `res` shows it: in the served version,
-    pruned and defaulted by that version's schema."""
-    obj["apiVersion"] = res.api_version
-    schemas.prune_and_default(res, obj)
-    return obj
+    pruned and defaulted by the version it is stored in, and pruned by the version
+    read where that is another (crdversions.py)."""
+    return crdversions.view(res, obj)

@@ -47,6 +47,11 @@ class Resource:
     sub_info: tuple[kinds.Subresource, ...] = field(default=(), compare=False, hash=False)
     # a CRD's subresources.scale (specReplicasPath, statusReplicasPath, labelSelectorPath)
     scale: dict[str, Any] | None = field(default=None, compare=False, hash=False)
+    # a CRD's storage version, the schema of each of its versions (served or not: an
+    # object may be stored in any), and its spec.conversion (crdversions.py)
+    storage_version: str = field(default="", compare=False, hash=False)
+    version_schemas: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
+    conversion: dict[str, Any] | None = field(default=None, compare=False, hash=False)
 
     @property
     def group_version(self) -> str:
@@ -163,6 +168,13 @@ def resources_from_crd(crd: dict[str, Any]) -> list[Resource]:
     if scope not in ("Namespaced", "Cluster"):
         raise CRDError(f'spec.scope: Unsupported value: "{scope}"')
     out: list[Resource] = []
+    storage = crd_storage_version(crd) or ""
+    version_schemas = {
+        str(v.get("name")): (v.get("schema") or {}).get("openAPIV3Schema")
+        for v in spec.get("versions") or []
+        if isinstance(v, dict)
+    }
+    conversion = spec.get("conversion") if isinstance(spec.get("conversion"), dict) else None
     for ver in spec.get("versions") or []:
         if not ver.get("served", True):
             continue
@@ -185,6 +197,9 @@ def resources_from_crd(crd: dict[str, Any]) -> list[Resource]:
                 printer_columns=tuple(ver.get("additionalPrinterColumns") or ()),
                 custom=True,
                 scale=scale,
+                storage_version=storage,
+                version_schemas=version_schemas,
+                conversion=conversion,
             )
         )
     return out

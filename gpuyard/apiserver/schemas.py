@@ -90,10 +90,13 @@ _ABSENT = object()
 class _Ctx:
     """What one decode found: the first type error, unknown fields, missing fields."""
 
-    __slots__ = ("prune", "error", "unknown", "missing", "unsupported", "same")
+    __slots__ = ("prune", "defaults", "error", "unknown", "missing", "unsupported", "same")
 
-    def __init__(self, prune: bool, same: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self, prune: bool, same: dict[str, Any] | None = None, defaults: bool = True
+    ) -> None:
         self.prune = prune
+        self.defaults = defaults  # a custom object's structural defaults
         # the object a patch was applied to: its top-level members that the patched
         # object still holds (the very same values) are not checked again
         self.same = same
@@ -649,7 +652,7 @@ def _prune_custom(schema: dict[str, Any], v: Any, path: str, ctx: _Ctx, top: boo
             for k in unknown:
                 del v[k]
         for k, sub in props.items():
-            if k not in v and isinstance(sub, dict) and "default" in sub:
+            if ctx.defaults and k not in v and isinstance(sub, dict) and "default" in sub:
                 # Structural defaults, themselves pruned and defaulted.
                 v[k] = copy.deepcopy(sub["default"])
                 _prune_custom(sub, v[k], f"{path}.{k}" if path else k, ctx)
@@ -682,6 +685,17 @@ def prune_and_default(res: Resource, obj: dict[str, Any]) -> None:
     ctx = _Ctx(prune=True)
     if res.schema:
         _prune_custom(res.schema, obj, "", ctx, top=True)
+    else:
+        _prune_meta(obj.get("metadata"), "metadata", ctx)
+
+
+def prune_by(schema: Any, obj: dict[str, Any], defaults: bool) -> None:
+    """Prune a custom object (in place) by one version's schema of its CRD, with that
+    schema's defaults or without (an object converted to another version is pruned
+    by it, not defaulted: crdversions.py)."""
+    ctx = _Ctx(prune=True, defaults=defaults)
+    if isinstance(schema, dict) and schema:
+        _prune_custom(schema, obj, "", ctx, top=True)
     else:
         _prune_meta(obj.get("metadata"), "metadata", ctx)
 
