@@ -7,7 +7,8 @@ preserves unknown fields), items on every array, `properties` and
 `additionalProperties` never together, `x-kubernetes-preserve-unknown-fields` only ever
 true, and at the root `metadata` limited to restrictions of name and generateName.
 Causes carry the field paths kube-apiserver names
-(`spec.versions[0].schema.openAPIV3Schema.properties[spec].type`).
+(`spec.validation.openAPIV3Schema.properties[spec].type` where every version has the
+same schema, as kube names it, else `spec.versions[0].schema.openAPIV3Schema...`).
 """
 
 from __future__ import annotations
@@ -23,21 +24,33 @@ def _cause(field: str, message: str, reason: str) -> Cause:
     return {"reason": reason, "message": message, "field": field}
 
 
-def crd_schema_causes(spec: dict[str, Any]) -> list[Cause]:
-    """Causes for the schemas of a CRD's versions (spec.versions[*].schema)."""
-    out: list[Cause] = []
+def schema_paths(spec: dict[str, Any]) -> list[tuple[str, Any]]:
+    """(path, openAPIV3Schema) of each schema of a CRD's versions as kube-apiserver
+    names them: where every version has the same schema (one version, the common
+    case), kube judges it once as the top-level spec.validation (its internal form
+    moves identical per-version schemas there), else each at spec.versions[i]."""
     versions = spec.get("versions")
     if not isinstance(versions, list):
-        return out
-    for i, ver in enumerate(versions):
-        if not isinstance(ver, dict):
-            continue
-        path = f"spec.versions[{i}].schema.openAPIV3Schema"
-        schema = (
-            (ver.get("schema") or {}).get("openAPIV3Schema")
-            if isinstance(ver.get("schema"), dict)
-            else None
+        return []
+    schemas = [v.get("schema") if isinstance(v, dict) else None for v in versions]
+    one = schemas[0] if schemas else None
+    if isinstance(one, dict) and isinstance(one.get("openAPIV3Schema"), dict):
+        if all(s == one for s in schemas[1:]):
+            return [("spec.validation.openAPIV3Schema", one["openAPIV3Schema"])]
+    return [
+        (
+            f"spec.versions[{i}].schema.openAPIV3Schema",
+            s.get("openAPIV3Schema") if isinstance(s, dict) else None,
         )
+        for i, s in enumerate(schemas)
+        if isinstance(versions[i], dict)
+    ]
+
+
+def crd_schema_causes(spec: dict[str, Any]) -> list[Cause]:
+    """Causes for the schemas of a CRD's versions (schema_paths)."""
+    out: list[Cause] = []
+    for path, schema in schema_paths(spec):
         if not isinstance(schema, dict):
             out.append(_cause(path, "Required value: schemas are required", "FieldValueRequired"))
             continue

@@ -227,11 +227,9 @@ def validate_crd(crd: dict[str, Any]) -> list[Cause]:
         )
     out += structural.crd_schema_causes(spec)
     versions = spec.get("versions")
-    for i, ver in enumerate(versions if isinstance(versions, list) else ()):
-        schema = (ver.get("schema") or {}) if isinstance(ver, dict) else {}
-        oas = schema.get("openAPIV3Schema") if isinstance(schema, dict) else None
+    for path, oas in structural.schema_paths(spec):
         if isinstance(oas, dict):
-            out += celrules.schema_rule_causes(oas, f"spec.versions[{i}].schema.openAPIV3Schema")
+            out += celrules.schema_rule_causes(oas, path)
     if not isinstance(versions, list) or not versions:
         out.append(_cause("spec.versions", "Required value", "FieldValueRequired"))
     elif sum(1 for v in versions if isinstance(v, dict) and v.get("storage")) != 1:

@@ -16,7 +16,7 @@ from .test_admission_policy import ADM, binding
 
 CRDS = "/apis/apiextensions.k8s.io/v1/customresourcedefinitions"
 THINGS = "/apis/example.com/v1/namespaces/default/things"
-ROOT = "spec.versions[0].schema.openAPIV3Schema"
+ROOT = "spec.validation.openAPIV3Schema"  # one version: kube names the top-level schema
 ADVICE = (
     "(try simplifying the rule, or adding maxItems, maxProperties, and maxLength where "
     "arrays, maps, and strings are declared)"

@@ -244,7 +244,7 @@ async def test_a_rule_that_does_not_compile_refuses_the_crd(api: Api) -> None:
     assert code == 422 and st["reason"] == "Invalid", st
     fields = [c["field"] for c in st["details"]["causes"]]
     assert (
-        "spec.versions[0].schema.openAPIV3Schema.properties[spec].properties[n]"
+        "spec.validation.openAPIV3Schema.properties[spec].properties[n]"
         ".x-kubernetes-validations[0].rule" in fields
     ), fields
     assert "compilation failed" in st["message"]

@@ -214,3 +214,22 @@ def test_kubectl_reads_each_version(apiserver: ServerProcess) -> None:
         got = yaml.safe_load(r.stdout)
         assert got["apiVersion"] == f"example.com/{version}"
         assert got["spec"] == {"size": 2}, got
+
+
+async def test_schema_errors_name_the_schema_as_kube_does(api: Api) -> None:
+    """Versions with one and the same schema are judged once, at spec.validation (kube's
+    internal form moves identical per-version schemas there); different schemas each
+    at spec.versions[i]."""
+    bad = {"type": "object", "properties": {"spec": {"type": "object", "properties": {"n": {}}}}}
+    where = ".openAPIV3Schema.properties[spec].properties[n].type"
+    same = gadget_crd()
+    for v in same["spec"]["versions"]:
+        v["schema"] = {"openAPIV3Schema": bad}
+    st, err = await api.post(CRDS, same)
+    assert st == 422, err
+    assert [c["field"] for c in err["details"]["causes"]] == [f"spec.validation{where}"]
+    different = gadget_crd()
+    different["spec"]["versions"][1]["schema"] = {"openAPIV3Schema": bad}
+    st, err = await api.post(CRDS, different)
+    assert st == 422, err
+    assert [c["field"] for c in err["details"]["causes"]] == [f"spec.versions[1].schema{where}"]

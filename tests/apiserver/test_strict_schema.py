@@ -650,7 +650,7 @@ def test_kubectl_refuses_non_structural_crds_and_defaults_by_schema(
     r = k(s, "apply", "-f", "-", input=NON_STRUCTURAL, check=False)
     assert r.returncode != 0
     assert 'The CustomResourceDefinition "gadgets.example.com" is invalid' in r.stderr, r.stderr
-    base = "spec.versions[0].schema.openAPIV3Schema.properties[spec].properties"
+    base = "spec.validation.openAPIV3Schema.properties[spec].properties"
     for want in (
         f"{base}[size].type: Required value: must not be empty for specified object fields",
         f"{base}[tags].items: Required value: must be specified",
