@@ -17,6 +17,8 @@
   node's cell (p50, p95, max), beside the same changes seen by a plain event-stream
   reader in this process (the baseline: what the wire and the server's batching cost),
   and their ratio;
+  --timeline FILE writes each change's wall-clock times (answered, seen on the stream,
+  drawn) to line them up with timestamps taken inside the process;
 - browser CPU over the update window: the renderer main thread's busy share
   (Chrome's TaskDuration per second of wall time) and script share (ScriptDuration).
 
@@ -169,7 +171,12 @@ def _median(rounds: list[dict[str, Any]], key: str) -> float:
 
 
 def run(
-    nodes: int, rate: float, seconds: float, rounds: int, link: tuple[float, float] | None
+    nodes: int,
+    rate: float,
+    seconds: float,
+    rounds: int,
+    link: tuple[float, float] | None,
+    timeline: str | None = None,
 ) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="gpuyard-bench-dash-") as d:
         args = ["--components", "none", "--in-memory"]
@@ -271,6 +278,20 @@ def run(
                 out["achieved_rate_per_s"] = round(
                     len(names) / (max(done.values()) / 1000 - min(done.values()) / 1000 or 1), 1
                 )
+                if timeline:  # each change's times (wall clock ms), to line up with others
+                    at = dict(drawn)
+                    Path(timeline).write_text(
+                        json.dumps(
+                            {
+                                n: {
+                                    "written": done[n],
+                                    "stream": reader.seen.get(n),
+                                    "drawn": at[n],
+                                }
+                                for n in names
+                            }
+                        )
+                    )
                 out["update_latency_ms"] = summary(page_lat)
                 out["baseline_stream_latency_ms"] = summary(wire_lat)
                 if page_lat and wire_lat:
@@ -310,6 +331,11 @@ def main() -> int:
     p.add_argument("--seconds", type=float, default=10.0)
     p.add_argument("--rounds", type=int, default=3, help="first paints of each kind")
     p.add_argument("--link", help="throttle the browser: MBIT/RTT_MS, such as 20/40")
+    p.add_argument(
+        "--timeline",
+        metavar="FILE",
+        help="write each change's times (written, seen on the stream, drawn; wall-clock ms)",
+    )
     args = p.parse_args()
     link = None
     if args.link:
@@ -325,7 +351,11 @@ def main() -> int:
         print(json.dumps({"skipped": why}))
         return 0
     os.environ.setdefault("PYTHONPATH", str(ROOT))
-    print(json.dumps(run(args.nodes, args.rate, args.seconds, args.rounds, link), indent=1))
+    print(
+        json.dumps(
+            run(args.nodes, args.rate, args.seconds, args.rounds, link, args.timeline), indent=1
+        )
+    )
     return 0
 
 
