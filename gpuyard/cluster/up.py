@@ -307,15 +307,17 @@ class EmbeddedCluster:
         # as the install's dashboard ServiceAccount: it reads what it shows and asks who
         # a browser is, nothing more
         client = Client.in_process(self.server, component="dashboard", **self._token("dashboard"))
-        hub = Hub(client, self.informers, network=net)
-        await hub.start()
-        # served from a loop of its own: this one is busy with the simulated kubelets
+        here = asyncio.get_running_loop()
+        hub = Hub(client, self.informers, network=net, client_loop=here)
+        # served, and its rows kept, on a loop of its own: this one is busy with the
+        # simulated kubelets (it only hands the watches' events over)
         self._dashboard = Dashboard(
             hub,
-            Authority(client, client_loop=asyncio.get_running_loop()),
+            Authority(client, client_loop=here),
             self.opts.host,
             port,
             own_loop=True,
+            start_hub=True,
         )
         self.dashboard_url = await self._dashboard.start()
 
@@ -427,8 +429,7 @@ class EmbeddedCluster:
     async def stop(self) -> None:
         self.stop_event.set()
         if self._dashboard is not None:
-            await self._dashboard.stop()
-            await self._dashboard.hub.stop()
+            await self._dashboard.stop()  # and its hub
             self._dashboard = None
         for t in self._tasks:
             t.cancel()

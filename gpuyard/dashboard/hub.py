@@ -9,10 +9,14 @@ value replaces an older one), so a slow browser costs at most one copy of the
 cluster's rows; past `max_pending` rows it is told to start over from a snapshot
 instead. Nothing here polls the API server.
 
-The hub lives on the loop of its informers; in `gpuyard up` the dashboard's server
-runs on a loop of its own (see `gpuyard.dashboard.server`), so a subscriber is fed from
-one thread and read from another: its queue takes a lock, and it is woken on its own
-loop.
+In `gpuyard up` the hub runs on the dashboard's own loop (a thread, see
+`gpuyard.dashboard.server`) with its informers as views of the process's shared
+watches, fed across threads (see `gpuyard.kube.informer`): the process's loop, busy
+with the simulated kubelets, only hands each watch event over, and marking, batching,
+recomputing and sending happen on the dashboard's loop. `client_loop` names the loop
+the client belongs to, where the hub's own requests go. A hub may also live on another
+loop than the server that reads it: a subscriber's queue takes a lock, and it is woken
+on its own loop.
 """
 
 from __future__ import annotations
@@ -124,8 +128,10 @@ class Hub:
         max_events: int = 200,
         network: Callable[[], Rows] | None = None,
         network_every_s: float = 5.0,
+        client_loop: asyncio.AbstractEventLoop | None = None,
     ) -> None:
         self.client = client
+        self.client_loop = client_loop
         make = informer_maker(client, factory)
         self.nodes: Informer = make(NODES, name="dashboard-nodes")
         self.pods: Informer = make(PODS, name="dashboard-pods")
@@ -197,6 +203,13 @@ class Hub:
 
         metrics.track(hub=self)
         h = self._handlers
+        if self._client_elsewhere():
+            own = [i.name for i in self.informers if i.source is None]
+            if own:  # its own watches would use the client on this loop's thread
+                raise ValueError(
+                    f"a hub on another loop than its client's reads through views of "
+                    f"shared watches; these are not views: {', '.join(own)}"
+                )
         self.nodes.add_handler(*h(lambda n: self._mark_node(o.name_of(n))))
         self.pods.add_handler(*h(self._mark_pod))
         self.namespaces.add_handler(*h(lambda _ns: self._mark_all()))
@@ -227,13 +240,25 @@ class Hub:
         # browser (or a test) asking at once gets the whole cluster, not an empty map
         await asyncio.wait_for(self.ready.wait(), sync_timeout)
 
+    def _client_elsewhere(self) -> bool:
+        loop = self.client_loop
+        return loop is not None and loop is not asyncio.get_running_loop()
+
+    async def _request(self, method: str, path: str) -> Any:
+        """client.request on the client's own loop."""
+        coro = self.client.request(method, path)
+        if not self._client_elsewhere():
+            return await coro
+        assert self.client_loop is not None
+        return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(coro, self.client_loop))
+
     async def _served(self, inf: Informer) -> bool:
         """Whether the API server lists the informer's resource in its discovery."""
         res = inf.res
         if res is None or not res.group:
             return True
         try:
-            doc = await self.client.request("GET", f"/apis/{res.group}/{res.version}")
+            doc = await self._request("GET", f"/apis/{res.group}/{res.version}")
         except NotFound:  # no such group
             return False
         except Exception:  # not answering yet: the informer retries as it would

@@ -21,9 +21,12 @@ stream ends too.
 `own_loop=True` (what `gpuyard up` uses) serves from an event loop in a thread of its
 own: the process's loop is kept busy by the simulated kubelets (at 7,500 nodes their
 750 Lease writes a second and the node lifecycle's list of every Lease fill it), and a
-browser's requests queued behind that work for most of a second each. The hub stays on
-its informers' loop; the server reads its rows (replaced whole, never edited in place)
-and takes node details and credential reviews over to that loop.
+browser's requests queued behind that work for most of a second each. With
+`start_hub=True` (also `gpuyard up`'s) the hub runs there too, on views of the process's
+watches fed across threads, so a change reaches the browser without queueing behind
+that work more than once (see `gpuyard.dashboard.hub`). Otherwise the hub stays on its
+informers' loop; the server reads its rows (replaced whole, never edited in place) and
+takes node details over to that loop. Credential reviews go to the client's loop.
 """
 
 from __future__ import annotations
@@ -97,6 +100,7 @@ class Dashboard:
         serve_metrics: bool = False,
         ssl_context: Any = None,
         own_loop: bool = False,
+        start_hub: bool = False,
     ) -> None:
         self.hub = hub
         self.authority = authority
@@ -116,6 +120,8 @@ class Dashboard:
         self._runner: web.AppRunner | None = None
         self._streams: set[asyncio.Task[Any]] = set()
         self.own_loop = own_loop
+        # the hub is started (and stopped) with the server, on the server's loop
+        self.start_hub = start_hub
         self._hub_loop: asyncio.AbstractEventLoop | None = None
         self._loop: asyncio.AbstractEventLoop | None = None  # the server's, with own_loop
         self._thread: threading.Thread | None = None
@@ -154,6 +160,14 @@ class Dashboard:
     async def _start_here(self) -> str:
         from gpuyard.dashboard import metrics
 
+        if self.start_hub:
+            self._hub_loop = asyncio.get_running_loop()
+            try:
+                await self.hub.start()
+            except BaseException:
+                await self.hub.stop()
+                raise
+
         metrics.track(authority=self.authority)
         # handler_cancellation: a browser that leaves ends its stream at once (its
         # queue goes with it), not at the next keepalive write
@@ -188,6 +202,8 @@ class Dashboard:
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
+        if self.start_hub:
+            await self.hub.stop()
 
     def _end_thread(self) -> None:
         loop, thread = self._loop, self._thread

@@ -22,6 +22,15 @@ objects it selects (an object whose labels change in or out of the selection is 
 to or deleted from it), and stopping a view detaches it and leaves the watch to the
 others. A field selector on VIEW_FIELDS (=, ==, !=) is evaluated by the view too; any
 other still gets a watch of its own.
+
+A view may run on another event loop (thread) than its source, as the dashboard of
+`gpuyard up` does on its own loop: the source is started, its objects copied and the
+view's tap added on the source's loop in one step (nothing missed, nothing seen
+twice), and its changes cross over in batches, applied in the watch's order. A tap is
+called as the source's cache changes, before the source's handlers run, so the source's
+loop only appends each change to a queue; the view's indexes and handlers run on the
+view's loop. The view's client (its access check) is also used on the source's
+loop, where the factory's client lives.
 """
 
 from __future__ import annotations
@@ -32,7 +41,7 @@ import contextlib
 import inspect
 import logging
 import random
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Coroutine, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -193,16 +202,26 @@ class Informer:
         name: str | None = None,
         source: Informer | None = None,
         check_access: bool = False,
+        source_loop: asyncio.AbstractEventLoop | None = None,
     ) -> None:
         self.client = client
         # a view: fed by `source`'s watch instead of one of its own
         self.source = source
+        # the loop the source runs on (where not yet started); a view started on
+        # another loop is fed across threads (see the module docstring)
+        self.source_loop = source_loop
+        self._loop: asyncio.AbstractEventLoop | None = None  # where start() ran
+        # (deleted?, object) handed over by the source's loop
+        self._inbox: collections.deque[tuple[bool, Obj]] = collections.deque()
+        self._inbox_open = False
+        self._inbox_posted = False
         # a view for another identity than the source's: it gets the objects only once
         # its own client may list and watch them (see `_may_read`)
         self.check_access = check_access and source is not None
         self._selects = None if not label_selector else parse_label_selector(label_selector)
         self._fields = field_terms(field_selector) if source is not None else None
         self._fwd: _Handlers | None = None
+        self._tap: Callable[[bool, Obj], None] | None = None
         self._res_like = res
         self.res: Res | None = res if isinstance(res, Res) else None
         self.namespace = namespace
@@ -223,6 +242,8 @@ class Informer:
         # the API answered that it serves no such resource (said once, at INFO)
         self.unserved = False
         self._handlers: list[_Handlers] = []
+        # called with (deleted?, object) as the cache changes (views on other loops)
+        self._taps: list[Callable[[bool, Obj], None]] = []
         # events for the handlers, in order; _wake is set when there are some
         self._queue: collections.deque[tuple[str, Any, Any]] = collections.deque()
         self._wake = asyncio.Event()
@@ -334,6 +355,7 @@ class Informer:
     def start(self) -> Informer:
         if self._task is None:
             self._stopping = False
+            self._loop = asyncio.get_running_loop()
             self._dispatch_task = asyncio.get_running_loop().create_task(self._dispatch())
             run = self._run() if self.source is None else self._follow()
             self._task = asyncio.get_running_loop().create_task(run)
@@ -345,6 +367,11 @@ class Informer:
             with contextlib.suppress(ValueError):
                 self.source._handlers.remove(self._fwd)
             self._fwd = None
+        if self.source is not None and self._tap is not None:
+            self._detach(self.source, self._tap)
+            self._tap = None
+        self._inbox_open = False
+        self._inbox.clear()
         for t in (self._task, self._dispatch_task):
             if t is not None:
                 t.cancel()
@@ -378,15 +405,22 @@ class Informer:
         items: list[Obj] = lst.get("items") or []
         old = self.store.objects
         fresh = {key_of(o): o for o in items}
+        taps = self._taps
         for key, obj in fresh.items():
             prev = old.get(key)
             if prev is None:
                 self._enqueue("add", obj)
             elif _rv(prev) != _rv(obj):
                 self._enqueue("update", prev, obj)
+            else:
+                continue
+            for tap in taps:
+                tap(False, obj)
         for key, prev in old.items():
             if key not in fresh:
                 self._enqueue("delete", prev)
+                for tap in taps:
+                    tap(True, prev)
         self.store.replace_all(items)
         self.resource_version = str((lst.get("metadata") or {}).get("resourceVersion") or "")
         self._synced.set()
@@ -404,9 +438,15 @@ class Informer:
                 self._enqueue("add", obj)
             else:
                 self._enqueue("update", old, obj)
+            for tap in self._taps:
+                tap(False, obj)
         elif etype == "DELETED":
             old = self.store.remove(key_of(obj))
-            self._enqueue("delete", obj if obj.get("metadata") else old)
+            gone = obj if obj.get("metadata") else old
+            self._enqueue("delete", gone)
+            if gone is not None:
+                for tap in self._taps:
+                    tap(True, gone)
 
     # ------------------------------------------------------------ a view of a source
 
@@ -437,11 +477,35 @@ class Informer:
         if old is not None:
             self._enqueue("delete", obj if obj.get("metadata") else old)
 
+    def _home(self) -> asyncio.AbstractEventLoop | None:
+        """The source's loop where it is not this one's (a view across threads)."""
+        src = self.source
+        home = (src._loop if src is not None else None) or self.source_loop
+        if home is None or home is asyncio.get_running_loop():
+            return None
+        return home
+
+    def _detach(self, src: Informer, tap: Callable[[bool, Obj], None]) -> None:
+        def remove() -> None:
+            with contextlib.suppress(ValueError):
+                src._taps.remove(tap)
+
+        home = self._home()
+        if home is None:
+            remove()
+        else:
+            with contextlib.suppress(RuntimeError):  # its loop has closed: nothing to do
+                home.call_soon_threadsafe(remove)
+
     async def _follow(self) -> None:
         """A view: take the source's objects and events (its handlers run in order,
         so this view sees them in the watch's order)."""
         src = self.source
         assert src is not None
+        home = self._home()
+        if home is not None:
+            await self._follow_across(src, home)
+            return
         if self.check_access:
             await self._until_allowed()
         src.start()
@@ -461,6 +525,54 @@ class Informer:
         self.resource_version = src.resource_version
         self._synced.set()
         await asyncio.Event().wait()  # until stopped
+
+    async def _follow_across(self, src: Informer, home: asyncio.AbstractEventLoop) -> None:
+        """A view on another loop than its source's (see the module docstring)."""
+        if self.check_access:  # the client's requests go where the client lives
+            await _on_loop(home, self._until_allowed())
+        here = asyncio.get_running_loop()
+        inbox = self._inbox
+
+        def tap(deleted: bool, obj: Obj) -> None:  # on the source's loop
+            inbox.append((deleted, obj))
+            if not self._inbox_posted:
+                self._inbox_posted = True
+                with contextlib.suppress(RuntimeError):  # this view's loop has closed
+                    here.call_soon_threadsafe(self._drain_inbox)
+
+        self._tap = tap  # (stop() takes it away again, even before it is added)
+
+        async def attach() -> tuple[list[Obj], str]:  # on the source's loop
+            src.start()
+            await src.wait_synced()
+            src._taps.append(tap)
+            return list(src.store.objects.values()), src.resource_version
+
+        objs, rv = await _on_loop(home, attach())
+        for obj in objs:
+            if self._selected(obj):
+                old = self.store.put(obj)
+                self._enqueue(
+                    "add" if old is None else "update", *((obj,) if old is None else (old, obj))
+                )
+        self.resource_version = rv
+        self._inbox_open = True
+        self._drain_inbox()  # what came while the copy crossed over
+        self._synced.set()
+        await asyncio.Event().wait()  # until stopped
+
+    def _drain_inbox(self) -> None:
+        """Apply the events the source's loop handed over, in their order."""
+        self._inbox_posted = False  # (before taking: a later event posts again)
+        if not self._inbox_open:
+            return
+        inbox = self._inbox
+        while inbox:
+            deleted, obj = inbox.popleft()
+            if deleted:
+                self._view_delete(obj)
+            else:
+                self._view_put(obj)
 
     async def _until_allowed(self) -> None:
         """Wait (retrying with backoff, as an informer whose list answers 403 does)
@@ -593,6 +705,11 @@ class Informer:
                 failures += 1
 
 
+async def _on_loop(loop: asyncio.AbstractEventLoop, coro: Coroutine[Any, Any, Any]) -> Any:
+    """Await coro on another thread's loop (cancelled there if cancelled here)."""
+    return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(coro, loop))
+
+
 # Fields a view can select on itself (the field selectors components use); a view with
 # any other field selector is not made: the component gets a watch of its own.
 VIEW_FIELDS = ("metadata.name", "metadata.namespace", "spec.nodeName", "status.phase")
@@ -641,6 +758,12 @@ class InformerFactory:
     def __init__(self, client: Client, views: bool = False, **informer_kw: Any) -> None:
         self.client = client
         self.views = views
+        # the loop its informers run on (where made in one): views started on another
+        # loop are fed across threads
+        try:
+            self.loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+        except RuntimeError:
+            self.loop = None
         self.informer_kw = informer_kw
         self._informers: dict[tuple[Any, ...], Informer] = {}
 
@@ -671,6 +794,7 @@ class InformerFactory:
                 # one watch of the resource in every namespace; the view keeps its own
                 source=self._shared(res, None, None, None),
                 check_access=reader is not self.client,
+                source_loop=self.loop,
             )
         return self._shared(res, namespace, label_selector, field_selector)
 

@@ -138,3 +138,96 @@ def test_requests_do_not_wait_for_a_busy_process_loop() -> None:
         stream.close()
 
     asyncio.run(main())
+
+
+async def test_changes_reach_the_stream_while_the_process_loop_is_busy(
+    apiserver_inproc: Any,
+) -> None:
+    """As in `gpuyard up`: the hub on the dashboard's loop, over views of the process's
+    watches. Once the process's watch has handed a change over, the stream carries it
+    even while the process's loop is held (a burst of kubelet writes): marking, batching
+    and recomputing the rows do not wait for that loop."""
+    from gpuyard.dashboard.hub import Hub
+    from gpuyard.kube.client import Client
+    from gpuyard.kube.informer import InformerFactory
+    from gpuyard.kube.resources import NODES
+
+    here = asyncio.get_running_loop()
+    client = Client.in_process(apiserver_inproc, component="test")
+    for i in range(3):
+        await client.create({"apiVersion": "v1", "kind": "Node", "metadata": {"name": f"n{i}"}})
+    factory = InformerFactory(client, views=True)
+    kubelets = factory.informer(NODES, name="kubelets")  # the process's own user of the watch
+    kubelets.start()
+    await kubelets.wait_synced(10)
+    hub = Hub(client, factory, coalesce_s=0.05, client_loop=here)
+    d = Dashboard(
+        hub,
+        Authority(client, client_loop=here),
+        keepalive_s=60,
+        own_loop=True,
+        start_hub=True,
+    )
+    url = await d.start()
+    token = apiserver_inproc.token
+    lines: list[tuple[float, bytes]] = []
+    stream = await asyncio.to_thread(
+        lambda: urllib.request.urlopen(
+            urllib.request.Request(
+                url + "api/events", headers={"Authorization": f"Bearer {token}"}
+            ),
+            timeout=30,
+        )
+    )
+
+    def read() -> None:
+        with contextlib.suppress(OSError, ValueError):  # the stream ends
+            for ln in iter(stream.readline, b""):
+                lines.append((time.monotonic(), ln))
+
+    reader = threading.Thread(target=read)
+    reader.start()
+    held: list[float] = []
+
+    def hold(_old: Any, new: Any) -> None:
+        # after the dashboard's view has had the event: this loop is held for 3 s
+        labels = new["metadata"].get("labels") or {}
+        if new["metadata"]["name"] == "n1" and labels.get("gpuyard.io/rack") == "r7":
+            held.append(time.monotonic())
+            time.sleep(3.0)
+            held.append(time.monotonic())
+
+    try:
+        for _ in range(250):
+            if any(b"event: snapshot" in ln for _, ln in lines):
+                break
+            await asyncio.sleep(0.02)
+        assert kubelets.source is not None
+        kubelets.source.add_handler(None, hold, None)
+        # a node moved to another rack (what the map's tooltip shows)
+        await client.patch(NODES, "n1", {"metadata": {"labels": {"gpuyard.io/rack": "r7"}}})
+        for _ in range(500):
+            if len(held) == 2:
+                break
+            await asyncio.sleep(0.02)
+        assert len(held) == 2, "the change did not reach the process's watch"
+
+        def moved() -> list[float]:
+            return [t for t, ln in lines if ln.startswith(b"data:") and b'"rack":"r7"' in ln]
+
+        for _ in range(500):
+            if moved():
+                break
+            await asyncio.sleep(0.02)
+        assert moved(), [ln[:200] for _, ln in lines]
+        # it came while the loop was held, not after
+        at = moved()[0]
+        assert at < held[1] - 1.0, (at - held[0], held[1] - held[0])
+    finally:
+        await d.stop()
+        await asyncio.to_thread(reader.join, 10)
+        stream.close()
+        await kubelets.stop()
+        await factory.stop()
+        await client.close()
+    assert not reader.is_alive()
