@@ -19,6 +19,7 @@ import pytest
 from gpuyard.cluster.shapes import default_shapes
 from gpuyard.cluster.testing import ClusterProcess, start_cluster_process
 from gpuyard.kube.resources import CONFIGMAPS, EVENTS, NODES
+from tests.metrics.scrape import scrape, value
 
 FAST = [
     "--lease-seconds",
@@ -199,6 +200,19 @@ async def test_faults_on_a_fifth_of_nodes_trip_the_brake(ten_nodes: ClusterProce
         assert sum(1 for n in nodes if _taint(n, "gpuyard.io/unhealthy")) == 1
         evs = (await k.list(EVENTS, "gpuyard-system"))["items"]
         assert any(e["reason"] == "HealthBrakeTripped" for e in evs)
+        # and on gpuyard up's metrics address: the brake holds one node's taint back
+        assert c.metrics_url
+
+        async def brake(tripped: float, held: float) -> Any:
+            s = await asyncio.to_thread(scrape, c.metrics_url)
+            got = (
+                value(s, "gpuyard_health_brake_tripped"),
+                value(s, "gpuyard_health_brake_held_nodes"),
+                value(s, "gpuyard_health_brake_trips_total"),
+            )
+            return got if got == (tripped, held, 1.0) else None
+
+        await _until(lambda: brake(1.0, 1.0))
 
         out = c.gpuyard("health", "brake", "reset", "--kubeconfig", c.kubeconfig)
         assert out.returncode == 0, out.stderr
@@ -208,6 +222,7 @@ async def test_faults_on_a_fifth_of_nodes_trip_the_brake(ten_nodes: ClusterProce
             return sum(1 for n in nodes if _taint(n, "gpuyard.io/unhealthy")) == 2
 
         await _until(both)
+        await _until(lambda: brake(0.0, 0.0))  # reset: nothing held, still one trip
         assert _refused(c) == []  # the brake's ConfigMap and its Events included
 
 
