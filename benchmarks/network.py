@@ -5,6 +5,12 @@ Prints JSON. Needs root and network namespaces (every namespace it makes is remo
   nftables engine (gpuyard.network.nft) and, as the baseline the choice was made against,
   the same per-pod chain of 8 comment-tagged counting rules through iptables-restore;
 - counter read per pod: one read of the whole node divided by its 110 pods, both ways;
+- per packet: small UDP packets (iperf3, 64-byte payloads, unpaced) from a lab pod to the
+  "internet" through its node's forward hook, with no rules (the baseline), the nftables
+  engine's rules for 110 pods, and the iptables baseline's for 110 pods with the sending
+  pod's chain last in the jump list (a packet walks every other pod's two jump rules
+  first; nftables looks the pod up in one verdict map): packets per second received, in
+  turns (--packet-rounds), and each engine's rate against no rules;
 - shaping accuracy at three rates: a pod's internet egress (IP bytes by its counter)
   against its HTB limit, in the test namespaces of tests/network/netlab.py;
 - CPU at 1 Gbit/s: an iperf3 TCP flow paced at 1 Gbit/s from a lab pod to the "internet",
@@ -150,6 +156,132 @@ def bench_iptables(ns: str, pods: int, rounds: int) -> dict:
         n = sum(1 for line in out.splitlines() if line.startswith("[") and "--comment" in line)
         reads.append((time.perf_counter() - t) / (n / 8))
     return {"add": ms(adds), "remove": ms(removes), "read_per_pod": ms(reads)}
+
+
+def _udp_flow(lab, seconds: float, port: int) -> tuple[int, float]:
+    """(packets the "internet" received, seconds) of an unpaced 64-byte UDP flow from pa."""
+    from network import netlab
+
+    addr = netlab.TARGETS["internet"]
+    srv = lab.popen(
+        "inet", "iperf3", "-s", "-1", "-B", addr, "-p", str(port), stdout=subprocess.DEVNULL
+    )
+    try:
+        for _ in range(50):
+            if lab.run(
+                "inet", "ss", "-Hltn", f"sport = :{port}", capture_output=True
+            ).stdout.strip():
+                break
+            time.sleep(0.1)
+        r = lab.run(
+            "pa",
+            *("iperf3", "-c", addr, "-p", str(port), "-u", "-b", "0", "-l", "64"),
+            *("-t", str(seconds), "-J", "-B", netlab.PODS["pa"]),
+            capture_output=True,
+            text=True,
+            timeout=seconds + 30,
+        )
+        if r.returncode != 0:
+            raise RuntimeError(f"iperf3 failed: {r.stdout[-2000:]}{r.stderr}")
+        end = json.loads(r.stdout)["end"]["sum"]
+        return end["packets"] - end["lost_packets"], end["seconds"]
+    finally:
+        try:
+            srv.wait(10)
+        except subprocess.TimeoutExpired:
+            srv.kill()
+            srv.wait()
+
+
+def bench_per_packet(pods: int, rounds: int, seconds: float) -> dict:
+    sys.path.insert(0, str(ROOT / "tests"))
+    from network import netlab
+    from network.test_kernel_accounting import ranges
+
+    lab = netlab.Lab()
+    lab.up()
+    n1 = lab.ns("n1")
+    pa = PodRule("team-a", "pa", netlab.PODS["pa"], uid="uid-pa")
+    others = [pod(i) for i in range(pods - 1)]  # 10.1.0.x: none of them is pa
+    rows: dict[str, list[float]] = {"no_rules": [], "nftables": [], "iptables": []}
+    port = 5400
+    try:
+        for _ in range(rounds):
+            for mode in rows:
+                if mode == "nftables":
+                    acc = NftAccounting(netns=n1)
+                    acc.ensure(ranges())
+                    acc.sync([*others, pa])
+                elif mode == "iptables":
+                    _ipt(n1, "*filter\n:GY-ACCT - [0:0]\n-A FORWARD -j GY-ACCT\nCOMMIT\n")
+                    _ipt(n1, "".join(_ipt_pod(i, True) for i in range(pods - 1)))
+                    _ipt(n1, _ipt_pod_rule(pa, "GY-PA"))
+                try:
+                    got, secs = _udp_flow(lab, seconds, port)
+                    port += 1
+                    # The rules did see the flow: pa's counters hold at least what arrived.
+                    if mode == "nftables":
+                        seen = sum(
+                            c.packets
+                            for c in acc.read()
+                            if c.pod.name == "pa" and c.direction == "out" and c.cls == "internet"
+                        )
+                    elif mode == "iptables":
+                        save = lab.run(
+                            "n1", "iptables-save", "-c", capture_output=True, text=True
+                        ).stdout
+                        seen = sum(
+                            int(line[1:].split(":", 1)[0])
+                            for line in save.splitlines()
+                            if line.startswith("[")
+                            and "-A GY-PA" in line
+                            and "out internet" in line
+                        )
+                    else:
+                        seen = got
+                    if seen < got:
+                        raise RuntimeError(f"{mode}: {seen} packets counted, {got} received")
+                    rows[mode].append(got / secs)
+                finally:
+                    if mode == "nftables":
+                        acc.destroy()
+                    elif mode == "iptables":
+                        lab.run("n1", "iptables", "-F", capture_output=True)
+                        lab.run("n1", "iptables", "-X", capture_output=True)
+    finally:
+        lab.down()
+    med = {k: statistics.median(v) for k, v in rows.items()}
+    return {
+        "pods_per_node": pods,
+        "seconds_per_flow": seconds,
+        "rounds": rounds,
+        "packets_per_s": {
+            k: {"median": round(med[k]), "min": round(min(v)), "max": round(max(v))}
+            for k, v in rows.items()
+        },
+        "ratio_over_no_rules": {
+            k: round(med[k] / med["no_rules"], 3) for k in ("nftables", "iptables")
+        },
+        "ratio_nftables_over_iptables": round(med["nftables"] / med["iptables"], 3),
+    }
+
+
+def _ipt_pod_rule(p: PodRule, chain: str) -> str:
+    """A pod's jump rules and chain in the iptables baseline, for a PodRule of the lab."""
+    nets = {"node": "10.1.1.0/24", "zone": "10.2.0.0/24", "cluster": "10.0.0.0/8"}
+    rules = [
+        f":{chain} - [0:0]",
+        f"-A GY-ACCT -s {p.ip} -j {chain}",
+        f"-A GY-ACCT -d {p.ip} -j {chain}",
+    ]
+    for d in DIRECTIONS:
+        sel = "-s" if d == "out" else "-d"
+        for cls in CLASSES:
+            peer = f" {'-d' if d == 'out' else '-s'} {nets[cls]}" if cls in nets else ""
+            rules.append(
+                f'-A {chain} {sel} {p.ip}{peer} -m comment --comment "{p.namespace}/{p.name} {d} {cls}" -j RETURN'
+            )
+    return "*filter\n" + "\n".join(rules) + "\nCOMMIT\n"
 
 
 def bench_shaping(rates: list[int]) -> list[dict]:
@@ -449,7 +581,19 @@ def main() -> None:
     ap.add_argument(
         "--cpu-rounds", type=int, default=2, help="turns of the three CPU modes (at least 1)"
     )
+    ap.add_argument(
+        "--packet-rounds", type=int, default=3, help="turns of the three per-packet modes"
+    )
+    ap.add_argument("--packet-seconds", type=float, default=3.0, help="length of each UDP flow")
+    ap.add_argument(
+        "--only",
+        default="",
+        help="comma-separated parts to run (rules, per_packet, shaping, cpu; default: all)",
+    )
     args = ap.parse_args()
+    parts = {p for p in args.only.split(",") if p} or {"rules", "per_packet", "shaping", "cpu"}
+    if parts - {"rules", "per_packet", "shaping", "cpu"}:
+        ap.error("--only takes rules, per_packet, shaping and cpu")
     if args.windows < 2 or args.window_seconds <= 0 or args.cpu_rounds < 1:
         ap.error("--windows must be at least 2, --window-seconds positive, --cpu-rounds 1 or more")
     for tool in ("ip", "nft", "tc", "iperf3", "ss", "iptables-restore", "iptables-save"):
@@ -461,26 +605,29 @@ def main() -> None:
     from gpuyard import childgroups
 
     childgroups.exit_on_signals()  # a signal still stops every server it started
-    ns = "gybench-" + uuid.uuid4().hex[:6]
-    subprocess.run(["ip", "netns", "add", ns], check=True)
-    try:
-        nft = bench_nft(ns, args.pods, args.rounds)
-        ipt = bench_iptables(ns, args.pods, args.rounds)
-    finally:
-        subprocess.run(["ip", "netns", "del", ns])
-    result = {
-        "pods_per_node": args.pods,
-        "nftables": nft,
-        "iptables_restore": ipt,
-        "ratio_iptables_over_nftables": {
+    result: dict = {"pods_per_node": args.pods}
+    if "rules" in parts:
+        ns = "gybench-" + uuid.uuid4().hex[:6]
+        subprocess.run(["ip", "netns", "add", ns], check=True)
+        try:
+            nft = bench_nft(ns, args.pods, args.rounds)
+            ipt = bench_iptables(ns, args.pods, args.rounds)
+        finally:
+            subprocess.run(["ip", "netns", "del", ns])
+        result["nftables"] = nft
+        result["iptables_restore"] = ipt
+        result["ratio_iptables_over_nftables"] = {
             k: round(ipt[k]["median_ms"] / nft[k]["median_ms"], 2)
             for k in ("add", "remove", "read_per_pod")
-        },
-        "shaping": bench_shaping([100_000_000, 500_000_000, 1_000_000_000]),
-        "agent_cpu_at_1gbit": bench_agent_cpu(
+        }
+    if "per_packet" in parts:
+        result["per_packet"] = bench_per_packet(args.pods, args.packet_rounds, args.packet_seconds)
+    if "shaping" in parts:
+        result["shaping"] = bench_shaping([100_000_000, 500_000_000, 1_000_000_000])
+    if "cpu" in parts:
+        result["agent_cpu_at_1gbit"] = bench_agent_cpu(
             args.pods, args.windows, args.window_seconds, args.cpu_rounds
-        ),
-    }
+        )
     print(json.dumps(result, indent=2))
 
 

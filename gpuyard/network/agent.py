@@ -6,6 +6,8 @@ metrics' team label); it writes nothing to the API. Every change of what it sees
 reconcile, which applies the desired state (gpuyard.network.desired) to the accounting
 engine in one atomic nft batch and to the uplink shaper in one tc batch. At start the state
 is read back from the kernel, so a restart neither loses nor double-counts a counter.
+`gpuyard up` runs this same loop once per simulated node (gpuyard.cluster.simnetd), over
+a simulated kernel.
 """
 
 from __future__ import annotations
