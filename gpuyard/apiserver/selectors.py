@@ -130,7 +130,7 @@ def parse_field_selector(text: str | None, group: str, plural: str) -> list[Fiel
 class Filter:
     """What a list or watch selects: namespace, label and field requirements."""
 
-    __slots__ = ("namespace", "labels", "fields", "trivial", "cluster_scoped")
+    __slots__ = ("namespace", "labels", "fields", "trivial", "cluster_scoped", "key")
 
     def __init__(
         self,
@@ -142,6 +142,8 @@ class Filter:
         self.labels = labels or []
         self.fields = fields or []
         self.trivial = self.namespace is None and not self.labels and not self.fields
+        # Equal for filters that select the same (the store matches an event once per key).
+        self.key = (self.namespace, tuple(self.labels), tuple(self.fields))
         self.cluster_scoped = False  # set by callers listing a cluster-scoped resource
 
     def eq(self, field: str) -> str | None:

@@ -316,8 +316,11 @@ class Watcher:
         if self.closed or ev.rv <= self.min_rv:
             return
         line = ev.line_for(self.flt)
-        if line is None:
-            return
+        if line is not None:
+            self.push(line)
+
+    def push(self, line: bytes) -> None:
+        """Buffer one line for the client (the watch is closed when the buffer is full)."""
         if self.size >= self.limit:
             # Too slow: close the watch; the client will relist.
             self.closed = True
@@ -326,7 +329,9 @@ class Watcher:
         else:
             self.buf.append(line)
             self.size += 1
-        self._wake()
+        f = self.waiter
+        if f is not None and not f.done():
+            f.set_result(None)
 
     def drain(self) -> list[bytes]:
         out = list(self.buf)
@@ -359,6 +364,26 @@ class Watcher:
             timer.cancel()
             self.waiter = None
         return bool(self.buf) or self.closed
+
+
+_UNSEEN = b"<unseen>"  # never a line: each ends with a newline
+
+
+def _fan_out(ev: Event, watchers: Iterable[Watcher]) -> None:
+    """Offer `ev` to each watcher, its line found once per distinct filter: watchers
+    of one namespace or selector (every client's informer of a kind) share one match
+    and one line instead of each checking the event again."""
+    lines: dict[tuple[Any, ...], bytes | None] = {}
+    rv = ev.rv
+    for w in watchers:
+        if w.closed or rv <= w.min_rv:
+            continue
+        k = w.flt.key
+        line = lines.get(k, _UNSEEN)
+        if line is _UNSEEN:
+            line = lines[k] = ev.line_for(w.flt)
+        if line is not None:
+            w.push(line)
 
 
 def _expire(fut: asyncio.Future[None]) -> None:
@@ -445,8 +470,8 @@ class Collection:
         log.append(ev)
         if len(log) > self.log_size:
             self.compacted_rv = log.popleft().rv
-        for w in tuple(self.watchers):
-            w.offer(ev)
+        if self.watchers:
+            _fan_out(ev, tuple(self.watchers))
         if self.by_field:
             by = self.by_field
             targets: set[Watcher] = set()

@@ -8,6 +8,7 @@ import sqlite3
 import threading
 from typing import Any
 
+import orjson
 import pytest
 
 from gpuyard.apiserver.selectors import Filter
@@ -211,3 +212,40 @@ async def test_the_watch_log_keeps_one_encoding_of_each_revision() -> None:
     _, backlog = store.watch(CK, Filter(), start)
     assert backlog is not None and len(backlog) == 301
     assert backlog[-1] == b'{"type":"ADDED","object":' + store.get(CK, "default/c299").raw + b"}\n"  # type: ignore[union-attr]
+
+
+async def test_watchers_sharing_a_filter_share_its_line_and_others_get_their_own() -> None:
+    """An event is matched once per distinct filter: watchers with equal selectors get
+    the same line, a watcher with another selector its own (an object moving from one
+    label to another is DELETED for one, ADDED for the other, MODIFIED for all)."""
+    from gpuyard.apiserver.selectors import parse_label_selector
+
+    store = Store(None)
+    first = obj("x")
+    first["metadata"]["labels"] = {"app": "a"}
+    await store.put(CK, first, create=True)
+    cur = store.get(CK, "default/x")
+    assert cur is not None
+
+    def sel(text: str) -> Filter:
+        return Filter("default", parse_label_selector(text))
+
+    a1, _ = store.watch(CK, sel("app=a"), store.rev)
+    a2, _ = store.watch(CK, sel("app=a"), store.rev)
+    b, _ = store.watch(CK, sel("app=b"), store.rev)
+    every, _ = store.watch(CK, Filter(), store.rev)
+    other_ns, _ = store.watch(CK, Filter("elsewhere"), store.rev)
+    moved = cur.obj()
+    moved["metadata"]["labels"] = {"app": "b"}
+    await store.put(CK, moved, expect_rv=cur.rv)
+    types = {
+        name: [orjson.loads(line)["type"] for line in w.drain()]
+        for name, w in (("a1", a1), ("a2", a2), ("b", b), ("every", every), ("ns", other_ns))
+    }
+    assert types == {
+        "a1": ["DELETED"],
+        "a2": ["DELETED"],
+        "b": ["ADDED"],
+        "every": ["MODIFIED"],
+        "ns": [],
+    }
