@@ -3,7 +3,7 @@
 Causes are Kubernetes-shaped (`{"reason", "message", "field"}`, field as a JSON path
 like `spec.containers[0].image`) and become a 422 Invalid Status. Covered: object
 names (DNS-1123 subdomain, or label for namespaces and services), label keys and
-values, pods' containers and resource quantities, node capacity quantities, and for
+values and annotation keys (in kube-apiserver's words, naming the map), pods' containers and resource quantities, node capacity quantities, and for
 custom resources their CRD's openAPIV3Schema (type, required, properties,
 additionalProperties, items, enum, minimum/maximum, minLength/maxLength, pattern,
 minItems/maxItems, x-kubernetes-int-or-string, x-kubernetes-preserve-unknown-fields).
@@ -60,6 +60,80 @@ def _label_value_ok(v: str) -> bool:
     return ok
 
 
+def _go_quote(s: str) -> str:
+    return '"' + s.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def _regex_error(msg: str, fmt: str, *examples: str) -> str:
+    """kube's wording of a value that does not match its pattern."""
+    shown = " or ".join(f"'{e}', " for e in examples)
+    return f"{msg} (e.g. {shown}regex used for validation is '{fmt}')"
+
+
+_QUALIFIED_MSG = (
+    "must consist of alphanumeric characters, '-', '_' or '.', and must start and end "
+    "with an alphanumeric character"
+)
+_QUALIFIED_FMT = "([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]"
+_SUBDOMAIN_MSG = (
+    "a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, "
+    "'-' or '.', and must start and end with an alphanumeric character"
+)
+_SUBDOMAIN_FMT = r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*"
+_LABEL_VALUE_MSG = (
+    "a valid label must be an empty string or consist of alphanumeric characters, '-', '_' "
+    "or '.', and must start and end with an alphanumeric character"
+)
+
+
+def qualified_name_errors(value: str) -> list[str]:
+    """Why `value` is not a qualified name (a label or annotation key), in kube's
+    words: an optional DNS subdomain prefix and '/', then a name of at most 63
+    characters."""
+    parts = value.split("/")
+    errs: list[str] = []
+    if len(parts) == 1:
+        name = parts[0]
+    elif len(parts) == 2:
+        prefix, name = parts
+        if not prefix:
+            errs.append("prefix part must be non-empty")
+        else:
+            if len(prefix) > 253:
+                errs.append("prefix part must be no more than 253 characters")
+            if not _DNS1123_SUBDOMAIN.match(prefix):
+                errs.append(
+                    "prefix part " + _regex_error(_SUBDOMAIN_MSG, _SUBDOMAIN_FMT, "example.com")
+                )
+    else:
+        return [
+            "a qualified name "
+            + _regex_error(_QUALIFIED_MSG, _QUALIFIED_FMT, "MyName", "my.name", "123-abc")
+            + " with an optional DNS subdomain prefix and '/' (e.g. 'example.com/MyName')"
+        ]
+    if not name:
+        errs.append("name part must be non-empty")
+    elif len(name) > 63:
+        errs.append("name part must be no more than 63 characters")
+    if not _QUALIFIED.match(name):
+        errs.append(
+            "name part "
+            + _regex_error(_QUALIFIED_MSG, _QUALIFIED_FMT, "MyName", "my.name", "123-abc")
+        )
+    return errs
+
+
+def label_value_errors(value: str) -> list[str]:
+    errs: list[str] = []
+    if len(value) > 63:
+        errs.append("must be no more than 63 characters")
+    if not _LABEL_VALUE.match(value):
+        errs.append(
+            _regex_error(_LABEL_VALUE_MSG, f"({_QUALIFIED_FMT})?", "MyValue", "my_value", "12345")
+        )
+    return errs
+
+
 def _metadata(res: Resource, obj: dict[str, Any]) -> list[Cause]:
     out: list[Cause] = []
     md = obj.get("metadata") or {}
@@ -76,22 +150,18 @@ def _metadata(res: Resource, obj: dict[str, Any]) -> list[Cause]:
             continue
         labels = section == "labels"
         for k, v in items.items():
-            if not isinstance(k, str) or not _key_ok(k):
-                out.append(
-                    _cause(
-                        f"metadata.{section}",
-                        f"Invalid value: {k!r}: not a valid key (an optional DNS subdomain prefix and '/', then a name of at most 63 characters)",
+            if not isinstance(k, str) or not _key_ok(k if labels else k.lower()):
+                # kube checks an annotation's key in lower case, and names the map
+                key = str(k)
+                for msg in qualified_name_errors(key if labels else key.lower()) or [""]:
+                    out.append(
+                        _cause(f"metadata.{section}", f"Invalid value: {_go_quote(key)}: {msg}")
                     )
-                )
             if not isinstance(v, str):
                 out.append(_cause(f"metadata.{section}.{k}", "must be a string"))
             elif labels and not _label_value_ok(v):
-                out.append(
-                    _cause(
-                        f"metadata.labels.{k}",
-                        f"Invalid value: {v!r}: a valid label must be 63 characters or less and consist of alphanumerics, '-', '_' or '.'",
-                    )
-                )
+                for msg in label_value_errors(v):
+                    out.append(_cause("metadata.labels", f"Invalid value: {_go_quote(v)}: {msg}"))
     return out
 
 

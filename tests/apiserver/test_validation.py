@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from gpuyard.apiserver.resources import Registry, Resource, resources_from_crd
 from gpuyard.apiserver.validation import schema_errors, validate_crd, validate_object
 
-from .api import crd
+from .api import Api, crd
 
 REG = Registry()
 
@@ -258,3 +258,45 @@ def test_odd_shapes_are_causes_not_crashes() -> None:
     o = obj(spec={"containers": [{"name": "c", "image": "x"}], "initContainers": 5})
     assert fields(validate_object(PODS, o, None)) == ["spec.initContainers"]
     assert validate_object(DEPLOYMENTS, obj(spec=[1]), None) == []
+
+
+async def test_label_and_annotation_errors_in_kube_apiserver_words(api: Api) -> None:
+    """Raw HTTP: a bad label key, label value and annotation key are refused with the
+    code, reason, field (the map) and words kube-apiserver gives; an annotation key is
+    judged in lower case, as kube judges it."""
+    cms = "/api/v1/namespaces/default/configmaps"
+    name_part = (
+        "name part must consist of alphanumeric characters, '-', '_' or '.', and must start "
+        "and end with an alphanumeric character (e.g. 'MyName',  or 'my.name',  or "
+        "'123-abc', regex used for validation is '([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]')"
+    )
+    value = (
+        "a valid label must be an empty string or consist of alphanumeric characters, '-', "
+        "'_' or '.', and must start and end with an alphanumeric character (e.g. 'MyValue',"
+        "  or 'my_value',  or '12345', regex used for validation is "
+        "'(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?')"
+    )
+    cases = [
+        ({"labels": {"bad key": "v"}}, "metadata.labels", f'Invalid value: "bad key": {name_part}'),
+        ({"labels": {"a": "bad value"}}, "metadata.labels", f'Invalid value: "bad value": {value}'),
+        (
+            {"labels": {"a": "x" * 64}},
+            "metadata.labels",
+            f'Invalid value: "{"x" * 64}": must be no more than 63 characters',
+        ),
+        (
+            {"annotations": {"no spaces": "x"}},
+            "metadata.annotations",
+            f'Invalid value: "no spaces": {name_part}',
+        ),
+    ]
+    for i, (md, field, message) in enumerate(cases):
+        st, err = await api.post(cms, {"metadata": {"name": f"c{i}", **md}})
+        assert (st, err["reason"]) == (422, "Invalid"), err
+        assert err["details"]["causes"] == [
+            {"reason": "FieldValueInvalid", "message": message, "field": field}
+        ], err
+    st, out = await api.post(
+        cms, {"metadata": {"name": "upper", "annotations": {"Example.COM/Note": "x"}}}
+    )
+    assert st == 201, out
