@@ -117,10 +117,12 @@ def place_single(ps: Pass, p: PodInfo, u: Unit) -> NodeInfo | None:
         ):
             return n
     g = p.req[GPU]
-    if ps.trial.on or p.xreq or p.host_ports or p.claims:
+    if ps.trial.on or p.xreq or p.host_ports:
         # A preemption trial moved victims off nodes the buckets do not follow; the
         # buckets do not count resources outside the vectors or host ports.
         return _best_fit_scan(ps, p, u)
+    if p.claims:
+        return _best_fit_claims(ps, p, u)
     if g:
         # Best fit: the node with the fewest free GPUs that still fits.
         return _scan(ps, buckets(ps, p, "gpu"), g, p, u)
@@ -175,6 +177,37 @@ def _place_constrained(ps: Pass, p: PodInfo, u: Unit, filters: bool = True) -> N
             t[0],
         ),
     )[1]
+
+
+def _best_fit_claims(ps: Pass, p: PodInfo, u: Unit) -> NodeInfo | None:
+    """`_best_fit_scan` for a pod with device claims, through the free-GPU buckets (its
+    request counts the GPU devices its own claims take): level by level from the
+    fewest free GPUs that fit, the nodes of a level in best-fit order (least free cpu,
+    then candidate order), the first whose devices can be had. The same node as the
+    scan over every candidate, found without looking at the levels above it."""
+    b = buckets(ps, p, "gpu")
+    pos = candidate_pos(ps, p)
+    free_for = ps.holds.free_for
+    levels = b.levels
+    far = len(pos)
+    for lv in range(min(p.req[GPU], len(levels)), len(levels)):
+        level = levels[lv]
+        if not level:
+            continue
+        rows = [
+            ((n.alloc[0] - n.used[0], pos.get(n.name, far)), n)
+            for n in level.values()
+            if fits_resources(p, n) and free_for(n, u)
+        ]
+        rows.sort(key=lambda t: t[0])
+        for _, n in rows:
+            if (p.anti_affinity or any(q.anti_affinity for q in n.pods.values())) and not anti_ok(
+                p, n
+            ):
+                continue
+            if dra.plan(p, n) is not None:
+                return n
+    return None
 
 
 def _best_fit_scan(ps: Pass, p: PodInfo, u: Unit) -> NodeInfo | None:
