@@ -3,8 +3,9 @@ kube-apiserver serves it: only apiVersion changes between versions; an object is
 in the storage version of the time of its write (pruned by that version's schema, so a
 field the storage version lacks does not survive), defaulted on read by the version it
 is stored in and pruned by the version read; status.storedVersions keeps every version
-ever marked storage, and one of them cannot be removed from spec.versions; field
-ownership is compared by path across versions. A Webhook strategy whose webhook cannot
+ever marked storage, and one of them cannot be removed from spec.versions; unknown
+fields are judged by the version of the request; field ownership is compared by path
+across versions. A Webhook strategy whose webhook cannot
 be reached refuses the reads and writes it would convert, naming the webhook."""
 
 from __future__ import annotations
@@ -99,6 +100,18 @@ async def test_versions_without_conversion_change_only_the_api_version(api: Api)
         assert out["spec"] == {"size": 3, "color": "red"}, (version, out)
     st, out = await api.get(at("v1"))
     assert [i["apiVersion"] for i in out["items"]] == ["example.com/v1"]
+    # Field validation is by the version of the request: shape is unknown to v1 only
+    strict = {"fieldValidation": "Strict"}
+    body = gadget("v1", "g3", shape="flat")
+    st, err = await api.req("POST", at("v1"), body, **strict)
+    assert st == 400, err
+    assert err["message"] == (
+        'Gadget in version "v1" cannot be handled as a Gadget: strict decoding error: '
+        'unknown field "spec.shape"'
+    ), err
+    st, out = await api.req("POST", at("v2"), gadget("v2", "g3", shape="flat"), **strict)
+    assert st == 201, out
+    assert (await api.req("DELETE", at("v2", "g3")))[0] == 200
 
     # The storage version moves to v2: storedVersions keeps v1
     st, crd = await api.get(f"{CRDS}/{NAME}")
