@@ -1540,7 +1540,16 @@ def _plan(p: PodInfo, n: NodeInfo, dv: Devices) -> Plan | None:
         assert spec is not None  # an unallocated claim without one returned above
         if spec.simple:
             alt = spec.requests[0].alternatives[0]
-            groups = _simple_groups(dv, n.name, spec)
+            # _simple_groups, inlined: this is the hot path of a gang's claims
+            per = dv.groups.get(n.name)
+            if per is None:
+                per = dv.groups[n.name] = {}
+            gk = (alt.key, spec.match)
+            groups = per.get(gk)
+            if groups is None:
+                if len(per) >= 64:
+                    per.clear()
+                groups = per[gk] = _match_groups(alt, spec.match, dv.by_node.get(n.name, ()))
             got = _pick_simple(groups, alt, _Either3(dv.taken, dv.held, mine), budget - spent, use)
         else:
             got = allocate(
