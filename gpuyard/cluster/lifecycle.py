@@ -14,7 +14,16 @@ period to renew before the old timestamps count against it.
 
 - a node without a new heartbeat for the grace period gets Ready=Unknown (reason
   NodeStatusUnknown) and the taint node.kubernetes.io/unreachable:NoExecute;
-- pods on such a node that do not tolerate the taint are deleted (graceful: they stay
+- the taints come at kube-controller-manager's rates, per zone (topology.kubernetes.io/
+  zone) by its state: 0.1 nodes a second (--node-eviction-rate) in a normal zone and
+  in one with no ready node; 0.01 (--secondary-node-eviction-rate) in a zone where more
+  than 2 and at least 55% of the nodes are not ready (--unhealthy-zone-threshold), none
+  there in a cluster of 50 nodes or fewer; and none at all while no zone has a ready
+  node (the control plane, not the nodes, is then taken to be the trouble: when a
+  busy machine starves the simulated kubelets' Lease renewals, every node goes stale
+  at once, and tainting them all, then untainting them, doubled the writes that
+  starved it);
+- pods on a tainted node that do not tolerate the taint are deleted (graceful: they stay
   Terminating until the kubelet comes back, as on a real cluster); a toleration with
   tolerationSeconds delays that by its seconds;
 - when the lease is renewed again on a node marked Unknown, the kubelet (the `kubelet_ready`
@@ -52,6 +61,31 @@ KUBELET_CONDITIONS = ("Ready", "MemoryPressure", "DiskPressure", "PIDPressure")
 
 def _rv(obj: dict[str, Any]) -> str:
     return str((obj.get("metadata") or {}).get("resourceVersion") or "")
+
+
+# kube-controller-manager's defaults: --node-eviction-rate, --secondary-node-eviction-rate,
+# --unhealthy-zone-threshold, --large-cluster-size-threshold
+TAINT_RATE = 0.1
+SECONDARY_TAINT_RATE = 0.01
+UNHEALTHY_ZONE_THRESHOLD = 0.55
+LARGE_CLUSTER = 50
+NORMAL, PARTIAL, FULL = "Normal", "PartialDisruption", "FullDisruption"
+
+
+def zone_state(ready: int, not_ready: int) -> str:
+    """A zone's state as kube-controller-manager's node lifecycle computes it."""
+    if ready == 0 and not_ready > 0:
+        return FULL
+    if not_ready > 2 and not_ready / (ready + not_ready) >= UNHEALTHY_ZONE_THRESHOLD:
+        return PARTIAL
+    return NORMAL
+
+
+def taint_rate(state: str, cluster_size: int) -> float:
+    """Nodes a second the zone's unreachable nodes are tainted at."""
+    if state == PARTIAL:
+        return SECONDARY_TAINT_RATE if cluster_size > LARGE_CLUSTER else 0.0
+    return TAINT_RATE
 
 
 def unreachable_taint() -> dict[str, Any]:
@@ -111,6 +145,10 @@ class NodeLifecycle:
         self.kubelet_ready = kubelet_ready
         self.pod_gc_after = pod_gc_after
         self.orphaned: dict[str, float] = {}  # missing node -> monotonic time first seen
+        # zone -> (taints it may add now, monotonic time of that count): a token bucket
+        # of one at the zone's rate
+        self._tokens: dict[str, tuple[float, float]] = {}
+        self.zone_states: dict[str, str] = {}
 
     async def run(self, stop: asyncio.Event) -> None:
         await self.nodes.wait_synced()
@@ -133,6 +171,8 @@ class NodeLifecycle:
         for gone in set(self.probes) - {o.name_of(n) for n in nodes}:
             del self.probes[gone]
             self._renewed.pop(gone, None)
+        seen_now = []
+        counts: dict[str, list[int]] = {}  # zone -> [ready, not ready]
         for node in nodes:
             name = o.name_of(node)
             ready = o.get_condition(node, "Ready") or {}
@@ -141,11 +181,20 @@ class NodeLifecycle:
             if seen is None or seen[0] != beat:
                 seen = self.probes[name] = (beat, mono)
             stale = mono - seen[1] > self.grace
+            zone = o.labels_of(node).get(names.LABEL_ZONE, "")
+            counts.setdefault(zone, [0, 0])[1 if stale or ready.get("status") != "True" else 0] += 1
+            seen_now.append((node, name, ready, stale, zone))
+        self.zone_states = {z: zone_state(r, n) for z, (r, n) in counts.items()}
+        # every zone without a ready node: the trouble is taken to be here, not there
+        halted = bool(self.zone_states) and all(v == FULL for v in self.zone_states.values())
+        for node, name, ready, stale, zone in seen_now:
             taint = o.find_taint(node, names.TAINT_UNREACHABLE, o.NO_EXECUTE)
             if stale:
-                if ready.get("status") != "Unknown" or taint is None:
-                    await self._mark_unreachable(node, taint is None)
-                await self._evict(node)
+                add = taint is None and not halted and self._may_taint(zone, len(nodes), mono)
+                if ready.get("status") != "Unknown" or add:
+                    await self._mark_unreachable(node, add)
+                if (taint is not None or add) and not halted:
+                    await self._evict(node)
             elif ready.get("status") == "Unknown" and self.kubelet_ready is not None:
                 await self.kubelet_ready(name)  # its kubelet is back: it posts Ready
             elif taint is not None and ready.get("status") == "True":
@@ -167,6 +216,19 @@ class NodeLifecycle:
                     continue
                 self.marked.pop(name, None)
                 log.info("node %s is reachable again", name)
+
+    def _may_taint(self, zone: str, cluster_size: int, mono: float) -> bool:
+        """Whether the zone's rate lets one more unreachable node be tainted now."""
+        rate = taint_rate(self.zone_states.get(zone, NORMAL), cluster_size)
+        if rate <= 0:
+            return False
+        tokens, at = self._tokens.get(zone, (1.0, mono))
+        tokens = min(1.0, tokens + rate * (mono - at))
+        if tokens < 1.0:
+            self._tokens[zone] = (tokens, mono)
+            return False
+        self._tokens[zone] = (tokens - 1.0, mono)
+        return True
 
     def _lease_renewed(self, node: str) -> float | None:
         """The node's Lease's renewTime (epoch seconds) as the cache has it; None
@@ -240,8 +302,14 @@ class NodeLifecycle:
             return  # changed meanwhile: the next pass sees the new version
         except NotFound:
             return
-        self.marked.setdefault(name, time.monotonic())
-        log.info("node %s stopped renewing its lease: marked unreachable", name)
+        if add_taint:
+            self.marked.setdefault(name, time.monotonic())
+        if conds or add_taint:
+            log.info(
+                "node %s stopped renewing its lease: marked unreachable%s",
+                name,
+                "" if add_taint else " (not tainted yet: its zone's rate)",
+            )
 
     async def _evict(self, node: dict[str, Any]) -> None:
         name = o.name_of(node)
