@@ -47,7 +47,12 @@ _WEBHOOK = {
 }
 
 # definition -> field -> value, set when the field is absent or null (or "" for strings).
+_APIEXT = "io.k8s.apiextensions-apiserver.pkg.apis.apiextensions.v1."
+
 CONSTANT: dict[str, dict[str, Any]] = {
+    # a CRD converts by apiVersion alone unless it says otherwise (crdversions.py)
+    _APIEXT + "CustomResourceDefinitionSpec": {"conversion": {"strategy": "None"}},
+    _APIEXT + "ServiceReference": {"port": 443},
     _CORE + "PodSpec": {
         "dnsPolicy": "ClusterFirst",
         "restartPolicy": "Always",

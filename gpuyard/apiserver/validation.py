@@ -264,6 +264,81 @@ def validate_object(
     return out
 
 
+def _conversion_causes(conv: Any) -> list[Cause]:
+    """spec.conversion as kube-apiserver judges it (its internal form names the
+    webhook's clientConfig spec.conversion.webhookClientConfig)."""
+    if not isinstance(conv, dict):
+        return []
+    out: list[Cause] = []
+    strategy = conv.get("strategy")
+    hook = conv.get("webhook") if isinstance(conv.get("webhook"), dict) else None
+    cfg = (hook or {}).get("clientConfig")
+    versions = (hook or {}).get("conversionReviewVersions") or []
+    if strategy not in ("None", "Webhook"):
+        out.append(
+            _cause(
+                "spec.conversion.strategy",
+                f'Unsupported value: "{strategy}": supported values: "None", "Webhook"',
+                "FieldValueNotSupported",
+            )
+        )
+    elif strategy == "Webhook":
+        if not isinstance(cfg, dict):
+            out.append(
+                _cause(
+                    "spec.conversion.webhookClientConfig",
+                    "Required value: required when strategy is set to Webhook",
+                    "FieldValueRequired",
+                )
+            )
+        elif ("url" in cfg) == ("service" in cfg):
+            out.append(
+                _cause(
+                    "spec.conversion.webhookClientConfig",
+                    "Required value: exactly one of url or service is required",
+                    "FieldValueRequired",
+                )
+            )
+        if not versions:
+            out.append(
+                _cause(
+                    "spec.conversion.conversionReviewVersions",
+                    "Required value: must contain at least one version",
+                    "FieldValueRequired",
+                )
+            )
+        elif not any(v in ("v1", "v1beta1") for v in versions):
+            out.append(
+                _cause(
+                    "spec.conversion.conversionReviewVersions",
+                    f"Invalid value: {_go_list(versions)}: must include at least one of v1, "
+                    "v1beta1",
+                )
+            )
+    else:
+        if cfg is not None:
+            out.append(
+                _cause(
+                    "spec.conversion.webhookClientConfig",
+                    "Forbidden: should not be set when strategy is not set to Webhook",
+                    "FieldValueForbidden",
+                )
+            )
+        if versions:
+            out.append(
+                _cause(
+                    "spec.conversion.conversionReviewVersions",
+                    "Forbidden: should not be set when strategy is not set to Webhook",
+                    "FieldValueForbidden",
+                )
+            )
+    return out
+
+
+def _go_list(values: list[Any]) -> str:
+    return "[]string{" + ", ".join(_go_quote(str(v)) for v in values) + "}"
+
+
 def validate_crd(crd: dict[str, Any]) -> list[Cause]:
     out: list[Cause] = []
     spec = crd.get("spec")
@@ -295,6 +370,7 @@ def validate_crd(crd: dict[str, Any]) -> list[Cause]:
                 "FieldValueNotSupported",
             )
         )
+    out += _conversion_causes(spec.get("conversion"))
     out += structural.crd_schema_causes(spec)
     versions = spec.get("versions")
     for path, oas in structural.schema_paths(spec):

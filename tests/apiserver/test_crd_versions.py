@@ -246,3 +246,61 @@ async def test_schema_errors_name_the_schema_as_kube_does(api: Api) -> None:
     st, err = await api.post(CRDS, different)
     assert st == 422, err
     assert [c["field"] for c in err["details"]["causes"]] == [f"spec.versions[1].schema{where}"]
+
+
+async def test_conversion_is_defaulted_and_judged(api: Api) -> None:
+    """spec.conversion defaults to strategy None (a service port to 443); an unknown
+    strategy, a Webhook strategy without its client or review versions, and a webhook
+    given to strategy None are refused, at the fields kube-apiserver names."""
+    hook = {
+        "strategy": "Webhook",
+        "webhook": {
+            "conversionReviewVersions": ["v1"],
+            "clientConfig": {"service": {"namespace": "default", "name": "conv"}},
+        },
+    }
+    bad: list[tuple[dict[str, Any], str, str, str]] = [
+        (
+            {"strategy": "Bogus"},
+            "FieldValueNotSupported",
+            "spec.conversion.strategy",
+            'Unsupported value: "Bogus": supported values: "None", "Webhook"',
+        ),
+        (
+            {"strategy": "Webhook", "webhook": {"conversionReviewVersions": ["v1"]}},
+            "FieldValueRequired",
+            "spec.conversion.webhookClientConfig",
+            "Required value: required when strategy is set to Webhook",
+        ),
+        (
+            {
+                "strategy": "Webhook",
+                "webhook": {"clientConfig": {"url": "https://x/c"}, "conversionReviewVersions": []},
+            },
+            "FieldValueRequired",
+            "spec.conversion.conversionReviewVersions",
+            "Required value: must contain at least one version",
+        ),
+        (
+            {"strategy": "None", "webhook": hook["webhook"]},
+            "FieldValueForbidden",
+            "spec.conversion.webhookClientConfig",
+            "Forbidden: should not be set when strategy is not set to Webhook",
+        ),
+    ]
+    for conversion, reason, field, message in bad:
+        st, err = await api.post(CRDS, gadget_crd(**conversion))
+        assert st == 422, (conversion, err)
+        assert {"reason": reason, "message": message, "field": field} in err["details"]["causes"], (
+            err
+        )
+    st, out = await api.post(CRDS, gadget_crd())
+    assert st == 201, out
+    assert out["spec"]["conversion"] == {"strategy": "None"}
+    assert (await api.req("DELETE", f"{CRDS}/{NAME}"))[0] == 200
+    for _ in range(100):
+        if (await api.get(f"{CRDS}/{NAME}"))[0] == 404:
+            break
+    st, out = await api.post(CRDS, gadget_crd(**hook))
+    assert st == 201, out
+    assert out["spec"]["conversion"]["webhook"]["clientConfig"]["service"]["port"] == 443
