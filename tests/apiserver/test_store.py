@@ -249,3 +249,20 @@ async def test_watchers_sharing_a_filter_share_its_line_and_others_get_their_own
         "every": ["MODIFIED"],
         "ns": [],
     }
+
+
+async def test_a_watch_wait_ends_by_its_own_timeout_after_a_longer_one() -> None:
+    """A wait never outlasts its timeout, whatever an earlier, longer wait armed."""
+    import time
+
+    store = Store(None)
+    w, _ = store.watch(CK, Filter(), store.rev)
+    waiting = asyncio.ensure_future(w.wait(30.0))
+    await asyncio.sleep(0)
+    await store.put(CK, obj("a"), create=True)
+    assert await waiting is True and len(w.drain()) == 1
+    t0 = time.monotonic()
+    assert await w.wait(0.2) is False
+    assert time.monotonic() - t0 < 5.0
+    store.unwatch(CK, w)
+    assert w.timer is None
