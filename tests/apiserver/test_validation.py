@@ -263,7 +263,7 @@ def test_odd_shapes_are_causes_not_crashes() -> None:
 async def test_label_and_annotation_errors_in_kube_apiserver_words(api: Api) -> None:
     """Raw HTTP: a bad label key, label value and annotation key are refused with the
     code, reason, field (the map) and words kube-apiserver gives; an annotation key is
-    judged in lower case, as kube judges it."""
+    judged in lower case, as kube judges it; so is a bad name (metadata.name)."""
     cms = "/api/v1/namespaces/default/configmaps"
     name_part = (
         "name part must consist of alphanumeric characters, '-', '_' or '.', and must start "
@@ -300,3 +300,15 @@ async def test_label_and_annotation_errors_in_kube_apiserver_words(api: Api) -> 
         cms, {"metadata": {"name": "upper", "annotations": {"Example.COM/Note": "x"}}}
     )
     assert st == 201, out
+    st, err = await api.post(cms, {"metadata": {"name": "Bad_Name"}})
+    assert (st, err["reason"]) == (422, "Invalid"), err
+    assert err["details"]["causes"] == [
+        {
+            "reason": "FieldValueInvalid",
+            "message": 'Invalid value: "Bad_Name": a lowercase RFC 1123 subdomain must consist '
+            "of lower case alphanumeric characters, '-' or '.', and must start and end with an "
+            "alphanumeric character (e.g. 'example.com', regex used for validation is "
+            r"'[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*')",
+            "field": "metadata.name",
+        }
+    ], err
