@@ -62,3 +62,55 @@ def test_counters_grow_at_the_rates_capped_by_the_egress_limit_and_go_with_the_p
         "direction": "out",
     }
     assert sample.value == 300_000_000
+
+
+async def test_a_node_agent_over_the_simulated_kernel_counts_its_own_nodes_pods(
+    apiserver_inproc,
+) -> None:
+    """netd's own loop (as `gpuyard up` runs it per simulated node): only pods bound to its
+    node get rules and counters, at their annotation's rates; a deleted pod's go."""
+    import asyncio
+
+    from gpuyard.kube.client import Client
+    from gpuyard.kube.informer import Informer
+    from gpuyard.kube.resources import PODS, TEAMS
+    from gpuyard.network.agent import NetAgent
+
+    client = Client.in_process(apiserver_inproc, component="netd")
+    now = [100.0]
+    engine = simtraffic.SimAccounting(clock=lambda: now[0])
+    teams = Informer(client, TEAMS)  # shared, not started: the CRD is not installed here
+    agent = NetAgent(client, "n1", engine, teams=teams, watch_nodes=False, threaded=False)
+    engine.pods = agent.pods
+    assert agent.nodes is None
+    await client.create({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "ns-a"}})
+    for i, (name, node) in enumerate((("mine", "n1"), ("other", "n2"))):
+        meta = {k: v for k, v in pod(name, "internet=80Mbit")["metadata"].items() if k != "uid"}
+        spec = {"nodeName": node, "containers": [{"name": "c", "image": "x"}]}
+        await client.create({"apiVersion": "v1", "kind": "Pod", "metadata": meta, "spec": spec})
+        status = {"phase": "Running", "podIP": f"10.64.0.{5 + i}"}
+        await client.patch_status(PODS, name, {"status": status}, "ns-a")
+    stop = asyncio.Event()
+    task = asyncio.create_task(agent.run(stop))
+
+    async def until(cond) -> None:
+        for _ in range(200):
+            if cond():
+                return
+            await asyncio.sleep(0.02)
+        raise AssertionError("not in time")
+
+    try:
+        await until(lambda: bool(engine.rules))
+        assert {r.name for r in engine.rules.values()} == {"mine"}
+        now[0] += 10
+        got = {(c.pod.name, c.cls, c.direction): c.bytes for c in engine.read()}
+        assert got[("mine", "internet", "out")] == 100_000_000  # 80 Mbit/s for 10 s
+        assert {k[0] for k in got} == {"mine"}
+        await client.delete(PODS, "mine", "ns-a", grace_period_seconds=0)
+        await until(lambda: not engine.rules)
+        assert engine.read() == []
+    finally:
+        stop.set()
+        await task
+        await client.close()
