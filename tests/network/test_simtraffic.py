@@ -114,3 +114,56 @@ async def test_a_node_agent_over_the_simulated_kernel_counts_its_own_nodes_pods(
         stop.set()
         await task
         await client.close()
+
+
+async def test_simulated_nodes_get_an_agent_each_that_goes_with_its_node(apiserver_inproc) -> None:
+    """As a DaemonSet does: a simulated Node gets its agent (watching that node's pods),
+    a Node that is not simulated gets none, and a deleted Node's agent stops."""
+    import asyncio
+
+    from gpuyard.cluster.simnetd import SIM_LABEL, SimNetd
+    from gpuyard.kube.client import Client
+    from gpuyard.kube.informer import Informer
+    from gpuyard.kube.resources import NODES, TEAMS
+
+    client = Client.in_process(apiserver_inproc, component="netd")
+    nodes = Informer(client, NODES).start()
+    stop = asyncio.Event()
+    netd = SimNetd(client, nodes, Informer(client, TEAMS), stop)
+    netd.start()
+
+    async def until(cond) -> None:
+        for _ in range(250):
+            if cond():
+                return
+            await asyncio.sleep(0.02)
+        raise AssertionError("not in time")
+
+    try:
+        for name, labels in (
+            ("s1", {SIM_LABEL: "true"}),
+            ("s2", {SIM_LABEL: "true"}),
+            ("real", {}),
+        ):
+            node = {
+                "apiVersion": "v1",
+                "kind": "Node",
+                "metadata": {"name": name, "labels": labels},
+            }
+            await client.create(node)
+        await until(lambda: set(netd.agents) == {"s1", "s2"})
+        await until(lambda: all(a.pods.has_synced for a in netd.agents.values()))
+        assert {a.pods.field_selector for a in netd.agents.values()} == {
+            "spec.nodeName=s1",
+            "spec.nodeName=s2",
+        }
+        task = netd._tasks["s1"]
+        await client.delete(NODES, "s1")
+        await until(lambda: set(netd.agents) == {"s2"} and task.done())
+        await asyncio.sleep(0.1)
+        assert set(netd.agents) == {"s2"}  # the real node never got one
+    finally:
+        stop.set()
+        await netd.stop()
+        await nodes.stop()
+        await client.close()
