@@ -184,30 +184,48 @@ def _best_fit_claims(ps: Pass, p: PodInfo, u: Unit) -> NodeInfo | None:
     request counts the GPU devices its own claims take): level by level from the
     fewest free GPUs that fit, the nodes of a level in best-fit order (least free cpu,
     then candidate order), the first whose devices can be had. The same node as the
-    scan over every candidate, found without looking at the levels above it."""
+    scan over every candidate, found without looking at the levels above it; within a
+    level the best is tried before the rest are ordered (it nearly always wins)."""
     b = buckets(ps, p, "gpu")
     pos = candidate_pos(ps, p)
-    free_for = ps.holds.free_for
+    held, blocks = ps.holds.held, ps.holds.blocks
+    r0, r1, r2, r3 = p.req
     levels = b.levels
     far = len(pos)
-    for lv in range(min(p.req[GPU], len(levels)), len(levels)):
+
+    def takes(n: NodeInfo) -> bool:
+        if (p.anti_affinity or any(q.anti_affinity for q in n.pods.values())) and not anti_ok(p, n):
+            return False
+        return dra.plan(p, n) is not None
+
+    for lv in range(min(r2, len(levels)), len(levels)):
         level = levels[lv]
         if not level:
             continue
-        rows = [
-            ((n.alloc[0] - n.used[0], pos.get(n.name, far)), n)
-            for n in level.values()
-            if fits_resources(p, n) and free_for(n, u)
-        ]
-        rows.sort(key=lambda t: t[0])
-        for _, n in rows:
-            if (p.anti_affinity or any(q.anti_affinity for q in n.pods.values())) and not anti_ok(
-                p, n
-            ):
+        rows: list[tuple[tuple[int, int], NodeInfo]] = []
+        for n in level.values():
+            if held:
+                h = held.get(n.name)
+                if h is not None and blocks(h, u):
+                    continue
+            a, us = n.alloc, n.used  # fits_resources, inlined: this loop is hot
+            if r2 + us[2] > a[2] or r0 + us[0] > a[0] or r1 + us[1] > a[1] or r3 + us[3] > a[3]:
                 continue
-            if dra.plan(p, n) is not None:
-                return n
+            rows.append(((a[0] - us[0], pos.get(n.name, far)), n))
+        if not rows:
+            continue
+        best = min(rows, key=_row_key)
+        if takes(best[1]):
+            return best[1]
+        rows.sort(key=_row_key)
+        for row in rows:
+            if row is not best and takes(row[1]):
+                return row[1]
     return None
+
+
+def _row_key(row: tuple[tuple[int, int], NodeInfo]) -> tuple[int, int]:
+    return row[0]
 
 
 def _best_fit_scan(ps: Pass, p: PodInfo, u: Unit) -> NodeInfo | None:
