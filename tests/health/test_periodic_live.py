@@ -25,6 +25,16 @@ from .hostfiles import make_host, write_gpus
 from .test_component import _taint, _until, fake_kubelet
 
 
+def _periodic_results(result: str) -> float:
+    """gpuyard_health_gpu_tests_total{kind="periodic", result=...} in this process."""
+    from prometheus_client import REGISTRY
+
+    got = REGISTRY.get_sample_value(
+        "gpuyard_health_gpu_tests_total", {"kind": "periodic", "result": result}
+    )
+    return got or 0.0
+
+
 async def _pod(c: Client, name: str, node: str, prio: str, ns: str = "default") -> None:
     await c.create(
         {
@@ -99,6 +109,7 @@ async def test_periodic_tests_idle_nodes_only(
         await _pod(c, "train-1", "busy", "gpuyard-normal")
         await _pod(c, "scavenger-1", "lent", "gpuyard-balloon")  # not gpuyard's balloon
         cfg = PeriodicConfig(max_concurrent=2, max_starts_per_hour=10, timeout_s=60)
+        before = {r: _periodic_results(r) for r in ("pass", "fail")}
         tasks = [
             asyncio.create_task(run_periodic(health, stop, cfg, period_s=0.2)),
             asyncio.create_task(fake_kubelet(c, hosts, stop)),
@@ -125,6 +136,12 @@ async def test_periodic_tests_idle_nodes_only(
         assert scavenger is not None and not scavenger["metadata"].get("deletionTimestamp")
         balloon = await c.get_or_none(PODS, "balloon-1", manifests.NAMESPACE)
         assert balloon is None or balloon["metadata"].get("deletionTimestamp")
+        # each result counted once on the process's metrics (what /metrics serves)
+
+        async def counted() -> bool:
+            return all(_periodic_results(r) - before[r] == 1 for r in ("pass", "fail"))
+
+        await _until(counted, 10)
         refused = [r.getMessage() for r in caplog.records if "forbidden" in r.getMessage().lower()]
         assert refused == []
     finally:
