@@ -9,8 +9,10 @@ untouched. Ranges of the classes live in interval sets, ``r_<class>`` (IPv4) and
 ``r6_<class>`` (IPv6). A pod's internet-bound packets may also get skb->priority 1:<tclass>,
 the uplink HTB class of the shaper (gpuyard.network.shaping).
 
-Changes go to the kernel as one ``nft -f -`` batch (atomic: all or nothing); state is read
-back as JSON (``nft -j``), so a restarted agent rebuilds what it owns from the kernel: the
+Changes go to the kernel as one nft batch (atomic: all or nothing), run in-process through
+libnftables (gpuyard.network.libnft: no process per batch, the ruleset cache kept between
+batches) or, where that library is missing, through ``nft -f -``; state is read back as
+JSON (``nft -j``), so a restarted agent rebuilds what it owns from the kernel: the
 counters' comments hold namespace, name, address and mark; counters are never recreated for
 a pod that still has them, so a restart neither loses nor double-counts.
 """
@@ -19,12 +21,18 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import subprocess
 from dataclasses import dataclass
 
+from gpuyard.network import libnft
 from gpuyard.network.classes import CLASSES, DIRECTIONS, Ranges, join_ips
 
 TABLE = "gpuyard"
+# One counter of ``nft list counters``: name, optional comment, then its packets and bytes.
+_COUNTER_TEXT = re.compile(
+    r'^\s*counter (\S+) \{\s*(?:comment "([^"]*)"\s*)?packets (\d+) bytes (\d+)', re.M
+)
 CLASS_MASK = 0xFFFF
 
 
@@ -99,6 +107,12 @@ class NftAccounting:
         self.table = table
         self.nft = nft
         self.batches = 0
+        # In-process where the library is there (and no other nft binary was asked for).
+        self._lib = libnft.load(netns) if nft == "nft" else None
+
+    @property
+    def in_process(self) -> bool:
+        return self._lib is not None
 
     # -- kernel I/O: one subprocess per batch or read ------------------------------------
     def _cmd(self, *args: str) -> list[str]:
@@ -107,23 +121,28 @@ class NftAccounting:
 
     def _run(self, script: str) -> None:
         self.batches += 1
+        if self._lib is not None:
+            try:
+                self._lib.run(script)
+            except libnft.LibnftError as exc:
+                raise NftError(f"nft batch refused: {exc}\n--- batch ---\n{script}") from None
+            return
         p = subprocess.run(self._cmd("-f", "-"), input=script, capture_output=True, text=True)
         if p.returncode != 0:
             raise NftError(f"nft batch refused: {p.stderr.strip()}\n--- batch ---\n{script}")
 
-    def _list(self, what: str = "table") -> list[dict]:
-        """The table (``table``) or only its counters (``counters``), as nft's JSON."""
+    def _list(self) -> list[dict]:
+        """The whole table, as nft's JSON (what a restarted agent rebuilds from)."""
+        if self._lib is not None:
+            try:
+                out = self._lib.run(f"list table inet {self.table}", json=True)
+            except libnft.LibnftError as exc:
+                if "No such file" in str(exc):
+                    return []
+                raise NftError(f"nft list refused: {exc}") from None
+            return json.loads(out).get("nftables", []) if out.strip() else []
         p = subprocess.run(
-            self._cmd(
-                "-j",
-                "list",
-                *(["counters"] if what == "counters" else []),
-                "table",
-                "inet",
-                self.table,
-            ),
-            capture_output=True,
-            text=True,
+            self._cmd("-j", "list", "table", "inet", self.table), capture_output=True, text=True
         )
         if p.returncode != 0:
             if "No such file" in p.stderr:
@@ -271,20 +290,43 @@ class NftAccounting:
             self._run("\n".join(lines) + "\n")
         return {"added": added, "removed": removed, "updated": updated}
 
+    def _counters(self) -> list[tuple[str, str, int, int]]:
+        """Every counter of the table: name, comment, packets, bytes. Read as nft's text,
+        not JSON: at 110 pods the library's JSON printer took longer than the kernel dump
+        (benchmarks/network.py); the counter block's layout is fixed and our comments hold
+        no double quote (PodRule.comment)."""
+        if self._lib is not None:
+            try:
+                out = self._lib.run(f"list counters table inet {self.table}")
+            except libnft.LibnftError as exc:
+                if "No such file" in str(exc):
+                    return []
+                raise NftError(f"nft list refused: {exc}") from None
+        else:
+            p = subprocess.run(
+                self._cmd("list", "counters", "table", "inet", self.table),
+                capture_output=True,
+                text=True,
+            )
+            if p.returncode != 0:
+                if "No such file" in p.stderr:
+                    return []
+                raise NftError(f"nft list refused: {p.stderr.strip()}")
+            out = p.stdout
+        return [(m[1], m[2] or "", int(m[3]), int(m[4])) for m in _COUNTER_TEXT.finditer(out)]
+
     def read(self) -> list[Count]:
         """Every owned counter, with the pod it belongs to: one kernel read for the node."""
-        items = self._list("counters")
         pods: dict[str, PodRule] = {}
         raw = []
-        for item in items:
-            c = item.get("counter")
-            if not c or not c["name"].startswith("c_"):
+        for name, comment, packets, nbytes in self._counters():
+            if not name.startswith("c_"):
                 continue
-            _, pid, direction, cls = c["name"].split("_", 3)
+            _, pid, direction, cls = name.split("_", 3)
             if pid not in pods:
-                pod = PodRule.parse(c.get("comment", ""))
+                pod = PodRule.parse(comment)
                 if pod is None:
                     continue
                 pods[pid] = pod
-            raw.append((pid, cls, direction, c["packets"], c["bytes"]))
+            raw.append((pid, cls, direction, packets, nbytes))
         return [Count(pods[p], cls, d, pk, by) for p, cls, d, pk, by in raw if p in pods]

@@ -219,3 +219,38 @@ def test_pods_come_and_go_under_traffic_without_stale_rules(lab):
     others = [pod_.id for pod_ in [pb, *extra]]
     assert not any(pid in listing for pid in others)
     assert listing.count("counter c_") == 8
+
+
+def test_in_process_engine_stays_in_its_namespace_and_follows_other_writers(lab):
+    """The engine runs nft in-process (libnftables, its cache kept between batches): it acts
+    in the node's namespace only, the calling thread comes back to its own, a change made
+    meanwhile by another writer (here the nft command) is seen by the next batch, and a
+    refused batch changes nothing."""
+    import os
+    import shutil
+
+    from gpuyard.network import libnft
+    from gpuyard.network.nft import NftError
+
+    here = os.stat("/proc/thread-self/ns/net").st_ino
+    acc = NftAccounting(netns=lab.ns("n1"))
+    if not acc.in_process:
+        pytest.skip(libnft.why_not())
+    other = NftAccounting(netns=lab.ns("n1"), nft=shutil.which("nft") or "nft")
+    assert not other.in_process
+    acc.ensure(ranges())
+    acc.sync(pods())
+    assert os.stat("/proc/thread-self/ns/net").st_ino == here
+    assert set(other.owned()) == {p.id for p in pods()}
+    other.sync(pods()[:1])  # another writer removes pb between our batches
+    assert set(acc.owned()) == {pods()[0].id}
+    assert acc.sync(pods())["added"] == [pods()[1]]
+    assert set(other.owned()) == {p.id for p in pods()}
+    before = counts(other)
+    bad = "add counter inet gpuyard c_extra\nadd rule inet gpuyard no_such_chain counter\n"
+    with pytest.raises(NftError, match="batch refused"):
+        acc._run(bad)
+    assert os.stat("/proc/thread-self/ns/net").st_ino == here
+    listing = lab.run("n1", "nft", "list", "counters", capture_output=True, text=True).stdout
+    assert "c_extra" not in listing
+    assert counts(other) == before == counts(acc) and set(acc.owned()) == {p.id for p in pods()}
