@@ -2,7 +2,8 @@
 
 Prints JSON. Needs root and network namespaces (every namespace it makes is removed).
 - add/remove of one pod's rules with 109 other pods on the node (110 per node), for the
-  nftables engine (gpuyard.network.nft) and, as the baseline the choice was made against,
+  nftables engine (gpuyard.network.nft, in-process through libnftables), the same engine
+  running one ``nft -f -`` process per batch (``nftables_command``: the cost it had), and, as the baseline the choice was made against,
   the same per-pod chain of 8 comment-tagged counting rules through iptables-restore;
 - counter read per pod: one read of the whole node divided by its 110 pods, both ways;
 - per packet: small UDP packets (iperf3, 64-byte payloads, unpaced) from a lab pod to the
@@ -78,8 +79,10 @@ def pod(i: int) -> PodRule:
     return PodRule("bench", f"pod-{i}", f"10.1.{i // 250}.{i % 250 + 2}", uid=f"u{i}")
 
 
-def bench_nft(ns: str, pods: int, rounds: int) -> dict:
-    acc = NftAccounting(netns=ns)
+def bench_nft(ns: str, pods: int, rounds: int, nft: str = "nft") -> dict:
+    """The engine as netd runs it (``nft``: in-process through libnftables where it is
+    there) or, with ``nft`` a path to the command, one ``nft -f -`` process per batch."""
+    acc = NftAccounting(netns=ns, nft=nft)
     acc.ensure(Ranges.of(["10.1.0.0/16"], ["10.2.0.0/16"], ["10.0.0.0/8"]))
     base = [pod(i) for i in range(pods - 1)]
     acc.sync(base)
@@ -101,7 +104,12 @@ def bench_nft(ns: str, pods: int, rounds: int) -> dict:
         n = len({c.pod.id for c in acc.read()})
         reads.append((time.perf_counter() - t) / n)
     acc.destroy()
-    return {"add": ms(adds), "remove": ms(removes), "read_per_pod": ms(reads)}
+    return {
+        "add": ms(adds),
+        "remove": ms(removes),
+        "read_per_pod": ms(reads),
+        "in_process": acc.in_process,
+    }
 
 
 def _ipt(ns: str, script: str) -> None:
@@ -610,12 +618,17 @@ def main() -> None:
         ns = "gybench-" + uuid.uuid4().hex[:6]
         subprocess.run(["ip", "netns", "add", ns], check=True)
         try:
+            load = os.getloadavg()[0]
             nft = bench_nft(ns, args.pods, args.rounds)
             ipt = bench_iptables(ns, args.pods, args.rounds)
+            cmd = bench_nft(ns, args.pods, args.rounds, nft=shutil.which("nft") or "nft")
         finally:
             subprocess.run(["ip", "netns", "del", ns])
+        result["load_average_1m"] = [round(load, 2), round(os.getloadavg()[0], 2)]
         result["nftables"] = nft
         result["iptables_restore"] = ipt
+        # Where the time went before: the same batches, one nft process each.
+        result["nftables_command"] = cmd
         result["ratio_iptables_over_nftables"] = {
             k: round(ipt[k]["median_ms"] / nft[k]["median_ms"], 2)
             for k in ("add", "remove", "read_per_pod")
