@@ -291,28 +291,26 @@ class NftAccounting:
         return {"added": added, "removed": removed, "updated": updated}
 
     def _counters(self) -> list[tuple[str, str, int, int]]:
-        """Every counter of the table: name, comment, packets, bytes. Read as nft's text,
-        not JSON: at 110 pods the library's JSON printer took longer than the kernel dump
-        (benchmarks/network.py); the counter block's layout is fixed and our comments hold
-        no double quote (PodRule.comment)."""
+        """Every counter of the table: name, comment, packets, bytes. In-process: one
+        netlink dump of the counter objects (libnft.read_counters: no ruleset cache fetched,
+        nothing printed). Through the command: nft's text, not its JSON (at 110 pods its
+        JSON printer took longer than the kernel dump); the counter block's layout is fixed
+        and our comments hold no double quote (PodRule.comment)."""
         if self._lib is not None:
             try:
-                out = self._lib.run(f"list counters table inet {self.table}")
+                return libnft.read_counters(self._lib, self.table)
             except libnft.LibnftError as exc:
-                if "No such file" in str(exc):
-                    return []
-                raise NftError(f"nft list refused: {exc}") from None
-        else:
-            p = subprocess.run(
-                self._cmd("list", "counters", "table", "inet", self.table),
-                capture_output=True,
-                text=True,
-            )
-            if p.returncode != 0:
-                if "No such file" in p.stderr:
-                    return []
-                raise NftError(f"nft list refused: {p.stderr.strip()}")
-            out = p.stdout
+                raise NftError(f"counter read refused: {exc}") from None
+        p = subprocess.run(
+            self._cmd("list", "counters", "table", "inet", self.table),
+            capture_output=True,
+            text=True,
+        )
+        if p.returncode != 0:
+            if "No such file" in p.stderr:
+                return []
+            raise NftError(f"nft list refused: {p.stderr.strip()}")
+        out = p.stdout
         return [(m[1], m[2] or "", int(m[3]), int(m[4])) for m in _COUNTER_TEXT.finditer(out)]
 
     def read(self) -> list[Count]:

@@ -254,3 +254,5 @@ def test_in_process_engine_stays_in_its_namespace_and_follows_other_writers(lab)
     listing = lab.run("n1", "nft", "list", "counters", capture_output=True, text=True).stdout
     assert "c_extra" not in listing
     assert counts(other) == before == counts(acc) and set(acc.owned()) == {p.id for p in pods()}
+    acc.destroy()
+    assert acc.read() == [] == other.read()  # no table: nothing, from either reader
