@@ -1367,7 +1367,8 @@ class Core:
             md.pop(k, None)
         md["uid"] = ids.new_id()
         md["creationTimestamp"] = _now_ts()
-        md["generation"] = 1
+        if strategies.has_generation(res):
+            md["generation"] = 1
         self._defaults_on_create(res, obj)
         if not applied:
             managedfields.track_update(
@@ -1486,7 +1487,9 @@ class Core:
             md = new["metadata"]
             if "generation" in omd:
                 md["generation"] = omd["generation"]
-            if _spec_part(new) != _spec_part(old):
+            if strategies.has_generation(res) and strategies.generation_part(
+                res, new
+            ) != strategies.generation_part(res, old):
                 md["generation"] = int(omd.get("generation") or 0) + 1
         if sub in ("status", ephemeral.SUBRESOURCE):
             # mutated above (_admit_sub), then validated and admitted by policies and

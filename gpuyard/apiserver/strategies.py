@@ -475,6 +475,80 @@ def prepare_for_update(res: Resource, new: Obj, old: Obj) -> None:
         fn(new, old)
 
 
+def _spec(obj: Obj) -> Any:
+    return obj.get("spec")
+
+
+def _template(obj: Obj) -> Any:
+    return obj.get("template")
+
+
+def _webhooks(obj: Obj) -> Any:
+    return obj.get("webhooks")
+
+
+def _endpoint_slice(obj: Obj) -> Any:
+    # everything but metadata, and the labels
+    rest = {k: v for k, v in obj.items() if k not in ("metadata", "apiVersion", "kind")}
+    return rest, (obj.get("metadata") or {}).get("labels")
+
+
+# The kinds that have a metadata.generation, and the part of an object whose change adds
+# one to it. Facts of kube-apiserver 1.37's registry strategies (pkg/registry/<group>/
+# <kind>/strategy.go): their PrepareForCreate sets the generation to 1 and their
+# PrepareForUpdate adds one when this part differs from the stored object's. Every other
+# built-in kind (ConfigMap, Secret, Node, Namespace, Service, Lease, Event, ResourceClaim,
+# ServiceCIDR, Workload, PodGroup, ...) has none: its generation is whatever the client
+# gave on create, and an update cannot change it. A pod's ephemeralcontainers update
+# counts as a spec change (handlers.py). HorizontalPodAutoscaler: behind kube's
+# HPAGeneration feature gate, on by default.
+_GENERATION_PART: dict[tuple[str, str], Callable[[Obj], Any]] = {
+    ("", "Pod"): _spec,
+    ("", "PodTemplate"): _template,
+    ("", "ReplicationController"): _spec,
+    ("apps", "Deployment"): _spec,
+    ("apps", "ReplicaSet"): _spec,
+    ("apps", "StatefulSet"): _spec,
+    ("apps", "DaemonSet"): _spec,
+    ("batch", "Job"): _spec,
+    ("batch", "CronJob"): _spec,
+    ("autoscaling", "HorizontalPodAutoscaler"): _spec,
+    ("policy", "PodDisruptionBudget"): _spec,
+    ("apiextensions.k8s.io", "CustomResourceDefinition"): _spec,
+    ("admissionregistration.k8s.io", "ValidatingWebhookConfiguration"): _webhooks,
+    ("admissionregistration.k8s.io", "MutatingWebhookConfiguration"): _webhooks,
+    ("admissionregistration.k8s.io", "ValidatingAdmissionPolicy"): _spec,
+    ("admissionregistration.k8s.io", "ValidatingAdmissionPolicyBinding"): _spec,
+    ("admissionregistration.k8s.io", "MutatingAdmissionPolicy"): _spec,
+    ("admissionregistration.k8s.io", "MutatingAdmissionPolicyBinding"): _spec,
+    ("networking.k8s.io", "Ingress"): _spec,
+    ("networking.k8s.io", "IngressClass"): _spec,
+    ("networking.k8s.io", "NetworkPolicy"): _spec,
+    ("discovery.k8s.io", "EndpointSlice"): _endpoint_slice,
+    ("flowcontrol.apiserver.k8s.io", "FlowSchema"): _spec,
+    ("flowcontrol.apiserver.k8s.io", "PriorityLevelConfiguration"): _spec,
+    ("resource.k8s.io", "DeviceClass"): _spec,
+    ("resource.k8s.io", "ResourceSlice"): _spec,
+    ("resource.k8s.io", "DeviceTaintRule"): _spec,
+}
+
+
+def has_generation(res: Resource) -> bool:
+    """Whether the kind's objects get metadata.generation 1 on create (and a new one
+    on each change of generation_part): custom resources always."""
+    return res.custom or (res.group, res.kind) in _GENERATION_PART
+
+
+def generation_part(res: Resource, obj: Obj) -> Any:
+    """What of obj counts for its generation (has_generation(res) only). A custom
+    resource: all but its metadata and, when its status subresource is enabled, its
+    status (without one, a status change counts too)."""
+    if res.custom:
+        skip = ("metadata", "status") if "status" in res.subresources else ("metadata",)
+        return {k: v for k, v in obj.items() if k not in skip and k not in ("apiVersion", "kind")}
+    return _GENERATION_PART[(res.group, res.kind)](obj)
+
+
 def validate(res: Resource, obj: Obj, old: Obj | None) -> list[Cause]:
     """The kind's own rules for a create (old None) or an update."""
     if res.custom:
