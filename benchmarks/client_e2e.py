@@ -10,6 +10,7 @@ checkout and point --suite at its root, for instance:
 
 or only the test folders of one commit, from any clone:
 
+    mkdir -p /tmp/kc
     git -C CLONE archive 0246584 kubernetes/e2e_test kubernetes/aio/e2e_test | tar x -C /tmp/kc
     python benchmarks/client_e2e.py --suite /tmp/kc --suite-commit 0246584
 
