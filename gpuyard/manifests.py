@@ -298,7 +298,13 @@ def _netd_daemonset(image: str) -> dict[str, Any]:
                                 "requests": {"cpu": "50m", "memory": "96Mi"},
                                 "limits": {"memory": "256Mi"},
                             },
+                            # uid 0 with every capability dropped but NET_ADMIN: a
+                            # capability added to a non-root container is not in its
+                            # effective set (runtimes set no ambient capabilities), so
+                            # netd as the image's uid 65532 could change no rule
                             "securityContext": {
+                                "runAsUser": 0,
+                                "runAsNonRoot": False,
                                 "readOnlyRootFilesystem": True,
                                 "allowPrivilegeEscalation": False,
                                 "capabilities": {"drop": ["ALL"], "add": ["NET_ADMIN"]},

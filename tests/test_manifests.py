@@ -316,3 +316,28 @@ def test_every_object_is_valid_against_the_kubernetes_1_37_schemas(
     bad["spec"]["template"]["spec"]["containers"][0]["imagePullPolcy"] = "Always"
     with pytest.raises(kubernetes_validate.ValidationError, match="imagePullPolcy"):
         kubernetes_validate.validate(bad, "1.37.0", strict=True)
+
+
+def test_netd_can_use_net_admin_and_its_image_has_the_tools() -> None:
+    """netd writes nftables rules and tc qdiscs on the host. A capability added to a
+    non-root container never reaches its effective set, so it runs as uid 0 with every
+    capability dropped but NET_ADMIN; the control-plane Deployments stay the image's uid
+    65532.
+    Its image (the control-plane one) must carry libnftables and tc."""
+    docs = {(d["kind"], d["metadata"]["name"]): d for d in manifests.objects()}
+    netd = docs[("DaemonSet", "gpuyard-netd")]["spec"]["template"]["spec"]
+    sc = netd["containers"][0]["securityContext"]
+    assert sc["runAsUser"] == 0 and sc["runAsNonRoot"] is False
+    assert sc["capabilities"] == {"drop": ["ALL"], "add": ["NET_ADMIN"]}
+    assert sc["allowPrivilegeEscalation"] is False and sc["readOnlyRootFilesystem"] is True
+    assert netd["hostNetwork"] is True
+    for (kind, name), d in docs.items():
+        if kind == "Deployment":
+            for c in d["spec"]["template"]["spec"]["containers"]:
+                assert (c.get("securityContext") or {}).get("runAsUser") != 0, name
+    assert netd["containers"][0]["image"] == manifests.IMAGE
+    dockerfile = (ROOT / "deploy" / "images" / "Dockerfile").read_text()
+    base = (ROOT / "deploy" / "images" / "debian-base.sh").read_text()
+    for pkg in ("nftables", "iproute2"):  # libnftables1 comes with nftables; tc with iproute2
+        assert f" {pkg}" in dockerfile.split("apt-get install", 1)[1].split("&&", 1)[0], pkg
+        assert pkg in base.split("--include=", 1)[1].split()[0].split(","), pkg

@@ -11,7 +11,7 @@ export STORAGE_DRIVER="${STORAGE_DRIVER:-vfs}"
 name="${1:-localhost/gpuyard-base:bookworm}"
 root="$(mktemp -d)"
 trap 'rm -rf "$root"' EXIT
-debootstrap --variant=minbase --include=python3,python3-pip,ca-certificates bookworm "$root"
+debootstrap --variant=minbase --include=python3,python3-pip,ca-certificates,nftables,iproute2 bookworm "$root"
 rm -rf "$root"/var/cache/apt/archives/*.deb "$root"/var/lib/apt/lists/*
 ctr="$(buildah from scratch)"
 buildah copy "$ctr" "$root" / >/dev/null
