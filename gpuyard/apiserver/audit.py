@@ -382,6 +382,50 @@ class AuditLog:
             os.close(self._fd)
 
 
+def _who_fields(
+    user: UserInfo, impersonated: UserInfo | None, source_ip: str, user_agent: str
+) -> dict[str, Any]:
+    """An event's who-asked fields, in the event's order: user, impersonatedUser,
+    sourceIPs, userAgent (the last three only when there is one)."""
+    part: dict[str, Any] = {"user": user.as_dict()}
+    if impersonated is not None:
+        part["impersonatedUser"] = impersonated.as_dict()
+    if source_ip:
+        part["sourceIPs"] = [source_ip]
+    if user_agent:
+        part["userAgent"] = user_agent
+    return part
+
+
+def _object_ref(a: Attributes) -> dict[str, str]:
+    """An event's objectRef for a resource request (namespace, name and subresource
+    only when set)."""
+    ref: dict[str, str] = {"resource": a.resource}
+    if a.namespace:
+        ref["namespace"] = a.namespace
+    if a.name:
+        ref["name"] = a.name
+    ref["apiGroup"] = a.group
+    ref["apiVersion"] = a.version
+    if a.subresource:
+        ref["subresource"] = a.subresource
+    return ref
+
+
+def _annotations(
+    decision: tuple[str, str] | None, annotations: dict[str, str] | None
+) -> dict[str, str]:
+    """An event's annotations: the authorization decision and reason, then admission's
+    (policies' auditAnnotations)."""
+    ann: dict[str, str] = {}
+    if decision is not None:
+        ann["authorization.k8s.io/decision"] = decision[0]
+        ann["authorization.k8s.io/reason"] = decision[1]
+    if annotations:
+        ann.update(annotations)
+    return ann
+
+
 def event(
     level: str,
     audit_id: str,
@@ -408,25 +452,10 @@ def event(
         "stage": stage,
         "requestURI": uri,
         "verb": a.verb,
-        "user": user.as_dict(),
+        **_who_fields(user, impersonated, source_ip, user_agent),
     }
-    if impersonated is not None:
-        ev["impersonatedUser"] = impersonated.as_dict()
-    if source_ip:
-        ev["sourceIPs"] = [source_ip]
-    if user_agent:
-        ev["userAgent"] = user_agent
     if a.resource_request:
-        ref: dict[str, str] = {"resource": a.resource}
-        if a.namespace:
-            ref["namespace"] = a.namespace
-        if a.name:
-            ref["name"] = a.name
-        ref["apiGroup"] = a.group
-        ref["apiVersion"] = a.version
-        if a.subresource:
-            ref["subresource"] = a.subresource
-        ev["objectRef"] = ref
+        ev["objectRef"] = _object_ref(a)
     status: dict[str, Any] = {"metadata": {}, "code": code}
     if code >= 400:
         status["status"] = "Failure"
@@ -441,12 +470,7 @@ def event(
     ev["requestReceivedTimestamp"] = _ts(received)
     ev["stageTimestamp"] = _ts(t)
     if decision is not None or annotations:
-        ev["annotations"] = {}
-        if decision is not None:
-            ev["annotations"]["authorization.k8s.io/decision"] = decision[0]
-            ev["annotations"]["authorization.k8s.io/reason"] = decision[1]
-        if annotations:
-            ev["annotations"].update(annotations)  # admission's (policies' auditAnnotations)
+        ev["annotations"] = _annotations(decision, annotations)
     return ev
 
 
@@ -461,14 +485,7 @@ def _who(user: UserInfo, impersonated: UserInfo | None, source_ip: str, user_age
     key = (user, impersonated, source_ip, user_agent)
     hit = _WHO.get(key)
     if hit is None:
-        part: dict[str, Any] = {"user": user.as_dict()}
-        if impersonated is not None:
-            part["impersonatedUser"] = impersonated.as_dict()
-        if source_ip:
-            part["sourceIPs"] = [source_ip]
-        if user_agent:
-            part["userAgent"] = user_agent
-        hit = b"," + orjson.dumps(part)[1:-1]
+        hit = b"," + orjson.dumps(_who_fields(user, impersonated, source_ip, user_agent))[1:-1]
         if len(_WHO) >= 4096:
             _WHO.clear()
         _WHO[key] = hit
@@ -514,17 +531,8 @@ def line(
         _who(user, impersonated, source_ip, user_agent),
     ]
     if a.resource_request:
-        ref: dict[str, str] = {"resource": a.resource}
-        if a.namespace:
-            ref["namespace"] = a.namespace
-        if a.name:
-            ref["name"] = a.name
-        ref["apiGroup"] = a.group
-        ref["apiVersion"] = a.version
-        if a.subresource:
-            ref["subresource"] = a.subresource
         parts.append(b',"objectRef":')
-        parts.append(orjson.dumps(ref))
+        parts.append(orjson.dumps(_object_ref(a)))
     if code < 400:
         st = _STATUS_OK.get(code)
         if st is None:
@@ -544,14 +552,8 @@ def line(
     parts.append(b'","stageTimestamp":"')
     parts.append(_ts(t).encode())
     if decision is not None or annotations:
-        ann: dict[str, str] = {}
-        if decision is not None:
-            ann["authorization.k8s.io/decision"] = decision[0]
-            ann["authorization.k8s.io/reason"] = decision[1]
-        if annotations:
-            ann.update(annotations)
         parts.append(b'","annotations":')
-        parts.append(orjson.dumps(ann))
+        parts.append(orjson.dumps(_annotations(decision, annotations)))
         parts.append(b"}\n")
     else:
         parts.append(b'"}\n')
