@@ -1513,16 +1513,11 @@ def plan(p: PodInfo, n: NodeInfo) -> Plan | None:
     return got
 
 
-def _plan(p: PodInfo, n: NodeInfo, dv: Devices) -> Plan | None:
-    budget = (
-        n.alloc[_GPU] - n.used[_GPU] - p.req[_GPU] + p.dra_demand if n.alloc[_GPU] > 0 else 1 << 30
-    )
-    out: Plan = []
-    mine: set[tuple[str, str, str]] = set()
-    # the counter bookkeeping only where devices consume counters; elsewhere the GPU
-    # devices picked so far are counted here
-    use = Use(dv) if n.name in dv.partitioned else None
-    spent = 0
+def _unallocated(p: PodInfo, n: NodeInfo, dv: Devices) -> list[tuple[str, ClaimSpec]] | None:
+    """The pod's claims still to allocate on the node (key and spec, in the pod's order),
+    or None when one cannot be had there: unknown or without a spec, allocated on
+    another node, or held on another node by a pod of the placement being tried."""
+    todo: list[tuple[str, ClaimSpec]] = []
     for key in p.claims:
         c = dv.claims.get(key)
         if c is None or (c.results is None and c.spec is None):
@@ -1536,8 +1531,25 @@ def _plan(p: PodInfo, n: NodeInfo, dv: Devices) -> Plan | None:
             if held[0] != n.name:
                 return None
             continue
-        spec = c.spec
-        assert spec is not None  # an unallocated claim without one returned above
+        assert c.spec is not None  # an unallocated claim without one returned above
+        todo.append((key, c.spec))
+    return todo
+
+
+def _plan(p: PodInfo, n: NodeInfo, dv: Devices) -> Plan | None:
+    budget = (
+        n.alloc[_GPU] - n.used[_GPU] - p.req[_GPU] + p.dra_demand if n.alloc[_GPU] > 0 else 1 << 30
+    )
+    out: Plan = []
+    mine: set[tuple[str, str, str]] = set()
+    # the counter bookkeeping only where devices consume counters; elsewhere the GPU
+    # devices picked so far are counted here
+    use = Use(dv) if n.name in dv.partitioned else None
+    spent = 0
+    todo = _unallocated(p, n, dv)
+    if todo is None:
+        return None
+    for key, spec in todo:
         if spec.simple:
             alt = spec.requests[0].alternatives[0]
             # _simple_groups, inlined: this is the hot path of a gang's claims
@@ -1600,22 +1612,9 @@ def _plan_search(p: PodInfo, n: NodeInfo, dv: Devices, budget: int) -> Plan | No
     group of devices alike in its matched attributes that can take it, in value order;
     for another, the allocator's one answer), at most SEARCH_TRIES single-claim
     allocations; past them it gives up (None, and the node's reason says so)."""
-    todo: list[tuple[str, ClaimSpec]] = []
-    for key in p.claims:
-        c = dv.claims.get(key)
-        if c is None or (c.results is None and c.spec is None):
-            return None
-        if c.results is not None:
-            if c.node != n.name:
-                return None
-            continue
-        held = dv.held_claim(key)
-        if held is not None:
-            if held[0] != n.name:
-                return None
-            continue
-        assert c.spec is not None
-        todo.append((key, c.spec))
+    todo = _unallocated(p, n, dv)
+    if todo is None:
+        return None
     use = Use(dv) if n.name in dv.partitioned else None
     mine: set[tuple[str, str, str]] = set()
     out: Plan = []
