@@ -1737,6 +1737,9 @@ class Core:
             now = _now()
             md["deletionTimestamp"] = _ts(now + timedelta(seconds=grace if graceful else 0))
             md["deletionGracePeriodSeconds"] = int(grace) if graceful else 0
+            if int(md.get("generation") or 0) > 0:
+                # deletion starting is a change of the object, as in kube-apiserver
+                md["generation"] = int(md["generation"]) + 1
             md["finalizers"] = finalizers
             if not finalizers:
                 md.pop("finalizers")

@@ -99,3 +99,23 @@ async def test_custom_resource_generation(api: Api) -> None:
         st, o = await api.patch(f"{base}/x", {"status": {"phase": "Ready"}})
         assert st == 200
         assert o["metadata"]["generation"] == (2 if with_status else 3)
+
+
+async def test_deletion_start_bumps_generation_where_there_is_one(api: Api) -> None:
+    body = deploy("held")
+    body["metadata"]["finalizers"] = ["example.com/hold"]
+    st, d = await api.post(DEPLOYS, body)
+    assert st == 201 and d["metadata"]["generation"] == 1
+    st, d = await api.delete(f"{DEPLOYS}/held")
+    assert st == 200 and d["metadata"]["deletionTimestamp"]
+    assert d["metadata"]["generation"] == 2
+    st, d = await api.delete(f"{DEPLOYS}/held")  # already deleting: no change
+    assert st == 200 and d["metadata"]["generation"] == 2
+    st, c = await api.post(f"{NS}/configmaps", cm("held", finalizers=["example.com/hold"]))
+    assert st == 201
+    st, c = await api.delete(f"{NS}/configmaps/held")
+    assert st == 200 and c["metadata"]["deletionTimestamp"]
+    assert "generation" not in c["metadata"]
+    for path in (f"{DEPLOYS}/held", f"{NS}/configmaps/held"):
+        st, _ = await api.patch(path, {"metadata": {"finalizers": None}})
+        assert st == 200
