@@ -243,47 +243,26 @@ class Gate:
             uri += "?" + urlencode(list(query.items()))
         audit_id = ids.new_id()
         resp.headers["Audit-Id"] = audit_id
+        fields = (
+            level,
+            audit_id,
+            received,
+            uri,
+            a,
+            who,
+            acting,
+            source_ip,
+            _header(headers, "User-Agent"),
+            resp.status,
+            "ResponseStarted" if resp.streaming else "ResponseComplete",
+            decision,
+            message,
+        )
         if req_obj is None and resp_obj is None:
             # the common case (Metadata level): the line made from encoded pieces
-            self.audit.write(
-                audit.line(
-                    level,
-                    audit_id,
-                    received,
-                    uri,
-                    a,
-                    who,
-                    acting,
-                    source_ip,
-                    _header(headers, "User-Agent"),
-                    resp.status,
-                    "ResponseStarted" if resp.streaming else "ResponseComplete",
-                    decision,
-                    message,
-                    annotations,
-                )
-            )
+            self.audit.write(audit.line(*fields, annotations=annotations))
             return
-        self.audit.write(
-            audit.event(
-                level,
-                audit_id,
-                received,
-                uri,
-                a,
-                who,
-                acting,
-                source_ip,
-                _header(headers, "User-Agent"),
-                resp.status,
-                "ResponseStarted" if resp.streaming else "ResponseComplete",
-                decision,
-                message,
-                req_obj,
-                resp_obj,
-                annotations,
-            )
-        )
+        self.audit.write(audit.event(*fields, req_obj, resp_obj, annotations))
 
 
 def _forbidden(user: UserInfo, a: Attributes) -> APIError:
