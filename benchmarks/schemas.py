@@ -34,6 +34,7 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import orjson
@@ -53,6 +54,43 @@ def decode_us(res: Any, obj: dict[str, Any], reps: int = 5000) -> float:
     return (time.perf_counter() - t) / reps * 1e6
 
 
+async def _post_all(
+    srv: Any, path: str, bodies: list[bytes], check: Callable[[Any], None] | None = None
+) -> float:
+    """POST each body to `path` (each must be created; `check` looks at each response
+    too): bodies per second."""
+    headers = {"Content-Type": "application/json"}
+    t = time.perf_counter()
+    for b in bodies:
+        resp = await srv.dispatch("POST", path, {}, headers, b)
+        assert resp.status == 201, resp.body
+        if check is not None:
+            check(resp)
+    return len(bodies) / (time.perf_counter() - t)
+
+
+async def _medians(
+    rounds: int,
+    swap: Callable[[bool], Awaitable[None] | None],
+    run: Callable[[bool], Awaitable[float]],
+    state: bool = True,
+) -> tuple[float, float]:
+    """Median rates of `run(on)` with the thing measured on and off, rounds alternating
+    which goes first; `swap(on)` (awaited when it returns an awaitable) switches it, only
+    when it is not already so (`state`: how it is at the start)."""
+    rates: dict[str, list[float]] = {"on": [], "off": []}
+    for r in range(rounds):
+        for mode in ("on", "off") if r % 2 == 0 else ("off", "on"):
+            want = mode == "on"
+            if want != state:
+                done = swap(want)
+                if done is not None:
+                    await done
+                state = want
+            rates[mode].append(await run(want))
+    return statistics.median(rates["on"]), statistics.median(rates["off"])
+
+
 async def creates_per_s(pods: int, rounds: int) -> dict[str, Any]:
     from gpuyard.apiserver.server import APIServer
 
@@ -61,28 +99,25 @@ async def creates_per_s(pods: int, rounds: int) -> dict[str, Any]:
     def off(*_a: Any, **_k: Any) -> list[str]:
         return []
 
+    def swap(on: bool) -> None:
+        schemas.decode = real if on else off  # type: ignore[assignment]
+
     d = tempfile.mkdtemp(prefix="gpuyard-bench-schemas-")
     srv = APIServer(d, port=0, persist=False)
     await srv.start()
-    rates: dict[str, list[float]] = {"on": [], "off": []}
+    n = 0
+
+    async def run(_on: bool) -> float:
+        nonlocal n
+        bodies = [orjson.dumps(pod(n + i, 100)) for i in range(pods)]
+        n += pods
+        return await _post_all(srv, "/api/v1/namespaces/default/pods", bodies)
+
     try:
-        path = "/api/v1/namespaces/default/pods"
-        headers = {"Content-Type": "application/json"}
-        n = 0
-        for r in range(rounds):
-            for mode in ("on", "off") if r % 2 == 0 else ("off", "on"):
-                schemas.decode = real if mode == "on" else off  # type: ignore[assignment]
-                bodies = [orjson.dumps(pod(n + i, 100)) for i in range(pods)]
-                n += pods
-                t = time.perf_counter()
-                for b in bodies:
-                    resp = await srv.dispatch("POST", path, {}, headers, b)
-                    assert resp.status == 201, resp.body
-                rates[mode].append(pods / (time.perf_counter() - t))
+        on, off_ = await _medians(rounds, swap, run)
     finally:
         schemas.decode = real  # type: ignore[assignment]
         await srv.stop()
-    on, off_ = statistics.median(rates["on"]), statistics.median(rates["off"])
     return {
         "pods_per_round": pods,
         "rounds": rounds,
@@ -94,19 +129,14 @@ async def creates_per_s(pods: int, rounds: int) -> dict[str, Any]:
 
 async def _ab(
     label: str,
-    swap: Any,
+    swap: Callable[[bool], None],
     rounds: int,
-    run: Any,
+    run: Callable[[], Awaitable[float]],
 ) -> dict[str, float]:
     """Median rate of `run()` (objects/s) with `swap(True)` (as served) and `swap(False)`,
     rounds alternating which goes first."""
-    rates: dict[str, list[float]] = {"on": [], "off": []}
-    for r in range(rounds):
-        for mode in ("on", "off") if r % 2 == 0 else ("off", "on"):
-            swap(mode == "on")
-            rates[mode].append(await run())
+    on, off = await _medians(rounds, swap, lambda _on: run())
     swap(True)
-    on, off = statistics.median(rates["on"]), statistics.median(rates["off"])
     return {
         f"{label}_per_s": round(on, 1),
         f"{label}_per_s_without": round(off, 1),
@@ -126,22 +156,19 @@ async def managed_fields_cost(pods: int, rounds: int) -> dict[str, Any]:
     srv = APIServer(d, port=0, persist=False)
     await srv.start()
     path = "/api/v1/namespaces/default/pods"
-    headers = {"Content-Type": "application/json"}
     merge = {"Content-Type": "application/merge-patch+json"}
     made: list[str] = []
     counter = [0]
+
+    def keep(resp: Any) -> None:
+        made.append(orjson.loads(resp.body)["metadata"]["name"])
 
     async def creates() -> float:
         bodies = []
         for _ in range(pods):
             counter[0] += 1
             bodies.append(orjson.dumps(pod(counter[0], 100)))
-        t = time.perf_counter()
-        for b in bodies:
-            resp = await srv.dispatch("POST", path, {}, headers, b)
-            assert resp.status == 201, resp.body
-            made.append(orjson.loads(resp.body)["metadata"]["name"])  # type: ignore[arg-type]
-        return pods / (time.perf_counter() - t)
+        return await _post_all(srv, path, bodies, keep)
 
     async def updates() -> float:
         names = made[-pods:]
@@ -258,12 +285,9 @@ async def cel_cost(objects: int, rounds: int) -> dict[str, Any]:
             for _ in range(objects):
                 counter[0] += 1
                 bodies.append(_cr(plural, counter[0]))
-            path = f"/apis/bench.example.com/v1/namespaces/default/{plural}"
-            t = time.perf_counter()
-            for b in bodies:
-                resp = await srv.dispatch("POST", path, {}, headers, b)
-                assert resp.status == 201, resp.body
-            return objects / (time.perf_counter() - t)
+            return await _post_all(
+                srv, f"/apis/bench.example.com/v1/namespaces/default/{plural}", bodies
+            )
 
         return run
 
@@ -345,30 +369,17 @@ async def policy_cost(objects: int, rounds: int) -> dict[str, Any]:
             r = await srv.dispatch("DELETE", f"{adm}/validatingadmissionpolicybindings/pods")
             assert r.status == 200, r.body
 
-    async def run() -> float:
+    async def run(_on: bool) -> float:
         bodies = []
         for _ in range(objects):
             counter[0] += 1
             bodies.append(orjson.dumps(pod(counter[0], 100)))
-        t = time.perf_counter()
-        for b in bodies:
-            r = await srv.dispatch("POST", path, {}, headers, b)
-            assert r.status == 201, r.body
-        return objects / (time.perf_counter() - t)
+        return await _post_all(srv, path, bodies)
 
-    rates: dict[str, list[float]] = {"on": [], "off": []}
-    state = False
     try:
-        for r in range(rounds):
-            for mode in ("on", "off") if r % 2 == 0 else ("off", "on"):
-                want = mode == "on"
-                if want != state:
-                    await swap_async(want)
-                    state = want
-                rates[mode].append(await run())
+        on, off = await _medians(rounds, swap_async, run, state=False)
     finally:
         await srv.stop()
-    on, off = statistics.median(rates["on"]), statistics.median(rates["off"])
     return {
         "objects_per_round": objects,
         "rounds": rounds,
@@ -461,27 +472,17 @@ async def webhook_cost(objects: int, rounds: int) -> dict[str, Any]:
         for _ in range(objects):
             counter[0] += 1
             bodies.append(orjson.dumps(pod(counter[0], 100)))
-        t = time.perf_counter()
-        for b in bodies:
-            r = await srv.dispatch("POST", path, {}, headers, b)
-            assert r.status == 201, r.body
-            assert isinstance(r.body, bytes) and (b'"bench":"yes"' in r.body) is on, r.body
-        return objects / (time.perf_counter() - t)
 
-    rates: dict[str, list[float]] = {"on": [], "off": []}
-    state = False
+        def labelled(r: Any) -> None:
+            assert isinstance(r.body, bytes) and (b'"bench":"yes"' in r.body) is on, r.body
+
+        return await _post_all(srv, path, bodies, labelled)
+
     try:
-        for r in range(rounds):
-            for mode in ("on", "off") if r % 2 == 0 else ("off", "on"):
-                want = mode == "on"
-                if want != state:
-                    await swap(want)
-                    state = want
-                rates[mode].append(await run(want))
+        on, off = await _medians(rounds, swap, run, state=False)
     finally:
         await srv.stop()
         await runner.cleanup()
-    on, off = statistics.median(rates["on"]), statistics.median(rates["off"])
     return {
         "objects_per_round": objects,
         "rounds": rounds,
@@ -517,17 +518,12 @@ async def defaults_cost(pods: int, rounds: int) -> dict[str, Any]:
     await srv.start()
     n = 0
     path = "/api/v1/namespaces/default/pods"
-    headers = {"Content-Type": "application/json"}
 
     async def creates() -> float:
         nonlocal n
         bodies = [orjson.dumps(pod(n + i, 100)) for i in range(pods)]
         n += pods
-        t = time.perf_counter()
-        for b in bodies:
-            resp = await srv.dispatch("POST", path, {}, headers, b)
-            assert resp.status == 201, resp.body
-        return pods / (time.perf_counter() - t)
+        return await _post_all(srv, path, bodies)
 
     try:
         return {"pods_per_round": pods, **await _ab("creates", swap, rounds, creates)}
@@ -552,17 +548,12 @@ async def audit_cost(pods: int, rounds: int) -> dict[str, Any]:
 
     n = 0
     path = "/api/v1/namespaces/default/pods"
-    headers = {"Content-Type": "application/json"}
 
     async def creates() -> float:
         nonlocal n
         bodies = [orjson.dumps(pod(n + i, 100)) for i in range(pods)]
         n += pods
-        t = time.perf_counter()
-        for b in bodies:
-            resp = await srv.dispatch("POST", path, {}, headers, b)
-            assert resp.status == 201, resp.body
-        return pods / (time.perf_counter() - t)
+        return await _post_all(srv, path, bodies)
 
     try:
         return {"pods_per_round": pods, **await _ab("creates", swap, rounds, creates)}
