@@ -126,20 +126,7 @@ def _ipt_pod(i: int, add: bool) -> str:
     chain = f"GY-{i}"
     if not add:
         return f"*filter\n-D GY-ACCT -s {p.ip} -j {chain}\n-D GY-ACCT -d {p.ip} -j {chain}\n-F {chain}\n-X {chain}\nCOMMIT\n"
-    rules = [
-        f":{chain} - [0:0]",
-        f"-A GY-ACCT -s {p.ip} -j {chain}",
-        f"-A GY-ACCT -d {p.ip} -j {chain}",
-    ]
-    nets = {"node": "10.1.0.0/16", "zone": "10.2.0.0/16", "cluster": "10.0.0.0/8"}
-    for d in DIRECTIONS:
-        sel = "-s" if d == "out" else "-d"
-        for cls in CLASSES:
-            peer = f" {'-d' if d == 'out' else '-s'} {nets[cls]}" if cls in nets else ""
-            rules.append(
-                f'-A {chain} {sel} {p.ip}{peer} -m comment --comment "{p.namespace}/{p.name} {d} {cls}" -j RETURN'
-            )
-    return "*filter\n" + "\n".join(rules) + "\nCOMMIT\n"
+    return _ipt_pod_rule(p, chain, _BENCH_NETS)
 
 
 def bench_iptables(ns: str, pods: int, rounds: int) -> dict:
@@ -274,9 +261,15 @@ def bench_per_packet(pods: int, rounds: int, seconds: float) -> dict:
     }
 
 
-def _ipt_pod_rule(p: PodRule, chain: str) -> str:
-    """A pod's jump rules and chain in the iptables baseline, for a PodRule of the lab."""
-    nets = {"node": "10.1.1.0/24", "zone": "10.2.0.0/24", "cluster": "10.0.0.0/8"}
+# The peer networks of the iptables baseline's rules: of the synthetic pods (`pod`) and
+# of the lab's (tests/network/netlab.py)
+_BENCH_NETS = {"node": "10.1.0.0/16", "zone": "10.2.0.0/16", "cluster": "10.0.0.0/8"}
+_LAB_NETS = {"node": "10.1.1.0/24", "zone": "10.2.0.0/24", "cluster": "10.0.0.0/8"}
+
+
+def _ipt_pod_rule(p: PodRule, chain: str, nets: dict[str, str] = _LAB_NETS) -> str:
+    """A pod's jump rules and chain in the iptables baseline (peer networks `nets`: the
+    lab's unless told)."""
     rules = [
         f":{chain} - [0:0]",
         f"-A GY-ACCT -s {p.ip} -j {chain}",
