@@ -18,8 +18,12 @@ from typing import Any
 
 import aiohttp
 import orjson
+import pytest
 
+from gpuyard.apiserver import audit
+from gpuyard.apiserver.attributes import of_request
 from gpuyard.apiserver.audit import AuditLog
+from gpuyard.apiserver.authn import UserInfo
 from gpuyard.apiserver.server import APIServer
 from gpuyard.apiserver.testing import run_apiserver_process
 
@@ -325,20 +329,17 @@ async def test_a_request_after_stop_is_refused_not_served_unaudited(
         await again.stop()
 
 
-def test_an_event_line_made_from_encoded_pieces_is_the_event() -> None:
-    # The request path writes Metadata-level events as lines joined from pieces kept
-    # encoded (audit.line); each is field for field, in order, the event's dict.
-    from gpuyard.apiserver import audit
-    from gpuyard.apiserver.attributes import of_request
-    from gpuyard.apiserver.authn import UserInfo
+_KUBELET = UserInfo("system:node:n1", ("system:nodes", "system:authenticated"))
+_ADMIN = UserInfo("admin", ("system:masters",), "u1", {"scopes": ["a"]})
 
-    kubelet = UserInfo("system:node:n1", ("system:nodes", "system:authenticated"))
-    admin = UserInfo("admin", ("system:masters",), "u1", {"scopes": ["a"]})
-    cases = [
+
+@pytest.mark.parametrize(
+    "method, path, user, acting, ip, ua, code, decision, msg, ann",
+    [
         (
             "PATCH",
             "/api/v1/namespaces/ns/pods/p/status",
-            kubelet,
+            _KUBELET,
             None,
             "10.0.0.1",
             "k/1",
@@ -350,8 +351,8 @@ def test_an_event_line_made_from_encoded_pieces_is_the_event() -> None:
         (
             "GET",
             "/apis/apps/v1/deployments",
-            admin,
-            kubelet,
+            _ADMIN,
+            _KUBELET,
             "",
             "",
             403,
@@ -362,7 +363,7 @@ def test_an_event_line_made_from_encoded_pieces_is_the_event() -> None:
         (
             "POST",
             "/api/v1/namespaces/ns/pods/p/binding",
-            admin,
+            _ADMIN,
             None,
             "::1",
             "s\u00e9/2",
@@ -371,46 +372,42 @@ def test_an_event_line_made_from_encoded_pieces_is_the_event() -> None:
             "",
             None,
         ),
-        ("GET", "/healthz", admin, None, "", "", 500, None, "", None),
-    ]
+        ("GET", "/healthz", _ADMIN, None, "", "", 500, None, "", None),
+    ],
+    ids=["status-patch", "impersonated-forbidden", "binding", "healthz-500"],
+)
+def test_an_event_line_made_from_encoded_pieces_is_the_event(
+    method: str,
+    path: str,
+    user: UserInfo,
+    acting: UserInfo | None,
+    ip: str,
+    ua: str,
+    code: int,
+    decision: tuple[str, str] | None,
+    msg: str,
+    ann: dict[str, str] | None,
+) -> None:
+    # The request path writes Metadata-level events as lines joined from pieces kept
+    # encoded (audit.line); each is field for field, in order, the event's dict.
     received = audit.now()
-    for method, path, user, acting, ip, ua, code, decision, msg, ann in cases:
-        a = of_request(method, path, {})
-        got = orjson.loads(
-            audit.line(
-                "Metadata",
-                "id-1",
-                received,
-                path,
-                a,
-                user,
-                acting,
-                ip,
-                ua,
-                code,
-                "ResponseComplete",
-                decision,
-                msg,
-                ann,
-            )
-        )
-        want = audit.event(
-            "Metadata",
-            "id-1",
-            received,
-            path,
-            a,
-            user,
-            acting,
-            ip,
-            ua,
-            code,
-            "ResponseComplete",
-            decision,
-            msg,
-            None,
-            None,
-            ann,
-        )
-        assert got.pop("stageTimestamp") <= want.pop("stageTimestamp")  # made first
-        assert list(got.items()) == list(want.items())
+    a = of_request(method, path, {})
+    fields = (
+        "Metadata",
+        "id-1",
+        received,
+        path,
+        a,
+        user,
+        acting,
+        ip,
+        ua,
+        code,
+        "ResponseComplete",
+        decision,
+        msg,
+    )
+    got = orjson.loads(audit.line(*fields, annotations=ann))
+    want = audit.event(*fields, annotations=ann)
+    assert got.pop("stageTimestamp") <= want.pop("stageTimestamp")  # made first
+    assert list(got.items()) == list(want.items())
