@@ -11,22 +11,9 @@ from gpuyard.scheduling import upstream
 from gpuyard.scheduling.policy import Memory, PolicyConfig, schedule
 from gpuyard.scheduling.state import ClusterState
 
+from .nodes import node
+
 NS = "ns"
-
-
-def node(name: str, gpus: int = 8) -> dict[str, Any]:
-    return {
-        "metadata": {"name": name, "labels": {"kubernetes.io/hostname": name}},
-        "status": {
-            "allocatable": {
-                "cpu": "96",
-                "memory": "1Ti",
-                "pods": "110",
-                "nvidia.com/gpu": str(gpus),
-            },
-            "conditions": [{"type": "Ready", "status": "True"}],
-        },
-    }
 
 
 def podgroup(name: str, min_count: int, parent: str | None) -> dict[str, Any]:

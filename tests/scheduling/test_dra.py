@@ -16,23 +16,10 @@ from gpuyard.scheduling import dra
 from gpuyard.scheduling.policy import Memory, PolicyConfig, schedule
 from gpuyard.scheduling.state import GPU, ClusterState
 
+from .nodes import node
+
 NS = "default"
 CLIQUE = "gpu.nvidia.com/cliqueId"
-
-
-def node(name: str, gpus: int) -> dict[str, Any]:
-    return {
-        "metadata": {"name": name, "labels": {"kubernetes.io/hostname": name}},
-        "status": {
-            "allocatable": {
-                "cpu": "96",
-                "memory": "1Ti",
-                "pods": "110",
-                "nvidia.com/gpu": str(gpus),
-            },
-            "conditions": [{"type": "Ready", "status": "True"}],
-        },
-    }
 
 
 def gpu_slice(
