@@ -35,6 +35,8 @@ CONTROLLERS = {
     "jobs": "gpuyard.jobs.controller:run",
     "teams": "gpuyard.teams.manager:run",
     "balloons": "gpuyard.balloons.controller:run",
+    # the pod ranges by zone every node's netd needs, in one ConfigMap
+    "network-ranges": "gpuyard.network.rangesmap:run",
 }
 
 

@@ -32,7 +32,7 @@ from gpuyard import names
 from gpuyard.health.testpods import DEFAULT_IMAGE as DEFAULT_GPU_IMAGE
 from gpuyard.teams.webhook import service_webhook_configuration
 
-NAMESPACE = "gpuyard-system"
+NAMESPACE = names.NAMESPACE
 IMAGE = "ghcr.io/gpuyard/gpuyard:0.1.0"
 GPU_IMAGE = DEFAULT_GPU_IMAGE
 HEALTH = Path(__file__).resolve().parent / "health" / "deploy.yaml"
@@ -81,13 +81,20 @@ CONTROLLER_RULES: list[Rule] = [
 ]
 
 
-# The node network agent: its own node's pods (it asks with a field selector), the
-# nodes' zones and the Teams' egress defaults; it writes nothing to the API.
+# The node network agent: its own node's pods and its own Node (it asks with field
+# selectors: RBAC cannot name a node not known here, so the rule is on all nodes) and the
+# Teams; it writes nothing to the API. The other nodes' pod ranges by zone it reads from the
+# one ConfigMap `gpuyard controllers` publishes (rights on that name only, in gpuyard's
+# namespace: its informer lists and watches with metadata.name=, which RBAC authorizes
+# against resourceNames); the controllers' configmaps rights cover writing it.
 NETD = "gpuyard-netd"
 NETD_PORT = 9105
 NETD_RULES: list[Rule] = [
     ("", ["pods", "nodes"], WATCH),
     (names.GROUP, ["teams"], WATCH),
+]
+NETD_NAMESPACE_RULES: list[Rule] = [
+    ("", ["configmaps"], WATCH, [names.NETWORK_RANGES_CONFIGMAP]),
 ]
 
 # The web dashboard (`gpuyard dashboard`): reads what it shows and asks the API server
@@ -478,6 +485,7 @@ def objects(image: str = IMAGE, gpu_image: str = GPU_IMAGE) -> list[dict[str, An
         _webhook_deployment(image),
         service_webhook_configuration(NAMESPACE, WEBHOOK),
         *_rbac(NETD, NETD_RULES),
+        *_namespace_role(NETD, NETD_NAMESPACE_RULES),
         _netd_daemonset(image),
         *_rbac(DASHBOARD, DASHBOARD_RULES),
         *_namespace_role(DASHBOARD, DASHBOARD_NAMESPACE_RULES),

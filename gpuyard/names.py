@@ -10,6 +10,12 @@ POD_GROUP_LABEL = "scheduling.x-k8s.io/pod-group"
 
 SCHEDULER_NAME = "gpuyard-scheduler"
 
+# gpuyard's namespace on a real cluster (`gpuyard manifests`)
+NAMESPACE = "gpuyard-system"
+# the ConfigMap there in which `gpuyard controllers` publishes the pod ranges by zone
+# that every node's netd classes traffic by (gpuyard.network.rangesmap)
+NETWORK_RANGES_CONFIGMAP = "gpuyard-network-ranges"
+
 TAINT_PREFLIGHT = "gpuyard.io/preflight"
 TAINT_UNHEALTHY = "gpuyard.io/unhealthy"
 TAINT_TEAM = "gpuyard.io/team"

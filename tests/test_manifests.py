@@ -289,6 +289,16 @@ def test_the_install_roles_are_least_privilege() -> None:
     for sa in (manifests.NETD, manifests.VIEWER):
         writes = {(g, r, v) for _, g, r, v, _ in _granted(objs, sa) if v not in READ}
         assert all(r in REVIEWS for _, r, _ in writes), (sa, writes)
+    # netd (on every node) reads the published pod ranges by name in gpuyard's namespace,
+    # no other ConfigMap; it needs no Node but its own, asked for by name.
+    netd = _granted(objs, manifests.NETD)
+    assert {(ns, v, names) for ns, _, r, v, names in netd if r == "configmaps"} == {
+        (manifests.NAMESPACE, v, ("gpuyard-network-ranges",)) for v in ("get", "list", "watch")
+    }
+    assert {v for _, _, r, v, _ in netd if r == "nodes"} == READ
+    # The controllers write that ConfigMap (a create cannot be limited by name).
+    controllers = _granted(objs, "gpuyard-controllers")
+    assert {v for _, _, r, v, _ in controllers if r == "configmaps"} >= {"create", "update"}
     # The viewer serves nothing, so it may not even ask about others' tokens.
     assert {v for _, _, _, v, _ in _granted(objs, manifests.VIEWER)} <= READ
 

@@ -1,8 +1,11 @@
 """The node network agent (`gpuyard netd`): follows its node's pods into the kernel.
 
-It watches only the pods bound to its node (field selector spec.nodeName=NODE), the nodes
-(zones and pod ranges: the destination classes) and the Teams (namespace -> team, for the
-metrics' team label); it writes nothing to the API. Every change of what it sees wakes one
+It watches only the pods bound to its node (field selector spec.nodeName=NODE), its own
+Node (metadata.name=NODE: its zone and pod ranges), the one ConfigMap in which `gpuyard
+controllers` publishes every zone's pod ranges (gpuyard.network.rangesmap: the destination
+classes; no agent watches every Node) and the Teams (namespace -> team, for the metrics' team
+label); it writes nothing to the API. Until that ConfigMap exists it classes by its own
+node's ranges and the service ranges only. Every change of what it sees wakes one
 reconcile, which applies the desired state (gpuyard.network.desired) to the accounting
 engine in one atomic nft batch and to the uplink shaper in one tc batch. At start the state
 is read back from the kernel, so a restart neither loses nor double-counts a counter.
@@ -20,8 +23,8 @@ from typing import Any
 
 from gpuyard.kube.errors import NotFound
 from gpuyard.kube.informer import Informer
-from gpuyard.kube.resources import NODES, PODS, TEAMS
-from gpuyard.network import desired
+from gpuyard.kube.resources import CONFIGMAPS, NODES, PODS, TEAMS
+from gpuyard.network import desired, rangesmap
 from gpuyard.network.classes import Ranges
 from gpuyard.network.nft import NftAccounting, PodRule
 from gpuyard.network.shaping import Shaper
@@ -32,7 +35,7 @@ log = logging.getLogger("gpuyard.netd")
 class NetAgent:
     """One node's agent. ``teams``: a Teams informer someone else starts and stops (the
     simulated agents of `gpuyard up` share one), else the agent watches the Teams itself.
-    ``watch_nodes=False``: no nodes watch and no address ranges, for an engine that does
+    ``watch_nodes=False``: no watch of its Node or the ranges, no address ranges, for an engine that does
     not class traffic by address (the simulated one). ``threaded=False``: the engine's
     calls run on the event loop (an engine in memory; the kernel's go to a thread)."""
 
@@ -63,7 +66,21 @@ class NetAgent:
             name="netd-pods",
             watch_timeout_s=random.randint(300, 600),
         )
-        self.nodes = Informer(client, NODES, name="netd-nodes") if watch_nodes else None
+        self.nodes: Informer | None = None  # its own Node only
+        self.ranges_inf: Informer | None = None  # the published ranges' ConfigMap only
+        if watch_nodes:
+            self.nodes = Informer(
+                client, NODES, field_selector=f"metadata.name={node}", name="netd-node"
+            )
+            self.ranges_inf = Informer(
+                client,
+                CONFIGMAPS,
+                rangesmap.NAMESPACE,
+                field_selector=f"metadata.name={rangesmap.NAME}",
+                name="netd-ranges",
+            )
+        self._said_no_ranges = False
+        self._said_bad_ranges = False
         self._own_teams = teams is None
         self.teams_inf = teams if teams is not None else Informer(client, TEAMS, name="netd-teams")
         self._wake = asyncio.Event()
@@ -72,8 +89,8 @@ class NetAgent:
         self.reconciles = 0
         self.errors = 0
         woken = [self.pods]
-        if self.nodes is not None:
-            woken.append(self.nodes)
+        if self.nodes is not None and self.ranges_inf is not None:
+            woken += [self.nodes, self.ranges_inf]
         if self._own_teams:
             woken.append(self.teams_inf)
         for inf in woken:
@@ -93,8 +110,7 @@ class NetAgent:
 
     def reconcile(self) -> dict[str, Any]:
         if self.nodes is not None:
-            node = self.nodes.get(self.node) or {"metadata": {"name": self.node}}
-            ranges = desired.ranges_for(node, self.nodes.list(), self.service_cidrs)
+            ranges = self.ranges()
             if ranges != self._ranges:
                 self.engine.ensure(ranges)
                 self._ranges = ranges
@@ -106,6 +122,35 @@ class NetAgent:
         self.reconciles += 1
         return changes
 
+    def ranges(self) -> Ranges:
+        """Its node's Ranges: from the published ConfigMap and its own Node (until the
+        ConfigMap exists, or while it holds what no controller wrote: its own node's
+        and the services' ranges only, said once at INFO / WARNING)."""
+        assert self.nodes is not None and self.ranges_inf is not None
+        node = self.nodes.get(self.node) or {"metadata": {"name": self.node}}
+        cm = self.ranges_inf.get(rangesmap.NAME, rangesmap.NAMESPACE)
+        if cm is None:
+            if not self._said_no_ranges:
+                self._said_no_ranges = True
+                log.info(
+                    "netd %s: no %s/%s yet (`gpuyard controllers` publishes it): classing by "
+                    "this node's and the service ranges only",
+                    self.node,
+                    rangesmap.NAMESPACE,
+                    rangesmap.NAME,
+                )
+            return rangesmap.ranges_from(None, node, self.service_cidrs)
+        self._said_no_ranges = False
+        try:
+            ranges = rangesmap.ranges_from(cm.get("data") or {}, node, self.service_cidrs)
+        except ValueError as exc:
+            if not self._said_bad_ranges:
+                self._said_bad_ranges = True
+                log.warning("netd %s: %s; classing by this node's ranges only", self.node, exc)
+            return rangesmap.ranges_from(None, node, self.service_cidrs)
+        self._said_bad_ranges = False
+        return ranges
+
     async def _engine(self, fn: Any) -> Any:
         return await asyncio.to_thread(fn) if self.threaded else fn()
 
@@ -116,7 +161,9 @@ class NetAgent:
         self.current = await self._engine(self.engine.owned)
         if self.shaper is not None:
             await asyncio.to_thread(self.shaper.ensure)
-        synced = [self.pods] if self.nodes is None else [self.pods, self.nodes]
+        synced = [self.pods]
+        if self.nodes is not None and self.ranges_inf is not None:
+            synced += [self.nodes, self.ranges_inf]
         watched = list(synced)
         if self._own_teams and await self._has_teams():
             watched.append(self.teams_inf)

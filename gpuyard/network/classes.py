@@ -15,9 +15,13 @@ DIRECTIONS = ("out", "in")
 
 
 def _nets(cidrs: list[str] | tuple[str, ...]) -> tuple[str, ...]:
-    """IPv4 and IPv6 ranges alike (dual-stack clusters have both), canonical and sorted."""
-    out = {ipaddress.ip_network(c, strict=False) for c in cidrs}
-    return tuple(str(n) for n in sorted(out, key=lambda n: (n.version, n)))
+    """IPv4 and IPv6 ranges alike (dual-stack clusters have both), canonical, collapsed
+    (adjacent and nested ranges merged: the same addresses in fewer ranges) and sorted."""
+    nets = [ipaddress.ip_network(c, strict=False) for c in cidrs]
+    out: list[ipaddress.IPv4Network | ipaddress.IPv6Network] = []
+    for version in (4, 6):
+        out += ipaddress.collapse_addresses(n for n in nets if n.version == version)  # type: ignore[type-var]
+    return tuple(str(n) for n in out)
 
 
 def join_ips(ips: list[str] | tuple[str, ...]) -> str:

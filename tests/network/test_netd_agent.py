@@ -17,7 +17,7 @@ from kubernetes import client as k8s
 from kubernetes import config as k8sconfig
 
 from gpuyard import manifests
-from gpuyard.network import bandwidth
+from gpuyard.network import bandwidth, rangesmap
 from gpuyard.network.nft import NftAccounting
 from gpuyard.network.shaping import Shaper
 
@@ -41,12 +41,32 @@ def lab():
     lab.down()
 
 
+def create_nodes(api: k8s.CoreV1Api) -> None:
+    """The lab's nodes, and their pod ranges by zone in the ConfigMap `gpuyard controllers`
+    publishes (netd watches no Node but its own)."""
+    nodes = [
+        {
+            "metadata": {"name": name, "labels": {"topology.kubernetes.io/zone": zone}},
+            "spec": {"podCIDR": cidr},
+        }
+        for name, (zone, cidr) in NODES.items()
+    ]
+    for n in nodes:
+        api.create_node(n)
+    api.create_namespace({"metadata": {"name": rangesmap.NAMESPACE}})
+    api.create_namespaced_config_map(
+        rangesmap.NAMESPACE,
+        {"metadata": {"name": rangesmap.NAME}, "data": rangesmap.content(nodes)},
+    )
+
+
 def netd_kubeconfig(srv, tmp_path) -> str:
     """A kubeconfig for the install's netd ServiceAccount (its role from `gpuyard
     manifests`), so the agent runs with exactly the rights it has on a real cluster."""
     api_client = k8sconfig.new_client_from_config(srv.kubeconfig)
     core, rbac = k8s.CoreV1Api(api_client), k8s.RbacAuthorizationV1Api(api_client)
-    core.create_namespace({"metadata": {"name": manifests.NAMESPACE}})
+    if manifests.NAMESPACE not in {n.metadata.name for n in core.list_namespace().items}:
+        core.create_namespace({"metadata": {"name": manifests.NAMESPACE}})
     for o in manifests.objects():
         if o["metadata"]["name"] != manifests.NETD:
             continue
@@ -56,6 +76,10 @@ def netd_kubeconfig(srv, tmp_path) -> str:
             rbac.create_cluster_role(o)
         elif o["kind"] == "ClusterRoleBinding":
             rbac.create_cluster_role_binding(o)
+        elif o["kind"] == "Role":
+            rbac.create_namespaced_role(manifests.NAMESPACE, o)
+        elif o["kind"] == "RoleBinding":
+            rbac.create_namespaced_role_binding(manifests.NAMESPACE, o)
     token = core.create_namespaced_service_account_token(
         manifests.NETD, manifests.NAMESPACE, {"spec": {"audiences": []}}
     ).status.token
@@ -134,13 +158,7 @@ def pods_seen(port: int) -> set[str]:
 
 def test_agent_follows_pods_through_the_api_and_keeps_counters(apiserver, lab, capsys, tmp_path):
     api = k8s.CoreV1Api(k8sconfig.new_client_from_config(apiserver.kubeconfig))
-    for name, (zone, cidr) in NODES.items():
-        api.create_node(
-            {
-                "metadata": {"name": name, "labels": {"topology.kubernetes.io/zone": zone}},
-                "spec": {"podCIDR": cidr},
-            }
-        )
+    create_nodes(api)
     api.create_namespace({"metadata": {"name": "team-a"}})
 
     def make_pod(name: str, node: str, ip: str, host: bool = False) -> None:
@@ -187,7 +205,8 @@ def test_agent_follows_pods_through_the_api_and_keeps_counters(apiserver, lab, c
         stop_agent(agent)
         agent, port = start_agent(apiserver, lab, as_netd)
         # Synced again (both watches open) and reconciled: the kernel's counters are kept.
-        wait_for(lambda: scrape(port).get(("requests", "watch")) == 2, "the agent's watches")
+        # pods, its own Node and the ranges' ConfigMap
+        wait_for(lambda: scrape(port).get(("requests", "watch")) == 3, "the agent's watches")
         time.sleep(0.5)
         assert pods_seen(port) == {"pa"}
         assert scrape(port)[("pa", "internet", "out", "")] == internet  # kept, not doubled
@@ -198,9 +217,8 @@ def test_agent_follows_pods_through_the_api_and_keeps_counters(apiserver, lab, c
         r1 = scrape(port)
         reqs = {k[1]: r1[k] for k in r1 if k[0] == "requests"}
         assert set(reqs) <= {"list", "watch"}, reqs
-        assert sum(reqs.values()) <= 5, (
-            reqs
-        )  # a Team probe, then pods and nodes: a list and a watch each
+        # a Team probe, then pods, its Node and the ConfigMap: a list and a watch each
+        assert sum(reqs.values()) <= 7, reqs
         per_min = (
             (sum(reqs.values()) - sum(r0[k] for k in r0 if k[0] == "requests"))
             * 60
@@ -217,13 +235,7 @@ def test_agent_shapes_an_annotated_pods_internet_egress_under_iperf3(apiserver, 
     """netd with --uplink: a pod annotated 200Mbit sends a real TCP flow (iperf3) to the
     internet at its limit, by the agent's own counter; its in-cluster flow is not limited."""
     api = k8s.CoreV1Api(k8sconfig.new_client_from_config(apiserver.kubeconfig))
-    for name, (zone, cidr) in NODES.items():
-        api.create_node(
-            {
-                "metadata": {"name": name, "labels": {"topology.kubernetes.io/zone": zone}},
-                "spec": {"podCIDR": cidr},
-            }
-        )
+    create_nodes(api)
     api.create_namespace({"metadata": {"name": "team-a"}})
     api.create_namespaced_pod(
         "team-a",
