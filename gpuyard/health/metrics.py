@@ -33,26 +33,48 @@ class HealthMetrics:
     _seen: dict[str, dict[str, tuple[str, str]]] = field(default_factory=dict)
 
     def observe_nodes(self, nodes: Mapping[str, Mapping[str, Any]]) -> None:
-        """Nodes by health condition and status; a changed verdict counts once."""
+        """Nodes by health condition and status; a changed verdict counts once.
+
+        Called on every change of the node cache (every half second on a busy cluster), so
+        what it remembers is updated in place: a new (status, reason) only where one
+        changed. Rebuilding it each call (a dict and three tuples per node) left the
+        cyclic collector 30,000 fresh objects a call to walk at 7,500 nodes: most of the
+        young-generation collections of `gpuyard up`'s process."""
         by: Tally[tuple[str, str]] = Tally()
-        seen: dict[str, dict[str, tuple[str, str]]] = {}
+        seen = self._seen
         for name, node in nodes.items():
-            before = self._seen.get(name)
-            now: dict[str, tuple[str, str]] = {}
+            before = seen.get(name)
+            if before is None:
+                before = seen[name] = {}
+            matched = 0
             for c in (node.get("status") or {}).get("conditions") or ():
                 t = c.get("type")
                 if t not in TAINT_CONDITIONS:
                     continue
+                matched += 1
                 s = str(c.get("status") or "Unknown")
                 r = str(c.get("reason") or "")
-                now[t] = (s, r)
                 by[(t, s)] += 1
-                old = before.get(t) if before is not None else None
-                # A node first seen counts only what is wrong with it.
-                if (old is None and s != "True") or (old is not None and old != (s, r)):
+                old = before.get(t)
+                if old is None:
+                    # A node (or condition) first seen counts only what is wrong with it.
+                    if s != "True":
+                        self.verdicts.labels(t, s, r).inc()
+                    before[t] = (s, r)
+                elif old[0] != s or old[1] != r:
                     self.verdicts.labels(t, s, r).inc()
-            seen[name] = now
-        self._seen = seen
+                    before[t] = (s, r)
+            if len(before) > matched:  # a condition gone from the node is forgotten
+                now = {
+                    c.get("type")
+                    for c in (node.get("status") or {}).get("conditions") or ()
+                    if c.get("type") in TAINT_CONDITIONS
+                }
+                for t in [t for t in before if t not in now]:
+                    del before[t]
+        if len(seen) > len(nodes):  # every node listed is in seen: some are gone
+            for name in [n for n in seen if n not in nodes]:
+                del seen[name]
         for t in TAINT_CONDITIONS:
             for s in STATUSES:
                 self.conditions.labels(t, s).set(by[(t, s)])
